@@ -1,0 +1,106 @@
+// swift-tools-version: 6.0
+// EdgeQ: an MQTT control gateway with an on-device int8 deep Q-network.
+// Dependencies point one way: gateway → {topic map, Q-network, learner, log, MQTT}.
+// Each C library has its own system-library target, imported by one Swift module only.
+import PackageDescription
+
+/// Numerical targets are compiled with optimisation even in debug builds: the tests
+/// train small networks and a debug-built kernel is 10–100× slower, which would make
+/// the suite too slow to run on every change. Semantics are unchanged (-O keeps
+/// overflow and bounds checks).
+let numericSettings: [SwiftSetting] = [
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
+]
+
+let package = Package(
+    name: "EdgeQ",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "edgeq", targets: ["edgeq"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // MARK: C shims (module map + one header each)
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+
+        // MARK: Parts
+        /// Child processes with a clean signal mask, free ports, a mosquitto launcher:
+        /// used by the CLI (bench, demo) and by the tests' broker fixture.
+        .target(name: "EdgeQSystem"),
+        .target(
+            name: "EdgeQMQTT",
+            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "EdgeQTopicMap",
+            dependencies: ["Yams"]
+        ),
+        .target(
+            name: "EdgeQNet",
+            dependencies: ["COpenBLAS"],
+            swiftSettings: numericSettings
+        ),
+        .target(
+            name: "EdgeQPlants",
+            swiftSettings: numericSettings
+        ),
+        .target(
+            name: "EdgeQLearner",
+            dependencies: ["EdgeQNet"],
+            swiftSettings: numericSettings
+        ),
+        .target(
+            name: "EdgeQLog",
+            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "EdgeQGateway",
+            dependencies: [
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "edgeq",
+            dependencies: [
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: numericSettings
+        ),
+
+        // MARK: Tests
+        .target(
+            name: "EdgeQTestSupport",
+            dependencies: ["EdgeQSystem"],
+            path: "Tests/EdgeQTestSupport"
+        ),
+        .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap"]),
+        .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants"]),
+        .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+// EdgeQGateway: see docs/architecture.md for what this module owns.

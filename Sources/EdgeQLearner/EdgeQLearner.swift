@@ -1,0 +1,1 @@
+// EdgeQLearner: see docs/architecture.md for what this module owns.

@@ -1,0 +1,1 @@
+// EdgeQLog: see docs/architecture.md for what this module owns.

@@ -1,0 +1,1 @@
+// EdgeQMQTT: see docs/architecture.md for what this module owns.

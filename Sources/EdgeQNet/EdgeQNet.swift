@@ -1,0 +1,1 @@
+// EdgeQNet: see docs/architecture.md for what this module owns.

@@ -1,0 +1,1 @@
+// EdgeQPlants: see docs/architecture.md for what this module owns.

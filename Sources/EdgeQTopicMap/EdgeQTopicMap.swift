@@ -1,0 +1,1 @@
+// EdgeQTopicMap: see docs/architecture.md for what this module owns.

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+
+/// `edgeq bench NAME [--json]`: measures EdgeQ and, in the same run, the anchor it is
+/// compared with (../shared/anchors/perf), and prints the ratio EdgeQ ÷ anchor.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Run a benchmark and print EdgeQ's figures beside the anchors measured in the same run.",
+        discussion: """
+            NAME is one of: \(BenchName.allCases.map(\.rawValue).joined(separator: ", ")).
+            Without --json: a table for people. With --json: one JSON object per line per figure, \
+            {"bench","figure","value","unit","anchor","anchor_value","ratio","better"}, where ratio is \
+            EdgeQ ÷ anchor and better is "lower" or "higher". Progress goes to standard error.
+            The anchors are taken from ../shared/anchors/perf (or $EDGEQ_ANCHORS_DIR), copied to \
+            .build-anchors/ and built there; Python anchors use $EDGEQ_ANCHORS_PY \
+            (default ~/.venvs/anchors-perf/bin/python, made by `make bench-setup`).
+            """
+    )
+
+    @Argument(help: "Which benchmark to run.")
+    var name: BenchName
+
+    @Flag(help: "Print one JSON object per figure instead of a table.")
+    var json = false
+
+    @Flag(help: "Fewer repetitions: a quick look, not a figure to record.")
+    var quick = false
+
+    @Flag(help: "Skip the anchors (EdgeQ's figures only; ratios are then null).")
+    var noAnchors = false
+
+    func run() async throws {
+        let context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
+        let figures = try await name.run(context)
+        BenchReport(figures: figures).print(json: json)
+    }
+}
+
+/// The benchmarks `edgeq bench` knows.
+enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
+    case mqtt, decode, inference, train, learn, e2e, retrain
+
+    func run(_ context: BenchContext) async throws -> [BenchFigure] {
+        switch self {
+        case .mqtt: return try await MQTTBench.run(context)
+        case .decode: return try await DecodeBench.run(context)
+        case .inference: return try await InferenceBench.run(context)
+        case .train: return try await TrainBench.run(context)
+        case .learn: return try await LearnBench.run(context)
+        case .e2e, .retrain:
+            throw BenchError.notAvailable(name: rawValue)
+        }
+    }
+}
+
+/// What every benchmark gets: its options and a place to report progress.
+struct BenchContext: Sendable {
+    let bench: String
+    let quick: Bool
+    let withAnchors: Bool
+
+    /// Progress for people, on standard error (standard output carries the figures).
+    func progress(_ message: String) {
+        FileHandle.standardError.write(Data("[\(bench)] \(message)\n".utf8))
+    }
+}
+
+/// A benchmark that cannot run, with what to do about it.
+enum BenchError: Error, CustomStringConvertible {
+    case notAvailable(name: String)
+    case anchorMissing(String)
+    case failed(String)
+
+    var description: String {
+        switch self {
+        case .notAvailable(let name):
+            return "bench \(name) is not available in this build yet"
+        case .anchorMissing(let what):
+            return "anchor not available: \(what) (run `make bench-setup`, or pass --no-anchors)"
+        case .failed(let what):
+            return "benchmark failed: \(what)"
+        }
+    }
+}

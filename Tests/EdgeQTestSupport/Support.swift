@@ -1,0 +1,2 @@
+// Test helpers shared by the test targets (re-exports EdgeQSystem: broker fixture, child processes).
+@_exported import EdgeQSystem

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what EdgeQ needs to build and test, and nothing when it is all there.
+# Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite), the broker
+# and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
+# Python packages (numpy, safetensors, paho-mqtt) serve the interop cross-checks in tests.
+# Uses sudo only when not root. Safe to run again: a second run costs well under a second.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_deb=()
+for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev openssl gcc make; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    need_deb+=("$pkg")
+  fi
+done
+if [ "${#need_deb[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_deb[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_deb[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import numpy, safetensors, paho.mqtt' 2>/dev/null; then
+  echo "setup: installing Python packages: numpy safetensors paho-mqtt" >&2
+  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' 2>&1 | grep -v -i 'root user' >&2 || true
+  "$PY" -c 'import numpy, safetensors, paho.mqtt'
+fi
