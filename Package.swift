@@ -45,6 +45,8 @@ let package = Package(
         /// Child processes with a clean signal mask, free ports, a mosquitto launcher:
         /// used by the CLI (bench, demo) and by the tests' broker fixture.
         .target(name: "EdgeQSystem"),
+        /// Small shared pieces with no dependencies: the seeded random generator.
+        .target(name: "EdgeQCore", swiftSettings: numericSettings),
         .target(
             name: "EdgeQMQTT",
             dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]
@@ -55,16 +57,17 @@ let package = Package(
         ),
         .target(
             name: "EdgeQNet",
-            dependencies: ["COpenBLAS"],
+            dependencies: ["COpenBLAS", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
             name: "EdgeQPlants",
+            dependencies: ["EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
             name: "EdgeQLearner",
-            dependencies: ["EdgeQNet"],
+            dependencies: ["EdgeQNet", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
@@ -98,7 +101,8 @@ let package = Package(
         .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap"]),
         .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants"]),
+        .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
+        .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport"]),
     ],

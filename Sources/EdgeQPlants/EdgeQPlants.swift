@@ -1,1 +1,0 @@
-// EdgeQPlants: see docs/architecture.md for what this module owns.
