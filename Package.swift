@@ -104,6 +104,7 @@ let package = Package(
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_deb=()
-for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev openssl gcc make; do
+for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev openssl curl gcc make; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_deb+=("$pkg")
   fi

@@ -1,1 +1,0 @@
-// EdgeQGateway: see docs/architecture.md for what this module owns.
