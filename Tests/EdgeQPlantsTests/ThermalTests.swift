@@ -142,3 +142,27 @@ func runThermal(seed: UInt64, steps: Int = 2016, zoneParameters: ThermalZone.Par
         #expect(Set(object.keys) == documented)
     }
 }
+
+@Suite struct ThermalHeadroomTests {
+    /// The plant leaves honest headroom for a learned policy: a hand-made anticipating
+    /// variant of the same PI (pre-heat from 06:00 on off-peak power, heater off through the
+    /// 17–20 price peak) is several percent cheaper with no comfort loss. Measured (seeds
+    /// 0, 1, 2): −7.2 %, −7.1 %, −5.6 % cost, 0 K·h violation for both.
+    @Test(arguments: [UInt64(0), 1, 2])
+    func anticipationBeatsThePIWithoutDiscomfort(seed: UInt64) {
+        let incumbent = runThermal(seed: seed)
+        var zone = ThermalZone(seed: seed)
+        var parameters = ThermalPI.Parameters()
+        parameters.preheatLead = 2
+        var pi = ThermalPI(zone: zone, parameters: parameters)
+        var obs = zone.observation
+        for _ in 0..<2016 {
+            var level = pi.decide(obs)
+            if obs.price >= zone.schedule.peakPrice { level = 0 }
+            obs = zone.step(level: level)
+        }
+        let saving = 1 - zone.score.energyCost / incumbent.score.energyCost
+        #expect(saving > 0.03, "saving \(saving)")
+        #expect(zone.score.comfortViolation <= incumbent.score.comfortViolation + 0.01)
+    }
+}
