@@ -380,6 +380,16 @@ final class WriterWorker: @unchecked Sendable {
         var deleted = 0
         do throws(LogError) {
             let batch = max(1, policy.batchRows)
+            // Age first, so the row limit never deletes fresh rows that old ones outlive.
+            if let maxAge = policy.maxAge, maxAge.isFinite {
+                let cutoff = Date().timeIntervalSince1970 - maxAge
+                while true {
+                    try db.execute("DELETE FROM transitions WHERE id IN (SELECT id FROM transitions WHERE time < \(cutoff) ORDER BY id LIMIT \(batch))")
+                    let n = Int(sqlite3_changes(db.handle))
+                    deleted += n
+                    if n < batch { break }
+                }
+            }
             if let maxRows = policy.maxRows {
                 let count = Int(try db.scalarInt("SELECT count(*) FROM transitions") ?? 0)
                 var excess = count - max(0, maxRows)
@@ -388,15 +398,6 @@ final class WriterWorker: @unchecked Sendable {
                     try db.execute("DELETE FROM transitions WHERE id IN (SELECT id FROM transitions ORDER BY id LIMIT \(n))")
                     deleted += n
                     excess -= n
-                }
-            }
-            if let maxAge = policy.maxAge, maxAge.isFinite {
-                let cutoff = Date().timeIntervalSince1970 - maxAge
-                while true {
-                    try db.execute("DELETE FROM transitions WHERE id IN (SELECT id FROM transitions WHERE time < \(cutoff) ORDER BY id LIMIT \(batch))")
-                    let n = Int(sqlite3_changes(db.handle))
-                    deleted += n
-                    if n < batch { break }
                 }
             }
         } catch {
