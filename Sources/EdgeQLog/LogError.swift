@@ -24,6 +24,7 @@ public struct LogError: Error, Sendable, CustomStringConvertible {
         /// An argument was out of range (the message says which).
         public static let badArgument = Kind(.badArgument)
 
+        /// A short phrase for messages.
         public var description: String {
             switch code {
             case .open: "cannot open the log"
@@ -54,6 +55,7 @@ public struct LogError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// `PATH: kind: message [SQLite code]`.
     public var description: String {
         var s = "\(path): \(kind): \(message)"
         if let code { s += " [\(code)]" }

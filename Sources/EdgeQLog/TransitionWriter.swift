@@ -154,7 +154,9 @@ public final class TransitionWriter: Sendable {
     }
 
     /// Writes everything queued, checkpoints, stops the writer thread and closes its
-    /// connection. Later `submit` calls return `.closed`.
+    /// connection. Later `submit` calls return `.closed`. If the last batch cannot be
+    /// committed (disk full), the thread stops anyway and logs the lost rows as critical
+    /// rather than hold shutdown forever.
     ///
     /// - Throws: `LogError` `.timeout` when the thread has not finished after `timeout` seconds.
     public func close(timeout: Double = 30) throws(LogError) {

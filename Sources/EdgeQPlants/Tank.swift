@@ -119,7 +119,9 @@ public struct Tank: Sendable {
 /// The tank state message (`plant/tank/state`); `reward` and `overflow` describe the step
 /// that led to this state.
 public struct TankStep: Sendable, Equatable, Codable {
+    /// Steps taken in this episode.
     public var step = 0
+    /// Episode number.
     public var episode = 0
     /// Level, m.
     public var level = 0.0

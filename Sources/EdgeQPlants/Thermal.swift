@@ -221,13 +221,17 @@ public struct ThermalZone: Sendable {
 /// `level`, `power_kw`, `energy_cost`, `comfort_violation` and `reward` describe the step
 /// that led to this state; `price` is what the next step's energy will cost.
 public struct ThermalStep: Sendable, Equatable, Codable {
+    /// Steps taken in this episode.
     public var step = 0
+    /// Episode number.
     public var episode = 0
     /// Hour of the day, 0 ≤ hour < 24.
     public var hour = 0.0
     /// 0 = Monday … 6 = Sunday.
     public var weekday = 0
+    /// Zone temperature, °C.
     public var zoneTemp = 0.0
+    /// Outdoor temperature, °C.
     public var outdoorTemp = 0.0
     /// 1 while occupied.
     public var occupied = 0
@@ -237,10 +241,13 @@ public struct ThermalStep: Sendable, Equatable, Codable {
     public var price = 0.0
     /// Mean price over the next 2 hours.
     public var priceNext2h = 0.0
+    /// Lower edge of the comfort band, °C.
     public var comfortLow = 0.0
+    /// Upper edge of the comfort band, °C.
     public var comfortHigh = 0.0
     /// Heater level applied in the last step (0…4).
     public var level = 0
+    /// Heater power in the last step, kW.
     public var powerKW = 0.0
     /// Currency units spent in the last step.
     public var energyCost = 0.0
