@@ -88,7 +88,8 @@ enum Schema {
         case .all, .lastRows:
             break
         case .since(let t):
-            conditions.append("time >= \(t)")
+            // A non-finite instant would not be valid SQL: NaN and −∞ mean "everything".
+            conditions.append(t.isFinite ? "time >= \(t)" : (t > 0 ? "0" : "1"))
         case .afterID(let id):
             conditions.append("id > \(id)")
         }

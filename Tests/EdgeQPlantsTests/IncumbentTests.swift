@@ -110,3 +110,20 @@ import Testing
         for i in 0..<1000 { #expect(a.apply(i % 5) == b.apply(i % 5)) }
     }
 }
+
+@Suite struct StateMessageTests {
+    func keys<T: Encodable>(_ value: T) throws -> Set<String> {
+        let object = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(value)) as? [String: Any]
+        return Set(try #require(object).keys)
+    }
+
+    @Test func cartPoleAndTankMessagesHaveTheDocumentedFields() throws {
+        var env = CartPole(seed: 0)
+        let s = env.step(1)
+        let message = CartPoleState(step: 1, episode: 0, observation: s.observation, reward: s.reward,
+                                    terminal: s.terminal, truncated: s.truncated)
+        #expect(message.theta == s.observation[2] && message.xDot == s.observation[1])
+        #expect(try keys(message) == ["step", "episode", "x", "x_dot", "theta", "theta_dot", "reward", "terminal", "truncated"])
+        #expect(try keys(Tank(seed: 0).observation) == ["step", "episode", "level", "setpoint", "inflow", "valve", "overflow", "reward", "truncated"])
+    }
+}
