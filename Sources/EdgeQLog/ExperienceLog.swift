@@ -1,7 +1,6 @@
 import CSQLite
 import Foundation
 import Logging
-import Synchronization
 
 /// The experience log: one SQLite file (WAL) holding every transition the gateway saw,
 /// for retraining on the device and for export.
@@ -29,13 +28,13 @@ public final class ExperienceLog: Sendable {
     /// The schema version of the file.
     public let schemaVersion: Int
 
-    private let reader: Mutex<SQLiteConnection>
+    private let reader: Locked<SQLiteConnection>
 
-    private init(path: String, gatewayID: String, schemaVersion: Int, reader: sending SQLiteConnection) {
+    private init(path: String, gatewayID: String, schemaVersion: Int, reader: SQLiteConnection) {
         self.path = path
         self.gatewayID = gatewayID
         self.schemaVersion = schemaVersion
-        self.reader = Mutex(reader)
+        self.reader = Locked(reader)
     }
 
     /// Opens the log at `path`, creating the file and its schema when missing.

@@ -2,7 +2,6 @@ import CSQLite
 import Dispatch
 import Foundation
 import Logging
-import Synchronization
 
 /// Appends transitions to the log from a writer thread, in group commits, so the decision
 /// path never waits for the disk.
@@ -218,14 +217,14 @@ final class WriterShared: Sendable {
     }
 
     let options: TransitionWriter.Options
-    let state: Mutex<State>
+    let state: Locked<State>
     let wake = DispatchSemaphore(value: 0)
 
     init(options: TransitionWriter.Options) {
         self.options = options
         var pending: [Transition] = []
         pending.reserveCapacity(options.queueCapacity)
-        state = Mutex(State(pending: pending))
+        state = Locked(State(pending: pending))
     }
 }
 
