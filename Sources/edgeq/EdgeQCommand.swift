@@ -15,6 +15,8 @@ struct EdgeQCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             BenchCommand.self,
+            ExportCommand.self,
+            LogStressCommand.self,
         ]
     )
 }

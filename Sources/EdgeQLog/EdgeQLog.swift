@@ -1,1 +1,0 @@
-// EdgeQLog: see docs/architecture.md for what this module owns.

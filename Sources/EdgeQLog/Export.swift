@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// The formats `export` writes.
+public enum ExportFormat: String, Sendable, CaseIterable {
+    /// Comma-separated values with a header; vectors expanded into `s0…`, `ns0…`, `q0…`.
+    case csv
+    /// One JSON object per line; vectors as arrays.
+    case jsonl
+}
+
+/// Where `export` writes.
+public enum ExportOutput: Sendable {
+    /// Standard output.
+    case standardOutput
+    /// A file, created or truncated.
+    case file(String)
+}
+
+extension ExperienceLog {
+    /// Streams the rows in `window` to `output`, oldest first, one row in memory at a time.
+    /// docs/log.md shows both formats.
+    ///
+    /// CSV columns: `id, gateway_id, time, tick, episode, action, actor, reward, terminal,
+    /// truncated, mode, model_version, model_action, next_mask, s0…, ns0…, q0…`; the number of
+    /// `s`/`ns` columns is the widest state in the window, of `q` the widest Q-vector; shorter
+    /// rows and unknown values leave the cell empty. Non-finite floats are written empty
+    /// (CSV) or `null` (JSON).
+    ///
+    /// - Returns: the number of rows written.
+    /// - Throws: `LogError` `.export` when the output cannot be opened or written; `.query`
+    ///   when reading fails.
+    @discardableResult
+    public func export(format: ExportFormat, window: LogWindow = .all, to output: ExportOutput) throws(LogError) -> Int {
+        // A connection of its own: a long export holds a WAL snapshot, never the writer.
+        let db = try SQLiteConnection(path: path, create: false)
+        let sink = try OutputSink(output)
+        var rows = 0
+        let gateway = jsonString(gatewayID)
+        switch format {
+        case .csv:
+            let widths = try db.prepare("SELECT max(state_width), max(length(q_values)) / 4 FROM (\(Schema.windowed(window, select: "SELECT id, state_width, q_values FROM transitions")))")
+            var stateWidth = 0
+            var qWidth = 0
+            if try widths.step() {
+                stateWidth = widths.isNull(0) ? 0 : Int(widths.int64(0))
+                qWidth = widths.isNull(1) ? 0 : Int(widths.int64(1))
+            }
+            var header = ["id", "gateway_id", "time", "tick", "episode", "action", "actor", "reward", "terminal",
+                          "truncated", "mode", "model_version", "model_action", "next_mask"]
+            header += (0..<stateWidth).map { "s\($0)" }
+            header += (0..<stateWidth).map { "ns\($0)" }
+            header += (0..<qWidth).map { "q\($0)" }
+            try sink.write(header.joined(separator: ",") + "\n")
+            let gatewayCell = csvCell(gatewayID)
+            let s = try db.prepare(Schema.windowed(window))
+            while try s.step() {
+                let r = Schema.read(s)
+                let t = r.transition
+                var cells: [String] = [
+                    String(r.id), gatewayCell, number(t.time), String(t.tick), String(t.episode),
+                    t.action.map(String.init) ?? "", t.actor.rawValue, number(t.reward),
+                    t.terminal ? "1" : "0", t.truncated ? "1" : "0", t.mode.rawValue,
+                    t.modelVersion.map(csvCell) ?? "", t.modelAction.map(String.init) ?? "",
+                    t.nextMask.map { String($0) } ?? "",
+                ]
+                cells += padded(t.state, stateWidth)
+                cells += padded(t.nextState, stateWidth)
+                cells += padded(t.qValues ?? [], qWidth)
+                try sink.write(cells.joined(separator: ",") + "\n")
+                rows += 1
+            }
+        case .jsonl:
+            let s = try db.prepare(Schema.windowed(window))
+            while try s.step() {
+                let r = Schema.read(s)
+                let t = r.transition
+                var line = "{\"id\":\(r.id),\"gateway_id\":\(gateway),\"time\":\(jsonNumber(t.time)),\"tick\":\(t.tick),\"episode\":\(t.episode)"
+                line += ",\"state\":\(jsonArray(t.state)),\"action\":\(t.action.map(String.init) ?? "null")"
+                line += ",\"actor\":\"\(t.actor.rawValue)\",\"reward\":\(jsonNumber(t.reward))"
+                line += ",\"next_state\":\(jsonArray(t.nextState)),\"next_mask\":\(t.nextMask.map { String($0) } ?? "null")"
+                line += ",\"terminal\":\(t.terminal),\"truncated\":\(t.truncated),\"mode\":\"\(t.mode.rawValue)\""
+                line += ",\"model_version\":\(t.modelVersion.map(jsonString) ?? "null")"
+                line += ",\"q_values\":\(t.qValues.map(jsonArray) ?? "null"),\"model_action\":\(t.modelAction.map(String.init) ?? "null")}\n"
+                try sink.write(line)
+                rows += 1
+            }
+        }
+        try sink.finish()
+        return rows
+    }
+}
+
+private func number(_ x: Double) -> String { x.isFinite ? "\(x)" : "" }
+private func number(_ x: Float) -> String { x.isFinite ? "\(x)" : "" }
+private func jsonNumber(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
+private func jsonArray(_ v: [Float]) -> String {
+    "[" + v.map { $0.isFinite ? "\($0)" : "null" }.joined(separator: ",") + "]"
+}
+private func padded(_ v: [Float], _ width: Int) -> [String] {
+    (0..<width).map { $0 < v.count ? number(v[$0]) : "" }
+}
+
+/// RFC 4180 quoting when needed.
+private func csvCell(_ s: String) -> String {
+    guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+    return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+/// A JSON string literal.
+private func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// A buffered writer on a file descriptor (64 KiB), so export streams without holding rows.
+private final class OutputSink {
+    private let fd: Int32
+    private let owned: Bool
+    private let name: String
+    private var buffer: [UInt8] = []
+
+    init(_ output: ExportOutput) throws(LogError) {
+        switch output {
+        case .standardOutput:
+            fd = 1
+            owned = false
+            name = "standard output"
+        case .file(let path):
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            owned = true
+            name = path
+            guard fd >= 0 else {
+                throw LogError(.export, path: path, message: "cannot create: \(String(cString: strerror(errno)))")
+            }
+        }
+        buffer.reserveCapacity(1 << 16)
+    }
+
+    deinit {
+        if owned { _ = Glibc_close(fd) }
+    }
+
+    func write(_ s: String) throws(LogError) {
+        buffer.append(contentsOf: s.utf8)
+        if buffer.count >= 1 << 16 { try drain() }
+    }
+
+    func finish() throws(LogError) {
+        try drain()
+        if owned && fsync(fd) != 0 {
+            throw LogError(.export, path: name, message: "fsync: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func drain() throws(LogError) {
+        var offset = 0
+        while offset < buffer.count {
+            let n = buffer[offset...].withUnsafeBytes { raw in
+                systemWrite(fd, raw.baseAddress, raw.count)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogError(.export, path: name, message: "write: \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+#if canImport(Glibc)
+private func systemWrite(_ fd: Int32, _ p: UnsafeRawPointer?, _ n: Int) -> Int { Glibc.write(fd, p, n) }
+private func Glibc_close(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+#elseif canImport(Darwin)
+private func systemWrite(_ fd: Int32, _ p: UnsafeRawPointer?, _ n: Int) -> Int { Darwin.write(fd, p, n) }
+private func Glibc_close(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+#endif
