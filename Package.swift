@@ -81,11 +81,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "EdgeQSimulators",
+            dependencies: ["EdgeQMQTT", "EdgeQPlants", "EdgeQCore", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -16,6 +16,7 @@ struct EdgeQCommand: AsyncParsableCommand {
             CheckCommand.self,
             BenchCommand.self,
             ExportCommand.self,
+            SimCommand.self,
             LogStressCommand.self,
         ]
     )

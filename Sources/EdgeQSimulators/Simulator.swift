@@ -1,0 +1,206 @@
+import EdgeQMQTT
+import EdgeQPlants
+import Foundation
+import Logging
+
+/// The built-in plants.
+public enum PlantKind: String, Sendable, CaseIterable {
+    case cartpole, thermal, tank
+}
+
+/// How a simulator runs (the options of `edgeq sim`).
+public struct SimulatorOptions: Sendable {
+    /// Which plant.
+    public var plant: PlantKind
+    /// The broker URL.
+    public var broker: String
+    /// Seed of the plant's randomness and of the dither.
+    public var seed: UInt64 = 0
+    /// Steps to run; nil runs until `stop()`.
+    public var steps: Int?
+    /// Steps per second of wall time; 0 runs as fast as the broker allows.
+    public var rate: Double = 50
+    /// Share of the incumbent's decisions moved by ±1 level (exploration with limits).
+    public var dither: Double = 0
+    /// The gateway's control-plane prefix (`edgeq/<id>`): when its retained status says
+    /// `"mode":"control"`, the incumbent is silent and the gateway's commands are applied.
+    public var gatewayPrefix: String?
+    /// How long (wall seconds) to wait for the gateway's command in control before applying
+    /// the incumbent's.
+    public var commandTimeout: Double = 0.5
+    /// The incumbent's name (only `default` exists for each plant today).
+    public var incumbent: String = "default"
+
+    public init(plant: PlantKind, broker: String) {
+        self.plant = plant
+        self.broker = broker
+    }
+}
+
+/// What a simulator run did.
+public struct SimulatorResult: Sendable {
+    /// The plant's score line for people.
+    public var scoreText: String
+    /// The score as JSON (also published retained on `plant/<name>/score`).
+    public var scoreJSON: [UInt8]
+    /// Steps run.
+    public var steps: Int
+    /// Steps decided by the incumbent / applied from the gateway.
+    public var incumbentSteps: Int
+    public var gatewaySteps: Int
+    /// Steps in control where the gateway's command did not come in time (incumbent applied).
+    public var commandTimeouts: Int
+    /// Commands ignored because they named another step.
+    public var staleCommands: Int
+}
+
+/// Errors of a simulator run.
+public struct SimulatorError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
+/// A plant on a broker (docs/simulators.md): publishes its state after every step, applies
+/// the incumbent's command in shadow (and publishes it, so the gateway can observe it) or
+/// the gateway's in control, and publishes its score at the end.
+public final class Simulator: @unchecked Sendable {
+    // @unchecked Sendable: `stopRequested` is the only state touched from another thread
+    // (by `stop()`), and it is an atomic flag inside a lock; everything else is used by the
+    // thread that calls `run()` only.
+
+    private let options: SimulatorOptions
+    private let logger: Logger
+    private let stopLock = NSLock()
+    private var stopRequested = false
+
+    public init(_ options: SimulatorOptions, logger: Logger = Logger(label: "edgeq.sim")) {
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Asks `run()` to finish after the current step (it then publishes the score).
+    public func stop() {
+        stopLock.lock()
+        stopRequested = true
+        stopLock.unlock()
+    }
+
+    private var shouldStop: Bool {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        return stopRequested
+    }
+
+    /// Runs until `options.steps` steps are done or `stop()` is called.
+    ///
+    /// - Throws: `SimulatorError` when the broker cannot be reached within 10 s, or
+    ///   `MQTTError` for an invalid broker URL.
+    public func run() throws -> SimulatorResult {
+        var plant: any SimPlant
+        switch options.plant {
+        case .cartpole: plant = CartPoleSim(seed: options.seed)
+        case .thermal: plant = ThermalSim(seed: options.seed)
+        case .tank: plant = TankSim(seed: options.seed)
+        }
+        var dither = Dither(probability: options.dither, levelCount: plant.actionCount, seed: options.seed &+ 0x5EED)
+        let base = "plant/\(plant.name)"
+        let stateTopic = "\(base)/state"
+        let cmdTopic = "\(base)/cmd"
+        let statusTopic = options.gatewayPrefix.map { "\($0)/status" }
+
+        var config = try MQTTConfiguration(url: options.broker, clientID: "edgeq-sim-\(plant.name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        config.inboundCapacity = 4096
+        let client = try MQTTClient(config, logger: logger)
+        defer { client.stop() }
+        try client.subscribe(cmdTopic, qos: .atLeastOnce)
+        if let statusTopic { try client.subscribe(statusTopic, qos: .atLeastOnce) }
+        client.start()
+        do {
+            try client.waitUntilConnected(timeout: 10)
+        } catch {
+            throw SimulatorError(description: "cannot reach the broker at \(options.broker): \(error)")
+        }
+
+        var gatewayInControl = false
+        var result = SimulatorResult(scoreText: "", scoreJSON: [], steps: 0, incumbentSteps: 0, gatewaySteps: 0,
+                                     commandTimeouts: 0, staleCommands: 0)
+        var pendingCommand: Int?
+        var step = 0
+        let period = options.rate > 0 ? 1 / options.rate : 0
+        var nextDue = Date()
+
+        // Handles one inbound message: mode changes and commands for the current step.
+        func absorb(_ m: MQTTMessage, currentStep: Int) {
+            if let statusTopic, m.topic == statusTopic {
+                if let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] {
+                    let control = (o["mode"] as? String) == "control" && (o["state"] as? String ?? "online") == "online"
+                    if control != gatewayInControl {
+                        gatewayInControl = control
+                        logger.info("gateway mode changed", metadata: ["sim.gateway_in_control": "\(control)"])
+                    }
+                }
+                return
+            }
+            guard m.topic == cmdTopic, gatewayInControl else { return }  // in shadow: our own echo
+            guard let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
+                  let a = (o[plant.commandKey] as? NSNumber)?.intValue, a >= 0, a < plant.actionCount else { return }
+            if let s = (o["step"] as? NSNumber)?.intValue, s != currentStep {
+                result.staleCommands += 1
+                return
+            }
+            pendingCommand = a
+        }
+
+        // Let the retained status arrive before the first step.
+        if statusTopic != nil {
+            let until = Date().addingTimeInterval(0.3)
+            while Date() < until, let m = client.receive(timeout: 0.05) { absorb(m, currentStep: -1) }
+        }
+
+        _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
+        while !shouldStop && (options.steps.map { step < $0 } ?? true) {
+            while let m = client.receive(timeout: 0) { absorb(m, currentStep: plant.stepIndex) }
+            var action: Int
+            if gatewayInControl {
+                let deadline = Date().addingTimeInterval(options.commandTimeout)
+                while pendingCommand == nil, gatewayInControl, Date() < deadline {
+                    if let m = client.receive(timeout: max(0, deadline.timeIntervalSinceNow)) {
+                        absorb(m, currentStep: plant.stepIndex)
+                    }
+                }
+                if let c = pendingCommand {
+                    action = c
+                    result.gatewaySteps += 1
+                } else {
+                    action = dither.apply(plant.incumbentAction()).level
+                    result.incumbentSteps += 1
+                    if gatewayInControl { result.commandTimeouts += 1 }
+                }
+            } else {
+                action = dither.apply(plant.incumbentAction()).level
+                result.incumbentSteps += 1
+                let payload = "{\"\(plant.commandKey)\":\(action),\"step\":\(plant.stepIndex)}"
+                _ = try client.publish(cmdTopic, payload, qos: .atLeastOnce)
+            }
+            pendingCommand = nil
+            plant.step(action)
+            step += 1
+            if period > 0 {
+                nextDue.addTimeInterval(period)
+                let wait = nextDue.timeIntervalSinceNow
+                if wait > 0 { usleep(UInt32(wait * 1e6)) } else if wait < -1 { nextDue = Date() }
+            }
+            _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
+            if plant.startNextEpisodeIfEnded() {
+                _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
+            }
+        }
+        result.steps = step
+        result.scoreText = plant.scoreText()
+        result.scoreJSON = try plant.scoreJSON()
+        _ = try client.publish("\(base)/score", result.scoreJSON, qos: .atLeastOnce, retain: true)
+        // Give libmosquitto a moment to send the last QoS 1 messages before disconnecting.
+        let flushUntil = Date().addingTimeInterval(0.5)
+        while Date() < flushUntil, client.receive(timeout: 0.05) != nil {}
+        return result
+    }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import EdgeQSimulators
+import EdgeQSystem
+import Foundation
+import Logging
+
+extension PlantKind: ExpressibleByArgument {}
+
+/// `edgeq sim PLANT --broker URL`: a built-in plant on a broker (docs/simulators.md).
+struct SimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim",
+        abstract: "Run a built-in plant (cartpole, thermal, tank) that speaks MQTT, with its incumbent controller.",
+        discussion: """
+            The plant publishes its state on plant/PLANT/state after every step and takes commands on \
+            plant/PLANT/cmd. Its incumbent decides (and publishes what it applies) unless the gateway \
+            named by --gateway says mode "control" in its retained status. At the end (after --steps, \
+            or on SIGINT/SIGTERM) it publishes its score, retained, on plant/PLANT/score and prints it.
+            """
+    )
+
+    @Argument(help: "The plant: \(PlantKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var plant: PlantKind
+
+    @Option(help: "Broker URL, e.g. mqtt://127.0.0.1:1883.")
+    var broker: String
+
+    @Option(help: "Seed for the plant's randomness and the dither (same seed, same run).")
+    var seed: UInt64 = 0
+
+    @Option(help: "Stop after this many steps (default: run until SIGINT/SIGTERM).")
+    var steps: Int?
+
+    @Option(help: "Steps per second of wall time; 0 runs as fast as the broker allows.")
+    var rate: Double = 50
+
+    @Option(help: "Share (0…1) of the incumbent's decisions moved by ±1 level: exploration with limits.")
+    var dither: Double = 0
+
+    @Option(help: "The gateway's control-plane prefix (e.g. edgeq/thermal): in its control mode the plant applies its commands.")
+    var gateway: String?
+
+    @Option(help: "Seconds to wait for the gateway's command in control mode before applying the incumbent's.")
+    var commandTimeout: Double = 0.5
+
+    @Option(help: "The incumbent controller (each plant has one: default).")
+    var incumbent: String = "default"
+
+    @Flag(help: "Print the score as JSON instead of a line for people.")
+    var json = false
+
+    func validate() throws {
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
+        if rate < 0 || !rate.isFinite { throw ValidationError("--rate must be 0 (unpaced) or a positive number") }
+        if commandTimeout <= 0 { throw ValidationError("--command-timeout must be positive") }
+        if incumbent != "default" { throw ValidationError("unknown incumbent '\(incumbent)'; available: default") }
+    }
+
+    func run() throws {
+        var options = SimulatorOptions(plant: plant, broker: broker)
+        options.seed = seed
+        options.steps = steps
+        options.rate = rate
+        options.dither = dither
+        options.gatewayPrefix = gateway
+        options.commandTimeout = commandTimeout
+        let sim = Simulator(options)
+        let watcher = SignalWatcher { _ in sim.stop() }
+        let result = try sim.run()
+        withExtendedLifetime(watcher) {}
+        if json {
+            print(String(decoding: result.scoreJSON, as: UTF8.self))
+        } else {
+            print(result.scoreText)
+            if result.gatewaySteps > 0 || result.commandTimeouts > 0 {
+                print("gateway applied \(result.gatewaySteps) steps; incumbent \(result.incumbentSteps); command timeouts \(result.commandTimeouts); stale commands \(result.staleCommands)")
+            }
+        }
+    }
+}
