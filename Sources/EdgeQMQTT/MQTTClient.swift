@@ -519,6 +519,10 @@ final class Connection: @unchecked Sendable {
             return MQTTError(.connectionLost, "connection to \(b) lost: \(e)", result: r)
         default:
             if connecting {
+                if b.tls, r == .connectionLost {
+                    return MQTTError(.tls, "the broker \(b) closed the TLS connection before accepting us: it may require a client certificate (certificateFile, keyFile) signed by a CA it trusts; see the broker's log",
+                                     result: r)
+                }
                 if r.rawValue == Int32(MOSQ_ERR_EAI.rawValue) {
                     return MQTTError(.connectFailed, "cannot resolve host '\(b.host)' of \(b)", result: r)
                 }

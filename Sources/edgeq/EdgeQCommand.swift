@@ -15,6 +15,7 @@ struct EdgeQCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             BenchCommand.self,
+            MQTTEchoCommand.self,
         ]
     )
 }
