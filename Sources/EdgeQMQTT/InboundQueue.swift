@@ -15,13 +15,28 @@ public struct MQTTMessage: Sendable, Hashable {
     public var qos: QoS
     /// True when the broker sent it as a retained message (e.g. on subscribe).
     public var retain: Bool
+    /// When it arrived: `MonotonicClock.nanoseconds()` read in libmosquitto's callback
+    /// (for signal ages and hand-off latency; not a wall-clock time).
+    public var arrival: UInt64
 
-    /// Makes a message.
-    public init(topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false) {
+    /// Makes a message (arrival: now).
+    public init(topic: String, payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false,
+                arrival: UInt64 = MonotonicClock.nanoseconds()) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
+        self.arrival = arrival
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the time base of `MQTTMessage.arrival`.
+public enum MonotonicClock {
+    /// Nanoseconds since an arbitrary point (boot); never goes backwards.
+    public static func nanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 }
 

@@ -19,7 +19,7 @@ enum MQTTBench {
         let edgeq = try selfExecutable()
 
         context.progress("EdgeQ echo (edgeq mqtt-echo)")
-        let ours = try measure(context, benchClient: benchClient) { port in
+        let ours = try measure(context, benchClient: benchClient, reportsHandoff: true) { port in
             (edgeq, ["mqtt-echo", "--broker", "mqtt://127.0.0.1:\(port)", "--qos", "0"])
         }
         var theirs: Result?
@@ -33,17 +33,25 @@ enum MQTTBench {
             BenchFigure(bench: "mqtt", figure: name, value: value, unit: unit,
                         anchor: anchor == nil ? nil : "echo_c", anchorValue: anchor, better: better)
         }
-        return [
+        var figures = [
             figure("rtt_p50_qos0", ours.p50, theirs?.p50, "us", .lower),
             figure("rtt_p99_qos0", ours.p99, theirs?.p99, "us", .lower),
             figure("rate_no_loss_qos0", ours.rate, theirs?.rate, "msg/s", .higher),
         ]
+        // The hand-off alone (network thread → consumer thread), inside the echo during
+        // the latency runs; echo_c has no hand-off, so no anchor.
+        if let h = ours.handoff {
+            figures.append(figure("handoff_p50", h.p50, nil, "us", .lower))
+            figures.append(figure("handoff_p99", h.p99, nil, "us", .lower))
+        }
+        return figures
     }
 
     struct Result {
         var p50: Double
         var p99: Double
         var rate: Double
+        var handoff: (p50: Double, p99: Double)?
     }
 
     /// The running executable (for `edgeq mqtt-echo`).
@@ -56,7 +64,7 @@ enum MQTTBench {
     }
 
     /// Starts a broker and the echo, then drives it with bench_client.
-    static func measure(_ context: BenchContext, benchClient: String,
+    static func measure(_ context: BenchContext, benchClient: String, reportsHandoff: Bool = false,
                         echo: (UInt16) -> (String, [String])) throws -> Result {
         let broker = try MosquittoBroker()
         defer { broker.stop() }
@@ -78,6 +86,7 @@ enum MQTTBench {
             throw BenchError.failed("the echo \(exe) did not answer: \(text)\(broker.log())")
         }
 
+        if reportsHandoff { child.signal(SIGUSR1) }  // forget the probe's samples
         let latencyRuns = context.quick ? 1 : 3
         var p50s: [Double] = []
         var p99s: [Double] = []
@@ -89,6 +98,26 @@ enum MQTTBench {
             context.progress(String(format: "  latency run %d: p50 %.1f us, p99 %.1f us", i + 1, p50, p99))
             p50s.append(p50)
             p99s.append(p99)
+        }
+
+        var handoff: (p50: Double, p99: Double)?
+        if reportsHandoff {
+            usleep(300_000)
+            child.signal(SIGUSR1)
+            usleep(500_000)
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").last(where: { $0.hasPrefix("handoff ") }) {
+                var v: [String: Double] = [:]
+                for pair in line.split(separator: " ") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    if kv.count == 2, let x = Double(kv[1]) { v[String(kv[0])] = x }
+                }
+                if let p50 = v["p50_ns"], let p99 = v["p99_ns"] {
+                    handoff = (p50 / 1000, p99 / 1000)
+                    context.progress(String(format: "  hand-off in the echo: p50 %.1f us, p99 %.1f us (%.0f samples)",
+                                            p50 / 1000, p99 / 1000, v["samples"] ?? 0))
+                }
+            }
         }
 
         let windows = context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024]
@@ -111,7 +140,7 @@ enum MQTTBench {
             }
             context.progress("  best window \(best.window): \(rates.map { String(format: "%.0f", $0) }.joined(separator: ", ")) msg/s")
         }
-        return Result(p50: median(p50s), p99: median(p99s), rate: median(rates))
+        return Result(p50: median(p50s), p99: median(p99s), rate: median(rates), handoff: handoff)
     }
 
     /// Runs bench_client once and parses its key=value line (numbers only).
