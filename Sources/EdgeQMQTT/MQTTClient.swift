@@ -21,6 +21,7 @@ public enum ConnectionState: Sendable, Equatable, CustomStringConvertible {
     /// Stopped by `stop()`; terminal.
     case stopped
 
+    /// The state for logs and messages.
     public var description: String {
         switch self {
         case .idle: return "idle"
@@ -519,7 +520,7 @@ final class Connection: @unchecked Sendable {
             return MQTTError(.connectionLost, "connection to \(b) lost: \(e)", result: r)
         default:
             if connecting {
-                if b.tls, r == .connectionLost {
+                if b.tls, r == .connectionLost || r == .noConnection {
                     return MQTTError(.tls, "the broker \(b) closed the TLS connection before accepting us: it may require a client certificate (certificateFile, keyFile) signed by a CA it trusts; see the broker's log",
                                      result: r)
                 }

@@ -99,6 +99,7 @@ public struct BrokerURL: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
     public var description: String {
         let h = host.contains(":") ? "[\(host)]" : host
         return "\(tls ? "mqtts" : "mqtt")://\(h):\(port)"
@@ -169,8 +170,11 @@ public struct Secret: Sendable, Hashable, CustomStringConvertible, CustomDebugSt
         }
     }
 
+    /// Always `<secret>`.
     public var description: String { "<secret>" }
+    /// Always `<secret>`.
     public var debugDescription: String { "<secret>" }
+    /// No children: dumps and reflection do not show the value.
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 

@@ -6,6 +6,7 @@ public struct MosquittoResult: RawRepresentable, Hashable, Sendable, CustomStrin
     /// The `MOSQ_ERR_*` value.
     public let rawValue: Int32
 
+    /// Wraps a `MOSQ_ERR_*` value.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
     /// `MOSQ_ERR_SUCCESS`.
@@ -30,6 +31,7 @@ public struct MosquittoResult: RawRepresentable, Hashable, Sendable, CustomStrin
     /// `mosquitto_strerror` for this code.
     public var message: String { String(cString: mosquitto_strerror(rawValue)) }
 
+    /// The message with the code.
     public var description: String { "\(message) (MOSQ_ERR \(rawValue))" }
 }
 
@@ -41,6 +43,7 @@ public struct MQTTError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         private init(_ name: String) { self.name = name }
+        /// The code's name.
         public var description: String { name }
 
         /// The broker URL cannot be used (scheme, host, port, or credentials in it).
@@ -83,5 +86,6 @@ public struct MQTTError: Error, Hashable, Sendable, CustomStringConvertible {
         self.result = result
     }
 
+    /// `MQTT <code>: <message>`.
     public var description: String { "MQTT \(code): \(message)" }
 }

@@ -22,6 +22,7 @@ public struct TestCertificates: Sendable {
 
     /// Errors from making the certificates.
     public struct Error: Swift.Error, CustomStringConvertible {
+        /// What failed, with openssl's message.
         public let description: String
     }
 

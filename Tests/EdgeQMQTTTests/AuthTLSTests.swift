@@ -120,3 +120,17 @@ import Testing
         }
     }
 }
+
+/// The lab opt-out: with verification off, a broker whose CA we do not trust is accepted.
+@Suite struct TLSOptOutTests {
+    @Test func verificationOffAcceptsAnUntrustedBroker() throws {
+        let dir = try temporaryFolder("edgeq-pki")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pki = try TestCertificates(in: dir)
+        let broker = try MosquittoBroker(tls: .init(certificates: pki))
+        var config = try configuration(broker)
+        config.tls = TLSConfiguration(caFile: pki.untrustedCAFile, verifyPeer: false)
+        let c = try connected(config)
+        #expect(c.state == .connected)
+    }
+}

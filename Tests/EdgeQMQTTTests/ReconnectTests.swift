@@ -61,3 +61,19 @@ import Testing
         #expect((1...6).map { b.delay(afterFailures: $0) } == [0.1, 0.2, 0.4, 0.8, 1.5, 1.5])
     }
 }
+
+/// Repeated connect/disconnect: every cycle makes a client, connects, exchanges a message,
+/// stops and releases it (thread joined, handle destroyed). Run once under LeakSanitizer
+/// (docs/mqtt.md) to check that nothing leaks per cycle.
+@Suite struct LifecycleTests {
+    @Test func repeatedConnectDisconnectCycles() throws {
+        let broker = try MosquittoBroker()
+        let pub = try connected(configuration(broker, "pub"))
+        for i in 0..<20 {
+            let c = try connected(configuration(broker, "cycle"), subscribing: [("cycle/t", .atMostOnce)])
+            #expect(publishUntilReceived(pub, c, topic: "cycle/t", payload: "\(i)") != nil)
+            c.stop()
+            #expect(c.state == .stopped)
+        }
+    }
+}
