@@ -18,14 +18,30 @@ public final class MosquittoBroker: @unchecked Sendable {
         case passwords([String: String])
     }
 
+    /// TLS on the listener, with certificates made by `TestCertificates`.
+    public struct TLS: Sendable {
+        /// The certificates (the broker uses the CA, the server certificate and key).
+        public var certificates: TestCertificates
+        /// Refuse clients without a certificate signed by the CA.
+        public var requireClientCertificate: Bool
+
+        /// TLS with `certificates`; client certificates optional unless required.
+        public init(certificates: TestCertificates, requireClientCertificate: Bool = false) {
+            self.certificates = certificates
+            self.requireClientCertificate = requireClientCertificate
+        }
+    }
+
     /// The port the broker listens on (127.0.0.1).
     public let port: UInt16
     /// A scratch folder holding the configuration and the broker's log.
     public let directory: URL
     /// The broker's log (its stderr).
     public var logPath: String { directory.appendingPathComponent("mosquitto.log").path }
-    /// `mqtt://127.0.0.1:PORT`.
-    public var url: String { "mqtt://127.0.0.1:\(port)" }
+    /// `mqtt://127.0.0.1:PORT`, or `mqtts://…` with TLS.
+    public var url: String { "\(tls == nil ? "mqtt" : "mqtts")://127.0.0.1:\(port)" }
+    /// The TLS settings, when the listener uses TLS.
+    public let tls: TLS?
 
     private let lock = NSLock()
     private var child: ChildProcess?
@@ -40,10 +56,12 @@ public final class MosquittoBroker: @unchecked Sendable {
     ///
     /// - Parameters:
     ///   - auth: anonymous (default) or a password file.
-    ///   - extraConfig: more lines for mosquitto.conf (e.g. TLS settings).
+    ///   - tls: TLS on the listener (see `TestCertificates`); nil for plain TCP.
+    ///   - extraConfig: more lines for mosquitto.conf.
     /// - Throws: `MosquittoBroker.Error` when mosquitto is missing (run scripts/setup.sh)
     ///   or does not accept connections within 10 s (its log is quoted).
-    public init(auth: Auth = .anonymous, extraConfig: [String] = []) throws {
+    public init(auth: Auth = .anonymous, tls: TLS? = nil, extraConfig: [String] = []) throws {
+        self.tls = tls
         port = try FreePort.find()
         directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("edgeq-broker-\(port)-\(UUID().uuidString.prefix(8))")
@@ -72,6 +90,14 @@ public final class MosquittoBroker: @unchecked Sendable {
             }
             lines.append("allow_anonymous false")
             lines.append("password_file \(file)")
+        }
+        if let tls {
+            lines += [
+                "cafile \(tls.certificates.caFile)",
+                "certfile \(tls.certificates.serverCertificateFile)",
+                "keyfile \(tls.certificates.serverKeyFile)",
+                "require_certificate \(tls.requireClientCertificate)",
+            ]
         }
         lines += extraConfig
         let config = directory.appendingPathComponent("mosquitto.conf")

@@ -15,9 +15,10 @@ struct EdgeQCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             BenchCommand.self,
-            ExportCommand.self,
             SimCommand.self,
+            ExportCommand.self,
             LogStressCommand.self,
+            MQTTEchoCommand.self,
         ]
     )
 }

@@ -1,2 +1,34 @@
 // Test helpers shared by the test targets (re-exports EdgeQSystem: broker fixture, child processes).
 @_exported import EdgeQSystem
+import Foundation
+
+/// Waits until `condition` holds, polling every 5 ms, for at most `timeout` seconds.
+/// Returns whether it held (tests `#expect` the result; nothing here asserts speed).
+public func eventually(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    repeat {
+        if try condition() { return true }
+        usleep(5_000)
+    } while Date() < deadline
+    return try condition()
+}
+
+/// A fresh temporary folder, removed by the caller (`defer { try? FileManager.default.removeItem(at:) }`).
+public func temporaryFolder(_ prefix: String) throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// The `edgeq` binary built by `swift build` (the test command builds it before the tests).
+public enum BuiltEdgeQ {
+    /// `<package root>/.build/debug/edgeq`.
+    public static var path: String {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { break }
+        }
+        return dir.appendingPathComponent(".build/debug/edgeq").path
+    }
+}

@@ -1,1 +1,0 @@
-// EdgeQMQTT: see docs/architecture.md for what this module owns.

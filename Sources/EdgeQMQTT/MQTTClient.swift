@@ -1,0 +1,679 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CMosquitto
+import Logging
+import Synchronization
+
+/// The connection as seen from outside.
+public enum ConnectionState: Sendable, Equatable, CustomStringConvertible {
+    /// Created; `start()` not called yet.
+    case idle
+    /// The first connection attempt is under way.
+    case connecting
+    /// Connected: the broker accepted us (CONNACK success) and subscriptions were sent.
+    case connected
+    /// Not connected; retrying with backoff. `lastFailure` says why the last attempt
+    /// (or the last connection) failed.
+    case reconnecting(lastFailure: MQTTError)
+    /// Stopped by `stop()`; terminal.
+    case stopped
+
+    /// The state for logs and messages.
+    public var description: String {
+        switch self {
+        case .idle: return "idle"
+        case .connecting: return "connecting"
+        case .connected: return "connected"
+        case .reconnecting(let f): return "reconnecting (\(f.message))"
+        case .stopped: return "stopped"
+        }
+    }
+}
+
+/// Counters of the client, consistent with each other at the time they were read:
+/// `received == delivered + dropped + queued`.
+public struct MQTTCounters: Sendable, Equatable {
+    /// Messages that arrived from the broker.
+    public var received: UInt64
+    /// Messages handed to the consumer by `receive`.
+    public var delivered: UInt64
+    /// Messages dropped because the inbound hand-off was full.
+    public var dropped: UInt64
+    /// Messages waiting in the hand-off now.
+    public var queued: Int
+    /// The most messages ever waiting at once (never above the capacity).
+    public var queueHighWater: Int
+    /// Successful connections (CONNACK success), the first one included.
+    public var connects: UInt64
+    /// Failed connection attempts and lost connections.
+    public var failures: UInt64
+    /// Successful connections after the first one.
+    public var reconnects: UInt64 { connects > 0 ? connects - 1 : 0 }
+}
+
+/// What `publish` did with a message.
+public enum PublishOutcome: Sendable, Equatable {
+    /// Handed to libmosquitto for sending now (for QoS ≥ 1 it is resent until acknowledged).
+    case accepted
+    /// Not connected; a QoS ≥ 1 message is kept in memory and sent after the reconnect.
+    case queuedUntilReconnect
+}
+
+/// An MQTT client over libmosquitto with its own network thread, automatic reconnect
+/// with bounded exponential backoff, subscriptions restored on every connect, and a
+/// bounded inbound hand-off.
+///
+/// Use: make it, `subscribe`, `start()`, then `receive(timeout:)` on one consumer thread
+/// and `publish` from any thread; `stop()` (or release) disconnects and joins the thread.
+///
+/// ```swift
+/// let client = try MQTTClient(MQTTConfiguration(url: "mqtt://127.0.0.1:1883", clientID: "gw-1"))
+/// try client.subscribe("plant/+/temp", qos: .atLeastOnce)
+/// client.start()
+/// while let m = client.receive(timeout: 1) { … }
+/// ```
+public final class MQTTClient: Sendable {
+    private let connection: Connection
+
+    /// Creates the client and sets every option; does not connect (see `start()`).
+    ///
+    /// - Throws: `MQTTError` `.invalidConfiguration` (persistent session without a client
+    ///   id, keep-alive below 5 s, a client certificate without its key, inbound capacity
+    ///   below 1), `.library` when libmosquitto refuses an option (e.g. a TLS file it
+    ///   cannot read: the message names it), `.invalidTopic` for a bad Last Will topic.
+    public init(_ configuration: MQTTConfiguration, logger: Logger = Logger(label: "edgeq.mqtt")) throws {
+        connection = try Connection(configuration, logger: logger)
+    }
+
+    deinit {
+        connection.stop()
+    }
+
+    /// The configuration it was made with (the password stays a `Secret`).
+    public var configuration: MQTTConfiguration { connection.config }
+
+    /// Starts the network thread, which connects, reconnects with backoff after any
+    /// failure, and restores subscriptions on each connect. Returns at once; a second
+    /// call does nothing. Watch `state` or call `waitUntilConnected(timeout:)`.
+    public func start() { connection.start() }
+
+    /// Waits until connected.
+    ///
+    /// - Throws: `MQTTError` `.timeout` when not connected within `timeout` seconds (its
+    ///   message quotes the last failure: refused credentials, TLS, connection refused…);
+    ///   `.stopped` when the client was stopped.
+    public func waitUntilConnected(timeout: Double) throws {
+        try connection.waitUntilConnected(timeout: timeout)
+    }
+
+    /// The connection state now.
+    public var state: ConnectionState { connection.state }
+
+    /// The counters now.
+    public var counters: MQTTCounters { connection.counters }
+
+    /// Subscribes to `filter` (`+` and `#` wildcards allowed) now if connected, and again
+    /// on every later connect. Subscribing again to the same filter changes its QoS.
+    ///
+    /// With MQTT 5, retained messages are sent only when the subscription is new at the
+    /// broker (a resumed persistent session does not replay them).
+    /// - Throws: `MQTTError` `.invalidTopic` for an invalid filter; `.library` when
+    ///   libmosquitto refuses it (e.g. out of memory).
+    public func subscribe(_ filter: String, qos: QoS = .atLeastOnce) throws {
+        try connection.subscribe(filter, qos: qos)
+    }
+
+    /// Unsubscribes from `filter` and forgets it (not restored on reconnect).
+    ///
+    /// - Throws: `MQTTError` `.invalidTopic` for an invalid filter.
+    public func unsubscribe(_ filter: String) throws {
+        try connection.unsubscribe(filter)
+    }
+
+    /// Publishes `payload` on `topic`. Callable from any thread.
+    ///
+    /// - Returns: `.accepted`, or `.queuedUntilReconnect` for QoS ≥ 1 while disconnected
+    ///   (kept in memory only: it is lost if this process dies).
+    /// - Throws: `MQTTError` `.invalidTopic` (wildcards or invalid UTF-8 in the topic),
+    ///   `.connectionLost` for a QoS 0 message while disconnected (it is not sent),
+    ///   `.stopped` after `stop()`, `.library` for the other libmosquitto errors
+    ///   (payload too large, out of memory).
+    @discardableResult
+    public func publish(_ topic: String, _ payload: [UInt8], qos: QoS = .atMostOnce, retain: Bool = false) throws -> PublishOutcome {
+        try connection.publish(topic, payload, qos: qos, retain: retain)
+    }
+
+    /// Publishes a UTF-8 string (see `publish(_:_:qos:retain:)`).
+    @discardableResult
+    public func publish(_ topic: String, _ text: String, qos: QoS = .atMostOnce, retain: Bool = false) throws -> PublishOutcome {
+        try connection.publish(topic, Array(text.utf8), qos: qos, retain: retain)
+    }
+
+    /// Takes the oldest received message, waiting at most `timeout` seconds (nil: until
+    /// one arrives or the client stops). Meant for one consumer thread; returns nil on
+    /// timeout, or once stopped and drained.
+    public func receive(timeout: Double?) -> MQTTMessage? {
+        connection.queue.take(timeout: timeout)
+    }
+
+    /// Sends DISCONNECT (the broker then does not publish the Last Will), stops and joins
+    /// the network thread, and wakes any consumer blocked in `receive`. Messages still in
+    /// the hand-off can be taken afterwards. Idempotent.
+    public func stop() { connection.stop() }
+}
+
+// MARK: - The connection core (shared with the network thread and the C callbacks)
+
+/// libmosquitto's global initialisation, done once per process.
+private let mosquittoLibraryInitialised: Bool = {
+    mosquitto_lib_init()
+    return true
+}()
+
+/// Owns the `struct mosquitto *` (freed in deinit, after the network thread is joined).
+///
+/// It is the userdata of the C callbacks, passed unretained: the callbacks run only on the
+/// network thread inside `mosquitto_loop`/`mosquitto_connect_bind_v5`, and that thread holds
+/// a strong reference to this object for its whole life (passRetained in `start`, released
+/// when it ends), so the object outlives every callback.
+final class Connection: @unchecked Sendable {
+    // @unchecked Sendable: `handle` is used from several threads only through libmosquitto
+    // calls made thread-safe by `mosquitto_threaded_set(true)` (publish, subscribe,
+    // unsubscribe, disconnect from other threads; loop/connect on the network thread only);
+    // every other mutable value is in `shared` (a Mutex), `stopping` (Atomic) or the
+    // internally locked `queue` and `sleeper`.
+
+    struct Shared {
+        var state: ConnectionState = .idle
+        var subscriptions: [(filter: String, qos: QoS)] = []
+        var pendingFailure: MQTTError?
+        var lastLibraryError: String?
+        var connects: UInt64 = 0
+        var failures: UInt64 = 0
+        var consecutiveFailures = 0
+        var thread: pthread_t?
+        var started = false
+    }
+
+    let config: MQTTConfiguration
+    let logger: Logger
+    let queue: InboundQueue
+    private let handle: OpaquePointer
+    private let connectProperties: OpaquePointer?
+    private let shared = Mutex(Shared())
+    private let stopping = Atomic<Bool>(false)
+    private let sleeper = Sleeper()
+    private let isV5: Bool
+
+    init(_ config: MQTTConfiguration, logger: Logger) throws {
+        _ = mosquittoLibraryInitialised
+        var logger = logger
+        logger[metadataKey: "mqtt.broker"] = "\(config.broker)"
+        if !config.clientID.isEmpty { logger[metadataKey: "mqtt.client_id"] = "\(config.clientID)" }
+        self.logger = logger
+        self.config = config
+        isV5 = config.protocolVersion == .v5
+
+        var clean = true
+        if case .persistent = config.session {
+            clean = false
+            guard !config.clientID.isEmpty else {
+                throw MQTTError(.invalidConfiguration, "a persistent session needs a stable client id: set clientID")
+            }
+        }
+        guard config.keepAlive >= 5 else {
+            throw MQTTError(.invalidConfiguration, "keep-alive \(config.keepAlive) s is below libmosquitto's minimum of 5 s")
+        }
+        guard config.inboundCapacity >= 1 else {
+            throw MQTTError(.invalidConfiguration, "inbound capacity must be at least 1")
+        }
+        if let tls = config.tls, (tls.certificateFile == nil) != (tls.keyFile == nil) {
+            throw MQTTError(.invalidConfiguration, "a TLS client certificate needs both certificateFile and keyFile")
+        }
+
+        guard let h = config.clientID.isEmpty
+            ? mosquitto_new(nil, clean, nil)
+            : mosquitto_new(config.clientID, clean, nil)
+        else {
+            throw MQTTError(.library, "mosquitto_new failed: \(String(cString: strerror(errno)))")
+        }
+        // From here on `handle` is owned: deinit destroys it even when init throws below
+        // (all stored properties are set before the first throwing call).
+        var props: OpaquePointer? = nil
+        if isV5, case .persistent(let expiry) = config.session {
+            mosquitto_property_add_int32(&props, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), expiry)
+        }
+        handle = h
+        connectProperties = props
+        queue = InboundQueue(capacity: config.inboundCapacity, policy: config.overflow)
+
+        mosquitto_user_data_set(h, Unmanaged.passUnretained(self).toOpaque())
+        try check(mosquitto_threaded_set(h, true), "mosquitto_threaded_set")
+        try check(mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION,
+                                       isV5 ? Int32(MQTT_PROTOCOL_V5) : Int32(MQTT_PROTOCOL_V311)),
+                  "protocol version")
+        try check(mosquitto_int_option(h, MOSQ_OPT_TCP_NODELAY, 1), "TCP_NODELAY")
+        if let user = config.username {
+            try check(mosquitto_username_pw_set(h, user, config.password?.value), "user name and password")
+        } else if config.password != nil {
+            throw MQTTError(.invalidConfiguration, "a password was given without a user name: set username")
+        }
+        if config.broker.tls || config.tls != nil {
+            try configureTLS(config.tls ?? TLSConfiguration())
+        }
+        if let will = config.will {
+            guard mosquitto_pub_topic_check(will.topic) == MosquittoResult.success.rawValue else {
+                throw MQTTError(.invalidTopic, "Last Will topic '\(will.topic)' is invalid (no + or #, not empty)")
+            }
+            let rc = will.payload.withUnsafeBytes { p in
+                mosquitto_will_set(h, will.topic, Int32(p.count), p.baseAddress, will.qos.rawValue, will.retain)
+            }
+            try check(rc, "Last Will")
+        }
+        mosquitto_connect_v5_callback_set(h, onConnectC)
+        mosquitto_disconnect_v5_callback_set(h, onDisconnectC)
+        mosquitto_message_v5_callback_set(h, onMessageC)
+        mosquitto_log_callback_set(h, onLogC)
+    }
+
+    deinit {
+        mosquitto_destroy(handle)
+        var props = connectProperties
+        if props != nil { mosquitto_property_free_all(&props) }
+    }
+
+    private func check(_ rc: Int32, _ what: String) throws {
+        let r = MosquittoResult(rawValue: rc)
+        guard r == .success else {
+            throw MQTTError(.library, "\(what): \(r.message)", result: r)
+        }
+    }
+
+    private func configureTLS(_ tls: TLSConfiguration) throws {
+        for (name, path) in [("CA file", tls.caFile), ("client certificate", tls.certificateFile), ("client key", tls.keyFile)] {
+            if let path, access(path, R_OK) != 0 {
+                throw MQTTError(.invalidConfiguration, "TLS \(name) \(path) cannot be read: \(String(cString: strerror(errno)))")
+            }
+        }
+        let capath: String? = tls.caFile == nil ? "/etc/ssl/certs" : nil
+        try check(mosquitto_tls_set(handle, tls.caFile, capath, tls.certificateFile, tls.keyFile, nil), "TLS files")
+        if !tls.verifyPeer {
+            try check(mosquitto_tls_opts_set(handle, 0 /* SSL_VERIFY_NONE */, nil, nil), "TLS options")
+            try check(mosquitto_tls_insecure_set(handle, true), "TLS host name check")
+            logger.error("TLS certificate verification is OFF: anyone on the network path can impersonate the broker. Lab use only.")
+        }
+    }
+
+    // MARK: state
+
+    var state: ConnectionState { shared.withLock { $0.state } }
+
+    var counters: MQTTCounters {
+        let q = queue.snapshot()
+        return shared.withLock { s in
+            MQTTCounters(received: q.received, delivered: q.delivered, dropped: q.dropped, queued: q.queued,
+                         queueHighWater: q.highWater, connects: s.connects, failures: s.failures)
+        }
+    }
+
+    func waitUntilConnected(timeout: Double) throws {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let end = Double(deadline.tv_sec) + Double(deadline.tv_nsec) / 1e9 + timeout
+        while true {
+            switch state {
+            case .connected: return
+            case .stopped: throw MQTTError(.stopped, "the client was stopped")
+            case .idle, .connecting, .reconnecting: break
+            }
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            if Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 >= end {
+                if case .reconnecting(let f) = state {
+                    throw MQTTError(.timeout, "not connected to \(config.broker) within \(timeout) s; last failure: \(f.message)",
+                                    result: f.result)
+                }
+                throw MQTTError(.timeout, "not connected to \(config.broker) within \(timeout) s (state: \(state))")
+            }
+            usleep(2_000)
+        }
+    }
+
+    // MARK: subscribe / publish (any thread)
+
+    private func sendSubscribe(_ filter: String, _ qos: QoS, _ mosq: OpaquePointer) -> Int32 {
+        // MQTT 5: send retained messages only for a subscription new at the broker, so a
+        // resumed session does not replay them on every reconnect.
+        let options: Int32 = isV5 ? Int32(MQTT_SUB_OPT_SEND_RETAIN_NEW.rawValue) : 0
+        return mosquitto_subscribe_v5(mosq, nil, filter, qos.rawValue, options, nil)
+    }
+
+    func subscribe(_ filter: String, qos: QoS) throws {
+        guard mosquitto_sub_topic_check(filter) == MosquittoResult.success.rawValue else {
+            throw MQTTError(.invalidTopic, "'\(filter)' is not a valid topic filter (+ and # must fill a whole level; # only last)")
+        }
+        let connected = shared.withLock { s -> Bool in
+            if let i = s.subscriptions.firstIndex(where: { $0.filter == filter }) {
+                s.subscriptions[i].qos = qos
+            } else {
+                s.subscriptions.append((filter, qos))
+            }
+            return s.state == .connected
+        }
+        if connected {
+            let r = MosquittoResult(rawValue: sendSubscribe(filter, qos, handle))
+            // NO_CONN: the connection just dropped; the next connect subscribes.
+            if r != .success && r != .noConnection {
+                throw MQTTError(.library, "subscribe \(filter): \(r.message)", result: r)
+            }
+        }
+    }
+
+    func unsubscribe(_ filter: String) throws {
+        guard mosquitto_sub_topic_check(filter) == MosquittoResult.success.rawValue else {
+            throw MQTTError(.invalidTopic, "'\(filter)' is not a valid topic filter")
+        }
+        let connected = shared.withLock { s -> Bool in
+            s.subscriptions.removeAll { $0.filter == filter }
+            return s.state == .connected
+        }
+        if connected { _ = mosquitto_unsubscribe(handle, nil, filter) }
+    }
+
+    func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool) throws -> PublishOutcome {
+        if stopping.load(ordering: .relaxed) { throw MQTTError(.stopped, "publish after stop()") }
+        let rc = payload.withUnsafeBytes { p in
+            mosquitto_publish_v5(handle, nil, topic, Int32(p.count), p.baseAddress, qos.rawValue, retain, nil)
+        }
+        let r = MosquittoResult(rawValue: rc)
+        switch r {
+        case .success: return .accepted
+        case .noConnection:
+            if qos != .atMostOnce { return .queuedUntilReconnect }
+            throw MQTTError(.connectionLost, "not connected to \(config.broker): the QoS 0 message on \(topic) was not sent", result: r)
+        case .invalid, .malformedUTF8:
+            throw MQTTError(.invalidTopic, "cannot publish on '\(topic)': \(r.message) (no + or #, valid UTF-8, not empty)", result: r)
+        default:
+            throw MQTTError(.library, "publish on \(topic): \(r.message)", result: r)
+        }
+    }
+
+    // MARK: callbacks (network thread)
+
+    fileprivate func handleConnack(_ rc: Int32, flags: Int32) {
+        if rc == 0 {
+            let subs = shared.withLock { s -> [(filter: String, qos: QoS)] in
+                s.state = .connected
+                s.connects += 1
+                s.consecutiveFailures = 0
+                s.pendingFailure = nil
+                return s.subscriptions
+            }
+            for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, handle) }
+            logger.info("MQTT connected", metadata: [
+                "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count)",
+            ])
+        } else {
+            let failure = classifyConnack(rc)
+            shared.withLock { $0.pendingFailure = failure }
+        }
+    }
+
+    private func classifyConnack(_ rc: Int32) -> MQTTError {
+        let text = String(cString: isV5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc))
+        let authCodes: Set<Int32> = isV5
+            ? [Int32(MQTT_RC_BAD_USERNAME_OR_PASSWORD.rawValue), Int32(MQTT_RC_NOT_AUTHORIZED.rawValue)]
+            : [4, 5]
+        if authCodes.contains(rc) {
+            return MQTTError(.notAuthorized,
+                             "the broker \(config.broker) refused the credentials of user '\(config.username ?? "")': \(text) (check the user name and the password source)")
+        }
+        return MQTTError(.refused, "the broker \(config.broker) refused the connection: \(text) (CONNACK code \(rc))")
+    }
+
+    fileprivate func handleMessage(_ message: MQTTMessage) { queue.put(message) }
+
+    fileprivate func handleLog(level: Int32, _ text: String) {
+        if level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 {
+            shared.withLock { $0.lastLibraryError = text }
+        }
+        logger.trace("libmosquitto: \(text)")
+    }
+
+    // MARK: the network thread
+
+    func start() {
+        let go = shared.withLock { s -> Bool in
+            guard !s.started else { return false }
+            s.started = true
+            s.state = .connecting
+            return true
+        }
+        guard go else { return }
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            let c = Unmanaged<Connection>.fromOpaque(arg).takeRetainedValue()
+            c.runLoop()
+            return nil
+        }, arg)
+        if rc != 0 {
+            Unmanaged<Connection>.fromOpaque(arg).release()
+            let failure = MQTTError(.library, "cannot start the MQTT network thread: \(String(cString: strerror(rc)))")
+            shared.withLock { $0.state = .reconnecting(lastFailure: failure) }
+            logger.error("\(failure.message)")
+            return
+        }
+        shared.withLock { $0.thread = tid }
+    }
+
+    func stop() {
+        let thread = shared.withLock { s -> pthread_t? in
+            let t = s.thread
+            s.thread = nil
+            if !s.started { s.state = .stopped; s.started = true }
+            return t
+        }
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        sleeper.wake()
+        // Thread-safe in threaded mode: queues DISCONNECT and wakes the network thread's select.
+        _ = mosquitto_disconnect(handle)
+        if let thread { pthread_join(thread, nil) }
+        shared.withLock { $0.state = .stopped }
+        queue.close()
+    }
+
+    private func connectOnce() -> MosquittoResult {
+        let b = config.broker
+        let rc: Int32
+        if isV5 {
+            rc = mosquitto_connect_bind_v5(handle, b.host, Int32(b.port), config.keepAlive, nil, connectProperties)
+        } else {
+            rc = mosquitto_connect_bind(handle, b.host, Int32(b.port), config.keepAlive, nil)
+        }
+        return MosquittoResult(rawValue: rc)
+    }
+
+    private func classify(_ r: MosquittoResult, connecting: Bool) -> MQTTError {
+        let (pending, libError) = shared.withLock { s -> (MQTTError?, String?) in
+            let p = s.pendingFailure
+            let l = s.lastLibraryError
+            s.pendingFailure = nil
+            s.lastLibraryError = nil
+            return (p, l)
+        }
+        if let pending { return pending }
+        let b = config.broker
+        switch r {
+        case .tls:
+            return MQTTError(.tls, "TLS with \(b) failed: \(libError ?? r.message). Check that the CA file holds the CA that signed the broker's certificate, that the certificate names '\(b.host)', and the client certificate if the broker asks for one",
+                             result: r)
+        case .errno:
+            let e = String(cString: strerror(errno))
+            if connecting {
+                return MQTTError(.connectFailed, "cannot connect to \(b): \(e) (is the broker running and listening on that port?)", result: r)
+            }
+            return MQTTError(.connectionLost, "connection to \(b) lost: \(e)", result: r)
+        default:
+            if connecting {
+                if b.tls, r == .connectionLost || r == .noConnection {
+                    return MQTTError(.tls, "the broker \(b) closed the TLS connection before accepting us: it may require a client certificate (certificateFile, keyFile) signed by a CA it trusts; see the broker's log",
+                                     result: r)
+                }
+                if r.rawValue == Int32(MOSQ_ERR_EAI.rawValue) {
+                    return MQTTError(.connectFailed, "cannot resolve host '\(b.host)' of \(b)", result: r)
+                }
+                return MQTTError(.connectFailed, "cannot connect to \(b): \(r.message)", result: r)
+            }
+            return MQTTError(.connectionLost, "connection to \(b) lost: \(libError ?? r.message)", result: r)
+        }
+    }
+
+    private func recordFailure(_ failure: MQTTError) -> Double {
+        let (n, total) = shared.withLock { s -> (Int, UInt64) in
+            s.failures += 1
+            s.consecutiveFailures += 1
+            if !stopping.load(ordering: .relaxed) { s.state = .reconnecting(lastFailure: failure) }
+            return (s.consecutiveFailures, s.failures)
+        }
+        let delay = config.reconnect.delay(afterFailures: n)
+        // The first failure of a run and then every 20th at warning; the others at debug.
+        let level: Logger.Level = (n == 1 || n % 20 == 0) ? .warning : .debug
+        logger.log(level: level, "MQTT \(failure.code): \(failure.message); retrying in \(delay) s", metadata: [
+            "mqtt.failures": "\(total)", "mqtt.consecutive_failures": "\(n)",
+        ])
+        return delay
+    }
+
+    /// libmosquitto reads one packet per `mosquitto_loop` call: keep reading while the
+    /// socket holds bytes, so a burst is handed off before the next select (as echo_c does).
+    private func drain() {
+        let sock = mosquitto_socket(handle)
+        guard sock >= 0 else { return }
+        var avail: Int32 = 0
+        for _ in 0..<4096 {
+            guard ioctl(sock, UInt(FIONREAD), &avail) == 0, avail > 0 else { return }
+            guard mosquitto_loop_read(handle, 1) == MosquittoResult.success.rawValue else { return }
+        }
+    }
+
+    private func runLoop() {
+        while !stopping.load(ordering: .relaxed) {
+            let rc = connectOnce()
+            if rc != .success {
+                let delay = recordFailure(classify(rc, connecting: true))
+                _ = sleeper.sleep(seconds: delay)
+                continue
+            }
+            var loopResult = MosquittoResult.success
+            while !stopping.load(ordering: .relaxed) {
+                loopResult = MosquittoResult(rawValue: mosquitto_loop(handle, 100, 1))
+                if loopResult != .success { break }
+                drain()
+            }
+            if stopping.load(ordering: .relaxed) { break }
+            let wasConnected = shared.withLock { s -> Bool in
+                if s.state == .connected { s.state = .reconnecting(lastFailure: MQTTError(.connectionLost, "connection lost")) ; return true }
+                return false
+            }
+            let delay = recordFailure(classify(loopResult, connecting: !wasConnected))
+            _ = sleeper.sleep(seconds: delay)
+        }
+        // Flush the DISCONNECT queued by stop(): a few loop turns until the socket closes.
+        _ = mosquitto_disconnect(handle)
+        for _ in 0..<50 {
+            if mosquitto_loop(handle, 10, 1) != MosquittoResult.success.rawValue { break }
+        }
+        logger.info("MQTT stopped")
+    }
+}
+
+/// An interruptible sleep for the backoff (so `stop()` does not wait for it).
+private final class Sleeper: @unchecked Sendable {
+    // @unchecked Sendable: `woken` is read and written only with `mutex` held.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private var woken = false
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        cond = .allocate(capacity: 1)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(cond, &attr)
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Sleeps `seconds` or until `wake()`; returns true when woken.
+    func sleep(seconds: Double) -> Bool {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let whole = Int(seconds)
+        deadline.tv_sec += whole
+        deadline.tv_nsec += Int((seconds - Double(whole)) * 1e9)
+        if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !woken {
+            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { break }
+        }
+        return woken
+    }
+
+    func wake() {
+        pthread_mutex_lock(mutex)
+        woken = true
+        pthread_mutex_unlock(mutex)
+        pthread_cond_broadcast(cond)
+    }
+}
+
+// MARK: - C callbacks: free functions, so no actor isolation applies (TOOLCHAIN-NOTES: SIGILL).
+
+private func connection(_ userdata: UnsafeMutableRawPointer?) -> Connection? {
+    guard let userdata else { return nil }
+    return Unmanaged<Connection>.fromOpaque(userdata).takeUnretainedValue()
+}
+
+private let onConnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, Int32, OpaquePointer?) -> Void = {
+    _, userdata, rc, flags, _ in
+    connection(userdata)?.handleConnack(rc, flags: flags)
+}
+
+private let onDisconnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, OpaquePointer?) -> Void = {
+    _, _, _, _ in
+    // Loss is detected from mosquitto_loop's result on the network thread.
+}
+
+private let onMessageC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<mosquitto_message>?, OpaquePointer?) -> Void = {
+    _, userdata, message, _ in
+    guard let c = connection(userdata), let m = message?.pointee, let topicPointer = m.topic else { return }
+    // libmosquitto frees topic and payload when this callback returns: copy both now.
+    let topic = String(cString: topicPointer)
+    let payload: [UInt8]
+    if let p = m.payload, m.payloadlen > 0 {
+        payload = Array(UnsafeRawBufferPointer(start: p, count: Int(m.payloadlen)))
+    } else {
+        payload = []
+    }
+    c.handleMessage(MQTTMessage(topic: topic, payload: payload, qos: QoS(rawValue: m.qos) ?? .atMostOnce, retain: m.retain))
+}
+
+private let onLogC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?) -> Void = {
+    _, userdata, level, text in
+    guard let c = connection(userdata), let text else { return }
+    c.handleLog(level: level, String(cString: text))
+}
