@@ -109,6 +109,7 @@ let package = Package(
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -11,7 +11,9 @@ import Dispatch
 ///
 /// Keep the watcher alive for as long as the handler should run; releasing it restores the
 /// default dispositions.
-public final class SignalWatcher: Sendable {
+public final class SignalWatcher: @unchecked Sendable {
+    // @unchecked Sendable: both stored properties are immutable after init; dispatch
+    // sources are thread-safe objects (cancel may be called from any thread).
     private let sources: [any DispatchSourceSignal]
     private let signals: [Int32]
 
