@@ -23,6 +23,12 @@ public final class Counter: Sendable {
 
     /// The current value.
     public var value: UInt64 { storage.load(ordering: .relaxed) }
+
+    /// Sets the total, for counters that mirror a count kept elsewhere (the decoder's
+    /// per-reason counts, the MQTT client's drops). Only ever called with a larger value.
+    public func mirror(_ total: UInt64) {
+        storage.store(total, ordering: .relaxed)
+    }
 }
 
 /// A value that goes up and down (stored as the bit pattern of a Double).
@@ -112,9 +118,16 @@ public final class MetricsRegistry: Sendable {
         var histograms: [Histogram] = []
     }
     private let families = Mutex<[Family]>([])
+    private let collectors = Mutex<[@Sendable () -> Void]>([])
 
     /// An empty registry.
     public init() {}
+
+    /// Runs `collect` before every rendering: it copies figures kept elsewhere (queue depths,
+    /// log metrics) into this registry's gauges and counters.
+    public func onCollect(_ collect: @escaping @Sendable () -> Void) {
+        collectors.withLock { $0.append(collect) }
+    }
 
     private func withFamily<T>(_ name: String, _ help: String, _ type: String, _ body: (inout Family) -> T) -> T {
         families.withLock { fams in
@@ -172,6 +185,7 @@ public final class MetricsRegistry: Sendable {
             if x.isInfinite { return x > 0 ? "+Inf" : "-Inf" }
             return x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x)
         }
+        for c in collectors.withLock({ $0 }) { c() }
         var out = ""
         for fam in families.withLock({ $0 }) {
             out += "# HELP \(fam.name) \(fam.help)\n# TYPE \(fam.name) \(fam.type)\n"

@@ -1,0 +1,624 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import EdgeQLog
+import EdgeQMQTT
+import EdgeQNet
+import EdgeQTopicMap
+import Foundation
+import Logging
+import Synchronization
+
+/// How `edgeq run` starts a gateway: the mapping file plus the command line's overrides.
+public struct GatewayOptions: Sendable {
+    /// The parsed mapping file.
+    public var map: TopicMap
+    /// Broker URL instead of the mapping file's first one.
+    public var broker: String?
+    /// Data directory instead of the mapping file's.
+    public var dataDirectory: String?
+    /// Mode to start in instead of the persisted one (or the mapping file's).
+    public var mode: GatewayMode?
+    /// Port for Prometheus metrics (0: any free port; nil: no metrics server).
+    public var metricsPort: UInt16?
+    /// Address the metrics server binds.
+    public var metricsHost: String = "127.0.0.1"
+    /// fp32 or int8 inference (int8 by default).
+    public var precision: Precision = .int8
+    /// Seconds between status refreshes carrying the counters (status is also published on
+    /// every mode or model change).
+    public var statusInterval: Double = 5
+    /// Control mode: the watchdog publishes the fallback when no decision was made for this
+    /// many seconds (nil: 3 periods for a periodic tick, off for a trigger tick).
+    public var watchdogSeconds: Double?
+
+    public init(map: TopicMap) { self.map = map }
+}
+
+/// Errors that stop a gateway from starting; each says what to do.
+public struct GatewayError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A model that passed its checks, ready to serve.
+final class ServedModel: Sendable {
+    let version: Int
+    let sha256: String
+    let model: QModel
+
+    init(version: Int, sha256: String, model: QModel) {
+        self.version = version
+        self.sha256 = sha256
+        self.model = model
+    }
+}
+
+/// The gateway: the data path of DESIGN.md on one decision thread (the caller of `run()`),
+/// with the MQTT network thread, the log writer thread, the metrics server and a control
+/// queue (commands, model loading: everything that may touch the disk) beside it.
+///
+/// The decision path (message in → command out) never touches the disk, never waits for
+/// training and takes no lock held by anything slow: a new model is handed over through a
+/// mutex held only for a pointer swap, and picked up between two decisions.
+public final class Gateway: @unchecked Sendable {
+    // @unchecked Sendable: the decision-thread state (`runtime`, `table`, `engine`, the
+    // buffers, `open`) is touched only by the thread inside `run()`; everything shared with
+    // other threads is a `let` of a Sendable type, an `Atomic`, or behind a `Mutex`.
+
+    public let map: TopicMap
+    public let controlPlane: ControlPlane
+    public let dataDirectory: URL
+    let options: GatewayOptions
+    let logger: Logger
+    let client: MQTTClient
+    let log: ExperienceLog
+    let writer: TransitionWriter
+    let store: ModelStore
+    let metrics: GatewayMetrics
+    let metricsServer: MetricsServer?
+    let control = DispatchQueue(label: "edgeq.control")
+
+    let modeState = Atomic<Int>(0)  // 0 shadow, 1 control
+    let modeReason = Mutex<String>("start")
+    let served = Mutex<ServedModel?>(nil)
+    let servedGeneration = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    let lastDecisionNanos = Atomic<UInt64>(0)
+    let finished = DispatchSemaphore(value: 0)
+
+    // Decision-thread state.
+    var runtime: TopicMapRuntime
+    var table: SignalTable
+    var engine: QEngine?
+    var engineGeneration = -1
+    var engineModel: ServedModel?
+    var state: [Float]
+    var qValues: [Float]
+    var mask: [Bool]
+    var payload: [UInt8] = []
+    var tick: Int64 = 0
+    var episode: Int64 = 0
+    var open: OpenTransition?
+    var pendingIncumbent: Int?
+    var lastStatusNanos: UInt64 = 0
+
+    /// The decision of tick t, waiting for the reward and state of tick t+1.
+    struct OpenTransition {
+        var time: Double
+        var tick: Int64
+        var state: [Float]
+        var applied: Int?
+        var actor: Actor
+        var mode: ControlMode
+        var modelVersion: String?
+        var qValues: [Float]?
+        var modelAction: Int?
+    }
+
+    /// Sets up every part; connects nothing yet.
+    ///
+    /// - Throws: `GatewayError` for a data directory that cannot be created, a log that
+    ///   cannot be opened, a broker URL or credentials that are not usable, a metrics port
+    ///   that cannot be bound.
+    public init(_ options: GatewayOptions, logger: Logger = Logger(label: "edgeq.gateway")) throws {
+        self.options = options
+        self.logger = logger
+        map = options.map
+        controlPlane = ControlPlane(prefix: map.gateway.prefix)
+        dataDirectory = URL(fileURLWithPath: options.dataDirectory ?? map.gateway.dataDirectory)
+        do {
+            try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw GatewayError("cannot create the data directory \(dataDirectory.path): \(error.localizedDescription)")
+        }
+        do {
+            log = try ExperienceLog.open(dataDirectory: dataDirectory.path, gatewayID: map.gateway.id)
+            var wo = TransitionWriter.Options()
+            wo.retention = RetentionPolicy(maxRows: nil, maxAge: map.learning.retention)
+            writer = try log.makeWriter(options: wo, logger: logger)
+        } catch {
+            throw GatewayError("cannot open the experience log in \(dataDirectory.path): \(error)")
+        }
+        store = try ModelStore(dataDirectory: dataDirectory)
+        metrics = GatewayMetrics(map: map)
+
+        runtime = TopicMapRuntime(map: map)
+        table = SignalTable(for: map)
+        state = [Float](repeating: 0, count: map.stateWidth)
+        qValues = [Float](repeating: 0, count: map.actions.count)
+        mask = [Bool](repeating: true, count: map.actions.count)
+        payload.reserveCapacity(1024)
+
+        // MQTT: the client id is stable (persistent session), the Last Will says offline.
+        let url = options.broker ?? map.gateway.brokers.first ?? "mqtt://127.0.0.1:1883"
+        do {
+            var config = try MQTTConfiguration(url: url, clientID: map.gateway.clientID)
+            if let user = map.gateway.username { config.username = try Self.resolve(user) }
+            if let pass = map.gateway.password { config.password = Secret(try Self.resolve(pass)) }
+            if let tls = map.gateway.tls {
+                config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
+            }
+            config.session = .persistent(expiry: 3600)
+            config.inboundCapacity = 8192
+            config.will = LastWill(topic: controlPlane.statusTopic,
+                                   payload: Array(#"{"state":"offline","reason":"connection lost"}"#.utf8),
+                                   qos: .atLeastOnce, retain: true)
+            client = try MQTTClient(config, logger: logger)
+        } catch let e as GatewayError {
+            throw e
+        } catch {
+            throw GatewayError("MQTT: \(error)")
+        }
+
+        if let port = options.metricsPort {
+            let registry = metrics.registry
+            metricsServer = try MetricsServer(host: options.metricsHost, port: port) { registry.render() }
+        } else {
+            metricsServer = nil
+        }
+        registerCollectors()
+
+        // Mode: command line, else persisted, else the mapping file.
+        let persisted = try? GatewayState.load(from: dataDirectory)
+        let mode = options.mode ?? persisted?.mode ?? GatewayMode(rawValue: map.gateway.startMode.rawValue) ?? .shadow
+        modeState.store(mode == .control ? 1 : 0, ordering: .relaxed)
+        modeReason.withLock { $0 = options.mode != nil ? "command line" : (persisted?.reason ?? "mapping file") }
+
+        // The served model, verified (checksum + reference set); on failure fall back to the
+        // previous version, and without any model start in shadow.
+        loadServedModelAtStart()
+        if mode == .control && served.withLock({ $0 == nil }) {
+            modeState.store(0, ordering: .relaxed)
+            modeReason.withLock { $0 = "no model has passed its checks: started in shadow" }
+            logger.warning("control mode asked for, but no model has passed its checks: running in shadow")
+        }
+    }
+
+    static func resolve(_ ref: SecretReference) throws -> String {
+        switch ref {
+        case .environment(let name):
+            guard let v = ProcessInfo.processInfo.environment[name] else {
+                throw GatewayError("the environment variable \(name) named in the mapping file is not set")
+            }
+            return v
+        case .file(let path):
+            guard let v = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw GatewayError("cannot read the secret file \(path) named in the mapping file")
+            }
+            return v.trimmingCharacters(in: .newlines)
+        }
+    }
+
+    /// The port the metrics server listens on, if any.
+    public var metricsPort: UInt16? { metricsServer?.port }
+
+    /// The current mode.
+    public var mode: GatewayMode { modeState.load(ordering: .relaxed) == 1 ? .control : .shadow }
+
+    /// The served model's version, if any.
+    public var servedVersion: Int? { served.withLock { $0?.version } }
+
+    /// The log writer's figures.
+    public var logMetrics: TransitionWriter.Metrics { writer.metrics }
+
+    /// The metrics in Prometheus text format.
+    public func renderMetrics() -> String { metrics.registry.render() }
+
+    // MARK: - Running
+
+    /// Connects and runs the decision loop on the calling thread until `stop()`; then stops
+    /// deciding, flushes the log, publishes the offline status and disconnects.
+    ///
+    /// - Throws: `GatewayError` when the broker cannot be reached at start within 30 s.
+    public func run() throws {
+        defer { finished.signal() }
+        try client.subscribe(controlPlane.commandFilter, qos: .atLeastOnce)
+        for topic in map.subscribedTopics {
+            try client.subscribe(topic, qos: .atLeastOnce)
+        }
+        if let inc = map.incumbent, !map.subscribedTopics.contains(inc.topic) {
+            try client.subscribe(inc.topic, qos: .atLeastOnce)
+        }
+        client.start()
+        do {
+            try client.waitUntilConnected(timeout: 30)
+        } catch {
+            client.stop()
+            throw GatewayError("cannot reach the broker: \(error)")
+        }
+        logger.info("gateway running", metadata: [
+            "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
+            "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
+        ])
+        publishStatus()
+        lastDecisionNanos.store(Self.now(), ordering: .relaxed)
+        let watchdog = startWatchdog()
+
+        var nextTick: UInt64?
+        if case .period(let p) = map.tick { nextTick = Self.now() + UInt64(p * 1e9) }
+        while !stopping.load(ordering: .relaxed) {
+            var timeout = 0.2
+            if let due = nextTick {
+                let now = Self.now()
+                timeout = due > now ? min(0.2, Double(due - now) / 1e9) : 0
+            }
+            if let m = client.receive(timeout: timeout) {
+                handle(m)
+            }
+            if let due = nextTick, Self.now() >= due, case .period(let p) = map.tick {
+                decide(arrival: due)
+                nextTick = due + UInt64(p * 1e9)
+                if let n = nextTick, n < Self.now() { nextTick = Self.now() + UInt64(p * 1e9) }  // fell behind: skip
+            }
+            let now = Self.now()
+            if now &- lastStatusNanos > UInt64(options.statusInterval * 1e9) {
+                lastStatusNanos = now
+                control.async { self.publishStatus() }
+            }
+        }
+        watchdog?.cancel()
+        shutdown()
+    }
+
+    /// Asks `run()` to stop (from any thread, e.g. a signal handler) and waits for it.
+    public func stop(wait: Bool = true) {
+        stopping.store(true, ordering: .relaxed)
+        if wait {
+            finished.wait()
+            finished.signal()
+        }
+    }
+
+    private func shutdown() {
+        // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
+        do {
+            try writer.flush(timeout: 30)
+            try writer.close(timeout: 30)
+        } catch {
+            logger.critical("the experience log could not be flushed: \(error)")
+        }
+        control.sync {}
+        publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: .atLeastOnce, retain: true)
+        // Let libmosquitto send the retained offline status before disconnecting.
+        let until = Date().addingTimeInterval(0.3)
+        while Date() < until, client.counters.queued >= 0 { usleep(20_000) }
+        client.stop()
+        metricsServer?.stop()
+        logger.info("gateway stopped", metadata: ["log.rows": "\(writer.metrics.rowsWritten)"])
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    // MARK: - Messages
+
+    func handle(_ m: MQTTMessage) {
+        if m.topic.hasPrefix(controlPlane.prefix) {
+            if let request = controlPlane.parse(topic: m.topic, payload: m.payload) {
+                metrics.controlCommands.increment()
+                control.async { self.answer(request) }
+                return
+            }
+        }
+        m.payload.withUnsafeBytes { bytes in
+            if let inc = map.incumbent, inc.topic == m.topic || inc.topic.contains("+") {
+                if let a = map.incumbentAction(topic: m.topic, payload: bytes) {
+                    pendingIncumbent = a
+                    metrics.incumbentSeen.increment()
+                }
+            }
+            let routed = map.decode(topic: m.topic, payload: bytes, time: m.arrival, into: &table)
+            if routed == 0 && map.incumbent?.topic != m.topic {
+                metrics.unrouted.increment()
+            }
+        }
+        if map.isTrigger(topic: m.topic) {
+            decide(arrival: m.arrival)
+        }
+    }
+
+    // MARK: - The decision
+
+    /// One tick: assemble and check the state, close the previous transition, decide,
+    /// publish (control) or report (shadow), open the next transition.
+    func decide(arrival: UInt64) {
+        tick += 1
+        metrics.ticks.increment()
+        pickUpModel()
+        let now = Self.now()
+        let wall = Date().timeIntervalSince1970
+        let modeNow: GatewayMode = mode
+        let stateStatus = state.withUnsafeMutableBufferPointer {
+            runtime.assembleState(from: table, now: now, wallClock: wall, into: $0)
+        }
+        let reward = runtime.reward()
+        let terminal = runtime.terminal() ?? false
+        let truncated = runtime.truncated() ?? false
+        let allowedCount = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
+        syncDecoderCounters()
+
+        // Close the transition of the previous tick: its reward and next state are this tick's.
+        closeTransition(stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated)
+
+        if terminal || truncated {
+            // The end of an episode is not a decision point; the next state starts a new one.
+            episode += 1
+            runtime.resetHistory()
+            open = nil
+            pendingIncumbent = nil
+            lastDecisionNanos.store(Self.now(), ordering: .relaxed)
+            return
+        }
+
+        // Decide.
+        var choice: Int?
+        var actor: Actor = modeNow == .shadow ? .incumbent : .model
+        var reason: FallbackReason?
+        var ranModel = false
+        if stateStatus != .ok {
+            reason = FallbackReason(stateStatus)
+        } else if let engine {
+            let best = state.withUnsafeBufferPointer { s in
+                qValues.withUnsafeMutableBufferPointer { q in engine.bestAction(state: s, mask: mask, qValues: q) }
+            }
+            ranModel = true
+            if !qValues.allSatisfy({ $0.isFinite }) {
+                reason = .nonFiniteQ
+            } else if best == nil || allowedCount == 0 {
+                reason = .noAllowedAction
+            } else {
+                choice = best
+            }
+        } else if modeNow == .control {
+            reason = .noModel
+        }
+
+        var applied: Int?
+        if let reason {
+            metrics.fallbacks[reason]?.increment()
+            let response = stateStatus == .ok ? SafetyConfig.Response.fallback : (stateStatus.response(map.safety) ?? .fallback)
+            if modeNow == .control {
+                actor = .fallback
+                if response == .fallback, let fb = map.fallbackAction {
+                    applied = fb
+                    publishWrites(action: fb)
+                }
+                runtime.recordApplied(action: applied)
+            }
+        } else if modeNow == .control, let choice {
+            applied = choice
+            publishWrites(action: choice)
+            runtime.recordApplied(action: choice)
+        }
+
+        let modeIndex = modeNow == .control ? 1 : 0
+        let column = modeNow == .control ? (applied ?? map.actions.count) : (choice ?? map.actions.count + (ranModel ? 0 : 1))
+        metrics.decisions[modeIndex][min(column, map.actions.count + 1)].increment()
+
+        if modeNow == .shadow {
+            publishShadow(choice: choice, ranModel: ranModel, status: stateStatus, reason: reason)
+        }
+        let elapsed = Double(Self.now() &- arrival) / 1e9
+        metrics.latency.observe(elapsed)
+        lastDecisionNanos.store(Self.now(), ordering: .relaxed)
+
+        // Open the transition of this tick (only from a usable state).
+        if stateStatus == .ok || stateStatus.isOOD {
+            open = OpenTransition(
+                time: wall, tick: tick, state: state, applied: applied, actor: actor,
+                mode: modeNow == .control ? .control : .shadow,
+                modelVersion: engineModel.map { String($0.version) },
+                qValues: ranModel ? qValues : nil, modelAction: choice)
+        } else {
+            open = nil
+        }
+        pendingIncumbent = nil
+    }
+
+    /// Logs the open transition with this tick's reward and state.
+    func closeTransition(stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool) {
+        guard let o = open else { return }
+        defer { open = nil }
+        guard stateOK, let reward else {
+            metrics.transitionsSkipped.increment()
+            return
+        }
+        var action = o.applied
+        var actor = o.actor
+        if o.mode == .shadow {
+            // The behaviour is the incumbent's command observed between tick t and t+1.
+            action = pendingIncumbent
+            actor = .incumbent
+            lastIncumbentReported = pendingIncumbent
+            if pendingIncumbent == nil { metrics.incumbentMissing.increment() }
+            if let mine = o.modelAction, let theirs = pendingIncumbent {
+                metrics.shadowCompared.increment()
+                if mine == theirs { metrics.shadowAgreed.increment() }
+            }
+        }
+        var bits: UInt64 = 0
+        for (i, ok) in mask.enumerated() where ok && i < 64 { bits |= 1 << UInt64(i) }
+        let t = Transition(
+            time: o.time, tick: o.tick, episode: episode, state: o.state, action: action, actor: actor,
+            reward: reward, nextState: state, nextMask: bits, terminal: terminal, truncated: truncated,
+            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction)
+        switch writer.submit(t) {
+        case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
+        case .dropped, .closed: metrics.transitionsSkipped.increment()
+        }
+    }
+
+    func publishWrites(action: Int) {
+        for (j, w) in map.actions[action].writes.enumerated() {
+            payload.removeAll(keepingCapacity: true)
+            guard runtime.render(action: action, write: j, into: &payload) else {
+                metrics.fallbacks[.invalid]?.increment()
+                return
+            }
+            publish(w.topic, payload, qos: w.qos, retain: w.retain)
+        }
+    }
+
+    func publish(_ topic: String, _ bytes: [UInt8], qos: Int, retain: Bool) {
+        do {
+            _ = try client.publish(topic, bytes, qos: QoS(rawValue: Int32(qos)) ?? .atLeastOnce, retain: retain)
+        } catch {
+            logger.error("publish failed", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
+        }
+    }
+
+    /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last
+    /// command (observed after the previous tick), and why no choice was made when none was.
+    func publishShadow(choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?) {
+        payload.removeAll(keepingCapacity: true)
+        payload.append(contentsOf: #"{"tick":"#.utf8)
+        appendInt(Int(tick))
+        payload.append(contentsOf: #","action":"#.utf8)
+        if let choice { appendInt(choice) } else { payload.append(contentsOf: "null".utf8) }
+        payload.append(contentsOf: #","action_name":"#.utf8)
+        if let choice { appendString(map.actions[choice].name) } else { payload.append(contentsOf: "null".utf8) }
+        payload.append(contentsOf: #","q":"#.utf8)
+        if ranModel {
+            payload.append(UInt8(ascii: "["))
+            for (i, q) in qValues.enumerated() {
+                if i > 0 { payload.append(UInt8(ascii: ",")) }
+                appendFloat(q)
+            }
+            payload.append(UInt8(ascii: "]"))
+        } else {
+            payload.append(contentsOf: "null".utf8)
+        }
+        payload.append(contentsOf: #","incumbent_previous":"#.utf8)
+        appendLastIncumbent()
+        payload.append(contentsOf: #","status":"#.utf8)
+        appendString(reason?.rawValue ?? "ok")
+        payload.append(contentsOf: #","model":"#.utf8)
+        if let v = engineModel?.version { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
+        payload.append(UInt8(ascii: "}"))
+        publish(controlPlane.shadowTopic, payload, qos: 0, retain: false)
+    }
+
+    /// The incumbent command that closed the previous transition (kept for the report).
+    var lastIncumbentReported: Int?
+
+    func appendLastIncumbent() {
+        if let v = lastIncumbentReported { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
+    }
+
+    func appendInt(_ v: Int) {
+        if v < 0 { payload.append(UInt8(ascii: "-")) }
+        var x = v.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[n] = UInt8(ascii: "0") + UInt8(x % 10)
+                x /= 10
+                n += 1
+            } while x > 0
+            while n > 0 {
+                n -= 1
+                payload.append(d[n])
+            }
+        }
+    }
+
+    func appendFloat(_ f: Float) {
+        guard f.isFinite else {
+            payload.append(contentsOf: "null".utf8)
+            return
+        }
+        // Six significant decimals, without allocating: sign, integer part, fraction.
+        var v = Double(f)
+        if v < 0 {
+            payload.append(UInt8(ascii: "-"))
+            v = -v
+        }
+        let whole = v.rounded(.down)
+        if whole >= 1e15 {
+            appendInt(Int(1e15))
+            return
+        }
+        var frac = Int(((v - whole) * 1e6).rounded())
+        var intPart = Int(whole)
+        if frac >= 1_000_000 {
+            intPart += 1
+            frac -= 1_000_000
+        }
+        appendInt(intPart)
+        payload.append(UInt8(ascii: "."))
+        var scale = 100_000
+        while scale > 0 {
+            payload.append(UInt8(ascii: "0") + UInt8(frac / scale % 10))
+            scale /= 10
+        }
+    }
+
+    func appendString(_ s: String) {
+        payload.append(UInt8(ascii: "\""))
+        for b in s.utf8 {
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { payload.append(UInt8(ascii: "\\")) }
+            payload.append(b)
+        }
+        payload.append(UInt8(ascii: "\""))
+    }
+
+    /// Copies the decoder's per-reason counts into the metrics.
+    func syncDecoderCounters() {
+        for r in DecodeFailure.allCases {
+            metrics.rejected[r.rawValue].mirror(UInt64(table.count(r)))
+        }
+        metrics.unrouted.mirror(UInt64(table.unroutedMessages))
+        metrics.invalidExpressions.mirror(UInt64(runtime.invalidExpressionCount))
+    }
+
+    /// Takes a newly served model between two decisions (the control queue put it there).
+    func pickUpModel() {
+        let g = servedGeneration.load(ordering: .acquiring)
+        guard g != engineGeneration else { return }
+        engineGeneration = g
+        engineModel = served.withLock { $0 }
+        engine = engineModel.map { $0.model.makeEngine(options.precision) }
+        if let m = engineModel, m.model.inputCount != map.stateWidth || m.model.actionCount != map.actions.count {
+            logger.error("the served model does not fit the mapping file; not used",
+                         metadata: ["model.inputs": "\(m.model.inputCount)", "map.state_width": "\(map.stateWidth)"])
+            engine = nil
+            engineModel = nil
+        }
+    }
+}
+
+extension StateStatus {
+    var isOOD: Bool {
+        if case .outOfDistribution = self { return true }
+        return false
+    }
+}

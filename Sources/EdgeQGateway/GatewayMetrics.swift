@@ -1,0 +1,75 @@
+import EdgeQTopicMap
+
+/// The gateway's metrics (docs/operations.md lists them), created once at start-up so the
+/// decision path only bumps existing counters.
+final class GatewayMetrics: Sendable {
+    let registry: MetricsRegistry
+    let ticks: Counter
+    /// decisions[mode][action]; the last two columns are "hold" and "none" (no model).
+    let decisions: [[Counter]]
+    let fallbacks: [FallbackReason: Counter]
+    let rejected: [Counter]  // indexed by DecodeFailure.rawValue
+    let unrouted: Counter
+    let incumbentSeen: Counter
+    let incumbentMissing: Counter
+    let shadowCompared: Counter
+    let shadowAgreed: Counter
+    let transitionsLogged: Counter
+    let transitionsSkipped: Counter
+    let invalidExpressions: Counter
+    let controlCommands: Counter
+    let latency: Histogram
+    let mode: Gauge
+    let modelVersion: Gauge
+    let watchdogTrips: Counter
+
+    init(map: TopicMap) {
+        let r = MetricsRegistry()
+        registry = r
+        ticks = r.counter("edgeq_ticks_total", help: "Decision ticks (period or trigger messages).")
+        let columns = map.actions.map(\.name) + ["hold", "none"]
+        decisions = ["shadow", "control"].map { mode in
+            columns.map { r.counter("edgeq_decisions_total", help: "Decisions by chosen action and mode (hold: publish nothing; none: no model yet).", labels: [("action", $0), ("mode", mode)]) }
+        }
+        var fb: [FallbackReason: Counter] = [:]
+        for reason in FallbackReason.allCases {
+            fb[reason] = r.counter("edgeq_fallbacks_total", help: "Ticks where the safety policy replaced the model's choice, by reason.", labels: [("reason", reason.rawValue)])
+        }
+        fallbacks = fb
+        rejected = DecodeFailure.allCases.map {
+            r.counter("edgeq_rejected_payloads_total", help: "Signal values rejected while decoding payloads, by reason.", labels: [("reason", $0.metricName)])
+        }
+        unrouted = r.counter("edgeq_unrouted_messages_total", help: "Messages on topics that carry no signal.")
+        incumbentSeen = r.counter("edgeq_incumbent_commands_total", help: "Commands of the incumbent observed.")
+        incumbentMissing = r.counter("edgeq_incumbent_unobserved_ticks_total", help: "Shadow ticks whose incumbent command was not observed (logged with no action).")
+        shadowCompared = r.counter("edgeq_shadow_compared_total", help: "Shadow ticks where the model's choice and the incumbent's command were both known.")
+        shadowAgreed = r.counter("edgeq_shadow_agreed_total", help: "Of those, ticks where they were the same action.")
+        transitionsLogged = r.counter("edgeq_transitions_submitted_total", help: "Transitions handed to the experience log writer.")
+        transitionsSkipped = r.counter("edgeq_transitions_skipped_total", help: "Transitions not logged because the state at t+1 or the reward could not be assembled.")
+        invalidExpressions = r.counter("edgeq_invalid_expressions_total", help: "Expression evaluations that gave a non-finite value (division by zero, log of 0, …).")
+        controlCommands = r.counter("edgeq_control_commands_total", help: "Control-plane commands received.")
+        latency = r.histogram("edgeq_decision_seconds", help: "Time from the trigger message's arrival (or the period tick) to the decision published.",
+                              bounds: [2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 2e-2, 0.1])
+        mode = r.gauge("edgeq_mode", help: "0 shadow, 1 control.")
+        modelVersion = r.gauge("edgeq_model_version", help: "The served model version (0: none).")
+        watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
+    }
+}
+
+/// Why the safety policy replaced the model's choice.
+public enum FallbackReason: String, Sendable, CaseIterable {
+    case stale, invalid, invalidFeature = "invalid_feature", outOfDistribution = "out_of_distribution"
+    case handOverride = "hand_override", nonFiniteQ = "non_finite_q", noAllowedAction = "no_allowed_action"
+    case noModel = "no_model", watchdog
+
+    init(_ status: StateStatus) {
+        switch status {
+        case .ok: self = .invalid  // not used for .ok
+        case .stale: self = .stale
+        case .invalid: self = .invalid
+        case .invalidFeature: self = .invalidFeature
+        case .outOfDistribution: self = .outOfDistribution
+        case .handOverride: self = .handOverride
+        }
+    }
+}
