@@ -110,7 +110,7 @@ func filtersOverlap(_ a: String, _ b: String) -> Bool {
 }
 
 func isIdentifier(_ s: String) -> Bool {
-    guard let f = s.unicodeScalars.first, f == "_" || (f.properties.isASCIIHexDigit == false && f.isASCII && f.properties.isAlphabetic) else { return false }
+    guard let f = s.unicodeScalars.first, f == "_" || (f.isASCII && f.properties.isAlphabetic) else { return false }
     return s.unicodeScalars.allSatisfy { $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) }
 }
 
