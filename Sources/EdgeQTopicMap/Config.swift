@@ -17,6 +17,12 @@ public struct TLSConfig: Sendable, Equatable {
     public var certFile: String?
     /// Client key file (PEM), for mutual TLS.
     public var keyFile: String?
+
+    public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
 }
 
 /// The `gateway` section: who EdgeQ is and where it connects.
@@ -153,6 +159,13 @@ public struct IncumbentConfig: Sendable, Equatable {
     public var pathText: String?
     /// When the nearest action's value is farther than this, the command maps to no action. nil = any distance.
     public var maxDistance: Double?
+
+    public init(topic: String, path: [JSONPathElement]? = nil, pathText: String? = nil, maxDistance: Double? = nil) {
+        self.topic = topic
+        self.path = path
+        self.pathText = pathText
+        self.maxDistance = maxDistance
+    }
 }
 
 /// What to do when a decision cannot be trusted.
@@ -169,6 +182,9 @@ public struct SafetyConfig: Sendable, Equatable {
     public var onOOD: Response = .fallback
     /// Expression that is true while the plant is in hand (manual) mode: EdgeQ then publishes nothing.
     public var handOverride: String?
+
+    /// The defaults.
+    public init() {}
 }
 
 /// The `learning` section, consumed by the learner.
@@ -209,6 +225,9 @@ public struct LearningConfig: Sendable, Equatable {
     public var minAgreement = 0.5
     /// Live guard: roll back when the rolling reward is worse than the incumbent baseline by more than this fraction. Default 0.05.
     public var rollbackMargin = 0.05
+
+    /// The defaults.
+    public init() {}
 
     /// How a candidate that passed its checks is served.
     public enum Promotion: String, Sendable, CaseIterable {

@@ -38,6 +38,13 @@ public struct ActuatorWrite: Sendable, Equatable {
     public var payload: [UInt8]
     public var qos: Int
     public var retain: Bool
+
+    public init(topic: String, payload: [UInt8], qos: Int, retain: Bool) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
 }
 
 /// The mutable per-tick evaluation of a `TopicMap`: owned by one thread (the decision loop).
