@@ -278,7 +278,7 @@ public struct JSONExtractor: Sendable {
 
 /// Decimal number parsing without allocation.
 enum NumberParser {
-    static let pow10: [Double] = (0...22).map { Double(sign: .plus, exponent: 0, significand: 1) * pow(10.0, Double($0)) }
+    static let pow10: [Double] = (0...22).map { pow(10.0, Double($0)) }  // exact for 0...22
 
     /// Parses a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) in `p[0..<n]`;
     /// nil when malformed. Overflow gives ±infinity (the caller rejects it as non-finite).

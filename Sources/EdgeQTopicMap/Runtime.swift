@@ -50,7 +50,7 @@ public struct ActuatorWrite: Sendable, Equatable {
 /// The mutable per-tick evaluation of a `TopicMap`: owned by one thread (the decision loop).
 /// Sized once; `assembleState`, `reward`, `terminal`, `truncated` and `actionMask` allocate
 /// nothing; `render` allocates only when the output buffer must grow.
-public struct TopicMapRuntime {
+public struct TopicMapRuntime: Sendable {
     /// The mapping this runtime evaluates.
     public let map: TopicMap
     var slots: [Double]
@@ -93,9 +93,9 @@ public struct TopicMapRuntime {
     /// Copies the signals from `table` (marking stale ones invalid) and evaluates the derived
     /// features. `assembleState` calls it; call it yourself to evaluate a reward without a state.
     public mutating func refresh(from table: SignalTable, now: UInt64) {
-        for (i, s) in map.signals.enumerated() {
+        for i in 0..<map.signals.count {
             var ok = table.statusCode[i] == 1
-            if ok, let age = s.maxAge, now >= table.times[i], Double(now - table.times[i]) > age * 1e9 { ok = false }
+            if ok, now >= table.times[i], now - table.times[i] > map.maxAgeNs[i] { ok = false }
             slots[i] = table.values[i]
             slotValid[i] = ok
         }
@@ -139,6 +139,7 @@ public struct TopicMapRuntime {
         }
         var col = 0
         var ood: Int?
+        let oodLimit = map.safety.oodMargin.map { 1 + $0 } ?? .infinity
         for (fi, e) in map.featureEval.enumerated() {
             for s in map.featureSignals[fi] where !slotValid[s] {
                 if table.statusCode[s] == 1 { return .stale(signal: s) }
@@ -164,14 +165,14 @@ public struct TopicMapRuntime {
                 current[col] = Float(sin(a)); current[col + 1] = Float(cos(a)); col += 2
                 continue
             }
-            switch map.features[fi].normalization {
-            case .none: break
-            case .range(let lo, let hi):
-                let x = 2 * (Double(current[col - 1]) - lo) / (hi - lo) - 1
+            switch map.normKind[fi] {
+            case 1:
+                let x = 2 * (Double(current[col - 1]) - map.normLo[fi]) / map.normSpan[fi] - 1
                 current[col - 1] = Float(x)
-                if ood == nil, let m = map.safety.oodMargin, Swift.abs(x) > 1 + m { ood = fi }
-            case .learned:
+                if ood == nil, Swift.abs(x) > oodLimit { ood = fi }
+            case 2:
                 current[col - 1] = (current[col - 1] - learnedMean[col - 1]) / learnedStd[col - 1]
+            default: break
             }
         }
         // Push this tick into the history ring and write out newest first.

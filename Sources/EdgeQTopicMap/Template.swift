@@ -11,8 +11,14 @@ import Foundation
 struct PayloadTemplate: Sendable {
     enum Part: Sendable { case literal([UInt8]), value, actionIndex, actionName, slot(Int) }
     let parts: [Part]
+    /// The slots the placeholders read (computed once: `render`'s callers check them per tick).
+    let slots: [Int]
     var usesValue: Bool { parts.contains { if case .value = $0 { return true } else { return false } } }
-    var slots: [Int] { parts.compactMap { if case .slot(let s) = $0 { return s } else { return nil } } }
+
+    init(parts: [Part]) {
+        self.parts = parts
+        slots = parts.compactMap { if case .slot(let s) = $0 { return s } else { return nil } }
+    }
 
     struct TemplateError: Error { let offset: Int; let message: String }
 

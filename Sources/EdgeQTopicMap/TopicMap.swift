@@ -158,6 +158,14 @@ public struct TopicMap: Sendable {
     let incumbentExtractor: JSONExtractor?
     /// Signal slots each feature depends on (directly or through earlier features).
     let featureSignals: [[Int]]
+    /// Per-signal and per-feature numbers in plain arrays, so the hot path copies no
+    /// configuration structs (each copy costs reference-count traffic).
+    let kindCode: [UInt8]          // 0 number, 1 bool, 2 enum
+    let enumTables: [[([UInt8], Double)]]
+    let scale: [Double], offset: [Double], lo: [Double], hi: [Double]
+    let maxAgeNs: [UInt64]         // UInt64.max: never stale
+    let normKind: [UInt8]          // per feature: 0 none, 1 range, 2 learned
+    let normLo: [Double], normSpan: [Double]
 
     init(gateway: GatewayConfig, signals: [SignalConfig], features: [FeatureConfig], history: Int,
          featureEval: [FeatureEval], tick: TickConfig, reward: CompiledExpression, terminal: CompiledExpression?,
@@ -224,6 +232,34 @@ public struct TopicMap: Sendable {
             }
         }
         featureSignals = fs
+        kindCode = signals.map {
+            switch $0.kind {
+            case .number: return 0
+            case .bool: return 1
+            case .enumeration: return 2
+            }
+        }
+        enumTables = signals.map {
+            if case .enumeration(let t) = $0.kind { return t.map { (Array($0.key.utf8), $0.value) } }
+            return []
+        }
+        scale = signals.map(\.scale)
+        offset = signals.map(\.offset)
+        lo = signals.map { $0.range?.lowerBound ?? -.infinity }
+        hi = signals.map { $0.range?.upperBound ?? .infinity }
+        maxAgeNs = signals.map { s in
+            guard let a = s.maxAge else { return UInt64.max }
+            return a * 1e9 >= Double(UInt64.max / 2) ? UInt64.max : UInt64(a * 1e9)
+        }
+        normKind = features.map {
+            switch $0.normalization {
+            case .none: return 0
+            case .range: return 1
+            case .learned: return 2
+            }
+        }
+        normLo = features.map { if case .range(let l, _) = $0.normalization { return l } else { return 0 } }
+        normSpan = features.map { if case .range(let l, let h) = $0.normalization { return h - l } else { return 1 } }
     }
 
     /// Columns of one tick's features.
@@ -318,10 +354,9 @@ public struct TopicMap: Sendable {
         switch c {
         case .failure(let f): table.reject(s, f, time: time)
         case .value(let raw):
-            let cfg = signals[s]
-            let v = raw * cfg.scale + cfg.offset
+            let v = raw * scale[s] + offset[s]
             guard v.isFinite else { table.reject(s, .nonFinite, time: time); return }
-            if let r = cfg.range, !r.contains(v) { table.reject(s, .outOfRange, time: time); return }
+            if v < lo[s] || v > hi[s] { table.reject(s, .outOfRange, time: time); return }
             table.values[s] = v
             table.statusCode[s] = 1
             table.times[s] = time
@@ -329,17 +364,17 @@ public struct TopicMap: Sendable {
     }
 
     func convert(_ cap: JSONCapture, signal s: Int, payload: UnsafeRawBufferPointer) -> Converted {
-        switch (signals[s].kind, cap.kind) {
+        switch (kindCode[s], cap.kind) {
         case (_, .missing): return .failure(.missingField)
-        case (.number, .number), (.bool, .number):
+        case (0, .number), (1, .number):
             guard cap.number.isFinite else { return .failure(.nonFinite) }
-            if case .bool = signals[s].kind { return .value(cap.number != 0 ? 1 : 0) }
+            if kindCode[s] == 1 { return .value(cap.number != 0 ? 1 : 0) }
             return .value(cap.number)
-        case (.bool, .bool): return .value(cap.number)
-        case (.enumeration(let table), .string):
+        case (1, .bool): return .value(cap.number)
+        case (2, .string):
             guard !cap.escaped else { return .failure(.unknownEnumValue) }
             let bytes = UnsafeRawBufferPointer(rebasing: payload[cap.start..<cap.end])
-            return lookup(table, bytes)
+            return lookup(s, bytes)
         default: return .failure(.wrongType)
         }
     }
@@ -348,11 +383,11 @@ public struct TopicMap: Sendable {
         guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count > 0 else {
             return .failure(.notANumber)
         }
-        switch signals[s].kind {
-        case .number:
+        switch kindCode[s] {
+        case 0:
             guard let v = NumberParser.parseRaw(base, payload.count) else { return .failure(.notANumber) }
             return v.isFinite ? .value(v) : .failure(.nonFinite)
-        case .bool:
+        case 1:
             var a = 0, b = payload.count
             while a < b, NumberParser.isSpace(base[a]) { a += 1 }
             while b > a, NumberParser.isSpace(base[b - 1]) { b -= 1 }
@@ -361,23 +396,20 @@ public struct TopicMap: Sendable {
                 if bytesEqual(w, UnsafeRawBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)) { return .value(v) }
             }
             return .failure(.notANumber)
-        case .enumeration(let table):
+        default:
             var a = 0, b = payload.count
             while a < b, NumberParser.isSpace(base[a]) { a += 1 }
             while b > a, NumberParser.isSpace(base[b - 1]) { b -= 1 }
             if b - a >= 2, base[a] == UInt8(ascii: "\""), base[b - 1] == UInt8(ascii: "\"") { a += 1; b -= 1 }
-            return lookup(table, UnsafeRawBufferPointer(rebasing: payload[a..<b]))
+            return lookup(s, UnsafeRawBufferPointer(rebasing: payload[a..<b]))
         }
     }
 
     static let boolWords: [(StaticString, Double)] = [("true", 1), ("on", 1), ("1", 1), ("false", 0), ("off", 0), ("0", 0)]
 
-    func lookup(_ table: [String: Double], _ bytes: UnsafeRawBufferPointer) -> Converted {
-        for (k, v) in table {
-            var found = false
-            k.utf8.withContiguousStorageIfAvailable { kb in
-                found = bytesEqual(UnsafeRawBufferPointer(kb), bytes)
-            }
+    func lookup(_ s: Int, _ bytes: UnsafeRawBufferPointer) -> Converted {
+        for (k, v) in enumTables[s] {
+            let found = k.withUnsafeBytes { bytesEqual($0, bytes) }
             if found { return .value(v) }
         }
         return .failure(.unknownEnumValue)
