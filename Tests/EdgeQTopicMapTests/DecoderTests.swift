@@ -298,3 +298,24 @@ safety: {hand_override: hand, ood_margin: 0.5}
         }
     }
 }
+
+@Suite struct RoutingTests {
+    @Test func exactTopicsAndPlusFiltersAreRouted() throws {
+        let map = try TopicMap.parse(yaml: decodeMapping)
+        #expect(map.routeIndex(topic: "s/json") != nil)
+        #expect(map.routeIndex(topic: "dev/1/v") == nil)          // only through the `+` filter
+        #expect(map.isTrigger(topic: "s/json"))
+        #expect(!map.isTrigger(topic: "s/raw"))
+        #expect(map.subscribedTopics.contains("dev/+/v"))
+        var table = SignalTable(for: map)
+        for (topic, routed) in [("dev/1/v", true), ("dev/1/v/x", false), ("dev/v", false), ("dev//v", true), ("s/json/x", false)] {
+            var t = table
+            let n = Array("1".utf8).withUnsafeBytes { map.decode(topic: topic, payload: $0, time: 1, into: &t) }
+            #expect((n > 0) == routed, "\(topic)")
+        }
+        // A known route index decodes the same as the topic.
+        let r = try #require(map.routeIndex(topic: "s/raw"))
+        Array("55".utf8).withUnsafeBytes { map.decode(route: r, payload: $0, time: 1, into: &table) }
+        #expect(table.values[map.signalIndex(named: "raw") ?? -1] == 5.5)
+    }
+}
