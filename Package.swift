@@ -103,7 +103,7 @@ let package = Package(
             path: "Tests/EdgeQTestSupport"
         ),
         .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap"]),
+        .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap", "EdgeQCore"]),
         .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),

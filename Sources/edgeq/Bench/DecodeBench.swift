@@ -1,6 +1,259 @@
-/// `edgeq bench decode`: filled in by the work on the topic map (issue #3).
+import EdgeQSystem
+import EdgeQTopicMap
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `edgeq bench decode`: one 200-byte JSON payload with 8 fields decoded into signals, and an
+/// 8-feature state (6 signals + 2 derived expressions) assembled from them, per message.
+///
+/// Figures:
+/// - `decode_state_ns`: decode + state, ns per message (goal < 2,000 ns).
+/// - `decode_state_reply_ns`: the same plus rendering the reply payload `{"id":…,"a":…}`,
+///   compared with the Python gateway's handler minus its inference (`json.loads` →
+///   `np.asarray` → `json.dumps`; `gateway/infer_micro.py --backends numpy`, handler_p50 −
+///   infer_p50, measured in the same run).
+/// - `allocs_per_message`: heap allocations per message in the steady state, counted by
+///   re-running this benchmark in a child process with a malloc-counting shim preloaded
+///   (`LD_PRELOAD`; malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign are counted).
 enum DecodeBench {
+    static let mapping = """
+    gateway: {id: bench-decode}
+    signals:
+      - {name: id,       topic: plant/zone7/state, json: id}
+      - {name: temp,     topic: plant/zone7/state, json: zone.temp,     range: [-40, 80]}
+      - {name: setpoint, topic: plant/zone7/state, json: zone.setpoint, range: [0, 40]}
+      - {name: humidity, topic: plant/zone7/state, json: zone.humidity, range: [0, 100]}
+      - {name: outdoor,  topic: plant/zone7/state, json: outdoor,       range: [-50, 60]}
+      - {name: valve,    topic: plant/zone7/state, json: "valve[1]",    range: [0, 100]}
+      - {name: flow,     topic: plant/zone7/state, json: flow,          range: [0, 10]}
+      - {name: power,    topic: plant/zone7/state, json: power,         range: [0, 20]}
+    state:
+      features:
+        - {signal: temp, normalize: [10, 30]}
+        - {signal: humidity, normalize: [0, 100]}
+        - {signal: outdoor, normalize: [-20, 40]}
+        - {signal: valve, normalize: [0, 100]}
+        - {signal: flow, normalize: [0, 5]}
+        - {signal: power, normalize: [0, 10]}
+        - {name: error, expr: temp - setpoint, normalize: [-10, 10]}
+        - {name: load, expr: power * 0.25 + abs(flow - 1), normalize: [0, 5]}
+    tick: {trigger: plant/zone7/state}
+    reward: -abs(error)
+    actions:
+      list:
+        - {name: a0, publish: {topic: plant/zone7/cmd, payload: '{"id":{{id}},"a":{{action}}}'}}
+        - {name: a1, publish: {topic: plant/zone7/cmd, payload: '{"id":{{id}},"a":{{action}}}'}}
+    safety: {ood_margin: none}
+    """
+
+    static let topic = "plant/zone7/state"
+
+    /// 64 different 200-byte payloads with 8 numeric fields among others.
+    static func payloads() -> [[UInt8]] {
+        var g = SystemRandomNumberGenerator()
+        return (0..<64).map { i in
+            func r(_ lo: Double, _ hi: Double) -> String { String(format: "%.2f", Double.random(in: lo...hi, using: &g)) }
+            var s = "{\"id\":\(100_000 + i),\"ts\":\"2026-11-29T05:00:00Z\",\"zone\":{\"temp\":\(r(15, 25)),\"setpoint\":\(r(19, 22)),"
+                + "\"humidity\":\(r(30, 60))},\"outdoor\":\(r(-10, 20)),\"valve\":[0,\(r(0, 100))],"
+                + "\"flow\":\(r(0, 3)),\"power\":\(r(0, 6)),\"status\":\"ok\"}"
+            while s.utf8.count < 200 { s += " " }
+            return Array(s.utf8)
+        }
+    }
+
+    struct Loop {
+        let map: TopicMap
+        var table: SignalTable
+        var runtime: TopicMapRuntime
+        var state: [Float]
+        var reply: [UInt8]
+        let payloads: [[UInt8]]
+        var sink: Float = 0
+
+        init() throws {
+            map = try TopicMap.parse(yaml: DecodeBench.mapping, file: "decode-bench")
+            table = SignalTable(for: map)
+            runtime = TopicMapRuntime(map: map)
+            state = [Float](repeating: 0, count: map.stateWidth)
+            reply = []
+            reply.reserveCapacity(256)
+            payloads = DecodeBench.payloads()
+        }
+
+        /// `count` messages; returns the number of states that were not ok (should be 0).
+        mutating func run(_ count: Int, reply withReply: Bool) -> Int {
+            var bad = 0
+            for i in 0..<count {
+                let p = payloads[i & 63]
+                p.withUnsafeBytes { _ = map.decode(topic: DecodeBench.topic, payload: $0, time: UInt64(i), into: &table) }
+                let status = state.withUnsafeMutableBufferPointer {
+                    runtime.assembleState(from: table, now: UInt64(i), wallClock: 0, into: $0)
+                }
+                if status != .ok { bad += 1 }
+                sink += state[6]
+                if withReply {
+                    reply.removeAll(keepingCapacity: true)
+                    if !runtime.render(action: i & 1, write: 0, into: &reply) { bad += 1 }
+                }
+            }
+            return bad
+        }
+    }
+
+    /// CPU time of this thread in ns: on a machine shared with other work, time this thread
+    /// spent preempted would otherwise count as decoding time.
+    static func nowNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Median ns per message over `blocks` blocks of `count` messages.
+    static func measure(_ loop: inout Loop, blocks: Int, count: Int, reply: Bool) throws -> Double {
+        _ = loop.run(10_000, reply: reply)
+        var per: [Double] = []
+        for _ in 0..<blocks {
+            let t0 = nowNs()
+            let bad = loop.run(count, reply: reply)
+            let t1 = nowNs()
+            guard bad == 0 else { throw BenchError.failed("\(bad) of \(count) states were not ok") }
+            per.append(Double(t1 - t0) / Double(count))
+        }
+        return per.sorted()[per.count / 2]
+    }
+
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
-        throw BenchError.notAvailable(name: "decode")
+        // Child mode: count allocations under the preloaded shim and report only that.
+        if ProcessInfo.processInfo.environment["EDGEQ_DECODE_ALLOC_PROBE"] != nil {
+            return [try allocationProbe()]
+        }
+        var loop = try Loop()
+        let blocks = context.quick ? 3 : 7
+        let count = context.quick ? 50_000 : 300_000
+        context.progress("decode + state, \(blocks) × \(count) messages of \(loop.payloads[0].count) bytes")
+        let decodeState = try measure(&loop, blocks: blocks, count: count, reply: false)
+        context.progress("decode + state + reply payload")
+        let withReply = try measure(&loop, blocks: blocks, count: count, reply: true)
+
+        var figures = [
+            BenchFigure(bench: "decode", figure: "decode_state_ns", value: decodeState, unit: "ns/msg", better: .lower),
+        ]
+        var anchorValue: Double?
+        if context.withAnchors {
+            context.progress("anchor: gateway/infer_micro.py --backends numpy (handler − infer); may wait for a quiet machine")
+            anchorValue = try pythonHandlerMinusInfer(context)
+        }
+        figures.append(BenchFigure(bench: "decode", figure: "decode_state_reply_ns", value: withReply, unit: "ns/msg",
+                                   anchor: context.withAnchors ? "python json.loads+asarray+json.dumps (infer_micro numpy handler−infer p50)" : nil,
+                                   anchorValue: anchorValue, better: .lower))
+        context.progress("allocations: child process with a malloc-counting shim")
+        figures.append(try allocationsViaChild(context))
+        return figures
+    }
+
+    /// Runs `gateway/infer_micro.py --backends numpy --json` and returns handler_p50 − infer_p50 in ns.
+    static func pythonHandlerMinusInfer(_ context: BenchContext) throws -> Double {
+        let anchors = try Anchors.prepare(context)
+        let python = try anchors.requirePython()
+        var args = [anchors.directory.appendingPathComponent("gateway/infer_micro.py").path, "--backends", "numpy", "--json"]
+        if context.quick { args.append("--quick") }
+        let r = try ChildProcess.run(python, args, timeout: 900, workingDirectory: anchors.directory.path)
+        guard r.code == 0 else { throw BenchError.failed("infer_micro.py exited \(r.code): \(r.stderr.suffix(500))") }
+        var figures: [String: Double] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let f = obj["figure"] as? String, let v = obj["value"] as? Double else { continue }
+            figures[f] = v
+        }
+        guard let h = figures["handler_p50"], let i = figures["infer_p50"] else {
+            throw BenchError.failed("infer_micro.py printed no handler_p50/infer_p50:\n\(r.stdout.prefix(500))")
+        }
+        return (h - i) * 1000
+    }
+
+    static let shimSource = """
+    // Counts heap allocations (edgeq bench decode). Preloaded with LD_PRELOAD.
+    #include <stddef.h>
+    #include <errno.h>
+    extern void *__libc_malloc(size_t);
+    extern void *__libc_calloc(size_t, size_t);
+    extern void *__libc_realloc(void *, size_t);
+    extern void *__libc_memalign(size_t, size_t);
+    static unsigned long long edgeq_count;
+    unsigned long long edgeq_alloc_count(void) { return __atomic_load_n(&edgeq_count, __ATOMIC_RELAXED); }
+    static void bump(void) { __atomic_fetch_add(&edgeq_count, 1, __ATOMIC_RELAXED); }
+    void *malloc(size_t n) { bump(); return __libc_malloc(n); }
+    void *calloc(size_t a, size_t b) { bump(); return __libc_calloc(a, b); }
+    void *realloc(void *p, size_t n) { bump(); return __libc_realloc(p, n); }
+    void *memalign(size_t a, size_t n) { bump(); return __libc_memalign(a, n); }
+    void *aligned_alloc(size_t a, size_t n) { bump(); return __libc_memalign(a, n); }
+    int posix_memalign(void **p, size_t a, size_t n) {
+        bump();
+        void *q = __libc_memalign(a, n);
+        if (!q) return ENOMEM;
+        *p = q;
+        return 0;
+    }
+    """
+
+    /// Builds the shim, runs this benchmark again with it preloaded, and reads the child's figure.
+    static func allocationsViaChild(_ context: BenchContext) throws -> BenchFigure {
+        let dir = Anchors.packageRoot().appendingPathComponent(".build-anchors/alloc-count")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let src = dir.appendingPathComponent("alloc_count.c").path
+        let lib = dir.appendingPathComponent("alloc_count.so").path
+        try shimSource.write(toFile: src, atomically: true, encoding: .utf8)
+        let cc = try ChildProcess.run("cc", ["-O2", "-shared", "-fPIC", "-o", lib, src], timeout: 120)
+        guard cc.code == 0 else { throw BenchError.failed("building the malloc-counting shim failed: \(cc.stderr)") }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var args = ["bench", "decode", "--json", "--no-anchors"]
+        if context.quick { args.append("--quick") }
+        let r = try ChildProcess.run(exe, args, timeout: 300, environment: ["LD_PRELOAD": lib, "EDGEQ_DECODE_ALLOC_PROBE": "1"])
+        guard r.code == 0 else { throw BenchError.failed("allocation probe exited \(r.code): \(r.stderr.suffix(500))") }
+        for line in r.stdout.split(separator: "\n") {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  obj["figure"] as? String == "allocs_per_message", let v = obj["value"] as? Double else { continue }
+            return BenchFigure(bench: "decode", figure: "allocs_per_message", value: v, unit: "allocs/msg", better: .lower)
+        }
+        throw BenchError.failed("the allocation probe printed no figure:\n\(r.stdout.prefix(500))")
+    }
+
+    /// In the child: steady-state allocations per message (decode + state + reply payload).
+    static func allocationProbe() throws -> BenchFigure {
+        typealias CountFn = @convention(c) () -> UInt64
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "edgeq_alloc_count") else {
+            throw BenchError.failed("EDGEQ_DECODE_ALLOC_PROBE is set but the malloc-counting shim is not preloaded")
+        }
+        let count = unsafeBitCast(sym, to: CountFn.self)
+        var loop = try Loop()
+        _ = loop.run(10_000, reply: true)
+        let n = 100_000
+        let before = count()
+        let bad = loop.run(n, reply: true)
+        let after = count()
+        guard bad == 0 else { throw BenchError.failed("\(bad) states were not ok") }
+        // Where they come from, for whoever has to remove them (standard error).
+        let m = 10_000
+        var c0 = count()
+        for i in 0..<m {
+            loop.payloads[i & 63].withUnsafeBytes { _ = loop.map.decode(topic: DecodeBench.topic, payload: $0, time: UInt64(i), into: &loop.table) }
+        }
+        let decodeOnly = count() - c0
+        c0 = count()
+        for i in 0..<m {
+            _ = loop.state.withUnsafeMutableBufferPointer { loop.runtime.assembleState(from: loop.table, now: UInt64(i), wallClock: 0, into: $0) }
+        }
+        let stateOnly = count() - c0
+        c0 = count()
+        for i in 0..<m {
+            loop.reply.removeAll(keepingCapacity: true)
+            _ = loop.runtime.render(action: i & 1, write: 0, into: &loop.reply)
+        }
+        let replyOnly = count() - c0
+        FileHandle.standardError.write(Data("[decode] allocations per message: decode \(Double(decodeOnly) / Double(m)), state \(Double(stateOnly) / Double(m)), reply \(Double(replyOnly) / Double(m))\n".utf8))
+        return BenchFigure(bench: "decode", figure: "allocs_per_message", value: Double(after - before) / Double(n),
+                           unit: "allocs/msg", better: .lower)
     }
 }

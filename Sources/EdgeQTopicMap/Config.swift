@@ -1,0 +1,239 @@
+// The typed contents of a mapping file, as read and validated by `TopicMap.parse`.
+// Every key has a default documented in docs/mapping.md.
+
+/// A secret given by reference, never inline: an environment variable or a file.
+public enum SecretReference: Sendable, Equatable {
+    /// The value of environment variable `name`.
+    case environment(String)
+    /// The contents of the file at `path` (trailing newline removed).
+    case file(String)
+}
+
+/// TLS files for the broker connection.
+public struct TLSConfig: Sendable, Equatable {
+    /// CA certificate file (PEM) to verify the broker.
+    public var caFile: String?
+    /// Client certificate file (PEM), for mutual TLS.
+    public var certFile: String?
+    /// Client key file (PEM), for mutual TLS.
+    public var keyFile: String?
+
+    public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+}
+
+/// The `gateway` section: who EdgeQ is and where it connects.
+public struct GatewayConfig: Sendable, Equatable {
+    /// The gateway id (letters, digits, `-`, `_`). Required.
+    public var id: String
+    /// Broker URLs (`mqtt://host:port` or `mqtts://host:port`), tried in order. Default `mqtt://127.0.0.1:1883`.
+    public var brokers: [String] = ["mqtt://127.0.0.1:1883"]
+    /// The MQTT client id. Default `edgeq-<id>`.
+    public var clientID: String
+    /// User name by reference, if the broker needs one.
+    public var username: SecretReference?
+    /// Password by reference, if the broker needs one.
+    public var password: SecretReference?
+    /// TLS files, when connecting with TLS.
+    public var tls: TLSConfig?
+    /// Control-plane topic prefix. Default `edgeq/<id>`.
+    public var prefix: String
+    /// Data directory (experience log, models). Default `data`.
+    public var dataDirectory: String = "data"
+    /// Mode at start. Default `shadow`.
+    public var startMode: Mode = .shadow
+    /// Payloads larger than this many bytes are rejected (`oversize`). Default 65536.
+    public var maxPayloadBytes: Int = 65536
+
+    /// Who is in charge of the plant.
+    public enum Mode: String, Sendable, CaseIterable { case shadow, control }
+}
+
+/// How a signal's payload value becomes a number.
+public enum SignalKind: Sendable, Equatable {
+    /// A JSON number, or a raw numeric payload.
+    case number
+    /// JSON `true`/`false` (or a number, non-zero = true); raw `true false on off 1 0`. Gives 1 or 0.
+    case bool
+    /// A string mapped to a number by a table.
+    case enumeration([String: Double])
+}
+
+/// One named value read from a topic.
+public struct SignalConfig: Sendable, Equatable {
+    /// The name used in expressions and features.
+    public var name: String
+    /// The topic or topic filter (`+` matches one level).
+    public var topic: String
+    /// JSON path of the value; nil for a raw payload.
+    public var path: [JSONPathElement]?
+    /// The JSON path as written.
+    public var pathText: String?
+    public var kind: SignalKind = .number
+    /// value = raw × scale + offset.
+    public var scale: Double = 1
+    public var offset: Double = 0
+    /// Valid range of the scaled value (inclusive); outside it the value is invalid, not clipped.
+    public var range: ClosedRange<Double>?
+    /// Age after which the value is stale, in seconds; nil = never stale.
+    public var maxAge: Double?
+}
+
+/// How a feature is normalised before it enters the state vector.
+public enum Normalization: Sendable, Equatable {
+    /// Used as is.
+    case none
+    /// Mapped linearly from [min, max] to [-1, 1] (values outside map beyond ±1).
+    case range(Double, Double)
+    /// Standardised with a mean and standard deviation learned from the log and frozen into
+    /// the model (`TopicMapRuntime.setLearnedStatistics`); used as is until then.
+    case learned
+}
+
+/// One feature of the state vector.
+public struct FeatureConfig: Sendable, Equatable {
+    /// What the feature reads.
+    public enum Source: Sendable, Equatable {
+        /// A signal's value.
+        case signal(String)
+        /// A derived expression over signals and earlier features.
+        case expression(String)
+        /// sin and cos of 2π·value/period for an expression (two columns), e.g. an hour from the plant.
+        case cyclic(String, period: Double)
+        /// sin and cos of the wall-clock time of day (local time), two columns.
+        case timeOfDay
+        /// sin and cos of the wall-clock day of the week (local time), two columns.
+        case dayOfWeek
+    }
+    /// The feature's name (usable in later expressions for `signal` and `expression` sources).
+    public var name: String
+    public var source: Source
+    public var normalization: Normalization = .none
+    /// Columns in the state vector: 1, or 2 for cyclic and time features.
+    public var width: Int {
+        switch source {
+        case .signal, .expression: return 1
+        case .cyclic, .timeOfDay, .dayOfWeek: return 2
+        }
+    }
+}
+
+/// When a decision is taken.
+public enum TickConfig: Sendable, Equatable {
+    /// Every `period` seconds.
+    case period(Double)
+    /// Once per message on this topic (after its signals are decoded).
+    case trigger(String)
+}
+
+/// One actuator write of an action.
+public struct WriteConfig: Sendable, Equatable {
+    public var topic: String
+    /// Payload template; `{{value}}`, `{{action}}`, `{{action_name}}` and `{{<signal or feature>}}` are substituted.
+    public var template: String
+    /// Expression for `{{value}}` (absolute value, or the expansion of a relative `step`).
+    public var value: String?
+    public var qos: Int = 1
+    public var retain: Bool = false
+}
+
+/// One discrete action.
+public struct ActionConfig: Sendable, Equatable {
+    public var name: String
+    /// The writes published when the action is chosen (empty: publish nothing).
+    public var writes: [WriteConfig]
+    /// The action mask condition; nil = always allowed.
+    public var allowed: String?
+    /// The incumbent command value that corresponds to this action (for `incumbent`).
+    public var incumbentValue: Double?
+}
+
+/// What the controller in charge now does, observed from its actuator topic.
+public struct IncumbentConfig: Sendable, Equatable {
+    public var topic: String
+    /// JSON path of the command value; nil for a raw payload.
+    public var path: [JSONPathElement]?
+    public var pathText: String?
+    /// When the nearest action's value is farther than this, the command maps to no action. nil = any distance.
+    public var maxDistance: Double?
+
+    public init(topic: String, path: [JSONPathElement]? = nil, pathText: String? = nil, maxDistance: Double? = nil) {
+        self.topic = topic
+        self.path = path
+        self.pathText = pathText
+        self.maxDistance = maxDistance
+    }
+}
+
+/// What to do when a decision cannot be trusted.
+public struct SafetyConfig: Sendable, Equatable {
+    /// What to do instead of deciding.
+    public enum Response: String, Sendable, CaseIterable { case fallback, hold }
+    /// When a signal used by the state is stale. Default `fallback`.
+    public var onStale: Response = .fallback
+    /// When a signal used by the state is invalid or missing. Default `fallback`.
+    public var onInvalid: Response = .fallback
+    /// A range-normalised feature beyond ±(1 + margin) is out of distribution; nil = no check. Default 0.5.
+    public var oodMargin: Double? = 0.5
+    /// What to do when out of distribution. Default `fallback`.
+    public var onOOD: Response = .fallback
+    /// Expression that is true while the plant is in hand (manual) mode: EdgeQ then publishes nothing.
+    public var handOverride: String?
+
+    /// The defaults.
+    public init() {}
+}
+
+/// The `learning` section, consumed by the learner.
+public struct LearningConfig: Sendable, Equatable {
+    /// Hidden layer widths. Default [64, 64].
+    public var hidden: [Int] = [64, 64]
+    /// Dueling heads. Default false.
+    public var dueling = false
+    /// Discount factor in [0, 1). Default 0.99.
+    public var gamma = 0.99
+    /// Mini-batch size. Default 256.
+    public var batchSize = 256
+    /// Adam learning rate. Default 0.0005.
+    public var learningRate = 0.0005
+    /// Gradient steps between target-network copies. Default 1000.
+    public var targetUpdate = 1000
+    /// n-step returns. Default 1.
+    public var nStep = 1
+    /// Exploration in control mode: ε from `start` to `end` over `decaySteps` decisions, at most
+    /// `budget` × decisions explorative. Default all 0 (no exploration in control).
+    public var epsilonStart = 0.0
+    public var epsilonEnd = 0.0
+    public var epsilonDecaySteps = 0
+    public var explorationBudget = 0.0
+    /// Weight of the conservative (CQL) term. Default 0.1.
+    public var cqlWeight = 0.1
+    /// Gradient steps per retraining. Default 30000.
+    public var updatesPerRetrain = 30000
+    /// Retrain after this many new transitions; nil = not by count. Default 10000.
+    public var retrainEveryTransitions: Int? = 10000
+    /// Retrain at this interval in seconds; nil = not by time. Default nil.
+    public var retrainInterval: Double?
+    /// Keep logged transitions this many seconds. Default 90 days.
+    public var retention: Double = 90 * 86400
+    /// How a retrained candidate is promoted.
+    public var promotion: Promotion = .manual
+    /// Minimum agreement with the incumbent's logged actions for a candidate to pass. Default 0.5.
+    public var minAgreement = 0.5
+    /// Live guard: roll back when the rolling reward is worse than the incumbent baseline by more than this fraction. Default 0.05.
+    public var rollbackMargin = 0.05
+
+    /// The defaults.
+    public init() {}
+
+    /// How a candidate that passed its checks is served.
+    public enum Promotion: String, Sendable, CaseIterable {
+        /// An operator promotes it (`<prefix>/cmd/promote`).
+        case manual
+        /// Served as soon as it passed its checks.
+        case auto
+    }
+}

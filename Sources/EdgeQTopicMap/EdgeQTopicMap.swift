@@ -1,1 +1,0 @@
-// EdgeQTopicMap: see docs/architecture.md for what this module owns.

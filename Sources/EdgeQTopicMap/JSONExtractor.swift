@@ -1,0 +1,355 @@
+// A one-pass, allocation-free JSON scanner that validates a payload and captures the values
+// at a fixed set of paths (compiled into a trie once, when the mapping file is loaded).
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One step of a JSON path: an object key or an array index.
+public enum JSONPathElement: Sendable, Hashable, CustomStringConvertible {
+    case key(String)
+    case index(Int)
+    public var description: String {
+        switch self {
+        case .key(let k): return ".\(k)"
+        case .index(let i): return "[\(i)]"
+        }
+    }
+
+    /// Parses `a.b[2].c` (keys are letters, digits, `_`, `-`, `$`, `@`, `:`; `[n]` indexes an array).
+    /// Returns nil with the 0-based offset of the first bad character.
+    public static func parsePath(_ text: String) -> Result<[JSONPathElement], PathError> {
+        let s = Array(text.utf8)
+        var out: [JSONPathElement] = []
+        var i = 0
+        func keyByte(_ c: UInt8) -> Bool {
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || c == UInt8(ascii: "_") || c == UInt8(ascii: "-") || c == UInt8(ascii: "$")
+                || c == UInt8(ascii: "@") || c == UInt8(ascii: ":") || c >= 0x80
+        }
+        if s.isEmpty { return .failure(PathError(offset: 0, message: "empty JSON path")) }
+        var expectKey = true
+        while i < s.count {
+            if s[i] == UInt8(ascii: "[") {
+                var j = i + 1
+                var n = 0
+                while j < s.count, s[j] >= 0x30, s[j] <= 0x39, n < 1_000_000 { n = n * 10 + Int(s[j] - 0x30); j += 1 }
+                guard j > i + 1, j < s.count, s[j] == UInt8(ascii: "]") else {
+                    return .failure(PathError(offset: i, message: "expected an array index like [0]"))
+                }
+                out.append(.index(n))
+                i = j + 1
+                expectKey = false
+                continue
+            }
+            if !expectKey {
+                guard s[i] == UInt8(ascii: ".") else {
+                    return .failure(PathError(offset: i, message: "expected '.' or '[' in the JSON path"))
+                }
+                i += 1
+            }
+            let start = i
+            while i < s.count, keyByte(s[i]) { i += 1 }
+            guard i > start else {
+                return .failure(PathError(offset: i, message: "expected a key name in the JSON path"))
+            }
+            out.append(.key(String(decoding: s[start..<i], as: UTF8.self)))
+            expectKey = false
+        }
+        return .success(out)
+    }
+
+    /// A malformed JSON path.
+    public struct PathError: Error, Sendable { public let offset: Int; public let message: String }
+}
+
+/// What the scanner found at one captured path.
+public struct JSONCapture: Sendable {
+    /// The kind of JSON value found.
+    public enum Kind: UInt8, Sendable { case missing, number, bool, string, null, container, badNumber }
+    public var kind: Kind = .missing
+    /// The number (`.number`, or 0/1 for `.bool`).
+    public var number: Double = 0
+    /// Byte range of a string's contents (between the quotes, escapes not decoded).
+    public var start: Int = 0
+    public var end: Int = 0
+    /// True when the string contains escapes.
+    public var escaped = false
+    public init() {}
+}
+
+/// A compiled set of JSON paths. `extract` validates the whole payload as JSON (RFC 8259,
+/// nesting up to 64 levels) and records the value found at each path, in one pass, without
+/// allocating.
+public struct JSONExtractor: Sendable {
+    struct Node: Sendable {
+        var keys: [([UInt8], Int)] = []
+        var indexes: [(Int, Int)] = []
+        var captures: [Int] = []
+    }
+    var nodes: [Node] = [Node()]
+    /// Number of capture slots (one per path given to `init`).
+    public let count: Int
+
+    /// Compiles `paths`; capture `i` receives the value at `paths[i]`.
+    public init(paths: [[JSONPathElement]]) {
+        count = paths.count
+        for (ci, path) in paths.enumerated() {
+            var n = 0
+            for el in path {
+                switch el {
+                case .key(let k):
+                    let b = Array(k.utf8)
+                    if let c = nodes[n].keys.first(where: { $0.0 == b }) { n = c.1 } else {
+                        nodes.append(Node()); nodes[n].keys.append((b, nodes.count - 1)); n = nodes.count - 1
+                    }
+                case .index(let i):
+                    if let c = nodes[n].indexes.first(where: { $0.0 == i }) { n = c.1 } else {
+                        nodes.append(Node()); nodes[n].indexes.append((i, nodes.count - 1)); n = nodes.count - 1
+                    }
+                }
+            }
+            nodes[n].captures.append(ci)
+        }
+    }
+
+    /// Scans `payload`; fills `captures[0..<count]` (reset to `.missing` first).
+    /// - Returns: false when the payload is not valid JSON (captures are then meaningless).
+    public func extract(_ payload: UnsafeRawBufferPointer, into captures: UnsafeMutablePointer<JSONCapture>) -> Bool {
+        for i in 0..<count { captures[i] = JSONCapture() }
+        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+        return nodes.withUnsafeBufferPointer { nodes in
+            var s = Scanner(p: base, n: payload.count, nodes: nodes, captures: captures)
+            s.skipWS()
+            guard s.value(node: 0, depth: 0) else { return false }
+            s.skipWS()
+            return s.i == s.n
+        }
+    }
+
+    struct Scanner {
+        let p: UnsafePointer<UInt8>
+        let n: Int
+        let nodes: UnsafeBufferPointer<Node>
+        let captures: UnsafeMutablePointer<JSONCapture>
+        var i = 0
+
+        init(p: UnsafePointer<UInt8>, n: Int, nodes: UnsafeBufferPointer<Node>, captures: UnsafeMutablePointer<JSONCapture>) {
+            self.p = p; self.n = n; self.nodes = nodes; self.captures = captures
+        }
+
+        @inline(__always) mutating func skipWS() {
+            while i < n {
+                let c = p[i]
+                if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i += 1 } else { break }
+            }
+        }
+
+        @inline(__always) func capture(_ node: Int, _ f: (inout JSONCapture) -> Void) {
+            if node < 0 { return }
+            for c in nodes[node].captures { f(&captures[c]) }
+        }
+
+        /// Parses one value at `i`; `node` is the trie node for this position or -1.
+        mutating func value(node: Int, depth: Int) -> Bool {
+            guard i < n, depth <= 64 else { return false }
+            switch p[i] {
+            case UInt8(ascii: "{"):
+                capture(node) { $0.kind = .container }
+                i += 1
+                skipWS()
+                if i < n, p[i] == UInt8(ascii: "}") { i += 1; return true }
+                while true {
+                    skipWS()
+                    guard i < n, p[i] == UInt8(ascii: "\"") else { return false }
+                    let ks = i + 1
+                    guard let (ke, _) = string() else { return false }
+                    var child = -1
+                    if node >= 0 {
+                        for (k, c) in nodes[node].keys where k.count == ke - ks {
+                            var same = true
+                            for j in 0..<k.count where k[j] != p[ks + j] { same = false; break }
+                            if same { child = c; break }
+                        }
+                    }
+                    skipWS()
+                    guard i < n, p[i] == UInt8(ascii: ":") else { return false }
+                    i += 1
+                    skipWS()
+                    guard value(node: child, depth: depth + 1) else { return false }
+                    skipWS()
+                    guard i < n else { return false }
+                    if p[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if p[i] == UInt8(ascii: "}") { i += 1; return true }
+                    return false
+                }
+            case UInt8(ascii: "["):
+                capture(node) { $0.kind = .container }
+                i += 1
+                skipWS()
+                if i < n, p[i] == UInt8(ascii: "]") { i += 1; return true }
+                var index = 0
+                while true {
+                    skipWS()
+                    var child = -1
+                    if node >= 0 { for (k, c) in nodes[node].indexes where k == index { child = c; break } }
+                    guard value(node: child, depth: depth + 1) else { return false }
+                    index += 1
+                    skipWS()
+                    guard i < n else { return false }
+                    if p[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if p[i] == UInt8(ascii: "]") { i += 1; return true }
+                    return false
+                }
+            case UInt8(ascii: "\""):
+                let s = i + 1
+                guard let (e, escaped) = string() else { return false }
+                capture(node) { $0.kind = .string; $0.start = s; $0.end = e; $0.escaped = escaped }
+                return true
+            case UInt8(ascii: "t"):
+                guard literal("true") else { return false }
+                capture(node) { $0.kind = .bool; $0.number = 1 }
+                return true
+            case UInt8(ascii: "f"):
+                guard literal("false") else { return false }
+                capture(node) { $0.kind = .bool; $0.number = 0 }
+                return true
+            case UInt8(ascii: "n"):
+                guard literal("null") else { return false }
+                capture(node) { $0.kind = .null }
+                return true
+            default:
+                let start = i
+                while i < n {
+                    let c = p[i]
+                    if (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
+                        || c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") { i += 1 } else { break }
+                }
+                guard i > start, let v = NumberParser.parseJSON(p + start, i - start) else { return false }
+                capture(node) { $0.kind = .number; $0.number = v }
+                return true
+            }
+        }
+
+        mutating func literal(_ word: StaticString) -> Bool {
+            let len = word.utf8CodeUnitCount
+            guard i + len <= n else { return false }
+            let w = word.utf8Start
+            for j in 0..<len where p[i + j] != w[j] { return false }
+            i += len
+            return true
+        }
+
+        /// Scans a string starting at the opening quote; returns the end offset of its contents
+        /// (the closing quote's offset) and whether it had escapes; `i` ends after the quote.
+        mutating func string() -> (Int, Bool)? {
+            i += 1
+            var escaped = false
+            while i < n {
+                let c = p[i]
+                if c == UInt8(ascii: "\"") { let e = i; i += 1; return (e, escaped) }
+                if c < 0x20 { return nil }
+                if c == UInt8(ascii: "\\") {
+                    escaped = true
+                    guard i + 1 < n else { return nil }
+                    switch p[i + 1] {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
+                         UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                        i += 2
+                    case UInt8(ascii: "u"):
+                        guard i + 6 <= n else { return nil }
+                        for j in 2..<6 {
+                            let h = p[i + j]
+                            let hex = (h >= 0x30 && h <= 0x39) || (h >= 0x41 && h <= 0x46) || (h >= 0x61 && h <= 0x66)
+                            if !hex { return nil }
+                        }
+                        i += 6
+                    default: return nil
+                    }
+                    continue
+                }
+                i += 1
+            }
+            return nil
+        }
+    }
+}
+
+/// Decimal number parsing without allocation.
+enum NumberParser {
+    static let pow10: [Double] = (0...22).map { pow(10.0, Double($0)) }  // exact for 0...22
+
+    /// Parses a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) in `p[0..<n]`;
+    /// nil when malformed. Overflow gives ±infinity (the caller rejects it as non-finite).
+    static func parseJSON(_ p: UnsafePointer<UInt8>, _ n: Int) -> Double? {
+        var i = 0
+        var negative = false
+        if i < n, p[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+        guard i < n, p[i] >= 0x30, p[i] <= 0x39 else { return nil }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var exp10 = 0
+        if p[i] == 0x30 {
+            i += 1
+            if i < n, p[i] >= 0x30, p[i] <= 0x39 { return nil }  // leading zero
+        } else {
+            while i < n, p[i] >= 0x30, p[i] <= 0x39 {
+                if digits < 19 { mantissa = mantissa * 10 + UInt64(p[i] - 0x30); if mantissa != 0 { digits += 1 } } else { exp10 += 1 }
+                i += 1
+            }
+        }
+        if i < n, p[i] == UInt8(ascii: ".") {
+            i += 1
+            guard i < n, p[i] >= 0x30, p[i] <= 0x39 else { return nil }
+            while i < n, p[i] >= 0x30, p[i] <= 0x39 {
+                if digits < 19 { mantissa = mantissa * 10 + UInt64(p[i] - 0x30); if mantissa != 0 { digits += 1 }; exp10 -= 1 }
+                i += 1
+            }
+        }
+        if i < n, p[i] == UInt8(ascii: "e") || p[i] == UInt8(ascii: "E") {
+            i += 1
+            var eneg = false
+            if i < n, p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-") { eneg = p[i] == UInt8(ascii: "-"); i += 1 }
+            guard i < n, p[i] >= 0x30, p[i] <= 0x39 else { return nil }
+            var e = 0
+            while i < n, p[i] >= 0x30, p[i] <= 0x39 { if e < 100_000 { e = e * 10 + Int(p[i] - 0x30) }; i += 1 }
+            exp10 += eneg ? -e : e
+        }
+        guard i == n else { return nil }
+        var v = Double(mantissa)
+        if exp10 != 0 && mantissa != 0 {
+            if exp10 > 0 && exp10 <= 22 { v *= pow10[exp10] }
+            else if exp10 < 0 && exp10 >= -22 { v /= pow10[-exp10] }
+            else { v *= pow(10.0, Double(exp10)) }
+        }
+        return negative ? -v : v
+    }
+
+    /// Parses a number in a raw payload: surrounding whitespace allowed, a leading `+`
+    /// allowed, `nan`/`inf` recognised (and given as non-finite).
+    static func parseRaw(_ p: UnsafePointer<UInt8>, _ n: Int) -> Double? {
+        var s = 0, e = n
+        while s < e, isSpace(p[s]) { s += 1 }
+        while e > s, isSpace(p[e - 1]) { e -= 1 }
+        if s < e, p[s] == UInt8(ascii: "+") { s += 1 }
+        guard s < e else { return nil }
+        let len = e - s
+        if len >= 3 {
+            var neg = false
+            var k = s
+            if p[k] == UInt8(ascii: "-") { neg = true; k += 1 }
+            let rest = e - k
+            if rest == 3 || rest == 8 {
+                let lower = { (j: Int) -> UInt8 in p[k + j] | 0x20 }
+                if rest == 3, lower(0) == UInt8(ascii: "n"), lower(1) == UInt8(ascii: "a"), lower(2) == UInt8(ascii: "n") { return .nan }
+                if lower(0) == UInt8(ascii: "i"), lower(1) == UInt8(ascii: "n"), lower(2) == UInt8(ascii: "f") {
+                    return neg ? -.infinity : .infinity
+                }
+            }
+        }
+        return parseJSON(p + s, len)
+    }
+
+    @inline(__always) static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
+}

@@ -1,0 +1,648 @@
+// Reading and validating a mapping file: YAML → typed sections → compiled TopicMap.
+import Foundation
+import Yams
+
+extension TopicMap {
+    /// Loads and validates the mapping file at `path`.
+    /// - Throws: `MappingError` with code `.unreadable` when the file cannot be read, or
+    ///   `.invalid` with every problem found (`FILE:LINE:COL: message`).
+    public static func load(path: String) throws(MappingError) -> TopicMap {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw MappingError(code: .unreadable, diagnostics: [
+                MappingDiagnostic(file: path, line: 1, column: 1, message: "cannot read the file (does it exist, and may we read it?)"),
+            ])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw MappingError(code: .unreadable, diagnostics: [
+                MappingDiagnostic(file: path, line: 1, column: 1, message: "the file is not UTF-8 text"),
+            ])
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    /// Parses and validates mapping-file text; `file` is used in the diagnostics.
+    /// - Throws: `MappingError` (`.invalid`) listing every problem found, in file order.
+    public static func parse(yaml: String, file: String = "<mapping>") throws(MappingError) -> TopicMap {
+        let r = NodeReader(file: file)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let e as YamlError {
+            throw MappingError(code: .invalid, diagnostics: [yamlDiagnostic(e, file: file)])
+        } catch {
+            throw MappingError(code: .invalid, diagnostics: [MappingDiagnostic(file: file, line: 1, column: 1, message: "YAML error: \(error)")])
+        }
+        guard let root else {
+            throw MappingError(code: .invalid, diagnostics: [
+                MappingDiagnostic(file: file, line: 1, column: 1, message: "the file is empty; start from topics/reference.yaml"),
+            ])
+        }
+        var b = Builder(r: r)
+        let map = b.build(root)
+        let diags = r.diagnostics.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+        guard diags.isEmpty, let map else { throw MappingError(code: .invalid, diagnostics: diags) }
+        return map
+    }
+
+    static func yamlDiagnostic(_ e: YamlError, file: String) -> MappingDiagnostic {
+        switch e {
+        case .scanner(let ctx, let problem, let mark, _), .parser(let ctx, let problem, let mark, _),
+             .composer(let ctx, let problem, let mark, _):
+            let c = ctx.map { " (\($0.text) at line \($0.mark.line))" } ?? ""
+            return MappingDiagnostic(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(problem)\(c)")
+        case .duplicatedKeysInMapping(let dups, let ctx):
+            return MappingDiagnostic(file: file, line: ctx.mark.line, column: ctx.mark.column,
+                                     message: "duplicate key \(dups.map { "'\($0)'" }.joined(separator: ", ")) in this mapping")
+        case .reader(let problem, _, _, _):
+            return MappingDiagnostic(file: file, line: 1, column: 1, message: "YAML reader: \(problem)")
+        default:
+            return MappingDiagnostic(file: file, line: 1, column: 1, message: "YAML error: \(e)")
+        }
+    }
+}
+
+/// Names that may not be used for signals and features.
+let reservedNames: Set<String> = ["and", "or", "not", "true", "false", "value", "action", "action_name"]
+
+/// Checks an MQTT topic filter: non-empty, no NUL, `+` alone in its level, and (when
+/// `allowWildcards` is false) no wildcard at all. `#` is never accepted: a signal needs a known shape.
+/// Returns a message, or nil when valid.
+func topicProblem(_ topic: String, allowWildcards: Bool) -> String? {
+    if topic.isEmpty { return "a topic cannot be empty" }
+    if topic.utf8.count > 65535 { return "a topic is at most 65535 bytes" }
+    if topic.contains("\u{0}") { return "a topic cannot contain NUL" }
+    if topic.hasPrefix("$") { return "topics starting with '$' are reserved for the broker" }
+    for level in topic.split(separator: "/", omittingEmptySubsequences: false) {
+        if level.contains("#") {
+            return allowWildcards ? "'#' is not supported here (a signal needs a known topic shape); use '+' for one level"
+                : "a published topic cannot contain the wildcard '#'"
+        }
+        if level.contains("+") {
+            if !allowWildcards { return "a published topic cannot contain the wildcard '+'" }
+            if level != "+" { return "'+' must occupy a whole topic level (like a/+/b), found '\(level)'" }
+        }
+    }
+    return nil
+}
+
+/// True when `topic` (no wildcards) matches `filter` (`+` wildcards only).
+func topicMatches(filter: String, topic: String) -> Bool {
+    var f = filter.utf8[...], t = topic.utf8[...]
+    while true {
+        let fe = f.firstIndex(of: UInt8(ascii: "/")) ?? f.endIndex
+        let te = t.firstIndex(of: UInt8(ascii: "/")) ?? t.endIndex
+        let fl = f[f.startIndex..<fe], tl = t[t.startIndex..<te]
+        if !(fl.count == 1 && fl.first == UInt8(ascii: "+")) && !fl.elementsEqual(tl) { return false }
+        let fDone = fe == f.endIndex, tDone = te == t.endIndex
+        if fDone || tDone { return fDone && tDone }
+        f = f[f.index(after: fe)...]
+        t = t[t.index(after: te)...]
+    }
+}
+
+/// True when two filters can match a common topic.
+func filtersOverlap(_ a: String, _ b: String) -> Bool {
+    let la = a.split(separator: "/", omittingEmptySubsequences: false)
+    let lb = b.split(separator: "/", omittingEmptySubsequences: false)
+    guard la.count == lb.count else { return false }
+    for (x, y) in zip(la, lb) where x != "+" && y != "+" && x != y { return false }
+    return true
+}
+
+func isIdentifier(_ s: String) -> Bool {
+    guard let f = s.unicodeScalars.first, f == "_" || (f.isASCII && f.properties.isAlphabetic) else { return false }
+    return s.unicodeScalars.allSatisfy { $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) }
+}
+
+/// Builds a TopicMap from the root node, recording every problem in `r`.
+struct Builder {
+    let r: NodeReader
+    var signals: [SignalConfig] = []
+    var signalNodes: [Node] = []
+    /// Name → slot: signals, then expression features.
+    var slotOf: [String: Int] = [:]
+    var slotCount = 0
+
+    init(r: NodeReader) { self.r = r }
+
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "safety", "learning"]
+
+    mutating func build(_ root: Node) -> TopicMap? {
+        guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
+                                  required: ["gateway", "signals", "state", "tick", "reward", "actions"]) else { return nil }
+        let gateway = top["gateway"].flatMap { readGateway($0) }
+        if let n = top["signals"] { readSignals(n) }
+        for (i, s) in signals.enumerated() { slotOf[s.name] = i }
+        slotCount = signals.count
+        let state = top["state"].flatMap { readState($0) }
+        let tick = top["tick"].flatMap { readTick($0) }
+        let reward = top["reward"].flatMap { expression($0, "reward") }
+        let terminal = top["terminal"].flatMap { expression($0, "terminal") }
+        let truncated = top["truncated"].flatMap { expression($0, "truncated") }
+        let actions = top["actions"].flatMap { readActions($0) }
+        let incumbent = top["incumbent"].flatMap { readIncumbent($0) }
+        var safety = SafetyConfig()
+        var handOverride: CompiledExpression?
+        if let n = top["safety"] { (safety, handOverride) = readSafety(n) }
+        var learning = LearningConfig()
+        if let n = top["learning"], let l = readLearning(n) { learning = l }
+
+        // Cross-section checks.
+        if let actions {
+            for (a, writes) in actions.writes.enumerated() {
+                for w in writes {
+                    for (si, s) in signals.enumerated() where filtersOverlap(s.topic, w.config.topic) {
+                        r.error(w.topicNode, "action '\(actions.configs[a].name)' publishes to '\(w.config.topic)', which is also read as a sensor (signal '\(s.name)', line \(signalNodes[si].mark?.line ?? 0)); the gateway would decode its own commands")
+                        break
+                    }
+                    if case .trigger(let t) = tick?.0, filtersOverlap(t, w.config.topic) {
+                        r.error(w.topicNode, "action '\(actions.configs[a].name)' publishes to the tick trigger topic '\(t)'; every command would cause another decision")
+                    }
+                }
+            }
+            if let (inc, _) = incumbent {
+                for (i, a) in actions.configs.enumerated() where a.incumbentValue == nil {
+                    r.error(actions.nodes[i], "action '\(a.name)' needs 'incumbent_value' (or a constant 'value') so that the incumbent's commands on '\(inc.topic)' can be mapped to it")
+                }
+            }
+        }
+        if let g = gateway {
+            let cp = g.prefix + "/"
+            for (i, s) in signals.enumerated() where s.topic.hasPrefix(cp) || s.topic == g.prefix {
+                r.error(signalNodes[i], "signal '\(s.name)' reads from the control-plane prefix '\(g.prefix)'")
+            }
+        }
+
+        guard r.diagnostics.isEmpty, let gateway, let state, let tick, let reward, let actions else { return nil }
+        return TopicMap(
+            gateway: gateway, signals: signals, features: state.features, history: state.history,
+            featureEval: state.eval, tick: tick.0, reward: reward, terminal: terminal, truncated: truncated,
+            actions: actions.configs, writes: actions.writes.map { $0.map(\.compiled) }, allowed: actions.allowed,
+            fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
+            safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames())
+    }
+
+    func slotNames() -> [String] {
+        var names = [String](repeating: "", count: slotCount)
+        for (n, i) in slotOf { names[i] = n }
+        return names
+    }
+
+    // MARK: gateway
+
+    func readGateway(_ node: Node) -> GatewayConfig? {
+        guard let f = r.mapping(node, "gateway", known: ["id", "brokers", "client_id", "username", "password", "tls", "prefix", "data", "mode", "max_payload"], required: ["id"]) else { return nil }
+        guard let idNode = f["id"], let id = r.string(idNode, "gateway id") else { return nil }
+        if id.isEmpty || !id.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }) {
+            r.error(idNode, "gateway id '\(id)' may contain only letters, digits, '-' and '_'")
+        }
+        var g = GatewayConfig(id: id, clientID: "edgeq-\(id)", prefix: "edgeq/\(id)")
+        if let n = f["brokers"] {
+            var list: [Node] = []
+            if case .sequence = n { list = r.list(n, "gateway brokers") ?? [] } else { list = [n] }
+            var urls: [String] = []
+            for u in list {
+                guard let s = r.string(u, "broker URL") else { continue }
+                if !(s.hasPrefix("mqtt://") || s.hasPrefix("mqtts://")) || URLComponents(string: s)?.host?.isEmpty != false {
+                    r.error(u, "broker URL '\(s)' must look like mqtt://host:1883 or mqtts://host:8883")
+                }
+                urls.append(s)
+            }
+            if urls.isEmpty { r.error(n, "gateway brokers: give at least one broker URL") }
+            g.brokers = urls
+        }
+        if let n = f["client_id"], let s = r.string(n, "client_id") { g.clientID = s }
+        if let n = f["username"] { g.username = secret(n, "username") }
+        if let n = f["password"] { g.password = secret(n, "password") }
+        if let n = f["tls"], let t = r.mapping(n, "gateway tls", known: ["ca", "cert", "key"]) {
+            var tls = TLSConfig()
+            if let c = t["ca"] { tls.caFile = r.string(c, "tls ca") }
+            if let c = t["cert"] { tls.certFile = r.string(c, "tls cert") }
+            if let c = t["key"] { tls.keyFile = r.string(c, "tls key") }
+            if (tls.certFile == nil) != (tls.keyFile == nil) { r.error(n, "tls: give both 'cert' and 'key' for a client certificate, or neither") }
+            g.tls = tls
+        }
+        if let n = f["prefix"], let s = r.string(n, "prefix") {
+            if let p = topicProblem(s, allowWildcards: false) { r.error(n, "prefix: \(p)") }
+            else if s.hasSuffix("/") { r.error(n, "prefix must not end with '/'") }
+            g.prefix = s
+        }
+        if let n = f["data"], let s = r.string(n, "data") { g.dataDirectory = s }
+        if let n = f["mode"], let m = r.choice(n, "mode", GatewayConfig.Mode.self) { g.startMode = m }
+        if let n = f["max_payload"], let v = r.int(n, "max_payload", min: 16, max: 256 * 1024 * 1024) { g.maxPayloadBytes = v }
+        return g
+    }
+
+    func secret(_ node: Node, _ what: String) -> SecretReference? {
+        if case .scalar = node {
+            r.error(node, "\(what) must not be written inline; use {env: VARIABLE} or {file: /path/to/secret}")
+            return nil
+        }
+        guard let f = r.mapping(node, what, known: ["env", "file"]) else { return nil }
+        if let e = f["env"], let s = r.string(e, "\(what) env") {
+            if f["file"] != nil { r.error(node, "\(what): give 'env' or 'file', not both") }
+            return .environment(s)
+        }
+        if let e = f["file"], let s = r.string(e, "\(what) file") { return .file(s) }
+        r.error(node, "\(what): give {env: VARIABLE} or {file: PATH}")
+        return nil
+    }
+
+    // MARK: signals
+
+    mutating func readSignals(_ node: Node) {
+        guard let items = r.list(node, "signals") else { return }
+        if items.isEmpty { r.error(node, "signals: the list is empty; declare at least one signal") }
+        var names: [String: Node] = [:]
+        var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
+        for item in items {
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age"], required: ["name", "topic"]),
+                  let nameNode = f["name"], let name = r.string(nameNode, "signal name"),
+                  let topicNode = f["topic"], let topic = r.string(topicNode, "signal topic") else { continue }
+            if !isIdentifier(name) || reservedNames.contains(name) {
+                r.error(nameNode, "signal name '\(name)' must be a word of letters, digits and '_' (not starting with a digit, not one of \(reservedNames.sorted().joined(separator: " ")))")
+            } else if let prev = names[name] {
+                r.error(nameNode, "duplicate signal name '\(name)' (first declared at line \(prev.mark?.line ?? 0))")
+            }
+            names[name] = names[name] ?? nameNode
+            if let p = topicProblem(topic, allowWildcards: true) { r.error(topicNode, "invalid topic filter '\(topic)': \(p)") }
+            var s = SignalConfig(name: name, topic: topic)
+            if let pn = f["json"], let text = r.string(pn, "json path") {
+                switch JSONPathElement.parsePath(text) {
+                case .success(let p): s.path = p; s.pathText = text
+                case .failure(let e): r.error(pn, "json path '\(text)': \(e.message)", offset: e.offset)
+                }
+            }
+            if s.path == nil {
+                if let other = jsonTopics[topic] { r.error(topicNode, "topic '\(topic)' carries JSON (signal '\(other)') and a raw value (signal '\(name)'); a raw signal needs a topic of its own") }
+                rawTopics[topic] = rawTopics[topic] ?? name
+            } else {
+                if let other = rawTopics[topic] { r.error(topicNode, "topic '\(topic)' carries a raw value (signal '\(other)') and JSON (signal '\(name)'); a raw signal needs a topic of its own") }
+                jsonTopics[topic] = jsonTopics[topic] ?? name
+            }
+            let type = f["type"].flatMap { r.choice($0, "signal type", SignalType.self) } ?? (f["values"] != nil ? .enum : .number)
+            switch type {
+            case .number: if let v = f["values"] { r.error(v, "'values' applies only to type enum") }
+            case .bool: s.kind = .bool; if let v = f["values"] { r.error(v, "'values' applies only to type enum") }
+            case .enum:
+                guard let vn = f["values"] else {
+                    r.error(item, "signal '\(name)' of type enum needs 'values' (a mapping from each string to a number)")
+                    break
+                }
+                if case .mapping = vn {} else { r.error(vn, "enum values must be a mapping (string: number), found \(r.describe(vn))") }
+                var table: [String: Double] = [:]
+                if case .mapping(let m) = vn {
+                    for (k, v) in m {
+                        guard let ks = r.string(k, "enum string"), let x = r.number(v, "enum value") else { continue }
+                        if table[ks] != nil { r.error(k, "duplicate enum string '\(ks)'") }
+                        table[ks] = x
+                    }
+                }
+                if table.isEmpty { r.error(vn, "enum values: give at least one string: number pair") }
+                s.kind = .enumeration(table)
+            }
+            if let n = f["scale"], let v = r.number(n, "scale") {
+                if v == 0 { r.error(n, "scale must not be 0") }
+                s.scale = v
+            }
+            if let n = f["offset"], let v = r.number(n, "offset") { s.offset = v }
+            if let n = f["range"] { s.range = r.range(n, "range") }
+            if let n = f["max_age"] { s.maxAge = r.duration(n, "max_age") }
+            signals.append(s)
+            signalNodes.append(item)
+        }
+    }
+
+    /// The `type` of a signal.
+    enum SignalType: String, CaseIterable { case number, bool, `enum` }
+
+    // MARK: state
+
+    struct StateResult {
+        var features: [FeatureConfig]
+        var history: Int
+        var eval: [FeatureEval]
+    }
+
+    mutating func readState(_ node: Node) -> StateResult? {
+        guard let f = r.mapping(node, "state", known: ["features", "history"], required: ["features"]) else { return nil }
+        var history = 1
+        if let n = f["history"], let h = r.int(n, "history", min: 1, max: 64) { history = h }
+        guard let fn = f["features"], let items = r.list(fn, "state features") else { return nil }
+        if items.isEmpty { r.error(fn, "state features: the list is empty; the state needs at least one feature") }
+        var features: [FeatureConfig] = []
+        var eval: [FeatureEval] = []
+        var seen: [String: Node] = [:]
+        for item in items {
+            guard let g = r.mapping(item, "feature", known: ["name", "signal", "expr", "cyclic", "period", "time", "normalize"]) else { continue }
+            let sources = ["signal", "expr", "cyclic", "time"].filter { g[$0] != nil }
+            guard sources.count == 1 else {
+                r.error(item, sources.isEmpty ? "a feature needs one of 'signal', 'expr', 'cyclic' or 'time'"
+                        : "a feature takes only one of 'signal', 'expr', 'cyclic', 'time' (found \(sources.joined(separator: ", ")))")
+                continue
+            }
+            var name: String?
+            if let n = g["name"], let s = r.string(n, "feature name") {
+                if !isIdentifier(s) || reservedNames.contains(s) { r.error(n, "feature name '\(s)' must be a word of letters, digits and '_'") }
+                name = s
+            }
+            var fc: FeatureConfig?
+            var ev: FeatureEval?
+            if let n = g["signal"], let s = r.string(n, "feature signal") {
+                if let slot = slotOf[s], slot < signals.count {
+                    fc = FeatureConfig(name: name ?? s, source: .signal(s))
+                    ev = .slot(slot)
+                } else {
+                    let hint = suggestion(s, signals.map(\.name)).map { "; did you mean '\($0)'?" } ?? ""
+                    r.error(n, "unknown signal '\(s)'\(hint)")
+                }
+                if let nm = name, nm != s, slotOf[nm] != nil { r.error(g["name"] ?? n, "feature name '\(nm)' is already a signal or feature") }
+            } else if let n = g["expr"] {
+                guard let nm = name else { r.error(item, "a feature with 'expr' needs a 'name'"); continue }
+                if let c = expression(n, "feature '\(nm)'") {
+                    fc = FeatureConfig(name: nm, source: .expression(c.source))
+                    if slotOf[nm] != nil { r.error(g["name"] ?? n, "feature name '\(nm)' is already a signal or feature") }
+                    let slot = slotCount
+                    slotCount += 1
+                    slotOf[nm] = slotOf[nm] ?? slot
+                    ev = .expression(c, slot: slot)
+                }
+            } else if let n = g["cyclic"] {
+                guard let pn = g["period"] else { r.error(item, "a 'cyclic' feature needs a 'period' (e.g. 24 for an hour of the day)"); continue }
+                if let c = expression(n, "cyclic feature"), let p = r.number(pn, "period") {
+                    if p <= 0 { r.error(pn, "period must be positive") }
+                    fc = FeatureConfig(name: name ?? "cyclic_\(features.count)", source: .cyclic(c.source, period: p))
+                    ev = .cyclic(c, period: p)
+                }
+            } else if let n = g["time"], let t = r.choice(n, "time feature", TimeFeature.self) {
+                fc = FeatureConfig(name: name ?? t.rawValue, source: t == .time_of_day ? .timeOfDay : .dayOfWeek)
+                ev = t == .time_of_day ? .timeOfDay : .dayOfWeek
+            }
+            guard var feature = fc, let e = ev else { continue }
+            if let prev = seen[feature.name] {
+                r.error(g["name"] ?? item, "duplicate feature '\(feature.name)' (first at line \(prev.mark?.line ?? 0))")
+            }
+            seen[feature.name] = seen[feature.name] ?? item
+            if let n = g["normalize"] {
+                if feature.width == 2 {
+                    r.error(n, "cyclic and time features are already in [-1, 1]; remove 'normalize'")
+                } else if case .scalar(let s) = n, s.string == "learned" || s.string == "none" {
+                    feature.normalization = s.string == "learned" ? .learned : .none
+                } else if case .sequence = n, let rg = r.range(n, "normalize range") {
+                    feature.normalization = .range(rg.lowerBound, rg.upperBound)
+                } else if case .scalar = n {
+                    r.error(n, "normalize must be [min, max], learned or none, found \(r.describe(n))")
+                }
+            }
+            features.append(feature)
+            eval.append(e)
+        }
+        return StateResult(features: features, history: history, eval: eval)
+    }
+
+    enum TimeFeature: String, CaseIterable { case time_of_day, day_of_week }
+
+    // MARK: tick
+
+    func readTick(_ node: Node) -> (TickConfig, Node)? {
+        guard let f = r.mapping(node, "tick", known: ["period", "trigger"]) else { return nil }
+        if f["period"] != nil && f["trigger"] != nil { r.error(node, "tick: give 'period' or 'trigger', not both"); return nil }
+        if let n = f["period"], let d = r.duration(n, "tick period") { return (.period(d), n) }
+        if let n = f["trigger"], let t = r.string(n, "tick trigger") {
+            if let p = topicProblem(t, allowWildcards: true) { r.error(n, "invalid topic filter '\(t)': \(p)"); return nil }
+            return (.trigger(t), n)
+        }
+        if f["period"] == nil && f["trigger"] == nil { r.error(node, "tick: give 'period' (e.g. 5s) or 'trigger' (a topic)") }
+        return nil
+    }
+
+    // MARK: expressions
+
+    func expression(_ node: Node, _ what: String) -> CompiledExpression? {
+        var text: String?
+        if case .scalar(let s) = node, s.style == .plain || s.style == .singleQuoted || s.style == .doubleQuoted {
+            text = s.string
+        } else if case .scalar(let s) = node {
+            text = s.string  // block scalars: columns are approximate
+        }
+        guard let text, !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+            r.error(node, "\(what) must be an expression (e.g. -abs(temp - setpoint)), found \(r.describe(node))")
+            return nil
+        }
+        do {
+            let ast = try ExpressionParser.parse(text)
+            let names = Array(slotOf.keys)
+            let slots = slotOf
+            return try CompiledExpression.compile(ast, source: text, resolve: { slots[$0] }, suggest: { suggestion($0, names) })
+        } catch {
+            r.error(node, "in \(what): \(error.message)", offset: error.offset)
+            return nil
+        }
+    }
+
+    // MARK: actions
+
+    struct ReadWrite {
+        var config: WriteConfig
+        var compiled: CompiledWrite
+        var topicNode: Node
+    }
+    struct ActionsResult {
+        var configs: [ActionConfig]
+        var nodes: [Node]
+        var writes: [[ReadWrite]]
+        var allowed: [CompiledExpression?]
+        var fallback: Int?
+        var minDwell: Int
+    }
+
+    func readActions(_ node: Node) -> ActionsResult? {
+        guard let f = r.mapping(node, "actions", known: ["list", "fallback", "min_dwell"], required: ["list"]) else { return nil }
+        var res = ActionsResult(configs: [], nodes: [], writes: [], allowed: [], fallback: nil, minDwell: 0)
+        if let n = f["min_dwell"], let v = r.int(n, "min_dwell", min: 0, max: 1_000_000) { res.minDwell = v }
+        guard let ln = f["list"], let items = r.list(ln, "actions list") else { return nil }
+        if items.isEmpty { r.error(ln, "actions list is empty: give at least one action") }
+        var seen: [String: Node] = [:]
+        for item in items {
+            guard let g = r.mapping(item, "action", known: ["name", "publish", "allowed", "incumbent_value"], required: ["name"]),
+                  let nn = g["name"], let name = r.string(nn, "action name") else { continue }
+            if let prev = seen[name] { r.error(nn, "duplicate action name '\(name)' (first at line \(prev.mark?.line ?? 0))") }
+            seen[name] = seen[name] ?? nn
+            if name == "hold" { r.error(nn, "'hold' is reserved (it means: publish nothing); name the action differently") }
+            var writes: [ReadWrite] = []
+            if let pn = g["publish"] {
+                let list: [Node]
+                if case .sequence(let s) = pn { list = Array(s) } else { list = [pn] }
+                for w in list { if let rw = readWrite(w, action: name, index: res.configs.count) { writes.append(rw) } }
+            }
+            let allowed = g["allowed"].flatMap { expression($0, "allowed of '\(name)'") }
+            var incumbentValue: Double?
+            if let n = g["incumbent_value"] { incumbentValue = r.number(n, "incumbent_value") }
+            else if let w = writes.first, let v = w.config.value, let x = Double(v.trimmingCharacters(in: .whitespaces)) { incumbentValue = x }
+            res.configs.append(ActionConfig(name: name, writes: writes.map(\.config), allowed: allowed?.source, incumbentValue: incumbentValue))
+            res.nodes.append(item)
+            res.writes.append(writes)
+            res.allowed.append(allowed)
+        }
+        if let n = f["fallback"], let s = r.string(n, "fallback") {
+            if s != "hold" {
+                if let i = res.configs.firstIndex(where: { $0.name == s }) { res.fallback = i } else {
+                    let hint = suggestion(s, res.configs.map(\.name) + ["hold"]).map { "; did you mean '\($0)'?" } ?? ""
+                    r.error(n, "fallback '\(s)' is not an action (nor 'hold')\(hint)")
+                }
+            }
+        }
+        return res
+    }
+
+    func readWrite(_ node: Node, action: String, index: Int) -> ReadWrite? {
+        guard let f = r.mapping(node, "publish", known: ["topic", "payload", "value", "step", "from", "min", "max", "qos", "retain"], required: ["topic", "payload"]),
+              let tn = f["topic"], let topic = r.string(tn, "publish topic"),
+              let pn = f["payload"], let template = r.string(pn, "payload") else { return nil }
+        if let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid publish topic '\(topic)': \(p)") }
+        var w = WriteConfig(topic: topic, template: template)
+        if let n = f["qos"], let q = r.int(n, "qos", min: 0, max: 2) { w.qos = q }
+        if let n = f["retain"], let b = r.bool(n, "retain") { w.retain = b }
+        var valueExpr: CompiledExpression?
+        if let vn = f["value"] {
+            if f["step"] != nil { r.error(vn, "give 'value' (absolute) or 'step' (relative), not both") }
+            if case .scalar(let s) = vn { w.value = s.string }
+            valueExpr = expression(vn, "value of '\(action)'")
+        } else if let sn = f["step"] {
+            guard let step = r.number(sn, "step") else { return nil }
+            guard let fromN = f["from"], let lo = f["min"].flatMap({ r.number($0, "min") }), let hi = f["max"].flatMap({ r.number($0, "max") }) else {
+                r.error(sn, "a relative 'step' needs 'from' (the current value's signal or expression), 'min' and 'max' (the clamps)")
+                return nil
+            }
+            if lo >= hi { r.error(f["min"] ?? sn, "step clamps [\(r.fmt(lo)), \(r.fmt(hi))] are empty: min must be less than max") }
+            guard let from = expression(fromN, "from of '\(action)'") else { return nil }
+            let text = "clamp((\(from.source)) + (\(r.fmt(step))), \(r.fmt(lo)), \(r.fmt(hi)))"
+            w.value = text
+            let slots = slotOf
+            valueExpr = try? CompiledExpression.compile(ExpressionParser.parse(text), source: text, resolve: { slots[$0] })
+        } else {
+            for k in ["from", "min", "max"] { if let n = f[k] { r.error(n, "'\(k)' belongs to a relative 'step'") } }
+        }
+        let compiled: CompiledWrite
+        switch PayloadTemplate.parse(template, resolve: { slotOf[$0] }) {
+        case .failure(let e):
+            r.error(pn, "payload template: \(e.message)", offset: e.offset)
+            return nil
+        case .success(let t):
+            if t.usesValue && valueExpr == nil { r.error(pn, "the payload uses {{value}} but the write has no 'value' or 'step'") }
+            if let first = template.trimmingCharacters(in: .whitespaces).first, first == "{" || first == "[" {
+                let sample = t.renderSample()
+                let ok = sample.withUnsafeBytes { buf -> Bool in
+                    let ex = JSONExtractor(paths: [])
+                    var cap = JSONCapture()
+                    return ex.extract(buf, into: &cap)
+                }
+                if !ok { r.error(pn, "payload looks like JSON but is not valid JSON once filled in (sample: \(String(decoding: sample, as: UTF8.self)))") }
+            }
+            compiled = CompiledWrite(topic: topic, template: t, value: valueExpr, qos: w.qos, retain: w.retain)
+        }
+        return ReadWrite(config: w, compiled: compiled, topicNode: tn)
+    }
+
+    // MARK: incumbent, safety, learning
+
+    func readIncumbent(_ node: Node) -> (IncumbentConfig, Node)? {
+        guard let f = r.mapping(node, "incumbent", known: ["topic", "json", "max_distance"], required: ["topic"]),
+              let tn = f["topic"], let topic = r.string(tn, "incumbent topic") else { return nil }
+        if let p = topicProblem(topic, allowWildcards: true) { r.error(tn, "invalid topic filter '\(topic)': \(p)") }
+        var inc = IncumbentConfig(topic: topic)
+        if let pn = f["json"], let text = r.string(pn, "json path") {
+            switch JSONPathElement.parsePath(text) {
+            case .success(let p): inc.path = p; inc.pathText = text
+            case .failure(let e): r.error(pn, "json path '\(text)': \(e.message)", offset: e.offset)
+            }
+        }
+        if let n = f["max_distance"], let v = r.number(n, "max_distance") {
+            if v < 0 { r.error(n, "max_distance must be ≥ 0") }
+            inc.maxDistance = v
+        }
+        return (inc, node)
+    }
+
+    func readSafety(_ node: Node) -> (SafetyConfig, CompiledExpression?) {
+        var s = SafetyConfig()
+        guard let f = r.mapping(node, "safety", known: ["on_stale", "on_invalid", "on_ood", "ood_margin", "hand_override"]) else { return (s, nil) }
+        if let n = f["on_stale"], let v = r.choice(n, "on_stale", SafetyConfig.Response.self) { s.onStale = v }
+        if let n = f["on_invalid"], let v = r.choice(n, "on_invalid", SafetyConfig.Response.self) { s.onInvalid = v }
+        if let n = f["on_ood"], let v = r.choice(n, "on_ood", SafetyConfig.Response.self) { s.onOOD = v }
+        if let n = f["ood_margin"] {
+            if case .scalar(let sc) = n, sc.string == "none" { s.oodMargin = nil }
+            else if let v = r.number(n, "ood_margin") {
+                if v < 0 { r.error(n, "ood_margin must be ≥ 0 (or none)") }
+                s.oodMargin = v
+            }
+        }
+        var hand: CompiledExpression?
+        if let n = f["hand_override"] {
+            hand = expression(n, "hand_override")
+            s.handOverride = hand?.source
+        }
+        return (s, hand)
+    }
+
+    func readLearning(_ node: Node) -> LearningConfig? {
+        guard let f = r.mapping(node, "learning", known: [
+            "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
+            "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion",
+        ]) else { return nil }
+        var l = LearningConfig()
+        if let n = f["hidden"], let items = r.list(n, "hidden") {
+            let widths = items.compactMap { r.int($0, "hidden width", min: 1, max: 4096) }
+            if items.isEmpty || items.count > 8 { r.error(n, "hidden: give 1 to 8 layer widths, e.g. [64, 64]") }
+            l.hidden = widths
+        }
+        if let n = f["dueling"], let v = r.bool(n, "dueling") { l.dueling = v }
+        if let n = f["gamma"], let v = r.number(n, "gamma") {
+            if !(v >= 0 && v < 1) { r.error(n, "gamma must be in [0, 1), found \(r.fmt(v))") }
+            l.gamma = v
+        }
+        if let n = f["batch_size"], let v = r.int(n, "batch_size", min: 1, max: 65536) { l.batchSize = v }
+        if let n = f["learning_rate"], let v = r.number(n, "learning_rate") {
+            if !(v > 0 && v < 1) { r.error(n, "learning_rate must be in (0, 1), found \(r.fmt(v))") }
+            l.learningRate = v
+        }
+        if let n = f["target_update"], let v = r.int(n, "target_update", min: 1) { l.targetUpdate = v }
+        if let n = f["n_step"], let v = r.int(n, "n_step", min: 1, max: 100) { l.nStep = v }
+        if let n = f["cql_weight"], let v = r.number(n, "cql_weight") {
+            if v < 0 { r.error(n, "cql_weight must be ≥ 0") }
+            l.cqlWeight = v
+        }
+        if let n = f["updates_per_retrain"], let v = r.int(n, "updates_per_retrain", min: 1) { l.updatesPerRetrain = v }
+        if let n = f["exploration"], let e = r.mapping(n, "exploration", known: ["start", "end", "decay_steps", "budget"]) {
+            func prob(_ k: String) -> Double? {
+                guard let x = e[k], let v = r.number(x, "exploration \(k)") else { return nil }
+                if !(0...1).contains(v) { r.error(x, "exploration \(k) must be in [0, 1], found \(r.fmt(v))") }
+                return v
+            }
+            if let v = prob("start") { l.epsilonStart = v }
+            if let v = prob("end") { l.epsilonEnd = v }
+            if let v = prob("budget") { l.explorationBudget = v }
+            if let x = e["decay_steps"], let v = r.int(x, "decay_steps", min: 0) { l.epsilonDecaySteps = v }
+        }
+        if let n = f["retrain"], let e = r.mapping(n, "retrain", known: ["every_transitions", "interval"]) {
+            if let x = e["every_transitions"] {
+                if case .scalar(let s) = x, s.string == "none" { l.retrainEveryTransitions = nil }
+                else if let v = r.int(x, "every_transitions", min: 1) { l.retrainEveryTransitions = v }
+            }
+            if let x = e["interval"] { l.retrainInterval = r.duration(x, "retrain interval") }
+        }
+        if let n = f["retention"], let v = r.duration(n, "retention") { l.retention = v }
+        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin"]) {
+            if let x = e["policy"], let v = r.choice(x, "promotion policy", LearningConfig.Promotion.self) { l.promotion = v }
+            if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
+                if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }
+                l.minAgreement = v
+            }
+            if let x = e["rollback_margin"], let v = r.number(x, "rollback_margin") {
+                if v < 0 { r.error(x, "rollback_margin must be ≥ 0") }
+                l.rollbackMargin = v
+            }
+        }
+        return l
+    }
+}

@@ -1,0 +1,280 @@
+// The per-tick part: state vector, reward, terminal, action mask, actuator writes.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whether the state assembled at a tick can be used for a decision.
+public enum StateStatus: Sendable, Equatable {
+    /// Every feature is valid and within distribution.
+    case ok
+    /// A signal the state needs is older than its `max_age` (index into `TopicMap.signals`).
+    case stale(signal: Int)
+    /// A signal the state needs is missing or was rejected (index into `TopicMap.signals`).
+    case invalid(signal: Int)
+    /// A derived feature evaluated to a non-finite value (index into `TopicMap.features`).
+    case invalidFeature(feature: Int)
+    /// A range-normalised feature is beyond ±(1 + `safety.ood_margin`) (index into `TopicMap.features`).
+    case outOfDistribution(feature: Int)
+    /// The hand/auto override says the plant is in hand: EdgeQ must publish nothing.
+    case handOverride
+
+    /// What the safety policy says to do instead of deciding; nil for `.ok`.
+    public func response(_ safety: SafetyConfig) -> SafetyConfig.Response? {
+        switch self {
+        case .ok: return nil
+        case .stale: return safety.onStale
+        case .invalid, .invalidFeature: return safety.onInvalid
+        case .outOfDistribution: return safety.onOOD
+        case .handOverride: return .hold
+        }
+    }
+}
+
+/// One message to publish for an action.
+public struct ActuatorWrite: Sendable, Equatable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: Int
+    public var retain: Bool
+
+    public init(topic: String, payload: [UInt8], qos: Int, retain: Bool) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
+}
+
+/// The mutable per-tick evaluation of a `TopicMap`: owned by one thread (the decision loop).
+/// Sized once; `assembleState`, `reward`, `terminal`, `truncated` and `actionMask` allocate
+/// nothing; `render` allocates only when the output buffer must grow.
+public struct TopicMapRuntime: Sendable {
+    /// The mapping this runtime evaluates.
+    public let map: TopicMap
+    var slots: [Double]
+    var slotValid: [Bool]
+    var current: [Float]
+    var ring: [Float]
+    var ringHead = 0
+    var ringFill = 0
+    var learnedMean: [Float]
+    var learnedStd: [Float]
+    var lastAction: Int?
+    var ticksSinceChange = Int.max / 2
+    /// Expression evaluations (reward, terminal, derived features, masks, values) that gave a
+    /// non-finite result (division by zero, log of 0, …) and were treated as invalid.
+    public private(set) var invalidExpressionCount = 0
+
+    /// A runtime for `map`, with empty history.
+    public init(map: TopicMap) {
+        self.map = map
+        slots = [Double](repeating: .nan, count: map.slotCount)
+        slotValid = [Bool](repeating: false, count: map.slotCount)
+        current = [Float](repeating: 0, count: map.featureWidth)
+        ring = [Float](repeating: 0, count: map.featureWidth * map.history)
+        learnedMean = [Float](repeating: 0, count: map.featureWidth)
+        learnedStd = [Float](repeating: 1, count: map.featureWidth)
+    }
+
+    /// Freezes the learned normalisation (`normalize: learned`) from a model: per column of one
+    /// tick's features, `(x - mean) / std`. Columns of other features are ignored.
+    /// Lengths must equal `map.featureWidth`; std values ≤ 0 are treated as 1.
+    public mutating func setLearnedStatistics(mean: [Float], std: [Float]) {
+        precondition(mean.count == map.featureWidth && std.count == map.featureWidth, "statistics need featureWidth entries")
+        learnedMean = mean
+        learnedStd = std.map { $0 > 0 && $0.isFinite ? $0 : 1 }
+    }
+
+    /// Forgets the history (call at an episode boundary, so no state mixes two episodes).
+    public mutating func resetHistory() { ringFill = 0; ringHead = 0 }
+
+    /// Copies the signals from `table` (marking stale ones invalid) and evaluates the derived
+    /// features. `assembleState` calls it; call it yourself to evaluate a reward without a state.
+    public mutating func refresh(from table: SignalTable, now: UInt64) {
+        for i in 0..<map.signals.count {
+            var ok = table.statusCode[i] == 1
+            if ok, now >= table.times[i], now - table.times[i] > map.maxAgeNs[i] { ok = false }
+            slots[i] = table.values[i]
+            slotValid[i] = ok
+        }
+        for e in map.featureEval {
+            guard case .expression(let c, let slot) = e else { continue }
+            let (v, ok) = evaluate(c)
+            slots[slot] = v
+            slotValid[slot] = ok
+        }
+    }
+
+    @inline(__always) mutating func evaluate(_ c: CompiledExpression) -> (Double, Bool) {
+        for s in c.slots where !slotValid[s] { return (.nan, false) }
+        let v = slots.withUnsafeBufferPointer { b -> Double in
+            guard let base = b.baseAddress else { return .nan }  // no slots: nothing to read
+            return c.evaluate(base)
+        }
+        if v.isFinite { return (v, true) }
+        invalidExpressionCount += 1
+        return (.nan, false)
+    }
+
+    /// Builds the state vector for this tick into `out` (`map.stateWidth` floats: this tick's
+    /// features first, then the previous ticks', newest first; until `history` ticks have been
+    /// seen the oldest available tick is repeated) and says whether it can be trusted.
+    ///
+    /// - Parameters:
+    ///   - table: the signal table the decoder fills.
+    ///   - now: monotonic time in ns (the same clock as `decode`'s `time`), for staleness.
+    ///   - wallClock: seconds since 1970 (for `time:` features, in the device's local time).
+    /// - Returns: `.ok`, or the first reason (in feature order) the state cannot be used. The
+    ///   history advances only for `.ok` and `.outOfDistribution` states.
+    public mutating func assembleState(
+        from table: SignalTable, now: UInt64, wallClock: Double, into out: UnsafeMutableBufferPointer<Float>
+    ) -> StateStatus {
+        precondition(out.count == map.stateWidth, "the state buffer must hold map.stateWidth floats")
+        refresh(from: table, now: now)
+        if let h = map.handOverride {
+            let (v, ok) = evaluate(h)
+            if !ok || v != 0 { return .handOverride }
+        }
+        var col = 0
+        var ood: Int?
+        let oodLimit = map.safety.oodMargin.map { 1 + $0 } ?? .infinity
+        for (fi, e) in map.featureEval.enumerated() {
+            for s in map.featureSignals[fi] where !slotValid[s] {
+                if table.statusCode[s] == 1 { return .stale(signal: s) }
+                return .invalid(signal: s)
+            }
+            switch e {
+            case .slot(let s): current[col] = Float(slots[s]); col += 1
+            case .expression(_, let slot):
+                guard slotValid[slot] else { return .invalidFeature(feature: fi) }
+                current[col] = Float(slots[slot]); col += 1
+            case .cyclic(let c, let period):
+                let (v, ok) = evaluate(c)
+                guard ok else { return .invalidFeature(feature: fi) }
+                let a = 2 * Double.pi * v / period
+                current[col] = Float(sin(a)); current[col + 1] = Float(cos(a)); col += 2
+            case .timeOfDay, .dayOfWeek:
+                var t = time_t(wallClock.rounded(.down))
+                var tmv = tm()
+                localtime_r(&t, &tmv)
+                let dayFraction = (Double(tmv.tm_hour) * 3600 + Double(tmv.tm_min) * 60 + Double(tmv.tm_sec)) / 86400
+                let a: Double
+                if case .timeOfDay = e { a = 2 * Double.pi * dayFraction } else { a = 2 * Double.pi * (Double(tmv.tm_wday) + dayFraction) / 7 }
+                current[col] = Float(sin(a)); current[col + 1] = Float(cos(a)); col += 2
+                continue
+            }
+            switch map.normKind[fi] {
+            case 1:
+                let x = 2 * (Double(current[col - 1]) - map.normLo[fi]) / map.normSpan[fi] - 1
+                current[col - 1] = Float(x)
+                if ood == nil, Swift.abs(x) > oodLimit { ood = fi }
+            case 2:
+                current[col - 1] = (current[col - 1] - learnedMean[col - 1]) / learnedStd[col - 1]
+            default: break
+            }
+        }
+        // Push this tick into the history ring and write out newest first.
+        let w = map.featureWidth
+        let k = map.history
+        ringHead = (ringHead + k - 1) % k
+        for j in 0..<w { ring[ringHead * w + j] = current[j] }
+        ringFill = Swift.min(ringFill + 1, k)
+        for h in 0..<k {
+            let src = (ringHead + Swift.min(h, ringFill - 1)) % k
+            for j in 0..<w { out[h * w + j] = ring[src * w + j] }
+        }
+        if let ood { return .outOfDistribution(feature: ood) }
+        return .ok
+    }
+
+    /// The reward expression over the values of the last `refresh`/`assembleState`; nil when a
+    /// signal it reads is invalid or stale, or the result is not finite (counted).
+    public mutating func reward() -> Double? {
+        let (v, ok) = evaluate(map.reward)
+        return ok ? v : nil
+    }
+
+    /// The terminal expression (plant reached an end state: no bootstrap); false when the
+    /// mapping has none; nil when it cannot be evaluated.
+    public mutating func terminal() -> Bool? {
+        guard let t = map.terminal else { return false }
+        let (v, ok) = evaluate(t)
+        return ok ? v != 0 : nil
+    }
+
+    /// The truncated expression (time limit or outside reset: bootstrap as usual); false when
+    /// the mapping has none; nil when it cannot be evaluated.
+    public mutating func truncated() -> Bool? {
+        guard let t = map.truncated else { return false }
+        let (v, ok) = evaluate(t)
+        return ok ? v != 0 : nil
+    }
+
+    /// Writes the action mask into `mask` (`map.actions.count` entries): an action is allowed
+    /// when its `allowed` condition is true (an invalid condition forbids it) and, while the
+    /// minimum dwell since the last change has not passed, only the current action is allowed.
+    /// - Returns: how many actions are allowed.
+    @discardableResult
+    public mutating func actionMask(into mask: UnsafeMutableBufferPointer<Bool>) -> Int {
+        precondition(mask.count == map.actions.count, "the mask needs one entry per action")
+        var n = 0
+        let dwelling = map.minDwell > 0 && lastAction != nil && ticksSinceChange < map.minDwell
+        for i in 0..<mask.count {
+            var ok = true
+            if dwelling && i != lastAction { ok = false }
+            if ok, let c = map.allowed[i] {
+                let (v, valid) = evaluate(c)
+                ok = valid && v != 0
+            }
+            mask[i] = ok
+            if ok { n += 1 }
+        }
+        return n
+    }
+
+    /// Records the action applied at this tick (nil: hold, nothing published), for `min_dwell`.
+    public mutating func recordApplied(action: Int?) {
+        if let a = action, a != lastAction {
+            lastAction = a
+            ticksSinceChange = 0
+        } else if ticksSinceChange < Int.max / 2 {
+            ticksSinceChange += 1
+        }
+    }
+
+    /// Appends the payload of write `write` of action `action` to `buffer` (which you may reuse:
+    /// `removeAll(keepingCapacity: true)` first). Allocates only when `buffer` must grow.
+    /// - Returns: false (buffer unchanged) when a value or placeholder is invalid: hold instead.
+    public mutating func render(action: Int, write: Int, into buffer: inout [UInt8]) -> Bool {
+        let w = map.writes[action][write]
+        var value = 0.0
+        if let c = w.value {
+            let (v, ok) = evaluate(c)
+            guard ok else { return false }
+            value = v
+        }
+        for s in w.template.slots where !slotValid[s] { return false }
+        let mark = buffer.count
+        let ok = slots.withUnsafeBufferPointer { b -> Bool in
+            guard let base = b.baseAddress else { return false }
+            return w.template.render(into: &buffer, value: value, action: action, actionName: map.actionNames[action], slots: base)
+        }
+        if !ok { buffer.removeSubrange(mark...) }
+        return ok
+    }
+
+    /// The messages to publish for `action` (empty for an action that publishes nothing), or
+    /// nil when one cannot be rendered (an invalid value): hold instead.
+    public mutating func writes(for action: Int) -> [ActuatorWrite]? {
+        var out: [ActuatorWrite] = []
+        for (j, w) in map.writes[action].enumerated() {
+            var buf: [UInt8] = []
+            buf.reserveCapacity(64)
+            guard render(action: action, write: j, into: &buf) else { return nil }
+            out.append(ActuatorWrite(topic: w.topic, payload: buf, qos: w.qos, retain: w.retain))
+        }
+        return out
+    }
+}

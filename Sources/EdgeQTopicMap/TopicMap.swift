@@ -1,0 +1,455 @@
+// The compiled mapping and the per-message hot path: topic → signals.
+
+/// Why a signal's value was rejected. The gateway exposes one counter per reason
+/// (`metricName`).
+public enum DecodeFailure: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// The payload is not valid JSON (or nests deeper than 64 levels).
+    case invalidJSON
+    /// The JSON path is not in the payload.
+    case missingField
+    /// The value at the path has the wrong JSON type (e.g. a string for a number).
+    case wrongType
+    /// A raw payload is not a number (or not a boolean word, for a bool signal).
+    case notANumber
+    /// The number is NaN or infinite (also after scale and offset).
+    case nonFinite
+    /// The value is outside the signal's valid range.
+    case outOfRange
+    /// The payload is larger than `gateway.max_payload`.
+    case oversize
+    /// An enum signal received a string that is not in its `values`.
+    case unknownEnumValue
+
+    /// The Prometheus label value for this reason.
+    public var metricName: String {
+        switch self {
+        case .invalidJSON: return "invalid_json"
+        case .missingField: return "missing_field"
+        case .wrongType: return "wrong_type"
+        case .notANumber: return "not_a_number"
+        case .nonFinite: return "non_finite"
+        case .outOfRange: return "out_of_range"
+        case .oversize: return "oversize"
+        case .unknownEnumValue: return "unknown_enum_value"
+        }
+    }
+    public var description: String { metricName }
+}
+
+/// The state of one signal in a `SignalTable`.
+public enum SignalStatus: Sendable, Equatable {
+    /// No message carried it yet.
+    case missing
+    /// The last message gave a valid value.
+    case valid
+    /// The last message was rejected, for this reason.
+    case invalid(DecodeFailure)
+}
+
+/// The latest value of every signal, written by `TopicMap.decode` and read at each tick.
+/// Sized once for a map; decoding allocates nothing.
+public struct SignalTable: Sendable {
+    /// The latest value per signal (NaN when missing or invalid).
+    public internal(set) var values: [Double]
+    /// Monotonic time (ns) of the last message for each signal, valid or not.
+    public internal(set) var times: [UInt64]
+    var statusCode: [UInt8]   // 0 missing, 1 valid, 2+reason invalid
+    var failures: [Int]
+    var captures: [JSONCapture]
+    /// Messages whose topic matched no signal.
+    public internal(set) var unroutedMessages = 0
+
+    /// A table for `map`'s signals, all missing.
+    public init(for map: TopicMap) {
+        let n = map.signals.count
+        values = [Double](repeating: .nan, count: n)
+        times = [UInt64](repeating: 0, count: n)
+        statusCode = [UInt8](repeating: 0, count: n)
+        failures = [Int](repeating: 0, count: DecodeFailure.allCases.count)
+        captures = [JSONCapture](repeating: JSONCapture(), count: max(1, map.routes.map(\.signals.count).max() ?? 1))
+    }
+
+    /// The status of signal `index` (an index into `TopicMap.signals`).
+    public func status(of index: Int) -> SignalStatus {
+        let c = statusCode[index]
+        if c == 0 { return .missing }
+        if c == 1 { return .valid }
+        return .invalid(DecodeFailure(rawValue: Int(c) - 2) ?? .invalidJSON)
+    }
+
+    /// How many signal values were rejected for `reason` since the table was made.
+    public func count(_ reason: DecodeFailure) -> Int { failures[reason.rawValue] }
+
+    @inline(__always) mutating func reject(_ s: Int, _ reason: DecodeFailure, time: UInt64) {
+        values[s] = .nan
+        statusCode[s] = UInt8(2 + reason.rawValue)
+        times[s] = time
+        failures[reason.rawValue] += 1
+    }
+}
+
+/// One topic (or `+` filter) and the signals it carries.
+struct Route: Sendable {
+    let filter: String
+    let isWildcard: Bool
+    /// Signal indices; capture `k` of the extractor belongs to `signals[k]`.
+    let signals: [Int]
+    /// nil for a raw payload.
+    let extractor: JSONExtractor?
+}
+
+/// How a feature column is computed at each tick.
+enum FeatureEval: Sendable {
+    case slot(Int)
+    case expression(CompiledExpression, slot: Int)
+    case cyclic(CompiledExpression, period: Double)
+    case timeOfDay
+    case dayOfWeek
+}
+
+/// One compiled actuator write.
+struct CompiledWrite: Sendable {
+    let topic: String
+    let template: PayloadTemplate
+    let value: CompiledExpression?
+    let qos: Int
+    let retain: Bool
+}
+
+/// A validated, compiled mapping file: what EdgeQ reads, how it builds the state, what it
+/// may do and how it learns. Immutable and `Sendable`; the per-tick mutable part is
+/// `TopicMapRuntime`, the per-message one `SignalTable`.
+///
+/// Make one with `TopicMap.load(path:)` or `TopicMap.parse(yaml:file:)`.
+public struct TopicMap: Sendable {
+    public let gateway: GatewayConfig
+    public let signals: [SignalConfig]
+    /// State features in order (a feature may take 2 columns; see `FeatureConfig.width`).
+    public let features: [FeatureConfig]
+    /// Ticks of history in the state (1 = the current tick only).
+    public let history: Int
+    public let tick: TickConfig
+    public let actions: [ActionConfig]
+    /// The action taken when the safety policy says `fallback`; nil = hold (publish nothing).
+    public let fallbackAction: Int?
+    /// Minimum ticks between two changes of action (0 = none).
+    public let minDwell: Int
+    public let incumbent: IncumbentConfig?
+    public let safety: SafetyConfig
+    public let learning: LearningConfig
+    /// Source texts of the reward, terminal and truncated expressions.
+    public var rewardSource: String { reward.source }
+    public var terminalSource: String? { terminal?.source }
+    public var truncatedSource: String? { truncated?.source }
+
+    let featureEval: [FeatureEval]
+    let reward: CompiledExpression
+    let terminal: CompiledExpression?
+    let truncated: CompiledExpression?
+    let writes: [[CompiledWrite]]
+    let allowed: [CompiledExpression?]
+    let handOverride: CompiledExpression?
+    let slotCount: Int
+    let slotNames: [String]
+    let routes: [Route]
+    let exactRoutes: [String: Int]
+    let wildcardRoutes: [Int]
+    let actionNames: [[UInt8]]
+    let incumbentExtractor: JSONExtractor?
+    /// Signal slots each feature depends on (directly or through earlier features).
+    let featureSignals: [[Int]]
+    /// Per-signal and per-feature numbers in plain arrays, so the hot path copies no
+    /// configuration structs (each copy costs reference-count traffic).
+    let kindCode: [UInt8]          // 0 number, 1 bool, 2 enum
+    let enumTables: [[([UInt8], Double)]]
+    let scale: [Double], offset: [Double], lo: [Double], hi: [Double]
+    let maxAgeNs: [UInt64]         // UInt64.max: never stale
+    let normKind: [UInt8]          // per feature: 0 none, 1 range, 2 learned
+    let normLo: [Double], normSpan: [Double]
+
+    init(gateway: GatewayConfig, signals: [SignalConfig], features: [FeatureConfig], history: Int,
+         featureEval: [FeatureEval], tick: TickConfig, reward: CompiledExpression, terminal: CompiledExpression?,
+         truncated: CompiledExpression?, actions: [ActionConfig], writes: [[CompiledWrite]], allowed: [CompiledExpression?],
+         fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
+         handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String]) {
+        self.gateway = gateway
+        self.signals = signals
+        self.features = features
+        self.history = history
+        self.featureEval = featureEval
+        self.tick = tick
+        self.reward = reward
+        self.terminal = terminal
+        self.truncated = truncated
+        self.actions = actions
+        self.writes = writes
+        self.allowed = allowed
+        self.fallbackAction = fallback
+        self.minDwell = minDwell
+        self.incumbent = incumbent
+        self.safety = safety
+        self.handOverride = handOverride
+        self.learning = learning
+        self.slotCount = slotCount
+        self.slotNames = slotNames
+        actionNames = actions.map { Array($0.name.utf8) }
+
+        // Routes: one per distinct topic filter, in first-use order.
+        var order: [String] = []
+        var byTopic: [String: [Int]] = [:]
+        for (i, s) in signals.enumerated() {
+            if byTopic[s.topic] == nil { order.append(s.topic) }
+            byTopic[s.topic, default: []].append(i)
+        }
+        var routes: [Route] = []
+        var exact: [String: Int] = [:]
+        var wild: [Int] = []
+        for t in order {
+            let sigs = byTopic[t] ?? []
+            let isJSON = sigs.contains { signals[$0].path != nil }
+            let ex = isJSON ? JSONExtractor(paths: sigs.map { signals[$0].path ?? [] }) : nil
+            let w = t.contains("+")
+            routes.append(Route(filter: t, isWildcard: w, signals: sigs, extractor: ex))
+            if w { wild.append(routes.count - 1) } else { exact[t] = routes.count - 1 }
+        }
+        self.routes = routes
+        exactRoutes = exact
+        wildcardRoutes = wild
+        incumbentExtractor = incumbent?.path.map { JSONExtractor(paths: [$0]) }
+
+        // Dependencies of each feature on signals.
+        var slotDeps: [[Int]] = (0..<slotCount).map { $0 < signals.count ? [$0] : [] }
+        var fs: [[Int]] = []
+        for e in featureEval {
+            switch e {
+            case .slot(let s): fs.append([s])
+            case .expression(let c, let slot):
+                let d = Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted()
+                slotDeps[slot] = d
+                fs.append(d)
+            case .cyclic(let c, _): fs.append(Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted())
+            case .timeOfDay, .dayOfWeek: fs.append([])
+            }
+        }
+        featureSignals = fs
+        kindCode = signals.map {
+            switch $0.kind {
+            case .number: return 0
+            case .bool: return 1
+            case .enumeration: return 2
+            }
+        }
+        enumTables = signals.map {
+            if case .enumeration(let t) = $0.kind { return t.map { (Array($0.key.utf8), $0.value) } }
+            return []
+        }
+        scale = signals.map(\.scale)
+        offset = signals.map(\.offset)
+        lo = signals.map { $0.range?.lowerBound ?? -.infinity }
+        hi = signals.map { $0.range?.upperBound ?? .infinity }
+        maxAgeNs = signals.map { s in
+            guard let a = s.maxAge else { return UInt64.max }
+            return a * 1e9 >= Double(UInt64.max / 2) ? UInt64.max : UInt64(a * 1e9)
+        }
+        normKind = features.map {
+            switch $0.normalization {
+            case .none: return 0
+            case .range: return 1
+            case .learned: return 2
+            }
+        }
+        normLo = features.map { if case .range(let l, _) = $0.normalization { return l } else { return 0 } }
+        normSpan = features.map { if case .range(let l, let h) = $0.normalization { return h - l } else { return 1 } }
+    }
+
+    /// Columns of one tick's features.
+    public var featureWidth: Int { features.reduce(0) { $0 + $1.width } }
+    /// Length of the state vector: `featureWidth × history`.
+    public var stateWidth: Int { featureWidth * history }
+
+    /// Topic filters EdgeQ subscribes to: signal topics, the tick trigger, the incumbent's topic.
+    public var subscribedTopics: [String] {
+        var out: [String] = routes.map(\.filter)
+        if case .trigger(let t) = tick, !out.contains(t) { out.append(t) }
+        if let i = incumbent, !out.contains(i.topic) { out.append(i.topic) }
+        return out
+    }
+
+    /// Topics actions publish to.
+    public var publishedTopics: [String] {
+        var out: [String] = []
+        for ws in writes { for w in ws where !out.contains(w.topic) { out.append(w.topic) } }
+        return out
+    }
+
+    /// Index of signal `name`, if declared.
+    public func signalIndex(named name: String) -> Int? { signals.firstIndex { $0.name == name } }
+
+    /// The route index for an exact topic (for callers that cache it per subscription); nil
+    /// when the topic matches only `+` filters or nothing.
+    public func routeIndex(topic: String) -> Int? { exactRoutes[topic] }
+
+    /// True when a message on `topic` is a decision tick (`tick.trigger`).
+    public func isTrigger(topic: String) -> Bool {
+        guard case .trigger(let t) = tick else { return false }
+        return t.contains("+") ? topicMatches(filter: t, topic: topic) : t == topic
+    }
+
+    /// Decodes one message into `table`: every signal carried by `topic` gets a new value
+    /// or is marked invalid with a reason (counted in the table). Never throws, never
+    /// allocates; bad payloads only mark signals invalid.
+    ///
+    /// - Parameters:
+    ///   - topic: the message's topic (exact lookup first, then the `+` filters).
+    ///   - payload: the message bytes.
+    ///   - time: monotonic time in ns (for staleness).
+    /// - Returns: how many routes (topic filters) matched; 0 means the topic carries no signal
+    ///   (counted in `table.unroutedMessages`).
+    @discardableResult
+    public func decode(topic: String, payload: UnsafeRawBufferPointer, time: UInt64, into table: inout SignalTable) -> Int {
+        var matched = 0
+        if let r = exactRoutes[topic] {
+            decode(route: r, payload: payload, time: time, into: &table)
+            matched += 1
+        }
+        for r in wildcardRoutes where topicMatches(filter: routes[r].filter, topic: topic) {
+            decode(route: r, payload: payload, time: time, into: &table)
+            matched += 1
+        }
+        if matched == 0 { table.unroutedMessages += 1 }
+        return matched
+    }
+
+    /// Decodes a message for a known route (see `routeIndex(topic:)`).
+    public func decode(route r: Int, payload: UnsafeRawBufferPointer, time: UInt64, into table: inout SignalTable) {
+        let route = routes[r]
+        if payload.count > gateway.maxPayloadBytes {
+            for s in route.signals { table.reject(s, .oversize, time: time) }
+            return
+        }
+        if let ex = route.extractor {
+            let ok = table.captures.withUnsafeMutableBufferPointer { caps -> Bool in
+                guard let base = caps.baseAddress else { return false }
+                return ex.extract(payload, into: base)
+            }
+            guard ok else {
+                for s in route.signals { table.reject(s, .invalidJSON, time: time) }
+                return
+            }
+            for (k, s) in route.signals.enumerated() {
+                let cap = table.captures[k]
+                let result = convert(cap, signal: s, payload: payload)
+                store(result, signal: s, time: time, into: &table)
+            }
+        } else {
+            for s in route.signals {
+                store(convertRaw(signal: s, payload: payload), signal: s, time: time, into: &table)
+            }
+        }
+    }
+
+    enum Converted { case value(Double), failure(DecodeFailure) }
+
+    @inline(__always) func store(_ c: Converted, signal s: Int, time: UInt64, into table: inout SignalTable) {
+        switch c {
+        case .failure(let f): table.reject(s, f, time: time)
+        case .value(let raw):
+            let v = raw * scale[s] + offset[s]
+            guard v.isFinite else { table.reject(s, .nonFinite, time: time); return }
+            if v < lo[s] || v > hi[s] { table.reject(s, .outOfRange, time: time); return }
+            table.values[s] = v
+            table.statusCode[s] = 1
+            table.times[s] = time
+        }
+    }
+
+    func convert(_ cap: JSONCapture, signal s: Int, payload: UnsafeRawBufferPointer) -> Converted {
+        switch (kindCode[s], cap.kind) {
+        case (_, .missing): return .failure(.missingField)
+        case (0, .number), (1, .number):
+            guard cap.number.isFinite else { return .failure(.nonFinite) }
+            if kindCode[s] == 1 { return .value(cap.number != 0 ? 1 : 0) }
+            return .value(cap.number)
+        case (1, .bool): return .value(cap.number)
+        case (2, .string):
+            guard !cap.escaped else { return .failure(.unknownEnumValue) }
+            let bytes = UnsafeRawBufferPointer(rebasing: payload[cap.start..<cap.end])
+            return lookup(s, bytes)
+        default: return .failure(.wrongType)
+        }
+    }
+
+    func convertRaw(signal s: Int, payload: UnsafeRawBufferPointer) -> Converted {
+        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count > 0 else {
+            return .failure(.notANumber)
+        }
+        switch kindCode[s] {
+        case 0:
+            guard let v = NumberParser.parseRaw(base, payload.count) else { return .failure(.notANumber) }
+            return v.isFinite ? .value(v) : .failure(.nonFinite)
+        case 1:
+            var a = 0, b = payload.count
+            while a < b, NumberParser.isSpace(base[a]) { a += 1 }
+            while b > a, NumberParser.isSpace(base[b - 1]) { b -= 1 }
+            let w = UnsafeRawBufferPointer(rebasing: payload[a..<b])
+            for (word, v) in Self.boolWords {
+                if bytesEqual(w, UnsafeRawBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)) { return .value(v) }
+            }
+            return .failure(.notANumber)
+        default:
+            var a = 0, b = payload.count
+            while a < b, NumberParser.isSpace(base[a]) { a += 1 }
+            while b > a, NumberParser.isSpace(base[b - 1]) { b -= 1 }
+            if b - a >= 2, base[a] == UInt8(ascii: "\""), base[b - 1] == UInt8(ascii: "\"") { a += 1; b -= 1 }
+            return lookup(s, UnsafeRawBufferPointer(rebasing: payload[a..<b]))
+        }
+    }
+
+    static let boolWords: [(StaticString, Double)] = [("true", 1), ("on", 1), ("1", 1), ("false", 0), ("off", 0), ("0", 0)]
+
+    func lookup(_ s: Int, _ bytes: UnsafeRawBufferPointer) -> Converted {
+        for (k, v) in enumTables[s] {
+            let found = k.withUnsafeBytes { bytesEqual($0, bytes) }
+            if found { return .value(v) }
+        }
+        return .failure(.unknownEnumValue)
+    }
+
+    /// The action nearest to the incumbent's command in a message on `topic`, or nil when the
+    /// topic is not the incumbent's, the payload is unreadable, or no action is within
+    /// `incumbent.max_distance`. Ties go to the lower index. Allocates nothing.
+    public func incumbentAction(topic: String, payload: UnsafeRawBufferPointer) -> Int? {
+        guard let inc = incumbent else { return nil }
+        guard inc.topic.contains("+") ? topicMatches(filter: inc.topic, topic: topic) : inc.topic == topic else { return nil }
+        guard payload.count <= gateway.maxPayloadBytes else { return nil }
+        var value: Double
+        if let ex = incumbentExtractor {
+            var cap = JSONCapture()
+            guard ex.extract(payload, into: &cap) else { return nil }
+            switch cap.kind {
+            case .number, .bool: value = cap.number
+            default: return nil
+            }
+        } else {
+            guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                  let v = NumberParser.parseRaw(base, payload.count) else { return nil }
+            value = v
+        }
+        guard value.isFinite else { return nil }
+        var best: Int?
+        var bestDistance = Double.infinity
+        for (i, a) in actions.enumerated() {
+            guard let iv = a.incumbentValue else { continue }
+            let d = Swift.abs(iv - value)
+            if d < bestDistance { best = i; bestDistance = d }
+        }
+        if let m = inc.maxDistance, bestDistance > m { return nil }
+        return best
+    }
+}
+
+@inline(__always) func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in 0..<a.count where a[i] != b[i] { return false }
+    return true
+}

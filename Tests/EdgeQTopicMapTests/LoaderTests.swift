@@ -1,0 +1,277 @@
+import EdgeQTopicMap
+import Foundation
+import Testing
+
+/// The package root (for topics/).
+enum Repo {
+    static var root: URL {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
+        }
+        return dir
+    }
+    static var topicFiles: [String] {
+        let dir = root.appendingPathComponent("topics")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return names.filter { $0.hasSuffix(".yaml") }.sorted().map { dir.appendingPathComponent($0).path }
+    }
+}
+
+/// A small valid mapping used as the base of many tests.
+let minimal = """
+gateway: {id: t}
+signals:
+  - {name: a, topic: p/a}
+  - {name: b, topic: p/b, json: v}
+state:
+  features:
+    - {signal: a}
+tick: {trigger: p/a}
+reward: a
+actions:
+  list:
+    - {name: one, publish: {topic: p/cmd, payload: "1"}}
+
+"""
+
+func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
+    do {
+        _ = try TopicMap.parse(yaml: yaml, file: "m.yaml")
+        return []
+    } catch {
+        return error.diagnostics
+    }
+}
+
+@Suite struct LoaderTests {
+    @Test func minimalFileLoadsWithDefaults() throws {
+        let m = try TopicMap.parse(yaml: minimal, file: "m.yaml")
+        #expect(m.gateway.id == "t")
+        #expect(m.gateway.prefix == "edgeq/t")
+        #expect(m.gateway.clientID == "edgeq-t")
+        #expect(m.gateway.brokers == ["mqtt://127.0.0.1:1883"])
+        #expect(m.gateway.startMode == .shadow)
+        #expect(m.gateway.maxPayloadBytes == 65536)
+        #expect(m.gateway.dataDirectory == "data")
+        #expect(m.history == 1)
+        #expect(m.stateWidth == 1)
+        #expect(m.fallbackAction == nil)
+        #expect(m.minDwell == 0)
+        #expect(m.safety == SafetyConfig())
+        #expect(m.learning == LearningConfig())
+        #expect(m.learning.cqlWeight == 0.1)
+        #expect(m.learning.explorationBudget == 0)
+        #expect(m.tick == .trigger("p/a"))
+        #expect(m.subscribedTopics == ["p/a", "p/b"])
+        #expect(m.publishedTopics == ["p/cmd"])
+        #expect(m.actions[0].writes[0].qos == 1)
+        #expect(m.actions[0].writes[0].retain == false)
+    }
+
+    /// Every key of the reference file, read into the typed configuration.
+    @Test func referenceFileKeysAreParsed() throws {
+        let m = try TopicMap.load(path: Repo.root.appendingPathComponent("topics/reference.yaml").path)
+        let g = m.gateway
+        #expect(g.id == "boiler-house-1")
+        #expect(g.brokers == ["mqtts://broker.plant.local:8883", "mqtts://broker-standby.plant.local:8883"])
+        #expect(g.clientID == "edgeq-boiler-house-1")
+        #expect(g.username == .environment("EDGEQ_MQTT_USER"))
+        #expect(g.password == .file("/etc/edgeq/mqtt-password"))
+        #expect(g.tls == TLSConfig(caFile: "/etc/edgeq/ca.pem", certFile: "/etc/edgeq/client.pem", keyFile: "/etc/edgeq/client.key"))
+        #expect(g.prefix == "edgeq/boiler-house-1")
+        #expect(g.dataDirectory == "/var/lib/edgeq")
+        #expect(g.startMode == .shadow)
+        #expect(g.maxPayloadBytes == 65536)
+
+        let s = Dictionary(uniqueKeysWithValues: m.signals.map { ($0.name, $0) })
+        #expect(s["supply_temp"]?.path == nil)
+        #expect(s["supply_temp"]?.range == 0...110)
+        #expect(s["supply_temp"]?.maxAge == 30)
+        #expect(s["return_temp"]?.scale == 0.1)
+        #expect(s["outdoor_temp"]?.path == [.key("weather"), .key("outdoor"), .index(0)])
+        #expect(s["outdoor_temp"]?.maxAge == 600)
+        #expect(s["burner_on"]?.kind == .bool)
+        #expect(s["burner_mode"]?.kind == .enumeration(["off": 0, "low": 1, "high": 2, "fault": -1]))
+        #expect(s["pump_flow"]?.topic == "boiler/pump/+/flow")
+
+        #expect(m.features.map(\.name) == ["supply_temp", "supply_error", "return_temp", "outdoor_temp", "burner_mode", "pump_flow", "hour", "weekday"])
+        #expect(m.features[0].normalization == .range(20, 90))
+        #expect(m.features[1].source == .expression("supply_temp - setpoint"))
+        #expect(m.features[3].normalization == .learned)
+        #expect(m.features[4].normalization == Normalization.none)
+        #expect(m.features[6].source == .timeOfDay)
+        #expect(m.features[7].source == .dayOfWeek)
+        #expect(m.featureWidth == 10)
+        #expect(m.tick == .period(10))
+        #expect(m.terminalSource == "burner_mode == -1")
+        #expect(m.truncatedSource == "hand_mode")
+
+        #expect(m.actions.map(\.name) == ["burner_off", "stage_down", "stage_up"])
+        #expect(m.minDwell == 6)
+        #expect(m.fallbackAction == nil)
+        #expect(m.actions[0].writes[0].value == "0")
+        #expect(m.actions[0].incumbentValue == 0)
+        #expect(m.actions[1].writes[0].value == "clamp((burner_mode) + (-1), 0, 2)")
+        #expect(m.actions[2].writes.count == 2)
+        #expect(m.actions[2].writes[1].qos == 0)
+        #expect(m.actions[2].allowed == "supply_temp < 85 and not burner_mode == -1")
+
+        #expect(m.incumbent == IncumbentConfig(topic: "boiler/burner/cmd_incumbent", path: [.key("stage")], pathText: "stage", maxDistance: 0.5))
+        #expect(m.safety.onStale == .fallback)
+        #expect(m.safety.oodMargin == 0.5)
+        #expect(m.safety.handOverride == "hand_mode")
+
+        let l = m.learning
+        #expect(l.hidden == [64, 64])
+        #expect(l.gamma == 0.99)
+        #expect(l.batchSize == 256)
+        #expect(l.learningRate == 0.0005)
+        #expect(l.targetUpdate == 1000)
+        #expect(l.nStep == 1)
+        #expect(l.cqlWeight == 0.1)
+        #expect(l.retrainEveryTransitions == 10000)
+        #expect(l.retrainInterval == 86400)
+        #expect(l.retention == 90 * 86400)
+        #expect(l.promotion == .manual)
+        #expect(l.rollbackMargin == 0.05)
+    }
+
+    /// Single keys, one case each: (extra or replaced YAML, check).
+    @Test func singleKeys() throws {
+        let cases: [(String, (TopicMap) -> Bool)] = [
+            ("gateway: {id: t, mode: control}", { $0.gateway.startMode == .control }),
+            ("gateway: {id: t, prefix: plant/x}", { $0.gateway.prefix == "plant/x" }),
+            ("gateway: {id: t, max_payload: 1024}", { $0.gateway.maxPayloadBytes == 1024 }),
+            ("gateway: {id: t, brokers: mqtt://h:1}", { $0.gateway.brokers == ["mqtt://h:1"] }),
+            ("gateway: {id: t, client_id: c1, data: /tmp/x}", { $0.gateway.clientID == "c1" && $0.gateway.dataDirectory == "/tmp/x" }),
+            ("tick: {period: 500ms}", { $0.tick == .period(0.5) }),
+            ("tick: {period: 2}", { $0.tick == .period(2) }),
+            ("tick: {period: 5m}", { $0.tick == .period(300) }),
+            ("safety: {ood_margin: none, on_stale: hold, on_invalid: hold, on_ood: hold}",
+             { $0.safety.oodMargin == nil && $0.safety.onStale == .hold && $0.safety.onInvalid == .hold && $0.safety.onOOD == .hold }),
+            ("learning: {exploration: {start: 0.5, end: 0.1, decay_steps: 100, budget: 0.05}}",
+             { $0.learning.epsilonStart == 0.5 && $0.learning.epsilonEnd == 0.1 && $0.learning.epsilonDecaySteps == 100 && $0.learning.explorationBudget == 0.05 }),
+            ("learning: {retrain: {every_transitions: none, interval: 2h}, dueling: true, n_step: 3}",
+             { $0.learning.retrainEveryTransitions == nil && $0.learning.retrainInterval == 7200 && $0.learning.dueling && $0.learning.nStep == 3 }),
+            ("learning: {hidden: [32], batch_size: 64, learning_rate: 0.001, target_update: 10, cql_weight: 0, updates_per_retrain: 5, retention: 7d}",
+             { $0.learning.hidden == [32] && $0.learning.batchSize == 64 && $0.learning.learningRate == 0.001 && $0.learning.targetUpdate == 10
+                 && $0.learning.cqlWeight == 0 && $0.learning.updatesPerRetrain == 5 && $0.learning.retention == 7 * 86400 }),
+            ("learning: {promotion: {policy: auto, min_agreement: 0.8, rollback_margin: 0.1}}",
+             { $0.learning.promotion == .auto && $0.learning.minAgreement == 0.8 && $0.learning.rollbackMargin == 0.1 }),
+            ("terminal: a > 3", { $0.terminalSource == "a > 3" }),
+            ("truncated: b", { $0.truncatedSource == "b" }),
+        ]
+        for (yaml, check) in cases {
+            let key = String(yaml.prefix { $0 != ":" })
+            let base = minimal.split(separator: "\n", omittingEmptySubsequences: false)
+                .filter { !$0.hasPrefix(key + ":") }.joined(separator: "\n")
+            let m = try TopicMap.parse(yaml: base + yaml + "\n")
+            #expect(check(m), "\(yaml)")
+        }
+    }
+
+    /// Each error with its exact line and column.
+    @Test(arguments: [
+        // unknown key, with a suggestion
+        (minimal.replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {triger: p/a}"),
+         8, 8, "unknown key 'triger' in tick; did you mean 'trigger'?"),
+        (minimal + "rewards: 1\n", 13, 1, "unknown key 'rewards' in the mapping file; did you mean 'reward'?"),
+        // wrong type
+        (minimal.replacingOccurrences(of: "gateway: {id: t}", with: "gateway: {id: t, max_payload: big}"),
+         1, 31, "max_payload must be a whole number, found 'big'"),
+        (minimal.replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {trigger: [p/a]}"), 8, 17, "tick trigger must be a text, found a list"),
+        (minimal.replacingOccurrences(of: "{signal: a}", with: "{signal: a, normalize: [0, x]}"), 7, 34, "normalize range max must be a number, found 'x'"),
+        // missing required key
+        (minimal.replacingOccurrences(of: "reward: a\n", with: ""), 1, 1, "missing required key 'reward' in the mapping file"),
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a}"), 3, 5, "missing required key 'topic' in signal"),
+        // unknown signal in an expression (column of the name)
+        (minimal.replacingOccurrences(of: "reward: a", with: "reward: a + bb * 2"), 9, 13, "in reward: unknown signal or feature 'bb'; did you mean 'b'?"),
+        (minimal.replacingOccurrences(of: "reward: a", with: "reward: 'a + (b'"), 9, 16, "in reward: expected ')' to close the '(' at column 5"),
+        // duplicate names
+        (minimal.replacingOccurrences(of: "{name: b, topic: p/b, json: v}", with: "{name: a, topic: p/b, json: v}"),
+         4, 12, "duplicate signal name 'a' (first declared at line 3)"),
+        (minimal + "    - {name: one, publish: {topic: p/c, payload: \"2\"}}\n", 13, 14, "duplicate action name 'one' (first at line 12)"),
+        // invalid topic filters
+        (minimal.replacingOccurrences(of: "{name: b, topic: p/b, json: v}", with: "{name: b, topic: p/b+, json: v}"),
+         4, 22, "invalid topic filter 'p/b+': '+' must occupy a whole topic level"),
+        (minimal.replacingOccurrences(of: "{topic: p/cmd,", with: "{topic: p/+/cmd,"), 12, 36, "invalid publish topic 'p/+/cmd'"),
+        // empty action list
+        (minimal.replacingOccurrences(of: "    - {name: one, publish: {topic: p/cmd, payload: \"1\"}}\n", with: "").replacingOccurrences(of: "  list:", with: "  list: []"),
+         11, 9, "actions list is empty"),
+        // a range with min >= max
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, topic: p/a, range: [3, 3]}"),
+         3, 34, "range [3, 3] is empty: min must be less than max"),
+        // an action publishing to a sensor topic
+        (minimal.replacingOccurrences(of: "{topic: p/cmd,", with: "{topic: p/b,"), 12, 36, "publishes to 'p/b', which is also read as a sensor (signal 'b', line 4)"),
+        // inline secret
+        (minimal.replacingOccurrences(of: "gateway: {id: t}", with: "gateway: {id: t, password: hunter2}"), 1, 28, "password must not be written inline"),
+        // fallback to an unknown action
+        (minimal.replacingOccurrences(of: "  list:", with: "  fallback: onee\n  list:"), 11, 13, "fallback 'onee' is not an action (nor 'hold'); did you mean 'one'?"),
+        // template placeholder unknown; JSON template broken
+        (minimal.replacingOccurrences(of: "payload: \"1\"", with: "payload: '{\"x\":{{zz}}}'"), 12, 58, "payload template: unknown placeholder '{{zz}}'"),
+        (minimal.replacingOccurrences(of: "payload: \"1\"", with: "payload: '{\"x\":{{a}}'"), 12, 52, "payload looks like JSON but is not valid JSON"),
+        // wrong enum choice
+        (minimal.replacingOccurrences(of: "gateway: {id: t}", with: "gateway: {id: t, mode: contrl}"), 1, 24, "mode must be one of shadow, control, found 'contrl'; did you mean 'control'?"),
+        // duplicate YAML key
+        (minimal + "reward: b\n", 9, 1, "duplicate key"),
+        // incumbent without values on actions
+        (minimal + "incumbent: {topic: p/inc}\n", 12, 7, "action 'one' needs 'incumbent_value'"),
+        // learning range
+        (minimal + "learning: {gamma: 1.5}\n", 13, 19, "gamma must be in [0, 1), found 1.5"),
+        // YAML syntax error
+        ("gateway: {id: t\nsignals: [\n", 2, 8, "YAML syntax: did not find expected"),
+    ] as [(String, Int, Int, String)])
+    func errorIsReportedAtItsPlace(yaml: String, line: Int, column: Int, message: String) {
+        let d = diagnostics(yaml)
+        let hit = d.first { $0.line == line && $0.column == column && $0.message.contains(message) }
+        #expect(hit != nil, "expected m.yaml:\(line):\(column): …\(message)…, got:\n\(d.map(\.description).joined(separator: "\n"))")
+        #expect(hit?.description.hasPrefix("m.yaml:\(line):\(column): ") ?? false)
+    }
+
+    @Test func allErrorsAreCollectedInFileOrder() {
+        let yaml = """
+        gateway: {id: t, brokrs: x}
+        signals:
+          - {name: a, topic: p/a, range: [2, 1]}
+          - {name: a, topic: "p/#"}
+        state: {features: [{signal: zz}]}
+        tick: {period: -1}
+        reward: a +
+        actions: {list: []}
+        """
+        let d = diagnostics(yaml)
+        #expect(d.count >= 7, "\(d)")
+        #expect(d.map(\.line) == d.map(\.line).sorted())
+        for line in [1, 3, 4, 5, 6, 7, 8] { #expect(d.contains { $0.line == line }, "no error on line \(line): \(d)") }
+    }
+
+    @Test func unreadableFileIsReported() {
+        do {
+            _ = try TopicMap.load(path: "/nonexistent/edgeq-\(UUID().uuidString).yaml")
+            Issue.record("loading a missing file succeeded")
+        } catch {
+            #expect(error.code == .unreadable)
+        }
+    }
+
+    @Test func everyTopicsFileLoads() throws {
+        let files = Repo.topicFiles
+        #expect(files.count >= 5)
+        for f in files {
+            #expect(throws: Never.self, "\(f)") { _ = try TopicMap.load(path: f) }
+        }
+    }
+
+    @Test func thermalExampleHasWhatLearningNeeds() throws {
+        let m = try TopicMap.load(path: Repo.root.appendingPathComponent("topics/thermal.yaml").path)
+        #expect(m.signals.contains { $0.name == "occupied_next_2h" })
+        #expect(m.signals.contains { $0.name == "price_next_2h" })
+        #expect(m.features.contains { if case .cyclic = $0.source { return true } else { return false } })
+        #expect(m.incumbent?.topic == "plant/thermal/cmd")
+        #expect(m.learning.cqlWeight == 0.1)
+        #expect(m.learning.explorationBudget == 0)
+        #expect(m.rewardSource.contains("energy_cost") && m.rewardSource.contains("comfort_violation"))
+    }
+}
