@@ -322,3 +322,33 @@ public struct QModel: Sendable {
         }
     }
 }
+
+/// How closely the int8 path follows fp32 on held-out states.
+public struct QuantizationReport: Sendable, Equatable {
+    /// Fraction of states where int8 and fp32 choose the same action (goal ≥ 0.99).
+    public var agreement: Double
+    /// Largest |Q_int8 − Q_fp32| over all states and actions.
+    public var maxAbsError: Float
+    /// Number of held-out states.
+    public var states: Int
+}
+
+extension QModel {
+    /// Compares int8 with fp32 on held-out raw states ((N, inputCount) row-major).
+    public func quantizationReport(heldOut states: [Float]) -> QuantizationReport {
+        let n = inputCount
+        let f = makeFloatEngine(), q = makeInt8Engine()
+        let k = states.count / n
+        var same = 0
+        var maxErr: Float = 0
+        for r in 0..<k {
+            let s = Array(states[(r * n)..<((r + 1) * n)])
+            let a = f.qValues(s), b = q.qValues(s)
+            for j in 0..<actionCount { maxErr = max(maxErr, abs(a[j] - b[j])) }
+            let x = a.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: actionCount, mask: nil) }
+            let y = b.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: actionCount, mask: nil) }
+            if x == y { same += 1 }
+        }
+        return QuantizationReport(agreement: k > 0 ? Double(same) / Double(k) : 1, maxAbsError: maxErr, states: k)
+    }
+}
