@@ -33,9 +33,9 @@ public final class QEngine {
         var paddedInputs: Int
         var outputs: Int
         var weights: UnsafeMutablePointer<Int8>     // (out, paddedIn)
-        var combined: UnsafeMutablePointer<Float>   // (out): inputScale · weightScale[o]
+        var combined: UnsafeMutablePointer<Float>   // (out): weightScale[o]
         var bias: UnsafeMutablePointer<Float>       // (out)
-        var inverseInputScale: Float
+        var inverseInputScales: UnsafeMutablePointer<Float>  // (in): 1 / inputScales[i]
     }
     private let qlayers: [QLayer]
     private let xq: UnsafeMutablePointer<Int32>       // (max padded width)
@@ -72,11 +72,13 @@ public final class QEngine {
             let c = UnsafeMutablePointer<Float>.allocate(capacity: layer.outputs)
             let b = UnsafeMutablePointer<Float>.allocate(capacity: layer.outputs)
             for o in 0..<layer.outputs {
-                c[o] = layer.inputScale * layer.weightScales[o]
+                c[o] = layer.weightScales[o]
                 b[o] = layer.bias[o]
             }
+            let inv = UnsafeMutablePointer<Float>.allocate(capacity: layer.inputs)
+            for i in 0..<layer.inputs { inv[i] = 1 / layer.inputScales[i] }
             ql.append(QLayer(inputs: layer.inputs, paddedInputs: padded, outputs: layer.outputs, weights: w,
-                             combined: c, bias: b, inverseInputScale: 1 / layer.inputScale))
+                             combined: c, bias: b, inverseInputScales: inv))
         }
         qlayers = ql
         xq = .allocate(capacity: maxWidth)
@@ -89,7 +91,7 @@ public final class QEngine {
 
     deinit {
         mean.deallocate(); std.deallocate(); invStd.deallocate(); params.deallocate()
-        for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate() }
+        for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate(); l.inverseInputScales.deallocate() }
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
     }
 
@@ -110,7 +112,10 @@ public final class QEngine {
         case .int8: last = runInt8()
         }
         let out = output.baseAddress!
-        if architecture.dueling {
+        if precision == .int8 {
+            // The int8 head is centred (Int8Network): Q(s, a) = out[0] + out[1 + a].
+            for a in 0..<actionCount { out[a] = last[0] + last[1 + a] }
+        } else if architecture.dueling {
             dueling_forward(out, last, batch: 1, actions: actionCount)
         } else {
             out.update(from: last, count: actionCount)
@@ -155,8 +160,8 @@ public final class QEngine {
         let count = qlayers.count
         for l in 0..<count {
             let q = qlayers[l]
-            let inv = q.inverseInputScale
-            for i in 0..<q.inputs { xq[i] = Int32(quantize8(x[i] * inv)) }
+            let inv = q.inverseInputScales
+            for i in 0..<q.inputs { xq[i] = Int32(quantize8(x[i] * inv[i])) }
             int8_matvec(y, q.weights, xq, q.combined, q.bias, inputs: q.paddedInputs, outputs: q.outputs, relu: l < count - 1)
             swap(&x, &y)
         }

@@ -146,7 +146,8 @@ public struct QModel: Sendable {
             let q = int8.layers[l]
             t["int8.\(l).weight"] = .i8(q.weights, [q.outputs, q.inputs])
             t["int8.\(l).weight_scale"] = .f32(q.weightScales, [q.outputs])
-            t["int8.\(l).input_scale"] = .f32([q.inputScale], [1])
+            t["int8.\(l).input_scale"] = .f32(q.inputScales, [q.inputs])
+            t["int8.\(l).bias"] = .f32(q.bias, [q.outputs])
         }
         t["norm.mean"] = .f32(normalization.mean, [inputCount])
         t["norm.std"] = .f32(normalization.std, [inputCount])
@@ -175,15 +176,14 @@ public struct QModel: Sendable {
             try Data(bytes).write(to: tmp)
             let tmpSum = tmp.appendingPathExtension("sha256")
             try Data(sum.utf8).write(to: tmpSum)
-            // Checksum first: a crash between the renames leaves an old model with a new
-            // checksum, which load rejects, rather than a new model silently accepted unchecked.
-            _ = try? FileManager.default.removeItem(at: Self.checksumURL(for: url))
-            try FileManager.default.moveItem(at: tmpSum, to: Self.checksumURL(for: url))
-            if FileManager.default.fileExists(atPath: url.path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
-            } else {
-                try FileManager.default.moveItem(at: tmp, to: url)
+            // rename(2) replaces atomically. Checksum first: a crash between the renames leaves
+            // an old model with a new checksum, which load rejects, rather than a new model
+            // accepted unchecked.
+            guard rename(tmpSum.path, Self.checksumURL(for: url).path) == 0, rename(tmp.path, url.path) == 0 else {
+                throw QNetError(.io, "cannot rename into \(url.path): errno \(errno)")
             }
+        } catch let error as QNetError {
+            throw error
         } catch {
             throw QNetError(.io, "cannot write \(url.path): \(error)")
         }
@@ -274,13 +274,16 @@ public struct QModel: Sendable {
             params.replaceSubrange(s.weight..<(s.weight + w.count), with: w)
             params.replaceSubrange(s.bias..<(s.bias + b.count), with: b)
             if hasInt8 {
-                let w8 = try tensor("int8.\(l).weight", [.I8], [s.outputs, s.inputs]).int8s
-                let ws = try tensor("int8.\(l).weight_scale", [.F32], [s.outputs]).floats
-                let xs = try tensor("int8.\(l).input_scale", [.F32], [1]).floats[0]
-                guard xs > 0, xs.isFinite, ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                // The int8 head is centred: A + 1 rows (Int8Network).
+                let rows = l == arch.layerCount - 1 ? arch.actionCount + 1 : s.outputs
+                let w8 = try tensor("int8.\(l).weight", [.I8], [rows, s.inputs]).int8s
+                let ws = try tensor("int8.\(l).weight_scale", [.F32], [rows]).floats
+                let qb = try tensor("int8.\(l).bias", [.F32], [rows]).floats
+                let xs = try tensor("int8.\(l).input_scale", [.F32], [s.inputs]).floats
+                guard xs.allSatisfy({ $0 > 0 && $0.isFinite }), ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
                     throw QNetError(.shapeMismatch, "layer \(l): int8 scales must be positive and finite")
                 }
-                qlayers.append(Int8Layer(inputs: s.inputs, outputs: s.outputs, weights: w8, weightScales: ws, bias: b, inputScale: xs))
+                qlayers.append(Int8Layer(inputs: s.inputs, outputs: rows, weights: w8, weightScales: ws, bias: qb, inputScales: xs))
             }
         }
         guard params.allSatisfy({ $0.isFinite }) else { throw QNetError(.shapeMismatch, "fp32 weights contain NaN or infinity") }

@@ -33,15 +33,13 @@ def forward_int8(t, meta, x):
     layers = len(arch["hidden"]) + 1
     h = ((x - t["norm.mean"]) / t["norm.std"]).astype(np.float32)
     for l in range(layers):
-        sx = t[f"int8.{l}.input_scale"][0]
-        inv = np.float32(1) / sx
+        inv = (np.float32(1) / t[f"int8.{l}.input_scale"]).astype(np.float32)   # (in)
         xq = np.clip(np.rint(h * inv), -127, 127).astype(np.int64)
-        acc = xq @ t[f"int8.{l}.weight"].astype(np.int64).T          # exact int32 range
-        comb = (sx * t[f"int8.{l}.weight_scale"]).astype(np.float32)
-        h = (acc.astype(np.float32) * comb + t[f"fp32.{l}.bias"]).astype(np.float32)
+        acc = xq @ t[f"int8.{l}.weight"].astype(np.int64).T                    # exact int32 range
+        h = (acc.astype(np.float32) * t[f"int8.{l}.weight_scale"] + t[f"int8.{l}.bias"]).astype(np.float32)
         if l < layers - 1:
             h = np.maximum(h, np.float32(0))
-    return dueling(h, arch)
+    return h[:, :1] + h[:, 1:]          # the int8 head is centred: Q = common + action row
 
 
 def dueling(o, arch):
