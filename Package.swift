@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap", "EdgeQCore"]),
-        .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "EdgeQTestSupport"], exclude: ["python"]),
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),

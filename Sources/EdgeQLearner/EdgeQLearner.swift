@@ -1,1 +1,0 @@
-// EdgeQLearner: see docs/architecture.md for what this module owns.

@@ -1,1 +1,0 @@
-// EdgeQNet: see docs/architecture.md for what this module owns.

@@ -1,0 +1,208 @@
+import COpenBLAS
+
+/// Which arithmetic a `QEngine` uses; chosen at run time.
+public enum Precision: String, Sendable, Codable, CaseIterable {
+    /// fp32 weights, `cblas_sgemv` per layer.
+    case fp32
+    /// int8 weights and activations, int32 accumulation (SIMD).
+    case int8
+}
+
+/// Single-state inference for the decision path: normalises the raw state, runs the
+/// network in fp32 or int8, writes Q-values into the caller's buffer and picks the best
+/// allowed action. Allocates nothing per call (all buffers are made in `init`).
+///
+/// Not thread-safe: make one engine per thread (`QModel.makeEngine`); engines are cheap.
+public final class QEngine {
+    /// The arithmetic in use.
+    public let precision: Precision
+    /// The network's shape.
+    public let architecture: Architecture
+
+    private let inputCount: Int
+    private let actionCount: Int
+    private let mean: UnsafeMutablePointer<Float>
+    private let invStd: UnsafeMutablePointer<Float>
+    private let std: UnsafeMutablePointer<Float>
+    // fp32 path
+    private let params: UnsafeMutablePointer<Float>
+    private let slices: [Architecture.LayerSlice]
+    // int8 path: per layer, weights padded to a multiple of 16 inputs.
+    private struct QLayer {
+        var inputs: Int
+        var paddedInputs: Int
+        var outputs: Int
+        var weights: UnsafeMutablePointer<Int8>     // (out, paddedIn)
+        var combined: UnsafeMutablePointer<Float>   // (out): weightScale[o]
+        var bias: UnsafeMutablePointer<Float>       // (out)
+        var inverseInputScales: UnsafeMutablePointer<Float>  // (in): 1 / inputScales[i]
+    }
+    private let qlayers: [QLayer]
+    private let xq: UnsafeMutablePointer<Int32>       // (max padded width)
+    private let bufA: UnsafeMutablePointer<Float>     // (max width)
+    private let bufB: UnsafeMutablePointer<Float>
+    private let maxWidth: Int
+
+    init(model: QModel, precision: Precision) {
+        self.precision = precision
+        architecture = model.architecture
+        inputCount = architecture.inputCount
+        actionCount = architecture.actionCount
+        let widths = architecture.layerSizes
+        maxWidth = (widths.max() ?? 1) + 16
+        mean = .allocate(capacity: inputCount)
+        std = .allocate(capacity: inputCount)
+        invStd = .allocate(capacity: inputCount)
+        for i in 0..<inputCount {
+            mean[i] = model.normalization.mean[i]
+            std[i] = model.normalization.std[i]
+            invStd[i] = 1 / model.normalization.std[i]
+        }
+        params = .allocate(capacity: model.parameters.count)
+        params.initialize(from: model.parameters, count: model.parameters.count)
+        slices = architecture.slices
+        var ql: [QLayer] = []
+        for layer in model.int8.layers {
+            let padded = (layer.inputs + 15) / 16 * 16
+            let w = UnsafeMutablePointer<Int8>.allocate(capacity: layer.outputs * padded)
+            w.initialize(repeating: 0, count: layer.outputs * padded)
+            for o in 0..<layer.outputs {
+                for i in 0..<layer.inputs { w[o * padded + i] = layer.weights[o * layer.inputs + i] }
+            }
+            let c = UnsafeMutablePointer<Float>.allocate(capacity: layer.outputs)
+            let b = UnsafeMutablePointer<Float>.allocate(capacity: layer.outputs)
+            for o in 0..<layer.outputs {
+                c[o] = layer.weightScales[o]
+                b[o] = layer.bias[o]
+            }
+            let inv = UnsafeMutablePointer<Float>.allocate(capacity: layer.inputs)
+            for i in 0..<layer.inputs { inv[i] = 1 / layer.inputScales[i] }
+            ql.append(QLayer(inputs: layer.inputs, paddedInputs: padded, outputs: layer.outputs, weights: w,
+                             combined: c, bias: b, inverseInputScales: inv))
+        }
+        qlayers = ql
+        xq = .allocate(capacity: maxWidth)
+        xq.initialize(repeating: 0, count: maxWidth)
+        bufA = .allocate(capacity: maxWidth)
+        bufA.initialize(repeating: 0, count: maxWidth)
+        bufB = .allocate(capacity: maxWidth)
+        bufB.initialize(repeating: 0, count: maxWidth)
+    }
+
+    deinit {
+        mean.deallocate(); std.deallocate(); invStd.deallocate(); params.deallocate()
+        for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate(); l.inverseInputScales.deallocate() }
+        xq.deallocate(); bufA.deallocate(); bufB.deallocate()
+    }
+
+    /// Writes Q(state, a) for every action into `output`.
+    ///
+    /// - Parameters:
+    ///   - state: the raw state vector (`inputCount` floats); the engine normalises it with
+    ///     the model's constants, (x − mean) / std.
+    ///   - output: at least `actionCount` floats.
+    /// - Precondition: the buffer sizes above (a programming error, not bad input).
+    public func qValues(state: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>) {
+        precondition(state.count >= inputCount && output.count >= actionCount, "QEngine: buffer sizes")
+        let s = state.baseAddress!
+        for i in 0..<inputCount { bufA[i] = (s[i] - mean[i]) / std[i] }
+        let last: UnsafeMutablePointer<Float>
+        switch precision {
+        case .fp32: last = runFloat()
+        case .int8: last = runInt8()
+        }
+        let out = output.baseAddress!
+        if precision == .int8 {
+            // The int8 head is centred (Int8Network): Q(s, a) = out[0] + out[1 + a].
+            for a in 0..<actionCount { out[a] = last[0] + last[1 + a] }
+        } else if architecture.dueling {
+            dueling_forward(out, last, batch: 1, actions: actionCount)
+        } else {
+            out.update(from: last, count: actionCount)
+        }
+    }
+
+    /// Q-values into `output`, then the best action allowed by `mask` (`mask[a]` true =
+    /// allowed, nil = all). Returns nil when the mask allows nothing (the caller falls back).
+    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]?, qValues output: UnsafeMutableBufferPointer<Float>) -> Int? {
+        qValues(state: state, into: output)
+        return maskedArgmax(output.baseAddress!, count: actionCount, mask: mask)
+    }
+
+    /// The best allowed action (Q-values go into the engine's own scratch buffer).
+    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]? = nil) -> Int? {
+        let scratch = UnsafeMutableBufferPointer(start: bufB + maxWidth - actionCount - 1, count: actionCount)
+        return bestAction(state: state, mask: mask, qValues: scratch)
+    }
+
+    /// Array convenience (allocates; for tools and tests).
+    public func qValues(_ state: [Float]) -> [Float] {
+        var out = [Float](repeating: 0, count: actionCount)
+        state.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { qValues(state: s, into: $0) } }
+        return out
+    }
+
+    /// fp32: bufA holds the normalised input; returns the buffer with the last layer's output.
+    private func runFloat() -> UnsafeMutablePointer<Float> {
+        var x = bufA, y = bufB
+        for (l, s) in slices.enumerated() {
+            y.update(from: params + s.bias, count: s.outputs)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(s.outputs), Int32(s.inputs), 1, params + s.weight, Int32(s.inputs), x, 1, 1, y, 1)
+            if l < slices.count - 1 { relu_forward(y, count: s.outputs) }
+            swap(&x, &y)
+        }
+        return x
+    }
+
+    /// int8: bufA holds the normalised input; returns the buffer with the last layer's output.
+    private func runInt8() -> UnsafeMutablePointer<Float> {
+        var x = bufA, y = bufB
+        let count = qlayers.count
+        for l in 0..<count {
+            let q = qlayers[l]
+            let inv = q.inverseInputScales
+            for i in 0..<q.inputs { xq[i] = Int32(quantize8(x[i] * inv[i])) }
+            int8_matvec(y, q.weights, xq, q.combined, q.bias, inputs: q.paddedInputs, outputs: q.outputs, relu: l < count - 1)
+            swap(&x, &y)
+        }
+        return x
+    }
+}
+
+/// y[o] = Float(Σ_i w[o, i] · x[i]) · combined[o] + bias[o] (then ReLU when asked), with
+/// SIMD int32 accumulation. w is (out, in) int8 with in a multiple of 16 (zero padded),
+/// x is (in) int32 holding int8 values (zero padded), y/combined/bias are (out).
+@inline(__always)
+func int8_matvec(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int8>, _ x: UnsafePointer<Int32>,
+                 _ combined: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, inputs I: Int, outputs O: Int, relu: Bool) {
+    let xr = UnsafeRawPointer(x)
+    let wr = UnsafeRawPointer(w)
+    var o = 0
+    while o < O {
+        var acc = SIMD16<Int32>()
+        var i = 0
+        let row = wr + o * I
+        while i < I {
+            let wv = SIMD16<Int32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: i, as: SIMD16<Int8>.self))
+            let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Int32>.self)
+            acc &+= wv &* xv
+            i &+= 16
+        }
+        var v = Float(acc.wrappedSum()) * combined[o] + bias[o]
+        if relu && v < 0 { v = 0 }
+        y[o] = v
+        o &+= 1
+    }
+}
+
+/// The naive loop computing what `int8_matvec` computes (the test oracle).
+func int8_matvec_naive(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int8>, _ x: UnsafePointer<Int32>,
+                       _ combined: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, inputs I: Int, outputs O: Int, relu: Bool) {
+    for o in 0..<O {
+        var acc: Int32 = 0
+        for i in 0..<I { acc += Int32(w[o * I + i]) * x[i] }
+        var v = Float(acc) * combined[o] + bias[o]
+        if relu && v < 0 { v = 0 }
+        y[o] = v
+    }
+}

@@ -1,0 +1,244 @@
+import EdgeQCore
+@testable import EdgeQNet
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// A temp folder per test, removed at the end.
+final class TempDir {
+    let url: URL
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-net-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(at: url) }
+    func file(_ name: String) -> URL { url.appendingPathComponent(name) }
+}
+
+/// A small model with random weights and states drawn around its normalisation.
+func makeModel(_ arch: Architecture = Architecture(inputCount: 8, hidden: [64, 64], actionCount: 5), seed: UInt64 = 1,
+               states: Int = 256) throws -> (QModel, [Float]) {
+    let net = try MLP(arch, seed: seed)
+    var rng = SeededGenerator(seed: seed &+ 100)
+    let mean = randomArray(arch.inputCount, &rng)
+    let std = (0..<arch.inputCount).map { _ in Float(0.5 + rng.nextUnit()) }
+    let raw = (0..<(states * arch.inputCount)).map { k in mean[k % arch.inputCount] + std[k % arch.inputCount] * Float(rng.nextGaussian()) }
+    let names = (0..<arch.actionCount).map { "a\($0)" }
+    let model = try QModel(network: net, actionNames: names, normalization: Normalization(mean: mean, std: std),
+                           calibrationStates: raw, referenceCount: 16, training: ["seed": String(seed), "updates": "0"])
+    return (model, raw)
+}
+
+func writeBytes(_ bytes: [UInt8], to url: URL, withChecksum: Bool) throws {
+    try Data(bytes).write(to: url)
+    if withChecksum {
+        try Data((sha256Hex(bytes) + "  " + url.lastPathComponent + "\n").utf8).write(to: QModel.checksumURL(for: url))
+    }
+}
+
+/// Replaces the JSON header of a safetensors file (keeping the data) with `edit(header)`.
+func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UInt8] {
+    var n = 0
+    for j in 0..<8 { n |= Int(bytes[j]) << (8 * j) }
+    var header = (try? JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)]))) as? [String: Any] ?? [:]
+    edit(&header)
+    var json = Array((try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])) ?? Data())
+    while json.count % 8 != 0 { json.append(0x20) }
+    var out = [UInt8]()
+    withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+    return out + json + Array(bytes[(8 + n)...])
+}
+
+@Suite struct ModelFileTests {
+    @Test(arguments: [false, true])
+    func roundTripKeepsEverything(dueling: Bool) throws {
+        let dir = try TempDir()
+        let (model, _) = try makeModel(Architecture(inputCount: 6, hidden: [32, 16], actionCount: 4, dueling: dueling))
+        let url = dir.file("m.safetensors")
+        try model.save(to: url)
+        let back = try QModel.load(from: url)
+        #expect(back.architecture == model.architecture)
+        #expect(back.parameters == model.parameters)
+        #expect(back.int8 == model.int8)
+        #expect(back.actionNames == model.actionNames)
+        #expect(back.normalization == model.normalization)
+        #expect(back.referenceActions == model.referenceActions)
+        #expect(back.training["seed"] == "1")
+        let shaLine = try String(contentsOf: QModel.checksumURL(for: url), encoding: .utf8)
+        let sha256sum = try ChildProcess.run("sha256sum", [url.path], timeout: 30)
+        #expect(sha256sum.stdout.split(separator: " ").first == shaLine.split(separator: " ").first)
+    }
+
+    enum Damage: String, CaseIterable {
+        case truncated, shortHeaderLength, hugeHeaderLength, wrongDType, shapeMismatch, missingTensor, flippedByte,
+             missingChecksum, referenceFails, newerVersion
+    }
+
+    /// Each kind of damage is caught with its own clear error.
+    @Test(arguments: Damage.allCases)
+    func corruptFileIsRejected(damage: Damage) throws {
+        let dir = try TempDir()
+        let (model, _) = try makeModel()
+        let url = dir.file("m.safetensors")
+        let good = model.encoded()
+        let expected: QNetError.Kind
+        switch damage {
+        case .truncated:
+            try writeBytes(Array(good.prefix(good.count - 100)), to: url, withChecksum: true)
+            expected = .truncated
+        case .shortHeaderLength:
+            var b = good; b[0] = b[0] &- 16
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .badHeader
+        case .hugeHeaderLength:
+            var b = good; b[3] = 0x7f
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .badHeader
+        case .wrongDType:
+            let b = editHeader(good) { h in
+                var e = h["fp32.0.bias"] as! [String: Any]; e["dtype"] = "F16"; h["fp32.0.bias"] = e
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .wrongDType
+        case .shapeMismatch:
+            // Same byte count, wrong shape: (64, 8) stored as (8, 64).
+            let b = editHeader(good) { h in
+                var e = h["fp32.0.weight"] as! [String: Any]; e["shape"] = [8, 64]; h["fp32.0.weight"] = e
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .shapeMismatch
+        case .missingTensor:
+            let b = editHeader(good) { h in
+                // Rename: the data ranges stay consistent, the layout misses a tensor.
+                h["fp32.9.bias"] = h["fp32.1.bias"]; h["fp32.1.bias"] = nil
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .missingTensor
+        case .flippedByte:
+            try writeBytes(good, to: url, withChecksum: true)
+            var b = good; b[b.count - 300] ^= 0x10
+            try Data(b).write(to: url)
+            expected = .checksumMismatch
+        case .missingChecksum:
+            try writeBytes(good, to: url, withChecksum: false)
+            expected = .checksumMissing
+        case .referenceFails:
+            var wrong = model
+            wrong.referenceActions = wrong.referenceActions.map { ($0 + 1) % 5 }
+            try writeBytes(wrong.encoded(), to: url, withChecksum: true)
+            expected = .referenceFailed
+        case .newerVersion:
+            let b = editHeader(good) { h in
+                var m = h["__metadata__"] as! [String: String]; m["format_version"] = "99"; h["__metadata__"] = m
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .unsupportedVersion
+        }
+        do {
+            _ = try QModel.load(from: url)
+            Issue.record("\(damage) was accepted")
+        } catch {
+            #expect(error.kind == expected, "\(damage): \(error)")
+            #expect(error.message.count > 20)
+        }
+    }
+
+    @Test func int8KernelMatchesNaiveLoop() {
+        var rng = SeededGenerator(seed: 4)
+        let I = 48, O = 19
+        let w = (0..<(I * O)).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
+        let x = (0..<I).map { _ in Int32(Int(rng.next() % 255) - 127) }
+        let c = randomArray(O, &rng, scale: 0.01), b = randomArray(O, &rng)
+        var y1 = [Float](repeating: 0, count: O), y2 = y1
+        int8_matvec(&y1, w, x, c, b, inputs: I, outputs: O, relu: true)
+        int8_matvec_naive(&y2, w, x, c, b, inputs: I, outputs: O, relu: true)
+        #expect(y1 == y2)
+    }
+
+    /// Each int8 layer stays within the rounding bound of its fp32 twin on calibration-range inputs.
+    @Test func int8LayerWithinQuantizationBound() throws {
+        let (model, raw) = try makeModel()
+        let net = try model.makeNetwork()
+        let x = Array(model.normalization.apply(raw).prefix(model.inputCount))
+        let q = model.int8.layers[0]
+        let s = model.architecture.slices[0]
+        var y32 = [Float](repeating: 0, count: s.outputs)
+        let p = net.parameters.baseAddress!
+        linear_forward_naive(&y32, x, p + s.weight, p + s.bias, batch: 1, inputs: s.inputs, outputs: s.outputs)
+        let xq = x.indices.map { Int32(quantize8(x[$0] * (1 / q.inputScales[$0]))) }
+        var y8 = [Float](repeating: 0, count: s.outputs)
+        int8_matvec_naive(&y8, q.weights, xq, q.weightScales, q.bias, inputs: s.inputs, outputs: s.outputs, relu: false)
+        let bound = model.int8.roundingBound(layer: 0, input: x, fp32Weights: p + s.weight)
+        for o in 0..<s.outputs { #expect(abs(y8[o] - y32[o]) <= bound[o] * 1.001 + 1e-5, "output \(o)") }
+    }
+
+    @Test func enginesAllocateNothingAndRespectMasks() throws {
+        let (model, raw) = try makeModel()
+        let engine = model.makeInt8Engine()
+        let state = Array(raw.prefix(8))
+        var out = [Float](repeating: 0, count: 5)
+        let best = state.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: nil, qValues: $0) } }
+        let order = (0..<5).sorted { out[$0] > out[$1] }
+        #expect(best == order[0])
+        var mask = [Bool](repeating: true, count: 5); mask[order[0]] = false
+        #expect(state.withUnsafeBufferPointer { engine.bestAction(state: $0, mask: mask) } == order[1])
+        #expect(state.withUnsafeBufferPointer { engine.bestAction(state: $0, mask: [Bool](repeating: false, count: 5)) } == nil)
+    }
+
+    @Test func randomNetworkQuantizesWithHighAgreement() throws {
+        let (model, raw) = try makeModel(states: 2048)
+        let heldOut = Array(raw.suffix(1024 * 8))
+        let report = model.quantizationReport(heldOut: heldOut)
+        #expect(report.states == 1024)
+        #expect(report.agreement >= 0.95)
+    }
+}
+
+/// numpy + safetensors read EdgeQ's files and write files EdgeQ reads (docs/model-format.md).
+@Suite struct PythonCrossCheckTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/crosscheck.py").path
+
+    @Test(arguments: [false, true])
+    func numpyReproducesEdgeQQValues(dueling: Bool) throws {
+        let dir = try TempDir()
+        let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 64], actionCount: 5, dueling: dueling))
+        let url = dir.file("m.safetensors")
+        try model.save(to: url)
+        let states = Array(raw.prefix(40 * 8))
+        let statesURL = dir.file("states.json")
+        let rows = (0..<40).map { r in Array(states[(r * 8)..<((r + 1) * 8)]).map(Double.init) }
+        try JSONSerialization.data(withJSONObject: rows).write(to: statesURL)
+        let r = try ChildProcess.run("python3", [Self.script, "read", url.path, statesURL.path], timeout: 60)
+        #expect(r.code == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: [[Double]]]
+        let fp = try #require(obj?["fp32"]), q8 = try #require(obj?["int8"])
+        let f = model.makeFloatEngine(), e = model.makeInt8Engine()
+        for k in 0..<40 {
+            let a = f.qValues(rows[k].map(Float.init)), b = e.qValues(rows[k].map(Float.init))
+            for j in 0..<5 {
+                #expect(abs(Double(a[j]) - fp[k][j]) <= 1e-5 * max(1, abs(fp[k][j])), "fp32 state \(k) action \(j)")
+                // Compared as Float: Foundation's JSON parser may be off in the last bit of a Double.
+                #expect(b[j] == Float(q8[k][j]), "int8 state \(k) action \(j)")
+            }
+        }
+    }
+
+    @Test func modelWrittenByPythonLoadsAndAgrees() throws {
+        let dir = try TempDir()
+        let url = dir.file("py.safetensors")
+        let r = try ChildProcess.run("python3", [Self.script, "write", url.path, "7"], timeout: 60)
+        #expect(r.code == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let states = try #require(obj?["states"] as? [[Double]]), actions = try #require(obj?["actions"] as? [Int])
+        let model = try QModel.load(from: url)
+        #expect(model.actionNames == ["low", "mid", "high"])
+        #expect(model.architecture == Architecture(inputCount: 6, hidden: [32, 32], actionCount: 3))
+        let f = model.makeFloatEngine()
+        for (s, a) in zip(states, actions) {
+            #expect(s.map(Float.init).withUnsafeBufferPointer { f.bestAction(state: $0) } == a)
+        }
+        // Quantized on load (the file has no int8 tensors): it must mostly agree too.
+        let flat = states.flatMap { $0.map(Float.init) }
+        #expect(model.quantizationReport(heldOut: flat).agreement >= 0.9)
+    }
+}
