@@ -301,7 +301,7 @@ public final class Gateway: @unchecked Sendable {
             logger.critical("the experience log could not be flushed: \(error)")
         }
         control.sync {}
-        publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: .atLeastOnce, retain: true)
+        publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: 1, retain: true)
         // Let libmosquitto send the retained offline status before disconnecting.
         let until = Date().addingTimeInterval(0.3)
         while Date() < until, client.counters.queued >= 0 { usleep(20_000) }

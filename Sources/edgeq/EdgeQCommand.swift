@@ -15,6 +15,7 @@ struct EdgeQCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             BenchCommand.self,
+            RunCommand.self,
             SimCommand.self,
             ExportCommand.self,
             LogStressCommand.self,

@@ -1,0 +1,111 @@
+import ArgumentParser
+import EdgeQGateway
+import EdgeQNet
+import EdgeQSystem
+import EdgeQTopicMap
+import Foundation
+import Logging
+
+extension GatewayMode: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
+
+/// Log levels for `--log-level`.
+enum LogLevelOption: String, ExpressibleByArgument, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+    var level: Logger.Level { Logger.Level(rawValue: rawValue) ?? .info }
+}
+
+/// Sets up swift-log once for the process: text lines on standard error.
+enum LoggingSetup {
+    static func bootstrap(_ level: LogLevelOption) {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level.level
+            return h
+        }
+    }
+}
+
+/// `edgeq run --config FILE`: the gateway.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the gateway: decide on every tick, shadow or control, log every transition.",
+        discussion: """
+            Connects to the broker named in the mapping file (or --broker), decides on every tick \
+            with the served model, reports on <prefix>/shadow in shadow mode or publishes the \
+            actuator commands in control mode, and logs every transition to DATA/experience.sqlite. \
+            The mode persists in the data directory; --mode overrides it. SIGINT/SIGTERM stop \
+            deciding, flush the log, publish the offline status, disconnect and exit 0. \
+            See docs/operations.md.
+            """
+    )
+
+    @Option(help: "The mapping file (YAML).")
+    var config: String
+
+    @Option(help: "Broker URL instead of the mapping file's (mqtt://HOST:PORT or mqtts://…).")
+    var broker: String?
+
+    @Option(help: "Data directory instead of the mapping file's (log, models, state).")
+    var data: String?
+
+    @Option(help: "Start in this mode (shadow or control) instead of the persisted one.")
+    var mode: GatewayMode?
+
+    @Option(help: "Serve Prometheus metrics on this port (0: any free port, printed at start).")
+    var metricsPort: UInt16?
+
+    @Option(help: "Address for the metrics server.")
+    var metricsHost: String = "127.0.0.1"
+
+    @Option(help: "Inference precision: int8 (default) or fp32.")
+    var precision: Precision = .int8
+
+    @Option(help: "Control mode: publish the fallback when no decision was made for this many seconds (default: 3 periods; off for trigger ticks).")
+    var watchdog: Double?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: LogLevelOption = .info
+
+    func validate() throws {
+        if let watchdog, !(watchdog > 0) { throw ValidationError("--watchdog must be a positive number of seconds") }
+    }
+
+    func run() throws {
+        LoggingSetup.bootstrap(logLevel)
+        let map: TopicMap
+        do {
+            map = try TopicMap.load(path: config)
+        } catch {
+            for d in error.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+            throw ExitCode(error.code == .unreadable ? 66 : 65)
+        }
+        var options = GatewayOptions(map: map)
+        options.broker = broker
+        options.dataDirectory = data
+        options.mode = mode
+        options.metricsPort = metricsPort
+        options.metricsHost = metricsHost
+        options.precision = precision
+        options.watchdogSeconds = watchdog
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(options)
+        } catch {
+            FileHandle.standardError.write(Data("edgeq run: \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        if let port = gateway.metricsPort {
+            FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
+        }
+        let watcher = SignalWatcher { _ in gateway.stop(wait: false) }
+        do {
+            try gateway.run()
+        } catch {
+            FileHandle.standardError.write(Data("edgeq run: \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        withExtendedLifetime(watcher) {}
+    }
+}
