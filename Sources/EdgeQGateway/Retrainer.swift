@@ -1,0 +1,364 @@
+import EdgeQLearner
+import EdgeQLog
+import EdgeQNet
+import EdgeQTopicMap
+import Foundation
+
+/// Limits of one retraining (from `cmd/retrain` or the schedule).
+public struct RetrainLimits: Sendable, Equatable {
+    /// Gradient updates (default: the mapping file's `updates_per_retrain`).
+    public var steps: Int?
+    /// Wall-clock budget in seconds (training stops early when it is spent).
+    public var seconds: Double?
+    /// Use only the last N rows of the log.
+    public var window: Int?
+
+    public init(steps: Int? = nil, seconds: Double? = nil, window: Int? = nil) {
+        self.steps = steps
+        self.seconds = seconds
+        self.window = window
+    }
+}
+
+/// The thresholds of the candidate's checks. Defaults follow docs/operations.md; the
+/// support limit comes from the mapping file (`promotion.min_agreement`).
+public struct CheckPolicy: Sendable, Equatable {
+    /// int8 and fp32 must pick the same action on at least this share of held-out states.
+    public var minQuantizationAgreement = 0.99
+    /// |Q| may exceed the bound the reward range and discount imply, max|r| / (1 − γ), by at
+    /// most this factor.
+    public var qBoundSlack = 1.5
+    /// The candidate must pick the incumbent's logged action on at least this share of
+    /// held-out incumbent rows (support: how far it departs from the logged behaviour).
+    public var minAgreement = 0.5
+    /// At most this share of held-out states may get an action the log never shows among
+    /// the 10 nearest logged states.
+    public var maxUnsupported = 0.25
+    /// Rows needed to train at all.
+    public var minRows = 200
+
+    public init() {}
+}
+
+/// One retraining's report: every figure, every check and the verdict; stored beside the
+/// model as report.json and published on `<prefix>/retrain`.
+public struct RetrainReport: Codable, Sendable {
+    /// One check: its figure, its limit, and whether it passed.
+    public struct Check: Codable, Sendable {
+        public var name: String
+        public var value: Double
+        public var limit: Double
+        public var passed: Bool
+        public var note: String
+    }
+
+    public var verdict: String = "failed"
+    public var reasons: [String] = []
+    public var checks: [Check] = []
+    public var figures: [String: Double] = [:]
+    public var rows: Int = 0
+    public var incumbentRows: Int = 0
+    public var trainRows: Int = 0
+    public var heldOutRows: Int = 0
+    public var updates: Int = 0
+    public var seconds: Double = 0
+    public var warmStart: Bool = false
+    public var version: Int?
+    public var started: Double = Date().timeIntervalSince1970
+
+    public var passed: Bool { verdict == "passed" }
+
+    /// JSON text (sorted keys).
+    public func json() -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return (try? e.encode(self)) ?? Data("{}".utf8)
+    }
+}
+
+/// Errors that stop a retraining before a candidate exists.
+public struct RetrainError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The retraining pipeline (DESIGN.md): read the log, build the replay, train Double DQN
+/// (with the conservative term on the incumbent's rows), quantize, check, store.
+///
+/// Runs wherever it is called (the gateway calls it on a low-priority background thread;
+/// `edgeq train` in the foreground). It reads the log through its own connection and never
+/// blocks the decision path.
+public struct Retrainer: Sendable {
+    public let map: TopicMap
+    public let policy: CheckPolicy
+    public var seed: UInt64 = 1
+
+    public init(map: TopicMap, policy: CheckPolicy? = nil) {
+        self.map = map
+        var p = policy ?? CheckPolicy()
+        if policy == nil { p.minAgreement = map.learning.minAgreement }
+        self.policy = p
+    }
+
+    /// Progress of a running retraining.
+    public struct Progress: Sendable {
+        public var phase: String
+        public var updates: Int
+        public var of: Int
+        public var tdLoss: Double?
+    }
+
+    /// Trains a candidate from the log at `logPath` and checks it. On success, the model
+    /// file is written to `output` (with its checksum file beside it).
+    ///
+    /// - Parameters:
+    ///   - warmStart: the served model, whose weights and normalisation are the starting point.
+    ///   - shouldStop: polled between updates; true abandons the run (`RetrainError`).
+    /// - Returns: the report (verdict passed or failed with reasons).
+    /// - Throws: `RetrainError` when there is too little data or the log cannot be read.
+    public func run(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL,
+                    progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> RetrainReport {
+        let clock = Date()
+        var report = RetrainReport()
+        let log: ExperienceLog
+        let rowsAll: [LoggedTransition]
+        do {
+            log = try ExperienceLog.open(path: logPath, create: false)
+            rowsAll = try log.transitions(window: limits.window.map { .lastRows($0) } ?? .all)
+        } catch {
+            throw RetrainError("cannot read the experience log \(logPath): \(error)")
+        }
+        let width = map.stateWidth
+        let A = map.actions.count
+        // Rows whose action is unknown (incumbent not observed) are not learned from.
+        let rows: [EdgeQLog.Transition] = rowsAll.map(\.transition).filter {
+            $0.action != nil && $0.state.count == width && $0.nextState.count == width && ($0.action ?? -1) < A && $0.reward.isFinite
+        }
+        report.rows = rows.count
+        report.incumbentRows = rows.filter { $0.actor == .incumbent }.count
+        guard rows.count >= policy.minRows else {
+            throw RetrainError("only \(rows.count) usable transitions in the log (need \(policy.minRows)); let the gateway log longer")
+        }
+        // Time-ordered split: the newest 10 % are held out for the checks.
+        let heldCount = max(rows.count / 10, 1)
+        let train = Array(rows.dropLast(heldCount))
+        let held = Array(rows.suffix(heldCount))
+        report.trainRows = train.count
+        report.heldOutRows = held.count
+
+        func toLearner(_ t: EdgeQLog.Transition) -> EdgeQLearner.Transition {
+            let mask: [Bool]? = t.nextMask.map { bits in (0..<A).map { bits & (1 << UInt64($0)) != 0 } }
+            return EdgeQLearner.Transition(
+                state: t.state, action: t.action ?? 0, reward: Float(t.reward), nextState: t.nextState,
+                terminal: t.terminal, truncated: t.truncated, nextMask: mask?.contains(true) == true ? mask : nil,
+                fromIncumbent: t.actor == .incumbent)
+        }
+        let learnerRows = train.map(toLearner)
+
+        let l = map.learning
+        var config = DQNConfig()
+        config.gamma = Float(l.gamma)
+        config.learningRate = Float(l.learningRate)
+        config.batchSize = min(l.batchSize, learnerRows.count)
+        config.bufferSize = learnerRows.count
+        config.nStep = l.nStep
+        config.targetUpdateInterval = l.targetUpdate
+        config.cqlWeight = Float(l.cqlWeight)
+        config.learningStarts = 0
+        config.epsilonStart = 0
+        config.epsilonEnd = 0
+        let arch = Architecture(inputCount: width, hidden: l.hidden, actionCount: A, dueling: l.dueling)
+
+        // Warm start only when the served model has this shape (its normalisation is kept, so
+        // its weights still mean what they meant).
+        let warm = warmStart.flatMap { $0.architecture == arch ? $0 : nil }
+        let normalization = warm?.normalization ?? EdgeQNet.Normalization.fit(learnerRows.flatMap(\.state), inputCount: width)
+        report.warmStart = warm != nil
+        setBLASThreads(1)
+        let learner: DQNLearner
+        do {
+            learner = try DQNLearner(config: config, architecture: arch, seed: seed, normalization: normalization)
+            if let warm {
+                try learner.online.load(warm.parameters)
+                learner.target.copyParameters(from: learner.online)
+            }
+        } catch {
+            throw RetrainError("cannot set up the learner for \(arch.label): \(error)")
+        }
+        for t in learnerRows { learner.observe(t) }
+        learner.flushPending()
+
+        let total = limits.steps ?? l.updatesPerRetrain
+        let deadline = limits.seconds.map { clock.addingTimeInterval($0) }
+        var tdTail = 0.0
+        var tdCount = 0
+        var u = 0
+        progress(Progress(phase: "training", updates: 0, of: total, tdLoss: nil))
+        while u < total {
+            if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping") }
+            if let deadline, Date() >= deadline { break }
+            let m = learner.update()
+            u += 1
+            if let m, u > total - max(total / 10, 1) {
+                tdTail += Double(m.tdLoss)
+                tdCount += 1
+            }
+            if u % 1000 == 0 {
+                progress(Progress(phase: "training", updates: u, of: total, tdLoss: m.map { Double($0.tdLoss) }))
+            }
+        }
+        report.updates = u
+        report.figures["train_td_loss"] = tdCount > 0 ? tdTail / Double(tdCount) : .nan
+        progress(Progress(phase: "checking", updates: u, of: total, tdLoss: nil))
+
+        // Quantize (calibration: a sample of training states).
+        let calibration = stride(from: 0, to: learnerRows.count, by: max(learnerRows.count / 512, 1)).flatMap { learnerRows[$0].state }
+        let candidate: QModel
+        do {
+            candidate = try QModel(network: learner.online, actionNames: map.actions.map(\.name), normalization: normalization,
+                                   calibrationStates: calibration,
+                                   training: ["rows": String(rows.count), "updates": String(u), "cql_weight": String(l.cqlWeight),
+                                              "gamma": String(l.gamma), "gateway": map.gateway.id])
+        } catch {
+            throw RetrainError("cannot quantize the candidate: \(error)")
+        }
+
+        check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
+        report.seconds = Date().timeIntervalSince(clock)
+        report.verdict = report.checks.allSatisfy(\.passed) ? "passed" : "failed"
+        report.reasons = report.checks.filter { !$0.passed }.map { "\($0.name): \($0.note)" }
+        if report.passed {
+            do {
+                try candidate.save(to: output)
+            } catch {
+                throw RetrainError("cannot write the candidate model to \(output.path): \(error)")
+            }
+        }
+        return report
+    }
+
+    /// The checks of DESIGN.md and LEARNING-NOTES.md, each with its figure and limit.
+    func check(_ candidate: QModel, network: MLP, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
+               normalization: EdgeQNet.Normalization, into report: inout RetrainReport) {
+        let A = map.actions.count
+        let width = map.stateWidth
+        let heldStates = held.flatMap(\.state)
+        let fp32 = candidate.makeFloatEngine()
+        let int8 = candidate.makeInt8Engine()
+
+        // 1. int8 / fp32 agreement on held-out states.
+        let q = candidate.quantizationReport(heldOut: heldStates)
+        report.checks.append(.init(name: "quantization_agreement", value: q.agreement, limit: policy.minQuantizationAgreement,
+                                   passed: q.agreement >= policy.minQuantizationAgreement,
+                                   note: String(format: "int8 picks fp32's action on %.2f%% of %d held-out states", q.agreement * 100, q.states)))
+
+        // 2. Finite Q within the bound the rewards and discount imply.
+        let gamma = map.learning.gamma
+        let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
+        let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
+        var maxAbsQ = 0.0
+        var finite = true
+        var qAll = [[Float]]()
+        qAll.reserveCapacity(held.count)
+        for t in held {
+            let qs = fp32.qValues(t.state)
+            qAll.append(qs)
+            for v in qs {
+                if !v.isFinite { finite = false } else { maxAbsQ = max(maxAbsQ, Double(abs(v))) }
+            }
+        }
+        report.figures["max_abs_q"] = maxAbsQ
+        report.figures["q_bound"] = bound
+        report.checks.append(.init(name: "q_finite", value: finite ? 1 : 0, limit: 1, passed: finite,
+                                   note: finite ? "all Q-values finite" : "non-finite Q-values"))
+        report.checks.append(.init(name: "q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
+                                   passed: maxAbsQ <= bound * policy.qBoundSlack,
+                                   note: String(format: "max |Q| %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+
+        // 3. Held-out TD error (one-step, Double DQN target with the candidate as both nets).
+        var tdSum = 0.0
+        var tdN = 0
+        for (i, t) in held.enumerated() {
+            guard let a = t.action else { continue }
+            let qs = qAll[i]
+            var target = t.reward
+            if !t.terminal {
+                let next = fp32.qValues(t.nextState)
+                var best = -Double.infinity
+                for b in 0..<A where t.nextMask.map({ $0 & (1 << UInt64(b)) != 0 }) ?? true {
+                    best = max(best, Double(next[b]))
+                }
+                if best.isFinite { target += gamma * best }
+            }
+            tdSum += abs(Double(qs[a]) - target)
+            tdN += 1
+        }
+        let heldTD = tdN > 0 ? tdSum / Double(tdN) : .nan
+        report.figures["held_out_td_error"] = heldTD
+        report.checks.append(.init(name: "held_out_td_error", value: heldTD, limit: bound,
+                                   passed: heldTD.isFinite && heldTD <= bound,
+                                   note: String(format: "mean |TD| %.4g on %d held-out rows", heldTD, tdN)))
+
+        // 4. Off-policy estimate (direct method with the candidate's own Q: biased upward,
+        //    conservative Q shifts it; reported, not trusted — the live guard is the real test).
+        var vCand = 0.0, vBehaviour = 0.0, nEst = 0
+        for (i, t) in held.enumerated() {
+            guard let a = t.action else { continue }
+            let qs = qAll[i]
+            let mask = (0..<A).map { _ in true }
+            guard let pick = qs.withUnsafeBufferPointer({ maskedArgmax($0.baseAddress!, count: A, mask: mask) }) else { continue }
+            vCand += Double(qs[pick])
+            vBehaviour += Double(qs[a])
+            nEst += 1
+        }
+        report.figures["estimate_candidate_value"] = nEst > 0 ? vCand / Double(nEst) : .nan
+        report.figures["estimate_behaviour_value"] = nEst > 0 ? vBehaviour / Double(nEst) : .nan
+        let returns = held.map(\.reward)
+        report.figures["held_out_mean_reward"] = returns.isEmpty ? .nan : returns.reduce(0, +) / Double(returns.count)
+
+        // 5. Support: agreement with the incumbent, and actions never logged near this state.
+        let incumbentHeld = held.enumerated().filter { $0.element.actor == .incumbent }
+        var agree = 0
+        var picks = [Int](repeating: 0, count: held.count)
+        for (i, t) in held.enumerated() {
+            picks[i] = t.state.withUnsafeBufferPointer { int8.bestAction(state: $0) } ?? -1
+        }
+        for (i, t) in incumbentHeld where picks[i] == t.action { agree += 1 }
+        let agreement = incumbentHeld.isEmpty ? 1 : Double(agree) / Double(incumbentHeld.count)
+        report.figures["incumbent_agreement"] = agreement
+        report.checks.append(.init(name: "incumbent_agreement", value: agreement, limit: policy.minAgreement,
+                                   passed: agreement >= policy.minAgreement,
+                                   note: String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)))
+
+        // Nearest logged states (normalised space) from a sample of the training rows.
+        let sample = stride(from: 0, to: train.count, by: max(train.count / 3000, 1)).map { train[$0] }
+        func norm(_ s: [Float]) -> [Float] { (0..<width).map { (s[$0] - normalization.mean[$0]) / normalization.std[$0] } }
+        let sampleStates = sample.map { norm($0.state) }
+        var unsupported = 0
+        let probe = stride(from: 0, to: held.count, by: max(held.count / 500, 1)).map { $0 }
+        for i in probe {
+            let s = norm(held[i].state)
+            var nearest: [(Float, Int)] = []
+            for (j, x) in sampleStates.enumerated() {
+                var d: Float = 0
+                for k in 0..<width { let e = s[k] - x[k]; d += e * e }
+                if nearest.count < 10 {
+                    nearest.append((d, sample[j].action ?? -1))
+                    nearest.sort { $0.0 < $1.0 }
+                } else if let last = nearest.last, d < last.0 {
+                    nearest[9] = (d, sample[j].action ?? -1)
+                    nearest.sort { $0.0 < $1.0 }
+                }
+            }
+            if !nearest.contains(where: { $0.1 == picks[i] }) { unsupported += 1 }
+        }
+        let unsupportedShare = probe.isEmpty ? 0 : Double(unsupported) / Double(probe.count)
+        report.figures["unsupported_action_share"] = unsupportedShare
+        report.checks.append(.init(name: "unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported,
+                                   passed: unsupportedShare <= policy.maxUnsupported,
+                                   note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
+        var actionShare = [Double](repeating: 0, count: A)
+        for p in picks where p >= 0 { actionShare[p] += 1 / Double(max(picks.count, 1)) }
+        for (i, share) in actionShare.enumerated() { report.figures["candidate_action_share_\(map.actions[i].name)"] = share }
+    }
+}
