@@ -7,9 +7,10 @@ import Foundation
 import Testing
 
 @Suite struct AuthTLSTests {
-    @Test func wrongPasswordIsRefusedClearlyAndRetried() throws {
+    @Test(arguments: [MQTTProtocolVersion.v5, .v311])
+    func wrongPasswordIsRefusedClearlyAndRetried(version: MQTTProtocolVersion) throws {
         let broker = try MosquittoBroker(auth: .passwords(["plant": "s3cret"]))
-        var config = try configuration(broker)
+        var config = try configuration(broker, version: version)
         config.username = "plant"
         config.password = Secret("wrong-password")
         let client = try makeClient(config)

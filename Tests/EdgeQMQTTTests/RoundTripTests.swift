@@ -57,6 +57,25 @@ import Testing
         #expect(got == ["site/1/temp", "alarm", "alarm/a/b"])
     }
 
+    @Test func unsubscribeStopsDelivery() throws {
+        let broker = try MosquittoBroker()
+        let sub = try connected(configuration(broker, "sub"), subscribing: [("u/a", .atLeastOnce), ("u/sync", .atLeastOnce)])
+        let pub = try connected(configuration(broker, "pub"))
+        #expect(publishUntilReceived(pub, sub, topic: "u/a", payload: "before") != nil)
+        try sub.unsubscribe("u/a")
+        // The subscriber's own message on u/sync, sent after the UNSUBSCRIBE on the same
+        // connection, comes back only after the broker handled it; then nothing more on u/a.
+        #expect(publishUntilReceived(sub, sub, topic: "u/sync", payload: "s1") != nil)
+        try pub.publish("u/a", "after", qos: .atLeastOnce)
+        try pub.publish("u/sync", "s2", qos: .atLeastOnce)
+        var topics: [String] = []
+        while let m = receive(sub, timeout: 5) {
+            topics.append(m.topic)
+            if m.topic == "u/sync", m.text == "s2" { break }
+        }
+        #expect(!topics.contains("u/a"), "\(topics)")
+    }
+
     @Test func invalidTopicsAreRefusedWithTypedErrors() throws {
         let broker = try MosquittoBroker()
         let c = try connected(configuration(broker))
