@@ -33,6 +33,10 @@ public struct GatewayOptions: Sendable {
     /// Control mode: the watchdog publishes the fallback when no decision was made for this
     /// many seconds (nil: 3 periods for a periodic tick, off for a trigger tick).
     public var watchdogSeconds: Double?
+    /// Control ticks in the live guard's rolling window.
+    public var guardWindow: Int = 288
+    /// Thresholds of a candidate's checks (nil: defaults, support limit from the mapping file).
+    public var checkPolicy: CheckPolicy?
 
     public init(map: TopicMap) { self.map = map }
 }
@@ -88,6 +92,16 @@ public final class Gateway: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     let lastDecisionNanos = Atomic<UInt64>(0)
     let finished = DispatchSemaphore(value: 0)
+    let checkPolicy: CheckPolicy
+    let retraining = Atomic<Bool>(false)
+    let lastCandidate = Mutex<Int?>(nil)
+    let lastRetrain = Mutex<RetrainReport?>(nil)
+    let transitionsAtLastRetrain = Atomic<Int>(0)
+    let lastRetrainTime = Atomic<UInt64>(Date().timeIntervalSince1970.bitPattern)
+    let guardWindow: Int
+    let guardBaseline = Atomic<UInt64>(Double.nan.bitPattern)
+    let guardMean = Atomic<UInt64>(Double.nan.bitPattern)
+    let lastGuardEvent = Mutex<String?>(nil)
 
     // Decision-thread state.
     var runtime: TopicMapRuntime
@@ -104,6 +118,7 @@ public final class Gateway: @unchecked Sendable {
     var open: OpenTransition?
     var pendingIncumbent: Int?
     var lastStatusNanos: UInt64 = 0
+    var guardState: LiveGuardState
 
     /// The decision of tick t, waiting for the reward and state of tick t+1.
     struct OpenTransition {
@@ -145,6 +160,9 @@ public final class Gateway: @unchecked Sendable {
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
 
+        checkPolicy = options.checkPolicy ?? Retrainer(map: options.map).policy
+        guardWindow = max(options.guardWindow, 1)
+        guardState = LiveGuardState(window: guardWindow)
         runtime = TopicMapRuntime(map: map)
         table = SignalTable(for: map)
         state = [Float](repeating: 0, count: map.stateWidth)
@@ -253,6 +271,8 @@ public final class Gateway: @unchecked Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        control.async { self.refreshGuardBaseline() }
+        transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
@@ -439,6 +459,7 @@ public final class Gateway: @unchecked Sendable {
             open = nil
         }
         pendingIncumbent = nil
+        checkSchedule()
     }
 
     /// Logs the open transition with this tick's reward and state.
@@ -472,6 +493,7 @@ public final class Gateway: @unchecked Sendable {
         case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
         case .dropped, .closed: metrics.transitionsSkipped.increment()
         }
+        if o.mode == .control && o.actor == .model { guardObserve(reward: reward) }
     }
 
     func publishWrites(action: Int) {

@@ -60,6 +60,7 @@ extension Gateway {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
         try GatewayState(mode: m, reason: reason).save(to: dataDirectory)
+        if m == .control { refreshGuardBaseline() }
         modeState.store(m == .control ? 1 : 0, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         publishStatus()

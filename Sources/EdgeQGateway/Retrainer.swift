@@ -252,7 +252,10 @@ public struct Retrainer: Sendable {
                                    passed: q.agreement >= policy.minQuantizationAgreement,
                                    note: String(format: "int8 picks fp32's action on %.2f%% of %d held-out states", q.agreement * 100, q.states)))
 
-        // 2. Finite Q within the bound the rewards and discount imply.
+        // 2. Finite Q, and the values the policy acts on (the greedy one and the logged one)
+        //    within the bound that the rewards and discount imply. Q of actions the log never
+        //    shows are left out of the bound: the conservative term pushes them down on
+        //    purpose, without limit.
         let gamma = map.learning.gamma
         let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
         let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
@@ -263,9 +266,13 @@ public struct Retrainer: Sendable {
         for t in held {
             let qs = fp32.qValues(t.state)
             qAll.append(qs)
-            for v in qs {
-                if !v.isFinite { finite = false } else { maxAbsQ = max(maxAbsQ, Double(abs(v))) }
+            if !qs.allSatisfy(\.isFinite) {
+                finite = false
+                continue
             }
+            let greedy = qs.max() ?? 0
+            maxAbsQ = max(maxAbsQ, Double(abs(greedy)))
+            if let a = t.action { maxAbsQ = max(maxAbsQ, Double(abs(qs[a]))) }
         }
         report.figures["max_abs_q"] = maxAbsQ
         report.figures["q_bound"] = bound
@@ -273,7 +280,7 @@ public struct Retrainer: Sendable {
                                    note: finite ? "all Q-values finite" : "non-finite Q-values"))
         report.checks.append(.init(name: "q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
                                    passed: maxAbsQ <= bound * policy.qBoundSlack,
-                                   note: String(format: "max |Q| %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+                                   note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
 
         // 3. Held-out TD error (one-step, Double DQN target with the candidate as both nets).
         var tdSum = 0.0

@@ -1,11 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import EdgeQLog
 import Foundation
 
+/// Retraining beside the decision path: one at a time, on a background thread of lower
+/// priority; progress and results on `<prefix>/retrain`. A trigger while one runs is
+/// answered ok:false "busy" (not queued: the next trigger after it ends starts a fresh
+/// one on the then newer log).
 extension Gateway {
-    /// `cmd/retrain`. Filled in by the retraining work (issue #6).
+    /// `cmd/retrain`.
     func retrainRequested(steps: Int?, seconds: Double?, window: Int?, reply: (Bool, String?, [String: JSONValue]) -> Void) {
-        reply(false, "retraining on the device is not available in this build yet; train offline with `edgeq train` and promote", [:])
+        let limits = RetrainLimits(steps: steps, seconds: seconds, window: window)
+        if startRetraining(limits, trigger: "operator command") {
+            reply(true, nil, ["started": .bool(true)])
+        } else {
+            reply(false, "busy: a retraining is already running (progress on \(controlPlane.retrainTopic))", [:])
+        }
     }
 
-    /// Extra fields of the status document (retraining, live guard).
-    func extraStatus() -> [String: JSONValue] { [:] }
+    /// Starts a retraining unless one runs. Returns false when busy.
+    @discardableResult
+    func startRetraining(_ limits: RetrainLimits, trigger: String) -> Bool {
+        guard !retraining.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+        let warm = served.withLock { $0?.model }
+        let retrainer = Retrainer(map: map, policy: checkPolicy)
+        let logPath = log.path
+        let output = dataDirectory.appendingPathComponent("candidate.safetensors")
+        let thread = Thread { [self] in
+            // Lower priority than the decision thread. On Linux the nice value is per thread, and
+            // `who` 0 names the calling thread (setpriority(2), "Bugs").
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            defer { retraining.store(false, ordering: .releasing) }
+            publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
+                            "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
+                                               "seconds": limits.seconds.map { .number($0) } ?? .null,
+                                               "window": limits.window.map { .number(Double($0)) } ?? .null])])
+            do {
+                var report = try retrainer.run(
+                    logPath: logPath, limits: limits, warmStart: warm, output: output,
+                    progress: { p in
+                        var o: [String: JSONValue] = ["phase": .string(p.phase), "updates": .number(Double(p.updates)), "of": .number(Double(p.of))]
+                        if let td = p.tdLoss, td.isFinite { o["td_loss"] = .number(td) }
+                        self.publishRetrain(o)
+                    },
+                    shouldStop: { self.stopping.load(ordering: .relaxed) })
+                if report.passed {
+                    let files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
+                    let version = try store.add(files: files, report: report.json())
+                    report.version = version
+                    try? DurableFile.write(report.json(), to: store.reportURL(version))
+                    try? FileManager.default.removeItem(at: output)
+                    try? FileManager.default.removeItem(at: output.appendingPathExtension("sha256"))
+                    lastCandidate.withLock { $0 = version }
+                    var promoted = false
+                    if map.learning.promotion == .auto || served.withLock({ $0 == nil }) && map.learning.promotion == .auto {
+                        control.sync {
+                            promoted = (try? promote(version: version, reason: "retrained (\(trigger)), passed its checks, promotion auto")) != nil
+                        }
+                    }
+                    publishRetrain(result(report, promoted: promoted))
+                } else {
+                    publishRetrain(result(report, promoted: false))
+                }
+                lastRetrain.withLock { $0 = report }
+            } catch {
+                publishRetrain(["phase": .string("failed"), "verdict": .string("failed"), "error": .string("\(error)")])
+                logger.error("retraining failed", metadata: ["error": "\(error)"])
+            }
+            transitionsAtLastRetrain.store(Int(metrics.transitionsLogged.value), ordering: .relaxed)
+            lastRetrainTime.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
+            control.async { self.publishStatus() }
+        }
+        thread.name = "edgeq-retrain"
+        thread.stackSize = 4 << 20
+        thread.start()
+        return true
+    }
+
+    func result(_ r: RetrainReport, promoted: Bool) -> [String: JSONValue] {
+        var figures: [String: JSONValue] = [:]
+        for (k, v) in r.figures where v.isFinite { figures[k] = .number(v) }
+        return [
+            "phase": .string("done"), "verdict": .string(r.verdict),
+            "version": r.version.map { .number(Double($0)) } ?? .null,
+            "promoted": .bool(promoted),
+            "reasons": .array(r.reasons.map { .string($0) }),
+            "checks": .array(r.checks.map { c in
+                .object(["name": .string(c.name), "value": c.value.isFinite ? .number(c.value) : .null,
+                         "limit": .number(c.limit), "passed": .bool(c.passed), "note": .string(c.note)])
+            }),
+            "figures": .object(figures),
+            "rows": .number(Double(r.rows)), "updates": .number(Double(r.updates)),
+            "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),
+        ]
+    }
+
+    func publishRetrain(_ object: [String: JSONValue]) {
+        var o = object
+        o["time"] = .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000)
+        publish(controlPlane.retrainTopic, Array(JSONValue.object(o).jsonText.utf8), qos: 1, retain: false)
+    }
+
+    /// Called on the decision thread after each tick: fires the mapping file's schedule.
+    func checkSchedule() {
+        let l = map.learning
+        let logged = Int(metrics.transitionsLogged.value)
+        if let every = l.retrainEveryTransitions, every > 0,
+           logged - transitionsAtLastRetrain.load(ordering: .relaxed) >= every {
+            transitionsAtLastRetrain.store(logged, ordering: .relaxed)
+            control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: \(every) new transitions") }
+        }
+        if let interval = l.retrainInterval, interval > 0 {
+            let last = Double(bitPattern: lastRetrainTime.load(ordering: .relaxed))
+            let now = Date().timeIntervalSince1970
+            if now - last >= interval {
+                lastRetrainTime.store(now.bitPattern, ordering: .relaxed)
+                control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: every \(Int(interval)) s") }
+            }
+        }
+    }
+
+    /// Extra fields of the status document: retraining and the live guard.
+    func extraStatus() -> [String: JSONValue] {
+        var o: [String: JSONValue] = ["retraining": .bool(retraining.load(ordering: .relaxed))]
+        if let c = lastCandidate.withLock({ $0 }) { o["candidate"] = .number(Double(c)) }
+        if let r = lastRetrain.withLock({ $0 }) {
+            o["last_retrain"] = .object(["verdict": .string(r.verdict), "version": r.version.map { .number(Double($0)) } ?? .null,
+                                         "reasons": .array(r.reasons.map { .string($0) })])
+        }
+        o["guard"] = guardStatus()
+        return o
+    }
 }
