@@ -1,0 +1,181 @@
+import EdgeQGateway
+import EdgeQMQTT
+import EdgeQNet
+import EdgeQTestSupport
+import EdgeQTopicMap
+import Foundation
+import Testing
+
+/// A small test plant's mapping: two signals from one JSON message (`step`, `x`, `y`), a
+/// trigger tick, two actions whose payload carries the step, an incumbent on the command topic.
+func testMapping(tick: String = "trigger: plant/t/state", maxAge: String = "", fallback: String = "a0", extraLearning: String = "") -> String {
+    """
+    gateway:
+      id: t1
+      mode: shadow
+    signals:
+      - {name: step, topic: plant/t/state, json: step}
+      - {name: x, topic: plant/t/state, json: x, range: [-10, 10]\(maxAge)}
+      - {name: y, topic: plant/t/state, json: y, range: [-10, 10]}
+    state:
+      features:
+        - {signal: x, normalize: [-10, 10]}
+        - {signal: y, normalize: [-10, 10]}
+    tick:
+      \(tick)
+    reward: -abs(x)
+    actions:
+      fallback: \(fallback)
+      list:
+        - name: a0
+          publish: {topic: plant/t/cmd, payload: '{"a":{{value}},"step":{{step}}}', value: 0}
+        - name: a1
+          publish: {topic: plant/t/cmd, payload: '{"a":{{value}},"step":{{step}}}', value: 1}
+    incumbent:
+      topic: plant/t/cmd
+      json: a
+    safety:
+      ood_margin: none
+    learning:
+      hidden: [16, 16]
+      retrain: {every_transitions: 1000000}
+    \(extraLearning)
+    """
+}
+
+/// A temporary folder removed at the end.
+final class TempDir: @unchecked Sendable {
+    // @unchecked Sendable: immutable after init.
+    let url: URL
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-gw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+/// A random (untrained) model that fits `map`, written to its data directory's store and
+/// made current, as a promotion would.
+@discardableResult
+func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7) throws -> Int {
+    let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
+    let net = try MLP(arch, seed: seed)
+    var rng = SystemRandomNumberGenerator()
+    let calibration = (0..<(map.stateWidth * 256)).map { _ in Float.random(in: -1...1, using: &rng) }
+    let model = try QModel(network: net, actionNames: map.actions.map(\.name), normalization: .identity(map.stateWidth),
+                           calibrationStates: calibration)
+    let file = data.appendingPathComponent("incoming.safetensors")
+    try model.save(to: file)
+    let store = try ModelStore(dataDirectory: data)
+    let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                          report: Data(#"{"verdict":"passed"}"#.utf8))
+    try store.setCurrent(v, reason: "test")
+    return v
+}
+
+/// A gateway running in-process on its own thread against a real broker, and an observer
+/// client subscribed to everything.
+final class GatewayHarness: @unchecked Sendable {
+    // @unchecked Sendable: all properties are set in init and never reassigned; the
+    // gateway, client and broker are themselves thread-safe.
+    let broker: MosquittoBroker
+    let dir: TempDir
+    let map: TopicMap
+    let gateway: Gateway
+    let observer: MQTTClient
+    let thread: Thread
+    let done = DispatchSemaphore(value: 0)
+
+    init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, broker existing: MosquittoBroker? = nil,
+         configure: (inout GatewayOptions) -> Void = { _ in }) throws {
+        broker = try existing ?? MosquittoBroker()
+        dir = try TempDir()
+        map = try TopicMap.parse(yaml: yaml, file: "test.yaml")
+        if withModel { try installModel(for: map, in: dir.url) }
+        var o = GatewayOptions(map: map)
+        o.broker = broker.url
+        o.dataDirectory = dir.url.path
+        o.mode = mode
+        o.statusInterval = 0.5
+        configure(&o)
+        gateway = try Gateway(o)
+        var cfg = try MQTTConfiguration(url: broker.url, clientID: "observer-\(UUID().uuidString.prefix(8))")
+        cfg.inboundCapacity = 100_000
+        observer = try MQTTClient(cfg)
+        try observer.subscribe("#", qos: .atLeastOnce)
+        observer.start()
+        try observer.waitUntilConnected(timeout: 10)
+        let g = gateway
+        let d = done
+        thread = Thread {
+            do { try g.run() } catch { Issue.record("gateway.run: \(error)") }
+            d.signal()
+        }
+        thread.start()
+        // Wait for the retained status "online".
+        _ = try waitFor(topic: "edgeq/t1/status", timeout: 10) { String(decoding: $0.payload, as: UTF8.self).contains(#""state":"online""#) }
+    }
+
+    private let stopLock = NSLock()
+    private var stopped = false
+
+    /// Stops the gateway (as SIGTERM does) and the observer. Idempotent.
+    func stop() {
+        let first = stopLock.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        gateway.stop(wait: false)
+        _ = done.wait(timeout: .now() + 30)
+        observer.stop()
+    }
+
+    deinit { stop() }
+
+    var received: [MQTTMessage] = []
+
+    /// Receives until a message on `topic` satisfies `match`; keeps everything seen in `received`.
+    func waitFor(topic: String, timeout: Double = 5, _ match: (MQTTMessage) -> Bool = { _ in true }) throws -> MQTTMessage {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard let m = observer.receive(timeout: 0.05) else { continue }
+            received.append(m)
+            if m.topic == topic && match(m) { return m }
+        }
+        throw HarnessError("no message on \(topic) within \(timeout) s; seen: \(received.suffix(5).map { "\($0.topic) \(String(decoding: $0.payload, as: UTF8.self))" })")
+    }
+
+    /// Everything that arrives within `seconds`.
+    func drain(_ seconds: Double) -> [MQTTMessage] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var out: [MQTTMessage] = []
+        while Date() < deadline {
+            if let m = observer.receive(timeout: 0.02) { out.append(m); received.append(m) }
+        }
+        return out
+    }
+
+    /// Publishes from the observer.
+    func send(_ topic: String, _ text: String, qos: QoS = .atLeastOnce) throws {
+        _ = try observer.publish(topic, text, qos: qos)
+    }
+
+    /// One metric's value from the gateway's Prometheus text (0 when absent).
+    func metric(_ line: String) -> Double {
+        for l in gateway.renderMetrics().split(separator: "\n") where l.hasPrefix(line + " ") {
+            return Double(l.dropFirst(line.count + 1)) ?? 0
+        }
+        return 0
+    }
+
+    /// The JSON object of a message.
+    static func json(_ m: MQTTMessage) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}

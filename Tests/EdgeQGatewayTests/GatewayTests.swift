@@ -1,0 +1,199 @@
+import EdgeQGateway
+import EdgeQLog
+import EdgeQMQTT
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// The gateway against a real broker: shadow and control, safety, the control plane.
+@Suite struct GatewayTests {
+    func state(_ step: Int, x: Double = 1, y: Double = -1) -> String {
+        "{\"step\":\(step),\"x\":\(x),\"y\":\(y)}"
+    }
+
+    @Test func shadowReportsEveryDecisionAndPublishesNothingToActuators() throws {
+        let h = try GatewayHarness(yaml: testMapping(), withModel: true)
+        defer { h.stop() }
+        for i in 0..<20 { try h.send("plant/t/state", state(i, x: Double(i % 5))) }
+        var shadow: [[String: Any]] = []
+        let deadline = Date().addingTimeInterval(10)
+        while shadow.count < 20 && Date() < deadline {
+            for m in h.drain(0.1) where m.topic == "edgeq/t1/shadow" { shadow.append(GatewayHarness.json(m)) }
+        }
+        #expect(shadow.count == 20)
+        for s in shadow {
+            #expect(s["action"] is Int, "\(s)")
+            #expect((s["q"] as? [Any])?.count == 2)
+        }
+        // Nobody but the test publishes incumbent commands, and it published none:
+        // every message on the actuator topic would be the gateway's.
+        #expect(h.received.filter { $0.topic == "plant/t/cmd" }.isEmpty)
+        #expect(h.metric(#"edgeq_decisions_total{action="a0",mode="shadow"}"#) + h.metric(#"edgeq_decisions_total{action="a1",mode="shadow"}"#) == 20)
+    }
+
+    @Test func shadowWithoutAModelStillReportsEachTickAndLogs() throws {
+        let h = try GatewayHarness(yaml: testMapping())
+        defer { h.stop() }
+        for i in 0..<10 {
+            try h.send("plant/t/state", state(i))
+            try h.send("plant/t/cmd", "{\"a\":\(i % 2),\"step\":\(i)}")  // the incumbent
+        }
+        var shadow = 0
+        let deadline = Date().addingTimeInterval(10)
+        while shadow < 10 && Date() < deadline { shadow += h.drain(0.1).filter { $0.topic == "edgeq/t1/shadow" }.count }
+        #expect(shadow == 10)
+        h.stop()
+        let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
+        let rows = try log.transitions(window: .all)
+        #expect(rows.count == 9)  // ten ticks close nine transitions
+        #expect(rows.allSatisfy { $0.transition.actor == .incumbent && $0.transition.mode == .shadow })
+        #expect(rows.map { $0.transition.action } == (0..<9).map { Optional($0 % 2) })
+    }
+
+    @Test func controlPublishesExactlyOneSetOfWritesPerTick() throws {
+        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true)
+        defer { h.stop() }
+        for i in 0..<30 { try h.send("plant/t/state", state(i, x: Double(i % 7) - 3)) }
+        var cmds: [[String: Any]] = []
+        let deadline = Date().addingTimeInterval(10)
+        while cmds.count < 30 && Date() < deadline {
+            for m in h.drain(0.1) where m.topic == "plant/t/cmd" { cmds.append(GatewayHarness.json(m)) }
+        }
+        _ = h.drain(0.3)
+        cmds += h.received.dropFirst(0).filter { _ in false }.map(GatewayHarness.json)
+        #expect(cmds.count == 30)
+        #expect(cmds.compactMap { $0["step"] as? Int } == Array(0..<30))
+        #expect(h.received.filter { $0.topic == "edgeq/t1/shadow" }.isEmpty)
+    }
+
+    @Test func aSilentSensorMakesItFallBackWithinAPeriodAfterItsMaxAge() throws {
+        let yaml = testMapping(tick: "period: 0.1s", maxAge: ", max_age: 0.4s", fallback: "a1")
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
+        defer { h.stop() }
+        try h.send("plant/t/state", state(1, x: 2))
+        // While fresh: the model decides (no stale fallback).
+        _ = h.drain(0.25)
+        #expect(h.metric(#"edgeq_fallbacks_total{reason="stale"}"#) == 0)
+        let silentSince = Date()
+        // After max age (0.4 s) + one period (0.1 s) at the latest, the fallback a1 is published.
+        var firstStale: Date?
+        while firstStale == nil && Date().timeIntervalSince(silentSince) < 3 {
+            _ = h.drain(0.02)
+            if h.metric(#"edgeq_fallbacks_total{reason="stale"}"#) > 0 { firstStale = Date() }
+        }
+        let after = try #require(firstStale).timeIntervalSince(silentSince)
+        #expect(after <= 0.4 + 0.1 + 0.15, "stale fallback after \(after) s")
+        let fallbacks = h.drain(0.5).filter { $0.topic == "plant/t/cmd" }.map(GatewayHarness.json)
+        #expect(!fallbacks.isEmpty)
+        #expect(fallbacks.allSatisfy { $0["a"] as? Int == 1 })
+    }
+
+    /// Invalid payloads: no action is computed from them; each is counted under its reason.
+    @Test func invalidPayloadsAreCountedAndNeverDecidedOn() throws {
+        let h = try GatewayHarness(yaml: testMapping(fallback: "hold"), mode: .control, withModel: true)
+        defer { h.stop() }
+        let table: [(String, String)] = [
+            ("not json", "invalid_json"),
+            ("{\"step\":1,\"x\":", "invalid_json"),
+            ("", "invalid_json"),
+            ("{\"step\":1}", "missing_field"),
+            ("{\"step\":1,\"y\":0}", "missing_field"),
+            ("{\"step\":1,\"x\":\"abc\",\"y\":0}", "wrong_type"),
+            ("{\"step\":1,\"x\":[1],\"y\":0}", "wrong_type"),
+            ("{\"step\":1,\"x\":{\"v\":1},\"y\":0}", "wrong_type"),
+            ("{\"step\":1,\"x\":null,\"y\":0}", "wrong_type"),
+            ("{\"step\":1,\"x\":true,\"y\":0}", "wrong_type"),
+            ("{\"step\":1,\"x\":11,\"y\":0}", "out_of_range"),
+            ("{\"step\":1,\"x\":-10.5,\"y\":0}", "out_of_range"),
+            ("{\"step\":1,\"x\":1e400,\"y\":0}", "non_finite"),
+            ("{\"step\":1,\"x\":-1e999,\"y\":0}", "non_finite"),
+            ("{\"step\":1,\"x\":0,\"y\":99}", "out_of_range"),
+            ("[1,2,3]", "missing_field"),
+            ("42", "missing_field"),
+            ("\"text\"", "missing_field"),
+            ("{\"step\":1,\"x\":1,\"y\":\"NaN\"}", "wrong_type"),
+            ("{\"step\":1 \"x\":1,\"y\":0}", "invalid_json"),
+            ("{\"step\":1,\"x\":1,,\"y\":0}", "invalid_json"),
+            (String(repeating: " ", count: 70_000) + "{}", "oversize"),
+        ]
+        #expect(table.count >= 20)
+        var before = h.gateway.renderMetrics()
+        for (payload, reason) in table {
+            let fallbacksBefore = h.metric(#"edgeq_fallbacks_total{reason="invalid"}"#)
+            let reasonBefore = h.metric("edgeq_rejected_payloads_total{reason=\"\(reason)\"}")
+            try h.send("plant/t/state", payload)
+            // The tick happens; wait until the fallback for it is counted.
+            let deadline = Date().addingTimeInterval(5)
+            while h.metric(#"edgeq_fallbacks_total{reason="invalid"}"#) == fallbacksBefore && Date() < deadline { _ = h.drain(0.01) }
+            #expect(h.metric(#"edgeq_fallbacks_total{reason="invalid"}"#) == fallbacksBefore + 1, "payload \(payload.prefix(40)): no invalid fallback")
+            #expect(h.metric("edgeq_rejected_payloads_total{reason=\"\(reason)\"}") > reasonBefore, "payload \(payload.prefix(40)) not counted as \(reason)")
+            before = h.gateway.renderMetrics()
+        }
+        _ = before
+        // fallback is hold: nothing was published to the actuator, no model decision counted.
+        _ = h.drain(0.3)
+        #expect(h.received.filter { $0.topic == "plant/t/cmd" }.isEmpty)
+        #expect(h.metric(#"edgeq_decisions_total{action="a0",mode="control"}"#) + h.metric(#"edgeq_decisions_total{action="a1",mode="control"}"#) == 0)
+        // And a good payload afterwards is decided on.
+        try h.send("plant/t/state", state(5))
+        _ = try h.waitFor(topic: "plant/t/cmd")
+    }
+
+    @Test func controlPlaneAnswersEveryRequest() throws {
+        let h = try GatewayHarness(yaml: testMapping())
+        defer { h.stop() }
+        func ask(_ verb: String, _ payload: String) throws -> [String: Any] {
+            try h.send("edgeq/t1/cmd/\(verb)", payload)
+            return GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/\(verb)"))
+        }
+        // Control without a model: refused with the reason.
+        let noModel = try ask("mode", #"{"id":"a1","mode":"control"}"#)
+        #expect(noModel["id"] as? String == "a1")
+        #expect(noModel["ok"] as? Bool == false)
+        #expect((noModel["error"] as? String)?.contains("no model") == true)
+        // Without an id: id null, shadow accepted.
+        let shadow = try ask("mode", #"{"mode":"shadow"}"#)
+        #expect(shadow["ok"] as? Bool == true)
+        #expect(shadow["id"] is NSNull)
+        let bad = try ask("mode", #"{"id":3,"mode":"#)
+        #expect(bad["ok"] as? Bool == false)
+        #expect((bad["error"] as? String)?.contains("malformed JSON") == true)
+        let unknown = try ask("explode", #"{"id":"u"}"#)
+        #expect(unknown["ok"] as? Bool == false)
+        #expect((unknown["error"] as? String)?.contains("unknown verb") == true)
+        let rollback = try ask("rollback", #"{"id":"r"}"#)
+        #expect(rollback["ok"] as? Bool == false)
+
+        // With a model promoted, control is accepted, persisted, and the status says so.
+        try installModel(for: h.map, in: h.dir.url)
+        let promote = try ask("promote", #"{"id":"p"}"#)
+        #expect(promote["ok"] as? Bool == true, "\(promote)")
+        let control = try ask("mode", #"{"id":"c","mode":"control"}"#)
+        #expect(control["ok"] as? Bool == true, "\(control)")
+        _ = try h.waitFor(topic: "edgeq/t1/status") { String(decoding: $0.payload, as: UTF8.self).contains(#""mode":"control""#) }
+        #expect(try GatewayState.load(from: h.dir.url)?.mode == .control)
+
+        // A late subscriber gets the retained status.
+        let late = try MQTTClient(try MQTTConfiguration(url: h.broker.url, clientID: "late"))
+        defer { late.stop() }
+        try late.subscribe("edgeq/t1/status")
+        late.start()
+        let retained = try #require(late.receive(timeout: 5))
+        #expect(retained.retain)
+        #expect(String(decoding: retained.payload, as: UTF8.self).contains(#""state":"online""#))
+    }
+
+    @Test func theModeSurvivesARestart() throws {
+        let broker = try MosquittoBroker()
+        let dir: URL
+        do {
+            let h = try GatewayHarness(yaml: testMapping(), withModel: true, broker: broker)
+            try h.send("edgeq/t1/cmd/mode", #"{"mode":"control"}"#)
+            let r = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/mode"))
+            #expect(r["ok"] as? Bool == true)
+            h.stop()
+            dir = h.dir.url
+            #expect(try GatewayState.load(from: dir)?.mode == .control)
+        }
+    }
+}
