@@ -118,6 +118,8 @@ public final class Gateway: @unchecked Sendable {
     var open: OpenTransition?
     var pendingIncumbent: Int?
     var lastStatusNanos: UInt64 = 0
+    var messagesSinceCheck = 0
+    var lastConnects: UInt64 = 1
     var guardState: LiveGuardState
 
     /// The decision of tick t, waiting for the reward and state of tick t+1.
@@ -285,8 +287,20 @@ public final class Gateway: @unchecked Sendable {
                 let now = Self.now()
                 timeout = due > now ? min(0.2, Double(due - now) / 1e9) : 0
             }
-            if let m = client.receive(timeout: timeout) {
+            let message = client.receive(timeout: timeout)
+            if let m = message {
                 handle(m)
+                messagesSinceCheck &+= 1
+            }
+            if messagesSinceCheck >= 256 || message == nil {
+                // A new connection (broker restarted: retained messages may be gone):
+                // publish the status again at once.
+                messagesSinceCheck = 0
+                let connects = client.counters.connects
+                if connects != lastConnects {
+                    lastConnects = connects
+                    control.async { self.publishStatus() }
+                }
             }
             if let due = nextTick, Self.now() >= due, case .period(let p) = map.tick {
                 decide(arrival: due)

@@ -43,17 +43,6 @@ func testMapping(tick: String = "trigger: plant/t/state", maxAge: String = "", f
     """
 }
 
-/// A temporary folder removed at the end.
-final class TempDir: @unchecked Sendable {
-    // @unchecked Sendable: immutable after init.
-    let url: URL
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-gw-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
-
 /// A random (untrained) model that fits `map`, written to its data directory's store and
 /// made current, as a promotion would.
 @discardableResult

@@ -32,3 +32,19 @@ public enum BuiltEdgeQ {
         return dir.appendingPathComponent(".build/debug/edgeq").path
     }
 }
+
+import Foundation
+
+/// A temporary folder, removed when released.
+public final class TempDir: Sendable {
+    /// The folder.
+    public let url: URL
+
+    /// Creates a new empty folder under the system's temporary directory.
+    public init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
