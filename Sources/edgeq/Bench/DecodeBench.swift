@@ -135,6 +135,27 @@ enum DecodeBench {
         return (wall.sorted()[wall.count / 2], cpu.sorted()[cpu.count / 2])
     }
 
+    /// Thread-CPU ns per message of each part alone (for the progress output).
+    static func split(_ loop: inout Loop, count: Int) -> [Double] {
+        var c0 = cpuNs()
+        for i in 0..<count {
+            loop.payloads[i & 63].withUnsafeBytes { _ = loop.map.decode(topic: DecodeBench.topic, payload: $0, time: UInt64(i), into: &loop.table) }
+        }
+        let decode = Double(cpuNs() - c0) / Double(count)
+        c0 = cpuNs()
+        for i in 0..<count {
+            _ = loop.state.withUnsafeMutableBufferPointer { loop.runtime.assembleState(from: loop.table, now: UInt64(i), wallClock: 0, into: $0) }
+        }
+        let state = Double(cpuNs() - c0) / Double(count)
+        c0 = cpuNs()
+        for i in 0..<count {
+            loop.reply.removeAll(keepingCapacity: true)
+            _ = loop.runtime.render(action: i & 1, write: 0, into: &loop.reply)
+        }
+        let reply = Double(cpuNs() - c0) / Double(count)
+        return [decode, state, reply]
+    }
+
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         // Child mode: count allocations under the preloaded shim and report only that.
         if ProcessInfo.processInfo.environment["EDGEQ_DECODE_ALLOC_PROBE"] != nil {
@@ -147,6 +168,7 @@ enum DecodeBench {
         let decodeState = try measure(&loop, blocks: blocks, count: count, reply: false)
         context.progress("decode + state + reply payload")
         let withReply = try measure(&loop, blocks: blocks, count: count, reply: true)
+        context.progress(String(format: "split (thread CPU, ns/msg): decode %.0f, state %.0f, reply %.0f", arguments: split(&loop, count: count)))
 
         var figures = [
             BenchFigure(bench: "decode", figure: "decode_state_ns", value: decodeState.wall, unit: "ns/msg", better: .lower),
