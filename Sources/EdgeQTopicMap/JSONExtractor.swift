@@ -112,31 +112,57 @@ public struct JSONExtractor: Sendable {
             }
             nodes[n].captures.append(ci)
         }
+        // Flatten the trie so that scanning touches no Swift arrays of arrays (no reference
+        // counting per key): node i starts at table[offsets[i]] with
+        // [nKeys, nIndexes, nCaptures, nKeys × (byteOffset, length, child), nIndexes × (index, child), captures…].
+        var table: [Int] = []
+        var offsets: [Int] = []
+        var bytes: [UInt8] = []
+        for node in nodes {
+            offsets.append(table.count)
+            table += [node.keys.count, node.indexes.count, node.captures.count]
+            for (k, c) in node.keys { table += [bytes.count, k.count, c]; bytes += k }
+            for (i, c) in node.indexes { table += [i, c] }
+            table += node.captures
+        }
+        self.table = table
+        self.offsets = offsets
+        self.keyBytes = bytes.isEmpty ? [0] : bytes
     }
+    let table: [Int]
+    let offsets: [Int]
+    let keyBytes: [UInt8]
 
     /// Scans `payload`; fills `captures[0..<count]` (reset to `.missing` first).
     /// - Returns: false when the payload is not valid JSON (captures are then meaningless).
     public func extract(_ payload: UnsafeRawBufferPointer, into captures: UnsafeMutablePointer<JSONCapture>) -> Bool {
         for i in 0..<count { captures[i] = JSONCapture() }
         guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
-        return nodes.withUnsafeBufferPointer { nodes in
-            var s = Scanner(p: base, n: payload.count, nodes: nodes, captures: captures)
-            s.skipWS()
-            guard s.value(node: 0, depth: 0) else { return false }
-            s.skipWS()
-            return s.i == s.n
+        return table.withUnsafeBufferPointer { table in
+            offsets.withUnsafeBufferPointer { offsets in
+                keyBytes.withUnsafeBufferPointer { keyBytes in
+                    var s = Scanner(p: base, n: payload.count, table: table, offsets: offsets, keyBytes: keyBytes, captures: captures)
+                    s.skipWS()
+                    guard s.value(node: 0, depth: 0) else { return false }
+                    s.skipWS()
+                    return s.i == s.n
+                }
+            }
         }
     }
 
     struct Scanner {
         let p: UnsafePointer<UInt8>
         let n: Int
-        let nodes: UnsafeBufferPointer<Node>
+        let table: UnsafeBufferPointer<Int>
+        let offsets: UnsafeBufferPointer<Int>
+        let keyBytes: UnsafeBufferPointer<UInt8>
         let captures: UnsafeMutablePointer<JSONCapture>
         var i = 0
 
-        init(p: UnsafePointer<UInt8>, n: Int, nodes: UnsafeBufferPointer<Node>, captures: UnsafeMutablePointer<JSONCapture>) {
-            self.p = p; self.n = n; self.nodes = nodes; self.captures = captures
+        init(p: UnsafePointer<UInt8>, n: Int, table: UnsafeBufferPointer<Int>, offsets: UnsafeBufferPointer<Int>,
+             keyBytes: UnsafeBufferPointer<UInt8>, captures: UnsafeMutablePointer<JSONCapture>) {
+            self.p = p; self.n = n; self.table = table; self.offsets = offsets; self.keyBytes = keyBytes; self.captures = captures
         }
 
         @inline(__always) mutating func skipWS() {
@@ -148,7 +174,9 @@ public struct JSONExtractor: Sendable {
 
         @inline(__always) func capture(_ node: Int, _ f: (inout JSONCapture) -> Void) {
             if node < 0 { return }
-            for c in nodes[node].captures { f(&captures[c]) }
+            let o = offsets[node]
+            let start = o + 3 + 3 * table[o] + 2 * table[o + 1]
+            for k in start..<(start + table[o + 2]) { f(&captures[table[k]]) }
         }
 
         /// Parses one value at `i`; `node` is the trie node for this position or -1.
@@ -167,10 +195,17 @@ public struct JSONExtractor: Sendable {
                     guard let (ke, _) = string() else { return false }
                     var child = -1
                     if node >= 0 {
-                        for (k, c) in nodes[node].keys where k.count == ke - ks {
-                            var same = true
-                            for j in 0..<k.count where k[j] != p[ks + j] { same = false; break }
-                            if same { child = c; break }
+                        let o = offsets[node]
+                        let len = ke - ks
+                        var e = o + 3
+                        for _ in 0..<table[o] {
+                            if table[e + 1] == len {
+                                let kb = table[e]
+                                var same = true
+                                for j in 0..<len where keyBytes[kb + j] != p[ks + j] { same = false; break }
+                                if same { child = table[e + 2]; break }
+                            }
+                            e += 3
                         }
                     }
                     skipWS()
@@ -193,7 +228,14 @@ public struct JSONExtractor: Sendable {
                 while true {
                     skipWS()
                     var child = -1
-                    if node >= 0 { for (k, c) in nodes[node].indexes where k == index { child = c; break } }
+                    if node >= 0 {
+                        let o = offsets[node]
+                        var e = o + 3 + 3 * table[o]
+                        for _ in 0..<table[o + 1] {
+                            if table[e] == index { child = table[e + 1]; break }
+                            e += 2
+                        }
+                    }
                     guard value(node: child, depth: depth + 1) else { return false }
                     index += 1
                     skipWS()

@@ -93,17 +93,20 @@ public struct TopicMapRuntime: Sendable {
     /// Copies the signals from `table` (marking stale ones invalid) and evaluates the derived
     /// features. `assembleState` calls it; call it yourself to evaluate a reward without a state.
     public mutating func refresh(from table: SignalTable, now: UInt64) {
-        for i in 0..<map.signals.count {
+        let ages = map.maxAgeNs
+        for i in 0..<ages.count {
             var ok = table.statusCode[i] == 1
-            if ok, now >= table.times[i], now - table.times[i] > map.maxAgeNs[i] { ok = false }
+            if ok, now >= table.times[i], now - table.times[i] > ages[i] { ok = false }
             slots[i] = table.values[i]
             slotValid[i] = ok
         }
-        for e in map.featureEval {
-            guard case .expression(let c, let slot) = e else { continue }
-            let (v, ok) = evaluate(c)
-            slots[slot] = v
-            slotValid[slot] = ok
+        let list = map.expressionFeatures
+        guard !list.isEmpty else { return }
+        let exprs = map.featureExprs, exprIndex = map.featureExprIndex, fslots = map.featureSlot
+        for fi in list {
+            let (v, ok) = evaluate(exprs[exprIndex[fi]])
+            slots[fslots[fi]] = v
+            slotValid[fslots[fi]] = ok
         }
     }
 
@@ -140,34 +143,39 @@ public struct TopicMapRuntime: Sendable {
         var col = 0
         var ood: Int?
         let oodLimit = map.safety.oodMargin.map { 1 + $0 } ?? .infinity
-        for (fi, e) in map.featureEval.enumerated() {
-            for s in map.featureSignals[fi] where !slotValid[s] {
+        // Local copies of the map's arrays: one retain each per tick instead of one per access.
+        let kinds = map.featureKind, fslots = map.featureSlot, depStart = map.featureDepStart, deps = map.featureDeps
+        let normKind = map.normKind, normLo = map.normLo, normSpan = map.normSpan
+        for fi in 0..<kinds.count {
+            for d in depStart[fi]..<depStart[fi + 1] where !slotValid[deps[d]] {
+                let s = deps[d]
                 if table.statusCode[s] == 1 { return .stale(signal: s) }
                 return .invalid(signal: s)
             }
-            switch e {
-            case .slot(let s): current[col] = Float(slots[s]); col += 1
-            case .expression(_, let slot):
-                guard slotValid[slot] else { return .invalidFeature(feature: fi) }
-                current[col] = Float(slots[slot]); col += 1
-            case .cyclic(let c, let period):
-                let (v, ok) = evaluate(c)
+            switch kinds[fi] {
+            case 0: current[col] = Float(slots[fslots[fi]]); col += 1
+            case 1:
+                guard slotValid[fslots[fi]] else { return .invalidFeature(feature: fi) }
+                current[col] = Float(slots[fslots[fi]]); col += 1
+            case 2:
+                let (v, ok) = evaluate(map.featureExprs[map.featureExprIndex[fi]])
                 guard ok else { return .invalidFeature(feature: fi) }
-                let a = 2 * Double.pi * v / period
+                let a = 2 * Double.pi * v / map.featurePeriod[fi]
                 current[col] = Float(sin(a)); current[col + 1] = Float(cos(a)); col += 2
-            case .timeOfDay, .dayOfWeek:
+                continue
+            default:
                 var t = time_t(wallClock.rounded(.down))
                 var tmv = tm()
                 localtime_r(&t, &tmv)
                 let dayFraction = (Double(tmv.tm_hour) * 3600 + Double(tmv.tm_min) * 60 + Double(tmv.tm_sec)) / 86400
                 let a: Double
-                if case .timeOfDay = e { a = 2 * Double.pi * dayFraction } else { a = 2 * Double.pi * (Double(tmv.tm_wday) + dayFraction) / 7 }
+                if kinds[fi] == 3 { a = 2 * Double.pi * dayFraction } else { a = 2 * Double.pi * (Double(tmv.tm_wday) + dayFraction) / 7 }
                 current[col] = Float(sin(a)); current[col + 1] = Float(cos(a)); col += 2
                 continue
             }
-            switch map.normKind[fi] {
+            switch normKind[fi] {
             case 1:
-                let x = 2 * (Double(current[col - 1]) - map.normLo[fi]) / map.normSpan[fi] - 1
+                let x = 2 * (Double(current[col - 1]) - normLo[fi]) / normSpan[fi] - 1
                 current[col - 1] = Float(x)
                 if ood == nil, Swift.abs(x) > oodLimit { ood = fi }
             case 2:

@@ -166,6 +166,20 @@ public struct TopicMap: Sendable {
     let maxAgeNs: [UInt64]         // UInt64.max: never stale
     let normKind: [UInt8]          // per feature: 0 none, 1 range, 2 learned
     let normLo: [Double], normSpan: [Double]
+    /// Per feature: 0 signal, 1 expression, 2 cyclic, 3 time of day, 4 day of week.
+    let featureKind: [UInt8]
+    /// Per feature: its slot (kinds 0 and 1), else -1.
+    let featureSlot: [Int]
+    /// Per feature: index into `featureExprs` (kinds 1 and 2), else -1.
+    let featureExprIndex: [Int]
+    let featureExprs: [CompiledExpression]
+    let featurePeriod: [Double]
+    /// Signal dependencies of feature f: `featureDeps[featureDepStart[f]..<featureDepStart[f + 1]]`.
+    let featureDepStart: [Int]
+    let featureDeps: [Int]
+    /// Expression features in order (evaluated at every refresh).
+    let expressionFeatures: [Int]
+    let featureWidthStored: Int
 
     init(gateway: GatewayConfig, signals: [SignalConfig], features: [FeatureConfig], history: Int,
          featureEval: [FeatureEval], tick: TickConfig, reward: CompiledExpression, terminal: CompiledExpression?,
@@ -260,10 +274,36 @@ public struct TopicMap: Sendable {
         }
         normLo = features.map { if case .range(let l, _) = $0.normalization { return l } else { return 0 } }
         normSpan = features.map { if case .range(let l, let h) = $0.normalization { return h - l } else { return 1 } }
+        var kinds: [UInt8] = [], fslots: [Int] = [], exprIndex: [Int] = [], exprs: [CompiledExpression] = [], periods: [Double] = []
+        var exprFeatures: [Int] = []
+        for (fi, e) in featureEval.enumerated() {
+            switch e {
+            case .slot(let s): kinds.append(0); fslots.append(s); exprIndex.append(-1); periods.append(0)
+            case .expression(let c, let slot):
+                kinds.append(1); fslots.append(slot); exprIndex.append(exprs.count); exprs.append(c); periods.append(0)
+                exprFeatures.append(fi)
+            case .cyclic(let c, let period):
+                kinds.append(2); fslots.append(-1); exprIndex.append(exprs.count); exprs.append(c); periods.append(period)
+            case .timeOfDay: kinds.append(3); fslots.append(-1); exprIndex.append(-1); periods.append(0)
+            case .dayOfWeek: kinds.append(4); fslots.append(-1); exprIndex.append(-1); periods.append(0)
+            }
+        }
+        featureKind = kinds
+        featureSlot = fslots
+        featureExprIndex = exprIndex
+        featureExprs = exprs
+        featurePeriod = periods
+        expressionFeatures = exprFeatures
+        var starts = [0]
+        var deps: [Int] = []
+        for d in fs { deps += d; starts.append(deps.count) }
+        featureDepStart = starts
+        featureDeps = deps
+        featureWidthStored = features.reduce(0) { $0 + $1.width }
     }
 
     /// Columns of one tick's features.
-    public var featureWidth: Int { features.reduce(0) { $0 + $1.width } }
+    public var featureWidth: Int { featureWidthStored }
     /// Length of the state vector: `featureWidth × history`.
     public var stateWidth: Int { featureWidth * history }
 
