@@ -59,7 +59,7 @@ let package = Package(
         /// Swift at the baseline x86-64 target measured 10× slower than the C floor.
         .target(
             name: "CEdgeQKernels",
-            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]
+            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off", "-fno-math-errno"])]
         ),
         .target(
             name: "EdgeQNet",

@@ -99,3 +99,48 @@ void edgeq_int8_forward(float *out, const float *x, const edgeq_qlayer *layers, 
 #endif
     forward_portable(out, x, layers, n_layers, xq, acc, buf_a, buf_b);
 }
+
+#define ADAM_BODY                                                     \
+    for (int k = 0; k < n; k++) {                                     \
+        const float gk = g[k];                                        \
+        const float mk = b1 * m[k] + (1.0f - b1) * gk;                \
+        const float vk = b2 * v[k] + (1.0f - b2) * gk * gk;           \
+        m[k] = mk;                                                    \
+        v[k] = vk;                                                    \
+        p[k] -= lr * (mk / c1) / (sqrtf(vk / c2) + eps);              \
+    }
+#define SUMSQ_BODY                                                    \
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                          \
+    int k = 0;                                                        \
+    for (; k + 8 <= n; k += 8)                                        \
+        for (int j = 0; j < 8; j++) acc[j] += x[k + j] * x[k + j];    \
+    float s = 0;                                                      \
+    for (int j = 0; j < 8; j++) s += acc[j];                          \
+    for (; k < n; k++) s += x[k] * x[k];                              \
+    return s;
+
+static void adam_portable(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int n,
+                          float lr, float b1, float b2, float eps, float c1, float c2) { ADAM_BODY }
+static float sumsq_portable(const float *restrict x, int n) { SUMSQ_BODY }
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("avx2")))
+static void adam_avx2(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int n,
+                      float lr, float b1, float b2, float eps, float c1, float c2) { ADAM_BODY }
+__attribute__((target("avx2")))
+static float sumsq_avx2(const float *restrict x, int n) { SUMSQ_BODY }
+#endif
+
+void edgeq_adam_step(float *p, const float *g, float *m, float *v, int n,
+                     float lr, float b1, float b2, float eps, float c1, float c2) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) { adam_avx2(p, g, m, v, n, lr, b1, b2, eps, c1, c2); return; }
+#endif
+    adam_portable(p, g, m, v, n, lr, b1, b2, eps, c1, c2);
+}
+
+float edgeq_sum_squares(const float *x, int n) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) return sumsq_avx2(x, n);
+#endif
+    return sumsq_portable(x, n);
+}
