@@ -1,3 +1,4 @@
+import CEdgeQKernels
 import COpenBLAS
 
 /// Which arithmetic a `QEngine` uses; chosen at run time.
@@ -18,6 +19,8 @@ public final class QEngine {
     public let precision: Precision
     /// The network's shape.
     public let architecture: Architecture
+    /// Whether the int8 kernels use AVX2 on this CPU (else the portable C loops).
+    public static var int8UsesAVX2: Bool { edgeq_kernels_use_avx2() != 0 }
 
     private let inputCount: Int
     private let actionCount: Int
@@ -38,7 +41,12 @@ public final class QEngine {
         var inverseInputScales: UnsafeMutablePointer<Float>  // (in): 1 / inputScales[i]
     }
     private let qlayers: [QLayer]
-    private let xq: UnsafeMutablePointer<Int32>       // (max padded width)
+    /// The same layers for the fused C kernel, weights transposed to (in, out).
+    private let cLayers: UnsafeMutablePointer<edgeq_qlayer>
+    private let transposed: [UnsafeMutablePointer<Int8>]
+    private let acc: UnsafeMutablePointer<Int32>
+    private let outBuf: UnsafeMutablePointer<Float>
+    private let xq: UnsafeMutablePointer<Int8>        // (max padded width)
     private let bufA: UnsafeMutablePointer<Float>     // (max width)
     private let bufB: UnsafeMutablePointer<Float>
     private let maxWidth: Int
@@ -81,6 +89,19 @@ public final class QEngine {
                              combined: c, bias: b, inverseInputScales: inv))
         }
         qlayers = ql
+        cLayers = .allocate(capacity: max(ql.count, 1))
+        var tr: [UnsafeMutablePointer<Int8>] = []
+        for (l, q) in ql.enumerated() {
+            let t = UnsafeMutablePointer<Int8>.allocate(capacity: q.inputs * q.outputs)
+            for i in 0..<q.inputs { for o in 0..<q.outputs { t[i * q.outputs + o] = q.weights[o * q.paddedInputs + i] } }
+            tr.append(t)
+            cLayers[l] = edgeq_qlayer(inputs: Int32(q.inputs), outputs: Int32(q.outputs), wt: t, scale: q.combined,
+                                      bias: q.bias, inv_in: q.inverseInputScales)
+        }
+        transposed = tr
+        acc = .allocate(capacity: maxWidth)
+        outBuf = .allocate(capacity: 2 * maxWidth)   // [0, maxWidth): outputs; then a scratch layer
+        outBuf.initialize(repeating: 0, count: 2 * maxWidth)
         xq = .allocate(capacity: maxWidth)
         xq.initialize(repeating: 0, count: maxWidth)
         bufA = .allocate(capacity: maxWidth)
@@ -93,6 +114,8 @@ public final class QEngine {
         mean.deallocate(); std.deallocate(); invStd.deallocate(); params.deallocate()
         for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate(); l.inverseInputScales.deallocate() }
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
+        for t in transposed { t.deallocate() }
+        cLayers.deallocate(); acc.deallocate(); outBuf.deallocate()
     }
 
     /// Writes Q(state, a) for every action into `output`.
@@ -155,47 +178,27 @@ public final class QEngine {
     }
 
     /// int8: bufA holds the normalised input; returns the buffer with the last layer's output.
+    /// One call into the fused C kernel (axpy layout, zero inputs skipped).
     private func runInt8() -> UnsafeMutablePointer<Float> {
+        edgeq_int8_forward(outBuf, bufA, cLayers, Int32(qlayers.count), xq, acc, bufB, outBuf + maxWidth)
+        return outBuf
+    }
+
+    /// The layer-by-layer int8 path (dot layout): the cross-check of the fused kernel.
+    func runInt8Layered(_ state: [Float]) -> [Float] {
+        for i in 0..<inputCount { bufA[i] = (state[i] - mean[i]) / std[i] }
         var x = bufA, y = bufB
-        let count = qlayers.count
-        for l in 0..<count {
-            let q = qlayers[l]
-            let inv = q.inverseInputScales
-            for i in 0..<q.inputs { xq[i] = Int32(quantize8(x[i] * inv[i])) }
-            int8_matvec(y, q.weights, xq, q.combined, q.bias, inputs: q.paddedInputs, outputs: q.outputs, relu: l < count - 1)
+        for (l, q) in qlayers.enumerated() {
+            edgeq_quantize_input(xq, x, q.inverseInputScales, Int32(q.inputs))
+            edgeq_int8_matvec(y, q.weights, xq, q.combined, q.bias, Int32(q.paddedInputs), Int32(q.outputs), l < qlayers.count - 1 ? 1 : 0)
             swap(&x, &y)
         }
-        return x
+        return (0..<actionCount).map { x[0] + x[1 + $0] }
     }
 }
 
-/// y[o] = Float(Σ_i w[o, i] · x[i]) · combined[o] + bias[o] (then ReLU when asked), with
-/// SIMD int32 accumulation. w is (out, in) int8 with in a multiple of 16 (zero padded),
-/// x is (in) int32 holding int8 values (zero padded), y/combined/bias are (out).
-@inline(__always)
-func int8_matvec(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int8>, _ x: UnsafePointer<Int32>,
-                 _ combined: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, inputs I: Int, outputs O: Int, relu: Bool) {
-    let xr = UnsafeRawPointer(x)
-    let wr = UnsafeRawPointer(w)
-    var o = 0
-    while o < O {
-        var acc = SIMD16<Int32>()
-        var i = 0
-        let row = wr + o * I
-        while i < I {
-            let wv = SIMD16<Int32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: i, as: SIMD16<Int8>.self))
-            let xv = xr.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Int32>.self)
-            acc &+= wv &* xv
-            i &+= 16
-        }
-        var v = Float(acc.wrappedSum()) * combined[o] + bias[o]
-        if relu && v < 0 { v = 0 }
-        y[o] = v
-        o &+= 1
-    }
-}
-
-/// The naive loop computing what `int8_matvec` computes (the test oracle).
+/// The naive loop computing what the C kernel `edgeq_int8_matvec` computes (the test oracle).
+/// w is (out, in) int8, x is (in) int8 values, combined/bias/y are (out).
 func int8_matvec_naive(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int8>, _ x: UnsafePointer<Int32>,
                        _ combined: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, inputs I: Int, outputs O: Int, relu: Bool) {
     for o in 0..<O {

@@ -1,4 +1,5 @@
 import EdgeQCore
+import CEdgeQKernels
 @testable import EdgeQNet
 import EdgeQTestSupport
 import Foundation
@@ -147,12 +148,17 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         var rng = SeededGenerator(seed: 4)
         let I = 48, O = 19
         let w = (0..<(I * O)).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
-        let x = (0..<I).map { _ in Int32(Int(rng.next() % 255) - 127) }
+        let x = (0..<I).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
         let c = randomArray(O, &rng, scale: 0.01), b = randomArray(O, &rng)
         var y1 = [Float](repeating: 0, count: O), y2 = y1
-        int8_matvec(&y1, w, x, c, b, inputs: I, outputs: O, relu: true)
-        int8_matvec_naive(&y2, w, x, c, b, inputs: I, outputs: O, relu: true)
+        edgeq_int8_matvec(&y1, w, x, c, b, Int32(I), Int32(O), 1)
+        int8_matvec_naive(&y2, w, x.map(Int32.init), c, b, inputs: I, outputs: O, relu: true)
         #expect(y1 == y2)
+        // The input quantizer rounds half to even and clamps, like numpy's rint + clip.
+        let v: [Float] = [0.5, 1.5, 2.5, -0.5, -2.5, 300, -300, 0.49]
+        var q = [Int8](repeating: 0, count: v.count)
+        edgeq_quantize_input(&q, v, [Float](repeating: 1, count: v.count), Int32(v.count))
+        #expect(q == [0, 2, 2, 0, -2, 127, -127, 0])
     }
 
     /// Each int8 layer stays within the rounding bound of its fp32 twin on calibration-range inputs.
@@ -170,6 +176,16 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         int8_matvec_naive(&y8, q.weights, xq, q.weightScales, q.bias, inputs: s.inputs, outputs: s.outputs, relu: false)
         let bound = model.int8.roundingBound(layer: 0, input: x, fp32Weights: p + s.weight)
         for o in 0..<s.outputs { #expect(abs(y8[o] - y32[o]) <= bound[o] * 1.001 + 1e-5, "output \(o)") }
+    }
+
+    @Test(arguments: [false, true])
+    func fusedKernelMatchesLayeredKernels(dueling: Bool) throws {
+        let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 48], actionCount: 5, dueling: dueling))
+        let engine = model.makeInt8Engine()
+        for r in 0..<100 {
+            let s = Array(raw[(r * 8)..<(r * 8 + 8)])
+            #expect(engine.qValues(s) == engine.runInt8Layered(s))
+        }
     }
 
     @Test func enginesAllocateNothingAndRespectMasks() throws {

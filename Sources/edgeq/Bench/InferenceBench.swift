@@ -1,6 +1,133 @@
-/// `edgeq bench inference`: filled in by the work on the Q-network (issue #4).
+import EdgeQCore
+import EdgeQNet
+import EdgeQSystem
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `edgeq bench inference`: single-state decision time (normalise → network → masked argmax),
+/// fp32 and int8, nets 8-64-64-5 and 32-256-256-9, against the plain-C floor
+/// (`mlp_floor`, built with each net's sizes as constants) and onnxruntime / numpy
+/// (`gateway/infer_micro.py`), all measured in this run.
+///
+/// Method as the C floor's: inputs cycle through 256 random vectors, warm-up, then every call
+/// is timed alone with clock_gettime (timer cost included); p50 and p99 over the calls.
 enum InferenceBench {
+    static let nets = [Architecture(inputCount: 8, hidden: [64, 64], actionCount: 5),
+                       Architecture(inputCount: 32, hidden: [256, 256], actionCount: 9)]
+
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
-        throw BenchError.notAvailable(name: "inference")
+        let calls = context.quick ? 20_000 : 100_000
+        var figures: [BenchFigure] = []
+        let anchors = context.withAnchors ? try Anchors.prepare(context) : nil
+        for arch in nets {
+            let net = "\(arch.inputCount)-\(arch.hidden.map(String.init).joined(separator: "-"))-\(arch.actionCount)"
+            context.progress("net \(net): EdgeQ fp32 and int8, \(calls) single calls each")
+            let edgeq = try measure(arch, calls: calls)
+            var c: [String: Double] = [:], py: [String: Double] = [:]
+            if let anchors {
+                context.progress("net \(net): C floor (mlp_floor)")
+                c = try cFloor(anchors, net: net, quick: context.quick)
+                if let python = anchors.python {
+                    context.progress("net \(net): onnxruntime and numpy (infer_micro.py)")
+                    py = try pythonMicro(anchors, python: python, net: net, quick: context.quick)
+                } else {
+                    context.progress("no Python venv for the anchors: onnxruntime/numpy skipped")
+                }
+            }
+            func fig(_ name: String, _ value: Double, _ anchor: String?, _ anchorValue: Double?) {
+                figures.append(BenchFigure(bench: "inference", figure: "\(net) \(name)", value: value, unit: "us",
+                                           anchor: anchor, anchorValue: anchorValue, better: .lower))
+            }
+            fig("int8 p50", edgeq.int8p50, "c_int8 p50", c["c_int8/infer_p50"])
+            fig("int8 p99", edgeq.int8p99, "c_int8 p99", c["c_int8/infer_p99"])
+            fig("int8 p50", edgeq.int8p50, "onnxruntime p50", py["onnxruntime/infer_p50"])
+            fig("fp32 p50", edgeq.fp32p50, "c_sgemv p50", c["c_sgemv/infer_p50"])
+            fig("fp32 p99", edgeq.fp32p99, "c_sgemv p99", c["c_sgemv/infer_p99"])
+            fig("fp32 p50", edgeq.fp32p50, "onnxruntime p50", py["onnxruntime/infer_p50"])
+            fig("int8 p50", edgeq.int8p50, "numpy p50", py["numpy/infer_p50"])
+            fig("int8 p50", edgeq.int8p50, "EdgeQ fp32 p50", edgeq.fp32p50)
+            figures.append(BenchFigure(bench: "inference", figure: "\(net) int8 agreement", value: edgeq.agreement,
+                                       unit: "fraction", anchor: "c_int8 agreement", anchorValue: c["c_int8/agree_with_fp32"], better: .higher))
+        }
+        return figures
     }
+
+    struct Result { var fp32p50, fp32p99, int8p50, int8p99, agreement: Double }
+
+    /// Times EdgeQ's engines on a seeded random network (same shape as the anchors').
+    static func measure(_ arch: Architecture, calls: Int) throws -> Result {
+        let network = try MLP(arch, seed: 42)
+        var rng = SeededGenerator(seed: 7)
+        let n = arch.inputCount
+        let inputs = (0..<(256 * n)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let model = try QModel(network: network, actionNames: (0..<arch.actionCount).map { "a\($0)" },
+                               normalization: .identity(n), calibrationStates: inputs)
+        let heldOut = (0..<(10_000 * n)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let agreement = model.quantizationReport(heldOut: heldOut).agreement
+        setBLASThreads(1)
+        func time(_ engine: QEngine) -> (Double, Double) {
+            var samples = [Double](repeating: 0, count: calls)
+            var sink = 0
+            var q = [Float](repeating: 0, count: arch.actionCount)
+            inputs.withUnsafeBufferPointer { all in
+                q.withUnsafeMutableBufferPointer { out in
+                    for k in 0..<5_000 {
+                        let s = UnsafeBufferPointer(rebasing: all[((k & 255) * n)..<((k & 255) * n + n)])
+                        sink &+= engine.bestAction(state: s, mask: nil, qValues: out) ?? 0
+                    }
+                    var t0 = timespec(), t1 = timespec()
+                    for k in 0..<calls {
+                        let s = UnsafeBufferPointer(rebasing: all[((k & 255) * n)..<((k & 255) * n + n)])
+                        clock_gettime(CLOCK_MONOTONIC, &t0)
+                        sink &+= engine.bestAction(state: s, mask: nil, qValues: out) ?? 0
+                        clock_gettime(CLOCK_MONOTONIC, &t1)
+                        samples[k] = Double(t1.tv_sec - t0.tv_sec) * 1e6 + Double(t1.tv_nsec - t0.tv_nsec) / 1e3
+                    }
+                }
+            }
+            if sink == -1 { print("") }
+            samples.sort()
+            return (samples[calls / 2], samples[calls * 99 / 100])
+        }
+        let (f50, f99) = time(model.makeFloatEngine())
+        let (i50, i99) = time(model.makeInt8Engine())
+        return Result(fp32p50: f50, fp32p99: f99, int8p50: i50, int8p99: i99, agreement: agreement)
+    }
+
+    /// The C floor, built with the net's sizes as constants.
+    static func cFloor(_ anchors: Anchors, net: String, quick: Bool) throws -> [String: Double] {
+        var program = anchors.program("mlp_floor")
+        if net != "8-64-64-5" {
+            let make = try ChildProcess.run("make", ["-s", "floor", "NET=\(net)", "BIN=\(anchors.bin.path)"], timeout: 300,
+                                            workingDirectory: anchors.directory.path)
+            guard make.code == 0 else { throw BenchError.anchorMissing("make floor NET=\(net): \(make.stderr)") }
+            program = anchors.program("mlp_floor_\(net)")
+        }
+        let r = try ChildProcess.run(program, ["--json"] + (quick ? ["--quick"] : []), timeout: 600)
+        guard r.code == 0 else { throw BenchError.failed("mlp_floor: \(r.stderr)") }
+        return anchorFigures(r.stdout)
+    }
+
+    /// onnxruntime and numpy in process (Python).
+    static func pythonMicro(_ anchors: Anchors, python: String, net: String, quick: Bool) throws -> [String: Double] {
+        let script = anchors.directory.appendingPathComponent("gateway/infer_micro.py").path
+        let r = try ChildProcess.run(python, [script, "--backends", "numpy,onnxruntime", "--net", net, "--json"] + (quick ? ["--quick"] : []),
+                                     timeout: 900, workingDirectory: anchors.directory.path)
+        guard r.code == 0 else { throw BenchError.failed("infer_micro.py: \(r.stderr.suffix(500))") }
+        return anchorFigures(r.stdout)
+    }
+}
+
+/// The anchors' JSON lines as "anchor/figure" → value (the last line wins).
+func anchorFigures(_ stdout: String) -> [String: Double] {
+    var out: [String: Double] = [:]
+    for line in stdout.split(separator: "\n") {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let anchor = obj["anchor"] as? String, let figure = obj["figure"] as? String,
+              let value = (obj["value"] as? NSNumber)?.doubleValue else { continue }
+        out["\(anchor)/\(figure)"] = value
+    }
+    return out
 }

@@ -1,0 +1,146 @@
+#include "edgeq_kernels.h"
+#include <math.h>
+
+// No a*b+c contraction into FMA: the int8 path must match numpy bit for bit.
+#pragma STDC FP_CONTRACT OFF
+
+static inline int8_t q8(float v) {
+    float r = rintf(v);  // default rounding mode: to nearest, ties to even (as numpy.rint)
+    if (r >= 127.0f) return 127;
+    if (r <= -127.0f) return -127;
+    if (r != r) return 0;
+    return (int8_t)r;
+}
+
+#define QUANTIZE_BODY                                           \
+    for (int i = 0; i < n; i++) xq[i] = q8(x[i] * inv_scale[i]);
+
+#define MATVEC_BODY                                                                 \
+    for (int o = 0; o < out; o++) {                                                 \
+        const int8_t *row = w + (long)o * in_padded;                                \
+        int32_t acc = 0;                                                            \
+        for (int i = 0; i < in_padded; i++) acc += (int32_t)row[i] * (int32_t)xq[i]; \
+        float v = (float)acc * scale[o];                                            \
+        v = v + bias[o];                                                            \
+        y[o] = (relu && v < 0.0f) ? 0.0f : v;                                       \
+    }
+
+#define FORWARD_BODY                                                                      \
+    const float *in = x;                                                                  \
+    float *bufs[2] = {buf_a, buf_b};                                                      \
+    for (int l = 0; l < n_layers; l++) {                                                  \
+        const edgeq_qlayer *L = &layers[l];                                               \
+        const int I = L->inputs, O = L->outputs;                                          \
+        for (int i = 0; i < I; i++) xq[i] = q8(in[i] * L->inv_in[i]);                     \
+        for (int o = 0; o < O; o++) acc[o] = 0;                                           \
+        for (int i = 0; i < I; i++) {                                                     \
+            const int32_t xi = xq[i];                                                     \
+            if (xi == 0) continue; /* after a ReLU about half the inputs are zero */      \
+            const int8_t *row = L->wt + (long)i * O;                                      \
+            for (int o = 0; o < O; o++) acc[o] += xi * (int32_t)row[o];                   \
+        }                                                                                 \
+        float *y = (l == n_layers - 1) ? out : bufs[l & 1];                               \
+        const int relu = l < n_layers - 1;                                                \
+        for (int o = 0; o < O; o++) {                                                     \
+            float v = (float)acc[o] * L->scale[o];                                        \
+            v = v + L->bias[o];                                                           \
+            y[o] = (relu && v < 0.0f) ? 0.0f : v;                                         \
+        }                                                                                 \
+        in = y;                                                                           \
+    }
+
+static void forward_portable(float *restrict out, const float *restrict x, const edgeq_qlayer *restrict layers, int n_layers,
+                             int8_t *restrict xq, int32_t *restrict acc, float *restrict buf_a, float *restrict buf_b) { FORWARD_BODY }
+
+static void quantize_portable(int8_t *restrict xq, const float *restrict x, const float *restrict inv_scale, int n) { QUANTIZE_BODY }
+static void matvec_portable(float *restrict y, const int8_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
+                            const float *restrict bias, int in_padded, int out, int relu) { MATVEC_BODY }
+
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("avx2")))
+static void quantize_avx2(int8_t *restrict xq, const float *restrict x, const float *restrict inv_scale, int n) { QUANTIZE_BODY }
+__attribute__((target("avx2")))
+static void matvec_avx2(float *restrict y, const int8_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
+                        const float *restrict bias, int in_padded, int out, int relu) { MATVEC_BODY }
+__attribute__((target("avx2")))
+static void forward_avx2(float *restrict out, const float *restrict x, const edgeq_qlayer *restrict layers, int n_layers,
+                         int8_t *restrict xq, int32_t *restrict acc, float *restrict buf_a, float *restrict buf_b) { FORWARD_BODY }
+static int detect(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") ? 1 : 0; }
+#else
+static int detect(void) { return 0; }
+#endif
+
+static int use_avx2 = -1;
+
+int edgeq_kernels_use_avx2(void) {
+    if (use_avx2 < 0) use_avx2 = detect();
+    return use_avx2;
+}
+
+void edgeq_quantize_input(int8_t *xq, const float *x, const float *inv_scale, int n) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) { quantize_avx2(xq, x, inv_scale, n); return; }
+#endif
+    quantize_portable(xq, x, inv_scale, n);
+}
+
+void edgeq_int8_matvec(float *y, const int8_t *w, const int8_t *xq, const float *scale, const float *bias,
+                       int in_padded, int out, int relu) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) { matvec_avx2(y, w, xq, scale, bias, in_padded, out, relu); return; }
+#endif
+    matvec_portable(y, w, xq, scale, bias, in_padded, out, relu);
+}
+
+void edgeq_int8_forward(float *out, const float *x, const edgeq_qlayer *layers, int n_layers,
+                        int8_t *xq, int32_t *acc, float *buf_a, float *buf_b) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) { forward_avx2(out, x, layers, n_layers, xq, acc, buf_a, buf_b); return; }
+#endif
+    forward_portable(out, x, layers, n_layers, xq, acc, buf_a, buf_b);
+}
+
+#define ADAM_BODY                                                     \
+    for (int k = 0; k < n; k++) {                                     \
+        const float gk = g[k];                                        \
+        const float mk = b1 * m[k] + (1.0f - b1) * gk;                \
+        const float vk = b2 * v[k] + (1.0f - b2) * gk * gk;           \
+        m[k] = mk;                                                    \
+        v[k] = vk;                                                    \
+        p[k] -= lr * (mk / c1) / (sqrtf(vk / c2) + eps);              \
+    }
+#define SUMSQ_BODY                                                    \
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                          \
+    int k = 0;                                                        \
+    for (; k + 8 <= n; k += 8)                                        \
+        for (int j = 0; j < 8; j++) acc[j] += x[k + j] * x[k + j];    \
+    float s = 0;                                                      \
+    for (int j = 0; j < 8; j++) s += acc[j];                          \
+    for (; k < n; k++) s += x[k] * x[k];                              \
+    return s;
+
+static void adam_portable(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int n,
+                          float lr, float b1, float b2, float eps, float c1, float c2) { ADAM_BODY }
+static float sumsq_portable(const float *restrict x, int n) { SUMSQ_BODY }
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("avx2")))
+static void adam_avx2(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int n,
+                      float lr, float b1, float b2, float eps, float c1, float c2) { ADAM_BODY }
+__attribute__((target("avx2")))
+static float sumsq_avx2(const float *restrict x, int n) { SUMSQ_BODY }
+#endif
+
+void edgeq_adam_step(float *p, const float *g, float *m, float *v, int n,
+                     float lr, float b1, float b2, float eps, float c1, float c2) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) { adam_avx2(p, g, m, v, n, lr, b1, b2, eps, c1, c2); return; }
+#endif
+    adam_portable(p, g, m, v, n, lr, b1, b2, eps, c1, c2);
+}
+
+float edgeq_sum_squares(const float *x, int n) {
+#if defined(__x86_64__) && defined(__clang__)
+    if (edgeq_kernels_use_avx2()) return sumsq_avx2(x, n);
+#endif
+    return sumsq_portable(x, n);
+}
