@@ -37,6 +37,8 @@ public struct GatewayOptions: Sendable {
     public var guardWindow: Int = 288
     /// Thresholds of a candidate's checks (nil: defaults, support limit from the mapping file).
     public var checkPolicy: CheckPolicy?
+    /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
+    public var scheduleEnabled = true
 
     public init(map: TopicMap) { self.map = map }
 }

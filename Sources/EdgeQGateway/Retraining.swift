@@ -106,6 +106,7 @@ extension Gateway {
 
     /// Called on the decision thread after each tick: fires the mapping file's schedule.
     func checkSchedule() {
+        guard options.scheduleEnabled else { return }
         let l = map.learning
         let logged = Int(metrics.transitionsLogged.value)
         if let every = l.retrainEveryTransitions, every > 0,

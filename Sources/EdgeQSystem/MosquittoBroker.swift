@@ -105,6 +105,25 @@ public final class MosquittoBroker: @unchecked Sendable {
         try start()
     }
 
+    /// Starts a broker from a configuration file of ours (e.g. deploy/mosquitto-demo.conf)
+    /// with one line added: a loopback listener on a free port.
+    ///
+    /// - Throws: `MosquittoBroker.Error` when the file cannot be read or the broker does not
+    ///   accept connections within 10 s.
+    public init(configFile: String) throws {
+        tls = nil
+        port = try FreePort.find()
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("edgeq-broker-\(port)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        guard let template = try? String(contentsOfFile: configFile, encoding: .utf8) else {
+            throw Error(description: "cannot read the broker configuration \(configFile)")
+        }
+        let text = "listener \(port) 127.0.0.1\n" + template
+        try text.write(to: directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
+        try start()
+    }
+
     deinit {
         stop()
         try? FileManager.default.removeItem(at: directory)
