@@ -1,7 +1,7 @@
 import ArgumentParser
 
 /// The `edgeq` command-line tool: one type per subcommand, checks in `validate()`,
-/// help strings as the documentation (docs/cli.md mirrors them).
+/// help strings as the documentation (`edgeq help SUBCOMMAND`).
 @main
 struct EdgeQCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
