@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "EdgeQGateway",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import EdgeQCore
 import EdgeQLog
 import EdgeQMQTT
 import EdgeQNet
@@ -123,6 +124,9 @@ public final class Gateway: @unchecked Sendable {
     var messagesSinceCheck = 0
     var lastConnects: UInt64 = 1
     var guardState: LiveGuardState
+    var exploreRNG = SeededGenerator(seed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
+    var controlDecisions = 0
+    var explorations = 0
 
     /// The decision of tick t, waiting for the reward and state of tick t+1.
     struct OpenTransition {
@@ -447,7 +451,11 @@ public final class Gateway: @unchecked Sendable {
                 }
                 runtime.recordApplied(action: applied)
             }
-        } else if modeNow == .control, let choice {
+        } else if modeNow == .control, var choice {
+            if let explored = explore() {
+                choice = explored
+                actor = .exploration
+            }
             applied = choice
             publishWrites(action: choice)
             runtime.recordApplied(action: choice)
@@ -476,6 +484,24 @@ public final class Gateway: @unchecked Sendable {
         }
         pendingIncumbent = nil
         checkSchedule()
+    }
+
+    /// Exploration with limits (control mode, `learning.exploration`): with probability ε
+    /// (from `start` to `end` over `decay_steps` control decisions) a uniformly random allowed
+    /// action instead of the greedy one, as long as explorative decisions stay within
+    /// `budget` (a share of all control decisions). Off by default (budget 0).
+    func explore() -> Int? {
+        let l = map.learning
+        controlDecisions += 1
+        guard l.explorationBudget > 0, Double(explorations) < l.explorationBudget * Double(controlDecisions) else { return nil }
+        let progress = l.epsilonDecaySteps > 0 ? min(1, Double(controlDecisions) / Double(l.epsilonDecaySteps)) : 1
+        let epsilon = l.epsilonStart + (l.epsilonEnd - l.epsilonStart) * progress
+        guard epsilon > 0, exploreRNG.nextUnit() < epsilon else { return nil }
+        let allowed = mask.indices.filter { mask[$0] }
+        guard !allowed.isEmpty else { return nil }
+        explorations += 1
+        metrics.explorations.increment()
+        return allowed[Int(exploreRNG.next() % UInt64(allowed.count))]
     }
 
     /// Logs the open transition with this tick's reward and state.

@@ -23,6 +23,7 @@ final class GatewayMetrics: Sendable {
     let modelVersion: Gauge
     let watchdogTrips: Counter
     let guardTrips: Counter
+    let explorations: Counter
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -53,6 +54,7 @@ final class GatewayMetrics: Sendable {
                               bounds: [2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 2e-2, 0.1])
         mode = r.gauge("edgeq_mode", help: "0 shadow, 1 control.")
         modelVersion = r.gauge("edgeq_model_version", help: "The served model version (0: none).")
+        explorations = r.counter("edgeq_explorations_total", help: "Control decisions that explored (a random allowed action within the exploration budget).")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the live guard rolled back (or returned to shadow) because control did worse than the incumbent's baseline.")
         watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
     }

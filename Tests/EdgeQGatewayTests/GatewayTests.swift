@@ -196,4 +196,20 @@ import Testing
             #expect(try GatewayState.load(from: dir)?.mode == .control)
         }
     }
+
+    @Test func explorationStaysWithinItsBudgetAndIsLoggedAsSuch() throws {
+        let yaml = testMapping(extraLearning: "  exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}")
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
+        for i in 0..<201 { try h.send("plant/t/state", state(i, x: Double(i % 5))) }
+        let deadline = Date().addingTimeInterval(15)
+        while h.metric("edgeq_ticks_total") < 201 && Date() < deadline { _ = h.drain(0.05) }
+        h.stop()
+        let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
+        let rows = try log.transitions(window: .all).map(\.transition)
+        #expect(rows.count == 200)
+        let explored = rows.filter { $0.actor == .exploration }.count
+        // ε = 1 within a 30 % budget: exploration takes (nearly) all of its budget, never more.
+        #expect(explored <= 61 && explored >= 50, "\(explored) explorative decisions of 200")
+        #expect(rows.allSatisfy { $0.actor == .exploration || $0.actor == .model })
+    }
 }
