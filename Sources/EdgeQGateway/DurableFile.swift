@@ -15,7 +15,7 @@ enum DurableFile {
     }
 
     /// Replaces `url`'s content with `data` atomically and durably.
-    static func write(_ data: Data, to url: URL) throws {
+    static func write(_ data: Data, to url: URL, beforeRename: () -> Void = {}) throws {
         let dir = url.deletingLastPathComponent()
         let temp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         let fd = open(temp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -35,6 +35,7 @@ enum DurableFile {
             unlink(temp.path)
             throw Error(description: "cannot write \(temp.path): \(String(cString: strerror(errno)))")
         }
+        beforeRename()
         try rename(temp, to: url)
     }
 

@@ -81,7 +81,9 @@ public final class ModelStore: @unchecked Sendable {
                 try DurableFile.copy(source, to: incoming.appendingPathComponent(name))
             }
             try DurableFile.write(report, to: incoming.appendingPathComponent("report.json"))
+            FaultInjection.point("store-before-rename")
             try DurableFile.rename(incoming, to: folder(version))
+            FaultInjection.point("store-after-rename")
         } catch {
             try? FileManager.default.removeItem(at: incoming)
             throw Error(description: "cannot store model version \(version): \(error) (check free disk space)")
@@ -96,7 +98,9 @@ public final class ModelStore: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: folder(version).path) else {
             throw Error(description: "model version \(version) does not exist; stored: \(versions().map(String.init).joined(separator: ", "))")
         }
-        try DurableFile.write(Data("\(version)\n".utf8), to: directory.appendingPathComponent("current"))
+        try DurableFile.write(Data("\(version)\n".utf8), to: directory.appendingPathComponent("current"),
+                              beforeRename: { FaultInjection.point("current-before-rename") })
+        FaultInjection.point("current-after-rename")
         let line = "\(Int(Date().timeIntervalSince1970)) \(version) \(reason.replacingOccurrences(of: "\n", with: " "))\n"
         let log = directory.appendingPathComponent("served.log")
         if let handle = try? FileHandle(forWritingTo: log) {

@@ -228,6 +228,7 @@ public struct Retrainer: Sendable {
         report.verdict = report.checks.allSatisfy(\.passed) ? "passed" : "failed"
         report.reasons = report.checks.filter { !$0.passed }.map { "\($0.name): \($0.note)" }
         if report.passed {
+            FaultInjection.point("retrain-before-save")
             do {
                 try candidate.save(to: output)
             } catch {

@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Crash points for the crash-safety tests: when the environment variable `EDGEQ_FAULT`
+/// names a point, the process kills itself with SIGKILL there, exactly as a power cut or an
+/// OOM kill would. Unset (always, in production) it costs one dictionary lookup at a few
+/// places of retraining and promotion — never on the decision path.
+///
+/// Points: `retrain-before-save`, `store-before-rename`, `store-after-rename`,
+/// `current-before-rename`, `current-after-rename`.
+enum FaultInjection {
+    static let armed: String? = ProcessInfo.processInfo.environment["EDGEQ_FAULT"]
+
+    static func point(_ name: String) {
+        guard let armed, armed == name else { return }
+        FileHandle.standardError.write(Data("EDGEQ_FAULT: killing the process at \(name)\n".utf8))
+        kill(getpid(), SIGKILL)
+        // SIGKILL cannot be caught; this line is never reached.
+    }
+}
