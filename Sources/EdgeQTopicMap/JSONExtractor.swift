@@ -10,6 +10,7 @@ import Darwin
 public enum JSONPathElement: Sendable, Hashable, CustomStringConvertible {
     case key(String)
     case index(Int)
+    /// `.key` or `[index]`.
     public var description: String {
         switch self {
         case .key(let k): return ".\(k)"
@@ -68,14 +69,17 @@ public enum JSONPathElement: Sendable, Hashable, CustomStringConvertible {
 public struct JSONCapture: Sendable {
     /// The kind of JSON value found.
     public enum Kind: UInt8, Sendable { case missing, number, bool, string, null, container, badNumber }
+    /// What was found.
     public var kind: Kind = .missing
     /// The number (`.number`, or 0/1 for `.bool`).
     public var number: Double = 0
     /// Byte range of a string's contents (between the quotes, escapes not decoded).
     public var start: Int = 0
+    /// End of the string's contents (the closing quote's offset).
     public var end: Int = 0
     /// True when the string contains escapes.
     public var escaped = false
+    /// Nothing found yet.
     public init() {}
 }
 
