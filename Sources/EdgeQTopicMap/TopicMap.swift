@@ -49,6 +49,8 @@ public enum SignalStatus: Sendable, Equatable {
 
 /// The latest value of every signal, written by `TopicMap.decode` and read at each tick.
 /// Sized once for a map; decoding allocates nothing.
+///
+/// Use a table only with the map it was made for (its indices are that map's signal indices).
 public struct SignalTable: Sendable {
     /// The latest value per signal (NaN when missing or invalid).
     public internal(set) var values: [Double]
