@@ -18,6 +18,7 @@ public struct TLSConfig: Sendable, Equatable {
     /// Client key file (PEM), for mutual TLS.
     public var keyFile: String?
 
+    /// TLS files; nil entries are not used.
     public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
         self.caFile = caFile
         self.certFile = certFile
@@ -72,9 +73,11 @@ public struct SignalConfig: Sendable, Equatable {
     public var path: [JSONPathElement]?
     /// The JSON path as written.
     public var pathText: String?
+    /// How the payload value becomes a number.
     public var kind: SignalKind = .number
     /// value = raw × scale + offset.
     public var scale: Double = 1
+    /// Added after scaling.
     public var offset: Double = 0
     /// Valid range of the scaled value (inclusive); outside it the value is invalid, not clipped.
     public var range: ClosedRange<Double>?
@@ -110,7 +113,9 @@ public struct FeatureConfig: Sendable, Equatable {
     }
     /// The feature's name (usable in later expressions for `signal` and `expression` sources).
     public var name: String
+    /// What the feature reads.
     public var source: Source
+    /// How it is normalised.
     public var normalization: Normalization = .none
     /// Columns in the state vector: 1, or 2 for cyclic and time features.
     public var width: Int {
@@ -131,17 +136,21 @@ public enum TickConfig: Sendable, Equatable {
 
 /// One actuator write of an action.
 public struct WriteConfig: Sendable, Equatable {
+    /// The topic written to (no wildcards).
     public var topic: String
     /// Payload template; `{{value}}`, `{{action}}`, `{{action_name}}` and `{{<signal or feature>}}` are substituted.
     public var template: String
     /// Expression for `{{value}}` (absolute value, or the expansion of a relative `step`).
     public var value: String?
+    /// MQTT QoS 0, 1 or 2.
     public var qos: Int = 1
+    /// MQTT retain flag.
     public var retain: Bool = false
 }
 
 /// One discrete action.
 public struct ActionConfig: Sendable, Equatable {
+    /// The action's name (unique; `hold` is reserved).
     public var name: String
     /// The writes published when the action is chosen (empty: publish nothing).
     public var writes: [WriteConfig]
@@ -153,13 +162,16 @@ public struct ActionConfig: Sendable, Equatable {
 
 /// What the controller in charge now does, observed from its actuator topic.
 public struct IncumbentConfig: Sendable, Equatable {
+    /// The incumbent's actuator topic (filter).
     public var topic: String
     /// JSON path of the command value; nil for a raw payload.
     public var path: [JSONPathElement]?
+    /// The JSON path as written.
     public var pathText: String?
     /// When the nearest action's value is farther than this, the command maps to no action. nil = any distance.
     public var maxDistance: Double?
 
+    /// An incumbent observed on `topic`.
     public init(topic: String, path: [JSONPathElement]? = nil, pathText: String? = nil, maxDistance: Double? = nil) {
         self.topic = topic
         self.path = path
@@ -206,8 +218,11 @@ public struct LearningConfig: Sendable, Equatable {
     /// Exploration in control mode: ε from `start` to `end` over `decaySteps` decisions, at most
     /// `budget` × decisions explorative. Default all 0 (no exploration in control).
     public var epsilonStart = 0.0
+    /// Final ε (see `epsilonStart`).
     public var epsilonEnd = 0.0
+    /// Decisions over which ε decays.
     public var epsilonDecaySteps = 0
+    /// At most this fraction of control decisions explorative.
     public var explorationBudget = 0.0
     /// Weight of the conservative (CQL) term. Default 0.1.
     public var cqlWeight = 0.1

@@ -5,9 +5,13 @@ import Yams
 
 /// One problem in a mapping file, at a 1-based line and column.
 public struct MappingDiagnostic: Sendable, Equatable, CustomStringConvertible {
+    /// The file as given to the loader.
     public let file: String
+    /// 1-based line.
     public let line: Int
+    /// 1-based column (in Unicode scalars).
     public let column: Int
+    /// What is wrong and, where possible, what to write instead.
     public let message: String
     /// `FILE:LINE:COL: message`, the form compilers print.
     public var description: String { "\(file):\(line):\(column): \(message)" }
@@ -25,8 +29,11 @@ public struct MappingError: Error, Sendable, CustomStringConvertible {
         /// The file was read but is not a valid mapping.
         case invalid
     }
+    /// Unreadable or invalid.
     public let code: Code
+    /// Every problem found, in file order.
     public let diagnostics: [MappingDiagnostic]
+    /// The diagnostics, one `FILE:LINE:COL: message` per line.
     public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
 }
 

@@ -13,16 +13,23 @@ public struct ExpressionError: Error, Sendable, Equatable, CustomStringConvertib
     public let offset: Int
     /// What is wrong, for people.
     public let message: String
+    /// `column N: message` (1-based).
     public var description: String { "column \(offset + 1): \(message)" }
 }
 
 /// The parsed form of an expression, before names are bound to slots.
 public indirect enum ExpressionNode: Sendable, Equatable {
+    /// A literal (`true` is 1, `false` 0).
     case number(Double)
+    /// A signal or feature name, with its 0-based offset in the text.
     case variable(String, offset: Int)
+    /// Unary minus.
     case negate(ExpressionNode)
+    /// Logical not.
     case not(ExpressionNode)
+    /// A binary operator.
     case binary(BinaryOperator, ExpressionNode, ExpressionNode)
+    /// A built-in function call.
     case call(Function, [ExpressionNode])
 
     /// Binary operators, from lowest to highest precedence: `or`; `and`; comparisons; `+ -`; `* /`.

@@ -10,6 +10,7 @@ import Darwin
 public enum JSONPathElement: Sendable, Hashable, CustomStringConvertible {
     case key(String)
     case index(Int)
+    /// `.key` or `[index]`.
     public var description: String {
         switch self {
         case .key(let k): return ".\(k)"
@@ -68,14 +69,17 @@ public enum JSONPathElement: Sendable, Hashable, CustomStringConvertible {
 public struct JSONCapture: Sendable {
     /// The kind of JSON value found.
     public enum Kind: UInt8, Sendable { case missing, number, bool, string, null, container, badNumber }
+    /// What was found.
     public var kind: Kind = .missing
     /// The number (`.number`, or 0/1 for `.bool`).
     public var number: Double = 0
     /// Byte range of a string's contents (between the quotes, escapes not decoded).
     public var start: Int = 0
+    /// End of the string's contents (the closing quote's offset).
     public var end: Int = 0
     /// True when the string contains escapes.
     public var escaped = false
+    /// Nothing found yet.
     public init() {}
 }
 
@@ -262,13 +266,10 @@ public struct JSONExtractor: Sendable {
                 capture(node) { $0.kind = .null }
                 return true
             default:
-                let start = i
-                while i < n {
-                    let c = p[i]
-                    if (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
-                        || c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") { i += 1 } else { break }
-                }
-                guard i > start, let v = NumberParser.parseJSON(p + start, i - start) else { return false }
+                // One pass: the longest JSON number here; whatever follows is checked by the caller
+                // (a delimiter in a container, the end at the top level).
+                guard let (v, used) = NumberParser.parseJSONPrefix(p + i, n - i) else { return false }
+                i += used
                 capture(node) { $0.kind = .number; $0.number = v }
                 return true
             }
@@ -320,11 +321,20 @@ public struct JSONExtractor: Sendable {
 
 /// Decimal number parsing without allocation.
 enum NumberParser {
-    static let pow10: [Double] = (0...22).map { pow(10.0, Double($0)) }  // exact for 0...22
+    /// Exact powers of ten (a literal, so the compiler lays it out statically).
+    static let pow10: [Double] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                  1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
-    /// Parses a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) in `p[0..<n]`;
-    /// nil when malformed. Overflow gives ±infinity (the caller rejects it as non-finite).
+    /// Parses a whole JSON number in `p[0..<n]`; nil when malformed or followed by anything.
     static func parseJSON(_ p: UnsafePointer<UInt8>, _ n: Int) -> Double? {
+        guard let (v, used) = parseJSONPrefix(p, n), used == n else { return nil }
+        return v
+    }
+
+    /// Parses the JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) at the start of
+    /// `p[0..<n]` and returns it with the bytes used; nil when malformed (including a leading
+    /// zero followed by a digit). Overflow gives ±infinity (the caller rejects it as non-finite).
+    static func parseJSONPrefix(_ p: UnsafePointer<UInt8>, _ n: Int) -> (Double, Int)? {
         var i = 0
         var negative = false
         if i < n, p[i] == UInt8(ascii: "-") { negative = true; i += 1 }
@@ -358,14 +368,13 @@ enum NumberParser {
             while i < n, p[i] >= 0x30, p[i] <= 0x39 { if e < 100_000 { e = e * 10 + Int(p[i] - 0x30) }; i += 1 }
             exp10 += eneg ? -e : e
         }
-        guard i == n else { return nil }
         var v = Double(mantissa)
         if exp10 != 0 && mantissa != 0 {
             if exp10 > 0 && exp10 <= 22 { v *= pow10[exp10] }
             else if exp10 < 0 && exp10 >= -22 { v /= pow10[-exp10] }
             else { v *= pow(10.0, Double(exp10)) }
         }
-        return negative ? -v : v
+        return (negative ? -v : v, i)
     }
 
     /// Parses a number in a raw payload: surrounding whitespace allowed, a leading `+`

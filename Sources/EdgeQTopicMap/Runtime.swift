@@ -34,11 +34,16 @@ public enum StateStatus: Sendable, Equatable {
 
 /// One message to publish for an action.
 public struct ActuatorWrite: Sendable, Equatable {
+    /// The topic to publish to.
     public var topic: String
+    /// The rendered payload.
     public var payload: [UInt8]
+    /// MQTT QoS.
     public var qos: Int
+    /// MQTT retain flag.
     public var retain: Bool
 
+    /// A write of `payload` to `topic`.
     public init(topic: String, payload: [UInt8], qos: Int, retain: Bool) {
         self.topic = topic
         self.payload = payload

@@ -33,6 +33,7 @@ public enum DecodeFailure: Int, Sendable, CaseIterable, CustomStringConvertible 
         case .unknownEnumValue: return "unknown_enum_value"
         }
     }
+    /// The metric label.
     public var description: String { metricName }
 }
 
@@ -48,6 +49,8 @@ public enum SignalStatus: Sendable, Equatable {
 
 /// The latest value of every signal, written by `TopicMap.decode` and read at each tick.
 /// Sized once for a map; decoding allocates nothing.
+///
+/// Use a table only with the map it was made for (its indices are that map's signal indices).
 public struct SignalTable: Sendable {
     /// The latest value per signal (NaN when missing or invalid).
     public internal(set) var values: [Double]
@@ -122,24 +125,33 @@ struct CompiledWrite: Sendable {
 ///
 /// Make one with `TopicMap.load(path:)` or `TopicMap.parse(yaml:file:)`.
 public struct TopicMap: Sendable {
+    /// The `gateway` section.
     public let gateway: GatewayConfig
+    /// The signals, in file order (their indices index `SignalTable`).
     public let signals: [SignalConfig]
     /// State features in order (a feature may take 2 columns; see `FeatureConfig.width`).
     public let features: [FeatureConfig]
     /// Ticks of history in the state (1 = the current tick only).
     public let history: Int
+    /// When decisions are taken.
     public let tick: TickConfig
+    /// The actions, in the network's output order.
     public let actions: [ActionConfig]
     /// The action taken when the safety policy says `fallback`; nil = hold (publish nothing).
     public let fallbackAction: Int?
     /// Minimum ticks between two changes of action (0 = none).
     public let minDwell: Int
+    /// How to observe the controller in charge, if given.
     public let incumbent: IncumbentConfig?
+    /// The `safety` section (defaults when absent).
     public let safety: SafetyConfig
+    /// The `learning` section (defaults when absent).
     public let learning: LearningConfig
     /// Source texts of the reward, terminal and truncated expressions.
     public var rewardSource: String { reward.source }
+    /// The terminal expression's text, if any.
     public var terminalSource: String? { terminal?.source }
+    /// The truncated expression's text, if any.
     public var truncatedSource: String? { truncated?.source }
 
     let featureEval: [FeatureEval]

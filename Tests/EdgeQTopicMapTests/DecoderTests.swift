@@ -319,3 +319,31 @@ safety: {hand_override: hand, ood_margin: 0.5}
         #expect(table.values[map.signalIndex(named: "raw") ?? -1] == 5.5)
     }
 }
+
+@Suite struct NumberTests {
+    /// Numbers in JSON and raw payloads against Swift's own parser.
+    @Test func numbersMatchSwiftsParser() throws {
+        let map = try TopicMap.parse(yaml: """
+        gateway: {id: n}
+        signals:
+          - {name: j, topic: n/json, json: v}
+          - {name: r, topic: n/raw}
+        state: {features: [{signal: j}]}
+        tick: {period: 1}
+        reward: j
+        actions: {list: [{name: a}]}
+        """)
+        var table = SignalTable(for: map)
+        let texts = ["0", "-0", "1", "-1", "21.5", "0.001", "1e3", "1E-3", "-2.5e+2", "123456789012345678901234",
+                     "0.1", "3.14159265358979", "1e22", "1e-22", "4.9e-300", "1.7976931348623157e308", "9007199254740993"]
+        for t in texts {
+            let want = try #require(Double(t))
+            decode(map, &table, "n/json", "{\"v\":\(t)}")
+            decode(map, &table, "n/raw", t)
+            for s in 0..<2 {
+                let got = table.values[s]
+                #expect(abs(got - want) <= abs(want) * 1e-15, "\(t): \(got) vs \(want)")
+            }
+        }
+    }
+}
