@@ -34,8 +34,8 @@ public struct GatewayOptions: Sendable {
     /// Control mode: the watchdog publishes the fallback when no decision was made for this
     /// many seconds (nil: 3 periods for a periodic tick, off for a trigger tick).
     public var watchdogSeconds: Double?
-    /// Control ticks in the live guard's rolling window.
-    public var guardWindow: Int = 288
+    /// Control ticks in the live guard's rolling window (nil: the mapping file's `promotion.guard_window`).
+    public var guardWindow: Int?
     /// Thresholds of a candidate's checks (nil: defaults, support limit from the mapping file).
     public var checkPolicy: CheckPolicy?
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
@@ -169,7 +169,7 @@ public final class Gateway: @unchecked Sendable {
         metrics = GatewayMetrics(map: map)
 
         checkPolicy = options.checkPolicy ?? Retrainer(map: options.map).policy
-        guardWindow = max(options.guardWindow, 1)
+        guardWindow = max(options.guardWindow ?? options.map.learning.guardWindow, 1)
         guardState = LiveGuardState(window: guardWindow)
         runtime = TopicMapRuntime(map: map)
         table = SignalTable(for: map)

@@ -75,7 +75,7 @@ extension Gateway {
         let loaded = try loadVerified(version)
         try store.setCurrent(version, reason: reason)
         install(loaded)
-        store.prune(keep: 10)
+        store.prune(keep: map.learning.keepVersions)
         return version
     }
 

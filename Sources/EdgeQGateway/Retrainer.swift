@@ -38,6 +38,15 @@ public struct CheckPolicy: Sendable, Equatable {
     public var minRows = 200
 
     public init() {}
+
+    /// The limits a mapping file's `learning.checks` and `promotion.min_agreement` set.
+    public init(_ l: LearningConfig) {
+        minQuantizationAgreement = l.minQuantizationAgreement
+        qBoundSlack = l.qBoundSlack
+        minAgreement = l.minAgreement
+        maxUnsupported = l.maxUnsupported
+        minRows = l.minRows
+    }
 }
 
 /// One retraining's report: every figure, every check and the verdict; stored beside the
@@ -95,9 +104,7 @@ public struct Retrainer: Sendable {
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
-        var p = policy ?? CheckPolicy()
-        if policy == nil { p.minAgreement = map.learning.minAgreement }
-        self.policy = p
+        self.policy = policy ?? CheckPolicy(map.learning)
     }
 
     /// Progress of a running retraining.

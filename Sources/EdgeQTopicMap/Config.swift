@@ -240,6 +240,18 @@ public struct LearningConfig: Sendable, Equatable {
     public var minAgreement = 0.5
     /// Live guard: roll back when the rolling reward is worse than the incumbent baseline by more than this fraction. Default 0.05.
     public var rollbackMargin = 0.05
+    /// Live guard: control ticks in the rolling window compared with the incumbent's baseline.
+    public var guardWindow = 288
+    /// Model versions kept in the store (besides the served one and the rollback target).
+    public var keepVersions = 10
+    /// Check: int8 and fp32 must pick the same action on at least this share of held-out states.
+    public var minQuantizationAgreement = 0.99
+    /// Check: |Q| of greedy and logged actions at most this factor over max|r| / (1 − γ).
+    public var qBoundSlack = 1.5
+    /// Check: at most this share of probed states may get an action never logged near them.
+    public var maxUnsupported = 0.25
+    /// Check: usable transitions needed to retrain at all.
+    public var minRows = 200
 
     /// The defaults.
     public init() {}

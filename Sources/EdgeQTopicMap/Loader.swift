@@ -588,7 +588,7 @@ struct Builder {
     func readLearning(_ node: Node) -> LearningConfig? {
         guard let f = r.mapping(node, "learning", known: [
             "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
-            "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion",
+            "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion", "checks",
         ]) else { return nil }
         var l = LearningConfig()
         if let n = f["hidden"], let items = r.list(n, "hidden") {
@@ -632,7 +632,24 @@ struct Builder {
             if let x = e["interval"] { l.retrainInterval = r.duration(x, "retrain interval") }
         }
         if let n = f["retention"], let v = r.duration(n, "retention") { l.retention = v }
-        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin"]) {
+        if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows"]) {
+            if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {
+                if !(0...1).contains(v) { r.error(x, "quantization_agreement must be in [0, 1]") }
+                l.minQuantizationAgreement = v
+            }
+            if let x = e["q_bound_slack"], let v = r.number(x, "q_bound_slack") {
+                if !(v > 0) { r.error(x, "q_bound_slack must be > 0") }
+                l.qBoundSlack = v
+            }
+            if let x = e["max_unsupported"], let v = r.number(x, "max_unsupported") {
+                if !(0...1).contains(v) { r.error(x, "max_unsupported must be in [0, 1]") }
+                l.maxUnsupported = v
+            }
+            if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
+        }
+        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions"]) {
+            if let x = e["guard_window"], let v = r.int(x, "guard_window", min: 1, max: 10_000_000) { l.guardWindow = v }
+            if let x = e["keep_versions"], let v = r.int(x, "keep_versions", min: 2, max: 1000) { l.keepVersions = v }
             if let x = e["policy"], let v = r.choice(x, "promotion policy", LearningConfig.Promotion.self) { l.promotion = v }
             if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
                 if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }
