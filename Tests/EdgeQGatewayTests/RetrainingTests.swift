@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func aCandidateThatFailsItsChecksIsNotServedAndSaysWhy() throws {
-        // Rewards of ±1e6 per tick cannot be met by any Q within 0.001 × max|r| / (1 − γ).
+        // A Q bound no candidate can meet: |Q| ≤ 1e-6 × max|r| / (1 − γ).
         let strict = "  checks: {q_bound_slack: 0.000001, quantization_agreement: 0, max_unsupported: 1, min_rows: 100}\n  promotion: {policy: auto, min_agreement: 0}"
         let h = try GatewayHarness(yaml: testMapping(extraLearning: strict))
         defer { h.stop() }
