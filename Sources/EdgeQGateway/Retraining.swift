@@ -34,6 +34,9 @@ extension Gateway {
             // `who` 0 names the calling thread (setpriority(2), "Bugs").
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             defer { retraining.store(false, ordering: .releasing) }
+            // Learn from everything logged so far: commit the writer's queue first (this waits
+            // on the writer, never on the decision thread).
+            try? writer.flush(timeout: 10)
             publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
                             "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
                                                "seconds": limits.seconds.map { .number($0) } ?? .null,

@@ -89,6 +89,10 @@ struct RunCommand: ParsableCommand {
         options.metricsHost = metricsHost
         options.precision = precision
         options.watchdogSeconds = watchdog
+        // Signals are watched before anything else starts, so a SIGTERM that arrives during
+        // start-up still ends in an orderly stop (exit 0) rather than the default death.
+        let stopper = GatewayStopper()
+        let watcher = SignalWatcher { _ in stopper.stop() }
         let gateway: Gateway
         do {
             gateway = try Gateway(options)
@@ -99,7 +103,7 @@ struct RunCommand: ParsableCommand {
         if let port = gateway.metricsPort {
             FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
         }
-        let watcher = SignalWatcher { _ in gateway.stop(wait: false) }
+        guard stopper.attach(gateway) else { return }
         do {
             try gateway.run()
         } catch {
@@ -107,5 +111,30 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(69)
         }
         withExtendedLifetime(watcher) {}
+    }
+}
+
+/// Hands a stop request (from a signal) to the gateway, even one that arrives before the
+/// gateway exists.
+final class GatewayStopper: @unchecked Sendable {
+    // @unchecked Sendable: both fields are only touched under `lock`.
+    private let lock = NSLock()
+    private var gateway: Gateway?
+    private var stopRequested = false
+
+    func stop() {
+        let g = lock.withLock { () -> Gateway? in
+            stopRequested = true
+            return gateway
+        }
+        g?.stop(wait: false)
+    }
+
+    /// Registers the gateway; false when a stop was already requested (then do not run it).
+    func attach(_ g: Gateway) -> Bool {
+        lock.withLock {
+            gateway = g
+            return !stopRequested
+        }
     }
 }
