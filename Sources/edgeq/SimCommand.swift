@@ -4,7 +4,16 @@ import EdgeQSystem
 import Foundation
 import Logging
 
-extension PlantKind: ExpressibleByArgument {}
+extension PlantKind: ExpressibleByArgument {
+    /// Plant time per step, seconds (for --speed).
+    var secondsPerStep: Double {
+        switch self {
+        case .cartpole: return 0.02
+        case .thermal: return 300
+        case .tank: return 10
+        }
+    }
+}
 
 /// `edgeq sim PLANT --broker URL`: a built-in plant on a broker (docs/simulators.md).
 struct SimCommand: ParsableCommand {
@@ -34,6 +43,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Steps per second of wall time; 0 runs as fast as the broker allows.")
     var rate: Double = 50
 
+    @Option(help: "Run this many times faster than real time (cart-pole: 50 steps/s; thermal: 1 step per 5 min; tank: 1 step per 10 s); overrides --rate.")
+    var speed: Double?
+
     @Option(help: "Share (0…1) of the incumbent's decisions moved by ±1 level: exploration with limits.")
     var dither: Double = 0
 
@@ -53,6 +65,7 @@ struct SimCommand: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         if !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
         if rate < 0 || !rate.isFinite { throw ValidationError("--rate must be 0 (unpaced) or a positive number") }
+        if let speed, !(speed > 0) { throw ValidationError("--speed must be a positive factor") }
         if commandTimeout <= 0 { throw ValidationError("--command-timeout must be positive") }
         if incumbent != "default" { throw ValidationError("unknown incumbent '\(incumbent)'; available: default") }
     }
@@ -61,7 +74,7 @@ struct SimCommand: ParsableCommand {
         var options = SimulatorOptions(plant: plant, broker: broker)
         options.seed = seed
         options.steps = steps
-        options.rate = rate
+        options.rate = speed.map { $0 / plant.secondsPerStep } ?? rate
         options.dither = dither
         options.gatewayPrefix = gateway
         options.commandTimeout = commandTimeout
