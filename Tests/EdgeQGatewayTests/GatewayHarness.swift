@@ -102,7 +102,7 @@ final class GatewayHarness: @unchecked Sendable {
         }
         thread.start()
         // Wait for the retained status "online".
-        _ = try waitFor(topic: "edgeq/t1/status", timeout: 10) { String(decoding: $0.payload, as: UTF8.self).contains(#""state":"online""#) }
+        _ = try waitFor(topic: "\(map.gateway.prefix)/status", timeout: 10) { String(decoding: $0.payload, as: UTF8.self).contains(#""state":"online""#) }
     }
 
     private let stopLock = NSLock()

@@ -1,0 +1,62 @@
+import EdgeQGateway
+import EdgeQLog
+import EdgeQSimulators
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// `edgeq run --config topics/<plant>.yaml` against `edgeq sim <plant>`: the shipped mapping
+/// files and the simulators fit together, in shadow and in control.
+@Suite struct SimulatorIntegrationTests {
+    static func topicsFile(_ name: String) throws -> String {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { break }
+        }
+        return try String(contentsOf: dir.appendingPathComponent("topics/\(name).yaml"), encoding: .utf8)
+    }
+
+    @Test(arguments: [PlantKind.thermal, .tank, .cartpole])
+    func shippedMappingRunsThePlantInShadowThenControl(_ plant: PlantKind) throws {
+        let h = try GatewayHarness(yaml: try Self.topicsFile(plant.rawValue)) { $0.scheduleEnabled = false }
+        defer { h.stop() }
+        var o = SimulatorOptions(plant: plant, broker: h.broker.url)
+        o.seed = 5
+        o.steps = 300
+        o.rate = 2000
+        o.dither = 0.1
+        o.gatewayPrefix = h.map.gateway.prefix
+        let shadow = try Simulator(o).run()
+        #expect(shadow.incumbentSteps == 300)
+        let deadline = Date().addingTimeInterval(10)
+        while h.gateway.logMetrics.rowsWritten < 250 && Date() < deadline { _ = h.drain(0.05) }
+        let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
+        let rows = try log.transitions(window: .all).map(\.transition)
+        // Every step but the first closes a transition; episode ends close none of their own.
+        #expect(rows.count >= 290, "\(rows.count) transitions for 300 steps")
+        #expect(rows.allSatisfy { $0.actor == .incumbent && $0.action != nil })
+        // No transition links two episodes: after an end (terminal or truncated) the episode changes.
+        for (a, b) in zip(rows, rows.dropFirst()) {
+            #expect(b.episode == a.episode + ((a.terminal || a.truncated) ? 1 : 0), "ticks \(a.tick) → \(b.tick)")
+        }
+        if plant == .cartpole {
+            // The weak rule drops the pole every ~40 steps: those ends are terminal (no bootstrap).
+            #expect(rows.filter(\.terminal).count >= 3)
+        }
+
+        // Control: a model is promoted, the plant applies the gateway's commands on every step.
+        try installModel(for: h.map, in: h.dir.url)
+        try h.send("\(h.map.gateway.prefix)/cmd/promote", "{}")
+        _ = try h.waitFor(topic: "\(h.map.gateway.prefix)/reply/promote")
+        try h.send("\(h.map.gateway.prefix)/cmd/mode", #"{"mode":"control"}"#)
+        let reply = GatewayHarness.json(try h.waitFor(topic: "\(h.map.gateway.prefix)/reply/mode"))
+        #expect(reply["ok"] as? Bool == true, "\(reply)")
+        o.steps = 100
+        o.dither = 0
+        o.rate = 0
+        o.commandTimeout = 2
+        let control = try Simulator(o).run()
+        #expect(control.gatewaySteps >= 99, "gateway \(control.gatewaySteps), timeouts \(control.commandTimeouts), stale \(control.staleCommands)")
+    }
+}
