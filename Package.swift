@@ -109,7 +109,7 @@ let package = Package(
             path: "Tests/EdgeQTestSupport"
         ),
         .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap", "EdgeQCore"]),
+        .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap", "EdgeQCore", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "CEdgeQKernels", "EdgeQTestSupport"], exclude: ["python"]),
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),

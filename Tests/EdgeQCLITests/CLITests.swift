@@ -2,22 +2,6 @@ import EdgeQTestSupport
 import Foundation
 import Testing
 
-/// The `edgeq` binary built by `swift build` (the test command builds it first).
-enum EdgeQBinary {
-    static var path: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        while dir.path != "/" {
-            dir.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { break }
-        }
-        return dir.appendingPathComponent(".build/debug/edgeq").path
-    }
-
-    static func run(_ arguments: [String], timeout: Double = 120) throws -> (code: Int32, stdout: String, stderr: String) {
-        try ChildProcess.run(path, arguments, timeout: timeout)
-    }
-}
-
 @Suite struct CLITests {
     @Test func helpListsTheSubcommands() throws {
         let r = try EdgeQBinary.run(["--help"])

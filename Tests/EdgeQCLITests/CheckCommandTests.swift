@@ -4,20 +4,8 @@ import Testing
 
 /// `edgeq check`, run as the real command on real files.
 @Suite struct CheckCommandTests {
-    static var root: URL {
-        var dir = URL(fileURLWithPath: #filePath)
-        while dir.path != "/" {
-            dir.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
-        }
-        return dir
-    }
-
-    static let topicFiles: [String] = {
-        let dir = root.appendingPathComponent("topics")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        return names.filter { $0.hasSuffix(".yaml") }.sorted().map { dir.appendingPathComponent($0).path }
-    }()
+    static var root: URL { PackageRoot.url }
+    static let topicFiles = PackageRoot.topicFiles
 
     @Test func everyFileInTopicsPasses() throws {
         #expect(Self.topicFiles.count >= 5)

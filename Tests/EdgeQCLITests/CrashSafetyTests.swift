@@ -8,33 +8,12 @@ import Testing
 /// Sources/EdgeQGateway/FaultInjection.swift): on restart the served model loads (checksum and
 /// reference set verified) and the log passes `PRAGMA integrity_check`.
 @Suite struct CrashSafetyTests {
-    static let mapping = """
-        gateway:
-          id: c1
-          mode: shadow
-        signals:
-          - {name: step, topic: plant/c/state, json: step}
-          - {name: x, topic: plant/c/state, json: x, range: [-10, 10]}
-        state:
-          features:
-            - {signal: x, normalize: [-10, 10]}
-        tick:
-          trigger: plant/c/state
-        reward: -abs(x)
-        actions:
-          fallback: hold
-          list:
-            - {name: low, publish: {topic: plant/c/cmd, payload: '{"a":0}', value: 0}}
-            - {name: high, publish: {topic: plant/c/cmd, payload: '{"a":1}', value: 1}}
-        incumbent:
-          topic: plant/c/cmd
-          json: a
-        learning:
+    static let mapping = processMapping(id: "c1", plant: "c", learning: """
           hidden: [16, 16]
           retrain: {every_transitions: none}
           checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
           promotion: {policy: auto, min_agreement: 0}
-        """
+        """)
 
     func client(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient {
         var cfg = try MQTTConfiguration(url: broker.url, clientID: "crash-\(UUID().uuidString.prefix(6))")

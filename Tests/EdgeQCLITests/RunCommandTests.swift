@@ -7,30 +7,7 @@ import Testing
 /// `edgeq run` as a real process: the Last Will on kill -9, and no transition lost or
 /// duplicated across broker restarts and SIGTERM.
 @Suite struct RunCommandTests {
-    static let mapping = """
-        gateway:
-          id: p1
-          mode: shadow
-        signals:
-          - {name: step, topic: plant/p/state, json: step}
-          - {name: x, topic: plant/p/state, json: x, range: [-10, 10]}
-        state:
-          features:
-            - {signal: x, normalize: [-10, 10]}
-        tick:
-          trigger: plant/p/state
-        reward: -abs(x)
-        actions:
-          fallback: hold
-          list:
-            - {name: low, publish: {topic: plant/p/cmd, payload: '{"a":0}', value: 0}}
-            - {name: high, publish: {topic: plant/p/cmd, payload: '{"a":1}', value: 1}}
-        incumbent:
-          topic: plant/p/cmd
-          json: a
-        learning:
-          retrain: {every_transitions: 1000000}
-        """
+    static let mapping = processMapping(id: "p1", plant: "p", learning: "  retrain: {every_transitions: 1000000}")
 
     func setUp() throws -> (TempDir, String) {
         let dir = try TempDir()

@@ -145,6 +145,12 @@ final class GatewayHarness: @unchecked Sendable {
         return out
     }
 
+    /// Sends a control-plane command and returns the gateway's reply.
+    func ask(_ verb: String, _ body: String) throws -> [String: Any] {
+        try send("\(map.gateway.prefix)/cmd/\(verb)", body)
+        return GatewayHarness.json(try waitFor(topic: "\(map.gateway.prefix)/reply/\(verb)"))
+    }
+
     /// Publishes from the observer.
     func send(_ topic: String, _ text: String, qos: QoS = .atLeastOnce) throws {
         _ = try observer.publish(topic, text, qos: qos)

@@ -108,21 +108,17 @@ import Testing
         defer { h.stop() }
         try installModel(for: h.map, in: h.dir.url, seed: 1)
         try installModel(for: h.map, in: h.dir.url, seed: 2)
-        func ask(_ verb: String, _ body: String) throws -> [String: Any] {
-            try h.send("edgeq/t1/cmd/\(verb)", body)
-            return GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/\(verb)"))
-        }
         func qAt(_ step: Int) throws -> [Double] {
             try h.send("plant/t/state", state(step, x: 0.3, y: -0.7))
             let m = try h.waitFor(topic: "edgeq/t1/shadow") { GatewayHarness.json($0)["q"] is [Any] }
             return (GatewayHarness.json(m)["q"] as? [NSNumber] ?? []).map(\.doubleValue)
         }
-        #expect(try ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
+        #expect(try h.ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
         let q1 = try qAt(1)
-        #expect(try ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
+        #expect(try h.ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
         let q2 = try qAt(2)
         #expect(q1 != q2)
-        let back = try ask("rollback", #"{"id":"rb"}"#)
+        let back = try h.ask("rollback", #"{"id":"rb"}"#)
         #expect(back["ok"] as? Bool == true)
         #expect(back["version"] as? Int == 1)
         #expect(try qAt(3) == q1)
@@ -134,15 +130,11 @@ import Testing
         defer { h.stop() }
         try installModel(for: h.map, in: h.dir.url, seed: 1)
         try installModel(for: h.map, in: h.dir.url, seed: 2)
-        func ask(_ verb: String, _ body: String) throws -> [String: Any] {
-            try h.send("edgeq/t1/cmd/\(verb)", body)
-            return GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/\(verb)"))
-        }
-        #expect(try ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
-        #expect(try ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
+        #expect(try h.ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
+        #expect(try h.ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
         // The incumbent's baseline: |x| ≈ 0.64 on average, reward ≈ −0.64 per tick.
         try logShadow(h, ticks: 60)
-        #expect(try ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
         // In control the plant does much worse (|x| = 5): within the 20-tick window the guard trips.
         var tripped: [String: Any]?
         var i = 0

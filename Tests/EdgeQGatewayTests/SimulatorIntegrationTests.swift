@@ -8,14 +8,8 @@ import Testing
 /// `edgeq run --config topics/<plant>.yaml` against `edgeq sim <plant>`: the shipped mapping
 /// files and the simulators fit together, in shadow and in control.
 @Suite struct SimulatorIntegrationTests {
-    static func topicsFile(_ name: String) throws -> String {
-        var dir = URL(fileURLWithPath: #filePath)
-        while dir.path != "/" {
-            dir.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { break }
-        }
-        return try String(contentsOf: dir.appendingPathComponent("topics/\(name).yaml"), encoding: .utf8)
-    }
+    static func topicsFile(_ name: String) throws -> String { try PackageRoot.topicsFile(name) }
+
 
     @Test(arguments: [PlantKind.thermal, .tank, .cartpole])
     func shippedMappingRunsThePlantInShadowThenControl(_ plant: PlantKind) throws {
@@ -29,12 +23,14 @@ import Testing
         o.gatewayPrefix = h.map.gateway.prefix
         let shadow = try Simulator(o).run()
         #expect(shadow.incumbentSteps == 300)
-        let deadline = Date().addingTimeInterval(10)
-        while h.gateway.logMetrics.rowsWritten < 250 && Date() < deadline { _ = h.drain(0.05) }
+        let deadline = Date().addingTimeInterval(60)
+        // Every state was ticked on, and the log writer has committed all it was given.
+        while (h.metric("edgeq_ticks_total") < 301 || h.gateway.logMetrics.queueDepth > 0) && Date() < deadline { _ = h.drain(0.05) }
+        usleep(300_000)
         let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
         let rows = try log.transitions(window: .all).map(\.transition)
         // Every step but the first closes a transition; episode ends close none of their own.
-        #expect(rows.count >= 290, "\(rows.count) transitions for 300 steps")
+        #expect(rows.count >= 290, "\(rows.count) transitions for 300 steps; ticks \(h.metric("edgeq_ticks_total")), submitted \(h.metric("edgeq_transitions_submitted_total")), skipped \(h.metric("edgeq_transitions_skipped_total")), written \(h.gateway.logMetrics.rowsWritten)")
         #expect(rows.allSatisfy { $0.actor == .incumbent && $0.action != nil })
         // No transition links two episodes: after an end (terminal or truncated) the episode changes.
         for (a, b) in zip(rows, rows.dropFirst()) {

@@ -33,18 +33,6 @@ func sample(_ k: Int, width: Int = 4, time: Double? = nil) -> Transition {
     )
 }
 
-/// The `edgeq` binary built by `swift build --build-tests`.
-enum EdgeQBinary {
-    static var path: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        while dir.path != "/" {
-            dir.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { break }
-        }
-        return dir.appendingPathComponent(".build/debug/edgeq").path
-    }
-}
-
 /// Runs SQL on a file through Python's sqlite3 (another program, like a user's script).
 func sqlScript(_ path: String, _ sql: String) throws {
     let r = try ChildProcess.run("python3", ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", path, sql], timeout: 60)

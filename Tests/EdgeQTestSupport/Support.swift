@@ -48,3 +48,39 @@ public final class TempDir: Sendable {
 
     deinit { try? FileManager.default.removeItem(at: url) }
 }
+
+/// The package's root folder (found from this file upwards), for `topics/` and the binary.
+public enum PackageRoot {
+    /// The folder holding Package.swift.
+    public static var url: URL {
+        var dir = URL(fileURLWithPath: #filePath)
+        while dir.path != "/" {
+            dir.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
+        }
+        return dir
+    }
+
+    /// Every mapping file in `topics/`, sorted.
+    public static var topicFiles: [String] {
+        let dir = url.appendingPathComponent("topics")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return names.filter { $0.hasSuffix(".yaml") }.sorted().map { dir.appendingPathComponent($0).path }
+    }
+
+    /// The text of `topics/NAME.yaml`.
+    public static func topicsFile(_ name: String) throws -> String {
+        try String(contentsOf: url.appendingPathComponent("topics/\(name).yaml"), encoding: .utf8)
+    }
+}
+
+/// The `edgeq` binary built by `swift build --build-tests` (the test command builds it first).
+public enum EdgeQBinary {
+    /// Its path in the debug build folder.
+    public static var path: String { PackageRoot.url.appendingPathComponent(".build/debug/edgeq").path }
+
+    /// Runs it to completion.
+    public static func run(_ arguments: [String], timeout: Double = 120) throws -> (code: Int32, stdout: String, stderr: String) {
+        try ChildProcess.run(path, arguments, timeout: timeout)
+    }
+}

@@ -1,22 +1,12 @@
+import EdgeQTestSupport
 import EdgeQTopicMap
 import Foundation
 import Testing
 
 /// The package root (for topics/).
 enum Repo {
-    static var root: URL {
-        var dir = URL(fileURLWithPath: #filePath)
-        while dir.path != "/" {
-            dir.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
-        }
-        return dir
-    }
-    static var topicFiles: [String] {
-        let dir = root.appendingPathComponent("topics")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        return names.filter { $0.hasSuffix(".yaml") }.sorted().map { dir.appendingPathComponent($0).path }
-    }
+    static var root: URL { PackageRoot.url }
+    static var topicFiles: [String] { PackageRoot.topicFiles }
 }
 
 /// A small valid mapping used as the base of many tests.

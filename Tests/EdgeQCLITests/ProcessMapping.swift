@@ -1,0 +1,29 @@
+/// The one-signal test plant the process tests run `edgeq run` on: `x` from
+/// `plant/<name>/state` (a trigger tick), two actions on `plant/<name>/cmd`, which is also
+/// where the incumbent's commands are observed.
+func processMapping(id: String, plant: String, learning: String) -> String {
+    """
+    gateway:
+      id: \(id)
+      mode: shadow
+    signals:
+      - {name: step, topic: plant/\(plant)/state, json: step}
+      - {name: x, topic: plant/\(plant)/state, json: x, range: [-10, 10]}
+    state:
+      features:
+        - {signal: x, normalize: [-10, 10]}
+    tick:
+      trigger: plant/\(plant)/state
+    reward: -abs(x)
+    actions:
+      fallback: hold
+      list:
+        - {name: low, publish: {topic: plant/\(plant)/cmd, payload: '{"a":0}', value: 0}}
+        - {name: high, publish: {topic: plant/\(plant)/cmd, payload: '{"a":1}', value: 1}}
+    incumbent:
+      topic: plant/\(plant)/cmd
+      json: a
+    learning:
+    \(learning)
+    """
+}
