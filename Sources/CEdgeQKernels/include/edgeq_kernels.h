@@ -25,6 +25,9 @@ typedef struct {
     const float *scale;      ///< (out) weight step per output row
     const float *bias;       ///< (out)
     const float *inv_in;     ///< (in) 1 / input step per channel
+    const int16_t *wpairs;   ///< (ceil(in / 2), out_padded, 2) int16: W8[o, 2p] and W8[o, 2p + 1]
+                             ///< side by side, zero padded; used by the AVX2 kernel (vpmaddwd)
+    int out_padded;          ///< out rounded up to a multiple of 8
 } edgeq_qlayer;
 
 /// The whole int8 network for one state: for each layer, quantize its input per channel,
