@@ -18,9 +18,10 @@ enum TrainBench {
         for hidden in [64, 256] {
             let net = "4-\(hidden)-\(hidden)-2"
             let updates = context.quick ? 2_000 : 10_000
-            context.progress("net \(net): EdgeQ, \(updates) updates (3 runs)")
+            let runs = context.quick ? 1 : 3
+            context.progress("net \(net): EdgeQ, \(updates) updates (\(runs) run\(runs > 1 ? "s, median" : ""))")
             var rates: [Double] = []
-            for run in 0..<(context.quick ? 1 : 3) { rates.append(try updatesPerSecond(hidden: hidden, updates: updates, seed: UInt64(run))) }
+            for run in 0..<runs { rates.append(try updatesPerSecond(hidden: hidden, updates: updates, seed: UInt64(run))) }
             let edgeq = rates.sorted()[rates.count / 2]
             var sb3: Double?, limit: Double?
             if let anchors, let python = anchors.python {
