@@ -135,11 +135,13 @@ public final class DQNLearner {
     // MARK: acting
 
     /// ε-greedy among allowed actions: with probability ε a uniformly random allowed
-    /// action, else the greedy allowed one. Returns nil when `mask` allows nothing.
+    /// action, else the greedy allowed one. Returns nil when `mask` allows nothing or the
+    /// state does not have `inputCount` values.
     public func act(state: [Float], mask: [Bool]? = nil, epsilon: Double) -> Int? {
         let A = architecture.actionCount
+        guard state.count == architecture.inputCount else { return nil }
         if rng.nextUnit() < epsilon {
-            let allowed = (0..<A).filter { mask?[$0] ?? true }
+            let allowed = (0..<A).filter { a in mask.map { a < $0.count && $0[a] } ?? true }
             guard !allowed.isEmpty else { return nil }
             return allowed[Int(rng.next() % UInt64(allowed.count))]
         }
@@ -149,8 +151,18 @@ public final class DQNLearner {
 
     // MARK: experience
 
-    /// Adds one transition (raw states) to the n-step window and the replay buffer.
+    /// Transitions `observe` dropped because they did not fit the architecture.
+    public private(set) var rejectedTransitions = 0
+
+    /// Adds one transition (raw states) to the n-step window and the replay buffer. A
+    /// transition whose state widths or action do not fit the architecture is dropped and
+    /// counted in `rejectedTransitions`.
     public func observe(_ t: Transition) {
+        let n = architecture.inputCount
+        guard t.state.count == n, t.nextState.count == n, (0..<architecture.actionCount).contains(t.action) else {
+            rejectedTransitions += 1
+            return
+        }
         for item in nstep.push(t) { store(item) }
     }
 

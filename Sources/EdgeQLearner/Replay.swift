@@ -156,7 +156,7 @@ public struct ReplayBuffer: Sendable {
         actions[i] = Int32(action)
         returns[i] = nStepReturn
         discounts[i] = discount
-        for a in 0..<actionCount { masks[i * actionCount + a] = nextMask?[a] ?? true }
+        for a in 0..<actionCount { masks[i * actionCount + a] = nextMask.map { a < $0.count && $0[a] } ?? true }
         incumbent[i] = fromIncumbent
         tree?.set(i, maxPriority)
         next = (next + 1) % capacity
