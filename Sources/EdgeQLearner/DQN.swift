@@ -40,7 +40,9 @@ public struct DQNConfig: Sendable, Equatable, Codable {
     public var cqlOnAllTransitions = false
     /// Exploration: ε goes linearly from `epsilonStart` to `epsilonEnd` over `epsilonDecaySteps` env steps.
     public var epsilonStart: Double = 1
+    /// ε after the decay.
     public var epsilonEnd: Double = 0.05
+    /// Environment steps over which ε decays linearly.
     public var epsilonDecaySteps = 10_000
     /// Environment steps before the first update.
     public var learningStarts = 1_000
@@ -49,6 +51,7 @@ public struct DQNConfig: Sendable, Equatable, Codable {
     /// … of this many gradient updates.
     public var gradientSteps = 1
 
+    /// The defaults above.
     public init() {}
 
     /// ε after `step` environment steps.

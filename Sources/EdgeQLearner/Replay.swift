@@ -107,8 +107,11 @@ public struct SumTree: Sendable {
 
 /// A ring buffer of n-step transitions with uniform or prioritized sampling.
 public struct ReplayBuffer: Sendable {
+    /// Transitions kept; the oldest is overwritten first.
     public let capacity: Int
+    /// State width.
     public let inputCount: Int
+    /// Number of actions (mask width).
     public let actionCount: Int
     /// Number of transitions stored.
     public private(set) var count = 0
