@@ -105,6 +105,8 @@ static int detect(void) { return 0; }
 
 static int use_avx2 = -1;
 
+void edgeq_kernels_force_portable(int portable) { use_avx2 = portable ? 0 : detect(); }
+
 int edgeq_kernels_use_avx2(void) {
     if (use_avx2 < 0) use_avx2 = detect();
     return use_avx2;

@@ -51,4 +51,9 @@ float edgeq_sum_squares(const float *x, int n);
 /// 1 when the AVX2 kernels are in use on this CPU, else 0 (portable kernels).
 int edgeq_kernels_use_avx2(void);
 
+/// Tests only: with portable != 0, use the portable kernels from now on (so that the
+/// portable path is checked against the AVX2 one on an AVX2 machine); 0 restores detection.
+/// Not thread-safe with concurrent inference.
+void edgeq_kernels_force_portable(int portable);
+
 #endif
