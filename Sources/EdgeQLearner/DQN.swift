@@ -40,7 +40,9 @@ public struct DQNConfig: Sendable, Equatable, Codable {
     public var cqlOnAllTransitions = false
     /// Exploration: ε goes linearly from `epsilonStart` to `epsilonEnd` over `epsilonDecaySteps` env steps.
     public var epsilonStart: Double = 1
+    /// ε after the decay.
     public var epsilonEnd: Double = 0.05
+    /// Environment steps over which ε decays linearly.
     public var epsilonDecaySteps = 10_000
     /// Environment steps before the first update.
     public var learningStarts = 1_000
@@ -49,6 +51,7 @@ public struct DQNConfig: Sendable, Equatable, Codable {
     /// … of this many gradient updates.
     public var gradientSteps = 1
 
+    /// The defaults above.
     public init() {}
 
     /// ε after `step` environment steps.
@@ -135,11 +138,13 @@ public final class DQNLearner {
     // MARK: acting
 
     /// ε-greedy among allowed actions: with probability ε a uniformly random allowed
-    /// action, else the greedy allowed one. Returns nil when `mask` allows nothing.
+    /// action, else the greedy allowed one. Returns nil when `mask` allows nothing or the
+    /// state does not have `inputCount` values.
     public func act(state: [Float], mask: [Bool]? = nil, epsilon: Double) -> Int? {
         let A = architecture.actionCount
+        guard state.count == architecture.inputCount else { return nil }
         if rng.nextUnit() < epsilon {
-            let allowed = (0..<A).filter { mask?[$0] ?? true }
+            let allowed = (0..<A).filter { a in mask.map { a < $0.count && $0[a] } ?? true }
             guard !allowed.isEmpty else { return nil }
             return allowed[Int(rng.next() % UInt64(allowed.count))]
         }
@@ -149,8 +154,18 @@ public final class DQNLearner {
 
     // MARK: experience
 
-    /// Adds one transition (raw states) to the n-step window and the replay buffer.
+    /// Transitions `observe` dropped because they did not fit the architecture.
+    public private(set) var rejectedTransitions = 0
+
+    /// Adds one transition (raw states) to the n-step window and the replay buffer. A
+    /// transition whose state widths or action do not fit the architecture is dropped and
+    /// counted in `rejectedTransitions`.
     public func observe(_ t: Transition) {
+        let n = architecture.inputCount
+        guard t.state.count == n, t.nextState.count == n, (0..<architecture.actionCount).contains(t.action) else {
+            rejectedTransitions += 1
+            return
+        }
         for item in nstep.push(t) { store(item) }
     }
 

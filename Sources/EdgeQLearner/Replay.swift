@@ -107,8 +107,11 @@ public struct SumTree: Sendable {
 
 /// A ring buffer of n-step transitions with uniform or prioritized sampling.
 public struct ReplayBuffer: Sendable {
+    /// Transitions kept; the oldest is overwritten first.
     public let capacity: Int
+    /// State width.
     public let inputCount: Int
+    /// Number of actions (mask width).
     public let actionCount: Int
     /// Number of transitions stored.
     public private(set) var count = 0
@@ -156,7 +159,7 @@ public struct ReplayBuffer: Sendable {
         actions[i] = Int32(action)
         returns[i] = nStepReturn
         discounts[i] = discount
-        for a in 0..<actionCount { masks[i * actionCount + a] = nextMask?[a] ?? true }
+        for a in 0..<actionCount { masks[i * actionCount + a] = nextMask.map { a < $0.count && $0[a] } ?? true }
         incumbent[i] = fromIncumbent
         tree?.set(i, maxPriority)
         next = (next + 1) % capacity

@@ -28,6 +28,7 @@ public struct OnlineTraining {
     /// Stop as soon as an evaluation reaches this mean return (nil = run all steps).
     public var stopAtReturn: Double? = nil
 
+    /// Evaluation every 2,000 steps over 10 episodes, no early stop.
     public init() {}
 
     /// Trains for at most `steps` environment steps; returns the evaluation curve.

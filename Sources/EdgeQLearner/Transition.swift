@@ -20,6 +20,7 @@ public struct Transition: Sendable, Equatable {
     /// The incumbent controller chose `action` (learned with the CQL term).
     public var fromIncumbent: Bool
 
+    /// A transition; see the properties for each argument.
     public init(state: [Float], action: Int, reward: Float, nextState: [Float], terminal: Bool, truncated: Bool = false,
                 nextMask: [Bool]? = nil, fromIncumbent: Bool = false) {
         self.state = state

@@ -29,7 +29,9 @@ public struct Architecture: Sendable, Equatable, Codable {
 
     /// Where layer `l`'s weight (out, in) and bias (out) live in the parameter buffer.
     public struct LayerSlice: Sendable, Equatable {
+        /// Input width of the layer.
         public var inputs: Int
+        /// Output width of the layer.
         public var outputs: Int
         /// Offset of the weight matrix, row-major (out, in).
         public var weight: Int

@@ -12,7 +12,9 @@
 /// (Per-channel input scales matter when features have very different ranges, like
 /// cart-pole's position and angle; with one scale per layer the narrow ones lose their bits.)
 public struct Int8Layer: Sendable, Equatable {
+    /// Input width.
     public var inputs: Int
+    /// Rows: the layer's outputs (A + 1 for the centred head).
     public var outputs: Int
     /// (out, in) row-major, symmetric int8.
     public var weights: [Int8]
@@ -34,7 +36,9 @@ public struct Int8Layer: Sendable, Equatable {
 /// cart-pole, where Q ≈ 60 and action gaps are often < 0.2, it lifts argmax agreement
 /// from ~92% to ~97%.
 public struct Int8Network: Sendable, Equatable {
+    /// The fp32 network's shape.
     public var architecture: Architecture
+    /// One per linear layer, input to head.
     public var layers: [Int8Layer]
 
     /// Quantizes `network`, taking each layer's input scales from the largest |activation|

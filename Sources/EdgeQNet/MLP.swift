@@ -275,13 +275,14 @@ public final class MLP {
 }
 
 /// The index of the largest value among allowed entries (ties → lowest index), or nil
-/// when nothing is allowed. values is (count); mask is (count) or nil for all allowed.
+/// when nothing is allowed. values is (count); mask is (count) or nil for all allowed; an
+/// action beyond a shorter mask counts as not allowed (bad input never crashes).
 @inline(__always)
 public func maskedArgmax(_ values: UnsafePointer<Float>, count: Int, mask: [Bool]?) -> Int? {
     var best: Int? = nil
     var bestValue = -Float.infinity
     for a in 0..<count {
-        if let mask, !mask[a] { continue }
+        if let mask, a >= mask.count || !mask[a] { continue }
         if best == nil || values[a] > bestValue { best = a; bestValue = values[a] }
     }
     return best

@@ -7,8 +7,11 @@ import CEdgeQKernels
 public struct Adam: Sendable {
     /// Learning rate.
     public var learningRate: Float
+    /// Decay of the first moment.
     public var beta1: Float
+    /// Decay of the second moment.
     public var beta2: Float
+    /// Added to √v̂ in the denominator.
     public var epsilon: Float
     /// Steps taken (for bias correction).
     public private(set) var step = 0

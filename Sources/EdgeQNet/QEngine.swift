@@ -44,6 +44,7 @@ public final class QEngine {
     /// The same layers for the fused C kernel, weights transposed to (in, out).
     private let cLayers: UnsafeMutablePointer<edgeq_qlayer>
     private let transposed: [UnsafeMutablePointer<Int8>]
+    private let pairs: [UnsafeMutablePointer<Int16>]
     private let acc: UnsafeMutablePointer<Int32>
     private let outBuf: UnsafeMutablePointer<Float>
     private let xq: UnsafeMutablePointer<Int8>        // (max padded width)
@@ -91,15 +92,25 @@ public final class QEngine {
         qlayers = ql
         cLayers = .allocate(capacity: max(ql.count, 1))
         var tr: [UnsafeMutablePointer<Int8>] = []
+        var pr: [UnsafeMutablePointer<Int16>] = []
         for (l, q) in ql.enumerated() {
             let t = UnsafeMutablePointer<Int8>.allocate(capacity: q.inputs * q.outputs)
             for i in 0..<q.inputs { for o in 0..<q.outputs { t[i * q.outputs + o] = q.weights[o * q.paddedInputs + i] } }
             tr.append(t)
+            // (ceil(in / 2), outPadded, 2) int16 for the AVX2 kernel.
+            let outPadded = (q.outputs + 7) / 8 * 8
+            let pairCount = (q.inputs + 1) / 2
+            let w = UnsafeMutablePointer<Int16>.allocate(capacity: pairCount * outPadded * 2)
+            w.initialize(repeating: 0, count: pairCount * outPadded * 2)
+            for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 2) * outPadded * 2 + o * 2 + (i & 1)] = Int16(q.weights[o * q.paddedInputs + i]) } }
+            pr.append(w)
             cLayers[l] = edgeq_qlayer(inputs: Int32(q.inputs), outputs: Int32(q.outputs), wt: t, scale: q.combined,
-                                      bias: q.bias, inv_in: q.inverseInputScales)
+                                      bias: q.bias, inv_in: q.inverseInputScales, wpairs: w, out_padded: Int32(outPadded))
         }
         transposed = tr
-        acc = .allocate(capacity: maxWidth)
+        pairs = pr
+        // 32-byte aligned: the AVX2 kernel keeps its accumulators here as __m256i.
+        acc = UnsafeMutableRawPointer.allocate(byteCount: 4 * maxWidth + 64, alignment: 32).bindMemory(to: Int32.self, capacity: maxWidth + 16)
         outBuf = .allocate(capacity: 2 * maxWidth)   // [0, maxWidth): outputs; then a scratch layer
         outBuf.initialize(repeating: 0, count: 2 * maxWidth)
         xq = .allocate(capacity: maxWidth)
@@ -115,6 +126,7 @@ public final class QEngine {
         for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate(); l.inverseInputScales.deallocate() }
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
         for t in transposed { t.deallocate() }
+        for p in pairs { p.deallocate() }
         cLayers.deallocate(); acc.deallocate(); outBuf.deallocate()
     }
 

@@ -7,6 +7,7 @@ public struct Normalization: Sendable, Equatable {
     /// (inputCount), every entry > 0.
     public var std: [Float]
 
+    /// Constants for `inputCount` features; every std must be > 0 (`QModel` checks).
     public init(mean: [Float], std: [Float]) {
         self.mean = mean
         self.std = std

@@ -39,5 +39,6 @@ public struct QNetError: Error, CustomStringConvertible, Sendable, Equatable {
         self.message = message
     }
 
+    /// "kind: message".
     public var description: String { "\(kind.rawValue): \(message)" }
 }

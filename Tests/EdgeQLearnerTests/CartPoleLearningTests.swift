@@ -25,7 +25,8 @@ func cartPoleConfig() -> DQNConfig {
     c.epsilonDecaySteps = 5_000
     c.epsilonEnd = 0.02
     c.learningStarts = 500
-    c.polyakTau = 0.01
+    c.polyakTau = 0.005
+    c.maxGradNorm = 1
     c.cqlWeight = 0
     return c
 }

@@ -96,6 +96,11 @@ import Testing
         #expect(learner.act(state: [1, 0], mask: [true, true, true], epsilon: 0) == 0)
         #expect(learner.act(state: [1, 0], mask: [false, true, true], epsilon: 0) == 2)
         #expect(learner.act(state: [1, 0], mask: [false, false, false], epsilon: 0.3) == nil)
+        #expect(learner.act(state: [1, 0, 7], mask: nil, epsilon: 0) == nil)
+        learner.observe(Transition(state: [1], action: 0, reward: 0, nextState: [1, 2], terminal: true))
+        learner.observe(Transition(state: [1, 2], action: 9, reward: 0, nextState: [1, 2], terminal: true))
+        #expect(learner.rejectedTransitions == 2)
+        #expect(learner.replay.count == 0)
     }
 
     /// Sampling frequencies follow p_i^α / Σ p^α (chi-square, 7 degrees of freedom).

@@ -129,6 +129,8 @@ func randomArray(_ n: Int, _ rng: inout SeededGenerator, scale: Float = 1) -> [F
         #expect(q.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: 3, mask: nil) } == 1)
         #expect(q.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: 3, mask: [true, false, true]) } == 2)
         #expect(q.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: 3, mask: [false, false, false]) } == nil)
+        // A mask shorter than the action count: the missing actions are not allowed.
+        #expect(q.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: 3, mask: [true]) } == 0)
     }
 
     @Test func sha256MatchesKnownDigests() {

@@ -188,6 +188,29 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         }
     }
 
+    /// The portable C kernels give bit-identical Q-values to the AVX2 ones (run serialized
+    /// with the other kernel users of this process: it flips a process-wide switch).
+    @Test func portableKernelsMatchTheDispatchedOnes() throws {
+        let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 33], actionCount: 5))
+        let engine = model.makeInt8Engine()
+        let states = (0..<64).map { r in Array(raw[(r * 8)..<(r * 8 + 8)]) }
+        let fast = states.map { engine.qValues($0) }
+        let net = try model.makeNetwork()
+        var g1: [Float] = Array(repeating: 0.5, count: net.parameters.count), p1 = net.parameterArray
+        var adam1 = Adam(parameterCount: g1.count)
+        p1.withUnsafeMutableBufferPointer { p in g1.withUnsafeBufferPointer { adam1.update(p, $0) } }
+        edgeq_kernels_force_portable(1)
+        defer { edgeq_kernels_force_portable(0) }
+        let slow = states.map { engine.qValues($0) }
+        var p2 = net.parameterArray
+        var adam2 = Adam(parameterCount: g1.count)
+        p2.withUnsafeMutableBufferPointer { p in g1.withUnsafeBufferPointer { adam2.update(p, $0) } }
+        #expect(fast == slow)
+        for (a, b) in zip(p1, p2) { #expect(abs(a - b) <= 1e-6 * max(1, abs(a))) }
+        g1[0] = 2
+        #expect(abs(g1.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1e9) } - Float((Double(g1.count - 1) * 0.25 + 4).squareRoot())) < 1e-2)
+    }
+
     @Test func enginesAllocateNothingAndRespectMasks() throws {
         let (model, raw) = try makeModel()
         let engine = model.makeInt8Engine()

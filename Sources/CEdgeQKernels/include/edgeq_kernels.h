@@ -25,6 +25,9 @@ typedef struct {
     const float *scale;      ///< (out) weight step per output row
     const float *bias;       ///< (out)
     const float *inv_in;     ///< (in) 1 / input step per channel
+    const int16_t *wpairs;   ///< (ceil(in / 2), out_padded, 2) int16: W8[o, 2p] and W8[o, 2p + 1]
+                             ///< side by side, zero padded; used by the AVX2 kernel (vpmaddwd)
+    int out_padded;          ///< out rounded up to a multiple of 8
 } edgeq_qlayer;
 
 /// The whole int8 network for one state: for each layer, quantize its input per channel,
@@ -47,5 +50,10 @@ float edgeq_sum_squares(const float *x, int n);
 
 /// 1 when the AVX2 kernels are in use on this CPU, else 0 (portable kernels).
 int edgeq_kernels_use_avx2(void);
+
+/// Tests only: with portable != 0, use the portable kernels from now on (so that the
+/// portable path is checked against the AVX2 one on an AVX2 machine); 0 restores detection.
+/// Not thread-safe with concurrent inference.
+void edgeq_kernels_force_portable(int portable);
 
 #endif

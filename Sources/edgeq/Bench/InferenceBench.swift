@@ -120,14 +120,17 @@ enum InferenceBench {
     }
 }
 
-/// The anchors' JSON lines as "anchor/figure" → value (the last line wins).
+/// The anchors' JSON lines as "anchor/figure" → value (the last line wins); lines that carry
+/// a `blas_env` (flops_limit.py: the machine's OPENBLAS_* settings as is, or unset) are keyed
+/// "anchor[env]/figure" or "anchor[unset]/figure".
 func anchorFigures(_ stdout: String) -> [String: Double] {
     var out: [String: Double] = [:]
     for line in stdout.split(separator: "\n") {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let anchor = obj["anchor"] as? String, let figure = obj["figure"] as? String,
               let value = (obj["value"] as? NSNumber)?.doubleValue else { continue }
-        out["\(anchor)/\(figure)"] = value
+        let env = (obj["blas_env"] as? String).map { "[\($0)]" } ?? ""
+        out["\(anchor)\(env)/\(figure)"] = value
     }
     return out
 }

@@ -21,7 +21,8 @@ enum LearnBench {
         c.epsilonDecaySteps = 5_000
         c.epsilonEnd = 0.02
         c.learningStarts = 500
-        c.polyakTau = 0.01
+        c.polyakTau = 0.005
+        c.maxGradNorm = 1
         c.cqlWeight = 0
         return c
     }
@@ -60,13 +61,15 @@ enum LearnBench {
             results.append(r)
         }
         var zooReturns: [Double] = [], zooWall: [Double] = []
+        var zooName = "rl-zoo3 DQN"
         if context.withAnchors, let anchors = try? Anchors.prepare(context), let python = anchors.python {
             let script = anchors.directory.appendingPathComponent("zoo/zoo_cartpole.py").path
             for s in 0..<(context.quick ? 1 : 3) {
-                context.progress("rl-zoo3 SB3 DQN seed \(s) (~30-60 s)")
-                let r = try ChildProcess.run(python, [script, "--seed", String(s)], timeout: 900, workingDirectory: anchors.directory.path)
-                guard r.code == 0, let line = r.stdout.split(separator: "\n").last(where: { $0.contains("eval_mean_return=") }) else {
-                    context.progress("zoo_cartpole.py failed: \(r.stderr.suffix(300))"); continue
+                context.progress("rl-zoo3 SB3 DQN seed \(s) (~30 s on a quiet machine; given up after 300 s)")
+                guard let r = try? ChildProcess.run(python, [script, "--seed", String(s)], timeout: 300, workingDirectory: anchors.directory.path),
+                      r.code == 0, let line = r.stdout.split(separator: "\n").last(where: { $0.contains("eval_mean_return=") }) else {
+                    context.progress("zoo_cartpole.py did not finish: the recorded figures are used instead")
+                    break
                 }
                 func field(_ name: String) -> Double? {
                     line.split(separator: " ").first { $0.hasPrefix(name + "=") }.flatMap { Double($0.dropFirst(name.count + 1)) }
@@ -76,19 +79,26 @@ enum LearnBench {
                 context.progress("rl-zoo3 seed \(s): return \(zooReturns.last ?? -1), \(zooWall.last ?? -1) s")
             }
         }
+        if context.withAnchors && zooReturns.isEmpty {
+            // The anchors README's 10-seed record (results/zoo_curve_seed*.txt): final mean
+            // returns and the median learn() wall time. Quoted, not measured in this run.
+            zooName = "rl-zoo3 DQN (recorded, not this run)"
+            zooReturns = [19.1, 500, 500, 191.0, 500, 500, 303.3, 500, 500, 500]
+            zooWall = [30.6]
+        }
         func median(_ x: [Double]) -> Double? { x.isEmpty ? nil : x.sorted()[x.count / 2] }
         let n = Double(results.count)
         let reached = Double(results.filter { $0.finalReturn >= 475 }.count)
         let steps475 = results.compactMap { $0.firstStep475 }.map(Double.init)
         var figures = [
             BenchFigure(bench: "learn", figure: "seeds ≥ 475 at 50k steps (fraction)", value: reached / n, unit: "fraction",
-                        anchor: zooReturns.isEmpty ? nil : "rl-zoo3 DQN", anchorValue: zooReturns.isEmpty ? nil : Double(zooReturns.filter { $0 >= 475 }.count) / Double(zooReturns.count),
+                        anchor: zooReturns.isEmpty ? nil : zooName, anchorValue: zooReturns.isEmpty ? nil : Double(zooReturns.filter { $0 >= 475 }.count) / Double(zooReturns.count),
                         better: .higher),
             BenchFigure(bench: "learn", figure: "mean return at 50k steps", value: results.map(\.finalReturn).reduce(0, +) / n, unit: "return",
-                        anchor: zooReturns.isEmpty ? nil : "rl-zoo3 DQN", anchorValue: zooReturns.isEmpty ? nil : zooReturns.reduce(0, +) / Double(zooReturns.count),
+                        anchor: zooReturns.isEmpty ? nil : zooName, anchorValue: zooReturns.isEmpty ? nil : zooReturns.reduce(0, +) / Double(zooReturns.count),
                         better: .higher),
             BenchFigure(bench: "learn", figure: "wall time per seed (50k steps)", value: median(results.map(\.wallSeconds)) ?? 0, unit: "s",
-                        anchor: zooWall.isEmpty ? nil : "rl-zoo3 DQN", anchorValue: median(zooWall), better: .lower),
+                        anchor: zooWall.isEmpty ? nil : zooName, anchorValue: median(zooWall), better: .lower),
         ]
         if let m = median(steps475) {
             figures.append(BenchFigure(bench: "learn", figure: "median steps to first eval ≥ 475 (\(steps475.count)/\(results.count) seeds)", value: m, unit: "steps", better: .lower))
