@@ -118,6 +118,28 @@ public struct Retrainer: Sendable {
     /// - Throws: `RetrainError` when there is too little data or the log cannot be read.
     public func run(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL,
                     progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> RetrainReport {
+        var (report, candidate) = try train(logPath: logPath, limits: limits, warmStart: warmStart,
+                                            progress: progress, shouldStop: shouldStop)
+        if report.passed {
+            do {
+                try candidate.save(to: output)
+            } catch {
+                report.verdict = "failed"
+                throw RetrainError("cannot write the candidate model to \(output.path): \(error)")
+            }
+        }
+        return report
+    }
+
+    /// Trains a candidate from the log at `logPath` and checks it, without writing anything:
+    /// the candidate is returned whatever the verdict (the lab and benchmarks evaluate failed
+    /// candidates too; only `run` decides what may be served).
+    ///
+    /// - Returns: the report and the int8 candidate.
+    /// - Throws: `RetrainError` when there is too little data, the log cannot be read, or
+    ///   `shouldStop` said stop.
+    public func train(logPath: String, limits: RetrainLimits, warmStart: QModel?,
+                      progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> (report: RetrainReport, candidate: QModel) {
         let clock = Date()
         var report = RetrainReport()
         let log: ExperienceLog
@@ -227,14 +249,7 @@ public struct Retrainer: Sendable {
         report.seconds = Date().timeIntervalSince(clock)
         report.verdict = report.checks.allSatisfy(\.passed) ? "passed" : "failed"
         report.reasons = report.checks.filter { !$0.passed }.map { "\($0.name): \($0.note)" }
-        if report.passed {
-            do {
-                try candidate.save(to: output)
-            } catch {
-                throw RetrainError("cannot write the candidate model to \(output.path): \(error)")
-            }
-        }
-        return report
+        return (report, candidate)
     }
 
     /// The checks of DESIGN.md and LEARNING-NOTES.md, each with its figure and limit.
