@@ -81,11 +81,13 @@ public struct Lab: Sendable {
     ///   - seed: seeds the dither and the ε draws.
     ///   - logPath: the SQLite log to append the transitions to (created when missing); nil
     ///     logs nothing.
+    ///   - onStep: called after each plant step with the plant and the action applied (for
+    ///     diagnostics: where a policy loses comfort, what it does at which hour).
     /// - Returns: the plant's score and what was decided and logged.
     /// - Throws: `LabError` for a model or plant that does not fit the mapping, or a log
     ///   that cannot be written.
     public func run<P: LabPlant>(_ plant: inout P, steps: Int, policy: LabPolicy, seed: UInt64 = 1,
-                                 logPath: String? = nil) throws(LabError) -> LabResult {
+                                 logPath: String? = nil, onStep: ((P, Int) -> Void)? = nil) throws(LabError) -> LabResult {
         guard plant.actionCount == map.actions.count else {
             throw LabError.actionCountMismatch(plant: plant.actionCount, map: map.actions.count)
         }
@@ -172,6 +174,7 @@ public struct Lab: Sendable {
             if decision.opened { result.decisions += 1 }
             counts[action] += 1
             plant.step(action)
+            onStep?(plant, action)
             decision = deliver(&plant, decide: true)
             if plant.startNextEpisodeIfEnded() {
                 decision = deliver(&plant, decide: true)
