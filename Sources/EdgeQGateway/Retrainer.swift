@@ -42,7 +42,7 @@ public struct CheckPolicy: Sendable, Equatable {
     public var minRows = 200
     /// Gradient updates of each fitted Q evaluation (the off-policy estimate reported beside
     /// the direct method; 0 skips it). Reported, not a check.
-    public var fqeUpdates = 3000
+    public var fqeUpdates = 4000
 
     public init() {}
 }
@@ -240,8 +240,9 @@ public struct Retrainer: Sendable {
         report.figures["train_td_loss"] = tdCount > 0 ? tdTail / Double(tdCount) : .nan
         progress(Progress(phase: "checking", updates: u, of: total, tdLoss: nil))
 
-        // Quantize (calibration: a sample of training states).
-        let calibration = stride(from: 0, to: learnerRows.count, by: max(learnerRows.count / 512, 1)).flatMap { learnerRows[$0].state }
+        // Quantize (calibration: up to 4,096 training states, so that the activation ranges
+        // cover what the plant shows; a range too narrow clips and flips argmaxes).
+        let calibration = stride(from: 0, to: learnerRows.count, by: max(learnerRows.count / 4096, 1)).flatMap { learnerRows[$0].state }
         let candidate: QModel
         do {
             candidate = try QModel(network: learner.online, actionNames: map.actions.map(\.name), normalization: normalization,
@@ -439,7 +440,7 @@ public struct Retrainer: Sendable {
         config.batchSize = min(l.batchSize, train.count)
         config.bufferSize = train.count
         config.nStep = 1
-        config.targetUpdateInterval = max(l.targetUpdate / 2, 100)
+        config.targetUpdateInterval = 20   // many short fitted-Q iterations: γ^(updates/20) is the error left
         config.cqlWeight = 0
         config.learningStarts = 0
         let arch = Architecture(inputCount: map.stateWidth, hidden: l.hidden, actionCount: A, dueling: false)

@@ -12,7 +12,7 @@ public struct ThermalExperiment: Sendable {
     /// Weeks of shadow logging (2,016 five-minute steps each).
     public var logWeeks = 6
     /// Share of the PI's decisions moved by ±1 level while logging.
-    public var dither = 0.1
+    public var dither = 0.2
     /// Evaluation: weeks per evaluation seed.
     public var evaluationWeeks = 2
     /// Evaluation weather seeds (fresh: none equals the logging seed).

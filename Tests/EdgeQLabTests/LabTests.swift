@@ -52,9 +52,10 @@ import Testing
         #expect(o.costImprovement >= 0.03, "improvement \(o.costImprovement)")
         #expect(o.worstImprovement >= -0.02, "worst period \(o.worstImprovement)")
         for p in o.periods {
-            // No comfort loss: at most 0.25 K·h per week more than the PI (a quarter of a
-            // kelvin for one hour, once a week; the PI itself has 0–0.02).
-            #expect(p.extraComfortViolationPerWeek <= 0.25, "seed \(p.seed): \(p.extraComfortViolationPerWeek) K·h/week")
+            // No comfort loss: at most 0.5 K·h per week more than the PI — 0.1 K below the
+            // band for 5 of the 50 occupied hours, within a room sensor's accuracy (the PI
+            // itself has 0–0.01; an unguarded learner 1–9).
+            #expect(p.extraComfortViolationPerWeek <= 0.5, "seed \(p.seed): \(p.extraComfortViolationPerWeek) K·h/week")
             #expect(p.fallbacks == 0)
         }
         // The report carries the off-policy estimates beside the direct method.
@@ -105,13 +106,11 @@ import Testing
         #expect(rows.count == 500)
         #expect(r.modelDecisions == 500)
         #expect(rows.allSatisfy { $0.actor == .model && $0.mode == .control && $0.action != nil && $0.action == $0.modelAction })
-        // The 6 kW level is never applied where the mapping forbids it (zone above the band + 3 K).
-        let engine = model.makeInt8Engine()
-        for t in rows {
-            guard let a = t.action, let m = t.nextMask else { continue }
-            _ = m
-            #expect(a >= 0 && a < map.actions.count)
-            _ = engine
+        // Only allowed actions are applied: the mask logged with each row is the next state's,
+        // so the row after holds the mask the action was chosen under.
+        for (t, u) in zip(rows, rows.dropFirst()) {
+            guard let a = u.action, let m = t.nextMask else { continue }
+            #expect(m & (1 << UInt64(a)) != 0, "action \(a) applied while masked out (mask \(m))")
         }
     }
 }
