@@ -20,6 +20,9 @@ public struct CartPoleRetraining: Sendable {
     public var goal = 400.0
     /// Episodes per evaluation.
     public var evaluationEpisodes = 10
+    /// Warm start each retraining from the last candidate, served or not (true), or from the
+    /// served model only, as the gateway does today (false).
+    public var warmStartFromLastCandidate = false
 
     /// The defaults.
     public init() {}
@@ -50,12 +53,15 @@ public struct CartPoleRetraining: Sendable {
         var retrainer = Retrainer(map: map, policy: policy)
         retrainer.seed = seed
         var served: QModel?
+        var last: QModel?
         var curve: [Point] = []
         let l = map.learning
         var round: UInt64 = 0
         while true {
             round += 1
-            let (report, candidate) = try retrainer.train(logPath: logPath, limits: RetrainLimits(steps: updatesPerRetrain), warmStart: served)
+            let warm = warmStartFromLastCandidate ? (last ?? served) : served
+            let (report, candidate) = try retrainer.train(logPath: logPath, limits: RetrainLimits(steps: updatesPerRetrain), warmStart: warm)
+            last = candidate
             if report.passed { served = candidate }
             var mean = 0.0
             if let m = served {
