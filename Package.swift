@@ -87,6 +87,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        /// The learning lab: plants driven in process through a mapping file, logging like the
+        /// gateway (docs/learning.md, "The lab"). Numeric: tests train and evaluate policies.
+        .target(
+            name: "EdgeQLab",
+            dependencies: ["EdgeQGateway", "EdgeQPlants", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
+            swiftSettings: numericSettings
+        ),
         .target(
             name: "EdgeQSimulators",
             dependencies: ["EdgeQMQTT", "EdgeQPlants", "EdgeQCore", .product(name: "Logging", package: "swift-log")]
@@ -95,7 +102,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -115,6 +122,7 @@ let package = Package(
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog"]),
     ],

@@ -48,7 +48,8 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .inference: return try await InferenceBench.run(context)
         case .train: return try await TrainBench.run(context)
         case .learn: return try await LearnBench.run(context)
-        case .e2e, .retrain:
+        case .retrain: return try await RetrainBench.run(context)
+        case .e2e:
             throw BenchError.notAvailable(name: rawValue)
         }
     }

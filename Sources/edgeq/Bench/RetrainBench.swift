@@ -1,0 +1,128 @@
+import EdgeQGateway
+import EdgeQLab
+import EdgeQLearner
+import EdgeQNet
+import EdgeQSystem
+import EdgeQTopicMap
+import Foundation
+
+/// `edgeq bench retrain`:
+///
+/// 1. Retraining time: the gateway's `Retrainer` (read the SQLite log, build the replay,
+///    10,000 Double DQN updates at batch 64 on a 2 × 64 net, quantize, every check) on
+///    100,000 transitions the lab logged from the thermal plant, one BLAS thread. Anchor:
+///    Stable-Baselines3's `train()` updates/s on the same net and batch
+///    (`train/sb3_updates.py --net 12-64-64-5`), scaled to 10,000 updates; and the same for
+///    the training loop alone, against the sgemm limit (`train/flops_limit.py`, shaped).
+/// 2. Learning quality: `ThermalExperiment` (6 weeks of shadow logging with the dithered PI,
+///    retraining with `topics/thermal.yaml`, the candidate in control on fresh weeks beside the
+///    plain PI on the same weather) over 5 logging seeds × 3 evaluation seeds of 2 weeks:
+///    cost improvement over the incumbent, mean / min / max, and the extra comfort violation.
+///    Anchor: the incumbent itself (improvement 0).
+enum RetrainBench {
+    static func run(_ context: BenchContext) async throws -> [BenchFigure] {
+        setBLASThreads(1)
+        let anchors = context.withAnchors ? try Anchors.prepare(context) : nil
+        let root = Anchors.packageRoot()
+        let mapPath = root.appendingPathComponent("topics/thermal.yaml").path
+        let yaml: String
+        do {
+            yaml = try String(contentsOfFile: mapPath, encoding: .utf8)
+        } catch {
+            throw BenchError.failed("cannot read \(mapPath): \(error)")
+        }
+        let map = try TopicMap.parse(yaml: yaml, file: mapPath)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-bench-retrain-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var figures: [BenchFigure] = []
+
+        // 1. Speed.
+        let rows = context.quick ? 20_000 : 100_000
+        let updates = context.quick ? 2_000 : 10_000
+        let speedYAML = yaml.replacingOccurrences(of: "batch_size: 256", with: "batch_size: 64")
+        let speedMap = try TopicMap.parse(yaml: speedYAML, file: mapPath)
+        context.progress("logging \(rows) thermal transitions with the lab")
+        let logPath = dir.appendingPathComponent("speed.sqlite").path
+        var plant = ThermalLabPlant(seed: 42)
+        _ = try Lab(map: speedMap).run(&plant, steps: rows, policy: .incumbent(dither: 0.1), seed: 42, logPath: logPath)
+        var policy = CheckPolicy()
+        policy.fqeUpdates = 0
+        let retrainer = Retrainer(map: speedMap, policy: policy)
+        context.progress("retraining: \(updates) updates at batch 64 on \(rows) rows (3 runs)")
+        var totals: [Double] = [], loops: [Double] = []
+        for _ in 0..<(context.quick ? 1 : 3) {
+            var loop = 0.0
+            var started: Date?
+            let t0 = Date()
+            let (report, _) = try retrainer.train(logPath: logPath, limits: RetrainLimits(steps: updates), warmStart: nil, progress: { p in
+                if p.phase == "training" && p.updates == 0 { started = Date() }
+                if p.phase == "checking", let s = started { loop = Date().timeIntervalSince(s) }
+            })
+            totals.append(Date().timeIntervalSince(t0))
+            loops.append(loop)
+            context.progress(String(format: "  total %.2f s (training loop %.2f s), %d rows", totals.last ?? 0, loop, report.rows))
+        }
+        let total = totals.sorted()[totals.count / 2]
+        let loop = loops.sorted()[loops.count / 2]
+        var sb3Seconds: Double?, limitSeconds: Double?
+        let net = "\(map.stateWidth)-64-64-\(map.actions.count)"
+        if let anchors, let python = anchors.python {
+            context.progress("SB3 train() on \(net) (sb3_updates.py)")
+            let script = anchors.directory.appendingPathComponent("train/sb3_updates.py").path
+            let r = try ChildProcess.run(python, [script, "--threads", "1", "--only", "train_call", "--json", "--net", net] + (context.quick ? ["--quick"] : []),
+                                         timeout: 1_200, workingDirectory: anchors.directory.path)
+            if r.code == 0, let rate = anchorFigures(r.stdout)["sb3/updates_per_s"], rate > 0 {
+                sb3Seconds = Double(updates) / rate
+            } else {
+                context.progress("sb3_updates.py failed: \(r.stderr.suffix(300))")
+            }
+            let f = try ChildProcess.run(python, [anchors.directory.appendingPathComponent("train/flops_limit.py").path, "--json", "--net", net],
+                                         timeout: 120, workingDirectory: anchors.directory.path)
+            if f.code == 0, let rate = anchorFigures(f.stdout)["flops_limit/shaped_updates_per_s"], rate > 0 {
+                limitSeconds = Double(updates) / rate
+            }
+        }
+        figures.append(BenchFigure(bench: "retrain", figure: "retrain \(updates) updates, \(rows) rows, \(net) b64 (total)", value: total, unit: "s",
+                                   anchor: "sb3 train() × \(updates)", anchorValue: sb3Seconds, better: .lower))
+        figures.append(BenchFigure(bench: "retrain", figure: "retrain \(updates) updates, \(net) b64 (training loop)", value: loop, unit: "s",
+                                   anchor: "sgemm limit × \(updates)", anchorValue: limitSeconds, better: .lower))
+
+        // 2. Quality.
+        let seeds: [UInt64] = context.quick ? [1] : [1, 2, 3, 4, 5]
+        var experiment = ThermalExperiment()
+        experiment.evaluationSeeds = context.quick ? [1001] : [1001, 1002, 1003]
+        var improvements: [Double] = [], periodImprovements: [Double] = [], comfort: [Double] = [], comfortPassed: [Double] = [], passed = 0
+        for s in seeds {
+            context.progress("quality: logging seed \(s), \(experiment.logWeeks) weeks, dither \(experiment.dither)")
+            let o = try experiment.run(map: map, seed: s, directory: dir)
+            improvements.append(o.costImprovement)
+            periodImprovements += o.periods.map(\.costImprovement)
+            comfort += o.periods.map(\.extraComfortViolationPerWeek)
+            if o.report.passed {
+                passed += 1
+                comfortPassed += o.periods.map(\.extraComfortViolationPerWeek)
+            }
+            context.progress(String(format: "  seed %d: %+.2f%% (periods %@; extra comfort violation K·h/week %@), checks %@ %@, fqe %+.2f%%", s, o.costImprovement * 100,
+                                    o.periods.map { String(format: "%+.2f%%", $0.costImprovement * 100) }.joined(separator: " "),
+                                    o.periods.map { String(format: "%.2f", $0.extraComfortViolationPerWeek) }.joined(separator: " "),
+                                    o.report.verdict, o.report.reasons.joined(separator: "; "), (o.report.figures["fqe_improvement"] ?? .nan) * 100))
+        }
+        let mean = improvements.reduce(0, +) / Double(improvements.count)
+        let sd = (improvements.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(improvements.count - 1, 1))).squareRoot()
+        let q = "thermal cost improvement over the PI"
+        figures.append(BenchFigure(bench: "retrain", figure: "\(q), mean of \(seeds.count) seeds", value: mean * 100, unit: "%",
+                                   anchor: "incumbent PI", anchorValue: 0, better: .higher))
+        figures.append(BenchFigure(bench: "retrain", figure: "\(q), std over seeds", value: sd * 100, unit: "%", better: .lower))
+        figures.append(BenchFigure(bench: "retrain", figure: "\(q), worst 2-week period", value: (periodImprovements.min() ?? 0) * 100, unit: "%",
+                                   anchor: "incumbent PI", anchorValue: 0, better: .higher))
+        figures.append(BenchFigure(bench: "retrain", figure: "\(q), best 2-week period", value: (periodImprovements.max() ?? 0) * 100, unit: "%",
+                                   anchor: "incumbent PI", anchorValue: 0, better: .higher))
+        figures.append(BenchFigure(bench: "retrain", figure: "extra comfort violation per week, worst period", value: comfort.max() ?? 0, unit: "K·h",
+                                   anchor: "incumbent PI", anchorValue: 0, better: .lower))
+        figures.append(BenchFigure(bench: "retrain", figure: "extra comfort violation per week, worst period, candidates that passed",
+                                   value: comfortPassed.max() ?? 0, unit: "K·h", anchor: "incumbent PI", anchorValue: 0, better: .lower))
+        figures.append(BenchFigure(bench: "retrain", figure: "candidates that passed their checks", value: Double(passed), unit: "of \(seeds.count)", better: .higher))
+        return figures
+    }
+}
