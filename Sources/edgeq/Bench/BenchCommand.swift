@@ -48,7 +48,8 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .inference: return try await InferenceBench.run(context)
         case .train: return try await TrainBench.run(context)
         case .learn: return try await LearnBench.run(context)
-        case .e2e, .retrain:
+        case .e2e: return try await E2EBench.run(context)
+        case .retrain:
             throw BenchError.notAvailable(name: rawValue)
         }
     }
