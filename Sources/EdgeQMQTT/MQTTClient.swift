@@ -207,6 +207,10 @@ final class Connection: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let sleeper = Sleeper()
     private let isV5: Bool
+    /// libmosquitto's debug lines (one per packet sent or received) are copied into a
+    /// String only when the logger would print them (trace): on the hot path they would
+    /// cost an allocation per packet for nothing.
+    fileprivate let traceLibrary: Bool
 
     init(_ config: MQTTConfiguration, logger: Logger) throws {
         _ = mosquittoLibraryInitialised
@@ -214,6 +218,7 @@ final class Connection: @unchecked Sendable {
         logger[metadataKey: "mqtt.broker"] = "\(config.broker)"
         if !config.clientID.isEmpty { logger[metadataKey: "mqtt.client_id"] = "\(config.clientID)" }
         self.logger = logger
+        traceLibrary = logger.logLevel <= .trace
         self.config = config
         isV5 = config.protocolVersion == .v5
 
@@ -385,8 +390,12 @@ final class Connection: @unchecked Sendable {
 
     func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool) throws -> PublishOutcome {
         if stopping.load(ordering: .relaxed) { throw MQTTError(.stopped, "publish after stop()") }
-        let rc = payload.withUnsafeBytes { p in
-            mosquitto_publish_v5(handle, nil, topic, Int32(p.count), p.baseAddress, qos.rawValue, retain, nil)
+        // withCString: the implicit String → char* conversion copies the topic to a new
+        // array on every call; this borrows the string's own UTF-8 storage.
+        let rc = topic.withCString { t in
+            payload.withUnsafeBytes { p in
+                mosquitto_publish_v5(handle, nil, t, Int32(p.count), p.baseAddress, qos.rawValue, retain, nil)
+            }
         }
         let r = MosquittoResult(rawValue: rc)
         switch r {
@@ -675,5 +684,7 @@ private let onMessageC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?
 private let onLogC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?) -> Void = {
     _, userdata, level, text in
     guard let c = connection(userdata), let text else { return }
+    // Per-packet debug lines: dropped before any copy unless traced (see `traceLibrary`).
+    guard c.traceLibrary || level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else { return }
     c.handleLog(level: level, String(cString: text))
 }
