@@ -422,6 +422,12 @@ final class Connection: @unchecked Sendable {
                 return s.subscriptions
             }
             for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, handle) }
+            // Connected: stop libmosquitto's log callback (unless traced). With a callback set,
+            // libmosquitto mallocs and formats a debug line for every packet sent or received
+            // (about 3 % of the gateway's CPU at full rate); its errors while connected come
+            // back as return codes. `runLoop` sets it again before each connection attempt, so
+            // connect and TLS handshake errors keep their library detail.
+            if !traceLibrary { mosquitto_log_callback_set(handle, nil) }
             logger.info("MQTT connected", metadata: [
                 "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count)",
             ])
@@ -572,6 +578,7 @@ final class Connection: @unchecked Sendable {
 
     private func runLoop() {
         while !stopping.load(ordering: .relaxed) {
+            mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()
             if rc != .success {
                 let delay = recordFailure(classify(rc, connecting: true))
