@@ -68,7 +68,8 @@ enum E2EBench {
             })
         }
 
-        // Latency, one at a time, alternating.
+        // Latency, one at a time, alternating (once every process has finished starting).
+        for s in subjects { waitUntilIdle(s.child.pid, context: context) }
         try MQTTBench.latencyRuns(subjects, runs: context.quick ? 1 : 3, context: context)
 
         // Rate: the sweep, then the best lossless window for the long run (30 s).
@@ -160,6 +161,30 @@ enum E2EBench {
         }
     }
 
+    /// Waits (at most 60 s) until `pid` uses less than 4 % of a core over half a second, from
+    /// /proc/PID/stat: a process still starting, or a gateway whose log writer still commits
+    /// the backlog of a rate run, would otherwise load the next latency run.
+    static func waitUntilIdle(_ pid: pid_t, context: BenchContext) {
+        func cpuTicks() -> Int? {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = text.lastIndex(of: ")") else { return nil }
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+            return user + system
+        }
+        let ticksPerSecond = max(sysconf(Int32(_SC_CLK_TCK)), 1)
+        let start = Date()
+        guard var last = cpuTicks() else { return }
+        while Date().timeIntervalSince(start) < 60 {
+            usleep(500_000)
+            guard let now = cpuTicks() else { return }
+            defer { last = now }
+            if Double(now - last) / Double(ticksPerSecond) < 0.02 { return }
+        }
+        context.progress("process \(pid) still busy after 60 s; measuring anyway")
+    }
+
     /// Resident memory of a process from /proc/PID/status, in kB: VmRSS, VmHWM, RssAnon.
     static func memory(of pid: pid_t) -> (rssKB: Int, hwmKB: Int, anonKB: Int)? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
@@ -201,6 +226,8 @@ enum E2EBench {
         let kept = (gateway.p50s, gateway.p99s)
         defer { (gateway.p50s, gateway.p99s) = kept }
         gateway.p99s = []
+        // After the rate runs the log writer still commits their backlog for a while.
+        waitUntilIdle(gateway.child.pid, context: context)
         try MQTTBench.latencyRuns([gateway], runs: runs, label: "latency before retraining", context: context)
         let before = gateway.p99s
 
