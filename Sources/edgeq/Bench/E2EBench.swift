@@ -126,11 +126,9 @@ enum E2EBench {
         figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_start", value: mb(startRSS?.anonKB), unit: "MB", better: .lower))
         figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_after_load", value: mb(endRSS?.anonKB), unit: "MB",
                                    anchor: "anon_rss_start", anchorValue: mb(startRSS?.anonKB), better: .lower))
-        if retrain != nil {
+        if let r = retrain {
             figures.append(BenchFigure(bench: "e2e", figure: "peak_rss_with_retraining", value: mb(retrainRSS?.hwmKB), unit: "MB",
                                        better: .lower))
-        }
-        if let r = retrain {
             figures.append(BenchFigure(bench: "e2e", figure: "rtt_p99_during_retrain", value: r.during, unit: "us",
                                        anchor: "EdgeQ without retraining", anchorValue: r.before, better: .lower))
         }
