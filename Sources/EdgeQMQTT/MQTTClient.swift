@@ -211,6 +211,12 @@ final class Connection: @unchecked Sendable {
     /// String only when the logger would print them (trace): on the hot path they would
     /// cost an allocation per packet for nothing.
     fileprivate let traceLibrary: Bool
+    /// Publish writes the packet on the caller's thread (see `publish`); off with
+    /// `EDGEQ_MQTT_QUEUED_PUBLISH=1`, to compare.
+    private let directWrite: Bool = {
+        guard let v = getenv("EDGEQ_MQTT_QUEUED_PUBLISH") else { return true }
+        return String(cString: v) != "1"
+    }()
 
     init(_ config: MQTTConfiguration, logger: Logger) throws {
         _ = mosquittoLibraryInitialised
@@ -399,7 +405,16 @@ final class Connection: @unchecked Sendable {
         }
         let r = MosquittoResult(rawValue: rc)
         switch r {
-        case .success: return .accepted
+        case .success:
+            // In threaded mode libmosquitto only queues the packet and wakes the network
+            // thread (a byte on its socket pair), which then sends it: one more thread
+            // wake-up between the decision and the wire. Send it from here instead; the
+            // network thread wakes anyway and finds nothing left. `packet__write` holds the
+            // library's out-packet mutexes, so the two threads never interleave a packet. On
+            // a write error libmosquitto closes the socket, and the network thread's next
+            // `mosquitto_loop` reports the loss and reconnects as for any other loss.
+            if directWrite { _ = mosquitto_loop_write(handle, 1) }
+            return .accepted
         case .noConnection:
             if qos != .atMostOnce { return .queuedUntilReconnect }
             throw MQTTError(.connectionLost, "not connected to \(config.broker): the QoS 0 message on \(topic) was not sent", result: r)
