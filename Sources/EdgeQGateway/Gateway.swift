@@ -367,7 +367,7 @@ public final class Gateway: @unchecked Sendable {
             }
         }
         m.payload.withUnsafeBytes { bytes in
-            if let inc = map.incumbent, inc.topic == m.topic || inc.topic.contains("+") {
+            if let inc = map.incumbent, inc.topic == m.topic || inc.topic.utf8.contains(UInt8(ascii: "+")) {
                 if let a = map.incumbentAction(topic: m.topic, payload: bytes) {
                     pendingIncumbent = a
                     metrics.incumbentSeen.increment()
@@ -468,9 +468,9 @@ public final class Gateway: @unchecked Sendable {
         if modeNow == .shadow {
             publishShadow(choice: choice, ranModel: ranModel, status: stateStatus, reason: reason)
         }
-        let elapsed = Double(Self.now() &- arrival) / 1e9
-        metrics.latency.observe(elapsed)
-        lastDecisionNanos.store(Self.now(), ordering: .relaxed)
+        let decided = Self.now()
+        metrics.latency.observe(Double(decided &- arrival) / 1e9)
+        lastDecisionNanos.store(decided, ordering: .relaxed)
 
         // Open the transition of this tick (only from a usable state).
         if stateStatus == .ok || stateStatus.isOOD {

@@ -207,6 +207,16 @@ final class Connection: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let sleeper = Sleeper()
     private let isV5: Bool
+    /// libmosquitto's debug lines (one per packet sent or received) are copied into a
+    /// String only when the logger would print them (trace): on the hot path they would
+    /// cost an allocation per packet for nothing.
+    fileprivate let traceLibrary: Bool
+    /// Publish writes the packet on the caller's thread (see `publish`); off with
+    /// `EDGEQ_MQTT_QUEUED_PUBLISH=1`, to compare.
+    private let directWrite: Bool = {
+        guard let v = getenv("EDGEQ_MQTT_QUEUED_PUBLISH") else { return true }
+        return String(cString: v) != "1"
+    }()
 
     init(_ config: MQTTConfiguration, logger: Logger) throws {
         _ = mosquittoLibraryInitialised
@@ -214,6 +224,7 @@ final class Connection: @unchecked Sendable {
         logger[metadataKey: "mqtt.broker"] = "\(config.broker)"
         if !config.clientID.isEmpty { logger[metadataKey: "mqtt.client_id"] = "\(config.clientID)" }
         self.logger = logger
+        traceLibrary = logger.logLevel <= .trace
         self.config = config
         isV5 = config.protocolVersion == .v5
 
@@ -385,12 +396,25 @@ final class Connection: @unchecked Sendable {
 
     func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool) throws -> PublishOutcome {
         if stopping.load(ordering: .relaxed) { throw MQTTError(.stopped, "publish after stop()") }
-        let rc = payload.withUnsafeBytes { p in
-            mosquitto_publish_v5(handle, nil, topic, Int32(p.count), p.baseAddress, qos.rawValue, retain, nil)
+        // withCString: the implicit String → char* conversion copies the topic to a new
+        // array on every call; this borrows the string's own UTF-8 storage.
+        let rc = topic.withCString { t in
+            payload.withUnsafeBytes { p in
+                mosquitto_publish_v5(handle, nil, t, Int32(p.count), p.baseAddress, qos.rawValue, retain, nil)
+            }
         }
         let r = MosquittoResult(rawValue: rc)
         switch r {
-        case .success: return .accepted
+        case .success:
+            // In threaded mode libmosquitto only queues the packet and wakes the network
+            // thread (a byte on its socket pair), which then sends it: one more thread
+            // wake-up between the decision and the wire. Send it from here instead; the
+            // network thread wakes anyway and finds nothing left. `packet__write` holds the
+            // library's out-packet mutexes, so the two threads never interleave a packet. On
+            // a write error libmosquitto closes the socket, and the network thread's next
+            // `mosquitto_loop` reports the loss and reconnects as for any other loss.
+            if directWrite { _ = mosquitto_loop_write(handle, 1) }
+            return .accepted
         case .noConnection:
             if qos != .atMostOnce { return .queuedUntilReconnect }
             throw MQTTError(.connectionLost, "not connected to \(config.broker): the QoS 0 message on \(topic) was not sent", result: r)
@@ -413,6 +437,12 @@ final class Connection: @unchecked Sendable {
                 return s.subscriptions
             }
             for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, handle) }
+            // Connected: stop libmosquitto's log callback (unless traced). With a callback set,
+            // libmosquitto mallocs and formats a debug line for every packet sent or received
+            // (about 3 % of the gateway's CPU at full rate); its errors while connected come
+            // back as return codes. `runLoop` sets it again before each connection attempt, so
+            // connect and TLS handshake errors keep their library detail.
+            if !traceLibrary { mosquitto_log_callback_set(handle, nil) }
             logger.info("MQTT connected", metadata: [
                 "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count)",
             ])
@@ -563,6 +593,7 @@ final class Connection: @unchecked Sendable {
 
     private func runLoop() {
         while !stopping.load(ordering: .relaxed) {
+            mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()
             if rc != .success {
                 let delay = recordFailure(classify(rc, connecting: true))
@@ -675,5 +706,7 @@ private let onMessageC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?
 private let onLogC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?) -> Void = {
     _, userdata, level, text in
     guard let c = connection(userdata), let text else { return }
+    // Per-packet debug lines: dropped before any copy unless traced (see `traceLibrary`).
+    guard c.traceLibrary || level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else { return }
     c.handleLog(level: level, String(cString: text))
 }

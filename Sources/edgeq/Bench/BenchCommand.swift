@@ -49,8 +49,7 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .train: return try await TrainBench.run(context)
         case .learn: return try await LearnBench.run(context)
         case .retrain: return try await RetrainBench.run(context)
-        case .e2e:
-            throw BenchError.notAvailable(name: rawValue)
+        case .e2e: return try await E2EBench.run(context)
         }
     }
 }

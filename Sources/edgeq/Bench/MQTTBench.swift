@@ -35,40 +35,15 @@ enum MQTTBench {
 
         // Latency, alternating.
         ours.child.signal(SIGUSR1)  // forget the readiness probe's hand-off samples
-        for i in 0..<(context.quick ? 1 : 3) {
-            for e in echoes {
-                let r = try e.drive(["--n", "1000", "--warmup", "200"])
-                guard let p50 = r["p50_us"], let p99 = r["p99_us"], (r["samples"] ?? 0) >= 1000 else {
-                    throw BenchError.failed("\(e.name): latency run \(i + 1) incomplete: \(r)")
-                }
-                context.progress(String(format: "%@ latency run %d: p50 %.1f us, p99 %.1f us", e.name, i + 1, p50, p99))
-                e.p50s.append(p50)
-                e.p99s.append(p99)
-            }
-        }
+        try latencyRuns(echoes, runs: context.quick ? 1 : 3, context: context)
         let handoff = ours.handoff()
         if let h = handoff {
             context.progress(String(format: "EdgeQ hand-off inside the echo: p50 %.1f us, p99 %.1f us", h.p50, h.p99))
         }
 
         // Rate: the window sweep, alternating, then the best window of each again.
-        let windows = context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024]
-        let sweepSeconds = context.quick ? "2" : "4"
-        for w in windows {
-            for e in echoes {
-                let r = try e.drive(["--duration", sweepSeconds, "--window", String(w)])
-                let lost = r["lost"] ?? 1
-                let stalled = r["stalled"] ?? 1
-                let rate = r["rate_msg_s"] ?? 0
-                context.progress(String(format: "%@ window %4d: %.0f msg/s, lost %.0f%@", e.name, w, rate, lost,
-                                        stalled > 0 ? " (stalled)" : ""))
-                if lost == 0, stalled == 0, rate > (e.best?.rate ?? 0) { e.best = (w, rate) }
-            }
-        }
-        for e in echoes {
-            guard let best = e.best else { throw BenchError.failed("\(e.name): no window ran without loss") }
-            e.rates = [best.rate]
-        }
+        try rateSweep(echoes, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
+                      seconds: context.quick ? 2 : 4, context: context)
         if !context.quick {
             for _ in 0..<2 {
                 for e in echoes {
@@ -101,6 +76,50 @@ enum MQTTBench {
         return figures
     }
 
+    /// Latency: `runs` × (1,000 round trips one at a time after 200 warm-up), alternating
+    /// between the echoes; appends each run's p50 and p99 to the echo's `p50s` / `p99s`.
+    ///
+    /// - Throws: `BenchError.failed` when a run does not bring back its 1,000 samples.
+    static func latencyRuns(_ echoes: [Echo], runs: Int, label: String = "latency", context: BenchContext) throws {
+        for i in 0..<runs {
+            for e in echoes {
+                let r = try e.drive(["--n", "1000", "--warmup", "200"])
+                guard let p50 = r["p50_us"], let p99 = r["p99_us"], (r["samples"] ?? 0) >= 1000 else {
+                    throw BenchError.failed("\(e.name): \(label) run \(i + 1) incomplete: \(r)")
+                }
+                context.progress(String(format: "%@ %@ run %d: p50 %.1f us, p99 %.1f us", e.name, label, i + 1, p50, p99))
+                e.p50s.append(p50)
+                e.p99s.append(p99)
+            }
+        }
+    }
+
+    /// Rate: a closed-loop run of `seconds` per window (round trips outstanding), alternating
+    /// between the echoes; records every window without loss in `lossless` and the best in
+    /// `best`, and sets `rates` to the best rate.
+    ///
+    /// - Throws: `BenchError.failed` when an echo loses messages at every window.
+    static func rateSweep(_ echoes: [Echo], windows: [Int], seconds: Int, context: BenchContext) throws {
+        for w in windows {
+            for e in echoes {
+                let r = try e.drive(["--duration", String(seconds), "--window", String(w)])
+                let lost = r["lost"] ?? 1
+                let stalled = r["stalled"] ?? 1
+                let rate = r["rate_msg_s"] ?? 0
+                context.progress(String(format: "%@ window %4d: %.0f msg/s, lost %.0f%@", e.name, w, rate, lost,
+                                        stalled > 0 ? " (stalled)" : ""))
+                if lost == 0, stalled == 0 {
+                    e.lossless.append((w, rate))
+                    if rate > (e.best?.rate ?? 0) { e.best = (w, rate) }
+                }
+            }
+        }
+        for e in echoes {
+            guard let best = e.best else { throw BenchError.failed("\(e.name): no window ran without loss") }
+            e.rates = [best.rate]
+        }
+    }
+
     /// One echo process behind its own broker, and what was measured on it.
     final class Echo {
         let name: String
@@ -112,6 +131,8 @@ enum MQTTBench {
         var p99s: [Double] = []
         var rates: [Double] = []
         var best: (window: Int, rate: Double)?
+        /// The windows of the sweep that ran without loss, with their rates.
+        var lossless: [(window: Int, rate: Double)] = []
 
         init(name: String, benchClient: String, command: (UInt16) -> (String, [String])) throws {
             self.name = name

@@ -1,0 +1,280 @@
+import EdgeQGateway
+import EdgeQMQTT
+import EdgeQNet
+import EdgeQSystem
+import EdgeQTopicMap
+import Foundation
+
+/// `edgeq bench e2e`: the whole gateway, end to end through mosquitto on loopback.
+///
+/// `edgeq run --config topics/bench.yaml --mode control` runs as its own process with a
+/// random int8 8-64-64-5 model installed in a temporary data directory: every
+/// `{"id":N,"x":[8 numbers]}` on `bench/a` is a tick whose state is the 8 numbers, and the
+/// chosen action is published as `{"id":N,"a":K}` on `bench/b`, where the anchors'
+/// `bench_client` times the round trip. The anchors, in the same run and driven the same
+/// way, each behind its own broker with the same settings: the C echo floor `echo_c`
+/// (libmosquitto, no work) and the Python gateway `gateway/gateway_py.py` (paho + numpy,
+/// the same 8-64-64-5 shape).
+///
+/// Method (the `mqtt` bench's helpers): latency = 3 × 1,000 round trips one at a time after
+/// 200 warm-up ones (median of the runs' p50 and p99); rate = window sweep K in
+/// {1, 4, 16, 64, 256, 1024}, 4 s each, then the best lossless K again for 30 s (a lower
+/// lossless K when that loses messages). Every run alternates between the three processes.
+/// Memory, from /proc/PID/status: the peak resident set (VmHWM) of each process after the
+/// runs above, and the gateway's resident set after start and after the runs, both in total
+/// (VmRSS: mostly shared library pages, ~34 MB of Swift runtime, Foundation and ICU) and its
+/// own anonymous memory (RssAnon: heap, stacks, SQLite's cache), to see it stay flat.
+/// The retraining comes after, and its peak is reported on its own (`peak_rss_with_retraining`).
+/// Retraining: p99 while a retraining (`cmd/retrain`) runs on the gateway's own log,
+/// against p99 just before it, in the same run.
+/// `--quick`: 1 latency run, K in {64, 256} for 2 s, 5 s confirmation.
+enum E2EBench {
+    static func run(_ context: BenchContext) async throws -> [BenchFigure] {
+        let anchors = try Anchors.prepare(context)
+        let benchClient = anchors.program("bench_client")
+        let edgeq = try MQTTBench.selfExecutable()
+        let mapping = Anchors.packageRoot().appendingPathComponent("topics/bench.yaml")
+        let map: TopicMap
+        do {
+            map = try TopicMap.load(path: mapping.path)
+        } catch {
+            throw BenchError.failed("cannot load \(mapping.path): \(error)")
+        }
+
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-e2e-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        // $EDGEQ_BENCH_KEEP=1 keeps the data directory (model, log) for a look afterwards.
+        let keep = ProcessInfo.processInfo.environment["EDGEQ_BENCH_KEEP"] == "1"
+        defer {
+            if keep { context.progress("data directory kept: \(data.path)") } else { try? FileManager.default.removeItem(at: data) }
+        }
+        try installBenchModel(for: map, in: data)
+
+        let gateway = try MQTTBench.Echo(name: "EdgeQ", benchClient: benchClient) { port in
+            (edgeq, ["run", "--config", mapping.path, "--broker", "mqtt://127.0.0.1:\(port)", "--data", data.path,
+                     "--mode", "control", "--log-level", "warning"])
+        }
+        var subjects = [gateway]
+        defer { for s in subjects { s.close() } }
+        let startRSS = memory(of: gateway.child.pid)
+        if context.withAnchors {
+            subjects.append(try MQTTBench.Echo(name: "echo_c", benchClient: benchClient) { port in
+                (anchors.program("echo_c"), [String(port), "0"])
+            })
+            let python = try anchors.requirePython()
+            let script = anchors.directory.appendingPathComponent("gateway/gateway_py.py").path
+            subjects.append(try MQTTBench.Echo(name: "gateway_py", benchClient: benchClient) { port in
+                (python, [script, String(port), "0", "numpy"])
+            })
+        }
+
+        // Latency, one at a time, alternating (once every process has finished starting).
+        for s in subjects { waitUntilIdle(s.child.pid, context: context) }
+        try MQTTBench.latencyRuns(subjects, runs: context.quick ? 1 : 3, context: context)
+
+        // Rate: the sweep, then the best lossless window for the long run (30 s).
+        try MQTTBench.rateSweep(subjects, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
+                                seconds: context.quick ? 2 : 4, context: context)
+        let longSeconds = context.quick ? 5 : 30
+        var sustained: [String: (window: Int, rate: Double)] = [:]
+        for s in subjects {
+            // Best first; a window that loses messages over the long run is not the answer.
+            for (window, _) in s.lossless.sorted(by: { $0.rate > $1.rate }) {
+                let r = try s.drive(["--duration", String(longSeconds), "--window", String(window)])
+                let rate = r["rate_msg_s"] ?? 0
+                let ok = (r["lost"] ?? 1) == 0 && (r["stalled"] ?? 1) == 0
+                context.progress(String(format: "%@ %d s at window %d: %.0f msg/s, lost %.0f", s.name, longSeconds, window,
+                                        rate, r["lost"] ?? -1))
+                if ok {
+                    sustained[s.name] = (window, rate)
+                    break
+                }
+            }
+        }
+
+        // Memory after the load, before the retraining (which holds its replay buffer).
+        let endRSS = memory(of: gateway.child.pid)
+        let anchorMemory = subjects.dropFirst().map { ($0.name, memory(of: $0.child.pid)) }
+
+        // Decision latency while a retraining runs on the gateway's log.
+        let retrain = try retrainLatency(gateway, map: map, context: context)
+        let retrainRSS = memory(of: gateway.child.pid)
+
+        // Figures.
+        func median(_ xs: [Double]) -> Double { MQTTBench.median(xs) }
+        var figures: [BenchFigure] = []
+        func add(_ name: String, _ value: Double, _ unit: String, _ better: BenchFigure.Better,
+                 _ anchorValue: (Echo) -> Double?) {
+            if subjects.count == 1 {
+                figures.append(BenchFigure(bench: "e2e", figure: name, value: value, unit: unit, better: better))
+            }
+            for a in subjects.dropFirst() {
+                figures.append(BenchFigure(bench: "e2e", figure: name, value: value, unit: unit, anchor: a.name,
+                                           anchorValue: anchorValue(a), better: better))
+            }
+        }
+        add("rtt_p50", median(gateway.p50s), "us", .lower) { median($0.p50s) }
+        add("rtt_p99", median(gateway.p99s), "us", .lower) { median($0.p99s) }
+        add("rate_no_loss_\(longSeconds)s", sustained[gateway.name]?.rate ?? 0, "msg/s", .higher) { sustained[$0.name]?.rate ?? 0 }
+        let peakMB = Double(endRSS?.hwmKB ?? 0) / 1024
+        let anchorPeak = Dictionary(uniqueKeysWithValues: anchorMemory.map { ($0.0, Double($0.1?.hwmKB ?? 0) / 1024) })
+        add("peak_rss", peakMB, "MB", .lower) { anchorPeak[$0.name] }
+        func mb(_ kB: Int?) -> Double { Double(kB ?? 0) / 1024 }
+        figures.append(BenchFigure(bench: "e2e", figure: "rss_start", value: mb(startRSS?.rssKB), unit: "MB", better: .lower))
+        figures.append(BenchFigure(bench: "e2e", figure: "rss_after_load", value: mb(endRSS?.rssKB), unit: "MB",
+                                   anchor: "rss_start", anchorValue: mb(startRSS?.rssKB), better: .lower))
+        figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_start", value: mb(startRSS?.anonKB), unit: "MB", better: .lower))
+        figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_after_load", value: mb(endRSS?.anonKB), unit: "MB",
+                                   anchor: "anon_rss_start", anchorValue: mb(startRSS?.anonKB), better: .lower))
+        if let r = retrain {
+            figures.append(BenchFigure(bench: "e2e", figure: "peak_rss_with_retraining", value: mb(retrainRSS?.hwmKB), unit: "MB",
+                                       better: .lower))
+            figures.append(BenchFigure(bench: "e2e", figure: "rtt_p99_during_retrain", value: r.during, unit: "us",
+                                       anchor: "EdgeQ without retraining", anchorValue: r.before, better: .lower))
+        }
+        return figures
+    }
+
+    typealias Echo = MQTTBench.Echo
+
+    /// A random (untrained) int8-ready model 8-64-64-5 for the bench mapping, installed in
+    /// the data directory's model store and made current: the latency of a decision does not
+    /// depend on the weights.
+    static func installBenchModel(for map: TopicMap, in data: URL) throws {
+        do {
+            let arch = Architecture(inputCount: map.stateWidth, hidden: [64, 64], actionCount: map.actions.count)
+            let net = try MLP(arch, seed: 1)
+            var rng = SeededBenchGenerator(seed: 42)
+            let calibration = (0..<(map.stateWidth * 512)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let model = try QModel(network: net, actionNames: map.actions.map(\.name),
+                                   normalization: .identity(map.stateWidth), calibrationStates: calibration)
+            let file = data.appendingPathComponent("incoming.safetensors")
+            try model.save(to: file)
+            let store = try ModelStore(dataDirectory: data)
+            let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                                  report: Data(#"{"verdict":"passed","note":"edgeq bench e2e: random weights"}"#.utf8))
+            try store.setCurrent(v, reason: "edgeq bench e2e")
+        } catch {
+            throw BenchError.failed("cannot install the bench model in \(data.path): \(error)")
+        }
+    }
+
+    /// Waits (at most 60 s) until `pid` uses less than 4 % of a core over half a second, from
+    /// /proc/PID/stat: a process still starting, or a gateway whose log writer still commits
+    /// the backlog of a rate run, would otherwise load the next latency run.
+    static func waitUntilIdle(_ pid: pid_t, context: BenchContext) {
+        func cpuTicks() -> Int? {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = text.lastIndex(of: ")") else { return nil }
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+            return user + system
+        }
+        let ticksPerSecond = max(sysconf(Int32(_SC_CLK_TCK)), 1)
+        let start = Date()
+        guard var last = cpuTicks() else { return }
+        while Date().timeIntervalSince(start) < 60 {
+            usleep(500_000)
+            guard let now = cpuTicks() else { return }
+            defer { last = now }
+            if Double(now - last) / Double(ticksPerSecond) < 0.02 { return }
+        }
+        context.progress("process \(pid) still busy after 60 s; measuring anyway")
+    }
+
+    /// Resident memory of a process from /proc/PID/status, in kB: VmRSS, VmHWM, RssAnon.
+    static func memory(of pid: pid_t) -> (rssKB: Int, hwmKB: Int, anonKB: Int)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        var rss: Int?
+        var hwm: Int?
+        var anon: Int?
+        for line in text.split(separator: "\n") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard parts.count >= 2 else { continue }
+            if parts[0] == "VmRSS:" { rss = Int(parts[1]) }
+            if parts[0] == "VmHWM:" { hwm = Int(parts[1]) }
+            if parts[0] == "RssAnon:" { anon = Int(parts[1]) }
+        }
+        guard let rss, let hwm, let anon else { return nil }
+        return (rss, hwm, anon)
+    }
+
+    /// p99 of one-at-a-time round trips just before and then during a retraining of the
+    /// gateway on its own log (`cmd/retrain` with a step and time budget, on the last
+    /// 50,000 rows). The runs during the retraining count only if it was still training
+    /// when they ended. Nil (with a note on standard error) when it could not be measured.
+    static func retrainLatency(_ gateway: Echo, map: TopicMap, context: BenchContext) throws -> (before: Double, during: Double)? {
+        let prefix = map.gateway.prefix
+        let observer: MQTTClient
+        do {
+            observer = try MQTTClient(try MQTTConfiguration(url: gateway.broker.url, clientID: "e2e-observer"))
+            try observer.subscribe("\(prefix)/retrain", qos: .atLeastOnce)
+            try observer.subscribe("\(prefix)/reply/retrain", qos: .atLeastOnce)
+            observer.start()
+            try observer.waitUntilConnected(timeout: 10)
+        } catch {
+            context.progress("retraining figure skipped: observer: \(error)")
+            return nil
+        }
+        defer { observer.stop() }
+        let runs = context.quick ? 1 : 3
+
+        // The echo's own figures are kept aside: these runs are a separate pair.
+        let kept = (gateway.p50s, gateway.p99s)
+        defer { (gateway.p50s, gateway.p99s) = kept }
+        gateway.p99s = []
+        // After the rate runs the log writer still commits their backlog for a while.
+        waitUntilIdle(gateway.child.pid, context: context)
+        try MQTTBench.latencyRuns([gateway], runs: runs, label: "latency before retraining", context: context)
+        let before = gateway.p99s
+
+        // Start it and wait for training proper (past reading the log).
+        let seconds = context.quick ? 15 : 40
+        _ = try? observer.publish("\(prefix)/cmd/retrain", #"{"id":"e2e","steps":100000000,"seconds":\#(seconds),"window":50000}"#,
+                                  qos: .atLeastOnce)
+        var training = false
+        var ended = false
+        let deadline = Date().addingTimeInterval(30)
+        while !training, !ended, Date() < deadline {
+            guard let m = observer.receive(timeout: 0.1) else { continue }
+            let o = (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
+            if m.topic.hasSuffix("/reply/retrain"), o["ok"] as? Bool == false {
+                context.progress("retraining figure skipped: \(String(decoding: m.payload, as: UTF8.self))")
+                return nil
+            }
+            if let updates = o["updates"] as? Double, updates > 0 { training = true }
+            if let phase = o["phase"] as? String, phase == "done" || phase == "failed" { ended = true }
+        }
+        guard training, !ended else {
+            context.progress("retraining figure skipped: the retraining did not reach its training phase in time")
+            return nil
+        }
+        context.progress("retraining is running")
+        gateway.p99s = []
+        try MQTTBench.latencyRuns([gateway], runs: runs, label: "latency during retraining", context: context)
+        let during = gateway.p99s
+        while let m = observer.receive(timeout: 0) {
+            let o = (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
+            if let phase = o["phase"] as? String, phase == "done" || phase == "failed" { ended = true }
+        }
+        if ended {
+            context.progress("retraining figure skipped: the retraining ended before the latency runs did")
+            return nil
+        }
+        return (MQTTBench.median(before), MQTTBench.median(during))
+    }
+}
+
+/// SplitMix64: reproducible calibration states for the bench model.
+struct SeededBenchGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
