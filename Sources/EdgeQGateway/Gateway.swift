@@ -393,10 +393,11 @@ public final class Gateway: @unchecked Sendable {
         pickUpModel()
         let now = Self.now()
         let wall = Date().timeIntervalSince1970
-        let modeNow: GatewayMode = mode
         let stateStatus = state.withUnsafeMutableBufferPointer {
             runtime.assembleState(from: table, now: now, wallClock: wall, into: $0)
         }
+        // While the plant is in hand (safety.hand_override), the gateway only shadows.
+        let modeNow: GatewayMode = stateStatus == .handOverride ? .shadow : mode
         let reward = runtime.reward()
         let terminal = runtime.terminal() ?? false
         let truncated = runtime.truncated() ?? false

@@ -14,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         abstract: "Broker, thermal plant with its PI incumbent, gateway in shadow; retrain, switch to control, compare.",
         discussion: """
             1. starts a local broker from deploy/mosquitto-demo.conf and the gateway (topics/thermal.yaml) in shadow mode;
-            2. runs the thermal plant with its PI incumbent (10% ±1-level dither) for --shadow-weeks of 5-minute steps, \
+            2. runs the thermal plant with its PI incumbent (20% ±1-level dither) for --shadow-weeks of 5-minute steps, \
             while the gateway logs every transition;
             3. sends cmd/retrain and follows <prefix>/retrain;
             4. when the candidate passes its checks: evaluates the PI alone for --eval-weeks on fresh weather, then \
@@ -36,7 +36,7 @@ struct DemoCommand: ParsableCommand {
     var seed: UInt64 = 1
 
     @Option(help: "Share of the incumbent's decisions moved ±1 level while logging.")
-    var dither: Double = 0.1
+    var dither: Double = 0.2
 
     @Option(help: "Plant steps per second while logging (the gateway keeps up far beyond this).")
     var rate: Double = 2000

@@ -212,4 +212,21 @@ import Testing
         #expect(explored <= 61 && explored >= 50, "\(explored) explorative decisions of 200")
         #expect(rows.allSatisfy { $0.actor == .exploration || $0.actor == .model })
     }
+
+    @Test func inHandTheGatewayOnlyShadows() throws {
+        let yaml = testMapping()
+            .replacingOccurrences(of: "  - {name: y, topic: plant/t/state, json: y, range: [-10, 10]}",
+                                  with: "  - {name: y, topic: plant/t/state, json: y, range: [-10, 10]}\n  - {name: hand, topic: plant/t/state, json: hand}")
+            .replacingOccurrences(of: "  ood_margin: none", with: "  ood_margin: none\n  hand_override: hand")
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
+        defer { h.stop() }
+        try h.send("plant/t/state", #"{"step":1,"x":1,"y":0,"hand":1}"#)
+        let report = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/shadow"))
+        #expect(report["status"] as? String == "hand_override")
+        #expect(h.received.filter { $0.topic == "plant/t/cmd" }.isEmpty)
+        try h.send("plant/t/state", #"{"step":2,"x":1,"y":0,"hand":0}"#)
+        let cmd = GatewayHarness.json(try h.waitFor(topic: "plant/t/cmd"))
+        #expect(cmd["step"] as? Int == 2)
+        #expect(h.metric(#"edgeq_fallbacks_total{reason="hand_override"}"#) == 1)
+    }
 }
