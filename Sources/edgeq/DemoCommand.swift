@@ -27,7 +27,7 @@ struct DemoCommand: ParsableCommand {
     var config: String?
 
     @Option(help: "Weeks of shadow logging before the retrain.")
-    var shadowWeeks: Int = 4
+    var shadowWeeks: Int = 6
 
     @Option(help: "Weeks of evaluation, for the incumbent and for EdgeQ each.")
     var evalWeeks: Int = 2
@@ -177,14 +177,15 @@ struct DemoCommand: ParsableCommand {
         say("")
         say("\(evalWeeks) weeks, same weather and schedule (seed \(evalSeed)):")
         say("                          PI incumbent        EdgeQ    change")
-        func row(_ name: String, _ key: String, _ fmt: String) {
+        func row(_ name: String, _ key: String, _ fmt: String, absolute: Bool = false) {
             let x = a[key] ?? .nan, y = b[key] ?? .nan
-            let change = x != 0 ? String(format: "%+.1f%%", (y - x) / abs(x) * 100) : "—"
+            // A share of almost nothing says nothing: comfort violation changes are shown in K·h.
+            let change = absolute ? String(format: "%+.3f", y - x) : (x != 0 ? String(format: "%+.1f%%", (y - x) / abs(x) * 100) : "—")
             say(name.padding(toLength: 24, withPad: " ", startingAt: 0)
                 + String(format: fmt, x).leftPad(14) + String(format: fmt, y).leftPad(13) + change.leftPad(10))
         }
         row("energy cost", "energy_cost", "%.2f")
-        row("comfort violation (K·h)", "comfort_violation", "%.3f")
+        row("comfort violation (K·h)", "comfort_violation", "%.3f", absolute: true)
         row("energy (kWh)", "energy_kwh", "%.1f")
         row("reward", "total_reward", "%.2f")
         say("steps decided by EdgeQ: \(edgeq.gatewaySteps) of \(edgeq.steps); by the incumbent after a missed command: \(edgeq.commandTimeouts)")
