@@ -342,9 +342,8 @@ public final class Gateway: @unchecked Sendable {
         }
         control.sync {}
         publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: 1, retain: true)
-        // Let libmosquitto send the retained offline status before disconnecting.
-        let until = Date().addingTimeInterval(0.3)
-        while Date() < until, client.counters.queued >= 0 { usleep(20_000) }
+        // Give libmosquitto a moment to send the retained offline status before disconnecting.
+        usleep(300_000)
         client.stop()
         metricsServer?.stop()
         logger.info("gateway stopped", metadata: ["log.rows": "\(writer.metrics.rowsWritten)"])
@@ -409,6 +408,7 @@ public final class Gateway: @unchecked Sendable {
 
         if terminal || truncated {
             // The end of an episode is not a decision point; the next state starts a new one.
+            if modeNow == .shadow { publishShadow(choice: nil, ranModel: false, status: stateStatus, reason: nil, note: "episode_end") }
             episode += 1
             runtime.resetHistory()
             open = nil
@@ -560,7 +560,7 @@ public final class Gateway: @unchecked Sendable {
 
     /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last
     /// command (observed after the previous tick), and why no choice was made when none was.
-    func publishShadow(choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?) {
+    func publishShadow(choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?, note: String? = nil) {
         payload.removeAll(keepingCapacity: true)
         payload.append(contentsOf: #"{"tick":"#.utf8)
         appendInt(Int(tick))
@@ -582,7 +582,7 @@ public final class Gateway: @unchecked Sendable {
         payload.append(contentsOf: #","incumbent_previous":"#.utf8)
         appendLastIncumbent()
         payload.append(contentsOf: #","status":"#.utf8)
-        appendString(reason?.rawValue ?? "ok")
+        appendString(note ?? reason?.rawValue ?? "ok")
         payload.append(contentsOf: #","model":"#.utf8)
         if let v = engineModel?.version { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
         payload.append(UInt8(ascii: "}"))
