@@ -15,15 +15,7 @@ import Testing
           promotion: {policy: auto, min_agreement: 0}
         """)
 
-    func client(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient {
-        var cfg = try MQTTConfiguration(url: broker.url, clientID: "crash-\(UUID().uuidString.prefix(6))")
-        cfg.inboundCapacity = 100_000
-        let c = try MQTTClient(cfg)
-        try c.subscribe(filter, qos: .atLeastOnce)
-        c.start()
-        try c.waitUntilConnected(timeout: 10)
-        return c
-    }
+    func client(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient { try plantClient(broker, filter) }
 
     /// Forgets what the client received so far (older statuses must not satisfy a wait).
     func drain(_ c: MQTTClient) {

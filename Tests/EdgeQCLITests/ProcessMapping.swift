@@ -1,3 +1,7 @@
+import EdgeQMQTT
+import EdgeQTestSupport
+import Foundation
+
 /// The one-signal test plant the process tests run `edgeq run` on: `x` from
 /// `plant/<name>/state` (a trigger tick), two actions on `plant/<name>/cmd`, which is also
 /// where the incumbent's commands are observed.
@@ -26,4 +30,15 @@ func processMapping(id: String, plant: String, learning: String) -> String {
     learning:
     \(learning)
     """
+}
+
+/// A client of the test plant subscribed to `filter`, with room for everything it receives.
+func plantClient(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient {
+    var cfg = try MQTTConfiguration(url: broker.url, clientID: "plant-\(UUID().uuidString.prefix(6))")
+    cfg.inboundCapacity = 100_000
+    let c = try MQTTClient(cfg)
+    try c.subscribe(filter, qos: .atLeastOnce)
+    c.start()
+    try c.waitUntilConnected(timeout: 10)
+    return c
 }

@@ -16,15 +16,7 @@ import Testing
         return (dir, file)
     }
 
-    func observer(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient {
-        var cfg = try MQTTConfiguration(url: broker.url, clientID: "obs-\(UUID().uuidString.prefix(6))")
-        cfg.inboundCapacity = 100_000
-        let c = try MQTTClient(cfg)
-        try c.subscribe(filter, qos: .atLeastOnce)
-        c.start()
-        try c.waitUntilConnected(timeout: 10)
-        return c
-    }
+    func observer(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClient { try plantClient(broker, filter) }
 
     func waitStatus(_ c: MQTTClient, contains text: String, timeout: Double = 15) -> String? {
         let deadline = Date().addingTimeInterval(timeout)

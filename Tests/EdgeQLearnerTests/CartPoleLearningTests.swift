@@ -17,19 +17,7 @@ struct CartPoleEnv: Environment {
 }
 
 /// The cart-pole settings used by the smoke test (and documented in docs/learning.md).
-func cartPoleConfig() -> DQNConfig {
-    var c = DQNConfig()
-    c.learningRate = 1e-3
-    c.batchSize = 64
-    c.nStep = 3
-    c.epsilonDecaySteps = 5_000
-    c.epsilonEnd = 0.02
-    c.learningStarts = 500
-    c.polyakTau = 0.005
-    c.maxGradNorm = 1
-    c.cqlWeight = 0
-    return c
-}
+func cartPoleConfig() -> DQNConfig { .cartPole }
 
 @Suite struct CartPoleLearningTests {
     @Test func reachesMeanReturn195Within20000Steps() throws {

@@ -13,19 +13,7 @@ import Foundation
 /// 10-seed record (7 of 10 at 500) is quoted in docs/benchmarks.md.
 enum LearnBench {
     /// The settings EdgeQ uses (docs/learning.md, "cart-pole").
-    static func config() -> DQNConfig {
-        var c = DQNConfig()
-        c.learningRate = 1e-3
-        c.batchSize = 64
-        c.nStep = 3
-        c.epsilonDecaySteps = 5_000
-        c.epsilonEnd = 0.02
-        c.learningStarts = 500
-        c.polyakTau = 0.005
-        c.maxGradNorm = 1
-        c.cqlWeight = 0
-        return c
-    }
+    static func config() -> DQNConfig { .cartPole }
 
     struct CartPoleEnv: Environment {
         var plant: CartPole
