@@ -229,4 +229,28 @@ import Testing
         #expect(cmd["step"] as? Int == 2)
         #expect(h.metric(#"edgeq_fallbacks_total{reason="hand_override"}"#) == 1)
     }
+
+    /// Control mode, trigger ticks: when the plant falls silent for longer than the watchdog's
+    /// time, the fallback is published once and the status says why.
+    @Test func theWatchdogPublishesTheFallbackWhenNoDecisionIsMade() throws {
+        let yaml = testMapping(fallback: "a1")
+            .replacingOccurrences(of: #"payload: '{"a":{{value}},"step":{{step}}}'"#, with: #"payload: '{"a":{{value}}}'"#)
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 0.4 }
+        defer { h.stop() }
+        try h.send("plant/t/state", state(1))
+        _ = try h.waitFor(topic: "plant/t/cmd")
+        let silentSince = Date()
+        let status = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) {
+            String(decoding: $0.payload, as: UTF8.self).contains("watchdog: no decision")
+        }
+        #expect(Date().timeIntervalSince(silentSince) >= 0.4)
+        #expect(String(decoding: status.payload, as: UTF8.self).contains(#""watchdog_trips":1"#))
+        let fallback = h.received.filter { $0.topic == "plant/t/cmd" }.dropFirst().map(GatewayHarness.json)
+        #expect(fallback.count == 1)
+        #expect(fallback.first?["a"] as? Int == 1)
+        #expect(h.metric(#"edgeq_fallbacks_total{reason="watchdog"}"#) == 1)
+        // Decisions again: the watchdog re-arms, and it trips once per silence, not per check.
+        _ = h.drain(0.5)
+        #expect(h.metric("edgeq_watchdog_trips_total") == 1)
+    }
 }
