@@ -105,6 +105,8 @@ public final class Gateway: @unchecked Sendable {
     let guardBaseline = Atomic<UInt64>(Double.nan.bitPattern)
     let guardMean = Atomic<UInt64>(Double.nan.bitPattern)
     let lastGuardEvent = Mutex<String?>(nil)
+    let candidateSlot = Mutex<ServedModel?>(nil)
+    let candidateGeneration = Atomic<Int>(0)
 
     // Decision-thread state.
     var runtime: TopicMapRuntime
@@ -126,6 +128,11 @@ public final class Gateway: @unchecked Sendable {
     var guardState: LiveGuardState
     var exploreRNG = SeededGenerator(seed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
     var controlDecisions = 0
+    var candidateEngine: QEngine?
+    var candidateEngineGeneration = 0
+    var comparedCandidate: ServedModel?
+    var candidateQValues: [Float]
+    var comparison = CandidateComparison()
     var explorations = 0
 
     /// The decision of tick t, waiting for the reward and state of tick t+1.
@@ -139,6 +146,9 @@ public final class Gateway: @unchecked Sendable {
         var modelVersion: String?
         var qValues: [Float]?
         var modelAction: Int?
+        /// shadow-first: the candidate's pick at t and its Q-values (only while comparing).
+        var candidateAction: Int? = nil
+        var candidateQ: [Float]? = nil
     }
 
     /// Sets up every part; connects nothing yet.
@@ -175,6 +185,7 @@ public final class Gateway: @unchecked Sendable {
         table = SignalTable(for: map)
         state = [Float](repeating: 0, count: map.stateWidth)
         qValues = [Float](repeating: 0, count: map.actions.count)
+        candidateQValues = [Float](repeating: 0, count: map.actions.count)
         mask = [Bool](repeating: true, count: map.actions.count)
         payload.reserveCapacity(1024)
 
@@ -480,6 +491,15 @@ public final class Gateway: @unchecked Sendable {
                 mode: modeNow == .control ? .control : .shadow,
                 modelVersion: engineModel.map { String($0.version) },
                 qValues: ranModel ? qValues : nil, modelAction: choice)
+            if let cand = candidateEngine {
+                // shadow-first: what the candidate would do here (one more inference per tick,
+                // only while a candidate is being compared).
+                let pick = state.withUnsafeBufferPointer { s in
+                    candidateQValues.withUnsafeMutableBufferPointer { q in cand.bestAction(state: s, mask: mask, qValues: q) }
+                }
+                open?.candidateAction = pick
+                open?.candidateQ = candidateQValues
+            }
         } else {
             open = nil
         }
@@ -537,6 +557,7 @@ public final class Gateway: @unchecked Sendable {
         case .dropped, .closed: metrics.transitionsSkipped.increment()
         }
         if o.mode == .control && o.actor == .model { guardObserve(reward: reward) }
+        if let pick = o.candidateAction, let q = o.candidateQ, let live = action { compareCandidate(pick: pick, live: live, q: q) }
     }
 
     func publishWrites(action: Int) {
@@ -667,6 +688,13 @@ public final class Gateway: @unchecked Sendable {
 
     /// Takes a newly served model between two decisions (the control queue put it there).
     func pickUpModel() {
+        let cg = candidateGeneration.load(ordering: .acquiring)
+        if cg != candidateEngineGeneration {
+            candidateEngineGeneration = cg
+            comparison = CandidateComparison()
+            comparedCandidate = candidateSlot.withLock { $0 }
+            candidateEngine = comparedCandidate.map { $0.model.makeEngine(options.precision) }
+        }
         let g = servedGeneration.load(ordering: .acquiring)
         guard g != engineGeneration else { return }
         engineGeneration = g

@@ -75,6 +75,7 @@ extension Gateway {
         let loaded = try loadVerified(version)
         try store.setCurrent(version, reason: reason)
         install(loaded)
+        if candidateSlot.withLock({ $0?.version == version }) { stopComparison() }
         store.prune(keep: map.learning.keepVersions)
         return version
     }

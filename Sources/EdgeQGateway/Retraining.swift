@@ -59,10 +59,15 @@ extension Gateway {
                     try? FileManager.default.removeItem(at: output.appendingPathExtension("sha256"))
                     lastCandidate.withLock { $0 = version }
                     var promoted = false
-                    if map.learning.promotion == .auto || served.withLock({ $0 == nil }) && map.learning.promotion == .auto {
+                    switch map.learning.promotion {
+                    case .auto:
                         control.sync {
                             promoted = (try? promote(version: version, reason: "retrained (\(trigger)), passed its checks, promotion auto")) != nil
                         }
+                    case .shadowFirst:
+                        control.sync { try? startComparison(version) }
+                    case .manual:
+                        break
                     }
                     publishRetrain(result(report, promoted: promoted))
                 } else {

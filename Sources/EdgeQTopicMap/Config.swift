@@ -242,6 +242,8 @@ public struct LearningConfig: Sendable, Equatable {
     public var rollbackMargin = 0.05
     /// Live guard: control ticks in the rolling window compared with the incumbent's baseline.
     public var guardWindow = 288
+    /// shadow-first promotion: ticks a candidate is compared with the live decisions.
+    public var shadowTicks = 288
     /// Model versions kept in the store (besides the served one and the rollback target).
     public var keepVersions = 10
     /// Check: int8 and fp32 must pick the same action on at least this share of held-out states.
@@ -262,5 +264,9 @@ public struct LearningConfig: Sendable, Equatable {
         case manual
         /// Served as soon as it passed its checks.
         case auto
+        /// First compared with the live decisions in shadow for `shadow_ticks` ticks (agreement
+        /// and the candidate's estimated advantage published), then promoted automatically when
+        /// its estimate is not worse, or by `<prefix>/cmd/promote`.
+        case shadowFirst = "shadow-first"
     }
 }

@@ -647,7 +647,8 @@ struct Builder {
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
         }
-        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions"]) {
+        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks"]) {
+            if let x = e["shadow_ticks"], let v = r.int(x, "shadow_ticks", min: 1, max: 10_000_000) { l.shadowTicks = v }
             if let x = e["guard_window"], let v = r.int(x, "guard_window", min: 1, max: 10_000_000) { l.guardWindow = v }
             if let x = e["keep_versions"], let v = r.int(x, "keep_versions", min: 2, max: 1000) { l.keepVersions = v }
             if let x = e["policy"], let v = r.choice(x, "promotion policy", LearningConfig.Promotion.self) { l.promotion = v }

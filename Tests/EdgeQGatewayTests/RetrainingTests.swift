@@ -169,4 +169,37 @@ import Testing
         #expect(h.gateway.mode == .shadow)
         #expect(try GatewayState.load(from: h.dir.url)?.reason.contains("live guard") == true)
     }
+
+    @Test func shadowFirstComparesTheCandidateWithTheLiveDecisionsBeforePromotion() throws {
+        let learning = """
+              checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
+              promotion: {policy: shadow-first, min_agreement: 0, shadow_ticks: 30}
+            """
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: learning))
+        defer { h.stop() }
+        try logShadow(h, ticks: 250)
+        try h.send("edgeq/t1/cmd/retrain", #"{"steps":2000}"#)
+        let result = try retrainResult(h)
+        #expect(result["verdict"] as? String == "passed", "\(result)")
+        let version = try #require(result["version"] as? Int)
+        #expect(result["promoted"] as? Bool == false)
+        // The comparison started when the candidate was stored (announced before the result).
+        #expect(h.received.contains { $0.topic == "edgeq/t1/retrain" && GatewayHarness.json($0)["phase"] as? String == "shadow-compare" })
+        // 40 more shadow ticks with the incumbent: after 30 compared ticks the verdict comes.
+        try logShadow(h, ticks: 40, from: 1000)
+        func isCompared(_ m: MQTTMessage) -> Bool {
+            m.topic == "edgeq/t1/retrain" && GatewayHarness.json(m)["phase"] as? String == "shadow-compared"
+        }
+        // (It may have arrived while the ticks were being sent.)
+        let message = try h.received.first(where: isCompared) ?? h.waitFor(topic: "edgeq/t1/retrain", timeout: 10, isCompared)
+        let compared = GatewayHarness.json(message)
+        #expect(compared["version"] as? Int == version)
+        #expect(compared["ticks"] as? Int == 30)
+        let agreement = try #require(compared["agreement"] as? Double)
+        #expect((0...1).contains(agreement))
+        let estimate = try #require(compared["estimated_advantage"] as? Double)
+        // Promoted exactly when its own estimate is not worse than the live decisions.
+        #expect(compared["promoted"] as? Bool == (estimate >= 0))
+        #expect((h.gateway.servedVersion == version) == (estimate >= 0))
+    }
 }
