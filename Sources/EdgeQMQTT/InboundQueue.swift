@@ -48,8 +48,9 @@ final class InboundQueue: @unchecked Sendable {
     // @unchecked Sendable: every mutable field (`ring`, `head`, `count`, counters,
     // `waiters`, `closed`) is read and written only with `mutex` held.
 
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private let sync = MonotonicCondition()
+    private var mutex: UnsafeMutablePointer<pthread_mutex_t> { sync.mutex }
+    private var cond: UnsafeMutablePointer<pthread_cond_t> { sync.cond }
     private var ring: [MQTTMessage?]
     private var head = 0
     private var count = 0
@@ -68,21 +69,6 @@ final class InboundQueue: @unchecked Sendable {
         self.capacity = max(1, capacity)
         self.policy = policy
         ring = Array(repeating: nil, count: self.capacity)
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
     }
 
     /// Called on the network thread. Never blocks beyond the mutex.
@@ -116,18 +102,7 @@ final class InboundQueue: @unchecked Sendable {
         defer { pthread_mutex_unlock(mutex) }
         if count == 0, !closed, let timeout, timeout <= 0 { return nil }
         if count == 0, !closed {
-            var deadline = timespec()
-            if let timeout {
-                clock_gettime(CLOCK_MONOTONIC, &deadline)
-                let whole = Int(timeout)
-                let nanos = Int((timeout - Double(whole)) * 1e9)
-                deadline.tv_sec += whole
-                deadline.tv_nsec += nanos
-                if deadline.tv_nsec >= 1_000_000_000 {
-                    deadline.tv_sec += 1
-                    deadline.tv_nsec -= 1_000_000_000
-                }
-            }
+            var deadline = timeout.map(MonotonicCondition.deadline(after:)) ?? timespec()
             waiters += 1
             while count == 0, !closed {
                 if timeout == nil {

@@ -626,36 +626,14 @@ final class Connection: @unchecked Sendable {
 /// An interruptible sleep for the backoff (so `stop()` does not wait for it).
 private final class Sleeper: @unchecked Sendable {
     // @unchecked Sendable: `woken` is read and written only with `mutex` held.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private let sync = MonotonicCondition()
+    private var mutex: UnsafeMutablePointer<pthread_mutex_t> { sync.mutex }
+    private var cond: UnsafeMutablePointer<pthread_cond_t> { sync.cond }
     private var woken = false
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
 
     /// Sleeps `seconds` or until `wake()`; returns true when woken.
     func sleep(seconds: Double) -> Bool {
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let whole = Int(seconds)
-        deadline.tv_sec += whole
-        deadline.tv_nsec += Int((seconds - Double(whole)) * 1e9)
-        if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+        var deadline = MonotonicCondition.deadline(after: seconds)
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !woken {

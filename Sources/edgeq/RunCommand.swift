@@ -74,13 +74,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         LoggingSetup.bootstrap(logLevel)
-        let map: TopicMap
-        do {
-            map = try TopicMap.load(path: config)
-        } catch {
-            for d in error.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
-            throw ExitCode(error.code == .unreadable ? 66 : 65)
-        }
+        let map = try loadMapping(config)
         var options = GatewayOptions(map: map)
         options.broker = broker
         options.dataDirectory = data
