@@ -26,8 +26,8 @@ public struct GatewayOptions: Sendable {
     public var metricsPort: UInt16?
     /// Address the metrics server binds.
     public var metricsHost: String = "127.0.0.1"
-    /// fp32 or int8 inference (int8 by default).
-    public var precision: Precision = .int8
+    /// Inference precision: mixed (default: int8, fp32 on int8's near-ties), int8 or fp32.
+    public var precision: Precision = .mixed
     /// Seconds between status refreshes carrying the counters (status is also published on
     /// every mode or model change).
     public var statusInterval: Double = 5
@@ -178,7 +178,9 @@ public final class Gateway: @unchecked Sendable {
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
 
-        checkPolicy = options.checkPolicy ?? Retrainer(map: options.map).policy
+        var policy = options.checkPolicy ?? Retrainer(map: options.map).policy
+        policy.servedPrecision = options.precision   // the agreement check measures the served path
+        checkPolicy = policy
         guardWindow = max(options.guardWindow ?? options.map.learning.guardWindow, 1)
         guardState = LiveGuardState(window: guardWindow)
         runtime = TopicMapRuntime(map: map)

@@ -23,11 +23,17 @@ public struct RetrainLimits: Sendable, Equatable {
 /// The thresholds of the candidate's checks. Defaults follow docs/operations.md; the
 /// support limit comes from the mapping file (`promotion.min_agreement`).
 public struct CheckPolicy: Sendable, Equatable {
-    /// int8 and fp32 must pick the same action on at least this share of held-out states …
+    /// The precision the gateway will serve the candidate with (`edgeq run --precision`):
+    /// the agreement check measures that path against fp32.
+    public var servedPrecision: Precision = .mixed
+    /// The served path and fp32 must pick the same action on at least this share of
+    /// held-out states …
     public var minQuantizationAgreement = 0.99
-    /// … where int8's pick also counts when fp32 values it within this share of the largest
-    /// one-step |reward| of its own best (a near-tie: by fp32's own estimate the int8 choice
-    /// loses less discounted return than this share of one bad step). 0: strict argmax agreement.
+    /// … where, when the pure int8 path is served (`Precision.int8`), int8's pick also counts
+    /// when fp32 values it within this share of the largest one-step |reward| of its own best
+    /// (a near-tie: by fp32's own estimate the int8 choice loses less discounted return than
+    /// this share of one bad step). 0: strict argmax agreement. `Precision.mixed` (the
+    /// default) is held to strict agreement: it asks fp32 on int8's near-ties.
     public var quantizationTieTolerance = 0.05
     /// |Q| may exceed the bound the reward range and discount imply, max|r| / (1 − γ), by at
     /// most this factor.
@@ -275,22 +281,23 @@ public struct Retrainer: Sendable {
         let width = map.stateWidth
         let heldStates = held.flatMap(\.state)
         let fp32 = candidate.makeFloatEngine()
-        let int8 = candidate.makeInt8Engine()
+        let served = candidate.makeEngine(policy.servedPrecision)
 
-        // 1. int8 / fp32 agreement on held-out states, up to near-ties: int8's pick counts as
-        //    fp32's when fp32 values it within τ of its own best (the int8 choice then loses
-        //    less than τ of discounted return by fp32's own estimate). τ is a share of the
-        //    largest one-step |reward| in the log; 0 asks for the strict argmax agreement.
+        // 1. Served-path / fp32 agreement on held-out states. Mixed (default): strict argmax
+        //    agreement — int8's near-ties go to fp32. Pure int8: up to near-ties, int8's pick
+        //    counts as fp32's when fp32 values it within τ of its own best (the int8 choice
+        //    then loses less than τ of discounted return by fp32's own estimate); τ is a share
+        //    of the largest one-step |reward| in the log.
         let gamma = map.learning.gamma
         let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
         let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
         let q = candidate.quantizationReport(heldOut: heldStates)
-        let tieTolerance = policy.quantizationTieTolerance * maxAbsReward
+        let tieTolerance = policy.servedPrecision == .int8 ? policy.quantizationTieTolerance * maxAbsReward : 0
         var tolerant = 0, strict = 0, regretSum = 0.0, regretMax = 0.0
         for t in held {
             let qf = fp32.qValues(t.state)
             let pf = t.state.withUnsafeBufferPointer { fp32.bestAction(state: $0) } ?? -1
-            let p8 = t.state.withUnsafeBufferPointer { int8.bestAction(state: $0) } ?? -1
+            let p8 = t.state.withUnsafeBufferPointer { served.bestAction(state: $0) } ?? -1
             guard pf >= 0, p8 >= 0 else { continue }
             let regret = Double(qf[pf] - qf[p8])
             regretSum += regret
@@ -306,10 +313,17 @@ public struct Retrainer: Sendable {
         report.figures["quantization_mean_regret"] = regretSum / nq
         report.figures["quantization_max_regret"] = regretMax
         report.figures["quantization_max_abs_error"] = Double(q.maxAbsError)
+        report.figures["int8_agreement_strict"] = q.agreement
+        report.figures["mixed_fp32_share"] = q.mixedFP32Share
+        report.figures["int8_tie_margin"] = Double(candidate.int8.tieMargin)
+        let what = policy.servedPrecision == .int8
+            ? String(format: "int8 picks fp32's action, or one fp32 values within τ = %.3g of it", tieTolerance)
+            : "the \(policy.servedPrecision.rawValue) path picks fp32's action"
         report.checks.append(.init(name: "quantization_agreement", value: agreementTol, limit: policy.minQuantizationAgreement,
                                    passed: agreementTol >= policy.minQuantizationAgreement,
-                                   note: String(format: "int8 picks fp32's action, or one fp32 values within τ = %.3g of it, on %.2f%% of %d held-out states (strict argmax agreement %.2f%%, max regret %.3g)",
-                                                tieTolerance, agreementTol * 100, held.count, Double(strict) / nq * 100, regretMax)))
+                                   note: what + String(format: " on %.2f%% of %d held-out states (strict %.2f%%, max regret %.3g; pure int8 %.2f%%, mixed asked fp32 on %.1f%%)",
+                                                       agreementTol * 100, held.count, Double(strict) / nq * 100, regretMax,
+                                                       q.agreement * 100, q.mixedFP32Share * 100)))
 
         // 2. Finite Q, and the values the policy acts on (the greedy one and the logged one)
         //    within the bound that the rewards and discount imply. Q of actions the log never
@@ -385,7 +399,7 @@ public struct Retrainer: Sendable {
         var agree = 0
         var picks = [Int](repeating: 0, count: held.count)
         for (i, t) in held.enumerated() {
-            picks[i] = t.state.withUnsafeBufferPointer { int8.bestAction(state: $0) } ?? -1
+            picks[i] = t.state.withUnsafeBufferPointer { served.bestAction(state: $0) } ?? -1
         }
         for (i, t) in incumbentHeld where picks[i] == t.action { agree += 1 }
         let agreement = incumbentHeld.isEmpty ? 1 : Double(agree) / Double(incumbentHeld.count)
@@ -439,7 +453,7 @@ public struct Retrainer: Sendable {
         guard policy.fqeUpdates > 0, train.count > 1 else { return }
         let A = map.actions.count
         let l = map.learning
-        let int8 = candidate.makeInt8Engine()
+        let int8 = candidate.makeEngine(policy.servedPrecision)   // the policy as it will be served
         func bits(_ m: UInt64?) -> [Bool] { (0..<A).map { a in m.map { v in v & (1 << UInt64(a)) != 0 } ?? true } }
         func oneHot(_ a: Int?) -> [Bool]? { a.map { x in (0..<A).map { $0 == x } } }
         var config = DQNConfig()

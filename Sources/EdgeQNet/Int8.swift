@@ -40,6 +40,25 @@ public struct Int8Network: Sendable, Equatable {
     public var architecture: Architecture
     /// One per linear layer, input to head.
     public var layers: [Int8Layer]
+    /// How far apart int8's best two allowed Q-values must be for int8's choice to be
+    /// trusted in `Precision.mixed`; closer than this, the fp32 network decides. Measured on
+    /// the calibration states (`QModel.measureTieMargin`): `tieMarginSafety` × the 99th
+    /// percentile of the spread of the int8 errors across actions,
+    /// max_a (Q8 − Q32)(a) − min_a (Q8 − Q32)(a), which bounds how much int8 can misjudge the
+    /// gap between any two actions in that state.
+    /// 0 = never fall back (pure int8).
+    public var tieMargin: Float
+
+    /// The factor on the error spread measured in calibration (states outside the
+    /// calibration set may quantize slightly worse).
+    public static let tieMarginSafety: Float = 1.25
+
+    /// A network from its layers (`tieMargin` 0: pure int8 until measured).
+    public init(architecture: Architecture, layers: [Int8Layer], tieMargin: Float = 0) {
+        self.architecture = architecture
+        self.layers = layers
+        self.tieMargin = tieMargin
+    }
 
     /// Quantizes `network`, taking each layer's input scales from the largest |activation|
     /// per channel seen on `calibration` (normalised states, (N, inputCount), N ≥ 1).

@@ -7,6 +7,10 @@ public enum Precision: String, Sendable, Codable, CaseIterable {
     case fp32
     /// int8 weights and activations, int32 accumulation (SIMD).
     case int8
+    /// int8, and the fp32 network for the states where int8's best two allowed actions are
+    /// closer than the model's measured quantization error (`Int8Network.tieMargin`): int8's
+    /// speed on clear decisions, fp32's choice on near-ties. The default of `edgeq run`.
+    case mixed
 }
 
 /// Single-state inference for the decision path: normalises the raw state, runs the
@@ -51,6 +55,12 @@ public final class QEngine {
     private let bufA: UnsafeMutablePointer<Float>     // (max width)
     private let bufB: UnsafeMutablePointer<Float>
     private let maxWidth: Int
+    private let scratchQ: UnsafeMutablePointer<Float>
+    /// `Precision.mixed`: int8 margins below this are decided by fp32.
+    public let tieMargin: Float
+    /// `Precision.mixed`: how many decisions (calls) the fp32 network made because int8's
+    /// margin was too small. Engine-local (one engine per thread); read it for metrics.
+    public private(set) var fp32Decisions = 0
 
     init(model: QModel, precision: Precision) {
         self.precision = precision
@@ -59,6 +69,9 @@ public final class QEngine {
         actionCount = architecture.actionCount
         let widths = architecture.layerSizes
         maxWidth = (widths.max() ?? 1) + 16
+        tieMargin = model.int8.tieMargin
+        scratchQ = .allocate(capacity: model.architecture.actionCount)
+        scratchQ.initialize(repeating: 0, count: model.architecture.actionCount)
         mean = .allocate(capacity: inputCount)
         std = .allocate(capacity: inputCount)
         invStd = .allocate(capacity: inputCount)
@@ -127,10 +140,13 @@ public final class QEngine {
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
         for t in transposed { t.deallocate() }
         for p in pairs { p.deallocate() }
-        cLayers.deallocate(); acc.deallocate(); outBuf.deallocate()
+        cLayers.deallocate(); acc.deallocate(); outBuf.deallocate(); scratchQ.deallocate()
     }
 
     /// Writes Q(state, a) for every action into `output`.
+    ///
+    /// With `Precision.mixed` these are int8's values, or fp32's when int8's best two actions
+    /// (all actions count here) are closer than `tieMargin`.
     ///
     /// - Parameters:
     ///   - state: the raw state vector (`inputCount` floats); the engine normalises it with
@@ -138,36 +154,73 @@ public final class QEngine {
     ///   - output: at least `actionCount` floats.
     /// - Precondition: the buffer sizes above (a programming error, not bad input).
     public func qValues(state: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>) {
+        _ = evaluate(state: state, output: output, mask: nil)
+    }
+
+    /// Q-values into `output`, then the best action allowed by `mask` (`mask[a]` true =
+    /// allowed, nil = all). Returns nil when the mask allows nothing (the caller falls back).
+    ///
+    /// With `Precision.mixed` the near-tie test looks only at allowed actions, and `output`
+    /// holds fp32's values when fp32 decided.
+    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]?, qValues output: UnsafeMutableBufferPointer<Float>) -> Int? {
+        evaluate(state: state, output: output, mask: mask)
+    }
+
+    /// The best allowed action (Q-values go into the engine's own scratch buffer).
+    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]? = nil) -> Int? {
+        evaluate(state: state, output: UnsafeMutableBufferPointer(start: scratchQ, count: actionCount), mask: mask)
+    }
+
+    /// Normalise, run the precision's path into `output`, return the masked argmax.
+    private func evaluate(state: UnsafeBufferPointer<Float>, output: UnsafeMutableBufferPointer<Float>, mask: [Bool]?) -> Int? {
         precondition(state.count >= inputCount && output.count >= actionCount, "QEngine: buffer sizes")
         let s = state.baseAddress!
         for i in 0..<inputCount { bufA[i] = (s[i] - mean[i]) / std[i] }
-        let last: UnsafeMutablePointer<Float>
-        switch precision {
-        case .fp32: last = runFloat()
-        case .int8: last = runInt8()
-        }
         let out = output.baseAddress!
-        if precision == .int8 {
-            // The int8 head is centred (Int8Network): Q(s, a) = out[0] + out[1 + a].
-            for a in 0..<actionCount { out[a] = last[0] + last[1 + a] }
-        } else if architecture.dueling {
+        switch precision {
+        case .fp32:
+            writeFloat(into: out)
+            return maskedArgmax(out, count: actionCount, mask: mask)
+        case .int8:
+            writeInt8(into: out)
+            return maskedArgmax(out, count: actionCount, mask: mask)
+        case .mixed:
+            writeInt8(into: out)
+            // The best and second-best allowed int8 values; a gap under the margin is a
+            // near-tie that int8's rounding may have decided wrongly: ask fp32.
+            var best: Int? = nil
+            var first = -Float.infinity, second = -Float.infinity
+            for a in 0..<actionCount {
+                if let mask, a >= mask.count || !mask[a] { continue }
+                let v = out[a]
+                if best == nil || v > first { second = first; first = v; best = a } else if v > second { second = v }
+            }
+            guard best != nil else { return nil }
+            // Also when a value is not finite (then the difference is NaN or infinite).
+            if !(first - second >= tieMargin) || !first.isFinite {
+                fp32Decisions &+= 1
+                writeFloat(into: out)
+                return maskedArgmax(out, count: actionCount, mask: mask)
+            }
+            return best
+        }
+    }
+
+    /// fp32 Q-values of the normalised input in bufA into `out` (bufA is overwritten).
+    private func writeFloat(into out: UnsafeMutablePointer<Float>) {
+        let last = runFloat()
+        if architecture.dueling {
             dueling_forward(out, last, batch: 1, actions: actionCount)
         } else {
             out.update(from: last, count: actionCount)
         }
     }
 
-    /// Q-values into `output`, then the best action allowed by `mask` (`mask[a]` true =
-    /// allowed, nil = all). Returns nil when the mask allows nothing (the caller falls back).
-    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]?, qValues output: UnsafeMutableBufferPointer<Float>) -> Int? {
-        qValues(state: state, into: output)
-        return maskedArgmax(output.baseAddress!, count: actionCount, mask: mask)
-    }
-
-    /// The best allowed action (Q-values go into the engine's own scratch buffer).
-    public func bestAction(state: UnsafeBufferPointer<Float>, mask: [Bool]? = nil) -> Int? {
-        let scratch = UnsafeMutableBufferPointer(start: bufB + maxWidth - actionCount - 1, count: actionCount)
-        return bestAction(state: state, mask: mask, qValues: scratch)
+    /// int8 Q-values of the normalised input in bufA into `out` (bufA is kept).
+    private func writeInt8(into out: UnsafeMutablePointer<Float>) {
+        let last = runInt8()
+        // The int8 head is centred (Int8Network): Q(s, a) = out[0] + out[1 + a].
+        for a in 0..<actionCount { out[a] = last[0] + last[1 + a] }
     }
 
     /// Array convenience (allocates; for tools and tests).

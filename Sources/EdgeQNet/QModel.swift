@@ -82,7 +82,9 @@ public struct QModel: Sendable {
               normalization.std.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw QNetError(.invalidArgument, "normalisation needs \(arch.inputCount) means and positive stds")
         }
-        let int8 = try Int8Network.quantize(network, calibration: normalization.apply(calibrationStates))
+        var int8 = try Int8Network.quantize(network, calibration: normalization.apply(calibrationStates))
+        int8.tieMargin = Self.measureTieMargin(parameters: network.parameterArray, int8: int8, normalization: normalization,
+                                               states: calibrationStates)
         let k = min(referenceCount, calibrationStates.count / arch.inputCount)
         self.architecture = arch
         self.actionNames = actionNames
@@ -120,6 +122,43 @@ public struct QModel: Sendable {
     /// An fp32 `MLP` holding this model's parameters (to fine-tune or prune).
     public func makeNetwork() throws(QNetError) -> MLP { try MLP(architecture, parameters: parameters) }
 
+    /// `Int8Network.tieMargin` for a quantized network: `Int8Network.tieMarginSafety` × the
+    /// 99th percentile (over `states`, raw, (N, inputCount)) of the spread
+    /// max_a e(a) − min_a e(a) of the int8 errors e = Q8 − Q32. When int8's best allowed
+    /// action leads every other allowed one by more than a state's spread, fp32 ranks it
+    /// first too; the percentile (not the maximum) keeps rare outliers from sending most
+    /// decisions to fp32, and the factor covers states a little outside calibration.
+    public static func measureTieMargin(parameters: [Float], int8: Int8Network, normalization: Normalization,
+                                       states: [Float]) -> Float {
+        var probe = int8
+        probe.tieMargin = 0
+        let model = QModel(architecture: int8.architecture, actionNames: (0..<int8.architecture.actionCount).map { "a\($0)" },
+                           normalization: normalization, parameters: parameters, int8: probe, referenceStates: [],
+                           referenceActions: [], referenceInt8Actions: [], training: [:])
+        let f = model.makeFloatEngine(), q = model.makeInt8Engine()
+        let n = int8.architecture.inputCount, A = int8.architecture.actionCount
+        var spreads: [Float] = []
+        var a32 = [Float](repeating: 0, count: A), a8 = [Float](repeating: 0, count: A)
+        for r in 0..<(states.count / n) {
+            states.withUnsafeBufferPointer { all in
+                let s = UnsafeBufferPointer(rebasing: all[(r * n)..<((r + 1) * n)])
+                a32.withUnsafeMutableBufferPointer { f.qValues(state: s, into: $0) }
+                a8.withUnsafeMutableBufferPointer { q.qValues(state: s, into: $0) }
+            }
+            var lo = Float.infinity, hi = -Float.infinity
+            for a in 0..<A {
+                let e = a8[a] - a32[a]
+                lo = min(lo, e)
+                hi = max(hi, e)
+            }
+            if (hi - lo).isFinite { spreads.append(hi - lo) }
+        }
+        guard !spreads.isEmpty else { return 0 }
+        spreads.sort()
+        let p99 = spreads[min(spreads.count - 1, Int((Double(spreads.count) * 0.99).rounded(.down)))]
+        return p99 * Int8Network.tieMarginSafety
+    }
+
     private func computeReferenceActions() -> ([Int], [Int]) {
         let n = inputCount
         let k = referenceStates.count / n
@@ -150,6 +189,7 @@ public struct QModel: Sendable {
             t["int8.\(l).input_scale"] = .f32(q.inputScales, [q.inputs])
             t["int8.\(l).bias"] = .f32(q.bias, [q.outputs])
         }
+        t["int8.tie_margin"] = .f32([int8.tieMargin], [1])
         t["norm.mean"] = .f32(normalization.mean, [inputCount])
         t["norm.std"] = .f32(normalization.std, [inputCount])
         let k = referenceStates.count / inputCount
@@ -300,13 +340,21 @@ public struct QModel: Sendable {
         var refInt8: [Int] = []
         if t["reference.int8_actions"] != nil { refInt8 = try tensor("reference.int8_actions", [.I64, .I32], [k]).ints }
         let norm = Normalization(mean: mean, std: std)
-        let int8: Int8Network
+        var int8: Int8Network
         if hasInt8 {
             int8 = Int8Network(architecture: arch, layers: qlayers)
         } else {
             // fp32-only file (e.g. from Python): quantize here, calibrating on the reference states.
             let net = try MLP(arch, parameters: params)
             int8 = try Int8Network.quantize(net, calibration: norm.apply(refStates.floats))
+        }
+        if hasInt8, t["int8.tie_margin"] != nil {
+            let m = try tensor("int8.tie_margin", [.F32], [1]).floats[0]
+            guard m >= 0, m.isFinite else { throw QNetError(.shapeMismatch, "int8.tie_margin must be ≥ 0 and finite, found \(m)") }
+            int8.tieMargin = m
+        } else {
+            // Not in the file (written by Python, or fp32 only): measure it on the reference states.
+            int8.tieMargin = measureTieMargin(parameters: params, int8: int8, normalization: norm, states: refStates.floats)
         }
         return QModel(architecture: arch, actionNames: names, normalization: norm, parameters: params, int8: int8,
                       referenceStates: refStates.floats, referenceActions: refActions, referenceInt8Actions: refInt8,
@@ -335,15 +383,19 @@ public struct QuantizationReport: Sendable, Equatable {
     public var maxAbsError: Float
     /// Number of held-out states.
     public var states: Int
+    /// Fraction of states where `Precision.mixed` chooses fp32's action.
+    public var mixedAgreement: Double
+    /// Fraction of states where `Precision.mixed` asked fp32 (a near-tie in int8).
+    public var mixedFP32Share: Double
 }
 
 extension QModel {
     /// Compares int8 with fp32 on held-out raw states ((N, inputCount) row-major).
     public func quantizationReport(heldOut states: [Float]) -> QuantizationReport {
         let n = inputCount
-        let f = makeFloatEngine(), q = makeInt8Engine()
+        let f = makeFloatEngine(), q = makeInt8Engine(), m = makeEngine(.mixed)
         let k = states.count / n
-        var same = 0
+        var same = 0, mixedSame = 0
         var maxErr: Float = 0
         for r in 0..<k {
             let s = Array(states[(r * n)..<((r + 1) * n)])
@@ -351,8 +403,12 @@ extension QModel {
             for j in 0..<actionCount { maxErr = max(maxErr, abs(a[j] - b[j])) }
             let x = a.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: actionCount, mask: nil) }
             let y = b.withUnsafeBufferPointer { maskedArgmax($0.baseAddress!, count: actionCount, mask: nil) }
+            let z = s.withUnsafeBufferPointer { m.bestAction(state: $0) }
             if x == y { same += 1 }
+            if x == z { mixedSame += 1 }
         }
-        return QuantizationReport(agreement: k > 0 ? Double(same) / Double(k) : 1, maxAbsError: maxErr, states: k)
+        let d = Double(max(k, 1))
+        return QuantizationReport(agreement: k > 0 ? Double(same) / d : 1, maxAbsError: maxErr, states: k,
+                                  mixedAgreement: k > 0 ? Double(mixedSame) / d : 1, mixedFP32Share: Double(m.fp32Decisions) / d)
     }
 }

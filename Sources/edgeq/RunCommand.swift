@@ -59,8 +59,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Address for the metrics server.")
     var metricsHost: String = "127.0.0.1"
 
-    @Option(help: "Inference precision: int8 (default) or fp32.")
-    var precision: Precision = .int8
+    @Option(help: "Inference precision: mixed (default: int8, with fp32 deciding int8's near-ties), int8 or fp32.")
+    var precision: Precision = .mixed
 
     @Option(help: "Control mode: publish the fallback when no decision was made for this many seconds (default: 3 periods; off for trigger ticks).")
     var watchdog: Double?
