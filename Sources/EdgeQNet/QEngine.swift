@@ -31,9 +31,11 @@ public final class QEngine {
     private let mean: UnsafeMutablePointer<Float>
     private let invStd: UnsafeMutablePointer<Float>
     private let std: UnsafeMutablePointer<Float>
-    // fp32 path
-    private let params: UnsafeMutablePointer<Float>
-    private let slices: [Architecture.LayerSlice]
+    // fp32 path: per layer, weights transposed to (in, outPadded) for the C kernel.
+    private let fLayers: UnsafeMutablePointer<edgeq_flayer>
+    private let fWeights: [UnsafeMutablePointer<Float>]
+    private let fBiases: [UnsafeMutablePointer<Float>]
+    private let fAcc: UnsafeMutablePointer<Float>
     // int8 path: per layer, weights padded to a multiple of 16 inputs.
     private struct QLayer {
         var inputs: Int
@@ -80,9 +82,25 @@ public final class QEngine {
             std[i] = model.normalization.std[i]
             invStd[i] = 1 / model.normalization.std[i]
         }
-        params = .allocate(capacity: model.parameters.count)
-        params.initialize(from: model.parameters, count: model.parameters.count)
-        slices = architecture.slices
+        let slices = architecture.slices
+        fLayers = .allocate(capacity: max(slices.count, 1))
+        var fw: [UnsafeMutablePointer<Float>] = [], fb: [UnsafeMutablePointer<Float>] = []
+        for (l, s) in slices.enumerated() {
+            let outPadded = (s.outputs + 7) / 8 * 8
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: s.inputs * outPadded)
+            w.initialize(repeating: 0, count: s.inputs * outPadded)
+            let b = UnsafeMutablePointer<Float>.allocate(capacity: outPadded)
+            b.initialize(repeating: 0, count: outPadded)
+            for o in 0..<s.outputs {
+                b[o] = model.parameters[s.bias + o]
+                for i in 0..<s.inputs { w[i * outPadded + o] = model.parameters[s.weight + o * s.inputs + i] }
+            }
+            fw.append(w)
+            fb.append(b)
+            fLayers[l] = edgeq_flayer(inputs: Int32(s.inputs), outputs: Int32(s.outputs), out_padded: Int32(outPadded), wt: w, bias: b)
+        }
+        fWeights = fw
+        fBiases = fb
         var ql: [QLayer] = []
         for layer in model.int8.layers {
             let padded = (layer.inputs + 15) / 16 * 16
@@ -124,6 +142,8 @@ public final class QEngine {
         pairs = pr
         // 32-byte aligned: the AVX2 kernel keeps its accumulators here as __m256i.
         acc = UnsafeMutableRawPointer.allocate(byteCount: 4 * maxWidth + 64, alignment: 32).bindMemory(to: Int32.self, capacity: maxWidth + 16)
+        fAcc = .allocate(capacity: maxWidth)
+        fAcc.initialize(repeating: 0, count: maxWidth)
         outBuf = .allocate(capacity: 2 * maxWidth)   // [0, maxWidth): outputs; then a scratch layer
         outBuf.initialize(repeating: 0, count: 2 * maxWidth)
         xq = .allocate(capacity: maxWidth)
@@ -135,7 +155,10 @@ public final class QEngine {
     }
 
     deinit {
-        mean.deallocate(); std.deallocate(); invStd.deallocate(); params.deallocate()
+        mean.deallocate(); std.deallocate(); invStd.deallocate()
+        for w in fWeights { w.deallocate() }
+        for b in fBiases { b.deallocate() }
+        fLayers.deallocate(); fAcc.deallocate()
         for l in qlayers { l.weights.deallocate(); l.combined.deallocate(); l.bias.deallocate(); l.inverseInputScales.deallocate() }
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
         for t in transposed { t.deallocate() }
@@ -230,14 +253,29 @@ public final class QEngine {
         return out
     }
 
-    /// fp32: bufA holds the normalised input; returns the buffer with the last layer's output.
+    /// fp32: bufA holds the normalised input (kept); returns the buffer with the last layer's
+    /// output. One call into the C kernel (axpy layout, zero inputs skipped).
     private func runFloat() -> UnsafeMutablePointer<Float> {
-        var x = bufA, y = bufB
-        for (l, s) in slices.enumerated() {
-            y.update(from: params + s.bias, count: s.outputs)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(s.outputs), Int32(s.inputs), 1, params + s.weight, Int32(s.inputs), x, 1, 1, y, 1)
-            if l < slices.count - 1 { relu_forward(y, count: s.outputs) }
-            swap(&x, &y)
+        edgeq_fp32_forward(outBuf, bufA, fLayers, Int32(architecture.layerCount), fAcc, bufB, outBuf + maxWidth)
+        return outBuf
+    }
+
+    /// The fp32 path on BLAS (`cblas_sgemv` per layer, the model's own layout): the
+    /// cross-check of the fp32 kernel.
+    func runFloatBLAS(_ state: [Float], model: QModel) -> [Float] {
+        var x = (0..<inputCount).map { (state[$0] - mean[$0]) / std[$0] }
+        for (l, s) in architecture.slices.enumerated() {
+            var y = Array(model.parameters[s.bias..<(s.bias + s.outputs)])
+            model.parameters.withUnsafeBufferPointer { p in
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(s.outputs), Int32(s.inputs), 1, p.baseAddress! + s.weight, Int32(s.inputs), x, 1, 1, &y, 1)
+            }
+            if l < architecture.layerCount - 1 { y = y.map { max($0, 0) } }
+            x = y
+        }
+        if architecture.dueling {
+            var q = [Float](repeating: 0, count: actionCount)
+            dueling_forward(&q, x, batch: 1, actions: actionCount)
+            return q
         }
         return x
     }

@@ -178,6 +178,19 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         for o in 0..<s.outputs { #expect(abs(y8[o] - y32[o]) <= bound[o] * 1.001 + 1e-5, "output \(o)") }
     }
 
+    /// The fp32 C kernel (axpy layout, zero inputs skipped) against cblas_sgemv per layer:
+    /// the same sums in another order, so equal to float rounding.
+    @Test(arguments: [false, true])
+    func fp32KernelMatchesBLAS(dueling: Bool) throws {
+        let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 200], actionCount: 9, dueling: dueling))
+        let engine = model.makeFloatEngine()
+        for r in 0..<100 {
+            let s = Array(raw[(r * 8)..<(r * 8 + 8)])
+            let got = engine.qValues(s), want = engine.runFloatBLAS(s, model: model)
+            for (a, b) in zip(got, want) { #expect(abs(a - b) <= 1e-5 * max(1, abs(b)), "state \(r): \(got) vs \(want)") }
+        }
+    }
+
     @Test(arguments: [false, true])
     func fusedKernelMatchesLayeredKernels(dueling: Bool) throws {
         let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 48], actionCount: 5, dueling: dueling))
@@ -192,9 +205,10 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
     /// with the other kernel users of this process: it flips a process-wide switch).
     @Test func portableKernelsMatchTheDispatchedOnes() throws {
         let (model, raw) = try makeModel(Architecture(inputCount: 8, hidden: [64, 33], actionCount: 5))
-        let engine = model.makeInt8Engine()
+        let engine = model.makeInt8Engine(), fp32 = model.makeFloatEngine()
         let states = (0..<64).map { r in Array(raw[(r * 8)..<(r * 8 + 8)]) }
         let fast = states.map { engine.qValues($0) }
+        let fastF = states.map { fp32.qValues($0) }
         let net = try model.makeNetwork()
         var g1: [Float] = Array(repeating: 0.5, count: net.parameters.count), p1 = net.parameterArray
         var adam1 = Adam(parameterCount: g1.count)
@@ -202,10 +216,12 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         edgeq_kernels_force_portable(1)
         defer { edgeq_kernels_force_portable(0) }
         let slow = states.map { engine.qValues($0) }
+        let slowF = states.map { fp32.qValues($0) }
         var p2 = net.parameterArray
         var adam2 = Adam(parameterCount: g1.count)
         p2.withUnsafeMutableBufferPointer { p in g1.withUnsafeBufferPointer { adam2.update(p, $0) } }
         #expect(fast == slow)
+        #expect(fastF == slowF)
         for (a, b) in zip(p1, p2) { #expect(abs(a - b) <= 1e-6 * max(1, abs(a))) }
         g1[0] = 2
         #expect(abs(g1.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1e9) } - Float((Double(g1.count - 1) * 0.25 + 4).squareRoot())) < 1e-2)

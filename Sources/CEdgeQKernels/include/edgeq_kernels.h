@@ -38,6 +38,24 @@ typedef struct {
 void edgeq_int8_forward(float *out, const float *x, const edgeq_qlayer *layers, int n_layers,
                         int8_t *xq, int32_t *acc, float *buf_a, float *buf_b);
 
+/// One fp32 layer for `edgeq_fp32_forward`, weights in "axpy" layout.
+typedef struct {
+    int inputs;              ///< in
+    int outputs;             ///< out
+    int out_padded;          ///< out rounded up to a multiple of 8
+    const float *wt;         ///< (in, out_padded): column o of row i is W[o, i], zero padded
+    const float *bias;       ///< (out_padded), zero padded
+} edgeq_flayer;
+
+/// The whole fp32 network for one state: for each layer y[o] = bias[o], then
+/// y[o] = y[o] + x[i] * W[o, i] for i = 0, 1, … over the nonzero x[i] (in this order, no FMA,
+/// so the AVX2 and portable kernels give the same bits), ReLU on all but the last.
+/// x is (layers[0].inputs), already normalised; out receives the last layer's outputs
+/// (out_padded floats are written). acc (max out_padded, 32-byte aligned), buf_a, buf_b
+/// (max out_padded) are the caller's scratch.
+void edgeq_fp32_forward(float *out, const float *x, const edgeq_flayer *layers, int n_layers,
+                        float *acc, float *buf_a, float *buf_b);
+
 /// One Adam step (PyTorch's form) over n parameters:
 /// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr * (m / c1) / (sqrt(v / c2) + eps),
 /// with c1 = 1 - b1^t, c2 = 1 - b2^t. p, g, m, v are (n). (In C: Swift's SIMD code for this

@@ -1,4 +1,5 @@
 import EdgeQCore
+import EdgeQLearner
 import EdgeQNet
 import EdgeQSystem
 import Foundation
@@ -13,6 +14,9 @@ import Glibc
 ///
 /// Method as the C floor's: inputs cycle through 256 random vectors, warm-up, then every call
 /// is timed alone with clock_gettime (timer cost included); p50 and p99 over the calls.
+/// `Precision.mixed` (int8, fp32 on int8's near-ties) is timed the same way; on random nets
+/// and inputs it seldom asks fp32, so it is also measured on a trained cart-pole network,
+/// where action gaps are fine and agreement is the hard part.
 enum InferenceBench {
     static let nets = [Architecture(inputCount: 8, hidden: [64, 64], actionCount: 5),
                        Architecture(inputCount: 32, hidden: [256, 256], actionCount: 9)]
@@ -50,11 +54,62 @@ enum InferenceBench {
             fig("int8 p50", edgeq.int8p50, "EdgeQ fp32 p50", edgeq.fp32p50)
             figures.append(BenchFigure(bench: "inference", figure: "\(net) int8 agreement", value: edgeq.agreement,
                                        unit: "fraction", anchor: "c_int8 agreement", anchorValue: c["c_int8/agree_with_fp32"], better: .higher))
+            fig("mixed p50", edgeq.mixedP50, "c_int8 p50", c["c_int8/infer_p50"])
+            fig("mixed p99", edgeq.mixedP99, "c_int8 p99", c["c_int8/infer_p99"])
+            fig("mixed p50", edgeq.mixedP50, "onnxruntime p50", py["onnxruntime/infer_p50"])
+            figures.append(BenchFigure(bench: "inference", figure: "\(net) mixed agreement", value: edgeq.mixedAgreement,
+                                       unit: "fraction", anchor: "c_int8 agreement", anchorValue: c["c_int8/agree_with_fp32"], better: .higher))
+            figures.append(BenchFigure(bench: "inference", figure: "\(net) mixed: share decided by fp32", value: edgeq.fp32Share,
+                                       unit: "fraction", anchor: nil, anchorValue: nil, better: .lower))
         }
+        context.progress("trained cart-pole 4-64-64-2: DQN for 6,000 steps, then int8 / mixed / fp32 on 3,000 held-out states")
+        let t = try trainedCartPole(calls: calls)
+        func tfig(_ name: String, _ value: Double, _ unit: String, _ anchor: String?, _ anchorValue: Double?, _ better: BenchFigure.Better) {
+            figures.append(BenchFigure(bench: "inference", figure: "cartpole 4-64-64-2 trained \(name)", value: value, unit: unit,
+                                       anchor: anchor, anchorValue: anchorValue, better: better))
+        }
+        tfig("int8 agreement", t.agreement, "fraction", nil, nil, .higher)
+        tfig("mixed agreement", t.mixedAgreement, "fraction", "int8 agreement", t.agreement, .higher)
+        tfig("mixed: share decided by fp32", t.fp32Share, "fraction", nil, nil, .lower)
+        tfig("mixed p50", t.mixedP50, "us", "EdgeQ fp32 p50", t.fp32p50, .lower)
+        tfig("mixed p99", t.mixedP99, "us", "EdgeQ fp32 p99", t.fp32p99, .lower)
+        tfig("int8 p50", t.int8p50, "us", "EdgeQ fp32 p50", t.fp32p50, .lower)
         return figures
     }
 
-    struct Result { var fp32p50, fp32p99, int8p50, int8p99, agreement: Double }
+    struct Result { var fp32p50, fp32p99, int8p50, int8p99, agreement, mixedP50, mixedP99, mixedAgreement, fp32Share: Double }
+
+    /// Visited states of an ε-greedy rollout of `net` ((steps, 4) row-major).
+    static func rollout(_ net: MLP, seed: UInt64, steps: Int, epsilon: Double) -> [Float] {
+        var env = LearnBench.CartPoleEnv(seed: seed)
+        var rng = SeededGenerator(seed: seed)
+        var s = env.reset()
+        var out: [Float] = []
+        for _ in 0..<steps {
+            out += s
+            var a = s.withUnsafeBufferPointer { net.greedyAction($0.baseAddress!, mask: nil) } ?? 0
+            if rng.nextUnit() < epsilon { a = Int(rng.next() % 2) }
+            let r = env.step(a)
+            s = (r.terminal || r.truncated) ? env.reset() : r.state
+        }
+        return out
+    }
+
+    /// A cart-pole DQN trained for 6,000 steps (seed 2), quantized with 2,000 visited states,
+    /// compared and timed on 3,000 others.
+    static func trainedCartPole(calls: Int) throws -> Result {
+        setBLASThreads(1)
+        let learner = try DQNLearner(config: .cartPole, architecture: Architecture(inputCount: 4, hidden: [64, 64], actionCount: 2), seed: 2)
+        var env = LearnBench.CartPoleEnv(seed: 21), evalEnv = LearnBench.CartPoleEnv(seed: 22)
+        var loop = OnlineTraining()
+        loop.evaluationInterval = 0
+        _ = loop.run(learner, environment: &env, evaluationEnvironment: &evalEnv, steps: 6_000)
+        let calibration = rollout(learner.online, seed: 31, steps: 2_000, epsilon: 0.2)
+        let heldOut = rollout(learner.online, seed: 32, steps: 3_000, epsilon: 0.2)
+        let model = try QModel(network: learner.online, actionNames: ["left", "right"], normalization: .identity(4),
+                               calibrationStates: calibration)
+        return time(model, inputs: heldOut, heldOut: heldOut, calls: calls)
+    }
 
     /// Times EdgeQ's engines on a seeded random network (same shape as the anchors').
     static func measure(_ arch: Architecture, calls: Int) throws -> Result {
@@ -65,7 +120,15 @@ enum InferenceBench {
         let model = try QModel(network: network, actionNames: (0..<arch.actionCount).map { "a\($0)" },
                                normalization: .identity(n), calibrationStates: inputs)
         let heldOut = (0..<(10_000 * n)).map { _ in Float(rng.nextUnit() * 2 - 1) }
-        let agreement = model.quantizationReport(heldOut: heldOut).agreement
+        return time(model, inputs: inputs, heldOut: heldOut, calls: calls)
+    }
+
+    /// Agreement on `heldOut`, then each precision timed on single calls cycling through
+    /// the first 256 states of `inputs`.
+    static func time(_ model: QModel, inputs: [Float], heldOut: [Float], calls: Int) -> Result {
+        let report = model.quantizationReport(heldOut: heldOut)
+        let n = model.inputCount
+        let arch = model.architecture
         setBLASThreads(1)
         func time(_ engine: QEngine) -> (Double, Double) {
             var samples = [Double](repeating: 0, count: calls)
@@ -93,7 +156,9 @@ enum InferenceBench {
         }
         let (f50, f99) = time(model.makeFloatEngine())
         let (i50, i99) = time(model.makeInt8Engine())
-        return Result(fp32p50: f50, fp32p99: f99, int8p50: i50, int8p99: i99, agreement: agreement)
+        let (m50, m99) = time(model.makeEngine(.mixed))
+        return Result(fp32p50: f50, fp32p99: f99, int8p50: i50, int8p99: i99, agreement: report.agreement,
+                      mixedP50: m50, mixedP99: m99, mixedAgreement: report.mixedAgreement, fp32Share: report.mixedFP32Share)
     }
 
     /// The C floor, built with the net's sizes as constants.
