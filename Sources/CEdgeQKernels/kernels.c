@@ -63,6 +63,24 @@ __attribute__((target("avx2")))
 static void matvec_avx2(float *restrict y, const int8_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
                         const float *restrict bias, int in_padded, int out, int relu) { MATVEC_BODY }
 #include <immintrin.h>
+// q8 on 8 lanes: rint (the default rounding mode: to nearest, ties to even), clamp to
+// [-127, 127], NaN to 0 -- the same values as the scalar q8.
+__attribute__((target("avx2")))
+static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, const float *restrict inv, int n) {
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(inv + i));
+        __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256 ordered = _mm256_cmp_ps(r, r, _CMP_ORD_Q);   /* false for NaN */
+        r = _mm256_max_ps(_mm256_min_ps(r, hi), lo);
+        r = _mm256_and_ps(r, ordered);
+        const __m256i w = _mm256_cvtps_epi32(r);                  /* exact: r is an integer */
+        const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storel_epi64((__m128i *)(xq + i), _mm_packs_epi16(p16, p16));
+    }
+    for (; i < n; i++) xq[i] = q8(x[i] * inv[i]);
+}
 // AVX2: two inputs at a time with vpmaddwd (int16 pairs -> int32), 8 outputs per register.
 // Same integer sums as the portable loop (exact), same float epilogue.
 __attribute__((target("avx2")))
@@ -73,20 +91,45 @@ static void forward_avx2(float *restrict out, const float *restrict x, const edg
     for (int l = 0; l < n_layers; l++) {
         const edgeq_qlayer *L = &layers[l];
         const int I = L->inputs, O = L->outputs, OP = L->out_padded;
-        for (int i = 0; i < I; i++) xq[i] = q8(in[i] * L->inv_in[i]);
+        quantize8_avx2(xq, in, L->inv_in, I);
         xq[I] = 0;  /* the odd input's partner */
         __m256i *av = (__m256i *)acc;  /* acc holds at least OP int32, 32-byte aligned */
-        const int blocks = OP / 8;
-        for (int b = 0; b < blocks; b++) av[b] = _mm256_setzero_si256();
+        /* The nonzero input pairs, listed once (after a ReLU about half the inputs are zero):
+           the loops below then run without a data-dependent branch. */
+        int32_t *pidx = acc + OP, *pval = acc + OP + (I + 2) / 2;
+        int np = 0;
         for (int p = 0; p < (I + 1) / 2; p++) {
             const int32_t x0 = xq[2 * p], x1 = xq[2 * p + 1];
-            if ((x0 | x1) == 0) continue;
-            const __m256i vx = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0));
-            const int16_t *w = L->wpairs + (long)p * OP * 2;
-            for (int b = 0; b < blocks; b++) {
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 16 * b));
-                av[b] = _mm256_add_epi32(av[b], _mm256_madd_epi16(wv, vx));
+            pidx[np] = p;
+            pval[np] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
+            np += (x0 | x1) != 0;
+        }
+        int b0 = 0;
+        /* 64 outputs (8 registers) at a time, kept in registers across the input pairs. */
+        for (; b0 + 8 <= OP / 8; b0 += 8) {
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int k = 0; k < np; k++) {
+                const __m256i vx = _mm256_set1_epi32(pval[k]);
+                const int16_t *w = L->wpairs + (long)pidx[k] * OP * 2 + 16 * b0;
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w)), vx));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 16)), vx));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)), vx));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 48)), vx));
+                a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 64)), vx));
+                a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 80)), vx));
+                a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 96)), vx));
+                a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 112)), vx));
             }
+            av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
+            av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
+        }
+        /* The rest, 8 outputs at a time. */
+        for (int b = b0; b < OP / 8; b++) {
+            __m256i a0 = _mm256_setzero_si256();
+            for (int k = 0; k < np; k++)
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b)),
+                                                            _mm256_set1_epi32(pval[k])));
+            av[b] = a0;
         }
         float *y = (l == n_layers - 1) ? out : bufs[l & 1];
         const int relu = l < n_layers - 1;
@@ -163,7 +206,7 @@ static void forward_f32_portable(float *restrict out, const float *restrict x, c
 __attribute__((target("avx2")))
 static void forward_f32_avx2(float *restrict out, const float *restrict x, const edgeq_flayer *restrict layers, int n_layers,
                              float *restrict acc, float *restrict buf_a, float *restrict buf_b) {
-    (void)acc;
+    int32_t *idx = (int32_t *)acc;  /* the nonzero inputs: indices, then values */
     const float *in = x;
     float *bufs[2] = {buf_a, buf_b};
     for (int l = 0; l < n_layers; l++) {
@@ -172,17 +215,23 @@ static void forward_f32_avx2(float *restrict out, const float *restrict x, const
         float *y = (l == n_layers - 1) ? out : bufs[l & 1];
         const int relu = l < n_layers - 1;
         const __m256 zero = _mm256_setzero_ps();
+        /* The nonzero inputs, listed once: the loops below run without a data-dependent branch. */
+        float *val = acc + I;
+        int nz = 0;
+        for (int i = 0; i < I; i++) {
+            idx[nz] = i;
+            val[nz] = in[i];
+            nz += in[i] != 0.0f;
+        }
         int o0 = 0;
         for (; o0 + 64 <= OP; o0 += 64) {
             __m256 a0 = _mm256_loadu_ps(L->bias + o0), a1 = _mm256_loadu_ps(L->bias + o0 + 8);
             __m256 a2 = _mm256_loadu_ps(L->bias + o0 + 16), a3 = _mm256_loadu_ps(L->bias + o0 + 24);
             __m256 a4 = _mm256_loadu_ps(L->bias + o0 + 32), a5 = _mm256_loadu_ps(L->bias + o0 + 40);
             __m256 a6 = _mm256_loadu_ps(L->bias + o0 + 48), a7 = _mm256_loadu_ps(L->bias + o0 + 56);
-            for (int i = 0; i < I; i++) {
-                const float xi = in[i];
-                if (xi == 0.0f) continue;
-                const __m256 vx = _mm256_set1_ps(xi);
-                const float *w = L->wt + (long)i * OP + o0;
+            for (int k = 0; k < nz; k++) {
+                const __m256 vx = _mm256_set1_ps(val[k]);
+                const float *w = L->wt + (long)idx[k] * OP + o0;
                 a0 = _mm256_add_ps(a0, _mm256_mul_ps(vx, _mm256_loadu_ps(w)));
                 a1 = _mm256_add_ps(a1, _mm256_mul_ps(vx, _mm256_loadu_ps(w + 8)));
                 a2 = _mm256_add_ps(a2, _mm256_mul_ps(vx, _mm256_loadu_ps(w + 16)));
@@ -201,11 +250,8 @@ static void forward_f32_avx2(float *restrict out, const float *restrict x, const
         }
         for (; o0 < OP; o0 += 8) {
             __m256 a0 = _mm256_loadu_ps(L->bias + o0);
-            for (int i = 0; i < I; i++) {
-                const float xi = in[i];
-                if (xi == 0.0f) continue;
-                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(xi), _mm256_loadu_ps(L->wt + (long)i * OP + o0)));
-            }
+            for (int k = 0; k < nz; k++)
+                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(val[k]), _mm256_loadu_ps(L->wt + (long)idx[k] * OP + o0)));
             if (relu) a0 = _mm256_max_ps(zero, a0);
             _mm256_storeu_ps(y + o0, a0);
         }

@@ -141,9 +141,10 @@ public final class QEngine {
         transposed = tr
         pairs = pr
         // 32-byte aligned: the AVX2 kernel keeps its accumulators here as __m256i.
-        acc = UnsafeMutableRawPointer.allocate(byteCount: 4 * maxWidth + 64, alignment: 32).bindMemory(to: Int32.self, capacity: maxWidth + 16)
-        fAcc = .allocate(capacity: maxWidth)
-        fAcc.initialize(repeating: 0, count: maxWidth)
+        // The kernels also list the nonzero inputs here (see edgeq_kernels.h).
+        acc = UnsafeMutableRawPointer.allocate(byteCount: 4 * (3 * maxWidth) + 64, alignment: 32).bindMemory(to: Int32.self, capacity: 3 * maxWidth + 16)
+        fAcc = .allocate(capacity: 3 * maxWidth)
+        fAcc.initialize(repeating: 0, count: 3 * maxWidth)
         outBuf = .allocate(capacity: 2 * maxWidth)   // [0, maxWidth): outputs; then a scratch layer
         outBuf.initialize(repeating: 0, count: 2 * maxWidth)
         xq = .allocate(capacity: maxWidth)

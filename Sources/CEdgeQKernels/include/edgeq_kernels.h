@@ -34,7 +34,8 @@ typedef struct {
 /// accumulate acc[o] += xq[i] * W8[o, i] over the nonzero xq[i] (int32, exact, so the order
 /// does not matter), y[o] = (float)acc[o] * scale[o] + bias[o], ReLU on all but the last.
 /// x is (layers[0].inputs), already normalised; out receives the last layer's outputs.
-/// xq (max in), acc (max out), buf_a, buf_b (max width) are the caller's scratch.
+/// xq (max in + 1), acc (max out_padded + max in + 2 int32, 32-byte aligned), buf_a, buf_b
+/// (max width) are the caller's scratch.
 void edgeq_int8_forward(float *out, const float *x, const edgeq_qlayer *layers, int n_layers,
                         int8_t *xq, int32_t *acc, float *buf_a, float *buf_b);
 
@@ -51,7 +52,7 @@ typedef struct {
 /// y[o] = y[o] + x[i] * W[o, i] for i = 0, 1, … over the nonzero x[i] (in this order, no FMA,
 /// so the AVX2 and portable kernels give the same bits), ReLU on all but the last.
 /// x is (layers[0].inputs), already normalised; out receives the last layer's outputs
-/// (out_padded floats are written). acc (max out_padded, 32-byte aligned), buf_a, buf_b
+/// (out_padded floats are written). acc (2 × max inputs, 4-byte aligned), buf_a, buf_b
 /// (max out_padded) are the caller's scratch.
 void edgeq_fp32_forward(float *out, const float *x, const edgeq_flayer *layers, int n_layers,
                         float *acc, float *buf_a, float *buf_b);
