@@ -73,7 +73,7 @@ let package = Package(
         ),
         .target(
             name: "EdgeQLearner",
-            dependencies: ["EdgeQNet", "EdgeQCore"],
+            dependencies: ["EdgeQNet", "EdgeQCore", "EdgeQPlants"],
             swiftSettings: numericSettings
         ),
         .target(

@@ -5,16 +5,7 @@ import EdgeQPlants
 import Foundation
 import Testing
 
-/// The cart-pole of EdgeQPlants (Gymnasium v1 physics, 500-step limit) as a learner environment.
-struct CartPoleEnv: Environment {
-    var plant: CartPole
-    init(seed: UInt64) { plant = CartPole(seed: seed) }
-    mutating func reset() -> [Float] { plant.reset().map(Float.init) }
-    mutating func step(_ action: Int) -> (state: [Float], reward: Float, terminal: Bool, truncated: Bool) {
-        let s = plant.step(action)
-        return (s.observation.map(Float.init), Float(s.reward), s.terminal, s.truncated)
-    }
-}
+typealias CartPoleEnv = CartPoleEnvironment
 
 /// The cart-pole settings used by the smoke test (and documented in docs/learning.md).
 func cartPoleConfig() -> DQNConfig { .cartPole }
@@ -43,18 +34,7 @@ func cartPoleConfig() -> DQNConfig { .cartPole }
 /// disagreements are only where fp32 itself is nearly indifferent.
 @Suite struct TrainedNetworkQuantizationTests {
     func rollout(_ net: MLP, seed: UInt64, steps: Int, epsilon: Double) -> [Float] {
-        var env = CartPoleEnv(seed: seed)
-        var rng = SeededGenerator(seed: seed)
-        var s = env.reset()
-        var out: [Float] = []
-        for _ in 0..<steps {
-            out += s
-            var a = s.withUnsafeBufferPointer { net.greedyAction($0.baseAddress!, mask: nil) } ?? 0
-            if rng.nextUnit() < epsilon { a = Int(rng.next() % 2) }
-            let r = env.step(a)
-            s = (r.terminal || r.truncated) ? env.reset() : r.state
-        }
-        return out
+        CartPoleEnvironment.rollout(net, seed: seed, steps: steps, epsilon: epsilon)
     }
 
     @Test func agreementOnATrainedCartPoleNetwork() throws {

@@ -79,33 +79,17 @@ enum InferenceBench {
 
     struct Result { var fp32p50, fp32p99, int8p50, int8p99, agreement, mixedP50, mixedP99, mixedAgreement, fp32Share: Double }
 
-    /// Visited states of an ε-greedy rollout of `net` ((steps, 4) row-major).
-    static func rollout(_ net: MLP, seed: UInt64, steps: Int, epsilon: Double) -> [Float] {
-        var env = LearnBench.CartPoleEnv(seed: seed)
-        var rng = SeededGenerator(seed: seed)
-        var s = env.reset()
-        var out: [Float] = []
-        for _ in 0..<steps {
-            out += s
-            var a = s.withUnsafeBufferPointer { net.greedyAction($0.baseAddress!, mask: nil) } ?? 0
-            if rng.nextUnit() < epsilon { a = Int(rng.next() % 2) }
-            let r = env.step(a)
-            s = (r.terminal || r.truncated) ? env.reset() : r.state
-        }
-        return out
-    }
-
     /// A cart-pole DQN trained for 6,000 steps (seed 2), quantized with 2,000 visited states,
     /// compared and timed on 3,000 others.
     static func trainedCartPole(calls: Int) throws -> Result {
         setBLASThreads(1)
         let learner = try DQNLearner(config: .cartPole, architecture: Architecture(inputCount: 4, hidden: [64, 64], actionCount: 2), seed: 2)
-        var env = LearnBench.CartPoleEnv(seed: 21), evalEnv = LearnBench.CartPoleEnv(seed: 22)
+        var env = CartPoleEnvironment(seed: 21), evalEnv = CartPoleEnvironment(seed: 22)
         var loop = OnlineTraining()
         loop.evaluationInterval = 0
         _ = loop.run(learner, environment: &env, evaluationEnvironment: &evalEnv, steps: 6_000)
-        let calibration = rollout(learner.online, seed: 31, steps: 2_000, epsilon: 0.2)
-        let heldOut = rollout(learner.online, seed: 32, steps: 3_000, epsilon: 0.2)
+        let calibration = CartPoleEnvironment.rollout(learner.online, seed: 31, steps: 2_000, epsilon: 0.2)
+        let heldOut = CartPoleEnvironment.rollout(learner.online, seed: 32, steps: 3_000, epsilon: 0.2)
         let model = try QModel(network: learner.online, actionNames: ["left", "right"], normalization: .identity(4),
                                calibrationStates: calibration)
         return time(model, inputs: heldOut, heldOut: heldOut, calls: calls)

@@ -15,15 +15,7 @@ enum LearnBench {
     /// The settings EdgeQ uses (docs/learning.md, "cart-pole").
     static func config() -> DQNConfig { .cartPole }
 
-    struct CartPoleEnv: Environment {
-        var plant: CartPole
-        init(seed: UInt64) { plant = CartPole(seed: seed) }
-        mutating func reset() -> [Float] { plant.reset().map(Float.init) }
-        mutating func step(_ action: Int) -> (state: [Float], reward: Float, terminal: Bool, truncated: Bool) {
-            let s = plant.step(action)
-            return (s.observation.map(Float.init), Float(s.reward), s.terminal, s.truncated)
-        }
-    }
+    typealias CartPoleEnv = CartPoleEnvironment
 
     struct SeedResult { var firstStep475: Int?; var finalReturn: Double; var wallSeconds: Double }
 
