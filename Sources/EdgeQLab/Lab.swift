@@ -13,6 +13,10 @@ public enum LabPolicy: Sendable {
     /// A model's int8 greedy action among the allowed ones (control mode: `actor: model`);
     /// with probability `epsilon` a uniformly random allowed action instead (exploration).
     case model(QModel, epsilon: Double = 0)
+    /// A model in control with the gateway's exploration schedule: ε moves linearly from
+    /// `start` to `end` over `decaySteps` control decisions, counted from `after` decisions
+    /// already made (`learning.exploration`: ε at the gateway's `after + k`-th decision).
+    case exploring(QModel, start: Double, end: Double, decaySteps: Int, after: Int)
 }
 
 /// Errors of a lab run: what went wrong and what to do.
@@ -92,19 +96,31 @@ public struct Lab: Sendable {
             throw LabError.actionCountMismatch(plant: plant.actionCount, map: map.actions.count)
         }
         var engine: QEngine?
-        var epsilon = 0.0
+        var epsilon: (Int) -> Double = { _ in 0 }
         var dither: Dither?
+        let policyModel: QModel?
         switch policy {
         case .incumbent(let p):
             dither = Dither(probability: p, levelCount: plant.actionCount, seed: seed &+ 0x5EED)
+            policyModel = nil
         case .model(let model, let eps):
+            policyModel = model
+            epsilon = { _ in eps }
+        case let .exploring(model, start, end, decay, after):
+            policyModel = model
+            epsilon = { k in
+                let f = decay > 0 ? min(Double(after + k) / Double(decay), 1) : 1
+                return start + f * (end - start)
+            }
+        }
+        if let model = policyModel {
             guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
                 throw LabError.modelDoesNotFit(inputs: model.inputCount, actions: model.actionCount,
                                                stateWidth: map.stateWidth, mapActions: map.actions.count)
             }
             engine = model.makeInt8Engine()
-            epsilon = eps
         }
+        var controlDecisions = 0
         var writer: TransitionWriter?
         if let logPath {
             do {
@@ -139,7 +155,9 @@ public struct Lab: Sendable {
             var choice: Int?
             var actor: Actor = engine == nil ? .incumbent : .model
             if tick.stateUsable && tick.stateStatus == .ok, let engine {
-                if epsilon > 0, rng.nextUnit() < epsilon {
+                let eps = epsilon(controlDecisions)
+                controlDecisions += 1
+                if eps > 0, rng.nextUnit() < eps {
                     let allowed = (0..<map.actions.count).filter { tick.mask[$0] }
                     if !allowed.isEmpty { choice = allowed[Int(rng.next() % UInt64(allowed.count))] }
                 } else {
