@@ -1,4 +1,6 @@
+import EdgeQGateway
 import EdgeQLab
+import EdgeQLog
 import EdgeQTopicMap
 import Foundation
 import Testing
@@ -27,5 +29,32 @@ import Testing
         #expect(curve.contains { $0.passed })
         let last = curve.last?.meanReturn ?? 0
         #expect(last >= 400)
+    }
+
+    /// `.exploring` follows the gateway's schedule: ε decays over control decisions counted
+    /// from `after`, explorative actions are logged `actor: exploration` beside the model's pick.
+    @Test func explorationDecaysOverControlDecisions() throws {
+        let map = try LabTests.thermalMap()
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let shadow = dir.appendingPathComponent("shadow.sqlite").path
+        var plant = ThermalLabPlant(seed: 3)
+        _ = try Lab(map: map).run(&plant, steps: 600, policy: .incumbent(dither: 0.1), seed: 3, logPath: shadow)
+        var policy = CheckPolicy()
+        policy.fqeUpdates = 0
+        let (_, model) = try Retrainer(map: map, policy: policy).train(logPath: shadow, limits: RetrainLimits(steps: 100), warmStart: nil)
+        let control = dir.appendingPathComponent("control.sqlite").path
+        // ε from 1 to 0 over 400 decisions, 200 of them already made: ε = 0.5 … 0 here.
+        let r = try Lab(map: map).run(&plant, steps: 400, policy: .exploring(model, start: 1, end: 0, decaySteps: 400, after: 200),
+                                      seed: 4, logPath: control)
+        #expect(r.modelDecisions == 400)
+        let rows = try ExperienceLog.open(path: control, create: false).transitions(window: .all).map(\.transition)
+        #expect(rows.count == 400)
+        let explored = rows.indices.filter { rows[$0].actor == .exploration }
+        // About Σ ε = 50 of the first 200 explore (ε = 0.5 → 0), none after.
+        #expect(explored.count >= 25 && explored.count <= 80, "\(explored.count) explorative decisions")
+        #expect(explored.allSatisfy { $0 < 200 })
+        #expect(rows.allSatisfy { $0.modelAction != nil && $0.mode == .control })
+        #expect(rows.allSatisfy { $0.actor == .exploration || $0.action == $0.modelAction })
     }
 }
