@@ -29,6 +29,13 @@ import Testing
         #expect(curve.contains { $0.passed })
         let last = curve.last?.meanReturn ?? 0
         #expect(last >= 400)
+        // Control mode with ε exploration on: the log holds the shadow chunk, then the served
+        // model's decisions and explorative ones.
+        let rows = try ExperienceLog.open(path: dir.appendingPathComponent("cartpole-1.sqlite").path, create: false)
+            .transitions(window: .all).map(\.transition)
+        #expect(rows.contains { $0.actor == .incumbent && $0.mode == .shadow })
+        #expect(rows.contains { $0.actor == .model && $0.mode == .control })
+        #expect(rows.contains { $0.actor == .exploration && $0.mode == .control })
     }
 
     /// `.exploring` follows the gateway's schedule: ε decays over control decisions counted
