@@ -11,8 +11,12 @@ public enum LabPolicy: Sendable {
     /// (shadow mode: the gateway observes it, the log says `actor: incumbent`).
     case incumbent(dither: Double)
     /// A model's int8 greedy action among the allowed ones (control mode: `actor: model`);
-    /// with probability `epsilon` a uniformly random allowed action instead (exploration).
+    /// with probability `epsilon` a uniformly random allowed action instead (`actor: exploration`).
     case model(QModel, epsilon: Double = 0)
+    /// A model in control with the gateway's exploration schedule: ε moves linearly from
+    /// `start` to `end` over `decaySteps` control decisions, counted from `after` decisions
+    /// already made (`learning.exploration`: ε at the gateway's `after + k`-th decision).
+    case exploring(QModel, start: Double, end: Double, decaySteps: Int, after: Int)
 }
 
 /// Errors of a lab run: what went wrong and what to do.
@@ -65,7 +69,9 @@ public struct LabResult: Sendable, Codable {
 ///   opens none; the first state of the next episode starts afresh (history reset);
 /// - shadow (`.incumbent`): the action logged is the incumbent's command observed between
 ///   the two ticks (decoded with the mapping's `incumbent` section), `actor: incumbent`;
-/// - control (`.model`): the model's int8 greedy action among allowed ones, `actor: model`;
+/// - control (`.model`, `.exploring`): the model's int8 greedy action among allowed ones,
+///   `actor: model`; with probability ε a uniformly random allowed one, `actor: exploration`
+///   (the model's pick is logged beside it as `model_action`);
 ///   when the state is not usable or nothing is allowed, the safety fallback (`hold`: the
 ///   plant's incumbent acts) with `actor: fallback`.
 public struct Lab: Sendable {
@@ -92,19 +98,31 @@ public struct Lab: Sendable {
             throw LabError.actionCountMismatch(plant: plant.actionCount, map: map.actions.count)
         }
         var engine: QEngine?
-        var epsilon = 0.0
+        var epsilon: (Int) -> Double = { _ in 0 }
         var dither: Dither?
+        let policyModel: QModel?
         switch policy {
         case .incumbent(let p):
             dither = Dither(probability: p, levelCount: plant.actionCount, seed: seed &+ 0x5EED)
+            policyModel = nil
         case .model(let model, let eps):
+            policyModel = model
+            epsilon = { _ in eps }
+        case let .exploring(model, start, end, decay, after):
+            policyModel = model
+            epsilon = { k in
+                let f = decay > 0 ? min(Double(after + k) / Double(decay), 1) : 1
+                return start + f * (end - start)
+            }
+        }
+        if let model = policyModel {
             guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
                 throw LabError.modelDoesNotFit(inputs: model.inputCount, actions: model.actionCount,
                                                stateWidth: map.stateWidth, mapActions: map.actions.count)
             }
             engine = model.makeInt8Engine()
-            epsilon = eps
         }
+        var controlDecisions = 0
         var writer: TransitionWriter?
         if let logPath {
             do {
@@ -137,13 +155,21 @@ public struct Lab: Sendable {
             if let t = closed { result.mappingReward += t.reward }
             guard decide, !tick.episodeEnded else { return (nil, false) }
             var choice: Int?
+            var greedy: Int?
             var actor: Actor = engine == nil ? .incumbent : .model
             if tick.stateUsable && tick.stateStatus == .ok, let engine {
-                if epsilon > 0, rng.nextUnit() < epsilon {
+                greedy = tick.state.withUnsafeBufferPointer { engine.bestAction(state: $0, mask: tick.mask) }
+                choice = greedy
+                // Exploration as the gateway does it: a uniformly random allowed action,
+                // logged `actor: exploration` beside the model's own pick.
+                let eps = epsilon(controlDecisions)
+                controlDecisions += 1
+                if greedy != nil, eps > 0, rng.nextUnit() < eps {
                     let allowed = (0..<map.actions.count).filter { tick.mask[$0] }
-                    if !allowed.isEmpty { choice = allowed[Int(rng.next() % UInt64(allowed.count))] }
-                } else {
-                    choice = tick.state.withUnsafeBufferPointer { engine.bestAction(state: $0, mask: tick.mask) }
+                    if !allowed.isEmpty {
+                        choice = allowed[Int(rng.next() % UInt64(allowed.count))]
+                        actor = .exploration
+                    }
                 }
             }
             if engine != nil && choice == nil {
@@ -151,7 +177,7 @@ public struct Lab: Sendable {
                 result.fallbacks += 1
             }
             tick.open(applied: choice, actor: actor, mode: engine == nil ? .shadow : .control,
-                      modelVersion: modelVersion, modelAction: choice)
+                      modelVersion: modelVersion, modelAction: greedy)
             return (choice, tick.hasOpen)
         }
 

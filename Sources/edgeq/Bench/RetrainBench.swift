@@ -19,6 +19,16 @@ import Foundation
 ///    plain PI on the same weather) over 5 logging seeds × 3 evaluation seeds of 2 weeks:
 ///    cost improvement over the incumbent, mean / min / max, and the extra comfort violation.
 ///    Anchor: the incumbent itself (improvement 0).
+/// 3. Cart-pole with periodic retraining in control (`CartPoleRetraining` with
+///    `topics/cartpole.yaml`: shadow first, then retrain every `retrain.every_transitions`
+///    steps through the `Retrainer` and its checks, serve what passes, ε exploration):
+///    seeds whose served model reaches a greedy mean return ≥ 400 within 40,000 steps, and
+///    the steps it took (5 seeds, `--quick` 2). No anchor in the same run: the online learner's
+///    figure is `edgeq bench learn`.
+///
+/// `EDGEQ_BENCH_RETRAIN_PARTS` (e.g. `cartpole` or `speed,thermal`) runs only some parts;
+/// `EDGEQ_BENCH_CARTPOLE_MAP` and `EDGEQ_BENCH_CARTPOLE_SEEDS` (e.g. `1,2,3`) let an
+/// experiment try another mapping file or seeds.
 enum RetrainBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         setBLASThreads(1)
@@ -36,8 +46,56 @@ enum RetrainBench {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         var figures: [BenchFigure] = []
+        let env = ProcessInfo.processInfo.environment
+        let parts = Set((env["EDGEQ_BENCH_RETRAIN_PARTS"] ?? "speed,thermal,cartpole").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        if parts.contains("speed") {
+            figures += try speed(context, yaml: yaml, map: map, mapPath: mapPath, dir: dir, anchors: anchors)
+        }
+        if parts.contains("thermal") {
+            figures += try thermal(context, map: map, dir: dir)
+        }
+        if parts.contains("cartpole") {
+            figures += try cartPole(context, root: root, dir: dir, env: env)
+        }
+        return figures
+    }
 
-        // 1. Speed.
+    static func cartPole(_ context: BenchContext, root: URL, dir: URL, env: [String: String]) throws -> [BenchFigure] {
+        let path = env["EDGEQ_BENCH_CARTPOLE_MAP"] ?? root.appendingPathComponent("topics/cartpole.yaml").path
+        let map = try TopicMap.load(path: path)
+        let seeds: [UInt64] = env["EDGEQ_BENCH_CARTPOLE_SEEDS"].map { $0.split(separator: ",").compactMap { UInt64($0) } }
+            ?? (context.quick ? [1, 2] : [1, 2, 3, 4, 5])
+        var experiment = CartPoleRetraining()
+        if let g = env["EDGEQ_BENCH_CARTPOLE_GOAL"].flatMap(Double.init) { experiment.goal = g }
+        var reached: [Double] = []
+        for s in seeds {
+            context.progress("cart-pole retraining, seed \(s) (\(path))")
+            let t0 = Date()
+            let curve = try experiment.run(map: map, seed: s, directory: dir)
+            for p in curve {
+                let f = p.figures
+                context.progress(String(format: "  %6d steps: mean return %6.1f, %@ (max|Q| %.1f, int8 agreement %.3f, unsupported %.2f, td %.3f)%@",
+                                        p.steps, p.meanReturn, p.passed ? "passed" : "FAILED", f["max_abs_q"] ?? .nan,
+                                        f["quantization_agreement_within_tie"] ?? .nan, f["unsupported_action_share"] ?? .nan,
+                                        f["train_td_loss"] ?? .nan, p.passed ? "" : " " + p.reasons.joined(separator: "; ")))
+            }
+            let hit = curve.first { $0.meanReturn >= experiment.goal }
+            context.progress(String(format: "  seed %d: %@ (%.0f s)", s, hit.map { "≥ \(Int(experiment.goal)) at \($0.steps) steps" } ?? "not reached", Date().timeIntervalSince(t0)))
+            if let hit { reached.append(Double(hit.steps)) }
+        }
+        let sorted = reached.sorted()
+        return [
+            BenchFigure(bench: "retrain", figure: "cart-pole retraining: seeds reaching 400 within \(experiment.maxSteps) steps", value: Double(reached.count),
+                        unit: "of \(seeds.count)", better: .higher),
+            BenchFigure(bench: "retrain", figure: "cart-pole retraining: median steps to 400 (seeds that reached it)",
+                        value: sorted.isEmpty ? .nan : sorted[sorted.count / 2], unit: "steps", better: .lower),
+            BenchFigure(bench: "retrain", figure: "cart-pole retraining: most steps to 400 (seeds that reached it)",
+                        value: sorted.last ?? .nan, unit: "steps", better: .lower),
+        ]
+    }
+
+    static func speed(_ context: BenchContext, yaml: String, map: TopicMap, mapPath: String, dir: URL, anchors: Anchors?) throws -> [BenchFigure] {
+        var figures: [BenchFigure] = []
         let rows = context.quick ? 20_000 : 100_000
         let updates = context.quick ? 2_000 : 10_000
         let speedYAML = yaml.replacingOccurrences(of: "batch_size: 256", with: "batch_size: 64")
@@ -88,7 +146,11 @@ enum RetrainBench {
         figures.append(BenchFigure(bench: "retrain", figure: "retrain \(updates) updates, \(net) b64 (training loop)", value: loop, unit: "s",
                                    anchor: "sgemm limit × \(updates)", anchorValue: limitSeconds, better: .lower))
 
-        // 2. Quality.
+        return figures
+    }
+
+    static func thermal(_ context: BenchContext, map: TopicMap, dir: URL) throws -> [BenchFigure] {
+        var figures: [BenchFigure] = []
         let seeds: [UInt64] = context.quick ? [1] : [1, 2, 3, 4, 5]
         var experiment = ThermalExperiment()
         experiment.evaluationSeeds = context.quick ? [1001] : [1001, 1002, 1003]
