@@ -9,8 +9,9 @@ import Foundation
 /// whole log with `learning.updates_per_retrain` updates (warm start from the served model),
 /// serve the candidate when it passes the mapping file's checks, and run the next chunk in
 /// control with ε from the mapping's exploration schedule (ε decays over control decisions,
-/// as in the gateway). After each retraining the served model is evaluated greedily (int8)
-/// on a separate plant.
+/// as in the gateway). After each retraining the served model is evaluated greedily (in the
+/// lab's precision, mixed by default) on a separate plant. The goal counts only once a chunk
+/// has run in control: a first model good enough from the shadow log alone keeps going.
 public struct CartPoleRetraining: Sendable {
     /// Plant steps between retrainings; nil: the mapping's `retrain.every_transitions`
     /// (2,000 when the mapping has none).
@@ -19,7 +20,7 @@ public struct CartPoleRetraining: Sendable {
     public var updatesPerRetrain: Int?
     /// Stop after this many plant steps.
     public var maxSteps = 40_000
-    /// Stop once the greedy evaluation reaches this mean return.
+    /// Stop once the greedy evaluation reaches this mean return (after a chunk in control).
     public var goal = 400.0
     /// Episodes per evaluation.
     public var evaluationEpisodes = 10
@@ -45,6 +46,8 @@ public struct CartPoleRetraining: Sendable {
         public var reasons: [String]
         /// The last retraining's report figures (max |Q|, agreement, …).
         public var figures: [String: Double] = [:]
+        /// Decisions the served models made in control so far (explorative ones included).
+        public var controlDecisions = 0
     }
 
     /// Runs the loop; returns the learning curve (stops early at `goal`).
@@ -86,8 +89,9 @@ public struct CartPoleRetraining: Sendable {
                 }
                 mean = returns.prefix(evaluationEpisodes).reduce(0, +) / Double(evaluationEpisodes)
             }
-            curve.append(Point(steps: steps, meanReturn: mean, passed: report.passed, reasons: report.reasons, figures: report.figures))
-            if mean >= goal || steps >= maxSteps { break }
+            curve.append(Point(steps: steps, meanReturn: mean, passed: report.passed, reasons: report.reasons, figures: report.figures,
+                               controlDecisions: controlSteps))
+            if (mean >= goal && controlSteps > 0) || steps >= maxSteps { break }
             let n = min(chunk, maxSteps - steps)
             if let m = served {
                 let r = try lab.run(&plant, steps: n, policy: .exploring(m, start: l.epsilonStart, end: l.epsilonEnd,

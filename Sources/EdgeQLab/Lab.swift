@@ -77,6 +77,8 @@ public struct LabResult: Sendable, Codable {
 public struct Lab: Sendable {
     /// The mapping file.
     public let map: TopicMap
+    /// The precision models decide with (`edgeq run`'s default: mixed).
+    public var precision: Precision = .mixed
 
     /// A lab for `map`.
     public init(map: TopicMap) { self.map = map }
@@ -120,7 +122,7 @@ public struct Lab: Sendable {
                 throw LabError.modelDoesNotFit(inputs: model.inputCount, actions: model.actionCount,
                                                stateWidth: map.stateWidth, mapActions: map.actions.count)
             }
-            engine = model.makeInt8Engine()
+            engine = model.makeEngine(precision)
         }
         var controlDecisions = 0
         var writer: TransitionWriter?

@@ -79,7 +79,7 @@ enum RetrainBench {
                                         f["quantization_agreement_within_tie"] ?? .nan, f["unsupported_action_share"] ?? .nan,
                                         f["train_td_loss"] ?? .nan, p.passed ? "" : " " + p.reasons.joined(separator: "; ")))
             }
-            let hit = curve.first { $0.meanReturn >= experiment.goal }
+            let hit = curve.first { $0.meanReturn >= experiment.goal && $0.controlDecisions > 0 }
             context.progress(String(format: "  seed %d: %@ (%.0f s)", s, hit.map { "≥ \(Int(experiment.goal)) at \($0.steps) steps" } ?? "not reached", Date().timeIntervalSince(t0)))
             if let hit { reached.append(Double(hit.steps)) }
         }
