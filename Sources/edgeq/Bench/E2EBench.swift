@@ -57,6 +57,18 @@ enum E2EBench {
         var subjects = [gateway]
         defer { for s in subjects { s.close() } }
         let startRSS = memory(of: gateway.child.pid)
+        // $EDGEQ_BENCH_E2E_AB=1 adds a second gateway with the hand-off to the decision thread
+        // (`--no-inline-decisions`, its own data directory) as one more subject of every run:
+        // the A/B of docs/benchmarks.md in one run.
+        if ProcessInfo.processInfo.environment["EDGEQ_BENCH_E2E_AB"] == "1" {
+            let dataB = data.appendingPathComponent("handoff")
+            try FileManager.default.createDirectory(at: dataB, withIntermediateDirectories: true)
+            try installBenchModel(for: map, in: dataB)
+            subjects.append(try MQTTBench.Echo(name: "EdgeQ hand-off", benchClient: benchClient) { port in
+                (edgeq, ["run", "--config", mapping.path, "--broker", "mqtt://127.0.0.1:\(port)", "--data", dataB.path,
+                         "--mode", "control", "--log-level", "warning", "--no-inline-decisions"])
+            })
+        }
         if context.withAnchors {
             subjects.append(try MQTTBench.Echo(name: "echo_c", benchClient: benchClient) { port in
                 (anchors.program("echo_c"), [String(port), "0"])
