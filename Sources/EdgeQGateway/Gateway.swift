@@ -214,7 +214,9 @@ public final class Gateway: @unchecked Sendable {
                 config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
             }
             config.session = .persistent(expiry: 3600)
-            config.inboundCapacity = 8192
+            // With inline decisions the hand-off stays empty (the handler takes every message):
+            // a small ring instead of 8,192 slots (≈ 0.4 MB).
+            config.inboundCapacity = options.inlineDecisions ? 64 : 8192
             config.will = LastWill(topic: controlPlane.statusTopic,
                                    payload: Array(#"{"state":"offline","reason":"connection lost"}"#.utf8),
                                    qos: .atLeastOnce, retain: true)

@@ -82,7 +82,9 @@ enum E2EBench {
 
         // Latency, one at a time, alternating (once every process has finished starting).
         for s in subjects { waitUntilIdle(s.child.pid, context: context) }
-        try MQTTBench.latencyRuns(subjects, runs: context.quick ? 1 : 3, context: context)
+        // $EDGEQ_BENCH_E2E_RUNS: more alternating latency runs (for an A/B on a noisy machine).
+        let latencyRuns = ProcessInfo.processInfo.environment["EDGEQ_BENCH_E2E_RUNS"].flatMap { Int($0) } ?? (context.quick ? 1 : 3)
+        try MQTTBench.latencyRuns(subjects, runs: max(1, latencyRuns), context: context)
 
         // Rate: the sweep, then the best lossless window for the long run (30 s).
         try MQTTBench.rateSweep(subjects, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
