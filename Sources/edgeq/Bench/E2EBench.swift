@@ -22,12 +22,14 @@ import Foundation
 /// lossless K when that loses messages). Every run alternates between the three processes.
 /// Memory, from /proc/PID/status: the peak resident set (VmHWM) of each process after the
 /// runs above, and the gateway's resident set after start and after the runs, both in total
-/// (VmRSS: mostly shared library pages, ~34 MB of Swift runtime, Foundation and ICU) and its
+/// (VmRSS: mostly pages of the binary and the shared libraries it touches) and its
 /// own anonymous memory (RssAnon: heap, stacks, SQLite's cache), to see it stay flat.
 /// The retraining comes after, and its peak is reported on its own (`peak_rss_with_retraining`).
 /// Retraining: p99 while a retraining (`cmd/retrain`) runs on the gateway's own log,
 /// against p99 just before it, in the same run.
 /// `--quick`: 1 latency run, K in {64, 256} for 2 s, 5 s confirmation.
+/// `$EDGEQ_BENCH_E2E_AB=1`: a second gateway with `--no-inline-decisions` as one more subject
+/// (the A/B of the threading option in one run); `$EDGEQ_BENCH_E2E_RUNS=N`: N latency runs.
 enum E2EBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         let anchors = try Anchors.prepare(context)
