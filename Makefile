@@ -11,8 +11,10 @@ setup:
 build: setup
 	$(SWIFT) build
 
+# --static-swift-stdlib: the Swift runtime, Foundation and ICU linked into the binary (lower
+# resident memory of `edgeq run`; docs/architecture.md, "Build"). The C libraries stay shared.
 release: setup
-	$(SWIFT) build -c release --product edgeq
+	$(SWIFT) build -c release --product edgeq --static-swift-stdlib
 
 test: setup
 	$(SWIFT) build --build-tests

@@ -53,18 +53,65 @@ public enum JSONValue: Sendable, Equatable {
         }
     }
 
-    /// Compact JSON text with sorted keys.
+    /// Compact JSON text with sorted keys (Unicode scalar order); a non-finite number is `null`.
+    ///
+    /// Written here rather than with JSONSerialization: its `.sortedKeys` compares keys with
+    /// ICU's collator, and loading ICU's collation data for the status message cost the
+    /// running gateway ≈ 2 MB of resident memory (docs/benchmarks.md, e2e).
     public var jsonText: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    private func write(into out: inout String) {
         switch self {
-        case .string, .number, .bool, .null:
-            // JSONSerialization wants a container at the top level.
-            let data = (try? JSONSerialization.data(withJSONObject: [foundation], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("[null]".utf8)
-            let text = String(decoding: data, as: UTF8.self)
-            return String(text.dropFirst().dropLast())
-        case .array, .object:
-            let data = (try? JSONSerialization.data(withJSONObject: foundation, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
-            return String(decoding: data, as: UTF8.self)
+        case .string(let s): Self.writeString(s, into: &out)
+        case .number(let n):
+            if !n.isFinite {
+                out += "null"
+            } else if n == n.rounded() && abs(n) < 1e15 {
+                out += String(Int64(n))
+            } else {
+                out += n.description
+            }
+        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null"
+        case .array(let a):
+            out += "["
+            for (i, v) in a.enumerated() {
+                if i > 0 { out += "," }
+                v.write(into: &out)
+            }
+            out += "]"
+        case .object(let o):
+            out += "{"
+            for (i, key) in o.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                Self.writeString(key, into: &out)
+                out += ":"
+                o[key]?.write(into: &out)
+            }
+            out += "}"
         }
+    }
+
+    private static func writeString(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        out += "\""
     }
 }
 

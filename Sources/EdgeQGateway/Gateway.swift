@@ -40,6 +40,12 @@ public struct GatewayOptions: Sendable {
     public var checkPolicy: CheckPolicy?
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
     public var scheduleEnabled = true
+    /// Handle each message (decode, and the tick it triggers) on the MQTT network thread, inside
+    /// libmosquitto's callback, instead of handing it to the decision thread: one thread
+    /// wake-up less between a sensor message and the command (docs/operations.md, "Threads").
+    /// The decision thread keeps the periodic ticks. Measured better (docs/benchmarks.md, e2e),
+    /// hence the default; `edgeq run --no-inline-decisions` restores the hand-off.
+    public var inlineDecisions = true
 
     public init(map: TopicMap) { self.map = map }
 }
@@ -71,9 +77,15 @@ final class ServedModel: Sendable {
 /// training and takes no lock held by anything slow: a new model is handed over through a
 /// mutex held only for a pointer swap, and picked up between two decisions.
 public final class Gateway: @unchecked Sendable {
-    // @unchecked Sendable: the decision-thread state (`runtime`, `table`, `engine`, the
-    // buffers, `open`) is touched only by the thread inside `run()`; everything shared with
-    // other threads is a `let` of a Sendable type, an `Atomic`, or behind a `Mutex`.
+    // @unchecked Sendable: the decision state (`runtime`, `table`, `engine`, the buffers,
+    // `open`, … every `var` below "Decision state") is touched only inside `handle` and
+    // `decide`, and those run only with `decisionLock` held: on the thread inside `run()`
+    // (messages from the hand-off, periodic ticks) and, with `inlineDecisions`, on the MQTT
+    // network thread (messages as they arrive). One owner at a time; the lock is
+    // uncontended in steady state (a trigger tick runs on the network thread, a periodic one
+    // on the decision thread). The loop's own counters (`messagesSinceCheck`, `lastConnects`,
+    // `lastStatusNanos`) are touched by the `run()` thread alone. Everything else shared
+    // with other threads is a `let` of a Sendable type, an `Atomic`, or behind a `Mutex`.
 
     public let map: TopicMap
     public let controlPlane: ControlPlane
@@ -108,7 +120,13 @@ public final class Gateway: @unchecked Sendable {
     let candidateSlot = Mutex<ServedModel?>(nil)
     let candidateGeneration = Atomic<Int>(0)
 
-    // Decision-thread state.
+    /// Held while the decision state below is used (see the Sendable note above). An NSLock
+    /// (a pthread mutex) rather than `Mutex`: the same cost uncontended, and ThreadSanitizer
+    /// sees its ordering (it does not see the futex under `Mutex` on Linux and reports races
+    /// that are not there).
+    let decisionLock = NSLock()
+
+    // Decision state (only with `decisionLock` held).
     var runtime: TopicMapRuntime
     var table: SignalTable
     var engine: QEngine?
@@ -201,7 +219,9 @@ public final class Gateway: @unchecked Sendable {
                 config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
             }
             config.session = .persistent(expiry: 3600)
-            config.inboundCapacity = 8192
+            // With inline decisions the hand-off stays empty (the handler takes every message):
+            // a small ring instead of 8,192 slots (≈ 0.4 MB).
+            config.inboundCapacity = options.inlineDecisions ? 64 : 8192
             config.will = LastWill(topic: controlPlane.statusTopic,
                                    payload: Array(#"{"state":"offline","reason":"connection lost"}"#.utf8),
                                    qos: .atLeastOnce, retain: true)
@@ -281,7 +301,19 @@ public final class Gateway: @unchecked Sendable {
         if let inc = map.incumbent, !map.subscribedTopics.contains(inc.topic) {
             try client.subscribe(inc.topic, qos: .atLeastOnce)
         }
-        client.start()
+        if options.inlineDecisions {
+            // Messages are handled as they arrive, on the network thread. After `stop()` they
+            // are dropped: the loop below takes the lock once more after it ends, so no
+            // decision is under way during the shutdown.
+            client.start { [self] m in
+                decisionLock.withLock {
+                    if !stopping.load(ordering: .relaxed) { handle(m) }
+                }
+                return true
+            }
+        } else {
+            client.start()
+        }
         do {
             try client.waitUntilConnected(timeout: 30)
         } catch {
@@ -308,7 +340,7 @@ public final class Gateway: @unchecked Sendable {
             }
             let message = client.receive(timeout: timeout)
             if let m = message {
-                handle(m)
+                decisionLock.withLock { handle(m) }
                 messagesSinceCheck &+= 1
             }
             if messagesSinceCheck >= 256 || message == nil {
@@ -322,7 +354,7 @@ public final class Gateway: @unchecked Sendable {
                 }
             }
             if let due = nextTick, Self.now() >= due, case .period(let p) = map.tick {
-                decide(arrival: due)
+                decisionLock.withLock { decide(arrival: due) }
                 nextTick = due + UInt64(p * 1e9)
                 if let n = nextTick, n < Self.now() { nextTick = Self.now() + UInt64(p * 1e9) }  // fell behind: skip
             }
@@ -333,6 +365,7 @@ public final class Gateway: @unchecked Sendable {
             }
         }
         watchdog?.cancel()
+        decisionLock.withLock { }  // waits out a decision under way on the network thread
         shutdown()
     }
 

@@ -61,7 +61,10 @@ public final class ExperienceLog: Sendable {
             }
             try db.execute(Schema.create)
             let insert = try db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
-            let now = ISO8601DateFormatter().string(from: Date())
+            // Date.ISO8601FormatStyle (FoundationEssentials), not ISO8601DateFormatter: the same
+            // text, without loading ICU's locale and time-zone data (≈ 3 MB of resident memory
+            // in `edgeq run`, docs/benchmarks.md e2e).
+            let now = Date().formatted(.iso8601)
             for (k, v) in [("schema_version", String(Schema.version)), ("gateway_id", gatewayID ?? "unknown"),
                            ("created_at", now), ("state_encoding", "float32-le")] {
                 insert.reset()

@@ -95,6 +95,15 @@ final class InboundQueue: @unchecked Sendable {
         if wake { pthread_cond_signal(cond) }
     }
 
+    /// Counts a message the consumer took directly on the network thread (an inline
+    /// handler): received and delivered at once, so `received == delivered + dropped + queued`.
+    func recordInline() {
+        pthread_mutex_lock(mutex)
+        received &+= 1
+        delivered &+= 1
+        pthread_mutex_unlock(mutex)
+    }
+
     /// Takes the oldest message, waiting at most `timeout` seconds (nil: until one
     /// arrives or the queue is closed). Returns nil on timeout or when closed and empty.
     func take(timeout: Double?) -> MQTTMessage? {

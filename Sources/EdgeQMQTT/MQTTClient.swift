@@ -98,7 +98,18 @@ public final class MQTTClient: Sendable {
     /// Starts the network thread, which connects, reconnects with backoff after any
     /// failure, and restores subscriptions on each connect. Returns at once; a second
     /// call does nothing. Watch `state` or call `waitUntilConnected(timeout:)`.
-    public func start() { connection.start() }
+    public func start() { connection.start(handler: nil) }
+
+    /// Starts the network thread like `start()`, with `handler` called on that thread for
+    /// every message as it arrives, inside libmosquitto's callback: no hand-off, no thread
+    /// wake-up between the socket and the handler. The handler returns true when it has
+    /// dealt with the message; false puts it in the inbound hand-off for `receive` as usual.
+    ///
+    /// The handler must be short and must not block: while it runs, no other message is
+    /// read, no keep-alive is answered and a TCP back-pressure builds up instead of the
+    /// hand-off's drop policy. It may call `publish`. Messages it takes count as received
+    /// and delivered. Returns at once; a second call (or after `start()`) does nothing.
+    public func start(handler: @escaping @Sendable (MQTTMessage) -> Bool) { connection.start(handler: handler) }
 
     /// Waits until connected.
     ///
@@ -213,6 +224,14 @@ final class Connection: @unchecked Sendable {
     fileprivate let traceLibrary: Bool
     /// Publish writes the packet on the caller's thread (see `publish`); off with
     /// `EDGEQ_MQTT_QUEUED_PUBLISH=1`, to compare.
+    /// The inline message handler (`start(handler:)`). Written in `start`, before
+    /// `pthread_create` starts the network thread, and read only on that thread afterwards
+    /// (thread creation orders the write before every read); cleared in `stop` by the one
+    /// caller that joined that thread (the join orders every read before the clear).
+    nonisolated(unsafe) private var inlineHandler: (@Sendable (MQTTMessage) -> Bool)?
+    /// The network thread's id (0 before it runs), stored by that thread itself: `publish`
+    /// compares it with the caller's to know whether it runs inside a libmosquitto callback.
+    private let networkThread = Atomic<UInt>(0)
     private let directWrite: Bool = {
         guard let v = getenv("EDGEQ_MQTT_QUEUED_PUBLISH") else { return true }
         return String(cString: v) != "1"
@@ -413,7 +432,14 @@ final class Connection: @unchecked Sendable {
             // library's out-packet mutexes, so the two threads never interleave a packet. On
             // a write error libmosquitto closes the socket, and the network thread's next
             // `mosquitto_loop` reports the loss and reconnects as for any other loss.
-            if directWrite { _ = mosquitto_loop_write(handle, 1) }
+            //
+            // Not on the network thread itself (an inline handler, inside libmosquitto's message
+            // callback): libmosquitto holds its callback mutex there, and writing a PUBLISH takes
+            // it again (for on_publish), which would deadlock. The network thread sends what its
+            // handler published as soon as the callback returns (`flushFromNetworkThread`).
+            if directWrite && UInt(pthread_self()) != networkThread.load(ordering: .relaxed) {
+                _ = mosquitto_loop_write(handle, 1)
+            }
             return .accepted
         case .noConnection:
             if qos != .atMostOnce { return .queuedUntilReconnect }
@@ -464,7 +490,13 @@ final class Connection: @unchecked Sendable {
         return MQTTError(.refused, "the broker \(config.broker) refused the connection: \(text) (CONNACK code \(rc))")
     }
 
-    fileprivate func handleMessage(_ message: MQTTMessage) { queue.put(message) }
+    fileprivate func handleMessage(_ message: MQTTMessage) {
+        if let inlineHandler, inlineHandler(message) {
+            queue.recordInline()
+            return
+        }
+        queue.put(message)
+    }
 
     fileprivate func handleLog(level: Int32, _ text: String) {
         if level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 {
@@ -475,7 +507,7 @@ final class Connection: @unchecked Sendable {
 
     // MARK: the network thread
 
-    func start() {
+    func start(handler: (@Sendable (MQTTMessage) -> Bool)?) {
         let go = shared.withLock { s -> Bool in
             guard !s.started else { return false }
             s.started = true
@@ -483,6 +515,8 @@ final class Connection: @unchecked Sendable {
             return true
         }
         guard go else { return }
+        // Only the one caller that flipped `started` gets here, before the thread exists.
+        inlineHandler = handler
         let arg = Unmanaged.passRetained(self).toOpaque()
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, { arg in
@@ -512,7 +546,12 @@ final class Connection: @unchecked Sendable {
         sleeper.wake()
         // Thread-safe in threaded mode: queues DISCONNECT and wakes the network thread's select.
         _ = mosquitto_disconnect(handle)
-        if let thread { pthread_join(thread, nil) }
+        if let thread {
+            pthread_join(thread, nil)
+            // The network thread is gone: nothing reads the handler any more. Dropping it
+            // breaks the cycle client → handler → its owner (e.g. a gateway) → client.
+            inlineHandler = nil
+        }
         shared.withLock { $0.state = .stopped }
         queue.close()
     }
@@ -582,16 +621,25 @@ final class Connection: @unchecked Sendable {
     /// libmosquitto reads one packet per `mosquitto_loop` call: keep reading while the
     /// socket holds bytes, so a burst is handed off before the next select (as echo_c does).
     private func drain() {
+        flushFromNetworkThread()
         let sock = mosquitto_socket(handle)
         guard sock >= 0 else { return }
         var avail: Int32 = 0
         for _ in 0..<4096 {
             guard ioctl(sock, UInt(FIONREAD), &avail) == 0, avail > 0 else { return }
             guard mosquitto_loop_read(handle, 1) == MosquittoResult.success.rawValue else { return }
+            flushFromNetworkThread()
         }
     }
 
+    /// Sends at once what an inline handler published during the last read (queued inside
+    /// the callback, see `publish`), rather than after one more turn of `mosquitto_loop`.
+    private func flushFromNetworkThread() {
+        if inlineHandler != nil && mosquitto_want_write(handle) { _ = mosquitto_loop_write(handle, 1) }
+    }
+
     private func runLoop() {
+        networkThread.store(UInt(pthread_self()), ordering: .relaxed)
         while !stopping.load(ordering: .relaxed) {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()

@@ -65,6 +65,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Control mode: publish the fallback when no decision was made for this many seconds (default: 3 periods; off for trigger ticks).")
     var watchdog: Double?
 
+    @Flag(inversion: .prefixedNo,
+          help: "Decide message-triggered ticks on the MQTT network thread as messages arrive (default), or hand each message to the decision thread first (--no-inline-decisions). See docs/operations.md.")
+    var inlineDecisions = true
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
@@ -83,6 +87,7 @@ struct RunCommand: ParsableCommand {
         options.metricsHost = metricsHost
         options.precision = precision
         options.watchdogSeconds = watchdog
+        options.inlineDecisions = inlineDecisions
         // Signals are watched before anything else starts, so a SIGTERM that arrives during
         // start-up still ends in an orderly stop (exit 0) rather than the default death.
         let stopper = GatewayStopper()

@@ -31,8 +31,10 @@ import Testing
         #expect(h.metric(#"edgeq_decisions_total{action="a0",mode="shadow"}"#) + h.metric(#"edgeq_decisions_total{action="a1",mode="shadow"}"#) == 20)
     }
 
-    @Test func shadowWithoutAModelStillReportsEachTickAndLogs() throws {
-        let h = try GatewayHarness(yaml: testMapping())
+    /// Both threading options (`inlineDecisions`: on the network thread, or handed off).
+    @Test(arguments: [true, false])
+    func shadowWithoutAModelStillReportsEachTickAndLogs(inline: Bool) throws {
+        let h = try GatewayHarness(yaml: testMapping()) { $0.inlineDecisions = inline }
         defer { h.stop() }
         for i in 0..<10 {
             try h.send("plant/t/state", state(i))
@@ -50,8 +52,9 @@ import Testing
         #expect(rows.map { $0.transition.action } == (0..<9).map { Optional($0 % 2) })
     }
 
-    @Test func controlPublishesExactlyOneSetOfWritesPerTick() throws {
-        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true)
+    @Test(arguments: [true, false])
+    func controlPublishesExactlyOneSetOfWritesPerTick(inline: Bool) throws {
+        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true) { $0.inlineDecisions = inline }
         defer { h.stop() }
         for i in 0..<30 { try h.send("plant/t/state", state(i, x: Double(i % 7) - 3)) }
         var cmds: [[String: Any]] = []

@@ -22,12 +22,14 @@ import Foundation
 /// lossless K when that loses messages). Every run alternates between the three processes.
 /// Memory, from /proc/PID/status: the peak resident set (VmHWM) of each process after the
 /// runs above, and the gateway's resident set after start and after the runs, both in total
-/// (VmRSS: mostly shared library pages, ~34 MB of Swift runtime, Foundation and ICU) and its
+/// (VmRSS: mostly pages of the binary and the shared libraries it touches) and its
 /// own anonymous memory (RssAnon: heap, stacks, SQLite's cache), to see it stay flat.
 /// The retraining comes after, and its peak is reported on its own (`peak_rss_with_retraining`).
 /// Retraining: p99 while a retraining (`cmd/retrain`) runs on the gateway's own log,
 /// against p99 just before it, in the same run.
 /// `--quick`: 1 latency run, K in {64, 256} for 2 s, 5 s confirmation.
+/// `$EDGEQ_BENCH_E2E_AB=1`: a second gateway with `--no-inline-decisions` as one more subject
+/// (the A/B of the threading option in one run); `$EDGEQ_BENCH_E2E_RUNS=N`: N latency runs.
 enum E2EBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         let anchors = try Anchors.prepare(context)
@@ -57,6 +59,18 @@ enum E2EBench {
         var subjects = [gateway]
         defer { for s in subjects { s.close() } }
         let startRSS = memory(of: gateway.child.pid)
+        // $EDGEQ_BENCH_E2E_AB=1 adds a second gateway with the hand-off to the decision thread
+        // (`--no-inline-decisions`, its own data directory) as one more subject of every run:
+        // the A/B of docs/benchmarks.md in one run.
+        if ProcessInfo.processInfo.environment["EDGEQ_BENCH_E2E_AB"] == "1" {
+            let dataB = data.appendingPathComponent("handoff")
+            try FileManager.default.createDirectory(at: dataB, withIntermediateDirectories: true)
+            try installBenchModel(for: map, in: dataB)
+            subjects.append(try MQTTBench.Echo(name: "EdgeQ hand-off", benchClient: benchClient) { port in
+                (edgeq, ["run", "--config", mapping.path, "--broker", "mqtt://127.0.0.1:\(port)", "--data", dataB.path,
+                         "--mode", "control", "--log-level", "warning", "--no-inline-decisions"])
+            })
+        }
         if context.withAnchors {
             subjects.append(try MQTTBench.Echo(name: "echo_c", benchClient: benchClient) { port in
                 (anchors.program("echo_c"), [String(port), "0"])
@@ -70,7 +84,9 @@ enum E2EBench {
 
         // Latency, one at a time, alternating (once every process has finished starting).
         for s in subjects { waitUntilIdle(s.child.pid, context: context) }
-        try MQTTBench.latencyRuns(subjects, runs: context.quick ? 1 : 3, context: context)
+        // $EDGEQ_BENCH_E2E_RUNS: more alternating latency runs (for an A/B on a noisy machine).
+        let latencyRuns = ProcessInfo.processInfo.environment["EDGEQ_BENCH_E2E_RUNS"].flatMap { Int($0) } ?? (context.quick ? 1 : 3)
+        try MQTTBench.latencyRuns(subjects, runs: max(1, latencyRuns), context: context)
 
         // Rate: the sweep, then the best lossless window for the long run (30 s).
         try MQTTBench.rateSweep(subjects, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
