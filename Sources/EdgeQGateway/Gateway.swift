@@ -471,9 +471,11 @@ public final class Gateway: @unchecked Sendable {
         if stateStatus != .ok {
             reason = FallbackReason(stateStatus)
         } else if let engine {
+            let asked = engine.fp32Decisions
             let best = state.withUnsafeBufferPointer { s in
                 qValues.withUnsafeMutableBufferPointer { q in engine.bestAction(state: s, mask: mask, qValues: q) }
             }
+            if engine.fp32Decisions != asked { metrics.fp32TieBreaks.increment() }
             ranModel = true
             if !qValues.allSatisfy({ $0.isFinite }) {
                 reason = .nonFiniteQ

@@ -24,6 +24,7 @@ final class GatewayMetrics: Sendable {
     let watchdogTrips: Counter
     let guardTrips: Counter
     let explorations: Counter
+    let fp32TieBreaks: Counter
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -55,6 +56,7 @@ final class GatewayMetrics: Sendable {
         mode = r.gauge("edgeq_mode", help: "0 shadow, 1 control.")
         modelVersion = r.gauge("edgeq_model_version", help: "The served model version (0: none).")
         explorations = r.counter("edgeq_explorations_total", help: "Control decisions that explored (a random allowed action within the exploration budget).")
+        fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the live guard rolled back (or returned to shadow) because control did worse than the incumbent's baseline.")
         watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
     }

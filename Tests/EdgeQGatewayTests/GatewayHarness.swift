@@ -46,13 +46,14 @@ func testMapping(tick: String = "trigger: plant/t/state", maxAge: String = "", f
 /// A random (untrained) model that fits `map`, written to its data directory's store and
 /// made current, as a promotion would.
 @discardableResult
-func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7) throws -> Int {
+func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: Float? = nil) throws -> Int {
     let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
     let net = try MLP(arch, seed: seed)
     var rng = SystemRandomNumberGenerator()
     let calibration = (0..<(map.stateWidth * 256)).map { _ in Float.random(in: -1...1, using: &rng) }
-    let model = try QModel(network: net, actionNames: map.actions.map(\.name), normalization: .identity(map.stateWidth),
+    var model = try QModel(network: net, actionNames: map.actions.map(\.name), normalization: .identity(map.stateWidth),
                            calibrationStates: calibration)
+    if let tieMargin { model.int8.tieMargin = tieMargin }
     let file = data.appendingPathComponent("incoming.safetensors")
     try model.save(to: file)
     let store = try ModelStore(dataDirectory: data)
@@ -75,12 +76,13 @@ final class GatewayHarness: @unchecked Sendable {
     let thread: Thread
     let done = DispatchSemaphore(value: 0)
 
-    init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, broker existing: MosquittoBroker? = nil,
+    /// `tieMargin` replaces the installed model's measured one (`withModel` only).
+    init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, tieMargin: Float? = nil, broker existing: MosquittoBroker? = nil,
          configure: (inout GatewayOptions) -> Void = { _ in }) throws {
         broker = try existing ?? MosquittoBroker()
         dir = try TempDir()
         map = try TopicMap.parse(yaml: yaml, file: "test.yaml")
-        if withModel { try installModel(for: map, in: dir.url) }
+        if withModel { try installModel(for: map, in: dir.url, tieMargin: tieMargin) }
         var o = GatewayOptions(map: map)
         o.broker = broker.url
         o.dataDirectory = dir.url.path

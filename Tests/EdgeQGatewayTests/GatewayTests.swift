@@ -1,6 +1,7 @@
 import EdgeQGateway
 import EdgeQLog
 import EdgeQMQTT
+import EdgeQNet
 import EdgeQTestSupport
 import Foundation
 import Testing
@@ -29,6 +30,23 @@ import Testing
         // every message on the actuator topic would be the gateway's.
         #expect(h.received.filter { $0.topic == "plant/t/cmd" }.isEmpty)
         #expect(h.metric(#"edgeq_decisions_total{action="a0",mode="shadow"}"#) + h.metric(#"edgeq_decisions_total{action="a1",mode="shadow"}"#) == 20)
+    }
+
+    /// `--precision mixed` (default): near-ties go to fp32 and are counted; a margin no gap
+    /// reaches sends every decision to fp32, `--precision int8` none.
+    @Test(arguments: [Precision.mixed, .int8])
+    func fp32TieBreaksAreCounted(precision: Precision) throws {
+        let h = try GatewayHarness(yaml: testMapping(), withModel: true, tieMargin: 1e30) { $0.precision = precision }
+        defer { h.stop() }
+        for i in 0..<20 { try h.send("plant/t/state", state(i, x: Double(i % 5))) }
+        var shadow = 0
+        let deadline = Date().addingTimeInterval(10)
+        while shadow < 20 && Date() < deadline {
+            shadow += h.drain(0.1).filter { $0.topic == "edgeq/t1/shadow" }.count
+        }
+        #expect(shadow == 20)
+        #expect(h.metric("edgeq_decisions_total{action=\"a0\",mode=\"shadow\"}") + h.metric("edgeq_decisions_total{action=\"a1\",mode=\"shadow\"}") == 20)
+        #expect(h.metric("edgeq_fp32_tie_breaks_total") == (precision == .mixed ? 20 : 0))
     }
 
     /// Both threading options (`inlineDecisions`: on the network thread, or handed off).
