@@ -81,6 +81,9 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
     }
     for (; i < n; i++) xq[i] = q8(x[i] * inv[i]);
 }
+// 8 outputs × 2 inputs of int16 weights.
+#define W16(p) _mm256_loadu_si256((const __m256i *)(p))
+
 // AVX2: two inputs at a time with vpmaddwd (int16 pairs -> int32), 8 outputs per register.
 // Same integer sums as the portable loop (exact), same float epilogue.
 __attribute__((target("avx2")))
@@ -111,14 +114,14 @@ static void forward_avx2(float *restrict out, const float *restrict x, const edg
             for (int k = 0; k < np; k++) {
                 const __m256i vx = _mm256_set1_epi32(pval[k]);
                 const int16_t *w = L->wpairs + (long)pidx[k] * OP * 2 + 16 * b0;
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w)), vx));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 16)), vx));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)), vx));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 48)), vx));
-                a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 64)), vx));
-                a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 80)), vx));
-                a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 96)), vx));
-                a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 112)), vx));
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(w), vx));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(W16(w + 16), vx));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(W16(w + 32), vx));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(W16(w + 48), vx));
+                a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(W16(w + 64), vx));
+                a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(W16(w + 80), vx));
+                a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(W16(w + 96), vx));
+                a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(W16(w + 112), vx));
             }
             av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
             av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
@@ -127,8 +130,7 @@ static void forward_avx2(float *restrict out, const float *restrict x, const edg
         for (int b = b0; b < OP / 8; b++) {
             __m256i a0 = _mm256_setzero_si256();
             for (int k = 0; k < np; k++)
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b)),
-                                                            _mm256_set1_epi32(pval[k])));
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b), _mm256_set1_epi32(pval[k])));
             av[b] = a0;
         }
         float *y = (l == n_layers - 1) ? out : bufs[l & 1];
@@ -312,3 +314,50 @@ float edgeq_sum_squares(const float *x, int n) {
 #endif
     return sumsq_portable(x, n);
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+int edgeq_limit_malloc_arenas(int n) {
+#if defined(__GLIBC__)
+    return mallopt(M_ARENA_MAX, n) == 1 ? 1 : 0;
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
+#if defined(__linux__)
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+long edgeq_release_startup_pages(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return 0;
+    char line[4096 + 256];
+    long total = 0;
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        char perms[8];
+        int path_at = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &path_at) < 3 || path_at == 0) continue;
+        char *path = line + path_at;
+        path[strcspn(path, "\n")] = 0;
+        /* Only the executable's read-only (clean, file-backed) mappings: code and constants. */
+        if (strcmp(path, exe) != 0 || perms[1] != '-') continue;
+        if (madvise((void *)lo, hi - lo, MADV_PAGEOUT) == 0) total += (long)(hi - lo);
+    }
+    fclose(maps);
+    return total;
+}
+#else
+long edgeq_release_startup_pages(void) { return 0; }
+#endif

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEdgeQKernels
 import EdgeQGateway
 import EdgeQNet
 import EdgeQSystem
@@ -69,6 +70,10 @@ struct RunCommand: ParsableCommand {
           help: "Decide message-triggered ticks on the MQTT network thread as messages arrive (default), or hand each message to the decision thread first (--no-inline-decisions). See docs/operations.md.")
     var inlineDecisions = true
 
+    @Flag(inversion: .prefixedNo,
+          help: "After loading the mapping and after start-up, hand the executable's start-up-only code pages back to the kernel (default; --no-release-startup-pages keeps them resident). See docs/operations.md.")
+    var releaseStartupPages = true
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
@@ -77,8 +82,17 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Two malloc arenas instead of glibc's 8 per core: the gateway's threads (network,
+        // decisions, log writer, retraining) allocate little, and each arena touched costs
+        // resident memory (docs/benchmarks.md, e2e).
+        _ = edgeq_limit_malloc_arenas(2)
         LoggingSetup.bootstrap(logLevel)
         let map = try loadMapping(config)
+        // The code that only start-up runs (argument parsing, YAML, ICU tables) is clean and
+        // file-backed: let the kernel reclaim it, twice (the peak is start-up's), so that the
+        // resident set is what the decision path uses (docs/operations.md, "Memory").
+        let release = releaseStartupPages
+        if release { _ = edgeq_release_startup_pages() }
         var options = GatewayOptions(map: map)
         options.broker = broker
         options.dataDirectory = data
@@ -103,6 +117,7 @@ struct RunCommand: ParsableCommand {
             FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
         }
         guard stopper.attach(gateway) else { return }
+        if release { _ = edgeq_release_startup_pages() }
         do {
             try gateway.run()
         } catch {

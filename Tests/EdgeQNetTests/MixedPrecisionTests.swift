@@ -2,6 +2,7 @@ import EdgeQCore
 import Foundation
 import Testing
 @testable import EdgeQNet
+import CEdgeQKernels
 
 /// `Precision.mixed`: int8 on clear decisions, fp32 on int8's near-ties.
 @Suite struct MixedPrecisionTests {
@@ -106,5 +107,20 @@ import Testing
             #expect(error.kind == .shapeMismatch)
             #expect(error.message.contains("tie_margin"))
         }
+    }
+}
+
+/// `edgeq run --release-startup-pages`: the executable's read-only mappings are handed back
+/// to the kernel; the process keeps running the code it needs (this test process runs on).
+@Suite struct StartupPagesTests {
+    @Test func releasingTheExecutablesCleanPagesKeepsTheProcessWorking() throws {
+        let advised = edgeq_release_startup_pages()
+        #if os(Linux)
+        #expect(advised > 0, "no read-only mapping of /proc/self/exe was advised")
+        #endif
+        // Code runs on after its pages were reclaimed (they fault back in).
+        let (model, raw) = try makeModel()
+        let s = Array(raw.prefix(model.inputCount))
+        #expect(s.withUnsafeBufferPointer { model.makeEngine(.mixed).bestAction(state: $0) } != nil)
     }
 }

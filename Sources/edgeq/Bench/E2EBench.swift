@@ -34,7 +34,7 @@ enum E2EBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         let anchors = try Anchors.prepare(context)
         let benchClient = anchors.program("bench_client")
-        let edgeq = try MQTTBench.selfExecutable()
+        let selfPath = try MQTTBench.selfExecutable()
         let mapping = Anchors.packageRoot().appendingPathComponent("topics/bench.yaml")
         let map: TopicMap
         do {
@@ -51,6 +51,15 @@ enum E2EBench {
             if keep { context.progress("data directory kept: \(data.path)") } else { try? FileManager.default.removeItem(at: data) }
         }
         try installBenchModel(for: map, in: data)
+        // The gateway runs from its own copy of the binary, as installed on a plant: when it
+        // shares this (bench) process's file, the kernel keeps the start-up pages it hands
+        // back (`--release-startup-pages`) because they are still mapped here.
+        let edgeq = data.appendingPathComponent("edgeq").path
+        do {
+            try FileManager.default.copyItem(atPath: selfPath, toPath: edgeq)
+        } catch {
+            throw BenchError.failed("cannot copy \(selfPath) to \(edgeq): \(error)")
+        }
 
         let gateway = try MQTTBench.Echo(name: "EdgeQ", benchClient: benchClient) { port in
             (edgeq, ["run", "--config", mapping.path, "--broker", "mqtt://127.0.0.1:\(port)", "--data", data.path,
