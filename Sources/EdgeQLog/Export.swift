@@ -111,8 +111,9 @@ private func csvCell(_ s: String) -> String {
     return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
-/// A JSON string literal.
-private func jsonString(_ s: String) -> String {
+/// `s` as a JSON string literal, quotes included (RFC 8259 escapes; control characters as
+/// `\uXXXX`). Shared by the export and the gateway's control-plane JSON.
+public func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {
