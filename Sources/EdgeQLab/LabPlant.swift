@@ -100,38 +100,20 @@ public struct CartPoleLabPlant: LabPlant {
     public let commandTopic = "plant/cartpole/cmd"
     public let commandKey = "action"
     public let actionCount = CartPole.actionCount
-    var env: CartPole
-    var rule = CartPoleRule()
-    var message: CartPoleState
-    var returns = EpisodeReturns()
-    var episode = 0
-    var pendingReset = false
+    var plant: CartPoleEpisodes
+    var returns: EpisodeReturns { plant.returns }
     var steps = 0
 
     /// A cart-pole drawing from `seed`.
-    public init(seed: UInt64) {
-        env = CartPole(seed: seed)
-        message = CartPoleState(step: 0, episode: 0, observation: env.observation)
-    }
+    public init(seed: UInt64) { plant = CartPoleEpisodes(seed: seed) }
 
-    public func stateJSON() -> [UInt8] { (try? Array(labEncoder.encode(message))) ?? [] }
-    public mutating func incumbentAction() -> Int { rule.decide(env.observation) }
+    public func stateJSON() -> [UInt8] { (try? Array(labEncoder.encode(plant.message))) ?? [] }
+    public mutating func incumbentAction() -> Int { plant.incumbentAction() }
     public mutating func step(_ action: Int) {
-        let s = env.step(action)
+        plant.step(action)
         steps += 1
-        returns.add(reward: s.reward, ended: s.terminal || s.truncated)
-        message = CartPoleState(step: env.steps, episode: episode, observation: s.observation,
-                                reward: s.reward, terminal: s.terminal, truncated: s.truncated)
-        if s.terminal || s.truncated { pendingReset = true }
     }
-    public mutating func startNextEpisodeIfEnded() -> Bool {
-        guard pendingReset else { return false }
-        pendingReset = false
-        episode += 1
-        let obs = env.reset()
-        message = CartPoleState(step: 0, episode: episode, observation: obs)
-        return true
-    }
+    public mutating func startNextEpisodeIfEnded() -> Bool { plant.startNextEpisodeIfEnded() }
     public var score: LabScore {
         var s = LabScore()
         s.steps = steps

@@ -40,3 +40,49 @@ public struct CartPoleState: Sendable, Equatable, Codable {
         case step, episode, x, xDot = "x_dot", theta, thetaDot = "theta_dot", reward, terminal, truncated
     }
 }
+
+/// Cart-pole run episode after episode with its weak rule as incumbent: the state message
+/// to publish, the returns, and a new episode after the state that ended one was published.
+/// Shared by `edgeq sim cartpole` and the lab.
+public struct CartPoleEpisodes: Sendable {
+    /// The plant.
+    public private(set) var env: CartPole
+    /// The incumbent.
+    public var rule = CartPoleRule()
+    /// The current state message.
+    public private(set) var message: CartPoleState
+    /// Episode returns.
+    public private(set) var returns = EpisodeReturns()
+    /// Episodes begun before the current one.
+    public private(set) var episode = 0
+    var pendingReset = false
+
+    /// A cart-pole drawing from `seed`.
+    public init(seed: UInt64) {
+        env = CartPole(seed: seed)
+        message = CartPoleState(step: 0, episode: 0, observation: env.observation)
+    }
+
+    /// The weak rule's action for the current state.
+    public func incumbentAction() -> Int { rule.decide(env.observation) }
+
+    /// Applies `action`; the message then says how the step ended.
+    public mutating func step(_ action: Int) {
+        let s = env.step(action)
+        returns.add(reward: s.reward, ended: s.terminal || s.truncated)
+        message = CartPoleState(step: env.steps, episode: episode, observation: s.observation,
+                                reward: s.reward, terminal: s.terminal, truncated: s.truncated)
+        // The next message starts a new episode; the one just built says how this one ended.
+        if s.terminal || s.truncated { pendingReset = true }
+    }
+
+    /// After the state that ended an episode was published: starts the next one (true).
+    public mutating func startNextEpisodeIfEnded() -> Bool {
+        guard pendingReset else { return false }
+        pendingReset = false
+        episode += 1
+        let obs = env.reset()
+        message = CartPoleState(step: 0, episode: episode, observation: obs)
+        return true
+    }
+}

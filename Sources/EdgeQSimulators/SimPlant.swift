@@ -39,43 +39,17 @@ struct CartPoleSim: SimPlant {
     let name = "cartpole"
     let commandKey = "action"
     let actionCount = CartPole.actionCount
-    var env: CartPole
-    var rule = CartPoleRule()
-    var message: CartPoleState
-    var returns = EpisodeReturns()
-    var episode = 0
+    var plant: CartPoleEpisodes
+    var returns: EpisodeReturns { plant.returns }
 
-    init(seed: UInt64) {
-        env = CartPole(seed: seed)
-        message = CartPoleState(step: 0, episode: 0, observation: env.observation)
-    }
+    init(seed: UInt64) { plant = CartPoleEpisodes(seed: seed) }
 
-    var stepIndex: Int { message.step }
-    func stateJSON() throws -> [UInt8] { Array(try encoder.encode(message)) }
-    mutating func incumbentAction() -> Int { rule.decide(env.observation) }
-
-    mutating func step(_ action: Int) {
-        let s = env.step(action)
-        returns.add(reward: s.reward, ended: s.terminal || s.truncated)
-        message = CartPoleState(step: env.steps, episode: episode, observation: s.observation,
-                                reward: s.reward, terminal: s.terminal, truncated: s.truncated)
-        if s.terminal || s.truncated {
-            // The next message starts a new episode; the one just built says how this one ended.
-            pendingReset = true
-        }
-    }
-
-    var pendingReset = false
-
+    var stepIndex: Int { plant.message.step }
+    func stateJSON() throws -> [UInt8] { Array(try encoder.encode(plant.message)) }
+    mutating func incumbentAction() -> Int { plant.incumbentAction() }
+    mutating func step(_ action: Int) { plant.step(action) }
     /// Called by the runner after the ending state was published.
-    mutating func startNextEpisodeIfEnded() -> Bool {
-        guard pendingReset else { return false }
-        pendingReset = false
-        episode += 1
-        let obs = env.reset()
-        message = CartPoleState(step: 0, episode: episode, observation: obs)
-        return true
-    }
+    mutating func startNextEpisodeIfEnded() -> Bool { plant.startNextEpisodeIfEnded() }
 
     func scoreJSON() throws -> [UInt8] {
         let o: [String: Any] = ["plant": name, "episodes": returns.returns.count, "mean_return": returns.mean]
