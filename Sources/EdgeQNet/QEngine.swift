@@ -230,7 +230,7 @@ public final class QEngine {
         }
     }
 
-    /// fp32 Q-values of the normalised input in bufA into `out` (bufA is overwritten).
+    /// fp32 Q-values of the normalised input in bufA into `out` (bufA is kept).
     private func writeFloat(into out: UnsafeMutablePointer<Float>) {
         let last = runFloat()
         if architecture.dueling {

@@ -91,8 +91,7 @@ struct RunCommand: ParsableCommand {
         // The code that only start-up runs (argument parsing, YAML, ICU tables) is clean and
         // file-backed: let the kernel reclaim it, twice (the peak is start-up's), so that the
         // resident set is what the decision path uses (docs/operations.md, "Memory").
-        let release = releaseStartupPages
-        if release { _ = edgeq_release_startup_pages() }
+        if releaseStartupPages { _ = edgeq_release_startup_pages() }
         var options = GatewayOptions(map: map)
         options.broker = broker
         options.dataDirectory = data
@@ -117,7 +116,7 @@ struct RunCommand: ParsableCommand {
             FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
         }
         guard stopper.attach(gateway) else { return }
-        if release { _ = edgeq_release_startup_pages() }
+        if releaseStartupPages { _ = edgeq_release_startup_pages() }
         do {
             try gateway.run()
         } catch {
