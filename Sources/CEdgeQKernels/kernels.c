@@ -81,58 +81,156 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
     }
     for (; i < n; i++) xq[i] = q8(x[i] * inv[i]);
 }
-// 8 outputs × 2 inputs of int16 weights.
+// 8 outputs × 2 inputs of int16 weights; 8 outputs × 4 inputs of int8 weights.
 #define W16(p) _mm256_loadu_si256((const __m256i *)(p))
+#define W8Q(p) _mm256_loadu_si256((const __m256i *)(p))
 
-// AVX2: two inputs at a time with vpmaddwd (int16 pairs -> int32), 8 outputs per register.
-// Same integer sums as the portable loop (exact), same float epilogue.
+// One layer's integer sums with int16 weight pairs (any input sign): two inputs at a time
+// with vpmaddwd (int16 pairs -> int32), 8 outputs per register. acc (OP int32, 32-byte
+// aligned) receives the sums; the nonzero input pairs are listed after it.
 __attribute__((target("avx2")))
+static inline void sums_pairs_avx2(int32_t *restrict acc, const edgeq_qlayer *restrict L, int8_t *restrict xq) {
+    const int I = L->inputs, OP = L->out_padded;
+    xq[I] = 0;  /* the odd input's partner */
+    __m256i *av = (__m256i *)acc;
+    /* The nonzero input pairs, listed once (after a ReLU about half the inputs are zero):
+       the loops below then run without a data-dependent branch. */
+    int32_t *pidx = acc + OP, *pval = acc + OP + (I + 2) / 2;
+    int np = 0;
+    for (int p = 0; p < (I + 1) / 2; p++) {
+        const int32_t x0 = xq[2 * p], x1 = xq[2 * p + 1];
+        pidx[np] = p;
+        pval[np] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
+        np += (x0 | x1) != 0;
+    }
+    int b0 = 0;
+    /* 64 outputs (8 registers) at a time, kept in registers across the input pairs. */
+    for (; b0 + 8 <= OP / 8; b0 += 8) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int k = 0; k < np; k++) {
+            const __m256i vx = _mm256_set1_epi32(pval[k]);
+            const int16_t *w = L->wpairs + (long)pidx[k] * OP * 2 + 16 * b0;
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(w), vx));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(W16(w + 16), vx));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(W16(w + 32), vx));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(W16(w + 48), vx));
+            a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(W16(w + 64), vx));
+            a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(W16(w + 80), vx));
+            a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(W16(w + 96), vx));
+            a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(W16(w + 112), vx));
+        }
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
+        av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
+    }
+    /* The rest, 8 outputs at a time. */
+    for (int b = b0; b < OP / 8; b++) {
+        __m256i a0 = _mm256_setzero_si256();
+        for (int k = 0; k < np; k++)
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b), _mm256_set1_epi32(pval[k])));
+        av[b] = a0;
+    }
+}
+
+// One layer's integer sums with int8 weight quads: four inputs at a time as bytes, vpmaddubsw
+// (u8 x s8, adjacent pairs summed to int16) then vpmaddwd with ones (int16 pairs -> int32),
+// 8 outputs per register. Inputs known to be >= 0 (after a ReLU) go in as they are; signed
+// inputs (the first layer) go in as |x|, their signs moved onto the weights (vpsignb), which
+// needs weights in [-127, 127]. Exact: with |x| <= 127 and |w| <= 128, |x0 w0 + x1 w1| <= 32512
+// never saturates int16. Half the weight bytes of the int16 pairs and one load per 32
+// multiply-adds: the big layers read their weights from L2, and this is what makes int8 pay.
+__attribute__((target("avx2,bmi2"), always_inline))
+static inline void sums_quads_avx2(int32_t *restrict acc, const edgeq_qlayer *restrict L, int8_t *restrict xq,
+                                   const int signed_inputs) {
+    const int I = L->inputs, OP = L->out_padded, NQ = (I + 3) / 4;
+    xq[I] = 0; xq[I + 1] = 0; xq[I + 2] = 0;  /* the last quad's padding */
+    __m256i *av = (__m256i *)acc;
+    const __m256i ones = _mm256_set1_epi16(1);
+    /* The nonzero quads (four input bytes, as they are), listed once: byte offsets, values.
+       Eight quads at a time, packed to the left with a permutation built from the nonzero
+       mask (pdep/pext), then one at a time. */
+    int32_t *qoff = acc + OP, *qval = acc + OP + NQ;  /* the 8-wide stores stay below NQ */
+    int nq = 0, q = 0;
+    __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(OP * 4));
+    const __m256i step = _mm256_set1_epi32(8 * OP * 4);
+    for (; q + 8 <= NQ; q += 8, off = _mm256_add_epi32(off, step)) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(xq + 4 * q));
+        const unsigned nonzero = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xFF;
+        const uint64_t bytes = _pdep_u64(nonzero, 0x0101010101010101ULL) * 0xFF;
+        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pext_u64(0x0706050403020100ULL, bytes)));
+        _mm256_storeu_si256((__m256i *)(qval + nq), _mm256_permutevar8x32_epi32(v, perm));
+        _mm256_storeu_si256((__m256i *)(qoff + nq), _mm256_permutevar8x32_epi32(off, perm));
+        nq += __builtin_popcount(nonzero);
+    }
+    for (; q < NQ; q++) {
+        uint32_t v;
+        __builtin_memcpy(&v, xq + 4 * q, 4);
+        qoff[nq] = q * OP * 4;
+        qval[nq] = (int32_t)v;
+        nq += v != 0;
+    }
+    /* vx: the quad's four inputs in every 32-bit lane; ux: the same as unsigned bytes. */
+#define QUAD(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(ux, \
+        signed_inputs ? _mm256_sign_epi8(W8Q(p), vx) : W8Q(p)), ones))
+#define QUAD_SETUP(k)                                                   \
+        const __m256i vx = _mm256_set1_epi32(qval[k]);                  \
+        const __m256i ux = signed_inputs ? _mm256_abs_epi8(vx) : vx;    \
+        const int8_t *w = L->wquads + qoff[k] + 32 * b0;                \
+        (void)vx;
+    int b0 = 0;
+    /* 64 outputs (8 registers) at a time, kept in registers across the quads. */
+    for (; b0 + 8 <= OP / 8; b0 += 8) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int k = 0; k < nq; k++) {
+            QUAD_SETUP(k)
+            QUAD(a0, w); QUAD(a1, w + 32); QUAD(a2, w + 64); QUAD(a3, w + 96);
+            QUAD(a4, w + 128); QUAD(a5, w + 160); QUAD(a6, w + 192); QUAD(a7, w + 224);
+        }
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
+        av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
+    }
+    /* The rest (up to 7 registers): 4, 2, then 1 at a time. */
+    for (; b0 + 4 <= OP / 8; b0 += 4) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int k = 0; k < nq; k++) {
+            QUAD_SETUP(k)
+            QUAD(a0, w); QUAD(a1, w + 32); QUAD(a2, w + 64); QUAD(a3, w + 96);
+        }
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
+    }
+    for (; b0 + 2 <= OP / 8; b0 += 2) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+        for (int k = 0; k < nq; k++) {
+            QUAD_SETUP(k)
+            QUAD(a0, w); QUAD(a1, w + 32);
+        }
+        av[b0] = a0; av[b0 + 1] = a1;
+    }
+    for (; b0 < OP / 8; b0++) {
+        __m256i a0 = _mm256_setzero_si256();
+        for (int k = 0; k < nq; k++) {
+            QUAD_SETUP(k)
+            QUAD(a0, w);
+        }
+        av[b0] = a0;
+    }
+#undef QUAD_SETUP
+#undef QUAD
+}
+
+// AVX2: per layer, quantize the input, the integer sums (int8 quads, or int16 pairs for a
+// first layer with a -128 weight), then the same float epilogue as the portable loop.
+__attribute__((target("avx2,bmi2")))
 static void forward_avx2(float *restrict out, const float *restrict x, const edgeq_qlayer *restrict layers, int n_layers,
                          int8_t *restrict xq, int32_t *restrict acc, float *restrict buf_a, float *restrict buf_b) {
     const float *in = x;
     float *bufs[2] = {buf_a, buf_b};
     for (int l = 0; l < n_layers; l++) {
         const edgeq_qlayer *L = &layers[l];
-        const int I = L->inputs, O = L->outputs, OP = L->out_padded;
-        quantize8_avx2(xq, in, L->inv_in, I);
-        xq[I] = 0;  /* the odd input's partner */
-        __m256i *av = (__m256i *)acc;  /* acc holds at least OP int32, 32-byte aligned */
-        /* The nonzero input pairs, listed once (after a ReLU about half the inputs are zero):
-           the loops below then run without a data-dependent branch. */
-        int32_t *pidx = acc + OP, *pval = acc + OP + (I + 2) / 2;
-        int np = 0;
-        for (int p = 0; p < (I + 1) / 2; p++) {
-            const int32_t x0 = xq[2 * p], x1 = xq[2 * p + 1];
-            pidx[np] = p;
-            pval[np] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
-            np += (x0 | x1) != 0;
-        }
-        int b0 = 0;
-        /* 64 outputs (8 registers) at a time, kept in registers across the input pairs. */
-        for (; b0 + 8 <= OP / 8; b0 += 8) {
-            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (int k = 0; k < np; k++) {
-                const __m256i vx = _mm256_set1_epi32(pval[k]);
-                const int16_t *w = L->wpairs + (long)pidx[k] * OP * 2 + 16 * b0;
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(w), vx));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(W16(w + 16), vx));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(W16(w + 32), vx));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(W16(w + 48), vx));
-                a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(W16(w + 64), vx));
-                a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(W16(w + 80), vx));
-                a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(W16(w + 96), vx));
-                a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(W16(w + 112), vx));
-            }
-            av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
-            av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
-        }
-        /* The rest, 8 outputs at a time. */
-        for (int b = b0; b < OP / 8; b++) {
-            __m256i a0 = _mm256_setzero_si256();
-            for (int k = 0; k < np; k++)
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b), _mm256_set1_epi32(pval[k])));
-            av[b] = a0;
-        }
+        const int O = L->outputs;
+        quantize8_avx2(xq, in, L->inv_in, L->inputs);
+        if (!L->wquads) sums_pairs_avx2(acc, L, xq);
+        else if (L->quad_inputs_signed) sums_quads_avx2(acc, L, xq, 1);
+        else sums_quads_avx2(acc, L, xq, 0);
         float *y = (l == n_layers - 1) ? out : bufs[l & 1];
         const int relu = l < n_layers - 1;
         for (int o = 0; o < O; o++) {
@@ -143,7 +241,10 @@ static void forward_avx2(float *restrict out, const float *restrict x, const edg
         in = y;
     }
 }
-static int detect(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") ? 1 : 0; }
+static int detect(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2") ? 1 : 0;
+}
 #else
 static int detect(void) { return 0; }
 #endif

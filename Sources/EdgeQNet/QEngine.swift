@@ -51,6 +51,7 @@ public final class QEngine {
     private let cLayers: UnsafeMutablePointer<edgeq_qlayer>
     private let transposed: [UnsafeMutablePointer<Int8>]
     private let pairs: [UnsafeMutablePointer<Int16>]
+    private let quads: [UnsafeMutablePointer<Int8>]
     private let acc: UnsafeMutablePointer<Int32>
     private let outBuf: UnsafeMutablePointer<Float>
     private let xq: UnsafeMutablePointer<Int8>        // (max padded width)
@@ -124,22 +125,42 @@ public final class QEngine {
         cLayers = .allocate(capacity: max(ql.count, 1))
         var tr: [UnsafeMutablePointer<Int8>] = []
         var pr: [UnsafeMutablePointer<Int16>] = []
+        var qu: [UnsafeMutablePointer<Int8>] = []
         for (l, q) in ql.enumerated() {
             let t = UnsafeMutablePointer<Int8>.allocate(capacity: q.inputs * q.outputs)
             for i in 0..<q.inputs { for o in 0..<q.outputs { t[i * q.outputs + o] = q.weights[o * q.paddedInputs + i] } }
             tr.append(t)
-            // (ceil(in / 2), outPadded, 2) int16 for the AVX2 kernel.
             let outPadded = (q.outputs + 7) / 8 * 8
-            let pairCount = (q.inputs + 1) / 2
-            let w = UnsafeMutablePointer<Int16>.allocate(capacity: pairCount * outPadded * 2)
-            w.initialize(repeating: 0, count: pairCount * outPadded * 2)
-            for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 2) * outPadded * 2 + o * 2 + (i & 1)] = Int16(q.weights[o * q.paddedInputs + i]) } }
-            pr.append(w)
+            // The AVX2 kernel's layout (edgeq_kernels.h): int8 quads (vpmaddubsw), fed the
+            // inputs as they are where they can never be negative -- after a ReLU, with
+            // positive input steps -- else as |x| with the signs moved onto the weights, which
+            // needs weights above -128; int16 pairs (vpmaddwd) for a layer that has both.
+            let nonNegativeInputs = l > 0 && (0..<q.inputs).allSatisfy { q.inverseInputScales[$0] > 0 }
+            let noMinus128 = (0..<q.outputs).allSatisfy { o in (0..<q.inputs).allSatisfy { q.weights[o * q.paddedInputs + $0] != Int8.min } }
+            var wp: UnsafeMutablePointer<Int16>? = nil
+            var wq: UnsafeMutablePointer<Int8>? = nil
+            if nonNegativeInputs || noMinus128 {
+                let count = (q.inputs + 3) / 4 * outPadded * 4   // (ceil(in / 4), outPadded, 4)
+                let w = UnsafeMutablePointer<Int8>.allocate(capacity: count)
+                w.initialize(repeating: 0, count: count)
+                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 4) * outPadded * 4 + o * 4 + (i & 3)] = q.weights[o * q.paddedInputs + i] } }
+                qu.append(w)
+                wq = w
+            } else {
+                let count = (q.inputs + 1) / 2 * outPadded * 2   // (ceil(in / 2), outPadded, 2)
+                let w = UnsafeMutablePointer<Int16>.allocate(capacity: count)
+                w.initialize(repeating: 0, count: count)
+                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 2) * outPadded * 2 + o * 2 + (i & 1)] = Int16(q.weights[o * q.paddedInputs + i]) } }
+                pr.append(w)
+                wp = w
+            }
             cLayers[l] = edgeq_qlayer(inputs: Int32(q.inputs), outputs: Int32(q.outputs), wt: t, scale: q.combined,
-                                      bias: q.bias, inv_in: q.inverseInputScales, wpairs: w, out_padded: Int32(outPadded))
+                                      bias: q.bias, inv_in: q.inverseInputScales, wpairs: wp, out_padded: Int32(outPadded),
+                                      wquads: wq, quad_inputs_signed: nonNegativeInputs ? 0 : 1)
         }
         transposed = tr
         pairs = pr
+        quads = qu
         // 32-byte aligned: the AVX2 kernel keeps its accumulators here as __m256i.
         // The kernels also list the nonzero inputs here (see edgeq_kernels.h).
         acc = UnsafeMutableRawPointer.allocate(byteCount: 4 * (3 * maxWidth) + 64, alignment: 32).bindMemory(to: Int32.self, capacity: 3 * maxWidth + 16)
@@ -164,6 +185,7 @@ public final class QEngine {
         xq.deallocate(); bufA.deallocate(); bufB.deallocate()
         for t in transposed { t.deallocate() }
         for p in pairs { p.deallocate() }
+        for q in quads { q.deallocate() }
         cLayers.deallocate(); acc.deallocate(); outBuf.deallocate(); scratchQ.deallocate()
     }
 
@@ -286,6 +308,14 @@ public final class QEngine {
     private func runInt8() -> UnsafeMutablePointer<Float> {
         edgeq_int8_forward(outBuf, bufA, cLayers, Int32(qlayers.count), xq, acc, bufB, outBuf + maxWidth)
         return outBuf
+    }
+
+    /// The AVX2 kernel's weight layout per layer: "quads" (inputs fed as they are), "signed
+    /// quads" (|x|, signs on the weights) or "pairs" (int16). For tests and docs.
+    var avx2Layouts: [String] {
+        (0..<qlayers.count).map { l in
+            cLayers[l].wquads == nil ? "pairs" : (cLayers[l].quad_inputs_signed != 0 ? "signed quads" : "quads")
+        }
     }
 
     /// The layer-by-layer int8 path (dot layout): the cross-check of the fused kernel.

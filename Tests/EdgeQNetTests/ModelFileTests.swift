@@ -201,6 +201,45 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         }
     }
 
+    /// The AVX2 kernel's int8 quads (signed for the first layer, as they are for the hidden
+    /// ones) and int16 pairs give the layered kernel's exact sums on widths that exercise the
+    /// 64-output blocks, the rest and inputs that are not a multiple of four; and at the
+    /// extremes -- every activation at ±127, every weight at ±127 (or −128, which sends a
+    /// first layer to the pairs) -- where vpmaddubsw would saturate if it could.
+    @Test func int8QuadsAndPairsAreExactAtTheExtremes() throws {
+        let (model, raw) = try makeModel(Architecture(inputCount: 7, hidden: [131, 77], actionCount: 9))
+        let engine = model.makeInt8Engine()
+        #expect(engine.avx2Layouts == ["signed quads", "quads", "quads"])
+        for r in 0..<100 {
+            let s = Array(raw[(r * 7)..<(r * 7 + 7)])
+            #expect(engine.qValues(s) == engine.runInt8Layered(s), "state \(r)")
+        }
+        for withMinus128 in [false, true] {
+            var extreme = model
+            for l in extreme.int8.layers.indices {
+                let layer = extreme.int8.layers[l]
+                // The model's sign pattern at the limits; tiny input steps, so every nonzero
+                // activation quantizes to ±127.
+                extreme.int8.layers[l].weights = layer.weights.enumerated().map { k, w in
+                    w < 0 ? (withMinus128 && k % 3 == 0 ? -128 : -127) : 127
+                }
+                extreme.int8.layers[l].inputScales = layer.inputScales.map { _ in 1e-6 }
+                extreme.int8.layers[l].weightScales = layer.weightScales.map { _ in 1e-6 }
+                extreme.int8.layers[l].bias = layer.bias.map { _ in 0 }
+            }
+            let hot = extreme.makeInt8Engine()
+            #expect(hot.avx2Layouts == [withMinus128 ? "pairs" : "signed quads", "quads", "quads"])
+            var saturated = 0
+            for r in 0..<50 {
+                let s = Array(raw[(r * 7)..<(r * 7 + 7)])
+                let got = hot.qValues(s), want = hot.runInt8Layered(s)
+                #expect(got == want, "state \(r): \(got) vs \(want)")
+                saturated += got.contains { abs($0) > 0.01 } ? 1 : 0
+            }
+            #expect(saturated > 40)  // the extremes were reached, not skipped as zeros
+        }
+    }
+
     /// The portable C kernels give bit-identical Q-values to the AVX2 ones (run serialized
     /// with the other kernel users of this process: it flips a process-wide switch).
     @Test func portableKernelsMatchTheDispatchedOnes() throws {

@@ -27,14 +27,22 @@ typedef struct {
     const float *inv_in;     ///< (in) 1 / input step per channel
     const int16_t *wpairs;   ///< (ceil(in / 2), out_padded, 2) int16: W8[o, 2p] and W8[o, 2p + 1]
                              ///< side by side, zero padded; used by the AVX2 kernel (vpmaddwd)
+                             ///< when wquads is NULL
     int out_padded;          ///< out rounded up to a multiple of 8
+    const int8_t *wquads;    ///< NULL, or (ceil(in / 4), out_padded, 4) int8: W8[o, 4q + j] for
+                             ///< j = 0…3 side by side, zero padded; used by the AVX2 kernel
+                             ///< (vpmaddubsw) instead of wpairs.
+    int quad_inputs_signed;  ///< 0: the layer's quantized inputs are never negative (a layer
+                             ///< after a ReLU, inv_in > 0), fed to vpmaddubsw as they are.
+                             ///< 1: they may be; |x| goes in and the signs move onto the
+                             ///< weights, which must then lie in [-127, 127].
 } edgeq_qlayer;
 
 /// The whole int8 network for one state: for each layer, quantize its input per channel,
 /// accumulate acc[o] += xq[i] * W8[o, i] over the nonzero xq[i] (int32, exact, so the order
 /// does not matter), y[o] = (float)acc[o] * scale[o] + bias[o], ReLU on all but the last.
 /// x is (layers[0].inputs), already normalised; out receives the last layer's outputs.
-/// xq (max in + 1), acc (max out_padded + max in + 2 int32, 32-byte aligned), buf_a, buf_b
+/// xq (max in + 3), acc (max out_padded + max in + 2 int32, 32-byte aligned), buf_a, buf_b
 /// (max width) are the caller's scratch.
 void edgeq_int8_forward(float *out, const float *x, const edgeq_qlayer *layers, int n_layers,
                         int8_t *xq, int32_t *acc, float *buf_a, float *buf_b);
