@@ -58,10 +58,18 @@ public struct Architecture: Sendable, Equatable, Codable {
         return (0..<layerCount).reduce(0) { $0 + s[$1 + 1] * s[$1] + s[$1 + 1] }
     }
 
-    /// Throws `QNetError` (`invalidArgument`) when a width is not positive.
+    /// The widest layer an architecture may have (a bound that keeps every size computation
+    /// far from overflow; the networks EdgeQ serves are a few hundred units wide).
+    public static let maxWidth = 1 << 20
+    /// The most hidden layers an architecture may have.
+    public static let maxHiddenLayers = 64
+
+    /// Throws `QNetError` (`invalidArgument`) when a width is not in 1…`maxWidth` or there are
+    /// more than `maxHiddenLayers` hidden layers.
     public func validate() throws(QNetError) {
-        guard inputCount > 0, actionCount > 0, hidden.allSatisfy({ $0 > 0 }) else {
-            throw QNetError(.invalidArgument, "architecture \(self.label): every width must be positive")
+        let widths = [inputCount, actionCount] + hidden
+        guard widths.allSatisfy({ $0 > 0 && $0 <= Self.maxWidth }), hidden.count <= Self.maxHiddenLayers else {
+            throw QNetError(.invalidArgument, "architecture \(self.label): every width must be 1…\(Self.maxWidth), with at most \(Self.maxHiddenLayers) hidden layers")
         }
     }
 

@@ -282,7 +282,12 @@ public struct QModel: Sendable {
         let dueling = (a["dueling"] as? Bool) ?? false
         let arch = Architecture(inputCount: inputs, hidden: hidden, actionCount: actions, dueling: dueling)
         guard hidden.count == hiddenAny.count else { throw QNetError(.badHeader, "architecture.hidden must be integers") }
-        try arch.validate()
+        do { try arch.validate() } catch { throw QNetError(.badHeader, "__metadata__.architecture: \(error.message)") }
+        // Widths are bounded by validate(), so this cannot overflow; a file too small for its
+        // architecture is rejected before anything that size is allocated.
+        guard arch.parameterCount <= bytes.count / 4 else {
+            throw QNetError(.shapeMismatch, "architecture \(arch.label) needs \(arch.parameterCount) fp32 parameters but the file has only \(bytes.count) bytes; the architecture in __metadata__ does not match the tensors")
+        }
         var names = (1...actions).map { "action\($0 - 1)" }
         if let n = meta["action_names"]?.data(using: .utf8) {
             guard let list = (try? JSONSerialization.jsonObject(with: n)) as? [String], list.count == actions else {

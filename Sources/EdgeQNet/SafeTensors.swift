@@ -117,7 +117,15 @@ enum SafeTensors {
             guard let dtype = StoredTensor.DType(rawValue: dtypeName) else {
                 throw QNetError(.wrongDType, "tensor \(name): dtype \(dtypeName) is not one EdgeQ reads (F32, I8, I32, I64)")
             }
-            let expected = shape.reduce(1, *) * dtype.size
+            // Checked: a shape whose byte count overflows is as wrong as one that does not match.
+            var expected = dtype.size
+            for d in shape {
+                let (m, overflow) = expected.multipliedReportingOverflow(by: d)
+                guard !overflow, m <= file.count else {
+                    throw QNetError(.shapeMismatch, "tensor \(name): shape \(shape) of \(dtypeName) is larger than the whole file (\(file.count) bytes)")
+                }
+                expected = m
+            }
             guard offs[1] - offs[0] == expected else {
                 throw QNetError(.shapeMismatch, "tensor \(name): shape \(shape) of \(dtypeName) needs \(expected) bytes, data_offsets span \(offs[1] - offs[0])")
             }

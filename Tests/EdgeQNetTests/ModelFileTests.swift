@@ -72,7 +72,7 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
 
     enum Damage: String, CaseIterable {
         case truncated, shortHeaderLength, hugeHeaderLength, wrongDType, shapeMismatch, missingTensor, flippedByte,
-             missingChecksum, referenceFails, newerVersion
+             missingChecksum, referenceFails, newerVersion, overflowingShape, oversizedArchitecture, absurdArchitecture
     }
 
     /// Each kind of damage is caught with its own clear error.
@@ -134,6 +134,24 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
             }
             try writeBytes(b, to: url, withChecksum: true)
             expected = .unsupportedVersion
+        case .overflowingShape:
+            // A shape whose byte count overflows Int (found by ModelFuzzTests: it used to trap).
+            let b = editHeader(good) { h in
+                var e = h["fp32.0.weight"] as! [String: Any]; e["shape"] = [Int.max / 3, 8]; h["fp32.0.weight"] = e
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = .shapeMismatch
+        case .oversizedArchitecture, .absurdArchitecture:
+            // Widths the file cannot hold (rejected before allocating for them), and widths
+            // whose parameter count would overflow (found by ModelFuzzTests: it used to trap).
+            let hidden = damage == .oversizedArchitecture ? "[100000,100000]" : "[4611686018427387904,4]"
+            let b = editHeader(good) { h in
+                var m = h["__metadata__"] as! [String: String]
+                m["architecture"] = "{\"actions\":5,\"dueling\":false,\"hidden\":\(hidden),\"inputs\":8}"
+                h["__metadata__"] = m
+            }
+            try writeBytes(b, to: url, withChecksum: true)
+            expected = damage == .oversizedArchitecture ? .shapeMismatch : .badHeader
         }
         do {
             _ = try QModel.load(from: url)
