@@ -1,3 +1,4 @@
+import EdgeQCore
 import EdgeQGateway
 import Foundation
 import Testing
@@ -66,5 +67,52 @@ import Testing
         #expect(obj["error"] as? String == "no model")
         let none = String(decoding: ControlPlane.reply(id: nil, ok: true), as: UTF8.self)
         #expect(none == #"{"id":null,"ok":true}"#)
+    }
+}
+
+/// Hostile payloads on the command topics (anyone on the broker can publish there): random
+/// bytes, mutated valid requests, deep nesting, huge numbers, odd verbs -- the parser must
+/// answer every one (a command or a reason) and never crash. Seeded, well under a second.
+@Suite struct ControlPlaneFuzzTests {
+    let plane = ControlPlane(prefix: "edgeq/gw1")
+
+    @Test func hostilePayloadsNeverCrashTheParser() throws {
+        var g = SeededGenerator(seed: 23)
+        let seeds = [#"{"id":"42","mode":"control"}"#, #"{"steps":1000,"seconds":30,"window":5000,"id":[1,{"a":null}]}"#,
+                     #"{"version":"3"}"#, #"{"version":2,"id":1e308}"#, #"{}"#, #"{"mode":"shadow","auth":"x"}"#]
+        let alphabet = Array(#"{}[]:,"\ 0123456789.eE+-truefalsnl"#.utf8) + [0, 0xff, 0xc3, 0x28]
+        let verbs = ControlPlane.verbs + ["", "x", "mode/extra", "é", String(repeating: "v", count: 5000)]
+        var answered = 0
+        for i in 0..<3000 {
+            var p = Array(seeds[i % seeds.count].utf8)
+            switch i % 4 {
+            case 0: p = (0..<Int(g.next() % 64)).map { _ in UInt8(truncatingIfNeeded: g.next()) }
+            case 1, 2:
+                for _ in 0..<(1 + Int(g.next() % 5)) {
+                    let pos = p.isEmpty ? 0 : Int(g.next() % UInt64(p.count))
+                    let c = alphabet[Int(g.next() % UInt64(alphabet.count))]
+                    if g.next() % 2 == 0, !p.isEmpty { p[pos] = c } else { p.insert(c, at: pos) }
+                }
+            default:
+                let n = ["1e400", "-0", "18446744073709551616", "9223372036854775807", "-9223372036854775808",
+                         "1e-400", "NaN", "\"\\ud800\"", "0.5e9", "1000000000.0000001"][Int(g.next() % 10)]
+                let key = ["steps", "seconds", "window", "version", "mode", "id"][Int(g.next() % 6)]
+                p = Array("{\"\(key)\":\(n)}".utf8)
+            }
+            let verb = verbs[Int(g.next() % UInt64(verbs.count))]
+            if let r = plane.parse(topic: "edgeq/gw1/cmd/\(verb)", payload: p) {
+                if case .failure(let e) = r.command { #expect(!e.description.isEmpty) }
+                answered += 1
+            }
+        }
+        #expect(answered > 2000)
+        for depth in [100, 10_000, 200_000] {
+            let deep = Array((String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8)
+            let nested = Array(("{\"id\":" + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + ",\"mode\":\"shadow\"}").utf8)
+            for p in [deep, nested] {
+                let r = try #require(plane.parse(topic: "edgeq/gw1/cmd/mode", payload: p))
+                if case .failure(let e) = r.command { #expect(!e.description.isEmpty) }
+            }
+        }
     }
 }
