@@ -17,7 +17,7 @@ static inline int8_t q8(float v) {
 
 #define MATVEC_BODY                                                                 \
     for (int o = 0; o < out; o++) {                                                 \
-        const int8_t *row = w + (long)o * in_padded;                                \
+        const int16_t *row = w + (long)o * in_padded;                               \
         int32_t acc = 0;                                                            \
         for (int i = 0; i < in_padded; i++) acc += (int32_t)row[i] * (int32_t)xq[i]; \
         float v = (float)acc * scale[o];                                            \
@@ -36,7 +36,7 @@ static inline int8_t q8(float v) {
         for (int i = 0; i < I; i++) {                                                     \
             const int32_t xi = xq[i];                                                     \
             if (xi == 0) continue; /* after a ReLU about half the inputs are zero */      \
-            const int8_t *row = L->wt + (long)i * O;                                      \
+            const int16_t *row = L->wt + (long)i * O;                                     \
             for (int o = 0; o < O; o++) acc[o] += xi * (int32_t)row[o];                   \
         }                                                                                 \
         float *y = (l == n_layers - 1) ? out : bufs[l & 1];                               \
@@ -53,14 +53,14 @@ static void forward_portable(float *restrict out, const float *restrict x, const
                              int8_t *restrict xq, int32_t *restrict acc, float *restrict buf_a, float *restrict buf_b) { FORWARD_BODY }
 
 static void quantize_portable(int8_t *restrict xq, const float *restrict x, const float *restrict inv_scale, int n) { QUANTIZE_BODY }
-static void matvec_portable(float *restrict y, const int8_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
+static void matvec_portable(float *restrict y, const int16_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
                             const float *restrict bias, int in_padded, int out, int relu) { MATVEC_BODY }
 
 #if defined(__x86_64__) && defined(__clang__)
 __attribute__((target("avx2")))
 static void quantize_avx2(int8_t *restrict xq, const float *restrict x, const float *restrict inv_scale, int n) { QUANTIZE_BODY }
 __attribute__((target("avx2")))
-static void matvec_avx2(float *restrict y, const int8_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
+static void matvec_avx2(float *restrict y, const int16_t *restrict w, const int8_t *restrict xq, const float *restrict scale,
                         const float *restrict bias, int in_padded, int out, int relu) { MATVEC_BODY }
 #include <immintrin.h>
 // q8 on 8 lanes: rint (the default rounding mode: to nearest, ties to even), clamp to
@@ -85,50 +85,79 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
 #define W16(p) _mm256_loadu_si256((const __m256i *)(p))
 #define W8Q(p) _mm256_loadu_si256((const __m256i *)(p))
 
-// One layer's integer sums with int16 weight pairs (any input sign): two inputs at a time
-// with vpmaddwd (int16 pairs -> int32), 8 outputs per register. acc (OP int32, 32-byte
-// aligned) receives the sums; the nonzero input pairs are listed after it.
-__attribute__((target("avx2")))
+// One layer's integer sums with int16 weight pairs (any input sign, 8- or 16-bit weights):
+// two inputs at a time with vpmaddwd (int16 pairs -> int32), 8 outputs per register. acc
+// (OP int32, 32-byte aligned) receives the sums; the nonzero input pairs are listed after it.
+__attribute__((target("avx2,bmi2")))
 static inline void sums_pairs_avx2(int32_t *restrict acc, const edgeq_qlayer *restrict L, int8_t *restrict xq) {
-    const int I = L->inputs, OP = L->out_padded;
+    const int I = L->inputs, OP = L->out_padded, NP = (I + 1) / 2;
     xq[I] = 0;  /* the odd input's partner */
     __m256i *av = (__m256i *)acc;
-    /* The nonzero input pairs, listed once (after a ReLU about half the inputs are zero):
-       the loops below then run without a data-dependent branch. */
-    int32_t *pidx = acc + OP, *pval = acc + OP + (I + 2) / 2;
-    int np = 0;
-    for (int p = 0; p < (I + 1) / 2; p++) {
+    /* The nonzero input pairs (sign-extended to two int16 in one int32), listed once with
+       their weights' element offsets: eight at a time, left-packed as in the quads, then one
+       at a time. The loops below then run without a data-dependent branch. */
+    int32_t *poff = acc + OP, *pval = acc + OP + NP;  /* the 8-wide stores stay below NP */
+    int np = 0, p = 0;
+    __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(OP * 2));
+    const __m256i step = _mm256_set1_epi32(8 * OP * 2);
+    for (; p + 8 <= NP; p += 8, off = _mm256_add_epi32(off, step)) {
+        const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xq + 2 * p)));
+        const unsigned nonzero = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xFF;
+        const uint64_t bytes = _pdep_u64(nonzero, 0x0101010101010101ULL) * 0xFF;
+        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pext_u64(0x0706050403020100ULL, bytes)));
+        _mm256_storeu_si256((__m256i *)(pval + np), _mm256_permutevar8x32_epi32(v, perm));
+        _mm256_storeu_si256((__m256i *)(poff + np), _mm256_permutevar8x32_epi32(off, perm));
+        np += __builtin_popcount(nonzero);
+    }
+    for (; p < NP; p++) {
         const int32_t x0 = xq[2 * p], x1 = xq[2 * p + 1];
-        pidx[np] = p;
+        poff[np] = p * OP * 2;
         pval[np] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
         np += (x0 | x1) != 0;
     }
+#define PAIR(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(W16(p), vx))
+#define PAIR_SETUP(k)                                                   \
+        const __m256i vx = _mm256_set1_epi32(pval[k]);                  \
+        const int16_t *w = L->wpairs + poff[k] + 16 * b0;
     int b0 = 0;
     /* 64 outputs (8 registers) at a time, kept in registers across the input pairs. */
     for (; b0 + 8 <= OP / 8; b0 += 8) {
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int k = 0; k < np; k++) {
-            const __m256i vx = _mm256_set1_epi32(pval[k]);
-            const int16_t *w = L->wpairs + (long)pidx[k] * OP * 2 + 16 * b0;
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(w), vx));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(W16(w + 16), vx));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(W16(w + 32), vx));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(W16(w + 48), vx));
-            a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(W16(w + 64), vx));
-            a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(W16(w + 80), vx));
-            a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(W16(w + 96), vx));
-            a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(W16(w + 112), vx));
+            PAIR_SETUP(k)
+            PAIR(a0, w); PAIR(a1, w + 16); PAIR(a2, w + 32); PAIR(a3, w + 48);
+            PAIR(a4, w + 64); PAIR(a5, w + 80); PAIR(a6, w + 96); PAIR(a7, w + 112);
         }
         av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
         av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
     }
-    /* The rest, 8 outputs at a time. */
-    for (int b = b0; b < OP / 8; b++) {
-        __m256i a0 = _mm256_setzero_si256();
-        for (int k = 0; k < np; k++)
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(W16(L->wpairs + (long)pidx[k] * OP * 2 + 16 * b), _mm256_set1_epi32(pval[k])));
-        av[b] = a0;
+    /* The rest (up to 7 registers): 4, 2, then 1 at a time. */
+    for (; b0 + 4 <= OP / 8; b0 += 4) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int k = 0; k < np; k++) {
+            PAIR_SETUP(k)
+            PAIR(a0, w); PAIR(a1, w + 16); PAIR(a2, w + 32); PAIR(a3, w + 48);
+        }
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
     }
+    for (; b0 + 2 <= OP / 8; b0 += 2) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+        for (int k = 0; k < np; k++) {
+            PAIR_SETUP(k)
+            PAIR(a0, w); PAIR(a1, w + 16);
+        }
+        av[b0] = a0; av[b0 + 1] = a1;
+    }
+    for (; b0 < OP / 8; b0++) {
+        __m256i a0 = _mm256_setzero_si256();
+        for (int k = 0; k < np; k++) {
+            PAIR_SETUP(k)
+            PAIR(a0, w);
+        }
+        av[b0] = a0;
+    }
+#undef PAIR_SETUP
+#undef PAIR
 }
 
 // One layer's integer sums with int8 weight quads: four inputs at a time as bytes, vpmaddubsw
@@ -265,7 +294,7 @@ void edgeq_quantize_input(int8_t *xq, const float *x, const float *inv_scale, in
     quantize_portable(xq, x, inv_scale, n);
 }
 
-void edgeq_int8_matvec(float *y, const int8_t *w, const int8_t *xq, const float *scale, const float *bias,
+void edgeq_int8_matvec(float *y, const int16_t *w, const int8_t *xq, const float *scale, const float *bias,
                        int in_padded, int out, int relu) {
 #if defined(__x86_64__) && defined(__clang__)
     if (edgeq_kernels_use_avx2()) { matvec_avx2(y, w, xq, scale, bias, in_padded, out, relu); return; }

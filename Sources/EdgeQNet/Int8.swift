@@ -11,19 +11,37 @@
 /// weightScales[o] = max_i |W[o, i] · inputScales[i]| / 127.
 /// (Per-channel input scales matter when features have very different ranges, like
 /// cart-pole's position and angle; with one scale per layer the narrow ones lose their bits.)
+///
+/// The head (the last layer) has 16-bit weights: 127 becomes `weightLimit` in the formulas
+/// above, activations stay 8-bit. A trained network's action gaps are often finer than 8-bit
+/// head weights resolve: on the demo's thermal model pure int8 picks fp32's action on 82 % of
+/// the logged states, with a 16-bit head on 98 % (docs/model-format.md); the head is a few
+/// hundred weights, so it costs nothing measurable.
 public struct Int8Layer: Sendable, Equatable {
     /// Input width.
     public var inputs: Int
     /// Rows: the layer's outputs (A + 1 for the centred head).
     public var outputs: Int
-    /// (out, in) row-major, symmetric int8.
-    public var weights: [Int8]
+    /// (out, in) row-major, symmetric: within ±127 when `bits` is 8 (−128 only in a file
+    /// written elsewhere), within ±`weightLimit(bits:inputs:)` when 16.
+    public var weights: [Int16]
+    /// 8 (hidden layers, and heads of files written before format version 2) or 16 (the head).
+    public var bits: Int
     /// (out): the step of each output row's weights (1 when the row is all zero).
     public var weightScales: [Float]
     /// (out): the fp32 bias, kept in fp32 (for the head: the centred bias, see `Int8Network`).
     public var bias: [Float]
     /// (in): the step of each input channel: max |x_i| over calibration / 127 (1 if never nonzero).
     public var inputScales: [Float]
+}
+
+extension Int8Layer {
+    /// The largest |weight| a layer of `bits` bits with `inputs` inputs may hold: 127 for 8
+    /// bits; for 16 bits 32,767, or less when the layer is so wide that Σ |w · x| over its
+    /// inputs (|x| ≤ 127) could leave int32 — the kernels accumulate in int32, exactly.
+    public static func weightLimit(bits: Int, inputs: Int) -> Int {
+        bits == 8 ? 127 : min(32_767, Int(Int32.max) / (max(inputs, 1) * 127))
+    }
 }
 
 /// A quantized network: one `Int8Layer` per linear layer of the architecture.
@@ -85,16 +103,19 @@ public struct Int8Network: Sendable, Equatable {
             var (rows, bias) = (Array(p[s.weight..<(s.weight + s.outputs * s.inputs)]), Array(p[s.bias..<(s.bias + s.outputs)]))
             var outputs = s.outputs
             if l == arch.layerCount - 1 { (rows, bias, outputs) = centredHead(rows, bias, arch: arch) }
-            var w8 = [Int8](repeating: 0, count: outputs * s.inputs)
+            let bits = l == arch.layerCount - 1 ? 16 : 8
+            let limit = Float(Int8Layer.weightLimit(bits: bits, inputs: s.inputs))
+            var wq = [Int16](repeating: 0, count: outputs * s.inputs)
             var scales = [Float](repeating: 1, count: outputs)
             for o in 0..<outputs {
                 var m: Float = 0
                 for i in 0..<s.inputs { m = max(m, abs(rows[o * s.inputs + i] * inputScales[i])) }
-                let scale = m > 0 ? m / 127 : 1
+                let scale = m > 0 ? m / limit : 1
                 scales[o] = scale
-                for i in 0..<s.inputs { w8[o * s.inputs + i] = quantize8(rows[o * s.inputs + i] * inputScales[i] / scale) }
+                for i in 0..<s.inputs { wq[o * s.inputs + i] = quantizeSymmetric(rows[o * s.inputs + i] * inputScales[i] / scale, limit: limit) }
             }
-            layers.append(Int8Layer(inputs: s.inputs, outputs: outputs, weights: w8, weightScales: scales, bias: bias, inputScales: inputScales))
+            layers.append(Int8Layer(inputs: s.inputs, outputs: outputs, weights: wq, bits: bits, weightScales: scales,
+                                    bias: bias, inputScales: inputScales))
             // Next layer's input: this layer's fp32 output (ReLU unless last).
             var y = [Float](repeating: 0, count: n * s.outputs)
             x.withUnsafeBufferPointer { xb in
@@ -146,6 +167,16 @@ public struct Int8Network: Sendable, Equatable {
         }
         return out
     }
+}
+
+/// rint and clamp to [−limit, limit] (limit a whole number).
+@inline(__always)
+func quantizeSymmetric(_ v: Float, limit: Float) -> Int16 {
+    let r = v.rounded(.toNearestOrEven)
+    if r >= limit { return Int16(limit) }
+    if r <= -limit { return -Int16(limit) }
+    if r.isNaN { return 0 }
+    return Int16(r)
 }
 
 /// rint and clamp to the symmetric int8 range [−127, 127].

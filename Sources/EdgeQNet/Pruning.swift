@@ -128,7 +128,7 @@ public enum Pruning {
             for k in 0..<(s.outputs * s.inputs) { weights += 1; if pruned.parameters[s.weight + k] == 0 { zeros += 1 } }
         }
         nonzero = pruned.parameters.filter { $0 != 0 }.count
-        let bytes = pruned.int8.layers.reduce(0) { $0 + $1.weights.count }
+        let bytes = pruned.int8.layers.reduce(0) { $0 + $1.weights.count * $1.bits / 8 }
         let n = original.inputCount
         let f = original.makeFloatEngine(), q = pruned.makeFloatEngine()
         var same = 0

@@ -41,7 +41,8 @@ public final class QEngine {
         var inputs: Int
         var paddedInputs: Int
         var outputs: Int
-        var weights: UnsafeMutablePointer<Int8>     // (out, paddedIn)
+        var weights: UnsafeMutablePointer<Int16>    // (out, paddedIn)
+        var bits: Int                               // 8, or 16 (the head)
         var combined: UnsafeMutablePointer<Float>   // (out): weightScale[o]
         var bias: UnsafeMutablePointer<Float>       // (out)
         var inverseInputScales: UnsafeMutablePointer<Float>  // (in): 1 / inputScales[i]
@@ -49,7 +50,7 @@ public final class QEngine {
     private let qlayers: [QLayer]
     /// The same layers for the fused C kernel, weights transposed to (in, out).
     private let cLayers: UnsafeMutablePointer<edgeq_qlayer>
-    private let transposed: [UnsafeMutablePointer<Int8>]
+    private let transposed: [UnsafeMutablePointer<Int16>]
     private let pairs: [UnsafeMutablePointer<Int16>]
     private let quads: [UnsafeMutablePointer<Int8>]
     private let acc: UnsafeMutablePointer<Int32>
@@ -105,7 +106,7 @@ public final class QEngine {
         var ql: [QLayer] = []
         for layer in model.int8.layers {
             let padded = (layer.inputs + 15) / 16 * 16
-            let w = UnsafeMutablePointer<Int8>.allocate(capacity: layer.outputs * padded)
+            let w = UnsafeMutablePointer<Int16>.allocate(capacity: layer.outputs * padded)
             w.initialize(repeating: 0, count: layer.outputs * padded)
             for o in 0..<layer.outputs {
                 for i in 0..<layer.inputs { w[o * padded + i] = layer.weights[o * layer.inputs + i] }
@@ -118,39 +119,40 @@ public final class QEngine {
             }
             let inv = UnsafeMutablePointer<Float>.allocate(capacity: layer.inputs)
             for i in 0..<layer.inputs { inv[i] = 1 / layer.inputScales[i] }
-            ql.append(QLayer(inputs: layer.inputs, paddedInputs: padded, outputs: layer.outputs, weights: w,
+            ql.append(QLayer(inputs: layer.inputs, paddedInputs: padded, outputs: layer.outputs, weights: w, bits: layer.bits,
                              combined: c, bias: b, inverseInputScales: inv))
         }
         qlayers = ql
         cLayers = .allocate(capacity: max(ql.count, 1))
-        var tr: [UnsafeMutablePointer<Int8>] = []
+        var tr: [UnsafeMutablePointer<Int16>] = []
         var pr: [UnsafeMutablePointer<Int16>] = []
         var qu: [UnsafeMutablePointer<Int8>] = []
         for (l, q) in ql.enumerated() {
-            let t = UnsafeMutablePointer<Int8>.allocate(capacity: q.inputs * q.outputs)
+            let t = UnsafeMutablePointer<Int16>.allocate(capacity: q.inputs * q.outputs)
             for i in 0..<q.inputs { for o in 0..<q.outputs { t[i * q.outputs + o] = q.weights[o * q.paddedInputs + i] } }
             tr.append(t)
             let outPadded = (q.outputs + 7) / 8 * 8
             // The AVX2 kernel's layout (edgeq_kernels.h): int8 quads (vpmaddubsw), fed the
             // inputs as they are where they can never be negative -- after a ReLU, with
             // positive input steps -- else as |x| with the signs moved onto the weights, which
-            // needs weights above -128; int16 pairs (vpmaddwd) for a layer that has both.
+            // needs weights above -128; int16 pairs (vpmaddwd) for a layer that has both, and
+            // for a 16-bit layer (the head).
             let nonNegativeInputs = l > 0 && (0..<q.inputs).allSatisfy { q.inverseInputScales[$0] > 0 }
-            let noMinus128 = (0..<q.outputs).allSatisfy { o in (0..<q.inputs).allSatisfy { q.weights[o * q.paddedInputs + $0] != Int8.min } }
+            let noMinus128 = (0..<q.outputs).allSatisfy { o in (0..<q.inputs).allSatisfy { q.weights[o * q.paddedInputs + $0] != -128 } }
             var wp: UnsafeMutablePointer<Int16>? = nil
             var wq: UnsafeMutablePointer<Int8>? = nil
-            if nonNegativeInputs || noMinus128 {
+            if q.bits == 8 && (nonNegativeInputs || noMinus128) {
                 let count = (q.inputs + 3) / 4 * outPadded * 4   // (ceil(in / 4), outPadded, 4)
                 let w = UnsafeMutablePointer<Int8>.allocate(capacity: count)
                 w.initialize(repeating: 0, count: count)
-                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 4) * outPadded * 4 + o * 4 + (i & 3)] = q.weights[o * q.paddedInputs + i] } }
+                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 4) * outPadded * 4 + o * 4 + (i & 3)] = Int8(truncatingIfNeeded: q.weights[o * q.paddedInputs + i]) } }
                 qu.append(w)
                 wq = w
             } else {
                 let count = (q.inputs + 1) / 2 * outPadded * 2   // (ceil(in / 2), outPadded, 2)
                 let w = UnsafeMutablePointer<Int16>.allocate(capacity: count)
                 w.initialize(repeating: 0, count: count)
-                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 2) * outPadded * 2 + o * 2 + (i & 1)] = Int16(q.weights[o * q.paddedInputs + i]) } }
+                for i in 0..<q.inputs { for o in 0..<q.outputs { w[(i / 2) * outPadded * 2 + o * 2 + (i & 1)] = q.weights[o * q.paddedInputs + i] } }
                 pr.append(w)
                 wp = w
             }
@@ -333,7 +335,7 @@ public final class QEngine {
 
 /// The naive loop computing what the C kernel `edgeq_int8_matvec` computes (the test oracle).
 /// w is (out, in) int8, x is (in) int8 values, combined/bias/y are (out).
-func int8_matvec_naive(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int8>, _ x: UnsafePointer<Int32>,
+func int8_matvec_naive(_ y: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Int16>, _ x: UnsafePointer<Int32>,
                        _ combined: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, inputs I: Int, outputs O: Int, relu: Bool) {
     for o in 0..<O {
         var acc: Int32 = 0

@@ -40,8 +40,10 @@ public struct Normalization: Sendable, Equatable {
 /// action names, training metadata and a reference set, stored as one safetensors file
 /// with its sha256 beside it (docs/model-format.md).
 public struct QModel: Sendable {
-    /// The format version this build writes and reads.
-    public static let formatVersion = 1
+    /// The newest format version this build reads (it reads 1…this) and writes. Version 2
+    /// added the 16-bit head (`int8.<last>.weight` as I16); a model without one is written
+    /// as version 1.
+    public static let formatVersion = 2
 
     /// The network's shape.
     public var architecture: Architecture
@@ -184,7 +186,8 @@ public struct QModel: Sendable {
             t["fp32.\(l).weight"] = .f32(Array(parameters[s.weight..<(s.weight + s.outputs * s.inputs)]), [s.outputs, s.inputs])
             t["fp32.\(l).bias"] = .f32(Array(parameters[s.bias..<(s.bias + s.outputs)]), [s.outputs])
             let q = int8.layers[l]
-            t["int8.\(l).weight"] = .i8(q.weights, [q.outputs, q.inputs])
+            t["int8.\(l).weight"] = q.bits == 16 ? .i16(q.weights, [q.outputs, q.inputs])
+                : .i8(q.weights.map { Int8(truncatingIfNeeded: $0) }, [q.outputs, q.inputs])
             t["int8.\(l).weight_scale"] = .f32(q.weightScales, [q.outputs])
             t["int8.\(l).input_scale"] = .f32(q.inputScales, [q.inputs])
             t["int8.\(l).bias"] = .f32(q.bias, [q.outputs])
@@ -200,7 +203,10 @@ public struct QModel: Sendable {
             + "\"actions\":\(actionCount),\"dueling\":\(architecture.dueling)}"
         let names = (try? JSONSerialization.data(withJSONObject: actionNames)).flatMap { String(data: $0, encoding: .utf8) } ?? "[]"
         let train = (try? JSONSerialization.data(withJSONObject: training, options: [.sortedKeys])).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
-        let meta = ["format": "edgeq.qnet", "format_version": String(Self.formatVersion), "architecture": archJSON,
+        // Version 2 only when a reader needs it (a 16-bit head): files without one stay
+        // readable by builds that read version 1.
+        let version = int8.layers.contains { $0.bits == 16 } ? Self.formatVersion : 1
+        let meta = ["format": "edgeq.qnet", "format_version": String(version), "architecture": archJSON,
                     "action_names": names, "training": train]
         return SafeTensors.encode(t, metadata: meta)
     }
@@ -322,14 +328,23 @@ public struct QModel: Sendable {
             if hasInt8 {
                 // The int8 head is centred: A + 1 rows (Int8Network).
                 let rows = l == arch.layerCount - 1 ? arch.actionCount + 1 : s.outputs
-                let w8 = try tensor("int8.\(l).weight", [.I8], [rows, s.inputs]).int8s
+                // 8-bit weights; the head's may be 16-bit (format version 2), within the
+                // limit that keeps the kernels' int32 sums exact.
+                let isHead = l == arch.layerCount - 1
+                let stored = try tensor("int8.\(l).weight", isHead ? [.I8, .I16] : [.I8], [rows, s.inputs])
+                let bits = stored.dtype == .I16 ? 16 : 8
+                let w8 = bits == 16 ? stored.int16s : stored.int8s.map { Int16($0) }
+                let limit = Int8Layer.weightLimit(bits: bits, inputs: s.inputs)
+                guard bits == 8 || w8.allSatisfy({ abs(Int($0)) <= limit }) else {
+                    throw QNetError(.shapeMismatch, "layer \(l): 16-bit weights must lie within ±\(limit) for \(s.inputs) inputs (so that int32 sums cannot overflow)")
+                }
                 let ws = try tensor("int8.\(l).weight_scale", [.F32], [rows]).floats
                 let qb = try tensor("int8.\(l).bias", [.F32], [rows]).floats
                 let xs = try tensor("int8.\(l).input_scale", [.F32], [s.inputs]).floats
                 guard xs.allSatisfy({ $0 > 0 && $0.isFinite }), ws.allSatisfy({ $0 > 0 && $0.isFinite }) else {
                     throw QNetError(.shapeMismatch, "layer \(l): int8 scales must be positive and finite")
                 }
-                qlayers.append(Int8Layer(inputs: s.inputs, outputs: rows, weights: w8, weightScales: ws, bias: qb, inputScales: xs))
+                qlayers.append(Int8Layer(inputs: s.inputs, outputs: rows, weights: w8, bits: bits, weightScales: ws, bias: qb, inputScales: xs))
             }
         }
         guard params.allSatisfy({ $0.isFinite }) else { throw QNetError(.shapeMismatch, "fp32 weights contain NaN or infinity") }

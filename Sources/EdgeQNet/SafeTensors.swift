@@ -2,7 +2,7 @@ import Foundation
 
 /// A tensor as stored in a safetensors file: dtype, shape and little-endian bytes.
 struct StoredTensor {
-    enum DType: String { case F32, I8, I32, I64 }
+    enum DType: String { case F32, I8, I16, I32, I64 }
     var dtype: DType
     var shape: [Int]
     var bytes: [UInt8]
@@ -16,6 +16,11 @@ struct StoredTensor {
     }
     static func i8(_ values: [Int8], _ shape: [Int]) -> StoredTensor {
         StoredTensor(dtype: .I8, shape: shape, bytes: values.map { UInt8(bitPattern: $0) })
+    }
+    static func i16(_ values: [Int16], _ shape: [Int]) -> StoredTensor {
+        var b = [UInt8](); b.reserveCapacity(values.count * 2)
+        for v in values { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
+        return StoredTensor(dtype: .I16, shape: shape, bytes: b)
     }
     static func i64(_ values: [Int], _ shape: [Int]) -> StoredTensor {
         var b = [UInt8]()
@@ -31,6 +36,9 @@ struct StoredTensor {
         }
     }
     var int8s: [Int8] { bytes.map { Int8(bitPattern: $0) } }
+    var int16s: [Int16] {
+        (0..<elementCount).map { k in Int16(bitPattern: UInt16(bytes[2 * k]) | UInt16(bytes[2 * k + 1]) << 8) }
+    }
     var ints: [Int] {
         switch dtype {
         case .I64:
@@ -52,7 +60,7 @@ struct StoredTensor {
 
 extension StoredTensor.DType {
     var size: Int {
-        switch self { case .F32, .I32: return 4; case .I8: return 1; case .I64: return 8 }
+        switch self { case .F32, .I32: return 4; case .I8: return 1; case .I16: return 2; case .I64: return 8 }
     }
 }
 
@@ -115,7 +123,7 @@ enum SafeTensors {
                 throw QNetError(.badHeader, "tensor \(name): shape and data_offsets must be non-negative integers")
             }
             guard let dtype = StoredTensor.DType(rawValue: dtypeName) else {
-                throw QNetError(.wrongDType, "tensor \(name): dtype \(dtypeName) is not one EdgeQ reads (F32, I8, I32, I64)")
+                throw QNetError(.wrongDType, "tensor \(name): dtype \(dtypeName) is not one EdgeQ reads (F32, I8, I16, I32, I64)")
             }
             // Checked: a shape whose byte count overflows is as wrong as one that does not match.
             var expected = dtype.size

@@ -162,16 +162,56 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         }
     }
 
+    /// A 16-bit head is written as format version 2 and read back exactly; a model without
+    /// one stays version 1; a 16-bit weight beyond the limit that keeps int32 sums exact
+    /// (wide heads: 600 inputs allow ±28,182) is rejected.
+    @Test func sixteenBitHeadRoundTripsAndIsBounded() throws {
+        let dir = try TempDir()
+        let (model, raw) = try makeModel(Architecture(inputCount: 4, hidden: [600], actionCount: 3), states: 64)
+        #expect(model.int8.layers.map(\.bits) == [8, 16])
+        let limit = Int8Layer.weightLimit(bits: 16, inputs: 600)
+        #expect(limit == 28_182)  // (2^31 − 1) / (600 · 127)
+        #expect(model.int8.layers[1].weights.map { abs(Int($0)) }.max() == limit)
+        let url = dir.file("m.safetensors")
+        try model.save(to: url)
+        let back = try QModel.load(from: url)
+        #expect(back.int8 == model.int8)
+        let s = Array(raw.prefix(4))
+        #expect(back.makeInt8Engine().qValues(s) == model.makeInt8Engine().qValues(s))
+        let header = editHeader(model.encoded()) { _ in }
+        #expect(String(decoding: header, as: UTF8.self).contains(#""format_version":"2""#))
+
+        var old = model
+        old.int8.layers[1].bits = 8
+        old.int8.layers[1].weights = old.int8.layers[1].weights.map { Int16(max(-127, min(127, Int($0) / 256))) }
+        #expect(String(decoding: old.encoded(), as: UTF8.self).contains(#""format_version":"1""#))
+
+        var over = model
+        over.int8.layers[1].weights[0] = Int16(limit + 1)
+        do {
+            _ = try QModel.decode(over.encoded())
+            Issue.record("a 16-bit weight beyond ±\(limit) was accepted")
+        } catch {
+            #expect(error.kind == .shapeMismatch)
+            #expect(error.message.contains("\(limit)"))
+        }
+    }
+
     @Test func int8KernelMatchesNaiveLoop() {
         var rng = SeededGenerator(seed: 4)
         let I = 48, O = 19
-        let w = (0..<(I * O)).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
+        // 8-bit weights and, for the head, 16-bit ones at the largest limit.
+        var w = (0..<(I * O)).map { _ in Int16(Int(rng.next() % 255) - 127) }
+        w += (0..<(I * O)).map { _ in Int16(Int(rng.next() % 65_535) - 32_767) }
         let x = (0..<I).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
         let c = randomArray(O, &rng, scale: 0.01), b = randomArray(O, &rng)
         var y1 = [Float](repeating: 0, count: O), y2 = y1
-        edgeq_int8_matvec(&y1, w, x, c, b, Int32(I), Int32(O), 1)
-        int8_matvec_naive(&y2, w, x.map(Int32.init), c, b, inputs: I, outputs: O, relu: true)
-        #expect(y1 == y2)
+        for half in 0..<2 {
+            let wh = Array(w[(half * I * O)..<((half + 1) * I * O)])
+            edgeq_int8_matvec(&y1, wh, x, c, b, Int32(I), Int32(O), 1)
+            int8_matvec_naive(&y2, wh, x.map(Int32.init), c, b, inputs: I, outputs: O, relu: true)
+            #expect(y1 == y2)
+        }
         // The input quantizer rounds half to even and clamps, like numpy's rint + clip.
         let v: [Float] = [0.5, 1.5, 2.5, -0.5, -2.5, 300, -300, 0.49]
         var q = [Int8](repeating: 0, count: v.count)
@@ -223,11 +263,12 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
     /// ones) and int16 pairs give the layered kernel's exact sums on widths that exercise the
     /// 64-output blocks, the rest and inputs that are not a multiple of four; and at the
     /// extremes -- every activation at ±127, every weight at ±127 (or −128, which sends a
-    /// first layer to the pairs) -- where vpmaddubsw would saturate if it could.
+    /// first layer to the pairs; the 16-bit head at ±its limit) -- where vpmaddubsw would
+    /// saturate, or an int32 sum overflow, if they could.
     @Test func int8QuadsAndPairsAreExactAtTheExtremes() throws {
         let (model, raw) = try makeModel(Architecture(inputCount: 7, hidden: [131, 77], actionCount: 9))
         let engine = model.makeInt8Engine()
-        #expect(engine.avx2Layouts == ["signed quads", "quads", "quads"])
+        #expect(engine.avx2Layouts == ["signed quads", "quads", "pairs"])  // the head is 16-bit
         for r in 0..<100 {
             let s = Array(raw[(r * 7)..<(r * 7 + 7)])
             #expect(engine.qValues(s) == engine.runInt8Layered(s), "state \(r)")
@@ -238,15 +279,16 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
                 let layer = extreme.int8.layers[l]
                 // The model's sign pattern at the limits; tiny input steps, so every nonzero
                 // activation quantizes to ±127.
+                let limit = Int16(Int8Layer.weightLimit(bits: layer.bits, inputs: layer.inputs))
                 extreme.int8.layers[l].weights = layer.weights.enumerated().map { k, w in
-                    w < 0 ? (withMinus128 && k % 3 == 0 ? -128 : -127) : 127
+                    w < 0 ? (withMinus128 && layer.bits == 8 && k % 3 == 0 ? -128 : -limit) : limit
                 }
                 extreme.int8.layers[l].inputScales = layer.inputScales.map { _ in 1e-6 }
                 extreme.int8.layers[l].weightScales = layer.weightScales.map { _ in 1e-6 }
                 extreme.int8.layers[l].bias = layer.bias.map { _ in 0 }
             }
             let hot = extreme.makeInt8Engine()
-            #expect(hot.avx2Layouts == [withMinus128 ? "pairs" : "signed quads", "quads", "quads"])
+            #expect(hot.avx2Layouts == [withMinus128 ? "pairs" : "signed quads", "quads", "pairs"])
             var saturated = 0
             for r in 0..<50 {
                 let s = Array(raw[(r * 7)..<(r * 7 + 7)])

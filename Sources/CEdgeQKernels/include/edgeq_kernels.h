@@ -12,22 +12,23 @@
 void edgeq_quantize_input(int8_t *xq, const float *x, const float *inv_scale, int n);
 
 /// y[o] = (float)(sum_i w[o, i] * xq[i]) * scale[o] + bias[o], then max(y, 0) when relu != 0.
-/// w is (out, in_padded) int8, row-major, zero padded; xq is (in_padded) int8 (the padding
+/// w is (out, in_padded) int16 (8- or 16-bit weights), row-major, zero padded; xq is (in_padded) int8 (the padding
 /// entries may hold anything: their weights are zero); scale, bias, y are (out).
-void edgeq_int8_matvec(float *y, const int8_t *w, const int8_t *xq, const float *scale, const float *bias,
+void edgeq_int8_matvec(float *y, const int16_t *w, const int8_t *xq, const float *scale, const float *bias,
                        int in_padded, int out, int relu);
 
 /// One int8 layer for `edgeq_int8_forward`, weights in "axpy" layout.
 typedef struct {
     int inputs;              ///< in
     int outputs;             ///< out
-    const int8_t *wt;        ///< (in, out) int8: column o of row i is W8[o, i]
+    const int16_t *wt;       ///< (in, out): column o of row i is W8[o, i] (8- or 16-bit weights;
+                             ///< |sum| of a row times 127 must fit int32); the portable kernel's
     const float *scale;      ///< (out) weight step per output row
     const float *bias;       ///< (out)
     const float *inv_in;     ///< (in) 1 / input step per channel
     const int16_t *wpairs;   ///< (ceil(in / 2), out_padded, 2) int16: W8[o, 2p] and W8[o, 2p + 1]
                              ///< side by side, zero padded; used by the AVX2 kernel (vpmaddwd)
-                             ///< when wquads is NULL
+                             ///< when wquads is NULL (a 16-bit layer, or a first layer with -128)
     int out_padded;          ///< out rounded up to a multiple of 8
     const int8_t *wquads;    ///< NULL, or (ceil(in / 4), out_padded, 4) int8: W8[o, 4q + j] for
                              ///< j = 0…3 side by side, zero padded; used by the AVX2 kernel
