@@ -183,6 +183,10 @@ public struct QModel: Sendable {
     /// The path of the checksum file beside a model: `<model>.sha256`.
     public static func checksumURL(for url: URL) -> URL { url.appendingPathExtension("sha256") }
 
+    /// The format version this model is written as: 2 with a 16-bit head, else 1 (so that
+    /// files without one stay readable by builds that read only version 1).
+    public var fileFormatVersion: Int { int8.layers.contains { $0.bits == 16 } ? Self.formatVersion : 1 }
+
     /// The file's bytes (safetensors).
     public func encoded() -> [UInt8] {
         var t: [String: StoredTensor] = [:]
@@ -207,10 +211,7 @@ public struct QModel: Sendable {
             + "\"actions\":\(actionCount),\"dueling\":\(architecture.dueling)}"
         let names = (try? JSONSerialization.data(withJSONObject: actionNames)).flatMap { String(data: $0, encoding: .utf8) } ?? "[]"
         let train = (try? JSONSerialization.data(withJSONObject: training, options: [.sortedKeys])).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
-        // Version 2 only when a reader needs it (a 16-bit head): files without one stay
-        // readable by builds that read version 1.
-        let version = int8.layers.contains { $0.bits == 16 } ? Self.formatVersion : 1
-        let meta = ["format": "edgeq.qnet", "format_version": String(version), "architecture": archJSON,
+        let meta = ["format": "edgeq.qnet", "format_version": String(fileFormatVersion), "architecture": archJSON,
                     "action_names": names, "training": train]
         return SafeTensors.encode(t, metadata: meta)
     }

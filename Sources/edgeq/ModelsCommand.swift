@@ -53,6 +53,7 @@ struct ModelsCommand: ParsableCommand {
             }
             print("version    \(v)\(v == store.current() ? " (served)" : "")")
             print("net        \(model.architecture.label)")
+            print("format     \(model.fileFormatVersion)\(model.fileFormatVersion >= 2 ? " (16-bit head; builds before format 2 cannot read it)" : "")")
             print("actions    \(model.actionNames.joined(separator: ", "))")
             for (k, val) in model.training.sorted(by: { $0.key < $1.key }) { print("training   \(k) = \(val)") }
             if let data = try? Data(contentsOf: store.reportURL(v)),
