@@ -81,6 +81,12 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
     }
     for (; i < n; i++) xq[i] = q8(x[i] * inv[i]);
 }
+// The 256 bytes of weights two steps ahead of the 64-output loops: the weights of a big
+// layer come from L2 with a data-dependent stride (skipped zero inputs), and asking early
+// measured ~12 % faster on 32-256-256-9 (the same in the fp32 kernel measured no gain).
+#define PREFETCH_256(p) do { const char *pf_ = (const char *)(p);                              \
+        _mm_prefetch(pf_, _MM_HINT_T0); _mm_prefetch(pf_ + 64, _MM_HINT_T0);                  \
+        _mm_prefetch(pf_ + 128, _MM_HINT_T0); _mm_prefetch(pf_ + 192, _MM_HINT_T0); } while (0)
 // 8 outputs × 2 inputs of int16 weights; 8 outputs × 4 inputs of int8 weights.
 #define W16(p) _mm256_loadu_si256((const __m256i *)(p))
 #define W8Q(p) _mm256_loadu_si256((const __m256i *)(p))
@@ -125,6 +131,7 @@ static inline void sums_pairs_avx2(int32_t *restrict acc, const edgeq_qlayer *re
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int k = 0; k < np; k++) {
             PAIR_SETUP(k)
+            PREFETCH_256(L->wpairs + poff[k + 2 < np ? k + 2 : k] + 16 * b0);
             PAIR(a0, w); PAIR(a1, w + 16); PAIR(a2, w + 32); PAIR(a3, w + 48);
             PAIR(a4, w + 64); PAIR(a5, w + 80); PAIR(a6, w + 96); PAIR(a7, w + 112);
         }
@@ -211,6 +218,7 @@ static inline void sums_quads_avx2(int32_t *restrict acc, const edgeq_qlayer *re
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int k = 0; k < nq; k++) {
             QUAD_SETUP(k)
+            PREFETCH_256(L->wquads + qoff[k + 2 < nq ? k + 2 : k] + 32 * b0);
             QUAD(a0, w); QUAD(a1, w + 32); QUAD(a2, w + 64); QUAD(a3, w + 96);
             QUAD(a4, w + 128); QUAD(a5, w + 160); QUAD(a6, w + 192); QUAD(a7, w + 224);
         }
