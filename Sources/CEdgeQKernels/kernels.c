@@ -91,6 +91,66 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
 #define W16(p) _mm256_loadu_si256((const __m256i *)(p))
 #define W8Q(p) _mm256_loadu_si256((const __m256i *)(p))
 
+// Left-packs the nonzero 32-bit lanes of v (and the same lanes of off) to vals/offs, eight
+// lanes wide (the stores may write up to 8 entries); returns how many were nonzero. The
+// permutation comes from the nonzero mask with pdep/pext, so there is no branch per lane.
+__attribute__((target("avx2,bmi2")))
+static inline int left_pack8(int32_t *restrict vals, int32_t *restrict offs, __m256i v, __m256i off) {
+    const unsigned nonzero = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xFF;
+    const uint64_t bytes = _pdep_u64(nonzero, 0x0101010101010101ULL) * 0xFF;
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pext_u64(0x0706050403020100ULL, bytes)));
+    _mm256_storeu_si256((__m256i *)vals, _mm256_permutevar8x32_epi32(v, perm));
+    _mm256_storeu_si256((__m256i *)offs, _mm256_permutevar8x32_epi32(off, perm));
+    return __builtin_popcount(nonzero);
+}
+
+// The sums of one layer over its N listed input groups (pairs or quads), into av[0 .. OP/8):
+// 64 outputs (8 registers) at a time kept in registers across the groups, weights prefetched
+// two groups ahead; then the rest 4, 2 and 1 register at a time. Group k's weights for the
+// registers from b0 start at BASE + OFF[k] + REG * b0 (REG elements per register);
+// VSETUP(k) declares what STEP(acc, weights) multiplies them with.
+#define BLOCKED_SUMS(N, BASE, OFF, REG, VSETUP, STEP)                                                 \
+    int b0 = 0;                                                                                       \
+    for (; b0 + 8 <= OP / 8; b0 += 8) {                                                               \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
+        for (int k = 0; k < (N); k++) {                                                               \
+            VSETUP(k)                                                                                 \
+            const __typeof__(*(BASE)) *w = (BASE) + OFF[k] + (REG) * b0;                              \
+            PREFETCH_256((BASE) + OFF[k + 2 < (N) ? k + 2 : k] + (REG) * b0);                         \
+            STEP(a0, w); STEP(a1, w + (REG)); STEP(a2, w + 2 * (REG)); STEP(a3, w + 3 * (REG));       \
+            STEP(a4, w + 4 * (REG)); STEP(a5, w + 5 * (REG)); STEP(a6, w + 6 * (REG)); STEP(a7, w + 7 * (REG)); \
+        }                                                                                             \
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;                               \
+        av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;                           \
+    }                                                                                                 \
+    for (; b0 + 4 <= OP / 8; b0 += 4) {                                                               \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;                               \
+        for (int k = 0; k < (N); k++) {                                                               \
+            VSETUP(k)                                                                                 \
+            const __typeof__(*(BASE)) *w = (BASE) + OFF[k] + (REG) * b0;                              \
+            STEP(a0, w); STEP(a1, w + (REG)); STEP(a2, w + 2 * (REG)); STEP(a3, w + 3 * (REG));       \
+        }                                                                                             \
+        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;                               \
+    }                                                                                                 \
+    for (; b0 + 2 <= OP / 8; b0 += 2) {                                                               \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;                                                 \
+        for (int k = 0; k < (N); k++) {                                                               \
+            VSETUP(k)                                                                                 \
+            const __typeof__(*(BASE)) *w = (BASE) + OFF[k] + (REG) * b0;                              \
+            STEP(a0, w); STEP(a1, w + (REG));                                                         \
+        }                                                                                             \
+        av[b0] = a0; av[b0 + 1] = a1;                                                                 \
+    }                                                                                                 \
+    for (; b0 < OP / 8; b0++) {                                                                       \
+        __m256i a0 = _mm256_setzero_si256();                                                          \
+        for (int k = 0; k < (N); k++) {                                                               \
+            VSETUP(k)                                                                                 \
+            const __typeof__(*(BASE)) *w = (BASE) + OFF[k] + (REG) * b0;                              \
+            STEP(a0, w);                                                                              \
+        }                                                                                             \
+        av[b0] = a0;                                                                                  \
+    }
+
 // One layer's integer sums with int16 weight pairs (any input sign, 8- or 16-bit weights):
 // two inputs at a time with vpmaddwd (int16 pairs -> int32), 8 outputs per register. acc
 // (OP int32, 32-byte aligned) receives the sums; the nonzero input pairs are listed after it.
@@ -106,65 +166,20 @@ static inline void sums_pairs_avx2(int32_t *restrict acc, const edgeq_qlayer *re
     int np = 0, p = 0;
     __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(OP * 2));
     const __m256i step = _mm256_set1_epi32(8 * OP * 2);
-    for (; p + 8 <= NP; p += 8, off = _mm256_add_epi32(off, step)) {
-        const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xq + 2 * p)));
-        const unsigned nonzero = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xFF;
-        const uint64_t bytes = _pdep_u64(nonzero, 0x0101010101010101ULL) * 0xFF;
-        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pext_u64(0x0706050403020100ULL, bytes)));
-        _mm256_storeu_si256((__m256i *)(pval + np), _mm256_permutevar8x32_epi32(v, perm));
-        _mm256_storeu_si256((__m256i *)(poff + np), _mm256_permutevar8x32_epi32(off, perm));
-        np += __builtin_popcount(nonzero);
-    }
+    for (; p + 8 <= NP; p += 8, off = _mm256_add_epi32(off, step))
+        np += left_pack8(pval + np, poff + np, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xq + 2 * p))), off);
     for (; p < NP; p++) {
         const int32_t x0 = xq[2 * p], x1 = xq[2 * p + 1];
         poff[np] = p * OP * 2;
         pval[np] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
         np += (x0 | x1) != 0;
     }
+    /* vx: the pair's two inputs (int16) in every 32-bit lane. */
+#define PAIR_SETUP(k) const __m256i vx = _mm256_set1_epi32(pval[k]);
 #define PAIR(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(W16(p), vx))
-#define PAIR_SETUP(k)                                                   \
-        const __m256i vx = _mm256_set1_epi32(pval[k]);                  \
-        const int16_t *w = L->wpairs + poff[k] + 16 * b0;
-    int b0 = 0;
-    /* 64 outputs (8 registers) at a time, kept in registers across the input pairs. */
-    for (; b0 + 8 <= OP / 8; b0 += 8) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int k = 0; k < np; k++) {
-            PAIR_SETUP(k)
-            PREFETCH_256(L->wpairs + poff[k + 2 < np ? k + 2 : k] + 16 * b0);
-            PAIR(a0, w); PAIR(a1, w + 16); PAIR(a2, w + 32); PAIR(a3, w + 48);
-            PAIR(a4, w + 64); PAIR(a5, w + 80); PAIR(a6, w + 96); PAIR(a7, w + 112);
-        }
-        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
-        av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
-    }
-    /* The rest (up to 7 registers): 4, 2, then 1 at a time. */
-    for (; b0 + 4 <= OP / 8; b0 += 4) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        for (int k = 0; k < np; k++) {
-            PAIR_SETUP(k)
-            PAIR(a0, w); PAIR(a1, w + 16); PAIR(a2, w + 32); PAIR(a3, w + 48);
-        }
-        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
-    }
-    for (; b0 + 2 <= OP / 8; b0 += 2) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-        for (int k = 0; k < np; k++) {
-            PAIR_SETUP(k)
-            PAIR(a0, w); PAIR(a1, w + 16);
-        }
-        av[b0] = a0; av[b0 + 1] = a1;
-    }
-    for (; b0 < OP / 8; b0++) {
-        __m256i a0 = _mm256_setzero_si256();
-        for (int k = 0; k < np; k++) {
-            PAIR_SETUP(k)
-            PAIR(a0, w);
-        }
-        av[b0] = a0;
-    }
-#undef PAIR_SETUP
+    BLOCKED_SUMS(np, L->wpairs, poff, 16, PAIR_SETUP, PAIR)
 #undef PAIR
+#undef PAIR_SETUP
 }
 
 // One layer's integer sums with int8 weight quads: four inputs at a time as bytes, vpmaddubsw
@@ -188,15 +203,8 @@ static inline void sums_quads_avx2(int32_t *restrict acc, const edgeq_qlayer *re
     int nq = 0, q = 0;
     __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(OP * 4));
     const __m256i step = _mm256_set1_epi32(8 * OP * 4);
-    for (; q + 8 <= NQ; q += 8, off = _mm256_add_epi32(off, step)) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(xq + 4 * q));
-        const unsigned nonzero = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xFF;
-        const uint64_t bytes = _pdep_u64(nonzero, 0x0101010101010101ULL) * 0xFF;
-        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pext_u64(0x0706050403020100ULL, bytes)));
-        _mm256_storeu_si256((__m256i *)(qval + nq), _mm256_permutevar8x32_epi32(v, perm));
-        _mm256_storeu_si256((__m256i *)(qoff + nq), _mm256_permutevar8x32_epi32(off, perm));
-        nq += __builtin_popcount(nonzero);
-    }
+    for (; q + 8 <= NQ; q += 8, off = _mm256_add_epi32(off, step))
+        nq += left_pack8(qval + nq, qoff + nq, _mm256_loadu_si256((const __m256i *)(xq + 4 * q)), off);
     for (; q < NQ; q++) {
         uint32_t v;
         __builtin_memcpy(&v, xq + 4 * q, 4);
@@ -205,53 +213,15 @@ static inline void sums_quads_avx2(int32_t *restrict acc, const edgeq_qlayer *re
         nq += v != 0;
     }
     /* vx: the quad's four inputs in every 32-bit lane; ux: the same as unsigned bytes. */
-#define QUAD(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(ux, \
-        signed_inputs ? _mm256_sign_epi8(W8Q(p), vx) : W8Q(p)), ones))
 #define QUAD_SETUP(k)                                                   \
         const __m256i vx = _mm256_set1_epi32(qval[k]);                  \
         const __m256i ux = signed_inputs ? _mm256_abs_epi8(vx) : vx;    \
-        const int8_t *w = L->wquads + qoff[k] + 32 * b0;                \
         (void)vx;
-    int b0 = 0;
-    /* 64 outputs (8 registers) at a time, kept in registers across the quads. */
-    for (; b0 + 8 <= OP / 8; b0 += 8) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int k = 0; k < nq; k++) {
-            QUAD_SETUP(k)
-            PREFETCH_256(L->wquads + qoff[k + 2 < nq ? k + 2 : k] + 32 * b0);
-            QUAD(a0, w); QUAD(a1, w + 32); QUAD(a2, w + 64); QUAD(a3, w + 96);
-            QUAD(a4, w + 128); QUAD(a5, w + 160); QUAD(a6, w + 192); QUAD(a7, w + 224);
-        }
-        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
-        av[b0 + 4] = a4; av[b0 + 5] = a5; av[b0 + 6] = a6; av[b0 + 7] = a7;
-    }
-    /* The rest (up to 7 registers): 4, 2, then 1 at a time. */
-    for (; b0 + 4 <= OP / 8; b0 += 4) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        for (int k = 0; k < nq; k++) {
-            QUAD_SETUP(k)
-            QUAD(a0, w); QUAD(a1, w + 32); QUAD(a2, w + 64); QUAD(a3, w + 96);
-        }
-        av[b0] = a0; av[b0 + 1] = a1; av[b0 + 2] = a2; av[b0 + 3] = a3;
-    }
-    for (; b0 + 2 <= OP / 8; b0 += 2) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-        for (int k = 0; k < nq; k++) {
-            QUAD_SETUP(k)
-            QUAD(a0, w); QUAD(a1, w + 32);
-        }
-        av[b0] = a0; av[b0 + 1] = a1;
-    }
-    for (; b0 < OP / 8; b0++) {
-        __m256i a0 = _mm256_setzero_si256();
-        for (int k = 0; k < nq; k++) {
-            QUAD_SETUP(k)
-            QUAD(a0, w);
-        }
-        av[b0] = a0;
-    }
-#undef QUAD_SETUP
+#define QUAD(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(ux, \
+        signed_inputs ? _mm256_sign_epi8(W8Q(p), vx) : W8Q(p)), ones))
+    BLOCKED_SUMS(nq, L->wquads, qoff, 32, QUAD_SETUP, QUAD)
 #undef QUAD
+#undef QUAD_SETUP
 }
 
 // AVX2: per layer, quantize the input, the integer sums (int8 quads, or int16 pairs for a
