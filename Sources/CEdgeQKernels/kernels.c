@@ -87,9 +87,8 @@ static inline void quantize8_avx2(int8_t *restrict xq, const float *restrict x, 
 #define PREFETCH_256(p) do { const char *pf_ = (const char *)(p);                              \
         _mm_prefetch(pf_, _MM_HINT_T0); _mm_prefetch(pf_ + 64, _MM_HINT_T0);                  \
         _mm_prefetch(pf_ + 128, _MM_HINT_T0); _mm_prefetch(pf_ + 192, _MM_HINT_T0); } while (0)
-// 8 outputs × 2 inputs of int16 weights; 8 outputs × 4 inputs of int8 weights.
-#define W16(p) _mm256_loadu_si256((const __m256i *)(p))
-#define W8Q(p) _mm256_loadu_si256((const __m256i *)(p))
+// One register of weights: 8 outputs × 2 inputs of int16, or 8 outputs × 4 inputs of int8.
+#define W256(p) _mm256_loadu_si256((const __m256i *)(p))
 
 // Left-packs the nonzero 32-bit lanes of v (and the same lanes of off) to vals/offs, eight
 // lanes wide (the stores may write up to 8 entries); returns how many were nonzero. The
@@ -176,7 +175,7 @@ static inline void sums_pairs_avx2(int32_t *restrict acc, const edgeq_qlayer *re
     }
     /* vx: the pair's two inputs (int16) in every 32-bit lane. */
 #define PAIR_SETUP(k) const __m256i vx = _mm256_set1_epi32(pval[k]);
-#define PAIR(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(W16(p), vx))
+#define PAIR(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(W256(p), vx))
     BLOCKED_SUMS(np, L->wpairs, poff, 16, PAIR_SETUP, PAIR)
 #undef PAIR
 #undef PAIR_SETUP
@@ -218,7 +217,7 @@ static inline void sums_quads_avx2(int32_t *restrict acc, const edgeq_qlayer *re
         const __m256i ux = signed_inputs ? _mm256_abs_epi8(vx) : vx;    \
         (void)vx;
 #define QUAD(a, p) a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(ux, \
-        signed_inputs ? _mm256_sign_epi8(W8Q(p), vx) : W8Q(p)), ones))
+        signed_inputs ? _mm256_sign_epi8(W256(p), vx) : W256(p)), ones))
     BLOCKED_SUMS(nq, L->wquads, qoff, 32, QUAD_SETUP, QUAD)
 #undef QUAD
 #undef QUAD_SETUP

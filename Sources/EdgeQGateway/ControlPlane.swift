@@ -67,7 +67,7 @@ public enum JSONValue: Sendable, Equatable {
 
     private func write(into out: inout String) {
         switch self {
-        case .string(let s): Self.writeString(s, into: &out)
+        case .string(let s): out += jsonString(s)
         case .number(let n):
             if !n.isFinite {
                 out += "null"
@@ -89,16 +89,12 @@ public enum JSONValue: Sendable, Equatable {
             out += "{"
             for (i, key) in o.keys.sorted().enumerated() {
                 if i > 0 { out += "," }
-                Self.writeString(key, into: &out)
+                out += jsonString(key)
                 out += ":"
                 o[key]?.write(into: &out)
             }
             out += "}"
         }
-    }
-
-    private static func writeString(_ s: String, into out: inout String) {
-        out += jsonString(s)
     }
 }
 

@@ -181,10 +181,4 @@ func quantizeSymmetric(_ v: Float, limit: Float) -> Int16 {
 
 /// rint and clamp to the symmetric int8 range [−127, 127].
 @inline(__always)
-func quantize8(_ v: Float) -> Int8 {
-    let r = v.rounded(.toNearestOrEven)
-    if r >= 127 { return 127 }
-    if r <= -127 { return -127 }
-    if r.isNaN { return 0 }
-    return Int8(r)
-}
+func quantize8(_ v: Float) -> Int8 { Int8(quantizeSymmetric(v, limit: 127)) }

@@ -142,7 +142,7 @@ public struct QModel: Sendable {
                            referenceActions: [], referenceInt8Actions: [], training: [:])
         let f = model.makeFloatEngine(), q = model.makeInt8Engine()
         let n = int8.architecture.inputCount, A = int8.architecture.actionCount
-        var spreads: [Float] = []
+        var differences: [Float] = []
         var a32 = [Float](repeating: 0, count: A), a8 = [Float](repeating: 0, count: A)
         for r in 0..<(states.count / n) {
             states.withUnsafeBufferPointer { all in
@@ -157,11 +157,11 @@ public struct QModel: Sendable {
             var second = first == 0 ? 1 : 0
             for a in 0..<A where a != first && a8[a] > a8[second] { second = a }
             let d = abs((a8[first] - a32[first]) - (a8[second] - a32[second]))
-            if d.isFinite { spreads.append(d) }
+            if d.isFinite { differences.append(d) }
         }
-        guard !spreads.isEmpty else { return 0 }
-        spreads.sort()
-        let p99 = spreads[min(spreads.count - 1, Int((Double(spreads.count) * 0.99).rounded(.down)))]
+        guard !differences.isEmpty else { return 0 }
+        differences.sort()
+        let p99 = differences[min(differences.count - 1, Int((Double(differences.count) * 0.99).rounded(.down)))]
         return p99 * Int8Network.tieMarginSafety
     }
 
