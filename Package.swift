@@ -44,7 +44,9 @@ let package = Package(
         // MARK: Parts
         /// Child processes with a clean signal mask, free ports, a mosquitto launcher:
         /// used by the CLI (bench, demo) and by the tests' broker fixture.
-        .target(name: "EdgeQSystem"),
+        .target(name: "EdgeQSystem", dependencies: ["CEdgeQProcess"]),
+        /// Process-wide memory settings (malloc arenas, start-up pages) for `edgeq run`.
+        .target(name: "CEdgeQProcess"),
         /// Small shared pieces with no dependencies: the seeded random generator.
         .target(name: "EdgeQCore", swiftSettings: numericSettings),
         .target(
@@ -73,7 +75,7 @@ let package = Package(
         ),
         .target(
             name: "EdgeQLearner",
-            dependencies: ["EdgeQNet", "EdgeQCore", "EdgeQPlants"],
+            dependencies: ["EdgeQNet", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
@@ -102,7 +104,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "CEdgeQKernels",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -117,8 +119,8 @@ let package = Package(
         ),
         .testTarget(name: "EdgeQMQTTTests", dependencies: ["EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQTopicMapTests", dependencies: ["EdgeQTopicMap", "EdgeQCore", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "CEdgeQKernels", "EdgeQTestSupport"], exclude: ["python"]),
-        .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore"]),
+        .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "CEdgeQKernels", "EdgeQSystem", "EdgeQTestSupport"], exclude: ["python"]),
+        .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),

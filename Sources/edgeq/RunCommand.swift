@@ -1,5 +1,4 @@
 import ArgumentParser
-import CEdgeQKernels
 import EdgeQGateway
 import EdgeQNet
 import EdgeQSystem
@@ -85,13 +84,13 @@ struct RunCommand: ParsableCommand {
         // Two malloc arenas instead of glibc's 8 per core: the gateway's threads (network,
         // decisions, log writer, retraining) allocate little, and each arena touched costs
         // resident memory (docs/benchmarks.md, e2e).
-        _ = edgeq_limit_malloc_arenas(2)
+        ProcessMemory.limitMallocArenas(2)
         LoggingSetup.bootstrap(logLevel)
         let map = try loadMapping(config)
         // The code that only start-up runs (argument parsing, YAML, ICU tables) is clean and
         // file-backed: let the kernel reclaim it, twice (the peak is start-up's), so that the
         // resident set is what the decision path uses (docs/operations.md, "Memory").
-        if releaseStartupPages { _ = edgeq_release_startup_pages() }
+        if releaseStartupPages { ProcessMemory.releaseStartupPages() }
         var options = GatewayOptions(map: map)
         options.broker = broker
         options.dataDirectory = data
@@ -116,7 +115,7 @@ struct RunCommand: ParsableCommand {
             FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
         }
         guard stopper.attach(gateway) else { return }
-        if releaseStartupPages { _ = edgeq_release_startup_pages() }
+        if releaseStartupPages { ProcessMemory.releaseStartupPages() }
         do {
             try gateway.run()
         } catch {

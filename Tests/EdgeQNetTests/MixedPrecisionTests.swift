@@ -1,4 +1,5 @@
 import EdgeQCore
+import EdgeQSystem
 import Foundation
 import Testing
 @testable import EdgeQNet
@@ -114,7 +115,7 @@ import CEdgeQKernels
 /// to the kernel; the process keeps running the code it needs (this test process runs on).
 @Suite struct StartupPagesTests {
     @Test func releasingTheExecutablesCleanPagesKeepsTheProcessWorking() throws {
-        let advised = edgeq_release_startup_pages()
+        let advised = ProcessMemory.releaseStartupPages()
         #if os(Linux)
         #expect(advised > 0, "no read-only mapping of /proc/self/exe was advised")
         #endif

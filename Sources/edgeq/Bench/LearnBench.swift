@@ -1,4 +1,5 @@
 import EdgeQCore
+import EdgeQLab
 import EdgeQLearner
 import EdgeQNet
 import EdgeQPlants

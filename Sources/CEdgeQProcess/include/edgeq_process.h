@@ -1,0 +1,14 @@
+#ifndef EDGEQ_PROCESS_H
+#define EDGEQ_PROCESS_H
+
+/// Limits glibc's malloc to n arenas (mallopt M_ARENA_MAX; each arena a thread touches costs
+/// resident memory). Returns 1 when set, 0 when not (not glibc, or refused).
+int edgeq_limit_malloc_arenas(int n);
+
+/// Asks the kernel to reclaim the resident pages of the executable's read-only mappings
+/// (code and constants; madvise MADV_PAGEOUT, Linux ≥ 5.4): what only start-up needed
+/// leaves resident memory, what runs faults back in. Returns the bytes advised (0 when not
+/// supported). Safe at any time: the pages are clean and file-backed.
+long edgeq_release_startup_pages(void);
+
+#endif

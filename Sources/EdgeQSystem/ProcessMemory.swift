@@ -1,0 +1,20 @@
+import CEdgeQProcess
+
+/// Process-wide memory settings of `edgeq run` (docs/operations.md, "Memory").
+public enum ProcessMemory {
+    /// Limits glibc's malloc to `count` arenas (each arena a thread touches costs resident
+    /// memory). Returns false when the setting was refused or the C library is not glibc.
+    @discardableResult
+    public static func limitMallocArenas(_ count: Int) -> Bool {
+        edgeq_limit_malloc_arenas(Int32(clamping: count)) == 1
+    }
+
+    /// Asks the kernel to reclaim the resident pages of the executable's read-only mappings
+    /// (code and constants that only start-up needed; `MADV_PAGEOUT`, Linux ≥ 5.4). Safe at
+    /// any time: the pages are clean and file-backed and fault back in when used.
+    /// Returns the bytes advised (0 when not supported).
+    @discardableResult
+    public static func releaseStartupPages() -> Int {
+        Int(edgeq_release_startup_pages())
+    }
+}
