@@ -128,7 +128,11 @@ final class SmallTmpfs {
             _ = h.drain(0.005)
         }
         #expect(h.gateway.mode == .shadow, "the guard did not take the gateway out of control in \(i) ticks")
-        let guarded = try status { ($0["reason"] as? String)?.contains("live guard") == true }
+        // (The status the guard published may have arrived during the ticks above.)
+        func isGuardStatus(_ m: MQTTMessage) -> Bool {
+            m.topic == "edgeq/t1/status" && (GatewayHarness.json(m)["reason"] as? String)?.contains("live guard") == true
+        }
+        let guarded = GatewayHarness.json(try h.received.last(where: isGuardStatus) ?? h.waitFor(topic: "edgeq/t1/status", timeout: 10, isGuardStatus))
         #expect(guarded["mode"] as? String == "shadow", "\(guarded)")
         #expect(guarded["state_persisted"] as? Bool == false, "\(guarded)")
         try FileManager.default.removeItem(at: filler)
