@@ -119,6 +119,8 @@ public final class Gateway: @unchecked Sendable {
     let lastGuardEvent = Mutex<String?>(nil)
     let candidateSlot = Mutex<ServedModel?>(nil)
     let candidateGeneration = Atomic<Int>(0)
+    /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
+    let pendingState = Mutex<PendingState>(PendingState())
 
     /// Held while the decision state below is used (see the Sendable note above). An NSLock
     /// (a pthread mutex) rather than `Mutex`: the same cost uncontended, and ThreadSanitizer
@@ -210,14 +212,8 @@ public final class Gateway: @unchecked Sendable {
         payload.reserveCapacity(1024)
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
-        let url = options.broker ?? map.gateway.brokers.first ?? "mqtt://127.0.0.1:1883"
         do {
-            var config = try MQTTConfiguration(url: url, clientID: map.gateway.clientID)
-            if let user = map.gateway.username { config.username = try Self.resolve(user) }
-            if let pass = map.gateway.password { config.password = Secret(try Self.resolve(pass)) }
-            if let tls = map.gateway.tls {
-                config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
-            }
+            var config = try Self.clientConfiguration(for: map, broker: options.broker, clientID: map.gateway.clientID)
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -254,6 +250,25 @@ public final class Gateway: @unchecked Sendable {
             modeReason.withLock { $0 = "no model has passed its checks: started in shadow" }
             logger.warning("control mode asked for, but no model has passed its checks: running in shadow")
         }
+    }
+
+    /// The MQTT client settings the mapping file gives a client of this gateway's broker: the
+    /// broker URL (`broker`, else the mapping file's first), the username, the password and
+    /// TLS (CA, client certificate and key), exactly as the gateway itself connects. Tools that
+    /// talk to a running gateway (`edgeq models rollback --config`) use it with their own
+    /// client id.
+    ///
+    /// - Throws: `GatewayError` when a secret's environment variable or file is missing;
+    ///   `MQTTError` when the broker URL is not usable.
+    public static func clientConfiguration(for map: TopicMap, broker: String?, clientID: String) throws -> MQTTConfiguration {
+        let url = broker ?? map.gateway.brokers.first ?? "mqtt://127.0.0.1:1883"
+        var config = try MQTTConfiguration(url: url, clientID: clientID)
+        if let user = map.gateway.username { config.username = try resolve(user) }
+        if let pass = map.gateway.password { config.password = Secret(try resolve(pass)) }
+        if let tls = map.gateway.tls {
+            config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
+        }
+        return config
     }
 
     static func resolve(_ ref: SecretReference) throws -> String {
@@ -387,6 +402,7 @@ public final class Gateway: @unchecked Sendable {
             logger.critical("the experience log could not be flushed: \(error)")
         }
         control.sync {}
+        persistStateAtShutdown()
         publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: 1, retain: true)
         // Give libmosquitto a moment to send the retained offline status before disconnecting.
         usleep(300_000)

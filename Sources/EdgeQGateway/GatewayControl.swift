@@ -34,15 +34,21 @@ extension Gateway {
             }
         case .promote(let version):
             do {
-                let v = try promote(version: version.flatMap(Int.init) ?? store.versions().last, reason: "operator promote")
+                let v: Int
+                if let named = version.flatMap(Int.init) {
+                    v = try promote(version: named, reason: "operator promote", named: true)
+                } else {
+                    v = try promote(version: store.versions().last, reason: "operator promote (newest)", named: false)
+                }
                 reply(true, nil, ["version": .number(Double(v))])
             } catch {
                 reply(false, "\(error)")
             }
         case .rollback(let version):
             do {
-                let v = try rollback(to: version.flatMap(Int.init), reason: "operator rollback")
-                reply(true, nil, ["version": .number(Double(v))])
+                let r = try rollback(to: version.flatMap(Int.init), reason: "operator rollback")
+                reply(true, nil, ["version": .number(Double(r.to)), "from": r.from.map { .number(Double($0)) } ?? .null,
+                                  "quarantined": r.quarantined.map { .number(Double($0)) } ?? .null])
             } catch {
                 reply(false, "\(error)")
             }
@@ -51,28 +57,71 @@ extension Gateway {
         }
     }
 
-    /// Switches the mode, persists it, publishes the status.
+    /// Switches the mode and publishes the status. Leaving control never fails (see
+    /// `leaveControl`); entering it records it first.
     ///
     /// - Throws: `GatewayError` when switching to control without a model that passed its
-    ///   checks, or when the state file cannot be written.
+    ///   checks, or when control cannot be recorded in the state file.
     func setMode(_ m: GatewayMode, reason: String) throws {
-        if m == .control && served.withLock({ $0 == nil }) {
+        switch m {
+        case .shadow: leaveControl(reason: reason)
+        case .control: try enterControl(reason: reason)
+        }
+    }
+
+    /// Goes to shadow at once, in memory: the incumbent is in charge from the next tick on,
+    /// whatever the disk says. Recording it is best effort, retried until it succeeds and
+    /// reported (`persistState`).
+    func leaveControl(reason: String) {
+        modeState.store(0, ordering: .relaxed)
+        modeReason.withLock { $0 = reason }
+        persistState(GatewayState(mode: .shadow, reason: reason))
+        publishStatus()
+    }
+
+    /// Goes to control, once it is recorded: a gateway in control whose state file still
+    /// said shadow would silently hand the plant back to the incumbent at its next start, so
+    /// control is refused (the gateway stays in shadow, the safe side) while it cannot be
+    /// recorded.
+    ///
+    /// - Throws: `GatewayError` without a served model, or when the state file cannot be written.
+    func enterControl(reason: String) throws {
+        if served.withLock({ $0 == nil }) {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
-        try GatewayState(mode: m, reason: reason).save(to: dataDirectory)
-        if m == .control { refreshGuardBaseline() }
-        modeState.store(m == .control ? 1 : 0, ordering: .relaxed)
+        let state = GatewayState(mode: .control, reason: reason)
+        do {
+            try state.save(to: dataDirectory)
+        } catch {
+            metrics.statePersistFailures.increment()
+            throw GatewayError("control mode cannot be recorded (\(error)); staying in \(mode.rawValue) mode: free space in \(dataDirectory.path) and ask again")
+        }
+        statePersisted(state)
+        refreshGuardBaseline()
+        modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         publishStatus()
     }
 
     /// Loads, verifies and serves `version` (atomic switch of `current`).
     ///
-    /// - Throws: `GatewayError` when there is no such version or it fails its checks.
+    /// A quarantined version (rolled back from) is served only when `named` (an operator named
+    /// it); that lifts its quarantine. Automatic promotions (`promotion: auto`, shadow-first,
+    /// `cmd/promote` without a version) refuse it.
+    ///
+    /// - Throws: `GatewayError` when there is no such version, it is quarantined and not
+    ///   named, or it fails its checks.
     @discardableResult
-    func promote(version: Int?, reason: String) throws -> Int {
+    func promote(version: Int?, reason: String, named: Bool = false) throws -> Int {
         guard let version else { throw GatewayError("there is no model to promote: retrain first") }
+        if store.isQuarantined(version) && !named {
+            throw GatewayError("model version \(version) is quarantined (it was rolled back from); it is not served again unless named: cmd/promote {\"version\":\(version)}")
+        }
         let loaded = try loadVerified(version)
+        if store.isQuarantined(version) {
+            try store.liftQuarantine(version)
+            logger.warning("an operator promoted a quarantined model version; its quarantine is lifted", metadata: ["model.version": "\(version)"])
+        }
         try store.setCurrent(version, reason: reason)
         install(loaded)
         if candidateSlot.withLock({ $0?.version == version }) { stopComparison() }
@@ -80,17 +129,50 @@ extension Gateway {
         return version
     }
 
-    /// Serves the previous version (or `version`) again at once.
+    /// What a rollback did.
+    struct RollbackResult {
+        /// The version rolled back from (nil when none was served).
+        var from: Int?
+        /// The version served now.
+        var to: Int
+        /// The version quarantined by this rollback (`from`, when there was one).
+        var quarantined: Int?
+    }
+
+    /// Serves an earlier version at once and quarantines the one left. Without `version`, walks
+    /// back through the served history: the newest version served before that is not
+    /// quarantined and passes its checks (one that fails them is skipped, and said so).
+    ///
+    /// - Throws: `GatewayError` when there is nothing to roll back to (nothing is changed
+    ///   then), when the named version fails its checks, or when the store cannot be written.
     @discardableResult
-    func rollback(to version: Int?, reason: String) throws -> Int {
-        let target = version ?? store.previous()
-        guard let target else {
-            throw GatewayError("there is no earlier version to roll back to (stored: \(store.versions().map(String.init).joined(separator: ", ")))")
+    func rollback(to version: Int?, reason: String) throws -> RollbackResult {
+        let from = servedVersion ?? store.current()
+        let candidates = version.map { [$0] } ?? store.rollbackTargets(from: from)
+        var failures: [String] = []
+        for target in candidates {
+            let loaded: ServedModel
+            do {
+                loaded = try loadVerified(target)
+            } catch {
+                if version != nil { throw error }
+                logger.error("rollback: skipping a version that fails its checks", metadata: ["model.version": "\(target)", "error": "\(error)"])
+                failures.append("v\(target) fails its checks")
+                continue
+            }
+            do {
+                try store.rollBack(from: from, to: target, reason: reason)
+            } catch {
+                throw GatewayError("rollback to version \(target) failed: \(error); still serving \(from.map { "version \($0)" } ?? "no model")")
+            }
+            install(loaded)
+            let quarantined = from.flatMap { $0 != target ? $0 : nil }
+            logger.warning("rolled back", metadata: ["model.from": "\(from.map(String.init) ?? "none")", "model.version": "\(target)",
+                                                     "model.quarantined": "\(quarantined.map(String.init) ?? "none")", "reason": "\(reason)"])
+            return RollbackResult(from: from, to: target, quarantined: quarantined)
         }
-        let loaded = try loadVerified(target)
-        try store.setCurrent(target, reason: reason)
-        install(loaded)
-        return target
+        let quarantined = store.quarantined().map { "v\($0.version)" }
+        throw GatewayError("there is no earlier version to roll back to\(failures.isEmpty ? "" : " (" + failures.joined(separator: ", ") + ")"): stored \(store.versions().map { "v\($0)" }.joined(separator: ", ")), quarantined \(quarantined.isEmpty ? "none" : quarantined.joined(separator: ", ")); promote one by name to serve it anyway")
     }
 
     /// Loads a stored version and checks it: checksum, header, shapes, reference set, and
@@ -120,16 +202,24 @@ extension Gateway {
         logger.info("model served", metadata: ["model.version": "\(m.map { String($0.version) } ?? "none")"])
     }
 
-    /// At start: the current version if it verifies, else the newest earlier one that does.
+    /// At start: the current version if it verifies and is not quarantined, else the newest
+    /// earlier-served one that is neither quarantined nor failing its checks.
     func loadServedModelAtStart() {
         guard let current = store.current() else { return }
-        let candidates = [current] + store.servedHistory().reversed().filter { $0 != current }
+        var candidates = store.rollbackTargets(from: current)
+        if store.isQuarantined(current) {
+            // A rollback was interrupted between the quarantine mark and the switch.
+            logger.error("the current model version is quarantined (a rollback was interrupted); serving an earlier version",
+                         metadata: ["model.quarantined": "\(current)"])
+        } else {
+            candidates.insert(current, at: 0)
+        }
         for v in candidates {
             do {
                 let m = try loadVerified(v)
                 if v != current {
-                    try? store.setCurrent(v, reason: "start: version \(current) failed its checks")
-                    logger.error("the current model failed its checks at start; serving an earlier version",
+                    try? store.setCurrent(v, reason: "start: version \(current) \(store.isQuarantined(current) ? "is quarantined" : "failed its checks")")
+                    logger.error("the current model cannot be served at start; serving an earlier version",
                                  metadata: ["model.failed": "\(current)", "model.version": "\(v)"])
                 }
                 served.withLock { $0 = m }
@@ -174,7 +264,17 @@ extension Gateway {
         ]
         if let reason { obj["reason"] = .string(reason) }
         for (k, v) in extraStatus() { obj[k] = v }
+        for (k, v) in storeStatus() { obj[k] = v }
         return Array(JSONValue.object(obj).jsonText.utf8)
+    }
+
+    /// Status fields of the model store and the state file: the quarantined versions, where a
+    /// rollback would go, whether the mode is recorded.
+    func storeStatus() -> [String: JSONValue] {
+        var o = persistenceStatus()
+        o["quarantined"] = .array(store.quarantined().map { .number(Double($0.version)) })
+        o["rollback_target"] = store.rollbackTargets(from: servedVersion).first.map { .number(Double($0)) } ?? .null
+        return o
     }
 
     /// Publishes the retained status (online).

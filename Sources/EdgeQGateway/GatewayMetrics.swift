@@ -25,6 +25,7 @@ final class GatewayMetrics: Sendable {
     let guardTrips: Counter
     let explorations: Counter
     let fp32TieBreaks: Counter
+    let statePersistFailures: Counter
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -58,6 +59,7 @@ final class GatewayMetrics: Sendable {
         explorations = r.counter("edgeq_explorations_total", help: "Control decisions that explored (a random allowed action within the exploration budget).")
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the live guard rolled back (or returned to shadow) because control did worse than the incumbent's baseline.")
+        statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
         watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
     }
 }

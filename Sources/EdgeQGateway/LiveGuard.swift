@@ -5,8 +5,9 @@ import Foundation
 /// never shows, so in control mode the gateway compares the rolling mean reward of the
 /// last `window` control ticks with the incumbent's recorded baseline (mean reward per
 /// tick over the shadow rows of the log). When it is worse by more than the mapping file's
-/// `rollback_margin` (a share of |baseline|), the gateway rolls back to the previous model,
-/// or returns to shadow mode if there is none, and says so on the status and retrain topics.
+/// `rollback_margin` (a share of |baseline|), the gateway rolls back (walking back through the
+/// served history, quarantining the version it leaves), or returns to shadow mode if there is
+/// nothing to roll back to, and says so on the status and retrain topics.
 struct LiveGuardState {
     var rewards: [Double]
     var head = 0
@@ -45,23 +46,36 @@ extension Gateway {
         }
     }
 
-    /// Control queue: fall back and roll back.
+    /// Control queue: roll back (walking back, quarantining the version left), or, when there
+    /// is nothing to roll back to, fall back to shadow (at once, in memory, whatever the disk
+    /// says). The event says which: `verdict` "rolled_back" with `from`, `to` and `quarantined`,
+    /// or "fallback_to_shadow" with `from` and why no rollback happened.
     func guardTripped(mean: Double, baseline: Double, limit: Double) {
         guard mode == .control else { return }
         metrics.guardTrips.increment()
         let from = servedVersion
-        var action: String
-        if let previous = store.previous(), previous != from, (try? rollback(to: previous, reason: "live guard")) != nil {
-            action = "rolled back from version \(from.map(String.init) ?? "none") to \(previous)"
-        } else {
-            try? setMode(.shadow, reason: "live guard: no earlier model to roll back to")
-            action = "no earlier model: back to shadow mode (the incumbent is in charge)"
+        let verdict: String
+        let action: String
+        var to: Int?
+        var quarantined: Int?
+        do {
+            let r = try rollback(to: nil, reason: "live guard")
+            verdict = "rolled_back"
+            to = r.to
+            quarantined = r.quarantined
+            action = "rolled back from version \(from.map(String.init) ?? "none") to \(r.to)\(r.quarantined.map { " (version \($0) quarantined)" } ?? "")"
+        } catch {
+            leaveControl(reason: "live guard: no rollback (\(error))")
+            verdict = "fallback_to_shadow"
+            action = "back to shadow mode, the incumbent is in charge (no rollback: \(error))"
         }
         let text = String(format: "live guard: rolling mean reward %.4g over %d control ticks is below the incumbent's %.4g by more than %.1f%% (limit %.4g); %@",
                           mean, guardWindow, baseline, map.learning.rollbackMargin * 100, limit, action)
         lastGuardEvent.withLock { $0 = text }
         logger.error("\(text)")
-        publishRetrain(["phase": .string("guard"), "verdict": .string("rolled_back"), "reason": .string(text)])
+        func version(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
+        publishRetrain(["phase": .string("guard"), "verdict": .string(verdict), "from": version(from), "to": version(to),
+                        "quarantined": version(quarantined), "mode": .string(mode.rawValue), "reason": .string(text)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
     }
 

@@ -4,21 +4,29 @@ import EdgeQMQTT
 import EdgeQNet
 import Foundation
 
-/// `edgeq models list|show|rollback`: the model store of a data directory.
+/// `edgeq models list|show|rollback|promote`: the model store of a data directory.
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
-        abstract: "List, show and roll back the versioned models of a data directory.",
-        subcommands: [List.self, Show.self, Rollback.self]
+        abstract: "List, show, roll back and promote the versioned models of a data directory.",
+        discussion: """
+            A version rolled back from (by the live guard or an operator) is quarantined: it is never \
+            served again automatically (not by a rollback, the start-up fallback, the guard or an automatic \
+            promotion). Only promoting it by name serves it again, which lifts the quarantine.
+            """,
+        subcommands: [List.self, Show.self, Rollback.self, Promote.self]
     )
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the stored versions; * marks the served one.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the stored versions; * marks the served one, → the rollback target, and quarantined ones say so.")
         @Option(help: "The gateway's data directory.") var data: String
 
         func run() throws {
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
             let current = store.current()
+            let target = store.rollbackTarget()
+            let quarantine = Dictionary(uniqueKeysWithValues: store.quarantined().map { ($0.version, $0) })
             let versions = store.versions()
             if versions.isEmpty {
                 print("no models in \(store.directory.path)")
@@ -32,13 +40,15 @@ struct ModelsCommand: ParsableCommand {
                 let date = (try? FileManager.default.attributesOfItem(atPath: store.folder(v).path)[.modificationDate] as? Date).map {
                     ISO8601DateFormatter().string(from: $0)
                 } ?? ""
-                print("\(v == current ? "*" : " ") v\(v)  \(date)  sha256 \(sha)…  \(verdict)  \(rows)")
+                let mark = v == current ? "*" : (v == target ? "→" : " ")
+                let state = quarantine[v].map { "  QUARANTINED (\($0.reason))" } ?? ""
+                print("\(mark) v\(v)  \(date)  sha256 \(sha)…  \(verdict)  \(rows)\(state)")
             }
         }
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a version's architecture, actions and check report.")
+        static let configuration = CommandConfiguration(abstract: "Show a version's architecture, actions, quarantine and check report.")
         @Option(help: "The gateway's data directory.") var data: String
         @Argument(help: "The version (default: the served one).") var version: Int?
 
@@ -49,9 +59,13 @@ struct ModelsCommand: ParsableCommand {
             do {
                 model = try QModel.load(from: store.modelURL(v))
             } catch {
-                throw ValidationError("version \(v) does not load: \(error)")
+                throw failure("version \(v) does not load: \(error)", code: 65)
             }
             print("version    \(v)\(v == store.current() ? " (served)" : "")")
+            if let q = store.quarantined().first(where: { $0.version == v }) {
+                let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: q.time))
+                print("quarantine since \(when): \(q.reason) (served again only when promoted by name)")
+            }
             print("net        \(model.architecture.label)")
             print("format     \(model.fileFormatVersion)\(model.fileFormatVersion >= 2 ? " (16-bit head; builds before format 2 cannot read it)" : "")")
             print("actions    \(model.actionNames.joined(separator: ", "))")
@@ -65,60 +79,153 @@ struct ModelsCommand: ParsableCommand {
 
     struct Rollback: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Serve the previous (or a named) version again.",
+            abstract: "Serve an earlier version again and quarantine the one left.",
             discussion: """
-                With --config, the command goes to the running gateway over MQTT (cmd/rollback) and \
-                takes effect at once; the answer is printed. Without it, the data directory's store is \
-                switched for the gateway's next start.
+                Without --to, each rollback walks one step back through the served history (v3, then v2, \
+                then v1), skipping quarantined versions; when nothing earlier is left it refuses. With --to, \
+                the named version is served (even a quarantined one). Either way the version left is \
+                quarantined.
+
+                With --config, the command goes to the running gateway over MQTT (cmd/rollback), connecting \
+                with the mapping file's broker, username, password and TLS settings, and takes effect at \
+                once; the answer is printed. With --data, the data directory's store is switched for the \
+                gateway's next start (do not use it on a running gateway's directory).
                 """
         )
         @Option(help: "The gateway's data directory (offline rollback).") var data: String?
         @Option(help: "The mapping file of a running gateway (rollback over MQTT).") var config: String?
         @Option(help: "Broker URL instead of the mapping file's.") var broker: String?
-        @Option(help: "The version to serve (default: the previous one).") var to: Int?
+        @Option(help: "The version to serve (default: one step back, skipping quarantined versions).") var to: Int?
 
         func validate() throws {
-            if data == nil && config == nil { throw ValidationError("give --data DIR (offline) or --config FILE (running gateway)") }
+            if (data == nil) == (config == nil) { throw ValidationError("give either --data DIR (offline) or --config FILE (running gateway)") }
         }
 
         func run() throws {
             if let config {
-                let map = try loadMapping(config)
-                let client = try MQTTClient(try MQTTConfiguration(url: broker ?? map.gateway.brokers.first ?? "mqtt://127.0.0.1:1883",
-                                                                  clientID: "edgeq-cli-\(getpid())"))
-                defer { client.stop() }
-                let prefix = map.gateway.prefix
-                try client.subscribe("\(prefix)/reply/rollback", qos: .atLeastOnce)
-                client.start()
-                try client.waitUntilConnected(timeout: 10)
-                usleep(100_000)
-                let id = "cli-\(getpid())"
-                let body = to.map { "{\"id\":\"\(id)\",\"version\":\($0)}" } ?? "{\"id\":\"\(id)\"}"
-                _ = try client.publish("\(prefix)/cmd/rollback", body, qos: .atLeastOnce)
-                let deadline = Date().addingTimeInterval(10)
-                while Date() < deadline {
-                    guard let m = client.receive(timeout: 0.2) else { continue }
-                    let text = String(decoding: m.payload, as: UTF8.self)
-                    if text.contains(id) {
-                        print(text)
-                        if !text.contains(#""ok":true"#) { throw ExitCode(1) }
-                        return
-                    }
-                }
-                throw ValidationError("no answer from the gateway on \(prefix)/reply/rollback within 10 s (is it running?)")
+                try askGateway(config: config, broker: broker, verb: "rollback", version: to)
+                return
             }
             guard let data else { return }
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
-            guard let target = to ?? store.previous() else {
-                throw ValidationError("no earlier version to roll back to (stored: \(store.versions().map { "v\($0)" }.joined(separator: ", ")))")
+            let current = store.current()
+            let candidates = to.map { [$0] } ?? store.rollbackTargets()
+            for target in candidates {
+                do {
+                    _ = try QModel.load(from: store.modelURL(target))
+                } catch {
+                    if to != nil { throw failure("version \(target) does not pass its load checks: \(error)", code: 65) }
+                    FileHandle.standardError.write(Data("skipping v\(target): it does not pass its load checks: \(error)\n".utf8))
+                    continue
+                }
+                do {
+                    try store.rollBack(from: current, to: target, reason: "edgeq models rollback")
+                } catch {
+                    throw failure("\(error)", code: 74)
+                }
+                let left = current.flatMap { $0 != target ? " (v\($0) quarantined)" : nil } ?? ""
+                print("serving v\(target)\(left) from the next start of the gateway (for a running one: --config FILE)")
+                return
             }
-            do {
-                _ = try QModel.load(from: store.modelURL(target))
-            } catch {
-                throw ValidationError("version \(target) does not pass its load checks: \(error)")
-            }
-            try store.setCurrent(target, reason: "edgeq models rollback")
-            print("serving v\(target) from the next start of the gateway (for a running one: --config FILE)")
+            let quarantined = store.quarantined().map { "v\($0.version)" }
+            throw failure("""
+                no earlier version to roll back to (stored: \(store.versions().map { "v\($0)" }.joined(separator: ", ")); \
+                quarantined: \(quarantined.isEmpty ? "none" : quarantined.joined(separator: ", "))); \
+                to serve a quarantined one anyway: edgeq models promote V
+                """, code: 1)
         }
+    }
+
+    struct Promote: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve a named version (even a quarantined one, which lifts its quarantine).",
+            discussion: """
+                With --config, the command goes to the running gateway over MQTT (cmd/promote {"version":V}), \
+                connecting with the mapping file's broker, username, password and TLS settings. With --data, \
+                the data directory's store is switched for the gateway's next start.
+                """
+        )
+        @Option(help: "The gateway's data directory (offline promotion).") var data: String?
+        @Option(help: "The mapping file of a running gateway (promotion over MQTT).") var config: String?
+        @Option(help: "Broker URL instead of the mapping file's.") var broker: String?
+        @Argument(help: "The version to serve.") var version: Int
+
+        func validate() throws {
+            if (data == nil) == (config == nil) { throw ValidationError("give either --data DIR (offline) or --config FILE (running gateway)") }
+        }
+
+        func run() throws {
+            if let config {
+                try askGateway(config: config, broker: broker, verb: "promote", version: version)
+                return
+            }
+            guard let data else { return }
+            let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
+            do {
+                _ = try QModel.load(from: store.modelURL(version))
+            } catch {
+                throw failure("version \(version) does not pass its load checks: \(error)", code: 65)
+            }
+            let wasQuarantined = store.isQuarantined(version)
+            do {
+                try store.liftQuarantine(version)
+                try store.setCurrent(version, reason: "edgeq models promote")
+            } catch {
+                throw failure("\(error)", code: 74)
+            }
+            print("serving v\(version)\(wasQuarantined ? " (its quarantine is lifted)" : "") from the next start of the gateway (for a running one: --config FILE)")
+        }
+    }
+}
+
+/// A run-time failure of `edgeq models` (not a usage error, which ArgumentParser answers with the
+/// usage text and 64): prints the message on standard error and gives the sysexits code to exit
+/// with (65 data, 69 unavailable, 74 I/O; 1 when the gateway or the store refused).
+func failure(_ message: String, code: Int32) -> ExitCode {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    return ExitCode(code)
+}
+
+extension ParsableCommand {
+    /// Sends `cmd/<verb>` (with `version` when given) to the gateway of the mapping file
+    /// `config`, connecting as the gateway does (broker, credentials, TLS from the mapping file),
+    /// and prints its answer. Exits 1 when the gateway refuses, 69 when it cannot be reached.
+    func askGateway(config: String, broker: String?, verb: String, version: Int?) throws {
+        let map = try loadMapping(config)
+        let client: MQTTClient
+        do {
+            client = try MQTTClient(try Gateway.clientConfiguration(for: map, broker: broker, clientID: "edgeq-cli-\(getpid())"))
+        } catch {
+            throw failure("\(error)", code: 69)
+        }
+        defer { client.stop() }
+        let prefix = map.gateway.prefix
+        do {
+            try client.subscribe("\(prefix)/reply/\(verb)", qos: .atLeastOnce)
+            client.start()
+            try client.waitUntilConnected(timeout: 10)
+        } catch {
+            throw failure("cannot reach the broker of \(config): \(error)", code: 69)
+        }
+        let id = "cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let body = version.map { "{\"id\":\"\(id)\",\"version\":\($0)}" } ?? "{\"id\":\"\(id)\"}"
+        // The reply subscription is in place once connected (subscribed in the connect callback);
+        // publish only then, so the answer cannot pass before it.
+        usleep(100_000)
+        do {
+            _ = try client.publish("\(prefix)/cmd/\(verb)", body, qos: .atLeastOnce)
+        } catch {
+            throw failure("cannot send \(prefix)/cmd/\(verb): \(error)", code: 69)
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            guard let m = client.receive(timeout: 0.2) else { continue }
+            let text = String(decoding: m.payload, as: UTF8.self)
+            guard text.contains(id) else { continue }
+            print(text)
+            if !text.contains(#""ok":true"#) { throw ExitCode(1) }
+            return
+        }
+        throw failure("no answer from the gateway on \(prefix)/reply/\(verb) within 10 s (is it running?)", code: 69)
     }
 }

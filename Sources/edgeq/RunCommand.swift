@@ -35,7 +35,10 @@ struct RunCommand: ParsableCommand {
             Connects to the broker named in the mapping file (or --broker), decides on every tick \
             with the served model, reports on <prefix>/shadow in shadow mode or publishes the \
             actuator commands in control mode, and logs every transition to DATA/experience.sqlite. \
-            The mode persists in the data directory; --mode overrides it. SIGINT/SIGTERM stop \
+            The mode persists in the data directory (DATA/gateway-state.json); --mode overrides it. \
+            Going back to shadow always takes effect at once, even when the data directory is full \
+            (recording it is retried; the status says state_persisted:false meanwhile); going to \
+            control is refused while it cannot be recorded. SIGINT/SIGTERM stop \
             deciding, flush the log, publish the offline status, disconnect and exit 0. \
             See docs/operations.md.
             """

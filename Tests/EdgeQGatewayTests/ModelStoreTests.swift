@@ -27,11 +27,12 @@ import Testing
         try store.setCurrent(v1, reason: "first")
         try store.setCurrent(v2, reason: "retrained")
         #expect(store.current() == 2)
-        #expect(store.previous() == 1)
+        #expect(store.rollbackTarget() == 1)
         #expect(try String(contentsOf: store.modelURL(2), encoding: .utf8) == "two")
-        // Rollback = serve the previous one again.
-        try store.setCurrent(store.previous() ?? 0, reason: "rollback")
+        // Rollback = serve the previous one again, and quarantine the one left.
+        try store.rollBack(from: 2, to: store.rollbackTarget() ?? 0, reason: "rollback")
         #expect(store.current() == 1)
+        #expect(store.isQuarantined(2))
         // A reopened store sees the same.
         let again = try ModelStore(dataDirectory: dir)
         #expect(again.current() == 1)
@@ -40,7 +41,82 @@ import Testing
         let left = again.versions()
         #expect(left.count == 3)
         #expect(left.contains(1))  // current is never pruned
+        #expect(!left.contains(2))  // quarantined versions go first
         #expect(throws: ModelStore.Error.self) { try again.setCurrent(99, reason: "nope") }
+    }
+
+    /// Three versions served one after the other.
+    func threeServed(_ dir: URL) throws -> ModelStore {
+        let store = try ModelStore(dataDirectory: dir)
+        for i in 1...3 {
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            try store.setCurrent(v, reason: "promote")
+        }
+        return store
+    }
+
+    /// The probe's "rollback twice": before, the target was the last *different* entry of the
+    /// history, so after v2 → v1 it was v2 again and rollbacks toggled between two versions.
+    @Test func rollbackWalksBackAndNeverTogglesBetweenTwoVersions() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        var served: [Int] = []
+        while let target = store.rollbackTarget() {
+            try store.rollBack(from: store.current(), to: target, reason: "rollback")
+            served.append(target)
+            #expect(served.count < 5, "rollbacks do not end: \(served)")
+            if served.count >= 5 { break }
+        }
+        #expect(served == [2, 1])
+        #expect(store.current() == 1)
+        #expect(store.quarantined().map(\.version) == [2, 3])
+        #expect(store.quarantined().allSatisfy { $0.reason.contains("rollback: rolled back to version") && $0.time > 0 })
+        // Survives a restart (a new store on the same directory).
+        let again = try ModelStore(dataDirectory: dir)
+        #expect(again.quarantined().map(\.version) == [2, 3])
+        #expect(again.rollbackTarget() == nil)
+        // Named: a quarantined version can be served again, which lifts its mark.
+        try again.rollBack(from: 1, to: 3, reason: "operator named it")
+        #expect(again.current() == 3)
+        #expect(!again.isQuarantined(3))
+        #expect(again.isQuarantined(1))
+        try again.liftQuarantine(2)
+        #expect(again.rollbackTarget() == 2)
+    }
+
+    /// A crash between the quarantine mark and the switch leaves `current` on a quarantined
+    /// version; the targets never include it, so the start-up fallback moves on from it.
+    @Test func aQuarantinedCurrentIsNeverItsOwnTarget() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        try store.quarantine(3, reason: "interrupted rollback")
+        #expect(store.current() == 3)
+        #expect(store.rollbackTargets() == [2, 1])
+        try store.quarantine(2, reason: "x")
+        #expect(store.rollbackTargets(from: nil) == [1])
+        #expect(throws: ModelStore.Error.self) { try store.quarantine(42, reason: "no such version") }
+    }
+
+    /// Prune keeps the served version and the rollback target, and deletes quarantined
+    /// versions before older good ones.
+    @Test func pruneKeepsTheRollbackTargetAndDropsQuarantinedFirst() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        for i in 4...6 {
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            try store.setCurrent(v, reason: "promote")
+        }
+        try store.rollBack(from: 6, to: 5, reason: "guard")   // 6 quarantined
+        try store.rollBack(from: 5, to: 4, reason: "guard")   // 5 quarantined; target now 3
+        #expect(store.rollbackTarget() == 3)
+        store.prune(keep: 2)
+        #expect(store.versions() == [3, 4])
+        // Never below the served version and its target, whatever `keep` says.
+        store.prune(keep: 1)
+        #expect(store.versions() == [3, 4])
     }
 
     @Test func incompleteIncomingFolderIsDiscarded() throws {

@@ -149,7 +149,10 @@ import Testing
         let event = try #require(tripped, "the guard did not trip in \(i) control ticks")
         #expect(i <= 40, "tripped only after \(i) control ticks (window 20)")
         #expect((event["reason"] as? String)?.contains("rolled back from version 2 to 1") == true, "\(event)")
+        #expect(event["verdict"] as? String == "rolled_back")
+        #expect(event["from"] as? Int == 2 && event["to"] as? Int == 1 && event["quarantined"] as? Int == 2, "\(event)")
         #expect(h.gateway.servedVersion == 1)
+        #expect(h.gateway.mode == .control)
         let status = try h.waitFor(topic: "edgeq/t1/status") { String(decoding: $0.payload, as: UTF8.self).contains("live guard") }
         #expect(String(decoding: status.payload, as: UTF8.self).contains(#""trips":1"#))
     }
@@ -168,6 +171,13 @@ import Testing
         }
         #expect(h.gateway.mode == .shadow)
         #expect(try GatewayState.load(from: h.dir.url)?.reason.contains("live guard") == true)
+        // The event says what happened: nothing was rolled back (it said "rolled_back" before).
+        func isGuard(_ m: MQTTMessage) -> Bool { m.topic == "edgeq/t1/retrain" && GatewayHarness.json(m)["phase"] as? String == "guard" }
+        let event = GatewayHarness.json(try h.received.last(where: isGuard) ?? h.waitFor(topic: "edgeq/t1/retrain", isGuard))
+        #expect(event["verdict"] as? String == "fallback_to_shadow", "\(event)")
+        #expect(event["from"] as? Int == 1 && event["to"] is NSNull && event["quarantined"] is NSNull, "\(event)")
+        #expect(h.gateway.servedVersion == 1)
+        #expect(!(try ModelStore(dataDirectory: h.dir.url).isQuarantined(1)))
     }
 
     @Test func shadowFirstComparesTheCandidateWithTheLiveDecisionsBeforePromotion() throws {

@@ -1,0 +1,128 @@
+import EdgeQGateway
+import EdgeQMQTT
+import EdgeQNet
+import EdgeQTestSupport
+import EdgeQTopicMap
+import Foundation
+import Testing
+
+/// `edgeq models rollback` through the real `edgeq` process, offline (`--data`) and against a
+/// running `edgeq run` behind a broker that wants a password and TLS with a client
+/// certificate (`--config`). Before: two rollbacks toggled between two versions (the target
+/// was the last *different* entry of the served history), and `--config` connected with the
+/// broker URL alone, ignoring the mapping file's credentials and TLS.
+@Suite struct ModelsCommandTests {
+    /// Three models that fit `map`, stored in `data` and served one after the other (v1, v2, v3).
+    func serveThree(for map: TopicMap, in data: URL) throws {
+        let store = try ModelStore(dataDirectory: data)
+        for seed in 1...3 {
+            let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
+            var rng = SystemRandomNumberGenerator()
+            let calibration = (0..<(map.stateWidth * 256)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let model = try QModel(network: try MLP(arch, seed: UInt64(seed)), actionNames: map.actions.map(\.name),
+                                   normalization: .identity(map.stateWidth), calibrationStates: calibration)
+            let file = data.appendingPathComponent("incoming.safetensors")
+            try model.save(to: file)
+            let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                                  report: Data(#"{"verdict":"passed"}"#.utf8))
+            try store.setCurrent(v, reason: "test")
+        }
+    }
+
+    static let learning = "  hidden: [16, 16]\n  retrain: {every_transitions: none}"
+
+    @Test func offlineRollbackTwiceGoesBackTwiceThenRefuses() throws {
+        let dir = try TempDir()
+        let data = dir.url.appendingPathComponent("data")
+        let map = try TopicMap.parse(yaml: processMapping(id: "m1", plant: "m", learning: Self.learning), file: "m.yaml")
+        try serveThree(for: map, in: data)
+
+        let first = try EdgeQBinary.run(["models", "rollback", "--data", data.path])
+        #expect(first.code == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("serving v2 (v3 quarantined)"), "\(first.stdout)")
+        let second = try EdgeQBinary.run(["models", "rollback", "--data", data.path])
+        #expect(second.code == 0, "\(second.stderr)")
+        #expect(second.stdout.contains("serving v1 (v2 quarantined)"), "\(second.stdout)")
+        let third = try EdgeQBinary.run(["models", "rollback", "--data", data.path])
+        #expect(third.code == 1, "\(third)")
+        #expect(third.stderr.contains("no earlier version to roll back to"), "\(third.stderr)")
+        #expect(!third.stderr.contains("USAGE"), "a run-time refusal printed the usage text")
+        #expect(try ModelStore(dataDirectory: data).current() == 1)
+
+        let list = try EdgeQBinary.run(["models", "list", "--data", data.path])
+        let lines = list.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("* v1") && !$0.contains("QUARANTINED") }, "\(list.stdout)")
+        #expect(lines.contains { $0.contains("v2") && $0.contains("QUARANTINED") }, "\(list.stdout)")
+        #expect(lines.contains { $0.contains("v3") && $0.contains("QUARANTINED") }, "\(list.stdout)")
+        let show = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(show.stdout.contains("quarantine since"), "\(show.stdout)")
+
+        // By name, a quarantined version is served again.
+        let promote = try EdgeQBinary.run(["models", "promote", "3", "--data", data.path])
+        #expect(promote.code == 0, "\(promote.stderr)")
+        #expect(promote.stdout.contains("its quarantine is lifted"), "\(promote.stdout)")
+        let store = try ModelStore(dataDirectory: data)
+        #expect(store.current() == 3 && !store.isQuarantined(3))
+    }
+
+    @Test func rollbackOverMQTTUsesTheMappingsCredentialsAndTLSAndWalksBack() throws {
+        let dir = try TempDir()
+        let pki = try TestCertificates(in: dir.url.appendingPathComponent("pki"))
+        let broker = try MosquittoBroker(auth: .passwords(["plant": "s3cret"]),
+                                         tls: .init(certificates: pki, requireClientCertificate: true))
+        let password = dir.url.appendingPathComponent("mqtt-password")
+        try "s3cret\n".write(to: password, atomically: true, encoding: .utf8)
+        let user = dir.url.appendingPathComponent("mqtt-user")
+        try "plant\n".write(to: user, atomically: true, encoding: .utf8)
+        let yaml = processMapping(id: "m2", plant: "m", learning: Self.learning).replacingOccurrences(of: "  id: m2\n", with: """
+              id: m2
+              brokers: ["\(broker.url)"]
+              username: {file: \(user.path)}
+              password: {file: \(password.path)}
+              tls: {ca: \(pki.caFile), cert: \(pki.clientCertificateFile), key: \(pki.clientKeyFile)}
+
+            """)
+        let file = dir.url.appendingPathComponent("m2.yaml").path
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        let map = try TopicMap.parse(yaml: yaml, file: file)
+        #expect(map.gateway.tls != nil && map.gateway.password != nil)
+        let data = dir.url.appendingPathComponent("data")
+        try serveThree(for: map, in: data)
+
+        // An observer on the same broker (it needs the same credentials and TLS).
+        let observer = try MQTTClient(try Gateway.clientConfiguration(for: map, broker: nil, clientID: "observer"))
+        defer { observer.stop() }
+        try observer.subscribe("edgeq/m2/status", qos: .atLeastOnce)
+        observer.start()
+        try observer.waitUntilConnected(timeout: 10)
+        let gateway = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--data", data.path],
+                                       stderrPath: dir.url.appendingPathComponent("gw.log").path)
+        defer { if gateway.isRunning { gateway.signal(SIGKILL); _ = gateway.wait(timeout: 10) } }
+        var online = false
+        let deadline = Date().addingTimeInterval(30)
+        while !online && Date() < deadline {
+            if let m = observer.receive(timeout: 0.2) {
+                let s = String(decoding: m.payload, as: UTF8.self)
+                online = s.contains(#""state":"online""#) && s.contains(#""version":3"#)
+            }
+        }
+        #expect(online, "the gateway did not come online serving v3: \((try? String(contentsOf: dir.url.appendingPathComponent("gw.log"), encoding: .utf8)) ?? "")")
+
+        let first = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        #expect(first.code == 0, "\(first.stderr)")
+        #expect(first.stdout.contains(#""ok":true"#) && first.stdout.contains(#""version":2"#), "\(first.stdout)")
+        #expect(first.stdout.contains(#""quarantined":3"#), "\(first.stdout)")
+        let second = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        #expect(second.code == 0, "\(second.stderr)")
+        #expect(second.stdout.contains(#""version":1"#), "\(second.stdout)")
+        let third = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        #expect(third.code == 1, "\(third)")
+        #expect(third.stdout.contains(#""ok":false"#) && third.stdout.contains("no earlier version"), "\(third.stdout)")
+
+        gateway.signal(SIGTERM)
+        #expect(gateway.wait(timeout: 30) == 0)
+        let store = try ModelStore(dataDirectory: data)
+        #expect(store.current() == 1)
+        #expect(store.quarantined().map(\.version) == [2, 3])
+    }
+}
