@@ -32,7 +32,7 @@ extension ExperienceLog {
     /// Runs `PRAGMA quick_check` on the file at `path`, stopped after `timeLimit` seconds
     /// (a progress handler interrupts SQLite every 10,000 virtual-machine steps once the time
     /// is spent). quick_check reads every page and checks the b-tree structure (not the index
-    /// contents): O(file size), about 1 s per 100 MB on a slow SD card.
+    /// contents): about the cost of reading the file (docs/log.md, "Damage", has figures).
     ///
     /// - Returns: `.ok`, `.damaged` with SQLite's findings, or `.unfinished`.
     /// - Throws: `LogError` when the file cannot be opened for a reason other than damage

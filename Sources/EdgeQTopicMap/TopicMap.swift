@@ -506,7 +506,8 @@ public struct TopicMap: Sendable {
     }
 
     func nearestAction(_ inc: IncumbentConfig, _ extractor: JSONExtractor?, topic: String, payload: UnsafeRawBufferPointer) -> Int? {
-        guard inc.topic.contains("+") ? topicMatches(filter: inc.topic, topic: topic) : inc.topic == topic else { return nil }
+        // utf8.contains: String.contains(String) goes through NSString (allocations per message).
+        guard inc.topic.utf8.contains(UInt8(ascii: "+")) ? topicMatches(filter: inc.topic, topic: topic) : inc.topic == topic else { return nil }
         guard payload.count <= gateway.maxPayloadBytes else { return nil }
         var value: Double
         if let ex = extractor {
