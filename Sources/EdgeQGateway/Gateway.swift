@@ -46,6 +46,9 @@ public struct GatewayOptions: Sendable {
     /// The decision thread keeps the periodic ticks. Measured better (docs/benchmarks.md, e2e),
     /// hence the default; `edgeq run --no-inline-decisions` restores the hand-off.
     public var inlineDecisions = true
+    /// Time limit of the experience log's integrity check at start (`PRAGMA quick_check`), in
+    /// seconds; a damaged log is moved aside and a fresh one started (docs/log.md, "Damage").
+    public var logCheckSeconds: Double = 5
 
     public init(map: TopicMap) { self.map = map }
 }
@@ -142,6 +145,12 @@ public final class Gateway: @unchecked Sendable {
     var episode: Int64 = 0
     var open: OpenTransition?
     var pendingIncumbent: Int?
+    /// The action the plant reported applying since the last tick (`applied` section).
+    var pendingApplied: Int?
+    var gaps: TickGapDetector
+    /// Per-write payload buffers (one per write of the action with the most writes, 1 KiB
+    /// reserved each): an action's writes are all rendered before any is published.
+    var writeBuffers: [[UInt8]]
     var lastStatusNanos: UInt64 = 0
     var messagesSinceCheck = 0
     var lastConnects: UInt64 = 1
@@ -159,6 +168,10 @@ public final class Gateway: @unchecked Sendable {
     struct OpenTransition {
         var time: Double
         var tick: Int64
+        /// Monotonic time of tick t (ns) and the `tick.sequence` signal's value then (nil: none
+        /// or not valid), to find missed ticks when the transition closes.
+        var monotonic: UInt64
+        var sequence: Double?
         var state: [Float]
         var applied: Int?
         var actor: Actor
@@ -188,11 +201,25 @@ public final class Gateway: @unchecked Sendable {
             throw GatewayError("cannot create the data directory \(dataDirectory.path): \(error.localizedDescription)")
         }
         do {
-            log = try ExperienceLog.open(dataDirectory: dataDirectory.path, gatewayID: map.gateway.id)
+            let path = dataDirectory.appendingPathComponent(ExperienceLog.defaultFileName).path
+            let (opened, check) = try ExperienceLog.openForAppending(path: path, gatewayID: map.gateway.id,
+                                                                      checkSeconds: options.logCheckSeconds)
+            log = opened
+            for r in opened.recoveries {
+                logger.critical("the experience log was damaged: moved aside, a fresh log started (the damaged file is kept for inspection)", metadata: [
+                    "log.path": "\(path)", "log.moved_to": "\(r.movedTo)", "log.problem": "\(r.problem)",
+                ])
+            }
+            if case .unfinished(let seconds) = check {
+                logger.warning("the experience log's integrity check did not finish within its time limit; the part checked is sound", metadata: [
+                    "log.path": "\(path)", "log.check_seconds": "\(seconds)",
+                ])
+            }
             var wo = TransitionWriter.Options()
             wo.retention = RetentionPolicy(maxRows: nil, maxAge: map.learning.retention)
             writer = try log.makeWriter(options: wo, logger: logger)
         } catch {
+            if error.kind == .readOnly { throw GatewayError("cannot write the experience log: \(error.message)") }
             throw GatewayError("cannot open the experience log in \(dataDirectory.path): \(error)")
         }
         store = try ModelStore(dataDirectory: dataDirectory)
@@ -210,6 +237,12 @@ public final class Gateway: @unchecked Sendable {
         candidateQValues = [Float](repeating: 0, count: map.actions.count)
         mask = [Bool](repeating: true, count: map.actions.count)
         payload.reserveCapacity(1024)
+        gaps = TickGapDetector(map: map)
+        writeBuffers = (0..<max(1, map.actions.map(\.writes.count).max() ?? 1)).map { _ in
+            var b: [UInt8] = []
+            b.reserveCapacity(1024)
+            return b
+        }
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
@@ -315,6 +348,9 @@ public final class Gateway: @unchecked Sendable {
         }
         if let inc = map.incumbent, !map.subscribedTopics.contains(inc.topic) {
             try client.subscribe(inc.topic, qos: .atLeastOnce)
+        }
+        if let app = map.applied, !map.subscribedTopics.contains(app.topic) {
+            try client.subscribe(app.topic, qos: .atLeastOnce)
         }
         if options.inlineDecisions {
             // Messages are handled as they arrive, on the network thread. After `stop()` they
@@ -434,8 +470,14 @@ public final class Gateway: @unchecked Sendable {
                     metrics.incumbentSeen.increment()
                 }
             }
+            if map.applied != nil, map.isAppliedTopic(m.topic) {
+                if let a = map.appliedAction(topic: m.topic, payload: bytes) {
+                    pendingApplied = a
+                    metrics.appliedReports.increment()
+                }
+            }
             let routed = map.decode(topic: m.topic, payload: bytes, time: m.arrival, into: &table)
-            if routed == 0 && map.incumbent?.topic != m.topic {
+            if routed == 0 && map.incumbent?.topic != m.topic && map.applied?.topic != m.topic {
                 metrics.unrouted.increment()
             }
         }
@@ -464,9 +506,14 @@ public final class Gateway: @unchecked Sendable {
         let truncated = runtime.truncated() ?? false
         let allowedCount = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
         syncDecoderCounters()
+        // Missed ticks since the previous one: by the clock, and by the plant's step counter.
+        let clockGap = gaps.observe(now)
+        var sequence: Double?
+        if let si = map.sequenceSignal, table.status(of: si) == .valid { sequence = table.values[si] }
 
         // Close the transition of the previous tick: its reward and next state are this tick's.
-        closeTransition(stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated)
+        closeTransition(stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated,
+                        sequence: sequence, clockGap: clockGap)
 
         if terminal || truncated {
             // The end of an episode is not a decision point; the next state starts a new one.
@@ -475,6 +522,7 @@ public final class Gateway: @unchecked Sendable {
             runtime.resetHistory()
             open = nil
             pendingIncumbent = nil
+            pendingApplied = nil
             lastDecisionNanos.store(Self.now(), ordering: .relaxed)
             return
         }
@@ -510,9 +558,9 @@ public final class Gateway: @unchecked Sendable {
             let response = stateStatus == .ok ? SafetyConfig.Response.fallback : (stateStatus.response(map.safety) ?? .fallback)
             if modeNow == .control {
                 actor = .fallback
-                if response == .fallback, let fb = map.fallbackAction {
+                // A fallback that cannot be rendered is not published: hold.
+                if response == .fallback, let fb = map.fallbackAction, publishWrites(action: fb) {
                     applied = fb
-                    publishWrites(action: fb)
                 }
                 runtime.recordApplied(action: applied)
             }
@@ -521,9 +569,17 @@ public final class Gateway: @unchecked Sendable {
                 choice = explored
                 actor = .exploration
             }
-            applied = choice
-            publishWrites(action: choice)
-            runtime.recordApplied(action: choice)
+            if publishWrites(action: choice) {
+                applied = choice
+            } else {
+                // One of the action's writes cannot be rendered (an invalid value): nothing of
+                // it went out. Fall back, and log the row as the fallback it is.
+                reason = .renderFailed
+                metrics.fallbacks[.renderFailed]?.increment()
+                actor = .fallback
+                if let fb = map.fallbackAction, fb != choice, publishWrites(action: fb) { applied = fb }
+            }
+            runtime.recordApplied(action: applied)
         }
 
         let modeIndex = modeNow == .control ? 1 : 0
@@ -540,7 +596,7 @@ public final class Gateway: @unchecked Sendable {
         // Open the transition of this tick (only from a usable state).
         if stateStatus == .ok || stateStatus.isOOD {
             open = OpenTransition(
-                time: wall, tick: tick, state: state, applied: applied, actor: actor,
+                time: wall, tick: tick, monotonic: now, sequence: sequence, state: state, applied: applied, actor: actor,
                 mode: modeNow == .control ? .control : .shadow,
                 modelVersion: engineModel.map { String($0.version) },
                 qValues: ranModel ? qValues : nil, modelAction: choice)
@@ -557,6 +613,7 @@ public final class Gateway: @unchecked Sendable {
             open = nil
         }
         pendingIncumbent = nil
+        pendingApplied = nil
         checkSchedule()
     }
 
@@ -578,8 +635,10 @@ public final class Gateway: @unchecked Sendable {
         return allowed[Int(exploreRNG.next() % UInt64(allowed.count))]
     }
 
-    /// Logs the open transition with this tick's reward and state.
-    func closeTransition(stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool) {
+    /// Logs the open transition with this tick's reward and state, flagged `gap` when ticks
+    /// were missed between the two (`clockGap`, or `sequence` not the previous one + 1) and
+    /// `appliedMismatch` when the plant reported applying another action than the one published.
+    func closeTransition(stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool, sequence: Double?, clockGap: Bool) {
         guard let o = open else { return }
         defer { open = nil }
         guard stateOK, let reward else {
@@ -599,12 +658,28 @@ public final class Gateway: @unchecked Sendable {
                 if mine == theirs { metrics.shadowAgreed.increment() }
             }
         }
+        var flags: TransitionFlags = []
+        if clockGap {
+            flags.insert(.gap)
+        } else if map.sequenceSignal != nil {
+            // Unknown on either side: continuity cannot be shown, so the row is not one step.
+            if let before = o.sequence, let after = sequence, after == before + 1 {} else { flags.insert(.gap) }
+        }
+        if flags.contains(.gap) { metrics.tickGaps.increment() }
+        if o.mode == .control, let reported = pendingApplied, reported != o.applied {
+            // The plant applied something else than what was published (or published nothing):
+            // the row records what the plant did, chosen by the plant.
+            flags.insert(.appliedMismatch)
+            metrics.appliedMismatches.increment()
+            action = reported
+            actor = .incumbent
+        }
         var bits: UInt64 = 0
         for (i, ok) in mask.enumerated() where ok && i < 64 { bits |= 1 << UInt64(i) }
         let t = Transition(
             time: o.time, tick: o.tick, episode: episode, state: o.state, action: action, actor: actor,
             reward: reward, nextState: state, nextMask: bits, terminal: terminal, truncated: truncated,
-            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction)
+            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction, flags: flags)
         switch writer.submit(t) {
         case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
         case .dropped, .closed: metrics.transitionsSkipped.increment()
@@ -613,15 +688,20 @@ public final class Gateway: @unchecked Sendable {
         if let pick = o.candidateAction, let q = o.candidateQ, let live = action { compareCandidate(pick: pick, live: live, q: q) }
     }
 
-    func publishWrites(action: Int) {
-        for (j, w) in map.actions[action].writes.enumerated() {
-            payload.removeAll(keepingCapacity: true)
-            guard runtime.render(action: action, write: j, into: &payload) else {
-                metrics.fallbacks[.invalid]?.increment()
-                return
-            }
-            publish(w.topic, payload, qos: w.qos, retain: w.retain)
+    /// Publishes every write of `action`, or none: all are rendered first (into the
+    /// preallocated `writeBuffers`, no allocation), and only when each rendered are they sent.
+    ///
+    /// - Returns: false when a write could not be rendered (an invalid value): nothing was published.
+    func publishWrites(action: Int) -> Bool {
+        let writes = map.actions[action].writes
+        for j in writes.indices {
+            writeBuffers[j].removeAll(keepingCapacity: true)
+            guard runtime.render(action: action, write: j, into: &writeBuffers[j]) else { return false }
         }
+        for (j, w) in writes.enumerated() {
+            publish(w.topic, writeBuffers[j], qos: w.qos, retain: w.retain)
+        }
+        return true
     }
 
     func publish(_ topic: String, _ bytes: [UInt8], qos: Int, retain: Bool) {

@@ -263,6 +263,15 @@ extension Gateway {
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }
+        let recoveries = log.recoveries
+        if let last = recoveries.last {
+            // A damaged log was moved aside (at start or while writing): say so until restart.
+            obj["log"] = .object([
+                "recovered_from_corruption": .string(last.movedTo),
+                "problem": .string(last.problem),
+                "corruptions": .number(Double(recoveries.count)),
+            ])
+        }
         for (k, v) in extraStatus() { obj[k] = v }
         for (k, v) in storeStatus() { obj[k] = v }
         return Array(JSONValue.object(obj).jsonText.utf8)
@@ -331,6 +340,8 @@ extension Gateway {
         let logMax = r.gauge("edgeq_log_write_seconds_max", help: "Longest group commit so far.")
         let logOverflow = r.counter("edgeq_log_overflows_total", help: "Transitions queued beyond the writer's preallocated capacity.")
         let logDropped = r.counter("edgeq_log_dropped_total", help: "Transitions refused at the writer's hard limit (should stay 0).")
+        let logCorruptions = r.counter("edgeq_log_corruptions_total", help: "Damaged experience logs moved aside and replaced by a fresh one (at start or after SQLite reported damage while writing).")
+        let log = self.log
         let modeGauge = metrics.mode
         let client = self.client
         let writer = self.writer
@@ -347,6 +358,7 @@ extension Gateway {
             logMax.set(w.maxWriteLatency)
             logOverflow.mirror(UInt64(w.overflows))
             logDropped.mirror(UInt64(w.dropped))
+            logCorruptions.mirror(UInt64(log.recoveries.count))
             if let self { modeGauge.set(self.mode == .control ? 1 : 0) }
         }
     }

@@ -26,6 +26,9 @@ final class GatewayMetrics: Sendable {
     let explorations: Counter
     let fp32TieBreaks: Counter
     let statePersistFailures: Counter
+    let tickGaps: Counter
+    let appliedReports: Counter
+    let appliedMismatches: Counter
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -60,6 +63,9 @@ final class GatewayMetrics: Sendable {
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the live guard rolled back (or returned to shadow) because control did worse than the incumbent's baseline.")
         statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
+        tickGaps = r.counter("edgeq_tick_gaps_total", help: "Transitions that span missed ticks (tick.sequence or tick.max_gap), logged with the gap flag and not learned from as one step.")
+        appliedReports = r.counter("edgeq_applied_reports_total", help: "Reports of the applied action received from the plant (the mapping's applied topic).")
+        appliedMismatches = r.counter("edgeq_applied_mismatch_total", help: "Control transitions where the plant reported applying another action than the one the gateway published (logged with the plant's action and the applied_mismatch flag).")
         watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
     }
 }
@@ -69,6 +75,9 @@ public enum FallbackReason: String, Sendable, CaseIterable {
     case stale, invalid, invalidFeature = "invalid_feature", outOfDistribution = "out_of_distribution"
     case handOverride = "hand_override", nonFiniteQ = "non_finite_q", noAllowedAction = "no_allowed_action"
     case noModel = "no_model", watchdog
+    /// One of the chosen action's writes could not be rendered (an invalid value): nothing of
+    /// it was published.
+    case renderFailed = "render_failed"
 
     init(_ status: StateStatus) {
         switch status {

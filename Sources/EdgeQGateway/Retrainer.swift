@@ -80,6 +80,8 @@ public struct RetrainReport: Codable, Sendable {
     public var figures: [String: Double] = [:]
     public var rows: Int = 0
     public var incumbentRows: Int = 0
+    /// Rows flagged `gap` (ticks were missed between their two states) left out: not one step.
+    public var gapRowsExcluded: Int = 0
     public var trainRows: Int = 0
     public var heldOutRows: Int = 0
     public var updates: Int = 0
@@ -173,9 +175,13 @@ public struct Retrainer: Sendable {
         }
         let width = map.stateWidth
         let A = map.actions.count
+        // Rows that span missed ticks (flag gap) are not one step: not learned from as one.
+        let gapRows = rowsAll.filter { $0.transition.flags.contains(.gap) }.count
+        report.gapRowsExcluded = gapRows
+        report.figures["gap_rows_excluded"] = Double(gapRows)
         // Rows whose action is unknown (incumbent not observed) are not learned from.
         let rows: [EdgeQLog.Transition] = rowsAll.map(\.transition).filter {
-            $0.action != nil && $0.state.count == width && $0.nextState.count == width && ($0.action ?? -1) < A && $0.reward.isFinite
+            !$0.flags.contains(.gap) && $0.action != nil && $0.state.count == width && $0.nextState.count == width && ($0.action ?? -1) < A && $0.reward.isFinite
         }
         report.rows = rows.count
         report.incumbentRows = rows.filter { $0.actor == .incumbent }.count

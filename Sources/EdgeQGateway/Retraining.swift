@@ -101,7 +101,7 @@ extension Gateway {
                          "limit": .number(c.limit), "passed": .bool(c.passed), "note": .string(c.note)])
             }),
             "figures": .object(figures),
-            "rows": .number(Double(r.rows)), "updates": .number(Double(r.updates)),
+            "rows": .number(Double(r.rows)), "gap_rows_excluded": .number(Double(r.gapRowsExcluded)), "updates": .number(Double(r.updates)),
             "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),
         ]
     }

@@ -28,29 +28,80 @@ public final class ExperienceLog: Sendable {
     /// The schema version of the file.
     public let schemaVersion: Int
 
-    private let reader: Locked<SQLiteConnection>
+    /// The reading connection; nil only while a damaged file is being moved aside.
+    private let reader: Locked<SQLiteConnection?>
+    private let recoveryList: Locked<[LogRecovery]>
 
-    private init(path: String, gatewayID: String, schemaVersion: Int, reader: SQLiteConnection) {
+    private init(path: String, gatewayID: String, schemaVersion: Int, reader: SQLiteConnection, recoveries: [LogRecovery] = []) {
         self.path = path
         self.gatewayID = gatewayID
         self.schemaVersion = schemaVersion
         self.reader = Locked(reader)
+        self.recoveryList = Locked(recoveries)
     }
 
-    /// Opens the log at `path`, creating the file and its schema when missing.
+    /// Damaged files this log moved aside since it was opened (at start, or after SQLite
+    /// reported damage while writing), oldest first.
+    public var recoveries: [LogRecovery] { recoveryList.withLock { $0 } }
+
+    /// Opens the log at `path`, creating the file and its schema when missing. A version-1
+    /// file gets the `flags` column (version 2) at once.
     ///
     /// - Parameters:
     ///   - path: the SQLite file (its folder must exist).
     ///   - gatewayID: recorded in the `meta` table of a new file; an existing file keeps the
     ///     id it was created with (see `gatewayID`). Nil: "unknown" for a new file.
     ///   - create: false to refuse a missing file (readers such as `edgeq export`).
-    /// - Throws: `LogError` `.open` when the file cannot be opened or created; `.schema` when
-    ///   it is not an EdgeQ log or was written by a newer schema version.
+    /// - Throws: `LogError` `.open` when the file cannot be opened or created; `.readOnly`
+    ///   when its folder or the file cannot be written (the message says why: a read-only
+    ///   mount, permissions, an immutable folder); `.schema` when it is not an EdgeQ log or
+    ///   was written by a newer schema version.
     public static func open(path: String, gatewayID: String? = nil, create: Bool = true) throws(LogError) -> ExperienceLog {
         if !create && !FileManager.default.fileExists(atPath: path) {
             throw LogError(.open, path: path, message: "no such file (is --data the gateway's data directory?)")
         }
         let db = try SQLiteConnection(path: path, create: create)
+        let (version, id) = try initialize(db, path: path, gatewayID: gatewayID)
+        return ExperienceLog(path: path, gatewayID: id, schemaVersion: version, reader: db)
+    }
+
+    /// Opens the log the gateway appends to: like `open(path:gatewayID:create:)`, after a
+    /// bounded `PRAGMA quick_check` of an existing file (`quickCheck(path:timeLimit:)`). A file
+    /// SQLite finds damaged — or cannot read as a database at all — is never appended to: it
+    /// is moved aside (`moveAside`, listed in `recoveries`) and a fresh log is started.
+    ///
+    /// - Parameter checkSeconds: the check's time limit; a check that does not finish in time
+    ///   leaves the file in use (nothing was found in the part checked).
+    /// - Returns: the log and what the check found.
+    /// - Throws: as `open(path:gatewayID:create:)`; `.open` when a damaged file cannot be moved.
+    public static func openForAppending(path: String, gatewayID: String?, checkSeconds: Double = 5) throws(LogError) -> (log: ExperienceLog, check: QuickCheckResult) {
+        var check = QuickCheckResult.ok
+        var recoveries: [LogRecovery] = []
+        if FileManager.default.fileExists(atPath: path) {
+            check = try quickCheck(path: path, timeLimit: checkSeconds)
+            if case .damaged(let problem) = check {
+                recoveries.append(try moveAside(path: path, problem: problem))
+            }
+        }
+        let db: SQLiteConnection
+        let version: Int, id: String
+        do throws(LogError) {
+            db = try SQLiteConnection(path: path, create: true)
+            (version, id) = try initialize(db, path: path, gatewayID: gatewayID)
+        } catch {
+            // Damage the check did not reach (it ran out of time) but opening met.
+            guard recoveries.isEmpty, let c = error.code?.primary, c == .corrupt || c == .notADatabase else { throw error }
+            check = .damaged(error.message)
+            recoveries.append(try moveAside(path: path, problem: error.message))
+            let fresh = try SQLiteConnection(path: path, create: true)
+            let (v, i) = try initialize(fresh, path: path, gatewayID: gatewayID)
+            return (ExperienceLog(path: path, gatewayID: i, schemaVersion: v, reader: fresh, recoveries: recoveries), check)
+        }
+        return (ExperienceLog(path: path, gatewayID: id, schemaVersion: version, reader: db, recoveries: recoveries), check)
+    }
+
+    /// Creates or upgrades the schema and reads the file's version and gateway id.
+    private static func initialize(_ db: SQLiteConnection, path: String, gatewayID: String?) throws(LogError) -> (Int, String) {
         try db.execute("BEGIN IMMEDIATE")
         do throws(LogError) {
             let hasTransitions = try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='transitions'") ?? 0
@@ -59,7 +110,18 @@ public final class ExperienceLog: Sendable {
             if tables > 0 && (hasMeta == 0 || hasTransitions == 0) {
                 throw LogError(.schema, path: path, message: "this SQLite file is not an EdgeQ experience log")
             }
+            if hasMeta > 0 {
+                // Refuse a newer file before changing anything in it.
+                let text = try db.scalarText("SELECT value FROM meta WHERE key='schema_version'") ?? "0"
+                guard let v = Int(text), v >= 1 else {
+                    throw LogError(.schema, path: path, message: "meta.schema_version is '\(text)', not a version number")
+                }
+                guard v <= Schema.version else {
+                    throw LogError(.schema, path: path, message: "schema version \(v) is newer than this build's \(Schema.version): upgrade edgeq")
+                }
+            }
             try db.execute(Schema.create)
+            try Schema.migrate(db)
             let insert = try db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
             // Date.ISO8601FormatStyle (FoundationEssentials), not ISO8601DateFormatter: the same
             // text, without loading ICU's locale and time-zone data (≈ 3 MB of resident memory
@@ -72,20 +134,31 @@ public final class ExperienceLog: Sendable {
                 insert.bind(2, v)
                 _ = try insert.step()
             }
+            try db.execute("UPDATE meta SET value='\(Schema.version)' WHERE key='schema_version'")
             try db.execute("COMMIT")
         } catch {
             try? db.execute("ROLLBACK")
             throw error
         }
-        let versionText = try db.scalarText("SELECT value FROM meta WHERE key='schema_version'") ?? "0"
-        guard let version = Int(versionText), version >= 1 else {
-            throw LogError(.schema, path: path, message: "meta.schema_version is '\(versionText)', not a version number")
-        }
-        guard version <= Schema.version else {
-            throw LogError(.schema, path: path, message: "schema version \(version) is newer than this build's \(Schema.version): upgrade edgeq")
-        }
         let id = try db.scalarText("SELECT value FROM meta WHERE key='gateway_id'") ?? "unknown"
-        return ExperienceLog(path: path, gatewayID: id, schemaVersion: version, reader: db)
+        return (Schema.version, id)
+    }
+
+    /// Moves this log's damaged file aside and starts a fresh one in its place (the writer
+    /// thread calls it, with its own connection closed, when SQLite reported damage while
+    /// writing). The reading connection is closed meanwhile: reads throw `.closed`.
+    ///
+    /// - Throws: `LogError` when the file cannot be moved or the fresh one cannot be created.
+    func replaceDamagedFile(problem: String) throws(LogError) -> LogRecovery {
+        try reader.withLock { (db: inout SQLiteConnection?) throws(LogError) -> LogRecovery in
+            db = nil   // closes it: no connection of ours stays on the damaged file
+            let record = try Self.moveAside(path: path, problem: problem)
+            let fresh = try SQLiteConnection(path: path, create: true)
+            _ = try Self.initialize(fresh, path: path, gatewayID: gatewayID)
+            db = fresh
+            recoveryList.withLock { $0.append(record) }
+            return record
+        }
     }
 
     /// Opens `DIR/experience.sqlite` (see `open(path:gatewayID:create:)`).
@@ -97,14 +170,15 @@ public final class ExperienceLog: Sendable {
     ///
     /// - Throws: `LogError` `.open` when the second connection cannot be opened.
     public func makeWriter(options: TransitionWriter.Options = .init(), logger: Logger = Logger(label: "edgeq.log")) throws(LogError) -> TransitionWriter {
-        try TransitionWriter(path: path, options: options, logger: logger)
+        try TransitionWriter(log: self, options: options, logger: logger)
     }
 
     // MARK: Reading
 
     private func withReader<R: Sendable>(_ body: (SQLiteConnection) throws(LogError) -> R) throws(LogError) -> R {
-        try reader.withLock { (db: inout SQLiteConnection) throws(LogError) -> R in
-            try body(db)
+        try reader.withLock { (db: inout SQLiteConnection?) throws(LogError) -> R in
+            guard let db else { throw LogError(.closed, path: path, message: "the log is being replaced (a damaged file was moved aside): try again") }
+            return try body(db)
         }
     }
 

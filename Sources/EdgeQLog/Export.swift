@@ -26,7 +26,7 @@ extension ExperienceLog {
     /// docs/log.md shows both formats.
     ///
     /// CSV columns: `id, gateway_id, time, tick, episode, action, actor, reward, terminal,
-    /// truncated, mode, model_version, model_action, next_mask, s0…, ns0…, q0…`; the number of
+    /// truncated, mode, model_version, model_action, next_mask, flags, s0…, ns0…, q0…`; the number of
     /// `s`/`ns` columns is the widest state in the window, of `q` the widest Q-vector; shorter
     /// rows and unknown values leave the cell empty. Non-finite floats are written empty
     /// (CSV) or `null` (JSON).
@@ -51,7 +51,7 @@ extension ExperienceLog {
                 qWidth = widths.isNull(1) ? 0 : Int(widths.int64(1))
             }
             var header = ["id", "gateway_id", "time", "tick", "episode", "action", "actor", "reward", "terminal",
-                          "truncated", "mode", "model_version", "model_action", "next_mask"]
+                          "truncated", "mode", "model_version", "model_action", "next_mask", "flags"]
             header += (0..<stateWidth).map { "s\($0)" }
             header += (0..<stateWidth).map { "ns\($0)" }
             header += (0..<qWidth).map { "q\($0)" }
@@ -66,7 +66,7 @@ extension ExperienceLog {
                     t.action.map(String.init) ?? "", t.actor.rawValue, number(t.reward),
                     t.terminal ? "1" : "0", t.truncated ? "1" : "0", t.mode.rawValue,
                     t.modelVersion.map(csvCell) ?? "", t.modelAction.map(String.init) ?? "",
-                    t.nextMask.map { String($0) } ?? "",
+                    t.nextMask.map { String($0) } ?? "", String(t.flags.rawValue),
                 ]
                 cells += padded(t.state, stateWidth)
                 cells += padded(t.nextState, stateWidth)
@@ -85,7 +85,8 @@ extension ExperienceLog {
                 line += ",\"next_state\":\(jsonArray(t.nextState)),\"next_mask\":\(t.nextMask.map { String($0) } ?? "null")"
                 line += ",\"terminal\":\(t.terminal),\"truncated\":\(t.truncated),\"mode\":\"\(t.mode.rawValue)\""
                 line += ",\"model_version\":\(t.modelVersion.map(jsonString) ?? "null")"
-                line += ",\"q_values\":\(t.qValues.map(jsonArray) ?? "null"),\"model_action\":\(t.modelAction.map(String.init) ?? "null")}\n"
+                line += ",\"q_values\":\(t.qValues.map(jsonArray) ?? "null"),\"model_action\":\(t.modelAction.map(String.init) ?? "null")"
+                line += ",\"flags\":\(t.flags.rawValue)}\n"
                 try sink.write(line)
                 rows += 1
             }

@@ -3,7 +3,7 @@
 public struct LogError: Error, Sendable, CustomStringConvertible {
     /// What kind of operation failed. New kinds may be added: match on the ones you handle.
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
-        private enum Code: Hashable, Sendable { case open, schema, query, write, closed, timeout, export, badArgument }
+        private enum Code: Hashable, Sendable { case open, schema, query, write, closed, timeout, export, badArgument, readOnly }
         private let code: Code
         private init(_ code: Code) { self.code = code }
 
@@ -23,6 +23,9 @@ public struct LogError: Error, Sendable, CustomStringConvertible {
         public static let export = Kind(.export)
         /// An argument was out of range (the message says which).
         public static let badArgument = Kind(.badArgument)
+        /// The log (or its folder) cannot be written: a read-only file system, missing write
+        /// permission, an immutable folder. The message says which and what to do.
+        public static let readOnly = Kind(.readOnly)
 
         /// A short phrase for messages.
         public var description: String {
@@ -35,6 +38,7 @@ public struct LogError: Error, Sendable, CustomStringConvertible {
             case .timeout: "timed out"
             case .export: "export failed"
             case .badArgument: "bad argument"
+            case .readOnly: "cannot write the log"
             }
         }
     }

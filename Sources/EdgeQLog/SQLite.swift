@@ -23,6 +23,16 @@ public struct SQLiteResultCode: RawRepresentable, Hashable, Sendable, CustomStri
     public static let corrupt = SQLiteResultCode(rawValue: SQLITE_CORRUPT)
     /// The file cannot be opened.
     public static let cantOpen = SQLiteResultCode(rawValue: SQLITE_CANTOPEN)
+    /// The file is not a database (or its header is damaged).
+    public static let notADatabase = SQLiteResultCode(rawValue: SQLITE_NOTADB)
+    /// A disk I/O error.
+    public static let ioError = SQLiteResultCode(rawValue: SQLITE_IOERR)
+    /// An attempt to write a read-only database.
+    public static let readOnlyDB = SQLiteResultCode(rawValue: SQLITE_READONLY)
+    /// Access permission denied.
+    public static let permission = SQLiteResultCode(rawValue: SQLITE_PERM)
+    /// The operation was interrupted (e.g. by a progress handler's time limit).
+    public static let interrupt = SQLiteResultCode(rawValue: SQLITE_INTERRUPT)
 }
 
 /// One SQLite connection, used by one thread at a time (opened `SQLITE_OPEN_NOMUTEX`).
@@ -43,22 +53,42 @@ final class SQLiteConnection {
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
+            // "unable to open database file" says nothing about why: a read-only folder is the
+            // usual reason, and the one an operator can fix.
+            if !readOnly, let problem = WriteAccess.problem(forFileAt: path) {
+                throw LogError(.readOnly, path: path, code: SQLiteResultCode(rawValue: rc), message: problem)
+            }
             throw LogError(.open, path: path, code: SQLiteResultCode(rawValue: rc), message: message)
         }
         handle = db
         self.path = path
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, 5_000)
-        if !readOnly {
-            // WAL: readers (training, export) never block the writer and vice versa.
-            // NORMAL: a commit is in the WAL file when COMMIT returns (a kill -9 keeps it);
-            // the WAL is fsynced at checkpoints, so a power loss may lose the last commits.
-            try execute("PRAGMA journal_mode=WAL")
-            // 512 KiB of page cache instead of SQLite's 2 MiB: the writer appends (its pages
-            // are written once), readers scan; resident memory of the gateway matters more.
-            try execute("PRAGMA cache_size=-512")
+        do throws(LogError) {
+            // SQLite opens an existing file read-only, without an error, when it may not write it.
+            if !readOnly && sqlite3_db_readonly(db, "main") == 1 {
+                throw LogError(.readOnly, path: path, message: WriteAccess.problem(forFileAt: path)
+                               ?? "SQLite could open the log only read-only: make the file and its folder writable for this user")
+            }
+            if !readOnly {
+                // WAL: readers (training, export) never block the writer and vice versa.
+                // NORMAL: a commit is in the WAL file when COMMIT returns (a kill -9 keeps it);
+                // the WAL is fsynced at checkpoints, so a power loss may lose the last commits.
+                try execute("PRAGMA journal_mode=WAL")
+                // 512 KiB of page cache instead of SQLite's 2 MiB: the writer appends (its pages
+                // are written once), readers scan; resident memory of the gateway matters more.
+                try execute("PRAGMA cache_size=-512")
+            }
+            try execute("PRAGMA synchronous=NORMAL")
+        } catch {
+            // The WAL and shared-memory files are created beside the log: a read-only folder
+            // shows up here when the file itself is writable.
+            if !readOnly, let c = error.code?.primary, c == .readOnlyDB || c == .cantOpen || c == .permission,
+               let problem = WriteAccess.problem(forFileAt: path) {
+                throw LogError(.readOnly, path: path, code: error.code, message: problem)
+            }
+            throw error
         }
-        try execute("PRAGMA synchronous=NORMAL")
     }
 
     deinit {

@@ -1,7 +1,8 @@
 /// The log's on-disk schema (docs/log.md describes every column).
 enum Schema {
     /// Bumped on any incompatible change; readers refuse a newer file.
-    static let version = 1
+    /// 2: the `flags` column (a version-1 file gets it at open, `migrate`).
+    static let version = 2
 
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (
@@ -25,19 +26,31 @@ enum Schema {
             mode          TEXT    NOT NULL CHECK (mode IN ('shadow','control')),
             model_version TEXT,
             q_values      BLOB,
-            model_action  INTEGER
+            model_action  INTEGER,
+            flags         INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX IF NOT EXISTS transitions_time ON transitions(time);
         """
 
     /// The columns in the order `insert` binds and `select` reads them (id excluded).
-    static let columns = "time, tick, episode, state, state_width, action, actor, reward, next_state, next_mask, terminal, truncated, mode, model_version, q_values, model_action"
+    static let columns = "time, tick, episode, state, state_width, action, actor, reward, next_state, next_mask, terminal, truncated, mode, model_version, q_values, model_action, flags"
 
-    static let insert = "INSERT INTO transitions (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    static let insert = "INSERT INTO transitions (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
     static let select = "SELECT id, \(columns) FROM transitions"
 
-    /// Binds `t` to the 16 parameters of `insert`.
+    /// Upgrades a version-1 file (no `flags` column) in place: one `ALTER TABLE`, old rows get
+    /// flags 0. Call inside a write transaction, after `create`.
+    static func migrate(_ db: SQLiteConnection) throws(LogError) {
+        let s = try db.prepare("PRAGMA table_info(transitions)")
+        var hasFlags = false
+        while try s.step() { if s.text(1) == "flags" { hasFlags = true } }
+        if !hasFlags {
+            try db.execute("ALTER TABLE transitions ADD COLUMN flags INTEGER NOT NULL DEFAULT 0")
+        }
+    }
+
+    /// Binds `t` to the 17 parameters of `insert`.
     static func bind(_ t: Transition, to s: SQLiteStatement) {
         s.bind(1, t.time)
         s.bind(2, t.tick)
@@ -55,6 +68,7 @@ enum Schema {
         s.bind(14, t.modelVersion)
         s.bind(15, floats: t.qValues)
         s.bind(16, t.modelAction.map(Int64.init))
+        s.bind(17, t.flags.rawValue)
     }
 
     /// Reads the current row of a statement made from `select`.
@@ -74,7 +88,8 @@ enum Schema {
             mode: ControlMode(rawValue: s.text(13)) ?? .shadow,
             modelVersion: s.isNull(14) ? nil : s.text(14),
             qValues: s.floats(15),
-            modelAction: s.isNull(16) ? nil : Int(s.int64(16))
+            modelAction: s.isNull(16) ? nil : Int(s.int64(16)),
+            flags: TransitionFlags(rawValue: s.int64(17))
         )
         return LoggedTransition(id: s.int64(0), transition: t)
     }

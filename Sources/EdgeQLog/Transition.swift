@@ -18,6 +18,21 @@ public enum ControlMode: String, Sendable, Hashable, CaseIterable, Codable {
     case control
 }
 
+/// Marks on a logged transition (the `flags` column, a bitmask). docs/log.md lists the bits.
+public struct TransitionFlags: OptionSet, Sendable, Hashable, Codable {
+    /// The bits as stored.
+    public let rawValue: Int64
+    /// Flags from their stored bits.
+    public init(rawValue: Int64) { self.rawValue = rawValue }
+
+    /// Ticks were missed between `state` and `nextState` (the mapping's `tick.sequence` skipped,
+    /// or more time passed than `tick.max_gap` allows): not one step, never learned from as one.
+    public static let gap = TransitionFlags(rawValue: 1)
+    /// In control, the plant reported (on the mapping's `applied` topic) an action other than
+    /// the one the gateway published; `action` is the reported one.
+    public static let appliedMismatch = TransitionFlags(rawValue: 2)
+}
+
 /// One transition: the state at tick t, the action applied at t, the reward observed at
 /// t+1 and the state at t+1 (DESIGN.md, learning semantics).
 public struct Transition: Sendable, Equatable {
@@ -53,13 +68,15 @@ public struct Transition: Sendable, Equatable {
     public var qValues: [Float]?
     /// The model's greedy (masked) choice at t, which in shadow mode may differ from `action`.
     public var modelAction: Int?
+    /// Marks (missed ticks, a plant that applied something else); empty for an ordinary row.
+    public var flags: TransitionFlags
 
     /// A transition; the optional fields default to "not available".
     public init(
         time: Double, tick: Int64, episode: Int64, state: [Float], action: Int?, actor: Actor,
         reward: Double, nextState: [Float], nextMask: UInt64? = nil, terminal: Bool = false,
         truncated: Bool = false, mode: ControlMode, modelVersion: String? = nil,
-        qValues: [Float]? = nil, modelAction: Int? = nil
+        qValues: [Float]? = nil, modelAction: Int? = nil, flags: TransitionFlags = []
     ) {
         self.time = time
         self.tick = tick
@@ -76,6 +93,7 @@ public struct Transition: Sendable, Equatable {
         self.modelVersion = modelVersion
         self.qValues = qValues
         self.modelAction = modelAction
+        self.flags = flags
     }
 }
 

@@ -75,19 +75,23 @@ public final class TransitionWriter: Sendable {
         public var writeErrors: Int = 0
         /// Rows deleted by retention.
         public var rowsDeletedByRetention: Int = 0
+        /// Damaged files moved aside after SQLite reported damage while writing (the rows
+        /// waiting then went to the fresh file).
+        public var recoveries: Int = 0
     }
 
     private let shared: WriterShared
     /// The database file.
     public let path: String
 
-    init(path: String, options: Options, logger: Logger) throws(LogError) {
+    init(log: ExperienceLog, options: Options, logger: Logger) throws(LogError) {
+        let path = log.path
         guard options.maxBatchRows > 0, options.queueCapacity > 0, options.hardLimit >= options.queueCapacity,
               options.commitInterval > 0 else {
             throw LogError(.badArgument, path: path, message: "writer options need maxBatchRows, queueCapacity, commitInterval > 0 and hardLimit ≥ queueCapacity")
         }
         self.path = path
-        let worker = try WriterWorker(path: path, options: options, logger: logger)
+        let worker = try WriterWorker(log: log, options: options, logger: logger)
         shared = WriterShared(options: options)
         let shared = self.shared
         let thread = Thread { worker.run(shared) }
@@ -237,8 +241,11 @@ private final class CommitCounter {
 final class WriterWorker: @unchecked Sendable {
     // @unchecked Sendable: created on the caller's thread, then handed to the writer thread,
     // which is the only one that touches it afterwards (`run`). No other reference escapes.
-    private let db: SQLiteConnection
-    private let insert: SQLiteStatement
+    private let log: ExperienceLog
+    private var db: SQLiteConnection
+    private var insert: SQLiteStatement
+    /// When the last bounded check ran after a write error (nil: none since the last success).
+    private var lastDamageCheck: UInt64?
     private let options: TransitionWriter.Options
     private let logger: Logger
     private let counter = CommitCounter()
@@ -247,18 +254,65 @@ final class WriterWorker: @unchecked Sendable {
     private var reportedOverflows = 0
     private var reportedDropped = 0
 
-    init(path: String, options: TransitionWriter.Options, logger: Logger) throws(LogError) {
-        db = try SQLiteConnection(path: path, create: false)
+    init(log: ExperienceLog, options: TransitionWriter.Options, logger: Logger) throws(LogError) {
+        self.log = log
+        db = try SQLiteConnection(path: log.path, create: false)
         insert = try db.prepare(Schema.insert)
         self.options = options
         self.logger = logger
         spare.reserveCapacity(options.queueCapacity)
-        // Count real commits (the group-commit test checks them). `counter` lives as long
-        // as `db` (both owned by self), so an unretained pointer is safe.
+        hookCommits()
+    }
+
+    /// Counts real commits (the group-commit test checks them). `counter` lives as long
+    /// as `db` (both owned by self), so an unretained pointer is safe.
+    private func hookCommits() {
         sqlite3_commit_hook(db.handle, { ctx in
             if let ctx { Unmanaged<CommitCounter>.fromOpaque(ctx).takeUnretainedValue().count += 1 }
             return 0
         }, Unmanaged.passUnretained(counter).toOpaque())
+    }
+
+    /// After a failed batch whose error may mean damage (corrupt, not a database, I/O error):
+    /// a bounded quick_check (5 s, at most once a minute while errors go on); when SQLite
+    /// finds the file damaged, it is moved aside, a fresh log takes its place and the rows
+    /// still queued go there. Never appends to a file known to be damaged.
+    private func checkForDamage(after error: LogError, _ shared: WriterShared) {
+        guard let c = error.code?.primary, c == .corrupt || c == .notADatabase || c == .ioError else { return }
+        let now = monotonicNanos()
+        if let last = lastDamageCheck, now &- last < 60_000_000_000 { return }
+        lastDamageCheck = now
+        let verdict: QuickCheckResult
+        do throws(LogError) {
+            verdict = try ExperienceLog.quickCheck(path: db.path, timeLimit: 5)
+        } catch {
+            logger.error("log check after a write error failed", metadata: ["log.path": "\(db.path)", "log.error": "\(error)"])
+            return
+        }
+        guard case .damaged(let problem) = verdict else { return }
+        logger.critical("the experience log is damaged: moving it aside and starting a fresh log", metadata: [
+            "log.path": "\(db.path)", "log.problem": "\(problem)",
+        ])
+        sqlite3_commit_hook(db.handle, nil, nil)
+        // Close our connection (the statement holds it) before the file is moved.
+        do throws(LogError) {
+            let placeholder = try SQLiteConnection(path: ":memory:", create: true, readOnly: false)
+            insert = try placeholder.prepare("SELECT 1")
+            db = placeholder
+            let record = try log.replaceDamagedFile(problem: problem)
+            db = try SQLiteConnection(path: log.path, create: false)
+            insert = try db.prepare(Schema.insert)
+            hookCommits()
+            shared.state.withLock { $0.metrics.recoveries += 1 }
+            lastDamageCheck = nil
+            logger.critical("the damaged experience log was moved aside; logging goes on in a fresh file", metadata: [
+                "log.path": "\(log.path)", "log.moved_to": "\(record.movedTo)",
+            ])
+        } catch {
+            logger.critical("the damaged experience log could not be replaced; rows stay queued in memory", metadata: [
+                "log.path": "\(log.path)", "log.error": "\(error)",
+            ])
+        }
     }
 
     deinit {
@@ -333,8 +387,10 @@ final class WriterWorker: @unchecked Sendable {
                 "log.path": "\(db.path)", "log.rows": "\(rows.count)", "log.error": "\(error)",
             ])
             shared.state.withLock { $0.metrics.writeErrors += 1 }
+            checkForDamage(after: error, shared)
             return false
         }
+        lastDamageCheck = nil
         let elapsed = clock.now - t0
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let commits = counter.count

@@ -134,6 +134,34 @@ public enum TickConfig: Sendable, Equatable {
     case trigger(String)
 }
 
+/// How the gateway finds ticks it missed between two states (a broker restart, a backlog the
+/// broker dropped, a stalled decision thread), so that a transition spanning them is flagged
+/// `gap` in the log and never learned from as one step (docs/mapping.md, `tick`).
+public struct TickContinuity: Sendable, Equatable {
+    /// When the clock says ticks were missed.
+    public enum MaxGap: Sendable, Equatable {
+        /// A periodic tick: more than 1.5 periods between two ticks. A trigger tick without a
+        /// `sequence`: more than 3 × the median of the previous 16 intervals. A trigger tick
+        /// with a `sequence`: the sequence alone decides.
+        case automatic
+        /// More than this many seconds between two ticks.
+        case seconds(Double)
+        /// Never by the clock (only the `sequence`, if any).
+        case off
+    }
+    /// A signal that counts the plant's steps, one more per trigger message (`tick.sequence`);
+    /// a transition whose next value is not the previous + 1 spans missed ticks.
+    public var sequence: String?
+    /// `tick.max_gap`.
+    public var maxGap: MaxGap = .automatic
+
+    /// No sequence, automatic clock rule.
+    public init(sequence: String? = nil, maxGap: MaxGap = .automatic) {
+        self.sequence = sequence
+        self.maxGap = maxGap
+    }
+}
+
 /// One actuator write of an action.
 public struct WriteConfig: Sendable, Equatable {
     /// The topic written to (no wildcards).
@@ -160,7 +188,8 @@ public struct ActionConfig: Sendable, Equatable {
     public var incumbentValue: Double?
 }
 
-/// What the controller in charge now does, observed from its actuator topic.
+/// What the controller in charge now does, observed from its actuator topic. The same shape
+/// describes the `applied` section: where the plant reports the action it actually applied.
 public struct IncumbentConfig: Sendable, Equatable {
     /// The incumbent's actuator topic (filter).
     public var topic: String

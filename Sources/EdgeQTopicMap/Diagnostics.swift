@@ -136,6 +136,16 @@ final class NodeReader {
     }
 
     /// A duration: a number of seconds, or a text with a unit (`500ms`, `30s`, `5m`, `2h`, `7d`).
+    /// A duration's value, or nil (no diagnostic: `duration` reports it where it is read).
+    func quietDuration(_ text: String) -> Double? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let v = Double(t), v.isFinite, v > 0 { return v }
+        for (u, f) in [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)] where t.hasSuffix(u) {
+            if let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v.isFinite, v > 0 { return v * f }
+        }
+        return nil
+    }
+
     func duration(_ node: Node, _ what: String) -> Double? {
         if case .scalar(let s) = node, s.style == .plain {
             let t = s.string.trimmingCharacters(in: .whitespaces)

@@ -125,7 +125,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "safety", "learning"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -141,6 +141,7 @@ struct Builder {
         let truncated = top["truncated"].flatMap { expression($0, "truncated") }
         let actions = top["actions"].flatMap { readActions($0) }
         let incumbent = top["incumbent"].flatMap { readIncumbent($0) }
+        let applied = top["applied"].flatMap { readIncumbent($0, section: "applied") }
         var safety = SafetyConfig()
         var handOverride: CompiledExpression?
         if let n = top["safety"] { (safety, handOverride) = readSafety(n) }
@@ -165,6 +166,20 @@ struct Builder {
                     r.error(actions.nodes[i], "action '\(a.name)' needs 'incumbent_value' (or a constant 'value') so that the incumbent's commands on '\(inc.topic)' can be mapped to it")
                 }
             }
+            if let (app, appNode) = applied {
+                if incumbent == nil {
+                    for (i, a) in actions.configs.enumerated() where a.incumbentValue == nil {
+                        r.error(actions.nodes[i], "action '\(a.name)' needs 'incumbent_value' (or a constant 'value') so that the plant's reports on '\(app.topic)' can be mapped to it")
+                    }
+                }
+                // The gateway's own commands must not read as the plant's report of what it applied.
+                outer: for (a, writes) in actions.writes.enumerated() {
+                    for w in writes where filtersOverlap(app.topic, w.config.topic) {
+                        r.error(appNode, "applied topic '\(app.topic)' is also where action '\(actions.configs[a].name)' publishes (line \(w.topicNode.mark?.line ?? 0)): the gateway would read its own commands as the plant's reports; give the plant's report a topic of its own (e.g. plant/applied)")
+                        break outer
+                    }
+                }
+            }
         }
         if let g = gateway {
             let cp = g.prefix + "/"
@@ -179,7 +194,8 @@ struct Builder {
             featureEval: state.eval, tick: tick.0, reward: reward, terminal: terminal, truncated: truncated,
             actions: actions.configs, writes: actions.writes.map { $0.map(\.compiled) }, allowed: actions.allowed,
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
-            safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames())
+            safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
+            applied: applied?.0, continuity: tick.2)
     }
 
     func slotNames() -> [String] {
@@ -404,13 +420,33 @@ struct Builder {
 
     // MARK: tick
 
-    func readTick(_ node: Node) -> (TickConfig, Node)? {
-        guard let f = r.mapping(node, "tick", known: ["period", "trigger"]) else { return nil }
+    func readTick(_ node: Node) -> (TickConfig, Node, TickContinuity)? {
+        guard let f = r.mapping(node, "tick", known: ["period", "trigger", "sequence", "max_gap"]) else { return nil }
         if f["period"] != nil && f["trigger"] != nil { r.error(node, "tick: give 'period' or 'trigger', not both"); return nil }
-        if let n = f["period"], let d = r.duration(n, "tick period") { return (.period(d), n) }
+        var continuity = TickContinuity()
+        if let n = f["sequence"], let name = r.string(n, "tick sequence") {
+            if f["period"] != nil {
+                r.error(n, "tick sequence counts the plant's steps, one per trigger message; a periodic tick finds missed ticks by the clock ('max_gap'): remove 'sequence' or use 'trigger'")
+            } else if !signals.contains(where: { $0.name == name }) {
+                let hint = suggestion(name, signals.map(\.name)).map { "; did you mean '\($0)'?" } ?? ""
+                r.error(n, "tick sequence '\(name)' is not a signal\(hint)")
+            }
+            continuity.sequence = name
+        }
+        if let n = f["max_gap"] {
+            if case .scalar(let sc) = n, sc.string == "none" {
+                continuity.maxGap = .off
+            } else if let d = r.duration(n, "tick max_gap") {
+                if let pn = f["period"], case .scalar(let ps) = pn, let p = r.quietDuration(ps.string), d <= p {
+                    r.error(n, "tick max_gap (\(r.fmt(d)) s) must be longer than the period (\(r.fmt(p)) s), or every transition would be flagged")
+                }
+                continuity.maxGap = .seconds(d)
+            }
+        }
+        if let n = f["period"], let d = r.duration(n, "tick period") { return (.period(d), n, continuity) }
         if let n = f["trigger"], let t = r.string(n, "tick trigger") {
             if let p = topicProblem(t, allowWildcards: true) { r.error(n, "invalid topic filter '\(t)': \(p)"); return nil }
-            return (.trigger(t), n)
+            return (.trigger(t), n, continuity)
         }
         if f["period"] == nil && f["trigger"] == nil { r.error(node, "tick: give 'period' (e.g. 5s) or 'trigger' (a topic)") }
         return nil
@@ -546,9 +582,9 @@ struct Builder {
 
     // MARK: incumbent, safety, learning
 
-    func readIncumbent(_ node: Node) -> (IncumbentConfig, Node)? {
-        guard let f = r.mapping(node, "incumbent", known: ["topic", "json", "max_distance"], required: ["topic"]),
-              let tn = f["topic"], let topic = r.string(tn, "incumbent topic") else { return nil }
+    func readIncumbent(_ node: Node, section: String = "incumbent") -> (IncumbentConfig, Node)? {
+        guard let f = r.mapping(node, section, known: ["topic", "json", "max_distance"], required: ["topic"]),
+              let tn = f["topic"], let topic = r.string(tn, "\(section) topic") else { return nil }
         if let p = topicProblem(topic, allowWildcards: true) { r.error(tn, "invalid topic filter '\(topic)': \(p)") }
         var inc = IncumbentConfig(topic: topic)
         if let pn = f["json"], let text = r.string(pn, "json path") {
@@ -561,7 +597,7 @@ struct Builder {
             if v < 0 { r.error(n, "max_distance must be ≥ 0") }
             inc.maxDistance = v
         }
-        return (inc, node)
+        return (inc, tn)
     }
 
     func readSafety(_ node: Node) -> (SafetyConfig, CompiledExpression?) {

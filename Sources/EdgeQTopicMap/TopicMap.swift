@@ -143,6 +143,13 @@ public struct TopicMap: Sendable {
     public let minDwell: Int
     /// How to observe the controller in charge, if given.
     public let incumbent: IncumbentConfig?
+    /// Where the plant reports the action it applied (the `applied` section), if given: in
+    /// control mode the logged action is the reported one.
+    public let applied: IncumbentConfig?
+    /// How missed ticks are found (`tick.sequence`, `tick.max_gap`).
+    public let continuity: TickContinuity
+    /// Index of the `tick.sequence` signal, if any.
+    public let sequenceSignal: Int?
     /// The `safety` section (defaults when absent).
     public let safety: SafetyConfig
     /// The `learning` section (defaults when absent).
@@ -168,6 +175,7 @@ public struct TopicMap: Sendable {
     let wildcardRoutes: [Int]
     let actionNames: [[UInt8]]
     let incumbentExtractor: JSONExtractor?
+    let appliedExtractor: JSONExtractor?
     /// Signal slots each feature depends on (directly or through earlier features).
     let featureSignals: [[Int]]
     /// Per-signal and per-feature numbers in plain arrays, so the hot path copies no
@@ -197,7 +205,12 @@ public struct TopicMap: Sendable {
          featureEval: [FeatureEval], tick: TickConfig, reward: CompiledExpression, terminal: CompiledExpression?,
          truncated: CompiledExpression?, actions: [ActionConfig], writes: [[CompiledWrite]], allowed: [CompiledExpression?],
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
-         handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String]) {
+         handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
+         applied: IncumbentConfig? = nil, continuity: TickContinuity = .init()) {
+        self.applied = applied
+        self.continuity = continuity
+        sequenceSignal = continuity.sequence.flatMap { name in signals.firstIndex { $0.name == name } }
+        appliedExtractor = applied?.path.map { JSONExtractor(paths: [$0]) }
         self.gateway = gateway
         self.signals = signals
         self.features = features
@@ -324,6 +337,7 @@ public struct TopicMap: Sendable {
         var out: [String] = routes.map(\.filter)
         if case .trigger(let t) = tick, !out.contains(t) { out.append(t) }
         if let i = incumbent, !out.contains(i.topic) { out.append(i.topic) }
+        if let a = applied, !out.contains(a.topic) { out.append(a.topic) }
         return out
     }
 
@@ -473,10 +487,30 @@ public struct TopicMap: Sendable {
     /// `incumbent.max_distance`. Ties go to the lower index. Allocates nothing.
     public func incumbentAction(topic: String, payload: UnsafeRawBufferPointer) -> Int? {
         guard let inc = incumbent else { return nil }
-        guard inc.topic.contains("+") ? topicMatches(filter: inc.topic, topic: topic) : inc.topic == topic else { return nil }
+        return nearestAction(inc, incumbentExtractor, topic: topic, payload: payload)
+    }
+
+    /// The action the plant reports it applied in a message on `topic` (the `applied`
+    /// section), mapped like the incumbent's commands (nearest `incumbent_value`); nil when the
+    /// topic is not the `applied` one or the report is unreadable or too far from every action.
+    /// Allocates nothing.
+    public func appliedAction(topic: String, payload: UnsafeRawBufferPointer) -> Int? {
+        guard let a = applied else { return nil }
+        return nearestAction(a, appliedExtractor, topic: topic, payload: payload)
+    }
+
+    /// True when `topic` is the `applied` section's topic (or matches its filter).
+    public func isAppliedTopic(_ topic: String) -> Bool {
+        guard let a = applied else { return false }
+        return a.topic.utf8.contains(UInt8(ascii: "+")) ? topicMatches(filter: a.topic, topic: topic) : a.topic == topic
+    }
+
+    func nearestAction(_ inc: IncumbentConfig, _ extractor: JSONExtractor?, topic: String, payload: UnsafeRawBufferPointer) -> Int? {
+        // utf8.contains: String.contains(String) goes through NSString (allocations per message).
+        guard inc.topic.utf8.contains(UInt8(ascii: "+")) ? topicMatches(filter: inc.topic, topic: topic) : inc.topic == topic else { return nil }
         guard payload.count <= gateway.maxPayloadBytes else { return nil }
         var value: Double
-        if let ex = incumbentExtractor {
+        if let ex = extractor {
             var cap = JSONCapture()
             guard ex.extract(payload, into: &cap) else { return nil }
             switch cap.kind {

@@ -104,7 +104,7 @@ struct TrainCommand: ParsableCommand {
 enum ReportText {
     static func render(_ r: RetrainReport) -> String {
         var lines = ["verdict    \(r.verdict)\(r.version.map { " (stored as version \($0))" } ?? "")",
-                     "data       \(r.rows) rows (\(r.incumbentRows) from the incumbent): \(r.trainRows) to train, \(r.heldOutRows) held out",
+                     "data       \(r.rows) rows (\(r.incumbentRows) from the incumbent): \(r.trainRows) to train, \(r.heldOutRows) held out; \(r.gapRowsExcluded) spanning missed ticks left out",
                      String(format: "training   %d updates in %.1f s%@", r.updates, r.seconds, r.warmStart ? ", warm start" : "")]
         for c in r.checks {
             lines.append("\(c.passed ? "pass" : "FAIL")       \(c.name): \(c.note)")

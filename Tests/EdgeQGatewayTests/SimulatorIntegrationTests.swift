@@ -35,6 +35,8 @@ import Testing
         // Every step but the first closes a transition; episode ends close none of their own.
         #expect(rows.count >= 290, "\(rows.count) transitions for 300 steps; ticks \(h.metric("edgeq_ticks_total")), submitted \(h.metric("edgeq_transitions_submitted_total")), skipped \(h.metric("edgeq_transitions_skipped_total")), written \(h.gateway.logMetrics.rowsWritten)")
         #expect(rows.allSatisfy { $0.actor == .incumbent && $0.action != nil })
+        // The plant numbers its steps (tick.sequence): an undisturbed run has no gap row.
+        #expect(rows.allSatisfy { $0.flags.isEmpty }, "\(rows.filter { !$0.flags.isEmpty }.count) flagged rows")
         // No transition links two episodes: after an end (terminal or truncated) the episode changes.
         for (a, b) in zip(rows, rows.dropFirst()) {
             #expect(b.episode == a.episode + ((a.terminal || a.truncated) ? 1 : 0), "ticks \(a.tick) → \(b.tick)")

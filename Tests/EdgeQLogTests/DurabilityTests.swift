@@ -78,6 +78,7 @@ import Testing
                     "terminal": row["terminal"] == "1", "truncated": row["truncated"] == "1",
                     "mode": row["mode"], "model_version": row["model_version"] or None,
                     "next_mask": None if row["next_mask"] == "" else int(row["next_mask"]),
+                    "flags": int(row["flags"]),
                     "state": [float(row[f"s{i}"]) for i in range(w) if row[f"s{i}"] != ""],
                     "next_state": [float(row[f"ns{i}"]) for i in range(w) if row[f"ns{i}"] != ""],
                     "q_values": [float(row[f"q{i}"]) for i in range(q) if row[f"q{i}"] != ""] or None,
@@ -87,7 +88,7 @@ import Testing
             for line in f:
                 o = json.loads(line)
                 out.append({k: o[k] for k in ["id", "tick", "gateway_id", "action", "actor", "reward", "terminal",
-                    "truncated", "mode", "model_version", "next_mask", "state", "next_state", "q_values"]})
+                    "truncated", "mode", "model_version", "next_mask", "flags", "state", "next_state", "q_values"]})
     print(json.dumps(out))
     """#
 
@@ -103,6 +104,7 @@ import Testing
         var mode: String
         var model_version: String?
         var next_mask: UInt64?
+        var flags: Int64
         var state: [Float]
         var next_state: [Float]
         var q_values: [Float]?
@@ -127,7 +129,7 @@ import Testing
             let expected = Parsed(
                 id: t.tick + 1, tick: t.tick, gateway_id: "plant,7", action: t.action, actor: t.actor.rawValue,
                 reward: t.reward, terminal: t.terminal, truncated: t.truncated, mode: t.mode.rawValue,
-                model_version: t.modelVersion, next_mask: t.nextMask, state: t.state, next_state: t.nextState,
+                model_version: t.modelVersion, next_mask: t.nextMask, flags: t.flags.rawValue, state: t.state, next_state: t.nextState,
                 q_values: t.qValues)
             #expect(p == expected)
         }
@@ -143,7 +145,7 @@ import Testing
         #expect(r.code == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n")
         #expect(lines.count == 5)
-        #expect(lines.first?.hasPrefix("id,gateway_id,time,tick,episode,action,actor,reward,terminal,truncated,mode,model_version,model_action,next_mask,s0,s1,ns0,ns1,q0,q1,q2") == true)
+        #expect(lines.first?.hasPrefix("id,gateway_id,time,tick,episode,action,actor,reward,terminal,truncated,mode,model_version,model_action,next_mask,flags,s0,s1,ns0,ns1,q0,q1,q2") == true)
         #expect(lines.last?.hasPrefix("10,gw,") == true)
         let jsonl = try ChildProcess.run(EdgeQBinary.path, ["export", "--data", dir.path, "--format", "jsonl", "--since", "1h"], timeout: 60)
         #expect(jsonl.code == 0 && jsonl.stdout.isEmpty) // sample times are in 2026-09, older than an hour

@@ -29,7 +29,8 @@ func sample(_ k: Int, width: Int = 4, time: Double? = nil) -> Transition {
         mode: k % 4 == 0 ? .control : .shadow,
         modelVersion: k % 3 == 0 ? nil : "v\(k % 7),\"q\"",
         qValues: k % 2 == 0 ? [Float(k), -Float(k) / 3, 1e-7] : nil,
-        modelAction: k % 2 == 0 ? k % 3 : nil
+        modelAction: k % 2 == 0 ? k % 3 : nil,
+        flags: TransitionFlags(rawValue: Int64(k % 4))
     )
 }
 

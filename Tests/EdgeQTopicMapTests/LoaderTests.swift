@@ -212,6 +212,12 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {gamma: 1.5}\n", 13, 19, "gamma must be in [0, 1), found 1.5"),
         // YAML syntax error
         ("gateway: {id: t\nsignals: [\n", 2, 8, "YAML syntax: did not find expected"),
+        // tick continuity: the sequence names a signal, only with a trigger; max_gap beyond the period
+        (minimal.replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {trigger: p/a, sequence: aa}"), 8, 32, "tick sequence 'aa' is not a signal; did you mean 'a'?"),
+        (minimal.replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {period: 1s, sequence: a}"), 8, 30, "tick sequence counts the plant's steps"),
+        (minimal.replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {period: 2s, max_gap: 1s}"), 8, 29, "must be longer than the period"),
+        // the plant's report of what it applied must not share a topic with the gateway's commands
+        (minimal + "applied: {topic: p/cmd}\n", 13, 18, "applied topic 'p/cmd' is also where action 'one' publishes"),
     ] as [(String, Int, Int, String)])
     func errorIsReportedAtItsPlace(yaml: String, line: Int, column: Int, message: String) {
         let d = diagnostics(yaml)
