@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        /// Ed25519 signatures and SHA-256 (BoringSSL underneath): commands, models, checksums.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C shims (module map + one header each)
@@ -63,7 +65,7 @@ let package = Package(
         ),
         .target(
             name: "EdgeQNet",
-            dependencies: ["COpenBLAS", "CEdgeQKernels", "EdgeQCore"],
+            dependencies: ["COpenBLAS", "CEdgeQKernels", "EdgeQCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: numericSettings
         ),
         .target(
