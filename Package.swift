@@ -82,6 +82,12 @@ let package = Package(
             name: "EdgeQLog",
             dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
         ),
+        /// Trust: trusted keys by role, signed control-plane commands (replay, freshness, rate
+        /// limit), signed models, the mapping's fingerprint (docs/security.md).
+        .target(
+            name: "EdgeQTrust",
+            dependencies: ["EdgeQTopicMap", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "EdgeQGateway",
             dependencies: [
@@ -104,7 +110,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "CEdgeQKernels",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust", "CEdgeQKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -126,6 +132,11 @@ let package = Package(
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
+        .testTarget(
+            name: "EdgeQTrustTests",
+            dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
+            exclude: ["python"]
+        ),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog"]),
     ],
     swiftLanguageModes: [.v6]
