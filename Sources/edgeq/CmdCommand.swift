@@ -1,6 +1,7 @@
 import ArgumentParser
 import EdgeQGateway
 import EdgeQMQTT
+import EdgeQTopicMap
 import EdgeQTrust
 import Foundation
 
@@ -91,6 +92,21 @@ struct CmdCommand: ParsableCommand {
             return
         }
 
+        let reply = try Self.send(map: map, broker: broker, verb: verb, command: command, requestID: requestID,
+                                  keyName: name, privateKey: privateKey, timeout: timeout)
+        print(reply.text)
+        if !reply.ok { throw ExitCode(1) }
+    }
+
+    /// Signs `command` (whose `id` is `requestID`) for `verb`, publishes it to the gateway of
+    /// `map` (QoS 1, not retained, the mapping's credentials and TLS) and waits for its reply.
+    /// For every tool that sends commands (`edgeq cmd`, `edgeq models rollback --config`).
+    /// - Returns: the reply's text and whether it says `"ok":true`.
+    /// - Throws: `ExitCode(69)` when the broker cannot be reached, `ExitCode(75)` when no reply
+    ///   came within `timeout` (each after a message on standard error).
+    static func send(map: TopicMap, broker: String?, verb: String, command: String, requestID: String,
+                     keyName: String, privateKey: SigningPrivateKey, timeout: Double) throws -> (text: String, ok: Bool) {
+        let topic = CommandEnvelope.topic(prefix: map.gateway.prefix, verb: verb)
         let clientID = "edgeq-cmd-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var mqtt = try BrokerConnection.configuration(for: map, broker: broker, clientID: clientID)
         mqtt.session = .clean
@@ -100,7 +116,7 @@ struct CmdCommand: ParsableCommand {
         do {
             try client.waitUntilConnected(timeout: timeout)
         } catch {
-            FileHandle.standardError.write(Data("edgeq cmd: cannot reach the broker \(mqtt.broker): \(error)\n".utf8))
+            FileHandle.standardError.write(Data("edgeq: cannot reach the broker \(mqtt.broker): \(error)\n".utf8))
             throw ExitCode(69)   // EX_UNAVAILABLE
         }
         let replyTopic = map.gateway.prefix + "/reply/" + verb
@@ -108,7 +124,7 @@ struct CmdCommand: ParsableCommand {
         // command: the reply cannot overtake the subscription.
         try client.subscribe(replyTopic, qos: .atLeastOnce)
         // Signed now, not before connecting: the timestamp is as fresh as it can be.
-        let payload = try CommandEnvelope.sign(command: command, topic: topic, gatewayID: map.gateway.id, keyName: name, privateKey: privateKey)
+        let payload = try CommandEnvelope.sign(command: command, topic: topic, gatewayID: map.gateway.id, keyName: keyName, privateKey: privateKey)
         _ = try client.publish(topic, payload, qos: .atLeastOnce, retain: false)
 
         let deadline = Date().addingTimeInterval(timeout)
@@ -116,12 +132,10 @@ struct CmdCommand: ParsableCommand {
             guard let m = client.receive(timeout: min(0.2, max(0.01, deadline.timeIntervalSinceNow))), m.topic == replyTopic else { continue }
             guard let reply = (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any],
                   reply["id"] as? String == requestID else { continue }
-            print(String(decoding: m.payload, as: UTF8.self))
             let ok = (reply["ok"] as? NSNumber).map { String(cString: $0.objCType) == "c" && $0.boolValue } ?? false
-            if !ok { throw ExitCode(1) }
-            return
+            return (String(decoding: m.payload, as: UTF8.self), ok)
         }
-        FileHandle.standardError.write(Data("edgeq cmd: no reply with id \(requestID) on \(replyTopic) within \(timeout) s (is the gateway running, and is \(map.gateway.prefix) its prefix?)\n".utf8))
+        FileHandle.standardError.write(Data("edgeq: no reply with id \(requestID) on \(replyTopic) within \(timeout) s (is the gateway running, and is \(map.gateway.prefix) its prefix?)\n".utf8))
         throw ExitCode(75)   // EX_TEMPFAIL
     }
 }
