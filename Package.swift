@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        /// Ed25519 signatures and SHA-256 (BoringSSL underneath): commands, models, checksums.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C shims (module map + one header each)
@@ -65,7 +67,7 @@ let package = Package(
         ),
         .target(
             name: "EdgeQNet",
-            dependencies: ["COpenBLAS", "CEdgeQKernels", "EdgeQCore"],
+            dependencies: ["COpenBLAS", "CEdgeQKernels", "EdgeQCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: numericSettings
         ),
         .target(
@@ -81,6 +83,12 @@ let package = Package(
         .target(
             name: "EdgeQLog",
             dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+        ),
+        /// Trust: trusted keys by role, signed control-plane commands (replay, freshness, rate
+        /// limit), signed models, the mapping's fingerprint (docs/security.md).
+        .target(
+            name: "EdgeQTrust",
+            dependencies: ["EdgeQTopicMap", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
             name: "EdgeQGateway",
@@ -104,7 +112,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -126,7 +134,12 @@ let package = Package(
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap"]),
+        .testTarget(
+            name: "EdgeQTrustTests",
+            dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
+            exclude: ["python"]
+        ),
+                .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,7 +2,8 @@
 # Installs what EdgeQ needs to build and test, and nothing when it is all there.
 # Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite), the broker
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
-# Python packages (numpy, safetensors, paho-mqtt) serve the interop cross-checks in tests.
+# Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
+# in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -22,8 +23,8 @@ if [ "${#need_deb[@]}" -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import numpy, safetensors, paho.mqtt' 2>/dev/null; then
-  echo "setup: installing Python packages: numpy safetensors paho-mqtt" >&2
-  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' 2>&1 | grep -v -i 'root user' >&2 || true
-  "$PY" -c 'import numpy, safetensors, paho.mqtt'
+if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; then
+  echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography" >&2
+  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography 2>&1 | grep -v -i 'root user' >&2 || true
+  "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
 fi

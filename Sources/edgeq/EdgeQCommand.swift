@@ -21,6 +21,8 @@ struct EdgeQCommand: AsyncParsableCommand {
             ModelsCommand.self,
             DemoCommand.self,
             ExportCommand.self,
+            KeysCommand.self,
+            CmdCommand.self,
             LogStressCommand.self,
             MQTTEchoCommand.self,
         ]
