@@ -75,16 +75,22 @@ public struct RetrainReport: Codable, Sendable {
     public struct Check: Codable, Sendable {
         /// How a check was judged.
         public enum Status: String, Codable, Sendable {
-            case passed, failed
+            /// The figure is within its limit.
+            case passed
+            /// The figure is beyond its limit: the candidate is not served.
+            case failed
             /// Nothing to judge it on (no rows of the kind it measures): skipped, not failed.
             case notApplicable = "not_applicable"
         }
+        /// The check's name (`quantization_agreement`, `q_finite`, …, docs/operations.md).
         public var name: String
         /// The figure (rounded); nil when not applicable or not a finite number.
         public var value: Double?
         /// The limit (rounded).
         public var limit: Double
+        /// How it was judged.
         public var status: Status
+        /// What was measured, on how many rows, in words.
         public var note: String
 
         /// true passed, false failed, nil not applicable.
@@ -161,8 +167,10 @@ public struct RetrainReport: Codable, Sendable {
     public var version: Int?
     public var started: Double = Date().timeIntervalSince1970
 
+    /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
 
+    /// An empty report (verdict `failed` until `Retrainer.judge` sets it).
     public init() {}
 
     enum CodingKeys: String, CodingKey {
