@@ -126,6 +126,17 @@ struct CapturingLogHandler: LogHandler {
         #expect(decoded.checks.first?.status == .passed)
     }
 
+    /// JSON has no NaN: a figure that could not be computed is left out, not the whole report.
+    @Test func aFigureThatIsNotANumberDoesNotEmptyTheReport() throws {
+        var r = RetrainReport()
+        r.checks = [.judged("q_finite", value: 1, limit: 1, passed: true, note: "")]
+        r.figures = ["train_td_loss": .nan, "max_abs_q": 2.5]
+        Retrainer.judge(&r)
+        let json = try #require(JSONSerialization.jsonObject(with: r.json()) as? [String: Any])
+        #expect(json["verdict"] as? String == "passed")
+        #expect((json["figures"] as? [String: Double]) == ["max_abs_q": 2.5])
+    }
+
     /// docs/operations.md ("Logs"): the retraining's checks and verdict reach the gateway's log.
     @Test func retrainingResultsReachTheGatewaysLog() throws {
         let store = CapturingLogHandler.Store()
