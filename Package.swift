@@ -14,7 +14,7 @@ let numericSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "EdgeQ",
-    platforms: [.macOS(.v15)],
+    // Built and tested on Linux (glibc) only; no Apple platform is declared (docs/architecture.md, "Build").
     products: [
         .executable(name: "edgeq", targets: ["edgeq"]),
     ],

@@ -64,19 +64,96 @@ public struct CheckPolicy: Sendable, Equatable {
 
 /// One retraining's report: every figure, every check and the verdict; stored beside the
 /// model as report.json and published on `<prefix>/retrain`.
+///
+/// Check values, limits and figures are rounded to 6 significant digits for reading (the
+/// comparison with the limit is made before rounding). A check that has nothing to be judged
+/// on (e.g. `incumbent_agreement` with no incumbent row held out) is `not_applicable`: it
+/// neither passes nor fails, and the report names it in `notJudged`. The verdict is
+/// `passed` when no judged check failed and at least one check was judged.
 public struct RetrainReport: Codable, Sendable {
-    /// One check: its figure, its limit, and whether it passed.
+    /// One check: its figure, its limit, and how it was judged.
     public struct Check: Codable, Sendable {
+        /// How a check was judged.
+        public enum Status: String, Codable, Sendable {
+            /// The figure is within its limit.
+            case passed
+            /// The figure is beyond its limit: the candidate is not served.
+            case failed
+            /// Nothing to judge it on (no rows of the kind it measures): skipped, not failed.
+            case notApplicable = "not_applicable"
+        }
+        /// The check's name (`quantization_agreement`, `q_finite`, …, docs/operations.md).
         public var name: String
-        public var value: Double
+        /// The figure (rounded); nil when not applicable or not a finite number.
+        public var value: Double?
+        /// The limit (rounded).
         public var limit: Double
-        public var passed: Bool
+        /// How it was judged.
+        public var status: Status
+        /// What was measured, on how many rows, in words.
         public var note: String
+
+        /// true passed, false failed, nil not applicable.
+        public var passed: Bool? {
+            switch status {
+            case .passed: return true
+            case .failed: return false
+            case .notApplicable: return nil
+            }
+        }
+
+        /// A judged check; `value` and `limit` are rounded for reading, `passed` was decided
+        /// on the exact figures.
+        public static func judged(_ name: String, value: Double, limit: Double, passed: Bool, note: String) -> Check {
+            Check(name: name, value: value.isFinite ? roundedForReading(value) : nil, limit: roundedForReading(limit),
+                  status: passed ? .passed : .failed, note: note)
+        }
+
+        /// A check with nothing to judge it on.
+        public static func notApplicable(_ name: String, limit: Double, note: String) -> Check {
+            Check(name: name, value: nil, limit: roundedForReading(limit), status: .notApplicable, note: note)
+        }
+
+        init(name: String, value: Double?, limit: Double, status: Status, note: String) {
+            self.name = name
+            self.value = value
+            self.limit = limit
+            self.status = status
+            self.note = note
+        }
+
+        enum CodingKeys: String, CodingKey { case name, value, limit, status, passed, note }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            value = try c.decodeIfPresent(Double.self, forKey: .value)
+            limit = try c.decode(Double.self, forKey: .limit)
+            note = try c.decodeIfPresent(String.self, forKey: .note) ?? ""
+            if let s = try c.decodeIfPresent(Status.self, forKey: .status) {
+                status = s
+            } else {
+                // Reports written before `status` existed: `passed` alone.
+                status = try c.decode(Bool.self, forKey: .passed) ? .passed : .failed
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(value, forKey: .value)   // null when not applicable
+            try c.encode(limit, forKey: .limit)
+            try c.encode(status, forKey: .status)
+            try c.encode(passed, forKey: .passed)   // null when not applicable
+            try c.encode(note, forKey: .note)
+        }
     }
 
     public var verdict: String = "failed"
     public var reasons: [String] = []
     public var checks: [Check] = []
+    /// Checks that could not be judged (status `not_applicable`), with why.
+    public var notJudged: [String] = []
     public var figures: [String: Double] = [:]
     public var rows: Int = 0
     public var incumbentRows: Int = 0
@@ -87,27 +164,90 @@ public struct RetrainReport: Codable, Sendable {
     public var updates: Int = 0
     public var seconds: Double = 0
     public var warmStart: Bool = false
+    /// The learner's hyperparameters as trained (from the mapping's `learning` section).
+    public var learner: DQNConfig?
     public var version: Int?
     public var started: Double = Date().timeIntervalSince1970
 
+    /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
 
-    /// JSON text (sorted keys).
+    /// An empty report (verdict `failed` until `Retrainer.judge` sets it).
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
+             learner, version, started
+    }
+
+    /// Decodes a report; keys added after a report was written take their defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        verdict = try c.decodeIfPresent(String.self, forKey: .verdict) ?? "failed"
+        reasons = try c.decodeIfPresent([String].self, forKey: .reasons) ?? []
+        checks = try c.decodeIfPresent([Check].self, forKey: .checks) ?? []
+        notJudged = try c.decodeIfPresent([String].self, forKey: .notJudged) ?? []
+        figures = try c.decodeIfPresent([String: Double].self, forKey: .figures) ?? [:]
+        rows = try c.decodeIfPresent(Int.self, forKey: .rows) ?? 0
+        incumbentRows = try c.decodeIfPresent(Int.self, forKey: .incumbentRows) ?? 0
+        trainRows = try c.decodeIfPresent(Int.self, forKey: .trainRows) ?? 0
+        heldOutRows = try c.decodeIfPresent(Int.self, forKey: .heldOutRows) ?? 0
+        updates = try c.decodeIfPresent(Int.self, forKey: .updates) ?? 0
+        seconds = try c.decodeIfPresent(Double.self, forKey: .seconds) ?? 0
+        warmStart = try c.decodeIfPresent(Bool.self, forKey: .warmStart) ?? false
+        learner = try c.decodeIfPresent(DQNConfig.self, forKey: .learner)
+        version = try c.decodeIfPresent(Int.self, forKey: .version)
+        started = try c.decodeIfPresent(Double.self, forKey: .started) ?? 0
+    }
+
+    /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
+    /// be computed) are left out: JSON has no NaN.
     public func json() -> Data {
+        var copy = self
+        copy.figures = figures.filter { $0.value.isFinite }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return (try? e.encode(self)) ?? Data("{}".utf8)
+        return (try? e.encode(copy)) ?? Data("{}".utf8)
     }
+}
+
+/// `x` rounded to `significant` digits, so that it prints short (150, not
+/// 149.99999999999986); non-finite values are returned as they are.
+public func roundedForReading(_ x: Double, significant: Int = 6) -> Double {
+    guard x.isFinite, x != 0 else { return x }
+    return Double(String(format: "%.\(significant)g", x)) ?? x
 }
 
 /// Errors that stop a retraining before a candidate exists.
 public struct RetrainError: Error, Sendable, CustomStringConvertible {
+    /// What stopped it.
+    public enum Kind: Sendable, Equatable {
+        /// Too few usable transitions in the log: let the gateway log longer.
+        case notEnoughData
+        /// The experience log could not be opened or read.
+        case logUnreadable
+        /// The candidate model could not be written.
+        case writeFailed
+        /// The learner or the quantization could not be set up (a mapping the network cannot take).
+        case setup
+        /// Abandoned because the gateway is stopping.
+        case stopped
+    }
+
+    /// What stopped it.
+    public let kind: Kind
+    /// What went wrong and what to do.
     public let description: String
-    public init(_ description: String) { self.description = description }
+
+    public init(_ description: String, kind: Kind = .setup) {
+        self.kind = kind
+        self.description = description
+    }
 }
 
-/// The retraining pipeline (DESIGN.md): read the log, build the replay, train Double DQN
-/// (with the conservative term on the incumbent's rows), quantize, check, store.
+/// The retraining pipeline (docs/operations.md, "Retraining"): read the log, build the
+/// replay, train Double DQN (with the conservative term on the incumbent's rows), quantize,
+/// check, store.
 ///
 /// Runs wherever it is called (the gateway calls it on a low-priority background thread;
 /// `edgeq train` in the foreground). It reads the log through its own connection and never
@@ -148,7 +288,7 @@ public struct Retrainer: Sendable {
                 try candidate.save(to: output)
             } catch {
                 report.verdict = "failed"
-                throw RetrainError("cannot write the candidate model to \(output.path): \(error)")
+                throw RetrainError("cannot write the candidate model to \(output.path): \(error)", kind: .writeFailed)
             }
         }
         return report
@@ -171,7 +311,7 @@ public struct Retrainer: Sendable {
             log = try ExperienceLog.open(path: logPath, create: false)
             rowsAll = try log.transitions(window: limits.window.map { .lastRows($0) } ?? .all)
         } catch {
-            throw RetrainError("cannot read the experience log \(logPath): \(error)")
+            throw RetrainError("cannot read the experience log \(logPath): \(error)", kind: .logUnreadable)
         }
         let width = map.stateWidth
         let A = map.actions.count
@@ -186,7 +326,8 @@ public struct Retrainer: Sendable {
         report.rows = rows.count
         report.incumbentRows = rows.filter { $0.actor == .incumbent }.count
         guard rows.count >= policy.minRows else {
-            throw RetrainError("only \(rows.count) usable transitions in the log (need \(policy.minRows)); let the gateway log longer")
+            throw RetrainError("only \(rows.count) usable transitions in the log (need \(policy.minRows)); let the gateway log longer",
+                               kind: .notEnoughData)
         }
         // Time-ordered split: the newest 10 % are held out for the checks.
         let heldCount = max(rows.count / 10, 1)
@@ -196,26 +337,16 @@ public struct Retrainer: Sendable {
         report.heldOutRows = held.count
 
         func toLearner(_ t: EdgeQLog.Transition) -> EdgeQLearner.Transition {
-            let mask: [Bool]? = t.nextMask.map { bits in (0..<A).map { bits & (1 << UInt64($0)) != 0 } }
-            return EdgeQLearner.Transition(
+            EdgeQLearner.Transition(
                 state: t.state, action: t.action ?? 0, reward: Float(t.reward), nextState: t.nextState,
-                terminal: t.terminal, truncated: t.truncated, nextMask: mask?.contains(true) == true ? mask : nil,
+                terminal: t.terminal, truncated: t.truncated, nextMask: Self.bootstrapMask(t.nextMask, actionCount: A),
                 fromIncumbent: t.actor == .incumbent)
         }
         let learnerRows = train.map(toLearner)
 
         let l = map.learning
-        var config = DQNConfig()
-        config.gamma = Float(l.gamma)
-        config.learningRate = Float(l.learningRate)
-        config.batchSize = min(l.batchSize, learnerRows.count)
-        config.bufferSize = learnerRows.count
-        config.nStep = l.nStep
-        config.targetUpdateInterval = l.targetUpdate
-        config.cqlWeight = Float(l.cqlWeight)
-        config.learningStarts = 0
-        config.epsilonStart = 0
-        config.epsilonEnd = 0
+        let config = Self.learnerConfig(l, rows: learnerRows.count)
+        report.learner = config
         let arch = Architecture(inputCount: width, hidden: l.hidden, actionCount: A, dueling: l.dueling)
 
         // Warm start only when the served model has this shape (its normalisation is kept, so
@@ -244,7 +375,7 @@ public struct Retrainer: Sendable {
         var u = 0
         progress(Progress(phase: "training", updates: 0, of: total, tdLoss: nil))
         while u < total {
-            if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping") }
+            if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
             if let deadline, Date() >= deadline { break }
             let m = learner.update()
             u += 1
@@ -275,12 +406,64 @@ public struct Retrainer: Sendable {
 
         check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
         report.seconds = Date().timeIntervalSince(clock)
-        report.verdict = report.checks.allSatisfy(\.passed) ? "passed" : "failed"
-        report.reasons = report.checks.filter { !$0.passed }.map { "\($0.name): \($0.note)" }
+        Self.judge(&report)
+        for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
         return (report, candidate)
     }
 
-    /// The checks of DESIGN.md and LEARNING-NOTES.md, each with its figure and limit.
+    /// Sets the verdict from the checks: passed when no judged check failed and at least one
+    /// was judged; a not-applicable check is skipped (named in `notJudged`), not failed.
+    public static func judge(_ report: inout RetrainReport) {
+        let judged = report.checks.filter { $0.status != .notApplicable }
+        let failed = judged.filter { $0.status == .failed }
+        report.notJudged = report.checks.filter { $0.status == .notApplicable }.map { "\($0.name): \($0.note)" }
+        report.reasons = failed.map { "\($0.name): \($0.note)" }
+        if judged.isEmpty { report.reasons.append("no check could be judged") }
+        report.verdict = failed.isEmpty && !judged.isEmpty ? "passed" : "failed"
+    }
+
+    /// The learner's hyperparameters for a retraining on `rows` logged transitions: every
+    /// field the pipeline uses comes from the mapping's `learning` section (docs/mapping.md);
+    /// the rest are fixed by offline training (no exploration, updates from the first row).
+    public static func learnerConfig(_ l: LearningConfig, rows: Int) -> DQNConfig {
+        var config = DQNConfig()
+        config.gamma = Float(l.gamma)
+        config.learningRate = Float(l.learningRate)
+        config.batchSize = max(min(l.batchSize, rows), 1)
+        config.bufferSize = max(rows, 1)
+        config.nStep = l.nStep
+        config.doubleDQN = l.doubleDQN
+        config.targetUpdateInterval = l.targetUpdate
+        config.polyakTau = l.polyakTau.map { Float($0) }
+        config.huberDelta = Float(l.huberDelta)
+        config.maxGradNorm = Float(l.maxGradNorm)
+        config.prioritizedAlpha = l.prioritizedAlpha
+        config.prioritizedBeta = l.prioritizedBeta
+        config.betaAnnealUpdates = l.betaAnnealUpdates
+        config.cqlWeight = Float(l.cqlWeight)
+        config.cqlOnAllTransitions = l.cqlOnAllTransitions
+        // Offline: the log is the data; nothing is explored and updates start at once.
+        config.learningStarts = 0
+        config.epsilonStart = 0
+        config.epsilonEnd = 0
+        config.epsilonDecaySteps = 0
+        config.trainFrequency = 1
+        config.gradientSteps = 1
+        return config
+    }
+
+    /// The learner's next-action mask for a logged `next_mask` (bit i = action i allowed; nil =
+    /// all allowed). A mask that allows no action is not an end of the episode (only
+    /// `terminal` is): the gateway then applies its fallback and the plant goes on, so the
+    /// bootstrap is taken over all actions, as the learner does (docs/learning.md).
+    public static func bootstrapMask(_ bits: UInt64?, actionCount: Int) -> [Bool]? {
+        guard let bits else { return nil }
+        let mask = (0..<actionCount).map { a in a < 64 && bits & (1 << UInt64(a)) != 0 }
+        return mask.contains(true) ? mask : nil
+    }
+
+    /// The checks of docs/operations.md ("Retraining"), each with its figure and limit, or
+    /// marked not applicable when it has nothing to be judged on.
     func check(_ candidate: QModel, network: MLP, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
                normalization: EdgeQNet.Normalization, into report: inout RetrainReport) {
         let A = map.actions.count
@@ -299,19 +482,20 @@ public struct Retrainer: Sendable {
         let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
         let q = candidate.quantizationReport(heldOut: heldStates)
         let tieTolerance = policy.servedPrecision == .int8 ? policy.quantizationTieTolerance * maxAbsReward : 0
-        var tolerant = 0, strict = 0, regretSum = 0.0, regretMax = 0.0
+        var tolerant = 0, strict = 0, compared = 0, regretSum = 0.0, regretMax = 0.0
         for t in held {
             let qf = fp32.qValues(t.state)
             let pf = t.state.withUnsafeBufferPointer { fp32.bestAction(state: $0) } ?? -1
             let p8 = t.state.withUnsafeBufferPointer { served.bestAction(state: $0) } ?? -1
             guard pf >= 0, p8 >= 0 else { continue }
+            compared += 1
             let regret = Double(qf[pf] - qf[p8])
             regretSum += regret
             regretMax = max(regretMax, regret)
             if p8 == pf { strict += 1 }
             if p8 == pf || regret <= tieTolerance { tolerant += 1 }
         }
-        let nq = Double(max(held.count, 1))
+        let nq = Double(max(compared, 1))
         let agreementTol = Double(tolerant) / nq
         report.figures["quantization_agreement_strict"] = Double(strict) / nq
         report.figures["quantization_agreement_within_tie"] = agreementTol
@@ -325,11 +509,16 @@ public struct Retrainer: Sendable {
         let what = policy.servedPrecision == .int8
             ? String(format: "int8 picks fp32's action, or one fp32 values within τ = %.3g of it", tieTolerance)
             : "the \(policy.servedPrecision.rawValue) path picks fp32's action"
-        report.checks.append(.init(name: "quantization_agreement", value: agreementTol, limit: policy.minQuantizationAgreement,
-                                   passed: agreementTol >= policy.minQuantizationAgreement,
-                                   note: what + String(format: " on %.2f%% of %d held-out states (strict %.2f%%, max regret %.3g; pure int8 %.2f%%, mixed asked fp32 on %.1f%%)",
-                                                       agreementTol * 100, held.count, Double(strict) / nq * 100, regretMax,
-                                                       q.agreement * 100, q.mixedFP32Share * 100)))
+        if compared == 0 {
+            report.checks.append(.notApplicable("quantization_agreement", limit: policy.minQuantizationAgreement,
+                                                note: "no held-out state to compare the \(policy.servedPrecision.rawValue) path with fp32 on"))
+        } else {
+            report.checks.append(.judged("quantization_agreement", value: agreementTol, limit: policy.minQuantizationAgreement,
+                                         passed: agreementTol >= policy.minQuantizationAgreement,
+                                         note: what + String(format: " on %.2f%% of %d held-out states (strict %.2f%%, max regret %.3g; pure int8 %.2f%%, mixed asked fp32 on %.1f%%)",
+                                                             agreementTol * 100, compared, Double(strict) / nq * 100, regretMax,
+                                                             q.agreement * 100, q.mixedFP32Share * 100)))
+        }
 
         // 2. Finite Q, and the values the policy acts on (the greedy one and the logged one)
         //    within the bound that the rewards and discount imply. Q of actions the log never
@@ -337,6 +526,7 @@ public struct Retrainer: Sendable {
         //    purpose, without limit.
         var maxAbsQ = 0.0
         var finite = true
+        var finiteRows = 0
         var qAll = [[Float]]()
         qAll.reserveCapacity(held.count)
         for t in held {
@@ -346,17 +536,27 @@ public struct Retrainer: Sendable {
                 finite = false
                 continue
             }
+            finiteRows += 1
             let greedy = qs.max() ?? 0
             maxAbsQ = max(maxAbsQ, Double(abs(greedy)))
             if let a = t.action { maxAbsQ = max(maxAbsQ, Double(abs(qs[a]))) }
         }
         report.figures["max_abs_q"] = maxAbsQ
         report.figures["q_bound"] = bound
-        report.checks.append(.init(name: "q_finite", value: finite ? 1 : 0, limit: 1, passed: finite,
-                                   note: finite ? "all Q-values finite" : "non-finite Q-values"))
-        report.checks.append(.init(name: "q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
-                                   passed: maxAbsQ <= bound * policy.qBoundSlack,
-                                   note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+        if held.isEmpty {
+            report.checks.append(.notApplicable("q_finite", limit: 1, note: "no held-out state"))
+        } else {
+            report.checks.append(.judged("q_finite", value: finite ? 1 : 0, limit: 1, passed: finite,
+                                         note: finite ? "all Q-values finite on \(held.count) held-out states" : "non-finite Q-values on \(held.count - finiteRows) of \(held.count) held-out states"))
+        }
+        if finiteRows == 0 {
+            report.checks.append(.notApplicable("q_within_bound", limit: bound * policy.qBoundSlack,
+                                                note: "no held-out state with finite Q-values to measure"))
+        } else {
+            report.checks.append(.judged("q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
+                                         passed: maxAbsQ <= bound * policy.qBoundSlack,
+                                         note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+        }
 
         // 3. Held-out TD error (one-step, Double DQN target with the candidate as both nets).
         var tdSum = 0.0
@@ -368,7 +568,8 @@ public struct Retrainer: Sendable {
             if !t.terminal {
                 let next = fp32.qValues(t.nextState)
                 var best = -Double.infinity
-                for b in 0..<A where t.nextMask.map({ $0 & (1 << UInt64(b)) != 0 }) ?? true {
+                let allowed = Self.bootstrapMask(t.nextMask, actionCount: A)
+                for b in 0..<A where allowed?[b] ?? true {
                     best = max(best, Double(next[b]))
                 }
                 if best.isFinite { target += gamma * best }
@@ -378,9 +579,13 @@ public struct Retrainer: Sendable {
         }
         let heldTD = tdN > 0 ? tdSum / Double(tdN) : .nan
         report.figures["held_out_td_error"] = heldTD
-        report.checks.append(.init(name: "held_out_td_error", value: heldTD, limit: bound,
-                                   passed: heldTD.isFinite && heldTD <= bound,
-                                   note: String(format: "mean |TD| %.4g on %d held-out rows", heldTD, tdN)))
+        if tdN == 0 {
+            report.checks.append(.notApplicable("held_out_td_error", limit: bound, note: "no held-out row with a known action"))
+        } else {
+            report.checks.append(.judged("held_out_td_error", value: heldTD, limit: bound,
+                                         passed: heldTD.isFinite && heldTD <= bound,
+                                         note: String(format: "mean |TD| %.4g on %d held-out rows", heldTD, tdN)))
+        }
 
         // 4. Off-policy estimate (direct method with the candidate's own Q: biased upward,
         //    conservative Q shifts it; reported, not trusted — the live guard is the real test).
@@ -408,11 +613,16 @@ public struct Retrainer: Sendable {
             picks[i] = t.state.withUnsafeBufferPointer { served.bestAction(state: $0) } ?? -1
         }
         for (i, t) in incumbentHeld where picks[i] == t.action { agree += 1 }
-        let agreement = incumbentHeld.isEmpty ? 1 : Double(agree) / Double(incumbentHeld.count)
-        report.figures["incumbent_agreement"] = agreement
-        report.checks.append(.init(name: "incumbent_agreement", value: agreement, limit: policy.minAgreement,
-                                   passed: agreement >= policy.minAgreement,
-                                   note: String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)))
+        if incumbentHeld.isEmpty {
+            report.checks.append(.notApplicable("incumbent_agreement", limit: policy.minAgreement,
+                                                note: "no held-out row from the incumbent (0 of \(held.count)): agreement cannot be measured"))
+        } else {
+            let agreement = Double(agree) / Double(incumbentHeld.count)
+            report.figures["incumbent_agreement"] = agreement
+            report.checks.append(.judged("incumbent_agreement", value: agreement, limit: policy.minAgreement,
+                                         passed: agreement >= policy.minAgreement,
+                                         note: String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)))
+        }
 
         // Nearest logged states (normalised space) from a sample of the training rows.
         let sample = stride(from: 0, to: train.count, by: max(train.count / 3000, 1)).map { train[$0] }
@@ -436,11 +646,16 @@ public struct Retrainer: Sendable {
             }
             if !nearest.contains(where: { $0.1 == picks[i] }) { unsupported += 1 }
         }
-        let unsupportedShare = probe.isEmpty ? 0 : Double(unsupported) / Double(probe.count)
-        report.figures["unsupported_action_share"] = unsupportedShare
-        report.checks.append(.init(name: "unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported,
-                                   passed: unsupportedShare <= policy.maxUnsupported,
-                                   note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
+        if probe.isEmpty || sample.isEmpty {
+            report.checks.append(.notApplicable("unsupported_actions", limit: policy.maxUnsupported,
+                                                note: "no \(probe.isEmpty ? "held-out state to probe" : "training row to compare with")"))
+        } else {
+            let unsupportedShare = Double(unsupported) / Double(probe.count)
+            report.figures["unsupported_action_share"] = unsupportedShare
+            report.checks.append(.judged("unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported,
+                                         passed: unsupportedShare <= policy.maxUnsupported,
+                                         note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
+        }
         var actionShare = [Double](repeating: 0, count: A)
         for p in picks where p >= 0 { actionShare[p] += 1 / Double(max(picks.count, 1)) }
         for (i, share) in actionShare.enumerated() { report.figures["candidate_action_share_\(map.actions[i].name)"] = share }
@@ -460,17 +675,19 @@ public struct Retrainer: Sendable {
         let A = map.actions.count
         let l = map.learning
         let int8 = candidate.makeEngine(policy.servedPrecision)   // the policy as it will be served
-        func bits(_ m: UInt64?) -> [Bool] { (0..<A).map { a in m.map { v in v & (1 << UInt64(a)) != 0 } ?? true } }
+        func bits(_ m: UInt64?) -> [Bool] { Self.bootstrapMask(m, actionCount: A) ?? [Bool](repeating: true, count: A) }
         func oneHot(_ a: Int?) -> [Bool]? { a.map { x in (0..<A).map { $0 == x } } }
-        var config = DQNConfig()
-        config.gamma = Float(l.gamma)
-        config.learningRate = Float(l.learningRate)
-        config.batchSize = min(l.batchSize, train.count)
-        config.bufferSize = train.count
+        // The retraining's settings (Huber δ, gradient clip, learning rate …), except what makes
+        // it fitted Q evaluation: one-step targets, uniform replay, no conservative term, and
+        // many short iterations (a hard copy every 20 updates: γ^(updates/20) is the error left).
+        var config = Self.learnerConfig(l, rows: train.count)
         config.nStep = 1
-        config.targetUpdateInterval = 20   // many short fitted-Q iterations: γ^(updates/20) is the error left
+        config.doubleDQN = true   // the next action is forced by the mask: both choices agree
+        config.polyakTau = nil
+        config.targetUpdateInterval = 20
+        config.prioritizedAlpha = nil
         config.cqlWeight = 0
-        config.learningStarts = 0
+        config.cqlOnAllTransitions = false
         let arch = Architecture(inputCount: map.stateWidth, hidden: l.hidden, actionCount: A, dueling: false)
         func estimate(nextAction: (Int) -> Int?, heldAction: (Int) -> Int?) -> Double? {
             guard let learner = try? DQNLearner(config: config, architecture: arch, seed: seed &+ 0xF9E, normalization: normalization) else { return nil }

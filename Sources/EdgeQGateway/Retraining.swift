@@ -5,6 +5,7 @@ import Darwin
 #endif
 import EdgeQLog
 import Foundation
+import Logging
 
 /// Retraining beside the decision path: one at a time, on a background thread of lower
 /// priority; progress and results on `<prefix>/retrain`. A trigger while one runs is
@@ -70,13 +71,15 @@ extension Gateway {
                         break
                     }
                     publishRetrain(result(report, promoted: promoted))
+                    logRetrainResult(report, promoted: promoted, trigger: trigger)
                 } else {
                     publishRetrain(result(report, promoted: false))
+                    logRetrainResult(report, promoted: false, trigger: trigger)
                 }
                 lastRetrain.withLock { $0 = report }
             } catch {
                 publishRetrain(["phase": .string("failed"), "verdict": .string("failed"), "error": .string("\(error)")])
-                logger.error("retraining failed", metadata: ["error": "\(error)"])
+                logger.error("retraining failed", metadata: ["error": "\(error)", "retrain.trigger": "\(trigger)"])
             }
             transitionsAtLastRetrain.store(Int(metrics.transitionsLogged.value), ordering: .relaxed)
             lastRetrainTime.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
@@ -88,6 +91,31 @@ extension Gateway {
         return true
     }
 
+    /// The gateway's own log gets what `<prefix>/retrain` gets: one line per check (info,
+    /// warning when it failed) and the verdict (notice), with the version and whether it was
+    /// promoted.
+    func logRetrainResult(_ r: RetrainReport, promoted: Bool, trigger: String) {
+        for c in r.checks {
+            let metadata: Logger.Metadata = [
+                "retrain.check": "\(c.name)", "retrain.check.status": "\(c.status.rawValue)",
+                "retrain.check.value": "\(c.value.map { "\($0)" } ?? "none")", "retrain.check.limit": "\(c.limit)",
+                "retrain.check.note": "\(c.note)",
+            ]
+            if c.status == .failed {
+                logger.warning("retraining check failed", metadata: metadata)
+            } else {
+                logger.info("retraining check", metadata: metadata)
+            }
+        }
+        logger.notice("retraining done", metadata: [
+            "retrain.verdict": "\(r.verdict)", "retrain.version": "\(r.version.map(String.init) ?? "none")",
+            "retrain.promoted": "\(promoted)", "retrain.trigger": "\(trigger)", "retrain.rows": "\(r.rows)",
+            "retrain.updates": "\(r.updates)", "retrain.seconds": "\(String(format: "%.1f", r.seconds))",
+            "retrain.warm_start": "\(r.warmStart)", "retrain.reasons": "\(r.reasons.joined(separator: "; "))",
+            "retrain.not_judged": "\(r.notJudged.joined(separator: "; "))",
+        ])
+    }
+
     func result(_ r: RetrainReport, promoted: Bool) -> [String: JSONValue] {
         var figures: [String: JSONValue] = [:]
         for (k, v) in r.figures where v.isFinite { figures[k] = .number(v) }
@@ -96,10 +124,14 @@ extension Gateway {
             "version": r.version.map { .number(Double($0)) } ?? .null,
             "promoted": .bool(promoted),
             "reasons": .array(r.reasons.map { .string($0) }),
+            "not_judged": .array(r.notJudged.map { .string($0) }),
             "checks": .array(r.checks.map { c in
-                .object(["name": .string(c.name), "value": c.value.isFinite ? .number(c.value) : .null,
-                         "limit": .number(c.limit), "passed": .bool(c.passed), "note": .string(c.note)])
+                .object(["name": .string(c.name), "value": c.value.map { .number($0) } ?? .null,
+                         "limit": .number(c.limit), "status": .string(c.status.rawValue),
+                         "passed": c.passed.map { .bool($0) } ?? .null, "note": .string(c.note)])
             }),
+            "learner": r.learner.flatMap { (try? JSONEncoder().encode($0)).flatMap { try? JSONSerialization.jsonObject(with: $0) } }
+                .flatMap { JSONValue(any: $0) } ?? .null,
             "figures": .object(figures),
             "rows": .number(Double(r.rows)), "gap_rows_excluded": .number(Double(r.gapRowsExcluded)), "updates": .number(Double(r.updates)),
             "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),

@@ -75,6 +75,33 @@ public struct DQNConfig: Sendable, Equatable, Codable {
         let f = min(Double(step) / Double(max(epsilonDecaySteps, 1)), 1)
         return epsilonStart + f * (epsilonEnd - epsilonStart)
     }
+
+    /// Every field, in declaration order; an unset option (`polyakTau`, `prioritizedAlpha`)
+    /// is written as null rather than left out, so that a report shows the whole setting.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(gamma, forKey: .gamma)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(bufferSize, forKey: .bufferSize)
+        try c.encode(nStep, forKey: .nStep)
+        try c.encode(doubleDQN, forKey: .doubleDQN)
+        try c.encode(targetUpdateInterval, forKey: .targetUpdateInterval)
+        try c.encode(polyakTau, forKey: .polyakTau)
+        try c.encode(huberDelta, forKey: .huberDelta)
+        try c.encode(maxGradNorm, forKey: .maxGradNorm)
+        try c.encode(prioritizedAlpha, forKey: .prioritizedAlpha)
+        try c.encode(prioritizedBeta, forKey: .prioritizedBeta)
+        try c.encode(betaAnnealUpdates, forKey: .betaAnnealUpdates)
+        try c.encode(cqlWeight, forKey: .cqlWeight)
+        try c.encode(cqlOnAllTransitions, forKey: .cqlOnAllTransitions)
+        try c.encode(epsilonStart, forKey: .epsilonStart)
+        try c.encode(epsilonEnd, forKey: .epsilonEnd)
+        try c.encode(epsilonDecaySteps, forKey: .epsilonDecaySteps)
+        try c.encode(learningStarts, forKey: .learningStarts)
+        try c.encode(trainFrequency, forKey: .trainFrequency)
+        try c.encode(gradientSteps, forKey: .gradientSteps)
+    }
 }
 
 /// What one update measured (CleanRL's names: docs/learning.md).
@@ -215,7 +242,9 @@ public final class DQNLearner {
     }
 
     /// The bootstrap targets y_b = R_b + γ^k_b · Q_target(s'_b, a*_b) for a batch, where
-    /// a* = argmax over allowed actions of Q_online(s') (Double DQN) or of Q_target(s').
+    /// a* = argmax over allowed actions of Q_online(s') (Double DQN) or of Q_target(s'); when
+    /// the mask allows no action, over all actions (an empty mask is not an end: only a
+    /// terminal step, whose discount is 0, stops the bootstrap).
     /// Exposed for tests; `update` uses the same code.
     public func targets(for batch: Batch) -> [Float] {
         computeTargets(batch)
@@ -227,7 +256,9 @@ public final class DQNLearner {
         if targets.count < B { targets = .init(repeating: 0, count: B); nextActions = .init(repeating: 0, count: B) }
         batch.nextStates.withUnsafeBufferPointer { s2 in
             batch.nextMasks.withUnsafeBufferPointer { m in
-                // 1. choose a' in s' — EASY TO MISS: only among actions allowed in s'.
+                // 1. choose a' in s' — EASY TO MISS: only among actions allowed in s'. A mask
+                //    that allows nothing does not end the episode (only `terminal` does): the
+                //    choice is then among all actions, as without a mask (docs/learning.md).
                 let chooser = config.doubleDQN ? online : target
                 let qc = chooser.forward(s2.baseAddress!, batch: B)
                 for b in 0..<B {
@@ -236,15 +267,18 @@ public final class DQNLearner {
                     for a in 0..<A where m[b * A + a] {
                         if best < 0 || qc[b * A + a] > bestQ { best = a; bestQ = qc[b * A + a] }
                     }
+                    if best < 0 {
+                        for a in 0..<A where best < 0 || qc[b * A + a] > bestQ { best = a; bestQ = qc[b * A + a] }
+                    }
                     nextActions[b] = best
                 }
                 // 2. value it with the target network.
                 let qt = target.forward(s2.baseAddress!, batch: B)
                 for b in 0..<B {
                     // EASY TO MISS: discount is 0 after a terminal step (no bootstrap), γ^k after a
-                    // truncated one (bootstrap as usual). No allowed action in s' → no bootstrap.
+                    // truncated one (bootstrap as usual).
                     let a = nextActions[b]
-                    let bootstrap: Float = a >= 0 ? qt[b * A + a] : 0
+                    let bootstrap: Float = a >= 0 ? qt[b * A + a] : 0   // a < 0 only when A = 0
                     targets[b] = batch.returns[b] + batch.discounts[b] * bootstrap
                 }
             }

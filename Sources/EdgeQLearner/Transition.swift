@@ -1,7 +1,7 @@
 /// One step of experience: (s_t, a_t, r_{t+1}, s_{t+1}) with how the episode went on.
 ///
-/// DESIGN.md semantics: `terminal` → no bootstrap from `nextState`; `truncated` (time
-/// limit, outside reset) → bootstrap as usual; no transition links two episodes.
+/// Semantics (docs/learning.md): `terminal` → no bootstrap from `nextState`; `truncated`
+/// (time limit, outside reset) → bootstrap as usual; no transition links two episodes.
 public struct Transition: Sendable, Equatable {
     /// The raw state at tick t, (inputCount).
     public var state: [Float]
@@ -15,7 +15,8 @@ public struct Transition: Sendable, Equatable {
     public var terminal: Bool
     /// The episode was cut (time limit, reset from outside): the target bootstraps as usual.
     public var truncated: Bool
-    /// Actions allowed in `nextState` (nil = all); the bootstrap's argmax respects it.
+    /// Actions allowed in `nextState` (nil = all); the bootstrap's argmax respects it. A mask
+    /// that allows nothing counts as nil: it does not stop the bootstrap (only `terminal` does).
     public var nextMask: [Bool]?
     /// The incumbent controller chose `action` (learned with the CQL term).
     public var fromIncumbent: Bool

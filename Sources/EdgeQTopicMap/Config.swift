@@ -255,6 +255,25 @@ public struct LearningConfig: Sendable, Equatable {
     public var explorationBudget = 0.0
     /// Weight of the conservative (CQL) term. Default 0.1.
     public var cqlWeight = 0.1
+    /// Apply the conservative term to every logged row, not only the incumbent's. Default false.
+    public var cqlOnAllTransitions = false
+    /// Double DQN targets (the online network picks the next action, the target network values
+    /// it); false: the target network's max. Default true.
+    public var doubleDQN = true
+    /// Polyak averaging of the target network after every update, θ⁻ ← (1 − τ)θ⁻ + τθ, in
+    /// (0, 1]; nil: a hard copy every `targetUpdate` updates. Default nil.
+    public var polyakTau: Double?
+    /// Threshold δ of the Huber TD loss (quadratic below δ, linear above). Default 1.
+    public var huberDelta = 1.0
+    /// Gradients are scaled down to this global L2 norm before each Adam step. Default 10.
+    public var maxGradNorm = 10.0
+    /// Prioritized replay: priority exponent α in (0, 1]; nil: uniform replay. Default nil.
+    public var prioritizedAlpha: Double?
+    /// Prioritized replay: importance-sampling exponent β at the start, in [0, 1]; annealed
+    /// linearly to 1 over `betaAnnealUpdates`. Default 0.4 (used only with `prioritizedAlpha`).
+    public var prioritizedBeta = 0.4
+    /// Prioritized replay: updates over which β goes to 1. Default 20000.
+    public var betaAnnealUpdates = 20000
     /// Gradient steps per retraining. Default 30000.
     public var updatesPerRetrain = 30000
     /// Retrain after this many new transitions; nil = not by count. Default 10000.

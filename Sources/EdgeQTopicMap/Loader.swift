@@ -625,6 +625,7 @@ struct Builder {
         guard let f = r.mapping(node, "learning", known: [
             "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
             "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion", "checks",
+            "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay",
         ]) else { return nil }
         var l = LearningConfig()
         if let n = f["hidden"], let items = r.list(n, "hidden") {
@@ -649,6 +650,38 @@ struct Builder {
             l.cqlWeight = v
         }
         if let n = f["updates_per_retrain"], let v = r.int(n, "updates_per_retrain", min: 1) { l.updatesPerRetrain = v }
+        if let n = f["cql_on_all_transitions"], let v = r.bool(n, "cql_on_all_transitions") { l.cqlOnAllTransitions = v }
+        if let n = f["double_dqn"], let v = r.bool(n, "double_dqn") { l.doubleDQN = v }
+        if let n = f["polyak_tau"] {
+            if case .scalar(let sc) = n, sc.string == "none" { l.polyakTau = nil }
+            else if let v = r.number(n, "polyak_tau") {
+                if !(v > 0 && v <= 1) { r.error(n, "polyak_tau must be in (0, 1] (or none for hard copies every target_update), found \(r.fmt(v))") }
+                l.polyakTau = v
+            }
+        }
+        if let n = f["huber_delta"], let v = r.number(n, "huber_delta") {
+            if !(v > 0 && v.isFinite) { r.error(n, "huber_delta must be > 0, found \(r.fmt(v))") }
+            l.huberDelta = v
+        }
+        if let n = f["max_grad_norm"], let v = r.number(n, "max_grad_norm") {
+            if !(v > 0 && v.isFinite) { r.error(n, "max_grad_norm must be > 0, found \(r.fmt(v))") }
+            l.maxGradNorm = v
+        }
+        if let n = f["prioritized_replay"] {
+            if case .scalar(let sc) = n, sc.string == "none" { l.prioritizedAlpha = nil }
+            else if let e = r.mapping(n, "prioritized_replay", known: ["alpha", "beta", "beta_anneal_updates"]) {
+                l.prioritizedAlpha = 0.6
+                if let x = e["alpha"], let v = r.number(x, "prioritized_replay alpha") {
+                    if !(v > 0 && v <= 1) { r.error(x, "prioritized_replay alpha must be in (0, 1], found \(r.fmt(v))") }
+                    l.prioritizedAlpha = v
+                }
+                if let x = e["beta"], let v = r.number(x, "prioritized_replay beta") {
+                    if !(0...1).contains(v) { r.error(x, "prioritized_replay beta must be in [0, 1], found \(r.fmt(v))") }
+                    l.prioritizedBeta = v
+                }
+                if let x = e["beta_anneal_updates"], let v = r.int(x, "beta_anneal_updates", min: 1) { l.betaAnnealUpdates = v }
+            }
+        }
         if let n = f["exploration"], let e = r.mapping(n, "exploration", known: ["start", "end", "decay_steps", "budget"]) {
             func prob(_ k: String) -> Double? {
                 guard let x = e[k], let v = r.number(x, "exploration \(k)") else { return nil }

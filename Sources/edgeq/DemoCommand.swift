@@ -54,6 +54,19 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
+        do {
+            try runDemo()
+        } catch let e as CLIFailure {
+            throw e
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            // The broker, the gateway, the plant or an MQTT client could not start or run.
+            throw CLIFailure(.unavailable, "demo: \(error)")
+        }
+    }
+
+    func runDemo() throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = .warning
@@ -127,7 +140,7 @@ struct DemoCommand: ParsableCommand {
             guard let m = operatorClient.receive(timeout: 0.5) else { continue }
             let o = (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
             if m.topic.hasSuffix("/reply/retrain"), o["ok"] as? Bool == false {
-                throw ValidationError("the gateway refused the retrain: \(o["error"] ?? "?")")
+                throw CLIFailure(.unavailable, "demo: the gateway refused the retrain: \(o["error"] ?? "?")")
             }
             guard m.topic == "\(prefix)/retrain" else { continue }
             switch o["phase"] as? String {
@@ -140,10 +153,11 @@ struct DemoCommand: ParsableCommand {
             }
         }
         endProgress()
-        guard let result else { throw ValidationError("no retraining result within 10 minutes") }
+        guard let result else { throw CLIFailure(.unavailable, "demo: no retraining result within 10 minutes") }
         let verdict = result["verdict"] as? String ?? "failed"
         for c in result["checks"] as? [[String: Any]] ?? [] {
-            say("            \((c["passed"] as? Bool) == true ? "pass" : "FAIL")  \(c["name"] ?? ""): \(c["note"] ?? "")")
+            let mark = ["passed": "pass", "failed": "FAIL", "not_applicable": "n/a "][c["status"] as? String ?? ""] ?? "?   "
+            say("            \(mark)  \(c["name"] ?? ""): \(c["note"] ?? "")")
         }
         guard verdict == "passed", let version = result["version"] as? Int else {
             say("the candidate did not pass its checks (\(result["error"] ?? (result["reasons"] as? [String])?.joined(separator: "; ") ?? "")): the incumbent stays in charge.")
@@ -227,11 +241,11 @@ struct DemoCommand: ParsableCommand {
         while Date() < deadline {
             guard let m = client.receive(timeout: 0.2), m.topic == "\(prefix)/reply/\(verb)" else { continue }
             let o = (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
-            guard o["ok"] as? Bool == true else { throw ValidationError("cmd/\(verb) refused: \(o["error"] ?? "?")") }
+            guard o["ok"] as? Bool == true else { throw CLIFailure(.unavailable, "demo: cmd/\(verb) refused: \(o["error"] ?? "?")") }
             say("            cmd/\(verb): ok")
             return
         }
-        throw ValidationError("no reply to cmd/\(verb) within 15 s")
+        throw CLIFailure(.unavailable, "demo: no reply to cmd/\(verb) within 15 s")
     }
 
     func latestStatus(_ client: MQTTClient, prefix: String, broker: MosquittoBroker) -> String? {
@@ -257,7 +271,7 @@ final class ResultBox: @unchecked Sendable {
     private var value: Result<SimulatorResult, any Error>?
     func set(_ r: Result<SimulatorResult, any Error>) { lock.withLock { value = r } }
     func get() throws -> SimulatorResult {
-        guard let v = lock.withLock({ value }) else { throw ValidationError("the plant did not finish") }
+        guard let v = lock.withLock({ value }) else { throw CLIFailure(.software, "demo: the plant did not finish") }
         return try v.get()
     }
 }

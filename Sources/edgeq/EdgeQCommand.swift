@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `edgeq` command-line tool: one type per subcommand, checks in `validate()`,
 /// help strings as the documentation (`edgeq help SUBCOMMAND`).
@@ -27,6 +28,35 @@ struct EdgeQCommand: AsyncParsableCommand {
             MQTTEchoCommand.self,
         ]
     )
+
+    /// Parses, runs, and exits with a status that says what happened: 0; 64 and the usage
+    /// for a usage error (ArgumentParser); a `CLIFailure`'s sysexits status and its message,
+    /// without usage, for a failure while running; 70 (EX_SOFTWARE) for any other error.
+    static func main() async {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let failure as CLIFailure {
+            failure.exit()
+        } catch {
+            // ArgumentParser's own errors (ExitCode, CleanExit, ValidationError, and the help
+            // request that `--help` parses into, an internal type) keep their meaning.
+            if error is ExitCode || error is CleanExit || error is ValidationError
+                || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+                exit(withError: error)
+            }
+            CLIFailure(.software, "\(error)").exit()
+        }
+    }
 }
 
 /// The version printed by `edgeq --version` and stamped into model files and logs.

@@ -39,11 +39,23 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let log = try ExperienceLog.open(dataDirectory: data, create: false)
+        let log: ExperienceLog
+        do {
+            log = try ExperienceLog.open(dataDirectory: data, create: false)
+        } catch {
+            throw CLIFailure.log(error, dataDirectory: data)
+        }
         var window = LogWindow.all
         if let last { window = .lastRows(last) }
         if let since, let t = ExportCommand.parseSince(since, now: Date()) { window = .since(t) }
-        let rows = try log.export(format: format.value, window: window, to: out.map { .file($0) } ?? .standardOutput)
+        let rows: Int
+        do {
+            rows = try log.export(format: format.value, window: window, to: out.map { .file($0) } ?? .standardOutput)
+        } catch where error.kind == .export {
+            throw CLIFailure(.io, "export: \(error)")
+        } catch {
+            throw CLIFailure.log(error, dataDirectory: data)
+        }
         if out != nil { FileHandle.standardError.write(Data("exported \(rows) rows\n".utf8)) }
     }
 

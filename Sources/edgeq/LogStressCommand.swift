@@ -25,6 +25,14 @@ struct LogStressCommand: ParsableCommand {
     var rows = 0
 
     func run() throws {
+        do {
+            try stress()
+        } catch {
+            throw CLIFailure(.io, "log-stress: \(error)")
+        }
+    }
+
+    func stress() throws {
         let log = try ExperienceLog.open(dataDirectory: data, gatewayID: "log-stress")
         let writer = try log.makeWriter()
         var tick: Int64 = 0

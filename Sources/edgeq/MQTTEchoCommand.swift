@@ -57,9 +57,22 @@ struct MQTTEchoCommand: ParsableCommand {
 
     func validate() throws {
         guard QoS(rawValue: Int32(qos)) != nil else { throw ValidationError("--qos must be 0, 1 or 2") }
+        do {
+            _ = try BrokerURL(parsing: broker)
+        } catch {
+            throw ValidationError("--broker: \(error)")
+        }
     }
 
     func run() throws {
+        do {
+            try echo()
+        } catch {
+            throw CLIFailure(.unavailable, "mqtt-echo: \(error)")
+        }
+    }
+
+    func echo() throws {
         signal(SIGTERM, echoSignalHandler)
         signal(SIGINT, echoSignalHandler)
         signal(SIGUSR1, echoSignalHandler)

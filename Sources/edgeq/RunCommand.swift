@@ -111,8 +111,7 @@ struct RunCommand: ParsableCommand {
         do {
             gateway = try Gateway(options)
         } catch {
-            FileHandle.standardError.write(Data("edgeq run: \(error)\n".utf8))
-            throw ExitCode(69)
+            throw Self.startFailure(error)
         }
         if let port = gateway.metricsPort {
             FileHandle.standardError.write(Data("metrics on http://\(metricsHost):\(port)/metrics\n".utf8))
@@ -122,10 +121,24 @@ struct RunCommand: ParsableCommand {
         do {
             try gateway.run()
         } catch {
-            FileHandle.standardError.write(Data("edgeq run: \(error)\n".utf8))
-            throw ExitCode(69)
+            throw CLIFailure(.unavailable, "run: \(error)")
         }
         withExtendedLifetime(watcher) {}
+    }
+
+    /// The exit status of a gateway that could not start: 74 when its data directory or log
+    /// cannot be created or opened, 66 when a secret named in the mapping is missing, 69
+    /// otherwise (the broker, the metrics port: let the service manager retry).
+    static func startFailure(_ error: any Error) -> CLIFailure {
+        // GatewayError carries only its message; these are the messages of Gateway.init.
+        let text = "\(error)"
+        if text.hasPrefix("cannot create the data directory") || text.hasPrefix("cannot open the experience log") {
+            return CLIFailure(.io, "run: \(text)")
+        }
+        if text.hasPrefix("the environment variable") || text.hasPrefix("cannot read the secret file") {
+            return CLIFailure(.noInput, "run: \(text)")
+        }
+        return CLIFailure(.unavailable, "run: \(text)")
     }
 }
 

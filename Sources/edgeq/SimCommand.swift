@@ -80,7 +80,12 @@ struct SimCommand: ParsableCommand {
         options.commandTimeout = commandTimeout
         let sim = Simulator(options)
         let watcher = SignalWatcher { _ in sim.stop() }
-        let result = try sim.run()
+        let result: SimulatorResult
+        do {
+            result = try sim.run()
+        } catch {
+            throw CLIFailure(.unavailable, "sim: \(error)")
+        }
         withExtendedLifetime(watcher) {}
         if json {
             print(String(decoding: result.scoreJSON, as: UTF8.self))

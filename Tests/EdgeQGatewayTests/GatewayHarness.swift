@@ -4,6 +4,7 @@ import EdgeQNet
 import EdgeQTestSupport
 import EdgeQTopicMap
 import Foundation
+import Logging
 import Testing
 
 /// A small test plant's mapping: two signals from one JSON message (`step`, `x`, `y`), a
@@ -77,8 +78,9 @@ final class GatewayHarness: @unchecked Sendable {
     let done = DispatchSemaphore(value: 0)
 
     /// `tieMargin` replaces the installed model's measured one (`withModel` only).
+    /// `logger`: the gateway's logger (a test may pass one with its own handler).
     init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, tieMargin: Float? = nil, broker existing: MosquittoBroker? = nil,
-         configure: (inout GatewayOptions) -> Void = { _ in }) throws {
+         logger: Logger = Logger(label: "edgeq.gateway"), configure: (inout GatewayOptions) -> Void = { _ in }) throws {
         broker = try existing ?? MosquittoBroker()
         dir = try TempDir()
         map = try TopicMap.parse(yaml: yaml, file: "test.yaml")
@@ -89,7 +91,7 @@ final class GatewayHarness: @unchecked Sendable {
         o.mode = mode
         o.statusInterval = 0.5
         configure(&o)
-        gateway = try Gateway(o)
+        gateway = try Gateway(o, logger: logger)
         var cfg = try MQTTConfiguration(url: broker.url, clientID: "observer-\(UUID().uuidString.prefix(8))")
         cfg.inboundCapacity = 100_000
         observer = try MQTTClient(cfg)

@@ -41,6 +41,30 @@ import Testing
         for (a, b) in zip(y, expected) { #expect(abs(a - b) < 1e-5) }
     }
 
+    /// A next state where the mask allows no action is not an end (only `terminal` is): the
+    /// target bootstraps over all actions, as without a mask (docs/learning.md).
+    @Test func aMaskThatAllowsNothingStillBootstraps() throws {
+        var b = handBatch()
+        // row 1: nothing allowed in s' = (1, .8); online (1, .8, .9) picks a0, target values it 2.
+        for a in 0..<3 { b.nextMasks[3 + a] = false }
+        let y = try linearLearner().targets(for: b)
+        #expect(abs(y[1] - 2.3) < 1e-5, "target \(y[1]): .5 + .9·2 expected, not the return alone")
+        // Through observe and replay too: a Transition whose mask allows nothing.
+        var c = DQNConfig()
+        c.gamma = 0.9
+        c.batchSize = 1
+        c.nStep = 1
+        let learner = try DQNLearner(config: c, architecture: Architecture(inputCount: 2, hidden: [], actionCount: 3), seed: 1)
+        try learner.online.load([1, 0, 0, 1, 0.5, 0.5, 0, 0, 0])
+        try learner.target.load([2, 0, 0, 3, 1, 1, 0, 0, 0])
+        learner.observe(Transition(state: [0, 0], action: 0, reward: 0.5, nextState: [1, 0.8], terminal: false,
+                                   nextMask: [false, false, false]))
+        var one = Batch(size: 1, inputCount: 2, actionCount: 3)
+        var rng = SeededGenerator(seed: 3)
+        learner.replay.sample(into: &one, beta: 1, rng: &rng)
+        #expect(abs(learner.targets(for: one)[0] - 2.3) < 1e-5)
+    }
+
     @Test func vanillaTargetTakesTheTargetNetworksMax() throws {
         let y = try linearLearner(doubleDQN: false).targets(for: handBatch())
         // row 1: max of target (2, 2.4, 1.8) = 2.4: .5 + .9·2.4; row 2 (a0 masked): 2.4 too.

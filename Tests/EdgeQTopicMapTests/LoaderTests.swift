@@ -121,6 +121,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(l.targetUpdate == 1000)
         #expect(l.nStep == 1)
         #expect(l.cqlWeight == 0.1)
+        #expect(!l.cqlOnAllTransitions && l.doubleDQN && l.polyakTau == nil && l.huberDelta == 1 && l.maxGradNorm == 10)
+        #expect(l.prioritizedAlpha == nil)
         #expect(l.retrainEveryTransitions == 10000)
         #expect(l.retrainInterval == 86400)
         #expect(l.retention == 90 * 86400)
@@ -148,6 +150,13 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {hidden: [32], batch_size: 64, learning_rate: 0.001, target_update: 10, cql_weight: 0, updates_per_retrain: 5, retention: 7d}",
              { $0.learning.hidden == [32] && $0.learning.batchSize == 64 && $0.learning.learningRate == 0.001 && $0.learning.targetUpdate == 10
                  && $0.learning.cqlWeight == 0 && $0.learning.updatesPerRetrain == 5 && $0.learning.retention == 7 * 86400 }),
+            ("learning: {huber_delta: 2.5, max_grad_norm: 0.5, polyak_tau: 0.005, double_dqn: false, cql_on_all_transitions: true}",
+             { $0.learning.huberDelta == 2.5 && $0.learning.maxGradNorm == 0.5 && $0.learning.polyakTau == 0.005
+                 && !$0.learning.doubleDQN && $0.learning.cqlOnAllTransitions }),
+            ("learning: {polyak_tau: none, prioritized_replay: none}", { $0.learning.polyakTau == nil && $0.learning.prioritizedAlpha == nil }),
+            ("learning: {prioritized_replay: {alpha: 0.7, beta: 0.5, beta_anneal_updates: 5000}}",
+             { $0.learning.prioritizedAlpha == 0.7 && $0.learning.prioritizedBeta == 0.5 && $0.learning.betaAnnealUpdates == 5000 }),
+            ("learning: {prioritized_replay: {}}", { $0.learning.prioritizedAlpha == 0.6 && $0.learning.prioritizedBeta == 0.4 }),
             ("learning: {promotion: {policy: auto, min_agreement: 0.8, rollback_margin: 0.1}}",
              { $0.learning.promotion == .auto && $0.learning.minAgreement == 0.8 && $0.learning.rollbackMargin == 0.1 }),
             ("terminal: a > 3", { $0.terminalSource == "a > 3" }),
@@ -210,6 +219,14 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "incumbent: {topic: p/inc}\n", 12, 7, "action 'one' needs 'incumbent_value'"),
         // learning range
         (minimal + "learning: {gamma: 1.5}\n", 13, 19, "gamma must be in [0, 1), found 1.5"),
+        // the learner's settings
+        (minimal + "learning: {huber_delta: 0}\n", 13, 25, "huber_delta must be > 0, found 0"),
+        (minimal + "learning: {max_grad_norm: -1}\n", 13, 27, "max_grad_norm must be > 0, found -1"),
+        (minimal + "learning: {polyak_tau: 1.5}\n", 13, 24, "polyak_tau must be in (0, 1] (or none for hard copies every target_update), found 1.5"),
+        (minimal + "learning: {prioritized_replay: {alpha: 2}}\n", 13, 40, "prioritized_replay alpha must be in (0, 1], found 2"),
+        (minimal + "learning: {prioritized_replay: {beta: 1.5}}\n", 13, 39, "prioritized_replay beta must be in [0, 1], found 1.5"),
+        (minimal + "learning: {double_dqn: maybe}\n", 13, 24, "double_dqn must be true or false, found 'maybe'"),
+        (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
         // YAML syntax error
         ("gateway: {id: t\nsignals: [\n", 2, 8, "YAML syntax: did not find expected"),
         // tick continuity: the sequence names a signal, only with a trigger; max_gap beyond the period
