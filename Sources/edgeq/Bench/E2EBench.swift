@@ -22,7 +22,8 @@ import Foundation
 /// lossless K when that loses messages). Every run alternates between the three processes.
 /// CPU: `cpu_per_decision` is the CPU time (user + system, all threads) each process used per
 /// message over each latency run (1,200 messages one at a time), EdgeQ's against echo_c's and
-/// gateway_py's in the same round: a figure the machine's load moves far less than latency.
+/// gateway_py's in the same round: time spent waiting for a core does not count, so the
+/// machine's load moves it less than latency (contention still inflates it).
 /// Latency and CPU ratios are medians of the per-round ratios (each latency run is a round).
 /// Memory, from /proc/PID/status: the peak resident set (VmHWM) of each process after the
 /// runs above, and the gateway's resident set after start and after the runs, both in total
@@ -158,7 +159,7 @@ enum E2EBench {
         addRounds("rtt_p50", "us", .lower) { $0.p50s }
         addRounds("rtt_p99", "us", .lower) { $0.p99s }
         // CPU time of the process per message over the latency runs (1,200 messages each,
-        // one at a time): load on the machine moves it far less than it moves the latency.
+        // one at a time): waiting for a core does not count, so load moves it less than latency.
         addRounds("cpu_per_decision", "us/msg", .lower) { $0.cpuPerMessage }
         add("rate_no_loss_\(longSeconds)s", sustained[gateway.name]?.rate, "msg/s", .higher) { sustained[$0.name]?.rate }
         func mb(_ kB: Int?) -> Double? { kB.map { Double($0) / 1024 } }
