@@ -685,7 +685,9 @@ public final class Gateway: @unchecked Sendable {
         case .dropped, .closed: metrics.transitionsSkipped.increment()
         }
         if o.mode == .control && o.actor == .model { guardObserve(reward: reward) }
-        if let pick = o.candidateAction, let q = o.candidateQ, let live = action { compareCandidate(pick: pick, live: live, q: q) }
+        if let pick = o.candidateAction, let q = o.candidateQ, let live = action {
+            compareCandidate(pick: pick, live: live, q: q, reward: reward, terminal: terminal)
+        }
     }
 
     /// Publishes every write of `action`, or none: all are rendered first (into the

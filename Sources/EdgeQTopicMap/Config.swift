@@ -312,9 +312,10 @@ public struct LearningConfig: Sendable, Equatable {
         case manual
         /// Served as soon as it passed its checks.
         case auto
-        /// First compared with the live decisions in shadow for `shadow_ticks` ticks (agreement
-        /// and the candidate's estimated advantage published), then promoted automatically when
-        /// its estimate is not worse, or by `<prefix>/cmd/promote`.
+        /// First compared with the live decisions for `shadow_ticks` ticks (agreement and the
+        /// margin of its promises over the live outcomes published), then promoted
+        /// automatically when the live outcomes did not beat its promises, or by
+        /// `<prefix>/cmd/promote` (docs/operations.md: an interim, one-sided check).
         case shadowFirst = "shadow-first"
     }
 }

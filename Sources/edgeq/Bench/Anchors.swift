@@ -64,6 +64,40 @@ struct Anchors: Sendable {
         return python
     }
 
+    /// The limit OpenBLAS's sgemm speed implies for DQN updates/s on `net` (batch 64),
+    /// measured now: `sgemm_peak 1 NET` (single thread, the net's batch-64 layer shapes)
+    /// once with the machine's OPENBLAS_* settings and once with OPENBLAS_CORETYPE and
+    /// OPENBLAS_L2_SIZE unset, then `train/flops_limit.py --sgemm` on those two outputs.
+    /// Never the recorded results files of the anchors folder.
+    ///
+    /// - Returns: `flops_limit.py`'s figures keyed "flops_limit[env]/FIGURE" and
+    ///   "flops_limit[unset]/FIGURE" (e.g. `shaped_updates_per_s`).
+    /// - Throws: `BenchError.failed` when a program fails; the message says which.
+    func sgemmLimit(net: String, context: BenchContext) throws -> [String: Double] {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-sgemm-\(getpid())-\(net)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [String] = []
+        for mode in ["env", "unset"] {
+            // The file's name is the `blas_env` flops_limit.py reports.
+            let out = dir.appendingPathComponent(mode).path
+            let pre = mode == "env" ? [] : ["-u", "OPENBLAS_CORETYPE", "-u", "OPENBLAS_L2_SIZE"]
+            let r = try ChildProcess.run("env", pre + [program("sgemm_peak"), "1", net], timeout: 600)
+            guard r.code == 0 else { throw BenchError.failed("sgemm_peak 1 \(net) (\(mode)) exited \(r.code): \(r.stderr.suffix(300))") }
+            do {
+                try r.stdout.write(toFile: out, atomically: true, encoding: .utf8)
+            } catch {
+                throw BenchError.failed("cannot write \(out): \(error)")
+            }
+            files += ["--sgemm", out]
+        }
+        // flops_limit.py needs only the standard library: the venv when there is one, else python3.
+        let f = try ChildProcess.run(python ?? "python3", [directory.appendingPathComponent("train/flops_limit.py").path, "--json", "--net", net] + files,
+                                     timeout: 120, workingDirectory: directory.path)
+        guard f.code == 0 else { throw BenchError.failed("flops_limit.py exited \(f.code): \(f.stderr.suffix(300))") }
+        return anchorFigures(f.stdout)
+    }
+
     /// The package root: the nearest folder upwards from the current one holding Package.swift.
     static func packageRoot() -> URL {
         var dir = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)

@@ -11,7 +11,10 @@ struct BenchCommand: AsyncParsableCommand {
             NAME is one of: \(BenchName.allCases.map(\.rawValue).joined(separator: ", ")).
             Without --json: a table for people. With --json: one JSON object per line per figure, \
             {"bench","figure","value","unit","anchor","anchor_value","ratio","better"}, where ratio is \
-            EdgeQ ÷ anchor and better is "lower" or "higher". Progress goes to standard error.
+            EdgeQ ÷ anchor and better is "lower" or "higher"; when EdgeQ and the anchor were measured \
+            alternately in rounds, ratio is the median of the per-round ratios and "rounds", \
+            "ratio_min", "ratio_max" follow; a figure that could not be measured in this run has \
+            value or anchor_value null and a "reason". Progress goes to standard error.
             The anchors are taken from ../shared/anchors/perf (or $EDGEQ_ANCHORS_DIR), copied to \
             .build-anchors/ and built there; Python anchors use $EDGEQ_ANCHORS_PY \
             (default ~/.venvs/anchors-perf/bin/python, made by `make bench-setup`).

@@ -20,6 +20,11 @@ import Foundation
 /// 200 warm-up ones (median of the runs' p50 and p99); rate = window sweep K in
 /// {1, 4, 16, 64, 256, 1024}, 4 s each, then the best lossless K again for 30 s (a lower
 /// lossless K when that loses messages). Every run alternates between the three processes.
+/// CPU: `cpu_per_decision` is the CPU time (user + system, all threads) each process used per
+/// message over each latency run (1,200 messages one at a time), EdgeQ's against echo_c's and
+/// gateway_py's in the same round: time spent waiting for a core does not count, so the
+/// machine's load moves it less than latency (contention still inflates it).
+/// Latency and CPU ratios are medians of the per-round ratios (each latency run is a round).
 /// Memory, from /proc/PID/status: the peak resident set (VmHWM) of each process after the
 /// runs above, and the gateway's resident set after start and after the runs, both in total
 /// (VmRSS: mostly pages of the binary and the shared libraries it touches) and its
@@ -126,9 +131,9 @@ enum E2EBench {
         let retrainRSS = memory(of: gateway.child.pid)
 
         // Figures.
-        func median(_ xs: [Double]) -> Double { MQTTBench.median(xs) }
         var figures: [BenchFigure] = []
-        func add(_ name: String, _ value: Double, _ unit: String, _ better: BenchFigure.Better,
+        let missing = context.withAnchors ? "not measured" : "not measured: --no-anchors"
+        func add(_ name: String, _ value: Double?, _ unit: String, _ better: BenchFigure.Better,
                  _ anchorValue: (Echo) -> Double?) {
             if subjects.count == 1 {
                 figures.append(BenchFigure(bench: "e2e", figure: name, value: value, unit: unit, better: better))
@@ -138,25 +143,40 @@ enum E2EBench {
                                            anchorValue: anchorValue(a), better: better))
             }
         }
-        add("rtt_p50", median(gateway.p50s), "us", .lower) { median($0.p50s) }
-        add("rtt_p99", median(gateway.p99s), "us", .lower) { median($0.p99s) }
-        add("rate_no_loss_\(longSeconds)s", sustained[gateway.name]?.rate ?? 0, "msg/s", .higher) { sustained[$0.name]?.rate ?? 0 }
-        let peakMB = Double(endRSS?.hwmKB ?? 0) / 1024
-        let anchorPeak = Dictionary(uniqueKeysWithValues: anchorMemory.map { ($0.0, Double($0.1?.hwmKB ?? 0) / 1024) })
-        add("peak_rss", peakMB, "MB", .lower) { anchorPeak[$0.name] }
-        func mb(_ kB: Int?) -> Double { Double(kB ?? 0) / 1024 }
+        /// Per-round figures: the latency runs alternated every subject, so run i of each is round i.
+        func addRounds(_ name: String, _ unit: String, _ better: BenchFigure.Better, _ values: (Echo) -> [Double]) {
+            let mine = values(gateway)
+            if subjects.count == 1 {
+                figures.append(.rounds(bench: "e2e", figure: name, unit: unit, anchor: nil, pairs: mine.map { ($0, nil) }, better: better))
+            }
+            for a in subjects.dropFirst() {
+                let theirs = values(a)
+                figures.append(.rounds(bench: "e2e", figure: name, unit: unit, anchor: a.name,
+                                       pairs: mine.enumerated().map { i, v in (v, i < theirs.count ? theirs[i] : nil) },
+                                       better: better, anchorMissing: missing))
+            }
+        }
+        addRounds("rtt_p50", "us", .lower) { $0.p50s }
+        addRounds("rtt_p99", "us", .lower) { $0.p99s }
+        // CPU time of the process per message over the latency runs (1,200 messages each,
+        // one at a time): waiting for a core does not count, so load moves it less than latency.
+        addRounds("cpu_per_decision", "us/msg", .lower) { $0.cpuPerMessage }
+        add("rate_no_loss_\(longSeconds)s", sustained[gateway.name]?.rate, "msg/s", .higher) { sustained[$0.name]?.rate }
+        func mb(_ kB: Int?) -> Double? { kB.map { Double($0) / 1024 } }
+        let anchorPeak = Dictionary(uniqueKeysWithValues: anchorMemory.map { ($0.0, mb($0.1?.hwmKB)) })
+        add("peak_rss", mb(endRSS?.hwmKB), "MB", .lower) { anchorPeak[$0.name] ?? nil }
         figures.append(BenchFigure(bench: "e2e", figure: "rss_start", value: mb(startRSS?.rssKB), unit: "MB", better: .lower))
         figures.append(BenchFigure(bench: "e2e", figure: "rss_after_load", value: mb(endRSS?.rssKB), unit: "MB",
                                    anchor: "rss_start", anchorValue: mb(startRSS?.rssKB), better: .lower))
         figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_start", value: mb(startRSS?.anonKB), unit: "MB", better: .lower))
         figures.append(BenchFigure(bench: "e2e", figure: "anon_rss_after_load", value: mb(endRSS?.anonKB), unit: "MB",
                                    anchor: "anon_rss_start", anchorValue: mb(startRSS?.anonKB), better: .lower))
-        if let r = retrain {
-            figures.append(BenchFigure(bench: "e2e", figure: "peak_rss_with_retraining", value: mb(retrainRSS?.hwmKB), unit: "MB",
-                                       better: .lower))
-            figures.append(BenchFigure(bench: "e2e", figure: "rtt_p99_during_retrain", value: r.during, unit: "us",
-                                       anchor: "EdgeQ without retraining", anchorValue: r.before, better: .lower))
-        }
+        let retrainMissing = "not measured: the retraining did not run during the latency runs (see the progress lines)"
+        figures.append(BenchFigure(bench: "e2e", figure: "peak_rss_with_retraining", value: retrain == nil ? nil : mb(retrainRSS?.hwmKB),
+                                   unit: "MB", better: .lower, reason: retrain == nil ? retrainMissing : nil))
+        figures.append(BenchFigure(bench: "e2e", figure: "rtt_p99_during_retrain", value: retrain?.during, unit: "us",
+                                   anchor: "EdgeQ without retraining", anchorValue: retrain?.before, better: .lower,
+                                   reason: retrain == nil ? retrainMissing : nil))
         return figures
     }
 
@@ -246,8 +266,8 @@ enum E2EBench {
         let runs = context.quick ? 1 : 3
 
         // The echo's own figures are kept aside: these runs are a separate pair.
-        let kept = (gateway.p50s, gateway.p99s)
-        defer { (gateway.p50s, gateway.p99s) = kept }
+        let kept = (gateway.p50s, gateway.p99s, gateway.cpuPerMessage)
+        defer { (gateway.p50s, gateway.p99s, gateway.cpuPerMessage) = kept }
         gateway.p99s = []
         // After the rate runs the log writer still commits their backlog for a while.
         waitUntilIdle(gateway.child.pid, context: context)

@@ -44,13 +44,22 @@ enum MQTTBench {
         // Rate: the window sweep, alternating, then the best window of each again.
         try rateSweep(echoes, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
                       seconds: context.quick ? 2 : 4, context: context)
+        // Round 1 of the rate is the sweep's best of each (the sweep alternates window by window).
+        var ratePairs: [(Double, Double?)] = [(ours.rates.first ?? .nan, echoes.count > 1 ? echoes[1].rates.first : nil)]
         if !context.quick {
             for _ in 0..<2 {
+                var round: [Double?] = []
                 for e in echoes {
-                    guard let best = e.best else { continue }
+                    guard let best = e.best else { round.append(nil); continue }
                     let r = try e.drive(["--duration", "5", "--window", String(best.window)])
-                    if (r["lost"] ?? 1) == 0, (r["stalled"] ?? 1) == 0, let rate = r["rate_msg_s"] { e.rates.append(rate) }
+                    if (r["lost"] ?? 1) == 0, (r["stalled"] ?? 1) == 0, let rate = r["rate_msg_s"] {
+                        e.rates.append(rate)
+                        round.append(rate)
+                    } else {
+                        round.append(nil)
+                    }
                 }
+                if let mine = round[0] { ratePairs.append((mine, round.count > 1 ? round[1] : nil)) }
             }
             for e in echoes {
                 context.progress("\(e.name) best window \(e.best?.window ?? 0): \(e.rates.map { String(format: "%.0f", $0) }.joined(separator: ", ")) msg/s")
@@ -58,20 +67,27 @@ enum MQTTBench {
         }
 
         let theirs = echoes.count > 1 ? echoes[1] : nil
-        func figure(_ name: String, _ value: Double, _ anchor: Double?, _ unit: String, _ better: BenchFigure.Better) -> BenchFigure {
-            BenchFigure(bench: "mqtt", figure: name, value: value, unit: unit,
-                        anchor: anchor == nil ? nil : "echo_c", anchorValue: anchor, better: better)
+        // Each latency run alternated EdgeQ and echo_c: run i of each is round i.
+        func pairs(_ mine: [Double], _ other: [Double]?) -> [(Double, Double?)] {
+            mine.enumerated().map { i, v in (v, other.flatMap { i < $0.count ? $0[i] : nil }) }
         }
-        var figures = [
-            figure("rtt_p50_qos0", median(ours.p50s), theirs.map { median($0.p50s) }, "us", .lower),
-            figure("rtt_p99_qos0", median(ours.p99s), theirs.map { median($0.p99s) }, "us", .lower),
-            figure("rate_no_loss_qos0", median(ours.rates), theirs.map { median($0.rates) }, "msg/s", .higher),
+        let missing = context.withAnchors ? "not measured" : "not measured: --no-anchors"
+        func figure(_ name: String, _ value: Double, _ unit: String, _ better: BenchFigure.Better) -> BenchFigure {
+            BenchFigure(bench: "mqtt", figure: name, value: value, unit: unit, better: better)
+        }
+        var figures: [BenchFigure] = [
+            .rounds(bench: "mqtt", figure: "rtt_p50_qos0", unit: "us", anchor: "echo_c", pairs: pairs(ours.p50s, theirs?.p50s),
+                    better: .lower, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "rtt_p99_qos0", unit: "us", anchor: "echo_c", pairs: pairs(ours.p99s, theirs?.p99s),
+                    better: .lower, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "rate_no_loss_qos0", unit: "msg/s", anchor: "echo_c", pairs: ratePairs,
+                    better: .higher, anchorMissing: missing),
         ]
         // The hand-off alone (network thread → consumer thread), inside the echo during
         // the latency runs; echo_c has no hand-off, so no anchor.
         if let h = handoff {
-            figures.append(figure("handoff_p50", h.p50, nil, "us", .lower))
-            figures.append(figure("handoff_p99", h.p99, nil, "us", .lower))
+            figures.append(figure("handoff_p50", h.p50, "us", .lower))
+            figures.append(figure("handoff_p99", h.p99, "us", .lower))
         }
         return figures
     }
@@ -80,18 +96,49 @@ enum MQTTBench {
     /// between the echoes; appends each run's p50 and p99 to the echo's `p50s` / `p99s`.
     ///
     /// - Throws: `BenchError.failed` when a run does not bring back its 1,000 samples.
+    ///
+    /// Each run also records the echo process's CPU time per message (user + system, all its
+    /// threads, over the run's 1,200 messages, read 0.2 s after the last reply so that work
+    /// the message left behind — a gateway's log commit — is counted) in `cpuPerMessage`, µs.
     static func latencyRuns(_ echoes: [Echo], runs: Int, label: String = "latency", context: BenchContext) throws {
+        let measured = 1_000, warmup = 200
         for i in 0..<runs {
             for e in echoes {
-                let r = try e.drive(["--n", "1000", "--warmup", "200"])
-                guard let p50 = r["p50_us"], let p99 = r["p99_us"], (r["samples"] ?? 0) >= 1000 else {
+                let cpu0 = processCPUSeconds(e.child.pid)
+                let r = try e.drive(["--n", String(measured), "--warmup", String(warmup)])
+                usleep(200_000)
+                let cpu1 = processCPUSeconds(e.child.pid)
+                guard let p50 = r["p50_us"], let p99 = r["p99_us"], (r["samples"] ?? 0) >= Double(measured) else {
                     throw BenchError.failed("\(e.name): \(label) run \(i + 1) incomplete: \(r)")
                 }
-                context.progress(String(format: "%@ %@ run %d: p50 %.1f us, p99 %.1f us", e.name, label, i + 1, p50, p99))
+                var cpuNote = ""
+                if let cpu0, let cpu1 {
+                    let perMessage = (cpu1 - cpu0) / Double(measured + warmup) * 1e6
+                    e.cpuPerMessage.append(perMessage)
+                    cpuNote = String(format: ", CPU %.1f us/msg", perMessage)
+                }
+                context.progress(String(format: "%@ %@ run %d: p50 %.1f us, p99 %.1f us%@", e.name, label, i + 1, p50, p99, cpuNote))
                 e.p50s.append(p50)
                 e.p99s.append(p99)
             }
         }
+    }
+
+    /// CPU time (user + system, every thread, exited threads included) a process has used so
+    /// far, in seconds: its CPU-time clock (`clock_getcpuclockid`, ns resolution), else
+    /// /proc/PID/stat's utime + stime (clock ticks). Nil when the process is gone.
+    static func processCPUSeconds(_ pid: pid_t) -> Double? {
+        var clock = clockid_t()
+        if clock_getcpuclockid(pid, &clock) == 0 {
+            var ts = timespec()
+            if clock_gettime(clock, &ts) == 0 { return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
+        }
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name: state is field 3, utime 14, stime 15.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(max(sysconf(Int32(_SC_CLK_TCK)), 1))
     }
 
     /// Rate: a closed-loop run of `seconds` per window (round trips outstanding), alternating
@@ -129,6 +176,8 @@ enum MQTTBench {
         let log: String
         var p50s: [Double] = []
         var p99s: [Double] = []
+        /// CPU time of the echo process per message of each latency run, µs.
+        var cpuPerMessage: [Double] = []
         var rates: [Double] = []
         var best: (window: Int, rate: Double)?
         /// The windows of the sweep that ran without loss, with their rates.
