@@ -90,10 +90,17 @@ let package = Package(
             name: "EdgeQTrust",
             dependencies: ["EdgeQTopicMap", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        /// The retraining pipeline (log → Double DQN → checks → candidate) and its report: used by
+        /// the gateway's `cmd/retrain`, `edgeq train`, the lab and the benchmarks alike.
+        .target(
+            name: "EdgeQRetrain",
+            dependencies: ["EdgeQLearner", "EdgeQLog", "EdgeQNet", "EdgeQTopicMap", "EdgeQCore"],
+            swiftSettings: numericSettings
+        ),
         .target(
             name: "EdgeQGateway",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore",
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -101,7 +108,7 @@ let package = Package(
         /// gateway (docs/learning.md, "The lab"). Numeric: tests train and evaluate policies.
         .target(
             name: "EdgeQLab",
-            dependencies: ["EdgeQGateway", "EdgeQPlants", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
+            dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQPlants", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
@@ -112,7 +119,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
+                "EdgeQPlants", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -131,8 +138,8 @@ let package = Package(
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(
             name: "EdgeQTrustTests",

@@ -11,6 +11,7 @@ import EdgeQTopicMap
 import Foundation
 import Logging
 import Synchronization
+import EdgeQRetrain
 
 /// How `edgeq run` starts a gateway: the mapping file plus the command line's overrides.
 public struct GatewayOptions: Sendable {

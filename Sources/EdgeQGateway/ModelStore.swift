@@ -1,3 +1,4 @@
+import EdgeQCore
 import Foundation
 
 /// Versioned models in the data directory, with an atomically switched `current` pointer,

@@ -6,6 +6,7 @@ import Darwin
 import EdgeQLog
 import Foundation
 import Logging
+import EdgeQRetrain
 
 /// Retraining beside the decision path: one at a time, on a background thread of lower
 /// priority; progress and results on `<prefix>/retrain`. A trigger while one runs is

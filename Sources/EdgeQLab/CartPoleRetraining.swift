@@ -2,6 +2,7 @@ import EdgeQGateway
 import EdgeQNet
 import EdgeQTopicMap
 import Foundation
+import EdgeQRetrain
 
 /// Cart-pole with periodic retraining in control mode, the way a gateway with
 /// `promotion: auto` and ε exploration would run it: a first chunk in shadow (the weak rule

@@ -3,6 +3,7 @@ import EdgeQNet
 import EdgeQPlants
 import EdgeQTopicMap
 import Foundation
+import EdgeQRetrain
 
 /// Learning from the incumbent's logs on the thermal plant, end to end (docs/learning.md,
 /// "Learning from the incumbent's logs"): log `logWeeks` weeks in shadow with the dithered

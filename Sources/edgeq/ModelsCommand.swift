@@ -3,6 +3,7 @@ import EdgeQGateway
 import EdgeQMQTT
 import EdgeQNet
 import Foundation
+import EdgeQRetrain
 
 /// `edgeq models list|show|rollback|promote`: the model store of a data directory.
 struct ModelsCommand: ParsableCommand {

@@ -5,6 +5,7 @@ import EdgeQLog
 import EdgeQNet
 import EdgeQTopicMap
 import Foundation
+import EdgeQRetrain
 
 /// `edgeq train --data DIR --config FILE`: the gateway's retraining pipeline, offline.
 struct TrainCommand: ParsableCommand {

@@ -5,6 +5,7 @@ import EdgeQTestSupport
 import EdgeQTopicMap
 import Foundation
 import Testing
+@testable import EdgeQRetrain
 
 /// What the log says is what happened, against a real broker:
 ///

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+import EdgeQRetrain
 
 /// What one log record carried.
 struct CapturedRecord: Sendable {

@@ -4,6 +4,7 @@ import EdgeQLog
 import EdgeQTopicMap
 import Foundation
 import Testing
+import EdgeQRetrain
 
 @Suite struct CartPoleRetrainingTests {
     /// Issue 6: cart-pole with periodic retraining in control mode (ε exploration on) reaches

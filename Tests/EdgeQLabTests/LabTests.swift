@@ -5,6 +5,7 @@ import EdgeQLog
 import EdgeQTopicMap
 import Foundation
 import Testing
+import EdgeQRetrain
 
 @Suite struct LabTests {
     static func thermalMap() throws -> TopicMap {

@@ -5,6 +5,7 @@ import EdgeQNet
 import EdgeQSystem
 import EdgeQTopicMap
 import Foundation
+import EdgeQRetrain
 
 /// `edgeq bench retrain`:
 ///

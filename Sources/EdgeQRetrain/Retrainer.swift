@@ -1,3 +1,4 @@
+import EdgeQCore
 import EdgeQLearner
 import EdgeQLog
 import EdgeQNet

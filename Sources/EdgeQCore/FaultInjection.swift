@@ -12,10 +12,10 @@ import Foundation
 ///
 /// Points: `retrain-before-save`, `store-before-rename`, `store-after-rename`,
 /// `current-before-rename`, `current-after-rename`.
-enum FaultInjection {
-    static let armed: String? = ProcessInfo.processInfo.environment["EDGEQ_FAULT"]
+public enum FaultInjection {
+    public static let armed: String? = ProcessInfo.processInfo.environment["EDGEQ_FAULT"]
 
-    static func point(_ name: String) {
+    public static func point(_ name: String) {
         guard let armed, armed == name else { return }
         FileHandle.standardError.write(Data("EDGEQ_FAULT: killing the process at \(name)\n".utf8))
         kill(getpid(), SIGKILL)
