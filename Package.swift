@@ -125,7 +125,7 @@ let package = Package(
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
-        .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQPlants", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap"]),
     ],
     swiftLanguageModes: [.v6]
