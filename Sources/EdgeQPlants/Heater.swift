@@ -448,7 +448,7 @@ public struct FOPDT: Sendable, Equatable {
 /// - Tuning (SIMC, Skogestad 2003): Kc = τ / (K·(τc + θ)), Ti = min(τ, 4·(τc + θ)), from
 ///   the model a step test identifies (`identifiedModel`: K = 90.1 K, τ = 15.7 min,
 ///   θ = 4.57 min), with the tight closed-loop time constant τc = θ/2: Kc = 2.54 % per K,
-///   Ti = 15.7 min. SIMC's default τc = θ (Kc = 1.91 % per K) scored 2 % below the best PI
+///   Ti = 15.7 min. SIMC's default τc = θ (Kc = 1.91 % per K) scored 2.5 % below the best PI
 ///   of a grid of Kc and Ti ×0.5…×2 on this plant's reward; τc = θ/2 is within 1 % of it
 ///   (test `incumbentIsNearTheBestPIOnAGrid`).
 /// - Anti-windup by conditional integration: the integral stops while the output is
