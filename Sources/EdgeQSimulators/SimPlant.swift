@@ -5,7 +5,7 @@ import Foundation
 /// A plant as the simulator runner drives it: a state message, an incumbent, a step, a score.
 /// The JSON fields are the contract of docs/simulators.md.
 protocol SimPlant {
-    /// `cartpole`, `thermal`, `tank`: the topic level `plant/<name>/…`.
+    /// `cartpole`, `thermal`, `tank`, `heater`, `mountaincar`: the topic level `plant/<name>/…`.
     var name: String { get }
     /// The key of the command payload (`{"level":2}`).
     var commandKey: String { get }

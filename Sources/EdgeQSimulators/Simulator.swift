@@ -5,7 +5,7 @@ import Logging
 
 /// The built-in plants.
 public enum PlantKind: String, Sendable, CaseIterable {
-    case cartpole, thermal, tank
+    case cartpole, thermal, tank, heater, mountaincar
 }
 
 /// How a simulator runs (the options of `edgeq sim`).
@@ -100,6 +100,8 @@ public final class Simulator: @unchecked Sendable {
         case .cartpole: plant = CartPoleSim(seed: options.seed)
         case .thermal: plant = ThermalSim(seed: options.seed)
         case .tank: plant = TankSim(seed: options.seed)
+        case .heater: plant = HeaterSim(seed: options.seed)
+        case .mountaincar: plant = MountainCarSim(seed: options.seed)
         }
         var dither = Dither(probability: options.dither, levelCount: plant.actionCount, seed: options.seed &+ 0x5EED)
         let base = "plant/\(plant.name)"

@@ -11,6 +11,9 @@ extension PlantKind: ExpressibleByArgument {
         case .cartpole: return 0.02
         case .thermal: return 300
         case .tank: return 10
+        case .heater: return 30
+        // Gymnasium's MountainCar has no physical time step; its render rate is 30 frames/s.
+        case .mountaincar: return 1.0 / 30
         }
     }
 }
@@ -19,7 +22,7 @@ extension PlantKind: ExpressibleByArgument {
 struct SimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sim",
-        abstract: "Run a built-in plant (cartpole, thermal, tank) that speaks MQTT, with its incumbent controller.",
+        abstract: "Run a built-in plant (cartpole, thermal, tank, heater, mountaincar) that speaks MQTT, with its incumbent controller.",
         discussion: """
             The plant publishes its state on plant/PLANT/state after every step and takes commands on \
             plant/PLANT/cmd. Its incumbent decides (and publishes what it applies) unless the gateway \
@@ -43,7 +46,7 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Steps per second of wall time; 0 runs as fast as the broker allows.")
     var rate: Double = 50
 
-    @Option(help: "Run this many times faster than real time (cart-pole: 50 steps/s; thermal: 1 step per 5 min; tank: 1 step per 10 s); overrides --rate.")
+    @Option(help: "Run this many times faster than real time (cart-pole: 50 steps/s; thermal: 1 step per 5 min; tank: 1 step per 10 s; heater: 1 step per 30 s; mountain car: 30 steps/s); overrides --rate.")
     var speed: Double?
 
     @Option(help: "Share (0…1) of the incumbent's decisions moved by ±1 level: exploration with limits.")

@@ -1,0 +1,106 @@
+import EdgeQLab
+import EdgeQLog
+import EdgeQPlants
+import EdgeQTopicMap
+import Foundation
+import Testing
+
+/// The heater and the mountain car through their shipped mapping files in the lab, in
+/// shadow with their deterministic incumbents: the log holds the incumbent's decisions with
+/// the mapping's reward and episode flags.
+@Suite struct NewPlantsLabTests {
+    static func map(_ name: String) throws -> TopicMap {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return try TopicMap.load(path: root.appendingPathComponent("topics/\(name).yaml").path)
+    }
+
+    @Test func heaterShadowLogHasThePIsStagesAndTheMappingsReward() throws {
+        let map = try Self.map("heater")
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = HeaterLabPlant(seed: 11)
+        let steps = 2 * 960 + 100
+        let r = try Lab(map: map).run(&plant, steps: steps, policy: .incumbent(dither: 0), seed: 11, logPath: path)
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all).map(\.transition)
+        // Every step closes a transition; the two shift ends open none, the next shifts' first states do.
+        #expect(rows.count == steps)
+        #expect(r.rowsLogged == rows.count)
+        #expect(rows.allSatisfy { $0.actor == .incumbent && $0.mode == .shadow && $0.action != nil })
+        #expect(rows.filter(\.truncated).count == 2 && rows.allSatisfy { !$0.terminal })
+        #expect(Set(rows.map(\.episode)) == [0, 1, 2])
+        for (a, b) in zip(rows, rows.dropFirst()) {
+            #expect(b.episode == a.episode + (a.truncated ? 1 : 0))
+        }
+        // The actions logged are the PI's, as the plant module runs it without the lab.
+        var heater = Heater(seed: 11)
+        var pi = HeaterPI(heater: heater)
+        var stages: [Int] = []
+        for _ in 0..<steps {
+            let level = pi.decide(heater.observation)
+            stages.append(level)
+            _ = heater.step(level: level)
+            _ = heater.startNextShiftIfEnded()
+        }
+        #expect(rows.map(\.action) == stages)
+        #expect(Set(stages).count >= 3)
+        // The mapping's reward is the plant's scaled by 0.1.
+        #expect(abs(r.mappingReward - 0.1 * r.score.totalReward) < 1e-6 * abs(r.score.totalReward))
+        #expect(r.score.episodes == 2)
+        // The state is 5 features × 8 ticks of history, all usable: no fallback, no hold.
+        #expect(map.stateWidth == 40)
+        #expect(rows.allSatisfy { $0.state.count == 40 })
+    }
+
+    @Test func mountainCarShadowLogEndsEveryEpisodeAtTheGoal() throws {
+        let map = try Self.map("mountaincar")
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = MountainCarLabPlant(seed: 3)
+        let r = try Lab(map: map).run(&plant, steps: 1000, policy: .incumbent(dither: 0), seed: 3, logPath: path)
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all).map(\.transition)
+        #expect(rows.count == 1000)
+        #expect(rows.allSatisfy { $0.actor == .incumbent && $0.action != nil && $0.action != 1 })  // the rule never coasts
+        // Each finished episode ends terminal (the goal), none truncated; −1 per step.
+        #expect(rows.filter(\.terminal).count == plant.episodeReturns.count)
+        #expect(plant.episodeReturns.count >= 7)
+        #expect(rows.allSatisfy { !$0.truncated && $0.reward == -1 })
+        #expect(r.mappingReward == -1000)
+        for (a, b) in zip(rows, rows.dropFirst()) {
+            #expect(b.episode == a.episode + (a.terminal ? 1 : 0))
+        }
+        #expect(plant.episodeReturns.allSatisfy { $0 >= -125 && $0 <= -113 })
+    }
+
+    /// The incumbents' returns over five seeds, through the lab with the shipped mappings: the
+    /// baseline a learned policy must beat (docs/simulators.md quotes these figures).
+    @Test func incumbentBaselines() throws {
+        var heaterReturns: [Double] = []
+        var heaterMapping: [Double] = []
+        let heaterMap = try Self.map("heater")
+        for seed: UInt64 in 1...5 {
+            var plant = HeaterLabPlant(seed: seed)
+            let r = try Lab(map: heaterMap).run(&plant, steps: 3 * 960, policy: .incumbent(dither: 0), seed: seed)
+            #expect(plant.episodeReturns.count == 3)
+            heaterReturns += plant.episodeReturns
+            heaterMapping.append(r.mappingReward / 3)
+        }
+        var carReturns: [Double] = []
+        let carMap = try Self.map("mountaincar")
+        for seed: UInt64 in 1...5 {
+            var plant = MountainCarLabPlant(seed: seed)
+            _ = try Lab(map: carMap).run(&plant, steps: 100 * 125, policy: .incumbent(dither: 0), seed: seed)
+            carReturns += plant.episodeReturns.prefix(100)
+        }
+        func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
+        print(String(format: "heater PI: mean shift return %.1f (plant reward; %d shifts of 960 steps, min %.1f, max %.1f); mapping reward per shift %.2f",
+                     mean(heaterReturns), heaterReturns.count, heaterReturns.min() ?? 0, heaterReturns.max() ?? 0, mean(heaterMapping)))
+        print(String(format: "mountain car rule: mean episode return %.2f (%d episodes, min %.0f, max %.0f)",
+                     mean(carReturns), carReturns.count, carReturns.min() ?? 0, carReturns.max() ?? 0))
+        #expect(carReturns.count == 500)
+        #expect(abs(mean(carReturns) - -119.4) < 1.5)   // 201 evenly spread starts: −119.40
+        #expect(abs(mean(heaterMapping) - 0.1 * mean(heaterReturns)) < 1e-6 * abs(mean(heaterReturns)))
+        #expect(heaterReturns.allSatisfy { $0 < 0 })
+    }
+}
