@@ -73,23 +73,17 @@ final class ServedModel: Sendable {
     }
 }
 
-/// The gateway: the data path of DESIGN.md on one decision thread (the caller of `run()`),
+/// The gateway: the data path (docs/architecture.md) on one decision thread (the caller of `run()`),
 /// with the MQTT network thread, the log writer thread, the metrics server and a control
 /// queue (commands, model loading: everything that may touch the disk) beside it.
 ///
 /// The decision path (message in → command out) never touches the disk, never waits for
 /// training and takes no lock held by anything slow: a new model is handed over through a
 /// mutex held only for a pointer swap, and picked up between two decisions.
-public final class Gateway: @unchecked Sendable {
-    // @unchecked Sendable: the decision state (`runtime`, `table`, `engine`, the buffers,
-    // `open`, … every `var` below "Decision state") is touched only inside `handle` and
-    // `decide`, and those run only with `decisionLock` held: on the thread inside `run()`
-    // (messages from the hand-off, periodic ticks) and, with `inlineDecisions`, on the MQTT
-    // network thread (messages as they arrive). One owner at a time; the lock is
-    // uncontended in steady state (a trigger tick runs on the network thread, a periodic one
-    // on the decision thread). The loop's own counters (`messagesSinceCheck`, `lastConnects`,
-    // `lastStatusNanos`) are touched by the `run()` thread alone. Everything else shared
-    // with other threads is a `let` of a Sendable type, an `Atomic`, or behind a `Mutex`.
+public final class Gateway: Sendable {
+    // Sendable, checked by the compiler: every stored property is a `let` of a Sendable type
+    // (atomics, mutexes, the MQTT client, the log writer, …). The decision state lives in
+    // `decision`, a `Mutex<DecisionState>`; the run loop's own counters are locals of `run()`.
 
     public let map: TopicMap
     public let controlPlane: ControlPlane
@@ -126,64 +120,12 @@ public final class Gateway: @unchecked Sendable {
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
-    /// Held while the decision state below is used (see the Sendable note above). An NSLock
-    /// (a pthread mutex) rather than `Mutex`: the same cost uncontended, and ThreadSanitizer
-    /// sees its ordering (it does not see the futex under `Mutex` on Linux and reports races
-    /// that are not there).
-    let decisionLock = NSLock()
-
-    // Decision state (only with `decisionLock` held).
-    var runtime: TopicMapRuntime
-    var table: SignalTable
-    var engine: QEngine?
-    var engineGeneration = -1
-    var engineModel: ServedModel?
-    var state: [Float]
-    var qValues: [Float]
-    var mask: [Bool]
-    var payload: [UInt8] = []
-    var tick: Int64 = 0
-    var episode: Int64 = 0
-    var open: OpenTransition?
-    var pendingIncumbent: Int?
-    /// The action the plant reported applying since the last tick (`applied` section).
-    var pendingApplied: Int?
-    var gaps: TickGapDetector
-    /// Per-write payload buffers (one per write of the action with the most writes, 1 KiB
-    /// reserved each): an action's writes are all rendered before any is published.
-    var writeBuffers: [[UInt8]]
-    var lastStatusNanos: UInt64 = 0
-    var messagesSinceCheck = 0
-    var lastConnects: UInt64 = 1
-    var guardState: LiveGuardState
-    var exploreRNG = SeededGenerator(seed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
-    var controlDecisions = 0
-    var candidateEngine: QEngine?
-    var candidateEngineGeneration = 0
-    var comparedCandidate: ServedModel?
-    var candidateQValues: [Float]
-    var comparison = CandidateComparison()
-    var explorations = 0
-
-    /// The decision of tick t, waiting for the reward and state of tick t+1.
-    struct OpenTransition {
-        var time: Double
-        var tick: Int64
-        /// Monotonic time of tick t (ns) and the `tick.sequence` signal's value then (nil: none
-        /// or not valid), to find missed ticks when the transition closes.
-        var monotonic: UInt64
-        var sequence: Double?
-        var state: [Float]
-        var applied: Int?
-        var actor: Actor
-        var mode: ControlMode
-        var modelVersion: String?
-        var qValues: [Float]?
-        var modelAction: Int?
-        /// shadow-first: the candidate's pick at t and its Q-values (only while comparing).
-        var candidateAction: Int? = nil
-        var candidateQ: [Float]? = nil
-    }
+    /// The decision state: one owner at a time, proven by the compiler (see `DecisionState`).
+    /// Taken by the network thread for message-triggered ticks and by the `run()` thread for
+    /// periodic ones (and for every message with `--no-inline-decisions`); with one kind of
+    /// tick it is never contended. (ThreadSanitizer does not see the futex under `Mutex` on
+    /// Linux and may report races that are not there; the compiler's proof stands.)
+    let decision: Mutex<DecisionState>
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -230,20 +172,7 @@ public final class Gateway: @unchecked Sendable {
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
         guardWindow = max(options.guardWindow ?? options.map.learning.guardWindow, 1)
-        guardState = LiveGuardState(window: guardWindow)
-        runtime = TopicMapRuntime(map: map)
-        table = SignalTable(for: map)
-        state = [Float](repeating: 0, count: map.stateWidth)
-        qValues = [Float](repeating: 0, count: map.actions.count)
-        candidateQValues = [Float](repeating: 0, count: map.actions.count)
-        mask = [Bool](repeating: true, count: map.actions.count)
-        payload.reserveCapacity(1024)
-        gaps = TickGapDetector(map: map)
-        writeBuffers = (0..<max(1, map.actions.map(\.writes.count).max() ?? 1)).map { _ in
-            var b: [UInt8] = []
-            b.reserveCapacity(1024)
-            return b
-        }
+        decision = Mutex(DecisionState(map: map, guardWindow: guardWindow))
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
@@ -358,8 +287,8 @@ public final class Gateway: @unchecked Sendable {
             // are dropped: the loop below takes the lock once more after it ends, so no
             // decision is under way during the shutdown.
             client.start { [self] m in
-                decisionLock.withLock {
-                    if !stopping.load(ordering: .relaxed) { handle(m) }
+                decision.withLock { d in
+                    if !stopping.load(ordering: .relaxed) { handle(m, &d) }
                 }
                 return true
             }
@@ -382,6 +311,10 @@ public final class Gateway: @unchecked Sendable {
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
 
+        // The loop's own bookkeeping (this thread only).
+        var messagesSinceCheck = 0
+        var lastConnects: UInt64 = 1
+        var lastStatusNanos: UInt64 = 0
         var nextTick: UInt64?
         if case .period(let p) = map.tick { nextTick = Self.now() + UInt64(p * 1e9) }
         while !stopping.load(ordering: .relaxed) {
@@ -392,7 +325,7 @@ public final class Gateway: @unchecked Sendable {
             }
             let message = client.receive(timeout: timeout)
             if let m = message {
-                decisionLock.withLock { handle(m) }
+                decision.withLock { d in handle(m, &d) }
                 messagesSinceCheck &+= 1
             }
             if messagesSinceCheck >= 256 || message == nil {
@@ -406,7 +339,7 @@ public final class Gateway: @unchecked Sendable {
                 }
             }
             if let due = nextTick, Self.now() >= due, case .period(let p) = map.tick {
-                decisionLock.withLock { decide(arrival: due) }
+                decision.withLock { d in decide(arrival: due, &d) }
                 nextTick = due + UInt64(p * 1e9)
                 if let n = nextTick, n < Self.now() { nextTick = Self.now() + UInt64(p * 1e9) }  // fell behind: skip
             }
@@ -417,7 +350,7 @@ public final class Gateway: @unchecked Sendable {
             }
         }
         watchdog?.cancel()
-        decisionLock.withLock { }  // waits out a decision under way on the network thread
+        decision.withLock { _ in }  // waits out a decision under way on the network thread
         shutdown()
     }
 
@@ -456,7 +389,7 @@ public final class Gateway: @unchecked Sendable {
 
     // MARK: - Messages
 
-    func handle(_ m: MQTTMessage) {
+    func handle(_ m: MQTTMessage, _ d: inout DecisionState) {
         if m.topic.hasPrefix(controlPlane.prefix) {
             if let request = controlPlane.parse(topic: m.topic, payload: m.payload) {
                 metrics.controlCommands.increment()
@@ -467,23 +400,23 @@ public final class Gateway: @unchecked Sendable {
         m.payload.withUnsafeBytes { bytes in
             if let inc = map.incumbent, inc.topic == m.topic || inc.topic.utf8.contains(UInt8(ascii: "+")) {
                 if let a = map.incumbentAction(topic: m.topic, payload: bytes) {
-                    pendingIncumbent = a
+                    d.pendingIncumbent = a
                     metrics.incumbentSeen.increment()
                 }
             }
             if map.applied != nil, map.isAppliedTopic(m.topic) {
                 if let a = map.appliedAction(topic: m.topic, payload: bytes) {
-                    pendingApplied = a
+                    d.pendingApplied = a
                     metrics.appliedReports.increment()
                 }
             }
-            let routed = map.decode(topic: m.topic, payload: bytes, time: m.arrival, into: &table)
+            let routed = map.decode(topic: m.topic, payload: bytes, time: m.arrival, into: &d.table)
             if routed == 0 && map.incumbent?.topic != m.topic && map.applied?.topic != m.topic {
                 metrics.unrouted.increment()
             }
         }
         if map.isTrigger(topic: m.topic) {
-            decide(arrival: m.arrival)
+            decide(arrival: m.arrival, &d)
         }
     }
 
@@ -491,39 +424,39 @@ public final class Gateway: @unchecked Sendable {
 
     /// One tick: assemble and check the state, close the previous transition, decide,
     /// publish (control) or report (shadow), open the next transition.
-    func decide(arrival: UInt64) {
-        tick += 1
+    func decide(arrival: UInt64, _ d: inout DecisionState) {
+        d.tick += 1
         metrics.ticks.increment()
-        pickUpModel()
+        pickUpModel(&d)
         let now = Self.now()
         let wall = Date().timeIntervalSince1970
-        let stateStatus = state.withUnsafeMutableBufferPointer {
-            runtime.assembleState(from: table, now: now, wallClock: wall, into: $0)
+        let stateStatus = d.state.withUnsafeMutableBufferPointer {
+            d.runtime.assembleState(from: d.table, now: now, wallClock: wall, into: $0)
         }
         // While the plant is in hand (safety.hand_override), the gateway only shadows.
         let modeNow: GatewayMode = stateStatus == .handOverride ? .shadow : mode
-        let reward = runtime.reward()
-        let terminal = runtime.terminal() ?? false
-        let truncated = runtime.truncated() ?? false
-        let allowedCount = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
-        syncDecoderCounters()
+        let reward = d.runtime.reward()
+        let terminal = d.runtime.terminal() ?? false
+        let truncated = d.runtime.truncated() ?? false
+        let allowedCount = d.mask.withUnsafeMutableBufferPointer { d.runtime.actionMask(into: $0) }
+        syncDecoderCounters(&d)
         // Missed ticks since the previous one: by the clock, and by the plant's step counter.
-        let clockGap = gaps.observe(now)
+        let clockGap = d.gaps.observe(now)
         var sequence: Double?
-        if let si = map.sequenceSignal, table.status(of: si) == .valid { sequence = table.values[si] }
+        if let si = map.sequenceSignal, d.table.status(of: si) == .valid { sequence = d.table.values[si] }
 
         // Close the transition of the previous tick: its reward and next state are this tick's.
-        closeTransition(stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated,
+        closeTransition(&d, stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated,
                         sequence: sequence, clockGap: clockGap)
 
         if terminal || truncated {
             // The end of an episode is not a decision point; the next state starts a new one.
-            if modeNow == .shadow { publishShadow(choice: nil, ranModel: false, status: stateStatus, reason: nil, note: "episode_end") }
-            episode += 1
-            runtime.resetHistory()
-            open = nil
-            pendingIncumbent = nil
-            pendingApplied = nil
+            if modeNow == .shadow { publishShadow(&d, choice: nil, ranModel: false, status: stateStatus, reason: nil, note: "episode_end") }
+            d.episode += 1
+            d.runtime.resetHistory()
+            d.open = nil
+            d.pendingIncumbent = nil
+            d.pendingApplied = nil
             lastDecisionNanos.store(Self.now(), ordering: .relaxed)
             return
         }
@@ -535,14 +468,14 @@ public final class Gateway: @unchecked Sendable {
         var ranModel = false
         if stateStatus != .ok {
             reason = FallbackReason(stateStatus)
-        } else if let engine {
+        } else if let engine = d.engine {
             let asked = engine.fp32Decisions
-            let best = state.withUnsafeBufferPointer { s in
-                qValues.withUnsafeMutableBufferPointer { q in engine.bestAction(state: s, mask: mask, qValues: q) }
+            let best = d.state.withUnsafeBufferPointer { s in
+                d.qValues.withUnsafeMutableBufferPointer { q in engine.bestAction(state: s, mask: d.mask, qValues: q) }
             }
             if engine.fp32Decisions != asked { metrics.fp32TieBreaks.increment() }
             ranModel = true
-            if !qValues.allSatisfy({ $0.isFinite }) {
+            if !d.qValues.allSatisfy({ $0.isFinite }) {
                 reason = .nonFiniteQ
             } else if best == nil || allowedCount == 0 {
                 reason = .noAllowedAction
@@ -560,17 +493,17 @@ public final class Gateway: @unchecked Sendable {
             if modeNow == .control {
                 actor = .fallback
                 // A fallback that cannot be rendered is not published: hold.
-                if response == .fallback, let fb = map.fallbackAction, publishWrites(action: fb) {
+                if response == .fallback, let fb = map.fallbackAction, publishWrites(action: fb, &d) {
                     applied = fb
                 }
-                runtime.recordApplied(action: applied)
+                d.runtime.recordApplied(action: applied)
             }
         } else if modeNow == .control, var choice {
-            if let explored = explore() {
+            if let explored = explore(&d) {
                 choice = explored
                 actor = .exploration
             }
-            if publishWrites(action: choice) {
+            if publishWrites(action: choice, &d) {
                 applied = choice
             } else {
                 // One of the action's writes cannot be rendered (an invalid value): nothing of
@@ -578,9 +511,9 @@ public final class Gateway: @unchecked Sendable {
                 reason = .renderFailed
                 metrics.fallbacks[.renderFailed]?.increment()
                 actor = .fallback
-                if let fb = map.fallbackAction, fb != choice, publishWrites(action: fb) { applied = fb }
+                if let fb = map.fallbackAction, fb != choice, publishWrites(action: fb, &d) { applied = fb }
             }
-            runtime.recordApplied(action: applied)
+            d.runtime.recordApplied(action: applied)
         }
 
         let modeIndex = modeNow == .control ? 1 : 0
@@ -588,7 +521,7 @@ public final class Gateway: @unchecked Sendable {
         metrics.decisions[modeIndex][min(column, map.actions.count + 1)].increment()
 
         if modeNow == .shadow {
-            publishShadow(choice: choice, ranModel: ranModel, status: stateStatus, reason: reason)
+            publishShadow(&d, choice: choice, ranModel: ranModel, status: stateStatus, reason: reason)
         }
         let decided = Self.now()
         metrics.latency.observe(Double(decided &- arrival) / 1e9)
@@ -596,25 +529,25 @@ public final class Gateway: @unchecked Sendable {
 
         // Open the transition of this tick (only from a usable state).
         if stateStatus == .ok || stateStatus.isOOD {
-            open = OpenTransition(
-                time: wall, tick: tick, monotonic: now, sequence: sequence, state: state, applied: applied, actor: actor,
+            d.open = DecisionState.OpenTransition(
+                time: wall, tick: d.tick, monotonic: now, sequence: sequence, state: d.state, applied: applied, actor: actor,
                 mode: modeNow == .control ? .control : .shadow,
-                modelVersion: engineModel.map { String($0.version) },
-                qValues: ranModel ? qValues : nil, modelAction: choice)
-            if let cand = candidateEngine {
+                modelVersion: d.engineModel.map { String($0.version) },
+                qValues: ranModel ? d.qValues : nil, modelAction: choice)
+            if let cand = d.candidateEngine {
                 // shadow-first: what the candidate would do here (one more inference per tick,
                 // only while a candidate is being compared).
-                let pick = state.withUnsafeBufferPointer { s in
-                    candidateQValues.withUnsafeMutableBufferPointer { q in cand.bestAction(state: s, mask: mask, qValues: q) }
+                let pick = d.state.withUnsafeBufferPointer { s in
+                    d.candidateQValues.withUnsafeMutableBufferPointer { q in cand.bestAction(state: s, mask: d.mask, qValues: q) }
                 }
-                open?.candidateAction = pick
-                open?.candidateQ = candidateQValues
+                d.open?.candidateAction = pick
+                d.open?.candidateQ = d.candidateQValues
             }
         } else {
-            open = nil
+            d.open = nil
         }
-        pendingIncumbent = nil
-        pendingApplied = nil
+        d.pendingIncumbent = nil
+        d.pendingApplied = nil
         checkSchedule()
     }
 
@@ -622,26 +555,26 @@ public final class Gateway: @unchecked Sendable {
     /// (from `start` to `end` over `decay_steps` control decisions) a uniformly random allowed
     /// action instead of the greedy one, as long as explorative decisions stay within
     /// `budget` (a share of all control decisions). Off by default (budget 0).
-    func explore() -> Int? {
+    func explore(_ d: inout DecisionState) -> Int? {
         let l = map.learning
-        controlDecisions += 1
-        guard l.explorationBudget > 0, Double(explorations) < l.explorationBudget * Double(controlDecisions) else { return nil }
-        let progress = l.epsilonDecaySteps > 0 ? min(1, Double(controlDecisions) / Double(l.epsilonDecaySteps)) : 1
+        d.controlDecisions += 1
+        guard l.explorationBudget > 0, Double(d.explorations) < l.explorationBudget * Double(d.controlDecisions) else { return nil }
+        let progress = l.epsilonDecaySteps > 0 ? min(1, Double(d.controlDecisions) / Double(l.epsilonDecaySteps)) : 1
         let epsilon = l.epsilonStart + (l.epsilonEnd - l.epsilonStart) * progress
-        guard epsilon > 0, exploreRNG.nextUnit() < epsilon else { return nil }
-        let allowed = mask.indices.filter { mask[$0] }
+        guard epsilon > 0, d.exploreRNG.nextUnit() < epsilon else { return nil }
+        let allowed = d.mask.indices.filter { d.mask[$0] }
         guard !allowed.isEmpty else { return nil }
-        explorations += 1
+        d.explorations += 1
         metrics.explorations.increment()
-        return allowed[Int(exploreRNG.next() % UInt64(allowed.count))]
+        return allowed[Int(d.exploreRNG.next() % UInt64(allowed.count))]
     }
 
     /// Logs the open transition with this tick's reward and state, flagged `gap` when ticks
     /// were missed between the two (`clockGap`, or `sequence` not the previous one + 1) and
     /// `appliedMismatch` when the plant reported applying another action than the one published.
-    func closeTransition(stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool, sequence: Double?, clockGap: Bool) {
-        guard let o = open else { return }
-        defer { open = nil }
+    func closeTransition(_ d: inout DecisionState, stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool, sequence: Double?, clockGap: Bool) {
+        guard let o = d.open else { return }
+        defer { d.open = nil }
         guard stateOK, let reward else {
             metrics.transitionsSkipped.increment()
             return
@@ -650,11 +583,11 @@ public final class Gateway: @unchecked Sendable {
         var actor = o.actor
         if o.mode == .shadow {
             // The behaviour is the incumbent's command observed between tick t and t+1.
-            action = pendingIncumbent
+            action = d.pendingIncumbent
             actor = .incumbent
-            lastIncumbentReported = pendingIncumbent
-            if pendingIncumbent == nil { metrics.incumbentMissing.increment() }
-            if let mine = o.modelAction, let theirs = pendingIncumbent {
+            d.lastIncumbentReported = d.pendingIncumbent
+            if d.pendingIncumbent == nil { metrics.incumbentMissing.increment() }
+            if let mine = o.modelAction, let theirs = d.pendingIncumbent {
                 metrics.shadowCompared.increment()
                 if mine == theirs { metrics.shadowAgreed.increment() }
             }
@@ -667,7 +600,7 @@ public final class Gateway: @unchecked Sendable {
             if let before = o.sequence, let after = sequence, after == before + 1 {} else { flags.insert(.gap) }
         }
         if flags.contains(.gap) { metrics.tickGaps.increment() }
-        if o.mode == .control, let reported = pendingApplied, reported != o.applied {
+        if o.mode == .control, let reported = d.pendingApplied, reported != o.applied {
             // The plant applied something else than what was published (or published nothing):
             // the row records what the plant did, chosen by the plant.
             flags.insert(.appliedMismatch)
@@ -676,18 +609,18 @@ public final class Gateway: @unchecked Sendable {
             actor = .incumbent
         }
         var bits: UInt64 = 0
-        for (i, ok) in mask.enumerated() where ok && i < 64 { bits |= 1 << UInt64(i) }
+        for (i, ok) in d.mask.enumerated() where ok && i < 64 { bits |= 1 << UInt64(i) }
         let t = Transition(
-            time: o.time, tick: o.tick, episode: episode, state: o.state, action: action, actor: actor,
-            reward: reward, nextState: state, nextMask: bits, terminal: terminal, truncated: truncated,
+            time: o.time, tick: o.tick, episode: d.episode, state: o.state, action: action, actor: actor,
+            reward: reward, nextState: d.state, nextMask: bits, terminal: terminal, truncated: truncated,
             mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction, flags: flags)
         switch writer.submit(t) {
         case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
         case .dropped, .closed: metrics.transitionsSkipped.increment()
         }
-        if o.mode == .control && o.actor == .model { guardObserve(reward: reward) }
+        if o.mode == .control && o.actor == .model { guardObserve(&d, reward: reward) }
         if let pick = o.candidateAction, let q = o.candidateQ, let live = action {
-            compareCandidate(pick: pick, live: live, q: q, reward: reward, terminal: terminal)
+            compareCandidate(&d, pick: pick, live: live, q: q, reward: reward, terminal: terminal)
         }
     }
 
@@ -695,14 +628,14 @@ public final class Gateway: @unchecked Sendable {
     /// preallocated `writeBuffers`, no allocation), and only when each rendered are they sent.
     ///
     /// - Returns: false when a write could not be rendered (an invalid value): nothing was published.
-    func publishWrites(action: Int) -> Bool {
+    func publishWrites(action: Int, _ d: inout DecisionState) -> Bool {
         let writes = map.actions[action].writes
         for j in writes.indices {
-            writeBuffers[j].removeAll(keepingCapacity: true)
-            guard runtime.render(action: action, write: j, into: &writeBuffers[j]) else { return false }
+            d.writeBuffers[j].removeAll(keepingCapacity: true)
+            guard d.runtime.render(action: action, write: j, into: &d.writeBuffers[j]) else { return false }
         }
         for (j, w) in writes.enumerated() {
-            publish(w.topic, writeBuffers[j], qos: w.qos, retain: w.retain)
+            publish(w.topic, d.writeBuffers[j], qos: w.qos, retain: w.retain)
         }
         return true
     }
@@ -717,130 +650,63 @@ public final class Gateway: @unchecked Sendable {
 
     /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last
     /// command (observed after the previous tick), and why no choice was made when none was.
-    func publishShadow(choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?, note: String? = nil) {
-        payload.removeAll(keepingCapacity: true)
-        payload.append(contentsOf: #"{"tick":"#.utf8)
-        appendInt(Int(tick))
-        payload.append(contentsOf: #","action":"#.utf8)
-        if let choice { appendInt(choice) } else { payload.append(contentsOf: "null".utf8) }
-        payload.append(contentsOf: #","action_name":"#.utf8)
-        if let choice { appendString(map.actions[choice].name) } else { payload.append(contentsOf: "null".utf8) }
-        payload.append(contentsOf: #","q":"#.utf8)
+    func publishShadow(_ d: inout DecisionState, choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?, note: String? = nil) {
+        d.payload.removeAll(keepingCapacity: true)
+        d.payload.append(contentsOf: #"{"d.tick":"#.utf8)
+        d.appendInt(Int(d.tick))
+        d.payload.append(contentsOf: #","action":"#.utf8)
+        if let choice { d.appendInt(choice) } else { d.payload.append(contentsOf: "null".utf8) }
+        d.payload.append(contentsOf: #","action_name":"#.utf8)
+        if let choice { d.appendString(map.actions[choice].name) } else { d.payload.append(contentsOf: "null".utf8) }
+        d.payload.append(contentsOf: #","q":"#.utf8)
         if ranModel {
-            payload.append(UInt8(ascii: "["))
-            for (i, q) in qValues.enumerated() {
-                if i > 0 { payload.append(UInt8(ascii: ",")) }
-                appendFloat(q)
+            d.payload.append(UInt8(ascii: "["))
+            for (i, q) in d.qValues.enumerated() {
+                if i > 0 { d.payload.append(UInt8(ascii: ",")) }
+                d.appendFloat(q)
             }
-            payload.append(UInt8(ascii: "]"))
+            d.payload.append(UInt8(ascii: "]"))
         } else {
-            payload.append(contentsOf: "null".utf8)
+            d.payload.append(contentsOf: "null".utf8)
         }
-        payload.append(contentsOf: #","incumbent_previous":"#.utf8)
-        appendLastIncumbent()
-        payload.append(contentsOf: #","status":"#.utf8)
-        appendString(note ?? reason?.rawValue ?? "ok")
-        payload.append(contentsOf: #","model":"#.utf8)
-        if let v = engineModel?.version { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
-        payload.append(UInt8(ascii: "}"))
-        publish(controlPlane.shadowTopic, payload, qos: 0, retain: false)
-    }
-
-    /// The incumbent command that closed the previous transition (kept for the report).
-    var lastIncumbentReported: Int?
-
-    func appendLastIncumbent() {
-        if let v = lastIncumbentReported { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
-    }
-
-    func appendInt(_ v: Int) {
-        if v < 0 { payload.append(UInt8(ascii: "-")) }
-        var x = v.magnitude
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            repeat {
-                d[n] = UInt8(ascii: "0") + UInt8(x % 10)
-                x /= 10
-                n += 1
-            } while x > 0
-            while n > 0 {
-                n -= 1
-                payload.append(d[n])
-            }
-        }
-    }
-
-    func appendFloat(_ f: Float) {
-        guard f.isFinite else {
-            payload.append(contentsOf: "null".utf8)
-            return
-        }
-        // Six significant decimals, without allocating: sign, integer part, fraction.
-        var v = Double(f)
-        if v < 0 {
-            payload.append(UInt8(ascii: "-"))
-            v = -v
-        }
-        let whole = v.rounded(.down)
-        if whole >= 1e15 {
-            appendInt(Int(1e15))
-            return
-        }
-        var frac = Int(((v - whole) * 1e6).rounded())
-        var intPart = Int(whole)
-        if frac >= 1_000_000 {
-            intPart += 1
-            frac -= 1_000_000
-        }
-        appendInt(intPart)
-        payload.append(UInt8(ascii: "."))
-        var scale = 100_000
-        while scale > 0 {
-            payload.append(UInt8(ascii: "0") + UInt8(frac / scale % 10))
-            scale /= 10
-        }
-    }
-
-    func appendString(_ s: String) {
-        payload.append(UInt8(ascii: "\""))
-        for b in s.utf8 {
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { payload.append(UInt8(ascii: "\\")) }
-            payload.append(b)
-        }
-        payload.append(UInt8(ascii: "\""))
+        d.payload.append(contentsOf: #","incumbent_previous":"#.utf8)
+        d.appendLastIncumbent()
+        d.payload.append(contentsOf: #","status":"#.utf8)
+        d.appendString(note ?? reason?.rawValue ?? "ok")
+        d.payload.append(contentsOf: #","model":"#.utf8)
+        if let v = d.engineModel?.version { d.appendInt(v) } else { d.payload.append(contentsOf: "null".utf8) }
+        d.payload.append(UInt8(ascii: "}"))
+        publish(controlPlane.shadowTopic, d.payload, qos: 0, retain: false)
     }
 
     /// Copies the decoder's per-reason counts into the metrics.
-    func syncDecoderCounters() {
+    func syncDecoderCounters(_ d: inout DecisionState) {
         for r in DecodeFailure.allCases {
-            metrics.rejected[r.rawValue].mirror(UInt64(table.count(r)))
+            metrics.rejected[r.rawValue].mirror(UInt64(d.table.count(r)))
         }
-        metrics.unrouted.mirror(UInt64(table.unroutedMessages))
-        metrics.invalidExpressions.mirror(UInt64(runtime.invalidExpressionCount))
+        metrics.unrouted.mirror(UInt64(d.table.unroutedMessages))
+        metrics.invalidExpressions.mirror(UInt64(d.runtime.invalidExpressionCount))
     }
 
     /// Takes a newly served model between two decisions (the control queue put it there).
-    func pickUpModel() {
+    func pickUpModel(_ d: inout DecisionState) {
         let cg = candidateGeneration.load(ordering: .acquiring)
-        if cg != candidateEngineGeneration {
-            candidateEngineGeneration = cg
-            comparison = CandidateComparison()
-            comparedCandidate = candidateSlot.withLock { $0 }
-            candidateEngine = comparedCandidate.map { $0.model.makeEngine(options.precision) }
+        if cg != d.candidateEngineGeneration {
+            d.candidateEngineGeneration = cg
+            d.comparison = CandidateComparison()
+            d.comparedCandidate = candidateSlot.withLock { $0 }
+            d.candidateEngine = d.comparedCandidate.map { $0.model.makeEngine(options.precision) }
         }
         let g = servedGeneration.load(ordering: .acquiring)
-        guard g != engineGeneration else { return }
-        engineGeneration = g
-        engineModel = served.withLock { $0 }
-        engine = engineModel.map { $0.model.makeEngine(options.precision) }
-        if let m = engineModel, m.model.inputCount != map.stateWidth || m.model.actionCount != map.actions.count {
+        guard g != d.engineGeneration else { return }
+        d.engineGeneration = g
+        d.engineModel = served.withLock { $0 }
+        d.engine = d.engineModel.map { $0.model.makeEngine(options.precision) }
+        if let m = d.engineModel, m.model.inputCount != map.stateWidth || m.model.actionCount != map.actions.count {
             logger.error("the served model does not fit the mapping file; not used",
                          metadata: ["model.inputs": "\(m.model.inputCount)", "map.state_width": "\(map.stateWidth)"])
-            engine = nil
-            engineModel = nil
+            d.engine = nil
+            d.engineModel = nil
         }
     }
 }

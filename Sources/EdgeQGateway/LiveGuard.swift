@@ -34,14 +34,14 @@ struct LiveGuardState {
 
 extension Gateway {
     /// Decision thread: one reward of a control-mode transition the model acted in.
-    func guardObserve(reward: Double) {
-        guard let mean = guardState.add(reward) else { return }
+    func guardObserve(_ d: inout DecisionState, reward: Double) {
+        guard let mean = d.guardState.add(reward) else { return }
         guardMean.store(mean.bitPattern, ordering: .relaxed)
         let baseline = Double(bitPattern: guardBaseline.load(ordering: .relaxed))
         guard baseline.isFinite else { return }
         let limit = baseline - map.learning.rollbackMargin * abs(baseline)
         if mean < limit {
-            guardState.reset()
+            d.guardState.reset()
             control.async { self.guardTripped(mean: mean, baseline: baseline, limit: limit) }
         }
     }

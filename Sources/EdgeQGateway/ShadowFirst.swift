@@ -78,22 +78,22 @@ extension Gateway {
     /// are the candidate's at s_t, `live` what was done, `reward` what followed; the current
     /// `state` and `mask` are s_{t+1}'s (the candidate is asked its value there, unless
     /// `terminal`).
-    func compareCandidate(pick: Int, live: Int, q: [Float], reward: Double, terminal: Bool) {
-        guard let candidate = comparedCandidate, let engine = candidateEngine, live < q.count, pick < q.count else { return }
+    func compareCandidate(_ d: inout DecisionState, pick: Int, live: Int, q: [Float], reward: Double, terminal: Bool) {
+        guard let candidate = d.comparedCandidate, let engine = d.candidateEngine, live < q.count, pick < q.count else { return }
         var next = 0.0
         if !terminal {
-            let best = state.withUnsafeBufferPointer { s in
-                candidateQValues.withUnsafeMutableBufferPointer { out in engine.bestAction(state: s, mask: mask, qValues: out) }
+            let best = d.state.withUnsafeBufferPointer { s in
+                d.candidateQValues.withUnsafeMutableBufferPointer { out in engine.bestAction(state: s, mask: d.mask, qValues: out) }
             }
             // No allowed action in s_{t+1}: nothing to bootstrap from.
-            if let best { next = Double(candidateQValues[best]) }
+            if let best { next = Double(d.candidateQValues[best]) }
         }
         let target = reward + map.learning.gamma * next
-        comparison.add(agreed: pick == live, claimedAdvantage: Double(q[pick] - q[live]), margin: Double(q[pick]) - target)
-        if comparison.ticks >= map.learning.shadowTicks {
-            let result = comparison
-            comparedCandidate = nil
-            candidateEngine = nil
+        d.comparison.add(agreed: pick == live, claimedAdvantage: Double(q[pick] - q[live]), margin: Double(q[pick]) - target)
+        if d.comparison.ticks >= map.learning.shadowTicks {
+            let result = d.comparison
+            d.comparedCandidate = nil
+            d.candidateEngine = nil
             control.async { self.finishComparison(candidate.version, result) }
         }
     }
