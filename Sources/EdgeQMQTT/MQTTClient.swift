@@ -535,6 +535,16 @@ final class Connection: @unchecked Sendable {
     /// MQTT 5 reason code 0x8E, "Session taken over".
     static let sessionTakenOverReason: Int32 = 0x8E
 
+    /// A connection attempt failed: the broker is down or refusing us, which a takeover never
+    /// causes (the other client's broker accepts us at once). Short connections before it
+    /// (a broker killed and restarted) and a running streak no longer count.
+    private func clearTakeoverEvidence() {
+        shared.withLock { s in
+            s.shortLivedStreak = 0
+            s.takeoverStreak = 0
+        }
+    }
+
     /// Decides, when a connection accepted earlier has ended, whether another client took the
     /// session over; counts it and returns the takeovers in a row (nil: an ordinary loss).
     private func noteConnectionEnded() -> Int? {
@@ -737,6 +747,7 @@ final class Connection: @unchecked Sendable {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()
             if rc != .success {
+                clearTakeoverEvidence()
                 let delay = recordFailure(classify(rc, connecting: true))
                 _ = sleeper.sleep(seconds: delay)
                 continue
@@ -757,6 +768,7 @@ final class Connection: @unchecked Sendable {
                 _ = sleeper.sleep(seconds: recordTakeover(streak: streak))
                 continue
             }
+            if !wasConnected { clearTakeoverEvidence() }
             let delay = recordFailure(classify(loopResult, connecting: !wasConnected))
             _ = sleeper.sleep(seconds: delay)
         }
