@@ -41,6 +41,14 @@ public struct GatewayOptions: Sendable {
     public var checkPolicy: CheckPolicy?
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
     public var scheduleEnabled = true
+    /// The shortest time between two retrainings started by `retrain.every_transitions`, in
+    /// seconds (default 600): a flood of messages logs thousands of transitions a second and
+    /// would otherwise start one retraining after another, each reading the whole log.
+    public var countRetrainSpacing: Double = 600
+    /// After a burst of messages or a retraining, also hand the executable's read-only pages
+    /// back to the kernel (`edgeq run` sets it unless `--no-release-startup-pages`; see
+    /// docs/operations.md, "Memory"). Off by default: a process that embeds the gateway decides.
+    public var releaseCodePages = false
     /// Handle each message (decode, and the tick it triggers) on the MQTT network thread, inside
     /// libmosquitto's callback, instead of handing it to the decision thread: one thread
     /// wake-up less between a sensor message and the command (docs/operations.md, "Threads").
@@ -111,6 +119,10 @@ public final class Gateway: Sendable {
     let lastRetrain = Mutex<RetrainReport?>(nil)
     let transitionsAtLastRetrain = Atomic<Int>(0)
     let lastRetrainTime = Atomic<UInt64>(Date().timeIntervalSince1970.bitPattern)
+    /// When the last retraining started by `retrain.every_transitions` started (monotonic ns, 0: none).
+    let lastCountRetrainStart = Atomic<UInt64>(0)
+    /// The burst detector of `HeapTrim` (used on the control queue).
+    let heapTrim = Mutex(HeapTrim())
     let guardWindow: Int
     let guardBaseline = Atomic<UInt64>(Double.nan.bitPattern)
     let guardMean = Atomic<UInt64>(Double.nan.bitPattern)
@@ -317,6 +329,7 @@ public final class Gateway: Sendable {
         var lastStatusNanos: UInt64 = 0
         var nextTick: UInt64?
         if case .period(let p) = map.tick { nextTick = Self.now() + UInt64(p * 1e9) }
+        var lastTrimWindow = Self.now()
         while !stopping.load(ordering: .relaxed) {
             var timeout = 0.2
             if let due = nextTick {
@@ -347,6 +360,15 @@ public final class Gateway: Sendable {
             if now &- lastStatusNanos > UInt64(options.statusInterval * 1e9) {
                 lastStatusNanos = now
                 control.async { self.publishStatus() }
+            }
+            if now &- lastTrimWindow > UInt64(HeapTrim.window * 1e9) {
+                lastTrimWindow = now
+                let received = client.counters.received
+                control.async {
+                    if self.heapTrim.withLock({ $0.windowEnded(received: received) }) {
+                        HeapTrim.trim(after: "a burst of messages", codePages: self.options.releaseCodePages, logger: self.logger)
+                    }
+                }
             }
         }
         watchdog?.cancel()

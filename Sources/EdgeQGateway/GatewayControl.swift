@@ -260,6 +260,7 @@ extension Gateway {
                 "messages_received": .number(Double(mq.received)),
                 "messages_dropped": .number(Double(mq.dropped)),
                 "watchdog_trips": .number(Double(metrics.watchdogTrips.value)),
+                "mqtt_session_takeovers": .number(Double(mq.sessionTakeovers)),
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }
@@ -271,6 +272,10 @@ extension Gateway {
                 "problem": .string(last.problem),
                 "corruptions": .number(Double(recoveries.count)),
             ])
+        }
+        if mq.takeoverStreak > 0 {
+            // Another client uses this gateway's client id (docs/mqtt.md, "Session takeover").
+            obj["mqtt_warning"] = .string("session taken over \(mq.takeoverStreak) time(s) in a row by another client with the client id '\(client.configuration.clientID)'")
         }
         for (k, v) in extraStatus() { obj[k] = v }
         for (k, v) in storeStatus() { obj[k] = v }
@@ -334,6 +339,7 @@ extension Gateway {
         let dropped = r.counter("edgeq_inbound_dropped_total", help: "Messages dropped because the inbound hand-off was full.")
         let received = r.counter("edgeq_inbound_messages_total", help: "Messages received from the broker.")
         let reconnects = r.counter("edgeq_mqtt_reconnects_total", help: "Reconnections to the broker.")
+        let takeovers = r.counter("edgeq_mqtt_session_takeovers_total", help: "Connections lost because another client with the same client id took the session over.")
         let rows = r.counter("edgeq_log_rows_written_total", help: "Transitions committed to the experience log.")
         let logQueue = r.gauge("edgeq_log_queue_depth", help: "Transitions waiting for the log writer.")
         let logLatency = r.gauge("edgeq_log_write_seconds", help: "Duration of the last group commit.")
@@ -351,6 +357,7 @@ extension Gateway {
             dropped.mirror(c.dropped)
             received.mirror(c.received)
             reconnects.mirror(c.reconnects)
+            takeovers.mirror(c.sessionTakeovers)
             let w = writer.metrics
             rows.mirror(UInt64(w.rowsWritten))
             logQueue.set(Double(w.queueDepth))

@@ -84,7 +84,11 @@ extension Gateway {
             }
             transitionsAtLastRetrain.store(Int(metrics.transitionsLogged.value), ordering: .relaxed)
             lastRetrainTime.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
-            control.async { self.publishStatus() }
+            control.async {
+                self.publishStatus()
+                // The rows, replay and networks of the retraining are freed by now.
+                HeapTrim.trim(after: "a retraining", codePages: self.options.releaseCodePages, logger: self.logger)
+            }
         }
         thread.name = "edgeq-retrain"
         thread.stackSize = 4 << 20
@@ -152,8 +156,15 @@ extension Gateway {
         let logged = Int(metrics.transitionsLogged.value)
         if let every = l.retrainEveryTransitions, every > 0,
            logged - transitionsAtLastRetrain.load(ordering: .relaxed) >= every {
-            transitionsAtLastRetrain.store(logged, ordering: .relaxed)
-            control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: \(every) new transitions") }
+            // Spaced by `countRetrainSpacing`: under a flood the count is reached many times a
+            // second (docs/operations.md, "Memory").
+            let now = Self.now()
+            let last = lastCountRetrainStart.load(ordering: .relaxed)
+            if last == 0 || Double(now &- last) / 1e9 >= options.countRetrainSpacing {
+                lastCountRetrainStart.store(now, ordering: .relaxed)
+                transitionsAtLastRetrain.store(logged, ordering: .relaxed)
+                control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: \(every) new transitions") }
+            }
         }
         if let interval = l.retrainInterval, interval > 0 {
             let last = Double(bitPattern: lastRetrainTime.load(ordering: .relaxed))

@@ -50,6 +50,12 @@ public struct MQTTCounters: Sendable, Equatable {
     public var connects: UInt64
     /// Failed connection attempts and lost connections.
     public var failures: UInt64
+    /// Connections lost because another client with the same client id took the session over
+    /// (see `MQTTError.Code.sessionTakenOver`).
+    public var sessionTakeovers: UInt64 = 0
+    /// Takeovers in a row (0 once a connection lasted `takeoverStreakReset` seconds); each one
+    /// doubles the reconnect delay (`ReconnectBackoff.delay(afterTakeovers:)`).
+    public var takeoverStreak: Int = 0
     /// Successful connections after the first one.
     public var reconnects: UInt64 { connects > 0 ? connects - 1 : 0 }
 }
@@ -207,7 +213,25 @@ final class Connection: @unchecked Sendable {
         var consecutiveFailures = 0
         var thread: pthread_t?
         var started = false
+        /// The reason code of the broker's DISCONNECT (MQTT 5), for the connection now ending.
+        var disconnectReason: Int32?
+        /// When the current connection was accepted (monotonic ns).
+        var connectedAt: UInt64 = 0
+        var takeovers: UInt64 = 0
+        var takeoverStreak = 0
+        /// MQTT 3.1.1: connections in a row that the broker closed within `shortLivedSeconds`.
+        var shortLivedStreak = 0
     }
+
+    /// MQTT 3.1.1 brokers (and mosquitto 2.0 with MQTT 5 too) close a taken-over session's
+    /// socket without a reason: this many connections in a row that end within
+    /// `shortLivedSeconds` count as a takeover.
+    static let shortLivedLimit = 3
+    static let shortLivedSeconds = 2.0
+    /// A connection that lasted this long ends a takeover streak (the delay starts again at
+    /// `takeoverInitial`). Longer than `takeoverMaximum`, so two clients sharing an id stay at
+    /// the longest delay rather than starting over.
+    static let takeoverStreakReset = 300.0
 
     let config: MQTTConfiguration
     let logger: Logger
@@ -345,7 +369,8 @@ final class Connection: @unchecked Sendable {
         let q = queue.snapshot()
         return shared.withLock { s in
             MQTTCounters(received: q.received, delivered: q.delivered, dropped: q.dropped, queued: q.queued,
-                         queueHighWater: q.highWater, connects: s.connects, failures: s.failures)
+                         queueHighWater: q.highWater, connects: s.connects, failures: s.failures,
+                         sessionTakeovers: s.takeovers, takeoverStreak: s.takeoverStreak)
         }
     }
 
@@ -460,6 +485,8 @@ final class Connection: @unchecked Sendable {
                 s.connects += 1
                 s.consecutiveFailures = 0
                 s.pendingFailure = nil
+                s.disconnectReason = nil
+                s.connectedAt = MonotonicClock.nanoseconds()
                 return s.subscriptions
             }
             for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, handle) }
@@ -496,6 +523,51 @@ final class Connection: @unchecked Sendable {
             return
         }
         queue.put(message)
+    }
+
+    /// The broker's DISCONNECT (MQTT 5: its reason code) or the end of the connection.
+    fileprivate func handleDisconnect(_ rc: Int32) {
+        if isV5 && rc == Self.sessionTakenOverReason {
+            shared.withLock { $0.disconnectReason = rc }
+        }
+    }
+
+    /// MQTT 5 reason code 0x8E, "Session taken over".
+    static let sessionTakenOverReason: Int32 = 0x8E
+
+    /// A connection attempt failed: the broker is down or refusing us, which a takeover never
+    /// causes (the other client's broker accepts us at once). Short connections before it
+    /// (a broker killed and restarted) and a running streak no longer count.
+    private func clearTakeoverEvidence() {
+        shared.withLock { s in
+            s.shortLivedStreak = 0
+            s.takeoverStreak = 0
+        }
+    }
+
+    /// Decides, when a connection accepted earlier has ended, whether another client took the
+    /// session over; counts it and returns the takeovers in a row (nil: an ordinary loss).
+    private func noteConnectionEnded() -> Int? {
+        let now = MonotonicClock.nanoseconds()
+        return shared.withLock { s -> Int? in
+            let lasted = Double(now &- s.connectedAt) / 1e9
+            let reason = s.disconnectReason
+            s.disconnectReason = nil
+            s.shortLivedStreak = lasted < Self.shortLivedSeconds ? s.shortLivedStreak + 1 : 0
+            if lasted >= Self.takeoverStreakReset { s.takeoverStreak = 0 }
+            // The broker's reason when it gives one (MQTT 5; mosquitto 2.0 closes the socket
+            // without it); else connections dropped right after they were accepted; once a
+            // streak runs, every loss before the connection held `takeoverStreakReset`.
+            let takenOver = reason == Self.sessionTakenOverReason
+                || s.shortLivedStreak >= Self.shortLivedLimit
+                || s.takeoverStreak > 0
+            guard takenOver else { return nil }
+            s.shortLivedStreak = 0
+            s.takeovers += 1
+            s.takeoverStreak += 1
+            s.failures += 1
+            return s.takeoverStreak
+        }
     }
 
     fileprivate func handleLog(level: Int32, _ text: String) {
@@ -582,13 +654,20 @@ final class Connection: @unchecked Sendable {
             return MQTTError(.tls, "TLS with \(b) failed: \(libError ?? r.message). Check that the CA file holds the CA that signed the broker's certificate, that the certificate names '\(b.host)', and the client certificate if the broker asks for one",
                              result: r)
         case .errno:
-            let e = String(cString: strerror(errno))
+            let code = errno
+            let e = String(cString: strerror(code))
+            if connecting, !b.tls, code == ECONNRESET || code == EPIPE {
+                return MQTTError(.connectFailed, "\(Self.closedBeforeConnack(b)) (\(e))", result: r)
+            }
             if connecting {
                 return MQTTError(.connectFailed, "cannot connect to \(b): \(e) (is the broker running and listening on that port?)", result: r)
             }
             return MQTTError(.connectionLost, "connection to \(b) lost: \(e)", result: r)
         default:
             if connecting {
+                if !b.tls, r == .connectionLost || r == .noConnection {
+                    return MQTTError(.connectFailed, Self.closedBeforeConnack(b), result: r)
+                }
                 if b.tls, r == .connectionLost || r == .noConnection {
                     return MQTTError(.tls, "the broker \(b) closed the TLS connection before accepting us: it may require a client certificate (certificateFile, keyFile) signed by a CA it trusts; see the broker's log",
                                      result: r)
@@ -600,6 +679,30 @@ final class Connection: @unchecked Sendable {
             }
             return MQTTError(.connectionLost, "connection to \(b) lost: \(libError ?? r.message)", result: r)
         }
+    }
+
+    /// A plain connection closed by the broker before its CONNACK: most often a TLS listener
+    /// that read our CONNECT as a broken TLS handshake.
+    static func closedBeforeConnack(_ b: BrokerURL) -> String {
+        "the broker \(b) closed the connection before CONNACK: is it a TLS listener? Then use mqtts:// (with the same host and port) and its CA file; otherwise see the broker's log (it may refuse this client for another reason)"
+    }
+
+    /// Reports a session takeover and returns the delay before reconnecting (growing with
+    /// the takeovers in a row).
+    private func recordTakeover(streak: Int) -> Double {
+        let delay = config.reconnect.delay(afterTakeovers: streak)
+        let id = config.clientID
+        let how = "took the session over (the broker closed our connection \(streak == 1 ? "right after accepting it, \(Self.shortLivedLimit) times in a row, or with reason 0x8E" : "again"))"
+        let failure = MQTTError(.sessionTakenOver,
+                                "another client with the client id '\(id)' connected to \(config.broker) and \(how), \(streak) time(s) in a row: two clients (gateways) share this id and knock each other off. Give each its own client id (gateway.client_id)")
+        let total = shared.withLock { s -> UInt64 in
+            if !stopping.load(ordering: .relaxed) { s.state = .reconnecting(lastFailure: failure) }
+            return s.takeovers
+        }
+        logger.error("MQTT \(failure.code): \(failure.message); reconnecting in \(delay) s", metadata: [
+            "mqtt.session_takeovers": "\(total)", "mqtt.takeover_streak": "\(streak)",
+        ])
+        return delay
     }
 
     private func recordFailure(_ failure: MQTTError) -> Double {
@@ -644,6 +747,7 @@ final class Connection: @unchecked Sendable {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()
             if rc != .success {
+                clearTakeoverEvidence()
                 let delay = recordFailure(classify(rc, connecting: true))
                 _ = sleeper.sleep(seconds: delay)
                 continue
@@ -659,6 +763,12 @@ final class Connection: @unchecked Sendable {
                 if s.state == .connected { s.state = .reconnecting(lastFailure: MQTTError(.connectionLost, "connection lost")) ; return true }
                 return false
             }
+            if wasConnected, let streak = noteConnectionEnded() {
+                _ = classify(loopResult, connecting: false)   // clears the pending library error
+                _ = sleeper.sleep(seconds: recordTakeover(streak: streak))
+                continue
+            }
+            if !wasConnected { clearTakeoverEvidence() }
             let delay = recordFailure(classify(loopResult, connecting: !wasConnected))
             _ = sleeper.sleep(seconds: delay)
         }
@@ -711,8 +821,10 @@ private let onConnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?
 }
 
 private let onDisconnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, OpaquePointer?) -> Void = {
-    _, _, _, _ in
-    // Loss is detected from mosquitto_loop's result on the network thread.
+    _, userdata, rc, _ in
+    // Loss is detected from mosquitto_loop's result on the network thread; only the reason
+    // (session taken over) is noted here.
+    connection(userdata)?.handleDisconnect(rc)
 }
 
 private let onMessageC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<mosquitto_message>?, OpaquePointer?) -> Void = {

@@ -239,11 +239,26 @@ public struct ReconnectBackoff: Sendable, Hashable {
     /// Largest delay, seconds.
     public var maximum: Double
 
+    /// First delay after the session was taken over by another client with the same id, seconds.
+    public var takeoverInitial: Double
+    /// Largest delay after session takeovers, seconds.
+    public var takeoverMaximum: Double
+
     /// Makes a backoff; defaults 0.1 s doubling to 1.5 s (a broker back up is reached
-    /// within 1.5 s plus the connect time).
-    public init(initial: Double = 0.1, maximum: Double = 1.5) {
+    /// within 1.5 s plus the connect time), and 1 s doubling to 60 s after session takeovers
+    /// (two clients with one id then take turns about once a minute, not several times a second).
+    public init(initial: Double = 0.1, maximum: Double = 1.5, takeoverInitial: Double = 1, takeoverMaximum: Double = 60) {
         self.initial = max(0.001, initial)
         self.maximum = max(self.initial, maximum)
+        self.takeoverInitial = max(0.001, takeoverInitial)
+        self.takeoverMaximum = max(self.takeoverInitial, takeoverMaximum)
+    }
+
+    /// The delay before reconnecting after `takeovers` session takeovers in a row (1 = the first).
+    public func delay(afterTakeovers takeovers: Int) -> Double {
+        guard takeovers > 0 else { return 0 }
+        let exponent = min(takeovers - 1, 30)
+        return min(takeoverMaximum, takeoverInitial * Double(1 << exponent))
     }
 
     /// The delay before attempt `failures` (1 = after the first failure).

@@ -64,6 +64,11 @@ public struct MQTTError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let refused = Code("refused")
         /// An established connection was lost.
         public static let connectionLost = Code("connectionLost")
+        /// Another client connected with the same client id and the broker handed it our
+        /// session (MQTT 5 DISCONNECT reason 0x8E when the broker sends one; otherwise 3
+        /// connections in a row dropped within 2 s of being accepted). Two clients sharing one
+        /// id knock each other off: give each its own id.
+        public static let sessionTakenOver = Code("sessionTakenOver")
         /// Not connected within the time asked for.
         public static let timeout = Code("timeout")
         /// The client was stopped.

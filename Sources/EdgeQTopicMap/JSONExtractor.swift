@@ -137,23 +137,53 @@ public struct JSONExtractor: Sendable {
     let offsets: [Int]
     let keyBytes: [UInt8]
 
+    /// What `scan` found.
+    public enum Outcome: Sendable, Equatable {
+        /// Valid JSON; the captures hold what was found.
+        case valid
+        /// Not valid JSON (RFC 8259), or nested deeper than 64 levels.
+        case invalid
+        /// An object names the same key twice (at any depth; found before any syntax error).
+        /// RFC 8259 leaves the meaning of such an object open (parsers take the first, the last,
+        /// or fail), so its values are not taken. Keys are compared as written: `"a"` and
+        /// `"\u0061"` differ. Exact for keys the mapping reads and for objects whose keys fit
+        /// the scan's key stack (512 keys open at once); beyond that, a repeat of a key the
+        /// mapping does not read is searched within a work budget and may go unnoticed.
+        case duplicateKey
+    }
+
     /// Scans `payload`; fills `captures[0..<count]` (reset to `.missing` first).
-    /// - Returns: false when the payload is not valid JSON (captures are then meaningless).
+    /// - Returns: false when the payload is not valid JSON or names a key twice in one object
+    ///   (captures are then meaningless); `scan` says which.
     public func extract(_ payload: UnsafeRawBufferPointer, into captures: UnsafeMutablePointer<JSONCapture>) -> Bool {
+        scan(payload, into: captures) == .valid
+    }
+
+    /// Scans `payload` like `extract` and says why it was not taken. Allocates nothing.
+    public func scan(_ payload: UnsafeRawBufferPointer, into captures: UnsafeMutablePointer<JSONCapture>) -> Outcome {
         for i in 0..<count { captures[i] = JSONCapture() }
-        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
-        return table.withUnsafeBufferPointer { table in
-            offsets.withUnsafeBufferPointer { offsets in
-                keyBytes.withUnsafeBufferPointer { keyBytes in
-                    var s = Scanner(p: base, n: payload.count, table: table, offsets: offsets, keyBytes: keyBytes, captures: captures)
-                    s.skipWS()
-                    guard s.value(node: 0, depth: 0) else { return false }
-                    s.skipWS()
-                    return s.i == s.n
+        guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .invalid }
+        // The keys of the objects open during the scan, for the duplicate check: 4 KiB, which
+        // withUnsafeTemporaryAllocation places on the stack (the heap only if the thread's stack
+        // were nearly full).
+        return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: Self.keyStackCapacity) { keys in
+            table.withUnsafeBufferPointer { table in
+                offsets.withUnsafeBufferPointer { offsets in
+                    keyBytes.withUnsafeBufferPointer { keyBytes in
+                        var s = Scanner(p: base, n: payload.count, table: table, offsets: offsets, keyBytes: keyBytes,
+                                        captures: captures, keys: keys)
+                        s.skipWS()
+                        guard s.value(node: 0, depth: 0) else { return s.duplicate ? .duplicateKey : .invalid }
+                        s.skipWS()
+                        return s.i == s.n ? .valid : .invalid
+                    }
                 }
             }
         }
     }
+
+    /// Keys remembered at once (over all open objects) for the exact duplicate check.
+    static let keyStackCapacity = 512
 
     struct Scanner {
         let p: UnsafePointer<UInt8>
@@ -163,10 +193,49 @@ public struct JSONExtractor: Sendable {
         let keyBytes: UnsafeBufferPointer<UInt8>
         let captures: UnsafeMutablePointer<JSONCapture>
         var i = 0
+        /// Set when the scan stopped at a key named twice in one object.
+        var duplicate = false
+        /// Off while re-scanning an object's earlier members (they were checked already).
+        var checkDuplicates = true
+        /// Bytes that duplicate checks of keys the mapping does not read may still re-scan.
+        var rescanBudget: Int
+        /// The keys of the open objects, innermost last: `start << 32 | length` (offsets in `p`).
+        let keys: UnsafeMutableBufferPointer<UInt64>
+        var keyTop = 0
 
         init(p: UnsafePointer<UInt8>, n: Int, table: UnsafeBufferPointer<Int>, offsets: UnsafeBufferPointer<Int>,
-             keyBytes: UnsafeBufferPointer<UInt8>, captures: UnsafeMutablePointer<JSONCapture>) {
+             keyBytes: UnsafeBufferPointer<UInt8>, captures: UnsafeMutablePointer<JSONCapture>,
+             keys: UnsafeMutableBufferPointer<UInt64>) {
             self.p = p; self.n = n; self.table = table; self.offsets = offsets; self.keyBytes = keyBytes; self.captures = captures
+            self.keys = keys
+            rescanBudget = 8 * n + 4096
+        }
+
+        /// True when one of `keys[from..<keyTop]` is the key `p[keyStart..<keyEnd]`.
+        func storedKeyMatches(from: Int, keyStart: Int, keyEnd: Int) -> Bool {
+            let len = keyEnd - keyStart
+            for k in from..<keyTop {
+                let entry = keys[k]
+                guard Int(entry & 0xFFFF_FFFF) == len else { continue }
+                let s = Int(entry >> 32)
+                var same = true
+                for j in 0..<len where p[s + j] != p[keyStart + j] { same = false; break }
+                if same { return true }
+            }
+            return false
+        }
+
+        /// Sets bit `bit` (0..<256) of `set`; returns whether it was set already.
+        @inline(__always) static func testAndSet(_ set: inout (UInt64, UInt64, UInt64, UInt64), _ bit: Int) -> Bool {
+            let word = UInt64(1) << UInt64(bit & 63)
+            let was: Bool
+            switch bit >> 6 {
+            case 0: was = set.0 & word != 0; set.0 |= word
+            case 1: was = set.1 & word != 0; set.1 |= word
+            case 2: was = set.2 & word != 0; set.2 |= word
+            default: was = set.3 & word != 0; set.3 |= word
+            }
+            return was
         }
 
         @inline(__always) mutating func skipWS() {
@@ -189,27 +258,71 @@ public struct JSONExtractor: Sendable {
             switch p[i] {
             case UInt8(ascii: "{"):
                 capture(node) { $0.kind = .container }
+                let objectStart = i
                 i += 1
                 skipWS()
                 if i < n, p[i] == UInt8(ascii: "}") { i += 1; return true }
+                // Duplicate keys, without allocating (two 256-bit sets per object on the stack, and
+                // the scan's key stack):
+                // - a key the mapping reads (a trie child) is checked exactly by its position in the
+                //   node's key list;
+                // - any other key goes through a filter of key hashes; on a hit it is compared with
+                //   the object's earlier keys on the key stack (exact), or, when the key stack was
+                //   full (over 512 keys open at once), by scanning the object again from its start
+                //   within a budget of rescanned bytes per payload (`rescanBudget`), so that an
+                //   object of thousands of members cannot make a scan quadratic.
+                var readSeen: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+                var hashSeen: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+                let keyBase = keyTop
+                var allStored = true
                 while true {
                     skipWS()
                     guard i < n, p[i] == UInt8(ascii: "\"") else { return false }
                     let ks = i + 1
                     guard let (ke, _) = string() else { return false }
                     var child = -1
+                    var position = -1
                     if node >= 0 {
                         let o = offsets[node]
                         let len = ke - ks
                         var e = o + 3
-                        for _ in 0..<table[o] {
+                        for k in 0..<table[o] {
                             if table[e + 1] == len {
                                 let kb = table[e]
                                 var same = true
                                 for j in 0..<len where keyBytes[kb + j] != p[ks + j] { same = false; break }
-                                if same { child = table[e + 2]; break }
+                                if same { child = table[e + 2]; position = k; break }
                             }
                             e += 3
+                        }
+                    }
+                    if checkDuplicates {
+                        var repeated = false
+                        if position >= 0 && position < 256 {
+                            repeated = Self.testAndSet(&readSeen, position)
+                        } else if Self.testAndSet(&hashSeen, Self.keyHash(p + ks, ke - ks)) {
+                            if allStored {
+                                repeated = storedKeyMatches(from: keyBase, keyStart: ks, keyEnd: ke)
+                            } else if position >= 0 {
+                                // A key the mapping reads (beyond 256 in its node): at most one
+                                // rescan per such key, since a second sighting ends the scan.
+                                repeated = keyAppearsEarlier(objectStart: objectStart, keyStart: ks, keyEnd: ke)
+                            } else if rescanBudget >= ks - objectStart {
+                                rescanBudget -= ks - objectStart
+                                repeated = keyAppearsEarlier(objectStart: objectStart, keyStart: ks, keyEnd: ke)
+                            }
+                        }
+                        if repeated {
+                            duplicate = true
+                            return false
+                        }
+                        if allStored {
+                            if keyTop < keys.count {
+                                keys[keyTop] = UInt64(ks) << 32 | UInt64(ke - ks)
+                                keyTop += 1
+                            } else {
+                                allStored = false
+                            }
                         }
                     }
                     skipWS()
@@ -220,7 +333,7 @@ public struct JSONExtractor: Sendable {
                     skipWS()
                     guard i < n else { return false }
                     if p[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if p[i] == UInt8(ascii: "}") { i += 1; return true }
+                    if p[i] == UInt8(ascii: "}") { i += 1; keyTop = keyBase; return true }
                     return false
                 }
             case UInt8(ascii: "["):
@@ -272,6 +385,44 @@ public struct JSONExtractor: Sendable {
                 i += used
                 capture(node) { $0.kind = .number; $0.number = v }
                 return true
+            }
+        }
+
+        /// An 8-bit hash of a key's bytes (FNV-1a folded), for the duplicate filter.
+        @inline(__always) static func keyHash(_ k: UnsafePointer<UInt8>, _ len: Int) -> Int {
+            var h: UInt32 = 2_166_136_261
+            for j in 0..<len { h = (h ^ UInt32(k[j])) &* 16_777_619 }
+            return Int((h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) & 0xFF)
+        }
+
+        /// True when the object starting at `objectStart` (its `{`, already scanned as valid up
+        /// to `keyStart`) names the key `p[keyStart..<keyEnd]` before `keyStart`. Re-scans the
+        /// object's earlier members with a scanner that captures nothing.
+        func keyAppearsEarlier(objectStart: Int, keyStart: Int, keyEnd: Int) -> Bool {
+            var r = self
+            r.i = objectStart + 1
+            r.checkDuplicates = false
+            let len = keyEnd - keyStart
+            while true {
+                r.skipWS()
+                guard r.i < keyStart - 1, p[r.i] == UInt8(ascii: "\"") else { return false }
+                let s = r.i + 1
+                guard let (e, _) = r.string() else { return false }
+                if e - s == len {
+                    var same = true
+                    for j in 0..<len where p[s + j] != p[keyStart + j] { same = false; break }
+                    if same { return true }
+                }
+                r.skipWS()
+                guard r.i < n, p[r.i] == UInt8(ascii: ":") else { return false }
+                r.i += 1
+                r.skipWS()
+                // Earlier members were valid (and free of duplicates) when first scanned; scan the
+                // value again without captures (node -1) to reach the next key.
+                guard r.value(node: -1, depth: 1) else { return false }
+                r.skipWS()
+                guard r.i < n, p[r.i] == UInt8(ascii: ",") else { return false }
+                r.i += 1
             }
         }
 

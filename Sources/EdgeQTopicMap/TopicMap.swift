@@ -19,6 +19,9 @@ public enum DecodeFailure: Int, Sendable, CaseIterable, CustomStringConvertible 
     case oversize
     /// An enum signal received a string that is not in its `values`.
     case unknownEnumValue
+    /// The payload is valid JSON syntax but an object names the same key twice (at any depth):
+    /// which of the two values is meant is not defined (RFC 8259), so neither is taken.
+    case duplicateKey
 
     /// The Prometheus label value for this reason.
     public var metricName: String {
@@ -31,6 +34,7 @@ public enum DecodeFailure: Int, Sendable, CaseIterable, CustomStringConvertible 
         case .outOfRange: return "out_of_range"
         case .oversize: return "oversize"
         case .unknownEnumValue: return "unknown_enum_value"
+        case .duplicateKey: return "duplicate_key"
         }
     }
     /// The metric label.
@@ -395,12 +399,17 @@ public struct TopicMap: Sendable {
             return
         }
         if let ex = route.extractor {
-            let ok = table.captures.withUnsafeMutableBufferPointer { caps -> Bool in
-                guard let base = caps.baseAddress else { return false }
-                return ex.extract(payload, into: base)
+            let outcome = table.captures.withUnsafeMutableBufferPointer { caps -> JSONExtractor.Outcome in
+                guard let base = caps.baseAddress else { return .invalid }
+                return ex.scan(payload, into: base)
             }
-            guard ok else {
+            switch outcome {
+            case .valid: break
+            case .invalid:
                 for s in route.signals { table.reject(s, .invalidJSON, time: time) }
+                return
+            case .duplicateKey:
+                for s in route.signals { table.reject(s, .duplicateKey, time: time) }
                 return
             }
             for (k, s) in route.signals.enumerated() {

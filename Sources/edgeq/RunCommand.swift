@@ -103,6 +103,7 @@ struct RunCommand: ParsableCommand {
         options.precision = precision
         options.watchdogSeconds = watchdog
         options.inlineDecisions = inlineDecisions
+        options.releaseCodePages = releaseStartupPages
         // Signals are watched before anything else starts, so a SIGTERM that arrives during
         // start-up still ends in an orderly stop (exit 0) rather than the default death.
         let stopper = GatewayStopper()

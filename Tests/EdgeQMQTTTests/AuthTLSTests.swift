@@ -106,6 +106,35 @@ import Testing
         }
     }
 
+    /// A plain client (mqtt://) on a TLS listener: the broker reads our CONNECT as a broken TLS
+    /// handshake and closes the connection. libmosquitto only says "The connection was lost";
+    /// the client says it may be a TLS listener and to use mqtts://.
+    @Test(arguments: [MQTTProtocolVersion.v5, .v311])
+    func plainClientOnATLSListenerIsToldToUseTLS(version: MQTTProtocolVersion) throws {
+        let dir = try temporaryFolder("edgeq-pki")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pki = try TestCertificates(in: dir)
+        let broker = try MosquittoBroker(tls: .init(certificates: pki))
+        var config = try MQTTConfiguration(url: "mqtt://127.0.0.1:\(broker.port)", clientID: "plain-\(UUID().uuidString.prefix(8))")
+        config.protocolVersion = version
+        let client = try makeClient(config)
+        client.start()
+        do {
+            try client.waitUntilConnected(timeout: 1.5)
+            Issue.record("a plain client connected to a TLS listener")
+        } catch let e as MQTTError {
+            #expect(e.code == .timeout)
+            #expect(e.message.contains("TLS listener") && e.message.contains("mqtts://"), "\(e.message)")
+        }
+        guard case .reconnecting(let failure) = client.state else {
+            Issue.record("state is \(client.state), not reconnecting")
+            return
+        }
+        #expect(failure.code == .connectFailed)
+        #expect(failure.message.contains("before CONNACK"), "\(failure.message)")
+        #expect(client.counters.connects == 0)
+    }
+
     @Test func brokerURLsParse() throws {
         #expect(try BrokerURL(parsing: "mqtt://10.0.0.5") == BrokerURL(host: "10.0.0.5", port: 1883, tls: false))
         #expect(try BrokerURL(parsing: "mqtts://broker.plant:9883/") == BrokerURL(host: "broker.plant", port: 9883, tls: true))

@@ -56,6 +56,42 @@ func decode(_ map: TopicMap, _ table: inout SignalTable, _ topic: String, _ payl
         for r in DecodeFailure.allCases { #expect(table.count(r) == 0) }
     }
 
+    /// Keys named once per object are fine, however many there are and wherever the same
+    /// name appears in other objects; a repeat is found in a big object as well, among keys the
+    /// mapping reads (exact) and among the others.
+    @Test func duplicateKeysAreFoundOnlyWithinOneObject() {
+        var table = SignalTable(for: map)
+        let t = index("t")
+        // The same names in sibling and nested objects, escapes compared as written.
+        decode(map, &table, "s/json", #"{"temp":21,"x":{"temp":1,"x":2},"y":[{"x":1},{"x":2}],"te\u006dp":3}"#)
+        #expect(table.status(of: t) == .valid)
+        #expect(table.values[t] == 21)
+        // 2,000 distinct keys (the hash filter hits often, the key stack overflows): accepted.
+        let ex = JSONExtractor(paths: [[.key("temp")]])
+        var cap = JSONCapture()
+        func scan(_ text: String) -> JSONExtractor.Outcome {
+            Array(text.utf8).withUnsafeBytes { ex.scan($0, into: &cap) }
+        }
+        func keys(_ n: Int) -> String { (0..<n).map { #""k\#($0)":\#($0)"# }.joined(separator: ",") }
+        #expect(scan(#"{"temp":5,\#(keys(2000))}"#) == .valid)
+        #expect(cap.number == 5)
+        // An unread key repeated among 400 (exact: they fit the key stack), and the read key
+        // repeated after 2,000 (exact for keys the mapping reads, however many there are).
+        #expect(scan(#"{"temp":5,\#(keys(400)),"k17":0}"#) == .duplicateKey)
+        #expect(scan(#"{"temp":5,\#(keys(400)),"k400":0}"#) == .valid)
+        #expect(scan(#"{"temp":5,\#(keys(2000)),"temp":6}"#) == .duplicateKey)
+        #expect(Array(#"{"temp":5,"temp":6}"#.utf8).withUnsafeBytes { ex.extract($0, into: &cap) } == false)
+        // Invalid JSON stays invalid, even with a repeat before the error.
+        #expect(scan(#"{"temp":5,"temp":6,}"#) == .duplicateKey)
+        #expect(scan(#"{"temp":5,"x":6,}"#) == .invalid)
+        // The counter the gateway exports: every signal of the topic is marked.
+        var fresh = SignalTable(for: map)
+        decode(map, &fresh, "s/json", #"{"temp":20,"temp":21}"#)
+        #expect(fresh.count(.duplicateKey) == 4)
+        #expect(fresh.status(of: t) == .invalid(.duplicateKey))
+        #expect(DecodeFailure.duplicateKey.metricName == "duplicate_key")
+    }
+
     /// At least 20 bad inputs, each with the reason it is rejected.
     @Test(arguments: [
         ("s/json", #"{"temp": 20"#, "t", DecodeFailure.invalidJSON),          // not closed
@@ -92,6 +128,12 @@ func decode(_ map: TopicMap, _ table: inout SignalTable, _ topic: String, _ payl
         ("s/flag", "maybe", "flag", .notANumber),
         ("dev/7/v", "11", "dev", .outOfRange),
         ("s/word", "medium", "word", .unknownEnumValue),
+        ("s/json", #"{"temp":20,"temp":80}"#, "t", .duplicateKey),            // a key the mapping reads, twice
+        ("s/json", #"{"temp":20, "on":true, "temp" :20}"#, "t", .duplicateKey), // twice with the same value
+        ("s/json", #"{"a":{"b":[0,{"c":1,"c":2}]}}"#, "n", .duplicateKey),     // twice in a nested object
+        ("s/json", #"{"a":{"b":[0,{"c":1}]},"a":{"b":[0,{"c":2}]}}"#, "n", .duplicateKey), // a path's inner key
+        ("s/json", #"{"temp":20,"x":1,"y":{},"x":2}"#, "t", .duplicateKey),  // a key nobody reads, twice
+        ("s/json", #"{"temp":20,"other":[{"k":1,"k":1}]}"#, "t", .duplicateKey), // deep inside an unread value
     ] as [(String, String, String, DecodeFailure)])
     func badPayloadIsRejectedWithItsReason(topic: String, payload: String, signal: String, reason: DecodeFailure) {
         var table = SignalTable(for: map)
