@@ -42,9 +42,10 @@ public struct GatewayOptions: Sendable {
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
     public var scheduleEnabled = true
     /// The shortest time between two retrainings started by `retrain.every_transitions`, in
-    /// seconds (default 600): a flood of messages logs thousands of transitions a second and
-    /// would otherwise start one retraining after another, each reading the whole log.
-    public var countRetrainSpacing: Double = 600
+    /// seconds, instead of the mapping file's `retrain.min_spacing` (default 10 minutes): a
+    /// flood of messages logs thousands of transitions a second and would otherwise start one
+    /// retraining after another, each reading the whole log.
+    public var countRetrainSpacing: Double?
     /// After a burst of messages or a retraining, also hand the executable's read-only pages
     /// back to the kernel (`edgeq run` sets it unless `--no-release-startup-pages`; see
     /// docs/operations.md, "Memory"). Off by default: a process that embeds the gateway decides.

@@ -156,11 +156,11 @@ extension Gateway {
         let logged = Int(metrics.transitionsLogged.value)
         if let every = l.retrainEveryTransitions, every > 0,
            logged - transitionsAtLastRetrain.load(ordering: .relaxed) >= every {
-            // Spaced by `countRetrainSpacing`: under a flood the count is reached many times a
-            // second (docs/operations.md, "Memory").
+            // Spaced by `retrain.min_spacing` (or `countRetrainSpacing` when set): under a flood
+            // the count is reached many times a second (docs/operations.md, "Memory").
             let now = Self.now()
             let last = lastCountRetrainStart.load(ordering: .relaxed)
-            if last == 0 || Double(now &- last) / 1e9 >= options.countRetrainSpacing {
+            if last == 0 || Double(now &- last) / 1e9 >= (options.countRetrainSpacing ?? l.retrainMinSpacing) {
                 lastCountRetrainStart.store(now, ordering: .relaxed)
                 transitionsAtLastRetrain.store(logged, ordering: .relaxed)
                 control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: \(every) new transitions") }

@@ -278,6 +278,9 @@ public struct LearningConfig: Sendable, Equatable {
     public var updatesPerRetrain = 30000
     /// Retrain after this many new transitions; nil = not by count. Default 10000.
     public var retrainEveryTransitions: Int? = 10000
+    /// Count-triggered retrainings start at least this many seconds apart (a flood of
+    /// messages reaches any count many times a second); 0 = no spacing. Default 10 minutes.
+    public var retrainMinSpacing: Double = 600
     /// Retrain at this interval in seconds; nil = not by time. Default nil.
     public var retrainInterval: Double?
     /// Keep logged transitions this many seconds. Default 90 days.

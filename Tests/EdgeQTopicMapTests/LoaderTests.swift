@@ -147,6 +147,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
              { $0.learning.epsilonStart == 0.5 && $0.learning.epsilonEnd == 0.1 && $0.learning.epsilonDecaySteps == 100 && $0.learning.explorationBudget == 0.05 }),
             ("learning: {retrain: {every_transitions: none, interval: 2h}, dueling: true, n_step: 3}",
              { $0.learning.retrainEveryTransitions == nil && $0.learning.retrainInterval == 7200 && $0.learning.dueling && $0.learning.nStep == 3 }),
+            ("learning: {retrain: {every_transitions: 500, min_spacing: 30s}}",
+             { $0.learning.retrainEveryTransitions == 500 && $0.learning.retrainMinSpacing == 30 }),
+            ("learning: {retrain: {min_spacing: none}}", { $0.learning.retrainMinSpacing == 0 }),
+            ("learning: {}", { $0.learning.retrainMinSpacing == 600 }),
             ("learning: {hidden: [32], batch_size: 64, learning_rate: 0.001, target_update: 10, cql_weight: 0, updates_per_retrain: 5, retention: 7d}",
              { $0.learning.hidden == [32] && $0.learning.batchSize == 64 && $0.learning.learningRate == 0.001 && $0.learning.targetUpdate == 10
                  && $0.learning.cqlWeight == 0 && $0.learning.updatesPerRetrain == 5 && $0.learning.retention == 7 * 86400 }),
