@@ -188,4 +188,56 @@ import Testing
         _ = try thermal.publish(topic, "", qos: .atLeastOnce, retain: true)
         #expect(try eventually(timeout: 5) { try retainedNow() == nil }, "the gateway could not clear its retained command")
     }
+
+    /// deploy/mosquitto-secure.conf as shipped, with only its paths and ports replaced: it starts,
+    /// refuses anonymous clients and wrong passwords, serves TLS with passwords, and applies the ACL.
+    @Test func theShippedSecureConfigurationWorks() throws {
+        let dir = try temporaryFolder("edgeq-secure")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pki = try TestCertificates(in: dir)
+        let passwd = dir.appendingPathComponent("edgeq.passwd").path
+        _ = FileManager.default.createFile(atPath: passwd, contents: Data())
+        for user in ["thermal", "op-alice", "plant-thermal"] {
+            let r = try ChildProcess.run("mosquitto_passwd", ["-b", passwd, user, "pw-\(user)"], timeout: 30)
+            try #require(r.code == 0, "mosquitto_passwd: \(r.stderr)")
+        }
+        let tlsPort = try FreePort.find()
+        let conf = PackageRoot.url.appendingPathComponent("deploy/mosquitto-secure.conf").path
+        let broker = try MosquittoBroker(configFile: conf, replacing: [
+            ("listener 1883 127.0.0.1", ""),            // the fixture's loopback listener instead
+            ("listener 8883", "listener \(tlsPort) 127.0.0.1"),
+            ("/etc/mosquitto/certs/ca.crt", pki.caFile),
+            ("/etc/mosquitto/certs/server.crt", pki.serverCertificateFile),
+            ("/etc/mosquitto/certs/server.key", pki.serverKeyFile),
+            ("password_file /etc/mosquitto/edgeq.passwd", "password_file \(passwd)"),
+            ("acl_file /etc/mosquitto/edgeq-acl.conf", "acl_file \(Self.aclFile)"),
+            ("/var/lib/mosquitto/", dir.path + "/"),
+        ])
+
+        // Anonymous, and a wrong password: refused.
+        for user in [nil, "op-alice"] as [String?] {
+            var config = try configuration(broker, "anon")
+            config.username = user
+            config.password = user.map { _ in Secret("wrong") }
+            let c = try makeClient(config)
+            c.start()
+            #expect(throws: MQTTError.self) { try c.waitUntilConnected(timeout: 1) }
+            c.stop()
+        }
+        // TLS with the CA and a password; the ACL applies there too.
+        func overTLS(_ user: String, subscribing filters: [String] = []) throws -> MQTTClient {
+            var config = try MQTTConfiguration(url: "mqtts://127.0.0.1:\(tlsPort)", clientID: "\(user)-\(UUID().uuidString.prefix(8))")
+            config.tls = TLSConfiguration(caFile: pki.caFile)
+            config.username = user
+            config.password = Secret("pw-\(user)")
+            return try connected(config, subscribing: filters.map { ($0, .atLeastOnce) })
+        }
+        let gateway = try overTLS("thermal", subscribing: ["plant/thermal/state", "edgeq/thermal/cmd/#"])
+        let plant = try overTLS("plant-thermal")
+        let operatorClient = try Self.client(broker, "op-alice", .v5)   // the loopback listener
+        let forged = Self.deliveredBeforeMarker(plant, topic: "edgeq/thermal/cmd/mode", payload: #"{"id":"x","mode":"control"}"#,
+                                                observer: gateway, markerTopic: "plant/thermal/state")
+        #expect(forged.isEmpty, "the plant's credential published a command over TLS: \(forged.map(\.text))")
+        #expect(publishUntilReceived(operatorClient, gateway, topic: "edgeq/thermal/cmd/mode", payload: #"{"id":"1","mode":"shadow"}"#, qos: .atLeastOnce) != nil)
+    }
 }
