@@ -240,4 +240,31 @@ import Testing
         #expect(forged.isEmpty, "the plant's credential published a command over TLS: \(forged.map(\.text))")
         #expect(publishUntilReceived(operatorClient, gateway, topic: "edgeq/thermal/cmd/mode", payload: #"{"id":"1","mode":"shadow"}"#, qos: .atLeastOnce) != nil)
     }
+
+    /// Client-id takeover: with the default settings another credential connecting with the
+    /// gateway's client id disconnects the gateway; with `use_username_as_clientid true` (offered,
+    /// commented out, in deploy/mosquitto-secure.conf) its client id becomes its own user name
+    /// and the gateway stays connected.
+    @Test(arguments: [false, true])
+    func usernameAsClientIDStopsAClientIDTakeover(usernameAsClientID: Bool) throws {
+        let broker = try MosquittoBroker(auth: .passwords(Dictionary(uniqueKeysWithValues: Self.users.map { ($0, "pw-\($0)") })),
+                                         extraConfig: ["acl_file \(Self.aclFile)"] + (usernameAsClientID ? ["use_username_as_clientid true"] : []))
+        func connect(_ user: String, clientID: String, subscribing filters: [String] = []) throws -> MQTTClient {
+            var config = try MQTTConfiguration(url: broker.url, clientID: clientID)
+            config.username = user
+            config.password = Secret("pw-\(user)")
+            return try connected(config, subscribing: filters.map { ($0, .atLeastOnce) })
+        }
+        let gateway = try connect("thermal", clientID: "edgeq-thermal", subscribing: ["plant/thermal/state"])
+        #expect(gateway.counters.connects == 1)
+        let intruder = try connect("plant-thermal", clientID: "edgeq-thermal")
+        if usernameAsClientID {
+            // The intruder's CONNECT was handled before its publish reaches the gateway.
+            #expect(publishUntilReceived(intruder, gateway, topic: "plant/thermal/state", payload: "after-takeover", qos: .atLeastOnce) != nil)
+            #expect(gateway.counters.connects == 1, "the gateway was disconnected \(gateway.counters.connects - 1) times")
+        } else {
+            #expect(eventually(timeout: 5) { gateway.counters.connects >= 2 }, "the takeover did not disconnect the gateway: the test proves nothing")
+        }
+        intruder.stop()
+    }
 }
