@@ -125,4 +125,22 @@ import Testing
         let rows = try ExperienceLog.open(dataDirectory: data.path, create: false).transitions(window: .all)
         #expect(rows.count == steps - 1, "\(rows.count) transitions logged for \(steps) plant steps; the gateway's log:\n\(gwLog())")
     }
+
+    /// `--username` needs `--password`, and `--password` takes a source, never the password (which
+    /// is not echoed back); an unreadable password file is 66 like an unreadable key.
+    @Test func cmdCredentialOptionsAreChecked() throws {
+        let dir = try TempDir()
+        let keys = dir.url.appendingPathComponent("keys").path
+        #expect(try EdgeQBinary.run(["keys", "generate", "alice", "--dir", keys]).code == 0)
+        let mapping = PackageRoot.url.appendingPathComponent("topics/thermal.yaml").path
+        let base = ["cmd", "mode", "--config", mapping, "--key", keys + "/alice.key", "--set", "mode=shadow",
+                    "--broker", "mqtt://127.0.0.1:1", "--timeout", "1"]
+        let alone = try EdgeQBinary.run(base + ["--username", "op-alice"])
+        #expect(alone.code == 64, "\(alone.stderr)")
+        let literal = try EdgeQBinary.run(base + ["--username", "op-alice", "--password", "s3cret-pw"])
+        #expect(literal.code == 64)
+        #expect(!literal.stderr.contains("s3cret-pw") && !literal.stdout.contains("s3cret-pw"), "the password was echoed: \(literal.stderr)")
+        let missing = try EdgeQBinary.run(base + ["--username", "op-alice", "--password", "file:\(dir.url.path)/no-such-file"])
+        #expect(missing.code == 66, "\(missing.code): \(missing.stderr)")
+    }
 }
