@@ -106,11 +106,13 @@ public final class MosquittoBroker: @unchecked Sendable {
     }
 
     /// Starts a broker from a configuration file of ours (e.g. deploy/mosquitto-demo.conf)
-    /// with one line added: a loopback listener on a free port.
+    /// with one line added: a loopback listener on a free port, before the file's lines.
     ///
-    /// - Throws: `MosquittoBroker.Error` when the file cannot be read or the broker does not
-    ///   accept connections within 10 s.
-    public init(configFile: String) throws {
+    /// - Parameter replacing: text replaced in the file before it is used (e.g. the file's own
+    ///   listeners, certificate and password file paths); each must occur in the file.
+    /// - Throws: `MosquittoBroker.Error` when the file cannot be read, a text to replace is not
+    ///   in it, or the broker does not accept connections within 10 s.
+    public init(configFile: String, replacing: [(String, String)] = []) throws {
         tls = nil
         port = try FreePort.find()
         directory = FileManager.default.temporaryDirectory
@@ -119,7 +121,14 @@ public final class MosquittoBroker: @unchecked Sendable {
         guard let template = try? String(contentsOfFile: configFile, encoding: .utf8) else {
             throw Error(description: "cannot read the broker configuration \(configFile)")
         }
-        let text = "listener \(port) 127.0.0.1\n" + template
+        var edited = template
+        for (text, replacement) in replacing {
+            guard edited.contains(text) else {
+                throw Error(description: "\(configFile) does not contain '\(text)' (the text to replace)")
+            }
+            edited = edited.replacingOccurrences(of: text, with: replacement)
+        }
+        let text = "listener \(port) 127.0.0.1\n" + edited
         try text.write(to: directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
         try start()
     }

@@ -14,8 +14,9 @@ struct CmdCommand: ParsableCommand {
         discussion: """
             Builds {"id":…, FIELD:VALUE…} for <prefix>/cmd/VERB of the mapping's gateway, signs it with \
             KEYFILE (Ed25519 over gateway id, topic, time, a fresh nonce, key name and command) and \
-            publishes it (QoS 1, not retained) with the mapping's credentials and TLS. Waits for the \
-            reply with the same id on <prefix>/reply/VERB and prints it.
+            publishes it (QoS 1, not retained) with the mapping's credentials and TLS, or with \
+            --username/--password (an operator's own broker credential, docs/security.md "The broker's \
+            share"). Waits for the reply with the same id on <prefix>/reply/VERB and prints it.
             Examples: edgeq cmd mode --set mode=control …; edgeq cmd retrain --set steps=2000 …; \
             edgeq cmd rollback --set version=3 ….
             Exit status: 0 when the reply says ok, 1 when it does not, 69 when the broker cannot be \
@@ -33,6 +34,10 @@ struct CmdCommand: ParsableCommand {
     var keyName: String?
     @Option(help: "Broker URL instead of the mapping file's.")
     var broker: String?
+    @Option(help: "Broker user name instead of the mapping file's (the operator's own, e.g. op-alice); needs --password.")
+    var username: String?
+    @Option(help: "Broker password for --username: env:VARIABLE or file:/path (never the password itself).")
+    var password: String?
     @Option(name: .customLong("set"), help: "A field of the command, FIELD=VALUE (repeatable). VALUE is taken as JSON when it is a JSON number, true, false, null, a quoted string, an array or an object; otherwise as a string.")
     var fields: [String] = []
     @Option(help: "The request id (default: a random one).")
@@ -50,6 +55,12 @@ struct CmdCommand: ParsableCommand {
             throw ValidationError("--set '\(f)': write FIELD=VALUE")
         }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard (username == nil) == (password == nil) else {
+            throw ValidationError("give --username and --password together (the operator's broker credential), or neither (the mapping's)")
+        }
+        if let password, !password.hasPrefix("env:"), !password.hasPrefix("file:") {
+            throw ValidationError("--password takes env:VARIABLE or file:/path, never the password itself")
+        }
     }
 
     /// The command object's JSON text: the id first, then the fields in the order given.
@@ -92,8 +103,17 @@ struct CmdCommand: ParsableCommand {
             return
         }
 
+        var credential: BrokerCredential?
+        if let username, let password {
+            do {
+                credential = BrokerCredential(username: username, password: try Secret(source: password))
+            } catch {
+                FileHandle.standardError.write(Data("edgeq cmd: --password: \(error)\n".utf8))
+                throw ExitCode(66)   // EX_NOINPUT
+            }
+        }
         let reply = try Self.send(map: map, broker: broker, verb: verb, command: command, requestID: requestID,
-                                  keyName: name, privateKey: privateKey, timeout: timeout)
+                                  keyName: name, privateKey: privateKey, timeout: timeout, credential: credential)
         print(reply.text)
         if !reply.ok { throw ExitCode(1) }
     }
@@ -101,15 +121,21 @@ struct CmdCommand: ParsableCommand {
     /// Signs `command` (whose `id` is `requestID`) for `verb`, publishes it to the gateway of
     /// `map` (QoS 1, not retained, the mapping's credentials and TLS) and waits for its reply.
     /// For every tool that sends commands (`edgeq cmd`, `edgeq models rollback --config`).
+    /// `credential`, when given, replaces the mapping's user name and password.
     /// - Returns: the reply's text and whether it says `"ok":true`.
     /// - Throws: `ExitCode(69)` when the broker cannot be reached, `ExitCode(75)` when no reply
     ///   came within `timeout` (each after a message on standard error).
     static func send(map: TopicMap, broker: String?, verb: String, command: String, requestID: String,
-                     keyName: String, privateKey: SigningPrivateKey, timeout: Double) throws -> (text: String, ok: Bool) {
+                     keyName: String, privateKey: SigningPrivateKey, timeout: Double,
+                     credential: BrokerCredential? = nil) throws -> (text: String, ok: Bool) {
         let topic = CommandEnvelope.topic(prefix: map.gateway.prefix, verb: verb)
         let clientID = "edgeq-cmd-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var mqtt = try BrokerConnection.configuration(for: map, broker: broker, clientID: clientID)
         mqtt.session = .clean
+        if let credential {
+            mqtt.username = credential.username
+            mqtt.password = credential.password
+        }
         let client = try MQTTClient(mqtt)
         defer { client.stop() }
         client.start()
@@ -138,4 +164,13 @@ struct CmdCommand: ParsableCommand {
         FileHandle.standardError.write(Data("edgeq: no reply with id \(requestID) on \(replyTopic) within \(timeout) s (is the gateway running, and is \(map.gateway.prefix) its prefix?)\n".utf8))
         throw ExitCode(75)   // EX_TEMPFAIL
     }
+}
+
+/// A broker user name and password that replace the mapping's (an operator's own credential:
+/// with the shipped ACL only operators may publish commands, docs/security.md).
+struct BrokerCredential {
+    /// The user name, e.g. `op-alice`.
+    var username: String
+    /// The password (never printed).
+    var password: Secret
 }
