@@ -1,8 +1,17 @@
 import EdgeQGateway
+import EdgeQTrust
 import Foundation
 import Testing
 
 @Suite struct ModelStoreTests {
+    /// Every version is stored signed: here with a device key of the test's own (these tests
+    /// store small text files, not models; the signature covers any bytes).
+    let signer: ModelSigner
+
+    init() throws {
+        let keys = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-store-keys-\(UUID().uuidString)")
+        signer = .device(try DeviceKey.loadOrCreate(dataDirectory: keys), mapping: String(repeating: "0", count: 64))
+    }
     func tempDir() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
@@ -20,8 +29,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ModelStore(dataDirectory: dir)
         #expect(store.current() == nil)
-        let v1 = try store.add(files: ["model.safetensors": try modelFile(dir, "one")], report: Data("{}".utf8))
-        let v2 = try store.add(files: ["model.safetensors": try modelFile(dir, "two")], report: Data("{}".utf8))
+        let v1 = try store.add(files: ["model.safetensors": try modelFile(dir, "one")], report: Data("{}".utf8), signer: signer)
+        let v2 = try store.add(files: ["model.safetensors": try modelFile(dir, "two")], report: Data("{}".utf8), signer: signer)
         #expect((v1, v2) == (1, 2))
         #expect(store.current() == nil)
         try store.setCurrent(v1, reason: "first")
@@ -36,7 +45,7 @@ import Testing
         // A reopened store sees the same.
         let again = try ModelStore(dataDirectory: dir)
         #expect(again.current() == 1)
-        for i in 3...6 { _ = try again.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data()) }
+        for i in 3...6 { _ = try again.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data(), signer: signer) }
         again.prune(keep: 3)
         let left = again.versions()
         #expect(left.count == 3)
@@ -49,7 +58,7 @@ import Testing
     func threeServed(_ dir: URL) throws -> ModelStore {
         let store = try ModelStore(dataDirectory: dir)
         for i in 1...3 {
-            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8), signer: signer)
             try store.setCurrent(v, reason: "promote")
         }
         return store
@@ -106,7 +115,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try threeServed(dir)
         for i in 4...6 {
-            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8), signer: signer)
             try store.setCurrent(v, reason: "promote")
         }
         try store.rollBack(from: 6, to: 5, reason: "guard")   // 6 quarantined
