@@ -204,8 +204,8 @@ public final class ModelStore: @unchecked Sendable {
         FaultInjection.point("current-after-rename")
     }
 
-    /// Appends one line to served.log and fsyncs it. A torn last line (a crash in mid-append)
-    /// is ended first, so that it cannot run into the new one.
+    /// Appends one line to served.log and fsyncs it. A torn last line (a crash in mid-append,
+    /// which the reader ignores) is cut off first, so that it cannot run into the new one.
     private func appendRecord(_ version: String, reason: String) throws {
         let url = directory.appendingPathComponent("served.log")
         let line = "\(Int(Date().timeIntervalSince1970)) \(version) \(reason.replacingOccurrences(of: "\n", with: " "))\n"
@@ -213,11 +213,17 @@ public final class ModelStore: @unchecked Sendable {
         let fd = open(url.path, O_RDWR | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else { throw Error(description: "cannot open \(url.path): \(String(cString: strerror(errno))) (check the data directory's permissions)") }
         defer { close(fd) }
-        var bytes = Array(line.utf8)
+        let bytes = Array(line.utf8)
         let size = lseek(fd, 0, SEEK_END)
         if size > 0 {
             var last: UInt8 = 0
-            if pread(fd, &last, 1, size - 1) == 1, last != UInt8(ascii: "\n") { bytes.insert(UInt8(ascii: "\n"), at: 0) }
+            if pread(fd, &last, 1, size - 1) == 1, last != UInt8(ascii: "\n") {
+                let whole = FileManager.default.contents(atPath: url.path) ?? Data()
+                let keep = whole.lastIndex(of: UInt8(ascii: "\n")).map { whole.distance(from: whole.startIndex, to: $0) + 1 } ?? 0
+                guard ftruncate(fd, off_t(keep)) == 0 else {
+                    throw Error(description: "cannot repair \(url.path): \(String(cString: strerror(errno))) (check the data directory's permissions)")
+                }
+            }
         }
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard written == bytes.count, fsync(fd) == 0 else {

@@ -128,6 +128,64 @@ import Testing
         #expect(store.versions() == [3, 4])
     }
 
+    /// The served history is the record the start follows (anti-rollback): every switch is in
+    /// it, and a line torn by a crash in mid-append is neither read nor glued to the next one.
+    @Test func everySwitchIsRecordedAndATornLineIsCutOff() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        try store.rollBack(from: 3, to: 2, reason: "guard")
+        #expect(store.servedRecords() == [1, 2, 3, 2])
+        #expect(store.pointer() == 2)
+        // A crash while appending "… 12 …" left "1700000000 1".
+        let log = store.directory.appendingPathComponent("served.log")
+        let h = try FileHandle(forWritingTo: log)
+        try h.seekToEnd()
+        try h.write(contentsOf: Data("1700000000 1".utf8))
+        try h.close()
+        #expect(store.servedRecords() == [1, 2, 3, 2])
+        try store.setCurrent(1, reason: "operator")
+        #expect(store.servedRecords() == [1, 2, 3, 2, 1])
+        try store.clearCurrent(reason: "test")
+        #expect(store.servedRecords() == [1, 2, 3, 2, 1, nil])
+        #expect(store.pointer() == nil)
+    }
+
+    /// Version numbers only go up: an imported model must be signed as a version above every
+    /// stored or served one, and a pruned served number is not given again.
+    @Test func versionNumbersAreNeverReused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        try store.rollBack(from: 3, to: 2, reason: "guard")   // 3 quarantined
+        store.prune(keep: 2)                                   // 3 goes first
+        #expect(store.versions() == [1, 2])
+        #expect(try store.add(files: ["model.safetensors": try modelFile(dir, "m4")], report: Data(), signer: signer) == 4)
+
+        let keys = dir.appendingPathComponent("lab")
+        let lab = try DeviceKey.loadOrCreate(dataDirectory: keys)
+        let trust = TrustStore(keys: []).adding(lab)
+        let mapping = String(repeating: "a", count: 64)
+        let file = try modelFile(dir, "imported")
+        let bytes = try Data(contentsOf: file)
+        let old = try ModelSignature.sign(modelBytes: bytes, version: 4, mapping: mapping, device: lab)
+        #expect(throws: ModelStore.Error.self) {
+            try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(old, trust: trust, mapping: mapping))
+        }
+        // Signed for another mapping than the store is told: refused, nothing stored.
+        let seven = try ModelSignature.sign(modelBytes: bytes, version: 7, mapping: mapping, device: lab)
+        #expect(throws: ModelStore.Error.self) {
+            try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(seven, trust: trust, mapping: String(repeating: "b", count: 64)))
+        }
+        #expect(store.versions() == [1, 2, 4])
+        #expect(try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(seven, trust: trust, mapping: mapping)) == 7)
+        // The stored version carries the signature it came with, and a sha256sum file.
+        let stored = try ModelSignature.verify(modelFile: store.modelURL(7), expectedVersion: 7, expectedMapping: mapping, trust: trust)
+        #expect(stored.signature == seven)
+        #expect(FileManager.default.fileExists(atPath: store.modelURL(7).appendingPathExtension("sha256").path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory.path).allSatisfy { !$0.hasPrefix(".incoming") })
+    }
+
     @Test func incompleteIncomingFolderIsDiscarded() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
