@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "EdgeQGateway",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain",
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain", "EdgeQTrust",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQPlants", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(
@@ -146,7 +146,7 @@ let package = Package(
             dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
             exclude: ["python"]
         ),
-        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap"]),
+        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
     ],
     swiftLanguageModes: [.v6]
 )

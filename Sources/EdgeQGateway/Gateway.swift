@@ -73,11 +73,14 @@ public struct GatewayError: Error, Sendable, CustomStringConvertible {
 final class ServedModel: Sendable {
     let version: Int
     let sha256: String
+    /// The name of the key whose signature it passed (`device`, or a `keys/models/` key).
+    let signedBy: String
     let model: QModel
 
-    init(version: Int, sha256: String, model: QModel) {
+    init(version: Int, sha256: String, signedBy: String = "", model: QModel) {
         self.version = version
         self.sha256 = sha256
+        self.signedBy = signedBy
         self.model = model
     }
 }
@@ -103,6 +106,9 @@ public final class Gateway: Sendable {
     let log: ExperienceLog
     let writer: TransitionWriter
     let store: ModelStore
+    /// Model signatures: the device key, the keys trusted for models, the mapping fingerprint,
+    /// the refusals (ModelTrust.swift).
+    let modelTrust: ModelTrust
     let metrics: GatewayMetrics
     let metricsServer: MetricsServer?
     let control = DispatchQueue(label: "edgeq.control")
@@ -180,6 +186,10 @@ public final class Gateway: Sendable {
         }
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
+        // --- Signed models: the device key (made at first start) and the keys trusted for
+        // models; only a model signed for this mapping by one of them is served.
+        modelTrust = try ModelTrust(dataDirectory: dataDirectory, map: map, registry: metrics.registry)
+        // --- end signed models
 
         var policy = options.checkPolicy ?? Retrainer(map: options.map).policy
         policy.servedPrecision = options.precision   // the agreement check measures the served path
@@ -321,6 +331,7 @@ public final class Gateway: Sendable {
         control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
+        control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
 

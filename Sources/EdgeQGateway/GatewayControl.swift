@@ -1,6 +1,7 @@
 import EdgeQLog
 import EdgeQNet
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 
 // The control queue's side of the gateway: commands, status, model loading, the watchdog.
@@ -175,22 +176,56 @@ extension Gateway {
         throw GatewayError("there is no earlier version to roll back to\(failures.isEmpty ? "" : " (" + failures.joined(separator: ", ") + ")"): stored \(store.versions().map { "v\($0)" }.joined(separator: ", ")), quarantined \(quarantined.isEmpty ? "none" : quarantined.joined(separator: ", ")); promote one by name to serve it anyway")
     }
 
-    /// Loads a stored version and checks it: checksum, header, shapes, reference set, and
-    /// that it fits this mapping file.
+    /// Loads a stored version and checks it: its signature (a key trusted for models or the
+    /// device key, over the file's SHA-256, this version and this mapping's fingerprint), then
+    /// header, shapes and reference set of **the same bytes** (read once: what was verified is
+    /// what is served), and that it fits this mapping file. A refusal is reported
+    /// (`refuseModel`).
+    ///
+    /// - Throws: `GatewayError` saying why the version is refused and what to do.
     func loadVerified(_ version: Int) throws -> ServedModel {
-        let url = store.modelURL(version)
+        let verified: (bytes: [UInt8], signature: ModelSignature)
+        do throws(ModelRefusal) {
+            verified = try ModelSignature.verify(modelFile: store.modelURL(version), expectedVersion: version,
+                                                 expectedMapping: modelTrust.fingerprint, trust: modelTrust.trust)
+        } catch {
+            refuseModel(version, reason: error.reason.rawValue, message: error.message)
+            throw GatewayError("model version \(version) is refused (\(error.reason)): \(error.message)")
+        }
         let model: QModel
         do {
-            model = try QModel.load(from: url)
+            model = try QModel.load(bytes: verified.bytes)
         } catch {
+            refuseModel(version, reason: ModelTrust.failedChecks, message: "\(error)")
             throw GatewayError("model version \(version) failed its checks: \(error)")
         }
         guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
-            throw GatewayError("model version \(version) has \(model.inputCount) inputs and \(model.actionCount) actions; the mapping file needs \(map.stateWidth) and \(map.actions.count)")
+            let message = "model version \(version) has \(model.inputCount) inputs and \(model.actionCount) actions; the mapping file needs \(map.stateWidth) and \(map.actions.count)"
+            refuseModel(version, reason: ModelTrust.failedChecks, message: message)
+            throw GatewayError(message)
         }
-        let sha = (try? String(contentsOf: QModel.checksumURL(for: url), encoding: .utf8))?
-            .split(separator: " ").first.map(String.init) ?? ""
-        return ServedModel(version: version, sha256: sha, model: model)
+        return ServedModel(version: version, sha256: verified.signature.sha256, signedBy: verified.signature.key, model: model)
+    }
+
+    /// Reports a stored version that is not served: error log, the status's `model_refusals`,
+    /// `edgeq_model_refusals_total{reason}`, and a `model_refused` event on `<prefix>/retrain`
+    /// (those of the start once the gateway is connected).
+    func refuseModel(_ version: Int, reason: String, message: String) {
+        logger.error("model version refused: not served", metadata: [
+            "model.version": "\(version)", "model.refusal": "\(reason)", "error": "\(message)",
+        ])
+        let record = ModelRefusalRecord(version: version, reason: reason, message: message, time: Date().timeIntervalSince1970)
+        if modelTrust.record(record) { publishModelRefusal(record) }
+    }
+
+    /// Publishes the refusals made before the gateway was connected (control queue).
+    func announceModelRefusals() {
+        for r in modelTrust.takeUnannounced() { publishModelRefusal(r) }
+    }
+
+    private func publishModelRefusal(_ r: ModelRefusalRecord) {
+        publishRetrain(["phase": .string("model_refused"), "version": .number(Double(r.version)),
+                        "reason": .string(r.reason), "error": .string(r.message)])
     }
 
     /// Hands a verified model to the decision thread (picked up before its next decision).
@@ -199,38 +234,77 @@ extension Gateway {
         servedGeneration.add(1, ordering: .releasing)
         metrics.modelVersion.set(Double(m?.version ?? 0))
         publishStatus()
-        logger.info("model served", metadata: ["model.version": "\(m.map { String($0.version) } ?? "none")"])
+        logger.info("model served", metadata: ["model.version": "\(m.map { String($0.version) } ?? "none")",
+                                               "model.signed_by": "\(m?.signedBy ?? "")"])
     }
 
-    /// At start: the current version if it verifies and is not quarantined, else the newest
-    /// earlier-served one that is neither quarantined nor failing its checks.
+    /// At start: the version of the last switch recorded in the served history, if it verifies
+    /// and is not quarantined, else the newest earlier-served one that is neither quarantined
+    /// nor refused (recorded as a switch of its own).
+    ///
+    /// Anti-rollback: the start follows the record (`ModelStore.servedRecords()`, appended
+    /// before every switch), not the `current` pointer. A pointer that names another version
+    /// than the record (changed by hand or by a tool, e.g. back to an older version) is refused
+    /// as `unrecorded_switch` and the recorded version is served; a pointer one switch behind
+    /// the record is a switch interrupted by a crash, which is completed. With no record at
+    /// all, a pointer is refused and no model is served.
     func loadServedModelAtStart() {
-        guard let current = store.current() else { return }
-        var candidates = store.rollbackTargets(from: current)
-        if store.isQuarantined(current) {
+        let pointer = store.pointer()
+        let records = store.servedRecords()
+        guard let last = records.last else {
+            if let p = pointer {
+                refuseModel(p, reason: ModelTrust.unrecordedSwitch, message: "models/current names version \(p), but models/served.log records no switch to it (EdgeQ records every switch before it makes it): current was written outside EdgeQ; not served. Serve a version with a signed cmd/promote {\"version\":V}")
+            }
+            return
+        }
+        if pointer != last {
+            if records.count >= 2, pointer == records[records.count - 2] {
+                logger.warning("completing a model switch interrupted by a stop (models/served.log records it, models/current was not moved yet)",
+                               metadata: ["model.version": "\(last.map(String.init) ?? "none")"])
+            } else if let p = pointer {
+                refuseModel(p, reason: ModelTrust.unrecordedSwitch, message: "models/current names version \(p), but the last switch recorded in models/served.log is to \(last.map { "version \($0)" } ?? "no model"): current was changed outside EdgeQ (a version is served again only by a recorded switch: a signed cmd/rollback or cmd/promote); serving the recorded one")
+            } else {
+                logger.warning("models/current is missing; serving the last recorded version", metadata: ["model.version": "\(last.map(String.init) ?? "none")"])
+            }
+        }
+        guard let start = last else { return }   // the record says: no model
+        var candidates = store.rollbackTargets(from: start)
+        if store.isQuarantined(start) {
             // A rollback was interrupted between the quarantine mark and the switch.
             logger.error("the current model version is quarantined (a rollback was interrupted); serving an earlier version",
-                         metadata: ["model.quarantined": "\(current)"])
+                         metadata: ["model.quarantined": "\(start)"])
         } else {
-            candidates.insert(current, at: 0)
+            candidates.insert(start, at: 0)
         }
+        var unsigned: [Int] = []
         for v in candidates {
             do {
                 let m = try loadVerified(v)
-                if v != current {
-                    try? store.setCurrent(v, reason: "start: version \(current) \(store.isQuarantined(current) ? "is quarantined" : "failed its checks")")
-                    logger.error("the current model cannot be served at start; serving an earlier version",
-                                 metadata: ["model.failed": "\(current)", "model.version": "\(v)"])
+                if v != start {
+                    try? store.setCurrent(v, reason: "start: version \(start) \(store.isQuarantined(start) ? "is quarantined" : "is refused")")
+                    logger.error("the recorded model version cannot be served at start; serving an earlier version",
+                                 metadata: ["model.failed": "\(start)", "model.version": "\(v)"])
+                } else if pointer != start {
+                    try? store.setCurrent(v, reason: "start: models/current restored to the recorded version")
                 }
                 served.withLock { $0 = m }
                 servedGeneration.add(1, ordering: .releasing)
                 metrics.modelVersion.set(Double(v))
+                logger.info("model served", metadata: ["model.version": "\(v)", "model.signed_by": "\(m.signedBy)"])
                 return
             } catch {
-                logger.error("model version failed its checks at start", metadata: ["model.version": "\(v)", "error": "\(error)"])
+                if !FileManager.default.fileExists(atPath: store.signatureURL(v).path),
+                   FileManager.default.fileExists(atPath: store.modelURL(v).path) { unsigned.append(v) }
             }
         }
-        try? store.clearCurrent(reason: "start: no stored version passed its checks")
+        if !unsigned.isEmpty {
+            // Versions stored by an EdgeQ before signed models: refused until an operator signs them.
+            logger.error("model versions without a signature (stored by an earlier EdgeQ) are not served; check each, then sign it with the device key and restart", metadata: [
+                "model.unsigned": "\(unsigned.map(String.init).joined(separator: ","))",
+                "command": "edgeq models sign \(unsigned[0]) --config MAPPING --data \(dataDirectory.path)",
+            ])
+        }
+        logger.warning("no stored model version can be served: running without a model (shadow)")
     }
 
     // MARK: - Status
@@ -239,7 +313,7 @@ extension Gateway {
     func statusJSON(state: String, reason: String? = nil) -> [UInt8] {
         let model: JSONValue = served.withLock { m in
             guard let m else { return .null }
-            return .object(["version": .number(Double(m.version)), "sha256": .string(m.sha256)])
+            return .object(["version": .number(Double(m.version)), "sha256": .string(m.sha256), "signed_by": .string(m.signedBy)])
         }
         let lm = writer.metrics
         let mq = client.counters
@@ -288,6 +362,7 @@ extension Gateway {
         var o = persistenceStatus()
         o["quarantined"] = .array(store.quarantined().map { .number(Double($0.version)) })
         o["rollback_target"] = store.rollbackTargets(from: servedVersion).first.map { .number(Double($0)) } ?? .null
+        o["model_refusals"] = .array(modelTrust.refusals.map(\.json))
         return o
     }
 

@@ -1,4 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import EdgeQCore
+import EdgeQTrust
 import Foundation
 
 /// Versioned models in the data directory, with an atomically switched `current` pointer,
@@ -8,15 +14,27 @@ import Foundation
 /// Layout (`DATA/models/`):
 /// ```
 /// v1/model.safetensors        the model file (its checksum file beside it)
+/// v1/model.safetensors.sig    its signature (EdgeQTrust.ModelSignature): only a signed model is served
 /// v1/report.json              the checks' figures and verdict
 /// v1/quarantined              present when v1 was rolled back from: "<unix time> <reason>"
 /// current                     "1\n": the served version (replaced atomically)
-/// served.log                  one line per switch: "<unix time> <version> <reason>"
+/// served.log                  one line per switch: "<unix time> <version> <reason>" (version
+///                             "none" when a failed switch re-records that no model was served)
 /// ```
 /// Every change is crash-safe: a version folder is written under a temporary name and
 /// renamed into place; `current` and a quarantine mark are written with temp file + fsync +
 /// rename + fsync of the folder. After kill -9 at any point, `current` names a complete
 /// version or is absent.
+///
+/// **The served history is the record, `current` the pointer.** Every switch appends its
+/// line to served.log (fsynced) *before* it moves `current`, so the last line names the
+/// version EdgeQ last chose to serve. The gateway starts from that record
+/// (`servedRecords()`), never from a pointer it did not write: `current` rewritten by hand to
+/// an older version is not served (docs/operations.md, "Anti-rollback").
+///
+/// **Only signed versions are stored.** `add` signs the bytes it stored (or verifies the
+/// signature an imported model came with) inside its lock and writes the `.sig` into the
+/// version folder before the folder is renamed into place.
 ///
 /// **Rollback walks back.** The rollback target is the newest version in the served history
 /// that is neither the one rolled back from nor quarantined; rolling back quarantines the
@@ -72,18 +90,59 @@ public final class ModelStore: @unchecked Sendable {
     }
 
     private func readCurrent() -> Int? {
-        guard let text = try? String(contentsOf: directory.appendingPathComponent("current"), encoding: .utf8),
-              let v = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-              FileManager.default.fileExists(atPath: folder(v).path) else { return nil }
+        guard let v = readPointer(), FileManager.default.fileExists(atPath: folder(v).path) else { return nil }
         return v
     }
 
-    /// Adds a new version from `files` (name in the version folder → source file), which
-    /// are copied, plus `report`. Does not serve it. Returns the new version number.
-    public func add(files: [String: URL], report: Data) throws -> Int {
+    /// The version `current` names, whether or not its folder exists (nil: no readable file).
+    public func pointer() -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        let version = (versions().last ?? 0) + 1
+        return readPointer()
+    }
+
+    private func readPointer() -> Int? {
+        guard let text = try? String(contentsOf: directory.appendingPathComponent("current"), encoding: .utf8) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// The signature file of `version`: `v<N>/model.safetensors.sig`.
+    public func signatureURL(_ version: Int) -> URL { ModelSignature.url(for: modelURL(version)) }
+
+    /// Adds a new version from `files` (name in the version folder → source file; it must
+    /// hold `model.safetensors`), which are copied, plus `report`. Does not serve it.
+    ///
+    /// The stored model's bytes are read back and handed to `signer` inside the store's lock;
+    /// its signature is written as `model.safetensors.sig` (and a `model.safetensors.sha256`
+    /// in `sha256sum` format when `files` has none) into the incoming folder before it is
+    /// renamed into place, so a version is never visible without its signature.
+    ///
+    /// - Parameter signer: signs the version with the device key (`ModelSigner.device`), or
+    ///   checks the signature a model came with (`ModelSigner.imported`, which also fixes the
+    ///   version number).
+    /// - Returns: the new version number: one above every version stored or ever served, or
+    ///   the signed version of an imported model.
+    /// - Throws: `ModelStore.Error` when `model.safetensors` is missing, an imported model's
+    ///   signed version is not above every stored or served version, the signer refuses the
+    ///   bytes, or a file cannot be written (nothing is stored then).
+    public func add(files: [String: URL], report: Data, signer: ModelSigner) throws -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        guard files["model.safetensors"] != nil else {
+            throw Error(description: "no model.safetensors among the files to store (\(files.keys.sorted().joined(separator: ", ")))")
+        }
+        // Never reuse a number that was served (a pruned version's number stays taken in the
+        // served history) or stored.
+        let newest = max(versions().last ?? 0, readRecords().compactMap { $0 }.max() ?? 0)
+        let version: Int
+        if let fixed = signer.version {
+            guard fixed > newest else {
+                throw Error(description: "the model is signed as version \(fixed), but this store already has version \(newest): a version number is never reused or gone back to; ask its signer to sign it as version \(newest + 1) or later")
+            }
+            version = fixed
+        } else {
+            version = newest + 1
+        }
         let incoming = directory.appendingPathComponent(".incoming-v\(version)")
         do {
             try? FileManager.default.removeItem(at: incoming)
@@ -91,10 +150,25 @@ public final class ModelStore: @unchecked Sendable {
             for (name, source) in files {
                 try DurableFile.copy(source, to: incoming.appendingPathComponent(name))
             }
+            let stored = incoming.appendingPathComponent("model.safetensors")
+            let bytes = Array(try Data(contentsOf: stored))
+            let signature: ModelSignature
+            do {
+                signature = try signer.sign(bytes, version)
+            } catch {
+                throw Error(description: "model version \(version) is not stored: \(error)")
+            }
+            try DurableFile.write(Data(signature.jsonText.utf8), to: ModelSignature.url(for: stored))
+            if files["model.safetensors.sha256"] == nil {
+                try DurableFile.write(Data("\(signature.sha256)  model.safetensors\n".utf8), to: incoming.appendingPathComponent("model.safetensors.sha256"))
+            }
             try DurableFile.write(report, to: incoming.appendingPathComponent("report.json"))
             FaultInjection.point("store-before-rename")
             try DurableFile.rename(incoming, to: folder(version))
             FaultInjection.point("store-after-rename")
+        } catch let e as Error {
+            try? FileManager.default.removeItem(at: incoming)
+            throw e
         } catch {
             try? FileManager.default.removeItem(at: incoming)
             throw Error(description: "cannot store model version \(version): \(error) (check free disk space)")
@@ -113,21 +187,71 @@ public final class ModelStore: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: folder(version).path) else {
             throw Error(description: "model version \(version) does not exist; stored: \(versions().map(String.init).joined(separator: ", "))")
         }
-        try DurableFile.write(Data("\(version)\n".utf8), to: directory.appendingPathComponent("current"),
-                              beforeRename: { FaultInjection.point("current-before-rename") })
+        // The record first (fsynced), then the pointer: after a crash in between, the record
+        // names the version being switched to and the next start completes the switch; a
+        // pointer never names a version the record does not (that is what the start-up
+        // anti-rollback check relies on).
+        let previous = readPointer()
+        try appendRecord(String(version), reason: reason)
+        do {
+            try DurableFile.write(Data("\(version)\n".utf8), to: directory.appendingPathComponent("current"),
+                                  beforeRename: { FaultInjection.point("current-before-rename") })
+        } catch {
+            // The switch did not happen: say so in the record (best effort; a start that
+            // finds the record ahead of the pointer completes the switch instead).
+            try? appendRecord(previous.map(String.init) ?? "none", reason: "switch to version \(version) failed: \(error)")
+            throw Error(description: "cannot switch to model version \(version): \(error) (check free disk space)")
+        }
         FaultInjection.point("current-after-rename")
+    }
+
+    /// Appends one line to served.log and fsyncs it. A torn last line (a crash in mid-append,
+    /// which the reader ignores) is cut off first, so that it cannot run into the new one.
+    private func appendRecord(_ version: String, reason: String) throws {
+        let url = directory.appendingPathComponent("served.log")
         let line = "\(Int(Date().timeIntervalSince1970)) \(version) \(reason.replacingOccurrences(of: "\n", with: " "))\n"
-        // The history is best effort once `current` is switched (a full disk must not undo a
-        // switch that happened); the throwing FileHandle calls, as the non-throwing `write`
-        // traps on an I/O error.
-        let log = directory.appendingPathComponent("served.log")
-        if let handle = try? FileHandle(forWritingTo: log) {
-            _ = try? handle.seekToEnd()
-            try? handle.write(contentsOf: Data(line.utf8))
-            try? handle.synchronize()
-            try? handle.close()
-        } else {
-            try? DurableFile.write(Data(line.utf8), to: log)
+        let fresh = !FileManager.default.fileExists(atPath: url.path)
+        let fd = open(url.path, O_RDWR | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else { throw Error(description: "cannot open \(url.path): \(String(cString: strerror(errno))) (check the data directory's permissions)") }
+        defer { close(fd) }
+        let bytes = Array(line.utf8)
+        let size = lseek(fd, 0, SEEK_END)
+        if size > 0 {
+            var last: UInt8 = 0
+            if pread(fd, &last, 1, size - 1) == 1, last != UInt8(ascii: "\n") {
+                let whole = FileManager.default.contents(atPath: url.path) ?? Data()
+                let keep = whole.lastIndex(of: UInt8(ascii: "\n")).map { whole.distance(from: whole.startIndex, to: $0) + 1 } ?? 0
+                guard ftruncate(fd, off_t(keep)) == 0 else {
+                    throw Error(description: "cannot repair \(url.path): \(String(cString: strerror(errno))) (check the data directory's permissions)")
+                }
+            }
+        }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count, fsync(fd) == 0 else {
+            throw Error(description: "cannot record the switch in \(url.path): \(String(cString: strerror(errno))) (check free disk space)")
+        }
+        if fresh { try DurableFile.syncDirectory(directory) }
+    }
+
+    /// The served history as recorded, oldest first: the version of each complete line of
+    /// served.log (nil for a "none" line), whether or not its folder still exists. The last
+    /// entry is the version EdgeQ last chose to serve.
+    public func servedRecords() -> [Int?] {
+        lock.lock()
+        defer { lock.unlock() }
+        return readRecords()
+    }
+
+    private func readRecords() -> [Int?] {
+        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("served.log").path) else { return [] }
+        var lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        lines.removeLast()   // the part after the last newline: empty, or a torn line
+        return lines.compactMap { line -> Int?? in
+            let parts = line.split(separator: UInt8(ascii: " "), maxSplits: 2)
+            guard parts.count >= 2, let field = String(bytes: parts[1], encoding: .utf8) else { return nil }
+            if field == "none" { return .some(nil) }
+            guard let v = Int(field) else { return nil }
+            return .some(v)
         }
     }
 
@@ -135,9 +259,9 @@ public final class ModelStore: @unchecked Sendable {
     public func clearCurrent(reason: String) throws {
         lock.lock()
         defer { lock.unlock() }
+        try appendRecord("none", reason: reason)
         try? FileManager.default.removeItem(at: directory.appendingPathComponent("current"))
         try DurableFile.syncDirectory(directory)
-        _ = reason
     }
 
     /// The versions served so far, oldest first (from served.log), existing ones only.
@@ -148,13 +272,8 @@ public final class ModelStore: @unchecked Sendable {
     }
 
     private func readHistory() -> [Int] {
-        let text = (try? String(contentsOf: directory.appendingPathComponent("served.log"), encoding: .utf8)) ?? ""
         let existing = Set(versions())
-        return text.split(separator: "\n").compactMap { line in
-            let parts = line.split(separator: " ", maxSplits: 2)
-            guard parts.count >= 2, let v = Int(parts[1]), existing.contains(v) else { return nil }
-            return v
-        }
+        return readRecords().compactMap { v in v.flatMap { existing.contains($0) ? $0 : nil } }
     }
 
     // MARK: - Quarantine and rollback

@@ -54,7 +54,8 @@ extension Gateway {
                     shouldStop: { self.stopping.load(ordering: .relaxed) })
                 if report.passed {
                     let files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
-                    let version = try store.add(files: files, report: report.json())
+                    // Signed with the device key inside the store's lock, over the bytes stored.
+                    let version = try store.add(files: files, report: report.json(), signer: modelTrust.signer)
                     report.version = version
                     try? DurableFile.write(report.json(), to: store.reportURL(version))
                     try? FileManager.default.removeItem(at: output)

@@ -274,6 +274,21 @@ public struct QModel: Sendable {
         return model
     }
 
+    /// Decodes and checks a model from its file's bytes, as `load(from:)` does but without a
+    /// checksum file: the caller has already checked these very bytes (the gateway verifies
+    /// the model's signature over their SHA-256 and then decodes the same bytes, so nothing
+    /// can change between the check and the use).
+    ///
+    /// Checks, in order: the container, the format version and architecture, every tensor
+    /// the layout requires, and the reference set.
+    /// - Throws: `QNetError`: `truncated`, `badHeader`, `wrongDType`, `shapeMismatch`,
+    ///   `missingTensor`, `unsupportedVersion`, `referenceFailed`.
+    public static func load(bytes: [UInt8]) throws(QNetError) -> QModel {
+        let model = try decode(bytes)
+        try model.checkReference()
+        return model
+    }
+
     /// Decodes bytes into a model (container and layout checks; no checksum, no reference check).
     static func decode(_ bytes: [UInt8]) throws(QNetError) -> QModel {
         let (t, meta) = try SafeTensors.decode(bytes)

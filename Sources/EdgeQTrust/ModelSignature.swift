@@ -118,6 +118,12 @@ public struct ModelRefusal: Error, Sendable, Equatable, CustomStringConvertible 
     public let reason: ModelRefusalReason
     /// What was found and what to do.
     public let message: String
+
+    /// A refusal for `reason`, with a sentence saying what was found and what to do.
+    public init(reason: ModelRefusalReason, message: String) {
+        self.reason = reason
+        self.message = message
+    }
     /// `reason: message`.
     public var description: String { "\(reason): \(message)" }
 }

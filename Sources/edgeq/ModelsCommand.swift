@@ -2,28 +2,38 @@ import ArgumentParser
 import EdgeQGateway
 import EdgeQMQTT
 import EdgeQNet
+import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import EdgeQRetrain
 
-/// `edgeq models list|show|rollback|promote`: the model store of a data directory.
+/// `edgeq models list|show|rollback|promote|import|sign`: the model store of a data directory.
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
-        abstract: "List, show, roll back and promote the versioned models of a data directory.",
+        abstract: "List, show, roll back, promote, import and sign the versioned models of a data directory.",
         discussion: """
             A version rolled back from (by the live guard or an operator) is quarantined: it is never \
             served again automatically (not by a rollback, the start-up fallback, the guard or an automatic \
             promotion). Only promoting it by name serves it again, which lifts the quarantine.
+
+            A version is served only with a valid signature (model.safetensors.sig) over its sha256, its \
+            version and the mapping's fingerprint, by the gateway's device key or a key in DATA/keys/models/ \
+            (docs/security.md). Versions stored by an EdgeQ before signed models have none: check them and \
+            sign them with `edgeq models sign V`.
             """,
-        subcommands: [List.self, Show.self, Rollback.self, Promote.self]
+        subcommands: [List.self, Show.self, Rollback.self, Promote.self, Import.self, Sign.self]
     )
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List the stored versions; * marks the served one, → the rollback target, and quarantined ones say so.")
+            abstract: "List the stored versions; * marks the served one, → the rollback target; each version's signature, and quarantined ones say so.")
         @Option(help: "The gateway's data directory.") var data: String
+        @Option(help: "The mapping file: also check that each signature is for its mapping.") var config: String?
 
         func run() throws {
+            let mapping = try config.map { try loadMapping($0).fingerprint }
+            let trust = try storedModelTrust(URL(fileURLWithPath: data))
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
             let current = store.current()
             let target = store.rollbackTarget()
@@ -43,7 +53,12 @@ struct ModelsCommand: ParsableCommand {
                 } ?? ""
                 let mark = v == current ? "*" : (v == target ? "→" : " ")
                 let state = quarantine[v].map { "  QUARANTINED (\($0.reason))" } ?? ""
-                print("\(mark) v\(v)  \(date)  sha256 \(sha)…  \(verdict)  \(rows)\(state)")
+                let signature: String
+                switch verifyStored(store, v, trust: trust, mapping: mapping) {
+                case .success(let (_, sig)): signature = "signed by \(sig.key)"
+                case .failure(let refusal): signature = refusal.reason == .missingSignature ? "UNSIGNED" : "REFUSED (\(refusal.reason))"
+                }
+                print("\(mark) v\(v)  \(date)  sha256 \(sha)…  \(signature)  \(verdict)  \(rows)\(state)")
             }
         }
     }
@@ -63,6 +78,10 @@ struct ModelsCommand: ParsableCommand {
                 throw failure("version \(v) does not load: \(error)", code: 65)
             }
             print("version    \(v)\(v == store.current() ? " (served)" : "")")
+            switch verifyStored(store, v, trust: try storedModelTrust(URL(fileURLWithPath: data)), mapping: nil) {
+            case .success(let (_, sig)): print("signature  by \(sig.key), for mapping \(sig.mapping.prefix(12))…")
+            case .failure(let refusal): print("signature  REFUSED: \(refusal)")
+            }
             if let q = store.quarantined().first(where: { $0.version == v }) {
                 let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: q.time))
                 print("quarantine since \(when): \(q.reason) (served again only when promoted by name)")
@@ -109,14 +128,15 @@ struct ModelsCommand: ParsableCommand {
             }
             guard let data else { return }
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
+            let trust = try storedModelTrust(URL(fileURLWithPath: data))
             let current = store.current()
             let candidates = to.map { [$0] } ?? store.rollbackTargets()
             for target in candidates {
                 do {
-                    _ = try QModel.load(from: store.modelURL(target))
+                    _ = try QModel.load(bytes: try verifyStored(store, target, trust: trust, mapping: nil).get().bytes)
                 } catch {
-                    if to != nil { throw failure("version \(target) does not pass its load checks: \(error)", code: 65) }
-                    FileHandle.standardError.write(Data("skipping v\(target): it does not pass its load checks: \(error)\n".utf8))
+                    if to != nil { throw failure("version \(target) is refused or does not pass its load checks: \(error)", code: 65) }
+                    FileHandle.standardError.write(Data("skipping v\(target): it is refused or does not pass its load checks: \(error)\n".utf8))
                     continue
                 }
                 do {
@@ -163,9 +183,10 @@ struct ModelsCommand: ParsableCommand {
             guard let data else { return }
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
             do {
-                _ = try QModel.load(from: store.modelURL(version))
+                let trust = try storedModelTrust(URL(fileURLWithPath: data))
+                _ = try QModel.load(bytes: try verifyStored(store, version, trust: trust, mapping: nil).get().bytes)
             } catch {
-                throw failure("version \(version) does not pass its load checks: \(error)", code: 65)
+                throw failure("version \(version) is refused or does not pass its load checks: \(error)", code: 65)
             }
             let wasQuarantined = store.isQuarantined(version)
             do {
@@ -176,6 +197,179 @@ struct ModelsCommand: ParsableCommand {
             }
             print("serving v\(version)\(wasQuarantined ? " (its quarantine is lifted)" : "") from the next start of the gateway (for a running one: --config FILE)")
         }
+    }
+}
+
+extension ModelsCommand {
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import",
+            abstract: "Store a model signed elsewhere (a lab, a fleet learner) as a new version, after checking its signature.",
+            discussion: """
+                The signature (SIGFILE, the JSON of docs/security.md) must be by a key in DATA/keys/models/ \
+                (or this device's key), over FILE's sha256, the version it is signed as and the fingerprint of \
+                the mapping (--config); the version must be above every stored one. Refused otherwise, with the \
+                reason (exit 65). The version is stored, not served: serve it with a signed cmd/promote \
+                (`edgeq cmd promote --set version=V`) or, offline, `edgeq models promote V --data DIR`.
+                """
+        )
+        @Argument(help: "The model file (safetensors).") var file: String
+        @Option(help: "Its signature file.") var sig: String
+        @Option(help: "The gateway's mapping file (its fingerprint must be the signed one).") var config: String
+        @Option(help: "The gateway's data directory (default: the mapping file's).") var data: String?
+
+        func run() throws {
+            let map = try loadMapping(config)
+            let dir = URL(fileURLWithPath: data ?? map.gateway.dataDirectory)
+            let trust = try storedModelTrust(dir)
+            guard let sigData = FileManager.default.contents(atPath: sig) else { throw failure("cannot read the signature file \(sig)", code: 66) }
+            guard let modelData = FileManager.default.contents(atPath: file) else { throw failure("cannot read the model file \(file)", code: 66) }
+            let bytes = Array(modelData)
+            let signature: ModelSignature
+            do throws(ModelRefusal) {
+                let parsed = try ModelSignature.parse(sigData)
+                signature = try ModelSignature.verify(modelBytes: bytes, signature: parsed, expectedVersion: parsed.modelVersion,
+                                                      expectedMapping: map.fingerprint, trust: trust)
+            } catch {
+                throw failure("refused (\(error.reason)): \(error.message)", code: 65)
+            }
+            let model: QModel
+            do {
+                model = try QModel.load(bytes: bytes)
+            } catch {
+                throw failure("refused (failed_checks): \(file) does not load: \(error)", code: 65)
+            }
+            guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
+                throw failure("refused (failed_checks): the model has \(model.inputCount) inputs and \(model.actionCount) actions; the mapping needs \(map.stateWidth) and \(map.actions.count)", code: 65)
+            }
+            let store: ModelStore
+            do { store = try ModelStore(dataDirectory: dir) } catch { throw failure("\(error)", code: 74) }
+            let report = "{\"verdict\":\"imported\",\"signed_by\":\(jsonQuoted(signature.key)),\"source\":\(jsonQuoted(file))}"
+            let version: Int
+            do {
+                // The store checks the signature again over the bytes it stored.
+                version = try store.add(files: ["model.safetensors": URL(fileURLWithPath: file)], report: Data(report.utf8),
+                                        signer: .imported(signature, trust: trust, mapping: map.fingerprint))
+            } catch {
+                throw failure("refused: \(error)", code: 65)
+            }
+            print("stored as v\(version) (signed by \(signature.key)); serve it with a signed `edgeq cmd promote --config \(config) --key KEYFILE --set version=\(version)` (or offline: edgeq models promote \(version) --data \(dir.path))")
+        }
+    }
+
+    struct Sign: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sign",
+            abstract: "Sign a stored version with the gateway's device key (versions stored by an earlier EdgeQ), or a model file with a key of yours.",
+            discussion: """
+                `edgeq models sign V --config FILE [--data DIR]` signs stored version V with DATA/keys/device.key \
+                (made if missing) for the mapping's fingerprint, after checking that it loads (its sha256 file \
+                and reference set) and fits the mapping. Do this only for a version you trust: its signature \
+                says this device vouches for it. Run it as the gateway's user, then restart the gateway. A \
+                version whose signature already verifies is left alone.
+
+                `edgeq models sign --file MODEL --key KEYFILE --as-version N --config FILE` writes MODEL.sig, \
+                signed with KEYFILE (its name is the file's stem) as version N, for `edgeq models import` on a \
+                gateway that trusts the key under DATA/keys/models/.
+                """
+        )
+        @Argument(help: "The stored version to sign with the device key.") var version: Int?
+        @Option(help: "The gateway's mapping file (the signature covers its fingerprint).") var config: String
+        @Option(help: "The gateway's data directory (default: the mapping file's).") var data: String?
+        @Option(help: "A model file to sign with --key (instead of a stored version).") var file: String?
+        @Option(help: "The private key file for --file (NAME.key).") var key: String?
+        @Option(name: .customLong("as-version"), help: "The version --file is signed as (above every version stored on the gateway).") var asVersion: Int?
+
+        func validate() throws {
+            if file == nil {
+                guard version != nil else { throw ValidationError("name the stored VERSION to sign, or give --file MODEL --key KEYFILE --as-version N") }
+                if key != nil || asVersion != nil { throw ValidationError("--key and --as-version go with --file") }
+            } else {
+                guard version == nil else { throw ValidationError("give either VERSION (a stored version) or --file") }
+                guard key != nil, let n = asVersion, n >= 1 else { throw ValidationError("--file needs --key KEYFILE and --as-version N (N ≥ 1)") }
+            }
+        }
+
+        func run() throws {
+            let map = try loadMapping(config)
+            if let file, let key, let asVersion {
+                let url = URL(fileURLWithPath: file)
+                guard let bytes = FileManager.default.contents(atPath: file) else { throw failure("cannot read \(file)", code: 66) }
+                do {
+                    let keyURL = URL(fileURLWithPath: key)
+                    let name = keyURL.deletingPathExtension().lastPathComponent
+                    let sig = try ModelSignature.sign(modelBytes: bytes, version: asVersion, mapping: map.fingerprint,
+                                                      keyName: name, privateKey: try KeyFile.readPrivateKey(keyURL))
+                    try sig.write(for: url)
+                    print("\(ModelSignature.url(for: url).path): signed by \(name) as version \(asVersion) for mapping \(map.fingerprint.prefix(12))…")
+                } catch {
+                    throw failure("\(error)", code: 65)
+                }
+                return
+            }
+            guard let version else { return }
+            let dir = URL(fileURLWithPath: data ?? map.gateway.dataDirectory)
+            let store = try ModelStore(dataDirectory: dir)
+            guard store.versions().contains(version) else {
+                throw failure("no version \(version) in \(store.directory.path) (stored: \(store.versions().map { "v\($0)" }.joined(separator: ", ")))", code: 66)
+            }
+            let trust = try storedModelTrust(dir)
+            if case .success(let (_, sig)) = verifyStored(store, version, trust: trust, mapping: map.fingerprint) {
+                print("v\(version) is already signed by \(sig.key) for this mapping: nothing to do")
+                return
+            }
+            let bytes: [UInt8]
+            do {
+                let model = try QModel.load(from: store.modelURL(version))
+                guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
+                    throw failure("v\(version) has \(model.inputCount) inputs and \(model.actionCount) actions; the mapping needs \(map.stateWidth) and \(map.actions.count): not signed", code: 65)
+                }
+                bytes = Array(try Data(contentsOf: store.modelURL(version)))
+            } catch let e as ExitCode {
+                throw e
+            } catch {
+                throw failure("v\(version) does not pass its load checks (\(error)): not signed", code: 65)
+            }
+            do {
+                let device = try DeviceKey.loadOrCreate(dataDirectory: dir)
+                let sig = try ModelSignature.sign(modelBytes: bytes, version: version, mapping: map.fingerprint, device: device)
+                try sig.write(for: store.modelURL(version))
+                print("signed v\(version) (sha256 \(sig.sha256.prefix(12))…) with the device key for mapping \(map.fingerprint.prefix(12))…; restart the gateway to serve it if it is the current version")
+            } catch {
+                throw failure("\(error)", code: 74)
+            }
+        }
+    }
+}
+
+/// The keys a data directory trusts for models: `keys/models/*.pub` and the device's public key
+/// (`keys/device.pub`) when it has one. Only public keys are read.
+func storedModelTrust(_ data: URL) throws -> TrustStore {
+    do {
+        var keys = try TrustStore.load(dataDirectory: data).keys.filter { $0.role == .models }
+        let devicePub = TrustStore.keysDirectory(dataDirectory: data).appendingPathComponent("device.pub")
+        if FileManager.default.fileExists(atPath: devicePub.path) {
+            keys.append(TrustedKey(name: DeviceKey.name, role: .models, publicKey: try KeyFile.readPublicKey(devicePub), file: devicePub.path))
+        }
+        return TrustStore(keys: keys)
+    } catch {
+        throw failure("\(error)", code: 65)
+    }
+}
+
+/// Reads stored version `v` once and checks its signature; with `mapping`, also that it was
+/// signed for that mapping (without, the signed mapping is taken as it is: the gateway checks it
+/// at its start).
+func verifyStored(_ store: ModelStore, _ v: Int, trust: TrustStore, mapping: String?) -> Result<(bytes: [UInt8], signature: ModelSignature), ModelRefusal> {
+    let sigURL = store.signatureURL(v)
+    guard let sigData = FileManager.default.contents(atPath: sigURL.path) else {
+        return .failure(ModelRefusal(reason: .missingSignature, message: "\(sigURL.path) is missing"))
+    }
+    do throws(ModelRefusal) {
+        let sig = try ModelSignature.parse(sigData)
+        return .success(try ModelSignature.verify(modelFile: store.modelURL(v), expectedVersion: v, expectedMapping: mapping ?? sig.mapping, trust: trust))
+    } catch {
+        return .failure(error)
     }
 }
 

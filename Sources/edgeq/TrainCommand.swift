@@ -4,6 +4,7 @@ import EdgeQLearner
 import EdgeQLog
 import EdgeQNet
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import EdgeQRetrain
 
@@ -72,13 +73,27 @@ struct TrainCommand: ParsableCommand {
         } catch {
             throw CLIFailure(.io, "cannot open the model store in \(dir.path): \(error)")
         }
+        // The device key signs what is stored; the served model warm-starts only when its
+        // signature verifies (training on from a tampered model and signing the result would
+        // launder it).
+        let signer: ModelSigner
+        let trust: TrustStore
+        do {
+            let device = try DeviceKey.loadOrCreate(dataDirectory: dir)
+            signer = .device(device, mapping: map.fingerprint)
+            trust = try TrustStore.load(dataDirectory: dir).adding(device)
+        } catch {
+            throw CLIFailure(.data, "\(error)")
+        }
         // Warm start from the served model, as cmd/retrain does on a running gateway.
         var warm: QModel?
         if !cold, let v = store.current() {
             do {
-                warm = try QModel.load(from: store.modelURL(v))
+                let verified = try ModelSignature.verify(modelFile: store.modelURL(v), expectedVersion: v,
+                                                         expectedMapping: map.fingerprint, trust: trust)
+                warm = try QModel.load(bytes: verified.bytes)
             } catch {
-                throw CLIFailure(.data, "the served model v\(v) does not load (\(error)); roll back (edgeq models rollback) or train with --cold")
+                throw CLIFailure(.data, "the served model v\(v) is refused or does not load (\(error)); roll back (edgeq models rollback), sign it if an earlier EdgeQ stored it (edgeq models sign \(v)), or train with --cold")
             }
         }
         var retrainer = Retrainer(map: map)
@@ -109,7 +124,7 @@ struct TrainCommand: ParsableCommand {
             do {
                 let version = try store.add(files: ["model.safetensors": output,
                                                     "model.safetensors.sha256": output.appendingPathExtension("sha256")],
-                                            report: report.json())
+                                            report: report.json(), signer: signer)
                 final.version = version
                 try final.json().write(to: store.reportURL(version))
                 try? FileManager.default.removeItem(at: output)

@@ -24,7 +24,7 @@ import Testing
             let file = data.appendingPathComponent("incoming.safetensors")
             try model.save(to: file)
             let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                                  report: Data(#"{"verdict":"passed"}"#.utf8))
+                                  report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
             try store.setCurrent(v, reason: "test")
         }
     }

@@ -44,8 +44,9 @@ func testMapping(tick: String = "trigger: plant/t/state", maxAge: String = "", f
     """
 }
 
-/// A random (untrained) model that fits `map`, written to its data directory's store and
-/// made current, as a promotion would.
+/// A random (untrained) model that fits `map`, written to its data directory's store (signed
+/// with the data directory's device key, as the gateway signs what it trains) and made
+/// current, as a promotion would.
 @discardableResult
 func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: Float? = nil) throws -> Int {
     let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
@@ -59,7 +60,7 @@ func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: 
     try model.save(to: file)
     let store = try ModelStore(dataDirectory: data)
     let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                          report: Data(#"{"verdict":"passed"}"#.utf8))
+                          report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
     try store.setCurrent(v, reason: "test")
     return v
 }

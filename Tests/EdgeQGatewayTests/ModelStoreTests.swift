@@ -1,8 +1,17 @@
 import EdgeQGateway
+import EdgeQTrust
 import Foundation
 import Testing
 
 @Suite struct ModelStoreTests {
+    /// Every version is stored signed: here with a device key of the test's own (these tests
+    /// store small text files, not models; the signature covers any bytes).
+    let signer: ModelSigner
+
+    init() throws {
+        let keys = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-store-keys-\(UUID().uuidString)")
+        signer = .device(try DeviceKey.loadOrCreate(dataDirectory: keys), mapping: String(repeating: "0", count: 64))
+    }
     func tempDir() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
@@ -20,8 +29,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ModelStore(dataDirectory: dir)
         #expect(store.current() == nil)
-        let v1 = try store.add(files: ["model.safetensors": try modelFile(dir, "one")], report: Data("{}".utf8))
-        let v2 = try store.add(files: ["model.safetensors": try modelFile(dir, "two")], report: Data("{}".utf8))
+        let v1 = try store.add(files: ["model.safetensors": try modelFile(dir, "one")], report: Data("{}".utf8), signer: signer)
+        let v2 = try store.add(files: ["model.safetensors": try modelFile(dir, "two")], report: Data("{}".utf8), signer: signer)
         #expect((v1, v2) == (1, 2))
         #expect(store.current() == nil)
         try store.setCurrent(v1, reason: "first")
@@ -36,7 +45,7 @@ import Testing
         // A reopened store sees the same.
         let again = try ModelStore(dataDirectory: dir)
         #expect(again.current() == 1)
-        for i in 3...6 { _ = try again.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data()) }
+        for i in 3...6 { _ = try again.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data(), signer: signer) }
         again.prune(keep: 3)
         let left = again.versions()
         #expect(left.count == 3)
@@ -49,7 +58,7 @@ import Testing
     func threeServed(_ dir: URL) throws -> ModelStore {
         let store = try ModelStore(dataDirectory: dir)
         for i in 1...3 {
-            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8), signer: signer)
             try store.setCurrent(v, reason: "promote")
         }
         return store
@@ -106,7 +115,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try threeServed(dir)
         for i in 4...6 {
-            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8))
+            let v = try store.add(files: ["model.safetensors": try modelFile(dir, "m\(i)")], report: Data("{}".utf8), signer: signer)
             try store.setCurrent(v, reason: "promote")
         }
         try store.rollBack(from: 6, to: 5, reason: "guard")   // 6 quarantined
@@ -117,6 +126,64 @@ import Testing
         // Never below the served version and its target, whatever `keep` says.
         store.prune(keep: 1)
         #expect(store.versions() == [3, 4])
+    }
+
+    /// The served history is the record the start follows (anti-rollback): every switch is in
+    /// it, and a line torn by a crash in mid-append is neither read nor glued to the next one.
+    @Test func everySwitchIsRecordedAndATornLineIsCutOff() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        try store.rollBack(from: 3, to: 2, reason: "guard")
+        #expect(store.servedRecords() == [1, 2, 3, 2])
+        #expect(store.pointer() == 2)
+        // A crash while appending "… 12 …" left "1700000000 1".
+        let log = store.directory.appendingPathComponent("served.log")
+        let h = try FileHandle(forWritingTo: log)
+        try h.seekToEnd()
+        try h.write(contentsOf: Data("1700000000 1".utf8))
+        try h.close()
+        #expect(store.servedRecords() == [1, 2, 3, 2])
+        try store.setCurrent(1, reason: "operator")
+        #expect(store.servedRecords() == [1, 2, 3, 2, 1])
+        try store.clearCurrent(reason: "test")
+        #expect(store.servedRecords() == [1, 2, 3, 2, 1, nil])
+        #expect(store.pointer() == nil)
+    }
+
+    /// Version numbers only go up: an imported model must be signed as a version above every
+    /// stored or served one, and a pruned served number is not given again.
+    @Test func versionNumbersAreNeverReused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        try store.rollBack(from: 3, to: 2, reason: "guard")   // 3 quarantined
+        store.prune(keep: 2)                                   // 3 goes first
+        #expect(store.versions() == [1, 2])
+        #expect(try store.add(files: ["model.safetensors": try modelFile(dir, "m4")], report: Data(), signer: signer) == 4)
+
+        let keys = dir.appendingPathComponent("lab")
+        let lab = try DeviceKey.loadOrCreate(dataDirectory: keys)
+        let trust = TrustStore(keys: []).adding(lab)
+        let mapping = String(repeating: "a", count: 64)
+        let file = try modelFile(dir, "imported")
+        let bytes = try Data(contentsOf: file)
+        let old = try ModelSignature.sign(modelBytes: bytes, version: 4, mapping: mapping, device: lab)
+        #expect(throws: ModelStore.Error.self) {
+            try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(old, trust: trust, mapping: mapping))
+        }
+        // Signed for another mapping than the store is told: refused, nothing stored.
+        let seven = try ModelSignature.sign(modelBytes: bytes, version: 7, mapping: mapping, device: lab)
+        #expect(throws: ModelStore.Error.self) {
+            try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(seven, trust: trust, mapping: String(repeating: "b", count: 64)))
+        }
+        #expect(store.versions() == [1, 2, 4])
+        #expect(try store.add(files: ["model.safetensors": file], report: Data(), signer: .imported(seven, trust: trust, mapping: mapping)) == 7)
+        // The stored version carries the signature it came with, and a sha256sum file.
+        let stored = try ModelSignature.verify(modelFile: store.modelURL(7), expectedVersion: 7, expectedMapping: mapping, trust: trust)
+        #expect(stored.signature == seven)
+        #expect(FileManager.default.fileExists(atPath: store.modelURL(7).appendingPathExtension("sha256").path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory.path).allSatisfy { !$0.hasPrefix(".incoming") })
     }
 
     @Test func incompleteIncomingFolderIsDiscarded() throws {

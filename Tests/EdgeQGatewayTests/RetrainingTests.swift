@@ -3,6 +3,7 @@ import EdgeQLog
 import EdgeQMQTT
 import EdgeQNet
 import EdgeQTestSupport
+import EdgeQTrust
 import Foundation
 import Testing
 
@@ -77,6 +78,12 @@ import Testing
         let version = try #require(r["version"] as? Int)
         #expect(FileManager.default.fileExists(atPath: h.dir.url.appendingPathComponent("models/v\(version)/model.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: h.dir.url.appendingPathComponent("models/v\(version)/report.json").path))
+        // Signed with the device key, for this mapping, as the version it is stored as.
+        let device = try DeviceKey.loadOrCreate(dataDirectory: h.dir.url)
+        let verified = try ModelSignature.verify(modelFile: h.dir.url.appendingPathComponent("models/v\(version)/model.safetensors"),
+                                                 expectedVersion: version, expectedMapping: h.map.fingerprint,
+                                                 trust: TrustStore(keys: []).adding(device))
+        #expect(verified.signature.key == "device")
         // Manual promotion: stored, not served.
         #expect(h.gateway.servedVersion == nil)
         // The decision path was never paused: every tick was decided, none waited for training.

@@ -197,7 +197,8 @@ enum E2EBench {
             try model.save(to: file)
             let store = try ModelStore(dataDirectory: data)
             let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                                  report: Data(#"{"verdict":"passed","note":"edgeq bench e2e: random weights"}"#.utf8))
+                                  report: Data(#"{"verdict":"passed","note":"edgeq bench e2e: random weights"}"#.utf8),
+                                  signer: try ModelSigner.device(dataDirectory: data, map: map))
             try store.setCurrent(v, reason: "edgeq bench e2e")
         } catch {
             throw BenchError.failed("cannot install the bench model in \(data.path): \(error)")
