@@ -241,7 +241,7 @@ import Testing
         try model.save(to: file)
         return try ModelStore(dataDirectory: h.dir.url).add(
             files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-            report: Data(#"{"verdict":"passed"}"#.utf8))
+            report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: h.dir.url, map: h.map))
     }
 
     /// Compares `version` beside the live (incumbent) decisions for the mapping's
