@@ -47,6 +47,13 @@ struct EdgeQCommand: AsyncParsableCommand {
             }
         } catch let failure as CLIFailure {
             failure.exit()
+        } catch let failure as BenchError {
+            // An anchor or a bench that cannot run here is unavailable (69); a bench that ran and
+            // failed is a software error (70).
+            switch failure {
+            case .notAvailable, .anchorMissing: CLIFailure(.unavailable, failure.description).exit()
+            case .failed: CLIFailure(.software, failure.description).exit()
+            }
         } catch {
             // ArgumentParser's own errors (ExitCode, CleanExit, ValidationError, and the help
             // request that `--help` parses into, an internal type) keep their meaning.
