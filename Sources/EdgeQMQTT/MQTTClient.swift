@@ -137,10 +137,14 @@ public final class MQTTClient: Sendable {
     ///
     /// With MQTT 5, retained messages are sent only when the subscription is new at the
     /// broker (a resumed persistent session does not replay them).
+    /// `noLocal` (MQTT 5 only; ignored with 3.1.1, which has no such option): the broker does
+    /// not send this client its own publications on `filter` — a gateway that publishes on a
+    /// topic it also reads (the actuator topic the incumbent uses, its own command topics)
+    /// does not hear its own echo.
     /// - Throws: `MQTTError` `.invalidTopic` for an invalid filter; `.library` when
     ///   libmosquitto refuses it (e.g. out of memory).
-    public func subscribe(_ filter: String, qos: QoS = .atLeastOnce) throws {
-        try connection.subscribe(filter, qos: qos)
+    public func subscribe(_ filter: String, qos: QoS = .atLeastOnce, noLocal: Bool = false) throws {
+        try connection.subscribe(filter, qos: qos, noLocal: noLocal)
     }
 
     /// Unsubscribes from `filter` and forgets it (not restored on reconnect).
@@ -205,7 +209,7 @@ final class Connection: @unchecked Sendable {
 
     struct Shared {
         var state: ConnectionState = .idle
-        var subscriptions: [(filter: String, qos: QoS)] = []
+        var subscriptions: [(filter: String, qos: QoS, noLocal: Bool)] = []
         var pendingFailure: MQTTError?
         var lastLibraryError: String?
         var connects: UInt64 = 0
@@ -399,27 +403,29 @@ final class Connection: @unchecked Sendable {
 
     // MARK: subscribe / publish (any thread)
 
-    private func sendSubscribe(_ filter: String, _ qos: QoS, _ mosq: OpaquePointer) -> Int32 {
+    private func sendSubscribe(_ filter: String, _ qos: QoS, _ noLocal: Bool, _ mosq: OpaquePointer) -> Int32 {
         // MQTT 5: send retained messages only for a subscription new at the broker, so a
-        // resumed session does not replay them on every reconnect.
-        let options: Int32 = isV5 ? Int32(MQTT_SUB_OPT_SEND_RETAIN_NEW.rawValue) : 0
+        // resumed session does not replay them on every reconnect; no-local when asked.
+        var options: Int32 = isV5 ? Int32(MQTT_SUB_OPT_SEND_RETAIN_NEW.rawValue) : 0
+        if isV5 && noLocal { options |= Int32(MQTT_SUB_OPT_NO_LOCAL.rawValue) }
         return mosquitto_subscribe_v5(mosq, nil, filter, qos.rawValue, options, nil)
     }
 
-    func subscribe(_ filter: String, qos: QoS) throws {
+    func subscribe(_ filter: String, qos: QoS, noLocal: Bool) throws {
         guard mosquitto_sub_topic_check(filter) == MosquittoResult.success.rawValue else {
             throw MQTTError(.invalidTopic, "'\(filter)' is not a valid topic filter (+ and # must fill a whole level; # only last)")
         }
         let connected = shared.withLock { s -> Bool in
             if let i = s.subscriptions.firstIndex(where: { $0.filter == filter }) {
                 s.subscriptions[i].qos = qos
+                s.subscriptions[i].noLocal = noLocal
             } else {
-                s.subscriptions.append((filter, qos))
+                s.subscriptions.append((filter, qos, noLocal))
             }
             return s.state == .connected
         }
         if connected {
-            let r = MosquittoResult(rawValue: sendSubscribe(filter, qos, handle))
+            let r = MosquittoResult(rawValue: sendSubscribe(filter, qos, noLocal, handle))
             // NO_CONN: the connection just dropped; the next connect subscribes.
             if r != .success && r != .noConnection {
                 throw MQTTError(.library, "subscribe \(filter): \(r.message)", result: r)
@@ -480,7 +486,7 @@ final class Connection: @unchecked Sendable {
 
     fileprivate func handleConnack(_ rc: Int32, flags: Int32) {
         if rc == 0 {
-            let subs = shared.withLock { s -> [(filter: String, qos: QoS)] in
+            let subs = shared.withLock { s -> [(filter: String, qos: QoS, noLocal: Bool)] in
                 s.state = .connected
                 s.connects += 1
                 s.consecutiveFailures = 0
@@ -489,7 +495,7 @@ final class Connection: @unchecked Sendable {
                 s.connectedAt = MonotonicClock.nanoseconds()
                 return s.subscriptions
             }
-            for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, handle) }
+            for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, sub.noLocal, handle) }
             // Connected: stop libmosquitto's log callback (unless traced). With a callback set,
             // libmosquitto mallocs and formats a debug line for every packet sent or received
             // (about 3 % of the gateway's CPU at full rate); its errors while connected come
