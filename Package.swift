@@ -93,7 +93,7 @@ let package = Package(
         .target(
             name: "EdgeQGateway",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore",
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQTrust",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(
@@ -139,7 +139,7 @@ let package = Package(
             dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
             exclude: ["python"]
         ),
-                .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap"]),
+                .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -8,6 +8,7 @@ import EdgeQLog
 import EdgeQMQTT
 import EdgeQNet
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 import Synchronization
@@ -125,6 +126,22 @@ public final class Gateway: @unchecked Sendable {
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
+    // Signed commands (GatewayCommands.swift, docs/security.md).
+    /// The device's own key (signs the models this gateway trains).
+    public let deviceKey: DeviceKey
+    /// The keys trusted by role (`DATA/keys/<role>/NAME.pub`) plus the device key.
+    public let trust: TrustStore
+    /// Checks every command before it is parsed (control queue).
+    let verifier: CommandVerifier
+    /// Command messages handed to the control queue and not yet verified, and their bytes.
+    let pendingCommands = Atomic<Int>(0)
+    let pendingCommandBytes = Atomic<Int>(0)
+    /// Command messages dropped since the last audit batch.
+    let droppedCommands = Atomic<Int>(0)
+    let modeChange = Mutex<ModeChange>(ModeChange(by: nil, at: Date().timeIntervalSince1970))
+    let auditBuffer = Mutex<AuditBuffer>(AuditBuffer())
+    let refusalLog = Mutex<RefusalLogState>(RefusalLogState())
+
     /// Held while the decision state below is used (see the Sendable note above). An NSLock
     /// (a pthread mutex) rather than `Mutex`: the same cost uncontended, and ThreadSanitizer
     /// sees its ordering (it does not see the futex under `Mutex` on Linux and reports races
@@ -222,6 +239,13 @@ public final class Gateway: @unchecked Sendable {
             if error.kind == .readOnly { throw GatewayError("cannot write the experience log: \(error.message)") }
             throw GatewayError("cannot open the experience log in \(dataDirectory.path): \(error)")
         }
+        // ---- Trust: signed commands (begin). The device key, the trusted keys and the command
+        // verifier (GatewayCommands.swift); model signatures use `deviceKey` and `trust`.
+        let trusted = try GatewayTrust.load(map: map, dataDirectory: dataDirectory, logger: logger)
+        deviceKey = trusted.device
+        trust = trusted.trust
+        verifier = trusted.verifier
+        // ---- Trust: signed commands (end).
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
 
@@ -274,6 +298,9 @@ public final class Gateway: @unchecked Sendable {
         let mode = options.mode ?? persisted?.mode ?? GatewayMode(rawValue: map.gateway.startMode.rawValue) ?? .shadow
         modeState.store(mode == .control ? 1 : 0, ordering: .relaxed)
         modeReason.withLock { $0 = options.mode != nil ? "command line" : (persisted?.reason ?? "mapping file") }
+        if options.mode == nil, let persisted {
+            modeChange.withLock { $0 = ModeChange(by: persisted.by, at: persisted.since) }
+        }
 
         // The served model, verified (checksum + reference set); on failure fall back to the
         // previous version, and without any model start in shadow.
@@ -456,12 +483,14 @@ public final class Gateway: @unchecked Sendable {
     // MARK: - Messages
 
     func handle(_ m: MQTTMessage) {
-        if m.topic.hasPrefix(controlPlane.prefix) {
-            if let request = controlPlane.parse(topic: m.topic, payload: m.payload) {
+        if controlPlane.isCommandTopic(m.topic) {
+            // Verified and answered on the control queue, never here. A zero-length message
+            // deletes a retained one at the broker (also the gateway's own clearing): no command.
+            if !m.payload.isEmpty {
                 metrics.controlCommands.increment()
-                control.async { self.answer(request) }
-                return
+                enqueueCommand(m)
             }
+            return
         }
         m.payload.withUnsafeBytes { bytes in
             if let inc = map.incumbent, inc.topic == m.topic || inc.topic.utf8.contains(UInt8(ascii: "+")) {
