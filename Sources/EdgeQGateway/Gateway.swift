@@ -133,14 +133,13 @@ public final class Gateway: @unchecked Sendable {
     public let trust: TrustStore
     /// Checks every command before it is parsed (control queue).
     let verifier: CommandVerifier
-    /// Command messages handed to the control queue and not yet verified, and their bytes.
-    let pendingCommands = Atomic<Int>(0)
-    let pendingCommandBytes = Atomic<Int>(0)
-    /// Command messages dropped since the last audit batch.
-    let droppedCommands = Atomic<Int>(0)
+    /// Command messages handed over by the decision thread, not yet verified (bounded).
+    let commandInbox = Mutex<CommandInbox>(CommandInbox())
+    /// Wakes the command thread.
+    let commandSignal = DispatchSemaphore(value: 0)
+    /// Signalled when the command thread has ended.
+    let commandThreadDone = DispatchSemaphore(value: 0)
     let modeChange = Mutex<ModeChange>(ModeChange(by: nil, at: Date().timeIntervalSince1970))
-    let auditBuffer = Mutex<AuditBuffer>(AuditBuffer())
-    let refusalLog = Mutex<RefusalLogState>(RefusalLogState())
 
     /// Held while the decision state below is used (see the Sendable note above). An NSLock
     /// (a pthread mutex) rather than `Mutex`: the same cost uncontended, and ThreadSanitizer
@@ -402,6 +401,7 @@ public final class Gateway: @unchecked Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        startCommandThread()
         control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
@@ -457,6 +457,7 @@ public final class Gateway: @unchecked Sendable {
     }
 
     private func shutdown() {
+        stopCommandThread()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
             try writer.flush(timeout: 30)
