@@ -248,18 +248,7 @@ struct DemoCommand: ParsableCommand {
     /// The demo's operator key: `DATA/demo-operator/demo-operator.key` (made on the first run,
     /// kept with `--data`), its public half trusted as `DATA/keys/operator/demo-operator.pub`.
     static func demoOperatorKey(dataDirectory: URL) throws -> SigningPrivateKey {
-        let folder = dataDirectory.appendingPathComponent("demo-operator")
-        let keyFile = folder.appendingPathComponent("\(operatorName).key")
-        let pubFile = folder.appendingPathComponent("\(operatorName).pub")
-        if !FileManager.default.fileExists(atPath: keyFile.path) {
-            _ = try KeyFile.generate(name: operatorName, directory: folder)
-        }
-        let trusted = TrustStore.keysDirectory(dataDirectory: dataDirectory).appendingPathComponent("operator")
-        try FileManager.default.createDirectory(at: trusted, withIntermediateDirectories: true)
-        let installed = trusted.appendingPathComponent("\(operatorName).pub")
-        try? FileManager.default.removeItem(at: installed)
-        try FileManager.default.copyItem(at: pubFile, to: installed)
-        return try KeyFile.readPrivateKey(keyFile)
+        try localOperatorKey(name: operatorName, dataDirectory: dataDirectory)
     }
 
     /// `body` signed by the demo operator for `<prefix>/cmd/<verb>` of `map`'s gateway.
