@@ -131,15 +131,45 @@ public struct ControlError: Error, Sendable, Equatable, CustomStringConvertible 
 public struct ControlPlane: Sendable {
     /// The verbs the gateway answers.
     public static let verbs = ["mode", "retrain", "promote", "rollback"]
-    /// Keys every request may carry: `id`, and `auth` (reserved for the coming HMAC tag with
-    /// timestamp and nonce; accepted and not yet checked).
-    static let envelopeKeys: Set<String> = ["id", "auth"]
+    /// Keys every command may carry besides its verb's fields: `id` (echoed in the reply).
+    /// The signature is not a key of the command: it wraps it (docs/security.md, the envelope).
+    static let envelopeKeys: Set<String> = ["id"]
 
     /// The prefix, e.g. `edgeq/gw1`.
     public let prefix: String
+    /// `<prefix>/cmd/` as bytes, for the decision thread's check without allocating.
+    let commandHead: [UInt8]
 
     /// A control plane under `prefix`.
-    public init(prefix: String) { self.prefix = prefix }
+    public init(prefix: String) {
+        self.prefix = prefix
+        commandHead = Array((prefix + "/cmd/").utf8)
+    }
+
+    /// Whether `topic` is `<prefix>/cmd/<verb>` (one non-empty level after `cmd/`). Allocates
+    /// nothing: the decision thread asks it for every message.
+    public func isCommandTopic(_ topic: String) -> Bool {
+        var t = topic
+        return t.withUTF8 { bytes -> Bool in
+            guard bytes.count > commandHead.count else { return false }
+            for i in 0..<commandHead.count where bytes[i] != commandHead[i] { return false }
+            for i in commandHead.count..<bytes.count where bytes[i] == UInt8(ascii: "/") { return false }
+            return true
+        }
+    }
+
+    /// The verb of a command topic `<prefix>/cmd/<verb>`, or nil for any other topic.
+    public func verb(ofCommandTopic topic: String) -> String? {
+        guard isCommandTopic(topic) else { return nil }
+        return String(decoding: topic.utf8.dropFirst(commandHead.count), as: UTF8.self)
+    }
+
+    /// The `id` of a command object's JSON text, if it is one and has one (to echo it in the
+    /// reply to a refused command; nothing else of an unverified command is used).
+    public static func requestID(in command: [UInt8]) -> JSONValue? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(command)) as? [String: Any] else { return nil }
+        return object["id"].flatMap(JSONValue.init(any:))
+    }
 
     /// `<prefix>/cmd/+`: what the gateway subscribes to.
     public var commandFilter: String { "\(prefix)/cmd/+" }

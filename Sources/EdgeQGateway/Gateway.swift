@@ -8,6 +8,7 @@ import EdgeQLog
 import EdgeQMQTT
 import EdgeQNet
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 import Synchronization
@@ -139,6 +140,21 @@ public final class Gateway: Sendable {
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
+    // Signed commands (GatewayCommands.swift, docs/security.md).
+    /// The device's own key (signs the models this gateway trains).
+    public let deviceKey: DeviceKey
+    /// The keys trusted by role (`DATA/keys/<role>/NAME.pub`) plus the device key.
+    public let trust: TrustStore
+    /// Checks every command before it is parsed (control queue).
+    let verifier: CommandVerifier
+    /// Command messages handed over by the decision thread, not yet verified (bounded).
+    let commandInbox = Mutex<CommandInbox>(CommandInbox())
+    /// Wakes the command thread.
+    let commandSignal = DispatchSemaphore(value: 0)
+    /// Signalled when the command thread has ended.
+    let commandThreadDone = DispatchSemaphore(value: 0)
+    let modeChange = Mutex<ModeChange>(ModeChange(by: nil, at: Date().timeIntervalSince1970))
+
     /// The decision state: one owner at a time, proven by the compiler (see `DecisionState`).
     /// Taken by the network thread for message-triggered ticks and by the `run()` thread for
     /// periodic ones (and for every message with `--no-inline-decisions`); with one kind of
@@ -184,6 +200,13 @@ public final class Gateway: Sendable {
             if error.kind == .readOnly { throw GatewayError("cannot write the experience log: \(error.message)") }
             throw GatewayError("cannot open the experience log in \(dataDirectory.path): \(error)")
         }
+        // ---- Trust: signed commands (begin). The device key, the trusted keys and the command
+        // verifier (GatewayCommands.swift); model signatures use `deviceKey` and `trust`.
+        let trusted = try GatewayTrust.load(map: map, dataDirectory: dataDirectory, logger: logger)
+        deviceKey = trusted.device
+        trust = trusted.trust
+        verifier = trusted.verifier
+        // ---- Trust: signed commands (end).
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
         // --- Signed models: the device key (made at first start) and the keys trusted for
@@ -227,6 +250,9 @@ public final class Gateway: Sendable {
         let mode = options.mode ?? persisted?.mode ?? GatewayMode(rawValue: map.gateway.startMode.rawValue) ?? .shadow
         modeState.store(mode == .control ? 1 : 0, ordering: .relaxed)
         modeReason.withLock { $0 = options.mode != nil ? "command line" : (persisted?.reason ?? "mapping file") }
+        if options.mode == nil, let persisted {
+            modeChange.withLock { $0 = ModeChange(by: persisted.by, at: persisted.since) }
+        }
 
         // The served model, verified (checksum + reference set); on failure fall back to the
         // previous version, and without any model start in shadow.
@@ -328,6 +354,7 @@ public final class Gateway: Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        startCommandThread()
         control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
@@ -398,6 +425,7 @@ public final class Gateway: Sendable {
     }
 
     private func shutdown() {
+        stopCommandThread()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
             try writer.flush(timeout: 30)
@@ -424,12 +452,14 @@ public final class Gateway: Sendable {
     // MARK: - Messages
 
     func handle(_ m: MQTTMessage, _ d: inout DecisionState) {
-        if m.topic.hasPrefix(controlPlane.prefix) {
-            if let request = controlPlane.parse(topic: m.topic, payload: m.payload) {
+        if controlPlane.isCommandTopic(m.topic) {
+            // Verified and answered on the control queue, never here. A zero-length message
+            // deletes a retained one at the broker (also the gateway's own clearing): no command.
+            if !m.payload.isEmpty {
                 metrics.controlCommands.increment()
-                control.async { self.answer(request) }
-                return
+                enqueueCommand(m)
             }
+            return
         }
         m.payload.withUnsafeBytes { bytes in
             if let inc = map.incumbent, inc.topic == m.topic || inc.topic.utf8.contains(UInt8(ascii: "+")) {

@@ -9,26 +9,36 @@ import Foundation
 extension Gateway {
     // MARK: - Commands
 
-    /// Answers one control-plane request on `<prefix>/reply/<verb>` (never silence).
-    func answer(_ request: ControlRequest) {
+    /// Answers one verified control-plane request on `<prefix>/reply/<verb>` (never silence).
+    /// Every reply names the key that signed the command (`"by"`).
+    ///
+    /// - Parameter by: the signing key's name (`none` under `auth: none`).
+    /// - Returns: what the reply said (for the audit).
+    @discardableResult
+    func answer(_ request: ControlRequest, by key: String) -> (ok: Bool, error: String?) {
         let verb = request.verb
+        var outcome: (ok: Bool, error: String?) = (false, nil)
         func reply(_ ok: Bool, _ error: String? = nil, _ extra: [String: JSONValue] = [:]) {
-            publish(controlPlane.replyTopic(verb), ControlPlane.reply(id: request.id, ok: ok, error: error, extra: extra),
+            outcome = (ok, error)
+            var fields = extra
+            fields["by"] = .string(key)
+            publish(controlPlane.replyTopic(verb), ControlPlane.reply(id: request.id, ok: ok, error: error, extra: fields),
                     qos: 1, retain: false)
-            logger.info("control command", metadata: ["control.verb": "\(verb)", "control.ok": "\(ok)", "control.error": "\(error ?? "")"])
+            logger.info("control command", metadata: ["control.verb": "\(verb)", "control.by": "\(key)", "control.ok": "\(ok)",
+                                                      "control.error": "\(error ?? "")"])
         }
         let command: ControlCommand
         switch request.command {
         case .failure(let e):
             reply(false, e.description)
-            return
+            return outcome
         case .success(let c):
             command = c
         }
         switch command {
         case .mode(let m):
             do {
-                try setMode(m, reason: "operator command")
+                try setMode(m, reason: "command by \(key)", by: key)
                 reply(true, nil, ["mode": .string(m.rawValue)])
             } catch {
                 reply(false, "\(error)", ["mode": .string(mode.rawValue)])
@@ -37,9 +47,9 @@ extension Gateway {
             do {
                 let v: Int
                 if let named = version.flatMap(Int.init) {
-                    v = try promote(version: named, reason: "operator promote", named: true)
+                    v = try promote(version: named, reason: "promote by \(key)", named: true)
                 } else {
-                    v = try promote(version: store.versions().last, reason: "operator promote (newest)", named: false)
+                    v = try promote(version: store.versions().last, reason: "promote by \(key) (newest)", named: false)
                 }
                 reply(true, nil, ["version": .number(Double(v))])
             } catch {
@@ -47,15 +57,16 @@ extension Gateway {
             }
         case .rollback(let version):
             do {
-                let r = try rollback(to: version.flatMap(Int.init), reason: "operator rollback")
+                let r = try rollback(to: version.flatMap(Int.init), reason: "rollback by \(key)")
                 reply(true, nil, ["version": .number(Double(r.to)), "from": r.from.map { .number(Double($0)) } ?? .null,
                                   "quarantined": r.quarantined.map { .number(Double($0)) } ?? .null])
             } catch {
                 reply(false, "\(error)")
             }
         case .retrain(let steps, let seconds, let window):
-            retrainRequested(steps: steps, seconds: seconds, window: window, reply: reply)
+            retrainRequested(steps: steps, seconds: seconds, window: window, trigger: "command by \(key)", reply: reply)
         }
+        return outcome
     }
 
     /// Switches the mode and publishes the status. Leaving control never fails (see
@@ -63,20 +74,24 @@ extension Gateway {
     ///
     /// - Throws: `GatewayError` when switching to control without a model that passed its
     ///   checks, or when control cannot be recorded in the state file.
-    func setMode(_ m: GatewayMode, reason: String) throws {
+    /// - Parameter by: the key that signed the command (status `by`, the state file), nil when
+    ///   no command asked for it.
+    func setMode(_ m: GatewayMode, reason: String, by: String? = nil) throws {
         switch m {
-        case .shadow: leaveControl(reason: reason)
-        case .control: try enterControl(reason: reason)
+        case .shadow: leaveControl(reason: reason, by: by)
+        case .control: try enterControl(reason: reason, by: by)
         }
     }
 
     /// Goes to shadow at once, in memory: the incumbent is in charge from the next tick on,
     /// whatever the disk says. Recording it is best effort, retried until it succeeds and
     /// reported (`persistState`).
-    func leaveControl(reason: String) {
+    func leaveControl(reason: String, by: String? = nil) {
+        let state = GatewayState(mode: .shadow, reason: reason, by: by)
         modeState.store(0, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
-        persistState(GatewayState(mode: .shadow, reason: reason))
+        modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
+        persistState(state)
         publishStatus()
     }
 
@@ -86,11 +101,11 @@ extension Gateway {
     /// recorded.
     ///
     /// - Throws: `GatewayError` without a served model, or when the state file cannot be written.
-    func enterControl(reason: String) throws {
+    func enterControl(reason: String, by: String? = nil) throws {
         if served.withLock({ $0 == nil }) {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
-        let state = GatewayState(mode: .control, reason: reason)
+        let state = GatewayState(mode: .control, reason: reason, by: by)
         do {
             try state.save(to: dataDirectory)
         } catch {
@@ -101,6 +116,7 @@ extension Gateway {
         refreshGuardBaseline()
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
+        modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
         publishStatus()
     }
 
@@ -353,6 +369,7 @@ extension Gateway {
         }
         for (k, v) in extraStatus() { obj[k] = v }
         for (k, v) in storeStatus() { obj[k] = v }
+        for (k, v) in commandStatus() { obj[k] = v }
         return Array(JSONValue.object(obj).jsonText.utf8)
     }
 

@@ -1,4 +1,5 @@
 import EdgeQTopicMap
+import EdgeQTrust
 
 /// The gateway's metrics (docs/operations.md lists them), created once at start-up so the
 /// decision path only bumps existing counters.
@@ -18,6 +19,14 @@ final class GatewayMetrics: Sendable {
     let transitionsSkipped: Counter
     let invalidExpressions: Counter
     let controlCommands: Counter
+    /// Commands whose signature (or the lab's `auth: none`) was accepted.
+    let commandsAccepted: Counter
+    /// Commands refused, by reason (every reason present from the start).
+    let commandsRefused: [RefusalReason: Counter]
+    /// Command messages dropped unread because too many waited for verification.
+    let commandsDropped: Counter
+    /// Batches of audit rows that could not be written.
+    let auditFailures: Counter
     let latency: Histogram
     let mode: Gauge
     let modelVersion: Gauge
@@ -54,7 +63,15 @@ final class GatewayMetrics: Sendable {
         transitionsLogged = r.counter("edgeq_transitions_submitted_total", help: "Transitions handed to the experience log writer.")
         transitionsSkipped = r.counter("edgeq_transitions_skipped_total", help: "Transitions not logged because the state at t+1 or the reward could not be assembled.")
         invalidExpressions = r.counter("edgeq_invalid_expressions_total", help: "Expression evaluations that gave a non-finite value (division by zero, log of 0, …).")
-        controlCommands = r.counter("edgeq_control_commands_total", help: "Control-plane commands received.")
+        controlCommands = r.counter("edgeq_control_commands_total", help: "Control-plane command messages received (before verification).")
+        commandsAccepted = r.counter("edgeq_commands_total", help: "Control-plane commands by result: accepted (a valid signature by a key trusted for the verb, or auth none).", labels: [("result", "accepted")])
+        var refused: [RefusalReason: Counter] = [:]
+        for reason in RefusalReason.allCases {
+            refused[reason] = r.counter("edgeq_commands_refused_total", help: "Control-plane commands refused before they were acted on, by reason (docs/security.md).", labels: [("reason", reason.rawValue)])
+        }
+        commandsRefused = refused
+        commandsDropped = r.counter("edgeq_commands_dropped_total", help: "Command messages dropped unread because more than 1024 waited for verification (a flood).")
+        auditFailures = r.counter("edgeq_audit_write_failures_total", help: "Batches of audit rows (commands accepted or refused) that could not be written to the experience log.")
         latency = r.histogram("edgeq_decision_seconds", help: "Time from the trigger message's arrival (or the period tick) to the decision published.",
                               bounds: [2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 2e-2, 0.1])
         mode = r.gauge("edgeq_mode", help: "0 shadow, 1 control.")

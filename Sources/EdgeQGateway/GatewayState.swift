@@ -5,15 +5,20 @@ import Foundation
 public struct GatewayState: Codable, Sendable, Equatable {
     /// The persisted mode.
     public var mode: GatewayMode
-    /// Why the mode last changed (operator command, live guard, start-up option).
+    /// Why the mode last changed (`command by alice`, live guard, start-up option).
     public var reason: String
     /// When the mode last changed (Unix seconds).
     public var since: Double
+    /// The key that signed the command that changed it (`none` under `auth: none`); nil when
+    /// no command did (a file written before signed commands, the live guard, a start option).
+    public var by: String?
 
-    public init(mode: GatewayMode, reason: String, since: Double = Date().timeIntervalSince1970) {
+    /// A state; `by` is the signing key of the command that asked for it, if any.
+    public init(mode: GatewayMode, reason: String, since: Double = Date().timeIntervalSince1970, by: String? = nil) {
         self.mode = mode
         self.reason = reason
         self.since = since
+        self.by = by
     }
 
     /// The state file in `dataDirectory`.

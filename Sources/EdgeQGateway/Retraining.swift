@@ -14,9 +14,9 @@ import EdgeQRetrain
 /// one on the then newer log).
 extension Gateway {
     /// `cmd/retrain`.
-    func retrainRequested(steps: Int?, seconds: Double?, window: Int?, reply: (Bool, String?, [String: JSONValue]) -> Void) {
+    func retrainRequested(steps: Int?, seconds: Double?, window: Int?, trigger: String, reply: (Bool, String?, [String: JSONValue]) -> Void) {
         let limits = RetrainLimits(steps: steps, seconds: seconds, window: window)
-        if startRetraining(limits, trigger: "operator command") {
+        if startRetraining(limits, trigger: trigger) {
             reply(true, nil, ["started": .bool(true)])
         } else {
             reply(false, "busy: a retraining is already running (progress on \(controlPlane.retrainTopic))", [:])

@@ -31,6 +31,8 @@ public final class ExperienceLog: Sendable {
     /// The reading connection; nil only while a damaged file is being moved aside.
     private let reader: Locked<SQLiteConnection?>
     private let recoveryList: Locked<[LogRecovery]>
+    /// The connection that appends audit rows (opened at the first append; see Audit.swift).
+    let auditConnection = Locked<SQLiteConnection?>(nil)
 
     private init(path: String, gatewayID: String, schemaVersion: Int, reader: SQLiteConnection, recoveries: [LogRecovery] = []) {
         self.path = path
@@ -152,6 +154,7 @@ public final class ExperienceLog: Sendable {
     func replaceDamagedFile(problem: String) throws(LogError) -> LogRecovery {
         try reader.withLock { (db: inout SQLiteConnection?) throws(LogError) -> LogRecovery in
             db = nil   // closes it: no connection of ours stays on the damaged file
+            auditConnection.withLock { $0 = nil }   // reopened on the fresh file at the next append
             let record = try Self.moveAside(path: path, problem: problem)
             let fresh = try SQLiteConnection(path: path, create: true)
             _ = try Self.initialize(fresh, path: path, gatewayID: gatewayID)

@@ -96,6 +96,53 @@ extension ExperienceLog {
     }
 }
 
+extension ExperienceLog {
+    /// Streams the audit rows in `window` to `output`, oldest first (docs/log.md, "Audit").
+    ///
+    /// CSV columns: `id, gateway_id, time, key, verb, command, result, reason, ok, error`
+    /// (`command` is the command's JSON text, quoted as CSV needs; unknown values empty). JSON
+    /// lines: the same fields, `command` as a JSON string, `ok` true/false/null.
+    ///
+    /// - Returns: the number of rows written.
+    /// - Throws: `LogError` `.export` when the output cannot be opened or written; `.query`
+    ///   when reading fails.
+    @discardableResult
+    public func exportAudit(format: ExportFormat, window: LogWindow = .all, to output: ExportOutput) throws(LogError) -> Int {
+        let db = try SQLiteConnection(path: path, create: false)
+        let s = try db.prepare(Schema.windowed(window, select: "SELECT id, \(Self.auditColumns) FROM audit"))
+        let sink = try OutputSink(output)
+        var rows = 0
+        switch format {
+        case .csv:
+            try sink.write("id,gateway_id,time,key,verb,command,result,reason,ok,error\n")
+            let gatewayCell = csvCell(gatewayID)
+            while try s.step() {
+                let a = Self.readAudit(s)
+                let r = a.record
+                let cells = [String(a.id), gatewayCell, number(r.time), r.key.map(csvCell) ?? "", csvCell(r.verb),
+                             r.command.map(csvCell) ?? "", r.result.rawValue, r.reason.map(csvCell) ?? "",
+                             r.ok.map { $0 ? "1" : "0" } ?? "", r.error.map(csvCell) ?? ""]
+                try sink.write(cells.joined(separator: ",") + "\n")
+                rows += 1
+            }
+        case .jsonl:
+            let gateway = jsonString(gatewayID)
+            while try s.step() {
+                let a = Self.readAudit(s)
+                let r = a.record
+                var line = "{\"id\":\(a.id),\"gateway_id\":\(gateway),\"time\":\(jsonNumber(r.time)),\"key\":\(r.key.map(jsonString) ?? "null")"
+                line += ",\"verb\":\(jsonString(r.verb)),\"command\":\(r.command.map(jsonString) ?? "null"),\"result\":\"\(r.result.rawValue)\""
+                line += ",\"reason\":\(r.reason.map(jsonString) ?? "null"),\"ok\":\(r.ok.map { $0 ? "true" : "false" } ?? "null")"
+                line += ",\"error\":\(r.error.map(jsonString) ?? "null")}\n"
+                try sink.write(line)
+                rows += 1
+            }
+        }
+        try sink.finish()
+        return rows
+    }
+}
+
 private func number(_ x: Double) -> String { x.isFinite ? "\(x)" : "" }
 private func number(_ x: Float) -> String { x.isFinite ? "\(x)" : "" }
 private func jsonNumber(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }

@@ -30,6 +30,17 @@ enum Schema {
             flags         INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX IF NOT EXISTS transitions_time ON transitions(time);
+        CREATE TABLE IF NOT EXISTS audit (
+            id       INTEGER PRIMARY KEY,
+            time     REAL    NOT NULL,
+            key      TEXT,
+            verb     TEXT    NOT NULL,
+            command  TEXT,
+            result   TEXT    NOT NULL CHECK (result IN ('accepted','refused','dropped')),
+            reason   TEXT,
+            ok       INTEGER CHECK (ok IN (0,1)),
+            error    TEXT
+        );
         """
 
     /// The columns in the order `insert` binds and `select` reads them (id excluded).

@@ -209,6 +209,19 @@ public struct IncumbentConfig: Sendable, Equatable {
     }
 }
 
+/// The `control_plane` section: how the gateway's commands (`<prefix>/cmd/<verb>`) are checked.
+public struct ControlPlaneConfig: Sendable, Equatable {
+    /// `signed` (default): a state-changing command needs an Ed25519 signature by a trusted key
+    /// (docs/security.md). `none`: a lab's opt-out; unsigned commands are obeyed, the gateway
+    /// warns at start and its status says `"auth":"none"`.
+    public enum Auth: String, Sendable, CaseIterable { case signed, none }
+    /// Whether commands must be signed. Default `.signed`.
+    public var auth: Auth = .signed
+
+    /// The defaults (signed commands).
+    public init() {}
+}
+
 /// What to do when a decision cannot be trusted.
 public struct SafetyConfig: Sendable, Equatable {
     /// What to do instead of deciding.

@@ -125,7 +125,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -147,6 +147,10 @@ struct Builder {
         if let n = top["safety"] { (safety, handOverride) = readSafety(n) }
         var learning = LearningConfig()
         if let n = top["learning"], let l = readLearning(n) { learning = l }
+        var controlPlane = ControlPlaneConfig()
+        if let n = top["control_plane"], let f = r.mapping(n, "control_plane", known: ["auth"]) {
+            if let a = f["auth"], let v = r.choice(a, "control_plane auth", ControlPlaneConfig.Auth.self) { controlPlane.auth = v }
+        }
 
         // Cross-section checks.
         if let actions {
@@ -195,7 +199,7 @@ struct Builder {
             actions: actions.configs, writes: actions.writes.map { $0.map(\.compiled) }, allowed: actions.allowed,
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
-            applied: applied?.0, continuity: tick.2)
+            applied: applied?.0, continuity: tick.2, controlPlane: controlPlane)
     }
 
     func slotNames() -> [String] {

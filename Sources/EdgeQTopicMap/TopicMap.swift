@@ -158,6 +158,8 @@ public struct TopicMap: Sendable {
     public let safety: SafetyConfig
     /// The `learning` section (defaults when absent).
     public let learning: LearningConfig
+    /// The `control_plane` section (defaults when absent: signed commands).
+    public let controlPlane: ControlPlaneConfig
     /// Source texts of the reward, terminal and truncated expressions.
     public var rewardSource: String { reward.source }
     /// The terminal expression's text, if any.
@@ -210,7 +212,8 @@ public struct TopicMap: Sendable {
          truncated: CompiledExpression?, actions: [ActionConfig], writes: [[CompiledWrite]], allowed: [CompiledExpression?],
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
-         applied: IncumbentConfig? = nil, continuity: TickContinuity = .init()) {
+         applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init()) {
+        self.controlPlane = controlPlane
         self.applied = applied
         self.continuity = continuity
         sequenceSignal = continuity.sequence.flatMap { name in signals.firstIndex { $0.name == name } }

@@ -187,7 +187,15 @@ public final class CommandVerifier: Sendable {
             .refused(RefusedCommand(reason: reason, message: message, key: key, command: command))
         }
         if retained {
-            return refuse(.retained, "a retained command is never obeyed (a command must be fresh); publish it without the retain flag, and clear the retained one: mosquitto_pub -r -n -t \(topic)")
+            // Unverified, for the reply's id and the audit only.
+            var claimedKey: String?, claimedCommand: [UInt8]? = payload
+            if payload.count <= configuration.maxPayloadBytes,
+               let object = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any], object["auth"] != nil || object["cmd"] != nil {
+                claimedKey = (object["auth"] as? [String: Any])?["key"] as? String
+                claimedCommand = (object["cmd"] as? String).map { Array($0.utf8) }
+            }
+            return refuse(.retained, "a retained command is never obeyed (a command must be fresh); publish it without the retain flag, and clear the retained one: mosquitto_pub -r -n -t \(topic)",
+                          key: claimedKey, command: claimedCommand)
         }
         guard payload.count <= configuration.maxPayloadBytes else {
             return refuse(.malformed, "the payload is \(payload.count) bytes, more than \(configuration.maxPayloadBytes)")

@@ -174,3 +174,23 @@ struct BrokerCredential {
     /// The password (never printed).
     var password: Secret
 }
+
+/// An operator key of a tool that runs its own gateway (`edgeq demo`, `edgeq bench e2e`):
+/// `DATA/<name>/<name>.key` (made when missing), its public half trusted as
+/// `DATA/keys/operator/<name>.pub` (replaced), so that the tool's commands are signed as
+/// `edgeq cmd` signs them. Call it before the gateway starts (it reads its keys at start).
+/// - Throws: `KeyFileError` when the key cannot be made or read; a file system error when the
+///   public key cannot be copied.
+func localOperatorKey(name: String, dataDirectory: URL) throws -> SigningPrivateKey {
+    let folder = dataDirectory.appendingPathComponent(name)
+    let keyFile = folder.appendingPathComponent("\(name).key")
+    if !FileManager.default.fileExists(atPath: keyFile.path) {
+        _ = try KeyFile.generate(name: name, directory: folder)
+    }
+    let trusted = TrustStore.keysDirectory(dataDirectory: dataDirectory).appendingPathComponent("operator")
+    try FileManager.default.createDirectory(at: trusted, withIntermediateDirectories: true)
+    let installed = trusted.appendingPathComponent("\(name).pub")
+    try? FileManager.default.removeItem(at: installed)
+    try FileManager.default.copyItem(at: folder.appendingPathComponent("\(name).pub"), to: installed)
+    return try KeyFile.readPrivateKey(keyFile)
+}

@@ -4,6 +4,7 @@ import EdgeQMQTT
 import EdgeQSimulators
 import EdgeQSystem
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 
@@ -19,6 +20,8 @@ struct DemoCommand: ParsableCommand {
             3. sends cmd/retrain and follows <prefix>/retrain;
             4. when the candidate passes its checks: evaluates the PI alone for --eval-weeks on fresh weather, then \
             promotes the candidate, switches to control (cmd/mode) and runs the same weeks again with EdgeQ in charge;
+            every command is signed with an operator key the demo generates for itself (DATA/demo-operator/demo-operator.key, \
+            trusted as DATA/keys/operator/demo-operator.pub), as `edgeq cmd` signs;
             5. prints incumbent vs EdgeQ: energy cost, comfort violation, reward. Everything it started is stopped at the end.
             """
     )
@@ -86,6 +89,10 @@ struct DemoCommand: ParsableCommand {
         defer { broker.stop() }
         say("broker      \(broker.url) (deploy/mosquitto-demo.conf)")
 
+        // An operator key of the demo's own: the gateway obeys only signed commands.
+        let operatorKey = try Self.demoOperatorKey(dataDirectory: dataDir)
+        say("operator    key '\(Self.operatorName)' (\(dataDir.path)/demo-operator/\(Self.operatorName).key, trusted in keys/operator/)")
+
         var options = GatewayOptions(map: map)
         options.broker = broker.url
         options.dataDirectory = dataDir.path
@@ -133,7 +140,7 @@ struct DemoCommand: ParsableCommand {
         var request = "{\"id\":\"demo-retrain\""
         if let updates { request += ",\"steps\":\(updates)" }
         request += "}"
-        _ = try operatorClient.publish("\(prefix)/cmd/retrain", request, qos: .atLeastOnce)
+        _ = try operatorClient.publish("\(prefix)/cmd/retrain", try signed(map: map, verb: "retrain", request, key: operatorKey), qos: .atLeastOnce)
         var result: [String: Any]?
         let deadline = Date().addingTimeInterval(600)
         while result == nil && Date() < deadline {
@@ -173,13 +180,13 @@ struct DemoCommand: ParsableCommand {
 
         // 4. Promote, hand over control, the same weeks again.
         if gateway.servedVersion != version {
-            try ask(operatorClient, prefix: prefix, verb: "promote", body: "{\"id\":\"demo-promote\",\"version\":\(version)}")
+            try ask(operatorClient, map: map, key: operatorKey, verb: "promote", body: "{\"id\":\"demo-promote\",\"version\":\(version)}")
         }
-        try ask(operatorClient, prefix: prefix, verb: "mode", body: #"{"id":"demo-mode","mode":"control"}"#)
+        try ask(operatorClient, map: map, key: operatorKey, verb: "mode", body: #"{"id":"demo-mode","mode":"control"}"#)
         usleep(300_000)
         let edgeq = try runPlant(broker: broker, seed: evalSeed, steps: evalSteps, dither: 0, rate: 0, prefix: prefix,
                                  label: "[4/4] evaluating EdgeQ in control") { "" }
-        try? ask(operatorClient, prefix: prefix, verb: "mode", body: #"{"id":"demo-back","mode":"shadow"}"#)
+        try? ask(operatorClient, map: map, key: operatorKey, verb: "mode", body: #"{"id":"demo-back","mode":"shadow"}"#)
 
         // The table.
         func parse(_ r: SimulatorResult) -> [String: Double] {
@@ -235,8 +242,24 @@ struct DemoCommand: ParsableCommand {
         return r
     }
 
-    func ask(_ client: MQTTClient, prefix: String, verb: String, body: String) throws {
-        _ = try client.publish("\(prefix)/cmd/\(verb)", body, qos: .atLeastOnce)
+    /// The demo operator's name: its key signs the demo's commands.
+    static let operatorName = "demo-operator"
+
+    /// The demo's operator key: `DATA/demo-operator/demo-operator.key` (made on the first run,
+    /// kept with `--data`), its public half trusted as `DATA/keys/operator/demo-operator.pub`.
+    static func demoOperatorKey(dataDirectory: URL) throws -> SigningPrivateKey {
+        try localOperatorKey(name: operatorName, dataDirectory: dataDirectory)
+    }
+
+    /// `body` signed by the demo operator for `<prefix>/cmd/<verb>` of `map`'s gateway.
+    func signed(map: TopicMap, verb: String, _ body: String, key: SigningPrivateKey) throws -> [UInt8] {
+        try CommandEnvelope.sign(command: body, topic: CommandEnvelope.topic(prefix: map.gateway.prefix, verb: verb),
+                                 gatewayID: map.gateway.id, keyName: Self.operatorName, privateKey: key)
+    }
+
+    func ask(_ client: MQTTClient, map: TopicMap, key: SigningPrivateKey, verb: String, body: String) throws {
+        let prefix = map.gateway.prefix
+        _ = try client.publish("\(prefix)/cmd/\(verb)", try signed(map: map, verb: verb, body, key: key), qos: .atLeastOnce)
         let deadline = Date().addingTimeInterval(15)
         while Date() < deadline {
             guard let m = client.receive(timeout: 0.2), m.topic == "\(prefix)/reply/\(verb)" else { continue }

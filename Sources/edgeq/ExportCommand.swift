@@ -2,8 +2,9 @@ import ArgumentParser
 import EdgeQLog
 import Foundation
 
-/// `edgeq export --data DIR [--format csv|jsonl] [--out FILE] [--since …] [--last N]`:
-/// streams the experience log for analysis elsewhere (docs/log.md).
+/// `edgeq export --data DIR [--table transitions|audit] [--format csv|jsonl] [--out FILE]
+/// [--since …] [--last N]`: streams the experience log (or its audit table of control-plane
+/// commands) for analysis elsewhere (docs/log.md).
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
@@ -11,12 +12,17 @@ struct ExportCommand: ParsableCommand {
         discussion: """
             Reads DIR/experience.sqlite while the gateway runs (it never blocks the gateway) and \
             writes the rows oldest first. CSV expands state vectors into s0…, next states into ns0…, \
-            Q-values into q0…; JSON lines keep them as arrays. docs/log.md describes every column.
+            Q-values into q0…; JSON lines keep them as arrays. --table audit exports the audit table \
+            instead: every control-plane command the gateway received, accepted or refused (time, key, \
+            verb, command, result, reason). docs/log.md describes every column.
             """
     )
 
     @Option(help: "The gateway's data directory (holds experience.sqlite).")
     var data: String
+
+    @Option(help: "The table: transitions (the experience) or audit (the control-plane commands).")
+    var table: ExportTableArgument = .transitions
 
     @Option(help: "Output format: csv or jsonl.")
     var format: ExportFormatArgument = .csv
@@ -50,7 +56,11 @@ struct ExportCommand: ParsableCommand {
         if let since, let t = ExportCommand.parseSince(since, now: Date()) { window = .since(t) }
         let rows: Int
         do {
-            rows = try log.export(format: format.value, window: window, to: out.map { .file($0) } ?? .standardOutput)
+            let output: ExportOutput = out.map { .file($0) } ?? .standardOutput
+            switch table {
+            case .transitions: rows = try log.export(format: format.value, window: window, to: output)
+            case .audit: rows = try log.exportAudit(format: format.value, window: window, to: output)
+            }
         } catch where error.kind == .export {
             throw CLIFailure(.io, "export: \(error)")
         } catch {
@@ -70,6 +80,11 @@ struct ExportCommand: ParsableCommand {
         iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return iso.date(from: text)?.timeIntervalSince1970
     }
+}
+
+/// `--table` values.
+enum ExportTableArgument: String, ExpressibleByArgument, CaseIterable {
+    case transitions, audit
 }
 
 /// `--format` values.

@@ -106,9 +106,9 @@ struct ModelsCommand: ParsableCommand {
                 the named version is served (even a quarantined one). Either way the version left is \
                 quarantined.
 
-                With --config, the command goes to the running gateway over MQTT (cmd/rollback), connecting \
-                with the mapping file's broker, username, password and TLS settings, and takes effect at \
-                once; the answer is printed. With --data, the data directory's store is switched for the \
+                With --config, the command goes to the running gateway over MQTT (cmd/rollback), signed with \
+                --key (an operator key the gateway trusts), connecting with the mapping file's broker, \
+                username, password and TLS settings, and takes effect at once; the answer is printed. With --data, the data directory's store is switched for the \
                 gateway's next start (do not use it on a running gateway's directory).
                 """
         )
@@ -116,14 +116,16 @@ struct ModelsCommand: ParsableCommand {
         @Option(help: "The mapping file of a running gateway (rollback over MQTT).") var config: String?
         @Option(help: "Broker URL instead of the mapping file's.") var broker: String?
         @Option(help: "The version to serve (default: one step back, skipping quarantined versions).") var to: Int?
+        @Option(help: "With --config: the operator's private key file that signs the command (NAME.key).") var key: String?
 
         func validate() throws {
             if (data == nil) == (config == nil) { throw ValidationError("give either --data DIR (offline) or --config FILE (running gateway)") }
+            if config != nil && key == nil { throw ValidationError("--config needs --key KEYFILE: the gateway obeys only signed commands (edgeq keys generate NAME --dir DIR)") }
         }
 
         func run() throws {
-            if let config {
-                try askGateway(config: config, broker: broker, verb: "rollback", version: to)
+            if let config, let key {
+                try askGateway(config: config, broker: broker, key: key, verb: "rollback", version: to)
                 return
             }
             guard let data else { return }
@@ -162,7 +164,8 @@ struct ModelsCommand: ParsableCommand {
             abstract: "Serve a named version (even a quarantined one, which lifts its quarantine).",
             discussion: """
                 With --config, the command goes to the running gateway over MQTT (cmd/promote {"version":V}), \
-                connecting with the mapping file's broker, username, password and TLS settings. With --data, \
+                signed with --key (an operator key the gateway trusts), connecting with the mapping file's \
+                broker, username, password and TLS settings. With --data, \
                 the data directory's store is switched for the gateway's next start.
                 """
         )
@@ -170,14 +173,16 @@ struct ModelsCommand: ParsableCommand {
         @Option(help: "The mapping file of a running gateway (promotion over MQTT).") var config: String?
         @Option(help: "Broker URL instead of the mapping file's.") var broker: String?
         @Argument(help: "The version to serve.") var version: Int
+        @Option(help: "With --config: the operator's private key file that signs the command (NAME.key).") var key: String?
 
         func validate() throws {
             if (data == nil) == (config == nil) { throw ValidationError("give either --data DIR (offline) or --config FILE (running gateway)") }
+            if config != nil && key == nil { throw ValidationError("--config needs --key KEYFILE: the gateway obeys only signed commands (edgeq keys generate NAME --dir DIR)") }
         }
 
         func run() throws {
-            if let config {
-                try askGateway(config: config, broker: broker, verb: "promote", version: version)
+            if let config, let key {
+                try askGateway(config: config, broker: broker, key: key, verb: "promote", version: version)
                 return
             }
             guard let data else { return }
@@ -382,45 +387,27 @@ func failure(_ message: String, code: Int32) -> ExitCode {
 }
 
 extension ParsableCommand {
-    /// Sends `cmd/<verb>` (with `version` when given) to the gateway of the mapping file
-    /// `config`, connecting as the gateway does (broker, credentials, TLS from the mapping file),
-    /// and prints its answer. Exits 1 when the gateway refuses, 69 when it cannot be reached.
-    func askGateway(config: String, broker: String?, verb: String, version: Int?) throws {
+    /// Sends `cmd/<verb>` (with `version` when given), signed with the private key file `key`,
+    /// to the gateway of the mapping file `config`, connecting as the gateway does (broker,
+    /// credentials, TLS from the mapping file), and prints its answer (`CmdCommand.send`).
+    /// Exits 1 when the gateway refuses, 66 for a key file that cannot be read, 69 when the
+    /// broker cannot be reached, 75 when no answer came.
+    func askGateway(config: String, broker: String?, key: String, verb: String, version: Int?) throws {
         let map = try loadMapping(config)
-        let client: MQTTClient
+        let keyURL = URL(fileURLWithPath: key)
+        let name = keyURL.deletingPathExtension().lastPathComponent
+        let privateKey: SigningPrivateKey
         do {
-            client = try MQTTClient(try Gateway.clientConfiguration(for: map, broker: broker, clientID: "edgeq-cli-\(getpid())"))
+            privateKey = try KeyFile.readPrivateKey(keyURL)
         } catch {
-            throw failure("\(error)", code: 69)
-        }
-        defer { client.stop() }
-        let prefix = map.gateway.prefix
-        do {
-            try client.subscribe("\(prefix)/reply/\(verb)", qos: .atLeastOnce)
-            client.start()
-            try client.waitUntilConnected(timeout: 10)
-        } catch {
-            throw failure("cannot reach the broker of \(config): \(error)", code: 69)
+            throw failure("\(error)", code: 66)
         }
         let id = "cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let body = version.map { "{\"id\":\"\(id)\",\"version\":\($0)}" } ?? "{\"id\":\"\(id)\"}"
-        // The reply subscription is in place once connected (subscribed in the connect callback);
-        // publish only then, so the answer cannot pass before it.
-        usleep(100_000)
-        do {
-            _ = try client.publish("\(prefix)/cmd/\(verb)", body, qos: .atLeastOnce)
-        } catch {
-            throw failure("cannot send \(prefix)/cmd/\(verb): \(error)", code: 69)
-        }
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            guard let m = client.receive(timeout: 0.2) else { continue }
-            let text = String(decoding: m.payload, as: UTF8.self)
-            guard text.contains(id) else { continue }
-            print(text)
-            if !text.contains(#""ok":true"#) { throw ExitCode(1) }
-            return
-        }
-        throw failure("no answer from the gateway on \(prefix)/reply/\(verb) within 10 s (is it running?)", code: 69)
+        let fields = version.map { ["version=\($0)"] } ?? []
+        let command = try CmdCommand.commandText(id: id, fields: fields)
+        let reply = try CmdCommand.send(map: map, broker: broker, verb: verb, command: command, requestID: id,
+                                        keyName: name, privateKey: privateKey, timeout: 10)
+        print(reply.text)
+        if !reply.ok { throw ExitCode(1) }
     }
 }

@@ -1,6 +1,7 @@
 import EdgeQLog
 import EdgeQMQTT
 import EdgeQTestSupport
+import EdgeQTrust
 import Foundation
 import Testing
 
@@ -44,6 +45,7 @@ import Testing
         let file = dir.url.appendingPathComponent("c.yaml").path
         try Self.mapping.write(toFile: file, atomically: true, encoding: .utf8)
         let data = dir.url.appendingPathComponent("data").path
+        let alice = try TestKey("alice", in: dir.url.appendingPathComponent("private"), data: URL(fileURLWithPath: data))
         let plant = try client(broker, "edgeq/c1/#")
         defer { plant.stop() }
 
@@ -55,7 +57,7 @@ import Testing
             _ = try plant.publish("plant/c/state", "{\"step\":\(i),\"x\":\(x)}", qos: .atLeastOnce)
             _ = try plant.publish("plant/c/cmd", "{\"a\":\(x > 0 ? 1 : 0)}", qos: .atLeastOnce)
         }
-        _ = try plant.publish("edgeq/c1/cmd/retrain", #"{"steps":300}"#, qos: .atLeastOnce)
+        _ = try plant.publish("edgeq/c1/cmd/retrain", try alice.signed("c1", "retrain", #"{"steps":300}"#), qos: .atLeastOnce)
         #expect(waitFor(plant, topic: "edgeq/c1/retrain", contains: #""promoted":true"#) != nil, "the first model was not served")
 
         // 2. Restart with the crash point armed, retrain again: the process dies there.
@@ -64,7 +66,7 @@ import Testing
         drain(plant)
         gw = try gateway(file, broker, data, log: dir.url.appendingPathComponent("gw2.log").path, fault: point)
         #expect(waitFor(plant, topic: "edgeq/c1/status", contains: #""version":1"#) != nil)
-        _ = try plant.publish("edgeq/c1/cmd/retrain", #"{"steps":300}"#, qos: .atLeastOnce)
+        _ = try plant.publish("edgeq/c1/cmd/retrain", try alice.signed("c1", "retrain", #"{"steps":300}"#), qos: .atLeastOnce)
         let code = gw.wait(timeout: 60)
         #expect(code == 128 + SIGKILL, "the gateway was not killed at \(point) (exit \(String(describing: code)))")
         let log2 = (try? String(contentsOf: dir.url.appendingPathComponent("gw2.log"), encoding: .utf8)) ?? ""

@@ -3,6 +3,7 @@ import EdgeQMQTT
 import EdgeQNet
 import EdgeQTestSupport
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Testing
 
@@ -88,6 +89,7 @@ import Testing
         #expect(map.gateway.tls != nil && map.gateway.password != nil)
         let data = dir.url.appendingPathComponent("data")
         try serveThree(for: map, in: data)
+        let alice = try TestKey("alice", in: dir.url.appendingPathComponent("private"), data: data)
 
         // An observer on the same broker (it needs the same credentials and TLS).
         let observer = try MQTTClient(try Gateway.clientConfiguration(for: map, broker: nil, clientID: "observer"))
@@ -108,14 +110,18 @@ import Testing
         }
         #expect(online, "the gateway did not come online serving v3: \((try? String(contentsOf: dir.url.appendingPathComponent("gw.log"), encoding: .utf8)) ?? "")")
 
-        let first = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        let first = try EdgeQBinary.run(["models", "rollback", "--config", file, "--key", alice.keyFile.path], timeout: 60)
         #expect(first.code == 0, "\(first.stderr)")
         #expect(first.stdout.contains(#""ok":true"#) && first.stdout.contains(#""version":2"#), "\(first.stdout)")
         #expect(first.stdout.contains(#""quarantined":3"#), "\(first.stdout)")
-        let second = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        #expect(first.stdout.contains(#""by":"alice""#), "the reply names the signing key: \(first.stdout)")
+        // Without --key: a usage error, nothing sent (the gateway obeys only signed commands).
+        let unsigned = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        #expect(unsigned.code == 64 && unsigned.stderr.contains("--key"), "\(unsigned)")
+        let second = try EdgeQBinary.run(["models", "rollback", "--config", file, "--key", alice.keyFile.path], timeout: 60)
         #expect(second.code == 0, "\(second.stderr)")
         #expect(second.stdout.contains(#""version":1"#), "\(second.stdout)")
-        let third = try EdgeQBinary.run(["models", "rollback", "--config", file], timeout: 60)
+        let third = try EdgeQBinary.run(["models", "rollback", "--config", file, "--key", alice.keyFile.path], timeout: 60)
         #expect(third.code == 1, "\(third)")
         #expect(third.stdout.contains(#""ok":false"#) && third.stdout.contains("no earlier version"), "\(third.stdout)")
 

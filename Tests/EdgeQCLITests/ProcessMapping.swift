@@ -1,5 +1,6 @@
 import EdgeQMQTT
 import EdgeQTestSupport
+import EdgeQTrust
 import Foundation
 
 /// The one-signal test plant the process tests run `edgeq run` on: `x` from
@@ -41,4 +42,32 @@ func plantClient(_ broker: MosquittoBroker, _ filter: String) throws -> MQTTClie
     c.start()
     try c.waitUntilConnected(timeout: 10)
     return c
+}
+
+/// A key of the process tests: generated into `folder` (its private half stays there) and, when
+/// `role` is given, trusted by the gateway whose data directory is `data` (`keys/<role>/NAME.pub`).
+struct TestKey {
+    let name: String
+    let keyFile: URL
+    let privateKey: SigningPrivateKey
+
+    init(_ name: String, in folder: URL, trustedAs role: KeyRole? = .operator, data: URL) throws {
+        self.name = name
+        let files = try KeyFile.generate(name: name, directory: folder)
+        keyFile = files.privateKey
+        privateKey = try KeyFile.readPrivateKey(files.privateKey)
+        if let role {
+            let dir = TrustStore.keysDirectory(dataDirectory: data).appendingPathComponent(role.rawValue)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: files.publicKey, to: dir.appendingPathComponent("\(name).pub"))
+        }
+    }
+
+    /// `body` (the command object) signed for `<prefix>/cmd/<verb>` of the gateway `gatewayID`
+    /// (prefix `edgeq/<gatewayID>`), as `edgeq cmd` signs it.
+    func signed(_ gatewayID: String, _ verb: String, _ body: String, timestampMs: Int64 = CommandEnvelope.nowMs(),
+                nonce: String = CommandEnvelope.makeNonce()) throws -> [UInt8] {
+        try CommandEnvelope.sign(command: body, topic: CommandEnvelope.topic(prefix: "edgeq/\(gatewayID)", verb: verb),
+                                 gatewayID: gatewayID, keyName: name, privateKey: privateKey, timestampMs: timestampMs, nonce: nonce)
+    }
 }

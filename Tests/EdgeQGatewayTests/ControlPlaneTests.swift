@@ -47,10 +47,27 @@ import Testing
 
     @Test func retrainLimitsAndEmptyPayload() throws {
         #expect(try parse("retrain", "")?.command.get() == .retrain(steps: nil, seconds: nil, window: nil))
-        #expect(try parse("retrain", #"{"steps":500,"seconds":2.5,"window":1000,"auth":{"t":1}}"#)?.command.get()
+        #expect(try parse("retrain", #"{"steps":500,"seconds":2.5,"window":1000}"#)?.command.get()
             == .retrain(steps: 500, seconds: 2.5, window: 1000))
+        // The signature wraps the command (docs/security.md); an `auth` inside it is no field.
+        guard case .failure(let e)? = parse("retrain", #"{"steps":500,"auth":{"t":1}}"#)?.command else {
+            Issue.record("an 'auth' key inside the command was accepted")
+            return
+        }
+        #expect(e.description.contains("unknown key 'auth'"), "\(e)")
         #expect(try parse("rollback", #"{"version":3}"#)?.command.get() == .rollback(version: "3"))
         #expect(try parse("promote", "{}")?.command.get() == .promote(version: nil))
+    }
+
+    @Test func commandTopicsAreRecognisedWithoutParsing() {
+        #expect(plane.isCommandTopic("edgeq/gw1/cmd/mode"))
+        #expect(plane.verb(ofCommandTopic: "edgeq/gw1/cmd/mode") == "mode")
+        for topic in ["edgeq/gw1/cmd/", "edgeq/gw1/cmd/a/b", "edgeq/gw1/status", "edgeq/gw2/cmd/mode", "edgeq/gw1/cmdx/mode", "plant/t/state"] {
+            #expect(!plane.isCommandTopic(topic), "\(topic)")
+            #expect(plane.verb(ofCommandTopic: topic) == nil)
+        }
+        #expect(ControlPlane.requestID(in: Array(#"{"id":"7","mode":"control"}"#.utf8)) == .string("7"))
+        #expect(ControlPlane.requestID(in: Array("not json".utf8)) == nil)
     }
 
     @Test func notACommandTopic() {

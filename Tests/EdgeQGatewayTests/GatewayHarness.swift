@@ -3,6 +3,7 @@ import EdgeQMQTT
 import EdgeQNet
 import EdgeQTestSupport
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 import Testing
@@ -77,6 +78,10 @@ final class GatewayHarness: @unchecked Sendable {
     let observer: MQTTClient
     let thread: Thread
     let done = DispatchSemaphore(value: 0)
+    /// The test operator's private key (`tester`): its public half is trusted in the gateway's
+    /// `keys/operator/`, so `ask` and `command` send signed commands as `edgeq cmd` does.
+    let operatorKey: SigningPrivateKey
+    static let operatorName = "tester"
 
     /// `tieMargin` replaces the installed model's measured one (`withModel` only).
     /// `logger`: the gateway's logger (a test may pass one with its own handler).
@@ -92,6 +97,8 @@ final class GatewayHarness: @unchecked Sendable {
         o.mode = mode
         o.statusInterval = 0.5
         configure(&o)
+        operatorKey = try installOperatorKey(dataDirectory: URL(fileURLWithPath: o.dataDirectory ?? dir.url.path),
+                                             privateFolder: dir.url.appendingPathComponent("operator-key"))
         gateway = try Gateway(o, logger: logger)
         var cfg = try MQTTConfiguration(url: broker.url, clientID: "observer-\(UUID().uuidString.prefix(8))")
         cfg.inboundCapacity = 100_000
@@ -150,10 +157,22 @@ final class GatewayHarness: @unchecked Sendable {
         return out
     }
 
-    /// Sends a control-plane command and returns the gateway's reply.
+    /// Sends a control-plane command signed by the test operator and returns the gateway's reply.
     func ask(_ verb: String, _ body: String) throws -> [String: Any] {
-        try send("\(map.gateway.prefix)/cmd/\(verb)", body)
+        try command(verb, body)
         return GatewayHarness.json(try waitFor(topic: "\(map.gateway.prefix)/reply/\(verb)"))
+    }
+
+    /// Publishes `body` (the command object: `id` and the verb's fields) on `<prefix>/cmd/<verb>`,
+    /// signed by the test operator.
+    func command(_ verb: String, _ body: String) throws {
+        _ = try observer.publish(CommandEnvelope.topic(prefix: map.gateway.prefix, verb: verb), signed(verb, body), qos: .atLeastOnce)
+    }
+
+    /// `body` signed by the test operator for `verb` of this gateway.
+    func signed(_ verb: String, _ body: String) throws -> [UInt8] {
+        try CommandEnvelope.sign(command: body, topic: CommandEnvelope.topic(prefix: map.gateway.prefix, verb: verb),
+                                 gatewayID: map.gateway.id, keyName: Self.operatorName, privateKey: operatorKey)
     }
 
     /// Publishes from the observer.
@@ -173,6 +192,20 @@ final class GatewayHarness: @unchecked Sendable {
     static func json(_ m: MQTTMessage) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
     }
+}
+
+/// Generates the test operator key `tester` into `privateFolder` (once) and trusts its public
+/// half in `dataDirectory/keys/operator/` (replacing an earlier one of the same name).
+func installOperatorKey(dataDirectory: URL, privateFolder: URL) throws -> SigningPrivateKey {
+    let name = GatewayHarness.operatorName
+    let keyFile = privateFolder.appendingPathComponent("\(name).key")
+    if !FileManager.default.fileExists(atPath: keyFile.path) { _ = try KeyFile.generate(name: name, directory: privateFolder) }
+    let trusted = TrustStore.keysDirectory(dataDirectory: dataDirectory).appendingPathComponent("operator")
+    try FileManager.default.createDirectory(at: trusted, withIntermediateDirectories: true)
+    let pub = trusted.appendingPathComponent("\(name).pub")
+    try? FileManager.default.removeItem(at: pub)
+    try FileManager.default.copyItem(at: privateFolder.appendingPathComponent("\(name).pub"), to: pub)
+    return try KeyFile.readPrivateKey(keyFile)
 }
 
 struct HarnessError: Error, CustomStringConvertible {

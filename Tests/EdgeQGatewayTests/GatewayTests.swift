@@ -164,7 +164,7 @@ import Testing
         let h = try GatewayHarness(yaml: testMapping())
         defer { h.stop() }
         func ask(_ verb: String, _ payload: String) throws -> [String: Any] {
-            try h.send("edgeq/t1/cmd/\(verb)", payload)
+            try h.command(verb, payload)   // signed by the harness's operator key
             return GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/\(verb)"))
         }
         // Control without a model: refused with the reason.
@@ -191,8 +191,14 @@ import Testing
         #expect(promote["ok"] as? Bool == true, "\(promote)")
         let control = try ask("mode", #"{"id":"c","mode":"control"}"#)
         #expect(control["ok"] as? Bool == true, "\(control)")
-        _ = try h.waitFor(topic: "edgeq/t1/status") { String(decoding: $0.payload, as: UTF8.self).contains(#""mode":"control""#) }
+        #expect(control["by"] as? String == "tester", "every reply names the signing key: \(control)")
+        let status = try h.waitFor(topic: "edgeq/t1/status") { String(decoding: $0.payload, as: UTF8.self).contains(#""mode":"control""#) }
+        let s = GatewayHarness.json(status)
+        #expect(s["by"] as? String == "tester" && s["auth"] as? String == "signed", "\(s)")
+        #expect((s["at"] as? Double).map { abs($0 - Date().timeIntervalSince1970) < 60 } == true, "\(s)")
         #expect(try GatewayState.load(from: h.dir.url)?.mode == .control)
+        #expect(try GatewayState.load(from: h.dir.url)?.by == "tester")
+        #expect(try GatewayState.load(from: h.dir.url)?.reason == "command by tester")
 
         // A late subscriber gets the retained status.
         let late = try MQTTClient(try MQTTConfiguration(url: h.broker.url, clientID: "late"))
@@ -209,7 +215,7 @@ import Testing
         let dir: URL
         do {
             let h = try GatewayHarness(yaml: testMapping(), withModel: true, broker: broker)
-            try h.send("edgeq/t1/cmd/mode", #"{"mode":"control"}"#)
+            try h.command("mode", #"{"mode":"control"}"#)
             let r = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/mode"))
             #expect(r["ok"] as? Bool == true)
             h.stop()

@@ -156,7 +156,7 @@ struct CapturingLogHandler: LogHandler {
         let deadline = Date().addingTimeInterval(20)
         while h.metric("edgeq_ticks_total") < 200 && Date() < deadline { _ = h.drain(0.02) }
         usleep(400_000)
-        try h.send("edgeq/t1/cmd/retrain", #"{"steps":300}"#)
+        try h.command("retrain", #"{"steps":300}"#)
         let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) { GatewayHarness.json($0)["phase"] as? String == "done" }
         let published = GatewayHarness.json(m)
         #expect(eventually(timeout: 5) { store.all.contains { $0.message == "retraining done" } })

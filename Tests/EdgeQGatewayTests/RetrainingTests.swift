@@ -44,11 +44,11 @@ import Testing
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient))
         defer { h.stop() }
         try logShadow(h, ticks: 300)
-        try h.send("edgeq/t1/cmd/retrain", #"{"id":"r1","steps":30000}"#)
+        try h.command("retrain", #"{"id":"r1","steps":30000}"#)
         let reply = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/retrain"))
         #expect(reply["ok"] as? Bool == true && reply["id"] as? String == "r1")
         // A second trigger while it runs: busy.
-        try h.send("edgeq/t1/cmd/retrain", #"{"id":"r2"}"#)
+        try h.command("retrain", #"{"id":"r2"}"#)
         let busy = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/reply/retrain") { GatewayHarness.json($0)["id"] as? String == "r2" })
         #expect(busy["ok"] as? Bool == false)
         #expect((busy["error"] as? String)?.hasPrefix("busy") == true)
@@ -98,7 +98,7 @@ import Testing
         let h = try GatewayHarness(yaml: testMapping(extraLearning: strict))
         defer { h.stop() }
         try logShadow(h, ticks: 200)
-        try h.send("edgeq/t1/cmd/retrain", #"{"steps":500}"#)
+        try h.command("retrain", #"{"steps":500}"#)
         let r = try retrainResult(h)
         #expect(r["verdict"] as? String == "failed")
         let reasons = (r["reasons"] as? [String]) ?? []
@@ -168,7 +168,7 @@ import Testing
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient), withModel: true)
         defer { h.stop() }
         try logShadow(h, ticks: 60)
-        try h.send("edgeq/t1/cmd/mode", #"{"mode":"control"}"#)
+        try h.command("mode", #"{"mode":"control"}"#)
         _ = try h.waitFor(topic: "edgeq/t1/reply/mode")
         var i = 0
         while h.gateway.mode == .control && i < 200 {
@@ -195,7 +195,7 @@ import Testing
         let h = try GatewayHarness(yaml: testMapping(extraLearning: learning))
         defer { h.stop() }
         try logShadow(h, ticks: 250)
-        try h.send("edgeq/t1/cmd/retrain", #"{"steps":2000}"#)
+        try h.command("retrain", #"{"steps":2000}"#)
         let result = try retrainResult(h)
         #expect(result["verdict"] as? String == "passed", "\(result)")
         let version = try #require(result["version"] as? Int)

@@ -52,9 +52,9 @@ import Testing
 
         // Control: a model is promoted, the plant applies the gateway's commands on every step.
         try installModel(for: h.map, in: h.dir.url)
-        try h.send("\(h.map.gateway.prefix)/cmd/promote", "{}")
+        try h.command("promote", "{}")
         _ = try h.waitFor(topic: "\(h.map.gateway.prefix)/reply/promote")
-        try h.send("\(h.map.gateway.prefix)/cmd/mode", #"{"mode":"control"}"#)
+        try h.command("mode", #"{"mode":"control"}"#)
         let reply = GatewayHarness.json(try h.waitFor(topic: "\(h.map.gateway.prefix)/reply/mode"))
         #expect(reply["ok"] as? Bool == true, "\(reply)")
         o.steps = 100

@@ -292,3 +292,22 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(m.rewardSource.contains("energy_cost") && m.rewardSource.contains("comfort_violation"))
     }
 }
+
+@Suite struct ControlPlaneSectionTests {
+    @Test func authDefaultsToSignedAndTakesNone() throws {
+        #expect(try TopicMap.parse(yaml: minimal, file: "m.yaml").controlPlane.auth == .signed)
+        #expect(try TopicMap.parse(yaml: minimal + "control_plane: {auth: none}\n", file: "m.yaml").controlPlane.auth == .none)
+        #expect(try TopicMap.parse(yaml: minimal + "control_plane:\n  auth: signed\n", file: "m.yaml").controlPlane.auth == .signed)
+    }
+
+    @Test func aWrongValueOrKeyIsReportedAtItsPlace() {
+        let lines = minimal.split(separator: "\n", omittingEmptySubsequences: false).count
+        let bad = diagnostics(minimal + "control_plane:\n  auth: nope\n")
+        #expect(bad.count == 1)
+        #expect(bad.first?.line == lines + 1 && bad.first?.column == 9, "\(bad)")
+        #expect(bad.first?.message.contains("signed, none") == true, "\(bad)")
+        let unknown = diagnostics(minimal + "control_plane:\n  aut: none\n")
+        #expect(unknown.first?.message.contains("did you mean 'auth'") == true, "\(unknown)")
+        #expect(unknown.first?.line == lines + 1, "\(unknown)")
+    }
+}

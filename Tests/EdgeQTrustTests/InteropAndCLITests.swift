@@ -103,7 +103,7 @@ import Testing
         #expect(r.stderr.contains("cannot reach the broker"))
     }
 
-    /// A responder standing in for the gateway's control plane until it is wired: verifies with
+    /// A responder standing in for the gateway's control plane (the real one: SignedCommandTests): verifies with
     /// `CommandVerifier` and answers `{"id", "ok", "by"|"error", "reason"}` on reply/<verb>.
     final class Responder: Sendable {
         let client: MQTTClient

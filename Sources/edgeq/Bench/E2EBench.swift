@@ -3,6 +3,7 @@ import EdgeQMQTT
 import EdgeQNet
 import EdgeQSystem
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 
 /// `edgeq bench e2e`: the whole gateway, end to end through mosquitto on loopback.
@@ -56,6 +57,9 @@ enum E2EBench {
             if keep { context.progress("data directory kept: \(data.path)") } else { try? FileManager.default.removeItem(at: data) }
         }
         try installBenchModel(for: map, in: data)
+        // The retraining figure's cmd/retrain is signed, as an operator's (the gateway obeys
+        // only signed commands).
+        let operatorKey = try localOperatorKey(name: "bench-operator", dataDirectory: data)
         // The gateway runs from its own copy of the binary, as installed on a plant: when it
         // shares this (bench) process's file, the kernel keeps the start-up pages it hands
         // back (`--release-startup-pages`) because they are still mapped here.
@@ -127,7 +131,7 @@ enum E2EBench {
         let anchorMemory = subjects.dropFirst().map { ($0.name, memory(of: $0.child.pid)) }
 
         // Decision latency while a retraining runs on the gateway's log.
-        let retrain = try retrainLatency(gateway, map: map, context: context)
+        let retrain = try retrainLatency(gateway, map: map, operatorKey: operatorKey, context: context)
         let retrainRSS = memory(of: gateway.child.pid)
 
         // Figures.
@@ -250,7 +254,7 @@ enum E2EBench {
     /// gateway on its own log (`cmd/retrain` with a step and time budget, on the last
     /// 50,000 rows). The runs during the retraining count only if it was still training
     /// when they ended. Nil (with a note on standard error) when it could not be measured.
-    static func retrainLatency(_ gateway: Echo, map: TopicMap, context: BenchContext) throws -> (before: Double, during: Double)? {
+    static func retrainLatency(_ gateway: Echo, map: TopicMap, operatorKey: SigningPrivateKey, context: BenchContext) throws -> (before: Double, during: Double)? {
         let prefix = map.gateway.prefix
         let observer: MQTTClient
         do {
@@ -277,8 +281,10 @@ enum E2EBench {
 
         // Start it and wait for training proper (past reading the log).
         let seconds = context.quick ? 15 : 40
-        _ = try? observer.publish("\(prefix)/cmd/retrain", #"{"id":"e2e","steps":100000000,"seconds":\#(seconds),"window":50000}"#,
-                                  qos: .atLeastOnce)
+        let command = #"{"id":"e2e","steps":100000000,"seconds":\#(seconds),"window":50000}"#
+        let signed = try CommandEnvelope.sign(command: command, topic: CommandEnvelope.topic(prefix: prefix, verb: "retrain"),
+                                              gatewayID: map.gateway.id, keyName: "bench-operator", privateKey: operatorKey)
+        _ = try? observer.publish("\(prefix)/cmd/retrain", signed, qos: .atLeastOnce)
         var training = false
         var ended = false
         let deadline = Date().addingTimeInterval(30)

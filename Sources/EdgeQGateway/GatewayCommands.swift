@@ -1,0 +1,315 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import EdgeQLog
+import EdgeQMQTT
+import EdgeQTopicMap
+import EdgeQTrust
+import Foundation
+import Logging
+import Synchronization
+
+/// Who changed the mode last, and when (status `by` and `at`).
+struct ModeChange: Sendable {
+    /// The key that signed the command (`none` under `auth: none`); nil when no command did it
+    /// (start, the live guard, …: `mode_reason` says what).
+    var by: String?
+    /// Unix seconds.
+    var at: Double
+}
+
+/// Command messages waiting for the command thread (bounded by count and bytes).
+struct CommandInbox {
+    var messages: [MQTTMessage] = []
+    var head = 0
+    var bytes = 0
+    /// Messages dropped since the last audit batch (the inbox was full).
+    var dropped = 0
+    var closed = false
+
+    var count: Int { messages.count - head }
+
+    mutating func pop() -> MQTTMessage? {
+        guard head < messages.count else { return nil }
+        let m = messages[head]
+        head += 1
+        bytes -= m.payload.count
+        if head == messages.count {
+            messages.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return m
+    }
+}
+
+/// The command thread's own state: audit rows waiting for the next batch, when refusals were
+/// last logged and answered. Only the command thread touches it.
+struct CommandThreadState {
+    var audit: [AuditRecord] = []
+    var lastAuditNanos: UInt64 = 0
+    var lastLogNanos: UInt64 = 0
+    var refusalsNotLogged = 0
+    /// Token bucket of replies to refused commands.
+    var replyTokens = Double(Gateway.refusalRepliesPerSecond)
+    var lastReplyNanos: UInt64 = 0
+    var repliesNotSent = 0
+}
+
+/// The trust part of a gateway, set up at start (Gateway.init).
+struct GatewayTrust {
+    let device: DeviceKey
+    let trust: TrustStore
+    let verifier: CommandVerifier
+
+    /// The device key (made at the first start), the trusted keys of `DATA/keys/<role>/` plus
+    /// the device's own, and the command verifier with the mapping's `control_plane.auth`.
+    ///
+    /// - Throws: `GatewayError` for a key file that cannot be used (the message names the file
+    ///   and what to do) or a nonce file that cannot be read or repaired.
+    static func load(map: TopicMap, dataDirectory: URL, logger: Logger) throws -> GatewayTrust {
+        let device: DeviceKey
+        let trust: TrustStore
+        do {
+            device = try DeviceKey.loadOrCreate(dataDirectory: dataDirectory)
+            trust = try TrustStore.load(dataDirectory: dataDirectory).adding(device)
+        } catch {
+            throw GatewayError("\(error)")
+        }
+        for w in trust.warnings { logger.warning("\(w)") }
+        var configuration = CommandVerifier.Configuration()
+        configuration.auth = map.controlPlane.auth == .none ? .none : .signed
+        let verifier: CommandVerifier
+        do {
+            verifier = try CommandVerifier(gatewayID: map.gateway.id, dataDirectory: dataDirectory, trust: trust, configuration: configuration)
+        } catch {
+            throw GatewayError("\(error)")
+        }
+        let keysFolder = TrustStore.keysDirectory(dataDirectory: dataDirectory).path
+        if configuration.auth == .none {
+            logger.warning("control_plane.auth is none: unsigned commands are obeyed (a lab setting; anyone who can publish on \(map.gateway.prefix)/cmd/# can switch this gateway to control)")
+        } else if !trust.hasCommandKeys {
+            logger.warning("no key is trusted for commands: every command will be refused until one is installed (edgeq keys generate NAME --dir DIR; copy NAME.pub to \(keysFolder)/operator/; restart)")
+        } else {
+            let names = trust.keys.filter { $0.role != .models }.map { "\($0.name) (\($0.role))" }
+            logger.info("commands must be signed", metadata: ["trust.command_keys": "\(names.joined(separator: ", "))"])
+        }
+        return GatewayTrust(device: device, trust: trust, verifier: verifier)
+    }
+}
+
+// The control plane's commands, from the message to the reply (docs/security.md, "Signed
+// commands"; docs/operations.md, "Control plane"). The decision thread only recognises a
+// command topic and hands the raw message (topic, payload, retain flag) to the command inbox,
+// bounded: at most `maxPendingCommands` messages and `maxPendingCommandBytes` bytes wait;
+// beyond, a message is dropped and counted. The command thread (nice 10, like retraining: the
+// decision thread and the network thread always come first) verifies each one (signature,
+// key, role, time, nonce, retained, rate), answers a refusal itself, hands an accepted command
+// to the control queue (where every state change happens) and waits for its answer, and
+// writes the audit rows in batches.
+extension Gateway {
+    /// Commands that may wait for verification at once; more are dropped (a flood).
+    static let maxPendingCommands = 1024
+    /// Bytes of command payloads that may wait at once (a flood of large payloads).
+    static let maxPendingCommandBytes = 8 << 20
+    /// Seconds between two log lines about refused commands (the rest are counted).
+    static let refusalLogInterval: UInt64 = 1_000_000_000
+    /// Refused commands answered per second (a token bucket with this burst): a flood of
+    /// forged commands is not answered one reply each (the metrics and the audit count all).
+    static let refusalRepliesPerSecond = 20
+    /// Audit rows are written when this many wait, when the inbox is empty, or after 0.5 s.
+    static let auditBatchRows = 512
+
+    /// Decision thread (with `decisionLock`): hands a command message to the command thread
+    /// without looking inside it. Never blocks on anything slow; beyond the bounds the message
+    /// is dropped and counted.
+    func enqueueCommand(_ m: MQTTMessage) {
+        let accepted = commandInbox.withLock { box -> Bool in
+            guard !box.closed, box.count < Self.maxPendingCommands, box.bytes + m.payload.count <= Self.maxPendingCommandBytes else {
+                box.dropped += 1
+                return false
+            }
+            box.messages.append(m)
+            box.bytes += m.payload.count
+            return true
+        }
+        if accepted {
+            commandSignal.signal()
+        } else {
+            metrics.commandsDropped.increment()
+        }
+    }
+
+    /// Starts the command thread (from `run()`).
+    func startCommandThread() {
+        let thread = Thread { [self] in
+            // Below the decision and network threads: on Linux the nice value is per thread
+            // (setpriority(2), "Bugs": `who` 0 is the calling thread).
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            var state = CommandThreadState()
+            while true {
+                let message = commandInbox.withLock { box -> MQTTMessage?? in
+                    if let m = box.pop() { return .some(m) }
+                    return box.closed ? .none : .some(nil)
+                }
+                guard let next = message else { break }   // closed and empty
+                if let m = next {
+                    handleCommand(m, &state)
+                    if state.audit.count >= Self.auditBatchRows { flushAudit(&state) }
+                } else {
+                    if !state.audit.isEmpty || commandInbox.withLock({ $0.dropped > 0 }) { flushAudit(&state) }
+                    _ = commandSignal.wait(timeout: .now() + 0.5)
+                }
+            }
+            flushAudit(&state)
+            commandThreadDone.signal()
+        }
+        thread.name = "edgeq.commands"
+        thread.start()
+    }
+
+    /// Stops the command thread (from `shutdown`): what still waits is dropped (and audited
+    /// as dropped), then the thread writes its last audit rows and ends.
+    func stopCommandThread() {
+        commandInbox.withLock { box in
+            box.dropped += box.count
+            box.messages.removeAll()
+            box.head = 0
+            box.bytes = 0
+            box.closed = true
+        }
+        commandSignal.signal()
+        _ = commandThreadDone.wait(timeout: .now() + 30)
+    }
+
+    /// Command thread: verifies one command message, answers it on `<prefix>/reply/<verb>`,
+    /// and audits it. A refused retained command is also cleared on the broker.
+    func handleCommand(_ m: MQTTMessage, _ state: inout CommandThreadState) {
+        let topic = m.topic
+        guard let verb = controlPlane.verb(ofCommandTopic: topic) else { return }
+        let now = Date().timeIntervalSince1970
+        switch verifier.verify(topic: topic, verb: verb, payload: m.payload, retained: m.retain) {
+        case .refused(let r) where r.reason == .storage && r.key != nil && leavesControl(topic: topic, command: r.command):
+            // Verified, but its nonce could not be recorded (a full disk). Leaving control never
+            // fails: obeyed anyway. The nonce is remembered in memory (a replay is refused until
+            // a restart), and the only replay possible after one is this same move to shadow.
+            let key = r.key ?? "?"
+            metrics.commandsAccepted.increment()
+            logger.warning("a command to leave control is obeyed although its nonce could not be recorded", metadata: [
+                "control.by": "\(key)", "error": "\(r.message)",
+            ])
+            let command = r.command ?? []
+            let outcome = obey(topic: topic, verb: verb, command: command, by: key)
+            state.audit.append(AuditRecord(time: now, key: key, verb: verb, command: String(decoding: command, as: UTF8.self),
+                                           result: .accepted, reason: RefusalReason.storage.rawValue, ok: outcome.ok, error: outcome.error ?? r.message))
+        case .refused(let r):
+            metrics.commandsRefused[r.reason]?.increment()
+            if mayAnswerRefusal(&state) {
+                let id = r.command.flatMap(ControlPlane.requestID(in:))
+                let extra: [String: JSONValue] = ["reason": .string(r.reason.rawValue), "key": r.key.map { .string($0) } ?? .null]
+                publish(controlPlane.replyTopic(verb), ControlPlane.reply(id: id, ok: false, error: r.message, extra: extra), qos: 1, retain: false)
+            }
+            if r.reason == .retained {
+                // Delete it from the broker, so no later session-less connect receives it again
+                // (needs the broker's permission to publish there: docs/operations.md).
+                publish(topic, [], qos: 1, retain: true)
+            }
+            logRefusal(verb: verb, refusal: r, &state)
+            state.audit.append(AuditRecord(time: now, key: r.key, verb: verb, command: r.command.map { String(decoding: $0, as: UTF8.self) },
+                                           result: .refused, reason: r.reason.rawValue, ok: false, error: r.message))
+        case .accepted(let a):
+            metrics.commandsAccepted.increment()
+            let outcome = obey(topic: topic, verb: verb, command: a.command, by: a.key)
+            state.audit.append(AuditRecord(time: now, key: a.key, verb: verb, command: String(decoding: a.command, as: UTF8.self),
+                                           result: .accepted, ok: outcome.ok, error: outcome.error))
+            flushAudit(&state)   // an accepted command is on disk at once
+        }
+    }
+
+    /// Command thread: parses a verified command and answers it on the control queue (where
+    /// every state change happens, one at a time); waits for the answer.
+    func obey(topic: String, verb: String, command: [UInt8], by key: String) -> (ok: Bool, error: String?) {
+        let request = controlPlane.parse(topic: topic, payload: command)
+            ?? ControlRequest(verb: verb, id: nil, command: .failure(ControlError("not a command topic")))
+        return control.sync { answer(request, by: key) }
+    }
+
+    /// Whether `command` (verified) asks for shadow mode.
+    func leavesControl(topic: String, command: [UInt8]?) -> Bool {
+        guard let command, let request = controlPlane.parse(topic: topic, payload: command),
+              case .success(.mode(.shadow)) = request.command else { return false }
+        return true
+    }
+
+    /// Command thread: whether a refusal may be answered now (a token bucket of
+    /// `refusalRepliesPerSecond`); the ones not answered are counted in the log line.
+    func mayAnswerRefusal(_ state: inout CommandThreadState) -> Bool {
+        let now = Self.now()
+        let rate = Double(Self.refusalRepliesPerSecond)
+        if state.lastReplyNanos != 0 {
+            state.replyTokens = min(rate, state.replyTokens + Double(now &- state.lastReplyNanos) / 1e9 * rate)
+        }
+        state.lastReplyNanos = now
+        guard state.replyTokens >= 1 else {
+            state.repliesNotSent += 1
+            return false
+        }
+        state.replyTokens -= 1
+        return true
+    }
+
+    /// Command thread: logs a refusal, at most one line per `refusalLogInterval` (a flood of
+    /// forged commands must not flood the log; the metrics and the audit table count all).
+    func logRefusal(verb: String, refusal r: RefusedCommand, _ state: inout CommandThreadState) {
+        let now = Self.now()
+        guard state.lastLogNanos == 0 || now &- state.lastLogNanos >= Self.refusalLogInterval else {
+            state.refusalsNotLogged += 1
+            return
+        }
+        state.lastLogNanos = now
+        logger.warning("command refused", metadata: [
+            "control.verb": "\(verb)", "control.reason": "\(r.reason)", "control.key": "\(r.key ?? "")",
+            "control.error": "\(r.message)", "control.refusals_not_logged": "\(state.refusalsNotLogged)",
+            "control.refusals_not_answered": "\(state.repliesNotSent)",
+        ])
+        state.refusalsNotLogged = 0
+        state.repliesNotSent = 0
+    }
+
+    /// Command thread: writes the waiting audit rows (and one row for the command messages
+    /// dropped since the last batch) in one transaction.
+    func flushAudit(_ state: inout CommandThreadState) {
+        var records = state.audit
+        state.audit.removeAll(keepingCapacity: true)
+        state.lastAuditNanos = Self.now()
+        let dropped = commandInbox.withLock { box -> Int in
+            defer { box.dropped = 0 }
+            return box.dropped
+        }
+        if dropped > 0 {
+            records.append(AuditRecord(time: Date().timeIntervalSince1970, key: nil, verb: "*", command: "{\"count\":\(dropped)}",
+                                       result: .dropped, reason: "queue_full",
+                                       error: "\(dropped) command message(s) dropped unread: more than \(Self.maxPendingCommands) waited for verification"))
+        }
+        guard !records.isEmpty else { return }
+        do {
+            try log.appendAudit(records)
+        } catch {
+            metrics.auditFailures.increment()
+            logger.error("cannot write the audit table; these commands are not audited", metadata: [
+                "audit.rows": "\(records.count)", "error": "\(error)",
+            ])
+        }
+    }
+
+    /// Status fields of the control plane: `auth`, and who changed the mode last, when.
+    func commandStatus() -> [String: JSONValue] {
+        let change = modeChange.withLock { $0 }
+        return [
+            "auth": .string(verifier.configuration.auth.rawValue),
+            "by": change.by.map { .string($0) } ?? .null,
+            "at": .number((change.at * 1000).rounded() / 1000),
+        ]
+    }
+}
