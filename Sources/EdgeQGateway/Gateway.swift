@@ -321,12 +321,17 @@ public final class Gateway: Sendable {
     /// - Throws: `GatewayError` when the broker cannot be reached at start within 30 s.
     public func run() throws {
         defer { finished.signal() }
-        try client.subscribe(controlPlane.commandFilter, qos: .atLeastOnce)
+        // MQTT 5 no-local where the gateway also publishes: its own commands on the incumbent's
+        // topic are not counted as the incumbent's, and the empty retained messages it publishes
+        // to clear a retained command do not come back to it (3.1.1 has no such option: there
+        // the echo arrives, is recognised and ignored as before).
+        let published = Set(map.actions.flatMap { $0.writes.map(\.topic) })
+        try client.subscribe(controlPlane.commandFilter, qos: .atLeastOnce, noLocal: true)
         for topic in map.subscribedTopics {
-            try client.subscribe(topic, qos: .atLeastOnce)
+            try client.subscribe(topic, qos: .atLeastOnce, noLocal: published.contains(topic))
         }
         if let inc = map.incumbent, !map.subscribedTopics.contains(inc.topic) {
-            try client.subscribe(inc.topic, qos: .atLeastOnce)
+            try client.subscribe(inc.topic, qos: .atLeastOnce, noLocal: published.contains(inc.topic) || inc.topic.contains("+") || inc.topic.contains("#"))
         }
         if let app = map.applied, !map.subscribedTopics.contains(app.topic) {
             try client.subscribe(app.topic, qos: .atLeastOnce)

@@ -87,6 +87,26 @@ import Testing
         #expect(h.received.filter { $0.topic == "edgeq/t1/shadow" }.isEmpty)
     }
 
+    /// MQTT 5 no-local: in control the gateway's own commands on the incumbent's topic do not
+    /// come back to it as the incumbent's (30 of its own: 0 counted), while another client's
+    /// commands on that topic still count.
+    @Test func theGatewaysOwnCommandsAreNotCountedAsTheIncumbents() throws {
+        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true)
+        defer { h.stop() }
+        for i in 0..<30 { try h.send("plant/t/state", state(i, x: Double(i % 7) - 3)) }
+        var commands = 0
+        let deadline = Date().addingTimeInterval(10)
+        while commands < 30 && Date() < deadline {
+            commands += h.drain(0.1).filter { $0.topic == "plant/t/cmd" }.count
+        }
+        #expect(commands == 30)
+        _ = h.drain(0.5)
+        #expect(h.metric("edgeq_incumbent_commands_total") == 0, "the gateway counted its own echoes as the incumbent's")
+        for i in 0..<3 { try h.send("plant/t/cmd", #"{"a":1,"step":\#(100 + i)}"#) }
+        let counted = eventually(timeout: 5) { h.metric("edgeq_incumbent_commands_total") == 3 }
+        #expect(counted, "another client's commands were not counted: \(h.metric("edgeq_incumbent_commands_total"))")
+    }
+
     @Test func aSilentSensorMakesItFallBackWithinAPeriodAfterItsMaxAge() throws {
         let yaml = testMapping(tick: "period: 0.1s", maxAge: ", max_age: 0.4s", fallback: "a1")
         let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
