@@ -323,7 +323,8 @@ import Testing
     /// (state message → the gateway's decision report) stays within 1.5× of its round trip
     /// without the flood (p99). The flood comes in 16 half-second rounds of 2,500 commands a
     /// second, each right after a baseline of the same length, so both sides of a pair are
-    /// measured under the same machine load; the bound holds for the median pair. Every
+    /// measured under the same machine load; the bound is on the p99 of all round trips of
+    /// each kind. Every
     /// command is refused and accounted for (refused, or dropped unread).
     @Test func aFloodOfForgedCommandsDoesNotDelayDecisions() throws {
         let f = try Fixture(id: "fl", observe: "edgeq/fl/status")
@@ -442,10 +443,12 @@ import Testing
         #expect(baseline.count >= 1_000 && flooded.count >= 1_000 && ratios.count >= 12,
                 "too few round trips: \(baseline.count) without, \(flooded.count) with the flood")
         guard ratios.count >= 8 else { return }
-        // The bound, on the median pair (a burst of other load on the machine may hit a few
-        // segments of either kind; the median of 16 pairs is not moved by them).
-        let ratio = ratios.sorted()[ratios.count / 2]
-        let text = "decision round trip p99 during the flood / without: median of \(ratios.count) pairs \(String(format: "%.2f", ratio)) (pooled p99 \(Int(p99(flooded))) / \(Int(p99(baseline))) µs, medians \(Int(flooded.sorted()[flooded.count / 2])) / \(Int(baseline.sorted()[baseline.count / 2])) µs)"
+        // The bound, on the p99 of all round trips of each kind (the segments alternate, so load
+        // that drifts over the run is shared; per-pair ratios of ~170-sample p99s are too noisy
+        // to judge alone, their median is reported).
+        let ratio = p99(flooded) / p99(baseline)
+        let pairs = ratios.sorted()[ratios.count / 2]
+        let text = "decision round trip p99 during the flood / without: \(String(format: "%.2f", ratio)) (\(Int(p99(flooded))) / \(Int(p99(baseline))) µs over \(flooded.count) / \(baseline.count) round trips; median of \(ratios.count) pairs \(String(format: "%.2f", pairs)); medians \(Int(flooded.sorted()[flooded.count / 2])) / \(Int(baseline.sorted()[baseline.count / 2])) µs)"
         #expect(ratio <= 1.5, "\(text); bound 1.5")
         // Nothing was obeyed; the checks were rate-limited; the mode did not change.
         #expect(try f.metric(#"edgeq_commands_total{result="accepted"}"#) == 0)
