@@ -148,7 +148,7 @@ public final class Gateway: Sendable {
     /// Checks every command before it is parsed (control queue).
     let verifier: CommandVerifier
     /// Command messages handed over by the decision thread, not yet verified (bounded).
-    let commandInbox = Mutex<CommandInbox>(CommandInbox())
+    let commandInbox = CommandInbox(capacity: Gateway.maxPendingCommands, maxBytes: Gateway.maxPendingCommandBytes)
     /// Wakes the command thread.
     let commandSignal = DispatchSemaphore(value: 0)
     /// Signalled when the command thread has ended.

@@ -20,28 +20,80 @@ struct ModeChange: Sendable {
     var at: Double
 }
 
-/// Command messages waiting for the command thread (bounded by count and bytes).
-struct CommandInbox {
-    var messages: [MQTTMessage] = []
-    var head = 0
-    var bytes = 0
-    /// Messages dropped since the last audit batch (the inbox was full).
-    var dropped = 0
-    var closed = false
+/// Command messages waiting for the command thread: a fixed ring, bounded by count and bytes,
+/// that neither side waits on. The decision side never takes a lock the command thread holds:
+/// that thread runs at idle priority, and a lock it held while preempted would hold the
+/// decision up until the CPU is otherwise idle.
+///
+/// One producer at a time (`push` is called only with `Gateway.decisionLock` held), one
+/// consumer (`pop`, the command thread).
+final class CommandInbox: @unchecked Sendable {
+    // @unchecked Sendable: `slots` is shared without a lock, safely by the single-producer /
+    // single-consumer protocol: the producer writes slot `tail % capacity` only while
+    // `tail - head < capacity` (the consumer is done with it: it moved `head` past it with a
+    // releasing store after taking the message, and the producer loaded `head` acquiring),
+    // and publishes it by storing `tail + 1` releasing; the consumer reads slot
+    // `head % capacity` only while `head < tail` (loaded acquiring). Producers are
+    // serialised by the gateway's decision lock. Everything else is atomic.
+    let capacity: Int
+    let maxBytes: Int
+    private let slots: UnsafeMutablePointer<MQTTMessage?>
+    private let head = Atomic<Int>(0)
+    private let tail = Atomic<Int>(0)
+    private let bytes = Atomic<Int>(0)
+    /// Messages dropped since `takeDropped` (full, or closed).
+    private let dropped = Atomic<Int>(0)
+    private let closedFlag = Atomic<Bool>(false)
 
-    var count: Int { messages.count - head }
+    init(capacity: Int, maxBytes: Int) {
+        self.capacity = capacity
+        self.maxBytes = maxBytes
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: nil, count: capacity)
+    }
 
-    mutating func pop() -> MQTTMessage? {
-        guard head < messages.count else { return nil }
-        let m = messages[head]
-        head += 1
-        bytes -= m.payload.count
-        if head == messages.count {
-            messages.removeAll(keepingCapacity: true)
-            head = 0
+    deinit {
+        slots.deinitialize(count: capacity)
+        slots.deallocate()
+    }
+
+    /// Messages waiting now.
+    var count: Int { tail.load(ordering: .acquiring) - head.load(ordering: .acquiring) }
+
+    /// Producer: queues `m`. Returns nil when it was dropped (full, too many bytes, closed),
+    /// else whether the inbox was empty before (the consumer may be asleep: wake it).
+    func push(_ m: MQTTMessage) -> Bool? {
+        let t = tail.load(ordering: .relaxed)
+        let h = head.load(ordering: .acquiring)
+        let size = m.payload.count
+        guard !closedFlag.load(ordering: .relaxed), t - h < capacity, bytes.load(ordering: .relaxed) + size <= maxBytes else {
+            dropped.wrappingAdd(1, ordering: .relaxed)
+            return nil
         }
+        slots[t % capacity] = m
+        bytes.wrappingAdd(size, ordering: .relaxed)
+        tail.store(t + 1, ordering: .releasing)
+        return t == h
+    }
+
+    /// Consumer: the oldest waiting message, or nil.
+    func pop() -> MQTTMessage? {
+        let h = head.load(ordering: .relaxed)
+        guard h < tail.load(ordering: .acquiring) else { return nil }
+        let m = slots[h % capacity].take()
+        head.store(h + 1, ordering: .releasing)
+        if let m { bytes.wrappingSubtract(m.payload.count, ordering: .relaxed) }
         return m
     }
+
+    /// Consumer: the number of messages dropped since the last call.
+    func takeDropped() -> Int { dropped.exchange(0, ordering: .relaxed) }
+
+    /// Refuses every later message (each counted as dropped).
+    func close() { closedFlag.store(true, ordering: .relaxed) }
+
+    /// Whether `close` was called.
+    var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
 }
 
 /// The command thread's own state: audit rows waiting for the next batch, when refusals were
@@ -55,6 +107,8 @@ struct CommandThreadState {
     var replyTokens = Double(Gateway.refusalRepliesPerSecond)
     var lastReplyNanos: UInt64 = 0
     var repliesNotSent = 0
+    /// Dropped command messages not yet in an audit row.
+    var droppedNotAudited = 0
 }
 
 /// The trust part of a gateway, set up at start (Gateway.init).
@@ -103,8 +157,8 @@ struct GatewayTrust {
 // commands"; docs/operations.md, "Control plane"). The decision thread only recognises a
 // command topic and hands the raw message (topic, payload, retain flag) to the command inbox,
 // bounded: at most `maxPendingCommands` messages and `maxPendingCommandBytes` bytes wait;
-// beyond, a message is dropped and counted. The command thread (nice 10, like retraining: the
-// decision thread and the network thread always come first) verifies each one (signature,
+// beyond, a message is dropped and counted. The command thread (idle priority: every other
+// thread of the machine comes first) verifies each one (signature,
 // key, role, time, nonce, retained, rate), answers a refusal itself, hands an accepted command
 // to the control queue (where every state change happens) and waits for its answer, and
 // writes the audit rows in batches.
@@ -122,45 +176,41 @@ extension Gateway {
     static let auditBatchRows = 512
 
     /// Decision thread (with `decisionLock`): hands a command message to the command thread
-    /// without looking inside it. Never blocks on anything slow; beyond the bounds the message
+    /// without looking inside it. Takes no lock and never waits; beyond the bounds the message
     /// is dropped and counted.
     func enqueueCommand(_ m: MQTTMessage) {
-        let accepted = commandInbox.withLock { box -> Bool in
-            guard !box.closed, box.count < Self.maxPendingCommands, box.bytes + m.payload.count <= Self.maxPendingCommandBytes else {
-                box.dropped += 1
-                return false
-            }
-            box.messages.append(m)
-            box.bytes += m.payload.count
-            return true
-        }
-        if accepted {
-            commandSignal.signal()
-        } else {
-            metrics.commandsDropped.increment()
+        switch commandInbox.push(m) {
+        case nil: metrics.commandsDropped.increment()
+        case true?: commandSignal.signal()   // it sleeps only on an empty inbox
+        case false?: break                     // awake: it takes this one after the ones before
         }
     }
 
     /// Starts the command thread (from `run()`).
     func startCommandThread() {
         let thread = Thread { [self] in
-            // Below the decision and network threads: on Linux the nice value is per thread
-            // (setpriority(2), "Bugs": `who` 0 is the calling thread).
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            // SCHED_IDLE: the thread runs only when no other thread wants the CPU, and any
+            // waking thread preempts it at once (a nice value does not promise that: the
+            // kernel's scheduler lets a running task finish its slice, ~1 ms). It takes no lock
+            // the network or decision thread takes (the inbox is lock-free; replies are
+            // published from the control queue), so its being preempted holds nothing up.
+            var param = sched_param()
+            if sched_setscheduler(0, Self.schedIdle, &param) != 0 {
+                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)   // per thread on Linux
+            }
             var state = CommandThreadState()
             while true {
-                let message = commandInbox.withLock { box -> MQTTMessage?? in
-                    if let m = box.pop() { return .some(m) }
-                    return box.closed ? .none : .some(nil)
+                if commandInbox.isClosed {
+                    while commandInbox.pop() != nil { state.droppedNotAudited += 1 }   // stopping: not acted on
+                    break
                 }
-                guard let next = message else { break }   // closed and empty
-                if let m = next {
+                if let m = commandInbox.pop() {
                     handleCommand(m, &state)
                     if state.audit.count >= Self.auditBatchRows { flushAudit(&state) }
-                } else {
-                    if !state.audit.isEmpty || commandInbox.withLock({ $0.dropped > 0 }) { flushAudit(&state) }
-                    _ = commandSignal.wait(timeout: .now() + 0.5)
+                    continue
                 }
+                if !state.audit.isEmpty || droppedSinceAudit(&state) { flushAudit(&state) }
+                _ = commandSignal.wait(timeout: .now() + 0.5)
             }
             flushAudit(&state)
             commandThreadDone.signal()
@@ -169,16 +219,19 @@ extension Gateway {
         thread.start()
     }
 
+    /// `SCHED_IDLE` (linux/sched.h; not exported by Glibc's module).
+    static let schedIdle: Int32 = 5
+
+    /// Whether messages were dropped since the last audit batch (peeks without resetting).
+    func droppedSinceAudit(_ state: inout CommandThreadState) -> Bool {
+        state.droppedNotAudited += commandInbox.takeDropped()
+        return state.droppedNotAudited > 0
+    }
+
     /// Stops the command thread (from `shutdown`): what still waits is dropped (and audited
     /// as dropped), then the thread writes its last audit rows and ends.
     func stopCommandThread() {
-        commandInbox.withLock { box in
-            box.dropped += box.count
-            box.messages.removeAll()
-            box.head = 0
-            box.bytes = 0
-            box.closed = true
-        }
+        commandInbox.close()
         commandSignal.signal()
         _ = commandThreadDone.wait(timeout: .now() + 30)
     }
@@ -205,15 +258,19 @@ extension Gateway {
                                            result: .accepted, reason: RefusalReason.storage.rawValue, ok: outcome.ok, error: outcome.error ?? r.message))
         case .refused(let r):
             metrics.commandsRefused[r.reason]?.increment()
+            // Published from the control queue: libmosquitto's locks are shared with the network
+            // thread, and this thread must hold none of them (see `startCommandThread`).
             if mayAnswerRefusal(&state) {
                 let id = r.command.flatMap(ControlPlane.requestID(in:))
                 let extra: [String: JSONValue] = ["reason": .string(r.reason.rawValue), "key": r.key.map { .string($0) } ?? .null]
-                publish(controlPlane.replyTopic(verb), ControlPlane.reply(id: id, ok: false, error: r.message, extra: extra), qos: 1, retain: false)
+                let reply = ControlPlane.reply(id: id, ok: false, error: r.message, extra: extra)
+                let replyTopic = controlPlane.replyTopic(verb)
+                control.async { [self] in publish(replyTopic, reply, qos: 1, retain: false) }
             }
             if r.reason == .retained {
                 // Delete it from the broker, so no later session-less connect receives it again
                 // (needs the broker's permission to publish there: docs/operations.md).
-                publish(topic, [], qos: 1, retain: true)
+                control.async { [self] in publish(topic, [], qos: 1, retain: true) }
             }
             logRefusal(verb: verb, refusal: r, &state)
             state.audit.append(AuditRecord(time: now, key: r.key, verb: verb, command: r.command.map { String(decoding: $0, as: UTF8.self) },
@@ -283,10 +340,9 @@ extension Gateway {
         var records = state.audit
         state.audit.removeAll(keepingCapacity: true)
         state.lastAuditNanos = Self.now()
-        let dropped = commandInbox.withLock { box -> Int in
-            defer { box.dropped = 0 }
-            return box.dropped
-        }
+        _ = droppedSinceAudit(&state)
+        let dropped = state.droppedNotAudited
+        state.droppedNotAudited = 0
         if dropped > 0 {
             records.append(AuditRecord(time: Date().timeIntervalSince1970, key: nil, verb: "*", command: "{\"count\":\(dropped)}",
                                        result: .dropped, reason: "queue_full",

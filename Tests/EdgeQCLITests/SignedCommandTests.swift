@@ -321,9 +321,11 @@ import Testing
     /// 20,000 forged commands (alice's name, fresh timestamps and nonces, signatures that verify
     /// for nothing) against a gateway deciding on a steady sensor stream: the plant's round trip
     /// (state message → the gateway's decision report) stays within 1.5× of its round trip
-    /// without the flood (p99). The flood comes in 8 rounds of 2,500 commands a second, each
-    /// round after a baseline of the same length, so both are measured under the same machine
-    /// load; every command is refused and accounted for (refused, or dropped unread).
+    /// without the flood (p99). The flood comes in 16 half-second rounds of 2,500 commands a
+    /// second, each right after a baseline of the same length, so both sides of a pair are
+    /// measured under the same machine load; the bound is on the p99 of all round trips of
+    /// each kind. Every
+    /// command is refused and accounted for (refused, or dropped unread).
     @Test func aFloodOfForgedCommandsDoesNotDelayDecisions() throws {
         let f = try Fixture(id: "fl", observe: "edgeq/fl/status")
         try f.start()
@@ -403,30 +405,57 @@ import Testing
             return Int(n)
         }
 
-        var baseline: [Double] = [], flooded: [Double] = []
-        try sample(seconds: 1, into: &baseline)   // warm-up, not counted
-        baseline.removeAll()
-        for _ in 0..<8 {
-            try sample(seconds: 1, into: &baseline)
-            let done = flood(count: 2_500, seconds: 1)
-            try sample(seconds: 1, into: &flooded)
+        // 16 pairs of half-second segments, each pair a baseline and then a flood of 1,250
+        // commands (2,500 a second): load that drifts over the run hits both sides of a pair.
+        func p99(_ v: [Double]) -> Double { v.isEmpty ? .nan : v.sorted()[Int(0.99 * Double(v.count - 1))] }
+        var warmUp: [Double] = []
+        try sample(seconds: 1, into: &warmUp)
+        /// The gateway's own decision histogram (cumulative counts by bound).
+        func histogram() throws -> [Double] {
+            try f.metrics().split(separator: "\n").filter { $0.hasPrefix("edgeq_decision_seconds_bucket") }
+                .map { Double($0.split(separator: " ").last ?? "0") ?? 0 }
+        }
+        var hb: [Double] = [], hf: [Double] = []
+        func add(_ a: inout [Double], _ from: [Double], _ to: [Double]) {
+            if a.isEmpty { a = [Double](repeating: 0, count: to.count) }
+            for i in to.indices where i < from.count { a[i] += to[i] - from[i] }
+        }
+        var baseline: [Double] = [], flooded: [Double] = [], ratios: [Double] = []
+        for _ in 0..<16 {
+            var b: [Double] = [], fl: [Double] = []
+            let h0 = try histogram()
+            try sample(seconds: 0.5, into: &b)
+            let h1 = try histogram()
+            let done = flood(count: 1_250, seconds: 0.5)
+            try sample(seconds: 0.5, into: &fl)
+            let h2 = try histogram()
+            add(&hb, h0, h1)
+            add(&hf, h1, h2)
             #expect(done.wait(timeout: .now() + 30) == .success)
             // Let the gateway work off the round before the next baseline.
             let target = sent.load(ordering: .relaxed)
             #expect(eventually(timeout: 30) { ((try? accounted()) ?? 0) >= target }, "not every forged command was accounted for")
+            baseline += b
+            flooded += fl
+            if b.count >= 50 && fl.count >= 50 { ratios.append(p99(fl) / p99(b)) }
         }
         #expect(sent.load(ordering: .relaxed) == 20_000)
-
-        func p99(_ v: [Double]) -> Double { v.sorted()[Int(0.99 * Double(v.count - 1))] }
-        #expect(baseline.count >= 1_000 && flooded.count >= 1_000, "too few round trips: \(baseline.count) without, \(flooded.count) with the flood")
-        guard baseline.count >= 100, flooded.count >= 100 else { return }
-        let (b, fl) = (p99(baseline), p99(flooded))
-        #expect(fl <= 1.5 * b, "decision round trip p99 \(Int(fl)) µs during the flood vs \(Int(b)) µs without (bound 1.5×); medians \(Int(baseline.sorted()[baseline.count / 2])) / \(Int(flooded.sorted()[flooded.count / 2])) µs")
+        #expect(baseline.count >= 1_000 && flooded.count >= 1_000 && ratios.count >= 12,
+                "too few round trips: \(baseline.count) without, \(flooded.count) with the flood")
+        guard ratios.count >= 8 else { return }
+        // The bound, on the p99 of all round trips of each kind (the segments alternate, so load
+        // that drifts over the run is shared; per-pair ratios of ~170-sample p99s are too noisy
+        // to judge alone, their median is reported).
+        let ratio = p99(flooded) / p99(baseline)
+        let pairs = ratios.sorted()[ratios.count / 2]
+        let text = "decision round trip p99 during the flood / without: \(String(format: "%.2f", ratio)) (\(Int(p99(flooded))) / \(Int(p99(baseline))) µs over \(flooded.count) / \(baseline.count) round trips; median of \(ratios.count) pairs \(String(format: "%.2f", pairs)); medians \(Int(flooded.sorted()[flooded.count / 2])) / \(Int(baseline.sorted()[baseline.count / 2])) µs)"
+        #expect(ratio <= 1.5, "\(text); bound 1.5")
         // Nothing was obeyed; the checks were rate-limited; the mode did not change.
         #expect(try f.metric(#"edgeq_commands_total{result="accepted"}"#) == 0)
         #expect(try f.metric(#"edgeq_commands_refused_total{reason="rate_limited"}"#) > 10_000)
         #expect(try f.metric(#"edgeq_commands_refused_total{reason="bad_signature"}"#) >= 1)
         #expect(f.status { $0["state"] as? String == "online" }?["mode"] as? String == "shadow")
-        print("flood: round trip p99 \(Int(b)) µs without, \(Int(fl)) µs with (\(baseline.count) / \(flooded.count) samples); dropped \(try f.metric("edgeq_commands_dropped_total"))")
+        print("flood: histogram without \(hb) with \(hf)")
+        print("flood: \(text); dropped \(try f.metric("edgeq_commands_dropped_total"))")
     }
 }

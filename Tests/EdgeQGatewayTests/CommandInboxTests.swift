@@ -19,20 +19,20 @@ import Testing
         let g = try Gateway(o)
         let topic = "edgeq/t1/cmd/mode"
         for _ in 0..<1_100 { g.enqueueCommand(MQTTMessage(topic: topic, payload: Array(#"{"mode":"control"}"#.utf8))) }
-        #expect(g.commandInbox.withLock { $0.count } == Gateway.maxPendingCommands)
+        #expect(g.commandInbox.count == Gateway.maxPendingCommands)
         #expect(g.renderMetrics().contains("edgeq_commands_dropped_total 76\n"), "\(g.renderMetrics())")
 
         // By bytes: 1 MiB payloads, 8 MiB in all.
         let h = try Gateway({ var p = o; p.dataDirectory = dir.url.appendingPathComponent("b").path; return p }())
         let big = [UInt8](repeating: 32, count: 1 << 20)
         for _ in 0..<10 { h.enqueueCommand(MQTTMessage(topic: topic, payload: big)) }
-        #expect(h.commandInbox.withLock { $0.count } == 8)
+        #expect(h.commandInbox.count == 8)
         #expect(h.renderMetrics().contains("edgeq_commands_dropped_total 2\n"))
 
         // The command thread works the inbox off (all refused: no key is trusted here) and
         // audits the drops in one row.
         g.startCommandThread()
-        #expect(eventually(timeout: 30) { g.commandInbox.withLock { $0.count } == 0 })
+        #expect(eventually(timeout: 30) { g.commandInbox.count == 0 })
         g.stopCommandThread()
         let audit = try g.log.auditRecords().map(\.record)
         #expect(audit.filter { $0.result == .refused }.count == Gateway.maxPendingCommands)
