@@ -721,7 +721,7 @@ public final class Gateway: Sendable {
     /// command (observed after the previous tick), and why no choice was made when none was.
     func publishShadow(_ d: inout DecisionState, choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?, note: String? = nil) {
         d.payload.removeAll(keepingCapacity: true)
-        d.payload.append(contentsOf: #"{"d.tick":"#.utf8)
+        d.payload.append(contentsOf: #"{"tick":"#.utf8)
         d.appendInt(Int(d.tick))
         d.payload.append(contentsOf: #","action":"#.utf8)
         if let choice { d.appendInt(choice) } else { d.payload.append(contentsOf: "null".utf8) }

@@ -447,6 +447,7 @@ import Testing
         // The latency figure is printed, not asserted: speed is judged by benchmarks, and this
         // suite runs beside others on two cores (docs/security.md, "Flood"). In isolation it
         // measured 0.88–1.26× against the bound of 1.5×.
+        guard !baseline.isEmpty, !flooded.isEmpty else { return }
         let ratio = p99(flooded) / p99(baseline)
         let pairs = ratios.isEmpty ? Double.nan : ratios.sorted()[ratios.count / 2]
         let text = "decision round trip p99 during the flood / without: \(String(format: "%.2f", ratio)) (\(Int(p99(flooded))) / \(Int(p99(baseline))) µs over \(flooded.count) / \(baseline.count) round trips; median of \(ratios.count) pairs \(String(format: "%.2f", pairs)))"

@@ -22,7 +22,10 @@ import Testing
             for m in h.drain(0.1) where m.topic == "edgeq/t1/shadow" { shadow.append(GatewayHarness.json(m)) }
         }
         #expect(shadow.count == 20)
+        // Every documented field, with the ticks counting 1, 2, … 20.
+        #expect(shadow.compactMap { $0["tick"] as? Int } == Array(1...20), "\(shadow.first ?? [:])")
         for s in shadow {
+            #expect(Set(s.keys) == ["tick", "action", "action_name", "q", "incumbent_previous", "status", "model"], "\(s)")
             #expect(s["action"] is Int, "\(s)")
             #expect((s["q"] as? [Any])?.count == 2)
         }
