@@ -141,7 +141,7 @@ import Testing
         let summary = "idle \(idle) kB, peak \(peak) kB, after \(after) kB, settled \(settled) kB; \(sent) sent, \(Int(received)) received; gateway log:\n\(notes.joined(separator: "\n"))"
         print("flood memory: \(summary)")
         #expect(gw.isRunning, "edgeq run died under the flood")
-        #expect(received >= 0.5 * Double(sent), "the gateway took too little of the flood to prove anything: \(summary)")
+        #expect(received >= 0.25 * Double(sent), "the gateway took too little of the flood to prove anything: \(summary)")
         #expect(during.count >= 20, "too few samples: \(summary)")
         #expect(Double(peak) <= 2 * Double(idle), "resident memory above 2x idle during the flood: \(summary)")
         #expect(Double(after) <= 1.1 * Double(idle), "resident memory not back to idle +10 % after the flood: \(summary)")
