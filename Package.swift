@@ -57,7 +57,7 @@ let package = Package(
         ),
         .target(
             name: "EdgeQTopicMap",
-            dependencies: ["Yams"]
+            dependencies: ["Yams", "EdgeQCore"]
         ),
         /// The int8 inference kernels in C (AVX2 chosen at run time, portable fallback):
         /// Swift at the baseline x86-64 target measured 10× slower than the C floor.
@@ -82,13 +82,13 @@ let package = Package(
         ),
         .target(
             name: "EdgeQLog",
-            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CSQLite", "EdgeQCore", .product(name: "Logging", package: "swift-log")]
         ),
         /// Trust: trusted keys by role, signed control-plane commands (replay, freshness, rate
         /// limit), signed models, the mapping's fingerprint (docs/security.md).
         .target(
             name: "EdgeQTrust",
-            dependencies: ["EdgeQTopicMap", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["EdgeQTopicMap", "EdgeQCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         /// The retraining pipeline (log → Double DQN → checks → candidate) and its report: used by
         /// the gateway's `cmd/retrain`, `edgeq train`, the lab and the benchmarks alike.

@@ -1,3 +1,4 @@
+import EdgeQCore
 import EdgeQLog
 import Foundation
 

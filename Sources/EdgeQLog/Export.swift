@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import EdgeQCore
 import Foundation
 
 /// The formats `export` writes.
@@ -157,29 +158,6 @@ private func padded(_ v: [Float], _ width: Int) -> [String] {
 private func csvCell(_ s: String) -> String {
     guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
     return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}
-
-/// `s` as a JSON string literal, quotes included (RFC 8259 escapes; control characters as
-/// `\uXXXX`). Shared by the export and the gateway's control-plane JSON.
-public func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
 }
 
 /// A buffered writer on a file descriptor (64 KiB), so export streams without holding rows.

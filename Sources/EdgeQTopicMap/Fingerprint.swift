@@ -2,6 +2,8 @@
 // into the mapping fingerprint that a model's signature covers (docs/security.md). Kept here,
 // free of cryptography, because only the topic map knows what its definitions mean.
 
+import EdgeQCore
+
 extension TopicMap {
     /// A canonical description of what a Q-network trained for this mapping depends on: the
     /// state (each feature in order with its source and normalisation, the history length, and
@@ -30,11 +32,11 @@ extension TopicMap {
     public var canonicalDefinition: String {
         var lines = ["edgeq-mapping-v1", "history \(history)"]
         for f in features {
-            var line = "feature \(canonicalQuoted(f.name)) "
+            var line = "feature \(jsonString(f.name)) "
             switch f.source {
-            case .signal(let s): line += "signal \(canonicalQuoted(s))"
-            case .expression(let e): line += "expression \(canonicalQuoted(e))"
-            case .cyclic(let e, let period): line += "cyclic \(canonicalQuoted(e)) \(period.description)"
+            case .signal(let s): line += "signal \(jsonString(s))"
+            case .expression(let e): line += "expression \(jsonString(e))"
+            case .cyclic(let e, let period): line += "cyclic \(jsonString(e)) \(period.description)"
             case .timeOfDay: line += "time_of_day"
             case .dayOfWeek: line += "day_of_week"
             }
@@ -47,41 +49,19 @@ extension TopicMap {
         }
         let read = Set(featureSignals.flatMap { $0 }.filter { $0 < signals.count })
         for (i, s) in signals.enumerated() where read.contains(i) {
-            var line = "signal \(canonicalQuoted(s.name)) "
+            var line = "signal \(jsonString(s.name)) "
             switch s.kind {
             case .number: line += "number"
             case .bool: line += "bool"
             case .enumeration(let table):
                 let entries = table.sorted { Array($0.key.unicodeScalars.map(\.value)).lexicographicallyPrecedes($1.key.unicodeScalars.map(\.value)) }
-                line += "enum " + entries.map { "\(canonicalQuoted($0.key))=\($0.value.description)" }.joined(separator: ",")
+                line += "enum " + entries.map { "\(jsonString($0.key))=\($0.value.description)" }.joined(separator: ",")
             }
             line += " scale \(s.scale.description) offset \(s.offset.description)"
             lines.append(line)
         }
-        for (i, a) in actions.enumerated() { lines.append("action \(i) \(canonicalQuoted(a.name))") }
+        for (i, a) in actions.enumerated() { lines.append("action \(i) \(jsonString(a.name))") }
         return lines.joined(separator: "\n") + "\n"
     }
 }
 
-/// `text` as a JSON string literal: `"`, `\` and control characters escaped, everything else
-/// (non-ASCII included) as is.
-func canonicalQuoted(_ text: String) -> String {
-    var out = "\""
-    for u in text.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}

@@ -1,4 +1,5 @@
 import Crypto
+import EdgeQCore
 import Foundation
 
 /// The signed command envelope (docs/security.md, "Signed commands").
@@ -62,30 +63,8 @@ public enum CommandEnvelope {
             // BoringSSL's Ed25519 signing has no failure path for a valid key; keep the error typed.
             throw KeyFileError(path: keyName, problem: "signing failed (\(error))", remedy: "generate a new key with `edgeq keys generate`")
         }
-        let text = "{\"cmd\":\(jsonQuoted(command)),\"auth\":{\"key\":\(jsonQuoted(keyName)),\"ts_ms\":\(timestampMs),\"nonce\":\(jsonQuoted(nonce)),\"sig\":\(jsonQuoted(signature.base64EncodedString()))}}"
+        let text = "{\"cmd\":\(jsonString(command)),\"auth\":{\"key\":\(jsonString(keyName)),\"ts_ms\":\(timestampMs),\"nonce\":\(jsonString(nonce)),\"sig\":\(jsonString(signature.base64EncodedString()))}}"
         return Array(text.utf8)
     }
 }
 
-/// `text` as a JSON string literal (RFC 8259): `"`, `\` and control characters escaped,
-/// everything else as is (UTF-8).
-public func jsonQuoted(_ text: String) -> String {
-    var out = "\""
-    for u in text.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}

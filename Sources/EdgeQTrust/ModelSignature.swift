@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Crypto
+import EdgeQCore
 import EdgeQTopicMap
 import Foundation
 
@@ -176,7 +177,7 @@ public struct ModelSignature: Sendable, Equatable {
 
     /// The `.sig` file's JSON text.
     public var jsonText: String {
-        "{\"key\":\(jsonQuoted(key)),\"sha256\":\(jsonQuoted(sha256)),\"version\":\(modelVersion),\"mapping\":\(jsonQuoted(mapping)),\"sig\":\(jsonQuoted(Data(signature).base64EncodedString()))}\n"
+        "{\"key\":\(jsonString(key)),\"sha256\":\(jsonString(sha256)),\"version\":\(modelVersion),\"mapping\":\(jsonString(mapping)),\"sig\":\(jsonString(Data(signature).base64EncodedString()))}\n"
     }
 
     /// Writes the `.sig` file for `modelFile` (temporary file, fsync, rename).

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeQCore
 import EdgeQGateway
 import EdgeQMQTT
 import EdgeQTopicMap
@@ -78,7 +79,7 @@ struct CmdCommand: ParsableCommand {
     }
 
     /// A JSON string literal.
-    static func jsonLiteral(_ s: String) -> String { jsonQuoted(s) }
+    static func jsonLiteral(_ s: String) -> String { jsonString(s) }
 
     func run() throws {
         let map = try loadMapping(config)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeQCore
 import EdgeQGateway
 import EdgeQMQTT
 import EdgeQNet
@@ -249,7 +250,7 @@ extension ModelsCommand {
             }
             let store: ModelStore
             do { store = try ModelStore(dataDirectory: dir) } catch { throw failure("\(error)", code: 74) }
-            let report = "{\"verdict\":\"imported\",\"signed_by\":\(jsonQuoted(signature.key)),\"source\":\(jsonQuoted(file))}"
+            let report = "{\"verdict\":\"imported\",\"signed_by\":\(jsonString(signature.key)),\"source\":\(jsonString(file))}"
             let version: Int
             do {
                 // The store checks the signature again over the bytes it stored.

@@ -1,3 +1,4 @@
+import EdgeQCore
 import Foundation
 
 /// One figure: EdgeQ's value and, when there is one, the anchor's value measured in the same
@@ -100,22 +101,7 @@ struct BenchFigure: Sendable, Equatable {
             guard let x, x.isFinite else { return "null" }
             return String(format: "%.6g", x)
         }
-        func str(_ s: String?) -> String {
-            guard let s else { return "null" }
-            var escaped = ""
-            for u in s.unicodeScalars {
-                switch u {
-                case "\\": escaped += "\\\\"
-                case "\"": escaped += "\\\""
-                case "\n": escaped += "\\n"
-                case "\t": escaped += "\\t"
-                case "\r": escaped += "\\r"
-                case _ where u.value < 0x20: escaped += String(format: "\\u%04x", u.value)
-                default: escaped.unicodeScalars.append(u)
-                }
-            }
-            return "\"\(escaped)\""
-        }
+        func str(_ s: String?) -> String { s.map(jsonString) ?? "null" }
         var line = "{\"bench\":\(str(bench)),\"figure\":\(str(figure)),\"value\":\(num(value)),\"unit\":\(str(unit)),"
             + "\"anchor\":\(str(anchor)),\"anchor_value\":\(num(anchorValue)),\"ratio\":\(num(ratio)),"
             + "\"better\":\(str(better.rawValue))"
