@@ -3,7 +3,8 @@ import EdgeQTopicMap
 import Foundation
 
 /// The broker connection a mapping file describes (URL, credentials by reference, TLS files),
-/// for the tools that talk to a running gateway (`edgeq cmd`) as the gateway itself connects.
+/// used by the gateway itself and by the tools that talk to a running gateway (`edgeq cmd`,
+/// `edgeq models rollback --config`), so that they connect exactly as the gateway does.
 public enum BrokerConnection {
     /// The MQTT configuration for `map`'s broker (or `broker` instead of the mapping's first
     /// one) with its user name, password and TLS files, under `clientID`. Session, Last Will

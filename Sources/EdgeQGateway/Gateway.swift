@@ -222,7 +222,7 @@ public final class Gateway: Sendable {
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
-            var config = try Self.clientConfiguration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -261,40 +261,6 @@ public final class Gateway: Sendable {
             modeState.store(0, ordering: .relaxed)
             modeReason.withLock { $0 = "no model has passed its checks: started in shadow" }
             logger.warning("control mode asked for, but no model has passed its checks: running in shadow")
-        }
-    }
-
-    /// The MQTT client settings the mapping file gives a client of this gateway's broker: the
-    /// broker URL (`broker`, else the mapping file's first), the username, the password and
-    /// TLS (CA, client certificate and key), exactly as the gateway itself connects. Tools that
-    /// talk to a running gateway (`edgeq models rollback --config`) use it with their own
-    /// client id.
-    ///
-    /// - Throws: `GatewayError` when a secret's environment variable or file is missing;
-    ///   `MQTTError` when the broker URL is not usable.
-    public static func clientConfiguration(for map: TopicMap, broker: String?, clientID: String) throws -> MQTTConfiguration {
-        let url = broker ?? map.gateway.brokers.first ?? "mqtt://127.0.0.1:1883"
-        var config = try MQTTConfiguration(url: url, clientID: clientID)
-        if let user = map.gateway.username { config.username = try resolve(user) }
-        if let pass = map.gateway.password { config.password = Secret(try resolve(pass)) }
-        if let tls = map.gateway.tls {
-            config.tls = TLSConfiguration(caFile: tls.caFile, certificateFile: tls.certFile, keyFile: tls.keyFile)
-        }
-        return config
-    }
-
-    static func resolve(_ ref: SecretReference) throws -> String {
-        switch ref {
-        case .environment(let name):
-            guard let v = ProcessInfo.processInfo.environment[name] else {
-                throw GatewayError("the environment variable \(name) named in the mapping file is not set")
-            }
-            return v
-        case .file(let path):
-            guard let v = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw GatewayError("cannot read the secret file \(path) named in the mapping file")
-            }
-            return v.trimmingCharacters(in: .newlines)
         }
     }
 

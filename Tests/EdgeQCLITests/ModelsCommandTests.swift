@@ -92,7 +92,7 @@ import Testing
         let alice = try TestKey("alice", in: dir.url.appendingPathComponent("private"), data: data)
 
         // An observer on the same broker (it needs the same credentials and TLS).
-        let observer = try MQTTClient(try Gateway.clientConfiguration(for: map, broker: nil, clientID: "observer"))
+        let observer = try MQTTClient(try BrokerConnection.configuration(for: map, broker: nil, clientID: "observer"))
         defer { observer.stop() }
         try observer.subscribe("edgeq/m2/status", qos: .atLeastOnce)
         observer.start()
