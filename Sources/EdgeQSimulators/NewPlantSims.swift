@@ -2,12 +2,6 @@ import EdgeQCore
 import EdgeQPlants
 import Foundation
 
-private let newPlantEncoder: JSONEncoder = {
-    let e = JSONEncoder()
-    e.outputFormatting = [.sortedKeys]
-    return e
-}()
-
 /// The process heater with its SIMC-tuned PI; continuing, a shift (8 h) ends every 960 steps.
 struct HeaterSim: SimPlant {
     let name = "heater"
@@ -22,7 +16,7 @@ struct HeaterSim: SimPlant {
     }
 
     var stepIndex: Int { heater.observation.step }
-    func stateJSON() throws -> [UInt8] { Array(try newPlantEncoder.encode(heater.observation)) }
+    func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(heater.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(heater.observation) }
     mutating func step(_ action: Int) { _ = heater.step(level: action) }
     mutating func startNextEpisodeIfEnded() -> Bool { heater.startNextShiftIfEnded() != nil }
@@ -54,7 +48,7 @@ struct MountainCarSim: SimPlant {
     init(seed: UInt64) { plant = MountainCarEpisodes(seed: seed) }
 
     var stepIndex: Int { plant.message.step }
-    func stateJSON() throws -> [UInt8] { Array(try newPlantEncoder.encode(plant.message)) }
+    func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(plant.message)) }
     mutating func incumbentAction() -> Int { plant.incumbentAction() }
     mutating func step(_ action: Int) { plant.step(action) }
     mutating func startNextEpisodeIfEnded() -> Bool { plant.startNextEpisodeIfEnded() }

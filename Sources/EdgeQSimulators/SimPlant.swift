@@ -27,7 +27,9 @@ protocol SimPlant {
     func scoreText() -> String
 }
 
-private let encoder: JSONEncoder = {
+/// The simulators' JSON encoder (sorted keys: the same bytes for the same state), shared by
+/// every plant of this module.
+let stateEncoder: JSONEncoder = {
     let e = JSONEncoder()
     e.outputFormatting = [.sortedKeys]
     return e
@@ -45,7 +47,7 @@ struct CartPoleSim: SimPlant {
     init(seed: UInt64) { plant = CartPoleEpisodes(seed: seed) }
 
     var stepIndex: Int { plant.message.step }
-    func stateJSON() throws -> [UInt8] { Array(try encoder.encode(plant.message)) }
+    func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(plant.message)) }
     mutating func incumbentAction() -> Int { plant.incumbentAction() }
     mutating func step(_ action: Int) { plant.step(action) }
     /// Called by the runner after the ending state was published.
@@ -75,7 +77,7 @@ struct ThermalSim: SimPlant {
     }
 
     var stepIndex: Int { zone.observation.step }
-    func stateJSON() throws -> [UInt8] { Array(try encoder.encode(zone.observation)) }
+    func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(zone.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(zone.observation) }
     mutating func step(_ action: Int) { _ = zone.step(level: action) }
     mutating func startNextEpisodeIfEnded() -> Bool {
@@ -84,7 +86,7 @@ struct ThermalSim: SimPlant {
         return true
     }
     func scoreJSON() throws -> [UInt8] {
-        var o = try JSONSerialization.jsonObject(with: encoder.encode(zone.score)) as? [String: Any] ?? [:]
+        var o = try JSONSerialization.jsonObject(with: stateEncoder.encode(zone.score)) as? [String: Any] ?? [:]
         o["plant"] = name
         return Array(try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]))
     }
@@ -109,7 +111,7 @@ struct TankSim: SimPlant {
     }
 
     var stepIndex: Int { tank.observation.step }
-    func stateJSON() throws -> [UInt8] { Array(try encoder.encode(tank.observation)) }
+    func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(tank.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(tank.observation) }
     mutating func step(_ action: Int) { _ = tank.step(valve: action) }
     mutating func startNextEpisodeIfEnded() -> Bool {
@@ -118,7 +120,7 @@ struct TankSim: SimPlant {
         return true
     }
     func scoreJSON() throws -> [UInt8] {
-        var o = try JSONSerialization.jsonObject(with: encoder.encode(tank.score)) as? [String: Any] ?? [:]
+        var o = try JSONSerialization.jsonObject(with: stateEncoder.encode(tank.score)) as? [String: Any] ?? [:]
         o["plant"] = name
         o["mean_abs_error"] = tank.score.meanAbsError
         return Array(try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]))
