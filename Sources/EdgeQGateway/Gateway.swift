@@ -201,7 +201,7 @@ public final class Gateway: Sendable {
             throw GatewayError("cannot open the experience log in \(dataDirectory.path): \(error)")
         }
         // ---- Trust: signed commands (begin). The device key, the trusted keys and the command
-        // verifier (GatewayCommands.swift); model signatures use `deviceKey` and `trust`.
+        // verifier (GatewayCommands.swift); model signatures (ModelTrust) use the same two.
         let trusted = try GatewayTrust.load(map: map, dataDirectory: dataDirectory, logger: logger)
         deviceKey = trusted.device
         trust = trusted.trust
@@ -209,9 +209,9 @@ public final class Gateway: Sendable {
         // ---- Trust: signed commands (end).
         store = try ModelStore(dataDirectory: dataDirectory)
         metrics = GatewayMetrics(map: map)
-        // --- Signed models: the device key (made at first start) and the keys trusted for
-        // models; only a model signed for this mapping by one of them is served.
-        modelTrust = try ModelTrust(dataDirectory: dataDirectory, map: map, registry: metrics.registry)
+        // --- Signed models: the device key and the keys trusted for models (loaded above);
+        // only a model signed for this mapping by one of them is served.
+        modelTrust = ModelTrust(device: deviceKey, trust: trust, map: map, registry: metrics.registry)
         // --- end signed models
 
         var policy = options.checkPolicy ?? Retrainer(map: options.map).policy

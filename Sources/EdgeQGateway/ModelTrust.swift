@@ -73,15 +73,11 @@ final class ModelTrust: Sendable {
     let counters: [String: Counter]
     private let state = Mutex<(refusals: [ModelRefusalRecord], unannounced: [ModelRefusalRecord], live: Bool)>(([], [], false))
 
-    /// Reads (or makes) the device key and the `models` keys of `dataDirectory`.
-    /// - Throws: `GatewayError` naming the key file that cannot be used and what to do.
-    init(dataDirectory: URL, map: TopicMap, registry: MetricsRegistry) throws {
-        do {
-            device = try DeviceKey.loadOrCreate(dataDirectory: dataDirectory)
-            trust = try TrustStore.load(dataDirectory: dataDirectory).adding(device)
-        } catch {
-            throw GatewayError("model keys: \(error)")
-        }
+    /// Model signatures with the gateway's device key and its trusted keys (the `models` role
+    /// serves here), both loaded once at start (`GatewayTrust.load`).
+    init(device: DeviceKey, trust: TrustStore, map: TopicMap, registry: MetricsRegistry) {
+        self.device = device
+        self.trust = trust
         fingerprint = map.fingerprint
         signer = .device(device, mapping: fingerprint)
         var c: [String: Counter] = [:]
