@@ -5,8 +5,8 @@ import EdgeQTopicMap
 import Foundation
 
 /// The gateway's side of a tick: the decision core (`DecisionCore`: state, transitions,
-/// safety, exploration, rendered writes, shared with the lab), the served and compared
-/// engines, the live guard's window, and the shadow report's buffer (no allocation per message).
+/// safety, exploration, rendered writes, shared with the lab), the served engine, the
+/// switchback trial and the control-group guard, and the shadow report's buffer (no allocation per message).
 ///
 /// One owner at a time, and the compiler proves it: the gateway keeps it in a
 /// `Mutex<DecisionState>` and every decision function takes it `inout` from inside
@@ -19,19 +19,26 @@ struct DecisionState {
     var engineGeneration = -1
     var engineModel: ServedModel?
     var payload: [UInt8] = []
-    var guardState: LiveGuardState
-    var candidateEngine: QEngine?
+    /// The candidate slot's generation last picked up.
     var candidateEngineGeneration = 0
-    var comparedCandidate: ServedModel?
-    var candidateQValues: [Float]
-    var comparison = CandidateComparison()
-    /// shadow-first: the candidate's pick at the open transition's state and its Q-values.
-    var openCandidate: (pick: Int?, q: [Float])?
+    /// The switchback trial under way (TrialControl.swift), its candidate and engine, and its
+    /// reference (the model served when it started; nil: the incumbent).
+    var trial: SwitchbackTrial?
+    var trialCandidate: ServedModel?
+    var trialEngine: QEngine?
+    var trialReference: ServedModel?
+    /// The control-group guard of the served model, and its control group's controller (the
+    /// model served before it; nil: the incumbent).
+    var controlGroup: ControlGroupGuard?
+    var previousModel: ServedModel?
+    var previousEngine: QEngine?
+    /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
+    var openRole: ControllerRole?
+    /// Whether the gateway was in charge of the plant on the previous tick (handover).
+    var gatewayInCharge = false
 
-    init(map: TopicMap, guardWindow: Int) {
-        guardState = LiveGuardState(window: guardWindow)
+    init(map: TopicMap) {
         core = DecisionCore(map: map, explorationSeed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
-        candidateQValues = [Float](repeating: 0, count: map.actions.count)
         payload.reserveCapacity(1024)
     }
 

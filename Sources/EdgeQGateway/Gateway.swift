@@ -36,8 +36,6 @@ public struct GatewayOptions: Sendable {
     /// Control mode: the watchdog publishes the fallback when no decision was made for this
     /// many seconds (nil: 3 periods for a periodic tick, off for a trigger tick).
     public var watchdogSeconds: Double?
-    /// Control ticks in the live guard's rolling window (nil: the mapping file's `promotion.guard_window`).
-    public var guardWindow: Int?
     /// Thresholds of a candidate's checks (nil: defaults, support limit from the mapping file).
     public var checkPolicy: CheckPolicy?
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
@@ -131,12 +129,16 @@ public final class Gateway: Sendable {
     let lastCountRetrainStart = Atomic<UInt64>(0)
     /// The burst detector of `HeapTrim` (used on the control queue).
     let heapTrim = Mutex(HeapTrim())
-    let guardWindow: Int
-    let guardBaseline = Atomic<UInt64>(Double.nan.bitPattern)
-    let guardMean = Atomic<UInt64>(Double.nan.bitPattern)
+    /// The guard's last event, its figures (TrialControl.swift), the trial's figures.
     let lastGuardEvent = Mutex<String?>(nil)
+    let guardSummary = Mutex<GuardSummary?>(nil)
+    let trialStatus = Mutex<[String: JSONValue]?>(nil)
+    let trialRunning = Atomic<Bool>(false)
+    /// The candidate on trial, handed to the decision thread (picked up when the generation moves).
     let candidateSlot = Mutex<ServedModel?>(nil)
     let candidateGeneration = Atomic<Int>(0)
+    /// The controller before the served model (the guard's control group; nil: the incumbent).
+    let previousController = Mutex<ServedModel?>(nil)
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
@@ -217,8 +219,7 @@ public final class Gateway: Sendable {
         var policy = options.checkPolicy ?? Retrainer(map: options.map).policy
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
-        guardWindow = max(options.guardWindow ?? options.map.learning.guardWindow, 1)
-        decision = Mutex(DecisionState(map: map, guardWindow: guardWindow))
+        decision = Mutex(DecisionState(map: map))
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
@@ -257,7 +258,7 @@ public final class Gateway: Sendable {
         // The served model, verified (checksum + reference set); on failure fall back to the
         // previous version, and without any model start in shadow.
         loadServedModelAtStart()
-        if mode == .control && served.withLock({ $0 == nil }) {
+        if mode == .control && served.withLock({ $0 == nil }) && map.learning.promotion != .trial {
             modeState.store(0, ordering: .relaxed)
             modeReason.withLock { $0 = "no model has passed its checks: started in shadow" }
             logger.warning("control mode asked for, but no model has passed its checks: running in shadow")
@@ -326,7 +327,6 @@ public final class Gateway: Sendable {
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
         startCommandThread()
-        control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
@@ -447,19 +447,24 @@ public final class Gateway: Sendable {
 
     /// One tick through the decision core (`DecisionCore`, shared with the lab): then publish
     /// the applied action's writes (control) or the shadow report (shadow), log the closed
-    /// transition, feed the live guard and the compared candidate, and count.
+    /// transition, feed the switchback trial or the guard, and count.
     func decide(arrival: UInt64, _ d: inout DecisionState) {
         metrics.ticks.increment()
         pickUpModel(&d)
         let now = Self.now()
         let wall = Date().timeIntervalSince1970
-        let requested: ControlMode = mode == .control ? .control : .shadow
-        let out = d.core.tick(now: now, wallClock: wall, mode: requested, engine: d.engine,
-                              modelVersion: d.engineModel.map { String($0.version) })
+        // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
+        let who = controller(&d)
+        if (who.mode == .control) != d.gatewayInCharge {
+            d.gatewayInCharge = who.mode == .control
+            inChargeChanged(gateway: d.gatewayInCharge)
+        }
+        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version)
         syncDecoderCounters(&d)
-        let candidate = d.openCandidate
-        d.openCandidate = nil
-        record(out, candidate: candidate, &d)
+        let closedRole = d.openRole
+        d.openRole = d.core.hasOpen ? who.role : nil
+        record(out, &d)
+        feedTrialAndGuard(&d, out, closedRole: closedRole)
 
         if out.episodeEnded {
             if out.mode == .shadow { publishShadow(&d, out, note: "episode_end") }
@@ -482,19 +487,11 @@ public final class Gateway: Sendable {
         metrics.latency.observe(Double(decided &- arrival) / 1e9)
         lastDecisionNanos.store(decided, ordering: .relaxed)
 
-        if d.core.hasOpen, let cand = d.candidateEngine {
-            // shadow-first: what the candidate would do here (one more inference per tick,
-            // only while a candidate is being compared).
-            let pick = d.core.state.withUnsafeBufferPointer { s in
-                d.candidateQValues.withUnsafeMutableBufferPointer { q in cand.bestAction(state: s, mask: d.core.mask, qValues: q) }
-            }
-            d.openCandidate = (pick, d.candidateQValues)
-        }
         checkSchedule()
     }
 
-    /// Logs and counts the transition a tick closed; feeds the live guard and the compared candidate.
-    func record(_ out: DecisionCore.Outcome, candidate: (pick: Int?, q: [Float])?, _ d: inout DecisionState) {
+    /// Logs and counts the transition a tick closed.
+    func record(_ out: DecisionCore.Outcome, _ d: inout DecisionState) {
         if out.closeSkipped { metrics.transitionsSkipped.increment() }
         if out.incumbentMissing { metrics.incumbentMissing.increment() }
         if out.shadowCompared {
@@ -507,10 +504,6 @@ public final class Gateway: Sendable {
         switch writer.submit(t) {
         case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
         case .dropped, .closed: metrics.transitionsSkipped.increment()
-        }
-        if t.mode == .control && t.actor == .model { guardObserve(&d, reward: t.reward) }
-        if let c = candidate, let pick = c.pick, let live = t.action {
-            compareCandidate(&d, pick: pick, live: live, q: c.q, reward: t.reward, terminal: t.terminal)
         }
     }
 
@@ -565,15 +558,10 @@ public final class Gateway: Sendable {
         metrics.invalidExpressions.mirror(UInt64(d.core.runtime.invalidExpressionCount))
     }
 
-    /// Takes a newly served model between two decisions (the control queue put it there).
+    /// Takes a newly served model, and a new candidate for trial, between two decisions (the
+    /// control queue put them there).
     func pickUpModel(_ d: inout DecisionState) {
-        let cg = candidateGeneration.load(ordering: .acquiring)
-        if cg != d.candidateEngineGeneration {
-            d.candidateEngineGeneration = cg
-            d.comparison = CandidateComparison()
-            d.comparedCandidate = candidateSlot.withLock { $0 }
-            d.candidateEngine = d.comparedCandidate.map { $0.model.makeEngine(options.precision) }
-        }
+        defer { pickUpCandidate(&d) }
         let g = servedGeneration.load(ordering: .acquiring)
         guard g != d.engineGeneration else { return }
         d.engineGeneration = g
@@ -585,5 +573,6 @@ public final class Gateway: Sendable {
             d.engine = nil
             d.engineModel = nil
         }
+        servedModelChanged(&d)
     }
 }
