@@ -193,6 +193,10 @@ extension Gateway {
         }
         o["guard"] = guardStatus()
         if let t = trialStatus.withLock({ $0 }) { o["trial"] = .object(t) }
+        // Who runs the plant now: the gateway (a model, or the safety fallback) or the incumbent
+        // (shadow, control without a model, a trial's or the guard's incumbent blocks).
+        o["in_charge"] = .string(metrics.gatewayInCharge.value == 1 ? "gateway" : "incumbent")
+        o["trial_running"] = .bool(trialRunning.load(ordering: .relaxed))
         return o
     }
 }
