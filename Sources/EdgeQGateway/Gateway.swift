@@ -161,6 +161,9 @@ public final class Gateway: Sendable {
     /// tick it is never contended. (ThreadSanitizer does not see the futex under `Mutex` on
     /// Linux and may report races that are not there; the compiler's proof stands.)
     let decision: Mutex<DecisionState>
+    /// Who the plant was told is in charge, and the handover connection carrying the `give`
+    /// Last Will (Handover.swift).
+    let handover: HandoverState
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -223,6 +226,7 @@ public final class Gateway: Sendable {
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            handover = HandoverState(map: map, base: config, registry: metrics.registry)
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -325,6 +329,7 @@ public final class Gateway: Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        if mode == .control { handOver(to: .gateway, reason: "started in control mode") }
         startCommandThread()
         control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
@@ -396,6 +401,8 @@ public final class Gateway: Sendable {
     }
 
     private func shutdown() {
+        // The plant first: no decision comes any more (the give, then the offline status).
+        handOverAtShutdown()
         stopCommandThread()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {

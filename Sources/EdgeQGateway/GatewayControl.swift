@@ -89,6 +89,7 @@ extension Gateway {
     func leaveControl(reason: String, by: String? = nil) {
         let state = GatewayState(mode: .shadow, reason: reason, by: by)
         modeState.store(0, ordering: .relaxed)
+        handOver(to: .incumbent, reason: reason)   // after the mode: no command follows the give
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
         persistState(state)
@@ -114,6 +115,7 @@ extension Gateway {
         }
         statePersisted(state)
         refreshGuardBaseline()
+        handOver(to: .gateway, reason: reason)   // before the mode: the take precedes the first command
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
@@ -354,6 +356,7 @@ extension Gateway {
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }
+        obj["handover"] = handoverStatus()
         let recoveries = log.recoveries
         if let last = recoveries.last {
             // A damaged log was moved aside (at start or while writing): say so until restart.
