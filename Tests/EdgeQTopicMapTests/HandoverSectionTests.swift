@@ -91,6 +91,26 @@ import Testing
         #expect(d.first?.message.contains(message) == true, "\(d)")
     }
 
+    @Test func referenceFileHandoverIsParsed() throws {
+        let m = try TopicMap.load(path: Repo.root.appendingPathComponent("topics/reference.yaml").path)
+        let h = m.handover
+        #expect(h.keepAlive == 5)
+        #expect(h.take.map(\.topic) == ["boiler/burner/mode", "boiler/burner/remote_enable"])
+        #expect(h.take.map { String(decoding: $0.payload, as: UTF8.self) } == [#"{"controller":"edgeq"}"#, "1"])
+        #expect(h.give.map { String(decoding: $0.payload, as: UTF8.self) } == [#"{"controller":"local"}"#, "0"])
+        #expect(h.will == h.give.first)
+        #expect(h.give.allSatisfy { $0.retain })
+    }
+
+    @Test func everySimulatorMappingTellsItsPlantOnItsModeTopic() throws {
+        for name in ["thermal", "tank", "cartpole", "heater", "mountaincar"] {
+            let m = try TopicMap.load(path: Repo.root.appendingPathComponent("topics/\(name).yaml").path)
+            #expect(m.handover.take.map(\.topic) == ["plant/\(name)/mode"], "\(name)")
+            #expect(m.handover.will?.topic == "plant/\(name)/mode", "\(name)")
+            #expect(m.handover.will.map { String(decoding: $0.payload, as: UTF8.self) } == #"{"controller":"incumbent"}"#, "\(name)")
+        }
+    }
+
     @Test func theIncumbentsTopicIsRefused() {
         let d = diagnostics(minimal.replacingOccurrences(of: "{signal: a}", with: "{signal: a}\nincumbent: {topic: p/inc}") + """
         handover:
