@@ -131,4 +131,41 @@ import Testing
         #expect(nextHandover(f) == Self.give, "\(f.log())")
         f.stop()
     }
+
+    @Test func afterTheGiveTheSimulatorsIncumbentActsAtOnce() throws {
+        // The shipped thermal mapping (its handover section) and `edgeq sim thermal`, which
+        // learns who is in charge only from plant/thermal/mode (no --gateway-prefix), with a
+        // command timeout far longer than the test: a step in control that waited for it
+        // would stop the test's bounded waits.
+        let f = try SignedCommandTests.Fixture(id: "thermal", observe: "#")
+        try PackageRoot.topicsFile("thermal").write(toFile: f.file, atomically: true, encoding: .utf8)
+        try SignedModelTests().storeAndServe(try TopicMap.load(path: f.file), in: f.data, seed: 7)
+        try f.start()
+        let simOut = f.dir.url.appendingPathComponent("sim.out").path
+        let sim = try ChildProcess(EdgeQBinary.path, ["sim", "thermal", "--broker", f.broker.url, "--rate", "20", "--command-timeout", "600"],
+                                   stdoutPath: simOut, stderrPath: f.dir.url.appendingPathComponent("sim.log").path)
+        defer { if sim.isRunning { sim.signal(SIGKILL); _ = sim.wait(timeout: 10) } }
+        func states(_ n: Int) -> Bool {
+            for _ in 0..<n where f.next(timeout: 30, { $0.topic == "plant/thermal/state" }) == nil { return false }
+            return true
+        }
+        #expect(states(5), "the simulator publishes no state")
+
+        #expect(try mode(f, "control", id: "c1")["ok"] as? Bool == true, "\(f.log())")
+        #expect(nextHandover(f) == Self.take)
+        #expect(states(20), "the simulator did not step on the gateway's commands: \(f.log())")
+
+        #expect(try mode(f, "shadow", id: "s1")["ok"] as? Bool == true)
+        #expect(nextHandover(f) == Self.give)
+        #expect(states(20), "after the give the simulator did not step on its own")
+
+        sim.signal(SIGTERM)
+        #expect(sim.wait(timeout: 30) == 0)
+        let out = (try? String(contentsOfFile: simOut, encoding: .utf8)) ?? ""
+        let line = out.split(separator: "\n").first { $0.hasPrefix("gateway applied") }.map(String.init) ?? ""
+        #expect(line.contains("command timeouts 0;"), "\(out)")
+        let applied = Int(line.split(separator: " ").dropFirst(2).first ?? "") ?? 0
+        #expect(applied >= 15, "\(out)")
+        f.stop()
+    }
 }
