@@ -71,6 +71,11 @@ extension Gateway {
                         control.sync { try? startComparison(version) }
                     case .manual:
                         break
+                    case .trial:
+                        // Stored, not served: the switchback trial (SwitchbackTrial) is wired into the
+                        // decision core separately (issue #13); until then a candidate waits for
+                        // `cmd/promote` as under `manual`.
+                        break
                     }
                     publishRetrain(result(report, promoted: promoted))
                     logRetrainResult(report, promoted: promoted, trigger: trigger)

@@ -82,8 +82,8 @@ extension Gateway {
         guard let candidate = d.comparedCandidate, let engine = d.candidateEngine, live < q.count, pick < q.count else { return }
         var next = 0.0
         if !terminal {
-            let best = d.state.withUnsafeBufferPointer { s in
-                d.candidateQValues.withUnsafeMutableBufferPointer { out in engine.bestAction(state: s, mask: d.mask, qValues: out) }
+            let best = d.core.state.withUnsafeBufferPointer { s in
+                d.candidateQValues.withUnsafeMutableBufferPointer { out in engine.bestAction(state: s, mask: d.core.mask, qValues: out) }
             }
             // No allowed action in s_{t+1}: nothing to bootstrap from.
             if let best { next = Double(d.candidateQValues[best]) }
