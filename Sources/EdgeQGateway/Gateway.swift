@@ -163,6 +163,9 @@ public final class Gateway: Sendable {
     /// tick it is never contended. (ThreadSanitizer does not see the futex under `Mutex` on
     /// Linux and may report races that are not there; the compiler's proof stands.)
     let decision: Mutex<DecisionState>
+    /// Who the plant was told is in charge, and the handover connection carrying the `give`
+    /// Last Will (Handover.swift).
+    let handover: HandoverState
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -224,6 +227,7 @@ public final class Gateway: Sendable {
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            handover = HandoverState(map: map, base: config, registry: metrics.registry)
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -326,6 +330,7 @@ public final class Gateway: Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        if mode == .control && servedVersion != nil { handOver(to: .gateway, reason: "started in control mode") }
         startCommandThread()
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
@@ -396,6 +401,8 @@ public final class Gateway: Sendable {
     }
 
     private func shutdown() {
+        // The plant first: no decision comes any more (the give, then the offline status).
+        handOverAtShutdown()
         stopCommandThread()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
@@ -455,10 +462,7 @@ public final class Gateway: Sendable {
         let wall = Date().timeIntervalSince1970
         // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
         let who = controller(&d)
-        if (who.mode == .control) != d.gatewayInCharge {
-            d.gatewayInCharge = who.mode == .control
-            inChargeChanged(gateway: d.gatewayInCharge)
-        }
+        handOverIfNeeded(who, &d)
         let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version)
         syncDecoderCounters(&d)
         let closedRole = d.openRole

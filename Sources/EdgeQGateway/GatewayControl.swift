@@ -89,6 +89,7 @@ extension Gateway {
     func leaveControl(reason: String, by: String? = nil) {
         let state = GatewayState(mode: .shadow, reason: reason, by: by)
         modeState.store(0, ordering: .relaxed)
+        handOver(to: .incumbent, reason: reason)   // after the mode: no command follows the give
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
         persistState(state)
@@ -113,6 +114,10 @@ extension Gateway {
             throw GatewayError("control mode cannot be recorded (\(error)); staying in \(mode.rawValue) mode: free space in \(dataDirectory.path) and ask again")
         }
         statePersisted(state)
+        // Before the mode: the take precedes the first command. Without a served model (allowed
+        // under `promotion: trial`) the incumbent stays in charge: nothing is taken yet (the
+        // decision thread hands over when a trial's candidate or a served model acts).
+        if served.withLock({ $0 != nil }) { handOver(to: .gateway, reason: reason) }
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
@@ -355,6 +360,7 @@ extension Gateway {
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }
+        obj["handover"] = handoverStatus()
         let recoveries = log.recoveries
         if let last = recoveries.last {
             // A damaged log was moved aside (at start or while writing): say so until restart.

@@ -309,10 +309,21 @@ extension Gateway {
 }
 
 extension Gateway {
-    /// Decision thread: the controller in charge changed between the gateway (a model, or the
-    /// safety fallback) and the plant's incumbent — by a mode change, a trial's or the guard's
-    /// block switch, or the first control tick without a model.
-    func inChargeChanged(gateway: Bool) {
-        metrics.gatewayInCharge.set(gateway ? 1 : 0)
+    /// Decision thread, before each tick: when who runs the plant on this tick is not who the
+    /// plant was last told is in charge (a trial's or the guard's block passed between the
+    /// gateway and the incumbent, a served model or a candidate started acting in control mode
+    /// without a model), the handover tells it first (`handOver`, idempotent; no allocation
+    /// unless something changes). Leaving control by the mode is handed over by `leaveControl`.
+    func handOverIfNeeded(_ who: TickController, _ d: inout DecisionState) {
+        let gateway = who.mode == .control
+        if gateway != d.gatewayInCharge {
+            d.gatewayInCharge = gateway
+            metrics.gatewayInCharge.set(gateway ? 1 : 0)
+        }
+        let want: Controller = gateway ? .gateway : .incumbent
+        guard want != controller else { return }
+        // A take only while the mode still says control (a cmd/mode shadow may have just given).
+        if want == .gateway && mode != .control { return }
+        handOver(to: want, reason: d.trial != nil ? "switchback trial block" : (d.controlGroup?.isActive == true ? "guard block" : "controller in charge"))
     }
 }

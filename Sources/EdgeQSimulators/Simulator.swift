@@ -23,7 +23,9 @@ public struct SimulatorOptions: Sendable {
     /// Share of the incumbent's decisions moved by ±1 level (exploration with limits).
     public var dither: Double = 0
     /// The gateway's control-plane prefix (`edgeq/<id>`): when its retained status says
-    /// `"mode":"control"`, the incumbent is silent and the gateway's commands are applied.
+    /// `"mode":"control"`, the incumbent is silent and the gateway's commands are applied
+    /// (until a message on the plant's mode topic, `plant/<name>/mode`, says who is in charge:
+    /// from then on the mode topic alone decides).
     public var gatewayPrefix: String?
     /// How long (wall seconds) to wait for the gateway's command in control before applying
     /// the incumbent's.
@@ -108,6 +110,8 @@ public final class Simulator: @unchecked Sendable {
         let stateTopic = "\(base)/state"
         let cmdTopic = "\(base)/cmd"
         let statusTopic = options.gatewayPrefix.map { "\($0)/status" }
+        // Who is in charge, as the gateway's handover says it (docs/simulators.md).
+        let modeTopic = "\(base)/mode"
 
         var config = try MQTTConfiguration(url: options.broker, clientID: "edgeq-sim-\(plant.name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         config.inboundCapacity = 4096
@@ -115,6 +119,7 @@ public final class Simulator: @unchecked Sendable {
         defer { client.stop() }
         try client.subscribe(cmdTopic, qos: .atLeastOnce)
         if let statusTopic { try client.subscribe(statusTopic, qos: .atLeastOnce) }
+        try client.subscribe(modeTopic, qos: .atLeastOnce)
         client.start()
         do {
             try client.waitUntilConnected(timeout: 10)
@@ -123,6 +128,7 @@ public final class Simulator: @unchecked Sendable {
         }
 
         var gatewayInControl = false
+        var modeTopicHeard = false
         var result = SimulatorResult(scoreText: "", scoreJSON: [], steps: 0, incumbentSteps: 0, gatewaySteps: 0,
                                      commandTimeouts: 0, staleCommands: 0)
         var pendingCommand: Int?
@@ -132,7 +138,23 @@ public final class Simulator: @unchecked Sendable {
 
         // Handles one inbound message: mode changes and commands for the current step.
         func absorb(_ m: MQTTMessage, currentStep: Int) {
+            if m.topic == modeTopic {
+                guard let controller = Self.controller(in: m.payload) else {
+                    logger.warning("ignored a mode message that names no controller", metadata: [
+                        "sim.topic": "\(modeTopic)", "sim.payload": "\(String(decoding: m.payload.prefix(200), as: UTF8.self))",
+                    ])
+                    return
+                }
+                modeTopicHeard = true
+                let control = controller == "gateway"
+                if control != gatewayInControl {
+                    gatewayInControl = control
+                    logger.info("handover", metadata: ["sim.controller": "\(controller)"])
+                }
+                return
+            }
             if let statusTopic, m.topic == statusTopic {
+                if modeTopicHeard { return }  // the handover decides
                 if let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] {
                     let control = (o["mode"] as? String) == "control" && (o["state"] as? String ?? "online") == "online"
                     if control != gatewayInControl {
@@ -152,8 +174,8 @@ public final class Simulator: @unchecked Sendable {
             pendingCommand = a
         }
 
-        // Let the retained status arrive before the first step.
-        if statusTopic != nil {
+        // Let the retained status and mode arrive before the first step.
+        do {
             let until = Date().addingTimeInterval(0.3)
             while Date() < until, let m = client.receive(timeout: 0.05) { absorb(m, currentStep: -1) }
         }
@@ -204,5 +226,19 @@ public final class Simulator: @unchecked Sendable {
         let flushUntil = Date().addingTimeInterval(0.5)
         while Date() < flushUntil, client.receive(timeout: 0.05) != nil {}
         return result
+    }
+
+    /// The controller a message on the mode topic names: `gateway` or `incumbent`, as the raw
+    /// payload (quotes and white space allowed) or as `{"controller": "..."}`; nil otherwise.
+    static func controller(in payload: [UInt8]) -> String? {
+        var text = String(decoding: payload, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.hasPrefix("{") {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+                  let c = o["controller"] as? String else { return nil }
+            text = c
+        } else if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") {
+            text = String(text.dropFirst().dropLast())
+        }
+        return text == "gateway" || text == "incumbent" ? text : nil
     }
 }

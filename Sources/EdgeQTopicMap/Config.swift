@@ -380,3 +380,47 @@ public struct TrialConfig: Sendable, Equatable {
     /// The defaults.
     public init() {}
 }
+
+/// One message of the `handover` section: a fixed payload, rendered once when the mapping is
+/// loaded (a handover must be publishable whatever the signals say, and a Last Will is
+/// handed to the broker before it is needed).
+public struct HandoverWrite: Sendable, Equatable {
+    /// The topic written to (no wildcards).
+    public var topic: String
+    /// The payload bytes (the `payload` template with `{{value}}` filled in).
+    public var payload: [UInt8]
+    /// MQTT QoS 0, 1 or 2.
+    public var qos: Int = 1
+    /// MQTT retain flag.
+    public var retain: Bool = false
+
+    /// A write of `payload` to `topic`.
+    public init(topic: String, payload: [UInt8], qos: Int = 1, retain: Bool = false) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
+}
+
+/// The `handover` section: what the gateway publishes when it takes control of the plant and
+/// when it gives control back to the incumbent (docs/mapping.md, "handover").
+public struct HandoverConfig: Sendable, Equatable {
+    /// Published when the gateway takes control (in file order).
+    public var take: [HandoverWrite] = []
+    /// Published when the gateway gives control back: to shadow, by the live guard, by a
+    /// fault, on shutdown (in file order).
+    public var give: [HandoverWrite] = []
+    /// Index into `give` of the write the broker publishes when the gateway dies while in
+    /// control (the Last Will of the gateway's handover connection); nil: no Last Will.
+    public var willIndex: Int?
+    /// Keep-alive of the handover connection in seconds (≥ 5): the broker declares the
+    /// gateway gone, and publishes the Last Will, within 1.5 × this. Default 5.
+    public var keepAlive: Int = 5
+
+    /// No writes, keep-alive 5 s.
+    public init() {}
+
+    /// The `give` write that is the Last Will, if any.
+    public var will: HandoverWrite? { willIndex.flatMap { give.indices.contains($0) ? give[$0] : nil } }
+}

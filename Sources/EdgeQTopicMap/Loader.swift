@@ -125,7 +125,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -151,6 +151,8 @@ struct Builder {
         if let n = top["control_plane"], let f = r.mapping(n, "control_plane", known: ["auth"]) {
             if let a = f["auth"], let v = r.choice(a, "control_plane auth", ControlPlaneConfig.Auth.self) { controlPlane.auth = v }
         }
+
+        let handover = top["handover"].flatMap { readHandover($0) }
 
         // Cross-section checks.
         if let actions {
@@ -192,6 +194,11 @@ struct Builder {
             }
         }
 
+        if let (h, nodes) = handover {
+            checkHandover(h, nodes: nodes, gateway: gateway, tick: tick?.0, actions: actions?.configs ?? [],
+                          incumbent: incumbent?.0, applied: applied?.0)
+        }
+
         guard r.diagnostics.isEmpty, let gateway, let state, let tick, let reward, let actions else { return nil }
         return TopicMap(
             gateway: gateway, signals: signals, features: state.features, history: state.history,
@@ -199,7 +206,7 @@ struct Builder {
             actions: actions.configs, writes: actions.writes.map { $0.map(\.compiled) }, allowed: actions.allowed,
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
-            applied: applied?.0, continuity: tick.2, controlPlane: controlPlane)
+            applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig())
     }
 
     func slotNames() -> [String] {
@@ -582,6 +589,153 @@ struct Builder {
             compiled = CompiledWrite(topic: topic, template: t, value: valueExpr, qos: w.qos, retain: w.retain)
         }
         return ReadWrite(config: w, compiled: compiled, topicNode: tn)
+    }
+
+    // MARK: handover
+
+    /// The topic node of each `take` and `give` write, for the cross-section checks.
+    struct HandoverNodes {
+        var take: [Node] = []
+        var give: [Node] = []
+    }
+
+    /// The `handover` section: `take` and `give` lists of writes with constant payloads, which
+    /// `give` write is the Last Will, and the handover connection's keep-alive.
+    func readHandover(_ node: Node) -> (HandoverConfig, HandoverNodes)? {
+        guard let f = r.mapping(node, "handover", known: ["take", "give", "keepalive"]) else { return nil }
+        var h = HandoverConfig()
+        var nodes = HandoverNodes()
+        if let n = f["keepalive"], let d = r.duration(n, "handover keepalive") {
+            if d < 5 || d > 65535 || d != d.rounded() {
+                r.error(n, "handover keepalive must be a whole number of seconds from 5 s to 65535 s (the broker declares the gateway gone after 1.5 × keepalive), found \(r.fmt(d)) s")
+            } else {
+                h.keepAlive = Int(d)
+            }
+        }
+        var explicitWill: [Int] = []
+        var noWill = 0
+        for key in ["take", "give"] {
+            guard let ln = f[key] else { continue }
+            let list: [Node]
+            if case .sequence(let s) = ln { list = Array(s) } else { list = [ln] }
+            if list.isEmpty { r.error(ln, "handover \(key): the list is empty; give at least one write or remove '\(key)'") }
+            for item in list {
+                guard let (w, will, topicNode) = readHandoverWrite(item, key) else { continue }
+                if key == "take" {
+                    h.take.append(w)
+                    nodes.take.append(topicNode)
+                } else {
+                    if will == true { explicitWill.append(h.give.count) }
+                    if will == false { noWill += 1 }
+                    h.give.append(w)
+                    nodes.give.append(topicNode)
+                }
+            }
+        }
+        if explicitWill.count > 1 {
+            r.error(f["give"] ?? node, "handover give: \(explicitWill.count) writes say 'will: true'; MQTT allows one Last Will per connection: mark only the write the broker should publish when the gateway dies")
+        } else if let w = explicitWill.first {
+            h.willIndex = w
+        } else if h.give.count == 1 && noWill == 0 {
+            h.willIndex = 0
+        } else if h.give.count > 1 && noWill < h.give.count {
+            r.error(f["give"] ?? node, "handover give has \(h.give.count) writes, and only one can be the Last Will the broker publishes when the gateway dies: mark it with 'will: true' (or write 'will: false' on every write for no Last Will)")
+        }
+        if f["take"] != nil && f["give"] == nil {
+            r.error(node, "handover has 'take' but no 'give': the plant would never be told that the gateway gave control back; add a 'give' list")
+        }
+        return (h, nodes)
+    }
+
+    /// One handover write: `topic`, `payload` (a template whose only placeholder is
+    /// `{{value}}`) and/or `value` (a number), `qos`, `retain`, and for `give` writes `will`.
+    func readHandoverWrite(_ node: Node, _ key: String) -> (HandoverWrite, Bool?, Node)? {
+        let known = key == "give" ? ["topic", "payload", "value", "qos", "retain", "will"] : ["topic", "payload", "value", "qos", "retain"]
+        guard let f = r.mapping(node, "handover \(key) write", known: known, required: ["topic"]),
+              let tn = f["topic"], let topic = r.string(tn, "handover \(key) topic") else { return nil }
+        if let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid handover \(key) topic '\(topic)': \(p)") }
+        var value: Double?
+        if let vn = f["value"] {
+            guard let v = r.number(vn, "handover \(key) value") else { return nil }
+            if !v.isFinite { r.error(vn, "handover \(key) value must be a finite number") }
+            value = v
+        }
+        var text = "{{value}}"
+        var payloadNode: Node = tn
+        if let pn = f["payload"] {
+            guard let s = r.string(pn, "handover \(key) payload") else { return nil }
+            text = s
+            payloadNode = pn
+        } else if value == nil {
+            r.error(node, "handover \(key) write to '\(topic)' needs a 'payload' (e.g. '{\"controller\":\"incumbent\"}') or a 'value' (a number)")
+            return nil
+        }
+        let template: PayloadTemplate
+        switch PayloadTemplate.parse(text, resolve: { _ in nil }) {
+        case .failure(let e):
+            r.error(payloadNode, "handover \(key) payload: \(e.message.replacingOccurrences(of: "(use value, action, action_name, or a signal or feature name)", with: "(a handover payload is fixed: the only placeholder is {{value}}, the write's constant 'value')"))", offset: e.offset)
+            return nil
+        case .success(let t): template = t
+        }
+        for p in template.parts {
+            switch p {
+            case .actionIndex, .actionName, .slot:
+                r.error(payloadNode, "handover \(key) payload: a handover payload is fixed (it must be publishable whatever the signals say, and a Last Will is set in advance): the only placeholder is {{value}}")
+                return nil
+            case .value, .literal: break
+            }
+        }
+        if template.usesValue && value == nil { r.error(payloadNode, "handover \(key) payload uses {{value}} but the write has no 'value'") }
+        var payload: [UInt8] = []
+        let zero = [0.0]
+        let ok = zero.withUnsafeBufferPointer { z -> Bool in
+            guard let base = z.baseAddress else { return false }
+            return template.render(into: &payload, value: value ?? 0, action: 0, actionName: [], slots: base)
+        }
+        if !ok { r.error(payloadNode, "handover \(key) payload cannot be rendered"); return nil }
+        if let first = text.trimmingCharacters(in: .whitespaces).first, first == "{" || first == "[" {
+            let valid = payload.withUnsafeBytes { buf -> Bool in
+                var cap = JSONCapture()
+                return JSONExtractor(paths: []).extract(buf, into: &cap)
+            }
+            if !valid { r.error(payloadNode, "handover \(key) payload looks like JSON but is not valid JSON: \(String(decoding: payload, as: UTF8.self))") }
+        }
+        var w = HandoverWrite(topic: topic, payload: payload)
+        if let n = f["qos"], let q = r.int(n, "qos", min: 0, max: 2) { w.qos = q }
+        if let n = f["retain"], let b = r.bool(n, "retain") { w.retain = b }
+        var will: Bool?
+        if let n = f["will"] { will = r.bool(n, "will") }
+        return (w, will, tn)
+    }
+
+    /// Handover writes must not be read back by the gateway as something else.
+    func checkHandover(_ h: HandoverConfig, nodes: HandoverNodes, gateway: GatewayConfig?, tick: TickConfig?,
+                       actions: [ActionConfig], incumbent: IncumbentConfig?, applied: IncumbentConfig?) {
+        let all = zip(h.take, nodes.take).map { ("take", $0.0, $0.1) } + zip(h.give, nodes.give).map { ("give", $0.0, $0.1) }
+        for (key, w, tn) in all {
+            if let g = gateway, w.topic == g.prefix || w.topic.hasPrefix(g.prefix + "/") {
+                r.error(tn, "handover \(key) publishes to '\(w.topic)' under the gateway's own control-plane prefix '\(g.prefix)'; use the plant's topic (e.g. plant/<name>/mode)")
+            }
+            if case .trigger(let t) = tick, filtersOverlap(t, w.topic) {
+                r.error(tn, "handover \(key) publishes to the tick trigger topic '\(t)'; every handover would cause a decision")
+            }
+            if let inc = incumbent, filtersOverlap(inc.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to the incumbent's topic '\(inc.topic)': the gateway would read the handover as the incumbent's command; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+            }
+            if let app = applied, filtersOverlap(app.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to the applied topic '\(app.topic)': the gateway would read the handover as the plant's report; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+            }
+            for s in signals where filtersOverlap(s.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to '\(w.topic)', which is also read as a sensor (signal '\(s.name)'); the gateway would decode its own handover")
+                break
+            }
+            for a in actions {
+                if let aw = a.writes.first(where: { filtersOverlap($0.topic, w.topic) }) {
+                    r.error(tn, "handover \(key) publishes to '\(aw.topic)', where action '\(a.name)' sends its commands: a handover payload would read as a command; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+                    break
+                }
+            }
+        }
     }
 
     // MARK: incumbent, safety, learning

@@ -61,6 +61,12 @@ struct CheckCommand: AsyncParsableCommand {
         if let i = map.incumbent { lines.append("incumbent  \(i.topic)\(i.pathText.map { " " + $0 } ?? " (raw)")") }
         lines.append("subscribes \(map.subscribedTopics.joined(separator: ", "))")
         lines.append("publishes  \(map.publishedTopics.joined(separator: ", "))")
+        let h = map.handover
+        if !h.take.isEmpty || !h.give.isEmpty {
+            func list(_ ws: [HandoverWrite]) -> String { ws.isEmpty ? "nothing" : ws.map(\.topic).joined(separator: ", ") }
+            let will = h.will.map { "Last Will on \($0.topic) (keep-alive \(h.keepAlive) s)" } ?? "no Last Will"
+            lines.append("handover   take → \(list(h.take)); give → \(list(h.give)); \(will)")
+        }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")
         return lines.joined(separator: "\n")

@@ -26,6 +26,7 @@ import Testing
         #expect(r.stdout.contains("state      width 12 = 12 columns × 1 tick"))
         #expect(r.stdout.contains("subscribes plant/thermal/state, plant/thermal/cmd"))
         #expect(r.stdout.contains("publishes  plant/thermal/cmd"))
+        #expect(r.stdout.contains("handover   take → plant/thermal/mode; give → plant/thermal/mode; Last Will on plant/thermal/mode (keep-alive 5 s)"), "\(r.stdout)")
     }
 
     @Test func invalidFileExits65WithEveryErrorAtItsPlace() throws {
