@@ -773,7 +773,7 @@ struct Builder {
         var t = TrialConfig()
         guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs"]) else { return t }
         if let x = e["block"] {
-            if case .scalar(let s) = x, s.style == .plain, s.string == "episode" || s.string == "episodes" {
+            if case .scalar(let s) = x, s.style == .plain, s.string == "episode" {
                 t.block = .episode
                 t.burnIn = 0
             } else if case .scalar(let s) = x, s.style == .plain, let v = Int(s.string.replacingOccurrences(of: "_", with: "")) {
