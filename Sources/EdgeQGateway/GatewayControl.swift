@@ -102,7 +102,7 @@ extension Gateway {
     ///
     /// - Throws: `GatewayError` without a served model, or when the state file cannot be written.
     func enterControl(reason: String, by: String? = nil) throws {
-        if served.withLock({ $0 == nil }) {
+        if served.withLock({ $0 == nil }) && map.learning.promotion != .trial {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
         let state = GatewayState(mode: .control, reason: reason, by: by)
@@ -113,7 +113,6 @@ extension Gateway {
             throw GatewayError("control mode cannot be recorded (\(error)); staying in \(mode.rawValue) mode: free space in \(dataDirectory.path) and ask again")
         }
         statePersisted(state)
-        refreshGuardBaseline()
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
@@ -139,9 +138,9 @@ extension Gateway {
             try store.liftQuarantine(version)
             logger.warning("an operator promoted a quarantined model version; its quarantine is lifted", metadata: ["model.version": "\(version)"])
         }
+        let before = served.withLock { $0 }
         try store.setCurrent(version, reason: reason)
-        install(loaded)
-        if candidateSlot.withLock({ $0?.version == version }) { stopComparison() }
+        install(loaded, previous: before?.version == version ? nil : before)
         store.prune(keep: map.learning.keepVersions)
         return version
     }
@@ -245,7 +244,9 @@ extension Gateway {
     }
 
     /// Hands a verified model to the decision thread (picked up before its next decision).
-    func install(_ m: ServedModel?) {
+    /// `previous` is the controller before it, the guard's control group (nil: the incumbent).
+    func install(_ m: ServedModel?, previous: ServedModel? = nil) {
+        previousController.withLock { $0 = previous }
         served.withLock { $0 = m }
         servedGeneration.add(1, ordering: .releasing)
         metrics.modelVersion.set(Double(m?.version ?? 0))

@@ -157,7 +157,7 @@ public struct TopicMap: Sendable {
     /// The `safety` section (defaults when absent).
     public let safety: SafetyConfig
     /// The `learning` section (defaults when absent).
-    public internal(set) var learning: LearningConfig
+    public let learning: LearningConfig
     /// The `control_plane` section (defaults when absent: signed commands).
     public let controlPlane: ControlPlaneConfig
     /// Source texts of the reward, terminal and truncated expressions.
