@@ -279,17 +279,4 @@ public struct GuardSummary: Sendable, Equatable {
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.
     public var meanControl: Double?
-
-    /// The figures as a JSON object for `<prefix>/retrain` and the status: `pairs`, `void_pairs`,
-    /// `window_pairs`, `ticks`, `control_share`, `confidence`, `tripped`, `mean_difference`,
-    /// `interval` ([low, high]), `mean_served`, `mean_control` (null when unknown).
-    public var json: [String: JSONValue] {
-        [
-            "pairs": .number(Double(pairs)), "void_pairs": .number(Double(voidPairs)), "window_pairs": .number(Double(windowPairs)),
-            "ticks": .number(Double(ticks)), "control_share": .number(effectiveShare), "confidence": .number(confidence),
-            "tripped": .bool(tripped), "mean_difference": jsonNumber(meanDifference),
-            "interval": interval.map { .array([.number($0.lowerBound), .number($0.upperBound)]) } ?? .null,
-            "mean_served": jsonNumber(meanServed), "mean_control": jsonNumber(meanControl),
-        ]
-    }
 }

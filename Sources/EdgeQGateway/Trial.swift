@@ -277,25 +277,7 @@ public struct TrialSummary: Sendable, Equatable {
     /// `cost` as a share of what the reference would have earned over the trial's scored blocks
     /// (|mean reference block return| × 2 × pairs); nil when that is 0.
     public var costShare: Double?
-
-    /// The figures as a JSON object for `<prefix>/retrain` and the model's report: `pairs`,
-    /// `void_pairs`, `ticks`, `skipped_ticks`, `confidence`, `margin`, `verdict` (`promote`,
-    /// `reject`, `budget-exhausted` or null while it runs), `mean_difference`, `interval`
-    /// ([low, high]), `mean_candidate`, `mean_reference`, `cost`, `cost_share` (null when unknown).
-    public var json: [String: JSONValue] {
-        [
-            "pairs": .number(Double(pairs)), "void_pairs": .number(Double(voidPairs)), "ticks": .number(Double(ticks)),
-            "skipped_ticks": .number(Double(skippedTicks)), "confidence": .number(confidence), "margin": .number(margin),
-            "verdict": verdict.map { .string($0.rawValue) } ?? .null, "mean_difference": jsonNumber(meanDifference),
-            "interval": interval.map { .array([.number($0.lowerBound), .number($0.upperBound)]) } ?? .null,
-            "mean_candidate": jsonNumber(meanCandidate), "mean_reference": jsonNumber(meanReference), "cost": .number(cost),
-            "cost_share": jsonNumber(costShare),
-        ]
-    }
 }
-
-/// A JSON number, or null for nil.
-func jsonNumber(_ x: Double?) -> JSONValue { x.map { .number($0) } ?? .null }
 
 // MARK: - Blocks
 

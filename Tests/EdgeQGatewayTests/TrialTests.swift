@@ -276,25 +276,6 @@ import Testing
         #expect(s.meanReference == Double(reference.reduce(0, +)) / Double(reference.count))
     }
 
-    /// The summaries as the JSON objects reports carry.
-    @Test func summariesAsJSON() throws {
-        var trial = try SwitchbackTrial(config: Self.config(block: .ticks(2), burnIn: 0, maxPairs: 10, minPairs: 2), seed: 2)
-        #expect(trial.summary.json["verdict"] == .null && trial.summary.json["mean_difference"] == .null && trial.summary.json["pairs"] == .number(0))
-        while !trial.isFinished { _ = trial.record(reward: trial.arm == .candidate ? 1 : 2, arm: trial.arm, episodeEnded: false) }
-        let o = trial.summary.json
-        #expect(o["verdict"] == .string("reject"), "\(o)")
-        #expect(o["pairs"] == .number(2) && o["mean_difference"] == .number(-2) && o["mean_candidate"] == .number(2) && o["mean_reference"] == .number(4))
-        #expect(o["interval"] == .array([.number(-2), .number(-2)]) && o["cost"] == .number(4) && o["cost_share"] == .number(0.25))
-        #expect(Set(o.keys) == ["pairs", "void_pairs", "ticks", "skipped_ticks", "confidence", "margin", "verdict", "mean_difference", "interval",
-                                "mean_candidate", "mean_reference", "cost", "cost_share"])
-
-        var g = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(2), burnIn: 0, share: 0.5, window: 4), seed: 2)
-        while !g.hasTripped { _ = g.record(reward: g.arm == .served ? 1 : 2, arm: g.arm, episodeEnded: false) }
-        let j = g.summary.json
-        #expect(j["tripped"] == .bool(true) && j["pairs"] == .number(4) && j["mean_served"] == .number(2) && j["mean_control"] == .number(4), "\(j)")
-        #expect(j["control_share"] == .number(0.5) && j["mean_difference"] == .number(-2))
-    }
-
     /// The reference mapping's settings are accepted by both types as loaded.
     @Test func theReferenceMappingsSettingsBuildATrialAndAGuard() throws {
         let map = try TopicMap.load(path: PackageRoot.url.appendingPathComponent("topics/reference.yaml").path)
