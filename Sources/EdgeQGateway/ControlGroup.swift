@@ -4,7 +4,7 @@
 // (docs/learning.md, "The switchback trial and the control group").
 //
 // A pure value type like SwitchbackTrial: the caller feeds closed transitions and acts on the
-// events. Nothing here allocates after `init`.
+// events. `record` and `skip` allocate nothing (the guard writes into rings sized in `init`).
 
 import EdgeQCore
 import EdgeQTopicMap

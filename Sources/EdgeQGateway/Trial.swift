@@ -3,7 +3,7 @@
 // every pair (docs/learning.md, "The switchback trial and the control group").
 //
 // Pure value types: no MQTT, no clock, no disk. The caller feeds one closed transition per
-// tick and acts on the events. Nothing here allocates after `init`.
+// tick and acts on the events. `record` and `skip` allocate nothing.
 
 import EdgeQCore
 import EdgeQTopicMap

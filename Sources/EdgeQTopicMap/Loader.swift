@@ -187,6 +187,10 @@ struct Builder {
                 }
             }
         }
+        if learning.trial.block == .episode, terminal == nil, truncated == nil,
+           let block = top["learning"]?["promotion"]?["trial"]?["block"] {
+            r.error(block, "trial block 'episode' needs the mapping to say when an episode ends: add 'terminal:' or 'truncated:' (or give the block in ticks)")
+        }
         if let g = gateway {
             let cp = g.prefix + "/"
             for (i, s) in signals.enumerated() where s.topic.hasPrefix(cp) || s.topic == g.prefix {
@@ -878,11 +882,34 @@ struct Builder {
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
         }
-        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks"]) {
-            if let x = e["shadow_ticks"], let v = r.int(x, "shadow_ticks", min: 1, max: 10_000_000) { l.shadowTicks = v }
+        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
+            "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",
+        ]) {
+            if let x = e.keys["shadow_ticks"] {
+                r.error(x, "shadow_ticks belonged to the shadow-first policy, which was replaced by 'trial'; remove it (a trial's length is set by trial: {block, max_pairs, max_ticks})")
+            }
             if let x = e["guard_window"], let v = r.int(x, "guard_window", min: 1, max: 10_000_000) { l.guardWindow = v }
             if let x = e["keep_versions"], let v = r.int(x, "keep_versions", min: 2, max: 1000) { l.keepVersions = v }
-            if let x = e["policy"], let v = r.choice(x, "promotion policy", LearningConfig.Promotion.self) { l.promotion = v }
+            if let x = e["policy"], let v = r.string(x, "promotion policy") {
+                let offered: [LearningConfig.Promotion] = [.trial, .manual, .auto]
+                if v == LearningConfig.Promotion.shadowFirst.rawValue {
+                    r.error(x, "promotion policy 'shadow-first' was replaced by 'trial': shadow-first compared the candidate's own promises with the live outcomes, which cannot show that it controls better (a candidate that overrates every action passed); write 'policy: trial' (the candidate and the current controller take turns on the plant and it is promoted only when it is better with the configured confidence), or 'manual'")
+                } else if let p = LearningConfig.Promotion(rawValue: v), offered.contains(p) {
+                    l.promotion = p
+                } else {
+                    let all = offered.map(\.rawValue)
+                    let hint = suggestion(v, all).map { "; did you mean '\($0)'?" } ?? ""
+                    r.error(x, "promotion policy must be one of \(all.joined(separator: ", ")), found '\(v)'\(hint)")
+                }
+            }
+            if let x = e["trial"] { l.trial = readTrial(x) }
+            if let x = e["control_share"], let v = r.number(x, "control_share") {
+                if !(0...0.5).contains(v) {
+                    r.error(x, "control_share must be in [0, 0.5] (the share of blocks the previous controller keeps after a promotion; 0 turns the control-group guard off), found \(r.fmt(v))")
+                }
+                l.controlShare = v
+            }
+            if let x = e["guard_pairs"], let v = r.int(x, "guard_pairs", min: 2, max: 100_000) { l.guardPairs = v }
             if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
                 if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }
                 l.minAgreement = v
@@ -893,5 +920,57 @@ struct Builder {
             }
         }
         return l
+    }
+
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs}`.
+    func readTrial(_ node: Node) -> TrialConfig {
+        var t = TrialConfig()
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs"]) else { return t }
+        if let x = e["block"] {
+            if case .scalar(let s) = x, s.style == .plain, s.string == "episode" {
+                t.block = .episode
+                t.burnIn = 0
+            } else if case .scalar(let s) = x, s.style == .plain, let v = Int(s.string.replacingOccurrences(of: "_", with: "")) {
+                if v < 1 { r.error(x, "trial block must be ≥ 1 tick (or 'episode' on an episodic plant), found \(v)") } else { t.block = .ticks(v) }
+            } else {
+                r.error(x, "trial block must be a whole number of ticks or 'episode', found \(r.describe(x))")
+            }
+        }
+        if let x = e["burn_in"], let v = r.int(x, "trial burn_in", min: 0) {
+            switch t.block {
+            case .episode where v > 0:
+                r.error(x, "trial burn_in applies to blocks of ticks; an episode block is scored whole (it starts with the episode), remove burn_in or set it to 0")
+            case .ticks(let b) where v >= b:
+                r.error(x, "trial burn_in (\(v)) must be less than the block (\(b) ticks): a block needs scored ticks after the burn-in")
+            default:
+                t.burnIn = v
+            }
+        } else if case .ticks(let b) = t.block, t.burnIn >= b {
+            // The default burn-in does not fit a short block: no burn-in (said in docs/mapping.md).
+            t.burnIn = 0
+        }
+        if let x = e["confidence"], let v = r.number(x, "trial confidence") {
+            if !(v > 0.5 && v < 1) { r.error(x, "trial confidence must be in (0.5, 1), e.g. 0.95, found \(r.fmt(v))") }
+            t.confidence = v
+        }
+        if let x = e["margin"], let v = r.number(x, "trial margin") {
+            if !(v >= 0 && v < 1) {
+                r.error(x, "trial margin must be in [0, 1) (a share of the reference's |block return| the candidate may be worse by; 0: it must be better), found \(r.fmt(v))")
+            }
+            t.margin = v
+        }
+        if let x = e["min_pairs"], let v = r.int(x, "trial min_pairs", min: 2, max: 100_000) { t.minPairs = v }
+        if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }
+        if t.maxPairs < t.minPairs, let x = e["max_pairs"] ?? e["min_pairs"] {
+            r.error(x, "trial max_pairs (\(t.maxPairs)) must be at least min_pairs (\(t.minPairs)): no verdict could come before the budget ends")
+        }
+        if let x = e["max_ticks"] {
+            if case .scalar(let s) = x, s.style == .plain, s.string == "null" || s.string == "none" || s.string == "~" || s.string.isEmpty {
+                t.maxTicks = nil
+            } else if let v = r.int(x, "trial max_ticks", min: 1) {
+                t.maxTicks = v
+            }
+        }
+        return t
     }
 }

@@ -29,6 +29,16 @@ import Testing
         #expect(r.stdout.contains("handover   take → plant/thermal/mode; give → plant/thermal/mode; Last Will on plant/thermal/mode (keep-alive 5 s)"), "\(r.stdout)")
     }
 
+    /// The switchback trial's settings are summarized when the policy is `trial`.
+    @Test func referenceSummaryShowsTheTrial() throws {
+        let f = Self.root.appendingPathComponent("topics/reference.yaml").path
+        let r = try EdgeQBinary.run(["check", f])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("promotion trial"), "\(r.stdout)")
+        #expect(r.stdout.contains("trial      blocks of 96 ticks (burn-in 8), better with confidence 0.95, 4…30 pairs, no tick budget; control share 0.1 over 20 pairs"),
+                "\(r.stdout)")
+    }
+
     @Test func invalidFileExits65WithEveryErrorAtItsPlace() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -1,5 +1,6 @@
 import EdgeQCore
 @testable import EdgeQGateway
+import EdgeQTestSupport
 import EdgeQTopicMap
 import Testing
 
@@ -15,6 +16,7 @@ import Testing
         (10.0, 0.975, 2.228138851986274), (30.0, 0.95, 1.697260886593957), (3.0, 0.995, 5.840909309733355),
         (2.0, 0.9995, 31.599054576445365), (120.0, 0.975, 1.9799304050824402), (1.0, 0.75, 1.0),
         (4.0, 0.999, 7.173182219782307), (19.0, 0.999975, 5.208582529935308),
+        (100_000.0, 0.975, 1.9599877075346095), (99_999.0, 1 - 0.05 / 100_000, 4.89194334378015),
     ])
     func tQuantileMatchesTables(nu: Double, p: Double, expected: Double) {
         let t = StudentT.quantile(p, degreesOfFreedom: nu)
@@ -272,6 +274,15 @@ import Testing
         let reference = episodes.filter { $0.0 == .reference }.map(\.1)
         #expect(s.meanCandidate == Double(candidate.reduce(0, +)) / Double(candidate.count))
         #expect(s.meanReference == Double(reference.reduce(0, +)) / Double(reference.count))
+    }
+
+    /// The reference mapping's settings are accepted by both types as loaded.
+    @Test func theReferenceMappingsSettingsBuildATrialAndAGuard() throws {
+        let map = try TopicMap.load(path: PackageRoot.url.appendingPathComponent("topics/reference.yaml").path)
+        let trial = try SwitchbackTrial(config: map.learning.trial, seed: 1)
+        #expect(trial.config.block == .ticks(96) && trial.summary.pairs == 0)
+        let g = try ControlGroupGuard(settings: .init(learning: map.learning), seed: 1)
+        #expect(g.isActive && g.effectiveShare == 0.1)
     }
 
     @Test func settingsOutOfRangeAreRefusedWithTheirReason() {
