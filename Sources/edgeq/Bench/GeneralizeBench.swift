@@ -95,6 +95,8 @@ enum GeneralizeBench {
         var guardTrips: Int?
         /// The status's `quarantined` at the end; nil when no status was seen.
         var quarantined: [Int]?
+        /// The reasons of the last retraining whose candidate did not pass.
+        var lastRefusal: String?
         /// Why control was not taken, or what went wrong, for the reasons of null figures.
         var notes: [String] = []
 
@@ -201,6 +203,10 @@ enum GeneralizeBench {
                 if phase == "done" || phase == "failed" {
                     outcome.retrainings += 1
                     if o["promoted"] as? Bool == true { outcome.promotions += 1 }
+                    if o["verdict"] as? String != "passed" {
+                        let why = (o["reasons"] as? [String])?.joined(separator: "; ") ?? (o["error"] as? String) ?? "no reason given"
+                        outcome.lastRefusal = "v\(o["version"] ?? "?"): \(why)"
+                    }
                 } else if phase == "guard" {
                     guardEvents += 1
                 } else if phase.hasPrefix("trial") {
@@ -290,7 +296,8 @@ enum GeneralizeBench {
         let first = o.firstPromotionStep
         out.append(("steps_to_first_promotion", first.map(Double.init), "steps", .lower,
                     first == nil ? "not measured: no model was promoted within \(steps) steps (policy \(o.policy), "
-                        + "\(o.retrainings) retrainings ended, \(o.promotions) promoted)\(noteSuffix)" : nil))
+                        + "\(o.retrainings) retrainings ended, \(o.promotions) promoted"
+                        + (o.lastRefusal.map { "; last refused: \($0)" } ?? "") + ")\(noteSuffix)" : nil))
 
         // Windows decided wholly by one served model, after that model's trial ended (when the
         // gateway reported one; otherwise from its promotion, which a whole window implies).
