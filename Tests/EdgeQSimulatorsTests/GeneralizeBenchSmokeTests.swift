@@ -6,7 +6,7 @@ import Testing
 /// mosquitto and the real gateway process (`edgeq run`), runs the plant with its evaluation
 /// twin, and prints every figure, measured or null with a reason.
 @Suite struct GeneralizeBenchSmokeTests {
-    static let figures = ["final_return_vs_incumbent", "steps_to_first_promotion", "worst_served_vs_incumbent",
+    static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
                           "trial_cost", "guard_trips", "quarantined_models", "retrainings"]
 
     @Test func oneCartPoleSeedPrintsEveryFigure() throws {
@@ -38,6 +38,8 @@ import Testing
         // 300 steps in shadow under a deterministic incumbent (the first retraining is due at
         // 1,000 transitions): the plant is its incumbent's twin, episode for episode.
         #expect((lines["cartpole/seed1/final_return_vs_incumbent"]?["value"] as? NSNumber)?.doubleValue == 0)
+        let final = (lines["cartpole/seed1/final_return"]?["value"] as? NSNumber)?.doubleValue
+        #expect(final != nil && final == (lines["cartpole/seed1/final_incumbent_return"]?["value"] as? NSNumber)?.doubleValue)
         #expect(lines["cartpole/seed1/steps_to_first_promotion"]?["value"] is NSNull)
         // The gateway's status was read: guard trips and quarantined models are counts.
         #expect((lines["cartpole/seed1/guard_trips"]?["value"] as? NSNumber)?.intValue == 0)

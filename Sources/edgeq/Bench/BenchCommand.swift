@@ -43,10 +43,14 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "generalize: steps per run (default: each plant's budget, docs/benchmarks.md).")
     var steps: Int?
 
+    @Option(help: "generalize: share (0…1) of the incumbent's decisions moved ±1 level (default 0: the incumbent as it runs; the twin is never dithered).")
+    var dither: Double?
+
     func validate() throws {
-        if name != .generalize && (plants != nil || seeds != nil || steps != nil) {
-            throw ValidationError("--plants, --seeds and --steps apply to `edgeq bench generalize` only")
+        if name != .generalize && (plants != nil || seeds != nil || steps != nil || dither != nil) {
+            throw ValidationError("--plants, --seeds, --steps and --dither apply to `edgeq bench generalize` only")
         }
+        if let dither, !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         _ = try generalizeOptions()
@@ -67,6 +71,7 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if let seeds { g.seeds = seeds }
         g.steps = steps
+        g.dither = dither ?? 0
         return g
     }
 

@@ -14,6 +14,8 @@ struct GeneralizeOptions: Sendable {
     var seeds = 5
     /// Steps per run; nil: the plant's budget (`GeneralizeBench.defaultSteps`).
     var steps: Int?
+    /// Share of the plant incumbent's decisions moved ±1 level (the twin is never dithered).
+    var dither = 0.0
 }
 
 /// `edgeq bench generalize`: every plant through the real gateway process and a real broker,
@@ -86,7 +88,8 @@ enum GeneralizeBench {
         var changes: [GatewayChange]
         /// Retrainings that ended (`phase` done or failed) and how many promoted.
         var retrainings = 0
-        var promotions = 0
+        /// The plant's step when each promoting retraining's result arrived.
+        var promotionSteps: [Int] = []
         /// Trial events on `<prefix>/retrain` (`phase` beginning with `trial`), with the
         /// plant's step when they arrived.
         var trialEvents: [(step: Int, event: [String: Any])] = []
@@ -187,6 +190,7 @@ enum GeneralizeBench {
             o.seed = seed
             o.steps = steps
             o.rate = rate
+            o.dither = context.generalize.dither
             o.gatewayPrefix = prefix
             o.commandTimeout = 0.5
             o.evaluation = EvaluationOptions()
@@ -202,10 +206,11 @@ enum GeneralizeBench {
                 let phase = o["phase"] as? String ?? ""
                 if phase == "done" || phase == "failed" {
                     outcome.retrainings += 1
-                    if o["promoted"] as? Bool == true { outcome.promotions += 1 }
+                    if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
                     if o["verdict"] as? String != "passed" {
                         let why = (o["reasons"] as? [String])?.joined(separator: "; ") ?? (o["error"] as? String) ?? "no reason given"
-                        outcome.lastRefusal = "v\(o["version"] ?? "?"): \(why)"
+                        let version = (o["version"] as? NSNumber).map { "v\($0)" } ?? "candidate"
+                        outcome.lastRefusal = "\(version): \(why)"
                     }
                 } else if phase == "guard" {
                     guardEvents += 1
@@ -293,10 +298,18 @@ enum GeneralizeBench {
                     final == nil ? (o.windows.isEmpty ? "not measured: no evaluation window closed within \(steps) steps"
                                                       : "not measured: the incumbent's return over the last windows is 0") : nil))
 
+        // The same windows as plain returns (mean per window): the cart-pole goal is stated so.
+        let noWindow = "not measured: no evaluation window closed within \(steps) steps"
+        out.append(("final_return", last.isEmpty ? nil : last.reduce(0) { $0 + $1.realReturn } / Double(last.count),
+                    "per window", .higher, last.isEmpty ? noWindow : nil))
+        out.append(("final_incumbent_return", last.isEmpty ? nil : last.reduce(0) { $0 + $1.incumbentReturn } / Double(last.count),
+                    "per window", .higher, last.isEmpty ? noWindow : nil))
+
         let first = o.firstPromotionStep
         out.append(("steps_to_first_promotion", first.map(Double.init), "steps", .lower,
                     first == nil ? "not measured: no model was promoted within \(steps) steps (policy \(o.policy), "
-                        + "\(o.retrainings) retrainings ended, \(o.promotions) promoted"
+                        + "\(o.retrainings) retrainings ended, \(o.promotionSteps.count) promoted"
+                        + (o.promotionSteps.isEmpty ? "" : " (result at plant step \(o.promotionSteps.map(String.init).joined(separator: ", ")))")
                         + (o.lastRefusal.map { "; last refused: \($0)" } ?? "") + ")\(noteSuffix)" : nil))
 
         // Windows decided wholly by one served model, after that model's trial ended (when the
@@ -338,7 +351,7 @@ enum GeneralizeBench {
     }
 
     /// Per-seed figures (`<plant>/seed<N>/<figure>`) and the plant's figures over its seeds
-    /// (`<plant>/<figure>`): the mean of the final return and of the trial cost, the median
+    /// (`<plant>/<figure>`): the mean of the final returns and of the trial cost, the median
     /// steps to the first promotion, the worst window, the sums of guard trips, quarantined
     /// models and retrainings.
     static func figures(plant: String, steps: Int, outcomes: [Outcome]) -> [BenchFigure] {
@@ -358,7 +371,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "trial_cost": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "trial_cost": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
