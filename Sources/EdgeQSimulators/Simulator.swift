@@ -93,9 +93,10 @@ public struct SimulatorError: Error, CustomStringConvertible, Sendable {
 /// the incumbent's command in shadow (and publishes it, so the gateway can observe it) or
 /// the gateway's in control, and publishes its score at the end.
 public final class Simulator: @unchecked Sendable {
-    // @unchecked Sendable: `stopRequested` is the only state touched from another thread
-    // (by `stop()`), and it is an atomic flag inside a lock; everything else is used by the
-    // thread that calls `run()` only.
+    // @unchecked Sendable: `stopRequested` (written by `stop()`) and `stepsRun` (read by
+    // `stepsDone`) are the only state touched from other threads, and both are read and
+    // written only under `stopLock`; everything else is used by the thread that calls
+    // `run()` only.
 
     private let options: SimulatorOptions
     private let logger: Logger

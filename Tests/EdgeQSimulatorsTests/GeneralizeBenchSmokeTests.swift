@@ -9,6 +9,15 @@ import Testing
     static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
                           "trial_cost", "guard_trips", "quarantined_models", "retrainings"]
 
+    @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {
+        let unknown = try EdgeQBinary.run(["bench", "generalize", "--plants", "cartpole,boiler"])
+        #expect(unknown.code == 64)
+        #expect(unknown.stderr.contains("boiler") && unknown.stderr.contains("mountaincar"))
+        let elsewhere = try EdgeQBinary.run(["bench", "mqtt", "--seeds", "2"])
+        #expect(elsewhere.code == 64)
+        #expect(elsewhere.stderr.contains("generalize"))
+    }
+
     @Test func oneCartPoleSeedPrintsEveryFigure() throws {
         let r = try EdgeQBinary.run(["bench", "generalize", "--json", "--plants", "cartpole", "--seeds", "1", "--steps", "300"],
                                     timeout: 120)

@@ -217,15 +217,19 @@ enum GeneralizeBench {
                 } else if phase.hasPrefix("trial") {
                     outcome.trialEvents.append((sim.stepsDone, o))
                 }
+            } else if m.topic == "\(prefix)/reply/mode", o["ok"] as? Bool == false {
+                outcome.notes.append("cmd/mode was refused at plant step \(sim.stepsDone): \(o["error"] ?? "no reason given")")
             }
         }
 
         if plan == .atStart {
             try command("mode", #"{"id":"generalize-start","mode":"control"}"#)
             let reply = awaitReply("mode")
-            controlSent = true
-            if reply?["ok"] as? Bool != true {
-                outcome.notes.append("cmd/mode control at the start was refused: \(reply?["error"] ?? "no reply within 15 s")")
+            controlSent = reply?["ok"] as? Bool == true
+            if !controlSent {
+                // The gateway refuses control without a model that passed its checks: ask
+                // again once its status names a served model or a candidate.
+                outcome.notes.append("cmd/mode control at the start was refused (\(reply?["error"] ?? "no reply within 15 s")); asked again once a model or candidate appeared")
             }
         }
 
@@ -239,10 +243,13 @@ enum GeneralizeBench {
         var lastProgress = Date()
         while done.wait(timeout: .now()) == .timedOut {
             if let m = observer.receive(timeout: 0.1) { handle(m) }
-            if plan == .onFirstModel, !controlSent, let model = status?["model"] as? [String: Any], model["version"] != nil {
+            let model = (status?["model"] as? [String: Any])?["version"]
+            let candidate = plan == .atStart && status?["candidate"] is [String: Any]
+            if plan != .never, !controlSent, model != nil || candidate {
                 controlSent = true
                 try command("mode", #"{"id":"generalize-control","mode":"control"}"#)
-                context.progress("\(plant.rawValue) seed \(seed): model v\(model["version"] ?? "?") served at step \(sim.stepsDone): cmd/mode control")
+                let what = model.map { "model v\($0) served" } ?? "a candidate announced"
+                context.progress("\(plant.rawValue) seed \(seed): \(what) at step \(sim.stepsDone): cmd/mode control")
             }
             if Date().timeIntervalSince(lastProgress) > 10 {
                 lastProgress = Date()
@@ -262,7 +269,7 @@ enum GeneralizeBench {
         while Date() < settle { if let m = observer.receive(timeout: 0.1) { handle(m) } }
         outcome.windows = result.evaluations
         outcome.changes = result.gatewayChanges
-        if plan == .onFirstModel, !controlSent {
+        if plan != .never, !controlSent {
             outcome.notes.append("no model was served, so the bench never switched the gateway to control")
         }
         if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
