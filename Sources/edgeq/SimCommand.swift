@@ -28,6 +28,9 @@ struct SimCommand: ParsableCommand {
             plant/PLANT/cmd. Its incumbent decides (and publishes what it applies) unless the gateway \
             named by --gateway says mode "control" in its retained status. At the end (after --steps, \
             or on SIGINT/SIGTERM) it publishes its score, retained, on plant/PLANT/score and prints it.
+            With --eval it also runs, in process, a twin of the plant driven by its incumbent on the same \
+            weather, setpoints and episode starts, and publishes per window (or episode) both returns and \
+            who was in control on plant/PLANT/eval (docs/simulators.md, "Evaluation twin").
             """
     )
 

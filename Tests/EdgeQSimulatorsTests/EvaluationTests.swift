@@ -128,6 +128,27 @@ import Testing
         }
     }
 
+    @Test func edgeqSimWritesTheWindowsToTheFileItIsGiven() throws {
+        let broker = try MosquittoBroker()
+        let dir = try TempDir()
+        let file = dir.url.appendingPathComponent("eval.jsonl").path
+        let r = try EdgeQBinary.run(["sim", "thermal", "--broker", broker.url, "--seed", "2", "--steps", "300", "--rate", "0",
+                                     "--eval-window", "100", "--eval-file", file])
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(1000))")
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 3)
+        for (i, line) in lines.enumerated() {
+            let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
+            #expect(Set(o.keys) == ["controller", "first_step", "incumbent_return", "incumbent_steps", "kind", "plant",
+                                    "return", "seed", "steps", "steps_by", "vs_incumbent_pct", "window"])
+            #expect(o["window"] as? Int == i && o["first_step"] as? Int == 100 * i && o["controller"] as? String == "incumbent")
+        }
+        // A window length on an episodic plant is a usage error.
+        let bad = try EdgeQBinary.run(["sim", "cartpole", "--broker", broker.url, "--eval-window", "50"])
+        #expect(bad.code == 64)
+        #expect(bad.stderr.contains("per episode"))
+    }
+
     @Test func windowsInControlNameTheServedModelVersion() throws {
         let broker = try MosquittoBroker()
         let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "gateway-peer"))

@@ -277,6 +277,12 @@ enum GeneralizeBench {
         } else if status != nil || guardEvents > 0 {
             outcome.guardTrips = guardEvents
         }
+        // Messages the gateway dropped (its inbound queue full): the plant ran too fast for it.
+        if let counters = status?["counters"] as? [String: Any],
+           let dropped = (counters["messages_dropped"] as? NSNumber)?.intValue, dropped > 0 {
+            outcome.notes.append("the gateway dropped \(dropped) messages (its inbound queue was full)")
+            context.progress("\(plant.rawValue) seed \(seed): the gateway dropped \(dropped) messages")
+        }
         if let q = status?["quarantined"] as? [Any] {
             outcome.quarantined = q.compactMap { ($0 as? NSNumber)?.intValue }
         }
