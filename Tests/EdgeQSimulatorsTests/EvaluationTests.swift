@@ -128,6 +128,49 @@ import Testing
         }
     }
 
+    /// The evaluated episodic plants keep the plain plants' contract: the same state message
+    /// and score keys, the same step and episode counting (only the starts differ).
+    @Test(arguments: [PlantKind.cartpole, .mountaincar])
+    func evaluatedEpisodicPlantsSpeakTheSameContract(_ plant: PlantKind) throws {
+        let evaluated = try run(plant, seed: 4, steps: 600, dither: 0)
+        let broker = try MosquittoBroker()
+        var cfg = try MQTTConfiguration(url: broker.url, clientID: "observer-plain")
+        cfg.inboundCapacity = 50_000
+        let observer = try MQTTClient(cfg)
+        defer { observer.stop() }
+        try observer.subscribe("plant/\(plant.rawValue)/state", qos: .atLeastOnce)
+        observer.start()
+        try observer.waitUntilConnected(timeout: 5)
+        var o = SimulatorOptions(plant: plant, broker: broker.url)
+        o.seed = 4
+        o.steps = 600
+        o.rate = 0
+        let plain = try Simulator(o).run()
+        let first = observer.receive(timeout: 5)
+        let plainKeys = Set(((first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.payload)) }) as? [String: Any] ?? [:]).keys)
+        #expect(!plainKeys.isEmpty)
+        // 600 steps, the first state and one more per episode start.
+        #expect(evaluated.states.count == 601 + evaluated.result.evaluations.count)
+        #expect(evaluated.states.allSatisfy { Set($0.keys) == plainKeys })
+        func keys(_ bytes: [UInt8]) -> Set<String> {
+            Set(((try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] ?? [:]).keys)
+        }
+        #expect(keys(evaluated.result.scoreJSON) == keys(plain.scoreJSON))
+        // Steps count from 0 in each episode and episodes from 0, as on the plain plant.
+        var expectedStep = 0
+        var expectedEpisode = 0
+        for s in evaluated.states {
+            let step = s["step"] as? Int ?? -1
+            let episode = s["episode"] as? Int ?? -1
+            if step == 0 && expectedStep != 0 {
+                expectedEpisode += 1
+                expectedStep = 0
+            }
+            #expect(step == expectedStep && episode == expectedEpisode)
+            expectedStep += 1
+        }
+    }
+
     @Test func edgeqSimWritesTheWindowsToTheFileItIsGiven() throws {
         let broker = try MosquittoBroker()
         let dir = try TempDir()
