@@ -263,7 +263,12 @@ enum GeneralizeBench {
                 break
             }
         }
-        let result = try box.get()
+        let result: SimulatorResult
+        do {
+            result = try box.get()
+        } catch {
+            throw BenchError.failed("the \(plant.rawValue) plant (seed \(seed)) did not finish: \(error)")
+        }
         // The last status and events (published every 5 s and on every change).
         let settle = Date().addingTimeInterval(1)
         while Date() < settle { if let m = observer.receive(timeout: 0.1) { handle(m) } }
