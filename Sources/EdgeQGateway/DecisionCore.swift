@@ -205,8 +205,10 @@ public struct DecisionCore: Sendable {
     ///     incumbent's command observed before the next tick).
     ///   - engine: the model to ask (nil: none; in control that is a fallback).
     ///   - modelVersion: the model's name in the log.
+    ///   - mayExplore: exploration is allowed on this tick (the gateway turns it off while a
+    ///     switchback trial compares two controllers: both act greedily there).
     public mutating func tick(now: UInt64, wallClock: Double, mode requested: ControlMode,
-                              engine: QEngine?, modelVersion: String?) -> Outcome {
+                              engine: QEngine?, modelVersion: String?, mayExplore: Bool = true) -> Outcome {
         tick += 1
         var out = Outcome()
         let status = state.withUnsafeMutableBufferPointer {
@@ -271,7 +273,7 @@ public struct DecisionCore: Sendable {
                 if response == .fallback, let fb = map.fallbackAction, render(fb) { out.applied = fb }
                 _ = reason
             } else if var choice = out.choice {
-                if let explored = explore() {
+                if mayExplore, let explored = explore() {
                     choice = explored
                     out.choice = explored
                     out.actor = .exploration

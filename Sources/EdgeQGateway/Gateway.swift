@@ -463,7 +463,8 @@ public final class Gateway: Sendable {
         // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
         let who = controller(&d)
         handOverIfNeeded(who, &d)
-        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version)
+        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version,
+                              mayExplore: d.trial == nil)
         syncDecoderCounters(&d)
         let closedRole = d.openRole
         d.openRole = d.core.hasOpen ? who.role : nil

@@ -348,7 +348,12 @@ enum GeneralizeBench {
                     worst == nil ? "not measured: no evaluation window was decided wholly by a served model after its trial\(noteSuffix)" : nil))
 
         // Trial cost: what the gateway reports, never computed here.
-        let costs = o.trialEvents.compactMap { ($0.event["cost_pct"] as? NSNumber)?.doubleValue }
+        // The gateway's verdict events carry `cost_share` (the reward the candidate's blocks
+        // lost, as a share of the reference's return over the trial).
+        let costs = o.trialEvents.compactMap { e -> Double? in
+            guard e.event["event"] as? String == "verdict" else { return nil }
+            return (e.event["cost_share"] as? NSNumber).map { $0.doubleValue * 100 }
+        }
         let costReason: String?
         if !costs.isEmpty {
             costReason = nil
@@ -356,7 +361,7 @@ enum GeneralizeBench {
             costReason = "not measured: the gateway published no trial events on <prefix>/retrain (promotion.policy \(o.policy))"
         } else {
             let keys = Set(o.trialEvents.flatMap { $0.event.keys }).sorted().joined(separator: ", ")
-            costReason = "not measured: the gateway's trial events carry no cost_pct (keys: \(keys))"
+            costReason = "not measured: no trial reached a verdict with a cost (event keys: \(keys))"
         }
         out.append(("trial_cost", costs.isEmpty ? nil : costs.reduce(0, +) / Double(costs.count), "% of incumbent return", .lower, costReason))
 
