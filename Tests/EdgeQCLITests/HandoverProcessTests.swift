@@ -7,7 +7,7 @@ import Testing
 
 /// Bumpless handover through the real `edgeq run` behind a real mosquitto (issue 13, item 4):
 /// the plant is told who is in charge on `plant/<id>/mode` when the gateway takes control
-/// (signed cmd/mode control), gives it back (cmd/mode shadow, the live guard's fallback to
+/// (signed cmd/mode control), gives it back (cmd/mode shadow, the guard's fallback to
 /// shadow, SIGTERM), and — through the Last Will of the gateway's handover connection — when
 /// the gateway is killed. Before, the gateway just stopped publishing and the plant waited out
 /// its command timeout on every step.
@@ -108,27 +108,50 @@ import Testing
         #expect(retained?.retain == true)
     }
 
-    @Test func theLiveGuardsFallbackToShadowGivesControlBack() throws {
-        // One model version (nothing to roll back to) and a 5-tick guard window.
-        let f = try fixture("ho3", learning: "  retrain: {every_transitions: none}\n  promotion: {guard_window: 5, rollback_margin: 0.05}")
+    @Test func theGuardsFallbackToShadowGivesControlBack() throws {
+        // One model version (nothing to roll back to), and a guard that compares blocks of 4
+        // ticks: every other block goes to the control group (the incumbent, nothing served before).
+        let f = try fixture("ho3", learning: """
+              retrain: {every_transitions: none}
+              promotion: {policy: manual, trial: {block: 4, burn_in: 0, min_pairs: 2}, control_share: 0.5, guard_pairs: 4}
+            """)
         try f.start()
         let plant = f.observer
-        // Shadow: the incumbent holds x at 0 (reward 0): the guard's baseline.
-        for step in 0..<40 {
-            _ = try plant.publish("plant/ho3/cmd", #"{"a":0}"#, qos: .atLeastOnce)
-            _ = try plant.publish("plant/ho3/state", #"{"step":\#(step),"x":0}"#, qos: .atLeastOnce)
-        }
-        let logged = f.status { (($0["counters"] as? [String: Any])?["transitions_logged"] as? Int ?? 0) >= 30 }
-        #expect(logged != nil, "the shadow transitions were not logged: \(f.log())")
         #expect(try mode(f, "control", id: "c1")["ok"] as? Bool == true, "\(f.log())")
-        #expect(nextHandover(f) == Self.take)
-        // In control x goes to 5 (reward -5 a tick, far below the baseline).
-        for step in 40..<60 {
-            _ = try plant.publish("plant/ho3/state", #"{"step":\#(step),"x":5}"#, qos: .atLeastOnce)
+        // A closed-loop plant: after a tick the gateway ran (its command on plant/ho3/cmd) x
+        // goes to 5 (reward -5); after a tick of the control group (the gateway silent, its shadow
+        // report instead) the incumbent holds x at 0. The served model is far worse: the guard trips.
+        var x = 0
+        var event: [String: Any]?
+        var step = 0
+        while event == nil && step < 200 {
+            _ = try plant.publish("plant/ho3/state", #"{"step":\#(step),"x":\#(x)}"#, qos: .atLeastOnce)
+            step += 1
+            guard let reaction = f.next(timeout: 10, { m in
+                (m.topic == "plant/ho3/cmd" && !String(decoding: m.payload, as: UTF8.self).contains("incumbent")) || m.topic == "edgeq/ho3/shadow"
+                    || (m.topic == "edgeq/ho3/retrain" && f.json(m)["phase"] as? String == "guard")
+            }) else { break }
+            if reaction.topic == "edgeq/ho3/retrain" {
+                event = f.json(reaction)
+            } else if reaction.topic == "plant/ho3/cmd" {
+                x = 5
+            } else {
+                // The incumbent's command (marked, so that its echo is not taken for the gateway's).
+                _ = try plant.publish("plant/ho3/cmd", #"{"a":0,"by":"incumbent"}"#, qos: .atLeastOnce)
+                x = 0
+            }
         }
-        let event = f.next(timeout: 20) { $0.topic == "edgeq/ho3/retrain" && f.json($0)["phase"] as? String == "guard" }.map(f.json)
-        #expect(event?["verdict"] as? String == "fallback_to_shadow", "\(event ?? [:]) \(f.log())")
-        #expect(nextHandover(f) == Self.give, "\(f.log())")
+        let e = try #require(event ?? f.next(timeout: 20) { $0.topic == "edgeq/ho3/retrain" && f.json($0)["phase"] as? String == "guard" }.map(f.json),
+                             "the guard did not trip in \(step) ticks: \(f.log())")
+        #expect(e["verdict"] as? String == "fallback_to_shadow", "\(e) \(f.log())")
+        #expect(e["control"] as? String == "incumbent", "\(e)")
+        // The last handover on the plant's mode topic says the incumbent is in charge.
+        var last: String?
+        while let m = f.next(timeout: 2, { $0.topic == "plant/ho3/mode" }) { last = String(decoding: m.payload, as: UTF8.self) }
+        let retained = try plantClient(f.broker, "plant/ho3/mode")
+        defer { retained.stop() }
+        let now = retained.receive(timeout: 10).map { String(decoding: $0.payload, as: UTF8.self) }
+        #expect(now == Self.give, "last seen \(last ?? "none"): \(f.log())")
         f.stop()
     }
 
