@@ -330,7 +330,11 @@ public final class Gateway: Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
-        if mode == .control && servedVersion != nil { handOver(to: .gateway, reason: "started in control mode") }
+        if mode == .control && servedVersion != nil {
+            handOver(to: .gateway, reason: "started in control mode")
+        } else {
+            announceHandover(reason: "started: the incumbent is in charge")
+        }
         startCommandThread()
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()

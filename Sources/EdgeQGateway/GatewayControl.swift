@@ -117,7 +117,11 @@ extension Gateway {
         // Before the mode: the take precedes the first command. Without a served model (allowed
         // under `promotion: trial`) the incumbent stays in charge: nothing is taken yet (the
         // decision thread hands over when a trial's candidate or a served model acts).
-        if served.withLock({ $0 != nil }) { handOver(to: .gateway, reason: reason) }
+        if served.withLock({ $0 != nil }) {
+            handOver(to: .gateway, reason: reason)
+        } else {
+            announceHandover(reason: "control mode without a model: the incumbent stays in charge")
+        }
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }

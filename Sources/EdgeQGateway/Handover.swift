@@ -102,6 +102,22 @@ extension Gateway {
         return true
     }
 
+    /// Tells the plant again who is in charge (the writes of the current state, take or give),
+    /// without changing anything: at start, so that a plant on a fresh broker (no retained
+    /// handover) does not wait out its command timeout for a gateway that is not in charge, and
+    /// when control mode is entered without a model (the incumbent stays in charge).
+    func announceHandover(reason: String) {
+        let told = handover.state.withLock { s -> Controller in
+            for w in s.controller == .gateway ? map.handover.take : map.handover.give {
+                publish(w.topic, w.payload, qos: w.qos, retain: w.retain)
+            }
+            return s.controller
+        }
+        handover.queue.async { [logger] in
+            logger.info("handover announced", metadata: ["handover.to": "\(told.rawValue)", "handover.reason": "\(reason)"])
+        }
+    }
+
     /// Who the plant was last told is in charge.
     var controller: Controller { handover.state.withLock { $0.controller } }
 
