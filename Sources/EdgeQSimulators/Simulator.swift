@@ -104,6 +104,7 @@ public final class Simulator: @unchecked Sendable {
     private let logger: Logger
     private let stopLock = NSLock()
     private var stopRequested = false
+    private var pausedFlag = false
     private var stepsRun = 0
 
     public init(_ options: SimulatorOptions, logger: Logger = Logger(label: "edgeq.sim")) {
@@ -124,6 +125,21 @@ public final class Simulator: @unchecked Sendable {
         stopLock.lock()
         defer { stopLock.unlock() }
         return stepsRun
+    }
+
+    /// Holds the plant's time still (no step is taken) while `paused` is true: a bench that runs
+    /// a plant far faster than real time pauses it while the gateway retrains, as a retraining of
+    /// a minute is a fraction of one tick on a plant with minute-long ticks.
+    public func pause(_ paused: Bool) {
+        stopLock.lock()
+        pausedFlag = paused
+        stopLock.unlock()
+    }
+
+    private var isPaused: Bool {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        return pausedFlag
     }
 
     private var shouldStop: Bool {
@@ -285,6 +301,10 @@ public final class Simulator: @unchecked Sendable {
                 nextDue.addTimeInterval(period)
                 let wait = nextDue.timeIntervalSinceNow
                 if wait > 0 { usleep(UInt32(wait * 1e6)) } else if wait < -1 { nextDue = Date() }
+            }
+            if isPaused {
+                while isPaused && !shouldStop { usleep(10_000) }
+                nextDue = Date()
             }
             _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
             if plant.startNextEpisodeIfEnded() {

@@ -70,7 +70,12 @@ enum GeneralizeBench {
                 let o = try runOne(plant: plant, seed: seed, steps: steps, map: map, mappingPath: mappingPath,
                                    executable: executable, context: context)
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
-                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1)")
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), trials: "
+                                 + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
+                                     let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
+                                     let d = (e.event["mean_difference"] as? NSNumber).map { String(format: "%+.3g", $0.doubleValue) } ?? "—"
+                                     return "\(v) \(e.event["verdict"] as? String ?? "?") after \(e.event["pairs"] ?? "?") pairs (Δ \(d)) at step \(e.step)"
+                                 }.joined(separator: "; "))
                 outcomes.append(o)
             }
             figures += self.figures(plant: plant.rawValue, steps: steps, outcomes: outcomes)
@@ -204,6 +209,9 @@ enum GeneralizeBench {
                 status = o
             } else if m.topic == "\(prefix)/retrain" {
                 let phase = o["phase"] as? String ?? ""
+                // Plant time stands still while the gateway retrains (see `Simulator.pause`).
+                if phase == "started" { sim.pause(true) }
+                if phase == "done" || phase == "failed" { sim.pause(false) }
                 if phase == "done" || phase == "failed" {
                     outcome.retrainings += 1
                     if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
