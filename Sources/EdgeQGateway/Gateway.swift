@@ -133,7 +133,10 @@ public final class Gateway: Sendable {
     let lastGuardEvent = Mutex<String?>(nil)
     let guardSummary = Mutex<GuardSummary?>(nil)
     let trialStatus = Mutex<[String: JSONValue]?>(nil)
+    /// A trial was handed to the decision thread and is not decided yet (control queue).
     let trialRunning = Atomic<Bool>(false)
+    /// The newest candidate waiting for the running trial to be decided.
+    let waitingCandidate = Mutex<ServedModel?>(nil)
     /// The candidate on trial, handed to the decision thread (picked up when the generation moves).
     let candidateSlot = Mutex<ServedModel?>(nil)
     let candidateGeneration = Atomic<Int>(0)

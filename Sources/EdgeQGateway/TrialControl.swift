@@ -109,7 +109,6 @@ extension Gateway {
         d.trialCandidate = nil
         d.trialEngine = nil
         d.trialReference = nil
-        trialRunning.store(false, ordering: .relaxed)
         metrics.trialActive.set(0)
     }
 
@@ -138,7 +137,6 @@ extension Gateway {
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.openRole = nil
-        trialRunning.store(true, ordering: .relaxed)
         metrics.trialActive.set(1)
     }
 
@@ -172,8 +170,31 @@ extension Gateway {
 
     /// Starts a switchback trial for a stored, checked version (it runs while the gateway is in
     /// control mode; in shadow mode it waits).
+    ///
+    /// While another trial runs, the candidate waits (a newer one replaces an older one that
+    /// waits): a trial is never cut short by the next retraining; it starts when the running one
+    /// is decided, against the controller in charge then.
     func startTrial(_ version: Int) throws {
         let m = try loadVerified(version)
+        if trialRunning.load(ordering: .relaxed) {
+            let replaced = waitingCandidate.withLock { w -> Int? in
+                defer { w = m }
+                return w?.version
+            }
+            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(version)),
+                            "replaces": replaced.map { .number(Double($0)) } ?? .null,
+                            "note": .string("a trial is under way: this candidate's trial starts when it is decided")])
+            logger.notice("candidate waits for the running trial", metadata: ["model.version": "\(version)",
+                                                                              "trial.replaces_waiting": "\(replaced.map(String.init) ?? "none")"])
+            return
+        }
+        beginTrial(m)
+    }
+
+    /// Hands `m` to the decision thread for its trial, and says so.
+    func beginTrial(_ m: ServedModel) {
+        let version = m.version
+        trialRunning.store(true, ordering: .relaxed)
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
@@ -201,6 +222,7 @@ extension Gateway {
     func finishTrial(candidate: ServedModel, reference: Int?, verdict: String, summary s: TrialSummary, reason: String?) {
         if candidateSlot.withLock({ $0?.version == candidate.version }) {
             candidateSlot.withLock { $0 = nil }
+            trialRunning.store(false, ordering: .relaxed)
         }
         var o = trialJSON(candidate: candidate.version, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
         var promoted = false
@@ -223,8 +245,12 @@ extension Gateway {
         metrics.trialCost.set(s.cost)
         var event = o
         event["phase"] = .string("trial")
-        event["event"] = .string("verdict")
+        event["event"] = .string(verdict == "abandoned" ? "abandoned" : "verdict")
         publishRetrain(event)
+        // The candidate that waited for this trial starts now, against the controller in charge now.
+        if let next = waitingCandidate.withLock({ w -> ServedModel? in defer { w = nil }; return w }) {
+            beginTrial(next)
+        }
         logger.notice("switchback trial decided", metadata: [
             "model.version": "\(candidate.version)", "trial.verdict": "\(verdict)", "trial.promoted": "\(promoted)",
             "trial.pairs": "\(s.pairs)", "trial.mean_difference": "\(s.meanDifference.map { "\($0)" } ?? "none")",
