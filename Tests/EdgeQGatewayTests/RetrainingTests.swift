@@ -141,9 +141,9 @@ import Testing
         """
 
     /// The closed-loop plant of the guard tests: `a1` is the bad action (the next state's x is
-    /// 5, reward −5), `a0` the good one (x = 0.2, reward −0.2); y wanders so that states differ.
+    /// 5, reward −5), `a0` the good one (x = 0.25, reward −0.25: block returns are exact in binary); y wanders so that states differ.
     static func aOneIsBad(_ p: ClosedLoop, _ action: Int) {
-        p.x = action == 1 ? 5 : 0.2
+        p.x = action == 1 ? 5 : 0.25
         p.y = sin(Double(p.step) * 0.3)
     }
 

@@ -132,6 +132,33 @@ import Testing
         #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
     }
 
+    /// A candidate that does exactly what the served model does is not promoted: the budget
+    /// (here 4 pairs) runs out without a verdict either way.
+    @Test func aCandidateNoBetterThanTheServedModelIsNotPromotedWhenTheBudgetRunsOut() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 4}, control_share: 0}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        // Both apply a0; the plant has no noise: every pair's difference is 0.
+        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(plant.acted.allSatisfy { $0 == .gateway(0) })
+        #expect(verdict["verdict"] as? String == "budget-exhausted", "\(verdict)")
+        #expect(verdict["promoted"] as? Bool == false, "\(verdict)")
+        #expect(verdict["pairs"] as? Int == 4 && verdict["mean_difference"] as? Double == 0, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "budget-exhausted" && file["promoted"] as? Bool == false, "\(file)")
+        #expect(h.gateway.servedVersion == served)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="budget-exhausted"}"#) == 1)
+    }
+
     @Test func theTrialWaitsInShadowModeAndStartsInControlMode() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }
