@@ -45,6 +45,12 @@ func testMapping(tick: String = "trigger: plant/t/state", maxAge: String = "", f
     """
 }
 
+/// `extraLearning` for tests that start in control with a model and are about what the
+/// gateway publishes, not about the control-group guard: `control_share: 0` turns the guard off,
+/// so no block goes back to the incumbent (with the default share a random control block of
+/// the incumbent, during which the gateway publishes nothing, may come first).
+let noControlGroup = "  promotion: {control_share: 0}"
+
 /// A random (untrained) model that fits `map`, written to its data directory's store (signed
 /// with the data directory's device key, as the gateway signs what it trains) and made
 /// current, as a promotion would.

@@ -75,7 +75,7 @@ import Testing
 
     @Test(arguments: [true, false])
     func controlPublishesExactlyOneSetOfWritesPerTick(inline: Bool) throws {
-        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true) { $0.inlineDecisions = inline }
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: noControlGroup), mode: .control, withModel: true) { $0.inlineDecisions = inline }
         defer { h.stop() }
         for i in 0..<30 { try h.send("plant/t/state", state(i, x: Double(i % 7) - 3)) }
         var cmds: [[String: Any]] = []
@@ -94,7 +94,7 @@ import Testing
     /// come back to it as the incumbent's (30 of its own: 0 counted), while another client's
     /// commands on that topic still count.
     @Test func theGatewaysOwnCommandsAreNotCountedAsTheIncumbents() throws {
-        let h = try GatewayHarness(yaml: testMapping(), mode: .control, withModel: true)
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: noControlGroup), mode: .control, withModel: true)
         defer { h.stop() }
         for i in 0..<30 { try h.send("plant/t/state", state(i, x: Double(i % 7) - 3)) }
         var commands = 0
@@ -111,7 +111,7 @@ import Testing
     }
 
     @Test func aSilentSensorMakesItFallBackWithinAPeriodAfterItsMaxAge() throws {
-        let yaml = testMapping(tick: "period: 0.1s", maxAge: ", max_age: 0.4s", fallback: "a1")
+        let yaml = testMapping(tick: "period: 0.1s", maxAge: ", max_age: 0.4s", fallback: "a1", extraLearning: noControlGroup)
         let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
         defer { h.stop() }
         try h.send("plant/t/state", state(1, x: 2))
@@ -134,7 +134,7 @@ import Testing
 
     /// Invalid payloads: no action is computed from them; each is counted under its reason.
     @Test func invalidPayloadsAreCountedAndNeverDecidedOn() throws {
-        let h = try GatewayHarness(yaml: testMapping(fallback: "hold"), mode: .control, withModel: true)
+        let h = try GatewayHarness(yaml: testMapping(fallback: "hold", extraLearning: noControlGroup), mode: .control, withModel: true)
         defer { h.stop() }
         let table: [(String, String)] = [
             ("not json", "invalid_json"),
@@ -184,7 +184,9 @@ import Testing
     }
 
     @Test func controlPlaneAnswersEveryRequest() throws {
-        let h = try GatewayHarness(yaml: testMapping())
+        // `manual`: control mode needs a served model (under `trial`, the default, it does not:
+        // see controlWithoutAModelIsAcceptedOnlyUnderTrialPromotion).
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: "  promotion: {policy: manual}"))
         defer { h.stop() }
         func ask(_ verb: String, _ payload: String) throws -> [String: Any] {
             try h.command(verb, payload)   // signed by the harness's operator key
@@ -233,6 +235,45 @@ import Testing
         #expect(String(decoding: retained.payload, as: UTF8.self).contains(#""state":"online""#))
     }
 
+    /// Control mode without a served model: under `promotion: trial` (the default) it is
+    /// accepted, and the incumbent stays in charge (the gateway publishes no command, it logs
+    /// and reports the incumbent's as in shadow) until a trial's candidate acts; under `manual`
+    /// and `auto` it is refused and the gateway stays in shadow.
+    @Test(arguments: ["trial", "manual", "auto"])
+    func controlWithoutAModelIsAcceptedOnlyUnderTrialPromotion(_ policy: String) throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: "  promotion: {policy: \(policy)}"))
+        defer { h.stop() }
+        let reply = try h.ask("mode", #"{"id":"c","mode":"control"}"#)
+        if policy == "trial" {
+            #expect(reply["ok"] as? Bool == true, "\(reply)")
+            #expect(h.gateway.mode == .control)
+            #expect(try GatewayState.load(from: h.dir.url)?.mode == .control)
+        } else {
+            #expect(reply["ok"] as? Bool == false, "\(reply)")
+            #expect((reply["error"] as? String)?.contains("no model") == true, "\(reply)")
+            #expect(h.gateway.mode == .shadow)
+            #expect(try GatewayState.load(from: h.dir.url)?.mode != .control)
+        }
+        // Either way the incumbent runs the plant: every tick is answered with a shadow report
+        // and the incumbent's commands are logged as its own.
+        for i in 0..<10 {
+            try h.send("plant/t/state", state(i, x: Double(i % 3) - 1))
+            _ = try h.waitFor(topic: "edgeq/t1/shadow")
+            try h.send("plant/t/cmd", "{\"a\":\(i % 2),\"step\":\(i)}")  // the incumbent
+        }
+        #expect(eventually(timeout: 10) { _ = h.drain(0.05); return h.metric("edgeq_transitions_submitted_total") >= 9 })
+        // No decision in control: the gateway published no command.
+        for column in ["a0", "a1", "hold", "none"] {
+            #expect(h.metric("edgeq_decisions_total{action=\"\(column)\",mode=\"control\"}") == 0, "\(column)")
+        }
+        #expect(h.metric("edgeq_in_charge") == 0)
+        h.stop()
+        let rows = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false).transitions(window: .all).map(\.transition)
+        #expect(rows.count == 9)
+        #expect(rows.allSatisfy { $0.actor == .incumbent && $0.mode == .shadow }, "\(rows.prefix(2))")
+        #expect(rows.map(\.action) == (0..<9).map { Optional($0 % 2) })
+    }
+
     @Test func theModeSurvivesARestart() throws {
         let broker = try MosquittoBroker()
         let dir: URL
@@ -248,7 +289,7 @@ import Testing
     }
 
     @Test func explorationStaysWithinItsBudgetAndIsLoggedAsSuch() throws {
-        let yaml = testMapping(extraLearning: "  exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}")
+        let yaml = testMapping(extraLearning: "  exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}\n" + noControlGroup)
         let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
         for i in 0..<201 { try h.send("plant/t/state", state(i, x: Double(i % 5))) }
         let deadline = Date().addingTimeInterval(15)
@@ -264,7 +305,7 @@ import Testing
     }
 
     @Test func inHandTheGatewayOnlyShadows() throws {
-        let yaml = testMapping()
+        let yaml = testMapping(extraLearning: noControlGroup)
             .replacingOccurrences(of: "  - {name: y, topic: plant/t/state, json: y, range: [-10, 10]}",
                                   with: "  - {name: y, topic: plant/t/state, json: y, range: [-10, 10]}\n  - {name: hand, topic: plant/t/state, json: hand}")
             .replacingOccurrences(of: "  ood_margin: none", with: "  ood_margin: none\n  hand_override: hand")
@@ -283,7 +324,7 @@ import Testing
     /// Control mode, trigger ticks: when the plant falls silent for longer than the watchdog's
     /// time, the fallback is published once and the status says why.
     @Test func theWatchdogPublishesTheFallbackWhenNoDecisionIsMade() throws {
-        let yaml = testMapping(fallback: "a1")
+        let yaml = testMapping(fallback: "a1", extraLearning: noControlGroup)
             .replacingOccurrences(of: #"payload: '{"a":{{value}},"step":{{step}}}'"#, with: #"payload: '{"a":{{value}}}'"#)
         let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 0.4 }
         defer { h.stop() }

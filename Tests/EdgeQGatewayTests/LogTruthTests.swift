@@ -51,6 +51,7 @@ import Testing
         learning:
           hidden: [16, 16]
           retrain: {every_transitions: 1000000}
+          promotion: {control_share: 0}   # no control block of the incumbent: every tick is the model's
         """
 
     @Test func aCommandThatCannotBeRenderedWhollyIsNotPublishedInPartAndIsLoggedAsFallback() throws {
@@ -158,7 +159,7 @@ import Testing
     }
 
     @Test func aPlantThatIgnoresCommandsIsLoggedWithWhatItApplied() throws {
-        let yaml = testMapping() + "\napplied: {topic: plant/t/applied, json: a}\n"
+        let yaml = testMapping(extraLearning: noControlGroup) + "\napplied: {topic: plant/t/applied, json: a}\n"
         let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true)
         defer { h.stop() }
         var commanded: [Int: Int] = [:]

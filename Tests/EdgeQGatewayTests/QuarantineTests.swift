@@ -7,7 +7,7 @@ import Testing
 /// Rollback walks back through the served history and quarantines the version it leaves, on a
 /// running gateway against a real broker and real model files. Before, the rollback target
 /// was the last *different* entry of the history: after v2 → v1 it was v2 again, so a second
-/// rollback (or the live guard's next trip) served the version just rolled back from.
+/// rollback (or the guard's next trip) served the version just rolled back from.
 extension RetrainingTests {
     /// Versions 1, 2, 3 stored and promoted one after the other through cmd/promote.
     func promoteThree(_ h: GatewayHarness) throws {
@@ -48,34 +48,62 @@ extension RetrainingTests {
     }
 
     @Test func theGuardAfterARollbackDoesNotServeTheQuarantinedVersion() throws {
-        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient))
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded))
         defer { h.stop() }
-        try installModel(for: h.map, in: h.dir.url, seed: 1)
-        try installModel(for: h.map, in: h.dir.url, seed: 2)
-        #expect(try h.ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
-        #expect(try h.ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
+        let v1 = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 1)
+        let v2 = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
+        #expect(try h.ask("promote", "{\"version\":\(v1)}")["ok"] as? Bool == true)
+        #expect(try h.ask("promote", "{\"version\":\(v2)}")["ok"] as? Bool == true)
         // The operator rolls back from v2: v2 is quarantined, v1 served.
-        #expect(try h.ask("rollback", "{}")["version"] as? Int == 1)
-        try logShadow(h, ticks: 60)
+        #expect(try h.ask("rollback", "{}")["version"] as? Int == v1)
         #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
-        // v1 does much worse in control: the guard trips. There is nothing to roll back to
-        // (v2 is quarantined): back to shadow with v1, never v2.
-        var event: [String: Any]?
-        var i = 0
-        while event == nil && i < 200 {
-            try h.send("plant/t/state", state(5000 + i, x: 5))
-            i += 1
-            for m in h.drain(0.005) where m.topic == "edgeq/t1/retrain" {
-                let o = GatewayHarness.json(m)
-                if o["phase"] as? String == "guard" { event = o }
-            }
-        }
-        let e = try #require(event, "the guard did not trip in \(i) control ticks")
+        // v1 does much worse in control than its control group (the incumbent, a0): the guard
+        // trips. There is nothing to roll back to (v2 is quarantined): back to shadow with v1,
+        // never v2.
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(h) != nil })
+        let e = try #require(guardEvent(h), "the guard did not trip in \(plant.acted.count) control ticks (gateway ticks \(h.metric("edgeq_ticks_total")), acted \(plant.acted)); \(h.received.filter { $0.topic == "edgeq/t1/retrain" }.map { String(decoding: $0.payload, as: UTF8.self) })")
         #expect(e["verdict"] as? String == "fallback_to_shadow", "\(e)")
-        #expect(e["from"] as? Int == 1 && e["to"] is NSNull, "\(e)")
-        #expect(h.gateway.servedVersion == 1)
+        #expect(e["from"] as? Int == v1 && e["to"] is NSNull, "\(e)")
+        #expect(h.gateway.servedVersion == v1)
         #expect(h.gateway.mode == .shadow)
-        #expect(try ModelStore(dataDirectory: h.dir.url).current() == 1)
+        #expect(try ModelStore(dataDirectory: h.dir.url).current() == v1)
+        #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(v2))
+    }
+
+    /// A version the guard rolled back from stays quarantined across a restart: the next start
+    /// serves the version rolled back to, and a promotion without a version refuses it.
+    @Test func aQuarantineByTheGuardSurvivesARestart() throws {
+        let broker = try MosquittoBroker()
+        let first = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker)
+        defer { first.stop() }  // keeps its data directory alive until the end
+        let good = try storeModel(favouring: 0, for: first.map, in: first.dir.url, seed: 1)
+        let bad = try storeModel(favouring: 1, for: first.map, in: first.dir.url, seed: 2)
+        #expect(try first.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
+        #expect(try first.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
+        #expect(try first.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let plant = ClosedLoop(first, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(first) != nil })
+        let e = try #require(guardEvent(first), "the guard did not trip in \(plant.acted.count) control ticks")
+        #expect(e["verdict"] as? String == "rolled_back" && e["quarantined"] as? Int == bad, "\(e)")
+        first.stop()
+
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker) { $0.dataDirectory = first.dir.url.path }
+        defer { h.stop() }
+        #expect(h.gateway.servedVersion == good)
+        #expect(h.gateway.mode == .control)
+        #expect(try ModelStore(dataDirectory: first.dir.url).isQuarantined(bad))
+        let s = try status(h) { ($0["model"] as? [String: Any])?["version"] as? Int == good }
+        #expect(s["quarantined"] as? [Int] == [bad], "\(s)")
+        // Promote without a version (the newest, the quarantined one): refused.
+        let newest = try h.ask("promote", #"{"id":"p"}"#)
+        #expect(newest["ok"] as? Bool == false, "\(newest)")
+        #expect((newest["error"] as? String)?.contains("quarantined") == true, "\(newest)")
+        #expect(h.gateway.servedVersion == good)
+        // And it does not act: in control after the restart, a1 (its action) is never applied.
+        let after = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try after.run(24)
+        #expect(after.acted.allSatisfy { $0.action == 0 }, "\(after.acted)")
     }
 
     @Test func theQuarantineSurvivesARestartAndAnOperatorCanStillPromoteByName() throws {

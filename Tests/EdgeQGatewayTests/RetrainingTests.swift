@@ -7,7 +7,7 @@ import EdgeQTrust
 import Foundation
 import Testing
 
-/// Retraining on the device, checks, promotion, rollback and the live guard, against a
+/// Retraining on the device, checks, promotion, rollback and the control-group guard, against a
 /// real broker and real files.
 @Suite struct RetrainingTests {
     /// Checks that let a small synthetic candidate through: these tests are about the
@@ -132,59 +132,93 @@ import Testing
         #expect(h.gateway.servedVersion == 1)
     }
 
-    @Test func theLiveGuardRollsBackWhenControlDoesWorseThanTheIncumbent() throws {
-        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient))
+    /// Checks as `lenient`, and a control-group guard that decides within a few dozen ticks:
+    /// blocks of 4 ticks, every other block the previous controller's (share 0.5), a trip
+    /// looked for from the second pair on, over the last 4 pairs.
+    static let guarded = """
+          checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
+          promotion: {policy: manual, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2}, control_share: 0.5, guard_pairs: 4}
+        """
+
+    /// The closed-loop plant of the guard tests: `a1` is the bad action (the next state's x is
+    /// 5, reward −5), `a0` the good one (x = 0.25, reward −0.25: block returns are exact in binary); y wanders so that states differ.
+    static func aOneIsBad(_ p: ClosedLoop, _ action: Int) {
+        p.x = action == 1 ? 5 : 0.25
+        p.y = sin(Double(p.step) * 0.3)
+    }
+
+    /// The first guard event on `<prefix>/retrain` seen so far.
+    func guardEvent(_ h: GatewayHarness) -> [String: Any]? {
+        h.received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
+    }
+
+    @Test func theGuardRollsBackWhenTheServedModelDoesWorseThanItsControlGroup() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded))
         defer { h.stop() }
-        try installModel(for: h.map, in: h.dir.url, seed: 1)
-        try installModel(for: h.map, in: h.dir.url, seed: 2)
-        #expect(try h.ask("promote", #"{"version":1}"#)["ok"] as? Bool == true)
-        #expect(try h.ask("promote", #"{"version":2}"#)["ok"] as? Bool == true)
-        // The incumbent's baseline: |x| ≈ 0.64 on average, reward ≈ −0.64 per tick.
-        try logShadow(h, ticks: 60)
+        let good = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        let bad = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        #expect(try h.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
+        #expect(try h.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
         #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
-        // In control the plant does much worse (|x| = 5): within the 20-tick window the guard trips.
-        var tripped: [String: Any]?
-        var i = 0
-        while tripped == nil && i < 200 {
-            try h.send("plant/t/state", state(5000 + i, x: 5))
-            i += 1
-            for m in h.drain(0.005) where m.topic == "edgeq/t1/retrain" {
-                let o = GatewayHarness.json(m)
-                if o["phase"] as? String == "guard" { tripped = o }
-            }
-        }
-        let event = try #require(tripped, "the guard did not trip in \(i) control ticks")
-        #expect(i <= 40, "tripped only after \(i) control ticks (window 20)")
-        #expect((event["reason"] as? String)?.contains("rolled back from version 2 to 1") == true, "\(event)")
-        #expect(event["verdict"] as? String == "rolled_back")
-        #expect(event["from"] as? Int == 2 && event["to"] as? Int == 1 && event["quarantined"] as? Int == 2, "\(event)")
-        #expect(h.gateway.servedVersion == 1)
+        // v2 serves; every other block of 4 ticks is v1's (its control group). v2 picks a1 and
+        // the plant does badly after it; v1 picks a0.
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(h) != nil })
+        let event = try #require(guardEvent(h), "the guard did not trip in \(plant.acted.count) control ticks")
+        // Deterministic block returns (no spread): the first look, at the second pair, decides.
+        #expect(event["pairs"] as? Int == 2, "\(event)")
+        // Until the trip (2 pairs of 4-tick blocks: not before the 17th tick) both models acted,
+        // through the gateway: v2 (a1) and its control group v1 (a0). (After the rollback, v1's
+        // control group is the incumbent.)
+        #expect(plant.acted.prefix(16).allSatisfy { $0.isGateway }, "\(plant.acted.prefix(16))")
+        #expect(plant.acted.prefix(16).contains(.gateway(1)) && plant.acted.prefix(16).contains(.gateway(0)))
+        #expect(event["verdict"] as? String == "rolled_back", "\(event)")
+        #expect(event["from"] as? Int == bad && event["to"] as? Int == good && event["quarantined"] as? Int == bad, "\(event)")
+        #expect(event["control"] as? String == "v\(good)", "\(event)")
+        #expect((event["reason"] as? String)?.contains("rolled back from version \(bad) to \(good)") == true, "\(event)")
+        #expect(h.gateway.servedVersion == good)
         #expect(h.gateway.mode == .control)
-        let status = try h.waitFor(topic: "edgeq/t1/status") { String(decoding: $0.payload, as: UTF8.self).contains("live guard") }
-        #expect(String(decoding: status.payload, as: UTF8.self).contains(#""trips":1"#))
+        #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(bad))
+        #expect(h.metric("edgeq_guard_trips_total") == 1)
+        let status = try h.waitFor(topic: "edgeq/t1/status") {
+            ((GatewayHarness.json($0)["guard"] as? [String: Any])?["trips"] as? Int) == 1
+        }
+        let guardStatus = GatewayHarness.json(status)["guard"] as? [String: Any] ?? [:]
+        #expect((guardStatus["last_event"] as? String)?.contains("below its control group") == true, "\(guardStatus)")
+        // From now on v1 serves (its control group is the incumbent, which plays a0 here too):
+        // a1, v2's action, is never applied again.
+        let before = plant.acted.count
+        try plant.run(24)
+        #expect(plant.acted.dropFirst(before).allSatisfy { $0.action == 0 }, "\(plant.acted.dropFirst(before))")
     }
 
     @Test func withoutAnEarlierModelTheGuardReturnsToShadow() throws {
-        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient), withModel: true)
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded))
         defer { h.stop() }
-        try logShadow(h, ticks: 60)
-        try h.command("mode", #"{"mode":"control"}"#)
-        _ = try h.waitFor(topic: "edgeq/t1/reply/mode")
-        var i = 0
-        while h.gateway.mode == .control && i < 200 {
-            try h.send("plant/t/state", state(7000 + i, x: 6))
-            i += 1
-            _ = h.drain(0.005)
-        }
-        #expect(h.gateway.mode == .shadow)
-        #expect(try GatewayState.load(from: h.dir.url)?.reason.contains("live guard") == true)
-        // The event says what happened: nothing was rolled back (it said "rolled_back" before).
-        func isGuard(_ m: MQTTMessage) -> Bool { m.topic == "edgeq/t1/retrain" && GatewayHarness.json(m)["phase"] as? String == "guard" }
-        let event = GatewayHarness.json(try h.received.last(where: isGuard) ?? h.waitFor(topic: "edgeq/t1/retrain", isGuard))
+        let bad = try storeModel(favouring: 1, for: h.map, in: h.dir.url)
+        #expect(try h.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        // The control group is the incumbent (no model served before): in its blocks the
+        // gateway is silent and the test plays the incumbent, a0.
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { h.gateway.mode == .shadow })
+        #expect(h.gateway.mode == .shadow, "the guard did not take the gateway out of control in \(plant.acted.count) ticks")
+        #expect(plant.acted.contains(.gateway(1)) && plant.acted.contains(.incumbent(0)))
+        // Recorded too (the record follows the change in memory).
+        #expect(eventually(timeout: 5) { (try? GatewayState.load(from: h.dir.url))??.reason.contains("worse than its control group") == true },
+                "\(String(describing: try? GatewayState.load(from: h.dir.url)))")
+        #expect(try GatewayState.load(from: h.dir.url)?.mode == .shadow)
+        // The event says what happened: nothing to roll back to, back to shadow; the version
+        // the guard removed is quarantined.
+        let event = try #require(eventually(timeout: 5) { _ = h.drain(0.05); return guardEvent(h) != nil } ? guardEvent(h) : nil)
         #expect(event["verdict"] as? String == "fallback_to_shadow", "\(event)")
-        #expect(event["from"] as? Int == 1 && event["to"] is NSNull && event["quarantined"] is NSNull, "\(event)")
-        #expect(h.gateway.servedVersion == 1)
-        #expect(!(try ModelStore(dataDirectory: h.dir.url).isQuarantined(1)))
+        #expect(event["from"] as? Int == bad && event["to"] is NSNull && event["quarantined"] as? Int == bad, "\(event)")
+        #expect(event["control"] as? String == "incumbent", "\(event)")
+        #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(bad))
+        // In shadow the incumbent is in charge: the gateway publishes no command any more.
+        let before = plant.acted.count
+        try plant.run(12)
+        #expect(plant.acted.dropFirst(before).allSatisfy { !$0.isGateway }, "\(plant.acted.dropFirst(before))")
     }
 
     /// Stores a candidate for the test mapping whose values are (about) `headBias` in every

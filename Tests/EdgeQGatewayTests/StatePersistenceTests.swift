@@ -75,16 +75,17 @@ final class SmallTmpfs {
     func leavingControlSucceedsAtOnceOnAFullDiskAndIsRecordedOnceSpaceIsBack() throws {
         let disk = try SmallTmpfs(sizeKiB: 16 * 1024)
         defer { disk.unmount() }  // declared first: runs after the gateway has stopped
-        let yaml = testMapping(extraLearning: RetrainingTests.lenient)
+        let yaml = testMapping(extraLearning: RetrainingTests.guarded)
         let map = try TopicMap.parse(yaml: yaml, file: "test.yaml")
-        try installModel(for: map, in: disk.url)
+        // A served model that does worse than its control group (the incumbent) in part 2.
+        try storeModel(favouring: 1, for: map, in: disk.url, current: true)
         let h = try GatewayHarness(yaml: yaml) { $0.dataDirectory = disk.url.path }
         defer { h.stop() }
         func status(_ match: @escaping ([String: Any]) -> Bool) throws -> [String: Any] {
             GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/status", timeout: 10) { match(GatewayHarness.json($0)) })
         }
 
-        // The incumbent's baseline for the guard: shadow ticks logged while there is space.
+        // Shadow ticks logged while there is space.
         for i in 0..<60 {
             try h.send("plant/t/state", state(i, x: sin(Double(i) * 0.7)))
             try h.send("plant/t/cmd", "{\"a\":\(sin(Double(i) * 0.7) > 0 ? 1 : 0),\"step\":\(i)}")
@@ -118,25 +119,24 @@ final class SmallTmpfs {
         #expect(eventually(timeout: 10) { (try? GatewayState.load(from: disk.url))??.mode == .shadow })
         _ = try status { $0["state_persisted"] as? Bool == true && $0["mode"] as? String == "shadow" }
 
-        // 2. The live guard's fallback on a full disk: shadow at once as well.
+        // 2. The control-group guard's fallback on a full disk: shadow at once as well. The
+        // served model picks a1, after which the plant does badly; in the guard's control blocks
+        // the incumbent (played here: a0) does well.
         #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
         filler = try disk.fill()
-        var i = 0
-        while h.gateway.mode == .control && i < 200 {
-            try h.send("plant/t/state", state(5000 + i, x: 6))
-            i += 1
-            _ = h.drain(0.005)
-        }
-        #expect(h.gateway.mode == .shadow, "the guard did not take the gateway out of control in \(i) ticks")
+        let plant = ClosedLoop(h, firstStep: 5000, incumbent: { _ in 0 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { h.gateway.mode == .shadow })
+        #expect(h.gateway.mode == .shadow, "the guard did not take the gateway out of control in \(plant.acted.count) ticks")
+        #expect(plant.acted.contains(.gateway(1)) && plant.acted.contains(.incumbent(0)))
         // (The status the guard published may have arrived during the ticks above.)
         func isGuardStatus(_ m: MQTTMessage) -> Bool {
-            m.topic == "edgeq/t1/status" && (GatewayHarness.json(m)["reason"] as? String)?.contains("live guard") == true
+            m.topic == "edgeq/t1/status" && (GatewayHarness.json(m)["reason"] as? String)?.contains("below its control group") == true
         }
         let guarded = GatewayHarness.json(try h.received.last(where: isGuardStatus) ?? h.waitFor(topic: "edgeq/t1/status", timeout: 10, isGuardStatus))
         #expect(guarded["mode"] as? String == "shadow", "\(guarded)")
         #expect(guarded["state_persisted"] as? Bool == false, "\(guarded)")
         try FileManager.default.removeItem(at: filler)
-        #expect(eventually(timeout: 10) { (try? GatewayState.load(from: disk.url))??.reason.contains("live guard") == true })
+        #expect(eventually(timeout: 10) { (try? GatewayState.load(from: disk.url))??.reason.contains("worse than its control group") == true })
         #expect(try GatewayState.load(from: disk.url)?.mode == .shadow)
     }
 }

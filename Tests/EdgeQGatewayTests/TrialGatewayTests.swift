@@ -1,0 +1,260 @@
+import EdgeQCore
+@testable import EdgeQGateway
+import EdgeQMQTT
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// The switchback trial and the control-group guard in a running gateway, against a real broker,
+/// real model files and a closed-loop plant in the test (`ClosedLoop`): the trial promotes a
+/// candidate built to be better, stops early on one built to be worse, waits in shadow mode;
+/// the guard trips on a collapsing episodic model and not on one equivalent to its control
+/// group under a changing shared disturbance.
+@Suite struct TrialGatewayTests {
+    /// Trial blocks of 4 ticks, scored whole, a verdict from the second pair on, within 20 pairs;
+    /// no control group after a promotion (these tests are about the trial).
+    static let trial = """
+          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+        """
+
+    /// The plant of the trial tests: after `a0` the next x is 0.5, after `a1` it is 4 (reward
+    /// −|x|), each with a seeded noise of ±0.25, so that block returns spread.
+    static func noisyPlant(seed: UInt64) -> (ClosedLoop, Int) -> Void {
+        var rng = SeededGenerator(seed: seed)
+        return { p, action in
+            p.x = (action == 0 ? 0.5 : 4) + (rng.nextUnit() - 0.5) * 0.5
+            p.y = sin(Double(p.step) * 0.3)
+        }
+    }
+
+    /// An incumbent that picks a0 or a1 at random (seeded): between the two candidates.
+    static func randomIncumbent(seed: UInt64) -> (ClosedLoop) -> Int {
+        var rng = SeededGenerator(seed: seed)
+        return { _ in Int(rng.next() & 1) }
+    }
+
+    /// The trial events (`phase` "trial") on `<prefix>/retrain` seen so far, with `event`.
+    func trialEvents(_ h: GatewayHarness, _ event: String) -> [[String: Any]] {
+        h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json)
+            .filter { $0["phase"] as? String == "trial" && $0["event"] as? String == event }
+    }
+
+    /// The verdict file beside the model.
+    func trialFile(_ h: GatewayHarness, _ version: Int) throws -> [String: Any] {
+        let url = try ModelStore(dataDirectory: h.dir.url).trialURL(version)
+        return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    }
+
+    func startTrial(_ h: GatewayHarness, _ version: Int) throws {
+        try h.gateway.control.sync { try h.gateway.startTrial(version) }
+    }
+
+    @Test func theTrialPromotesACandidateBuiltToBeBetterThanTheIncumbent() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
+        defer { h.stop() }
+        // Control mode without a served model (`promotion: trial`): the incumbent is in charge.
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        try startTrial(h, candidate)
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+
+        let started = try #require(trialEvents(h, "started").first)
+        #expect(started["version"] as? Int == candidate && started["reference"] as? String == "incumbent", "\(started)")
+        #expect(started["waiting_for_control"] as? Bool == false, "\(started)")
+        // Both arms ran the plant: the candidate through the gateway, the incumbent by itself.
+        #expect(plant.acted.contains(.gateway(0)))
+        #expect(plant.acted.contains { !$0.isGateway })
+        #expect(!plant.acted.contains(.gateway(1)))
+        #expect(!trialEvents(h, "progress").isEmpty)
+
+        #expect(verdict["verdict"] as? String == "promote", "\(verdict)")
+        #expect(verdict["promoted"] as? Bool == true, "\(verdict)")
+        #expect(verdict["version"] as? Int == candidate && verdict["reference"] as? String == "incumbent", "\(verdict)")
+        let pairs = try #require(verdict["pairs"] as? Int)
+        #expect(pairs >= 2 && pairs < 20, "\(verdict)")
+        #expect((verdict["mean_difference"] as? Double ?? 0) > 0, "\(verdict)")
+        #expect((verdict["ci_low"] as? Double ?? 0) > 0, "the interval must lie above 0 for a promotion: \(verdict)")
+        #expect(verdict["cost"] as? Double == 0, "\(verdict)")
+
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "promote" && file["promoted"] as? Bool == true, "\(file)")
+        #expect(file["pairs"] as? Int == pairs, "\(file)")
+        #expect(h.gateway.servedVersion == candidate)
+        #expect(try ModelStore(dataDirectory: h.dir.url).current() == candidate)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="promote"}"#) == 1)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="reject"}"#) == 0)
+        #expect(h.metric("edgeq_trial_active") == 0)
+        #expect(h.metric("edgeq_trial_pairs") == Double(pairs))
+        #expect(h.metric("edgeq_trial_mean_difference") > 0)
+        // Served now (no control group: share 0): every tick is the candidate's a0.
+        let before = plant.acted.count
+        try plant.run(12)
+        #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
+    }
+
+    @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
+        defer { h.stop() }
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 21), dynamics: Self.noisyPlant(seed: 22))
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        let started = try #require(trialEvents(h, "started").first)
+        #expect(started["reference"] as? String == "v\(served)", "\(started)")
+        // The gateway ran both arms: the served model (a0) and the candidate (a1).
+        #expect(plant.acted.contains(.gateway(0)) && plant.acted.contains(.gateway(1)))
+
+        #expect(verdict["verdict"] as? String == "reject", "\(verdict)")
+        #expect(verdict["promoted"] as? Bool == false, "\(verdict)")
+        // Stopped at once when worse with the confidence: well before the budget of 20 pairs.
+        let pairs = try #require(verdict["pairs"] as? Int)
+        #expect(pairs >= 2 && pairs < 20, "\(verdict)")
+        #expect((verdict["mean_difference"] as? Double ?? 0) < 0, "\(verdict)")
+        #expect((verdict["ci_high"] as? Double ?? 0) < 0, "the interval must lie below 0 for a rejection: \(verdict)")
+        #expect((verdict["cost"] as? Double ?? 0) > 0, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "reject" && file["promoted"] as? Bool == false, "\(file)")
+        #expect(h.gateway.servedVersion == served)
+        #expect(try ModelStore(dataDirectory: h.dir.url).current() == served)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="reject"}"#) == 1)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="promote"}"#) == 0)
+        #expect(h.metric("edgeq_trial_active") == 0)
+        #expect(h.metric("edgeq_trial_mean_difference") < 0)
+        // The trial is over: the candidate's a1 is never applied again.
+        let before = plant.acted.count
+        try plant.run(12)
+        #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
+    }
+
+    /// A candidate that does exactly what the served model does is not promoted: the budget
+    /// (here 4 pairs) runs out without a verdict either way.
+    @Test func aCandidateNoBetterThanTheServedModelIsNotPromotedWhenTheBudgetRunsOut() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 4}, control_share: 0}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        // Both apply a0; the plant has no noise: every pair's difference is 0.
+        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(plant.acted.allSatisfy { $0 == .gateway(0) })
+        #expect(verdict["verdict"] as? String == "budget-exhausted", "\(verdict)")
+        #expect(verdict["promoted"] as? Bool == false, "\(verdict)")
+        #expect(verdict["pairs"] as? Int == 4 && verdict["mean_difference"] as? Double == 0, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "budget-exhausted" && file["promoted"] as? Bool == false, "\(file)")
+        #expect(h.gateway.servedVersion == served)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="budget-exhausted"}"#) == 1)
+    }
+
+    @Test func theTrialWaitsInShadowModeAndStartsInControlMode() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
+        defer { h.stop() }
+        #expect(h.gateway.mode == .shadow)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        try startTrial(h, candidate)
+        let started = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/retrain") { GatewayHarness.json($0)["event"] as? String == "started" })
+        #expect(started["waiting_for_control"] as? Bool == true, "\(started)")
+        // Shadow mode: the incumbent runs every tick, no candidate command is published, the
+        // trial takes no block.
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 31), dynamics: Self.noisyPlant(seed: 32))
+        try plant.run(40)
+        #expect(plant.acted.allSatisfy { !$0.isGateway }, "\(plant.acted)")
+        #expect(trialEvents(h, "progress").isEmpty && trialEvents(h, "verdict").isEmpty)
+        #expect(h.gateway.servedVersion == nil)
+        // Control mode: the trial runs (the candidate acts in its blocks) and decides.
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let before = plant.acted.count
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        #expect(plant.acted.dropFirst(before).contains(.gateway(0)))
+        #expect(!trialEvents(h, "progress").isEmpty)
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count - before) control ticks")
+        #expect(verdict["verdict"] as? String == "promote", "\(verdict)")
+        #expect(h.gateway.servedVersion == candidate)
+    }
+
+    // MARK: - The control-group guard
+
+    /// The cart-pole-like plant: every tick pays 1, so an episode's return is its length.
+    /// Three `a1` in a row drop the pole (terminal); an episode ends after 20 ticks at most.
+    static func pole(_ p: ClosedLoop, _ action: Int) {
+        p.x = action == 1 ? min(p.x + 1, 9) : 0
+        p.y = sin(Double(p.step) * 0.3)
+        p.done = p.x >= 3 || p.episodeTicks >= 20
+    }
+
+    @Test func theGuardTripsOnACollapsingEpisodicModel() throws {
+        let yaml = episodicMapping(extraLearning: """
+              promotion: {policy: manual, min_agreement: 0, trial: {block: episode, min_pairs: 2}, control_share: 0.5, guard_pairs: 4}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let good = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        let collapsing = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        #expect(try h.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
+        #expect(try h.ask("promote", "{\"version\":\(collapsing)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        // Every other episode is v1's (the control group): 20 ticks; v2 drops the pole in 3.
+        let plant = ClosedLoop(h, episodic: true, incumbent: { _ in 0 }, dynamics: Self.pole)
+        func guardEvent() -> [String: Any]? {
+            h.received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
+        }
+        try plant.run(until: { guardEvent() != nil })
+        let event = try #require(guardEvent(), "the guard did not trip in \(plant.episodes.count) episodes")
+        #expect(plant.episodes.contains { $0.length == 3 } && plant.episodes.contains { $0.length == 20 }, "\(plant.episodes)")
+        #expect(event["verdict"] as? String == "rolled_back", "\(event)")
+        #expect(event["from"] as? Int == collapsing && event["to"] as? Int == good && event["quarantined"] as? Int == collapsing, "\(event)")
+        // Episode returns, compared in pairs: deterministic (20 against 3), decided at the first look.
+        #expect(event["pairs"] as? Int == 2, "\(event)")
+        #expect(event["mean_difference"] as? Double == -17, "\(event)")
+        #expect(h.gateway.servedVersion == good)
+        #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(collapsing))
+        // v1 serves (its control group is the incumbent, a0): every episode runs its 20 ticks.
+        let episodesBefore = plant.episodes.count
+        try plant.run(100)
+        #expect(plant.episodes.dropFirst(episodesBefore + 1).allSatisfy { $0.length == 20 }, "\(plant.episodes.dropFirst(episodesBefore))")
+    }
+
+    @Test func theGuardDoesNotTripOnAModelEquivalentToItsControlGroupUnderAChangingSetpoint() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: RetrainingTests.guarded))
+        defer { h.stop() }
+        let v = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        #expect(try h.ask("promote", "{\"version\":\(v)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        // The served model and its control group (the incumbent) both apply a0. A setpoint
+        // shared by both, drawn anew every 24 ticks between −4 and 4, moves x (and the reward
+        // −|x|) far more than anything either does: a per-tick comparison with an earlier
+        // baseline would see the served model's windows as worse or better by chance.
+        var rng = SeededGenerator(seed: 41)
+        var setpoint = 0.0
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }) { p, action in
+            if p.step % 24 == 0 { setpoint = Double(Int(rng.next() % 9) - 4) }
+            p.x = setpoint + (action == 0 ? 0.25 : 4)
+            p.y = sin(Double(p.step) * 0.3)
+        }
+        try plant.run(260)
+        _ = h.drain(0.3)
+        #expect(h.metric("edgeq_guard_trips_total") == 0)
+        #expect(!h.received.contains { $0.topic == "edgeq/t1/retrain" && GatewayHarness.json($0)["phase"] as? String == "guard" })
+        #expect(h.gateway.servedVersion == v)
+        #expect(h.gateway.mode == .control)
+        // It compared many pairs: half of the blocks were the incumbent's.
+        let status = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/status", timeout: 5))
+        let guardStatus = status["guard"] as? [String: Any] ?? [:]
+        #expect((guardStatus["pairs"] as? Int ?? 0) >= 25, "\(guardStatus)")
+        let incumbentTicks = plant.acted.filter { !$0.isGateway }.count
+        #expect(incumbentTicks >= 100 && incumbentTicks <= 160, "\(incumbentTicks) of \(plant.acted.count) ticks were the incumbent's")
+    }
+}
