@@ -453,6 +453,18 @@ public struct Retrainer: Sendable {
         return config
     }
 
+    /// The largest |Q| any fixed point of the training can have when every logged reward
+    /// satisfies |r| ≤ `maxAbsReward`: max|r| / (1 − γ), for one-step and n-step targets alike
+    /// (the n-step target Σ_{k<n} γ^k r + γ^n Q stays within ±B whenever |Q| ≤ B). A log whose
+    /// rewards are all 0 gives a bound of 0 (kept just above it, so that a ratio stays finite).
+    ///
+    /// - Parameters:
+    ///   - maxAbsReward: the largest one-tick |reward| among the training rows.
+    ///   - gamma: the discount the learner was trained with (`DQNConfig.gamma`).
+    public static func valueBound(maxAbsReward: Double, gamma: Double) -> Double {
+        max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
+    }
+
     /// The learner's next-action mask for a logged `next_mask` (bit i = action i allowed; nil =
     /// all allowed). A mask that allows no action is not an end of the episode (only
     /// `terminal` is): the gateway then applies its fallback and the plant goes on, so the
@@ -478,9 +490,14 @@ public struct Retrainer: Sendable {
         //    counts as fp32's when fp32 values it within τ of its own best (the int8 choice
         //    then loses less than τ of discounted return by fp32's own estimate); τ is a share
         //    of the largest one-step |reward| in the log.
-        let gamma = map.learning.gamma
+        //    The value bound (check 2) uses the discount and n the learner was trained with
+        //    (the report's `learner`, the `DQNConfig` the updates ran with), never a second
+        //    reading of the mapping: bound and training cannot disagree.
+        let trained = report.learner ?? Self.learnerConfig(map.learning, rows: train.count)
+        let gamma = Double(trained.gamma)
+        let nStep = max(trained.nStep, 1)
         let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
-        let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
+        let bound = Self.valueBound(maxAbsReward: maxAbsReward, gamma: gamma)
         let q = candidate.quantizationReport(heldOut: heldStates)
         let tieTolerance = policy.servedPrecision == .int8 ? policy.quantizationTieTolerance * maxAbsReward : 0
         var tolerant = 0, strict = 0, compared = 0, regretSum = 0.0, regretMax = 0.0
@@ -525,6 +542,13 @@ public struct Retrainer: Sendable {
         //    within the bound that the rewards and discount imply. Q of actions the log never
         //    shows are left out of the bound: the conservative term pushes them down on
         //    purpose, without limit.
+        //    Derivation (docs/learning.md, "Checks"): with |r| ≤ R per tick, the learner's
+        //    n-step target Σ_{k<n} γ^k r_{t+k+1} + γ^n Q(s_{t+n}, a*) (no bootstrap after a
+        //    terminal step, fewer steps at an episode's end) lies within ±R(1 − γ^n)/(1 − γ)
+        //    + γ^n · B whenever |Q| ≤ B; with B = R/(1 − γ) that is ±B again. So every fixed
+        //    point of the training, whatever n, has |Q| ≤ R/(1 − γ): n changes how fast values
+        //    get there, not where they may go. Values beyond it are overestimation (measured
+        //    on cart-pole: Q 103–122 where the discounted return collected was 40–48).
         var maxAbsQ = 0.0
         var finite = true
         var finiteRows = 0
@@ -556,7 +580,8 @@ public struct Retrainer: Sendable {
         } else {
             report.checks.append(.judged("q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
                                          passed: maxAbsQ <= bound * policy.qBoundSlack,
-                                         note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+                                         note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g/(1−%.4g) = %.4g × slack %.2g (γ and %d-step returns as trained; an n-step target stays within ±max|r|/(1−γ) whenever Q does, so n does not move the bound)",
+                                                      maxAbsQ, maxAbsReward, gamma, bound, policy.qBoundSlack, nStep)))
         }
 
         // 3. Held-out TD error (one-step, Double DQN target with the candidate as both nets).

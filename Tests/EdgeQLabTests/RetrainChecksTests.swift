@@ -1,0 +1,157 @@
+import EdgeQLab
+import EdgeQLog
+import EdgeQNet
+@testable import EdgeQRetrain
+import EdgeQTopicMap
+import Foundation
+import Testing
+
+/// The candidate's checks fit the plant (issue 13, item 5): the value bound uses the discount
+/// and n-step setting the learner trained with, and a check with nothing to judge says
+/// `not_applicable`, never `passed`. Real logs written by the lab, real candidates from the
+/// `Retrainer`.
+@Suite struct RetrainChecksTests {
+    static var root: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// The shipped cart-pole mapping (3-step returns, γ 0.99, +1 per step), or its text changed by `edit`.
+    static func cartPoleMap(_ edit: (String) -> String = { $0 }) throws -> TopicMap {
+        let path = root.appendingPathComponent("topics/cartpole.yaml").path
+        let yaml = try String(contentsOfFile: path, encoding: .utf8)
+        return try TopicMap.parse(yaml: edit(yaml), file: path)
+    }
+
+    /// A shadow log of the cart-pole's rule, dithered half the time.
+    static func shadowLog(_ map: TopicMap, in dir: URL, name: String = "shadow.sqlite", steps: Int = 2000, seed: UInt64 = 1) throws -> String {
+        let path = dir.appendingPathComponent(name).path
+        var plant = CartPoleLabPlant(seed: seed)
+        _ = try Lab(map: map).run(&plant, steps: steps, policy: .incumbent(dither: 0.5), seed: seed, logPath: path)
+        return path
+    }
+
+    static func retrainer(_ map: TopicMap) -> Retrainer {
+        var policy = CheckPolicy(map.learning)
+        policy.fqeUpdates = 0
+        return Retrainer(map: map, policy: policy)
+    }
+
+    static func check(_ report: RetrainReport, _ name: String) throws -> RetrainReport.Check {
+        try #require(report.checks.first { $0.name == name }, "no check \(name) in \(report.checks.map(\.name))")
+    }
+
+    // MARK: q_within_bound
+
+    /// A candidate trained with 3-step returns, whose values stay within max|r|/(1 − γ) = 100,
+    /// passes; the limit is that bound × the slack, computed with the γ the learner used, and
+    /// the note says which γ and n.
+    @Test func aThreeStepCandidateWithinTheTrueBoundPasses() throws {
+        let map = try Self.cartPoleMap()
+        #expect(map.learning.nStep == 3)
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try Self.shadowLog(map, in: dir)
+        let (report, _) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
+        #expect(report.learner?.nStep == 3)
+        #expect(report.learner?.gamma == 0.99)
+        let c = try Self.check(report, "q_within_bound")
+        #expect(c.status == .passed, "\(c.note)")
+        let maxQ = try #require(c.value)
+        #expect(maxQ > 0 && maxQ <= 100, "max |Q| \(maxQ) is not within the true bound 100")
+        #expect(c.limit == 150)
+        #expect(report.figures["q_bound"] == 100)
+        #expect(c.note.contains("3-step"), "\(c.note)")
+    }
+
+    /// A model whose values are built to be out of bound (trained on the same plant with every
+    /// reward × 100, so |Q| is far above 100) fails the bound of the real rewards, although
+    /// the learner that carries it uses 3-step returns: n does not widen the bound.
+    @Test func aCandidateWhoseValuesAreOutOfBoundFails() throws {
+        let map = try Self.cartPoleMap()
+        let scaled = try Self.cartPoleMap { $0.replacingOccurrences(of: "reward: step_reward ", with: "reward: step_reward * 100 ") }
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let scaledLog = try Self.shadowLog(scaled, in: dir, name: "scaled.sqlite")
+        let (scaledReport, inflated) = try Self.retrainer(scaled).train(logPath: scaledLog, limits: RetrainLimits(steps: 1000), warmStart: nil)
+        let scaledMax = try #require(try Self.check(scaledReport, "q_within_bound").value)
+        #expect(scaledMax > 150, "the model built to be out of bound has max |Q| \(scaledMax)")
+        // The same model, judged on the plant's real rewards (0 updates: the candidate is it).
+        let log = try Self.shadowLog(map, in: dir)
+        let (report, candidate) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 0), warmStart: inflated)
+        #expect(report.warmStart && report.updates == 0)
+        #expect(candidate.parameters == inflated.parameters)
+        let c = try Self.check(report, "q_within_bound")
+        #expect(c.status == .failed, "\(c.note)")
+        #expect(c.limit == 150)
+        #expect((c.value ?? 0) > 150)
+        #expect(report.verdict == "failed")
+        #expect(report.reasons.contains { $0.hasPrefix("q_within_bound:") }, "\(report.reasons)")
+    }
+
+    /// The bound follows the discount the learner trains with: a mapping with γ 0.9 gives 10.
+    @Test func theBoundUsesTheLearnersDiscount() throws {
+        let map = try Self.cartPoleMap { $0.replacingOccurrences(of: "gamma: 0.99", with: "gamma: 0.9") }
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try Self.shadowLog(map, in: dir)
+        let (report, _) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 200), warmStart: nil)
+        #expect(report.learner?.gamma == 0.9)
+        #expect(report.figures["q_bound"] == 10)
+        #expect(try Self.check(report, "q_within_bound").limit == 15)
+        #expect(Retrainer.valueBound(maxAbsReward: 2, gamma: 0.75) == 8)
+    }
+
+    // MARK: nothing to judge
+
+    /// A round logged entirely in control has no incumbent row: `incumbent_agreement` is not
+    /// applicable (no value, `passed` null, named in `notJudged`), and the verdict comes from
+    /// the checks that could be judged.
+    @Test func aRoundLoggedEntirelyInControlLeavesIncumbentAgreementNotApplicable() throws {
+        let map = try Self.cartPoleMap()
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let shadow = try Self.shadowLog(map, in: dir)
+        let (_, model) = try Self.retrainer(map).train(logPath: shadow, limits: RetrainLimits(steps: 500), warmStart: nil)
+        let control = dir.appendingPathComponent("control.sqlite").path
+        var plant = CartPoleLabPlant(seed: 2)
+        let run = try Lab(map: map).run(&plant, steps: 1500, policy: .model(model), seed: 2, logPath: control)
+        #expect(run.modelDecisions == run.decisions)
+        let (report, _) = try Self.retrainer(map).train(logPath: control, limits: RetrainLimits(steps: 200), warmStart: model)
+        #expect(report.incumbentRows == 0)
+        let c = try Self.check(report, "incumbent_agreement")
+        #expect(c.status == .notApplicable)
+        #expect(c.value == nil && c.passed == nil)
+        #expect(c.note.contains("no held-out row from the incumbent"), "\(c.note)")
+        #expect(report.figures["incumbent_agreement"] == nil)
+        #expect(report.notJudged.contains { $0.hasPrefix("incumbent_agreement:") })
+        #expect(!report.reasons.contains { $0.hasPrefix("incumbent_agreement") })
+        // Every other check was judged on the control rows.
+        let judged = report.checks.filter { $0.status != .notApplicable }.map(\.name)
+        #expect(Set(judged) == ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error", "unsupported_actions"])
+    }
+
+    /// With no held-out row and no training row, every check has nothing to judge: each is
+    /// not applicable (none passes), and a candidate with no judged check fails.
+    @Test func everyCheckWithNoRowsIsNotApplicable() throws {
+        let map = try Self.cartPoleMap()
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try Self.shadowLog(map, in: dir)
+        let (_, model) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 10), warmStart: nil)
+        let network = try MLP(model.architecture, parameters: model.parameters)
+        var report = RetrainReport()
+        report.checks = []
+        Self.retrainer(map).check(model, network: network, held: [], train: [], normalization: model.normalization, into: &report)
+        let names = report.checks.map(\.name)
+        #expect(names == ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error", "incumbent_agreement", "unsupported_actions"])
+        for c in report.checks {
+            #expect(c.status == .notApplicable, "\(c.name): \(c.status) (\(c.note))")
+            #expect(c.value == nil, "\(c.name) has a value with nothing to judge")
+            #expect(!c.note.isEmpty)
+        }
+        Retrainer.judge(&report)
+        #expect(report.verdict == "failed")
+        #expect(report.reasons == ["no check could be judged"])
+        #expect(report.notJudged.count == 6)
+    }
+}
