@@ -1,4 +1,6 @@
 import ArgumentParser
+import EdgeQLog
+import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
 
@@ -13,11 +15,22 @@ struct CheckCommand: AsyncParsableCommand {
             exits 0 and prints a one-screen summary: signals, state width, actions, topics \
             subscribed and published. The format is described in docs/mapping.md; \
             topics/reference.yaml shows every key.
+
+            Warnings (FILE: warning: …, on standard error, exit status still 0) say when the \
+            learning settings need something the file cannot show: with `cql_weight: 0` the \
+            first model needs an incumbent whose commands vary in each state (a dithered \
+            incumbent). With --log, the incumbent's rows of an existing experience log are \
+            measured: the share of its states whose 10 nearest logged states all show the same \
+            action; above `checks.max_unsupported` it warns that the log shows no alternative \
+            to learn from (docs/learning.md, "Action diversity").
             """
     )
 
     @Argument(help: "The mapping file (YAML) to check.")
     var file: String
+
+    @Option(help: "An experience log (experience.sqlite, or a gateway's data directory) whose incumbent rows to measure for action diversity.")
+    var log: String?
 
     func run() async throws {
         let map: TopicMap
@@ -30,6 +43,57 @@ struct CheckCommand: AsyncParsableCommand {
             throw ExitCode(error.code == .unreadable ? 66 : 65)
         }
         print(Self.summary(map, file: file))
+        for w in Self.ditherWarnings(map) { FileHandle.standardError.write(Data("\(file): warning: \(w)\n".utf8)) }
+        if let log {
+            let (line, warning) = try Self.measureLog(log, map: map)
+            print(line)
+            if let warning { FileHandle.standardError.write(Data("\(file): warning: \(warning)\n".utf8)) }
+        }
+    }
+
+    /// What the mapping's learning settings need from the incumbent that the file cannot show:
+    /// with no conservative term, the first model, learned from shadow rows alone, has values
+    /// for the actions the incumbent never takes in a state that nothing trained.
+    static func ditherWarnings(_ map: TopicMap) -> [String] {
+        guard map.incumbent != nil, map.learning.cqlWeight == 0 else { return [] }
+        return ["learning.cql_weight is 0 and the first model is learned from the incumbent's shadow rows: it needs the incumbent's commands "
+            + "to vary in each state (a dithered incumbent, e.g. `edgeq sim --dither 0.5`). With a deterministic incumbent the log shows one "
+            + "action per state and every candidate fails unsupported_actions (cart-pole, 5 seeds × 50,000 steps: 0 of 250 candidates served). "
+            + "Set cql_weight > 0 (0.1 learns cart-pole from its deterministic rule), or measure a shadow log with --log."]
+    }
+
+    /// The `--log` line of the summary, and a warning when the incumbent's commands hardly vary.
+    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, warning: String?) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CLIFailure(.noInput, "no experience log at \(path): --log takes a gateway's experience.sqlite or its data directory")
+        }
+        let file = isDirectory.boolValue ? URL(fileURLWithPath: path).appendingPathComponent(ExperienceLog.defaultFileName).path : path
+        let rows: [EdgeQLog.Transition]
+        do {
+            rows = try ExperienceLog.open(path: file, create: false).transitions(window: .lastRows(50_000)).map(\.transition)
+        } catch {
+            if !FileManager.default.fileExists(atPath: file) {
+                throw CLIFailure(.noInput, "no experience log at \(file): --log takes a gateway's experience.sqlite or its data directory")
+            }
+            if error.kind == .schema || error.code?.primary == .corrupt || error.code?.primary.rawValue == 26 {
+                throw CLIFailure(.data, "\(file) is damaged or not an EdgeQ experience log: \(error)")
+            }
+            throw CLIFailure(.io, "cannot read the experience log \(file): \(error)")
+        }
+        guard let d = ActionDiversity.measure(rows, width: map.stateWidth, actionCount: map.actions.count) else {
+            return ("log        \(rows.count) rows (last 50,000), too few incumbent rows of this mapping's shape: action diversity not applicable", nil)
+        }
+        let shares = zip(map.actions, d.actionShare).map { String(format: "%@ %.0f%%", $0.0.name, $0.1 * 100) }.joined(separator: ", ")
+        let line = String(format: "log        %d rows (last 50,000), %d from the incumbent (%@); single-action states %.1f%% of %d probed (their %d nearest incumbent states all show the same action)",
+                          rows.count, d.incumbentRows, shares, d.singleActionShare * 100, d.probed, ActionDiversity.neighbours)
+        let limit = map.learning.maxUnsupported
+        guard d.singleActionShare > limit else { return (line, nil) }
+        let warning = String(format: "%@: the incumbent's commands hardly vary: in %.1f%% of its states (more than checks.max_unsupported %.0f%%) the %d nearest logged states all show "
+            + "the same action, so the log cannot tell what another action does there; a candidate that departs from the incumbent there fails unsupported_actions, "
+            + "one that does not only copies it. Dither the incumbent in shadow (e.g. `edgeq sim --dither 0.5`), or let the gateway explore in control "
+            + "(learning.exploration) with cql_weight > 0.", file, d.singleActionShare * 100, limit * 100, ActionDiversity.neighbours)
+        return (line, warning)
     }
 
     /// The one-screen summary of a valid mapping.

@@ -101,6 +101,53 @@ import Testing
         #expect(Retrainer.valueBound(maxAbsReward: 2, gamma: 0.75) == 8)
     }
 
+    // MARK: a deterministic incumbent
+
+    /// The shipped cart-pole rule without dither logs one action per state region; dithered
+    /// half the time, every region shows both actions. `ActionDiversity` (what `edgeq check
+    /// --log` prints) tells them apart on real lab logs.
+    @Test func aDeterministicIncumbentShowsNoActionDiversity() throws {
+        let map = try Self.cartPoleMap()
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func measure(dither: Double) throws -> ActionDiversity? {
+            let path = dir.appendingPathComponent("d\(dither).sqlite").path
+            var plant = CartPoleLabPlant(seed: 1)
+            _ = try Lab(map: map).run(&plant, steps: 2000, policy: .incumbent(dither: dither), seed: 1, logPath: path)
+            let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all).map(\.transition)
+            return ActionDiversity.measure(rows, width: map.stateWidth, actionCount: map.actions.count)
+        }
+        let deterministic = try #require(try measure(dither: 0))
+        let dithered = try #require(try measure(dither: 0.5))
+        #expect(deterministic.probed == 500 && dithered.probed == 500)
+        #expect(deterministic.singleActionShare > map.learning.maxUnsupported, "\(deterministic)")
+        #expect(dithered.singleActionShare < 0.05, "\(dithered)")
+        #expect(abs(deterministic.actionShare.reduce(0, +) - 1) < 1e-9)
+        // No incumbent row: nothing to measure.
+        #expect(ActionDiversity.measure([], width: map.stateWidth, actionCount: 2) == nil)
+    }
+
+    /// Why the shipped recipe has a conservative term: from the rule's undithered shadow log,
+    /// a candidate without it fails `unsupported_actions` (values of the action the rule never
+    /// takes there were never trained); with the shipped `cql_weight: 0.1` it passes and can be
+    /// served, and exploration in control then shows the other action.
+    @Test func fromADeterministicRulesLogOnlyTheConservativeCandidateIsServed() throws {
+        let shipped = try Self.cartPoleMap()
+        #expect(shipped.learning.cqlWeight == 0.1)
+        let plain = try Self.cartPoleMap { $0.replacingOccurrences(of: "cql_weight: 0.1 ", with: "cql_weight: 0 ") }
+        #expect(plain.learning.cqlWeight == 0)
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("rule.sqlite").path
+        var plant = CartPoleLabPlant(seed: 1)
+        _ = try Lab(map: shipped).run(&plant, steps: 2000, policy: .incumbent(dither: 0), seed: 1, logPath: log)
+        let (without, _) = try Self.retrainer(plain).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
+        #expect(try Self.check(without, "unsupported_actions").status == .failed, "\(without.checks.map { "\($0.name): \($0.note)" })")
+        #expect(without.verdict == "failed")
+        let (with, _) = try Self.retrainer(shipped).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
+        #expect(with.verdict == "passed", "\(with.reasons)")
+    }
+
     // MARK: nothing to judge
 
     /// A round logged entirely in control has no incumbent row: `incumbent_agreement` is not
