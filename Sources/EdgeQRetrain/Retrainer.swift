@@ -346,7 +346,13 @@ public struct Retrainer: Sendable {
         let learnerRows = train.map(toLearner)
 
         let l = map.learning
-        let config = Self.learnerConfig(l, rows: learnerRows.count)
+        var config = Self.learnerConfig(l, rows: learnerRows.count)
+        // EASY TO MISS: bootstrap values are clipped to the range every return of these rewards
+        // lies in. Without it, overestimation (the max in the target picks up the net's errors)
+        // fed itself across warm-started rounds: cart-pole candidates valued states at Q ≈ 120
+        // from which they collected a discounted return of 40–48, beyond the 100 any return of
+        // +1 per step can reach, and were refused by `q_within_bound` round after round.
+        config.bootstrapRange = Self.bootstrapRange(rewards: train.map(\.reward), gamma: Double(config.gamma))
         report.learner = config
         let arch = Architecture(inputCount: width, hidden: l.hidden, actionCount: A, dueling: l.dueling)
 
@@ -465,6 +471,16 @@ public struct Retrainer: Sendable {
         max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
     }
 
+    /// The range of every discounted return of rewards within [min, max] of `rewards`:
+    /// [min(r_min, 0), max(r_max, 0)] / (1 − γ) (a return that ends early adds 0). One-step and
+    /// n-step targets alike stay in it when the bootstrap value does, so the retraining clips
+    /// its bootstrap values to it (`DQNConfig.bootstrapRange`); nil for no rewards.
+    public static func bootstrapRange(rewards: [Double], gamma: Double) -> ClosedRange<Float>? {
+        guard let lo = rewards.min(), let hi = rewards.max(), lo.isFinite, hi.isFinite else { return nil }
+        let scale = 1 / max(1 - gamma, 1e-6)
+        return Float(min(lo, 0) * scale)...Float(max(hi, 0) * scale)
+    }
+
     /// The learner's next-action mask for a logged `next_mask` (bit i = action i allowed; nil =
     /// all allowed). A mask that allows no action is not an end of the episode (only
     /// `terminal` is): the gateway then applies its fallback and the plant goes on, so the
@@ -548,7 +564,9 @@ public struct Retrainer: Sendable {
         //    + γ^n · B whenever |Q| ≤ B; with B = R/(1 − γ) that is ±B again. So every fixed
         //    point of the training, whatever n, has |Q| ≤ R/(1 − γ): n changes how fast values
         //    get there, not where they may go. Values beyond it are overestimation (measured
-        //    on cart-pole: Q 103–122 where the discounted return collected was 40–48).
+        //    on cart-pole before bootstrap values were clipped to that range: Q 103–122 where
+        //    the discounted return collected was 40–48); with the clip only the fit's own
+        //    error can exceed it, which the slack allows for.
         var maxAbsQ = 0.0
         var finite = true
         var finiteRows = 0

@@ -54,6 +54,9 @@ import Testing
         let (report, _) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
         #expect(report.learner?.nStep == 3)
         #expect(report.learner?.gamma == 0.99)
+        // Bootstrap values were clipped to the range of every return of +1 per step.
+        let range = try #require(report.learner?.bootstrapRange)
+        #expect(range.lowerBound == 0 && abs(range.upperBound - 100) < 1e-3, "\(range)")
         let c = try Self.check(report, "q_within_bound")
         #expect(c.status == .passed, "\(c.note)")
         let maxQ = try #require(c.value)
@@ -99,6 +102,11 @@ import Testing
         #expect(report.figures["q_bound"] == 10)
         #expect(try Self.check(report, "q_within_bound").limit == 15)
         #expect(Retrainer.valueBound(maxAbsReward: 2, gamma: 0.75) == 8)
+        #expect(abs((report.learner?.bootstrapRange?.upperBound ?? 0) - 10) < 1e-4)
+        // Costs (rewards ≤ 0) give [r_min/(1 − γ), 0]; mixed signs both ends; no rewards, no range.
+        #expect(Retrainer.bootstrapRange(rewards: [-4, -1, 0], gamma: 0.75) == -16...0)
+        #expect(Retrainer.bootstrapRange(rewards: [-1, 2], gamma: 0.5) == -2...4)
+        #expect(Retrainer.bootstrapRange(rewards: [], gamma: 0.5) == nil)
     }
 
     // MARK: a deterministic incumbent
