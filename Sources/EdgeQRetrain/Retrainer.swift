@@ -510,7 +510,9 @@ public struct Retrainer: Sendable {
         //    (the report's `learner`, the `DQNConfig` the updates ran with), never a second
         //    reading of the mapping: bound and training cannot disagree.
         let trained = report.learner ?? Self.learnerConfig(map.learning, rows: train.count)
-        let gamma = Double(trained.gamma)
+        // The learner's γ is a Float; the mapping's Double when it is the same number (0.99, not
+        // 0.99000000953…), so that limits read as written.
+        let gamma = Float(map.learning.gamma) == trained.gamma ? map.learning.gamma : Double(trained.gamma)
         let nStep = max(trained.nStep, 1)
         let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
         let bound = Self.valueBound(maxAbsReward: maxAbsReward, gamma: gamma)

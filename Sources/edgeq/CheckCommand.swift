@@ -22,7 +22,8 @@ struct CheckCommand: AsyncParsableCommand {
             incumbent). With --log, the incumbent's rows of an existing experience log are \
             measured: the share of its states whose 10 nearest logged states all show the same \
             action; above `checks.max_unsupported` it warns that the log shows no alternative \
-            to learn from (docs/learning.md, "Action diversity").
+            to learn from, or only notes it when the mapping's conservative term and exploration \
+            in control cope (docs/learning.md, "Action diversity").
             """
     )
 
@@ -45,9 +46,9 @@ struct CheckCommand: AsyncParsableCommand {
         print(Self.summary(map, file: file))
         for w in Self.ditherWarnings(map) { FileHandle.standardError.write(Data("\(file): warning: \(w)\n".utf8)) }
         if let log {
-            let (line, warning) = try Self.measureLog(log, map: map)
+            let (line, finding) = try Self.measureLog(log, map: map)
             print(line)
-            if let warning { FileHandle.standardError.write(Data("\(file): warning: \(warning)\n".utf8)) }
+            if let finding { FileHandle.standardError.write(Data("\(file): \(finding.line)\n".utf8)) }
         }
     }
 
@@ -62,8 +63,10 @@ struct CheckCommand: AsyncParsableCommand {
             + "Set cql_weight > 0 (0.1 learns cart-pole from its deterministic rule), or measure a shadow log with --log."]
     }
 
-    /// The `--log` line of the summary, and a warning when the incumbent's commands hardly vary.
-    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, warning: String?) {
+    /// The `--log` line of the summary, and what to say when the incumbent's commands hardly
+    /// vary: a warning when nothing in the log or the mapping will show another action, a
+    /// note when the mapping's conservative term and exploration in control cope with it.
+    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, finding: Finding?) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CLIFailure(.noInput, "no experience log at \(path): --log takes a gateway's experience.sqlite or its data directory")
@@ -82,18 +85,41 @@ struct CheckCommand: AsyncParsableCommand {
             throw CLIFailure(.io, "cannot read the experience log \(file): \(error)")
         }
         guard let d = ActionDiversity.measure(rows, width: map.stateWidth, actionCount: map.actions.count) else {
-            return ("log        \(rows.count) rows (last 50,000), too few incumbent rows of this mapping's shape: action diversity not applicable", nil)
+            return ("log        \(rows.count) rows (last 50,000), fewer than \(ActionDiversity.neighbours + 1) incumbent rows with this mapping's state width (\(map.stateWidth)) "
+                    + "and actions (\(map.actions.count)): action diversity not applicable", nil)
         }
         let shares = zip(map.actions, d.actionShare).map { String(format: "%@ %.0f%%", $0.0.name, $0.1 * 100) }.joined(separator: ", ")
         let line = String(format: "log        %d rows (last 50,000), %d from the incumbent (%@); single-action states %.1f%% of %d probed (their %d nearest incumbent states all show the same action)",
                           rows.count, d.incumbentRows, shares, d.singleActionShare * 100, d.probed, ActionDiversity.neighbours)
-        let limit = map.learning.maxUnsupported
-        guard d.singleActionShare > limit else { return (line, nil) }
-        let warning = String(format: "%@: the incumbent's commands hardly vary: in %.1f%% of its states (more than checks.max_unsupported %.0f%%) the %d nearest logged states all show "
-            + "the same action, so the log cannot tell what another action does there; a candidate that departs from the incumbent there fails unsupported_actions, "
-            + "one that does not only copies it. Dither the incumbent in shadow (e.g. `edgeq sim --dither 0.5`), or let the gateway explore in control "
-            + "(learning.exploration) with cql_weight > 0.", file, d.singleActionShare * 100, limit * 100, ActionDiversity.neighbours)
-        return (line, warning)
+        let l = map.learning
+        guard d.singleActionShare > l.maxUnsupported else { return (line, nil) }
+        let what = String(format: "%@: the incumbent's commands hardly vary: in %.1f%% of its states (more than checks.max_unsupported %.0f%%) the %d nearest logged "
+            + "states all show the same action, so the log cannot tell what another action does there; ",
+            file, d.singleActionShare * 100, l.maxUnsupported * 100, ActionDiversity.neighbours)
+        let explores = l.explorationBudget > 0 && max(l.epsilonStart, l.epsilonEnd) > 0
+        if l.cqlWeight == 0 {
+            return (line, .warning(what + "with cql_weight 0 every candidate learned from it fails unsupported_actions. Dither the incumbent in shadow "
+                + "(e.g. `edgeq sim --dither 0.5`) or set cql_weight > 0."))
+        }
+        if !explores {
+            return (line, .warning(what + "candidates can only copy the incumbent, and with no exploration in control nothing will show another action. "
+                + "Dither the incumbent in shadow (e.g. `edgeq sim --dither 0.2`) or allow exploration in control (learning.exploration)."))
+        }
+        return (line, .note(what + "the first models stay near the incumbent (cql_weight > 0) until this mapping's exploration in control shows the other actions."))
+    }
+
+    /// What `--log` found worth saying: a warning (the log and the settings cannot learn
+    /// anything but the incumbent, or nothing at all) or a note (the settings cope).
+    enum Finding: Equatable {
+        case warning(String)
+        case note(String)
+
+        var line: String {
+            switch self {
+            case .warning(let w): return "warning: " + w
+            case .note(let n): return "note: " + n
+            }
+        }
     }
 
     /// The one-screen summary of a valid mapping.

@@ -86,8 +86,10 @@ import Testing
     }
 
     /// `--log` measures the incumbent's rows of a real log: a rule that is deterministic in the
-    /// state (action = sign of x) is warned about; the same states with the action varying
-    /// (every third command flipped) are not; a log with no incumbent row is not judged.
+    /// state (action = sign of x) is warned about when nothing in the mapping will show another
+    /// action (only a note when its conservative term and exploration in control cope); the
+    /// same states with the action varying (every third command flipped) are not; a log with
+    /// no incumbent row is not judged.
     @Test func checkLogMeasuresTheIncumbentsActionDiversity() throws {
         let dir = try Self.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -112,7 +114,20 @@ import Testing
         let r = try EdgeQBinary.run(["check", file, "--log", deterministic])
         #expect(r.code == 0, "\(r.stderr)")
         #expect(r.stdout.contains("log        2000 rows (last 50,000), 2000 from the incumbent (low 50%, high 50%); single-action states"), "\(r.stdout)")
-        #expect(r.stderr.contains("warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
+        #expect(r.stderr.contains("\(file): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
+        #expect(r.stderr.contains("candidates can only copy the incumbent"), "\(r.stderr)")
+
+        let exploring = dir.appendingPathComponent("exploring.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  exploration: {start: 1.0, end: 0.05, decay_steps: 1000, budget: 1.0}")
+            .write(toFile: exploring, atomically: true, encoding: .utf8)
+        let e = try EdgeQBinary.run(["check", exploring, "--log", deterministic])
+        #expect(e.code == 0 && !e.stderr.contains("warning"), "\(e.stderr)")
+        #expect(e.stderr.contains("\(exploring): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(e.stderr)")
+        let plain = dir.appendingPathComponent("plain.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0").write(toFile: plain, atomically: true, encoding: .utf8)
+        let p = try EdgeQBinary.run(["check", plain, "--log", deterministic])
+        #expect(p.stderr.contains("\(plain): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(p.stderr)")
+        #expect(p.stderr.contains("with cql_weight 0 every candidate learned from it fails unsupported_actions"), "\(p.stderr)")
 
         let varied = try write("varied", rows: 2000) { k, x in (x > 0) != (k % 3 == 0) ? 1 : 0 }
         let v = try EdgeQBinary.run(["check", file, "--log", varied + "/experience.sqlite"])
