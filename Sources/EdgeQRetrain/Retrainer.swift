@@ -352,7 +352,7 @@ public struct Retrainer: Sendable {
         // fed itself across warm-started rounds: cart-pole candidates valued states at Q ≈ 120
         // from which they collected a discounted return of 40–48, beyond the 100 any return of
         // +1 per step can reach, and were refused by `q_within_bound` round after round.
-        config.bootstrapRange = Self.bootstrapRange(rewards: train.map(\.reward), gamma: Double(config.gamma))
+        config.bootstrapRange = Self.bootstrapRange(rewards: train.map(\.reward), gamma: l.gamma)   // γ as written (config.gamma is its Float)
         report.learner = config
         let arch = Architecture(inputCount: width, hidden: l.hidden, actionCount: A, dueling: l.dueling)
 
