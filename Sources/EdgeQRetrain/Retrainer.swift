@@ -531,16 +531,17 @@ public struct Retrainer: Sendable {
             if p8 == pf { strict += 1 }
             if p8 == pf || regret <= tieTolerance { tolerant += 1 }
         }
-        let nq = Double(max(compared, 1))
+        // No state compared: the figures are not numbers (left out of the JSON), not 0 %.
+        let nq = compared > 0 ? Double(compared) : .nan
         let agreementTol = Double(tolerant) / nq
         report.figures["quantization_agreement_strict"] = Double(strict) / nq
         report.figures["quantization_agreement_within_tie"] = agreementTol
         report.figures["quantization_tie_tolerance"] = tieTolerance
         report.figures["quantization_mean_regret"] = regretSum / nq
-        report.figures["quantization_max_regret"] = regretMax
-        report.figures["quantization_max_abs_error"] = Double(q.maxAbsError)
-        report.figures["int8_agreement_strict"] = q.agreement
-        report.figures["mixed_fp32_share"] = q.mixedFP32Share
+        report.figures["quantization_max_regret"] = compared > 0 ? regretMax : .nan
+        report.figures["quantization_max_abs_error"] = compared > 0 ? Double(q.maxAbsError) : .nan
+        report.figures["int8_agreement_strict"] = compared > 0 ? q.agreement : .nan
+        report.figures["mixed_fp32_share"] = compared > 0 ? q.mixedFP32Share : .nan
         report.figures["int8_tie_margin"] = Double(candidate.int8.tieMargin)
         let what = policy.servedPrecision == .int8
             ? String(format: "int8 picks fp32's action, or one fp32 values within τ = %.3g of it", tieTolerance)
@@ -586,8 +587,8 @@ public struct Retrainer: Sendable {
             maxAbsQ = max(maxAbsQ, Double(abs(greedy)))
             if let a = t.action { maxAbsQ = max(maxAbsQ, Double(abs(qs[a]))) }
         }
-        report.figures["max_abs_q"] = maxAbsQ
-        report.figures["q_bound"] = bound
+        report.figures["max_abs_q"] = finiteRows > 0 ? maxAbsQ : .nan
+        report.figures["q_bound"] = train.isEmpty ? .nan : bound   // no training row: no reward to scale it
         if held.isEmpty {
             report.checks.append(.notApplicable("q_finite", limit: 1, note: "no held-out state"))
         } else {
@@ -702,7 +703,7 @@ public struct Retrainer: Sendable {
                                          passed: unsupportedShare <= policy.maxUnsupported,
                                          note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
         }
-        var actionShare = [Double](repeating: 0, count: A)
+        var actionShare = [Double](repeating: picks.isEmpty ? .nan : 0, count: A)
         for p in picks where p >= 0 { actionShare[p] += 1 / Double(max(picks.count, 1)) }
         for (i, share) in actionShare.enumerated() { report.figures["candidate_action_share_\(map.actions[i].name)"] = share }
     }

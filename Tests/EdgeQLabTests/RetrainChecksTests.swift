@@ -208,5 +208,13 @@ import Testing
         #expect(report.verdict == "failed")
         #expect(report.reasons == ["no check could be judged"])
         #expect(report.notJudged.count == 6)
+        // Nor does a figure measured on nothing read as 0 %: it is not a number, left out of the JSON.
+        let json = try #require(JSONSerialization.jsonObject(with: report.json()) as? [String: Any])
+        let figures = try #require(json["figures"] as? [String: Double])
+        for name in ["quantization_agreement_strict", "quantization_agreement_within_tie", "quantization_max_regret", "int8_agreement_strict",
+                     "mixed_fp32_share", "max_abs_q", "q_bound", "held_out_td_error", "incumbent_agreement", "unsupported_action_share",
+                     "candidate_action_share_push_left", "candidate_action_share_push_right"] {
+            #expect(figures[name] == nil, "\(name) = \(figures[name] ?? .nan) measured on no row")
+        }
     }
 }
