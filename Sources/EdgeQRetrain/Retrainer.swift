@@ -693,16 +693,26 @@ public struct Retrainer: Sendable {
             }
             if !nearest.contains(where: { $0.1 == picks[i] }) { unsupported += 1 }
         }
+        // How much the incumbent's own training rows show of other actions (a figure; it names
+        // the cause when unsupported_actions fails on a deterministic incumbent's log).
+        let diversity = ActionDiversity.measure(train, width: width, actionCount: A)
+        report.figures["incumbent_single_action_share"] = diversity?.singleActionShare ?? .nan
         if probe.isEmpty || sample.isEmpty {
             report.checks.append(.notApplicable("unsupported_actions", limit: policy.maxUnsupported,
                                                 note: "no \(probe.isEmpty ? "held-out state to probe" : "training row to compare with")"))
         } else {
             let unsupportedShare = Double(unsupported) / Double(probe.count)
             report.figures["unsupported_action_share"] = unsupportedShare
-            report.checks.append(.judged("unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported,
-                                         passed: unsupportedShare <= policy.maxUnsupported,
-                                         note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
+            var note = String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)
+            let passed = unsupportedShare <= policy.maxUnsupported
+            // Why, when the incumbent's own rows show one action per state region (`edgeq check --log`).
+            if !passed, let d = diversity, d.singleActionShare > policy.maxUnsupported {
+                note += String(format: "; near %.1f%% of its training states the incumbent shows one action only (a deterministic incumbent): "
+                               + "dither it in shadow or set learning.cql_weight > 0", d.singleActionShare * 100)
+            }
+            report.checks.append(.judged("unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported, passed: passed, note: note))
         }
+
         var actionShare = [Double](repeating: picks.isEmpty ? .nan : 0, count: A)
         for p in picks where p >= 0 { actionShare[p] += 1 / Double(max(picks.count, 1)) }
         for (i, share) in actionShare.enumerated() { report.figures["candidate_action_share_\(map.actions[i].name)"] = share }

@@ -150,10 +150,19 @@ import Testing
         var plant = CartPoleLabPlant(seed: 1)
         _ = try Lab(map: shipped).run(&plant, steps: 2000, policy: .incumbent(dither: 0), seed: 1, logPath: log)
         let (without, _) = try Self.retrainer(plain).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
-        #expect(try Self.check(without, "unsupported_actions").status == .failed, "\(without.checks.map { "\($0.name): \($0.note)" })")
+        let unsupported = try Self.check(without, "unsupported_actions")
+        #expect(unsupported.status == .failed, "\(without.checks.map { "\($0.name): \($0.note)" })")
+        // The note names the cause, measured on the log's incumbent rows.
+        #expect(unsupported.note.contains("the incumbent shows one action only (a deterministic incumbent)"), "\(unsupported.note)")
+        #expect((without.figures["incumbent_single_action_share"] ?? 0) > 0.5, "\(without.figures)")
         #expect(without.verdict == "failed")
         let (with, _) = try Self.retrainer(shipped).train(logPath: log, limits: RetrainLimits(steps: 1000), warmStart: nil)
         #expect(with.verdict == "passed", "\(with.reasons)")
+        // A dithered log: no such remark.
+        let dithered = try Self.shadowLog(plain, in: dir, name: "dithered.sqlite")
+        let (mixed, _) = try Self.retrainer(plain).train(logPath: dithered, limits: RetrainLimits(steps: 1000), warmStart: nil)
+        #expect((mixed.figures["incumbent_single_action_share"] ?? 1) < 0.05, "\(mixed.figures)")
+        #expect(!(try Self.check(mixed, "unsupported_actions").note.contains("deterministic")))
     }
 
     // MARK: nothing to judge
@@ -211,7 +220,7 @@ import Testing
         // Nor does a figure measured on nothing read as 0 %: it is not a number, left out of the JSON.
         let json = try #require(JSONSerialization.jsonObject(with: report.json()) as? [String: Any])
         let figures = try #require(json["figures"] as? [String: Double])
-        for name in ["quantization_agreement_strict", "quantization_agreement_within_tie", "quantization_max_regret", "int8_agreement_strict",
+        for name in ["incumbent_single_action_share", "quantization_agreement_strict", "quantization_agreement_within_tie", "quantization_max_regret", "int8_agreement_strict",
                      "mixed_fp32_share", "max_abs_q", "q_bound", "held_out_td_error", "incumbent_agreement", "unsupported_action_share",
                      "candidate_action_share_push_left", "candidate_action_share_push_right"] {
             #expect(figures[name] == nil, "\(name) = \(figures[name] ?? .nan) measured on no row")
