@@ -4,10 +4,9 @@ import EdgeQNet
 import EdgeQTopicMap
 import Foundation
 
-/// Everything a tick reads and writes: the signal table, the runtime that assembles states,
-/// the served and compared engines, the open transition, the pending incumbent and applied
-/// actions, the gap detector, the live guard's window, exploration, and the buffers the
-/// decision path reuses (no allocation per message).
+/// The gateway's side of a tick: the decision core (`DecisionCore`: state, transitions,
+/// safety, exploration, rendered writes, shared with the lab), the served engine, the
+/// switchback trial and the control-group guard, and the shadow report's buffer (no allocation per message).
 ///
 /// One owner at a time, and the compiler proves it: the gateway keeps it in a
 /// `Mutex<DecisionState>` and every decision function takes it `inout` from inside
@@ -15,79 +14,38 @@ import Foundation
 /// ones). Nothing else can reach it; what other threads need (the mode, the served model, the
 /// guard's figures, counters) goes through atomics, mutexes and the metrics.
 struct DecisionState {
-    var runtime: TopicMapRuntime
-    var table: SignalTable
+    var core: DecisionCore
     var engine: QEngine?
     var engineGeneration = -1
     var engineModel: ServedModel?
-    var state: [Float]
-    var qValues: [Float]
-    var mask: [Bool]
     var payload: [UInt8] = []
-    var tick: Int64 = 0
-    var episode: Int64 = 0
-    var open: OpenTransition?
-    var pendingIncumbent: Int?
-    /// The action the plant reported applying since the last tick (`applied` section).
-    var pendingApplied: Int?
-    var gaps: TickGapDetector
-    /// Per-write payload buffers (one per write of the action with the most writes, 1 KiB
-    /// reserved each): an action's writes are all rendered before any is published.
-    var writeBuffers: [[UInt8]]
-    var guardState: LiveGuardState
-    var exploreRNG = SeededGenerator(seed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
-    var controlDecisions = 0
-    var candidateEngine: QEngine?
+    /// The candidate slot's generation last picked up.
     var candidateEngineGeneration = 0
-    var comparedCandidate: ServedModel?
-    var candidateQValues: [Float]
-    var comparison = CandidateComparison()
-    var explorations = 0
+    /// The switchback trial under way (TrialControl.swift), its candidate and engine, and its
+    /// reference (the model served when it started; nil: the incumbent).
+    var trial: SwitchbackTrial?
+    var trialCandidate: ServedModel?
+    var trialEngine: QEngine?
+    var trialReference: ServedModel?
+    /// The control-group guard of the served model, and its control group's controller (the
+    /// model served before it; nil: the incumbent).
+    var controlGroup: ControlGroupGuard?
+    var previousModel: ServedModel?
+    var previousEngine: QEngine?
+    /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
+    var openRole: ControllerRole?
+    /// Whether the gateway was in charge of the plant on the previous tick (handover).
+    var gatewayInCharge = false
 
-    /// The decision of tick t, waiting for the reward and state of tick t+1.
-    struct OpenTransition {
-        var time: Double
-        var tick: Int64
-        /// Monotonic time of tick t (ns) and the `tick.sequence` signal's value then (nil: none
-        /// or not valid), to find missed ticks when the transition closes.
-        var monotonic: UInt64
-        var sequence: Double?
-        var state: [Float]
-        var applied: Int?
-        var actor: Actor
-        var mode: ControlMode
-        var modelVersion: String?
-        var qValues: [Float]?
-        var modelAction: Int?
-        /// shadow-first: the candidate's pick at t and its Q-values (only while comparing).
-        var candidateAction: Int? = nil
-        var candidateQ: [Float]? = nil
-    }
-
-    /// The incumbent command that closed the previous transition (kept for the shadow report).
-    var lastIncumbentReported: Int?
-
-    init(map: TopicMap, guardWindow: Int) {
-        guardState = LiveGuardState(window: guardWindow)
-        runtime = TopicMapRuntime(map: map)
-        table = SignalTable(for: map)
-        state = [Float](repeating: 0, count: map.stateWidth)
-        qValues = [Float](repeating: 0, count: map.actions.count)
-        candidateQValues = [Float](repeating: 0, count: map.actions.count)
-        mask = [Bool](repeating: true, count: map.actions.count)
+    init(map: TopicMap) {
+        core = DecisionCore(map: map, explorationSeed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
         payload.reserveCapacity(1024)
-        gaps = TickGapDetector(map: map)
-        writeBuffers = (0..<max(1, map.actions.map(\.writes.count).max() ?? 1)).map { _ in
-            var b: [UInt8] = []
-            b.reserveCapacity(1024)
-            return b
-        }
     }
 
     // MARK: - The shadow report's JSON, appended to `payload` without allocating
 
     mutating func appendLastIncumbent() {
-        if let v = lastIncumbentReported { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
+        if let v = core.lastIncumbentReported { appendInt(v) } else { payload.append(contentsOf: "null".utf8) }
     }
 
     mutating func appendInt(_ v: Int) {

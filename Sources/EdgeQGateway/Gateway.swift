@@ -36,8 +36,6 @@ public struct GatewayOptions: Sendable {
     /// Control mode: the watchdog publishes the fallback when no decision was made for this
     /// many seconds (nil: 3 periods for a periodic tick, off for a trigger tick).
     public var watchdogSeconds: Double?
-    /// Control ticks in the live guard's rolling window (nil: the mapping file's `promotion.guard_window`).
-    public var guardWindow: Int?
     /// Thresholds of a candidate's checks (nil: defaults, support limit from the mapping file).
     public var checkPolicy: CheckPolicy?
     /// Ignore the mapping file's retrain schedule (retrain only on `cmd/retrain`), e.g. for a demo.
@@ -131,12 +129,16 @@ public final class Gateway: Sendable {
     let lastCountRetrainStart = Atomic<UInt64>(0)
     /// The burst detector of `HeapTrim` (used on the control queue).
     let heapTrim = Mutex(HeapTrim())
-    let guardWindow: Int
-    let guardBaseline = Atomic<UInt64>(Double.nan.bitPattern)
-    let guardMean = Atomic<UInt64>(Double.nan.bitPattern)
+    /// The guard's last event, its figures (TrialControl.swift), the trial's figures.
     let lastGuardEvent = Mutex<String?>(nil)
+    let guardSummary = Mutex<GuardSummary?>(nil)
+    let trialStatus = Mutex<[String: JSONValue]?>(nil)
+    let trialRunning = Atomic<Bool>(false)
+    /// The candidate on trial, handed to the decision thread (picked up when the generation moves).
     let candidateSlot = Mutex<ServedModel?>(nil)
     let candidateGeneration = Atomic<Int>(0)
+    /// The controller before the served model (the guard's control group; nil: the incumbent).
+    let previousController = Mutex<ServedModel?>(nil)
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
@@ -161,6 +163,9 @@ public final class Gateway: Sendable {
     /// tick it is never contended. (ThreadSanitizer does not see the futex under `Mutex` on
     /// Linux and may report races that are not there; the compiler's proof stands.)
     let decision: Mutex<DecisionState>
+    /// Who the plant was told is in charge, and the handover connection carrying the `give`
+    /// Last Will (Handover.swift).
+    let handover: HandoverState
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -217,12 +222,12 @@ public final class Gateway: Sendable {
         var policy = options.checkPolicy ?? Retrainer(map: options.map).policy
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
-        guardWindow = max(options.guardWindow ?? options.map.learning.guardWindow, 1)
-        decision = Mutex(DecisionState(map: map, guardWindow: guardWindow))
+        decision = Mutex(DecisionState(map: map))
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            handover = HandoverState(map: map, base: config, registry: metrics.registry)
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -257,7 +262,7 @@ public final class Gateway: Sendable {
         // The served model, verified (checksum + reference set); on failure fall back to the
         // previous version, and without any model start in shadow.
         loadServedModelAtStart()
-        if mode == .control && served.withLock({ $0 == nil }) {
+        if mode == .control && served.withLock({ $0 == nil }) && map.learning.promotion != .trial {
             modeState.store(0, ordering: .relaxed)
             modeReason.withLock { $0 = "no model has passed its checks: started in shadow" }
             logger.warning("control mode asked for, but no model has passed its checks: running in shadow")
@@ -325,8 +330,12 @@ public final class Gateway: Sendable {
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
         ])
+        if mode == .control && servedVersion != nil {
+            handOver(to: .gateway, reason: "started in control mode")
+        } else {
+            announceHandover(reason: "started: the incumbent is in charge")
+        }
         startCommandThread()
-        control.async { self.refreshGuardBaseline() }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
@@ -396,6 +405,8 @@ public final class Gateway: Sendable {
     }
 
     private func shutdown() {
+        // The plant first: no decision comes any more (the give, then the offline status).
+        handOverAtShutdown()
         stopCommandThread()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
@@ -432,247 +443,77 @@ public final class Gateway: Sendable {
             }
             return
         }
-        m.payload.withUnsafeBytes { bytes in
-            if let inc = map.incumbent, inc.topic == m.topic || inc.topic.utf8.contains(UInt8(ascii: "+")) {
-                if let a = map.incumbentAction(topic: m.topic, payload: bytes) {
-                    d.pendingIncumbent = a
-                    metrics.incumbentSeen.increment()
-                }
-            }
-            if map.applied != nil, map.isAppliedTopic(m.topic) {
-                if let a = map.appliedAction(topic: m.topic, payload: bytes) {
-                    d.pendingApplied = a
-                    metrics.appliedReports.increment()
-                }
-            }
-            let routed = map.decode(topic: m.topic, payload: bytes, time: m.arrival, into: &d.table)
-            if routed == 0 && map.incumbent?.topic != m.topic && map.applied?.topic != m.topic {
-                metrics.unrouted.increment()
-            }
+        let r = m.payload.withUnsafeBytes { d.core.receive(topic: m.topic, payload: $0, time: m.arrival) }
+        if r.incumbent { metrics.incumbentSeen.increment() }
+        if r.applied { metrics.appliedReports.increment() }
+        if r.routed == 0 && map.incumbent?.topic != m.topic && map.applied?.topic != m.topic {
+            metrics.unrouted.increment()
         }
-        if map.isTrigger(topic: m.topic) {
+        if r.triggers {
             decide(arrival: m.arrival, &d)
         }
     }
 
     // MARK: - The decision
 
-    /// One tick: assemble and check the state, close the previous transition, decide,
-    /// publish (control) or report (shadow), open the next transition.
+    /// One tick through the decision core (`DecisionCore`, shared with the lab): then publish
+    /// the applied action's writes (control) or the shadow report (shadow), log the closed
+    /// transition, feed the switchback trial or the guard, and count.
     func decide(arrival: UInt64, _ d: inout DecisionState) {
-        d.tick += 1
         metrics.ticks.increment()
         pickUpModel(&d)
         let now = Self.now()
         let wall = Date().timeIntervalSince1970
-        let stateStatus = d.state.withUnsafeMutableBufferPointer {
-            d.runtime.assembleState(from: d.table, now: now, wallClock: wall, into: $0)
-        }
-        // While the plant is in hand (safety.hand_override), the gateway only shadows.
-        let modeNow: GatewayMode = stateStatus == .handOverride ? .shadow : mode
-        let reward = d.runtime.reward()
-        let terminal = d.runtime.terminal() ?? false
-        let truncated = d.runtime.truncated() ?? false
-        let allowedCount = d.mask.withUnsafeMutableBufferPointer { d.runtime.actionMask(into: $0) }
+        // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
+        let who = controller(&d)
+        handOverIfNeeded(who, &d)
+        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version,
+                              mayExplore: d.trial == nil)
         syncDecoderCounters(&d)
-        // Missed ticks since the previous one: by the clock, and by the plant's step counter.
-        let clockGap = d.gaps.observe(now)
-        var sequence: Double?
-        if let si = map.sequenceSignal, d.table.status(of: si) == .valid { sequence = d.table.values[si] }
+        let closedRole = d.openRole
+        d.openRole = d.core.hasOpen ? who.role : nil
+        record(out, &d)
+        feedTrialAndGuard(&d, out, closedRole: closedRole)
 
-        // Close the transition of the previous tick: its reward and next state are this tick's.
-        closeTransition(&d, stateOK: stateStatus == .ok || stateStatus.isOOD, reward: reward, terminal: terminal, truncated: truncated,
-                        sequence: sequence, clockGap: clockGap)
-
-        if terminal || truncated {
-            // The end of an episode is not a decision point; the next state starts a new one.
-            if modeNow == .shadow { publishShadow(&d, choice: nil, ranModel: false, status: stateStatus, reason: nil, note: "episode_end") }
-            d.episode += 1
-            d.runtime.resetHistory()
-            d.open = nil
-            d.pendingIncumbent = nil
-            d.pendingApplied = nil
+        if out.episodeEnded {
+            if out.mode == .shadow { publishShadow(&d, out, note: "episode_end") }
             lastDecisionNanos.store(Self.now(), ordering: .relaxed)
             return
         }
-
-        // Decide.
-        var choice: Int?
-        var actor: Actor = modeNow == .shadow ? .incumbent : .model
-        var reason: FallbackReason?
-        var ranModel = false
-        if stateStatus != .ok {
-            reason = FallbackReason(stateStatus)
-        } else if let engine = d.engine {
-            let asked = engine.fp32Decisions
-            let best = d.state.withUnsafeBufferPointer { s in
-                d.qValues.withUnsafeMutableBufferPointer { q in engine.bestAction(state: s, mask: d.mask, qValues: q) }
+        if out.fp32TieBreak { metrics.fp32TieBreaks.increment() }
+        if let reason = out.fallback { metrics.fallbacks[reason]?.increment() }
+        if out.explored { metrics.explorations.increment() }
+        if out.mode == .control, let a = out.applied {
+            for (j, w) in map.actions[a].writes.enumerated() {
+                publish(w.topic, d.core.writeBuffers[j], qos: w.qos, retain: w.retain)
             }
-            if engine.fp32Decisions != asked { metrics.fp32TieBreaks.increment() }
-            ranModel = true
-            if !d.qValues.allSatisfy({ $0.isFinite }) {
-                reason = .nonFiniteQ
-            } else if best == nil || allowedCount == 0 {
-                reason = .noAllowedAction
-            } else {
-                choice = best
-            }
-        } else if modeNow == .control {
-            reason = .noModel
         }
-
-        var applied: Int?
-        if let reason {
-            metrics.fallbacks[reason]?.increment()
-            let response = stateStatus == .ok ? SafetyConfig.Response.fallback : (stateStatus.response(map.safety) ?? .fallback)
-            if modeNow == .control {
-                actor = .fallback
-                // A fallback that cannot be rendered is not published: hold.
-                if response == .fallback, let fb = map.fallbackAction, publishWrites(action: fb, &d) {
-                    applied = fb
-                }
-                d.runtime.recordApplied(action: applied)
-            }
-        } else if modeNow == .control, var choice {
-            if let explored = explore(&d) {
-                choice = explored
-                actor = .exploration
-            }
-            if publishWrites(action: choice, &d) {
-                applied = choice
-            } else {
-                // One of the action's writes cannot be rendered (an invalid value): nothing of
-                // it went out. Fall back, and log the row as the fallback it is.
-                reason = .renderFailed
-                metrics.fallbacks[.renderFailed]?.increment()
-                actor = .fallback
-                if let fb = map.fallbackAction, fb != choice, publishWrites(action: fb, &d) { applied = fb }
-            }
-            d.runtime.recordApplied(action: applied)
-        }
-
-        let modeIndex = modeNow == .control ? 1 : 0
-        let column = modeNow == .control ? (applied ?? map.actions.count) : (choice ?? map.actions.count + (ranModel ? 0 : 1))
+        let modeIndex = out.mode == .control ? 1 : 0
+        let column = out.mode == .control ? (out.applied ?? map.actions.count) : (out.choice ?? map.actions.count + (out.ranModel ? 0 : 1))
         metrics.decisions[modeIndex][min(column, map.actions.count + 1)].increment()
-
-        if modeNow == .shadow {
-            publishShadow(&d, choice: choice, ranModel: ranModel, status: stateStatus, reason: reason)
-        }
+        if out.mode == .shadow { publishShadow(&d, out) }
         let decided = Self.now()
         metrics.latency.observe(Double(decided &- arrival) / 1e9)
         lastDecisionNanos.store(decided, ordering: .relaxed)
 
-        // Open the transition of this tick (only from a usable state).
-        if stateStatus == .ok || stateStatus.isOOD {
-            d.open = DecisionState.OpenTransition(
-                time: wall, tick: d.tick, monotonic: now, sequence: sequence, state: d.state, applied: applied, actor: actor,
-                mode: modeNow == .control ? .control : .shadow,
-                modelVersion: d.engineModel.map { String($0.version) },
-                qValues: ranModel ? d.qValues : nil, modelAction: choice)
-            if let cand = d.candidateEngine {
-                // shadow-first: what the candidate would do here (one more inference per tick,
-                // only while a candidate is being compared).
-                let pick = d.state.withUnsafeBufferPointer { s in
-                    d.candidateQValues.withUnsafeMutableBufferPointer { q in cand.bestAction(state: s, mask: d.mask, qValues: q) }
-                }
-                d.open?.candidateAction = pick
-                d.open?.candidateQ = d.candidateQValues
-            }
-        } else {
-            d.open = nil
-        }
-        d.pendingIncumbent = nil
-        d.pendingApplied = nil
         checkSchedule()
     }
 
-    /// Exploration with limits (control mode, `learning.exploration`): with probability ε
-    /// (from `start` to `end` over `decay_steps` control decisions) a uniformly random allowed
-    /// action instead of the greedy one, as long as explorative decisions stay within
-    /// `budget` (a share of all control decisions). Off by default (budget 0).
-    func explore(_ d: inout DecisionState) -> Int? {
-        let l = map.learning
-        d.controlDecisions += 1
-        guard l.explorationBudget > 0, Double(d.explorations) < l.explorationBudget * Double(d.controlDecisions) else { return nil }
-        let progress = l.epsilonDecaySteps > 0 ? min(1, Double(d.controlDecisions) / Double(l.epsilonDecaySteps)) : 1
-        let epsilon = l.epsilonStart + (l.epsilonEnd - l.epsilonStart) * progress
-        guard epsilon > 0, d.exploreRNG.nextUnit() < epsilon else { return nil }
-        let allowed = d.mask.indices.filter { d.mask[$0] }
-        guard !allowed.isEmpty else { return nil }
-        d.explorations += 1
-        metrics.explorations.increment()
-        return allowed[Int(d.exploreRNG.next() % UInt64(allowed.count))]
-    }
-
-    /// Logs the open transition with this tick's reward and state, flagged `gap` when ticks
-    /// were missed between the two (`clockGap`, or `sequence` not the previous one + 1) and
-    /// `appliedMismatch` when the plant reported applying another action than the one published.
-    func closeTransition(_ d: inout DecisionState, stateOK: Bool, reward: Double?, terminal: Bool, truncated: Bool, sequence: Double?, clockGap: Bool) {
-        guard let o = d.open else { return }
-        defer { d.open = nil }
-        guard stateOK, let reward else {
-            metrics.transitionsSkipped.increment()
-            return
+    /// Logs and counts the transition a tick closed.
+    func record(_ out: DecisionCore.Outcome, _ d: inout DecisionState) {
+        if out.closeSkipped { metrics.transitionsSkipped.increment() }
+        if out.incumbentMissing { metrics.incumbentMissing.increment() }
+        if out.shadowCompared {
+            metrics.shadowCompared.increment()
+            if out.shadowAgreed { metrics.shadowAgreed.increment() }
         }
-        var action = o.applied
-        var actor = o.actor
-        if o.mode == .shadow {
-            // The behaviour is the incumbent's command observed between tick t and t+1.
-            action = d.pendingIncumbent
-            actor = .incumbent
-            d.lastIncumbentReported = d.pendingIncumbent
-            if d.pendingIncumbent == nil { metrics.incumbentMissing.increment() }
-            if let mine = o.modelAction, let theirs = d.pendingIncumbent {
-                metrics.shadowCompared.increment()
-                if mine == theirs { metrics.shadowAgreed.increment() }
-            }
-        }
-        var flags: TransitionFlags = []
-        if clockGap {
-            flags.insert(.gap)
-        } else if map.sequenceSignal != nil {
-            // Unknown on either side: continuity cannot be shown, so the row is not one step.
-            if let before = o.sequence, let after = sequence, after == before + 1 {} else { flags.insert(.gap) }
-        }
-        if flags.contains(.gap) { metrics.tickGaps.increment() }
-        if o.mode == .control, let reported = d.pendingApplied, reported != o.applied {
-            // The plant applied something else than what was published (or published nothing):
-            // the row records what the plant did, chosen by the plant.
-            flags.insert(.appliedMismatch)
-            metrics.appliedMismatches.increment()
-            action = reported
-            actor = .incumbent
-        }
-        var bits: UInt64 = 0
-        for (i, ok) in d.mask.enumerated() where ok && i < 64 { bits |= 1 << UInt64(i) }
-        let t = Transition(
-            time: o.time, tick: o.tick, episode: d.episode, state: o.state, action: action, actor: actor,
-            reward: reward, nextState: d.state, nextMask: bits, terminal: terminal, truncated: truncated,
-            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction, flags: flags)
+        if out.gap { metrics.tickGaps.increment() }
+        if out.appliedMismatch { metrics.appliedMismatches.increment() }
+        guard let t = out.closed else { return }
         switch writer.submit(t) {
         case .queued, .queuedOverCapacity: metrics.transitionsLogged.increment()
         case .dropped, .closed: metrics.transitionsSkipped.increment()
         }
-        if o.mode == .control && o.actor == .model { guardObserve(&d, reward: reward) }
-        if let pick = o.candidateAction, let q = o.candidateQ, let live = action {
-            compareCandidate(&d, pick: pick, live: live, q: q, reward: reward, terminal: terminal)
-        }
-    }
-
-    /// Publishes every write of `action`, or none: all are rendered first (into the
-    /// preallocated `writeBuffers`, no allocation), and only when each rendered are they sent.
-    ///
-    /// - Returns: false when a write could not be rendered (an invalid value): nothing was published.
-    func publishWrites(action: Int, _ d: inout DecisionState) -> Bool {
-        let writes = map.actions[action].writes
-        for j in writes.indices {
-            d.writeBuffers[j].removeAll(keepingCapacity: true)
-            guard d.runtime.render(action: action, write: j, into: &d.writeBuffers[j]) else { return false }
-        }
-        for (j, w) in writes.enumerated() {
-            publish(w.topic, d.writeBuffers[j], qos: w.qos, retain: w.retain)
-        }
-        return true
     }
 
     func publish(_ topic: String, _ bytes: [UInt8], qos: Int, retain: Bool) {
@@ -685,10 +526,13 @@ public final class Gateway: Sendable {
 
     /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last
     /// command (observed after the previous tick), and why no choice was made when none was.
-    func publishShadow(_ d: inout DecisionState, choice: Int?, ranModel: Bool, status: StateStatus, reason: FallbackReason?, note: String? = nil) {
+    func publishShadow(_ d: inout DecisionState, _ out: DecisionCore.Outcome, note: String? = nil) {
+        let choice = out.episodeEnded ? nil : out.choice
+        let ranModel = out.episodeEnded ? false : out.ranModel
+        let reason = out.episodeEnded ? nil : out.fallback
         d.payload.removeAll(keepingCapacity: true)
         d.payload.append(contentsOf: #"{"tick":"#.utf8)
-        d.appendInt(Int(d.tick))
+        d.appendInt(Int(d.core.tick))
         d.payload.append(contentsOf: #","action":"#.utf8)
         if let choice { d.appendInt(choice) } else { d.payload.append(contentsOf: "null".utf8) }
         d.payload.append(contentsOf: #","action_name":"#.utf8)
@@ -696,7 +540,7 @@ public final class Gateway: Sendable {
         d.payload.append(contentsOf: #","q":"#.utf8)
         if ranModel {
             d.payload.append(UInt8(ascii: "["))
-            for (i, q) in d.qValues.enumerated() {
+            for (i, q) in d.core.qValues.enumerated() {
                 if i > 0 { d.payload.append(UInt8(ascii: ",")) }
                 d.appendFloat(q)
             }
@@ -717,21 +561,16 @@ public final class Gateway: Sendable {
     /// Copies the decoder's per-reason counts into the metrics.
     func syncDecoderCounters(_ d: inout DecisionState) {
         for r in DecodeFailure.allCases {
-            metrics.rejected[r.rawValue].mirror(UInt64(d.table.count(r)))
+            metrics.rejected[r.rawValue].mirror(UInt64(d.core.table.count(r)))
         }
-        metrics.unrouted.mirror(UInt64(d.table.unroutedMessages))
-        metrics.invalidExpressions.mirror(UInt64(d.runtime.invalidExpressionCount))
+        metrics.unrouted.mirror(UInt64(d.core.table.unroutedMessages))
+        metrics.invalidExpressions.mirror(UInt64(d.core.runtime.invalidExpressionCount))
     }
 
-    /// Takes a newly served model between two decisions (the control queue put it there).
+    /// Takes a newly served model, and a new candidate for trial, between two decisions (the
+    /// control queue put them there).
     func pickUpModel(_ d: inout DecisionState) {
-        let cg = candidateGeneration.load(ordering: .acquiring)
-        if cg != d.candidateEngineGeneration {
-            d.candidateEngineGeneration = cg
-            d.comparison = CandidateComparison()
-            d.comparedCandidate = candidateSlot.withLock { $0 }
-            d.candidateEngine = d.comparedCandidate.map { $0.model.makeEngine(options.precision) }
-        }
+        defer { pickUpCandidate(&d) }
         let g = servedGeneration.load(ordering: .acquiring)
         guard g != d.engineGeneration else { return }
         d.engineGeneration = g
@@ -743,12 +582,6 @@ public final class Gateway: Sendable {
             d.engine = nil
             d.engineModel = nil
         }
-    }
-}
-
-extension StateStatus {
-    var isOOD: Bool {
-        if case .outOfDistribution = self { return true }
-        return false
+        servedModelChanged(&d)
     }
 }

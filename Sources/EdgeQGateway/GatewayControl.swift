@@ -89,6 +89,7 @@ extension Gateway {
     func leaveControl(reason: String, by: String? = nil) {
         let state = GatewayState(mode: .shadow, reason: reason, by: by)
         modeState.store(0, ordering: .relaxed)
+        handOver(to: .incumbent, reason: reason)   // after the mode: no command follows the give
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
         persistState(state)
@@ -102,7 +103,7 @@ extension Gateway {
     ///
     /// - Throws: `GatewayError` without a served model, or when the state file cannot be written.
     func enterControl(reason: String, by: String? = nil) throws {
-        if served.withLock({ $0 == nil }) {
+        if served.withLock({ $0 == nil }) && map.learning.promotion != .trial {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
         let state = GatewayState(mode: .control, reason: reason, by: by)
@@ -113,7 +114,14 @@ extension Gateway {
             throw GatewayError("control mode cannot be recorded (\(error)); staying in \(mode.rawValue) mode: free space in \(dataDirectory.path) and ask again")
         }
         statePersisted(state)
-        refreshGuardBaseline()
+        // Before the mode: the take precedes the first command. Without a served model (allowed
+        // under `promotion: trial`) the incumbent stays in charge: nothing is taken yet (the
+        // decision thread hands over when a trial's candidate or a served model acts).
+        if served.withLock({ $0 != nil }) {
+            handOver(to: .gateway, reason: reason)
+        } else {
+            announceHandover(reason: "control mode without a model: the incumbent stays in charge")
+        }
         modeState.store(1, ordering: .relaxed)
         modeReason.withLock { $0 = reason }
         modeChange.withLock { $0 = ModeChange(by: by, at: state.since) }
@@ -139,9 +147,9 @@ extension Gateway {
             try store.liftQuarantine(version)
             logger.warning("an operator promoted a quarantined model version; its quarantine is lifted", metadata: ["model.version": "\(version)"])
         }
+        let before = served.withLock { $0 }
         try store.setCurrent(version, reason: reason)
-        install(loaded)
-        if candidateSlot.withLock({ $0?.version == version }) { stopComparison() }
+        install(loaded, previous: before?.version == version ? nil : before)
         store.prune(keep: map.learning.keepVersions)
         return version
     }
@@ -245,7 +253,9 @@ extension Gateway {
     }
 
     /// Hands a verified model to the decision thread (picked up before its next decision).
-    func install(_ m: ServedModel?) {
+    /// `previous` is the controller before it, the guard's control group (nil: the incumbent).
+    func install(_ m: ServedModel?, previous: ServedModel? = nil) {
+        previousController.withLock { $0 = previous }
         served.withLock { $0 = m }
         servedGeneration.add(1, ordering: .releasing)
         metrics.modelVersion.set(Double(m?.version ?? 0))
@@ -354,6 +364,7 @@ extension Gateway {
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }
+        obj["handover"] = handoverStatus()
         let recoveries = log.recoveries
         if let last = recoveries.last {
             // A damaged log was moved aside (at start or while writing): say so until restart.

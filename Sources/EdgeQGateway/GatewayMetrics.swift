@@ -38,6 +38,14 @@ final class GatewayMetrics: Sendable {
     let tickGaps: Counter
     let appliedReports: Counter
     let appliedMismatches: Counter
+    /// The switchback trial: running (0/1), scored pairs, mean difference, cost, verdicts.
+    let trialActive: Gauge
+    /// 1 while the gateway is in charge of the plant (publishes its commands), 0 while the incumbent is.
+    let gatewayInCharge: Gauge
+    let trialPairs: Gauge
+    let trialMeanDifference: Gauge
+    let trialCost: Gauge
+    let trialVerdicts: [String: Counter]
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -78,11 +86,21 @@ final class GatewayMetrics: Sendable {
         modelVersion = r.gauge("edgeq_model_version", help: "The served model version (0: none).")
         explorations = r.counter("edgeq_explorations_total", help: "Control decisions that explored (a random allowed action within the exploration budget).")
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
-        guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the live guard rolled back (or returned to shadow) because control did worse than the incumbent's baseline.")
+        guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the guard rolled back (or returned to shadow) because the served model did worse than its control group.")
         statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
         tickGaps = r.counter("edgeq_tick_gaps_total", help: "Transitions that span missed ticks (tick.sequence or tick.max_gap), logged with the gap flag and not learned from as one step.")
         appliedReports = r.counter("edgeq_applied_reports_total", help: "Reports of the applied action received from the plant (the mapping's applied topic).")
         appliedMismatches = r.counter("edgeq_applied_mismatch_total", help: "Control transitions where the plant reported applying another action than the one the gateway published (logged with the plant's action and the applied_mismatch flag).")
+        gatewayInCharge = r.gauge("edgeq_in_charge", help: "1 while the gateway is in charge of the plant (a model or the safety fallback publishes), 0 while the incumbent is (shadow, a trial's or the guard's incumbent blocks, control without a model).")
+        trialActive = r.gauge("edgeq_trial_active", help: "1 while a switchback trial is under way (it runs in control mode).")
+        trialPairs = r.gauge("edgeq_trial_pairs", help: "Scored block pairs of the current (or last) switchback trial.")
+        trialMeanDifference = r.gauge("edgeq_trial_mean_difference", help: "Mean block return of the candidate minus the reference's, over the trial's scored pairs.")
+        trialCost = r.gauge("edgeq_trial_cost", help: "Reward the last decided trial cost (what the candidate's blocks lost against the reference's; 0 when it did better).")
+        var verdicts: [String: Counter] = [:]
+        for v in ["promote", "reject", "budget-exhausted", "abandoned"] {
+            verdicts[v] = r.counter("edgeq_trial_verdicts_total", help: "Switchback trials ended, by verdict.", labels: [("verdict", v)])
+        }
+        trialVerdicts = verdicts
         watchdogTrips = r.counter("edgeq_watchdog_trips_total", help: "Times the watchdog published the fallback because no decision was made in time (control mode).")
     }
 }

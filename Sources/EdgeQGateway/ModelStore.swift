@@ -75,6 +75,8 @@ public final class ModelStore: @unchecked Sendable {
     public func modelURL(_ version: Int) -> URL { folder(version).appendingPathComponent("model.safetensors") }
     /// The check report of `version`.
     public func reportURL(_ version: Int) -> URL { folder(version).appendingPathComponent("report.json") }
+    /// The switchback trial's verdict of `version` (written when its trial ends; docs/operations.md, "The trial").
+    public func trialURL(_ version: Int) -> URL { folder(version).appendingPathComponent("trial.json") }
 
     /// Every stored version, ascending.
     public func versions() -> [Int] {

@@ -67,8 +67,14 @@ extension Gateway {
                         control.sync {
                             promoted = (try? promote(version: version, reason: "retrained (\(trigger)), passed its checks, promotion auto")) != nil
                         }
-                    case .shadowFirst:
-                        control.sync { try? startComparison(version) }
+                    case .trial, .shadowFirst:
+                        // Proven on the plant first: a switchback trial against the controller in
+                        // charge (it runs in control mode; `.shadowFirst` is refused by the loader).
+                        control.sync {
+                            do { try startTrial(version) } catch {
+                                logger.error("the switchback trial could not start", metadata: ["model.version": "\(version)", "error": "\(error)"])
+                            }
+                        }
                     case .manual:
                         break
                     }
@@ -186,6 +192,11 @@ extension Gateway {
                                          "reasons": .array(r.reasons.map { .string($0) })])
         }
         o["guard"] = guardStatus()
+        if let t = trialStatus.withLock({ $0 }) { o["trial"] = .object(t) }
+        // Who runs the plant now: the gateway (a model, or the safety fallback) or the incumbent
+        // (shadow, control without a model, a trial's or the guard's incumbent blocks).
+        o["in_charge"] = .string(metrics.gatewayInCharge.value == 1 ? "gateway" : "incumbent")
+        o["trial_running"] = .bool(trialRunning.load(ordering: .relaxed))
         return o
     }
 }

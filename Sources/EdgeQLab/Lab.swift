@@ -1,4 +1,5 @@
 import EdgeQCore
+import EdgeQGateway
 import EdgeQLog
 import EdgeQNet
 import EdgeQPlants
@@ -99,8 +100,9 @@ public struct Lab: Sendable {
         guard plant.actionCount == map.actions.count else {
             throw LabError.actionCountMismatch(plant: plant.actionCount, map: map.actions.count)
         }
+        // The gateway's own decision core: the same tick logic `edgeq run` ships.
+        var core = DecisionCore(map: map, explorationSeed: seed &+ 0xE95)
         var engine: QEngine?
-        var epsilon: (Int) -> Double = { _ in 0 }
         var dither: Dither?
         let policyModel: QModel?
         switch policy {
@@ -109,13 +111,11 @@ public struct Lab: Sendable {
             policyModel = nil
         case .model(let model, let eps):
             policyModel = model
-            epsilon = { _ in eps }
+            core.exploration = .init(start: eps, end: eps, decaySteps: 0, budget: 1)
         case let .exploring(model, start, end, decay, after):
             policyModel = model
-            epsilon = { k in
-                let f = decay > 0 ? min(Double(after + k) / Double(decay), 1) : 1
-                return start + f * (end - start)
-            }
+            core.exploration = .init(start: start, end: end, decaySteps: decay, budget: 1)
+            core.setControlDecisions(after)
         }
         if let model = policyModel {
             guard model.inputCount == map.stateWidth, model.actionCount == map.actions.count else {
@@ -124,7 +124,7 @@ public struct Lab: Sendable {
             }
             engine = model.makeEngine(precision)
         }
-        var controlDecisions = 0
+        let mode: ControlMode = engine == nil ? .shadow : .control
         var writer: TransitionWriter?
         if let logPath {
             do {
@@ -134,61 +134,40 @@ public struct Lab: Sendable {
                 throw LabError.log("\(logPath): \(error)")
             }
         }
-        var tick = Tick(map: map)
-        var rng = SeededGenerator(seed: seed &+ 0xE95)
         var result = LabResult(score: LabScore())
         var counts = [Int](repeating: 0, count: map.actions.count)
         var clock: UInt64 = 1_000_000_000
         let stepNanos: UInt64 = 1_000_000_000
         let modelVersion = engine == nil ? nil : "lab"
 
-        // One state message: decode it, run the tick; returns the decision for the plant.
-        func deliver(_ plant: inout P, decide: Bool) -> (action: Int?, opened: Bool) {
+        // One state message: decode it, run the tick; returns the action the gateway applied
+        // (nil: the plant's incumbent acts) and whether a transition was opened.
+        func deliver(_ plant: inout P) -> (action: Int?, opened: Bool, byModel: Bool) {
             clock += stepNanos
             let bytes = plant.stateJSON()
-            bytes.withUnsafeBytes { _ = map.decode(topic: plant.stateTopic, payload: $0, time: clock, into: &tick.table) }
-            let closed = tick.beginTick(now: clock, wallClock: Double(clock) / 1e9)
-            if let t = closed, let w = writer {
-                switch w.submit(t) {
-                case .queued, .queuedOverCapacity: result.rowsLogged += 1
-                case .dropped, .closed: break
-                }
-            }
-            if let t = closed { result.mappingReward += t.reward }
-            guard decide, !tick.episodeEnded else { return (nil, false) }
-            var choice: Int?
-            var greedy: Int?
-            var actor: Actor = engine == nil ? .incumbent : .model
-            if tick.stateUsable && tick.stateStatus == .ok, let engine {
-                greedy = tick.state.withUnsafeBufferPointer { engine.bestAction(state: $0, mask: tick.mask) }
-                choice = greedy
-                // Exploration as the gateway does it: a uniformly random allowed action,
-                // logged `actor: exploration` beside the model's own pick.
-                let eps = epsilon(controlDecisions)
-                controlDecisions += 1
-                if greedy != nil, eps > 0, rng.nextUnit() < eps {
-                    let allowed = (0..<map.actions.count).filter { tick.mask[$0] }
-                    if !allowed.isEmpty {
-                        choice = allowed[Int(rng.next() % UInt64(allowed.count))]
-                        actor = .exploration
+            _ = bytes.withUnsafeBytes { core.receive(topic: plant.stateTopic, payload: $0, time: clock) }
+            let out = core.tick(now: clock, wallClock: Double(clock) / 1e9, mode: mode, engine: engine, modelVersion: modelVersion)
+            if let t = out.closed {
+                result.mappingReward += t.reward
+                if let w = writer {
+                    switch w.submit(t) {
+                    case .queued, .queuedOverCapacity: result.rowsLogged += 1
+                    case .dropped, .closed: break
                     }
                 }
             }
-            if engine != nil && choice == nil {
-                actor = .fallback
-                result.fallbacks += 1
-            }
-            tick.open(applied: choice, actor: actor, mode: engine == nil ? .shadow : .control,
-                      modelVersion: modelVersion, modelAction: greedy)
-            return (choice, tick.hasOpen)
+            if out.episodeEnded { return (nil, false, false) }
+            if out.mode == .control && out.fallback != nil { result.fallbacks += 1 }
+            let applied = out.mode == .control ? out.applied : nil
+            return (applied, core.hasOpen, applied != nil && out.fallback == nil)
         }
 
-        var decision = deliver(&plant, decide: true)
+        var decision = deliver(&plant)
         for _ in 0..<steps {
             var action: Int
             if let a = decision.action {
                 action = a
-                result.modelDecisions += 1
+                if decision.byModel { result.modelDecisions += 1 }
                 _ = plant.incumbentAction()  // keeps the incumbent's integrator where a plant would (it runs beside)
             } else {
                 action = plant.incumbentAction()
@@ -196,16 +175,16 @@ public struct Lab: Sendable {
                 // Shadow: the gateway observes the incumbent's command on its topic.
                 if engine == nil {
                     let payload = Array("{\"\(plant.commandKey)\":\(action)}".utf8)
-                    payload.withUnsafeBytes { tick.observeIncumbent(topic: plant.commandTopic, payload: $0) }
+                    _ = payload.withUnsafeBytes { core.receive(topic: plant.commandTopic, payload: $0, time: clock) }
                 }
             }
             if decision.opened { result.decisions += 1 }
             counts[action] += 1
             plant.step(action)
             onStep?(plant, action)
-            decision = deliver(&plant, decide: true)
+            decision = deliver(&plant)
             if plant.startNextEpisodeIfEnded() {
-                decision = deliver(&plant, decide: true)
+                decision = deliver(&plant)
             }
         }
         if let w = writer {

@@ -16,6 +16,7 @@ struct HeaterSim: SimPlant {
     }
 
     var stepIndex: Int { heater.observation.step }
+    var lastReward: Double { heater.observation.reward }
     func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(heater.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(heater.observation) }
     mutating func step(_ action: Int) { _ = heater.step(level: action) }
@@ -48,6 +49,7 @@ struct MountainCarSim: SimPlant {
     init(seed: UInt64) { plant = MountainCarEpisodes(seed: seed) }
 
     var stepIndex: Int { plant.message.step }
+    var lastReward: Double { plant.message.reward }
     func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(plant.message)) }
     mutating func incumbentAction() -> Int { plant.incumbentAction() }
     mutating func step(_ action: Int) { plant.step(action) }

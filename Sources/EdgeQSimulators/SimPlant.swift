@@ -13,6 +13,8 @@ protocol SimPlant {
     var actionCount: Int { get }
     /// The `step` field of the current state message (a command may name it).
     var stepIndex: Int { get }
+    /// The reward of the step that led to the current state (as its state message says).
+    var lastReward: Double { get }
     /// The current state message.
     func stateJSON() throws -> [UInt8]
     /// What the incumbent would do now (before dither).
@@ -47,6 +49,7 @@ struct CartPoleSim: SimPlant {
     init(seed: UInt64) { plant = CartPoleEpisodes(seed: seed) }
 
     var stepIndex: Int { plant.message.step }
+    var lastReward: Double { plant.message.reward }
     func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(plant.message)) }
     mutating func incumbentAction() -> Int { plant.incumbentAction() }
     mutating func step(_ action: Int) { plant.step(action) }
@@ -77,6 +80,7 @@ struct ThermalSim: SimPlant {
     }
 
     var stepIndex: Int { zone.observation.step }
+    var lastReward: Double { zone.observation.reward }
     func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(zone.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(zone.observation) }
     mutating func step(_ action: Int) { _ = zone.step(level: action) }
@@ -111,6 +115,7 @@ struct TankSim: SimPlant {
     }
 
     var stepIndex: Int { tank.observation.step }
+    var lastReward: Double { tank.observation.reward }
     func stateJSON() throws -> [UInt8] { Array(try stateEncoder.encode(tank.observation)) }
     mutating func incumbentAction() -> Int { pi.decide(tank.observation) }
     mutating func step(_ action: Int) { _ = tank.step(valve: action) }

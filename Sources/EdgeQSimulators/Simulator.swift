@@ -23,13 +23,20 @@ public struct SimulatorOptions: Sendable {
     /// Share of the incumbent's decisions moved by ±1 level (exploration with limits).
     public var dither: Double = 0
     /// The gateway's control-plane prefix (`edgeq/<id>`): when its retained status says
-    /// `"mode":"control"`, the incumbent is silent and the gateway's commands are applied.
+    /// `"mode":"control"`, the incumbent is silent and the gateway's commands are applied
+    /// (until a message on the plant's mode topic, `plant/<name>/mode`, says who is in charge:
+    /// from then on the mode topic alone decides).
     public var gatewayPrefix: String?
     /// How long (wall seconds) to wait for the gateway's command in control before applying
     /// the incumbent's.
     public var commandTimeout: Double = 0.5
     /// The incumbent's name (only `default` exists for each plant today).
     public var incumbent: String = "default"
+    /// Evaluate against an incumbent twin on the same exogenous randomness and report per
+    /// window (`EvaluationOptions`); nil (the default) runs the plant exactly as without it.
+    /// With it, an episodic plant's episode k starts from (seed, k) instead of the seed's
+    /// running sequence.
+    public var evaluation: EvaluationOptions?
 
     public init(plant: PlantKind, broker: String) {
         self.plant = plant
@@ -52,6 +59,31 @@ public struct SimulatorResult: Sendable {
     public var commandTimeouts: Int
     /// Commands ignored because they named another step.
     public var staleCommands: Int
+    /// The evaluation windows that closed during the run, in order (empty without
+    /// `SimulatorOptions.evaluation`). A window or episode cut short by the end of the run is
+    /// not reported.
+    public var evaluations: [EvaluationWindow] = []
+    /// Every change of the gateway's mode or served model version its status announced while
+    /// the plant ran (with `gatewayPrefix`), in order.
+    public var gatewayChanges: [GatewayChange] = []
+}
+
+/// The gateway's mode and served model as its retained status announced them, and the plant
+/// step at which the plant saw the change.
+public struct GatewayChange: Sendable, Equatable {
+    /// Steps the plant had run when it saw the status.
+    public var step: Int
+    /// `control` (online and in control) or `shadow` (anything else, offline included).
+    public var mode: String
+    /// The served model version, nil when the status named none.
+    public var servedVersion: Int?
+
+    /// A change from its parts.
+    public init(step: Int, mode: String, servedVersion: Int?) {
+        self.step = step
+        self.mode = mode
+        self.servedVersion = servedVersion
+    }
 }
 
 /// Errors of a simulator run.
@@ -63,14 +95,17 @@ public struct SimulatorError: Error, CustomStringConvertible, Sendable {
 /// the incumbent's command in shadow (and publishes it, so the gateway can observe it) or
 /// the gateway's in control, and publishes its score at the end.
 public final class Simulator: @unchecked Sendable {
-    // @unchecked Sendable: `stopRequested` is the only state touched from another thread
-    // (by `stop()`), and it is an atomic flag inside a lock; everything else is used by the
-    // thread that calls `run()` only.
+    // @unchecked Sendable: `stopRequested` (written by `stop()`) and `stepsRun` (read by
+    // `stepsDone`) are the only state touched from other threads, and both are read and
+    // written only under `stopLock`; everything else is used by the thread that calls
+    // `run()` only.
 
     private let options: SimulatorOptions
     private let logger: Logger
     private let stopLock = NSLock()
     private var stopRequested = false
+    private var pausedFlag = false
+    private var stepsRun = 0
 
     public init(_ options: SimulatorOptions, logger: Logger = Logger(label: "edgeq.sim")) {
         self.options = options
@@ -82,6 +117,29 @@ public final class Simulator: @unchecked Sendable {
         stopLock.lock()
         stopRequested = true
         stopLock.unlock()
+    }
+
+    /// Steps run so far (read from any thread, e.g. to place another client's events on the
+    /// plant's time line).
+    public var stepsDone: Int {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        return stepsRun
+    }
+
+    /// Holds the plant's time still (no step is taken) while `paused` is true: a bench that runs
+    /// a plant far faster than real time pauses it while the gateway retrains, as a retraining of
+    /// a minute is a fraction of one tick on a plant with minute-long ticks.
+    public func pause(_ paused: Bool) {
+        stopLock.lock()
+        pausedFlag = paused
+        stopLock.unlock()
+    }
+
+    private var isPaused: Bool {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        return pausedFlag
     }
 
     private var shouldStop: Bool {
@@ -96,18 +154,37 @@ public final class Simulator: @unchecked Sendable {
     ///   `MQTTError` for an invalid broker URL.
     public func run() throws -> SimulatorResult {
         var plant: any SimPlant
+        let evaluated = options.evaluation != nil
         switch options.plant {
-        case .cartpole: plant = CartPoleSim(seed: options.seed)
+        case .cartpole: plant = evaluated ? SeededCartPoleSim(seed: options.seed) : CartPoleSim(seed: options.seed)
         case .thermal: plant = ThermalSim(seed: options.seed)
         case .tank: plant = TankSim(seed: options.seed)
         case .heater: plant = HeaterSim(seed: options.seed)
-        case .mountaincar: plant = MountainCarSim(seed: options.seed)
+        case .mountaincar: plant = evaluated ? SeededMountainCarSim(seed: options.seed) : MountainCarSim(seed: options.seed)
         }
+        var evaluator = options.evaluation.map { Evaluator(plant: options.plant, seed: options.seed, options: $0) }
+        let evalTopic = "plant/\(plant.name)/eval"
+        var evalFile: FileHandle?
+        if let path = options.evaluation?.file {
+            if !FileManager.default.fileExists(atPath: path) {
+                guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                    throw SimulatorError(description: "cannot create the evaluation file \(path): check the folder exists and is writable")
+                }
+            }
+            guard let h = FileHandle(forWritingAtPath: path) else {
+                throw SimulatorError(description: "cannot open the evaluation file \(path) for writing: check its permissions")
+            }
+            h.seekToEndOfFile()
+            evalFile = h
+        }
+        defer { try? evalFile?.close() }
         var dither = Dither(probability: options.dither, levelCount: plant.actionCount, seed: options.seed &+ 0x5EED)
         let base = "plant/\(plant.name)"
         let stateTopic = "\(base)/state"
         let cmdTopic = "\(base)/cmd"
         let statusTopic = options.gatewayPrefix.map { "\($0)/status" }
+        // Who is in charge, as the gateway's handover says it (docs/simulators.md).
+        let modeTopic = "\(base)/mode"
 
         var config = try MQTTConfiguration(url: options.broker, clientID: "edgeq-sim-\(plant.name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         config.inboundCapacity = 4096
@@ -115,6 +192,7 @@ public final class Simulator: @unchecked Sendable {
         defer { client.stop() }
         try client.subscribe(cmdTopic, qos: .atLeastOnce)
         if let statusTopic { try client.subscribe(statusTopic, qos: .atLeastOnce) }
+        try client.subscribe(modeTopic, qos: .atLeastOnce)
         client.start()
         do {
             try client.waitUntilConnected(timeout: 10)
@@ -123,22 +201,49 @@ public final class Simulator: @unchecked Sendable {
         }
 
         var gatewayInControl = false
+        var modeTopicHeard = false
+        var servedVersion: Int?
         var result = SimulatorResult(scoreText: "", scoreJSON: [], steps: 0, incumbentSteps: 0, gatewaySteps: 0,
                                      commandTimeouts: 0, staleCommands: 0)
         var pendingCommand: Int?
         var step = 0
+        // Who decided the step being run: "incumbent", "vN" or "gateway" (evaluation).
+        var controller = "incumbent"
         let period = options.rate > 0 ? 1 / options.rate : 0
         var nextDue = Date()
 
         // Handles one inbound message: mode changes and commands for the current step.
         func absorb(_ m: MQTTMessage, currentStep: Int) {
+            if m.topic == modeTopic {
+                guard let controller = Self.controller(in: m.payload) else {
+                    logger.warning("ignored a mode message that names no controller", metadata: [
+                        "sim.topic": "\(modeTopic)", "sim.payload": "\(String(decoding: m.payload.prefix(200), as: UTF8.self))",
+                    ])
+                    return
+                }
+                modeTopicHeard = true
+                let control = controller == "gateway"
+                if control != gatewayInControl {
+                    gatewayInControl = control
+                    logger.info("handover", metadata: ["sim.controller": "\(controller)"])
+                }
+                return
+            }
             if let statusTopic, m.topic == statusTopic {
                 if let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] {
                     let control = (o["mode"] as? String) == "control" && (o["state"] as? String ?? "online") == "online"
-                    if control != gatewayInControl {
+                    let version = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue
+                    // Once the handover's mode topic was heard, it alone says who is in charge.
+                    if !modeTopicHeard && control != gatewayInControl {
                         gatewayInControl = control
                         logger.info("gateway mode changed", metadata: ["sim.gateway_in_control": "\(control)"])
                     }
+                    let change = GatewayChange(step: step, mode: control ? "control" : "shadow", servedVersion: version)
+                    let last = result.gatewayChanges.last
+                    if last?.mode != change.mode || last?.servedVersion != change.servedVersion {
+                        result.gatewayChanges.append(change)
+                    }
+                    servedVersion = version
                 }
                 return
             }
@@ -152,8 +257,8 @@ public final class Simulator: @unchecked Sendable {
             pendingCommand = a
         }
 
-        // Let the retained status arrive before the first step.
-        if statusTopic != nil {
+        // Let the retained status and mode arrive before the first step.
+        do {
             let until = Date().addingTimeInterval(0.3)
             while Date() < until, let m = client.receive(timeout: 0.05) { absorb(m, currentStep: -1) }
         }
@@ -172,30 +277,47 @@ public final class Simulator: @unchecked Sendable {
                 if let c = pendingCommand {
                     action = c
                     result.gatewaySteps += 1
+                    controller = servedVersion.map { "v\($0)" } ?? "gateway"
                 } else {
                     action = dither.apply(plant.incumbentAction()).level
                     result.incumbentSteps += 1
+                    controller = "incumbent"
                     if gatewayInControl { result.commandTimeouts += 1 }
                 }
             } else {
                 action = dither.apply(plant.incumbentAction()).level
                 result.incumbentSteps += 1
+                controller = "incumbent"
                 let payload = "{\"\(plant.commandKey)\":\(action),\"step\":\(plant.stepIndex)}"
                 _ = try client.publish(cmdTopic, payload, qos: .atLeastOnce)
             }
             pendingCommand = nil
             plant.step(action)
             step += 1
+            stopLock.withLock { stepsRun = step }
+            var closed: [EvaluationWindow] = []
+            if let w = evaluator?.afterStep(reward: plant.lastReward, controller: controller) { closed.append(w) }
             if period > 0 {
                 nextDue.addTimeInterval(period)
                 let wait = nextDue.timeIntervalSinceNow
                 if wait > 0 { usleep(UInt32(wait * 1e6)) } else if wait < -1 { nextDue = Date() }
             }
+            if isPaused {
+                while isPaused && !shouldStop { usleep(10_000) }
+                nextDue = Date()
+            }
             _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
             if plant.startNextEpisodeIfEnded() {
                 _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
+                if let w = evaluator?.episodeEnded() { closed.append(w) }
+            }
+            for w in closed {
+                let line = w.json()
+                if options.evaluation?.publish == true { _ = try client.publish(evalTopic, line, qos: .atLeastOnce) }
+                evalFile?.write(Data(line + [0x0A]))
             }
         }
+        result.evaluations = evaluator?.windows ?? []
         result.steps = step
         result.scoreText = plant.scoreText()
         result.scoreJSON = try plant.scoreJSON()
@@ -204,5 +326,19 @@ public final class Simulator: @unchecked Sendable {
         let flushUntil = Date().addingTimeInterval(0.5)
         while Date() < flushUntil, client.receive(timeout: 0.05) != nil {}
         return result
+    }
+
+    /// The controller a message on the mode topic names: `gateway` or `incumbent`, as the raw
+    /// payload (quotes and white space allowed) or as `{"controller": "..."}`; nil otherwise.
+    static func controller(in payload: [UInt8]) -> String? {
+        var text = String(decoding: payload, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.hasPrefix("{") {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+                  let c = o["controller"] as? String else { return nil }
+            text = c
+        } else if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") {
+            text = String(text.dropFirst().dropLast())
+        }
+        return text == "gateway" || text == "incumbent" ? text : nil
     }
 }

@@ -298,8 +298,16 @@ public struct LearningConfig: Sendable, Equatable {
     public var retrainInterval: Double?
     /// Keep logged transitions this many seconds. Default 90 days.
     public var retention: Double = 90 * 86400
-    /// How a retrained candidate is promoted.
-    public var promotion: Promotion = .manual
+    /// How a retrained candidate is promoted. Default: a switchback trial (`trial`).
+    public var promotion: Promotion = .trial
+    /// The switchback trial's settings (`promotion.trial`), used by `promotion: trial`.
+    public var trial = TrialConfig()
+    /// After a promotion, the share of blocks the previous controller keeps as a control group
+    /// the guard compares the served model with, in [0, 0.5]; 0 turns that guard off. Default 0.1.
+    public var controlShare = 0.1
+    /// The control-group guard compares the served model with the control group over this many
+    /// recent block pairs. Default 20.
+    public var guardPairs = 20
     /// Minimum agreement with the incumbent's logged actions for a candidate to pass. Default 0.5.
     public var minAgreement = 0.5
     /// Live guard: roll back when the rolling reward is worse than the incumbent baseline by more than this fraction. Default 0.05.
@@ -328,10 +336,91 @@ public struct LearningConfig: Sendable, Equatable {
         case manual
         /// Served as soon as it passed its checks.
         case auto
-        /// First compared with the live decisions for `shadow_ticks` ticks (agreement and the
-        /// margin of its promises over the live outcomes published), then promoted
-        /// automatically when the live outcomes did not beat its promises, or by
-        /// `<prefix>/cmd/promote` (docs/operations.md: an interim, one-sided check).
+        /// Replaced by `trial`; the loader refuses it (its comparison, the candidate's own
+        /// promises against the live outcomes, could not show that the candidate controls
+        /// better). Kept so that gateway code written for it still compiles until it is removed.
         case shadowFirst = "shadow-first"
+        /// A switchback trial on the plant: the candidate and the current controller take turns
+        /// in randomized block pairs (`promotion.trial`); promoted only when the candidate is
+        /// better with the configured confidence (or not worse than the stated margin).
+        case trial
     }
+}
+
+/// The switchback trial's settings: the mapping's `learning.promotion.trial` section
+/// (docs/mapping.md, docs/learning.md "The switchback trial and the control group").
+///
+/// The candidate and the reference controller take turns in blocks, two blocks (one each, in
+/// random order) to a pair; per pair the difference of the block returns is scored.
+public struct TrialConfig: Sendable, Equatable {
+    /// How long a block lasts.
+    public enum Block: Sendable, Equatable {
+        /// A fixed number of ticks (continuing plants); the first `burnIn` are not scored.
+        case ticks(Int)
+        /// One whole episode (episodic plants): the block's return is the episode's return.
+        case episode
+    }
+    /// Block length. Default 96 ticks.
+    public var block: Block = .ticks(96)
+    /// Ticks at the start of each tick block that are not scored (the plant settles after the
+    /// switch); less than the block length; 0 for episode blocks. Default 8.
+    public var burnIn = 8
+    /// Confidence of every verdict, in (0.5, 1). Default 0.95.
+    public var confidence = 0.95
+    /// Non-inferiority margin as a share of the reference's |block return|, ≥ 0: promote when
+    /// the candidate is not worse than this (0: superiority, it must be better). Default 0.
+    public var margin = 0.0
+    /// Budget: block pairs at most (also the number of looks the confidence is split over). Default 30.
+    public var maxPairs = 30
+    /// Budget: ticks at most (nil: no tick budget). Default nil.
+    public var maxTicks: Int?
+    /// Pairs before any verdict, ≥ 2. Default 4.
+    public var minPairs = 4
+
+    /// The defaults.
+    public init() {}
+}
+
+/// One message of the `handover` section: a fixed payload, rendered once when the mapping is
+/// loaded (a handover must be publishable whatever the signals say, and a Last Will is
+/// handed to the broker before it is needed).
+public struct HandoverWrite: Sendable, Equatable {
+    /// The topic written to (no wildcards).
+    public var topic: String
+    /// The payload bytes (the `payload` template with `{{value}}` filled in).
+    public var payload: [UInt8]
+    /// MQTT QoS 0, 1 or 2.
+    public var qos: Int = 1
+    /// MQTT retain flag.
+    public var retain: Bool = false
+
+    /// A write of `payload` to `topic`.
+    public init(topic: String, payload: [UInt8], qos: Int = 1, retain: Bool = false) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
+}
+
+/// The `handover` section: what the gateway publishes when it takes control of the plant and
+/// when it gives control back to the incumbent (docs/mapping.md, "handover").
+public struct HandoverConfig: Sendable, Equatable {
+    /// Published when the gateway takes control (in file order).
+    public var take: [HandoverWrite] = []
+    /// Published when the gateway gives control back: to shadow, by the live guard, by a
+    /// fault, on shutdown (in file order).
+    public var give: [HandoverWrite] = []
+    /// Index into `give` of the write the broker publishes when the gateway dies while in
+    /// control (the Last Will of the gateway's handover connection); nil: no Last Will.
+    public var willIndex: Int?
+    /// Keep-alive of the handover connection in seconds (≥ 5): the broker declares the
+    /// gateway gone, and publishes the Last Will, within 1.5 × this. Default 5.
+    public var keepAlive: Int = 5
+
+    /// No writes, keep-alive 5 s.
+    public init() {}
+
+    /// The `give` write that is the Last Will, if any.
+    public var will: HandoverWrite? { willIndex.flatMap { give.indices.contains($0) ? give[$0] : nil } }
 }

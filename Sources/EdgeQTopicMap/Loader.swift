@@ -125,7 +125,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -151,6 +151,8 @@ struct Builder {
         if let n = top["control_plane"], let f = r.mapping(n, "control_plane", known: ["auth"]) {
             if let a = f["auth"], let v = r.choice(a, "control_plane auth", ControlPlaneConfig.Auth.self) { controlPlane.auth = v }
         }
+
+        let handover = top["handover"].flatMap { readHandover($0) }
 
         // Cross-section checks.
         if let actions {
@@ -185,11 +187,20 @@ struct Builder {
                 }
             }
         }
+        if learning.trial.block == .episode, terminal == nil, truncated == nil,
+           let block = top["learning"]?["promotion"]?["trial"]?["block"] {
+            r.error(block, "trial block 'episode' needs the mapping to say when an episode ends: add 'terminal:' or 'truncated:' (or give the block in ticks)")
+        }
         if let g = gateway {
             let cp = g.prefix + "/"
             for (i, s) in signals.enumerated() where s.topic.hasPrefix(cp) || s.topic == g.prefix {
                 r.error(signalNodes[i], "signal '\(s.name)' reads from the control-plane prefix '\(g.prefix)'")
             }
+        }
+
+        if let (h, nodes) = handover {
+            checkHandover(h, nodes: nodes, gateway: gateway, tick: tick?.0, actions: actions?.configs ?? [],
+                          incumbent: incumbent?.0, applied: applied?.0)
         }
 
         guard r.diagnostics.isEmpty, let gateway, let state, let tick, let reward, let actions else { return nil }
@@ -199,7 +210,7 @@ struct Builder {
             actions: actions.configs, writes: actions.writes.map { $0.map(\.compiled) }, allowed: actions.allowed,
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
-            applied: applied?.0, continuity: tick.2, controlPlane: controlPlane)
+            applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig())
     }
 
     func slotNames() -> [String] {
@@ -584,6 +595,153 @@ struct Builder {
         return ReadWrite(config: w, compiled: compiled, topicNode: tn)
     }
 
+    // MARK: handover
+
+    /// The topic node of each `take` and `give` write, for the cross-section checks.
+    struct HandoverNodes {
+        var take: [Node] = []
+        var give: [Node] = []
+    }
+
+    /// The `handover` section: `take` and `give` lists of writes with constant payloads, which
+    /// `give` write is the Last Will, and the handover connection's keep-alive.
+    func readHandover(_ node: Node) -> (HandoverConfig, HandoverNodes)? {
+        guard let f = r.mapping(node, "handover", known: ["take", "give", "keepalive"]) else { return nil }
+        var h = HandoverConfig()
+        var nodes = HandoverNodes()
+        if let n = f["keepalive"], let d = r.duration(n, "handover keepalive") {
+            if d < 5 || d > 65535 || d != d.rounded() {
+                r.error(n, "handover keepalive must be a whole number of seconds from 5 s to 65535 s (the broker declares the gateway gone after 1.5 × keepalive), found \(r.fmt(d)) s")
+            } else {
+                h.keepAlive = Int(d)
+            }
+        }
+        var explicitWill: [Int] = []
+        var noWill = 0
+        for key in ["take", "give"] {
+            guard let ln = f[key] else { continue }
+            let list: [Node]
+            if case .sequence(let s) = ln { list = Array(s) } else { list = [ln] }
+            if list.isEmpty { r.error(ln, "handover \(key): the list is empty; give at least one write or remove '\(key)'") }
+            for item in list {
+                guard let (w, will, topicNode) = readHandoverWrite(item, key) else { continue }
+                if key == "take" {
+                    h.take.append(w)
+                    nodes.take.append(topicNode)
+                } else {
+                    if will == true { explicitWill.append(h.give.count) }
+                    if will == false { noWill += 1 }
+                    h.give.append(w)
+                    nodes.give.append(topicNode)
+                }
+            }
+        }
+        if explicitWill.count > 1 {
+            r.error(f["give"] ?? node, "handover give: \(explicitWill.count) writes say 'will: true'; MQTT allows one Last Will per connection: mark only the write the broker should publish when the gateway dies")
+        } else if let w = explicitWill.first {
+            h.willIndex = w
+        } else if h.give.count == 1 && noWill == 0 {
+            h.willIndex = 0
+        } else if h.give.count > 1 && noWill < h.give.count {
+            r.error(f["give"] ?? node, "handover give has \(h.give.count) writes, and only one can be the Last Will the broker publishes when the gateway dies: mark it with 'will: true' (or write 'will: false' on every write for no Last Will)")
+        }
+        if f["take"] != nil && f["give"] == nil {
+            r.error(node, "handover has 'take' but no 'give': the plant would never be told that the gateway gave control back; add a 'give' list")
+        }
+        return (h, nodes)
+    }
+
+    /// One handover write: `topic`, `payload` (a template whose only placeholder is
+    /// `{{value}}`) and/or `value` (a number), `qos`, `retain`, and for `give` writes `will`.
+    func readHandoverWrite(_ node: Node, _ key: String) -> (HandoverWrite, Bool?, Node)? {
+        let known = key == "give" ? ["topic", "payload", "value", "qos", "retain", "will"] : ["topic", "payload", "value", "qos", "retain"]
+        guard let f = r.mapping(node, "handover \(key) write", known: known, required: ["topic"]),
+              let tn = f["topic"], let topic = r.string(tn, "handover \(key) topic") else { return nil }
+        if let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid handover \(key) topic '\(topic)': \(p)") }
+        var value: Double?
+        if let vn = f["value"] {
+            guard let v = r.number(vn, "handover \(key) value") else { return nil }
+            if !v.isFinite { r.error(vn, "handover \(key) value must be a finite number") }
+            value = v
+        }
+        var text = "{{value}}"
+        var payloadNode: Node = tn
+        if let pn = f["payload"] {
+            guard let s = r.string(pn, "handover \(key) payload") else { return nil }
+            text = s
+            payloadNode = pn
+        } else if value == nil {
+            r.error(node, "handover \(key) write to '\(topic)' needs a 'payload' (e.g. '{\"controller\":\"incumbent\"}') or a 'value' (a number)")
+            return nil
+        }
+        let template: PayloadTemplate
+        switch PayloadTemplate.parse(text, resolve: { _ in nil }) {
+        case .failure(let e):
+            r.error(payloadNode, "handover \(key) payload: \(e.message.replacingOccurrences(of: "(use value, action, action_name, or a signal or feature name)", with: "(a handover payload is fixed: the only placeholder is {{value}}, the write's constant 'value')"))", offset: e.offset)
+            return nil
+        case .success(let t): template = t
+        }
+        for p in template.parts {
+            switch p {
+            case .actionIndex, .actionName, .slot:
+                r.error(payloadNode, "handover \(key) payload: a handover payload is fixed (it must be publishable whatever the signals say, and a Last Will is set in advance): the only placeholder is {{value}}")
+                return nil
+            case .value, .literal: break
+            }
+        }
+        if template.usesValue && value == nil { r.error(payloadNode, "handover \(key) payload uses {{value}} but the write has no 'value'") }
+        var payload: [UInt8] = []
+        let zero = [0.0]
+        let ok = zero.withUnsafeBufferPointer { z -> Bool in
+            guard let base = z.baseAddress else { return false }
+            return template.render(into: &payload, value: value ?? 0, action: 0, actionName: [], slots: base)
+        }
+        if !ok { r.error(payloadNode, "handover \(key) payload cannot be rendered"); return nil }
+        if let first = text.trimmingCharacters(in: .whitespaces).first, first == "{" || first == "[" {
+            let valid = payload.withUnsafeBytes { buf -> Bool in
+                var cap = JSONCapture()
+                return JSONExtractor(paths: []).extract(buf, into: &cap)
+            }
+            if !valid { r.error(payloadNode, "handover \(key) payload looks like JSON but is not valid JSON: \(String(decoding: payload, as: UTF8.self))") }
+        }
+        var w = HandoverWrite(topic: topic, payload: payload)
+        if let n = f["qos"], let q = r.int(n, "qos", min: 0, max: 2) { w.qos = q }
+        if let n = f["retain"], let b = r.bool(n, "retain") { w.retain = b }
+        var will: Bool?
+        if let n = f["will"] { will = r.bool(n, "will") }
+        return (w, will, tn)
+    }
+
+    /// Handover writes must not be read back by the gateway as something else.
+    func checkHandover(_ h: HandoverConfig, nodes: HandoverNodes, gateway: GatewayConfig?, tick: TickConfig?,
+                       actions: [ActionConfig], incumbent: IncumbentConfig?, applied: IncumbentConfig?) {
+        let all = zip(h.take, nodes.take).map { ("take", $0.0, $0.1) } + zip(h.give, nodes.give).map { ("give", $0.0, $0.1) }
+        for (key, w, tn) in all {
+            if let g = gateway, w.topic == g.prefix || w.topic.hasPrefix(g.prefix + "/") {
+                r.error(tn, "handover \(key) publishes to '\(w.topic)' under the gateway's own control-plane prefix '\(g.prefix)'; use the plant's topic (e.g. plant/<name>/mode)")
+            }
+            if case .trigger(let t) = tick, filtersOverlap(t, w.topic) {
+                r.error(tn, "handover \(key) publishes to the tick trigger topic '\(t)'; every handover would cause a decision")
+            }
+            if let inc = incumbent, filtersOverlap(inc.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to the incumbent's topic '\(inc.topic)': the gateway would read the handover as the incumbent's command; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+            }
+            if let app = applied, filtersOverlap(app.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to the applied topic '\(app.topic)': the gateway would read the handover as the plant's report; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+            }
+            for s in signals where filtersOverlap(s.topic, w.topic) {
+                r.error(tn, "handover \(key) publishes to '\(w.topic)', which is also read as a sensor (signal '\(s.name)'); the gateway would decode its own handover")
+                break
+            }
+            for a in actions {
+                if let aw = a.writes.first(where: { filtersOverlap($0.topic, w.topic) }) {
+                    r.error(tn, "handover \(key) publishes to '\(aw.topic)', where action '\(a.name)' sends its commands: a handover payload would read as a command; give the plant's mode a topic of its own (e.g. plant/<name>/mode)")
+                    break
+                }
+            }
+        }
+    }
+
     // MARK: incumbent, safety, learning
 
     func readIncumbent(_ node: Node, section: String = "incumbent") -> (IncumbentConfig, Node)? {
@@ -724,11 +882,34 @@ struct Builder {
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
         }
-        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: ["policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks"]) {
-            if let x = e["shadow_ticks"], let v = r.int(x, "shadow_ticks", min: 1, max: 10_000_000) { l.shadowTicks = v }
+        if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
+            "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",
+        ]) {
+            if let x = e.keys["shadow_ticks"] {
+                r.error(x, "shadow_ticks belonged to the shadow-first policy, which was replaced by 'trial'; remove it (a trial's length is set by trial: {block, max_pairs, max_ticks})")
+            }
             if let x = e["guard_window"], let v = r.int(x, "guard_window", min: 1, max: 10_000_000) { l.guardWindow = v }
             if let x = e["keep_versions"], let v = r.int(x, "keep_versions", min: 2, max: 1000) { l.keepVersions = v }
-            if let x = e["policy"], let v = r.choice(x, "promotion policy", LearningConfig.Promotion.self) { l.promotion = v }
+            if let x = e["policy"], let v = r.string(x, "promotion policy") {
+                let offered: [LearningConfig.Promotion] = [.trial, .manual, .auto]
+                if v == LearningConfig.Promotion.shadowFirst.rawValue {
+                    r.error(x, "promotion policy 'shadow-first' was replaced by 'trial': shadow-first compared the candidate's own promises with the live outcomes, which cannot show that it controls better (a candidate that overrates every action passed); write 'policy: trial' (the candidate and the current controller take turns on the plant and it is promoted only when it is better with the configured confidence), or 'manual'")
+                } else if let p = LearningConfig.Promotion(rawValue: v), offered.contains(p) {
+                    l.promotion = p
+                } else {
+                    let all = offered.map(\.rawValue)
+                    let hint = suggestion(v, all).map { "; did you mean '\($0)'?" } ?? ""
+                    r.error(x, "promotion policy must be one of \(all.joined(separator: ", ")), found '\(v)'\(hint)")
+                }
+            }
+            if let x = e["trial"] { l.trial = readTrial(x) }
+            if let x = e["control_share"], let v = r.number(x, "control_share") {
+                if !(0...0.5).contains(v) {
+                    r.error(x, "control_share must be in [0, 0.5] (the share of blocks the previous controller keeps after a promotion; 0 turns the control-group guard off), found \(r.fmt(v))")
+                }
+                l.controlShare = v
+            }
+            if let x = e["guard_pairs"], let v = r.int(x, "guard_pairs", min: 2, max: 100_000) { l.guardPairs = v }
             if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
                 if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }
                 l.minAgreement = v
@@ -739,5 +920,57 @@ struct Builder {
             }
         }
         return l
+    }
+
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs}`.
+    func readTrial(_ node: Node) -> TrialConfig {
+        var t = TrialConfig()
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs"]) else { return t }
+        if let x = e["block"] {
+            if case .scalar(let s) = x, s.style == .plain, s.string == "episode" {
+                t.block = .episode
+                t.burnIn = 0
+            } else if case .scalar(let s) = x, s.style == .plain, let v = Int(s.string.replacingOccurrences(of: "_", with: "")) {
+                if v < 1 { r.error(x, "trial block must be ≥ 1 tick (or 'episode' on an episodic plant), found \(v)") } else { t.block = .ticks(v) }
+            } else {
+                r.error(x, "trial block must be a whole number of ticks or 'episode', found \(r.describe(x))")
+            }
+        }
+        if let x = e["burn_in"], let v = r.int(x, "trial burn_in", min: 0) {
+            switch t.block {
+            case .episode where v > 0:
+                r.error(x, "trial burn_in applies to blocks of ticks; an episode block is scored whole (it starts with the episode), remove burn_in or set it to 0")
+            case .ticks(let b) where v >= b:
+                r.error(x, "trial burn_in (\(v)) must be less than the block (\(b) ticks): a block needs scored ticks after the burn-in")
+            default:
+                t.burnIn = v
+            }
+        } else if case .ticks(let b) = t.block, t.burnIn >= b {
+            // The default burn-in does not fit a short block: no burn-in (said in docs/mapping.md).
+            t.burnIn = 0
+        }
+        if let x = e["confidence"], let v = r.number(x, "trial confidence") {
+            if !(v > 0.5 && v < 1) { r.error(x, "trial confidence must be in (0.5, 1), e.g. 0.95, found \(r.fmt(v))") }
+            t.confidence = v
+        }
+        if let x = e["margin"], let v = r.number(x, "trial margin") {
+            if !(v >= 0 && v < 1) {
+                r.error(x, "trial margin must be in [0, 1) (a share of the reference's |block return| the candidate may be worse by; 0: it must be better), found \(r.fmt(v))")
+            }
+            t.margin = v
+        }
+        if let x = e["min_pairs"], let v = r.int(x, "trial min_pairs", min: 2, max: 100_000) { t.minPairs = v }
+        if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }
+        if t.maxPairs < t.minPairs, let x = e["max_pairs"] ?? e["min_pairs"] {
+            r.error(x, "trial max_pairs (\(t.maxPairs)) must be at least min_pairs (\(t.minPairs)): no verdict could come before the budget ends")
+        }
+        if let x = e["max_ticks"] {
+            if case .scalar(let s) = x, s.style == .plain, s.string == "null" || s.string == "none" || s.string == "~" || s.string.isEmpty {
+                t.maxTicks = nil
+            } else if let v = r.int(x, "trial max_ticks", min: 1) {
+                t.maxTicks = v
+            }
+        }
+        return t
     }
 }

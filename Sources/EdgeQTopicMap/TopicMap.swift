@@ -160,6 +160,8 @@ public struct TopicMap: Sendable {
     public let learning: LearningConfig
     /// The `control_plane` section (defaults when absent: signed commands).
     public let controlPlane: ControlPlaneConfig
+    /// The `handover` section (empty when absent: nothing is published on a handover).
+    public let handover: HandoverConfig
     /// Source texts of the reward, terminal and truncated expressions.
     public var rewardSource: String { reward.source }
     /// The terminal expression's text, if any.
@@ -212,8 +214,10 @@ public struct TopicMap: Sendable {
          truncated: CompiledExpression?, actions: [ActionConfig], writes: [[CompiledWrite]], allowed: [CompiledExpression?],
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
-         applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init()) {
+         applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init(),
+         handover: HandoverConfig = HandoverConfig()) {
         self.controlPlane = controlPlane
+        self.handover = handover
         self.applied = applied
         self.continuity = continuity
         sequenceSignal = continuity.sequence.flatMap { name in signals.firstIndex { $0.name == name } }

@@ -151,8 +151,26 @@ struct CheckCommand: AsyncParsableCommand {
         if let i = map.incumbent { lines.append("incumbent  \(i.topic)\(i.pathText.map { " " + $0 } ?? " (raw)")") }
         lines.append("subscribes \(map.subscribedTopics.joined(separator: ", "))")
         lines.append("publishes  \(map.publishedTopics.joined(separator: ", "))")
+        let h = map.handover
+        if !h.take.isEmpty || !h.give.isEmpty {
+            func list(_ ws: [HandoverWrite]) -> String { ws.isEmpty ? "nothing" : ws.map(\.topic).joined(separator: ", ") }
+            let will = h.will.map { "Last Will on \($0.topic) (keep-alive \(h.keepAlive) s)" } ?? "no Last Will"
+            lines.append("handover   take → \(list(h.take)); give → \(list(h.give)); \(will)")
+        }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")
+        if l.promotion == .trial {
+            let t = l.trial
+            let block: String
+            switch t.block {
+            case .ticks(let n): block = "blocks of \(n) ticks (burn-in \(t.burnIn))"
+            case .episode: block = "blocks of one episode"
+            }
+            let test = t.margin > 0 ? "not worse than \(fmt(t.margin * 100)) %" : "better"
+            let ticks = t.maxTicks.map { "at most \($0) ticks" } ?? "no tick budget"
+            let guardText = l.controlShare > 0 ? "control share \(fmt(l.controlShare)) over \(l.guardPairs) pairs" : "no control group"
+            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(guardText)")
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -48,6 +48,8 @@ struct ModelsCommand: ParsableCommand {
                 let report = (try? Data(contentsOf: store.reportURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
                 let verdict = report["verdict"] as? String ?? "?"
                 let rows = (report["rows"] as? NSNumber).map { "\($0.intValue) rows" } ?? ""
+                let trial = (try? Data(contentsOf: store.trialURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+                    .flatMap { $0["verdict"] as? String }.map { "  trial: \($0)" } ?? ""
                 let sha = (try? String(contentsOf: QModel.checksumURL(for: store.modelURL(v)), encoding: .utf8))?.prefix(12) ?? "?"
                 let date = (try? FileManager.default.attributesOfItem(atPath: store.folder(v).path)[.modificationDate] as? Date).map {
                     ISO8601DateFormatter().string(from: $0)
@@ -59,7 +61,7 @@ struct ModelsCommand: ParsableCommand {
                 case .success(let (_, sig)): signature = "signed by \(sig.key)"
                 case .failure(let refusal): signature = refusal.reason == .missingSignature ? "UNSIGNED" : "REFUSED (\(refusal.reason))"
                 }
-                print("\(mark) v\(v)  \(date)  sha256 \(sha)…  \(signature)  \(verdict)  \(rows)\(state)")
+                print("\(mark) v\(v)  \(date)  sha256 \(sha)…  \(signature)  \(verdict)  \(rows)\(trial)\(state)")
             }
         }
     }
@@ -95,6 +97,27 @@ struct ModelsCommand: ParsableCommand {
                let report = try? JSONDecoder().decode(RetrainReport.self, from: data) {
                 print(ReportText.render(report))
             }
+            if let data = try? Data(contentsOf: store.trialURL(v)),
+               let trial = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                print(TrialText.render(trial))
+            }
+        }
+    }
+
+    /// The switchback trial's verdict file (`trial.json`) as `edgeq models show` prints it.
+    enum TrialText {
+        static func render(_ t: [String: Any]) -> String {
+            func num(_ k: String) -> String {
+                guard let n = t[k] as? NSNumber else { return "—" }
+                return String(format: "%.4g", n.doubleValue)
+            }
+            var lines = ["trial      \(t["verdict"] as? String ?? "?") against \(t["reference"] as? String ?? "?")"
+                         + ((t["reason"] as? String).map { ": \($0)" } ?? "")]
+            lines.append("           pairs \(num("pairs")), ticks \(num("ticks")), mean difference per pair \(num("mean_difference")) "
+                         + "(\(num("confidence")) interval \(num("ci_low")) … \(num("ci_high")))")
+            lines.append("           block return: candidate \(num("candidate_mean")), reference \(num("reference_mean")); "
+                         + "cost \(num("cost")) (\(num("cost_share")) of the reference's return over the trial)")
+            return lines.joined(separator: "\n")
         }
     }
 

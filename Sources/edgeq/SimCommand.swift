@@ -28,6 +28,9 @@ struct SimCommand: ParsableCommand {
             plant/PLANT/cmd. Its incumbent decides (and publishes what it applies) unless the gateway \
             named by --gateway says mode "control" in its retained status. At the end (after --steps, \
             or on SIGINT/SIGTERM) it publishes its score, retained, on plant/PLANT/score and prints it.
+            With --eval it also runs, in process, a twin of the plant driven by its incumbent on the same \
+            weather, setpoints and episode starts, and publishes per window (or episode) both returns and \
+            who was in control on plant/PLANT/eval (docs/simulators.md, "Evaluation twin").
             """
     )
 
@@ -64,12 +67,25 @@ struct SimCommand: ParsableCommand {
     @Flag(help: "Print the score as JSON instead of a line for people.")
     var json = false
 
+    @Flag(help: "Evaluate against an incumbent twin on the same weather, setpoints and episode starts; publish each window on plant/PLANT/eval.")
+    var eval = false
+
+    @Option(help: "Steps per evaluation window on continuing plants (default: thermal 288, tank 360, heater 960); implies --eval.")
+    var evalWindow: Int?
+
+    @Option(help: "Append each evaluation window as a JSON line to this file; implies --eval.")
+    var evalFile: String?
+
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         if !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
         if rate < 0 || !rate.isFinite { throw ValidationError("--rate must be 0 (unpaced) or a positive number") }
         if let speed, !(speed > 0) { throw ValidationError("--speed must be a positive factor") }
         if commandTimeout <= 0 { throw ValidationError("--command-timeout must be positive") }
+        if let evalWindow, evalWindow < 1 { throw ValidationError("--eval-window must be at least 1 step") }
+        if evalWindow != nil && plant.isEpisodic {
+            throw ValidationError("--eval-window applies to continuing plants; \(plant.rawValue) is evaluated per episode")
+        }
         if incumbent != "default" { throw ValidationError("unknown incumbent '\(incumbent)'; available: default") }
     }
 
@@ -81,6 +97,12 @@ struct SimCommand: ParsableCommand {
         options.dither = dither
         options.gatewayPrefix = gateway
         options.commandTimeout = commandTimeout
+        if eval || evalWindow != nil || evalFile != nil {
+            var e = EvaluationOptions()
+            e.windowSteps = evalWindow
+            e.file = evalFile
+            options.evaluation = e
+        }
         let sim = Simulator(options)
         let watcher = SignalWatcher { _ in sim.stop() }
         let result: SimulatorResult

@@ -27,6 +27,17 @@ import Testing
         #expect(r.stdout.contains("state      width 12 = 12 columns × 1 tick"))
         #expect(r.stdout.contains("subscribes plant/thermal/state, plant/thermal/cmd"))
         #expect(r.stdout.contains("publishes  plant/thermal/cmd"))
+        #expect(r.stdout.contains("handover   take → plant/thermal/mode; give → plant/thermal/mode; Last Will on plant/thermal/mode (keep-alive 5 s)"), "\(r.stdout)")
+    }
+
+    /// The switchback trial's settings are summarized when the policy is `trial`.
+    @Test func referenceSummaryShowsTheTrial() throws {
+        let f = Self.root.appendingPathComponent("topics/reference.yaml").path
+        let r = try EdgeQBinary.run(["check", f])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("promotion trial"), "\(r.stdout)")
+        #expect(r.stdout.contains("trial      blocks of 96 ticks (burn-in 8), better with confidence 0.95, 4…30 pairs, no tick budget; control share 0.1 over 20 pairs"),
+                "\(r.stdout)")
     }
 
     @Test func invalidFileExits65WithEveryErrorAtItsPlace() throws {

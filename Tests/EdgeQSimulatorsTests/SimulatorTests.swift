@@ -78,6 +78,58 @@ import Testing
     }
 }
 
+/// The plant's mode topic (`plant/<name>/mode`, the gateway's handover) decides who is in
+/// charge, over the gateway's status.
+@Suite struct SimulatorModeTopicTests {
+    @Test(arguments: [#"{"controller":"incumbent"}"#, "incumbent", #" "incumbent" "#])
+    func aRetainedGiveOutranksAControlStatus(give: String) throws {
+        let broker = try MosquittoBroker()
+        let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "fake-gateway"))
+        defer { gw.stop() }
+        gw.start()
+        try gw.waitUntilConnected(timeout: 5)
+        _ = try gw.publish("edgeq/t1/status", #"{"state":"online","mode":"control"}"#, qos: .atLeastOnce, retain: true)
+        _ = try gw.publish("plant/tank/mode", give, qos: .atLeastOnce, retain: true)
+        var o = SimulatorOptions(plant: .tank, broker: broker.url)
+        o.steps = 30
+        o.rate = 0
+        o.gatewayPrefix = "edgeq/t1"
+        o.commandTimeout = 600   // a step that waited for the gateway would never end
+        let r = try Simulator(o).run()
+        #expect(r.incumbentSteps == 30)
+        #expect(r.gatewaySteps == 0 && r.commandTimeouts == 0)
+    }
+
+    @Test func aTakeOnTheModeTopicAloneHandsTheStepsToTheGateway() throws {
+        let broker = try MosquittoBroker()
+        let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "fake-gateway"))
+        defer { gw.stop() }
+        try gw.subscribe("plant/tank/state", qos: .atLeastOnce)
+        gw.start()
+        try gw.waitUntilConnected(timeout: 5)
+        _ = try gw.publish("plant/tank/mode", #"{"controller":"gateway"}"#, qos: .atLeastOnce, retain: true)
+        let stop = ManagedAtomicFlag()
+        let answering = Thread {
+            while !stop.isSet {
+                guard let m = gw.receive(timeout: 0.1),
+                      let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
+                      let step = o["step"] as? Int else { continue }
+                _ = try? gw.publish("plant/tank/cmd", "{\"valve\":4,\"step\":\(step)}", qos: .atLeastOnce)
+            }
+        }
+        answering.start()
+        var o = SimulatorOptions(plant: .tank, broker: broker.url)
+        o.steps = 30
+        o.rate = 0
+        o.commandTimeout = 600
+        let r = try Simulator(o).run()
+        stop.set()
+        // The first step may be taken before the retained take arrives (the plant waits for
+        // retained messages until the broker is quiet for 50 ms): then the incumbent takes it.
+        #expect(r.gatewaySteps >= 29 && r.commandTimeouts == 0, "gateway \(r.gatewaySteps), timeouts \(r.commandTimeouts)")
+    }
+}
+
 /// A flag set by one thread and read by another.
 final class ManagedAtomicFlag: @unchecked Sendable {
     // @unchecked Sendable: `value` is only accessed under `lock`.

@@ -126,7 +126,11 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(l.retrainEveryTransitions == 10000)
         #expect(l.retrainInterval == 86400)
         #expect(l.retention == 90 * 86400)
-        #expect(l.promotion == .manual)
+        #expect(l.promotion == .trial)
+        var trial = TrialConfig()
+        trial.block = .ticks(96)
+        trial.burnIn = 8
+        #expect(l.trial == trial && l.controlShare == 0.1 && l.guardPairs == 20)
         #expect(l.rollbackMargin == 0.05)
     }
 
@@ -163,6 +167,16 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {prioritized_replay: {}}", { $0.learning.prioritizedAlpha == 0.6 && $0.learning.prioritizedBeta == 0.4 }),
             ("learning: {promotion: {policy: auto, min_agreement: 0.8, rollback_margin: 0.1}}",
              { $0.learning.promotion == .auto && $0.learning.minAgreement == 0.8 && $0.learning.rollbackMargin == 0.1 }),
+            // promotion: trial is the default; its section and the control group's keys
+            ("learning: {}", { $0.learning.promotion == .trial && $0.learning.trial == TrialConfig() && $0.learning.controlShare == 0.1 && $0.learning.guardPairs == 20 }),
+            ("learning: {promotion: {policy: trial, trial: {block: 48, burn_in: 4, confidence: 0.9, margin: 0.02, max_pairs: 20, max_ticks: 5000, min_pairs: 3}, control_share: 0.05, guard_pairs: 10}}",
+             { let t = $0.learning.trial
+                 return $0.learning.promotion == .trial && t.block == .ticks(48) && t.burnIn == 4 && t.confidence == 0.9 && t.margin == 0.02
+                     && t.maxPairs == 20 && t.maxTicks == 5000 && t.minPairs == 3 && $0.learning.controlShare == 0.05 && $0.learning.guardPairs == 10 }),
+            ("terminal: a > 3\nlearning: {promotion: {trial: {block: episode}}}", { $0.learning.trial.block == .episode && $0.learning.trial.burnIn == 0 }),
+            ("learning: {promotion: {policy: manual, control_share: 0, trial: {max_ticks: null}}}",
+             { $0.learning.promotion == .manual && $0.learning.controlShare == 0 && $0.learning.trial.maxTicks == nil }),
+            ("learning: {promotion: {trial: {block: 4}}}", { $0.learning.trial.block == .ticks(4) && $0.learning.trial.burnIn == 0 }),
             ("terminal: a > 3", { $0.terminalSource == "a > 3" }),
             ("truncated: b", { $0.truncatedSource == "b" }),
         ]
@@ -231,6 +245,23 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {prioritized_replay: {beta: 1.5}}\n", 13, 39, "prioritized_replay beta must be in [0, 1], found 1.5"),
         (minimal + "learning: {double_dqn: maybe}\n", 13, 24, "double_dqn must be true or false, found 'maybe'"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
+        // promotion: shadow-first was replaced by trial; the trial's and control group's settings
+        (minimal + "learning: {promotion: {policy: shadow-first}}\n", 13, 32, "promotion policy 'shadow-first' was replaced by 'trial'"),
+        (minimal + "learning: {promotion: {policy: tral}}\n", 13, 32, "promotion policy must be one of trial, manual, auto, found 'tral'; did you mean 'trial'?"),
+        (minimal + "learning: {promotion: {shadow_ticks: 30}}\n", 13, 24, "shadow_ticks belonged to the shadow-first policy, which was replaced by 'trial'"),
+        (minimal + "learning: {promotion: {trial: {block: 0}}}\n", 13, 39, "trial block must be ≥ 1 tick"),
+        (minimal + "learning: {promotion: {trial: {block: often}}}\n", 13, 39, "trial block must be a whole number of ticks or 'episode', found 'often'"),
+        (minimal + "learning: {promotion: {trial: {blocks: 96}}}\n", 13, 32, "unknown key 'blocks' in trial; did you mean 'block'?"),
+        (minimal + "learning: {promotion: {trial: {block: 8, burn_in: 8}}}\n", 13, 51, "trial burn_in (8) must be less than the block (8 ticks)"),
+        (minimal + "learning: {promotion: {trial: {confidence: 1}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 1"),
+        (minimal + "learning: {promotion: {trial: {confidence: 0.5}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 0.5"),
+        (minimal + "learning: {promotion: {trial: {margin: -0.1}}}\n", 13, 40, "trial margin must be in [0, 1)"),
+        (minimal + "learning: {promotion: {trial: {min_pairs: 1}}}\n", 13, 43, "trial min_pairs must be in 2...100000, found 1"),
+        (minimal + "learning: {promotion: {trial: {block: 96, max_pairs: 3}}}\n", 13, 54, "trial max_pairs (3) must be at least min_pairs (4)"),
+        (minimal + "learning: {promotion: {control_share: 0.6}}\n", 13, 39, "control_share must be in [0, 0.5]"),
+        (minimal + "learning: {promotion: {control_share: -0.1}}\n", 13, 39, "control_share must be in [0, 0.5]"),
+        (minimal + "learning: {promotion: {trial: {block: episode}}}\n", 13, 39, "trial block 'episode' needs the mapping to say when an episode ends"),
+        (minimal + "terminal: a > 3\nlearning: {promotion: {trial: {block: episode, burn_in: 4}}}\n", 14, 57, "trial burn_in applies to blocks of ticks"),
         // YAML syntax error
         ("gateway: {id: t\nsignals: [\n", 2, 8, "YAML syntax: did not find expected"),
         // tick continuity: the sequence names a signal, only with a trigger; max_gap beyond the period

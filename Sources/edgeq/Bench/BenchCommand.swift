@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeQSimulators
 import Foundation
 
 /// `edgeq bench NAME [--json]`: measures EdgeQ and, in the same run, the anchor it is
@@ -33,8 +34,50 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Skip the anchors (EdgeQ's figures only; ratios are then null).")
     var noAnchors = false
 
+    @Option(help: "generalize: the plants, comma-separated (default: every plant).")
+    var plants: String?
+
+    @Option(help: "generalize: seeds per plant (1…N; default 5).")
+    var seeds: Int?
+
+    @Option(help: "generalize: steps per run (default: each plant's budget, docs/benchmarks.md).")
+    var steps: Int?
+
+    @Option(help: "generalize: share (0…1) of the incumbent's decisions moved ±1 level (default 0: the incumbent as it runs; the twin is never dithered).")
+    var dither: Double?
+
+    func validate() throws {
+        if name != .generalize && (plants != nil || seeds != nil || steps != nil || dither != nil) {
+            throw ValidationError("--plants, --seeds, --steps and --dither apply to `edgeq bench generalize` only")
+        }
+        if let dither, !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
+        if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        _ = try generalizeOptions()
+    }
+
+    /// The generalize bench's options from the flags.
+    func generalizeOptions() throws -> GeneralizeOptions {
+        var g = GeneralizeOptions()
+        if let plants {
+            g.plants = try plants.split(separator: ",").map { raw in
+                let name = raw.trimmingCharacters(in: .whitespaces)
+                guard let p = PlantKind(rawValue: name) else {
+                    throw ValidationError("unknown plant '\(name)' in --plants; available: \(PlantKind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return p
+            }
+            if g.plants.isEmpty { throw ValidationError("--plants names no plant") }
+        }
+        if let seeds { g.seeds = seeds }
+        g.steps = steps
+        g.dither = dither ?? 0
+        return g
+    }
+
     func run() async throws {
-        let context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
+        var context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
+        context.generalize = try generalizeOptions()
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)
     }
@@ -42,7 +85,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The benchmarks `edgeq bench` knows.
 enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case mqtt, decode, inference, train, learn, e2e, retrain
+    case mqtt, decode, inference, train, learn, e2e, retrain, generalize
 
     func run(_ context: BenchContext) async throws -> [BenchFigure] {
         switch self {
@@ -53,6 +96,7 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .learn: return try await LearnBench.run(context)
         case .retrain: return try await RetrainBench.run(context)
         case .e2e: return try await E2EBench.run(context)
+        case .generalize: return try await GeneralizeBench.run(context)
         }
     }
 }
@@ -62,6 +106,8 @@ struct BenchContext: Sendable {
     let bench: String
     let quick: Bool
     let withAnchors: Bool
+    /// `generalize` only: plants, seeds, steps.
+    var generalize = GeneralizeOptions()
 
     /// Progress for people, on standard error (standard output carries the figures).
     func progress(_ message: String) {

@@ -1,0 +1,282 @@
+// The control-group guard: after a promotion, a share of blocks goes back to the previous
+// controller, each paired with the adjacent block of the served model, and the guard trips
+// when the served model is worse than that control group with the configured confidence
+// (docs/learning.md, "The switchback trial and the control group").
+//
+// A pure value type like SwitchbackTrial: the caller feeds closed transitions and acts on the
+// events. `record` and `skip` allocate nothing (the guard writes into rings sized in `init`).
+
+import EdgeQCore
+import EdgeQTopicMap
+
+/// Who acts during a control-group guard's block.
+public enum GuardArm: String, Sendable, Equatable {
+    /// The model being served.
+    case served
+    /// The previous controller, for a control block.
+    case control
+}
+
+/// What the caller must do after a tick it fed to the guard.
+public enum GuardEvent: Sendable, Equatable {
+    /// A block ended and the other arm acts from the next tick: hand over to it.
+    case switched(to: GuardArm)
+    /// The served model is worse than the control group with the configured confidence: take
+    /// it out of service (the guard takes no more ticks; `summary` has the figures).
+    case tripped
+}
+
+/// Compares the served model with a control group kept by the previous controller.
+///
+/// **Design.** Blocks are as in the trial (`TrialConfig.block` ticks with `burnIn` unscored,
+/// or one whole episode, so episodic plants compare episode returns, never a per-tick mean).
+/// With `share` p > 0, blocks come in cycles of m = round(1/p) (at least 2): in each cycle one
+/// pair of adjacent blocks, at a random position and in a random order, is one control block
+/// and one served block; the other m − 2 blocks are served and not compared. The control
+/// group's share of blocks is 1/m (`effectiveShare`). p = 0 turns the guard off: every block is
+/// served and nothing is compared.
+///
+/// **Statistics.** Per complete pair, d = served return − control return (with a tolerance τ,
+/// d′ = d + τ·|control return|). After every pair, with n = the last `windowPairs` pairs (at
+/// least `minPairs`), the guard trips when mean(d′) + t·s(d′)/√n < 0, t being the one-sided
+/// Student-t quantile at level α / `looksPerBudget` (α = 1 − confidence, n − 1 degrees of
+/// freedom). Bonferroni over looks: among any `looksPerBudget` consecutive looks at a served
+/// model as good as the control, a false trip has probability at most α (over N looks, at most
+/// α·N / `looksPerBudget`); the per-look threshold stays the same however long the model serves.
+/// Pairs are adjacent in time, so a disturbance shared by both blocks (setpoints, weather,
+/// load) cancels in d.
+public struct ControlGroupGuard: Sendable {
+    /// The guard's settings.
+    public struct Settings: Sendable, Equatable {
+        /// Block length (as the trial's).
+        public var block: TrialConfig.Block
+        /// Unscored ticks at the start of each tick block.
+        public var burnIn: Int
+        /// Share of blocks for the control group, in [0, 0.5]; 0: the guard is off.
+        public var share: Double
+        /// Recent pairs compared, ≥ 2.
+        public var windowPairs: Int
+        /// Confidence of a trip, in (0.5, 1).
+        public var confidence: Double
+        /// Pairs before the first look, in 2...windowPairs. Default 4.
+        public var minPairs = 4
+        /// Looks the error budget α is split over (see the type's comment), ≥ 1. Default 100.
+        public var looksPerBudget = 100
+        /// Share of the control's |block return| the served model may be worse by before it
+        /// counts as worse, ≥ 0. Default 0.
+        public var tolerance = 0.0
+
+        /// Settings given one by one.
+        public init(block: TrialConfig.Block, burnIn: Int, share: Double, windowPairs: Int, confidence: Double) {
+            self.block = block
+            self.burnIn = burnIn
+            self.share = share
+            self.windowPairs = windowPairs
+            self.confidence = confidence
+        }
+
+        /// The mapping's settings: the trial's block, burn-in and confidence,
+        /// `promotion.control_share` and `promotion.guard_pairs`.
+        public init(learning l: LearningConfig) {
+            self.init(block: l.trial.block, burnIn: l.trial.burnIn, share: l.controlShare, windowPairs: l.guardPairs,
+                      confidence: l.trial.confidence)
+            minPairs = min(l.trial.minPairs, l.guardPairs)
+        }
+    }
+
+    /// The settings it runs with.
+    public let settings: Settings
+    private var rng: SeededGenerator
+    private var clock: BlockClock
+    /// Blocks per cycle (m), the index of the running block in its cycle, the first block of
+    /// the cycle's pair and whether the control block comes first in it.
+    private let cycle: Int
+    private var index = 0
+    private var pairAt = 0
+    private var controlFirst = false
+    private var servedReturn: Double?
+    private var controlReturn: Double?
+    /// The last `windowPairs` scored pairs' returns (ring buffers).
+    private var servedWindow: [Double]
+    private var controlWindow: [Double]
+    private var windowCount = 0
+    private var windowNext = 0
+    /// One-sided t quantiles at level α / looksPerBudget for n = minPairs ... windowPairs.
+    private let quantiles: [Double]
+    private var pairs = 0
+    private var voidPairs = 0
+    private var ticks = 0
+    /// Whether it tripped (it takes no more ticks then).
+    public private(set) var hasTripped = false
+
+    /// A guard with `settings`; `seed` draws the position and order of every pair.
+    ///
+    /// - Throws: `TrialSettingsError` when a setting is out of range (share outside [0, 0.5],
+    ///   windowPairs < 2, minPairs outside 2...windowPairs, confidence outside (0.5, 1),
+    ///   looksPerBudget < 1, tolerance < 0, or a block or burn-in the trial would refuse).
+    public init(settings s: Settings, seed: UInt64) throws(TrialSettingsError) {
+        guard (0...0.5).contains(s.share) else {
+            throw TrialSettingsError(message: "control_share must be in [0, 0.5] (0 turns the guard off), found \(s.share)")
+        }
+        guard s.windowPairs >= 2 else { throw TrialSettingsError(message: "guard_pairs must be ≥ 2, found \(s.windowPairs)") }
+        guard s.minPairs >= 2, s.minPairs <= s.windowPairs else {
+            throw TrialSettingsError(message: "the guard's minPairs must be in 2...\(s.windowPairs) (guard_pairs), found \(s.minPairs)")
+        }
+        guard s.looksPerBudget >= 1 else { throw TrialSettingsError(message: "looksPerBudget must be ≥ 1, found \(s.looksPerBudget)") }
+        guard s.tolerance >= 0, s.tolerance.isFinite else { throw TrialSettingsError(message: "tolerance must be ≥ 0, found \(s.tolerance)") }
+        var trial = TrialConfig()
+        trial.block = s.block
+        trial.burnIn = s.burnIn
+        trial.confidence = s.confidence
+        try SwitchbackTrial.validate(trial)
+        settings = s
+        rng = SeededGenerator(seed: seed)
+        clock = BlockClock(block: s.block, burnIn: s.burnIn)
+        cycle = s.share > 0 ? max(2, Int((1 / s.share).rounded())) : 0
+        servedWindow = [Double](repeating: 0, count: s.windowPairs)
+        controlWindow = [Double](repeating: 0, count: s.windowPairs)
+        let level = (1 - s.confidence) / Double(s.looksPerBudget)
+        quantiles = (s.minPairs...s.windowPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double($0 - 1)) }
+        if cycle > 0 { drawPair() }
+    }
+
+    private mutating func drawPair() {
+        pairAt = Int(rng.next() % UInt64(cycle - 1))
+        controlFirst = rng.next() & 1 == 0
+    }
+
+    /// Whether the guard compares anything (share > 0).
+    public var isActive: Bool { cycle > 0 }
+
+    /// The control group's actual share of blocks: 1 / round(1 / share), or 0.
+    public var effectiveShare: Double { cycle > 0 ? 1 / Double(cycle) : 0 }
+
+    /// Who acts on the next tick.
+    public var arm: GuardArm {
+        guard cycle > 0 else { return .served }
+        if index == pairAt { return controlFirst ? .control : .served }
+        if index == pairAt + 1 { return controlFirst ? .served : .control }
+        return .served
+    }
+
+    /// Feeds one closed transition: its reward, the arm that acted when it was opened, and
+    /// whether an episode ended with it. A transition opened by the other arm than the current
+    /// block's is counted as skipped.
+    ///
+    /// - Returns: `.switched(to:)` when a block ended and the other arm takes over, `.tripped`
+    ///   when the served model is worse than the control group, nil otherwise (always nil once
+    ///   tripped, and when the guard is off).
+    public mutating func record(reward: Double, arm acted: GuardArm, episodeEnded: Bool) -> GuardEvent? {
+        feed(reward: acted == arm && reward.isFinite ? reward : nil, episodeEnded: episodeEnded)
+    }
+
+    /// Feeds a tick that must not be scored (unusable state, fallback or hold, no reward).
+    ///
+    /// - Returns: as `record`.
+    public mutating func skip(episodeEnded: Bool = false) -> GuardEvent? {
+        feed(reward: nil, episodeEnded: episodeEnded)
+    }
+
+    private mutating func feed(reward: Double?, episodeEnded: Bool) -> GuardEvent? {
+        guard cycle > 0, !hasTripped else { return nil }
+        ticks += 1
+        guard clock.tick(reward: reward, episodeEnded: episodeEnded) else { return nil }
+        let ended = arm
+        let inPair = index == pairAt || index == pairAt + 1
+        if inPair {
+            if ended == .served { servedReturn = clock.blockReturn } else { controlReturn = clock.blockReturn }
+        }
+        clock.reset()
+        if index == pairAt + 1 {
+            if let s = servedReturn, let c = controlReturn {
+                pairs += 1
+                servedWindow[windowNext] = s
+                controlWindow[windowNext] = c
+                windowNext = (windowNext + 1) % settings.windowPairs
+                windowCount = min(windowCount + 1, settings.windowPairs)
+                if look() {
+                    hasTripped = true
+                    return .tripped
+                }
+            } else {
+                voidPairs += 1
+            }
+            servedReturn = nil
+            controlReturn = nil
+        }
+        index += 1
+        if index == cycle {
+            index = 0
+            drawPair()
+        }
+        return arm != ended ? .switched(to: arm) : nil
+    }
+
+    /// Mean and sample standard deviation of d′ (with `tolerance`) or d over the window.
+    private func windowMoments(tolerance: Double) -> RunningMoments {
+        var m = RunningMoments()
+        for i in 0..<windowCount {
+            m.add(servedWindow[i] - controlWindow[i] + tolerance * abs(controlWindow[i]))
+        }
+        return m
+    }
+
+    private var currentQuantile: Double? {
+        guard windowCount >= settings.minPairs else { return nil }
+        return quantiles[windowCount - settings.minPairs]
+    }
+
+    private func look() -> Bool {
+        guard let t = currentQuantile else { return false }
+        let m = windowMoments(tolerance: settings.tolerance)
+        return m.mean + t * m.standardDeviation / Double(m.count).squareRoot() < 0
+    }
+
+    /// The guard's figures over its window, for reports.
+    public var summary: GuardSummary {
+        var s = GuardSummary(pairs: pairs, voidPairs: voidPairs, windowPairs: windowCount, ticks: ticks,
+                             effectiveShare: effectiveShare, confidence: settings.confidence, tripped: hasTripped)
+        guard windowCount > 0 else { return s }
+        let m = windowMoments(tolerance: 0)
+        s.meanDifference = m.mean
+        var served = 0.0, control = 0.0
+        for i in 0..<windowCount {
+            served += servedWindow[i]
+            control += controlWindow[i]
+        }
+        s.meanServed = served / Double(windowCount)
+        s.meanControl = control / Double(windowCount)
+        if let t = currentQuantile {
+            let half = t * m.standardDeviation / Double(m.count).squareRoot()
+            s.interval = (m.mean - half)...(m.mean + half)
+        }
+        return s
+    }
+}
+
+/// The control-group guard's figures, for reports.
+public struct GuardSummary: Sendable, Equatable {
+    /// Scored pairs since the guard started.
+    public var pairs: Int
+    /// Pairs left out because a block had fewer than half of its ticks scored.
+    public var voidPairs: Int
+    /// Pairs in the window the figures below are over.
+    public var windowPairs: Int
+    /// Ticks fed.
+    public var ticks: Int
+    /// The control group's share of blocks.
+    public var effectiveShare: Double
+    /// The guard's confidence.
+    public var confidence: Double
+    /// Whether it tripped.
+    public var tripped: Bool
+    /// Mean over the window of served − control block return.
+    public var meanDifference: Double?
+    /// The interval on it with the Bonferroni-corrected t quantile a trip uses (nil before
+    /// `minPairs` pairs).
+    public var interval: ClosedRange<Double>?
+    /// The served model's mean block return over the window's pairs.
+    public var meanServed: Double?
+    /// The control group's mean block return over the window's pairs.
+    public var meanControl: Double?
+}

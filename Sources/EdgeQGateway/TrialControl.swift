@@ -1,0 +1,329 @@
+import EdgeQCore
+import EdgeQLog
+import EdgeQNet
+import EdgeQTopicMap
+import Foundation
+import Logging
+
+// The switchback trial and the control-group guard in the gateway (docs/operations.md, "The
+// trial and the guard"; the statistics are `SwitchbackTrial` and `ControlGroupGuard`).
+//
+// Both run on the decision thread, inside the decision state: before each tick the gateway asks
+// who is in charge (the candidate or the reference during a trial; the served model or the
+// previous controller under the guard), runs the tick through the decision core with that
+// controller, and feeds the transition the tick closed to the trial or guard of the controller
+// that opened it. Verdicts, trips and progress go to the control queue, which promotes, rolls
+// back, writes the trial's file and publishes.
+
+/// Who acted on a tick, as the trial or the guard sees it.
+enum ControllerRole: Sendable, Equatable {
+    case trial(TrialArm)
+    case guarded(GuardArm)
+}
+
+/// The controller a tick runs with.
+struct TickController {
+    /// The core's mode: `.control` when the gateway acts, `.shadow` when the incumbent does.
+    var mode: ControlMode
+    var engine: QEngine?
+    var version: String?
+    var role: ControllerRole?
+}
+
+extension Gateway {
+    // MARK: - Decision thread
+
+    /// Who is in charge on this tick. In shadow mode the incumbent, always (a trial waits for
+    /// control mode). In control mode: the trial's arm while a trial runs, else the guard's arm
+    /// (the served model, or the previous controller in a control block), else the served
+    /// model; with no model served (`promotion: trial` allows control mode without one) the
+    /// incumbent.
+    func controller(_ d: inout DecisionState) -> TickController {
+        let served = d.engineModel.map { String($0.version) }
+        guard mode == .control else { return TickController(mode: .shadow, engine: d.engine, version: served, role: nil) }
+        if let trial = d.trial, let candidate = d.trialCandidate {
+            let arm = trial.arm
+            switch arm {
+            case .candidate:
+                return TickController(mode: .control, engine: d.trialEngine, version: String(candidate.version), role: .trial(arm))
+            case .reference:
+                if d.trialReference == nil { return TickController(mode: .shadow, engine: nil, version: nil, role: .trial(arm)) }
+                return TickController(mode: .control, engine: d.engine, version: served, role: .trial(arm))
+            }
+        }
+        if d.engine != nil, let g = d.controlGroup, g.isActive {
+            let arm = g.arm
+            if arm == .control {
+                if let p = d.previousModel, let e = d.previousEngine {
+                    return TickController(mode: .control, engine: e, version: String(p.version), role: .guarded(arm))
+                }
+                return TickController(mode: .shadow, engine: nil, version: nil, role: .guarded(arm))
+            }
+            return TickController(mode: .control, engine: d.engine, version: served, role: .guarded(arm))
+        }
+        if d.engine == nil && map.learning.promotion == .trial {
+            // Control allowed, nothing proven yet: the incumbent stays in charge.
+            return TickController(mode: .shadow, engine: nil, version: nil, role: nil)
+        }
+        return TickController(mode: .control, engine: d.engine, version: served, role: nil)
+    }
+
+    /// Feeds the transition a tick closed (or could not close) to the trial or guard of the
+    /// controller that opened it, and acts on what they say.
+    func feedTrialAndGuard(_ d: inout DecisionState, _ out: DecisionCore.Outcome, closedRole: ControllerRole?) {
+        guard let role = closedRole else { return }
+        let ended = out.closed.map { $0.terminal || $0.truncated } ?? out.episodeEnded
+        let reward = out.closed?.reward
+        switch role {
+        case .trial(let arm):
+            guard d.trial != nil else { return }
+            let event = reward.map { d.trial?.record(reward: $0, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
+            guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
+            let summary = trial.summary
+            let reference = d.trialReference?.version
+            switch event {
+            case .switched, .continued:
+                control.async { self.trialProgress(candidate: candidate.version, reference: reference, arm: trial.arm, summary) }
+            case .verdict(let v):
+                endTrial(&d)
+                control.async { self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: nil) }
+            }
+        case .guarded(let arm):
+            guard d.controlGroup != nil else { return }
+            let event = reward.map { d.controlGroup?.record(reward: $0, arm: arm, episodeEnded: ended) } ?? d.controlGroup?.skip(episodeEnded: ended)
+            guard let event = event ?? nil, let g = d.controlGroup else { return }
+            let summary = g.summary
+            guardSummary.withLock { $0 = summary }
+            if event == .tripped {
+                let from = d.engineModel?.version
+                let previous = d.previousModel?.version
+                d.controlGroup = nil
+                control.async { self.guardTripped(from: from, control: previous, summary) }
+            }
+        }
+    }
+
+    /// Ends the running trial on the decision thread (the candidate's engine is let go).
+    func endTrial(_ d: inout DecisionState) {
+        d.trial = nil
+        d.trialCandidate = nil
+        d.trialEngine = nil
+        d.trialReference = nil
+        trialRunning.store(false, ordering: .relaxed)
+        metrics.trialActive.set(0)
+    }
+
+    /// Decision thread, when the control queue put a new candidate in the slot: starts its
+    /// trial against the controller in charge now (a trial under way is abandoned: the newer
+    /// candidate replaces it).
+    func pickUpCandidate(_ d: inout DecisionState) {
+        let cg = candidateGeneration.load(ordering: .acquiring)
+        guard cg != d.candidateEngineGeneration else { return }
+        d.candidateEngineGeneration = cg
+        if let running = d.trialCandidate, let trial = d.trial {
+            let summary = trial.summary
+            let reference = d.trialReference?.version
+            control.async { self.finishTrial(candidate: running, reference: reference, verdict: "abandoned", summary: summary,
+                                             reason: "a newer candidate replaced it") }
+        }
+        endTrial(&d)
+        guard let candidate = candidateSlot.withLock({ $0 }) else { return }
+        do {
+            d.trial = try SwitchbackTrial(config: map.learning.trial, seed: UInt64(truncatingIfNeeded: Self.now()) ^ UInt64(candidate.version))
+        } catch {
+            logger.error("the switchback trial cannot start: \(error)")
+            return
+        }
+        d.trialCandidate = candidate
+        d.trialEngine = candidate.model.makeEngine(options.precision)
+        d.trialReference = d.engineModel
+        d.openRole = nil
+        trialRunning.store(true, ordering: .relaxed)
+        metrics.trialActive.set(1)
+    }
+
+    /// Decision thread, after a new model was picked up: the guard starts afresh for it, with the
+    /// previous controller (the model served before it, or the incumbent) as its control group;
+    /// a trial whose reference was the model served until now is abandoned.
+    func servedModelChanged(_ d: inout DecisionState) {
+        d.previousModel = previousController.withLock { $0 }
+        d.previousEngine = d.previousModel.map { $0.model.makeEngine(options.precision) }
+        d.controlGroup = nil
+        guardSummary.withLock { $0 = nil }
+        if d.engine != nil {
+            do {
+                d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
+                                                       seed: UInt64(truncatingIfNeeded: Self.now()) ^ 0x6A4D)
+            } catch {
+                logger.error("the control-group guard cannot start: \(error)")
+            }
+        }
+        if let running = d.trialCandidate, let trial = d.trial, d.trialReference?.version != d.engineModel?.version {
+            let summary = trial.summary
+            let reference = d.trialReference?.version
+            endTrial(&d)
+            control.async { self.finishTrial(candidate: running, reference: reference, verdict: "abandoned", summary: summary,
+                                             reason: "the served model changed during the trial") }
+        }
+        d.openRole = nil
+    }
+
+    // MARK: - Control queue
+
+    /// Starts a switchback trial for a stored, checked version (it runs while the gateway is in
+    /// control mode; in shadow mode it waits).
+    func startTrial(_ version: Int) throws {
+        let m = try loadVerified(version)
+        candidateSlot.withLock { $0 = m }
+        candidateGeneration.add(1, ordering: .releasing)
+        let reference = servedVersion
+        publishRetrain(["phase": .string("trial"), "event": .string("started"), "version": .number(Double(version)),
+                        "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
+                        "waiting_for_control": .bool(mode != .control)])
+        logger.notice("switchback trial started", metadata: ["model.version": "\(version)", "trial.reference": "\(reference.map { "v\($0)" } ?? "incumbent")",
+                                                             "trial.waiting_for_control": "\(mode != .control)"])
+    }
+
+    /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
+    func trialProgress(candidate: Int, reference: Int?, arm: TrialArm, _ s: TrialSummary) {
+        let o = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: arm)
+        trialStatus.withLock { $0 = o }
+        metrics.trialPairs.set(Double(s.pairs))
+        metrics.trialMeanDifference.set(s.meanDifference ?? 0)
+        var event = o
+        event["phase"] = .string("trial")
+        event["event"] = .string("progress")
+        publishRetrain(event)
+    }
+
+    /// The trial is decided (or abandoned): write the verdict beside the model (`trial.json`,
+    /// `edgeq models show`), count it, publish it, and promote the candidate when it won.
+    func finishTrial(candidate: ServedModel, reference: Int?, verdict: String, summary s: TrialSummary, reason: String?) {
+        if candidateSlot.withLock({ $0?.version == candidate.version }) {
+            candidateSlot.withLock { $0 = nil }
+        }
+        var o = trialJSON(candidate: candidate.version, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
+        var promoted = false
+        if verdict == TrialVerdict.promote.rawValue {
+            do {
+                try promote(version: candidate.version, reason: String(format: "switchback trial: better than %@ over %d pairs (mean difference %.4g per block)",
+                                                                       reference.map { "v\($0)" } ?? "the incumbent", s.pairs, s.meanDifference ?? 0))
+                promoted = true
+            } catch {
+                o["promotion_error"] = .string("\(error)")
+                logger.error("the trial's winner could not be served", metadata: ["model.version": "\(candidate.version)", "error": "\(error)"])
+            }
+        }
+        o["promoted"] = .bool(promoted)
+        try? DurableFile.write(Data(JSONValue.object(o).jsonText.utf8), to: store.trialURL(candidate.version))
+        trialStatus.withLock { $0 = o }
+        metrics.trialVerdicts[verdict]?.increment()
+        metrics.trialPairs.set(Double(s.pairs))
+        metrics.trialMeanDifference.set(s.meanDifference ?? 0)
+        metrics.trialCost.set(s.cost)
+        var event = o
+        event["phase"] = .string("trial")
+        event["event"] = .string("verdict")
+        publishRetrain(event)
+        logger.notice("switchback trial decided", metadata: [
+            "model.version": "\(candidate.version)", "trial.verdict": "\(verdict)", "trial.promoted": "\(promoted)",
+            "trial.pairs": "\(s.pairs)", "trial.mean_difference": "\(s.meanDifference.map { "\($0)" } ?? "none")",
+            "trial.cost": "\(s.cost)", "trial.reason": "\(reason ?? "")",
+        ])
+        publishStatus()
+    }
+
+    func trialJSON(candidate: Int, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?) -> [String: JSONValue] {
+        func num(_ v: Double?) -> JSONValue { v.flatMap { $0.isFinite ? JSONValue.number($0) : nil } ?? .null }
+        var o: [String: JSONValue] = [
+            "version": .number(Double(candidate)),
+            "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
+            "verdict": verdict.map { .string($0) } ?? .null,
+            "pairs": .number(Double(s.pairs)), "void_pairs": .number(Double(s.voidPairs)),
+            "ticks": .number(Double(s.ticks)), "skipped_ticks": .number(Double(s.skippedTicks)),
+            "confidence": .number(s.confidence), "margin": .number(s.margin),
+            "mean_difference": num(s.meanDifference),
+            "ci_low": num(s.interval?.lowerBound), "ci_high": num(s.interval?.upperBound),
+            "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
+            "cost": num(s.cost), "cost_share": num(s.costShare),
+            "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
+        ]
+        if let reason { o["reason"] = .string(reason) }
+        if let next { o["next_arm"] = .string(next.rawValue) }
+        return o
+    }
+
+    /// The guard found the served model worse than its control group: roll back (walking back,
+    /// quarantining the version left), or, with nothing to roll back to, back to shadow (at
+    /// once, in memory, whatever the disk says). The event says which: `verdict` "rolled_back"
+    /// with `from`, `to` and `quarantined`, or "fallback_to_shadow" with `from`.
+    func guardTripped(from: Int?, control: Int?, _ s: GuardSummary) {
+        guard mode == .control else { return }
+        metrics.guardTrips.increment()
+        let verdict: String
+        let action: String
+        var to: Int?
+        var quarantined: Int?
+        do {
+            let r = try rollback(to: nil, reason: "guard: worse than its control group")
+            verdict = "rolled_back"
+            to = r.to
+            quarantined = r.quarantined
+            action = "rolled back from version \(from.map(String.init) ?? "none") to \(r.to)\(r.quarantined.map { " (version \($0) quarantined)" } ?? "")"
+        } catch {
+            if let from { try? store.quarantine(from, reason: "guard: worse than its control group") }
+            quarantined = from.flatMap { store.isQuarantined($0) ? $0 : nil }
+            leaveControl(reason: "guard: worse than its control group, no rollback (\(error))")
+            verdict = "fallback_to_shadow"
+            action = "back to shadow mode, the incumbent is in charge (no rollback: \(error))"
+        }
+        let controlName = control.map { "version \($0)" } ?? "the incumbent"
+        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g); %@",
+                          controlName, -(s.meanDifference ?? 0), s.windowPairs, s.confidence * 100,
+                          s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan, action)
+        lastGuardEvent.withLock { $0 = text }
+        logger.error("\(text)")
+        func version(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
+        publishRetrain(["phase": .string("guard"), "verdict": .string(verdict), "from": version(from), "to": version(to),
+                        "quarantined": version(quarantined), "control": control.map { .string("v\($0)") } ?? .string("incumbent"),
+                        "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
+                        "mode": .string(mode.rawValue), "reason": .string(text)])
+        publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
+    }
+
+    /// The status document's `guard` and `trial` fields.
+    func guardStatus() -> JSONValue {
+        var o: [String: JSONValue] = [
+            "control_share": .number(map.learning.controlShare), "window_pairs": .number(Double(map.learning.guardPairs)),
+            "trips": .number(Double(metrics.guardTrips.value)),
+        ]
+        if let s = guardSummary.withLock({ $0 }) {
+            o["pairs"] = .number(Double(s.pairs))
+            o["mean_difference"] = s.meanDifference.map { .number($0) } ?? .null
+            o["served_mean"] = s.meanServed.map { .number($0) } ?? .null
+            o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
+        }
+        if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
+        return .object(o)
+    }
+}
+
+extension Gateway {
+    /// Decision thread, before each tick: when who runs the plant on this tick is not who the
+    /// plant was last told is in charge (a trial's or the guard's block passed between the
+    /// gateway and the incumbent, a served model or a candidate started acting in control mode
+    /// without a model), the handover tells it first (`handOver`, idempotent; no allocation
+    /// unless something changes). Leaving control by the mode is handed over by `leaveControl`.
+    func handOverIfNeeded(_ who: TickController, _ d: inout DecisionState) {
+        let gateway = who.mode == .control
+        if gateway != d.gatewayInCharge {
+            d.gatewayInCharge = gateway
+            metrics.gatewayInCharge.set(gateway ? 1 : 0)
+        }
+        let want: Controller = gateway ? .gateway : .incumbent
+        guard want != controller else { return }
+        // A take only while the mode still says control (a cmd/mode shadow may have just given).
+        if want == .gateway && mode != .control { return }
+        handOver(to: want, reason: d.trial != nil ? "switchback trial block" : (d.controlGroup?.isActive == true ? "guard block" : "controller in charge"))
+    }
+}

@@ -1,0 +1,421 @@
+import EdgeQMQTT
+import EdgeQSimulators
+import EdgeQSystem
+import EdgeQTopicMap
+import EdgeQTrust
+import Foundation
+import Logging
+
+/// What `edgeq bench generalize` runs: which plants, how many seeds, how many steps.
+struct GeneralizeOptions: Sendable {
+    /// The plants, in order; default every built-in plant.
+    var plants: [PlantKind] = PlantKind.allCases
+    /// Seeds 1…seeds per plant.
+    var seeds = 5
+    /// Steps per run; nil: the plant's budget (`GeneralizeBench.defaultSteps`).
+    var steps: Int?
+    /// Share of the plant incumbent's decisions moved ±1 level (the twin is never dithered).
+    var dither = 0.0
+}
+
+/// `edgeq bench generalize`: every plant through the real gateway process and a real broker,
+/// from shadow under the plant's incumbent to the end of a fixed step budget, with retraining
+/// on the mapping's schedule and promotion by the mapping's policy (docs/benchmarks.md).
+///
+/// Per plant and seed: a fresh mosquitto on a free loopback port, `edgeq run --config
+/// topics/<plant>.yaml --mode shadow` on a fresh data directory (an operator key of the
+/// bench's own is trusted there, so its commands are signed as `edgeq cmd` signs), and the
+/// plant (`edgeq sim`'s simulator, in this process) with its evaluation twin: per window (or
+/// episode) the plant's return beside the incumbent's on the same exogenous randomness.
+///
+/// Control follows `learning.promotion.policy` as the mapping says, read, not assumed:
+/// `trial` — a signed `cmd/mode control` at the start (the gateway runs the trial);
+/// `auto`, `shadow-first` — a signed `cmd/mode control` once the status names a served model
+/// (a served model decides only in control); `manual` — nothing is promoted (the bench does
+/// not act as the operator who would), and the figures that need a promotion say so.
+enum GeneralizeBench {
+    /// Step budget per plant when `--steps` is not given.
+    static func defaultSteps(_ plant: PlantKind) -> Int {
+        switch plant {
+        case .cartpole: return 50_000      // the issue's goal: ≥ 475 within 50k steps
+        case .thermal: return 16_128       // 8 weeks of 5-minute steps
+        case .tank: return 40_000          // 20 episodes of 2,000 steps
+        case .heater: return 28_800        // 10 days of 30 s steps
+        case .mountaincar: return 40_000   // about 300 episodes under the incumbent
+        }
+    }
+
+    /// Plant steps per second of wall time (in control the plant also waits for each command).
+    static let rate = 1000.0
+    /// Evaluation windows (or episodes) in the final return.
+    static let finalWindows = 10
+
+    static func run(_ context: BenchContext) async throws -> [BenchFigure] {
+        let options = context.generalize
+        let root = Anchors.packageRoot()
+        let executable = try MQTTBench.selfExecutable()
+        var figures: [BenchFigure] = []
+        for plant in options.plants {
+            let mappingPath = root.appendingPathComponent("topics/\(plant.rawValue).yaml").path
+            let map: TopicMap
+            do {
+                map = try TopicMap.load(path: mappingPath)
+            } catch {
+                throw BenchError.failed("cannot load \(mappingPath): \(error)")
+            }
+            let steps = options.steps ?? defaultSteps(plant)
+            var outcomes: [Outcome] = []
+            for seed in 1...UInt64(max(options.seeds, 1)) {
+                context.progress("\(plant.rawValue) seed \(seed): \(steps) steps, promotion policy \(map.learning.promotion.rawValue)")
+                let o = try runOne(plant: plant, seed: seed, steps: steps, map: map, mappingPath: mappingPath,
+                                   executable: executable, context: context)
+                context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), trials: "
+                                 + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
+                                     let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
+                                     let d = (e.event["mean_difference"] as? NSNumber).map { String(format: "%+.3g", $0.doubleValue) } ?? "—"
+                                     return "\(v) \(e.event["verdict"] as? String ?? "?") after \(e.event["pairs"] ?? "?") pairs (Δ \(d)) at step \(e.step)"
+                                 }.joined(separator: "; "))
+                outcomes.append(o)
+            }
+            figures += self.figures(plant: plant.rawValue, steps: steps, outcomes: outcomes)
+        }
+        return figures
+    }
+
+    // MARK: One run
+
+    /// What one plant × seed run measured.
+    struct Outcome {
+        var seed: UInt64
+        var policy: String
+        var windows: [EvaluationWindow]
+        var changes: [GatewayChange]
+        /// Retrainings that ended (`phase` done or failed) and how many promoted.
+        var retrainings = 0
+        /// The plant's step when each promoting retraining's result arrived.
+        var promotionSteps: [Int] = []
+        /// Trial events on `<prefix>/retrain` (`phase` beginning with `trial`), with the
+        /// plant's step when they arrived.
+        var trialEvents: [(step: Int, event: [String: Any])] = []
+        /// The status's `guard.trips` at the end, or the guard events counted when the status
+        /// had none; nil when neither was seen.
+        var guardTrips: Int?
+        /// The status's `quarantined` at the end; nil when no status was seen.
+        var quarantined: [Int]?
+        /// The reasons of the last retraining whose candidate did not pass.
+        var lastRefusal: String?
+        /// Why control was not taken, or what went wrong, for the reasons of null figures.
+        var notes: [String] = []
+
+        /// The plant step of the first served model.
+        var firstPromotionStep: Int? { changes.first { $0.servedVersion != nil }?.step }
+    }
+
+    static func runOne(plant: PlantKind, seed: UInt64, steps: Int, map: TopicMap, mappingPath: String,
+                       executable: String, context: BenchContext) throws -> Outcome {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let data = FileManager.default.temporaryDirectory
+            .appendingPathComponent("edgeq-generalize-\(plant.rawValue)-\(seed)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        // $EDGEQ_BENCH_KEEP=1 keeps the data directory (log, models, gateway.log) for a look afterwards.
+        let keep = ProcessInfo.processInfo.environment["EDGEQ_BENCH_KEEP"] == "1"
+        defer {
+            if keep { context.progress("data directory kept: \(data.path)") } else { try? FileManager.default.removeItem(at: data) }
+        }
+        let operatorName = "bench-operator"
+        let operatorKey = try localOperatorKey(name: operatorName, dataDirectory: data)
+        let gatewayLog = data.appendingPathComponent("gateway.log").path
+        let gateway = try ChildProcess(executable, ["run", "--config", mappingPath, "--broker", broker.url, "--data", data.path,
+                                                    "--mode", "shadow", "--log-level", "warning"],
+                                       stderrPath: gatewayLog)
+        defer { _ = gateway.stop(grace: 10) }
+
+        let prefix = map.gateway.prefix
+        var cfg = try MQTTConfiguration(url: broker.url, clientID: "generalize-operator")
+        cfg.inboundCapacity = 10_000
+        let observer = try MQTTClient(cfg)
+        defer { observer.stop() }
+        try observer.subscribe("\(prefix)/status", qos: .atLeastOnce)
+        try observer.subscribe("\(prefix)/retrain", qos: .atLeastOnce)
+        try observer.subscribe("\(prefix)/reply/+", qos: .atLeastOnce)
+        observer.start()
+        try observer.waitUntilConnected(timeout: 10)
+
+        var outcome = Outcome(seed: seed, policy: map.learning.promotion.rawValue, windows: [], changes: [])
+        var status: [String: Any]?
+        var guardEvents = 0
+        func object(_ m: MQTTMessage) -> [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
+        }
+        // The gateway is up when its retained status says online.
+        let upBy = Date().addingTimeInterval(60)
+        while Date() < upBy, status?["state"] as? String != "online" {
+            guard gateway.isRunning else { break }
+            if let m = observer.receive(timeout: 0.2), m.topic == "\(prefix)/status" { status = object(m) }
+        }
+        guard status?["state"] as? String == "online" else {
+            let log = (try? String(contentsOfFile: gatewayLog, encoding: .utf8)) ?? ""
+            throw BenchError.failed("the gateway for \(plant.rawValue) did not come online within 60 s: \(lastLine(log))")
+        }
+
+        func command(_ verb: String, _ body: String) throws {
+            let signed = try CommandEnvelope.sign(command: body, topic: CommandEnvelope.topic(prefix: prefix, verb: verb),
+                                                  gatewayID: map.gateway.id, keyName: operatorName, privateKey: operatorKey)
+            _ = try observer.publish("\(prefix)/cmd/\(verb)", signed, qos: .atLeastOnce)
+        }
+        /// Waits for the reply to `verb` (other messages are handled by `handle`).
+        var handle: (MQTTMessage) -> Void = { _ in }
+        func awaitReply(_ verb: String) -> [String: Any]? {
+            let until = Date().addingTimeInterval(15)
+            while Date() < until {
+                guard let m = observer.receive(timeout: 0.2) else { continue }
+                if m.topic == "\(prefix)/reply/\(verb)" { return object(m) }
+                handle(m)
+            }
+            return nil
+        }
+
+        enum ControlPlan { case atStart, onFirstModel, never }
+        let plan: ControlPlan
+        switch outcome.policy {
+        case "trial": plan = .atStart
+        case "auto", "shadow-first": plan = .onFirstModel
+        case "manual":
+            plan = .never
+            outcome.notes.append("promotion.policy manual: nothing is promoted without an operator, and the bench does not promote by hand")
+        default:
+            plan = .never
+            outcome.notes.append("promotion.policy \(outcome.policy) is unknown to this bench: the gateway stays in shadow")
+        }
+
+        let sim = Simulator({
+            var o = SimulatorOptions(plant: plant, broker: broker.url)
+            o.seed = seed
+            o.steps = steps
+            o.rate = rate
+            o.dither = context.generalize.dither
+            o.gatewayPrefix = prefix
+            o.commandTimeout = 0.5
+            o.evaluation = EvaluationOptions()
+            return o
+        }(), logger: Logger(label: "edgeq.bench.generalize.sim"))
+
+        var controlSent = false
+        handle = { m in
+            let o = object(m)
+            if m.topic == "\(prefix)/status" {
+                status = o
+            } else if m.topic == "\(prefix)/retrain" {
+                let phase = o["phase"] as? String ?? ""
+                // Plant time stands still while the gateway retrains (see `Simulator.pause`).
+                if phase == "started" { sim.pause(true) }
+                if phase == "done" || phase == "failed" { sim.pause(false) }
+                if phase == "done" || phase == "failed" {
+                    outcome.retrainings += 1
+                    if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
+                    if o["verdict"] as? String != "passed" {
+                        let why = (o["reasons"] as? [String])?.joined(separator: "; ") ?? (o["error"] as? String) ?? "no reason given"
+                        let version = (o["version"] as? NSNumber).map { "v\($0)" } ?? "candidate"
+                        outcome.lastRefusal = "\(version): \(why)"
+                    }
+                } else if phase == "guard" {
+                    guardEvents += 1
+                } else if phase.hasPrefix("trial") {
+                    outcome.trialEvents.append((sim.stepsDone, o))
+                }
+            } else if m.topic == "\(prefix)/reply/mode", o["ok"] as? Bool == false {
+                outcome.notes.append("cmd/mode was refused at plant step \(sim.stepsDone): \(o["error"] ?? "no reason given")")
+            }
+        }
+
+        if plan == .atStart {
+            try command("mode", #"{"id":"generalize-start","mode":"control"}"#)
+            let reply = awaitReply("mode")
+            controlSent = reply?["ok"] as? Bool == true
+            if !controlSent {
+                // The gateway refuses control without a model that passed its checks: ask
+                // again once its status names a served model or a candidate.
+                outcome.notes.append("cmd/mode control at the start was refused (\(reply?["error"] ?? "no reply within 15 s")); asked again once a model or candidate appeared")
+            }
+        }
+
+        let box = ResultBox()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            box.set(Result { try sim.run() })
+            done.signal()
+        }
+        thread.start()
+        var lastProgress = Date()
+        while done.wait(timeout: .now()) == .timedOut {
+            if let m = observer.receive(timeout: 0.1) { handle(m) }
+            let model = (status?["model"] as? [String: Any])?["version"]
+            let candidate = plan == .atStart && status?["candidate"] is [String: Any]
+            if plan != .never, !controlSent, model != nil || candidate {
+                controlSent = true
+                try command("mode", #"{"id":"generalize-control","mode":"control"}"#)
+                let what = model.map { "model v\($0) served" } ?? "a candidate announced"
+                context.progress("\(plant.rawValue) seed \(seed): \(what) at step \(sim.stepsDone): cmd/mode control")
+            }
+            if Date().timeIntervalSince(lastProgress) > 10 {
+                lastProgress = Date()
+                context.progress("\(plant.rawValue) seed \(seed): step \(sim.stepsDone) of \(steps)")
+            }
+            if !gateway.isRunning {
+                sim.stop()
+                let log = (try? String(contentsOfFile: gatewayLog, encoding: .utf8)) ?? ""
+                outcome.notes.append("the gateway exited during the run: \(lastLine(log))")
+                _ = done.wait(timeout: .now() + 30)
+                break
+            }
+        }
+        let result: SimulatorResult
+        do {
+            result = try box.get()
+        } catch {
+            throw BenchError.failed("the \(plant.rawValue) plant (seed \(seed)) did not finish: \(error)")
+        }
+        // The last status and events (published every 5 s and on every change).
+        let settle = Date().addingTimeInterval(1)
+        while Date() < settle { if let m = observer.receive(timeout: 0.1) { handle(m) } }
+        outcome.windows = result.evaluations
+        outcome.changes = result.gatewayChanges
+        if plan != .never, !controlSent {
+            outcome.notes.append("no model was served, so the bench never switched the gateway to control")
+        }
+        if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
+            outcome.guardTrips = trips
+        } else if status != nil || guardEvents > 0 {
+            outcome.guardTrips = guardEvents
+        }
+        // Messages the gateway dropped (its inbound queue full): the plant ran too fast for it.
+        if let counters = status?["counters"] as? [String: Any],
+           let dropped = (counters["messages_dropped"] as? NSNumber)?.intValue, dropped > 0 {
+            outcome.notes.append("the gateway dropped \(dropped) messages (its inbound queue was full)")
+            context.progress("\(plant.rawValue) seed \(seed): the gateway dropped \(dropped) messages")
+        }
+        if let q = status?["quarantined"] as? [Any] {
+            outcome.quarantined = q.compactMap { ($0 as? NSNumber)?.intValue }
+        }
+        return outcome
+    }
+
+    // MARK: Figures
+
+    /// 100 × (Σ real − Σ incumbent) / |Σ incumbent| over `windows`; nil without any or when the
+    /// incumbent's sum is 0.
+    static func percent(_ windows: [EvaluationWindow]) -> Double? {
+        let real = windows.reduce(0) { $0 + $1.realReturn }
+        let inc = windows.reduce(0) { $0 + $1.incumbentReturn }
+        guard !windows.isEmpty, inc != 0 else { return nil }
+        return 100 * (real - inc) / abs(inc)
+    }
+
+    /// The per-seed figures of one run, each with its reason when it could not be measured.
+    static func seedFigures(_ o: Outcome, steps: Int) -> [(name: String, value: Double?, unit: String, better: BenchFigure.Better, reason: String?)] {
+        let noteSuffix = o.notes.isEmpty ? "" : " (\(o.notes.joined(separator: "; ")))"
+        var out: [(String, Double?, String, BenchFigure.Better, String?)] = []
+
+        let last = Array(o.windows.suffix(finalWindows))
+        let final = percent(last)
+        out.append(("final_return_vs_incumbent", final, "%", .higher,
+                    final == nil ? (o.windows.isEmpty ? "not measured: no evaluation window closed within \(steps) steps"
+                                                      : "not measured: the incumbent's return over the last windows is 0") : nil))
+
+        // The same windows as plain returns (mean per window): the cart-pole goal is stated so.
+        let noWindow = "not measured: no evaluation window closed within \(steps) steps"
+        out.append(("final_return", last.isEmpty ? nil : last.reduce(0) { $0 + $1.realReturn } / Double(last.count),
+                    "per window", .higher, last.isEmpty ? noWindow : nil))
+        out.append(("final_incumbent_return", last.isEmpty ? nil : last.reduce(0) { $0 + $1.incumbentReturn } / Double(last.count),
+                    "per window", .higher, last.isEmpty ? noWindow : nil))
+
+        let first = o.firstPromotionStep
+        out.append(("steps_to_first_promotion", first.map(Double.init), "steps", .lower,
+                    first == nil ? "not measured: no model was promoted within \(steps) steps (policy \(o.policy), "
+                        + "\(o.retrainings) retrainings ended, \(o.promotionSteps.count) promoted"
+                        + (o.promotionSteps.isEmpty ? "" : " (result at plant step \(o.promotionSteps.map(String.init).joined(separator: ", ")))")
+                        + (o.lastRefusal.map { "; last refused: \($0)" } ?? "") + ")\(noteSuffix)" : nil))
+
+        // Windows decided wholly by one served model, after that model's trial ended (when the
+        // gateway reported one; otherwise from its promotion, which a whole window implies).
+        var trialEnd: [Int: Int] = [:]
+        for (step, e) in o.trialEvents {
+            let verdict = e["verdict"] as? String
+            if let v = (e["version"] as? NSNumber)?.intValue ?? (e["candidate"] as? NSNumber)?.intValue, verdict != nil {
+                trialEnd[v] = max(trialEnd[v] ?? 0, step)
+            }
+        }
+        let served = o.windows.filter { w in
+            guard w.controller.hasPrefix("v"), let v = Int(w.controller.dropFirst()) else { return false }
+            return w.firstStep >= (trialEnd[v] ?? 0)
+        }
+        let worst = served.compactMap(\.vsIncumbentPercent).min()
+        out.append(("worst_served_vs_incumbent", worst, "%", .higher,
+                    worst == nil ? "not measured: no evaluation window was decided wholly by a served model after its trial\(noteSuffix)" : nil))
+
+        // Trial cost: what the gateway reports, never computed here.
+        // The gateway's verdict events carry `cost_share` (the reward the candidate's blocks
+        // lost, as a share of the reference's return over the trial).
+        let costs = o.trialEvents.compactMap { e -> Double? in
+            guard e.event["event"] as? String == "verdict" else { return nil }
+            return (e.event["cost_share"] as? NSNumber).map { $0.doubleValue * 100 }
+        }
+        let costReason: String?
+        if !costs.isEmpty {
+            costReason = nil
+        } else if o.trialEvents.isEmpty {
+            costReason = "not measured: the gateway published no trial events on <prefix>/retrain (promotion.policy \(o.policy))"
+        } else {
+            let keys = Set(o.trialEvents.flatMap { $0.event.keys }).sorted().joined(separator: ", ")
+            costReason = "not measured: no trial reached a verdict with a cost (event keys: \(keys))"
+        }
+        out.append(("trial_cost", costs.isEmpty ? nil : costs.reduce(0, +) / Double(costs.count), "% of incumbent return", .lower, costReason))
+
+        out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
+                    o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
+        out.append(("quarantined_models", o.quarantined.map { Double($0.count) }, "models", .lower,
+                    o.quarantined == nil ? "not measured: the gateway's status carried no quarantined list" : nil))
+        out.append(("retrainings", Double(o.retrainings), "retrainings", .higher, nil))
+        return out
+    }
+
+    /// Per-seed figures (`<plant>/seed<N>/<figure>`) and the plant's figures over its seeds
+    /// (`<plant>/<figure>`): the mean of the final returns and of the trial cost, the median
+    /// steps to the first promotion, the worst window, the sums of guard trips, quarantined
+    /// models and retrainings.
+    static func figures(plant: String, steps: Int, outcomes: [Outcome]) -> [BenchFigure] {
+        var figures: [BenchFigure] = []
+        var bySeed: [String: [(seed: UInt64, value: Double?, unit: String, better: BenchFigure.Better, reason: String?)]] = [:]
+        var order: [String] = []
+        for o in outcomes {
+            for f in seedFigures(o, steps: steps) {
+                figures.append(BenchFigure(bench: "generalize", figure: "\(plant)/seed\(o.seed)/\(f.name)", value: f.value,
+                                           unit: f.unit, better: f.better, reason: f.reason))
+                if bySeed[f.name] == nil { order.append(f.name) }
+                bySeed[f.name, default: []].append((o.seed, f.value, f.unit, f.better, f.reason))
+            }
+        }
+        for name in order {
+            let rows = bySeed[name] ?? []
+            let values = rows.compactMap(\.value)
+            let value: Double?
+            switch name {
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "trial_cost": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "steps_to_first_promotion": value = BenchFigure.median(values)
+            case "worst_served_vs_incumbent": value = values.min()
+            default: value = values.isEmpty ? nil : values.reduce(0, +)
+            }
+            var reason: String?
+            if values.isEmpty {
+                reason = rows.first?.reason ?? "not measured"
+            } else if values.count < rows.count {
+                reason = "measured on \(values.count) of \(rows.count) seeds"
+            }
+            figures.append(BenchFigure(bench: "generalize", figure: "\(plant)/\(name)", value: value,
+                                       unit: rows.first?.unit ?? "", better: rows.first?.better ?? .higher, reason: reason))
+        }
+        return figures
+    }
+}

@@ -1,0 +1,57 @@
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// `edgeq bench generalize` end to end on a tiny budget: the real `edgeq` binary starts a
+/// mosquitto and the real gateway process (`edgeq run`), runs the plant with its evaluation
+/// twin, and prints every figure, measured or null with a reason.
+@Suite struct GeneralizeBenchSmokeTests {
+    static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
+                          "trial_cost", "guard_trips", "quarantined_models", "retrainings"]
+
+    @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {
+        let unknown = try EdgeQBinary.run(["bench", "generalize", "--plants", "cartpole,boiler"])
+        #expect(unknown.code == 64)
+        #expect(unknown.stderr.contains("boiler") && unknown.stderr.contains("mountaincar"))
+        let elsewhere = try EdgeQBinary.run(["bench", "mqtt", "--seeds", "2"])
+        #expect(elsewhere.code == 64)
+        #expect(elsewhere.stderr.contains("generalize"))
+    }
+
+    @Test func oneCartPoleSeedPrintsEveryFigure() throws {
+        let r = try EdgeQBinary.run(["bench", "generalize", "--json", "--plants", "cartpole", "--seeds", "1", "--steps", "300"],
+                                    timeout: 120)
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(2000))")
+        var lines: [String: [String: Any]] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let figure = o["figure"] as? String else {
+                Issue.record("not a figure line: \(line)")
+                continue
+            }
+            #expect(o["bench"] as? String == "generalize")
+            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
+                #expect(o.keys.contains(key), "\(figure) has no \(key)")
+            }
+            // A figure that was not measured says why.
+            if o["value"] is NSNull {
+                #expect(!((o["reason"] as? String) ?? "").isEmpty, "\(figure) is null without a reason")
+            }
+            lines[figure] = o
+        }
+        for name in Self.figures {
+            #expect(lines["cartpole/seed1/\(name)"] != nil, "missing cartpole/seed1/\(name)")
+            #expect(lines["cartpole/\(name)"] != nil, "missing cartpole/\(name)")
+        }
+        #expect(lines.count == 2 * Self.figures.count)
+        // 300 steps in shadow under a deterministic incumbent (the first retraining is due at
+        // 1,000 transitions): the plant is its incumbent's twin, episode for episode.
+        #expect((lines["cartpole/seed1/final_return_vs_incumbent"]?["value"] as? NSNumber)?.doubleValue == 0)
+        let final = (lines["cartpole/seed1/final_return"]?["value"] as? NSNumber)?.doubleValue
+        #expect(final != nil && final == (lines["cartpole/seed1/final_incumbent_return"]?["value"] as? NSNumber)?.doubleValue)
+        #expect(lines["cartpole/seed1/steps_to_first_promotion"]?["value"] is NSNull)
+        // The gateway's status was read: guard trips and quarantined models are counts.
+        #expect((lines["cartpole/seed1/guard_trips"]?["value"] as? NSNumber)?.intValue == 0)
+        #expect((lines["cartpole/seed1/quarantined_models"]?["value"] as? NSNumber)?.intValue == 0)
+    }
+}
