@@ -6,8 +6,8 @@ import EdgeQRetrain
 
 /// Cart-pole with periodic retraining in control mode, the way a gateway with
 /// `promotion: auto` and ε exploration would run it: a first chunk in shadow (the weak rule
-/// acts, dithered), then retrain every `learning.retrain.every_transitions` steps from the
-/// whole log with `learning.updates_per_retrain` updates (warm start from the served model),
+/// acts, undithered by default, as `edgeq sim cartpole` runs it), then retrain every
+/// `learning.retrain.every_transitions` steps from the whole log with `learning.updates_per_retrain` updates (warm start from the served model),
 /// serve the candidate when it passes the mapping file's checks, and run the next chunk in
 /// control with ε from the mapping's exploration schedule (ε decays over control decisions,
 /// as in the gateway). After each retraining the served model is evaluated greedily (in the
@@ -25,9 +25,10 @@ public struct CartPoleRetraining: Sendable {
     public var goal = 400.0
     /// Episodes per evaluation.
     public var evaluationEpisodes = 10
-    /// Share of the first (shadow) chunk's steps where the rule's command is replaced by a
-    /// random one (the plant-side dither that makes the shadow log informative).
-    public var shadowDither = 0.5
+    /// Share of the shadow chunks' steps where the rule's command is replaced by a random one
+    /// (plant-side dither). Default 0: the rule as the simulator ships it (`edgeq sim
+    /// cartpole`, `--dither` 0); the shipped mapping learns from it (docs/learning.md).
+    public var shadowDither = 0.0
     /// Warm start each retraining from the last candidate, served or not (true), or from the
     /// served model only, as the gateway does (false).
     public var warmStartFromLastCandidate = false

@@ -50,6 +50,12 @@ public struct DQNConfig: Sendable, Equatable, Codable {
     public var trainFrequency = 1
     /// … of this many gradient updates.
     public var gradientSteps = 1
+    /// The bootstrap value Q_target(s′, a*) is clipped to this range before it enters a
+    /// target; nil: not clipped. Every fixed point of the update lies in
+    /// [min(r_min, 0), max(r_max, 0)] / (1 − γ) for rewards in [r_min, r_max], one-step or
+    /// n-step alike, so clipping to it removes only values no return can have (the retrainer
+    /// sets it from the log's rewards: docs/learning.md, "The candidate's checks").
+    public var bootstrapRange: ClosedRange<Float>? = nil
 
     /// The defaults above.
     public init() {}
@@ -101,6 +107,7 @@ public struct DQNConfig: Sendable, Equatable, Codable {
         try c.encode(learningStarts, forKey: .learningStarts)
         try c.encode(trainFrequency, forKey: .trainFrequency)
         try c.encode(gradientSteps, forKey: .gradientSteps)
+        try c.encode(bootstrapRange, forKey: .bootstrapRange)
     }
 }
 
@@ -278,7 +285,8 @@ public final class DQNLearner {
                     // EASY TO MISS: discount is 0 after a terminal step (no bootstrap), γ^k after a
                     // truncated one (bootstrap as usual).
                     let a = nextActions[b]
-                    let bootstrap: Float = a >= 0 ? qt[b * A + a] : 0   // a < 0 only when A = 0
+                    var bootstrap: Float = a >= 0 ? qt[b * A + a] : 0   // a < 0 only when A = 0
+                    if let r = config.bootstrapRange { bootstrap = min(max(bootstrap, r.lowerBound), r.upperBound) }
                     targets[b] = batch.returns[b] + batch.discounts[b] * bootstrap
                 }
             }

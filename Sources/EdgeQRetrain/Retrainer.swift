@@ -346,7 +346,13 @@ public struct Retrainer: Sendable {
         let learnerRows = train.map(toLearner)
 
         let l = map.learning
-        let config = Self.learnerConfig(l, rows: learnerRows.count)
+        var config = Self.learnerConfig(l, rows: learnerRows.count)
+        // EASY TO MISS: bootstrap values are clipped to the range every return of these rewards
+        // lies in. Without it, overestimation (the max in the target picks up the net's errors)
+        // fed itself across warm-started rounds: cart-pole candidates valued states at Q ≈ 120
+        // from which they collected a discounted return of 40–48, beyond the 100 any return of
+        // +1 per step can reach, and were refused by `q_within_bound` round after round.
+        config.bootstrapRange = Self.bootstrapRange(rewards: train.map(\.reward), gamma: l.gamma)   // γ as written (config.gamma is its Float)
         report.learner = config
         let arch = Architecture(inputCount: width, hidden: l.hidden, actionCount: A, dueling: l.dueling)
 
@@ -453,6 +459,28 @@ public struct Retrainer: Sendable {
         return config
     }
 
+    /// The largest |Q| any fixed point of the training can have when every logged reward
+    /// satisfies |r| ≤ `maxAbsReward`: max|r| / (1 − γ), for one-step and n-step targets alike
+    /// (the n-step target Σ_{k<n} γ^k r + γ^n Q stays within ±B whenever |Q| ≤ B). A log whose
+    /// rewards are all 0 gives a bound of 0 (kept just above it, so that a ratio stays finite).
+    ///
+    /// - Parameters:
+    ///   - maxAbsReward: the largest one-tick |reward| among the training rows.
+    ///   - gamma: the discount the learner was trained with (`DQNConfig.gamma`).
+    public static func valueBound(maxAbsReward: Double, gamma: Double) -> Double {
+        max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
+    }
+
+    /// The range of every discounted return of rewards within [min, max] of `rewards`:
+    /// [min(r_min, 0), max(r_max, 0)] / (1 − γ) (a return that ends early adds 0). One-step and
+    /// n-step targets alike stay in it when the bootstrap value does, so the retraining clips
+    /// its bootstrap values to it (`DQNConfig.bootstrapRange`); nil for no rewards.
+    public static func bootstrapRange(rewards: [Double], gamma: Double) -> ClosedRange<Float>? {
+        guard let lo = rewards.min(), let hi = rewards.max(), lo.isFinite, hi.isFinite else { return nil }
+        let scale = 1 / max(1 - gamma, 1e-6)
+        return Float(min(lo, 0) * scale)...Float(max(hi, 0) * scale)
+    }
+
     /// The learner's next-action mask for a logged `next_mask` (bit i = action i allowed; nil =
     /// all allowed). A mask that allows no action is not an end of the episode (only
     /// `terminal` is): the gateway then applies its fallback and the plant goes on, so the
@@ -478,9 +506,16 @@ public struct Retrainer: Sendable {
         //    counts as fp32's when fp32 values it within τ of its own best (the int8 choice
         //    then loses less than τ of discounted return by fp32's own estimate); τ is a share
         //    of the largest one-step |reward| in the log.
-        let gamma = map.learning.gamma
+        //    The value bound (check 2) uses the discount and n the learner was trained with
+        //    (the report's `learner`, the `DQNConfig` the updates ran with), never a second
+        //    reading of the mapping: bound and training cannot disagree.
+        let trained = report.learner ?? Self.learnerConfig(map.learning, rows: train.count)
+        // The learner's γ is a Float; the mapping's Double when it is the same number (0.99, not
+        // 0.99000000953…), so that limits read as written.
+        let gamma = Float(map.learning.gamma) == trained.gamma ? map.learning.gamma : Double(trained.gamma)
+        let nStep = max(trained.nStep, 1)
         let maxAbsReward = train.map { abs($0.reward) }.max() ?? 0
-        let bound = max(maxAbsReward, 1e-9) / max(1 - gamma, 1e-6)
+        let bound = Self.valueBound(maxAbsReward: maxAbsReward, gamma: gamma)
         let q = candidate.quantizationReport(heldOut: heldStates)
         let tieTolerance = policy.servedPrecision == .int8 ? policy.quantizationTieTolerance * maxAbsReward : 0
         var tolerant = 0, strict = 0, compared = 0, regretSum = 0.0, regretMax = 0.0
@@ -496,16 +531,17 @@ public struct Retrainer: Sendable {
             if p8 == pf { strict += 1 }
             if p8 == pf || regret <= tieTolerance { tolerant += 1 }
         }
-        let nq = Double(max(compared, 1))
+        // No state compared: the figures are not numbers (left out of the JSON), not 0 %.
+        let nq = compared > 0 ? Double(compared) : .nan
         let agreementTol = Double(tolerant) / nq
         report.figures["quantization_agreement_strict"] = Double(strict) / nq
         report.figures["quantization_agreement_within_tie"] = agreementTol
         report.figures["quantization_tie_tolerance"] = tieTolerance
         report.figures["quantization_mean_regret"] = regretSum / nq
-        report.figures["quantization_max_regret"] = regretMax
-        report.figures["quantization_max_abs_error"] = Double(q.maxAbsError)
-        report.figures["int8_agreement_strict"] = q.agreement
-        report.figures["mixed_fp32_share"] = q.mixedFP32Share
+        report.figures["quantization_max_regret"] = compared > 0 ? regretMax : .nan
+        report.figures["quantization_max_abs_error"] = compared > 0 ? Double(q.maxAbsError) : .nan
+        report.figures["int8_agreement_strict"] = compared > 0 ? q.agreement : .nan
+        report.figures["mixed_fp32_share"] = compared > 0 ? q.mixedFP32Share : .nan
         report.figures["int8_tie_margin"] = Double(candidate.int8.tieMargin)
         let what = policy.servedPrecision == .int8
             ? String(format: "int8 picks fp32's action, or one fp32 values within τ = %.3g of it", tieTolerance)
@@ -525,6 +561,15 @@ public struct Retrainer: Sendable {
         //    within the bound that the rewards and discount imply. Q of actions the log never
         //    shows are left out of the bound: the conservative term pushes them down on
         //    purpose, without limit.
+        //    Derivation (docs/learning.md, "Checks"): with |r| ≤ R per tick, the learner's
+        //    n-step target Σ_{k<n} γ^k r_{t+k+1} + γ^n Q(s_{t+n}, a*) (no bootstrap after a
+        //    terminal step, fewer steps at an episode's end) lies within ±R(1 − γ^n)/(1 − γ)
+        //    + γ^n · B whenever |Q| ≤ B; with B = R/(1 − γ) that is ±B again. So every fixed
+        //    point of the training, whatever n, has |Q| ≤ R/(1 − γ): n changes how fast values
+        //    get there, not where they may go. Values beyond it are overestimation (measured
+        //    on cart-pole before bootstrap values were clipped to that range: Q 103–122 where
+        //    the discounted return collected was 40–48); with the clip only the fit's own
+        //    error can exceed it, which the slack allows for.
         var maxAbsQ = 0.0
         var finite = true
         var finiteRows = 0
@@ -542,8 +587,8 @@ public struct Retrainer: Sendable {
             maxAbsQ = max(maxAbsQ, Double(abs(greedy)))
             if let a = t.action { maxAbsQ = max(maxAbsQ, Double(abs(qs[a]))) }
         }
-        report.figures["max_abs_q"] = maxAbsQ
-        report.figures["q_bound"] = bound
+        report.figures["max_abs_q"] = finiteRows > 0 ? maxAbsQ : .nan
+        report.figures["q_bound"] = train.isEmpty ? .nan : bound   // no training row: no reward to scale it
         if held.isEmpty {
             report.checks.append(.notApplicable("q_finite", limit: 1, note: "no held-out state"))
         } else {
@@ -556,7 +601,8 @@ public struct Retrainer: Sendable {
         } else {
             report.checks.append(.judged("q_within_bound", value: maxAbsQ, limit: bound * policy.qBoundSlack,
                                          passed: maxAbsQ <= bound * policy.qBoundSlack,
-                                         note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g × %.2g", maxAbsQ, bound, policy.qBoundSlack)))
+                                         note: String(format: "max |Q| of greedy and logged actions %.4g against max|r|/(1−γ) = %.4g/(1−%.4g) = %.4g × slack %.2g (γ and %d-step returns as trained; an n-step target stays within ±max|r|/(1−γ) whenever Q does, so n does not move the bound)",
+                                                      maxAbsQ, maxAbsReward, gamma, bound, policy.qBoundSlack, nStep)))
         }
 
         // 3. Held-out TD error (one-step, Double DQN target with the candidate as both nets).
@@ -647,17 +693,27 @@ public struct Retrainer: Sendable {
             }
             if !nearest.contains(where: { $0.1 == picks[i] }) { unsupported += 1 }
         }
+        // How much the incumbent's own training rows show of other actions (a figure; it names
+        // the cause when unsupported_actions fails on a deterministic incumbent's log).
+        let diversity = ActionDiversity.measure(train, width: width, actionCount: A)
+        report.figures["incumbent_single_action_share"] = diversity?.singleActionShare ?? .nan
         if probe.isEmpty || sample.isEmpty {
             report.checks.append(.notApplicable("unsupported_actions", limit: policy.maxUnsupported,
                                                 note: "no \(probe.isEmpty ? "held-out state to probe" : "training row to compare with")"))
         } else {
             let unsupportedShare = Double(unsupported) / Double(probe.count)
             report.figures["unsupported_action_share"] = unsupportedShare
-            report.checks.append(.judged("unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported,
-                                         passed: unsupportedShare <= policy.maxUnsupported,
-                                         note: String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)))
+            var note = String(format: "%.1f%% of %d probed states get an action not among the 10 nearest logged ones", unsupportedShare * 100, probe.count)
+            let passed = unsupportedShare <= policy.maxUnsupported
+            // Why, when the incumbent's own rows show one action per state region (`edgeq check --log`).
+            if !passed, let d = diversity, d.singleActionShare > policy.maxUnsupported {
+                note += String(format: "; near %.1f%% of its training states the incumbent shows one action only (a deterministic incumbent): "
+                               + "dither it in shadow or set learning.cql_weight > 0", d.singleActionShare * 100)
+            }
+            report.checks.append(.judged("unsupported_actions", value: unsupportedShare, limit: policy.maxUnsupported, passed: passed, note: note))
         }
-        var actionShare = [Double](repeating: 0, count: A)
+
+        var actionShare = [Double](repeating: picks.isEmpty ? .nan : 0, count: A)
         for p in picks where p >= 0 { actionShare[p] += 1 / Double(max(picks.count, 1)) }
         for (i, share) in actionShare.enumerated() { report.figures["candidate_action_share_\(map.actions[i].name)"] = share }
     }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import EdgeQLog
+import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
 
@@ -13,11 +15,23 @@ struct CheckCommand: AsyncParsableCommand {
             exits 0 and prints a one-screen summary: signals, state width, actions, topics \
             subscribed and published. The format is described in docs/mapping.md; \
             topics/reference.yaml shows every key.
+
+            Warnings (FILE: warning: …, on standard error, exit status still 0) say when the \
+            learning settings need something the file cannot show: with `cql_weight: 0` the \
+            first model needs an incumbent whose commands vary in each state (a dithered \
+            incumbent). With --log, the incumbent's rows of an existing experience log are \
+            measured: the share of its states whose 10 nearest logged states all show the same \
+            action; above `checks.max_unsupported` it warns that the log shows no alternative \
+            to learn from, or only notes it when the mapping's conservative term and exploration \
+            in control cope (docs/learning.md, "Action diversity").
             """
     )
 
     @Argument(help: "The mapping file (YAML) to check.")
     var file: String
+
+    @Option(help: "An experience log (experience.sqlite, or a gateway's data directory) whose incumbent rows to measure for action diversity.")
+    var log: String?
 
     func run() async throws {
         let map: TopicMap
@@ -30,6 +44,82 @@ struct CheckCommand: AsyncParsableCommand {
             throw ExitCode(error.code == .unreadable ? 66 : 65)
         }
         print(Self.summary(map, file: file))
+        for w in Self.ditherWarnings(map) { FileHandle.standardError.write(Data("\(file): warning: \(w)\n".utf8)) }
+        if let log {
+            let (line, finding) = try Self.measureLog(log, map: map)
+            print(line)
+            if let finding { FileHandle.standardError.write(Data("\(file): \(finding.line)\n".utf8)) }
+        }
+    }
+
+    /// What the mapping's learning settings need from the incumbent that the file cannot show:
+    /// with no conservative term, the first model, learned from shadow rows alone, has values
+    /// for the actions the incumbent never takes in a state that nothing trained.
+    static func ditherWarnings(_ map: TopicMap) -> [String] {
+        guard map.incumbent != nil, map.learning.cqlWeight == 0 else { return [] }
+        return ["learning.cql_weight is 0 and the first model is learned from the incumbent's shadow rows: it needs the incumbent's commands "
+            + "to vary in each state (a dithered incumbent, e.g. `edgeq sim --dither 0.5`). With a deterministic incumbent the log shows one "
+            + "action per state and every candidate fails unsupported_actions (cart-pole, 5 seeds × 50,000 steps: 0 of 250 candidates served). "
+            + "Set cql_weight > 0 (0.1 learns cart-pole from its deterministic rule), or measure a shadow log with --log."]
+    }
+
+    /// The `--log` line of the summary, and what to say when the incumbent's commands hardly
+    /// vary: a warning when nothing in the log or the mapping will show another action, a
+    /// note when the mapping's conservative term and exploration in control cope with it.
+    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, finding: Finding?) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CLIFailure(.noInput, "no experience log at \(path): --log takes a gateway's experience.sqlite or its data directory")
+        }
+        let file = isDirectory.boolValue ? URL(fileURLWithPath: path).appendingPathComponent(ExperienceLog.defaultFileName).path : path
+        let rows: [EdgeQLog.Transition]
+        do {
+            rows = try ExperienceLog.open(path: file, create: false).transitions(window: .lastRows(50_000)).map(\.transition)
+        } catch {
+            if !FileManager.default.fileExists(atPath: file) {
+                throw CLIFailure(.noInput, "no experience log at \(file): --log takes a gateway's experience.sqlite or its data directory")
+            }
+            if error.kind == .schema || error.code?.primary == .corrupt || error.code?.primary.rawValue == 26 {
+                throw CLIFailure(.data, "\(file) is damaged or not an EdgeQ experience log: \(error)")
+            }
+            throw CLIFailure(.io, "cannot read the experience log \(file): \(error)")
+        }
+        guard let d = ActionDiversity.measure(rows, width: map.stateWidth, actionCount: map.actions.count) else {
+            return ("log        \(rows.count) rows (last 50,000), fewer than \(ActionDiversity.neighbours + 1) incumbent rows with this mapping's state width (\(map.stateWidth)) "
+                    + "and actions (\(map.actions.count)): action diversity not applicable", nil)
+        }
+        let shares = zip(map.actions, d.actionShare).map { String(format: "%@ %.0f%%", $0.0.name, $0.1 * 100) }.joined(separator: ", ")
+        let line = String(format: "log        %d rows (last 50,000), %d from the incumbent (%@); single-action states %.1f%% of %d probed (their %d nearest incumbent states all show the same action)",
+                          rows.count, d.incumbentRows, shares, d.singleActionShare * 100, d.probed, ActionDiversity.neighbours)
+        let l = map.learning
+        guard d.singleActionShare > l.maxUnsupported else { return (line, nil) }
+        let what = String(format: "%@: the incumbent's commands hardly vary: in %.1f%% of its states (more than checks.max_unsupported %.0f%%) the %d nearest logged "
+            + "states all show the same action, so the log cannot tell what another action does there; ",
+            file, d.singleActionShare * 100, l.maxUnsupported * 100, ActionDiversity.neighbours)
+        let explores = l.explorationBudget > 0 && max(l.epsilonStart, l.epsilonEnd) > 0
+        if l.cqlWeight == 0 {
+            return (line, .warning(what + "with cql_weight 0 every candidate learned from it fails unsupported_actions. Dither the incumbent in shadow "
+                + "(e.g. `edgeq sim --dither 0.5`) or set cql_weight > 0."))
+        }
+        if !explores {
+            return (line, .warning(what + "candidates can only copy the incumbent, and with no exploration in control nothing will show another action. "
+                + "Dither the incumbent in shadow (e.g. `edgeq sim --dither 0.2`) or allow exploration in control (learning.exploration)."))
+        }
+        return (line, .note(what + "the first models stay near the incumbent (cql_weight > 0) until this mapping's exploration in control shows the other actions."))
+    }
+
+    /// What `--log` found worth saying: a warning (the log and the settings cannot learn
+    /// anything but the incumbent, or nothing at all) or a note (the settings cope).
+    enum Finding: Equatable {
+        case warning(String)
+        case note(String)
+
+        var line: String {
+            switch self {
+            case .warning(let w): return "warning: " + w
+            case .note(let n): return "note: " + n
+            }
+        }
     }
 
     /// The one-screen summary of a valid mapping.

@@ -188,6 +188,8 @@ enum ReportText {
             "prioritized replay α \(number($0)), β \(number(c.prioritizedBeta)) → 1 over \(c.betaAnnealUpdates) updates"
         } ?? "uniform replay")
         parts.append("CQL \(number(Double(c.cqlWeight))) on \(c.cqlOnAllTransitions ? "all rows" : "the incumbent's rows")")
+        parts.append(c.bootstrapRange.map { "bootstrap values clipped to [\(number(Double($0.lowerBound))), \(number(Double($0.upperBound)))]" }
+            ?? "bootstrap values not clipped")
         return parts.joined(separator: ", ")
     }
 }

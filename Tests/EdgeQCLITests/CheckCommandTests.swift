@@ -1,3 +1,4 @@
+import EdgeQLog
 import EdgeQTestSupport
 import Foundation
 import Testing
@@ -66,6 +67,91 @@ import Testing
         #expect(lines.contains("\(file):5:34: range [5, 1] is empty: min must be less than max"), "\(r.stderr)")
         #expect(lines.contains { $0.hasPrefix("\(file):8:27: in feature 'e': unknown signal or feature 'c'") }, "\(r.stderr)")
         #expect(lines.contains("\(file):12:9: actions list is empty: give at least one action"), "\(r.stderr)")
+    }
+
+    static func tempDir() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// A mapping whose first model relies on a dithered incumbent (no conservative term) is
+    /// valid (exit 0) but warned about; the shipped cart-pole recipe no longer relies on it.
+    @Test func aMappingThatReliesOnDitherIsWarnedAbout() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("nocql.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0").write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try EdgeQBinary.run(["check", file])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("\(file): ok"))
+        #expect(r.stderr.contains("\(file): warning: learning.cql_weight is 0"), "\(r.stderr)")
+        #expect(r.stderr.contains("dither"))
+        let conservative = dir.appendingPathComponent("cql.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1").write(toFile: conservative, atomically: true, encoding: .utf8)
+        let c = try EdgeQBinary.run(["check", conservative])
+        #expect(c.code == 0 && !c.stderr.contains("warning"), "\(c.stderr)")
+        let cartpole = Self.root.appendingPathComponent("topics/cartpole.yaml").path
+        let shipped = try EdgeQBinary.run(["check", cartpole])
+        #expect(shipped.code == 0 && !shipped.stderr.contains("warning"), "\(shipped.stderr)")
+    }
+
+    /// `--log` measures the incumbent's rows of a real log: a rule that is deterministic in the
+    /// state (action = sign of x) is warned about when nothing in the mapping will show another
+    /// action (only a note when its conservative term and exploration in control cope); the
+    /// same states with the action varying (every third command flipped) are not; a log with
+    /// no incumbent row is not judged.
+    @Test func checkLogMeasuresTheIncumbentsActionDiversity() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("p1.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1").write(toFile: file, atomically: true, encoding: .utf8)
+        func write(_ name: String, rows: Int, action: (Int, Float) -> Int, actor: Actor = .incumbent) throws -> String {
+            let data = dir.appendingPathComponent(name).path
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let log = try ExperienceLog.open(dataDirectory: data, gatewayID: "p1")
+            let writer = try log.makeWriter()
+            for k in 0..<rows {
+                let x = Float(sin(Double(k) * 0.7)), nx = Float(sin(Double(k + 1) * 0.7))
+                _ = writer.submit(Transition(time: 1_800_000_000 + Double(k), tick: Int64(k), episode: 0, state: [x],
+                                             action: action(k, x), actor: actor, reward: -Double(abs(x)), nextState: [nx],
+                                             mode: actor == .incumbent ? .shadow : .control))
+            }
+            try writer.flush()
+            try writer.close()
+            return data
+        }
+        let deterministic = try write("deterministic", rows: 2000) { _, x in x > 0 ? 1 : 0 }
+        let r = try EdgeQBinary.run(["check", file, "--log", deterministic])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("log        2000 rows (last 50,000), 2000 from the incumbent (low 50%, high 50%); single-action states"), "\(r.stdout)")
+        #expect(r.stderr.contains("\(file): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
+        #expect(r.stderr.contains("candidates can only copy the incumbent"), "\(r.stderr)")
+
+        let exploring = dir.appendingPathComponent("exploring.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  exploration: {start: 1.0, end: 0.05, decay_steps: 1000, budget: 1.0}")
+            .write(toFile: exploring, atomically: true, encoding: .utf8)
+        let e = try EdgeQBinary.run(["check", exploring, "--log", deterministic])
+        #expect(e.code == 0 && !e.stderr.contains("warning"), "\(e.stderr)")
+        #expect(e.stderr.contains("\(exploring): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(e.stderr)")
+        let plain = dir.appendingPathComponent("plain.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0").write(toFile: plain, atomically: true, encoding: .utf8)
+        let p = try EdgeQBinary.run(["check", plain, "--log", deterministic])
+        #expect(p.stderr.contains("\(plain): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(p.stderr)")
+        #expect(p.stderr.contains("with cql_weight 0 every candidate learned from it fails unsupported_actions"), "\(p.stderr)")
+
+        let varied = try write("varied", rows: 2000) { k, x in (x > 0) != (k % 3 == 0) ? 1 : 0 }
+        let v = try EdgeQBinary.run(["check", file, "--log", varied + "/experience.sqlite"])
+        #expect(v.code == 0 && v.stdout.contains("2000 from the incumbent"), "\(v.stdout)\n\(v.stderr)")
+        #expect(!v.stderr.contains("warning"), "\(v.stderr)")
+
+        let control = try write("control", rows: 500, action: { _, x in x > 0 ? 1 : 0 }, actor: .model)
+        let c = try EdgeQBinary.run(["check", file, "--log", control])
+        #expect(c.code == 0 && c.stdout.contains("action diversity not applicable"), "\(c.stdout)")
+        #expect(!c.stderr.contains("warning"), "\(c.stderr)")
+
+        let missing = try EdgeQBinary.run(["check", file, "--log", dir.appendingPathComponent("nothing").path])
+        #expect(missing.code == 66, "\(missing.stderr)")
     }
 
     @Test func missingFileExits66() throws {

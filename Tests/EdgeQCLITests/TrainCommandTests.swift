@@ -65,6 +65,8 @@ import Testing
         #expect(learner["prioritizedBeta"] as? Double == 0.3)
         #expect(learner["betaAnnealUpdates"] as? Int == 1000)
         #expect(learner["gamma"] as? Double == 0.99)
+        // Rewards 0 … −4: every return lies in [−4 / (1 − γ), 0], and bootstrap values are clipped to it.
+        #expect(learner["bootstrapRange"] as? [Double] == [-400, 0], "\(learner)")
         let checks = try #require(report["checks"] as? [[String: Any]])
         let agreement = try #require(checks.first { $0["name"] as? String == "incumbent_agreement" })
         #expect(agreement["status"] as? String == "not_applicable", "\(agreement)")
@@ -88,6 +90,7 @@ import Testing
         #expect(text.stdout.contains("Huber δ 2, gradient clip 5"), "\(text.stdout)")
         #expect(text.stdout.contains("prioritized replay α 0.5, β 0.3 → 1 over 1000 updates"), "\(text.stdout)")
         #expect(text.stdout.contains("target Polyak τ 0.01"), "\(text.stdout)")
+        #expect(text.stdout.contains("bootstrap values clipped to [-400, 0]"), "\(text.stdout)")
         #expect(!text.stdout.contains("99999999"), "\(text.stdout)")
     }
 }

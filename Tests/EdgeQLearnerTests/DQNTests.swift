@@ -209,3 +209,28 @@ import Testing
         }
     }
 }
+
+extension DQNTests {
+    /// `bootstrapRange` clips the bootstrap value, not the return: on the hand-made batch with
+    /// Q_target values 2, 2, 1.8, ·, 2 and the range [0, 1.5], the bootstrap is 1.5 everywhere;
+    /// with [1.9, 3] only row 2 (1.8) moves up; a terminal row keeps its return alone.
+    @Test func bootstrapValuesAreClippedToTheRange() throws {
+        var c = DQNConfig()
+        c.gamma = 0.9
+        c.batchSize = 5
+        c.bootstrapRange = 0...1.5
+        let learner = try DQNLearner(config: c, architecture: Architecture(inputCount: 2, hidden: [], actionCount: 3), seed: 1)
+        try learner.online.load([1, 0, 0, 1, 0.5, 0.5, 0, 0, 0])
+        try learner.target.load([2, 0, 0, 3, 1, 1, 0, 0, 0])
+        let y = learner.targets(for: handBatch())
+        let expected: [Float] = [1 + 0.9 * 1.5, 0.5 + 0.9 * 1.5, 0.5 + 0.9 * 1.5, -1, 0.5 + 0.81 * 1.5]
+        for (a, b) in zip(y, expected) { #expect(abs(a - b) < 1e-5, "\(y) against \(expected)") }
+        c.bootstrapRange = 1.9...3
+        let raised = try DQNLearner(config: c, architecture: Architecture(inputCount: 2, hidden: [], actionCount: 3), seed: 1)
+        try raised.online.load([1, 0, 0, 1, 0.5, 0.5, 0, 0, 0])
+        try raised.target.load([2, 0, 0, 3, 1, 1, 0, 0, 0])
+        let z = raised.targets(for: handBatch())
+        let unclipped: [Float] = [2.8, 2.3, 0.5 + 0.9 * 1.9, -1, 2.12]
+        for (a, b) in zip(z, unclipped) { #expect(abs(a - b) < 1e-5, "\(z) against \(unclipped)") }
+    }
+}
