@@ -14,7 +14,7 @@ import Testing
     /// mechanism; the thermal learning tests are about quality.
     static let lenient = """
           checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
-          promotion: {policy: manual, min_agreement: 0, rollback_margin: 0.05, guard_window: 20}
+          promotion: {policy: manual, min_agreement: 0}
         """
 
     func state(_ step: Int, x: Double, y: Double = 0) -> String { "{\"step\":\(step),\"x\":\(x),\"y\":\(y)}" }
