@@ -32,6 +32,10 @@ struct DecisionState {
     var controlGroup: ControlGroupGuard?
     var previousModel: ServedModel?
     var previousEngine: QEngine?
+    /// The guard tripped on the served model: until another model is served, the previous
+    /// controller runs the plant in control mode (the tripped one never acts again while the
+    /// control queue rolls back or falls back, nor after a later `cmd/mode control`).
+    var guardTripped = false
     /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
     var openRole: ControllerRole?
     /// Whether the gateway was in charge of the plant on the previous tick (handover).

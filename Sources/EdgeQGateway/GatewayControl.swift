@@ -106,6 +106,10 @@ extension Gateway {
         if served.withLock({ $0 == nil }) && map.learning.promotion != .trial {
             throw GatewayError("no model has passed its checks: retrain (cmd/retrain) or promote a version first")
         }
+        if let v = servedVersion, store.isQuarantined(v), map.learning.promotion != .trial {
+            // The guard took it out of control (fell back to shadow with nothing to roll back to).
+            throw GatewayError("the served model version \(v) is quarantined (the guard found it worse than its control group): promote another version by name (cmd/promote {\"version\":V}) or retrain first")
+        }
         let state = GatewayState(mode: .control, reason: reason, by: by)
         do {
             try state.save(to: dataDirectory)

@@ -51,6 +51,14 @@ extension Gateway {
                 return TickController(mode: .control, engine: d.engine, version: served, role: .trial(arm))
             }
         }
+        if d.engine != nil && d.guardTripped {
+            // The guard found the served model worse than its control group: the control group's
+            // controller runs the plant until the control queue has rolled back or fallen back.
+            if let p = d.previousModel, let e = d.previousEngine {
+                return TickController(mode: .control, engine: e, version: String(p.version), role: nil)
+            }
+            return TickController(mode: .shadow, engine: nil, version: nil, role: nil)
+        }
         if d.engine != nil, let g = d.controlGroup, g.isActive {
             let arm = g.arm
             if arm == .control {
@@ -98,6 +106,7 @@ extension Gateway {
                 let from = d.engineModel?.version
                 let previous = d.previousModel?.version
                 d.controlGroup = nil
+                d.guardTripped = true
                 control.async { self.guardTripped(from: from, control: previous, summary) }
             }
         }
@@ -147,6 +156,7 @@ extension Gateway {
         d.previousModel = previousController.withLock { $0 }
         d.previousEngine = d.previousModel.map { $0.model.makeEngine(options.precision) }
         d.controlGroup = nil
+        d.guardTripped = false
         guardSummary.withLock { $0 = nil }
         if d.engine != nil {
             do {
