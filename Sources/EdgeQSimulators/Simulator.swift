@@ -183,6 +183,11 @@ public final class Simulator: @unchecked Sendable {
         let stateTopic = "\(base)/state"
         let cmdTopic = "\(base)/cmd"
         let statusTopic = options.gatewayPrefix.map { "\($0)/status" }
+        // Without a rate (as fast as the gateway answers), the plant keeps step with the gateway
+        // also while its incumbent is in charge and the gateway in control mode (a trial's or
+        // the guard's incumbent blocks): it waits for the gateway's shadow report of the step, so
+        // that it never runs ahead of the gateway's ticks and the gateway's next take.
+        let shadowTopic = options.rate <= 0 ? options.gatewayPrefix.map { "\($0)/shadow" } : nil
         // Who is in charge, as the gateway's handover says it (docs/simulators.md).
         let modeTopic = "\(base)/mode"
 
@@ -192,6 +197,7 @@ public final class Simulator: @unchecked Sendable {
         defer { client.stop() }
         try client.subscribe(cmdTopic, qos: .atLeastOnce)
         if let statusTopic { try client.subscribe(statusTopic, qos: .atLeastOnce) }
+        if let shadowTopic { try client.subscribe(shadowTopic, qos: .atMostOnce) }
         try client.subscribe(modeTopic, qos: .atLeastOnce)
         client.start()
         do {
@@ -202,6 +208,8 @@ public final class Simulator: @unchecked Sendable {
 
         var gatewayInControl = false
         var modeTopicHeard = false
+        var gatewayModeControl = false
+        var shadowSeen = false
         var servedVersion: Int?
         var result = SimulatorResult(scoreText: "", scoreJSON: [], steps: 0, incumbentSteps: 0, gatewaySteps: 0,
                                      commandTimeouts: 0, staleCommands: 0)
@@ -229,9 +237,14 @@ public final class Simulator: @unchecked Sendable {
                 }
                 return
             }
+            if let shadowTopic, m.topic == shadowTopic {
+                shadowSeen = true
+                return
+            }
             if let statusTopic, m.topic == statusTopic {
                 if let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] {
                     let control = (o["mode"] as? String) == "control" && (o["state"] as? String ?? "online") == "online"
+                    gatewayModeControl = control
                     let version = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue
                     // Once the handover's mode topic was heard, it alone says who is in charge.
                     if !modeTopicHeard && control != gatewayInControl {
@@ -266,6 +279,17 @@ public final class Simulator: @unchecked Sendable {
         _ = try client.publish(stateTopic, plant.stateJSON(), qos: .atLeastOnce)
         while !shouldStop && (options.steps.map { step < $0 } ?? true) {
             while let m = client.receive(timeout: 0) { absorb(m, currentStep: plant.stepIndex) }
+            if shadowTopic != nil && gatewayModeControl && !gatewayInControl {
+                // Keep step with the gateway: its tick of this state (a shadow report), or a take
+                // (then it commands this step).
+                let deadline = Date().addingTimeInterval(options.commandTimeout)
+                while !shadowSeen, !gatewayInControl, Date() < deadline {
+                    if let m = client.receive(timeout: max(0, deadline.timeIntervalSinceNow)) {
+                        absorb(m, currentStep: plant.stepIndex)
+                    }
+                }
+            }
+            shadowSeen = false
             var action: Int
             if gatewayInControl {
                 let deadline = Date().addingTimeInterval(options.commandTimeout)

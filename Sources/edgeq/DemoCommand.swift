@@ -209,7 +209,8 @@ struct DemoCommand: ParsableCommand {
         row("comfort violation (K·h)", "comfort_violation", "%.3f", absolute: true)
         row("energy (kWh)", "energy_kwh", "%.1f")
         row("reward", "total_reward", "%.2f")
-        say("steps decided by EdgeQ: \(edgeq.gatewaySteps) of \(edgeq.steps); by the incumbent after a missed command: \(edgeq.commandTimeouts)")
+        say("steps decided by EdgeQ: \(edgeq.gatewaySteps) of \(edgeq.steps); by the incumbent in the guard's control blocks: "
+            + "\(edgeq.incumbentSteps - edgeq.commandTimeouts); after a missed command: \(edgeq.commandTimeouts)")
         if let status = latestStatus(operatorClient, prefix: prefix, broker: broker) { say("gateway status: \(status)") }
     }
 
