@@ -100,6 +100,9 @@ public struct SwitchbackTrial: Sendable {
     private var skippedTicks = 0
     /// One-sided t quantiles at level α / L for n = minPairs ... maxPairs scored pairs.
     private let quantiles: [Double]
+    /// One-sided t quantiles at level 1 − stop_confidence (uncorrected) for the same n; nil:
+    /// a stop uses `quantiles`.
+    private let stopQuantiles: [Double]?
     /// How the trial ended (nil while it runs).
     public private(set) var verdict: TrialVerdict?
 
@@ -116,6 +119,9 @@ public struct SwitchbackTrial: Sendable {
         let looks = config.maxPairs - config.minPairs + 1
         let level = (1 - config.confidence) / Double(looks)
         quantiles = (config.minPairs...config.maxPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double($0 - 1)) }
+        stopQuantiles = config.stopConfidence.map { c in
+            (config.minPairs...config.maxPairs).map { StudentT.quantile(c, degreesOfFreedom: Double($0 - 1)) }
+        }
         first = rng.next() & 1 == 0 ? .candidate : .reference
     }
 
@@ -130,6 +136,9 @@ public struct SwitchbackTrial: Sendable {
             throw TrialSettingsError(message: "trial confidence must be in (0.5, 1), e.g. 0.95, found \(c.confidence)")
         }
         guard c.margin >= 0, c.margin < 1 else { throw TrialSettingsError(message: "trial margin must be in [0, 1), found \(c.margin)") }
+        if let sc = c.stopConfidence, !(sc > 0.5 && sc < 1) {
+            throw TrialSettingsError(message: "trial stop_confidence must be in (0.5, 1) or nil, found \(sc)")
+        }
         guard c.minPairs >= 2 else { throw TrialSettingsError(message: "trial min_pairs must be ≥ 2 (a t interval needs two pairs), found \(c.minPairs)") }
         guard c.maxPairs >= c.minPairs else {
             throw TrialSettingsError(message: "trial max_pairs (\(c.maxPairs)) must be at least min_pairs (\(c.minPairs))")
@@ -220,9 +229,12 @@ public struct SwitchbackTrial: Sendable {
 
     private func decide() -> TrialVerdict? {
         guard let t = currentQuantile else { return nil }
-        let half = t * dMargin.standardDeviation / Double(dMargin.count).squareRoot()
-        if dMargin.mean - half > 0 { return .promote }
-        if dMargin.mean + half < 0 { return .reject }
+        let se = dMargin.standardDeviation / Double(dMargin.count).squareRoot()
+        if dMargin.mean - t * se > 0 { return .promote }
+        // A stop needs no correction for repeated looks (it can only lose a candidate), unless
+        // `stop_confidence` is nil.
+        let tStop = stopQuantiles.map { $0[dMargin.count - config.minPairs] } ?? t
+        if dMargin.mean + tStop * se < 0 { return .reject }
         return nil
     }
 
@@ -238,6 +250,8 @@ public struct SwitchbackTrial: Sendable {
         if let t = currentQuantile {
             let half = t * d.standardDeviation / Double(n).squareRoot()
             s.interval = (d.mean - half)...(d.mean + half)
+            let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
+            s.stopUpperBound = d.mean + tStop * d.standardDeviation / Double(n).squareRoot()
         }
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
@@ -267,6 +281,10 @@ public struct TrialSummary: Sendable, Equatable {
     /// The interval on the mean difference at the current look: mean ± t·s/√n with the
     /// Bonferroni-corrected t quantile the decisions use (nil before `minPairs` pairs).
     public var interval: ClosedRange<Double>?
+    /// The stop's upper bound on the mean difference at the current look (`stop_confidence`,
+    /// uncorrected; the corrected one when that is nil): below 0, the candidate is stopped
+    /// (with a margin, the same bound on the margin-shifted difference decides).
+    public var stopUpperBound: Double?
     /// The candidate's mean block return over scored pairs.
     public var meanCandidate: Double?
     /// The reference's mean block return over scored pairs.

@@ -280,6 +280,7 @@ extension Gateway {
             "confidence": .number(s.confidence), "margin": .number(s.margin),
             "mean_difference": num(s.meanDifference),
             "ci_low": num(s.interval?.lowerBound), "ci_high": num(s.interval?.upperBound),
+            "stop_high": num(s.stopUpperBound),
             "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
             "cost": num(s.cost), "cost_share": num(s.costShare),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),

@@ -376,6 +376,11 @@ public struct TrialConfig: Sendable, Equatable {
     public var maxTicks: Int?
     /// Pairs before any verdict, ≥ 2. Default 4.
     public var minPairs = 4
+    /// Confidence with which a worse candidate is stopped, in (0.5, 1), without the correction
+    /// for repeated looks: a stop only loses a candidate (it never serves one), so it may come
+    /// early, which keeps what a worse candidate costs the plant small. nil: the same corrected
+    /// bound as promotion (a stop is then as rare as a false promotion). Default 0.9.
+    public var stopConfidence: Double? = 0.9
 
     /// The defaults.
     public init() {}

@@ -922,10 +922,10 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
-        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs"]) else { return t }
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence"]) else { return t }
         if let x = e["block"] {
             if case .scalar(let s) = x, s.style == .plain, s.string == "episode" {
                 t.block = .episode
@@ -960,6 +960,16 @@ struct Builder {
             t.margin = v
         }
         if let x = e["min_pairs"], let v = r.int(x, "trial min_pairs", min: 2, max: 100_000) { t.minPairs = v }
+        if let x = e["stop_confidence"] {
+            if case .scalar(let sc) = x, sc.style == .plain, sc.string == "null" || sc.string == "none" || sc.string == "~" || sc.string.isEmpty {
+                t.stopConfidence = nil
+            } else if let v = r.number(x, "trial stop_confidence") {
+                if !(v > 0.5 && v < 1) {
+                    r.error(x, "trial stop_confidence must be in (0.5, 1), e.g. 0.9, or null (stop only with the promotion's corrected confidence), found \(r.fmt(v))")
+                }
+                t.stopConfidence = v
+            }
+        }
         if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }
         if t.maxPairs < t.minPairs, let x = e["max_pairs"] ?? e["min_pairs"] {
             r.error(x, "trial max_pairs (\(t.maxPairs)) must be at least min_pairs (\(t.minPairs)): no verdict could come before the budget ends")

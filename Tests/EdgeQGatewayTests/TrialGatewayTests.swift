@@ -116,7 +116,7 @@ import Testing
         let pairs = try #require(verdict["pairs"] as? Int)
         #expect(pairs >= 2 && pairs < 20, "\(verdict)")
         #expect((verdict["mean_difference"] as? Double ?? 0) < 0, "\(verdict)")
-        #expect((verdict["ci_high"] as? Double ?? 0) < 0, "the interval must lie below 0 for a rejection: \(verdict)")
+        #expect((verdict["stop_high"] as? Double ?? 0) < 0, "the stop's bound must lie below 0 for a rejection: \(verdict)")
         #expect((verdict["cost"] as? Double ?? 0) > 0, "\(verdict)")
         let file = try trialFile(h, candidate)
         #expect(file["verdict"] as? String == "reject" && file["promoted"] as? Bool == false, "\(file)")

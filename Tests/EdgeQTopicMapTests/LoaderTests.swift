@@ -255,6 +255,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {promotion: {trial: {block: 8, burn_in: 8}}}\n", 13, 51, "trial burn_in (8) must be less than the block (8 ticks)"),
         (minimal + "learning: {promotion: {trial: {confidence: 1}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 1"),
         (minimal + "learning: {promotion: {trial: {confidence: 0.5}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 0.5"),
+        (minimal + "learning: {promotion: {trial: {stop_confidence: 1.5}}}\n", 13, 49, "trial stop_confidence must be in (0.5, 1), e.g. 0.9, or null (stop only with the promotion's corrected confidence), found 1.5"),
         (minimal + "learning: {promotion: {trial: {margin: -0.1}}}\n", 13, 40, "trial margin must be in [0, 1)"),
         (minimal + "learning: {promotion: {trial: {min_pairs: 1}}}\n", 13, 43, "trial min_pairs must be in 2...100000, found 1"),
         (minimal + "learning: {promotion: {trial: {block: 96, max_pairs: 3}}}\n", 13, 54, "trial max_pairs (3) must be at least min_pairs (4)"),
