@@ -37,6 +37,12 @@ public struct SimulatorOptions: Sendable {
     /// With it, an episodic plant's episode k starts from (seed, k) instead of the seed's
     /// running sequence.
     public var evaluation: EvaluationOptions?
+    /// Without a rate (`rate` 0) and with `gatewayPrefix`: while the gateway is in control mode
+    /// but its incumbent is in charge (a trial's or the guard's incumbent blocks), wait for the
+    /// gateway's shadow report of each step (up to `commandTimeout`) before the next one, so that
+    /// a plant run faster than real time never runs ahead of the gateway's ticks. For benches
+    /// and the demo; a plant in real time has no need of it. Default false.
+    public var keepStepWithGateway = false
 
     public init(plant: PlantKind, broker: String) {
         self.plant = plant
@@ -183,11 +189,11 @@ public final class Simulator: @unchecked Sendable {
         let stateTopic = "\(base)/state"
         let cmdTopic = "\(base)/cmd"
         let statusTopic = options.gatewayPrefix.map { "\($0)/status" }
-        // Without a rate (as fast as the gateway answers), the plant keeps step with the gateway
+        // With `keepStepWithGateway` and no rate (as fast as the gateway answers), the plant keeps step with the gateway
         // also while its incumbent is in charge and the gateway in control mode (a trial's or
         // the guard's incumbent blocks): it waits for the gateway's shadow report of the step, so
         // that it never runs ahead of the gateway's ticks and the gateway's next take.
-        let shadowTopic = options.rate <= 0 ? options.gatewayPrefix.map { "\($0)/shadow" } : nil
+        let shadowTopic = options.keepStepWithGateway && options.rate <= 0 ? options.gatewayPrefix.map { "\($0)/shadow" } : nil
         // Who is in charge, as the gateway's handover says it (docs/simulators.md).
         let modeTopic = "\(base)/mode"
 

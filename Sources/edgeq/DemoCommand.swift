@@ -223,6 +223,7 @@ struct DemoCommand: ParsableCommand {
         o.dither = dither
         o.rate = rate
         o.gatewayPrefix = prefix
+        o.keepStepWithGateway = true
         o.commandTimeout = 1
         let sim = Simulator(o, logger: Logger(label: "edgeq.demo.sim"))
         let box = ResultBox()

@@ -197,6 +197,7 @@ enum GeneralizeBench {
             o.rate = rate
             o.dither = context.generalize.dither
             o.gatewayPrefix = prefix
+            o.keepStepWithGateway = true
             o.commandTimeout = 0.5
             o.evaluation = EvaluationOptions()
             return o
