@@ -75,6 +75,13 @@ let package = Package(
             dependencies: ["EdgeQCore"],
             swiftSettings: numericSettings
         ),
+        /// The plant model learned from the log (system identification, an MLP ensemble), the
+        /// planner that uses it, and the fit report (docs/learning.md, "The plant model").
+        .target(
+            name: "EdgeQModel",
+            dependencies: ["EdgeQNet", "EdgeQCore"],
+            swiftSettings: numericSettings
+        ),
         .target(
             name: "EdgeQLearner",
             dependencies: ["EdgeQNet", "EdgeQCore"],
@@ -137,6 +144,7 @@ let package = Package(
         .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "CEdgeQKernels", "EdgeQSystem", "EdgeQTestSupport"], exclude: ["python"]),
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
+        .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQCore", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
