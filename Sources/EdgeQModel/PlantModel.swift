@@ -86,6 +86,17 @@ public protocol PlantModel: Sendable {
     func rollout(from segment: PlantSegment, at index: Int) -> any PlantRollout
 }
 
+/// A model class that fits itself to data (the linear identification, the MLP ensemble).
+/// The selection (`PlantModelSelection`) fits each class on the training part and keeps the
+/// one with the smallest held-out free-run error.
+public protocol PlantModelFitter: Sendable {
+    /// The class's name in reports, e.g. `linear` or `ensemble`.
+    var name: String { get }
+    /// Fits the class to `data` (already the training part). Deterministic for a seed.
+    /// - Throws: `PlantModelError.notEnoughData` when `data` is too short for the class.
+    func fit(_ data: PlantData, seed: UInt64) throws(PlantModelError) -> any PlantModel
+}
+
 /// A model stepped forward in free run. A value: copy it to branch (a planner tries several
 /// futures from one present).
 public protocol PlantRollout: Sendable {
