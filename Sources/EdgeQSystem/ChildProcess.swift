@@ -93,6 +93,33 @@ public final class ChildProcess: @unchecked Sendable {
             throw Error(description: "\(path): cannot start: \(String(cString: strerror(rc)))")
         }
         pid = child
+        ChildProcess.live.withLock { _ = $0.insert(child) }
+    }
+
+    /// The children started here that have not been reaped yet (for `terminateAll`).
+    private static let live = LockedPIDs()
+
+    /// Stops every child this process started that still runs: SIGTERM, then SIGKILL after
+    /// `grace` seconds. For a command that is told to stop (SIGINT, SIGTERM) while its
+    /// children run: `deinit` cannot help then, the process exits without releasing them, and
+    /// a benchmark killed mid-run used to leave its gateway, simulator and broker running.
+    public static func terminateAll(grace: Double = 3) {
+        let pids = live.withLock { Array($0) }
+        guard !pids.isEmpty else { return }
+        for p in pids { kill(p, SIGTERM) }
+        let deadline = Date().addingTimeInterval(grace)
+        var left = pids
+        while !left.isEmpty, Date() < deadline {
+            // kill(pid, 0) fails once the child is gone; an unreaped zombie still counts, so
+            // reap what exited (these are our own children).
+            left = left.filter { p in
+                var status: Int32 = 0
+                return waitpid(p, &status, WNOHANG) == 0
+            }
+            if !left.isEmpty { usleep(10_000) }
+        }
+        for p in left { kill(p, SIGKILL) }
+        live.withLock { $0.removeAll() }
     }
 
     deinit {
@@ -111,6 +138,7 @@ public final class ChildProcess: @unchecked Sendable {
         let r = waitpid(pid, &status, WNOHANG)
         if r == pid {
             exitStatus = status
+            ChildProcess.live.withLock { _ = $0.remove(pid) }
             return false
         }
         return r == 0
@@ -199,5 +227,18 @@ public final class ChildProcess: @unchecked Sendable {
         pointers.append(nil)
         defer { for p in pointers { free(p) } }
         return body(pointers)
+    }
+}
+
+/// A set of process ids behind a lock (the registry of live children).
+final class LockedPIDs: @unchecked Sendable {
+    // @unchecked Sendable: `pids` is only read or written inside `lock`.
+    private let lock = NSLock()
+    private var pids = Set<pid_t>()
+
+    func withLock<T>(_ body: (inout Set<pid_t>) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&pids)
     }
 }

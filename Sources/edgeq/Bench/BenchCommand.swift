@@ -1,5 +1,6 @@
 import ArgumentParser
 import EdgeQSimulators
+import EdgeQSystem
 import Foundation
 
 /// `edgeq bench NAME [--json]`: measures EdgeQ and, in the same run, the anchor it is
@@ -76,6 +77,13 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Stopped by an operator (Ctrl-C, SIGTERM): take the gateways, simulators and brokers
+        // the benchmark started down with it, then exit as the signal would have.
+        let watcher = SignalWatcher { sig in
+            ChildProcess.terminateAll()
+            Foundation.exit(128 + sig)
+        }
+        defer { withExtendedLifetime(watcher) {} }
         var context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
         context.generalize = try generalizeOptions()
         let figures = try await name.run(context)
