@@ -2,10 +2,14 @@ import Foundation
 
 /// The structure of a linear model with dead time (docs/learning.md, "The plant model"):
 ///
-///     y(t+1) = Σᵢ₌₁..na Aᵢ·y(t+1−i) + Σⱼ₌₀..nb−1 Bⱼ·u(t−d−j) + C·e(t) + c₀
+///     y(t+1) = Σᵢ₌₁..na Aᵢ·y(t+1−i) + Σⱼ₌₀..nb−1 (Bⱼ·u(t−d−j) + Cⱼ·e(t−j)) + c₀
 ///
 /// with `y` the controlled signals, `u` the action mix (one-hot for a plain action), `e` the
-/// exogenous signals. `delay` is d: an action taken at tick t first shows in y(t+d+1).
+/// exogenous signals. `delay` is d: an action taken at tick t first shows in y(t+d+1). The
+/// exogenous signals get the same input order as the actions (no dead time): a signal held
+/// over the tick (ambient temperature) enters a sampled second-order plant through two
+/// terms, as the action does; with one term only, the heater's fast time constant came out
+/// 9 % short.
 public struct LinearStructure: Sendable, Equatable, Hashable, Codable, CustomStringConvertible {
     /// Output order na (lags of y).
     public var na: Int
@@ -107,6 +111,14 @@ public struct LinearPlantFitter: PlantModelFitter {
     public var iterations: Int = 60
     /// Ridge on the least-squares start, relative to the mean diagonal of the normal equations.
     public var ridge: Double = 1e-8
+    /// Ticks of measured history a free run is started through (fit windows, held-out
+    /// windows, rollouts): the model runs over them as an observer, its prediction pulled
+    /// towards each measured sample by `observerGain`, so a quantised sensor's error in the
+    /// starting samples is averaged instead of carried into the run (0: start from the raw
+    /// samples).
+    public var warmup: Int = 20
+    /// The observer's gain κ over the warm-up: x = (1 − κ)·ŷ + κ·y.
+    public var observerGain: Double = 0.2
 
     /// A fitter with the default search (na, nb ∈ {1, 2}, d ∈ 0…`maxDelay`).
     public init(name: String = "linear", maxDelay: Int = 12, fixedStructure: LinearStructure? = nil,
@@ -158,7 +170,7 @@ public struct LinearPlantFitter: PlantModelFitter {
             let validN = scaling.normalise(validation)
             var best: (LinearStructure, [Double], Double)?
             for s in candidates {
-                let layout = Layout(s, dims)
+                let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
                 let windows = layout.windows(validN, length: simulationWindow, stride: max(1, simulationWindow / 4))
                 guard !windows.isEmpty, let theta = fitStructure(s, dims: dims, segments: trainN) else { continue }
                 let cost = layout.cost(theta, validN, windows)
@@ -171,7 +183,7 @@ public struct LinearPlantFitter: PlantModelFitter {
                 throw .notEnoughData(have: data.sampleCount, need: Int((Double(need) / max(validationFraction, 0.05)).rounded(.up)))
             }
             // Refit the chosen structure on all the training data, from the search's solution.
-            let layout = Layout(s, dims)
+            let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
             let refined = criterion == .simulation
                 ? layout.refine(theta, all, window: simulationWindow, iterations: iterations) : layout.leastSquares(all, ridge: ridge)
             chosen = (s, refined ?? theta)
@@ -179,19 +191,20 @@ public struct LinearPlantFitter: PlantModelFitter {
         guard let (structure, theta) = chosen else { throw .notEnoughData(have: data.sampleCount, need: 0) }
         return LinearPlantModel(structure: structure, dims: dims, normalisedTheta: theta, scaling: scaling,
                                 controlledNames: data.controlledNames, exogenousNames: data.exogenousNames,
-                                actionCount: data.actionCount, searchScores: scores, fitter: name)
+                                actionCount: data.actionCount, searchScores: scores, fitter: name,
+                                warmup: max(warmup, 0), kappa: min(max(observerGain, 0), 1))
     }
 
     /// Least squares then (for `.simulation`) output-error refinement; nil when too few rows.
     func fitStructure(_ s: LinearStructure, dims: Dims, segments: [NormalisedSegment]) -> [Double]? {
-        let layout = Layout(s, dims)
+        let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
         guard layout.rowCount(segments) >= 3 * layout.p, let start = layout.leastSquares(segments, ridge: ridge) else { return nil }
         guard criterion == .simulation else { return start }
         return layout.refine(start, segments, window: simulationWindow, iterations: iterations) ?? start
     }
 
     func minimumSamples(_ s: LinearStructure, dims: Dims) -> Int {
-        let layout = Layout(s, dims)
+        let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
         return 3 * layout.p + s.memory + 1
     }
 }
@@ -214,18 +227,24 @@ public struct LinearPlantModel: PlantModel {
     /// Bⱼ for j = 0…nb−1: each (outputCount, actionCount), row-major; column 0 is 0 (action 0
     /// is the reference, carried by `offset`).
     public let b: [[Double]]
-    /// C: (outputCount, exogenousCount), row-major.
-    public let c: [Double]
+    /// Cⱼ for j = 0…nb−1: each (outputCount, exogenousCount), row-major.
+    public let c: [[Double]]
     /// c₀, per output.
     public let offset: [Double]
     /// The structure search's validation errors (empty when the structure was fixed).
     public let searchScores: [LinearStructureScore]
+    /// Ticks of history a rollout runs through as an observer before it starts.
+    public let warmup: Int
+    /// The observer's gain over the warm-up.
+    public let observerGain: Double
     let fitterName: String
 
     init(structure: LinearStructure, dims: Dims, normalisedTheta theta: [Double], scaling: Scaling,
          controlledNames: [String], exogenousNames: [String], actionCount: Int,
-         searchScores: [LinearStructureScore], fitter: String) {
-        let layout = Layout(structure, dims)
+         searchScores: [LinearStructureScore], fitter: String, warmup: Int, kappa: Double) {
+        self.warmup = warmup
+        observerGain = kappa
+        let layout = Layout(structure, dims, warmup: warmup, kappa: kappa)
         let ny = dims.ny, ne = dims.ne, nu = dims.nu, p = layout.p
         self.structure = structure
         self.controlledNames = controlledNames
@@ -238,7 +257,7 @@ public struct LinearPlantModel: PlantModel {
         // Undo the normalisation: y = σ·yₙ + μ per output, e = σₑ·eₙ + μₑ.
         var a = [[Double]](repeating: [Double](repeating: 0, count: ny * ny), count: structure.na)
         var b = [[Double]](repeating: [Double](repeating: 0, count: ny * actionCount), count: structure.nb)
-        var c = [Double](repeating: 0, count: ny * ne)
+        var c = [[Double]](repeating: [Double](repeating: 0, count: ny * ne), count: structure.nb)
         var offset = [Double](repeating: 0, count: ny)
         for o in 0..<ny {
             let row = o * p
@@ -248,12 +267,12 @@ public struct LinearPlantModel: PlantModel {
             for j in 0..<structure.nb { for act in 0..<nu {
                 b[j][o * actionCount + act + 1] = scaling.yScale[o] * theta[row + layout.uIndex(lag: j, column: act)]
             } }
-            for m in 0..<ne {
-                c[o * ne + m] = scaling.yScale[o] * theta[row + layout.eIndex(m)] / scaling.eScale[m]
-            }
+            for j in 0..<structure.nb { for m in 0..<ne {
+                c[j][o * ne + m] = scaling.yScale[o] * theta[row + layout.eIndex(lag: j, m)] / scaling.eScale[m]
+            } }
             var off = scaling.yMean[o] + scaling.yScale[o] * theta[row + p - 1]
             for i in 0..<structure.na { for k in 0..<ny { off -= a[i][o * ny + k] * scaling.yMean[k] } }
-            for m in 0..<ne { off -= c[o * ne + m] * scaling.eMean[m] }
+            for j in 0..<structure.nb { for m in 0..<ne { off -= c[j][o * ne + m] * scaling.eMean[m] } }
             offset[o] = off
         }
         self.a = a
@@ -265,8 +284,8 @@ public struct LinearPlantModel: PlantModel {
     /// `linear(na=2, nb=2, delay=6)` (the fitter's name and the structure).
     public var description: String { "\(fitterName)(\(structure))" }
 
-    /// `structure.memory`: max(na, delay + nb).
-    public var memory: Int { structure.memory }
+    /// max(na, delay + nb) plus the warm-up.
+    public var memory: Int { structure.memory + warmup }
 
     /// A rollout from sample `index` of `segment`.
     public func rollout(from segment: PlantSegment, at index: Int) -> any PlantRollout {
@@ -317,6 +336,9 @@ public struct LinearPlantRollout: PlantRollout {
     /// u history: `delay + nb` slots of `actionCount`, slot `uHead` the newest.
     var uRing: [Double]
     var uHead = 0
+    /// e history: `nb` slots of `exogenousCount`, slot `eHead` the newest.
+    var eRing: [Double]
+    var eHead = 0
     public private(set) var controlled: [Double]
     /// 0: the linear model has no measure of its uncertainty.
     public var uncertainty: Double { 0 }
@@ -327,7 +349,10 @@ public struct LinearPlantRollout: PlantRollout {
         let na = model.structure.na
         let slots = model.structure.delay + model.structure.nb
         let last = segment.controlled.count - 1
-        let now = min(max(index, 0), max(last, 0))
+        let present = min(max(index, 0), max(last, 0))
+        // Start `warmup` ticks back (not before the structure's own history) and run the
+        // model as an observer up to the present.
+        let now = max(min(present - model.warmup, present), min(model.structure.memory - 1, present))
         func y(_ t: Int) -> [Double] {
             guard last >= 0 else { return [Double](repeating: 0, count: ny) }
             let row = segment.controlled[min(max(t, 0), last)]
@@ -351,7 +376,28 @@ public struct LinearPlantRollout: PlantRollout {
             }
         }
         uHead = slots - 1
+        // e ring: slot nb−1 holds e(now − 1), and so on back; the first step pushes e(now).
+        let ne = model.exogenousCount, nb = model.structure.nb
+        eRing = [Double](repeating: 0, count: nb * ne)
+        if !segment.exogenous.isEmpty {
+            for i in 0..<nb {
+                let row = segment.exogenous[min(max(now - 1 - i, 0), segment.exogenous.count - 1)]
+                for m in 0..<min(ne, row.count) { eRing[(nb - 1 - i) * ne + m] = row[m] }
+            }
+        }
+        eHead = nb - 1
         controlled = y(now)
+        let kappa = model.observerGain
+        if now < present {
+            for t in now..<present {
+                let act = t < segment.actions.count ? segment.actions[t] : 0
+                let e = t < segment.exogenous.count ? segment.exogenous[t] : []
+                _ = step(action: act, actionCount: k, exogenous: e)
+                let measured = y(t + 1)
+                for o in 0..<ny { yRing[yHead * ny + o] = (1 - kappa) * yRing[yHead * ny + o] + kappa * measured[o] }
+            }
+            controlled = y(present)
+        }
     }
 
     /// Advances one tick (see `PlantRollout.step`): pushes the mix, predicts y(t+1) from the
@@ -362,6 +408,8 @@ public struct LinearPlantRollout: PlantRollout {
         let slots = s.delay + s.nb
         uHead = (uHead + 1) % slots
         for act in 0..<k { uRing[uHead * k + act] = act < mix.count ? mix[act] : 0 }
+        eHead = (eHead + 1) % s.nb
+        for m in 0..<ne { eRing[eHead * ne + m] = m < exogenous.count ? exogenous[m] : 0 }
         var next = model.offset
         for o in 0..<ny {
             var v = next[o]
@@ -375,7 +423,11 @@ public struct LinearPlantRollout: PlantRollout {
                 let bj = model.b[j]
                 for act in 0..<k { v += bj[o * k + act] * uRing[slot * k + act] }
             }
-            for m in 0..<min(ne, exogenous.count) { v += model.c[o * ne + m] * exogenous[m] }
+            for j in 0..<s.nb {
+                let slot = (eHead - j + s.nb) % s.nb
+                let cj = model.c[j]
+                for m in 0..<ne { v += cj[o * ne + m] * eRing[slot * ne + m] }
+            }
             next[o] = v
         }
         yHead = (yHead + 1) % s.na
@@ -447,27 +499,34 @@ struct Window: Sendable, Equatable {
 }
 
 /// The regressor layout of one structure: φ(t) = [y(t) … y(t−na+1), u(t−d) … u(t−d−nb+1),
-/// e(t), 1], shared by the outputs; θ is (ny, p), row-major.
+/// e(t) … e(t−nb+1), 1], shared by the outputs; θ is (ny, p), row-major.
 struct Layout: Sendable {
     let s: LinearStructure
     let dims: Dims
     let p: Int
+    /// Observer warm-up before each free-run window, ticks, and its gain.
+    let warmup: Int
+    let kappa: Double
 
-    init(_ s: LinearStructure, _ dims: Dims) {
+    init(_ s: LinearStructure, _ dims: Dims, warmup: Int, kappa: Double) {
         self.s = s
         self.dims = dims
-        p = s.na * dims.ny + s.nb * dims.nu + dims.ne + 1
+        self.warmup = max(warmup, 0)
+        self.kappa = min(max(kappa, 0), 1)
+        p = s.na * dims.ny + s.nb * (dims.nu + dims.ne) + 1
     }
 
     func yIndex(lag i: Int, output o: Int) -> Int { i * dims.ny + o }
     func uIndex(lag j: Int, column c: Int) -> Int { s.na * dims.ny + j * dims.nu + c }
-    func eIndex(_ m: Int) -> Int { s.na * dims.ny + s.nb * dims.nu + m }
+    func eIndex(lag j: Int, _ m: Int) -> Int { s.na * dims.ny + s.nb * dims.nu + j * dims.ne + m }
 
-    /// The first sample a prediction can start from (enough history behind it).
-    var firstStart: Int { s.memory - 1 }
+    /// The first sample a one-step regression row can start from.
+    var regressionStart: Int { s.memory - 1 }
+    /// The first sample a free run can start from (history and warm-up behind it).
+    var firstStart: Int { s.memory - 1 + warmup }
 
     func rowCount(_ segs: [NormalisedSegment]) -> Int {
-        segs.reduce(0) { $0 + max(0, $1.count - 1 - firstStart) }
+        segs.reduce(0) { $0 + max(0, $1.count - 1 - regressionStart) }
     }
 
     /// Windows of `length` ticks (0: to the segment's end) starting every `stride` samples.
@@ -494,8 +553,10 @@ struct Layout: Sendable {
             let base = s.na * ny + j * nu
             for c in 0..<nu { phi[base + c] = seg.u[tu * nu + c] }
         }
-        let eb = s.na * ny + s.nb * nu
-        for m in 0..<ne { phi[eb + m] = seg.e[t * ne + m] }
+        for j in 0..<s.nb {
+            let eb = s.na * ny + s.nb * nu + j * ne
+            for m in 0..<ne { phi[eb + m] = seg.e[(t - j) * ne + m] }
+        }
         phi[p - 1] = 1
     }
 
@@ -506,8 +567,8 @@ struct Layout: Sendable {
         var aty = [Double](repeating: 0, count: p * ny)   // (p, ny)
         var phi = [Double](repeating: 0, count: p)
         for seg in segs {
-            guard seg.count - 1 > firstStart else { continue }
-            for t in firstStart..<(seg.count - 1) {
+            guard seg.count - 1 > regressionStart else { continue }
+            for t in regressionStart..<(seg.count - 1) {
                 for i in 0..<s.na { for o in 0..<ny { phi[i * ny + o] = seg.y[(t - i) * ny + o] } }
                 fillInputs(&phi, seg, t)
                 for r in 0..<p {
@@ -543,21 +604,28 @@ struct Layout: Sendable {
         var n = 0
         for w in windows {
             let seg = segs[w.segment]
-            for i in 0..<na { for o in 0..<ny { hist[i * ny + o] = seg.y[(w.start - i) * ny + o] } }
-            for t in w.start..<(w.start + w.length) {
+            let begin = w.start - warmup
+            for i in 0..<na { for o in 0..<ny { hist[i * ny + o] = seg.y[(begin - i) * ny + o] } }
+            for t in begin..<(w.start + w.length) {
                 for k in 0..<(na * ny) { phi[k] = hist[k] }
                 fillInputs(&phi, seg, t)
+                let observing = t < w.start
                 for o in 0..<ny {
                     var v = 0.0
                     for k in 0..<p { v += theta[o * p + k] * phi[k] }
+                    let measured = seg.y[(t + 1) * ny + o]
+                    if observing {
+                        v = (1 - kappa) * v + kappa * measured
+                    } else {
+                        let r = measured - v
+                        sum += r * r
+                    }
                     yhat[o] = v
-                    let r = seg.y[(t + 1) * ny + o] - v
-                    sum += r * r
                 }
                 guard yhat.allSatisfy({ $0.isFinite && abs($0) < 1e6 }) else { return .infinity }
                 if na > 1 { for k in stride(from: na * ny - 1, through: ny, by: -1) { hist[k] = hist[k - ny] } }
                 for o in 0..<ny { hist[o] = yhat[o] }
-                n += ny
+                if !observing { n += ny }
             }
         }
         return n > 0 ? sum / Double(n) : .infinity
@@ -577,9 +645,11 @@ struct Layout: Sendable {
         var yhat = [Double](repeating: 0, count: ny)
         for w in windows {
             let seg = segs[w.segment]
-            for i in 0..<na { for o in 0..<ny { hist[i * ny + o] = seg.y[(w.start - i) * ny + o] } }
+            let begin = w.start - warmup
+            for i in 0..<na { for o in 0..<ny { hist[i * ny + o] = seg.y[(begin - i) * ny + o] } }
             for k in sens.indices { sens[k] = 0 }
-            for t in w.start..<(w.start + w.length) {
+            for t in begin..<(w.start + w.length) {
+                let observing = t < w.start
                 for k in 0..<(na * ny) { phi[k] = hist[k] }
                 fillInputs(&phi, seg, t)
                 for o in 0..<ny {
@@ -600,7 +670,13 @@ struct Layout: Sendable {
                     }
                 }
                 guard yhat.allSatisfy({ $0.isFinite && abs($0) < 1e6 }) else { return nil }
-                for o in 0..<ny {
+                // Over the warm-up the observer pulls the state to the measurement: the
+                // state's sensitivity shrinks by (1 − κ) and no residual is counted.
+                if observing {
+                    for o in 0..<ny { yhat[o] = (1 - kappa) * yhat[o] + kappa * seg.y[(t + 1) * ny + o] }
+                    for k in 0..<(ny * np) { g[k] *= 1 - kappa }
+                }
+                for o in 0..<ny where !observing {
                     let r = seg.y[(t + 1) * ny + o] - yhat[o]
                     let go = o * np
                     for a in 0..<np {
