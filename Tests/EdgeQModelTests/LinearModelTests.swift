@@ -100,6 +100,44 @@ import Testing
         }
     }
 
+    /// Two coupled outputs (each output's lag drives the other), one exogenous input, exact:
+    /// the fit and the rollout agree with the system (the multi-output bookkeeping).
+    @Test func coupledOutputsAreReproduced() throws {
+        var rng = SeededGenerator(seed: 9)
+        var segments: [PlantSegment] = []
+        for _ in 0..<2 {
+            var y: [[Double]] = [[1, 2], [1, 2], [1, 2]]
+            var e: [[Double]] = (0..<3).map { _ in [rng.nextGaussian()] }
+            var a: [Int] = (0..<2).map { _ in Int(rng.next() % 2) }
+            for t in 2..<500 {
+                a.append(Int(rng.next() % 2))
+                let u = Double(a[t - 2])
+                let y0 = 0.7 * y[t][0] + 0.2 * y[t][1] + 1.0 * u + 0.3 * e[t][0] + 0.1
+                let y1 = -0.1 * y[t][0] + 0.8 * y[t][1] + 0.5 * u - 0.2 * e[t][0] + 0.4
+                y.append([y0, y1])
+                e.append([rng.nextGaussian()])
+            }
+            segments.append(PlantSegment(controlled: y, exogenous: e, actions: a))
+        }
+        let data = try PlantData(controlledNames: ["a", "b"], exogenousNames: ["e"], actionCount: 2, segments: segments)
+        let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 1, nb: 1, delay: 2)).fitLinear(data)
+        let expected: [Double] = [0.7, 0.2, -0.1, 0.8]
+        for k in 0..<4 { #expect(abs(model.a[0][k] - expected[k]) < 1e-6, "A[\(k)] = \(model.a[0][k])") }
+        #expect(abs(model.b[0][1] - 1.0) < 1e-6 && abs(model.b[0][3] - 0.5) < 1e-6)
+        #expect(model.poles == nil)
+        // Steady state: (I − A)⁻¹·B with I − A = [[0.3, −0.2], [0.1, 0.2]] (gains 3.75 and 0.625).
+        let gain = try #require(model.steadyStateGain(action: 1))
+        let det = (1 - 0.7) * (1 - 0.8) - (-0.2) * 0.1
+        #expect(abs(gain[0] - ((1 - 0.8) * 1.0 + 0.2 * 0.5) / det) < 1e-5)
+        #expect(abs(gain[1] - (-0.1 * 1.0 + (1 - 0.7) * 0.5) / det) < 1e-5)
+        let seg = segments[1]
+        var r = model.rollout(from: seg, at: 200)
+        for t in 200..<260 {
+            let y = r.step(action: seg.actions[t], actionCount: 2, exogenous: seg.exogenous[t])
+            #expect(abs(y[0] - seg.controlled[t + 1][0]) < 1e-6 && abs(y[1] - seg.controlled[t + 1][1]) < 1e-6)
+        }
+    }
+
     /// A rollout is a value: a copy steps on its own future and leaves the original as it was.
     @Test func rolloutCopiesBranch() throws {
         let data = try HeaterLog.record(seed: 4, shifts: 3)
