@@ -119,6 +119,12 @@ public struct LinearPlantFitter: PlantModelFitter {
     public var warmup: Int = 20
     /// The observer's gain κ over the warm-up: x = (1 − κ)·ŷ + κ·y.
     public var observerGain: Double = 0.2
+    /// Ticks of free run at most in each structure's refinement during the search (windows
+    /// spread evenly over the data beyond it; the least-squares start always uses every row).
+    /// The cost of an iteration grows with the square of the parameter count.
+    public var searchTicks: Int = 20_000
+    /// Ticks of free run at most in the final refinement.
+    public var fitTicks: Int = 100_000
 
     /// A fitter with the default search (na, nb ∈ {1, 2}, d ∈ 0…`maxDelay`).
     public init(name: String = "linear", maxDelay: Int = 12, fixedStructure: LinearStructure? = nil,
@@ -160,7 +166,7 @@ public struct LinearPlantFitter: PlantModelFitter {
         var scores: [LinearStructureScore] = []
         var chosen: (LinearStructure, [Double])?
         if candidates.count == 1, let s = candidates.first {
-            guard let theta = fitStructure(s, dims: dims, segments: all) else {
+            guard let theta = fitStructure(s, dims: dims, segments: all, budget: fitTicks) else {
                 throw .notEnoughData(have: data.sampleCount, need: minimumSamples(s, dims: dims))
             }
             chosen = (s, theta)
@@ -172,7 +178,7 @@ public struct LinearPlantFitter: PlantModelFitter {
             for s in candidates {
                 let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
                 let windows = layout.windows(validN, length: simulationWindow, stride: max(1, simulationWindow / 4))
-                guard !windows.isEmpty, let theta = fitStructure(s, dims: dims, segments: trainN) else { continue }
+                guard !windows.isEmpty, let theta = fitStructure(s, dims: dims, segments: trainN, budget: searchTicks) else { continue }
                 let cost = layout.cost(theta, validN, windows)
                 let err = cost.isFinite ? cost.squareRoot() : nil
                 scores.append(LinearStructureScore(structure: s, validationError: err))
@@ -185,7 +191,8 @@ public struct LinearPlantFitter: PlantModelFitter {
             // Refit the chosen structure on all the training data, from the search's solution.
             let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
             let refined = criterion == .simulation
-                ? layout.refine(theta, all, window: simulationWindow, iterations: iterations) : layout.leastSquares(all, ridge: ridge)
+                ? layout.refine(theta, all, window: simulationWindow, iterations: iterations, budget: fitTicks)
+                : layout.leastSquares(all, ridge: ridge)
             chosen = (s, refined ?? theta)
         }
         guard let (structure, theta) = chosen else { throw .notEnoughData(have: data.sampleCount, need: 0) }
@@ -196,11 +203,11 @@ public struct LinearPlantFitter: PlantModelFitter {
     }
 
     /// Least squares then (for `.simulation`) output-error refinement; nil when too few rows.
-    func fitStructure(_ s: LinearStructure, dims: Dims, segments: [NormalisedSegment]) -> [Double]? {
+    func fitStructure(_ s: LinearStructure, dims: Dims, segments: [NormalisedSegment], budget: Int) -> [Double]? {
         let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
         guard layout.rowCount(segments) >= 3 * layout.p, let start = layout.leastSquares(segments, ridge: ridge) else { return nil }
         guard criterion == .simulation else { return start }
-        return layout.refine(start, segments, window: simulationWindow, iterations: iterations) ?? start
+        return layout.refine(start, segments, window: simulationWindow, iterations: iterations, budget: budget) ?? start
     }
 
     func minimumSamples(_ s: LinearStructure, dims: Dims) -> Int {
@@ -219,8 +226,11 @@ public struct LinearPlantModel: PlantModel {
     public let controlledNames: [String]
     /// Names of the exogenous signals, in order.
     public let exogenousNames: [String]
+    /// Number of controlled signals it predicts.
     public let outputCount: Int
+    /// Number of exogenous signals it takes.
     public let exogenousCount: Int
+    /// Number of discrete actions.
     public let actionCount: Int
     /// Aᵢ for i = 1…na: each (outputCount, outputCount), row-major.
     public let a: [[Double]]
@@ -339,6 +349,8 @@ public struct LinearPlantRollout: PlantRollout {
     /// e history: `nb` slots of `exogenousCount`, slot `eHead` the newest.
     var eRing: [Double]
     var eHead = 0
+    /// The controlled signals now: the measured sample at the start (the model's internal
+    /// state is the observer's estimate), the prediction after a step.
     public private(set) var controlled: [Double]
     /// 0: the linear model has no measure of its uncertainty.
     public var uncertainty: Double { 0 }
@@ -701,9 +713,15 @@ struct Layout: Sendable {
 
     /// Levenberg–Marquardt on the free-run error from `start`; nil when the start itself
     /// diverges in free run and no step recovers it.
-    func refine(_ start: [Double], _ segs: [NormalisedSegment], window: Int, iterations: Int) -> [Double]? {
-        let windows = self.windows(segs, length: window, stride: max(window, 1))
+    func refine(_ start: [Double], _ segs: [NormalisedSegment], window: Int, iterations: Int, budget: Int) -> [Double]? {
+        var windows = self.windows(segs, length: window, stride: max(window, 1))
         guard !windows.isEmpty else { return nil }
+        // Over the budget: every k-th window, spread evenly over the data.
+        let ticks = windows.reduce(0) { $0 + $1.length }
+        if budget > 0, ticks > budget {
+            let keep = max(1, Int(Double(windows.count) * Double(budget) / Double(ticks)))
+            windows = (0..<keep).map { windows[$0 * windows.count / keep] }
+        }
         var theta = start
         var current = cost(theta, segs, windows)
         guard current.isFinite else { return nil }
