@@ -85,7 +85,8 @@ public struct LinearPlantFitter: PlantModelFitter {
         /// The free-run (simulation) error, started from least squares (the default).
         case simulation
         /// The one-step prediction error alone (ARX least squares), kept for comparison: it
-        /// is biased on a quantised sensor.
+        /// is biased on a quantised sensor. (A search still scores the structures by their
+        /// free-run error on the validation part.)
         case oneStep
     }
 
@@ -156,7 +157,7 @@ public struct LinearPlantFitter: PlantModelFitter {
             candidates = [s]
         } else {
             var c: [LinearStructure] = []
-            for na in outputOrders.sorted() { for nb in inputOrders.sorted() { for d in 0...maxDelay {
+            for na in outputOrders.sorted() { for nb in inputOrders.sorted() { for d in 0...max(maxDelay, 0) {
                 c.append(LinearStructure(na: na, nb: nb, delay: d))
             } } }
             candidates = c
