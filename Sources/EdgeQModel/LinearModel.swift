@@ -148,9 +148,9 @@ public struct LinearPlantFitter: PlantModelFitter {
         guard !data.controlledNames.isEmpty, data.actionCount >= 1 else {
             throw .badData("a linear model needs at least one controlled signal and one action (have \(data.controlledNames.count) controlled, \(data.actionCount) actions)")
         }
-        let scaling = Scaling(data)
+        let scaling = LinearScaling(data)
         let all = scaling.normalise(data)
-        let dims = Dims(ny: data.controlledNames.count, ne: data.exogenousNames.count, nu: data.actionCount - 1)
+        let dims = LinearDims(ny: data.controlledNames.count, ne: data.exogenousNames.count, nu: data.actionCount - 1)
 
         let candidates: [LinearStructure]
         if let s = fixedStructure {
@@ -177,7 +177,7 @@ public struct LinearPlantFitter: PlantModelFitter {
             let validN = scaling.normalise(validation)
             var best: (LinearStructure, [Double], Double)?
             for s in candidates {
-                let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
+                let layout = LinearLayout(s, dims, warmup: warmup, kappa: observerGain)
                 let windows = layout.windows(validN, length: simulationWindow, stride: max(1, simulationWindow / 4))
                 guard !windows.isEmpty, let theta = fitStructure(s, dims: dims, segments: trainN, budget: searchTicks) else { continue }
                 let cost = layout.cost(theta, validN, windows)
@@ -190,7 +190,7 @@ public struct LinearPlantFitter: PlantModelFitter {
                 throw .notEnoughData(have: data.sampleCount, need: Int((Double(need) / max(validationFraction, 0.05)).rounded(.up)))
             }
             // Refit the chosen structure on all the training data, from the search's solution.
-            let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
+            let layout = LinearLayout(s, dims, warmup: warmup, kappa: observerGain)
             let refined = criterion == .simulation
                 ? layout.refine(theta, all, window: simulationWindow, iterations: iterations, budget: fitTicks)
                 : layout.leastSquares(all, ridge: ridge)
@@ -204,15 +204,15 @@ public struct LinearPlantFitter: PlantModelFitter {
     }
 
     /// Least squares then (for `.simulation`) output-error refinement; nil when too few rows.
-    func fitStructure(_ s: LinearStructure, dims: Dims, segments: [NormalisedSegment], budget: Int) -> [Double]? {
-        let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
+    func fitStructure(_ s: LinearStructure, dims: LinearDims, segments: [LinearNormalisedSegment], budget: Int) -> [Double]? {
+        let layout = LinearLayout(s, dims, warmup: warmup, kappa: observerGain)
         guard layout.rowCount(segments) >= 3 * layout.p, let start = layout.leastSquares(segments, ridge: ridge) else { return nil }
         guard criterion == .simulation else { return start }
         return layout.refine(start, segments, window: simulationWindow, iterations: iterations, budget: budget) ?? start
     }
 
-    func minimumSamples(_ s: LinearStructure, dims: Dims) -> Int {
-        let layout = Layout(s, dims, warmup: warmup, kappa: observerGain)
+    func minimumSamples(_ s: LinearStructure, dims: LinearDims) -> Int {
+        let layout = LinearLayout(s, dims, warmup: warmup, kappa: observerGain)
         return 3 * layout.p + s.memory + 1
     }
 }
@@ -250,12 +250,12 @@ public struct LinearPlantModel: PlantModel {
     public let observerGain: Double
     let fitterName: String
 
-    init(structure: LinearStructure, dims: Dims, normalisedTheta theta: [Double], scaling: Scaling,
+    init(structure: LinearStructure, dims: LinearDims, normalisedTheta theta: [Double], scaling: LinearScaling,
          controlledNames: [String], exogenousNames: [String], actionCount: Int,
          searchScores: [LinearStructureScore], fitter: String, warmup: Int, kappa: Double) {
         self.warmup = warmup
         observerGain = kappa
-        let layout = Layout(structure, dims, warmup: warmup, kappa: kappa)
+        let layout = LinearLayout(structure, dims, warmup: warmup, kappa: kappa)
         let ny = dims.ny, ne = dims.ne, nu = dims.nu, p = layout.p
         self.structure = structure
         self.controlledNames = controlledNames
@@ -453,14 +453,14 @@ public struct LinearPlantRollout: PlantRollout {
 // MARK: - Normalised data and the fit's arithmetic
 
 /// Signal counts: outputs, exogenous signals, action columns (actions − 1).
-struct Dims: Sendable, Equatable {
+struct LinearDims: Sendable, Equatable {
     var ny: Int
     var ne: Int
     var nu: Int
 }
 
 /// Means and scales of the controlled and exogenous signals (scale 1 for a constant signal).
-struct Scaling: Sendable {
+struct LinearScaling: Sendable {
     var yMean: [Double], yScale: [Double], eMean: [Double], eScale: [Double]
 
     init(_ data: PlantData) {
@@ -482,7 +482,7 @@ struct Scaling: Sendable {
         (eMean, eScale) = stats(data.segments.flatMap(\.exogenous), data.exogenousNames.count)
     }
 
-    func normalise(_ data: PlantData) -> [NormalisedSegment] {
+    func normalise(_ data: PlantData) -> [LinearNormalisedSegment] {
         let ny = data.controlledNames.count, ne = data.exogenousNames.count, nu = max(data.actionCount - 1, 0)
         return data.segments.map { s in
             var y = [Double](repeating: 0, count: s.count * ny)
@@ -491,13 +491,13 @@ struct Scaling: Sendable {
             for (t, row) in s.controlled.enumerated() { for o in 0..<ny { y[t * ny + o] = (row[o] - yMean[o]) / yScale[o] } }
             for (t, row) in s.exogenous.enumerated() { for m in 0..<ne { e[t * ne + m] = (row[m] - eMean[m]) / eScale[m] } }
             for (t, act) in s.actions.enumerated() where act >= 1 && act - 1 < nu { u[t * nu + act - 1] = 1 }
-            return NormalisedSegment(count: s.count, y: y, e: e, u: u)
+            return LinearNormalisedSegment(count: s.count, y: y, e: e, u: u)
         }
     }
 }
 
 /// A segment in normalised units, flat: y is (count, ny), e (count, ne), u (count−1, nu).
-struct NormalisedSegment: Sendable {
+struct LinearNormalisedSegment: Sendable {
     var count: Int
     var y: [Double]
     var e: [Double]
@@ -505,7 +505,7 @@ struct NormalisedSegment: Sendable {
 }
 
 /// A free-run window: segment `segment`, simulated from its sample `start` for `length` ticks.
-struct Window: Sendable, Equatable {
+struct LinearWindow: Sendable, Equatable {
     var segment: Int
     var start: Int
     var length: Int
@@ -513,15 +513,15 @@ struct Window: Sendable, Equatable {
 
 /// The regressor layout of one structure: φ(t) = [y(t) … y(t−na+1), u(t−d) … u(t−d−nb+1),
 /// e(t) … e(t−nb+1), 1], shared by the outputs; θ is (ny, p), row-major.
-struct Layout: Sendable {
+struct LinearLayout: Sendable {
     let s: LinearStructure
-    let dims: Dims
+    let dims: LinearDims
     let p: Int
     /// Observer warm-up before each free-run window, ticks, and its gain.
     let warmup: Int
     let kappa: Double
 
-    init(_ s: LinearStructure, _ dims: Dims, warmup: Int, kappa: Double) {
+    init(_ s: LinearStructure, _ dims: LinearDims, warmup: Int, kappa: Double) {
         self.s = s
         self.dims = dims
         self.warmup = max(warmup, 0)
@@ -538,18 +538,18 @@ struct Layout: Sendable {
     /// The first sample a free run can start from (history and warm-up behind it).
     var firstStart: Int { s.memory - 1 + warmup }
 
-    func rowCount(_ segs: [NormalisedSegment]) -> Int {
+    func rowCount(_ segs: [LinearNormalisedSegment]) -> Int {
         segs.reduce(0) { $0 + max(0, $1.count - 1 - regressionStart) }
     }
 
     /// Windows of `length` ticks (0: to the segment's end) starting every `stride` samples.
-    func windows(_ segs: [NormalisedSegment], length: Int, stride step: Int) -> [Window] {
-        var w: [Window] = []
+    func windows(_ segs: [LinearNormalisedSegment], length: Int, stride step: Int) -> [LinearWindow] {
+        var w: [LinearWindow] = []
         for (i, seg) in segs.enumerated() {
             var start = firstStart
             while start < seg.count - 1 {
                 let len = length > 0 ? min(length, seg.count - 1 - start) : seg.count - 1 - start
-                w.append(Window(segment: i, start: start, length: len))
+                w.append(LinearWindow(segment: i, start: start, length: len))
                 if length <= 0 { break }
                 start += max(step, 1)
             }
@@ -559,7 +559,7 @@ struct Layout: Sendable {
 
     /// Fills the non-y part of φ(t) from the measured inputs.
     @inline(__always)
-    func fillInputs(_ phi: inout [Double], _ seg: NormalisedSegment, _ t: Int) {
+    func fillInputs(_ phi: inout [Double], _ seg: LinearNormalisedSegment, _ t: Int) {
         let ny = dims.ny, nu = dims.nu, ne = dims.ne
         for j in 0..<s.nb {
             let tu = t - s.delay - j
@@ -574,7 +574,7 @@ struct Layout: Sendable {
     }
 
     /// One-step least squares (ARX) with a small ridge; nil when singular.
-    func leastSquares(_ segs: [NormalisedSegment], ridge: Double) -> [Double]? {
+    func leastSquares(_ segs: [LinearNormalisedSegment], ridge: Double) -> [Double]? {
         let ny = dims.ny
         var ata = [Double](repeating: 0, count: p * p)
         var aty = [Double](repeating: 0, count: p * ny)   // (p, ny)
@@ -608,7 +608,7 @@ struct Layout: Sendable {
 
     /// Mean squared free-run error over `windows` (normalised units); +∞ when the
     /// simulation diverges.
-    func cost(_ theta: [Double], _ segs: [NormalisedSegment], _ windows: [Window]) -> Double {
+    func cost(_ theta: [Double], _ segs: [LinearNormalisedSegment], _ windows: [LinearWindow]) -> Double {
         let ny = dims.ny, na = s.na
         var phi = [Double](repeating: 0, count: p)
         var hist = [Double](repeating: 0, count: na * ny)    // lag i at i*ny (0 = newest)
@@ -646,7 +646,7 @@ struct Layout: Sendable {
 
     /// JᵀJ and Jᵀr of the free-run residuals r = y − ŷ over `windows`, by the sensitivity
     /// recursion ∂ŷ(t+1)/∂θ = φ(t)·[row of the output] + Σᵢ Aᵢ·∂ŷ(t+1−i)/∂θ.
-    func normalEquations(_ theta: [Double], _ segs: [NormalisedSegment], _ windows: [Window]) -> (jtj: [Double], jtr: [Double])? {
+    func normalEquations(_ theta: [Double], _ segs: [LinearNormalisedSegment], _ windows: [LinearWindow]) -> (jtj: [Double], jtr: [Double])? {
         let ny = dims.ny, na = s.na
         let np = ny * p                                          // parameters
         var jtj = [Double](repeating: 0, count: np * np)
@@ -714,7 +714,7 @@ struct Layout: Sendable {
 
     /// Levenberg–Marquardt on the free-run error from `start`; nil when the start itself
     /// diverges in free run and no step recovers it.
-    func refine(_ start: [Double], _ segs: [NormalisedSegment], window: Int, iterations: Int, budget: Int) -> [Double]? {
+    func refine(_ start: [Double], _ segs: [LinearNormalisedSegment], window: Int, iterations: Int, budget: Int) -> [Double]? {
         var windows = self.windows(segs, length: window, stride: max(window, 1))
         guard !windows.isEmpty else { return nil }
         // Over the budget: every k-th window, spread evenly over the data.

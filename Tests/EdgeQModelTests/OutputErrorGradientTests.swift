@@ -8,10 +8,10 @@ import Testing
     @Test(arguments: [0, 5])
     func jacobianMatchesFiniteDifferences(warmup: Int) throws {
         var rng = SeededGenerator(seed: 11)
-        let dims = Dims(ny: 2, ne: 1, nu: 2)
-        let layout = Layout(LinearStructure(na: 2, nb: 2, delay: 1), dims, warmup: warmup, kappa: 0.3)
+        let dims = LinearDims(ny: 2, ne: 1, nu: 2)
+        let layout = LinearLayout(LinearStructure(na: 2, nb: 2, delay: 1), dims, warmup: warmup, kappa: 0.3)
         let n = 80
-        let segment = NormalisedSegment(count: n, y: (0..<(n * 2)).map { _ in rng.nextGaussian() },
+        let segment = LinearNormalisedSegment(count: n, y: (0..<(n * 2)).map { _ in rng.nextGaussian() },
                                         e: (0..<n).map { _ in rng.nextGaussian() },
                                         u: (0..<((n - 1) * 2)).map { _ in Double(rng.next() % 2) })
         let windows = layout.windows([segment], length: 25, stride: 25)
