@@ -155,6 +155,11 @@ import Testing
         #expect(lines[2].hasSuffix(",1.0,2.0,,,,,,"), "\(lines[2])")
         #expect(lines[3].hasSuffix(",2.0,3.0,,-4.0,0.31,,-4.25,0.32"), "\(lines[3])")
 
+        // `edgeq export` (the real process) writes the same.
+        let cli = try ChildProcess.run(EdgeQBinary.path, ["export", "--data", dir.path], timeout: 60)
+        #expect(cli.code == 0, "\(cli.stderr)")
+        #expect(cli.stdout == text)
+
         // JSON lines carry the values as objects by name.
         let jsonl = dir.path + "/out.jsonl"
         #expect(try log.export(format: .jsonl, window: .lastRows(1), to: .file(jsonl)) == 1)
