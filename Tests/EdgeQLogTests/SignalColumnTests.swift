@@ -128,6 +128,16 @@ import Testing
         for r in rows {
             if let names = r.signalNames { #expect(r.transition.signals?.count == names.count) }
         }
+
+        // A set edited from outside so that it no longer fits its rows, or is no JSON list:
+        // those rows read without signals, never under names that are not theirs.
+        try sqlScript(dir.logPath, """
+            UPDATE signal_sets SET names = '["only"]' WHERE names = '["a","b"]';
+            UPDATE signal_sets SET names = 'b, c, d' WHERE names = '["b","c","d"]';
+            """)
+        let edited = try log.transitions(window: .all)
+        #expect(edited.map(\.signalNames) == [nil, nil, nil, nil, nil])
+        #expect(edited.allSatisfy { $0.transition.signals == nil && $0.transition.nextSignals == nil })
     }
 
     @Test func csvExportNamesTheSignalColumns() throws {
