@@ -98,10 +98,11 @@ let package = Package(
             dependencies: ["EdgeQTopicMap", "EdgeQCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         /// The retraining pipeline (log → Double DQN → checks → candidate) and its report: used by
-        /// the gateway's `cmd/retrain`, `edgeq train`, the lab and the benchmarks alike.
+        /// the gateway's `cmd/retrain`, `edgeq train`, the lab and the benchmarks alike; and the
+        /// reader that turns the log into the plant model's data (`PlantDataReader`).
         .target(
             name: "EdgeQRetrain",
-            dependencies: ["EdgeQLearner", "EdgeQLog", "EdgeQNet", "EdgeQTopicMap", "EdgeQCore"],
+            dependencies: ["EdgeQLearner", "EdgeQLog", "EdgeQNet", "EdgeQTopicMap", "EdgeQCore", "EdgeQModel"],
             swiftSettings: numericSettings
         ),
         .target(
@@ -146,8 +147,8 @@ let package = Package(
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQCore", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
-        .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
+        .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQPlants", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(
             name: "EdgeQTrustTests",

@@ -15,8 +15,9 @@ import Foundation
 /// caller decodes messages into it (`receive`), publishes the rendered writes
 /// (`writeBuffers`), submits the closed transition to its log, and counts the outcome.
 ///
-/// No allocation per tick beyond the transition handed to the log (its state vectors): the
-/// state, mask, Q-values and write buffers are reused.
+/// No allocation per tick beyond the transition handed to the log (its state vectors and, when
+/// the mapping gives signals a role, its raw signal vectors): the state, signal values, mask,
+/// Q-values and write buffers are reused.
 public struct DecisionCore: Sendable {
     /// The mapping file.
     public let map: TopicMap
@@ -26,6 +27,10 @@ public struct DecisionCore: Sendable {
     public var table: SignalTable
     /// This tick's state (`map.stateWidth`).
     public private(set) var state: [Float]
+    /// This tick's raw values of the signals with a role (`map.loggedSignals`, in order; NaN for
+    /// one missing, invalid or stale): the log's `signals` of the transition opened now and
+    /// `next_signals` of the one closed now. Empty when no signal has a role.
+    public private(set) var signals: [Double]
     /// This tick's Q-values (valid when the outcome says `ranModel`).
     public private(set) var qValues: [Float]
     /// This tick's action mask.
@@ -62,6 +67,8 @@ public struct DecisionCore: Sendable {
         /// The `tick.sequence` signal's value at t (nil: none or not valid).
         var sequence: Double?
         var state: [Float]
+        /// The raw signal values at t (nil: the mapping gives no signal a role).
+        var signals: [Double]?
         var applied: Int?
         var actor: Actor
         var mode: ControlMode
@@ -148,6 +155,7 @@ public struct DecisionCore: Sendable {
         runtime = TopicMapRuntime(map: map)
         table = SignalTable(for: map)
         state = [Float](repeating: 0, count: map.stateWidth)
+        signals = [Double](repeating: .nan, count: map.loggedSignals.count)
         qValues = [Float](repeating: 0, count: map.actions.count)
         mask = [Bool](repeating: true, count: map.actions.count)
         gaps = TickGapDetector(map: map)
@@ -215,6 +223,12 @@ public struct DecisionCore: Sendable {
             runtime.assembleState(from: table, now: now, wallClock: wallClock, into: $0)
         }
         out.status = status
+        // The raw values of the signals with a role, as of this tick (assembleState refreshed
+        // them). Like `state`, the array is shared with the open transition, so writing it
+        // copies once per tick: the transition's own vector, handed to the log.
+        if !signals.isEmpty {
+            signals.withUnsafeMutableBufferPointer { runtime.loggedSignalValues(into: $0) }
+        }
         // While the plant is in hand (safety.hand_override), the gateway only shadows.
         let mode: ControlMode = status == .handOverride ? .shadow : requested
         out.mode = mode
@@ -295,7 +309,8 @@ public struct DecisionCore: Sendable {
         // Open the transition of this tick (only from a usable state).
         if usable {
             open = OpenTransition(
-                time: wallClock, tick: tick, sequence: sequence, state: state, applied: out.applied, actor: out.actor,
+                time: wallClock, tick: tick, sequence: sequence, state: state,
+                signals: signals.isEmpty ? nil : signals, applied: out.applied, actor: out.actor,
                 mode: mode, modelVersion: modelVersion, qValues: out.ranModel ? qValues : nil, modelAction: out.choice)
         } else {
             open = nil
@@ -386,7 +401,8 @@ public struct DecisionCore: Sendable {
         out.closed = Transition(
             time: o.time, tick: o.tick, episode: episode, state: o.state, action: action, actor: actor,
             reward: reward, nextState: state, nextMask: bits, terminal: terminal, truncated: truncated,
-            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction, flags: flags)
+            mode: o.mode, modelVersion: o.modelVersion, qValues: o.qValues, modelAction: o.modelAction, flags: flags,
+            signals: o.signals, nextSignals: o.signals == nil ? nil : signals)
     }
 }
 

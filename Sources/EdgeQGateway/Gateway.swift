@@ -203,6 +203,7 @@ public final class Gateway: Sendable {
             }
             var wo = TransitionWriter.Options()
             wo.retention = RetentionPolicy(maxRows: nil, maxAge: map.learning.retention)
+            wo.signalNames = map.loggedSignalNames
             writer = try log.makeWriter(options: wo, logger: logger)
         } catch {
             if error.kind == .readOnly { throw GatewayError("cannot write the experience log: \(error.message)") }

@@ -129,7 +129,9 @@ public struct Lab: Sendable {
         if let logPath {
             do {
                 let log = try ExperienceLog.open(path: logPath, gatewayID: map.gateway.id)
-                writer = try log.makeWriter()
+                var options = TransitionWriter.Options()
+                options.signalNames = map.loggedSignalNames
+                writer = try log.makeWriter(options: options)
             } catch {
                 throw LabError.log("\(logPath): \(error)")
             }

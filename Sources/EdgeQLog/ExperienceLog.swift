@@ -46,8 +46,9 @@ public final class ExperienceLog: Sendable {
     /// reported damage while writing), oldest first.
     public var recoveries: [LogRecovery] { recoveryList.withLock { $0 } }
 
-    /// Opens the log at `path`, creating the file and its schema when missing. A version-1
-    /// file gets the `flags` column (version 2) at once.
+    /// Opens the log at `path`, creating the file and its schema when missing. An older file is
+    /// upgraded in place at once (version 1 gets `flags`; versions 1 and 2 get the raw signal
+    /// columns and `signal_sets`, old rows without signal values).
     ///
     /// - Parameters:
     ///   - path: the SQLite file (its folder must exist).
@@ -190,9 +191,10 @@ public final class ExperienceLog: Sendable {
     /// - Throws: `LogError` `.query` when SQLite fails (e.g. `SQLITE_BUSY` after 5 s).
     public func transitions(window: LogWindow) throws(LogError) -> [LoggedTransition] {
         try withReader { db throws(LogError) in
+            let sets = try Schema.signalSets(db)
             let s = try db.prepare(Schema.windowed(window))
             var out: [LoggedTransition] = []
-            while try s.step() { out.append(Schema.read(s)) }
+            while try s.step() { out.append(Schema.read(s, signalSets: sets)) }
             return out
         }
     }

@@ -27,10 +27,13 @@ extension ExperienceLog {
     /// docs/log.md shows both formats.
     ///
     /// CSV columns: `id, gateway_id, time, tick, episode, action, actor, reward, terminal,
-    /// truncated, mode, model_version, model_action, next_mask, flags, s0…, ns0…, q0…`; the number of
-    /// `s`/`ns` columns is the widest state in the window, of `q` the widest Q-vector; shorter
-    /// rows and unknown values leave the cell empty. Non-finite floats are written empty
-    /// (CSV) or `null` (JSON).
+    /// truncated, mode, model_version, model_action, next_mask, flags, s0…, ns0…, q0…,
+    /// signal.NAME…, next_signal.NAME…`; the number of `s`/`ns` columns is the widest state in
+    /// the window, of `q` the widest Q-vector; the signal columns are the names of every signal
+    /// set the window's rows use (first set first, each name once). Shorter rows, rows without
+    /// a signal, and unknown values leave the cell empty. Non-finite values are written empty
+    /// (CSV) or `null` (JSON). JSON lines carry `signals` and `next_signals` as objects from
+    /// name to value (`null` for a row without signal values).
     ///
     /// - Returns: the number of rows written.
     /// - Throws: `LogError` `.export` when the output cannot be opened or written; `.query`
@@ -56,11 +59,26 @@ extension ExperienceLog {
             header += (0..<stateWidth).map { "s\($0)" }
             header += (0..<stateWidth).map { "ns\($0)" }
             header += (0..<qWidth).map { "q\($0)" }
+            // The signal columns: the names of the sets the window uses, in set order.
+            let sets = try Schema.signalSets(db)
+            let used = try db.prepare("SELECT DISTINCT signal_set FROM (\(Schema.windowed(window, select: "SELECT id, signal_set FROM transitions"))) WHERE signal_set IS NOT NULL ORDER BY signal_set")
+            var signalColumns: [String] = []
+            var columnOf: [String: Int] = [:]
+            while try used.step() {
+                for name in sets[used.int64(0)] ?? [] where columnOf[name] == nil {
+                    columnOf[name] = signalColumns.count
+                    signalColumns.append(name)
+                }
+            }
+            header += signalColumns.map { csvCell("signal." + $0) }
+            header += signalColumns.map { csvCell("next_signal." + $0) }
             try sink.write(header.joined(separator: ",") + "\n")
             let gatewayCell = csvCell(gatewayID)
             let s = try db.prepare(Schema.windowed(window))
+            var now = [String](repeating: "", count: signalColumns.count)
+            var next = now
             while try s.step() {
-                let r = Schema.read(s)
+                let r = Schema.read(s, signalSets: sets)
                 let t = r.transition
                 var cells: [String] = [
                     String(r.id), gatewayCell, number(t.time), String(t.tick), String(t.episode),
@@ -72,13 +90,22 @@ extension ExperienceLog {
                 cells += padded(t.state, stateWidth)
                 cells += padded(t.nextState, stateWidth)
                 cells += padded(t.qValues ?? [], qWidth)
+                for k in now.indices { now[k] = ""; next[k] = "" }
+                for (k, name) in (r.signalNames ?? []).enumerated() {
+                    guard let c = columnOf[name] else { continue }
+                    if let v = t.signals, k < v.count { now[c] = number(v[k]) }
+                    if let v = t.nextSignals, k < v.count { next[c] = number(v[k]) }
+                }
+                cells += now
+                cells += next
                 try sink.write(cells.joined(separator: ",") + "\n")
                 rows += 1
             }
         case .jsonl:
+            let sets = try Schema.signalSets(db)
             let s = try db.prepare(Schema.windowed(window))
             while try s.step() {
-                let r = Schema.read(s)
+                let r = Schema.read(s, signalSets: sets)
                 let t = r.transition
                 var line = "{\"id\":\(r.id),\"gateway_id\":\(gateway),\"time\":\(jsonNumber(t.time)),\"tick\":\(t.tick),\"episode\":\(t.episode)"
                 line += ",\"state\":\(jsonArray(t.state)),\"action\":\(t.action.map(String.init) ?? "null")"
@@ -87,7 +114,8 @@ extension ExperienceLog {
                 line += ",\"terminal\":\(t.terminal),\"truncated\":\(t.truncated),\"mode\":\"\(t.mode.rawValue)\""
                 line += ",\"model_version\":\(t.modelVersion.map(jsonString) ?? "null")"
                 line += ",\"q_values\":\(t.qValues.map(jsonArray) ?? "null"),\"model_action\":\(t.modelAction.map(String.init) ?? "null")"
-                line += ",\"flags\":\(t.flags.rawValue)}\n"
+                line += ",\"flags\":\(t.flags.rawValue)"
+                line += ",\"signals\":\(jsonObject(r.signalNames, t.signals)),\"next_signals\":\(jsonObject(r.signalNames, t.nextSignals))}\n"
                 try sink.write(line)
                 rows += 1
             }
@@ -149,6 +177,11 @@ private func number(_ x: Float) -> String { x.isFinite ? "\(x)" : "" }
 private func jsonNumber(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
 private func jsonArray(_ v: [Float]) -> String {
     "[" + v.map { $0.isFinite ? "\($0)" : "null" }.joined(separator: ",") + "]"
+}
+/// `{"name":value,…}` for a row's signal values, `null` without them.
+private func jsonObject(_ names: [String]?, _ values: [Double]?) -> String {
+    guard let names, let values, names.count == values.count else { return "null" }
+    return "{" + zip(names, values).map { "\(jsonString($0)):\(jsonNumber($1))" }.joined(separator: ",") + "}"
 }
 private func padded(_ v: [Float], _ width: Int) -> [String] {
     (0..<width).map { $0 < v.count ? number(v[$0]) : "" }

@@ -180,6 +180,16 @@ final class SQLiteStatement {
         }
     }
 
+    /// Binds `values` as a little-endian float64 BLOB (nil binds NULL).
+    func bind(_ index: Int32, doubles values: [Double]?) {
+        guard let values else { sqlite3_bind_null(handle, index); return }
+        let bytes = DoubleBlob.encode(values)
+        bytes.withUnsafeBytes { raw in
+            _ = sqlite3_bind_blob(handle, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1),
+                                  Int32(raw.count), edgeq_sqlite_transient)
+        }
+    }
+
     func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
     func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
@@ -194,6 +204,42 @@ final class SQLiteStatement {
         let count = Int(sqlite3_column_bytes(handle, column))
         guard let p = sqlite3_column_blob(handle, column), count > 0 else { return [] }
         return FloatBlob.decode(UnsafeRawBufferPointer(start: p, count: count))
+    }
+}
+
+extension SQLiteStatement {
+    /// A float64 BLOB column (nil for NULL).
+    func doubles(_ column: Int32) -> [Double]? {
+        if isNull(column) { return nil }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        guard let p = sqlite3_column_blob(handle, column), count > 0 else { return [] }
+        return DoubleBlob.decode(UnsafeRawBufferPointer(start: p, count: count))
+    }
+}
+
+/// Raw signal values (`signals`, `next_signals`) are stored as little-endian IEEE-754 float64,
+/// 8 bytes each (`numpy.frombuffer(b, "<f8")`): a sensor value such as 23.4375 or a price with
+/// many digits comes back exactly as it was decoded, which float32 would not guarantee.
+enum DoubleBlob {
+    static func encode(_ values: [Double]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(values.count * 8)
+        for v in values {
+            let bits = v.bitPattern.littleEndian
+            withUnsafeBytes(of: bits) { out.append(contentsOf: $0) }
+        }
+        return out
+    }
+
+    static func decode(_ raw: UnsafeRawBufferPointer) -> [Double] {
+        let n = raw.count / 8
+        var out = [Double]()
+        out.reserveCapacity(n)
+        for i in 0..<n {
+            let bits = raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+            out.append(Double(bitPattern: UInt64(littleEndian: bits)))
+        }
+        return out
     }
 }
 

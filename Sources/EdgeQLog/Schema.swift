@@ -1,8 +1,13 @@
+import EdgeQCore
+import Foundation
+
 /// The log's on-disk schema (docs/log.md describes every column).
 enum Schema {
     /// Bumped on any incompatible change; readers refuse a newer file.
     /// 2: the `flags` column (a version-1 file gets it at open, `migrate`).
-    static let version = 2
+    /// 3: the raw signal values (`signals`, `next_signals`, `signal_set`) and the table of their
+    /// names (`signal_sets`); older files get them at open, old rows NULL.
+    static let version = 3
 
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (
@@ -27,7 +32,14 @@ enum Schema {
             model_version TEXT,
             q_values      BLOB,
             model_action  INTEGER,
-            flags         INTEGER NOT NULL DEFAULT 0
+            flags         INTEGER NOT NULL DEFAULT 0,
+            signals       BLOB,
+            next_signals  BLOB,
+            signal_set    INTEGER
+        );
+        CREATE TABLE IF NOT EXISTS signal_sets (
+            id     INTEGER PRIMARY KEY,
+            names  TEXT NOT NULL UNIQUE
         );
         CREATE INDEX IF NOT EXISTS transitions_time ON transitions(time);
         CREATE TABLE IF NOT EXISTS audit (
@@ -44,25 +56,66 @@ enum Schema {
         """
 
     /// The columns in the order `insert` binds and `select` reads them (id excluded).
-    static let columns = "time, tick, episode, state, state_width, action, actor, reward, next_state, next_mask, terminal, truncated, mode, model_version, q_values, model_action, flags"
+    static let columns = "time, tick, episode, state, state_width, action, actor, reward, next_state, next_mask, terminal, truncated, mode, model_version, q_values, model_action, flags, signals, next_signals, signal_set"
 
-    static let insert = "INSERT INTO transitions (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    static let insert = "INSERT INTO transitions (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
     static let select = "SELECT id, \(columns) FROM transitions"
 
-    /// Upgrades a version-1 file (no `flags` column) in place: one `ALTER TABLE`, old rows get
-    /// flags 0. Call inside a write transaction, after `create`.
+    /// Upgrades an older file in place, one `ALTER TABLE` per missing column: version 1 gets
+    /// `flags` (old rows 0), versions 1 and 2 get `signals`, `next_signals` and `signal_set`
+    /// (old rows NULL: no raw values known); `create` has made `signal_sets`. Call inside a
+    /// write transaction, after `create`.
     static func migrate(_ db: SQLiteConnection) throws(LogError) {
         let s = try db.prepare("PRAGMA table_info(transitions)")
-        var hasFlags = false
-        while try s.step() { if s.text(1) == "flags" { hasFlags = true } }
-        if !hasFlags {
-            try db.execute("ALTER TABLE transitions ADD COLUMN flags INTEGER NOT NULL DEFAULT 0")
+        var present: Set<String> = []
+        while try s.step() { present.insert(s.text(1)) }
+        let added = [("flags", "INTEGER NOT NULL DEFAULT 0"), ("signals", "BLOB"), ("next_signals", "BLOB"), ("signal_set", "INTEGER")]
+        for (name, type) in added where !present.contains(name) {
+            try db.execute("ALTER TABLE transitions ADD COLUMN \(name) \(type)")
         }
     }
 
-    /// Binds `t` to the 17 parameters of `insert`.
-    static func bind(_ t: Transition, to s: SQLiteStatement) {
+    /// The text stored in `signal_sets.names` for `names`: a JSON array of strings.
+    static func encodeNames(_ names: [String]) -> String {
+        "[" + names.map(jsonString).joined(separator: ",") + "]"
+    }
+
+    /// The names in a `signal_sets.names` text; nil when it is not a JSON array of strings.
+    static func decodeNames(_ text: String) -> [String]? {
+        try? JSONDecoder().decode([String].self, from: Data(text.utf8))
+    }
+
+    /// The id of the signal set `names` in the file, added when missing.
+    static func signalSetID(_ db: SQLiteConnection, names: [String]) throws(LogError) -> Int64 {
+        let text = encodeNames(names)
+        let add = try db.prepare("INSERT OR IGNORE INTO signal_sets (names) VALUES (?)")
+        add.bind(1, text)
+        _ = try add.step()
+        let find = try db.prepare("SELECT id FROM signal_sets WHERE names = ?")
+        find.bind(1, text)
+        guard try find.step() else {
+            throw LogError(.query, path: db.path, message: "the signal set \(text) was added but cannot be read back")
+        }
+        return find.int64(0)
+    }
+
+    /// Every signal set in the file, by id (sets whose names cannot be read are left out: their
+    /// rows read without signals, never with the wrong names).
+    static func signalSets(_ db: SQLiteConnection) throws(LogError) -> [Int64: [String]] {
+        let s = try db.prepare("SELECT id, names FROM signal_sets")
+        var out: [Int64: [String]] = [:]
+        while try s.step() {
+            if let names = decodeNames(s.text(1)) { out[s.int64(0)] = names }
+        }
+        return out
+    }
+
+    /// Binds `t` to the 20 parameters of `insert`. `signalSet` is the writer's set of signal
+    /// names (nil: none): a row's `signals`/`next_signals` are stored only when there is a set
+    /// and they have exactly its count of values; otherwise both are NULL, so no value can ever
+    /// be read under another signal's name.
+    static func bind(_ t: Transition, to s: SQLiteStatement, signalSet: (id: Int64, count: Int)? = nil) {
         s.bind(1, t.time)
         s.bind(2, t.tick)
         s.bind(3, t.episode)
@@ -80,10 +133,33 @@ enum Schema {
         s.bind(15, floats: t.qValues)
         s.bind(16, t.modelAction.map(Int64.init))
         s.bind(17, t.flags.rawValue)
+        let fits: ([Double]?) -> Bool = { v in v.map { $0.count == signalSet?.count } ?? true }
+        if let set = signalSet, t.signals != nil || t.nextSignals != nil, fits(t.signals), fits(t.nextSignals) {
+            s.bind(18, doubles: t.signals)
+            s.bind(19, doubles: t.nextSignals)
+            s.bind(20, set.id)
+        } else {
+            s.bind(18, doubles: nil)
+            s.bind(19, doubles: nil)
+            s.bind(20, nil as Int64?)
+        }
     }
 
-    /// Reads the current row of a statement made from `select`.
-    static func read(_ s: SQLiteStatement) -> LoggedTransition {
+    /// Reads the current row of a statement made from `select`; `signalSets` (from
+    /// `signalSets(_:)`) names the raw signal values. A row whose set is unknown, or whose
+    /// values do not match its set's count, reads without signals.
+    static func read(_ s: SQLiteStatement, signalSets: [Int64: [String]] = [:]) -> LoggedTransition {
+        var signals: [Double]?
+        var nextSignals: [Double]?
+        var names: [String]?
+        if !s.isNull(20), let set = signalSets[s.int64(20)] {
+            let a = s.doubles(18), b = s.doubles(19)
+            if a.map({ $0.count == set.count }) ?? true, b.map({ $0.count == set.count }) ?? true, a != nil || b != nil {
+                signals = a
+                nextSignals = b
+                names = set
+            }
+        }
         let t = Transition(
             time: s.double(1),
             tick: s.int64(2),
@@ -100,9 +176,11 @@ enum Schema {
             modelVersion: s.isNull(14) ? nil : s.text(14),
             qValues: s.floats(15),
             modelAction: s.isNull(16) ? nil : Int(s.int64(16)),
-            flags: TransitionFlags(rawValue: s.int64(17))
+            flags: TransitionFlags(rawValue: s.int64(17)),
+            signals: signals,
+            nextSignals: nextSignals
         )
-        return LoggedTransition(id: s.int64(0), transition: t)
+        return LoggedTransition(id: s.int64(0), transition: t, signalNames: names)
     }
 
     /// A query over `window` with an optional extra condition, rows in id order.

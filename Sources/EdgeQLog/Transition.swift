@@ -70,13 +70,20 @@ public struct Transition: Sendable, Equatable {
     public var modelAction: Int?
     /// Marks (missed ticks, a plant that applied something else); empty for an ordinary row.
     public var flags: TransitionFlags
+    /// The raw values at t of the mapping's signals that have a role (`role: controlled` or
+    /// `exogenous`), in the writer's order (`TransitionWriter.Options.signalNames`): decoded
+    /// values in the signals' units, NaN for one missing, invalid or stale. Nil: not recorded.
+    public var signals: [Double]?
+    /// The same signals at t+1 (same order and count as `signals`).
+    public var nextSignals: [Double]?
 
     /// A transition; the optional fields default to "not available".
     public init(
         time: Double, tick: Int64, episode: Int64, state: [Float], action: Int?, actor: Actor,
         reward: Double, nextState: [Float], nextMask: UInt64? = nil, terminal: Bool = false,
         truncated: Bool = false, mode: ControlMode, modelVersion: String? = nil,
-        qValues: [Float]? = nil, modelAction: Int? = nil, flags: TransitionFlags = []
+        qValues: [Float]? = nil, modelAction: Int? = nil, flags: TransitionFlags = [],
+        signals: [Double]? = nil, nextSignals: [Double]? = nil
     ) {
         self.time = time
         self.tick = tick
@@ -94,6 +101,8 @@ public struct Transition: Sendable, Equatable {
         self.qValues = qValues
         self.modelAction = modelAction
         self.flags = flags
+        self.signals = signals
+        self.nextSignals = nextSignals
     }
 }
 
@@ -104,6 +113,9 @@ public struct LoggedTransition: Sendable, Equatable {
     public var id: Int64
     /// The transition.
     public var transition: Transition
+    /// The names of `transition.signals` and `transition.nextSignals`, in their order (from the
+    /// log's `signal_sets` table); nil when the row has no signal values.
+    public var signalNames: [String]? = nil
 }
 
 /// Which rows to read or export.

@@ -34,7 +34,12 @@ public final class TransitionWriter: Sendable {
         public var retention: RetentionPolicy = .init()
         /// How often retention runs, in seconds.
         public var retentionInterval: Double = 10
-        /// Defaults (100 ms / 1,000 rows, 65,536 queued rows, no retention).
+        /// The names of the raw signal values the rows carry (`Transition.signals`, the
+        /// mapping's signals with a role, in order). Recorded once in the file's `signal_sets`
+        /// table; each row points at its set, so a later run with other signals never has its
+        /// values read under these names. Empty: rows are stored without signal values.
+        public var signalNames: [String] = []
+        /// Defaults (100 ms / 1,000 rows, 65,536 queued rows, no retention, no signal names).
         public init() {}
     }
 
@@ -244,6 +249,9 @@ final class WriterWorker: @unchecked Sendable {
     private let log: ExperienceLog
     private var db: SQLiteConnection
     private var insert: SQLiteStatement
+    /// This file's id of `options.signalNames` and its count (nil: no names, rows stored
+    /// without signal values).
+    private var signalSet: (id: Int64, count: Int)?
     /// When the last bounded check ran after a write error (nil: none since the last success).
     private var lastDamageCheck: UInt64?
     private let options: TransitionWriter.Options
@@ -261,7 +269,14 @@ final class WriterWorker: @unchecked Sendable {
         self.options = options
         self.logger = logger
         spare.reserveCapacity(options.queueCapacity)
+        try registerSignalNames()
         hookCommits()
+    }
+
+    /// Records `options.signalNames` in the file (once per distinct list) and keeps its id.
+    private func registerSignalNames() throws(LogError) {
+        let names = options.signalNames
+        signalSet = names.isEmpty ? nil : (try Schema.signalSetID(db, names: names), names.count)
     }
 
     /// Counts real commits (the group-commit test checks them). `counter` lives as long
@@ -302,6 +317,7 @@ final class WriterWorker: @unchecked Sendable {
             let record = try log.replaceDamagedFile(problem: problem)
             db = try SQLiteConnection(path: log.path, create: false)
             insert = try db.prepare(Schema.insert)
+            try registerSignalNames()
             hookCommits()
             shared.state.withLock { $0.metrics.recoveries += 1 }
             lastDamageCheck = nil
@@ -372,7 +388,7 @@ final class WriterWorker: @unchecked Sendable {
             do throws(LogError) {
                 for t in rows {
                     insert.reset()
-                    Schema.bind(t, to: insert)
+                    Schema.bind(t, to: insert, signalSet: signalSet)
                     _ = try insert.step()
                 }
                 insert.reset()

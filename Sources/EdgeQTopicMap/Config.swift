@@ -63,6 +63,16 @@ public enum SignalKind: Sendable, Equatable {
     case enumeration([String: Double])
 }
 
+/// What a plant model does with a signal (the signal's `role` key, docs/mapping.md).
+public enum SignalRole: String, Sendable, Equatable, CaseIterable {
+    /// The plant's response to the actions (a temperature, a level, an angle): a plant model
+    /// predicts it. A number signal only.
+    case controlled
+    /// Not caused by the actions (weather, price, a setpoint, occupancy): given to a plant
+    /// model, never predicted. A number or bool (0/1) signal.
+    case exogenous
+}
+
 /// One named value read from a topic.
 public struct SignalConfig: Sendable, Equatable {
     /// The name used in expressions and features.
@@ -83,6 +93,9 @@ public struct SignalConfig: Sendable, Equatable {
     public var range: ClosedRange<Double>?
     /// Age after which the value is stale, in seconds; nil = never stale.
     public var maxAge: Double?
+    /// What a plant model does with the signal; nil: not used by a plant model (and not
+    /// recorded in the log's `signals` columns).
+    public var role: SignalRole?
 }
 
 /// How a feature is normalised before it enters the state vector.

@@ -12,7 +12,11 @@ extension TopicMap {
     ///
     /// Left out on purpose, because a model stays valid when they change: topics and JSON paths
     /// (a broker or topic rename), valid ranges and maximum ages (safety, not meaning), action
-    /// writes and masks, reward and episode expressions, `learning`, `safety`, `gateway`.
+    /// writes and masks, reward and episode expressions, `learning`, `safety`, `gateway`, and
+    /// signal roles (`role: controlled | exogenous`): a role says which signals a *plant model*
+    /// predicts or is given, and which the log records raw. It changes what is learned next, not
+    /// what the served Q-network's inputs and outputs mean, so marking a role never invalidates
+    /// a signed model.
     ///
     /// Format (version 1), one item per line, every text quoted as a JSON string with
     /// `\"`, `\\` and control characters escaped, numbers in Swift's shortest round-trip form:

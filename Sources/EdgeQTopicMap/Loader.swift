@@ -287,7 +287,7 @@ struct Builder {
         var names: [String: Node] = [:]
         var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
         for item in items {
-            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age"], required: ["name", "topic"]),
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age", "role"], required: ["name", "topic"]),
                   let nameNode = f["name"], let name = r.string(nameNode, "signal name"),
                   let topicNode = f["topic"], let topic = r.string(topicNode, "signal topic") else { continue }
             if !isIdentifier(name) || reservedNames.contains(name) {
@@ -339,6 +339,16 @@ struct Builder {
             if let n = f["offset"], let v = r.number(n, "offset") { s.offset = v }
             if let n = f["range"] { s.range = r.range(n, "range") }
             if let n = f["max_age"] { s.maxAge = r.duration(n, "max_age") }
+            if let n = f["role"], let role = r.choice(n, "signal role (what a plant model does with '\(name)')", SignalRole.self) {
+                switch (s.kind, role) {
+                case (.number, _), (.bool, .exogenous):
+                    s.role = role
+                case (.bool, .controlled):
+                    r.error(n, "signal '\(name)' is a bool: a plant model predicts numbers only, so a bool can only be 'role: exogenous' (given to the model as 0/1)")
+                case (.enumeration, _):
+                    r.error(n, "signal '\(name)' is an enum (strings): a role needs a number signal (or a bool, as exogenous); leave 'role' out, or give the value as a number")
+                }
+            }
             signals.append(s)
             signalNodes.append(item)
         }

@@ -126,6 +126,16 @@ public struct TopicMapRuntime: Sendable {
         return (.nan, false)
     }
 
+    /// Writes the values of the signals with a role (`map.loggedSignals`, in order) as of the
+    /// last `refresh`/`assembleState` into `out` (`map.loggedSignals.count` entries): the decoded
+    /// value (after `scale` and `offset`; a bool as 0/1), or NaN when the signal is missing,
+    /// invalid or stale. Allocates nothing.
+    public func loggedSignalValues(into out: UnsafeMutableBufferPointer<Double>) {
+        let list = map.loggedSignals
+        precondition(out.count == list.count, "the buffer needs one entry per signal with a role")
+        for (k, i) in list.enumerated() { out[k] = slotValid[i] ? slots[i] : .nan }
+    }
+
     /// Builds the state vector for this tick into `out` (`map.stateWidth` floats: this tick's
     /// features first, then the previous ticks', newest first; until `history` ticks have been
     /// seen the oldest available tick is repeated) and says whether it can be trusted.

@@ -162,6 +162,18 @@ public struct TopicMap: Sendable {
     public let controlPlane: ControlPlaneConfig
     /// The `handover` section (empty when absent: nothing is published on a handover).
     public let handover: HandoverConfig
+    /// The signals a plant model uses, by role (`SignalConfig.role`), as indices into
+    /// `signals`, each list in file order.
+    public let modelSignals: (controlled: [Int], exogenous: [Int])
+    /// Every signal with a role, in file order (controlled and exogenous mixed): the signals the
+    /// log records raw in its `signals` columns, in this order (`loggedSignalNames`).
+    public let loggedSignals: [Int]
+    /// The names of `loggedSignals`, in order.
+    public var loggedSignalNames: [String] { loggedSignals.map { signals[$0].name } }
+    /// The names of the model's controlled and exogenous signals, in order.
+    public var modelSignalNames: (controlled: [String], exogenous: [String]) {
+        (modelSignals.controlled.map { signals[$0].name }, modelSignals.exogenous.map { signals[$0].name })
+    }
     /// Source texts of the reward, terminal and truncated expressions.
     public var rewardSource: String { reward.source }
     /// The terminal expression's text, if any.
@@ -224,6 +236,9 @@ public struct TopicMap: Sendable {
         appliedExtractor = applied?.path.map { JSONExtractor(paths: [$0]) }
         self.gateway = gateway
         self.signals = signals
+        let roles = signals.indices.filter { signals[$0].role != nil }
+        loggedSignals = roles
+        modelSignals = (roles.filter { signals[$0].role == .controlled }, roles.filter { signals[$0].role == .exogenous })
         self.features = features
         self.history = history
         self.featureEval = featureEval

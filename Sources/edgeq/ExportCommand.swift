@@ -12,7 +12,9 @@ struct ExportCommand: ParsableCommand {
         discussion: """
             Reads DIR/experience.sqlite while the gateway runs (it never blocks the gateway) and \
             writes the rows oldest first. CSV expands state vectors into s0…, next states into ns0…, \
-            Q-values into q0…; JSON lines keep them as arrays. --table audit exports the audit table \
+            Q-values into q0…, and the raw values of the mapping's signals with a role into \
+            signal.NAME… and next_signal.NAME…; JSON lines keep vectors as arrays and the signals as \
+            objects by name. --table audit exports the audit table \
             instead: every control-plane command the gateway received, accepted or refused (time, key, \
             verb, command, result, reason). docs/log.md describes every column.
             """

@@ -1,6 +1,8 @@
 import EdgeQLab
 import EdgeQLog
+import EdgeQModel
 import EdgeQPlants
+import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
 import Testing
@@ -50,6 +52,44 @@ import Testing
         // The state is 5 features × 8 ticks of history, all usable: no fallback, no hold.
         #expect(map.stateWidth == 40)
         #expect(rows.allSatisfy { $0.state.count == 40 })
+    }
+
+    /// The heater's shipped mapping marks temp controlled, setpoint and ambient_temp exogenous:
+    /// its shadow log gives the plant model one segment per shift (the two shift ends split it),
+    /// every row used, each sample the heater's own temperature.
+    @Test func heaterShadowLogGivesThePlantModelOneSegmentPerShift() throws {
+        let map = try Self.map("heater")
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = HeaterLabPlant(seed: 5)
+        let steps = 2 * 960 + 100
+        _ = try Lab(map: map).run(&plant, steps: steps, policy: .incumbent(dither: 0), seed: 5, logPath: path)
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
+        #expect(rows.allSatisfy { $0.signalNames == ["temp", "setpoint", "ambient_temp"] })
+
+        let (data, summary) = try PlantDataReader(map: map).read(logPath: path)
+        #expect(data.controlledNames == ["temp"] && data.exogenousNames == ["setpoint", "ambient_temp"])
+        #expect(data.segments.map(\.count) == [961, 961, 101])
+        #expect(summary.rowsUsed == rows.count && rows.count == steps)
+        #expect(data.segments.flatMap(\.actions) == rows.map { $0.transition.action ?? -1 })
+        // Each sample is the heater's own reading, exactly, shift by shift (the lab publishes
+        // the state after every step, and a new shift's first state after a shift end).
+        var heater = Heater(seed: 5)
+        var pi = HeaterPI(heater: heater)
+        var shifts: [[[Double]]] = []
+        var current = [[heater.observation.temp, heater.observation.setpoint, heater.observation.ambientTemp]]
+        for _ in 0..<steps {
+            _ = heater.step(level: pi.decide(heater.observation))
+            current.append([heater.observation.temp, heater.observation.setpoint, heater.observation.ambientTemp])
+            if heater.startNextShiftIfEnded() != nil {
+                shifts.append(current)
+                current = [[heater.observation.temp, heater.observation.setpoint, heater.observation.ambientTemp]]
+            }
+        }
+        shifts.append(current)
+        #expect(data.segments.map { $0.controlled.map { $0[0] } } == shifts.map { $0.map { $0[0] } })
+        #expect(data.segments.map(\.exogenous) == shifts.map { $0.map { Array($0[1...]) } })
     }
 
     @Test func mountainCarShadowLogEndsEveryEpisodeAtTheGoal() throws {

@@ -10,7 +10,7 @@ import Testing
 ///
 /// - random bytes written into the middle of a log: the bounded check finds them, the file is
 ///   moved aside with its WAL, a fresh log takes its place and takes rows;
-/// - a version-1 file (no `flags` column) is upgraded in place and keeps its rows;
+/// - a version-1 file (no `flags` column) is upgraded in place (to version 3) and keeps its rows;
 /// - a read-only data directory is reported as read-only, not "unable to open database file".
 @Suite struct DamageTests {
     /// A closed log of `rows` rows (about 100 bytes each) at `path`.
@@ -105,7 +105,7 @@ import Testing
               VALUES (1.5, 7, 0, x'0000803f', 1, 1, 'incumbent', -0.25, x'00000040', 0, 0, 'shadow');
             """)
         let log = try ExperienceLog.open(path: dir.logPath)
-        #expect(log.schemaVersion == 2)
+        #expect(log.schemaVersion == 3)
         #expect(log.gatewayID == "old-gw")
         let old = try log.transitions(window: .all)
         #expect(old.count == 1)

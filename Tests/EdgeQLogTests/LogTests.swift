@@ -16,10 +16,10 @@ import Testing
         #expect(back.map(\.id) == Array(1...Int64(rows.count)))
         try writer.close()
 
-        // Reopened by another handle: same rows, same gateway id, schema version 2.
+        // Reopened by another handle: same rows, same gateway id, schema version 3.
         let again = try ExperienceLog.open(path: dir.logPath, gatewayID: "ignored", create: false)
         #expect(again.gatewayID == "gw-1")
-        #expect(again.schemaVersion == 2)
+        #expect(again.schemaVersion == 3)
         #expect(try again.transitions(window: .lastRows(3)).map(\.transition) == Array(rows.suffix(3)))
         #expect(try again.transitions(window: .afterID(198)).count == 3)
         #expect(try again.transitions(window: .since(rows[150].time)).count == 51)

@@ -377,14 +377,18 @@ safety: {hand_override: hand, ood_margin: 0.5}
         """)
         var table = SignalTable(for: map)
         let texts = ["0", "-0", "1", "-1", "21.5", "0.001", "1e3", "1E-3", "-2.5e+2", "123456789012345678901234",
-                     "0.1", "3.14159265358979", "1e22", "1e-22", "4.9e-300", "1.7976931348623157e308", "9007199254740993"]
+                     "0.1", "3.14159265358979", "1e22", "1e-22", "4.9e-300", "1.7976931348623157e308", "9007199254740993",
+                     // Round-trip texts of 17 digits (what a plant printing doubles sends), and more digits
+                     // than a double holds: decoded to the exact double the text denotes.
+                     "0.30000000000000004", "-1.9999999999999998", "-1.0406249999999995", "23.4375", "2.2250738585072014e-308",
+                     "5e-324", "0.1000000000000000055511151231257827", "12345678901234567890.123456789"]
         for t in texts {
             let want = try #require(Double(t))
             decode(map, &table, "n/json", "{\"v\":\(t)}")
             decode(map, &table, "n/raw", t)
             for s in 0..<2 {
                 let got = table.values[s]
-                #expect(abs(got - want) <= abs(want) * 1e-15, "\(t): \(got) vs \(want)")
+                #expect(got == want, "\(t): \(got) vs \(want)")
             }
         }
     }

@@ -85,6 +85,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(s["burner_on"]?.kind == .bool)
         #expect(s["burner_mode"]?.kind == .enumeration(["off": 0, "low": 1, "high": 2, "fault": -1]))
         #expect(s["pump_flow"]?.topic == "boiler/pump/+/flow")
+        #expect(s["supply_temp"]?.role == .controlled)
+        #expect(s["outdoor_temp"]?.role == .exogenous)
+        #expect(s["return_temp"]?.role == nil)
+        #expect(m.modelSignalNames.controlled == ["supply_temp"] && m.modelSignalNames.exogenous == ["outdoor_temp"])
 
         #expect(m.features.map(\.name) == ["supply_temp", "supply_error", "return_temp", "outdoor_temp", "burner_mode", "pump_flow", "hour", "weekday"])
         #expect(m.features[0].normalization == .range(20, 90))
