@@ -198,8 +198,13 @@ struct EnsembleNormalisation: Sendable, Equatable {
     init(_ data: PlantData, shape: EnsembleShape) {
         func stats(_ values: [[Double]], count: Int) -> (mean: [Double], scale: [Double]) {
             var sum = [Double](repeating: 0, count: count), sq = sum
-            for v in values { for i in 0..<count { sum[i] += v[i]; sq[i] += v[i] * v[i] } }
-            let n = Double(max(values.count, 1))
+            var used = 0
+            // A damaged sample (NaN, infinity) is left out here and its rows are skipped.
+            for v in values where v.count == count && v.allSatisfy(\.isFinite) {
+                for i in 0..<count { sum[i] += v[i]; sq[i] += v[i] * v[i] }
+                used += 1
+            }
+            let n = Double(max(used, 1))
             let mean = sum.map { $0 / n }
             // A constant signal keeps scale 1 (its normalised value is 0, whatever it is).
             let scale = (0..<count).map { i -> Double in
@@ -245,7 +250,14 @@ struct EnsembleRows {
                     let d = s.controlled[t + 1][o] - s.controlled[t][o]
                     targets.append(Float((d - norm.deltaMean[o]) / norm.deltaScale[o]))
                 }
-                count += 1
+                // A row touching a damaged sample (NaN, infinity) is dropped.
+                let I = shape.inputCount, O = shape.outputs
+                if inputs[(count * I)...].allSatisfy(\.isFinite) && targets[(count * O)...].allSatisfy(\.isFinite) {
+                    count += 1
+                } else {
+                    inputs.removeLast(I)
+                    targets.removeLast(O)
+                }
             }
         }
     }

@@ -121,7 +121,7 @@ enum EnsembleFixture {
 /// A one-step least-squares ARX fit (the same window and inputs as the ensemble, linear in
 /// them): the regression a linear class starts from, to show what the ensemble adds on a
 /// nonlinear plant.
-struct LeastSquaresARX: PlantModel {
+struct EnsembleBaselineARX: PlantModel {
     var weights: [[Double]]   // per output: (inputs + 1)
     var outputCount: Int
     var actionCount: Int
@@ -165,12 +165,12 @@ struct LeastSquaresARX: PlantModel {
     }
 
     struct Rollout: PlantRollout {
-        var model: LeastSquaresARX
+        var model: EnsembleBaselineARX
         var previous: [Double]
         var controlled: [Double]
         var uncertainty: Double { 0 }
         mutating func step(mix: [Double], exogenous: [Double]) -> [Double] {
-            let f = LeastSquaresARX.features(previous, controlled, mix)
+            let f = EnsembleBaselineARX.features(previous, controlled, mix)
             let next = (0..<model.outputCount).map { o in controlled[o] + zip(model.weights[o], f).reduce(0) { $0 + $1.0 * $1.1 } }
             previous = controlled
             controlled = next
@@ -202,7 +202,7 @@ extension EnsembleTests {
         let data = try EnsembleFixture.mountainCarData(episodes: 30, seed: 21)
         let heldOut = EnsembleFixture.mountainCarSegments(episodes: 10, seed: 8_888)
         let model = try EnsemblePlantFitter().fitEnsemble(data, seed: 1)
-        let arx = LeastSquaresARX(data)
+        let arx = EnsembleBaselineARX(data)
         for horizon in [10, 30, 60] {
             let run = EnsembleFixture.freeRun(model, heldOut, horizon: horizon)
             let linear = EnsembleFixture.freeRun(arx, heldOut, horizon: horizon)
@@ -350,5 +350,17 @@ extension EnsembleTests {
             _ = high.step(action: 2, actionCount: 5, exogenous: [0.7])
         }
         #expect(high.controlled[0] > low.controlled[0])
+    }
+}
+
+extension EnsembleTests {
+    @Test func damagedSamplesAreSkipped() throws {
+        var segments = EnsembleFixture.cartPoleSegments(episodes: 10, seed: 3)
+        segments[0].controlled[5][2] = .nan
+        segments[1].controlled[3][0] = .infinity
+        let data = try PlantData(controlledNames: ["x", "x_dot", "theta", "theta_dot"], exogenousNames: [], actionCount: 2, segments: segments)
+        let model = try Self.small.fit(data, seed: 1)
+        let p = Self.predictions(model, EnsembleFixture.cartPoleHeldOut[0])
+        #expect(p.allSatisfy { $0.allSatisfy(\.isFinite) })
     }
 }
