@@ -364,3 +364,41 @@ extension EnsembleTests {
         #expect(p.allSatisfy { $0.allSatisfy(\.isFinite) })
     }
 }
+
+extension EnsembleTests {
+    /// The heater under its PI with dither, one continuing segment: product temperature
+    /// (quantised sensor) controlled, ambient exogenous.
+    static func heaterSegment(steps: Int, seed: UInt64) -> PlantSegment {
+        var heater = Heater(seed: seed)
+        var pi = HeaterPI(heater: heater)
+        var dither = Dither(probability: 0.2, levelCount: 5, seed: seed ^ 3)
+        var obs = heater.observation
+        var controlled = [[obs.temp]], exogenous = [[obs.ambientTemp]], actions: [Int] = []
+        for _ in 0..<steps {
+            let level = dither.apply(pi.decide(obs)).level
+            obs = heater.step(level: level)
+            _ = heater.startNextShiftIfEnded()
+            controlled.append([obs.temp])
+            exogenous.append([obs.ambientTemp])
+            actions.append(level)
+        }
+        return PlantSegment(controlled: controlled, exogenous: exogenous, actions: actions)
+    }
+
+    @Test func aDeadTimeSizedActionWindowHelpsOnTheHeater() throws {
+        // 3 minutes of transport delay = 6 steps: the power applied now shows after 6 steps,
+        // so a window of the last 2 actions cannot tell what is already on its way.
+        let data = try PlantData(controlledNames: ["temp"], exogenousNames: ["ambient"], actionCount: 5,
+                                 segments: [Self.heaterSegment(steps: 4_000, seed: 1)])
+        let heldOut = [Self.heaterSegment(steps: 1_500, seed: 2)]
+        var c = EnsemblePlantFitter.Configuration()
+        let short = try EnsemblePlantFitter(c).fit(data, seed: 1)
+        c.actionWindow = Heater.Parameters().delaySteps + 2
+        let long = try EnsemblePlantFitter(c).fit(data, seed: 1)
+        #expect(long.memory == 8)
+        let s = EnsembleFixture.freeRun(short, heldOut, horizon: 30, stride: 2)
+        let l = EnsembleFixture.freeRun(long, heldOut, horizon: 30, stride: 2)
+        #expect(l.model[0] < s.model[0] / 2, "action window 8: \(l.model), 2: \(s.model)")
+        #expect(l.model[0] < l.persistence[0] / 4, "action window 8: \(l.model), persistence \(l.persistence)")
+    }
+}
