@@ -366,7 +366,8 @@ public struct EnsembleRollout: PlantRollout {
     public private(set) var controlled: [Double]
     /// The members' spread now, in the signals' units (RMS over outputs).
     public private(set) var uncertainty: Double = 0
-    /// Each member's controlled signals now (K × outputs), for inspection.
+    /// Each member's controlled signals now (K × outputs), for inspection (with
+    /// `Propagation.mean`, the mean for every member).
     public var memberStates: [[Double]] {
         let sh = model.shape
         return (0..<model.members.count).map { k in
@@ -423,14 +424,12 @@ public struct EnsembleRollout: PlantRollout {
                 input[j * sh.signalsPerSample + O + e] = Float((exogenousWindow[j * sh.exogenous + e] - n.exogenousMean[e]) / n.exogenousScale[e])
             }
         }
-        // With `.mean` every member reads the mean trajectory, kept in member 0's slot.
-        let sources = model.propagation == .members ? K : 1
+        // With `.mean` every member's slot holds the mean trajectory.
         var next = [Double](repeating: 0, count: K * O)
         for k in 0..<K {
-            let src = k < sources ? k : 0
             for j in 0..<W {
                 for o in 0..<O {
-                    let v = states[(src * W + j) * O + o]
+                    let v = states[(k * W + j) * O + o]
                     input[j * sh.signalsPerSample + o] = Float((v - n.controlledMean[o]) / n.controlledScale[o])
                 }
             }
@@ -445,7 +444,7 @@ public struct EnsembleRollout: PlantRollout {
                 }
             }
             for o in 0..<O {
-                let now = states[(src * W + W - 1) * O + o]
+                let now = states[(k * W + W - 1) * O + o]
                 next[k * O + o] = now + (Double(output[o]) * n.deltaScale[o] + n.deltaMean[o])
             }
         }
@@ -465,7 +464,7 @@ public struct EnsembleRollout: PlantRollout {
             for k in 0..<K { push(k, next[(k * O)..<((k + 1) * O)]) }
             uncertainty = (variance.reduce(0, +) / Double(max(O, 1))).squareRoot()
         case .mean:
-            push(0, mean[...])
+            for k in 0..<K { push(k, mean[...]) }
             for o in 0..<O { accumulatedVariance[o] += variance[o] }
             uncertainty = (accumulatedVariance.reduce(0, +) / Double(max(O, 1))).squareRoot()
         }

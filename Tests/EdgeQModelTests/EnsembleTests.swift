@@ -402,3 +402,29 @@ extension EnsembleTests {
         #expect(l.model[0] < l.persistence[0] / 4, "action window 8: \(l.model), persistence \(l.persistence)")
     }
 }
+
+extension EnsembleTests {
+    @Test func meanPropagationStepsEveryMemberFromTheMean() throws {
+        let data = try EnsembleFixture.cartPoleData(episodes: 10, seed: 3)
+        var c = EnsemblePlantFitter.Configuration()
+        c.members = 3
+        c.updates = 300
+        let trajectories = try EnsemblePlantFitter(c).fitEnsemble(data, seed: 1)
+        c.propagation = .mean
+        let mean = try EnsemblePlantFitter(c).fitEnsemble(data, seed: 1)
+        let segment = EnsembleFixture.cartPoleHeldOut[0]
+        var a = trajectories.ensembleRollout(from: segment, at: 1), b = mean.ensembleRollout(from: segment, at: 1)
+        // The first step is the same (all members start from the logged present).
+        #expect(a.step(action: 1, actionCount: 2, exogenous: []) == b.step(action: 1, actionCount: 2, exogenous: []))
+        #expect(a.uncertainty == b.uncertainty)
+        // Then the members of one stay apart, those of the other are gathered at the mean.
+        #expect(Set(a.memberStates).count == 3)
+        #expect(b.memberStates.allSatisfy { $0 == b.controlled })
+        for _ in 0..<5 {
+            _ = a.step(action: 0, actionCount: 2, exogenous: [])
+            _ = b.step(action: 0, actionCount: 2, exogenous: [])
+        }
+        #expect(a.controlled != b.controlled)
+        #expect(b.uncertainty > 0)
+    }
+}
