@@ -281,6 +281,10 @@ public struct EnsemblePlantModel: PlantModel {
     let normalisation: EnsembleNormalisation
     /// How rollouts propagate the members.
     public let propagation: EnsemblePlantFitter.Propagation
+    /// The widest layer (the forward pass's scratch size).
+    let maxWidth: Int
+    /// `members` with each layer's weight matrix transposed to (in, out) (the forward pass's layout).
+    let transposed: [[Float]]
 
     init(shape: EnsembleShape, layerSizes: [Int], members: [[Float]], normalisation: EnsembleNormalisation,
          propagation: EnsemblePlantFitter.Propagation) {
@@ -289,6 +293,17 @@ public struct EnsemblePlantModel: PlantModel {
         self.members = members
         self.normalisation = normalisation
         self.propagation = propagation
+        maxWidth = layerSizes.max() ?? 1
+        transposed = members.map { m in
+            var t = m
+            var offset = 0
+            for l in 0..<(layerSizes.count - 1) {
+                let I = layerSizes[l], O = layerSizes[l + 1]
+                for o in 0..<O { for i in 0..<I { t[offset + i * O + o] = m[offset + o * I + i] } }
+                offset += O * I + O
+            }
+            return t
+        }
     }
 
     /// E.g. `ensemble(K=5, window=2, actions=2, hidden=32x32)`.
@@ -320,10 +335,14 @@ public struct EnsemblePlantModel: PlantModel {
     }
 
     /// Runs member `k` on one normalised input (inputCount) into `output` (outputs), using
-    /// `scratch` (two buffers of the widest layer) for the hidden activations.
+    /// `scratchA` and `scratchB` (each as wide as the widest layer) for the hidden activations.
+    ///
+    /// Each layer adds x[i] times the i-th column of W to the bias for i = 0, 1, …: every
+    /// output sums its terms in the same order as a row-by-row dot product would, and the
+    /// inner loop over the outputs is contiguous in `transposed` and vectorises.
     func forward(member k: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                  scratchA: UnsafeMutablePointer<Float>, scratchB: UnsafeMutablePointer<Float>) {
-        members[k].withUnsafeBufferPointer { pb in
+        transposed[k].withUnsafeBufferPointer { pb in
             guard let p = pb.baseAddress else { return }
             var x = input
             var offset = 0
@@ -331,13 +350,14 @@ public struct EnsemblePlantModel: PlantModel {
             for l in 0..<L {
                 let I = layerSizes[l], O = layerSizes[l + 1]
                 let y: UnsafeMutablePointer<Float> = l == L - 1 ? output : (l % 2 == 0 ? scratchA : scratchB)
-                let w = p + offset, b = p + offset + O * I
-                for o in 0..<O {
-                    var s = b[o]
-                    let row = w + o * I
-                    for i in 0..<I { s += row[i] * x[i] }
-                    y[o] = (l < L - 1 && s < 0) ? 0 : s   // ReLU on hidden layers
+                let wt = p + offset, b = p + offset + O * I   // wt is (in, out), b is (out)
+                y.update(from: b, count: O)
+                for i in 0..<I {
+                    let xi = x[i]
+                    let column = wt + i * O
+                    for o in 0..<O { y[o] += xi * column[o] }
                 }
+                if l < L - 1 { for o in 0..<O where y[o] < 0 { y[o] = 0 } }   // ReLU on hidden layers
                 offset += O * I + O
                 x = UnsafePointer(y)
             }
@@ -362,6 +382,10 @@ public struct EnsembleRollout: PlantRollout {
     var pastMixes: [Double]
     /// Accumulated one-step variance per output (`Propagation.mean` only).
     var accumulatedVariance: [Double]
+    /// The forward pass's buffers (input, output, two hidden layers), kept between steps.
+    var workspace: [Float] = []
+    /// The members' next controlled signals (K × outputs), kept between steps.
+    var next: [Double] = []
     /// The controlled signals now (the members' mean).
     public private(set) var controlled: [Double]
     /// The members' spread now, in the signals' units (RMS over outputs).
@@ -411,41 +435,34 @@ public struct EnsembleRollout: PlantRollout {
         let K = model.members.count, O = sh.outputs, W = sh.window
         // The present exogenous sample is the one given now.
         for i in 0..<sh.exogenous { exogenousWindow[(W - 1) * sh.exogenous + i] = i < exogenous.count ? exogenous[i] : 0 }
-        let width = model.layerSizes.max() ?? 1
-        var input = [Float](repeating: 0, count: sh.inputCount)
-        var output = [Float](repeating: 0, count: O)
-        var scratchA = [Float](repeating: 0, count: width), scratchB = scratchA
-        // The action part of the input is the same for every member.
-        let actionBase = W * sh.signalsPerSample
-        for i in 0..<pastMixes.count { input[actionBase + i] = Float(pastMixes[i]) }
-        for a in 0..<sh.actions { input[actionBase + pastMixes.count + a] = Float(a < mix.count ? mix[a] : 0) }
-        for j in 0..<W {
-            for e in 0..<sh.exogenous {
-                input[j * sh.signalsPerSample + O + e] = Float((exogenousWindow[j * sh.exogenous + e] - n.exogenousMean[e]) / n.exogenousScale[e])
-            }
-        }
-        // With `.mean` every member's slot holds the mean trajectory.
-        var next = [Double](repeating: 0, count: K * O)
-        for k in 0..<K {
+        let I = sh.inputCount, width = model.maxWidth
+        if workspace.count < I + O + 2 * width { workspace = [Float](repeating: 0, count: I + O + 2 * width) }
+        if next.count != K * O { next = [Double](repeating: 0, count: K * O) }
+        workspace.withUnsafeMutableBufferPointer { wb in
+            guard let input = wb.baseAddress else { return }
+            let output = input + I, scratchA = output + O, scratchB = scratchA + width
+            // The action part of the input is the same for every member.
+            let actionBase = W * sh.signalsPerSample
+            for i in 0..<pastMixes.count { input[actionBase + i] = Float(pastMixes[i]) }
+            for a in 0..<sh.actions { input[actionBase + pastMixes.count + a] = Float(a < mix.count ? mix[a] : 0) }
             for j in 0..<W {
-                for o in 0..<O {
-                    let v = states[(k * W + j) * O + o]
-                    input[j * sh.signalsPerSample + o] = Float((v - n.controlledMean[o]) / n.controlledScale[o])
+                for e in 0..<sh.exogenous {
+                    input[j * sh.signalsPerSample + O + e] = Float((exogenousWindow[j * sh.exogenous + e] - n.exogenousMean[e]) / n.exogenousScale[e])
                 }
             }
-            input.withUnsafeBufferPointer { ib in
-                output.withUnsafeMutableBufferPointer { ob in
-                    scratchA.withUnsafeMutableBufferPointer { sa in
-                        scratchB.withUnsafeMutableBufferPointer { sb in
-                            model.forward(member: k, input: ib.baseAddress!, output: ob.baseAddress!,
-                                          scratchA: sa.baseAddress!, scratchB: sb.baseAddress!)
-                        }
+            // With `.mean` every member's slot holds the mean trajectory.
+            for k in 0..<K {
+                for j in 0..<W {
+                    for o in 0..<O {
+                        let v = states[(k * W + j) * O + o]
+                        input[j * sh.signalsPerSample + o] = Float((v - n.controlledMean[o]) / n.controlledScale[o])
                     }
                 }
-            }
-            for o in 0..<O {
-                let now = states[(k * W + W - 1) * O + o]
-                next[k * O + o] = now + (Double(output[o]) * n.deltaScale[o] + n.deltaMean[o])
+                model.forward(member: k, input: input, output: output, scratchA: scratchA, scratchB: scratchB)
+                for o in 0..<O {
+                    let now = states[(k * W + W - 1) * O + o]
+                    next[k * O + o] = now + (Double(output[o]) * n.deltaScale[o] + n.deltaMean[o])
+                }
             }
         }
         // Mean and spread over the members.
