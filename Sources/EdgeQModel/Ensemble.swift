@@ -82,7 +82,8 @@ public struct EnsemblePlantFitter: PlantModelFitter {
     /// Fits the ensemble and returns it as its concrete type.
     /// - Throws: `PlantModelError.notEnoughData` when the segments hold fewer than
     ///   `minimumRows` windows with a next sample; `.badData` when the configuration is
-    ///   unusable (a non-positive width, window or budget).
+    ///   unusable (a non-positive width, window or budget) or the data have no controlled
+    ///   signal or no action.
     public func fitEnsemble(_ data: PlantData, seed: UInt64) throws(PlantModelError) -> EnsemblePlantModel {
         let c = configuration
         let actionWindow = c.actionWindow ?? c.window
@@ -90,6 +91,9 @@ public struct EnsemblePlantFitter: PlantModelFitter {
               !c.hidden.isEmpty, c.hidden.allSatisfy({ $0 >= 1 }), c.inputNoise >= 0
         else {
             throw .badData("ensemble configuration: members, window, actionWindow, batchSize and hidden widths must be ≥ 1 (members \(c.members), window \(c.window), actionWindow \(actionWindow), batchSize \(c.batchSize), hidden \(c.hidden)); fix the configuration")
+        }
+        guard !data.controlledNames.isEmpty, data.actionCount >= 1 else {
+            throw .badData("ensemble: \(data.controlledNames.count) controlled signals and \(data.actionCount) actions; it needs at least one of each (mark the signals the actions move as controlled in the mapping)")
         }
         let shape = EnsembleShape(outputs: data.controlledNames.count, exogenous: data.exogenousNames.count,
                                   actions: data.actionCount, window: c.window, actionWindow: actionWindow)
@@ -106,7 +110,7 @@ public struct EnsemblePlantFitter: PlantModelFitter {
             do {
                 members.append(try Self.trainMember(rows: rows, architecture: architecture, shape: shape, seed: memberSeed, configuration: c))
             } catch {
-                throw .badData("ensemble configuration: \(error); fix the hidden widths")
+                throw .badData("ensemble configuration: \(error); fix the configuration")
             }
         }
         return EnsemblePlantModel(shape: shape, layerSizes: architecture.layerSizes, members: members,

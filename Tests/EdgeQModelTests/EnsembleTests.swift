@@ -319,6 +319,9 @@ extension EnsembleTests {
         c.hidden = [0]
         let enough = try EnsembleFixture.cartPoleData(episodes: 10, seed: 3)
         #expect(throws: PlantModelError.self) { try EnsemblePlantFitter(c).fit(enough, seed: 1) }
+        let noOutputs = try PlantData(controlledNames: [], exogenousNames: [], actionCount: 2,
+                                      segments: enough.segments.map { PlantSegment(controlled: $0.controlled.map { _ in [] }, exogenous: $0.exogenous, actions: $0.actions) })
+        #expect(throws: PlantModelError.self) { try EnsemblePlantFitter().fit(noOutputs, seed: 1) }
         #expect(EnsemblePlantFitter().name == "ensemble")
     }
 
