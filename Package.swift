@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "EdgeQGateway",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain", "EdgeQTrust",
+                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain", "EdgeQTrust", "EdgeQModel",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
