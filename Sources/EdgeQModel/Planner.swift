@@ -17,10 +17,13 @@ import Foundation
 ///   cannot express "between stage 2 and 3" for longer than the first blocks and the plan
 ///   settles off the target.
 /// - **Search**: the best of the last plan shifted one tick and every constant plan, then
-///   coordinate descent over the blocks (each block tries every value with the others held)
-///   for `sweeps` sweeps or until a sweep changes nothing. Blocks before the one being
-///   searched are stepped once and branched from (the rollout is a value), so a sweep costs
-///   about blocks × values × horizon model steps.
+///   coordinate descent over the blocks (each block tries every value with the others held;
+///   relaxed, every grid level and then a local refinement that halves its step
+///   `refinements` times, so a block's level is found to 1/(grid·2^refinements) of an
+///   interval, and a pattern search that moves energy between the block and the next) for
+///   `sweeps` sweeps or until a sweep changes nothing. Blocks before the one
+///   being searched are stepped once and branched from (the rollout is a value), so a sweep
+///   costs about blocks × values × horizon model steps.
 ///
 /// The planner runs beside the decision path (retraining, a teacher), never in it. It keeps
 /// its buffers (the action mixes, the forecast of the horizon) from decision to decision; the
@@ -44,10 +47,12 @@ public struct RecedingHorizonPlanner: Sendable {
         public var discount: Double
         /// Coordinate-descent sweeps at most.
         public var sweeps: Int
+        /// Relaxed only: halvings of the local refinement around a block's best grid level.
+        public var refinements: Int
 
         /// A configuration; see the properties.
         public init(blocks: [Int], actionCount: Int, order: [Int]? = nil, relaxed: Bool = false,
-                    gridPerInterval: Int = 4, discount: Double = 1, sweeps: Int = 2) {
+                    gridPerInterval: Int = 4, discount: Double = 1, sweeps: Int = 2, refinements: Int = 6) {
             self.blocks = blocks
             self.actionCount = actionCount
             self.order = order
@@ -55,6 +60,7 @@ public struct RecedingHorizonPlanner: Sendable {
             self.gridPerInterval = gridPerInterval
             self.discount = discount
             self.sweeps = sweeps
+            self.refinements = refinements
         }
 
         /// The horizon in ticks (the blocks' sum).
@@ -96,15 +102,15 @@ public struct RecedingHorizonPlanner: Sendable {
     /// yet (within ±½ level).
     public private(set) var carry = 0.0
 
-    /// Each candidate block value's position on `order` (or the action without `order`).
+    /// The grid of block values: positions on `order` (or the actions without `order`).
     private let positions: [Double]
-    /// Each candidate's action mix.
-    private let mixes: [[Double]]
+    /// The action mix of the block being stepped (filled in place).
+    private var mix: [Double]
     /// The block each tick of the horizon falls in, and each block's first tick.
     private let blockOfTick: [Int]
     private let blockStart: [Int]
-    /// The last plan (candidate index per block), empty before the first decision.
-    private var plan: [Int] = []
+    /// The last plan (a position per block), empty before the first decision.
+    private var plan: [Double] = []
     /// The forecast of the horizon (tick k → the exogenous values then), refilled per decision.
     private var forecastCache: [[Double]]
 
@@ -121,35 +127,14 @@ public struct RecedingHorizonPlanner: Sendable {
             throw .badConfiguration("order \(o) is not a permutation of 0..<\(c.actionCount)")
         }
         if c.relaxed && c.order == nil { throw .badConfiguration("relaxed needs order (the actions as ordered levels)") }
-        guard c.gridPerInterval >= 1, c.sweeps >= 0, c.discount > 0, c.discount <= 1 else {
-            throw .badConfiguration("gridPerInterval ≥ 1, sweeps ≥ 0 and 0 < discount ≤ 1 (got \(c.gridPerInterval), \(c.sweeps), \(c.discount))")
+        guard c.gridPerInterval >= 1, c.sweeps >= 0, c.refinements >= 0, c.discount > 0, c.discount <= 1 else {
+            throw .badConfiguration("gridPerInterval ≥ 1, sweeps ≥ 0, refinements ≥ 0 and 0 < discount ≤ 1 (got \(c.gridPerInterval), \(c.sweeps), \(c.refinements), \(c.discount))")
         }
         self.configuration = c
-        var positions: [Double] = []
-        var mixes: [[Double]] = []
         let n = c.actionCount
-        if let order = c.order {
-            let g = c.relaxed ? c.gridPerInterval : 1
-            for i in 0...((n - 1) * g) {
-                let p = Double(i) / Double(g)
-                var mix = [Double](repeating: 0, count: n)
-                let lo = i / g
-                let f = Double(i % g) / Double(g)
-                mix[order[lo]] += 1 - f
-                if f > 0 { mix[order[lo + 1]] += f }
-                positions.append(p)
-                mixes.append(mix)
-            }
-        } else {
-            for a in 0..<n {
-                var mix = [Double](repeating: 0, count: n)
-                mix[a] = 1
-                positions.append(Double(a))
-                mixes.append(mix)
-            }
-        }
-        self.positions = positions
-        self.mixes = mixes
+        let g = c.relaxed ? c.gridPerInterval : 1
+        positions = (0...((n - 1) * g)).map { Double($0) / Double(g) }
+        mix = [Double](repeating: 0, count: n)
         var blockOfTick: [Int] = []
         var blockStart: [Int] = []
         for (b, len) in c.blocks.enumerated() {
@@ -180,8 +165,8 @@ public struct RecedingHorizonPlanner: Sendable {
         for k in 0..<horizon { forecastCache[k] = forecast(k) }
         var evaluations = 0
 
-        // Starting plans: the last plan shifted one tick, and every constant plan.
-        var best: [Int]
+        // Starting plans: the last plan shifted one tick, and every constant plan on the grid.
+        var best: [Double]
         var bestValue = -Double.infinity
         if plan.count == c.blocks.count {
             let shifted = blockStart.map { s in plan[blockOfTick[min(s + 1, horizon - 1)]] }
@@ -189,10 +174,10 @@ public struct RecedingHorizonPlanner: Sendable {
             bestValue = evaluate(rollout, plan: shifted, fromBlock: 0, reward: reward)
             evaluations += 1
         } else {
-            best = [Int](repeating: 0, count: c.blocks.count)
+            best = [Double](repeating: 0, count: c.blocks.count)
         }
         var candidate = best
-        for v in positions.indices {
+        for v in positions {
             for b in candidate.indices { candidate[b] = v }
             let value = evaluate(rollout, plan: candidate, fromBlock: 0, reward: reward)
             evaluations += 1
@@ -203,6 +188,7 @@ public struct RecedingHorizonPlanner: Sendable {
         }
 
         // Coordinate descent over the blocks; the prefix before block b is stepped once.
+        let top = Double(c.actionCount - 1)
         for _ in 0..<c.sweeps {
             var changed = false
             var prefix = rollout
@@ -212,7 +198,8 @@ public struct RecedingHorizonPlanner: Sendable {
                 var blockBest = best[b]
                 var blockBestValue = bestValue - prefixReturn
                 candidate = best
-                for v in positions.indices where v != best[b] {
+                func tryValue(_ v: Double) {
+                    guard v != blockBest else { return }
                     candidate[b] = v
                     let value = evaluate(prefix, plan: candidate, fromBlock: b, reward: reward)
                     evaluations += 1
@@ -221,13 +208,52 @@ public struct RecedingHorizonPlanner: Sendable {
                         blockBest = v
                     }
                 }
+                for v in positions { tryValue(v) }
+                if c.relaxed {
+                    var step = 0.5 / Double(c.gridPerInterval)
+                    for _ in 0..<c.refinements {
+                        let centre = blockBest
+                        tryValue(max(centre - step, 0))
+                        tryValue(min(centre + step, top))
+                        step /= 2
+                    }
+                }
                 if blockBest != best[b] {
                     best[b] = blockBest
                     bestValue = prefixReturn + blockBestValue
                     changed = true
                 }
+                // Relaxed: move energy between block b and the next (their sum of levels × ticks
+                // held), by a pattern search. Blocks inside the dead time act almost alike, so the
+                // objective has a valley along this direction where single-block moves stall
+                // (seen on the heater: "low now, high next" replanned forever, settling 1.7 K off).
+                if c.relaxed && b + 1 < c.blocks.count {
+                    let ratio = Double(c.blocks[b]) / Double(c.blocks[b + 1])
+                    var value = bestValue - prefixReturn
+                    var step = 1.0
+                    for _ in 0..<(c.refinements + 4) {
+                        var improved = false
+                        for sign in [1.0, -1.0] {
+                            candidate = best
+                            candidate[b] = min(max(best[b] + sign * step, 0), top)
+                            candidate[b + 1] = min(max(best[b + 1] - (candidate[b] - best[b]) * ratio, 0), top)
+                            guard candidate[b] != best[b] || candidate[b + 1] != best[b + 1] else { continue }
+                            let v = evaluate(prefix, plan: candidate, fromBlock: b, reward: reward)
+                            evaluations += 1
+                            if v > value + 1e-12 * max(1, abs(value)) {
+                                value = v
+                                best = candidate
+                                bestValue = prefixReturn + v
+                                changed = true
+                                improved = true
+                                break
+                            }
+                        }
+                        if !improved { step /= 2 }
+                    }
+                }
                 // Step the prefix through block b with its chosen value.
-                let mix = mixes[best[b]]
+                fillMix(best[b])
                 for k in blockStart[b]..<(blockStart[b] + c.blocks[b]) {
                     let y = prefix.step(mix: mix, exogenous: forecastCache[k])
                     prefixReturn += weight * reward(y, forecastCache[k], mix, k)
@@ -238,9 +264,14 @@ public struct RecedingHorizonPlanner: Sendable {
         }
         plan = best
 
-        let planned = positions[best[0]]
+        let planned = best[0]
         let action: Int
-        if c.relaxed { action = realise(position: planned) } else { action = c.order.map { $0[best[0]] } ?? best[0] }
+        if c.relaxed {
+            action = realise(position: planned)
+        } else {
+            let i = min(max(Int(planned.rounded()), 0), c.actionCount - 1)
+            action = c.order.map { $0[i] } ?? i
+        }
         return Decision(action: action, plannedLevel: planned, predictedReturn: bestValue, evaluations: evaluations)
     }
 
@@ -256,23 +287,43 @@ public struct RecedingHorizonPlanner: Sendable {
         return configuration.order.map { $0[index] } ?? index
     }
 
+    /// The last decision's plan: one value per block (positions on `order`, or actions), empty
+    /// before the first decision.
+    public var lastPlan: [Double] { plan }
+
     /// Forgets the last plan and the carry (a new episode, or someone else was in control).
     public mutating func reset() {
         plan = []
         carry = 0
     }
 
+    /// Fills `mix` with the action mix of a block value: without `order` the action `position`;
+    /// with it the levels at ⌊position⌋ and the next one, weighted by the fraction.
+    private mutating func fillMix(_ position: Double) {
+        let n = configuration.actionCount
+        for i in 0..<n { mix[i] = 0 }
+        let p = min(max(position, 0), Double(n - 1))
+        guard let order = configuration.order else {
+            mix[min(Int(p.rounded()), n - 1)] = 1
+            return
+        }
+        let lo = min(Int(p), max(n - 2, 0))
+        let f = p - Double(lo)
+        mix[order[lo]] = 1 - f
+        if f > 0, lo + 1 < n { mix[order[lo + 1]] += f }
+    }
+
     /// The return of `plan` from block `first` on, starting from `start` (the rollout at the
     /// first tick of that block); discounting counts from tick 0.
-    private func evaluate(_ start: any PlantRollout, plan: [Int], fromBlock first: Int,
-                          reward: ([Double], [Double], [Double], Int) -> Double) -> Double {
+    private mutating func evaluate(_ start: any PlantRollout, plan: [Double], fromBlock first: Int,
+                                   reward: ([Double], [Double], [Double], Int) -> Double) -> Double {
         let c = configuration
         var r = start
         var total = 0.0
         var k = blockStart[first]
         var weight = c.discount == 1 ? 1 : pow(c.discount, Double(k))
         for b in first..<c.blocks.count {
-            let mix = mixes[plan[b]]
+            fillMix(plan[b])
             for _ in 0..<c.blocks[b] {
                 let y = r.step(mix: mix, exogenous: forecastCache[k])
                 total += weight * reward(y, forecastCache[k], mix, k)
