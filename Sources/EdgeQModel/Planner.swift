@@ -20,8 +20,9 @@ import Foundation
 ///   coordinate descent over the blocks (each block tries every value with the others held;
 ///   relaxed, every grid level and then a local refinement that halves its step
 ///   `refinements` times, so a block's level is found to 1/(grid·2^refinements) of an
-///   interval, and a pattern search that moves energy between the block and the next) for
-///   `sweeps` sweeps or until a sweep changes nothing. Blocks before the one
+///   interval, and a pattern search that moves energy between the block and the next;
+///   discrete, every pair of values for the block and the next) for `sweeps` sweeps or until a
+///   sweep changes nothing. Blocks before the one
 ///   being searched are stepped once and branched from (the rollout is a value), so a sweep
 ///   costs about blocks × values × horizon model steps.
 ///
@@ -250,6 +251,27 @@ public struct RecedingHorizonPlanner: Sendable {
                             }
                         }
                         if !improved { step /= 2 }
+                    }
+                } else if b + 1 < c.blocks.count {
+                    // Discrete: every pair of values for block b and the next (the same valley,
+                    // in steps of whole levels).
+                    var value = bestValue - prefixReturn
+                    let (current0, current1) = (best[b], best[b + 1])
+                    for v in positions {
+                        for w in positions where v != current0 || w != current1 {
+                            candidate = best
+                            candidate[b] = v
+                            candidate[b + 1] = w
+                            let x = evaluate(prefix, plan: candidate, fromBlock: b, reward: reward)
+                            evaluations += 1
+                            if x > value + 1e-12 * max(1, abs(value)) {
+                                value = x
+                                best[b] = v
+                                best[b + 1] = w
+                                bestValue = prefixReturn + x
+                                changed = true
+                            }
+                        }
                     }
                 }
                 // Step the prefix through block b with its chosen value.
