@@ -72,3 +72,34 @@ import Testing
         #expect(optimum.energyCost < pi.energyCost)
     }
 }
+
+/// The receding-horizon planner on the thermal zone with its true model and perfect forecast.
+@Suite struct ThermalPlanningTests {
+    /// The forecast table is the plant: a rollout on it, stepped with the levels the plant
+    /// runs, predicts the zone temperature within rounding.
+    @Test func trueModelRolloutReproducesTheZone() {
+        var zone = ThermalZone(seed: 5)
+        let table = ThermalForecastTable(zone, steps: 500)
+        var rollout = ThermalTrueModelRollout(table, temperature: zone.zoneTemp)
+        var worst = 0.0
+        for k in 0..<500 {
+            let level = (k / 13) % 5
+            let y = rollout.step(action: level, actionCount: 5, exogenous: table.exogenous(k))
+            _ = zone.step(level: level)
+            worst = max(worst, abs(y[0] - zone.zoneTemp))
+        }
+        #expect(worst < 1e-9)
+    }
+
+    /// One day (seed 1): the planner is at least as good as the PI on the plant's reward, and
+    /// not better than the DP optimum beyond the grid's error.
+    @Test func plannerIsBetweenThePIAndTheOptimumOverADay() throws {
+        let zone = ThermalZone(seed: 1)
+        let planner = try ThermalPlanning.runPlanner(zone, steps: 288)
+        let pi = ThermalOptimum.runPI(zone, steps: 288)
+        let optimum = ThermalOptimum().run(zone, steps: 288)
+        print("thermal seed 1, one day: reward PI \(pi.totalReward), planner \(planner.totalReward) (cost \(planner.energyCost), comfort \(planner.comfortViolation) K·h), optimum \(optimum.totalReward)")
+        #expect(planner.totalReward >= pi.totalReward)
+        #expect(planner.totalReward <= optimum.totalReward + 0.01 * abs(optimum.totalReward))
+    }
+}

@@ -11,7 +11,9 @@ import Foundation
 ///    plant, against the simulator's PI (`ThermalPI`) on the same week. Its energy cost and
 ///    comfort violation, and the cost saving. A second optimum weighs comfort 100× (1,000 per
 ///    kelvin-hour): the cheapest policy that keeps comfort, the fair reading of "cheaper than
-///    the PI with no comfort loss".
+///    the PI with no comfort loss". And the receding-horizon planner with the same true model
+///    and perfect forecast (`ThermalPlanning`: 12-hour horizon, relaxed): how close the kind of
+///    planner that will run on a learned model comes to the limit.
 /// 2. **Heater planner** — per seed, two shifts (1,920 steps of 30 s; one with `--quick`) of the
 ///    heater with dead time: the receding-horizon planner with the true model
 ///    (`HeaterPlanning`: 32-minute horizon, doubling blocks, relaxed to average levels with a
@@ -27,7 +29,7 @@ enum ModelBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         let seeds = (1...UInt64(max(context.modelSeeds, 1))).map { $0 }
         var figures: [BenchFigure] = []
-        figures += ThermalEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
+        figures += try ThermalEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
         figures += try HeaterEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
             .figures(bench: context.bench)
         return figures
@@ -49,10 +51,12 @@ struct ThermalEntry {
         var pi: ThermalOptimum.Result
         var optimum: ThermalOptimum.Result
         var comfortKeeping: ThermalOptimum.Result
+        /// The receding-horizon planner with the true model and perfect forecast.
+        var planner: ThermalOptimum.Result
     }
     var rows: [Row] = []
 
-    static func measure(seeds: [UInt64], context: BenchContext) -> ThermalEntry {
+    static func measure(seeds: [UInt64], context: BenchContext) throws -> ThermalEntry {
         var entry = ThermalEntry()
         var strict = ThermalOptimum()
         strict.comfortWeight = 1000
@@ -62,10 +66,15 @@ struct ThermalEntry {
             let pi = ThermalOptimum.runPI(zone, steps: steps)
             let optimum = ThermalOptimum().run(zone, steps: steps)
             let keeping = strict.run(zone, steps: steps)
+            let t0 = Date()
+            let planner = try ThermalPlanning.runPlanner(zone, steps: steps)
+            let seconds = Date().timeIntervalSince(t0)
             context.progress(String(format: "thermal seed %llu, one week: PI cost %.2f, comfort %.3f K·h; optimum cost %.2f, comfort %.3f K·h (DP estimate of the reward %.2f, earned %.2f); comfort-keeping optimum cost %.2f, comfort %.3f K·h",
                                     s, pi.energyCost, pi.comfortViolation, optimum.energyCost, optimum.comfortViolation,
                                     optimum.predictedObjective ?? .nan, optimum.totalReward, keeping.energyCost, keeping.comfortViolation))
-            entry.rows.append(Row(seed: s, pi: pi, optimum: optimum, comfortKeeping: keeping))
+            context.progress(String(format: "thermal seed %llu: planner (true model, perfect forecast) cost %.2f, comfort %.3f K·h, reward %.2f; %.2f ms per decision",
+                                    s, planner.energyCost, planner.comfortViolation, planner.totalReward, 1000 * seconds / Double(max(steps, 1))))
+            entry.rows.append(Row(seed: s, pi: pi, optimum: optimum, comfortKeeping: keeping, planner: planner))
         }
         return entry
     }
@@ -80,6 +89,10 @@ struct ThermalEntry {
                                    unit: "K·h", anchor: anchor, anchorValue: r.pi.comfortViolation, better: .lower))
             out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): comfort-keeping optimum energy cost per week", value: r.comfortKeeping.energyCost,
                                    unit: "currency", anchor: anchor, anchorValue: r.pi.energyCost, better: .lower))
+            out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): planner (true model, perfect forecast) energy cost per week", value: r.planner.energyCost,
+                                   unit: "currency", anchor: anchor, anchorValue: r.pi.energyCost, better: .lower))
+            out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): planner (true model, perfect forecast) comfort violation per week", value: r.planner.comfortViolation,
+                                   unit: "K·h", anchor: anchor, anchorValue: r.pi.comfortViolation, better: .lower))
         }
         let saving = rows.compactMap { ModelBench.percentLower($0.optimum.energyCost, than: $0.pi.energyCost) }
         let keepingSaving = rows.compactMap { ModelBench.percentLower($0.comfortKeeping.energyCost, than: $0.pi.energyCost) }
@@ -95,6 +108,14 @@ struct ThermalEntry {
         out.append(BenchFigure(bench: bench, figure: "thermal: comfort-keeping optimum's extra comfort violation over the PI (worst week)",
                                value: rows.map { $0.comfortKeeping.comfortViolation - $0.pi.comfortViolation }.max(),
                                unit: "K·h", better: .lower))
+        let plannerSaving = rows.compactMap { ModelBench.percentLower($0.planner.energyCost, than: $0.pi.energyCost) }
+        let plannerReward = rows.compactMap { ModelBench.percentLower(-$0.planner.totalReward, than: -$0.pi.totalReward) }
+        out.append(BenchFigure(bench: bench, figure: "thermal: planner (true model, perfect forecast) cheaper than the PI (mean)",
+                               value: ModelBench.mean(plannerSaving), unit: "%", better: .higher))
+        out.append(BenchFigure(bench: bench, figure: "thermal: planner (true model, perfect forecast) cost + comfort penalty below the PI's (mean)",
+                               value: ModelBench.mean(plannerReward), unit: "%", better: .higher))
+        out.append(BenchFigure(bench: bench, figure: "thermal: planner (true model, perfect forecast) extra comfort violation over the PI (worst week)",
+                               value: rows.map { $0.planner.comfortViolation - $0.pi.comfortViolation }.max(), unit: "K·h", better: .lower))
         return out
     }
 }
