@@ -234,7 +234,7 @@ public struct RecedingHorizonPlanner: Sendable {
                     var step = 1.0
                     for _ in 0..<(c.refinements + 4) {
                         var improved = false
-                        for sign in [1.0, -1.0] {
+                        for sign in stride(from: 1.0, through: -1.0, by: -2.0) {
                             candidate = best
                             candidate[b] = min(max(best[b] + sign * step, 0), top)
                             candidate[b + 1] = min(max(best[b + 1] - (candidate[b] - best[b]) * ratio, 0), top)

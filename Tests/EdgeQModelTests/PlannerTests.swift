@@ -94,6 +94,16 @@ import Testing
         #expect(earned == -20)
     }
 
+    /// With a discount the predicted return is the discounted sum from tick 0: the tank's first
+    /// plan at discount ½ earns −8 − 6/2 − 4/4 − 2/8 = −12.25.
+    @Test func discountCountsFromTheFirstTick() throws {
+        var planner = try RecedingHorizonPlanner(.init(blocks: [Int](repeating: 1, count: 8), actionCount: 3, discount: 0.5))
+        let tank = Integrator(level: 0, inflow: [0, 1, 2])
+        let d = planner.decide(from: tank, forecast: { _ in [] }, reward: { y, _, _, _ in -abs(y[0] - 10) })
+        #expect(d.action == 2)
+        #expect(d.predictedReturn == -12.25)
+    }
+
     @Test func badConfigurationsAreRefused() {
         #expect(throws: PlannerError.self) { try RecedingHorizonPlanner(.init(blocks: [], actionCount: 3)) }
         #expect(throws: PlannerError.self) { try RecedingHorizonPlanner(.init(blocks: [2, 0], actionCount: 3)) }
