@@ -120,6 +120,48 @@ public enum HeaterPlanning {
         return run(heater)
     }
 
+    /// The planner on a **learned** plant model on seed `seed` for `steps` steps: each tick it
+    /// starts a rollout of `model` from the measured history (the quantised temperature the
+    /// state message shows, the setpoint and ambient, the stages applied) and plans as
+    /// `runPlanner` does. `model` predicts `[temp]` from the exogenous `[setpoint,
+    /// ambient_temp]` (the heater mapping's roles).
+    public static func runLearnedPlanner(seed: UInt64, steps: Int, model: any PlantModel, relaxed: Bool, horizon: Int = 64,
+                                         parameters: Heater.Parameters = .init()) throws(PlannerError) -> Run {
+        var heater = Heater(seed: seed, parameters: parameters)
+        var planner = try RecedingHorizonPlanner(configuration(parameters, relaxed: relaxed, horizon: horizon))
+        let reward = reward(parameters)
+        // The live history: the last `keep` samples (a model needs `memory`), trimmed as it grows.
+        let keep = model.memory + 2
+        var history = PlantSegment(controlled: [], exogenous: [], actions: [])
+        var pi = HeaterPI(heater: heater)   // decides until the history is long enough
+        for _ in 0..<steps {
+            let o = heater.observation
+            let exo = [o.setpoint, o.ambientTemp]
+            history.controlled.append([o.temp])
+            history.exogenous.append(exo)
+            let action: Int
+            let piAction = pi.decide(o)     // kept in step (its integral) even while the planner decides
+            if history.count >= model.memory {
+                let d = planner.decide(from: model.rollout(from: history, at: history.count - 1), forecast: { _ in exo }, reward: reward)
+                action = d.action
+            } else {
+                action = piAction
+            }
+            _ = heater.step(level: action)
+            history.actions.append(action)
+            if heater.startNextShiftIfEnded() != nil {
+                // A shift end is bookkeeping: the plant runs on, so does the history.
+            }
+            if history.count > 4 * keep {
+                let cut = history.count - keep
+                history.controlled.removeFirst(cut)
+                history.exogenous.removeFirst(cut)
+                history.actions.removeFirst(cut)
+            }
+        }
+        return run(heater)
+    }
+
     private static func run(_ heater: Heater) -> Run {
         let s = heater.score
         return Run(steps: s.steps, totalReward: s.totalReward, meanAbsError: s.meanAbsError, energyKWh: s.energyKWh,

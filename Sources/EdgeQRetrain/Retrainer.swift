@@ -445,7 +445,7 @@ public struct Retrainer: Sendable {
             let reader = try PlantDataReader(map: map, minimumSamples: 30)
             let newest = rows.suffix(policy.plantModelSamples)
             let (data, _) = try reader.read(rows: Array(newest))
-            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), seed: seed).evaluate(data)
+            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: data), seed: seed).evaluate(data)
             report.plantModel = choice.report
             report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
             if let chosen = choice.report.classes.first(where: { $0.name == choice.report.chosen }), let longest = chosen.longest {

@@ -39,6 +39,16 @@ import Testing
         if let (cost, pi) = heater { #expect(cost < pi) }
         #expect(lines["thermal: optimum cheaper than the PI (mean over 1 weeks)"] != nil)
         #expect(lines["heater: planner (true model, relaxed) better than the PI (mean over 1 seeds)"] != nil)
-        #expect(lines.count == 18)  // thermal: 5 per seed + 8 over the seeds; heater: 2 per seed + 3
+        // The learned model: the heater's planner on it beats the PI; every plant's fit has a
+        // class chosen, at 3 horizons per class against persistence.
+        let learned = pair("heater seed 1: planner (learned model) cost (−return)")
+        if let (cost, truth) = learned, let (_, pi) = heater { #expect(cost < pi && cost >= truth * 0.99) } else { Issue.record("no learned-model heater figure") }
+        for plant in ["heater", "thermal", "cartpole", "mountaincar"] {
+            let fits = lines.keys.filter { $0.hasPrefix("\(plant): ") && $0.contains("model held-out free-run error at") }
+            #expect(fits.count == 6, "\(plant): \(fits.count) fit figures (2 classes × 3 horizons)")
+            #expect(lines.keys.contains { $0.hasPrefix("\(plant): plant model chosen (") && !$0.contains("none") }, "\(plant): no class chosen")
+        }
+        // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7
+        #expect(lines.count == 18 + 3 + 28)
     }
 }

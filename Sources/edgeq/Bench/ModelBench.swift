@@ -32,6 +32,9 @@ enum ModelBench {
         figures += try ThermalEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
         figures += try HeaterEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
             .figures(bench: context.bench)
+        figures += try HeaterLearnedEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
+            .figures(bench: context.bench)
+        figures += try ModelFitEntry.measure(seed: 1, context: context).figures(bench: context.bench)
         return figures
     }
 
