@@ -66,7 +66,8 @@ import Testing
         let steps = 2 * 960 + 100
         _ = try Lab(map: map).run(&plant, steps: steps, policy: .incumbent(dither: 0), seed: 5, logPath: path)
         let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
-        #expect(rows.allSatisfy { $0.signalNames == ["temp", "setpoint", "ambient_temp"] })
+        // The readbacks of the applied stage (role applied) are logged with them.
+        #expect(rows.allSatisfy { $0.signalNames == ["temp", "setpoint", "ambient_temp", "level", "power_pct"] })
 
         let (data, summary) = try PlantDataReader(map: map).read(logPath: path)
         #expect(data.controlledNames == ["temp"] && data.exogenousNames == ["setpoint", "ambient_temp"])
