@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import EdgeQLog
+import EdgeQModel
 import Foundation
 import Logging
 import EdgeQRetrain
@@ -147,7 +148,28 @@ extension Gateway {
             "figures": .object(figures),
             "rows": .number(Double(r.rows)), "gap_rows_excluded": .number(Double(r.gapRowsExcluded)), "updates": .number(Double(r.updates)),
             "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),
+            "plant_model": Self.plantModelSummary(r),
         ]
+    }
+
+    /// The plant model in a retraining's result: the chosen class (or null) and, per class, its
+    /// held-out free-run error at the longest horizon as a ratio to persistence; `refused` or
+    /// `skipped` say why no model was kept. The full report is in report.json.
+    static func plantModelSummary(_ r: RetrainReport) -> JSONValue {
+        guard let p = r.plantModel else {
+            return r.plantModelSkipped.map { .object(["chosen": .null, "skipped": .string($0)]) } ?? .null
+        }
+        var classes: [String: JSONValue] = [:]
+        for c in p.classes {
+            classes[c.name] = c.longest.flatMap(\.ratio).map { .number(roundedForReading($0, significant: 4)) } ?? .null
+        }
+        return .object([
+            "chosen": p.chosen.map { .string($0) } ?? .null,
+            "refused": p.refused.map { .string($0) } ?? .null,
+            "horizon": p.horizons.max().map { .number(Double($0)) } ?? .null,
+            "ratio_to_persistence": .object(classes),
+            "held_out_samples": .number(Double(p.heldOutSamples)),
+        ])
     }
 
     func publishRetrain(_ object: [String: JSONValue]) {

@@ -1,6 +1,7 @@
 import EdgeQCore
 import EdgeQLearner
 import EdgeQLog
+import EdgeQModel
 import EdgeQNet
 import EdgeQTopicMap
 import Foundation
@@ -50,6 +51,10 @@ public struct CheckPolicy: Sendable, Equatable {
     /// Gradient updates of each fitted Q evaluation (the off-policy estimate reported beside
     /// the direct method; 0 skips it). Reported, not a check.
     public var fqeUpdates = 4000
+    /// The plant model (docs/learning.md, "The plant model"): fitted on at most this many of
+    /// the newest logged samples when the mapping marks a signal `role: controlled`; 0 skips
+    /// it. Reported (`plantModel`), not a check: a refused model only skips the model steps.
+    public var plantModelSamples = 20_000
 
     public init() {}
 
@@ -169,6 +174,13 @@ public struct RetrainReport: Codable, Sendable {
     public var learner: DQNConfig?
     public var version: Int?
     public var started: Double = Date().timeIntervalSince1970
+    /// The plant model fitted beside the candidate: each class's held-out free-run error
+    /// against persistence, which class was chosen, or why it was refused. Nil when no fit ran
+    /// (`plantModelSkipped` says why).
+    public var plantModel: PlantFitReport?
+    /// Why no plant model was fitted (no `role: controlled` signal, too few samples, …);
+    /// nil when one was fitted or the mapping asks for none.
+    public var plantModelSkipped: String?
 
     /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
@@ -178,7 +190,7 @@ public struct RetrainReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
-             learner, version, started
+             learner, version, started, plantModel, plantModelSkipped
     }
 
     /// Decodes a report; keys added after a report was written take their defaults.
@@ -199,6 +211,8 @@ public struct RetrainReport: Codable, Sendable {
         learner = try c.decodeIfPresent(DQNConfig.self, forKey: .learner)
         version = try c.decodeIfPresent(Int.self, forKey: .version)
         started = try c.decodeIfPresent(Double.self, forKey: .started) ?? 0
+        plantModel = try c.decodeIfPresent(PlantFitReport.self, forKey: .plantModel)
+        plantModelSkipped = try c.decodeIfPresent(String.self, forKey: .plantModelSkipped)
     }
 
     /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
@@ -412,10 +426,36 @@ public struct Retrainer: Sendable {
         }
 
         check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
+        if policy.plantModelSamples > 0, !map.modelSignals.controlled.isEmpty, !shouldStop() {
+            progress(Progress(phase: "plant_model", updates: u, of: total, tdLoss: nil))
+            fitPlantModel(rowsAll, into: &report)
+        }
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
         return (report, candidate)
+    }
+
+    /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
+    /// (flagged rows excluded, `PlantDataReader`) and puts the selection's report in `report`;
+    /// when it cannot run, `plantModelSkipped` says why. It never fails the retraining.
+    func fitPlantModel(_ rows: [LoggedTransition], into report: inout RetrainReport) {
+        let started = Date()
+        do {
+            let reader = try PlantDataReader(map: map, minimumSamples: 30)
+            let newest = rows.suffix(policy.plantModelSamples)
+            let (data, _) = try reader.read(rows: Array(newest))
+            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: data), seed: seed).evaluate(data)
+            report.plantModel = choice.report
+            report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
+            if let chosen = choice.report.classes.first(where: { $0.name == choice.report.chosen }), let longest = chosen.longest {
+                report.figures["plant_model_ratio"] = longest.ratio ?? .nan
+            }
+        } catch let error as PlantDataError {
+            report.plantModelSkipped = error.message
+        } catch {
+            report.plantModelSkipped = "\(error)"
+        }
     }
 
     /// Sets the verdict from the checks: passed when no judged check failed and at least one

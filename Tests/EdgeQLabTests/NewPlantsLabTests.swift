@@ -145,3 +145,45 @@ import Testing
         #expect(heaterReturns.allSatisfy { $0 < 0 })
     }
 }
+
+/// Retraining fits the plant model beside the candidate when the mapping marks controlled signals.
+@Suite struct RetrainPlantModelTests {
+    @Test func aHeaterRetrainingReportsTheLinearModelWellBelowPersistence() throws {
+        let map = try NewPlantsLabTests.map("heater")
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = HeaterLabPlant(seed: 21)
+        _ = try Lab(map: map).run(&plant, steps: 3 * 960, policy: .incumbent(dither: 0), seed: 21, logPath: path)
+        let (report, _) = try Retrainer(map: map).train(logPath: path, limits: RetrainLimits(steps: 300), warmStart: nil)
+        let fit = try #require(report.plantModel, "no plant model: \(report.plantModelSkipped ?? "no reason given")")
+        #expect(fit.controlled == ["temp"])
+        #expect(fit.classes.map(\.name) == ["linear", "ensemble"])
+        // The heater is linear with a 3-minute dead time: the linear class wins, far below persistence.
+        #expect(fit.chosen == "linear")
+        let linear = try #require(fit.classes.first { $0.name == "linear" })
+        let ratio = try #require(linear.longest?.ratio)
+        #expect(ratio < 0.2, "linear at \(linear.longest?.steps ?? 0) ticks: \(ratio) × persistence")
+        #expect(fit.refused == nil)
+        // The report keeps it (report.json beside the model).
+        let decoded = try JSONDecoder().decode(RetrainReport.self, from: report.json())
+        #expect(decoded.plantModel == fit)
+    }
+
+    @Test func aMappingWithoutControlledSignalsFitsNoModelAndSaysNothingIsWrong() throws {
+        // The shipped heater mapping without its roles.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOfFile: root.appendingPathComponent("topics/heater.yaml").path, encoding: .utf8)
+            .replacingOccurrences(of: ", role: controlled", with: "")
+            .replacingOccurrences(of: ", role: exogenous", with: "")
+        #expect(!text.contains("role:"))
+        let map = try TopicMap.parse(yaml: text)
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = HeaterLabPlant(seed: 22)
+        _ = try Lab(map: map).run(&plant, steps: 400, policy: .incumbent(dither: 0), seed: 22, logPath: path)
+        let (report, _) = try Retrainer(map: map).train(logPath: path, limits: RetrainLimits(steps: 50), warmStart: nil)
+        #expect(report.plantModel == nil && report.plantModelSkipped == nil)
+    }
+}
