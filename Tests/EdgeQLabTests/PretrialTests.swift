@@ -307,6 +307,36 @@ struct TankTestPlant: LabPlant {
         }
     }
 
+    /// The starts: seeded (the same for a seed), each leaving the model its memory and the run
+    /// its horizon, spread over the segments by length; too short a log is not applicable.
+    @Test func startsAreSeededValidAndSpreadOverTheSegments() throws {
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (map, _, data) = try Self.heaterLog(parameters: Self.noiseFreeHeater(), seed: 51, steps: 2 * 960 + 400, dither: 0.2, dir: dir)
+        let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 6)).fitLinear(data)
+        let earliest = try ModelWorld(map: map, model: model, data: data).earliestStart
+        #expect(earliest == model.memory - 1 && earliest >= map.history)
+        var settings = PretrialEstimate.Settings()
+        settings.horizon = 96
+        settings.runs = 40
+        settings.seed = 9
+        let e = PretrialEstimate(map: map, model: model, data: data, settings: settings)
+        let starts = e.starts(earliest: earliest)
+        #expect(starts.count == 40)
+        #expect(starts.map(\.segment) == e.starts(earliest: earliest).map(\.segment) && starts.map(\.start) == e.starts(earliest: earliest).map(\.start))
+        for (si, st) in starts { #expect(st >= earliest && st + 96 <= data.segments[si].count - 1) }
+        // Segments of 961, 961 and 401 samples: runs in proportion to their valid starts (838, 838, 278).
+        let perSegment = (0..<3).map { i in starts.filter { $0.segment == i }.count }
+        #expect(perSegment.allSatisfy { $0 > 0 } && perSegment[2] < perSegment[0], "\(perSegment)")
+        settings.seed = 10
+        #expect(PretrialEstimate(map: map, model: model, data: data, settings: settings).starts(earliest: earliest).map(\.start) != starts.map(\.start))
+        // A horizon longer than every segment leaves no run: not applicable, with what to do.
+        settings.horizon = 2000
+        let off = try Self.constantNetwork(action: 0, map: map, calibration: [Float](repeating: 0, count: map.stateWidth))
+        let r = PretrialEstimate(map: map, model: model, data: data, settings: settings).estimate(candidate: off, current: .logged)
+        #expect(r.verdict == .notApplicable && r.reason?.contains("log longer, or shorten the horizon") == true, "\(String(describing: r.reason))")
+    }
+
     /// A mapping whose reward reads a plant-computed signal without a role is not judgeable: the
     /// estimate says so, naming the signal and what to do.
     @Test func anEstimateOnAMappingWithoutModelRewardIsNotApplicable() throws {
