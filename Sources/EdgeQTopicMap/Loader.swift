@@ -159,7 +159,8 @@ struct Builder {
         var model = ModelObjective()
         if let state, let reward {
             model = readModel(top["model"], state: state, reward: reward, terminal: terminal,
-                              allowed: actions?.allowed ?? [], actionNames: actions?.configs.map(\.name) ?? [])
+                              allowed: actions?.allowed ?? [], actionNames: actions?.configs.map(\.name) ?? [],
+                              handOverride: handOverride)
         }
 
         // Cross-section checks.
@@ -404,7 +405,7 @@ struct Builder {
     /// mapping's own when that reads only signals with a role), and whether the state's features
     /// and the action masks read only such signals.
     func readModel(_ node: Node?, state: StateResult, reward: CompiledExpression, terminal: CompiledExpression?,
-                   allowed: [CompiledExpression?], actionNames: [String]) -> ModelObjective {
+                   allowed: [CompiledExpression?], actionNames: [String], handOverride: CompiledExpression?) -> ModelObjective {
         let deps = TopicMap.dependencies(signalCount: signals.count, slotCount: slotCount, featureEval: state.eval)
         /// The first signal without a role that `c` reads (directly or through a feature).
         func roleless(_ c: CompiledExpression) -> String? {
@@ -464,6 +465,9 @@ struct Builder {
             if let c, let s = roleless(c) {
                 problems.append("the mask of action '\(actionNames.indices.contains(a) ? actionNames[a] : String(a))' reads signal '\(s)', which has no role: give '\(s)' a role")
             }
+        }
+        if let h = handOverride, let s = roleless(h) {
+            problems.append("safety.hand_override reads signal '\(s)', which has no role: give '\(s)' a role (exogenous: whether the plant is in hand is not caused by the actions)")
         }
         if let first = problems.first {
             return ModelObjective(reward: nil, terminal: nil, judging: .notApplicable(first))

@@ -117,6 +117,16 @@ import Testing
         #expect(why.contains("state feature 'lvl' reads signal 'lvl', which has no role"), "\(why)")
     }
 
+    @Test func aHandOverrideOverASignalWithoutRoleMakesModelJudgingNotApplicable() throws {
+        let m = try TopicMap.parse(yaml: Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: applied}",
+                                                      extra: "safety:\n  hand_override: cost > 0\n"))
+        guard case .notApplicable(let why) = m.modelJudging else {
+            Issue.record("expected not applicable, got \(m.modelJudging)")
+            return
+        }
+        #expect(why.contains("safety.hand_override reads signal 'cost', which has no role"), "\(why)")
+    }
+
     /// The model section replaces the mapping's reward for the model only, and its expressions
     /// are evaluated by the runtime over the signals set in the table (an applied value included).
     @Test func theModelSectionIsEvaluatedByTheRuntime() throws {
