@@ -249,6 +249,14 @@ public struct PretrialEstimate: Sendable {
         let variance = means.reduce(0) { $0 + ($1 - blockMean) * ($1 - blockMean) } / (k - 1)
         let se = (variance / k).squareRoot()
         let t = TQuantile.oneSided(settings.confidence, degreesOfFreedom: k - 1)
+        guard mean.isFinite, se.isFinite, t.isFinite, report.candidateMeanReturn.isFinite, report.currentMeanReturn.isFinite else {
+            // A model that diverges along a run (an unstable fit driven far outside its data)
+            // predicts nothing: say so instead of judging on infinities.
+            report.candidateMeanReturn = report.candidateMeanReturn.isFinite ? report.candidateMeanReturn : 0
+            report.currentMeanReturn = report.currentMeanReturn.isFinite ? report.currentMeanReturn : 0
+            report.reason = "the plant model's runs diverged (a return is not a finite number): no estimate; the trial decides"
+            return report
+        }
         report.meanDifference = mean
         report.standardError = se
         report.lowerBound = mean - t * se

@@ -181,6 +181,10 @@ public struct RetrainReport: Codable, Sendable {
     /// Why no plant model was fitted (no `role: controlled` signal, too few samples, …);
     /// nil when one was fitted or the mapping asks for none.
     public var plantModelSkipped: String?
+    /// The candidate judged on the plant model before its switchback trial (promotion
+    /// `trial`): its predicted return against the controller in charge. A candidate predicted
+    /// worse (`predicted_worse`) gets no trial. Nil when no estimate was made.
+    public var pretrial: PretrialEstimate.Report?
 
     /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
@@ -190,7 +194,7 @@ public struct RetrainReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
-             learner, version, started, plantModel, plantModelSkipped
+             learner, version, started, plantModel, plantModelSkipped, pretrial
     }
 
     /// Decodes a report; keys added after a report was written take their defaults.
@@ -213,6 +217,7 @@ public struct RetrainReport: Codable, Sendable {
         started = try c.decodeIfPresent(Double.self, forKey: .started) ?? 0
         plantModel = try c.decodeIfPresent(PlantFitReport.self, forKey: .plantModel)
         plantModelSkipped = try c.decodeIfPresent(String.self, forKey: .plantModelSkipped)
+        pretrial = try c.decodeIfPresent(PretrialEstimate.Report.self, forKey: .pretrial)
     }
 
     /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
@@ -222,6 +227,10 @@ public struct RetrainReport: Codable, Sendable {
         copy.figures = figures.filter { $0.value.isFinite }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
+        if let data = try? e.encode(copy) { return data }
+        // A non-finite number in the plant model's or the estimate's report: keep the rest.
+        copy.plantModel = nil
+        copy.pretrial = nil
         return (try? e.encode(copy)) ?? Data("{}".utf8)
     }
 }
