@@ -7,7 +7,7 @@ import Testing
 /// twin, and prints every figure, measured or null with a reason.
 @Suite struct GeneralizeBenchSmokeTests {
     static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
-                          "trial_cost", "guard_trips", "quarantined_models", "retrainings"]
+                          "trial_cost", "guard_trips", "quarantined_models", "retrainings", "pretrial_sign_agreement", "pretrial_kept_out"]
 
     @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {
         let unknown = try EdgeQBinary.run(["bench", "generalize", "--plants", "cartpole,boiler"])

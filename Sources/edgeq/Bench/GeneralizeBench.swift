@@ -75,7 +75,10 @@ enum GeneralizeBench {
                                      let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
                                      let d = (e.event["mean_difference"] as? NSNumber).map { String(format: "%+.3g", $0.doubleValue) } ?? "—"
                                      return "\(v) \(e.event["verdict"] as? String ?? "?") after \(e.event["pairs"] ?? "?") pairs (Δ \(d)) at step \(e.step)"
-                                 }.joined(separator: "; "))
+                                 }.joined(separator: "; ")
+                                 + "; pre-trial estimates: " + (o.pretrials.isEmpty ? "none" : o.pretrials.map { p in
+                                     "v\(p.version) \(p.verdict) (Δ \(p.difference.map { String(format: "%+.3g", $0) } ?? "—"))"
+                                 }.joined(separator: "; ")))
                 outcomes.append(o)
             }
             figures += self.figures(plant: plant.rawValue, steps: steps, outcomes: outcomes)
@@ -105,6 +108,10 @@ enum GeneralizeBench {
         var quarantined: [Int]?
         /// The reasons of the last retraining whose candidate did not pass.
         var lastRefusal: String?
+        /// Each passed candidate's pre-trial estimate on the plant model (the retrain result's
+        /// `pretrial`): version, verdict, predicted mean return difference against the
+        /// controller in charge.
+        var pretrials: [(version: Int, verdict: String, difference: Double?)] = []
         /// Why control was not taken, or what went wrong, for the reasons of null figures.
         var notes: [String] = []
 
@@ -216,6 +223,9 @@ enum GeneralizeBench {
                 if phase == "done" || phase == "failed" {
                     outcome.retrainings += 1
                     if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
+                    if let p = o["pretrial"] as? [String: Any], let v = (o["version"] as? NSNumber)?.intValue {
+                        outcome.pretrials.append((v, p["verdict"] as? String ?? "?", (p["mean_difference"] as? NSNumber)?.doubleValue))
+                    }
                     if o["verdict"] as? String != "passed" {
                         let why = (o["reasons"] as? [String])?.joined(separator: "; ") ?? (o["error"] as? String) ?? "no reason given"
                         let version = (o["version"] as? NSNumber).map { "v\($0)" } ?? "candidate"
@@ -379,6 +389,25 @@ enum GeneralizeBench {
         out.append(("quarantined_models", o.quarantined.map { Double($0.count) }, "models", .lower,
                     o.quarantined == nil ? "not measured: the gateway's status carried no quarantined list" : nil))
         out.append(("retrainings", Double(o.retrainings), "retrainings", .higher, nil))
+
+        // The pre-trial estimates against the trials' outcomes: of the candidates that had both,
+        // the share whose predicted sign (better / worse than the controller in charge) matched
+        // the sign of the trial's mean difference; and the candidates the estimate kept out.
+        let trialDifference: [Int: Double] = Dictionary(o.trialEvents.compactMap { e -> (Int, Double)? in
+            guard e.event["event"] as? String == "verdict", let v = (e.event["version"] as? NSNumber)?.intValue,
+                  let d = (e.event["mean_difference"] as? NSNumber)?.doubleValue else { return nil }
+            return (v, d)
+        }, uniquingKeysWith: { _, last in last })
+        let paired = o.pretrials.compactMap { p -> Bool? in
+            guard let predicted = p.difference, predicted != 0, let actual = trialDifference[p.version], actual != 0 else { return nil }
+            return (predicted > 0) == (actual > 0)
+        }
+        out.append(("pretrial_sign_agreement", paired.isEmpty ? nil : 100 * Double(paired.filter { $0 }.count) / Double(paired.count),
+                    "% of candidates with a trial verdict", .higher,
+                    paired.isEmpty ? (o.pretrials.isEmpty ? "not measured: no pre-trial estimate (no plant model accepted, or promotion not trial)"
+                                                          : "not measured: no estimated candidate reached a trial verdict") : nil))
+        out.append(("pretrial_kept_out", o.pretrials.isEmpty ? nil : Double(o.pretrials.filter { $0.verdict == "predicted_worse" }.count),
+                    "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
         return out
     }
 
@@ -403,7 +432,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "trial_cost": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "trial_cost", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
