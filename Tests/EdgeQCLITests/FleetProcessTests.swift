@@ -1,0 +1,301 @@
+import EdgeQLog
+import EdgeQMQTT
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// Fleet shipping end to end (docs/fleet.md): real mosquitto, real `edgeq run` gateways with a
+/// `fleet` section, real `edgeq learner` processes, real SQLite files on both sides.
+///
+/// Each test's exchange: a plant publisher drives a gateway (one transition per state message
+/// after the first); the gateway ships its log in batches on `fleet/t/experience/<id>`; the
+/// learner stores them in `fleet.sqlite` and acknowledges on `fleet/t/ack/<id>`; the gateway's
+/// cursor (`fleet-cursor.json`) follows the acknowledgements. The end state is compared row by
+/// row with the gateway's own log, through a fault: a learner kill -9, a broker restart, a
+/// gateway offline, two learners sharing one subscription.
+@Suite(.serialized) struct FleetProcessTests {
+    /// One broker, a plant publisher, gateways and learners, in one temporary folder.
+    final class Rig: @unchecked Sendable {
+        // @unchecked Sendable: used by one test thread; processes and clients are thread-safe.
+        let dir: TempDir
+        let broker: MosquittoBroker
+        let plant: MQTTClient
+        let learnerData: URL
+        var gateways: [String: ChildProcess] = [:]
+        var learners: [String: ChildProcess] = [:]
+        var steps: [String: Int] = [:]
+        var runs = 0
+
+        init() throws {
+            dir = try TempDir()
+            broker = try MosquittoBroker()
+            plant = try plantClient(broker, "edgeq/+/status")
+            learnerData = dir.url.appendingPathComponent("learner")
+        }
+
+        deinit {
+            plant.stop()
+            for p in Array(gateways.values) + Array(learners.values) where p.isRunning {
+                p.signal(SIGKILL)
+                _ = p.wait(timeout: 10)
+            }
+        }
+
+        func data(_ id: String) -> URL { dir.url.appendingPathComponent("data-\(id)") }
+        var logs: String { dir.url.path }
+
+        /// The process-test mapping with `x` recorded raw (role controlled) and a fleet section.
+        func mapping(_ id: String, batchRows: Int, ackTimeout: String) -> String {
+            processMapping(id: id, plant: id, learning: "  retrain: {every_transitions: none}")
+                .replacingOccurrences(of: "range: [-10, 10]}", with: "range: [-10, 10], role: controlled}")
+            + "\nfleet: {topic: fleet/t, batch_rows: \(batchRows), interval: 100ms, window: 4, ack_timeout: \(ackTimeout)}\n"
+        }
+
+        /// Starts `edgeq run` for gateway `id` and waits for its online status.
+        func startGateway(_ id: String, batchRows: Int = 20, ackTimeout: String = "2s") throws {
+            runs += 1
+            let file = dir.url.appendingPathComponent("\(id).yaml").path
+            try mapping(id, batchRows: batchRows, ackTimeout: ackTimeout).write(toFile: file, atomically: true, encoding: .utf8)
+            while plant.receive(timeout: 0) != nil {}
+            gateways[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", data(id).path],
+                                            stderrPath: "\(logs)/gw-\(id)-\(runs).log")
+            try #require(waitOnline(id), "gateway \(id) never came online:\n\(processLogs())")
+        }
+
+        /// Waits for `edgeq/<id>/status` with state online (retained or fresh).
+        func waitOnline(_ id: String, timeout: Double = 60) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                guard let m = plant.receive(timeout: 0.2), m.topic == "edgeq/\(id)/status" else { continue }
+                if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { return true }
+            }
+            return false
+        }
+
+        func stopGateway(_ id: String) {
+            let code = gateways[id]?.stop(grace: 30)
+            #expect(code == 0, "gateway \(id) exited \(String(describing: code)):\n\(processLogs())")
+        }
+
+        /// Starts `edgeq learner` `name` in group `group` on the shared data directory.
+        func startLearner(_ name: String, group: String = "g") throws {
+            runs += 1
+            let file = dir.url.appendingPathComponent("\(name).yaml").path
+            try "fleet: fleet/t\ngroup: \(group)\nid: \(name)\nstatus_interval: 1s\n".write(toFile: file, atomically: true, encoding: .utf8)
+            while plant.receive(timeout: 0) != nil {}
+            let watcher = try plantClient(broker, "fleet/t/learner/\(name)/status")
+            defer { watcher.stop() }
+            learners[name] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", broker.url, "--data", learnerData.path],
+                                              stderrPath: "\(logs)/learner-\(name)-\(runs).log")
+            let online = eventually(timeout: 60) {
+                guard let m = watcher.receive(timeout: 0.2) else { return false }
+                return String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#)
+            }
+            try #require(online, "learner \(name) never came online:\n\(processLogs())")
+        }
+
+        /// Publishes `count` plant states for gateway `id` and waits until its log has grown by
+        /// one row per state (the first state of a gateway run closes no transition).
+        func drive(_ id: String, count: Int, firstOfRun: Bool = false) throws {
+            let before = try gatewayRows(id).count
+            let start = steps[id, default: 0]
+            for i in 0..<count {
+                let s = start + i
+                let x = Double((s * 37) % 200) / 10 - 10
+                _ = try plant.publish("plant/\(id)/state", #"{"step":\#(s),"x":\#(x)}"#, qos: .atLeastOnce)
+                if i % 20 == 19 { usleep(2_000) }
+            }
+            steps[id] = start + count
+            let expected = before + count - (firstOfRun ? 1 : 0)
+            let logged = eventually(timeout: 60) { ((try? gatewayRows(id).count) ?? 0) >= expected }
+            try #require(logged, "gateway \(id) logged \((try? gatewayRows(id).count) ?? -1) rows, expected \(expected):\n\(processLogs())")
+        }
+
+        func gatewayRows(_ id: String) throws -> [LoggedTransition] {
+            let path = data(id).appendingPathComponent(ExperienceLog.defaultFileName).path
+            guard FileManager.default.fileExists(atPath: path) else { return [] }
+            return try LogTail(path: path).rows(after: 0, limit: 10_000_000)
+        }
+
+        func fleet() throws -> FleetLog { try FleetLog(dataDirectory: learnerData.path) }
+
+        func acked(_ id: String) -> Int64 {
+            ((try? fleet().gateways()) ?? []).first { $0.gateway == id }?.acked ?? -1
+        }
+
+        /// The gateway's durable cursor.
+        func cursor(_ id: String) -> Int64? {
+            guard let d = try? Data(contentsOf: data(id).appendingPathComponent("fleet-cursor.json")),
+                  let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return nil }
+            return (o["acked"] as? NSNumber)?.int64Value
+        }
+
+        /// Waits until the fleet log and the gateway's cursor both reach the gateway's last row.
+        func waitShipped(_ id: String, timeout: Double = 120) throws {
+            let last = try gatewayRows(id).last?.id ?? 0
+            let done = eventually(timeout: timeout) { acked(id) == last && cursor(id) == last }
+            try #require(done, "gateway \(id): last row \(last), fleet log acked \(acked(id)), cursor \(String(describing: cursor(id))):\n\(processLogs())")
+        }
+
+        /// The fleet log's rows of `id` equal the gateway's log, row by row; returns the count.
+        @discardableResult
+        func expectSameRows(_ id: String) throws -> Int {
+            let mine = try gatewayRows(id)
+            let theirs = try fleet().transitions(gateway: id)
+            #expect(theirs.count == mine.count, "gateway \(id): \(mine.count) rows in its log, \(theirs.count) in the fleet log")
+            #expect(Set(theirs.map(\.id)).count == theirs.count, "a row id twice in the fleet log")
+            let firstDifference = zip(mine, theirs).first { $0.0 != $0.1 }
+            #expect(firstDifference == nil, "first differing row: gateway \(String(describing: firstDifference?.0)) fleet \(String(describing: firstDifference?.1))")
+            #expect(mine.allSatisfy { $0.signalNames == ["x"] && $0.transition.signals?.count == 1 }, "the test mapping should record x raw")
+            return mine.count
+        }
+
+        func processLogs() -> String {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: logs).filter { $0.hasSuffix(".log") }.sorted()) ?? []
+            return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: "\(logs)/\(f)", encoding: .utf8)) ?? "").suffix(3000) }
+                .joined(separator: "\n") + "\n--- broker\n" + broker.log().suffix(2000)
+        }
+    }
+
+    @Test func everyLoggedRowReachesTheFleetLogOnce() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("a")
+        let n = 300
+        try rig.drive("a", count: n + 1, firstOfRun: true)
+        try rig.waitShipped("a")
+        let rows = try rig.expectSameRows("a")
+        #expect(rows == n)
+        let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "a" })
+        #expect(summary.rows == Int64(n), "rows stored: \(summary.rows)")
+        print("fleet: \(n) rows shipped once; duplicates dropped: \(summary.duplicates), batches: \(summary.batches)")
+        rig.stopGateway("a")
+        #expect(rig.learners["l1"]?.stop(grace: 30) == 0, "the learner did not stop in order on SIGTERM:\n\(rig.processLogs())")
+    }
+
+    @Test func aLearnerKilledMidStreamLosesNothingAndStoresNothingTwice() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("k", batchRows: 10, ackTimeout: "1s")
+        try rig.drive("k", count: 201, firstOfRun: true)
+        // Killed after its first acknowledgement, while the gateway has rows still unacknowledged.
+        #expect(eventually(timeout: 60) { rig.acked("k") > 0 })
+        let learner = try #require(rig.learners["l1"])
+        learner.signal(SIGKILL)
+        #expect(learner.wait(timeout: 10) == 128 + SIGKILL)
+        let ackedAtKill = rig.acked("k")
+        try rig.drive("k", count: 200)
+        let lastAtKill = try rig.gatewayRows("k").last?.id ?? 0
+        #expect(ackedAtKill < lastAtKill, "nothing was left to ship after the kill")
+        try rig.startLearner("l1")
+        try rig.waitShipped("k")
+        #expect(try rig.expectSameRows("k") == 400)
+        let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "k" })
+        #expect(summary.rows == 400)
+        print("fleet kill -9: acked \(ackedAtKill) of \(lastAtKill) at the kill; duplicates dropped: \(summary.duplicates)")
+        #expect(rig.cursor("k") == lastAtKill)
+        rig.stopGateway("k")
+    }
+
+    /// The learner frozen (SIGSTOP) past the gateway's ack timeout: the gateway sends its
+    /// unacknowledged batches again; on SIGCONT the learner gets both copies, stores each row once
+    /// and counts the copies.
+    @Test func copiesSentBeforeTheAcknowledgementAreDroppedAndCounted() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("d", batchRows: 10, ackTimeout: "500ms")
+        let learner = try #require(rig.learners["l1"])
+        learner.signal(SIGSTOP)
+        try rig.drive("d", count: 101, firstOfRun: true)
+        // The gateway has sent its window and, without acknowledgements, sent it again.
+        let resent = eventually(timeout: 60) { rig.status("d")?.resends ?? 0 >= 2 }
+        learner.signal(SIGCONT)
+        #expect(resent, "the gateway never sent its unacknowledged batches again:\n\(rig.processLogs())")
+        try rig.waitShipped("d")
+        #expect(try rig.expectSameRows("d") == 100)
+        let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "d" })
+        #expect(summary.rows == 100)
+        #expect(summary.duplicates > 0, "no copy was received: the resend was not exercised")
+        print("fleet resend: duplicates dropped \(summary.duplicates)")
+        rig.stopGateway("d")
+    }
+
+    @Test func aBrokerRestartLosesNothing() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("b", batchRows: 10, ackTimeout: "1s")
+        try rig.drive("b", count: 151, firstOfRun: true)
+        #expect(eventually(timeout: 60) { rig.acked("b") > 0 })
+        rig.broker.stop()
+        try rig.broker.start()
+        // Everyone reconnects; the gateway announces itself again before the plant goes on.
+        try #require(rig.waitOnline("b"), "the gateway did not come back after the broker restart:\n\(rig.processLogs())")
+        try rig.plant.waitUntilConnected(timeout: 30)
+        try rig.drive("b", count: 150)
+        try rig.waitShipped("b")
+        #expect(try rig.expectSameRows("b") == 300)
+        rig.stopGateway("b")
+    }
+
+    @Test func aGatewayThatWasOfflineCatchesUpFromItsCursor() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("o")
+        try rig.drive("o", count: 101, firstOfRun: true)
+        try rig.waitShipped("o")
+        // The learner goes away; the gateway logs on, then stops with rows unacknowledged.
+        #expect(rig.learners["l1"]?.stop(grace: 30) == 0)
+        try rig.drive("o", count: 100)
+        rig.stopGateway("o")
+        let acknowledged = try #require(rig.cursor("o"))
+        let last = try rig.gatewayRows("o").last?.id ?? 0
+        #expect(acknowledged == 100 && last == 200, "cursor \(acknowledged), last row \(last)")
+        // Both come back: the gateway sends from its cursor, the learner ends with every row once.
+        try rig.startLearner("l1")
+        try rig.startGateway("o")
+        try rig.drive("o", count: 51, firstOfRun: true)
+        try rig.waitShipped("o")
+        #expect(try rig.expectSameRows("o") == 250)
+        let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "o" })
+        #expect(summary.rows == 250)
+        rig.stopGateway("o")
+    }
+
+    /// Two learners in one group on one fleet log file (SQLite serialises their commits): both
+    /// store some batches, and the union is every row of both gateways, once.
+    @Test func twoLearnersShareTheLoadWithNoDuplicateAndNoGap() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startLearner("l2")
+        try rig.startGateway("p", batchRows: 10)
+        try rig.startGateway("q", batchRows: 10)
+        try rig.drive("p", count: 201, firstOfRun: true)
+        try rig.drive("q", count: 201, firstOfRun: true)
+        try rig.waitShipped("p")
+        try rig.waitShipped("q")
+        #expect(try rig.expectSameRows("p") == 200)
+        #expect(try rig.expectSameRows("q") == 200)
+        let byLearner = try rig.fleet().rowsByLearner()
+        #expect(byLearner.keys.sorted() == ["l1", "l2"], "rows by learner: \(byLearner)")
+        #expect(byLearner.values.reduce(0, +) == 400)
+        print("fleet two learners: rows by learner \(byLearner)")
+        rig.stopGateway("p")
+        rig.stopGateway("q")
+    }
+}
+
+extension FleetProcessTests.Rig {
+    struct FleetStatus { var resends: Int; var lag: Int }
+
+    /// The `fleet` object of the gateway's latest status (published every few seconds).
+    func status(_ id: String) -> FleetStatus? {
+        var latest: FleetStatus?
+        while let m = plant.receive(timeout: 0.2) {
+            guard m.topic == "edgeq/\(id)/status",
+                  let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
+                  let f = o["fleet"] as? [String: Any] else { continue }
+            latest = FleetStatus(resends: (f["resends"] as? NSNumber)?.intValue ?? 0, lag: (f["lag_rows"] as? NSNumber)?.intValue ?? 0)
+        }
+        return latest
+    }
+}
