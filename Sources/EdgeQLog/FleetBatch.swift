@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 
 /// One batch of logged transitions shipped from a gateway to the fleet learner
@@ -11,7 +12,9 @@ import Foundation
 /// The wire format is little-endian binary with a versioned header (`encode()`, `decode(_:)`):
 ///
 /// ```
-/// "EQFB" u16 version=1 u16 reserved=0
+/// "EQFB" u16 version=1 u16 flags      flags bit 0: the body is deflated (zlib), preceded by
+///                                     its u32 length before compression
+/// body:
 /// str gateway   i64 origin   i64 after   i64 last   u32 rowCount
 /// u16 setCount  { u16 nameCount { str name } }        signal-name sets used by the rows
 /// rows { i64 id  f64 time  i64 tick  i64 episode  u8 bits  u8 actor  u8 mode
@@ -49,13 +52,49 @@ public struct FleetBatch: Sendable, Equatable {
     private static let bTerminal: UInt8 = 1, bTruncated: UInt8 = 2, bMask: UInt8 = 4, bSignals: UInt8 = 8
     private static let bNextSignals: UInt8 = 16, bQ: UInt8 = 32, bModelAction: UInt8 = 64, bModelVersion: UInt8 = 128
 
-    /// The batch in the wire format.
-    public func encode() -> [UInt8] {
+    /// The largest body a reader inflates (a deflated payload claiming more is refused).
+    public static let maxBodyBytes = 64 << 20
+
+    /// The batch in the wire format; `compress`: deflate the body (zlib level 6), which halves
+    /// a plant's rows (a row's `next_state` is the next row's `state`; docs/fleet.md "Payload").
+    public func encode(compress: Bool = true) -> [UInt8] {
+        let body = encodeBody()
         var w = ByteWriter()
-        w.reserve(64 + rows.count * (64 + (rows.first.map { $0.transition.state.count * 8 } ?? 0)))
         w.bytes(Self.magic)
         w.u16(Self.version)
-        w.u16(0)
+        if compress, body.count <= Self.maxBodyBytes, let z = Self.deflate(body) {
+            w.u16(1)
+            w.u32(UInt32(body.count))
+            w.bytes(z)
+        } else {
+            w.u16(0)
+            w.bytes(body)
+        }
+        return w.out
+    }
+
+    static func deflate(_ body: [UInt8]) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: Int(compressBound(uLong(body.count))))
+        var size = uLongf(out.count)
+        let rc = compress2(&out, &size, body, uLong(body.count), 6)
+        guard rc == Z_OK else { return nil }
+        out.removeSubrange(Int(size)...)
+        return out
+    }
+
+    static func inflate(_ z: ArraySlice<UInt8>, length: Int) throws(FleetBatchError) -> [UInt8] {
+        guard length <= maxBodyBytes else { throw FleetBatchError("a deflated body of \(length) bytes is over the limit of \(maxBodyBytes)") }
+        var out = [UInt8](repeating: 0, count: max(1, length))
+        var size = uLongf(length)
+        let src = Array(z)
+        let rc = uncompress(&out, &size, src, uLong(src.count))
+        guard rc == Z_OK, Int(size) == length else { throw FleetBatchError("the deflated body cannot be inflated to its \(length) bytes (zlib \(rc))") }
+        return Array(out.prefix(length))
+    }
+
+    private func encodeBody() -> [UInt8] {
+        var w = ByteWriter()
+        w.reserve(64 + rows.count * (64 + (rows.first.map { $0.transition.state.count * 8 } ?? 0)))
         w.string(gateway)
         w.i64(origin)
         w.i64(after)
@@ -119,16 +158,24 @@ public struct FleetBatch: Sendable, Equatable {
     /// - Throws: `FleetBatchError` when the bytes are not a batch of this version (the message
     ///   says what was wrong and where); never traps on any input.
     public static func decode(_ bytes: [UInt8]) throws(FleetBatchError) -> FleetBatch {
-        var r = ByteReader(bytes)
-        guard try r.bytes(4) == magic else { throw FleetBatchError("not a fleet batch (the payload does not start with EQFB)") }
-        let v = try r.u16()
+        var h = ByteReader(bytes)
+        guard try h.bytes(4) == magic else { throw FleetBatchError("not a fleet batch (the payload does not start with EQFB)") }
+        let v = try h.u16()
         guard v == version else { throw FleetBatchError("fleet batch version \(v); this build reads version \(version): upgrade the learner") }
-        _ = try r.u16()
+        let flags = try h.u16()
+        guard flags & ~1 == 0 else { throw FleetBatchError("unknown fleet batch flags \(flags): upgrade the learner") }
+        var r: ByteReader
+        if flags & 1 != 0 {
+            let length = Int(try h.u32())
+            r = ByteReader(try inflate(bytes[h.at...], length: length))
+        } else {
+            r = ByteReader(Array(bytes[h.at...]))
+        }
         let gateway = try r.string()
         let origin = try r.i64(), after = try r.i64(), last = try r.i64()
         guard after <= last else { throw FleetBatchError("fleet batch range is empty or reversed (after \(after), last \(last))") }
         let count = Int(try r.u32())
-        guard count <= r.remaining / 40 + 1 else { throw FleetBatchError("fleet batch claims \(count) rows in \(bytes.count) bytes") }
+        guard count <= r.remaining / 40 + 1 else { throw FleetBatchError("fleet batch claims \(count) rows in \(r.data.count) bytes") }
         var sets: [[String]] = []
         for _ in 0..<Int(try r.u16()) {
             var names: [String] = []

@@ -62,6 +62,13 @@ public struct FleetIngestResult: Sendable, Equatable {
     /// The gateway's high-water mark after the commit: every row of its log with an id up to
     /// this one is in the fleet log (the value the learner acknowledges).
     public var acked: Int64
+
+    /// A result.
+    public init(inserted: Int, duplicates: Int, acked: Int64) {
+        self.inserted = inserted
+        self.duplicates = duplicates
+        self.acked = acked
+    }
 }
 
 /// The fleet learner's log: every gateway's shipped transitions in one SQLite file (WAL),
