@@ -284,6 +284,57 @@ import Testing
     }
 }
 
+extension FleetProcessTests {
+    /// The learner's ingest rate: 4 senders publish 20 batches of 500 rows each (made with the
+    /// gateway's own encoder, deflated) as fast as the broker takes them; the learner process
+    /// stores and acknowledges them all. Prints rows per second (this build: say which); asserts
+    /// the exact counts only.
+    @Test func learnerIngestRateMeasured() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        let acks = try plantClient(rig.broker, "fleet/t/ack/+")
+        defer { acks.stop() }
+        let gateways = ["r1", "r2", "r3", "r4"], batches = 20, perBatch = 500
+        var payloads: [(String, [UInt8])] = []
+        for g in gateways {
+            for b in 0..<batches {
+                let first = Int64(b * perBatch)
+                let rows = (0..<perBatch).map { i -> LoggedTransition in
+                    let k = Double(b * perBatch + i)
+                    let s = (0..<12).map { Float(sin(k * 0.01 + Double($0))) }
+                    let t = Transition(time: 1_790_000_000 + k, tick: Int64(k), episode: 0, state: s, action: Int(k) % 3, actor: .incumbent,
+                                       reward: -abs(sin(k)), nextState: s.map { $0 * 0.99 }, mode: .shadow,
+                                       signals: [21 + sin(k)], nextSignals: [21 + sin(k + 1)])
+                    return LoggedTransition(id: first + Int64(i) + 1, transition: t, signalNames: ["zone_temp"])
+                }
+                payloads.append(("fleet/t/experience/\(g)", FleetBatch(gateway: g, origin: 0, after: first, last: first + Int64(perBatch), rows: rows).encode()))
+            }
+        }
+        let total = Int64(batches * perBatch)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for (topic, p) in payloads { _ = try rig.plant.publish(topic, p, qos: .atLeastOnce) }
+        var acked: [String: Int64] = [:]
+        let done = eventually(timeout: 300) {
+            while let m = acks.receive(timeout: 0.05) {
+                if let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
+                   let g = o["gateway"] as? String, let a = (o["acked"] as? NSNumber)?.int64Value {
+                    acked[g] = max(acked[g] ?? 0, a)
+                }
+            }
+            return gateways.allSatisfy { acked[$0] == total }
+        }
+        let elapsed = clock.now - start
+        #expect(done, "acknowledged: \(acked):\n\(rig.processLogs())")
+        let summaries = try rig.fleet().gateways()
+        #expect(summaries.map(\.rows) == Array(repeating: total, count: gateways.count))
+        #expect(summaries.allSatisfy { $0.duplicates == 0 })
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print(String(format: "fleet ingest (edgeq learner, this build; 4 gateways × %d rows, batches of %d): %.0f rows/s, %.1f s", Int(total), perBatch,
+                     Double(total) * Double(gateways.count) / seconds, seconds))
+    }
+}
+
 extension FleetProcessTests.Rig {
     struct FleetStatus { var resends: Int; var lag: Int }
 
