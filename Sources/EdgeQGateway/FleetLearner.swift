@@ -198,7 +198,7 @@ public final class FleetLearner: Sendable {
             $0.acked[batch.gateway] = result.acked
         }
         training?.committed(gateway: batch.gateway, acked: result.acked, inserted: result.inserted, fleetLogPath: fleetLogPath)
-        let ack = #"{"gateway":\#(JSONValue.string(batch.gateway).jsonText),"acked":\#(result.acked),"learner":\#(JSONValue.string(config.id).jsonText)}"#
+        let ack = #"{"gateway":\#(JSONValue.string(batch.gateway).jsonText),"log":\#(JSONValue.string(batch.log).jsonText),"acked":\#(result.acked),"learner":\#(JSONValue.string(config.id).jsonText)}"#
         do {
             _ = try client.publish(config.ackTopic(gateway: batch.gateway), ack, qos: .atLeastOnce, retain: true)
         } catch {

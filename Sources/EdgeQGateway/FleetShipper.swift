@@ -56,6 +56,9 @@ public final class FleetShipper: Sendable {
     private let figures = Mutex(Figures())
     /// The highest acknowledgement received (network thread → shipper thread).
     private let latestAck = Atomic<Int64>(0)
+    /// The identity of the log file being shipped (`meta.log_id`); acknowledgements for another
+    /// log file (a replaced one) are ignored.
+    private let shippingLog = Mutex<String>("")
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
@@ -90,8 +93,9 @@ public final class FleetShipper: Sendable {
         ackedRows = registry.counter("edgeq_fleet_rows_acked_total", help: "Log rows a fleet learner acknowledged (the cursor's moves).")
         lag = registry.gauge("edgeq_fleet_lag_rows", help: "Log rows not acknowledged by a fleet learner yet.")
         let initial = Self.loadCursor(cursorURL, topic: config.topic, logger: logger)
-        figures.withLock { $0.acked = initial }
-        latestAck.store(initial, ordering: .relaxed)
+        figures.withLock { $0.acked = initial.acked }
+        latestAck.store(initial.acked, ordering: .relaxed)
+        shippingLog.withLock { $0 = initial.log }
     }
 
     /// The figures now.
@@ -124,7 +128,8 @@ public final class FleetShipper: Sendable {
             logger.error("fleet: cannot subscribe to the acknowledgements", metadata: ["mqtt.topic": "\(ackTopic)", "error": "\(error)"])
         }
         client.start { [self] m in
-            if m.topic == ackTopic, let a = Self.parseAck(m.payload) {
+            if m.topic == ackTopic, let (a, log) = Self.parseAck(m.payload),
+               log == nil || log == shippingLog.withLock({ $0 }) {
                 var seen = latestAck.load(ordering: .relaxed)
                 while a > seen {
                     let (exchanged, now) = latestAck.compareExchange(expected: seen, desired: a, ordering: .relaxed)
@@ -152,34 +157,35 @@ public final class FleetShipper: Sendable {
         client.stop()
     }
 
-    /// `{"acked": N, …}` → N.
-    static func parseAck(_ payload: [UInt8]) -> Int64? {
+    /// `{"acked": N, "log": L, …}` → (N, L).
+    static func parseAck(_ payload: [UInt8]) -> (Int64, String?)? {
         guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
               let n = o["acked"] as? NSNumber else { return nil }
         let v = n.doubleValue
         guard v.isFinite, v >= 0, v < 9e15 else { return nil }
-        return Int64(v)
+        return (Int64(v), o["log"] as? String)
     }
 
     // MARK: - The cursor
 
-    static func loadCursor(_ url: URL, topic: String, logger: Logger) -> Int64 {
-        guard let data = try? Data(contentsOf: url) else { return 0 }
+    /// The cursor and the log file it counts in ("" when not known).
+    static func loadCursor(_ url: URL, topic: String, logger: Logger) -> (acked: Int64, log: String) {
+        guard let data = try? Data(contentsOf: url) else { return (0, "") }
         guard let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let n = o["acked"] as? NSNumber, n.int64Value >= 0 else {
             logger.warning("fleet: the cursor file cannot be read; shipping from the start of the log (the learner drops what it already has)",
                            metadata: ["fleet.cursor": "\(url.path)"])
-            return 0
+            return (0, "")
         }
         if let t = o["topic"] as? String, t != topic {
             logger.notice("fleet: the fleet topic changed; shipping from the start of the log", metadata: ["fleet.was": "\(t)", "fleet.topic": "\(topic)"])
-            return 0
+            return (0, "")
         }
-        return n.int64Value
+        return (n.int64Value, o["log"] as? String ?? "")
     }
 
-    private func saveCursor(_ acked: Int64) throws {
-        let text = #"{"acked":\#(acked),"topic":\#(JSONValue.string(config.topic).jsonText),"gateway":\#(JSONValue.string(gatewayID).jsonText)}"# + "\n"
+    private func saveCursor(_ acked: Int64, log: String) throws {
+        let text = #"{"acked":\#(acked),"log":\#(JSONValue.string(log).jsonText),"topic":\#(JSONValue.string(config.topic).jsonText),"gateway":\#(JSONValue.string(gatewayID).jsonText)}"# + "\n"
         try DurableFile.write(Data(text.utf8), to: cursorURL)
     }
 
@@ -191,8 +197,16 @@ public final class FleetShipper: Sendable {
         let at: UInt64
     }
 
+    /// The inode of the file at `path` (0 when it cannot be read): a replaced log has another.
+    static func inode(_ path: String) -> UInt64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt64(st.st_ino) : 0
+    }
+
     private func loop() {
         var tail: LogTail?
+        var tailInode: UInt64 = 0
+        var log = shippingLog.withLock { $0 }
         var acked = figures.withLock { $0.acked }
         var persisted = acked
         var next = acked                 // rows after this one are not sent yet
@@ -210,6 +224,34 @@ public final class FleetShipper: Sendable {
             if stopping.load(ordering: .relaxed) { break }
             let now = Gateway.now()
 
+            // 0. The log file: opened read-only; opened again when it was replaced (a damaged
+            // file moved aside). Another file counts its rows anew: ship it from its start.
+            if tail != nil && Self.inode(logPath) != tailInode { tail = nil }
+            if tail == nil {
+                do {
+                    let t = try LogTail(path: logPath)
+                    tail = t
+                    tailInode = Self.inode(logPath)
+                    if t.logID != log {
+                        if !log.isEmpty {
+                            logger.notice("fleet: the experience log was replaced; shipping the new log from its start",
+                                          metadata: ["fleet.log": "\(t.logID)", "fleet.was": "\(log)"])
+                        }
+                        if !log.isEmpty {
+                            acked = 0
+                            next = 0
+                            inFlight.removeAll()
+                        }
+                        log = t.logID
+                        shippingLog.withLock { $0 = t.logID }
+                        latestAck.store(acked, ordering: .relaxed)
+                        persisted = -1   // write the cursor with the log's identity
+                    }
+                } catch {
+                    problem = "cannot read the experience log: \(error)"
+                }
+            }
+
             // 1. Acknowledgements move the cursor (durably) and retire the batches they cover.
             let a = latestAck.load(ordering: .relaxed)
             if a > acked {
@@ -222,7 +264,7 @@ public final class FleetShipper: Sendable {
             }
             if acked != persisted {
                 do {
-                    try saveCursor(acked)
+                    try saveCursor(acked, log: log)
                     persisted = acked
                     problem = nil
                 } catch {
@@ -248,13 +290,6 @@ public final class FleetShipper: Sendable {
 
             // 3. New batches while the window has room (only when connected: libmosquitto would
             // keep them in memory, and they are sent again from the cursor after the connect).
-            if tail == nil {
-                do {
-                    tail = try LogTail(path: logPath)
-                } catch {
-                    problem = "cannot read the experience log: \(error)"
-                }
-            }
             var lastID: Int64 = acked
             if let tail, client.state == .connected {
                 do {
@@ -264,7 +299,7 @@ public final class FleetShipper: Sendable {
                         // A part batch waits for the interval (fewer, fuller batches).
                         if rows.count < config.batchRows && now &- lastPartial < intervalNs { break }
                         if rows.count < config.batchRows { lastPartial = now }
-                        let batch = FleetBatch(gateway: gatewayID, origin: acked, after: next, last: last.id, rows: rows)
+                        let batch = FleetBatch(gateway: gatewayID, log: log, origin: acked, after: next, last: last.id, rows: rows)
                         _ = try client.publish(topic, batch.encode(), qos: qos)
                         inFlight.append(Sent(last: last.id, rows: rows.count, at: now))
                         next = last.id

@@ -15,7 +15,7 @@ import Foundation
 /// "EQFB" u16 version=1 u16 flags      flags bit 0: the body is deflated (zlib), preceded by
 ///                                     its u32 length before compression
 /// body:
-/// str gateway   i64 origin   i64 after   i64 last   u32 rowCount
+/// str gateway   str log   i64 origin   i64 after   i64 last   u32 rowCount
 /// u16 setCount  { u16 nameCount { str name } }        signal-name sets used by the rows
 /// rows { i64 id  f64 time  i64 tick  i64 episode  u8 bits  u8 actor  u8 mode
 ///        vec32 state  vec32 nextState  f64 reward  i64 flags  i32 action(-1: none)
@@ -30,6 +30,9 @@ public struct FleetBatch: Sendable, Equatable {
 
     /// The gateway that logged the rows (its mapping's `gateway.id`).
     public var gateway: String
+    /// The identity of the gateway's log file (`meta.log_id`): row ids count within one file, so
+    /// a replaced log (a damaged file moved aside, a wiped data directory) starts a new sequence.
+    public var log: String
     /// The shipper's acknowledged cursor when the batch was made.
     public var origin: Int64
     /// The batch covers rows with `after < id <= last`.
@@ -40,8 +43,9 @@ public struct FleetBatch: Sendable, Equatable {
     public var rows: [LoggedTransition]
 
     /// A batch.
-    public init(gateway: String, origin: Int64, after: Int64, last: Int64, rows: [LoggedTransition]) {
+    public init(gateway: String, log: String = "", origin: Int64, after: Int64, last: Int64, rows: [LoggedTransition]) {
         self.gateway = gateway
+        self.log = log
         self.origin = origin
         self.after = after
         self.last = last
@@ -96,6 +100,7 @@ public struct FleetBatch: Sendable, Equatable {
         var w = ByteWriter()
         w.reserve(64 + rows.count * (64 + (rows.first.map { $0.transition.state.count * 8 } ?? 0)))
         w.string(gateway)
+        w.string(log)
         w.i64(origin)
         w.i64(after)
         w.i64(last)
@@ -172,6 +177,7 @@ public struct FleetBatch: Sendable, Equatable {
             r = ByteReader(Array(bytes[h.at...]))
         }
         let gateway = try r.string()
+        let log = try r.string()
         let origin = try r.i64(), after = try r.i64(), last = try r.i64()
         guard after <= last else { throw FleetBatchError("fleet batch range is empty or reversed (after \(after), last \(last))") }
         let count = Int(try r.u32())
@@ -219,7 +225,7 @@ public struct FleetBatch: Sendable, Equatable {
             rows.append(LoggedTransition(id: id, transition: t, signalNames: names))
         }
         guard r.remaining == 0 else { throw FleetBatchError("\(r.remaining) bytes after the last row") }
-        return FleetBatch(gateway: gateway, origin: origin, after: after, last: last, rows: rows)
+        return FleetBatch(gateway: gateway, log: log, origin: origin, after: after, last: last, rows: rows)
     }
 }
 

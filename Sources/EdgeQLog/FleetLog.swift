@@ -10,6 +10,8 @@ public final class LogTail {
     private let db: SQLiteConnection
     private var sets: [Int64: [String]] = [:]
     private let select: SQLiteStatement
+    /// The log file's identity (`meta.log_id`; empty for a file no current build has opened).
+    public let logID: String
 
     /// Opens `path` read-only.
     ///
@@ -20,6 +22,7 @@ public final class LogTail {
         }
         db = try SQLiteConnection(path: path, create: false, readOnly: true)
         select = try db.prepare("\(Schema.select) WHERE id > ? ORDER BY id LIMIT ?")
+        logID = try db.scalarText("SELECT value FROM meta WHERE key='log_id'") ?? ""
     }
 
     /// The rows with id greater than `after`, oldest first, at most `limit` of them, each with
@@ -72,7 +75,8 @@ public struct FleetIngestResult: Sendable, Equatable {
 }
 
 /// The fleet learner's log: every gateway's shipped transitions in one SQLite file (WAL),
-/// keyed by (gateway, row id) so that a batch received twice is stored once.
+/// keyed by (gateway, log file identity, row id) so that a batch received twice is stored once
+/// and a replaced gateway log's new rows are never taken for the old ones.
 ///
 /// Several learner processes on one host may open the same file: each batch is one
 /// `BEGIN IMMEDIATE` transaction (SQLite serialises them; the busy timeout is 5 s), and the
@@ -102,6 +106,7 @@ public final class FleetLog {
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS fleet_transitions (
             gateway       TEXT    NOT NULL,
+            log           TEXT    NOT NULL,
             row_id        INTEGER NOT NULL,
             learner       TEXT    NOT NULL,
             time          REAL    NOT NULL,
@@ -124,22 +129,26 @@ public final class FleetLog {
             signals       BLOB,
             next_signals  BLOB,
             signal_set    INTEGER,
-            PRIMARY KEY (gateway, row_id)
+            PRIMARY KEY (gateway, log, row_id)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS signal_sets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
         CREATE TABLE IF NOT EXISTS fleet_gateways (
-            gateway    TEXT PRIMARY KEY,
+            gateway    TEXT    NOT NULL,
+            log        TEXT    NOT NULL,
+            first_seen REAL    NOT NULL,
             acked      INTEGER NOT NULL,
             rows       INTEGER NOT NULL DEFAULT 0,
             duplicates INTEGER NOT NULL DEFAULT 0,
             batches    INTEGER NOT NULL DEFAULT 0,
-            updated    REAL    NOT NULL
+            updated    REAL    NOT NULL,
+            PRIMARY KEY (gateway, log)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS fleet_pending (
             gateway  TEXT    NOT NULL,
+            log      TEXT    NOT NULL,
             after_id INTEGER NOT NULL,
             last_id  INTEGER NOT NULL,
-            PRIMARY KEY (gateway, after_id, last_id)
+            PRIMARY KEY (gateway, log, after_id, last_id)
         ) WITHOUT ROWID;
         """
 
@@ -167,14 +176,14 @@ public final class FleetLog {
             try? db.execute("ROLLBACK")
             throw error
         }
-        // The 20 log columns bound by `Schema.bind` at 1…20, then gateway, row id, learner.
-        insert = try db.prepare("INSERT OR IGNORE INTO fleet_transitions (\(Schema.columns), gateway, row_id, learner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-        readGateway = try db.prepare("SELECT acked FROM fleet_gateways WHERE gateway = ?")
-        addGateway = try db.prepare("INSERT INTO fleet_gateways (gateway, acked, updated) VALUES (?, ?, ?)")
-        updateGateway = try db.prepare("UPDATE fleet_gateways SET acked = ?, rows = rows + ?, duplicates = duplicates + ?, batches = batches + 1, updated = ? WHERE gateway = ?")
-        addPending = try db.prepare("INSERT OR IGNORE INTO fleet_pending (gateway, after_id, last_id) VALUES (?, ?, ?)")
-        nextPending = try db.prepare("SELECT max(last_id) FROM fleet_pending WHERE gateway = ? AND after_id <= ?")
-        dropPending = try db.prepare("DELETE FROM fleet_pending WHERE gateway = ? AND last_id <= ?")
+        // The 20 log columns bound by `Schema.bind` at 1…20, then gateway, row id, learner, log.
+        insert = try db.prepare("INSERT OR IGNORE INTO fleet_transitions (\(Schema.columns), gateway, row_id, learner, log) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        readGateway = try db.prepare("SELECT acked FROM fleet_gateways WHERE gateway = ? AND log = ?")
+        addGateway = try db.prepare("INSERT INTO fleet_gateways (gateway, log, acked, first_seen, updated) VALUES (?, ?, ?, ?, ?)")
+        updateGateway = try db.prepare("UPDATE fleet_gateways SET acked = ?, rows = rows + ?, duplicates = duplicates + ?, batches = batches + 1, updated = ? WHERE gateway = ? AND log = ?")
+        addPending = try db.prepare("INSERT OR IGNORE INTO fleet_pending (gateway, log, after_id, last_id) VALUES (?, ?, ?, ?)")
+        nextPending = try db.prepare("SELECT max(last_id) FROM fleet_pending WHERE gateway = ? AND log = ? AND after_id <= ?")
+        dropPending = try db.prepare("DELETE FROM fleet_pending WHERE gateway = ? AND log = ? AND last_id <= ?")
     }
 
     /// Opens `DIR/fleet.sqlite`.
@@ -198,6 +207,7 @@ public final class FleetLog {
             let now = Date().timeIntervalSince1970
             readGateway.reset()
             readGateway.bind(1, batch.gateway)
+            readGateway.bind(2, batch.log)
             var acked: Int64
             if try readGateway.step() {
                 acked = readGateway.int64(0)
@@ -207,8 +217,10 @@ public final class FleetLog {
                 acked = batch.origin
                 addGateway.reset()
                 addGateway.bind(1, batch.gateway)
-                addGateway.bind(2, acked)
-                addGateway.bind(3, now)
+                addGateway.bind(2, batch.log)
+                addGateway.bind(3, acked)
+                addGateway.bind(4, now)
+                addGateway.bind(5, now)
                 _ = try addGateway.step()
             }
             // The shipper's cursor only moves on an acknowledgement of this file's mark; one
@@ -221,6 +233,7 @@ public final class FleetLog {
                 insert.bind(21, batch.gateway)
                 insert.bind(22, r.id)
                 insert.bind(23, learner)
+                insert.bind(24, batch.log)
                 _ = try insert.step()
                 if sqlite3_changes(db.handle) > 0 { inserted += 1 } else { duplicates += 1 }
             }
@@ -230,21 +243,24 @@ public final class FleetLog {
             } else {
                 addPending.reset()
                 addPending.bind(1, batch.gateway)
-                addPending.bind(2, batch.after)
-                addPending.bind(3, batch.last)
+                addPending.bind(2, batch.log)
+                addPending.bind(3, batch.after)
+                addPending.bind(4, batch.last)
                 _ = try addPending.step()
             }
             while true {
                 nextPending.reset()
                 nextPending.bind(1, batch.gateway)
-                nextPending.bind(2, acked)
+                nextPending.bind(2, batch.log)
+                nextPending.bind(3, acked)
                 guard try nextPending.step(), !nextPending.isNull(0), nextPending.int64(0) > acked else { break }
                 acked = nextPending.int64(0)
             }
             nextPending.reset()
             dropPending.reset()
             dropPending.bind(1, batch.gateway)
-            dropPending.bind(2, acked)
+            dropPending.bind(2, batch.log)
+            dropPending.bind(3, acked)
             _ = try dropPending.step()
             updateGateway.reset()
             updateGateway.bind(1, acked)
@@ -252,6 +268,7 @@ public final class FleetLog {
             updateGateway.bind(3, Int64(duplicates))
             updateGateway.bind(4, now)
             updateGateway.bind(5, batch.gateway)
+            updateGateway.bind(6, batch.log)
             _ = try updateGateway.step()
             try db.execute("COMMIT")
             return FleetIngestResult(inserted: inserted, duplicates: duplicates, acked: acked)
@@ -270,10 +287,13 @@ public final class FleetLog {
         return (id, names.count)
     }
 
-    /// One gateway's figures in the fleet log.
+    /// One gateway log's figures in the fleet log (a gateway whose log was replaced has one
+    /// entry per log file).
     public struct GatewaySummary: Sendable, Equatable {
         /// The gateway id.
         public var gateway: String
+        /// The identity of the gateway's log file (`meta.log_id` there).
+        public var log: String
         /// Its high-water mark (acknowledged row id).
         public var acked: Int64
         /// Rows stored, by every learner sharing the file.
@@ -284,25 +304,31 @@ public final class FleetLog {
         public var batches: Int64
     }
 
-    /// Every gateway's figures, by gateway id.
+    /// Every gateway log's figures, by gateway id, then the order its logs were first seen.
     ///
     /// - Throws: `LogError` `.query`.
     public func gateways() throws(LogError) -> [GatewaySummary] {
-        let s = try db.prepare("SELECT gateway, acked, rows, duplicates, batches FROM fleet_gateways ORDER BY gateway")
+        let s = try db.prepare("SELECT gateway, log, acked, rows, duplicates, batches FROM fleet_gateways ORDER BY gateway, first_seen")
         var out: [GatewaySummary] = []
         while try s.step() {
-            out.append(GatewaySummary(gateway: s.text(0), acked: s.int64(1), rows: s.int64(2), duplicates: s.int64(3), batches: s.int64(4)))
+            out.append(GatewaySummary(gateway: s.text(0), log: s.text(1), acked: s.int64(2), rows: s.int64(3), duplicates: s.int64(4), batches: s.int64(5)))
         }
         return out
     }
 
-    /// The rows of `gateway`, in row-id order (`id` is the gateway's own log row id).
+    /// The rows of `gateway` (of its log `log`, or of all its logs in the order they were first
+    /// seen), in row-id order within a log (`id` is the row id in the gateway's log file).
     ///
     /// - Throws: `LogError` `.query`.
-    public func transitions(gateway: String) throws(LogError) -> [LoggedTransition] {
+    public func transitions(gateway: String, log: String? = nil) throws(LogError) -> [LoggedTransition] {
         let sets = try Schema.signalSets(db)
-        let s = try db.prepare("SELECT row_id, \(Schema.columns) FROM fleet_transitions WHERE gateway = ? ORDER BY row_id")
+        let cols = Schema.columns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+        let s = try db.prepare("""
+            SELECT t.row_id, \(cols) FROM fleet_transitions t JOIN fleet_gateways g ON g.gateway = t.gateway AND g.log = t.log
+            WHERE t.gateway = ?1 AND (?2 IS NULL OR t.log = ?2) ORDER BY g.first_seen, t.log, t.row_id
+            """)
         s.bind(1, gateway)
+        s.bind(2, log)
         var out: [LoggedTransition] = []
         while try s.step() { out.append(Schema.read(s, signalSets: sets)) }
         return out

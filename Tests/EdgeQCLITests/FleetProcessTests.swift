@@ -119,8 +119,15 @@ import Testing
 
         func fleet() throws -> FleetLog { try FleetLog(dataDirectory: learnerData.path) }
 
+        /// The identity of gateway `id`'s log file now.
+        func currentLog(_ id: String) -> String {
+            (try? LogTail(path: data(id).appendingPathComponent(ExperienceLog.defaultFileName).path).logID) ?? "?"
+        }
+
+        /// The fleet log's high-water mark for gateway `id`'s current log file.
         func acked(_ id: String) -> Int64 {
-            ((try? fleet().gateways()) ?? []).first { $0.gateway == id }?.acked ?? -1
+            let log = currentLog(id)
+            return ((try? fleet().gateways()) ?? []).first { $0.gateway == id && $0.log == log }?.acked ?? -1
         }
 
         /// The gateway's durable cursor.
@@ -141,7 +148,7 @@ import Testing
         @discardableResult
         func expectSameRows(_ id: String) throws -> Int {
             let mine = try gatewayRows(id)
-            let theirs = try fleet().transitions(gateway: id)
+            let theirs = try fleet().transitions(gateway: id, log: currentLog(id))
             #expect(theirs.count == mine.count, "gateway \(id): \(mine.count) rows in its log, \(theirs.count) in the fleet log")
             #expect(Set(theirs.map(\.id)).count == theirs.count, "a row id twice in the fleet log")
             let firstDifference = zip(mine, theirs).first { $0.0 != $0.1 }
@@ -259,6 +266,33 @@ import Testing
         let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "o" })
         #expect(summary.rows == 250)
         rig.stopGateway("o")
+    }
+
+    /// The gateway's log replaced while the cursor stays (the damaged-log path moves the file
+    /// aside; here it is deleted while the gateway is stopped): the new file's rows count from 1
+    /// again, and are shipped and stored as a new sequence beside the old one, none dropped.
+    @Test func aReplacedLogIsShippedFromItsStartBesideTheOldOne() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("r")
+        try rig.drive("r", count: 101, firstOfRun: true)
+        try rig.waitShipped("r")
+        let oldLog = rig.currentLog("r")
+        rig.stopGateway("r")
+        #expect(rig.cursor("r") == 100)
+        for suffix in ["", "-wal", "-shm"] {
+            try? FileManager.default.removeItem(at: rig.data("r").appendingPathComponent(ExperienceLog.defaultFileName + suffix))
+        }
+        try rig.startGateway("r")
+        try rig.drive("r", count: 61, firstOfRun: true)
+        #expect(rig.currentLog("r") != oldLog)
+        try rig.waitShipped("r")
+        #expect(try rig.expectSameRows("r") == 60)
+        let summaries = try rig.fleet().gateways().filter { $0.gateway == "r" }
+        #expect(summaries.map(\.log) == [oldLog, rig.currentLog("r")])
+        #expect(summaries.map(\.rows) == [100, 60])
+        #expect(try rig.fleet().transitions(gateway: "r").count == 160)
+        rig.stopGateway("r")
     }
 
     /// Two learners in one group on one fleet log file (SQLite serialises their commits): both

@@ -78,6 +78,14 @@ import Testing
         let s = try #require(try log.gateways().first)
         #expect(s.acked == 30 && s.rows == 30 && s.duplicates == 15 && s.batches == 4)
         #expect(try log.rowsByLearner() == ["a": 20, "b": 10])
+        #expect(try FleetBatch.decode(FleetBatch(gateway: "g", log: "L", origin: 0, after: 0, last: 0, rows: []).encode()).log == "L")
+        // The same gateway's replaced log (another identity) is a sequence of its own: its row ids
+        // 1–10 are new rows, not copies of the old file's.
+        var replaced = batch(0..<10)
+        replaced.log = "second-file"
+        #expect(try log.ingest(replaced, learner: "a") == FleetIngestResult(inserted: 10, duplicates: 0, acked: 10))
+        #expect(try log.gateways().map(\.log) == ["", "second-file"])
+        #expect(try log.transitions(gateway: "g").count == 40 && log.transitions(gateway: "g", log: "second-file").count == 10)
         // A gateway first seen by a fresh fleet log starts at the batch's origin (its cursor).
         let fresh = try FleetLog(path: dir.path + "/other.sqlite")
         #expect(try fresh.ingest(batch(20..<30, origin: 20), learner: "a").acked == 30)
