@@ -223,6 +223,7 @@ public final class FleetShipper: Sendable {
             _ = wake.wait(timeout: .now() + min(config.interval, 0.5))
             if stopping.load(ordering: .relaxed) { break }
             let now = Gateway.now()
+            problem = nil   // what goes wrong in this round, if anything
 
             // 0. The log file: opened read-only; opened again when it was replaced (a damaged
             // file moved aside). Another file counts its rows anew: ship it from its start.
@@ -266,7 +267,6 @@ public final class FleetShipper: Sendable {
                 do {
                     try saveCursor(acked, log: log)
                     persisted = acked
-                    problem = nil
                 } catch {
                     problem = "cannot write the cursor \(cursorURL.path): \(error)"
                     logger.error("fleet: \(problem ?? "")")

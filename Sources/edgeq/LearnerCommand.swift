@@ -17,7 +17,10 @@ struct LearnerCommand: ParsableCommand {
             the commit publishes the gateway's high-water mark, retained, on <fleet>/ack/<gateway>. \
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
             under way, publish the offline status and exit 0. Training on the fleet log is not \
-            built yet. See docs/fleet.md.
+            built yet. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
+            file (FILE:LINE:COL lines); 66 an unreadable file; 74 the data directory or fleet log \
+            cannot be created or opened; 69 the broker cannot be reached, the metrics port is taken. \
+            See docs/fleet.md.
             """
     )
 
@@ -57,8 +60,10 @@ struct LearnerCommand: ParsableCommand {
             learner = try FleetLearner(config: cfg, broker: broker ?? cfg.broker ?? "mqtt://127.0.0.1:1883", dataDirectory: dir,
                                        metricsPort: metricsPort ?? cfg.metricsPort)
         } catch {
+            // GatewayError carries only its message; these two are FleetLearner.init's file problems.
             let text = "\(error)"
-            throw CLIFailure(text.hasPrefix("cannot") && !text.hasPrefix("cannot reach") ? .io : .unavailable, "learner: \(text)")
+            let file = text.hasPrefix("cannot create the data directory") || text.hasPrefix("cannot open the fleet log")
+            throw CLIFailure(file ? .io : .unavailable, "learner: \(text)")
         }
         if let port = learner.metricsPort {
             FileHandle.standardError.write(Data("metrics on http://127.0.0.1:\(port)/metrics\n".utf8))

@@ -295,6 +295,19 @@ import Testing
         rig.stopGateway("r")
     }
 
+    /// A bad learner file is refused like a bad mapping: every problem with its line, exit 65.
+    @Test func theLearnerRefusesABadFileWithItsLines() throws {
+        let dir = try TempDir()
+        let file = dir.url.appendingPathComponent("fleet.yaml").path
+        try "fleet: fleet/t\ngroup: a/b\nid: l1\nstatus_intervall: 5s\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try EdgeQBinary.run(["learner", "--config", file, "--data", dir.url.path, "--broker", "mqtt://127.0.0.1:1"], timeout: 60)
+        #expect(r.code == 65, "\(r.code): \(r.stderr)")
+        #expect(r.stderr.contains("\(file):2:8: group 'a/b' may contain only letters"), "\(r.stderr)")
+        #expect(r.stderr.contains("\(file):4:1: unknown key 'status_intervall'") && r.stderr.contains("did you mean 'status_interval'?"), "\(r.stderr)")
+        let noData = try EdgeQBinary.run(["learner", "--config", file], timeout: 60)
+        #expect(noData.code == 65, "the file is checked before the data directory: \(noData.stderr)")
+    }
+
     /// Two learners in one group on one fleet log file (SQLite serialises their commits): both
     /// store some batches, and the union is every row of both gateways, once.
     @Test func twoLearnersShareTheLoadWithNoDuplicateAndNoGap() throws {
