@@ -13,7 +13,7 @@ struct LearnerCommand: ParsableCommand {
         discussion: """
             Subscribes to $share/<group>/<fleet>/experience/+ (MQTT 5 shared subscription: the \
             learners of one group share the batches), stores each batch in DATA/fleet.sqlite \
-            (one row per gateway and log row id: a batch received twice is stored once), and after \
+            (one row per gateway, log file and row id: a batch received twice is stored once), and after \
             the commit publishes the gateway's high-water mark, retained, on <fleet>/ack/<gateway>. \
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
             under way, publish the offline status and exit 0. Training on the fleet log is not \

@@ -25,6 +25,7 @@ import Testing
         var learners: [String: ChildProcess] = [:]
         var steps: [String: Int] = [:]
         var runs = 0
+        var metricsPorts: [String: UInt16] = [:]
 
         init() throws {
             dir = try TempDir()
@@ -57,7 +58,9 @@ import Testing
             let file = dir.url.appendingPathComponent("\(id).yaml").path
             try mapping(id, batchRows: batchRows, ackTimeout: ackTimeout).write(toFile: file, atomically: true, encoding: .utf8)
             while plant.receive(timeout: 0) != nil {}
-            gateways[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", data(id).path],
+            metricsPorts[id] = try FreePort.find()
+            gateways[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", data(id).path,
+                                                               "--metrics-port", String(metricsPorts[id] ?? 0)],
                                             stderrPath: "\(logs)/gw-\(id)-\(runs).log")
             try #require(waitOnline(id), "gateway \(id) never came online:\n\(processLogs())")
         }
@@ -85,7 +88,9 @@ import Testing
             while plant.receive(timeout: 0) != nil {}
             let watcher = try plantClient(broker, "fleet/t/learner/\(name)/status")
             defer { watcher.stop() }
-            learners[name] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", broker.url, "--data", learnerData.path],
+            metricsPorts[name] = try FreePort.find()
+            learners[name] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", broker.url, "--data", learnerData.path,
+                                                                 "--metrics-port", String(metricsPorts[name] ?? 0)],
                                               stderrPath: "\(logs)/learner-\(name)-\(runs).log")
             let online = eventually(timeout: 60) {
                 guard let m = watcher.receive(timeout: 0.2) else { return false }
@@ -157,6 +162,15 @@ import Testing
             return mine.count
         }
 
+        /// The value of metric line `name` (exact, labels included) of process `who`.
+        func metric(_ who: String, _ name: String) -> Double? {
+            let text = (try? ChildProcess.run("curl", ["-s", "http://127.0.0.1:\(metricsPorts[who] ?? 0)/metrics"], timeout: 10).stdout) ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+                return Double(line.dropFirst(name.count + 1))
+            }
+            return nil
+        }
+
         func processLogs() -> String {
             let files = (try? FileManager.default.contentsOfDirectory(atPath: logs).filter { $0.hasSuffix(".log") }.sorted()) ?? []
             return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: "\(logs)/\(f)", encoding: .utf8)) ?? "").suffix(3000) }
@@ -176,6 +190,13 @@ import Testing
         let summary = try #require(try rig.fleet().gateways().first { $0.gateway == "a" })
         #expect(summary.rows == Int64(n), "rows stored: \(summary.rows)")
         print("fleet: \(n) rows shipped once; duplicates dropped: \(summary.duplicates), batches: \(summary.batches)")
+        // Both ends count it: the gateway's acknowledged rows and lag, the learner's rows and mark.
+        #expect(eventually(timeout: 30) { rig.metric("a", "edgeq_fleet_rows_acked_total") == Double(n) })
+        #expect(rig.metric("a", "edgeq_fleet_lag_rows") == 0)
+        #expect((rig.metric("a", "edgeq_fleet_rows_shipped_total") ?? 0) >= Double(n))
+        #expect(rig.metric("l1", "edgeq_learner_rows_ingested_total") == Double(n))
+        #expect(rig.metric("l1", "edgeq_learner_duplicates_total") == Double(summary.duplicates))
+        #expect(rig.metric("l1", #"edgeq_learner_gateway_acked{gateway="a"}"#) == Double(n))
         rig.stopGateway("a")
         #expect(rig.learners["l1"]?.stop(grace: 30) == 0, "the learner did not stop in order on SIGTERM:\n\(rig.processLogs())")
     }
