@@ -275,8 +275,12 @@ struct ByteReader {
     mutating func bytes(_ n: Int) throws(FleetBatchError) -> [UInt8] { Array(try take(n)) }
     mutating func u8() throws(FleetBatchError) -> UInt8 { try take(1).first ?? 0 }
     mutating func uint(_ n: Int) throws(FleetBatchError) -> UInt64 {
+        guard n >= 0, n <= 8, n <= remaining else { throw FleetBatchError("the batch ends early (byte \(at), \(n) more needed)") }
         var v: UInt64 = 0
-        for (i, b) in try take(n).enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+        data.withUnsafeBufferPointer { b in
+            for i in 0..<n { v |= UInt64(b[at + i]) << (8 * UInt64(i)) }
+        }
+        at += n
         return v
     }
     mutating func u16() throws(FleetBatchError) -> UInt16 { UInt16(try uint(2)) }
@@ -292,15 +296,20 @@ struct ByteReader {
     }
     mutating func floats() throws(FleetBatchError) -> [Float] {
         let n = Int(try u16())
-        var out: [Float] = []
-        out.reserveCapacity(n)
-        for _ in 0..<n { out.append(Float(bitPattern: try u32())) }
-        return out
+        guard n * 4 <= remaining else { throw FleetBatchError("the batch ends early (byte \(at), \(n * 4) more needed)") }
+        let start = at
+        at += n * 4
+        // One bounds check for the vector, then unaligned little-endian loads.
+        return data.withUnsafeBytes { raw in
+            (0..<n).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: start + 4 * $0, as: UInt32.self))) }
+        }
     }
     mutating func doubles(_ n: Int) throws(FleetBatchError) -> [Double] {
-        var out: [Double] = []
-        out.reserveCapacity(n)
-        for _ in 0..<n { out.append(try f64()) }
-        return out
+        guard n >= 0, n * 8 <= remaining else { throw FleetBatchError("the batch ends early (byte \(at), \(n * 8) more needed)") }
+        let start = at
+        at += n * 8
+        return data.withUnsafeBytes { raw in
+            (0..<n).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: start + 8 * $0, as: UInt64.self))) }
+        }
     }
 }
