@@ -61,7 +61,8 @@ public final class FleetLearner: Sendable {
     /// MQTT client (clean session, client id `edgeq-learner-<id>`, Last Will: offline status).
     ///
     /// - Throws: `GatewayError` for a data directory or fleet log that cannot be created or
-    ///   opened, a broker URL that is not usable, a metrics port that cannot be bound.
+    ///   opened, a broker URL that is not usable, a secret (user name, password) that cannot be
+    ///   read, a metrics port that cannot be bound.
     public init(config: FleetLearnerConfig, broker: String, dataDirectory: String, metricsPort: UInt16? = nil,
                 training: (any FleetTraining)? = nil, logger: Logger = Logger(label: "edgeq.learner")) throws {
         self.config = config
@@ -80,11 +81,16 @@ public final class FleetLearner: Sendable {
         }
         do {
             var c = try MQTTConfiguration(url: broker, clientID: "edgeq-learner-\(config.id)")
+            if let u = config.username { c.username = try BrokerConnection.resolveSecret(u) }
+            if let p = config.password { c.password = Secret(try BrokerConnection.resolveSecret(p)) }
+            if let t = config.tls { c.tls = TLSConfiguration(caFile: t.caFile, certificateFile: t.certFile, keyFile: t.keyFile) }
             c.session = .clean
             c.inboundCapacity = 4096
             c.will = LastWill(topic: config.statusTopic, payload: Array(#"{"state":"offline","reason":"connection lost"}"#.utf8),
                               qos: .atLeastOnce, retain: true)
             client = try MQTTClient(c, logger: logger)
+        } catch let e as GatewayError {
+            throw e
         } catch {
             throw GatewayError("MQTT: \(error)")
         }

@@ -13,6 +13,9 @@ import Yams
 /// data: /var/lib/edgeq-learner
 /// status_interval: 5s
 /// metrics_port: 9465
+/// username: {env: LEARNER_USER}          # like the mapping's gateway section
+/// password: {file: /run/secrets/learner}
+/// tls: {ca: /etc/ssl/ca.pem}
 /// ```
 public struct FleetLearnerConfig: Sendable, Equatable {
     /// The fleet topic prefix (the gateways' `fleet.topic`).
@@ -29,6 +32,12 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     public var statusInterval: Double = 5
     /// The Prometheus endpoint's port (nil: none; the command line's `--metrics-port` wins).
     public var metricsPort: UInt16?
+    /// The broker user name, by reference (as in the mapping's `gateway` section).
+    public var username: SecretReference?
+    /// The broker password, by reference.
+    public var password: SecretReference?
+    /// TLS files for an `mqtts://` broker.
+    public var tls: TLSConfig?
 
     /// A configuration with the defaults.
     public init(fleet: String, group: String, id: String) {
@@ -77,7 +86,7 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     }
 
     static func read(_ root: Node, _ r: NodeReader) -> FleetLearnerConfig? {
-        guard let f = r.mapping(root, "the fleet learner file", known: ["fleet", "group", "id", "broker", "data", "status_interval", "metrics_port"],
+        guard let f = r.mapping(root, "the fleet learner file", known: ["fleet", "group", "id", "broker", "data", "status_interval", "metrics_port", "username", "password", "tls"],
                                 required: ["fleet", "group", "id"]) else { return nil }
         func word(_ key: String, _ what: String) -> String? {
             guard let n = f[key], let s = r.string(n, what) else { return nil }
@@ -110,12 +119,28 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         let data = f["data"].flatMap { r.string($0, "data") }
         let interval = f["status_interval"].flatMap { r.duration($0, "status_interval") }
         let port = f["metrics_port"].flatMap { r.int($0, "metrics_port", min: 0, max: 65535) }
+        // Credentials and TLS read exactly as the mapping's gateway section reads them.
+        let b = Builder(r: r)
+        let username = f["username"].flatMap { b.secret($0, "username") }
+        let password = f["password"].flatMap { b.secret($0, "password") }
+        var tls: TLSConfig?
+        if let n = f["tls"], let t = r.mapping(n, "tls", known: ["ca", "cert", "key"]) {
+            var c = TLSConfig()
+            if let v = t["ca"] { c.caFile = r.string(v, "tls ca") }
+            if let v = t["cert"] { c.certFile = r.string(v, "tls cert") }
+            if let v = t["key"] { c.keyFile = r.string(v, "tls key") }
+            if (c.certFile == nil) != (c.keyFile == nil) { r.error(n, "tls: give both 'cert' and 'key' for a client certificate, or neither") }
+            tls = c
+        }
         guard let fleet, let group, let id else { return nil }
         var c = FleetLearnerConfig(fleet: fleet, group: group, id: id)
         c.broker = broker
         c.data = data
         if let interval { c.statusInterval = interval }
         c.metricsPort = port.map { UInt16($0) }
+        c.username = username
+        c.password = password
+        c.tls = tls
         return c
     }
 }

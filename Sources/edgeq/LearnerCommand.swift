@@ -18,7 +18,7 @@ struct LearnerCommand: ParsableCommand {
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
             under way, publish the offline status and exit 0. Training on the fleet log is not \
             built yet. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
-            file (FILE:LINE:COL lines); 66 an unreadable file; 74 the data directory or fleet log \
+            file (FILE:LINE:COL lines); 66 an unreadable file or secret; 74 the data directory or fleet log \
             cannot be created or opened; 69 the broker cannot be reached, the metrics port is taken. \
             See docs/fleet.md.
             """
@@ -63,7 +63,8 @@ struct LearnerCommand: ParsableCommand {
             // GatewayError carries only its message; these two are FleetLearner.init's file problems.
             let text = "\(error)"
             let file = text.hasPrefix("cannot create the data directory") || text.hasPrefix("cannot open the fleet log")
-            throw CLIFailure(file ? .io : .unavailable, "learner: \(text)")
+            let secret = text.hasPrefix("the environment variable") || text.hasPrefix("cannot read the secret file")
+            throw CLIFailure(file ? .io : secret ? .noInput : .unavailable, "learner: \(text)")
         }
         if let port = learner.metricsPort {
             FileHandle.standardError.write(Data("metrics on http://127.0.0.1:\(port)/metrics\n".utf8))

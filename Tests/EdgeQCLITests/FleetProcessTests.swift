@@ -329,6 +329,38 @@ import Testing
         #expect(noData.code == 65, "the file is checked before the data directory: \(noData.stderr)")
     }
 
+    /// The learner's credentials by reference (a file and an environment variable), on a broker
+    /// that refuses anonymous clients: it comes online; without its variable it exits 66.
+    @Test func theLearnerConnectsWithItsCredentials() throws {
+        let broker = try MosquittoBroker(auth: .passwords(["learner": "pw-learner", "watch": "pw-watch"]))
+        let dir = try TempDir()
+        let user = dir.url.appendingPathComponent("user").path
+        try "learner\n".write(toFile: user, atomically: true, encoding: .utf8)
+        let file = dir.url.appendingPathComponent("fleet.yaml").path
+        try "fleet: fleet/t\ngroup: g\nid: l1\nusername: {file: \(user)}\npassword: {env: EDGEQ_TEST_LEARNER_PW}\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        var cfg = try MQTTConfiguration(url: broker.url, clientID: "watch-\(UUID().uuidString.prefix(6))")
+        cfg.username = "watch"
+        cfg.password = Secret("pw-watch")
+        let watcher = try MQTTClient(cfg)
+        try watcher.subscribe("fleet/t/learner/l1/status", qos: .atLeastOnce)
+        watcher.start()
+        defer { watcher.stop() }
+        try watcher.waitUntilConnected(timeout: 10)
+        let log = dir.url.appendingPathComponent("learner.log").path
+        let learner = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--data", dir.url.appendingPathComponent("d").path, "--broker", broker.url],
+                                       stderrPath: log, environment: ["EDGEQ_TEST_LEARNER_PW": "pw-learner"])
+        defer { _ = learner.stop(grace: 10) }
+        let online = eventually(timeout: 60) {
+            guard let m = watcher.receive(timeout: 0.2) else { return false }
+            return String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#)
+        }
+        #expect(online, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")\n\(broker.log())")
+        #expect(learner.stop(grace: 30) == 0)
+        let missing = try EdgeQBinary.run(["learner", "--config", file, "--data", dir.url.path, "--broker", broker.url], timeout: 60)
+        #expect(missing.code == 66 && missing.stderr.contains("EDGEQ_TEST_LEARNER_PW"), "\(missing.code): \(missing.stderr)")
+    }
+
     /// Two learners in one group on one fleet log file (SQLite serialises their commits): both
     /// store some batches, and the union is every row of both gateways, once.
     @Test func twoLearnersShareTheLoadWithNoDuplicateAndNoGap() throws {

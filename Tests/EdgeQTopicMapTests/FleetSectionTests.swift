@@ -50,7 +50,15 @@ import Testing
         let c = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: g1\nid: l-1\nstatus_interval: 2s\nmetrics_port: 0\n")
         #expect(c.subscription == "$share/g1/fleet/ahu/experience/+")
         #expect(c.ackTopic(gateway: "a") == "fleet/ahu/ack/a" && c.statusTopic == "fleet/ahu/learner/l-1/status")
-        #expect(c.statusInterval == 2 && c.metricsPort == 0 && c.broker == nil && c.data == nil)
+        #expect(c.statusInterval == 2 && c.metricsPort == 0 && c.broker == nil && c.data == nil && c.username == nil && c.tls == nil)
+        let secured = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nusername: {env: U}\npassword: {file: /p}\ntls: {ca: /ca.pem}\n")
+        #expect(secured.username == .environment("U") && secured.password == .file("/p") && secured.tls?.caFile == "/ca.pem")
+        do {
+            _ = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\npassword: hunter2\n", file: "f.yaml")
+            Issue.record("an inline password was accepted")
+        } catch {
+            #expect(error.diagnostics.map(\.line) == [4] && error.diagnostics.first?.message.contains("must not be written inline") == true)
+        }
         do {
             _ = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: a/b\nid: l1\nbroker: http://x\ngrup: 1\n", file: "f.yaml")
             Issue.record("an invalid learner file was accepted")
