@@ -54,11 +54,10 @@ public final class FleetShipper: Sendable {
     let client: MQTTClient
     let logger: Logger
     private let figures = Mutex(Figures())
-    /// The highest acknowledgement received (network thread → shipper thread).
-    private let latestAck = Atomic<Int64>(0)
-    /// The identity of the log file being shipped (`meta.log_id`); acknowledgements for another
-    /// log file (a replaced one) are ignored.
-    private let shippingLog = Mutex<String>("")
+    /// The identity of the log file being shipped (`meta.log_id`) and the highest
+    /// acknowledgement received for it (network thread → shipper thread); one lock, so an
+    /// acknowledgement for a replaced log can never land on the new one's count.
+    private let ack = Mutex<(log: String, acked: Int64)>(("", 0))
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
@@ -94,8 +93,7 @@ public final class FleetShipper: Sendable {
         lag = registry.gauge("edgeq_fleet_lag_rows", help: "Log rows not acknowledged by a fleet learner yet.")
         let initial = Self.loadCursor(cursorURL, topic: config.topic, logger: logger)
         figures.withLock { $0.acked = initial.acked }
-        latestAck.store(initial.acked, ordering: .relaxed)
-        shippingLog.withLock { $0 = initial.log }
+        ack.withLock { $0 = (initial.log, initial.acked) }
     }
 
     /// The figures now.
@@ -128,15 +126,13 @@ public final class FleetShipper: Sendable {
             logger.error("fleet: cannot subscribe to the acknowledgements", metadata: ["mqtt.topic": "\(ackTopic)", "error": "\(error)"])
         }
         client.start { [self] m in
-            if m.topic == ackTopic, let (a, log) = Self.parseAck(m.payload),
-               log == nil || log == shippingLog.withLock({ $0 }) {
-                var seen = latestAck.load(ordering: .relaxed)
-                while a > seen {
-                    let (exchanged, now) = latestAck.compareExchange(expected: seen, desired: a, ordering: .relaxed)
-                    if exchanged { break }
-                    seen = now
+            if m.topic == ackTopic, let (a, log) = Self.parseAck(m.payload) {
+                let moved = ack.withLock { s -> Bool in
+                    guard log == nil || log == s.log, a > s.acked else { return false }
+                    s.acked = a
+                    return true
                 }
-                wake.signal()
+                if moved { wake.signal() }
             }
             return true
         }
@@ -191,9 +187,9 @@ public final class FleetShipper: Sendable {
 
     // MARK: - The thread
 
+    /// A batch waiting for its acknowledgement: its last row id and when it was sent.
     private struct Sent {
         let last: Int64
-        let rows: Int
         let at: UInt64
     }
 
@@ -206,7 +202,7 @@ public final class FleetShipper: Sendable {
     private func loop() {
         var tail: LogTail?
         var tailInode: UInt64 = 0
-        var log = shippingLog.withLock { $0 }
+        var log = ack.withLock { $0.log }
         var acked = figures.withLock { $0.acked }
         var persisted = acked
         var next = acked                 // rows after this one are not sent yet
@@ -235,17 +231,16 @@ public final class FleetShipper: Sendable {
                     tailInode = Self.inode(logPath)
                     if t.logID != log {
                         if !log.isEmpty {
+                            // Not the file the cursor counts in: its rows are another sequence.
                             logger.notice("fleet: the experience log was replaced; shipping the new log from its start",
                                           metadata: ["fleet.log": "\(t.logID)", "fleet.was": "\(log)"])
-                        }
-                        if !log.isEmpty {
                             acked = 0
                             next = 0
                             inFlight.removeAll()
                         }
                         log = t.logID
-                        shippingLog.withLock { $0 = t.logID }
-                        latestAck.store(acked, ordering: .relaxed)
+                        let start = acked
+                        ack.withLock { $0 = (t.logID, start) }
                         persisted = -1   // write the cursor with the log's identity
                     }
                 } catch {
@@ -254,7 +249,7 @@ public final class FleetShipper: Sendable {
             }
 
             // 1. Acknowledgements move the cursor (durably) and retire the batches they cover.
-            let a = latestAck.load(ordering: .relaxed)
+            let a = ack.withLock { $0.acked }
             if a > acked {
                 let moved = a - acked
                 acked = a
@@ -301,7 +296,7 @@ public final class FleetShipper: Sendable {
                         if rows.count < config.batchRows { lastPartial = now }
                         let batch = FleetBatch(gateway: gatewayID, log: log, origin: acked, after: next, last: last.id, rows: rows)
                         _ = try client.publish(topic, batch.encode(), qos: qos)
-                        inFlight.append(Sent(last: last.id, rows: rows.count, at: now))
+                        inFlight.append(Sent(last: last.id, at: now))
                         next = last.id
                         shipped.increment(by: UInt64(rows.count))
                         figures.withLock { $0.rowsShipped &+= UInt64(rows.count); $0.batches &+= 1 }
