@@ -316,6 +316,20 @@ import Testing
         rig.stopGateway("r")
     }
 
+    /// `edgeq check` says where the log is shipped, and refuses a bad fleet section with its line.
+    @Test func checkShowsTheFleetSection() throws {
+        let rig = try Rig()
+        let file = rig.dir.url.appendingPathComponent("c.yaml").path
+        try rig.mapping("c", batchRows: 50, ackTimeout: "3s").write(toFile: file, atomically: true, encoding: .utf8)
+        let ok = try EdgeQBinary.run(["check", file], timeout: 60)
+        #expect(ok.code == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("fleet      ships the log on fleet/t/experience/c (batches of ≤ 50 rows, window 4, QoS 1); acknowledgements on fleet/t/ack/c"), "\(ok.stdout)")
+        try rig.mapping("c", batchRows: 50, ackTimeout: "3s")
+            .replacingOccurrences(of: "window: 4", with: "window: 0").write(toFile: file, atomically: true, encoding: .utf8)
+        let bad = try EdgeQBinary.run(["check", file], timeout: 60)
+        #expect(bad.code == 65 && bad.stderr.contains("fleet window (batches in flight) must be in 1...64, found 0"), "\(bad.code): \(bad.stderr)")
+    }
+
     /// A bad learner file is refused like a bad mapping: every problem with its line, exit 65.
     @Test func theLearnerRefusesABadFileWithItsLines() throws {
         let dir = try TempDir()
