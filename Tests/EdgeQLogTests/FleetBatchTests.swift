@@ -159,6 +159,11 @@ import Testing
         print(String(format: "fleet payload (%d plant-like rows, state width 12, 2 signals, 3 Q-values; debug build): binary %.1f B/row, encode %.2f µs/row; binary deflated (the default) %.1f B/row, encode %.2f µs/row, decode %.2f µs/row; JSON %.1f B/row, JSON+zlib-6 %.1f B/row, %.2f µs/row (encode + deflate)",
                      n, Double(binaryBytes) / Double(n), us(binaryTime), Double(binaryZ) / Double(n), us(binaryZTime), us(decodeTime),
                      Double(jsonBytes) / Double(n), Double(zBytes) / Double(n), us(jsonTime)))
+        // Small batches (a slow plant's part batches): the header and zlib's overhead per batch.
+        for k in [1, 10, 100] {
+            let b = FleetBatch(gateway: "ahu-7", log: UUID().uuidString.lowercased(), origin: 0, after: 0, last: Int64(k), rows: Array(rows[0..<k]))
+            print("fleet payload: a batch of \(k) rows (with a log id) is \(b.encode().count) B deflated, \(b.encode(compress: false).count) B plain")
+        }
     }
 
     struct JSONRow: Codable {
