@@ -122,7 +122,7 @@ let package = Package(
         /// gateway (docs/learning.md, "The lab"). Numeric: tests train and evaluate policies.
         .target(
             name: "EdgeQLab",
-            dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQPlants", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
+            dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQPlants", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
         .target(
@@ -133,7 +133,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
+                "EdgeQPlants", "EdgeQModel", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -151,7 +151,7 @@ let package = Package(
         .testTarget(name: "EdgeQNetTests", dependencies: ["EdgeQNet", "CEdgeQKernels", "EdgeQSystem", "EdgeQTestSupport"], exclude: ["python"]),
         .testTarget(name: "EdgeQLearnerTests", dependencies: ["EdgeQLearner", "EdgeQNet", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
-        .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore"]),
+        .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport", "CZlib"]),
         .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner"]),

@@ -45,7 +45,7 @@ extension Gateway {
                                                "seconds": limits.seconds.map { .number($0) } ?? .null,
                                                "window": limits.window.map { .number(Double($0)) } ?? .null])])
             do {
-                var report = try retrainer.run(
+                let outcome = try retrainer.runWithPlantModel(
                     logPath: logPath, limits: limits, warmStart: warm, output: output,
                     progress: { p in
                         var o: [String: JSONValue] = ["phase": .string(p.phase), "updates": .number(Double(p.updates)), "of": .number(Double(p.of))]
@@ -53,6 +53,14 @@ extension Gateway {
                         self.publishRetrain(o)
                     },
                     shouldStop: { self.stopping.load(ordering: .relaxed) })
+                var report = outcome.report
+                // Judged on the plant model before the trial: against the controller in charge
+                // when the retraining began (the served model, else the incumbent's log).
+                if report.passed, map.learning.promotion == .trial, let model = outcome.plantModel, let data = outcome.plantData {
+                    publishRetrain(["phase": .string("pretrial"), "model": .string(model.description)])
+                    let estimate = PretrialEstimate(map: map, model: model, data: data, settings: .init(map: map))
+                    report.pretrial = estimate.estimate(candidate: outcome.candidate, current: warm.map { .network($0) } ?? .logged)
+                }
                 if report.passed {
                     let files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
                     // Signed with the device key inside the store's lock, over the bytes stored.
@@ -70,7 +78,17 @@ extension Gateway {
                         }
                     case .trial, .shadowFirst:
                         // Proven on the plant first: a switchback trial against the controller in
-                        // charge (it runs in control mode; `.shadowFirst` is refused by the loader).
+                        // charge (it runs in control mode; `.shadowFirst` is refused by the loader)
+                        // — unless the plant model already predicts it worse.
+                        if let p = report.pretrial, p.verdict == .predictedWorse {
+                            publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
+                                            "reason": .string("the plant model predicts it worse than the \(warm == nil ? "incumbent" : "served model"): mean return difference \(roundedForReading(p.meanDifference, significant: 4)), upper bound \(roundedForReading(p.upperBound, significant: 4)) at \(p.confidence) confidence"),
+                                            "pretrial": Self.pretrialSummary(p)])
+                            logger.notice("candidate kept out of the trial: the plant model predicts it worse", metadata: [
+                                "model.version": "\(version)", "pretrial.mean_difference": "\(p.meanDifference)",
+                                "pretrial.upper_bound": "\(p.upperBound)", "pretrial.relative_change_pct": "\(p.relativeChangePct.map { "\($0)" } ?? "none")"])
+                            break
+                        }
                         control.sync {
                             do { try startTrial(version) } catch {
                                 logger.error("the switchback trial could not start", metadata: ["model.version": "\(version)", "error": "\(error)"])
@@ -149,7 +167,23 @@ extension Gateway {
             "rows": .number(Double(r.rows)), "gap_rows_excluded": .number(Double(r.gapRowsExcluded)), "updates": .number(Double(r.updates)),
             "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),
             "plant_model": Self.plantModelSummary(r),
+            "pretrial": r.pretrial.map(Self.pretrialSummary) ?? .null,
         ]
+    }
+
+    /// The pre-trial estimate in the retrain events: the verdict, the paired difference of
+    /// predicted returns (candidate − current) with its bounds, the relative change.
+    static func pretrialSummary(_ p: PretrialEstimate.Report) -> JSONValue {
+        func num(_ x: Double) -> JSONValue { x.isFinite ? .number(x) : .null }
+        return .object([
+            "verdict": .string(p.verdict.rawValue), "reason": p.reason.map { .string($0) } ?? .null,
+            "current": .string(p.current), "model": .string(p.model), "runs": .number(Double(p.runs)),
+            "horizon": .number(Double(p.horizon)), "confidence": num(p.confidence),
+            "mean_difference": num(roundedForReading(p.meanDifference, significant: 5)),
+            "lower_bound": num(roundedForReading(p.lowerBound, significant: 5)),
+            "upper_bound": num(roundedForReading(p.upperBound, significant: 5)),
+            "relative_change_pct": p.relativeChangePct.map { num(roundedForReading($0, significant: 4)) } ?? .null,
+        ])
     }
 
     /// The plant model in a retraining's result: the chosen class (or null) and, per class, its

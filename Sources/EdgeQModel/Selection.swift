@@ -75,6 +75,17 @@ public struct PlantModelSelection: Sendable {
         self.seed = seed
     }
 
+    /// Horizons that the data's segments can hold: the default 1, 10 and 60 ticks for a
+    /// continuing plant; on an episodic plant whose episodes are short (fewer than 8 segments
+    /// of 62 samples or more), 1, 5 and 20; shorter still (fewer than 8 of 22), 1, 3 and 8. A
+    /// held-out window needs the longest horizon + 2 samples of one segment.
+    public static func horizons(for data: PlantData) -> [Int] {
+        func segments(atLeast n: Int) -> Int { data.segments.filter { $0.count >= n }.count }
+        if segments(atLeast: 62) >= 8 || data.segments.count < 8 { return [1, 10, 60] }
+        if segments(atLeast: 22) >= 8 { return [1, 5, 20] }
+        return [1, 3, 8]
+    }
+
     /// Fits, evaluates and chooses.
     /// - Returns: the model and the report.
     /// - Throws: `.notBetterThanPersistence` with the figures when the best class is not better

@@ -197,12 +197,8 @@ public struct Heater: Sendable {
             pipeline[pipelineHead] = u
             pipelineHead = (pipelineHead + 1) % pipeline.count
         }
-        let power = arriving * p.maxPowerKW
-        let ta = ambientTemp
-        let t1 = phi.0 * heaterTemp + phi.1 * productTemp + gamma.0 * power + gamma.1 * ta
-        let t2 = phi.2 * heaterTemp + phi.3 * productTemp + gamma.2 * power + gamma.3 * ta
-        heaterTemp = t1
-        productTemp = t2
+        (heaterTemp, productTemp) = nextTemperatures(heaterTemp: heaterTemp, productTemp: productTemp,
+                                                     arrivingPower: arriving, ambient: ambientTemp)
 
         // Ambient moves on: a slow wander, smoothed by the hall's own heat capacity, and drafts.
         let slow = exp(-p.stepSeconds / 10800)
@@ -234,6 +230,27 @@ public struct Heater: Sendable {
         score.add(obs, trueError: abs(productTemp - setpoint), energyKWh: u * p.maxPowerKW * p.stepSeconds / 3600,
                   setpointChanged: changed)
         return obs
+    }
+
+    /// The physics of one step without its noise: the heater-side and product temperatures
+    /// (T₁, T₂) one step after (`heaterTemp`, `productTemp`) when `arrivingPower` (a fraction
+    /// of full power, 0…1, any value between the stages) reaches the jacket during the step and
+    /// the ambient temperature is held at `ambient`. The exact step of the linear model;
+    /// `step(level:)` advances the plant by the same expression. A planner that knows the
+    /// plant (the lab's `HeaterTrueModelRollout`) steps its own copy of the state with it.
+    public func nextTemperatures(heaterTemp t1: Double, productTemp t2: Double, arrivingPower: Double,
+                                 ambient ta: Double) -> (heaterTemp: Double, productTemp: Double) {
+        let power = arrivingPower * parameters.maxPowerKW
+        return (phi.0 * t1 + phi.1 * t2 + gamma.0 * power + gamma.1 * ta,
+                phi.2 * t1 + phi.3 * t2 + gamma.2 * power + gamma.3 * ta)
+    }
+
+    /// The heater output fractions in the transport delay, the next to arrive first (empty
+    /// without dead time): what reaches the jacket in each of the next `delaySteps` steps,
+    /// whatever is applied from now on.
+    public var powerInFlight: [Double] {
+        guard parameters.delaySteps > 0 else { return [] }
+        return (0..<pipeline.count).map { pipeline[(pipelineHead + $0) % pipeline.count] }
     }
 
     /// An operator's setpoint change, effective from the next step (scripted runs and tests;

@@ -166,8 +166,14 @@ public struct ThermalZone: Sendable {
         return observation
     }
 
-    /// Runs one step (5 minutes) with the heater at `level` (clamped to 0…4).
-    public mutating func step(level requested: Int) -> ThermalStep {
+    /// What the step that starts now would do if the zone were at `temperature` with the heater
+    /// at `level` (clamped to 0…4): the exact solution over the step with this step's outdoor
+    /// temperature, occupancy and sun, and the step's cost as the reward counts it.
+    /// `step(level:)` is this applied to the zone's own temperature; a planner that knows the
+    /// plant (the lab's `ThermalOptimum`) asks it about other temperatures. The outdoor
+    /// temperature does not depend on the heater, so a copy of the zone stepped with any levels
+    /// gives every later step's inputs exactly.
+    public func outcome(from temperature: Double, level requested: Int) -> ThermalStepOutcome {
         let p = parameters
         let level = min(max(requested, 0), p.levels.count - 1)
         let power = p.levels[level]
@@ -179,7 +185,23 @@ public struct ThermalZone: Sendable {
         // Exact solution of the linear ODE over the step with the inputs held.
         let equilibrium = outdoorTemp + gains / p.conductance
         let decay = exp(-p.stepHours * p.conductance / p.capacity)
-        zoneTemp = equilibrium + (zoneTemp - equilibrium) * decay
+        let next = equilibrium + (temperature - equilibrium) * decay
+        let energyCost = power * p.stepHours * price
+        // Comfort counts at the end of the step (the clock one step on).
+        let (d2, h2) = ThermalSchedule.clock(Double(steps + 1) * p.stepHours)
+        var violation = 0.0
+        if schedule.occupied(weekday: d2, hour: h2) {
+            violation = max(0, p.comfortLow - next, next - p.comfortHigh) * p.stepHours
+        }
+        return ThermalStepOutcome(level: level, zoneTemp: next, energyCost: energyCost, comfortViolation: violation,
+                                  reward: -(energyCost + p.comfortWeight * violation))
+    }
+
+    /// Runs one step (5 minutes) with the heater at `level` (clamped to 0…4).
+    public mutating func step(level requested: Int) -> ThermalStep {
+        let p = parameters
+        let o = outcome(from: zoneTemp, level: requested)
+        zoneTemp = o.zoneTemp
 
         // Weather moves on.
         let slow = exp(-p.stepHours / 48)
@@ -188,14 +210,8 @@ public struct ThermalZone: Sendable {
         noise = fast * noise + p.noiseSigma * (1 - fast * fast).squareRoot() * rng.nextGaussian()
         steps += 1
 
-        let energyCost = power * p.stepHours * price
-        let (d2, h2) = ThermalSchedule.clock(hours)
-        var violation = 0.0
-        if schedule.occupied(weekday: d2, hour: h2) {
-            violation = max(0, p.comfortLow - zoneTemp, zoneTemp - p.comfortHigh) * p.stepHours
-        }
         let truncated = steps >= p.episodeSteps
-        observation = makeObservation(level: level, energyCost: energyCost, violation: violation, truncated: truncated)
+        observation = makeObservation(level: o.level, energyCost: o.energyCost, violation: o.comfortViolation, truncated: truncated)
         score.add(observation, comfortWeight: p.comfortWeight)
         return observation
     }
@@ -215,6 +231,20 @@ public struct ThermalZone: Sendable {
             reward: -(energyCost + p.comfortWeight * violation), truncated: truncated
         )
     }
+}
+
+/// One step's outcome from a given zone temperature (`ThermalZone.outcome(from:level:)`).
+public struct ThermalStepOutcome: Sendable, Equatable {
+    /// The level applied (clamped to the heater's).
+    public var level: Int
+    /// The zone temperature at the end of the step, °C.
+    public var zoneTemp: Double
+    /// Currency units the step's energy costs.
+    public var energyCost: Double
+    /// Kelvin-hours outside the comfort band at the end of the step (0 when unoccupied then).
+    public var comfortViolation: Double
+    /// The step's reward: −(energy_cost + comfort_weight · comfort_violation).
+    public var reward: Double
 }
 
 /// The thermal state message (`plant/thermal/state`); field names as in docs/simulators.md.

@@ -181,6 +181,10 @@ public struct RetrainReport: Codable, Sendable {
     /// Why no plant model was fitted (no `role: controlled` signal, too few samples, …);
     /// nil when one was fitted or the mapping asks for none.
     public var plantModelSkipped: String?
+    /// The candidate judged on the plant model before its switchback trial (promotion
+    /// `trial`): its predicted return against the controller in charge. A candidate predicted
+    /// worse (`predicted_worse`) gets no trial. Nil when no estimate was made.
+    public var pretrial: PretrialEstimate.Report?
 
     /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
@@ -190,7 +194,7 @@ public struct RetrainReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
-             learner, version, started, plantModel, plantModelSkipped
+             learner, version, started, plantModel, plantModelSkipped, pretrial
     }
 
     /// Decodes a report; keys added after a report was written take their defaults.
@@ -213,6 +217,7 @@ public struct RetrainReport: Codable, Sendable {
         started = try c.decodeIfPresent(Double.self, forKey: .started) ?? 0
         plantModel = try c.decodeIfPresent(PlantFitReport.self, forKey: .plantModel)
         plantModelSkipped = try c.decodeIfPresent(String.self, forKey: .plantModelSkipped)
+        pretrial = try c.decodeIfPresent(PretrialEstimate.Report.self, forKey: .pretrial)
     }
 
     /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
@@ -222,6 +227,10 @@ public struct RetrainReport: Codable, Sendable {
         copy.figures = figures.filter { $0.value.isFinite }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
+        if let data = try? e.encode(copy) { return data }
+        // A non-finite number in the plant model's or the estimate's report: keep the rest.
+        copy.plantModel = nil
+        copy.pretrial = nil
         return (try? e.encode(copy)) ?? Data("{}".utf8)
     }
 }
@@ -295,8 +304,19 @@ public struct Retrainer: Sendable {
     /// - Throws: `RetrainError` when there is too little data or the log cannot be read.
     public func run(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL,
                     progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> RetrainReport {
-        var (report, candidate) = try train(logPath: logPath, limits: limits, warmStart: warmStart,
-                                            progress: progress, shouldStop: shouldStop)
+        try runWithPlantModel(logPath: logPath, limits: limits, warmStart: warmStart, output: output,
+                              progress: progress, shouldStop: shouldStop).report
+    }
+
+    /// `run`, also returning the plant model fitted beside the candidate (nil when none was
+    /// accepted) and the log's plant data it was fitted on: what judging the candidate on the
+    /// model needs.
+    public func runWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL,
+                                  progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
+        var outcome = try trainWithPlantModel(logPath: logPath, limits: limits, warmStart: warmStart,
+                                              progress: progress, shouldStop: shouldStop)
+        var report = outcome.report
+        let candidate = outcome.candidate
         if report.passed {
             FaultInjection.point("retrain-before-save")
             do {
@@ -306,7 +326,20 @@ public struct Retrainer: Sendable {
                 throw RetrainError("cannot write the candidate model to \(output.path): \(error)", kind: .writeFailed)
             }
         }
-        return report
+        outcome.report = report
+        return outcome
+    }
+
+    /// A retraining's result with the plant model beside it.
+    public struct Outcome: Sendable {
+        /// The report (verdict, checks, figures, the plant model's fit report).
+        public var report: RetrainReport
+        /// The int8 candidate (whatever the verdict).
+        public var candidate: QModel
+        /// The plant model the selection accepted; nil when none was fitted or it was refused.
+        public var plantModel: (any PlantModel)?
+        /// The plant data the model was fitted on (the newest `plantModelSamples` samples).
+        public var plantData: PlantData?
     }
 
     /// Trains a candidate from the log at `logPath` and checks it, without writing anything:
@@ -318,6 +351,13 @@ public struct Retrainer: Sendable {
     ///   `shouldStop` said stop.
     public func train(logPath: String, limits: RetrainLimits, warmStart: QModel?,
                       progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> (report: RetrainReport, candidate: QModel) {
+        let o = try trainWithPlantModel(logPath: logPath, limits: limits, warmStart: warmStart, progress: progress, shouldStop: shouldStop)
+        return (o.report, o.candidate)
+    }
+
+    /// `train`, also returning the plant model and its data (`Outcome`).
+    public func trainWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?,
+                                    progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
         let clock = Date()
         var report = RetrainReport()
         let log: ExperienceLog
@@ -426,36 +466,42 @@ public struct Retrainer: Sendable {
         }
 
         check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
+        var plantModel: (any PlantModel)?
+        var plantData: PlantData?
         if policy.plantModelSamples > 0, !map.modelSignals.controlled.isEmpty, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: u, of: total, tdLoss: nil))
-            fitPlantModel(rowsAll, into: &report)
+            (plantModel, plantData) = fitPlantModel(rowsAll, into: &report)
         }
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
-        return (report, candidate)
+        return Outcome(report: report, candidate: candidate, plantModel: plantModel, plantData: plantData)
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
     /// (flagged rows excluded, `PlantDataReader`) and puts the selection's report in `report`;
     /// when it cannot run, `plantModelSkipped` says why. It never fails the retraining.
-    func fitPlantModel(_ rows: [LoggedTransition], into report: inout RetrainReport) {
+    func fitPlantModel(_ rows: [LoggedTransition], into report: inout RetrainReport) -> (model: (any PlantModel)?, data: PlantData?) {
         let started = Date()
+        var data: PlantData?
         do {
             let reader = try PlantDataReader(map: map, minimumSamples: 30)
             let newest = rows.suffix(policy.plantModelSamples)
-            let (data, _) = try reader.read(rows: Array(newest))
-            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), seed: seed).evaluate(data)
+            let read = try reader.read(rows: Array(newest)).data
+            data = read
+            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: read), seed: seed).evaluate(read)
             report.plantModel = choice.report
             report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
             if let chosen = choice.report.classes.first(where: { $0.name == choice.report.chosen }), let longest = chosen.longest {
                 report.figures["plant_model_ratio"] = longest.ratio ?? .nan
             }
+            return (choice.model, data)
         } catch let error as PlantDataError {
             report.plantModelSkipped = error.message
         } catch {
             report.plantModelSkipped = "\(error)"
         }
+        return (nil, data)
     }
 
     /// Sets the verdict from the checks: passed when no judged check failed and at least one

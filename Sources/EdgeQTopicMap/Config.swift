@@ -71,6 +71,10 @@ public enum SignalRole: String, Sendable, Equatable, CaseIterable {
     /// Not caused by the actions (weather, price, a setpoint, occupancy): given to a plant
     /// model, never predicted. A number or bool (0/1) signal.
     case exogenous
+    /// The plant's readback of the action it applied (a heater's stage, a valve position, the
+    /// power of the stage): in the model world its value at tick t is the value of the action
+    /// applied from t−1 to t (`SignalConfig.appliedValues`). A number or bool signal.
+    case applied
 }
 
 /// One named value read from a topic.
@@ -96,6 +100,22 @@ public struct SignalConfig: Sendable, Equatable {
     /// What a plant model does with the signal; nil: not used by a plant model (and not
     /// recorded in the log's `signals` columns).
     public var role: SignalRole?
+    /// For `role: applied`: the signal's value for each action (index = action), from the
+    /// signal's `applied: [v0, v1, …]` or, by default, each action's constant publish `value`.
+    /// Empty for other roles.
+    public var appliedValues: [Double] = []
+}
+
+/// Whether a candidate policy can be judged on a plant model for this mapping (docs/mapping.md,
+/// `model`): the model world must assemble the state, evaluate the masks, the reward and the
+/// end condition from signals a model predicts or is given (roles `controlled`, `exogenous`,
+/// `applied`) alone.
+public enum ModelJudging: Sendable, Equatable {
+    /// Everything the model world needs has a role.
+    case applicable
+    /// Something reads a signal without a role (or the wall clock); the text says what and
+    /// what to do.
+    case notApplicable(String)
 }
 
 /// How a feature is normalised before it enters the state vector.

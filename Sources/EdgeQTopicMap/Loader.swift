@@ -119,13 +119,15 @@ struct Builder {
     let r: NodeReader
     var signals: [SignalConfig] = []
     var signalNodes: [Node] = []
+    /// Per signal with `role: applied`: its index, the role's node and its `applied` list (if given).
+    var appliedRoles: [(signal: Int, role: Node, list: Node?)] = []
     /// Name → slot: signals, then expression features.
     var slotOf: [String: Int] = [:]
     var slotCount = 0
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "fleet"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -157,6 +159,13 @@ struct Builder {
         if let fleet, let g = gateway, fleet.topic == g.prefix || fleet.topic.hasPrefix(g.prefix + "/") || g.prefix.hasPrefix(fleet.topic + "/"),
            let n = top["fleet"]?["topic"] {
             r.error(n, "fleet topic '\(fleet.topic)' overlaps the gateway's control-plane prefix '\(g.prefix)'; give the fleet a prefix of its own (e.g. fleet/<plant kind>)")
+        }
+        if let actions { resolveAppliedValues(actions) }
+        var model = ModelObjective()
+        if let state, let reward {
+            model = readModel(top["model"], state: state, reward: reward, terminal: terminal,
+                              allowed: actions?.allowed ?? [], actionNames: actions?.configs.map(\.name) ?? [],
+                              handOverride: handOverride)
         }
 
         // Cross-section checks.
@@ -216,7 +225,7 @@ struct Builder {
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
             applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig(),
-            fleet: fleet)
+            model: model, fleet: fleet)
     }
 
     func slotNames() -> [String] {
@@ -293,7 +302,7 @@ struct Builder {
         var names: [String: Node] = [:]
         var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
         for item in items {
-            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age", "role"], required: ["name", "topic"]),
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name", "topic"]),
                   let nameNode = f["name"], let name = r.string(nameNode, "signal name"),
                   let topicNode = f["topic"], let topic = r.string(topicNode, "signal topic") else { continue }
             if !isIdentifier(name) || reservedNames.contains(name) {
@@ -347,17 +356,128 @@ struct Builder {
             if let n = f["max_age"] { s.maxAge = r.duration(n, "max_age") }
             if let n = f["role"], let role = r.choice(n, "signal role (what a plant model does with '\(name)')", SignalRole.self) {
                 switch (s.kind, role) {
-                case (.number, _), (.bool, .exogenous):
+                case (.number, _), (.bool, .exogenous), (.bool, .applied):
                     s.role = role
+                    if role == .applied { appliedRoles.append((signals.count, n, f["applied"])) }
                 case (.bool, .controlled):
                     r.error(n, "signal '\(name)' is a bool: a plant model predicts numbers only, so a bool can only be 'role: exogenous' (given to the model as 0/1)")
                 case (.enumeration, _):
                     r.error(n, "signal '\(name)' is an enum (strings): a role needs a number signal (or a bool, as exogenous); leave 'role' out, or give the value as a number")
                 }
             }
+            if let a = f["applied"], s.role != .applied {
+                r.error(a, "'applied' (the value per action in the plant model's world) applies only to a signal with 'role: applied'; add 'role: applied' to '\(name)' or remove 'applied'")
+            }
             signals.append(s)
             signalNodes.append(item)
         }
+    }
+
+    /// Fills `appliedValues` of every `role: applied` signal: its `applied` list (one number per
+    /// action), or else each action's constant publish `value`.
+    mutating func resolveAppliedValues(_ actions: ActionsResult) {
+        let n = actions.configs.count
+        for (i, roleNode, listNode) in appliedRoles {
+            let name = signals[i].name
+            if let listNode {
+                guard let items = r.list(listNode, "applied values of '\(name)'") else { continue }
+                var values: [Double] = []
+                for item in items { if let v = r.number(item, "applied value of '\(name)'") { values.append(v) } }
+                if items.count != n {
+                    r.error(listNode, "'applied' of signal '\(name)' gives \(items.count) value\(items.count == 1 ? "" : "s") for \(n) action\(n == 1 ? "" : "s"): give one number per action, in the order of actions.list (\(actions.configs.map(\.name).joined(separator: ", ")))")
+                    continue
+                }
+                if values.count == n { signals[i].appliedValues = values }
+                continue
+            }
+            var values: [Double] = []
+            for (a, writes) in actions.writes.enumerated() {
+                guard let v = writes.first?.config.value, let x = Double(v.trimmingCharacters(in: .whitespaces)) else {
+                    r.error(roleNode, "signal '\(name)' has 'role: applied' but action '\(actions.configs[a].name)' publishes no constant number 'value' to take as its readback: give the value per action, 'applied: [v0, v1, …]' (\(n) numbers, in the order of actions.list)")
+                    values = []
+                    break
+                }
+                values.append(x)
+            }
+            if values.count == n { signals[i].appliedValues = values }
+        }
+    }
+
+    // MARK: model
+
+    /// Reads the optional `model` section and decides whether a policy can be judged on a plant
+    /// model: the reward and the end condition as the model sees them (each defaulting to the
+    /// mapping's own when that reads only signals with a role), and whether the state's features
+    /// and the action masks read only such signals.
+    func readModel(_ node: Node?, state: StateResult, reward: CompiledExpression, terminal: CompiledExpression?,
+                   allowed: [CompiledExpression?], actionNames: [String], handOverride: CompiledExpression?) -> ModelObjective {
+        let deps = TopicMap.dependencies(signalCount: signals.count, slotCount: slotCount, featureEval: state.eval)
+        /// The first signal without a role that `c` reads (directly or through a feature).
+        func roleless(_ c: CompiledExpression) -> String? {
+            for slot in c.slots {
+                for sig in deps.slots[slot] where signals[sig].role == nil { return signals[sig].name }
+            }
+            return nil
+        }
+        var modelReward: CompiledExpression?, modelTerminal: CompiledExpression?
+        var explicitReward = false, explicitTerminal = false
+        if let node, let f = r.mapping(node, "model", known: ["reward", "terminal"]) {
+            if let n = f["reward"], let c = expression(n, "model reward") {
+                explicitReward = true
+                if let s = roleless(c) {
+                    r.error(n, "model reward reads signal '\(s)', which has no role: the plant model neither predicts nor is given it. Give '\(s)' a role (controlled, exogenous, or applied for a readback of the action), or write model.reward over signals with a role")
+                } else {
+                    modelReward = c
+                }
+            }
+            if let n = f["terminal"], let c = expression(n, "model terminal") {
+                explicitTerminal = true
+                if let s = roleless(c) {
+                    r.error(n, "model terminal reads signal '\(s)', which has no role: the plant model neither predicts nor is given it. Give '\(s)' a role (controlled, exogenous, or applied), or write model.terminal over signals with a role")
+                } else {
+                    modelTerminal = c
+                }
+            }
+        }
+        var problems: [String] = []
+        if !signals.contains(where: { $0.role == .controlled }) {
+            problems.append("no signal has 'role: controlled', so a plant model has nothing to predict: mark the signals the actions move with 'role: controlled'")
+        }
+        if !explicitReward {
+            if let s = roleless(reward) {
+                problems.append("the reward reads signal '\(s)', which has no role: give '\(s)' a role (controlled, exogenous, or applied for a readback of the action), or write model.reward over signals with a role")
+            } else {
+                modelReward = reward
+            }
+        }
+        if !explicitTerminal, let terminal {
+            if let s = roleless(terminal) {
+                problems.append("the terminal condition reads signal '\(s)', which has no role: give '\(s)' a role, or write model.terminal over signals with a role")
+            } else {
+                modelTerminal = terminal
+            }
+        }
+        for (fi, f) in state.features.enumerated() {
+            if case .timeOfDay = f.source {
+                problems.append("state feature '\(f.name)' reads the gateway's wall clock, which the model world does not replay: give the plant's clock as an exogenous signal and use a cyclic feature")
+            } else if case .dayOfWeek = f.source {
+                problems.append("state feature '\(f.name)' reads the gateway's wall clock, which the model world does not replay: give the plant's clock as an exogenous signal and use a cyclic feature")
+            } else if let s = deps.features[fi].first(where: { $0 < signals.count && signals[$0].role == nil }) {
+                problems.append("state feature '\(f.name)' reads signal '\(signals[s].name)', which has no role: give '\(signals[s].name)' a role (applied, for a readback of the action)")
+            }
+        }
+        for (a, c) in allowed.enumerated() {
+            if let c, let s = roleless(c) {
+                problems.append("the mask of action '\(actionNames.indices.contains(a) ? actionNames[a] : String(a))' reads signal '\(s)', which has no role: give '\(s)' a role")
+            }
+        }
+        if let h = handOverride, let s = roleless(h) {
+            problems.append("safety.hand_override reads signal '\(s)', which has no role: give '\(s)' a role (exogenous: whether the plant is in hand is not caused by the actions)")
+        }
+        if let first = problems.first {
+            return ModelObjective(reward: nil, terminal: nil, judging: .notApplicable(first))
+        }
+        return ModelObjective(reward: modelReward, terminal: modelTerminal, judging: .applicable)
     }
 
     /// The `type` of a signal.

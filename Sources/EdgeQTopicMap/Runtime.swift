@@ -227,6 +227,23 @@ public struct TopicMapRuntime: Sendable {
         return ok ? v != 0 : nil
     }
 
+    /// The reward as the plant model sees it (`map.modelRewardSource`) over the values of the
+    /// last `refresh`/`assembleState`; nil when the mapping's model judging is not applicable,
+    /// a signal it reads is invalid, or the result is not finite (counted).
+    public mutating func modelReward() -> Double? {
+        guard let c = map.model.reward else { return nil }
+        let (v, ok) = evaluate(c)
+        return ok ? v : nil
+    }
+
+    /// The end condition as the plant model sees it (`map.modelTerminalSource`); false when
+    /// there is none; nil when it cannot be evaluated.
+    public mutating func modelTerminal() -> Bool? {
+        guard let t = map.model.terminal else { return false }
+        let (v, ok) = evaluate(t)
+        return ok ? v != 0 : nil
+    }
+
     /// The truncated expression (time limit or outside reset: bootstrap as usual); false when
     /// the mapping has none; nil when it cannot be evaluated.
     public mutating func truncated() -> Bool? {

@@ -87,6 +87,20 @@ public struct SignalTable: Sendable {
     /// How many signal values were rejected for `reason` since the table was made.
     public func count(_ reason: DecodeFailure) -> Int { failures[reason.rawValue] }
 
+    /// Sets signal `index` (an index into `TopicMap.signals`) to `value`, already decoded (after
+    /// `scale` and `offset`), at monotonic time `time` (ns), checked like a decoded value: NaN or
+    /// infinite is `nonFinite`, outside the signal's `range` is `outOfRange` (both counted; with
+    /// `checkRange` false a value outside the range is taken). For callers that own the signal
+    /// values themselves, such as the plant model's world, where a predicted temperature is a
+    /// signal as if the plant had published it.
+    public mutating func set(signal index: Int, value: Double, time: UInt64, in map: TopicMap, checkRange: Bool = true) {
+        guard value.isFinite else { reject(index, .nonFinite, time: time); return }
+        if checkRange, value < map.lo[index] || value > map.hi[index] { reject(index, .outOfRange, time: time); return }
+        values[index] = value
+        statusCode[index] = 1
+        times[index] = time
+    }
+
     @inline(__always) mutating func reject(_ s: Int, _ reason: DecodeFailure, time: UInt64) {
         values[s] = .nan
         statusCode[s] = UInt8(2 + reason.rawValue)
@@ -112,6 +126,15 @@ enum FeatureEval: Sendable {
     case cyclic(CompiledExpression, period: Double)
     case timeOfDay
     case dayOfWeek
+}
+
+/// The `model` section, compiled: the reward and end condition as the plant model sees them.
+struct ModelObjective: Sendable {
+    /// nil: not applicable (see `judging`).
+    var reward: CompiledExpression?
+    /// nil: no end condition (or not applicable).
+    var terminal: CompiledExpression?
+    var judging: ModelJudging = .notApplicable("no model section was compiled")
 }
 
 /// One compiled actuator write.
@@ -172,6 +195,17 @@ public struct TopicMap: Sendable {
     public let loggedSignals: [Int]
     /// The names of `loggedSignals`, in order.
     public var loggedSignalNames: [String] { loggedSignals.map { signals[$0].name } }
+    /// The signals with `role: applied` (readbacks of the applied action), as indices into
+    /// `signals`, in file order.
+    public let appliedSignals: [Int]
+    /// Whether a policy can be judged on a plant model (the `model` section, docs/mapping.md).
+    public let modelJudging: ModelJudging
+    /// The reward as the plant model sees it: `model.reward`, or the mapping's `reward` when it
+    /// reads only signals with a role; nil when `modelJudging` is not applicable.
+    public var modelRewardSource: String? { model.reward?.source }
+    /// The end condition as the plant model sees it: `model.terminal`, or the mapping's
+    /// `terminal` when it reads only signals with a role; nil when there is none.
+    public var modelTerminalSource: String? { model.terminal?.source }
     /// The names of the model's controlled and exogenous signals, in order.
     public var modelSignalNames: (controlled: [String], exogenous: [String]) {
         (modelSignals.controlled.map { signals[$0].name }, modelSignals.exogenous.map { signals[$0].name })
@@ -184,6 +218,7 @@ public struct TopicMap: Sendable {
     public var truncatedSource: String? { truncated?.source }
 
     let featureEval: [FeatureEval]
+    let model: ModelObjective
     let reward: CompiledExpression
     let terminal: CompiledExpression?
     let truncated: CompiledExpression?
@@ -229,7 +264,9 @@ public struct TopicMap: Sendable {
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
          applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init(),
-         handover: HandoverConfig = HandoverConfig(), fleet: FleetConfig? = nil) {
+         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil) {
+        self.model = model
+        modelJudging = model.judging
         self.controlPlane = controlPlane
         self.handover = handover
         self.fleet = fleet
@@ -242,6 +279,7 @@ public struct TopicMap: Sendable {
         let roles = signals.indices.filter { signals[$0].role != nil }
         loggedSignals = roles
         modelSignals = (roles.filter { signals[$0].role == .controlled }, roles.filter { signals[$0].role == .exogenous })
+        appliedSignals = roles.filter { signals[$0].role == .applied }
         self.features = features
         self.history = history
         self.featureEval = featureEval
@@ -286,20 +324,7 @@ public struct TopicMap: Sendable {
         incumbentExtractor = incumbent?.path.map { JSONExtractor(paths: [$0]) }
 
         // Dependencies of each feature on signals.
-        var slotDeps: [[Int]] = (0..<slotCount).map { $0 < signals.count ? [$0] : [] }
-        var fs: [[Int]] = []
-        for e in featureEval {
-            switch e {
-            case .slot(let s): fs.append([s])
-            case .expression(let c, let slot):
-                let d = Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted()
-                slotDeps[slot] = d
-                fs.append(d)
-            case .cyclic(let c, _): fs.append(Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted())
-            case .timeOfDay, .dayOfWeek: fs.append([])
-            }
-        }
-        featureSignals = fs
+        featureSignals = Self.dependencies(signalCount: signals.count, slotCount: slotCount, featureEval: featureEval).features
         kindCode = signals.map {
             switch $0.kind {
             case .number: return 0
@@ -350,10 +375,29 @@ public struct TopicMap: Sendable {
         expressionFeatures = exprFeatures
         var starts = [0]
         var deps: [Int] = []
-        for d in fs { deps += d; starts.append(deps.count) }
+        for d in featureSignals { deps += d; starts.append(deps.count) }
         featureDepStart = starts
         featureDeps = deps
         featureWidthStored = features.reduce(0) { $0 + $1.width }
+    }
+
+    /// The signals each slot depends on (a signal's slot: itself; an expression feature's slot:
+    /// the signals it reads, directly or through earlier features), and each feature's.
+    static func dependencies(signalCount: Int, slotCount: Int, featureEval: [FeatureEval]) -> (slots: [[Int]], features: [[Int]]) {
+        var slotDeps: [[Int]] = (0..<slotCount).map { $0 < signalCount ? [$0] : [] }
+        var fs: [[Int]] = []
+        for e in featureEval {
+            switch e {
+            case .slot(let s): fs.append([s])
+            case .expression(let c, let slot):
+                let d = Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted()
+                slotDeps[slot] = d
+                fs.append(d)
+            case .cyclic(let c, _): fs.append(Array(Set(c.slots.flatMap { slotDeps[$0] })).sorted())
+            case .timeOfDay, .dayOfWeek: fs.append([])
+            }
+        }
+        return (slotDeps, fs)
     }
 
     /// Columns of one tick's features.

@@ -135,6 +135,10 @@ struct CheckCommand: AsyncParsableCommand {
             if let p = s.pathText { d += " \(p)" } else { d += " (raw)" }
             if let r = s.range { d += " [\(fmt(r.lowerBound)), \(fmt(r.upperBound))]" }
             if let a = s.maxAge { d += " max age \(fmt(a)) s" }
+            if let r = s.role {
+                d += " role \(r.rawValue)"
+                if r == .applied { d += " [\(s.appliedValues.map(fmt).joined(separator: ", "))]" }
+            }
             lines.append(d)
         }
         let cols = map.features.map { $0.width == 2 ? "\($0.name)(sin,cos)" : $0.name }
@@ -146,6 +150,14 @@ struct CheckCommand: AsyncParsableCommand {
         lines.append("reward     \(map.rewardSource)")
         if let t = map.terminalSource { lines.append("terminal   \(t)") }
         if let t = map.truncatedSource { lines.append("truncated  \(t)") }
+        switch map.modelJudging {
+        case .applicable:
+            var m = "model      reward \(map.modelRewardSource ?? "")"
+            if let t = map.modelTerminalSource { m += "; terminal \(t)" }
+            lines.append(m)
+        case .notApplicable(let why):
+            lines.append("model      candidates cannot be judged on a plant model: \(why)")
+        }
         let fallback = map.fallbackAction.map { map.actions[$0].name } ?? "hold"
         lines.append("actions    \(map.actions.count): \(map.actions.map(\.name).joined(separator: ", ")) (fallback \(fallback), min dwell \(map.minDwell) ticks)")
         if let i = map.incumbent { lines.append("incumbent  \(i.topic)\(i.pathText.map { " " + $0 } ?? " (raw)")") }

@@ -30,6 +30,21 @@ import Testing
         #expect(r.stdout.contains("handover   take → plant/thermal/mode; give → plant/thermal/mode; Last Will on plant/thermal/mode (keep-alive 5 s)"), "\(r.stdout)")
     }
 
+    /// Signal roles and the plant model's reward (the `model` line), or why candidates cannot be
+    /// judged on a plant model.
+    @Test func summaryShowsRolesAndTheModelsReward() throws {
+        let heater = try EdgeQBinary.run(["check", Self.root.appendingPathComponent("topics/heater.yaml").path])
+        #expect(heater.code == 0)
+        #expect(heater.stdout.contains("  temp ← plant/heater/state temp [0, 300] role controlled"), "\(heater.stdout)")
+        #expect(heater.stdout.contains("  power_pct ← plant/heater/state power_pct [0, 100] role applied [0, 25, 50, 75, 100]"), "\(heater.stdout)")
+        #expect(heater.stdout.contains("model      reward -0.1 * (abs(temp - setpoint) + power_pct / 100)\n"), "\(heater.stdout)")
+        let cartpole = try EdgeQBinary.run(["check", Self.root.appendingPathComponent("topics/cartpole.yaml").path])
+        #expect(cartpole.stdout.contains("model      reward 1; terminal abs(x) > 2.4 or abs(theta) > 0.20943951023931953"), "\(cartpole.stdout)")
+        let reference = try EdgeQBinary.run(["check", Self.root.appendingPathComponent("topics/reference.yaml").path])
+        #expect(reference.code == 0)
+        #expect(reference.stdout.contains("model      candidates cannot be judged on a plant model: the reward reads signal 'setpoint', which has no role"), "\(reference.stdout)")
+    }
+
     /// The switchback trial's settings are summarized when the policy is `trial`.
     @Test func referenceSummaryShowsTheTrial() throws {
         let f = Self.root.appendingPathComponent("topics/reference.yaml").path

@@ -66,7 +66,8 @@ import Testing
         let steps = 2 * 960 + 100
         _ = try Lab(map: map).run(&plant, steps: steps, policy: .incumbent(dither: 0), seed: 5, logPath: path)
         let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
-        #expect(rows.allSatisfy { $0.signalNames == ["temp", "setpoint", "ambient_temp"] })
+        // The readbacks of the applied stage (role applied) are logged with them.
+        #expect(rows.allSatisfy { $0.signalNames == ["temp", "setpoint", "ambient_temp", "level", "power_pct"] })
 
         let (data, summary) = try PlantDataReader(map: map).read(logPath: path)
         #expect(data.controlledNames == ["temp"] && data.exogenousNames == ["setpoint", "ambient_temp"])
@@ -173,6 +174,8 @@ import Testing
         // The shipped heater mapping without its roles.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let text = try String(contentsOfFile: root.appendingPathComponent("topics/heater.yaml").path, encoding: .utf8)
+            .replacingOccurrences(of: ", role: applied, applied: [0, 25, 50, 75, 100]", with: "")
+            .replacingOccurrences(of: ", role: applied", with: "")
             .replacingOccurrences(of: ", role: controlled", with: "")
             .replacingOccurrences(of: ", role: exogenous", with: "")
         #expect(!text.contains("role:"))

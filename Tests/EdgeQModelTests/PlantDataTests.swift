@@ -12,3 +12,19 @@ import Testing
         }
     }
 }
+
+@Suite struct SelectionHorizonTests {
+    func data(_ lengths: [Int]) throws -> PlantData {
+        let segments = lengths.map { n in
+            PlantSegment(controlled: (0..<n).map { [Double($0)] }, exogenous: (0..<n).map { _ in [] }, actions: [Int](repeating: 0, count: n - 1))
+        }
+        return try PlantData(controlledNames: ["y"], exogenousNames: [], actionCount: 2, segments: segments)
+    }
+
+    @Test func shortEpisodesGetShorterHorizons() throws {
+        #expect(PlantModelSelection.horizons(for: try data([5000])) == [1, 10, 60])                      // one long run
+        #expect(PlantModelSelection.horizons(for: try data([Int](repeating: 961, count: 9))) == [1, 10, 60])
+        #expect(PlantModelSelection.horizons(for: try data([Int](repeating: 40, count: 50))) == [1, 5, 20])  // short episodes
+        #expect(PlantModelSelection.horizons(for: try data([Int](repeating: 12, count: 50))) == [1, 3, 8])
+    }
+}

@@ -38,7 +38,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "generalize: the plants, comma-separated (default: every plant).")
     var plants: String?
 
-    @Option(help: "generalize: seeds per plant (1…N; default 5).")
+    @Option(help: "generalize, model: seeds per plant (1…N; default 5).")
     var seeds: Int?
 
     @Option(help: "generalize: steps per run (default: each plant's budget, docs/benchmarks.md).")
@@ -48,8 +48,11 @@ struct BenchCommand: AsyncParsableCommand {
     var dither: Double?
 
     func validate() throws {
-        if name != .generalize && (plants != nil || seeds != nil || steps != nil || dither != nil) {
-            throw ValidationError("--plants, --seeds, --steps and --dither apply to `edgeq bench generalize` only")
+        if name != .generalize && (plants != nil || steps != nil || dither != nil) {
+            throw ValidationError("--plants, --steps and --dither apply to `edgeq bench generalize` only")
+        }
+        if name != .generalize && name != .model && seeds != nil {
+            throw ValidationError("--seeds applies to `edgeq bench generalize` and `edgeq bench model` only")
         }
         if let dither, !(0...1).contains(dither) { throw ValidationError("--dither must be between 0 and 1") }
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
@@ -86,6 +89,7 @@ struct BenchCommand: AsyncParsableCommand {
         defer { withExtendedLifetime(watcher) {} }
         var context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
         context.generalize = try generalizeOptions()
+        if let seeds { context.modelSeeds = seeds }
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)
     }
@@ -93,7 +97,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The benchmarks `edgeq bench` knows.
 enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case mqtt, decode, inference, train, learn, e2e, retrain, generalize
+    case mqtt, decode, inference, train, learn, e2e, retrain, generalize, model
 
     func run(_ context: BenchContext) async throws -> [BenchFigure] {
         switch self {
@@ -105,6 +109,7 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .retrain: return try await RetrainBench.run(context)
         case .e2e: return try await E2EBench.run(context)
         case .generalize: return try await GeneralizeBench.run(context)
+        case .model: return try await ModelBench.run(context)
         }
     }
 }
@@ -116,6 +121,8 @@ struct BenchContext: Sendable {
     let withAnchors: Bool
     /// `generalize` only: plants, seeds, steps.
     var generalize = GeneralizeOptions()
+    /// `model` only: seeds 1…modelSeeds per plant.
+    var modelSeeds = 5
 
     /// Progress for people, on standard error (standard output carries the figures).
     func progress(_ message: String) {

@@ -1,0 +1,54 @@
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// `edgeq bench model` end to end with one seed and one heater shift: the real `edgeq` binary
+/// prints every figure in the benchmark format, each measured in the run, and the limits are
+/// what they claim to be (the thermal optimum cheaper than the PI on its week, the heater
+/// planner with the true model better than the heater's PI).
+@Suite struct ModelBenchSmokeTests {
+    @Test func oneSeedPrintsEveryFigureMeasured() throws {
+        let r = try EdgeQBinary.run(["bench", "model", "--json", "--seeds", "1", "--quick"], timeout: 600)
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(2000))")
+        var lines: [String: [String: Any]] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let figure = o["figure"] as? String else {
+                Issue.record("not a figure line: \(line)")
+                continue
+            }
+            #expect(o["bench"] as? String == "model")
+            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
+                #expect(o.keys.contains(key), "\(figure) has no \(key)")
+            }
+            #expect(o["value"] is NSNumber, "\(figure) was not measured: \(o["reason"] ?? "no reason")")
+            lines[figure] = o
+        }
+        func pair(_ figure: String) -> (Double, Double)? {
+            guard let o = lines[figure], let v = (o["value"] as? NSNumber)?.doubleValue,
+                  let a = (o["anchor_value"] as? NSNumber)?.doubleValue else { return nil }
+            return (v, a)
+        }
+        let thermal = pair("thermal seed 1: optimum energy cost per week")
+        #expect(thermal != nil)
+        if let (optimum, pi) = thermal { #expect(optimum < pi) }
+        let planner = pair("thermal seed 1: planner (true model, perfect forecast) energy cost per week")
+        if let (p, pi) = planner, let (optimum, _) = thermal { #expect(p < pi && p >= optimum * 0.99) } else { Issue.record("no thermal planner figure") }
+        let heater = pair("heater seed 1: planner (true model, relaxed) cost per shift (−return)")
+        #expect(heater != nil)
+        if let (cost, pi) = heater { #expect(cost < pi) }
+        #expect(lines["thermal: optimum cheaper than the PI (mean over 1 weeks)"] != nil)
+        #expect(lines["heater: planner (true model, relaxed) better than the PI (mean over 1 seeds)"] != nil)
+        // The learned model: the heater's planner on it beats the PI; every plant's fit has a
+        // class chosen, at 3 horizons per class against persistence.
+        let learned = pair("heater seed 1: planner (learned model) cost (−return)")
+        if let (cost, truth) = learned, let (_, pi) = heater { #expect(cost < pi && cost >= truth * 0.99) } else { Issue.record("no learned-model heater figure") }
+        for plant in ["heater", "thermal", "cartpole", "mountaincar"] {
+            let fits = lines.keys.filter { $0.hasPrefix("\(plant): ") && $0.contains("model held-out free-run error at") }
+            #expect(fits.count == 6, "\(plant): \(fits.count) fit figures (2 classes × 3 horizons)")
+            #expect(lines.keys.contains { $0.hasPrefix("\(plant): plant model chosen (") && !$0.contains("none") }, "\(plant): no class chosen")
+        }
+        // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7
+        #expect(lines.count == 18 + 3 + 28)
+    }
+}

@@ -1,0 +1,87 @@
+import EdgeQCore
+@testable import EdgeQGateway
+import EdgeQMQTT
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// Judging a retrained candidate on the plant model before its switchback trial, in a running
+/// gateway on a real broker with a closed-loop plant (`ClosedLoop`): the next x is 0.5 after
+/// `a0` and 4 after `a1` (± noise), the incumbent picks at random, the mapping marks x
+/// controlled and y exogenous, so every retraining fits a plant model and, under `promotion:
+/// trial`, estimates the candidate against the incumbent's log on it.
+@Suite struct PretrialGatewayTests {
+    /// `testMapping` with roles, lenient checks, trials of 4-tick blocks; `modelReward`: the
+    /// reward as the plant model sees it (the mapping's own, −|x|, when nil).
+    static func mapping(modelReward: String?) -> String {
+        var yaml = testMapping(extraLearning: """
+              checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+            """)
+        yaml = yaml.replacingOccurrences(of: "json: x, range: [-10, 10]}", with: "json: x, range: [-10, 10], role: controlled}")
+            .replacingOccurrences(of: "json: y, range: [-10, 10]}", with: "json: y, range: [-10, 10], role: exogenous}")
+        if let modelReward { yaml += "\nmodel:\n  reward: \(modelReward)\n" }
+        return yaml
+    }
+
+    func events(_ h: GatewayHarness, phase: String) -> [[String: Any]] {
+        h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).filter { $0["phase"] as? String == phase }
+    }
+
+    /// Logs `ticks` shadow ticks of the closed-loop plant, retrains, and returns the result event.
+    func shadowThenRetrain(_ h: GatewayHarness, ticks: Int) throws -> [String: Any] {
+        let plant = ClosedLoop(h, incumbent: TrialGatewayTests.randomIncumbent(seed: 5), dynamics: TrialGatewayTests.noisyPlant(seed: 6))
+        try plant.run(ticks)
+        usleep(400_000)  // the writer's group commit
+        try h.command("retrain", #"{"steps":2000}"#)
+        let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
+            let phase = GatewayHarness.json($0)["phase"] as? String
+            return phase == "done" || phase == "failed"
+        }
+        return GatewayHarness.json(m)
+    }
+
+    @Test func aCandidateTheModelPredictsBetterGoesToItsTrial() throws {
+        let h = try GatewayHarness(yaml: Self.mapping(modelReward: nil))
+        defer { h.stop() }
+        let r = try shadowThenRetrain(h, ticks: 400)
+        #expect(r["verdict"] as? String == "passed", "\(r)")
+        let plantModel = try #require(r["plant_model"] as? [String: Any], "\(r)")
+        #expect(plantModel["chosen"] as? String != nil, "\(plantModel)")
+        let pretrial = try #require(r["pretrial"] as? [String: Any], "no pre-trial estimate: \(r)")
+        #expect(pretrial["current"] as? String == "logged")
+        // The learner's candidate picks a0 (x → 0.5) where the incumbent picks at random.
+        #expect(pretrial["verdict"] as? String == "predicted_better", "\(pretrial)")
+        #expect((pretrial["lower_bound"] as? Double ?? -1) > 0, "\(pretrial)")
+        let version = try #require(r["version"] as? Int)
+        let started = events(h, phase: "trial").filter { $0["event"] as? String == "started" }
+        #expect(started.first?["version"] as? Int == version, "\(events(h, phase: "trial"))")
+        #expect(events(h, phase: "trial").allSatisfy { $0["event"] as? String != "skipped" })
+        // report.json beside the model keeps the estimate.
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: ModelStore(dataDirectory: h.dir.url).reportURL(version))) as? [String: Any]
+        #expect((report?["pretrial"] as? [String: Any])?["verdict"] as? String == "predicted_better")
+    }
+
+    /// The plant model's reward is the opposite of the log's (+|x|): the candidate the learner
+    /// builds to be better by the log (a0) is worse by the model, which keeps it out of the trial.
+    @Test func aCandidateTheModelPredictsWorseGetsNoTrial() throws {
+        let h = try GatewayHarness(yaml: Self.mapping(modelReward: "abs(x)"))
+        defer { h.stop() }
+        let r = try shadowThenRetrain(h, ticks: 400)
+        #expect(r["verdict"] as? String == "passed", "\(r)")
+        let pretrial = try #require(r["pretrial"] as? [String: Any], "no pre-trial estimate: \(r)")
+        #expect(pretrial["verdict"] as? String == "predicted_worse", "\(pretrial)")
+        #expect((pretrial["upper_bound"] as? Double ?? 1) < 0, "\(pretrial)")
+        let version = try #require(r["version"] as? Int)
+        let trial = events(h, phase: "trial")
+        let skipped = try #require(trial.first { $0["event"] as? String == "skipped" }, "\(trial)")
+        #expect(skipped["version"] as? Int == version)
+        #expect((skipped["reason"] as? String ?? "").contains("predicts it worse than the incumbent"), "\(skipped)")
+        #expect(!trial.contains { $0["event"] as? String == "started" }, "\(trial)")
+        #expect(r["promoted"] as? Bool == false)
+        #expect(h.gateway.servedVersion == nil)
+        #expect(h.metric("edgeq_trial_active") == 0)
+        // The candidate is kept (an operator may still promote it by name), not trialled.
+        #expect(try ModelStore(dataDirectory: h.dir.url).versions().contains(version))
+    }
+}
