@@ -169,6 +169,8 @@ public final class Gateway: Sendable {
     /// Who the plant was told is in charge, and the handover connection carrying the `give`
     /// Last Will (Handover.swift).
     let handover: HandoverState
+    /// Ships the experience log to the fleet learner (nil without a `fleet` section; FleetShipper.swift).
+    let fleet: FleetShipper?
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -232,6 +234,12 @@ public final class Gateway: Sendable {
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
             handover = HandoverState(map: map, base: config, registry: metrics.registry)
+            if let f = map.fleet {
+                fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
+                                         logPath: log.path, base: config, registry: metrics.registry, logger: logger)
+            } else {
+                fleet = nil
+            }
             config.session = .persistent(expiry: 3600)
             // With inline decisions the hand-off stays empty (the handler takes every message):
             // a small ring instead of 8,192 slots (≈ 0.4 MB).
@@ -340,6 +348,7 @@ public final class Gateway: Sendable {
             announceHandover(reason: "started: the incumbent is in charge")
         }
         startCommandThread()
+        fleet?.start()
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
@@ -412,6 +421,7 @@ public final class Gateway: Sendable {
         // The plant first: no decision comes any more (the give, then the offline status).
         handOverAtShutdown()
         stopCommandThread()
+        fleet?.stop()
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
             try writer.flush(timeout: 30)

@@ -369,6 +369,7 @@ extension Gateway {
         ]
         if let reason { obj["reason"] = .string(reason) }
         obj["handover"] = handoverStatus()
+        if let fleet { obj["fleet"] = fleet.statusJSON }
         let recoveries = log.recoveries
         if let last = recoveries.last {
             // A damaged log was moved aside (at start or while writing): say so until restart.

@@ -131,7 +131,10 @@ public final class ExperienceLog: Sendable {
             // in `edgeq run`, docs/benchmarks.md e2e).
             let now = Date().formatted(.iso8601)
             for (k, v) in [("schema_version", String(Schema.version)), ("gateway_id", gatewayID ?? "unknown"),
-                           ("created_at", now), ("state_encoding", "float32-le")] {
+                           ("created_at", now), ("state_encoding", "float32-le"),
+                           // This file's identity (kept once set; a file from before gets one at its next
+                           // open): a fleet learner tells a replaced log's rows from the old ones by it.
+                           ("log_id", UUID().uuidString.lowercased())] {
                 insert.reset()
                 insert.bind(1, k)
                 insert.bind(2, v)

@@ -116,6 +116,13 @@ public struct LoggedTransition: Sendable, Equatable {
     /// The names of `transition.signals` and `transition.nextSignals`, in their order (from the
     /// log's `signal_sets` table); nil when the row has no signal values.
     public var signalNames: [String]? = nil
+
+    /// A row: its id, the transition, the names of its signal values.
+    public init(id: Int64, transition: Transition, signalNames: [String]? = nil) {
+        self.id = id
+        self.transition = transition
+        self.signalNames = signalNames
+    }
 }
 
 /// Which rows to read or export.

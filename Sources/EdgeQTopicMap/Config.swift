@@ -462,3 +462,30 @@ public struct HandoverConfig: Sendable, Equatable {
     /// The `give` write that is the Last Will, if any.
     public var will: HandoverWrite? { willIndex.flatMap { give.indices.contains($0) ? give[$0] : nil } }
 }
+
+/// The `fleet` section: ship the experience log to a fleet learner over the broker
+/// (docs/fleet.md). Absent: nothing is shipped.
+public struct FleetConfig: Sendable, Equatable {
+    /// The fleet's topic prefix (e.g. `fleet/ahu`): batches go to `<topic>/experience/<gateway id>`,
+    /// acknowledgements come on `<topic>/ack/<gateway id>`.
+    public var topic: String
+    /// Rows per batch, at most (default 500).
+    public var batchRows: Int = 500
+    /// Seconds between two looks at the log when there is nothing to send (default 1 s).
+    public var interval: Double = 1
+    /// The QoS of the batches (1 or 2; default 1).
+    public var qos: Int = 1
+    /// Batches sent and not yet acknowledged, at most (default 4).
+    public var window: Int = 4
+    /// Seconds without an acknowledgement after which every unacknowledged batch is sent again
+    /// from the cursor (default 10 s).
+    public var ackTimeout: Double = 10
+
+    /// A fleet section with the defaults for everything but the topic.
+    public init(topic: String) { self.topic = topic }
+
+    /// `<topic>/experience/<gateway>`.
+    public func experienceTopic(gateway: String) -> String { "\(topic)/experience/\(gateway)" }
+    /// `<topic>/ack/<gateway>`.
+    public func ackTopic(gateway: String) -> String { "\(topic)/ack/\(gateway)" }
+}

@@ -127,7 +127,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -155,6 +155,11 @@ struct Builder {
         }
 
         let handover = top["handover"].flatMap { readHandover($0) }
+        let fleet = top["fleet"].flatMap { readFleet($0) }
+        if let fleet, let g = gateway, fleet.topic == g.prefix || fleet.topic.hasPrefix(g.prefix + "/") || g.prefix.hasPrefix(fleet.topic + "/"),
+           let n = top["fleet"]?["topic"] {
+            r.error(n, "fleet topic '\(fleet.topic)' overlaps the gateway's control-plane prefix '\(g.prefix)'; give the fleet a prefix of its own (e.g. fleet/<plant kind>)")
+        }
         if let actions { resolveAppliedValues(actions) }
         var model = ModelObjective()
         if let state, let reward {
@@ -220,7 +225,7 @@ struct Builder {
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
             applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig(),
-            model: model)
+            model: model, fleet: fleet)
     }
 
     func slotNames() -> [String] {
@@ -724,6 +729,44 @@ struct Builder {
             compiled = CompiledWrite(topic: topic, template: t, value: valueExpr, qos: w.qos, retain: w.retain)
         }
         return ReadWrite(config: w, compiled: compiled, topicNode: tn)
+    }
+
+    // MARK: fleet
+
+    /// The `fleet` section: `topic` (required), `batch_rows`, `interval`, `qos`, `window`,
+    /// `ack_timeout` (docs/fleet.md).
+    func readFleet(_ node: Node) -> FleetConfig? {
+        guard let f = r.mapping(node, "fleet", known: ["topic", "batch_rows", "interval", "qos", "window", "ack_timeout"], required: ["topic"]),
+              let tn = f["topic"], let topic = r.string(tn, "fleet topic") else { return nil }
+        var ok = true
+        if let p = topicProblem(topic, allowWildcards: false) {
+            r.error(tn, "invalid fleet topic '\(topic)': \(p)")
+            ok = false
+        } else if topic.hasSuffix("/") {
+            r.error(tn, "fleet topic '\(topic)' must not end with '/': write the prefix alone (e.g. fleet/ahu)")
+            ok = false
+        }
+        var c = FleetConfig(topic: topic)
+        if let n = f["batch_rows"] {
+            if let v = r.int(n, "fleet batch_rows", min: 1, max: 10_000) { c.batchRows = v } else { ok = false }
+        }
+        if let n = f["interval"] {
+            if let v = r.duration(n, "fleet interval") {
+                if v > 3600 { r.error(n, "fleet interval must be at most 1 h, found \(r.fmt(v)) s"); ok = false } else { c.interval = v }
+            } else { ok = false }
+        }
+        if let n = f["qos"] {
+            if let v = r.int(n, "fleet qos", min: 1, max: 2) { c.qos = v } else { ok = false }
+        }
+        if let n = f["window"] {
+            if let v = r.int(n, "fleet window (batches in flight)", min: 1, max: 64) { c.window = v } else { ok = false }
+        }
+        if let n = f["ack_timeout"] {
+            if let v = r.duration(n, "fleet ack_timeout") {
+                if v < 0.1 { r.error(n, "fleet ack_timeout must be at least 100ms, found \(r.fmt(v)) s"); ok = false } else { c.ackTimeout = v }
+            } else { ok = false }
+        }
+        return ok ? c : nil
     }
 
     // MARK: handover

@@ -185,6 +185,8 @@ public struct TopicMap: Sendable {
     public let controlPlane: ControlPlaneConfig
     /// The `handover` section (empty when absent: nothing is published on a handover).
     public let handover: HandoverConfig
+    /// The `fleet` section (nil when absent: the experience log is not shipped; docs/fleet.md).
+    public let fleet: FleetConfig?
     /// The signals a plant model uses, by role (`SignalConfig.role`), as indices into
     /// `signals`, each list in file order.
     public let modelSignals: (controlled: [Int], exogenous: [Int])
@@ -262,11 +264,12 @@ public struct TopicMap: Sendable {
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
          applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init(),
-         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective()) {
+         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil) {
         self.model = model
         modelJudging = model.judging
         self.controlPlane = controlPlane
         self.handover = handover
+        self.fleet = fleet
         self.applied = applied
         self.continuity = continuity
         sequenceSignal = continuity.sequence.flatMap { name in signals.firstIndex { $0.name == name } }

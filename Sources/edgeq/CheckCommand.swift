@@ -169,6 +169,9 @@ struct CheckCommand: AsyncParsableCommand {
             let will = h.will.map { "Last Will on \($0.topic) (keep-alive \(h.keepAlive) s)" } ?? "no Last Will"
             lines.append("handover   take → \(list(h.take)); give → \(list(h.give)); \(will)")
         }
+        if let f = map.fleet {
+            lines.append("fleet      ships the log on \(f.experienceTopic(gateway: map.gateway.id)) (batches of ≤ \(f.batchRows) rows, window \(f.window), QoS \(f.qos)); acknowledgements on \(f.ackTopic(gateway: map.gateway.id))")
+        }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")
         if l.promotion == .trial {

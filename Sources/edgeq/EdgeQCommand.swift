@@ -17,6 +17,7 @@ struct EdgeQCommand: AsyncParsableCommand {
             CheckCommand.self,
             BenchCommand.self,
             RunCommand.self,
+            LearnerCommand.self,
             SimCommand.self,
             TrainCommand.self,
             ModelsCommand.self,

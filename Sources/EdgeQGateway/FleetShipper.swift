@@ -1,0 +1,322 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import EdgeQLog
+import EdgeQMQTT
+import EdgeQTopicMap
+import Foundation
+import Logging
+import Synchronization
+
+/// Ships the experience log to the fleet learner (docs/fleet.md): batches of logged rows on
+/// `<fleet>/experience/<gateway id>`, from a durable cursor that moves only when a learner
+/// acknowledges (`<fleet>/ack/<gateway id>`).
+///
+/// It runs on its own thread with its own MQTT connection (client id `<client id>-fleet`) and
+/// its own read-only connection to the log: it never sees a tick, never takes the decision
+/// lock, and the log writer never waits for it.
+///
+/// Exactly once, from the learner's side: rows are sent after the cursor, at most `window`
+/// batches wait for an acknowledgement, and after a reconnect or `ack_timeout` without an
+/// acknowledgement every unacknowledged row is sent again from the cursor. A row may thus
+/// reach a learner twice before it is acknowledged (the learner drops the copy); once
+/// acknowledged it is never sent again, and the cursor survives a restart (`fleet-cursor.json`).
+public final class FleetShipper: Sendable {
+    /// The cursor file inside the data directory.
+    public static let cursorFileName = "fleet-cursor.json"
+
+    /// The figures of the shipper, consistent with each other at the time they were read.
+    public struct Figures: Sendable, Equatable {
+        /// The durable cursor: the highest row id a learner acknowledged.
+        public var acked: Int64 = 0
+        /// Rows sent (every copy counts).
+        public var rowsShipped: UInt64 = 0
+        /// Rows acknowledged since start (how far the cursor moved).
+        public var rowsAcked: UInt64 = 0
+        /// Log rows not acknowledged yet (largest row id − cursor).
+        public var lagRows: Int64 = 0
+        /// Batches waiting for an acknowledgement.
+        public var inFlight: Int = 0
+        /// Times the unacknowledged rows were sent again (reconnect or timeout).
+        public var resends: UInt64 = 0
+        /// Batches sent.
+        public var batches: UInt64 = 0
+        /// The last problem (a log that cannot be read, a cursor that cannot be written), if any.
+        public var problem: String?
+    }
+
+    let config: FleetConfig
+    let gatewayID: String
+    let logPath: String
+    let cursorURL: URL
+    let client: MQTTClient
+    let logger: Logger
+    private let figures = Mutex(Figures())
+    /// The identity of the log file being shipped (`meta.log_id`) and the highest
+    /// acknowledgement received for it (network thread → shipper thread); one lock, so an
+    /// acknowledgement for a replaced log can never land on the new one's count.
+    private let ack = Mutex<(log: String, acked: Int64)>(("", 0))
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let started = Atomic<Bool>(false)
+    private let shipped: Counter, ackedRows: Counter, lag: Gauge
+
+    /// Prepares the shipper (connects nothing yet).
+    ///
+    /// - Parameters:
+    ///   - base: the gateway's MQTT configuration (broker, credentials, TLS); the shipper uses a
+    ///     clean session under `<client id>-fleet`, without a Last Will.
+    ///   - registry: where `edgeq_fleet_*` metrics are registered.
+    /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
+    init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
+         registry: MetricsRegistry, logger: Logger) throws {
+        self.config = config
+        self.gatewayID = gatewayID
+        self.logPath = logPath
+        self.logger = logger
+        cursorURL = dataDirectory.appendingPathComponent(Self.cursorFileName)
+        var c = base
+        c.clientID = base.clientID + "-fleet"
+        c.session = .clean
+        c.will = nil
+        c.inboundCapacity = 16
+        do {
+            client = try MQTTClient(c, logger: logger)
+        } catch {
+            throw GatewayError("fleet: cannot make the shipper's MQTT client: \(error)")
+        }
+        shipped = registry.counter("edgeq_fleet_rows_shipped_total", help: "Log rows sent to the fleet learner (every copy counts).")
+        ackedRows = registry.counter("edgeq_fleet_rows_acked_total", help: "Log rows a fleet learner acknowledged (the cursor's moves).")
+        lag = registry.gauge("edgeq_fleet_lag_rows", help: "Log rows not acknowledged by a fleet learner yet.")
+        let initial = Self.loadCursor(cursorURL, topic: config.topic, logger: logger)
+        figures.withLock { $0.acked = initial.acked }
+        ack.withLock { $0 = (initial.log, initial.acked) }
+    }
+
+    /// The figures now.
+    public var current: Figures { figures.withLock { $0 } }
+
+    /// The `fleet` object of the status JSON.
+    var statusJSON: JSONValue {
+        let f = current
+        var o: [String: JSONValue] = [
+            "topic": .string(config.experienceTopic(gateway: gatewayID)),
+            "acked": .number(Double(f.acked)),
+            "rows_shipped": .number(Double(f.rowsShipped)),
+            "rows_acked": .number(Double(f.rowsAcked)),
+            "lag_rows": .number(Double(f.lagRows)),
+            "in_flight": .number(Double(f.inFlight)),
+            "resends": .number(Double(f.resends)),
+            "connected": .bool(client.state == .connected),
+        ]
+        if let p = f.problem { o["problem"] = .string(p) }
+        return .object(o)
+    }
+
+    /// Starts the connection and the shipper thread; a second call does nothing.
+    func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
+        let ackTopic = config.ackTopic(gateway: gatewayID)
+        do {
+            try client.subscribe(ackTopic, qos: .atLeastOnce)
+        } catch {
+            logger.error("fleet: cannot subscribe to the acknowledgements", metadata: ["mqtt.topic": "\(ackTopic)", "error": "\(error)"])
+        }
+        client.start { [self] m in
+            if m.topic == ackTopic, let (a, log) = Self.parseAck(m.payload) {
+                let moved = ack.withLock { s -> Bool in
+                    guard log == nil || log == s.log, a > s.acked else { return false }
+                    s.acked = a
+                    return true
+                }
+                if moved { wake.signal() }
+            }
+            return true
+        }
+        let t = Thread { [self] in
+            loop()
+            done.signal()
+        }
+        t.name = "edgeq-fleet"
+        t.start()
+    }
+
+    /// Stops the thread (after its current batch) and the connection, waiting at most `timeout`.
+    func stop(timeout: Double = 10) {
+        guard started.load(ordering: .relaxed) else { return }
+        stopping.store(true, ordering: .relaxed)
+        wake.signal()
+        _ = done.wait(timeout: .now() + timeout)
+        client.stop()
+    }
+
+    /// `{"acked": N, "log": L, …}` → (N, L).
+    static func parseAck(_ payload: [UInt8]) -> (Int64, String?)? {
+        guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+              let n = o["acked"] as? NSNumber else { return nil }
+        let v = n.doubleValue
+        guard v.isFinite, v >= 0, v < 9e15 else { return nil }
+        return (Int64(v), o["log"] as? String)
+    }
+
+    // MARK: - The cursor
+
+    /// The cursor and the log file it counts in ("" when not known).
+    static func loadCursor(_ url: URL, topic: String, logger: Logger) -> (acked: Int64, log: String) {
+        guard let data = try? Data(contentsOf: url) else { return (0, "") }
+        guard let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let n = o["acked"] as? NSNumber, n.int64Value >= 0 else {
+            logger.warning("fleet: the cursor file cannot be read; shipping from the start of the log (the learner drops what it already has)",
+                           metadata: ["fleet.cursor": "\(url.path)"])
+            return (0, "")
+        }
+        if let t = o["topic"] as? String, t != topic {
+            logger.notice("fleet: the fleet topic changed; shipping from the start of the log", metadata: ["fleet.was": "\(t)", "fleet.topic": "\(topic)"])
+            return (0, "")
+        }
+        return (n.int64Value, o["log"] as? String ?? "")
+    }
+
+    private func saveCursor(_ acked: Int64, log: String) throws {
+        let text = #"{"acked":\#(acked),"log":\#(JSONValue.string(log).jsonText),"topic":\#(JSONValue.string(config.topic).jsonText),"gateway":\#(JSONValue.string(gatewayID).jsonText)}"# + "\n"
+        try DurableFile.write(Data(text.utf8), to: cursorURL)
+    }
+
+    // MARK: - The thread
+
+    /// A batch waiting for its acknowledgement: its last row id and when it was sent.
+    private struct Sent {
+        let last: Int64
+        let at: UInt64
+    }
+
+    /// The inode of the file at `path` (0 when it cannot be read): a replaced log has another.
+    static func inode(_ path: String) -> UInt64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt64(st.st_ino) : 0
+    }
+
+    private func loop() {
+        var tail: LogTail?
+        var tailInode: UInt64 = 0
+        var log = ack.withLock { $0.log }
+        var acked = figures.withLock { $0.acked }
+        var persisted = acked
+        var next = acked                 // rows after this one are not sent yet
+        var inFlight: [Sent] = []
+        var lastConnects = client.counters.connects
+        var lastPartial: UInt64 = 0
+        let timeoutNs = UInt64(config.ackTimeout * 1e9)
+        let intervalNs = UInt64(config.interval * 1e9)
+        let topic = config.experienceTopic(gateway: gatewayID)
+        let qos: QoS = config.qos == 2 ? .exactlyOnce : .atLeastOnce
+        var problem: String?
+
+        while !stopping.load(ordering: .relaxed) {
+            _ = wake.wait(timeout: .now() + min(config.interval, 0.5))
+            if stopping.load(ordering: .relaxed) { break }
+            let now = Gateway.now()
+            problem = nil   // what goes wrong in this round, if anything
+
+            // 0. The log file: opened read-only; opened again when it was replaced (a damaged
+            // file moved aside). Another file counts its rows anew: ship it from its start.
+            if tail != nil && Self.inode(logPath) != tailInode { tail = nil }
+            if tail == nil {
+                do {
+                    let t = try LogTail(path: logPath)
+                    tail = t
+                    tailInode = Self.inode(logPath)
+                    if t.logID != log {
+                        if !log.isEmpty {
+                            // Not the file the cursor counts in: its rows are another sequence.
+                            logger.notice("fleet: the experience log was replaced; shipping the new log from its start",
+                                          metadata: ["fleet.log": "\(t.logID)", "fleet.was": "\(log)"])
+                            acked = 0
+                            next = 0
+                            inFlight.removeAll()
+                        }
+                        log = t.logID
+                        let start = acked
+                        ack.withLock { $0 = (t.logID, start) }
+                        persisted = -1   // write the cursor with the log's identity
+                    }
+                } catch {
+                    problem = "cannot read the experience log: \(error)"
+                }
+            }
+
+            // 1. Acknowledgements move the cursor (durably) and retire the batches they cover.
+            let a = ack.withLock { $0.acked }
+            if a > acked {
+                let moved = a - acked
+                acked = a
+                inFlight.removeAll { $0.last <= a }
+                if next < a { next = a }   // acknowledged through another path (a restored learner)
+                ackedRows.increment(by: UInt64(moved))
+                figures.withLock { $0.rowsAcked &+= UInt64(moved) }
+            }
+            if acked != persisted {
+                do {
+                    try saveCursor(acked, log: log)
+                    persisted = acked
+                } catch {
+                    problem = "cannot write the cursor \(cursorURL.path): \(error)"
+                    logger.error("fleet: \(problem ?? "")")
+                }
+            }
+
+            // 2. A new connection, or no acknowledgement in time: send again from the cursor.
+            let connects = client.counters.connects
+            let reconnected = connects != lastConnects
+            lastConnects = connects
+            let timedOut = inFlight.first.map { now &- $0.at > timeoutNs } ?? false
+            if (reconnected || timedOut) && next > acked {
+                logger.info("fleet: sending the unacknowledged rows again", metadata: [
+                    "fleet.reason": "\(reconnected ? "reconnected" : "no acknowledgement in time")",
+                    "fleet.from": "\(acked)", "fleet.to": "\(next)",
+                ])
+                inFlight.removeAll()
+                next = acked
+                figures.withLock { $0.resends &+= 1 }
+            }
+
+            // 3. New batches while the window has room (only when connected: libmosquitto would
+            // keep them in memory, and they are sent again from the cursor after the connect).
+            var lastID: Int64 = acked
+            if let tail, client.state == .connected {
+                do {
+                    while inFlight.count < config.window && !stopping.load(ordering: .relaxed) {
+                        let rows = try tail.rows(after: next, limit: config.batchRows)
+                        guard let last = rows.last else { break }
+                        // A part batch waits for the interval (fewer, fuller batches).
+                        if rows.count < config.batchRows && now &- lastPartial < intervalNs { break }
+                        if rows.count < config.batchRows { lastPartial = now }
+                        let batch = FleetBatch(gateway: gatewayID, log: log, origin: acked, after: next, last: last.id, rows: rows)
+                        _ = try client.publish(topic, batch.encode(), qos: qos)
+                        inFlight.append(Sent(last: last.id, at: now))
+                        next = last.id
+                        shipped.increment(by: UInt64(rows.count))
+                        figures.withLock { $0.rowsShipped &+= UInt64(rows.count); $0.batches &+= 1 }
+                    }
+                    lastID = try tail.lastID()
+                } catch {
+                    problem = "\(error)"
+                    logger.error("fleet: cannot ship", metadata: ["error": "\(error)"])
+                }
+            } else if let tail {
+                lastID = (try? tail.lastID()) ?? acked
+            }
+            let lagRows = max(0, lastID - acked)
+            lag.set(Double(lagRows))
+            figures.withLock {
+                $0.acked = acked
+                $0.lagRows = lagRows
+                $0.inFlight = inFlight.count
+                $0.problem = problem
+            }
+        }
+    }
+}

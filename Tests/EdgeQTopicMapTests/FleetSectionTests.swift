@@ -1,0 +1,71 @@
+import EdgeQTopicMap
+import Testing
+
+/// The mapping's `fleet` section and the fleet learner's own file (docs/fleet.md).
+@Suite struct FleetSectionTests {
+    /// The line the first appended line lands on.
+    static let firstLine = minimal.split(separator: "\n", omittingEmptySubsequences: false).count
+
+    @Test func absentMeansNoShippingAndDefaultsAreDocumented() throws {
+        #expect(try TopicMap.parse(yaml: minimal, file: "m.yaml").fleet == nil)
+        let f = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu}\n", file: "m.yaml").fleet)
+        #expect(f == FleetConfig(topic: "fleet/ahu"))
+        #expect(f.batchRows == 500 && f.interval == 1 && f.qos == 1 && f.window == 4 && f.ackTimeout == 10)
+        #expect(f.experienceTopic(gateway: "t") == "fleet/ahu/experience/t" && f.ackTopic(gateway: "t") == "fleet/ahu/ack/t")
+        let all = try #require(try TopicMap.parse(yaml: minimal + """
+            fleet:
+              topic: fleet/ahu
+              batch_rows: 200
+              interval: 250ms
+              qos: 2
+              window: 8
+              ack_timeout: 30s
+
+            """, file: "m.yaml").fleet)
+        #expect(all.batchRows == 200 && all.interval == 0.25 && all.qos == 2 && all.window == 8 && all.ackTimeout == 30)
+    }
+
+    @Test func problemsAreReportedWithTheirLine() {
+        let cases: [(String, Int, String)] = [
+            ("fleet: {batch_rows: 5}", 0, "missing required key 'topic' in fleet"),
+            ("fleet:\n  topic: fleet/+/x", 1, "invalid fleet topic"),
+            ("fleet:\n  topic: fleet/ahu/", 1, "must not end with '/'"),
+            ("fleet:\n  topic: fleet/ahu\n  qos: 0", 2, "fleet qos must be in 1...2"),
+            ("fleet:\n  topic: fleet/ahu\n  batch_rows: 0", 2, "fleet batch_rows must be in 1...10000"),
+            ("fleet:\n  topic: fleet/ahu\n  window: 100", 2, "fleet window (batches in flight) must be in 1...64"),
+            ("fleet:\n  topic: fleet/ahu\n  interval: soon", 2, "fleet interval must be a positive duration"),
+            ("fleet:\n  topic: fleet/ahu\n  ack_timeout: 10ms", 2, "at least 100ms"),
+            ("fleet:\n  topic: fleet/ahu\n  batch_row: 5", 2, "did you mean 'batch_rows'?"),
+            ("fleet:\n  topic: edgeq/t/fleet", 1, "overlaps the gateway's control-plane prefix"),
+        ]
+        for (yaml, line, text) in cases {
+            let d = diagnostics(minimal + yaml + "\n")
+            #expect(d.count == 1, "\(yaml): \(d)")
+            #expect(d.first?.line == Self.firstLine + line, "\(yaml): \(d)")
+            #expect(d.first?.message.contains(text) == true, "\(yaml): \(d)")
+        }
+    }
+
+    @Test func theLearnerFileIsValidatedLikeAMapping() throws {
+        let c = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: g1\nid: l-1\nstatus_interval: 2s\nmetrics_port: 0\n")
+        #expect(c.subscription == "$share/g1/fleet/ahu/experience/+")
+        #expect(c.ackTopic(gateway: "a") == "fleet/ahu/ack/a" && c.statusTopic == "fleet/ahu/learner/l-1/status")
+        #expect(c.statusInterval == 2 && c.metricsPort == 0 && c.broker == nil && c.data == nil && c.username == nil && c.tls == nil)
+        let secured = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nusername: {env: U}\npassword: {file: /p}\ntls: {ca: /ca.pem}\n")
+        #expect(secured.username == .environment("U") && secured.password == .file("/p") && secured.tls?.caFile == "/ca.pem")
+        do {
+            _ = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\npassword: hunter2\n", file: "f.yaml")
+            Issue.record("an inline password was accepted")
+        } catch {
+            #expect(error.diagnostics.map(\.line) == [4] && error.diagnostics.first?.message.contains("must not be written inline") == true)
+        }
+        do {
+            _ = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: a/b\nid: l1\nbroker: http://x\ngrup: 1\n", file: "f.yaml")
+            Issue.record("an invalid learner file was accepted")
+        } catch {
+            let lines = error.diagnostics.map(\.line)
+            #expect(lines == [2, 4, 5], "\(error.diagnostics)")
+            #expect(error.diagnostics.map(\.description).joined().contains("did you mean 'group'?"))
+        }
+    }
+}
