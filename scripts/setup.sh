@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what EdgeQ needs to build and test, and nothing when it is all there.
-# Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite), the broker
+# Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite, zlib), the broker
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
 # Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
 # in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
@@ -11,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_deb=()
-for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev openssl curl gcc make; do
+for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev zlib1g-dev openssl curl gcc make; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_deb+=("$pkg")
   fi
