@@ -23,6 +23,10 @@ import Testing
 
     /// Overwrites `count` bytes in the middle of the file with seeded random bytes (the probe's fault).
     func scribble(_ path: String, count: Int = 8192, seed: UInt64 = 11) throws {
+        // Everything in the main file first: a page still in the WAL would supersede the
+        // damaged one on the next open (under load the last close may leave its WAL behind),
+        // and the damage would not be seen.
+        try sqlScript(path, "PRAGMA wal_checkpoint(TRUNCATE);")
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
         try #require(size > 4 * count, "the log is too small to damage its middle (\(size) bytes)")
         var x = seed
