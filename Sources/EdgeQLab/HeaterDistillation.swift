@@ -45,7 +45,9 @@ public enum HeaterDistillation {
         public var trainLoss: Double
         /// Agreement of the int8 network with the teacher on the held-out states.
         public var heldOut: Distillation.Agreement
-        /// The same on the training states.
+        /// The fp32 network's agreement on the held-out states (what quantization costs).
+        public var heldOutFP32: Distillation.Agreement
+        /// The int8 network's agreement on the training states.
         public var train: Distillation.Agreement
         /// Seconds spent by the teacher (valuing the states) and the training.
         public var teacherSeconds: Double
@@ -64,10 +66,10 @@ public enum HeaterDistillation {
         /// The planner's horizon (ticks).
         public var horizon = 64
         /// The tolerance of the tolerant agreement (teacher's units: the mapping's reward × discounted ticks).
-        public var tolerance = 0.05
+        public var tolerance = 0.03
         /// The student's training (hidden widths are the mapping's `learning.hidden`).
-        public var updates = 6000
-        public var differenceWeight: Float = 4
+        public var updates = 30000
+        public var differenceWeight: Float = 1
         public var seed: UInt64 = 1
 
         /// The defaults above.
@@ -109,6 +111,7 @@ public enum HeaterDistillation {
         return Outcome(model: model, modelDescription: model.description, student: result.model, trainStates: train.count, heldOutStates: held.count,
                        trainLoss: result.trainLoss,
                        heldOut: Distillation.agreement(result.model, precision: .int8, on: held, tolerance: settings.tolerance),
+                       heldOutFP32: Distillation.agreement(result.model, precision: .fp32, on: held, tolerance: settings.tolerance),
                        train: Distillation.agreement(result.model, precision: .int8, on: train, tolerance: settings.tolerance),
                        teacherSeconds: teacherSeconds, trainSeconds: trainSeconds)
     }

@@ -25,17 +25,16 @@ public enum Distillation {
         public var batchSize: Int
         /// Adam's learning rate.
         public var learningRate: Float
-        /// Weight of the action-difference term: besides each value, the differences between
-        /// a state's values (each value minus the state's mean value) are fitted with this
-        /// weight, so that the ranking the argmax reads is not drowned by the level the values
-        /// share. 0: plain MSE on the values.
+        /// Weight of the action-difference term: the loss fits each state's mean value and the
+        /// actions' differences from it, each in its own units (standardised by its spread over
+        /// the examples), the differences with this weight. 0: the mean values only.
         public var differenceWeight: Float
         /// Seeds the initial weights and the minibatches.
         public var seed: UInt64
 
         /// A configuration; see the properties.
-        public init(hidden: [Int] = [64, 64], updates: Int = 6000, batchSize: Int = 64, learningRate: Float = 1e-3,
-                    differenceWeight: Float = 4, seed: UInt64 = 1) {
+        public init(hidden: [Int] = [64, 64], updates: Int = 30000, batchSize: Int = 64, learningRate: Float = 1e-3,
+                    differenceWeight: Float = 1, seed: UInt64 = 1) {
             self.hidden = hidden
             self.updates = updates
             self.batchSize = batchSize
@@ -99,11 +98,21 @@ public enum Distillation {
         let flat = examples.flatMap(\.state)
         let normalization = Normalization.fit(flat, inputCount: width)
         let inputs = normalization.apply(flat)
-        // Targets standardised by one mean and scale over all values (folded back below).
+        // Targets split into each state's mean value V(s) and the actions' differences from it
+        // A(s, a) = Q(s, a) − V(s), each term of the loss in its own units: on the heater the
+        // differences are a thousandth of the values' spread, so one scale for both would leave
+        // the ranking (what the argmax reads) below the fit's resolution. Standardised by V's
+        // mean and spread (folded back into the last layer below).
         let all = examples.flatMap(\.values)
-        let mean = all.reduce(0, +) / Double(all.count)
-        let sd = max((all.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(all.count)).squareRoot(), 1e-9)
+        let stateMeans = examples.map { $0.values.reduce(0, +) / Double(A) }
+        let mean = stateMeans.reduce(0, +) / Double(examples.count)
+        let sd = max((stateMeans.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(examples.count)).squareRoot(), 1e-9)
+        var advSq = 0.0
+        for (i, e) in examples.enumerated() { for v in e.values { advSq += (v - stateMeans[i]) * (v - stateMeans[i]) } }
+        let advSD = max((advSq / Double(all.count)).squareRoot(), 1e-9 * sd)
         let targets = all.map { Float(($0 - mean) / sd) }
+        // The differences' weight in standardised units: (σ_V / σ_A)², times the configured weight.
+        let w = c.differenceWeight * Float((sd / advSD) * (sd / advSD))
 
         setBLASThreads(1)
         var adam = Adam(parameterCount: arch.parameterCount, learningRate: c.learningRate)
@@ -113,8 +122,11 @@ public enum Distillation {
         var y = [Float](repeating: 0, count: B * A)
         var dq = [Float](repeating: 0, count: B * A)
         var lossTail = 0.0, tailCount = 0
-        let w = c.differenceWeight
         for u in 0..<c.updates {
+            // The learning rate falls linearly to 5 % of its start: the ranking lives in small
+            // differences, which a constant step keeps shaking (measured on the heater: more
+            // updates at a constant rate agreed less with the teacher, not more).
+            adam.learningRate = c.learningRate * (1 - 0.95 * Float(u) / Float(max(c.updates, 1)))
             for r in 0..<B {
                 let i = Int(rng.next() % UInt64(examples.count))
                 for k in 0..<width { x[r * width + k] = inputs[i * width + k] }
@@ -131,8 +143,9 @@ public enum Distillation {
                     let e = q[r * A + a] - y[r * A + a]
                     let d = e - meanErr        // the error in the action's difference from the state's mean
                     loss += e * e
-                    // d/dq of e² + w·Σ d²: 2e + 2w·d (Σ over actions of d's derivative leaves d itself).
-                    dq[r * A + a] = (2 * e + 2 * w * d) / Float(B * A)
+                    // Per state: L = ē² + w · (1/A) Σ_a d_a²; ∂L/∂q_a = 2ē/A + 2w·d_a/A
+                    // (Σ_a d_a = 0 removes the mean's share of the second term).
+                    dq[r * A + a] = (2 * meanErr + 2 * w * d) / Float(B * A)
                 }
             }
             dq.withUnsafeBufferPointer { net.backward($0.baseAddress!) }
@@ -177,13 +190,17 @@ public enum Distillation {
         /// Mean and largest teacher's value lost by the network's pick (teacher's best − its value).
         public var meanRegret: Double
         public var maxRegret: Double
+        /// Share of the states where the teacher's own best two actions are within `tolerance`
+        /// of each other (near-ties: strict agreement there is a coin toss the values barely
+        /// decide).
+        public var teacherNearTies: Double
     }
 
     /// The agreement of `model` served at `precision` with the teacher on `examples`.
     public static func agreement(_ model: QModel, precision: Precision, on examples: [Example], tolerance: Double) -> Agreement {
         let engine = model.makeEngine(precision)
         var strict = 0, tolerant = 0, n = 0
-        var regretSum = 0.0, regretMax = 0.0
+        var regretSum = 0.0, regretMax = 0.0, ties = 0
         for e in examples {
             guard let best = e.best, e.state.count == model.inputCount,
                   let pick = e.state.withUnsafeBufferPointer({ engine.bestAction(state: $0) }), e.values.indices.contains(pick) else { continue }
@@ -191,12 +208,14 @@ public enum Distillation {
             let regret = e.values[best] - e.values[pick]
             regretSum += regret
             regretMax = max(regretMax, regret)
+            let second = e.values.enumerated().filter { $0.offset != best }.map(\.element).max() ?? -.infinity
+            if e.values[best] - second <= tolerance { ties += 1 }
             if pick == best { strict += 1 }
             if pick == best || regret <= tolerance { tolerant += 1 }
         }
         let d = Double(max(n, 1))
         return Agreement(states: n, strict: Double(strict) / d, tolerant: Double(tolerant) / d, tolerance: tolerance,
-                         meanRegret: regretSum / d, maxRegret: regretMax)
+                         meanRegret: regretSum / d, maxRegret: regretMax, teacherNearTies: Double(ties) / d)
     }
 }
 
