@@ -52,6 +52,10 @@ public enum HeaterDistillation {
         /// Seconds spent by the teacher (valuing the states) and the training.
         public var teacherSeconds: Double
         public var trainSeconds: Double
+        /// The teacher's values on the PI's log (training and held-out).
+        public var teacherSamples: [PlanTeacher.Sample]
+        /// Training states from the student's own runs (DAgger rounds), included in `trainStates`.
+        public var studentStates: Int
     }
 
     /// The settings of one distillation.
@@ -71,6 +75,12 @@ public enum HeaterDistillation {
         public var updates = 30000
         public var differenceWeight: Float = 1
         public var seed: UInt64 = 1
+        /// Rounds of the student in control (DAgger): each round the latest student serves the
+        /// heater through the lab for `studentShifts` shifts on a training seed (`logSeed` + the
+        /// round: never an evaluation seed), the teacher values the states it visited, and the
+        /// student is trained again on every state valued so far. 0: the PI's log only.
+        public var studentRounds = 3
+        public var studentShifts = 2
 
         /// The defaults above.
         public init() {}
@@ -89,17 +99,42 @@ public enum HeaterDistillation {
         let rows = try ExperienceLog.open(path: logPath, create: false).transitions(window: .all)
         let (data, _) = try PlantDataReader(map: map, minimumSamples: 30).read(rows: rows)
         let (model, _) = try PlantModelSelection(fitters: PlantModelClasses.standard(), seed: settings.logSeed).select(data)
-        return try distil(map: map, rows: rows, model: model, settings: settings)
+        var outcome = try distil(map: map, rows: rows, model: model, settings: settings)
+        // DAgger: the states the student visits in control, valued by the teacher. The PI's log
+        // shows none of them (the planner's stage patterns, its own approach to a setpoint), and a
+        // student trained on the PI's states alone served far worse than its agreement suggests.
+        var extra: [Distillation.Example] = []
+        for round in 0..<settings.studentRounds {
+            let path = logPath + ".student\(round + 1)"
+            let seed = settings.logSeed &+ UInt64(round + 1)
+            var plant = HeaterLabPlant(seed: seed)
+            var lab = Lab(map: map)
+            lab.precision = .int8
+            _ = try lab.run(&plant, steps: settings.studentShifts * Heater.Parameters().episodeSteps, policy: .model(outcome.student),
+                            seed: seed, logPath: path)
+            let own = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
+            let t0 = Date()
+            extra += try teacher(map: map, model: model, horizon: settings.horizon).samples(rows: own, every: settings.every).map(\.example)
+            let seconds = Date().timeIntervalSince(t0)
+            let previous = outcome
+            outcome = try distil(map: map, rows: rows, model: model, settings: settings, extra: extra, teacherSamples: outcome.teacherSamples)
+            outcome.teacherSeconds = previous.teacherSeconds + seconds
+            outcome.studentStates = extra.count
+        }
+        return outcome
     }
 
     /// Distils the planner on `model` valuing `rows` (a log of the heater through `map`).
-    public static func distil(map: TopicMap, rows: [LoggedTransition], model: any PlantModel, settings: Settings = .init()) throws -> Outcome {
+    /// `extra`: more training examples (the teacher's values on states the student visited);
+    /// `teacherSamples`: the teacher's values on `rows` when already computed.
+    public static func distil(map: TopicMap, rows: [LoggedTransition], model: any PlantModel, settings: Settings = .init(),
+                              extra: [Distillation.Example] = [], teacherSamples: [PlanTeacher.Sample]? = nil) throws -> Outcome {
         let t0 = Date()
-        let samples = try teacher(map: map, model: model, horizon: settings.horizon).samples(rows: rows, every: settings.every)
+        let samples = try teacherSamples ?? teacher(map: map, model: model, horizon: settings.horizon).samples(rows: rows, every: settings.every)
         let teacherSeconds = Date().timeIntervalSince(t0)
         // Held out by time: the newest share of the valued states.
         let heldCount = max(Int((Double(samples.count) * settings.heldOutShare).rounded()), 1)
-        let train = samples.dropLast(heldCount).map(\.example)
+        let train = samples.dropLast(heldCount).map(\.example) + extra
         let held = samples.suffix(heldCount).map(\.example)
         let t1 = Date()
         let config = Distillation.Configuration(hidden: map.learning.hidden, updates: settings.updates,
@@ -113,7 +148,7 @@ public enum HeaterDistillation {
                        heldOut: Distillation.agreement(result.model, precision: .int8, on: held, tolerance: settings.tolerance),
                        heldOutFP32: Distillation.agreement(result.model, precision: .fp32, on: held, tolerance: settings.tolerance),
                        train: Distillation.agreement(result.model, precision: .int8, on: train, tolerance: settings.tolerance),
-                       teacherSeconds: teacherSeconds, trainSeconds: trainSeconds)
+                       teacherSeconds: teacherSeconds, trainSeconds: trainSeconds, teacherSamples: samples, studentStates: extra.count)
     }
 
     /// The distilled network serving the heater through the lab (control mode, the one decision
