@@ -43,6 +43,9 @@ public enum HeaterDistillation {
         public var heldOutStates: Int
         /// The fp32 training loss (teacher's units², the mapping's reward scale).
         public var trainLoss: Double
+        /// The spreads of the teacher's state values and action differences (`Distillation.Result`).
+        public var valueSpread: Double
+        public var differenceSpread: Double
         /// Agreement of the int8 network with the teacher on the held-out states.
         public var heldOut: Distillation.Agreement
         /// The fp32 network's agreement on the held-out states (what quantization costs).
@@ -144,7 +147,7 @@ public enum HeaterDistillation {
                                                        "gamma": String(map.learning.gamma)])
         let trainSeconds = Date().timeIntervalSince(t1)
         return Outcome(model: model, modelDescription: model.description, student: result.model, trainStates: train.count, heldOutStates: held.count,
-                       trainLoss: result.trainLoss,
+                       trainLoss: result.trainLoss, valueSpread: result.valueSpread, differenceSpread: result.differenceSpread,
                        heldOut: Distillation.agreement(result.model, precision: .int8, on: held, tolerance: settings.tolerance),
                        heldOutFP32: Distillation.agreement(result.model, precision: .fp32, on: held, tolerance: settings.tolerance),
                        train: Distillation.agreement(result.model, precision: .int8, on: train, tolerance: settings.tolerance),

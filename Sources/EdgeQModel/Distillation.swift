@@ -74,6 +74,10 @@ public enum Distillation {
         /// Mean squared error of the fp32 network on the training examples (teacher's units²),
         /// over the last tenth of the updates.
         public var trainLoss: Double
+        /// Spread (standard deviation) of the states' mean values V(s) and of the actions'
+        /// differences from them, over the training examples (teacher's units).
+        public var valueSpread: Double
+        public var differenceSpread: Double
     }
 
     /// Trains a student on `examples` and quantizes it.
@@ -171,7 +175,8 @@ public enum Distillation {
         do {
             let model = try QModel(network: net, actionNames: actionNames, normalization: normalization,
                                    calibrationStates: calibration, training: meta)
-            return Result(model: model, trainLoss: tailCount > 0 ? lossTail / Double(tailCount) : .nan)
+            return Result(model: model, trainLoss: tailCount > 0 ? lossTail / Double(tailCount) : .nan,
+                          valueSpread: sd, differenceSpread: advSD)
         } catch {
             throw DistillationError("cannot quantize the distilled network: \(error)")
         }

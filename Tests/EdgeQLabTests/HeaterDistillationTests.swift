@@ -34,9 +34,9 @@ import Testing
         let t0 = Date()
         let o = try HeaterDistillation.distil(map: map, logPath: path, settings: settings)
         let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
-        print(String(format: "distillation (every %d, %d updates, \(settings.studentRounds) student rounds, \(o.studentStates) student states): model %@, %d train / %d held-out states; teacher %.1f s, training %.1f s, all %.1f s; loss %.4g; held-out strict %.1f%%, within %.2g %.1f%% (mean regret %.4f, max %.3f; teacher's near-ties %.1f%%); fp32 held-out strict %.1f%%; train strict %.1f%%",
+        print(String(format: "distillation (every %d, %d updates, \(settings.studentRounds) student rounds, \(o.studentStates) student states): model %@, %d train / %d held-out states; teacher %.1f s, training %.1f s, all %.1f s; loss %.4g (spread of values %.4g, of differences %.4g); held-out strict %.1f%%, within %.2g %.1f%% (mean regret %.4f, max %.3f; teacher's near-ties %.1f%%); fp32 held-out strict %.1f%%; train strict %.1f%%",
                      settings.every, settings.updates, o.modelDescription, o.trainStates, o.heldOutStates, o.teacherSeconds, o.trainSeconds,
-                     Date().timeIntervalSince(t0), o.trainLoss, o.heldOut.strict * 100, o.heldOut.tolerance, o.heldOut.tolerant * 100,
+                     Date().timeIntervalSince(t0), o.trainLoss, o.valueSpread, o.differenceSpread, o.heldOut.strict * 100, o.heldOut.tolerance, o.heldOut.tolerant * 100,
                      o.heldOut.meanRegret, o.heldOut.maxRegret, o.heldOut.teacherNearTies * 100, o.heldOutFP32.strict * 100, o.train.strict * 100))
         return (map, rows, o)
     }

@@ -34,8 +34,8 @@ struct HeaterDistillEntry {
         settings.every = context.quick ? 4 : 2   // the teacher values every 2nd logged state (every 4th with --quick)
         let o = try HeaterDistillation.distil(map: map, logPath: scratch.appendingPathComponent("heater-1000.sqlite").path, settings: settings)
         entry.outcome = o
-        context.progress(String(format: "heater distillation: teacher = planner on %@ valued %d training and %d held-out logged states (%.1f s), student %@ trained in %.1f s (loss %.4g); int8 agrees with the teacher on %.1f%% of held-out states (within %.2g: %.1f%%; mean regret %.4f, max %.3f), %.1f%% of training states",
-                                o.modelDescription, o.trainStates, o.heldOutStates, o.teacherSeconds, o.student.architecture.label, o.trainSeconds,
+        context.progress(String(format: "heater distillation: teacher = planner on %@ valued %d training states (%d of them visited by the student in control) and %d held-out logged states (%.1f s), student %@ trained in %.1f s (loss %.4g); int8 agrees with the teacher on %.1f%% of held-out states (within %.2g: %.1f%%; mean regret %.4f, max %.3f), %.1f%% of training states",
+                                o.modelDescription, o.trainStates, o.studentStates, o.heldOutStates, o.teacherSeconds, o.student.architecture.label, o.trainSeconds,
                                 o.trainLoss, o.heldOut.strict * 100, o.heldOut.tolerance, o.heldOut.tolerant * 100, o.heldOut.meanRegret,
                                 o.heldOut.maxRegret, o.train.strict * 100))
         let learned = o.model
