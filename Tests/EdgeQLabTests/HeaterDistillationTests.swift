@@ -65,8 +65,8 @@ import Testing
     /// The issue asks the distilled int8 network to pick its teacher's best action on ≥ 95 % of
     /// held-out states (the newest fifth of the log). Strictly it does not (77 % measured): the
     /// teacher's best two first actions are within 0.03 of each other on ~70 % of the states
-    /// (the rest of the plan makes up for one tick), and the value fit's error (~0.03 RMS on
-    /// values of −2 to −10) is of that size. What is tested is the tolerant figure: on ≥ 95 %
+    /// (the rest of the plan makes up for one tick), and the value fit's error (0.03–0.06 RMS on
+    /// values mostly −2 to −10) is of that size. What is tested is the tolerant figure: on ≥ 95 %
     /// of held-out states the teacher values the network's pick within 0.03 of its best (a
     /// discounted return of the mapping's reward: 0.3 kelvin-ticks, 9 s at 1 K off). The strict
     /// figure is held to its measured floor.
