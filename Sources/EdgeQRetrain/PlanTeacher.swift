@@ -55,9 +55,7 @@ public struct PlanTeacher: Sendable {
     /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are
     ///   malformed; `PlannerError` for a bad planner configuration.
     public func samples(rows: [LoggedTransition], every: Int = 1, include: (Int) -> Bool = { _ in true }) throws -> [Sample] {
-        let reader = try PlantDataReader(map: map, minimumSamples: max(model.memory + 1, 2))
-        let (data, _) = try reader.read(rows: rows)
-        let positions = Self.align(rows: rows, data: data, reader: reader)
+        let (data, positions) = try placed(rows: rows)
         var planner = try RecedingHorizonPlanner(configuration)
         var out: [Sample] = []
         var usable = 0
@@ -72,6 +70,17 @@ public struct PlanTeacher: Sendable {
                               example: Distillation.Example(state: row.transition.state, values: v.values)))
         }
         return out
+    }
+
+    /// `rows` read as plant data (`PlantDataReader`, segments shorter than the model's memory
+    /// + 1 dropped) and where each row sits in it: (segment, sample index), nil for rows the
+    /// reader left out.
+    ///
+    /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are malformed.
+    public func placed(rows: [LoggedTransition]) throws(PlantDataError) -> (data: PlantData, positions: [(segment: Int, sample: Int)?]) {
+        let reader = try PlantDataReader(map: map, minimumSamples: max(model.memory + 1, 2))
+        let (data, _) = try reader.read(rows: rows)
+        return (data, Self.align(rows: rows, data: data, reader: reader).map { $0.map { (segment: $0.0, sample: $0.1) } })
     }
 
     /// Where each row sits in `data` (segment, sample index), nil for rows the reader left out.
