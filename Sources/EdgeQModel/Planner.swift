@@ -164,22 +164,90 @@ public struct RecedingHorizonPlanner: Sendable {
         let c = configuration
         let horizon = blockOfTick.count
         for k in 0..<horizon { forecastCache[k] = forecast(k) }
+        // The last plan shifted one tick is a starting plan beside the constant ones.
+        let shifted: [Double]? = plan.count == c.blocks.count
+            ? blockStart.map { s in plan[blockOfTick[min(s + 1, horizon - 1)]] } : nil
+        let found = search(rollout, start: shifted, fixedFirst: nil, reward: reward)
+        plan = found.plan
+
+        let planned = found.plan[0]
+        let action: Int
+        if c.relaxed {
+            action = realise(position: planned)
+        } else {
+            let i = min(max(Int(planned.rounded()), 0), c.actionCount - 1)
+            action = c.order.map { $0[i] } ?? i
+        }
+        return Decision(action: action, plannedLevel: planned, predictedReturn: found.value, evaluations: found.evaluations)
+    }
+
+    /// The value of each first action (docs/learning.md, "Distillation"): what `decide` would
+    /// predict if the first block (the first tick with doubling blocks from 1) were held at that
+    /// action and the rest of the plan optimised.
+    public struct ActionValues: Sendable, Equatable {
+        /// Per action (indexed by action, `0..<actionCount`): the predicted (discounted) return
+        /// over the horizon with the first block fixed to it.
+        public var values: [Double]
+        /// The unconstrained plan's predicted return (what `decide` from a fresh planner predicts;
+        /// above every entry of `values` when its first block is between two levels).
+        public var bestReturn: Double
+        /// Plans evaluated for all of it.
+        public var evaluations: Int
+    }
+
+    /// The value of each first action from `rollout`: for each action a, the plan's predicted
+    /// return with the first block held at a (one-hot: the action itself, not a mix) and the
+    /// other blocks searched as `decide` searches them, starting from the unconstrained best
+    /// plan with its first block replaced and from every constant plan. Q(s, a) of a teacher
+    /// whose horizon is the planner's: the planner's choices and predicted returns, per action.
+    ///
+    /// Independent of the planner's history: it neither starts from nor changes `lastPlan`
+    /// and the sigma-delta `carry` (each logged state is asked on its own); a planner can be
+    /// used for both. The parameters are `decide`'s.
+    public mutating func actionValues(
+        from rollout: any PlantRollout,
+        forecast: (Int) -> [Double],
+        reward: ([Double], [Double], [Double], Int) -> Double
+    ) -> ActionValues {
+        let c = configuration
+        for k in 0..<blockOfTick.count { forecastCache[k] = forecast(k) }
+        let free = search(rollout, start: nil, fixedFirst: nil, reward: reward)
+        var evaluations = free.evaluations
+        var values = [Double](repeating: -.infinity, count: c.actionCount)
+        for position in 0..<c.actionCount {
+            let action = c.order.map { $0[position] } ?? position
+            let p = Double(position)
+            var start = free.plan
+            start[0] = p
+            let found = search(rollout, start: start, fixedFirst: p, reward: reward)
+            evaluations += found.evaluations
+            values[action] = found.value
+        }
+        return ActionValues(values: values, bestReturn: free.value, evaluations: evaluations)
+    }
+
+    /// The search of docs above: the best of `start` (if any) and every constant plan, then
+    /// coordinate descent. With `fixedFirst`, block 0 is held at that position throughout.
+    /// Uses `forecastCache` as filled by the caller.
+    private mutating func search(_ rollout: any PlantRollout, start: [Double]?, fixedFirst: Double?,
+                                 reward: ([Double], [Double], [Double], Int) -> Double) -> (plan: [Double], value: Double, evaluations: Int) {
+        let c = configuration
         var evaluations = 0
 
-        // Starting plans: the last plan shifted one tick, and every constant plan on the grid.
+        // Starting plans: `start` (decide: the last plan shifted one tick), and every constant plan on the grid.
         var best: [Double]
         var bestValue = -Double.infinity
-        if plan.count == c.blocks.count {
-            let shifted = blockStart.map { s in plan[blockOfTick[min(s + 1, horizon - 1)]] }
-            best = shifted
-            bestValue = evaluate(rollout, plan: shifted, fromBlock: 0, reward: reward)
+        if let start, start.count == c.blocks.count {
+            best = start
+            bestValue = evaluate(rollout, plan: start, fromBlock: 0, reward: reward)
             evaluations += 1
         } else {
-            best = [Double](repeating: 0, count: c.blocks.count)
+            best = [Double](repeating: fixedFirst ?? 0, count: c.blocks.count)
         }
         var candidate = best
         for v in positions {
             for b in candidate.indices { candidate[b] = v }
+            if let f = fixedFirst { candidate[0] = f }
             let value = evaluate(rollout, plan: candidate, fromBlock: 0, reward: reward)
             evaluations += 1
             if value > bestValue {
@@ -196,6 +264,8 @@ public struct RecedingHorizonPlanner: Sendable {
             var prefixReturn = 0.0
             var weight = 1.0
             for b in c.blocks.indices {
+                // Held: block 0 is neither searched nor moved by the pair searches below.
+                let held = fixedFirst != nil && b == 0
                 var blockBest = best[b]
                 var blockBestValue = bestValue - prefixReturn
                 candidate = best
@@ -209,14 +279,16 @@ public struct RecedingHorizonPlanner: Sendable {
                         blockBest = v
                     }
                 }
-                for v in positions { tryValue(v) }
-                if c.relaxed {
-                    var step = 0.5 / Double(c.gridPerInterval)
-                    for _ in 0..<c.refinements {
-                        let centre = blockBest
-                        tryValue(max(centre - step, 0))
-                        tryValue(min(centre + step, top))
-                        step /= 2
+                if !held {
+                    for v in positions { tryValue(v) }
+                    if c.relaxed {
+                        var step = 0.5 / Double(c.gridPerInterval)
+                        for _ in 0..<c.refinements {
+                            let centre = blockBest
+                            tryValue(max(centre - step, 0))
+                            tryValue(min(centre + step, top))
+                            step /= 2
+                        }
                     }
                 }
                 if blockBest != best[b] {
@@ -228,7 +300,9 @@ public struct RecedingHorizonPlanner: Sendable {
                 // held), by a pattern search. Blocks inside the dead time act almost alike, so the
                 // objective has a valley along this direction where single-block moves stall
                 // (seen on the heater: "low now, high next" replanned forever, settling 1.7 K off).
-                if c.relaxed && b + 1 < c.blocks.count {
+                if held {
+                    // Nothing moves block 0.
+                } else if c.relaxed && b + 1 < c.blocks.count {
                     let ratio = Double(c.blocks[b]) / Double(c.blocks[b + 1])
                     var value = bestValue - prefixReturn
                     var step = 1.0
@@ -284,17 +358,7 @@ public struct RecedingHorizonPlanner: Sendable {
             }
             if !changed { break }
         }
-        plan = best
-
-        let planned = best[0]
-        let action: Int
-        if c.relaxed {
-            action = realise(position: planned)
-        } else {
-            let i = min(max(Int(planned.rounded()), 0), c.actionCount - 1)
-            action = c.order.map { $0[i] } ?? i
-        }
-        return Decision(action: action, plannedLevel: planned, predictedReturn: bestValue, evaluations: evaluations)
+        return (best, bestValue, evaluations)
     }
 
     /// The sigma-delta realisation of a planned position on `order` (0 = the lowest level): the

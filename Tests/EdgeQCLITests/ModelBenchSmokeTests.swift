@@ -48,7 +48,13 @@ import Testing
             #expect(fits.count == 6, "\(plant): \(fits.count) fit figures (2 classes × 3 horizons)")
             #expect(lines.keys.contains { $0.hasPrefix("\(plant): plant model chosen (") && !$0.contains("none") }, "\(plant): no class chosen")
         }
-        // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7
-        #expect(lines.count == 18 + 3 + 28)
+        // Distillation: the int8 network in control beats the PI; its held-out agreement is a share.
+        let student = pair("heater seed 1: distilled int8 network cost per shift against the PI (−return)")
+        if let (cost, pi) = student { #expect(cost < pi) } else { Issue.record("no distilled-network heater figure") }
+        let agreement = (lines["heater: distilled int8 network picks the teacher's best action (held-out logged states)"]?["value"] as? NSNumber)?.doubleValue
+        #expect(agreement.map { $0 > 0 && $0 <= 100 } == true)
+        // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7;
+        // distillation: 3 + 2 per seed + 3
+        #expect(lines.count == 18 + 3 + 28 + 8)
     }
 }

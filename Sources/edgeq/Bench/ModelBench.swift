@@ -35,6 +35,7 @@ enum ModelBench {
         figures += try HeaterLearnedEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
             .figures(bench: context.bench)
         figures += try ModelFitEntry.measure(seed: 1, context: context).figures(bench: context.bench)
+        figures += try HeaterDistillEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context).figures(bench: context.bench)
         return figures
     }
 

@@ -1,0 +1,132 @@
+import EdgeQLog
+import EdgeQModel
+import EdgeQTopicMap
+
+/// The planner as a teacher on logged states (docs/learning.md, "Distillation: the planner
+/// teaches the int8 network"): for a row of the experience log, the learned plant model's
+/// rollout starts from that row's history (its segment in `PlantDataReader`'s reading of the
+/// log, at the row's sample) and the planner values each first action
+/// (`RecedingHorizonPlanner.actionValues`): Q_teach(s, a), the predicted discounted return with
+/// the first tick's action fixed to a and the rest of the plan optimised. The row's `state`
+/// (the mapping's feature vector, the Q-network's input) is paired with those values.
+///
+/// The exogenous signals are held at the row's values over the horizon (persistence: what the
+/// gateway knows at that tick). Rows whose sample has less history than the model's `memory`
+/// (the first samples of a segment) and rows the reader leaves out (flagged, no action, …) get
+/// no values.
+public struct PlanTeacher: Sendable {
+    /// The mapping (its signal roles, actions and `learning.gamma`).
+    public let map: TopicMap
+    /// The learned plant model the planner plans on.
+    public let model: any PlantModel
+    /// The planner's configuration; its `discount` is set to the mapping's `learning.gamma`.
+    public let configuration: RecedingHorizonPlanner.Configuration
+    /// The step's reward on predicted signals, on the scale of the log's `reward` column (the
+    /// mapping's reward): (controlled at k + 1, exogenous of step k, the action mix, k).
+    public let reward: @Sendable ([Double], [Double], [Double], Int) -> Double
+
+    /// A teacher; `configuration.discount` is replaced by `map.learning.gamma`, so the values
+    /// are discounted as the learner discounts.
+    public init(map: TopicMap, model: any PlantModel, configuration: RecedingHorizonPlanner.Configuration,
+                reward: @escaping @Sendable ([Double], [Double], [Double], Int) -> Double) {
+        self.map = map
+        self.model = model
+        var c = configuration
+        c.discount = map.learning.gamma
+        self.configuration = c
+        self.reward = reward
+    }
+
+    /// One logged state the teacher valued.
+    public struct Sample: Sendable, Equatable {
+        /// The row's index in the rows given.
+        public var row: Int
+        /// The row's time (its state's tick time).
+        public var time: Double
+        /// The logged action.
+        public var loggedAction: Int
+        /// The state and the teacher's value of each action.
+        public var example: Distillation.Example
+    }
+
+    /// The teacher's values on every `every`-th usable row of `rows` (in log order) among those
+    /// `include` accepts (by row index; default all).
+    ///
+    /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are
+    ///   malformed; `PlannerError` for a bad planner configuration.
+    public func samples(rows: [LoggedTransition], every: Int = 1, include: (Int) -> Bool = { _ in true }) throws -> [Sample] {
+        let (data, positions) = try placed(rows: rows)
+        var planner = try RecedingHorizonPlanner(configuration)
+        var out: [Sample] = []
+        var usable = 0
+        for (i, row) in rows.enumerated() {
+            guard let (s, k) = positions[i], k >= model.memory - 1, let action = row.transition.action else { continue }
+            defer { usable += 1 }
+            guard usable % max(every, 1) == 0, include(i) else { continue }
+            let segment = data.segments[s]
+            let exo = segment.exogenous[k]
+            let v = planner.actionValues(from: model.rollout(from: segment, at: k), forecast: { _ in exo }, reward: reward)
+            out.append(Sample(row: i, time: row.transition.time, loggedAction: action,
+                              example: Distillation.Example(state: row.transition.state, values: v.values)))
+        }
+        return out
+    }
+
+    /// `rows` read as plant data (`PlantDataReader`, segments shorter than the model's memory
+    /// + 1 dropped) and where each row sits in it: (segment, sample index), nil for rows the
+    /// reader left out.
+    ///
+    /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are malformed.
+    public func placed(rows: [LoggedTransition]) throws(PlantDataError) -> (data: PlantData, positions: [(segment: Int, sample: Int)?]) {
+        let reader = try PlantDataReader(map: map, minimumSamples: max(model.memory + 1, 2))
+        let (data, _) = try reader.read(rows: rows)
+        return (data, Self.align(rows: rows, data: data, reader: reader).map { $0.map { (segment: $0.0, sample: $0.1) } })
+    }
+
+    /// Where each row sits in `data` (segment, sample index), nil for rows the reader left out.
+    /// The reader's segments are runs of consecutive used rows in log order, sample k of a
+    /// segment being its k-th row's signals and `actions[k]` its action; the walk matches rows
+    /// to them in order, and starts a segment again when a row that looked like its start
+    /// (a left-out row with the same values) is followed by one that does not continue it.
+    static func align(rows: [LoggedTransition], data: PlantData, reader: PlantDataReader) -> [(Int, Int)?] {
+        let wanted = reader.controlledNames + reader.exogenousNames
+        let nc = reader.controlledNames.count
+        var out = [(Int, Int)?](repeating: nil, count: rows.count)
+        var s = 0, k = 0
+        var assigned: [Int] = []   // rows given to segment s so far
+        func matches(_ i: Int, _ s: Int, _ k: Int) -> Bool {
+            guard s < data.segments.count else { return false }
+            let seg = data.segments[s]
+            let t = rows[i].transition
+            guard k < seg.actions.count, t.action == seg.actions[k], let names = rows[i].signalNames,
+                  let now = t.signals, let next = t.nextSignals, now.count == names.count, next.count == names.count else { return false }
+            for (j, n) in wanted.enumerated() {
+                guard let p = names.firstIndex(of: n) else { return false }
+                let here = j < nc ? seg.controlled[k][j] : seg.exogenous[k][j - nc]
+                let there = j < nc ? seg.controlled[k + 1][j] : seg.exogenous[k + 1][j - nc]
+                guard now[p] == here, next[p] == there else { return false }
+            }
+            return true
+        }
+        for i in rows.indices {
+            if matches(i, s, k) {
+                out[i] = (s, k)
+                assigned.append(i)
+                k += 1
+                if k == data.segments[s].actions.count { s += 1; k = 0; assigned = [] }
+            } else if k > 0 {
+                // A false start: the rows taken were not this segment's; try this row as its start.
+                for j in assigned { out[j] = nil }
+                assigned = []
+                k = 0
+                if matches(i, s, 0) {
+                    out[i] = (s, 0)
+                    assigned = [i]
+                    k = 1
+                    if k == data.segments[s].actions.count { s += 1; k = 0; assigned = [] }
+                }
+            }
+        }
+        return out
+    }
+}
