@@ -79,11 +79,19 @@ public struct PlantModelSelection: Sendable {
     /// continuing plant; on an episodic plant whose episodes are short (fewer than 8 segments
     /// of 62 samples or more), 1, 5 and 20; shorter still (fewer than 8 of 22), 1, 3 and 8. A
     /// held-out window needs the longest horizon + 2 samples of one segment.
-    public static func horizons(for data: PlantData) -> [Int] {
+    ///
+    /// Then the held-out part (the last `heldOutFraction` by time) must hold at least one window
+    /// of the longest horizon after `memory` samples of history (default 34: the linear class's
+    /// 20-tick warm-up, its longest dead time of 12 and its orders); where it does not — a short
+    /// log, or a gap near its end — the next shorter set is taken.
+    public static func horizons(for data: PlantData, heldOutFraction: Double = 0.25, memory: Int = 34) -> [Int] {
         func segments(atLeast n: Int) -> Int { data.segments.filter { $0.count >= n }.count }
-        if segments(atLeast: 62) >= 8 || data.segments.count < 8 { return [1, 10, 60] }
-        if segments(atLeast: 22) >= 8 { return [1, 5, 20] }
-        return [1, 3, 8]
+        let sets = [[1, 10, 60], [1, 5, 20], [1, 3, 8]]
+        var i: Int
+        if segments(atLeast: 62) >= 8 || data.segments.count < 8 { i = 0 } else if segments(atLeast: 22) >= 8 { i = 1 } else { i = 2 }
+        let longestHeldOut = data.splitByTime(heldOutFraction: heldOutFraction).heldOut.segments.map(\.count).max() ?? 0
+        while i < sets.count - 1, let h = sets[i].last, longestHeldOut < memory + h + 2 { i += 1 }
+        return sets[i]
     }
 
     /// Fits, evaluates and chooses.

@@ -44,7 +44,7 @@ import Testing
     @Test func aCandidateTheModelPredictsBetterGoesToItsTrial() throws {
         let h = try GatewayHarness(yaml: Self.mapping(modelReward: nil))
         defer { h.stop() }
-        let r = try shadowThenRetrain(h, ticks: 400)
+        let r = try shadowThenRetrain(h, ticks: 600)
         #expect(r["verdict"] as? String == "passed", "\(r)")
         let plantModel = try #require(r["plant_model"] as? [String: Any], "\(r)")
         #expect(plantModel["chosen"] as? String != nil, "\(plantModel)")
@@ -67,7 +67,7 @@ import Testing
     @Test func aCandidateTheModelPredictsWorseGetsNoTrial() throws {
         let h = try GatewayHarness(yaml: Self.mapping(modelReward: "abs(x)"))
         defer { h.stop() }
-        let r = try shadowThenRetrain(h, ticks: 400)
+        let r = try shadowThenRetrain(h, ticks: 600)
         #expect(r["verdict"] as? String == "passed", "\(r)")
         let pretrial = try #require(r["pretrial"] as? [String: Any], "no pre-trial estimate: \(r)")
         #expect(pretrial["verdict"] as? String == "predicted_worse", "\(pretrial)")
