@@ -149,9 +149,7 @@ public enum HeaterPlanning {
             }
             _ = heater.step(level: action)
             history.actions.append(action)
-            if heater.startNextShiftIfEnded() != nil {
-                // A shift end is bookkeeping: the plant runs on, so does the history.
-            }
+            _ = heater.startNextShiftIfEnded()   // bookkeeping: the plant runs on, so does the history
             if history.count > 4 * keep {
                 let cut = history.count - keep
                 history.controlled.removeFirst(cut)
