@@ -76,7 +76,7 @@ public struct FleetModelManifest: Sendable, Equatable {
         self.chunks = chunks
         self.chunkSize = chunkSize
         self.learner = learner
-        self.time = time
+        self.time = (time * 1000).rounded() / 1000   // as the JSON text carries it
         self.rows = rows
         self.gateways = gateways
     }
@@ -87,7 +87,7 @@ public struct FleetModelManifest: Sendable, Equatable {
         let sig = signature.jsonText.trimmingCharacters(in: .whitespacesAndNewlines)
         return "{\"format\":\(Self.format),\"version\":\(version),\"sha256\":\(jsonString(sha256)),\"size\":\(size),\"chunks\":\(chunks),"
             + "\"chunk_size\":\(chunkSize),\"mapping\":\(jsonString(mapping)),\"signer\":\(jsonString(signer)),\"learner\":\(jsonString(learner)),"
-            + "\"time\":\((time * 1000).rounded() / 1000),\"rows\":\(rows),\"gateways\":{\(gws)},\"signature\":\(sig)}"
+            + "\"time\":\(time),\"rows\":\(rows),\"gateways\":{\(gws)},\"signature\":\(sig)}"
     }
 
     /// Parses a manifest.
