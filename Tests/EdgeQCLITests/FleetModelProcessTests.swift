@@ -234,4 +234,29 @@ import Testing
             #expect(p.wait(timeout: 30) == 0, "\(logs())")
         }
     }
+
+    /// The training keys are checked before anything runs: exit 66 for a key that cannot be read,
+    /// 65 with the line for a bad mapping, 64 for --train-every without training.
+    @Test func theLearnerRefusesAnUnreadableKeyABadMappingAndTrainEveryWithoutTraining() throws {
+        let dir = try TempDir()
+        let mapping = dir.url.appendingPathComponent("m.yaml").path
+        try Self.mapping("a", policy: "manual").write(toFile: mapping, atomically: true, encoding: .utf8)
+        let bad = dir.url.appendingPathComponent("bad.yaml").path
+        try Self.mapping("a", policy: "manual").replacingOccurrences(of: "reward: -abs(x)", with: "reward: -abs(nope)")
+            .write(toFile: bad, atomically: true, encoding: .utf8)
+        func learner(_ extra: String, _ args: [String] = []) throws -> (code: Int32, stderr: String) {
+            let file = dir.url.appendingPathComponent("l.yaml").path
+            try "fleet: fleet/t\ngroup: g\nid: l1\n\(extra)".write(toFile: file, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["learner", "--config", file, "--data", dir.url.appendingPathComponent("d").path,
+                                         "--broker", "mqtt://127.0.0.1:1"] + args, timeout: 60)
+            return (r.code, r.stderr)
+        }
+        let noKey = try learner("mapping: \(mapping)\nkey: \(dir.url.path)/missing.key\n")
+        #expect(noKey.code == 66 && noKey.stderr.contains("missing.key"), "\(noKey)")
+        let keys = try KeyFile.generate(name: "k", directory: dir.url.appendingPathComponent("keys"))
+        let badMap = try learner("mapping: \(bad)\nkey: \(keys.privateKey.path)\n")
+        #expect(badMap.code == 65 && badMap.stderr.contains("bad.yaml:") && badMap.stderr.contains("nope"), "\(badMap)")
+        let usage = try learner("", ["--train-every", "10"])
+        #expect(usage.code == 64 && usage.stderr.contains("--train-every needs 'mapping' and 'key'"), "\(usage)")
+    }
 }
