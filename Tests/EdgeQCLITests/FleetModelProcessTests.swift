@@ -9,10 +9,11 @@ import Foundation
 import Testing
 
 /// Fleet models end to end (docs/fleet.md, "Training and publishing", "Models on the gateway"):
-/// a real mosquitto, a real `edgeq learner` that trains on the fleet log of two real `edgeq run`
-/// gateways and publishes a signed model in chunks; both gateways verify and store it and publish
-/// their verdicts; models published from the test with the real signing code — a bad signature,
-/// another mapping's fingerprint, an altered chunk — are refused by every gateway with the reason.
+/// a real mosquitto, a real `edgeq learner` that trains on the fleet log of three real `edgeq run`
+/// gateways and publishes a signed model in chunks; every gateway verifies and stores it and
+/// publishes its verdict (manual: stored, trial: trial started, auto: promoted); models published
+/// from the test with the real signing code — a bad signature, another mapping's fingerprint, an
+/// altered chunk, an untrusted key — are refused by every gateway with the reason.
 @Suite(.serialized) struct FleetModelProcessTests {
     static let learning = """
           hidden: [8]
@@ -53,7 +54,7 @@ import Testing
         }
     }
 
-    @Test func theLearnerTrainsOnTwoGatewaysAndPublishesASignedChunkedModelThatBadModelsCannotImitate() throws {
+    @Test func theLearnerTrainsOnThreeGatewaysAndPublishesASignedChunkedModelThatBadModelsCannotImitate() throws {
         let dir = try TempDir()
         let broker = try MosquittoBroker()
         let plant = try plantClient(broker, "edgeq/+/status")
@@ -76,16 +77,16 @@ import Testing
 
         // The learner's key; both gateways trust its public half for models.
         let keyFiles = try KeyFile.generate(name: "fleet-t", directory: dir.url.appendingPathComponent("private"))
-        for id in ["a", "b"] {
+        for id in ["a", "b", "c"] {
             let models = TrustStore.keysDirectory(dataDirectory: data(id)).appendingPathComponent("models")
             try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
             try FileManager.default.copyItem(at: keyFiles.publicKey, to: models.appendingPathComponent("fleet-t.pub"))
         }
 
-        // Gateway a stores what it gets (manual), gateway b starts its own trial.
-        let policies = ["a": "manual", "b": "trial"]
+        // Gateway a stores what it gets (manual), b starts its own trial, c serves it (auto).
+        let policies = ["a": "manual", "b": "trial", "c": "auto"]
         var ports: [String: UInt16] = [:]
-        for id in ["a", "b"] {
+        for id in ["a", "b", "c"] {
             let file = dir.url.appendingPathComponent("\(id).yaml").path
             try Self.mapping(id, policy: policies[id] ?? "manual").write(toFile: file, atomically: true, encoding: .utf8)
             ports[id] = try FreePort.find()
@@ -98,7 +99,7 @@ import Testing
             while let m = plant.receive(timeout: 0.2) {
                 if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { up.insert(m.topic) }
             }
-            return up.count == 2
+            return up.count == 3
         }
         try #require(online, "the gateways did not come online:\n\(logs())")
 
@@ -125,9 +126,9 @@ import Testing
         }
         try #require(eventually(timeout: 60) { metric("l1", "edgeq_learner_batches_total") != nil }, "the learner did not start:\n\(logs())")
 
-        // 151 plant states (150 transitions) per gateway, the incumbent's action with each.
-        for id in ["a", "b"] {
-            for s in 0...150 {
+        // 101 plant states (100 transitions) per gateway, the incumbent's action with each.
+        for id in ["a", "b", "c"] {
+            for s in 0...100 {
                 let x = Double((s * 37) % 200) / 10 - 10
                 _ = try plant.publish("plant/\(id)/state", #"{"step":\#(s),"x":\#(x)}"#, qos: .atLeastOnce)
                 _ = try plant.publish("plant/\(id)/cmd", #"{"a":\#(x > 0 ? 1 : 0)}"#, qos: .atLeastOnce)
@@ -166,14 +167,15 @@ import Testing
         let m = try #require(manifest)
         #expect(m.version == version && m.sha256 == signed.signature.sha256 && m.signer == "fleet-t" && m.mapping == map.fingerprint)
         #expect(m.chunks > 1 && m.chunks == chunkCount, "chunks: \(m.chunks) announced, \(chunkCount) seen; model \(bytes.count) bytes")
-        #expect(m.gateways.keys.sorted() == ["a", "b"] && m.rows >= 250, "\(m.gateways)")
+        #expect(m.gateways.keys.sorted() == ["a", "b", "c"] && m.rows >= 250, "\(m.gateways)")
         print("fleet model v\(version): \(bytes.count) bytes in \(m.chunks) chunks, trained on \(m.rows) rows \(m.gateways)")
 
         // 2. Both gateways verified and stored it (the same bytes), and said so.
         #expect(verdicts.wait("a", version: version, kind: "stored") != nil, "gateway a:\n\(logs())")
         let b = verdicts.wait("b", version: version, kind: "trial_started")
         #expect(b?["waiting_for_control"] as? Bool == true, "gateway b: \(String(describing: b))\n\(logs())")
-        for id in ["a", "b"] {
+        #expect(verdicts.wait("c", version: version, kind: "promoted") != nil, "gateway c:\n\(logs())")
+        for id in ["a", "b", "c"] {
             let gwStore = try ModelStore(dataDirectory: data(id))
             #expect(try Data(contentsOf: gwStore.modelURL(version)) == Data(bytes), "gateway \(id) stored other bytes")
             #expect(metric(id, "edgeq_fleet_models_stored_total") == 1)
@@ -182,6 +184,7 @@ import Testing
         #expect(eventually(timeout: 20) {
             metric("l1", #"edgeq_learner_verdicts_total{verdict="stored"}"#) == 1
                 && metric("l1", #"edgeq_learner_verdicts_total{verdict="trial_started"}"#) == 1
+                && metric("l1", #"edgeq_learner_verdicts_total{verdict="promoted"}"#) == 1
                 && metric("l1", #"edgeq_learner_gateway_model_version{gateway="a"}"#) == Double(version)
         }, "learner metrics:\n\(logs())")
 
@@ -215,7 +218,7 @@ import Testing
         try publish(bytes, stranger)
 
         let cases: [(Int, String)] = [(version + 1, "bad_signature"), (version + 2, "other_mapping"), (version + 3, "sha_mismatch"), (version + 4, "unknown_key")]
-        for id in ["a", "b"] {
+        for id in ["a", "b", "c"] {
             for (v, reason) in cases {
                 #expect(verdicts.wait(id, version: v, kind: "refused", reason: reason) != nil, "gateway \(id) v\(v) \(reason):\n\(logs())")
                 #expect(eventually(timeout: 10) { metric(id, #"edgeq_fleet_models_refused_total{reason="\#(reason)"}"#) == 1 }, "gateway \(id) \(reason)")
@@ -224,7 +227,24 @@ import Testing
             #expect(try ModelStore(dataDirectory: data(id)).versions() == [version], "gateway \(id)")
             #expect(metric(id, "edgeq_fleet_models_stored_total") == 1)
         }
-        #expect(eventually(timeout: 20) { metric("l1", #"edgeq_learner_verdicts_total{verdict="refused"}"#) == 8 }, "learner:\n\(logs())")
+        #expect(eventually(timeout: 20) { metric("l1", #"edgeq_learner_verdicts_total{verdict="refused"}"#) == 12 }, "learner:\n\(logs())")
+
+        // The learner's retained status: the rollout per gateway and its training.
+        let statusClient = try plantClient(broker, "fleet/t/learner/l1/status")
+        defer { statusClient.stop() }
+        var status: [String: Any] = [:]
+        let rolledOut = eventually(timeout: 20) {
+            while let m = statusClient.receive(timeout: 0.2) {
+                status = (try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any]) ?? status
+            }
+            let rollout = status["rollout"] as? [String: [String: Any]] ?? [:]
+            return rollout.keys.sorted() == ["a", "b", "c"] && rollout.values.allSatisfy { $0["verdict"] as? String == "refused" }
+        }
+        #expect(rolledOut, "\(status)")
+        let training = status["training"] as? [String: Any] ?? [:]
+        #expect(training["published"] as? Int == 1 && training["prioritized_replay"] as? Bool == true && training["signer"] as? String == "fleet-t", "\(training)")
+        // Gateway c serves the fleet model.
+        #expect(eventually(timeout: 10) { metric("c", "edgeq_model_version") == Double(version) })
 
         // The gateway's log says why.
         let gwLog = (try? String(contentsOf: dir.url.appendingPathComponent("gw-a.log"), encoding: .utf8)) ?? ""
