@@ -279,4 +279,68 @@ import Testing
         let usage = try learner("", ["--train-every", "10"])
         #expect(usage.code == 64 && usage.stderr.contains("--train-every needs 'mapping' and 'key'"), "\(usage)")
     }
+
+    /// A candidate that fails its checks is not published: the learner trains with a mapping whose
+    /// `q_bound_slack` no Q-network can meet; nothing goes to `fleet/t/model`, the gateway gets
+    /// nothing, the learner says why.
+    @Test func aCandidateThatFailsItsChecksIsNotPublished() throws {
+        let dir = try TempDir()
+        let broker = try MosquittoBroker()
+        let plant = try plantClient(broker, "edgeq/+/status")
+        let models = try plantClient(broker, "fleet/t/#")
+        var processes: [ChildProcess] = []
+        defer {
+            plant.stop()
+            models.stop()
+            for p in processes where p.isRunning {
+                p.signal(SIGKILL)
+                _ = p.wait(timeout: 10)
+            }
+        }
+        func logs() -> String {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.url.path).filter { $0.hasSuffix(".log") }.sorted()) ?? []
+            return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: dir.url.appendingPathComponent(f).path, encoding: .utf8)) ?? "").suffix(4000) }
+                .joined(separator: "\n")
+        }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: dir.url.appendingPathComponent("private"))
+        let gw = dir.url.appendingPathComponent("a.yaml").path
+        try Self.mapping("a", policy: "manual").write(toFile: gw, atomically: true, encoding: .utf8)
+        let strict = dir.url.appendingPathComponent("strict.yaml").path
+        let strictYAML = Self.mapping("a", policy: "manual").replacingOccurrences(of: "checks: {quantization_agreement: 0,", with: "checks: {q_bound_slack: 0.000001, quantization_agreement: 0,")
+        #expect(strictYAML != Self.mapping("a", policy: "manual"))
+        try strictYAML.write(toFile: strict, atomically: true, encoding: .utf8)
+        let port = try FreePort.find()
+        processes.append(try ChildProcess(EdgeQBinary.path, ["run", "--config", gw, "--broker", broker.url, "--data", dir.url.appendingPathComponent("data-a").path],
+                                          stderrPath: dir.url.appendingPathComponent("gw-a.log").path))
+        try #require(eventually(timeout: 60) { plant.receive(timeout: 0.2).map { String(decoding: $0.payload, as: UTF8.self).contains(#""state":"online""#) } ?? false },
+                     "the gateway did not come online:\n\(logs())")
+        let learnerFile = dir.url.appendingPathComponent("learner.yaml").path
+        try "fleet: fleet/t\ngroup: g\nid: l1\nstatus_interval: 1s\nmapping: \(strict)\nkey: \(keyFiles.privateKey.path)\ntrain_every: 80\n"
+            .write(toFile: learnerFile, atomically: true, encoding: .utf8)
+        let learnerData = dir.url.appendingPathComponent("learner")
+        processes.append(try ChildProcess(EdgeQBinary.path, ["learner", "--config", learnerFile, "--broker", broker.url, "--data", learnerData.path,
+                                                             "--metrics-port", String(port)],
+                                          stderrPath: dir.url.appendingPathComponent("learner.log").path))
+        func metric(_ name: String) -> Double? {
+            let text = (try? ChildProcess.run("curl", ["-s", "http://127.0.0.1:\(port)/metrics"], timeout: 10).stdout) ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix(name + " ") { return Double(line.dropFirst(name.count + 1)) }
+            return nil
+        }
+        try #require(eventually(timeout: 60) { metric("edgeq_learner_batches_total") != nil }, "the learner did not start:\n\(logs())")
+        for s in 0...100 {
+            let x = Double((s * 37) % 200) / 10 - 10
+            _ = try plant.publish("plant/a/state", #"{"step":\#(s),"x":\#(x)}"#, qos: .atLeastOnce)
+            _ = try plant.publish("plant/a/cmd", #"{"a":\#(x > 0 ? 1 : 0)}"#, qos: .atLeastOnce)
+        }
+        #expect(eventually(timeout: 120) { (metric(#"edgeq_learner_trainings_total{verdict="failed"}"#) ?? 0) >= 1 && metric("edgeq_learner_training") == 0 },
+                "no failed training:\n\(logs())")
+        #expect(metric("edgeq_learner_models_published_total") == 0)
+        #expect(metric(#"edgeq_learner_trainings_total{verdict="passed"}"#) == nil)
+        #expect(try ModelStore(dataDirectory: learnerData).versions().isEmpty)
+        var seen: [String] = []
+        while let m = models.receive(timeout: 0.5) { seen.append(m.topic) }
+        #expect(!seen.contains { $0.hasPrefix("fleet/t/model") || $0.hasPrefix("fleet/t/verdict/") }, "\(seen)")
+        let log = (try? String(contentsOf: dir.url.appendingPathComponent("learner.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("candidate failed its checks: not published") && log.contains("q_within_bound"), "\(log.suffix(3000))")
+    }
 }
