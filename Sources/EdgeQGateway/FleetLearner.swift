@@ -239,8 +239,10 @@ public final class FleetLearner: Sendable {
     private func verdict(_ m: MQTTMessage, gateway: String) {
         guard !m.payload.isEmpty, let any = try? JSONSerialization.jsonObject(with: Data(m.payload)),
               let value = JSONValue(any: any), case .object(let o) = value else { return }
+        // The label takes only the verdicts gateways send (a payload is not trusted to name series).
+        let known: Set<String> = ["refused", "stored", "trial_started", "trial_queued", "promoted", "rejected", "trial_abandoned"]
         let kind: String
-        if case .string(let k)? = o["verdict"] { kind = k } else { kind = "unknown" }
+        if case .string(let k)? = o["verdict"], known.contains(k) { kind = k } else { kind = "unknown" }
         figures.withLock { $0.rollout[gateway] = value }
         registry.counter("edgeq_learner_verdicts_total", help: "The gateways' verdicts on fleet models, by verdict (refused, stored, trial_started, promoted, rejected, …).",
                          labels: [("verdict", kind)]).increment()
