@@ -171,6 +171,9 @@ struct CheckCommand: AsyncParsableCommand {
         }
         if let f = map.fleet {
             lines.append("fleet      ships the log on \(f.experienceTopic(gateway: map.gateway.id)) (batches of ≤ \(f.batchRows) rows, window \(f.window), QoS \(f.qos)); acknowledgements on \(f.ackTopic(gateway: map.gateway.id))")
+            if f.models {
+                lines.append("fleet      takes models from \(f.modelTopic) (≤ \(f.maxModelSize) bytes, signed by a key in keys/models/; then promotion \(map.learning.promotion.rawValue)); verdicts on \(f.verdictTopic(gateway: map.gateway.id))")
+            }
         }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")
