@@ -174,6 +174,61 @@ import Testing
         #expect(Self.text(out) == "keep me\n")
     }
 
+    /// A boiler's two devices on their own clocks, publishing until the returned flag is set: a
+    /// raw temperature every 20 ms, and a JSON status (nested bool, enum string) every third
+    /// temperature, just before it (so neither topic follows the other consistently: no incumbent).
+    static func publishBoiler(_ cfg: MQTTConfiguration) throws -> StopFlag {
+        let plant = try MQTTClient(cfg)
+        plant.start()
+        try plant.waitUntilConnected(timeout: 10)
+        let stop = StopFlag()
+        let publisher = Thread {
+            var i = 0
+            while !stop.isSet {
+                if i % 3 == 0 {
+                    _ = try? plant.publish("site/boiler/status", "{\"burner\":{\"on\":\(i % 6 == 0)},\"mode\":\"\(i % 9 == 0 ? "auto" : "eco")\"}", qos: .atLeastOnce)
+                }
+                _ = try? plant.publish("site/boiler/temp", "\(60 + Double(i % 7) * 0.5)", qos: .atLeastOnce)
+                i += 1
+                usleep(20_000)
+            }
+            plant.stop()
+        }
+        publisher.start()
+        return stop
+    }
+
+    /// A TLS broker that wants a client certificate: init listens with --tls-ca/--tls-cert/--tls-key
+    /// and the draft connects the gateway the same way (`edgeq check` accepts the files).
+    @Test func listensOverTLSAndWritesTheTLSFiles() throws {
+        let dir = try TempDir()
+        let pki = try TestCertificates(in: dir.url.appendingPathComponent("pki"))
+        let broker = try MosquittoBroker(tls: .init(certificates: pki, requireClientCertificate: true))
+        var cfg = try MQTTConfiguration(url: broker.url, clientID: "plant-tls")
+        cfg.tls = TLSConfiguration(caFile: pki.caFile, certificateFile: pki.clientCertificateFile, keyFile: pki.clientKeyFile)
+        let stop = try Self.publishBoiler(cfg)
+        defer { stop.set() }
+        let out = dir.url.appendingPathComponent("boiler.yaml")
+        let r = try EdgeQBinary.run(["init", "--broker", broker.url, "--topics", "site/boiler/#", "--seconds", "1.5", "--out", out.path,
+                                     "--tls-ca", pki.caFile, "--tls-cert", pki.clientCertificateFile, "--tls-key", pki.clientKeyFile], timeout: 60)
+        #expect(r.code == 0, "\(r.stderr)")
+        let drafted = Self.text(out)
+        #expect(drafted.contains("  brokers: [\(broker.url)]"), "\(drafted)")
+        #expect(drafted.contains("  tls: {ca: \(pki.caFile), cert: \(pki.clientCertificateFile), key: \(pki.clientKeyFile)}"), "\(drafted)")
+        // Filled in (a reward, one action), the draft loads with the same TLS files.
+        var filled = Self.replacingLine(startingWith: "reward: TODO", in: drafted, with: "reward: -abs(temp - 61)")
+        filled = Self.replacingLine(startingWith: "  list: TODO", in: filled,
+                                    with: "  list:\n    - {name: low, publish: {topic: site/boiler/cmd, payload: '{{value}}', value: 0}}")
+        let filledFile = dir.url.appendingPathComponent("filled.yaml")
+        try filled.write(to: filledFile, atomically: true, encoding: .utf8)
+        let map = try TopicMap.load(path: filledFile.path)
+        #expect(map.gateway.tls == TLSConfig(caFile: pki.caFile, certFile: pki.clientCertificateFile, keyFile: pki.clientKeyFile))
+        // Without the client certificate the broker refuses the handshake.
+        let refused = try EdgeQBinary.run(["init", "--broker", broker.url, "--topics", "site/#", "--seconds", "1", "--connect-timeout", "1",
+                                           "--tls-ca", pki.caFile], timeout: 60)
+        #expect(refused.code == 69, "\(refused.stderr)")
+    }
+
     /// A broker with passwords: init listens with --username/--password (env:) and the draft
     /// names the password by reference and leaves the gateway's user name as a TODO; a raw
     /// payload becomes a signal without `json`; without credentials the broker refuses (69).
@@ -184,25 +239,7 @@ import Testing
         var cfg = try MQTTConfiguration(url: broker.url, clientID: "plant-raw")
         cfg.username = "plant"
         cfg.password = Secret("pw-plant")
-        let plant = try MQTTClient(cfg)
-        plant.start()
-        try plant.waitUntilConnected(timeout: 10)
-        defer { plant.stop() }
-        let stop = StopFlag()
-        let publisher = Thread {
-            var i = 0
-            // Two devices on their own clocks: the status every third temperature, just before it
-            // (so neither topic follows the other consistently: no incumbent here).
-            while !stop.isSet {
-                if i % 3 == 0 {
-                    _ = try? plant.publish("site/boiler/status", "{\"burner\":{\"on\":\(i % 6 == 0)},\"mode\":\"\(i % 9 == 0 ? "auto" : "eco")\"}", qos: .atLeastOnce)
-                }
-                _ = try? plant.publish("site/boiler/temp", "\(60 + Double(i % 7) * 0.5)", qos: .atLeastOnce)
-                i += 1
-                usleep(20_000)
-            }
-        }
-        publisher.start()
+        let stop = try Self.publishBoiler(cfg)
         defer { stop.set() }
 
         let out = dir.url.appendingPathComponent("boiler.yaml")
