@@ -448,7 +448,7 @@ struct Draft {
                 }
                 let name = Self.uniqueName(Self.baseName(path: p, topic: t.topic), topic: t.topic, used: &used)
                 var s = Signal(name: name, topic: t.topic, field: f)
-                if f.kind == .number && !f.isCounter && !f.isGrowing { s.range = Self.validRange(f.low, f.high, integer: f.isInteger) }
+                if f.kind == .number && !f.isCounter && !f.isGrowing { s.range = Self.validRange(f.low, f.high, discrete: f.isInteger && f.distinct.count <= 16) }
                 signals.append(s)
             }
             for p in t.unreachable.sorted() { skipped.append((t.topic + " " + p, "its key cannot be written as a JSON path (docs/mapping.md, json), or it is nested too deep")) }
@@ -487,12 +487,13 @@ struct Draft {
         return name
     }
 
-    /// The values seen, widened by their span on each side (at least 1 for whole numbers; half
-    /// the value, or 1, when every value was the same), rounded outwards: a valid range that
-    /// real values stay in, and broken or absurd ones (a sensor fault, a unit changed) fall out of.
-    static func validRange(_ low: Double, _ high: Double, integer: Bool) -> (Double, Double) {
+    /// The values seen, widened on each side by their span (by 1 for a few whole numbers, a
+    /// stage or a mode; by half the value, or 1, when every value was the same), rounded
+    /// outwards: a valid range that real values stay in, and broken or absurd ones (a sensor
+    /// fault, a unit changed) fall out of.
+    static func validRange(_ low: Double, _ high: Double, discrete: Bool) -> (Double, Double) {
         let span = high - low
-        let margin = span > 0 ? max(span, integer ? 1 : 0) : max(abs(low) / 2, 1)
+        let margin = span > 0 ? (discrete ? 1 : span) : max(abs(low) / 2, 1)
         var lo = low - margin, hi = high + margin
         let step = pow(10, floor(log10(margin)) - 1)
         lo = (lo / step).rounded(.down) * step
@@ -736,11 +737,17 @@ struct Draft {
         y.append("")
 
         // State: every signal but the counters.
-        let features = signals.filter { !$0.isCounter && !($0.field.isGrowing && $0.field.isInteger) }
+        // Not in the state: counters, counts that only grew, and values that never changed in the
+        // window (nothing to learn from, and a later change would fall outside their range).
+        let constant = signals.filter { !$0.isCounter && $0.field.distinct.count <= 1 }
+        let features = signals.filter { !$0.isCounter && !($0.field.isGrowing && $0.field.isInteger) && $0.field.distinct.count > 1 }
         y.append("state:")
         y.append("  features:                      # review: every value heard; drop what does not matter to the decision")
         if features.isEmpty {
             y.append("    - TODO   # the state's columns: {signal: NAME} for the signals above")
+        }
+        if !constant.isEmpty {
+            y.append("    # review: \(constant.map(\.name).joined(separator: ", ")) never changed in the window: add them if they vary")
         }
         for s in features {
             if let r = s.range {
@@ -771,7 +778,8 @@ struct Draft {
         y.append("reward: TODO   # what counts as good, larger is better: an expression over the signals (docs/mapping.md), e.g. \(rewardExample())")
         let bools = signals.filter { $0.field.kind == .bool }
         if !bools.isEmpty {
-            y.append("# review: terminal: NAME (an end state) or truncated: NAME (a time limit), if one of \(bools.map(\.name).joined(separator: ", ")) says so")
+            let which = bools.count == 1 ? bools[0].name : "one of " + bools.map(\.name).joined(separator: ", ")
+            y.append("# review: terminal: NAME (an end state) or truncated: NAME (a time limit), if \(which) says so")
         }
         y.append("")
 
