@@ -14,7 +14,8 @@ struct CheckCommand: AsyncParsableCommand {
             file order) and the exit status is 65; 66 when the file cannot be read. A valid file \
             exits 0 and prints a one-screen summary: signals, state width, actions, topics \
             subscribed and published. The format is described in docs/mapping.md; \
-            topics/reference.yaml shows every key.
+            topics/reference.yaml shows every key. A draft of `edgeq init` fails (65) while it has \
+            TODO values: each is reported as FILE:LINE:COL: KEY is still TODO: what to write.
 
             Warnings (FILE: warning: …, on standard error, exit status still 0) say when the \
             learning settings need something the file cannot show: with `cql_weight: 0` the \

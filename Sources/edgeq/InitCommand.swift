@@ -1,7 +1,9 @@
 import ArgumentParser
 import EdgeQMQTT
+import EdgeQSystem
 import EdgeQTopicMap
 import Foundation
+import Synchronization
 
 /// `edgeq init --broker URL --topics FILTER`: listens to a plant's traffic for a while and drafts
 /// a mapping file from it (docs/mapping.md, "Drafting a mapping from live traffic").
@@ -18,7 +20,8 @@ struct InitCommand: ParsableCommand {
             controlled: moves with the command). Every choice it cannot make (the reward, the \
             actions) is the value TODO with a comment saying what to write: `edgeq check` reports \
             each one and fails until it is filled in. The draft goes to --out (refused when the file \
-            exists, unless --force) or standard output.
+            exists, unless --force) or standard output. SIGINT (Ctrl-C) ends the window early and \
+            drafts from what was heard so far.
             Exit status: 0; 64 for a bad option or filter, or an existing --out; 69 when the broker \
             cannot be reached; 66 when no message arrived in the window (or a password source is \
             missing).
@@ -131,10 +134,14 @@ struct InitCommand: ParsableCommand {
         let filters = topics.joined(separator: ", ")
         FileHandle.standardError.write(Data("edgeq init: listening to \(filters) on \(mqtt.broker) for \(fmtNumber(seconds)) s…\n".utf8))
 
+        // SIGINT/SIGTERM end the window early: the draft is made from what was heard so far.
+        let interrupted = Interrupted()
+        let watcher = SignalWatcher { _ in interrupted.set() }
+        defer { withExtendedLifetime(watcher) {} }
         var traffic = Traffic()
         let start = MonotonicClock.nanoseconds()
         let end = start + UInt64(seconds * 1e9)
-        while true {
+        while !interrupted.isSet {
             let now = MonotonicClock.nanoseconds()
             guard now < end else { break }
             guard let m = client.receive(timeout: min(0.2, Double(end - now) / 1e9)) else { continue }
@@ -146,8 +153,9 @@ struct InitCommand: ParsableCommand {
             throw CLIFailure(.noInput, "no message on \(filters) at \(mqtt.broker) within \(fmtNumber(seconds)) s. Check the broker URL and the filter "
                 + "(is the plant publishing there? `mosquitto_sub -h HOST -p PORT -t '\(topics[0])' -v` shows what arrives), or listen longer with --seconds")
         }
+        let heard = interrupted.isSet ? Double(MonotonicClock.nanoseconds() - start) / 1e9 : seconds
         let draft = Draft(traffic: traffic, options: DraftOptions(
-            broker: mqtt.broker.description, filters: topics, seconds: seconds, id: id,
+            broker: mqtt.broker.description, filters: topics, seconds: (heard * 10).rounded() / 10, id: id,
             username: username, password: password, tlsCa: tlsCa.map(Self.absolute), tlsCert: tlsCert.map(Self.absolute),
             tlsKey: tlsKey.map(Self.absolute), dropped: dropped, capped: traffic.messageCount >= Traffic.maxMessages))
         let text = draft.render()
@@ -169,6 +177,13 @@ struct InitCommand: ParsableCommand {
     static func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(path).standardized.path
     }
+}
+
+/// Set by SIGINT/SIGTERM while listening.
+final class Interrupted: Sendable {
+    private let flag = Mutex(false)
+    var isSet: Bool { flag.withLock { $0 } }
+    func set() { flag.withLock { $0 = true } }
 }
 
 // MARK: - What was heard

@@ -229,6 +229,27 @@ import Testing
         #expect(refused.code == 69, "\(refused.stderr)")
     }
 
+    /// SIGINT ends the window early: the draft is made from what was heard until then.
+    @Test func sigintDraftsFromWhatWasHeard() throws {
+        let broker = try MosquittoBroker()
+        let dir = try TempDir()
+        let stop = try Self.publishBoiler(try MQTTConfiguration(url: broker.url, clientID: "plant-int"))
+        defer { stop.set() }
+        let out = dir.url.appendingPathComponent("boiler.yaml")
+        let log = dir.url.appendingPathComponent("init.log")
+        let p = try ChildProcess(EdgeQBinary.path, ["init", "--broker", broker.url, "--topics", "site/boiler/#", "--seconds", "600", "--out", out.path],
+                                 stderrPath: log.path)
+        #expect(eventually(timeout: 20) { Self.text(log).contains("listening") }, "\(Self.text(log))")
+        usleep(1_000_000)
+        p.signal(SIGINT)
+        let code = p.wait(timeout: 30)
+        if code == nil { p.signal(SIGKILL); p.wait(timeout: 5) }
+        #expect(code == 0, "\(Self.text(log))")
+        let drafted = Self.text(out)
+        #expect(drafted.contains("{name: temp, topic: site/boiler/temp, range: ["), "\(drafted)")
+        #expect(!drafted.contains("from 600 s of traffic"), "\(drafted)")
+    }
+
     /// A broker with passwords: init listens with --username/--password (env:) and the draft
     /// names the password by reference and leaves the gateway's user name as a TODO; a raw
     /// payload becomes a signal without `json`; without credentials the broker refuses (69).
