@@ -203,6 +203,7 @@ struct TopicTraffic {
     var samples: [[String: Leaf]] = []
     /// Paths in the order first seen.
     var paths: [String] = []
+    var pathSet: Set<String> = []
     /// Messages whose payload was JSON (an object or array at the top).
     var jsonMessages = 0
     /// Messages that were retained (sent at subscription time).
@@ -248,7 +249,7 @@ struct Traffic {
             if s.count >= 2, s.hasPrefix("\""), s.hasSuffix("\"") { s = String(s.dropFirst().dropLast()) }
             leaves[""] = .string(s)
         }
-        for k in leaves.keys.sorted() where !t.paths.contains(k) { t.paths.append(k) }
+        for k in leaves.keys.sorted() where t.pathSet.insert(k).inserted { t.paths.append(k) }
         t.arrivals.append(m.arrival)
         t.samples.append(leaves)
         topics[i] = t
@@ -461,9 +462,9 @@ struct Draft {
                     skipped.append((t.topic + (p.isEmpty ? "" : " " + p), why))
                     continue
                 }
-                let name = Self.uniqueName(Self.baseName(path: p, topic: t.topic), topic: t.topic, used: &used)
+                let name = Self.uniqueName(path: p, topic: t.topic, used: &used)
                 var s = Signal(name: name, topic: t.topic, field: f)
-                if f.kind == .number && !f.isCounter && !f.isGrowing { s.range = Self.validRange(f.low, f.high, discrete: f.isInteger && f.distinct.count <= 16) }
+                if f.kind == .number && !f.isCounter && !f.isGrowing { s.range = Self.validRange(f) }
                 signals.append(s)
             }
             for p in t.unreachable.sorted() { skipped.append((t.topic + " " + p, "its key cannot be written as a JSON path (docs/mapping.md, json), or it is nested too deep")) }
@@ -473,7 +474,9 @@ struct Draft {
 
     // MARK: Names and ranges
 
-    static let reserved: Set<String> = ["and", "or", "not", "true", "false", "value", "action", "action_name", "if", "abs", "min", "max", "clamp", "sqrt", "exp", "log"]
+    /// The expression language's words and functions, and the words YAML reads as something else.
+    static let reserved: Set<String> = ["and", "or", "not", "true", "false", "value", "action", "action_name", "if", "abs", "min", "max",
+                                        "clamp", "sqrt", "exp", "log", "null", "yes", "no", "on", "off", "y", "n"]
 
     static func sanitize(_ s: String) -> String {
         var out = String(s.unicodeScalars.map { $0.isASCII && CharacterSet.alphanumerics.contains($0) ? Character($0) : "_" })
@@ -485,30 +488,38 @@ struct Draft {
         return out
     }
 
-    static func baseName(path: String, topic: String) -> String {
-        path.isEmpty ? sanitize(topic.split(separator: "/").last.map(String.init) ?? topic) : sanitize(path)
-    }
-
-    static func uniqueName(_ base: String, topic: String, used: inout Set<String>) -> String {
-        var name = base
-        if used.contains(name) {
-            let levels = topic.split(separator: "/").map(String.init)
-            let prefix = levels.count >= 1 ? sanitize(levels[levels.count - 1]) : "t"
-            name = prefix + "_" + base
-            var k = 2
-            while used.contains(name) { name = "\(prefix)_\(base)_\(k)"; k += 1 }
+    /// The signal's name: its path (or, for a raw payload, the topic's last level); when taken,
+    /// with more of the topic's levels in front (`b_temp` beside `a_temp`), then a number.
+    static func uniqueName(path: String, topic: String, used: inout Set<String>) -> String {
+        let levels = topic.split(separator: "/").map(String.init)
+        var candidates: [String] = []
+        if path.isEmpty {
+            for k in 1...max(1, levels.count) { candidates.append(sanitize(levels.suffix(k).joined(separator: "_"))) }
+        } else {
+            for k in 0...levels.count { candidates.append(sanitize((levels.suffix(k) + [path]).joined(separator: "_"))) }
         }
-        used.insert(name)
-        return name
+        if let free = candidates.first(where: { !used.contains($0) }) {
+            used.insert(free)
+            return free
+        }
+        let base = candidates[0]
+        var k = 2
+        while used.contains("\(base)_\(k)") { k += 1 }
+        used.insert("\(base)_\(k)")
+        return "\(base)_\(k)"
     }
 
-    /// The values seen, widened on each side by their span (by 1 for a few whole numbers, a
-    /// stage or a mode; by half the value, or 1, when every value was the same), rounded
-    /// outwards: a valid range that real values stay in, and broken or absurd ones (a sensor
-    /// fault, a unit changed) fall out of.
-    static func validRange(_ low: Double, _ high: Double, discrete: Bool) -> (Double, Double) {
+    /// The values seen, widened on each side by their span (for a few whole numbers, a stage or
+    /// a mode: by one step, the smallest gap between them; by half the value, or 1, when every
+    /// value was the same), rounded outwards: a valid range that real values stay in, and broken
+    /// or absurd ones (a sensor fault, a unit changed) fall out of.
+    static func validRange(_ field: FieldSummary) -> (Double, Double) {
+        let low = field.low, high = field.high
         let span = high - low
-        let margin = span > 0 ? (discrete ? 1 : span) : max(abs(low) / 2, 1)
+        let levels = field.distinct
+        let discrete = field.isInteger && levels.count <= 16
+        let gap = zip(levels.dropFirst(), levels).map { $0 - $1 }.min() ?? span
+        let margin = span > 0 ? (discrete ? gap : span) : max(abs(low) / 2, 1)
         var lo = low - margin, hi = high + margin
         let step = pow(10, floor(log10(margin)) - 1)
         lo = (lo / step).rounded(.down) * step
@@ -547,10 +558,12 @@ struct Draft {
     /// value that changes. Nil when no pair qualifies.
     static func findIncumbent(_ traffic: Traffic) -> IncumbentGuess? {
         let busy = traffic.topics.filter { $0.arrivals.count >= 5 }
+        var summaries: [String: [FieldSummary]] = [:]
+        for t in busy { summaries[t.topic] = t.paths.map { FieldSummary(path: $0, samples: t.samples) } }
         var best: (score: Double, guess: IncumbentGuess)?
         for c in busy {
             // The command's value: a field that changes, is not a counter.
-            let fields = c.paths.map { FieldSummary(path: $0, samples: c.samples) }
+            let fields = summaries[c.topic] ?? []
             for s in busy where s.topic != c.topic {
                 let sIntervals = zip(s.arrivals.dropFirst(), s.arrivals).map { Double($0 - $1) / 1e9 }
                 let maxLag = min(1, median(sIntervals) / 2)
@@ -572,7 +585,7 @@ struct Draft {
                 }
                 let lag = median(lags), backLag = median(back)
                 if !back.isEmpty && !(lag < backLag / 2) && !(lag == 0 && backLag == 0) { continue }
-                let sFields = s.paths.map { FieldSummary(path: $0, samples: s.samples) }
+                let sFields = summaries[s.topic] ?? []
                 var echoes: [String: String] = [:]
                 var constants: [String: Leaf] = [:]
                 var candidates: [FieldSummary] = []
@@ -619,7 +632,7 @@ struct Draft {
     /// steps). The rest: no role, with a note.
     mutating func guessRoles() {
         guard let inc = incumbent else {
-            for i in signals.indices where signals[i].field.kind == .number && !signals[i].isCounter {
+            for i in signals.indices where signals[i].field.kind == .number && !signals[i].isCounter && signals[i].field.distinct.count > 1 {
                 signals[i].review = "role? no incumbent was found to tell what the actions move"
             }
             return
@@ -694,7 +707,7 @@ struct Draft {
     var gatewayID: String {
         if let id = options.id { return id }
         let topics = signals.map(\.topic) + (incumbent.map { [$0.command.topic] } ?? [])
-        let all = topics.isEmpty ? traffic.topics.map(\.topic) : topics
+        let all = Array(Set(topics.isEmpty ? traffic.topics.map(\.topic) : topics)).sorted()
         var common = all.first.map { $0.split(separator: "/", omittingEmptySubsequences: false).map(String.init) } ?? []
         for t in all.dropFirst() {
             let l = t.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -807,7 +820,7 @@ struct Draft {
         if let inc = incumbent {
             y.append("incumbent:                       # the controller in charge now: its commands follow \(inc.sensor)")
             y.append("  topic: \(yamlText(inc.command.topic))")
-            if !inc.field.path.isEmpty { y.append("  json: \(inc.field.path)") }
+            if !inc.field.path.isEmpty { y.append("  json: \(yamlText(inc.field.path))") }
         } else {
             y.append("# incumbent: none found: no topic's messages followed the sensor messages consistently. If a controller publishes")
             y.append("# its commands, give its topic (and json field) here: shadow mode compares with it and learning starts from it.")
@@ -830,7 +843,7 @@ struct Draft {
 
     func signalLine(_ s: Signal) -> String {
         var parts = ["name: \(s.name)", "topic: \(yamlText(s.topic))"]
-        if !s.field.path.isEmpty { parts.append("json: \(s.field.path)") }
+        if !s.field.path.isEmpty { parts.append("json: \(yamlText(s.field.path))") }
         var comment: [String] = []
         switch s.field.kind {
         case .bool:
