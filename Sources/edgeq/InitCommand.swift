@@ -727,7 +727,9 @@ struct Draft {
         y.append("# A mapping drafted by `edgeq init` from \(fmtNumber(options.seconds)) s of traffic on \(options.filters.joined(separator: ", ")) at \(options.broker)")
         y.append("# (\(stamp)): \(messages) message\(messages == 1 ? "" : "s") on \(traffic.topics.count) topic\(traffic.topics.count == 1 ? "" : "s").")
         if options.dropped > 0 || options.capped {
-            y.append("# Not every message was kept (\(options.dropped) dropped, \(options.capped ? "the first \(Traffic.maxMessages) kept" : "")): the ranges and rates may miss some.")
+            let why = [options.dropped > 0 ? "\(options.dropped) dropped while the draft could not keep up" : nil,
+                       options.capped ? "only the first \(Traffic.maxMessages) kept" : nil].compactMap { $0 }
+            y.append("# Not every message was kept (\(why.joined(separator: "; "))): the ranges and rates may miss some.")
         }
         y.append("# Each value TODO is a choice the draft could not make: `edgeq check` reports each one and fails until it is")
         y.append("# replaced. `review:` comments are guesses worth a look. Every key: docs/mapping.md.")
