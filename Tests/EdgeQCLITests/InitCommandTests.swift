@@ -61,9 +61,11 @@ import Testing
         let initProcess = try ChildProcess(EdgeQBinary.path, ["init", "--broker", broker.url, "--topics", "plant/\(plant.name)/#",
                                                               "--seconds", "3", "--out", draft.path],
                                            stderrPath: initLog.path)
+        defer { _ = initProcess.stop(grace: 5) }
         #expect(eventually(timeout: 20) { Self.text(initLog).contains("listening") }, "init never listened: \(Self.text(initLog))")
+        // Until 2.5 s after init started its 3 s window: every state seen here was also heard there.
+        let until = Date().addingTimeInterval(2.5)
         let observer = try plantClient(broker, "plant/\(plant.name)/state")
-        let until = Date().addingTimeInterval(2)
         var states: [[String: Any]] = []
         while Date() < until {
             if let m = observer.receive(timeout: 0.05),
@@ -126,6 +128,7 @@ import Testing
         let gwLog = dir.url.appendingPathComponent("gw.log")
         let gw = try ChildProcess(EdgeQBinary.path, ["run", "--config", filledFile.path, "--broker", broker.url, "--data", data],
                                   stderrPath: gwLog.path)
+        defer { _ = gw.stop(grace: 5) }
         var reports = 0
         #expect(eventually(timeout: 30) {
             while shadow.receive(timeout: 0) != nil { reports += 1 }
@@ -239,11 +242,11 @@ import Testing
         let log = dir.url.appendingPathComponent("init.log")
         let p = try ChildProcess(EdgeQBinary.path, ["init", "--broker", broker.url, "--topics", "site/boiler/#", "--seconds", "600", "--out", out.path],
                                  stderrPath: log.path)
+        defer { p.signal(SIGKILL) }
         #expect(eventually(timeout: 20) { Self.text(log).contains("listening") }, "\(Self.text(log))")
         usleep(1_000_000)
         p.signal(SIGINT)
         let code = p.wait(timeout: 30)
-        if code == nil { p.signal(SIGKILL); p.wait(timeout: 5) }
         #expect(code == 0, "\(Self.text(log))")
         let drafted = Self.text(out)
         #expect(drafted.contains("{name: temp, topic: site/boiler/temp, range: ["), "\(drafted)")
