@@ -24,14 +24,16 @@ import Testing
         let fields: [String]
         /// The reward a user writes over the draft's signals.
         let reward: String
+        /// The state field that reads back the applied command (`role: applied`), if any.
+        var readback: String?
         var description: String { name }
     }
 
     static let plants: [Plant] = [
         Plant(name: "cartpole", commandKey: "action", actions: 2, fields: ["x", "x_dot", "theta", "theta_dot", "step"], reward: "reward"),
-        Plant(name: "thermal", commandKey: "level", actions: 5, fields: ["zone_temp", "outdoor_temp", "price", "occupied", "level", "step"], reward: "reward"),
-        Plant(name: "tank", commandKey: "valve", actions: 5, fields: ["level", "setpoint", "inflow", "valve", "step"], reward: "-abs(level - setpoint)"),
-        Plant(name: "heater", commandKey: "level", actions: 5, fields: ["temp", "setpoint", "ambient_temp", "level", "step"], reward: "-abs(temp - setpoint)"),
+        Plant(name: "thermal", commandKey: "level", actions: 5, fields: ["zone_temp", "outdoor_temp", "price", "occupied", "level", "step"], reward: "reward", readback: "level"),
+        Plant(name: "tank", commandKey: "valve", actions: 5, fields: ["level", "setpoint", "inflow", "valve", "step"], reward: "-abs(level - setpoint)", readback: "valve"),
+        Plant(name: "heater", commandKey: "level", actions: 5, fields: ["temp", "setpoint", "ambient_temp", "level", "step"], reward: "-abs(temp - setpoint)", readback: "level"),
         Plant(name: "mountaincar", commandKey: "action", actions: 3, fields: ["position", "velocity", "step"], reward: "reward"),
     ]
 
@@ -119,7 +121,14 @@ import Testing
         #expect(map.incumbent?.topic == "plant/\(plant.name)/cmd")
         #expect(map.incumbent?.pathText == plant.commandKey)
         #expect(map.tick == .trigger(stateTopic))
+        #expect(drafted.contains("\n  sequence: step "), "\(drafted)")
         #expect(map.gateway.id == plant.name)
+        // The suggested actions rebuild the incumbent's payload: its value, and the step echoed.
+        #expect(drafted.contains("payload: '{\"\(plant.commandKey)\":{{value}},\"step\":{{step}}}'"), "\(drafted)")
+        // The plant's readback of the applied command is found by its values.
+        for s in map.signals where s.topic == stateTopic && s.pathText != nil {
+            #expect((s.role == .applied) == (s.pathText == plant.readback), "\(s.name): role \(String(describing: s.role))")
+        }
 
         // The filled draft runs in shadow: decisions are reported and logged.
         let data = dir.url.appendingPathComponent("data").path
