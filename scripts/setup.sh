@@ -4,6 +4,9 @@
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
 # Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
 # in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
+# The run report's browser test: Debian's chromium-headless-shell, driven by Playwright for Python
+# in its own venv ($EDGEQ_BROWSER_VENV, default ~/.cache/edgeq/browser-venv); Playwright is pointed
+# at the system browser and never downloads one.
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -11,7 +14,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_deb=()
-for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev zlib1g-dev openssl curl gcc make; do
+for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev zlib1g-dev openssl curl gcc make chromium-headless-shell python3-venv; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_deb+=("$pkg")
   fi
@@ -27,4 +30,13 @@ if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; 
   echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography" >&2
   "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography 2>&1 | grep -v -i 'root user' >&2 || true
   "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
+fi
+
+# The venv of the run report's browser test (scripts/report-browser-check.py).
+VENV=${EDGEQ_BROWSER_VENV:-$HOME/.cache/edgeq/browser-venv}
+if ! "$VENV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
+  echo "setup: installing Playwright for Python into $VENV (the browser is Debian's chromium-headless-shell)" >&2
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q playwright==1.65.2
+  "$VENV/bin/python" -c 'import playwright.sync_api'
 fi

@@ -1,0 +1,127 @@
+import EdgeQCore
+@testable import EdgeQGateway
+@testable import EdgeQLog
+import EdgeQReport
+import EdgeQSystem
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// The run report (`edgeq report`) of a real gateway run: a gateway on a real broker with a
+/// served model logs a closed-loop plant in shadow mode, retrains on a command (real checks),
+/// runs the candidate's switchback trial in control mode, and goes on in control. The report's
+/// figures must equal what the log and the model store say, computed here independently in SQL
+/// and from the files; then a real headless Chromium (Playwright for Python, the system's
+/// browser) opens the page and checks it against the directory by itself.
+@Suite struct RunReportTests {
+    static let learning = """
+          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+        """
+
+    /// A data directory with a shadow stretch, a retraining, a decided trial and a control
+    /// stretch, and a metrics scrape saved from the running gateway (`metrics.prom`).
+    static func realRun() throws -> GatewayHarness {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: learning), withModel: true)
+        let plant = ClosedLoop(h, incumbent: TrialGatewayTests.randomIncumbent(seed: 31), dynamics: TrialGatewayTests.noisyPlant(seed: 32))
+        try plant.run(600)
+        usleep(400_000)  // the writer's group commit
+        try h.command("retrain", #"{"id":"report-retrain","steps":2000}"#)
+        let result = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
+            let phase = GatewayHarness.json($0)["phase"] as? String
+            return phase == "done" || phase == "failed"
+        })
+        let trialEvents = { h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).filter { $0["phase"] as? String == "trial" } }
+        if !trialEvents().contains(where: { $0["event"] as? String == "started" }) {
+            // The retrained candidate did not go to a trial (it failed a check): give the trial a
+            // candidate built to be better, so that the report has a trial to show either way.
+            Issue.record("the retrained candidate went to no trial: \(result)")
+            let v = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+            try h.gateway.control.sync { try h.gateway.startTrial(v) }
+        }
+        #expect(try h.ask("mode", #"{"id":"report-mode","mode":"control"}"#)["ok"] as? Bool == true)
+        try plant.run(until: { trialEvents().contains { $0["event"] as? String == "verdict" } }, atMost: 120)
+        try plant.run(80)
+        usleep(400_000)
+        try h.gateway.renderMetrics().write(to: h.dir.url.appendingPathComponent("metrics.prom"), atomically: true, encoding: .utf8)
+        h.stop()
+        return h
+    }
+
+    @Test func theReportOfARealRunSaysWhatTheLogSaysAndOpensCleanInAHeadlessBrowser() throws {
+        let h = try Self.realRun()
+        let dir = h.dir.url
+        let metrics = try String(contentsOf: dir.appendingPathComponent("metrics.prom"), encoding: .utf8)
+        let report = try RunReport(dataDirectory: dir, metricsText: metrics)
+        let page = dir.appendingPathComponent("report.html")
+        try report.write(to: page)
+
+        // (a) The figures against the log, in SQL written here.
+        let db = try SQLiteConnection(path: dir.appendingPathComponent("experience.sqlite").path, create: false)
+        #expect(report.aggregates.rows == Int(try db.scalarInt("SELECT count(*) FROM transitions") ?? -1))
+        let g = try db.prepare("SELECT mode, actor, count(*), avg(reward) FROM transitions GROUP BY mode, actor")
+        var groups: [String: (Int, Double)] = [:]
+        while try g.step() { groups["\(g.text(0))/\(g.text(1))"] = (Int(g.int64(2)), g.double(3)) }
+        #expect(Set(report.groups.map { "\($0.mode)/\($0.actor)" }) == Set(groups.keys))
+        for r in report.groups {
+            let sql = try #require(groups["\(r.mode)/\(r.actor)"])
+            #expect(r.rows == sql.0, "\(r.mode)/\(r.actor)")
+            #expect(abs(r.meanReward - sql.1) <= 1e-9 * max(1, abs(sql.1)), "\(r.mode)/\(r.actor): \(r.meanReward) vs \(sql.1)")
+        }
+        #expect(groups["shadow/incumbent"] != nil && groups["control/model"] != nil, "the run must have both: \(groups)")
+        let a = try db.prepare("SELECT count(*), total(action = model_action) FROM transitions WHERE mode = 'shadow' AND action IS NOT NULL AND model_action IS NOT NULL")
+        _ = try a.step()
+        #expect(report.agreement.compared == Int(a.int64(0)) && report.agreement.agreed == Int(a.double(1)))
+        #expect(report.agreement.compared > 0)
+        let means = try db.prepare("SELECT (SELECT avg(reward) FROM transitions WHERE mode = 'control' AND actor != 'incumbent'), (SELECT avg(reward) FROM transitions WHERE actor = 'incumbent')")
+        _ = try means.step()
+        #expect(abs((report.ticks.edgeqMean ?? .nan) - means.double(0)) <= 1e-9)
+        #expect(abs((report.ticks.incumbentMean ?? .nan) - means.double(1)) <= 1e-9)
+        let fallbackRows = Int(try db.scalarInt("SELECT count(*) FROM transitions WHERE actor = 'fallback'") ?? -1)
+        #expect(report.fallbackKinds.reduce(0) { $0 + $1.rows } == fallbackRows)
+        let accepted = Int(try db.scalarInt("SELECT count(*) FROM audit WHERE result = 'accepted' AND verb IN ('mode','promote','rollback','retrain')") ?? -1)
+        #expect(report.aggregates.auditEvents.count == accepted && accepted >= 2)
+
+        // The header: the decided trial's interval, from its file.
+        let store = try ModelStore(dataDirectory: dir)
+        let trialFiles = store.versions().compactMap { v -> [String: Any]? in
+            guard let d = FileManager.default.contents(atPath: store.trialURL(v).path) else { return nil }
+            return try? JSONSerialization.jsonObject(with: d) as? [String: Any]
+        }
+        let decided = try #require(trialFiles.last { $0["verdict"] as? String != "abandoned" && $0["ci_low"] is Double }, "\(trialFiles)")
+        #expect(report.verdict.source == .trial)
+        #expect(report.verdict.difference == decided["mean_difference"] as? Double)
+        #expect(report.verdict.low == decided["ci_low"] as? Double)
+        #expect(report.verdict.high == decided["ci_high"] as? Double)
+        let lo = try #require(decided["ci_low"] as? Double), hi = try #require(decided["ci_high"] as? Double)
+        #expect(report.verdict.answer == (lo > 0 ? .better : (hi < 0 ? .worse : .notShown)))
+        // The retraining and its checks, from report.json.
+        let retrained = try #require(report.history.retrainings.first { !$0.checks.isEmpty })
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: store.reportURL(retrained.version))) as? [String: Any])
+        #expect(retrained.checks.map(\.name) == (json["checks"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String })
+        #expect(report.history.switches.count == (try String(contentsOf: store.directory.appendingPathComponent("served.log"), encoding: .utf8)).split(separator: "\n").count)
+        // The metrics scrape's latency histogram counts every decision it saw.
+        let m = try #require(report.metrics)
+        #expect(m.decisionBuckets.reduce(0) { $0 + $1.count } == m.decisionCount)
+        #expect((m.decisionCount ?? 0) > 0)
+
+        // (b) A real headless browser, against the directory.
+        let python = Self.browserPython
+        #expect(FileManager.default.isExecutableFile(atPath: python), "no \(python): run scripts/setup.sh (it makes the venv with Playwright)")
+        let screenshot = PackageRoot.url.appendingPathComponent("docs/report.png")
+        let run = try ChildProcess.run(python, [PackageRoot.url.appendingPathComponent("scripts/report-browser-check.py").path,
+                                                "--page", page.path, "--data", dir.path, "--screenshot", screenshot.path], timeout: 180)
+        #expect(run.code == 0, "browser check failed (\(run.code)): \(run.stdout) \(run.stderr)")
+        let out = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout) \(run.stderr)")
+        #expect(out["ok"] as? Bool == true, "\(out["failures"] ?? "")")
+        let plots = (out["plots"] as? [[String: Any]] ?? []).compactMap { $0["plot"] as? String }
+        #expect(Set(plots).isSuperset(of: ["reward", "agreement", "timeline", "trials", "latency", "fallbacks", "fallback-reasons"]), "\(plots)")
+        #expect(FileManager.default.fileExists(atPath: screenshot.path))
+    }
+
+    /// The Python of the browser test's venv (scripts/setup.sh makes it).
+    static var browserPython: String {
+        let env = ProcessInfo.processInfo.environment
+        let venv = env["EDGEQ_BROWSER_VENV"] ?? ((env["HOME"] ?? "/root") + "/.cache/edgeq/browser-venv")
+        return venv + "/bin/python"
+    }
+}
