@@ -167,7 +167,7 @@ let package = Package(
             dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
             exclude: ["python"]
         ),
-        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQReport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
+        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQCore", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -30,7 +30,8 @@ private func timeAxis(_ t0: Double, _ t1: Double, y: Double, x: (Double) -> Doub
     let f = DateFormatter()
     f.locale = Locale(identifier: "en_US_POSIX")
     f.timeZone = TimeZone(identifier: "UTC")
-    f.dateFormat = t1 - t0 > 2 * 86_400 ? "MM-dd HH:mm" : "HH:mm:ss"
+    // Labels that differ from one another: dates over days, seconds over minutes, milliseconds below.
+    f.dateFormat = t1 - t0 > 2 * 86_400 ? "MM-dd HH:mm" : (t1 - t0 > 60 ? "HH:mm:ss" : "HH:mm:ss.SSS")
     var s = "<line x1=\"\(n(left))\" y1=\"\(n(y))\" x2=\"\(n(width - right))\" y2=\"\(n(y))\" stroke=\"#adb5bd\"/>"
     for i in 0...5 {
         let t = t0 + (t1 - t0) * Double(i) / 5
@@ -81,7 +82,7 @@ extension RunReport {
 
     func barChart(_ id: String, _ bars: [(String, Double)], yLabel: String) -> String {
         guard !bars.isEmpty else { return "<figure class=\"plot\" data-plot=\"\(id)\" data-points=\"0\"><p class=\"empty\">Nothing to show.</p></figure>" }
-        let h = 220.0, top = 12.0, bottom = 44.0
+        let h = 230.0, top = 16.0, bottom = 54.0
         let maxV = max(bars.map(\.1).max() ?? 1, 1)
         let slot = (width - left - right) / Double(bars.count)
         let y = { (v: Double) in top + (1 - v / maxV) * (h - top - bottom) }
@@ -97,7 +98,11 @@ extension RunReport {
             let top = min(y(v), h - bottom - 1)
             s += "<rect class=\"bar\" x=\"\(n(x0))\" y=\"\(n(top))\" width=\"\(n(slot * 0.7))\" height=\"\(n(h - bottom - top))\" fill=\"#1971c2\"><title>\(esc(label)): \(fmt(v))</title></rect>"
             s += "<text x=\"\(n(x0 + slot * 0.35))\" y=\"\(n(top - 3))\" font-size=\"11\" text-anchor=\"middle\" fill=\"#212529\">\(fmt(v))</text>"
-            s += "<text x=\"\(n(x0 + slot * 0.35))\" y=\"\(n(h - bottom + 16))\" font-size=\"11\" text-anchor=\"middle\" fill=\"#868e96\">\(esc(label))</text>"
+            // Many bars: the labels turn, so that they do not run into each other.
+            let lx = x0 + slot * 0.35, ly = h - bottom + 14
+            s += bars.count > 6
+                ? "<text x=\"\(n(lx))\" y=\"\(n(ly))\" font-size=\"10\" text-anchor=\"end\" fill=\"#868e96\" transform=\"rotate(-25 \(n(lx)) \(n(ly)))\">\(esc(label))</text>"
+                : "<text x=\"\(n(lx))\" y=\"\(n(ly))\" font-size=\"11\" text-anchor=\"middle\" fill=\"#868e96\">\(esc(label))</text>"
         }
         return s + "</svg></figure>"
     }
