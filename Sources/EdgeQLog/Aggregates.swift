@@ -46,9 +46,13 @@ public struct LogAggregates: Sendable, Equatable {
 
     /// Audit rows by verb, result and reason.
     public struct AuditCount: Sendable, Equatable {
+        /// The command's verb (`*` for a dropped batch).
         public var verb: String
+        /// `accepted`, `refused` or `dropped`.
         public var result: String
+        /// The refusal reason, if any.
         public var reason: String?
+        /// Audit rows.
         public var count: Int
     }
 

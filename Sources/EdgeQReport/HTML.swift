@@ -50,7 +50,7 @@ extension RunReport {
             b += "<tr class=\"group\" data-mode=\"\(g.mode)\" data-actor=\"\(g.actor)\" data-rows=\"\(g.rows)\" data-mean=\"\(attr(g.meanReward))\">"
                 + "<td>\(g.mode)</td><td>\(g.actor)</td><td>\(g.rows)</td><td>\(fmt(g.meanReward))</td></tr>"
         }
-        b += "</table><p class=\"note\">One row per transition (docs/log.md). <i>actor</i> is who chose the action applied: the incumbent (shadow mode, and the incumbent's blocks in control), the model, an exploration, or the safety fallback.</p></section>\n"
+        b += "</table><p class=\"note\">One row per transition (docs/log.md). <i>mode</i> is who was in charge on that tick: shadow — the incumbent (also in the incumbent's blocks of a trial or of the guard while the gateway is in control mode), control — EdgeQ. <i>actor</i> is who chose the action applied: the incumbent, the model, an exploration, or the safety fallback.</p></section>\n"
 
         b += rewardPlot()
         b += agreementPlot()

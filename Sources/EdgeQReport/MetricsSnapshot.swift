@@ -9,6 +9,7 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public var decisionBuckets: [(le: Double, count: Double)] = []
     /// `edgeq_decision_seconds_count` and `_sum`.
     public var decisionCount: Double?
+    /// `edgeq_decision_seconds_sum` (seconds).
     public var decisionSum: Double?
     /// `edgeq_fallbacks_total` by reason.
     public var fallbacksByReason: [(reason: String, count: Double)] = []

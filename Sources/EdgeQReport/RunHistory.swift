@@ -9,24 +9,34 @@ import Foundation
 public struct RunHistory: Sendable {
     /// One check of a retraining (`report.json`'s `checks`).
     public struct Check: Sendable, Equatable {
+        /// The check's name (`quantization_agreement`, `q_finite`, …).
         public var name: String
+        /// The figure; nil when not applicable.
         public var value: Double?
+        /// The limit.
         public var limit: Double?
         /// `passed`, `failed` or `not_applicable`.
         public var status: String
+        /// What was measured, on how many rows, in words.
         public var note: String
     }
 
     /// A stored version's retraining report (`models/vN/report.json`).
     public struct Retraining: Sendable, Equatable {
+        /// The version the candidate was stored as.
         public var version: Int
         /// When the retraining started (Unix seconds); nil when the report does not say
         /// (a model imported or stored by hand).
         public var started: Double?
+        /// `passed` or `failed`.
         public var verdict: String
+        /// The checks, in the report's order.
         public var checks: [Check]
+        /// Rows read from the log.
         public var rows: Int?
+        /// Seconds the retraining took.
         public var seconds: Double?
+        /// Whether it started from the served model's weights.
         public var warmStart: Bool?
     }
 
@@ -38,29 +48,43 @@ public struct RunHistory: Sendable {
         public var reference: String
         /// `promote`, `reject`, `budget-exhausted` or `abandoned`.
         public var verdict: String
+        /// Scored block pairs.
         public var pairs: Int
+        /// Pairs left out (a block with fewer than half its ticks scored).
         public var voidPairs: Int
+        /// Ticks the trial ran.
         public var ticks: Int
+        /// The trial's confidence (0.95 = 95 %).
         public var confidence: Double?
+        /// The non-inferiority margin (0: superiority).
         public var margin: Double?
         /// Mean over pairs of candidate − reference block return.
         public var meanDifference: Double?
+        /// The interval on `meanDifference` the trial decided on (Bonferroni-corrected).
         public var ciLow: Double?
+        /// Its upper end.
         public var ciHigh: Double?
+        /// The candidate's mean block return.
         public var candidateMean: Double?
+        /// The reference's mean block return.
         public var referenceMean: Double?
+        /// Reward the trial cost the plant (the candidate's blocks' loss against the reference's).
         public var cost: Double?
+        /// Whether the candidate was promoted.
         public var promoted: Bool
         /// When the verdict was written (Unix seconds).
         public var time: Double?
+        /// Why it ended without a verdict (`abandoned`), if it did.
         public var reason: String?
     }
 
     /// One line of `models/served.log`.
     public struct Switch: Sendable, Equatable {
+        /// When (Unix seconds).
         public var time: Double
         /// The version served from then on (nil: "none").
         public var version: Int?
+        /// Why, as recorded.
         public var reason: String
 
         /// What kind of switch the reason says it was.
@@ -75,14 +99,21 @@ public struct RunHistory: Sendable {
 
     /// A quarantine mark (`models/vN/quarantined`).
     public struct Quarantine: Sendable, Equatable {
+        /// The quarantined version.
         public var version: Int
+        /// When it was quarantined (Unix seconds).
         public var time: Double
+        /// Why (the rollback's or the guard's reason).
         public var reason: String
     }
 
+    /// Every stored version's retraining report, by version.
     public var retrainings: [Retraining] = []
+    /// Every trial verdict, oldest first.
     public var trials: [Trial] = []
+    /// Every switch of the served model, oldest first.
     public var switches: [Switch] = []
+    /// The quarantined versions.
     public var quarantines: [Quarantine] = []
     /// The persisted mode (`gateway-state.json`): mode, reason, since.
     public var mode: (mode: String, reason: String, since: Double)?

@@ -10,10 +10,15 @@ public struct RunReport: Sendable {
     public var dataDirectory: URL
     /// The log's `meta.gateway_id`.
     public var gatewayID: String
+    /// The log summed up in time buckets.
     public var aggregates: LogAggregates
+    /// The model store's history and the persisted mode.
     public var history: RunHistory
+    /// The metrics scrape, when one was given.
     public var metrics: MetricsSnapshot?
+    /// EdgeQ in control against the incumbent, per tick.
     public var ticks: TickComparison
+    /// The header's answer.
     public var verdict: Verdict
     /// When the report was made (Unix seconds).
     public var generated: Double
@@ -50,9 +55,13 @@ public struct RunReport: Sendable {
 
     /// Rows and mean reward per tick by mode and actor, over the whole log.
     public struct Group: Sendable, Equatable {
+        /// `shadow` or `control`.
         public var mode: String
+        /// `incumbent`, `model`, `exploration` or `fallback`.
         public var actor: String
+        /// Rows.
         public var rows: Int
+        /// Mean reward per tick.
         public var meanReward: Double
     }
 

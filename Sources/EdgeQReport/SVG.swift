@@ -69,8 +69,20 @@ extension RunReport {
         s += "<text x=\"12\" y=\"\(n(top + (h - top - bottom) / 2))\" font-size=\"11\" fill=\"#868e96\" transform=\"rotate(-90 12 \(n(top + (h - top - bottom) / 2)))\" text-anchor=\"middle\">\(esc(yLabel))</text>"
         s += timeAxis(t0, t1, y: h - bottom, x: x)
         for se in series {
-            let path = se.points.map { "\(n(x($0.0))),\(n(y($0.1)))" }.joined(separator: " ")
-            s += "<polyline class=\"series\" fill=\"none\" stroke=\"\(se.color)\" stroke-width=\"1.6\"\(se.dashed ? " stroke-dasharray=\"5 3\"" : "") points=\"\(path)\"/>"
+            // One line per run of adjacent buckets: a stretch with no rows (the gateway stopped, the
+            // mode changed) is not drawn as if it had values.
+            var runs: [[(Double, Double)]] = []
+            for p in se.points {
+                if let last = runs.last?.last, p.0 - last.0 <= 1.5 * aggregates.bucketSeconds {
+                    runs[runs.count - 1].append(p)
+                } else {
+                    runs.append([p])
+                }
+            }
+            for run in runs where run.count > 1 {
+                let path = run.map { "\(n(x($0.0))),\(n(y($0.1)))" }.joined(separator: " ")
+                s += "<polyline class=\"series\" fill=\"none\" stroke=\"\(se.color)\" stroke-width=\"1.6\"\(se.dashed ? " stroke-dasharray=\"5 3\"" : "") points=\"\(path)\"/>"
+            }
             for p in se.points {
                 s += "<circle cx=\"\(n(x(p.0)))\" cy=\"\(n(y(p.1)))\" r=\"2.2\" fill=\"\(se.color)\"><title>\(esc(se.name)): \(fmt(p.1))</title></circle>"
             }

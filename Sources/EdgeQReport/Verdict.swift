@@ -31,14 +31,19 @@ public struct Verdict: Sendable, Equatable {
 
     /// Where the numbers come from.
     public enum Source: String, Sendable {
+        /// A switchback trial; the log's rewards per tick; nothing.
         case trial, perTick = "per_tick", none
     }
 
+    /// The answer.
     public var answer: Answer
+    /// Where it comes from.
     public var source: Source
     /// EdgeQ − reference, in `unit`.
     public var difference: Double?
+    /// The interval on `difference`.
     public var low: Double?
+    /// Its upper end.
     public var high: Double?
     /// The interval's confidence (0.95 = 95 %).
     public var confidence: Double?
@@ -60,12 +65,16 @@ public struct TickComparison: Sendable, Equatable {
     public var incumbentRows: Int
     /// Mean reward per tick of each (row-weighted).
     public var edgeqMean: Double?
+    /// The incumbent's.
     public var incumbentMean: Double?
     /// Buckets (batches) with rows of each.
     public var edgeqBatches: Int
+    /// Buckets with incumbent rows.
     public var incumbentBatches: Int
     /// 95 % interval on the difference (nil with fewer than 2 batches on either side).
+    /// 95 % Welch interval on the difference of batch means (nil with fewer than 2 batches on a side).
     public var low: Double?
+    /// Its upper end.
     public var high: Double?
 
     /// The difference of the means, EdgeQ − incumbent.
