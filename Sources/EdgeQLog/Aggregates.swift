@@ -126,3 +126,53 @@ extension ExperienceLog {
         }
     }
 }
+
+/// A run of consecutive log rows with one controller in charge (the run report's view of a
+/// switchback trial's blocks: adjacent blocks of one arm make one run).
+public struct ArmRun: Sendable, Equatable {
+    /// `vN` (mode control, the model version that decided) or `incumbent` (mode shadow).
+    public var arm: String
+    /// Rows in the run.
+    public var rows: Int
+    /// Sum of their rewards.
+    public var rewardSum: Double
+    /// Time of its first and last row (Unix seconds).
+    public var firstTime: Double
+    /// Time of its last row.
+    public var lastTime: Double
+}
+
+extension ExperienceLog {
+    /// The runs of one controller in the stretch of the log from the first to the last row that
+    /// model version `candidate` decided in control mode between `from` and `to` (Unix seconds;
+    /// nil `from`: the log's start), in order, at most `limit`. Every row in that stretch belongs
+    /// to the candidate's trial when `to` is the trial's verdict time (the candidate decides in
+    /// control mode only in its trial until it is promoted, which is after the verdict). Computed
+    /// in SQL (the time index bounds the scan, window functions cut the runs): no row leaves SQLite.
+    ///
+    /// - Throws: `LogError` `.query`.
+    public func armRuns(candidate: String, from: Double?, to: Double, limit: Int = 2_000) throws(LogError) -> [ArmRun] {
+        guard to.isFinite else { return [] }
+        return try withReader { db throws(LogError) -> [ArmRun] in
+            let s = try db.prepare("""
+                WITH b AS (SELECT min(id) AS f, max(id) AS l FROM transitions
+                           WHERE time >= ?1 AND time <= ?2 AND mode = 'control' AND model_version = ?3),
+                w AS (SELECT id, time, reward,
+                             CASE WHEN mode = 'control' THEN 'v' || coalesce(model_version, '?') ELSE 'incumbent' END AS arm
+                      FROM transitions, b WHERE id BETWEEN b.f AND b.l),
+                c AS (SELECT *, CASE WHEN arm IS LAG(arm) OVER (ORDER BY id) THEN 0 ELSE 1 END AS first FROM w),
+                r AS (SELECT *, SUM(first) OVER (ORDER BY id) AS run FROM c)
+                SELECT run, arm, count(*), total(reward), min(time), max(time) FROM r GROUP BY run ORDER BY run LIMIT ?4
+                """)
+            s.bind(1, from.flatMap { $0.isFinite ? $0 : nil } ?? -Double.greatestFiniteMagnitude)
+            s.bind(2, to)
+            s.bind(3, candidate)
+            s.bind(4, Int64(max(0, limit)))
+            var out: [ArmRun] = []
+            while try s.step() {
+                out.append(ArmRun(arm: s.text(1), rows: Int(s.int64(2)), rewardSum: s.double(3), firstTime: s.double(4), lastTime: s.double(5)))
+            }
+            return out
+        }
+    }
+}

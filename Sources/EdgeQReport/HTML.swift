@@ -170,7 +170,10 @@ extension RunReport {
             }
             b += "</table>"
         }
-        b += "<p class=\"note\">Each trial's file keeps its summary: scored block pairs (a void pair had a block with fewer than half its ticks scored), ticks, the mean block return of each arm and the interval on their difference. The return of each single block is published on &lt;prefix&gt;/retrain as the trial goes (event <code>progress</code>) and is not kept on disk.</p>"
+        for t in decided {
+            if let runs = trialRuns[t.version], !runs.isEmpty { b += runChart(t, runs) }
+        }
+        b += "<p class=\"note\">Each trial's file keeps its summary: scored block pairs (a void pair had a block with fewer than half its ticks scored), ticks, the mean block return of each arm and the interval on their difference. The return of each single block is published on &lt;prefix&gt;/retrain as the trial goes (event <code>progress</code>) and is not kept on disk; the strips show the trial's blocks as the log has them: from the candidate's first to its last tick of the trial, cut where the controller changes (adjacent blocks of one arm make one run; a reference block before the first or after the last candidate block cannot be told from the reference running before or after the trial and is left out; burn-in ticks are included, so a run's mean is not exactly what the trial scored).</p>"
         return b + "</section>\n"
     }
 

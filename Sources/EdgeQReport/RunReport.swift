@@ -20,6 +20,10 @@ public struct RunReport: Sendable {
     public var ticks: TickComparison
     /// The header's answer.
     public var verdict: Verdict
+    /// For each trial (by candidate version), its blocks as logged: the runs of each arm from the
+    /// candidate's first to its last tick of the trial (adjacent blocks of one arm make one run;
+    /// a reference block before the first or after the last candidate block is not included).
+    public var trialRuns: [Int: [ArmRun]] = [:]
     /// When the report was made (Unix seconds).
     public var generated: Double
 
@@ -47,6 +51,12 @@ public struct RunReport: Sendable {
         history = RunHistory(dataDirectory: dataDirectory)
         metrics = metricsText.map(MetricsSnapshot.init(prometheusText:))
         ticks = TickComparison(aggregates)
+        for t in history.trials where t.ticks > 0 {
+            guard let time = t.time else { continue }
+            // The candidate cannot have decided before its retraining started: the time index bounds the scan.
+            let started = history.retrainings.first { $0.version == t.version }?.started
+            trialRuns[t.version] = try log.armRuns(candidate: String(t.version), from: started, to: time)
+        }
         verdict = Verdict.make(history: history, ticks: ticks)
         generated = Date().timeIntervalSince1970
     }

@@ -1,3 +1,4 @@
+import EdgeQLog
 import Foundation
 
 /// One line of a line chart: (time, value) points.
@@ -168,5 +169,32 @@ extension RunReport {
             s += "<text x=\"\(n(x(v)))\" y=\"\(n(h - 10))\" font-size=\"11\" text-anchor=\"middle\" fill=\"#868e96\">\(fmt(v))</text>"
         }
         return s + "</svg><p class=\"note\">Candidate − reference block return: the dot is the mean over block pairs, the bar the trial's interval; right of the dashed line the candidate did better.</p></figure>"
+    }
+
+    /// A trial's blocks as logged: one bar per run of one arm, as wide as its rows, as high as
+    /// its mean reward per tick; the candidate green, the reference grey.
+    func runChart(_ t: RunHistory.Trial, _ runs: [ArmRun]) -> String {
+        let h = 150.0, top = 10.0, bottom = 24.0
+        let total = Double(runs.reduce(0) { $0 + $1.rows })
+        let means = runs.map { $0.rewardSum / Double(max($0.rows, 1)) }
+        var (y0, y1) = (min(means.min() ?? 0, 0), max(means.max() ?? 0, 0))
+        if y1 <= y0 { y0 -= 1; y1 += 1 }
+        let y = { (v: Double) in top + (1 - (v - y0) / (y1 - y0)) * (h - top - bottom) }
+        let candidate = "v\(t.version)"
+        var s = "<figure class=\"plot\" data-plot=\"trial-runs-v\(t.version)\" data-points=\"\(runs.count)\"><svg viewBox=\"0 0 \(n(width)) \(n(h))\" role=\"img\" aria-label=\"trial blocks\">"
+        s += "<text x=\"\(n(left - 6))\" y=\"\(n(y(y1) + 4))\" font-size=\"11\" text-anchor=\"end\" fill=\"#868e96\">\(fmt(y1))</text>"
+        s += "<text x=\"\(n(left - 6))\" y=\"\(n(y(y0) + 4))\" font-size=\"11\" text-anchor=\"end\" fill=\"#868e96\">\(fmt(y0))</text>"
+        s += "<line x1=\"\(n(left))\" y1=\"\(n(y(0)))\" x2=\"\(n(width - right))\" y2=\"\(n(y(0)))\" stroke=\"#adb5bd\"/>"
+        var x = left
+        for (r, m) in zip(runs, means) {
+            let w = Double(r.rows) / total * (width - left - right)
+            let color = r.arm == candidate ? "#2b8a3e" : (r.arm == t.reference ? "#868e96" : "#e67700")
+            let (a, b) = (min(y(m), y(0)), max(y(m), y(0)))
+            s += "<rect class=\"bar\" x=\"\(n(x))\" y=\"\(n(a))\" width=\"\(n(max(w - 1, 0.5)))\" height=\"\(n(max(b - a, 1)))\" fill=\"\(color)\"><title>\(esc(r.arm)): \(r.rows) ticks, mean reward \(fmt(m))</title></rect>"
+            x += w
+        }
+        s += "<text x=\"\(n(left))\" y=\"\(n(h - 6))\" font-size=\"11\" fill=\"#868e96\">trial of v\(t.version): \(runs.count) runs over \(Int(total)) ticks, \(esc(RunReport.date(runs.first?.firstTime ?? 0))) – \(esc(RunReport.date(runs.last?.lastTime ?? 0))) UTC</text>"
+        s += "</svg><div class=\"legend\"><span><i style=\"background:#2b8a3e\"></i>candidate \(candidate)</span><span><i style=\"background:#868e96\"></i>reference \(esc(t.reference))</span><span><i style=\"background:#e67700\"></i>other</span></div></figure>"
+        return s
     }
 }

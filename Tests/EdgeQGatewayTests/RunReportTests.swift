@@ -94,6 +94,24 @@ import Testing
         #expect(report.verdict.high == decided["ci_high"] as? Double)
         let lo = try #require(decided["ci_low"] as? Double), hi = try #require(decided["ci_high"] as? Double)
         #expect(report.verdict.answer == (lo > 0 ? .better : (hi < 0 ? .worse : .notShown)))
+        // The trial's blocks as logged: from the candidate's first to its last control row up to
+        // the verdict, in SQL here.
+        let version = try #require(decided["version"] as? Int)
+        let runs = try #require(report.trialRuns[version])
+        let w = try db.prepare("""
+            SELECT count(*), total(reward) FROM transitions WHERE id BETWEEN
+              (SELECT min(id) FROM transitions WHERE mode = 'control' AND model_version = ?1 AND time <= ?2) AND
+              (SELECT max(id) FROM transitions WHERE mode = 'control' AND model_version = ?1 AND time <= ?2)
+            """)
+        w.bind(1, String(version))
+        w.bind(2, try #require(decided["time"] as? Double))
+        _ = try w.step()
+        #expect(runs.reduce(0) { $0 + $1.rows } == Int(w.int64(0)) && w.int64(0) > 0)
+        #expect(abs(runs.reduce(0) { $0 + $1.rewardSum } - w.double(1)) <= 1e-9 * max(1, abs(w.double(1))))
+        let reference = try #require(decided["reference"] as? String)
+        #expect(runs.first?.arm == "v\(version)" && runs.last?.arm == "v\(version)", "\(runs.map(\.arm))")
+        #expect(runs.allSatisfy { $0.arm == "v\(version)" || $0.arm == reference }, "\(runs.map(\.arm))")
+        #expect(zip(runs, runs.dropFirst()).allSatisfy { $0.arm != $1.arm })
         // The retraining and its checks, from report.json.
         let retrained = try #require(report.history.retrainings.first { !$0.checks.isEmpty })
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: store.reportURL(retrained.version))) as? [String: Any])
@@ -114,7 +132,7 @@ import Testing
         let out = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout) \(run.stderr)")
         #expect(out["ok"] as? Bool == true, "\(out["failures"] ?? "")")
         let plots = (out["plots"] as? [[String: Any]] ?? []).compactMap { $0["plot"] as? String }
-        #expect(Set(plots).isSuperset(of: ["reward", "agreement", "timeline", "trials", "latency", "fallbacks", "fallback-reasons"]), "\(plots)")
+        #expect(Set(plots).isSuperset(of: ["reward", "agreement", "timeline", "trials", "trial-runs-v\(version)", "latency", "fallbacks", "fallback-reasons"]), "\(plots)")
         #expect(FileManager.default.fileExists(atPath: screenshot.path))
     }
 
