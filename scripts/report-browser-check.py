@@ -8,7 +8,7 @@ Checks: the page loads with no console error, no page error and no network reque
 self-contained); every plot (`figure.plot`) has data-points > 0 and as many drawn elements; the
 header's numbers equal what the log and the model store say (rows, shadow agreement, mean reward
 per tick of EdgeQ in control and of the incumbent, the table by mode and actor, and the verdict:
-the newest decided trial's interval, or the per-tick difference). Prints one JSON object; exit 0
+the newest decided trial against the incumbent, or the per-tick difference). Prints one JSON object; exit 0
 when every check passed, 1 otherwise, 2 when the browser cannot be started.
 
 Uses Playwright for Python with the system's Chromium (Debian's chromium-headless-shell or
@@ -69,7 +69,7 @@ def expected(data):
             trials.append(t)
     trials.sort(key=lambda t: t.get("time") or 0)
     vs_incumbent = [t for t in trials if t.get("reference") == "incumbent"]
-    e["trial"] = (vs_incumbent or trials or [None])[-1]
+    e["trial"] = (vs_incumbent or [None])[-1]   # a trial between two models does not answer the header's question
     return e
 
 
@@ -155,7 +155,7 @@ def main():
         t = want["trial"]
         if t is not None:
             if header["source"] != "trial":
-                failures.append(f"verdict source: page {header['source']}, expected trial (a decided trial exists)")
+                failures.append(f"verdict source: page {header['source']}, expected trial (a decided trial against the incumbent exists)")
             for k, tk in (("difference", "mean_difference"), ("low", "ci_low"), ("high", "ci_high")):
                 if not close(header[k], t[tk]):
                     failures.append(f"verdict {k}: page {header[k]}, trial.json {t[tk]}")

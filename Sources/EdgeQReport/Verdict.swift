@@ -5,11 +5,10 @@ import Foundation
 /// The report's headline: is EdgeQ better than the incumbent here, by how much, how sure.
 ///
 /// Two sources, the better one first (docs/operations.md, "The run report"):
-/// 1. **A switchback trial** (`models/vN/trial.json`): a controlled, paired experiment on the
-///    plant. The newest decided trial against the incumbent is used; without one, the newest
-///    decided trial against a model (then the page says the reference was a model). Its interval
-///    is the trial's own (one-sided decisions, Bonferroni-corrected over its looks, at its
-///    configured confidence), in reward per block.
+/// 1. **A switchback trial against the incumbent** (`models/vN/trial.json`): a controlled, paired
+///    experiment on the plant; the newest decided one. Its interval is the trial's own
+///    (Bonferroni-corrected over its looks, at its configured confidence), in reward per block.
+///    A trial between two models says which model is better, not this: it is shown, not used.
 /// 2. **Otherwise, the log's per-tick rewards**: the mean reward per tick while EdgeQ ran the
 ///    plant (control mode, actor model, exploration or fallback) minus the incumbent's (actor
 ///    incumbent, either mode), with a 95 % Welch interval on batch means (the time buckets are
@@ -135,28 +134,30 @@ extension Verdict {
     /// The headline from the trials, else the per-tick comparison, else "cannot be answered".
     public static func make(history: RunHistory, ticks: TickComparison) -> Verdict {
         let decided = history.trials.filter { $0.verdict != "abandoned" && $0.ciLow != nil && $0.ciHigh != nil && $0.meanDifference != nil }
-        if let t = decided.last(where: { $0.reference == "incumbent" }) ?? decided.last,
+        if let t = decided.last(where: { $0.reference == "incumbent" }),
            let d = t.meanDifference, let lo = t.ciLow, let hi = t.ciHigh {
             let answer: Answer = lo > 0 ? .better : (hi < 0 ? .worse : .notShown)
             let conf = t.confidence ?? 0.95
             let rel = t.referenceMean.flatMap { $0 != 0 ? d / abs($0) * 100 : nil }
-            let against = t.reference == "incumbent" ? "the incumbent" : "\(t.reference) (a model was in charge: the incumbent was not the reference of any decided trial)"
             let word: String
             switch answer {
             case .better: word = "Yes"
             case .worse: word = "No, worse"
             default: word = "Not shown"
             }
-            let headline = "\(word): model v\(t.version) against \(against) in a switchback trial, "
+            let headline = "\(word): model v\(t.version) against the incumbent in a switchback trial, "
                 + "\(fmt(d, sign: true)) reward per block\(rel.map { " (\(fmt($0, sign: true)) %)" } ?? ""), "
                 + "\(fmt(conf * 100)) % interval \(fmt(lo)) … \(fmt(hi)) over \(t.pairs) block pairs; verdict \(t.verdict)."
             return Verdict(answer: answer, source: .trial, difference: d, low: lo, high: hi, confidence: conf, relativePercent: rel,
                            unit: "reward per block", headline: headline,
-                           method: "The newest decided switchback trial (models/v\(t.version)/trial.json): candidate and reference ran the plant in randomized block pairs; the difference is the mean over pairs of candidate − reference block return, the interval the trial's own (Student t, Bonferroni-corrected over its looks, at its configured confidence).")
+                           method: "The newest decided switchback trial against the incumbent (models/v\(t.version)/trial.json): the candidate and the incumbent ran the plant in randomized block pairs; the difference is the mean over pairs of candidate − incumbent block return, the interval the trial's own (Student t, Bonferroni-corrected over its looks, at its configured confidence).")
         }
+        // Trials between two models say which model is better, not whether EdgeQ beats the incumbent.
+        let modelTrials = decided.count
+        let aside = modelTrials == 0 ? "" : " \(modelTrials) decided trial\(modelTrials == 1 ? "" : "s") between models (not against the incumbent) \(modelTrials == 1 ? "is" : "are") in the trials section below."
         if let d = ticks.difference {
             let rel = ticks.incumbentMean.flatMap { $0 != 0 ? d / abs($0) * 100 : nil }
-            let method = "No decided trial in this directory. Mean reward per tick while EdgeQ ran the plant (control mode: model, exploration and fallback rows; \(ticks.edgeqRows) rows) minus the incumbent's (\(ticks.incumbentRows) rows), with a 95 % Welch interval on batch means (each time bucket is a batch). Not a controlled experiment: the two ran at different times, under different conditions."
+            let method = "No decided trial against the incumbent in this directory.\(aside) Mean reward per tick while EdgeQ ran the plant (control mode: model, exploration and fallback rows; \(ticks.edgeqRows) rows) minus the incumbent's (\(ticks.incumbentRows) rows), with a 95 % Welch interval on batch means (each time bucket is a batch). Not a controlled experiment: the two ran at different times, under different conditions."
             if let lo = ticks.low, let hi = ticks.high {
                 let answer: Answer = lo > 0 ? .better : (hi < 0 ? .worse : .notShown)
                 let word = answer == .better ? "Probably" : (answer == .worse ? "No, worse" : "Not shown")
@@ -170,10 +171,10 @@ extension Verdict {
                            headline: "Cannot say how sure: \(fmt(d, sign: true)) reward per tick with EdgeQ in control against the incumbent, but too little of either (fewer than 2 time buckets) for an interval.",
                            method: method)
         }
-        let why = ticks.edgeqRows == 0 ? "EdgeQ never ran the plant (no control-mode rows of the model) and no trial was decided" : "the incumbent has no rows to compare with and no trial was decided"
+        let why = ticks.edgeqRows == 0 ? "EdgeQ never ran the plant (no control-mode rows of the model) and no trial against the incumbent was decided" : "the incumbent has no rows to compare with and no trial against it was decided"
         return Verdict(answer: .unknown, source: .none, difference: nil, low: nil, high: nil, confidence: nil, relativePercent: nil,
                        unit: "", headline: "Cannot be answered from this data directory: \(why).",
-                       method: "A verdict needs a decided switchback trial, or rows of both EdgeQ in control and the incumbent.")
+                       method: "A verdict needs a decided switchback trial against the incumbent, or rows of both EdgeQ in control and the incumbent.\(aside)")
     }
 }
 

@@ -81,19 +81,21 @@ import Testing
         let accepted = Int(try db.scalarInt("SELECT count(*) FROM audit WHERE result = 'accepted' AND verb IN ('mode','promote','rollback','retrain')") ?? -1)
         #expect(report.aggregates.auditEvents.count == accepted && accepted >= 2)
 
-        // The header: the decided trial's interval, from its file.
+        // The trial (v2 against the served v1) is between two models: the header's verdict is the
+        // per-tick comparison with the incumbent, and says where the trial is.
         let store = try ModelStore(dataDirectory: dir)
         let trialFiles = store.versions().compactMap { v -> [String: Any]? in
             guard let d = FileManager.default.contents(atPath: store.trialURL(v).path) else { return nil }
             return try? JSONSerialization.jsonObject(with: d) as? [String: Any]
         }
         let decided = try #require(trialFiles.last { $0["verdict"] as? String != "abandoned" && $0["ci_low"] is Double }, "\(trialFiles)")
-        #expect(report.verdict.source == .trial)
-        #expect(report.verdict.difference == decided["mean_difference"] as? Double)
-        #expect(report.verdict.low == decided["ci_low"] as? Double)
-        #expect(report.verdict.high == decided["ci_high"] as? Double)
-        let lo = try #require(decided["ci_low"] as? Double), hi = try #require(decided["ci_high"] as? Double)
+        #expect(decided["reference"] as? String == "v1", "\(decided)")
+        #expect(report.verdict.source == .perTick)
+        #expect(abs((report.verdict.difference ?? .nan) - (means.double(0) - means.double(1))) <= 1e-9)
+        let lo = try #require(report.verdict.low), hi = try #require(report.verdict.high)
+        #expect(lo <= report.verdict.difference ?? .nan && report.verdict.difference ?? .nan <= hi)
         #expect(report.verdict.answer == (lo > 0 ? .better : (hi < 0 ? .worse : .notShown)))
+        #expect(report.verdict.method.contains("1 decided trial between models"), "\(report.verdict.method)")
         // The trial's blocks as logged: from the candidate's first to its last control row up to
         // the verdict, in SQL here.
         let version = try #require(decided["version"] as? Int)
@@ -134,6 +136,39 @@ import Testing
         let plots = (out["plots"] as? [[String: Any]] ?? []).compactMap { $0["plot"] as? String }
         #expect(Set(plots).isSuperset(of: ["reward", "agreement", "timeline", "trials", "trial-runs-v\(version)", "latency", "fallbacks", "fallback-reasons"]), "\(plots)")
         #expect(FileManager.default.fileExists(atPath: screenshot.path))
+    }
+
+    /// A trial against the incumbent (control mode with no model served: the candidate and the
+    /// incumbent take turns) makes the header's verdict: the trial's own interval, from its file.
+    @Test func aDecidedTrialAgainstTheIncumbentIsTheHeadersVerdict() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: TrialGatewayTests.trial))
+        defer { h.stop() }
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        try h.gateway.control.sync { try h.gateway.startTrial(candidate) }
+        let plant = ClosedLoop(h, incumbent: TrialGatewayTests.randomIncumbent(seed: 41), dynamics: TrialGatewayTests.noisyPlant(seed: 42))
+        let verdictSeen = { h.received.contains { $0.topic == "edgeq/t1/retrain" && GatewayHarness.json($0)["event"] as? String == "verdict" } }
+        try plant.run(until: verdictSeen, atMost: 120)
+        h.stop()
+        let report = try RunReport(dataDirectory: h.dir.url)
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        let trial = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: store.trialURL(candidate))) as? [String: Any])
+        #expect(trial["reference"] as? String == "incumbent", "\(trial)")
+        #expect(report.verdict.source == .trial)
+        #expect(report.verdict.difference == trial["mean_difference"] as? Double)
+        #expect(report.verdict.low == trial["ci_low"] as? Double)
+        #expect(report.verdict.high == trial["ci_high"] as? Double)
+        #expect(report.verdict.confidence == trial["confidence"] as? Double)
+        let lo = try #require(trial["ci_low"] as? Double), hi = try #require(trial["ci_high"] as? Double)
+        #expect(report.verdict.answer == (lo > 0 ? .better : (hi < 0 ? .worse : .notShown)))
+        // Built to be better (x → 0.5 against the random incumbent's mix of 0.5 and 4): promoted.
+        #expect(trial["verdict"] as? String == "promote" && report.verdict.answer == .better, "\(trial)")
+        let html = report.html()
+        #expect(html.contains("data-answer=\"better\" data-source=\"trial\""))
+        #expect(html.contains("data-low=\"\(lo)\" data-high=\"\(hi)\""))
+        // Its blocks as logged: the candidate and the incumbent take turns.
+        let runs = try #require(report.trialRuns[candidate])
+        #expect(Set(runs.map(\.arm)) == ["v\(candidate)", "incumbent"], "\(runs.map(\.arm))")
     }
 
     /// The Python of the browser test's venv (scripts/setup.sh makes it).
