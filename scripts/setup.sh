@@ -4,9 +4,6 @@
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
 # Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
 # in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
-# The run report's browser test: Debian's chromium-headless-shell, driven by Playwright for Python
-# in its own venv ($EDGEQ_BROWSER_VENV, default ~/.cache/edgeq/browser-venv); Playwright is pointed
-# at the system browser and never downloads one.
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -32,7 +29,10 @@ if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; 
   "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
 fi
 
-# The venv of the run report's browser test (scripts/report-browser-check.py).
+# The run report's browser test (scripts/report-browser-check.py): Debian's chromium-headless-shell
+# (in the package list above, with python3-venv), driven by Playwright for Python in its own venv
+# ($EDGEQ_BROWSER_VENV, default ~/.cache/edgeq/browser-venv); Playwright is pointed at the system
+# browser and never downloads one.
 VENV=${EDGEQ_BROWSER_VENV:-$HOME/.cache/edgeq/browser-venv}
 if ! "$VENV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
   echo "setup: installing Playwright for Python into $VENV (the browser is Debian's chromium-headless-shell)" >&2
