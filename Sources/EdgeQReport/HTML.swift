@@ -117,7 +117,8 @@ extension RunReport {
             if let time = t.time { events.append(TimelineEvent(time: time, lane: "trial", label: "trial of v\(t.version) against \(t.reference): \(t.verdict)", color: t.verdict == "promote" ? "#2b8a3e" : "#e67700")) }
         }
         for s in history.switches {
-            let lane = s.kind == "guard trip" ? "guard trip" : (s.kind == "rollback" ? "rollback" : "promotion")
+            // A start-up fallback serves an earlier version, as a rollback does.
+            let lane = s.kind == "guard trip" ? "guard trip" : (s.kind == "promotion" ? "promotion" : "rollback")
             events.append(TimelineEvent(time: s.time, lane: lane, label: "\(s.kind): serve \(s.version.map { "v\($0)" } ?? "no model") — \(s.reason)",
                                         color: lane == "promotion" ? "#1971c2" : "#c92a2a"))
         }

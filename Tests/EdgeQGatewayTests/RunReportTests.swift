@@ -4,6 +4,7 @@ import EdgeQCore
 import EdgeQReport
 import EdgeQSystem
 import EdgeQTestSupport
+import EdgeQTopicMap
 import Foundation
 import Testing
 
@@ -169,6 +170,38 @@ import Testing
         // Its blocks as logged: the candidate and the incumbent take turns.
         let runs = try #require(report.trialRuns[candidate])
         #expect(Set(runs.map(\.arm)) == ["v\(candidate)", "incumbent"], "\(runs.map(\.arm))")
+    }
+
+    /// The model store's history as the real store writes it: a promotion, an operator's
+    /// promotion, a guard's rollback with its quarantine — each on the timeline in its lane.
+    @Test func theTimelineShowsTheStoresSwitchesAndQuarantinesInTheirLanes() throws {
+        let dir = try TempDir()
+        let map = try TopicMap.parse(yaml: testMapping(), file: "test.yaml")
+        let log = try ExperienceLog.open(dataDirectory: dir.url.path, gatewayID: "t1")
+        let writer = try log.makeWriter()
+        for k in 0..<20 {
+            writer.submit(Transition(time: Date().timeIntervalSince1970, tick: Int64(k), episode: 0, state: [0, 0], action: 0,
+                                     actor: .incumbent, reward: -1, nextState: [0, 0], mode: .shadow))
+        }
+        try writer.flush()
+        try writer.close()
+        let v1 = try storeModel(favouring: 0, for: map, in: dir.url, seed: 3)
+        let v2 = try storeModel(favouring: 1, for: map, in: dir.url, seed: 4)
+        let store = try ModelStore(dataDirectory: dir.url)
+        try store.setCurrent(v1, reason: "test")
+        try store.setCurrent(v2, reason: "promote by alice")
+        try store.rollBack(from: v2, to: v1, reason: "guard: worse than its control group")
+
+        let report = try RunReport(dataDirectory: dir.url)
+        #expect(report.history.switches.map(\.version) == [v1, v2, v1])
+        #expect(report.history.switches.map(\.kind) == ["promotion", "promotion", "guard trip"])
+        #expect(report.history.quarantines.map(\.version) == [v2])
+        #expect(report.history.quarantines.first?.reason == "guard: worse than its control group: rolled back to version \(v1)")
+        let html = report.html()
+        // 3 switches and 1 quarantine (its guard trip is the switch's, not drawn twice).
+        #expect(html.contains("data-plot=\"timeline\" data-points=\"4\""), "\(html)")
+        #expect(html.contains("guard trip: serve v\(v1) — guard: worse than its control group"))
+        #expect(html.contains("v\(v2) quarantined: guard: worse than its control group"))
     }
 
     /// The Python of the browser test's venv (scripts/setup.sh makes it).
