@@ -21,7 +21,8 @@ extension RunReport {
              data-difference="\(attr(verdict.difference))" data-low="\(attr(verdict.low))" data-high="\(attr(verdict.high))"\
              data-confidence="\(attr(verdict.confidence))" data-unit="\(esc(verdict.unit))">
             <p class="kicker">EdgeQ run report · gateway <b>\(esc(gatewayID))</b> · \(esc(dataDirectory.path)) · \
-            \(span.0.map { "\(Self.date($0)) – \(Self.date(span.1 ?? $0)) UTC" } ?? "empty log")</p>
+            \(span.0.map { "\(Self.date($0)) – \(Self.date(span.1 ?? $0)) UTC" } ?? "empty log")\
+            \(history.mode.map { " · mode <b id=\"mode\">\(esc($0.mode))</b> since \(Self.date($0.since)) UTC (\(esc($0.reason)))" } ?? "")</p>
             <h1>Is EdgeQ better than the incumbent here?</h1>
             <p class="answer \(verdict.answer.rawValue)" id="verdict-headline">\(esc(verdict.headline))</p>
             <p class="method">\(esc(verdict.method))</p>
