@@ -24,6 +24,7 @@ struct EdgeQCommand: AsyncParsableCommand {
             ModelsCommand.self,
             DemoCommand.self,
             ExportCommand.self,
+            ReportCommand.self,
             KeysCommand.self,
             CmdCommand.self,
             LogStressCommand.self,
