@@ -128,7 +128,11 @@ import Testing
         // (b) A real headless browser, against the directory.
         let python = Self.browserPython
         #expect(FileManager.default.isExecutableFile(atPath: python), "no \(python): run scripts/setup.sh (it makes the venv with Playwright)")
-        let screenshot = PackageRoot.url.appendingPathComponent("docs/report.png")
+        // The screenshot lands in the test's directory; EDGEQ_UPDATE_SCREENSHOT=1 writes README's
+        // docs/report.png instead (a test run must not change the checkout).
+        let screenshot = ProcessInfo.processInfo.environment["EDGEQ_UPDATE_SCREENSHOT"] == "1"
+            ? PackageRoot.url.appendingPathComponent("docs/report.png")
+            : dir.appendingPathComponent("report.png")
         let run = try ChildProcess.run(python, [PackageRoot.url.appendingPathComponent("scripts/report-browser-check.py").path,
                                                 "--page", page.path, "--data", dir.path, "--screenshot", screenshot.path], timeout: 180)
         #expect(run.code == 0, "browser check failed (\(run.code)): \(run.stdout) \(run.stderr)")
