@@ -162,8 +162,26 @@ public final class FleetShipper: Sendable {
         guard fleetVersions.withLock({ $0.contains(version) }) else { return }
         var o: [String: JSONValue] = ["verdict": .string(promoted ? "promoted" : (verdict == "abandoned" ? "trial_abandoned" : "rejected")),
                                       "version": .number(Double(version)), "trial": .object(figures)]
-        if !promoted { o["reason"] = .string("trial verdict: \(verdict)") }
+        if !promoted {
+            // An abandoned trial says why (the served model changed, …); a decided one its verdict.
+            if verdict == "abandoned", case .string(let why)? = figures["reason"] {
+                o["reason"] = .string(why)
+            } else {
+                o["reason"] = .string("trial verdict: \(verdict)")
+            }
+        }
         publishVerdict(o)
+    }
+
+    /// The trial of `version` began after waiting for another one (`trial_queued` before): when
+    /// it is a fleet model this gateway stored, `trial_started` goes to `<fleet>/verdict/<gateway>`.
+    /// (A fleet model whose trial begins at once is reported by `takeModels`: its version is not
+    /// in `fleetVersions` yet when the trial begins, so it is not reported twice.)
+    func trialBegan(version: Int, reference: Int?, waitingForControl: Bool) {
+        guard fleetVersions.withLock({ $0.contains(version) }) else { return }
+        publishVerdict(["verdict": .string("trial_started"), "version": .number(Double(version)),
+                        "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
+                        "waiting_for_control": .bool(waitingForControl)])
     }
 
     /// Publishes a verdict (retained, QoS 1) with the gateway id and time; counts it.
@@ -214,9 +232,13 @@ public final class FleetShipper: Sendable {
                     let message = verdict["message"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? ""
                     refuse(manifest, reason: reason, message: message)
                 } else {
-                    modelsStored.increment()
-                    fleetVersions.withLock { _ = $0.insert(manifest.version) }
-                    figures.withLock { $0.modelsStored &+= 1 }
+                    // `trial_abandoned` here is a stored version seen again after a restart that
+                    // cut its trial short: reported, not stored again.
+                    if kind != "trial_abandoned" {
+                        modelsStored.increment()
+                        fleetVersions.withLock { _ = $0.insert(manifest.version) }
+                        figures.withLock { $0.modelsStored &+= 1 }
+                    }
                     var o = verdict
                     o["version"] = .number(Double(manifest.version))
                     o["signer"] = .string(manifest.signer)

@@ -12,16 +12,17 @@ import Foundation
 extension Gateway {
     /// Checks, stores and routes a complete fleet model; the verdict object for
     /// `<fleet>/verdict/<gateway>` (`verdict`: refused with `reason` and `message`, stored,
-    /// trial_started, trial_queued, promoted), or nil when this version is already stored (a
-    /// retained manifest seen again after a restart). Runs on the shipper thread, never on the
-    /// decision path; the promotion itself goes through the control queue.
+    /// trial_started, trial_queued, promoted), or, when this version is already stored (a
+    /// retained manifest seen again after a restart), what `standingVerdict` says (usually nil:
+    /// nothing new). Runs on the shipper thread, never on the decision path; the promotion
+    /// itself goes through the control queue.
     func fleetModelArrived(_ m: FleetModelManifest, _ bytes: [UInt8]) -> [String: JSONValue]? {
         func refused(_ reason: String, _ message: String) -> [String: JSONValue] {
             ["verdict": .string("refused"), "reason": .string(reason), "message": .string(message)]
         }
         if store.versions().contains(m.version),
            let stored = try? ModelSignature.parse(Data(contentsOf: store.signatureURL(m.version))), stored.sha256 == m.sha256 {
-            return nil
+            return standingVerdict(m.version)
         }
         // The same check a local model gets before it is served (keys/models/ and the device key).
         do throws(ModelRefusal) {
@@ -99,5 +100,29 @@ extension Gateway {
                         "signed_by": .string(m.signer), "learner": .string(m.learner)])
         control.async { self.publishStatus() }
         return verdict
+    }
+
+    /// A fleet model this gateway already stored came again (the retained manifest after a
+    /// restart). It is never stored twice and never trialled twice. Its standing verdict (retained
+    /// on `<fleet>/verdict/<gateway>`) still holds — nil, nothing is published — unless it says
+    /// a trial is under way that the restart ended: under `promotion: trial`, a version that is
+    /// neither served, nor in (or waiting for) the running trial, nor decided (`trial.json`),
+    /// nor quarantined had its trial cut short. That is said once: `trial_abandoned` with the
+    /// reason, and `trial.json` written (`verdict: abandoned`), so the next restart is silent.
+    func standingVerdict(_ version: Int) -> [String: JSONValue]? {
+        guard map.learning.promotion == .trial || map.learning.promotion == .shadowFirst else { return nil }
+        if servedVersion == version || candidateSlot.withLock({ $0?.version == version })
+            || waitingCandidate.withLock({ $0?.version == version }) || store.isQuarantined(version)
+            || FileManager.default.fileExists(atPath: store.trialURL(version).path) {
+            return nil
+        }
+        let reason = "the gateway restarted before the trial was decided (a trial does not survive a restart); serve it with a signed cmd/promote {\"version\":\(version)} or wait for the next fleet model"
+        let record: [String: JSONValue] = [
+            "version": .number(Double(version)), "verdict": .string("abandoned"), "reason": .string(reason), "promoted": .bool(false),
+            "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
+        ]
+        try? DurableFile.write(Data(JSONValue.object(record).jsonText.utf8), to: store.trialURL(version))
+        logger.notice("fleet model: its trial was cut short by a restart", metadata: ["model.version": "\(version)"])
+        return ["verdict": .string("trial_abandoned"), "reason": .string(reason), "trial": .object(record)]
     }
 }

@@ -208,6 +208,7 @@ extension Gateway {
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
+        fleet?.trialBegan(version: version, reference: reference, waitingForControl: mode != .control)
         publishRetrain(["phase": .string("trial"), "event": .string("started"), "version": .number(Double(version)),
                         "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
                         "waiting_for_control": .bool(mode != .control)])

@@ -36,8 +36,8 @@ public final class MosquittoBroker: @unchecked Sendable {
     public let port: UInt16
     /// A scratch folder holding the configuration and the broker's log.
     public let directory: URL
-    /// The broker's log (its stderr).
-    public var logPath: String { directory.appendingPathComponent("mosquitto.log").path }
+    /// The broker's log (its stderr) since its latest start (`log()` has every start's).
+    public var logPath: String { directory.appendingPathComponent("mosquitto-\(lock.withLock { max(starts, 1) }).log").path }
     /// `mqtt://127.0.0.1:PORT`, or `mqtts://…` with TLS.
     public var url: String { "\(tls == nil ? "mqtt" : "mqtts")://127.0.0.1:\(port)" }
     /// The TLS settings, when the listener uses TLS.

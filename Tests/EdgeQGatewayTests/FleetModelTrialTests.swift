@@ -78,4 +78,54 @@ import Testing
         #expect(trial["verdict"] as? String == "reject" && (trial["mean_difference"] as? Double ?? 0) < 0 && trial["reference"] as? String == "v\(served)", "\(trial)")
         #expect(h.gateway.servedVersion == served)
     }
+    /// `trial_queued` and `trial_abandoned` (docs/fleet.md, "Verdicts"): in shadow mode (the trial
+    /// waits for control, so nothing decides it), fleet model 100 starts its trial and the decision
+    /// thread takes it up; fleet model 101 arrives while it runs and is queued; an operator's signed
+    /// `cmd/promote` of another version changes the served model, which abandons 100's trial —
+    /// the verdict says why, with the trial's figures — and 101's trial starts in its place, which
+    /// its verdict says too.
+    @Test func aFleetModelArrivingDuringATrialIsQueuedAndAnAbandonedTrialSaysWhyAndTheQueuedOneStarts() throws {
+        let keys = try TempDir()
+        let (h, key) = try harness(keys)
+        defer { h.stop() }
+        let local = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        func verdict(_ kind: String, _ version: Int) throws -> [String: Any] {
+            GatewayHarness.json(try h.waitFor(topic: "fleet/t/verdict/t1", timeout: 20) {
+                let o = GatewayHarness.json($0)
+                return o["verdict"] as? String == kind && o["version"] as? Int == version
+            })
+        }
+        func tick(_ step: Int) throws {
+            try h.send("plant/t/state", #"{"step":\#(step),"x":0.5,"y":0}"#)
+        }
+
+        try publishFleetModel(h, favouring: 0, seed: 12, version: 100, key: key)
+        let started = try verdict("trial_started", 100)
+        #expect(started["waiting_for_control"] as? Bool == true && started["signer"] as? String == "fleet-t", "\(started)")
+        try tick(1)
+        #expect(eventually(timeout: 10) { h.metric("edgeq_trial_active") == 1 }, "the decision thread did not take up the trial")
+
+        // 101 while 100's trial runs: stored, queued.
+        try publishFleetModel(h, favouring: 1, seed: 13, version: 101, key: key)
+        let queued = try verdict("trial_queued", 101)
+        #expect(queued["waiting_for_control"] as? Bool == true && queued["signer"] as? String == "fleet-t" && queued["gateway"] as? String == "t1", "\(queued)")
+        #expect(h.metric("edgeq_fleet_models_stored_total") == 2)
+
+        // The operator serves the local model: the trial's reference changed, 100's trial is abandoned.
+        #expect(try h.ask("promote", "{\"version\":\(local)}")["ok"] as? Bool == true)
+        try tick(2)
+        let abandoned = try verdict("trial_abandoned", 100)
+        #expect((abandoned["reason"] as? String)?.contains("served model changed") == true, "\(abandoned)")
+        let trial = try #require(abandoned["trial"] as? [String: Any], "\(abandoned)")
+        #expect(trial["verdict"] as? String == "abandoned" && trial["reference"] as? String == "incumbent" && trial["promoted"] as? Bool == false, "\(trial)")
+        #expect(trial["pairs"] as? Int == 0, "\(trial)")
+
+        // 101 waited for it: its trial starts now, against the model served now.
+        let next = try verdict("trial_started", 101)
+        #expect(next["reference"] as? String == "v\(local)" && next["waiting_for_control"] as? Bool == true, "\(next)")
+        let order = verdicts(h).map { "\($0["verdict"] as? String ?? "?") \($0["version"] as? Int ?? 0)" }
+        #expect(order == ["trial_started 100", "trial_queued 101", "trial_abandoned 100", "trial_started 101"], "\(order)")
+        #expect(h.gateway.servedVersion == local)
+        #expect(h.metric("edgeq_fleet_models_stored_total") == 2)
+    }
 }

@@ -1,0 +1,349 @@
+import EdgeQGateway
+import EdgeQMQTT
+import EdgeQNet
+import EdgeQTestSupport
+import EdgeQTopicMap
+import EdgeQTrust
+import Foundation
+import Testing
+
+/// The edges of fleet models (docs/fleet.md, "Models on the wire", "Models on the gateway"), with a
+/// real mosquitto and real `edgeq run` / `edgeq learner` processes: a smaller successor clears the
+/// chunk topics its predecessor used; a gateway restart stores nothing twice, starts no second
+/// trial and says only what is true; a gateway of another fleet or with `models: false` never
+/// subscribes to the models.
+@Suite(.serialized) struct FleetModelEdgeTests {
+    /// The last filter a model-taking gateway's shipper subscribes to.
+    static let chunks = "fleet/t/model/chunk/+"
+
+    /// Processes, their logs and metrics, in one temporary folder.
+    final class Rig: @unchecked Sendable {
+        // @unchecked Sendable: used by the test's thread only.
+        let dir: TempDir
+        let broker: MosquittoBroker
+        var processes: [String: ChildProcess] = [:]
+        var ports: [String: UInt16] = [:]
+        var starts: [String: Int] = [:]
+
+        init() throws {
+            dir = try TempDir()
+            broker = try MosquittoBroker(extraConfig: ["log_type subscribe"])
+        }
+
+        func data(_ id: String) -> URL { dir.url.appendingPathComponent("data-\(id)") }
+        func file(_ name: String) -> String { dir.url.appendingPathComponent(name).path }
+
+        func logs() -> String {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.url.path).filter { $0.hasSuffix(".log") }.sorted()) ?? []
+            return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: file(f), encoding: .utf8)) ?? "").suffix(3000) }
+                .joined(separator: "\n")
+        }
+
+        /// Trusts `publicKey` for models in the data directory of `id`.
+        func trust(_ publicKey: URL, name: String, for id: String) throws {
+            let models = TrustStore.keysDirectory(dataDirectory: data(id)).appendingPathComponent("models")
+            try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+            let target = models.appendingPathComponent("\(name).pub")
+            if !FileManager.default.fileExists(atPath: target.path) { try FileManager.default.copyItem(at: publicKey, to: target) }
+        }
+
+        /// Starts `edgeq run` for gateway `id` with the mapping `yaml` (the log is appended to).
+        func gateway(_ id: String, _ yaml: String) throws {
+            try yaml.write(toFile: file("\(id).yaml"), atomically: true, encoding: .utf8)
+            ports[id] = try FreePort.find()
+            starts[id, default: 0] += 1
+            processes[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file("\(id).yaml"), "--broker", broker.url, "--data", data(id).path,
+                                                                "--metrics-port", String(ports[id] ?? 0)],
+                                             stderrPath: file("gw-\(id)-\(UUID().uuidString.prefix(4)).log"))
+        }
+
+        /// Starts `edgeq learner` with the file `text`.
+        func learner(_ id: String, _ text: String, _ extra: [String] = []) throws {
+            try text.write(toFile: file("\(id).yaml"), atomically: true, encoding: .utf8)
+            ports[id] = try FreePort.find()
+            processes[id] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file("\(id).yaml"), "--broker", broker.url,
+                                                                "--data", data(id).path, "--metrics-port", String(ports[id] ?? 0)] + extra,
+                                             stderrPath: file("\(id)-\(UUID().uuidString.prefix(4)).log"))
+        }
+
+        /// SIGTERM, and the exit status.
+        func stop(_ id: String) -> Int32? {
+            guard let p = processes[id] else { return nil }
+            p.signal(SIGTERM)
+            return p.wait(timeout: 30)
+        }
+
+        func metric(_ who: String, _ name: String) -> Double? {
+            let text = (try? ChildProcess.run("curl", ["-s", "http://127.0.0.1:\(ports[who] ?? 0)/metrics"], timeout: 10).stdout) ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix(name + " ") { return Double(line.dropFirst(name.count + 1)) }
+            return nil
+        }
+
+        /// Filters the shipper of gateway `id` subscribed to, in the broker's log (one line per
+        /// subscription: "<client id> <qos> <filter>"; the broker runs with `log_type subscribe`).
+        func subscriptions(_ id: String) -> [String] {
+            broker.log().split(separator: "\n").compactMap { line -> String? in
+                let f = line.split(separator: " ")
+                return f.count == 4 && f[1] == "edgeq-\(id)-fleet" && Int(f[2]) != nil ? String(f[3]) : nil
+            }
+        }
+
+        /// Waits until each gateway in `ids` is online and its shipper has subscribed to `last`
+        /// (its last subscription) `starts[id]` times: from then on, a message published comes to
+        /// it after the retained ones it subscribed to.
+        func online(_ ids: [String], _ status: MQTTClient, last: [String: String]) -> Bool {
+            var up = Set<String>()
+            return eventually(timeout: 60) {
+                while let m = status.receive(timeout: 0.2) {
+                    if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) {
+                        up.insert(String(m.topic.split(separator: "/").dropFirst().first ?? ""))
+                    }
+                }
+                return ids.allSatisfy { id in
+                    up.contains(id) && subscriptions(id).filter { $0 == last[id] }.count >= (starts[id] ?? 0)
+                }
+            }
+        }
+
+        func stopAll() {
+            for p in processes.values where p.isRunning {
+                p.signal(SIGKILL)
+                _ = p.wait(timeout: 10)
+            }
+        }
+    }
+
+    /// A random model that fits the process mapping (1 input, 2 actions), as bytes.
+    static func modelBytes(_ map: TopicMap, seed: UInt64, in dir: URL) throws -> [UInt8] {
+        let arch = Architecture(inputCount: map.stateWidth, hidden: [8], actionCount: map.actions.count)
+        var rng = SystemRandomNumberGenerator()
+        let calibration = (0..<(map.stateWidth * 64)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let model = try QModel(network: try MLP(arch, seed: seed), actionNames: map.actions.map(\.name),
+                               normalization: .identity(map.stateWidth), calibrationStates: calibration)
+        let file = dir.appendingPathComponent("m\(seed).safetensors")
+        try model.save(to: file)
+        return Array(try Data(contentsOf: file))
+    }
+
+    /// Publishes `bytes` as fleet model `version` on `fleet/t`, signed with `key`, in 1 KiB chunks.
+    static func publish(_ client: MQTTClient, _ bytes: [UInt8], version: Int, map: TopicMap, key: SigningPrivateKey) throws {
+        let sig = try ModelSignature.sign(modelBytes: bytes, version: version, mapping: map.fingerprint, keyName: "fleet-t", privateKey: key)
+        let (manifest, chunks) = FleetModelChunk.split(modelBytes: bytes, signature: sig, maxMessage: 1024, learner: "test", rows: 0, gateways: [:])
+        for c in chunks { _ = try client.publish("fleet/t/model/chunk/\(c.index)", c.encode(), qos: .atLeastOnce, retain: true) }
+        _ = try client.publish("fleet/t/model", manifest.jsonText, qos: .atLeastOnce, retain: true)
+    }
+
+    /// Feeds gateway `id` plant states `steps` (one transition each), the incumbent's action with each.
+    static func feed(_ plant: MQTTClient, _ id: String, steps: ClosedRange<Int>) throws {
+        for s in steps {
+            let x = Double((s * 37) % 200) / 10 - 10
+            _ = try plant.publish("plant/\(id)/state", #"{"step":\#(s),"x":\#(x)}"#, qos: .atLeastOnce)
+            _ = try plant.publish("plant/\(id)/cmd", #"{"a":\#(x > 0 ? 1 : 0)}"#, qos: .atLeastOnce)
+            if s % 20 == 19 { usleep(2_000) }
+        }
+    }
+
+    /// Everything retained under `filter` now: subscribes, then publishes a marker on `marker`
+    /// (inside the filter) and reads until it comes back (retained messages come before it).
+    static func retained(_ broker: MosquittoBroker, _ filter: String, marker: String) throws -> [MQTTMessage] {
+        let c = try plantClient(broker, filter)
+        defer { c.stop() }
+        _ = try c.publish(marker, "sync", qos: .atLeastOnce)
+        var out: [MQTTMessage] = []
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, let m = c.receive(timeout: 1) {
+            if m.topic == marker { return out }
+            out.append(m)
+        }
+        throw MQTTTestError("the marker on \(marker) did not come back")
+    }
+
+    struct MQTTTestError: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    // MARK: - 1. A smaller successor clears the chunk topics its predecessor used
+
+    /// The learner publishes a model in three 1 KiB chunks, restarts with `max_message: 64KiB` and
+    /// publishes its successor in one chunk: chunks 1 and 2 are cleared (nothing stale stays
+    /// retained under `fleet/t/model/chunk/+`), the gateway that was connected all along stores
+    /// both models and refuses nothing, and a gateway that connects afterwards reassembles the
+    /// new model from the retained messages — the learner's bytes.
+    @Test func aSmallerSuccessorClearsTheLeftoverChunksAndALateGatewayReassemblesIt() throws {
+        let rig = try Rig()
+        let plant = try plantClient(rig.broker, "edgeq/+/status")
+        let verdicts = try FleetModelProcessTests.Verdicts(rig.broker)
+        defer {
+            plant.stop()
+            verdicts.client.stop()
+            rig.stopAll()
+        }
+        let keys = try KeyFile.generate(name: "fleet-t", directory: rig.dir.url.appendingPathComponent("private"))
+        for id in ["a", "b"] { try rig.trust(keys.publicKey, name: "fleet-t", for: id) }
+        try rig.gateway("a", FleetModelProcessTests.mapping("a", policy: "manual"))
+        try #require(rig.online(["a"], plant, last: ["a": Self.chunks]), "gateway a did not come online:\n\(rig.logs())")
+        func learnerFile(_ maxMessage: String) -> String {
+            "fleet: fleet/t\ngroup: g\nid: l1\nstatus_interval: 1s\nmapping: \(rig.file("a.yaml"))\nkey: \(keys.privateKey.path)\nmax_message: \(maxMessage)\n"
+        }
+        let learnerStore = { try ModelStore(dataDirectory: rig.data("l1")) }
+
+        // First model: 1 KiB messages, more than one chunk.
+        try rig.learner("l1", learnerFile("1KiB"), ["--train-every", "90"])
+        try #require(eventually(timeout: 60) { rig.metric("l1", "edgeq_learner_batches_total") != nil }, "the learner did not start:\n\(rig.logs())")
+        try Self.feed(plant, "a", steps: 0...100)
+        try #require(eventually(timeout: 120) { rig.metric("l1", "edgeq_learner_models_published_total") == 1 }, "no first model:\n\(rig.logs())")
+        let v1 = try #require(try learnerStore().versions().last)
+        let before = try Self.retained(rig.broker, "fleet/t/model/#", marker: "fleet/t/model/sync")
+        let firstManifest = try #require(before.first { $0.topic == "fleet/t/model" }.flatMap { try? FleetModelManifest.parse($0.payload) })
+        #expect(firstManifest.version == v1 && firstManifest.chunks >= 3, "\(firstManifest.chunks) chunks")
+        #expect(verdicts.wait("a", version: v1, kind: "stored") != nil, "gateway a, v\(v1):\n\(rig.logs())")
+        #expect(rig.stop("l1") == 0, "\(rig.logs())")
+
+        // Second model: the same learner data, 64 KiB messages: one chunk.
+        try rig.learner("l1", learnerFile("64KiB"), ["--train-every", "90"])
+        try #require(eventually(timeout: 60) { rig.metric("l1", "edgeq_learner_batches_total") != nil }, "the learner did not restart:\n\(rig.logs())")
+        try Self.feed(plant, "a", steps: 101...201)
+        try #require(eventually(timeout: 120) { rig.metric("l1", "edgeq_learner_models_published_total") == 1 }, "no second model:\n\(rig.logs())")
+        let v2 = try #require(try learnerStore().versions().last)
+        #expect(v2 > v1)
+
+        // What a subscriber to the chunks gets now: chunk 0 of v2, nothing else.
+        let after = try Self.retained(rig.broker, "fleet/t/model/#", marker: "fleet/t/model/sync")
+        let manifest = try #require(after.first { $0.topic == "fleet/t/model" }.flatMap { try? FleetModelManifest.parse($0.payload) })
+        #expect(manifest.version == v2 && manifest.chunks == 1, "v\(manifest.version), \(manifest.chunks) chunks")
+        let chunkTopics = after.filter { $0.topic.hasPrefix("fleet/t/model/chunk/") }
+        #expect(chunkTopics.map(\.topic) == ["fleet/t/model/chunk/0"], "retained chunk topics: \(chunkTopics.map(\.topic))")
+        #expect(chunkTopics.compactMap { FleetModelChunk.decode($0.payload)?.version } == [v2])
+
+        // Gateway a (connected throughout) stored both and refused nothing (the empty clears are not chunks).
+        #expect(verdicts.wait("a", version: v2, kind: "stored") != nil, "gateway a, v\(v2):\n\(rig.logs())")
+        #expect(!(verdicts.seen["a"] ?? []).contains { $0["verdict"] as? String == "refused" }, "\(verdicts.seen["a"] ?? [])")
+        #expect(try ModelStore(dataDirectory: rig.data("a")).versions() == [v1, v2])
+
+        // Gateway b connects now: it gets v2 from the retained messages, the learner's bytes.
+        try rig.gateway("b", FleetModelProcessTests.mapping("b", policy: "manual"))
+        #expect(verdicts.wait("b", version: v2, kind: "stored") != nil, "gateway b:\n\(rig.logs())")
+        let bStore = try ModelStore(dataDirectory: rig.data("b"))
+        #expect(bStore.versions() == [v2])
+        #expect(try Data(contentsOf: bStore.modelURL(v2)) == Data(contentsOf: try learnerStore().modelURL(v2)))
+        #expect((verdicts.seen["b"] ?? []).count == 1, "\(verdicts.seen["b"] ?? [])")
+        for id in ["l1", "a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+    }
+
+    // MARK: - 2. A gateway restart
+
+    /// Gateway a (`manual`) and b (`trial`, in shadow: its trial waits) store fleet model v1 and
+    /// say so; both restart twice. The retained model comes again each time: nothing is stored
+    /// twice; a stays silent (its `stored` still holds); b's trial did not survive the restart,
+    /// so b says `trial_abandoned` once (the second restart is silent) and starts no second
+    /// trial: v2, published after the restarts, is `trial_started`, not `trial_queued`.
+    @Test func aRestartedGatewayStoresNothingTwiceStartsNoSecondTrialAndSaysOnlyWhatIsTrue() throws {
+        let rig = try Rig()
+        let plant = try plantClient(rig.broker, "edgeq/+/status")
+        let verdicts = try FleetModelProcessTests.Verdicts(rig.broker)
+        defer {
+            plant.stop()
+            verdicts.client.stop()
+            rig.stopAll()
+        }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: rig.dir.url.appendingPathComponent("private"))
+        let key = try KeyFile.readPrivateKey(keyFiles.privateKey)
+        let policies = ["a": "manual", "b": "trial"]
+        for id in ["a", "b"] {
+            try rig.trust(keyFiles.publicKey, name: "fleet-t", for: id)
+            try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual"))
+        }
+        try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come online:\n\(rig.logs())")
+        let map = try TopicMap.parse(yaml: FleetModelProcessTests.mapping("a", policy: "manual"))
+        let v1 = 1_000, v2 = 1_001
+        try Self.publish(plant, try Self.modelBytes(map, seed: 1, in: rig.dir.url), version: v1, map: map, key: key)
+        #expect(verdicts.wait("a", version: v1, kind: "stored") != nil, "a:\n\(rig.logs())")
+        #expect(verdicts.wait("b", version: v1, kind: "trial_started")?["waiting_for_control"] as? Bool == true, "b:\n\(rig.logs())")
+
+        // Restart 1: b's trial was cut short, which b says once.
+        for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+        _ = verdicts.wait("none", version: 0, kind: "", timeout: 0.5)   // read what is in flight
+        verdicts.seen = [:]
+        for id in ["a", "b"] { try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual")) }
+        try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come back:\n\(rig.logs())")
+        let abandoned = verdicts.wait("b", version: v1, kind: "trial_abandoned")
+        #expect((abandoned?["reason"] as? String)?.contains("restarted") == true, "b: \(String(describing: abandoned))\n\(rig.logs())")
+        #expect((abandoned?["trial"] as? [String: Any])?["verdict"] as? String == "abandoned", "\(String(describing: abandoned))")
+        let trialFile = try ModelStore(dataDirectory: rig.data("b")).trialURL(v1)
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: trialFile)) as? [String: Any]
+        #expect(record?["verdict"] as? String == "abandoned" && record?["promoted"] as? Bool == false, "\(String(describing: record))")
+
+        // Restart 2: nothing new to say.
+        for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+        for id in ["a", "b"] { try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual")) }
+        try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come back:\n\(rig.logs())")
+
+        // v2 after the restarts: each gateway has handled the retained v1 before it (one connection, in order).
+        try Self.publish(plant, try Self.modelBytes(map, seed: 2, in: rig.dir.url), version: v2, map: map, key: key)
+        #expect(verdicts.wait("a", version: v2, kind: "stored") != nil, "a:\n\(rig.logs())")
+        #expect(verdicts.wait("b", version: v2, kind: "trial_started") != nil, "b (no trial of v1 runs):\n\(rig.logs())")
+        let summary = { (id: String) in (verdicts.seen[id] ?? []).map { "\($0["verdict"] as? String ?? "?") v\(($0["version"] as? NSNumber)?.intValue ?? 0)" } }
+        #expect(summary("a") == ["stored v\(v2)"], "a after its restarts: \(summary("a"))")
+        #expect(summary("b") == ["trial_abandoned v\(v1)", "trial_started v\(v2)"], "b after its restarts: \(summary("b"))")
+        for id in ["a", "b"] {
+            #expect(try ModelStore(dataDirectory: rig.data(id)).versions() == [v1, v2], "\(id)")
+            #expect(rig.metric(id, "edgeq_fleet_models_stored_total") == 1, "\(id): stored since the last start")
+        }
+        for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+    }
+
+    // MARK: - 4. Gateways that do not take the fleet's models
+
+    /// Gateway x belongs to another fleet topic, y has `models: false`, z takes fleet/t's models:
+    /// only z subscribes to fleet/t's model topics (the broker's subscription log: x subscribes
+    /// to its own fleet's, y to its acknowledgements only), stores the model and says so; x and y
+    /// store nothing and publish no verdict.
+    @Test func aGatewayOfAnotherFleetOrWithModelsFalseNeverSubscribesToTheModels() throws {
+        let rig = try Rig()
+        let plant = try plantClient(rig.broker, "edgeq/+/status")
+        let verdicts = try plantClient(rig.broker, "+/+/verdict/#")
+        defer {
+            plant.stop()
+            verdicts.stop()
+            rig.stopAll()
+        }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: rig.dir.url.appendingPathComponent("private"))
+        let base = { (id: String) in FleetModelProcessTests.mapping(id, policy: "manual") }
+        let yamls = [
+            "x": base("x").replacingOccurrences(of: "fleet: {topic: fleet/t,", with: "fleet: {topic: fleet/other,"),
+            "y": base("y").replacingOccurrences(of: "fleet: {topic: fleet/t,", with: "fleet: {topic: fleet/t, models: false,"),
+            "z": base("z"),
+        ]
+        #expect(yamls["x"] != base("x") && yamls["y"] != base("y"))
+        for id in ["x", "y", "z"] {
+            try rig.trust(keyFiles.publicKey, name: "fleet-t", for: id)
+            try rig.gateway(id, yamls[id] ?? "")
+        }
+        try #require(rig.online(["x", "y", "z"], plant, last: ["x": "fleet/other/model/chunk/+", "y": "fleet/t/ack/y", "z": Self.chunks]), "the gateways did not come online:\n\(rig.logs())")
+        let map = try TopicMap.parse(yaml: base("x"))
+        try Self.publish(plant, try Self.modelBytes(map, seed: 3, in: rig.dir.url), version: 500, map: map,
+                         key: try KeyFile.readPrivateKey(keyFiles.privateKey))
+        // z stores it; then every verdict there is has arrived.
+        var seen: [(String, String)] = []
+        let zStored = eventually(timeout: 30) {
+            while let m = verdicts.receive(timeout: 0.2) { seen.append((m.topic, String(decoding: m.payload, as: UTF8.self))) }
+            return seen.contains { $0.0 == "fleet/t/verdict/z" && $0.1.contains(#""verdict":"stored""#) }
+        }
+        #expect(zStored, "z:\n\(rig.logs())")
+        #expect(seen.map(\.0) == ["fleet/t/verdict/z"], "\(seen)")
+        #expect(try ModelStore(dataDirectory: rig.data("z")).versions() == [500])
+        for id in ["x", "y"] {
+            #expect(try ModelStore(dataDirectory: rig.data(id)).versions().isEmpty, "\(id)")
+            #expect(rig.metric(id, "edgeq_fleet_models_stored_total") == 0 && rig.metric(id, "edgeq_fleet_rows_shipped_total") != nil, "\(id)")
+        }
+        // The broker's log of subscriptions.
+        let subs = { (id: String) in rig.subscriptions(id).sorted() }
+        let subscriptions = ["x", "y", "z"].map { "\($0): \(subs($0))" }
+        // x takes its own fleet's models, never fleet/t's; y takes none.
+        #expect(subs("x") == ["fleet/other/ack/x", "fleet/other/model", "fleet/other/model/chunk/+"], "\(subscriptions)")
+        #expect(subs("y") == ["fleet/t/ack/y"], "\(subscriptions)")
+        #expect(subs("z") == ["fleet/t/ack/z", "fleet/t/model", "fleet/t/model/chunk/+"], "\(subscriptions)")
+        for id in ["x", "y", "z"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+    }
+}
