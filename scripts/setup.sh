@@ -4,6 +4,8 @@
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
 # Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
 # in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
+# The Sparkplug B interop tests' peer (pysparkplug, which pins paho-mqtt < 2) gets a virtual
+# environment of its own, .venv-sparkplug/ in the checkout, so the two paho versions never meet.
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -27,4 +29,14 @@ if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; 
   echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography" >&2
   "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography 2>&1 | grep -v -i 'root user' >&2 || true
   "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
+fi
+
+# The Sparkplug B peer (Tests/EdgeQSparkplugTests/python/sparkplug_peer.py): an independent
+# implementation from PyPI, in its own virtual environment (it needs paho-mqtt < 2).
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-sparkplug"
+if ! "$VENV/bin/python" -c 'import pysparkplug' 2>/dev/null; then
+  echo "setup: installing pysparkplug 0.6.1 into $VENV" >&2
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q 'pysparkplug==0.6.1' 2>&1 | grep -v -i 'root user' >&2 || true
+  "$VENV/bin/python" -c 'import pysparkplug'
 fi

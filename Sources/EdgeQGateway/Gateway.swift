@@ -13,6 +13,7 @@ import Foundation
 import Logging
 import Synchronization
 import EdgeQRetrain
+import EdgeQSparkplug
 
 /// How `edgeq run` starts a gateway: the mapping file plus the command line's overrides.
 public struct GatewayOptions: Sendable {
@@ -171,6 +172,9 @@ public final class Gateway: Sendable {
     let handover: HandoverState
     /// Ships the experience log to the fleet learner (nil without a `fleet` section; FleetShipper.swift).
     let fleet: FleetShipper?
+    /// The edge nodes and devices whose Sparkplug B metrics feed signals (empty without any):
+    /// messages are classified and their protobuf decoded with it before the decision lock.
+    let sparkplug: SparkplugLayout
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -229,6 +233,7 @@ public final class Gateway: Sendable {
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
         decision = Mutex(DecisionState(map: map))
+        sparkplug = SparkplugLayout(map: map)
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
@@ -319,13 +324,18 @@ public final class Gateway: Sendable {
         if let app = map.applied, !map.subscribedTopics.contains(app.topic) {
             try client.subscribe(app.topic, qos: .atLeastOnce)
         }
+        // Sparkplug B: every message of the edge nodes (and their devices) the mapping reads.
+        for filter in sparkplug.subscriptions {
+            try client.subscribe(filter, qos: .atLeastOnce)
+        }
         if options.inlineDecisions {
             // Messages are handled as they arrive, on the network thread. After `stop()` they
             // are dropped: the loop below takes the lock once more after it ends, so no
             // decision is under way during the shutdown.
             client.start { [self] m in
+                let sp = sparkplugInbound(m)   // protobuf decoding, before the lock
                 decision.withLock { d in
-                    if !stopping.load(ordering: .relaxed) { handle(m, &d) }
+                    if !stopping.load(ordering: .relaxed) { handle(m, sparkplug: sp, &d) }
                 }
                 return true
             }
@@ -370,7 +380,8 @@ public final class Gateway: Sendable {
             }
             let message = client.receive(timeout: timeout)
             if let m = message {
-                decision.withLock { d in handle(m, &d) }
+                let sp = sparkplugInbound(m)   // protobuf decoding, before the lock
+                decision.withLock { d in handle(m, sparkplug: sp, &d) }
                 messagesSinceCheck &+= 1
             }
             if messagesSinceCheck >= 256 || message == nil {
@@ -447,7 +458,26 @@ public final class Gateway: Sendable {
 
     // MARK: - Messages
 
-    func handle(_ m: MQTTMessage, _ d: inout DecisionState) {
+    /// A Sparkplug B message of an edge node the mapping reads, classified and decoded (the
+    /// protobuf decoder allocates: called before the decision lock); nil for any other message.
+    func sparkplugInbound(_ m: MQTTMessage) -> SparkplugInbound? {
+        guard !sparkplug.isEmpty, SparkplugLayout.isSparkplug(m.topic) else { return nil }
+        if m.payload.count > map.gateway.maxPayloadBytes { return nil }
+        return sparkplug.inbound(topic: m.topic, payload: m.payload)
+    }
+
+    func handle(_ m: MQTTMessage, sparkplug sp: SparkplugInbound? = nil, _ d: inout DecisionState) {
+        if let sp {
+            let effect = d.sparkplug.apply(sp, time: m.arrival, into: &d.core.table)
+            if let node = effect.rebirth { requestRebirth(node: node, reason: effect.reason ?? "") }
+            if map.isTrigger(topic: m.topic) { decide(arrival: m.arrival, &d) }
+            return
+        }
+        if !sparkplug.isEmpty, SparkplugLayout.isSparkplug(m.topic) {
+            // A Sparkplug message the mapping does not read (a command, an oversize payload):
+            // never decoded as JSON.
+            return
+        }
         if controlPlane.isCommandTopic(m.topic) {
             // Verified and answered on the control queue, never here. A zero-length message
             // deletes a retained one at the broker (also the gateway's own clearing): no command.
@@ -465,6 +495,19 @@ public final class Gateway: Sendable {
         }
         if r.triggers {
             decide(arrival: m.arrival, &d)
+        }
+    }
+
+    /// Asks a Sparkplug B edge node to publish its births again (NCMD `Node Control/Rebirth`),
+    /// on the control queue: its signals stay stale until the new birth.
+    func requestRebirth(node: Int, reason: String) {
+        let n = sparkplug.nodes[node]
+        control.async { [self] in
+            let (topic, payload) = SparkplugCommands.rebirth(group: n.group, node: n.node)
+            logger.warning("Sparkplug: asking the edge node for a rebirth; its signals are stale until then", metadata: [
+                "sparkplug.group": "\(n.group)", "sparkplug.node": "\(n.node)", "sparkplug.reason": "\(reason)",
+            ])
+            publish(topic, payload, qos: 0, retain: false)
         }
     }
 

@@ -77,12 +77,44 @@ public enum SignalRole: String, Sendable, Equatable, CaseIterable {
     case applied
 }
 
+/// A Sparkplug B metric as a signal's source (the signal's `sparkplug` key, docs/mapping.md):
+/// the metric `metric` of edge node `node` in group `group`, or of its device `device`.
+public struct SparkplugSource: Sendable, Equatable, Hashable {
+    /// The Sparkplug group id.
+    public var group: String
+    /// The edge node id.
+    public var node: String
+    /// The device id; nil for a metric of the edge node itself (NBIRTH/NDATA).
+    public var device: String?
+    /// The metric's name as its birth certificate gives it (e.g. `Supply/Temperature`).
+    public var metric: String
+
+    /// A metric of node `node` (or of its device `device`) in group `group`.
+    public init(group: String, node: String, device: String? = nil, metric: String) {
+        self.group = group
+        self.node = node
+        self.device = device
+        self.metric = metric
+    }
+
+    /// The topic its values arrive on: `spBv1.0/<group>/DDATA/<node>/<device>`, or
+    /// `spBv1.0/<group>/NDATA/<node>` for a node metric.
+    public var dataTopic: String {
+        if let device { return "spBv1.0/\(group)/DDATA/\(node)/\(device)" }
+        return "spBv1.0/\(group)/NDATA/\(node)"
+    }
+}
+
 /// One named value read from a topic.
 public struct SignalConfig: Sendable, Equatable {
     /// The name used in expressions and features.
     public var name: String
-    /// The topic or topic filter (`+` matches one level).
+    /// The topic or topic filter (`+` matches one level). For a Sparkplug signal, the topic its
+    /// values arrive on (`SparkplugSource.dataTopic`); it is not decoded as JSON or raw text.
     public var topic: String
+    /// The Sparkplug B metric the value comes from, instead of `topic` and `json`; nil for a
+    /// signal read from a topic.
+    public var sparkplug: SparkplugSource?
     /// JSON path of the value; nil for a raw payload.
     public var path: [JSONPathElement]?
     /// The JSON path as written.

@@ -85,6 +85,15 @@ func topicProblem(_ topic: String, allowWildcards: Bool) -> String? {
     return nil
 }
 
+/// Checks a Sparkplug id (group, edge node or device id): non-empty, one topic level, no
+/// wildcard (Sparkplug 3.0.0, 4.1.1). Nil when it is fine.
+func sparkplugIDProblem(_ id: String) -> String? {
+    if id.isEmpty { return "an id cannot be empty" }
+    if id.contains("/") || id.contains("+") || id.contains("#") { return "an id is one topic level: no '/', '+' or '#'" }
+    if id.contains("\u{0}") { return "an id cannot contain NUL" }
+    return nil
+}
+
 /// True when `topic` (no wildcards) matches `filter` (`+` wildcards only).
 func topicMatches(filter: String, topic: String) -> Bool {
     var f = filter.utf8[...], t = topic.utf8[...]
@@ -301,25 +310,51 @@ struct Builder {
         if items.isEmpty { r.error(node, "signals: the list is empty; declare at least one signal") }
         var names: [String: Node] = [:]
         var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
+        var sparkplugMetrics: [SparkplugSource: String] = [:]
         for item in items {
-            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name", "topic"]),
-                  let nameNode = f["name"], let name = r.string(nameNode, "signal name"),
-                  let topicNode = f["topic"], let topic = r.string(topicNode, "signal topic") else { continue }
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "sparkplug", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name"]),
+                  let nameNode = f["name"], let name = r.string(nameNode, "signal name") else { continue }
+            // A signal comes from a topic (raw or JSON) or from a Sparkplug B metric, never both.
+            var source: SparkplugSource?
+            if let sp = f["sparkplug"] {
+                if let t = f["topic"] { r.error(t, "signal '\(name)' gives both 'topic' and 'sparkplug': a Sparkplug metric's topic follows from its group, node and device; remove 'topic'") }
+                if let j = f["json"] { r.error(j, "'json' does not apply to a Sparkplug signal (its payload is a Sparkplug B message: the metric is named by 'sparkplug.metric')") }
+                source = readSparkplugSource(sp, signal: name)
+                guard source != nil else { continue }
+            } else if f["topic"] == nil {
+                r.error(item, "signal '\(name)' needs 'topic' (an MQTT topic) or 'sparkplug' (a Sparkplug B metric: {group, node, device, metric})")
+                continue
+            }
+            let topicNode = f["topic"] ?? f["sparkplug"] ?? item
+            // A Sparkplug source with an error (reported) still declares the signal, so that its
+            // uses are not reported as unknown as well.
+            let invalidSource = f["sparkplug"] != nil && source == nil
+            guard let topic = source?.dataTopic ?? (invalidSource ? "" : r.string(topicNode, "signal topic")) else { continue }
             if !isIdentifier(name) || reservedNames.contains(name) {
                 r.error(nameNode, "signal name '\(name)' must be a word of letters, digits and '_' (not starting with a digit, not one of \(reservedNames.sorted().joined(separator: " ")))")
             } else if let prev = names[name] {
                 r.error(nameNode, "duplicate signal name '\(name)' (first declared at line \(prev.mark?.line ?? 0))")
             }
             names[name] = names[name] ?? nameNode
-            if let p = topicProblem(topic, allowWildcards: true) { r.error(topicNode, "invalid topic filter '\(topic)': \(p)") }
+            if source == nil, !invalidSource, let p = topicProblem(topic, allowWildcards: true) { r.error(topicNode, "invalid topic filter '\(topic)': \(p)") }
+            if source == nil, !invalidSource, topic.hasPrefix("spBv1.0/") {
+                r.error(topicNode, "topic '\(topic)' is in the Sparkplug B namespace, whose payloads are protobuf: read the metric with 'sparkplug: {group, node, device, metric}' instead of 'topic'")
+            }
             var s = SignalConfig(name: name, topic: topic)
-            if let pn = f["json"], let text = r.string(pn, "json path") {
+            s.sparkplug = source
+            if let src = source, let other = sparkplugMetrics[src] {
+                r.error(topicNode, "signal '\(name)' reads the same Sparkplug metric as signal '\(other)'; one signal per metric")
+            }
+            if let src = source { sparkplugMetrics[src] = sparkplugMetrics[src] ?? name }
+            if source == nil, let pn = f["json"], let text = r.string(pn, "json path") {
                 switch JSONPathElement.parsePath(text) {
                 case .success(let p): s.path = p; s.pathText = text
                 case .failure(let e): r.error(pn, "json path '\(text)': \(e.message)", offset: e.offset)
                 }
             }
-            if s.path == nil {
+            if source != nil || invalidSource {
+                // Sparkplug: neither raw nor JSON.
+            } else if s.path == nil {
                 if let other = jsonTopics[topic] { r.error(topicNode, "topic '\(topic)' carries JSON (signal '\(other)') and a raw value (signal '\(name)'); a raw signal needs a topic of its own") }
                 rawTopics[topic] = rawTopics[topic] ?? name
             } else {
@@ -371,6 +406,30 @@ struct Builder {
             signals.append(s)
             signalNodes.append(item)
         }
+    }
+
+    /// Reads a signal's `sparkplug: {group, node, device, metric}`: the ids must be usable as one
+    /// MQTT topic level each (Sparkplug 3.0.0, 4.1.1: no `/`, `+`, `#`), the metric non-empty.
+    func readSparkplugSource(_ node: Node, signal name: String) -> SparkplugSource? {
+        guard let f = r.mapping(node, "sparkplug source of signal '\(name)'", known: ["group", "node", "device", "metric"],
+                                required: ["group", "node", "metric"]),
+              let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+              let nn = f["node"], let edge = sparkplugID(nn, "Sparkplug edge node id"),
+              let mn = f["metric"], let metric = r.string(mn, "Sparkplug metric name") else { return nil }
+        var device: String?
+        if let dn = f["device"] {
+            guard let d = sparkplugID(dn, "Sparkplug device id") else { return nil }
+            device = d
+        }
+        if metric.isEmpty { r.error(mn, "the Sparkplug metric name is empty; give the name its birth certificate announces (e.g. Supply/Temperature)"); return nil }
+        return SparkplugSource(group: group, node: edge, device: device, metric: metric)
+    }
+
+    /// A Sparkplug id (group, edge node, device): one MQTT topic level.
+    func sparkplugID(_ node: Node, _ what: String) -> String? {
+        guard let s = r.string(node, what) else { return nil }
+        if let p = sparkplugIDProblem(s) { r.error(node, "\(what) '\(s)': \(p)"); return nil }
+        return s
     }
 
     /// Fills `appliedValues` of every `role: applied` signal: its `applied` list (one number per

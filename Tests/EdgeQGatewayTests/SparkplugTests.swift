@@ -1,0 +1,226 @@
+// Sparkplug B against an independent implementation: pysparkplug (PyPI), run as a real process
+// (python/sparkplug_peer.py in the virtual environment scripts/setup.sh makes), through a real
+// mosquitto, with the gateway running in process.
+@testable import EdgeQGateway
+import EdgeQMQTT
+import EdgeQSparkplug
+import EdgeQTestSupport
+import EdgeQTopicMap
+import Foundation
+import SwiftProtobuf
+import Testing
+
+/// The plant's Sparkplug edge node, played by pysparkplug (`sparkplug_peer.py node`).
+final class SparkplugPeer: @unchecked Sendable {
+    // @unchecked Sendable: every property is a `let` set in init; the child process and the
+    // folder are thread-safe or immutable.
+    let process: ChildProcess
+    let output: URL
+    let control: String
+    let dir: TempDir
+
+    /// The peer's Python: the virtual environment scripts/setup.sh makes for pysparkplug.
+    static var python: String { PackageRoot.url.appendingPathComponent(".venv-sparkplug/bin/python").path }
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/sparkplug_peer.py").path
+
+    init(port: UInt16, group: String, node: String, device: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.python) else {
+            throw HarnessError("\(Self.python) is missing: run scripts/setup.sh (it installs pysparkplug in its own virtual environment)")
+        }
+        dir = try TempDir()
+        output = dir.url.appendingPathComponent("peer.out")
+        control = "test/\(node)/control"
+        process = try ChildProcess(Self.python, [Self.script, "node", "--port", "\(port)", "--group", group, "--node", node,
+                                                 "--device", device, "--control", control],
+                                   stdoutPath: output.path, stderrPath: dir.url.appendingPathComponent("peer.err").path)
+    }
+
+    /// The events printed so far, one per line.
+    var lines: [String] {
+        ((try? String(contentsOf: output, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// Its standard error (for failure messages).
+    var errors: String { (try? String(contentsOf: dir.url.appendingPathComponent("peer.err"), encoding: .utf8)) ?? "" }
+
+    /// Waits until a line satisfies `match`.
+    func waitFor(_ timeout: Double = 15, _ match: (String) -> Bool) -> Bool {
+        eventually(timeout: timeout) { lines.contains(where: match) }
+    }
+
+    func kill() { process.signal(SIGKILL); _ = process.wait(timeout: 10) }
+    deinit { if process.isRunning { kill() } }
+}
+
+@Suite struct SparkplugGatewayTests {
+    static let mapping = """
+        gateway:
+          id: sp1
+          mode: shadow
+        signals:
+          - {name: temp, sparkplug: {group: plant1, node: plc1, device: burner, metric: Supply/Temperature}, range: [-50, 150]}
+          - {name: ambient, sparkplug: {group: plant1, node: plc1, metric: Node/Ambient}}
+          - {name: burner_mode, sparkplug: {group: plant1, node: plc1, device: burner, metric: Mode}, type: enum, values: {auto: 1, manual: 0}}
+        state:
+          features:
+            - {signal: temp}
+            - {signal: ambient}
+        tick:
+          trigger: plant1/tick
+        reward: -abs(temp - 20)
+        actions:
+          fallback: a0
+          list:
+            - name: a0
+              publish: {topic: plant/cmd, payload: '{{value}}', value: 0}
+            - name: a1
+              publish: {topic: plant/cmd, payload: '{{value}}', value: 1}
+        safety:
+          ood_margin: none
+        learning:
+          hidden: [16, 16]
+          retrain: {every_transitions: 1000000}
+        """
+
+    /// A signal's status and value as the gateway's decision state holds them.
+    func signal(_ h: GatewayHarness, _ name: String) -> (SignalStatus, Double) {
+        guard let i = h.map.signalIndex(named: name) else { return (.missing, .nan) }
+        return h.gateway.decision.withLock { ($0.core.table.status(of: i), $0.core.table.values[i]) }
+    }
+
+    /// Publishes a tick and returns the shadow report's `status`.
+    func tick(_ h: GatewayHarness) throws -> String? {
+        try h.send("plant1/tick", "1")
+        let m = try h.waitFor(topic: "\(h.map.gateway.prefix)/shadow")
+        return GatewayHarness.json(m)["status"] as? String
+    }
+
+    @Test func birthDataDeathAndRebirthWithPysparkplug() throws {
+        let h = try GatewayHarness(yaml: Self.mapping, withModel: true)
+        defer { h.stop() }
+        let peer = try SparkplugPeer(port: h.broker.port, group: "plant1", node: "plc1", device: "burner")
+        defer { peer.kill() }
+        #expect(peer.waitFor { $0 == "ready" }, "the peer did not start: \(peer.errors)")
+
+        // Births establish names, aliases, datatypes and the first values.
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 20.0) && signal(h, "ambient") == (.valid, 7.25) })
+        #expect(signal(h, "burner_mode") == (.valid, 1))   // the String metric "auto", through the enum's values
+        #expect(try tick(h) == "ok")
+
+        // DDATA by alias only, then by name: values the gateway decides on.
+        try h.send(peer.control, #"{"op":"ddata","values":{"Supply/Temperature":21.5},"by":"alias"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 21.5) })
+        try h.send(peer.control, #"{"op":"ddata","values":{"Supply/Temperature":-3.75,"Mode":"manual"},"by":"name"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, -3.75) && signal(h, "burner_mode") == (.valid, 0) })
+        #expect(try tick(h) == "ok")
+        // A value outside the signal's range is invalid, as from any topic.
+        try h.send(peer.control, #"{"op":"ddata","values":{"Supply/Temperature":151},"by":"alias"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp").0 == .invalid(.outOfRange) })
+        try h.send(peer.control, #"{"op":"ddata","values":{"Supply/Temperature":22},"by":"alias"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 22) })
+
+        // An alias no birth announced: the gateway asks the node for a rebirth, pysparkplug
+        // sees the NCMD, births again, and the signals are valid again from the new birth.
+        try h.send(peer.control, #"{"op":"ddata_unknown_alias"}"#)
+        #expect(peer.waitFor { $0 == "rebirth_request" }, "no rebirth request reached the peer: \(peer.lines)")
+        #expect(peer.waitFor { $0 == "births 2" })
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 22) && signal(h, "ambient") == (.valid, 7.25) })
+        #expect(h.gateway.decision.withLock { $0.sparkplug.rebirthRequests } == 1)
+        #expect(try tick(h) == "ok")
+
+        // DDEATH: the device's signals are stale at once and stop decisions; the node's stay.
+        try h.send(peer.control, #"{"op":"ddeath"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp").0 == .stale })
+        #expect(signal(h, "ambient") == (.valid, 7.25))
+        #expect(try tick(h) == "stale")
+        // A new DBIRTH brings them back.
+        try h.send(peer.control, #"{"op":"dbirth"}"#)
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 22) })
+        #expect(try tick(h) == "ok")
+
+        // The node dies (killed: the broker publishes its Will, an NDEATH with its bdSeq):
+        // every signal of the node and its devices is stale at once.
+        peer.kill()
+        #expect(eventually(timeout: 10) { signal(h, "ambient").0 == .stale && signal(h, "temp").0 == .stale })
+        #expect(try tick(h) == "stale")
+    }
+}
+
+/// What decoding a Sparkplug B message costs in heap bytes (docs/benchmarks.md, "Sparkplug B
+/// decoding"): the protobuf decoder allocates per message; the decoded messages are kept, so the
+/// growth of the heap in use is what they took.
+@Suite struct SparkplugDecodeCostTests {
+    /// A DDATA of the test peer's shape: 3 metrics by alias, each with a timestamp.
+    static func ddata(seq: UInt64) -> [UInt8] {
+        var p = SparkplugBPayload()
+        p.timestamp = 1_767_225_600_000
+        p.seq = seq
+        for (alias, v) in [(UInt64(10), 21.5), (11, 2), (12, 0)] {
+            var m = SparkplugBPayload.Metric()
+            m.alias = alias
+            m.timestamp = 1_767_225_600_000
+            if alias == 10 { m.value = .doubleValue(v) } else { m.value = .intValue(UInt32(v)) }
+            p.metrics.append(m)
+        }
+        return (try? p.serializedBytes()) ?? []
+    }
+
+    static func heapInUse() throws -> Int {
+        guard let b = ProcessMemory.heapInUse() else { throw HarnessError("the C library does not report its heap (glibc mallinfo2)") }
+        return b
+    }
+
+    @Test func decodeBytesPerMessageAndApplyWithoutAllocating() throws {
+        let map = try TopicMap.parse(yaml: SparkplugGatewayTests.mapping, file: "sp.yaml")
+        let layout = SparkplugLayout(map: map)
+        let topic = "spBv1.0/plant1/DDATA/plc1/burner"
+        let payload = Self.ddata(seq: 1)
+        #expect(payload.count > 40 && payload.count < 100)
+        let n = 20_000
+        var perMessage: [Double] = []
+        for _ in 0..<5 {
+            var kept: [SparkplugInbound?] = []
+            kept.reserveCapacity(n)
+            let before = try Self.heapInUse()
+            for _ in 0..<n { kept.append(layout.inbound(topic: topic, payload: payload)) }
+            let after = try Self.heapInUse()
+            #expect(kept.allSatisfy { $0?.payload?.metrics.count == 3 })
+            perMessage.append(Double(after - before) / Double(n))
+        }
+        let median = perMessage.sorted()[2]
+        print("[sparkplug] heap bytes per decoded DDATA (\(payload.count) bytes, 3 metrics): median \(median) of \(perMessage)")
+        // The decoder allocates (the metric array, each metric's storage); a regression that
+        // copies the payload or adds per-metric buffers shows here.
+        #expect(median > 0 && median < 2048)
+
+        // Applying decoded data: values land in the table through the aliases of the birth.
+        var receiver = SparkplugReceiver(map: map)
+        var table = SignalTable(for: map)
+        var birth = SparkplugBPayload()
+        birth.seq = 0
+        var bd = SparkplugBPayload.Metric()
+        bd.name = "bdSeq"
+        bd.value = .longValue(0)
+        birth.metrics = [bd]
+        var dbirth = SparkplugBPayload()
+        dbirth.seq = 1
+        for (name, alias, type) in [("Supply/Temperature", UInt64(10), SparkplugBDataType.double), ("Burner/Stage", 11, .int32), ("Mode", 12, .string)] {
+            var m = SparkplugBPayload.Metric()
+            m.name = name
+            m.alias = alias
+            m.datatype = UInt32(type.rawValue)
+            m.isNull = true
+            dbirth.metrics.append(m)
+        }
+        _ = receiver.apply(SparkplugInbound(type: .nbirth, node: 0, device: -1, payload: birth), time: 1, into: &table)
+        _ = receiver.apply(SparkplugInbound(type: .dbirth, node: 0, device: 0, payload: dbirth), time: 2, into: &table)
+        for seq in 2..<1000 {
+            guard let m = layout.inbound(topic: topic, payload: Self.ddata(seq: UInt64(seq % 256))) else { continue }
+            let e = receiver.apply(m, time: UInt64(seq), into: &table)
+            if e.rebirth != nil { Issue.record("a rebirth was asked for at seq \(seq): \(e)") ; break }
+        }
+        let temp = map.signalIndex(named: "temp") ?? -1
+        #expect(table.status(of: temp) == .valid && table.values[temp] == 21.5)
+        #expect(receiver.rebirthRequests == 0)
+    }
+}
