@@ -542,7 +542,7 @@ public final class Gateway: Sendable {
         if out.explored { metrics.explorations.increment() }
         if out.mode == .control, let a = out.applied {
             for (j, w) in map.actions[a].writes.enumerated() {
-                publish(w.topic, d.core.writeBuffers[j], qos: w.qos, retain: w.retain)
+                publishWrite(w, d.core.writeBuffers[j])
             }
         }
         let modeIndex = out.mode == .control ? 1 : 0
@@ -579,6 +579,24 @@ public final class Gateway: Sendable {
         } catch {
             logger.error("publish failed", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
         }
+    }
+
+    /// Publishes one rendered action write: as it is, or for a Sparkplug write as an NCMD/DCMD
+    /// with the metric set to the rendered value (protobuf encoding allocates: docs/benchmarks.md,
+    /// "Sparkplug B decoding"). A value that does not fit the metric's datatype is not sent.
+    func publishWrite(_ w: WriteConfig, _ rendered: [UInt8]) {
+        guard let sp = w.sparkplug else {
+            publish(w.topic, rendered, qos: w.qos, retain: w.retain)
+            return
+        }
+        guard let payload = SparkplugCommands.payload(sp, rendered: rendered) else {
+            logger.error("Sparkplug write not sent: the value does not fit the metric's datatype", metadata: [
+                "mqtt.topic": "\(w.topic)", "sparkplug.metric": "\(sp.metric)", "sparkplug.datatype": "\(sp.datatype.name)",
+                "value": "\(String(decoding: rendered, as: UTF8.self))",
+            ])
+            return
+        }
+        publish(w.topic, payload, qos: w.qos, retain: w.retain)
     }
 
     /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last

@@ -425,6 +425,29 @@ struct Builder {
         return SparkplugSource(group: group, node: edge, device: device, metric: metric)
     }
 
+    /// Reads a write's `sparkplug: {group, node, device, metric, type}`.
+    func readSparkplugWrite(_ node: Node) -> SparkplugWrite? {
+        guard let f = r.mapping(node, "Sparkplug write", known: ["group", "node", "device", "metric", "type"],
+                                required: ["group", "node", "metric", "type"]),
+              let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+              let nn = f["node"], let edge = sparkplugID(nn, "Sparkplug edge node id"),
+              let mn = f["metric"], let metric = r.string(mn, "Sparkplug metric name"),
+              let tn = f["type"], let typeName = r.string(tn, "Sparkplug datatype") else { return nil }
+        var device: String?
+        if let dn = f["device"] {
+            guard let d = sparkplugID(dn, "Sparkplug device id") else { return nil }
+            device = d
+        }
+        if metric.isEmpty { r.error(mn, "the Sparkplug metric name is empty"); return nil }
+        guard let type = SparkplugDataType.allCases.first(where: { $0.name == typeName }) else {
+            let names = SparkplugDataType.allCases.map(\.name)
+            let hint = suggestion(typeName, names).map { "; did you mean '\($0)'?" } ?? ""
+            r.error(tn, "Sparkplug datatype '\(typeName)' cannot be written: give one of \(names.joined(separator: ", "))\(hint)")
+            return nil
+        }
+        return SparkplugWrite(group: group, node: edge, device: device, metric: metric, datatype: type)
+    }
+
     /// A Sparkplug id (group, edge node, device): one MQTT topic level.
     func sparkplugID(_ node: Node, _ what: String) -> String? {
         guard let s = r.string(node, what) else { return nil }
@@ -742,11 +765,30 @@ struct Builder {
     }
 
     func readWrite(_ node: Node, action: String, index: Int) -> ReadWrite? {
-        guard let f = r.mapping(node, "publish", known: ["topic", "payload", "value", "step", "from", "min", "max", "qos", "retain"], required: ["topic", "payload"]),
-              let tn = f["topic"], let topic = r.string(tn, "publish topic"),
-              let pn = f["payload"], let template = r.string(pn, "payload") else { return nil }
-        if let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid publish topic '\(topic)': \(p)") }
+        guard let f = r.mapping(node, "publish", known: ["topic", "payload", "sparkplug", "value", "step", "from", "min", "max", "qos", "retain"]) else { return nil }
+        // A Sparkplug B write: the topic and the payload follow from the metric; the value is the
+        // write's `value` (or `step`), sent as the metric's datatype.
+        var sparkplug: SparkplugWrite?
+        if let sn = f["sparkplug"] {
+            for k in ["topic", "payload"] {
+                if let n = f[k] { r.error(n, "'\(k)' does not apply to a Sparkplug write (its \(k) follows from 'sparkplug'); remove it") }
+            }
+            if f["value"] == nil && f["step"] == nil { r.error(sn, "a Sparkplug write needs 'value' (or 'step'): the number the metric is set to") }
+            guard let sw = readSparkplugWrite(sn) else { return nil }
+            sparkplug = sw
+        } else {
+            for k in ["topic", "payload"] where f[k] == nil { r.error(node, "missing required key '\(k)' in publish") }
+        }
+        guard let tn = f["topic"] ?? f["sparkplug"],
+              let topic = sparkplug?.commandTopic ?? r.string(tn, "publish topic"),
+              let pn = f["payload"] ?? f["sparkplug"],
+              let template = sparkplug != nil ? "{{value}}" : r.string(pn, "payload") else { return nil }
+        if sparkplug == nil, let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid publish topic '\(topic)': \(p)") }
+        if sparkplug == nil, topic.hasPrefix("spBv1.0/") {
+            r.error(tn, "topic '\(topic)' is in the Sparkplug B namespace, whose payloads are protobuf: write the metric with 'sparkplug: {group, node, device, metric, type}' instead of 'topic' and 'payload'")
+        }
         var w = WriteConfig(topic: topic, template: template)
+        w.sparkplug = sparkplug
         if let n = f["qos"], let q = r.int(n, "qos", min: 0, max: 2) { w.qos = q }
         if let n = f["retain"], let b = r.bool(n, "retain") { w.retain = b }
         var valueExpr: CompiledExpression?
@@ -775,7 +817,7 @@ struct Builder {
             r.error(pn, "payload template: \(e.message)", offset: e.offset)
             return nil
         case .success(let t):
-            if t.usesValue && valueExpr == nil { r.error(pn, "the payload uses {{value}} but the write has no 'value' or 'step'") }
+            if t.usesValue && valueExpr == nil && sparkplug == nil { r.error(pn, "the payload uses {{value}} but the write has no 'value' or 'step'") }
             if let first = template.trimmingCharacters(in: .whitespaces).first, first == "{" || first == "[" {
                 let sample = t.renderSample()
                 let ok = sample.withUnsafeBytes { buf -> Bool in

@@ -53,6 +53,54 @@ final class SparkplugPeer: @unchecked Sendable {
 }
 
 @Suite struct SparkplugGatewayTests {
+    /// Control mode, actions as DCMD metrics: the burner's stage (Int32) on the device, and a
+    /// Double setpoint on the node (NCMD). Action `off` is never allowed, so every decision is
+    /// `high`.
+    static let controlMapping = """
+        gateway:
+          id: sp2
+        signals:
+          - {name: temp, sparkplug: {group: plant1, node: plc2, device: burner, metric: Supply/Temperature}}
+          - {name: stage, sparkplug: {group: plant1, node: plc2, device: burner, metric: Burner/Stage}}
+        state:
+          features:
+            - {signal: temp}
+        tick:
+          trigger: plant1/tick
+        reward: -abs(temp - 20)
+        actions:
+          fallback: high
+          list:
+            - name: off
+              allowed: temp > 1000
+              publish: {sparkplug: {group: plant1, node: plc2, device: burner, metric: Burner/Stage, type: Int32}, value: 0}
+            - name: high
+              publish:
+                - {sparkplug: {group: plant1, node: plc2, device: burner, metric: Burner/Stage, type: Int32}, value: -3 + 5}
+                - {sparkplug: {group: plant1, node: plc2, metric: Setpoint, type: Double}, value: temp + 0.5}
+        safety:
+          ood_margin: none
+        learning:
+          hidden: [16, 16]
+          retrain: {every_transitions: 1000000}
+          promotion: {control_share: 0}
+        """
+
+    @Test func actionsAreDCMDAndNCMDMetricsTheNodeReceives() throws {
+        let h = try GatewayHarness(yaml: Self.controlMapping, mode: .control, withModel: true)
+        defer { h.stop() }
+        let peer = try SparkplugPeer(port: h.broker.port, group: "plant1", node: "plc2", device: "burner")
+        defer { peer.kill() }
+        #expect(peer.waitFor { $0 == "ready" }, "the peer did not start: \(peer.errors)")
+        #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 20.0) && signal(h, "stage") == (.valid, 0) })
+        try h.send("plant1/tick", "1")
+        // pysparkplug decodes the DCMD: the metric, its value and its datatype.
+        #expect(peer.waitFor { $0 == "dcmd Burner/Stage 2 INT32" }, "\(peer.lines)")
+        #expect(peer.waitFor { $0 == "ncmd Setpoint 20.5" }, "\(peer.lines)")
+        // The peer applies it and reports it back in a DDATA: the loop is closed.
+        #expect(eventually(timeout: 10) { signal(h, "stage") == (.valid, 2) })
+    }
+
     static let mapping = """
         gateway:
           id: sp1
@@ -192,6 +240,18 @@ final class SparkplugPeer: @unchecked Sendable {
         // The decoder allocates (the metric array, each metric's storage); a regression that
         // copies the payload or adds per-metric buffers shows here.
         #expect(median > 0 && median < 2048)
+
+        // Encoding an action's DCMD (one Int32 metric): the bytes the command keeps.
+        let write = SparkplugWrite(group: "plant1", node: "plc1", device: "burner", metric: "Burner/Stage", datatype: .int32)
+        var encoded: [[UInt8]?] = []
+        encoded.reserveCapacity(n)
+        let e0 = try Self.heapInUse()
+        for i in 0..<n { encoded.append(SparkplugCommands.payload(write, rendered: i & 1 == 0 ? [0x32] : [0x2D, 0x37])) }
+        let e1 = try Self.heapInUse()
+        #expect(encoded.allSatisfy { $0 != nil })
+        let perCommand = Double(e1 - e0) / Double(n)
+        print("[sparkplug] heap bytes kept per encoded DCMD (\(encoded[0]?.count ?? 0) bytes): \(perCommand)")
+        #expect(perCommand > 0 && perCommand < 1024)
 
         // Applying decoded data: values land in the table through the aliases of the birth.
         var receiver = SparkplugReceiver(map: map)

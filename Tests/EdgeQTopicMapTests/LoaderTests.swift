@@ -204,6 +204,11 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(m.signals[2].sparkplug?.device == nil && m.signals[2].topic == "spBv1.0/g1/NDATA/plc" && m.signals[2].kind == .bool)
         #expect(m.sparkplugSignals == [0, 2])
         #expect(m.subscribedTopics == ["p/b", "p/t"])
+        // A Sparkplug write: its command topic and a {{value}} payload.
+        let w = try TopicMap.parse(yaml: yaml.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}",
+                                                                   with: "publish: {sparkplug: {group: g1, node: plc, device: burner, metric: Burner/Stage, type: UInt8}, value: 3}"))
+        #expect(w.actions[0].writes[0].sparkplug == SparkplugWrite(group: "g1", node: "plc", device: "burner", metric: "Burner/Stage", datatype: .uint8))
+        #expect(w.actions[0].writes[0].topic == "spBv1.0/g1/DCMD/plc/burner" && w.actions[0].incumbentValue == 3)
         // Two signals may not read one metric.
         let twice = yaml.replacingOccurrences(of: "metric: Node/Ambient", with: "device: burner, metric: Supply/Temp")
         #expect(throws: MappingError.self) { try TopicMap.parse(yaml: twice) }
@@ -224,6 +229,11 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal.replacingOccurrences(of: "reward: a\n", with: ""), 1, 1, "missing required key 'reward' in the mapping file"),
         (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a}"), 3, 5,
          "signal 'a' needs 'topic' (an MQTT topic) or 'sparkplug' (a Sparkplug B metric: {group, node, device, metric})"),
+        // Sparkplug B writes
+        (minimal.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}", with: "publish: {sparkplug: {group: g, node: n, metric: m, type: Int33}, value: 1}"), 12, 77,
+         "Sparkplug datatype 'Int33' cannot be written: give one of Int8, Int16, Int32, Int64, UInt8, UInt16, UInt32, UInt64, Float, Double, Boolean; did you mean 'Int32'?"),
+        (minimal.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}", with: "publish: {sparkplug: {group: g, node: n, metric: m, type: Int32}}"), 12, 40,
+         "a Sparkplug write needs 'value' (or 'step'): the number the metric is set to"),
         // Sparkplug B sources
         (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, topic: p/a, sparkplug: {group: g, node: n, metric: m}}"), 3, 22,
          "signal 'a' gives both 'topic' and 'sparkplug': a Sparkplug metric's topic follows from its group, node and device; remove 'topic'"),
