@@ -175,6 +175,12 @@ public final class Gateway: Sendable {
     /// The edge nodes and devices whose Sparkplug B metrics feed signals (empty without any):
     /// messages are classified and their protobuf decoded with it before the decision lock.
     let sparkplug: SparkplugLayout
+    /// EdgeQ as a Sparkplug B edge node (the mapping's `sparkplug` section), if any.
+    let sparkplugNode: SparkplugNode?
+    /// The last decision's action (-2: none yet, -1: hold) and the last closed transition's
+    /// reward (NaN: none yet), for the edge node's metrics.
+    let lastActionIndex = Atomic<Int>(-2)
+    let lastRewardBits = Atomic<UInt64>(Double.nan.bitPattern)
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -238,6 +244,11 @@ public final class Gateway: Sendable {
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            if let sn = map.sparkplugNode {
+                sparkplugNode = try SparkplugNode(config: sn, base: config, bdSeq: SparkplugNode.nextBdSeq(dataDirectory: dataDirectory), logger: logger)
+            } else {
+                sparkplugNode = nil
+            }
             handover = HandoverState(map: map, base: config, registry: metrics.registry)
             if let f = map.fleet {
                 fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
@@ -359,6 +370,11 @@ public final class Gateway: Sendable {
         }
         startCommandThread()
         fleet?.start()
+        do {
+            try sparkplugNode?.start { [self] in edgeNodeSnapshot() }
+        } catch {
+            logger.error("Sparkplug edge node not started", metadata: ["error": "\(error)"])
+        }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
@@ -433,6 +449,7 @@ public final class Gateway: Sendable {
         handOverAtShutdown()
         stopCommandThread()
         fleet?.stop()
+        sparkplugNode?.stop()   // NDEATH, then disconnect
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
             try writer.flush(timeout: 30)
@@ -498,6 +515,16 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// What EdgeQ's own edge node announces (read on the edge node's queue).
+    func edgeNodeSnapshot() -> EdgeNodeSnapshot {
+        let a = lastActionIndex.load(ordering: .relaxed)
+        let action = a == -2 ? "" : (a >= 0 && a < map.actions.count ? map.actions[a].name : "hold")
+        let r = Double(bitPattern: lastRewardBits.load(ordering: .relaxed))
+        let fallbacks = metrics.fallbacks.values.reduce(UInt64(0)) { $0 + $1.value }
+        return EdgeNodeSnapshot(mode: mode.rawValue, modelVersion: servedVersion, lastAction: action,
+                                reward: r.isNaN ? nil : r, decisions: metrics.ticks.value, fallbacks: fallbacks)
+    }
+
     /// Asks a Sparkplug B edge node to publish its births again (NCMD `Node Control/Rebirth`),
     /// on the control queue: its signals stay stale until the new birth.
     func requestRebirth(node: Int, reason: String) {
@@ -530,6 +557,13 @@ public final class Gateway: Sendable {
         let closedRole = d.openRole
         d.openRole = d.core.hasOpen ? who.role : nil
         record(out, &d)
+        if sparkplugNode != nil {
+            // Two relaxed stores: what the edge node announces (read on its own queue).
+            if let t = out.closed { lastRewardBits.store(t.reward.bitPattern, ordering: .relaxed) }
+            if !out.episodeEnded {
+                lastActionIndex.store((out.mode == .control ? out.applied : out.choice) ?? -1, ordering: .relaxed)
+            }
+        }
         feedTrialAndGuard(&d, out, closedRole: closedRole)
 
         if out.episodeEnded {

@@ -296,6 +296,21 @@ public struct SparkplugWrite: Sendable, Equatable {
     }
 }
 
+/// The `sparkplug` section: EdgeQ announces itself as a Sparkplug B edge node `node` of group
+/// `group` (docs/operations.md, "Sparkplug B").
+public struct SparkplugNodeConfig: Sendable, Equatable {
+    /// The group id.
+    public var group: String
+    /// EdgeQ's edge node id.
+    public var node: String
+
+    /// EdgeQ as edge node `node` of `group`.
+    public init(group: String, node: String) {
+        self.group = group
+        self.node = node
+    }
+}
+
 /// One actuator write of an action.
 public struct WriteConfig: Sendable, Equatable {
     /// The topic written to (no wildcards). For a Sparkplug write, its command topic.

@@ -136,7 +136,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet", "sparkplug"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -165,6 +165,17 @@ struct Builder {
 
         let handover = top["handover"].flatMap { readHandover($0) }
         let fleet = top["fleet"].flatMap { readFleet($0) }
+        var sparkplugNode: SparkplugNodeConfig?
+        if let n = top["sparkplug"], let f = r.mapping(n, "sparkplug (EdgeQ as an edge node)", known: ["group", "node"], required: ["group", "node"]),
+           let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+           let nn = f["node"], let node = sparkplugID(nn, "Sparkplug edge node id") {
+            sparkplugNode = SparkplugNodeConfig(group: group, node: node)
+            // EdgeQ's own node may not be one whose metrics it reads: it would read its own births.
+            for (i, s) in signals.enumerated() where s.sparkplug?.group == group && s.sparkplug?.node == node {
+                r.error(nn, "edge node '\(group)/\(node)' is EdgeQ's own, and signal '\(s.name)' (line \(signalNodes[i].mark?.line ?? 0)) reads a metric of it; give EdgeQ a node id of its own")
+                break
+            }
+        }
         if let fleet, let g = gateway, fleet.topic == g.prefix || fleet.topic.hasPrefix(g.prefix + "/") || g.prefix.hasPrefix(fleet.topic + "/"),
            let n = top["fleet"]?["topic"] {
             r.error(n, "fleet topic '\(fleet.topic)' overlaps the gateway's control-plane prefix '\(g.prefix)'; give the fleet a prefix of its own (e.g. fleet/<plant kind>)")
@@ -234,7 +245,7 @@ struct Builder {
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
             applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig(),
-            model: model, fleet: fleet)
+            model: model, fleet: fleet, sparkplugNode: sparkplugNode)
     }
 
     func slotNames() -> [String] {

@@ -209,6 +209,8 @@ public struct TopicMap: Sendable {
     public let handover: HandoverConfig
     /// The `fleet` section (nil when absent: the experience log is not shipped; docs/fleet.md).
     public let fleet: FleetConfig?
+    /// The `sparkplug` section (nil when absent: EdgeQ is no Sparkplug edge node).
+    public let sparkplugNode: SparkplugNodeConfig?
     /// The signals a plant model uses, by role (`SignalConfig.role`), as indices into
     /// `signals`, each list in file order.
     public let modelSignals: (controlled: [Int], exogenous: [Int])
@@ -286,7 +288,9 @@ public struct TopicMap: Sendable {
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
          applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init(),
-         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil) {
+         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil,
+         sparkplugNode: SparkplugNodeConfig? = nil) {
+        self.sparkplugNode = sparkplugNode
         self.model = model
         modelJudging = model.judging
         self.controlPlane = controlPlane

@@ -23,15 +23,15 @@ final class SparkplugPeer: @unchecked Sendable {
     static var python: String { PackageRoot.url.appendingPathComponent(".venv-sparkplug/bin/python").path }
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/sparkplug_peer.py").path
 
-    init(port: UInt16, group: String, node: String, device: String) throws {
+    init(port: UInt16, group: String, node: String, device: String? = nil, role: String = "node") throws {
         guard FileManager.default.isExecutableFile(atPath: Self.python) else {
             throw HarnessError("\(Self.python) is missing: run scripts/setup.sh (it installs pysparkplug in its own virtual environment)")
         }
         dir = try TempDir()
         output = dir.url.appendingPathComponent("peer.out")
-        control = "test/\(node)/control"
-        process = try ChildProcess(Self.python, [Self.script, "node", "--port", "\(port)", "--group", group, "--node", node,
-                                                 "--device", device, "--control", control],
+        control = "test/\(node)/\(role)/control"
+        process = try ChildProcess(Self.python, [Self.script, role, "--port", "\(port)", "--group", group, "--node", node,
+                                                 "--control", control] + (device.map { ["--device", $0] } ?? []),
                                    stdoutPath: output.path, stderrPath: dir.url.appendingPathComponent("peer.err").path)
     }
 
@@ -191,6 +191,64 @@ final class SparkplugPeer: @unchecked Sendable {
         peer.kill()
         #expect(eventually(timeout: 10) { signal(h, "ambient").0 == .stale && signal(h, "temp").0 == .stale })
         #expect(try tick(h) == "stale")
+    }
+}
+
+/// EdgeQ as a Sparkplug B edge node, watched by pysparkplug as the host application.
+@Suite struct SparkplugEdgeNodeTests {
+    /// The host's lines of one type (`nbirth`, `ndata`, `ndeath`), each's JSON object.
+    func messages(_ peer: SparkplugPeer, _ type: String) -> [[String: Any]] {
+        peer.lines.filter { $0.hasPrefix(type + " ") }.compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.dropFirst(type.count + 1).utf8))) as? [String: Any]
+        }
+    }
+
+    func metrics(_ m: [String: Any]) -> [String: Any] { m["metrics"] as? [String: Any] ?? [:] }
+
+    @Test func birthDataRebirthAndDeathDecodedByPysparkplugHost() throws {
+        let broker = try MosquittoBroker()
+        let host = try SparkplugPeer(port: broker.port, group: "plant1", node: "edgeq-t1", role: "host")
+        defer { host.kill() }
+        #expect(host.waitFor { $0 == "ready" }, "the host did not start: \(host.errors)")
+        let h = try GatewayHarness(yaml: testMapping() + "\nsparkplug: {group: plant1, node: edgeq-t1}\n", withModel: true, broker: broker)
+        defer { h.stop() }
+
+        // NBIRTH: bdSeq, the rebirth control, EdgeQ's metrics with their first values.
+        #expect(host.waitFor { $0.hasPrefix("nbirth ") }, "no NBIRTH decoded: \(host.lines) \(host.errors)")
+        guard let birth = messages(host, "nbirth").first else { return }
+        let b = metrics(birth)
+        #expect(b["EdgeQ/Mode"] as? String == "shadow")
+        #expect(b["EdgeQ/Model Version"] as? Int == 1)
+        #expect(b["EdgeQ/Decisions"] as? Int == 0)
+        #expect(b["EdgeQ/Last Action"] as? String == "")
+        #expect(b["Node Control/Rebirth"] as? Bool == false)
+        #expect(birth["seq"] as? Int == 0)
+        let bdSeq = b["bdSeq"] as? Int
+        #expect(bdSeq != nil)
+
+        // Decisions: NDATA with the changed metrics, aliases resolved by pysparkplug.
+        try h.send("plant/t/state", #"{"step":1,"x":1,"y":2}"#)
+        try h.send("plant/t/state", #"{"step":2,"x":1.5,"y":2}"#)
+        #expect(eventually(timeout: 10) { messages(host, "ndata").contains { (metrics($0)["EdgeQ/Decisions"] as? Int) == 2 } },
+                "\(host.lines)")
+        let data = messages(host, "ndata")
+        #expect(data.allSatisfy { ($0["seq"] as? Int ?? 0) >= 1 })
+        let actions = Set(data.compactMap { metrics($0)["EdgeQ/Last Action"] as? String })
+        #expect(!actions.isEmpty && actions.isSubset(of: ["a0", "a1", "hold"]), "\(actions)")
+        #expect(data.contains { metrics($0)["EdgeQ/Reward"] as? Double == -1.5 }, "\(data)")   // the first transition closes at x = 1.5: -abs(x)
+
+        // A rebirth request from the host: a new NBIRTH (seq 0, same bdSeq, current values).
+        try h.send(host.control, #"{"op":"rebirth"}"#)
+        #expect(eventually(timeout: 10) { messages(host, "nbirth").count == 2 }, "\(host.lines)")
+        if let again = messages(host, "nbirth").last {
+            #expect(metrics(again)["bdSeq"] as? Int == bdSeq && again["seq"] as? Int == 0)
+            #expect(metrics(again)["EdgeQ/Decisions"] as? Int == 2)
+        }
+
+        // Stopping: the NDEATH carries the birth's bdSeq.
+        h.stop()
+        #expect(host.waitFor { $0.hasPrefix("ndeath ") }, "\(host.lines)")
+        #expect(messages(host, "ndeath").first.map { metrics($0)["bdSeq"] as? Int } == bdSeq)
     }
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """An independent Sparkplug B peer for EdgeQ's tests, built on pysparkplug (PyPI).
 
+host: a host application watching EdgeQ's own edge node (see `Host`).
+
 node: a plant's edge node `--node` in group `--group` with one device `--device`. It publishes
       NBIRTH (bdSeq, Node/Ambient) and DBIRTH (Supply/Temperature Double, Burner/Stage Int32,
       Mode String), each metric with an alias; its NDEATH is its MQTT Will. It answers
@@ -146,16 +148,73 @@ class Node:
         return 0
 
 
+class Host:
+    """A host application watching edge node `--node` (EdgeQ): prints each NBIRTH, NDATA and NDEATH
+    as `<type> <JSON of metric name → value>` (NDATA's aliases resolved through the birth by
+    pysparkplug); `{"op": "rebirth"}` on `--control` sends NCMD Node Control/Rebirth."""
+
+    def __init__(self, args):
+        self.args = args
+        self.client = spb.Client(client_id=f"peer-host-{args.node}")
+        self.done = threading.Event()
+
+    def on_message(self, _client, message):
+        kind = message.topic.message_type
+        if kind == spb.MessageType.NDEATH:
+            metrics = [message.payload.bd_seq_metric]
+        else:
+            metrics = message.payload.metrics
+        values = {m.name: m.value for m in metrics}
+        extra = {}
+        if hasattr(message.payload, "seq"):
+            extra["seq"] = message.payload.seq
+        emit(kind.name.lower(), json.dumps({"metrics": values, **extra}, sort_keys=True))
+
+    def on_control(self, _c, _u, msg):
+        op = json.loads(msg.payload)
+        if op.get("op") == "rebirth":
+            m = spb.Metric(timestamp=spb.get_current_timestamp(), name="Node Control/Rebirth", datatype=spb.DataType.BOOLEAN, value=True)
+            topic = spb.Topic(message_type=spb.MessageType.NCMD, group_id=self.args.group, edge_node_id=self.args.node)
+            self.client.publish(spb.Message(topic=topic, payload=spb.NCmd(timestamp=spb.get_current_timestamp(), metrics=(m,)),
+                                            qos=spb.QoS.AT_LEAST_ONCE, retain=False), include_dtypes=True)
+        elif op.get("op") == "exit":
+            self.done.set()
+        emit("sent", op.get("op"))
+
+    def run(self):
+        connected = threading.Event()
+        self.client.connect("127.0.0.1", port=self.args.port, blocking=False, callback=lambda _c: connected.set())
+        if not connected.wait(10):
+            emit("error", "could not connect to the broker")
+            return 1
+        for kind in (spb.MessageType.NBIRTH, spb.MessageType.NDATA, spb.MessageType.NDEATH):
+            topic = spb.Topic(message_type=kind, group_id=self.args.group, edge_node_id=self.args.node)
+            self.client.subscribe(topic, spb.QoS.AT_LEAST_ONCE, self.on_message)
+        control = paho.Client(client_id=f"peer-host-control-{self.args.node}")   # paho-mqtt 1.x
+        control.on_message = self.on_control
+        control.on_connect = lambda c, *_: c.subscribe(self.args.control, qos=1)
+        control.connect("127.0.0.1", self.args.port)
+        control.loop_start()
+        time.sleep(0.3)
+        emit("ready")
+        self.done.wait(self.args.seconds)
+        control.loop_stop()
+        self.client.disconnect()
+        return 0
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["node"])
+    p.add_argument("role", choices=["node", "host"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--group", required=True)
     p.add_argument("--node", required=True)
-    p.add_argument("--device", required=True)
+    p.add_argument("--device")
     p.add_argument("--control", required=True)
     p.add_argument("--seconds", type=float, default=120)
     args = p.parse_args()
+    if args.role == "host":
+        return Host(args).run()
     return Node(args).run()
 
 
