@@ -486,6 +486,10 @@ public final class Gateway: Sendable {
     func handle(_ m: MQTTMessage, sparkplug sp: SparkplugInbound? = nil, _ d: inout DecisionState) {
         if let sp {
             let effect = d.sparkplug.apply(sp, time: m.arrival, into: &d.core.table)
+            metrics.sparkplugBirths.mirror(UInt64(d.sparkplug.births))
+            metrics.sparkplugDeaths.mirror(UInt64(d.sparkplug.deaths))
+            metrics.sparkplugRebirthRequests.mirror(UInt64(d.sparkplug.rebirthRequests))
+            metrics.sparkplugUndecodable.mirror(UInt64(d.sparkplug.undecodable))
             if let node = effect.rebirth { requestRebirth(node: node, reason: effect.reason ?? "") }
             if map.isTrigger(topic: m.topic) { decide(arrival: m.arrival, &d) }
             return

@@ -188,7 +188,10 @@ public struct SparkplugReceiver: Sendable {
         guard let p = m.payload else {
             undecodable += 1
             effect.undecodable = true
-            if m.type != .ndeath && m.type != .ddeath { return lose(ni, time: time, reason: "a message that is not a Sparkplug B payload", into: &table) }
+            if m.type != .ndeath && m.type != .ddeath {
+                effect = lose(ni, time: time, reason: "a message that is not a Sparkplug B payload", into: &table)
+                effect.undecodable = true
+            }
             return effect
         }
         switch m.type {

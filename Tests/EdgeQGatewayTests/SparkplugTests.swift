@@ -174,6 +174,8 @@ final class SparkplugPeer: @unchecked Sendable {
         #expect(peer.waitFor { $0 == "births 2" })
         #expect(eventually(timeout: 10) { signal(h, "temp") == (.valid, 22) && signal(h, "ambient") == (.valid, 7.25) })
         #expect(h.gateway.decision.withLock { $0.sparkplug.rebirthRequests } == 1)
+        #expect(h.metric(#"edgeq_sparkplug_events_total{event="rebirth_request"}"#) == 1)
+        #expect(h.metric(#"edgeq_sparkplug_events_total{event="birth"}"#) == 4)   // NBIRTH + DBIRTH, twice
         #expect(try tick(h) == "ok")
 
         // DDEATH: the device's signals are stale at once and stop decisions; the node's stay.
@@ -340,5 +342,111 @@ final class SparkplugPeer: @unchecked Sendable {
         let temp = map.signalIndex(named: "temp") ?? -1
         #expect(table.status(of: temp) == .valid && table.values[temp] == 21.5)
         #expect(receiver.rebirthRequests == 0)
+    }
+}
+
+/// The receiver's session rules, message by message (the payloads encoded by EdgeQ's own schema;
+/// the interop tests above use pysparkplug's).
+@Suite struct SparkplugReceiverTests {
+    let map: TopicMap
+    let temp: Int, ambient: Int
+
+    init() throws {
+        map = try TopicMap.parse(yaml: SparkplugGatewayTests.mapping, file: "sp.yaml")
+        temp = map.signalIndex(named: "temp") ?? -1
+        ambient = map.signalIndex(named: "ambient") ?? -1
+    }
+
+    func metric(_ name: String?, alias: UInt64, _ value: Double? = nil, type: SparkplugBDataType = .double) -> SparkplugBPayload.Metric {
+        var m = SparkplugBPayload.Metric()
+        if let name { m.name = name; m.datatype = UInt32(type.rawValue) }
+        m.alias = alias
+        if let value { m.value = .doubleValue(value) }
+        return m
+    }
+
+    func payload(seq: UInt64?, _ metrics: [SparkplugBPayload.Metric]) -> SparkplugBPayload {
+        var p = SparkplugBPayload()
+        if let seq { p.seq = seq }
+        p.timestamp = 1
+        p.metrics = metrics
+        return p
+    }
+
+    /// A receiver after NBIRTH (bdSeq 7, seq 0) and DBIRTH (seq 1): temp 20, ambient 5.
+    func born() -> (SparkplugReceiver, SignalTable) {
+        var r = SparkplugReceiver(map: map)
+        var t = SignalTable(for: map)
+        var bd = SparkplugBPayload.Metric()
+        bd.name = "bdSeq"
+        bd.value = .longValue(7)
+        _ = r.apply(SparkplugInbound(type: .nbirth, node: 0, device: -1, payload: payload(seq: 0, [bd, metric("Node/Ambient", alias: 1, 5)])), time: 1, into: &t)
+        _ = r.apply(SparkplugInbound(type: .dbirth, node: 0, device: 0, payload: payload(seq: 1, [metric("Supply/Temperature", alias: 10, 20)])), time: 2, into: &t)
+        return (r, t)
+    }
+
+    @Test func aSequenceGapMakesTheNodeStaleAndAsksForOneRebirthPerInterval() {
+        var (r, t) = born()
+        #expect(t.status(of: temp) == .valid && t.values[temp] == 20 && t.values[ambient] == 5)
+        let e = r.apply(SparkplugInbound(type: .ddata, node: 0, device: 0, payload: payload(seq: 3, [metric(nil, alias: 10, 21)])), time: 3, into: &t)
+        #expect(e.rebirth == 0 && e.reason == "a gap in the sequence numbers")
+        #expect(t.status(of: temp) == .stale && t.status(of: ambient) == .stale)
+        // Data until the new birth is not taken and asks again only after the interval.
+        let again = r.apply(SparkplugInbound(type: .ddata, node: 0, device: 0, payload: payload(seq: 4, [metric(nil, alias: 10, 22)])), time: 4, into: &t)
+        #expect(again.rebirth == nil && t.status(of: temp) == .stale)
+        let later = r.apply(SparkplugInbound(type: .ddata, node: 0, device: 0, payload: payload(seq: 5, [metric(nil, alias: 10, 22)])), time: 4 + r.rebirthInterval, into: &t)
+        #expect(later.rebirth == 0 && r.rebirthRequests == 2)
+    }
+
+    @Test func anOldSessionsDeathIsIgnoredAndTheCurrentOnesMakesEverythingStale() {
+        var (r, t) = born()
+        var old = SparkplugBPayload.Metric()
+        old.name = "bdSeq"
+        old.value = .longValue(6)
+        _ = r.apply(SparkplugInbound(type: .ndeath, node: 0, device: -1, payload: payload(seq: nil, [old])), time: 3, into: &t)
+        #expect(t.status(of: temp) == .valid && t.status(of: ambient) == .valid && r.deaths == 0)
+        var current = old
+        current.value = .longValue(7)
+        _ = r.apply(SparkplugInbound(type: .ndeath, node: 0, device: -1, payload: payload(seq: nil, [current])), time: 4, into: &t)
+        #expect(t.status(of: temp) == .stale && t.status(of: ambient) == .stale && r.deaths == 1)
+    }
+
+    @Test func dataBeforeTheDevicesBirthAndUndecodablePayloadsAskForARebirth() {
+        var r = SparkplugReceiver(map: map)
+        var t = SignalTable(for: map)
+        let early = r.apply(SparkplugInbound(type: .ddata, node: 0, device: 0, payload: payload(seq: 0, [metric(nil, alias: 10, 21)])), time: 1, into: &t)
+        #expect(early.rebirth == 0 && t.status(of: temp) == .stale)
+        let layout = SparkplugLayout(map: map)
+        let junk = layout.inbound(topic: "spBv1.0/plant1/NDATA/plc1", payload: [0xFF, 0xFF, 0xFF])
+        #expect(junk != nil && junk?.payload == nil)
+        if let junk {
+            let e = r.apply(junk, time: 1 + r.rebirthInterval, into: &t)
+            #expect(e.undecodable && e.rebirth == 0 && r.undecodable == 1)
+        }
+        // Other nodes, commands and other namespaces are not ours.
+        #expect(layout.inbound(topic: "spBv1.0/plant1/NDATA/plc9", payload: []) == nil)
+        #expect(layout.inbound(topic: "spBv1.0/plant1/DCMD/plc1/burner", payload: []) == nil)
+        #expect(layout.inbound(topic: "spBv1.0/plant1/NDATA/plc1/extra/level", payload: []) == nil)
+        #expect(layout.classify(topic: "spBv1.0/plant1/DDATA/plc1/other")?.device == SparkplugInbound.unmappedDevice)
+        #expect(layout.subscriptions == ["spBv1.0/plant1/+/plc1", "spBv1.0/plant1/+/plc1/+"])
+    }
+
+    @Test func writesEncodeEachDatatypeAndRefuseWhatDoesNotFit() throws {
+        func decoded(_ type: SparkplugDataType, _ v: Double) throws -> SparkplugBPayload.Metric? {
+            let w = SparkplugWrite(group: "g", node: "n", metric: "m", datatype: type)
+            guard let bytes = SparkplugCommands.payload(w, value: v) else { return nil }
+            let p = try SparkplugBPayload(serializedBytes: bytes)
+            #expect(p.hasTimestamp && p.metrics.count == 1 && p.metrics[0].datatype == UInt32(type.rawValue))
+            return p.metrics.first
+        }
+        #expect(try decoded(.int8, -3)?.value == .intValue(UInt32(bitPattern: -3)))
+        #expect(try decoded(.int8, 128) == nil)
+        #expect(try decoded(.uint16, 65535.4)?.value == .intValue(65535))
+        #expect(try decoded(.uint16, -1) == nil)
+        #expect(try decoded(.int64, -5)?.value == .longValue(UInt64(bitPattern: -5)))
+        #expect(try decoded(.float, 2.5)?.value == .floatValue(2.5))
+        #expect(try decoded(.double, .nan) == nil)
+        #expect(try decoded(.boolean, 0)?.value == .booleanValue(false))
+        #expect(try decoded(.boolean, 2)?.value == .booleanValue(true))
     }
 }
