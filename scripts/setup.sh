@@ -31,12 +31,17 @@ if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; 
   "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
 fi
 
-# The Sparkplug B peer (Tests/EdgeQSparkplugTests/python/sparkplug_peer.py): an independent
+# The Sparkplug B peer (Tests/EdgeQGatewayTests/python/sparkplug_peer.py): an independent
 # implementation from PyPI, in its own virtual environment (it needs paho-mqtt < 2).
 VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-sparkplug"
 if ! "$VENV/bin/python" -c 'import pysparkplug' 2>/dev/null; then
   echo "setup: installing pysparkplug 0.6.1 into $VENV" >&2
-  "$PY" -m venv "$VENV"
+  if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian's own python3 needs python3-venv (ensurepip) to make a virtual environment.
+    rm -rf "$VENV"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    "$PY" -m venv "$VENV"
+  fi
   "$VENV/bin/python" -m pip install -q 'pysparkplug==0.6.1' 2>&1 | grep -v -i 'root user' >&2 || true
   "$VENV/bin/python" -c 'import pysparkplug'
 fi
