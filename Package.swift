@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         /// Ed25519 signatures and SHA-256 (BoringSSL underneath): commands, models, checksums.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        /// Sparkplug B payloads (protobuf): the runtime library only; the generated code is committed.
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: C shims (module map + one header each)
@@ -67,6 +69,13 @@ let package = Package(
         ),
         /// The int8 inference kernels in C (AVX2 chosen at run time, portable fallback):
         /// Swift at the baseline x86-64 target measured 10× slower than the C floor.
+        /// Sparkplug B (Eclipse Tahu spec 3.0): the payload schema (its generated Swift code is
+        /// committed; docs/architecture.md, "Sparkplug B"), signals from metrics, commands.
+        .target(
+            name: "EdgeQSparkplug",
+            dependencies: ["EdgeQTopicMap", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Proto"]
+        ),
         .target(
             name: "CEdgeQKernels",
             cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off", "-fno-math-errno"])]
@@ -115,6 +124,7 @@ let package = Package(
             name: "EdgeQGateway",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore", "EdgeQRetrain", "EdgeQTrust", "EdgeQModel",
+                "EdgeQSparkplug",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -159,7 +169,13 @@ let package = Package(
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport", "CZlib"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQReport", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
+        .testTarget(
+            name: "EdgeQGatewayTests",
+            dependencies: ["EdgeQGateway", "EdgeQReport", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog",
+                           "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust", "EdgeQSparkplug",
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["python"]  // the Sparkplug B peer (pysparkplug), run as a child process
+        ),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner", "EdgeQCore"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQPlants", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(

@@ -5,6 +5,8 @@
 # Python packages (numpy, safetensors, paho-mqtt, cryptography, prometheus_client) serve the interop
 # cross-checks in tests (cryptography: commands signed in Python verify in EdgeQ, and back;
 # prometheus_client: its parser reads the gateway's /metrics).
+# The Sparkplug B interop tests' peer (pysparkplug, which pins paho-mqtt < 2) gets a virtual
+# environment of its own, .venv-sparkplug/ in the checkout, so the two paho versions never meet.
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -40,4 +42,19 @@ if ! "$VENV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q playwright==1.65.2
   "$VENV/bin/python" -c 'import playwright.sync_api'
+fi
+
+# The Sparkplug B peer (Tests/EdgeQGatewayTests/python/sparkplug_peer.py): an independent
+# implementation from PyPI, in its own virtual environment (it needs paho-mqtt < 2).
+SPB_VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-sparkplug"
+if ! "$SPB_VENV/bin/python" -c 'import pysparkplug' 2>/dev/null; then
+  echo "setup: installing pysparkplug 0.6.1 into $SPB_VENV" >&2
+  if ! "$PY" -m venv "$SPB_VENV" >/dev/null 2>&1; then
+    # Debian's own python3 needs python3-venv (ensurepip) to make a virtual environment.
+    rm -rf "$SPB_VENV"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    "$PY" -m venv "$SPB_VENV"
+  fi
+  "$SPB_VENV/bin/python" -m pip install -q 'pysparkplug==0.6.1' 2>&1 | grep -v -i 'root user' >&2 || true
+  "$SPB_VENV/bin/python" -c 'import pysparkplug'
 fi

@@ -49,3 +49,15 @@ long edgeq_release_startup_pages(void) {
 #else
 long edgeq_release_startup_pages(void) { return 0; }
 #endif
+
+#if defined(__linux__)
+#include <malloc.h>   // defines __GLIBC__ (through features.h) on glibc
+#endif
+long long edgeq_heap_in_use(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 m = mallinfo2();
+    return (long long)(m.uordblks + m.hblkhd);
+#else
+    return -1;
+#endif
+}

@@ -1,6 +1,7 @@
 import EdgeQCore
 import EdgeQLog
 import EdgeQNet
+import EdgeQSparkplug
 import EdgeQTopicMap
 import Foundation
 
@@ -40,9 +41,13 @@ struct DecisionState {
     var openRole: ControllerRole?
     /// Whether the gateway was in charge of the plant on the previous tick (handover).
     var gatewayInCharge = false
+    /// The Sparkplug B sessions (births, aliases, sequence numbers) of the edge nodes whose
+    /// metrics feed signals.
+    var sparkplug: SparkplugReceiver
 
     init(map: TopicMap) {
         core = DecisionCore(map: map, explorationSeed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
+        sparkplug = SparkplugReceiver(map: map)
         payload.reserveCapacity(1024)
     }
 

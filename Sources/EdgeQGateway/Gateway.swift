@@ -13,6 +13,7 @@ import Foundation
 import Logging
 import Synchronization
 import EdgeQRetrain
+import EdgeQSparkplug
 
 /// How `edgeq run` starts a gateway: the mapping file plus the command line's overrides.
 public struct GatewayOptions: Sendable {
@@ -171,6 +172,15 @@ public final class Gateway: Sendable {
     let handover: HandoverState
     /// Ships the experience log to the fleet learner (nil without a `fleet` section; FleetShipper.swift).
     let fleet: FleetShipper?
+    /// The edge nodes and devices whose Sparkplug B metrics feed signals (empty without any):
+    /// messages are classified and their protobuf decoded with it before the decision lock.
+    let sparkplug: SparkplugLayout
+    /// EdgeQ as a Sparkplug B edge node (the mapping's `sparkplug` section), if any.
+    let sparkplugNode: SparkplugNode?
+    /// The last decision's action (-2: none yet, -1: hold) and the last closed transition's
+    /// reward (NaN: none yet), for the edge node's metrics.
+    let lastActionIndex = Atomic<Int>(-2)
+    let lastRewardBits = Atomic<UInt64>(Double.nan.bitPattern)
 
     /// Sets up every part; connects nothing yet.
     ///
@@ -229,10 +239,16 @@ public final class Gateway: Sendable {
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
         decision = Mutex(DecisionState(map: map))
+        sparkplug = SparkplugLayout(map: map)
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
         do {
             var config = try BrokerConnection.configuration(for: map, broker: options.broker, clientID: map.gateway.clientID)
+            if let sn = map.sparkplugNode {
+                sparkplugNode = try SparkplugNode(config: sn, base: config, bdSeq: SparkplugNode.nextBdSeq(dataDirectory: dataDirectory), logger: logger)
+            } else {
+                sparkplugNode = nil
+            }
             handover = HandoverState(map: map, base: config, registry: metrics.registry)
             if let f = map.fleet {
                 fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
@@ -319,13 +335,18 @@ public final class Gateway: Sendable {
         if let app = map.applied, !map.subscribedTopics.contains(app.topic) {
             try client.subscribe(app.topic, qos: .atLeastOnce)
         }
+        // Sparkplug B: every message of the edge nodes (and their devices) the mapping reads.
+        for filter in sparkplug.subscriptions {
+            try client.subscribe(filter, qos: .atLeastOnce)
+        }
         if options.inlineDecisions {
             // Messages are handled as they arrive, on the network thread. After `stop()` they
             // are dropped: the loop below takes the lock once more after it ends, so no
             // decision is under way during the shutdown.
             client.start { [self] m in
+                let sp = sparkplugInbound(m)   // protobuf decoding, before the lock
                 decision.withLock { d in
-                    if !stopping.load(ordering: .relaxed) { handle(m, &d) }
+                    if !stopping.load(ordering: .relaxed) { handle(m, sparkplug: sp, &d) }
                 }
                 return true
             }
@@ -350,6 +371,11 @@ public final class Gateway: Sendable {
         startCommandThread()
         fleet?.setModelHandler { [self] manifest, bytes in fleetModelArrived(manifest, bytes) }
         fleet?.start()
+        do {
+            try sparkplugNode?.start { [self] in edgeNodeSnapshot() }
+        } catch {
+            logger.error("Sparkplug edge node not started", metadata: ["error": "\(error)"])
+        }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
@@ -371,7 +397,8 @@ public final class Gateway: Sendable {
             }
             let message = client.receive(timeout: timeout)
             if let m = message {
-                decision.withLock { d in handle(m, &d) }
+                let sp = sparkplugInbound(m)   // protobuf decoding, before the lock
+                decision.withLock { d in handle(m, sparkplug: sp, &d) }
                 messagesSinceCheck &+= 1
             }
             if messagesSinceCheck >= 256 || message == nil {
@@ -423,6 +450,7 @@ public final class Gateway: Sendable {
         handOverAtShutdown()
         stopCommandThread()
         fleet?.stop()
+        sparkplugNode?.stop()   // NDEATH, then disconnect
         // Close the open transition? It has no t+1: it is not a transition, nothing is lost.
         do {
             try writer.flush(timeout: 30)
@@ -448,7 +476,30 @@ public final class Gateway: Sendable {
 
     // MARK: - Messages
 
-    func handle(_ m: MQTTMessage, _ d: inout DecisionState) {
+    /// A Sparkplug B message of an edge node the mapping reads, classified and decoded (the
+    /// protobuf decoder allocates: called before the decision lock); nil for any other message.
+    func sparkplugInbound(_ m: MQTTMessage) -> SparkplugInbound? {
+        guard !sparkplug.isEmpty, SparkplugLayout.isSparkplug(m.topic) else { return nil }
+        if m.payload.count > map.gateway.maxPayloadBytes { return nil }
+        return sparkplug.inbound(topic: m.topic, payload: m.payload)
+    }
+
+    func handle(_ m: MQTTMessage, sparkplug sp: SparkplugInbound? = nil, _ d: inout DecisionState) {
+        if let sp {
+            let effect = d.sparkplug.apply(sp, time: m.arrival, into: &d.core.table)
+            metrics.sparkplugBirths.mirror(UInt64(d.sparkplug.births))
+            metrics.sparkplugDeaths.mirror(UInt64(d.sparkplug.deaths))
+            metrics.sparkplugRebirthRequests.mirror(UInt64(d.sparkplug.rebirthRequests))
+            metrics.sparkplugUndecodable.mirror(UInt64(d.sparkplug.undecodable))
+            if let node = effect.rebirth { requestRebirth(node: node, reason: effect.reason ?? "") }
+            if map.isTrigger(topic: m.topic) { decide(arrival: m.arrival, &d) }
+            return
+        }
+        if !sparkplug.isEmpty, SparkplugLayout.isSparkplug(m.topic) {
+            // A Sparkplug message the mapping does not read (a command, an oversize payload):
+            // never decoded as JSON.
+            return
+        }
         if controlPlane.isCommandTopic(m.topic) {
             // Verified and answered on the control queue, never here. A zero-length message
             // deletes a retained one at the broker (also the gateway's own clearing): no command.
@@ -466,6 +517,29 @@ public final class Gateway: Sendable {
         }
         if r.triggers {
             decide(arrival: m.arrival, &d)
+        }
+    }
+
+    /// What EdgeQ's own edge node announces (read on the edge node's queue).
+    func edgeNodeSnapshot() -> EdgeNodeSnapshot {
+        let a = lastActionIndex.load(ordering: .relaxed)
+        let action = a == -2 ? "" : (a >= 0 && a < map.actions.count ? map.actions[a].name : "hold")
+        let r = Double(bitPattern: lastRewardBits.load(ordering: .relaxed))
+        let fallbacks = metrics.fallbacks.values.reduce(UInt64(0)) { $0 + $1.value }
+        return EdgeNodeSnapshot(mode: mode.rawValue, modelVersion: servedVersion, lastAction: action,
+                                reward: r.isNaN ? nil : r, decisions: metrics.ticks.value, fallbacks: fallbacks)
+    }
+
+    /// Asks a Sparkplug B edge node to publish its births again (NCMD `Node Control/Rebirth`),
+    /// on the control queue: its signals stay stale until the new birth.
+    func requestRebirth(node: Int, reason: String) {
+        let n = sparkplug.nodes[node]
+        control.async { [self] in
+            let (topic, payload) = SparkplugCommands.rebirth(group: n.group, node: n.node)
+            logger.warning("Sparkplug: asking the edge node for a rebirth; its signals are stale until then", metadata: [
+                "sparkplug.group": "\(n.group)", "sparkplug.node": "\(n.node)", "sparkplug.reason": "\(reason)",
+            ])
+            publish(topic, payload, qos: 0, retain: false)
         }
     }
 
@@ -488,6 +562,13 @@ public final class Gateway: Sendable {
         let closedRole = d.openRole
         d.openRole = d.core.hasOpen ? who.role : nil
         record(out, &d)
+        if sparkplugNode != nil {
+            // Two relaxed stores: what the edge node announces (read on its own queue).
+            if let t = out.closed { lastRewardBits.store(t.reward.bitPattern, ordering: .relaxed) }
+            if !out.episodeEnded {
+                lastActionIndex.store((out.mode == .control ? out.applied : out.choice) ?? -1, ordering: .relaxed)
+            }
+        }
         feedTrialAndGuard(&d, out, closedRole: closedRole)
 
         if out.episodeEnded {
@@ -500,7 +581,7 @@ public final class Gateway: Sendable {
         if out.explored { metrics.explorations.increment() }
         if out.mode == .control, let a = out.applied {
             for (j, w) in map.actions[a].writes.enumerated() {
-                publish(w.topic, d.core.writeBuffers[j], qos: w.qos, retain: w.retain)
+                publishWrite(w, d.core.writeBuffers[j])
             }
         }
         let modeIndex = out.mode == .control ? 1 : 0
@@ -537,6 +618,24 @@ public final class Gateway: Sendable {
         } catch {
             logger.error("publish failed", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
         }
+    }
+
+    /// Publishes one rendered action write: as it is, or for a Sparkplug write as an NCMD/DCMD
+    /// with the metric set to the rendered value (protobuf encoding allocates: docs/benchmarks.md,
+    /// "Sparkplug B decoding"). A value that does not fit the metric's datatype is not sent.
+    func publishWrite(_ w: WriteConfig, _ rendered: [UInt8]) {
+        guard let sp = w.sparkplug else {
+            publish(w.topic, rendered, qos: w.qos, retain: w.retain)
+            return
+        }
+        guard let payload = SparkplugCommands.payload(sp, rendered: rendered) else {
+            logger.error("Sparkplug write not sent: the value does not fit the metric's datatype", metadata: [
+                "mqtt.topic": "\(w.topic)", "sparkplug.metric": "\(sp.metric)", "sparkplug.datatype": "\(sp.datatype.name)",
+                "value": "\(String(decoding: rendered, as: UTF8.self))",
+            ])
+            return
+        }
+        publish(w.topic, payload, qos: w.qos, retain: w.retain)
     }
 
     /// `<prefix>/shadow`: the tick, the model's choice and Q-values, the incumbent's last

@@ -1,5 +1,6 @@
 import EdgeQLog
 import EdgeQNet
+import EdgeQSparkplug
 import EdgeQTopicMap
 import EdgeQTrust
 import Foundation
@@ -489,6 +490,16 @@ struct TopicMapRuntimeBox {
 
     mutating func renderStatic(action: Int) -> [(String, [UInt8], Int, Bool)]? {
         guard let writes = runtime.writes(for: action) else { return nil }
-        return writes.map { ($0.topic, $0.payload, $0.qos, $0.retain) }
+        var out: [(String, [UInt8], Int, Bool)] = []
+        for (j, w) in writes.enumerated() {
+            // A Sparkplug write becomes its NCMD/DCMD payload (a value that does not fit: hold).
+            if let sp = runtime.map.actions[action].writes[j].sparkplug {
+                guard let p = SparkplugCommands.payload(sp, rendered: w.payload) else { return nil }
+                out.append((w.topic, p, w.qos, w.retain))
+            } else {
+                out.append((w.topic, w.payload, w.qos, w.retain))
+            }
+        }
+        return out
     }
 }

@@ -46,6 +46,12 @@ final class GatewayMetrics: Sendable {
     let trialMeanDifference: Gauge
     let trialCost: Gauge
     let trialVerdicts: [String: Counter]
+    /// Sparkplug B sessions of the edge nodes read: births, deaths, rebirth requests sent,
+    /// payloads that were not Sparkplug B (mirrored from the receiver).
+    let sparkplugBirths: Counter
+    let sparkplugDeaths: Counter
+    let sparkplugRebirthRequests: Counter
+    let sparkplugUndecodable: Counter
 
     init(map: TopicMap) {
         let r = MetricsRegistry()
@@ -63,6 +69,11 @@ final class GatewayMetrics: Sendable {
         rejected = DecodeFailure.allCases.map {
             r.counter("edgeq_rejected_payloads_total", help: "Signal values rejected while decoding payloads, by reason.", labels: [("reason", $0.metricName)])
         }
+        let spHelp = "Sparkplug B messages of the edge nodes the signals read, by event (birth: NBIRTH/DBIRTH; death: NDEATH/DDEATH; rebirth_request: NCMD Node Control/Rebirth sent; undecodable: not a Sparkplug B payload)."
+        sparkplugBirths = r.counter("edgeq_sparkplug_events_total", help: spHelp, labels: [("event", "birth")])
+        sparkplugDeaths = r.counter("edgeq_sparkplug_events_total", help: spHelp, labels: [("event", "death")])
+        sparkplugRebirthRequests = r.counter("edgeq_sparkplug_events_total", help: spHelp, labels: [("event", "rebirth_request")])
+        sparkplugUndecodable = r.counter("edgeq_sparkplug_events_total", help: spHelp, labels: [("event", "undecodable")])
         unrouted = r.counter("edgeq_unrouted_messages_total", help: "Messages on topics that carry no signal.")
         incumbentSeen = r.counter("edgeq_incumbent_commands_total", help: "Commands of the incumbent observed.")
         incumbentMissing = r.counter("edgeq_incumbent_unobserved_ticks_total", help: "Shadow ticks whose incumbent command was not observed (logged with no action).")

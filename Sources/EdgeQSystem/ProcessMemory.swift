@@ -17,4 +17,12 @@ public enum ProcessMemory {
     public static func releaseStartupPages() -> Int {
         Int(edgeq_release_startup_pages())
     }
+
+    /// The bytes of heap in use in every malloc arena (glibc `mallinfo2`: in-use chunks plus
+    /// mmapped blocks), or nil when the C library cannot tell. For measurements: the growth
+    /// across code whose results are kept is what they took.
+    public static func heapInUse() -> Int? {
+        let v = edgeq_heap_in_use()
+        return v < 0 ? nil : Int(v)
+    }
 }

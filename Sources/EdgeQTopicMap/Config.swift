@@ -77,12 +77,44 @@ public enum SignalRole: String, Sendable, Equatable, CaseIterable {
     case applied
 }
 
+/// A Sparkplug B metric as a signal's source (the signal's `sparkplug` key, docs/mapping.md):
+/// the metric `metric` of edge node `node` in group `group`, or of its device `device`.
+public struct SparkplugSource: Sendable, Equatable, Hashable {
+    /// The Sparkplug group id.
+    public var group: String
+    /// The edge node id.
+    public var node: String
+    /// The device id; nil for a metric of the edge node itself (NBIRTH/NDATA).
+    public var device: String?
+    /// The metric's name as its birth certificate gives it (e.g. `Supply/Temperature`).
+    public var metric: String
+
+    /// A metric of node `node` (or of its device `device`) in group `group`.
+    public init(group: String, node: String, device: String? = nil, metric: String) {
+        self.group = group
+        self.node = node
+        self.device = device
+        self.metric = metric
+    }
+
+    /// The topic its values arrive on: `spBv1.0/<group>/DDATA/<node>/<device>`, or
+    /// `spBv1.0/<group>/NDATA/<node>` for a node metric.
+    public var dataTopic: String {
+        if let device { return "spBv1.0/\(group)/DDATA/\(node)/\(device)" }
+        return "spBv1.0/\(group)/NDATA/\(node)"
+    }
+}
+
 /// One named value read from a topic.
 public struct SignalConfig: Sendable, Equatable {
     /// The name used in expressions and features.
     public var name: String
-    /// The topic or topic filter (`+` matches one level).
+    /// The topic or topic filter (`+` matches one level). For a Sparkplug signal, the topic its
+    /// values arrive on (`SparkplugSource.dataTopic`); it is not decoded as JSON or raw text.
     public var topic: String
+    /// The Sparkplug B metric the value comes from, instead of `topic` and `json`; nil for a
+    /// signal read from a topic.
+    public var sparkplug: SparkplugSource?
     /// JSON path of the value; nil for a raw payload.
     public var path: [JSONPathElement]?
     /// The JSON path as written.
@@ -195,10 +227,97 @@ public struct TickContinuity: Sendable, Equatable {
     }
 }
 
+/// The Sparkplug B datatypes an action may write (Sparkplug 3.0.0, 6.4.16; the raw value is
+/// the datatype's code on the wire).
+public enum SparkplugDataType: Int, Sendable, Equatable, CaseIterable {
+    case int8 = 1, int16, int32, int64, uint8, uint16, uint32, uint64, float, double, boolean
+
+    /// The name in a mapping file and in the specification (`Int32`, `Double`, `Boolean`, …).
+    public var name: String {
+        switch self {
+        case .int8: return "Int8"
+        case .int16: return "Int16"
+        case .int32: return "Int32"
+        case .int64: return "Int64"
+        case .uint8: return "UInt8"
+        case .uint16: return "UInt16"
+        case .uint32: return "UInt32"
+        case .uint64: return "UInt64"
+        case .float: return "Float"
+        case .double: return "Double"
+        case .boolean: return "Boolean"
+        }
+    }
+
+    /// The smallest and largest value of an integer type (nil for Float, Double, Boolean).
+    public var integerRange: ClosedRange<Double>? {
+        switch self {
+        case .int8: return -128...127
+        case .int16: return -32768...32767
+        case .int32: return -2_147_483_648...2_147_483_647
+        case .int64: return -9_223_372_036_854_775_808...9_223_372_036_854_775_807
+        case .uint8: return 0...255
+        case .uint16: return 0...65535
+        case .uint32: return 0...4_294_967_295
+        case .uint64: return 0...18_446_744_073_709_551_615
+        case .float, .double, .boolean: return nil
+        }
+    }
+}
+
+/// A Sparkplug B metric an action writes (a write's `sparkplug` key, docs/mapping.md): an NCMD to
+/// edge node `node` of `group`, or a DCMD to its device `device`, setting `metric` to the
+/// write's value as `datatype`.
+public struct SparkplugWrite: Sendable, Equatable {
+    /// The group id.
+    public var group: String
+    /// The edge node id.
+    public var node: String
+    /// The device id; nil: a metric of the edge node (NCMD).
+    public var device: String?
+    /// The metric's name.
+    public var metric: String
+    /// The datatype the value is sent as.
+    public var datatype: SparkplugDataType
+
+    /// A write of `metric` as `datatype` to node `node` of `group` (or its device `device`).
+    public init(group: String, node: String, device: String? = nil, metric: String, datatype: SparkplugDataType) {
+        self.group = group
+        self.node = node
+        self.device = device
+        self.metric = metric
+        self.datatype = datatype
+    }
+
+    /// The command topic: `spBv1.0/<group>/DCMD/<node>/<device>` or `spBv1.0/<group>/NCMD/<node>`.
+    public var commandTopic: String {
+        if let device { return "spBv1.0/\(group)/DCMD/\(node)/\(device)" }
+        return "spBv1.0/\(group)/NCMD/\(node)"
+    }
+}
+
+/// The `sparkplug` section: EdgeQ announces itself as a Sparkplug B edge node `node` of group
+/// `group` (docs/operations.md, "Sparkplug B").
+public struct SparkplugNodeConfig: Sendable, Equatable {
+    /// The group id.
+    public var group: String
+    /// EdgeQ's edge node id.
+    public var node: String
+
+    /// EdgeQ as edge node `node` of `group`.
+    public init(group: String, node: String) {
+        self.group = group
+        self.node = node
+    }
+}
+
 /// One actuator write of an action.
 public struct WriteConfig: Sendable, Equatable {
-    /// The topic written to (no wildcards).
+    /// The topic written to (no wildcards). For a Sparkplug write, its command topic.
     public var topic: String
+    /// The Sparkplug B metric written instead of a payload (its payload is a Sparkplug B
+    /// NCMD/DCMD with one metric; `template` is then `{{value}}`); nil for a plain write.
+    public var sparkplug: SparkplugWrite?
     /// Payload template; `{{value}}`, `{{action}}`, `{{action_name}}` and `{{<signal or feature>}}` are substituted.
     public var template: String
     /// Expression for `{{value}}` (absolute value, or the expansion of a relative `step`).

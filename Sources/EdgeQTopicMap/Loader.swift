@@ -85,6 +85,15 @@ func topicProblem(_ topic: String, allowWildcards: Bool) -> String? {
     return nil
 }
 
+/// Checks a Sparkplug id (group, edge node or device id): non-empty, one topic level, no
+/// wildcard (Sparkplug 3.0.0, 4.1.1). Nil when it is fine.
+func sparkplugIDProblem(_ id: String) -> String? {
+    if id.isEmpty { return "an id cannot be empty" }
+    if id.contains("/") || id.contains("+") || id.contains("#") { return "an id is one topic level: no '/', '+' or '#'" }
+    if id.contains("\u{0}") { return "an id cannot contain NUL" }
+    return nil
+}
+
 /// True when `topic` (no wildcards) matches `filter` (`+` wildcards only).
 func topicMatches(filter: String, topic: String) -> Bool {
     var f = filter.utf8[...], t = topic.utf8[...]
@@ -127,7 +136,7 @@ struct Builder {
 
     init(r: NodeReader) { self.r = r }
 
-    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet"]
+    static let topKeys = ["gateway", "signals", "state", "tick", "reward", "terminal", "truncated", "actions", "incumbent", "applied", "safety", "learning", "control_plane", "handover", "model", "fleet", "sparkplug"]
 
     mutating func build(_ root: Node) -> TopicMap? {
         guard let top = r.mapping(root, "the mapping file", known: Self.topKeys,
@@ -156,6 +165,17 @@ struct Builder {
 
         let handover = top["handover"].flatMap { readHandover($0) }
         let fleet = top["fleet"].flatMap { readFleet($0) }
+        var sparkplugNode: SparkplugNodeConfig?
+        if let n = top["sparkplug"], let f = r.mapping(n, "sparkplug (EdgeQ as an edge node)", known: ["group", "node"], required: ["group", "node"]),
+           let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+           let nn = f["node"], let node = sparkplugID(nn, "Sparkplug edge node id") {
+            sparkplugNode = SparkplugNodeConfig(group: group, node: node)
+            // EdgeQ's own node may not be one whose metrics it reads: it would read its own births.
+            for (i, s) in signals.enumerated() where s.sparkplug?.group == group && s.sparkplug?.node == node {
+                r.error(nn, "edge node '\(group)/\(node)' is EdgeQ's own, and signal '\(s.name)' (line \(signalNodes[i].mark?.line ?? 0)) reads a metric of it; give EdgeQ a node id of its own")
+                break
+            }
+        }
         if let fleet, let g = gateway, fleet.topic == g.prefix || fleet.topic.hasPrefix(g.prefix + "/") || g.prefix.hasPrefix(fleet.topic + "/"),
            let n = top["fleet"]?["topic"] {
             r.error(n, "fleet topic '\(fleet.topic)' overlaps the gateway's control-plane prefix '\(g.prefix)'; give the fleet a prefix of its own (e.g. fleet/<plant kind>)")
@@ -225,7 +245,7 @@ struct Builder {
             fallback: actions.fallback, minDwell: actions.minDwell, incumbent: incumbent?.0,
             safety: safety, handOverride: handOverride, learning: learning, slotCount: slotCount, slotNames: slotNames(),
             applied: applied?.0, continuity: tick.2, controlPlane: controlPlane, handover: handover?.0 ?? HandoverConfig(),
-            model: model, fleet: fleet)
+            model: model, fleet: fleet, sparkplugNode: sparkplugNode)
     }
 
     func slotNames() -> [String] {
@@ -301,25 +321,51 @@ struct Builder {
         if items.isEmpty { r.error(node, "signals: the list is empty; declare at least one signal") }
         var names: [String: Node] = [:]
         var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
+        var sparkplugMetrics: [SparkplugSource: String] = [:]
         for item in items {
-            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name", "topic"]),
-                  let nameNode = f["name"], let name = r.string(nameNode, "signal name"),
-                  let topicNode = f["topic"], let topic = r.string(topicNode, "signal topic") else { continue }
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "sparkplug", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name"]),
+                  let nameNode = f["name"], let name = r.string(nameNode, "signal name") else { continue }
+            // A signal comes from a topic (raw or JSON) or from a Sparkplug B metric, never both.
+            var source: SparkplugSource?
+            if let sp = f["sparkplug"] {
+                if let t = f["topic"] { r.error(t, "signal '\(name)' gives both 'topic' and 'sparkplug': a Sparkplug metric's topic follows from its group, node and device; remove 'topic'") }
+                if let j = f["json"] { r.error(j, "'json' does not apply to a Sparkplug signal (its payload is a Sparkplug B message: the metric is named by 'sparkplug.metric')") }
+                source = readSparkplugSource(sp, signal: name)
+                guard source != nil else { continue }
+            } else if f["topic"] == nil {
+                r.error(item, "signal '\(name)' needs 'topic' (an MQTT topic) or 'sparkplug' (a Sparkplug B metric: {group, node, device, metric})")
+                continue
+            }
+            let topicNode = f["topic"] ?? f["sparkplug"] ?? item
+            // A Sparkplug source with an error (reported) still declares the signal, so that its
+            // uses are not reported as unknown as well.
+            let invalidSource = f["sparkplug"] != nil && source == nil
+            guard let topic = source?.dataTopic ?? (invalidSource ? "" : r.string(topicNode, "signal topic")) else { continue }
             if !isIdentifier(name) || reservedNames.contains(name) {
                 r.error(nameNode, "signal name '\(name)' must be a word of letters, digits and '_' (not starting with a digit, not one of \(reservedNames.sorted().joined(separator: " ")))")
             } else if let prev = names[name] {
                 r.error(nameNode, "duplicate signal name '\(name)' (first declared at line \(prev.mark?.line ?? 0))")
             }
             names[name] = names[name] ?? nameNode
-            if let p = topicProblem(topic, allowWildcards: true) { r.error(topicNode, "invalid topic filter '\(topic)': \(p)") }
+            if source == nil, !invalidSource, let p = topicProblem(topic, allowWildcards: true) { r.error(topicNode, "invalid topic filter '\(topic)': \(p)") }
+            if source == nil, !invalidSource, topic.hasPrefix("spBv1.0/") {
+                r.error(topicNode, "topic '\(topic)' is in the Sparkplug B namespace, whose payloads are protobuf: read the metric with 'sparkplug: {group, node, device, metric}' instead of 'topic'")
+            }
             var s = SignalConfig(name: name, topic: topic)
-            if let pn = f["json"], let text = r.string(pn, "json path") {
+            s.sparkplug = source
+            if let src = source, let other = sparkplugMetrics[src] {
+                r.error(topicNode, "signal '\(name)' reads the same Sparkplug metric as signal '\(other)'; one signal per metric")
+            }
+            if let src = source { sparkplugMetrics[src] = sparkplugMetrics[src] ?? name }
+            if source == nil, let pn = f["json"], let text = r.string(pn, "json path") {
                 switch JSONPathElement.parsePath(text) {
                 case .success(let p): s.path = p; s.pathText = text
                 case .failure(let e): r.error(pn, "json path '\(text)': \(e.message)", offset: e.offset)
                 }
             }
-            if s.path == nil {
+            if source != nil || invalidSource {
+                // Sparkplug: neither raw nor JSON.
+            } else if s.path == nil {
                 if let other = jsonTopics[topic] { r.error(topicNode, "topic '\(topic)' carries JSON (signal '\(other)') and a raw value (signal '\(name)'); a raw signal needs a topic of its own") }
                 rawTopics[topic] = rawTopics[topic] ?? name
             } else {
@@ -371,6 +417,53 @@ struct Builder {
             signals.append(s)
             signalNodes.append(item)
         }
+    }
+
+    /// Reads a signal's `sparkplug: {group, node, device, metric}`: the ids must be usable as one
+    /// MQTT topic level each (Sparkplug 3.0.0, 4.1.1: no `/`, `+`, `#`), the metric non-empty.
+    func readSparkplugSource(_ node: Node, signal name: String) -> SparkplugSource? {
+        guard let f = r.mapping(node, "sparkplug source of signal '\(name)'", known: ["group", "node", "device", "metric"],
+                                required: ["group", "node", "metric"]),
+              let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+              let nn = f["node"], let edge = sparkplugID(nn, "Sparkplug edge node id"),
+              let mn = f["metric"], let metric = r.string(mn, "Sparkplug metric name") else { return nil }
+        var device: String?
+        if let dn = f["device"] {
+            guard let d = sparkplugID(dn, "Sparkplug device id") else { return nil }
+            device = d
+        }
+        if metric.isEmpty { r.error(mn, "the Sparkplug metric name is empty; give the name its birth certificate announces (e.g. Supply/Temperature)"); return nil }
+        return SparkplugSource(group: group, node: edge, device: device, metric: metric)
+    }
+
+    /// Reads a write's `sparkplug: {group, node, device, metric, type}`.
+    func readSparkplugWrite(_ node: Node) -> SparkplugWrite? {
+        guard let f = r.mapping(node, "Sparkplug write", known: ["group", "node", "device", "metric", "type"],
+                                required: ["group", "node", "metric", "type"]),
+              let gn = f["group"], let group = sparkplugID(gn, "Sparkplug group id"),
+              let nn = f["node"], let edge = sparkplugID(nn, "Sparkplug edge node id"),
+              let mn = f["metric"], let metric = r.string(mn, "Sparkplug metric name"),
+              let tn = f["type"], let typeName = r.string(tn, "Sparkplug datatype") else { return nil }
+        var device: String?
+        if let dn = f["device"] {
+            guard let d = sparkplugID(dn, "Sparkplug device id") else { return nil }
+            device = d
+        }
+        if metric.isEmpty { r.error(mn, "the Sparkplug metric name is empty"); return nil }
+        guard let type = SparkplugDataType.allCases.first(where: { $0.name == typeName }) else {
+            let names = SparkplugDataType.allCases.map(\.name)
+            let hint = suggestion(typeName, names).map { "; did you mean '\($0)'?" } ?? ""
+            r.error(tn, "Sparkplug datatype '\(typeName)' cannot be written: give one of \(names.joined(separator: ", "))\(hint)")
+            return nil
+        }
+        return SparkplugWrite(group: group, node: edge, device: device, metric: metric, datatype: type)
+    }
+
+    /// A Sparkplug id (group, edge node, device): one MQTT topic level.
+    func sparkplugID(_ node: Node, _ what: String) -> String? {
+        guard let s = r.string(node, what) else { return nil }
+        if let p = sparkplugIDProblem(s) { r.error(node, "\(what) '\(s)': \(p)"); return nil }
+        return s
     }
 
     /// Fills `appliedValues` of every `role: applied` signal: its `applied` list (one number per
@@ -683,11 +776,30 @@ struct Builder {
     }
 
     func readWrite(_ node: Node, action: String, index: Int) -> ReadWrite? {
-        guard let f = r.mapping(node, "publish", known: ["topic", "payload", "value", "step", "from", "min", "max", "qos", "retain"], required: ["topic", "payload"]),
-              let tn = f["topic"], let topic = r.string(tn, "publish topic"),
-              let pn = f["payload"], let template = r.string(pn, "payload") else { return nil }
-        if let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid publish topic '\(topic)': \(p)") }
+        guard let f = r.mapping(node, "publish", known: ["topic", "payload", "sparkplug", "value", "step", "from", "min", "max", "qos", "retain"]) else { return nil }
+        // A Sparkplug B write: the topic and the payload follow from the metric; the value is the
+        // write's `value` (or `step`), sent as the metric's datatype.
+        var sparkplug: SparkplugWrite?
+        if let sn = f["sparkplug"] {
+            for k in ["topic", "payload"] {
+                if let n = f[k] { r.error(n, "'\(k)' does not apply to a Sparkplug write (its \(k) follows from 'sparkplug'); remove it") }
+            }
+            if f["value"] == nil && f["step"] == nil { r.error(sn, "a Sparkplug write needs 'value' (or 'step'): the number the metric is set to") }
+            guard let sw = readSparkplugWrite(sn) else { return nil }
+            sparkplug = sw
+        } else {
+            for k in ["topic", "payload"] where f[k] == nil { r.error(node, "missing required key '\(k)' in publish") }
+        }
+        guard let tn = f["topic"] ?? f["sparkplug"],
+              let topic = sparkplug?.commandTopic ?? r.string(tn, "publish topic"),
+              let pn = f["payload"] ?? f["sparkplug"],
+              let template = sparkplug != nil ? "{{value}}" : r.string(pn, "payload") else { return nil }
+        if sparkplug == nil, let p = topicProblem(topic, allowWildcards: false) { r.error(tn, "invalid publish topic '\(topic)': \(p)") }
+        if sparkplug == nil, topic.hasPrefix("spBv1.0/") {
+            r.error(tn, "topic '\(topic)' is in the Sparkplug B namespace, whose payloads are protobuf: write the metric with 'sparkplug: {group, node, device, metric, type}' instead of 'topic' and 'payload'")
+        }
         var w = WriteConfig(topic: topic, template: template)
+        w.sparkplug = sparkplug
         if let n = f["qos"], let q = r.int(n, "qos", min: 0, max: 2) { w.qos = q }
         if let n = f["retain"], let b = r.bool(n, "retain") { w.retain = b }
         var valueExpr: CompiledExpression?
@@ -716,7 +828,7 @@ struct Builder {
             r.error(pn, "payload template: \(e.message)", offset: e.offset)
             return nil
         case .success(let t):
-            if t.usesValue && valueExpr == nil { r.error(pn, "the payload uses {{value}} but the write has no 'value' or 'step'") }
+            if t.usesValue && valueExpr == nil && sparkplug == nil { r.error(pn, "the payload uses {{value}} but the write has no 'value' or 'step'") }
             if let first = template.trimmingCharacters(in: .whitespaces).first, first == "{" || first == "[" {
                 let sample = t.renderSample()
                 let ok = sample.withUnsafeBytes { buf -> Bool in

@@ -164,7 +164,7 @@ public struct TopicMapRuntime: Sendable {
         for fi in 0..<kinds.count {
             for d in depStart[fi]..<depStart[fi + 1] where !slotValid[deps[d]] {
                 let s = deps[d]
-                if table.statusCode[s] == 1 { return .stale(signal: s) }
+                if table.statusCode[s] == 1 || table.statusCode[s] == SignalTable.staleCode { return .stale(signal: s) }
                 return .invalid(signal: s)
             }
             switch kinds[fi] {

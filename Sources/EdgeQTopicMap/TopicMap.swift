@@ -47,6 +47,10 @@ public enum SignalStatus: Sendable, Equatable {
     case missing
     /// The last message gave a valid value.
     case valid
+    /// Its source said the value is gone (a Sparkplug NDEATH or DDEATH), or it cannot be trusted
+    /// until the source is born again (a Sparkplug sequence gap or unknown alias): stale at
+    /// once, whatever its `max_age`.
+    case stale
     /// The last message was rejected, for this reason.
     case invalid(DecodeFailure)
 }
@@ -60,7 +64,9 @@ public struct SignalTable: Sendable {
     public internal(set) var values: [Double]
     /// Monotonic time (ns) of the last message for each signal, valid or not.
     public internal(set) var times: [UInt64]
-    var statusCode: [UInt8]   // 0 missing, 1 valid, 2+reason invalid
+    var statusCode: [UInt8]   // 0 missing, 1 valid, 2+reason invalid, staleCode stale
+    /// The status code of a signal its source declared gone (`markStale`).
+    static let staleCode: UInt8 = 255
     var failures: [Int]
     var captures: [JSONCapture]
     /// Messages whose topic matched no signal.
@@ -81,6 +87,7 @@ public struct SignalTable: Sendable {
         let c = statusCode[index]
         if c == 0 { return .missing }
         if c == 1 { return .valid }
+        if c == Self.staleCode { return .stale }
         return .invalid(DecodeFailure(rawValue: Int(c) - 2) ?? .invalidJSON)
     }
 
@@ -99,6 +106,21 @@ public struct SignalTable: Sendable {
         values[index] = value
         statusCode[index] = 1
         times[index] = time
+    }
+
+    /// Marks signal `index` stale at once (its value is dropped, whatever its `max_age`): its
+    /// source said it is gone. A decision that needs it meets `.stale` and the safety policy's
+    /// `on_stale`. The next value makes it valid again. Allocates nothing.
+    public mutating func markStale(signal index: Int, time: UInt64) {
+        values[index] = .nan
+        statusCode[index] = Self.staleCode
+        times[index] = time
+    }
+
+    /// Marks signal `index` invalid for `reason` (counted), for decoders outside the topic map
+    /// (the Sparkplug B decoder). Allocates nothing.
+    public mutating func reject(signal index: Int, _ reason: DecodeFailure, time: UInt64) {
+        reject(index, reason, time: time)
     }
 
     @inline(__always) mutating func reject(_ s: Int, _ reason: DecodeFailure, time: UInt64) {
@@ -187,6 +209,8 @@ public struct TopicMap: Sendable {
     public let handover: HandoverConfig
     /// The `fleet` section (nil when absent: the experience log is not shipped; docs/fleet.md).
     public let fleet: FleetConfig?
+    /// The `sparkplug` section (nil when absent: EdgeQ is no Sparkplug edge node).
+    public let sparkplugNode: SparkplugNodeConfig?
     /// The signals a plant model uses, by role (`SignalConfig.role`), as indices into
     /// `signals`, each list in file order.
     public let modelSignals: (controlled: [Int], exogenous: [Int])
@@ -264,7 +288,9 @@ public struct TopicMap: Sendable {
          fallback: Int?, minDwell: Int, incumbent: IncumbentConfig?, safety: SafetyConfig,
          handOverride: CompiledExpression?, learning: LearningConfig, slotCount: Int, slotNames: [String],
          applied: IncumbentConfig? = nil, continuity: TickContinuity = .init(), controlPlane: ControlPlaneConfig = .init(),
-         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil) {
+         handover: HandoverConfig = HandoverConfig(), model: ModelObjective = ModelObjective(), fleet: FleetConfig? = nil,
+         sparkplugNode: SparkplugNodeConfig? = nil) {
+        self.sparkplugNode = sparkplugNode
         self.model = model
         modelJudging = model.judging
         self.controlPlane = controlPlane
@@ -303,7 +329,7 @@ public struct TopicMap: Sendable {
         // Routes: one per distinct topic filter, in first-use order.
         var order: [String] = []
         var byTopic: [String: [Int]] = [:]
-        for (i, s) in signals.enumerated() {
+        for (i, s) in signals.enumerated() where s.sparkplug == nil {
             if byTopic[s.topic] == nil { order.append(s.topic) }
             byTopic[s.topic, default: []].append(i)
         }
@@ -405,7 +431,8 @@ public struct TopicMap: Sendable {
     /// Length of the state vector: `featureWidth × history`.
     public var stateWidth: Int { featureWidth * history }
 
-    /// Topic filters EdgeQ subscribes to: signal topics, the tick trigger, the incumbent's topic.
+    /// Topic filters EdgeQ subscribes to: signal topics, the tick trigger, the incumbent's topic
+    /// (not the Sparkplug B topics: see `sparkplugSignals`).
     public var subscribedTopics: [String] {
         var out: [String] = routes.map(\.filter)
         if case .trigger(let t) = tick, !out.contains(t) { out.append(t) }
@@ -494,6 +521,27 @@ public struct TopicMap: Sendable {
     }
 
     enum Converted { case value(Double), failure(DecodeFailure) }
+
+    /// The signals read from Sparkplug B metrics (their `sparkplug` source), in file order.
+    public var sparkplugSignals: [Int] { signals.indices.filter { signals[$0].sparkplug != nil } }
+
+    /// Stores a value decoded outside the topic map (a Sparkplug B metric's number, or a
+    /// boolean as 1/0) into signal `s`: scale, offset and range are applied and checked as for
+    /// a topic's value (`non_finite`, `out_of_range`). A number for an enum signal is
+    /// `wrong_type`. Allocates nothing.
+    public func store(raw: Double, signal s: Int, time: UInt64, into table: inout SignalTable) {
+        if kindCode[s] == 2 { table.reject(s, .wrongType, time: time); return }
+        guard raw.isFinite else { table.reject(s, .nonFinite, time: time); return }
+        store(.value(kindCode[s] == 1 ? (raw != 0 ? 1 : 0) : raw), signal: s, time: time, into: &table)
+    }
+
+    /// Stores a text value decoded outside the topic map (a Sparkplug B String metric) into
+    /// signal `s`: an enum signal looks it up in its `values` (`unknown_enum_value`); a number or
+    /// bool signal takes no text (`wrong_type`). Allocates nothing.
+    public func store(text: UnsafeRawBufferPointer, signal s: Int, time: UInt64, into table: inout SignalTable) {
+        guard kindCode[s] == 2 else { table.reject(s, .wrongType, time: time); return }
+        store(lookup(s, text), signal: s, time: time, into: &table)
+    }
 
     @inline(__always) func store(_ c: Converted, signal s: Int, time: UInt64, into table: inout SignalTable) {
         switch c {

@@ -160,7 +160,7 @@ struct CheckCommand: AsyncParsableCommand {
         lines.append("signals    \(map.signals.count)")
         for s in map.signals {
             var d = "  \(s.name) ← \(s.topic)"
-            if let p = s.pathText { d += " \(p)" } else { d += " (raw)" }
+            if let sp = s.sparkplug { d += " Sparkplug metric '\(sp.metric)'" } else if let p = s.pathText { d += " \(p)" } else { d += " (raw)" }
             if let r = s.range { d += " [\(fmt(r.lowerBound)), \(fmt(r.upperBound))]" }
             if let a = s.maxAge { d += " max age \(fmt(a)) s" }
             if let r = s.role {
@@ -196,6 +196,13 @@ struct CheckCommand: AsyncParsableCommand {
             func list(_ ws: [HandoverWrite]) -> String { ws.isEmpty ? "nothing" : ws.map(\.topic).joined(separator: ", ") }
             let will = h.will.map { "Last Will on \($0.topic) (keep-alive \(h.keepAlive) s)" } ?? "no Last Will"
             lines.append("handover   take → \(list(h.take)); give → \(list(h.give)); \(will)")
+        }
+        let sparkplugNodes = Set(map.signals.compactMap { $0.sparkplug.map { "spBv1.0/\($0.group)/+/\($0.node)" } })
+        if !sparkplugNodes.isEmpty {
+            lines.append("sparkplug  reads births, data and deaths of \(sparkplugNodes.sorted().joined(separator: ", ")) (and their devices)")
+        }
+        if let n = map.sparkplugNode {
+            lines.append("sparkplug  EdgeQ is edge node \(n.group)/\(n.node): NBIRTH/NDATA on spBv1.0/\(n.group)/NBIRTH|NDATA/\(n.node), NDEATH as its Last Will")
         }
         if let f = map.fleet {
             lines.append("fleet      ships the log on \(f.experienceTopic(gateway: map.gateway.id)) (batches of ≤ \(f.batchRows) rows, window \(f.window), QoS \(f.qos)); acknowledgements on \(f.ackTopic(gateway: map.gateway.id))")

@@ -94,6 +94,7 @@ import Testing
                 case .valid: #expect(table.values[s].isFinite)
                 case .invalid: #expect(table.values[s].isNaN)
                 case .missing: break
+                case .stale: Issue.record("signal \(s) stale: no topic message marks a signal stale")
                 }
             }
         }

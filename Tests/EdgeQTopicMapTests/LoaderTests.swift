@@ -193,6 +193,27 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         }
     }
 
+    /// A Sparkplug B metric as a signal's source: its data topic, no topic route of its own.
+    @Test func sparkplugSignalSource() throws {
+        let yaml = minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, sparkplug: {group: g1, node: plc, device: burner, metric: Supply/Temp}}")
+            .replacingOccurrences(of: "{name: b, topic: p/b, json: v}", with: "{name: b, topic: p/b, json: v}\n  - {name: c, sparkplug: {group: g1, node: plc, metric: Node/Ambient}, type: bool}")
+            .replacingOccurrences(of: "tick: {trigger: p/a}", with: "tick: {trigger: p/t}")
+        let m = try TopicMap.parse(yaml: yaml)
+        #expect(m.signals[0].sparkplug == SparkplugSource(group: "g1", node: "plc", device: "burner", metric: "Supply/Temp"))
+        #expect(m.signals[0].topic == "spBv1.0/g1/DDATA/plc/burner")
+        #expect(m.signals[2].sparkplug?.device == nil && m.signals[2].topic == "spBv1.0/g1/NDATA/plc" && m.signals[2].kind == .bool)
+        #expect(m.sparkplugSignals == [0, 2])
+        #expect(m.subscribedTopics == ["p/b", "p/t"])
+        // A Sparkplug write: its command topic and a {{value}} payload.
+        let w = try TopicMap.parse(yaml: yaml.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}",
+                                                                   with: "publish: {sparkplug: {group: g1, node: plc, device: burner, metric: Burner/Stage, type: UInt8}, value: 3}"))
+        #expect(w.actions[0].writes[0].sparkplug == SparkplugWrite(group: "g1", node: "plc", device: "burner", metric: "Burner/Stage", datatype: .uint8))
+        #expect(w.actions[0].writes[0].topic == "spBv1.0/g1/DCMD/plc/burner" && w.actions[0].incumbentValue == 3)
+        // Two signals may not read one metric.
+        let twice = yaml.replacingOccurrences(of: "metric: Node/Ambient", with: "device: burner, metric: Supply/Temp")
+        #expect(throws: MappingError.self) { try TopicMap.parse(yaml: twice) }
+    }
+
     /// Each error with its exact line and column.
     @Test(arguments: [
         // unknown key, with a suggestion
@@ -206,7 +227,22 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal.replacingOccurrences(of: "{signal: a}", with: "{signal: a, normalize: [0, x]}"), 7, 34, "normalize range max must be a number, found 'x'"),
         // missing required key
         (minimal.replacingOccurrences(of: "reward: a\n", with: ""), 1, 1, "missing required key 'reward' in the mapping file"),
-        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a}"), 3, 5, "missing required key 'topic' in signal"),
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a}"), 3, 5,
+         "signal 'a' needs 'topic' (an MQTT topic) or 'sparkplug' (a Sparkplug B metric: {group, node, device, metric})"),
+        // Sparkplug B writes
+        (minimal.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}", with: "publish: {sparkplug: {group: g, node: n, metric: m, type: Int33}, value: 1}"), 12, 77,
+         "Sparkplug datatype 'Int33' cannot be written: give one of Int8, Int16, Int32, Int64, UInt8, UInt16, UInt32, UInt64, Float, Double, Boolean; did you mean 'Int32'?"),
+        (minimal.replacingOccurrences(of: "publish: {topic: p/cmd, payload: \"1\"}", with: "publish: {sparkplug: {group: g, node: n, metric: m, type: Int32}}"), 12, 40,
+         "a Sparkplug write needs 'value' (or 'step'): the number the metric is set to"),
+        // Sparkplug B sources
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, topic: p/a, sparkplug: {group: g, node: n, metric: m}}"), 3, 22,
+         "signal 'a' gives both 'topic' and 'sparkplug': a Sparkplug metric's topic follows from its group, node and device; remove 'topic'"),
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, sparkplug: {group: g/1, node: n, metric: m}}"), 3, 34,
+         "Sparkplug group id 'g/1': an id is one topic level: no '/', '+' or '#'"),
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, sparkplug: {group: g, node: n}}"), 3, 26,
+         "missing required key 'metric' in sparkplug source of signal 'a'"),
+        (minimal.replacingOccurrences(of: "{name: a, topic: p/a}", with: "{name: a, topic: spBv1.0/g/DDATA/n/d}"), 3, 22,
+         "topic 'spBv1.0/g/DDATA/n/d' is in the Sparkplug B namespace, whose payloads are protobuf: read the metric with 'sparkplug: {group, node, device, metric}' instead of 'topic'"),
         // unknown signal in an expression (column of the name)
         (minimal.replacingOccurrences(of: "reward: a", with: "reward: a + bb * 2"), 9, 13, "in reward: unknown signal or feature 'bb'; did you mean 'b'?"),
         (minimal.replacingOccurrences(of: "reward: a", with: "reward: 'a + (b'"), 9, 16, "in reward: expected ')' to close the '(' at column 5"),

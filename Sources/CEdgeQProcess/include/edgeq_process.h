@@ -11,4 +11,8 @@ int edgeq_limit_malloc_arenas(int n);
 /// supported). Safe at any time: the pages are clean and file-backed.
 long edgeq_release_startup_pages(void);
 
+/// The bytes of heap in use, in every malloc arena (glibc mallinfo2: uordblks + hblkhd); -1
+/// when the C library cannot tell. For measurements (what a piece of code keeps allocated).
+long long edgeq_heap_in_use(void);
+
 #endif
