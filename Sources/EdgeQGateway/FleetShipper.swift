@@ -64,14 +64,16 @@ public final class FleetShipper: Sendable {
     private let started = Atomic<Bool>(false)
     private let shipped: Counter, ackedRows: Counter, lag: Gauge
 
-    /// Prepares the shipper (connects nothing yet).
+    /// Prepares the shipper (connects nothing yet). The gateway makes one from its `fleet`
+    /// section; `edgeq bench fleet` drives it on pre-filled logs.
     ///
     /// - Parameters:
+    ///   - logPath: the experience log to ship (read-only); `dataDirectory` holds the cursor.
     ///   - base: the gateway's MQTT configuration (broker, credentials, TLS); the shipper uses a
     ///     clean session under `<client id>-fleet`, without a Last Will.
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
-    init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
+    public init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
          registry: MetricsRegistry, logger: Logger) throws {
         self.config = config
         self.gatewayID = gatewayID
@@ -117,7 +119,7 @@ public final class FleetShipper: Sendable {
     }
 
     /// Starts the connection and the shipper thread; a second call does nothing.
-    func start() {
+    public func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
         let ackTopic = config.ackTopic(gateway: gatewayID)
         do {
@@ -145,7 +147,7 @@ public final class FleetShipper: Sendable {
     }
 
     /// Stops the thread (after its current batch) and the connection, waiting at most `timeout`.
-    func stop(timeout: Double = 10) {
+    public func stop(timeout: Double = 10) {
         guard started.load(ordering: .relaxed) else { return }
         stopping.store(true, ordering: .relaxed)
         wake.signal()
