@@ -32,6 +32,7 @@ import Testing
         let ingest = "ingest 8 gateways → 1 learner: "
         let total = Double(8 * rows)
         #expect((value(ingest + "transitions stored and acknowledged per second") ?? 0) > 0)
+        #expect((value(ingest + "learner process CPU time per row") ?? 0) > 0)
         #expect(value(ingest + "rows acknowledged (shippers' cursors)") == total)
         #expect(value(ingest + "rows acknowledged (shippers' cursors)", "anchor_value") == total)
         #expect(value(ingest + "rows stored (fleet log, read back)") == total)
@@ -56,6 +57,6 @@ import Testing
         let notMeasured = lines.values.filter { $0["value"] is NSNull }
         #expect(notMeasured.count == 3, "\(notMeasured)")
         #expect(notMeasured.allSatisfy { ($0["reason"] as? String)?.hasPrefix("not measured") == true })
-        #expect(lines.count == 7 + 4 + 3)
+        #expect(lines.count == 10 + 4 + 3)
     }
 }

@@ -31,7 +31,9 @@ struct FleetOptions: Sendable {
 /// from the shippers' start until every shipper's cursor stands on its last row (the learner has
 /// stored and acknowledged everything). Counted from both ends: the shippers' cursors and
 /// counters (rows acknowledged, rows sent more than once) and the fleet log read back row by row
-/// (rows stored, ids missing, ids twice, copies the learner dropped).
+/// (rows stored, ids missing, ids twice, copies the learner dropped). And where the CPU went:
+/// the learner process's CPU time per row (its ceiling on one core is the inverse) and this
+/// process's (the 8 shippers'), since on this machine both share the same 2 cores.
 ///
 /// **Decision latency while shipping.** Two `edgeq run` processes with the `e2e` bench's mapping
 /// and model (topics/bench.yaml, a random int8 8-64-64-5 network, control mode), each behind its
@@ -103,6 +105,7 @@ enum FleetBench {
                                     logPath: logPaths[g] ?? "", base: base, registry: MetricsRegistry(), logger: logger)
         }
         context.progress("shipping \(gateways.count) × \(n) rows to one learner")
+        let learnerCPU0 = MQTTBench.processCPUSeconds(learner.pid), selfCPU0 = MQTTBench.processCPUSeconds(getpid())
         let clock = ContinuousClock()
         let start = clock.now
         for s in shippers { s.start() }
@@ -113,6 +116,7 @@ enum FleetBench {
             done = shippers.allSatisfy { $0.current.acked == Int64(n) }
         }
         let elapsed = clock.now - start
+        let learnerCPU1 = MQTTBench.processCPUSeconds(learner.pid), selfCPU1 = MQTTBench.processCPUSeconds(getpid())
         for s in shippers { s.stop() }
         guard done else {
             let where_ = zip(gateways, shippers).map { "\($0.0) acked \($0.1.current.acked)" }.joined(separator: ", ")
@@ -122,6 +126,12 @@ enum FleetBench {
         let total = gateways.count * n
         let rate = Double(total) / seconds
         context.progress(String(format: "ingest: %d rows in %.2f s: %.0f rows/s", total, seconds, rate))
+        // Where the CPU went: the learner process, and this process (the shippers: reading the
+        // logs, encoding, deflating, publishing; and the polling of their figures).
+        var learnerPerRow: Double?, shippersPerRow: Double?
+        if let a = learnerCPU0, let b = learnerCPU1 { learnerPerRow = (b - a) / Double(total) * 1e6 }
+        if let a = selfCPU0, let b = selfCPU1 { shippersPerRow = (b - a) / Double(total) * 1e6 }
+        context.progress(String(format: "ingest CPU per row: learner %.1f us, shippers %.1f us", learnerPerRow ?? .nan, shippersPerRow ?? .nan))
 
         // The shippers' end.
         let figures = shippers.map(\.current)
@@ -153,6 +163,12 @@ enum FleetBench {
         return [
             BenchFigure(bench: "fleet", figure: "\(label): transitions stored and acknowledged per second (batches of \(o.batchRows))",
                         value: rate, unit: "rows/s", better: .higher),
+            BenchFigure(bench: "fleet", figure: "\(label): learner process CPU time per row (decode, store, acknowledge)",
+                        value: learnerPerRow, unit: "us", better: .lower),
+            BenchFigure(bench: "fleet", figure: "\(label): rows per learner CPU-second (one learner's ceiling on one core)",
+                        value: learnerPerRow.map { 1e6 / $0 }, unit: "rows/s", better: .higher),
+            BenchFigure(bench: "fleet", figure: "\(label): shippers' CPU time per row (read, encode, deflate, publish; all 8 in the bench process)",
+                        value: shippersPerRow, unit: "us", better: .lower),
             count("rows acknowledged (shippers' cursors)", acked, .higher, anchor: "rows logged", expected: total),
             count("rows stored (fleet log, read back)", stored, .higher, anchor: "rows logged", expected: total),
             count("rows lost (logged, not in the fleet log)", missing, .lower),
