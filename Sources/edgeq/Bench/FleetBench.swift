@@ -36,11 +36,13 @@ struct FleetOptions: Sendable {
 /// process's (the 8 shippers'), since on this machine both share the same 2 cores.
 ///
 /// **Decision latency while shipping.** Two `edgeq run` processes with the `e2e` bench's mapping
-/// and model (topics/bench.yaml, a random int8 8-64-64-5 network, control mode), each behind its
+/// and model (topics/bench.yaml without its control group, a random int8 8-64-64-5 network,
+/// control mode), each behind its
 /// own broker with the same settings; the second has a `fleet` section (batches of 100 rows,
-/// interval 100 ms) and an `edgeq learner` on its broker, so the rows its decisions log go out
-/// while it decides. A client in this process times round trips one at a time (publish a state
-/// on `bench/a`, wait for the decision on `bench/b`): per run 200 warm-up then 1,000 measured;
+/// interval 100 ms) and an `edgeq learner` on its broker (at niceness 19: on a site it runs
+/// elsewhere), so the rows its decisions log go out while it decides. A client in this process
+/// times round trips one at a time (publish a state on `bench/a`, wait for the decision on
+/// `bench/b`): per run 200 warm-up then 1,000 measured;
 /// rounds alternate without, with, without, with … and the ratio is the median of the per-round
 /// ratios (with ÷ without), with its spread. The CPU time each gateway process used per decision
 /// (all its threads, the shipper's included) is reported the same way. At the end the shipping
@@ -210,14 +212,16 @@ enum FleetBench {
         }
     }
 
-    /// Starts `edgeq learner` on `broker` and waits for its online status.
-    static func startLearner(edgeq: String, broker: MosquittoBroker, data: URL, work: URL) throws -> ChildProcess {
+    /// Starts `edgeq learner` on `broker` and waits for its online status; `nice` runs it at that
+    /// niceness (through /usr/bin/nice, which execs it: the child's pid is the learner's).
+    static func startLearner(edgeq: String, broker: MosquittoBroker, data: URL, work: URL, nice: Int = 0) throws -> ChildProcess {
         let file = work.appendingPathComponent("learner.yaml").path
         try "fleet: \(fleetTopic)\ngroup: bench\nid: l1\nstatus_interval: 1s\n".write(toFile: file, atomically: true, encoding: .utf8)
         let watcher = try client(broker, subscribe: "\(fleetTopic)/learner/l1/status")
         defer { watcher.stop() }
-        let learner = try ChildProcess(edgeq, ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"],
-                                       stderrPath: work.appendingPathComponent("learner.log").path)
+        let args = ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"]
+        let learner = try nice == 0 ? ChildProcess(edgeq, args, stderrPath: work.appendingPathComponent("learner.log").path)
+            : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stderrPath: work.appendingPathComponent("learner.log").path)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             guard let m = watcher.receive(timeout: 0.2) else {
@@ -374,7 +378,9 @@ enum FleetBench {
         let plainBroker = try MosquittoBroker(), shippingBroker = try MosquittoBroker()
         defer { plainBroker.stop(); shippingBroker.stop() }
         let learnerData = work.appendingPathComponent("learner")
-        let learner = try startLearner(edgeq: edgeq, broker: shippingBroker, data: learnerData, work: work)
+        // On a site the learner runs on another machine; here it shares the cores, so it runs
+        // at the lowest priority: the figure is the gateway's own shipper, not the learner.
+        let learner = try startLearner(edgeq: edgeq, broker: shippingBroker, data: learnerData, work: work, nice: 19)
         defer { _ = learner.stop(grace: 10) }
         context.progress("starting the two gateways")
         let without = try Subject(name: "without shipping", edgeq: edgeq, mapping: plainMapping, data: plainData, broker: plainBroker)
