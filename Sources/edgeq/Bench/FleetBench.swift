@@ -37,9 +37,8 @@ struct FleetOptions: Sendable {
 ///
 /// **Decision latency while shipping.** Two `edgeq run` processes with the `e2e` bench's mapping
 /// and model (topics/bench.yaml without its control group, a random int8 8-64-64-5 network,
-/// control mode), each behind its
-/// own broker with the same settings; the second has a `fleet` section (batches of 100 rows,
-/// interval 100 ms) and an `edgeq learner` on its broker (at niceness 19: on a site it runs
+/// control mode), each behind its own broker with the same settings; the second has a `fleet`
+/// section (batches of 100 rows, interval 100 ms) and an `edgeq learner` on its broker (at niceness 19: on a site it runs
 /// elsewhere), so the rows its decisions log go out while it decides. A client in this process
 /// times round trips one at a time (publish a state on `bench/a`, wait for the decision on
 /// `bench/b`): per run 200 warm-up then 1,000 measured;
