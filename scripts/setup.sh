@@ -2,8 +2,9 @@
 # Installs what EdgeQ needs to build and test, and nothing when it is all there.
 # Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite, zlib), the broker
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
-# Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
-# in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
+# Python packages (numpy, safetensors, paho-mqtt, cryptography, prometheus_client) serve the interop
+# cross-checks in tests (cryptography: commands signed in Python verify in EdgeQ, and back;
+# prometheus_client: its parser reads the gateway's /metrics).
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -23,8 +24,8 @@ if [ "${#need_deb[@]}" -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; then
-  echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography" >&2
-  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography 2>&1 | grep -v -i 'root user' >&2 || true
-  "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
+if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography, prometheus_client' 2>/dev/null; then
+  echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography prometheus_client" >&2
+  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography prometheus_client 2>&1 | grep -v -i 'root user' >&2 || true
+  "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography, prometheus_client'
 fi

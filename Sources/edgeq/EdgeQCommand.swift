@@ -15,6 +15,7 @@ struct EdgeQCommand: AsyncParsableCommand {
         version: EdgeQVersion.string,
         subcommands: [
             CheckCommand.self,
+            InitCommand.self,
             BenchCommand.self,
             RunCommand.self,
             LearnerCommand.self,

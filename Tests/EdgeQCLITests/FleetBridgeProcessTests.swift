@@ -1,7 +1,9 @@
+import EdgeQGateway
 import EdgeQLog
 import EdgeQMQTT
 import EdgeQSystem
 import EdgeQTestSupport
+import EdgeQTrust
 import Foundation
 import Testing
 
@@ -160,4 +162,92 @@ extension FleetProcessTests {
         #expect(atSiteTopics.contains("fleet/t/model=manifest-v2"))
         #expect(!atSiteTopics.contains { $0.hasPrefix("fleet/t/experience/") }, "experience came back to the site: \(atSiteTopics)")
     }
+
+    /// Both directions with the real thing: two gateways on the site broker ship through the
+    /// bridge; the learner on the central broker trains on their rows, signs and publishes a model
+    /// in chunks (retained, on the central broker); the chunks and the manifest come through the
+    /// bridge, each gateway verifies and stores the very bytes the learner stored, and its verdict
+    /// goes back through the bridge to the learner.
+    @Test func aModelTrainedAtTheCentreReachesTheSiteGatewaysAndTheirVerdictsComeBack() throws {
+        let central = try MosquittoBroker()
+        let site = try MosquittoBroker(extraConfig: Self.fleetBridge(centralPort: central.port))
+        try #require(try Self.waitBridgeUp(site), "the bridge never connected:\n\(site.log())")
+        let dir = try TempDir()
+        let plant = try plantClient(site, "edgeq/+/status")
+        let verdicts = try FleetModelProcessTests.Verdicts(central)
+        var processes: [ChildProcess] = []
+        defer {
+            plant.stop()
+            verdicts.client.stop()
+            for p in processes where p.isRunning {
+                p.signal(SIGKILL)
+                _ = p.wait(timeout: 10)
+            }
+        }
+        func logs() -> String {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.url.path).filter { $0.hasSuffix(".log") }.sorted()) ?? []
+            return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: dir.url.appendingPathComponent(f).path, encoding: .utf8)) ?? "").suffix(3000) }
+                .joined(separator: "\n") + "\n--- site broker\n" + site.log().suffix(2000) + "\n--- central broker\n" + central.log().suffix(2000)
+        }
+        func data(_ id: String) -> URL { dir.url.appendingPathComponent("data-\(id)") }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: dir.url.appendingPathComponent("private"))
+        for id in ["m", "n"] {
+            let models = TrustStore.keysDirectory(dataDirectory: data(id)).appendingPathComponent("models")
+            try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: keyFiles.publicKey, to: models.appendingPathComponent("fleet-t.pub"))
+            let file = dir.url.appendingPathComponent("\(id).yaml").path
+            try FleetModelProcessTests.mapping(id, policy: "manual").write(toFile: file, atomically: true, encoding: .utf8)
+            processes.append(try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", site.url, "--data", data(id).path],
+                                              stderrPath: dir.url.appendingPathComponent("gw-\(id).log").path))
+        }
+        let online = eventually(timeout: 60) {
+            var up = Set<String>()
+            while let m = plant.receive(timeout: 0.2) {
+                if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { up.insert(m.topic) }
+            }
+            return up.count == 2
+        }
+        try #require(online, "the gateways did not come online:\n\(logs())")
+
+        let learnerData = dir.url.appendingPathComponent("learner")
+        let learnerFile = dir.url.appendingPathComponent("learner.yaml").path
+        try """
+            fleet: fleet/t
+            group: g
+            id: l1
+            status_interval: 1s
+            mapping: \(dir.url.appendingPathComponent("m.yaml").path)
+            key: \(keyFiles.privateKey.path)
+            max_message: 1KiB
+            """.write(toFile: learnerFile, atomically: true, encoding: .utf8)
+        processes.append(try ChildProcess(EdgeQBinary.path, ["learner", "--config", learnerFile, "--broker", central.url, "--data", learnerData.path,
+                                                             "--train-every", "150"],
+                                          stderrPath: dir.url.appendingPathComponent("learner.log").path))
+        // 101 plant states (100 transitions) per gateway, the incumbent's action with each.
+        for id in ["m", "n"] {
+            for s in 0...100 {
+                let x = Double((s * 37) % 200) / 10 - 10
+                _ = try plant.publish("plant/\(id)/state", #"{"step":\#(s),"x":\#(x)}"#, qos: .atLeastOnce)
+                _ = try plant.publish("plant/\(id)/cmd", #"{"a":\#(x > 0 ? 1 : 0)}"#, qos: .atLeastOnce)
+                if s % 20 == 19 { usleep(2_000) }
+            }
+        }
+        // The learner's first model (200 rows ≥ 150), in its own store.
+        var version: Int?
+        try #require(eventually(timeout: 180) {
+            version = (try? ModelStore(dataDirectory: learnerData))?.versions().last
+            return version != nil
+        }, "no model was trained:\n\(logs())")
+        let v = try #require(version)
+        for id in ["m", "n"] {
+            #expect(verdicts.wait(id, version: v, kind: "stored", timeout: 60) != nil,
+                    "gateway \(id)'s verdict on v\(v) did not reach the central broker:\n\(logs())")
+        }
+        let bytes = try Data(contentsOf: ModelStore(dataDirectory: learnerData).modelURL(v))
+        for id in ["m", "n"] {
+            #expect(try Data(contentsOf: ModelStore(dataDirectory: data(id)).modelURL(v)) == bytes, "gateway \(id) stored other bytes")
+        }
+        print("fleet bridge: model v\(v) (\(bytes.count) bytes) centre → site, stored by both gateways; verdicts site → centre")
+    }
 }
+
