@@ -232,10 +232,13 @@ extension FleetProcessTests {
                 if s % 20 == 19 { usleep(2_000) }
             }
         }
-        // The learner's first model (200 rows ≥ 150), in its own store.
+        // The learner's first model (200 rows ≥ 150), in its own store (DATA/models/vN).
+        // Watched by listing the folder: opening a ModelStore on it would clear the learner's
+        // staging folder under its feet (the store has one owner).
         var version: Int?
         try #require(eventually(timeout: 180) {
-            version = (try? ModelStore(dataDirectory: learnerData))?.versions().last
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: learnerData.appendingPathComponent("models").path)) ?? []
+            version = names.compactMap { $0.hasPrefix("v") ? Int($0.dropFirst()) : nil }.max()
             return version != nil
         }, "no model was trained:\n\(logs())")
         let v = try #require(version)
