@@ -84,15 +84,18 @@ public final class FleetShipper: Sendable {
     private let modelsStored: Counter
     private let modelsRefused: [String: Counter]
 
-    /// Prepares the shipper (connects nothing yet).
+    /// Prepares the shipper (connects nothing yet). The gateway makes one from its `fleet`
+    /// section; `edgeq bench fleet` drives it on pre-filled logs.
     ///
     /// - Parameters:
+    ///   - logPath: the experience log to ship (read-only); `dataDirectory` holds the cursor.
     ///   - base: the gateway's MQTT configuration (broker, credentials, TLS); the shipper uses a
     ///     clean session under `<client id>-fleet`, without a Last Will.
+    ///   - fingerprint: the gateway's mapping fingerprint (a fleet model for another is refused).
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
-    init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
-         fingerprint: String, registry: MetricsRegistry, logger: Logger) throws {
+    public init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
+                fingerprint: String, registry: MetricsRegistry, logger: Logger) throws {
         self.config = config
         self.fingerprint = fingerprint
         self.gatewayID = gatewayID
@@ -249,7 +252,7 @@ public final class FleetShipper: Sendable {
     }
 
     /// Starts the connection and the shipper thread; a second call does nothing.
-    func start() {
+    public func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
         let ackTopic = config.ackTopic(gateway: gatewayID)
         do {
@@ -298,7 +301,7 @@ public final class FleetShipper: Sendable {
     }
 
     /// Stops the thread (after its current batch) and the connection, waiting at most `timeout`.
-    func stop(timeout: Double = 10) {
+    public func stop(timeout: Double = 10) {
         guard started.load(ordering: .relaxed) else { return }
         stopping.store(true, ordering: .relaxed)
         wake.signal()

@@ -18,7 +18,10 @@ import Testing
     final class Rig: @unchecked Sendable {
         // @unchecked Sendable: used by one test thread; processes and clients are thread-safe.
         let dir: TempDir
+        /// The gateways' broker (and the plant's).
         let broker: MosquittoBroker
+        /// The learners' broker: the gateways' own, or the far end of a bridge.
+        let learnerBroker: MosquittoBroker
         let plant: MQTTClient
         let learnerData: URL
         var gateways: [String: ChildProcess] = [:]
@@ -27,9 +30,12 @@ import Testing
         var runs = 0
         var metricsPorts: [String: UInt16] = [:]
 
-        init() throws {
+        /// One broker for everyone, or `gatewayBroker` for the gateways and the plant and
+        /// `learnerBroker` for the learners (two brokers bridged).
+        init(gatewayBroker: MosquittoBroker? = nil, learnerBroker: MosquittoBroker? = nil) throws {
             dir = try TempDir()
-            broker = try MosquittoBroker()
+            broker = try gatewayBroker ?? MosquittoBroker()
+            self.learnerBroker = learnerBroker ?? broker
             plant = try plantClient(broker, "edgeq/+/status")
             learnerData = dir.url.appendingPathComponent("learner")
         }
@@ -86,10 +92,10 @@ import Testing
             let file = dir.url.appendingPathComponent("\(name).yaml").path
             try "fleet: fleet/t\ngroup: \(group)\nid: \(name)\nstatus_interval: 1s\n".write(toFile: file, atomically: true, encoding: .utf8)
             while plant.receive(timeout: 0) != nil {}
-            let watcher = try plantClient(broker, "fleet/t/learner/\(name)/status")
+            let watcher = try plantClient(learnerBroker, "fleet/t/learner/\(name)/status")
             defer { watcher.stop() }
             metricsPorts[name] = try FreePort.find()
-            learners[name] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", broker.url, "--data", learnerData.path,
+            learners[name] = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", learnerBroker.url, "--data", learnerData.path,
                                                                  "--metrics-port", String(metricsPorts[name] ?? 0)],
                                               stderrPath: "\(logs)/learner-\(name)-\(runs).log")
             let online = eventually(timeout: 60) {
@@ -175,6 +181,7 @@ import Testing
             let files = (try? FileManager.default.contentsOfDirectory(atPath: logs).filter { $0.hasSuffix(".log") }.sorted()) ?? []
             return files.map { f in "--- \(f)\n" + ((try? String(contentsOfFile: "\(logs)/\(f)", encoding: .utf8)) ?? "").suffix(3000) }
                 .joined(separator: "\n") + "\n--- broker\n" + broker.log().suffix(2000)
+                + (learnerBroker === broker ? "" : "\n--- learners' broker\n" + learnerBroker.log().suffix(2000))
         }
     }
 

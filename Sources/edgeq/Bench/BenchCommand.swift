@@ -47,7 +47,18 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "generalize: share (0…1) of the incumbent's decisions moved ±1 level (default 0: the incumbent as it runs; the twin is never dithered).")
     var dither: Double?
 
+    @Option(help: "fleet: rows in each of the 8 gateways' logs for the ingest figure (default 50,000; 5,000 with --quick).")
+    var rows: Int?
+
+    @Option(help: "fleet: latency rounds, each without then with shipping (default 5; 2 with --quick).")
+    var rounds: Int?
+
     func validate() throws {
+        if name != .fleet && (rows != nil || rounds != nil) {
+            throw ValidationError("--rows and --rounds apply to `edgeq bench fleet` only")
+        }
+        if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
+        if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         if name != .generalize && (plants != nil || steps != nil || dither != nil) {
             throw ValidationError("--plants, --steps and --dither apply to `edgeq bench generalize` only")
         }
@@ -90,6 +101,8 @@ struct BenchCommand: AsyncParsableCommand {
         var context = BenchContext(bench: name.rawValue, quick: quick, withAnchors: !noAnchors)
         context.generalize = try generalizeOptions()
         if let seeds { context.modelSeeds = seeds }
+        context.fleet.rowsPerGateway = rows ?? (quick ? 5_000 : 50_000)
+        context.fleet.rounds = rounds ?? (quick ? 2 : 5)
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)
     }
@@ -97,7 +110,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// The benchmarks `edgeq bench` knows.
 enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
-    case mqtt, decode, inference, train, learn, e2e, retrain, generalize, model
+    case mqtt, decode, inference, train, learn, e2e, retrain, generalize, model, fleet
 
     func run(_ context: BenchContext) async throws -> [BenchFigure] {
         switch self {
@@ -110,6 +123,7 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
         case .e2e: return try await E2EBench.run(context)
         case .generalize: return try await GeneralizeBench.run(context)
         case .model: return try await ModelBench.run(context)
+        case .fleet: return try await FleetBench.run(context)
         }
     }
 }
@@ -123,6 +137,8 @@ struct BenchContext: Sendable {
     var generalize = GeneralizeOptions()
     /// `model` only: seeds 1…modelSeeds per plant.
     var modelSeeds = 5
+    /// `fleet` only: gateways, rows, rounds.
+    var fleet = FleetOptions()
 
     /// Progress for people, on standard error (standard output carries the figures).
     func progress(_ message: String) {

@@ -1,0 +1,62 @@
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// `edgeq bench fleet` end to end with tiny settings: the real `edgeq` binary runs 8 shippers
+/// on pre-filled logs into a real `edgeq learner`, and two real gateways for the latency rounds;
+/// every figure line has the benchmark contract's keys, the counts from both ends are exact, and
+/// the goals not built yet are printed as not measured (never a value).
+@Suite struct FleetBenchSmokeTests {
+    @Test func tinyRunPrintsEveryFigureWithExactCounts() throws {
+        let rows = 300
+        let r = try EdgeQBinary.run(["bench", "fleet", "--json", "--quick", "--rows", String(rows), "--rounds", "1"], timeout: 300)
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(3000))")
+        var lines: [String: [String: Any]] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let figure = o["figure"] as? String else {
+                Issue.record("not a figure line: \(line)")
+                continue
+            }
+            #expect(o["bench"] as? String == "fleet")
+            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
+                #expect(o.keys.contains(key), "\(figure) has no \(key)")
+            }
+            lines[figure] = o
+        }
+        func value(_ prefix: String, _ key: String = "value") -> Double? {
+            let hits = lines.filter { $0.key.hasPrefix(prefix) }
+            #expect(hits.count == 1, "figures starting '\(prefix)': \(hits.keys.sorted())")
+            return (hits.first?.value[key] as? NSNumber)?.doubleValue
+        }
+        let ingest = "ingest 8 gateways → 1 learner: "
+        let total = Double(8 * rows)
+        #expect((value(ingest + "transitions stored and acknowledged per second") ?? 0) > 0)
+        #expect((value(ingest + "learner process CPU time per row") ?? 0) > 0)
+        #expect(value(ingest + "rows acknowledged (shippers' cursors)") == total)
+        #expect(value(ingest + "rows acknowledged (shippers' cursors)", "anchor_value") == total)
+        #expect(value(ingest + "rows stored (fleet log, read back)") == total)
+        #expect(value(ingest + "rows lost") == 0)
+        #expect(value(ingest + "rows stored twice") == 0)
+        // Copies may be sent on a loaded machine (an acknowledgement later than the timeout): counted, not zero by force.
+        #expect((value(ingest + "rows sent more than once") ?? -1) >= 0)
+        #expect((value(ingest + "copies dropped by the learner") ?? -1) >= 0)
+
+        let latency = "decision round trip while shipping"
+        for part in [": p50", ": p99", ": CPU per decision"] {
+            let f = lines.first { $0.key.hasPrefix(latency) && $0.key.contains(part) }?.value
+            #expect((f?["value"] as? NSNumber)?.doubleValue ?? 0 > 0, "\(part): \(String(describing: f))")
+            #expect((f?["anchor_value"] as? NSNumber)?.doubleValue ?? 0 > 0, "\(part): \(String(describing: f))")
+            #expect(f?["rounds"] as? NSNumber == 1, "\(part): \(String(describing: f))")
+        }
+        let shipped = lines.first { $0.key.hasPrefix(latency) && $0.key.hasSuffix("rows in the fleet log") }?.value
+        let stored = (shipped?["value"] as? NSNumber)?.doubleValue
+        #expect(stored != nil && stored == (shipped?["anchor_value"] as? NSNumber)?.doubleValue && (stored ?? 0) >= 1_000,
+                "the shipping gateway's rows: \(String(describing: shipped))")
+
+        let notMeasured = lines.values.filter { $0["value"] is NSNull }
+        #expect(notMeasured.count == 3, "\(notMeasured)")
+        #expect(notMeasured.allSatisfy { ($0["reason"] as? String)?.hasPrefix("not measured") == true })
+        #expect(lines.count == 10 + 4 + 3)
+    }
+}
