@@ -2,6 +2,9 @@
 // In C because glibc's mallopt constants and /proc/self/maps parsing with sscanf are
 // simplest here; nothing in it is on the decision path.
 #include "edgeq_process.h"
+// Any libc header first: __GLIBC__ comes from <features.h>, which they include. Without one,
+// the checks below saw no glibc and the arena limit silently never applied.
+#include <stdlib.h>
 
 #if defined(__GLIBC__)
 #include <malloc.h>

@@ -63,10 +63,27 @@ public final class ModelStore: @unchecked Sendable {
         } catch {
             throw Error(description: "cannot create \(directory.path): \(error.localizedDescription) (check the data directory's permissions)")
         }
-        // Leftovers of a crash while adding a version are incomplete by construction.
+        // Leftovers of a crash while adding a version are incomplete by construction. A folder
+        // of a process still alive is its write in progress (a gateway storing a candidate while
+        // `edgeq models` opens the same store): it is left alone.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(".incoming-") {
+            if let pid = Self.writer(ofIncoming: name), Self.alive(pid) { continue }
             try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
         }
+    }
+
+    /// The process id in an incoming folder's name (`.incoming-v<version>-<pid>`); nil for the
+    /// names of earlier releases (`.incoming-v<version>`).
+    static func writer(ofIncoming name: String) -> pid_t? {
+        let parts = name.split(separator: "-")
+        guard parts.count == 3, let pid = pid_t(parts[2]), pid > 0 else { return nil }
+        return pid
+    }
+
+    /// Whether process `pid` exists (this one included: another store of this process may be
+    /// adding a version).
+    static func alive(_ pid: pid_t) -> Bool {
+        kill(pid, 0) == 0 || errno == EPERM
     }
 
     /// The folder of `version`.
@@ -145,7 +162,7 @@ public final class ModelStore: @unchecked Sendable {
         } else {
             version = newest + 1
         }
-        let incoming = directory.appendingPathComponent(".incoming-v\(version)")
+        let incoming = directory.appendingPathComponent(".incoming-v\(version)-\(getpid())")
         do {
             try? FileManager.default.removeItem(at: incoming)
             try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)

@@ -1,4 +1,5 @@
 import EdgeQGateway
+import EdgeQTestSupport
 import EdgeQTrust
 import Foundation
 import Testing
@@ -194,5 +195,28 @@ import Testing
         let store = try ModelStore(dataDirectory: dir)
         #expect(store.versions().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: models.path))
+    }
+
+    /// Opening a store (as `edgeq models` does on a live gateway's data directory) leaves
+    /// another living process's write in progress alone and discards a dead one's.
+    @Test func anIncomingFolderOfALiveProcessIsLeftAlone() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sleeper = try ChildProcess("/bin/sleep", ["60"])
+        defer { sleeper.stop(grace: 1) }
+        let live = dir.appendingPathComponent("models/.incoming-v3-\(sleeper.pid)")
+        try FileManager.default.createDirectory(at: live, withIntermediateDirectories: true)
+        // A process that has exited: its pid no longer exists.
+        let done = try ChildProcess("/bin/true", [])
+        let deadPid = done.pid
+        _ = done.wait(timeout: 10)
+        let dead = dir.appendingPathComponent("models/.incoming-v2-\(deadPid)")
+        try FileManager.default.createDirectory(at: dead, withIntermediateDirectories: true)
+        _ = try ModelStore(dataDirectory: dir)
+        #expect(FileManager.default.fileExists(atPath: live.path))
+        #expect(!FileManager.default.fileExists(atPath: dead.path))
+        sleeper.stop(grace: 1)
+        _ = try ModelStore(dataDirectory: dir)
+        #expect(!FileManager.default.fileExists(atPath: live.path))
     }
 }
