@@ -26,7 +26,7 @@ struct DemoCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "The mapping file (default: topics/thermal.yaml of this checkout).")
+    @Option(help: "The mapping file (default: topics/thermal.yaml of the installed files, $EDGEQ_SHARE, or this checkout).")
     var config: String?
 
     @Option(help: "Weeks of shadow logging before the retrain.")
@@ -75,8 +75,16 @@ struct DemoCommand: ParsableCommand {
             h.logLevel = .warning
             return h
         }
-        let root = Anchors.packageRoot()
-        let configPath = config ?? root.appendingPathComponent("topics/thermal.yaml").path
+        // The shipped files, wherever edgeq is installed (SharedFiles.swift); a clear error
+        // naming the places searched when they are nowhere.
+        let configPath: String
+        let brokerConfig: URL
+        do {
+            configPath = try config ?? SharedFiles.locate("topics/thermal.yaml").path
+            brokerConfig = try SharedFiles.locate("deploy/mosquitto-demo.conf")
+        } catch let e as SharedFiles.NotFound {
+            throw CLIFailure(.noInput, "demo: \(e)")
+        }
         let map = try loadMapping(configPath)
         let temp = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-demo-\(getpid())")
         let dataDir = data.map { URL(fileURLWithPath: $0) } ?? temp
@@ -85,9 +93,9 @@ struct DemoCommand: ParsableCommand {
         let stepsPerWeek = 7 * 24 * 12
 
         say("EdgeQ demo: thermal zone, PI incumbent, \(shadowWeeks) weeks of shadow data, \(evalWeeks) weeks of evaluation")
-        let broker = try MosquittoBroker(configFile: root.appendingPathComponent("deploy/mosquitto-demo.conf").path)
+        let broker = try MosquittoBroker(configFile: brokerConfig.path)
         defer { broker.stop() }
-        say("broker      \(broker.url) (deploy/mosquitto-demo.conf)")
+        say("broker      \(broker.url) (\(brokerConfig.path))")
 
         // An operator key of the demo's own: the gateway obeys only signed commands.
         let operatorKey = try Self.demoOperatorKey(dataDirectory: dataDir)
