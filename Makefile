@@ -74,7 +74,8 @@ install-files:
 
 # make deb: .build/deb/edgeq_VERSION_ARCH.deb, the install tree with PREFIX=/usr, built by dpkg-deb.
 # Depends: the shared C libraries the binary links (objdump -p edgeq | grep NEEDED); the Swift
-# runtime is inside the release binary. EDGEQ_BIN as for install; DEB_COMPRESS: dpkg-deb's
+# runtime is inside the release binary. The binary loses its debug sections (strip --strip-debug:
+# 106 MB → 84 MB) but keeps its symbols, so crash backtraces still name functions. EDGEQ_BIN as for install; DEB_COMPRESS: dpkg-deb's
 # compressor (xz; the tests use none: xz takes minutes on a busy 2-core machine).
 DEB_VERSION := $(shell sed -n 's/.*static let string = "\(.*\)".*/\1/p' Sources/edgeq/EdgeQCommand.swift)
 DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
@@ -87,6 +88,7 @@ DEB_DEPENDS = libc6, libgcc-s1, libstdc++6, libmosquitto1, libsqlite3-0, libopen
 deb: $(INSTALL_DEPS)
 	rm -rf $(DEB_ROOT)
 	@$(MAKE) --no-print-directory install-files EDGEQ_BIN=$(INSTALL_BIN) PREFIX=/usr DESTDIR=$(abspath $(DEB_ROOT))
+	strip --strip-debug $(DEB_ROOT)/usr/bin/edgeq
 	gzip -9n $(DEB_ROOT)/usr/share/man/man1/edgeq.1
 	install -d $(DEB_ROOT)/DEBIAN
 	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' -e 's/@DEPENDS@/$(DEB_DEPENDS)/' \
