@@ -23,6 +23,8 @@ struct DemoCommand: ParsableCommand {
             every command is signed with an operator key the demo generates for itself (DATA/demo-operator/demo-operator.key, \
             trusted as DATA/keys/operator/demo-operator.pub), as `edgeq cmd` signs;
             5. prints incumbent vs EdgeQ: energy cost, comfort violation, reward. Everything it started is stopped at the end.
+            topics/ and deploy/ are found in $EDGEQ_SHARE, else ../share/edgeq beside the executable (make install, \
+            the .deb), else the checkout; when none has them it exits 66 naming the places it looked.
             """
     )
 
