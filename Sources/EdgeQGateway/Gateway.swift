@@ -475,6 +475,9 @@ public final class Gateway: Sendable {
             // Verified and answered on the control queue, never here. A zero-length message
             // deletes a retained one at the broker (also the gateway's own clearing): no command.
             if !m.payload.isEmpty {
+                // A test's stuck decision (EDGEQ_FAULT=decision-hang-on-command): commands only,
+                // never a sensor message's path.
+                FaultInjection.hang("decision-hang-on-command")
                 metrics.controlCommands.increment()
                 enqueueCommand(m)
             }

@@ -77,6 +77,60 @@ import Testing
         #expect(code == 0, "edgeq run exited \(String(describing: code)); log:\n\(gwLog())")
     }
 
+    /// A stuck decision stops the pings: with EDGEQ_FAULT=decision-hang-on-command a command
+    /// message hangs the thread holding the decision lock; the decision loop then cannot go
+    /// round, the gateway says so in its log, and no WATCHDOG=1 follows (systemd would restart it).
+    @Test func aStuckDecisionStopsTheWatchdogPings() throws {
+        let broker = try MosquittoBroker()
+        let dir = try TempDir()
+        let file = dir.url.appendingPathComponent("p.yaml").path
+        try processMapping(id: "sdh", plant: "sdh", learning: "  retrain: {every_transitions: 1000000}")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let listener = try NotifyListener(path: dir.url.appendingPathComponent("notify").path)
+        let log = dir.url.appendingPathComponent("gw.log")
+        let gw = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url,
+                                                     "--data", dir.url.appendingPathComponent("data").path],
+                                  stderrPath: log.path,
+                                  environment: ["NOTIFY_SOCKET": listener.socketName, "WATCHDOG_USEC": "1000000",
+                                                "EDGEQ_FAULT": "decision-hang-on-command"])
+        defer {
+            gw.signal(SIGKILL)   // its decision thread hangs for good: SIGTERM cannot end it
+            gw.wait(timeout: 10)
+        }
+        let gwLog = { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+        // Healthy first: READY=1, then a ping.
+        var ready = false
+        var pinged = false
+        let startDeadline = Date().addingTimeInterval(60)
+        while !(ready && pinged) && Date() < startDeadline {
+            guard let n = listener.receive(timeout: 1) else { continue }
+            if n.hasPrefix("READY=1") { ready = true }
+            if ready && n == "WATCHDOG=1" { pinged = true }
+        }
+        try #require(ready && pinged, "no READY=1 and WATCHDOG=1 from a healthy gateway; log:\n\(gwLog())")
+
+        // A command: the decision under the lock hangs.
+        let operatorClient = try plantClient(broker, "edgeq/sdh/reply/+")
+        defer { operatorClient.stop() }
+        _ = try operatorClient.publish("edgeq/sdh/cmd/mode", #"{"mode":"shadow"}"#, qos: .atLeastOnce)
+
+        // The gateway notices its loop stopped and stops pinging systemd.
+        let noticed = eventually(timeout: 60) {
+            while listener.receive(timeout: 0) != nil {}   // pings sent before the hang showed
+            return gwLog().contains("no WATCHDOG=1 to systemd")
+        }
+        #expect(noticed, "the gateway did not report its stuck loop; log:\n\(gwLog())")
+        #expect(gwLog().contains("EDGEQ_FAULT: hanging this thread at decision-hang-on-command"))
+        // Once it said so, no ping may follow: the loop stays stuck for good.
+        var late: [String] = []
+        let quietUntil = Date().addingTimeInterval(3)
+        while Date() < quietUntil {
+            if let n = listener.receive(timeout: 0.5) { late.append(n) }
+        }
+        #expect(!late.contains("WATCHDOG=1"), "WATCHDOG=1 after the loop was reported stuck: \(late)")
+    }
+
     /// A NOTIFY_SOCKET that cannot be used is a start failure with a message, not a silent run
     /// that systemd would kill for never saying READY.
     @Test func aRelativeNotifySocketIsRefused() throws {
