@@ -125,6 +125,12 @@ let package = Package(
             dependencies: ["EdgeQGateway", "EdgeQRetrain", "EdgeQPlants", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog", "EdgeQCore"],
             swiftSettings: numericSettings
         ),
+        /// The run report (`edgeq report`): the log summed up in SQL, the model store's history and
+        /// a saved metrics scrape, as one self-contained HTML page (docs/operations.md, "The run report").
+        .target(
+            name: "EdgeQReport",
+            dependencies: ["EdgeQLog", "EdgeQCore"]
+        ),
         .target(
             name: "EdgeQSimulators",
             dependencies: ["EdgeQMQTT", "EdgeQPlants", "EdgeQCore", .product(name: "Logging", package: "swift-log")]
@@ -133,7 +139,7 @@ let package = Package(
             name: "edgeq",
             dependencies: [
                 "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
-                "EdgeQPlants", "EdgeQModel", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust",
+                "EdgeQPlants", "EdgeQModel", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust", "EdgeQReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -153,7 +159,7 @@ let package = Package(
         .testTarget(name: "EdgeQPlantsTests", dependencies: ["EdgeQPlants", "EdgeQCore"]),
         .testTarget(name: "EdgeQModelTests", dependencies: ["EdgeQModel", "EdgeQPlants", "EdgeQCore", "EdgeQLab"]),
         .testTarget(name: "EdgeQLogTests", dependencies: ["EdgeQLog", "EdgeQTestSupport", "CZlib"]),
-        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
+        .testTarget(name: "EdgeQGatewayTests", dependencies: ["EdgeQGateway", "EdgeQReport", "EdgeQCore", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQMQTT", "EdgeQLog", "EdgeQSimulators", "EdgeQTestSupport", "EdgeQTrust"]),
         .testTarget(name: "EdgeQLabTests", dependencies: ["EdgeQLab", "EdgeQGateway", "EdgeQRetrain", "EdgeQModel", "EdgeQTopicMap", "EdgeQNet", "EdgeQLog", "EdgeQPlants", "EdgeQLearner", "EdgeQCore"]),
         .testTarget(name: "EdgeQSimulatorsTests", dependencies: ["EdgeQSimulators", "EdgeQPlants", "EdgeQMQTT", "EdgeQTestSupport"]),
         .testTarget(
@@ -161,7 +167,7 @@ let package = Package(
             dependencies: ["EdgeQTrust", "EdgeQTopicMap", "EdgeQMQTT", "EdgeQTestSupport", .product(name: "Logging", package: "swift-log")],
             exclude: ["python"]
         ),
-        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
+        .testTarget(name: "EdgeQCLITests", dependencies: ["EdgeQTestSupport", "EdgeQCore", "EdgeQMQTT", "EdgeQLog", "EdgeQGateway", "EdgeQNet", "EdgeQTopicMap", "EdgeQTrust"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,8 +4,9 @@
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
 # systemd-analyze (Debian package systemd, no recommends: nothing starts in a container) lets the
 # tests verify deploy/edgeq@.service; dpkg-deb (always there on Debian) builds the .deb.
-# Python packages (numpy, safetensors, paho-mqtt, cryptography) serve the interop cross-checks
-# in tests (cryptography: commands signed in Python verify in EdgeQ, and back).
+# Python packages (numpy, safetensors, paho-mqtt, cryptography, prometheus_client) serve the interop
+# cross-checks in tests (cryptography: commands signed in Python verify in EdgeQ, and back;
+# prometheus_client: its parser reads the gateway's /metrics).
 # Uses sudo only when not root. Safe to run again: a second run costs well under a second.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_deb=()
-for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev zlib1g-dev openssl curl gcc make; do
+for pkg in libmosquitto-dev mosquitto mosquitto-clients libopenblas-dev libsqlite3-dev zlib1g-dev openssl curl gcc make chromium-headless-shell python3-venv; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_deb+=("$pkg")
   fi
@@ -31,8 +32,20 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography' 2>/dev/null; then
-  echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography" >&2
-  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography 2>&1 | grep -v -i 'root user' >&2 || true
-  "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography'
+if ! "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography, prometheus_client' 2>/dev/null; then
+  echo "setup: installing Python packages: numpy safetensors paho-mqtt cryptography prometheus_client" >&2
+  "$PY" -m pip install -q numpy safetensors 'paho-mqtt>=2' cryptography prometheus_client 2>&1 | grep -v -i 'root user' >&2 || true
+  "$PY" -c 'import numpy, safetensors, paho.mqtt, cryptography, prometheus_client'
+fi
+
+# The run report's browser test (scripts/report-browser-check.py): Debian's chromium-headless-shell
+# (in the package list above, with python3-venv), driven by Playwright for Python in its own venv
+# ($EDGEQ_BROWSER_VENV, default ~/.cache/edgeq/browser-venv); Playwright is pointed at the system
+# browser and never downloads one.
+VENV=${EDGEQ_BROWSER_VENV:-$HOME/.cache/edgeq/browser-venv}
+if ! "$VENV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
+  echo "setup: installing Playwright for Python into $VENV (the browser is Debian's chromium-headless-shell)" >&2
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q playwright==1.65.2
+  "$VENV/bin/python" -c 'import playwright.sync_api'
 fi

@@ -10,8 +10,8 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The seam where training on the fleet log goes (issue 15's learner: prioritized replay across
-/// gateways, checks, signing, publishing on `<fleet>/model`; not built yet).
+/// The seam where training on the fleet log goes (`FleetTrainer`: the device's retraining on
+/// every gateway's rows, checks, signing, publishing on `<fleet>/model`).
 ///
 /// The ingest loop calls `committed` on its own thread after each batch is in the fleet log and
 /// before it is acknowledged; an implementation must return at once (hand the news to its own
@@ -21,6 +21,19 @@ public protocol FleetTraining: Sendable {
     /// A batch of `gateway` was committed: the fleet log now holds every row of that gateway's
     /// log up to `acked`; `inserted` rows are new.
     func committed(gateway: String, acked: Int64, inserted: Int, fleetLogPath: String)
+    /// The learner is connected and about to ingest: start the training thread (it may publish
+    /// through `learner.publishRetained`).
+    func attached(to learner: FleetLearner)
+    /// The learner is stopping: stop training (a training under way is abandoned) and return.
+    func detached()
+    /// The `training` object of the learner's status (nil: none).
+    var statusJSON: JSONValue? { get }
+}
+
+extension FleetTraining {
+    public func attached(to learner: FleetLearner) {}
+    public func detached() {}
+    public var statusJSON: JSONValue? { nil }
 }
 
 /// The fleet learner's ingest (`edgeq learner`, docs/fleet.md): takes the gateways' batches from
@@ -42,6 +55,8 @@ public final class FleetLearner: Sendable {
         public var failures: UInt64 = 0
         /// The high-water mark acknowledged per gateway.
         public var acked: [String: Int64] = [:]
+        /// The newest verdict of each gateway on the fleet models (`<fleet>/verdict/<gateway>`).
+        public var rollout: [String: JSONValue] = [:]
     }
 
     public let config: FleetLearnerConfig
@@ -127,6 +142,7 @@ public final class FleetLearner: Sendable {
             throw GatewayError("cannot open the fleet log: \(error)")
         }
         try client.subscribe(config.subscription, qos: .atLeastOnce)
+        try client.subscribe(config.verdictFilter, qos: .atLeastOnce)
         client.start()
         do {
             try client.waitUntilConnected(timeout: 30)
@@ -138,11 +154,17 @@ public final class FleetLearner: Sendable {
             "learner.id": "\(config.id)", "learner.subscription": "\(config.subscription)", "learner.log": "\(fleetLogPath)",
         ])
         publishStatus(state: "online")
+        training?.attached(to: self)
         var lastStatus = Gateway.now()
         let prefix = config.fleet + "/experience/"
+        let verdictPrefix = config.fleet + "/verdict/"
         while !stopping.load(ordering: .relaxed) {
             if let m = client.receive(timeout: 0.2) {
-                ingest(m, prefix: prefix, store: store)
+                if m.topic.hasPrefix(verdictPrefix) {
+                    verdict(m, gateway: String(m.topic.dropFirst(verdictPrefix.count)))
+                } else {
+                    ingest(m, prefix: prefix, store: store)
+                }
             }
             let now = Gateway.now()
             if now &- lastStatus > UInt64(config.statusInterval * 1e9) {
@@ -150,6 +172,7 @@ public final class FleetLearner: Sendable {
                 publishStatus(state: "online")
             }
         }
+        training?.detached()
         publishStatus(state: "offline", reason: "stopped")
         usleep(200_000)   // let libmosquitto send the retained offline status
         client.stop()
@@ -212,6 +235,34 @@ public final class FleetLearner: Sendable {
         }
     }
 
+    /// A gateway's verdict on a fleet model: the rollout table (status) and metrics.
+    private func verdict(_ m: MQTTMessage, gateway: String) {
+        guard !m.payload.isEmpty, let any = try? JSONSerialization.jsonObject(with: Data(m.payload)),
+              let value = JSONValue(any: any), case .object(let o) = value else { return }
+        // The label takes only the verdicts gateways send (a payload is not trusted to name series).
+        let known: Set<String> = ["refused", "stored", "trial_started", "trial_queued", "promoted", "rejected", "trial_abandoned"]
+        let kind: String
+        if case .string(let k)? = o["verdict"], known.contains(k) { kind = k } else { kind = "unknown" }
+        figures.withLock { $0.rollout[gateway] = value }
+        registry.counter("edgeq_learner_verdicts_total", help: "The gateways' verdicts on fleet models, by verdict (refused, stored, trial_started, promoted, rejected, …).",
+                         labels: [("verdict", kind)]).increment()
+        if case .number(let v)? = o["version"] {
+            registry.gauge("edgeq_learner_gateway_model_version", help: "The fleet model version of each gateway's newest verdict.",
+                           labels: [("gateway", gateway)]).set(v)
+        }
+        logger.info("fleet: a gateway's verdict", metadata: ["fleet.gateway": "\(gateway)", "fleet.verdict": "\(kind)",
+                                                            "fleet.reason": "\(o["reason"].map { "\($0)" } ?? "")"])
+    }
+
+    /// Publishes `payload` retained with QoS 1 (the trainer's manifest and chunks).
+    /// - Throws: the client's error when it cannot be queued.
+    public func publishRetained(_ topic: String, _ payload: [UInt8]) throws {
+        _ = try client.publish(topic, payload, qos: .atLeastOnce, retain: true)
+    }
+
+    /// Publishes the status now (after a training).
+    public func publishStatusNow() { publishStatus(state: "online") }
+
     private func refuse(_ why: String, topic: String) {
         refusedCounter.increment()
         let n = figures.withLock { f -> UInt64 in
@@ -241,7 +292,9 @@ public final class FleetLearner: Sendable {
             "failures": .number(Double(f.failures)),
             "rows_per_second": .number((Double(f.rows) / seconds * 10).rounded() / 10),
             "gateways": .object(gateways),
+            "rollout": .object(f.rollout),
         ]
+        if let t = training?.statusJSON { o["training"] = t }
         if let reason { o["reason"] = .string(reason) }
         return JSONValue.object(o).jsonText
     }

@@ -6,6 +6,7 @@ import Darwin
 import EdgeQLog
 import EdgeQMQTT
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 import Synchronization
@@ -45,7 +46,17 @@ public final class FleetShipper: Sendable {
         public var batches: UInt64 = 0
         /// The last problem (a log that cannot be read, a cursor that cannot be written), if any.
         public var problem: String?
+        /// Fleet models stored as a version.
+        public var modelsStored: UInt64 = 0
+        /// Fleet models refused.
+        public var modelsRefused: UInt64 = 0
+        /// The verdict on the newest fleet model (as published on `<fleet>/verdict/<gateway>`).
+        public var lastVerdict: String?
     }
+
+    /// What the gateway does with a complete, reassembled fleet model (verify, store, trial);
+    /// nil: nothing new (the version is already stored). Runs on the shipper thread.
+    typealias ModelHandler = @Sendable (FleetModelManifest, [UInt8]) -> [String: JSONValue]?
 
     let config: FleetConfig
     let gatewayID: String
@@ -63,6 +74,15 @@ public final class FleetShipper: Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let started = Atomic<Bool>(false)
     private let shipped: Counter, ackedRows: Counter, lag: Gauge
+    /// The gateway's mapping fingerprint (a fleet model for another mapping is refused).
+    let fingerprint: String
+    /// Model messages from the network thread, for the shipper thread (bounded).
+    private let modelInbox = Mutex<[MQTTMessage]>([])
+    private let modelHandler = Mutex<ModelHandler?>(nil)
+    /// The fleet model versions this gateway stored since start (their trial verdicts are reported).
+    private let fleetVersions = Mutex<Set<Int>>([])
+    private let modelsStored: Counter
+    private let modelsRefused: [String: Counter]
 
     /// Prepares the shipper (connects nothing yet).
     ///
@@ -72,8 +92,9 @@ public final class FleetShipper: Sendable {
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
     init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
-         registry: MetricsRegistry, logger: Logger) throws {
+         fingerprint: String, registry: MetricsRegistry, logger: Logger) throws {
         self.config = config
+        self.fingerprint = fingerprint
         self.gatewayID = gatewayID
         self.logPath = logPath
         self.logger = logger
@@ -91,6 +112,13 @@ public final class FleetShipper: Sendable {
         shipped = registry.counter("edgeq_fleet_rows_shipped_total", help: "Log rows sent to the fleet learner (every copy counts).")
         ackedRows = registry.counter("edgeq_fleet_rows_acked_total", help: "Log rows a fleet learner acknowledged (the cursor's moves).")
         lag = registry.gauge("edgeq_fleet_lag_rows", help: "Log rows not acknowledged by a fleet learner yet.")
+        modelsStored = registry.counter("edgeq_fleet_models_stored_total", help: "Fleet models verified and stored as a version.")
+        var refused: [String: Counter] = [:]
+        for r in FleetModelRefusal.all {
+            refused[r] = registry.counter("edgeq_fleet_models_refused_total", help: "Fleet models refused, by reason (a bad signature, a sha mismatch, another mapping, …).",
+                                          labels: [("reason", r)])
+        }
+        modelsRefused = refused
         let initial = Self.loadCursor(cursorURL, topic: config.topic, logger: logger)
         figures.withLock { $0.acked = initial.acked }
         ack.withLock { $0 = (initial.log, initial.acked) }
@@ -113,7 +141,89 @@ public final class FleetShipper: Sendable {
             "connected": .bool(client.state == .connected),
         ]
         if let p = f.problem { o["problem"] = .string(p) }
+        if config.models {
+            var m: [String: JSONValue] = ["topic": .string(config.modelTopic), "stored": .number(Double(f.modelsStored)),
+                                          "refused": .number(Double(f.modelsRefused))]
+            if let v = f.lastVerdict, let data = v.data(using: .utf8), let any = try? JSONSerialization.jsonObject(with: data),
+               let value = JSONValue(any: any) {
+                m["last_verdict"] = value
+            }
+            o["models"] = .object(m)
+        }
         return .object(o)
+    }
+
+    /// Sets what the gateway does with a complete fleet model (before `start`).
+    func setModelHandler(_ h: @escaping ModelHandler) { modelHandler.withLock { $0 = h } }
+
+    /// The switchback trial of `version` was decided: when it is a fleet model this gateway
+    /// stored, its verdict goes to `<fleet>/verdict/<gateway>` with the trial's figures.
+    func trialDecided(version: Int, promoted: Bool, verdict: String, figures: [String: JSONValue]) {
+        guard fleetVersions.withLock({ $0.contains(version) }) else { return }
+        var o: [String: JSONValue] = ["verdict": .string(promoted ? "promoted" : (verdict == "abandoned" ? "trial_abandoned" : "rejected")),
+                                      "version": .number(Double(version)), "trial": .object(figures)]
+        if !promoted { o["reason"] = .string("trial verdict: \(verdict)") }
+        publishVerdict(o)
+    }
+
+    /// Publishes a verdict (retained, QoS 1) with the gateway id and time; counts it.
+    func publishVerdict(_ object: [String: JSONValue]) {
+        var o = object
+        o["gateway"] = .string(gatewayID)
+        o["time"] = .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000)
+        let text = JSONValue.object(o).jsonText
+        figures.withLock { $0.lastVerdict = text }
+        do {
+            _ = try client.publish(config.verdictTopic(gateway: gatewayID), text, qos: .atLeastOnce, retain: true)
+        } catch {
+            logger.warning("fleet: cannot publish the model verdict now", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Refusal of a fleet model: counted, logged, published.
+    private func refuse(_ manifest: FleetModelManifest?, reason: String, message: String) {
+        (modelsRefused[reason] ?? modelsRefused[FleetModelRefusal.malformed])?.increment()
+        figures.withLock { $0.modelsRefused &+= 1 }
+        logger.warning("fleet: model refused", metadata: [
+            "fleet.model.version": "\(manifest.map { String($0.version) } ?? "unknown")", "fleet.model.reason": "\(reason)",
+            "fleet.model.signer": "\(manifest?.signer ?? "unknown")", "error": "\(message)",
+        ])
+        publishVerdict(["verdict": .string("refused"), "reason": .string(reason), "message": .string(message),
+                        "version": manifest.map { .number(Double($0.version)) } ?? .null,
+                        "signer": manifest.map { .string($0.signer) } ?? .null])
+    }
+
+    /// Feeds the queued model messages to the assembler; a complete model goes to the handler.
+    private func takeModels(_ assembler: inout FleetModelAssembler) {
+        let messages = modelInbox.withLock { q -> [MQTTMessage] in
+            defer { q = [] }
+            return q
+        }
+        for m in messages {
+            let event = m.topic == config.modelTopic ? assembler.manifest(m.payload, mapping: fingerprint) : assembler.chunk(m.payload)
+            switch event {
+            case .waiting:
+                continue
+            case .refused(let manifest, let reason, let message):
+                refuse(manifest, reason: reason, message: message)
+            case .complete(let manifest, let bytes):
+                guard let handler = modelHandler.withLock({ $0 }), let verdict = handler(manifest, bytes) else { continue }
+                let kind = verdict["verdict"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? ""
+                if kind == "refused" {
+                    let reason = verdict["reason"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? FleetModelRefusal.malformed
+                    let message = verdict["message"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? ""
+                    refuse(manifest, reason: reason, message: message)
+                } else {
+                    modelsStored.increment()
+                    fleetVersions.withLock { _ = $0.insert(manifest.version) }
+                    figures.withLock { $0.modelsStored &+= 1 }
+                    var o = verdict
+                    o["version"] = .number(Double(manifest.version))
+                    o["signer"] = .string(manifest.signer)
+                    publishVerdict(o)
+                }
+            }
+        }
     }
 
     /// Starts the connection and the shipper thread; a second call does nothing.
@@ -125,7 +235,28 @@ public final class FleetShipper: Sendable {
         } catch {
             logger.error("fleet: cannot subscribe to the acknowledgements", metadata: ["mqtt.topic": "\(ackTopic)", "error": "\(error)"])
         }
+        let modelTopic = config.modelTopic
+        let chunkPrefix = config.modelTopic + "/chunk/"
+        if config.models {
+            for filter in [modelTopic, config.modelChunkFilter] {
+                do {
+                    try client.subscribe(filter, qos: .atLeastOnce)
+                } catch {
+                    logger.error("fleet: cannot subscribe to the fleet models", metadata: ["mqtt.topic": "\(filter)", "error": "\(error)"])
+                }
+            }
+        }
+        let inboxLimit = max(64, config.maxModelSize / 1024 + 16)
         client.start { [self] m in
+            if m.topic == modelTopic || m.topic.hasPrefix(chunkPrefix) {
+                // Handed to the shipper thread (never worked on here, on the network thread).
+                modelInbox.withLock { q in
+                    if q.count >= inboxLimit { q.removeFirst() }
+                    q.append(m)
+                }
+                wake.signal()
+                return true
+            }
             if m.topic == ackTopic, let (a, log) = Self.parseAck(m.payload) {
                 let moved = ack.withLock { s -> Bool in
                     guard log == nil || log == s.log, a > s.acked else { return false }
@@ -214,10 +345,12 @@ public final class FleetShipper: Sendable {
         let topic = config.experienceTopic(gateway: gatewayID)
         let qos: QoS = config.qos == 2 ? .exactlyOnce : .atLeastOnce
         var problem: String?
+        var assembler = FleetModelAssembler(maxSize: config.maxModelSize)
 
         while !stopping.load(ordering: .relaxed) {
             _ = wake.wait(timeout: .now() + min(config.interval, 0.5))
             if stopping.load(ordering: .relaxed) { break }
+            if config.models { takeModels(&assembler) }
             let now = Gateway.now()
             problem = nil   // what goes wrong in this round, if anything
 

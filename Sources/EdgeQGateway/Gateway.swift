@@ -244,7 +244,7 @@ public final class Gateway: Sendable {
             handover = HandoverState(map: map, base: config, registry: metrics.registry)
             if let f = map.fleet {
                 fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
-                                         logPath: log.path, base: config, registry: metrics.registry, logger: logger)
+                                         logPath: log.path, base: config, fingerprint: map.fingerprint, registry: metrics.registry, logger: logger)
             } else {
                 fleet = nil
             }
@@ -356,6 +356,7 @@ public final class Gateway: Sendable {
             announceHandover(reason: "started: the incumbent is in charge")
         }
         startCommandThread()
+        fleet?.setModelHandler { [self] manifest, bytes in fleetModelArrived(manifest, bytes) }
         fleet?.start()
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()

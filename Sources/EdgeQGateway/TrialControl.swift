@@ -248,6 +248,7 @@ extension Gateway {
         }
         o["promoted"] = .bool(promoted)
         try? DurableFile.write(Data(JSONValue.object(o).jsonText.utf8), to: store.trialURL(candidate.version))
+        fleet?.trialDecided(version: candidate.version, promoted: promoted, verdict: verdict, figures: o)
         trialStatus.withLock { $0 = o }
         metrics.trialVerdicts[verdict]?.increment()
         metrics.trialPairs.set(Double(s.pairs))

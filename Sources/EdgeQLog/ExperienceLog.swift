@@ -182,7 +182,7 @@ public final class ExperienceLog: Sendable {
 
     // MARK: Reading
 
-    private func withReader<R: Sendable>(_ body: (SQLiteConnection) throws(LogError) -> R) throws(LogError) -> R {
+    func withReader<R: Sendable>(_ body: (SQLiteConnection) throws(LogError) -> R) throws(LogError) -> R {
         try reader.withLock { (db: inout SQLiteConnection?) throws(LogError) -> R in
             guard let db else { throw LogError(.closed, path: path, message: "the log is being replaced (a damaged file was moved aside): try again") }
             return try body(db)

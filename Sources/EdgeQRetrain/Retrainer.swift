@@ -359,15 +359,38 @@ public struct Retrainer: Sendable {
     public func trainWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?,
                                     progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
         let clock = Date()
-        var report = RetrainReport()
-        let log: ExperienceLog
         let rowsAll: [LoggedTransition]
         do {
-            log = try ExperienceLog.open(path: logPath, create: false)
+            let log = try ExperienceLog.open(path: logPath, create: false)
             rowsAll = try log.transitions(window: limits.window.map { .lastRows($0) } ?? .all)
         } catch {
             throw RetrainError("cannot read the experience log \(logPath): \(error)", kind: .logUnreadable)
         }
+        return try trainWithPlantModel(rows: rowsAll, limits: limits, warmStart: warmStart, started: clock,
+                                       progress: progress, shouldStop: shouldStop)
+    }
+
+    /// `runWithPlantModel` on rows read elsewhere (the fleet learner's log of every gateway):
+    /// the same training, checks and verdict as on a device log; `rows` in the order a log
+    /// gives them (the newest tenth, by position, is held out for the checks).
+    public func runWithPlantModel(rows: [LoggedTransition], limits: RetrainLimits, warmStart: QModel?, output: URL,
+                                  progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
+        var outcome = try trainWithPlantModel(rows: limits.window.map { Array(rows.suffix($0)) } ?? rows, limits: limits,
+                                              warmStart: warmStart, started: Date(), progress: progress, shouldStop: shouldStop)
+        if outcome.report.passed {
+            do {
+                try outcome.candidate.save(to: output)
+            } catch {
+                outcome.report.verdict = "failed"
+                throw RetrainError("cannot write the candidate model to \(output.path): \(error)", kind: .writeFailed)
+            }
+        }
+        return outcome
+    }
+
+    func trainWithPlantModel(rows rowsAll: [LoggedTransition], limits: RetrainLimits, warmStart: QModel?, started clock: Date,
+                             progress: (Progress) -> Void, shouldStop: () -> Bool) throws -> Outcome {
+        var report = RetrainReport()
         let width = map.stateWidth
         let A = map.actions.count
         // Rows that span missed ticks (flag gap) are not one step: not learned from as one.

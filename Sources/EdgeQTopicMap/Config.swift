@@ -480,6 +480,12 @@ public struct FleetConfig: Sendable, Equatable {
     /// Seconds without an acknowledgement after which every unacknowledged batch is sent again
     /// from the cursor (default 10 s).
     public var ackTimeout: Double = 10
+    /// Whether the gateway takes the fleet learner's models from `<topic>/model` (verified,
+    /// stored as a version, then its own trial or what `promotion` says; default true).
+    public var models = true
+    /// The largest fleet model, in bytes, the gateway reassembles (default 16 MiB); a manifest
+    /// announcing more is refused (`too_large`).
+    public var maxModelSize = 16 << 20
 
     /// A fleet section with the defaults for everything but the topic.
     public init(topic: String) { self.topic = topic }
@@ -488,4 +494,10 @@ public struct FleetConfig: Sendable, Equatable {
     public func experienceTopic(gateway: String) -> String { "\(topic)/experience/\(gateway)" }
     /// `<topic>/ack/<gateway>`.
     public func ackTopic(gateway: String) -> String { "\(topic)/ack/\(gateway)" }
+    /// `<topic>/model`: the fleet model's manifest (retained).
+    public var modelTopic: String { "\(topic)/model" }
+    /// `<topic>/model/chunk/+`: the fleet model's chunks (retained).
+    public var modelChunkFilter: String { "\(topic)/model/chunk/+" }
+    /// `<topic>/verdict/<gateway>`: what the gateway did with the newest fleet model (retained).
+    public func verdictTopic(gateway: String) -> String { "\(topic)/verdict/\(gateway)" }
 }

@@ -16,6 +16,11 @@ import Yams
 /// username: {env: LEARNER_USER}          # like the mapping's gateway section
 /// password: {file: /run/secrets/learner}
 /// tls: {ca: /etc/ssl/ca.pem}
+/// mapping: /etc/edgeq/ahu.yaml            # training: the fleet's mapping (state, actions, learning)
+/// key: /etc/edgeq/keys/fleet-ahu.key      # training: the key models are signed with (name: the stem)
+/// train_every: 5000                       # training: after this many new transitions (default 5000)
+/// updates: 20000                          # training: gradient updates (default: the mapping's)
+/// max_message: 256kB                      # publishing: the largest message sent (default 256 KiB)
 /// ```
 public struct FleetLearnerConfig: Sendable, Equatable {
     /// The fleet topic prefix (the gateways' `fleet.topic`).
@@ -38,6 +43,20 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     public var password: SecretReference?
     /// TLS files for an `mqtts://` broker.
     public var tls: TLSConfig?
+    /// The fleet's mapping file (the gateways' state, actions and `learning` section): with it
+    /// the learner trains on the fleet log; without it, it only stores and acknowledges.
+    public var mapping: String?
+    /// The private key file (`NAME.key`, `edgeq keys generate`) the learner signs its models
+    /// with; its name is the file's stem. Required with `mapping`.
+    public var key: String?
+    /// Train after this many new transitions in the fleet log (default 5000; the command line's
+    /// `--train-every` wins).
+    public var trainEvery = 5000
+    /// Gradient updates per training (nil: the mapping's `learning.updates_per_retrain`).
+    public var updates: Int?
+    /// The largest message the learner publishes, in bytes: a model bigger than it goes out in
+    /// chunks (default 256 KiB; EMQX allows 1 MB by default, mosquitto 256 MB).
+    public var maxMessage = 256 * 1024
 
     /// A configuration with the defaults.
     public init(fleet: String, group: String, id: String) {
@@ -52,6 +71,12 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     public func ackTopic(gateway: String) -> String { "\(fleet)/ack/\(gateway)" }
     /// `<fleet>/learner/<id>/status`.
     public var statusTopic: String { "\(fleet)/learner/\(id)/status" }
+    /// `<fleet>/model`: the manifest of the newest model (retained).
+    public var modelTopic: String { "\(fleet)/model" }
+    /// `<fleet>/model/chunk/<index>`: a chunk of the newest model (retained).
+    public func modelChunkTopic(_ index: Int) -> String { "\(fleet)/model/chunk/\(index)" }
+    /// `<fleet>/verdict/+`: the gateways' verdicts on the models.
+    public var verdictFilter: String { "\(fleet)/verdict/+" }
 
     /// Loads and validates the file at `path`.
     /// - Throws: `MappingError` (`.unreadable`, or `.invalid` with `FILE:LINE:COL: message` lines).
@@ -86,7 +111,8 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     }
 
     static func read(_ root: Node, _ r: NodeReader) -> FleetLearnerConfig? {
-        guard let f = r.mapping(root, "the fleet learner file", known: ["fleet", "group", "id", "broker", "data", "status_interval", "metrics_port", "username", "password", "tls"],
+        guard let f = r.mapping(root, "the fleet learner file", known: ["fleet", "group", "id", "broker", "data", "status_interval", "metrics_port", "username", "password", "tls",
+                                                                                  "mapping", "key", "train_every", "updates", "max_message"],
                                 required: ["fleet", "group", "id"]) else { return nil }
         func word(_ key: String, _ what: String) -> String? {
             guard let n = f[key], let s = r.string(n, what) else { return nil }
@@ -132,6 +158,17 @@ public struct FleetLearnerConfig: Sendable, Equatable {
             if (c.certFile == nil) != (c.keyFile == nil) { r.error(n, "tls: give both 'cert' and 'key' for a client certificate, or neither") }
             tls = c
         }
+        let mapping = f["mapping"].flatMap { r.string($0, "mapping") }
+        let key = f["key"].flatMap { r.string($0, "key") }
+        if mapping != nil, key == nil, let n = f["mapping"] {
+            r.error(n, "training needs a key to sign its models: add 'key: PATH/NAME.key' (make one with `edgeq keys generate NAME`)")
+        }
+        if key != nil, mapping == nil, let n = f["key"] {
+            r.error(n, "a key without 'mapping': the learner trains (and signs) only with the fleet's mapping file; add 'mapping: FILE'")
+        }
+        let trainEvery = f["train_every"].flatMap { r.int($0, "train_every (new transitions)", min: 1, max: 100_000_000) }
+        let updates = f["updates"].flatMap { r.int($0, "updates", min: 1, max: 10_000_000) }
+        let maxMessage = f["max_message"].flatMap { readSize($0, r) }
         guard let fleet, let group, let id else { return nil }
         var c = FleetLearnerConfig(fleet: fleet, group: group, id: id)
         c.broker = broker
@@ -141,6 +178,29 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         c.username = username
         c.password = password
         c.tls = tls
+        c.mapping = mapping
+        c.key = key
+        if let trainEvery { c.trainEvery = trainEvery }
+        c.updates = updates
+        if let maxMessage { c.maxMessage = maxMessage }
         return c
+    }
+
+    /// A size: a whole number of bytes, or with `kB`/`KiB`/`MB`/`MiB` (1,000 or 1,024); 1 KiB to 256 MiB.
+    static func readSize(_ n: Node, _ r: NodeReader) -> Int? {
+        guard let text = r.string(n, "max_message") else { return nil }
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("kB", 1000), ("KB", 1000), ("MB", 1_000_000), ("B", 1), ("", 1)]
+        for (u, f) in units where t.hasSuffix(u) {
+            guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v.isFinite else { continue }
+            let bytes = v * Double(f)
+            guard bytes >= 1024, bytes <= Double(256 << 20) else {
+                r.error(n, "max_message must be between 1KiB and 256MiB, found '\(text)'")
+                return nil
+            }
+            return Int(bytes)
+        }
+        r.error(n, "max_message '\(text)' is not a size: write bytes (262144) or with a unit (256kB, 256KiB, 1MB)")
+        return nil
     }
 }

@@ -734,9 +734,9 @@ struct Builder {
     // MARK: fleet
 
     /// The `fleet` section: `topic` (required), `batch_rows`, `interval`, `qos`, `window`,
-    /// `ack_timeout` (docs/fleet.md).
+    /// `ack_timeout`, `models`, `max_model_size` (docs/fleet.md).
     func readFleet(_ node: Node) -> FleetConfig? {
-        guard let f = r.mapping(node, "fleet", known: ["topic", "batch_rows", "interval", "qos", "window", "ack_timeout"], required: ["topic"]),
+        guard let f = r.mapping(node, "fleet", known: ["topic", "batch_rows", "interval", "qos", "window", "ack_timeout", "models", "max_model_size"], required: ["topic"]),
               let tn = f["topic"], let topic = r.string(tn, "fleet topic") else { return nil }
         var ok = true
         if let p = topicProblem(topic, allowWildcards: false) {
@@ -765,6 +765,12 @@ struct Builder {
             if let v = r.duration(n, "fleet ack_timeout") {
                 if v < 0.1 { r.error(n, "fleet ack_timeout must be at least 100ms, found \(r.fmt(v)) s"); ok = false } else { c.ackTimeout = v }
             } else { ok = false }
+        }
+        if let n = f["models"] {
+            if let v = r.bool(n, "fleet models") { c.models = v } else { ok = false }
+        }
+        if let n = f["max_model_size"] {
+            if let v = r.int(n, "fleet max_model_size (bytes)", min: 1024, max: 256 << 20) { c.maxModelSize = v } else { ok = false }
         }
         return ok ? c : nil
     }

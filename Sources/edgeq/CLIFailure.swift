@@ -61,8 +61,13 @@ struct CLIFailure: Error, CustomStringConvertible {
 }
 
 /// Loads a mapping file, or fails with its diagnostics on standard error: 65 when it has
-/// errors, 66 when it cannot be read.
+/// errors or `TODO` values left (a draft of `edgeq init`), 66 when it cannot be read.
 func loadMapping(_ path: String) throws -> TopicMap {
+    // A draft of `edgeq init` with choices left open is refused with those first.
+    if let report = CheckCommand.draftReport(path: path) {
+        for d in report.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+        throw CLIFailure(.data, "\(path): \(report.summary)")
+    }
     do {
         return try TopicMap.load(path: path)
     } catch {

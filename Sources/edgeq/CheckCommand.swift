@@ -14,7 +14,8 @@ struct CheckCommand: AsyncParsableCommand {
             file order) and the exit status is 65; 66 when the file cannot be read. A valid file \
             exits 0 and prints a one-screen summary: signals, state width, actions, topics \
             subscribed and published. The format is described in docs/mapping.md; \
-            topics/reference.yaml shows every key.
+            topics/reference.yaml shows every key. A draft of `edgeq init` fails (65) while it has \
+            TODO values: each is reported as FILE:LINE:COL: KEY is still TODO: what to write.
 
             Warnings (FILE: warning: …, on standard error, exit status still 0) say when the \
             learning settings need something the file cannot show: with `cql_weight: 0` the \
@@ -34,6 +35,11 @@ struct CheckCommand: AsyncParsableCommand {
     var log: String?
 
     func run() async throws {
+        if let report = Self.draftReport(path: file) {
+            for d in report.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+            FileHandle.standardError.write(Data((report.summary + "\n").utf8))
+            throw ExitCode(65)
+        }
         let map: TopicMap
         do {
             map = try TopicMap.load(path: file)
@@ -50,6 +56,28 @@ struct CheckCommand: AsyncParsableCommand {
             print(line)
             if let finding { FileHandle.standardError.write(Data("\(file): \(finding.line)\n".utf8)) }
         }
+    }
+
+    /// The `TODO` values left in the mapping file at `path` (a draft of `edgeq init`: the choices
+    /// it could not make), with the loader's other problems that are not on a `TODO` line, in
+    /// file order, and a last line that counts them; nil when the file has no `TODO` value (or
+    /// cannot be read: the loader says so).
+    static func draftReport(path: String) -> (diagnostics: [MappingDiagnostic], summary: String)? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let todos = DraftTodos.diagnostics(yaml: text, file: path)
+        guard !todos.isEmpty else { return nil }
+        let todoLines = Set(todos.map(\.line))
+        var others: [MappingDiagnostic] = []
+        do {
+            _ = try TopicMap.parse(yaml: text, file: path)
+        } catch {
+            others = error.diagnostics.filter { !todoLines.contains($0.line) }
+        }
+        let all = (todos + others).sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+        let n = todos.count, e = others.count
+        let summary = "\(n) TODO\(n == 1 ? "" : "s") left to fill in" + (e > 0 ? " and \(e) error\(e == 1 ? "" : "s")" : "")
+            + ": replace each TODO with a value, then check again (docs/mapping.md, \"Drafting a mapping from live traffic\")"
+        return (all, summary)
     }
 
     /// What the mapping's learning settings need from the incumbent that the file cannot show:
@@ -171,6 +199,9 @@ struct CheckCommand: AsyncParsableCommand {
         }
         if let f = map.fleet {
             lines.append("fleet      ships the log on \(f.experienceTopic(gateway: map.gateway.id)) (batches of ≤ \(f.batchRows) rows, window \(f.window), QoS \(f.qos)); acknowledgements on \(f.ackTopic(gateway: map.gateway.id))")
+            if f.models {
+                lines.append("fleet      takes models from \(f.modelTopic) (≤ \(f.maxModelSize) bytes, signed by a key in keys/models/; then promotion \(map.learning.promotion.rawValue)); verdicts on \(f.verdictTopic(gateway: map.gateway.id))")
+            }
         }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")

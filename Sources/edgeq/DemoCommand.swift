@@ -1,6 +1,7 @@
 import ArgumentParser
 import EdgeQGateway
 import EdgeQMQTT
+import EdgeQReport
 import EdgeQSimulators
 import EdgeQSystem
 import EdgeQTopicMap
@@ -22,7 +23,8 @@ struct DemoCommand: ParsableCommand {
             promotes the candidate, switches to control (cmd/mode) and runs the same weeks again with EdgeQ in charge;
             every command is signed with an operator key the demo generates for itself (DATA/demo-operator/demo-operator.key, \
             trusted as DATA/keys/operator/demo-operator.pub), as `edgeq cmd` signs;
-            5. prints incumbent vs EdgeQ: energy cost, comfort violation, reward. Everything it started is stopped at the end.
+            5. prints incumbent vs EdgeQ: energy cost, comfort violation, reward, and writes the run report (edgeq report) \
+            and prints its path. Everything it started is stopped at the end.
             topics/ and deploy/ are found in $EDGEQ_SHARE, else ../share/edgeq beside the executable (make install, \
             the .deb), else the checkout; when none has them it exits 66 naming the places it looked.
             """
@@ -222,6 +224,24 @@ struct DemoCommand: ParsableCommand {
         say("steps decided by EdgeQ: \(edgeq.gatewaySteps) of \(edgeq.steps); by the incumbent in the guard's control blocks: "
             + "\(edgeq.incumbentSteps - edgeq.commandTimeouts); after a missed command: \(edgeq.commandTimeouts)")
         if let status = latestStatus(operatorClient, prefix: prefix, broker: broker) { say("gateway status: \(status)") }
+        try writeReport(gateway: gateway, dataDirectory: dataDir)
+    }
+
+    /// The run report (`edgeq report`) of the demo's data directory, with the gateway's metrics
+    /// as they are now: DATA/report.html with --data, else a file beside the temporary directory
+    /// (which is removed at the end). Prints its path.
+    func writeReport(gateway: Gateway, dataDirectory: URL) throws {
+        let waitUntil = Date().addingTimeInterval(5)
+        while gateway.logMetrics.queueDepth > 0 && Date() < waitUntil { usleep(50_000) }
+        usleep(200_000)  // the writer's last group commit
+        let target = data != nil ? dataDirectory.appendingPathComponent("report.html")
+            : FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-demo-report-\(getpid()).html")
+        do {
+            try RunReport(dataDirectory: dataDirectory, metricsText: gateway.renderMetrics()).write(to: target)
+        } catch {
+            throw CLIFailure(.io, "demo: cannot write the run report \(target.path): \(error)")
+        }
+        say("run report  \(target.path)")
     }
 
     /// Runs the thermal plant on its own thread and shows progress until it ends.

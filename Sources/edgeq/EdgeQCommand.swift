@@ -15,6 +15,7 @@ struct EdgeQCommand: AsyncParsableCommand {
         version: EdgeQVersion.string,
         subcommands: [
             CheckCommand.self,
+            InitCommand.self,
             BenchCommand.self,
             RunCommand.self,
             LearnerCommand.self,
@@ -23,6 +24,7 @@ struct EdgeQCommand: AsyncParsableCommand {
             ModelsCommand.self,
             DemoCommand.self,
             ExportCommand.self,
+            ReportCommand.self,
             KeysCommand.self,
             CmdCommand.self,
             LogStressCommand.self,

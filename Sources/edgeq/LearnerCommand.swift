@@ -2,6 +2,7 @@ import ArgumentParser
 import EdgeQGateway
 import EdgeQSystem
 import EdgeQTopicMap
+import EdgeQTrust
 import Foundation
 import Logging
 
@@ -16,8 +17,10 @@ struct LearnerCommand: ParsableCommand {
             (one row per gateway, log file and row id: a batch received twice is stored once), and after \
             the commit publishes the gateway's high-water mark, retained, on <fleet>/ack/<gateway>. \
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
-            under way, publish the offline status and exit 0. Training on the fleet log is not \
-            built yet. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
+            under way, publish the offline status and exit 0. With 'mapping' and 'key' in the file it \
+            also trains on the fleet log every train_every new transitions (--train-every), and \
+            publishes each candidate that passes its checks, signed, retained on <fleet>/model; the \
+            gateways' verdicts (<fleet>/verdict/+) are in its status. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
             file (FILE:LINE:COL lines); 66 an unreadable file or secret; 74 the data directory or fleet log \
             cannot be created or opened; 69 the broker cannot be reached, the metrics port is taken. \
             See docs/fleet.md.
@@ -36,6 +39,9 @@ struct LearnerCommand: ParsableCommand {
     @Option(help: "Serve Prometheus metrics on this port (0: any free port, printed at start).")
     var metricsPort: UInt16?
 
+    @Option(help: "Train after this many new transitions (the file's train_every; needs 'mapping' and 'key' in the file).")
+    var trainEvery: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
@@ -53,12 +59,28 @@ struct LearnerCommand: ParsableCommand {
         guard let dir = data ?? cfg.data else {
             throw ValidationError("give the data directory: --data DIR, or 'data:' in \(config)")
         }
+        if let n = trainEvery, n < 1 { throw ValidationError("--train-every must be at least 1") }
+        var training: FleetTrainer?
+        if let mapping = cfg.mapping, let key = cfg.key {
+            let map = try loadMapping(mapping)
+            do {
+                training = try FleetTrainer(map: map, keyFile: URL(fileURLWithPath: key), trainEvery: trainEvery ?? cfg.trainEvery,
+                                            updates: cfg.updates, maxMessage: cfg.maxMessage,
+                                            dataDirectory: URL(fileURLWithPath: dir))
+            } catch let e as KeyFileError {
+                throw CLIFailure(.noInput, "learner: \(e)")
+            } catch {
+                throw CLIFailure(.io, "learner: \(error)")
+            }
+        } else if trainEvery != nil {
+            throw ValidationError("--train-every needs 'mapping' and 'key' in \(config) (the learner trains only with them)")
+        }
         let stopper = LearnerStopper()
         let watcher = SignalWatcher { _ in stopper.stop() }
         let learner: FleetLearner
         do {
             learner = try FleetLearner(config: cfg, broker: broker ?? cfg.broker ?? "mqtt://127.0.0.1:1883", dataDirectory: dir,
-                                       metricsPort: metricsPort ?? cfg.metricsPort)
+                                       metricsPort: metricsPort ?? cfg.metricsPort, training: training)
         } catch {
             // GatewayError carries only its message; these two are FleetLearner.init's file problems.
             let text = "\(error)"

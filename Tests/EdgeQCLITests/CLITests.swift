@@ -6,7 +6,7 @@ import Testing
     @Test func helpListsTheSubcommands() throws {
         let r = try EdgeQBinary.run(["--help"])
         #expect(r.code == 0)
-        for sub in ["check", "bench"] {
+        for sub in ["check", "bench", "report"] {
             #expect(r.stdout.contains(sub), "edgeq --help does not list \(sub):\n\(r.stdout)")
         }
     }

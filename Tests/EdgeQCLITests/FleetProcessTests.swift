@@ -324,6 +324,7 @@ import Testing
         let ok = try EdgeQBinary.run(["check", file], timeout: 60)
         #expect(ok.code == 0, "\(ok.stderr)")
         #expect(ok.stdout.contains("fleet      ships the log on fleet/t/experience/c (batches of ≤ 50 rows, window 4, QoS 1); acknowledgements on fleet/t/ack/c"), "\(ok.stdout)")
+        #expect(ok.stdout.contains("fleet      takes models from fleet/t/model (≤ 16777216 bytes, signed by a key in keys/models/; then promotion trial); verdicts on fleet/t/verdict/c"), "\(ok.stdout)")
         try rig.mapping("c", batchRows: 50, ackTimeout: "3s")
             .replacingOccurrences(of: "window: 4", with: "window: 0").write(toFile: file, atomically: true, encoding: .utf8)
         let bad = try EdgeQBinary.run(["check", file], timeout: 60)

@@ -23,6 +23,11 @@ import Testing
 
             """, file: "m.yaml").fleet)
         #expect(all.batchRows == 200 && all.interval == 0.25 && all.qos == 2 && all.window == 8 && all.ackTimeout == 30)
+        // Fleet models: taken by default, at most 16 MiB.
+        #expect(f.models && f.maxModelSize == 16 << 20)
+        #expect(f.modelTopic == "fleet/ahu/model" && f.modelChunkFilter == "fleet/ahu/model/chunk/+" && f.verdictTopic(gateway: "t") == "fleet/ahu/verdict/t")
+        let off = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu, models: false, max_model_size: 4096}\n", file: "m.yaml").fleet)
+        #expect(!off.models && off.maxModelSize == 4096)
     }
 
     @Test func problemsAreReportedWithTheirLine() {
@@ -37,6 +42,8 @@ import Testing
             ("fleet:\n  topic: fleet/ahu\n  ack_timeout: 10ms", 2, "at least 100ms"),
             ("fleet:\n  topic: fleet/ahu\n  batch_row: 5", 2, "did you mean 'batch_rows'?"),
             ("fleet:\n  topic: edgeq/t/fleet", 1, "overlaps the gateway's control-plane prefix"),
+            ("fleet:\n  topic: fleet/ahu\n  models: maybe", 2, "fleet models must be"),
+            ("fleet:\n  topic: fleet/ahu\n  max_model_size: 10", 2, "fleet max_model_size (bytes) must be in 1024..."),
         ]
         for (yaml, line, text) in cases {
             let d = diagnostics(minimal + yaml + "\n")
@@ -66,6 +73,32 @@ import Testing
             let lines = error.diagnostics.map(\.line)
             #expect(lines == [2, 4, 5], "\(error.diagnostics)")
             #expect(error.diagnostics.map(\.description).joined().contains("did you mean 'group'?"))
+        }
+    }
+
+    @Test func theLearnerFileTakesTheTrainingKeys() throws {
+        let plain = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: g\nid: l\n")
+        #expect(plain.mapping == nil && plain.key == nil && plain.trainEvery == 5000 && plain.updates == nil && plain.maxMessage == 256 * 1024)
+        #expect(plain.modelTopic == "fleet/ahu/model" && plain.modelChunkTopic(2) == "fleet/ahu/model/chunk/2" && plain.verdictFilter == "fleet/ahu/verdict/+")
+        let c = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmapping: /m.yaml\nkey: /k/fleet.key\ntrain_every: 300\nupdates: 900\nmax_message: 64kB\n")
+        #expect(c.mapping == "/m.yaml" && c.key == "/k/fleet.key" && c.trainEvery == 300 && c.updates == 900 && c.maxMessage == 64_000)
+        #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 1MiB\n").maxMessage == 1 << 20)
+        #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 2048\n").maxMessage == 2048)
+        let cases: [(String, Int, String)] = [
+            ("mapping: /m.yaml", 4, "training needs a key"),
+            ("key: /k.key", 4, "a key without 'mapping'"),
+            ("max_message: 100", 4, "between 1KiB and 256MiB"),
+            ("max_message: big", 4, "is not a size"),
+            ("train_every: 0", 4, "train_every (new transitions) must be in 1..."),
+        ]
+        for (line, at, text) in cases {
+            do {
+                _ = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\n" + line + "\n", file: "f.yaml")
+                Issue.record("accepted: \(line)")
+            } catch {
+                #expect(error.diagnostics.map(\.line) == [at], "\(line): \(error.diagnostics)")
+                #expect(error.diagnostics.first?.message.contains(text) == true, "\(line): \(error.diagnostics)")
+            }
         }
     }
 }
