@@ -2,6 +2,8 @@
 # Installs what EdgeQ needs to build and test, and nothing when it is all there.
 # Debian packages: the C libraries EdgeQ links (libmosquitto, OpenBLAS, SQLite, zlib), the broker
 # and its tools (tests start a real mosquitto), openssl (tests make TLS certificates).
+# systemd-analyze (Debian package systemd, no recommends: nothing starts in a container) lets the
+# tests verify deploy/edgeq@.service; dpkg-deb (always there on Debian) builds the .deb.
 # Python packages (numpy, safetensors, paho-mqtt, cryptography, prometheus_client) serve the interop
 # cross-checks in tests (cryptography: commands signed in Python verify in EdgeQ, and back;
 # prometheus_client: its parser reads the gateway's /metrics).
@@ -23,6 +25,12 @@ if [ "${#need_deb[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_deb[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_deb[@]}" >/dev/null
+fi
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "setup: installing Debian package systemd (for systemd-analyze)" >&2
+  if [ "${#need_deb[@]}" -eq 0 ]; then $SUDO apt-get update -qq; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends systemd >/dev/null
 fi
 
 PY=${PYTHON:-python3}

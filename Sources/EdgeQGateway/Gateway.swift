@@ -59,6 +59,10 @@ public struct GatewayOptions: Sendable {
     /// Time limit of the experience log's integrity check at start (`PRAGMA quick_check`), in
     /// seconds; a damaged log is moved aside and a fresh one started (docs/log.md, "Damage").
     public var logCheckSeconds: Double = 5
+    /// systemd's notification socket (`edgeq run` under a `Type=notify` unit): `READY=1` once
+    /// connected and deciding, `WATCHDOG=1` while the decision thread is alive, `STOPPING=1` at
+    /// shutdown (ServiceNotifier.swift, docs/operations.md). Nil: nothing is sent.
+    public var serviceNotifier: ServiceNotifier?
 
     public init(map: TopicMap) { self.map = map }
 }
@@ -119,6 +123,10 @@ public final class Gateway: Sendable {
     let servedGeneration = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
     let lastDecisionNanos = Atomic<UInt64>(0)
+    /// When the decision thread's loop last went round with the decision lock free (monotonic
+    /// ns): what the systemd watchdog checks (`startServiceWatchdog`). Written by the loop at
+    /// most every `Gateway.loopBeatSpacing`, never per message.
+    let loopBeat = Atomic<UInt64>(0)
     let finished = DispatchSemaphore(value: 0)
     let checkPolicy: CheckPolicy
     let retraining = Atomic<Bool>(false)
@@ -381,6 +389,12 @@ public final class Gateway: Sendable {
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
+        // systemd: connected and deciding from here on; then the liveness ticks.
+        let notifier = options.serviceNotifier
+        loopBeat.store(Self.now(), ordering: .relaxed)
+        notifier?.send("READY=1\nSTATUS=deciding in \(mode.rawValue) mode, model \(servedVersion.map(String.init) ?? "none")")
+        let serviceWatchdog = startServiceWatchdog()
+        var lastBeat = Self.now()
 
         // The loop's own bookkeeping (this thread only).
         var messagesSinceCheck = 0
@@ -421,6 +435,13 @@ public final class Gateway: Sendable {
                 lastStatusNanos = now
                 control.async { self.publishStatus() }
             }
+            if serviceWatchdog != nil && now &- lastBeat > Self.loopBeatSpacing {
+                // The loop is alive; and a decision stuck on the network thread would hold this
+                // lock (inline decisions): then the beat stops and so does WATCHDOG=1.
+                decision.withLock { _ in }
+                lastBeat = now
+                loopBeat.store(Self.now(), ordering: .relaxed)
+            }
             if now &- lastTrimWindow > UInt64(HeapTrim.window * 1e9) {
                 lastTrimWindow = now
                 let received = client.counters.received
@@ -432,6 +453,8 @@ public final class Gateway: Sendable {
             }
         }
         watchdog?.cancel()
+        serviceWatchdog?.cancel()
+        notifier?.send("STOPPING=1\nSTATUS=stopping: flushing the log")
         decision.withLock { _ in }  // waits out a decision under way on the network thread
         shutdown()
     }
@@ -504,6 +527,9 @@ public final class Gateway: Sendable {
             // Verified and answered on the control queue, never here. A zero-length message
             // deletes a retained one at the broker (also the gateway's own clearing): no command.
             if !m.payload.isEmpty {
+                // A test's stuck decision (EDGEQ_FAULT=decision-hang-on-command): commands only,
+                // never a sensor message's path.
+                FaultInjection.hang("decision-hang-on-command")
                 metrics.controlCommands.increment()
                 enqueueCommand(m)
             }

@@ -440,6 +440,39 @@ extension Gateway {
         return timer
     }
 
+    /// The decision loop's beat is refreshed at most this often (ns): ten times a second.
+    static let loopBeatSpacing: UInt64 = 100_000_000
+
+    /// systemd's watchdog (`WatchdogSec=` in deploy/edgeq@.service): every half `WATCHDOG_USEC`,
+    /// sends `WATCHDOG=1` if the decision thread's loop went round (with the decision lock free)
+    /// within that half. A loop stuck in a decision, or blocked on anything, stops the pings and
+    /// systemd restarts the gateway. An idle plant is not a stuck gateway: the loop goes round
+    /// every 0.2 s without messages. A broker that is down is not one either (libmosquitto
+    /// reconnects by itself; a restart would not help). Runs on its own queue: the control
+    /// queue may be busy on the disk (model checks, state files) while the gateway is healthy.
+    ///
+    /// - Returns: the timer (cancelled by `run()` at shutdown), or nil without a systemd watchdog.
+    func startServiceWatchdog() -> DispatchSourceTimer? {
+        guard let notifier = options.serviceNotifier, let interval = notifier.watchdogInterval else { return nil }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "edgeq.service-watchdog"))
+        let limit = UInt64(max(interval, 0.5) * 1e9)
+        var missed = false
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [self] in
+            guard !stopping.load(ordering: .relaxed) else { return }
+            let age = Self.now() &- loopBeat.load(ordering: .relaxed)
+            if age <= limit {
+                notifier.send("WATCHDOG=1")
+                missed = false
+            } else if !missed {
+                missed = true
+                logger.critical("the decision loop has not gone round for \(String(format: "%.1f", Double(age) / 1e9)) s: no WATCHDOG=1 to systemd (it restarts the gateway when WatchdogSec passes)")
+            }
+        }
+        timer.resume()
+        return timer
+    }
+
     // MARK: - Metrics collectors
 
     func registerCollectors() {

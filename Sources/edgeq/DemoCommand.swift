@@ -25,10 +25,12 @@ struct DemoCommand: ParsableCommand {
             trusted as DATA/keys/operator/demo-operator.pub), as `edgeq cmd` signs;
             5. prints incumbent vs EdgeQ: energy cost, comfort violation, reward, and writes the run report (edgeq report) \
             and prints its path. Everything it started is stopped at the end.
+            topics/ and deploy/ are found in $EDGEQ_SHARE, else ../share/edgeq beside the executable (make install, \
+            the .deb), else the checkout; when none has them it exits 66 naming the places it looked.
             """
     )
 
-    @Option(help: "The mapping file (default: topics/thermal.yaml of this checkout).")
+    @Option(help: "The mapping file (default: topics/thermal.yaml of the installed files, $EDGEQ_SHARE, or this checkout).")
     var config: String?
 
     @Option(help: "Weeks of shadow logging before the retrain.")
@@ -77,8 +79,16 @@ struct DemoCommand: ParsableCommand {
             h.logLevel = .warning
             return h
         }
-        let root = Anchors.packageRoot()
-        let configPath = config ?? root.appendingPathComponent("topics/thermal.yaml").path
+        // The shipped files, wherever edgeq is installed (SharedFiles.swift); a clear error
+        // naming the places searched when they are nowhere.
+        let configPath: String
+        let brokerConfig: URL
+        do {
+            configPath = try config ?? SharedFiles.locate("topics/thermal.yaml").path
+            brokerConfig = try SharedFiles.locate("deploy/mosquitto-demo.conf")
+        } catch let e as SharedFiles.NotFound {
+            throw CLIFailure(.noInput, "demo: \(e)")
+        }
         let map = try loadMapping(configPath)
         let temp = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-demo-\(getpid())")
         let dataDir = data.map { URL(fileURLWithPath: $0) } ?? temp
@@ -87,9 +97,9 @@ struct DemoCommand: ParsableCommand {
         let stepsPerWeek = 7 * 24 * 12
 
         say("EdgeQ demo: thermal zone, PI incumbent, \(shadowWeeks) weeks of shadow data, \(evalWeeks) weeks of evaluation")
-        let broker = try MosquittoBroker(configFile: root.appendingPathComponent("deploy/mosquitto-demo.conf").path)
+        let broker = try MosquittoBroker(configFile: brokerConfig.path)
         defer { broker.stop() }
-        say("broker      \(broker.url) (deploy/mosquitto-demo.conf)")
+        say("broker      \(broker.url) (\(brokerConfig.path))")
 
         // An operator key of the demo's own: the gateway obeys only signed commands.
         let operatorKey = try Self.demoOperatorKey(dataDirectory: dataDir)

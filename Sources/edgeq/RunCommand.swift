@@ -40,6 +40,9 @@ struct RunCommand: ParsableCommand {
             (recording it is retried; the status says state_persisted:false meanwhile); going to \
             control is refused while it cannot be recorded. SIGINT/SIGTERM stop \
             deciding, flush the log, publish the offline status, disconnect and exit 0. \
+            Under systemd (Type=notify, NOTIFY_SOCKET set) it sends READY=1 once connected and \
+            deciding, WATCHDOG=1 while its decision loop is alive (WatchdogSec=) and STOPPING=1 \
+            at shutdown; deploy/edgeq@.service runs one gateway per mapping. \
             See docs/operations.md.
             """
     )
@@ -104,6 +107,12 @@ struct RunCommand: ParsableCommand {
         options.watchdogSeconds = watchdog
         options.inlineDecisions = inlineDecisions
         options.releaseCodePages = releaseStartupPages
+        // Under systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1 (deploy/edgeq@.service).
+        do {
+            options.serviceNotifier = try ServiceNotifier.fromEnvironment()
+        } catch {
+            throw CLIFailure(.unavailable, "run: \(error)")
+        }
         // Signals are watched before anything else starts, so a SIGTERM that arrives during
         // start-up still ends in an orderly stop (exit 0) rather than the default death.
         let stopper = GatewayStopper()
