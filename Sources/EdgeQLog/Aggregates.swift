@@ -44,6 +44,25 @@ public struct LogAggregates: Sendable, Equatable {
     /// Every non-empty cell, ordered by bucket, mode, actor.
     public var cells: [Cell]
 
+    /// One batch of consecutive rows (by row id) × mode × actor: the batches the run report's
+    /// per-tick interval is computed on. Batches follow the rows, not the clock, so a run whose
+    /// wall time was mostly waiting (a retraining, a stopped plant) still has many of them.
+    public struct Batch: Sendable, Equatable {
+        /// Batch index, 0 ..< bucketCount, in row order.
+        public var batch: Int
+        /// `shadow` or `control`.
+        public var mode: String
+        /// `model`, `incumbent`, `exploration` or `fallback`.
+        public var actor: String
+        /// Rows.
+        public var rows: Int
+        /// Sum of `reward`.
+        public var rewardSum: Double
+    }
+
+    /// Every non-empty batch cell, ordered by batch, mode, actor (as many batches as buckets).
+    public var batches: [Batch]
+
     /// Audit rows by verb, result and reason.
     public struct AuditCount: Sendable, Equatable {
         /// The command's verb (`*` for a dropped batch).
@@ -67,8 +86,8 @@ public struct LogAggregates: Sendable, Equatable {
 extension ExperienceLog {
     /// Sums the log up in `buckets` equal time buckets from the first row to the last.
     ///
-    /// One scan of `transitions` (a `GROUP BY` on bucket, mode and actor), plus two small
-    /// queries on `audit`. Cost measured in docs/operations.md ("The run report").
+    /// Two scans of `transitions` (a `GROUP BY` on time bucket, mode and actor, and one on
+    /// row batch, mode and actor), plus two small queries on `audit`. Cost measured in docs/operations.md ("The run report").
     ///
     /// - Parameters:
     ///   - buckets: time buckets (at least 1).
@@ -104,6 +123,21 @@ extension ExperienceLog {
                         noQValues: Int(s.int64(7)), noModel: Int(s.int64(8)), gaps: Int(s.int64(9))))
                 }
             }
+            var batches: [LogAggregates.Batch] = []
+            if rows > 0 {
+                // Equal ranges of row ids (ids only grow; a retention gap only thins a batch).
+                let s = try db.prepare("""
+                    SELECT min((id - (SELECT min(id) FROM transitions)) * ?1
+                               / ((SELECT max(id) FROM transitions) - (SELECT min(id) FROM transitions) + 1), ?1 - 1) AS b,
+                           mode, actor, count(*), total(reward)
+                    FROM transitions GROUP BY b, mode, actor ORDER BY b, mode, actor
+                    """)
+                s.bind(1, Int64(buckets))
+                while try s.step() {
+                    batches.append(LogAggregates.Batch(batch: Int(max(0, s.int64(0))), mode: s.text(1), actor: s.text(2),
+                                                       rows: Int(s.int64(3)), rewardSum: s.double(4)))
+                }
+            }
             var counts: [LogAggregates.AuditCount] = []
             var events: [AuditRecord] = []
             let hasAudit = try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit'") ?? 0
@@ -122,7 +156,7 @@ extension ExperienceLog {
                 while try e.step() { events.append(Self.readAudit(e).record) }
             }
             return LogAggregates(rows: rows, firstTime: first, lastTime: last, bucketStart: start, bucketSeconds: width,
-                                 bucketCount: buckets, cells: cells, auditCounts: counts, auditEvents: events)
+                                 bucketCount: buckets, cells: cells, batches: batches, auditCounts: counts, auditEvents: events)
         }
     }
 }

@@ -11,8 +11,8 @@ import Foundation
 ///    A trial between two models says which model is better, not this: it is shown, not used.
 /// 2. **Otherwise, the log's per-tick rewards**: the mean reward per tick while EdgeQ ran the
 ///    plant (control mode, actor model, exploration or fallback) minus the incumbent's (actor
-///    incumbent, either mode), with a 95 % Welch interval on batch means (the time buckets are
-///    the batches, so autocorrelated ticks are not counted as independent). Not a controlled
+///    incumbent, either mode), with a 95 % Welch interval on batch means (batches of consecutive
+///    rows, so autocorrelated ticks are not counted as independent). Not a controlled
 ///    experiment: the two ran at different times, under different conditions.
 /// Without either: the question cannot be answered from this directory, and the page says why.
 public struct Verdict: Sendable, Equatable {
@@ -66,9 +66,9 @@ public struct TickComparison: Sendable, Equatable {
     public var edgeqMean: Double?
     /// The incumbent's.
     public var incumbentMean: Double?
-    /// Buckets (batches) with rows of each.
+    /// Batches (equal ranges of consecutive rows) with rows of each.
     public var edgeqBatches: Int
-    /// Buckets with incumbent rows.
+    /// Batches with incumbent rows.
     public var incumbentBatches: Int
     /// 95 % interval on the difference (nil with fewer than 2 batches on either side).
     /// 95 % Welch interval on the difference of batch means (nil with fewer than 2 batches on a side).
@@ -86,13 +86,13 @@ public struct TickComparison: Sendable, Equatable {
     public init(_ a: LogAggregates) {
         var e: [Int: (n: Int, s: Double)] = [:]
         var i: [Int: (n: Int, s: Double)] = [:]
-        for c in a.cells {
+        for c in a.batches {
             if c.actor == "incumbent" {
-                i[c.bucket, default: (0, 0)].n += c.rows
-                i[c.bucket, default: (0, 0)].s += c.rewardSum
+                i[c.batch, default: (0, 0)].n += c.rows
+                i[c.batch, default: (0, 0)].s += c.rewardSum
             } else if c.mode == "control" {
-                e[c.bucket, default: (0, 0)].n += c.rows
-                e[c.bucket, default: (0, 0)].s += c.rewardSum
+                e[c.batch, default: (0, 0)].n += c.rows
+                e[c.batch, default: (0, 0)].s += c.rewardSum
             }
         }
         func stats(_ g: [Int: (n: Int, s: Double)]) -> (rows: Int, mean: Double?, se2: Double?, batches: Int) {
@@ -157,7 +157,7 @@ extension Verdict {
         let aside = modelTrials == 0 ? "" : " \(modelTrials) decided trial\(modelTrials == 1 ? "" : "s") between models (not against the incumbent) \(modelTrials == 1 ? "is" : "are") in the trials section below."
         if let d = ticks.difference {
             let rel = ticks.incumbentMean.flatMap { $0 != 0 ? d / abs($0) * 100 : nil }
-            let method = "No decided trial against the incumbent in this directory.\(aside) Mean reward per tick while EdgeQ ran the plant (control mode: model, exploration and fallback rows; \(ticks.edgeqRows) rows) minus the incumbent's (\(ticks.incumbentRows) rows), with a 95 % Welch interval on batch means (each time bucket is a batch). Not a controlled experiment: the two ran at different times, under different conditions."
+            let method = "No decided trial against the incumbent in this directory.\(aside) Mean reward per tick while EdgeQ ran the plant (control mode: model, exploration and fallback rows; \(ticks.edgeqRows) rows) minus the incumbent's (\(ticks.incumbentRows) rows), with a 95 % Welch interval on batch means (a batch: consecutive rows, the log cut in equal ranges of row ids). Not a controlled experiment: the two ran at different times, under different conditions."
             if let lo = ticks.low, let hi = ticks.high {
                 let answer: Answer = lo > 0 ? .better : (hi < 0 ? .worse : .notShown)
                 let word = answer == .better ? "Probably" : (answer == .worse ? "No, worse" : "Not shown")
@@ -168,7 +168,7 @@ extension Verdict {
             }
             return Verdict(answer: .unknown, source: .perTick, difference: d, low: nil, high: nil, confidence: nil, relativePercent: rel,
                            unit: "reward per tick",
-                           headline: "Cannot say how sure: \(fmt(d, sign: true)) reward per tick with EdgeQ in control against the incumbent, but too little of either (fewer than 2 time buckets) for an interval.",
+                           headline: "Cannot say how sure: \(fmt(d, sign: true)) reward per tick with EdgeQ in control against the incumbent, but too little of either (fewer than 2 batches of consecutive rows) for an interval.",
                            method: method)
         }
         let why = ticks.edgeqRows == 0 ? "EdgeQ never ran the plant (no control-mode rows of the model) and no trial against the incumbent was decided" : "the incumbent has no rows to compare with and no trial against it was decided"
