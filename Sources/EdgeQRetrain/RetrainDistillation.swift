@@ -255,8 +255,10 @@ extension Retrainer {
                 info.why = "both passed their checks; the pre-trial estimate cannot compare them (\(p.reason ?? q.reason ?? "not applicable")): the Q-learning candidate is kept"
             } else {
                 pickDistilled = p.meanDifference > q.meanDifference
+                let which = p.meanDifference == q.meanDifference ? "the same return for both (the Q-learning candidate is kept)"
+                    : "the \(pickDistilled ? "distilled" : "Q-learning") candidate better"
                 let numbers = "predicted return against the \(warmStart == nil ? "logged actions" : "served model"): distilled \(String(format: "%+.4g", p.meanDifference)), Q-learning \(String(format: "%+.4g", q.meanDifference)) (mean paired difference over \(p.runs) runs of \(p.horizon) ticks)"
-                info.why = "both passed their checks; the plant model predicts the \(pickDistilled ? "distilled" : "Q-learning") candidate better: " + numbers
+                info.why = "both passed their checks; the plant model predicts \(which): " + numbers
             }
             report.pretrial = pickDistilled ? p : q
         }

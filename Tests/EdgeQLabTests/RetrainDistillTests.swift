@@ -152,7 +152,7 @@ struct DriftTestPlant: LabPlant {
             #expect(p.current == "logged" && q.current == "logged")
             #expect(d.chosen == (p.meanDifference > q.meanDifference ? "distilled" : "dqn"), "\(d.why)")
             #expect(report.pretrial == (d.chosen == "distilled" ? p : q))
-            #expect(d.why.contains("predicts the"), "\(d.why)")
+            #expect(d.why.contains("the plant model predicts"), "\(d.why)")
         }
         let student = try #require(outcome.distilledCandidate)
         #expect((outcome.candidate.parameters == student.parameters) == (d.chosen == "distilled"))
