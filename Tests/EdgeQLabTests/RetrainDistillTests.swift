@@ -132,6 +132,38 @@ struct DriftTestPlant: LabPlant {
         #expect(random.strict < 0.4 && random.tolerant < 0.6 && random.meanRegret > 0.04, "untrained: \(random)")
     }
 
+    /// The teacher built from the mapping (`PlanTeacher(map:model:horizon:)`) rewards a logged
+    /// row's measured next signals and action exactly as the mapping rewarded the row (the log's
+    /// `reward` column), and relaxes its blocks along `power_pct` (stages off … 100 %).
+    @Test func theMappingsTeacherRewardsAsTheLogDoes() throws {
+        let (map, outcome, _) = try Self.distilled.get()
+        let model = try #require(outcome.plantModel)
+        let teacher = try PlanTeacher(map: map, model: model, horizon: 16)
+        #expect(teacher.configuration.relaxed && teacher.configuration.order == [0, 1, 2, 3, 4])
+        #expect(teacher.configuration.horizon == 16 && teacher.configuration.discount == map.learning.gamma)
+        let rows = try ExperienceLog.open(path: try Self.heaterLog.get().path, create: false).transitions(window: .all)
+        var checked = 0
+        for row in rows.prefix(2000) {
+            let t = row.transition
+            guard let names = row.signalNames, let next = t.nextSignals, let a = t.action,
+                  let temp = names.firstIndex(of: "temp"), let sp = names.firstIndex(of: "setpoint"),
+                  let amb = names.firstIndex(of: "ambient_temp") else { continue }
+            var mix = [Double](repeating: 0, count: map.actions.count)
+            mix[a] = 1
+            let r = teacher.reward([next[temp]], [next[sp], next[amb]], mix, 0)
+            #expect(abs(r - t.reward) < 1e-9, "row \(row.id): teacher \(r), log \(t.reward)")
+            checked += 1
+        }
+        #expect(checked == 2000)
+        // A half-and-half mix of two stages pays half of each stage's energy term.
+        let half = teacher.reward([50], [50, 20], [0, 0.5, 0.5, 0, 0], 0)
+        #expect(abs(half - (-0.1 * 0.375)) < 1e-12, "\(half)")
+        // A mapping without a judgeable model reward gets no teacher, with the reason.
+        let unjudgeable = try TopicMap.parse(yaml: try String(contentsOf: Self.root.appendingPathComponent("topics/heater.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "role: exogenous}", with: "}"), file: "heater.yaml")
+        #expect(throws: PlanTeacherError.self) { try PlanTeacher(map: unjudgeable, model: model, horizon: 16) }
+    }
+
     /// The report says which candidate is offered and why, with the teacher's figures, the
     /// distilled candidate's checks and both estimates; the candidate returned is the chosen one.
     @Test func reportSaysWhichCandidateAndWhy() throws {
