@@ -55,8 +55,10 @@ extension Gateway {
                     shouldStop: { self.stopping.load(ordering: .relaxed) })
                 var report = outcome.report
                 // Judged on the plant model before the trial: against the controller in charge
-                // when the retraining began (the served model, else the incumbent's log).
-                if report.passed, map.learning.promotion == .trial, let model = outcome.plantModel, let data = outcome.plantData {
+                // when the retraining began (the served model, else the incumbent's log). A
+                // retraining that chose between a distilled and a Q-learning candidate by this
+                // estimate has made it already (`report.pretrial`, the chosen one's).
+                if report.passed, report.pretrial == nil, map.learning.promotion == .trial, let model = outcome.plantModel, let data = outcome.plantData {
                     publishRetrain(["phase": .string("pretrial"), "model": .string(model.description)])
                     let estimate = PretrialEstimate(map: map, model: model, data: data, settings: .init(map: map))
                     report.pretrial = estimate.estimate(candidate: outcome.candidate, current: warm.map { .network($0) } ?? .logged)
@@ -168,7 +170,32 @@ extension Gateway {
             "seconds": .number((r.seconds * 1000).rounded() / 1000), "warm_start": .bool(r.warmStart),
             "plant_model": Self.plantModelSummary(r),
             "pretrial": r.pretrial.map(Self.pretrialSummary) ?? .null,
+            "distill": r.distill.map(Self.distillSummary) ?? .null,
         ]
+    }
+
+    /// Distillation in the retrain result (`learning.distill`): which candidate was chosen and
+    /// why, or why none was distilled; the teacher agreement on held-out states, the distilled
+    /// candidate's verdict and whether the time limit cut it short. The full report
+    /// (checks, both estimates) is in report.json.
+    static func distillSummary(_ d: DistillReport) -> JSONValue {
+        func num(_ x: Double?) -> JSONValue { x.map { $0.isFinite ? .number($0) : .null } ?? .null }
+        var o: [String: JSONValue] = [
+            "chosen": .string(d.chosen), "why": .string(d.why),
+            "skipped": d.skipped.map { .string($0) } ?? .null,
+            "stopped_early": d.stoppedEarly.map { .string($0) } ?? .null,
+            "verdict": d.verdict.map { .string($0) } ?? .null,
+            "dqn_verdict": d.dqnVerdict.map { .string($0) } ?? .null,
+            "states_valued": .number(Double(d.statesValued)), "held_out_states": .number(Double(d.heldOutStates)),
+            "updates": .number(Double(d.updates)), "teacher_seconds": num(d.teacherSeconds), "train_seconds": num(d.trainSeconds),
+        ]
+        if let a = d.agreementHeldOut {
+            o["agreement_held_out"] = .object(["states": .number(Double(a.states)), "strict": num(a.strict), "tolerant": num(a.tolerant),
+                                               "tolerance": num(a.tolerance), "mean_regret": num(a.meanRegret)])
+        }
+        if let p = d.pretrial { o["pretrial"] = pretrialSummary(p) }
+        if let p = d.dqnPretrial { o["dqn_pretrial"] = pretrialSummary(p) }
+        return .object(o)
     }
 
     /// The pre-trial estimate in the retrain events: the verdict, the paired difference of

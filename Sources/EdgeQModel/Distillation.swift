@@ -78,6 +78,8 @@ public enum Distillation {
         /// differences from them, over the training examples (teacher's units).
         public var valueSpread: Double
         public var differenceSpread: Double
+        /// Adam updates made: `Configuration.updates`, or fewer when `shouldStop` said stop.
+        public var updates: Int
     }
 
     /// Trains a student on `examples` and quantizes it.
@@ -85,10 +87,14 @@ public enum Distillation {
     /// - Parameters:
     ///   - examples: the training states and the teacher's values (all the same widths).
     ///   - actionNames: one per action (the mapping's action names).
+    ///   - shouldStop: polled before every update; true ends the training there (a retraining's
+    ///     time limit): the network as trained so far is quantized and returned, `Result.updates`
+    ///     says how far it got.
     /// - Throws: `DistillationError` when there are no examples, their widths disagree or a
     ///   value is not finite, or the network cannot be built or quantized.
     public static func train(_ examples: [Example], actionNames: [String], configuration c: Configuration,
-                             training metadata: [String: String] = [:]) throws(DistillationError) -> Result {
+                             training metadata: [String: String] = [:],
+                             shouldStop: () -> Bool = { false }) throws(DistillationError) -> Result {
         guard let first = examples.first else { throw DistillationError("no examples to distil from: the teacher valued no state") }
         let width = first.state.count, A = actionNames.count
         guard width > 0, A > 0, examples.allSatisfy({ $0.state.count == width && $0.values.count == A && $0.values.allSatisfy(\.isFinite) }) else {
@@ -125,8 +131,11 @@ public enum Distillation {
         var x = [Float](repeating: 0, count: B * width)
         var y = [Float](repeating: 0, count: B * A)
         var dq = [Float](repeating: 0, count: B * A)
-        var lossTail = 0.0, tailCount = 0
+        // The loss over the last tenth of the updates made (a ring: the training may stop early).
+        var tail = [Double](repeating: 0, count: max(c.updates / 10, 1))
+        var done = 0
         for u in 0..<c.updates {
+            if shouldStop() { break }
             // The learning rate falls linearly to 5 % of its start: the ranking lives in small
             // differences, which a constant step keeps shaking (measured on the heater: more
             // updates at a constant rate agreed less with the teacher, not more).
@@ -154,11 +163,11 @@ public enum Distillation {
             }
             dq.withUnsafeBufferPointer { net.backward($0.baseAddress!) }
             adam.update(net)
-            if u >= c.updates - max(c.updates / 10, 1) {
-                lossTail += Double(loss) / Double(B * A) * sd * sd
-                tailCount += 1
-            }
+            tail[u % tail.count] = Double(loss) / Double(B * A) * sd * sd
+            done = u + 1
         }
+        let tailCount = min(done, tail.count)
+        let lossTail = tail.prefix(tailCount).reduce(0, +)
         // Fold the target scale into the last (linear) layer: q = σ·(W h + b) + μ.
         if let last = arch.slices.last {
             let s = Float(sd)
@@ -171,12 +180,12 @@ public enum Distillation {
         var meta = metadata
         meta["distilled"] = "true"
         meta["examples"] = String(n)
-        meta["updates"] = String(c.updates)
+        meta["updates"] = String(done)
         do {
             let model = try QModel(network: net, actionNames: actionNames, normalization: normalization,
                                    calibrationStates: calibration, training: meta)
             return Result(model: model, trainLoss: tailCount > 0 ? lossTail / Double(tailCount) : .nan,
-                          valueSpread: sd, differenceSpread: advSD)
+                          valueSpread: sd, differenceSpread: advSD, updates: done)
         } catch {
             throw DistillationError("cannot quantize the distilled network: \(error)")
         }

@@ -50,11 +50,14 @@ public struct PlanTeacher: Sendable {
     }
 
     /// The teacher's values on every `every`-th usable row of `rows` (in log order) among those
-    /// `include` accepts (by row index; default all).
+    /// `include` accepts (by row index; default all), at most `limit` of them; `shouldStop` is
+    /// polled before each state is valued and true ends the valuing there (the states valued so
+    /// far are returned).
     ///
     /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are
     ///   malformed; `PlannerError` for a bad planner configuration.
-    public func samples(rows: [LoggedTransition], every: Int = 1, include: (Int) -> Bool = { _ in true }) throws -> [Sample] {
+    public func samples(rows: [LoggedTransition], every: Int = 1, limit: Int = .max, include: (Int) -> Bool = { _ in true },
+                        shouldStop: () -> Bool = { false }) throws -> [Sample] {
         let (data, positions) = try placed(rows: rows)
         var planner = try RecedingHorizonPlanner(configuration)
         var out: [Sample] = []
@@ -63,6 +66,7 @@ public struct PlanTeacher: Sendable {
             guard let (s, k) = positions[i], k >= model.memory - 1, let action = row.transition.action else { continue }
             defer { usable += 1 }
             guard usable % max(every, 1) == 0, include(i) else { continue }
+            if out.count >= limit || shouldStop() { break }
             let segment = data.segments[s]
             let exo = segment.exogenous[k]
             let v = planner.actionValues(from: model.rollout(from: segment, at: k), forecast: { _ in exo }, reward: reward)

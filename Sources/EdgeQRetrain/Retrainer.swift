@@ -185,6 +185,9 @@ public struct RetrainReport: Codable, Sendable {
     /// `trial`): its predicted return against the controller in charge. A candidate predicted
     /// worse (`predicted_worse`) gets no trial. Nil when no estimate was made.
     public var pretrial: PretrialEstimate.Report?
+    /// Distillation (`learning.distill`): the teacher, the distilled candidate's agreement,
+    /// checks and estimate, and which candidate was chosen and why; nil when distillation is off.
+    public var distill: DistillReport?
 
     /// The verdict is `passed`.
     public var passed: Bool { verdict == "passed" }
@@ -194,7 +197,7 @@ public struct RetrainReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
-             learner, version, started, plantModel, plantModelSkipped, pretrial
+             learner, version, started, plantModel, plantModelSkipped, pretrial, distill
     }
 
     /// Decodes a report; keys added after a report was written take their defaults.
@@ -218,6 +221,7 @@ public struct RetrainReport: Codable, Sendable {
         plantModel = try c.decodeIfPresent(PlantFitReport.self, forKey: .plantModel)
         plantModelSkipped = try c.decodeIfPresent(String.self, forKey: .plantModelSkipped)
         pretrial = try c.decodeIfPresent(PretrialEstimate.Report.self, forKey: .pretrial)
+        distill = try c.decodeIfPresent(DistillReport.self, forKey: .distill)
     }
 
     /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
@@ -231,6 +235,10 @@ public struct RetrainReport: Codable, Sendable {
         // A non-finite number in the plant model's or the estimate's report: keep the rest.
         copy.plantModel = nil
         copy.pretrial = nil
+        copy.distill?.pretrial = nil
+        copy.distill?.dqnPretrial = nil
+        if let data = try? e.encode(copy) { return data }
+        copy.distill = nil
         return (try? e.encode(copy)) ?? Data("{}".utf8)
     }
 }
@@ -334,8 +342,11 @@ public struct Retrainer: Sendable {
     public struct Outcome: Sendable {
         /// The report (verdict, checks, figures, the plant model's fit report).
         public var report: RetrainReport
-        /// The int8 candidate (whatever the verdict).
+        /// The int8 candidate (whatever the verdict): with `learning.distill`, the one the
+        /// retraining chose (`RetrainReport.distill` says which).
         public var candidate: QModel
+        /// The distilled candidate (`learning.distill`) whatever was chosen; nil when none was made.
+        public var distilledCandidate: QModel?
         /// The plant model the selection accepted; nil when none was fitted or it was refused.
         public var plantModel: (any PlantModel)?
         /// The plant data the model was fitted on (the newest `plantModelSamples` samples).
@@ -398,9 +409,11 @@ public struct Retrainer: Sendable {
         report.gapRowsExcluded = gapRows
         report.figures["gap_rows_excluded"] = Double(gapRows)
         // Rows whose action is unknown (incumbent not observed) are not learned from.
-        let rows: [EdgeQLog.Transition] = rowsAll.map(\.transition).filter {
-            !$0.flags.contains(.gap) && $0.action != nil && $0.state.count == width && $0.nextState.count == width && ($0.action ?? -1) < A && $0.reward.isFinite
+        let usable: [Int] = rowsAll.indices.filter {
+            let t = rowsAll[$0].transition
+            return !t.flags.contains(.gap) && t.action != nil && t.state.count == width && t.nextState.count == width && (t.action ?? -1) < A && t.reward.isFinite
         }
+        let rows: [EdgeQLog.Transition] = usable.map { rowsAll[$0].transition }
         report.rows = rows.count
         report.incumbentRows = rows.filter { $0.actor == .incumbent }.count
         guard rows.count >= policy.minRows else {
@@ -452,15 +465,27 @@ public struct Retrainer: Sendable {
         for t in learnerRows { learner.observe(t) }
         learner.flushPending()
 
+        // Distillation (`learning.distill`) needs the plant model: fitted first, and when it is
+        // accepted the Q-learning gets half the time limit, the distillation the rest.
+        var plantModel: (any PlantModel)?
+        var plantData: PlantData?
+        var plantModelFitted = false
+        let wantsPlantModel = policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
+        if l.distill.enabled, wantsPlantModel, !shouldStop() {
+            progress(Progress(phase: "plant_model", updates: 0, of: 0, tdLoss: nil))
+            (plantModel, plantData) = fitPlantModel(rowsAll, into: &report)
+            plantModelFitted = true
+        }
         let total = limits.steps ?? l.updatesPerRetrain
         let deadline = limits.seconds.map { clock.addingTimeInterval($0) }
+        let trainingDeadline = limits.seconds.map { clock.addingTimeInterval(plantModel != nil && l.distill.enabled ? $0 / 2 : $0) }
         var tdTail = 0.0
         var tdCount = 0
         var u = 0
         progress(Progress(phase: "training", updates: 0, of: total, tdLoss: nil))
         while u < total {
             if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
-            if let deadline, Date() >= deadline { break }
+            if let trainingDeadline, Date() >= trainingDeadline { break }
             let m = learner.update()
             u += 1
             if let m, u > total - max(total / 10, 1) {
@@ -488,17 +513,37 @@ public struct Retrainer: Sendable {
             throw RetrainError("cannot quantize the candidate: \(error)")
         }
 
+        let base = report   // before the checks: what the distilled candidate's checks start from
         check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
-        var plantModel: (any PlantModel)?
-        var plantData: PlantData?
-        if policy.plantModelSamples > 0, !map.modelSignals.controlled.isEmpty, !shouldStop() {
+        if !plantModelFitted, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: u, of: total, tdLoss: nil))
             (plantModel, plantData) = fitPlantModel(rowsAll, into: &report)
+        }
+        var chosen = candidate
+        var distilledModel: QModel?
+        if l.distill.enabled {
+            var info = DistillReport()
+            if let model = plantModel {
+                let heldStart = usable[usable.count - heldCount]
+                if let distilled = try distil(rows: rowsAll, heldStart: heldStart, trainCount: train.count, model: model, base: base,
+                                              train: train, held: held, deadline: deadline, info: &info, progress: progress, shouldStop: shouldStop) {
+                    distilledModel = distilled.model
+                    Self.judge(&report)
+                    choose(report: &report, candidate: &chosen, distilled: distilled, info: &info, model: model, data: plantData, warmStart: warmStart)
+                } else {
+                    info.why = "no distilled candidate: " + (info.skipped ?? "")
+                }
+            } else {
+                info.skipped = "the plant model was not accepted: "
+                    + (report.plantModel?.refused ?? report.plantModelSkipped ?? (wantsPlantModel ? "none was fitted" : "the mapping marks no signal 'role: controlled' (or the plant model is off)"))
+                info.why = "no distilled candidate: " + (info.skipped ?? "")
+            }
+            report.distill = info
         }
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
-        return Outcome(report: report, candidate: candidate, plantModel: plantModel, plantData: plantData)
+        return Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData)
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
@@ -602,7 +647,7 @@ public struct Retrainer: Sendable {
 
     /// The checks of docs/operations.md ("Retraining"), each with its figure and limit, or
     /// marked not applicable when it has nothing to be judged on.
-    func check(_ candidate: QModel, network: MLP, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
+    func check(_ candidate: QModel, network: MLP? = nil, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
                normalization: EdgeQNet.Normalization, into report: inout RetrainReport) {
         let A = map.actions.count
         let width = map.stateWidth

@@ -454,6 +454,8 @@ public struct LearningConfig: Sendable, Equatable {
     public var promotion: Promotion = .trial
     /// The switchback trial's settings (`promotion.trial`), used by `promotion: trial`.
     public var trial = TrialConfig()
+    /// Distillation in retraining (`learning.distill`): off by default.
+    public var distill = DistillConfig()
     /// After a promotion, the share of blocks the previous controller keeps as a control group
     /// the guard compares the served model with, in [0, 0.5]; 0 turns that guard off. Default 0.1.
     public var controlShare = 0.1
@@ -533,6 +535,24 @@ public struct TrialConfig: Sendable, Equatable {
     /// early, which keeps what a worse candidate costs the plant small. nil: the same corrected
     /// bound as promotion (a stop is then as rare as a false promotion). Default 0.9.
     public var stopConfidence: Double? = 0.9
+
+    /// The defaults.
+    public init() {}
+}
+
+/// Distillation in retraining: the mapping's `learning.distill` section (docs/mapping.md,
+/// docs/learning.md "Distillation in retraining"). When on and the retraining's plant model is
+/// accepted, a receding-horizon planner on that model values logged states, a second candidate
+/// is regressed on its values, and the retraining offers the better of the two candidates.
+public struct DistillConfig: Sendable, Equatable {
+    /// Distil a second candidate when the plant model is accepted. Default false.
+    public var enabled = false
+    /// The teacher's planning horizon in ticks. Default 64.
+    public var horizon = 64
+    /// Logged states the teacher values at most (spread evenly over the training rows). Default 2000.
+    public var states = 2000
+    /// The student's Adam updates. Default 30000.
+    public var updates = 30000
 
     /// The defaults.
     public init() {}

@@ -1079,7 +1079,7 @@ struct Builder {
         guard let f = r.mapping(node, "learning", known: [
             "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
             "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion", "checks",
-            "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay",
+            "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay", "distill",
         ]) else { return nil }
         var l = LearningConfig()
         if let n = f["hidden"], let items = r.list(n, "hidden") {
@@ -1159,6 +1159,12 @@ struct Builder {
             }
         }
         if let n = f["retention"], let v = r.duration(n, "retention") { l.retention = v }
+        if let n = f["distill"], let e = r.mapping(n, "distill", known: ["enabled", "horizon", "states", "updates"]) {
+            if let x = e["enabled"], let v = r.bool(x, "distill enabled") { l.distill.enabled = v }
+            if let x = e["horizon"], let v = r.int(x, "distill horizon", min: 1, max: 10_000) { l.distill.horizon = v }
+            if let x = e["states"], let v = r.int(x, "distill states", min: 10, max: 10_000_000) { l.distill.states = v }
+            if let x = e["updates"], let v = r.int(x, "distill updates", min: 1, max: 100_000_000) { l.distill.updates = v }
+        }
         if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows"]) {
             if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {
                 if !(0...1).contains(v) { r.error(x, "quantization_agreement must be in [0, 1]") }

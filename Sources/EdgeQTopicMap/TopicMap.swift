@@ -227,6 +227,10 @@ public struct TopicMap: Sendable {
     /// The reward as the plant model sees it: `model.reward`, or the mapping's `reward` when it
     /// reads only signals with a role; nil when `modelJudging` is not applicable.
     public var modelRewardSource: String? { model.reward?.source }
+    /// The compiled `modelRewardSource`, for evaluating it over signal values without a
+    /// `TopicMapRuntime` (a planner's many predicted steps): slot i is signal i (`signals`);
+    /// nil when `modelJudging` is not applicable.
+    public var modelRewardExpression: CompiledExpression? { model.reward }
     /// The end condition as the plant model sees it: `model.terminal`, or the mapping's
     /// `terminal` when it reads only signals with a role; nil when there is none.
     public var modelTerminalSource: String? { model.terminal?.source }

@@ -13,8 +13,8 @@ import Testing
 @Suite struct PretrialGatewayTests {
     /// `testMapping` with roles, lenient checks, trials of 4-tick blocks; `modelReward`: the
     /// reward as the plant model sees it (the mapping's own, −|x|, when nil).
-    static func mapping(modelReward: String?) -> String {
-        var yaml = testMapping(extraLearning: """
+    static func mapping(modelReward: String?, distill: String? = nil) -> String {
+        var yaml = testMapping(extraLearning: (distill.map { "  distill: \($0)\n" } ?? "") + """
               checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
               promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
             """)
@@ -60,6 +60,36 @@ import Testing
         // report.json beside the model keeps the estimate.
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: ModelStore(dataDirectory: h.dir.url).reportURL(version))) as? [String: Any]
         #expect((report?["pretrial"] as? [String: Any])?["verdict"] as? String == "predicted_better")
+    }
+
+    /// With `learning.distill` on, the retraining also distils a candidate from the planner on
+    /// the plant model and offers the better of the two by the pre-trial estimate (on this plant
+    /// both pick a0 everywhere: the same prediction, and the Q-learning one is kept): the result
+    /// event and report.json say which was chosen and why, with the teacher agreement; the
+    /// estimate in the result is the chosen candidate's (made once, not again before the trial).
+    @Test func retrainingWithDistillationSaysWhichCandidateAndWhy() throws {
+        let h = try GatewayHarness(yaml: Self.mapping(modelReward: nil, distill: "{enabled: true, horizon: 4, states: 300, updates: 3000}"))
+        defer { h.stop() }
+        let r = try shadowThenRetrain(h, ticks: 600)
+        #expect(r["verdict"] as? String == "passed", "\(r)")
+        let d = try #require(r["distill"] as? [String: Any], "no distill in the result: \(r)")
+        #expect(d["skipped"] is NSNull, "\(d)")
+        #expect(d["verdict"] as? String == "passed" && d["dqn_verdict"] as? String == "passed", "\(d)")
+        let chosen = try #require(d["chosen"] as? String)
+        #expect(["dqn", "distilled"].contains(chosen))
+        #expect((d["why"] as? String ?? "").contains("the plant model predicts"), "\(d)")
+        let agreement = try #require(d["agreement_held_out"] as? [String: Any], "\(d)")
+        // a0 keeps x at 0.5, a1 drives it to 4: the teacher's best is a0 wherever it looks.
+        #expect((agreement["strict"] as? Double ?? 0) >= 0.9, "\(agreement)")
+        let estimate = try #require(d[chosen == "distilled" ? "pretrial" : "dqn_pretrial"] as? [String: Any])
+        let pretrial = try #require(r["pretrial"] as? [String: Any], "\(r)")
+        #expect(pretrial["mean_difference"] as? Double == estimate["mean_difference"] as? Double, "\(pretrial) vs \(estimate)")
+        #expect(events(h, phase: "pretrial").isEmpty, "the estimate was made again: \(events(h, phase: "pretrial"))")
+        let version = try #require(r["version"] as? Int)
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: ModelStore(dataDirectory: h.dir.url).reportURL(version))) as? [String: Any]
+        let stored = try #require(report?["distill"] as? [String: Any])
+        #expect(stored["chosen"] as? String == chosen)
+        #expect(stored["agreement_held_out"] != nil && stored["checks"] != nil)
     }
 
     /// The plant model's reward is the opposite of the log's (+|x|): the candidate the learner
