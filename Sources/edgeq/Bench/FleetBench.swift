@@ -352,11 +352,13 @@ enum FleetBench {
         guard let text = try? String(contentsOf: mappingPath, encoding: .utf8) else {
             throw BenchError.failed("cannot read \(mappingPath.path) (run the bench from the package folder)")
         }
-        // No control group: in its blocks the incumbent (nobody, here) is in charge and the
-        // gateway publishes nothing, which a round-trip driver would take for lost decisions.
-        let learning = "learning:\n  retrain: {every_transitions: none}"
-        guard text.contains(learning) else { throw BenchError.failed("\(mappingPath.path) has no '\(learning)' to extend") }
-        let plain = text.replacingOccurrences(of: learning, with: learning + "\n  promotion: {control_share: 0}")
+        // topics/bench.yaml turns the control group off (`promotion: {control_share: 0}`): in its
+        // blocks the incumbent (nobody, here) would be in charge and the gateway would publish
+        // nothing, which a round-trip driver would take for lost decisions.
+        guard text.contains("control_share: 0") else {
+            throw BenchError.failed("\(mappingPath.path) must turn the control group off (learning.promotion.control_share: 0)")
+        }
+        let plain = text
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         let plainMapping = work.appendingPathComponent("bench.yaml").path
         let shippingMapping = work.appendingPathComponent("bench-fleet.yaml").path
