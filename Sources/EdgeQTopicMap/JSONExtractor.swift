@@ -147,7 +147,7 @@ public struct JSONExtractor: Sendable {
         /// RFC 8259 leaves the meaning of such an object open (parsers take the first, the last,
         /// or fail), so its values are not taken. Keys are compared as written: `"a"` and
         /// `"\u0061"` differ. Exact for keys the mapping reads and for objects whose keys fit
-        /// the scan's key stack (512 keys open at once); beyond that, a repeat of a key the
+        /// the scan's key stack (128 keys open at once); beyond that, a repeat of a key the
         /// mapping does not read is searched within a work budget and may go unnoticed.
         case duplicateKey
     }
@@ -163,9 +163,11 @@ public struct JSONExtractor: Sendable {
     public func scan(_ payload: UnsafeRawBufferPointer, into captures: UnsafeMutablePointer<JSONCapture>) -> Outcome {
         for i in 0..<count { captures[i] = JSONCapture() }
         guard let base = payload.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .invalid }
-        // The keys of the objects open during the scan, for the duplicate check: 4 KiB, which
-        // withUnsafeTemporaryAllocation places on the stack (the heap only if the thread's stack
-        // were nearly full).
+        // The keys of the objects open during the scan, for the duplicate check: 1 KiB, which
+        // withUnsafeTemporaryAllocation always places on the stack. Above 1,024 bytes the standard
+        // library asks the C library for the thread's stack bounds first (pthread_getattr_np,
+        // which mallocs on glibc): 4 KiB here cost one heap allocation per message
+        // (`edgeq bench decode`'s allocs_per_message, 2026-12-03).
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: Self.keyStackCapacity) { keys in
             table.withUnsafeBufferPointer { table in
                 offsets.withUnsafeBufferPointer { offsets in
@@ -182,8 +184,11 @@ public struct JSONExtractor: Sendable {
         }
     }
 
-    /// Keys remembered at once (over all open objects) for the exact duplicate check.
-    static let keyStackCapacity = 512
+    /// Keys remembered at once (over all open objects) for the exact duplicate check. The key
+    /// stack is at most 1,024 bytes: up to that size Swift's `withUnsafeTemporaryAllocation`
+    /// always uses the stack; above it, it first asks glibc for the thread's stack bounds, which
+    /// mallocs once per scan (measured: 129 keys, 1 allocation per message; 128 keys, none).
+    public static let keyStackCapacity = 128
 
     struct Scanner {
         let p: UnsafePointer<UInt8>
@@ -268,7 +273,7 @@ public struct JSONExtractor: Sendable {
                 //   node's key list;
                 // - any other key goes through a filter of key hashes; on a hit it is compared with
                 //   the object's earlier keys on the key stack (exact), or, when the key stack was
-                //   full (over 512 keys open at once), by scanning the object again from its start
+                //   full (over 128 keys open at once), by scanning the object again from its start
                 //   within a budget of rescanned bytes per payload (`rescanBudget`), so that an
                 //   object of thousands of members cannot make a scan quadratic.
                 var readSeen: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
