@@ -24,6 +24,8 @@ private func echoSignalHandler(_ signal: Int32) {
 /// connected and subscribed; SIGTERM/SIGINT disconnect cleanly (no Last Will). SIGUSR1
 /// prints `handoff samples=N p50_ns=… p99_ns=…` on standard error: the time from
 /// libmosquitto's callback (network thread) to `receive` returning on the echo's thread.
+/// With `--inline` it republishes inside libmosquitto's message callback on the network thread,
+/// as the gateway decides (`MQTTClient.start(handler:)`): no hand-off, so no hand-off figures.
 struct MQTTEchoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqtt-echo",
@@ -55,6 +57,9 @@ struct MQTTEchoCommand: ParsableCommand {
     @Option(help: "Capacity of the inbound hand-off.")
     var capacity: Int = 8192
 
+    @Flag(help: "Republish on the network thread, inside the message callback (the gateway's decision path), instead of through the hand-off.")
+    var inline = false
+
     func validate() throws {
         guard QoS(rawValue: Int32(qos)) != nil else { throw ValidationError("--qos must be 0, 1 or 2") }
         do {
@@ -85,9 +90,25 @@ struct MQTTEchoCommand: ParsableCommand {
         }
         let client = try MQTTClient(config)
         try client.subscribe(inTopic, qos: qos)
-        client.start()
+        if inline {
+            let out = outTopic
+            // The handler holds the client (a cycle) until `stop()` drops the handler.
+            client.start { [client] m in
+                _ = try? client.publish(out, m.payload, qos: qos)
+                return true
+            }
+        } else {
+            client.start()
+        }
         try client.waitUntilConnected(timeout: 10)
         FileHandle.standardOutput.write(Data("ready\n".utf8))
+        if inline {
+            while !echoStopRequested.load(ordering: .relaxed) { usleep(100_000) }
+            let c = client.counters
+            client.stop()
+            FileHandle.standardError.write(Data("mqtt-echo: received \(c.received) dropped \(c.dropped)\n".utf8))
+            return
+        }
         var handoff: [UInt64] = []
         handoff.reserveCapacity(1 << 16)
         while !echoStopRequested.load(ordering: .relaxed) {

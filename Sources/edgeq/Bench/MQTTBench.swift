@@ -11,6 +11,11 @@ import Foundation
 /// loop with K round trips outstanding, K in {1, 4, 16, 64, 256, 1024}, 4 s each, then the
 /// best K with zero loss run twice more for 5 s (median of three).
 ///
+/// Two echoes of EdgeQ's client run: `EdgeQ` hands every message to another thread and
+/// publishes from there (`receive`, as control messages go), `EdgeQ inline` republishes inside
+/// libmosquitto's message callback on the network thread (`start(handler:)`, the gateway's
+/// decision path). Figures with `_inline` are the second's.
+///
 /// One difference, for a shared machine whose load drifts within minutes: both echoes run
 /// side by side and every run alternates between them (EdgeQ, echo_c, EdgeQ, …), so a load
 /// change hits both sides of a ratio alike. Only one is driven at a time; the other idles.
@@ -24,6 +29,8 @@ enum MQTTBench {
 
         var echoes = [try Echo(name: "EdgeQ", benchClient: benchClient) { port in
             (edgeq, ["mqtt-echo", "--broker", "mqtt://127.0.0.1:\(port)", "--qos", "0"])
+        }, try Echo(name: "EdgeQ inline", benchClient: benchClient) { port in
+            (edgeq, ["mqtt-echo", "--broker", "mqtt://127.0.0.1:\(port)", "--qos", "0", "--inline"])
         }]
         if context.withAnchors {
             echoes.append(try Echo(name: "echo_c", benchClient: benchClient) { port in
@@ -31,7 +38,8 @@ enum MQTTBench {
             })
         }
         defer { for e in echoes { e.close() } }
-        let ours = echoes[0]
+        let ours = echoes[0], inline = echoes[1]
+        let theirs = echoes.count > 2 ? echoes[2] : nil
 
         // Latency, alternating.
         ours.child.signal(SIGUSR1)  // forget the readiness probe's hand-off samples
@@ -45,7 +53,8 @@ enum MQTTBench {
         try rateSweep(echoes, windows: context.quick ? [64, 256] : [1, 4, 16, 64, 256, 1024],
                       seconds: context.quick ? 2 : 4, context: context)
         // Round 1 of the rate is the sweep's best of each (the sweep alternates window by window).
-        var ratePairs: [(Double, Double?)] = [(ours.rates.first ?? .nan, echoes.count > 1 ? echoes[1].rates.first : nil)]
+        var ratePairs: [(Double, Double?)] = [(ours.rates.first ?? .nan, theirs?.rates.first)]
+        var inlineRatePairs: [(Double, Double?)] = [(inline.rates.first ?? .nan, theirs?.rates.first)]
         if !context.quick {
             for _ in 0..<2 {
                 var round: [Double?] = []
@@ -59,14 +68,15 @@ enum MQTTBench {
                         round.append(nil)
                     }
                 }
-                if let mine = round[0] { ratePairs.append((mine, round.count > 1 ? round[1] : nil)) }
+                let anchorRate = round.count > 2 ? round[2] : nil
+                if let mine = round[0] { ratePairs.append((mine, anchorRate)) }
+                if let mine = round[1] { inlineRatePairs.append((mine, anchorRate)) }
             }
             for e in echoes {
                 context.progress("\(e.name) best window \(e.best?.window ?? 0): \(e.rates.map { String(format: "%.0f", $0) }.joined(separator: ", ")) msg/s")
             }
         }
 
-        let theirs = echoes.count > 1 ? echoes[1] : nil
         // Each latency run alternated EdgeQ and echo_c: run i of each is round i.
         func pairs(_ mine: [Double], _ other: [Double]?) -> [(Double, Double?)] {
             mine.enumerated().map { i, v in (v, other.flatMap { i < $0.count ? $0[i] : nil }) }
@@ -82,6 +92,17 @@ enum MQTTBench {
                     better: .lower, anchorMissing: missing),
             .rounds(bench: "mqtt", figure: "rate_no_loss_qos0", unit: "msg/s", anchor: "echo_c", pairs: ratePairs,
                     better: .higher, anchorMissing: missing),
+            // The same client answering inside libmosquitto's callback, as the gateway decides.
+            .rounds(bench: "mqtt", figure: "rtt_p50_qos0_inline", unit: "us", anchor: "echo_c", pairs: pairs(inline.p50s, theirs?.p50s),
+                    better: .lower, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "rtt_p99_qos0_inline", unit: "us", anchor: "echo_c", pairs: pairs(inline.p99s, theirs?.p99s),
+                    better: .lower, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "rate_no_loss_qos0_inline", unit: "msg/s", anchor: "echo_c", pairs: inlineRatePairs,
+                    better: .higher, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "cpu_per_message", unit: "us/msg", anchor: "echo_c",
+                    pairs: pairs(ours.cpuPerMessage, theirs?.cpuPerMessage), better: .lower, anchorMissing: missing),
+            .rounds(bench: "mqtt", figure: "cpu_per_message_inline", unit: "us/msg", anchor: "echo_c",
+                    pairs: pairs(inline.cpuPerMessage, theirs?.cpuPerMessage), better: .lower, anchorMissing: missing),
         ]
         // The hand-off alone (network thread → consumer thread), inside the echo during
         // the latency runs; echo_c has no hand-off, so no anchor.
