@@ -220,14 +220,6 @@ public final class FleetShipper: Sendable {
     /// Refusal of a fleet model: counted, logged, published, and remembered (`fleet-refused.json`)
     /// unless it says nothing about the model itself.
     private func refuse(_ manifest: FleetModelManifest?, reason: String, message: String) {
-        if let m = manifest {
-            do {
-                try refusedModels.withLock { _ = try $0.remember(version: m.version, sha256: m.sha256, reason: reason) }
-            } catch {
-                logger.error("fleet: cannot write the file of refused models; the model will be checked again after a restart",
-                             metadata: ["fleet.model.version": "\(m.version)", "error": "\(error)"])
-            }
-        }
         (modelsRefused[reason] ?? modelsRefused[FleetModelRefusal.malformed])?.increment()
         figures.withLock { $0.modelsRefused &+= 1 }
         logger.warning("fleet: model refused", metadata: [
@@ -237,6 +229,15 @@ public final class FleetShipper: Sendable {
         publishVerdict(["verdict": .string("refused"), "reason": .string(reason), "message": .string(message),
                         "version": manifest.map { .number(Double($0.version)) } ?? .null,
                         "signer": manifest.map { .string($0.signer) } ?? .null])
+        // Remembered after its verdict is queued: a restart in between checks the model again.
+        if let m = manifest {
+            do {
+                try refusedModels.withLock { _ = try $0.remember(version: m.version, sha256: m.sha256, reason: reason) }
+            } catch {
+                logger.error("fleet: cannot write the file of refused models; the model will be checked again after a restart",
+                             metadata: ["fleet.model.version": "\(m.version)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Feeds the queued model messages to the assembler; a complete model goes to the handler.

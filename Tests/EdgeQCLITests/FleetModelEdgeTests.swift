@@ -347,9 +347,14 @@ import Testing
         let v1 = 2_000, v2 = 2_001
         try Self.publish(plant, try Self.modelBytes(map, seed: 4, in: rig.dir.url), version: v1, map: map, keyName: "stranger", key: stranger, alterChunk: false)
         #expect(verdicts.wait("a", version: v1, kind: "refused", reason: "unknown_key") != nil, "a:\n\(rig.logs())")
+        // Remembered right after its verdict was queued.
         let file = rig.data("a").appendingPathComponent("fleet-refused.json")
-        let remembered = (try? JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])?["refused"] as? [[String: Any]] ?? []
-        #expect(remembered.count == 1 && remembered.first?["version"] as? Int == v1 && remembered.first?["reason"] as? String == "unknown_key",
+        var remembered: [[String: Any]] = []
+        let written = eventually(timeout: 10) {
+            remembered = (try? JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])?["refused"] as? [[String: Any]] ?? []
+            return !remembered.isEmpty
+        }
+        #expect(written && remembered.count == 1 && remembered.first?["version"] as? Int == v1 && remembered.first?["reason"] as? String == "unknown_key",
                 "\(remembered)")
 
         // 2. Two restarts: v1 comes again each time; not checked, nothing published.
