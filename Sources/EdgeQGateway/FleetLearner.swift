@@ -67,6 +67,11 @@ public final class FleetLearner: Sendable {
     let registry = MetricsRegistry()
     let metricsServer: MetricsServer?
     private let figures = Mutex(Figures())
+    /// The verdicts counted per gateway ("version verdict"), the newest `countedPerGateway`: a
+    /// verdict published again (a gateway's restart, a retained copy after a reconnect) is not
+    /// counted twice.
+    private let counted = Mutex<[String: [String]]>([:])
+    static let countedPerGateway = 64
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let startNanos = Gateway.now()
@@ -244,8 +249,23 @@ public final class FleetLearner: Sendable {
         let kind: String
         if case .string(let k)? = o["verdict"], known.contains(k) { kind = k } else { kind = "unknown" }
         figures.withLock { $0.rollout[gateway] = value }
-        registry.counter("edgeq_learner_verdicts_total", help: "The gateways' verdicts on fleet models, by verdict (refused, stored, trial_started, promoted, rejected, …).",
-                         labels: [("verdict", kind)]).increment()
+        // Counted once per (gateway, version, verdict): the same verdict again is news to the
+        // rollout table (its time), not another verdict.
+        let version: String
+        if case .number(let v)? = o["version"] { version = String(v) } else { version = "none" }
+        let isNew = counted.withLock { c -> Bool in
+            let key = "\(version) \(kind)"
+            var seen = c[gateway] ?? []
+            if seen.contains(key) { return false }
+            seen.append(key)
+            if seen.count > Self.countedPerGateway { seen.removeFirst(seen.count - Self.countedPerGateway) }
+            c[gateway] = seen
+            return true
+        }
+        if isNew {
+            registry.counter("edgeq_learner_verdicts_total", help: "The gateways' verdicts on fleet models, by verdict (refused, stored, trial_started, promoted, rejected, …); each (gateway, version, verdict) once.",
+                             labels: [("verdict", kind)]).increment()
+        }
         if case .number(let v)? = o["version"] {
             registry.gauge("edgeq_learner_gateway_model_version", help: "The fleet model version of each gateway's newest verdict.",
                            labels: [("gateway", gateway)]).set(v)

@@ -50,6 +50,9 @@ public final class FleetShipper: Sendable {
         public var modelsStored: UInt64 = 0
         /// Fleet models refused.
         public var modelsRefused: UInt64 = 0
+        /// Fleet models not checked again since start: refused before (by this run or an earlier
+        /// one) under the keys, mapping and `max_model_size` it has now (`fleet-refused.json`).
+        public var modelsRefusedBefore: UInt64 = 0
         /// The verdict on the newest fleet model (as published on `<fleet>/verdict/<gateway>`).
         public var lastVerdict: String?
     }
@@ -83,6 +86,11 @@ public final class FleetShipper: Sendable {
     private let fleetVersions = Mutex<Set<Int>>([])
     private let modelsStored: Counter
     private let modelsRefused: [String: Counter]
+    private let modelsRefusedBeforeCounter: Counter
+    /// The models refused (by this run or an earlier one), remembered in `fleet-refused.json`.
+    private let refusedModels: Mutex<RefusedFleetModels>
+    /// The remembered refusals seen again since start ("version sha256"), each counted once.
+    private let refusedSeenAgain = Mutex<Set<String>>([])
 
     /// Prepares the shipper (connects nothing yet). The gateway makes one from its `fleet`
     /// section; `edgeq bench fleet` drives it on pre-filled logs.
@@ -92,10 +100,12 @@ public final class FleetShipper: Sendable {
     ///   - base: the gateway's MQTT configuration (broker, credentials, TLS); the shipper uses a
     ///     clean session under `<client id>-fleet`, without a Last Will.
     ///   - fingerprint: the gateway's mapping fingerprint (a fleet model for another is refused).
+    ///   - modelKeys: the keys the gateway trusts for models: a refusal remembered in
+    ///     `fleet-refused.json` holds while these, the fingerprint and `max_model_size` stay.
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
     public init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
-                fingerprint: String, registry: MetricsRegistry, logger: Logger) throws {
+                fingerprint: String, modelKeys: [TrustedKey] = [], registry: MetricsRegistry, logger: Logger) throws {
         self.config = config
         self.fingerprint = fingerprint
         self.gatewayID = gatewayID
@@ -122,6 +132,12 @@ public final class FleetShipper: Sendable {
                                           labels: [("reason", r)])
         }
         modelsRefused = refused
+        modelsRefusedBeforeCounter = registry.counter("edgeq_fleet_models_refused_before_total",
+                                                      help: "Fleet models not checked again since start: refused before under the same trusted keys, mapping and max_model_size (fleet-refused.json).")
+        refusedModels = Mutex(RefusedFleetModels(
+            dataDirectory: dataDirectory,
+            context: RefusedFleetModels.context(mapping: fingerprint, maxModelSize: config.maxModelSize, modelKeys: modelKeys),
+            logger: logger))
         let initial = Self.loadCursor(cursorURL, topic: config.topic, logger: logger)
         figures.withLock { $0.acked = initial.acked }
         ack.withLock { $0 = (initial.log, initial.acked) }
@@ -146,7 +162,7 @@ public final class FleetShipper: Sendable {
         if let p = f.problem { o["problem"] = .string(p) }
         if config.models {
             var m: [String: JSONValue] = ["topic": .string(config.modelTopic), "stored": .number(Double(f.modelsStored)),
-                                          "refused": .number(Double(f.modelsRefused))]
+                                          "refused": .number(Double(f.modelsRefused)), "refused_before": .number(Double(f.modelsRefusedBefore))]
             if let v = f.lastVerdict, let data = v.data(using: .utf8), let any = try? JSONSerialization.jsonObject(with: data),
                let value = JSONValue(any: any) {
                 m["last_verdict"] = value
@@ -201,7 +217,8 @@ public final class FleetShipper: Sendable {
         }
     }
 
-    /// Refusal of a fleet model: counted, logged, published.
+    /// Refusal of a fleet model: counted, logged, published, and remembered (`fleet-refused.json`)
+    /// unless it says nothing about the model itself.
     private func refuse(_ manifest: FleetModelManifest?, reason: String, message: String) {
         (modelsRefused[reason] ?? modelsRefused[FleetModelRefusal.malformed])?.increment()
         figures.withLock { $0.modelsRefused &+= 1 }
@@ -212,6 +229,15 @@ public final class FleetShipper: Sendable {
         publishVerdict(["verdict": .string("refused"), "reason": .string(reason), "message": .string(message),
                         "version": manifest.map { .number(Double($0.version)) } ?? .null,
                         "signer": manifest.map { .string($0.signer) } ?? .null])
+        // Remembered after its verdict is queued: a restart in between checks the model again.
+        if let m = manifest {
+            do {
+                try refusedModels.withLock { _ = try $0.remember(version: m.version, sha256: m.sha256, reason: reason) }
+            } catch {
+                logger.error("fleet: cannot write the file of refused models; the model will be checked again after a restart",
+                             metadata: ["fleet.model.version": "\(m.version)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Feeds the queued model messages to the assembler; a complete model goes to the handler.
@@ -221,6 +247,21 @@ public final class FleetShipper: Sendable {
             return q
         }
         for m in messages {
+            // A model refused before (this run or an earlier one, trusting what it trusts now) is
+            // not checked again and gets no new verdict: the retained one stands.
+            if m.topic == config.modelTopic, let manifest = try? FleetModelManifest.parse(m.payload),
+               let before = refusedModels.withLock({ $0.refusal(version: manifest.version, sha256: manifest.sha256) }) {
+                let first = refusedSeenAgain.withLock { $0.insert("\(manifest.version) \(manifest.sha256)").inserted }
+                if first {
+                    figures.withLock { $0.modelsRefusedBefore &+= 1 }
+                    modelsRefusedBeforeCounter.increment()
+                    logger.notice("fleet: model refused before, not checked again", metadata: [
+                        "fleet.model.version": "\(manifest.version)", "fleet.model.reason": "\(before.reason)",
+                        "fleet.refused_file": "\(RefusedFleetModels.fileName)",
+                    ])
+                }
+                continue
+            }
             let event = m.topic == config.modelTopic ? assembler.manifest(m.payload, mapping: fingerprint) : assembler.chunk(m.payload)
             switch event {
             case .waiting:

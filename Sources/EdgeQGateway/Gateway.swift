@@ -260,7 +260,8 @@ public final class Gateway: Sendable {
             handover = HandoverState(map: map, base: config, registry: metrics.registry)
             if let f = map.fleet {
                 fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
-                                         logPath: log.path, base: config, fingerprint: map.fingerprint, registry: metrics.registry, logger: logger)
+                                         logPath: log.path, base: config, fingerprint: map.fingerprint,
+                                         modelKeys: trust.keys.filter { $0.role == .models }, registry: metrics.registry, logger: logger)
             } else {
                 fleet = nil
             }

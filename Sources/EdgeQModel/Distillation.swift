@@ -191,8 +191,9 @@ public enum Distillation {
         }
     }
 
-    /// How often a served network picks the teacher's best action.
-    public struct Agreement: Sendable, Equatable {
+    /// How often a served network picks the teacher's best action. Codable with the keys a
+    /// retraining's report.json uses (`distill.agreement_held_out`: snake_case).
+    public struct Agreement: Codable, Sendable, Equatable {
         /// States compared.
         public var states: Int
         /// Share where the network's pick is the teacher's best action.
@@ -203,11 +204,28 @@ public enum Distillation {
         public var tolerance: Double
         /// Mean and largest teacher's value lost by the network's pick (teacher's best − its value).
         public var meanRegret: Double
+        /// See `meanRegret`.
         public var maxRegret: Double
         /// Share of the states where the teacher's own best two actions are within `tolerance`
         /// of each other (near-ties: strict agreement there is a coin toss the values barely
         /// decide).
         public var teacherNearTies: Double
+
+        /// The figures as given.
+        public init(states: Int, strict: Double, tolerant: Double, tolerance: Double, meanRegret: Double, maxRegret: Double,
+                    teacherNearTies: Double) {
+            self.states = states
+            self.strict = strict
+            self.tolerant = tolerant
+            self.tolerance = tolerance
+            self.meanRegret = meanRegret
+            self.maxRegret = maxRegret
+            self.teacherNearTies = teacherNearTies
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case states, strict, tolerant, tolerance, meanRegret = "mean_regret", maxRegret = "max_regret", teacherNearTies = "teacher_near_ties"
+        }
     }
 
     /// The agreement of `model` served at `precision` with the teacher on `examples`.

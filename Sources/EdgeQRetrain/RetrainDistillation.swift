@@ -9,38 +9,9 @@ import Foundation
 /// checks and pre-trial estimate, and which candidate the retraining offers and why. In
 /// report.json as `distill` (snake_case keys).
 public struct DistillReport: Codable, Sendable {
-    /// Agreement of the served network with the teacher (`Distillation.agreement`).
-    public struct Agreement: Codable, Sendable, Equatable {
-        /// States compared.
-        public var states: Int
-        /// Share where the network picks the teacher's best action.
-        public var strict: Double
-        /// Share where the teacher values the network's pick within `tolerance` of its best.
-        public var tolerant: Double
-        /// The tolerance (the teacher's units: discounted return of the mapping's reward).
-        public var tolerance: Double
-        /// Mean and largest teacher's value lost by the network's pick.
-        public var meanRegret: Double
-        /// See `meanRegret`.
-        public var maxRegret: Double
-        /// Share of states where the teacher's own best two actions are within `tolerance`.
-        public var teacherNearTies: Double
-
-        /// The figures of `a`, rounded for reading.
-        public init(_ a: Distillation.Agreement) {
-            states = a.states
-            strict = roundedForReading(a.strict)
-            tolerant = roundedForReading(a.tolerant)
-            tolerance = roundedForReading(a.tolerance)
-            meanRegret = roundedForReading(a.meanRegret)
-            maxRegret = roundedForReading(a.maxRegret)
-            teacherNearTies = roundedForReading(a.teacherNearTies)
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case states, strict, tolerant, tolerance, meanRegret = "mean_regret", maxRegret = "max_regret", teacherNearTies = "teacher_near_ties"
-        }
-    }
+    /// Agreement of the served network with the teacher (`Distillation.agreement`), rounded
+    /// for reading.
+    public typealias Agreement = Distillation.Agreement
 
     /// The candidate the retraining offers: `dqn` (the Q-learning candidate) or `distilled`.
     public var chosen = "dqn"
@@ -109,6 +80,15 @@ public struct DistillReport: Codable, Sendable {
              teacherSeconds = "teacher_seconds", updates, updatesLimit = "updates_limit", trainSeconds = "train_seconds",
              trainLoss = "train_loss", agreementHeldOut = "agreement_held_out", agreementTrain = "agreement_train",
              verdict, reasons, checks, dqnVerdict = "dqn_verdict", pretrial, dqnPretrial = "dqn_pretrial"
+    }
+}
+
+extension Distillation.Agreement {
+    /// The figures rounded for reading (as report.json keeps them).
+    public func roundedForReading() -> Distillation.Agreement {
+        Distillation.Agreement(states: states, strict: EdgeQRetrain.roundedForReading(strict), tolerant: EdgeQRetrain.roundedForReading(tolerant),
+                               tolerance: EdgeQRetrain.roundedForReading(tolerance), meanRegret: EdgeQRetrain.roundedForReading(meanRegret),
+                               maxRegret: EdgeQRetrain.roundedForReading(maxRegret), teacherNearTies: EdgeQRetrain.roundedForReading(teacherNearTies))
     }
 }
 
@@ -208,8 +188,8 @@ extension Retrainer {
         // Near-ties: 1 % of the spread of the teacher's state values (0.039 on the heater,
         // where the lab reads agreement within 0.03).
         let tolerance = 0.01 * result.valueSpread
-        info.agreementHeldOut = .init(Distillation.agreement(result.model, precision: policy.servedPrecision, on: heldExamples, tolerance: tolerance))
-        info.agreementTrain = .init(Distillation.agreement(result.model, precision: policy.servedPrecision, on: trainExamples, tolerance: tolerance))
+        info.agreementHeldOut = Distillation.agreement(result.model, precision: policy.servedPrecision, on: heldExamples, tolerance: tolerance).roundedForReading()
+        info.agreementTrain = Distillation.agreement(result.model, precision: policy.servedPrecision, on: trainExamples, tolerance: tolerance).roundedForReading()
 
         progress(Progress(phase: "distill_checking", updates: result.updates, of: d.updates, tdLoss: nil))
         var report = base

@@ -47,9 +47,20 @@ public final class MosquittoBroker: @unchecked Sendable {
     private var child: ChildProcess?
     private var starts = 0
 
-    /// Errors from starting the broker.
+    /// Errors from starting the broker: what happened, and the broker's log when it ran.
     public struct Error: Swift.Error, CustomStringConvertible {
+        /// What happened and what to do.
         public let description: String
+        /// The broker's exit status when it exited before accepting connections.
+        public let exitStatus: Int32?
+        /// The broker exited because its port was in use ("Address already in use" in its log).
+        public let portInUse: Bool
+
+        init(description: String, exitStatus: Int32? = nil, portInUse: Bool = false) {
+            self.description = description
+            self.exitStatus = exitStatus
+            self.portInUse = portInUse
+        }
     }
 
     /// Writes the configuration and starts the broker; returns when it accepts connections.
@@ -58,16 +69,27 @@ public final class MosquittoBroker: @unchecked Sendable {
     ///   - auth: anonymous (default) or a password file.
     ///   - tls: TLS on the listener (see `TestCertificates`); nil for plain TCP.
     ///   - extraConfig: more lines for mosquitto.conf.
-    /// - Throws: `MosquittoBroker.Error` when mosquitto is missing (run scripts/setup.sh)
-    ///   or does not accept connections within 10 s (its log is quoted).
-    public init(auth: Auth = .anonymous, tls: TLS? = nil, extraConfig: [String] = []) throws {
+    ///   - port: a port of the caller's on 127.0.0.1; nil (default): a free one (`FreePort`),
+    ///     chosen again, up to `portAttempts` times, when another process takes it between the
+    ///     choice and the broker's bind.
+    /// - Throws: `MosquittoBroker.Error` when mosquitto is missing (run scripts/setup.sh),
+    ///   exits before accepting connections (its exit status and log are quoted, and whether
+    ///   the port was in use), or does not accept connections within 10 s.
+    public convenience init(auth: Auth = .anonymous, tls: TLS? = nil, extraConfig: [String] = [], port: UInt16? = nil) throws {
+        let choose: () throws -> UInt16
+        if let port { choose = { port } } else { choose = FreePort.find }
+        try self.init(auth: auth, tls: tls, extraConfig: extraConfig, choosingPort: choose, attempts: port == nil ? Self.portAttempts : 1)
+    }
+
+    /// `init(auth:tls:extraConfig:port:)` with the port chosen by `choosingPort` (tests give it a
+    /// port they hold, then free ones) and at most `attempts` ports tried.
+    init(auth: Auth, tls: TLS?, extraConfig: [String], choosingPort: () throws -> UInt16, attempts: Int) throws {
         self.tls = tls
-        port = try FreePort.find()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("edgeq-broker-\(port)-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("edgeq-broker-\(UUID().uuidString.prefix(8))")
+        self.directory = directory
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var lines = [
-            "listener \(port) 127.0.0.1",
             "persistence false",
             "log_dest stderr",
             "log_type error",
@@ -83,8 +105,15 @@ public final class MosquittoBroker: @unchecked Sendable {
             let file = directory.appendingPathComponent("passwd").path
             _ = FileManager.default.createFile(atPath: file, contents: Data())
             for (user, password) in users {
-                let r = try ChildProcess.run("mosquitto_passwd", ["-b", file, user, password], timeout: 30)
+                let r: (code: Int32, stdout: String, stderr: String)
+                do {
+                    r = try ChildProcess.run("mosquitto_passwd", ["-b", file, user, password], timeout: 30)
+                } catch {
+                    try? FileManager.default.removeItem(at: directory)
+                    throw error
+                }
                 guard r.code == 0 else {
+                    try? FileManager.default.removeItem(at: directory)
                     throw Error(description: "mosquitto_passwd failed (\(r.code)): \(r.stderr)")
                 }
             }
@@ -100,9 +129,16 @@ public final class MosquittoBroker: @unchecked Sendable {
             ]
         }
         lines += extraConfig
-        let config = directory.appendingPathComponent("mosquitto.conf")
-        try (lines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
-        try start()
+        let body = lines.joined(separator: "\n") + "\n"
+        do {
+            let (p, c) = try Self.launchOnFreePort(directory: directory, body: body, choosingPort: choosingPort, attempts: attempts)
+            port = p
+            child = c
+        } catch {
+            try? FileManager.default.removeItem(at: directory)
+            throw error
+        }
+        starts = 1
     }
 
     /// Starts a broker from a configuration file of ours (e.g. deploy/mosquitto-demo.conf)
@@ -111,13 +147,10 @@ public final class MosquittoBroker: @unchecked Sendable {
     /// - Parameter replacing: text replaced in the file before it is used (e.g. the file's own
     ///   listeners, certificate and password file paths); each must occur in the file.
     /// - Throws: `MosquittoBroker.Error` when the file cannot be read, a text to replace is not
-    ///   in it, or the broker does not accept connections within 10 s.
+    ///   in it, or the broker exits before accepting connections or does not accept them within
+    ///   10 s (a free port taken by another process before the bind is chosen again, as above).
     public init(configFile: String, replacing: [(String, String)] = []) throws {
         tls = nil
-        port = try FreePort.find()
-        directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("edgeq-broker-\(port)-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         guard let template = try? String(contentsOfFile: configFile, encoding: .utf8) else {
             throw Error(description: "cannot read the broker configuration \(configFile)")
         }
@@ -128,9 +161,120 @@ public final class MosquittoBroker: @unchecked Sendable {
             }
             edited = edited.replacingOccurrences(of: text, with: replacement)
         }
-        let text = "listener \(port) 127.0.0.1\n" + edited
-        try text.write(to: directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
-        try start()
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("edgeq-broker-\(UUID().uuidString.prefix(8))")
+        self.directory = directory
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        do {
+            let (p, c) = try Self.launchOnFreePort(directory: directory, body: edited, choosingPort: FreePort.find,
+                                                   attempts: Self.portAttempts)
+            port = p
+            child = c
+        } catch {
+            try? FileManager.default.removeItem(at: directory)
+            throw error
+        }
+        starts = 1
+    }
+
+    /// How many free ports a broker tries when each is taken before its bind (a race with
+    /// other processes binding or connecting at the same time; seen once in the test suite).
+    public static let portAttempts = 5
+
+    /// Writes `listener PORT 127.0.0.1` + `body` as mosquitto.conf and starts the broker, on a
+    /// port from `choosingPort`; again on another one when the broker exits because its port is
+    /// in use, at most `attempts` ports in all. The log of this first start is mosquitto-1.log.
+    private static func launchOnFreePort(directory: URL, body: String, choosingPort: () throws -> UInt16,
+                                         attempts: Int) throws -> (UInt16, ChildProcess) {
+        var taken: [UInt16] = []
+        while true {
+            let port = try choosingPort()
+            try ("listener \(port) 127.0.0.1\n" + body).write(to: directory.appendingPathComponent("mosquitto.conf"),
+                                                              atomically: true, encoding: .utf8)
+            do {
+                return (port, try launch(directory: directory, start: 1, port: port))
+            } catch let e as Error where e.portInUse && taken.count + 1 < attempts {
+                taken.append(port)
+            } catch let e as Error where e.portInUse && !taken.isEmpty {
+                throw Error(description: "mosquitto found each of \(taken.count + 1) free ports taken by another process before it could bind it (\((taken + [port]).map(String.init).joined(separator: ", "))); the last attempt: \(e.description)",
+                            exitStatus: e.exitStatus, portInUse: true)
+            }
+        }
+    }
+
+    /// Starts mosquitto with `directory`/mosquitto.conf, its stderr in mosquitto-`start`.log,
+    /// and returns it once it accepts connections on 127.0.0.1:`port` itself (not another
+    /// process that holds the port).
+    ///
+    /// - Throws: `Error` when it exits first (with its exit status, how long it ran, its log's
+    ///   tail, and `portInUse` when its log says the address was in use), or when it does not
+    ///   accept connections within 10 s (it is then killed).
+    private static func launch(directory: URL, start: Int, port: UInt16) throws -> ChildProcess {
+        let config = directory.appendingPathComponent("mosquitto.conf").path
+        let log = directory.appendingPathComponent("mosquitto-\(start).log").path
+        let c = try ChildProcess("mosquitto", ["-c", config], stderrPath: log)
+        let started = Date()
+        let limit = 10.0
+        while Date().timeIntervalSince(started) < limit {
+            if !c.isRunning { break }
+            // Someone accepts on the port: it must be this broker (another process may hold the
+            // port, and then this broker fails its bind and exits, maybe a moment later).
+            if FreePort.accepts(port) && listens(pid: c.pid, port: port) { return c }
+            usleep(10_000)
+        }
+        let elapsed = String(format: "%.2f", Date().timeIntervalSince(started))
+        if !c.isRunning || c.wait(timeout: 0.05) != nil {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let inUse = text.contains("Address already in use")
+            let status = c.exitCode ?? -1
+            throw Error(description: "mosquitto exited with status \(status) after \(elapsed) s, before accepting connections on 127.0.0.1:\(port)"
+                        + (inUse ? " (the port is in use by another process)" : "") + "; its log:\n\(tail(text))",
+                        exitStatus: status, portInUse: inUse)
+        }
+        c.signal(SIGKILL)
+        c.wait(timeout: 5)
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        throw Error(description: "mosquitto ran for \(elapsed) s without accepting connections on 127.0.0.1:\(port) (killed); its log:\n\(tail(text))")
+    }
+
+    /// The last 20 lines of a log.
+    private static func tail(_ text: String) -> String {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        return (lines.count > 20 ? ["…"] + Array(lines.suffix(20)) : lines).joined(separator: "\n")
+    }
+
+    /// Whether process `pid` has a socket of its own listening on 127.0.0.1:`port`: the socket's
+    /// inode in /proc/net/tcp among the process's descriptors (/proc/PID/fd) and not among ours
+    /// (/proc/self/fd: a child inherits our descriptors that are not close-on-exec, so a
+    /// listening socket of this process can sit in the broker's table too). True where /proc
+    /// cannot tell (no /proc): then accepting connections is taken as the broker's.
+    static func listens(pid: pid_t, port: UInt16) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return true }
+        // "sl local_address rem_address st … inode": 127.0.0.1 as the kernel prints it (a
+        // little-endian word in hex), the port in hex; st 0A is LISTEN.
+        let local = "0100007F:" + String(format: "%04X", UInt32(port))
+        var inodes = Set<Substring>()
+        for line in table.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ")
+            if f.count > 9, f[1] == local, f[3] == "0A" { inodes.insert(f[9]) }
+        }
+        guard !inodes.isEmpty else { return false }
+        guard let theirs = sockets(of: "\(pid)") else { return true }
+        let ours = sockets(of: "self") ?? []
+        return !inodes.intersection(theirs).subtracting(ours).isEmpty
+    }
+
+    /// The inodes of the sockets process `pid` ("self" for this one) has open; nil when its
+    /// descriptors cannot be listed.
+    private static func sockets(of pid: String) -> Set<Substring>? {
+        guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
+        var out = Set<Substring>()
+        for fd in fds {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                  target.hasPrefix("socket:[") else { continue }
+            out.insert(Substring(target.dropFirst("socket:[".count).dropLast()))
+        }
+        return out
     }
 
     deinit {
@@ -138,25 +282,18 @@ public final class MosquittoBroker: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Starts the broker (again) on the same port; returns when it accepts connections.
+    /// Starts the broker again on the same port (its clients know it); returns when it accepts
+    /// connections.
+    ///
+    /// - Throws: `MosquittoBroker.Error` when it exits first (its exit status and log; when
+    ///   another process took the port meanwhile, `portInUse`) or does not accept connections
+    ///   within 10 s.
     public func start() throws {
         lock.lock()
         defer { lock.unlock() }
         if let child, child.isRunning { return }
         starts += 1
-        let config = directory.appendingPathComponent("mosquitto.conf").path
-        let log = directory.appendingPathComponent("mosquitto-\(starts).log").path
-        let c = try ChildProcess("mosquitto", ["-c", config], stderrPath: log)
-        child = c
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if FreePort.accepts(port) { return }
-            if !c.isRunning { break }
-            usleep(10_000)
-        }
-        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        c.signal(SIGKILL)
-        throw Error(description: "mosquitto did not accept connections on port \(port) within 10 s; its log:\n\(text)")
+        child = try Self.launch(directory: directory, start: starts, port: port)
     }
 
     /// Kills the broker with SIGKILL (a crash, for fault tests).

@@ -11,7 +11,8 @@ import Testing
 /// real mosquitto and real `edgeq run` / `edgeq learner` processes: a smaller successor clears the
 /// chunk topics its predecessor used; a gateway restart stores nothing twice, starts no second
 /// trial and says only what is true; a gateway of another fleet or with `models: false` never
-/// subscribes to the models.
+/// subscribes to the models; a refused model is not checked again after a restart, and the
+/// learner counts each verdict once.
 @Suite(.serialized) struct FleetModelEdgeTests {
     /// The last filter a model-taking gateway's shipper subscribes to.
     static let chunks = "fleet/t/model/chunk/+"
@@ -291,6 +292,113 @@ import Testing
             #expect(rig.metric(id, "edgeq_fleet_models_stored_total") == 1, "\(id): stored since the last start")
         }
         for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+    }
+
+    // MARK: - 3. A refused model after a restart
+
+    /// Publishes `bytes` as fleet model `version`, signed by `keyName`/`key`, with chunk 0
+    /// altered on the way when `alterChunk`.
+    static func publish(_ client: MQTTClient, _ bytes: [UInt8], version: Int, map: TopicMap, keyName: String, key: SigningPrivateKey,
+                        alterChunk: Bool) throws {
+        let sig = try ModelSignature.sign(modelBytes: bytes, version: version, mapping: map.fingerprint, keyName: keyName, privateKey: key)
+        let (manifest, split) = FleetModelChunk.split(modelBytes: bytes, signature: sig, maxMessage: 1024, learner: "test", rows: 0, gateways: [:])
+        var chunks = split
+        if alterChunk { chunks[0].bytes[chunks[0].bytes.count / 2] ^= 0x40 }
+        for c in chunks { _ = try client.publish("fleet/t/model/chunk/\(c.index)", c.encode(), qos: .atLeastOnce, retain: true) }
+        _ = try client.publish("fleet/t/model", manifest.jsonText, qos: .atLeastOnce, retain: true)
+    }
+
+    /// Gateway a refuses v1, signed by a key it does not trust (`unknown_key`), and remembers it
+    /// (`fleet-refused.json`). Restarted, it gets the retained v1 again and neither checks it
+    /// again nor publishes a verdict (`edgeq_fleet_models_refused_before_total` 1, no verdict).
+    /// Once the key is trusted (a restart with `keys/models/stranger.pub`), v1 is checked again
+    /// and stored. A model refused for its transport (v2, a chunk altered: `sha_mismatch`) is
+    /// checked again after a restart and refused again; the learner counts each (gateway,
+    /// version, verdict) once: 2 refusals, 1 stored.
+    @Test func aRefusedModelIsNotCheckedAgainAfterARestartAndTheLearnerCountsEachVerdictOnce() throws {
+        let rig = try Rig()
+        let plant = try plantClient(rig.broker, "edgeq/+/status")
+        let verdicts = try FleetModelProcessTests.Verdicts(rig.broker)
+        let learnerStatus = try plantClient(rig.broker, "fleet/t/learner/l1/status")
+        defer {
+            plant.stop()
+            verdicts.client.stop()
+            learnerStatus.stop()
+            rig.stopAll()
+        }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: rig.dir.url.appendingPathComponent("private"))
+        let strangerFiles = try KeyFile.generate(name: "stranger", directory: rig.dir.url.appendingPathComponent("private"))
+        let stranger = try KeyFile.readPrivateKey(strangerFiles.privateKey)
+        try rig.trust(keyFiles.publicKey, name: "fleet-t", for: "a")
+        let yaml = FleetModelProcessTests.mapping("a", policy: "manual")
+        let map = try TopicMap.parse(yaml: yaml)
+        try rig.learner("l1", "fleet: fleet/t\ngroup: g\nid: l1\nstatus_interval: 1s\n")
+        try #require(eventually(timeout: 60) { rig.metric("l1", "edgeq_learner_batches_total") != nil }, "the learner did not start:\n\(rig.logs())")
+        try rig.gateway("a", yaml)
+        try #require(rig.online(["a"], plant, last: ["a": Self.chunks]), "gateway a did not come online:\n\(rig.logs())")
+        func restart() throws {
+            #expect(rig.stop("a") == 0, "a:\n\(rig.logs())")
+            try rig.gateway("a", yaml)
+            try #require(rig.online(["a"], plant, last: ["a": Self.chunks]), "gateway a did not come back:\n\(rig.logs())")
+        }
+        let summary = { (verdicts.seen["a"] ?? []).map { "\($0["verdict"] as? String ?? "?") v\(($0["version"] as? NSNumber)?.intValue ?? 0)" } }
+
+        // 1. v1 by an untrusted key: refused, remembered.
+        let v1 = 2_000, v2 = 2_001
+        try Self.publish(plant, try Self.modelBytes(map, seed: 4, in: rig.dir.url), version: v1, map: map, keyName: "stranger", key: stranger, alterChunk: false)
+        #expect(verdicts.wait("a", version: v1, kind: "refused", reason: "unknown_key") != nil, "a:\n\(rig.logs())")
+        // Remembered right after its verdict was queued.
+        let file = rig.data("a").appendingPathComponent("fleet-refused.json")
+        var remembered: [[String: Any]] = []
+        let written = eventually(timeout: 10) {
+            remembered = (try? JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])?["refused"] as? [[String: Any]] ?? []
+            return !remembered.isEmpty
+        }
+        #expect(written && remembered.count == 1 && remembered.first?["version"] as? Int == v1 && remembered.first?["reason"] as? String == "unknown_key",
+                "\(remembered)")
+
+        // 2. Two restarts: v1 comes again each time; not checked, nothing published.
+        for _ in 0..<2 {
+            _ = verdicts.wait("none", version: 0, kind: "", timeout: 0.5)
+            verdicts.seen = [:]
+            try restart()
+            #expect(eventually(timeout: 30) { rig.metric("a", "edgeq_fleet_models_refused_before_total") == 1 }, "a:\n\(rig.logs())")
+            #expect(rig.metric("a", #"edgeq_fleet_models_refused_total{reason="unknown_key"}"#) == 0)
+            _ = verdicts.wait("none", version: 0, kind: "", timeout: 1)
+            #expect(summary().isEmpty, "a after a restart: \(summary())")
+        }
+
+        // 3. The key trusted now: v1 is checked again at the next start, and stored.
+        try rig.trust(strangerFiles.publicKey, name: "stranger", for: "a")
+        verdicts.seen = [:]
+        try restart()
+        #expect(verdicts.wait("a", version: v1, kind: "stored") != nil, "a:\n\(rig.logs())")
+        #expect(try ModelStore(dataDirectory: rig.data("a")).versions() == [v1])
+
+        // 4. v2 with a chunk altered on the way: refused, and again after a restart (checked again).
+        try Self.publish(plant, try Self.modelBytes(map, seed: 5, in: rig.dir.url), version: v2, map: map, keyName: "fleet-t",
+                         key: try KeyFile.readPrivateKey(keyFiles.privateKey), alterChunk: true)
+        let first = verdicts.wait("a", version: v2, kind: "refused", reason: "sha_mismatch")
+        #expect(first != nil, "a:\n\(rig.logs())")
+        verdicts.seen = [:]
+        try restart()
+        let again = verdicts.wait("a", version: v2, kind: "refused", reason: "sha_mismatch")
+        let againTime = try #require((again?["time"] as? NSNumber)?.doubleValue, "a:\n\(rig.logs())")
+        #expect(againTime != (first?["time"] as? NSNumber)?.doubleValue)
+
+        // The learner has seen the newest verdict (its rollout says so) and counted each once.
+        let seenByLearner = eventually(timeout: 30) {
+            var newest: Double?
+            while let m = learnerStatus.receive(timeout: 0.2) {
+                let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any]
+                newest = (((o?["rollout"] as? [String: Any])?["a"] as? [String: Any])?["time"] as? NSNumber)?.doubleValue ?? newest
+            }
+            return newest == againTime
+        }
+        #expect(seenByLearner, "the learner did not see the last verdict:\n\(rig.logs())")
+        #expect(rig.metric("l1", #"edgeq_learner_verdicts_total{verdict="refused"}"#) == 2, "\(rig.logs())")
+        #expect(rig.metric("l1", #"edgeq_learner_verdicts_total{verdict="stored"}"#) == 1, "\(rig.logs())")
+        for id in ["a", "l1"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
     }
 
     // MARK: - 4. Gateways that do not take the fleet's models

@@ -1,7 +1,14 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import EdgeQSystem
+import EdgeQMQTT
 import EdgeQTestSupport
 import Testing
 
-/// The broker fixture itself: a real mosquitto on a free port, killed and restarted.
+/// The broker fixture itself: a real mosquitto on a free port, killed and restarted; a broker
+/// that cannot start says why (its exit status and log), and a free port taken by another
+/// process before the broker binds it is chosen again.
 @Suite struct BrokerFixtureTests {
     @Test func startsKillsAndRestartsOnTheSamePort() throws {
         let broker = try MosquittoBroker()
@@ -17,5 +24,74 @@ import Testing
     @Test func passwordBrokerStarts() throws {
         let broker = try MosquittoBroker(auth: .passwords(["plant": "s3cret"]))
         #expect(FreePort.accepts(broker.port))
+    }
+
+    /// A TCP socket of the test's own listening on 127.0.0.1 (another process's broker, say),
+    /// closed when released.
+    final class HeldPort {
+        let fd: Int32
+        let port: UInt16
+
+        init() throws {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            self.fd = fd
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = 0
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = fd >= 0
+                && withUnsafePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }) == 0
+                && listen(fd, 8) == 0
+                && withUnsafeMutablePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }) == 0
+            guard ok else { throw FreePort.Error(description: "cannot hold a port: \(String(cString: strerror(errno)))") }
+            port = UInt16(bigEndian: addr.sin_port)
+        }
+
+        deinit { close(fd) }
+    }
+
+    /// Before: the fixture saw something accept on the port (the test's socket) and returned a
+    /// "broker" that had exited. Now: the broker's exit, its status and its log's reason.
+    @Test func aBrokerWhosePortIsTakenSaysItExitedAndWhy() throws {
+        let held = try HeldPort()
+        #expect(FreePort.accepts(held.port))
+        do {
+            let broker = try MosquittoBroker(port: held.port)
+            Issue.record("a broker started on port \(broker.port), which the test's socket holds")
+        } catch let e as MosquittoBroker.Error {
+            #expect(e.portInUse, "\(e)")
+            #expect(e.exitStatus.map { $0 != 0 } == true, "\(e)")
+            #expect(e.description.contains("exited with status") && e.description.contains("Address already in use"), "\(e)")
+        }
+    }
+
+    /// A configuration mosquitto refuses: it exits at once, and the error quotes its status and log.
+    @Test func aBrokerThatExitsAtStartQuotesItsStatusAndLog() throws {
+        do {
+            let broker = try MosquittoBroker(extraConfig: ["no_such_option 1"])
+            Issue.record("a broker with an unknown option started on port \(broker.port)")
+        } catch let e as MosquittoBroker.Error {
+            #expect(!e.portInUse, "\(e)")
+            #expect(e.exitStatus.map { $0 != 0 } == true, "\(e)")
+            #expect(e.description.contains("exited with status") && e.description.contains("no_such_option"), "\(e)")
+        }
+    }
+
+    /// The race: the port chosen free is taken before the broker binds it. The broker exits
+    /// ("Address already in use"), and the fixture starts it on another free port.
+    @Test func aFreePortTakenBeforeTheBindIsChosenAgain() throws {
+        let held = try HeldPort()
+        var offered: [UInt16] = []
+        let broker = try MosquittoBroker(auth: .anonymous, tls: nil, extraConfig: [], choosingPort: {
+            let p = offered.isEmpty ? held.port : try FreePort.find()
+            offered.append(p)
+            return p
+        }, attempts: MosquittoBroker.portAttempts)
+        #expect(offered.count == 2 && offered.first == held.port, "\(offered)")
+        #expect(broker.port == offered.last && broker.port != held.port)
+        // A real MQTT session with it on the new port.
+        let client = try connected(try configuration(broker))
+        client.stop()
     }
 }
