@@ -3,13 +3,16 @@ import Foundation
 import Testing
 
 /// `edgeq bench fleet` end to end with tiny settings: the real `edgeq` binary runs 8 shippers
-/// on pre-filled logs into a real `edgeq learner`, and two real gateways for the latency rounds;
-/// every figure line has the benchmark contract's keys, the counts from both ends are exact, and
-/// the goals not built yet are printed as not measured (never a value).
+/// on pre-filled logs into a real `edgeq learner`, two real gateways for the latency rounds, and
+/// 8 real gateways that receive 3 signed chunked models for the rollout figures;
+/// every figure line has the benchmark contract's keys, the counts from both ends are exact, every
+/// model's `stored` verdict from every gateway is counted, and the goals not built yet are printed
+/// as not measured (never a value).
 @Suite struct FleetBenchSmokeTests {
     @Test func tinyRunPrintsEveryFigureWithExactCounts() throws {
-        let rows = 300
-        let r = try EdgeQBinary.run(["bench", "fleet", "--json", "--quick", "--rows", String(rows), "--rounds", "1"], timeout: 300)
+        let rows = 300, models = 3
+        let r = try EdgeQBinary.run(["bench", "fleet", "--json", "--quick", "--rows", String(rows), "--rounds", "1",
+                                     "--models", String(models)], timeout: 300)
         #expect(r.code == 0, "stderr: \(r.stderr.suffix(3000))")
         var lines: [String: [String: Any]] = [:]
         for line in r.stdout.split(separator: "\n") {
@@ -54,9 +57,32 @@ import Testing
         #expect(stored != nil && stored == (shipped?["anchor_value"] as? NSNumber)?.doubleValue && (stored ?? 0) >= 1_000,
                 "the shipping gateway's rows: \(String(describing: shipped))")
 
+        // The rollout: every model stored by every gateway, timed from the publication's start.
+        let rollout = "model rollout: publish → stored and verified on 8 gateways, "
+        let p50 = value(rollout + "p50") ?? 0, p99 = value(rollout + "p99 (goal < 1 s)") ?? 0, slowest = value(rollout + "max") ?? 0
+        #expect(p50 > 0 && p50 <= p99 && p99 <= slowest, "p50 \(p50), p99 \(p99), max \(slowest) ms")
+        let verdicts = "model rollout: 'stored' verdicts"
+        #expect(value(verdicts) == Double(models * 8))
+        #expect(value(verdicts, "anchor_value") == Double(models * 8))
+        // A 32-256-256-9 model is bigger than one 256 KiB message: it goes in chunks of
+        // 256 KiB − the 24-byte chunk header.
+        let bytes = value("model rollout: model file") ?? 0
+        let chunks = value("model rollout: chunks per model") ?? 0
+        #expect(bytes > 256 * 1024 && chunks == ((bytes / Double(256 * 1024 - 24)).rounded(.up)), "\(bytes) bytes in \(chunks) chunks")
+        #expect((value("model rollout: gateway CPU time per model") ?? 0) > 0)
+
         let notMeasured = lines.values.filter { $0["value"] is NSNull }
-        #expect(notMeasured.count == 3, "\(notMeasured)")
+        #expect(notMeasured.count == 2, "\(notMeasured)")
         #expect(notMeasured.allSatisfy { ($0["reason"] as? String)?.hasPrefix("not measured") == true })
-        #expect(lines.count == 10 + 4 + 3)
+        #expect(!notMeasured.contains { ($0["figure"] as? String)?.hasPrefix("model rollout") == true })
+        #expect(lines.count == 10 + 4 + 7 + 2)
+    }
+
+    /// `--models` belongs to the fleet bench and must be at least 1 (a usage error, exit 64, before anything runs).
+    @Test func modelsIsAFleetOptionOfAtLeastOne() throws {
+        let zero = try EdgeQBinary.run(["bench", "fleet", "--models", "0"], timeout: 30)
+        #expect(zero.code == 64 && zero.stderr.contains("--models must be at least 1"), "\(zero.stderr)")
+        let other = try EdgeQBinary.run(["bench", "mqtt", "--models", "3"], timeout: 30)
+        #expect(other.code == 64 && other.stderr.contains("apply to `edgeq bench fleet` only"), "\(other.stderr)")
     }
 }

@@ -53,10 +53,14 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "fleet: latency rounds, each without then with shipping (default 5; 2 with --quick).")
     var rounds: Int?
 
+    @Option(help: "fleet: models published one after another to the 8 gateways for the rollout figure (default 20; 5 with --quick).")
+    var models: Int?
+
     func validate() throws {
-        if name != .fleet && (rows != nil || rounds != nil) {
-            throw ValidationError("--rows and --rounds apply to `edgeq bench fleet` only")
+        if name != .fleet && (rows != nil || rounds != nil || models != nil) {
+            throw ValidationError("--rows, --rounds and --models apply to `edgeq bench fleet` only")
         }
+        if let models, models < 1 { throw ValidationError("--models must be at least 1") }
         if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         if name != .generalize && (plants != nil || steps != nil || dither != nil) {
@@ -103,6 +107,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let seeds { context.modelSeeds = seeds }
         context.fleet.rowsPerGateway = rows ?? (quick ? 5_000 : 50_000)
         context.fleet.rounds = rounds ?? (quick ? 2 : 5)
+        context.fleetRollout.models = models ?? (quick ? 5 : 20)
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)
     }
@@ -139,6 +144,8 @@ struct BenchContext: Sendable {
     var modelSeeds = 5
     /// `fleet` only: gateways, rows, rounds.
     var fleet = FleetOptions()
+    /// `fleet` only: the model rollout's gateways and models.
+    var fleetRollout = FleetRolloutOptions()
 
     /// Progress for people, on standard error (standard output carries the figures).
     func progress(_ message: String) {
