@@ -42,9 +42,10 @@ public final class FleetShipper: Sendable {
         /// `SCHED_IDLE`: the threads get a core when no thread of normal priority wants it, and
         /// a waking thread of normal priority (the decision's) takes the core from them at once.
         /// On a busy core they get a very small share: shipping falls far behind while anything
-        /// else (a retraining at nice 10, other processes) keeps the cores busy — measured: 965
-        /// rows/s instead of ~20,000 in `edgeq bench fleet`'s ingest on a machine at load 19 —
-        /// and rows that retention removes before they were shipped never reach the learner.
+        /// else (a retraining at nice 10, other processes) keeps the cores busy — `edgeq bench
+        /// fleet`'s ingest fell to 965 rows/s in one run on a machine at load 17, where `normal`
+        /// got ~16,000 — and rows that retention removes before they were shipped never reach
+        /// the learner.
         /// Falls back to nice 19 when the kernel refuses `SCHED_IDLE`.
         case idle
         /// nice 10, as a retraining: a smaller share of a busy core; a woken decision thread may
@@ -132,8 +133,6 @@ public final class FleetShipper: Sendable {
     public let priority: Priority
     /// zlib level of the batches (`$EDGEQ_FLEET_DEFLATE_LEVEL`, 1–9, for comparisons; else 6).
     let deflateLevel: Int32
-    /// `$EDGEQ_FLEET_PAUSE=1` (for comparisons only): connect and subscribe, ship nothing.
-    let paused: Bool
     private let figures = Mutex(Figures())
     /// The identity of the log file being shipped (`meta.log_id`) and the highest
     /// acknowledgement received for it (network thread → shipper thread); one lock, so an
@@ -171,7 +170,6 @@ public final class FleetShipper: Sendable {
         self.priority = priority
         let level = getenv("EDGEQ_FLEET_DEFLATE_LEVEL").flatMap { Int32(String(cString: $0)) } ?? 6
         deflateLevel = min(9, max(1, level))
-        paused = getenv("EDGEQ_FLEET_PAUSE").map { String(cString: $0) == "1" } ?? false
         self.config = config
         self.fingerprint = fingerprint
         self.gatewayID = gatewayID
@@ -526,7 +524,7 @@ public final class FleetShipper: Sendable {
             // 3. New batches while the window has room (only when connected: libmosquitto would
             // keep them in memory, and they are sent again from the cursor after the connect).
             var lastID: Int64 = acked
-            if let tail, client.state == .connected, !paused {
+            if let tail, client.state == .connected {
                 do {
                     while inFlight.count < config.window && !stopping.load(ordering: .relaxed) {
                         let rows = try tail.rows(after: next, limit: config.batchRows)
