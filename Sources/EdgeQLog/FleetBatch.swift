@@ -59,14 +59,15 @@ public struct FleetBatch: Sendable, Equatable {
     /// The largest body a reader inflates (a deflated payload claiming more is refused).
     public static let maxBodyBytes = 64 << 20
 
-    /// The batch in the wire format; `compress`: deflate the body (zlib level 6), which halves
-    /// a plant's rows (a row's `next_state` is the next row's `state`; docs/fleet.md "Payload").
-    public func encode(compress: Bool = true) -> [UInt8] {
+    /// The batch in the wire format; `compress`: deflate the body (zlib `level`, 1 fastest … 9
+    /// smallest; 6 by default), which halves a plant's rows (a row's `next_state` is the next
+    /// row's `state`; docs/fleet.md "Payload"). Every level decodes the same way.
+    public func encode(compress: Bool = true, level: Int32 = 6) -> [UInt8] {
         let body = encodeBody()
         var w = ByteWriter()
         w.bytes(Self.magic)
         w.u16(Self.version)
-        if compress, body.count <= Self.maxBodyBytes, let z = Self.deflate(body) {
+        if compress, body.count <= Self.maxBodyBytes, let z = Self.deflate(body, level: min(9, max(1, level))) {
             w.u16(1)
             w.u32(UInt32(body.count))
             w.bytes(z)
@@ -77,10 +78,10 @@ public struct FleetBatch: Sendable, Equatable {
         return w.out
     }
 
-    static func deflate(_ body: [UInt8]) -> [UInt8]? {
+    static func deflate(_ body: [UInt8], level: Int32 = 6) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: Int(compressBound(uLong(body.count))))
         var size = uLongf(out.count)
-        let rc = compress2(&out, &size, body, uLong(body.count), 6)
+        let rc = compress2(&out, &size, body, uLong(body.count), level)
         guard rc == Z_OK else { return nil }
         out.removeSubrange(Int(size)...)
         return out

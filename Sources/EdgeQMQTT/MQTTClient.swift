@@ -749,6 +749,7 @@ final class Connection: @unchecked Sendable {
 
     private func runLoop() {
         networkThread.store(UInt(pthread_self()), ordering: .relaxed)
+        config.networkThreadSetup?()
         while !stopping.load(ordering: .relaxed) {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
             let rc = connectOnce()

@@ -305,6 +305,10 @@ public struct MQTTConfiguration: Sendable {
     public var inboundCapacity: Int
     /// What to drop when it is full.
     public var overflow: OverflowPolicy
+    /// Called once on the client's network thread when it starts, before it connects: a
+    /// connection that serves background work (the fleet shipper's) lowers that thread's
+    /// scheduling priority or names it here. Must not block; nil: nothing.
+    public var networkThreadSetup: (@Sendable () -> Void)? = nil
 
     /// Makes a configuration with the defaults: MQTT 5, keep-alive 30 s, clean session,
     /// backoff 0.1 s → 1.5 s, inbound capacity 1,024, drop oldest.

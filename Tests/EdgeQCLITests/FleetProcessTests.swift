@@ -59,7 +59,7 @@ import Testing
         }
 
         /// Starts `edgeq run` for gateway `id` and waits for its online status.
-        func startGateway(_ id: String, batchRows: Int = 20, ackTimeout: String = "2s") throws {
+        func startGateway(_ id: String, batchRows: Int = 20, ackTimeout: String = "2s", environment: [String: String] = [:]) throws {
             runs += 1
             let file = dir.url.appendingPathComponent("\(id).yaml").path
             try mapping(id, batchRows: batchRows, ackTimeout: ackTimeout).write(toFile: file, atomically: true, encoding: .utf8)
@@ -67,7 +67,7 @@ import Testing
             metricsPorts[id] = try FreePort.find()
             gateways[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", data(id).path,
                                                                "--metrics-port", String(metricsPorts[id] ?? 0)],
-                                            stderrPath: "\(logs)/gw-\(id)-\(runs).log")
+                                            stderrPath: "\(logs)/gw-\(id)-\(runs).log", environment: environment)
             try #require(waitOnline(id), "gateway \(id) never came online:\n\(processLogs())")
         }
 
@@ -206,6 +206,53 @@ import Testing
         #expect(rig.metric("l1", #"edgeq_learner_gateway_acked{gateway="a"}"#) == Double(n))
         rig.stopGateway("a")
         #expect(rig.learners["l1"]?.stop(grace: 30) == 0, "the learner did not stop in order on SIGTERM:\n\(rig.processLogs())")
+    }
+
+    /// Each thread of process `pid`: its name, scheduling policy and nice value, as the kernel
+    /// reports them (`/proc/<pid>/task/<tid>/comm` and `stat`: nice is field 19, policy 41).
+    static func threads(_ pid: pid_t) -> [(tid: Int, name: String, policy: Int, nice: Int)] {
+        let dir = "/proc/\(pid)/task"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).compactMap { t in
+            guard let tid = Int(t), let name = try? String(contentsOfFile: "\(dir)/\(t)/comm", encoding: .utf8),
+                  let stat = try? String(contentsOfFile: "\(dir)/\(t)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            let f = stat[stat.index(after: close)...].split(separator: " ")   // f[0] is field 3
+            guard f.count > 38, let nice = Int(f[16]), let policy = Int(f[38]) else { return nil }
+            return (tid, name.trimmingCharacters(in: .whitespacesAndNewlines), policy, nice)
+        }
+    }
+
+    /// docs/fleet.md, "The shipper's priority": the shipper's loop and its connection's network
+    /// thread are named; by default they run as the gateway's main thread; with
+    /// `EDGEQ_FLEET_PRIORITY=idle` in SCHED_IDLE (policy 5), with `low` at nice 10 — and none of
+    /// the gateway's other threads (decisions, MQTT, log writer, …) is lowered (but the command
+    /// thread, SCHED_IDLE itself, docs/operations.md "Threads"). Shipping works in all three.
+    @Test func theShipperThreadsRunAtTheirPriorityAndTheDecisionThreadsDoNot() throws {
+        let rig = try Rig()
+        try rig.startLearner("l1")
+        try rig.startGateway("n")
+        try rig.startGateway("p", environment: ["EDGEQ_FLEET_PRIORITY": "idle"])
+        try rig.startGateway("q", environment: ["EDGEQ_FLEET_PRIORITY": "low"])
+        for id in ["n", "p", "q"] {
+            try rig.drive(id, count: 41, firstOfRun: true)
+            try rig.waitShipped(id)
+            try rig.expectSameRows(id)
+        }
+        for (id, policy, nice) in [("n", nil, nil), ("p", 5, nil), ("q", 0, 10)] as [(String, Int?, Int?)] {
+            let pid = try #require(rig.gateways[id]?.pid)
+            let threads = Self.threads(pid)
+            let main = try #require(threads.first { $0.tid == Int(pid) })
+            #expect(main.policy == 0, "\(id): \(threads)")
+            let fleet = threads.filter { $0.name.hasPrefix("edgeq-fleet") }
+            #expect(fleet.map(\.name).sorted() == ["edgeq-fleet", "edgeq-fleet-net"], "\(id): \(threads)")
+            #expect(fleet.allSatisfy { $0.policy == (policy ?? main.policy) && (policy == 5 || $0.nice == (nice ?? main.nice)) },
+                    "\(id): \(fleet)")
+            // None of the other threads is lowered (libdispatch raises one of its own to nice -4).
+            let others = threads.filter { !$0.name.hasPrefix("edgeq-fleet") }
+            #expect(others.filter { $0.policy == main.policy && $0.nice == main.nice }.count >= 3, "\(id): \(threads)")
+            #expect(others.filter { $0.policy != 0 || $0.nice > main.nice }.count <= 1, "\(id): \(threads)")
+        }
+        for id in ["n", "p", "q"] { rig.stopGateway(id) }
     }
 
     @Test func aLearnerKilledMidStreamLosesNothingAndStoresNothingTwice() throws {

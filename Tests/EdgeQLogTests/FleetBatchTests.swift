@@ -42,6 +42,19 @@ import Testing
         #expect(back.rows.contains { $0.transition.action == nil } && back.rows.contains { $0.transition.flags.rawValue != 0 })
     }
 
+    /// Any zlib level (`$EDGEQ_FLEET_DEFLATE_LEVEL` on the gateway) reads back the same rows, and
+    /// an out-of-range level is clamped to 1…9 rather than failing into an uncompressed batch.
+    @Test func everyDeflateLevelReadsBackTheSameRows() throws {
+        let rows = Self.plantRows(200)
+        let batch = FleetBatch(gateway: "ahu-7", origin: 0, after: 0, last: rows.last?.id ?? 0, rows: rows)
+        let plain = batch.encode(compress: false).count
+        for level: Int32 in [0, 1, 6, 9, 42] {
+            let bytes = batch.encode(level: level)
+            #expect(bytes[6] == 1 && bytes.count < plain, "level \(level): flags \(bytes[6]), \(bytes.count) of \(plain) B")
+            #expect(Self.same(try FleetBatch.decode(bytes).rows, rows), "level \(level)")
+        }
+    }
+
     /// Every prefix of a batch, and every single-byte change of its header, is refused with an
     /// error or read as some batch: never a trap.
     @Test(arguments: [false, true]) func damagedPayloadsAreRefusedNotTrapped(compress: Bool) throws {

@@ -219,14 +219,17 @@ enum FleetBench {
 
     /// Starts `edgeq learner` on `broker` and waits for its online status; `nice` runs it at that
     /// niceness (through /usr/bin/nice, which execs it: the child's pid is the learner's).
-    static func startLearner(edgeq: String, broker: MosquittoBroker, data: URL, work: URL, nice: Int = 0) throws -> ChildProcess {
+    /// `idle`: in `SCHED_IDLE` (through /usr/bin/chrt) instead.
+    static func startLearner(edgeq: String, broker: MosquittoBroker, data: URL, work: URL, nice: Int = 0, idle: Bool = false) throws -> ChildProcess {
         let file = work.appendingPathComponent("learner.yaml").path
         try "fleet: \(fleetTopic)\ngroup: bench\nid: l1\nstatus_interval: 1s\n".write(toFile: file, atomically: true, encoding: .utf8)
         let watcher = try client(broker, subscribe: "\(fleetTopic)/learner/l1/status")
         defer { watcher.stop() }
         let args = ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"]
-        let learner = try nice == 0 ? ChildProcess(edgeq, args, stderrPath: work.appendingPathComponent("learner.log").path)
-            : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stderrPath: work.appendingPathComponent("learner.log").path)
+        let logPath = work.appendingPathComponent("learner.log").path
+        let learner = try idle ? ChildProcess("/usr/bin/chrt", ["--idle", "0", edgeq] + args, stderrPath: logPath)
+            : nice == 0 ? ChildProcess(edgeq, args, stderrPath: logPath)
+            : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stderrPath: logPath)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             guard let m = watcher.receive(timeout: 0.2) else {
@@ -268,6 +271,9 @@ enum FleetBench {
         /// The last payload received that was not the answer waited for (for a failure message).
         var stray = ""
         var p50s: [Double] = [], p99s: [Double] = [], cpu: [Double] = []
+        /// Per decision, per run (µs): CPU time of the shipper's threads, and the time the other
+        /// threads of the gateway waited for a core (`/proc/<pid>/task/<tid>/schedstat`).
+        var fleetCPU: [Double] = [], otherWait: [Double] = []
 
         init(name: String, edgeq: String, mapping: String, data: URL, broker: MosquittoBroker) throws {
             self.name = name
@@ -329,9 +335,26 @@ enum FleetBench {
             return last
         }
 
+        /// Each thread of `pid`: its name, CPU time and time waiting on a run queue (ns).
+        static func threadTimes(_ pid: pid_t) -> [Int: (name: String, run: Double, wait: Double)] {
+            var out: [Int: (name: String, run: Double, wait: Double)] = [:]
+            let dir = "/proc/\(pid)/task"
+            for t in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                guard let tid = Int(t),
+                      let stat = try? String(contentsOfFile: "\(dir)/\(t)/schedstat", encoding: .utf8) else { continue }
+                let f = stat.split(separator: " ")
+                guard f.count >= 2, let run = Double(f[0]), let wait = Double(f[1]) else { continue }
+                let name = (try? String(contentsOfFile: "\(dir)/\(t)/comm", encoding: .utf8))?
+                    .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                out[tid] = (name, run, wait)
+            }
+            return out
+        }
+
         /// `warmup` then `count` round trips one at a time; appends p50, p99 and CPU per decision.
         func run(count: Int, warmup: Int) throws {
             let cpu0 = MQTTBench.processCPUSeconds(child.pid)
+            let threads0 = Self.threadTimes(child.pid)
             var missed = 0
             for _ in 0..<warmup where roundTrip() == nil { missed += 1 }
             var samples: [Double] = []
@@ -346,6 +369,17 @@ enum FleetBench {
             if let cpu0, let cpu1 = MQTTBench.processCPUSeconds(child.pid) {
                 cpu.append((cpu1 - cpu0) / Double(count + warmup) * 1e6)
             }
+            var fleetRun = 0.0, wait = 0.0
+            for (tid, t) in Self.threadTimes(child.pid) {
+                let before = threads0[tid]
+                if t.name.hasPrefix(FleetShipper.threadName) {
+                    fleetRun += t.run - (before?.run ?? 0)
+                } else {
+                    wait += t.wait - (before?.wait ?? 0)
+                }
+            }
+            fleetCPU.append(fleetRun / Double(count + warmup) / 1e3)
+            otherWait.append(wait / Double(count + warmup) / 1e3)
             samples.sort()
             p50s.append(samples[samples.count / 2])
             p99s.append(samples[min(samples.count - 1, Int(Double(samples.count) * 0.99))])
@@ -367,10 +401,14 @@ enum FleetBench {
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         let plainMapping = work.appendingPathComponent("bench.yaml").path
         let shippingMapping = work.appendingPathComponent("bench-fleet.yaml").path
+        // $EDGEQ_BENCH_FLEET_SHIPPING: other batch keys for the shipping gateway (for a
+        // comparison), e.g. "batch_rows: 500, interval: 1s".
+        let env = ProcessInfo.processInfo.environment
+        let shippingKeys = env["EDGEQ_BENCH_FLEET_SHIPPING"] ?? "batch_rows: 100, interval: 100ms"
         let map: TopicMap
         do {
             try plain.write(toFile: plainMapping, atomically: true, encoding: .utf8)
-            try (plain + "\nfleet: {topic: \(fleetTopic), batch_rows: 100, interval: 100ms, window: 4, ack_timeout: 10s}\n")
+            try (plain + "\nfleet: {topic: \(fleetTopic), \(shippingKeys), window: 4, ack_timeout: 10s}\n")
                 .write(toFile: shippingMapping, atomically: true, encoding: .utf8)
             map = try TopicMap.load(path: plainMapping)
         } catch {
@@ -387,9 +425,11 @@ enum FleetBench {
         let learnerData = work.appendingPathComponent("learner")
         // On a site the learner runs on another machine; here it shares the cores, so it runs
         // at the lowest priority: the figure is the gateway's own shipper, not the learner.
-        let learner = try startLearner(edgeq: edgeq, broker: shippingBroker, data: learnerData, work: work, nice: 19)
+        // $EDGEQ_BENCH_FLEET_LEARNER=idle: the learner in SCHED_IDLE instead (for a comparison).
+        let learnerIdle = env["EDGEQ_BENCH_FLEET_LEARNER"] == "idle"
+        let learner = try startLearner(edgeq: edgeq, broker: shippingBroker, data: learnerData, work: work, nice: 19, idle: learnerIdle)
         defer { _ = learner.stop(grace: 10) }
-        context.progress("starting the two gateways")
+        context.progress("starting the two gateways (shipping: \(shippingKeys); learner: \(learnerIdle ? "SCHED_IDLE" : "nice 19"); shipper priority: \(env["EDGEQ_FLEET_PRIORITY"] ?? "default"))")
         let without = try Subject(name: "without shipping", edgeq: edgeq, mapping: plainMapping, data: plainData, broker: plainBroker)
         defer { without.close() }
         let shipping = try Subject(name: "while shipping", edgeq: edgeq, mapping: shippingMapping, data: shippingData, broker: shippingBroker)
@@ -400,8 +440,9 @@ enum FleetBench {
         for r in 1...o.rounds {
             for s in [without, shipping] {
                 try s.run(count: o.roundTrips, warmup: o.warmup)
-                context.progress(String(format: "round %d %@: p50 %.1f us, p99 %.1f us, CPU %.1f us/decision", r, s.name,
-                                        s.p50s.last ?? .nan, s.p99s.last ?? .nan, s.cpu.last ?? .nan))
+                context.progress(String(format: "round %d %@: p50 %.1f us, p99 %.1f us, CPU %.1f us/decision (shipper threads %.1f us; other threads waited %.1f us for a core)",
+                                        r, s.name, s.p50s.last ?? .nan, s.p99s.last ?? .nan, s.cpu.last ?? .nan,
+                                        s.fleetCPU.last ?? .nan, s.otherWait.last ?? .nan))
             }
         }
 
@@ -416,11 +457,16 @@ enum FleetBench {
                 .filter { $0.gateway == map.gateway.id }.reduce(0) { $0 + Int($1.rows) }
         } while stored != logged && Date() < deadline
         context.progress("the shipping gateway logged \(logged) rows; the fleet log holds \(stored)")
+        // Where the time goes (on stderr only; medians over the rounds, µs per decision).
+        let m = BenchFigure.median
+        context.progress(String(format: "per decision, medians of the rounds: shipper threads' CPU %.1f us; the other threads' wait for a core %.1f us while shipping, %.1f us without",
+                                m(shipping.fleetCPU) ?? .nan, m(shipping.otherWait) ?? .nan, m(without.otherWait) ?? .nan))
 
         func pairs(_ mine: [Double], _ theirs: [Double]) -> [(Double, Double?)] {
             mine.enumerated().map { i, v in (v, i < theirs.count ? theirs[i] : nil) }
         }
-        let label = "decision round trip while shipping (batches of 100, every 100 ms)"
+        let label = shippingKeys == "batch_rows: 100, interval: 100ms" ? "decision round trip while shipping (batches of 100, every 100 ms)"
+            : "decision round trip while shipping (\(shippingKeys))"
         return [
             .rounds(bench: "fleet", figure: "\(label): p50", unit: "us", anchor: "the same gateway without shipping",
                     pairs: pairs(shipping.p50s, without.p50s), better: .lower),
