@@ -12,9 +12,12 @@ import Testing
 /// trial`, estimates the candidate against the incumbent's log on it.
 @Suite struct PretrialGatewayTests {
     /// `testMapping` with roles, lenient checks, trials of 4-tick blocks; `modelReward`: the
-    /// reward as the plant model sees it (the mapping's own, −|x|, when nil).
+    /// reward as the plant model sees it (the mapping's own, −|x|, when nil). The tick names the
+    /// plant's `step` as its sequence, so a missed tick is told by the step numbers, not by the
+    /// clock: on a loaded machine the intervals of this lock-step plant swing past 3 × their
+    /// median and every such row was flagged `gap` (seen: "0 usable samples, need at least 40").
     static func mapping(modelReward: String?, distill: String? = nil) -> String {
-        var yaml = testMapping(extraLearning: (distill.map { "  distill: \($0)\n" } ?? "") + """
+        var yaml = testMapping(tick: "{trigger: plant/t/state, sequence: step}", extraLearning: (distill.map { "  distill: \($0)\n" } ?? "") + """
               checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
               promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
             """)
