@@ -216,6 +216,11 @@ struct DriftTestPlant: LabPlant {
             #expect(o.report.distill == nil)
             #expect(o.distilledCandidate == nil)
             #expect(o.report.pretrial == nil)
+            // The model-free candidate's checks: the support checks judged, nothing advisory,
+            // no check of a distilled candidate.
+            #expect(o.report.checks.allSatisfy { $0.status != .advisory } && o.report.advisory.isEmpty)
+            #expect(!o.report.checks.contains { ["teacher_agreement", "pretrial_estimate"].contains($0.name) })
+            #expect(o.report.checks.first { $0.name == "incumbent_agreement" }?.passed != nil)
             let json = try #require(try JSONSerialization.jsonObject(with: o.report.json()) as? [String: Any])
             #expect(json["distill"] == nil)
             results.append((o.candidate, o.report))
@@ -247,6 +252,136 @@ struct DriftTestPlant: LabPlant {
             #expect(d.updates < 100_000_000)
         }
         print("time limit 6 s: \(o.report.updates) Q-learning updates, distill: \(d.stoppedEarly ?? d.skipped ?? "-"), all \(o.report.seconds) s")
+    }
+
+    /// The decision (docs/learning.md, "Which checks judge a distilled candidate"): a candidate
+    /// distilled from an accepted plant model keeps the checks of the network itself, reports
+    /// `incumbent_agreement` and `unsupported_actions` without using them (advisory), and must
+    /// pass `teacher_agreement` and `pretrial_estimate`. With the shipped limits (no support
+    /// limit opened) the heater's distilled candidate strays from the PI and is offered.
+    @Test func aDistilledCandidateThatStraysFromThePIIsOfferedWithItsSupportChecksAdvisory() throws {
+        let (dir, path) = try Self.heaterLog.get()
+        let map = try Self.heaterMap(distill: Self.distillSettings)
+        #expect(map.learning.minAgreement == 0.5 && map.learning.maxUnsupported == 0.25, "the shipped support limits")
+        let output = dir.appendingPathComponent("strays.safetensors")
+        let o = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 500), warmStart: nil, output: output)
+        let d = try #require(o.report.distill)
+        let student = try #require(o.distilledCandidate, "\(d.skipped ?? "")")
+        func check(_ name: String) -> RetrainReport.Check? { d.checks.first { $0.name == name } }
+        print("strays: distilled \(d.verdict ?? "-") (\(d.reasons)), dqn \(d.dqnVerdict ?? "-"), chosen \(d.chosen): \(d.why); "
+              + d.checks.map { "\($0.name) \($0.value.map { "\($0)" } ?? "—") \($0.status.rawValue)\($0.withinLimit.map { $0 ? " within" : " beyond" } ?? "")" }.joined(separator: ", "))
+
+        // The support checks: measured, reported, not used — and at least one is beyond its
+        // limit (the student strays from the PI), which would have refused it.
+        for name in Retrainer.supportChecks {
+            let c = try #require(check(name), "no \(name) in \(d.checks.map(\.name))")
+            #expect(c.status == .advisory && c.passed == nil, "\(c)")
+            #expect(c.advisory == "model-based candidate: judged by teacher agreement, the pre-trial estimate and the trial")
+            #expect(c.value != nil && c.withinLimit != nil)
+        }
+        #expect(Retrainer.supportChecks.contains { check($0)?.withinLimit == false }, "the student does not stray from the PI here: \(d.checks)")
+        #expect(!d.reasons.contains { $0.hasPrefix("incumbent_agreement") || $0.hasPrefix("unsupported_actions") })
+        // The checks of the network itself are judged as for any candidate.
+        for name in ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error"] {
+            let c = try #require(check(name))
+            #expect(c.status == .passed, "\(c)")
+        }
+        // What it must pass instead.
+        let teacher = try #require(check("teacher_agreement"))
+        let held = try #require(d.agreementHeldOut)
+        #expect(teacher.status == .passed && teacher.value == held.tolerant && teacher.limit == map.learning.minTeacherAgreement, "\(teacher)")
+        let estimate = try #require(check("pretrial_estimate"))
+        let p = try #require(d.pretrial)
+        #expect(estimate.status == .passed && p.verdict != .predictedWorse, "\(estimate)")
+        #expect(estimate.value == roundedForReading(p.upperBound) && estimate.limit == 0)
+        #expect(p.current == "logged")
+        #expect(d.verdict == "passed", "\(d.reasons)")
+
+        // Offered: the retraining's report passed and the stored candidate is the distilled one
+        // — unless the Q-learning one passed too and the plant model predicts it better.
+        #expect(o.report.passed)
+        if d.chosen == "distilled" {
+            #expect(o.candidate.parameters == student.parameters)
+            #expect(o.report.checks.map(\.name) == d.checks.map(\.name))
+            #expect(o.report.advisory.count == 2 && o.report.advisory.allSatisfy { $0.hasSuffix(Retrainer.modelBasedAdvisory) }, "\(o.report.advisory)")
+            #expect(o.report.pretrial == p, "the gateway reads this one and does not estimate again")
+            #expect(try QModel.load(from: output).parameters == student.parameters)
+        } else {
+            let q = try #require(d.dqnPretrial, "the distilled candidate passed and was not chosen: \(d.why)")
+            #expect(d.dqnVerdict == "passed" && q.meanDifference >= p.meanDifference, "\(d.why)")
+        }
+        // report.json says it: status advisory, passed null, within_limit, the reason; the
+        // report's own `advisory` list; it reads back.
+        let json = try #require(try JSONSerialization.jsonObject(with: o.report.json()) as? [String: Any])
+        let stored = try #require((json["distill"] as? [String: Any])?["checks"] as? [[String: Any]])
+        let ia = try #require(stored.first { $0["name"] as? String == "incumbent_agreement" })
+        #expect(ia["status"] as? String == "advisory" && ia["passed"] is NSNull && ia["within_limit"] is Bool, "\(ia)")
+        #expect(ia["advisory"] as? String == Retrainer.modelBasedAdvisory)
+        let back = try JSONDecoder().decode(RetrainReport.self, from: o.report.json())
+        #expect(back.distill?.checks.map(\.status) == d.checks.map(\.status))
+        #expect(back.distill?.checks.map(\.withinLimit) == d.checks.map(\.withinLimit))
+        #expect(back.advisory == o.report.advisory)
+    }
+
+    /// A student far from its teacher (20 updates: about an untrained network) fails
+    /// `teacher_agreement` and is not offered; the Q-learning candidate's report stands, with
+    /// its support checks judged as always.
+    @Test func aPoorStudentFailsTeacherAgreementAndIsNotOffered() throws {
+        let (dir, path) = try Self.heaterLog.get()
+        let map = try Self.heaterMap(distill: "{enabled: true, horizon: 32, states: 200, updates: 20}")
+        let output = dir.appendingPathComponent("poor.safetensors")
+        let o = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 300), warmStart: nil, output: output)
+        let d = try #require(o.report.distill)
+        let student = try #require(o.distilledCandidate, "\(d.skipped ?? "")")
+        let teacher = try #require(d.checks.first { $0.name == "teacher_agreement" })
+        print("poor student: \(teacher.note); distilled \(d.verdict ?? "-"), dqn \(d.dqnVerdict ?? "-"), chosen \(d.chosen): \(d.why)")
+        #expect(d.updates == 20)
+        #expect(teacher.status == .failed && (teacher.value ?? 1) < map.learning.minTeacherAgreement, "\(teacher)")
+        #expect(d.verdict == "failed" && d.reasons.contains { $0.hasPrefix("teacher_agreement: ") }, "\(d.reasons)")
+        #expect(d.chosen == "dqn")
+        #expect(d.why.hasPrefix(o.report.passed ? "the distilled candidate failed its checks" : "neither candidate passed its checks"), "\(d.why)")
+        #expect(o.candidate.parameters != student.parameters)
+        #expect(o.report.figures["distilled_candidate"] == 0)
+        // The Q-learning candidate's checks: the model-free set, the support checks judged.
+        #expect(o.report.checks.map(\.name) == ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error", "incumbent_agreement", "unsupported_actions"])
+        #expect(o.report.checks.allSatisfy { $0.status != .advisory } && o.report.advisory.isEmpty)
+        if o.report.passed {
+            #expect(try QModel.load(from: output).parameters == o.candidate.parameters, "the stored candidate is the Q-learning one")
+        } else {
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+    }
+
+    /// `judge`: an advisory check is reported and not used — a failing figure made advisory does
+    /// not fail the verdict, a not-applicable check stays not applicable — and the JSON says so.
+    @Test func anAdvisoryCheckIsReportedAndNotUsed() throws {
+        var r = RetrainReport()
+        r.checks = [.judged("q_finite", value: 1, limit: 1, passed: true, note: "finite"),
+                    RetrainReport.Check.judged("incumbent_agreement", value: 0.3, limit: 0.5, passed: false, note: "30 %").madeAdvisory("why"),
+                    RetrainReport.Check.notApplicable("unsupported_actions", limit: 0.25, note: "no row").madeAdvisory("why")]
+        Retrainer.judge(&r)
+        #expect(r.verdict == "passed" && r.reasons.isEmpty)
+        #expect(r.advisory == ["incumbent_agreement: why"])
+        #expect(r.notJudged == ["unsupported_actions: no row"])
+        #expect(r.checks[1].status == .advisory && r.checks[1].withinLimit == false && r.checks[1].passed == nil && r.checks[1].value == 0.3)
+        // Only advisory checks and nothing judged: no verdict can pass.
+        var none = RetrainReport()
+        none.checks = [r.checks[1]]
+        Retrainer.judge(&none)
+        #expect(none.verdict == "failed" && none.reasons == ["no check could be judged"])
+        // The same failing figure, judged: the verdict fails.
+        var judged = RetrainReport()
+        judged.checks = [r.checks[0], .judged("incumbent_agreement", value: 0.3, limit: 0.5, passed: false, note: "30 %")]
+        Retrainer.judge(&judged)
+        #expect(judged.verdict == "failed" && judged.advisory.isEmpty)
+        let json = try #require(try JSONSerialization.jsonObject(with: r.json()) as? [String: Any])
+        let checks = try #require(json["checks"] as? [[String: Any]])
+        #expect(checks[1]["status"] as? String == "advisory" && checks[1]["passed"] is NSNull)
+        #expect(checks[1]["within_limit"] as? Bool == false && checks[1]["advisory"] as? String == "why")
+        #expect(checks[0]["within_limit"] == nil && checks[0]["advisory"] == nil, "only advisory checks carry them")
+        #expect(json["advisory"] as? [String] == ["incumbent_agreement: why"])
     }
 
     /// A plant whose controlled signal no action moves: the plant model is refused (not better
