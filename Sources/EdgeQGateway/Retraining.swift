@@ -133,6 +133,7 @@ extension Gateway {
                 "retrain.check": "\(c.name)", "retrain.check.status": "\(c.status.rawValue)",
                 "retrain.check.value": "\(c.value.map { "\($0)" } ?? "none")", "retrain.check.limit": "\(c.limit)",
                 "retrain.check.note": "\(c.note)",
+                "retrain.check.advisory": "\(c.advisory ?? "no")",
             ]
             if c.status == .failed {
                 logger.warning("retraining check failed", metadata: metadata)
@@ -146,6 +147,7 @@ extension Gateway {
             "retrain.updates": "\(r.updates)", "retrain.seconds": "\(String(format: "%.1f", r.seconds))",
             "retrain.warm_start": "\(r.warmStart)", "retrain.reasons": "\(r.reasons.joined(separator: "; "))",
             "retrain.not_judged": "\(r.notJudged.joined(separator: "; "))",
+            "retrain.advisory": "\(r.advisory.joined(separator: "; "))",
         ])
     }
 
@@ -158,10 +160,16 @@ extension Gateway {
             "promoted": .bool(promoted),
             "reasons": .array(r.reasons.map { .string($0) }),
             "not_judged": .array(r.notJudged.map { .string($0) }),
+            "advisory": .array(r.advisory.map { .string($0) }),
             "checks": .array(r.checks.map { c in
-                .object(["name": .string(c.name), "value": c.value.map { .number($0) } ?? .null,
-                         "limit": .number(c.limit), "status": .string(c.status.rawValue),
-                         "passed": c.passed.map { .bool($0) } ?? .null, "note": .string(c.note)])
+                var o: [String: JSONValue] = ["name": .string(c.name), "value": c.value.map { .number($0) } ?? .null,
+                                              "limit": .number(c.limit), "status": .string(c.status.rawValue),
+                                              "passed": c.passed.map { .bool($0) } ?? .null, "note": .string(c.note)]
+                if c.status == .advisory {
+                    o["within_limit"] = c.withinLimit.map { .bool($0) } ?? .null
+                    o["advisory"] = c.advisory.map { .string($0) } ?? .null
+                }
+                return .object(o)
             }),
             "learner": r.learner.flatMap { (try? JSONEncoder().encode($0)).flatMap { try? JSONSerialization.jsonObject(with: $0) } }
                 .flatMap { JSONValue(any: $0) } ?? .null,

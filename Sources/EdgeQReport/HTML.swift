@@ -249,7 +249,7 @@ extension RunReport {
         main{padding:8px 28px 28px;max-width:1200px}section{background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:12px 16px;margin:14px 0}
         h2{font-size:16px;margin:4px 0 8px}h3{font-size:14px;margin:10px 0 4px}
         table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #e9ecef;padding:3px 8px;text-align:left}
-        tr.failed td{color:#c92a2a}tr.not_applicable td{color:#868e96}
+        tr.failed td{color:#c92a2a}tr.not_applicable td{color:#868e96}tr.advisory td{color:#868e96;font-style:italic}
         .note{color:#868e96;font-size:12px;margin:6px 0 0}.empty{color:#e67700}
         figure{margin:0}svg{display:block;max-width:100%;height:auto}.legend span{margin-right:14px;font-size:12px}
         .legend i{display:inline-block;width:18px;height:3px;vertical-align:middle;margin-right:4px}

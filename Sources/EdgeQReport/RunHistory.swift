@@ -15,7 +15,7 @@ public struct RunHistory: Sendable {
         public var value: Double?
         /// The limit.
         public var limit: Double?
-        /// `passed`, `failed` or `not_applicable`.
+        /// `passed`, `failed`, `not_applicable` or `advisory` (reported, not used).
         public var status: String
         /// What was measured, on how many rows, in words.
         public var note: String

@@ -57,7 +57,9 @@ public struct DistillReport: Codable, Sendable {
     public var agreementHeldOut: Agreement?
     /// See `agreementHeldOut`.
     public var agreementTrain: Agreement?
-    /// The distilled candidate's checks (the retraining's own checks) and their verdict.
+    /// The distilled candidate's checks and their verdict: the retraining's checks of the network
+    /// itself, `incumbent_agreement` and `unsupported_actions` advisory (reported, not used),
+    /// `teacher_agreement` and `pretrial_estimate`.
     public var verdict: String?
     /// See `verdict`.
     public var reasons: [String] = []
@@ -65,8 +67,9 @@ public struct DistillReport: Codable, Sendable {
     public var checks: [RetrainReport.Check] = []
     /// The Q-learning candidate's verdict (the report's own when it is chosen).
     public var dqnVerdict: String?
-    /// The pre-trial estimates of both candidates against the current controller (made when both
-    /// passed their checks; the choice reads them).
+    /// The pre-trial estimate of the distilled candidate against the current controller (its
+    /// `pretrial_estimate` check), and of the Q-learning candidate when both passed their checks
+    /// (the choice reads both).
     public var pretrial: PretrialEstimate.Report?
     /// See `pretrial`.
     public var dqnPretrial: PretrialEstimate.Report?
@@ -99,17 +102,31 @@ extension Retrainer {
         var report: RetrainReport
     }
 
+    /// The checks that keep a model-free candidate near the incumbent's logged behaviour. A
+    /// candidate distilled from the plant model's planner departs from it by design (the
+    /// planner chooses what the log never shows, because the model predicts what it does), so
+    /// for it they are reported and not used (`advisory`).
+    public static let supportChecks: Set<String> = ["incumbent_agreement", "unsupported_actions"]
+
+    /// Why a distilled candidate's support checks are advisory (`RetrainReport.Check.advisory`).
+    public static let modelBasedAdvisory = "model-based candidate: judged by teacher agreement, the pre-trial estimate and the trial"
+
     /// Distils a second candidate (docs/learning.md, "Distillation in retraining"): the planner
     /// on `model` values the training rows' states (`PlanTeacher` with the mapping's model
     /// reward), a network of the mapping's hidden layers is regressed on the values and quantized
     /// (`Distillation.train`), its agreement with the teacher is measured on the newest fifth of
-    /// the valued states, and it gets the retraining's checks on the same held-out rows as the
-    /// Q-learning candidate. The teacher gets 60 % of the time left before `deadline`, the
-    /// training the rest; either stops early when its share is spent.
+    /// the valued states, and it gets the checks that fit a model-based candidate
+    /// (`judgeModelBased`) on the same held-out rows as the Q-learning candidate. The teacher
+    /// gets 60 % of the time left before `deadline`, the training the rest; either stops early
+    /// when its share is spent.
     ///
-    /// Returns nil (with `info.skipped` set) when no candidate could be made.
-    func distil(rows rowsAll: [LoggedTransition], heldStart: Int, trainCount: Int, model: any PlantModel,
-                base: RetrainReport, train: [EdgeQLog.Transition], held: [EdgeQLog.Transition], deadline: Date?,
+    /// - Parameters:
+    ///   - data: the plant data the model was fitted on (the pre-trial estimate's starts).
+    ///   - warmStart: the served model (the controller the estimate compares with; nil: the
+    ///     logged actions).
+    /// - Returns: nil (with `info.skipped` set) when no candidate could be made.
+    func distil(rows rowsAll: [LoggedTransition], heldStart: Int, trainCount: Int, model: any PlantModel, data: PlantData?,
+                warmStart: QModel?, base: RetrainReport, train: [EdgeQLog.Transition], held: [EdgeQLog.Transition], deadline: Date?,
                 info: inout DistillReport, progress: (Progress) -> Void, shouldStop: () -> Bool) throws -> Distilled? {
         let d = map.learning.distill
         info.model = model.description
@@ -188,17 +205,63 @@ extension Retrainer {
         // Near-ties: 1 % of the spread of the teacher's state values (0.039 on the heater,
         // where the lab reads agreement within 0.03).
         let tolerance = 0.01 * result.valueSpread
-        info.agreementHeldOut = Distillation.agreement(result.model, precision: policy.servedPrecision, on: heldExamples, tolerance: tolerance).roundedForReading()
+        let heldAgreement = Distillation.agreement(result.model, precision: policy.servedPrecision, on: heldExamples, tolerance: tolerance)
+        info.agreementHeldOut = heldAgreement.roundedForReading()
         info.agreementTrain = Distillation.agreement(result.model, precision: policy.servedPrecision, on: trainExamples, tolerance: tolerance).roundedForReading()
 
         progress(Progress(phase: "distill_checking", updates: result.updates, of: d.updates, tdLoss: nil))
         var report = base
         check(result.model, held: held, train: train, normalization: result.model.normalization, into: &report)
+        judgeModelBased(result.model, teacherAgreement: heldAgreement, model: model, data: data, warmStart: warmStart, into: &report)
         Self.judge(&report)
         info.verdict = report.verdict
         info.reasons = report.reasons
         info.checks = report.checks
+        info.pretrial = report.pretrial
         return Distilled(model: result.model, report: report)
+    }
+
+    /// The checks that fit a candidate distilled from an accepted plant model, after the
+    /// retraining's own (`check`): the checks of the network itself stay as they are; the
+    /// support checks (`supportChecks`) become advisory; and it must pass
+    /// - `teacher_agreement`: on the held-out valued states the student picks the teacher's best
+    ///   action or one the teacher values within the near-tie tolerance of its best, on at least
+    ///   `policy.minTeacherAgreement` of them (`checks.teacher_agreement`);
+    /// - `pretrial_estimate`: the plant model does not predict it worse than the controller in
+    ///   charge (`PretrialEstimate`, verdict not `predicted_worse`: the upper confidence bound of
+    ///   the mean paired return difference is not below 0). The estimate is kept in
+    ///   `report.pretrial`, so the gateway does not make it again before the trial. Not
+    ///   applicable (skipped, with the estimate's reason) when it cannot be made.
+    func judgeModelBased(_ candidate: QModel, teacherAgreement a: Distillation.Agreement, model: any PlantModel, data: PlantData?,
+                         warmStart: QModel?, into report: inout RetrainReport) {
+        report.checks = report.checks.map { Self.supportChecks.contains($0.name) ? $0.madeAdvisory(Self.modelBasedAdvisory) : $0 }
+
+        let limit = policy.minTeacherAgreement
+        if a.states == 0 {
+            report.checks.append(.notApplicable("teacher_agreement", limit: limit, note: "no held-out valued state to compare the student with its teacher on"))
+        } else {
+            report.figures["teacher_agreement"] = a.tolerant
+            report.figures["teacher_agreement_strict"] = a.strict
+            report.checks.append(.judged("teacher_agreement", value: a.tolerant, limit: limit, passed: a.tolerant >= limit,
+                                         note: String(format: "picks the teacher's best action, or one the teacher values within %.3g of its best, on %.1f%% of %d held-out valued states (the teacher's best %.1f%%, mean regret %.3g)",
+                                                      a.tolerance, a.tolerant * 100, a.states, a.strict * 100, a.meanRegret)))
+        }
+
+        guard let data else {
+            report.checks.append(.notApplicable("pretrial_estimate", limit: 0, note: "no plant data to start the estimate's runs from"))
+            return
+        }
+        let estimate = PretrialEstimate(map: map, model: model, data: data, settings: .init(map: map))
+        let p = estimate.estimate(candidate: candidate, current: warmStart.map { .network($0) } ?? .logged)
+        report.pretrial = p
+        let against = warmStart == nil ? "the logged actions" : "the served model"
+        if p.verdict == .notApplicable {
+            report.checks.append(.notApplicable("pretrial_estimate", limit: 0, note: "the pre-trial estimate cannot be made: \(p.reason ?? "not applicable")"))
+        } else {
+            report.checks.append(.judged("pretrial_estimate", value: p.upperBound, limit: 0, passed: p.verdict != .predictedWorse,
+                                         note: String(format: "the plant model's upper %.3g bound of the mean return difference against %@ (must not be below 0: not predicted worse); mean %+.4g over %d runs of %d ticks, %@",
+                                                      p.confidence, against, p.meanDifference, p.runs, p.horizon, p.verdict.rawValue)))
+        }
     }
 
     /// Chooses between the Q-learning candidate (`report`, `candidate`) and the distilled one:
@@ -218,17 +281,19 @@ extension Retrainer {
         case (false, true):
             pickDistilled = true
             info.why = "only the distilled candidate passed its checks"
+            report.pretrial = distilled.report.pretrial
         case (true, false):
             info.why = "the distilled candidate failed its checks (\(distilled.report.reasons.joined(separator: "; ")))"
         case (true, true):
-            guard let data else {
+            guard let data, let p = distilled.report.pretrial else {
                 info.why = "both passed their checks; no plant data to estimate them on: the Q-learning candidate is kept"
                 break
             }
+            // The distilled candidate's estimate was made for its `pretrial_estimate` check; the
+            // Q-learning one's is made here, on the same starts.
             let estimate = PretrialEstimate(map: map, model: model, data: data, settings: .init(map: map))
             let current: PretrialEstimate.Current = warmStart.map { .network($0) } ?? .logged
             let q = estimate.estimate(candidate: candidate, current: current)
-            let p = estimate.estimate(candidate: distilled.model, current: current)
             info.dqnPretrial = q
             info.pretrial = p
             if q.verdict == .notApplicable || p.verdict == .notApplicable {
@@ -249,6 +314,8 @@ extension Retrainer {
         report.checks = distilled.report.checks
         report.reasons = distilled.report.reasons
         report.notJudged = distilled.report.notJudged
+        report.advisory = distilled.report.advisory
+        report.pretrial = distilled.report.pretrial
         report.verdict = distilled.report.verdict
         // The checks' figures are the distilled candidate's; the Q-learning training's own
         // (train_td_loss, …) stay under their names.

@@ -46,6 +46,10 @@ public struct CheckPolicy: Sendable, Equatable {
     /// At most this share of held-out states may get an action the log never shows among
     /// the 10 nearest logged states.
     public var maxUnsupported = 0.25
+    /// A candidate distilled from the plant model's planner (`learning.distill`) must pick the
+    /// teacher's best action, or one the teacher values within the near-tie tolerance of its
+    /// best, on at least this share of the held-out valued states (`teacher_agreement`).
+    public var minTeacherAgreement = 0.9
     /// Rows needed to train at all.
     public var minRows = 200
     /// Gradient updates of each fitted Q evaluation (the off-policy estimate reported beside
@@ -64,6 +68,7 @@ public struct CheckPolicy: Sendable, Equatable {
         qBoundSlack = l.qBoundSlack
         minAgreement = l.minAgreement
         maxUnsupported = l.maxUnsupported
+        minTeacherAgreement = l.minTeacherAgreement
         minRows = l.minRows
     }
 }
@@ -74,8 +79,12 @@ public struct CheckPolicy: Sendable, Equatable {
 /// Check values, limits and figures are rounded to 6 significant digits for reading (the
 /// comparison with the limit is made before rounding). A check that has nothing to be judged
 /// on (e.g. `incumbent_agreement` with no incumbent row held out) is `not_applicable`: it
-/// neither passes nor fails, and the report names it in `notJudged`. The verdict is
-/// `passed` when no judged check failed and at least one check was judged.
+/// neither passes nor fails, and the report names it in `notJudged`. A check that was measured
+/// and reported but is not used for this candidate (`incumbent_agreement` and
+/// `unsupported_actions` of a candidate distilled from the plant model) is `advisory`: its
+/// figure and limit are there, `withinLimit` says which side of the limit it is on, `advisory`
+/// says why it is not used, and the report names it in `advisory`. The verdict is `passed`
+/// when no judged check failed and at least one check was judged.
 public struct RetrainReport: Codable, Sendable {
     /// One check: its figure, its limit, and how it was judged.
     public struct Check: Codable, Sendable {
@@ -87,6 +96,8 @@ public struct RetrainReport: Codable, Sendable {
             case failed
             /// Nothing to judge it on (no rows of the kind it measures): skipped, not failed.
             case notApplicable = "not_applicable"
+            /// Measured and reported, not used for the verdict (`Check.advisory` says why).
+            case advisory
         }
         /// The check's name (`quantization_agreement`, `q_finite`, …, docs/operations.md).
         public var name: String
@@ -98,13 +109,18 @@ public struct RetrainReport: Codable, Sendable {
         public var status: Status
         /// What was measured, on how many rows, in words.
         public var note: String
+        /// For an advisory check: whether the figure is within its limit (what it would have
+        /// been judged). Nil for the other statuses (`status` says it).
+        public var withinLimit: Bool?
+        /// For an advisory check: why it was reported and not used. Nil otherwise.
+        public var advisory: String?
 
-        /// true passed, false failed, nil not applicable.
+        /// true passed, false failed, nil not applicable or advisory (not used).
         public var passed: Bool? {
             switch status {
             case .passed: return true
             case .failed: return false
-            case .notApplicable: return nil
+            case .notApplicable, .advisory: return nil
             }
         }
 
@@ -120,6 +136,18 @@ public struct RetrainReport: Codable, Sendable {
             Check(name: name, value: nil, limit: roundedForReading(limit), status: .notApplicable, note: note)
         }
 
+        /// This check reported and not used, for `reason`: a judged check becomes `advisory`
+        /// (its figure and limit kept, `withinLimit` its judgement); a not-applicable one stays
+        /// as it is (it has nothing to report).
+        public func madeAdvisory(_ reason: String) -> Check {
+            guard status == .passed || status == .failed else { return self }
+            var c = self
+            c.withinLimit = status == .passed
+            c.status = .advisory
+            c.advisory = reason
+            return c
+        }
+
         init(name: String, value: Double?, limit: Double, status: Status, note: String) {
             self.name = name
             self.value = value
@@ -128,7 +156,10 @@ public struct RetrainReport: Codable, Sendable {
             self.note = note
         }
 
-        enum CodingKeys: String, CodingKey { case name, value, limit, status, passed, note }
+        enum CodingKeys: String, CodingKey {
+            case name, value, limit, status, passed, note, advisory
+            case withinLimit = "within_limit"
+        }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -136,6 +167,8 @@ public struct RetrainReport: Codable, Sendable {
             value = try c.decodeIfPresent(Double.self, forKey: .value)
             limit = try c.decode(Double.self, forKey: .limit)
             note = try c.decodeIfPresent(String.self, forKey: .note) ?? ""
+            withinLimit = try c.decodeIfPresent(Bool.self, forKey: .withinLimit)
+            advisory = try c.decodeIfPresent(String.self, forKey: .advisory)
             if let s = try c.decodeIfPresent(Status.self, forKey: .status) {
                 status = s
             } else {
@@ -150,8 +183,12 @@ public struct RetrainReport: Codable, Sendable {
             try c.encode(value, forKey: .value)   // null when not applicable
             try c.encode(limit, forKey: .limit)
             try c.encode(status, forKey: .status)
-            try c.encode(passed, forKey: .passed)   // null when not applicable
+            try c.encode(passed, forKey: .passed)   // null when not applicable or advisory
             try c.encode(note, forKey: .note)
+            if status == .advisory {
+                try c.encode(withinLimit, forKey: .withinLimit)
+                try c.encode(advisory, forKey: .advisory)
+            }
         }
     }
 
@@ -160,6 +197,8 @@ public struct RetrainReport: Codable, Sendable {
     public var checks: [Check] = []
     /// Checks that could not be judged (status `not_applicable`), with why.
     public var notJudged: [String] = []
+    /// Checks reported and not used for the verdict (status `advisory`): "name: why not used".
+    public var advisory: [String] = []
     public var figures: [String: Double] = [:]
     public var rows: Int = 0
     public var incumbentRows: Int = 0
@@ -196,7 +235,7 @@ public struct RetrainReport: Codable, Sendable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case verdict, reasons, checks, notJudged, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
+        case verdict, reasons, checks, notJudged, advisory, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
              learner, version, started, plantModel, plantModelSkipped, pretrial, distill
     }
 
@@ -207,6 +246,7 @@ public struct RetrainReport: Codable, Sendable {
         reasons = try c.decodeIfPresent([String].self, forKey: .reasons) ?? []
         checks = try c.decodeIfPresent([Check].self, forKey: .checks) ?? []
         notJudged = try c.decodeIfPresent([String].self, forKey: .notJudged) ?? []
+        advisory = try c.decodeIfPresent([String].self, forKey: .advisory) ?? []
         figures = try c.decodeIfPresent([String: Double].self, forKey: .figures) ?? [:]
         rows = try c.decodeIfPresent(Int.self, forKey: .rows) ?? 0
         incumbentRows = try c.decodeIfPresent(Int.self, forKey: .incumbentRows) ?? 0
@@ -525,7 +565,8 @@ public struct Retrainer: Sendable {
             var info = DistillReport()
             if let model = plantModel {
                 let heldStart = usable[usable.count - heldCount]
-                if let distilled = try distil(rows: rowsAll, heldStart: heldStart, trainCount: train.count, model: model, base: base,
+                if let distilled = try distil(rows: rowsAll, heldStart: heldStart, trainCount: train.count, model: model, data: plantData,
+                                              warmStart: warmStart, base: base,
                                               train: train, held: held, deadline: deadline, info: &info, progress: progress, shouldStop: shouldStop) {
                     distilledModel = distilled.model
                     Self.judge(&report)
@@ -573,11 +614,13 @@ public struct Retrainer: Sendable {
     }
 
     /// Sets the verdict from the checks: passed when no judged check failed and at least one
-    /// was judged; a not-applicable check is skipped (named in `notJudged`), not failed.
+    /// was judged; a not-applicable check is skipped (named in `notJudged`), not failed; an
+    /// advisory one is reported, not used (named in `advisory`).
     public static func judge(_ report: inout RetrainReport) {
-        let judged = report.checks.filter { $0.status != .notApplicable }
+        let judged = report.checks.filter { $0.status == .passed || $0.status == .failed }
         let failed = judged.filter { $0.status == .failed }
         report.notJudged = report.checks.filter { $0.status == .notApplicable }.map { "\($0.name): \($0.note)" }
+        report.advisory = report.checks.filter { $0.status == .advisory }.map { "\($0.name): \($0.advisory ?? "not used")" }
         report.reasons = failed.map { "\($0.name): \($0.note)" }
         if judged.isEmpty { report.reasons.append("no check could be judged") }
         report.verdict = failed.isEmpty && !judged.isEmpty ? "passed" : "failed"

@@ -478,6 +478,10 @@ public struct LearningConfig: Sendable, Equatable {
     public var qBoundSlack = 1.5
     /// Check: at most this share of probed states may get an action never logged near them.
     public var maxUnsupported = 0.25
+    /// Check of a candidate distilled from the plant model (`learning.distill`): on at least
+    /// this share of the held-out valued states it picks the teacher's best action or one the
+    /// teacher values within the near-tie tolerance of it (`checks.teacher_agreement`). Default 0.9.
+    public var minTeacherAgreement = 0.9
     /// Check: usable transitions needed to retrain at all.
     public var minRows = 200
 

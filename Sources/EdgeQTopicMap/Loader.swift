@@ -1165,7 +1165,7 @@ struct Builder {
             if let x = e["states"], let v = r.int(x, "distill states", min: 10, max: 10_000_000) { l.distill.states = v }
             if let x = e["updates"], let v = r.int(x, "distill updates", min: 1, max: 100_000_000) { l.distill.updates = v }
         }
-        if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows"]) {
+        if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement"]) {
             if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {
                 if !(0...1).contains(v) { r.error(x, "quantization_agreement must be in [0, 1]") }
                 l.minQuantizationAgreement = v
@@ -1179,6 +1179,10 @@ struct Builder {
                 l.maxUnsupported = v
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
+            if let x = e["teacher_agreement"], let v = r.number(x, "teacher_agreement") {
+                if !(0...1).contains(v) { r.error(x, "teacher_agreement must be in [0, 1]") }
+                l.minTeacherAgreement = v
+            }
         }
         if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
             "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",

@@ -175,7 +175,7 @@ struct DemoCommand: ParsableCommand {
         guard let result else { throw CLIFailure(.unavailable, "demo: no retraining result within 10 minutes") }
         let verdict = result["verdict"] as? String ?? "failed"
         for c in result["checks"] as? [[String: Any]] ?? [] {
-            let mark = ["passed": "pass", "failed": "FAIL", "not_applicable": "n/a "][c["status"] as? String ?? ""] ?? "?   "
+            let mark = ["passed": "pass", "failed": "FAIL", "not_applicable": "n/a ", "advisory": "adv "][c["status"] as? String ?? ""] ?? "?   "
             say("            \(mark)  \(c["name"] ?? ""): \(c["note"] ?? "")")
         }
         guard verdict == "passed", let version = result["version"] as? Int else {

@@ -163,12 +163,18 @@ enum ReportText {
             case .passed: mark = "pass"
             case .failed: mark = "FAIL"
             case .notApplicable: mark = "n/a "
+            case .advisory: mark = "adv "
             }
             let value = c.value.map(number) ?? "—"
-            lines.append("\(mark)       \(c.name) = \(value) (limit \(number(c.limit))): \(c.note)")
+            let within = c.status == .advisory ? (c.withinLimit == true ? ", within it" : ", beyond it") : ""
+            lines.append("\(mark)       \(c.name) = \(value) (limit \(number(c.limit))\(within)): \(c.note)")
         }
         if !r.notJudged.isEmpty {
             lines.append("not judged \(r.notJudged.count) check\(r.notJudged.count == 1 ? "" : "s") (skipped, not failed): \(r.notJudged.map { String($0.prefix { $0 != ":" }) }.joined(separator: ", "))")
+        }
+        if !r.advisory.isEmpty {
+            let reasons = Set(r.checks.compactMap(\.advisory)).sorted().joined(separator: "; ")
+            lines.append("advisory   \(r.advisory.count) check\(r.advisory.count == 1 ? "" : "s") reported, not used (\(reasons)): \(r.advisory.map { String($0.prefix { $0 != ":" }) }.joined(separator: ", "))")
         }
         for (k, v) in r.figures.sorted(by: { $0.key < $1.key }) {
             lines.append("figure     \(k) = \(number(v))")

@@ -42,12 +42,17 @@ struct DriftTestPlant: LabPlant {
 @Suite struct RetrainDistillTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// topics/heater.yaml with `distill` (a YAML flow mapping, or nil for none) in its `learning` section.
-    static func heaterMap(distill: String?, lenient: Bool = false) throws -> TopicMap {
+    /// topics/heater.yaml with `distill` (a YAML flow mapping, or nil for none) and `checks` (the
+    /// same) in its `learning` section.
+    static func heaterMap(distill: String?, checks: String? = nil, lenient: Bool = false) throws -> TopicMap {
         var text = try String(contentsOf: root.appendingPathComponent("topics/heater.yaml"), encoding: .utf8)
         if let distill {
             text = text.replacingOccurrences(of: "learning:\n  hidden: [64, 64]\n", with: "learning:\n  hidden: [64, 64]\n  distill: \(distill)\n")
             #expect(text.contains("distill:"))
+        }
+        if let checks {
+            text = text.replacingOccurrences(of: "learning:\n  hidden: [64, 64]\n", with: "learning:\n  hidden: [64, 64]\n  checks: \(checks)\n")
+            #expect(text.contains("checks:"))
         }
         if lenient {
             text = text.replacingOccurrences(of: "  promotion: {policy: trial, trial: {block: 240, burn_in: 60}}\n", with: "")
@@ -75,10 +80,11 @@ struct DriftTestPlant: LabPlant {
     }
 
     static let distillSettings = "{enabled: true, horizon: 32, states: 600, updates: 10000}"
-    /// The support checks' limits opened (a planner departs from a deterministic PI's actions by
-    /// design: with the shipped limits the distilled candidate fails `incumbent_agreement` and
-    /// `unsupported_actions`), so that both candidates can pass and the estimate chooses.
-    static let lenientChecks = "learning:\n  checks: {max_unsupported: 1}\n  promotion: {policy: trial, min_agreement: 0, trial: {block: 240, burn_in: 60}}\n"
+    /// Limits under which both candidates pass, so that the estimate chooses: the support checks'
+    /// opened for the Q-learning candidate (for the distilled one they are advisory), and the
+    /// teacher agreement at 0.8 (this small student — 600 states, 10,000 updates — agrees with
+    /// its teacher on 81.7 % of the held-out states; the shipped 0.9 refuses it).
+    static let lenientChecks = "learning:\n  checks: {max_unsupported: 1, teacher_agreement: 0.8}\n  promotion: {policy: trial, min_agreement: 0, trial: {block: 240, burn_in: 60}}\n"
 
     /// One retraining with distillation on, shared by the tests that read it.
     static let distilled: Result<(map: TopicMap, outcome: Retrainer.Outcome, seconds: Double), any Error> = Result {
@@ -216,6 +222,11 @@ struct DriftTestPlant: LabPlant {
             #expect(o.report.distill == nil)
             #expect(o.distilledCandidate == nil)
             #expect(o.report.pretrial == nil)
+            // The model-free candidate's checks: the support checks judged, nothing advisory,
+            // no check of a distilled candidate.
+            #expect(o.report.checks.allSatisfy { $0.status != .advisory } && o.report.advisory.isEmpty)
+            #expect(!o.report.checks.contains { ["teacher_agreement", "pretrial_estimate"].contains($0.name) })
+            #expect(o.report.checks.first { $0.name == "incumbent_agreement" }?.passed != nil)
             let json = try #require(try JSONSerialization.jsonObject(with: o.report.json()) as? [String: Any])
             #expect(json["distill"] == nil)
             results.append((o.candidate, o.report))
@@ -247,6 +258,147 @@ struct DriftTestPlant: LabPlant {
             #expect(d.updates < 100_000_000)
         }
         print("time limit 6 s: \(o.report.updates) Q-learning updates, distill: \(d.stoppedEarly ?? d.skipped ?? "-"), all \(o.report.seconds) s")
+    }
+
+    /// The decision (docs/learning.md, "Which checks judge a distilled candidate"): a candidate
+    /// distilled from an accepted plant model keeps the checks of the network itself, reports
+    /// `incumbent_agreement` and `unsupported_actions` without using them (advisory), and must
+    /// pass `teacher_agreement` and `pretrial_estimate`. With the shipped support limits the
+    /// heater's distilled candidate strays from the PI and is offered. The teacher agreement
+    /// limit is set to 0.8 in the mapping (`checks.teacher_agreement`): this small student (600
+    /// states, 10,000 updates) agrees with its teacher on 81.7 % of the held-out states, below
+    /// the shipped 0.9.
+    @Test func aDistilledCandidateThatStraysFromThePIIsOfferedWithItsSupportChecksAdvisory() throws {
+        let (dir, path) = try Self.heaterLog.get()
+        let map = try Self.heaterMap(distill: Self.distillSettings, checks: "{teacher_agreement: 0.8}")
+        #expect(map.learning.minAgreement == 0.5 && map.learning.maxUnsupported == 0.25, "the shipped support limits")
+        #expect(map.learning.minTeacherAgreement == 0.8)
+        let output = dir.appendingPathComponent("strays.safetensors")
+        let o = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 500), warmStart: nil, output: output)
+        let d = try #require(o.report.distill)
+        let student = try #require(o.distilledCandidate, "\(d.skipped ?? "")")
+        func check(_ name: String) -> RetrainReport.Check? { d.checks.first { $0.name == name } }
+        print("strays: distilled \(d.verdict ?? "-") (\(d.reasons)), dqn \(d.dqnVerdict ?? "-"), chosen \(d.chosen): \(d.why); "
+              + d.checks.map { "\($0.name) \($0.value.map { "\($0)" } ?? "—") \($0.status.rawValue)\($0.withinLimit.map { $0 ? " within" : " beyond" } ?? "")" }.joined(separator: ", "))
+
+        // The support checks: measured, reported, not used — and at least one is beyond its
+        // limit (the student strays from the PI), which would have refused it.
+        for name in Retrainer.supportChecks {
+            let c = try #require(check(name), "no \(name) in \(d.checks.map(\.name))")
+            #expect(c.status == .advisory && c.passed == nil, "\(c)")
+            #expect(c.advisory == "model-based candidate: judged by teacher agreement, the pre-trial estimate and the trial")
+            #expect(c.value != nil && c.withinLimit != nil)
+        }
+        #expect(Retrainer.supportChecks.contains { check($0)?.withinLimit == false }, "the student does not stray from the PI here: \(d.checks)")
+        #expect(!d.reasons.contains { $0.hasPrefix("incumbent_agreement") || $0.hasPrefix("unsupported_actions") })
+        // The checks of the network itself are judged as for any candidate.
+        for name in ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error"] {
+            let c = try #require(check(name))
+            #expect(c.status == .passed, "\(c)")
+        }
+        // What it must pass instead.
+        let teacher = try #require(check("teacher_agreement"))
+        let held = try #require(d.agreementHeldOut)
+        #expect(teacher.status == .passed && teacher.value == held.tolerant && teacher.limit == map.learning.minTeacherAgreement, "\(teacher)")
+        let estimate = try #require(check("pretrial_estimate"))
+        let p = try #require(d.pretrial)
+        #expect(estimate.status == .passed && p.verdict != .predictedWorse, "\(estimate)")
+        #expect(estimate.value == roundedForReading(p.upperBound) && estimate.limit == 0)
+        #expect(p.current == "logged")
+        #expect(d.verdict == "passed", "\(d.reasons)")
+
+        // Offered: the retraining's report passed and the stored candidate is the distilled one
+        // — unless the Q-learning one passed too and the plant model predicts it better.
+        #expect(o.report.passed)
+        if d.chosen == "distilled" {
+            #expect(o.candidate.parameters == student.parameters)
+            #expect(o.report.checks.map(\.name) == d.checks.map(\.name))
+            #expect(o.report.advisory.count == 2 && o.report.advisory.allSatisfy { $0.hasSuffix(Retrainer.modelBasedAdvisory) }, "\(o.report.advisory)")
+            #expect(o.report.pretrial == p, "the gateway reads this one and does not estimate again")
+            #expect(try QModel.load(from: output).parameters == student.parameters)
+        } else {
+            let q = try #require(d.dqnPretrial, "the distilled candidate passed and was not chosen: \(d.why)")
+            #expect(d.dqnVerdict == "passed" && q.meanDifference >= p.meanDifference, "\(d.why)")
+        }
+        // report.json says it: status advisory, passed null, within_limit, the reason; the
+        // report's own `advisory` list; it reads back.
+        let json = try #require(try JSONSerialization.jsonObject(with: o.report.json()) as? [String: Any])
+        let stored = try #require((json["distill"] as? [String: Any])?["checks"] as? [[String: Any]])
+        let ia = try #require(stored.first { $0["name"] as? String == "incumbent_agreement" })
+        #expect(ia["status"] as? String == "advisory" && ia["passed"] is NSNull && ia["within_limit"] is Bool, "\(ia)")
+        #expect(ia["advisory"] as? String == Retrainer.modelBasedAdvisory)
+        let back = try JSONDecoder().decode(RetrainReport.self, from: o.report.json())
+        #expect(back.distill?.checks.map(\.status) == d.checks.map(\.status))
+        #expect(back.distill?.checks.map(\.withinLimit) == d.checks.map(\.withinLimit))
+        #expect(back.advisory == o.report.advisory)
+    }
+
+    /// A student far from its teacher (20 updates: about an untrained network) fails
+    /// `teacher_agreement` and is not offered; the Q-learning candidate's report stands, with
+    /// its support checks judged as always.
+    @Test func aPoorStudentFailsTeacherAgreementAndIsNotOffered() throws {
+        let (dir, path) = try Self.heaterLog.get()
+        let map = try Self.heaterMap(distill: "{enabled: true, horizon: 32, states: 200, updates: 20}")
+        let output = dir.appendingPathComponent("poor.safetensors")
+        let o = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 300), warmStart: nil, output: output)
+        let d = try #require(o.report.distill)
+        let student = try #require(o.distilledCandidate, "\(d.skipped ?? "")")
+        let teacher = try #require(d.checks.first { $0.name == "teacher_agreement" })
+        print("poor student: \(teacher.note); distilled \(d.verdict ?? "-"), dqn \(d.dqnVerdict ?? "-"), chosen \(d.chosen): \(d.why)")
+        #expect(d.updates == 20)
+        #expect(teacher.status == .failed && (teacher.value ?? 1) < map.learning.minTeacherAgreement, "\(teacher)")
+        #expect(d.verdict == "failed" && d.reasons.contains { $0.hasPrefix("teacher_agreement: ") }, "\(d.reasons)")
+        // The plant model predicts this student worse than the PI's logged actions (measured: mean
+        // −37 a run of 240 ticks): its `pretrial_estimate` fails too, with the estimate kept.
+        let estimate = try #require(d.checks.first { $0.name == "pretrial_estimate" })
+        let p = try #require(d.pretrial)
+        #expect(p.verdict == .predictedWorse && estimate.status == .failed && (estimate.value ?? 0) < 0, "\(estimate)")
+        #expect(d.reasons.contains { $0.hasPrefix("pretrial_estimate: ") })
+        #expect(!d.reasons.contains { $0.hasPrefix("incumbent_agreement") || $0.hasPrefix("unsupported_actions") }, "advisory, not reasons")
+        #expect(d.chosen == "dqn")
+        #expect(d.why.hasPrefix(o.report.passed ? "the distilled candidate failed its checks" : "neither candidate passed its checks"), "\(d.why)")
+        #expect(o.candidate.parameters != student.parameters)
+        #expect(o.report.figures["distilled_candidate"] == 0)
+        // The Q-learning candidate's checks: the model-free set, the support checks judged.
+        #expect(o.report.checks.map(\.name) == ["quantization_agreement", "q_finite", "q_within_bound", "held_out_td_error", "incumbent_agreement", "unsupported_actions"])
+        #expect(o.report.checks.allSatisfy { $0.status != .advisory } && o.report.advisory.isEmpty)
+        if o.report.passed {
+            #expect(try QModel.load(from: output).parameters == o.candidate.parameters, "the stored candidate is the Q-learning one")
+        } else {
+            #expect(!FileManager.default.fileExists(atPath: output.path))
+        }
+    }
+
+    /// `judge`: an advisory check is reported and not used — a failing figure made advisory does
+    /// not fail the verdict, a not-applicable check stays not applicable — and the JSON says so.
+    @Test func anAdvisoryCheckIsReportedAndNotUsed() throws {
+        var r = RetrainReport()
+        r.checks = [.judged("q_finite", value: 1, limit: 1, passed: true, note: "finite"),
+                    RetrainReport.Check.judged("incumbent_agreement", value: 0.3, limit: 0.5, passed: false, note: "30 %").madeAdvisory("why"),
+                    RetrainReport.Check.notApplicable("unsupported_actions", limit: 0.25, note: "no row").madeAdvisory("why")]
+        Retrainer.judge(&r)
+        #expect(r.verdict == "passed" && r.reasons.isEmpty)
+        #expect(r.advisory == ["incumbent_agreement: why"])
+        #expect(r.notJudged == ["unsupported_actions: no row"])
+        #expect(r.checks[1].status == .advisory && r.checks[1].withinLimit == false && r.checks[1].passed == nil && r.checks[1].value == 0.3)
+        // Only advisory checks and nothing judged: no verdict can pass.
+        var none = RetrainReport()
+        none.checks = [r.checks[1]]
+        Retrainer.judge(&none)
+        #expect(none.verdict == "failed" && none.reasons == ["no check could be judged"])
+        // The same failing figure, judged: the verdict fails.
+        var judged = RetrainReport()
+        judged.checks = [r.checks[0], .judged("incumbent_agreement", value: 0.3, limit: 0.5, passed: false, note: "30 %")]
+        Retrainer.judge(&judged)
+        #expect(judged.verdict == "failed" && judged.advisory.isEmpty)
+        let json = try #require(try JSONSerialization.jsonObject(with: r.json()) as? [String: Any])
+        let checks = try #require(json["checks"] as? [[String: Any]])
+        #expect(checks[1]["status"] as? String == "advisory" && checks[1]["passed"] is NSNull)
+        #expect(checks[1]["within_limit"] as? Bool == false && checks[1]["advisory"] as? String == "why")
+        #expect(checks[0]["within_limit"] == nil && checks[0]["advisory"] == nil, "only advisory checks carry them")
+        #expect(json["advisory"] as? [String] == ["incumbent_agreement: why"])
     }
 
     /// A plant whose controlled signal no action moves: the plant model is refused (not better

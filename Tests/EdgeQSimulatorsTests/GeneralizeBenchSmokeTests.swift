@@ -16,6 +16,13 @@ import Testing
         let elsewhere = try EdgeQBinary.run(["bench", "mqtt", "--seeds", "2"])
         #expect(elsewhere.code == 64)
         #expect(elsewhere.stderr.contains("generalize"))
+        // --config replaces one plant's mapping: refused with two plants, or without one named.
+        let mapping = PackageRoot.url.appendingPathComponent("topics/heater.yaml").path
+        for plants in [["--plants", "heater,tank"], []] {
+            let r = try EdgeQBinary.run(["bench", "generalize", "--config", mapping] + plants)
+            #expect(r.code == 64, "\(plants)")
+            #expect(r.stderr.contains("--config replaces one plant's mapping"), "\(r.stderr)")
+        }
     }
 
     @Test func oneCartPoleSeedPrintsEveryFigure() throws {

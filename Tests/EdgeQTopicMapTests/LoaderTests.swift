@@ -52,6 +52,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(m.safety == SafetyConfig())
         #expect(m.learning == LearningConfig())
         #expect(m.learning.cqlWeight == 0.1)
+        #expect(m.learning.minTeacherAgreement == 0.9)
         #expect(m.learning.explorationBudget == 0)
         #expect(m.tick == .trigger("p/a"))
         #expect(m.subscribedTopics == ["p/a", "p/b"])
@@ -158,6 +159,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {retrain: {every_transitions: 500, min_spacing: 30s}}",
              { $0.learning.retrainEveryTransitions == 500 && $0.learning.retrainMinSpacing == 30 }),
             ("learning: {retrain: {min_spacing: none}}", { $0.learning.retrainMinSpacing == 0 }),
+            // The distilled candidate's teacher agreement limit (default 0.9).
+            ("learning: {checks: {teacher_agreement: 0.75}}", { $0.learning.minTeacherAgreement == 0.75 }),
             ("learning: {}", { $0.learning.retrainMinSpacing == 600 }),
             ("learning: {hidden: [32], batch_size: 64, learning_rate: 0.001, target_update: 10, cql_weight: 0, updates_per_retrain: 5, retention: 7d}",
              { $0.learning.hidden == [32] && $0.learning.batchSize == 64 && $0.learning.learningRate == 0.001 && $0.learning.targetUpdate == 10
@@ -284,6 +287,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {prioritized_replay: {alpha: 2}}\n", 13, 40, "prioritized_replay alpha must be in (0, 1], found 2"),
         (minimal + "learning: {prioritized_replay: {beta: 1.5}}\n", 13, 39, "prioritized_replay beta must be in [0, 1], found 1.5"),
         (minimal + "learning: {double_dqn: maybe}\n", 13, 24, "double_dqn must be true or false, found 'maybe'"),
+        (minimal + "learning: {checks: {teacher_agreement: 1.5}}\n", 13, 40, "teacher_agreement must be in [0, 1]"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
         // promotion: shadow-first was replaced by trial; the trial's and control group's settings
         (minimal + "learning: {promotion: {policy: shadow-first}}\n", 13, 32, "promotion policy 'shadow-first' was replaced by 'trial'"),

@@ -47,6 +47,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "generalize: share (0…1) of the incumbent's decisions moved ±1 level (default 0: the incumbent as it runs; the twin is never dithered).")
     var dither: Double?
 
+    @Option(help: "generalize: the mapping file the gateway runs instead of topics/<plant>.yaml (with one plant in --plants), e.g. the plant's mapping with learning.distill on.")
+    var config: String?
+
     @Option(help: "fleet: rows in each of the 8 gateways' logs for the ingest figure (default 50,000; 5,000 with --quick).")
     var rows: Int?
 
@@ -63,8 +66,8 @@ struct BenchCommand: AsyncParsableCommand {
         if let models, models < 1 { throw ValidationError("--models must be at least 1") }
         if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
-        if name != .generalize && (plants != nil || steps != nil || dither != nil) {
-            throw ValidationError("--plants, --steps and --dither apply to `edgeq bench generalize` only")
+        if name != .generalize && (plants != nil || steps != nil || dither != nil || config != nil) {
+            throw ValidationError("--plants, --steps, --dither and --config apply to `edgeq bench generalize` only")
         }
         if name != .generalize && name != .model && seeds != nil {
             throw ValidationError("--seeds applies to `edgeq bench generalize` and `edgeq bench model` only")
@@ -87,6 +90,15 @@ struct BenchCommand: AsyncParsableCommand {
                 return p
             }
             if g.plants.isEmpty { throw ValidationError("--plants names no plant") }
+        }
+        if let config {
+            guard g.plants.count == 1 else {
+                throw ValidationError("--config replaces one plant's mapping: name that plant alone in --plants (e.g. --plants heater)")
+            }
+            guard FileManager.default.isReadableFile(atPath: config) else {
+                throw ValidationError("--config \(config): no readable file there")
+            }
+            g.mapping = URL(fileURLWithPath: config).standardizedFileURL.path
         }
         if let seeds { g.seeds = seeds }
         g.steps = steps

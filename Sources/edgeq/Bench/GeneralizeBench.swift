@@ -16,6 +16,9 @@ struct GeneralizeOptions: Sendable {
     var steps: Int?
     /// Share of the plant incumbent's decisions moved ±1 level (the twin is never dithered).
     var dither = 0.0
+    /// The mapping file the gateway runs instead of topics/<plant>.yaml (one plant only): e.g.
+    /// the plant's mapping with `learning.distill` on.
+    var mapping: String?
 }
 
 /// `edgeq bench generalize`: every plant through the real gateway process and a real broker,
@@ -56,7 +59,7 @@ enum GeneralizeBench {
         let executable = try MQTTBench.selfExecutable()
         var figures: [BenchFigure] = []
         for plant in options.plants {
-            let mappingPath = root.appendingPathComponent("topics/\(plant.rawValue).yaml").path
+            let mappingPath = options.mapping ?? root.appendingPathComponent("topics/\(plant.rawValue).yaml").path
             let map: TopicMap
             do {
                 map = try TopicMap.load(path: mappingPath)
@@ -66,9 +69,13 @@ enum GeneralizeBench {
             let steps = options.steps ?? defaultSteps(plant)
             var outcomes: [Outcome] = []
             for seed in 1...UInt64(max(options.seeds, 1)) {
-                context.progress("\(plant.rawValue) seed \(seed): \(steps) steps, promotion policy \(map.learning.promotion.rawValue)")
+                context.progress("\(plant.rawValue) seed \(seed): \(steps) steps, promotion policy \(map.learning.promotion.rawValue), mapping \(mappingPath)"
+                                 + (map.learning.distill.enabled ? ", distillation on" : ""))
+                let started = Date()
                 let o = try runOne(plant: plant, seed: seed, steps: steps, map: map, mappingPath: mappingPath,
                                    executable: executable, context: context)
+                context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
+                                 + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
                                  + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), trials: "
                                  + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
@@ -84,6 +91,36 @@ enum GeneralizeBench {
             figures += self.figures(plant: plant.rawValue, steps: steps, outcomes: outcomes)
         }
         return figures
+    }
+
+    /// One run for people: each retraining's result (stored version, verdict, with
+    /// `learning.distill` which candidate was offered and why), the evaluation windows by the
+    /// controller that decided them with their return against the incumbent's, and each trial's
+    /// verdict with its mean difference a block, also as a share of the reference's block return.
+    static func summary(_ o: Outcome) -> String {
+        let candidates = o.candidates.isEmpty ? "no retraining ended" : o.candidates.map { c -> String in
+            let version = c.version.map { "v\($0)" } ?? "not stored"
+            let why = c.why.map { " (\($0))" } ?? ""
+            return "\(version) \(c.verdict) \(c.chosen ?? "-")\(why)"
+        }.joined(separator: "; ")
+        let byController = Dictionary(grouping: o.windows, by: { $0.controller })
+        let windows = byController.keys.sorted().map { k -> String in
+            let ws = byController[k] ?? []
+            let pct = percent(ws).map { String(format: "%+.1f%%", $0) } ?? "—"
+            return "\(k) \(ws.count) (\(pct))"
+        }.joined(separator: ", ")
+        let verdicts = o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e -> String in
+            let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
+            let d = (e.event["mean_difference"] as? NSNumber)?.doubleValue
+            let ref = (e.event["reference_mean"] as? NSNumber)?.doubleValue
+            var pct = "—"
+            if let d, let ref, ref != 0 { pct = String(format: "%+.1f%%", 100 * d / abs(ref)) }
+            let delta = d.map { String(format: "%+.3g", $0) } ?? "—"
+            let verdict = e.event["verdict"] as? String ?? "?"
+            let pairs = (e.event["pairs"] as? NSNumber).map { "\($0)" } ?? "?"
+            return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return)"
+        }.joined(separator: "; ")
+        return "candidates: \(candidates); windows by controller (return vs the incumbent's): \(windows); trial verdicts: \(verdicts.isEmpty ? "none" : verdicts)"
     }
 
     // MARK: One run
@@ -112,6 +149,10 @@ enum GeneralizeBench {
         /// `pretrial`): version, verdict, predicted mean return difference against the
         /// controller in charge.
         var pretrials: [(version: Int, verdict: String, difference: Double?)] = []
+        /// Each retraining's result: the stored version (nil when its candidate failed its
+        /// checks), the verdict and, with `learning.distill`, which candidate the retraining
+        /// offered (`dqn` or `distilled`) and why (nil without).
+        var candidates: [(version: Int?, verdict: String, chosen: String?, why: String?)] = []
         /// Why control was not taken, or what went wrong, for the reasons of null figures.
         var notes: [String] = []
 
@@ -223,6 +264,11 @@ enum GeneralizeBench {
                 if phase == "done" || phase == "failed" {
                     outcome.retrainings += 1
                     if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
+                    if phase == "done" {
+                        let d = o["distill"] as? [String: Any]
+                        outcome.candidates.append(((o["version"] as? NSNumber)?.intValue, o["verdict"] as? String ?? "?",
+                                                   d?["chosen"] as? String, d?["why"] as? String))
+                    }
                     if let p = o["pretrial"] as? [String: Any], let v = (o["version"] as? NSNumber)?.intValue {
                         outcome.pretrials.append((v, p["verdict"] as? String ?? "?", (p["mean_difference"] as? NSNumber)?.doubleValue))
                     }
