@@ -593,11 +593,14 @@ public struct Retrainer: Sendable {
     func fitPlantModel(_ rows: [LoggedTransition], into report: inout RetrainReport) -> (model: (any PlantModel)?, data: PlantData?) {
         let started = Date()
         var data: PlantData?
+        var summary: PlantDataReader.Summary?
         do {
             let reader = try PlantDataReader(map: map, minimumSamples: 30)
             let newest = rows.suffix(policy.plantModelSamples)
-            let read = try reader.read(rows: Array(newest)).data
+            let result = try reader.read(rows: Array(newest))
+            let read = result.data
             data = read
+            summary = result.summary
             let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: read), seed: seed).evaluate(read)
             report.plantModel = choice.report
             report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
@@ -608,9 +611,18 @@ public struct Retrainer: Sendable {
         } catch let error as PlantDataError {
             report.plantModelSkipped = error.message
         } catch {
-            report.plantModelSkipped = "\(error)"
+            // Say where the log's rows went, so that "too few samples" can be told apart:
+            // rows flagged as gaps, rows without an action, rows without signal values.
+            report.plantModelSkipped = "\(error)" + (summary.map { " (" + Self.describe($0) + ")" } ?? "")
         }
         return (nil, data)
+    }
+
+    /// Where the rows of one plant-data read went, for a reason a person reads.
+    static func describe(_ s: PlantDataReader.Summary) -> String {
+        "of \(s.rowsRead) rows read: \(s.rowsUsed) used, \(s.rowsFlagged) flagged (gap or applied mismatch), "
+            + "\(s.rowsWithoutAction) without a known action, \(s.rowsWithoutSignals) without the role signals' values, "
+            + "\(s.segmentsDropped) stretches too short (\(s.samplesDropped) samples)"
     }
 
     /// Sets the verdict from the checks: passed when no judged check failed and at least one

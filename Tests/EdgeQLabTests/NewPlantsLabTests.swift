@@ -170,6 +170,25 @@ import Testing
         #expect(decoded.plantModel == fit)
     }
 
+    /// Too short a log: the model is skipped, and the reason says where the rows went (so a
+    /// log whose rows were all flagged as gaps is told apart from one that is just short).
+    @Test func aLogTooShortForTheModelSaysWhereItsRowsWent() throws {
+        let map = try NewPlantsLabTests.map("heater")
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        var plant = HeaterLabPlant(seed: 23)
+        _ = try Lab(map: map).run(&plant, steps: 25, policy: .incumbent(dither: 0), seed: 23, logPath: path)
+        var policy = CheckPolicy()
+        policy.minRows = 1
+        let (report, _) = try Retrainer(map: map, policy: policy).train(logPath: path, limits: RetrainLimits(steps: 20), warmStart: nil)
+        #expect(report.plantModel == nil)
+        let reason = try #require(report.plantModelSkipped)
+        #expect(reason.contains("usable samples"), "\(reason)")
+        #expect(reason.contains("rows read:"), "\(reason)")
+        #expect(reason.contains("flagged (gap or applied mismatch)"), "\(reason)")
+    }
+
     @Test func aMappingWithoutControlledSignalsFitsNoModelAndSaysNothingIsWrong() throws {
         // The shipped heater mapping without its roles.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
