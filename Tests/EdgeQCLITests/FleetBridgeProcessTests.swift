@@ -200,26 +200,13 @@ extension FleetProcessTests {
             processes.append(try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", site.url, "--data", data(id).path],
                                               stderrPath: dir.url.appendingPathComponent("gw-\(id).log").path))
         }
-        let online = eventually(timeout: 60) {
-            var up = Set<String>()
-            while let m = plant.receive(timeout: 0.2) {
-                if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { up.insert(m.topic) }
-            }
-            return up.count == 2
-        }
+        let online = FleetModelProcessTests.waitUntilOnline(plant, gateways: 2)
         try #require(online, "the gateways did not come online:\n\(logs())")
 
         let learnerData = dir.url.appendingPathComponent("learner")
         let learnerFile = dir.url.appendingPathComponent("learner.yaml").path
-        try """
-            fleet: fleet/t
-            group: g
-            id: l1
-            status_interval: 1s
-            mapping: \(dir.url.appendingPathComponent("m.yaml").path)
-            key: \(keyFiles.privateKey.path)
-            max_message: 1KiB
-            """.write(toFile: learnerFile, atomically: true, encoding: .utf8)
+        try FleetModelProcessTests.learnerConfig(mapping: dir.url.appendingPathComponent("m.yaml").path, key: keyFiles.privateKey.path)
+            .write(toFile: learnerFile, atomically: true, encoding: .utf8)
         processes.append(try ChildProcess(EdgeQBinary.path, ["learner", "--config", learnerFile, "--broker", central.url, "--data", learnerData.path,
                                                              "--train-every", "150"],
                                           stderrPath: dir.url.appendingPathComponent("learner.log").path))

@@ -25,6 +25,32 @@ import Testing
         """
 
     /// The process mapping with a fleet section, under `promotion: policy`.
+    /// Waits (up to 60 s) until `gateways` distinct gateways have said `"state":"online"` on the
+    /// status topics `plant` subscribes to.
+    static func waitUntilOnline(_ plant: MQTTClient, gateways: Int) -> Bool {
+        eventually(timeout: 60) {
+            var up = Set<String>()
+            while let m = plant.receive(timeout: 0.2) {
+                if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { up.insert(m.topic) }
+            }
+            return up.count == gateways
+        }
+    }
+
+    /// The learner's configuration of these tests: fleet `fleet/t`, group `g`, id `l1`, status
+    /// every second, models in messages of at most 1 KiB (so they are chunked).
+    static func learnerConfig(mapping: String, key: String) -> String {
+        """
+        fleet: fleet/t
+        group: g
+        id: l1
+        status_interval: 1s
+        mapping: \(mapping)
+        key: \(key)
+        max_message: 1KiB
+        """
+    }
+
     static func mapping(_ id: String, policy: String, normalize: String = "[-10, 10]") -> String {
         processMapping(id: id, plant: id, learning: learning.replacingOccurrences(of: "POLICY", with: policy))
             .replacingOccurrences(of: "normalize: [-10, 10]", with: "normalize: \(normalize)")
@@ -94,27 +120,14 @@ import Testing
                                                                  "--metrics-port", String(ports[id] ?? 0)],
                                               stderrPath: dir.url.appendingPathComponent("gw-\(id).log").path))
         }
-        let online = eventually(timeout: 60) {
-            var up = Set<String>()
-            while let m = plant.receive(timeout: 0.2) {
-                if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { up.insert(m.topic) }
-            }
-            return up.count == 3
-        }
+        let online = Self.waitUntilOnline(plant, gateways: 3)
         try #require(online, "the gateways did not come online:\n\(logs())")
 
         // The learner: trains once 250 new transitions are in, publishes in messages of ≤ 1 KiB.
         let learnerData = dir.url.appendingPathComponent("learner")
         let learnerFile = dir.url.appendingPathComponent("learner.yaml").path
-        try """
-            fleet: fleet/t
-            group: g
-            id: l1
-            status_interval: 1s
-            mapping: \(dir.url.appendingPathComponent("a.yaml").path)
-            key: \(keyFiles.privateKey.path)
-            max_message: 1KiB
-            """.write(toFile: learnerFile, atomically: true, encoding: .utf8)
+        try Self.learnerConfig(mapping: dir.url.appendingPathComponent("a.yaml").path, key: keyFiles.privateKey.path)
+            .write(toFile: learnerFile, atomically: true, encoding: .utf8)
         ports["l1"] = try FreePort.find()
         processes.append(try ChildProcess(EdgeQBinary.path, ["learner", "--config", learnerFile, "--broker", broker.url, "--data", learnerData.path,
                                                              "--metrics-port", String(ports["l1"] ?? 0), "--train-every", "250"],
