@@ -148,19 +148,7 @@ struct DriftTestPlant: LabPlant {
         #expect(teacher.configuration.relaxed && teacher.configuration.order == [0, 1, 2, 3, 4])
         #expect(teacher.configuration.horizon == 16 && teacher.configuration.discount == map.learning.gamma)
         let rows = try ExperienceLog.open(path: try Self.heaterLog.get().path, create: false).transitions(window: .all)
-        var checked = 0
-        for row in rows.prefix(2000) {
-            let t = row.transition
-            guard let names = row.signalNames, let next = t.nextSignals, let a = t.action,
-                  let temp = names.firstIndex(of: "temp"), let sp = names.firstIndex(of: "setpoint"),
-                  let amb = names.firstIndex(of: "ambient_temp") else { continue }
-            var mix = [Double](repeating: 0, count: map.actions.count)
-            mix[a] = 1
-            let r = teacher.reward([next[temp]], [next[sp], next[amb]], mix, 0)
-            #expect(abs(r - t.reward) < 1e-9, "row \(row.id): teacher \(r), log \(t.reward)")
-            checked += 1
-        }
-        #expect(checked == 2000)
+        #expect(HeaterDistillationTests.teacherRewardsMatchTheLog(teacher, rows: rows.prefix(2000), actions: map.actions.count, tolerance: 1e-9) == 2000)
         // A half-and-half mix of two stages pays half of each stage's energy term.
         let half = teacher.reward([50], [50, 20], [0, 0.5, 0.5, 0, 0], 0)
         #expect(abs(half - (-0.1 * 0.375)) < 1e-12, "\(half)")
