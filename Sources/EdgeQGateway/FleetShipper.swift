@@ -26,8 +26,8 @@ import Synchronization
 /// acknowledged it is never sent again, and the cursor survives a restart (`fleet-cursor.json`).
 ///
 /// Both of its threads — the loop (`edgeq-fleet`) and its connection's network thread
-/// (`edgeq-fleet-net`) — run at `priority`: the process's own by default; `idle` or `low`
-/// through `$EDGEQ_FLEET_PRIORITY` (docs/fleet.md, "The shipper's priority").
+/// (`edgeq-fleet-net`) — run at the mapping's `fleet.priority`: the process's own by default,
+/// `low` or `idle` when it says so (docs/fleet.md, "The shipper's priority").
 public final class FleetShipper: Sendable {
     /// The cursor file inside the data directory.
     public static let cursorFileName = "fleet-cursor.json"
@@ -36,50 +36,10 @@ public final class FleetShipper: Sendable {
     /// The name of the network thread of the shipper's connection.
     public static let networkThreadName = "edgeq-fleet-net"
 
-    /// How the shipper's two threads are scheduled against the decision thread (docs/fleet.md,
-    /// "Priority"). On Linux the scheduling class and the nice value are per thread.
-    public enum Priority: String, Sendable, CaseIterable {
-        /// `SCHED_IDLE`: the threads get a core when no thread of normal priority wants it, and
-        /// a waking thread of normal priority (the decision's) takes the core from them at once.
-        /// On a busy core they get a very small share: shipping falls far behind while anything
-        /// else (a retraining at nice 10, other processes) keeps the cores busy — `edgeq bench
-        /// fleet`'s ingest fell to 965 rows/s in one run on a machine at load 17, where `normal`
-        /// got ~16,000 — and rows that retention removes before they were shipped never reach
-        /// the learner.
-        /// Falls back to nice 19 when the kernel refuses `SCHED_IDLE`.
-        case idle
-        /// nice 10, as a retraining: a smaller share of a busy core; a woken decision thread may
-        /// still wait for the shipper to finish its time slice.
-        case low
-        /// The process's own priority (the default).
-        case normal
-
-        /// `$EDGEQ_FLEET_PRIORITY` (`idle`, `low`, `normal`), else `normal`.
-        public static var fromEnvironment: Priority {
-            guard let v = getenv("EDGEQ_FLEET_PRIORITY") else { return .normal }
-            return Priority(rawValue: String(cString: v)) ?? .normal
-        }
-
-        /// Applies the priority to the calling thread (`who` 0 names the calling thread).
-        func applyToCurrentThread() {
-            #if os(Linux)
-            switch self {
-            case .idle:
-                var param = sched_param()
-                if sched_setscheduler(0, Self.schedIdle, &param) != 0 {
-                    setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
-                }
-            case .low:
-                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-            case .normal:
-                break
-            }
-            #endif
-        }
-
-        /// `SCHED_IDLE` (linux/sched.h; not exported by Glibc's module).
-        static let schedIdle: Int32 = 5
-    }
+    /// How the shipper's two threads are scheduled against the decision thread: the mapping's
+    /// `fleet.priority` (docs/fleet.md, "The shipper's priority"). On Linux the scheduling class
+    /// and the nice value are per thread.
+    public typealias Priority = FleetConfig.Priority
 
     /// Names the calling thread (at most 15 bytes) by writing `/proc/thread-self/comm`, as
     /// `pthread_setname_np` does (not visible to Swift on glibc). Linux only; best effort.
@@ -132,10 +92,8 @@ public final class FleetShipper: Sendable {
     let cursorURL: URL
     let client: MQTTClient
     let logger: Logger
-    /// How the shipper's threads are scheduled.
-    public let priority: Priority
-    /// zlib level of the batches (`$EDGEQ_FLEET_DEFLATE_LEVEL`, 1–9, for comparisons; else 6).
-    let deflateLevel: Int32
+    /// How the shipper's threads are scheduled (the mapping's `fleet.priority`).
+    public var priority: Priority { config.priority }
     private let figures = Mutex(Figures())
     /// The identity of the log file being shipped (`meta.log_id`) and the highest
     /// acknowledgement received for it (network thread → shipper thread); one lock, so an
@@ -164,7 +122,11 @@ public final class FleetShipper: Sendable {
     /// Prepares the shipper (connects nothing yet). The gateway makes one from its `fleet`
     /// section; `edgeq bench fleet` drives it on pre-filled logs.
     ///
+    /// Its threads run at `config.priority`; its batches are deflated at `config.deflateLevel`
+    /// (0: sent uncompressed).
+    ///
     /// - Parameters:
+    ///   - config: the mapping's `fleet` section.
     ///   - logPath: the experience log to ship (read-only); `dataDirectory` holds the cursor.
     ///   - base: the gateway's MQTT configuration (broker, credentials, TLS); the shipper uses a
     ///     clean session under `<client id>-fleet`, without a Last Will.
@@ -172,15 +134,10 @@ public final class FleetShipper: Sendable {
     ///   - modelKeys: the keys the gateway trusts for models: a refusal remembered in
     ///     `fleet-refused.json` holds while these, the fingerprint and `max_model_size` stay.
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
-    ///   - priority: how its two threads are scheduled (nil: `$EDGEQ_FLEET_PRIORITY`, else `normal`).
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
     public init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
-                fingerprint: String, modelKeys: [TrustedKey] = [], registry: MetricsRegistry, logger: Logger,
-                priority: Priority? = nil) throws {
-        let priority = priority ?? .fromEnvironment
-        self.priority = priority
-        let level = getenv("EDGEQ_FLEET_DEFLATE_LEVEL").flatMap { Int32(String(cString: $0)) } ?? 6
-        deflateLevel = min(9, max(1, level))
+                fingerprint: String, modelKeys: [TrustedKey] = [], registry: MetricsRegistry, logger: Logger) throws {
+        let priority = config.priority
         self.config = config
         self.fingerprint = fingerprint
         self.gatewayID = gatewayID
@@ -575,7 +532,7 @@ public final class FleetShipper: Sendable {
                         if rows.count < config.batchRows && now &- lastPartial < intervalNs { break }
                         if rows.count < config.batchRows { lastPartial = now }
                         let batch = FleetBatch(gateway: gatewayID, log: log, origin: acked, after: next, last: last.id, rows: rows)
-                        _ = try client.publish(topic, batch.encode(level: deflateLevel), qos: qos)
+                        _ = try client.publish(topic, batch.encode(compress: config.deflateLevel > 0, level: Int32(config.deflateLevel)), qos: qos)
                         inFlight.append(Sent(last: last.id, at: now))
                         next = last.id
                         shipped.increment(by: UInt64(rows.count))
@@ -599,4 +556,27 @@ public final class FleetShipper: Sendable {
             }
         }
     }
+}
+
+
+extension FleetConfig.Priority {
+    /// Applies the priority to the calling thread (`who` 0 names the calling thread).
+    func applyToCurrentThread() {
+        #if os(Linux)
+        switch self {
+        case .idle:
+            var param = sched_param()
+            if sched_setscheduler(0, Self.schedIdle, &param) != 0 {
+                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            }
+        case .low:
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        case .normal:
+            break
+        }
+        #endif
+    }
+
+    /// `SCHED_IDLE` (linux/sched.h; not exported by Glibc's module).
+    static let schedIdle: Int32 = 5
 }

@@ -629,6 +629,26 @@ public struct FleetConfig: Sendable, Equatable {
     /// The largest fleet model, in bytes, the gateway reassembles (default 16 MiB); a manifest
     /// announcing more is refused (`too_large`).
     public var maxModelSize = 16 << 20
+    /// How the shipper's two threads (`edgeq-fleet`, `edgeq-fleet-net`) are scheduled against
+    /// the decision thread (default `normal`; docs/fleet.md, "The shipper's priority").
+    public var priority: Priority = .normal
+    /// The zlib level of the batches: 1 fastest … 9 smallest, 0 not compressed (default 6).
+    /// Every level reads back the same rows; a learner reads compressed and plain batches alike.
+    public var deflateLevel = 6
+
+    /// The scheduling of the shipper's threads (Linux: per thread).
+    public enum Priority: String, Sendable, CaseIterable {
+        /// The process's own priority, as the gateway's other threads (the default). On a busy
+        /// core a decision that wakes while the shipper runs a batch may wait for its time slice.
+        case normal
+        /// nice 10, as a retraining: a smaller share of a busy core; the time-slice wait remains.
+        case low
+        /// `SCHED_IDLE`: a waking decision takes the core from the shipper at once, but while
+        /// anything else keeps the cores busy the shipper gets almost no CPU and falls behind
+        /// (rows that retention removes before they were shipped never reach the learner).
+        /// Falls back to nice 19 when the kernel refuses `SCHED_IDLE`.
+        case idle
+    }
 
     /// A fleet section with the defaults for everything but the topic.
     public init(topic: String) { self.topic = topic }

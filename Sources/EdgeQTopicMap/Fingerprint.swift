@@ -12,7 +12,8 @@ extension TopicMap {
     ///
     /// Left out on purpose, because a model stays valid when they change: topics and JSON paths
     /// (a broker or topic rename), valid ranges and maximum ages (safety, not meaning), action
-    /// writes and masks, reward and episode expressions, `learning`, `safety`, `gateway`, and
+    /// writes and masks, reward and episode expressions, `learning`, `safety`, `gateway`, `fleet`
+    /// (operational settings: topic, batching, the shipper's priority and compression), and
     /// signal roles (`role: controlled | exogenous`): a role says which signals a *plant model*
     /// predicts or is given, and which the log records raw. It changes what is learned next, not
     /// what the served Q-network's inputs and outputs mean, so marking a role never invalidates

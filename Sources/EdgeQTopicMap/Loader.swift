@@ -846,9 +846,10 @@ struct Builder {
     // MARK: fleet
 
     /// The `fleet` section: `topic` (required), `batch_rows`, `interval`, `qos`, `window`,
-    /// `ack_timeout`, `models`, `max_model_size` (docs/fleet.md).
+    /// `ack_timeout`, `models`, `max_model_size`, `priority`, `deflate_level` (docs/fleet.md).
     func readFleet(_ node: Node) -> FleetConfig? {
-        guard let f = r.mapping(node, "fleet", known: ["topic", "batch_rows", "interval", "qos", "window", "ack_timeout", "models", "max_model_size"], required: ["topic"]),
+        guard let f = r.mapping(node, "fleet", known: ["topic", "batch_rows", "interval", "qos", "window", "ack_timeout", "models", "max_model_size",
+                                                       "priority", "deflate_level"], required: ["topic"]),
               let tn = f["topic"], let topic = r.string(tn, "fleet topic") else { return nil }
         var ok = true
         if let p = topicProblem(topic, allowWildcards: false) {
@@ -883,6 +884,12 @@ struct Builder {
         }
         if let n = f["max_model_size"] {
             if let v = r.int(n, "fleet max_model_size (bytes)", min: 1024, max: 256 << 20) { c.maxModelSize = v } else { ok = false }
+        }
+        if let n = f["priority"] {
+            if let v = r.choice(n, "fleet priority (of the shipper's threads)", FleetConfig.Priority.self) { c.priority = v } else { ok = false }
+        }
+        if let n = f["deflate_level"] {
+            if let v = r.int(n, "fleet deflate_level (zlib; 0: not compressed)", min: 0, max: 9) { c.deflateLevel = v } else { ok = false }
         }
         return ok ? c : nil
     }

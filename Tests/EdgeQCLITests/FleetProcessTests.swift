@@ -51,23 +51,25 @@ import Testing
         func data(_ id: String) -> URL { dir.url.appendingPathComponent("data-\(id)") }
         var logs: String { dir.url.path }
 
-        /// The process-test mapping with `x` recorded raw (role controlled) and a fleet section.
-        func mapping(_ id: String, batchRows: Int, ackTimeout: String) -> String {
+        /// The process-test mapping with `x` recorded raw (role controlled) and a fleet section
+        /// (`fleetKeys`: more keys of it, e.g. `priority: idle`).
+        func mapping(_ id: String, batchRows: Int, ackTimeout: String, fleetKeys: String = "") -> String {
             processMapping(id: id, plant: id, learning: "  retrain: {every_transitions: none}")
                 .replacingOccurrences(of: "range: [-10, 10]}", with: "range: [-10, 10], role: controlled}")
-            + "\nfleet: {topic: fleet/t, batch_rows: \(batchRows), interval: 100ms, window: 4, ack_timeout: \(ackTimeout)}\n"
+            + "\nfleet: {topic: fleet/t, batch_rows: \(batchRows), interval: 100ms, window: 4, ack_timeout: \(ackTimeout)"
+            + (fleetKeys.isEmpty ? "" : ", \(fleetKeys)") + "}\n"
         }
 
         /// Starts `edgeq run` for gateway `id` and waits for its online status.
-        func startGateway(_ id: String, batchRows: Int = 20, ackTimeout: String = "2s", environment: [String: String] = [:]) throws {
+        func startGateway(_ id: String, batchRows: Int = 20, ackTimeout: String = "2s", fleetKeys: String = "") throws {
             runs += 1
             let file = dir.url.appendingPathComponent("\(id).yaml").path
-            try mapping(id, batchRows: batchRows, ackTimeout: ackTimeout).write(toFile: file, atomically: true, encoding: .utf8)
+            try mapping(id, batchRows: batchRows, ackTimeout: ackTimeout, fleetKeys: fleetKeys).write(toFile: file, atomically: true, encoding: .utf8)
             while plant.receive(timeout: 0) != nil {}
             metricsPorts[id] = try FreePort.find()
             gateways[id] = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", data(id).path,
                                                                "--metrics-port", String(metricsPorts[id] ?? 0)],
-                                            stderrPath: "\(logs)/gw-\(id)-\(runs).log", environment: environment)
+                                            stderrPath: "\(logs)/gw-\(id)-\(runs).log")
             try #require(waitOnline(id), "gateway \(id) never came online:\n\(processLogs())")
         }
 
@@ -223,21 +225,32 @@ import Testing
     }
 
     /// docs/fleet.md, "The shipper's priority": the shipper's loop and its connection's network
-    /// thread are named; by default they run as the gateway's main thread; with
-    /// `EDGEQ_FLEET_PRIORITY=idle` in SCHED_IDLE (policy 5), with `low` at nice 10 — and none of
+    /// thread are named; by default they run as the gateway's main thread; with the mapping's
+    /// `fleet.priority: idle` in SCHED_IDLE (policy 5), with `low` at nice 10 — and none of
     /// the gateway's other threads (decisions, MQTT, log writer, …) is lowered (but the command
-    /// thread, SCHED_IDLE itself, docs/operations.md "Threads"). Shipping works in all three.
+    /// thread, SCHED_IDLE itself, docs/operations.md "Threads"). Shipping works in all three, and
+    /// with `deflate_level: 0` the batches go out uncompressed (flags 0) and arrive all the same.
     @Test func theShipperThreadsRunAtTheirPriorityAndTheDecisionThreadsDoNot() throws {
         let rig = try Rig()
+        let batches = try plantClient(rig.broker, "fleet/t/experience/+")
+        defer { batches.stop() }
         try rig.startLearner("l1")
         try rig.startGateway("n")
-        try rig.startGateway("p", environment: ["EDGEQ_FLEET_PRIORITY": "idle"])
-        try rig.startGateway("q", environment: ["EDGEQ_FLEET_PRIORITY": "low"])
+        try rig.startGateway("p", fleetKeys: "priority: idle, deflate_level: 9")
+        try rig.startGateway("q", fleetKeys: "priority: low, deflate_level: 0")
         for id in ["n", "p", "q"] {
             try rig.drive(id, count: 41, firstOfRun: true)
             try rig.waitShipped(id)
             try rig.expectSameRows(id)
         }
+        // The wire format's flags (bytes 6–7, bit 0: deflated) of every batch each gateway sent.
+        var flags: [String: Set<UInt8>] = [:]
+        while let m = batches.receive(timeout: 1) {
+            guard m.payload.count > 7 else { continue }
+            flags[String(m.topic.split(separator: "/").last ?? ""), default: []].insert(m.payload[6])
+        }
+        print("fleet batch flags by gateway: \(flags.mapValues { $0.sorted() })")
+        #expect(flags["n"] == [1] && flags["p"] == [1] && flags["q"] == [0], "\(flags)")
         for (id, policy, nice) in [("n", nil, nil), ("p", 5, nil), ("q", 0, 10)] as [(String, Int?, Int?)] {
             let pid = try #require(rig.gateways[id]?.pid)
             let threads = Self.threads(pid)

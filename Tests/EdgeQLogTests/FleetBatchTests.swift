@@ -42,8 +42,9 @@ import Testing
         #expect(back.rows.contains { $0.transition.action == nil } && back.rows.contains { $0.transition.flags.rawValue != 0 })
     }
 
-    /// Any zlib level (`$EDGEQ_FLEET_DEFLATE_LEVEL` on the gateway) reads back the same rows, and
-    /// an out-of-range level is clamped to 1…9 rather than failing into an uncompressed batch.
+    /// Any zlib level (the mapping's `fleet.deflate_level` 1–9 on the gateway; its 0 sends
+    /// `encode(compress: false)`) reads back the same rows, and an out-of-range level is clamped to
+    /// 1…9 rather than failing into an uncompressed batch.
     @Test func everyDeflateLevelReadsBackTheSameRows() throws {
         let rows = Self.plantRows(200)
         let batch = FleetBatch(gateway: "ahu-7", origin: 0, after: 0, last: rows.last?.id ?? 0, rows: rows)

@@ -53,6 +53,53 @@ import Testing
         }
     }
 
+    /// The shipper's scheduling and compression are mapping keys (docs/mapping.md, `fleet`):
+    /// `normal` and 6 by default, every documented value read as written.
+    @Test func priorityAndDeflateLevelAreReadWithTheirDefaults() throws {
+        let f = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu}\n", file: "m.yaml").fleet)
+        #expect(f.priority == .normal && f.deflateLevel == 6)
+        for p in ["normal", "low", "idle"] {
+            let c = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu, priority: \(p)}\n", file: "m.yaml").fleet)
+            #expect(c.priority.rawValue == p)
+        }
+        for level in 0...9 {
+            let c = try #require(try TopicMap.parse(yaml: minimal + "fleet:\n  topic: fleet/ahu\n  deflate_level: \(level)\n", file: "m.yaml").fleet)
+            #expect(c.deflateLevel == level)
+        }
+    }
+
+    /// A bad priority or level is an error at its value's line and column, saying what is allowed.
+    @Test func badPriorityAndDeflateLevelAreReportedAtTheirValue() {
+        let cases: [(String, Int, Int, String)] = [
+            ("fleet:\n  topic: fleet/ahu\n  priority: lo", 2, 13, "fleet priority (of the shipper's threads) must be one of normal, low, idle, found 'lo'; did you mean 'low'?"),
+            ("fleet:\n  topic: fleet/ahu\n  priority: 10", 2, 13, "must be one of normal, low, idle, found '10'"),
+            ("fleet: {topic: fleet/ahu, priority: [idle]}", 0, 37, "fleet priority (of the shipper's threads) must be a text"),
+            ("fleet:\n  topic: fleet/ahu\n  deflate_level: 10", 2, 18, "fleet deflate_level (zlib; 0: not compressed) must be in 0...9, found 10"),
+            ("fleet:\n  topic: fleet/ahu\n  deflate_level: -1", 2, 18, "must be in 0...9, found -1"),
+            ("fleet:\n  topic: fleet/ahu\n  deflate_level: fast", 2, 18, "fleet deflate_level (zlib; 0: not compressed) must be a whole number"),
+            ("fleet:\n  topic: fleet/ahu\n  deflate_levl: 1", 2, 3, "did you mean 'deflate_level'?"),
+        ]
+        for (yaml, line, column, text) in cases {
+            let d = diagnostics(minimal + yaml + "\n")
+            #expect(d.count == 1, "\(yaml): \(d)")
+            #expect(d.first?.line == Self.firstLine + line, "\(yaml): \(d)")
+            #expect(d.first?.column == column, "\(yaml): \(d)")
+            #expect(d.first?.message.contains(text) == true, "\(yaml): \(d)")
+        }
+    }
+
+    /// Operational settings: the `fleet` section (topic, batching, the shipper's priority and
+    /// compression) is not part of the mapping's fingerprint, so changing them never invalidates
+    /// a signed model (docs/security.md, "The mapping fingerprint").
+    @Test func fleetSettingsAreNotInTheFingerprint() throws {
+        let plain = try TopicMap.parse(yaml: minimal, file: "m.yaml")
+        let shipping = try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu, batch_rows: 100, priority: idle, deflate_level: 0}\n", file: "m.yaml")
+        let other = try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/b, priority: low, deflate_level: 9}\n", file: "m.yaml")
+        #expect(shipping.fleet?.priority == .idle && other.fleet?.deflateLevel == 9)
+        // The fingerprint is the SHA-256 of this text (EdgeQTrust).
+        #expect(plain.canonicalDefinition == shipping.canonicalDefinition && shipping.canonicalDefinition == other.canonicalDefinition)
+    }
+
     @Test func theLearnerFileIsValidatedLikeAMapping() throws {
         let c = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: g1\nid: l-1\nstatus_interval: 2s\nmetrics_port: 0\n")
         #expect(c.subscription == "$share/g1/fleet/ahu/experience/+")
