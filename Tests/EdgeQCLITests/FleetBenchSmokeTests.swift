@@ -5,7 +5,7 @@ import Testing
 /// `edgeq bench fleet` end to end with tiny settings: the real `edgeq` binary runs 8 shippers
 /// on pre-filled logs into a real `edgeq learner`, two real gateways for the latency rounds, and
 /// 8 real gateways that receive 3 signed chunked models for the rollout figures;
-/// every figure line has the benchmark contract's keys, the counts from both ends are exact, every
+/// every figure line has the benchmark contract's keys, the p99 figure its pooled interval, the counts from both ends are exact, every
 /// model's `stored` verdict from every gateway is counted, and the goals not built yet are printed
 /// as not measured (never a value).
 @Suite struct FleetBenchSmokeTests {
@@ -45,13 +45,23 @@ import Testing
         #expect((value(ingest + "rows sent more than once") ?? -1) >= 0)
         #expect((value(ingest + "copies dropped by the learner") ?? -1) >= 0)
 
-        let latency = "decision round trip while shipping"
-        for part in [": p50", ": p99", ": CPU per decision"] {
-            let f = lines.first { $0.key.hasPrefix(latency) && $0.key.contains(part) }?.value
+        let latency = "decision round trip while shipping (batches of 100, every 100 ms)"
+        for part in [": p50", ": p99, median of the per-round ratios", ": CPU per decision (all threads)"] {
+            let f = lines[latency + part]
             #expect((f?["value"] as? NSNumber)?.doubleValue ?? 0 > 0, "\(part): \(String(describing: f))")
             #expect((f?["anchor_value"] as? NSNumber)?.doubleValue ?? 0 > 0, "\(part): \(String(describing: f))")
             #expect(f?["rounds"] as? NSNumber == 1, "\(part): \(String(describing: f))")
         }
+        // The p99 figure: each side's 1,000 round trips pooled (one round here), the ratio of the
+        // pooled p99s and its bootstrap interval around it.
+        let pooled = try #require(lines[latency + ": p99 of all rounds pooled (goal ≤ 1.1×)"], "\(lines.keys.sorted())")
+        func num(_ key: String) -> Double? { (pooled[key] as? NSNumber)?.doubleValue }
+        let withP99 = try #require(num("value")), withoutP99 = try #require(num("anchor_value"))
+        let ratio = try #require(num("ratio")), low = try #require(num("ratio_low")), high = try #require(num("ratio_high"))
+        #expect(withP99 > 0 && withoutP99 > 0 && abs(ratio - withP99 / withoutP99) <= 1e-4 * ratio, "\(pooled)")
+        #expect(low > 0 && low <= high && low <= ratio * 1.0001 && ratio <= high * 1.0001, "\(pooled)")
+        #expect(num("rounds") == 1 && num("samples") == 1_000 && num("confidence") == 0.95, "\(pooled)")
+        #expect(pooled["ratio_min"] == nil && pooled["reason"] == nil, "\(pooled)")
         let shipped = lines.first { $0.key.hasPrefix(latency) && $0.key.hasSuffix("rows in the fleet log") }?.value
         let stored = (shipped?["value"] as? NSNumber)?.doubleValue
         #expect(stored != nil && stored == (shipped?["anchor_value"] as? NSNumber)?.doubleValue && (stored ?? 0) >= 1_000,
@@ -75,7 +85,7 @@ import Testing
         #expect(notMeasured.count == 2, "\(notMeasured)")
         #expect(notMeasured.allSatisfy { ($0["reason"] as? String)?.hasPrefix("not measured") == true })
         #expect(!notMeasured.contains { ($0["figure"] as? String)?.hasPrefix("model rollout") == true })
-        #expect(lines.count == 10 + 4 + 7 + 2)
+        #expect(lines.count == 10 + 5 + 7 + 2)
     }
 
     /// `--models` belongs to the fleet bench and must be at least 1 (a usage error, exit 64, before anything runs).

@@ -15,7 +15,9 @@ struct BenchCommand: AsyncParsableCommand {
             {"bench","figure","value","unit","anchor","anchor_value","ratio","better"}, where ratio is \
             EdgeQ ÷ anchor and better is "lower" or "higher"; when EdgeQ and the anchor were measured \
             alternately in rounds, ratio is the median of the per-round ratios and "rounds", \
-            "ratio_min", "ratio_max" follow; a figure that could not be measured in this run has \
+            "ratio_min", "ratio_max" follow; for a quantile pooled over alternated rounds, ratio is \
+            the pooled quantiles' quotient and "rounds", "samples", "ratio_low", "ratio_high", \
+            "confidence" (a bootstrap interval on it) follow; a figure that could not be measured in this run has \
             value or anchor_value null and a "reason". Progress goes to standard error.
             The anchors are taken from ../shared/anchors/perf (or $EDGEQ_ANCHORS_DIR), copied to \
             .build-anchors/ and built there; Python anchors use $EDGEQ_ANCHORS_PY \
@@ -53,7 +55,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "fleet: rows in each of the 8 gateways' logs for the ingest figure (default 50,000; 5,000 with --quick).")
     var rows: Int?
 
-    @Option(help: "fleet: latency rounds, each without then with shipping (default 5; 2 with --quick).")
+    @Option(help: "fleet: latency rounds of 1,000 round trips, each without then with shipping; the p99 pools every round's (default 20; 2 with --quick).")
     var rounds: Int?
 
     @Option(help: "fleet: models published one after another to the 8 gateways for the rollout figure (default 20; 5 with --quick).")
@@ -118,7 +120,7 @@ struct BenchCommand: AsyncParsableCommand {
         context.generalize = try generalizeOptions()
         if let seeds { context.modelSeeds = seeds }
         context.fleet.rowsPerGateway = rows ?? (quick ? 5_000 : 50_000)
-        context.fleet.rounds = rounds ?? (quick ? 2 : 5)
+        context.fleet.rounds = rounds ?? (quick ? 2 : 20)
         context.fleetRollout.models = models ?? (quick ? 5 : 20)
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)

@@ -27,6 +27,9 @@ struct BenchFigure: Sendable, Equatable {
     var roundRatios: [Double] = []
     /// Why `value` or `anchorValue` is missing: "not measured: …".
     var reason: String?
+    /// A quantile pooled over alternated rounds (`value`, `anchorValue`: each side's pooled
+    /// quantile; `ratio` their quotient) with the bootstrap interval on the ratio.
+    var pooled: PooledQuantileRatio?
 
     init(bench: String, figure: String, value: Double?, unit: String,
          anchor: String? = nil, anchorValue: Double? = nil, better: Better,
@@ -67,6 +70,17 @@ struct BenchFigure: Sendable, Equatable {
                            anchorValue: median(theirs), better: better, roundRatios: ratios, reason: reason)
     }
 
+    /// A figure from a quantile of the samples of every round pooled per side (`pooled`):
+    /// `value` and `anchorValue` are the pooled quantiles, `ratio` their quotient, and the JSON
+    /// line adds `rounds`, `samples`, `ratio_low`, `ratio_high` and `confidence` (the interval).
+    static func pooled(bench: String, figure: String, unit: String, anchor: String, _ p: PooledQuantileRatio,
+                       better: Better) -> BenchFigure {
+        var f = BenchFigure(bench: bench, figure: figure, value: p.value, unit: unit, anchor: anchor,
+                            anchorValue: p.anchorValue, better: better)
+        f.pooled = p
+        return f
+    }
+
     /// EdgeQ ÷ anchor: the median of the per-round ratios when there are rounds, else
     /// `value ÷ anchorValue`; nil without both (or with an anchor value of 0).
     var ratio: Double? {
@@ -90,12 +104,15 @@ struct BenchFigure: Sendable, Equatable {
     static func == (a: BenchFigure, b: BenchFigure) -> Bool {
         a.bench == b.bench && a.figure == b.figure && a.value == b.value && a.unit == b.unit && a.anchor == b.anchor
             && a.anchorValue == b.anchorValue && a.better == b.better && a.roundRatios == b.roundRatios && a.reason == b.reason
+            && a.pooled == b.pooled
     }
 
     /// The JSON line of the benchmark contract, keys in contract order:
     /// bench, figure, value, unit, anchor, anchor_value, ratio, better; then `rounds`,
     /// `ratio_min`, `ratio_max` (per-round ratios, when EdgeQ and the anchor alternated in
-    /// rounds) and `reason` (when a value or the anchor's value was not measured).
+    /// rounds) or, for a pooled quantile, `rounds`, `samples` (per side, pooled), `ratio_low`,
+    /// `ratio_high` and `confidence` (the bootstrap interval on `ratio`); and `reason` (when a
+    /// value or the anchor's value was not measured).
     var jsonLine: String {
         func num(_ x: Double?) -> String {
             guard let x, x.isFinite else { return "null" }
@@ -107,6 +124,9 @@ struct BenchFigure: Sendable, Equatable {
             + "\"better\":\(str(better.rawValue))"
         if let r = ratioRange {
             line += ",\"rounds\":\(roundRatios.count),\"ratio_min\":\(num(r.min)),\"ratio_max\":\(num(r.max))"
+        } else if let p = pooled {
+            line += ",\"rounds\":\(p.rounds),\"samples\":\(min(p.samples.value, p.samples.anchor)),"
+                + "\"ratio_low\":\(num(p.low)),\"ratio_high\":\(num(p.high)),\"confidence\":\(num(p.level))"
         }
         if let reason { line += ",\"reason\":\(str(reason))" }
         return line + "}"
@@ -139,9 +159,11 @@ struct BenchReport {
                 if f.value == nil { valueCell = "not measured [\(notes.count)]" }
                 if f.anchor != nil && f.anchorValue == nil { anchorCell = "not measured [\(notes.count)]" }
             }
-            let range = f.ratioRange.map { String(format: "%d: %.2f–%.2f", f.roundRatios.count, $0.min, $0.max) } ?? "-"
-            return [f.bench, f.figure, valueCell, f.unit, f.anchor ?? "-", anchorCell,
-                    f.ratio.map { String(format: "%.2f×", $0) } ?? "-", range, f.better.rawValue]
+            let range = f.ratioRange.map { String(format: "%d: %.2f–%.2f", f.roundRatios.count, $0.min, $0.max) }
+                ?? f.pooled.map { "\($0.rounds) pooled" } ?? "-"
+            var ratioCell = f.ratio.map { String(format: "%.2f×", $0) } ?? "-"
+            if let p = f.pooled { ratioCell += String(format: " [%.2f–%.2f, %.0f%%]", p.low, p.high, p.level * 100) }
+            return [f.bench, f.figure, valueCell, f.unit, f.anchor ?? "-", anchorCell, ratioCell, range, f.better.rawValue]
         }
         let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
         func line(_ cells: [String]) -> String {

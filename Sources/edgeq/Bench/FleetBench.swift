@@ -1,3 +1,4 @@
+import EdgeQCore
 import EdgeQGateway
 import EdgeQLog
 import EdgeQMQTT
@@ -15,7 +16,7 @@ struct FleetOptions: Sendable {
     /// Rows per batch (the `fleet.batch_rows` default).
     var batchRows = 500
     /// Latency rounds (each: without shipping, then with).
-    var rounds = 5
+    var rounds = 20
     /// Round trips measured per latency run (after `warmup`).
     var roundTrips = 1_000
     var warmup = 200
@@ -42,10 +43,14 @@ struct FleetOptions: Sendable {
 /// elsewhere), so the rows its decisions log go out while it decides. A client in this process
 /// times round trips one at a time (publish a state on `bench/a`, wait for the decision on
 /// `bench/b`): per run 200 warm-up then 1,000 measured;
-/// rounds alternate without, with, without, with … and the ratio is the median of the per-round
-/// ratios (with ÷ without), with its spread. The CPU time each gateway process used per decision
-/// (all its threads, the shipper's included) is reported the same way. At the end the shipping
-/// gateway's log and the fleet log must hold the same rows.
+/// rounds alternate without, with, without, with … (20 by default). The p99 figure pools each
+/// side's round trips over all rounds (20,000 a side) and compares the pooled p99s, with a
+/// bootstrap interval on their ratio that keeps the rounds' pairing (`PooledQuantileRatio`): a
+/// 10 % goal can then be decided, which the median of five per-round ratios (each p99 resting on
+/// 10 samples) could not. The p50, the CPU time each gateway process used per decision (all its
+/// threads, the shipper's included) and the p99's per-round ratios are reported as medians of
+/// per-round ratios, with their spread. At the end the shipping gateway's log and the fleet log
+/// must hold the same rows.
 ///
 /// **Model rollout** (`FleetRolloutBench`): 8 `edgeq run` gateways in shadow mode under
 /// `promotion: manual` on one mosquitto; signed int8 32-256-256-9 models published one after
@@ -67,8 +72,9 @@ enum FleetBench {
             if keep { context.progress("work directory kept: \(work.path)") } else { try? FileManager.default.removeItem(at: work) }
         }
         let edgeq = try MQTTBench.selfExecutable()
-        var figures = try ingest(o, work: work.appendingPathComponent("ingest"), edgeq: edgeq, context: context)
-        figures += try latency(o, work: work.appendingPathComponent("latency"), edgeq: edgeq, context: context)
+        let shipping = try ShippingSettings()
+        var figures = try ingest(o, shipping: shipping, work: work.appendingPathComponent("ingest"), edgeq: edgeq, context: context)
+        figures += try latency(o, shipping: shipping, work: work.appendingPathComponent("latency"), edgeq: edgeq, context: context)
         figures += try FleetRolloutBench.run(context.fleetRollout, work: work.appendingPathComponent("rollout"), edgeq: edgeq, context: context)
         let notBuilt = "not measured: this bench does not run fleet training yet"
         figures.append(BenchFigure(bench: "fleet", figure: "cart-pole: time until every gateway's model reaches 475, 4 gateways ÷ 1",
@@ -78,9 +84,53 @@ enum FleetBench {
         return figures
     }
 
+    // MARK: - The shipping settings
+
+    /// The `fleet` keys of the shipping gateway in the latency rounds, and the shipper's
+    /// priority and compression for the ingest's shippers too: the bench's default (batches of
+    /// 100 rows every 100 ms), or `$EDGEQ_BENCH_FLEET_SHIPPING` for a comparison — any keys of
+    /// the mapping's `fleet` section but its topic, e.g. `batch_rows: 500, interval: 1s` or
+    /// `batch_rows: 100, interval: 100ms, priority: idle, deflate_level: 1`. Checked as the
+    /// gateway checks its mapping (an unknown key or a bad value stops the bench at once).
+    struct ShippingSettings {
+        static let defaultKeys = "batch_rows: 100, interval: 100ms"
+        /// The keys as given (the figures' names quote them when they are not the default).
+        let keys: String
+        /// The `fleet` section they make.
+        let fleet: FleetConfig
+
+        init() throws {
+            keys = ProcessInfo.processInfo.environment["EDGEQ_BENCH_FLEET_SHIPPING"] ?? Self.defaultKeys
+            let mapping = Anchors.packageRoot().appendingPathComponent("topics/bench.yaml")
+            guard let text = try? String(contentsOf: mapping, encoding: .utf8) else {
+                throw BenchError.failed("cannot read \(mapping.path) (run the bench from the package folder)")
+            }
+            do {
+                guard let f = try TopicMap.parse(yaml: Self.shippingMapping(text, keys: keys), file: "EDGEQ_BENCH_FLEET_SHIPPING").fleet else {
+                    throw BenchError.failed("the shipping mapping has no fleet section")
+                }
+                fleet = f
+            } catch let e as BenchError {
+                throw e
+            } catch {
+                throw BenchError.failed("$EDGEQ_BENCH_FLEET_SHIPPING='\(keys)' does not make a valid fleet section: \(error)")
+            }
+        }
+
+        /// `mapping` with the shipping gateway's `fleet` section.
+        static func shippingMapping(_ mapping: String, keys: String) -> String {
+            mapping + "\nfleet: {topic: \(fleetTopic), \(keys), window: 4, ack_timeout: 10s}\n"
+        }
+
+        /// How the shipper's threads run and its batches are compressed, for the progress lines.
+        var shipperSummary: String {
+            "shipper priority \(fleet.priority.rawValue), deflate level \(fleet.deflateLevel)"
+        }
+    }
+
     // MARK: - Ingest
 
-    static func ingest(_ o: FleetOptions, work: URL, edgeq: String, context: BenchContext) throws -> [BenchFigure] {
+    static func ingest(_ o: FleetOptions, shipping: ShippingSettings, work: URL, edgeq: String, context: BenchContext) throws -> [BenchFigure] {
         let gateways = (1...o.gateways).map { "bench-\($0)" }
         let n = o.rowsPerGateway
         context.progress("filling \(gateways.count) logs with \(n) rows each")
@@ -105,13 +155,15 @@ enum FleetBench {
         config.batchRows = o.batchRows
         config.interval = 0.1
         config.models = false   // shipping only: no fleet model subscription
+        config.priority = shipping.fleet.priority
+        config.deflateLevel = shipping.fleet.deflateLevel
         let shippers = try gateways.map { g -> FleetShipper in
             let base = try MQTTConfiguration(url: broker.url, clientID: "bench-\(g)")
             return try FleetShipper(config: config, gatewayID: g, dataDirectory: work.appendingPathComponent(g),
                                     logPath: logPaths[g] ?? "", base: base, fingerprint: "edgeq-bench-fleet",
                                     registry: MetricsRegistry(), logger: logger)
         }
-        context.progress("shipping \(gateways.count) × \(n) rows to one learner")
+        context.progress("shipping \(gateways.count) × \(n) rows to one learner (\(shipping.shipperSummary))")
         let learnerCPU0 = MQTTBench.processCPUSeconds(learner.pid), selfCPU0 = MQTTBench.processCPUSeconds(getpid())
         let clock = ContinuousClock()
         let start = clock.now
@@ -271,6 +323,8 @@ enum FleetBench {
         /// The last payload received that was not the answer waited for (for a failure message).
         var stray = ""
         var p50s: [Double] = [], p99s: [Double] = [], cpu: [Double] = []
+        /// Each run's round trips (µs), in the order measured: the pooled p99's samples.
+        var samples: [[Double]] = []
         /// Per decision, per run (µs): CPU time of the shipper's threads, and the time the other
         /// threads of the gateway waited for a core (`/proc/<pid>/task/<tid>/schedstat`).
         var fleetCPU: [Double] = [], otherWait: [Double] = []
@@ -380,13 +434,15 @@ enum FleetBench {
             }
             fleetCPU.append(fleetRun / Double(count + warmup) / 1e3)
             otherWait.append(wait / Double(count + warmup) / 1e3)
+            self.samples.append(samples)
             samples.sort()
             p50s.append(samples[samples.count / 2])
             p99s.append(samples[min(samples.count - 1, Int(Double(samples.count) * 0.99))])
         }
     }
 
-    static func latency(_ o: FleetOptions, work: URL, edgeq: String, context: BenchContext) throws -> [BenchFigure] {
+    static func latency(_ o: FleetOptions, shipping shippingSettings: ShippingSettings, work: URL, edgeq: String,
+                        context: BenchContext) throws -> [BenchFigure] {
         let mappingPath = Anchors.packageRoot().appendingPathComponent("topics/bench.yaml")
         guard let text = try? String(contentsOf: mappingPath, encoding: .utf8) else {
             throw BenchError.failed("cannot read \(mappingPath.path) (run the bench from the package folder)")
@@ -401,15 +457,13 @@ enum FleetBench {
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         let plainMapping = work.appendingPathComponent("bench.yaml").path
         let shippingMapping = work.appendingPathComponent("bench-fleet.yaml").path
-        // $EDGEQ_BENCH_FLEET_SHIPPING: other batch keys for the shipping gateway (for a
-        // comparison), e.g. "batch_rows: 500, interval: 1s".
+        // The shipping gateway's fleet keys ($EDGEQ_BENCH_FLEET_SHIPPING for a comparison).
         let env = ProcessInfo.processInfo.environment
-        let shippingKeys = env["EDGEQ_BENCH_FLEET_SHIPPING"] ?? "batch_rows: 100, interval: 100ms"
+        let shippingKeys = shippingSettings.keys
         let map: TopicMap
         do {
             try plain.write(toFile: plainMapping, atomically: true, encoding: .utf8)
-            try (plain + "\nfleet: {topic: \(fleetTopic), \(shippingKeys), window: 4, ack_timeout: 10s}\n")
-                .write(toFile: shippingMapping, atomically: true, encoding: .utf8)
+            try ShippingSettings.shippingMapping(plain, keys: shippingKeys).write(toFile: shippingMapping, atomically: true, encoding: .utf8)
             map = try TopicMap.load(path: plainMapping)
         } catch {
             throw BenchError.failed("cannot write or load the bench mappings in \(work.path): \(error)")
@@ -429,7 +483,7 @@ enum FleetBench {
         let learnerIdle = env["EDGEQ_BENCH_FLEET_LEARNER"] == "idle"
         let learner = try startLearner(edgeq: edgeq, broker: shippingBroker, data: learnerData, work: work, nice: 19, idle: learnerIdle)
         defer { _ = learner.stop(grace: 10) }
-        context.progress("starting the two gateways (shipping: \(shippingKeys); learner: \(learnerIdle ? "SCHED_IDLE" : "nice 19"); shipper priority: \(env["EDGEQ_FLEET_PRIORITY"] ?? "default"))")
+        context.progress("starting the two gateways (shipping: \(shippingKeys); \(shippingSettings.shipperSummary); learner: \(learnerIdle ? "SCHED_IDLE" : "nice 19"))")
         let without = try Subject(name: "without shipping", edgeq: edgeq, mapping: plainMapping, data: plainData, broker: plainBroker)
         defer { without.close() }
         let shipping = try Subject(name: "while shipping", edgeq: edgeq, mapping: shippingMapping, data: shippingData, broker: shippingBroker)
@@ -465,12 +519,27 @@ enum FleetBench {
         func pairs(_ mine: [Double], _ theirs: [Double]) -> [(Double, Double?)] {
             mine.enumerated().map { i, v in (v, i < theirs.count ? theirs[i] : nil) }
         }
-        let label = shippingKeys == "batch_rows: 100, interval: 100ms" ? "decision round trip while shipping (batches of 100, every 100 ms)"
+        let label = shippingKeys == ShippingSettings.defaultKeys ? "decision round trip while shipping (batches of 100, every 100 ms)"
             : "decision round trip while shipping (\(shippingKeys))"
+        // The p99 of every round's round trips pooled per side, with the bootstrap interval on
+        // the ratio (rounds drawn in pairs, then round trips inside each drawn round).
+        let goal = 1.1
+        let anchor = "the same gateway without shipping"
+        let p99Figure: BenchFigure
+        if let p = PooledQuantileRatio(rounds: zip(shipping.samples, without.samples).map { (value: $0, anchor: $1) }, quantile: 0.99) {
+            context.progress(String(format: "p99 pooled over %d rounds (%d round trips a side): %.1f us while shipping, %.1f us without: %.3f× (%.0f%% interval %.3f–%.3f; %d bootstrap resamples) — goal ≤ %.1f×: %@",
+                                    p.rounds, p.samples.value, p.value, p.anchorValue, p.ratio, p.level * 100, p.low, p.high, p.resamples,
+                                    goal, p.verdict(atMost: goal).rawValue))
+            p99Figure = .pooled(bench: "fleet", figure: "\(label): p99 of all rounds pooled (goal ≤ 1.1×)", unit: "us", anchor: anchor, p, better: .lower)
+        } else {
+            p99Figure = BenchFigure(bench: "fleet", figure: "\(label): p99 of all rounds pooled (goal ≤ 1.1×)", value: nil, unit: "us",
+                                    anchor: anchor, better: .lower, reason: "not measured: no round trips to pool")
+        }
         return [
-            .rounds(bench: "fleet", figure: "\(label): p50", unit: "us", anchor: "the same gateway without shipping",
+            .rounds(bench: "fleet", figure: "\(label): p50", unit: "us", anchor: anchor,
                     pairs: pairs(shipping.p50s, without.p50s), better: .lower),
-            .rounds(bench: "fleet", figure: "\(label): p99", unit: "us", anchor: "the same gateway without shipping",
+            p99Figure,
+            .rounds(bench: "fleet", figure: "\(label): p99, median of the per-round ratios", unit: "us", anchor: anchor,
                     pairs: pairs(shipping.p99s, without.p99s), better: .lower),
             .rounds(bench: "fleet", figure: "\(label): CPU per decision (all threads)", unit: "us", anchor: "the same gateway without shipping",
                     pairs: pairs(shipping.cpu, without.cpu), better: .lower),
