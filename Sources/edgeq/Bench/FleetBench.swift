@@ -245,7 +245,7 @@ enum FleetBench {
             options.signalNames = ["zone_temp", "supply_temp"]
             options.maxBatchRows = 5_000
             let writer = try log.makeWriter(options: options)
-            var state = (0..<12).map { Float(sin(Double($0 + seed))) * 0.5 }
+            let state = (0..<12).map { Float(sin(Double($0 + seed))) * 0.5 }
             for i in 0..<rows {
                 let k = Double(i)
                 let next = state.enumerated().map { j, v in max(-1, min(1, v * 0.98 + Float(sin(k * 0.013 + Double(j))) * 0.03)) }
