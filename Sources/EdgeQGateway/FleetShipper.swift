@@ -532,7 +532,7 @@ public final class FleetShipper: Sendable {
                         if rows.count < config.batchRows && now &- lastPartial < intervalNs { break }
                         if rows.count < config.batchRows { lastPartial = now }
                         let batch = FleetBatch(gateway: gatewayID, log: log, origin: acked, after: next, last: last.id, rows: rows)
-                        _ = try client.publish(topic, batch.encode(compress: config.deflateLevel > 0, level: Int32(config.deflateLevel)), qos: qos)
+                        _ = try client.publish(topic, batch.encode(compress: config.deflateLevel > 0, level: Int32(clamping: config.deflateLevel)), qos: qos)
                         inFlight.append(Sent(last: last.id, at: now))
                         next = last.id
                         shipped.increment(by: UInt64(rows.count))
@@ -557,7 +557,6 @@ public final class FleetShipper: Sendable {
         }
     }
 }
-
 
 extension FleetConfig.Priority {
     /// Applies the priority to the calling thread (`who` 0 names the calling thread).
