@@ -245,7 +245,9 @@ enum FleetBench {
             options.signalNames = ["zone_temp", "supply_temp"]
             options.maxBatchRows = 5_000
             let writer = try log.makeWriter(options: options)
-            let state = (0..<12).map { Float(sin(Double($0 + seed))) * 0.5 }
+            // The state moves from row to row (next becomes the following row's state), as on a plant:
+            // a constant state would compress better than a plant's rows and flatter the ingest rate.
+            var state = (0..<12).map { Float(sin(Double($0 + seed))) * 0.5 }
             for i in 0..<rows {
                 let k = Double(i)
                 let next = state.enumerated().map { j, v in max(-1, min(1, v * 0.98 + Float(sin(k * 0.013 + Double(j))) * 0.03)) }
@@ -254,6 +256,7 @@ enum FleetBench {
                                    qValues: [Float(sin(k)), Float(cos(k)), 0.5], modelAction: i % 3,
                                    signals: [21 + sin(k * 0.01), 35 + cos(k * 0.01)],
                                    nextSignals: [21 + sin((k + 1) * 0.01), 35 + cos((k + 1) * 0.01)])
+                state = next
                 switch writer.submit(t) {
                 case .queued: break
                 case .queuedOverCapacity:
