@@ -132,6 +132,9 @@ public final class Gateway: Sendable {
     let retraining = Atomic<Bool>(false)
     let lastCandidate = Mutex<Int?>(nil)
     let lastRetrain = Mutex<RetrainReport?>(nil)
+    /// The last accepted plant model fit, handed to the next retraining to reuse while the log
+    /// has not grown enough since (`Retrainer.plantFitReuse`); only the retraining thread uses it.
+    let plantFit = Mutex<PlantModelFit?>(nil)
     let transitionsAtLastRetrain = Atomic<Int>(0)
     let lastRetrainTime = Atomic<UInt64>(Date().timeIntervalSince1970.bitPattern)
     /// When the last retraining started by `retrain.every_transitions` started (monotonic ns, 0: none).

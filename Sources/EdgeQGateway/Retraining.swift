@@ -46,13 +46,15 @@ extension Gateway {
                                                "window": limits.window.map { .number(Double($0)) } ?? .null])])
             do {
                 let outcome = try retrainer.runWithPlantModel(
-                    logPath: logPath, limits: limits, warmStart: warm, output: output,
+                    logPath: logPath, limits: limits, warmStart: warm, output: output, plantFit: plantFit.withLock { $0 },
                     progress: { p in
                         var o: [String: JSONValue] = ["phase": .string(p.phase), "updates": .number(Double(p.updates)), "of": .number(Double(p.of))]
                         if let td = p.tdLoss, td.isFinite { o["td_loss"] = .number(td) }
                         self.publishRetrain(o)
                     },
                     shouldStop: { self.stopping.load(ordering: .relaxed) })
+                // Kept for the next retraining; a refused fit is not kept (the next one tries again).
+                plantFit.withLock { $0 = outcome.plantFit }
                 var report = outcome.report
                 // Judged on the plant model before the trial: against the controller in charge
                 // when the retraining began (the served model, else the incumbent's log). A
@@ -223,7 +225,9 @@ extension Gateway {
 
     /// The plant model in a retraining's result: the chosen class (or null) and, per class, its
     /// held-out free-run error at the longest horizon as a ratio to persistence; `refused` or
-    /// `skipped` say why no model was kept. The full report is in report.json.
+    /// `skipped` say why no model was kept; `reused` says the fit of an earlier retraining was
+    /// kept (the log had not grown enough since), `fitted_on_samples` how many samples it was
+    /// fitted on. The full report is in report.json.
     static func plantModelSummary(_ r: RetrainReport) -> JSONValue {
         guard let p = r.plantModel else {
             return r.plantModelSkipped.map { .object(["chosen": .null, "skipped": .string($0)]) } ?? .null
@@ -238,6 +242,8 @@ extension Gateway {
             "horizon": p.horizons.max().map { .number(Double($0)) } ?? .null,
             "ratio_to_persistence": .object(classes),
             "held_out_samples": .number(Double(p.heldOutSamples)),
+            "fitted_on_samples": p.fittedOnSamples.map { .number(Double($0)) } ?? .null,
+            "reused": .bool(p.reused),
         ])
     }
 

@@ -19,6 +19,13 @@ public struct PlantFitReport: Sendable, Equatable, Codable {
     public var chosen: String?
     /// Why the fit was refused (nil: accepted).
     public var refused: String?
+    /// Samples the selection was given (training and held out together): what this fit saw.
+    /// Nil in reports written before it was recorded.
+    public var fittedOnSamples: Int?
+    /// True when a retraining reused this fit from an earlier retraining instead of refitting
+    /// (the log had not grown enough since; docs/learning.md, "The plant model"): the classes'
+    /// figures are those of the earlier fit, on `fittedOnSamples` samples.
+    public var reused: Bool = false
 
     /// A report.
     public init(controlled: [String], horizons: [Int], trainingSamples: Int, heldOutSamples: Int, windows: Int,
@@ -31,11 +38,28 @@ public struct PlantFitReport: Sendable, Equatable, Codable {
         self.classes = classes
         self.chosen = chosen
         self.refused = refused
+        fittedOnSamples = trainingSamples + heldOutSamples
     }
 
     enum CodingKeys: String, CodingKey {
         case controlled, horizons, trainingSamples = "training_samples", heldOutSamples = "held_out_samples"
-        case windows, classes, chosen, refused
+        case windows, classes, chosen, refused, fittedOnSamples = "fitted_on_samples", reused
+    }
+
+    /// Decodes a report; `fitted_on_samples` and `reused`, absent from reports written before
+    /// they existed, become nil and false.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        controlled = try c.decode([String].self, forKey: .controlled)
+        horizons = try c.decode([Int].self, forKey: .horizons)
+        trainingSamples = try c.decode(Int.self, forKey: .trainingSamples)
+        heldOutSamples = try c.decode(Int.self, forKey: .heldOutSamples)
+        windows = try c.decode(Int.self, forKey: .windows)
+        classes = try c.decode([PlantFitClass].self, forKey: .classes)
+        chosen = try c.decodeIfPresent(String.self, forKey: .chosen)
+        refused = try c.decodeIfPresent(String.self, forKey: .refused)
+        fittedOnSamples = try c.decodeIfPresent(Int.self, forKey: .fittedOnSamples)
+        reused = try c.decodeIfPresent(Bool.self, forKey: .reused) ?? false
     }
 }
 

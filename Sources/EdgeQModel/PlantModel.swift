@@ -95,6 +95,17 @@ public protocol PlantModelFitter: Sendable {
     /// Fits the class to `data` (already the training part). Deterministic for a seed.
     /// - Throws: `PlantModelError.notEnoughData` when `data` is too short for the class.
     func fit(_ data: PlantData, seed: UInt64) throws(PlantModelError) -> any PlantModel
+    /// `fit`, given the models the selection fitted before this class on the same `data` (in
+    /// fitter order): a class may take what an earlier one found instead of searching for it
+    /// again (`DeadTimeEnsembleFitter` takes the linear class's dead time). The default ignores
+    /// them and calls `fit`.
+    func fit(_ data: PlantData, seed: UInt64, fittedBefore: [any PlantModel]) throws(PlantModelError) -> any PlantModel
+}
+
+extension PlantModelFitter {
+    public func fit(_ data: PlantData, seed: UInt64, fittedBefore: [any PlantModel]) throws(PlantModelError) -> any PlantModel {
+        try fit(data, seed: seed)
+    }
 }
 
 /// A model stepped forward in free run. A value: copy it to branch (a planner tries several

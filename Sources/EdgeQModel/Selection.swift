@@ -123,7 +123,10 @@ public struct PlantModelSelection: Sendable {
         var fitted: [(String, Result<any PlantModel, PlantModelError>)] = []
         for f in fitters {
             do throws(PlantModelError) {
-                fitted.append((f.name, .success(try f.fit(training, seed: seed))))
+                // Each class sees the models fitted before it on the same data (the ensemble takes
+                // the linear class's dead time from them).
+                let before = fitted.compactMap { try? $0.1.get() }
+                fitted.append((f.name, .success(try f.fit(training, seed: seed, fittedBefore: before))))
             } catch {
                 if case .badData = error { throw error }
                 fitted.append((f.name, .failure(error)))

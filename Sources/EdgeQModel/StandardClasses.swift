@@ -8,15 +8,17 @@ public enum PlantModelClasses {
     }
 }
 
-/// The MLP ensemble with an action window sized to the plant's dead time: before it trains,
-/// it runs the linear structure search on the same data and widens the action window to the
-/// found delay + 2 ticks (on the heater, with a 6-tick dead time, this cut the ensemble's
-/// free-run error at 15 minutes to a third of the default 2-tick window's). A plant without
-/// dead time keeps the ensemble's default window. The name in reports stays `ensemble`.
+/// The MLP ensemble with an action window sized to the plant's dead time: the action window is
+/// widened to the delay + 2 ticks of the linear structure search on the same data (on the
+/// heater, with a 6-tick dead time, this cut the ensemble's free-run error at 15 minutes to a
+/// third of the default 2-tick window's). In the selection the linear class has just run that
+/// search on the same data, so its delay is taken (`fit(_:seed:fittedBefore:)`); alone, the
+/// fitter runs a smaller search of its own (`delaySearch`). A plant without dead time keeps
+/// the ensemble's default window. The name in reports stays `ensemble`.
 public struct DeadTimeEnsembleFitter: PlantModelFitter {
     /// The ensemble's settings (its `actionWindow` is set from the delay).
     public var configuration: EnsemblePlantFitter.Configuration
-    /// The search that finds the delay.
+    /// The search that finds the delay when no linear model searched on the same data is given.
     public var delaySearch: LinearPlantFitter
 
     /// An ensemble fitter with default settings; `delaySearch` is a linear search with a
@@ -35,12 +37,22 @@ public struct DeadTimeEnsembleFitter: PlantModelFitter {
 
     public var name: String { "ensemble" }
 
+    /// Fits with the delay of its own search (`delaySearch`).
     public func fit(_ data: PlantData, seed: UInt64) throws(PlantModelError) -> any PlantModel {
+        try fit(data, seed: seed, fittedBefore: [])
+    }
+
+    /// Fits with the delay of the first linear model in `fittedBefore` whose structure was
+    /// searched (its `searchScores` not empty) over at least `delaySearch`'s delays — the
+    /// selection's linear class, fitted on the same data — or, without one, of its own search.
+    public func fit(_ data: PlantData, seed: UInt64, fittedBefore: [any PlantModel]) throws(PlantModelError) -> any PlantModel {
         var c = configuration
-        if c.actionWindow == nil,
-           let linear = try? delaySearch.fit(data, seed: seed) as? LinearPlantModel,
-           linear.structure.delay > 0 {
-            c.actionWindow = max(c.window, linear.structure.delay + 2)
+        if c.actionWindow == nil {
+            let searched = fittedBefore.lazy.compactMap { $0 as? LinearPlantModel }.first {
+                !$0.searchScores.isEmpty && ($0.searchScores.map(\.structure.delay).max() ?? -1) >= delaySearch.maxDelay
+            }
+            let delay = searched?.structure.delay ?? (try? delaySearch.fitLinear(data))?.structure.delay ?? 0
+            if delay > 0 { c.actionWindow = max(c.window, delay + 2) }
         }
         return try EnsemblePlantFitter(c).fit(data, seed: seed)
     }

@@ -59,6 +59,11 @@ public struct CheckPolicy: Sendable, Equatable {
     /// the newest logged samples when the mapping marks a signal `role: controlled`; 0 skips
     /// it. Reported (`plantModel`), not a check: a refused model only skips the model steps.
     public var plantModelSamples = 20_000
+    /// A plant model fit kept from an earlier retraining (`PlantModelFit`) is reused until the
+    /// usable samples logged since it reach this share of the samples it was fitted on: with
+    /// 0.5, fits happen at about ×1.5 growth of the log, and every `plantModelSamples` / 2 new
+    /// samples once the cap is reached. 0 refits every time.
+    public var plantModelRefitShare = 0.5
 
     public init() {}
 
@@ -359,9 +364,13 @@ public struct Retrainer: Sendable {
     /// `run`, also returning the plant model fitted beside the candidate (nil when none was
     /// accepted) and the log's plant data it was fitted on: what judging the candidate on the
     /// model needs.
-    public func runWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL,
+    ///
+    /// - Parameter plantFit: the accepted fit of an earlier retraining on this log
+    ///   (`Outcome.plantFit`): reused instead of refitting while the log has grown by less than
+    ///   `CheckPolicy.plantModelRefitShare` since it (`plantFitReuse`).
+    public func runWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?, output: URL, plantFit: PlantModelFit? = nil,
                                   progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
-        var outcome = try trainWithPlantModel(logPath: logPath, limits: limits, warmStart: warmStart,
+        var outcome = try trainWithPlantModel(logPath: logPath, limits: limits, warmStart: warmStart, plantFit: plantFit,
                                               progress: progress, shouldStop: shouldStop)
         var report = outcome.report
         let candidate = outcome.candidate
@@ -389,8 +398,12 @@ public struct Retrainer: Sendable {
         public var distilledCandidate: QModel?
         /// The plant model the selection accepted; nil when none was fitted or it was refused.
         public var plantModel: (any PlantModel)?
-        /// The plant data the model was fitted on (the newest `plantModelSamples` samples).
+        /// The plant data the model was fitted on (the newest `plantModelSamples` samples); for
+        /// a reused fit, the newest data read now.
         public var plantData: PlantData?
+        /// The accepted fit, new or reused, to hand to the next retraining on this log
+        /// (`runWithPlantModel(…, plantFit:)`); nil when none was accepted.
+        public var plantFit: PlantModelFit?
     }
 
     /// Trains a candidate from the log at `logPath` and checks it, without writing anything:
@@ -406,8 +419,9 @@ public struct Retrainer: Sendable {
         return (o.report, o.candidate)
     }
 
-    /// `train`, also returning the plant model and its data (`Outcome`).
-    public func trainWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?,
+    /// `train`, also returning the plant model and its data (`Outcome`); `plantFit` as in
+    /// `runWithPlantModel`.
+    public func trainWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?, plantFit: PlantModelFit? = nil,
                                     progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
         let clock = Date()
         let rowsAll: [LoggedTransition]
@@ -417,7 +431,7 @@ public struct Retrainer: Sendable {
         } catch {
             throw RetrainError("cannot read the experience log \(logPath): \(error)", kind: .logUnreadable)
         }
-        return try trainWithPlantModel(rows: rowsAll, limits: limits, warmStart: warmStart, started: clock,
+        return try trainWithPlantModel(rows: rowsAll, limits: limits, warmStart: warmStart, started: clock, plantFit: plantFit,
                                        progress: progress, shouldStop: shouldStop)
     }
 
@@ -440,6 +454,7 @@ public struct Retrainer: Sendable {
     }
 
     func trainWithPlantModel(rows rowsAll: [LoggedTransition], limits: RetrainLimits, warmStart: QModel?, started clock: Date,
+                             plantFit previousFit: PlantModelFit? = nil,
                              progress: (Progress) -> Void, shouldStop: () -> Bool) throws -> Outcome {
         var report = RetrainReport()
         let width = map.stateWidth
@@ -509,11 +524,12 @@ public struct Retrainer: Sendable {
         // accepted the Q-learning gets half the time limit, the distillation the rest.
         var plantModel: (any PlantModel)?
         var plantData: PlantData?
+        var plantFit: PlantModelFit?
         var plantModelFitted = false
         let wantsPlantModel = policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
         if l.distill.enabled, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: 0, of: 0, tdLoss: nil))
-            (plantModel, plantData) = fitPlantModel(rowsAll, into: &report)
+            (plantModel, plantData, plantFit) = fitPlantModel(rowsAll, reusing: previousFit, window: limits.window, into: &report)
             plantModelFitted = true
         }
         let total = limits.steps ?? l.updatesPerRetrain
@@ -557,7 +573,7 @@ public struct Retrainer: Sendable {
         check(candidate, network: learner.online, held: held, train: train, normalization: normalization, into: &report)
         if !plantModelFitted, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: u, of: total, tdLoss: nil))
-            (plantModel, plantData) = fitPlantModel(rowsAll, into: &report)
+            (plantModel, plantData, plantFit) = fitPlantModel(rowsAll, reusing: previousFit, window: limits.window, into: &report)
         }
         var chosen = candidate
         var distilledModel: QModel?
@@ -584,30 +600,50 @@ public struct Retrainer: Sendable {
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
-        return Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData)
+        return Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData,
+                       plantFit: plantFit)
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
     /// (flagged rows excluded, `PlantDataReader`) and puts the selection's report in `report`;
     /// when it cannot run, `plantModelSkipped` says why. It never fails the retraining.
-    func fitPlantModel(_ rows: [LoggedTransition], into report: inout RetrainReport) -> (model: (any PlantModel)?, data: PlantData?) {
+    ///
+    /// With `previous` (an accepted fit of an earlier retraining) it reads the newest data and,
+    /// when `plantFitReuse` says so, keeps that fit instead of refitting: the report is the
+    /// earlier one with `reused` true. `plant_model_seconds` is the time spent either way.
+    func fitPlantModel(_ rows: [LoggedTransition], reusing previous: PlantModelFit? = nil, window: Int? = nil,
+                       into report: inout RetrainReport) -> (model: (any PlantModel)?, data: PlantData?, fit: PlantModelFit?) {
         let started = Date()
         var data: PlantData?
         var summary: PlantDataReader.Summary?
         do {
             let reader = try PlantDataReader(map: map, minimumSamples: 30)
-            let newest = rows.suffix(policy.plantModelSamples)
-            let result = try reader.read(rows: Array(newest))
+            let newest = Array(rows.suffix(policy.plantModelSamples))
+            let result = try reader.read(rows: newest)
             let read = result.data
             data = read
             summary = result.summary
+            let key = PlantModelFit.Key(map: map, policy: policy, window: window, seed: seed)
+            let reuse = plantFitReuse(previous: previous, key: key, rows: rows, reader: reader)
+            if case .reuse(let newSamples, _) = reuse, let previous {
+                var kept = previous.report
+                kept.reused = true
+                kept.fittedOnSamples = previous.fittedOnSamples
+                report.plantModel = kept
+                report.figures["plant_model_new_samples"] = Double(newSamples)
+                report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
+                Self.recordRatio(kept, into: &report)
+                return (previous.model, data, previous)
+            }
             let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: read), seed: seed).evaluate(read)
             report.plantModel = choice.report
             report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
-            if let chosen = choice.report.classes.first(where: { $0.name == choice.report.chosen }), let longest = chosen.longest {
-                report.figures["plant_model_ratio"] = longest.ratio ?? .nan
+            Self.recordRatio(choice.report, into: &report)
+            let fit = choice.model.map {
+                PlantModelFit(model: $0, report: choice.report, fittedOnSamples: read.sampleCount,
+                              lastRowID: newest.last?.id ?? 0, rowsRead: newest.count, key: key)
             }
-            return (choice.model, data)
+            return (choice.model, data, fit)
         } catch let error as PlantDataError {
             report.plantModelSkipped = error.message
         } catch {
@@ -615,7 +651,14 @@ public struct Retrainer: Sendable {
             // rows flagged as gaps, rows without an action, rows without signal values.
             report.plantModelSkipped = "\(error)" + (summary.map { " (" + Self.describe($0) + ")" } ?? "")
         }
-        return (nil, data)
+        return (nil, data, nil)
+    }
+
+    /// `plant_model_ratio`: the chosen class's error at the longest horizon against persistence.
+    static func recordRatio(_ fit: PlantFitReport, into report: inout RetrainReport) {
+        if let chosen = fit.classes.first(where: { $0.name == fit.chosen }), let longest = chosen.longest {
+            report.figures["plant_model_ratio"] = longest.ratio ?? .nan
+        }
     }
 
     /// Where the rows of one plant-data read went, for a reason a person reads.

@@ -44,6 +44,36 @@ import Testing
         return GatewayHarness.json(m)
     }
 
+    /// The gateway keeps the accepted plant model fit for the next retraining: a second one on a
+    /// log grown by less than half the samples of the fit reuses it, and its result says so with
+    /// the samples it was fitted on (promotion manual: no trial in between).
+    @Test func aSecondRetrainingOnALittleMoreLogReusesThePlantModelFit() throws {
+        let h = try GatewayHarness(yaml: Self.mapping(modelReward: nil).replacingOccurrences(of: "{policy: trial,", with: "{policy: manual,"))
+        defer { h.stop() }
+        let plant = ClosedLoop(h, incumbent: TrialGatewayTests.randomIncumbent(seed: 7), dynamics: TrialGatewayTests.noisyPlant(seed: 8))
+        func retrain() throws -> [String: Any] {
+            usleep(400_000)  // the writer's group commit
+            try h.command("retrain", #"{"steps":500}"#)
+            let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
+                let phase = GatewayHarness.json($0)["phase"] as? String
+                return phase == "done" || phase == "failed"
+            }
+            return GatewayHarness.json(m)
+        }
+        try plant.run(600)
+        let first = try retrain()
+        let firstModel = try #require(first["plant_model"] as? [String: Any], "\(first)")
+        #expect(firstModel["chosen"] as? String != nil, "\(firstModel)")
+        #expect(firstModel["reused"] as? Bool == false, "\(firstModel)")
+        let fittedOn = try #require(firstModel["fitted_on_samples"] as? Int, "\(firstModel)")
+        try plant.run(100)
+        let second = try retrain()
+        let secondModel = try #require(second["plant_model"] as? [String: Any], "\(second)")
+        #expect(secondModel["reused"] as? Bool == true, "\(secondModel)")
+        #expect(secondModel["fitted_on_samples"] as? Int == fittedOn, "\(secondModel)")
+        #expect(secondModel["chosen"] as? String == firstModel["chosen"] as? String)
+    }
+
     @Test func aCandidateTheModelPredictsBetterGoesToItsTrial() throws {
         let h = try GatewayHarness(yaml: Self.mapping(modelReward: nil))
         defer { h.stop() }

@@ -425,6 +425,7 @@ struct DriftTestPlant: LabPlant {
             logPath: path, limits: RetrainLimits(steps: 200), warmStart: nil, output: dir.appendingPathComponent("c.safetensors"))
         let refused = try #require(o.report.plantModel?.refused, "the model was not refused: \(String(describing: o.report.plantModel))")
         #expect(o.plantModel == nil)
+        #expect(o.plantFit == nil)   // a refused fit is not kept: the next retraining tries again
         let d = try #require(o.report.distill)
         #expect(d.skipped == "the plant model was not accepted: \(refused)")
         #expect(d.chosen == "dqn")

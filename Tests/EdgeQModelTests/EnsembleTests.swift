@@ -404,6 +404,27 @@ extension EnsembleTests {
         #expect(l.model[0] < s.model[0] / 2, "action window 8: \(l.model), 2: \(s.model)")
         #expect(l.model[0] < l.persistence[0] / 4, "action window 8: \(l.model), persistence \(l.persistence)")
     }
+
+    /// In the selection the ensemble takes the dead time the linear class found on the same data
+    /// instead of searching again (`DeadTimeEnsembleFitter.fit(_:seed:fittedBefore:)`): with its
+    /// own search cut to delays 0…2, it still gets the heater's 6-tick dead time (action window
+    /// 8) from a searched linear model, and falls back to its own search without one — a linear
+    /// model whose structure was fixed, not searched, is not taken.
+    @Test func theEnsembleTakesTheDeadTimeTheLinearClassFound() throws {
+        let data = try PlantData(controlledNames: ["temp"], exogenousNames: ["ambient"], actionCount: 5,
+                                 segments: [Self.heaterSegment(steps: 4_000, seed: 1)])
+        let linear = try LinearPlantFitter().fitLinear(data)
+        #expect(linear.structure.delay == Heater.Parameters().delaySteps)
+        var fitter = DeadTimeEnsembleFitter()
+        fitter.delaySearch.maxDelay = 2   // its own search cannot find the 6-tick dead time
+        let given = try fitter.fit(data, seed: 1, fittedBefore: [linear])
+        #expect(given.memory == Heater.Parameters().delaySteps + 2, "\(given.description)")
+        let alone = try fitter.fit(data, seed: 1)
+        #expect(alone.memory <= 4, "\(alone.description)")
+        let fixed = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 0)).fitLinear(data)
+        let notTaken = try fitter.fit(data, seed: 1, fittedBefore: [fixed])
+        #expect(notTaken.memory == alone.memory, "\(notTaken.description)")
+    }
 }
 
 extension EnsembleTests {
