@@ -328,6 +328,8 @@ public struct Retrainer: Sendable {
     public let map: TopicMap
     public let policy: CheckPolicy
     public var seed: UInt64 = 1
+    /// Whose log rows the trial's exogenous baseline is fitted on (ExogenousBaseline.swift).
+    public var baselineReference: ExogenousBaseline.Reference = .incumbent
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
@@ -391,6 +393,8 @@ public struct Retrainer: Sendable {
         public var plantModel: (any PlantModel)?
         /// The plant data the model was fitted on (the newest `plantModelSamples` samples).
         public var plantData: PlantData?
+        /// The trial's exogenous baseline and its report (accepted or not, and why).
+        public var baseline: ExogenousBaseline?
     }
 
     /// Trains a candidate from the log at `logPath` and checks it, without writing anything:
@@ -584,7 +588,9 @@ public struct Retrainer: Sendable {
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
-        return Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData)
+        var outcome = Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData)
+        outcome.baseline = shouldStop() ? nil : ExogenousBaseline.fit(map: map, rows: rowsAll, reference: baselineReference)
+        return outcome
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
