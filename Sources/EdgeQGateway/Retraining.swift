@@ -201,7 +201,7 @@ extension Gateway {
             "held_out_variance_ratio": num(r.heldOutVarianceRatio), "max_ratio": num(r.maxRatio),
             "placebo_pairs": .number(Double(r.placeboPairs)), "raw_rms": num(r.rawRMS), "adjusted_rms": num(r.adjustedRMS),
             "rows": .string(r.rows), "fitted_rows": .number(Double(r.fittedRows)), "features": .number(Double(r.features)),
-            "signals": .array(r.signals.map { .string($0) }), "time_constant": num(r.timeConstant),
+            "signals": .array(r.signals.map { .string($0) }), "time_constants": .array(r.timeConstants.map { num($0) }),
         ])
     }
 

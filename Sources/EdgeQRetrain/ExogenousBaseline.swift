@@ -14,10 +14,10 @@ import Foundation
 // the clock explain (regression adjustment, CUPED).
 //
 // Features (the same for every plant): the exogenous values standardized (z); their pairwise
-// products z_i·z_j (i ≤ j, squares included); per signal two "recent change" filters,
-// f ← a·f + |Δx| and g ← a·g + Δx with a = exp(−1/τ), τ the trial's burn-in (the plant's settling
-// time; block/8 without burn-in, at least 2 ticks), so that the transient after a setpoint step
-// or a price change can be predicted. A missing value counts as its mean (z = 0), a missing
+// products z_i·z_j (i ≤ j, squares included); per signal and time constant τ two "recent
+// change" filters, f ← a·f + |Δx| and g ← a·g + Δx with a = exp(−1/τ), for τ = T/4 and T, T the
+// trial's burn-in (the plant's settling time; block/8 without burn-in), so that the transient
+// after a setpoint step or a price change can be predicted whatever its shape. A missing value counts as its mean (z = 0), a missing
 // change as none. Ridge regression with an unpenalized intercept, λ = 0.01 × rows.
 
 /// A baseline of the per-tick reward from exogenous signals, with the report of its fit and check.
@@ -35,8 +35,8 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         public var signals: [String]
         /// Features (values, products, change filters).
         public var features: Int
-        /// The change filters' time constant in ticks.
-        public var timeConstant: Double
+        /// The change filters' time constants in ticks.
+        public var timeConstants: [Double]
         /// Whose rows it was fitted on: `incumbent`, `vN`, or `all` (too few of the reference's).
         public var rows: String
         /// Rows it was fitted on.
@@ -51,12 +51,14 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         public var heldOutVarianceRatio: Double?
         /// The ratio at or below which the baseline is accepted.
         public var maxRatio: Double
+        /// Share of the per-tick reward variance the held-out predictions explain (R²).
+        public var heldOutTickR2: Double?
 
         enum CodingKeys: String, CodingKey {
             case accepted, reason, signals, features, rows
-            case timeConstant = "time_constant", fittedRows = "fitted_rows", placeboPairs = "placebo_pairs"
+            case timeConstants = "time_constants", fittedRows = "fitted_rows", placeboPairs = "placebo_pairs"
             case rawRMS = "raw_rms", adjustedRMS = "adjusted_rms", heldOutVarianceRatio = "held_out_variance_ratio"
-            case maxRatio = "max_ratio"
+            case maxRatio = "max_ratio", heldOutTickR2 = "held_out_tick_r2"
         }
     }
 
@@ -64,14 +66,15 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     public struct Model: Sendable, Codable, Equatable {
         /// The exogenous signals, in order.
         public var signals: [String]
-        /// The change filters' time constant in ticks.
-        public var timeConstant: Double
+        /// The change filters' time constants in ticks (filters of every signal for each).
+        public var timeConstants: [Double]
         /// Whether products of pairs of values are features.
         public var pairs: Bool
         /// Mean and scale of each value (z = (x − mean) / scale).
         public var valueMean: [Double]
         public var valueScale: [Double]
-        /// Scale of each |Δ| filter and of each signed Δ filter.
+        /// Scale of each |Δ| filter and of each signed Δ filter (time constant m, signal i at
+        /// m·k + i).
         public var absChangeScale: [Double]
         public var changeScale: [Double]
         /// Mean of each feature over the fitted rows, and its weight.
@@ -82,7 +85,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case signals, pairs, weights, intercept
-            case timeConstant = "time_constant", valueMean = "value_mean", valueScale = "value_scale"
+            case timeConstants = "time_constants", valueMean = "value_mean", valueScale = "value_scale"
             case absChangeScale = "abs_change_scale", changeScale = "change_scale", featureMean = "feature_mean"
         }
     }
@@ -111,6 +114,8 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         public var ridge = 0.01
         /// Above this many exogenous signals, no products (their number grows as k²). Default 12.
         public var maxPairedSignals = 12
+        /// The change filters' time constants in ticks; nil: from the burn-in (`timeConstants`).
+        public var changeTimeConstants: [Double]?
 
         /// Settings for a tick block of `block` ticks, the first `burnIn` unscored.
         public init(block: Int, burnIn: Int) {
@@ -118,9 +123,13 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             self.burnIn = burnIn
         }
 
-        /// The change filters' time constant: the burn-in (the plant's settling time), else
-        /// block / 8, at least 2 ticks.
-        public var timeConstant: Double { Double(max(2, burnIn > 0 ? burnIn : block / 8)) }
+        /// The change filters' time constants: T / 4 and T, T being the burn-in (the plant's
+        /// settling time after a switch), else block / 8; at least 1 tick.
+        public var timeConstants: [Double] {
+            if let c = changeTimeConstants { return c }
+            let t = Double(max(1, burnIn > 0 ? burnIn : block / 8))
+            return [max(1, t / 4), t]
+        }
     }
 
     /// Whose rows the baseline is fitted on: the controller a trial compares the candidate with.
@@ -134,7 +143,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     /// No baseline, with the reason (what the report says).
     static func none(_ reason: String, signals: [String] = [], settings: Settings?, rows: String = "none") -> ExogenousBaseline {
         ExogenousBaseline(report: Report(accepted: false, reason: reason, signals: signals, features: 0,
-                                         timeConstant: settings?.timeConstant ?? 0, rows: rows, fittedRows: 0, placeboPairs: 0,
+                                         timeConstants: settings?.timeConstants ?? [], rows: rows, fittedRows: 0, placeboPairs: 0,
                                          maxRatio: settings?.maxRatio ?? 0.8), model: nil)
     }
 
@@ -167,7 +176,9 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     public static func fit(signals names: [String], rows: [LoggedTransition], reference: Reference, settings s: Settings) -> ExogenousBaseline {
         let k = names.count
         let pairs = k <= s.maxPairedSignals
-        let a = exp(-1 / s.timeConstant)
+        let taus = s.timeConstants
+        let M = taus.count
+        let decays = taus.map { exp(-1 / $0) }
         // Per row: the exogenous values at the row's end (the tick its reward is observed at),
         // the change filters run over every row in order, whose row it is and its reward.
         var positions: [[String]: [Int]?] = [:]
@@ -176,7 +187,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         var sgnF: [[Double]] = []
         var rewards: [Double] = []
         var isReference: [Bool] = []
-        var f = [Double](repeating: 0, count: k), g = [Double](repeating: 0, count: k)
+        var f = [Double](repeating: 0, count: k * M), g = [Double](repeating: 0, count: k * M)
         for row in rows {
             let t = row.transition
             var index: [Int]? = nil
@@ -190,15 +201,17 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
                 }
             }
             guard let index, let now = t.signals, let next = t.nextSignals, now.count == row.signalNames?.count, next.count == now.count else {
-                for i in 0..<k { f[i] *= a; g[i] *= a }
+                for m in 0..<M { for i in 0..<k { f[m * k + i] *= decays[m]; g[m * k + i] *= decays[m] } }
                 continue
             }
             var x = [Double](repeating: .nan, count: k)
             for i in 0..<k {
                 let v0 = now[index[i]], v1 = next[index[i]]
                 let delta = v0.isFinite && v1.isFinite ? v1 - v0 : 0
-                f[i] = a * f[i] + abs(delta)
-                g[i] = a * g[i] + delta
+                for m in 0..<M {
+                    f[m * k + i] = decays[m] * f[m * k + i] + abs(delta)
+                    g[m * k + i] = decays[m] * g[m * k + i] + delta
+                }
                 x[i] = v1
             }
             guard t.reward.isFinite else { continue }
@@ -244,14 +257,16 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             let sd = n > 1 ? (m2 / (n - 1)).squareRoot() : 0
             return (m, sd > 1e-12 && sd.isFinite ? sd : 1)
         }
-        var model = Model(signals: names, timeConstant: s.timeConstant, pairs: pairs, valueMean: [], valueScale: [], absChangeScale: [],
+        var model = Model(signals: names, timeConstants: taus, pairs: pairs, valueMean: [], valueScale: [], absChangeScale: [],
                           changeScale: [], featureMean: [], weights: [], intercept: 0)
         for i in 0..<k {
             let (m, sd) = meanScale { values[$0][i] }
             model.valueMean.append(m)
             model.valueScale.append(sd)
-            model.absChangeScale.append(meanScale { absF[$0][i] }.1)
-            model.changeScale.append(meanScale { sgnF[$0][i] }.1)
+        }
+        for q in 0..<(k * M) {
+            model.absChangeScale.append(meanScale { absF[$0][q] }.1)
+            model.changeScale.append(meanScale { sgnF[$0][q] }.1)
         }
         let width = model.featureCount
         // Feature rows (with a leading 1 for the intercept).
@@ -316,6 +331,16 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
                 predicted[j] = p
             }
         }
+        var sse = 0.0, sst = 0.0, ym = 0.0, held = 0.0
+        for j in 0..<use.count where predicted[j].isFinite {
+            ym += y[j]
+            held += 1
+        }
+        ym /= max(held, 1)
+        for j in 0..<use.count where predicted[j].isFinite {
+            sse += (y[j] - predicted[j]) * (y[j] - predicted[j])
+            sst += (y[j] - ym) * (y[j] - ym)
+        }
         // The placebo A/A switchback: per unit, window 1 − window 0 over the scored ticks.
         var raw2 = 0.0, adj2 = 0.0
         for u in 0..<P {
@@ -345,10 +370,10 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
 
         let ratio = raw2 > 0 ? adj2 / raw2 : nil
         let accepted = (ratio ?? .infinity) <= s.maxRatio && model.weights.allSatisfy(\.isFinite) && model.intercept.isFinite
-        var report = Report(accepted: accepted, reason: nil, signals: names, features: width, timeConstant: s.timeConstant,
+        var report = Report(accepted: accepted, reason: nil, signals: names, features: width, timeConstants: taus,
                             rows: rowsName, fittedRows: use.count, placeboPairs: P,
                             rawRMS: (raw2 / Double(P)).squareRoot(), adjustedRMS: (adj2 / Double(P)).squareRoot(),
-                            heldOutVarianceRatio: ratio, maxRatio: s.maxRatio)
+                            heldOutVarianceRatio: ratio, maxRatio: s.maxRatio, heldOutTickR2: sst > 0 ? 1 - sse / sst : nil)
         if !accepted {
             report.reason = ratio.map {
                 String(format: "it does not help enough on held-out data: the placebo pair differences keep %.2f of their mean square (accepted at ≤ %.2f); the exogenous signals do not explain the blocks' spread", $0, s.maxRatio)
@@ -405,7 +430,7 @@ extension ExogenousBaseline.Model {
     /// Features: values, products (when `pairs`), |Δ| filters, signed Δ filters.
     public var featureCount: Int {
         let k = signals.count
-        return 3 * k + (pairs ? k * (k + 1) / 2 : 0)
+        return k + 2 * k * timeConstants.count + (pairs ? k * (k + 1) / 2 : 0)
     }
 
     /// Calls `write(index, value)` for every feature of one tick (no allocation).
@@ -426,11 +451,11 @@ extension ExogenousBaseline.Model {
                 }
             }
         }
-        for i in 0..<k {
+        for i in 0..<(k * timeConstants.count) {
             write(q, f[i] / absChangeScale[i])
             q += 1
         }
-        for i in 0..<k {
+        for i in 0..<(k * timeConstants.count) {
             write(q, g[i] / changeScale[i])
             q += 1
         }
@@ -448,7 +473,7 @@ public struct BaselineEvaluator: Sendable {
     public let model: ExogenousBaseline.Model
     /// Where each exogenous signal sits in the values fed (`TopicMap.loggedSignals` order).
     private let index: [Int]
-    private let decay: Double
+    private let decays: [Double]
     private var values: [Double]
     private var previous: [Double]
     private var absChange: [Double]
@@ -468,17 +493,19 @@ public struct BaselineEvaluator: Sendable {
             index.append(i)
         }
         let k = model.signals.count
-        guard model.valueMean.count == k, model.valueScale.count == k, model.absChangeScale.count == k, model.changeScale.count == k,
+        let kM = k * model.timeConstants.count
+        guard model.valueMean.count == k, model.valueScale.count == k, model.absChangeScale.count == kM, model.changeScale.count == kM,
+              model.timeConstants.allSatisfy({ $0 > 0 && $0.isFinite }),
               model.weights.count == model.featureCount, model.featureMean.count == model.featureCount else {
             throw BaselineError(message: "the baseline's weights do not match its signals (\(k) signals, \(model.weights.count) weights): the file is damaged; the trial runs unadjusted")
         }
         self.model = model
         self.index = index
-        decay = exp(-1 / model.timeConstant)
+        decays = model.timeConstants.map { exp(-1 / $0) }
         values = [Double](repeating: .nan, count: k)
         previous = [Double](repeating: .nan, count: k)
-        absChange = [Double](repeating: 0, count: k)
-        change = [Double](repeating: 0, count: k)
+        absChange = [Double](repeating: 0, count: kM)
+        change = [Double](repeating: 0, count: kM)
     }
 
     /// One tick: runs the change filters on `signals` (this tick's raw values, `loggedSignalNames`
@@ -489,8 +516,10 @@ public struct BaselineEvaluator: Sendable {
             let v = index[i] < signals.count ? signals[index[i]] : .nan
             let p = previous[i]
             let delta = started && v.isFinite && p.isFinite ? v - p : 0
-            absChange[i] = decay * absChange[i] + abs(delta)
-            change[i] = decay * change[i] + delta
+            for m in 0..<decays.count {
+                absChange[m * k + i] = decays[m] * absChange[m * k + i] + abs(delta)
+                change[m * k + i] = decays[m] * change[m * k + i] + delta
+            }
             values[i] = v
             previous[i] = v
         }
