@@ -364,15 +364,17 @@ extension Gateway {
             action = "back to shadow mode, the incumbent is in charge (no rollback: \(error))"
         }
         let controlName = control.map { "version \($0)" } ?? "the incumbent"
-        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g); %@",
+        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g%@); %@",
                           controlName, -(s.meanDifference ?? 0), s.windowPairs, s.confidence * 100,
-                          s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan, action)
+                          s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan,
+                          s.adjusted ? String(format: ", adjusted for the exogenous baseline; raw %.4g", -(s.rawMeanDifference ?? 0)) : "", action)
         lastGuardEvent.withLock { $0 = text }
         logger.error("\(text)")
         func version(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
         publishRetrain(["phase": .string("guard"), "verdict": .string(verdict), "from": version(from), "to": version(to),
                         "quarantined": version(quarantined), "control": control.map { .string("v\($0)") } ?? .string("incumbent"),
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
+                        "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
                         "mode": .string(mode.rawValue), "reason": .string(text)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
     }
@@ -386,6 +388,8 @@ extension Gateway {
         if let s = guardSummary.withLock({ $0 }) {
             o["pairs"] = .number(Double(s.pairs))
             o["mean_difference"] = s.meanDifference.map { .number($0) } ?? .null
+            o["adjusted"] = .bool(s.adjusted)
+            o["raw_mean_difference"] = s.rawMeanDifference.map { .number($0) } ?? .null
             o["served_mean"] = s.meanServed.map { .number($0) } ?? .null
             o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
         }
