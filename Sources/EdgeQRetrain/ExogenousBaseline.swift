@@ -83,6 +83,21 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         /// The prediction at the features' means.
         public var intercept: Double
 
+        /// A baseline given in full (a test or a benchmark; retraining fits one with `fit`).
+        public init(signals: [String], timeConstants: [Double], pairs: Bool, valueMean: [Double], valueScale: [Double],
+                    absChangeScale: [Double], changeScale: [Double], featureMean: [Double], weights: [Double], intercept: Double) {
+            self.signals = signals
+            self.timeConstants = timeConstants
+            self.pairs = pairs
+            self.valueMean = valueMean
+            self.valueScale = valueScale
+            self.absChangeScale = absChangeScale
+            self.changeScale = changeScale
+            self.featureMean = featureMean
+            self.weights = weights
+            self.intercept = intercept
+        }
+
         enum CodingKeys: String, CodingKey {
             case signals, pairs, weights, intercept
             case timeConstants = "time_constants", valueMean = "value_mean", valueScale = "value_scale"
