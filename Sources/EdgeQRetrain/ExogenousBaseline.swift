@@ -202,6 +202,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         var sgnF: [[Double]] = []
         var rewards: [Double] = []
         var isReference: [Bool] = []
+        var ticks: [Int64] = []
         var f = [Double](repeating: 0, count: k * M), g = [Double](repeating: 0, count: k * M)
         for row in rows {
             let t = row.transition
@@ -240,22 +241,41 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             sgnF.append(g)
             rewards.append(t.reward)
             isReference.append(mine)
+            ticks.append(t.tick)
         }
         let referenceName: String
         switch reference {
         case .incumbent: referenceName = "incumbent"
         case .model(let v): referenceName = "v\(v)"
         }
-        let need = 2 * s.block * s.minPairs
+        // Placebo pairs: stretches of 2 × block consecutive ticks (a gap of one tick, an episode
+        // end, is allowed) among the rows used, in order; they start at `units` (indices into
+        // the rows used).
+        let unit = 2 * s.block
+        func units(_ rows: [Int]) -> [Int] {
+            var starts: [Int] = []
+            var runStart = 0
+            for j in rows.indices {
+                if j > runStart, ticks[rows[j]] - ticks[rows[j - 1]] > 2 || ticks[rows[j]] <= ticks[rows[j - 1]] { runStart = j }
+                if j - runStart + 1 == unit {
+                    starts.append(runStart)
+                    runStart = j + 1
+                }
+            }
+            return starts
+        }
         var use = isReference.indices.filter { isReference[$0] }
+        var starts = units(use)
         var rowsName = referenceName
-        if use.count < need {
-            // Too few rows of the reference (a model promoted recently): every controller's rows.
+        if starts.count < s.minPairs {
+            // Too few stretches of the reference (a model promoted recently, or one whose blocks
+            // alternated with trials): every controller's rows.
             use = Array(rewards.indices)
+            starts = units(use)
             rowsName = "all"
         }
-        guard use.count >= need else {
-            return none("too few rows: \(use.count) rows with the exogenous signals and a reward make \(use.count / (2 * s.block)) placebo pairs of \(s.block)-tick blocks; \(s.minPairs) are needed (\(need) rows) to check that the baseline helps", signals: names, settings: s, rows: rowsName)
+        guard starts.count >= s.minPairs else {
+            return none("too few rows: \(use.count) rows with the exogenous signals and a reward make \(starts.count) placebo pairs (stretches of \(unit) consecutive ticks, two \(s.block)-tick blocks); \(s.minPairs) are needed to check that the baseline helps", signals: names, settings: s, rows: rowsName)
         }
 
         // Standardization over the rows used.
@@ -293,14 +313,14 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         }
         let y = use.map { rewards[$0] }
 
-        // Pair units of 2 × block rows, in order; unit u belongs to fold u·K / P.
-        let unit = 2 * s.block
-        let P = use.count / unit
+        // Placebo pair u belongs to fold u·K / P; rows in no pair are only ever fitted on.
+        let P = starts.count
         let K = min(s.folds, P)
-        func fold(ofRow j: Int) -> Int? {
-            let u = j / unit
-            return u < P ? u * K / P : nil
+        var rowFold = [Int?](repeating: nil, count: use.count)
+        for (u, start) in starts.enumerated() {
+            for j in start..<(start + unit) { rowFold[j] = u * K / P }
         }
+        func fold(ofRow j: Int) -> Int? { rowFold[j] }
         // Gram matrices (F × F, with the intercept column) and X'y per fold and in total.
         var gram = [[Double]](repeating: [Double](repeating: 0, count: F * F), count: K + 1)
         var xy = [[Double]](repeating: [Double](repeating: 0, count: F), count: K + 1)
@@ -362,7 +382,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             var sum = [0.0, 0.0], base = [0.0, 0.0]
             for w in 0..<2 {
                 for t in s.burnIn..<s.block {
-                    let j = u * unit + w * s.block + t
+                    let j = starts[u] + w * s.block + t
                     sum[w] += y[j]
                     base[w] += predicted[j]
                 }

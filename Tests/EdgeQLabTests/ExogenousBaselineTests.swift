@@ -100,7 +100,7 @@ import Testing
 
     /// Writes `n` incumbent rows with the log writer: `out` a slow random walk, `price` a step
     /// schedule, the reward from `reward(out, price, noise)`.
-    static func writeLog(path: String, n: Int, seed: UInt64, reward: (Double, Double, Double) -> Double) throws {
+    static func writeLog(path: String, n: Int, seed: UInt64, servedEvery: Int? = nil, reward: (Double, Double, Double) -> Double) throws {
         let log = try ExperienceLog.open(path: path, gatewayID: "b")
         var options = TransitionWriter.Options()
         options.signalNames = ["temp", "out", "price"]
@@ -117,8 +117,11 @@ import Testing
             out += 0.3 * gaussian()
             if i % 57 == 0 { price = [0.5, 1, 2, 4][Int(uniform() * 4) % 4] }
             let after = [20.0, out, price]
-            writer.submit(Transition(time: Double(i), tick: Int64(i), episode: 0, state: [0], action: i % 2, actor: .incumbent,
-                                     reward: reward(out, price, gaussian()), nextState: [0], mode: .shadow,
+            // With `servedEvery` = m: blocks of m ticks alternate between the incumbent and a served v2.
+            let served = servedEvery.map { (i / $0) % 2 == 1 } ?? false
+            writer.submit(Transition(time: Double(i), tick: Int64(i), episode: 0, state: [0], action: i % 2,
+                                     actor: served ? .model : .incumbent, reward: reward(out, price, gaussian()), nextState: [0],
+                                     mode: served ? .control : .shadow, modelVersion: served ? "2" : nil,
                                      signals: before, nextSignals: after))
         }
         try writer.close()
@@ -148,7 +151,7 @@ import Testing
 
         let few = ExogenousBaseline.fit(map: map, rows: Array(drivenRows.prefix(500)), reference: .incumbent)
         #expect(!few.report.accepted && few.model == nil)
-        #expect(few.report.reason?.contains("too few rows: 500 rows") == true, "\(few.report)")
+        #expect(few.report.reason?.contains("too few rows: 500 rows with the exogenous signals and a reward make 6 placebo pairs") == true, "\(few.report)")
 
         let off = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ", adjust: none"), file: "b.yaml")
         let none = ExogenousBaseline.fit(map: off, rows: drivenRows, reference: .incumbent)
@@ -157,6 +160,22 @@ import Testing
         // Rows of another controller: a served model's baseline falls back to every row, and says so.
         let other = ExogenousBaseline.fit(map: map, rows: drivenRows, reference: .model("7"))
         #expect(other.report.rows == "all" && other.report.accepted, "\(other.report)")
+
+        // The reference's rows come in stretches of 60 ticks between a served model's: no stretch
+        // holds a placebo pair of two 40-tick blocks, so every row is used (pairs span both
+        // controllers); with stretches of 400 ticks, the reference's own.
+        let alternating = dir.appendingPathComponent("alternating.sqlite").path
+        try Self.writeLog(path: alternating, n: 4000, seed: 5, servedEvery: 60) { out, price, noise in -0.05 * out * price + 0.2 * noise }
+        let short = ExogenousBaseline.fit(map: map, rows: try ExperienceLog.open(path: alternating, create: false).transitions(window: .all),
+                                          reference: .incumbent)
+        #expect(short.report.rows == "all" && short.report.placeboPairs == 50, "\(short.report)")
+        let long = dir.appendingPathComponent("long.sqlite").path
+        try Self.writeLog(path: long, n: 4000, seed: 5, servedEvery: 400) { out, price, noise in -0.05 * out * price + 0.2 * noise }
+        let longRows = try ExperienceLog.open(path: long, create: false).transitions(window: .all)
+        let own = ExogenousBaseline.fit(map: map, rows: longRows, reference: .incumbent)
+        #expect(own.report.rows == "incumbent" && own.report.placeboPairs == 25 && own.report.fittedRows == 2000 && own.report.accepted, "\(own.report)")
+        let served = ExogenousBaseline.fit(map: map, rows: longRows, reference: .model("2"))
+        #expect(served.report.rows == "v2" && served.report.placeboPairs == 25 && served.report.accepted, "\(served.report)")
     }
 
     /// Episode blocks and a mapping without exogenous signals get no baseline, with the reason.
