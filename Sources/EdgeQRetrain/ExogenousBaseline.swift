@@ -70,15 +70,17 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         public var timeConstants: [Double]
         /// Whether products of pairs of values are features.
         public var pairs: Bool
-        /// Mean and scale of each value (z = (x − mean) / scale).
+        /// Mean of each value (z = (x − mean) / scale).
         public var valueMean: [Double]
+        /// Scale of each value.
         public var valueScale: [Double]
-        /// Scale of each |Δ| filter and of each signed Δ filter (time constant m, signal i at
-        /// m·k + i).
+        /// Scale of each |Δ| filter (time constant m, signal i at m·k + i).
         public var absChangeScale: [Double]
+        /// Scale of each signed Δ filter (same order).
         public var changeScale: [Double]
-        /// Mean of each feature over the fitted rows, and its weight.
+        /// Mean of each feature over the fitted rows.
         public var featureMean: [Double]
+        /// Weight of each feature.
         public var weights: [Double]
         /// The prediction at the features' means.
         public var intercept: Double
@@ -116,8 +118,9 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
 
     /// How the fit and its check are set up.
     public struct Settings: Sendable, Equatable {
-        /// The trial's block (ticks), its burn-in, from the mapping.
+        /// The trial's block (ticks).
         public var block: Int
+        /// The trial's burn-in (ticks).
         public var burnIn: Int
         /// Placebo pairs needed to judge the baseline. Default 8.
         public var minPairs = 8
