@@ -330,7 +330,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         X.withUnsafeBufferPointer { xp in
             for j in 0..<use.count {
                 let slot = fold(ofRow: j) ?? K
-                let row = xp.baseAddress! + j * F
+                let row = UnsafeBufferPointer(rebasing: xp[(j * F)..<(j * F + F)])
                 gram[slot].withUnsafeMutableBufferPointer { gp in
                     for p in 0..<F {
                         let v = row[p]
