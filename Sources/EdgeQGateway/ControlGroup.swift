@@ -96,9 +96,15 @@ public struct ControlGroupGuard: Sendable {
     private var controlFirst = false
     private var servedReturn: Double?
     private var controlReturn: Double?
-    /// The last `windowPairs` scored pairs' returns (ring buffers).
+    private var servedBaseline = 0.0
+    private var controlBaseline = 0.0
+    /// Whether pair differences are adjusted by an exogenous baseline (as the trial's).
+    public let adjusted: Bool
+    /// The last `windowPairs` scored pairs' returns and baselines (ring buffers).
     private var servedWindow: [Double]
     private var controlWindow: [Double]
+    private var servedBaseWindow: [Double]
+    private var controlBaseWindow: [Double]
     private var windowCount = 0
     private var windowNext = 0
     /// One-sided t quantiles at level α / looksPerBudget for n = minPairs ... windowPairs.
@@ -114,7 +120,10 @@ public struct ControlGroupGuard: Sendable {
     /// - Throws: `TrialSettingsError` when a setting is out of range (share outside [0, 0.5],
     ///   windowPairs < 2, minPairs outside 2...windowPairs, confidence outside (0.5, 1),
     ///   looksPerBudget < 1, tolerance < 0, or a block or burn-in the trial would refuse).
-    public init(settings s: Settings, seed: UInt64) throws(TrialSettingsError) {
+    ///
+    /// With `adjusted`, every pair difference is adjusted by the exogenous baselines passed to
+    /// `record(reward:baseline:arm:episodeEnded:)`, as in `SwitchbackTrial`.
+    public init(settings s: Settings, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
         guard (0...0.5).contains(s.share) else {
             throw TrialSettingsError(message: "control_share must be in [0, 0.5] (0 turns the guard off), found \(s.share)")
         }
@@ -130,11 +139,14 @@ public struct ControlGroupGuard: Sendable {
         trial.confidence = s.confidence
         try SwitchbackTrial.validate(trial)
         settings = s
+        self.adjusted = adjusted
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: s.block, burnIn: s.burnIn)
         cycle = s.share > 0 ? max(2, Int((1 / s.share).rounded())) : 0
         servedWindow = [Double](repeating: 0, count: s.windowPairs)
         controlWindow = [Double](repeating: 0, count: s.windowPairs)
+        servedBaseWindow = [Double](repeating: 0, count: s.windowPairs)
+        controlBaseWindow = [Double](repeating: 0, count: s.windowPairs)
         let level = (1 - s.confidence) / Double(s.looksPerBudget)
         quantiles = (s.minPairs...s.windowPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double($0 - 1)) }
         if cycle > 0 { drawPair() }
@@ -167,7 +179,16 @@ public struct ControlGroupGuard: Sendable {
     ///   when the served model is worse than the control group, nil otherwise (always nil once
     ///   tripped, and when the guard is off).
     public mutating func record(reward: Double, arm acted: GuardArm, episodeEnded: Bool) -> GuardEvent? {
-        feed(reward: acted == arm && reward.isFinite ? reward : nil, episodeEnded: episodeEnded)
+        record(reward: reward, baseline: 0, arm: acted, episodeEnded: episodeEnded)
+    }
+
+    /// `record(reward:arm:episodeEnded:)` with the tick's exogenous baseline (ignored unless the
+    /// guard is `adjusted`; a tick whose baseline is not finite is then not scored).
+    ///
+    /// - Returns: as `record(reward:arm:episodeEnded:)`.
+    public mutating func record(reward: Double, baseline: Double, arm acted: GuardArm, episodeEnded: Bool) -> GuardEvent? {
+        let usable = acted == arm && reward.isFinite && (!adjusted || baseline.isFinite)
+        return feed(reward: usable ? reward : nil, baseline: adjusted && usable ? baseline : 0, episodeEnded: episodeEnded)
     }
 
     /// Feeds a tick that must not be scored (unusable state, fallback or hold, no reward).
@@ -177,14 +198,20 @@ public struct ControlGroupGuard: Sendable {
         feed(reward: nil, episodeEnded: episodeEnded)
     }
 
-    private mutating func feed(reward: Double?, episodeEnded: Bool) -> GuardEvent? {
+    private mutating func feed(reward: Double?, baseline: Double = 0, episodeEnded: Bool) -> GuardEvent? {
         guard cycle > 0, !hasTripped else { return nil }
         ticks += 1
-        guard clock.tick(reward: reward, episodeEnded: episodeEnded) else { return nil }
+        guard clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) else { return nil }
         let ended = arm
         let inPair = index == pairAt || index == pairAt + 1
         if inPair {
-            if ended == .served { servedReturn = clock.blockReturn } else { controlReturn = clock.blockReturn }
+            if ended == .served {
+                servedReturn = clock.blockReturn
+                servedBaseline = clock.blockBaseline ?? 0
+            } else {
+                controlReturn = clock.blockReturn
+                controlBaseline = clock.blockBaseline ?? 0
+            }
         }
         clock.reset()
         if index == pairAt + 1 {
@@ -192,6 +219,8 @@ public struct ControlGroupGuard: Sendable {
                 pairs += 1
                 servedWindow[windowNext] = s
                 controlWindow[windowNext] = c
+                servedBaseWindow[windowNext] = adjusted ? servedBaseline : 0
+                controlBaseWindow[windowNext] = adjusted ? controlBaseline : 0
                 windowNext = (windowNext + 1) % settings.windowPairs
                 windowCount = min(windowCount + 1, settings.windowPairs)
                 if look() {
@@ -212,11 +241,13 @@ public struct ControlGroupGuard: Sendable {
         return arm != ended ? .switched(to: arm) : nil
     }
 
-    /// Mean and sample standard deviation of d′ (with `tolerance`) or d over the window.
-    private func windowMoments(tolerance: Double) -> RunningMoments {
+    /// Mean and sample standard deviation of d′ (with `tolerance`) or d over the window; d
+    /// adjusted by the baselines when `adjust` (0 baselines when the guard is not adjusted).
+    private func windowMoments(tolerance: Double, adjust: Bool = true) -> RunningMoments {
         var m = RunningMoments()
         for i in 0..<windowCount {
-            m.add(servedWindow[i] - controlWindow[i] + tolerance * abs(controlWindow[i]))
+            let shift = adjust ? servedBaseWindow[i] - controlBaseWindow[i] : 0
+            m.add(servedWindow[i] - controlWindow[i] - shift + tolerance * abs(controlWindow[i]))
         }
         return m
     }
@@ -238,7 +269,9 @@ public struct ControlGroupGuard: Sendable {
                              effectiveShare: effectiveShare, confidence: settings.confidence, tripped: hasTripped)
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
+        s.adjusted = adjusted
         s.meanDifference = m.mean
+        s.rawMeanDifference = windowMoments(tolerance: 0, adjust: false).mean
         var served = 0.0, control = 0.0
         for i in 0..<windowCount {
             served += servedWindow[i]
@@ -270,8 +303,13 @@ public struct GuardSummary: Sendable, Equatable {
     public var confidence: Double
     /// Whether it tripped.
     public var tripped: Bool
-    /// Mean over the window of served − control block return.
+    /// Whether the pair differences were adjusted by an exogenous baseline (then
+    /// `meanDifference` and `interval` are the adjusted ones).
+    public var adjusted = false
+    /// Mean over the window of served − control block return, adjusted when `adjusted`.
     public var meanDifference: Double?
+    /// Mean over the window of the raw served − control block return.
+    public var rawMeanDifference: Double?
     /// The interval on it with the Bonferroni-corrected t quantile a trip uses (nil before
     /// `minPairs` pairs).
     public var interval: ClosedRange<Double>?

@@ -1,6 +1,7 @@
 import EdgeQCore
 import EdgeQLog
 import EdgeQNet
+import EdgeQRetrain
 import EdgeQSparkplug
 import EdgeQTopicMap
 import Foundation
@@ -28,11 +29,17 @@ struct DecisionState {
     var trialCandidate: ServedModel?
     var trialEngine: QEngine?
     var trialReference: ServedModel?
+    /// The candidate's exogenous baseline, run every tick of its trial (nil: the trial is not
+    /// adjusted); set up when the trial starts, so a tick allocates nothing for it.
+    var trialBaseline: BaselineEvaluator?
     /// The control-group guard of the served model, and its control group's controller (the
     /// model served before it; nil: the incumbent).
     var controlGroup: ControlGroupGuard?
     var previousModel: ServedModel?
     var previousEngine: QEngine?
+    /// The served model's exogenous baseline, run every tick while its guard is active (nil: the
+    /// guard is not adjusted).
+    var guardBaseline: BaselineEvaluator?
     /// The guard tripped on the served model: until another model is served, the previous
     /// controller runs the plant in control mode (the tripped one never acts again while the
     /// control queue rolls back or falls back, nor after a later `cmd/mode control`).

@@ -80,12 +80,16 @@ final class ServedModel: Sendable {
     /// The name of the key whose signature it passed (`device`, or a `keys/models/` key).
     let signedBy: String
     let model: QModel
+    /// The exogenous baseline stored beside it (`baseline.json`, written by the retraining that
+    /// made it; nil: none, e.g. a fleet model): its trial and guard adjust with it when accepted.
+    let baseline: ExogenousBaseline?
 
-    init(version: Int, sha256: String, signedBy: String = "", model: QModel) {
+    init(version: Int, sha256: String, signedBy: String = "", model: QModel, baseline: ExogenousBaseline? = nil) {
         self.version = version
         self.sha256 = sha256
         self.signedBy = signedBy
         self.model = model
+        self.baseline = baseline
     }
 }
 

@@ -1,5 +1,6 @@
 import EdgeQLog
 import EdgeQNet
+import EdgeQRetrain
 import EdgeQSparkplug
 import EdgeQTopicMap
 import EdgeQTrust
@@ -233,7 +234,8 @@ extension Gateway {
             refuseModel(version, reason: ModelTrust.failedChecks, message: message)
             throw GatewayError(message)
         }
-        return ServedModel(version: version, sha256: verified.signature.sha256, signedBy: verified.signature.key, model: model)
+        return ServedModel(version: version, sha256: verified.signature.sha256, signedBy: verified.signature.key, model: model,
+                           baseline: ExogenousBaseline.load(from: store.baselineURL(version)))
     }
 
     /// Reports a stored version that is not served: error log, the status's `model_refusals`,

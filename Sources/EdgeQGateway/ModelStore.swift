@@ -94,6 +94,9 @@ public final class ModelStore: @unchecked Sendable {
     public func reportURL(_ version: Int) -> URL { folder(version).appendingPathComponent("report.json") }
     /// The switchback trial's verdict of `version` (written when its trial ends; docs/operations.md, "The trial").
     public func trialURL(_ version: Int) -> URL { folder(version).appendingPathComponent("trial.json") }
+    /// The exogenous baseline its trial adjusts with, and the report of its fit (written by the
+    /// retraining that made it; docs/learning.md, "Adjusting for the weather").
+    public func baselineURL(_ version: Int) -> URL { folder(version).appendingPathComponent("baseline.json") }
 
     /// Every stored version, ascending.
     public func versions() -> [Int] {

@@ -29,7 +29,9 @@ extension Gateway {
     func startRetraining(_ limits: RetrainLimits, trigger: String) -> Bool {
         guard !retraining.exchange(true, ordering: .acquiringAndReleasing) else { return false }
         let warm = served.withLock { $0?.model }
-        let retrainer = Retrainer(map: map, policy: checkPolicy)
+        var configured = Retrainer(map: map, policy: checkPolicy)
+        configured.baselineReference = served.withLock { $0.map { .model(String($0.version)) } } ?? .incumbent
+        let retrainer = configured
         let logPath = log.path
         let output = dataDirectory.appendingPathComponent("candidate.safetensors")
         let thread = Thread { [self] in
@@ -66,13 +68,16 @@ extension Gateway {
                     report.pretrial = estimate.estimate(candidate: outcome.candidate, current: warm.map { .network($0) } ?? .logged)
                 }
                 if report.passed {
-                    let files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
+                    var files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
+                    let baselineFile = output.deletingLastPathComponent().appendingPathComponent("candidate-baseline.json")
+                    if let b = outcome.baseline, (try? DurableFile.write(b.json(), to: baselineFile)) != nil { files["baseline.json"] = baselineFile }
                     // Signed with the device key inside the store's lock, over the bytes stored.
                     let version = try store.add(files: files, report: report.json(), signer: modelTrust.signer)
                     report.version = version
                     try? DurableFile.write(report.json(), to: store.reportURL(version))
                     try? FileManager.default.removeItem(at: output)
                     try? FileManager.default.removeItem(at: output.appendingPathExtension("sha256"))
+                    try? FileManager.default.removeItem(at: baselineFile)
                     lastCandidate.withLock { $0 = version }
                     var promoted = false
                     switch map.learning.promotion {
@@ -101,10 +106,14 @@ extension Gateway {
                     case .manual:
                         break
                     }
-                    publishRetrain(result(report, promoted: promoted))
+                    var done = result(report, promoted: promoted)
+                    done["baseline"] = Self.baselineSummary(outcome.baseline)
+                    publishRetrain(done)
                     logRetrainResult(report, promoted: promoted, trigger: trigger)
                 } else {
-                    publishRetrain(result(report, promoted: false))
+                    var done = result(report, promoted: false)
+                    done["baseline"] = Self.baselineSummary(outcome.baseline)
+                    publishRetrain(done)
                     logRetrainResult(report, promoted: false, trigger: trigger)
                 }
                 lastRetrain.withLock { $0 = report }
@@ -182,6 +191,20 @@ extension Gateway {
             "pretrial": r.pretrial.map(Self.pretrialSummary) ?? .null,
             "distill": r.distill.map(Self.distillSummary) ?? .null,
         ]
+    }
+
+    /// The exogenous baseline in the retrain result and the trial's events: accepted or not and
+    /// why, the held-out placebo variance ratio, the rows it was fitted on.
+    static func baselineSummary(_ b: ExogenousBaseline?) -> JSONValue {
+        guard let r = b?.report else { return .null }
+        func num(_ x: Double?) -> JSONValue { x.map { $0.isFinite ? .number(roundedForReading($0, significant: 4)) : .null } ?? .null }
+        return .object([
+            "accepted": .bool(r.accepted), "reason": r.reason.map { .string($0) } ?? .null,
+            "held_out_variance_ratio": num(r.heldOutVarianceRatio), "max_ratio": num(r.maxRatio),
+            "placebo_pairs": .number(Double(r.placeboPairs)), "raw_rms": num(r.rawRMS), "adjusted_rms": num(r.adjustedRMS),
+            "rows": .string(r.rows), "fitted_rows": .number(Double(r.fittedRows)), "features": .number(Double(r.features)),
+            "signals": .array(r.signals.map { .string($0) }), "time_constants": .array(r.timeConstants.map { num($0) }),
+        ])
     }
 
     /// Distillation in the retrain result (`learning.distill`): which candidate was chosen and

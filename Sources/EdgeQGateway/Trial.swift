@@ -89,8 +89,14 @@ public struct SwitchbackTrial: Sendable {
     private var position = 0
     private var candidateReturn: Double?
     private var referenceReturn: Double?
-    /// Running statistics of d and d′ over scored pairs.
+    private var candidateBaseline = 0.0
+    private var referenceBaseline = 0.0
+    /// Whether pair differences are adjusted by an exogenous baseline (`record(reward:baseline:…)`).
+    public let adjusted: Bool
+    /// Running statistics of d (raw), of the decided difference (d − (b_candidate − b_reference)
+    /// when adjusted, else d) and of its margin-shifted d′ over scored pairs.
     private var d = RunningMoments()
+    private var dDecided = RunningMoments()
     private var dMargin = RunningMoments()
     private var candidateSum = 0.0
     private var referenceSum = 0.0
@@ -108,12 +114,20 @@ public struct SwitchbackTrial: Sendable {
 
     /// A trial with `config`; `seed` draws the order of every pair.
     ///
+    /// With `adjusted`, every pair difference is adjusted by the exogenous baselines the caller
+    /// passes to `record(reward:baseline:arm:episodeEnded:)`: d_adj = d − (b_candidate −
+    /// b_reference), b being the block's baseline sum over its scored ticks, scaled like its
+    /// return; the decisions use d_adj. The baseline must be fixed before the trial and computed
+    /// from exogenous data only: the pair's order is a fair coin, so b_candidate − b_reference
+    /// has mean zero and d_adj estimates the same difference as d.
+    ///
     /// - Throws: `TrialSettingsError` when a setting is out of range (block < 1, burn-in not
     ///   below the block, confidence outside (0.5, 1), margin outside [0, 1), min_pairs < 2,
     ///   max_pairs < min_pairs, max_ticks < 1): give values the mapping loader accepts.
-    public init(config: TrialConfig, seed: UInt64) throws(TrialSettingsError) {
+    public init(config: TrialConfig, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
         try Self.validate(config)
         self.config = config
+        self.adjusted = adjusted
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: config.block, burnIn: config.burnIn)
         let looks = config.maxPairs - config.minPairs + 1
@@ -159,9 +173,18 @@ public struct SwitchbackTrial: Sendable {
     /// - Returns: `.switched(to:)` / `.continued(_:)` when a block ended with this tick,
     ///   `.verdict(_:)` when the trial is decided, nil otherwise (and always after a verdict).
     public mutating func record(reward: Double, arm acted: TrialArm, episodeEnded: Bool) -> TrialEvent? {
+        record(reward: reward, baseline: 0, arm: acted, episodeEnded: episodeEnded)
+    }
+
+    /// `record(reward:arm:episodeEnded:)` with the tick's exogenous baseline (the predicted
+    /// reward; ignored unless the trial is `adjusted`). A tick whose baseline is not finite is
+    /// not scored.
+    ///
+    /// - Returns: as `record(reward:arm:episodeEnded:)`.
+    public mutating func record(reward: Double, baseline: Double, arm acted: TrialArm, episodeEnded: Bool) -> TrialEvent? {
         guard verdict == nil else { return nil }
-        let usable = acted == arm && reward.isFinite
-        return feed(reward: usable ? reward : nil, episodeEnded: episodeEnded)
+        let usable = acted == arm && reward.isFinite && (!adjusted || baseline.isFinite)
+        return feed(reward: usable ? reward : nil, baseline: adjusted && usable ? baseline : 0, episodeEnded: episodeEnded)
     }
 
     /// Feeds a tick that must not be scored (unusable state, fallback or hold action, no
@@ -173,17 +196,24 @@ public struct SwitchbackTrial: Sendable {
         return feed(reward: nil, episodeEnded: episodeEnded)
     }
 
-    private mutating func feed(reward: Double?, episodeEnded: Bool) -> TrialEvent? {
+    private mutating func feed(reward: Double?, baseline: Double = 0, episodeEnded: Bool) -> TrialEvent? {
         ticks += 1
-        if !clock.tick(reward: reward, episodeEnded: episodeEnded) {
+        if !clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) {
             if reward == nil { skippedTicks += 1 }
             return budgetCheck()
         }
         if reward == nil { skippedTicks += 1 }
         let ended = arm
         let value = clock.blockReturn
+        let base = clock.blockBaseline ?? 0
         clock.reset()
-        if ended == .candidate { candidateReturn = value } else { referenceReturn = value }
+        if ended == .candidate {
+            candidateReturn = value
+            candidateBaseline = base
+        } else {
+            referenceReturn = value
+            referenceBaseline = base
+        }
         if position == 0 {
             position = 1
             return budgetCheck() ?? .switched(to: arm)
@@ -192,7 +222,9 @@ public struct SwitchbackTrial: Sendable {
         completedPairs += 1
         if let c = candidateReturn, let r = referenceReturn {
             d.add(c - r)
-            dMargin.add(c - r + config.margin * abs(r))
+            let decided = adjusted ? c - r - (candidateBaseline - referenceBaseline) : c - r
+            dDecided.add(decided)
+            dMargin.add(decided + config.margin * abs(r))
             candidateSum += c
             referenceSum += r
             if let v = decide() {
@@ -243,15 +275,20 @@ public struct SwitchbackTrial: Sendable {
         let n = d.count
         var s = TrialSummary(pairs: n, voidPairs: voidPairs, ticks: ticks, skippedTicks: skippedTicks,
                              confidence: config.confidence, margin: config.margin, verdict: verdict)
+        s.adjusted = adjusted
         guard n > 0 else { return s }
-        s.meanDifference = d.mean
+        s.meanDifference = dDecided.mean
+        s.rawMeanDifference = d.mean
         s.meanCandidate = candidateSum / Double(n)
         s.meanReference = referenceSum / Double(n)
         if let t = currentQuantile {
-            let half = t * d.standardDeviation / Double(n).squareRoot()
-            s.interval = (d.mean - half)...(d.mean + half)
+            let root = Double(n).squareRoot()
+            let half = t * dDecided.standardDeviation / root
+            s.interval = (dDecided.mean - half)...(dDecided.mean + half)
+            let rawHalf = t * d.standardDeviation / root
+            s.rawInterval = (d.mean - rawHalf)...(d.mean + rawHalf)
             let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
-            s.stopUpperBound = d.mean + tStop * d.standardDeviation / Double(n).squareRoot()
+            s.stopUpperBound = dDecided.mean + tStop * dDecided.standardDeviation / root
         }
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
@@ -276,11 +313,21 @@ public struct TrialSummary: Sendable, Equatable {
     public var margin: Double
     /// The verdict, once decided.
     public var verdict: TrialVerdict?
-    /// Mean over scored pairs of candidate − reference block return (nil before the first pair).
+    /// Whether the pair differences were adjusted by an exogenous baseline: then
+    /// `meanDifference`, `interval` and `stopUpperBound` are the adjusted ones (what decided) and
+    /// `rawMeanDifference`, `rawInterval` the unadjusted ones.
+    public var adjusted = false
+    /// Mean over scored pairs of candidate − reference block return, adjusted when `adjusted`:
+    /// what the decisions use (nil before the first pair).
     public var meanDifference: Double?
     /// The interval on the mean difference at the current look: mean ± t·s/√n with the
     /// Bonferroni-corrected t quantile the decisions use (nil before `minPairs` pairs).
     public var interval: ClosedRange<Double>?
+    /// Mean over scored pairs of the raw candidate − reference block return (equal to
+    /// `meanDifference` when not adjusted).
+    public var rawMeanDifference: Double?
+    /// The same interval on the raw differences.
+    public var rawInterval: ClosedRange<Double>?
     /// The stop's upper bound on the mean difference at the current look (`stop_confidence`,
     /// uncorrected; the corrected one when that is nil): below 0, the candidate is stopped
     /// (with a margin, the same bound on the margin-shifted difference decides).
@@ -289,8 +336,8 @@ public struct TrialSummary: Sendable, Equatable {
     public var meanCandidate: Double?
     /// The reference's mean block return over scored pairs.
     public var meanReference: Double?
-    /// Reward the trial cost: max(0, −mean difference) × the candidate's scored blocks (0 when
-    /// the candidate did better).
+    /// Reward the trial cost: max(0, −raw mean difference) × the candidate's scored blocks (0 when
+    /// the candidate did better): what the plant lost, on raw returns.
     public var cost = 0.0
     /// `cost` as a share of what the reference would have earned over the trial's scored blocks
     /// (|mean reference block return| × 2 × pairs); nil when that is 0.
@@ -306,18 +353,21 @@ struct BlockClock: Sendable {
     private(set) var ticks = 0
     private var scored = 0
     private var sum = 0.0
+    /// The exogenous baseline summed over the same scored ticks as `sum`.
+    private var baselineSum = 0.0
 
     init(block: TrialConfig.Block, burnIn: Int) {
         self.block = block
         if case .ticks = block { self.burnIn = burnIn } else { self.burnIn = 0 }
     }
 
-    /// Counts one tick (scored when `reward` is not nil and it is past the burn-in); true when
-    /// the block ended with it.
-    mutating func tick(reward: Double?, episodeEnded: Bool) -> Bool {
+    /// Counts one tick (scored when `reward` is not nil and it is past the burn-in; `baseline` is
+    /// summed with a scored reward); true when the block ended with it.
+    mutating func tick(reward: Double?, baseline: Double = 0, episodeEnded: Bool) -> Bool {
         if ticks >= burnIn, let reward {
             scored += 1
             sum += reward
+            baselineSum += baseline
         }
         ticks += 1
         switch block {
@@ -334,10 +384,18 @@ struct BlockClock: Sendable {
         return scored == nominal ? sum : sum / Double(scored) * Double(nominal)
     }
 
+    /// The block's baseline: its scored sum, scaled exactly like `blockReturn`; nil when that is.
+    var blockBaseline: Double? {
+        let nominal = ticks - burnIn
+        guard nominal > 0, scored * 2 >= nominal, scored > 0 else { return nil }
+        return scored == nominal ? baselineSum : baselineSum / Double(scored) * Double(nominal)
+    }
+
     mutating func reset() {
         ticks = 0
         scored = 0
         sum = 0
+        baselineSum = 0
     }
 }
 

@@ -1,6 +1,7 @@
 import EdgeQCore
 import EdgeQLog
 import EdgeQNet
+import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
 import Logging
@@ -79,26 +80,30 @@ extension Gateway {
     /// Feeds the transition a tick closed (or could not close) to the trial or guard of the
     /// controller that opened it, and acts on what they say.
     func feedTrialAndGuard(_ d: inout DecisionState, _ out: DecisionCore.Outcome, closedRole: ControllerRole?) {
+        // The exogenous baselines run on every tick (their change filters need each one); the
+        // prediction is for the transition this tick closed (its reward is observed now).
+        let trialBase = d.trialBaseline?.advance(d.core.signals) ?? 0
+        let guardBase = d.guardBaseline?.advance(d.core.signals) ?? 0
         guard let role = closedRole else { return }
         let ended = out.closed.map { $0.terminal || $0.truncated } ?? out.episodeEnded
         let reward = out.closed?.reward
         switch role {
         case .trial(let arm):
             guard d.trial != nil else { return }
-            let event = reward.map { d.trial?.record(reward: $0, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
+            let event = reward.map { d.trial?.record(reward: $0, baseline: trialBase, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
             guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
             let summary = trial.summary
             let reference = d.trialReference?.version
             switch event {
             case .switched, .continued:
-                control.async { self.trialProgress(candidate: candidate.version, reference: reference, arm: trial.arm, summary) }
+                control.async { self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary) }
             case .verdict(let v):
                 endTrial(&d)
                 control.async { self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: nil) }
             }
         case .guarded(let arm):
             guard d.controlGroup != nil else { return }
-            let event = reward.map { d.controlGroup?.record(reward: $0, arm: arm, episodeEnded: ended) } ?? d.controlGroup?.skip(episodeEnded: ended)
+            let event = reward.map { d.controlGroup?.record(reward: $0, baseline: guardBase, arm: arm, episodeEnded: ended) } ?? d.controlGroup?.skip(episodeEnded: ended)
             guard let event = event ?? nil, let g = d.controlGroup else { return }
             let summary = g.summary
             guardSummary.withLock { $0 = summary }
@@ -106,6 +111,7 @@ extension Gateway {
                 let from = d.engineModel?.version
                 let previous = d.previousModel?.version
                 d.controlGroup = nil
+                d.guardBaseline = nil
                 d.guardTripped = true
                 control.async { self.guardTripped(from: from, control: previous, summary) }
             }
@@ -118,7 +124,31 @@ extension Gateway {
         d.trialCandidate = nil
         d.trialEngine = nil
         d.trialReference = nil
+        d.trialBaseline = nil
         metrics.trialActive.set(0)
+    }
+
+    /// Whether a trial or guard for `m` adjusts by its exogenous baseline: the evaluator (nil:
+    /// not adjusted) and a line saying why or why not (reports). Allocates: call it when a trial
+    /// or guard starts, or on the control queue.
+    func baselineUse(_ m: ServedModel?) -> (evaluator: BaselineEvaluator?, note: String) {
+        guard let m else { return (nil, "no model") }
+        guard map.learning.trial.adjust == .exogenous else {
+            return (nil, "not adjusted: the mapping turns it off (learning.promotion.trial.adjust: none)")
+        }
+        guard let b = m.baseline else {
+            return (nil, "not adjusted: version \(m.version) came without an exogenous baseline (baseline.json; a model from the fleet or an older gateway has none)")
+        }
+        guard let model = b.usable else {
+            return (nil, "not adjusted: the exogenous baseline was not accepted: \(b.report.reason ?? "no reason recorded")")
+        }
+        do {
+            let e = try BaselineEvaluator(model: model, loggedSignalNames: map.loggedSignalNames)
+            let ratio = b.report.heldOutVarianceRatio.map { String(format: "%.2f", $0) } ?? "?"
+            return (e, "adjusted by the exogenous baseline of \(model.signals.joined(separator: ", ")) (held-out placebo variance ratio \(ratio))")
+        } catch {
+            return (nil, "not adjusted: \(error.message)")
+        }
     }
 
     /// Decision thread, when the control queue put a new candidate in the slot: starts its
@@ -136,8 +166,10 @@ extension Gateway {
         }
         endTrial(&d)
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
+        let baseline = baselineUse(candidate).evaluator
         do {
-            d.trial = try SwitchbackTrial(config: map.learning.trial, seed: UInt64(truncatingIfNeeded: Self.now()) ^ UInt64(candidate.version))
+            d.trial = try SwitchbackTrial(config: map.learning.trial, seed: UInt64(truncatingIfNeeded: Self.now()) ^ UInt64(candidate.version),
+                                          adjusted: baseline != nil)
         } catch {
             logger.error("the switchback trial cannot start: \(error)")
             return
@@ -145,6 +177,7 @@ extension Gateway {
         d.trialCandidate = candidate
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
+        d.trialBaseline = baseline
         d.openRole = nil
         metrics.trialActive.set(1)
     }
@@ -156,12 +189,17 @@ extension Gateway {
         d.previousModel = previousController.withLock { $0 }
         d.previousEngine = d.previousModel.map { $0.model.makeEngine(options.precision) }
         d.controlGroup = nil
+        d.guardBaseline = nil
         d.guardTripped = false
         guardSummary.withLock { $0 = nil }
         if d.engine != nil {
             do {
+                // The served model's baseline was fitted on the log of the controller before it:
+                // the guard's control group.
+                let baseline = baselineUse(d.engineModel).evaluator
                 d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
-                                                       seed: UInt64(truncatingIfNeeded: Self.now()) ^ 0x6A4D)
+                                                       seed: UInt64(truncatingIfNeeded: Self.now()) ^ 0x6A4D, adjusted: baseline != nil)
+                if d.controlGroup?.isActive == true { d.guardBaseline = baseline }
             } catch {
                 logger.error("the control-group guard cannot start: \(error)")
             }
@@ -217,7 +255,7 @@ extension Gateway {
     }
 
     /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
-    func trialProgress(candidate: Int, reference: Int?, arm: TrialArm, _ s: TrialSummary) {
+    func trialProgress(candidate: ServedModel, reference: Int?, arm: TrialArm, _ s: TrialSummary) {
         let o = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: arm)
         trialStatus.withLock { $0 = o }
         metrics.trialPairs.set(Double(s.pairs))
@@ -235,7 +273,7 @@ extension Gateway {
             candidateSlot.withLock { $0 = nil }
             trialRunning.store(false, ordering: .relaxed)
         }
-        var o = trialJSON(candidate: candidate.version, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
+        var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
         var promoted = false
         if verdict == TrialVerdict.promote.rawValue {
             do {
@@ -271,10 +309,19 @@ extension Gateway {
         publishStatus()
     }
 
-    func trialJSON(candidate: Int, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?) -> [String: JSONValue] {
+    func trialJSON(candidate m: ServedModel, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?) -> [String: JSONValue] {
         func num(_ v: Double?) -> JSONValue { v.flatMap { $0.isFinite ? JSONValue.number($0) : nil } ?? .null }
+        let candidate = m.version
+        var adjustment: [String: JSONValue] = [:]
+        if case .object(let fields) = Self.baselineSummary(m.baseline) { adjustment = fields }
+        adjustment["note"] = .string(baselineUse(m).note)
         var o: [String: JSONValue] = [
             "version": .number(Double(candidate)),
+            // The decided figures (mean_difference, ci_low, ci_high, stop_high) are the adjusted
+            // ones when `adjusted`; raw_* are the unadjusted ones; the cost is on raw returns.
+            "adjusted": .bool(s.adjusted), "adjustment": .object(adjustment),
+            "raw_mean_difference": num(s.rawMeanDifference),
+            "raw_ci_low": num(s.rawInterval?.lowerBound), "raw_ci_high": num(s.rawInterval?.upperBound),
             "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
             "verdict": verdict.map { .string($0) } ?? .null,
             "pairs": .number(Double(s.pairs)), "void_pairs": .number(Double(s.voidPairs)),
@@ -317,15 +364,17 @@ extension Gateway {
             action = "back to shadow mode, the incumbent is in charge (no rollback: \(error))"
         }
         let controlName = control.map { "version \($0)" } ?? "the incumbent"
-        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g); %@",
+        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g%@); %@",
                           controlName, -(s.meanDifference ?? 0), s.windowPairs, s.confidence * 100,
-                          s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan, action)
+                          s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan,
+                          s.adjusted ? String(format: ", adjusted for the exogenous baseline; raw %.4g", -(s.rawMeanDifference ?? 0)) : "", action)
         lastGuardEvent.withLock { $0 = text }
         logger.error("\(text)")
         func version(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
         publishRetrain(["phase": .string("guard"), "verdict": .string(verdict), "from": version(from), "to": version(to),
                         "quarantined": version(quarantined), "control": control.map { .string("v\($0)") } ?? .string("incumbent"),
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
+                        "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
                         "mode": .string(mode.rawValue), "reason": .string(text)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
     }
@@ -339,6 +388,8 @@ extension Gateway {
         if let s = guardSummary.withLock({ $0 }) {
             o["pairs"] = .number(Double(s.pairs))
             o["mean_difference"] = s.meanDifference.map { .number($0) } ?? .null
+            o["adjusted"] = .bool(s.adjusted)
+            o["raw_mean_difference"] = s.rawMeanDifference.map { .number($0) } ?? .null
             o["served_mean"] = s.meanServed.map { .number($0) } ?? .null
             o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
         }

@@ -333,6 +333,8 @@ public struct Retrainer: Sendable {
     public let map: TopicMap
     public let policy: CheckPolicy
     public var seed: UInt64 = 1
+    /// Whose log rows the trial's exogenous baseline is fitted on (ExogenousBaseline.swift).
+    public var baselineReference: ExogenousBaseline.Reference = .incumbent
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
@@ -404,6 +406,8 @@ public struct Retrainer: Sendable {
         /// The accepted fit, new or reused, to hand to the next retraining on this log
         /// (`runWithPlantModel(…, plantFit:)`); nil when none was accepted.
         public var plantFit: PlantModelFit?
+        /// The trial's exogenous baseline and its report (accepted or not, and why).
+        public var baseline: ExogenousBaseline?
     }
 
     /// Trains a candidate from the log at `logPath` and checks it, without writing anything:
@@ -600,8 +604,10 @@ public struct Retrainer: Sendable {
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
-        return Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData,
-                       plantFit: plantFit)
+        var outcome = Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData,
+                              plantFit: plantFit)
+        outcome.baseline = shouldStop() ? nil : ExogenousBaseline.fit(map: map, rows: rowsAll, reference: baselineReference)
+        return outcome
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log

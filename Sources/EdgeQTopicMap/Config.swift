@@ -539,6 +539,19 @@ public struct TrialConfig: Sendable, Equatable {
     /// early, which keeps what a worse candidate costs the plant small. nil: the same corrected
     /// bound as promotion (a stop is then as rare as a false promotion). Default 0.9.
     public var stopConfidence: Double? = 0.9
+    /// Whether block pairs are adjusted by the candidate's exogenous baseline (a prediction of
+    /// the reward from `role: exogenous` signals, fitted in retraining; docs/learning.md,
+    /// "Adjusting for the weather"). Default `.exogenous`.
+    public var adjust: Adjustment = .exogenous
+
+    /// What the trial adjusts its pair differences for.
+    public enum Adjustment: String, Sendable, Equatable, CaseIterable {
+        /// Subtract the difference of the two blocks' exogenous baselines, when the retraining
+        /// fitted one that helped on held-out data.
+        case exogenous
+        /// Compare raw block returns.
+        case none
+    }
 
     /// The defaults.
     public init() {}

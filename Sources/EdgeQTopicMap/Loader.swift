@@ -1231,10 +1231,13 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, adjust}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
-        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence"]) else { return t }
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "adjust"]) else { return t }
+        if let x = e["adjust"], let v = r.choice(x, "trial adjust", TrialConfig.Adjustment.self) {
+            t.adjust = v
+        }
         if let x = e["block"] {
             if case .scalar(let s) = x, s.style == .plain, s.string == "episode" {
                 t.block = .episode

@@ -222,7 +222,18 @@ struct CheckCommand: AsyncParsableCommand {
             let test = t.margin > 0 ? "not worse than \(fmt(t.margin * 100)) %" : "better"
             let ticks = t.maxTicks.map { "at most \($0) ticks" } ?? "no tick budget"
             let guardText = l.controlShare > 0 ? "control share \(fmt(l.controlShare)) over \(l.guardPairs) pairs" : "no control group"
-            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(guardText)")
+            // Adjusted only where a baseline can exist: tick blocks and exogenous signals.
+            let adjust: String
+            if t.adjust == .none {
+                adjust = "raw block returns (adjust: none)"
+            } else if case .episode = t.block {
+                adjust = "raw episode returns"
+            } else if map.modelSignals.exogenous.isEmpty {
+                adjust = "raw block returns (no exogenous signal to adjust for)"
+            } else {
+                adjust = "adjusted for the exogenous baseline when one is accepted"
+            }
+            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(adjust); \(guardText)")
         }
         return lines.joined(separator: "\n")
     }

@@ -97,6 +97,9 @@ struct ModelsCommand: ParsableCommand {
                let report = try? JSONDecoder().decode(RetrainReport.self, from: data) {
                 print(ReportText.render(report))
             }
+            if let baseline = ExogenousBaseline.load(from: store.baselineURL(v)) {
+                print(TrialText.baseline(baseline.report))
+            }
             if let data = try? Data(contentsOf: store.trialURL(v)),
                let trial = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 print(TrialText.render(trial))
@@ -106,6 +109,20 @@ struct ModelsCommand: ParsableCommand {
 
     /// The switchback trial's verdict file (`trial.json`) as `edgeq models show` prints it.
     enum TrialText {
+        /// The exogenous baseline's fit (`baseline.json`): accepted or not and why, the held-out
+        /// placebo variance ratio.
+        static func baseline(_ r: ExogenousBaseline.Report) -> String {
+            let ratio = r.heldOutVarianceRatio.map { String(format: "%.3g", $0) } ?? "—"
+            let rms = [r.rawRMS, r.adjustedRMS].map { $0.map { String(format: "%.4g", $0) } ?? "—" }
+            var line = "baseline   \(r.accepted ? "accepted" : "not used")"
+            if !r.signals.isEmpty { line += " (exogenous: \(r.signals.joined(separator: ", ")); \(r.features) features; rows of \(r.rows), \(r.fittedRows))" }
+            if r.placeboPairs > 0 {
+                line += "\n           held-out placebo pairs \(r.placeboPairs): variance ratio \(ratio) (accepted at ≤ \(String(format: "%.2g", r.maxRatio))), rms \(rms[0]) raw, \(rms[1]) adjusted"
+            }
+            if let why = r.reason { line += "\n           \(why)" }
+            return line
+        }
+
         static func render(_ t: [String: Any]) -> String {
             func num(_ k: String) -> String {
                 guard let n = t[k] as? NSNumber else { return "—" }
@@ -114,7 +131,12 @@ struct ModelsCommand: ParsableCommand {
             var lines = ["trial      \(t["verdict"] as? String ?? "?") against \(t["reference"] as? String ?? "?")"
                          + ((t["reason"] as? String).map { ": \($0)" } ?? "")]
             lines.append("           pairs \(num("pairs")), ticks \(num("ticks")), mean difference per pair \(num("mean_difference")) "
-                         + "(\(num("confidence")) interval \(num("ci_low")) … \(num("ci_high")))")
+                         + "(\(num("confidence")) interval \(num("ci_low")) … \(num("ci_high")))"
+                         + (t["adjusted"] as? Bool == true ? ", adjusted for the exogenous baseline" : ""))
+            if t["adjusted"] as? Bool == true {
+                lines.append("           raw (unadjusted): mean difference \(num("raw_mean_difference")) (interval \(num("raw_ci_low")) … \(num("raw_ci_high")))")
+            }
+            if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
             lines.append("           block return: candidate \(num("candidate_mean")), reference \(num("reference_mean")); "
                          + "cost \(num("cost")) (\(num("cost_share")) of the reference's return over the trial)")
             return lines.joined(separator: "\n")

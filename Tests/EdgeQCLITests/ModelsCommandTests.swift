@@ -66,6 +66,33 @@ import Testing
         #expect(store.current() == 3 && !store.isQuarantined(3))
     }
 
+    /// `edgeq models show` prints the exogenous baseline's fit (`baseline.json`, as a retraining
+    /// writes it) and whether the trial was adjusted, with the decided and the raw figures.
+    @Test func showPrintsTheBaselineAndTheAdjustedTrial() throws {
+        let dir = try TempDir()
+        let data = dir.url.appendingPathComponent("data")
+        let map = try TopicMap.parse(yaml: processMapping(id: "m3", plant: "m", learning: Self.learning), file: "m.yaml")
+        try serveThree(for: map, in: data)
+        let store = try ModelStore(dataDirectory: data)
+        try Data(#"""
+            {"model":null,"report":{"accepted":true,"adjusted_rms":2.5,"features":13,"fitted_rows":5760,"held_out_variance_ratio":0.0609,
+             "max_ratio":0.8,"placebo_pairs":12,"raw_rms":24.9,"rows":"incumbent","signals":["setpoint","ambient_temp"],"time_constants":[15,60]}}
+            """#.utf8).write(to: store.baselineURL(3))
+        try Data(#"""
+            {"version":3,"reference":"incumbent","verdict":"budget-exhausted","pairs":30,"ticks":14400,"confidence":0.95,"mean_difference":1.75,
+             "ci_low":-2.9,"ci_high":6.3,"raw_mean_difference":6.6,"raw_ci_low":-24.8,"raw_ci_high":38,"adjusted":true,
+             "adjustment":{"note":"adjusted by the exogenous baseline of setpoint, ambient_temp (held-out placebo variance ratio 0.06)"},
+             "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0}
+            """#.utf8).write(to: store.trialURL(3))
+        let show = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(show.code == 0, "\(show.stderr)")
+        #expect(show.stdout.contains("baseline   accepted (exogenous: setpoint, ambient_temp; 13 features; rows of incumbent, 5760)"), "\(show.stdout)")
+        #expect(show.stdout.contains("held-out placebo pairs 12: variance ratio 0.0609 (accepted at ≤ 0.8), rms 24.9 raw, 2.5 adjusted"), "\(show.stdout)")
+        #expect(show.stdout.contains("mean difference per pair 1.75 (0.95 interval -2.9 … 6.3), adjusted for the exogenous baseline"), "\(show.stdout)")
+        #expect(show.stdout.contains("raw (unadjusted): mean difference 6.6 (interval -24.8 … 38)"), "\(show.stdout)")
+        #expect(show.stdout.contains("adjusted by the exogenous baseline of setpoint, ambient_temp"), "\(show.stdout)")
+    }
+
     @Test func rollbackOverMQTTUsesTheMappingsCredentialsAndTLSAndWalksBack() throws {
         let dir = try TempDir()
         let pki = try TestCertificates(in: dir.url.appendingPathComponent("pki"))

@@ -2,6 +2,7 @@
 import EdgeQLog
 import EdgeQMQTT
 import EdgeQNet
+import EdgeQRetrain
 import EdgeQTestSupport
 import EdgeQTrust
 import Foundation
@@ -78,6 +79,12 @@ import Testing
         let version = try #require(r["version"] as? Int)
         #expect(FileManager.default.fileExists(atPath: h.dir.url.appendingPathComponent("models/v\(version)/model.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: h.dir.url.appendingPathComponent("models/v\(version)/report.json").path))
+        // The trial's exogenous baseline travels with the candidate; this mapping has no
+        // exogenous signal, so none is used, and the file and the result say why.
+        let baseline = try #require(ExogenousBaseline.load(from: h.dir.url.appendingPathComponent("models/v\(version)/baseline.json")))
+        #expect(!baseline.report.accepted && baseline.report.reason?.contains("no signal 'role: exogenous'") == true, "\(baseline.report)")
+        let reported = try #require(r["baseline"] as? [String: Any], "\(r)")
+        #expect(reported["accepted"] as? Bool == false && reported["reason"] as? String == baseline.report.reason, "\(reported)")
         // Signed with the device key, for this mapping, as the version it is stored as.
         let device = try DeviceKey.loadOrCreate(dataDirectory: h.dir.url)
         let verified = try ModelSignature.verify(modelFile: h.dir.url.appendingPathComponent("models/v\(version)/model.safetensors"),

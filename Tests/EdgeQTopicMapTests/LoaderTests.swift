@@ -184,6 +184,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {promotion: {policy: manual, control_share: 0, trial: {max_ticks: null}}}",
              { $0.learning.promotion == .manual && $0.learning.controlShare == 0 && $0.learning.trial.maxTicks == nil }),
             ("learning: {promotion: {trial: {block: 4}}}", { $0.learning.trial.block == .ticks(4) && $0.learning.trial.burnIn == 0 }),
+            ("learning: {promotion: {trial: {adjust: none}}}", { $0.learning.trial.adjust == TrialConfig.Adjustment.none }),
+            ("learning: {promotion: {trial: {adjust: exogenous}}}", { $0.learning.trial.adjust == .exogenous && TrialConfig().adjust == .exogenous }),
             ("terminal: a > 3", { $0.terminalSource == "a > 3" }),
             ("truncated: b", { $0.truncatedSource == "b" }),
         ]
@@ -296,6 +298,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {promotion: {trial: {block: 0}}}\n", 13, 39, "trial block must be ≥ 1 tick"),
         (minimal + "learning: {promotion: {trial: {block: often}}}\n", 13, 39, "trial block must be a whole number of ticks or 'episode', found 'often'"),
         (minimal + "learning: {promotion: {trial: {blocks: 96}}}\n", 13, 32, "unknown key 'blocks' in trial; did you mean 'block'?"),
+        (minimal + "learning: {promotion: {trial: {adjust: cuped}}}\n", 13, 40, "trial adjust must be one of exogenous, none, found 'cuped'"),
+        (minimal + "learning: {promotion: {trial: {adjust: exogenus}}}\n", 13, 40, "trial adjust must be one of exogenous, none, found 'exogenus'; did you mean 'exogenous'?"),
         (minimal + "learning: {promotion: {trial: {block: 8, burn_in: 8}}}\n", 13, 51, "trial burn_in (8) must be less than the block (8 ticks)"),
         (minimal + "learning: {promotion: {trial: {confidence: 1}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 1"),
         (minimal + "learning: {promotion: {trial: {confidence: 0.5}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 0.5"),

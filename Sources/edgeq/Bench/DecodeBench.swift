@@ -1,3 +1,4 @@
+import EdgeQRetrain
 import EdgeQSystem
 import EdgeQTopicMap
 import Foundation
@@ -299,7 +300,26 @@ enum DecodeBench {
             _ = loop.runtime.render(action: i & 1, write: 0, into: &loop.reply)
         }
         let replyOnly = count() - c0
-        FileHandle.standardError.write(Data("[decode] allocations per message: decode \(Double(decodeOnly) / Double(m)), state \(Double(stateOnly) / Double(m)), reply \(Double(replyOnly) / Double(m))\n".utf8))
+        // The switchback trial's exogenous baseline, run on every tick of an adjusted trial
+        // (thermal's size: 9 exogenous signals, products, filters at two time constants).
+        let k = 9, kM = 2 * k, width = k + k * (k + 1) / 2 + 2 * kM
+        let names = (0..<k).map { "s\($0)" }
+        var evaluator = try BaselineEvaluator(
+            model: ExogenousBaseline.Model(signals: names, timeConstants: [2, 8], pairs: true,
+                                           valueMean: [Double](repeating: 1, count: k), valueScale: [Double](repeating: 2, count: k),
+                                           absChangeScale: [Double](repeating: 1, count: kM), changeScale: [Double](repeating: 1, count: kM),
+                                           featureMean: [Double](repeating: 0, count: width), weights: [Double](repeating: 0.01, count: width),
+                                           intercept: -1),
+            loggedSignalNames: names)
+        var values = [Double](repeating: 0, count: k)
+        var sink = 0.0
+        c0 = count()
+        for i in 0..<m {
+            values[i % k] = Double(i & 7)
+            sink += evaluator.advance(values)
+        }
+        let baselineOnly = count() - c0
+        FileHandle.standardError.write(Data("[decode] allocations per message: decode \(Double(decodeOnly) / Double(m)), state \(Double(stateOnly) / Double(m)), reply \(Double(replyOnly) / Double(m)); trial baseline per tick \(Double(baselineOnly) / Double(m)) (sum \(sink))\n".utf8))
         return BenchFigure(bench: "decode", figure: "allocs_per_message", value: Double(after - before) / Double(n),
                            unit: "allocs/msg", better: .lower)
     }

@@ -118,7 +118,20 @@ enum GeneralizeBench {
             let delta = d.map { String(format: "%+.3g", $0) } ?? "—"
             let verdict = e.event["verdict"] as? String ?? "?"
             let pairs = (e.event["pairs"] as? NSNumber).map { "\($0)" } ?? "?"
-            return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return)"
+            // The interval that decided (adjusted when the trial was) and the raw one, as shares
+            // of the reference's block return.
+            func interval(_ lo: String, _ hi: String) -> String {
+                guard let l = (e.event[lo] as? NSNumber)?.doubleValue, let h = (e.event[hi] as? NSNumber)?.doubleValue, let ref, ref != 0 else { return "—" }
+                return String(format: "%+.1f … %+.1f%%", 100 * l / abs(ref), 100 * h / abs(ref))
+            }
+            let adjusted = e.event["adjusted"] as? Bool ?? false
+            let ratio = ((e.event["adjustment"] as? [String: Any])?["held_out_variance_ratio"] as? NSNumber).map { String(format: "%.2f", $0.doubleValue) } ?? "—"
+            let raw = (e.event["raw_mean_difference"] as? NSNumber)?.doubleValue
+            let rawPct = raw.flatMap { r in ref.flatMap { $0 != 0 ? String(format: "%+.1f%%", 100 * r / abs($0)) : nil } } ?? "—"
+            let how = adjusted
+                ? "adjusted (held-out variance ratio \(ratio)): interval \(interval("ci_low", "ci_high")); raw \(rawPct), interval \(interval("raw_ci_low", "raw_ci_high"))"
+                : "not adjusted (\(((e.event["adjustment"] as? [String: Any])?["note"] as? String) ?? "no note")): interval \(interval("ci_low", "ci_high"))"
+            return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how))"
         }.joined(separator: "; ")
         return "candidates: \(candidates); windows by controller (return vs the incumbent's): \(windows); trial verdicts: \(verdicts.isEmpty ? "none" : verdicts)"
     }
