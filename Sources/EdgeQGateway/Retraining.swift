@@ -98,6 +98,18 @@ extension Gateway {
                                 "pretrial.upper_bound": "\(p.upperBound)", "pretrial.relative_change_pct": "\(p.relativeChangePct.map { "\($0)" } ?? "none")"])
                             break
                         }
+                        // With the adjustment on, an unadjusted trial of a plant whose conditions drive
+                        // its returns cannot decide within its budget, and it would hold the trial
+                        // from the next candidates (one trial at a time): a candidate whose baseline
+                        // could not be checked for want of log is not trialled; a later retraining's is.
+                        if let b = outcome.baseline?.report, b.needsLongerLog {
+                            let why = "the log is too short to check the trial's exogenous baseline (\(b.reason ?? "too few rows")): an unadjusted trial would take the trial's place for its whole budget; a later retraining's candidate is trialled (promotion.trial.adjust: none trials every candidate unadjusted)"
+                            publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
+                                            "reason": .string(why), "baseline": Self.baselineSummary(outcome.baseline)])
+                            logger.notice("candidate kept out of the trial: the log is too short to check the exogenous baseline",
+                                          metadata: ["model.version": "\(version)", "baseline.placebo_pairs": "\(b.placeboPairs)"])
+                            break
+                        }
                         control.sync {
                             do { try startTrial(version) } catch {
                                 logger.error("the switchback trial could not start", metadata: ["model.version": "\(version)", "error": "\(error)"])

@@ -25,6 +25,9 @@ import Foundation
 /// Stored as `baseline.json` beside the candidate's model file (`edgeq models show`, the
 /// gateway's trial): it survives a restart between retraining and trial.
 public struct ExogenousBaseline: Sendable, Codable, Equatable {
+    /// How the reason of a baseline refused for too few rows begins (`Report.needsLongerLog`).
+    static let tooFewRowsPrefix = "too few rows:"
+
     /// What the fit found, in JSON with snake_case keys.
     public struct Report: Sendable, Codable, Equatable {
         /// Whether the trial may use the baseline (it reduced the held-out placebo variance enough).
@@ -53,6 +56,12 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         public var maxRatio: Double
         /// Share of the per-tick reward variance the held-out predictions explain (R²).
         public var heldOutTickR2: Double?
+
+        /// True when the only thing missing was log: the adjustment is on and the plant has
+        /// exogenous signals, but the reference's rows made fewer placebo pairs than the check
+        /// needs. The gateway then keeps the candidate out of the trial (a later retraining, on a
+        /// longer log, gets one); the reason's text is this type's own.
+        public var needsLongerLog: Bool { !accepted && (reason?.hasPrefix(ExogenousBaseline.tooFewRowsPrefix) ?? false) }
 
         enum CodingKeys: String, CodingKey {
             case accepted, reason, signals, features, rows
@@ -278,7 +287,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             rowsName = "all"
         }
         guard starts.count >= s.minPairs else {
-            return none("too few rows: \(use.count) rows with the exogenous signals and a reward make \(starts.count) placebo pairs (stretches of \(unit) consecutive ticks, two \(s.block)-tick blocks); \(s.minPairs) are needed to check that the baseline helps", signals: names, settings: s, rows: rowsName)
+            return none(Self.tooFewRowsPrefix + " \(use.count) rows with the exogenous signals and a reward make \(starts.count) placebo pairs (stretches of \(unit) consecutive ticks, two \(s.block)-tick blocks); \(s.minPairs) are needed to check that the baseline helps", signals: names, settings: s, rows: rowsName)
         }
 
         // Standardization over the rows used.

@@ -14,9 +14,9 @@ import Testing
 /// raw and the adjusted figures; `adjust: none` turns it off and says so.
 @Suite struct TrialAdjustmentGatewayTests {
     /// testMapping with `y` exogenous (the "weather") and a reward it drives: 5·y − |x|.
-    static func mapping(adjust: String) -> String {
+    static func mapping(adjust: String, block: Int = 8) -> String {
         testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 8, burn_in: 0, min_pairs: 2, max_pairs: 30, adjust: \(adjust)}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: \(block), burn_in: 0, min_pairs: 2, max_pairs: 30, adjust: \(adjust)}, control_share: 0}
             """)
             .replacingOccurrences(of: "{name: y, topic: plant/t/state, json: y, range: [-10, 10]}",
                                   with: "{name: y, topic: plant/t/state, json: y, range: [-10, 10], role: exogenous}")
@@ -89,6 +89,38 @@ import Testing
             let file = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: store.trialURL(candidate))) as? [String: Any])
             #expect(file["adjusted"] as? Bool == (adjust == "exogenous") && verdict["adjusted"] as? Bool == (adjust == "exogenous"), "\(file)")
             #expect(file["raw_ci_low"] != nil && file["cost"] is Double, "\(file)")
+        }
+    }
+
+    /// A retraining on a log too short for the baseline's held-out check (300 ticks make 2
+    /// placebo pairs of two 60-tick blocks; 8 are needed): with `adjust: exogenous` its candidate
+    /// is stored but kept out of the trial, and the event says why; with `adjust: none` the same
+    /// candidate goes to an unadjusted trial.
+    @Test(arguments: ["exogenous", "none"])
+    func aCandidateWhoseBaselineNeedsALongerLogWaitsForALaterRetraining(adjust: String) throws {
+        let h = try GatewayHarness(yaml: Self.mapping(adjust: adjust, block: 60))
+        defer { h.stop() }
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 15), dynamics: Self.weatherPlant(seed: 16))
+        try plant.run(300)
+        usleep(400_000)  // the writer's group commit
+        try h.command("retrain", #"{"steps":500}"#)
+        let done = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
+            let phase = GatewayHarness.json($0)["phase"] as? String
+            return phase == "done" || phase == "failed"
+        })
+        try #require(done["verdict"] as? String == "passed", "the candidate must pass its checks for this test: \(done)")
+        let baseline = try #require(done["baseline"] as? [String: Any], "\(done)")
+        #expect(baseline["accepted"] as? Bool == false, "\(baseline)")
+        if adjust == "exogenous" {
+            #expect((baseline["reason"] as? String ?? "").hasPrefix("too few rows:"), "\(baseline)")
+            let skipped = try #require(trialEvents(h, "skipped").first, "\(h.received.map(\.topic))")
+            #expect(skipped["version"] as? Int == done["version"] as? Int)
+            #expect((skipped["reason"] as? String ?? "").contains("too short to check the trial's exogenous baseline"), "\(skipped)")
+            #expect(trialEvents(h, "started").isEmpty && trialEvents(h, "queued").isEmpty)
+        } else {
+            let started = try #require(trialEvents(h, "started").first, "\(h.received.map(\.topic))")
+            #expect(started["version"] as? Int == done["version"] as? Int)
+            #expect(trialEvents(h, "skipped").isEmpty)
         }
     }
 }
