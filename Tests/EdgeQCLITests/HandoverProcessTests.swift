@@ -167,7 +167,7 @@ import Testing
         // As shipped, but without the guard's control blocks (a block of the incumbent would be a
         // handover of its own in the middle of what this test counts).
         let shipped = try PackageRoot.topicsFile("thermal")
-        let promotion = "promotion: {policy: trial, min_agreement: 0.5, trial: {block: 288, burn_in: 144, max_pairs: 30}}"
+        let promotion = "promotion: {policy: trial, min_agreement: 0.5, trial: {block: 432, burn_in: 144, max_pairs: 30}}"
         #expect(shipped.contains(promotion), "topics/thermal.yaml's promotion line changed: update this test")
         try shipped.replacingOccurrences(of: promotion, with: "promotion: {policy: trial, min_agreement: 0.5, control_share: 0}")
             .write(toFile: f.file, atomically: true, encoding: .utf8)

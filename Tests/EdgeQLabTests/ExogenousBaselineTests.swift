@@ -55,11 +55,11 @@ import Testing
     }
 
     /// On the incumbents' shadow logs of the heater (setpoint steps, ambient wander: 6 shifts)
-    /// and the thermal zone (weather, prices, occupancy, the clock: 3 weeks, for 8 placebo pairs of its day-long blocks), the baseline explains
+    /// and the thermal zone (weather, prices, occupancy, the clock: 4 weeks, for 8 placebo pairs of its 36-hour blocks), the baseline explains
     /// most of the spread of placebo pair differences on held-out stretches and is accepted; the
     /// live evaluator, fed the log's values tick by tick, predicts the rewards as well as the
     /// held-out check found (it computes the same features); the stored JSON reads back the same.
-    @Test(arguments: [("heater", 6 * 960), ("thermal", 3 * 2016)])
+    @Test(arguments: [("heater", 6 * 960), ("thermal", 4 * 2016)])
     func acceptedOnLabShadowLogsWhereTheWeatherDrivesTheReward(plant: String, steps: Int) throws {
         let dir = try Self.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
