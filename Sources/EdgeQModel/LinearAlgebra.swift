@@ -1,9 +1,9 @@
 /// Small dense linear algebra for the identification (row-major `[Double]`, n ≤ a few dozen):
 /// a Cholesky solve for the normal equations and a polynomial root finder for the poles.
-enum SmallLinearAlgebra {
+package enum SmallLinearAlgebra {
     /// Solves `m·x = b` for a symmetric positive definite `m` (n×n, row-major) by Cholesky.
     /// Returns nil when `m` is not positive definite (a pivot ≤ 0 or not finite).
-    static func choleskySolve(_ m: [Double], _ b: [Double], n: Int) -> [Double]? {
+    package static func choleskySolve(_ m: [Double], _ b: [Double], n: Int) -> [Double]? {
         var l = [Double](repeating: 0, count: n * n)   // l is (n, n), lower triangular
         for i in 0..<n {
             for j in 0...i {

@@ -1,4 +1,5 @@
 import EdgeQLog
+import EdgeQModel
 import EdgeQTopicMap
 import Foundation
 
@@ -361,7 +362,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             let n = m[0]
             let lambda = max(1e-9, s.ridge * n)
             for p in 1..<F { m[p * F + p] += lambda }
-            return choleskySolve(m, b, n: F)
+            return SmallLinearAlgebra.choleskySolve(m, b, n: F)
         }
         // Held-out predictions, fold by fold.
         var predicted = [Double](repeating: .nan, count: use.count)
@@ -427,36 +428,6 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             } ?? "the held-out placebo pairs show no spread to reduce (every pair difference is 0)"
         }
         return ExogenousBaseline(report: report, model: model)
-    }
-
-    /// Solves m·x = b for a symmetric positive definite m (n × n, row-major); nil when it is not.
-    static func choleskySolve(_ m: [Double], _ b: [Double], n: Int) -> [Double]? {
-        var l = [Double](repeating: 0, count: n * n)   // l is (n, n), lower triangular
-        for i in 0..<n {
-            for j in 0...i {
-                var s = m[i * n + j]
-                for k in 0..<j { s -= l[i * n + k] * l[j * n + k] }
-                if i == j {
-                    guard s > 0, s.isFinite else { return nil }
-                    l[i * n + i] = s.squareRoot()
-                } else {
-                    l[i * n + j] = s / l[j * n + j]
-                }
-            }
-        }
-        var y = [Double](repeating: 0, count: n)
-        for i in 0..<n {
-            var s = b[i]
-            for k in 0..<i { s -= l[i * n + k] * y[k] }
-            y[i] = s / l[i * n + i]
-        }
-        var x = [Double](repeating: 0, count: n)
-        for i in stride(from: n - 1, through: 0, by: -1) {
-            var s = y[i]
-            for k in (i + 1)..<n { s -= l[k * n + i] * x[k] }
-            x[i] = s / l[i * n + i]
-        }
-        return x
     }
 
     /// JSON text (sorted keys; non-finite numbers are left out as null).

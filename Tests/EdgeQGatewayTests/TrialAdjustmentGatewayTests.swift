@@ -35,15 +35,9 @@ import Testing
         }
     }
 
-    static func randomIncumbent(seed: UInt64) -> (ClosedLoop) -> Int {
-        var rng = SeededGenerator(seed: seed)
-        return { _ in Int(rng.next() & 1) }
-    }
+    static func randomIncumbent(seed: UInt64) -> (ClosedLoop) -> Int { TrialGatewayTests.randomIncumbent(seed: seed) }
 
-    func trialEvents(_ h: GatewayHarness, _ event: String) -> [[String: Any]] {
-        h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json)
-            .filter { $0["phase"] as? String == "trial" && $0["event"] as? String == event }
-    }
+    func trialEvents(_ h: GatewayHarness, _ event: String) -> [[String: Any]] { TrialGatewayTests().trialEvents(h, event) }
 
     @Test(arguments: ["exogenous", "none"])
     func theTrialAdjustsWithTheCandidatesStoredBaseline(adjust: String) throws {
