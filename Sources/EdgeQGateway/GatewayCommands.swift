@@ -271,6 +271,11 @@ extension Gateway {
                 // Delete it from the broker, so no later session-less connect receives it again
                 // (needs the broker's permission to publish there: docs/operations.md).
                 control.async { [self] in publish(topic, [], qos: 1, retain: true) }
+                // Once more a little later: a client-id takeover (the way a session-less connect
+                // gets the gateway the retained command) can cut the connection again before the
+                // first clear leaves, and a lost clear would stay lost until the next reconnect.
+                // Clearing twice is harmless (commands are never retained legitimately).
+                control.asyncAfter(deadline: .now() + 2) { [self] in publish(topic, [], qos: 1, retain: true) }
             }
             logRefusal(verb: verb, refusal: r, &state)
             state.audit.append(AuditRecord(time: now, key: r.key, verb: verb, command: r.command.map { String(decoding: $0, as: UTF8.self) },
