@@ -333,8 +333,10 @@ public struct Retrainer: Sendable {
     public let map: TopicMap
     public let policy: CheckPolicy
     public var seed: UInt64 = 1
-    /// Whose log rows the trial's exogenous baseline is fitted on (ExogenousBaseline.swift).
-    public var baselineReference: ExogenousBaseline.Reference = .incumbent
+    /// Whose log rows the trial's exogenous baseline is fitted on (ExogenousBaseline.swift); nil
+    /// (the default): none is fitted — only the gateway, whose candidates go to its own trial,
+    /// stores and uses one (`edgeq train` and the fleet learner would throw it away).
+    public var baselineReference: ExogenousBaseline.Reference?
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
@@ -606,7 +608,9 @@ public struct Retrainer: Sendable {
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
         var outcome = Outcome(report: report, candidate: chosen, distilledCandidate: distilledModel, plantModel: plantModel, plantData: plantData,
                               plantFit: plantFit)
-        outcome.baseline = shouldStop() ? nil : ExogenousBaseline.fit(map: map, rows: rowsAll, reference: baselineReference)
+        if let reference = baselineReference, !shouldStop() {
+            outcome.baseline = ExogenousBaseline.fit(map: map, rows: rowsAll, reference: reference)
+        }
         return outcome
     }
 
