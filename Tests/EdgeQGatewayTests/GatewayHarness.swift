@@ -218,3 +218,15 @@ struct HarnessError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
 }
+
+extension GatewayHarness {
+    /// Waits for the end of a retraining on `edgeq/t1/retrain` (`phase` done or failed) and
+    /// returns that event.
+    func retrainResult(timeout: Double = 60) throws -> [String: Any] {
+        let m = try waitFor(topic: "edgeq/t1/retrain", timeout: timeout) {
+            let phase = GatewayHarness.json($0)["phase"] as? String
+            return phase == "done" || phase == "failed"
+        }
+        return GatewayHarness.json(m)
+    }
+}

@@ -37,11 +37,7 @@ import Testing
         try plant.run(ticks)
         usleep(400_000)  // the writer's group commit
         try h.command("retrain", #"{"steps":2000}"#)
-        let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
-            let phase = GatewayHarness.json($0)["phase"] as? String
-            return phase == "done" || phase == "failed"
-        }
-        return GatewayHarness.json(m)
+        return try h.retrainResult(timeout: 120)
     }
 
     /// The gateway keeps the accepted plant model fit for the next retraining: a second one on a
@@ -54,11 +50,7 @@ import Testing
         func retrain() throws -> [String: Any] {
             usleep(400_000)  // the writer's group commit
             try h.command("retrain", #"{"steps":500}"#)
-            let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
-                let phase = GatewayHarness.json($0)["phase"] as? String
-                return phase == "done" || phase == "failed"
-            }
-            return GatewayHarness.json(m)
+            return try h.retrainResult(timeout: 120)
         }
         try plant.run(600)
         let first = try retrain()

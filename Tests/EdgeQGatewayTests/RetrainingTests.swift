@@ -34,11 +34,7 @@ import Testing
     }
 
     func retrainResult(_ h: GatewayHarness, timeout: Double = 60) throws -> [String: Any] {
-        let m = try h.waitFor(topic: "edgeq/t1/retrain", timeout: timeout) {
-            let phase = GatewayHarness.json($0)["phase"] as? String
-            return phase == "done" || phase == "failed"
-        }
-        return GatewayHarness.json(m)
+        try h.retrainResult(timeout: timeout)
     }
 
     @Test func retrainStoresAVersionWhileDecisionsKeepFlowing() throws {

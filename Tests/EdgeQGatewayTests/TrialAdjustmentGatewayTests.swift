@@ -98,10 +98,7 @@ import Testing
         try plant.run(300)
         usleep(400_000)  // the writer's group commit
         try h.command("retrain", #"{"steps":500}"#)
-        let done = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/retrain", timeout: 120) {
-            let phase = GatewayHarness.json($0)["phase"] as? String
-            return phase == "done" || phase == "failed"
-        })
+        let done = try h.retrainResult(timeout: 120)
         try #require(done["verdict"] as? String == "passed", "the candidate must pass its checks for this test: \(done)")
         let baseline = try #require(done["baseline"] as? [String: Any], "\(done)")
         #expect(baseline["accepted"] as? Bool == false, "\(baseline)")
