@@ -206,12 +206,13 @@ extension Gateway {
     }
 
     /// The exogenous baseline in the retrain result and the trial's events: accepted or not and
-    /// why, the held-out placebo variance ratio, the rows it was fitted on.
+    /// why, whether only a longer log was missing, the held-out placebo variance ratio, the rows
+    /// it was fitted on.
     static func baselineSummary(_ b: ExogenousBaseline?) -> JSONValue {
         guard let r = b?.report else { return .null }
         func num(_ x: Double?) -> JSONValue { x.map { $0.isFinite ? .number(roundedForReading($0, significant: 4)) : .null } ?? .null }
         return .object([
-            "accepted": .bool(r.accepted), "reason": r.reason.map { .string($0) } ?? .null,
+            "accepted": .bool(r.accepted), "reason": r.reason.map { .string($0) } ?? .null, "needs_longer_log": .bool(r.needsLongerLog),
             "held_out_variance_ratio": num(r.heldOutVarianceRatio), "max_ratio": num(r.maxRatio),
             "placebo_pairs": .number(Double(r.placeboPairs)), "raw_rms": num(r.rawRMS), "adjusted_rms": num(r.adjustedRMS),
             "rows": .string(r.rows), "fitted_rows": .number(Double(r.fittedRows)), "features": .number(Double(r.features)),
