@@ -180,6 +180,37 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
                                          maxRatio: settings?.maxRatio ?? 0.8, needsLongerLog: needsLongerLog), model: nil)
     }
 
+    /// What `map` fits a baseline with, or the baseline it rules out whatever the log holds.
+    private enum Setup {
+        case fit(signals: [String], settings: Settings)
+        case ruledOut(ExogenousBaseline)
+    }
+
+    private static func setup(_ map: TopicMap) -> Setup {
+        let trial = map.learning.trial
+        guard trial.adjust == .exogenous else {
+            return .ruledOut(none("the mapping turns the adjustment off (learning.promotion.trial.adjust: none)", settings: nil))
+        }
+        guard case .ticks(let block) = trial.block else {
+            return .ruledOut(none("the trial's blocks are episodes: an episode's return is compared whole, and its exogenous conditions are not adjusted for", settings: nil))
+        }
+        let settings = Settings(block: block, burnIn: trial.burnIn)
+        let names = map.modelSignalNames.exogenous
+        guard !names.isEmpty else {
+            return .ruledOut(none("the mapping marks no signal 'role: exogenous' (weather, price, setpoint, occupancy, the plant's clock): nothing to predict the reward from", settings: settings))
+        }
+        return .fit(signals: names, settings: settings)
+    }
+
+    /// The baseline `fit(map:rows:reference:)` gives whatever the log holds when `map` rules one
+    /// out — the adjustment turned off (`adjust: none`), episode blocks, no signal marked
+    /// `role: exogenous` — not accepted, with the reason; nil when the mapping allows one and the
+    /// log decides. Reads no log: a caller can skip reading it (the gateway does for a fleet model).
+    public static func ruledOut(by map: TopicMap) -> ExogenousBaseline? {
+        if case .ruledOut(let none) = setup(map) { return none }
+        return nil
+    }
+
     /// Fits the baseline for `map`'s trial on logged `rows` (id order) and checks it: on `folds`
     /// contiguous stretches of the reference's rows, each predicted by weights fitted on the
     /// others, adjacent windows of the trial's block length are paired (an A/A switchback on the
@@ -190,19 +221,10 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     /// Never fails: no exogenous signal, episode blocks, `adjust: none`, too few rows, or a
     /// singular fit give a baseline that is not accepted, with the reason.
     public static func fit(map: TopicMap, rows: [LoggedTransition], reference: Reference) -> ExogenousBaseline {
-        let trial = map.learning.trial
-        guard trial.adjust == .exogenous else {
-            return none("the mapping turns the adjustment off (learning.promotion.trial.adjust: none)", settings: nil)
+        switch setup(map) {
+        case .ruledOut(let none): return none
+        case .fit(let names, let settings): return fit(signals: names, rows: rows, reference: reference, settings: settings)
         }
-        guard case .ticks(let block) = trial.block else {
-            return none("the trial's blocks are episodes: an episode's return is compared whole, and its exogenous conditions are not adjusted for", settings: nil)
-        }
-        let settings = Settings(block: block, burnIn: trial.burnIn)
-        let names = map.modelSignalNames.exogenous
-        guard !names.isEmpty else {
-            return none("the mapping marks no signal 'role: exogenous' (weather, price, setpoint, occupancy, the plant's clock): nothing to predict the reward from", settings: settings)
-        }
-        return fit(signals: names, rows: rows, reference: reference, settings: settings)
     }
 
     /// `fit` with the exogenous signals and settings given.

@@ -216,7 +216,8 @@ import Testing
         #expect(accepted == fitted)
     }
 
-    /// Episode blocks and a mapping without exogenous signals get no baseline, with the reason.
+    /// Episode blocks, a mapping without exogenous signals and `adjust: none` get no baseline, with
+    /// the reason, whatever the log holds (`ruledOut(by:)`).
     @Test func episodeBlocksAndNoExogenousSignalsGetNoBaseline() throws {
         let episodic = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "{block: 40, burn_in: 8ADJUST}", with: "{block: episode}")
             .replacingOccurrences(of: "reward: -abs(temp)", with: "reward: -abs(temp)\nterminal: temp > 100"), file: "b.yaml")
@@ -226,5 +227,12 @@ import Testing
             .replacingOccurrences(of: ", role: exogenous", with: ""), file: "b.yaml")
         let p = ExogenousBaseline.fit(map: plain, rows: [], reference: .incumbent)
         #expect(p.model == nil && p.report.reason?.contains("no signal 'role: exogenous'") == true, "\(p.report)")
+        // What the mapping alone rules out is known without a log (the gateway does not read its
+        // log for a fleet model's baseline then); a mapping that allows a baseline leaves it to the log.
+        let off = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ", adjust: none"), file: "b.yaml")
+        #expect(ExogenousBaseline.ruledOut(by: episodic) == e && ExogenousBaseline.ruledOut(by: plain) == p)
+        #expect(ExogenousBaseline.ruledOut(by: off) == ExogenousBaseline.fit(map: off, rows: [], reference: .incumbent))
+        let allowed = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ""), file: "b.yaml")
+        #expect(ExogenousBaseline.ruledOut(by: allowed) == nil)
     }
 }
