@@ -1,4 +1,5 @@
 import EdgeQNet
+import EdgeQRetrain
 import EdgeQTopicMap
 import EdgeQTrust
 import Foundation
@@ -9,6 +10,10 @@ import Foundation
 /// one, a model that loads and fits the mapping — stored as a version, and then handled as a
 /// locally retrained candidate that passed its checks: `promotion: trial` starts this gateway's
 /// own switchback trial, `auto` serves it, `manual` leaves it stored.
+///
+/// A fleet model comes without the trial's exogenous baseline: that describes this plant's
+/// exogenous signals and this gateway's log, not the model. The gateway fits it here, as a
+/// retraining fits its candidate's (`Retrainer.fitBaseline`), and stores it with the version.
 extension Gateway {
     /// Checks, stores and routes a complete fleet model; the verdict object for
     /// `<fleet>/verdict/<gateway>` (`verdict`: refused with `reason` and `message`, stored,
@@ -43,19 +48,30 @@ extension Gateway {
         } catch {
             return refused(FleetModelRefusal.failedChecks, "the model does not load: \(error)")
         }
+        let baseline = fleetModelBaseline(version: m.version)
         let incoming = dataDirectory.appendingPathComponent("fleet-model.incoming")
+        let incomingBaseline = dataDirectory.appendingPathComponent("fleet-model-baseline.incoming")
         let version: Int
         do {
             try Data(bytes).write(to: incoming)
-            defer { try? FileManager.default.removeItem(at: incoming) }
+            defer {
+                try? FileManager.default.removeItem(at: incoming)
+                try? FileManager.default.removeItem(at: incomingBaseline)
+            }
+            var files = ["model.safetensors": incoming]
+            if let baseline {
+                try DurableFile.write(baseline.json(), to: incomingBaseline)
+                files["baseline.json"] = incomingBaseline
+            }
             var gateways: [String: JSONValue] = [:]
             for (g, n) in m.gateways { gateways[g] = .number(Double(n)) }
             let report = JSONValue.object([
                 "verdict": .string("imported"), "source": .string("fleet"), "signed_by": .string(m.signer),
                 "learner": .string(m.learner), "rows": .number(Double(m.rows)), "gateways": .object(gateways),
             ]).jsonText
-            // The store checks the signature again over the bytes it stored.
-            version = try store.add(files: ["model.safetensors": incoming], report: Data(report.utf8),
+            // The store checks the signature again over the bytes it stored; the baseline goes
+            // into the version's folder with it (one rename), so it survives a restart.
+            version = try store.add(files: files, report: Data(report.utf8),
                                     signer: .imported(m.signature, trust: modelTrust.trust, mapping: modelTrust.fingerprint))
         } catch {
             return refused(FleetModelRefusal.storeFailed, "the fleet model could not be stored: \(error)")
@@ -80,7 +96,14 @@ extension Gateway {
         case .trial, .shadowFirst:
             // The path a retrained candidate takes: this gateway's own switchback trial against the
             // controller in charge (queued behind a trial under way). A fleet model gets no
-            // pre-trial estimate: the plant model is fitted by the gateway's own retraining.
+            // pre-trial estimate: the plant model is fitted by the gateway's own retraining. Like
+            // a retrained candidate, it is kept out of the trial while the log is too short to
+            // check its exogenous baseline.
+            if let why = keptOutForShortLog(version, baseline: baseline,
+                                            next: "a later retraining's candidate, or the next fleet model, is trialled") {
+                verdict["message"] = .string("stored, not trialled: \(why)")
+                break
+            }
             let queued = trialRunning.load(ordering: .relaxed)
             var problem: String?
             control.sync {
@@ -97,9 +120,44 @@ extension Gateway {
             verdict["message"] = .string("stored; promotion manual: serve it with a signed cmd/promote {\"version\":\(version)}")
         }
         publishRetrain(["phase": .string("fleet_model"), "event": verdict["verdict"] ?? .null, "version": .number(Double(version)),
-                        "signed_by": .string(m.signer), "learner": .string(m.learner)])
+                        "signed_by": .string(m.signer), "learner": .string(m.learner), "baseline": Self.baselineSummary(baseline)])
         control.async { self.publishStatus() }
         return verdict
+    }
+
+    /// The exogenous baseline of fleet model `version`'s trial, fitted on this gateway's log as a
+    /// retraining fits its candidate's: against the controller the trial would run against now
+    /// (`baselineReference`: the served model, else the incumbent), on every row logged so far
+    /// (the writer's queue committed first). Nil — nothing is fitted, the log is not read — when
+    /// the mapping rules a baseline out (`adjust: none`, episode blocks, no exogenous signal: the
+    /// trial runs unadjusted, as before) or the log cannot be read (logged; the trial then runs
+    /// unadjusted and its note says the model came without a baseline).
+    ///
+    /// Runs on the shipper thread: it reads the whole log, as a retraining does (seconds on a
+    /// long one), and no tick waits for it (the decision thread neither reads the log nor waits
+    /// for this thread).
+    func fleetModelBaseline(version: Int) -> ExogenousBaseline? {
+        guard ExogenousBaseline.ruledOut(by: map) == nil else { return nil }
+        // Waits on the writer, never on the decision thread.
+        try? writer.flush(timeout: 10)
+        var fitter = Retrainer(map: map, policy: checkPolicy)
+        fitter.baselineReference = baselineReference
+        let started = Date()
+        do {
+            let baseline = try fitter.fitBaseline(logPath: log.path)
+            if let r = baseline?.report {
+                logger.info("fleet model: exogenous baseline fitted", metadata: [
+                    "model.version": "\(version)", "baseline.accepted": "\(r.accepted)", "baseline.rows": "\(r.rows)",
+                    "baseline.placebo_pairs": "\(r.placeboPairs)", "baseline.needs_longer_log": "\(r.needsLongerLog)",
+                    "baseline.reason": "\(r.reason ?? "")", "baseline.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))",
+                ])
+            }
+            return baseline
+        } catch {
+            logger.error("fleet model: the exogenous baseline could not be fitted; its trial runs unadjusted",
+                         metadata: ["model.version": "\(version)", "error": "\(error)"])
+            return nil
+        }
     }
 
     /// A fleet model this gateway already stored came again (the retained manifest after a
@@ -107,13 +165,16 @@ extension Gateway {
     /// on `<fleet>/verdict/<gateway>`) still holds — nil, nothing is published — unless it says
     /// a trial is under way that the restart ended: under `promotion: trial`, a version that is
     /// neither served, nor in (or waiting for) the running trial, nor decided (`trial.json`),
-    /// nor quarantined had its trial cut short. That is said once: `trial_abandoned` with the
-    /// reason, and `trial.json` written (`verdict: abandoned`), so the next restart is silent.
+    /// nor quarantined, nor kept out of the trial (its `baseline.json` needs a longer log: it had
+    /// no trial, and its `stored` verdict stands) had its trial cut short. That is said once:
+    /// `trial_abandoned` with the reason, and `trial.json` written (`verdict: abandoned`), so the
+    /// next restart is silent.
     func standingVerdict(_ version: Int) -> [String: JSONValue]? {
         guard map.learning.promotion == .trial || map.learning.promotion == .shadowFirst else { return nil }
         if servedVersion == version || candidateSlot.withLock({ $0?.version == version })
             || waitingCandidate.withLock({ $0?.version == version }) || store.isQuarantined(version)
-            || FileManager.default.fileExists(atPath: store.trialURL(version).path) {
+            || FileManager.default.fileExists(atPath: store.trialURL(version).path)
+            || ExogenousBaseline.load(from: store.baselineURL(version))?.report.needsLongerLog == true {
             return nil
         }
         let reason = "the gateway restarted before the trial was decided (a trial does not survive a restart); serve it with a signed cmd/promote {\"version\":\(version)} or wait for the next fleet model"

@@ -30,7 +30,7 @@ extension Gateway {
         guard !retraining.exchange(true, ordering: .acquiringAndReleasing) else { return false }
         let warm = served.withLock { $0?.model }
         var configured = Retrainer(map: map, policy: checkPolicy)
-        configured.baselineReference = served.withLock { $0.map { .model(String($0.version)) } } ?? .incumbent
+        configured.baselineReference = baselineReference
         let retrainer = configured
         let logPath = log.path
         let output = dataDirectory.appendingPathComponent("candidate.safetensors")
@@ -98,16 +98,7 @@ extension Gateway {
                                 "pretrial.upper_bound": "\(p.upperBound)", "pretrial.relative_change_pct": "\(p.relativeChangePct.map { "\($0)" } ?? "none")"])
                             break
                         }
-                        // With the adjustment on, an unadjusted trial of a plant whose conditions drive
-                        // its returns cannot decide within its budget, and it would hold the trial
-                        // from the next candidates (one trial at a time): a candidate whose baseline
-                        // could not be checked for want of log is not trialled; a later retraining's is.
-                        if let b = outcome.baseline?.report, b.needsLongerLog {
-                            let why = "the log is too short to check the trial's exogenous baseline (\(b.reason ?? "too few rows")): an unadjusted trial would take the trial's place for its whole budget; a later retraining's candidate is trialled (promotion.trial.adjust: none trials every candidate unadjusted)"
-                            publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
-                                            "reason": .string(why), "baseline": Self.baselineSummary(outcome.baseline)])
-                            logger.notice("candidate kept out of the trial: the log is too short to check the exogenous baseline",
-                                          metadata: ["model.version": "\(version)", "baseline.placebo_pairs": "\(b.placeboPairs)"])
+                        if keptOutForShortLog(version, baseline: outcome.baseline, next: "a later retraining's candidate is trialled") != nil {
                             break
                         }
                         control.sync {
@@ -145,6 +136,31 @@ extension Gateway {
         thread.stackSize = 4 << 20
         thread.start()
         return true
+    }
+
+    /// Whose log rows a trial's exogenous baseline is fitted on: the controller a trial started
+    /// now would run against — the served model, else the incumbent.
+    var baselineReference: ExogenousBaseline.Reference {
+        served.withLock { $0.map { .model(String($0.version)) } } ?? .incumbent
+    }
+
+    /// Whether a stored candidate (a retraining's or a fleet model) is kept out of the trial
+    /// because its exogenous baseline could not be checked for want of log; nil when it is not,
+    /// else the reason, which has then been said: a `skipped` trial event on `<prefix>/retrain`
+    /// with the baseline, and a notice in the gateway's log. `next` says who is trialled instead.
+    ///
+    /// With the adjustment on, an unadjusted trial of a plant whose conditions drive its returns
+    /// cannot decide within its budget, and it would hold the trial from the next candidates (one
+    /// trial at a time). With `adjust: none` no baseline needs a longer log: every candidate goes
+    /// to its (unadjusted) trial.
+    func keptOutForShortLog(_ version: Int, baseline: ExogenousBaseline?, next: String) -> String? {
+        guard let b = baseline?.report, b.needsLongerLog else { return nil }
+        let why = "the log is too short to check the trial's exogenous baseline (\(b.reason ?? "too few rows")): an unadjusted trial would take the trial's place for its whole budget; \(next) (promotion.trial.adjust: none trials every candidate unadjusted)"
+        publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
+                        "reason": .string(why), "baseline": Self.baselineSummary(baseline)])
+        logger.notice("candidate kept out of the trial: the log is too short to check the exogenous baseline",
+                      metadata: ["model.version": "\(version)", "baseline.placebo_pairs": "\(b.placeboPairs)"])
+        return why
     }
 
     /// The gateway's own log gets what `<prefix>/retrain` gets: one line per check (info,
@@ -206,12 +222,13 @@ extension Gateway {
     }
 
     /// The exogenous baseline in the retrain result and the trial's events: accepted or not and
-    /// why, the held-out placebo variance ratio, the rows it was fitted on.
+    /// why, whether only a longer log was missing, the held-out placebo variance ratio, the rows
+    /// it was fitted on.
     static func baselineSummary(_ b: ExogenousBaseline?) -> JSONValue {
         guard let r = b?.report else { return .null }
         func num(_ x: Double?) -> JSONValue { x.map { $0.isFinite ? .number(roundedForReading($0, significant: 4)) : .null } ?? .null }
         return .object([
-            "accepted": .bool(r.accepted), "reason": r.reason.map { .string($0) } ?? .null,
+            "accepted": .bool(r.accepted), "reason": r.reason.map { .string($0) } ?? .null, "needs_longer_log": .bool(r.needsLongerLog),
             "held_out_variance_ratio": num(r.heldOutVarianceRatio), "max_ratio": num(r.maxRatio),
             "placebo_pairs": .number(Double(r.placeboPairs)), "raw_rms": num(r.rawRMS), "adjusted_rms": num(r.adjustedRMS),
             "rows": .string(r.rows), "fitted_rows": .number(Double(r.fittedRows)), "features": .number(Double(r.features)),

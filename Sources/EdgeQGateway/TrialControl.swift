@@ -137,7 +137,12 @@ extension Gateway {
             return (nil, "not adjusted: the mapping turns it off (learning.promotion.trial.adjust: none)")
         }
         guard let b = m.baseline else {
-            return (nil, "not adjusted: version \(m.version) came without an exogenous baseline (baseline.json; a model from the fleet or an older gateway has none)")
+            // A mapping that rules a baseline out gives none to any model (a fleet model's is not
+            // even fitted): say why, as a retraining's report says it.
+            if let none = ExogenousBaseline.ruledOut(by: map), let why = none.report.reason {
+                return (nil, "not adjusted: \(why)")
+            }
+            return (nil, "not adjusted: version \(m.version) came without an exogenous baseline (baseline.json; a model imported by hand or stored by an older gateway has none, and a fleet model has none when this gateway could not read its log to fit one)")
         }
         guard let model = b.usable else {
             return (nil, "not adjusted: the exogenous baseline was not accepted: \(b.report.reason ?? "no reason recorded")")

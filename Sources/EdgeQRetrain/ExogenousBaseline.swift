@@ -26,7 +26,8 @@ import Foundation
 /// Stored as `baseline.json` beside the candidate's model file (`edgeq models show`, the
 /// gateway's trial): it survives a restart between retraining and trial.
 public struct ExogenousBaseline: Sendable, Codable, Equatable {
-    /// How the reason of a baseline refused for too few rows begins (`Report.needsLongerLog`).
+    /// How the reason of a baseline refused for too few rows begins. Only `Report`'s decoding of
+    /// files written before `needs_longer_log` was stored reads it (`Report.init(from:)`).
     static let tooFewRowsPrefix = "too few rows:"
 
     /// What the fit found, in JSON with snake_case keys.
@@ -60,15 +61,17 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
 
         /// True when the only thing missing was log: the adjustment is on and the plant has
         /// exogenous signals, but the reference's rows made fewer placebo pairs than the check
-        /// needs. The gateway then keeps the candidate out of the trial (a later retraining, on a
-        /// longer log, gets one); the reason's text is this type's own.
-        public var needsLongerLog: Bool { !accepted && (reason?.hasPrefix(ExogenousBaseline.tooFewRowsPrefix) ?? false) }
+        /// needs (`needs_longer_log`; set by the fit where it refuses for too few rows). The
+        /// gateway then keeps the candidate out of the trial (a later retraining, on a longer log,
+        /// gets one). A `baseline.json` written before the field was stored is read by its
+        /// reason's text instead (`init(from:)`).
+        public var needsLongerLog = false
 
         enum CodingKeys: String, CodingKey {
             case accepted, reason, signals, features, rows
             case timeConstants = "time_constants", fittedRows = "fitted_rows", placeboPairs = "placebo_pairs"
             case rawRMS = "raw_rms", adjustedRMS = "adjusted_rms", heldOutVarianceRatio = "held_out_variance_ratio"
-            case maxRatio = "max_ratio", heldOutTickR2 = "held_out_tick_r2"
+            case maxRatio = "max_ratio", heldOutTickR2 = "held_out_tick_r2", needsLongerLog = "needs_longer_log"
         }
     }
 
@@ -168,11 +171,44 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         case model(String)
     }
 
-    /// No baseline, with the reason (what the report says).
-    static func none(_ reason: String, signals: [String] = [], settings: Settings?, rows: String = "none") -> ExogenousBaseline {
+    /// No baseline, with the reason (what the report says); `needsLongerLog` when the reason is
+    /// too few rows.
+    static func none(_ reason: String, signals: [String] = [], settings: Settings?, rows: String = "none",
+                     needsLongerLog: Bool = false) -> ExogenousBaseline {
         ExogenousBaseline(report: Report(accepted: false, reason: reason, signals: signals, features: 0,
                                          timeConstants: settings?.timeConstants ?? [], rows: rows, fittedRows: 0, placeboPairs: 0,
-                                         maxRatio: settings?.maxRatio ?? 0.8), model: nil)
+                                         maxRatio: settings?.maxRatio ?? 0.8, needsLongerLog: needsLongerLog), model: nil)
+    }
+
+    /// What `map` fits a baseline with, or the baseline it rules out whatever the log holds.
+    private enum Setup {
+        case fit(signals: [String], settings: Settings)
+        case ruledOut(ExogenousBaseline)
+    }
+
+    private static func setup(_ map: TopicMap) -> Setup {
+        let trial = map.learning.trial
+        guard trial.adjust == .exogenous else {
+            return .ruledOut(none("the mapping turns the adjustment off (learning.promotion.trial.adjust: none)", settings: nil))
+        }
+        guard case .ticks(let block) = trial.block else {
+            return .ruledOut(none("the trial's blocks are episodes: an episode's return is compared whole, and its exogenous conditions are not adjusted for", settings: nil))
+        }
+        let settings = Settings(block: block, burnIn: trial.burnIn)
+        let names = map.modelSignalNames.exogenous
+        guard !names.isEmpty else {
+            return .ruledOut(none("the mapping marks no signal 'role: exogenous' (weather, price, setpoint, occupancy, the plant's clock): nothing to predict the reward from", settings: settings))
+        }
+        return .fit(signals: names, settings: settings)
+    }
+
+    /// The baseline `fit(map:rows:reference:)` gives whatever the log holds when `map` rules one
+    /// out — the adjustment turned off (`adjust: none`), episode blocks, no signal marked
+    /// `role: exogenous` — not accepted, with the reason; nil when the mapping allows one and the
+    /// log decides. Reads no log: a caller can skip reading it (the gateway does for a fleet model).
+    public static func ruledOut(by map: TopicMap) -> ExogenousBaseline? {
+        if case .ruledOut(let none) = setup(map) { return none }
+        return nil
     }
 
     /// Fits the baseline for `map`'s trial on logged `rows` (id order) and checks it: on `folds`
@@ -185,19 +221,10 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     /// Never fails: no exogenous signal, episode blocks, `adjust: none`, too few rows, or a
     /// singular fit give a baseline that is not accepted, with the reason.
     public static func fit(map: TopicMap, rows: [LoggedTransition], reference: Reference) -> ExogenousBaseline {
-        let trial = map.learning.trial
-        guard trial.adjust == .exogenous else {
-            return none("the mapping turns the adjustment off (learning.promotion.trial.adjust: none)", settings: nil)
+        switch setup(map) {
+        case .ruledOut(let none): return none
+        case .fit(let names, let settings): return fit(signals: names, rows: rows, reference: reference, settings: settings)
         }
-        guard case .ticks(let block) = trial.block else {
-            return none("the trial's blocks are episodes: an episode's return is compared whole, and its exogenous conditions are not adjusted for", settings: nil)
-        }
-        let settings = Settings(block: block, burnIn: trial.burnIn)
-        let names = map.modelSignalNames.exogenous
-        guard !names.isEmpty else {
-            return none("the mapping marks no signal 'role: exogenous' (weather, price, setpoint, occupancy, the plant's clock): nothing to predict the reward from", settings: settings)
-        }
-        return fit(signals: names, rows: rows, reference: reference, settings: settings)
     }
 
     /// `fit` with the exogenous signals and settings given.
@@ -288,7 +315,8 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
             rowsName = "all"
         }
         guard starts.count >= s.minPairs else {
-            return none(Self.tooFewRowsPrefix + " \(use.count) rows with the exogenous signals and a reward make \(starts.count) placebo pairs (stretches of \(unit) consecutive ticks, two \(s.block)-tick blocks); \(s.minPairs) are needed to check that the baseline helps", signals: names, settings: s, rows: rowsName)
+            return none(Self.tooFewRowsPrefix + " \(use.count) rows with the exogenous signals and a reward make \(starts.count) placebo pairs (stretches of \(unit) consecutive ticks, two \(s.block)-tick blocks); \(s.minPairs) are needed to check that the baseline helps", signals: names, settings: s, rows: rowsName,
+                        needsLongerLog: true)
         }
 
         // Standardization over the rows used.
@@ -441,6 +469,30 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
     public static func load(from url: URL) -> ExogenousBaseline? {
         guard let data = try? Data(contentsOf: url) else { return nil }
         return try? JSONDecoder().decode(ExogenousBaseline.self, from: data)
+    }
+}
+
+extension ExogenousBaseline.Report {
+    /// Reads a report; one written before `needs_longer_log` was stored (no such key) needs a
+    /// longer log when it was refused with a reason that begins `too few rows:`, the reason the
+    /// fit gave then (and gives still) for that refusal.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        accepted = try c.decode(Bool.self, forKey: .accepted)
+        reason = try c.decodeIfPresent(String.self, forKey: .reason)
+        signals = try c.decode([String].self, forKey: .signals)
+        features = try c.decode(Int.self, forKey: .features)
+        timeConstants = try c.decode([Double].self, forKey: .timeConstants)
+        rows = try c.decode(String.self, forKey: .rows)
+        fittedRows = try c.decode(Int.self, forKey: .fittedRows)
+        placeboPairs = try c.decode(Int.self, forKey: .placeboPairs)
+        rawRMS = try c.decodeIfPresent(Double.self, forKey: .rawRMS)
+        adjustedRMS = try c.decodeIfPresent(Double.self, forKey: .adjustedRMS)
+        heldOutVarianceRatio = try c.decodeIfPresent(Double.self, forKey: .heldOutVarianceRatio)
+        maxRatio = try c.decode(Double.self, forKey: .maxRatio)
+        heldOutTickR2 = try c.decodeIfPresent(Double.self, forKey: .heldOutTickR2)
+        needsLongerLog = try c.decodeIfPresent(Bool.self, forKey: .needsLongerLog)
+            ?? (!accepted && (reason?.hasPrefix(ExogenousBaseline.tooFewRowsPrefix) ?? false))
     }
 }
 

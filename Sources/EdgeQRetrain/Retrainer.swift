@@ -335,7 +335,8 @@ public struct Retrainer: Sendable {
     public var seed: UInt64 = 1
     /// Whose log rows the trial's exogenous baseline is fitted on (ExogenousBaseline.swift); nil
     /// (the default): none is fitted — only the gateway, whose candidates go to its own trial,
-    /// stores and uses one (`edgeq train` and the fleet learner would throw it away).
+    /// stores and uses one (`edgeq train` and the fleet learner would throw it away; the gateway
+    /// fits a fleet model's with `fitBaseline(logPath:limits:)`).
     public var baselineReference: ExogenousBaseline.Reference?
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
@@ -430,15 +431,33 @@ public struct Retrainer: Sendable {
     public func trainWithPlantModel(logPath: String, limits: RetrainLimits, warmStart: QModel?, plantFit: PlantModelFit? = nil,
                                     progress: (Progress) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> Outcome {
         let clock = Date()
-        let rowsAll: [LoggedTransition]
+        let rowsAll = try Self.readRows(logPath: logPath, window: limits.window)
+        return try trainWithPlantModel(rows: rowsAll, limits: limits, warmStart: warmStart, started: clock, plantFit: plantFit,
+                                       progress: progress, shouldStop: shouldStop)
+    }
+
+    /// The rows a retraining reads: the log at `logPath`, its last `window` rows when given.
+    static func readRows(logPath: String, window: Int?) throws(RetrainError) -> [LoggedTransition] {
         do {
             let log = try ExperienceLog.open(path: logPath, create: false)
-            rowsAll = try log.transitions(window: limits.window.map { .lastRows($0) } ?? .all)
+            return try log.transitions(window: window.map { .lastRows($0) } ?? .all)
         } catch {
             throw RetrainError("cannot read the experience log \(logPath): \(error)", kind: .logUnreadable)
         }
-        return try trainWithPlantModel(rows: rowsAll, limits: limits, warmStart: warmStart, started: clock, plantFit: plantFit,
-                                       progress: progress, shouldStop: shouldStop)
+    }
+
+    /// The trial's exogenous baseline alone, without training: fitted as a retraining fits it
+    /// beside its candidate (the rows `limits.window` selects, against `baselineReference`), for
+    /// a model trained elsewhere that this log's trial is to judge (the gateway's fleet models).
+    /// Nil when `baselineReference` is nil. When the mapping rules a baseline out
+    /// (`ExogenousBaseline.ruledOut(by:)`), that baseline is returned and the log is not read.
+    /// Reads the whole log (or the window) into memory, as a retraining does.
+    ///
+    /// - Throws: `RetrainError` (`.logUnreadable`) when the log cannot be read.
+    public func fitBaseline(logPath: String, limits: RetrainLimits = RetrainLimits()) throws(RetrainError) -> ExogenousBaseline? {
+        guard let reference = baselineReference else { return nil }
+        if let none = ExogenousBaseline.ruledOut(by: map) { return none }
+        return ExogenousBaseline.fit(map: map, rows: try Self.readRows(logPath: logPath, window: limits.window), reference: reference)
     }
 
     /// `runWithPlantModel` on rows read elsewhere (the fleet learner's log of every gateway):

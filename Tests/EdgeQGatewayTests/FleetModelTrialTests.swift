@@ -1,6 +1,8 @@
 import EdgeQCore
 @testable import EdgeQGateway
+import EdgeQLog
 import EdgeQMQTT
+import EdgeQRetrain
 import EdgeQTestSupport
 import EdgeQTrust
 import Foundation
@@ -14,10 +16,16 @@ import Testing
 @Suite struct FleetModelTrialTests {
     static let yaml = testMapping(extraLearning: TrialGatewayTests.trial) + "\nfleet: {topic: fleet/t, interval: 100ms}\n"
 
+    /// The weather mapping of `TrialAdjustmentGatewayTests` (`y` exogenous, the reward 5·y − |x|)
+    /// with the fleet section.
+    static func weatherYAML(adjust: String, block: Int) -> String {
+        TrialAdjustmentGatewayTests.mapping(adjust: adjust, block: block) + "\nfleet: {topic: fleet/t, interval: 100ms}\n"
+    }
+
     /// A harness whose gateway trusts the key `fleet-t` for models; returns its private half.
-    func harness(_ keys: TempDir) throws -> (GatewayHarness, SigningPrivateKey) {
+    func harness(_ keys: TempDir, yaml: String = Self.yaml) throws -> (GatewayHarness, SigningPrivateKey) {
         let files = try KeyFile.generate(name: "fleet-t", directory: keys.url)
-        let h = try GatewayHarness(yaml: Self.yaml) { o in
+        let h = try GatewayHarness(yaml: yaml) { o in
             let models = TrustStore.keysDirectory(dataDirectory: URL(fileURLWithPath: o.dataDirectory ?? "")).appendingPathComponent("models")
             try? FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
             try? FileManager.default.copyItem(at: files.publicKey, to: models.appendingPathComponent("fleet-t.pub"))
@@ -42,6 +50,13 @@ import Testing
         h.received.filter { $0.topic == "fleet/t/verdict/t1" }.map(GatewayHarness.json)
     }
 
+    /// The first message on `topic` whose JSON satisfies `match`: among those received so far,
+    /// else the next one (the verdict and `<prefix>/retrain` come on two connections, in either order).
+    func first(_ h: GatewayHarness, _ topic: String, timeout: Double = 30, _ match: ([String: Any]) -> Bool) throws -> [String: Any] {
+        if let seen = h.received.filter({ $0.topic == topic }).map(GatewayHarness.json).first(where: match) { return seen }
+        return GatewayHarness.json(try h.waitFor(topic: topic, timeout: timeout) { match(GatewayHarness.json($0)) })
+    }
+
     @Test func aFleetModelBuiltToBeBetterWinsItsOwnTrialAndTheVerdictSaysPromoted() throws {
         let keys = try TempDir()
         let (h, key) = try harness(keys)
@@ -57,6 +72,11 @@ import Testing
         #expect(trial["verdict"] as? String == "promote" && (trial["pairs"] as? Int ?? 0) >= 2 && (trial["mean_difference"] as? Double ?? 0) > 0, "\(trial)")
         #expect(h.gateway.servedVersion == 100)
         #expect(h.metric("edgeq_fleet_models_stored_total") == 1)
+        // This mapping marks no signal exogenous: no baseline is fitted or stored, the trial is
+        // unadjusted, and its note says why.
+        #expect(!FileManager.default.fileExists(atPath: try ModelStore(dataDirectory: h.dir.url).baselineURL(100).path))
+        let note = (trial["adjustment"] as? [String: Any])?["note"] as? String ?? ""
+        #expect(trial["adjusted"] as? Bool == false && note.contains("marks no signal 'role: exogenous'"), "\(trial)")
     }
 
     @Test func aFleetModelBuiltToBeWorseLosesItsTrialAndTheVerdictSaysRejectedWithTheFigures() throws {
@@ -127,5 +147,88 @@ import Testing
         #expect(order == ["trial_started 100", "trial_queued 101", "trial_abandoned 100", "trial_started 101"], "\(order)")
         #expect(h.gateway.servedVersion == local)
         #expect(h.metric("edgeq_fleet_models_stored_total") == 2)
+    }
+
+    /// A fleet model comes without an exogenous baseline; the gateway fits one on its own log, as a
+    /// retraining fits its candidate's (the weather plant of `TrialAdjustmentGatewayTests`: 400
+    /// ticks of the incumbent's shadow log, `y` exogenous), against the controller the trial runs
+    /// against (the incumbent), stores it as `models/v100/baseline.json` — the same baseline a fit
+    /// of the log read back gives — and the trial is adjusted by it and says so.
+    @Test func aFleetModelGetsAnExogenousBaselineFittedOnThisGatewaysLogAndItsTrialIsAdjusted() throws {
+        let keys = try TempDir()
+        let (h, key) = try harness(keys, yaml: Self.weatherYAML(adjust: "exogenous", block: 8))
+        defer { h.stop() }
+        let plant = ClosedLoop(h, incumbent: TrialAdjustmentGatewayTests.randomIncumbent(seed: 5),
+                               dynamics: TrialAdjustmentGatewayTests.weatherPlant(seed: 6))
+        try plant.run(400)
+        // No flush from the test: the gateway commits its writer's queue before it reads the log.
+        try publishFleetModel(h, favouring: 0, seed: 12, version: 100, key: key)
+        let started = try first(h, "fleet/t/verdict/t1") { $0["version"] as? Int == 100 }
+        #expect(started["verdict"] as? String == "trial_started", "\(started)")
+
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        let stored = try #require(ExogenousBaseline.load(from: store.baselineURL(100)), "no models/v100/baseline.json")
+        #expect(stored.report.accepted && stored.report.rows == "incumbent" && stored.report.signals == ["y"] && !stored.report.needsLongerLog,
+                "\(stored.report)")
+        // Exactly what a retraining would have fitted on this log (no tick ran since).
+        let rows = try ExperienceLog.open(path: h.gateway.log.path, create: false).transitions(window: .all)
+        #expect(rows.count >= 390, "\(rows.count) rows")
+        #expect(stored == ExogenousBaseline.fit(map: h.map, rows: rows, reference: .incumbent))
+        let arrived = try first(h, "edgeq/t1/retrain") { $0["phase"] as? String == "fleet_model" && $0["version"] as? Int == 100 }
+        let summary = try #require(arrived["baseline"] as? [String: Any], "\(arrived)")
+        #expect(summary["accepted"] as? Bool == true && summary["needs_longer_log"] as? Bool == false, "\(summary)")
+
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        func trialEvents(_ event: String) -> [[String: Any]] { TrialGatewayTests().trialEvents(h, event) }
+        try plant.run(until: { trialEvents("progress").contains { ($0["pairs"] as? Int ?? 0) >= 2 } || !trialEvents("verdict").isEmpty })
+        let event = try #require((trialEvents("progress") + trialEvents("verdict")).last { ($0["pairs"] as? Int ?? 0) >= 1 }, "no trial progress")
+        #expect(event["version"] as? Int == 100 && event["adjusted"] as? Bool == true, "\(event)")
+        let adjustment = try #require(event["adjustment"] as? [String: Any], "\(event)")
+        #expect((adjustment["note"] as? String ?? "").hasPrefix("adjusted by the exogenous baseline of y"), "\(adjustment)")
+        #expect(adjustment["accepted"] as? Bool == true && (adjustment["held_out_variance_ratio"] as? Double ?? 1) <= 0.8, "\(adjustment)")
+    }
+
+    /// On a log too short to check the baseline (300 ticks: 2 placebo pairs of two 60-tick blocks,
+    /// 8 needed), a fleet model follows a local candidate's rule: with `adjust: exogenous` it is
+    /// stored with its baseline (`needs_longer_log`) but not trialled — a `skipped` trial event
+    /// with the reason, the verdict `stored` saying why — and a restart would not call it an
+    /// abandoned trial; with `adjust: none` no baseline is fitted and its trial starts, unadjusted.
+    @Test(arguments: ["exogenous", "none"])
+    func aFleetModelWhoseBaselineNeedsALongerLogIsStoredNotTrialledUnlessTheAdjustmentIsOff(adjust: String) throws {
+        let keys = try TempDir()
+        let (h, key) = try harness(keys, yaml: Self.weatherYAML(adjust: adjust, block: 60))
+        defer { h.stop() }
+        let plant = ClosedLoop(h, incumbent: TrialAdjustmentGatewayTests.randomIncumbent(seed: 15),
+                               dynamics: TrialAdjustmentGatewayTests.weatherPlant(seed: 16))
+        try plant.run(300)
+        try publishFleetModel(h, favouring: 0, seed: 12, version: 100, key: key)
+        let verdict = try first(h, "fleet/t/verdict/t1") { $0["version"] as? Int == 100 }
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        func trialEvents(_ event: String) -> [[String: Any]] { TrialGatewayTests().trialEvents(h, event) }
+        if adjust == "exogenous" {
+            #expect(verdict["verdict"] as? String == "stored", "\(verdict)")
+            #expect((verdict["message"] as? String ?? "").contains("not trialled: the log is too short to check the trial's exogenous baseline"), "\(verdict)")
+            let baseline = try #require(ExogenousBaseline.load(from: store.baselineURL(100)), "no models/v100/baseline.json")
+            #expect(baseline.report.needsLongerLog && !baseline.report.accepted, "\(baseline.report)")
+            let skipped = try first(h, "edgeq/t1/retrain") { $0["phase"] as? String == "trial" && $0["event"] as? String == "skipped" }
+            #expect(skipped["version"] as? Int == 100, "\(skipped)")
+            #expect((skipped["reason"] as? String ?? "").contains("too short to check the trial's exogenous baseline"), "\(skipped)")
+            #expect((skipped["baseline"] as? [String: Any])?["needs_longer_log"] as? Bool == true, "\(skipped)")
+            _ = h.drain(0.5)
+            #expect(trialEvents("started").isEmpty && trialEvents("queued").isEmpty)
+            #expect(h.gateway.trialRunning.load(ordering: .relaxed) == false)
+            // The retained manifest seen again after a restart: it had no trial, nothing to say.
+            #expect(h.gateway.standingVerdict(100) == nil)
+        } else {
+            #expect(verdict["verdict"] as? String == "trial_started", "\(verdict)")
+            #expect(!FileManager.default.fileExists(atPath: store.baselineURL(100).path), "a baseline was fitted with the adjustment off")
+            #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+            try plant.run(until: { !trialEvents("progress").isEmpty || !trialEvents("verdict").isEmpty })
+            let event = try #require((trialEvents("progress") + trialEvents("verdict")).first, "no trial progress")
+            #expect(event["version"] as? Int == 100 && event["adjusted"] as? Bool == false, "\(event)")
+            let note = (event["adjustment"] as? [String: Any])?["note"] as? String ?? ""
+            #expect(note.contains("learning.promotion.trial.adjust: none"), "\(note)")
+            #expect(trialEvents("skipped").isEmpty)
+        }
     }
 }

@@ -103,7 +103,7 @@ import Testing
         let baseline = try #require(done["baseline"] as? [String: Any], "\(done)")
         #expect(baseline["accepted"] as? Bool == false, "\(baseline)")
         if adjust == "exogenous" {
-            #expect((baseline["reason"] as? String ?? "").hasPrefix("too few rows:"), "\(baseline)")
+            #expect((baseline["reason"] as? String ?? "").hasPrefix("too few rows:") && baseline["needs_longer_log"] as? Bool == true, "\(baseline)")
             let skipped = try #require(trialEvents(h, "skipped").first, "\(h.received.map(\.topic))")
             #expect(skipped["version"] as? Int == done["version"] as? Int)
             #expect((skipped["reason"] as? String ?? "").contains("too short to check the trial's exogenous baseline"), "\(skipped)")

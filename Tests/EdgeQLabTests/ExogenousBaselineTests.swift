@@ -145,17 +145,22 @@ import Testing
         try Self.writeLog(path: independent, n: 4000, seed: 3) { _, _, noise in -1 + 0.2 * noise }
         let no = ExogenousBaseline.fit(map: map, rows: try ExperienceLog.open(path: independent, create: false).transitions(window: .all),
                                        reference: .incumbent)
-        #expect(!no.report.accepted && no.usable == nil, "\(no.report)")
+        #expect(!no.report.accepted && no.usable == nil && !no.report.needsLongerLog, "\(no.report)")
         #expect((no.report.heldOutVarianceRatio ?? 0) > 0.8, "\(no.report)")
         #expect(no.report.reason?.contains("does not help enough on held-out data") == true, "\(no.report)")
 
         let few = ExogenousBaseline.fit(map: map, rows: Array(drivenRows.prefix(500)), reference: .incumbent)
         #expect(!few.report.accepted && few.model == nil)
         #expect(few.report.reason?.contains("too few rows: 500 rows with the exogenous signals and a reward make 6 placebo pairs") == true, "\(few.report)")
+        // Only log was missing: a field of the report, stored in the JSON and read back.
+        #expect(few.report.needsLongerLog, "\(few.report)")
+        #expect(String(decoding: few.json(), as: UTF8.self).contains("\"needs_longer_log\":true"))
+        #expect(try JSONDecoder().decode(ExogenousBaseline.self, from: few.json()) == few)
+        #expect(!yes.report.needsLongerLog)
 
         let off = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ", adjust: none"), file: "b.yaml")
         let none = ExogenousBaseline.fit(map: off, rows: drivenRows, reference: .incumbent)
-        #expect(!none.report.accepted && none.report.reason?.contains("adjust: none") == true, "\(none.report)")
+        #expect(!none.report.accepted && none.report.reason?.contains("adjust: none") == true && !none.report.needsLongerLog, "\(none.report)")
 
         // Rows of another controller: a served model's baseline falls back to every row, and says so.
         let other = ExogenousBaseline.fit(map: map, rows: drivenRows, reference: .model("7"))
@@ -178,7 +183,41 @@ import Testing
         #expect(served.report.rows == "v2" && served.report.placeboPairs == 25 && served.report.accepted, "\(served.report)")
     }
 
-    /// Episode blocks and a mapping without exogenous signals get no baseline, with the reason.
+    /// A `baseline.json` written before `needs_longer_log` was stored (the literal text of such a
+    /// file) still loads: refused for too few rows it needs a longer log, refused for any other
+    /// reason or accepted it does not; a file that has the field is read by the field.
+    @Test func anOldBaselineFileWithoutTheFieldIsReadByItsReason() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func load(_ text: String) throws -> ExogenousBaseline {
+            let url = dir.appendingPathComponent("baseline-\(UUID().uuidString).json")
+            try Data(text.utf8).write(to: url)
+            return try #require(ExogenousBaseline.load(from: url), "does not load: \(text)")
+        }
+        let short = #"{"report":{"accepted":false,"features":0,"fitted_rows":0,"max_ratio":0.8,"placebo_pairs":0,"reason":"too few rows: 300 rows with the exogenous signals and a reward make 2 placebo pairs (stretches of 120 consecutive ticks, two 60-tick blocks); 8 are needed to check that the baseline helps","rows":"all","signals":["y"],"time_constants":[1.875,7.5]}}"#
+        let old = try load(short)
+        #expect(old.report.needsLongerLog && !old.report.accepted && old.model == nil && old.report.signals == ["y"], "\(old.report)")
+        let unhelpful = #"{"report":{"accepted":false,"features":0,"fitted_rows":0,"max_ratio":0.8,"placebo_pairs":0,"reason":"the regression is singular on the reference's rows","rows":"incumbent","signals":["y"],"time_constants":[1.875,7.5]}}"#
+        #expect(try !load(unhelpful).report.needsLongerLog)
+        let off = #"{"report":{"accepted":false,"features":0,"fitted_rows":0,"max_ratio":0.8,"placebo_pairs":0,"reason":"the mapping turns the adjustment off (learning.promotion.trial.adjust: none)","rows":"none","signals":[],"time_constants":[]}}"#
+        #expect(try !load(off).report.needsLongerLog)
+        // The field, where present, is what counts.
+        let stated = short.replacingOccurrences(of: #""max_ratio""#, with: #""needs_longer_log":false,"max_ratio""#)
+        #expect(try !load(stated).report.needsLongerLog)
+        // An old accepted baseline (fitted on the driven log, its new key taken out) reads the same.
+        let path = dir.appendingPathComponent("driven.sqlite").path
+        try Self.writeLog(path: path, n: 2000, seed: 3) { out, price, noise in -0.05 * out * price + 0.2 * noise }
+        let map = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ""), file: "b.yaml")
+        let fitted = ExogenousBaseline.fit(map: map, rows: try ExperienceLog.open(path: path, create: false).transitions(window: .all), reference: .incumbent)
+        #expect(fitted.report.accepted, "\(fitted.report)")
+        let text = String(decoding: fitted.json(), as: UTF8.self)
+        #expect(text.contains(#""needs_longer_log":false,"#))
+        let accepted = try load(text.replacingOccurrences(of: #""needs_longer_log":false,"#, with: ""))
+        #expect(accepted == fitted)
+    }
+
+    /// Episode blocks, a mapping without exogenous signals and `adjust: none` get no baseline, with
+    /// the reason, whatever the log holds (`ruledOut(by:)`).
     @Test func episodeBlocksAndNoExogenousSignalsGetNoBaseline() throws {
         let episodic = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "{block: 40, burn_in: 8ADJUST}", with: "{block: episode}")
             .replacingOccurrences(of: "reward: -abs(temp)", with: "reward: -abs(temp)\nterminal: temp > 100"), file: "b.yaml")
@@ -188,5 +227,12 @@ import Testing
             .replacingOccurrences(of: ", role: exogenous", with: ""), file: "b.yaml")
         let p = ExogenousBaseline.fit(map: plain, rows: [], reference: .incumbent)
         #expect(p.model == nil && p.report.reason?.contains("no signal 'role: exogenous'") == true, "\(p.report)")
+        // What the mapping alone rules out is known without a log (the gateway does not read its
+        // log for a fleet model's baseline then); a mapping that allows a baseline leaves it to the log.
+        let off = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ", adjust: none"), file: "b.yaml")
+        #expect(ExogenousBaseline.ruledOut(by: episodic) == e && ExogenousBaseline.ruledOut(by: plain) == p)
+        #expect(ExogenousBaseline.ruledOut(by: off) == ExogenousBaseline.fit(map: off, rows: [], reference: .incumbent))
+        let allowed = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ""), file: "b.yaml")
+        #expect(ExogenousBaseline.ruledOut(by: allowed) == nil)
     }
 }

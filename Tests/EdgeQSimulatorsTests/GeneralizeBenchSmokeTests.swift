@@ -7,7 +7,7 @@ import Testing
 /// twin, and prints every figure, measured or null with a reason.
 @Suite struct GeneralizeBenchSmokeTests {
     static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
-                          "trial_cost", "guard_trips", "quarantined_models", "retrainings", "pretrial_sign_agreement", "pretrial_kept_out"]
+                          "trial_cost", "guard_trips", "trials_skipped", "quarantined_models", "retrainings", "pretrial_sign_agreement", "pretrial_kept_out"]
 
     @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {
         let unknown = try EdgeQBinary.run(["bench", "generalize", "--plants", "cartpole,boiler"])
@@ -60,5 +60,10 @@ import Testing
         // The gateway's status was read: guard trips and quarantined models are counts.
         #expect((lines["cartpole/seed1/guard_trips"]?["value"] as? NSNumber)?.intValue == 0)
         #expect((lines["cartpole/seed1/quarantined_models"]?["value"] as? NSNumber)?.intValue == 0)
+        // The cart-pole mapping runs trials (promotion.policy trial): skipped trials are a count,
+        // none in 300 steps without a retraining; the per-seed line on standard error says so.
+        #expect((lines["cartpole/seed1/trials_skipped"]?["value"] as? NSNumber)?.intValue == 0)
+        #expect((lines["cartpole/trials_skipped"]?["value"] as? NSNumber)?.intValue == 0)
+        #expect(r.stderr.contains("trials skipped: 0;"), "\(r.stderr.suffix(2000))")
     }
 }

@@ -77,7 +77,8 @@ enum GeneralizeBench {
                 context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
                                  + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
-                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), trials: "
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), "
+                                 + "trials skipped: \(skippedSummary(o)); trials: "
                                  + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
                                      let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
                                      let d = (e.event["mean_difference"] as? NSNumber).map { String(format: "%+.3g", $0.doubleValue) } ?? "—"
@@ -134,6 +135,21 @@ enum GeneralizeBench {
             return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how))"
         }.joined(separator: "; ")
         return "candidates: \(candidates); windows by controller (return vs the incumbent's): \(windows); trial verdicts: \(verdicts.isEmpty ? "none" : verdicts)"
+    }
+
+    /// The candidates the gateway stored but kept out of the trial (its `skipped` trial events):
+    /// how many, and per version why — the pre-trial estimate predicted it worse (the event
+    /// carries `pretrial`), or the log was too short to check its exogenous baseline (`baseline`).
+    static func skippedSummary(_ o: Outcome) -> String {
+        let skipped = o.trialEvents.filter { $0.event["event"] as? String == "skipped" }
+        guard !skipped.isEmpty else { return "0" }
+        return "\(skipped.count) (" + skipped.map { e -> String in
+            let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
+            let why = e.event["pretrial"] is [String: Any] ? "predicted worse by the plant model"
+                : e.event["baseline"] is [String: Any] ? "log too short to check its exogenous baseline"
+                : (e.event["reason"] as? String) ?? "no reason given"
+            return "\(v) at step \(e.step): \(why)"
+        }.joined(separator: "; ") + ")"
     }
 
     // MARK: One run
@@ -445,6 +461,12 @@ enum GeneralizeBench {
 
         out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
                     o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
+        // Candidates stored but kept out of the trial: the gateway's `skipped` trial events (the
+        // plant model predicted them worse, or the log was too short to check their baseline).
+        let runsTrials = o.policy == "trial" || o.policy == "shadow-first"
+        out.append(("trials_skipped", runsTrials ? Double(o.trialEvents.filter { $0.event["event"] as? String == "skipped" }.count) : nil,
+                    "candidates", .lower,
+                    runsTrials ? nil : "not measured: promotion.policy \(o.policy) runs no switchback trial, so none is skipped"))
         out.append(("quarantined_models", o.quarantined.map { Double($0.count) }, "models", .lower,
                     o.quarantined == nil ? "not measured: the gateway's status carried no quarantined list" : nil))
         out.append(("retrainings", Double(o.retrainings), "retrainings", .higher, nil))
