@@ -214,7 +214,8 @@ public struct DecisionCore: Sendable {
     ///   - engine: the model to ask (nil: none; in control that is a fallback).
     ///   - modelVersion: the model's name in the log.
     ///   - mayExplore: exploration is allowed on this tick (the gateway turns it off while a
-    ///     switchback trial compares two controllers: both act greedily there).
+    ///     switchback trial compares a model with the incumbent, which cannot explore: both
+    ///     act greedily there; in a trial between two models both arms explore alike).
     public mutating func tick(now: UInt64, wallClock: Double, mode requested: ControlMode,
                               engine: QEngine?, modelVersion: String?, mayExplore: Bool = true) -> Outcome {
         tick += 1

@@ -590,8 +590,13 @@ public final class Gateway: Sendable {
         // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
         let who = controller(&d)
         handOverIfNeeded(who, &d)
+        // Exploration (the mapping's `learning.exploration`, in control only) goes on in a trial
+        // between two models: both arms draw from the same ε schedule, so the pair differences
+        // compare the two models as each would run when served, and the log keeps getting the
+        // explorative rows the next retraining learns from. Against the incumbent (which cannot
+        // explore) both arms act greedily.
         let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version,
-                              mayExplore: d.trial == nil)
+                              mayExplore: d.trial == nil || d.trialReference != nil)
         syncDecoderCounters(&d)
         let closedRole = d.openRole
         d.openRole = d.core.hasOpen ? who.role : nil

@@ -1,4 +1,5 @@
 import EdgeQCore
+import EdgeQLog
 @testable import EdgeQGateway
 import EdgeQMQTT
 import EdgeQTestSupport
@@ -157,6 +158,58 @@ import Testing
         #expect(file["verdict"] as? String == "budget-exhausted" && file["promoted"] as? Bool == false, "\(file)")
         #expect(h.gateway.servedVersion == served)
         #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="budget-exhausted"}"#) == 1)
+    }
+
+    /// The mapping's exploration goes on in a trial between two models, in both arms alike (what
+    /// each would do when served), and stays off in a trial against the incumbent, which cannot
+    /// explore. No verdict within the ticks run (at least 40 pairs): the trial is under way.
+    @Test func aTrialBetweenTwoModelsExploresInBothArmsOneAgainstTheIncumbentInNeither() throws {
+        let yaml = testMapping(extraLearning: """
+              exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60}, control_share: 0}
+            """)
+        func rows(_ h: GatewayHarness) throws -> [EdgeQLog.Transition] {
+            h.stop()
+            let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
+            return try log.transitions(window: .all).map(\.transition)
+        }
+        // Against the served model: both versions' blocks hold explorative rows.
+        do {
+            let h = try GatewayHarness(yaml: yaml)
+            defer { h.stop() }
+            let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+            #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+            #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+            let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
+            try startTrial(h, candidate)
+            let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 31), dynamics: Self.noisyPlant(seed: 32))
+            try plant.run(120)
+            #expect(trialEvents(h, "verdict").isEmpty)
+            let all = try rows(h)
+            let explored = all.filter { $0.actor == .exploration }
+            for v in [served, candidate] {
+                let arm = all.filter { $0.modelVersion == String(v) }
+                let e = explored.filter { $0.modelVersion == String(v) }.count
+                #expect(arm.count >= 20 && e >= 3, "v\(v): \(e) explorative rows of \(arm.count)")
+            }
+            // Within the budget, as outside a trial.
+            #expect(Double(explored.count) <= 0.3 * Double(all.count) + 1, "\(explored.count) of \(all.count)")
+        }
+        // Against the incumbent: the candidate's blocks are greedy.
+        do {
+            let h = try GatewayHarness(yaml: yaml)
+            defer { h.stop() }
+            #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+            let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+            try startTrial(h, candidate)
+            let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 41), dynamics: Self.noisyPlant(seed: 42))
+            try plant.run(120)
+            #expect(trialEvents(h, "verdict").isEmpty)
+            let all = try rows(h)
+            #expect(all.filter { $0.modelVersion == String(candidate) }.count >= 20)
+            #expect(!all.contains { $0.actor == .exploration }, "\(all.filter { $0.actor == .exploration }.count) explorative rows")
+            #expect(!plant.acted.contains(.gateway(1)), "the candidate favours a0 and must not explore")
+        }
     }
 
     @Test func theTrialWaitsInShadowModeAndStartsInControlMode() throws {

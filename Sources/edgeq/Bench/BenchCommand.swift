@@ -43,6 +43,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "generalize, model: seeds per plant (1…N; default 5).")
     var seeds: Int?
 
+    @Option(help: "generalize: the first seed (seeds K…K+N−1 with --seeds N; default 1), to split a sitting's seeds over several processes.")
+    var firstSeed: Int?
+
     @Option(help: "generalize: steps per run (default: each plant's budget, docs/benchmarks.md).")
     var steps: Int?
 
@@ -68,9 +71,10 @@ struct BenchCommand: AsyncParsableCommand {
         if let models, models < 1 { throw ValidationError("--models must be at least 1") }
         if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
-        if name != .generalize && (plants != nil || steps != nil || dither != nil || config != nil) {
-            throw ValidationError("--plants, --steps, --dither and --config apply to `edgeq bench generalize` only")
+        if name != .generalize && (plants != nil || steps != nil || dither != nil || config != nil || firstSeed != nil) {
+            throw ValidationError("--plants, --steps, --dither, --config and --first-seed apply to `edgeq bench generalize` only")
         }
+        if let firstSeed, firstSeed < 1 { throw ValidationError("--first-seed must be at least 1") }
         if name != .generalize && name != .model && seeds != nil {
             throw ValidationError("--seeds applies to `edgeq bench generalize` and `edgeq bench model` only")
         }
@@ -103,6 +107,7 @@ struct BenchCommand: AsyncParsableCommand {
             g.mapping = URL(fileURLWithPath: config).standardizedFileURL.path
         }
         if let seeds { g.seeds = seeds }
+        if let firstSeed { g.firstSeed = firstSeed }
         g.steps = steps
         g.dither = dither ?? 0
         return g

@@ -10,8 +10,10 @@ import Logging
 struct GeneralizeOptions: Sendable {
     /// The plants, in order; default every built-in plant.
     var plants: [PlantKind] = PlantKind.allCases
-    /// Seeds 1…seeds per plant.
+    /// Seeds firstSeed…firstSeed+seeds−1 per plant.
     var seeds = 5
+    /// The first seed (`--first-seed`; default 1).
+    var firstSeed = 1
     /// Steps per run; nil: the plant's budget (`GeneralizeBench.defaultSteps`).
     var steps: Int?
     /// Share of the plant incumbent's decisions moved ±1 level (the twin is never dithered).
@@ -68,7 +70,8 @@ enum GeneralizeBench {
             }
             let steps = options.steps ?? defaultSteps(plant)
             var outcomes: [Outcome] = []
-            for seed in 1...UInt64(max(options.seeds, 1)) {
+            let first = UInt64(max(options.firstSeed, 1))
+            for seed in first...(first + UInt64(max(options.seeds, 1)) - 1) {
                 context.progress("\(plant.rawValue) seed \(seed): \(steps) steps, promotion policy \(map.learning.promotion.rawValue), mapping \(mappingPath)"
                                  + (map.learning.distill.enabled ? ", distillation on" : ""))
                 let started = Date()
