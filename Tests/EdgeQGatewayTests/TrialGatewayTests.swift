@@ -50,6 +50,17 @@ import Testing
         try h.gateway.control.sync { try h.gateway.startTrial(version) }
     }
 
+    /// A served model favouring a0 (seed 1), control mode, and a candidate favouring
+    /// `candidateFavouring` (seed 2) in its trial against it: (served, candidate).
+    func trialAgainstAServedModel(_ h: GatewayHarness, candidateFavouring: Int) throws -> (served: Int, candidate: Int) {
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: candidateFavouring, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        return (served, candidate)
+    }
+
     @Test func theTrialPromotesACandidateBuiltToBeBetterThanTheIncumbent() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }
@@ -98,11 +109,7 @@ import Testing
     @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }
-        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
-        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
-        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
-        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
-        try startTrial(h, candidate)
+        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 1)
         let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 21), dynamics: Self.noisyPlant(seed: 22))
         try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
         let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
@@ -141,11 +148,7 @@ import Testing
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
-        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
-        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
-        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
-        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
-        try startTrial(h, candidate)
+        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 0)
         // Both apply a0; the plant has no noise: every pair's difference is 0.
         let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
         try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
@@ -177,11 +180,7 @@ import Testing
         do {
             let h = try GatewayHarness(yaml: yaml)
             defer { h.stop() }
-            let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
-            #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
-            #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
-            let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 2)
-            try startTrial(h, candidate)
+            let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 0)
             let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 31), dynamics: Self.noisyPlant(seed: 32))
             try plant.run(120)
             #expect(trialEvents(h, "verdict").isEmpty)
