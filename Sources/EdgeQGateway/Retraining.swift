@@ -5,6 +5,7 @@ import Darwin
 #endif
 import EdgeQLog
 import EdgeQModel
+import EdgeQNet
 import Foundation
 import Logging
 import EdgeQRetrain
@@ -28,7 +29,8 @@ extension Gateway {
     @discardableResult
     func startRetraining(_ limits: RetrainLimits, trigger: String) -> Bool {
         guard !retraining.exchange(true, ordering: .acquiringAndReleasing) else { return false }
-        let warm = served.withLock { $0?.model }
+        let servedNow = served.withLock { $0 }
+        let servedModel = servedNow?.model
         var configured = Retrainer(map: map, policy: checkPolicy)
         configured.baselineReference = baselineReference
         let retrainer = configured
@@ -42,10 +44,14 @@ extension Gateway {
             // Learn from everything logged so far: commit the writer's queue first (this waits
             // on the writer, never on the decision thread).
             try? writer.flush(timeout: 10)
+            // The starting weights (`learning.warm_start`); the plant model's judgement below
+            // still compares with the served model, the controller in charge.
+            let (warm, warmVersion) = warmStart(served: servedNow)
             publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
                             "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
                                                "seconds": limits.seconds.map { .number($0) } ?? .null,
-                                               "window": limits.window.map { .number(Double($0)) } ?? .null])])
+                                               "window": limits.window.map { .number(Double($0)) } ?? .null]),
+                            "warm_start": warmVersion.map { .string("v\($0)") } ?? .null])
             do {
                 let outcome = try retrainer.runWithPlantModel(
                     logPath: logPath, limits: limits, warmStart: warm, output: output, plantFit: plantFit.withLock { $0 },
@@ -65,7 +71,7 @@ extension Gateway {
                 if report.passed, report.pretrial == nil, map.learning.promotion == .trial, let model = outcome.plantModel, let data = outcome.plantData {
                     publishRetrain(["phase": .string("pretrial"), "model": .string(model.description)])
                     let estimate = PretrialEstimate(map: map, model: model, data: data, settings: .init(map: map))
-                    report.pretrial = estimate.estimate(candidate: outcome.candidate, current: warm.map { .network($0) } ?? .logged)
+                    report.pretrial = estimate.estimate(candidate: outcome.candidate, current: servedModel.map { .network($0) } ?? .logged)
                 }
                 if report.passed {
                     var files = ["model.safetensors": output, "model.safetensors.sha256": output.appendingPathExtension("sha256")]
@@ -91,7 +97,7 @@ extension Gateway {
                         // — unless the plant model already predicts it worse.
                         if let p = report.pretrial, p.verdict == .predictedWorse {
                             publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
-                                            "reason": .string("the plant model predicts it worse than the \(warm == nil ? "incumbent" : "served model"): mean return difference \(roundedForReading(p.meanDifference, significant: 4)), upper bound \(roundedForReading(p.upperBound, significant: 4)) at \(p.confidence) confidence"),
+                                            "reason": .string("the plant model predicts it worse than the \(servedModel == nil ? "incumbent" : "served model"): mean return difference \(roundedForReading(p.meanDifference, significant: 4)), upper bound \(roundedForReading(p.upperBound, significant: 4)) at \(p.confidence) confidence"),
                                             "pretrial": Self.pretrialSummary(p)])
                             logger.notice("candidate kept out of the trial: the plant model predicts it worse", metadata: [
                                 "model.version": "\(version)", "pretrial.mean_difference": "\(p.meanDifference)",
@@ -219,6 +225,24 @@ extension Gateway {
             "pretrial": r.pretrial.map(Self.pretrialSummary) ?? .null,
             "distill": r.distill.map(Self.distillSummary) ?? .null,
         ]
+    }
+
+    /// The weights a retraining starts from and their version (nil, nil: fresh weights):
+    /// `learning.warm_start: served` — the served model; `newest` — the newest stored version
+    /// that is not quarantined, loaded and verified as for serving, else the served model.
+    /// Reads a model file: call it on the retraining thread, never on the decision path.
+    func warmStart(served servedNow: ServedModel?) -> (model: QModel?, version: Int?) {
+        let fallback = (servedNow?.model, servedNow?.version)
+        guard map.learning.warmStart == .newest,
+              let newest = store.versions().filter({ !store.isQuarantined($0) }).max(),
+              newest != servedNow?.version else { return fallback }
+        do {
+            return (try loadVerified(newest).model, newest)
+        } catch {
+            logger.warning("retraining starts from the served model: the newest version does not load",
+                           metadata: ["model.version": "\(newest)", "error": "\(error)"])
+            return fallback
+        }
     }
 
     /// The exogenous baseline in the retrain result and the trial's events: accepted or not and

@@ -420,6 +420,19 @@ public struct LearningConfig: Sendable, Equatable {
     public var explorationBudget = 0.0
     /// Weight of the conservative (CQL) term. Default 0.1.
     public var cqlWeight = 0.1
+    /// The weights each retraining starts from (`learning.warm_start`). Default `.served`.
+    public var warmStart: WarmStart = .served
+
+    /// Where a retraining takes its starting weights.
+    public enum WarmStart: String, Sendable, Equatable, CaseIterable {
+        /// The served model (none served: fresh weights).
+        case served
+        /// The newest stored version that is not quarantined — a candidate that passed its
+        /// checks, trialled or not, or a fleet model — so that training goes on from where the
+        /// last retraining ended even when its candidate lost its trial; the served model when
+        /// that one does not load or has another shape.
+        case newest
+    }
     /// Apply the conservative term to every logged row, not only the incumbent's. Default false.
     public var cqlOnAllTransitions = false
     /// Double DQN targets (the online network picks the next action, the target network values

@@ -1087,6 +1087,7 @@ struct Builder {
             "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
             "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion", "checks",
             "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay", "distill",
+            "warm_start",
         ]) else { return nil }
         var l = LearningConfig()
         if let n = f["hidden"], let items = r.list(n, "hidden") {
@@ -1111,6 +1112,7 @@ struct Builder {
             l.cqlWeight = v
         }
         if let n = f["updates_per_retrain"], let v = r.int(n, "updates_per_retrain", min: 1) { l.updatesPerRetrain = v }
+        if let n = f["warm_start"], let v = r.choice(n, "warm_start", LearningConfig.WarmStart.self) { l.warmStart = v }
         if let n = f["cql_on_all_transitions"], let v = r.bool(n, "cql_on_all_transitions") { l.cqlOnAllTransitions = v }
         if let n = f["double_dqn"], let v = r.bool(n, "double_dqn") { l.doubleDQN = v }
         if let n = f["polyak_tau"] {

@@ -4,6 +4,7 @@ import EdgeQMQTT
 import EdgeQNet
 import EdgeQRetrain
 import EdgeQTestSupport
+import EdgeQTopicMap
 import EdgeQTrust
 import Foundation
 import Testing
@@ -96,6 +97,40 @@ import Testing
         #expect(shadowTimes.count == sent, "\(shadowTimes.count) decisions for \(sent) ticks during training")
         let gaps = zip(shadowTimes.dropFirst(), shadowTimes).map { $0.timeIntervalSince($1) }
         #expect((gaps.max() ?? 0) < 0.5, "a gap of \(gaps.max() ?? 0) s between two decisions during training")
+    }
+
+    /// `learning.warm_start`: by default a retraining starts from the served model; with
+    /// `newest` from the newest stored version that is not quarantined (here one stored after
+    /// the served one, never served), and the started event says which. The candidate starts
+    /// from those weights: its report says it was warm-started.
+    @Test func aRetrainingStartsFromTheServedModelOrTheNewestStoredVersion() throws {
+        for (key, expected) in [("", 1), ("  warm_start: newest\n", 2), ("  warm_start: served\n", 1)] {
+            let h = try GatewayHarness(yaml: testMapping(extraLearning: key + Self.lenient))
+            defer { h.stop() }
+            let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+            #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+            let newer = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+            #expect((served, newer) == (1, 2))
+            try logShadow(h, ticks: 200)
+            try h.command("retrain", #"{"steps":200}"#)
+            let r = try retrainResult(h)
+            let started = try #require(h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json)
+                .first { $0["phase"] as? String == "started" })
+            #expect(started["warm_start"] as? String == "v\(expected)", "warm_start '\(key)': \(started)")
+            let version = try #require(r["version"] as? Int, "\(r)")
+            let report = try JSONSerialization.jsonObject(with: Data(contentsOf: h.dir.url.appendingPathComponent("models/v\(version)/report.json"))) as? [String: Any]
+            #expect(report?["warmStart"] as? Bool == true, "\(report ?? [:])")
+            #expect(h.gateway.servedVersion == served)
+        }
+    }
+
+    /// A mapping with `warm_start` set to anything else is refused, naming the choices.
+    @Test func anUnknownWarmStartIsRefused() throws {
+        #expect {
+            try TopicMap.parse(yaml: testMapping(extraLearning: "  warm_start: latest\n"), file: "m.yaml")
+        } throws: { error in
+            "\(error)".contains("warm_start must be one of served, newest, found 'latest'")
+        }
     }
 
     @Test func aCandidateThatFailsItsChecksIsNotServedAndSaysWhy() throws {
