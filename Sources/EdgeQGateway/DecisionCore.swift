@@ -55,6 +55,13 @@ public struct DecisionCore: Sendable {
     public private(set) var controlDecisions = 0
     /// Explorative decisions so far.
     public private(set) var explorations = 0
+    /// With `safety.on_unsupported: incumbent`, after a state outside the served model's
+    /// support: ticks in a row inside it still needed before the model takes the plant back
+    /// (0: not holding).
+    public private(set) var supportHold = 0
+    /// The incumbent is in charge because the state left the model's support (control mode
+    /// asked; the caller's handover tells the plant).
+    public var supportHolding: Bool { supportHold > 0 }
 
     var open: OpenTransition?
     var gaps: TickGapDetector
@@ -147,6 +154,13 @@ public struct DecisionCore: Sendable {
         public var gap = false
         /// The closed transition was flagged `appliedMismatch` (the plant applied something else).
         public var appliedMismatch = false
+        /// The first state input outside the model's training support (`QEngine.support`
+        /// widened by `safety.support_margin`); nil: inside, or no check.
+        public var outsideSupport: Int?
+        /// Control mode was asked, but the incumbent was in charge on this tick because the
+        /// state left the model's support (`safety.on_unsupported: incumbent`): the tick ran
+        /// in shadow.
+        public var supportHeld = false
     }
 
     /// A core for `map` with empty history; `explorationSeed` seeds the exploration draws.
@@ -231,11 +245,29 @@ public struct DecisionCore: Sendable {
             signals.withUnsafeMutableBufferPointer { runtime.loggedSignalValues(into: $0) }
         }
         // While the plant is in hand (safety.hand_override), the gateway only shadows.
-        let mode: ControlMode = status == .handOverride ? .shadow : requested
-        out.mode = mode
+        var mode: ControlMode = status == .handOverride ? .shadow : requested
         let reward = runtime.reward()
         let terminal = runtime.terminal() ?? false
         let truncated = runtime.truncated() ?? false
+        // A state the model was never trained near (its support box, widened by the margin):
+        // what its network does there was not learned, and no check or trial saw it.
+        if status == .ok, let margin = map.safety.supportMargin, let box = engine?.support {
+            out.outsideSupport = state.withUnsafeBufferPointer { box.firstOutside($0, margin: Float(margin)) }
+        }
+        if requested == .shadow || terminal || truncated {
+            supportHold = 0   // the incumbent is in charge anyway, or a new episode begins
+        } else if mode == .control, map.safety.onUnsupported == .incumbent {
+            if out.outsideSupport != nil {
+                supportHold = max(1, map.safety.supportHold)
+            } else if status == .ok, supportHold > 0 {
+                supportHold -= 1
+            }
+            if supportHold > 0 {
+                mode = .shadow
+                out.supportHeld = true
+            }
+        }
+        out.mode = mode
         let allowedCount = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
         // Missed ticks since the previous one: by the clock, and by the plant's step counter.
         let clockGap = gaps.observe(now)
@@ -280,10 +312,24 @@ public struct DecisionCore: Sendable {
             out.fallback = .noModel
         }
 
+        if mode == .control, out.fallback == nil, out.outsideSupport != nil {
+            switch map.safety.onUnsupported {
+            case .fallback, .hold: out.fallback = .outsideSupport
+            case .none, .incumbent: break   // act anyway; or the incumbent is in charge (shadow)
+            }
+        }
+
         if mode == .control {
             if let reason = out.fallback {
                 out.actor = .fallback
-                let response = status == .ok ? SafetyConfig.Response.fallback : (status.response(map.safety) ?? .fallback)
+                let response: SafetyConfig.Response
+                if status != .ok {
+                    response = status.response(map.safety) ?? .fallback
+                } else if reason == .outsideSupport, map.safety.onUnsupported == .hold {
+                    response = .hold
+                } else {
+                    response = .fallback
+                }
                 // A fallback that cannot be rendered is not published: hold.
                 if response == .fallback, let fb = map.fallbackAction, render(fb) { out.applied = fb }
                 _ = reason

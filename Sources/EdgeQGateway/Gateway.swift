@@ -589,7 +589,11 @@ public final class Gateway: Sendable {
         let wall = Date().timeIntervalSince1970
         // Who is in charge: the incumbent, the served model, or a trial's or guard's arm.
         let who = controller(&d)
-        handOverIfNeeded(who, &d)
+        // Outside the served model's support the incumbent is in charge until the state is back
+        // (the core decides per tick; the handover follows it, before the tick when the hold
+        // goes on, right after it when the hold began or ended on this tick).
+        let held = who.mode == .control && d.core.supportHolding
+        handOverIfNeeded(held ? who.asIncumbent : who, &d)
         // Exploration (the mapping's `learning.exploration`, in control only) goes on in a trial
         // between two models: both arms draw from the same ε schedule, so the pair differences
         // compare the two models as each would run when served, and the log keeps getting the
@@ -598,6 +602,17 @@ public final class Gateway: Sendable {
         let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version,
                               mayExplore: d.trial == nil || d.trialReference != nil)
         syncDecoderCounters(&d)
+        if out.outsideSupport != nil { metrics.outsideSupport.increment() }
+        if out.supportHeld != held {
+            if out.supportHeld {
+                metrics.supportHandbacks.increment()
+                logger.warning("state outside the served model's training support: the incumbent is in charge until the state is back inside", metadata: [
+                    "state.input": "\(out.outsideSupport ?? -1)", "model.version": "\(who.version ?? "none")",
+                    "safety.support_hold": "\(map.safety.supportHold)",
+                ])
+            }
+            handOverIfNeeded(out.supportHeld ? who.asIncumbent : who, &d, reason: out.supportHeld ? "state outside the model's support" : nil)
+        }
         let closedRole = d.openRole
         d.openRole = d.core.hasOpen ? who.role : nil
         record(out, &d)
@@ -626,7 +641,7 @@ public final class Gateway: Sendable {
         let modeIndex = out.mode == .control ? 1 : 0
         let column = out.mode == .control ? (out.applied ?? map.actions.count) : (out.choice ?? map.actions.count + (out.ranModel ? 0 : 1))
         metrics.decisions[modeIndex][min(column, map.actions.count + 1)].increment()
-        if out.mode == .shadow { publishShadow(&d, out) }
+        if out.mode == .shadow { publishShadow(&d, out, note: out.supportHeld ? "outside_support" : nil) }
         let decided = Self.now()
         metrics.latency.observe(Double(decided &- arrival) / 1e9)
         lastDecisionNanos.store(decided, ordering: .relaxed)

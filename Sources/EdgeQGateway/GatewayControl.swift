@@ -368,6 +368,8 @@ extension Gateway {
                 "messages_dropped": .number(Double(mq.dropped)),
                 "watchdog_trips": .number(Double(metrics.watchdogTrips.value)),
                 "mqtt_session_takeovers": .number(Double(mq.sessionTakeovers)),
+                "states_outside_support": .number(Double(metrics.outsideSupport.value)),
+                "support_handbacks": .number(Double(metrics.supportHandbacks.value)),
             ]),
         ]
         if let reason { obj["reason"] = .string(reason) }

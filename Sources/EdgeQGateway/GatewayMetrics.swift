@@ -33,6 +33,8 @@ final class GatewayMetrics: Sendable {
     let watchdogTrips: Counter
     let guardTrips: Counter
     let explorations: Counter
+    let outsideSupport: Counter
+    let supportHandbacks: Counter
     let fp32TieBreaks: Counter
     let statePersistFailures: Counter
     let tickGaps: Counter
@@ -96,6 +98,8 @@ final class GatewayMetrics: Sendable {
         mode = r.gauge("edgeq_mode", help: "0 shadow, 1 control.")
         modelVersion = r.gauge("edgeq_model_version", help: "The served model version (0: none).")
         explorations = r.counter("edgeq_explorations_total", help: "Control decisions that explored (a random allowed action within the exploration budget).")
+        outsideSupport = r.counter("edgeq_states_outside_support_total", help: "Ticks whose state was outside the model's training support widened by safety.support_margin (shadow and control).")
+        supportHandbacks = r.counter("edgeq_support_handbacks_total", help: "Times the gateway gave the plant back to its incumbent because the state left the served model's training support (safety.on_unsupported: incumbent).")
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the guard rolled back (or returned to shadow) because the served model did worse than its control group.")
         statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
@@ -124,6 +128,9 @@ public enum FallbackReason: String, Sendable, CaseIterable {
     /// One of the chosen action's writes could not be rendered (an invalid value): nothing of
     /// it was published.
     case renderFailed = "render_failed"
+    /// The state was outside the served model's training support (`safety.on_unsupported`
+    /// `fallback` or `hold`).
+    case outsideSupport = "outside_support"
 
     init(_ status: StateStatus) {
         switch status {

@@ -29,6 +29,9 @@ struct TickController {
     var engine: QEngine?
     var version: String?
     var role: ControllerRole?
+
+    /// The same tick with the incumbent in charge (the state left the model's support).
+    var asIncumbent: TickController { TickController(mode: .shadow, engine: engine, version: version, role: role) }
 }
 
 extension Gateway {
@@ -409,7 +412,7 @@ extension Gateway {
     /// gateway and the incumbent, a served model or a candidate started acting in control mode
     /// without a model), the handover tells it first (`handOver`, idempotent; no allocation
     /// unless something changes). Leaving control by the mode is handed over by `leaveControl`.
-    func handOverIfNeeded(_ who: TickController, _ d: inout DecisionState) {
+    func handOverIfNeeded(_ who: TickController, _ d: inout DecisionState, reason: String? = nil) {
         let gateway = who.mode == .control
         if gateway != d.gatewayInCharge {
             d.gatewayInCharge = gateway
@@ -419,6 +422,6 @@ extension Gateway {
         guard want != controller else { return }
         // A take only while the mode still says control (a cmd/mode shadow may have just given).
         if want == .gateway && mode != .control { return }
-        handOver(to: want, reason: d.trial != nil ? "switchback trial block" : (d.controlGroup?.isActive == true ? "guard block" : "controller in charge"))
+        handOver(to: want, reason: reason ?? (d.trial != nil ? "switchback trial block" : (d.controlGroup?.isActive == true ? "guard block" : "controller in charge")))
     }
 }

@@ -53,6 +53,9 @@ public struct LabResult: Sendable, Codable {
     public var modelDecisions = 0
     /// Decisions where the safety policy took over (state not usable, no allowed action).
     public var fallbacks = 0
+    /// Ticks where the incumbent acted because the state was outside the model's support
+    /// (`safety.on_unsupported: incumbent`).
+    public var supportHeldTicks = 0
     /// Transitions written to the log.
     public var rowsLogged = 0
     /// Share of each action among the applied actions.
@@ -144,7 +147,7 @@ public struct Lab: Sendable {
 
         // One state message: decode it, run the tick; returns the action the gateway applied
         // (nil: the plant's incumbent acts) and whether a transition was opened.
-        func deliver(_ plant: inout P) -> (action: Int?, opened: Bool, byModel: Bool) {
+        func deliver(_ plant: inout P) -> (action: Int?, opened: Bool, byModel: Bool, incumbentActs: Bool) {
             clock += stepNanos
             let bytes = plant.stateJSON()
             _ = bytes.withUnsafeBytes { core.receive(topic: plant.stateTopic, payload: $0, time: clock) }
@@ -158,10 +161,11 @@ public struct Lab: Sendable {
                     }
                 }
             }
-            if out.episodeEnded { return (nil, false, false) }
+            if out.episodeEnded { return (nil, false, false, mode == .shadow) }
             if out.mode == .control && out.fallback != nil { result.fallbacks += 1 }
+            if out.supportHeld { result.supportHeldTicks += 1 }
             let applied = out.mode == .control ? out.applied : nil
-            return (applied, core.hasOpen, applied != nil && out.fallback == nil)
+            return (applied, core.hasOpen, applied != nil && out.fallback == nil, out.mode == .shadow)
         }
 
         var decision = deliver(&plant)
@@ -174,8 +178,9 @@ public struct Lab: Sendable {
             } else {
                 action = plant.incumbentAction()
                 if var d = dither { action = d.apply(action).level; dither = d }
-                // Shadow: the gateway observes the incumbent's command on its topic.
-                if engine == nil {
+                // Shadow (or the incumbent in charge outside the model's support): the gateway
+                // observes the incumbent's command on its topic.
+                if decision.incumbentActs {
                     let payload = Array("{\"\(plant.commandKey)\":\(action)}".utf8)
                     _ = payload.withUnsafeBytes { core.receive(topic: plant.commandTopic, payload: $0, time: clock) }
                 }

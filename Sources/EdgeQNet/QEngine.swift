@@ -23,6 +23,9 @@ public final class QEngine {
     public let precision: Precision
     /// The network's shape.
     public let architecture: Architecture
+    /// The model's training support (`QModel.support`): the decision path checks a state
+    /// against it before it acts on the model's choice.
+    public let support: StateSupport?
     /// Whether the int8 kernels use AVX2 on this CPU (else the portable C loops).
     public static var int8UsesAVX2: Bool { edgeq_kernels_use_avx2() != 0 }
 
@@ -69,6 +72,7 @@ public final class QEngine {
     init(model: QModel, precision: Precision) {
         self.precision = precision
         architecture = model.architecture
+        support = model.support
         inputCount = architecture.inputCount
         actionCount = architecture.actionCount
         let widths = architecture.layerSizes

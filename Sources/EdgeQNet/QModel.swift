@@ -63,6 +63,10 @@ public struct QModel: Sendable {
     public var referenceInt8Actions: [Int]
     /// Free-form training metadata (seed, updates, loss, data range, version …).
     public var training: [String: String]
+    /// The raw states the model was trained on, as a box per input (nil: not recorded, e.g. a
+    /// model written before the box was, or from Python without it): the decision path hands
+    /// a state outside it to the safety policy (docs/mapping.md, `safety.support_margin`).
+    public var support: StateSupport?
 
     /// Width of the raw state vector.
     public var inputCount: Int { architecture.inputCount }
@@ -97,12 +101,13 @@ public struct QModel: Sendable {
         self.referenceActions = []
         self.referenceInt8Actions = []
         self.training = training
+        self.support = nil
         (referenceActions, referenceInt8Actions) = computeReferenceActions()
     }
 
     private init(architecture: Architecture, actionNames: [String], normalization: Normalization, parameters: [Float],
                  int8: Int8Network, referenceStates: [Float], referenceActions: [Int], referenceInt8Actions: [Int],
-                 training: [String: String]) {
+                 training: [String: String], support: StateSupport?) {
         self.architecture = architecture
         self.actionNames = actionNames
         self.normalization = normalization
@@ -112,6 +117,7 @@ public struct QModel: Sendable {
         self.referenceActions = referenceActions
         self.referenceInt8Actions = referenceInt8Actions
         self.training = training
+        self.support = support
     }
 
     /// A fresh engine with its own workspace (one per thread).
@@ -139,7 +145,7 @@ public struct QModel: Sendable {
         probe.tieMargin = 0
         let model = QModel(architecture: int8.architecture, actionNames: (0..<int8.architecture.actionCount).map { "a\($0)" },
                            normalization: normalization, parameters: parameters, int8: probe, referenceStates: [],
-                           referenceActions: [], referenceInt8Actions: [], training: [:])
+                           referenceActions: [], referenceInt8Actions: [], training: [:], support: nil)
         let f = model.makeFloatEngine(), q = model.makeInt8Engine()
         let n = int8.architecture.inputCount, A = int8.architecture.actionCount
         var differences: [Float] = []
@@ -207,6 +213,10 @@ public struct QModel: Sendable {
         t["reference.states"] = .f32(referenceStates, [k, inputCount])
         t["reference.actions"] = .i64(referenceActions, [k])
         t["reference.int8_actions"] = .i64(referenceInt8Actions, [k])
+        if let support {
+            t["support.min"] = .f32(support.min, [inputCount])
+            t["support.max"] = .f32(support.max, [inputCount])
+        }
         let archJSON = "{\"inputs\":\(inputCount),\"hidden\":[\(architecture.hidden.map(String.init).joined(separator: ","))],"
             + "\"actions\":\(actionCount),\"dueling\":\(architecture.dueling)}"
         let names = (try? JSONSerialization.data(withJSONObject: actionNames)).flatMap { String(data: $0, encoding: .utf8) } ?? "[]"
@@ -396,9 +406,18 @@ public struct QModel: Sendable {
             // Not in the file (written by Python, or fp32 only): measure it on the reference states.
             int8.tieMargin = measureTieMargin(parameters: params, int8: int8, normalization: norm, states: refStates.floats)
         }
+        var support: StateSupport?
+        if t["support.min"] != nil || t["support.max"] != nil {
+            let box = StateSupport(min: try tensor("support.min", [.F32], [inputs]).floats,
+                                   max: try tensor("support.max", [.F32], [inputs]).floats)
+            guard box.isValid(inputCount: inputs) else {
+                throw QNetError(.shapeMismatch, "support.min and support.max must be finite with min ≤ max for every input")
+            }
+            support = box
+        }
         return QModel(architecture: arch, actionNames: names, normalization: norm, parameters: params, int8: int8,
                       referenceStates: refStates.floats, referenceActions: refActions, referenceInt8Actions: refInt8,
-                      training: training)
+                      training: training, support: support)
     }
 
     /// Runs the reference states and compares with the recorded actions.

@@ -622,6 +622,12 @@ public struct Retrainer: Sendable {
             }
             report.distill = info
         }
+        // The region of states the candidate was trained on (the usable rows' states and next
+        // states): the gateway hands a state outside it to the safety policy
+        // (`safety.support_margin`), since what the network does there was never learned.
+        let support = Self.support(of: rows, width: width)
+        chosen.support = support
+        distilledModel?.support = support
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
@@ -631,6 +637,23 @@ public struct Retrainer: Sendable {
             outcome.baseline = ExogenousBaseline.fit(map: map, rows: rowsAll, reference: reference)
         }
         return outcome
+    }
+
+    /// The box around the raw states and next states of `rows` (`StateSupport.fit`), without
+    /// copying them into one array.
+    static func support(of rows: [EdgeQLog.Transition], width: Int) -> StateSupport? {
+        guard width > 0, !rows.isEmpty else { return nil }
+        var lo = [Float](repeating: .infinity, count: width), hi = [Float](repeating: -.infinity, count: width)
+        for t in rows {
+            for v in [t.state, t.nextState] where v.count == width {
+                for i in 0..<width where v[i].isFinite {
+                    lo[i] = Swift.min(lo[i], v[i])
+                    hi[i] = Swift.max(hi[i], v[i])
+                }
+            }
+        }
+        let box = StateSupport(min: lo, max: hi)
+        return box.isValid(inputCount: width) ? box : nil
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log

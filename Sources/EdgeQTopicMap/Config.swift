@@ -388,6 +388,27 @@ public struct SafetyConfig: Sendable, Equatable {
     public var onOOD: Response = .fallback
     /// Expression that is true while the plant is in hand (manual) mode: EdgeQ then publishes nothing.
     public var handOverride: String?
+    /// What to do in control when the state is outside the served model's training support.
+    public enum SupportResponse: String, Sendable, CaseIterable {
+        /// Give the plant back to its incumbent (through the `handover` writes) until the state
+        /// has been inside the support for `supportHold` ticks in a row.
+        case incumbent
+        /// The mapping's `actions.fallback` on that tick.
+        case fallback
+        /// Publish nothing on that tick.
+        case hold
+        /// Act on the model's choice anyway (the state is still counted).
+        case none
+    }
+    /// A state input beyond the served model's training box (`QModel.support`) widened by this
+    /// share of its width on each side is outside the support; nil = no check. Default 0.5.
+    public var supportMargin: Double? = 0.5
+    /// What to do outside the support. The loader's default is `incumbent` when the mapping
+    /// has a `handover` section, else `fallback`.
+    public var onUnsupported: SupportResponse = .fallback
+    /// With `incumbent`: ticks in a row inside the support before the model takes the plant
+    /// back (on the last of them). Default 8.
+    public var supportHold: Int = 8
 
     /// The defaults.
     public init() {}

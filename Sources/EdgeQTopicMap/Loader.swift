@@ -164,6 +164,15 @@ struct Builder {
         }
 
         let handover = top["handover"].flatMap { readHandover($0) }
+        // Outside the served model's support the plant goes back to its incumbent when the
+        // gateway can tell it so (a `handover` section), else to the mapping's fallback.
+        if let n = top["safety"]?["on_unsupported"] {
+            if safety.onUnsupported == .incumbent, top["handover"] == nil {
+                r.error(n, "on_unsupported: incumbent needs a 'handover' section (the writes that tell the plant its own controller is in charge); add one, or use fallback, hold or none")
+            }
+        } else {
+            safety.onUnsupported = top["handover"] != nil ? .incumbent : .fallback
+        }
         let fleet = top["fleet"].flatMap { readFleet($0) }
         var sparkplugNode: SparkplugNodeConfig?
         if let n = top["sparkplug"], let f = r.mapping(n, "sparkplug (EdgeQ as an edge node)", known: ["group", "node"], required: ["group", "node"]),
@@ -1063,7 +1072,8 @@ struct Builder {
 
     func readSafety(_ node: Node) -> (SafetyConfig, CompiledExpression?) {
         var s = SafetyConfig()
-        guard let f = r.mapping(node, "safety", known: ["on_stale", "on_invalid", "on_ood", "ood_margin", "hand_override"]) else { return (s, nil) }
+        guard let f = r.mapping(node, "safety", known: ["on_stale", "on_invalid", "on_ood", "ood_margin", "hand_override",
+                                                        "support_margin", "on_unsupported", "support_hold"]) else { return (s, nil) }
         if let n = f["on_stale"], let v = r.choice(n, "on_stale", SafetyConfig.Response.self) { s.onStale = v }
         if let n = f["on_invalid"], let v = r.choice(n, "on_invalid", SafetyConfig.Response.self) { s.onInvalid = v }
         if let n = f["on_ood"], let v = r.choice(n, "on_ood", SafetyConfig.Response.self) { s.onOOD = v }
@@ -1073,6 +1083,18 @@ struct Builder {
                 if v < 0 { r.error(n, "ood_margin must be ≥ 0 (or none)") }
                 s.oodMargin = v
             }
+        }
+        if let n = f["support_margin"] {
+            if case .scalar(let sc) = n, sc.string == "none" { s.supportMargin = nil }
+            else if let v = r.number(n, "support_margin") {
+                if !(v >= 0) { r.error(n, "support_margin must be ≥ 0 (a share of each state input's training range, e.g. 0.5) or none") }
+                s.supportMargin = v
+            }
+        }
+        if let n = f["on_unsupported"], let v = r.choice(n, "on_unsupported", SafetyConfig.SupportResponse.self) { s.onUnsupported = v }
+        if let n = f["support_hold"], let v = r.number(n, "support_hold") {
+            if v < 1 || v > 1_000_000 || v != v.rounded() { r.error(n, "support_hold must be a whole number of ticks from 1 to 1000000, found \(r.fmt(v))") }
+            else { s.supportHold = Int(v) }
         }
         var hand: CompiledExpression?
         if let n = f["hand_override"] {

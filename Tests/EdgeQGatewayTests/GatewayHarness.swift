@@ -55,7 +55,7 @@ let noControlGroup = "  promotion: {control_share: 0}"
 /// with the data directory's device key, as the gateway signs what it trains) and made
 /// current, as a promotion would.
 @discardableResult
-func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: Float? = nil) throws -> Int {
+func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: Float? = nil, support: StateSupport? = nil) throws -> Int {
     let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
     let net = try MLP(arch, seed: seed)
     var rng = SystemRandomNumberGenerator()
@@ -63,6 +63,7 @@ func installModel(for map: TopicMap, in data: URL, seed: UInt64 = 7, tieMargin: 
     var model = try QModel(network: net, actionNames: map.actions.map(\.name), normalization: .identity(map.stateWidth),
                            calibrationStates: calibration)
     if let tieMargin { model.int8.tieMargin = tieMargin }
+    model.support = support
     let file = data.appendingPathComponent("incoming.safetensors")
     try model.save(to: file)
     let store = try ModelStore(dataDirectory: data)
@@ -91,12 +92,13 @@ final class GatewayHarness: @unchecked Sendable {
 
     /// `tieMargin` replaces the installed model's measured one (`withModel` only).
     /// `logger`: the gateway's logger (a test may pass one with its own handler).
-    init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, tieMargin: Float? = nil, broker existing: MosquittoBroker? = nil,
+    init(yaml: String, mode: GatewayMode? = nil, withModel: Bool = false, tieMargin: Float? = nil, support: StateSupport? = nil,
+         broker existing: MosquittoBroker? = nil,
          logger: Logger = Logger(label: "edgeq.gateway"), configure: (inout GatewayOptions) -> Void = { _ in }) throws {
         broker = try existing ?? MosquittoBroker()
         dir = try TempDir()
         map = try TopicMap.parse(yaml: yaml, file: "test.yaml")
-        if withModel { try installModel(for: map, in: dir.url, tieMargin: tieMargin) }
+        if withModel { try installModel(for: map, in: dir.url, tieMargin: tieMargin, support: support) }
         var o = GatewayOptions(map: map)
         o.broker = broker.url
         o.dataDirectory = dir.url.path

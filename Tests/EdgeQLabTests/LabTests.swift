@@ -8,9 +8,13 @@ import Testing
 import EdgeQRetrain
 
 @Suite struct LabTests {
-    static func thermalMap() throws -> TopicMap {
+    static func thermalURL() -> URL {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return try TopicMap.load(path: root.appendingPathComponent("topics/thermal.yaml").path)
+        return root.appendingPathComponent("topics/thermal.yaml")
+    }
+
+    static func thermalMap() throws -> TopicMap {
+        try TopicMap.load(path: thermalURL().path)
     }
 
     static func tempDir() throws -> URL {
@@ -102,11 +106,20 @@ import EdgeQRetrain
         let (_, model) = try Retrainer(map: map, policy: policy).train(logPath: shadow, limits: RetrainLimits(steps: 200), warmStart: nil)
         let control = dir.appendingPathComponent("control.sqlite").path
         var plant2 = ThermalLabPlant(seed: 6)
+        // The candidate carries the box of the states it was trained on, and every logged state is in it.
+        let box = try #require(model.support)
+        let trained = try ExperienceLog.open(path: shadow, create: false).transitions(window: .all).map(\.transition)
+        #expect(trained.allSatisfy { t in t.state.withUnsafeBufferPointer { box.firstOutside($0, margin: 0) } == nil })
+        #expect(zip(box.min, box.max).contains { $0 < $1 })
         let r = try Lab(map: map).run(&plant2, steps: 500, policy: .model(model), seed: 6, logPath: control)
         let rows = try ExperienceLog.open(path: control, create: false).transitions(window: .all).map(\.transition)
         #expect(rows.count == 500)
-        #expect(r.modelDecisions == 500)
-        #expect(rows.allSatisfy { $0.actor == .model && $0.mode == .control && $0.action != nil && $0.action == $0.modelAction })
+        // Outside the support (another weather seed) the incumbent acts (thermal.yaml has a
+        // handover): those rows are the incumbent's, in shadow; every other row is the model's.
+        let held = rows.filter { $0.mode == .shadow }
+        #expect(r.modelDecisions + held.count == 500 && r.supportHeldTicks == held.count)
+        #expect(held.allSatisfy { $0.actor == .incumbent && $0.action != nil })
+        #expect(rows.filter { $0.mode == .control }.allSatisfy { $0.actor == .model && $0.action != nil && $0.action == $0.modelAction })
         // Only allowed actions are applied: the mask logged with each row is the next state's,
         // so the row after holds the mask the action was chosen under.
         for (t, u) in zip(rows, rows.dropFirst()) {

@@ -396,3 +396,40 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         #expect(model.quantizationReport(heldOut: flat).agreement >= 0.9)
     }
 }
+
+/// The training support box (`support.min`, `support.max`) travels with the model file.
+@Suite struct ModelSupportTests {
+    @Test func theSupportRoundTripsAndAModelWithoutOneLoadsWithout() throws {
+        let dir = try TempDir()
+        let made = try makeModel(Architecture(inputCount: 3, hidden: [8], actionCount: 2))
+        var model = made.0
+        let states = made.1
+        let file = dir.file("m.safetensors")
+        try model.save(to: file)
+        #expect(try QModel.load(from: file).support == nil)
+        let box = try #require(StateSupport.fit(states, inputCount: 3))
+        model.support = box
+        try model.save(to: file)
+        let back = try QModel.load(from: file)
+        #expect(back.support == box)
+        #expect(back.makeInt8Engine().support == box)
+        // Every fitted state is inside; one beyond the widened box is named by its input.
+        let inside = Array(states.prefix(3))
+        #expect(inside.withUnsafeBufferPointer { box.firstOutside($0, margin: 0) } == nil)
+        let span = box.max[2] - box.min[2]
+        let beyond: [Float] = [box.min[0], box.max[1], box.max[2] + 0.6 * span]
+        #expect(beyond.withUnsafeBufferPointer { box.firstOutside($0, margin: 0.5) } == 2)
+        #expect(beyond.withUnsafeBufferPointer { box.firstOutside($0, margin: 0.7) } == nil)
+        let nan: [Float] = [.nan, 0, 0]
+        #expect(nan.withUnsafeBufferPointer { box.firstOutside($0, margin: 10) } == 0)
+    }
+
+    @Test func aDamagedSupportIsRefused() throws {
+        let dir = try TempDir()
+        var (model, _) = try makeModel(Architecture(inputCount: 2, hidden: [8], actionCount: 2))
+        model.support = StateSupport(min: [1, 0], max: [0, 1])   // min > max
+        let file = dir.file("m.safetensors")
+        try model.save(to: file)
+        #expect(throws: QNetError.self) { try QModel.load(from: file) }
+    }
+}

@@ -80,7 +80,7 @@ enum GeneralizeBench {
                 context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
                                  + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
-                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), "
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), support handbacks \(o.supportHandbacks.map(String.init) ?? "-"), "
                                  + "trials skipped: \(skippedSummary(o)); trials: "
                                  + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
                                      let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
@@ -173,6 +173,9 @@ enum GeneralizeBench {
         /// The status's `guard.trips` at the end, or the guard events counted when the status
         /// had none; nil when neither was seen.
         var guardTrips: Int?
+        /// Times the gateway gave the plant back to its incumbent because the state left the
+        /// served model's training support (the status's `counters.support_handbacks`).
+        var supportHandbacks: Int?
         /// The status's `quarantined` at the end; nil when no status was seen.
         var quarantined: [Int]?
         /// The reasons of the last retraining whose candidate did not pass.
@@ -374,6 +377,9 @@ enum GeneralizeBench {
         if plan != .never, !controlSent {
             outcome.notes.append("no model was served, so the bench never switched the gateway to control")
         }
+        if let counters = status?["counters"] as? [String: Any], let n = (counters["support_handbacks"] as? NSNumber)?.intValue {
+            outcome.supportHandbacks = n
+        }
         if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
             outcome.guardTrips = trips
         } else if status != nil || guardEvents > 0 {
@@ -464,6 +470,8 @@ enum GeneralizeBench {
 
         out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
                     o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
+        out.append(("support_handbacks", o.supportHandbacks.map(Double.init), "handbacks", .lower,
+                    o.supportHandbacks == nil ? "not measured: the gateway's status carried no support_handbacks counter" : nil))
         // Candidates stored but kept out of the trial: the gateway's `skipped` trial events (the
         // plant model predicted them worse, or the log was too short to check their baseline).
         let runsTrials = o.policy == "trial" || o.policy == "shadow-first"

@@ -1,0 +1,56 @@
+/// The region of raw states a model was trained on: per state input, the smallest and the
+/// largest value in the training rows (states and next states). Stored in the model file
+/// (`support.min`, `support.max`; docs/model-format.md) and used by the decision path to see a
+/// state the model never saw (docs/mapping.md, `safety.support_margin`).
+public struct StateSupport: Sendable, Equatable {
+    /// Per input, the smallest raw value seen in training.
+    public var min: [Float]
+    /// Per input, the largest raw value seen in training.
+    public var max: [Float]
+
+    /// A support box; `min` and `max` must have one finite entry per input with min ≤ max
+    /// (`QModel` checks when it loads a file).
+    public init(min: [Float], max: [Float]) {
+        self.min = min
+        self.max = max
+    }
+
+    /// The box around `states` ((N, inputCount) row-major, raw); nil when there is no row or
+    /// a value is not finite in every row of an input (no box can be drawn then).
+    public static func fit(_ states: [Float], inputCount n: Int) -> StateSupport? {
+        guard n > 0, states.count >= n else { return nil }
+        var lo = [Float](repeating: .infinity, count: n), hi = [Float](repeating: -.infinity, count: n)
+        for r in 0..<(states.count / n) {
+            for i in 0..<n {
+                let x = states[r * n + i]
+                guard x.isFinite else { continue }
+                if x < lo[i] { lo[i] = x }
+                if x > hi[i] { hi[i] = x }
+            }
+        }
+        guard lo.allSatisfy(\.isFinite), hi.allSatisfy(\.isFinite) else { return nil }
+        return StateSupport(min: lo, max: hi)
+    }
+
+    /// Whether the box is well formed for `inputCount` inputs (finite, min ≤ max).
+    public func isValid(inputCount n: Int) -> Bool {
+        min.count == n && max.count == n && zip(min, max).allSatisfy { $0.isFinite && $1.isFinite && $0 <= $1 }
+    }
+
+    /// The first input of `state` outside the box widened by `margin` × its width on each side
+    /// (an input that never varied in training has width 0: any other value is outside), or
+    /// nil when the state is inside. Allocates nothing.
+    public func firstOutside(_ state: UnsafeBufferPointer<Float>, margin: Float) -> Int? {
+        let n = Swift.min(state.count, min.count)
+        return min.withUnsafeBufferPointer { lo in
+            max.withUnsafeBufferPointer { hi in
+                for i in 0..<n {
+                    let pad = margin * (hi[i] - lo[i])
+                    let x = state[i]
+                    if !(x >= lo[i] - pad && x <= hi[i] + pad) { return i }
+                }
+                return nil
+            }
+        }
+    }
+}
