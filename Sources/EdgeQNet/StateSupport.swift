@@ -18,12 +18,19 @@ public struct StateSupport: Sendable, Equatable {
     /// The box around `states` ((N, inputCount) row-major, raw); nil when there is no row or
     /// a value is not finite in every row of an input (no box can be drawn then).
     public static func fit(_ states: [Float], inputCount n: Int) -> StateSupport? {
-        guard n > 0, states.count >= n else { return nil }
+        guard n > 0 else { return nil }
+        return fit(rows: stride(from: 0, to: states.count - n + 1, by: n).lazy.map { states[$0..<($0 + n)] }, inputCount: n)
+    }
+
+    /// The box around state vectors of `inputCount` raw values each (a vector of another
+    /// length is skipped; a value that is not finite is left out); nil when an input has no
+    /// finite value at all.
+    public static func fit<S: Sequence, V: Collection>(rows: S, inputCount n: Int) -> StateSupport?
+        where S.Element == V, V.Element == Float, V.Index == Int {
+        guard n > 0 else { return nil }
         var lo = [Float](repeating: .infinity, count: n), hi = [Float](repeating: -.infinity, count: n)
-        for r in 0..<(states.count / n) {
-            for i in 0..<n {
-                let x = states[r * n + i]
-                guard x.isFinite else { continue }
+        for v in rows where v.count == n {
+            for (i, x) in zip(0..<n, v) where x.isFinite {
                 if x < lo[i] { lo[i] = x }
                 if x > hi[i] { hi[i] = x }
             }

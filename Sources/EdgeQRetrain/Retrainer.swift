@@ -642,18 +642,7 @@ public struct Retrainer: Sendable {
     /// The box around the raw states and next states of `rows` (`StateSupport.fit`), without
     /// copying them into one array.
     static func support(of rows: [EdgeQLog.Transition], width: Int) -> StateSupport? {
-        guard width > 0, !rows.isEmpty else { return nil }
-        var lo = [Float](repeating: .infinity, count: width), hi = [Float](repeating: -.infinity, count: width)
-        for t in rows {
-            for v in [t.state, t.nextState] where v.count == width {
-                for i in 0..<width where v[i].isFinite {
-                    lo[i] = Swift.min(lo[i], v[i])
-                    hi[i] = Swift.max(hi[i], v[i])
-                }
-            }
-        }
-        let box = StateSupport(min: lo, max: hi)
-        return box.isValid(inputCount: width) ? box : nil
+        StateSupport.fit(rows: rows.lazy.flatMap { [$0.state, $0.nextState] }, inputCount: width)
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
