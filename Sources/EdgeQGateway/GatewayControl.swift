@@ -433,7 +433,10 @@ extension Gateway {
                     metrics.watchdogTrips.increment()
                     metrics.fallbacks[.watchdog]?.increment()
                     for (topic, bytes, qos, retain) in fallbackWrites ?? [] { publish(topic, bytes, qos: qos, retain: retain) }
-                    logger.error("watchdog: no decision for \(String(format: "%.1f", idle)) s in control mode; fallback published")
+                    // With a handover the plant's own controller takes over until decisions come
+                    // again (the next tick in control takes the plant back: `handOverIfNeeded`).
+                    let gaveBack = !map.handover.give.isEmpty && handOver(to: .incumbent, reason: "watchdog: no decision")
+                    logger.error("watchdog: no decision for \(String(format: "%.1f", idle)) s in control mode; fallback published\(gaveBack ? ", plant given back to its incumbent" : "")")
                     publish(controlPlane.statusTopic, statusJSON(state: "online", reason: "watchdog: no decision for \(String(format: "%.1f", idle)) s, fallback published"), qos: 1, retain: true)
                 }
             } else {

@@ -344,4 +344,25 @@ import Testing
         _ = h.drain(0.5)
         #expect(h.metric("edgeq_watchdog_trips_total") == 1)
     }
+
+    /// With a handover, the watchdog also gives the plant back to its incumbent, and the next
+    /// decision in control takes it again before its command.
+    @Test func theWatchdogGivesThePlantBackAndTheNextDecisionTakesItAgain() throws {
+        let yaml = testMapping(fallback: "a1", extraLearning: noControlGroup)
+            + "\nhandover:\n  take: {topic: plant/t/mode, payload: gateway}\n  give: {topic: plant/t/mode, payload: incumbent}\n"
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 0.4 }
+        defer { h.stop() }
+        try h.send("plant/t/state", state(1))
+        _ = try h.waitFor(topic: "plant/t/cmd")
+        _ = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) { String(decoding: $0.payload, as: UTF8.self).contains("watchdog: no decision") }
+        func gave() -> Bool { h.received.contains { $0.topic == "plant/t/mode" && String(decoding: $0.payload, as: UTF8.self) == "incumbent" } }
+        if !gave() { _ = try h.waitFor(topic: "plant/t/mode", timeout: 5) { String(decoding: $0.payload, as: UTF8.self) == "incumbent" } }
+        #expect(gave())
+        try h.send("plant/t/state", state(2))
+        _ = try h.waitFor(topic: "plant/t/mode", timeout: 5) { String(decoding: $0.payload, as: UTF8.self) == "gateway" }
+        let cmd = GatewayHarness.json(try h.waitFor(topic: "plant/t/cmd") { (GatewayHarness.json($0)["step"] as? Int) == 2 })
+        #expect(cmd["step"] as? Int == 2)
+        #expect(h.metric(#"edgeq_handovers_total{to="incumbent"}"#) == 1)
+        #expect(h.metric(#"edgeq_handovers_total{to="gateway"}"#) == 2)
+    }
 }
