@@ -92,6 +92,12 @@ struct ModelsCommand: ParsableCommand {
             print("net        \(model.architecture.label)")
             print("format     \(model.fileFormatVersion)\(model.fileFormatVersion >= 2 ? " (16-bit head; builds before format 2 cannot read it)" : "")")
             print("actions    \(model.actionNames.joined(separator: ", "))")
+            if let s = model.support {
+                let ranges = zip(s.min, s.max).map { String(format: "[%.4g, %.4g]", Double($0), Double($1)) }
+                print("support    per state input, the range it was trained on (safety.support_margin widens it): \(ranges.joined(separator: " "))")
+            } else {
+                print("support    none recorded: states are not checked against this model's training range")
+            }
             for (k, val) in model.training.sorted(by: { $0.key < $1.key }) { print("training   \(k) = \(val)") }
             if let data = try? Data(contentsOf: store.reportURL(v)),
                let report = try? JSONDecoder().decode(RetrainReport.self, from: data) {

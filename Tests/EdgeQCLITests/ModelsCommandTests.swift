@@ -20,8 +20,9 @@ import Testing
             let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: map.actions.count)
             var rng = SystemRandomNumberGenerator()
             let calibration = (0..<(map.stateWidth * 256)).map { _ in Float.random(in: -1...1, using: &rng) }
-            let model = try QModel(network: try MLP(arch, seed: UInt64(seed)), actionNames: map.actions.map(\.name),
+            var model = try QModel(network: try MLP(arch, seed: UInt64(seed)), actionNames: map.actions.map(\.name),
                                    normalization: .identity(map.stateWidth), calibrationStates: calibration)
+            if seed == 3 { model.support = StateSupport.fit(calibration, inputCount: map.stateWidth) }
             let file = data.appendingPathComponent("incoming.safetensors")
             try model.save(to: file)
             let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
@@ -57,6 +58,10 @@ import Testing
         #expect(lines.contains { $0.contains("v3") && $0.contains("QUARANTINED") }, "\(list.stdout)")
         let show = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
         #expect(show.stdout.contains("quarantine since"), "\(show.stdout)")
+        // v3 carries its training support, v2 none.
+        #expect(show.stdout.contains("support    per state input, the range it was trained on"), "\(show.stdout)")
+        let show2 = try EdgeQBinary.run(["models", "show", "2", "--data", data.path])
+        #expect(show2.stdout.contains("support    none recorded"), "\(show2.stdout)")
 
         // By name, a quarantined version is served again.
         let promote = try EdgeQBinary.run(["models", "promote", "3", "--data", data.path])
