@@ -135,6 +135,9 @@ public final class Gateway: Sendable {
     let checkPolicy: CheckPolicy
     let retraining = Atomic<Bool>(false)
     let lastCandidate = Mutex<Int?>(nil)
+    /// Candidates the pre-trial estimate kept out of their trial in a row (since the last one
+    /// that got a trial): every `promotion.pretrial_audit`-th gets its trial anyway.
+    let pretrialKeptOut = Mutex<Int>(0)
     let lastRetrain = Mutex<RetrainReport?>(nil)
     /// The last accepted plant model fit, handed to the next retraining to reuse while the log
     /// has not grown enough since (`Retrainer.plantFitReuse`); only the retraining thread uses it.

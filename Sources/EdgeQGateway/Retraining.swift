@@ -95,7 +95,20 @@ extension Gateway {
                         // Proven on the plant first: a switchback trial against the controller in
                         // charge (it runs in control mode; `.shadowFirst` is refused by the loader)
                         // — unless the plant model already predicts it worse.
-                        if let p = report.pretrial, p.verdict == .predictedWorse {
+                        // Every `pretrial_audit`-th candidate in a row predicted worse gets its
+                        // trial anyway: a plant model that misjudges the plant (on cart-pole it
+                        // called candidates worse that balanced 500 steps out of 500) must not keep
+                        // every later candidate away from the only honest judge.
+                        let auditEvery = map.learning.pretrialAuditEvery
+                        let keptOutBefore = pretrialKeptOut.withLock { $0 }
+                        if let p = report.pretrial, p.verdict == .predictedWorse, let every = auditEvery, keptOutBefore + 1 >= every {
+                            publishRetrain(["phase": .string("trial"), "event": .string("audit"), "version": .number(Double(version)),
+                                            "reason": .string("the plant model predicts it worse, but \(keptOutBefore) candidate\(keptOutBefore == 1 ? " was" : "s were") kept out in a row before it (pretrial_audit \(every)): it gets its trial, which checks the estimate"),
+                                            "pretrial": Self.pretrialSummary(p)])
+                            logger.notice("candidate predicted worse gets its trial: an audit of the plant model's estimate", metadata: [
+                                "model.version": "\(version)", "pretrial.kept_out_in_a_row": "\(keptOutBefore)"])
+                        } else if let p = report.pretrial, p.verdict == .predictedWorse {
+                            pretrialKeptOut.withLock { $0 += 1 }
                             publishRetrain(["phase": .string("trial"), "event": .string("skipped"), "version": .number(Double(version)),
                                             "reason": .string("the plant model predicts it worse than the \(servedModel == nil ? "incumbent" : "served model"): mean return difference \(roundedForReading(p.meanDifference, significant: 4)), upper bound \(roundedForReading(p.upperBound, significant: 4)) at \(p.confidence) confidence"),
                                             "pretrial": Self.pretrialSummary(p)])
@@ -107,6 +120,7 @@ extension Gateway {
                         if keptOutForShortLog(version, baseline: outcome.baseline, next: "a later retraining's candidate is trialled") != nil {
                             break
                         }
+                        pretrialKeptOut.withLock { $0 = 0 }
                         control.sync {
                             do { try startTrial(version) } catch {
                                 logger.error("the switchback trial could not start", metadata: ["model.version": "\(version)", "error": "\(error)"])

@@ -496,6 +496,10 @@ public struct LearningConfig: Sendable, Equatable {
     /// The control-group guard compares the served model with the control group over this many
     /// recent block pairs. Default 20.
     public var guardPairs = 20
+    /// The plant model's pre-trial estimate keeps a candidate it predicts worse out of its
+    /// trial, except every this-many-th in a row, which gets its trial anyway (an audit of the
+    /// estimate); nil: no audit (every candidate predicted worse is kept out). Default 4.
+    public var pretrialAuditEvery: Int? = 4
     /// Minimum agreement with the incumbent's logged actions for a candidate to pass. Default 0.5.
     public var minAgreement = 0.5
     /// Live guard: roll back when the rolling reward is worse than the incumbent baseline by more than this fraction. Default 0.05.

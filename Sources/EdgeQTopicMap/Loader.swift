@@ -1217,7 +1217,14 @@ struct Builder {
         }
         if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
             "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",
+            "pretrial_audit",
         ]) {
+            if let x = e["pretrial_audit"] {
+                if case .scalar(let sc) = x, sc.string == "none" { l.pretrialAuditEvery = nil }
+                else if let v = r.int(x, "pretrial_audit (every how many candidates in a row predicted worse one gets its trial anyway, or none)", min: 1, max: 1_000_000) {
+                    l.pretrialAuditEvery = v
+                }
+            }
             if let x = e.keys["shadow_ticks"] {
                 r.error(x, "shadow_ticks belonged to the shadow-first policy, which was replaced by 'trial'; remove it (a trial's length is set by trial: {block, max_pairs, max_ticks})")
             }

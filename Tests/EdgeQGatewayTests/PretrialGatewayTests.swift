@@ -139,4 +139,30 @@ import Testing
         // The candidate is kept (an operator may still promote it by name), not trialled.
         #expect(try ModelStore(dataDirectory: h.dir.url).versions().contains(version))
     }
+
+    /// `promotion.pretrial_audit: 2`: of two candidates in a row the plant model predicts worse,
+    /// the first is kept out and the second gets its trial anyway (event `audit`, then `started`),
+    /// so a plant model that misjudges the plant cannot keep every later candidate from the trial.
+    @Test func everyNthCandidatePredictedWorseGetsItsTrialAnyway() throws {
+        let yaml = Self.mapping(modelReward: "abs(x)").replacingOccurrences(of: "control_share: 0}", with: "control_share: 0, pretrial_audit: 2}")
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(h.map.learning.pretrialAuditEvery == 2)
+        let plant = ClosedLoop(h, incumbent: TrialGatewayTests.randomIncumbent(seed: 5), dynamics: TrialGatewayTests.noisyPlant(seed: 6))
+        var versions: [Int] = []
+        for ticks in [600, 200] {
+            try plant.run(ticks)
+            usleep(400_000)  // the writer's group commit
+            try h.command("retrain", #"{"steps":2000}"#)
+            let r = try h.retrainResult(timeout: 120)
+            #expect((r["pretrial"] as? [String: Any])?["verdict"] as? String == "predicted_worse", "\(r)")
+            versions.append(try #require(r["version"] as? Int, "\(r)"))
+        }
+        let trial = events(h, phase: "trial")
+        #expect(trial.contains { $0["event"] as? String == "skipped" && $0["version"] as? Int == versions[0] }, "\(trial)")
+        let audit = try #require(trial.first { $0["event"] as? String == "audit" }, "\(trial)")
+        #expect(audit["version"] as? Int == versions[1])
+        #expect((audit["reason"] as? String ?? "").contains("1 candidate was kept out in a row"), "\(audit)")
+        #expect(trial.contains { $0["event"] as? String == "started" && $0["version"] as? Int == versions[1] }, "\(trial)")
+    }
 }

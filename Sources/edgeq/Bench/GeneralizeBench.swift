@@ -498,7 +498,12 @@ enum GeneralizeBench {
                     "% of candidates with a trial verdict", .higher,
                     paired.isEmpty ? (o.pretrials.isEmpty ? "not measured: no pre-trial estimate (no plant model accepted, or promotion not trial)"
                                                           : "not measured: no estimated candidate reached a trial verdict") : nil))
-        out.append(("pretrial_kept_out", o.pretrials.isEmpty ? nil : Double(o.pretrials.filter { $0.verdict == "predicted_worse" }.count),
+        // A candidate predicted worse that got its trial anyway (`promotion.pretrial_audit`) was
+        // not kept out: its `audit` event says so.
+        let audits = o.trialEvents.filter { $0.event["event"] as? String == "audit" }.count
+        out.append(("pretrial_kept_out", o.pretrials.isEmpty ? nil : Double(o.pretrials.filter { $0.verdict == "predicted_worse" }.count - audits),
+                    "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
+        out.append(("pretrial_audits", o.pretrials.isEmpty ? nil : Double(audits),
                     "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
         return out
     }
