@@ -46,8 +46,6 @@ struct DecisionState {
     var guardTripped = false
     /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
     var openRole: ControllerRole?
-    /// Whether the gateway was in charge of the plant on the previous tick (handover).
-    var gatewayInCharge = false
     /// The Sparkplug B sessions (births, aliases, sequence numbers) of the edge nodes whose
     /// metrics feed signals.
     var sparkplug: SparkplugReceiver

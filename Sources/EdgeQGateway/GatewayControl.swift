@@ -436,6 +436,7 @@ extension Gateway {
                     // With a handover the plant's own controller takes over until decisions come
                     // again (the next tick in control takes the plant back: `handOverIfNeeded`).
                     let gaveBack = !map.handover.give.isEmpty && handOver(to: .incumbent, reason: "watchdog: no decision")
+                    if gaveBack { metrics.gatewayInCharge.set(0) }   // the next tick in control sets it again
                     logger.error("watchdog: no decision for \(String(format: "%.1f", idle)) s in control mode; fallback published\(gaveBack ? ", plant given back to its incumbent" : "")")
                     publish(controlPlane.statusTopic, statusJSON(state: "online", reason: "watchdog: no decision for \(String(format: "%.1f", idle)) s, fallback published"), qos: 1, retain: true)
                 }

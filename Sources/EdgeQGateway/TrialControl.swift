@@ -414,8 +414,8 @@ extension Gateway {
     /// unless something changes). Leaving control by the mode is handed over by `leaveControl`.
     func handOverIfNeeded(_ who: TickController, _ d: inout DecisionState, reason: String? = nil) {
         let gateway = who.mode == .control
-        if gateway != d.gatewayInCharge {
-            d.gatewayInCharge = gateway
+        // The gauge, not a copy on the decision thread: the watchdog also gives the plant back.
+        if gateway != (metrics.gatewayInCharge.value == 1) {
             metrics.gatewayInCharge.set(gateway ? 1 : 0)
         }
         let want: Controller = gateway ? .gateway : .incumbent

@@ -354,7 +354,8 @@ import Testing
         defer { h.stop() }
         try h.send("plant/t/state", state(1))
         _ = try h.waitFor(topic: "plant/t/cmd")
-        _ = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) { String(decoding: $0.payload, as: UTF8.self).contains("watchdog: no decision") }
+        let tripped = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) { String(decoding: $0.payload, as: UTF8.self).contains("watchdog: no decision") }
+        #expect(String(decoding: tripped.payload, as: UTF8.self).contains(#""in_charge":"incumbent""#))
         func gave() -> Bool { h.received.contains { $0.topic == "plant/t/mode" && String(decoding: $0.payload, as: UTF8.self) == "incumbent" } }
         if !gave() { _ = try h.waitFor(topic: "plant/t/mode", timeout: 5) { String(decoding: $0.payload, as: UTF8.self) == "incumbent" } }
         #expect(gave())
