@@ -299,7 +299,8 @@ extension Gateway {
     }
 
     /// The pre-trial estimate in the retrain events: the verdict, the paired difference of
-    /// predicted returns (candidate − current) with its bounds, the relative change.
+    /// predicted returns (candidate − current) with its bounds, the relative change, and the
+    /// calibration (the log's own return from the starts, the model's bias on it).
     static func pretrialSummary(_ p: PretrialEstimate.Report) -> JSONValue {
         func num(_ x: Double) -> JSONValue { x.isFinite ? .number(x) : .null }
         return .object([
@@ -310,6 +311,8 @@ extension Gateway {
             "lower_bound": num(roundedForReading(p.lowerBound, significant: 5)),
             "upper_bound": num(roundedForReading(p.upperBound, significant: 5)),
             "relative_change_pct": p.relativeChangePct.map { num(roundedForReading($0, significant: 4)) } ?? .null,
+            "observed_mean_return": p.observedMeanReturn.map { num(roundedForReading($0, significant: 5)) } ?? .null,
+            "calibration_bias": p.calibrationBias.map { num(roundedForReading($0, significant: 4)) } ?? .null,
         ])
     }
 

@@ -32,6 +32,16 @@ public struct ModelWorld: Sendable {
         case network(QModel, precision: Precision)
         /// The logged actions, open loop: what the controller in charge did from the same start.
         case logged
+        /// The log itself, no model: the logged actions and the logged signals that followed them,
+        /// scored with the mapping's model reward and end condition. What the plant really
+        /// returned from the start, the measure a run on the model is checked against
+        /// (`PretrialEstimate`'s calibration). With a network, `Run.agreement` says on what share
+        /// of the steps its greedy choice on the logged state was the logged action (how far the
+        /// stretch is that network's own).
+        case observed(comparedWith: QModel?, precision: Precision)
+
+        /// The log itself, compared with nothing.
+        public static var observed: Policy { .observed(comparedWith: nil, precision: .int8) }
     }
 
     /// One run's outcome.
@@ -51,10 +61,14 @@ public struct ModelWorld: Sendable {
         public var meanUncertainty: Double
         /// See `meanUncertainty`.
         public var maxUncertainty: Double
+        /// An `observed` run compared with a network: the share of the steps on which the
+        /// network's greedy choice (on the logged state, with the mapping's mask) was the logged
+        /// action; nil otherwise.
+        public var agreement: Double?
 
         enum CodingKeys: String, CodingKey {
             case discountedReturn = "discounted_return", rewards, actions, ended, fallbacks
-            case meanUncertainty = "mean_uncertainty", maxUncertainty = "max_uncertainty"
+            case meanUncertainty = "mean_uncertainty", maxUncertainty = "max_uncertainty", agreement
         }
     }
 
@@ -123,12 +137,19 @@ public struct ModelWorld: Sendable {
         var mask = [Bool](repeating: true, count: map.actions.count)
         var q = [Float](repeating: 0, count: map.actions.count)
         var engine: QEngine?
-        if case .network(let m, let precision) = policy {
+        let network: (QModel, Precision)?
+        switch policy {
+        case .network(let m, let precision): network = (m, precision)
+        case .observed(let m?, let precision): network = (m, precision)
+        case .observed(nil, _), .logged: network = nil
+        }
+        if let (m, precision) = network {
             guard m.inputCount == map.stateWidth, m.actionCount == map.actions.count else {
                 throw ModelWorldError(.mismatch, "the network takes \(m.inputCount) inputs and gives \(m.actionCount) actions; the mapping's state has \(map.stateWidth) and \(map.actions.count) actions")
             }
             engine = m.makeEngine(precision)
         }
+        var agreed = 0
 
         func setSignals(_ controlled: [Double], _ exogenous: [Double], applied: Int, tick: Int, checked: Bool) {
             let now = UInt64(tick + 1) * second
@@ -146,7 +167,8 @@ public struct ModelWorld: Sendable {
         setSignals(seg.controlled[start], seg.exogenous[start], applied: seg.actions[start - 1], tick: start, checked: true)
 
         var rollout = model.rollout(from: seg, at: start)
-        var run = Run(discountedReturn: 0, rewards: [], actions: [], ended: false, fallbacks: 0, meanUncertainty: 0, maxUncertainty: 0)
+        var run = Run(discountedReturn: 0, rewards: [], actions: [], ended: false, fallbacks: 0, meanUncertainty: 0, maxUncertainty: 0,
+                      agreement: nil)
         var previous = seg.actions[start - 1]
         var discount = 1.0
         for i in 0..<steps {
@@ -154,17 +176,21 @@ public struct ModelWorld: Sendable {
             let now = UInt64(t + 1) * second
             let status = state.withUnsafeMutableBufferPointer { runtime.assembleState(from: table, now: now, wallClock: 0, into: $0) }
             let action: Int
+            // The network's greedy choice among the allowed actions, when the state is usable.
+            func choice() -> Int? {
+                let allowed = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
+                guard status == .ok, let engine else { return nil }
+                let best = state.withUnsafeBufferPointer { s in q.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: mask, qValues: $0) } }
+                return allowed > 0 && q.allSatisfy(\.isFinite) ? best : nil
+            }
             switch policy {
             case .logged:
                 action = seg.actions[t]
+            case .observed:
+                action = seg.actions[t]
+                if engine != nil, choice() == action { agreed += 1 }
             case .network:
-                let allowed = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }
-                var choice: Int?
-                if status == .ok, let engine {
-                    let best = state.withUnsafeBufferPointer { s in q.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: mask, qValues: $0) } }
-                    if allowed > 0, q.allSatisfy(\.isFinite) { choice = best }
-                }
-                if let choice {
+                if let choice = choice() {
                     action = choice
                 } else {
                     run.fallbacks += 1
@@ -173,8 +199,14 @@ public struct ModelWorld: Sendable {
                 }
             }
             runtime.recordApplied(action: action)
-            let predicted = rollout.step(action: action, actionCount: map.actions.count, exogenous: seg.exogenous[t])
-            let u = rollout.uncertainty
+            let predicted: [Double], u: Double
+            if case .observed = policy {
+                predicted = seg.controlled[t + 1]
+                u = 0
+            } else {
+                predicted = rollout.step(action: action, actionCount: map.actions.count, exogenous: seg.exogenous[t])
+                u = rollout.uncertainty
+            }
             run.meanUncertainty += u
             run.maxUncertainty = max(run.maxUncertainty, u)
             // The reward of the step t → t+1 over the signals at t+1 as they are (a prediction
@@ -198,6 +230,7 @@ public struct ModelWorld: Sendable {
             setSignals(predicted, seg.exogenous[t + 1], applied: action, tick: t + 1, checked: true)
         }
         run.meanUncertainty /= Double(max(run.rewards.count, 1))
+        if engine != nil, case .observed = policy { run.agreement = Double(agreed) / Double(max(run.rewards.count, 1)) }
         return run
     }
 }

@@ -20,6 +20,16 @@ import Foundation
 /// 0, `predicted_better` when the lower bound is above 0, `inconclusive` otherwise, and
 /// `not_applicable` (with the reason) when the mapping cannot be judged on a model or the data
 /// leave no room for a run.
+///
+/// Calibration: from the same starts the model also replays the logged actions open loop, and
+/// the log itself says what they returned (`ModelWorld.Policy.observed`). The mean of those
+/// errors is the model's bias on the returns it can be checked against; against a served
+/// network also its closed-loop bias, over the stretches of the log that network ran itself
+/// (the larger counts). A model whose bias is
+/// at least as large as the difference it predicts cannot tell the sign of that difference: a
+/// `predicted_worse` or `predicted_better` becomes `uncalibrated` (on cart-pole the served
+/// network returned 29–31 on the linear model where the log shows 61.9 from the same starts,
+/// and the estimate called candidates worse that balanced 500 steps of 500).
 public struct PretrialEstimate: Sendable {
     /// The controller the candidate is compared with.
     public enum Current: Sendable {
@@ -65,6 +75,10 @@ public struct PretrialEstimate: Sendable {
         case inconclusive
         /// The estimate could not be made (`Report.reason` says why and what to do).
         case notApplicable = "not_applicable"
+        /// The bounds were on one side of 0, but the model's bias on the logged actions' returns
+        /// (`Report.calibrationBias`) is at least as large as the difference it predicts: it
+        /// cannot tell the sign (`Report.reason` gives the figures). The trial decides.
+        case uncalibrated
     }
 
     /// The report (JSON with snake_case keys).
@@ -112,6 +126,22 @@ public struct PretrialEstimate: Sendable {
         public var meanUncertainty = 0.0
         /// See `meanUncertainty`.
         public var maxUncertainty = 0.0
+        /// Mean discounted return the log itself shows from the runs' starts (the logged actions
+        /// and what followed them), over the same horizon; nil when not measured.
+        public var observedMeanReturn: Double?
+        /// Mean discounted return the model predicts for the same logged actions, open loop.
+        public var replayMeanReturn: Double?
+        /// The model's bias on the returns it can be checked against: the larger in magnitude of
+        /// the open-loop one (mean of replayed − observed over the runs) and `closedLoopBias`.
+        /// `uncalibrated` when |bias| ≥ |mean difference|.
+        public var calibrationBias: Double?
+        /// Against a served network: over the runs whose logged stretch was that network's own
+        /// (its greedy choice was the logged action on at least `ownStretchAgreement` of the
+        /// steps), the mean of its return on the model minus the logged return; nil when no run's
+        /// stretch was its own.
+        public var closedLoopBias: Double?
+        /// Runs `closedLoopBias` is the mean over.
+        public var closedLoopRuns = 0
 
         /// A report with nothing measured yet.
         public init(verdict: Verdict, reason: String? = nil, current: String, model: String) {
@@ -128,8 +158,15 @@ public struct PretrialEstimate: Sendable {
             case lowerBound = "lower_bound", upperBound = "upper_bound", relativeChangePct = "relative_change_pct"
             case candidateFallbacks = "candidate_fallbacks", currentFallbacks = "current_fallbacks"
             case meanUncertainty = "mean_uncertainty", maxUncertainty = "max_uncertainty"
+            case observedMeanReturn = "observed_mean_return", replayMeanReturn = "replay_mean_return"
+            case calibrationBias = "calibration_bias", closedLoopBias = "closed_loop_bias", closedLoopRuns = "closed_loop_runs"
         }
     }
+
+    /// The share of a logged stretch's steps on which a served network's greedy choice must be
+    /// the logged action for the stretch to count as that network's own in the closed-loop
+    /// calibration (the rest: exploration, a trial's other arm, the incumbent's blocks).
+    public static let ownStretchAgreement = 0.9
 
     /// The mapping.
     public let map: TopicMap
@@ -203,11 +240,30 @@ public struct PretrialEstimate: Sendable {
         var clusterOf: [[Int]: Int] = [:]
         var clusterSums: [Double] = [], clusterCounts: [Int] = []
         var sumCandidate = 0.0, sumCurrent = 0.0, uncertainty = 0.0, steps = 0
+        var sumObserved = 0.0, sumReplay = 0.0, sumOwn = 0.0, ownRuns = 0
         do {
             for (si, start) in starts {
                 let a = try world.run(segment: si, start: start, horizon: settings.horizon,
                                       policy: .network(candidate, precision: settings.precision))
                 let b = try world.run(segment: si, start: start, horizon: settings.horizon, policy: currentPolicy)
+                // Calibration: what the logged actions returned on the plant, and on the model;
+                // and where the served network itself ran the logged stretch, its own return.
+                let replay: ModelWorld.Run, observed: ModelWorld.Run
+                switch current {
+                case .logged:
+                    replay = b
+                    observed = try world.run(segment: si, start: start, horizon: settings.horizon, policy: .observed)
+                case .network(let m):
+                    replay = try world.run(segment: si, start: start, horizon: settings.horizon, policy: .logged)
+                    observed = try world.run(segment: si, start: start, horizon: settings.horizon,
+                                             policy: .observed(comparedWith: m, precision: settings.precision))
+                    if let agreement = observed.agreement, agreement >= Self.ownStretchAgreement {
+                        ownRuns += 1
+                        sumOwn += b.discountedReturn - observed.discountedReturn
+                    }
+                }
+                sumObserved += observed.discountedReturn
+                sumReplay += replay.discountedReturn
                 differences.append(a.discountedReturn - b.discountedReturn)
                 // Batch means: runs starting in the same horizon-long block of a segment overlap,
                 // so they count as one observation for the standard error.
@@ -237,6 +293,19 @@ public struct PretrialEstimate: Sendable {
         report.candidateMeanReturn = sumCandidate / n
         report.currentMeanReturn = sumCurrent / n
         report.meanUncertainty = steps > 0 ? uncertainty / Double(steps) : 0
+        let observedMean = sumObserved / n, replayMean = sumReplay / n
+        if observedMean.isFinite, replayMean.isFinite {
+            report.observedMeanReturn = observedMean
+            report.replayMeanReturn = replayMean
+            report.calibrationBias = replayMean - observedMean
+        }
+        report.closedLoopRuns = ownRuns
+        if ownRuns > 0, (sumOwn / Double(ownRuns)).isFinite {
+            let own = sumOwn / Double(ownRuns)
+            report.closedLoopBias = own
+            // The larger of the two errors is the one the model's verdict must clear.
+            if abs(own) > abs(report.calibrationBias ?? 0) { report.calibrationBias = own }
+        }
         let mean = differences.reduce(0, +) / n
         let means = zip(clusterSums, clusterCounts).map { $0 / Double($1) }
         let k = Double(means.count)
@@ -268,6 +337,14 @@ public struct PretrialEstimate: Sendable {
             report.verdict = .predictedBetter
         } else {
             report.verdict = .inconclusive
+        }
+        if report.verdict != .inconclusive, let bias = report.calibrationBias, let observed = report.observedMeanReturn,
+           abs(bias) >= abs(mean) {
+            let closedLoop = report.closedLoopBias.map { abs($0) >= abs(report.replayMeanReturn.map { $0 - observed } ?? 0) } ?? false
+            let what = closedLoop ? "the served model's own return on the \(report.closedLoopRuns) stretches of the log it ran itself"
+                : "the return of the logged actions (the log: \(roundedForReading(observed, significant: 4)), the model: \(roundedForReading(observed + bias, significant: 4)))"
+            report.reason = "the plant model is off by \(roundedForReading(bias, significant: 3)) on \(what) (mean over \(report.runs) runs of \(settings.horizon) ticks), at least the difference it predicts (\(roundedForReading(mean, significant: 3))): it cannot tell the sign; the trial decides"
+            report.verdict = .uncalibrated
         }
         return report
     }

@@ -199,6 +199,32 @@ struct TankTestPlant: LabPlant {
         }
         #expect(compared == 450)
         #expect(used.count >= 2, "the clone's actions: \(used)")
+
+        // The log compared with the network that ran it: its own stretch (agreement 1), and not
+        // an always-off network's.
+        let own = try world.run(segment: 0, start: 200, horizon: 150, policy: .observed(comparedWith: clone, precision: .mixed))
+        #expect(own.agreement == 1 && own.actions == rows[200..<350].map { $0.transition.action ?? -1 })
+        let off = try Self.constantNetwork(action: 0, map: map, calibration: Array(piRows.prefix(256).flatMap(\.transition.state)))
+        let other = try world.run(segment: 0, start: 200, horizon: 150, policy: .observed(comparedWith: off, precision: .mixed))
+        #expect((other.agreement ?? 1) < 0.9 && other.discountedReturn == own.discountedReturn, "\(String(describing: other.agreement))")
+        #expect(try world.run(segment: 0, start: 200, horizon: 150, policy: .observed).agreement == nil)
+
+        // Closed-loop calibration against the served clone: on the exact model its return on its
+        // own stretches is the log's (bias ≈ 0); on a model that drifts it is not.
+        var settings = PretrialEstimate.Settings()
+        settings.horizon = 150
+        settings.runs = 16
+        settings.precision = .mixed
+        let exact = PretrialEstimate(map: map, model: model, data: data, settings: settings).estimate(candidate: off, current: .network(clone))
+        #expect(exact.closedLoopRuns == 16, "\(exact)")
+        #expect(abs(exact.closedLoopBias ?? 1) < 1e-6 && abs(exact.calibrationBias ?? 1) < 1e-6, "\(exact)")
+        #expect(exact.verdict == .predictedWorse, "\(exact)")
+        let drifting = PretrialEstimate(map: map, model: DriftingModel(inner: model, drift: 0.5), data: data, settings: settings)
+            .estimate(candidate: off, current: .network(clone))
+        let closed = try #require(drifting.closedLoopBias)
+        #expect(drifting.closedLoopRuns == 16 && abs(closed) > 1, "\(drifting)")
+        #expect(abs(drifting.calibrationBias ?? 0) >= abs(closed))
+        print("closed-loop calibration (heater, clone served): exact bias \(exact.closedLoopBias ?? .nan), drifting \(closed) (open loop \((drifting.replayMeanReturn ?? .nan) - (drifting.observedMeanReturn ?? .nan))), difference \(drifting.meanDifference), verdict \(drifting.verdict.rawValue)")
     }
 
     /// A network whose last layer ignores the state: action `action` always wins.
@@ -296,6 +322,88 @@ struct TankTestPlant: LabPlant {
         print("pretrial heater always-off vs PI log: \(json)")
         print("pretrial heater clone vs PI log: \(String(data: try encoder.encode(cloneReport), encoding: .utf8) ?? "")")
         print("pretrial heater always-off vs clone: \(String(data: try encoder.encode(versus), encoding: .utf8) ?? "")")
+    }
+
+    /// A plant model that is wrong on purpose: the fitted model with `drift` added to its first
+    /// controlled signal at every step (a gain or a heat loss it got wrong), to show what the
+    /// estimate does with a model that cannot reproduce the log.
+    struct DriftingModel: PlantModel {
+        let inner: any PlantModel
+        let drift: Double
+        var description: String { "drifting(\(inner.description), \(drift) a step)" }
+        var outputCount: Int { inner.outputCount }
+        var exogenousCount: Int { inner.exogenousCount }
+        var actionCount: Int { inner.actionCount }
+        var memory: Int { inner.memory }
+        func rollout(from segment: PlantSegment, at index: Int) -> any PlantRollout {
+            Rollout(inner: inner.rollout(from: segment, at: index), drift: drift)
+        }
+        struct Rollout: PlantRollout {
+            var inner: any PlantRollout
+            let drift: Double
+            var offset = 0.0
+            init(inner: any PlantRollout, drift: Double) {
+                self.inner = inner
+                self.drift = drift
+            }
+            var controlled: [Double] {
+                var c = inner.controlled
+                c[0] += offset
+                return c
+            }
+            var uncertainty: Double { inner.uncertainty }
+            mutating func step(mix: [Double], exogenous: [Double]) -> [Double] {
+                offset += drift
+                var c = inner.step(mix: mix, exogenous: exogenous)
+                c[0] += offset
+                return c
+            }
+        }
+    }
+
+    /// Calibration: the log's own return from the starts (`observed`) does not depend on the
+    /// model; a model that reproduces the log has a small bias against it and keeps its verdict;
+    /// a model that drifts away from the log is off by more than the difference it predicts — here
+    /// it even calls the always-off network better than the PI — and its verdict is
+    /// `uncalibrated` (the trial decides), with the figures in the reason.
+    @Test func aModelThatCannotReproduceTheLogsReturnsIsUncalibrated() throws {
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (map, rows, data) = try Self.heaterLog(parameters: Heater.Parameters(), seed: 31, steps: 4 * 960, dither: 0.1, dir: dir)
+        let (training, heldOut) = data.splitByTime(heldOutFraction: 0.25)
+        let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 6)).fitLinear(training)
+        let drifting = DriftingModel(inner: model, drift: 0.5)
+
+        // The log's own run is the same whatever the model.
+        let fitted = try ModelWorld(map: map, model: model, data: heldOut)
+        let wrong = try ModelWorld(map: map, model: drifting, data: heldOut)
+        let a = try fitted.run(segment: 0, start: 100, horizon: 240, policy: .observed)
+        let b = try wrong.run(segment: 0, start: 100, horizon: 240, policy: .observed)
+        #expect(a == b && a.rewards.count == 240 && a.actions == Array(heldOut.segments[0].actions[100..<340]))
+        #expect(try wrong.run(segment: 0, start: 100, horizon: 240, policy: .logged).discountedReturn != a.discountedReturn)
+
+        let states = rows.flatMap(\.transition.state)
+        let off = try Self.constantNetwork(action: 0, map: map, calibration: Array(states.prefix(256 * map.stateWidth)))
+        var settings = PretrialEstimate.Settings(map: map)
+        settings.runs = 32
+        settings.seed = 5
+        let good = PretrialEstimate(map: map, model: model, data: heldOut, settings: settings).estimate(candidate: off, current: .logged)
+        #expect(good.verdict == .predictedWorse, "\(good)")
+        let goodBias = try #require(good.calibrationBias), observed = try #require(good.observedMeanReturn)
+        #expect(abs(goodBias) < abs(good.meanDifference), "bias \(goodBias), difference \(good.meanDifference)")
+        #expect(good.replayMeanReturn == good.currentMeanReturn)   // against the log, the current run is the replay
+        let bad = PretrialEstimate(map: map, model: drifting, data: heldOut, settings: settings).estimate(candidate: off, current: .logged)
+        let badBias = try #require(bad.calibrationBias)
+        #expect(bad.observedMeanReturn == observed)
+        #expect(abs(badBias) >= abs(bad.meanDifference), "bias \(badBias), difference \(bad.meanDifference)")
+        #expect(bad.verdict == .uncalibrated, "\(bad)")
+        #expect(bad.reason?.contains("cannot tell the sign; the trial decides") == true, "\(String(describing: bad.reason))")
+        // The bounds alone would have judged — and wrongly: the drifting model (0.5 °C a step)
+        // predicts the always-off network better than the PI (measured: +221 against a bias of −335).
+        #expect(bad.lowerBound > 0, "\(bad)")
+        let json = try #require(String(data: JSONEncoder().encode(bad), encoding: .utf8))
+        #expect(json.contains("\"verdict\":\"uncalibrated\"") && json.contains("\"calibration_bias\"") && json.contains("\"observed_mean_return\""))
+        print("pretrial calibration heater: fitted bias \(goodBias) vs difference \(good.meanDifference) (observed \(observed)); drifting bias \(badBias) vs difference \(bad.meanDifference)")
     }
 
     /// The one-sided t quantile of the estimate's bounds against tabulated values.

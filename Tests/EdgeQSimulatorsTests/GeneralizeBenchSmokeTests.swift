@@ -8,7 +8,7 @@ import Testing
 @Suite struct GeneralizeBenchSmokeTests {
     static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "steps_to_first_promotion", "worst_served_vs_incumbent",
                           "trial_cost", "guard_trips", "support_handbacks", "trials_skipped", "quarantined_models", "retrainings", "pretrial_sign_agreement",
-                          "pretrial_kept_out", "pretrial_audits"]
+                          "pretrial_kept_out", "pretrial_uncalibrated", "pretrial_audits"]
 
     @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {
         let unknown = try EdgeQBinary.run(["bench", "generalize", "--plants", "cartpole,boiler"])

@@ -503,6 +503,10 @@ enum GeneralizeBench {
         let audits = o.trialEvents.filter { $0.event["event"] as? String == "audit" }.count
         out.append(("pretrial_kept_out", o.pretrials.isEmpty ? nil : Double(o.pretrials.filter { $0.verdict == "predicted_worse" }.count - audits),
                     "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
+        // Estimates whose bounds excluded 0 but whose model was off on the logged actions' return
+        // by at least the difference it predicted: the trial decided those.
+        out.append(("pretrial_uncalibrated", o.pretrials.isEmpty ? nil : Double(o.pretrials.filter { $0.verdict == "uncalibrated" }.count),
+                    "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
         out.append(("pretrial_audits", o.pretrials.isEmpty ? nil : Double(audits),
                     "candidates", .lower, o.pretrials.isEmpty ? "not measured: no pre-trial estimate" : nil))
         return out
