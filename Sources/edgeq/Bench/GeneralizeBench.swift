@@ -425,6 +425,15 @@ enum GeneralizeBench {
                     "per window", .higher, last.isEmpty ? noWindow : nil))
         out.append(("final_incumbent_return", last.isEmpty ? nil : last.reduce(0) { $0 + $1.incumbentReturn } / Double(last.count),
                     "per window", .higher, last.isEmpty ? noWindow : nil))
+        // The model served at the end, on its own: its last windows (each decided wholly by it),
+        // without the trial arms, the guard's control group and the incumbent's blocks that the
+        // last windows of the plant also hold.
+        let servedAtEnd = o.changes.last?.servedVersion
+        let own = servedAtEnd.map { v in Array(o.windows.filter { $0.controller == "v\(v)" }.suffix(finalWindows)) } ?? []
+        out.append(("final_served_return", own.isEmpty ? nil : own.reduce(0) { $0 + $1.realReturn } / Double(own.count),
+                    "per window", .higher,
+                    own.isEmpty ? (servedAtEnd == nil ? "not measured: no model was served at the end of the run"
+                                                      : "not measured: no window was decided wholly by v\(servedAtEnd ?? 0), the model served at the end") : nil))
 
         let first = o.firstPromotionStep
         out.append(("steps_to_first_promotion", first.map(Double.init), "steps", .lower,
@@ -533,7 +542,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "trial_cost", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "trial_cost", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
