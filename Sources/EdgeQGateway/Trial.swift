@@ -100,6 +100,13 @@ public struct SwitchbackTrial: Sendable {
     private var dMargin = RunningMoments()
     private var candidateSum = 0.0
     private var referenceSum = 0.0
+    // Carry-over: every scored block's return (adjusted as decided) by its arm and the arm of
+    // the block before it. The block before a trial's first is the reference's (in charge).
+    private var previousArm = TrialArm.reference
+    private var candidateAfterCandidate = RunningMoments()
+    private var candidateAfterReference = RunningMoments()
+    private var referenceAfterCandidate = RunningMoments()
+    private var referenceAfterReference = RunningMoments()
     private var completedPairs = 0
     private var voidPairs = 0
     private var ticks = 0
@@ -207,6 +214,16 @@ public struct SwitchbackTrial: Sendable {
         let value = clock.blockReturn
         let base = clock.blockBaseline ?? 0
         clock.reset()
+        if let value {
+            let scored = adjusted ? value - base : value
+            switch (ended, previousArm) {
+            case (.candidate, .candidate): candidateAfterCandidate.add(scored)
+            case (.candidate, .reference): candidateAfterReference.add(scored)
+            case (.reference, .candidate): referenceAfterCandidate.add(scored)
+            case (.reference, .reference): referenceAfterReference.add(scored)
+            }
+        }
+        previousArm = ended
         if ended == .candidate {
             candidateReturn = value
             candidateBaseline = base
@@ -290,6 +307,15 @@ public struct SwitchbackTrial: Sendable {
             let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
             s.stopUpperBound = dDecided.mean + tStop * dDecided.standardDeviation / root
         }
+        let cells = [candidateAfterCandidate, candidateAfterReference, referenceAfterCandidate, referenceAfterReference]
+        if cells.allSatisfy({ $0.count >= 2 }) {
+            // δ_X = X after the other arm − X after itself; the pairs' mean difference carries
+            // ¾(δ_candidate − δ_reference) of switching (TrialSummary.carryOver).
+            let deltaCandidate = candidateAfterReference.mean - candidateAfterCandidate.mean
+            let deltaReference = referenceAfterCandidate.mean - referenceAfterReference.mean
+            s.carryOver = 0.75 * (deltaCandidate - deltaReference)
+            s.carryOverStandardError = 0.75 * cells.reduce(0) { $0 + $1.standardDeviation * $1.standardDeviation / Double($1.count) }.squareRoot()
+        }
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
         s.costShare = referenceOverTrial > 0 ? s.cost / referenceOverTrial : nil
@@ -342,6 +368,19 @@ public struct TrialSummary: Sendable, Equatable {
     /// `cost` as a share of what the reference would have earned over the trial's scored blocks
     /// (|mean reference block return| × 2 × pairs); nil when that is 0.
     public var costShare: Double?
+    /// The part of `meanDifference` that switching itself made, estimated from the trial's own
+    /// blocks (positive: in the candidate's favour); nil until each of the four cells below has
+    /// two scored blocks. A block leaves the plant (and the other controller's memory: an
+    /// integrator, a filter) in a state the next block starts from; the burn-in is meant to
+    /// absorb that. With δ_X = mean return of arm X's blocks after the other arm's minus after
+    /// its own, a pair's expected difference is the difference of the two controllers run
+    /// alone plus ¾(δ_candidate − δ_reference) (the second block of a pair always follows the
+    /// other arm; the first follows either, at random). Comparable to `meanDifference`: the
+    /// verdict says more about the hand-over than about the controllers — lengthen the burn-in
+    /// (docs/learning.md, "Carry-over").
+    public var carryOver: Double?
+    /// The standard error of `carryOver` (the four cells' means taken as independent).
+    public var carryOverStandardError: Double?
 }
 
 // MARK: - Blocks

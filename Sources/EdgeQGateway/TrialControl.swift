@@ -340,6 +340,7 @@ extension Gateway {
             "stop_high": num(s.stopUpperBound),
             "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
             "cost": num(s.cost), "cost_share": num(s.costShare),
+            "carry_over": num(s.carryOver), "carry_over_se": num(s.carryOverStandardError),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
         ]
         if let reason { o["reason"] = .string(reason) }

@@ -145,6 +145,10 @@ struct ModelsCommand: ParsableCommand {
             if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
             lines.append("           block return: candidate \(num("candidate_mean")), reference \(num("reference_mean")); "
                          + "cost \(num("cost")) (\(num("cost_share")) of the reference's return over the trial)")
+            if t["carry_over"] is NSNumber {
+                lines.append("           carry-over \(num("carry_over")) ± \(num("carry_over_se")) of the mean difference (switching's own share: "
+                             + "comparable to the difference, lengthen the burn-in)")
+            }
             return lines.joined(separator: "\n")
         }
     }

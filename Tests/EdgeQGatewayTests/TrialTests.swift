@@ -160,6 +160,40 @@ import Testing
         }
     }
 
+    /// Carry-over: two controllers equal when each runs alone, on a plant where a block leaves
+    /// the next one a state its burn-in does not absorb (the reference pays 1 a tick for 6 ticks
+    /// after the candidate's block, the candidate gains 0.5 a tick for 6 ticks after the
+    /// reference's; burn-in 2). The pairs' mean difference is all switching, ¾(2 − (−4)) = 4.5
+    /// a block, and the trial's own carry-over estimate says so; on the same plant without the
+    /// hand-over effect the estimate is 0 within its error.
+    @Test func theTrialEstimatesWhatSwitchingItselfAddsToTheDifference() throws {
+        for seed in 0..<20 {
+            for carry in [true, false] {
+                var trial = try SwitchbackTrial(config: Self.config(maxPairs: 30, minPairs: 30), seed: UInt64(seed))
+                var rng = SeededGenerator(seed: 900 + UInt64(seed))
+                // Ticks since the plant last changed hands (the reference was in charge before).
+                var last = TrialArm.reference, sinceSwitch = 1_000
+                let v = Self.run(&trial, rng: &rng) { arm, _, rng in
+                    sinceSwitch = arm != last ? 0 : sinceSwitch + 1
+                    last = arm
+                    var r = 0.3 * rng.nextGaussian()
+                    if carry, sinceSwitch < 6 { r += arm == .reference ? -1 : 0.5 }
+                    return r
+                }
+                let s = trial.summary
+                let estimate = try #require(s.carryOver, "seed \(seed)"), se = try #require(s.carryOverStandardError)
+                #expect(s.pairs == 30 && v != nil)
+                if carry {
+                    #expect(abs((s.meanDifference ?? 0) - 4.5) < 0.6, "seed \(seed): \(s)")
+                    #expect(abs(estimate - 4.5) < 4 * se + 0.3 && estimate > 3, "seed \(seed): carry-over \(estimate) ± \(se)")
+                    #expect(v == .promote)   // the trial alone is fooled: what the estimate is for
+                } else {
+                    #expect(abs(estimate) < 4 * se, "seed \(seed): carry-over \(estimate) ± \(se)")
+                }
+            }
+        }
+    }
+
     /// (c) A clearly worse candidate is rejected early, long before the budget, and the cost
     /// of the trial is reported: reward lost in its blocks, and as a share of the reference's
     /// return over the trial.

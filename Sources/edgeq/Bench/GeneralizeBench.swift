@@ -476,6 +476,15 @@ enum GeneralizeBench {
             costReason = "not measured: no trial reached a verdict with a cost (event keys: \(keys))"
         }
         out.append(("trial_cost", costs.isEmpty ? nil : costs.reduce(0, +) / Double(costs.count), "% of incumbent return", .lower, costReason))
+        // What switching itself added to the decided trials' differences (the gateway's
+        // `carry_over` estimate), as a share of the reference's block return.
+        let carry = o.trialEvents.compactMap { e -> Double? in
+            guard e.event["event"] as? String == "verdict", let c = (e.event["carry_over"] as? NSNumber)?.doubleValue,
+                  let r = (e.event["reference_mean"] as? NSNumber)?.doubleValue, r != 0 else { return nil }
+            return 100 * c / abs(r)
+        }
+        out.append(("trial_carry_over", carry.isEmpty ? nil : carry.reduce(0, +) / Double(carry.count), "% of reference block return", .lower,
+                    carry.isEmpty ? "not measured: no decided trial had enough blocks for a carry-over estimate (two in each of its four cells)" : nil))
 
         out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
                     o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
@@ -542,7 +551,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "trial_cost", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "trial_cost", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
