@@ -38,7 +38,8 @@ struct FleetLearnOptions: Sendable {
 /// single gateway's gradient updates per transition (1,000 updates per 1,000 transitions) —
 /// signs with a key of its own that every gateway trusts under `keys/models/`, and publishes;
 /// each gateway runs the model through its own switchback trial before it controls anything
-/// (the existing behaviour). The plants do not wait for the learner: it is off the gateways.
+/// (the existing behaviour). Plant time stands still while the learner trains (its status says
+/// `training.running`; refreshed every 100 ms), as the single gateway's does while it retrains.
 ///
 /// **Measured**, per configuration: the wall-clock seconds from the plants' start until every
 /// gateway's served model reached a 10-episode mean ≥ 475 — over the last 10 episodes that a
@@ -211,6 +212,25 @@ enum FleetLearnBench {
             }
             return total
         }
+        // Plant time stands still while the learner trains, as the single gateway's stands still
+        // while it retrains (`Simulator.pause`): the plants run ~20× faster than a real cart-pole,
+        // and a training of seconds is a fraction of a step on a real plant.
+        let learnerStatus = try learner.map { _ in try FleetBench.client(broker, subscribe: "\(fleetTopic)/learner/l1/status") }
+        defer { learnerStatus?.stop() }
+        var training = false
+        var trainingSince = Date()
+        var trainingSeconds = 0.0
+        func followLearner() {
+            guard let learnerStatus else { return }
+            while let msg = learnerStatus.receive(timeout: 0) {
+                let o = (try? JSONSerialization.jsonObject(with: Data(msg.payload))) as? [String: Any]
+                let running = (o?["training"] as? [String: Any])?["running"] as? Bool ?? false
+                guard running != training else { continue }
+                training = running
+                for r in runs { r.sim.pause(running) }
+                if running { trainingSince = Date() } else { trainingSeconds += Date().timeIntervalSince(trainingSince) }
+            }
+        }
         let cpu0 = cpu()
         let t0 = Date()
         for r in runs { r.startPlant() }
@@ -218,6 +238,7 @@ enum FleetLearnBench {
         var lastProgress = Date()
         var ended: String?
         while true {
+            followLearner()
             for (i, r) in runs.enumerated() {
                 if try !r.poll(timeout: 0.01), ended == nil {
                     ended = "gateway \(i + 1)'s run ended early: \(r.outcome.notes.last ?? "the plant finished")"
@@ -243,6 +264,9 @@ enum FleetLearnBench {
             }
         }
         let wall = Date().timeIntervalSince(t0)
+        if training { trainingSeconds += Date().timeIntervalSince(trainingSince) }
+        for r in runs { r.sim.pause(false) }
+        if fleet { context.progress(String(format: "%@: the plants stood still %.0f s of %.0f s while the learner trained", name, trainingSeconds, wall)) }
         if let cpu0, let cpu1 = cpu(), wall > 0 { m.cpuCores = (cpu1 - cpu0) / wall }
         if m.seconds == nil {
             let why = ended ?? "the budget of \(Int(o.budgetSeconds)) s ran out"
@@ -310,7 +334,7 @@ enum FleetLearnBench {
             fleet: \(fleetTopic)
             group: bench
             id: l1
-            status_interval: 1s
+            status_interval: 100ms
             mapping: \(mapping)
             key: \(key)
             train_every: \(trainEvery)
