@@ -43,6 +43,11 @@ public struct SimulatorOptions: Sendable {
     /// a plant run faster than real time never runs ahead of the gateway's ticks. For benches
     /// and the demo; a plant in real time has no need of it. Default false.
     public var keepStepWithGateway = false
+    /// The plant's topic prefix instead of `plant/<name>`: its state, command, mode, evaluation
+    /// and score topics go under it (`<base>/state`, `<base>/cmd` …). Several plants of one
+    /// kind on one broker need one each (a fleet on one site broker). Nil (the default):
+    /// `plant/<name>`.
+    public var topicBase: String?
 
     public init(plant: PlantKind, broker: String) {
         self.plant = plant
@@ -169,7 +174,8 @@ public final class Simulator: @unchecked Sendable {
         case .mountaincar: plant = evaluated ? SeededMountainCarSim(seed: options.seed) : MountainCarSim(seed: options.seed)
         }
         var evaluator = options.evaluation.map { Evaluator(plant: options.plant, seed: options.seed, options: $0) }
-        let evalTopic = "plant/\(plant.name)/eval"
+        let base = options.topicBase ?? "plant/\(plant.name)"
+        let evalTopic = "\(base)/eval"
         var evalFile: FileHandle?
         if let path = options.evaluation?.file {
             if !FileManager.default.fileExists(atPath: path) {
@@ -185,7 +191,6 @@ public final class Simulator: @unchecked Sendable {
         }
         defer { try? evalFile?.close() }
         var dither = Dither(probability: options.dither, levelCount: plant.actionCount, seed: options.seed &+ 0x5EED)
-        let base = "plant/\(plant.name)"
         let stateTopic = "\(base)/state"
         let cmdTopic = "\(base)/cmd"
         let statusTopic = options.gatewayPrefix.map { "\($0)/status" }

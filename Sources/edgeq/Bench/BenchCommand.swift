@@ -64,7 +64,24 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "fleet: models published one after another to the 8 gateways for the rollout figure (default 20; 5 with --quick).")
     var models: Int?
 
+    @Option(help: "fleet: the parts to run, comma-separated: \(FleetPart.allCases.map(\.rawValue).joined(separator: ", ")) (default: ingest,latency,rollout; learn — N cart-pole gateways learning through one learner against one gateway alone — takes minutes to hours, docs/benchmarks.md).")
+    var parts: String?
+
+    @Option(help: "fleet --parts learn: the fleet sizes, comma-separated, 1…16 each (default 1,2,4).")
+    var gateways: String?
+
+    @Option(help: "fleet --parts learn: wall-clock cap per configuration, seconds (default 900).")
+    var budgetSeconds: Double?
+
+    @Option(help: "fleet --parts learn: the single gateway's seed; fleet gateway i runs seed+i−1 (default 1).")
+    var seed: Int?
+
     func validate() throws {
+        if name != .fleet && (parts != nil || gateways != nil || budgetSeconds != nil || seed != nil) {
+            throw ValidationError("--parts, --gateways, --budget-seconds and --seed apply to `edgeq bench fleet` only")
+        }
+        _ = try fleetParts()
+        _ = try fleetLearnOptions()
         if name != .fleet && (rows != nil || rounds != nil || models != nil) {
             throw ValidationError("--rows, --rounds and --models apply to `edgeq bench fleet` only")
         }
@@ -82,6 +99,47 @@ struct BenchCommand: AsyncParsableCommand {
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         _ = try generalizeOptions()
+    }
+
+    /// The fleet bench's parts from `--parts` (default: ingest, latency, rollout).
+    func fleetParts() throws -> Set<FleetPart> {
+        guard let parts else { return [.ingest, .latency, .rollout] }
+        let chosen = try parts.split(separator: ",", omittingEmptySubsequences: false).map { raw -> FleetPart in
+            let name = raw.trimmingCharacters(in: .whitespaces)
+            guard let p = FleetPart(rawValue: name) else {
+                throw ValidationError("unknown part '\(name)' in --parts; available: \(FleetPart.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return p
+        }
+        if chosen.isEmpty { throw ValidationError("--parts names no part") }
+        return Set(chosen)
+    }
+
+    /// The learn part's options from `--gateways`, `--budget-seconds` and `--seed`.
+    func fleetLearnOptions() throws -> FleetLearnOptions {
+        var o = FleetLearnOptions()
+        if (gateways != nil || budgetSeconds != nil || seed != nil), !(try fleetParts()).contains(.learn) {
+            throw ValidationError("--gateways, --budget-seconds and --seed belong to the learn part: add --parts learn")
+        }
+        if let gateways {
+            o.gateways = try gateways.split(separator: ",", omittingEmptySubsequences: false).map { raw in
+                let text = raw.trimmingCharacters(in: .whitespaces)
+                guard let n = Int(text), (1...16).contains(n) else {
+                    throw ValidationError("--gateways takes fleet sizes from 1 to 16, comma-separated (e.g. 1,2,4); '\(text)' is not one")
+                }
+                return n
+            }
+            if Set(o.gateways).count != o.gateways.count { throw ValidationError("--gateways names a fleet size twice: \(gateways)") }
+        }
+        if let budgetSeconds {
+            guard budgetSeconds.isFinite, budgetSeconds > 0 else { throw ValidationError("--budget-seconds must be a number of seconds above 0") }
+            o.budgetSeconds = budgetSeconds
+        }
+        if let seed {
+            guard seed >= 0 else { throw ValidationError("--seed must be 0 or more") }
+            o.seed = UInt64(seed)
+        }
+        return o
     }
 
     /// The generalize bench's options from the flags.
@@ -127,6 +185,8 @@ struct BenchCommand: AsyncParsableCommand {
         context.fleet.rowsPerGateway = rows ?? (quick ? 5_000 : 50_000)
         context.fleet.rounds = rounds ?? (quick ? 2 : 20)
         context.fleetRollout.models = models ?? (quick ? 5 : 20)
+        context.fleetParts = try fleetParts()
+        context.fleetLearn = try fleetLearnOptions()
         let figures = try await name.run(context)
         BenchReport(figures: figures).print(json: json)
     }
@@ -152,6 +212,18 @@ enum BenchName: String, CaseIterable, ExpressibleByArgument, Sendable {
     }
 }
 
+/// The parts of `edgeq bench fleet` (`--parts`).
+enum FleetPart: String, CaseIterable, Sendable {
+    /// 8 shippers into one learner: rows per second.
+    case ingest
+    /// Decision round trips with and without shipping.
+    case latency
+    /// Signed models to 8 gateways: publish → stored.
+    case rollout
+    /// Issue 15's learning benchmark: N cart-pole gateways and one learner against one gateway.
+    case learn
+}
+
 /// What every benchmark gets: its options and a place to report progress.
 struct BenchContext: Sendable {
     let bench: String
@@ -165,6 +237,10 @@ struct BenchContext: Sendable {
     var fleet = FleetOptions()
     /// `fleet` only: the model rollout's gateways and models.
     var fleetRollout = FleetRolloutOptions()
+    /// `fleet` only: which parts run (`--parts`).
+    var fleetParts: Set<FleetPart> = [.ingest, .latency, .rollout]
+    /// `fleet` only: the learn part's fleet sizes, budget and seed.
+    var fleetLearn = FleetLearnOptions()
 
     /// Progress for people, on standard error (standard output carries the figures).
     func progress(_ message: String) {

@@ -207,194 +207,18 @@ enum GeneralizeBench {
         defer {
             if keep { context.progress("data directory kept: \(data.path)") } else { try? FileManager.default.removeItem(at: data) }
         }
-        let operatorName = "bench-operator"
-        let operatorKey = try localOperatorKey(name: operatorName, dataDirectory: data)
-        let gatewayLog = data.appendingPathComponent("gateway.log").path
-        let gateway = try ChildProcess(executable, ["run", "--config", mappingPath, "--broker", broker.url, "--data", data.path,
-                                                    "--mode", "shadow", "--log-level", "warning"],
-                                       stderrPath: gatewayLog)
-        defer { _ = gateway.stop(grace: 10) }
-
-        let prefix = map.gateway.prefix
-        var cfg = try MQTTConfiguration(url: broker.url, clientID: "generalize-operator")
-        cfg.inboundCapacity = 10_000
-        let observer = try MQTTClient(cfg)
-        defer { observer.stop() }
-        try observer.subscribe("\(prefix)/status", qos: .atLeastOnce)
-        try observer.subscribe("\(prefix)/retrain", qos: .atLeastOnce)
-        try observer.subscribe("\(prefix)/reply/+", qos: .atLeastOnce)
-        observer.start()
-        try observer.waitUntilConnected(timeout: 10)
-
-        var outcome = Outcome(seed: seed, policy: map.learning.promotion.rawValue, windows: [], changes: [])
-        var status: [String: Any]?
-        var guardEvents = 0
-        func object(_ m: MQTTMessage) -> [String: Any] {
-            (try? JSONSerialization.jsonObject(with: Data(m.payload))) as? [String: Any] ?? [:]
-        }
-        // The gateway is up when its retained status says online.
-        let upBy = Date().addingTimeInterval(60)
-        while Date() < upBy, status?["state"] as? String != "online" {
-            guard gateway.isRunning else { break }
-            if let m = observer.receive(timeout: 0.2), m.topic == "\(prefix)/status" { status = object(m) }
-        }
-        guard status?["state"] as? String == "online" else {
-            let log = (try? String(contentsOfFile: gatewayLog, encoding: .utf8)) ?? ""
-            throw BenchError.failed("the gateway for \(plant.rawValue) did not come online within 60 s: \(lastLine(log))")
-        }
-
-        func command(_ verb: String, _ body: String) throws {
-            let signed = try CommandEnvelope.sign(command: body, topic: CommandEnvelope.topic(prefix: prefix, verb: verb),
-                                                  gatewayID: map.gateway.id, keyName: operatorName, privateKey: operatorKey)
-            _ = try observer.publish("\(prefix)/cmd/\(verb)", signed, qos: .atLeastOnce)
-        }
-        /// Waits for the reply to `verb` (other messages are handled by `handle`).
-        var handle: (MQTTMessage) -> Void = { _ in }
-        func awaitReply(_ verb: String) -> [String: Any]? {
-            let until = Date().addingTimeInterval(15)
-            while Date() < until {
-                guard let m = observer.receive(timeout: 0.2) else { continue }
-                if m.topic == "\(prefix)/reply/\(verb)" { return object(m) }
-                handle(m)
-            }
-            return nil
-        }
-
-        enum ControlPlan { case atStart, onFirstModel, never }
-        let plan: ControlPlan
-        switch outcome.policy {
-        case "trial": plan = .atStart
-        case "auto", "shadow-first": plan = .onFirstModel
-        case "manual":
-            plan = .never
-            outcome.notes.append("promotion.policy manual: nothing is promoted without an operator, and the bench does not promote by hand")
-        default:
-            plan = .never
-            outcome.notes.append("promotion.policy \(outcome.policy) is unknown to this bench: the gateway stays in shadow")
-        }
-
-        let sim = Simulator({
-            var o = SimulatorOptions(plant: plant, broker: broker.url)
-            o.seed = seed
-            o.steps = steps
-            o.rate = rate
-            o.dither = context.generalize.dither
-            o.gatewayPrefix = prefix
-            o.keepStepWithGateway = true
-            o.commandTimeout = 0.5
-            o.evaluation = EvaluationOptions()
-            return o
-        }(), logger: Logger(label: "edgeq.bench.generalize.sim"))
-
-        var controlSent = false
-        handle = { m in
-            let o = object(m)
-            if m.topic == "\(prefix)/status" {
-                status = o
-            } else if m.topic == "\(prefix)/retrain" {
-                let phase = o["phase"] as? String ?? ""
-                // Plant time stands still while the gateway retrains (see `Simulator.pause`).
-                if phase == "started" { sim.pause(true) }
-                if phase == "done" || phase == "failed" { sim.pause(false) }
-                if phase == "done" || phase == "failed" {
-                    outcome.retrainings += 1
-                    if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
-                    if phase == "done" {
-                        let d = o["distill"] as? [String: Any]
-                        outcome.candidates.append(((o["version"] as? NSNumber)?.intValue, o["verdict"] as? String ?? "?",
-                                                   d?["chosen"] as? String, d?["why"] as? String))
-                    }
-                    if let p = o["pretrial"] as? [String: Any], let v = (o["version"] as? NSNumber)?.intValue {
-                        outcome.pretrials.append((v, p["verdict"] as? String ?? "?", (p["mean_difference"] as? NSNumber)?.doubleValue))
-                    }
-                    if o["verdict"] as? String != "passed" {
-                        let why = (o["reasons"] as? [String])?.joined(separator: "; ") ?? (o["error"] as? String) ?? "no reason given"
-                        let version = (o["version"] as? NSNumber).map { "v\($0)" } ?? "candidate"
-                        outcome.lastRefusal = "\(version): \(why)"
-                    }
-                } else if phase == "guard" {
-                    guardEvents += 1
-                } else if phase.hasPrefix("trial") {
-                    outcome.trialEvents.append((sim.stepsDone, o))
-                }
-            } else if m.topic == "\(prefix)/reply/mode", o["ok"] as? Bool == false {
-                outcome.notes.append("cmd/mode was refused at plant step \(sim.stepsDone): \(o["error"] ?? "no reason given")")
-            }
-        }
-
-        if plan == .atStart {
-            try command("mode", #"{"id":"generalize-start","mode":"control"}"#)
-            let reply = awaitReply("mode")
-            controlSent = reply?["ok"] as? Bool == true
-            if !controlSent {
-                // The gateway refuses control without a model that passed its checks: ask
-                // again once its status names a served model or a candidate.
-                outcome.notes.append("cmd/mode control at the start was refused (\(reply?["error"] ?? "no reply within 15 s")); asked again once a model or candidate appeared")
-            }
-        }
-
-        let box = ResultBox()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            box.set(Result { try sim.run() })
-            done.signal()
-        }
-        thread.start()
+        let run = try BenchGatewayRun(label: "\(plant.rawValue) seed \(seed)", plant: plant, seed: seed, steps: steps, map: map,
+                                      mappingPath: mappingPath, executable: executable, broker: broker, data: data, context: context)
+        defer { run.close() }
+        run.startPlant()
         var lastProgress = Date()
-        while done.wait(timeout: .now()) == .timedOut {
-            if let m = observer.receive(timeout: 0.1) { handle(m) }
-            let model = (status?["model"] as? [String: Any])?["version"]
-            let candidate = plan == .atStart && status?["candidate"] is [String: Any]
-            if plan != .never, !controlSent, model != nil || candidate {
-                controlSent = true
-                try command("mode", #"{"id":"generalize-control","mode":"control"}"#)
-                let what = model.map { "model v\($0) served" } ?? "a candidate announced"
-                context.progress("\(plant.rawValue) seed \(seed): \(what) at step \(sim.stepsDone): cmd/mode control")
-            }
+        while try run.poll(timeout: 0.1) {
             if Date().timeIntervalSince(lastProgress) > 10 {
                 lastProgress = Date()
-                context.progress("\(plant.rawValue) seed \(seed): step \(sim.stepsDone) of \(steps)")
-            }
-            if !gateway.isRunning {
-                sim.stop()
-                let log = (try? String(contentsOfFile: gatewayLog, encoding: .utf8)) ?? ""
-                outcome.notes.append("the gateway exited during the run: \(lastLine(log))")
-                _ = done.wait(timeout: .now() + 30)
-                break
+                context.progress("\(plant.rawValue) seed \(seed): step \(run.sim.stepsDone) of \(steps)")
             }
         }
-        let result: SimulatorResult
-        do {
-            result = try box.get()
-        } catch {
-            throw BenchError.failed("the \(plant.rawValue) plant (seed \(seed)) did not finish: \(error)")
-        }
-        // The last status and events (published every 5 s and on every change).
-        let settle = Date().addingTimeInterval(1)
-        while Date() < settle { if let m = observer.receive(timeout: 0.1) { handle(m) } }
-        outcome.windows = result.evaluations
-        outcome.changes = result.gatewayChanges
-        if plan != .never, !controlSent {
-            outcome.notes.append("no model was served, so the bench never switched the gateway to control")
-        }
-        if let counters = status?["counters"] as? [String: Any], let n = (counters["support_handbacks"] as? NSNumber)?.intValue {
-            outcome.supportHandbacks = n
-        }
-        if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
-            outcome.guardTrips = trips
-        } else if status != nil || guardEvents > 0 {
-            outcome.guardTrips = guardEvents
-        }
-        // Messages the gateway dropped (its inbound queue full): the plant ran too fast for it.
-        if let counters = status?["counters"] as? [String: Any],
-           let dropped = (counters["messages_dropped"] as? NSNumber)?.intValue, dropped > 0 {
-            outcome.notes.append("the gateway dropped \(dropped) messages (its inbound queue was full)")
-            context.progress("\(plant.rawValue) seed \(seed): the gateway dropped \(dropped) messages")
-        }
-        if let q = status?["quarantined"] as? [Any] {
-            outcome.quarantined = q.compactMap { ($0 as? NSNumber)?.intValue }
-        }
-        return outcome
+        return try run.finish()
     }
 
     // MARK: Figures
@@ -406,6 +230,35 @@ enum GeneralizeBench {
         let inc = windows.reduce(0) { $0 + $1.incumbentReturn }
         guard !windows.isEmpty, inc != 0 else { return nil }
         return 100 * (real - inc) / abs(inc)
+    }
+
+    /// The windows decided wholly by one served model, after that model's trial ended (when the
+    /// gateway reported one; otherwise from its promotion, which a whole window implies), in
+    /// their order. `servedFrom` (model version → the plant step at which the gateway's status
+    /// first named it served), when given, also requires the window to start at or after that
+    /// step: a stricter reading for a run that is judged while trials are still under way.
+    static func servedWindows(_ windows: [EvaluationWindow], trialEvents: [(step: Int, event: [String: Any])],
+                              servedFrom: [Int: Int]? = nil) -> [EvaluationWindow] {
+        var trialEnd: [Int: Int] = [:]
+        for (step, e) in trialEvents {
+            let verdict = e["verdict"] as? String
+            if let v = (e["version"] as? NSNumber)?.intValue ?? (e["candidate"] as? NSNumber)?.intValue, verdict != nil {
+                trialEnd[v] = max(trialEnd[v] ?? 0, step)
+            }
+        }
+        return windows.filter { w in
+            guard let v = servedVersion(w) else { return false }
+            if let servedFrom {
+                guard let from = servedFrom[v], w.firstStep >= from else { return false }
+            }
+            return w.firstStep >= (trialEnd[v] ?? 0)
+        }
+    }
+
+    /// The model version that decided every step of `w` (its controller `vN`), nil otherwise.
+    static func servedVersion(_ w: EvaluationWindow) -> Int? {
+        guard w.controller.hasPrefix("v") else { return nil }
+        return Int(w.controller.dropFirst())
     }
 
     /// The per-seed figures of one run, each with its reason when it could not be measured.
@@ -442,19 +295,7 @@ enum GeneralizeBench {
                         + (o.promotionSteps.isEmpty ? "" : " (result at plant step \(o.promotionSteps.map(String.init).joined(separator: ", ")))")
                         + (o.lastRefusal.map { "; last refused: \($0)" } ?? "") + ")\(noteSuffix)" : nil))
 
-        // Windows decided wholly by one served model, after that model's trial ended (when the
-        // gateway reported one; otherwise from its promotion, which a whole window implies).
-        var trialEnd: [Int: Int] = [:]
-        for (step, e) in o.trialEvents {
-            let verdict = e["verdict"] as? String
-            if let v = (e["version"] as? NSNumber)?.intValue ?? (e["candidate"] as? NSNumber)?.intValue, verdict != nil {
-                trialEnd[v] = max(trialEnd[v] ?? 0, step)
-            }
-        }
-        let served = o.windows.filter { w in
-            guard w.controller.hasPrefix("v"), let v = Int(w.controller.dropFirst()) else { return false }
-            return w.firstStep >= (trialEnd[v] ?? 0)
-        }
+        let served = servedWindows(o.windows, trialEvents: o.trialEvents)
         let worst = served.compactMap(\.vsIncumbentPercent).min()
         out.append(("worst_served_vs_incumbent", worst, "%", .higher,
                     worst == nil ? "not measured: no evaluation window was decided wholly by a served model after its trial\(noteSuffix)" : nil))
