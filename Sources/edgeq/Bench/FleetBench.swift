@@ -303,6 +303,12 @@ enum FleetBench {
         let learner = try idle ? ChildProcess("/usr/bin/chrt", ["--idle", "0", edgeq] + args, stderrPath: logPath)
             : nice == 0 ? ChildProcess(edgeq, args, stderrPath: logPath)
             : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stderrPath: logPath)
+        return try awaitOnline(learner, watcher: watcher, work: work)
+    }
+
+    /// Waits up to 60 s for `learner`'s status on `watcher` (subscribed to it) to say online;
+    /// kills it and throws with the last line of its log (work/learner.log) otherwise.
+    static func awaitOnline(_ learner: ChildProcess, watcher: MQTTClient, work: URL) throws -> ChildProcess {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             guard let m = watcher.receive(timeout: 0.2) else {

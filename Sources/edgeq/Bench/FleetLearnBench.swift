@@ -345,16 +345,6 @@ enum FleetLearnBench {
         let logPath = work.appendingPathComponent("learner.log").path
         let learner = try ChildProcess(edgeq, ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"],
                                        stderrPath: logPath)
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            guard let m = watcher.receive(timeout: 0.2) else {
-                if !learner.isRunning { break }
-                continue
-            }
-            if String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#) { return learner }
-        }
-        learner.signal(SIGKILL)
-        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-        throw BenchError.failed("the learner did not come online: \(lastLine(log))")
+        return try FleetBench.awaitOnline(learner, watcher: watcher, work: work)
     }
 }
