@@ -307,14 +307,15 @@ public struct SwitchbackTrial: Sendable {
             let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
             s.stopUpperBound = dDecided.mean + tStop * dDecided.standardDeviation / root
         }
-        let cells = [candidateAfterCandidate, candidateAfterReference, referenceAfterCandidate, referenceAfterReference]
-        if cells.allSatisfy({ $0.count >= 2 }) {
+        let (cc, cr, rc, rr) = (candidateAfterCandidate, candidateAfterReference, referenceAfterCandidate, referenceAfterReference)
+        if min(cc.count, cr.count, rc.count, rr.count) >= 2 {
             // δ_X = X after the other arm − X after itself; the pairs' mean difference carries
             // ¾(δ_candidate − δ_reference) of switching (TrialSummary.carryOver).
             let deltaCandidate = candidateAfterReference.mean - candidateAfterCandidate.mean
             let deltaReference = referenceAfterCandidate.mean - referenceAfterReference.mean
             s.carryOver = 0.75 * (deltaCandidate - deltaReference)
-            s.carryOverStandardError = 0.75 * cells.reduce(0) { $0 + $1.standardDeviation * $1.standardDeviation / Double($1.count) }.squareRoot()
+            func variance(_ m: RunningMoments) -> Double { m.standardDeviation * m.standardDeviation / Double(m.count) }
+            s.carryOverStandardError = 0.75 * (variance(cc) + variance(cr) + variance(rc) + variance(rr)).squareRoot()
         }
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
