@@ -14,19 +14,8 @@ import Testing
         let r = try EdgeQBinary.run(["bench", "fleet", "--json", "--quick", "--rows", String(rows), "--rounds", "1",
                                      "--models", String(models)], timeout: 300)
         #expect(r.code == 0, "stderr: \(r.stderr.suffix(3000))")
-        var lines: [String: [String: Any]] = [:]
-        for line in r.stdout.split(separator: "\n") {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let figure = o["figure"] as? String else {
-                Issue.record("not a figure line: \(line)")
-                continue
-            }
-            #expect(o["bench"] as? String == "fleet")
-            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
-                #expect(o.keys.contains(key), "\(figure) has no \(key)")
-            }
-            lines[figure] = o
-        }
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "fleet")
+        #expect(problems.isEmpty, "\(problems)")
         func value(_ prefix: String, _ key: String = "value") -> Double? {
             let hits = lines.filter { $0.key.hasPrefix(prefix) }
             #expect(hits.count == 1, "figures starting '\(prefix)': \(hits.keys.sorted())")

@@ -46,21 +46,12 @@ import Testing
         }.last
         defer { if let kept { try? FileManager.default.removeItem(atPath: kept) } }
         #expect(r.code == 0, "stderr: \(r.stderr.suffix(4000))")
-        var lines: [String: [String: Any]] = [:]
-        for line in r.stdout.split(separator: "\n") {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let figure = o["figure"] as? String else {
-                Issue.record("not a figure line: \(line)")
-                continue
-            }
-            #expect(o["bench"] as? String == "fleet")
-            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
-                #expect(o.keys.contains(key), "\(figure) has no \(key)")
-            }
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "fleet")
+        #expect(problems.isEmpty, "\(problems)")
+        for (figure, o) in lines {
             if o["value"] is NSNull {
                 #expect(((o["reason"] as? String) ?? "").hasPrefix("not measured"), "\(figure) is null without a reason: \(o)")
-            }
-            lines[figure] = o
+        }
         }
         func value(_ figure: String) -> Double? { (lines[figure]?["value"] as? NSNumber)?.doubleValue }
         let common = ["seconds_to_475", "steps_to_475", "cpu_cores_used"]

@@ -10,19 +10,10 @@ import Testing
     @Test func oneSeedPrintsEveryFigureMeasured() throws {
         let r = try EdgeQBinary.run(["bench", "model", "--json", "--seeds", "1", "--quick"], timeout: 600)
         #expect(r.code == 0, "stderr: \(r.stderr.suffix(2000))")
-        var lines: [String: [String: Any]] = [:]
-        for line in r.stdout.split(separator: "\n") {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let figure = o["figure"] as? String else {
-                Issue.record("not a figure line: \(line)")
-                continue
-            }
-            #expect(o["bench"] as? String == "model")
-            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
-                #expect(o.keys.contains(key), "\(figure) has no \(key)")
-            }
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "model")
+        #expect(problems.isEmpty, "\(problems)")
+        for (figure, o) in lines {
             #expect(o["value"] is NSNumber, "\(figure) was not measured: \(o["reason"] ?? "no reason")")
-            lines[figure] = o
         }
         func pair(_ figure: String) -> (Double, Double)? {
             guard let o = lines[figure], let v = (o["value"] as? NSNumber)?.doubleValue,

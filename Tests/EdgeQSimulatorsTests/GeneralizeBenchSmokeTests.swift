@@ -30,22 +30,13 @@ import Testing
         let r = try EdgeQBinary.run(["bench", "generalize", "--json", "--plants", "cartpole", "--seeds", "1", "--steps", "300"],
                                     timeout: 120)
         #expect(r.code == 0, "stderr: \(r.stderr.suffix(2000))")
-        var lines: [String: [String: Any]] = [:]
-        for line in r.stdout.split(separator: "\n") {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let figure = o["figure"] as? String else {
-                Issue.record("not a figure line: \(line)")
-                continue
-            }
-            #expect(o["bench"] as? String == "generalize")
-            for key in ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"] {
-                #expect(o.keys.contains(key), "\(figure) has no \(key)")
-            }
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "generalize")
+        #expect(problems.isEmpty, "\(problems)")
+        for (figure, o) in lines {
             // A figure that was not measured says why.
             if o["value"] is NSNull {
                 #expect(!((o["reason"] as? String) ?? "").isEmpty, "\(figure) is null without a reason")
-            }
-            lines[figure] = o
+        }
         }
         for name in Self.figures {
             #expect(lines["cartpole/seed1/\(name)"] != nil, "missing cartpole/seed1/\(name)")

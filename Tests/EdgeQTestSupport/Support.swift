@@ -84,3 +84,29 @@ public enum EdgeQBinary {
         try ChildProcess.run(path, arguments, timeout: timeout)
     }
 }
+
+/// The figure lines a `edgeq bench NAME --json` run printed, by figure name, checked against the
+/// output contract (docs/benchmarks.md): every line a JSON object with a `figure`, of bench
+/// `bench`, with every contract key. `problems` says what broke the contract, one line each
+/// (empty when nothing did); the per-figure checks stay with each test.
+public enum BenchLines {
+    /// The contract's keys, present on every line.
+    public static let keys = ["bench", "figure", "value", "unit", "anchor", "anchor_value", "ratio", "better"]
+
+    /// Parses `stdout` line by line.
+    public static func parse(_ stdout: String, bench: String) -> (lines: [String: [String: Any]], problems: [String]) {
+        var lines: [String: [String: Any]] = [:]
+        var problems: [String] = []
+        for line in stdout.split(separator: "\n") {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let figure = o["figure"] as? String else {
+                problems.append("not a figure line: \(line)")
+                continue
+            }
+            if o["bench"] as? String != bench { problems.append("\(figure) is of bench \(o["bench"] ?? "none"), not \(bench)") }
+            for key in keys where !o.keys.contains(key) { problems.append("\(figure) has no \(key)") }
+            lines[figure] = o
+        }
+        return (lines, problems)
+    }
+}
