@@ -338,6 +338,12 @@ public struct Retrainer: Sendable {
     /// stores and uses one (`edgeq train` and the fleet learner would throw it away; the gateway
     /// fits a fleet model's with `fitBaseline(logPath:limits:)`).
     public var baselineReference: ExogenousBaseline.Reference?
+    /// Why this retraining fits no plant model although the mapping marks controlled signals;
+    /// nil (the default): it fits one as `CheckPolicy.plantModelSamples` says. Set by a caller
+    /// that would not use the model (the fleet learner without `learning.distill`: the pre-trial
+    /// estimate is each gateway's own): the report's `plantModelSkipped` says this instead of a
+    /// fit that costs most of the retraining (on cart-pole, 48 s of 49.5 s at 20,000 samples).
+    public var plantModelOff: String?
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
@@ -551,7 +557,8 @@ public struct Retrainer: Sendable {
         var plantData: PlantData?
         var plantFit: PlantModelFit?
         var plantModelFitted = false
-        let wantsPlantModel = policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
+        let wantsPlantModel = plantModelOff == nil && policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
+        if let off = plantModelOff, policy.plantModelSamples > 0, !map.modelSignals.controlled.isEmpty { report.plantModelSkipped = off }
         if l.distill.enabled, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: 0, of: 0, tdLoss: nil))
             (plantModel, plantData, plantFit) = fitPlantModel(rowsAll, reusing: previousFit, window: limits.window, into: &report)

@@ -1,3 +1,4 @@
+import EdgeQGateway
 import EdgeQLab
 import EdgeQLog
 import EdgeQModel
@@ -126,5 +127,36 @@ import Testing
             return
         }
         #expect(reason.contains("does not reach"), "\(reason)")
+    }
+
+    /// The fleet learner's retraining (`FleetTrainer.retrainer(for:)`) fits no plant model
+    /// unless `learning.distill` uses it — the device's retraining on the same rows does — and
+    /// its report says why.
+    @Test func theFleetLearnersRetrainingFitsAPlantModelOnlyForDistillation() throws {
+        let map = try NewPlantsLabTests.map("heater")
+        #expect(!map.modelSignals.controlled.isEmpty && !map.learning.distill.enabled)
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("log.sqlite").path
+        let output = dir.appendingPathComponent("candidate.safetensors")
+        var plant = HeaterLabPlant(seed: 51)
+        _ = try Lab(map: map).run(&plant, steps: 960, policy: .incumbent(dither: 0), seed: 51, logPath: path)
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
+
+        let fleet = FleetTrainer.retrainer(for: map)
+        let learner = try fleet.runWithPlantModel(rows: rows, limits: RetrainLimits(steps: 50), warmStart: nil, output: output)
+        #expect(learner.report.plantModel == nil && learner.plantModel == nil && learner.plantFit == nil)
+        #expect(learner.report.figures["plant_model_seconds"] == nil)
+        let why = try #require(learner.report.plantModelSkipped)
+        #expect(why.contains("fleet learner") && why.contains("learning.distill"), "\(why)")
+        #expect(String(decoding: learner.report.json(), as: UTF8.self).contains("not fitted by the fleet learner"))
+
+        let device = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(rows: rows, limits: RetrainLimits(steps: 50), warmStart: nil, output: output)
+        #expect(device.report.plantModel != nil && device.report.plantModelSkipped == nil)
+
+        // With distillation the learner fits one (the distillation is its use).
+        let distilling = try RetrainDistillTests.heaterMap(distill: RetrainDistillTests.distillSettings)
+        #expect(distilling.learning.distill.enabled && FleetTrainer.retrainer(for: distilling).plantModelOff == nil)
+        #expect(fleet.plantModelOff != nil)
     }
 }

@@ -343,7 +343,7 @@ enum FleetLearnBench {
         let watcher = try FleetBench.client(broker, subscribe: "\(fleetTopic)/learner/l1/status")
         defer { watcher.stop() }
         let logPath = work.appendingPathComponent("learner.log").path
-        let learner = try ChildProcess(edgeq, ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"],
+        let learner = try ChildProcess(edgeq, ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "info"],
                                        stderrPath: logPath)
         return try FleetBench.awaitOnline(learner, watcher: watcher, work: work)
     }
