@@ -168,14 +168,19 @@ public final class FleetTrainer: FleetTraining {
         return (trainParts + heldParts, per)
     }
 
-    /// The retraining the learner runs for `map`: the device's (`Retrainer(map:)`), except that
-    /// it fits a plant model only when `learning.distill` uses it. Nothing else the learner
-    /// publishes uses one (the pre-trial estimate is each gateway's, on its own plant), and the
-    /// fit cost most of each training: on cart-pole 48 s of 49.5 s at 20,000 samples, where a
-    /// gateway keeps its fit between retrainings (`PlantModelFit`) and the learner, whose rows
-    /// mix gateways, could not.
+    /// The retraining the learner runs for `map`: the device's (`Retrainer(map:)`, the same
+    /// training, checks and verdict), without two figures nothing downstream reads, which cost
+    /// most of each training:
+    /// - the plant model, fitted only when `learning.distill` uses it (the pre-trial estimate is
+    ///   each gateway's, on its own plant): on cart-pole the fit was 48 s of a 49.5 s training at
+    ///   20,000 samples, every time (a gateway keeps its fit between retrainings,
+    ///   `PlantModelFit`; the learner, whose rows mix gateways, could not);
+    /// - the fitted Q evaluation (`CheckPolicy.fqeUpdates`, a figure, not a check): two fresh
+    ///   networks of 4,000 updates each, eight times the training's 1,000 on cart-pole.
     public static func retrainer(for map: TopicMap) -> Retrainer {
-        var r = Retrainer(map: map)
+        var policy = CheckPolicy(map.learning)
+        policy.fqeUpdates = 0
+        var r = Retrainer(map: map, policy: policy)
         if !map.learning.distill.enabled {
             r.plantModelOff = "not fitted by the fleet learner: nothing it publishes uses a plant model without learning.distill "
                 + "(each gateway's own retraining fits one for its pre-trial estimate)"

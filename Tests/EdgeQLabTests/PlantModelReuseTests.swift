@@ -131,7 +131,7 @@ import Testing
 
     /// The fleet learner's retraining (`FleetTrainer.retrainer(for:)`) fits no plant model
     /// unless `learning.distill` uses it — the device's retraining on the same rows does — and
-    /// its report says why.
+    /// its report says why; it runs no fitted Q evaluation.
     @Test func theFleetLearnersRetrainingFitsAPlantModelOnlyForDistillation() throws {
         let map = try NewPlantsLabTests.map("heater")
         #expect(!map.modelSignals.controlled.isEmpty && !map.learning.distill.enabled)
@@ -147,6 +147,9 @@ import Testing
         let learner = try fleet.runWithPlantModel(rows: rows, limits: RetrainLimits(steps: 50), warmStart: nil, output: output)
         #expect(learner.report.plantModel == nil && learner.plantModel == nil && learner.plantFit == nil)
         #expect(learner.report.figures["plant_model_seconds"] == nil)
+        // Nor the fitted Q evaluation (a figure, not a check); the checks are the device's.
+        #expect(fleet.policy.fqeUpdates == 0 && learner.report.figures["fqe_improvement"] == nil)
+        #expect(fleet.policy.minAgreement == CheckPolicy(map.learning).minAgreement && !learner.report.checks.isEmpty)
         let why = try #require(learner.report.plantModelSkipped)
         #expect(why.contains("fleet learner") && why.contains("learning.distill"), "\(why)")
         #expect(String(decoding: learner.report.json(), as: UTF8.self).contains("not fitted by the fleet learner"))

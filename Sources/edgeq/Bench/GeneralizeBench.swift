@@ -134,7 +134,7 @@ enum GeneralizeBench {
             let rawPct = raw.flatMap { r in ref.flatMap { $0 != 0 ? String(format: "%+.1f%%", 100 * r / abs($0)) : nil } } ?? "—"
             let how = adjusted
                 ? "adjusted (held-out variance ratio \(ratio)): interval \(interval("ci_low", "ci_high")); raw \(rawPct), interval \(interval("raw_ci_low", "raw_ci_high"))"
-                : "not adjusted (\(((e.event["adjustment"] as? [String: Any])?["note"] as? String) ?? "no note")): interval \(interval("ci_low", "ci_high"))"
+                : "\(((e.event["adjustment"] as? [String: Any])?["note"] as? String) ?? "not adjusted (no note)"): interval \(interval("ci_low", "ci_high"))"
             return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how))"
         }.joined(separator: "; ")
         return "candidates: \(candidates); windows by controller (return vs the incumbent's): \(windows); trial verdicts: \(verdicts.isEmpty ? "none" : verdicts)"
