@@ -1,6 +1,8 @@
-// Process-wide memory settings for `edgeq run` (EdgeQSystem.ProcessMemory is the only user).
-// In C because glibc's mallopt constants and /proc/self/maps parsing with sscanf are
-// simplest here; nothing in it is on the decision path.
+// Process-wide memory settings for `edgeq run` (EdgeQSystem.ProcessMemory is the only user),
+// and one spawn action for EdgeQSystem.ChildProcess. In C because glibc's mallopt constants,
+// /proc/self/maps parsing with sscanf and the _GNU_SOURCE spawn actions are simplest here;
+// nothing in it is on the decision path.
+#define _GNU_SOURCE 1
 #include "edgeq_process.h"
 // Any libc header first: __GLIBC__ comes from <features.h>, which they include. Without one,
 // the checks below saw no glibc and the arena limit silently never applied.
@@ -62,5 +64,16 @@ long long edgeq_heap_in_use(void) {
     return (long long)(m.uordblks + m.hblkhd);
 #else
     return -1;
+#endif
+}
+
+#include <errno.h>
+int edgeq_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowfd);
+#else
+    (void)actions;
+    (void)lowfd;
+    return ENOSYS;
 #endif
 }

@@ -3,10 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CEdgeQProcess
 import Foundation
 
-/// A child process started with `posix_spawn`, with an empty signal mask and default
-/// signal dispositions.
+/// A child process started with `posix_spawn`, with an empty signal mask, default signal
+/// dispositions and no file descriptor of ours beyond standard input, output and error.
 ///
 /// Why not `Foundation.Process`: a process it starts from a Swift Testing test inherits a
 /// blocked signal mask and then ignores SIGTERM forever (TOOLCHAIN-NOTES.md). Every wait
@@ -78,6 +79,13 @@ public final class ChildProcess: @unchecked Sendable {
         }
         if let stderrPath {
             posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        }
+        // Nothing but 0, 1 and 2 goes to the child: descriptors opened here without O_CLOEXEC
+        // (Foundation's and SQLite's files, sockets) would otherwise stay open in a broker or
+        // gateway that outlives this process's use of them.
+        let closing = edgeq_spawn_close_from(&actions, 3)
+        guard closing == 0 else {
+            throw Error(description: "\(path): cannot start: closing inherited descriptors: \(String(cString: strerror(closing)))")
         }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }

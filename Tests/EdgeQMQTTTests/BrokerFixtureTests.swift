@@ -21,6 +21,25 @@ import Testing
         #expect(!FreePort.accepts(broker.port))
     }
 
+    /// A child started here inherits standard input, output and error only: not a file or a
+    /// listening socket this process opened without O_CLOEXEC (a broker started by a bench
+    /// used to keep the bench's sockets and files open).
+    @Test func aChildInheritsNoDescriptorButTheStandardThree() throws {
+        let held = try HeldPort()
+        let file = open("/dev/null", O_RDONLY)   // no O_CLOEXEC
+        try #require(file >= 0)
+        defer { close(file) }
+        let flags = fcntl(held.fd, F_GETFD)
+        #expect(flags >= 0 && flags & FD_CLOEXEC == 0, "the held socket is meant to be inheritable")
+        // ls lists the child's own descriptors (its /proc/self is ls itself): 0, 1, 2 and the
+        // one it opened to read the directory.
+        let r = try ChildProcess.run("/bin/ls", ["/proc/self/fd"], timeout: 30)
+        #expect(r.code == 0, "\(r.stderr)")
+        let fds = Set(r.stdout.split(whereSeparator: \.isNewline).compactMap { Int32($0) })
+        #expect(fds.isSuperset(of: [0, 1, 2]) && fds.count <= 4, "the child had \(fds.sorted())")
+        #expect(!fds.contains(file) && !fds.contains(held.fd), "the child inherited \(file) or \(held.fd): \(fds.sorted())")
+    }
+
     @Test func passwordBrokerStarts() throws {
         let broker = try MosquittoBroker(auth: .passwords(["plant": "s3cret"]))
         #expect(FreePort.accepts(broker.port))
