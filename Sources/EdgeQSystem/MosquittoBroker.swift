@@ -245,8 +245,9 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     /// Whether process `pid` has a socket of its own listening on 127.0.0.1:`port`: the socket's
     /// inode in /proc/net/tcp among the process's descriptors (/proc/PID/fd) and not among ours
-    /// (/proc/self/fd: a child inherits our descriptors that are not close-on-exec, so a
-    /// listening socket of this process can sit in the broker's table too). True where /proc
+    /// (/proc/self/fd: a listening socket of this process shared with the broker is not the
+    /// broker's; `ChildProcess` no longer passes ours on, so this only guards a broker started
+    /// some other way). True where /proc
     /// cannot tell (no /proc): then accepting connections is taken as the broker's.
     static func listens(pid: pid_t, port: UInt16) -> Bool {
         guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return true }
