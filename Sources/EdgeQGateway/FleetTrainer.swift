@@ -155,12 +155,18 @@ public final class FleetTrainer: FleetTraining {
     /// that the retraining's held-out tail (the newest tenth of the list) holds every gateway's
     /// newest rows. Each gateway's rows stay in log order (its plant stretches stay whole).
     static func fleetRows(_ log: FleetLog) throws -> (rows: [LoggedTransition], perGateway: [String: Int]) {
+        try pooled(Set(try log.gateways().map(\.gateway)).sorted().map { g in (g, try log.transitions(gateway: g)) })
+    }
+
+    /// The rows of several gateways as one training reads them (`fleetRows`): each gateway's
+    /// oldest 90 % in the order given, then each gateway's newest 10 %; every gateway's rows in
+    /// log order. Also for the lab's fleet experiment (`ThermalExperiment.runFleet`).
+    public static func pooled(_ gateways: [(gateway: String, rows: [LoggedTransition])]) -> (rows: [LoggedTransition], perGateway: [String: Int]) {
         var trainParts: [LoggedTransition] = []
         var heldParts: [LoggedTransition] = []
         var per: [String: Int] = [:]
-        for g in Set(try log.gateways().map(\.gateway)).sorted() {
-            let rows = try log.transitions(gateway: g)
-            per[g] = rows.count
+        for (g, rows) in gateways {
+            per[g, default: 0] += rows.count
             let held = max(rows.count / 10, rows.isEmpty ? 0 : 1)
             trainParts += rows.dropLast(held)
             heldParts += rows.suffix(held)

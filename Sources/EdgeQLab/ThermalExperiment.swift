@@ -1,4 +1,5 @@
 import EdgeQGateway
+import EdgeQLog
 import EdgeQNet
 import EdgeQPlants
 import EdgeQTopicMap
@@ -82,6 +83,44 @@ public struct ThermalExperiment: Sendable {
         let (report, candidate) = try retrainer.train(logPath: logPath, limits: limits, warmStart: nil)
         let periods = try evaluate(candidate, map: map)
         return Outcome(report: report, candidate: candidate, logging: logging, periods: periods)
+    }
+
+    /// Fleet learning on the thermal plant (docs/fleet.md, "Learning together"): one plant per
+    /// seed in `gatewaySeeds` (each its own weather and occupancy) logged `weeksEach` weeks in
+    /// shadow with the dithered PI into its own SQLite log, as each gateway of a fleet logs; the
+    /// rows pooled as the fleet learner pools them (`FleetTrainer.pooled`) and trained with the
+    /// learner's retraining (`FleetTrainer.retrainer(for:)`: the device's training, checks and
+    /// verdict); the candidate evaluated as `run`'s, against the plain PI on the same fresh
+    /// weather. What the broker adds (transport, acknowledgements) is not in it: the fleet
+    /// bench's other parts and the fleet tests measure that.
+    ///
+    /// - Parameter seed: the learner's seed.
+    /// - Returns: the outcome; `logging` is the first gateway's logging run.
+    /// - Throws: as `run`; `LabError.log` for no gateway seed; `RetrainError` when the pooled
+    ///   rows are too few.
+    public func runFleet(map: TopicMap, gatewaySeeds: [UInt64], weeksEach: Double, seed: UInt64, directory: URL) throws -> Outcome {
+        let lab = Lab(map: map)
+        let steps = Int((weeksEach * 2016).rounded())
+        var logs: [(gateway: String, rows: [LoggedTransition])] = []
+        var first: LabResult?
+        for g in gatewaySeeds {
+            let path = directory.appendingPathComponent("lab-fleet-\(seed)-g\(g).sqlite").path
+            var plant = ThermalLabPlant(seed: g)
+            let r = try lab.run(&plant, steps: steps, policy: .incumbent(dither: dither), seed: g, logPath: path)
+            if first == nil { first = r }
+            let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
+            logs.append(("thermal-g\(g)", rows))
+        }
+        guard let logging = first else { throw LabError.log("a fleet needs at least one gateway seed") }
+        let pooled = FleetTrainer.pooled(logs)
+        var retrainer = FleetTrainer.retrainer(for: map)
+        retrainer.seed = seed
+        let output = directory.appendingPathComponent("lab-fleet-\(seed)-candidate.safetensors")
+        let outcome = try retrainer.runWithPlantModel(rows: pooled.rows, limits: limits, warmStart: nil, output: output)
+        try? FileManager.default.removeItem(at: output)
+        try? FileManager.default.removeItem(at: output.appendingPathExtension("sha256"))
+        let periods = try evaluate(outcome.candidate, map: map)
+        return Outcome(report: outcome.report, candidate: outcome.candidate, logging: logging, periods: periods)
     }
 
     /// The candidate in control against the plain PI on each evaluation seed.

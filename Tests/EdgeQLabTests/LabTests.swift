@@ -69,6 +69,39 @@ import EdgeQRetrain
         #expect(o.report.figures["estimate_candidate_value"]?.isFinite == true)
     }
 
+    /// The fleet's thermal experiment (`edgeq bench fleet --parts thermal`): each gateway's plant
+    /// logged into its own SQLite log, the rows pooled as the learner pools them (each gateway's
+    /// newest tenth held out at the end), one training with the learner's retraining, the
+    /// candidate in control beside the PI on fresh weather. Small: 2 gateways × 1 week.
+    @Test func theFleetExperimentPoolsEveryGatewaysLogAsTheLearnerDoes() throws {
+        let map = try LabTests.thermalMap()
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var e = ThermalExperiment()
+        e.evaluationSeeds = [1001]
+        e.evaluationWeeks = 1
+        e.limits = RetrainLimits(steps: 300)
+        let o = try e.runFleet(map: map, gatewaySeeds: [101, 102], weeksEach: 1, seed: 1, directory: dir)
+        // Both gateways' rows were trained on: 2 × 2,016 logged, none flagged.
+        #expect(o.report.rows > 2 * 2000 && o.report.rows <= 2 * 2016, "\(o.report.rows) rows")
+        #expect(o.report.heldOutRows == o.report.rows / 10)
+        #expect(o.logging.rowsLogged == 2016)
+        // The learner's retraining: no plant model (no distillation), no fitted Q evaluation.
+        #expect(o.report.plantModel == nil && o.report.plantModelSkipped?.contains("fleet learner") == true)
+        #expect(o.report.figures["fqe_improvement"] == nil && !o.report.checks.isEmpty)
+        #expect(o.periods.count == 1 && o.periods[0].candidate.steps == 2016 && o.periods[0].incumbent.steps == 2016)
+        // The pooling: every gateway's oldest 90 % first, then every gateway's newest 10 %.
+        let logs = try [101, 102].map { g in
+            try ExperienceLog.open(path: dir.appendingPathComponent("lab-fleet-1-g\(g).sqlite").path, create: false).transitions(window: .all)
+        }
+        let pooled = FleetTrainer.pooled([("a", logs[0]), ("b", logs[1])])
+        #expect(pooled.perGateway == ["a": logs[0].count, "b": logs[1].count])
+        let h0 = logs[0].count / 10, h1 = logs[1].count / 10
+        let expected = logs[0].dropLast(h0) + logs[1].dropLast(h1) + logs[0].suffix(h0) + logs[1].suffix(h1)
+        #expect(pooled.rows.map(\.transition.state) == expected.map(\.transition.state))
+        #expect(pooled.rows.count == logs[0].count + logs[1].count)
+    }
+
     /// A candidate that cannot meet its checks is not written (so it cannot be served), and
     /// the report says why.
     @Test func failingCandidateIsNotStoredAndSaysWhy() throws {
