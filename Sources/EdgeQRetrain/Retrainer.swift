@@ -557,8 +557,9 @@ public struct Retrainer: Sendable {
         var plantData: PlantData?
         var plantFit: PlantModelFit?
         var plantModelFitted = false
-        let wantsPlantModel = plantModelOff == nil && policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
-        if let off = plantModelOff, policy.plantModelSamples > 0, !map.modelSignals.controlled.isEmpty { report.plantModelSkipped = off }
+        let mappingHasPlantModel = policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
+        let wantsPlantModel = mappingHasPlantModel && plantModelOff == nil
+        if mappingHasPlantModel, let off = plantModelOff { report.plantModelSkipped = off }
         if l.distill.enabled, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: 0, of: 0, tdLoss: nil))
             (plantModel, plantData, plantFit) = fitPlantModel(rowsAll, reusing: previousFit, window: limits.window, into: &report)
