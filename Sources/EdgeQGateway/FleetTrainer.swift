@@ -45,6 +45,7 @@ public final class FleetTrainer: FleetTraining {
     let keyFile: URL
     let keyName: String
     let trainEvery: Int
+    let window: Int?
     let updates: Int?
     let maxMessage: Int
     let dataDirectory: URL
@@ -58,17 +59,19 @@ public final class FleetTrainer: FleetTraining {
     private let learner = Mutex<FleetLearner?>(nil)
 
     /// Prepares training for the fleet of `map`, signing with the private key in `keyFile`
-    /// (its name is the file's stem, as `edgeq models sign --key`).
+    /// (its name is the file's stem, as `edgeq models sign --key`). Each training reads at most
+    /// `window` rows of the fleet log (each gateway's newest, `fleetRows`; nil: the whole log).
     ///
     /// - Throws: `KeyFileError` when the key cannot be read; `ModelStore.Error` when
     ///   `DATA/models` cannot be created.
-    public init(map: TopicMap, keyFile: URL, trainEvery: Int, updates: Int?, maxMessage: Int, dataDirectory: URL,
+    public init(map: TopicMap, keyFile: URL, trainEvery: Int, window: Int? = nil, updates: Int?, maxMessage: Int, dataDirectory: URL,
                 logger: Logger = Logger(label: "edgeq.learner.training")) throws {
         _ = try KeyFile.readPrivateKey(keyFile)
         self.map = map
         self.keyFile = keyFile
         keyName = keyFile.deletingPathExtension().lastPathComponent
         self.trainEvery = max(1, trainEvery)
+        self.window = window.map { max(1, $0) }
         self.updates = updates
         self.maxMessage = maxMessage
         self.dataDirectory = dataDirectory
@@ -113,6 +116,7 @@ public final class FleetTrainer: FleetTraining {
         for (k, v) in f.gatewayRows { gws[k] = .number(Double(v)) }
         return .object([
             "running": .bool(f.running), "train_every": .number(Double(trainEvery)),
+            "train_rows": window.map { .number(Double($0)) } ?? .string("all"),
             "pending": .number(Double(pending.load(ordering: .relaxed))),
             "trainings": .object(trainings), "published": .number(Double(f.published)),
             "version": f.version.map { .number(Double($0)) } ?? .null,
@@ -154,8 +158,36 @@ public final class FleetTrainer: FleetTraining {
     /// Every gateway's rows, each gateway's oldest 90 % first and their newest 10 % last, so
     /// that the retraining's held-out tail (the newest tenth of the list) holds every gateway's
     /// newest rows. Each gateway's rows stay in log order (its plant stretches stay whole).
-    static func fleetRows(_ log: FleetLog) throws -> (rows: [LoggedTransition], perGateway: [String: Int]) {
-        try pooled(Set(try log.gateways().map(\.gateway)).sorted().map { g in (g, try log.transitions(gateway: g)) })
+    ///
+    /// With `window`, a training reads at most `window` rows: each gateway's newest, shared
+    /// evenly among the gateways (`shares`), so that a training's cost stays bounded as the
+    /// fleet log grows and every gateway's recent plant is in it.
+    static func fleetRows(_ log: FleetLog, window: Int? = nil) throws -> (rows: [LoggedTransition], perGateway: [String: Int]) {
+        let summaries = try log.gateways()
+        var counts: [String: Int] = [:]
+        for g in summaries { counts[g.gateway, default: 0] += Int(g.rows) }
+        guard let window else {
+            return try pooled(counts.keys.sorted().map { g in (g, try log.transitions(gateway: g)) })
+        }
+        let share = shares(counts, window: window)
+        return try pooled(counts.keys.sorted().map { g in (g, try log.transitions(gateway: g, newest: share[g] ?? 0)) })
+    }
+
+    /// How many of each gateway's rows a training with `window` reads: `window` shared evenly,
+    /// a gateway with fewer rows than its share giving the rest to the others (water-filling);
+    /// every row when the log holds no more than `window`.
+    public static func shares(_ counts: [String: Int], window: Int) -> [String: Int] {
+        var out: [String: Int] = [:]
+        var left = max(0, window)
+        let order = counts.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
+        for (i, (g, n)) in order.enumerated() {
+            let remaining = order.count - i
+            // An even share of what is left (rounded up: the sum is `window` when the rows are there).
+            let take = min(max(0, n), left / remaining + (left % remaining > 0 ? 1 : 0))
+            out[g] = take
+            left -= take
+        }
+        return out
     }
 
     /// The rows of several gateways as one training reads them (`fleetRows`): each gateway's
@@ -198,7 +230,7 @@ public final class FleetTrainer: FleetTraining {
         let rows: [LoggedTransition]
         let perGateway: [String: Int]
         do {
-            (rows, perGateway) = try Self.fleetRows(try FleetLog(path: learner.fleetLogPath))
+            (rows, perGateway) = try Self.fleetRows(try FleetLog(path: learner.fleetLogPath), window: window)
         } catch {
             logger.error("training: cannot read the fleet log", metadata: ["error": "\(error)"])
             figures.withLock { $0.last = ["verdict": .string("error"), "error": .string("cannot read the fleet log: \(error)")] }

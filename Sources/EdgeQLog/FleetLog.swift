@@ -334,6 +334,37 @@ public final class FleetLog {
         return out
     }
 
+    /// The newest `count` rows of `gateway` (across its logs, newest log first), oldest first —
+    /// what `transitions(gateway:)` would return, cut to its last `count` rows. Reads each log
+    /// backwards by its primary key, so a training window costs the rows it returns, not the log.
+    ///
+    /// - Throws: `LogError` `.query`.
+    public func transitions(gateway: String, newest count: Int) throws(LogError) -> [LoggedTransition] {
+        guard count > 0 else { return [] }
+        let sets = try Schema.signalSets(db)
+        let logs = try db.prepare("SELECT log FROM fleet_gateways WHERE gateway = ?1 ORDER BY first_seen DESC, log DESC")
+        logs.bind(1, gateway)
+        var names: [String] = []
+        while try logs.step() { names.append(logs.text(0)) }
+        let cols = Schema.columns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+        let s = try db.prepare("""
+            SELECT t.row_id, \(cols) FROM fleet_transitions t WHERE t.gateway = ?1 AND t.log = ?2 ORDER BY t.row_id DESC LIMIT ?3
+            """)
+        var parts: [[LoggedTransition]] = []
+        var left = count
+        for log in names where left > 0 {
+            s.reset()
+            s.bind(1, gateway)
+            s.bind(2, log)
+            s.bind(3, Int64(left))
+            var part: [LoggedTransition] = []
+            while try s.step() { part.append(Schema.read(s, signalSets: sets)) }
+            left -= part.count
+            parts.append(part.reversed())
+        }
+        return parts.reversed().flatMap { $0 }
+    }
+
     /// How many rows each learner stored (the `learner` column), by learner id.
     ///
     /// - Throws: `LogError` `.query`.

@@ -19,6 +19,7 @@ import Yams
 /// mapping: /etc/edgeq/ahu.yaml            # training: the fleet's mapping (state, actions, learning)
 /// key: /etc/edgeq/keys/fleet-ahu.key      # training: the key models are signed with (name: the stem)
 /// train_every: 5000                       # training: after this many new transitions (default 5000)
+/// train_rows: 100000                      # training: reads at most this many rows, each gateway's newest (default 100000; or all)
 /// updates: 20000                          # training: gradient updates (default: the mapping's)
 /// max_message: 256kB                      # publishing: the largest message sent (default 256 KiB)
 /// ```
@@ -52,6 +53,10 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     /// Train after this many new transitions in the fleet log (default 5000; the command line's
     /// `--train-every` wins).
     public var trainEvery = 5000
+    /// The most rows a training reads (nil: the whole fleet log): each gateway's newest, shared
+    /// evenly among the gateways (default 100,000; `train_rows: all` for the whole log; the
+    /// command line's `--train-rows` wins). Bounds a training's cost as the fleet log grows.
+    public var trainRows: Int? = 100_000
     /// Gradient updates per training (nil: the mapping's `learning.updates_per_retrain`).
     public var updates: Int?
     /// The largest message the learner publishes, in bytes: a model bigger than it goes out in
@@ -112,7 +117,7 @@ public struct FleetLearnerConfig: Sendable, Equatable {
 
     static func read(_ root: Node, _ r: NodeReader) -> FleetLearnerConfig? {
         guard let f = r.mapping(root, "the fleet learner file", known: ["fleet", "group", "id", "broker", "data", "status_interval", "metrics_port", "username", "password", "tls",
-                                                                                  "mapping", "key", "train_every", "updates", "max_message"],
+                                                                                  "mapping", "key", "train_every", "train_rows", "updates", "max_message"],
                                 required: ["fleet", "group", "id"]) else { return nil }
         func word(_ key: String, _ what: String) -> String? {
             guard let n = f[key], let s = r.string(n, what) else { return nil }
@@ -167,6 +172,14 @@ public struct FleetLearnerConfig: Sendable, Equatable {
             r.error(n, "a key without 'mapping': the learner trains (and signs) only with the fleet's mapping file; add 'mapping: FILE'")
         }
         let trainEvery = f["train_every"].flatMap { r.int($0, "train_every (new transitions)", min: 1, max: 100_000_000) }
+        var trainRows: Int?? = nil
+        if let n = f["train_rows"] {
+            if n.scalar?.string == "all" {
+                trainRows = .some(nil)
+            } else if let v = r.int(n, "train_rows (rows a training reads, or 'all')", min: 1000, max: 1_000_000_000) {
+                trainRows = .some(v)
+            }
+        }
         let updates = f["updates"].flatMap { r.int($0, "updates", min: 1, max: 10_000_000) }
         let maxMessage = f["max_message"].flatMap { readSize($0, r) }
         guard let fleet, let group, let id else { return nil }
@@ -181,6 +194,7 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         c.mapping = mapping
         c.key = key
         if let trainEvery { c.trainEvery = trainEvery }
+        if let trainRows { c.trainRows = trainRows }
         c.updates = updates
         if let maxMessage { c.maxMessage = maxMessage }
         return c

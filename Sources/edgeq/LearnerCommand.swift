@@ -18,7 +18,8 @@ struct LearnerCommand: ParsableCommand {
             the commit publishes the gateway's high-water mark, retained, on <fleet>/ack/<gateway>. \
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
             under way, publish the offline status and exit 0. With 'mapping' and 'key' in the file it \
-            also trains on the fleet log every train_every new transitions (--train-every), and \
+            also trains on the fleet log every train_every new transitions (--train-every), on at most train_rows rows \
+            (--train-rows; each gateway's newest), and \
             publishes each candidate that passes its checks, signed, retained on <fleet>/model; the \
             gateways' verdicts (<fleet>/verdict/+) are in its status. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
             file (FILE:LINE:COL lines); 66 an unreadable file or secret; 74 the data directory or fleet log \
@@ -42,6 +43,10 @@ struct LearnerCommand: ParsableCommand {
     @Option(help: "Train after this many new transitions (the file's train_every; needs 'mapping' and 'key' in the file).")
     var trainEvery: Int?
 
+    @Option(help: ArgumentHelp("The most rows a training reads, each gateway's newest (the file's train_rows; 'all' for the whole fleet log).",
+                               valueName: "rows|all"))
+    var trainRows: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
@@ -60,18 +65,30 @@ struct LearnerCommand: ParsableCommand {
             throw ValidationError("give the data directory: --data DIR, or 'data:' in \(config)")
         }
         if let n = trainEvery, n < 1 { throw ValidationError("--train-every must be at least 1") }
+        var window = cfg.trainRows
+        if let t = trainRows {
+            if t == "all" {
+                window = nil
+            } else if let n = Int(t), n >= 1000 {
+                window = n
+            } else {
+                throw ValidationError("--train-rows must be a whole number of rows, at least 1000, or 'all' (found '\(t)')")
+            }
+        }
         var training: FleetTrainer?
         if let mapping = cfg.mapping, let key = cfg.key {
             let map = try loadMapping(mapping)
             do {
                 training = try FleetTrainer(map: map, keyFile: URL(fileURLWithPath: key), trainEvery: trainEvery ?? cfg.trainEvery,
-                                            updates: cfg.updates, maxMessage: cfg.maxMessage,
+                                            window: window, updates: cfg.updates, maxMessage: cfg.maxMessage,
                                             dataDirectory: URL(fileURLWithPath: dir))
             } catch let e as KeyFileError {
                 throw CLIFailure(.noInput, "learner: \(e)")
             } catch {
                 throw CLIFailure(.io, "learner: \(error)")
             }
+        } else if trainRows != nil {
+            throw ValidationError("--train-rows needs 'mapping' and 'key' in \(config) (the learner trains only with them)")
         } else if trainEvery != nil {
             throw ValidationError("--train-every needs 'mapping' and 'key' in \(config) (the learner trains only with them)")
         }

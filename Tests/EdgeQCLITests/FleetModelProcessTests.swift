@@ -130,7 +130,8 @@ import Testing
             .write(toFile: learnerFile, atomically: true, encoding: .utf8)
         ports["l1"] = try FreePort.find()
         processes.append(try ChildProcess(EdgeQBinary.path, ["learner", "--config", learnerFile, "--broker", broker.url, "--data", learnerData.path,
-                                                             "--metrics-port", String(ports["l1"] ?? 0), "--train-every", "250"],
+                                                             "--metrics-port", String(ports["l1"] ?? 0), "--train-every", "250",
+                                                             "--train-rows", "1000"],
                                           stderrPath: dir.url.appendingPathComponent("learner.log").path))
         func metric(_ who: String, _ name: String) -> Double? {
             let text = (try? ChildProcess.run("curl", ["-s", "http://127.0.0.1:\(ports[who] ?? 0)/metrics"], timeout: 10).stdout) ?? ""
@@ -262,6 +263,7 @@ import Testing
         #expect(rolledOut, "\(status)")
         let training = status["training"] as? [String: Any] ?? [:]
         #expect(training["published"] as? Int == 1 && training["prioritized_replay"] as? Bool == true && training["signer"] as? String == "fleet-t", "\(training)")
+        #expect(training["train_rows"] as? Int == 1000, "\(training)")
         // Gateway c serves the fleet model.
         #expect(eventually(timeout: 10) { metric("c", "edgeq_model_version") == Double(version) })
 
@@ -275,7 +277,8 @@ import Testing
     }
 
     /// The training keys are checked before anything runs: exit 66 for a key that cannot be read,
-    /// 65 with the line for a bad mapping, 64 for --train-every without training.
+    /// 65 with the line for a bad mapping, 64 for --train-every or --train-rows without training and
+    /// for a window below 1,000 rows.
     @Test func theLearnerRefusesAnUnreadableKeyABadMappingAndTrainEveryWithoutTraining() throws {
         let dir = try TempDir()
         let mapping = dir.url.appendingPathComponent("m.yaml").path
@@ -297,6 +300,10 @@ import Testing
         #expect(badMap.code == 65 && badMap.stderr.contains("bad.yaml:") && badMap.stderr.contains("nope"), "\(badMap)")
         let usage = try learner("", ["--train-every", "10"])
         #expect(usage.code == 64 && usage.stderr.contains("--train-every needs 'mapping' and 'key'"), "\(usage)")
+        let rowsUsage = try learner("", ["--train-rows", "5000"])
+        #expect(rowsUsage.code == 64 && rowsUsage.stderr.contains("--train-rows needs 'mapping' and 'key'"), "\(rowsUsage)")
+        let small = try learner("", ["--train-rows", "10"])
+        #expect(small.code == 64 && small.stderr.contains("--train-rows must be a whole number of rows, at least 1000, or 'all'"), "\(small)")
     }
 
     /// A candidate that fails its checks is not published: the learner trains with a mapping whose

@@ -108,6 +108,30 @@ import Testing
         #expect(throws: LogError.self) { try FleetLog(path: dir.path + "/x.sqlite") }
     }
 
+    /// A training window reads a gateway's newest rows, oldest first, across its logs (newest log
+    /// first): exactly the tail of what the whole read returns.
+    @Test func theNewestRowsOfAGatewayAreTheTailOfItsRows() throws {
+        let dir = try TempDir()
+        let log = try FleetLog(dataDirectory: dir.path)
+        let rows = Self.rows(40, from: 1).enumerated().map { LoggedTransition(id: Int64($0.offset + 1), transition: $0.element.transition, signalNames: $0.element.signalNames) }
+        #expect(try log.ingest(FleetBatch(gateway: "g", origin: 0, after: 0, last: 25, rows: Array(rows[0..<25])), learner: "a").inserted == 25)
+        // The gateway's log file replaced: its rows 1–15 are a second sequence, seen later.
+        var second = FleetBatch(gateway: "g", origin: 0, after: 0, last: 15, rows: Array(rows[25..<40]).enumerated().map {
+            LoggedTransition(id: Int64($0.offset + 1), transition: $0.element.transition, signalNames: $0.element.signalNames)
+        })
+        second.log = "second-file"
+        Thread.sleep(forTimeInterval: 0.01)   // first_seen is the clock: the second file is the newer
+        #expect(try log.ingest(second, learner: "a").inserted == 15)
+        #expect(try log.ingest(FleetBatch(gateway: "other", origin: 0, after: 0, last: 5, rows: Array(rows[0..<5])), learner: "a").inserted == 5)
+        let all = try log.transitions(gateway: "g")
+        #expect(all.count == 40)
+        for n in [0, 1, 10, 15, 16, 30, 40, 41, 1000] {
+            let newest = try log.transitions(gateway: "g", newest: n)
+            #expect(Self.same(newest, Array(all.suffix(n))), "newest \(n): \(newest.count) rows")
+        }
+        #expect(try log.transitions(gateway: "nobody", newest: 10).isEmpty)
+    }
+
     /// Rows like a plant's: a 12-wide normalised state drifting with noise (full-precision
     /// floats), a noisy reward, one tick a second, two raw signals, Q-values from a model.
     static func plantRows(_ n: Int, width: Int = 12) -> [LoggedTransition] {

@@ -125,11 +125,13 @@ import Testing
 
     @Test func theLearnerFileTakesTheTrainingKeys() throws {
         let plain = try FleetLearnerConfig.parse(yaml: "fleet: fleet/ahu\ngroup: g\nid: l\n")
-        #expect(plain.mapping == nil && plain.key == nil && plain.trainEvery == 5000 && plain.updates == nil && plain.maxMessage == 256 * 1024)
+        #expect(plain.mapping == nil && plain.key == nil && plain.trainEvery == 5000 && plain.trainRows == 100_000 && plain.updates == nil && plain.maxMessage == 256 * 1024)
         #expect(plain.modelTopic == "fleet/ahu/model" && plain.modelChunkTopic(2) == "fleet/ahu/model/chunk/2" && plain.verdictFilter == "fleet/ahu/verdict/+")
         let c = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmapping: /m.yaml\nkey: /k/fleet.key\ntrain_every: 300\nupdates: 900\nmax_message: 64kB\n")
         #expect(c.mapping == "/m.yaml" && c.key == "/k/fleet.key" && c.trainEvery == 300 && c.updates == 900 && c.maxMessage == 64_000)
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 1MiB\n").maxMessage == 1 << 20)
+        #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\ntrain_rows: 20000\n").trainRows == 20_000)
+        #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\ntrain_rows: all\n").trainRows == nil)
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 2048\n").maxMessage == 2048)
         let cases: [(String, Int, String)] = [
             ("mapping: /m.yaml", 4, "training needs a key"),
@@ -137,6 +139,8 @@ import Testing
             ("max_message: 100", 4, "between 1KiB and 256MiB"),
             ("max_message: big", 4, "is not a size"),
             ("train_every: 0", 4, "train_every (new transitions) must be in 1..."),
+            ("train_rows: 10", 4, "train_rows (rows a training reads, or 'all') must be in 1000..."),
+            ("train_rows: some", 4, "train_rows (rows a training reads, or 'all')"),
         ]
         for (line, at, text) in cases {
             do {

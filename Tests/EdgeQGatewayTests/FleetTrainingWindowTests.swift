@@ -1,0 +1,60 @@
+@testable import EdgeQGateway
+import EdgeQLog
+import EdgeQTestSupport
+import Foundation
+import Testing
+
+/// What a fleet training reads (docs/fleet.md, "Training and publishing"): with `train_rows`,
+/// each gateway's newest rows, the window shared evenly among the gateways; the retraining's
+/// held-out tail still holds every gateway's newest tenth.
+@Suite struct FleetTrainingWindowTests {
+    /// Rows whose tick is their id, on a state of width 2, tagged by gateway through the reward.
+    static func rows(_ n: Int, gateway: Int) -> [LoggedTransition] {
+        (1...n).map { i in
+            LoggedTransition(id: Int64(i), transition: Transition(
+                time: 1_790_000_000 + Double(i), tick: Int64(i), episode: 0, state: [Float(i), 0], action: i % 2, actor: .incumbent,
+                reward: Double(gateway), nextState: [Float(i + 1), 0], nextMask: nil, terminal: false, truncated: false,
+                mode: .shadow, modelVersion: nil, qValues: nil, modelAction: nil, flags: []))
+        }
+    }
+
+    @Test func theWindowIsSharedEvenlyAndAGatewayWithFewerRowsGivesTheRestAway() {
+        #expect(FleetTrainer.shares(["a": 30, "b": 100, "c": 1000], window: 300) == ["a": 30, "b": 100, "c": 170])
+        #expect(FleetTrainer.shares(["a": 500, "b": 500, "c": 500], window: 300) == ["a": 100, "b": 100, "c": 100])
+        #expect(FleetTrainer.shares(["a": 500, "b": 500, "c": 500], window: 10).values.sorted() == [3, 3, 4])
+        #expect(FleetTrainer.shares(["a": 5, "b": 7], window: 1000) == ["a": 5, "b": 7])
+        #expect(FleetTrainer.shares(["a": 0, "b": 7], window: 4) == ["a": 0, "b": 4])
+        #expect(FleetTrainer.shares([:], window: 4).isEmpty)
+        for total in [1, 99, 100, 1234] {
+            let s = FleetTrainer.shares(["a": 400, "b": 50, "c": 800, "d": 1], window: total)
+            #expect(s.values.reduce(0, +) == min(total, 1251), "window \(total): \(s)")
+        }
+    }
+
+    @Test func aTrainingWindowReadsEachGatewaysNewestRows() throws {
+        let dir = try TempDir()
+        let log = try FleetLog(path: dir.url.appendingPathComponent("fleet.sqlite").path)
+        let sizes = ["gw-a": 30, "gw-b": 100, "gw-c": 1000]
+        for (i, (g, n)) in sizes.sorted(by: { $0.key < $1.key }).enumerated() {
+            let r = Self.rows(n, gateway: i)
+            #expect(try log.ingest(FleetBatch(gateway: g, origin: 0, after: 0, last: Int64(n), rows: r), learner: "l").inserted == n)
+        }
+        let whole = try FleetTrainer.fleetRows(log)
+        #expect(whole.rows.count == 1130 && whole.perGateway == sizes)
+        #expect(try FleetTrainer.fleetRows(log, window: 5000).rows == whole.rows)
+
+        let (rows, per) = try FleetTrainer.fleetRows(log, window: 300)
+        #expect(rows.count == 300 && per == ["gw-a": 30, "gw-b": 100, "gw-c": 170])
+        // gw-c's newest 170 (ticks 831–1000), in log order; the training part first, then every
+        // gateway's newest tenth (the retraining holds out the list's last tenth).
+        let c: [Int64] = rows.filter { $0.transition.reward == 2 }.map { $0.transition.tick }
+        #expect(Set(c) == Set(Int64(831)...1000))
+        let heldOut: [Int64] = rows.suffix(3 + 10 + 17).map { $0.transition.tick }
+        let expected: [Int64] = Array(28...30) + Array(91...100) + Array(984...1000)
+        #expect(heldOut == expected)
+        for g in 0..<3 {
+            let ticks: [Int64] = rows.filter { $0.transition.reward == Double(g) }.map { $0.transition.tick }
+            #expect(ticks == ticks.sorted(), "gateway \(g)'s rows out of order")
+        }
+    }
+}
