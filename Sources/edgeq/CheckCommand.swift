@@ -24,7 +24,10 @@ struct CheckCommand: AsyncParsableCommand {
             measured: the share of its states whose 10 nearest logged states all show the same \
             action; above `checks.max_unsupported` it warns that the log shows no alternative \
             to learn from, or only notes it when the mapping's conservative term and exploration \
-            in control cope (docs/learning.md, "Action diversity").
+            in control cope (docs/learning.md, "Action diversity"). It also warns about a state \
+            input that only grew (or only fell) over the log — a counter, a date, a cumulative \
+            meter — which leaves every model's support once the plant passes the log's last \
+            value (docs/mapping.md, "Outside the model's support").
             """
     )
 
@@ -52,9 +55,9 @@ struct CheckCommand: AsyncParsableCommand {
         print(Self.summary(map, file: file))
         for w in Self.ditherWarnings(map) { FileHandle.standardError.write(Data("\(file): warning: \(w)\n".utf8)) }
         if let log {
-            let (line, finding) = try Self.measureLog(log, map: map)
+            let (line, findings) = try Self.measureLog(log, map: map)
             print(line)
-            if let finding { FileHandle.standardError.write(Data("\(file): \(finding.line)\n".utf8)) }
+            for finding in findings { FileHandle.standardError.write(Data("\(file): \(finding.line)\n".utf8)) }
         }
     }
 
@@ -94,7 +97,7 @@ struct CheckCommand: AsyncParsableCommand {
     /// The `--log` line of the summary, and what to say when the incumbent's commands hardly
     /// vary: a warning when nothing in the log or the mapping will show another action, a
     /// note when the mapping's conservative term and exploration in control cope with it.
-    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, finding: Finding?) {
+    static func measureLog(_ path: String, map: TopicMap) throws -> (line: String, findings: [Finding]) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CLIFailure(.noInput, "no experience log at \(path): --log takes a gateway's experience.sqlite or its data directory")
@@ -112,6 +115,50 @@ struct CheckCommand: AsyncParsableCommand {
             }
             throw CLIFailure(.io, "cannot read the experience log \(file): \(error)")
         }
+        let drifting = onlyOneWay(rows, map: map).map { Finding.warning($0) }
+        let (line, finding) = actionDiversity(rows, file: file, map: map)
+        return (line, (finding.map { [$0] } ?? []) + drifting)
+    }
+
+    /// The state inputs that only move one way over `rows` (log order): a counter, a date, a
+    /// cumulative meter. Once the plant passes the log's last value, every state is outside the
+    /// support of every model trained on the log (docs/mapping.md, "Outside the model's
+    /// support"). An input qualifies when it changed at least 20 times and moved the other way on
+    /// at most 1 in 1,000 of its changes (a meter's rounding); inputs that go back (a step counter
+    /// that restarts each episode, a temperature) do not. Read on the newest tick's columns;
+    /// cyclic and time features (sin, cos) are skipped.
+    static func onlyOneWay(_ rows: [EdgeQLog.Transition], map: TopicMap) -> [String] {
+        let usable = rows.filter { $0.state.count == map.stateWidth }
+        guard usable.count >= 21 else { return [] }
+        var out: [String] = []
+        var column = 0
+        for f in map.features {
+            defer { column += f.width }
+            guard f.width == 1 else { continue }
+            var up = 0, down = 0
+            var previous = usable[0].state[column]
+            var low = previous, high = previous
+            for r in usable.dropFirst() {
+                let v = r.state[column]
+                guard v.isFinite, previous.isFinite else { previous = v; continue }
+                if v > previous { up += 1 } else if v < previous { down += 1 }
+                low = min(low, v)
+                high = max(high, v)
+                previous = v
+            }
+            let (moves, against, word) = up >= down ? (up, down, "grew") : (down, up, "fell")
+            guard moves >= 20, against * 1000 <= moves else { continue }
+            out.append(String(format: "state input '%@' only %@ over the log's %d rows (%d changes, %d the other way; normalised %.4g to %.4g): "
+                + "a counter, a date or a cumulative meter? Once the plant passes the log's last value, every state is outside what any model "
+                + "trained on this log has seen: the support check (safety.on_unsupported) keeps the model from acting, or, with the check off "
+                + "(safety.support_margin: none), the network extrapolates. Keep it out of the state: feed its rate, or a time of day as a time feature.",
+                f.name, word, usable.count, moves, against, Double(low), Double(high)))
+        }
+        return out
+    }
+
+    /// The action-diversity line and finding of `measureLog`.
+    static func actionDiversity(_ rows: [EdgeQLog.Transition], file: String, map: TopicMap) -> (line: String, finding: Finding?) {
         guard let d = ActionDiversity.measure(rows, width: map.stateWidth, actionCount: map.actions.count) else {
             return ("log        \(rows.count) rows (last 50,000), fewer than \(ActionDiversity.neighbours + 1) incumbent rows with this mapping's state width (\(map.stateWidth)) "
                     + "and actions (\(map.actions.count)): action diversity not applicable", nil)

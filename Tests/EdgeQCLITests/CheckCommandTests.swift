@@ -169,6 +169,47 @@ import Testing
         #expect(missing.code == 66, "\(missing.stderr)")
     }
 
+    /// `--log` warns about a state input that only grew over the log (a meter): it leaves every
+    /// model's support once the plant passes the log's last value. A step counter that restarts
+    /// each episode, and a swinging input, are not warned about.
+    @Test func checkLogWarnsAboutAStateInputThatOnlyGrows() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("meter.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1")
+            .replacingOccurrences(of: "    - {signal: x, normalize: [-10, 10]}", with: "    - {signal: x, normalize: [-10, 10]}\n    - {signal: step, normalize: [0, 1000]}")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        func write(_ name: String, step: @escaping (Int) -> Double) throws -> String {
+            let data = dir.appendingPathComponent(name).path
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let log = try ExperienceLog.open(dataDirectory: data, gatewayID: "p1")
+            let writer = try log.makeWriter()
+            for k in 0..<600 {
+                let x = Float(sin(Double(k) * 0.7)), nx = Float(sin(Double(k + 1) * 0.7))
+                _ = writer.submit(Transition(time: 1_800_000_000 + Double(k), tick: Int64(k), episode: Int64(k / 100), state: [x, Float(step(k) / 1000)],
+                                             action: (x > 0) != (k % 3 == 0) ? 1 : 0, actor: .incumbent, reward: -Double(abs(x)),
+                                             nextState: [nx, Float(step(k + 1) / 1000)], mode: .shadow))
+            }
+            try writer.flush()
+            try writer.close()
+            return data
+        }
+        // A meter: grows by one every fourth tick, never down.
+        let meter = try write("meter") { Double($0 / 4) }
+        let r = try EdgeQBinary.run(["check", file, "--log", meter])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("\(file): warning: state input 'step' only grew over the log's 600 rows (149 changes, 0 the other way"), "\(r.stderr)")
+        #expect(!r.stderr.contains("state input 'x'"), "\(r.stderr)")
+        // The same counter restarting every 100 ticks (an episode's step): not warned about.
+        let episodic = try write("episodic") { Double($0 % 100) }
+        let e = try EdgeQBinary.run(["check", file, "--log", episodic])
+        #expect(e.code == 0 && !e.stderr.contains("only grew") && !e.stderr.contains("only fell"), "\(e.stderr)")
+        // Counting down: warned about as falling.
+        let countdown = try write("countdown") { Double(900 - $0) }
+        let c = try EdgeQBinary.run(["check", file, "--log", countdown])
+        #expect(c.stderr.contains("state input 'step' only fell over the log's 600 rows (599 changes, 0 the other way"), "\(c.stderr)")
+    }
+
     @Test func missingFileExits66() throws {
         let r = try EdgeQBinary.run(["check", "/nonexistent/\(UUID().uuidString).yaml"])
         #expect(r.code == 66)
