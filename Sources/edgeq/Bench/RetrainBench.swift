@@ -32,7 +32,12 @@ import EdgeQRetrain
 ///    the steps it took (5 seeds, `--quick` 2). No anchor in the same run: the online learner's
 ///    figure is `edgeq bench learn`.
 ///
-/// `EDGEQ_BENCH_RETRAIN_PARTS` (e.g. `cartpole` or `speed,thermal`) runs only some parts;
+/// 4. `model_latency` (`RetrainLatencyBench`): a retraining with the model steps (plant model,
+///    distillation, pre-trial estimate) on 100,000 thermal rows in a gateway that controls a
+///    thermal plant in closed loop — its wall time, and the decision round trip's p99 during it
+///    against before and after.
+///
+/// `EDGEQ_BENCH_RETRAIN_PARTS` (e.g. `cartpole` or `speed,thermal,model_latency`) runs only some parts;
 /// `EDGEQ_BENCH_CARTPOLE_MAP` and `EDGEQ_BENCH_CARTPOLE_SEEDS` (e.g. `1,2,3`) let an
 /// experiment try another mapping file or seeds.
 enum RetrainBench {
@@ -53,7 +58,12 @@ enum RetrainBench {
         defer { try? FileManager.default.removeItem(at: dir) }
         var figures: [BenchFigure] = []
         let env = ProcessInfo.processInfo.environment
-        let parts = Set((env["EDGEQ_BENCH_RETRAIN_PARTS"] ?? "speed,thermal,cartpole").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let known = ["speed", "thermal", "cartpole", "model_latency"]
+        let parts = Set((env["EDGEQ_BENCH_RETRAIN_PARTS"] ?? known.joined(separator: ",")).split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) })
+        if let unknown = parts.subtracting(known).sorted().first {
+            throw BenchError.failed("unknown part '\(unknown)' in EDGEQ_BENCH_RETRAIN_PARTS; available: \(known.joined(separator: ", "))")
+        }
         if parts.contains("speed") {
             figures += try speed(context, yaml: yaml, map: map, mapPath: mapPath, dir: dir, anchors: anchors)
         }
@@ -62,6 +72,9 @@ enum RetrainBench {
         }
         if parts.contains("cartpole") {
             figures += try cartPole(context, root: root, dir: dir, env: env)
+        }
+        if parts.contains("model_latency") {
+            figures += try RetrainLatencyBench.run(context, yaml: yaml, mapPath: mapPath, dir: dir)
         }
         return figures
     }
