@@ -87,7 +87,7 @@ enum FleetLearnBench {
                                        options: o, work: work.appendingPathComponent("single"), edgeq: edgeq, context: context)
         var fleets: [Measurement] = []
         for n in o.gateways {
-            context.progress("learn: \(n) gateway\(n == 1 ? "" : "s") + 1 learner (train_every \(trainEvery)), budget \(Int(o.budgetSeconds)) s")
+            context.progress("learn: \(n) gateway\(n == 1 ? "" : "s") + 1 learner (train_every \(trainEvery), train_rows \(trainRows ?? "default")), budget \(Int(o.budgetSeconds)) s")
             fleets.append(try configuration(name: "gateways\(n)", gateways: n, fleet: true, mappingText: text, shipped: mappingPath.path,
                                             options: o, work: work.appendingPathComponent("gateways\(n)"), edgeq: edgeq, context: context))
         }
@@ -326,6 +326,13 @@ enum FleetLearnBench {
         }.max()
     }
 
+    /// The learner's `train_rows` when `$EDGEQ_BENCH_FLEET_TRAIN_ROWS` sets it (a number, or
+    /// `all`): an experiment on the training window; nil: the learner's default (100,000).
+    static var trainRows: String? {
+        guard let v = ProcessInfo.processInfo.environment["EDGEQ_BENCH_FLEET_TRAIN_ROWS"]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
+        return v
+    }
+
     /// Starts `edgeq learner` training on the fleet log with `mapping`'s learning section every
     /// `trainEvery` transitions, signing with `key`; waits for its online status (60 s).
     static func startLearner(edgeq: String, broker: MosquittoBroker, data: URL, mapping: String, key: String, work: URL) throws -> ChildProcess {
@@ -338,6 +345,7 @@ enum FleetLearnBench {
             mapping: \(mapping)
             key: \(key)
             train_every: \(trainEvery)
+            \(trainRows.map { "train_rows: \($0)" } ?? "")
 
             """.write(toFile: file, atomically: true, encoding: .utf8)
         let watcher = try FleetBench.client(broker, subscribe: "\(fleetTopic)/learner/l1/status")
