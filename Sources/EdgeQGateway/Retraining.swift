@@ -17,7 +17,7 @@ import EdgeQRetrain
 extension Gateway {
     /// `cmd/retrain`.
     func retrainRequested(steps: Int?, seconds: Double?, window: Int?, trigger: String, reply: (Bool, String?, [String: JSONValue]) -> Void) {
-        let limits = RetrainLimits(steps: steps, seconds: seconds, window: window)
+        let limits = RetrainLimits(steps: steps, seconds: seconds ?? map.learning.retrainSeconds, window: window)
         if startRetraining(limits, trigger: trigger) {
             reply(true, nil, ["started": .bool(true)])
         } else {
@@ -360,7 +360,7 @@ extension Gateway {
             if last == 0 || Double(now &- last) / 1e9 >= (options.countRetrainSpacing ?? l.retrainMinSpacing) {
                 lastCountRetrainStart.store(now, ordering: .relaxed)
                 transitionsAtLastRetrain.store(logged, ordering: .relaxed)
-                control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: \(every) new transitions") }
+                control.async { _ = self.startRetraining(RetrainLimits(seconds: l.retrainSeconds), trigger: "schedule: \(every) new transitions") }
             }
         }
         if let interval = l.retrainInterval, interval > 0 {
@@ -368,7 +368,7 @@ extension Gateway {
             let now = Date().timeIntervalSince1970
             if now - last >= interval {
                 lastRetrainTime.store(now.bitPattern, ordering: .relaxed)
-                control.async { _ = self.startRetraining(RetrainLimits(), trigger: "schedule: every \(Int(interval)) s") }
+                control.async { _ = self.startRetraining(RetrainLimits(seconds: l.retrainSeconds), trigger: "schedule: every \(Int(interval)) s") }
             }
         }
     }

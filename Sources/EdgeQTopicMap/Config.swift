@@ -482,6 +482,10 @@ public struct LearningConfig: Sendable, Equatable {
     public var retrainMinSpacing: Double = 600
     /// Retrain at this interval in seconds; nil = not by time. Default nil.
     public var retrainInterval: Double?
+    /// The time limit of every retraining on the gateway, in seconds (`retrain.seconds`); nil =
+    /// none. A `cmd/retrain` with its own `seconds` wins. Bounds the distillation's teacher and
+    /// student too (their shares of it). Default nil.
+    public var retrainSeconds: Double?
     /// Keep logged transitions this many seconds. Default 90 days.
     public var retention: Double = 90 * 86400
     /// How a retrained candidate is promoted. Default: a switchback trial (`trial`).

@@ -1178,12 +1178,16 @@ struct Builder {
             if let v = prob("budget") { l.explorationBudget = v }
             if let x = e["decay_steps"], let v = r.int(x, "decay_steps", min: 0) { l.epsilonDecaySteps = v }
         }
-        if let n = f["retrain"], let e = r.mapping(n, "retrain", known: ["every_transitions", "interval", "min_spacing"]) {
+        if let n = f["retrain"], let e = r.mapping(n, "retrain", known: ["every_transitions", "interval", "min_spacing", "seconds"]) {
             if let x = e["every_transitions"] {
                 if case .scalar(let s) = x, s.string == "none" { l.retrainEveryTransitions = nil }
                 else if let v = r.int(x, "every_transitions", min: 1) { l.retrainEveryTransitions = v }
             }
             if let x = e["interval"] { l.retrainInterval = r.duration(x, "retrain interval") }
+            if let x = e["seconds"] {
+                if case .scalar(let s) = x, s.string == "none" { l.retrainSeconds = nil }
+                else if let v = r.duration(x, "retrain seconds (a retraining's time limit)") { l.retrainSeconds = v }
+            }
             if let x = e["min_spacing"] {
                 if case .scalar(let s) = x, s.string == "none" { l.retrainMinSpacing = 0 }
                 else if let v = r.duration(x, "retrain min_spacing") { l.retrainMinSpacing = v }

@@ -124,6 +124,42 @@ import Testing
         }
     }
 
+    /// `learning.retrain.seconds` is every retraining's time limit: a scheduled one carries it,
+    /// a `cmd/retrain` without `seconds` too, and one with its own `seconds` keeps that.
+    @Test func theMappingsRetrainSecondsLimitsScheduledAndCommandedRetrainings() throws {
+        let yaml = testMapping(extraLearning: Self.lenient + "\n  updates_per_retrain: 300")
+            .replacingOccurrences(of: "retrain: {every_transitions: 1000000}", with: "retrain: {every_transitions: 150, min_spacing: none, seconds: 45}")
+        #expect(yaml.contains("seconds: 45"))
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        // The n-th event of a phase on edgeq/t1/retrain (from 0), everything seen kept in `received`.
+        func event(_ phases: Set<String>, _ n: Int) throws -> [String: Any] {
+            var events: [[String: Any]] = []
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline {
+                events = h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json)
+                    .filter { phases.contains($0["phase"] as? String ?? "") }
+                if events.count > n { break }
+                _ = h.drain(0.05)
+            }
+            return try #require(events.count > n ? events[n] : nil, "no event \(n) of \(phases)")
+        }
+        let ended: Set<String> = ["done", "failed"]
+        try logShadow(h, ticks: 200)
+        let scheduled = try event(["started"], 0)
+        #expect((scheduled["trigger"] as? String)?.hasPrefix("schedule: 150 new transitions") == true, "\(scheduled)")
+        #expect((scheduled["limits"] as? [String: Any])?["seconds"] as? Double == 45, "\(scheduled)")
+        _ = try event(ended, 0)
+        try h.command("retrain", #"{"steps":200}"#)
+        let commanded = try event(["started"], 1)
+        #expect((commanded["limits"] as? [String: Any])?["seconds"] as? Double == 45, "\(commanded)")
+        _ = try event(ended, 1)
+        try h.command("retrain", #"{"steps":200,"seconds":7}"#)
+        let own = try event(["started"], 2)
+        #expect((own["limits"] as? [String: Any])?["seconds"] as? Double == 7, "\(own)")
+        _ = try event(ended, 2)
+    }
+
     /// A mapping with `warm_start` set to anything else is refused, naming the choices.
     @Test func anUnknownWarmStartIsRefused() throws {
         #expect {

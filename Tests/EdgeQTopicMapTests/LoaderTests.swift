@@ -130,6 +130,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(l.prioritizedAlpha == nil)
         #expect(l.retrainEveryTransitions == 10000)
         #expect(l.retrainInterval == 86400)
+        #expect(l.retrainSeconds == 600)
         #expect(l.retention == 90 * 86400)
         #expect(l.promotion == .trial)
         var trial = TrialConfig()
@@ -159,6 +160,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {retrain: {every_transitions: 500, min_spacing: 30s}}",
              { $0.learning.retrainEveryTransitions == 500 && $0.learning.retrainMinSpacing == 30 }),
             ("learning: {retrain: {min_spacing: none}}", { $0.learning.retrainMinSpacing == 0 }),
+            // Every retraining's time limit (default none).
+            ("learning: {retrain: {seconds: 4m}}", { $0.learning.retrainSeconds == 240 }),
+            ("learning: {retrain: {seconds: none}}", { $0.learning.retrainSeconds == nil }),
+            ("learning: {}", { $0.learning.retrainSeconds == nil }),
             // The distilled candidate's teacher agreement limit (default 0.9).
             ("learning: {checks: {teacher_agreement: 0.75}}", { $0.learning.minTeacherAgreement == 0.75 }),
             ("learning: {}", { $0.learning.retrainMinSpacing == 600 }),
