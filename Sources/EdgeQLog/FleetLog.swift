@@ -316,15 +316,17 @@ public final class FleetLog {
         return out
     }
 
+    /// The transition columns (`Schema.columns`) of `fleet_transitions t`, for the reads below.
+    static let transitionColumns = Schema.columns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+
     /// The rows of `gateway` (of its log `log`, or of all its logs in the order they were first
     /// seen), in row-id order within a log (`id` is the row id in the gateway's log file).
     ///
     /// - Throws: `LogError` `.query`.
     public func transitions(gateway: String, log: String? = nil) throws(LogError) -> [LoggedTransition] {
         let sets = try Schema.signalSets(db)
-        let cols = Schema.columns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
         let s = try db.prepare("""
-            SELECT t.row_id, \(cols) FROM fleet_transitions t JOIN fleet_gateways g ON g.gateway = t.gateway AND g.log = t.log
+            SELECT t.row_id, \(Self.transitionColumns) FROM fleet_transitions t JOIN fleet_gateways g ON g.gateway = t.gateway AND g.log = t.log
             WHERE t.gateway = ?1 AND (?2 IS NULL OR t.log = ?2) ORDER BY g.first_seen, t.log, t.row_id
             """)
         s.bind(1, gateway)
@@ -346,9 +348,8 @@ public final class FleetLog {
         logs.bind(1, gateway)
         var names: [String] = []
         while try logs.step() { names.append(logs.text(0)) }
-        let cols = Schema.columns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
         let s = try db.prepare("""
-            SELECT t.row_id, \(cols) FROM fleet_transitions t WHERE t.gateway = ?1 AND t.log = ?2 ORDER BY t.row_id DESC LIMIT ?3
+            SELECT t.row_id, \(Self.transitionColumns) FROM fleet_transitions t WHERE t.gateway = ?1 AND t.log = ?2 ORDER BY t.row_id DESC LIMIT ?3
             """)
         var parts: [[LoggedTransition]] = []
         var left = count

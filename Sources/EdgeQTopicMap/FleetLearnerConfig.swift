@@ -57,6 +57,8 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     /// evenly among the gateways (default 100,000; `train_rows: all` for the whole log; the
     /// command line's `--train-rows` wins). Bounds a training's cost as the fleet log grows.
     public var trainRows: Int? = 100_000
+    /// The smallest `train_rows` accepted (file and command line).
+    public static let minTrainRows = 1000
     /// Gradient updates per training (nil: the mapping's `learning.updates_per_retrain`).
     public var updates: Int?
     /// The largest message the learner publishes, in bytes: a model bigger than it goes out in
@@ -176,7 +178,7 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         if let n = f["train_rows"] {
             if n.scalar?.string == "all" {
                 trainRows = .some(nil)
-            } else if let v = r.int(n, "train_rows (rows a training reads, or 'all')", min: 1000, max: 1_000_000_000) {
+            } else if let v = r.int(n, "train_rows (rows a training reads, or 'all')", min: minTrainRows, max: 1_000_000_000) {
                 trainRows = .some(v)
             }
         }

@@ -69,10 +69,10 @@ struct LearnerCommand: ParsableCommand {
         if let t = trainRows {
             if t == "all" {
                 window = nil
-            } else if let n = Int(t), n >= 1000 {
+            } else if let n = Int(t), n >= FleetLearnerConfig.minTrainRows {
                 window = n
             } else {
-                throw ValidationError("--train-rows must be a whole number of rows, at least 1000, or 'all' (found '\(t)')")
+                throw ValidationError("--train-rows must be a whole number of rows, at least \(FleetLearnerConfig.minTrainRows), or 'all' (found '\(t)')")
             }
         }
         var training: FleetTrainer?

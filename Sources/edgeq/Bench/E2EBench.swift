@@ -197,16 +197,25 @@ enum E2EBench {
             let calibration = (0..<(map.stateWidth * 512)).map { _ in Float.random(in: -1...1, using: &rng) }
             let model = try QModel(network: net, actionNames: map.actions.map(\.name),
                                    normalization: .identity(map.stateWidth), calibrationStates: calibration)
-            let file = data.appendingPathComponent("incoming.safetensors")
-            try model.save(to: file)
-            let store = try ModelStore(dataDirectory: data)
-            let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                                  report: Data(#"{"verdict":"passed","note":"edgeq bench e2e: random weights"}"#.utf8),
-                                  signer: try ModelSigner.device(dataDirectory: data, map: map))
-            try store.setCurrent(v, reason: "edgeq bench e2e")
+            _ = try install(model, for: map, in: data, report: Data(#"{"verdict":"passed","note":"edgeq bench e2e: random weights"}"#.utf8),
+                            reason: "edgeq bench e2e")
         } catch {
             throw BenchError.failed("cannot install the bench model in \(data.path): \(error)")
         }
+    }
+
+    /// Stores `model` in the data directory `data` (signed with its device key, with `report`)
+    /// and makes it the served version, as a gateway started there will serve it.
+    ///
+    /// - Returns: the version.
+    static func install(_ model: QModel, for map: TopicMap, in data: URL, report: Data, reason: String) throws -> Int {
+        let file = data.appendingPathComponent("incoming.safetensors")
+        try model.save(to: file)
+        let store = try ModelStore(dataDirectory: data)
+        let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                              report: report, signer: try ModelSigner.device(dataDirectory: data, map: map))
+        try store.setCurrent(v, reason: reason)
+        return v
     }
 
     /// Waits (at most 60 s) until `pid` uses less than 4 % of a core over half a second, from

@@ -89,12 +89,7 @@ enum RetrainLatencyBench {
         var setup = Retrainer(map: plainMap, policy: policy)
         setup.plantModelOff = "the bench's served model"
         let (report, served) = try setup.train(logPath: logPath, limits: RetrainLimits(steps: 2_000), warmStart: nil)
-        let file = work.appendingPathComponent("served.safetensors")
-        try served.save(to: file)
-        let store = try ModelStore(dataDirectory: data)
-        let version = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                                    report: report.json(), signer: try ModelSigner.device(dataDirectory: data, map: map))
-        try store.setCurrent(version, reason: "edgeq bench retrain (model latency)")
+        let version = try E2EBench.install(served, for: map, in: data, report: report.json(), reason: "edgeq bench retrain (model latency)")
         context.progress("model latency: served v\(version) (2,000 updates, \(report.verdict))")
         let operatorKey = try localOperatorKey(name: "bench-operator", dataDirectory: data)
 
@@ -225,8 +220,7 @@ enum RetrainLatencyBench {
 
     static func quantile(_ xs: [Double], _ q: Double) -> Double {
         guard !xs.isEmpty else { return .nan }
-        let s = xs.sorted()
-        return s[min(s.count - 1, Int(q * Double(s.count)))]
+        return PooledQuantileRatio.orderStatistic(ascending: xs.sorted(), quantile: q)
     }
 
     /// The thermal plant in closed loop with the gateway over the broker, one decision at a time.
