@@ -9,7 +9,9 @@ import Testing
 /// `edgeq init` as a real process against each built-in simulator (`edgeq sim`, with its
 /// incumbent) on a real mosquitto. Expected exchange: the simulator publishes its state on
 /// plant/NAME/state and its incumbent's command on plant/NAME/cmd at 50 steps/s; `edgeq init`
-/// listens for 3 s and drafts a mapping; the test listens to the same states inside that window.
+/// listens for 3 s (the simulator starts inside that window) and drafts a mapping; the test listens
+/// to the same states inside that window. The filled draft then runs against the simulator started
+/// again from its first step, so the gateway sees what init saw.
 /// The draft names the state fields with ranges holding every value the test saw, finds the
 /// incumbent on plant/NAME/cmd, and fails `edgeq check` with its two TODOs (reward, actions);
 /// with only those lines replaced it passes and runs in shadow under the real `edgeq run`.
@@ -52,10 +54,15 @@ import Testing
     func draftsAMappingThatRunsInShadowOnceRewardAndActionsAreFilled(_ plant: Plant) throws {
         let broker = try MosquittoBroker()
         let dir = try TempDir()
-        let sim = try ChildProcess(EdgeQBinary.path, ["sim", plant.name, "--broker", broker.url, "--seed", "1"],
-                                   stdoutPath: dir.url.appendingPathComponent("sim.out").path,
-                                   stderrPath: dir.url.appendingPathComponent("sim.log").path)
-        defer { _ = sim.stop(grace: 5) }
+        // The simulator from its first step, seed 1: once inside init's window, and again from
+        // the start when the filled draft runs. So the gateway sees the stretch of the plant that
+        // init saw, however long the steps between take on a loaded machine (a plant that ran on
+        // meanwhile can leave the drafted ranges, and its states are then rightly invalid).
+        func startSimulator(_ run: String) throws -> ChildProcess {
+            try ChildProcess(EdgeQBinary.path, ["sim", plant.name, "--broker", broker.url, "--seed", "1"],
+                             stdoutPath: dir.url.appendingPathComponent("sim-\(run).out").path,
+                             stderrPath: dir.url.appendingPathComponent("sim-\(run).log").path)
+        }
 
         // edgeq init listens for 3 s; the test records the states inside that window.
         let draft = dir.url.appendingPathComponent("draft.yaml")
@@ -68,6 +75,7 @@ import Testing
         // Until 2.5 s after init started its 3 s window: every state seen here was also heard there.
         let until = Date().addingTimeInterval(2.5)
         let observer = try plantClient(broker, "plant/\(plant.name)/state")
+        let firstRun = try startSimulator("init")
         var states: [[String: Any]] = []
         while Date() < until {
             if let m = observer.receive(timeout: 0.05),
@@ -75,6 +83,7 @@ import Testing
         }
         observer.stop()
         let code = initProcess.wait(timeout: 30)
+        _ = firstRun.stop(grace: 5)
         #expect(code == 0, "edgeq init exited \(String(describing: code)): \(Self.text(initLog))")
         let drafted = Self.text(draft)
         #expect(!states.isEmpty, "the simulator published nothing")
@@ -138,6 +147,14 @@ import Testing
         let gw = try ChildProcess(EdgeQBinary.path, ["run", "--config", filledFile.path, "--broker", broker.url, "--data", data],
                                   stderrPath: gwLog.path)
         defer { _ = gw.stop(grace: 5) }
+        let status = try plantClient(broker, "edgeq/\(plant.name)/status")
+        defer { status.stop() }
+        #expect(eventually(timeout: 30) {
+            guard let m = status.receive(timeout: 0.1) else { return false }
+            return String(decoding: m.payload, as: UTF8.self).contains(#""state":"online""#)
+        }, "the gateway never came online: \(Self.text(gwLog))")
+        let secondRun = try startSimulator("shadow")
+        defer { _ = secondRun.stop(grace: 5) }
         var reports = 0
         #expect(eventually(timeout: 30) {
             while shadow.receive(timeout: 0) != nil { reports += 1 }
