@@ -13,7 +13,8 @@ import Logging
 import Synchronization
 
 /// Training on the fleet log (`edgeq learner` with `mapping` and `key`, docs/fleet.md "Training
-/// and publishing"): after every `trainEvery` new transitions, the device's retraining
+/// and publishing"): after every `trainEvery` new transitions (with `perGateway`, `trainEvery`
+/// for each gateway that shipped rows since the last training began), the device's retraining
 /// (`Retrainer`, the same training, checks and verdict as `cmd/retrain` on a gateway) runs on
 /// every gateway's rows; a candidate that passes its checks is stored in `DATA/models/` signed
 /// with the learner's key (`ModelStore`, the same signing as `edgeq models sign --key`) and
@@ -45,13 +46,17 @@ public final class FleetTrainer: FleetTraining {
     let keyFile: URL
     let keyName: String
     let trainEvery: Int
+    /// `train_every: N/gateway`: the threshold and the updates scale with the gateways that
+    /// shipped since the last training began.
+    let perGateway: Bool
     let window: Int?
     let updates: Int?
     let maxMessage: Int
     let dataDirectory: URL
     let logger: Logger
     let store: ModelStore
-    private let pending = Atomic<Int>(0)
+    /// New rows since the last training began, and the gateways they came from.
+    private let pending = Mutex(Pending())
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
@@ -64,13 +69,16 @@ public final class FleetTrainer: FleetTraining {
     ///
     /// - Throws: `KeyFileError` when the key cannot be read; `ModelStore.Error` when
     ///   `DATA/models` cannot be created.
-    public init(map: TopicMap, keyFile: URL, trainEvery: Int, window: Int? = nil, updates: Int?, maxMessage: Int, dataDirectory: URL,
-                logger: Logger = Logger(label: "edgeq.learner.training")) throws {
+    /// With `perGateway`, a training starts after `trainEvery` new rows for each gateway that
+    /// shipped since the previous one began, and runs that many times the updates.
+    public init(map: TopicMap, keyFile: URL, trainEvery: Int, perGateway: Bool = false, window: Int? = nil, updates: Int?, maxMessage: Int,
+                dataDirectory: URL, logger: Logger = Logger(label: "edgeq.learner.training")) throws {
         _ = try KeyFile.readPrivateKey(keyFile)
         self.map = map
         self.keyFile = keyFile
         keyName = keyFile.deletingPathExtension().lastPathComponent
         self.trainEvery = max(1, trainEvery)
+        self.perGateway = perGateway
         self.window = window.map { max(1, $0) }
         self.updates = updates
         self.maxMessage = maxMessage
@@ -83,9 +91,39 @@ public final class FleetTrainer: FleetTraining {
     /// The figures now.
     public var current: Figures { figures.withLock { $0 } }
 
+    /// New rows since the last training began, and the gateways that sent them.
+    struct Pending: Sendable, Equatable {
+        var rows = 0
+        var gateways: Set<String> = []
+
+        /// Whether a training is due: `trainEvery` rows, or with `perGateway` `trainEvery` for
+        /// each gateway that sent some.
+        func due(trainEvery: Int, perGateway: Bool) -> Bool {
+            rows > 0 && rows >= threshold(trainEvery: trainEvery, perGateway: perGateway)
+        }
+
+        /// The rows at which a training is due now.
+        func threshold(trainEvery: Int, perGateway: Bool) -> Int {
+            perGateway ? trainEvery * max(1, gateways.count) : trainEvery
+        }
+    }
+
+    /// The updates of a training that starts with `gateways` gateways' new rows pending: the
+    /// learner's `updates` (nil: the mapping's `updates_per_retrain`), times the gateways with
+    /// `perGateway` — so that each gateway's new rows get the updates a single gateway's would.
+    static func updates(base: Int?, map: TopicMap, perGateway: Bool, gateways: Int) -> Int? {
+        guard perGateway else { return base }
+        return (base ?? map.learning.updatesPerRetrain) * max(1, gateways)
+    }
+
     public func committed(gateway: String, acked: Int64, inserted: Int, fleetLogPath: String) {
         guard inserted > 0 else { return }
-        if pending.add(inserted, ordering: .relaxed).newValue >= trainEvery { wake.signal() }
+        let due = pending.withLock { p -> Bool in
+            p.rows += inserted
+            p.gateways.insert(gateway)
+            return p.due(trainEvery: trainEvery, perGateway: perGateway)
+        }
+        if due { wake.signal() }
     }
 
     public func attached(to learner: FleetLearner) {
@@ -114,10 +152,13 @@ public final class FleetTrainer: FleetTraining {
         for (k, v) in f.trainings { trainings[k] = .number(Double(v)) }
         var gws: [String: JSONValue] = [:]
         for (k, v) in f.gatewayRows { gws[k] = .number(Double(v)) }
+        let p = pending.withLock { $0 }
         return .object([
             "running": .bool(f.running), "train_every": .number(Double(trainEvery)),
+            "train_every_per_gateway": .bool(perGateway),
             "train_rows": window.map { .number(Double($0)) } ?? .string("all"),
-            "pending": .number(Double(pending.load(ordering: .relaxed))),
+            "pending": .number(Double(p.rows)), "pending_gateways": .number(Double(p.gateways.count)),
+            "next_training_at": .number(Double(p.threshold(trainEvery: trainEvery, perGateway: perGateway))),
             "trainings": .object(trainings), "published": .number(Double(f.published)),
             "version": f.version.map { .number(Double($0)) } ?? .null,
             "replay_rows": .number(Double(f.replayRows)), "gateway_rows": .object(gws),
@@ -139,11 +180,16 @@ public final class FleetTrainer: FleetTraining {
         while !stopping.load(ordering: .relaxed) {
             _ = wake.wait(timeout: .now() + 1)
             if stopping.load(ordering: .relaxed) { break }
-            guard pending.load(ordering: .relaxed) >= trainEvery else { continue }
-            pending.store(0, ordering: .relaxed)
+            let started = pending.withLock { p -> Pending? in
+                guard p.due(trainEvery: trainEvery, perGateway: perGateway) else { return nil }
+                defer { p = Pending() }
+                return p
+            }
+            guard let started else { continue }
             running.set(1)
             figures.withLock { $0.running = true }
-            let verdict = train(learner, published: published, version: version, replay: replay, ups: ups)
+            let steps = Self.updates(base: updates, map: map, perGateway: perGateway, gateways: started.gateways.count)
+            let verdict = train(learner, updates: steps, published: published, version: version, replay: replay, ups: ups)
             r.counter("edgeq_learner_trainings_total", help: "Trainings on the fleet log, by verdict (passed: published).",
                       labels: [("verdict", verdict)]).increment()
             figures.withLock {
@@ -226,7 +272,7 @@ public final class FleetTrainer: FleetTraining {
         return r
     }
 
-    private func train(_ learner: FleetLearner, published: Counter, version: Gauge, replay: Gauge, ups: Gauge) -> String {
+    private func train(_ learner: FleetLearner, updates: Int?, published: Counter, version: Gauge, replay: Gauge, ups: Gauge) -> String {
         let rows: [LoggedTransition]
         let perGateway: [String: Int]
         do {
@@ -245,6 +291,7 @@ public final class FleetTrainer: FleetTraining {
         let output = dataDirectory.appendingPathComponent("candidate.safetensors")
         logger.info("training on the fleet log", metadata: [
             "training.rows": "\(rows.count)", "training.gateways": "\(perGateway.count)", "training.warm_start": "\(warm != nil)",
+            "training.updates": "\(updates ?? map.learning.updatesPerRetrain)",
             "training.prioritized_replay": "\(map.learning.prioritizedAlpha.map { "alpha \($0)" } ?? "none (uniform)")",
         ])
         let outcome: Retrainer.Outcome

@@ -18,7 +18,7 @@ import Yams
 /// tls: {ca: /etc/ssl/ca.pem}
 /// mapping: /etc/edgeq/ahu.yaml            # training: the fleet's mapping (state, actions, learning)
 /// key: /etc/edgeq/keys/fleet-ahu.key      # training: the key models are signed with (name: the stem)
-/// train_every: 5000                       # training: after this many new transitions (default 5000)
+/// train_every: 5000                       # training: after this many new transitions (default 5000; or 1000/gateway)
 /// train_rows: 100000                      # training: reads at most this many rows, each gateway's newest (default 100000; or all)
 /// updates: 20000                          # training: gradient updates (default: the mapping's)
 /// max_message: 256kB                      # publishing: the largest message sent (default 256 KiB)
@@ -53,10 +53,28 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     /// Train after this many new transitions in the fleet log (default 5000; the command line's
     /// `--train-every` wins).
     public var trainEvery = 5000
+    /// `train_every: N/gateway`: train after `trainEvery` new transitions for each gateway that
+    /// shipped rows since the last training began, with the training's updates multiplied by
+    /// that number of gateways too (docs/fleet.md, "Training and publishing").
+    public var trainEveryPerGateway = false
     /// The most rows a training reads (nil: the whole fleet log): each gateway's newest, shared
     /// evenly among the gateways (default 100,000; `train_rows: all` for the whole log; the
     /// command line's `--train-rows` wins). Bounds a training's cost as the fleet log grows.
     public var trainRows: Int? = 100_000
+    /// Reads a `train_every` value: a whole number of new transitions (1 … 100,000,000), or
+    /// `N/gateway` for N new transitions per gateway that shipped since the last training.
+    /// Nil when the text is neither.
+    public static func parseTrainEvery(_ text: String) -> (rows: Int, perGateway: Bool)? {
+        var t = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "_", with: "")
+        var perGateway = false
+        if t.hasSuffix("/gateway") {
+            perGateway = true
+            t = String(t.dropLast("/gateway".count)).trimmingCharacters(in: .whitespaces)
+        }
+        guard let n = Int(t), (1...100_000_000).contains(n) else { return nil }
+        return (n, perGateway)
+    }
+
     /// The smallest `train_rows` accepted (file and command line).
     public static let minTrainRows = 1000
     /// Gradient updates per training (nil: the mapping's `learning.updates_per_retrain`).
@@ -173,7 +191,14 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         if key != nil, mapping == nil, let n = f["key"] {
             r.error(n, "a key without 'mapping': the learner trains (and signs) only with the fleet's mapping file; add 'mapping: FILE'")
         }
-        let trainEvery = f["train_every"].flatMap { r.int($0, "train_every (new transitions)", min: 1, max: 100_000_000) }
+        var trainEvery: (rows: Int, perGateway: Bool)?
+        if let n = f["train_every"] {
+            if case .scalar(let s) = n, s.style == .plain, let v = parseTrainEvery(s.string) {
+                trainEvery = v
+            } else {
+                r.error(n, "train_every must be a whole number of new transitions in 1...100000000, or N/gateway (N new transitions for each gateway that shipped since the last training), found \(r.describe(n))")
+            }
+        }
         var trainRows: Int?? = nil
         if let n = f["train_rows"] {
             if n.scalar?.string == "all" {
@@ -195,7 +220,10 @@ public struct FleetLearnerConfig: Sendable, Equatable {
         c.tls = tls
         c.mapping = mapping
         c.key = key
-        if let trainEvery { c.trainEvery = trainEvery }
+        if let trainEvery {
+            c.trainEvery = trainEvery.rows
+            c.trainEveryPerGateway = trainEvery.perGateway
+        }
         if let trainRows { c.trainRows = trainRows }
         c.updates = updates
         if let maxMessage { c.maxMessage = maxMessage }

@@ -18,7 +18,8 @@ struct LearnerCommand: ParsableCommand {
             the commit publishes the gateway's high-water mark, retained, on <fleet>/ack/<gateway>. \
             Its status is retained on <fleet>/learner/<id>/status. SIGINT/SIGTERM finish the batch \
             under way, publish the offline status and exit 0. With 'mapping' and 'key' in the file it \
-            also trains on the fleet log every train_every new transitions (--train-every), on at most train_rows rows \
+            also trains on the fleet log every train_every new transitions (--train-every; N/gateway: N for each gateway \
+            that shipped since the last training, the updates scaled alike), on at most train_rows rows \
             (--train-rows; each gateway's newest), and \
             publishes each candidate that passes its checks, signed, retained on <fleet>/model; the \
             gateways' verdicts (<fleet>/verdict/+) are in its status. Exit status: 0 after a signal; 64 usage (no data directory); 65 an invalid \
@@ -40,8 +41,9 @@ struct LearnerCommand: ParsableCommand {
     @Option(help: "Serve Prometheus metrics on this port (0: any free port, printed at start).")
     var metricsPort: UInt16?
 
-    @Option(help: "Train after this many new transitions (the file's train_every; needs 'mapping' and 'key' in the file).")
-    var trainEvery: Int?
+    @Option(help: ArgumentHelp("Train after this many new transitions, or N/gateway: N for each gateway that shipped since the last training, with the updates scaled alike (the file's train_every; needs 'mapping' and 'key' in the file).",
+                               valueName: "N|N/gateway"))
+    var trainEvery: String?
 
     @Option(help: ArgumentHelp("The most rows a training reads, each gateway's newest (the file's train_rows; 'all' for the whole fleet log).",
                                valueName: "rows|all"))
@@ -64,7 +66,13 @@ struct LearnerCommand: ParsableCommand {
         guard let dir = data ?? cfg.data else {
             throw ValidationError("give the data directory: --data DIR, or 'data:' in \(config)")
         }
-        if let n = trainEvery, n < 1 { throw ValidationError("--train-every must be at least 1") }
+        var every = (rows: cfg.trainEvery, perGateway: cfg.trainEveryPerGateway)
+        if let t = trainEvery {
+            guard let v = FleetLearnerConfig.parseTrainEvery(t) else {
+                throw ValidationError("--train-every must be a whole number of new transitions in 1...100000000, or N/gateway (found '\(t)')")
+            }
+            every = v
+        }
         var window = cfg.trainRows
         if let t = trainRows {
             if t == "all" {
@@ -79,7 +87,7 @@ struct LearnerCommand: ParsableCommand {
         if let mapping = cfg.mapping, let key = cfg.key {
             let map = try loadMapping(mapping)
             do {
-                training = try FleetTrainer(map: map, keyFile: URL(fileURLWithPath: key), trainEvery: trainEvery ?? cfg.trainEvery,
+                training = try FleetTrainer(map: map, keyFile: URL(fileURLWithPath: key), trainEvery: every.rows, perGateway: every.perGateway,
                                             window: window, updates: cfg.updates, maxMessage: cfg.maxMessage,
                                             dataDirectory: URL(fileURLWithPath: dir))
             } catch let e as KeyFileError {

@@ -300,10 +300,87 @@ import Testing
         #expect(badMap.code == 65 && badMap.stderr.contains("bad.yaml:") && badMap.stderr.contains("nope"), "\(badMap)")
         let usage = try learner("", ["--train-every", "10"])
         #expect(usage.code == 64 && usage.stderr.contains("--train-every needs 'mapping' and 'key'"), "\(usage)")
+        let every = try learner("mapping: \(mapping)\nkey: \(keys.privateKey.path)\n", ["--train-every", "10/site"])
+        #expect(every.code == 64 && every.stderr.contains("--train-every must be a whole number of new transitions in 1...100000000, or N/gateway (found '10/site')"), "\(every)")
         let rowsUsage = try learner("", ["--train-rows", "5000"])
         #expect(rowsUsage.code == 64 && rowsUsage.stderr.contains("--train-rows needs 'mapping' and 'key'"), "\(rowsUsage)")
         let small = try learner("", ["--train-rows", "10"])
         #expect(small.code == 64 && small.stderr.contains("--train-rows must be a whole number of rows, at least 1000, or 'all'"), "\(small)")
+    }
+
+    /// `train_every: 40/gateway` on a real learner, fed batches from the test (the gateway's own
+    /// encoder): 30 rows from each of two gateways (60 pending: a pooled `train_every: 40` would
+    /// have trained) start nothing, the status says the next training comes at 80; 20 more rows
+    /// start one, and it runs twice the mapping's 300 updates.
+    @Test func perGatewayTrainEveryWaitsForEachGatewaysRowsAndScalesTheUpdates() throws {
+        let dir = try TempDir()
+        let broker = try MosquittoBroker()
+        let plant = try plantClient(broker, "fleet/t/#")
+        var learner: ChildProcess?
+        defer {
+            plant.stop()
+            if let learner, learner.isRunning {
+                learner.signal(SIGKILL)
+                _ = learner.wait(timeout: 10)
+            }
+        }
+        let keyFiles = try KeyFile.generate(name: "fleet-t", directory: dir.url.appendingPathComponent("private"))
+        let mapping = dir.url.appendingPathComponent("a.yaml").path
+        try Self.mapping("a", policy: "manual").write(toFile: mapping, atomically: true, encoding: .utf8)
+        let file = dir.url.appendingPathComponent("learner.yaml").path
+        try (Self.learnerConfig(mapping: mapping, key: keyFiles.privateKey.path) + "\ntrain_every: 40/gateway\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let logPath = dir.url.appendingPathComponent("learner.log").path
+        learner = try ChildProcess(EdgeQBinary.path, ["learner", "--config", file, "--broker", broker.url, "--data", dir.url.appendingPathComponent("learner").path],
+                                   stderrPath: logPath)
+        func log() -> String { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").suffix(4000).description }
+        var status: [String: Any] = [:]
+        var acked: [String: Int64] = [:]
+        /// Reads what arrives for `seconds` (the status comes every second: until then).
+        func drain(_ seconds: Double) {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end, let m = plant.receive(timeout: max(0.01, end.timeIntervalSinceNow)) {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] else { continue }
+                if m.topic == "fleet/t/learner/l1/status" { status = o }
+                if m.topic.hasPrefix("fleet/t/ack/"), let g = o["gateway"] as? String, let a = (o["acked"] as? NSNumber)?.int64Value {
+                    acked[g] = max(acked[g] ?? 0, a)
+                }
+            }
+        }
+        func training() -> [String: Any] { status["training"] as? [String: Any] ?? [:] }
+        try #require(eventually(timeout: 60) { drain(0.1); return status["state"] as? String == "online" }, "the learner did not come online:\n\(log())")
+        func send(_ gateway: String, _ ids: ClosedRange<Int>) throws {
+            let rows = ids.map { i -> LoggedTransition in
+                let x = Float((i * 37) % 200) / 100 - 1
+                let t = Transition(time: 1_790_000_000 + Double(i), tick: Int64(i), episode: 0, state: [x], action: x > 0 ? 1 : 0, actor: .incumbent,
+                                   reward: -Double(abs(x)), nextState: [x * 0.9], mode: .shadow)
+                return LoggedTransition(id: Int64(i), transition: t)
+            }
+            let batch = FleetBatch(gateway: gateway, origin: 0, after: Int64(ids.lowerBound - 1), last: Int64(ids.upperBound), rows: rows)
+            _ = try plant.publish("fleet/t/experience/\(gateway)", batch.encode(), qos: .atLeastOnce)
+            #expect(eventually(timeout: 30) { drain(0.1); return acked[gateway] == Int64(ids.upperBound) }, "\(gateway) not acknowledged:\n\(log())")
+        }
+        try send("g1", 1...30)
+        try send("g2", 1...30)
+        // Two status periods after the last acknowledgement: nothing trained.
+        #expect(eventually(timeout: 30) {
+            drain(0.1)
+            return training()["pending"] as? Double == 60 && training()["pending_gateways"] as? Double == 2
+        }, "\(training())\n\(log())")
+        drain(2.5)
+        let before = training()
+        #expect(before["train_every"] as? Double == 40 && before["train_every_per_gateway"] as? Bool == true, "\(before)")
+        #expect(before["next_training_at"] as? Double == 80 && before["pending"] as? Double == 60, "\(before)")
+        #expect((before["trainings"] as? [String: Any])?.isEmpty == true, "trained before 40 rows per gateway: \(before)")
+        try send("g1", 31...50)
+        #expect(eventually(timeout: 120) {
+            drain(0.1)
+            return (training()["trainings"] as? [String: Any])?.isEmpty == false && training()["running"] as? Bool == false
+        }, "no training after 80 rows from 2 gateways: \(training())\n\(log())")
+        let last = training()["last"] as? [String: Any] ?? [:]
+        #expect(last["updates"] as? Double == 600, "the mapping's 300 updates times 2 gateways: \(last)")
+        #expect(training()["pending"] as? Double == 0 && training()["pending_gateways"] as? Double == 0, "\(training())")
+        #expect(log().contains("training.updates=600"), "\(log())")
     }
 
     /// A candidate that fails its checks is not published: the learner trains with a mapping whose

@@ -442,7 +442,8 @@ import Testing
             #expect(done.wait(timeout: .now() + 30) == .success)
             // Let the gateway work off the round before the next baseline.
             let target = sent.load(ordering: .relaxed)
-            #expect(eventually(timeout: 30) { ((try? accounted()) ?? 0) >= target }, "not every forged command was accounted for")
+            #expect(eventually(timeout: 30) { ((try? accounted()) ?? 0) >= target },
+                    "not every forged command was accounted for: \((try? accounted()) ?? -1) of \(target) sent; the gateway's command series: \(((try? f.metrics()) ?? "").split(separator: "\n").filter { $0.hasPrefix("edgeq_commands_") })")
             baseline += b
             flooded += fl
             if b.count >= 50 && fl.count >= 50 { ratios.append(p99(fl) / p99(b)) }

@@ -1,6 +1,7 @@
 @testable import EdgeQGateway
 import EdgeQLog
 import EdgeQTestSupport
+import EdgeQTopicMap
 import Foundation
 import Testing
 
@@ -16,6 +17,35 @@ import Testing
                 reward: Double(gateway), nextState: [Float(i + 1), 0], nextMask: nil, terminal: false, truncated: false,
                 mode: .shadow, modelVersion: nil, qValues: nil, modelAction: nil, flags: []))
         }
+    }
+
+    /// `train_every: N/gateway`: a training is due at N new rows for each gateway that sent
+    /// some since the last training began, and runs the updates times those gateways.
+    @Test func perGatewayTrainEveryScalesTheThresholdAndTheUpdatesWithTheGatewaysThatShipped() throws {
+        var p = FleetTrainer.Pending()
+        #expect(!p.due(trainEvery: 100, perGateway: true) && !p.due(trainEvery: 100, perGateway: false))
+        p.rows = 150
+        p.gateways = ["a"]
+        #expect(p.due(trainEvery: 100, perGateway: true) && p.threshold(trainEvery: 100, perGateway: true) == 100)
+        p.gateways = ["a", "b"]
+        #expect(!p.due(trainEvery: 100, perGateway: true) && p.threshold(trainEvery: 100, perGateway: true) == 200)
+        #expect(p.due(trainEvery: 100, perGateway: false), "pooled: 150 rows ≥ 100, whatever the gateways")
+        p.rows = 200
+        #expect(p.due(trainEvery: 100, perGateway: true))
+        let map = try TopicMap.parse(yaml: """
+            gateway: {id: g}
+            signals: [{name: x, topic: p/s, json: x}]
+            state: {features: [{signal: x}]}
+            tick: {trigger: p/s}
+            reward: -abs(x)
+            actions: {list: [{name: a, publish: {topic: p/c, payload: '0'}}, {name: b, publish: {topic: p/c, payload: '1'}}]}
+            learning: {updates_per_retrain: 700}
+            """)
+        #expect(FleetTrainer.updates(base: nil, map: map, perGateway: false, gateways: 3) == nil, "pooled: the mapping's, as before")
+        #expect(FleetTrainer.updates(base: 900, map: map, perGateway: false, gateways: 3) == 900)
+        #expect(FleetTrainer.updates(base: nil, map: map, perGateway: true, gateways: 3) == 2100)
+        #expect(FleetTrainer.updates(base: 900, map: map, perGateway: true, gateways: 2) == 1800)
+        #expect(FleetTrainer.updates(base: 900, map: map, perGateway: true, gateways: 0) == 900)
     }
 
     @Test func theWindowIsSharedEvenlyAndAGatewayWithFewerRowsGivesTheRestAway() {

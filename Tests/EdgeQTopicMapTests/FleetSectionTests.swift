@@ -131,6 +131,14 @@ import Testing
         #expect(c.mapping == "/m.yaml" && c.key == "/k/fleet.key" && c.trainEvery == 300 && c.updates == 900 && c.maxMessage == 64_000)
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 1MiB\n").maxMessage == 1 << 20)
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\ntrain_rows: 20000\n").trainRows == 20_000)
+        #expect(!c.trainEveryPerGateway && !plain.trainEveryPerGateway)
+        let each = try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmapping: /m.yaml\nkey: /k/fleet.key\ntrain_every: 1_000/gateway\n")
+        #expect(each.trainEvery == 1000 && each.trainEveryPerGateway)
+        #expect(FleetLearnerConfig.parseTrainEvery("250") ?? (0, true) == (250, false))
+        #expect(FleetLearnerConfig.parseTrainEvery(" 250 /gateway") ?? (0, false) == (250, true))
+        for bad in ["0/gateway", "250/site", "/gateway", "-3", "1e3", "100000001"] {
+            #expect(FleetLearnerConfig.parseTrainEvery(bad) == nil, "\(bad)")
+        }
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\ntrain_rows: all\n").trainRows == nil)
         #expect(try FleetLearnerConfig.parse(yaml: "fleet: f\ngroup: g\nid: l\nmax_message: 2048\n").maxMessage == 2048)
         let cases: [(String, Int, String)] = [
@@ -138,7 +146,9 @@ import Testing
             ("key: /k.key", 4, "a key without 'mapping'"),
             ("max_message: 100", 4, "between 1KiB and 256MiB"),
             ("max_message: big", 4, "is not a size"),
-            ("train_every: 0", 4, "train_every (new transitions) must be in 1..."),
+            ("train_every: 0", 4, "train_every must be a whole number of new transitions in 1...100000000, or N/gateway"),
+            ("train_every: 500/site", 4, "found '500/site'"),
+            ("train_every: [500]", 4, "train_every must be a whole number"),
             ("train_rows: 10", 4, "train_rows (rows a training reads, or 'all') must be in 1000..."),
             ("train_rows: some", 4, "train_rows (rows a training reads, or 'all')"),
         ]

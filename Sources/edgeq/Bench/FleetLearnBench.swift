@@ -52,7 +52,12 @@ struct FleetLearnOptions: Sendable {
 enum FleetLearnBench {
     static let fleetTopic = "fleet/cartpole"
     /// The learner's `train_every`: new transitions pooled over the fleet between trainings.
-    static let trainEvery = 1_000
+    /// 1,000 pooled; `$EDGEQ_BENCH_FLEET_TRAIN_EVERY` sets another value the learner reads (a
+    /// number, or `N/gateway`: an experiment on the training's pace).
+    static var trainEvery: String {
+        guard let v = ProcessInfo.processInfo.environment["EDGEQ_BENCH_FLEET_TRAIN_EVERY"]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return "1000" }
+        return v
+    }
     /// The served model's goal: the mean return over `episodes` episodes.
     static let goal = 475.0
     static let episodes = 10
@@ -121,7 +126,7 @@ enum FleetLearnBench {
                                        unit: "rows", better: .higher,
                                        reason: m.learnerRows == nil ? "not measured: the learner's fleet log could not be read" : nil))
                 out.append(BenchFigure(bench: bench, figure: "learn/\(m.name)/models_published", value: m.modelsPublished.map(Double.init),
-                                       unit: "models", better: .higher,
+                                       unit: "models (the learner's train_every \(trainEvery), train_rows \(trainRows ?? "100000"))", better: .higher,
                                        reason: m.modelsPublished == nil ? "not measured: the learner's model store could not be read" : nil))
                 out.append(BenchFigure(bench: bench, figure: "learn/\(m.name)/gateways_with_fleet_model", value: m.gatewaysWithFleetModel.map(Double.init),
                                        unit: "gateways of \(m.gateways)", better: .higher,
