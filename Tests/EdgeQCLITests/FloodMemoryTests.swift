@@ -50,7 +50,7 @@ import Testing
         try processMapping(id: "m1", plant: "m", learning: "  updates_per_retrain: 500\n  retrain: {every_transitions: 500}")
             .write(toFile: file, atomically: true, encoding: .utf8)
         let gwLog = dir.url.appendingPathComponent("gw.log").path
-        let gw = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", dir.url.path + "/data"],
+        let gw = try ChildProcess(EdgeQBinary.path, ["run", "--config", file, "--broker", broker.url, "--data", dir.url.path + "/data", "--log-level", "info"],
                                   stderrPath: gwLog)
         defer { gw.stop(grace: 10) }
         let plant = try plantClient(broker, "edgeq/m1/status")
@@ -158,7 +158,7 @@ import Testing
         let peak = during.max() ?? 0
         let log = (try? String(contentsOfFile: gwLog, encoding: .utf8)) ?? ""
         let notes = log.split(separator: "\n").filter { $0.contains("heap trimmed") || $0.contains("retraining") }
-        let summary = "idle \(idle) kB, peak \(peak) kB, after \(after) kB, settled \(settled) kB; \(sent) sent (\(accepted) accepted by the client, \(failed) refused: \(firstFailure ?? "none")), \(Int(received)) received; gateway log:\n\(notes.joined(separator: "\n"))"
+        let summary = "gateway log \(log.count) bytes; idle \(idle) kB, peak \(peak) kB, after \(after) kB, settled \(settled) kB; \(sent) sent (\(accepted) accepted by the client, \(failed) refused: \(firstFailure ?? "none")), \(Int(received)) received; gateway log:\n\(notes.joined(separator: "\n"))"
         print("flood memory: \(summary)")
         #expect(gw.isRunning, "edgeq run died under the flood")
         #expect(received >= enough, "the gateway took too little of the flood to prove anything: \(summary)")
