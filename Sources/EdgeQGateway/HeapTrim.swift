@@ -19,8 +19,8 @@ struct HeapTrim {
     static let window: Double = 10
     /// Messages per window above which a window counts as a burst (500 messages/s: far above a
     /// plant's own rate). It was 20,000 (2,000/s): a flood that a busy machine let the gateway
-    /// take at only 1,200–2,000 messages a second never made a burst, so nothing was trimmed
-    /// after it (`FloodMemoryTests`, +10.6 % over idle 35 s after the flood).
+    /// take at only 1,200–2,000 messages a second never made a burst, so it was never trimmed
+    /// after it (docs/operations.md, "Memory").
     static let burstMessages: UInt64 = 5_000
 
     private var lastReceived: UInt64 = 0

@@ -61,6 +61,9 @@ public struct FleetLearnerConfig: Sendable, Equatable {
     /// evenly among the gateways (default 100,000; `train_rows: all` for the whole log; the
     /// command line's `--train-rows` wins). Bounds a training's cost as the fleet log grows.
     public var trainRows: Int? = 100_000
+    /// What `train_every` (and `--train-every`) accepts, in words for error messages.
+    public static let trainEveryForm = "a whole number of new transitions in 1...100000000, or N/gateway"
+
     /// Reads a `train_every` value: a whole number of new transitions (1 … 100,000,000), or
     /// `N/gateway` for N new transitions per gateway that shipped since the last training.
     /// Nil when the text is neither.
@@ -196,7 +199,7 @@ public struct FleetLearnerConfig: Sendable, Equatable {
             if case .scalar(let s) = n, s.style == .plain, let v = parseTrainEvery(s.string) {
                 trainEvery = v
             } else {
-                r.error(n, "train_every must be a whole number of new transitions in 1...100000000, or N/gateway (N new transitions for each gateway that shipped since the last training), found \(r.describe(n))")
+                r.error(n, "train_every must be \(trainEveryForm) (N new transitions for each gateway that shipped since the last training), found \(r.describe(n))")
             }
         }
         var trainRows: Int?? = nil

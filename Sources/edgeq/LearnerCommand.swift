@@ -69,7 +69,7 @@ struct LearnerCommand: ParsableCommand {
         var every = (rows: cfg.trainEvery, perGateway: cfg.trainEveryPerGateway)
         if let t = trainEvery {
             guard let v = FleetLearnerConfig.parseTrainEvery(t) else {
-                throw ValidationError("--train-every must be a whole number of new transitions in 1...100000000, or N/gateway (found '\(t)')")
+                throw ValidationError("--train-every must be \(FleetLearnerConfig.trainEveryForm) (found '\(t)')")
             }
             every = v
         }
