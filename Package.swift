@@ -94,7 +94,7 @@ let package = Package(
         /// planner that uses it, and the fit report (docs/learning.md, "The plant model").
         .target(
             name: "EdgeQModel",
-            dependencies: ["EdgeQNet", "EdgeQCore", "COpenBLAS"],
+            dependencies: ["EdgeQNet", "EdgeQCore", "COpenBLAS", "CEdgeQKernels"],
             swiftSettings: numericSettings
         ),
         .target(

@@ -1,3 +1,4 @@
+import CEdgeQKernels
 import EdgeQCore
 import EdgeQNet
 
@@ -285,9 +286,13 @@ public struct EnsemblePlantModel: PlantModel {
     let normalisation: EnsembleNormalisation
     /// How rollouts propagate the members.
     public let propagation: EnsemblePlantFitter.Propagation
-    /// The widest layer (the forward pass's scratch size).
+    /// The widest layer, its width rounded up to a multiple of 8 (the forward pass's buffers).
     let maxWidth: Int
-    /// `members` with each layer's weight matrix transposed to (in, out) (the forward pass's layout).
+    /// Per layer, its output count rounded up to a multiple of 8 (the C kernel's `out_padded`).
+    let paddedOutputs: [Int]
+    /// `members` in the forward pass's layout (`edgeq_fp32_forward`'s "axpy" layout): per layer
+    /// the weight matrix transposed to (in, out_padded), then the bias (out_padded), both zero
+    /// padded beyond the layer's outputs.
     let transposed: [[Float]]
 
     init(shape: EnsembleShape, layerSizes: [Int], members: [[Float]], normalisation: EnsembleNormalisation,
@@ -297,18 +302,28 @@ public struct EnsemblePlantModel: PlantModel {
         self.members = members
         self.normalisation = normalisation
         self.propagation = propagation
-        maxWidth = layerSizes.max() ?? 1
+        let padded = layerSizes.dropFirst().map { ($0 + 7) / 8 * 8 }
+        paddedOutputs = padded
+        maxWidth = max(layerSizes.map { ($0 + 7) / 8 * 8 }.max() ?? 8, 8)
         transposed = members.map { m in
-            var t = m
+            var t: [Float] = []
             var offset = 0
             for l in 0..<(layerSizes.count - 1) {
-                let I = layerSizes[l], O = layerSizes[l + 1]
-                for o in 0..<O { for i in 0..<I { t[offset + i * O + o] = m[offset + o * I + i] } }
+                let I = layerSizes[l], O = layerSizes[l + 1], P = padded[l]
+                var w = [Float](repeating: 0, count: I * P + P)
+                for o in 0..<O { for i in 0..<I { w[i * P + o] = m[offset + o * I + i] } }
+                for o in 0..<O { w[I * P + o] = m[offset + O * I + o] }
+                t += w
                 offset += O * I + O
             }
             return t
         }
     }
+
+    /// Floats of scratch one forward pass needs beside its input (`forward(member:…)`): the
+    /// output (`maxWidth`), two hidden buffers (`maxWidth` each) and the kernel's accumulator
+    /// (2 × `maxWidth`).
+    var forwardScratch: Int { 5 * maxWidth }
 
     /// E.g. `ensemble(K=5, window=2, actions=2, hidden=32x32)`.
     public var description: String {
@@ -338,32 +353,28 @@ public struct EnsemblePlantModel: PlantModel {
         EnsembleRollout(model: self, segment: segment, index: index)
     }
 
-    /// Runs member `k` on one normalised input (inputCount) into `output` (outputs), using
-    /// `scratchA` and `scratchB` (each as wide as the widest layer) for the hidden activations.
+    /// Runs member `k` on one normalised input (inputCount); `scratch` holds `forwardScratch`
+    /// floats, and the outputs are its first `outputs` entries on return.
     ///
-    /// Each layer adds x[i] times the i-th column of W to the bias for i = 0, 1, …: every
-    /// output sums its terms in the same order as a row-by-row dot product would, and the
-    /// inner loop over the outputs is contiguous in `transposed` and vectorises.
-    func forward(member k: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                 scratchA: UnsafeMutablePointer<Float>, scratchB: UnsafeMutablePointer<Float>) {
+    /// One call into EdgeQ's fp32 kernel (`edgeq_fp32_forward`, AVX2 where the CPU has it):
+    /// each layer adds x[i] times the i-th column of W to the bias for i = 0, 1, … (inputs that
+    /// are 0 skipped), so every output sums its terms in the same order as a row-by-row dot
+    /// product would, without FMA, on either path.
+    func forward(member k: Int, input: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let L = layerSizes.count - 1
         transposed[k].withUnsafeBufferPointer { pb in
             guard let p = pb.baseAddress else { return }
-            var x = input
-            var offset = 0
-            let L = layerSizes.count - 1
-            for l in 0..<L {
-                let I = layerSizes[l], O = layerSizes[l + 1]
-                let y: UnsafeMutablePointer<Float> = l == L - 1 ? output : (l % 2 == 0 ? scratchA : scratchB)
-                let wt = p + offset, b = p + offset + O * I   // wt is (in, out), b is (out)
-                y.update(from: b, count: O)
-                for i in 0..<I {
-                    let xi = x[i]
-                    let column = wt + i * O
-                    for o in 0..<O { y[o] += xi * column[o] }
+            withUnsafeTemporaryAllocation(of: edgeq_flayer.self, capacity: max(L, 1)) { layers in
+                var offset = 0
+                for l in 0..<L {
+                    let I = layerSizes[l], P = paddedOutputs[l]
+                    layers[l] = edgeq_flayer(inputs: Int32(I), outputs: Int32(layerSizes[l + 1]), out_padded: Int32(P),
+                                             wt: p + offset, bias: p + offset + I * P)
+                    offset += I * P + P
                 }
-                if l < L - 1 { for o in 0..<O where y[o] < 0 { y[o] = 0 } }   // ReLU on hidden layers
-                offset += O * I + O
-                x = UnsafePointer(y)
+                guard let table = layers.baseAddress else { return }
+                let w = maxWidth
+                edgeq_fp32_forward(scratch, input, table, Int32(L), scratch + 3 * w, scratch + w, scratch + 2 * w)
             }
         }
     }
@@ -439,12 +450,12 @@ public struct EnsembleRollout: PlantRollout {
         let K = model.members.count, O = sh.outputs, W = sh.window
         // The present exogenous sample is the one given now.
         for i in 0..<sh.exogenous { exogenousWindow[(W - 1) * sh.exogenous + i] = i < exogenous.count ? exogenous[i] : 0 }
-        let I = sh.inputCount, width = model.maxWidth
-        if workspace.count < I + O + 2 * width { workspace = [Float](repeating: 0, count: I + O + 2 * width) }
+        let I = sh.inputCount
+        if workspace.count < I + model.forwardScratch { workspace = [Float](repeating: 0, count: I + model.forwardScratch) }
         if next.count != K * O { next = [Double](repeating: 0, count: K * O) }
         workspace.withUnsafeMutableBufferPointer { wb in
             guard let input = wb.baseAddress else { return }
-            let output = input + I, scratchA = output + O, scratchB = scratchA + width
+            let output = input + I
             // The action part of the input is the same for every member.
             let actionBase = W * sh.signalsPerSample
             for i in 0..<pastMixes.count { input[actionBase + i] = Float(pastMixes[i]) }
@@ -462,7 +473,7 @@ public struct EnsembleRollout: PlantRollout {
                         input[j * sh.signalsPerSample + o] = Float((v - n.controlledMean[o]) / n.controlledScale[o])
                     }
                 }
-                model.forward(member: k, input: input, output: output, scratchA: scratchA, scratchB: scratchB)
+                model.forward(member: k, input: input, scratch: output)
                 for o in 0..<O {
                     let now = states[(k * W + W - 1) * O + o]
                     next[k * O + o] = now + (Double(output[o]) * n.deltaScale[o] + n.deltaMean[o])

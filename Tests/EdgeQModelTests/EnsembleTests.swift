@@ -1,5 +1,5 @@
 import EdgeQCore
-import EdgeQModel
+@testable import EdgeQModel
 import EdgeQPlants
 import Testing
 
@@ -289,6 +289,43 @@ extension EnsembleTests {
         for o in 0..<4 {
             let mean = members.map { $0[o] }.reduce(0, +) / 5
             #expect(abs(mean - l[o]) < 1e-12)
+        }
+    }
+
+    /// The forward pass (EdgeQ's fp32 C kernel on the padded "axpy" layout) gives, for every
+    /// member and output, the bits of the layer-by-layer product of the member's own row-major
+    /// parameters: bias, then weight × input added for input 0, 1, … (no FMA), ReLU between
+    /// layers. Inputs include zeros (the kernel skips them) and negatives.
+    @Test func theForwardPassIsEachMembersRowByRowProduct() throws {
+        let model = try EnsembleFixture.cartPole.get()
+        var rng = SeededGenerator(seed: 42)
+        let n = model.layerSizes[0]
+        var scratch = [Float](repeating: .nan, count: model.forwardScratch)
+        for trial in 0..<20 {
+            let input: [Float] = (0..<n).map { i in (trial + i) % 3 == 0 ? 0 : Float(rng.nextGaussian()) }
+            for k in 0..<model.memberCount {
+                var x = input
+                var offset = 0
+                for l in 0..<(model.layerSizes.count - 1) {
+                    let I = model.layerSizes[l], O = model.layerSizes[l + 1]
+                    let p = model.members[k]
+                    var y = [Float](repeating: 0, count: O)
+                    for o in 0..<O {
+                        var acc = p[offset + O * I + o]
+                        for i in 0..<I { acc = acc + p[offset + o * I + i] * x[i] }
+                        y[o] = l < model.layerSizes.count - 2 ? max(acc, 0) : acc
+                    }
+                    offset += O * I + O
+                    x = y
+                }
+                input.withUnsafeBufferPointer { ib in
+                    scratch.withUnsafeMutableBufferPointer { sb in
+                        guard let i = ib.baseAddress, let s = sb.baseAddress else { return }
+                        model.forward(member: k, input: i, scratch: s)
+                    }
+                }
+                #expect(Array(scratch.prefix(x.count)) == x, "member \(k), input \(trial)")
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 // EdgeQ's int8 inference kernels in C: the one place where plain Swift could not reach the
 // speed (measured: Swift SIMD16<Int32> at the baseline x86-64 target, 2.56 us for
-// 8-64-64-5 against the C floor's 0.21 us; see docs/benchmarks.md). Imported by EdgeQNet only.
+// 8-64-64-5 against the C floor's 0.21 us; see docs/benchmarks.md). Imported by EdgeQNet and by EdgeQModel (the plant model ensemble's fp32 forward pass).
 // Each function has an AVX2 version chosen at run time and a portable one; both give
 // bit-identical results (integer arithmetic, and floating point without contraction).
 #ifndef EDGEQ_KERNELS_H
