@@ -50,29 +50,40 @@ public struct PlanTeacher: Sendable {
     }
 
     /// The teacher's values on every `every`-th usable row of `rows` (in log order) among those
-    /// `include` accepts (by row index; default all), at most `limit` of them; `shouldStop` is
-    /// polled before each state is valued and true ends the valuing there (the states valued so
-    /// far are returned).
+    /// `include` accepts (by row index; default all), at most `limit` of them (the oldest);
+    /// `shouldStop` is polled before each state is valued and true ends the valuing there (the
+    /// states valued so far are returned, in log order).
+    ///
+    /// With `newestFirst` the same rows are valued newest first, so a valuing ended by
+    /// `shouldStop` (a time limit) keeps the newest of them rather than the oldest; valued to
+    /// the end, the result is the same.
     ///
     /// - Throws: `PlantDataError` when the mapping has no controlled signal or the data are
     ///   malformed; `PlannerError` for a bad planner configuration.
     public func samples(rows: [LoggedTransition], every: Int = 1, limit: Int = .max, include: (Int) -> Bool = { _ in true },
-                        shouldStop: () -> Bool = { false }) throws -> [Sample] {
+                        newestFirst: Bool = false, shouldStop: () -> Bool = { false }) throws -> [Sample] {
         let (data, positions) = try placed(rows: rows)
         var planner = try RecedingHorizonPlanner(configuration)
-        var out: [Sample] = []
+        // The rows to value, in log order: (row, segment, sample, logged action).
+        var chosen: [(i: Int, s: Int, k: Int, action: Int)] = []
         var usable = 0
         for (i, row) in rows.enumerated() {
             guard let (s, k) = positions[i], k >= model.memory - 1, let action = row.transition.action else { continue }
             defer { usable += 1 }
             guard usable % max(every, 1) == 0, include(i) else { continue }
-            if out.count >= limit || shouldStop() { break }
-            let segment = data.segments[s]
-            let exo = segment.exogenous[k]
-            let v = planner.actionValues(from: model.rollout(from: segment, at: k), forecast: { _ in exo }, reward: reward)
-            out.append(Sample(row: i, time: row.transition.time, loggedAction: action,
-                              example: Distillation.Example(state: row.transition.state, values: v.values)))
+            if chosen.count >= limit { break }
+            chosen.append((i, s, k, action))
         }
+        var out: [Sample] = []
+        for c in newestFirst ? Array(chosen.reversed()) : chosen {
+            if shouldStop() { break }
+            let segment = data.segments[c.s]
+            let exo = segment.exogenous[c.k]
+            let v = planner.actionValues(from: model.rollout(from: segment, at: c.k), forecast: { _ in exo }, reward: reward)
+            out.append(Sample(row: c.i, time: rows[c.i].transition.time, loggedAction: c.action,
+                              example: Distillation.Example(state: rows[c.i].transition.state, values: v.values)))
+        }
+        if newestFirst { out.reverse() }
         return out
     }
 

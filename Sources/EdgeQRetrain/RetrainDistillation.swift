@@ -144,11 +144,21 @@ extension Retrainer {
         info.every = max(trainCount / max(d.states, 1), 1)
         progress(Progress(phase: "distill_teacher", updates: 0, of: d.states, tdLoss: nil))
         let t0 = Date()
-        let teacherDeadline = deadline.map { t0.addingTimeInterval(max($0.timeIntervalSince(t0), 0) * 0.6) }
+        // The teacher stops at the earlier of its share of the retraining's limit and its own.
+        let shareDeadline = deadline.map { t0.addingTimeInterval(max($0.timeIntervalSince(t0), 0) * 0.6) }
+        let ownDeadline = d.teacherSeconds.map { t0.addingTimeInterval($0) }
+        let teacherDeadline: Date?, byOwnLimit: Bool
+        switch (shareDeadline, ownDeadline) {
+        case let (share?, own?): (teacherDeadline, byOwnLimit) = (min(share, own), own < share)
+        case let (nil, own?): (teacherDeadline, byOwnLimit) = (own, true)
+        case let (share, nil): (teacherDeadline, byOwnLimit) = (share, false)
+        }
         var teacherCut = false
         let samples: [PlanTeacher.Sample]
         do {
-            samples = try teacher.samples(rows: rowsAll, every: info.every, limit: d.states, include: { $0 < heldStart }, shouldStop: {
+            // Newest first: a teacher stopped by a time limit has valued the newest states.
+            samples = try teacher.samples(rows: rowsAll, every: info.every, limit: d.states, include: { $0 < heldStart }, newestFirst: true,
+                                          shouldStop: {
                 if shouldStop() { return true }
                 if let teacherDeadline, Date() >= teacherDeadline { teacherCut = true; return true }
                 return false
@@ -162,12 +172,16 @@ extension Retrainer {
         let examples = samples.map(\.example).filter { $0.values.allSatisfy(\.isFinite) }
         info.nonFiniteStates = samples.count - examples.count
         info.statesValued = samples.count
+        let limitSaid = byOwnLimit ? "its own time limit (learning.distill.teacher_seconds, \(d.teacherSeconds.map { String(format: "%g", $0) } ?? "none") s)"
+                                   : "its share (60 %) of the retraining's time limit"
         if teacherCut {
-            info.stoppedEarly = "the teacher valued \(samples.count) of up to \(d.states) states before its share (60 %) of the time limit ran out"
+            info.stoppedEarly = "the teacher valued \(samples.count) of up to \(d.states) states before \(limitSaid) ran out"
         }
         guard examples.count >= 10 else {
             info.skipped = "the teacher valued \(examples.count) states with finite values (need 10)"
-                + (teacherCut ? " before its share of the time limit ran out: give the retraining more seconds or lower learning.distill.horizon" : ": the log has too few usable rows, or the model reward is not finite on the predictions")
+                + (teacherCut ? " before \(limitSaid) ran out: "
+                    + (byOwnLimit ? "raise learning.distill.teacher_seconds or lower learning.distill.horizon" : "give the retraining more seconds or lower learning.distill.horizon")
+                   : ": the log has too few usable rows, or the model reward is not finite on the predictions")
             return nil
         }
         // Held out by time: the newest fifth of the valued states.

@@ -612,6 +612,12 @@ public struct DistillConfig: Sendable, Equatable {
     public var states = 2000
     /// The student's Adam updates. Default 30000.
     public var updates = 30000
+    /// The teacher's own time limit in seconds (nil: none): it stops valuing states when it is
+    /// spent, whether or not the retraining has a limit of its own (with one, the earlier of
+    /// the two ends it). Default 180: on the thermal plant (5 actions, horizon 64, an MLP
+    /// ensemble) the teacher values about a sixth of a second a state on one core, so the
+    /// default 2,000 states would take longer than a retraining should.
+    public var teacherSeconds: Double? = 180
 
     /// The defaults.
     public init() {}

@@ -1194,11 +1194,15 @@ struct Builder {
             }
         }
         if let n = f["retention"], let v = r.duration(n, "retention") { l.retention = v }
-        if let n = f["distill"], let e = r.mapping(n, "distill", known: ["enabled", "horizon", "states", "updates"]) {
+        if let n = f["distill"], let e = r.mapping(n, "distill", known: ["enabled", "horizon", "states", "updates", "teacher_seconds"]) {
             if let x = e["enabled"], let v = r.bool(x, "distill enabled") { l.distill.enabled = v }
             if let x = e["horizon"], let v = r.int(x, "distill horizon", min: 1, max: 10_000) { l.distill.horizon = v }
             if let x = e["states"], let v = r.int(x, "distill states", min: 10, max: 10_000_000) { l.distill.states = v }
             if let x = e["updates"], let v = r.int(x, "distill updates", min: 1, max: 100_000_000) { l.distill.updates = v }
+            if let x = e["teacher_seconds"] {
+                if case .scalar(let s) = x, s.string == "none" { l.distill.teacherSeconds = nil }
+                else if let v = r.duration(x, "distill teacher_seconds (the teacher's time limit, or none)") { l.distill.teacherSeconds = v }
+            }
         }
         if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement"]) {
             if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {

@@ -138,6 +138,26 @@ struct DriftTestPlant: LabPlant {
         #expect(random.strict < 0.4 && random.tolerant < 0.6 && random.meanRegret > 0.04, "untrained: \(random)")
     }
 
+    /// Valued newest first (as retraining values them), the same rows get the same values in the
+    /// same (log) order; stopped after n states, the newest n of them are the ones valued (in log
+    /// order, the oldest n).
+    @Test func theTeacherValuesNewestFirstAndKeepsTheNewestWhenStopped() throws {
+        let (map, outcome, _) = try Self.distilled.get()
+        let model = try #require(outcome.plantModel)
+        let rows = try ExperienceLog.open(path: try Self.heaterLog.get().path, create: false).transitions(window: .all)
+        let teacher = try PlanTeacher(map: map, model: model, horizon: map.learning.distill.horizon)
+        let forward = try teacher.samples(rows: rows, every: 40, limit: 30)
+        let newest = try teacher.samples(rows: rows, every: 40, limit: 30, newestFirst: true)
+        #expect(forward.count == 30)
+        #expect(newest == forward)
+        var asked = 0
+        let cut = try teacher.samples(rows: rows, every: 40, limit: 30, newestFirst: true, shouldStop: { asked += 1; return asked > 12 })
+        #expect(cut == Array(forward.suffix(12)))
+        asked = 0
+        let oldest = try teacher.samples(rows: rows, every: 40, limit: 30, shouldStop: { asked += 1; return asked > 12 })
+        #expect(oldest == Array(forward.prefix(12)))
+    }
+
     /// The teacher built from the mapping (`PlanTeacher(map:model:horizon:)`) rewards a logged
     /// row's measured next signals and action exactly as the mapping rewarded the row (the log's
     /// `reward` column), and relaxes its blocks along `power_pct` (stages off … 100 %).
@@ -246,6 +266,31 @@ struct DriftTestPlant: LabPlant {
             #expect(d.updates < 100_000_000)
         }
         print("time limit 6 s: \(o.report.updates) Q-learning updates, distill: \(d.stoppedEarly ?? d.skipped ?? "-"), all \(o.report.seconds) s")
+    }
+
+    /// Without a limit on the retraining, the teacher's own (`distill.teacher_seconds`, 180 s by
+    /// default) still ends its valuing, the student and the checks go on, and the report says
+    /// which limit cut it.
+    @Test func theTeachersOwnTimeLimitEndsItsValuingWithoutARetrainingLimit() throws {
+        let (dir, path) = try Self.heaterLog.get()
+        let map = try Self.heaterMap(distill: "{enabled: true, horizon: 32, states: 100000, updates: 2000, teacher_seconds: 3}")
+        #expect(map.learning.distill.teacherSeconds == 3)
+        let o = try Retrainer(map: map, policy: Self.policy(map)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 500), warmStart: nil, output: dir.appendingPathComponent("teacher-limit.safetensors"))
+        let d = try #require(o.report.distill)
+        #expect(o.report.updates == 500)
+        let teacherSeconds = d.teacherSeconds
+        #expect(teacherSeconds >= 3 && teacherSeconds < 30, "teacher ran \(teacherSeconds) s")
+        if let skipped = d.skipped {
+            #expect(skipped.contains("its own time limit (learning.distill.teacher_seconds, 3 s)"), "\(skipped)")
+            #expect(skipped.contains("raise learning.distill.teacher_seconds"), "\(skipped)")
+        } else {
+            let cut = try #require(d.stoppedEarly)
+            #expect(cut == "the teacher valued \(d.statesValued) of up to 100000 states before its own time limit (learning.distill.teacher_seconds, 3 s) ran out", "\(cut)")
+            #expect(d.statesValued > 10 && d.statesValued < 100_000)
+            #expect(d.updates == 2000)
+        }
+        print("teacher_seconds 3: valued \(d.statesValued) states in \(teacherSeconds) s; \(d.stoppedEarly ?? d.skipped ?? "-")")
     }
 
     /// The decision (docs/learning.md, "Which checks judge a distilled candidate"): a candidate
