@@ -83,6 +83,10 @@ public struct Lab: Sendable {
     public let map: TopicMap
     /// The precision models decide with (`edgeq run`'s default: mixed).
     public var precision: Precision = .mixed
+    /// The log's time (seconds since 1970) of the run's first tick; each tick is one second
+    /// later. Default 2, the lab's own clock: a log for a gateway that prunes by age
+    /// (`learning.retention`) needs times near now, or the gateway deletes its rows at once.
+    public var firstWallClock: Double = 2
 
     /// A lab for `map`.
     public init(map: TopicMap) { self.map = map }
@@ -151,7 +155,8 @@ public struct Lab: Sendable {
             clock += stepNanos
             let bytes = plant.stateJSON()
             _ = bytes.withUnsafeBytes { core.receive(topic: plant.stateTopic, payload: $0, time: clock) }
-            let out = core.tick(now: clock, wallClock: Double(clock) / 1e9, mode: mode, engine: engine, modelVersion: modelVersion)
+            let out = core.tick(now: clock, wallClock: firstWallClock + Double(clock - 2_000_000_000) / 1e9, mode: mode, engine: engine,
+                                modelVersion: modelVersion)
             if let t = out.closed {
                 result.mappingReward += t.reward
                 if let w = writer {
