@@ -310,7 +310,7 @@ static void forward_f32_portable(float *restrict out, const float *restrict x, c
                                  float *restrict acc, float *restrict buf_a, float *restrict buf_b) { FORWARD_F32_BODY }
 
 #if defined(__x86_64__) && defined(__clang__)
-// AVX2: 64 outputs (8 registers) at a time kept in registers across all inputs, then 8 at a
+// AVX2: 64 outputs (8 registers) at a time kept in registers across all inputs, then 32, then 8 at a
 // time; the same operations in the same order per output as the portable loop (mul, then add).
 __attribute__((target("avx2")))
 static void forward_f32_avx2(float *restrict out, const float *restrict x, const edgeq_flayer *restrict layers, int n_layers,
@@ -356,6 +356,20 @@ static void forward_f32_avx2(float *restrict out, const float *restrict x, const
             }
             _mm256_storeu_ps(y + o0, a0); _mm256_storeu_ps(y + o0 + 8, a1); _mm256_storeu_ps(y + o0 + 16, a2); _mm256_storeu_ps(y + o0 + 24, a3);
             _mm256_storeu_ps(y + o0 + 32, a4); _mm256_storeu_ps(y + o0 + 40, a5); _mm256_storeu_ps(y + o0 + 48, a6); _mm256_storeu_ps(y + o0 + 56, a7);
+        }
+        for (; o0 + 32 <= OP; o0 += 32) {   /* 32 outputs (4 registers): the plant model ensemble's layers */
+            __m256 a0 = _mm256_loadu_ps(L->bias + o0), a1 = _mm256_loadu_ps(L->bias + o0 + 8);
+            __m256 a2 = _mm256_loadu_ps(L->bias + o0 + 16), a3 = _mm256_loadu_ps(L->bias + o0 + 24);
+            for (int k = 0; k < nz; k++) {
+                const __m256 vx = _mm256_set1_ps(val[k]);
+                const float *w = L->wt + (long)idx[k] * OP + o0;
+                a0 = _mm256_add_ps(a0, _mm256_mul_ps(vx, _mm256_loadu_ps(w)));
+                a1 = _mm256_add_ps(a1, _mm256_mul_ps(vx, _mm256_loadu_ps(w + 8)));
+                a2 = _mm256_add_ps(a2, _mm256_mul_ps(vx, _mm256_loadu_ps(w + 16)));
+                a3 = _mm256_add_ps(a3, _mm256_mul_ps(vx, _mm256_loadu_ps(w + 24)));
+            }
+            if (relu) { a0 = _mm256_max_ps(zero, a0); a1 = _mm256_max_ps(zero, a1); a2 = _mm256_max_ps(zero, a2); a3 = _mm256_max_ps(zero, a3); }
+            _mm256_storeu_ps(y + o0, a0); _mm256_storeu_ps(y + o0 + 8, a1); _mm256_storeu_ps(y + o0 + 16, a2); _mm256_storeu_ps(y + o0 + 24, a3);
         }
         for (; o0 < OP; o0 += 8) {
             __m256 a0 = _mm256_loadu_ps(L->bias + o0);
