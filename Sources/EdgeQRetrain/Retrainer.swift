@@ -53,7 +53,8 @@ public struct CheckPolicy: Sendable, Equatable {
     /// Rows needed to train at all.
     public var minRows = 200
     /// Gradient updates of each fitted Q evaluation (the off-policy estimate reported beside
-    /// the direct method; 0 skips it). Reported, not a check.
+    /// the direct method; 0 skips it). Reported, not a check. The mapping's
+    /// `checks.fqe_updates`.
     public var fqeUpdates = 4000
     /// The plant model (docs/learning.md, "The plant model"): fitted on at most this many of
     /// the newest logged samples when the mapping marks a signal `role: controlled`; 0 skips
@@ -75,6 +76,7 @@ public struct CheckPolicy: Sendable, Equatable {
         maxUnsupported = l.maxUnsupported
         minTeacherAgreement = l.minTeacherAgreement
         minRows = l.minRows
+        fqeUpdates = l.fqeUpdates
     }
 }
 

@@ -526,6 +526,9 @@ public struct LearningConfig: Sendable, Equatable {
     public var minTeacherAgreement = 0.9
     /// Check: usable transitions needed to retrain at all.
     public var minRows = 200
+    /// Gradient updates of each of the report's two fitted Q evaluations (`checks.fqe_updates`;
+    /// a figure, not a check; 0: not run). Default 4000.
+    public var fqeUpdates = 4000
 
     /// The defaults.
     public init() {}

@@ -1204,7 +1204,8 @@ struct Builder {
                 else if let v = r.duration(x, "distill teacher_seconds (the teacher's time limit, or none)") { l.distill.teacherSeconds = v }
             }
         }
-        if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement"]) {
+        if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement",
+                                                                         "fqe_updates"]) {
             if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {
                 if !(0...1).contains(v) { r.error(x, "quantization_agreement must be in [0, 1]") }
                 l.minQuantizationAgreement = v
@@ -1218,6 +1219,10 @@ struct Builder {
                 l.maxUnsupported = v
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
+            if let x = e["fqe_updates"] {
+                if case .scalar(let s) = x, s.string == "none" { l.fqeUpdates = 0 }
+                else if let v = r.int(x, "fqe_updates (the fitted Q evaluation's updates, or none)", min: 0, max: 10_000_000) { l.fqeUpdates = v }
+            }
             if let x = e["teacher_agreement"], let v = r.number(x, "teacher_agreement") {
                 if !(0...1).contains(v) { r.error(x, "teacher_agreement must be in [0, 1]") }
                 l.minTeacherAgreement = v

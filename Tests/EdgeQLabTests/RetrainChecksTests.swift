@@ -40,6 +40,28 @@ import Testing
         try #require(report.checks.first { $0.name == name }, "no check \(name) in \(report.checks.map(\.name))")
     }
 
+    // MARK: the fitted Q evaluation
+
+    /// `checks.fqe_updates` sizes the report's fitted Q evaluation through the mapping
+    /// (`CheckPolicy(map.learning)`, as the gateway builds it): 0 leaves its figures out, a
+    /// number runs it; the checks and the verdict do not depend on it.
+    @Test func theMappingSizesOrSkipsTheFittedQEvaluation() throws {
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try Self.shadowLog(try Self.cartPoleMap(), in: dir)
+        var verdicts: [String] = []
+        for (setting, expected) in [("0", false), ("none", false), ("300", true)] {
+            let map = try Self.cartPoleMap { $0.replacingOccurrences(of: "learning:\n", with: "learning:\n  checks: {fqe_updates: \(setting)}\n") }
+            #expect(CheckPolicy(map.learning).fqeUpdates == (expected ? 300 : 0))
+            let (report, _) = try Retrainer(map: map, policy: CheckPolicy(map.learning)).train(logPath: log, limits: RetrainLimits(steps: 300), warmStart: nil)
+            for name in ["fqe_candidate_reward_per_step", "fqe_behaviour_reward_per_step"] {
+                #expect((report.figures[name] != nil) == expected, "fqe_updates \(setting): \(name) = \(String(describing: report.figures[name]))")
+            }
+            verdicts.append("\(report.verdict) \(report.checks.map { "\($0.name)=\($0.status.rawValue)" })")
+        }
+        #expect(Set(verdicts).count == 1, "\(verdicts)")
+    }
+
     // MARK: q_within_bound
 
     /// A candidate trained with 3-step returns, whose values stay within max|r|/(1 − γ) = 100,

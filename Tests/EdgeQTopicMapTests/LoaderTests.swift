@@ -164,6 +164,11 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {retrain: {seconds: 4m}}", { $0.learning.retrainSeconds == 240 }),
             ("learning: {retrain: {seconds: none}}", { $0.learning.retrainSeconds == nil }),
             ("learning: {}", { $0.learning.retrainSeconds == nil }),
+            // The fitted Q evaluation's updates (default 4000; 0 or none: not run).
+            ("learning: {}", { $0.learning.fqeUpdates == 4000 }),
+            ("learning: {checks: {fqe_updates: 1000}}", { $0.learning.fqeUpdates == 1000 }),
+            ("learning: {checks: {fqe_updates: 0}}", { $0.learning.fqeUpdates == 0 }),
+            ("learning: {checks: {fqe_updates: none}}", { $0.learning.fqeUpdates == 0 }),
             // The distillation teacher's own time limit (default 180 s; none: no limit).
             ("learning: {}", { $0.learning.distill.teacherSeconds == 180 }),
             ("learning: {distill: {enabled: true, teacher_seconds: 90s}}", { $0.learning.distill.teacherSeconds == 90 }),
@@ -299,6 +304,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {prioritized_replay: {beta: 1.5}}\n", 13, 39, "prioritized_replay beta must be in [0, 1], found 1.5"),
         (minimal + "learning: {double_dqn: maybe}\n", 13, 24, "double_dqn must be true or false, found 'maybe'"),
         (minimal + "learning: {checks: {teacher_agreement: 1.5}}\n", 13, 40, "teacher_agreement must be in [0, 1]"),
+        (minimal + "learning: {checks: {fqe_updates: -1}}\n", 13, 34,
+         "fqe_updates (the fitted Q evaluation's updates, or none) must be in 0...10000000, found -1"),
         (minimal + "learning: {distill: {teacher_seconds: soon}}\n", 13, 39,
          "distill teacher_seconds (the teacher's time limit, or none) must be a positive duration (seconds, or e.g. 500ms, 30s, 5m, 2h, 7d), found 'soon'"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
