@@ -138,6 +138,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         trial.burnIn = 8
         #expect(l.trial == trial && l.controlShare == 0.1 && l.guardPairs == 20)
         #expect(l.rollbackMargin == 0.05)
+        #expect(l.minRows == 200 && l.fqeUpdates == 4000)
     }
 
     /// Single keys, one case each: (extra or replaced YAML, check).
