@@ -65,14 +65,17 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 ///
 /// **Statistics.** The test looks after every pair from `minPairs` on, at most
 /// L = `maxPairs − minPairs + 1` times, so it is made valid under this optional stopping by
-/// Bonferroni: each look uses a one-sided Student-t bound at level α / L (α = 1 − confidence,
-/// n − 1 degrees of freedom, the t quantile computed here from the regularized incomplete beta
-/// function). With margin m, the tested per-pair value is d′ = d + m·|reference return|:
+/// a weighted Bonferroni split of α = 1 − confidence: the last look (after the budget's last
+/// pair) uses level s·α with s = `lastLookShare`, each of the at most L − 1 looks before it
+/// (1 − s)·α / (L − 1) — or every look α / L when `lastLookShare` is nil. Each look is a
+/// one-sided Student-t bound at its level (n − 1 degrees of freedom, the t quantile computed
+/// here from the regularized incomplete beta function). With margin m, the tested per-pair
+/// value is d′ = d + m·|reference return|:
 /// - promote when mean(d′) − t·s(d′)/√n > 0 (better, or not worse than m, with the confidence);
 /// - reject when mean(d′) + t·s(d′)/√n < 0 (worse than m allows, with the confidence);
 /// - budget exhausted after `maxPairs` pairs (void ones included) or `maxTicks` ticks.
 ///
-/// By the union bound over the L looks, a candidate that is not better (not within the margin)
+/// By the union bound over the looks (their levels add up to α), a candidate that is not better (not within the margin)
 /// is promoted with probability at most α, and one that is is rejected with probability at most
 /// α, when pair differences are roughly normal (block returns are sums of many ticks).
 ///
@@ -111,8 +114,11 @@ public struct SwitchbackTrial: Sendable {
     private var voidPairs = 0
     private var ticks = 0
     private var skippedTicks = 0
-    /// One-sided t quantiles at level α / L for n = minPairs ... maxPairs scored pairs.
+    /// One-sided t quantiles of the looks before the last, for n = minPairs ... maxPairs
+    /// scored pairs: level (1 − s)·α / (L − 1), or α / L without a last-look share.
     private let quantiles: [Double]
+    /// The same for the last look (after the budget's last pair): level s·α, or α / L.
+    private let lastQuantiles: [Double]
     /// One-sided t quantiles at level 1 − stop_confidence (uncorrected) for the same n; nil:
     /// a stop uses `quantiles`.
     private let stopQuantiles: [Double]?
@@ -130,20 +136,32 @@ public struct SwitchbackTrial: Sendable {
     ///
     /// - Throws: `TrialSettingsError` when a setting is out of range (block < 1, burn-in not
     ///   below the block, confidence outside (0.5, 1), margin outside [0, 1), min_pairs < 2,
-    ///   max_pairs < min_pairs, max_ticks < 1): give values the mapping loader accepts.
+    ///   max_pairs < min_pairs, last_look outside (0, 1), max_ticks < 1): give values the
+    ///   mapping loader accepts.
     public init(config: TrialConfig, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
         try Self.validate(config)
         self.config = config
         self.adjusted = adjusted
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: config.block, burnIn: config.burnIn)
-        let looks = config.maxPairs - config.minPairs + 1
-        let level = (1 - config.confidence) / Double(looks)
-        quantiles = (config.minPairs...config.maxPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double($0 - 1)) }
+        let (interim, last) = Self.levels(config)
+        quantiles = (config.minPairs...config.maxPairs).map { StudentT.quantile(1 - interim, degreesOfFreedom: Double($0 - 1)) }
+        lastQuantiles = (config.minPairs...config.maxPairs).map { StudentT.quantile(1 - last, degreesOfFreedom: Double($0 - 1)) }
         stopQuantiles = config.stopConfidence.map { c in
             (config.minPairs...config.maxPairs).map { StudentT.quantile(c, degreesOfFreedom: Double($0 - 1)) }
         }
         first = rng.next() & 1 == 0 ? .candidate : .reference
+    }
+
+    /// The one-sided levels of a look before the last and of the last look: they add up to
+    /// α = 1 − confidence over the at most L = maxPairs − minPairs + 1 looks (a single look
+    /// gets all of α).
+    public static func levels(_ c: TrialConfig) -> (interim: Double, last: Double) {
+        let alpha = 1 - c.confidence
+        let looks = c.maxPairs - c.minPairs + 1
+        guard looks > 1 else { return (alpha, alpha) }
+        guard let share = c.lastLookShare else { return (alpha / Double(looks), alpha / Double(looks)) }
+        return ((1 - share) * alpha / Double(looks - 1), share * alpha)
     }
 
     static func validate(_ c: TrialConfig) throws(TrialSettingsError) {
@@ -163,6 +181,9 @@ public struct SwitchbackTrial: Sendable {
         guard c.minPairs >= 2 else { throw TrialSettingsError(message: "trial min_pairs must be ≥ 2 (a t interval needs two pairs), found \(c.minPairs)") }
         guard c.maxPairs >= c.minPairs else {
             throw TrialSettingsError(message: "trial max_pairs (\(c.maxPairs)) must be at least min_pairs (\(c.minPairs))")
+        }
+        if let share = c.lastLookShare, !(share > 0 && share < 1) {
+            throw TrialSettingsError(message: "trial last_look must be in (0, 1), e.g. 0.5, or nil (every look the same level), found \(share)")
         }
         if let t = c.maxTicks, t < 1 { throw TrialSettingsError(message: "trial max_ticks must be ≥ 1 (or nil), found \(t)") }
     }
@@ -269,11 +290,12 @@ public struct SwitchbackTrial: Sendable {
         return .verdict(.budgetExhausted)
     }
 
-    /// The t quantile of the current look (nil before `minPairs` scored pairs).
+    /// The t quantile of the current look (nil before `minPairs` scored pairs): the last
+    /// look's once the budget's pairs are complete (void ones included), else an earlier one's.
     private var currentQuantile: Double? {
         let n = d.count
         guard n >= config.minPairs, n - config.minPairs < quantiles.count else { return nil }
-        return quantiles[n - config.minPairs]
+        return (completedPairs >= config.maxPairs ? lastQuantiles : quantiles)[n - config.minPairs]
     }
 
     private func decide() -> TrialVerdict? {

@@ -573,7 +573,8 @@ public struct TrialConfig: Sendable, Equatable {
     /// Non-inferiority margin as a share of the reference's |block return|, ≥ 0: promote when
     /// the candidate is not worse than this (0: superiority, it must be better). Default 0.
     public var margin = 0.0
-    /// Budget: block pairs at most (also the number of looks the confidence is split over). Default 30.
+    /// Budget: block pairs at most (the looks the confidence is split over run from `minPairs`
+    /// to here). Default 30.
     public var maxPairs = 30
     /// Budget: ticks at most (nil: no tick budget). Default nil.
     public var maxTicks: Int?
@@ -584,6 +585,14 @@ public struct TrialConfig: Sendable, Equatable {
     /// early, which keeps what a worse candidate costs the plant small. nil: the same corrected
     /// bound as promotion (a stop is then as rare as a false promotion). Default 0.9.
     public var stopConfidence: Double? = 0.9
+    /// Share of the promotion's error budget (α = 1 − confidence) spent at the last look, the
+    /// one after the budget's last pair (`maxPairs`), in (0, 1); the rest is split evenly over
+    /// the looks before it. Weighted Bonferroni: the looks' levels still add up to α, so an
+    /// equal candidate is promoted with probability at most α, and a candidate a little better
+    /// than the reference — one that runs the whole budget — is promoted far more often than
+    /// with every look at α / L (docs/learning.md, "The trial's statistics"). nil: every look
+    /// at α / L (the split before 2026-12-05). Default 0.5.
+    public var lastLookShare: Double? = 0.5
     /// Whether block pairs are adjusted by the candidate's exogenous baseline (a prediction of
     /// the reward from `role: exogenous` signals, fitted in retraining; docs/learning.md,
     /// "Adjusting for the weather"). Default `.exogenous`.

@@ -1275,10 +1275,10 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, adjust}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, adjust}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
-        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "adjust"]) else { return t }
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "adjust"]) else { return t }
         if let x = e["adjust"], let v = r.choice(x, "trial adjust", TrialConfig.Adjustment.self) {
             t.adjust = v
         }
@@ -1324,6 +1324,16 @@ struct Builder {
                     r.error(x, "trial stop_confidence must be in (0.5, 1), e.g. 0.9, or null (stop only with the promotion's corrected confidence), found \(r.fmt(v))")
                 }
                 t.stopConfidence = v
+            }
+        }
+        if let x = e["last_look"] {
+            if case .scalar(let sc) = x, sc.style == .plain, sc.string == "even" {
+                t.lastLookShare = nil
+            } else if let v = r.number(x, "trial last_look (a share in (0, 1), or even)") {
+                if !(v > 0 && v < 1) {
+                    r.error(x, "trial last_look must be in (0, 1), e.g. 0.5 (the share of 1 − confidence spent at the budget's last look), or 'even' (every look the same level), found \(r.fmt(v))")
+                }
+                t.lastLookShare = v
             }
         }
         if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }

@@ -280,7 +280,8 @@ struct CheckCommand: AsyncParsableCommand {
             } else {
                 adjust = "adjusted for the exogenous baseline when one is accepted"
             }
-            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(adjust); \(guardText)")
+            let split = t.lastLookShare.map { "\(fmt($0)) of 1 − confidence at the last look" } ?? "1 − confidence split evenly over the looks"
+            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(adjust); \(guardText)")
         }
         return lines.joined(separator: "\n")
     }

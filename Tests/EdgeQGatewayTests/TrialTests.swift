@@ -41,9 +41,10 @@ import Testing
     /// A trial's settings; the stop uses the promotion's corrected bound unless `stop` is given
     /// (the mapping's default is an uncorrected 0.9: see `theDefaultStopEndsANoisyWorseCandidateSooner`).
     static func config(block: TrialConfig.Block = .ticks(10), burnIn: Int = 2, margin: Double = 0, maxPairs: Int = 30,
-                       minPairs: Int = 4, maxTicks: Int? = nil, stop: Double? = nil) -> TrialConfig {
+                       minPairs: Int = 4, maxTicks: Int? = nil, stop: Double? = nil, lastLook: Double? = 0.5) -> TrialConfig {
         var c = TrialConfig()
         c.stopConfidence = stop
+        c.lastLookShare = lastLook
         c.block = block
         c.burnIn = burnIn
         c.margin = margin
@@ -75,20 +76,24 @@ import Testing
 
     /// (a) Under the null — both arms equal, noisy ticks, and a level that drifts for both —
     /// at most 1 − confidence of the simulated trials promote (and at most that many reject),
-    /// although the test looks after every pair. The same trials judged at every look without
-    /// the Bonferroni correction promote far more often: the correction is what keeps it valid.
-    @Test func underTheNullAtMostOneMinusConfidenceOfTrialsPromote() throws {
-        let trials = 400
+    /// although the test looks after every pair: with half the error at the last look (the
+    /// default) and with every look alike. The same trials judged at every look without the
+    /// Bonferroni correction promote far more often: the correction is what keeps it valid.
+    @Test(arguments: [0.5, nil] as [Double?])
+    func underTheNullAtMostOneMinusConfidenceOfTrialsPromote(lastLook: Double?) throws {
+        let trials = 1000
+        let config = Self.config(lastLook: lastLook)
+        let (interim, last) = SwitchbackTrial.levels(config)
         var promoted = 0, rejected = 0, exhausted = 0, naivePromoted = 0
         for seed in 0..<trials {
-            var trial = try SwitchbackTrial(config: Self.config(), seed: UInt64(seed))
+            var trial = try SwitchbackTrial(config: config, seed: UInt64(seed))
             var rng = SeededGenerator(seed: 10_000 + UInt64(seed))
             var level = 0.0
             var naive = false
             let v = Self.run(&trial, rng: &rng, afterPair: { s in
                 // The uncorrected one-sided 95 % t bound at this look (same mean and s/√n).
                 guard let interval = s.interval, let mean = s.meanDifference else { return }
-                let corrected = StudentT.quantile(1 - 0.05 / 27, degreesOfFreedom: Double(s.pairs - 1))
+                let corrected = StudentT.quantile(1 - (s.pairs >= config.maxPairs ? last : interim), degreesOfFreedom: Double(s.pairs - 1))
                 let standardError = (interval.upperBound - mean) / corrected
                 if mean - StudentT.quantile(0.95, degreesOfFreedom: Double(s.pairs - 1)) * standardError > 0 { naive = true }
             }) { _, _, rng in
@@ -107,6 +112,48 @@ import Testing
         #expect(Double(rejected) / Double(trials) <= 0.05, "rejected \(rejected) of \(trials)")
         #expect(exhausted >= trials * 9 / 10)
         #expect(Double(naivePromoted) / Double(trials) > 0.05, "uncorrected looks promoted \(naivePromoted) of \(trials)")
+    }
+
+    /// The looks' levels add up to 1 − confidence: half of it at the last look by default, the
+    /// rest split over the looks before it; evenly with `last_look: even`; a single look gets
+    /// all of it.
+    @Test func theLooksLevelsAddUpToTheErrorBudget() throws {
+        let (interim, last) = SwitchbackTrial.levels(Self.config(maxPairs: 30, minPairs: 4))
+        #expect(abs(last - 0.025) < 1e-12 && abs(interim - 0.025 / 26) < 1e-12)
+        let (evenInterim, evenLast) = SwitchbackTrial.levels(Self.config(maxPairs: 30, minPairs: 4, lastLook: nil))
+        #expect(abs(evenInterim - 0.05 / 27) < 1e-12 && evenLast == evenInterim)
+        let (one, oneLast) = SwitchbackTrial.levels(Self.config(maxPairs: 6, minPairs: 6))
+        #expect(abs(one - 0.05) < 1e-12 && oneLast == one)
+        #expect(throws: TrialSettingsError.self) { try SwitchbackTrial(config: Self.config(lastLook: 1), seed: 1) }
+    }
+
+    /// A candidate better by half a standard deviation of a pair's difference — close, like the
+    /// cart-pole models that ran out of their 20 pairs a little ahead of the served one — is
+    /// promoted far more often with half the error spent at the last look than with every look
+    /// alike (measured here: 118 against 75 of 200; the simulation in docs/learning.md gives 57 %
+    /// against 33 %), while a clearly better one is still promoted early in both (6.7 pairs on
+    /// average against 6.0). Under the null above, 29 of 1,000 trials promote with the default
+    /// split and 12 with the even one.
+    @Test func spendingHalfTheErrorAtTheLastLookPromotesACloseCandidateMoreOften() throws {
+        func trials(lastLook: Double?, advantage: Double) throws -> (promoted: Int, meanPairs: Double) {
+            var promoted = 0, pairs = 0
+            for seed in 0..<200 {
+                var trial = try SwitchbackTrial(config: Self.config(maxPairs: 20, stop: 0.9, lastLook: lastLook), seed: UInt64(seed))
+                var rng = SeededGenerator(seed: 50_000 + UInt64(seed))
+                // 8 scored ticks of unit noise a block: a pair's difference has spread 4.
+                let v = Self.run(&trial, rng: &rng) { arm, _, rng in (arm == .candidate ? advantage : 0) + rng.nextGaussian() }
+                if v == .promote { promoted += 1 }
+                pairs += trial.summary.pairs
+            }
+            return (promoted, Double(pairs) / 200)
+        }
+        let close = try trials(lastLook: 0.5, advantage: 0.25)
+        let closeEven = try trials(lastLook: nil, advantage: 0.25)
+        #expect(Double(close.promoted) >= 1.4 * Double(closeEven.promoted), "last look 0.5: \(close.promoted), even: \(closeEven.promoted) of 200")
+        let clear = try trials(lastLook: 0.5, advantage: 1)
+        let clearEven = try trials(lastLook: nil, advantage: 1)
+        #expect(clear.promoted >= 196 && clearEven.promoted >= 196, "\(clear.promoted), \(clearEven.promoted)")
+        #expect(clear.meanPairs <= 8, "a clear candidate took \(clear.meanPairs) pairs on average (even: \(clearEven.meanPairs))")
     }
 
     /// The default stop (`stop_confidence` 0.9, uncorrected): a candidate that is worse by 0.6

@@ -196,6 +196,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
                  return $0.learning.promotion == .trial && t.block == .ticks(48) && t.burnIn == 4 && t.confidence == 0.9 && t.margin == 0.02
                      && t.maxPairs == 20 && t.maxTicks == 5000 && t.minPairs == 3 && $0.learning.controlShare == 0.05 && $0.learning.guardPairs == 10 }),
             ("terminal: a > 3\nlearning: {promotion: {trial: {block: episode}}}", { $0.learning.trial.block == .episode && $0.learning.trial.burnIn == 0 }),
+            // the last look's share of the error budget: 0.5 by default, a number, or even
+            ("learning: {}", { $0.learning.trial.lastLookShare == 0.5 }),
+            ("learning: {promotion: {trial: {last_look: 0.8}}}", { $0.learning.trial.lastLookShare == 0.8 }),
+            ("learning: {promotion: {trial: {last_look: even}}}", { $0.learning.trial.lastLookShare == nil }),
             ("learning: {promotion: {policy: manual, control_share: 0, trial: {max_ticks: null}}}",
              { $0.learning.promotion == .manual && $0.learning.controlShare == 0 && $0.learning.trial.maxTicks == nil }),
             ("learning: {promotion: {trial: {block: 4}}}", { $0.learning.trial.block == .ticks(4) && $0.learning.trial.burnIn == 0 }),
@@ -324,6 +328,9 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {promotion: {trial: {confidence: 0.5}}}\n", 13, 44, "trial confidence must be in (0.5, 1), e.g. 0.95, found 0.5"),
         (minimal + "learning: {promotion: {trial: {stop_confidence: 1.5}}}\n", 13, 49, "trial stop_confidence must be in (0.5, 1), e.g. 0.9, or null (stop only with the promotion's corrected confidence), found 1.5"),
         (minimal + "learning: {promotion: {trial: {margin: -0.1}}}\n", 13, 40, "trial margin must be in [0, 1)"),
+        (minimal + "learning: {promotion: {trial: {last_look: 1}}}\n", 13, 43,
+         "trial last_look must be in (0, 1), e.g. 0.5 (the share of 1 − confidence spent at the budget's last look), or 'even' (every look the same level), found 1"),
+        (minimal + "learning: {promotion: {trial: {last_look: often}}}\n", 13, 43, "trial last_look (a share in (0, 1), or even) must be a number, found 'often'"),
         (minimal + "learning: {promotion: {trial: {min_pairs: 1}}}\n", 13, 43, "trial min_pairs must be in 2...100000, found 1"),
         (minimal + "learning: {promotion: {trial: {block: 96, max_pairs: 3}}}\n", 13, 54, "trial max_pairs (3) must be at least min_pairs (4)"),
         (minimal + "learning: {promotion: {control_share: 0.6}}\n", 13, 39, "control_share must be in [0, 0.5]"),
