@@ -102,6 +102,18 @@ final class NodeReader {
         return s.string
     }
 
+    /// Whether `node` is the word `none`: a setting turned off (`retrain_every: none`).
+    func isNone(_ node: Node) -> Bool {
+        if case .scalar(let s) = node, s.string == "none" { return true }
+        return false
+    }
+
+    /// Whether `node` is written as no value: plain `null`, `~`, `none` or nothing at all.
+    func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let s) = node, s.style == .plain else { return false }
+        return s.string == "null" || s.string == "none" || s.string == "~" || s.string.isEmpty
+    }
+
     func number(_ node: Node, _ what: String) -> Double? {
         if case .scalar(let s) = node, s.style == .plain, let v = Double(s.string.replacingOccurrences(of: "_", with: "")), v.isFinite {
             return v

@@ -687,7 +687,7 @@ struct Builder {
             continuity.sequence = name
         }
         if let n = f["max_gap"] {
-            if case .scalar(let sc) = n, sc.string == "none" {
+            if r.isNone(n) {
                 continuity.maxGap = .off
             } else if let d = r.duration(n, "tick max_gap") {
                 if let pn = f["period"], case .scalar(let ps) = pn, let p = r.quietDuration(ps.string), d <= p {
@@ -1078,14 +1078,14 @@ struct Builder {
         if let n = f["on_invalid"], let v = r.choice(n, "on_invalid", SafetyConfig.Response.self) { s.onInvalid = v }
         if let n = f["on_ood"], let v = r.choice(n, "on_ood", SafetyConfig.Response.self) { s.onOOD = v }
         if let n = f["ood_margin"] {
-            if case .scalar(let sc) = n, sc.string == "none" { s.oodMargin = nil }
+            if r.isNone(n) { s.oodMargin = nil }
             else if let v = r.number(n, "ood_margin") {
                 if v < 0 { r.error(n, "ood_margin must be ≥ 0 (or none)") }
                 s.oodMargin = v
             }
         }
         if let n = f["support_margin"] {
-            if case .scalar(let sc) = n, sc.string == "none" { s.supportMargin = nil }
+            if r.isNone(n) { s.supportMargin = nil }
             else if let v = r.number(n, "support_margin") {
                 if !(v >= 0) { r.error(n, "support_margin must be ≥ 0 (a share of each state input's training range, e.g. 0.5) or none") }
                 s.supportMargin = v
@@ -1138,7 +1138,7 @@ struct Builder {
         if let n = f["cql_on_all_transitions"], let v = r.bool(n, "cql_on_all_transitions") { l.cqlOnAllTransitions = v }
         if let n = f["double_dqn"], let v = r.bool(n, "double_dqn") { l.doubleDQN = v }
         if let n = f["polyak_tau"] {
-            if case .scalar(let sc) = n, sc.string == "none" { l.polyakTau = nil }
+            if r.isNone(n) { l.polyakTau = nil }
             else if let v = r.number(n, "polyak_tau") {
                 if !(v > 0 && v <= 1) { r.error(n, "polyak_tau must be in (0, 1] (or none for hard copies every target_update), found \(r.fmt(v))") }
                 l.polyakTau = v
@@ -1153,7 +1153,7 @@ struct Builder {
             l.maxGradNorm = v
         }
         if let n = f["prioritized_replay"] {
-            if case .scalar(let sc) = n, sc.string == "none" { l.prioritizedAlpha = nil }
+            if r.isNone(n) { l.prioritizedAlpha = nil }
             else if let e = r.mapping(n, "prioritized_replay", known: ["alpha", "beta", "beta_anneal_updates"]) {
                 l.prioritizedAlpha = 0.6
                 if let x = e["alpha"], let v = r.number(x, "prioritized_replay alpha") {
@@ -1180,16 +1180,16 @@ struct Builder {
         }
         if let n = f["retrain"], let e = r.mapping(n, "retrain", known: ["every_transitions", "interval", "min_spacing", "seconds"]) {
             if let x = e["every_transitions"] {
-                if case .scalar(let s) = x, s.string == "none" { l.retrainEveryTransitions = nil }
+                if r.isNone(x) { l.retrainEveryTransitions = nil }
                 else if let v = r.int(x, "every_transitions", min: 1) { l.retrainEveryTransitions = v }
             }
             if let x = e["interval"] { l.retrainInterval = r.duration(x, "retrain interval") }
             if let x = e["seconds"] {
-                if case .scalar(let s) = x, s.string == "none" { l.retrainSeconds = nil }
+                if r.isNone(x) { l.retrainSeconds = nil }
                 else if let v = r.duration(x, "retrain seconds (a retraining's time limit)") { l.retrainSeconds = v }
             }
             if let x = e["min_spacing"] {
-                if case .scalar(let s) = x, s.string == "none" { l.retrainMinSpacing = 0 }
+                if r.isNone(x) { l.retrainMinSpacing = 0 }
                 else if let v = r.duration(x, "retrain min_spacing") { l.retrainMinSpacing = v }
             }
         }
@@ -1200,7 +1200,7 @@ struct Builder {
             if let x = e["states"], let v = r.int(x, "distill states", min: 10, max: 10_000_000) { l.distill.states = v }
             if let x = e["updates"], let v = r.int(x, "distill updates", min: 1, max: 100_000_000) { l.distill.updates = v }
             if let x = e["teacher_seconds"] {
-                if case .scalar(let s) = x, s.string == "none" { l.distill.teacherSeconds = nil }
+                if r.isNone(x) { l.distill.teacherSeconds = nil }
                 else if let v = r.duration(x, "distill teacher_seconds (the teacher's time limit, or none)") { l.distill.teacherSeconds = v }
             }
         }
@@ -1220,7 +1220,7 @@ struct Builder {
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
             if let x = e["fqe_updates"] {
-                if case .scalar(let s) = x, s.string == "none" { l.fqeUpdates = 0 }
+                if r.isNone(x) { l.fqeUpdates = 0 }
                 else if let v = r.int(x, "fqe_updates (the fitted Q evaluation's updates, or none)", min: 0, max: 10_000_000) { l.fqeUpdates = v }
             }
             if let x = e["teacher_agreement"], let v = r.number(x, "teacher_agreement") {
@@ -1233,7 +1233,7 @@ struct Builder {
             "pretrial_audit",
         ]) {
             if let x = e["pretrial_audit"] {
-                if case .scalar(let sc) = x, sc.string == "none" { l.pretrialAuditEvery = nil }
+                if r.isNone(x) { l.pretrialAuditEvery = nil }
                 else if let v = r.int(x, "pretrial_audit (every how many candidates in a row predicted worse one gets its trial anyway, or none)", min: 1, max: 1_000_000) {
                     l.pretrialAuditEvery = v
                 }
@@ -1317,7 +1317,7 @@ struct Builder {
         }
         if let x = e["min_pairs"], let v = r.int(x, "trial min_pairs", min: 2, max: 100_000) { t.minPairs = v }
         if let x = e["stop_confidence"] {
-            if case .scalar(let sc) = x, sc.style == .plain, sc.string == "null" || sc.string == "none" || sc.string == "~" || sc.string.isEmpty {
+            if r.isNull(x) {
                 t.stopConfidence = nil
             } else if let v = r.number(x, "trial stop_confidence") {
                 if !(v > 0.5 && v < 1) {
@@ -1341,7 +1341,7 @@ struct Builder {
             r.error(x, "trial max_pairs (\(t.maxPairs)) must be at least min_pairs (\(t.minPairs)): no verdict could come before the budget ends")
         }
         if let x = e["max_ticks"] {
-            if case .scalar(let s) = x, s.style == .plain, s.string == "null" || s.string == "none" || s.string == "~" || s.string.isEmpty {
+            if r.isNull(x) {
                 t.maxTicks = nil
             } else if let v = r.int(x, "trial max_ticks", min: 1) {
                 t.maxTicks = v
