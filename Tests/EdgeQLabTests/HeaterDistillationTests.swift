@@ -22,6 +22,7 @@ import Testing
         s.differenceWeight = Float(ProcessInfo.processInfo.environment["EDGEQ_DISTILL_DW"] ?? "") ?? 1
         s.studentRounds = Int(ProcessInfo.processInfo.environment["EDGEQ_DISTILL_ROUNDS"] ?? "") ?? 2
         s.tolerance = Double(ProcessInfo.processInfo.environment["EDGEQ_DISTILL_TOL"] ?? "") ?? 0.03
+        s.seed = UInt64(ProcessInfo.processInfo.environment["EDGEQ_DISTILL_SEED"] ?? "") ?? 1
         return s
     }()
 
