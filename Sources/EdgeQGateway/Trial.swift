@@ -75,9 +75,10 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 /// - reject when mean(d′) + t·s(d′)/√n < 0 (worse than m allows, with the confidence);
 /// - budget exhausted after `maxPairs` pairs (void ones included) or `maxTicks` ticks.
 ///
-/// By the union bound over the looks (their levels add up to α), a candidate that is not better (not within the margin)
-/// is promoted with probability at most α, and one that is is rejected with probability at most
-/// α, when pair differences are roughly normal (block returns are sums of many ticks).
+/// By the union bound over the looks (their levels add up to α), a candidate that is not
+/// better (not within the margin) is promoted with probability at most α, and one that is is
+/// rejected with probability at most α, when pair differences are roughly normal (block returns
+/// are sums of many ticks).
 ///
 /// **Use.** Before each tick's decision, `arm` says who acts. When a transition closes, call
 /// `record(reward:arm:episodeEnded:)` with the arm that acted when it was opened (or `skip` for
