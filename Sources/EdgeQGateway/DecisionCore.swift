@@ -27,6 +27,9 @@ public struct DecisionCore: Sendable {
     public var table: SignalTable
     /// This tick's state (`map.stateWidth`).
     public private(set) var state: [Float]
+    /// Per state input, the margin the support check uses (`TopicMap.stateSupportMargins`;
+    /// nil: no input is checked). Built once: the check allocates nothing per tick.
+    let supportMargins: [Float]?
     /// This tick's raw values of the signals with a role (`map.loggedSignals`, in order; NaN for
     /// one missing, invalid or stale): the log's `signals` of the transition opened now and
     /// `next_signals` of the one closed now. Empty when no signal has a role.
@@ -169,6 +172,7 @@ public struct DecisionCore: Sendable {
         runtime = TopicMapRuntime(map: map)
         table = SignalTable(for: map)
         state = [Float](repeating: 0, count: map.stateWidth)
+        supportMargins = map.stateSupportMargins
         signals = [Double](repeating: .nan, count: map.loggedSignals.count)
         qValues = [Float](repeating: 0, count: map.actions.count)
         mask = [Bool](repeating: true, count: map.actions.count)
@@ -251,8 +255,8 @@ public struct DecisionCore: Sendable {
         let truncated = runtime.truncated() ?? false
         // A state the model was never trained near (its support box, widened by the margin):
         // what its network does there was not learned, and no check or trial saw it.
-        if status == .ok, let margin = map.safety.supportMargin, let box = engine?.support {
-            out.outsideSupport = state.withUnsafeBufferPointer { box.firstOutside($0, margin: Float(margin)) }
+        if status == .ok, let margins = supportMargins, let box = engine?.support {
+            out.outsideSupport = state.withUnsafeBufferPointer { s in margins.withUnsafeBufferPointer { box.firstOutside(s, margins: $0) } }
         }
         if requested == .shadow || terminal || truncated {
             supportHold = 0   // the incumbent is in charge anyway, or a new episode begins

@@ -44,6 +44,24 @@ public struct StateSupport: Sendable, Equatable {
         min.count == n && max.count == n && zip(min, max).allSatisfy { $0.isFinite && $1.isFinite && $0 <= $1 }
     }
 
+    /// The first input of `state` outside the box widened on each side by its own margin ×
+    /// its width (`margins`, one per input; an infinite margin: the input is not checked), or
+    /// nil when the state is inside. An input that never varied in training has width 0: any
+    /// other value is outside. Allocates nothing.
+    public func firstOutside(_ state: UnsafeBufferPointer<Float>, margins: UnsafeBufferPointer<Float>) -> Int? {
+        let n = Swift.min(state.count, min.count, margins.count)
+        return min.withUnsafeBufferPointer { lo in
+            max.withUnsafeBufferPointer { hi in
+                for i in 0..<n where margins[i].isFinite {
+                    let pad = margins[i] * (hi[i] - lo[i])
+                    let x = state[i]
+                    if !(x >= lo[i] - pad && x <= hi[i] + pad) { return i }
+                }
+                return nil
+            }
+        }
+    }
+
     /// The first input of `state` outside the box widened by `margin` × its width on each side
     /// (an input that never varied in training has width 0: any other value is outside), or
     /// nil when the state is inside. Allocates nothing.

@@ -182,6 +182,10 @@ public struct FeatureConfig: Sendable, Equatable {
     public var source: Source
     /// How it is normalised.
     public var normalization: Normalization = .none
+    /// This feature's own support margin (`support_margin` on the feature; docs/mapping.md,
+    /// "safety"): nil takes `safety.support_margin`; a number ≥ 0 replaces it for this
+    /// feature's inputs; `.infinity` (`none` in the file) leaves them unchecked.
+    public var supportMargin: Double?
     /// Columns in the state vector: 1, or 2 for cyclic and time features.
     public var width: Int {
         switch source {

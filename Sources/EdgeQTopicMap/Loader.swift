@@ -603,7 +603,7 @@ struct Builder {
         var eval: [FeatureEval] = []
         var seen: [String: Node] = [:]
         for item in items {
-            guard let g = r.mapping(item, "feature", known: ["name", "signal", "expr", "cyclic", "period", "time", "normalize"]) else { continue }
+            guard let g = r.mapping(item, "feature", known: ["name", "signal", "expr", "cyclic", "period", "time", "normalize", "support_margin"]) else { continue }
             let sources = ["signal", "expr", "cyclic", "time"].filter { g[$0] != nil }
             guard sources.count == 1 else {
                 r.error(item, sources.isEmpty ? "a feature needs one of 'signal', 'expr', 'cyclic' or 'time'"
@@ -661,6 +661,16 @@ struct Builder {
                     feature.normalization = .range(rg.lowerBound, rg.upperBound)
                 } else if case .scalar = n {
                     r.error(n, "normalize must be [min, max], learned or none, found \(r.describe(n))")
+                }
+            }
+            if let n = g["support_margin"] {
+                if r.isNone(n) {
+                    feature.supportMargin = .infinity
+                } else if let v = r.number(n, "feature support_margin") {
+                    if !(v >= 0) {
+                        r.error(n, "feature support_margin must be ≥ 0 (a share of each of the feature's inputs' training range, e.g. 0.1) or none (its inputs are not checked), found \(r.fmt(v))")
+                    }
+                    feature.supportMargin = v
                 }
             }
             features.append(feature)

@@ -430,6 +430,19 @@ public struct TopicMap: Sendable {
         return (slotDeps, fs)
     }
 
+    /// Per state input, the support margin it is checked with (`FeatureConfig.supportMargin`,
+    /// else `safety.support_margin`; `.infinity`: not checked), in the state vector's order
+    /// (every history tick repeats the features'); nil when no input is checked.
+    public var stateSupportMargins: [Float]? {
+        var perTick: [Float] = []
+        for f in features {
+            let m = f.supportMargin ?? safety.supportMargin ?? .infinity
+            perTick.append(contentsOf: repeatElement(Float(m), count: f.width))
+        }
+        guard perTick.contains(where: { $0.isFinite }) else { return nil }
+        return Array((0..<history).map { _ in perTick }.joined())
+    }
+
     /// Columns of one tick's features.
     public var featureWidth: Int { featureWidthStored }
     /// Length of the state vector: `featureWidth × history`.

@@ -151,7 +151,7 @@ struct CheckCommand: AsyncParsableCommand {
             out.append(String(format: "state input '%@' only %@ over the log's %d rows (%d changes, %d the other way; normalised %.4g to %.4g): "
                 + "a counter, a date or a cumulative meter? Once the plant passes the log's last value, every state is outside what any model "
                 + "trained on this log has seen: the support check (safety.on_unsupported) keeps the model from acting, or, with the check off "
-                + "(safety.support_margin: none), the network extrapolates. Keep it out of the state: feed its rate, or a time of day as a time feature.",
+                + "(safety.support_margin: none, or the feature's own support_margin: none), the network extrapolates. Keep it out of the state: feed its rate, or a time of day as a time feature.",
                 f.name, word, usable.count, moves, against, Double(low), Double(high)))
         }
         return out

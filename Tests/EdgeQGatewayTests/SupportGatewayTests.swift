@@ -80,6 +80,35 @@ import Testing
         #expect(rows.filter { !(4...6).contains($0.tick) }.allSatisfy { $0.mode == .control && $0.actor == .model })
     }
 
+    /// A feature's own `support_margin` replaces the safety section's for its inputs: x with
+    /// 0.1 is outside at 3 (raw 0.3 against the box ±0.2 widened to ±0.24) where y, with the
+    /// default 0.5 (±0.4), is not; with `safety.support_margin: none` only x is checked; a
+    /// feature with `none` is not checked at all. Each run sends three states, one of them
+    /// outside: the counter says which the gateway saw outside.
+    @Test(arguments: [
+        ("{signal: x, normalize: [-10, 10], support_margin: 0.1}", "", [(1.0, 0.0), (3, 0), (1, 3)]),
+        ("{signal: x, normalize: [-10, 10], support_margin: 0.1}", "  support_margin: none\n", [(1.0, 0.0), (3, 0), (1, 9)]),
+        ("{signal: x, normalize: [-10, 10], support_margin: none}", "", [(9.0, 0.0), (1, 0), (1, 9)]),
+    ])
+    func aFeaturesOwnMarginReplacesTheSafetySectionsForItsInputs(feature: String, safety: String, states: [(Double, Double)]) throws {
+        let yaml = mapping(safety + "  on_unsupported: fallback", handover: false)
+            .replacingOccurrences(of: "fallback: a0", with: "fallback: a1")
+            .replacingOccurrences(of: "{signal: x, normalize: [-10, 10]}", with: feature)
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true, support: support)
+        defer { h.stop() }
+        for (i, (x, y)) in states.enumerated() { try h.send("plant/t/state", "{\"step\":\(i),\"x\":\(x),\"y\":\(y)}") }
+        var steps = Set<Int>()
+        let deadline = Date().addingTimeInterval(10)
+        while steps.count < states.count && Date() < deadline {
+            for m in h.drain(0.1) where m.topic == "plant/t/cmd" {
+                if let s = GatewayHarness.json(m)["step"] as? Int { steps.insert(s) }
+            }
+        }
+        #expect(steps.count == states.count, "commands for steps \(steps.sorted())")
+        #expect(h.metric("edgeq_states_outside_support_total") == 1)
+        #expect(h.metric(#"edgeq_fallbacks_total{reason="outside_support"}"#) == 1)
+    }
+
     @Test(arguments: ["fallback", "hold", "none"])
     func withoutTheIncumbentTheConfiguredResponseActsOnTheTickOutside(response: String) throws {
         // fallback a1; the random model's choice is whatever it is: `none` publishes it.

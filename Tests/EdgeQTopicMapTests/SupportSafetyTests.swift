@@ -27,6 +27,26 @@ import Testing
         #expect(off.safety.supportMargin == nil && off.safety.onUnsupported == SafetyConfig.SupportResponse.none)
     }
 
+    /// Per state input, the margin of its feature (`support_margin` on the feature) or the
+    /// safety section's, repeated for every history tick; `none` leaves an input unchecked.
+    @Test func aFeatureMarginReplacesTheSafetySectionsForItsInputs() throws {
+        let features = minimal.replacingOccurrences(of: "    - {signal: a}", with: """
+            - {signal: a, support_margin: 0.1}
+            - {cyclic: b, period: 24, support_margin: none}
+            - {signal: b}
+          history: 2
+        """)
+        let m = try TopicMap.parse(yaml: features, file: "m.yaml")
+        #expect(m.features.map(\.supportMargin) == [0.1, .infinity, nil])
+        #expect(m.stateSupportMargins == [0.1, .infinity, .infinity, 0.5, 0.1, .infinity, .infinity, 0.5])
+        let onlyA = try TopicMap.parse(yaml: features + "safety: {support_margin: none}\n", file: "m.yaml")
+        #expect(onlyA.stateSupportMargins == [0.1, .infinity, .infinity, .infinity, 0.1, .infinity, .infinity, .infinity])
+        let noneAtAll = try TopicMap.parse(yaml: minimal + "safety: {support_margin: none}\n", file: "m.yaml")
+        #expect(noneAtAll.stateSupportMargins == nil)
+        let plain = try TopicMap.parse(yaml: minimal, file: "m.yaml")
+        #expect(plain.stateSupportMargins == [0.5])
+    }
+
     @Test(arguments: [
         ("safety: {on_unsupported: incumbent}\n", "on_unsupported: incumbent needs a 'handover' section"),
         ("safety: {support_margin: -1}\n", "support_margin must be ≥ 0"),
