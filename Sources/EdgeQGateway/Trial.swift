@@ -66,8 +66,8 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 /// **Statistics.** The test looks after every pair from `minPairs` on, at most
 /// L = `maxPairs − minPairs + 1` times, so it is made valid under this optional stopping by
 /// a weighted Bonferroni split of α = 1 − confidence: the last look (after the budget's last
-/// pair) uses level s·α with s = `lastLookShare`, each of the at most L − 1 looks before it
-/// (1 − s)·α / (L − 1) — or every look α / L when `lastLookShare` is nil. Each look is a
+/// pair) uses level w·α with w = `lastLookShare`, each of the at most L − 1 looks before it
+/// (1 − w)·α / (L − 1) — or every look α / L when `lastLookShare` is nil. Each look is a
 /// one-sided Student-t bound at its level (n − 1 degrees of freedom, the t quantile computed
 /// here from the regularized incomplete beta function). With margin m, the tested per-pair
 /// value is d′ = d + m·|reference return|:
@@ -116,9 +116,9 @@ public struct SwitchbackTrial: Sendable {
     private var ticks = 0
     private var skippedTicks = 0
     /// One-sided t quantiles of the looks before the last, for n = minPairs ... maxPairs
-    /// scored pairs: level (1 − s)·α / (L − 1), or α / L without a last-look share.
+    /// scored pairs: level (1 − w)·α / (L − 1), or α / L without a last-look share w.
     private let quantiles: [Double]
-    /// The same for the last look (after the budget's last pair): level s·α, or α / L.
+    /// The same for the last look (after the budget's last pair): level w·α, or α / L.
     private let lastQuantiles: [Double]
     /// One-sided t quantiles at level 1 − stop_confidence (uncorrected) for the same n; nil:
     /// a stop uses `quantiles`.
