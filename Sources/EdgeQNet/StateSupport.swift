@@ -49,28 +49,27 @@ public struct StateSupport: Sendable, Equatable {
     /// nil when the state is inside. An input that never varied in training has width 0: any
     /// other value is outside. Allocates nothing.
     public func firstOutside(_ state: UnsafeBufferPointer<Float>, margins: UnsafeBufferPointer<Float>) -> Int? {
-        let n = Swift.min(state.count, min.count, margins.count)
-        return min.withUnsafeBufferPointer { lo in
-            max.withUnsafeBufferPointer { hi in
-                for i in 0..<n where margins[i].isFinite {
-                    let pad = margins[i] * (hi[i] - lo[i])
-                    let x = state[i]
-                    if !(x >= lo[i] - pad && x <= hi[i] + pad) { return i }
-                }
-                return nil
-            }
-        }
+        firstOutside(state, inputs: Swift.min(state.count, margins.count)) { margins[$0] }
     }
 
     /// The first input of `state` outside the box widened by `margin` × its width on each side
     /// (an input that never varied in training has width 0: any other value is outside), or
     /// nil when the state is inside. Allocates nothing.
     public func firstOutside(_ state: UnsafeBufferPointer<Float>, margin: Float) -> Int? {
-        let n = Swift.min(state.count, min.count)
+        firstOutside(state, inputs: state.count) { _ in margin }
+    }
+
+    /// The scan both share: the first of the first `inputs` inputs outside the box widened by
+    /// `margin(i)` × its width (an infinite margin skips the input).
+    @inline(__always)
+    private func firstOutside(_ state: UnsafeBufferPointer<Float>, inputs: Int, margin: (Int) -> Float) -> Int? {
+        let n = Swift.min(inputs, min.count)
         return min.withUnsafeBufferPointer { lo in
             max.withUnsafeBufferPointer { hi in
                 for i in 0..<n {
-                    let pad = margin * (hi[i] - lo[i])
+                    let m = margin(i)
+                    guard m.isFinite else { continue }
+                    let pad = m * (hi[i] - lo[i])
                     let x = state[i]
                     if !(x >= lo[i] - pad && x <= hi[i] + pad) { return i }
                 }
