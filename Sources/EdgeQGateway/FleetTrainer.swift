@@ -255,8 +255,8 @@ public final class FleetTrainer: FleetTraining {
     /// The retraining the learner runs for `map`: the device's (`Retrainer(map:)`, the same
     /// training, checks and verdict), without two figures nothing downstream reads, which cost
     /// most of each training:
-    /// - the plant model, fitted only when `learning.distill` uses it (the pre-trial estimate is
-    ///   each gateway's, on its own plant): on cart-pole the fit was 48 s of a 49.5 s training at
+    /// - the plant model, fitted only when `learning.distill` or `learning.rollouts` uses it (the
+    ///   pre-trial estimate is each gateway's, on its own plant): on cart-pole the fit was 48 s of a 49.5 s training at
     ///   20,000 samples, every time (a gateway keeps its fit between retrainings,
     ///   `PlantModelFit`; the learner, whose rows mix gateways, could not);
     /// - the fitted Q evaluation (`CheckPolicy.fqeUpdates`, a figure, not a check): two fresh
@@ -265,8 +265,8 @@ public final class FleetTrainer: FleetTraining {
         var policy = CheckPolicy(map.learning)
         policy.fqeUpdates = 0
         var r = Retrainer(map: map, policy: policy)
-        if !map.learning.distill.enabled {
-            r.plantModelOff = "not fitted by the fleet learner: nothing it publishes uses a plant model without learning.distill "
+        if !map.learning.distill.enabled && !map.learning.rollouts.enabled {
+            r.plantModelOff = "not fitted by the fleet learner: nothing it publishes uses a plant model without learning.distill or learning.rollouts "
                 + "(each gateway's own retraining fits one for its pre-trial estimate)"
         }
         return r

@@ -152,19 +152,11 @@ public struct ModelWorld: Sendable {
         var agreed = 0
 
         func setSignals(_ controlled: [Double], _ exogenous: [Double], applied: Int, tick: Int, checked: Bool) {
-            let now = UInt64(tick + 1) * second
-            for (k, s) in controlledSlots.enumerated() { table.set(signal: s, value: controlled[k], time: now, in: map, checkRange: checked) }
-            for (k, s) in exogenousSlots.enumerated() { table.set(signal: s, value: exogenous[k], time: now, in: map, checkRange: checked) }
-            for s in appliedSlots { table.set(signal: s, value: map.signals[s].appliedValues[applied], time: now, in: map, checkRange: checked) }
+            self.setSignals(in: &table, controlled, exogenous, applied: applied, tick: tick, checked: checked)
         }
 
         // The history before the start, from the log.
-        for k in max(1, start - map.history + 1)..<start {
-            setSignals(seg.controlled[k], seg.exogenous[k], applied: seg.actions[k - 1], tick: k, checked: true)
-            _ = state.withUnsafeMutableBufferPointer { runtime.assembleState(from: table, now: UInt64(k + 1) * second, wallClock: 0, into: $0) }
-            runtime.recordApplied(action: seg.actions[k])
-        }
-        setSignals(seg.controlled[start], seg.exogenous[start], applied: seg.actions[start - 1], tick: start, checked: true)
+        fillHistory(seg, start: start, runtime: &runtime, table: &table, state: &state)
 
         var rollout = model.rollout(from: seg, at: start)
         var run = Run(discountedReturn: 0, rewards: [], actions: [], ended: false, fallbacks: 0, meanUncertainty: 0, maxUncertainty: 0,
@@ -232,6 +224,29 @@ public struct ModelWorld: Sendable {
         run.meanUncertainty /= Double(max(run.rewards.count, 1))
         if engine != nil, case .observed = policy { run.agreement = Double(agreed) / Double(max(run.rewards.count, 1)) }
         return run
+    }
+}
+
+extension ModelWorld {
+    /// Writes one simulated tick's signals into `table`: the controlled and exogenous values and
+    /// the applied value of action `applied`, stamped at second `tick + 1`; `checked` checks each
+    /// against its signal's `range` as decoded values are.
+    func setSignals(in table: inout SignalTable, _ controlled: [Double], _ exogenous: [Double], applied: Int, tick: Int, checked: Bool) {
+        let now = UInt64(tick + 1) * 1_000_000_000
+        for (k, s) in controlledSlots.enumerated() { table.set(signal: s, value: controlled[k], time: now, in: map, checkRange: checked) }
+        for (k, s) in exogenousSlots.enumerated() { table.set(signal: s, value: exogenous[k], time: now, in: map, checkRange: checked) }
+        for s in appliedSlots { table.set(signal: s, value: map.signals[s].appliedValues[applied], time: now, in: map, checkRange: checked) }
+    }
+
+    /// Fills the mapping's state history before sample `start` of `seg` from the log (as a run
+    /// does) and sets the start's own signals.
+    func fillHistory(_ seg: PlantSegment, start: Int, runtime: inout TopicMapRuntime, table: inout SignalTable, state: inout [Float]) {
+        for k in max(1, start - map.history + 1)..<start {
+            setSignals(in: &table, seg.controlled[k], seg.exogenous[k], applied: seg.actions[k - 1], tick: k, checked: true)
+            _ = state.withUnsafeMutableBufferPointer { runtime.assembleState(from: table, now: UInt64(k + 1) * 1_000_000_000, wallClock: 0, into: $0) }
+            runtime.recordApplied(action: seg.actions[k])
+        }
+        setSignals(in: &table, seg.controlled[start], seg.exogenous[start], applied: seg.actions[start - 1], tick: start, checked: true)
     }
 }
 

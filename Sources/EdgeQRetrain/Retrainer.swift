@@ -231,6 +231,12 @@ public struct RetrainReport: Codable, Sendable {
     /// `trial`): its predicted return against the controller in charge. A candidate predicted
     /// worse (`predicted_worse`) gets no trial. Nil when no estimate was made.
     public var pretrial: PretrialEstimate.Report?
+    /// Model rollouts (`learning.rollouts`): what the plant model added to the replay, or why
+    /// nothing (`rolloutsSkipped`); nil when rollouts are off.
+    public var rollouts: ModelRollouts.Summary?
+    /// Why `learning.rollouts` added nothing (the plant model was not accepted, the mapping
+    /// cannot be judged on a model); nil when rollouts ran or are off.
+    public var rolloutsSkipped: String?
     /// Distillation (`learning.distill`): the teacher, the distilled candidate's agreement,
     /// checks and estimate, and which candidate was chosen and why; nil when distillation is off.
     public var distill: DistillReport?
@@ -243,7 +249,7 @@ public struct RetrainReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case verdict, reasons, checks, notJudged, advisory, figures, rows, incumbentRows, trainRows, heldOutRows, updates, seconds, warmStart,
-             learner, version, started, plantModel, plantModelSkipped, pretrial, distill
+             learner, version, started, plantModel, plantModelSkipped, pretrial, distill, rollouts, rolloutsSkipped
     }
 
     /// Decodes a report; keys added after a report was written take their defaults.
@@ -269,6 +275,8 @@ public struct RetrainReport: Codable, Sendable {
         plantModelSkipped = try c.decodeIfPresent(String.self, forKey: .plantModelSkipped)
         pretrial = try c.decodeIfPresent(PretrialEstimate.Report.self, forKey: .pretrial)
         distill = try c.decodeIfPresent(DistillReport.self, forKey: .distill)
+        rollouts = try c.decodeIfPresent(ModelRollouts.Summary.self, forKey: .rollouts)
+        rolloutsSkipped = try c.decodeIfPresent(String.self, forKey: .rolloutsSkipped)
     }
 
     /// JSON text (sorted keys). Figures that are not finite numbers (a figure that could not
@@ -525,6 +533,8 @@ public struct Retrainer: Sendable {
 
         let l = map.learning
         var config = Self.learnerConfig(l, rows: learnerRows.count)
+        // Room for the model rollouts' synthetic rows beside the log's (`learning.rollouts`).
+        if l.rollouts.enabled { config.bufferSize += l.rollouts.starts * l.rollouts.horizon }
         // EASY TO MISS: bootstrap values are clipped to the range every return of these rewards
         // lies in. Without it, overestimation (the max in the target picks up the net's errors)
         // fed itself across warm-started rounds: cart-pole candidates valued states at Q ≈ 120
@@ -562,10 +572,14 @@ public struct Retrainer: Sendable {
         let mappingHasPlantModel = policy.plantModelSamples > 0 && !map.modelSignals.controlled.isEmpty
         let wantsPlantModel = mappingHasPlantModel && plantModelOff == nil
         if mappingHasPlantModel, let off = plantModelOff { report.plantModelSkipped = off }
-        if l.distill.enabled, wantsPlantModel, !shouldStop() {
+        if l.distill.enabled || l.rollouts.enabled, wantsPlantModel, !shouldStop() {
             progress(Progress(phase: "plant_model", updates: 0, of: 0, tdLoss: nil))
             (plantModel, plantData, plantFit) = fitPlantModel(rowsAll, reusing: previousFit, window: limits.window, into: &report)
             plantModelFitted = true
+        }
+        if l.rollouts.enabled {
+            report.rollouts = addRollouts(to: learner, model: plantModel, data: plantData, heldOutRows: heldCount, warmStart: warm,
+                                          wantsPlantModel: wantsPlantModel, into: &report, progress: progress, shouldStop: shouldStop)
         }
         let total = limits.steps ?? l.updatesPerRetrain
         let deadline = limits.seconds.map { clock.addingTimeInterval($0) }

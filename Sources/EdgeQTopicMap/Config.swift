@@ -498,6 +498,8 @@ public struct LearningConfig: Sendable, Equatable {
     public var trial = TrialConfig()
     /// Distillation in retraining (`learning.distill`): off by default.
     public var distill = DistillConfig()
+    /// Model rollouts in retraining (`learning.rollouts`): off by default.
+    public var rollouts = RolloutConfig()
     /// After a promotion, the share of blocks the previous controller keeps as a control group
     /// the guard compares the served model with, in [0, 0.5]; 0 turns that guard off. Default 0.1.
     public var controlShare = 0.1
@@ -636,6 +638,34 @@ public struct DistillConfig: Sendable, Equatable {
     public var teacherSeconds: Double? = 180
 
     /// The defaults.
+    public init() {}
+}
+
+/// Model rollouts in retraining: the mapping's `learning.rollouts` section (docs/mapping.md,
+/// "learning"; docs/learning.md, "Model rollouts"). When it is on and the plant model is
+/// accepted, short runs of the newest network on the plant model, from logged states, join the
+/// log's rows in the Q-learning's replay (Dyna / MBPO), each synthetic reward lowered by the
+/// model's uncertainty (MOPO).
+public struct RolloutConfig: Sendable, Equatable {
+    /// Add model rollouts when the plant model is accepted. Default false.
+    public var enabled = false
+    /// Logged start states per retraining (drawn at random from the training part of the plant
+    /// data). Default 2000.
+    public var starts = 2000
+    /// Steps per rollout (fewer where the logged stretch ends, the model's end condition holds
+    /// or the predicted state is unusable). Default 5.
+    public var horizon = 5
+    /// Share of the rollout's decisions taken at random among the allowed actions; the rest are
+    /// the rollout policy's greedy choices (the warm-start network; every decision is random
+    /// when there is none). Default 0.2.
+    public var epsilon = 0.2
+    /// λ of the synthetic reward r − λ·u, u the model's uncertainty after the step (its
+    /// members' spread, in the controlled signals' units). Default 1.
+    public var uncertaintyPenalty = 1.0
+    /// A rollout ends before a step whose uncertainty exceeds this (nil: no limit). Default nil.
+    public var maxUncertainty: Double?
+
+    /// The defaults (off).
     public init() {}
 }
 

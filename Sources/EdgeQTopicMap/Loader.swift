@@ -1118,7 +1118,7 @@ struct Builder {
         guard let f = r.mapping(node, "learning", known: [
             "hidden", "dueling", "gamma", "batch_size", "learning_rate", "target_update", "n_step", "exploration",
             "cql_weight", "updates_per_retrain", "retrain", "retention", "promotion", "checks",
-            "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay", "distill",
+            "cql_on_all_transitions", "double_dqn", "polyak_tau", "huber_delta", "max_grad_norm", "prioritized_replay", "distill", "rollouts",
             "warm_start",
         ]) else { return nil }
         var l = LearningConfig()
@@ -1212,6 +1212,26 @@ struct Builder {
             if let x = e["teacher_seconds"] {
                 if r.isNone(x) { l.distill.teacherSeconds = nil }
                 else if let v = r.duration(x, "distill teacher_seconds (the teacher's time limit, or none)") { l.distill.teacherSeconds = v }
+            }
+        }
+        if let n = f["rollouts"], let e = r.mapping(n, "rollouts", known: ["enabled", "starts", "horizon", "epsilon", "uncertainty_penalty", "max_uncertainty"]) {
+            if let x = e["enabled"], let v = r.bool(x, "rollouts enabled") { l.rollouts.enabled = v }
+            if let x = e["starts"], let v = r.int(x, "rollouts starts", min: 1, max: 10_000_000) { l.rollouts.starts = v }
+            if let x = e["horizon"], let v = r.int(x, "rollouts horizon", min: 1, max: 10_000) { l.rollouts.horizon = v }
+            if let x = e["epsilon"], let v = r.number(x, "rollouts epsilon") {
+                if !(0...1).contains(v) { r.error(x, "rollouts epsilon must be in [0, 1] (the share of random decisions in a rollout)") }
+                l.rollouts.epsilon = v
+            }
+            if let x = e["uncertainty_penalty"], let v = r.number(x, "rollouts uncertainty_penalty") {
+                if !(v >= 0 && v.isFinite) { r.error(x, "rollouts uncertainty_penalty must be a finite number ≥ 0 (0: no penalty)") }
+                l.rollouts.uncertaintyPenalty = v
+            }
+            if let x = e["max_uncertainty"] {
+                if r.isNone(x) { l.rollouts.maxUncertainty = nil }
+                else if let v = r.number(x, "rollouts max_uncertainty") {
+                    if !(v > 0) { r.error(x, "rollouts max_uncertainty must be > 0, or none for no limit") }
+                    l.rollouts.maxUncertainty = v
+                }
             }
         }
         if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement",

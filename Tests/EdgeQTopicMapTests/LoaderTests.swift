@@ -174,6 +174,15 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {}", { $0.learning.distill.teacherSeconds == 180 }),
             ("learning: {distill: {enabled: true, teacher_seconds: 90s}}", { $0.learning.distill.teacherSeconds == 90 }),
             ("learning: {distill: {teacher_seconds: none}}", { $0.learning.distill.teacherSeconds == nil }),
+            // Model rollouts (off by default; 2,000 starts of 5 steps, ε 0.2, λ 1, no uncertainty limit).
+            ("learning: {}", { $0.learning.rollouts == RolloutConfig() && !$0.learning.rollouts.enabled && $0.learning.rollouts.starts == 2000
+                               && $0.learning.rollouts.horizon == 5 && $0.learning.rollouts.epsilon == 0.2 && $0.learning.rollouts.uncertaintyPenalty == 1
+                               && $0.learning.rollouts.maxUncertainty == nil }),
+            ("learning: {rollouts: {enabled: true, starts: 500, horizon: 10, epsilon: 0, uncertainty_penalty: 0.5, max_uncertainty: 0.2}}", {
+                let r = $0.learning.rollouts
+                return r.enabled && r.starts == 500 && r.horizon == 10 && r.epsilon == 0 && r.uncertaintyPenalty == 0.5 && r.maxUncertainty == 0.2
+            }),
+            ("learning: {rollouts: {enabled: true, max_uncertainty: none}}", { $0.learning.rollouts.enabled && $0.learning.rollouts.maxUncertainty == nil }),
             // The distilled candidate's teacher agreement limit (default 0.9).
             ("learning: {checks: {teacher_agreement: 0.75}}", { $0.learning.minTeacherAgreement == 0.75 }),
             ("learning: {}", { $0.learning.retrainMinSpacing == 600 }),
@@ -314,6 +323,11 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {distill: {teacher_seconds: soon}}\n", 13, 39,
          "distill teacher_seconds (the teacher's time limit, or none) must be a positive duration (seconds, or e.g. 500ms, 30s, 5m, 2h, 7d), found 'soon'"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
+        (minimal + "learning: {rollouts: {epsilon: 2}}\n", 13, 32, "rollouts epsilon must be in [0, 1] (the share of random decisions in a rollout)"),
+        (minimal + "learning: {rollouts: {uncertainty_penalty: -1}}\n", 13, 44, "rollouts uncertainty_penalty must be a finite number ≥ 0 (0: no penalty)"),
+        (minimal + "learning: {rollouts: {max_uncertainty: 0}}\n", 13, 40, "rollouts max_uncertainty must be > 0, or none for no limit"),
+        (minimal + "learning: {rollouts: {horizon: 0}}\n", 13, 32, "rollouts horizon must be in 1...10000, found 0"),
+        (minimal + "learning: {rollouts: {horizn: 5}}\n", 13, 23, "unknown key 'horizn' in rollouts"),
         // promotion: shadow-first was replaced by trial; the trial's and control group's settings
         (minimal + "learning: {promotion: {policy: shadow-first}}\n", 13, 32, "promotion policy 'shadow-first' was replaced by 'trial'"),
         (minimal + "learning: {promotion: {policy: tral}}\n", 13, 32, "promotion policy must be one of trial, manual, auto, found 'tral'; did you mean 'trial'?"),
