@@ -23,10 +23,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let (map, rows, full) = try PretrialTests.heaterLog(parameters: PretrialTests.noiseFreeHeater(), seed: 22, steps: 2 * 960,
                                                             dither: 0.2, dir: dir)
-        var data = full
-        let s0 = full.segments[0]
-        data.segments[0] = PlantSegment(controlled: Array(s0.controlled[10...]), exogenous: Array(s0.exogenous[10...]),
-                                        actions: Array(s0.actions[10...]))
+        let data = PretrialTests.withoutPipelineStart(full)   // segment 0 now starts 10 samples into the log
         let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 6)).fitLinear(data)
         let (clone, _) = try PretrialTests.behaviourClone(states: rows.flatMap(\.transition.state), actions: rows.map { $0.transition.action ?? 0 },
                                                           map: map, steps: 1500, seed: 3)
@@ -140,6 +137,8 @@ import Testing
         // The next retraining's rollouts follow its warm start.
         let (warmReport, _) = try retrainer.train(logPath: log, limits: RetrainLimits(steps: 300), warmStart: first)
         #expect(warmReport.rollouts?.policy == "network" && warmReport.warmStart)
+        print("rollouts on cart-pole (200 starts × 5 steps): random \(r.transitions) transitions, \(r.terminal) terminal, \(r.seconds) s; "
+              + "warm-start network \(warmReport.rollouts?.transitions ?? 0) transitions, \(warmReport.rollouts?.terminal ?? 0) terminal, \(warmReport.rollouts?.seconds ?? 0) s")
 
         let noRoles = try RetrainChecksTests.cartPoleMap {
             $0.replacingOccurrences(of: "learning:\n", with: section).replacingOccurrences(of: ", role: controlled", with: "")

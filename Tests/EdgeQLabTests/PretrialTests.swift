@@ -121,6 +121,16 @@ struct TankTestPlant: LabPlant {
         return (map, rows, data)
     }
 
+    /// The heater's plant data without the first 10 samples of its first segment: the start's
+    /// dead-time pipeline holds a power no action gives.
+    static func withoutPipelineStart(_ full: PlantData) -> PlantData {
+        var data = full
+        let s0 = full.segments[0]
+        data.segments[0] = PlantSegment(controlled: Array(s0.controlled[10...]), exogenous: Array(s0.exogenous[10...]),
+                                        actions: Array(s0.actions[10...]))
+        return data
+    }
+
     /// With an exact model, the logged actions replayed in the model world give the log's own
     /// rewards: the model world assembles the signals, applies the actions' values and evaluates
     /// the mapping's reward as the gateway did when it logged them.
@@ -129,11 +139,7 @@ struct TankTestPlant: LabPlant {
         defer { try? FileManager.default.removeItem(at: dir) }
         let (map, rows, full) = try Self.heaterLog(parameters: Self.noiseFreeHeater(), seed: 21, steps: 2 * 960 + 200, dither: 0.2, dir: dir)
         #expect(full.segments.map(\.count) == [961, 961, 201])
-        // Drop the first 10 samples: the start's pipeline holds a power no action gives.
-        var data = full
-        let s0 = full.segments[0]
-        data.segments[0] = PlantSegment(controlled: Array(s0.controlled[10...]), exogenous: Array(s0.exogenous[10...]),
-                                        actions: Array(s0.actions[10...]))
+        let data = Self.withoutPipelineStart(full)
         let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 6)).fitLinear(data)
         let world = try ModelWorld(map: map, model: model, data: data)
         let gamma = map.learning.gamma
@@ -170,10 +176,7 @@ struct TankTestPlant: LabPlant {
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = Self.noiseFreeHeater()
         let (map, piRows, piData) = try Self.heaterLog(parameters: p, seed: 22, steps: 2 * 960, dither: 0.2, dir: dir)
-        var trimmed = piData
-        let s0 = piData.segments[0]
-        trimmed.segments[0] = PlantSegment(controlled: Array(s0.controlled[10...]), exogenous: Array(s0.exogenous[10...]),
-                                           actions: Array(s0.actions[10...]))
+        let trimmed = Self.withoutPipelineStart(piData)
         let model = try LinearPlantFitter(fixedStructure: LinearStructure(na: 2, nb: 2, delay: 6)).fitLinear(trimmed)
         let (clone, _) = try Self.behaviourClone(states: piRows.flatMap(\.transition.state), actions: piRows.map { $0.transition.action ?? 0 },
                                                  map: map, steps: 1500, seed: 3)
