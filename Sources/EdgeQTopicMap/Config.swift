@@ -650,11 +650,13 @@ public struct RolloutConfig: Sendable, Equatable {
     /// Add model rollouts when the plant model is accepted. Default false.
     public var enabled = false
     /// Logged start states per retraining (drawn at random from the training part of the plant
-    /// data). Default 2000.
-    public var starts = 2000
+    /// data). Default 300.
+    public var starts = 300
     /// Steps per rollout (fewer where the logged stretch ends, the model's end condition holds
-    /// or the predicted state is unusable). Default 5.
-    public var horizon = 5
+    /// or the predicted state is unusable). Default 50: on cart-pole, 5-step rollouts (2,000 of
+    /// them) slowed the learning down and 30–100-step ones sped it up (docs/learning.md,
+    /// "Model rollouts").
+    public var horizon = 50
     /// Share of the rollout's decisions taken at random among the allowed actions; the rest are
     /// the rollout policy's greedy choices (the warm-start network; every decision is random
     /// when there is none). Default 0.2.

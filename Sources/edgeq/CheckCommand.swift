@@ -233,6 +233,13 @@ struct CheckCommand: AsyncParsableCommand {
         case .notApplicable(let why):
             lines.append("model      candidates cannot be judged on a plant model: \(why)")
         }
+        let rollouts = map.learning.rollouts
+        if rollouts.enabled {
+            var line = "rollouts   \(rollouts.starts) × up to \(rollouts.horizon) steps on the plant model per retraining, ε \(fmt(rollouts.epsilon)), "
+                + "uncertainty penalty \(fmt(rollouts.uncertaintyPenalty))" + (rollouts.maxUncertainty.map { ", uncertainty at most \(fmt($0))" } ?? "")
+            if case .notApplicable = map.modelJudging { line += ": none will run (no plant model can be used, see the model line)" }
+            lines.append(line)
+        }
         let fallback = map.fallbackAction.map { map.actions[$0].name } ?? "hold"
         lines.append("actions    \(map.actions.count): \(map.actions.map(\.name).joined(separator: ", ")) (fallback \(fallback), min dwell \(map.minDwell) ticks)")
         if let i = map.incumbent { lines.append("incumbent  \(i.topic)\(i.pathText.map { " " + $0 } ?? " (raw)")") }

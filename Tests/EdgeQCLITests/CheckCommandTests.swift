@@ -45,6 +45,36 @@ import Testing
         #expect(reference.stdout.contains("model      candidates cannot be judged on a plant model: the reward reads signal 'setpoint', which has no role"), "\(reference.stdout)")
     }
 
+    /// `learning.rollouts` is summarized when it is on, and said not to run where no plant model
+    /// can be used.
+    @Test func summaryShowsTheModelRollouts() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, section, expected) in [
+            ("cartpole", "  rollouts: {enabled: true}\n",
+             "rollouts   300 × up to 50 steps on the plant model per retraining, ε 0.2, uncertainty penalty 1\n"),
+            ("cartpole", "  rollouts: {enabled: true, starts: 10, horizon: 7, epsilon: 0, uncertainty_penalty: 0.5, max_uncertainty: 0.1}\n",
+             "rollouts   10 × up to 7 steps on the plant model per retraining, ε 0, uncertainty penalty 0.5, uncertainty at most 0.1\n"),
+            ("reference", "", ": none will run (no plant model can be used, see the model line)\n"),
+        ] {
+            var text = try String(contentsOf: Self.root.appendingPathComponent("topics/\(name).yaml"), encoding: .utf8)
+            text = text.replacingOccurrences(of: "\nlearning:\n", with: "\nlearning:\n" + section)
+            if name == "reference" {   // it has the section, off
+                let off = "    enabled: false                   # short runs on the plant model"
+                #expect(text.contains(off))
+                text = text.replacingOccurrences(of: off, with: "    enabled: true                    # short runs on the plant model")
+            }
+            let file = dir.appendingPathComponent("\(name).yaml")
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["check", file.path])
+            #expect(r.code == 0, "\(r.stderr)")
+            #expect(r.stdout.contains(expected), "\(r.stdout)")
+        }
+        let off = try EdgeQBinary.run(["check", Self.root.appendingPathComponent("topics/cartpole.yaml").path])
+        #expect(!off.stdout.contains("rollouts   "), "\(off.stdout)")
+    }
+
     /// The switchback trial's settings are summarized when the policy is `trial`.
     @Test func referenceSummaryShowsTheTrial() throws {
         let f = Self.root.appendingPathComponent("topics/reference.yaml").path

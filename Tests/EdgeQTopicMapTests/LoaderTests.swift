@@ -174,9 +174,9 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {}", { $0.learning.distill.teacherSeconds == 180 }),
             ("learning: {distill: {enabled: true, teacher_seconds: 90s}}", { $0.learning.distill.teacherSeconds == 90 }),
             ("learning: {distill: {teacher_seconds: none}}", { $0.learning.distill.teacherSeconds == nil }),
-            // Model rollouts (off by default; 2,000 starts of 5 steps, ε 0.2, λ 1, no uncertainty limit).
-            ("learning: {}", { $0.learning.rollouts == RolloutConfig() && !$0.learning.rollouts.enabled && $0.learning.rollouts.starts == 2000
-                               && $0.learning.rollouts.horizon == 5 && $0.learning.rollouts.epsilon == 0.2 && $0.learning.rollouts.uncertaintyPenalty == 1
+            // Model rollouts (off by default; 300 starts of 50 steps, ε 0.2, λ 1, no uncertainty limit).
+            ("learning: {}", { $0.learning.rollouts == RolloutConfig() && !$0.learning.rollouts.enabled && $0.learning.rollouts.starts == 300
+                               && $0.learning.rollouts.horizon == 50 && $0.learning.rollouts.epsilon == 0.2 && $0.learning.rollouts.uncertaintyPenalty == 1
                                && $0.learning.rollouts.maxUncertainty == nil }),
             ("learning: {rollouts: {enabled: true, starts: 500, horizon: 10, epsilon: 0, uncertainty_penalty: 0.5, max_uncertainty: 0.2}}", {
                 let r = $0.learning.rollouts
