@@ -221,7 +221,8 @@ public struct ModelRollouts: Sendable {
 extension Retrainer {
     /// Adds the model rollouts (`learning.rollouts`) to `learner`'s replay, when the plant model
     /// was accepted; otherwise says why not in `report.rolloutsSkipped`. The warm-start network
-    /// (the served or newest model, when it has the candidate's shape) is the rollout policy.
+    /// (the served or newest model, when it has the candidate's shape) is the rollout policy, in
+    /// mixed precision as the gateway decides by default.
     /// Never fails the retraining.
     ///
     /// - Parameter heldOutRows: the rows held out for the checks: as many of the plant data's
@@ -244,7 +245,7 @@ extension Retrainer {
         }
         progress(Progress(phase: "rollouts", updates: 0, of: 0, tdLoss: nil))
         let made = ModelRollouts(world: world, config: map.learning.rollouts)
-            .make(network: warmStart, precision: .int8, heldOutSamples: heldOutRows, seed: seed, shouldStop: shouldStop)
+            .make(network: warmStart, precision: .mixed, heldOutSamples: heldOutRows, seed: seed, shouldStop: shouldStop)
         for rollout in made.rollouts {
             for t in rollout { learner.observe(t) }
         }

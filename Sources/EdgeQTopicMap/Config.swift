@@ -666,6 +666,9 @@ public struct RolloutConfig: Sendable, Equatable {
     public var uncertaintyPenalty = 1.0
     /// A rollout ends before a step whose uncertainty exceeds this (nil: no limit). Default nil.
     public var maxUncertainty: Double?
+    /// The most synthetic transitions a retraining may make (`starts × horizon`): the replay
+    /// holds them beside the log's rows.
+    public static let maxTransitions = 10_000_000
 
     /// The defaults (off).
     public init() {}

@@ -1226,6 +1226,9 @@ struct Builder {
                 if !(v >= 0 && v.isFinite) { r.error(x, "rollouts uncertainty_penalty must be a finite number ≥ 0 (0: no penalty)") }
                 l.rollouts.uncertaintyPenalty = v
             }
+            if l.rollouts.starts * l.rollouts.horizon > RolloutConfig.maxTransitions {
+                r.error(n, "rollouts starts × horizon is \(l.rollouts.starts * l.rollouts.horizon) synthetic transitions a retraining; at most \(RolloutConfig.maxTransitions) fit beside the log in the replay: fewer starts or a shorter horizon")
+            }
             if let x = e["max_uncertainty"] {
                 if r.isNone(x) { l.rollouts.maxUncertainty = nil }
                 else if let v = r.number(x, "rollouts max_uncertainty") {

@@ -328,6 +328,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {rollouts: {max_uncertainty: 0}}\n", 13, 40, "rollouts max_uncertainty must be > 0, or none for no limit"),
         (minimal + "learning: {rollouts: {horizon: 0}}\n", 13, 32, "rollouts horizon must be in 1...10000, found 0"),
         (minimal + "learning: {rollouts: {horizn: 5}}\n", 13, 23, "unknown key 'horizn' in rollouts"),
+        (minimal + "learning: {rollouts: {starts: 100000, horizon: 1000}}\n", 13, 22,
+         "rollouts starts × horizon is 100000000 synthetic transitions a retraining; at most 10000000 fit beside the log in the replay: fewer starts or a shorter horizon"),
         // promotion: shadow-first was replaced by trial; the trial's and control group's settings
         (minimal + "learning: {promotion: {policy: shadow-first}}\n", 13, 32, "promotion policy 'shadow-first' was replaced by 'trial'"),
         (minimal + "learning: {promotion: {policy: tral}}\n", 13, 32, "promotion policy must be one of trial, manual, auto, found 'tral'; did you mean 'trial'?"),
