@@ -60,3 +60,20 @@ import Darwin
 private func _log(_ x: Double) -> Double { Darwin.log(x) }
 private func _cos(_ x: Double) -> Double { Darwin.cos(x) }
 #endif
+
+extension SeededGenerator {
+    /// A uniformly random index among the `true` entries of `mask` (the k-th allowed action,
+    /// without building the list), or nil — drawing nothing — when none is `true`. The
+    /// exploration of the decision core and the model rollouts' random choices.
+    public mutating func randomAllowed(_ mask: [Bool]) -> Int? {
+        var allowed = 0
+        for ok in mask where ok { allowed += 1 }
+        guard allowed > 0 else { return nil }
+        var k = Int(next() % UInt64(allowed))
+        for (i, ok) in mask.enumerated() where ok {
+            if k == 0 { return i }
+            k -= 1
+        }
+        return nil
+    }
+}

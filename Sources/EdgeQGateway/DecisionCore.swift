@@ -389,18 +389,9 @@ public struct DecisionCore: Sendable {
         guard l.budget > 0, Double(explorations) < l.budget * Double(controlDecisions) else { return nil }
         let progress = l.decaySteps > 0 ? min(1, Double(controlDecisions) / Double(l.decaySteps)) : 1
         let epsilon = l.start + (l.end - l.start) * progress
-        guard epsilon > 0, exploreRNG.nextUnit() < epsilon else { return nil }
-        var allowed = 0
-        for ok in mask where ok { allowed += 1 }
-        guard allowed > 0 else { return nil }
+        guard epsilon > 0, exploreRNG.nextUnit() < epsilon, let action = exploreRNG.randomAllowed(mask) else { return nil }
         explorations += 1
-        // The k-th allowed action, without building the list.
-        var k = Int(exploreRNG.next() % UInt64(allowed))
-        for (i, ok) in mask.enumerated() where ok {
-            if k == 0 { return i }
-            k -= 1
-        }
-        return nil
+        return action
     }
 
     /// Starts the exploration schedule's clock at `decisions` control decisions already made

@@ -177,30 +177,19 @@ public struct ModelRollouts: Sendable {
             // ε-greedy among the allowed actions (random without a network, or when its values
             // are not finite).
             var action: Int?
-            if let engine, Double.random(in: 0..<1, using: &rng) >= config.epsilon {
+            if let engine, rng.nextUnit() >= config.epsilon {
                 let best = state.withUnsafeBufferPointer { s in q.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: mask, qValues: $0) } }
                 if q.allSatisfy(\.isFinite) { action = best }
             }
-            if action == nil {
-                var pick = Int.random(in: 0..<allowed, using: &rng)
-                for a in 0..<A where mask[a] {
-                    if pick == 0 { action = a; break }
-                    pick -= 1
-                }
-            }
-            guard let a = action else { end = .unusable; break }
+            guard let a = action ?? rng.randomAllowed(mask) else { end = .unusable; break }
             runtime.recordApplied(action: a)
             let predicted = model.step(action: a, actionCount: A, exogenous: seg.exogenous[t])
             let u = model.uncertainty
             if let limit = config.maxUncertainty, u > limit { end = .uncertain; break }
             guard predicted.allSatisfy(\.isFinite) else { end = .unusable; break }
-            // The reward over the predicted signals as they are; then checked like decoded ones
-            // for the next decision's state.
-            world.setSignals(in: &table, predicted, seg.exogenous[t + 1], applied: a, tick: t + 1, checked: false)
-            runtime.refresh(from: table, now: UInt64(t + 2) * second)
-            guard let r = runtime.modelReward() else { end = .unusable; break }
-            let ended = runtime.modelTerminal() ?? false
-            world.setSignals(in: &table, predicted, seg.exogenous[t + 1], applied: a, tick: t + 1, checked: true)
+            let scored = world.score(predicted, exogenous: seg.exogenous[t + 1], applied: a, tick: t + 1, runtime: &runtime, table: &table)
+            guard let r = scored.reward else { end = .unusable; break }
+            let ended = scored.ended
             let previous = state
             status = state.withUnsafeMutableBufferPointer { runtime.assembleState(from: table, now: UInt64(t + 2) * second, wallClock: 0, into: $0) }
             allowed = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }

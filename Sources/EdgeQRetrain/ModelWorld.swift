@@ -201,15 +201,11 @@ public struct ModelWorld: Sendable {
             }
             run.meanUncertainty += u
             run.maxUncertainty = max(run.maxUncertainty, u)
-            // The reward of the step t → t+1 over the signals at t+1 as they are (a prediction
-            // beyond a signal's range still has a reward); then the same signals checked like
-            // decoded ones, for the next decision's state.
-            setSignals(predicted, seg.exogenous[t + 1], applied: action, tick: t + 1, checked: false)
-            runtime.refresh(from: table, now: now + second)
-            guard let r = runtime.modelReward() else {
+            let scored = score(predicted, exogenous: seg.exogenous[t + 1], applied: action, tick: t + 1, runtime: &runtime, table: &table)
+            guard let r = scored.reward else {
                 throw ModelWorldError(.rewardUnavailable, "the model reward (\(map.modelRewardSource ?? "")) is not a finite number at tick \(t + 1) of segment \(si) (predicted \(predicted)): check the expression and the signals it reads")
             }
-            let end = runtime.modelTerminal() ?? false
+            let end = scored.ended
             run.rewards.append(r)
             run.actions.append(action)
             run.discountedReturn += discount * r
@@ -219,7 +215,6 @@ public struct ModelWorld: Sendable {
                 run.ended = true
                 break
             }
-            setSignals(predicted, seg.exogenous[t + 1], applied: action, tick: t + 1, checked: true)
         }
         run.meanUncertainty /= Double(max(run.rewards.count, 1))
         if engine != nil, case .observed = policy { run.agreement = Double(agreed) / Double(max(run.rewards.count, 1)) }
@@ -236,6 +231,20 @@ extension ModelWorld {
         for (k, s) in controlledSlots.enumerated() { table.set(signal: s, value: controlled[k], time: now, in: map, checkRange: checked) }
         for (k, s) in exogenousSlots.enumerated() { table.set(signal: s, value: exogenous[k], time: now, in: map, checkRange: checked) }
         for s in appliedSlots { table.set(signal: s, value: map.signals[s].appliedValues[applied], time: now, in: map, checkRange: checked) }
+    }
+
+    /// Scores one simulated step: the signals predicted for `tick` (after action `applied`)
+    /// are set as they are — a prediction beyond a signal's range still has a reward — and the
+    /// mapping's model reward (nil: not a finite number) and end condition are evaluated on them;
+    /// then the same signals are set again checked like decoded ones, for the next decision's state.
+    func score(_ predicted: [Double], exogenous: [Double], applied: Int, tick: Int, runtime: inout TopicMapRuntime,
+               table: inout SignalTable) -> (reward: Double?, ended: Bool) {
+        setSignals(in: &table, predicted, exogenous, applied: applied, tick: tick, checked: false)
+        runtime.refresh(from: table, now: UInt64(tick + 1) * 1_000_000_000)
+        let reward = runtime.modelReward()
+        let ended = runtime.modelTerminal() ?? false
+        setSignals(in: &table, predicted, exogenous, applied: applied, tick: tick, checked: true)
+        return (reward, ended)
     }
 
     /// Fills the mapping's state history before sample `start` of `seg` from the log (as a run
