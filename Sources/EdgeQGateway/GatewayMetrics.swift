@@ -112,7 +112,7 @@ final class GatewayMetrics: Sendable {
         trialMeanDifference = r.gauge("edgeq_trial_mean_difference", help: "Mean block return of the candidate minus the reference's, over the trial's scored pairs.")
         trialCost = r.gauge("edgeq_trial_cost", help: "Reward the last decided trial cost (what the candidate's blocks lost against the reference's; 0 when it did better).")
         var verdicts: [String: Counter] = [:]
-        for v in ["promote", "reject", "budget-exhausted", "abandoned"] {
+        for v in ["promote", "reject", "futile", "budget-exhausted", "abandoned"] {
             verdicts[v] = r.counter("edgeq_trial_verdicts_total", help: "Switchback trials ended, by verdict.", labels: [("verdict", v)])
         }
         trialVerdicts = verdicts

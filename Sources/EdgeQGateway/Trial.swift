@@ -29,6 +29,11 @@ public enum TrialVerdict: String, Sendable, Equatable {
     case reject
     /// The budget (pairs or ticks) ran out without a verdict: not promoted.
     case budgetExhausted = "budget-exhausted"
+    /// Not better than the reference by the futility share (`TrialConfig.futility`) with the
+    /// configured confidence: the trial stopped early without promoting, since the candidate
+    /// could not be shown better within any budget worth the plant's time (two models that
+    /// balance a cart-pole for the whole episode, every pair's difference 0).
+    case futile
 }
 
 /// What the caller must do after a tick it fed to a trial.
@@ -73,6 +78,11 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 /// value is d′ = d + m·|reference return|:
 /// - promote when mean(d′) − t·s(d′)/√n > 0 (better, or not worse than m, with the confidence);
 /// - reject when mean(d′) + t·s(d′)/√n < 0 (worse than m allows, with the confidence);
+/// - futile, with futility share f, when mean(d″) + t·s(d″)/√n < 0 for d″ = d′ − f·|reference
+///   return|: the candidate is shown not to be better than f of the reference's block return
+///   (with the margin: d′ not above f), so no budget would show it better by more; with the
+///   same corrected t as promotion, a candidate better than that is stopped this way with
+///   probability at most α;
 /// - budget exhausted after `maxPairs` pairs (void ones included) or `maxTicks` ticks.
 ///
 /// By the union bound over the looks (their levels add up to α), a candidate that is not
@@ -102,6 +112,8 @@ public struct SwitchbackTrial: Sendable {
     private var d = RunningMoments()
     private var dDecided = RunningMoments()
     private var dMargin = RunningMoments()
+    /// d′ − f·|reference return| over scored pairs (f = `futility`; unused without it).
+    private var dFutile = RunningMoments()
     private var candidateSum = 0.0
     private var referenceSum = 0.0
     // Carry-over: every scored block's return (adjusted as decided) by its arm and the arm of
@@ -137,7 +149,7 @@ public struct SwitchbackTrial: Sendable {
     ///
     /// - Throws: `TrialSettingsError` when a setting is out of range (block < 1, burn-in not
     ///   below the block, confidence outside (0.5, 1), margin outside [0, 1), min_pairs < 2,
-    ///   max_pairs < min_pairs, last_look outside (0, 1), max_ticks < 1): give values the
+    ///   max_pairs < min_pairs, last_look outside (0, 1), futility outside (0, 1), max_ticks < 1): give values the
     ///   mapping loader accepts.
     public init(config: TrialConfig, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
         try Self.validate(config)
@@ -185,6 +197,9 @@ public struct SwitchbackTrial: Sendable {
         }
         if let share = c.lastLookShare, !(share > 0 && share < 1) {
             throw TrialSettingsError(message: "trial last_look must be in (0, 1), e.g. 0.5, or nil (every look the same level), found \(share)")
+        }
+        if let f = c.futility, !(f > 0 && f < 1) {
+            throw TrialSettingsError(message: "trial futility must be in (0, 1), e.g. 0.01, or nil (no futility stop), found \(f)")
         }
         if let t = c.maxTicks, t < 1 { throw TrialSettingsError(message: "trial max_ticks must be ≥ 1 (or nil), found \(t)") }
     }
@@ -264,6 +279,7 @@ public struct SwitchbackTrial: Sendable {
             let decided = adjusted ? c - r - (candidateBaseline - referenceBaseline) : c - r
             dDecided.add(decided)
             dMargin.add(decided + config.margin * abs(r))
+            dFutile.add(decided + (config.margin - (config.futility ?? 0)) * abs(r))
             candidateSum += c
             referenceSum += r
             if let v = decide() {
@@ -307,6 +323,11 @@ public struct SwitchbackTrial: Sendable {
         // `stop_confidence` is nil.
         let tStop = stopQuantiles.map { $0[dMargin.count - config.minPairs] } ?? t
         if dMargin.mean + tStop * se < 0 { return .reject }
+        // Futility: not better than the futility share with the promotion's corrected bound
+        // (a stop without promotion; its own α keeps good candidates from being cut short).
+        if config.futility != nil, dFutile.mean + t * dFutile.standardDeviation / Double(dFutile.count).squareRoot() < 0 {
+            return .futile
+        }
         return nil
     }
 
@@ -315,6 +336,7 @@ public struct SwitchbackTrial: Sendable {
         let n = d.count
         var s = TrialSummary(pairs: n, voidPairs: voidPairs, ticks: ticks, skippedTicks: skippedTicks,
                              confidence: config.confidence, margin: config.margin, verdict: verdict)
+        s.futility = config.futility
         s.adjusted = adjusted
         guard n > 0 else { return s }
         s.meanDifference = dDecided.mean
@@ -329,6 +351,7 @@ public struct SwitchbackTrial: Sendable {
             s.rawInterval = (d.mean - rawHalf)...(d.mean + rawHalf)
             let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
             s.stopUpperBound = dDecided.mean + tStop * dDecided.standardDeviation / root
+            if config.futility != nil { s.futilityUpperBound = dFutile.mean + t * dFutile.standardDeviation / root }
         }
         let (cc, cr, rc, rr) = (candidateAfterCandidate, candidateAfterReference, referenceAfterCandidate, referenceAfterReference)
         if min(cc.count, cr.count, rc.count, rr.count) >= 2 {
@@ -382,6 +405,12 @@ public struct TrialSummary: Sendable, Equatable {
     /// uncorrected; the corrected one when that is nil): below 0, the candidate is stopped
     /// (with a margin, the same bound on the margin-shifted difference decides).
     public var stopUpperBound: Double?
+    /// The trial's futility share (nil: no futility stop).
+    public var futility: Double?
+    /// The futility bound at the current look: the corrected upper bound on the mean of
+    /// d′ − futility·|reference return| (d′ the margin-shifted difference); below 0, the trial
+    /// stopped as futile. Nil without a futility share or before `minPairs` pairs.
+    public var futilityUpperBound: Double?
     /// The candidate's mean block return over scored pairs.
     public var meanCandidate: Double?
     /// The reference's mean block return over scored pairs.

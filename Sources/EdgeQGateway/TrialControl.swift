@@ -338,6 +338,7 @@ extension Gateway {
             "mean_difference": num(s.meanDifference),
             "ci_low": num(s.interval?.lowerBound), "ci_high": num(s.interval?.upperBound),
             "stop_high": num(s.stopUpperBound),
+            "futility": num(s.futility), "futility_high": num(s.futilityUpperBound),
             "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
             "cost": num(s.cost), "cost_share": num(s.costShare),
             "carry_over": num(s.carryOver), "carry_over_se": num(s.carryOverStandardError),

@@ -46,7 +46,7 @@ public struct RunHistory: Sendable {
         public var version: Int
         /// `incumbent` or `vN`.
         public var reference: String
-        /// `promote`, `reject`, `budget-exhausted` or `abandoned`.
+        /// `promote`, `reject`, `futile`, `budget-exhausted` or `abandoned`.
         public var verdict: String
         /// Scored block pairs.
         public var pairs: Int

@@ -1308,10 +1308,10 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, adjust}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, futility, adjust}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
-        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "adjust"]) else { return t }
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "futility", "adjust"]) else { return t }
         if let x = e["adjust"], let v = r.choice(x, "trial adjust", TrialConfig.Adjustment.self) {
             t.adjust = v
         }
@@ -1367,6 +1367,16 @@ struct Builder {
                     r.error(x, "trial last_look must be in (0, 1), e.g. 0.5 (the share of 1 − confidence spent at the budget's last look), or 'even' (every look the same level), found \(r.fmt(v))")
                 }
                 t.lastLookShare = v
+            }
+        }
+        if let x = e["futility"] {
+            if r.isNull(x) {
+                t.futility = nil
+            } else if let v = r.number(x, "trial futility (a share in (0, 1), or none)") {
+                if !(v > 0 && v < 1) {
+                    r.error(x, "trial futility must be in (0, 1), e.g. 0.01 (stop when the candidate is shown not to be better than this share of the reference's block return), or none (no futility stop), found \(r.fmt(v))")
+                }
+                t.futility = v
             }
         }
         if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }

@@ -288,7 +288,8 @@ struct CheckCommand: AsyncParsableCommand {
                 adjust = "adjusted for the exogenous baseline when one is accepted"
             }
             let split = t.lastLookShare.map { "\(fmt($0)) of 1 − confidence at the last look" } ?? "1 − confidence split evenly over the looks"
-            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(ticks); \(adjust); \(guardText)")
+            let futility = t.futility.map { "futile when not \(fmt($0 * 100)) % better" } ?? "no futility stop"
+            lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(futility), \(ticks); \(adjust); \(guardText)")
         }
         return lines.joined(separator: "\n")
     }

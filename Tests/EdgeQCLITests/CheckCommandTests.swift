@@ -81,7 +81,7 @@ import Testing
         let r = try EdgeQBinary.run(["check", f])
         #expect(r.code == 0, "\(r.stderr)")
         #expect(r.stdout.contains("promotion trial"), "\(r.stdout)")
-        #expect(r.stdout.contains("trial      blocks of 96 ticks (burn-in 8), better with confidence 0.95 (0.5 of 1 − confidence at the last look), 4…30 pairs, no tick budget; adjusted for the exogenous baseline when one is accepted; control share 0.1 over 20 pairs"),
+        #expect(r.stdout.contains("trial      blocks of 96 ticks (burn-in 8), better with confidence 0.95 (0.5 of 1 − confidence at the last look), 4…30 pairs, futile when not 1 % better, no tick budget; adjusted for the exogenous baseline when one is accepted; control share 0.1 over 20 pairs"),
                 "\(r.stdout)")
     }
 

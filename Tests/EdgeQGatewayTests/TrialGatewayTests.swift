@@ -140,11 +140,11 @@ import Testing
         #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
     }
 
-    /// A candidate that does exactly what the served model does is not promoted: the budget
-    /// (here 4 pairs) runs out without a verdict either way.
+    /// A candidate that does exactly what the served model does is not promoted: without a
+    /// futility share the budget (here 4 pairs) runs out without a verdict either way.
     @Test func aCandidateNoBetterThanTheServedModelIsNotPromotedWhenTheBudgetRunsOut() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 4}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 4, futility: none}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -161,6 +161,33 @@ import Testing
         #expect(file["verdict"] as? String == "budget-exhausted" && file["promoted"] as? Bool == false, "\(file)")
         #expect(h.gateway.servedVersion == served)
         #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="budget-exhausted"}"#) == 1)
+    }
+
+    /// The same trial with the default futility share (0.01): the candidate is shown not to be
+    /// better than 1 % of the served model's block return at the first look (every difference
+    /// is 0), so the trial ends there as futile — not promoted, the plant free for the next
+    /// candidate — instead of running out its budget.
+    @Test func aCandidateThatDoesTheSameAsTheServedModelEndsAsFutileAtTheFirstLook() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(h.map.learning.trial.futility == 0.01)
+        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 0)
+        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(verdict["verdict"] as? String == "futile" && verdict["promoted"] as? Bool == false, "\(verdict)")
+        #expect(verdict["pairs"] as? Int == 2 && verdict["mean_difference"] as? Double == 0, "\(verdict)")
+        #expect(verdict["futility"] as? Double == 0.01, "\(verdict)")
+        #expect((verdict["futility_high"] as? Double ?? 0) < 0, "the futility bound must lie below 0: \(verdict)")
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "futile" && file["promoted"] as? Bool == false, "\(file)")
+        #expect(h.gateway.servedVersion == served)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="futile"}"#) == 1)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="budget-exhausted"}"#) == 0)
+        #expect(h.metric("edgeq_trial_active") == 0)
     }
 
     /// The mapping's exploration goes on in a trial between two models, in both arms alike (what
