@@ -143,6 +143,10 @@ struct ModelsCommand: ParsableCommand {
                 lines.append("           raw (unadjusted): mean difference \(num("raw_mean_difference")) (interval \(num("raw_ci_low")) … \(num("raw_ci_high")))")
             }
             if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
+            if t["verdict"] as? String == "futile", let share = t["futility"] as? NSNumber {
+                lines.append("           futile: shown not to be better than \(String(format: "%g", share.doubleValue * 100)) % of the reference's block return "
+                             + "(bound \(num("futility_high")) < 0): stopped without promoting")
+            }
             lines.append("           block return: candidate \(num("candidate_mean")), reference \(num("reference_mean")); "
                          + "cost \(num("cost")) (\(num("cost_share")) of the reference's return over the trial)")
             if t["carry_over"] is NSNumber {

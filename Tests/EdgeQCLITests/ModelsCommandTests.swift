@@ -89,6 +89,14 @@ import Testing
              "adjustment":{"note":"adjusted by the exogenous baseline of setpoint, ambient_temp (held-out placebo variance ratio 0.06)"},
              "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0}
             """#.utf8).write(to: store.trialURL(3))
+        try Data(#"""
+            {"version":2,"reference":"v1","verdict":"futile","pairs":4,"ticks":4000,"confidence":0.95,"mean_difference":0,
+             "ci_low":0,"ci_high":0,"futility":0.01,"futility_high":-5,"candidate_mean":500,"reference_mean":500,"cost":0,"cost_share":0}
+            """#.utf8).write(to: store.trialURL(2))
+        let futile = try EdgeQBinary.run(["models", "show", "2", "--data", data.path])
+        #expect(futile.code == 0, "\(futile.stderr)")
+        #expect(futile.stdout.contains("trial      futile against v1"), "\(futile.stdout)")
+        #expect(futile.stdout.contains("futile: shown not to be better than 1 % of the reference's block return (bound -5 < 0): stopped without promoting"), "\(futile.stdout)")
         let show = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
         #expect(show.code == 0, "\(show.stderr)")
         #expect(show.stdout.contains("baseline   accepted (exogenous: setpoint, ambient_temp; 13 features; rows of incumbent, 5760)"), "\(show.stdout)")
