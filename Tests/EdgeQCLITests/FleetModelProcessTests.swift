@@ -270,9 +270,46 @@ import Testing
         // The gateway's log says why.
         let gwLog = (try? String(contentsOf: dir.url.appendingPathComponent("gw-a.log"), encoding: .utf8)) ?? ""
         #expect(gwLog.contains("fleet: model refused") && gwLog.contains("bad_signature") && gwLog.contains("fleet model stored"))
+
+        // Every metric the shipped Grafana dashboard plots is one these gateways or this learner
+        // expose (after training, publishing and verdicts, every series exists).
+        let exposed = ["a", "b", "c", "l1"].map { who in
+            (try? ChildProcess.run("curl", ["-s", "http://127.0.0.1:\(ports[who] ?? 0)/metrics"], timeout: 10).stdout) ?? ""
+        }.joined(separator: "\n")
+        let plotted = try Self.dashboardMetrics()
+        #expect(plotted.isSuperset(of: ["edgeq_trial_active", "edgeq_trial_pairs", "edgeq_trial_mean_difference", "edgeq_trial_verdicts_total", "edgeq_in_charge"]),
+                "the dashboard must show the trial: \(plotted.sorted())")
+        for name in Self.notExposed(plotted, in: exposed) {
+            Issue.record("the dashboard plots \(name), which neither the gateways nor the learner expose")
+        }
+        #expect(exposed.contains(#"edgeq_trial_verdicts_total{verdict="futile"} 0"#))
         for p in processes {
             p.signal(SIGTERM)
             #expect(p.wait(timeout: 30) == 0, "\(logs())")
+        }
+    }
+
+    /// The metric names the shipped Grafana dashboard (deploy/grafana-dashboard.json) plots.
+    static func dashboardMetrics() throws -> Set<String> {
+        let url = PackageRoot.url.appendingPathComponent("deploy/grafana-dashboard.json")
+        let dashboard = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let panels = try #require(dashboard["panels"] as? [[String: Any]])
+        let expressions = panels.flatMap { ($0["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String } }
+        return Set(expressions.flatMap { e in
+            e.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }).map(String.init).filter { $0.hasPrefix("edgeq_") }
+        })
+    }
+
+    /// The names of `plotted` that no `# TYPE` line of the exposition text `exposed` declares (a
+    /// histogram's name_bucket, name_sum and name_count count as its name).
+    static func notExposed(_ plotted: Set<String>, in exposed: String) -> [String] {
+        let declared = Set(exposed.split(separator: "\n").compactMap { line -> String? in
+            let parts = line.split(separator: " ")
+            return parts.count >= 3 && parts[0] == "#" && parts[1] == "TYPE" ? String(parts[2]) : nil
+        })
+        return plotted.sorted().filter { name in
+            let base = ["_bucket", "_sum", "_count"].first { name.hasSuffix($0) }.map { String(name.dropLast($0.count)) } ?? name
+            return !declared.contains(name) && !declared.contains(base)
         }
     }
 
