@@ -78,11 +78,10 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 /// value is d′ = d + m·|reference return|:
 /// - promote when mean(d′) − t·s(d′)/√n > 0 (better, or not worse than m, with the confidence);
 /// - reject when mean(d′) + t·s(d′)/√n < 0 (worse than m allows, with the confidence);
-/// - futile, with futility share f, when mean(d″) + t·s(d″)/√n < 0 for d″ = d′ − f·|reference
+/// - futile, with futility share f, when mean(d″) + t_stop·s(d″)/√n < 0 for d″ = d′ − f·|reference
 ///   return|: the candidate is shown not to be better than f of the reference's block return
-///   (with the margin: d′ not above f), so no budget would show it better by more; with the
-///   same corrected t as promotion, a candidate better than that is stopped this way with
-///   probability at most α;
+///   (with the margin: d′ not above f). Like reject, a stop that only loses a candidate, so it
+///   uses the stop's bound (below);
 /// - budget exhausted after `maxPairs` pairs (void ones included) or `maxTicks` ticks.
 ///
 /// By the union bound over the looks (their levels add up to α), a candidate that is not
@@ -323,9 +322,9 @@ public struct SwitchbackTrial: Sendable {
         // `stop_confidence` is nil.
         let tStop = stopQuantiles.map { $0[dMargin.count - config.minPairs] } ?? t
         if dMargin.mean + tStop * se < 0 { return .reject }
-        // Futility: not better than the futility share with the promotion's corrected bound
-        // (a stop without promotion; its own α keeps good candidates from being cut short).
-        if config.futility != nil, dFutile.mean + t * dFutile.standardDeviation / Double(dFutile.count).squareRoot() < 0 {
+        // Futility: not better than the futility share, with the stop's bound (like a reject,
+        // it can only lose a candidate).
+        if config.futility != nil, dFutile.mean + tStop * dFutile.standardDeviation / Double(dFutile.count).squareRoot() < 0 {
             return .futile
         }
         return nil
@@ -351,7 +350,7 @@ public struct SwitchbackTrial: Sendable {
             s.rawInterval = (d.mean - rawHalf)...(d.mean + rawHalf)
             let tStop = stopQuantiles.map { $0[n - config.minPairs] } ?? t
             s.stopUpperBound = dDecided.mean + tStop * dDecided.standardDeviation / root
-            if config.futility != nil { s.futilityUpperBound = dFutile.mean + t * dFutile.standardDeviation / root }
+            if config.futility != nil { s.futilityUpperBound = dFutile.mean + tStop * dFutile.standardDeviation / root }
         }
         let (cc, cr, rc, rr) = (candidateAfterCandidate, candidateAfterReference, referenceAfterCandidate, referenceAfterReference)
         if min(cc.count, cr.count, rc.count, rr.count) >= 2 {
@@ -407,9 +406,9 @@ public struct TrialSummary: Sendable, Equatable {
     public var stopUpperBound: Double?
     /// The trial's futility share (nil: no futility stop).
     public var futility: Double?
-    /// The futility bound at the current look: the corrected upper bound on the mean of
-    /// d′ − futility·|reference return| (d′ the margin-shifted difference); below 0, the trial
-    /// stopped as futile. Nil without a futility share or before `minPairs` pairs.
+    /// The futility bound at the current look: the stop's upper bound (`stop_confidence`) on the
+    /// mean of d′ − futility·|reference return| (d′ the margin-shifted difference); below 0, the
+    /// trial stopped as futile. Nil without a futility share or before `minPairs` pairs.
     public var futilityUpperBound: Double?
     /// The candidate's mean block return over scored pairs.
     public var meanCandidate: Double?

@@ -600,13 +600,13 @@ public struct TrialConfig: Sendable, Equatable {
     /// at α / L (the split before 2026-12-05). Default 0.5.
     public var lastLookShare: Double? = 0.5
     /// Futility share, in (0, 1): stop the trial without promoting (verdict `futile`) once the
-    /// candidate is shown, with the promotion's corrected confidence, not to be better than
-    /// this share of the reference's |block return| (with a margin: its margin-shifted
-    /// difference not above it). Two controllers that do exactly the same (every pair's
-    /// difference 0) end after `minPairs` pairs instead of running the whole budget; a
-    /// candidate better than the share is stopped this way with probability at most
-    /// 1 − confidence. It never promotes anything. nil: no futility stop (the budget ends a
-    /// trial with no verdict). Default 0.01.
+    /// candidate is shown, with `stopConfidence` (like a reject: a stop only loses a candidate),
+    /// not to be better than this share of the reference's |block return| (with a margin: its
+    /// margin-shifted difference not above it). Two controllers that do exactly the same (every
+    /// pair's difference 0) end after `minPairs` pairs instead of running the whole budget, and
+    /// near-equal ones sooner on average; a candidate better than the share is stopped this way
+    /// at a look with probability at most 1 − stopConfidence. It never promotes anything. nil:
+    /// no futility stop (the budget ends a trial with no verdict). Default 0.01.
     public var futility: Double? = 0.01
     /// Whether block pairs are adjusted by the candidate's exogenous baseline (a prediction of
     /// the reward from `role: exogenous` signals, fitted in retraining; docs/learning.md,
