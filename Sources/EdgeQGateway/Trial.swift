@@ -29,10 +29,10 @@ public enum TrialVerdict: String, Sendable, Equatable {
     case reject
     /// The budget (pairs or ticks) ran out without a verdict: not promoted.
     case budgetExhausted = "budget-exhausted"
-    /// Not better than the reference by the futility share (`TrialConfig.futility`) with the
-    /// configured confidence: the trial stopped early without promoting, since the candidate
-    /// could not be shown better within any budget worth the plant's time (two models that
-    /// balance a cart-pole for the whole episode, every pair's difference 0).
+    /// Shown, with the stop's confidence (`TrialConfig.stopConfidence`), not to be better than
+    /// the reference by the futility share (`TrialConfig.futility`): the trial stopped early
+    /// without promoting, since the rest of the budget would most likely go to a candidate not
+    /// worth it (two models that both balance a cart-pole for nearly every whole episode).
     case futile
 }
 
