@@ -148,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "edgeq",
             dependencies: [
-                "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
+                "EdgeQCore", "EdgeQMQTT", "EdgeQTopicMap", "EdgeQNet", "EdgeQLearner", "EdgeQLog",
                 "EdgeQPlants", "EdgeQModel", "EdgeQGateway", "EdgeQRetrain", "EdgeQSystem", "EdgeQSimulators", "EdgeQLab", "EdgeQTrust", "EdgeQReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

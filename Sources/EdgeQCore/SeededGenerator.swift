@@ -62,6 +62,27 @@ private func _cos(_ x: Double) -> Double { Darwin.cos(x) }
 #endif
 
 extension SeededGenerator {
+    /// The largest seed `edgeq run --seed` takes and the gateway draws: 2⁵³ − 1, so that a
+    /// seed printed as a JSON number (the status, `trial.json`) reads back exactly.
+    public static let largestPrintableSeed: UInt64 = (1 << 53) - 1
+
+    /// A seed for one purpose, derived from `root` and `parts` (e.g. a purpose tag and model
+    /// versions) by SplitMix64 steps: the same inputs give the same seed on every platform,
+    /// and inputs that differ in any part give unrelated seeds. The gateway's trials, its
+    /// control group and its exploration each draw from such a seed of the gateway's one seed
+    /// (docs/operations.md, "Replaying a run's random draws").
+    public static func derive(_ root: UInt64, _ parts: UInt64...) -> UInt64 {
+        func mix(_ x: UInt64) -> UInt64 {
+            var z = x &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var h = mix(root)
+        for p in parts { h = mix(h ^ mix(p)) }
+        return h
+    }
+
     /// A uniformly random index among the `true` entries of `mask` (the k-th allowed action,
     /// without building the list), or nil — drawing nothing — when none is `true`. The
     /// exploration of the decision core and the model rollouts' random choices.

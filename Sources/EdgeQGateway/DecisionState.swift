@@ -50,8 +50,8 @@ struct DecisionState {
     /// metrics feed signals.
     var sparkplug: SparkplugReceiver
 
-    init(map: TopicMap) {
-        core = DecisionCore(map: map, explorationSeed: UInt64(truncatingIfNeeded: Int64(Date().timeIntervalSince1970 * 1e6)))
+    init(map: TopicMap, explorationSeed: UInt64) {
+        core = DecisionCore(map: map, explorationSeed: explorationSeed)
         sparkplug = SparkplugReceiver(map: map)
         payload.reserveCapacity(1024)
     }

@@ -63,6 +63,12 @@ public struct GatewayOptions: Sendable {
     /// connected and deciding, `WATCHDOG=1` while the decision thread is alive, `STOPPING=1` at
     /// shutdown (ServiceNotifier.swift, docs/operations.md). Nil: nothing is sent.
     public var serviceNotifier: ServiceNotifier?
+    /// The one seed of the gateway's random draws — the exploration in control, each trial's
+    /// block order, the control group's blocks — each derived from it and the model versions
+    /// involved (`SeededGenerator.derive`), so that a run can be replayed (docs/operations.md,
+    /// "Replaying a run's random draws"). Nil: drawn at start (at most
+    /// `SeededGenerator.largestPrintableSeed`), logged and shown in the status.
+    public var seed: UInt64?
 
     public init(map: TopicMap) { self.map = map }
 }
@@ -109,6 +115,8 @@ public final class Gateway: Sendable {
     public let controlPlane: ControlPlane
     public let dataDirectory: URL
     let options: GatewayOptions
+    /// The seed every random draw of this run derives from (`GatewayOptions.seed`, or drawn).
+    public let seed: UInt64
     let logger: Logger
     let client: MQTTClient
     let log: ExperienceLog
@@ -256,7 +264,9 @@ public final class Gateway: Sendable {
         var policy = options.checkPolicy ?? Retrainer(map: options.map).policy
         policy.servedPrecision = options.precision   // the agreement check measures the served path
         checkPolicy = policy
-        decision = Mutex(DecisionState(map: map))
+        let seed = options.seed ?? UInt64.random(in: 0...SeededGenerator.largestPrintableSeed)
+        self.seed = seed
+        decision = Mutex(DecisionState(map: map, explorationSeed: GatewaySeeds.exploration(seed)))
         sparkplug = SparkplugLayout(map: map)
 
         // MQTT: the client id is stable (persistent session), the Last Will says offline.
@@ -381,6 +391,7 @@ public final class Gateway: Sendable {
         logger.info("gateway running", metadata: [
             "gateway.id": "\(map.gateway.id)", "gateway.mode": "\(mode.rawValue)",
             "gateway.model": "\(servedVersion.map(String.init) ?? "none")",
+            "gateway.seed": "\(seed)",
         ])
         if mode == .control && servedVersion != nil {
             handOver(to: .gateway, reason: "started in control mode")

@@ -358,6 +358,8 @@ extension Gateway {
             "mode": .string(mode.rawValue),
             "mode_reason": .string(modeReason.withLock { $0 }),
             "model": model,
+            // The run's seed (`edgeq run --seed` replays its random draws).
+            "seed": .number(Double(seed)),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
             "counters": .object([
                 "ticks": .number(Double(metrics.ticks.value)),

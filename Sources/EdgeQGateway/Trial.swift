@@ -136,6 +136,9 @@ public struct SwitchbackTrial: Sendable {
     private let stopQuantiles: [Double]?
     /// How the trial ended (nil while it runs).
     public private(set) var verdict: TrialVerdict?
+    /// The seed of the pairs' order: a trial with the same config and seed runs its arms in
+    /// the same order.
+    public let seed: UInt64
 
     /// A trial with `config`; `seed` draws the order of every pair.
     ///
@@ -154,6 +157,7 @@ public struct SwitchbackTrial: Sendable {
         try Self.validate(config)
         self.config = config
         self.adjusted = adjusted
+        self.seed = seed
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: config.block, burnIn: config.burnIn)
         let (interim, last) = Self.levels(config)
@@ -337,6 +341,7 @@ public struct SwitchbackTrial: Sendable {
                              confidence: config.confidence, margin: config.margin, verdict: verdict)
         s.futility = config.futility
         s.adjusted = adjusted
+        s.seed = seed
         guard n > 0 else { return s }
         s.meanDifference = dDecided.mean
         s.rawMeanDifference = d.mean
@@ -385,6 +390,8 @@ public struct TrialSummary: Sendable, Equatable {
     public var margin: Double
     /// The verdict, once decided.
     public var verdict: TrialVerdict?
+    /// The seed of the pairs' order (`SwitchbackTrial.seed`).
+    public var seed: UInt64 = 0
     /// Whether the pair differences were adjusted by an exogenous baseline: then
     /// `meanDifference`, `interval` and `stopUpperBound` are the adjusted ones (what decided) and
     /// `rawMeanDifference`, `rawInterval` the unadjusted ones.

@@ -176,7 +176,8 @@ extension Gateway {
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
         let baseline = baselineUse(candidate).evaluator
         do {
-            d.trial = try SwitchbackTrial(config: map.learning.trial, seed: UInt64(truncatingIfNeeded: Self.now()) ^ UInt64(candidate.version),
+            d.trial = try SwitchbackTrial(config: map.learning.trial,
+                                          seed: GatewaySeeds.trial(seed, candidate: candidate.version, reference: d.engineModel?.version),
                                           adjusted: baseline != nil)
         } catch {
             logger.error("the switchback trial cannot start: \(error)")
@@ -206,7 +207,8 @@ extension Gateway {
                 // the guard's control group.
                 let baseline = baselineUse(d.engineModel).evaluator
                 d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
-                                                       seed: UInt64(truncatingIfNeeded: Self.now()) ^ 0x6A4D, adjusted: baseline != nil)
+                                                       seed: GatewaySeeds.controlGroup(seed, served: d.engineModel?.version),
+                                                       adjusted: baseline != nil)
                 if d.controlGroup?.isActive == true { d.guardBaseline = baseline }
             } catch {
                 logger.error("the control-group guard cannot start: \(error)")
@@ -343,6 +345,8 @@ extension Gateway {
             "cost": num(s.cost), "cost_share": num(s.costShare),
             "carry_over": num(s.carryOver), "carry_over_se": num(s.carryOverStandardError),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
+            // The block order's seed: 64 bits, a decimal string (a JSON number is exact to 2⁵³).
+            "seed": .string(String(s.seed)), "gateway_seed": .number(Double(seed)),
         ]
         if let reason { o["reason"] = .string(reason) }
         if let next { o["next_arm"] = .string(next.rawValue) }

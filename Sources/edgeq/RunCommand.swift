@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeQCore
 import EdgeQGateway
 import EdgeQNet
 import EdgeQSystem
@@ -82,8 +83,15 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: LogLevelOption = .info
 
+    @Option(help: ArgumentHelp("Seed of the gateway's random draws (exploration, trial block order, control group), 0 … 9007199254740991; default: drawn at start and shown in the status. The same seed replays them.",
+                               valueName: "N"))
+    var seed: UInt64?
+
     func validate() throws {
         if let watchdog, !(watchdog > 0) { throw ValidationError("--watchdog must be a positive number of seconds") }
+        if let seed, seed > SeededGenerator.largestPrintableSeed {
+            throw ValidationError("--seed must be at most \(SeededGenerator.largestPrintableSeed) (2^53 - 1, so that the status shows it exactly); got \(seed)")
+        }
     }
 
     func run() throws {
@@ -107,6 +115,7 @@ struct RunCommand: ParsableCommand {
         options.watchdogSeconds = watchdog
         options.inlineDecisions = inlineDecisions
         options.releaseCodePages = releaseStartupPages
+        options.seed = seed
         // Under systemd (Type=notify): READY=1, WATCHDOG=1, STOPPING=1 (deploy/edgeq@.service).
         do {
             options.serviceNotifier = try ServiceNotifier.fromEnvironment()

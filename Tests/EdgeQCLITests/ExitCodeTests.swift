@@ -82,6 +82,13 @@ import Testing
         #expect(r.code == 64, "\(r.stderr)")
         #expect(r.stderr.contains("Usage:"), "\(r.stderr)")
     }
+
+    /// A seed the status could not show exactly is a usage error that says the limit.
+    @Test func runWithASeedBeyond2To53Exits64AndSaysTheLimit() throws {
+        let r = try EdgeQBinary.run(["run", "--config", "/nonexistent.yaml", "--seed", "9007199254740992"])
+        #expect(r.code == 64, "\(r.stderr)")
+        #expect(r.stderr.contains("--seed must be at most 9007199254740991"), "\(r.stderr)")
+    }
 }
 
 /// A real experience log for the one-signal test plant (`processMapping`): state x in

@@ -3,6 +3,7 @@ import EdgeQLog
 @testable import EdgeQGateway
 import EdgeQMQTT
 import EdgeQTestSupport
+import EdgeQTopicMap
 import Foundation
 import Testing
 
@@ -236,6 +237,64 @@ import Testing
             #expect(!all.contains { $0.actor == .exploration }, "\(all.filter { $0.actor == .exploration }.count) explorative rows")
             #expect(!plant.acted.contains(.gateway(1)), "the candidate favours a0 and must not explore")
         }
+    }
+
+    /// One seed, one run's draws: a trial between two models with exploration, run twice with
+    /// the gateway's seed 41 on the same plant, acts the same on every tick — the same arm in
+    /// every block, the same explorative decisions — and writes the same seed in `trial.json`;
+    /// the trial's order is the one `SwitchbackTrial` draws from `GatewaySeeds.trial`. Another
+    /// seed draws another order. Without `--seed` the gateway draws one and shows it in its status.
+    @Test func theGatewaysSeedReplaysTheTrialsOrderAndTheExploration() throws {
+        let yaml = testMapping(extraLearning: """
+              exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60}, control_share: 0}
+            """)
+        let trialConfig = try TopicMap.parse(yaml: yaml, file: "t.yaml").learning.trial
+        struct Run {
+            var rows: [String]
+            var served: Int
+            var candidate: Int
+            var firstArmIsCandidate: Bool
+        }
+        func run(seed: UInt64) throws -> Run {
+            let h = try GatewayHarness(yaml: yaml) { $0.seed = seed }
+            defer { h.stop() }
+            let status = try h.waitFor(topic: "edgeq/t1/status") { GatewayHarness.json($0)["seed"] != nil }
+            #expect(GatewayHarness.json(status)["seed"] as? Int == Int(seed))
+            let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 1)
+            let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 51), dynamics: Self.noisyPlant(seed: 52))
+            try plant.run(64)
+            #expect(trialEvents(h, "verdict").isEmpty)
+            let expected = try SwitchbackTrial(config: trialConfig, seed: GatewaySeeds.trial(seed, candidate: candidate, reference: served))
+            let progress = try #require(trialEvents(h, "progress").last)
+            #expect(progress["seed"] as? String == String(expected.seed) && progress["gateway_seed"] as? Int == Int(seed), "\(progress)")
+            h.stop()
+            let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
+            let all = try log.transitions(window: .all).map(\.transition)
+            // The trial starts on the first tick: the first row is its first block's.
+            let first = try #require(all.first)
+            #expect((first.modelVersion == String(candidate)) == (expected.arm == .candidate),
+                    "seed \(seed): the first block is v\(first.modelVersion ?? "-")'s, SwitchbackTrial draws \(expected.arm)")
+            #expect(all.contains { $0.actor == .exploration }, "seed \(seed): no explorative row in \(all.count)")
+            return Run(rows: all.map { "\($0.modelVersion ?? "-") \($0.actor) \($0.action.map(String.init) ?? "-")" }, served: served, candidate: candidate,
+                       firstArmIsCandidate: expected.arm == .candidate)
+        }
+        let a = try run(seed: 41)
+        let again = try run(seed: 41)
+        #expect(a.rows.count >= 60 && a.rows == again.rows, "seed 41 twice:\n\(a.rows)\n\(again.rows)")
+        // A seed whose trial starts with the other arm (the derivation is fixed: found, not hoped for).
+        let other = try #require((42..<80).first { s in
+            (try? SwitchbackTrial(config: trialConfig, seed: GatewaySeeds.trial(s, candidate: a.candidate, reference: a.served)))
+                .map { ($0.arm == .candidate) != a.firstArmIsCandidate } ?? false
+        })
+        let b = try run(seed: other)
+        #expect(b.firstArmIsCandidate != a.firstArmIsCandidate && b.rows != a.rows, "seed \(other) ran as seed 41 did")
+        // No seed given: one is drawn, printable exactly as a JSON number.
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(h.gateway.seed <= SeededGenerator.largestPrintableSeed)
+        let status = try h.waitFor(topic: "edgeq/t1/status") { GatewayHarness.json($0)["seed"] != nil }
+        #expect((GatewayHarness.json(status)["seed"] as? NSNumber)?.uint64Value == h.gateway.seed)
     }
 
     @Test func theTrialWaitsInShadowModeAndStartsInControlMode() throws {

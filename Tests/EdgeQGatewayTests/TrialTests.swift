@@ -122,6 +122,25 @@ import Testing
     /// The looks' levels add up to 1 − confidence: half of it at the last look by default, the
     /// rest split over the looks before it; evenly with `last_look: even`; a single look gets
     /// all of it.
+    /// A derived seed is a fixed function of its inputs (the same on every platform: replaying a
+    /// run depends on it), and every input matters, the order of the parts too.
+    @Test func aDerivedSeedIsFixedAndEveryPartMatters() {
+        #expect(SeededGenerator.derive(41, 2, 5, 4) == SeededGenerator.derive(41, 2, 5, 4))
+        let seeds: Set<UInt64> = [
+            SeededGenerator.derive(41), SeededGenerator.derive(42), SeededGenerator.derive(41, 2, 5, 4),
+            SeededGenerator.derive(41, 2, 4, 5), SeededGenerator.derive(41, 2, 5, 0), SeededGenerator.derive(41, 2, 5),
+            GatewaySeeds.exploration(41), GatewaySeeds.trial(41, candidate: 5, reference: 4),
+            GatewaySeeds.trial(41, candidate: 5, reference: nil), GatewaySeeds.trial(42, candidate: 5, reference: 4),
+            GatewaySeeds.controlGroup(41, served: 5), GatewaySeeds.controlGroup(41, served: 4),
+        ]
+        // trial(41, 5, 4) is derive(41, 2, 5, 4) and trial(41, 5, nil) derive(41, 2, 5, 0): the rest all differ.
+        #expect(seeds.count == 10)
+        #expect(GatewaySeeds.trial(41, candidate: 5, reference: 4) == SeededGenerator.derive(41, 2, 5, 4))
+        #expect(GatewaySeeds.trial(41, candidate: 5, reference: nil) == SeededGenerator.derive(41, 2, 5, 0))
+        // Pinned: a change of the derivation changes every replay; it must be deliberate.
+        #expect(SeededGenerator.derive(0) == 0xE220_A839_7B1D_CDAF)
+    }
+
     @Test func theLooksLevelsAddUpToTheErrorBudget() throws {
         let (interim, last) = SwitchbackTrial.levels(Self.config(maxPairs: 30, minPairs: 4))
         #expect(abs(last - 0.025) < 1e-12 && abs(interim - 0.025 / 26) < 1e-12)

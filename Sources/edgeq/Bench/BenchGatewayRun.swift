@@ -83,7 +83,10 @@ final class BenchGatewayRun {
         operatorKey = try localOperatorKey(name: operatorName, dataDirectory: data)
         gatewayLog = data.appendingPathComponent("gateway.log").path
         let child = try ChildProcess(executable, ["run", "--config", mappingPath, "--broker", broker.url, "--data", data.path,
-                                                  "--mode", "shadow", "--log-level", "warning"],
+                                                  "--mode", "shadow", "--log-level", "warning",
+                                                  // The plant's seed seeds the gateway's draws too (trial order,
+                                                  // exploration, control group): a run can be replayed.
+                                                  "--seed", String(seed)],
                                      stderrPath: gatewayLog)
         gateway = child
         do {
