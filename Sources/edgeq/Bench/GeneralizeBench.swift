@@ -75,8 +75,12 @@ enum GeneralizeBench {
                 context.progress("\(plant.rawValue) seed \(seed): \(steps) steps, promotion policy \(map.learning.promotion.rawValue), mapping \(mappingPath)"
                                  + (map.learning.distill.enabled ? ", distillation on" : ""))
                 let started = Date()
-                let o = try runOne(plant: plant, seed: seed, steps: steps, map: map, mappingPath: mappingPath,
+                var o = try runOne(plant: plant, seed: seed, steps: steps, map: map, mappingPath: mappingPath,
                                    executable: executable, context: context)
+                if let behind = retrainingsBehind(o, steps: steps, every: map.learning.retrainEveryTransitions) {
+                    o.notes.append(behind)
+                    context.progress("\(plant.rawValue) seed \(seed): WARNING \(behind)")
+                }
                 context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
                                  + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
@@ -89,12 +93,40 @@ enum GeneralizeBench {
                                  }.joined(separator: "; ")
                                  + "; pre-trial estimates: " + (o.pretrials.isEmpty ? "none" : o.pretrials.map { p in
                                      "v\(p.version) \(p.verdict) (Δ \(p.difference.map { String(format: "%+.3g", $0) } ?? "—"))"
-                                 }.joined(separator: "; ")))
+                                 }.joined(separator: "; "))
+                                 + "; " + worstServedSummary(o))
                 outcomes.append(o)
             }
             figures += self.figures(plant: plant.rawValue, steps: steps, outcomes: outcomes)
         }
         return figures
+    }
+
+    /// A warning when fewer retrainings ended than `every_transitions` asks for over the run
+    /// (below 90 % of steps / every − 1): the plant waits while a retraining runs, but a machine
+    /// too busy for the gateway's retraining thread still starves it (measured: 32–46 of 49 with
+    /// six bench processes on two cores), and such a run's learning figures do not compare with
+    /// a quiet sitting's. Nil when on pace or without a transition count schedule.
+    static func retrainingsBehind(_ o: Outcome, steps: Int, every: Int?) -> String? {
+        guard let every, every > 0 else { return nil }
+        let expected = steps / every - 1
+        guard expected >= 5, Double(o.retrainings) < 0.9 * Double(expected) else { return nil }
+        return "retrainings fell behind: \(o.retrainings) ended against about \(expected) (one every \(every) transitions over \(steps) steps); "
+            + "the machine was too busy for this run's learning figures to compare with a quiet sitting's"
+    }
+
+    /// The served windows worse than the incumbent's twin by more than 2 % (issue 13's bound),
+    /// for people: how many of how many, and the worst one's model, first step and returns.
+    static func worstServedSummary(_ o: Outcome) -> String {
+        let served = servedWindows(o.windows, trialEvents: o.trialEvents)
+        let bad = served.filter { ($0.vsIncumbentPercent ?? 0) < -2 }
+        guard let worst = served.min(by: { ($0.vsIncumbentPercent ?? 0) < ($1.vsIncumbentPercent ?? 0) }),
+              let pct = worst.vsIncumbentPercent else { return "served windows: none" }
+        let perModel = Dictionary(grouping: bad, by: { $0.controller }).map { "\($0.key) \($0.value.count)" }.sorted().joined(separator: ", ")
+        return "served windows worse than the incumbent by > 2 %: \(bad.count) of \(served.count)"
+            + (bad.isEmpty ? "" : " (\(perModel))")
+            + String(format: "; worst: %@ from step %d, %.4g against %.4g (%+.1f %%)", worst.controller, worst.firstStep,
+                     worst.realReturn, worst.incumbentReturn, pct)
     }
 
     /// One run for people: each retraining's result (stored version, verdict, with
