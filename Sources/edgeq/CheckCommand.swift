@@ -197,9 +197,11 @@ struct CheckCommand: AsyncParsableCommand {
         }
     }
 
+    /// A number as the summary prints it: whole numbers without a decimal point.
+    static func fmt(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
+
     /// The one-screen summary of a valid mapping.
     static func summary(_ map: TopicMap, file: String) -> String {
-        func fmt(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
         var lines: [String] = []
         let g = map.gateway
         lines.append("\(file): ok")
@@ -266,6 +268,7 @@ struct CheckCommand: AsyncParsableCommand {
         }
         let l = map.learning
         lines.append("learning   net \(map.stateWidth)-\(l.hidden.map(String.init).joined(separator: "-"))-\(map.actions.count), gamma \(fmt(l.gamma)), batch \(l.batchSize), CQL weight \(fmt(l.cqlWeight)), promotion \(l.promotion.rawValue)")
+        lines.append(Self.explorationLine(l))
         if l.promotion == .trial {
             let t = l.trial
             let block: String
@@ -292,5 +295,18 @@ struct CheckCommand: AsyncParsableCommand {
             lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(futility), \(ticks); \(adjust); \(guardText)")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// The summary's `explore` line: the ε schedule in control, and what it costs the plant
+    /// when it starts high (the served model's first decisions mostly random).
+    static func explorationLine(_ l: LearningConfig) -> String {
+        guard l.explorationBudget > 0, max(l.epsilonStart, l.epsilonEnd) > 0 else { return "explore    none in control" }
+        var line = "explore    ε \(fmt(l.epsilonStart)) → \(fmt(l.epsilonEnd)) over \(l.epsilonDecaySteps) control decisions of a model, "
+            + "at most \(fmt(l.explorationBudget * 100)) % of them explorative; never in the incumbent's blocks"
+        if max(l.epsilonStart, l.epsilonEnd) >= 0.5 {
+            line += "; at first the served model acts at random on most ticks: the plant does worse than under the model's greedy choice "
+                + "(and may do worse than under the incumbent) until ε has decayed"
+        }
+        return line
     }
 }

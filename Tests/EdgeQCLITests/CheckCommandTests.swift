@@ -47,6 +47,30 @@ import Testing
 
     /// `learning.rollouts` is summarized when it is on, and said not to run where no plant model
     /// can be used.
+    /// The summary says how the mapping explores in control, and warns what a high ε costs.
+    @Test func summaryShowsTheExplorationInControl() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let shipped = "  exploration: {start: 1.0, end: 0.04, decay_steps: 8000, budget: 1.0}"
+        for (replacement, expected, costs) in [
+            (shipped, "explore    ε 1 → 0.04 over 8000 control decisions of a model, at most 100 % of them explorative; never in the incumbent's blocks", true),
+            ("  exploration: {start: 0.1, end: 0.02, decay_steps: 500, budget: 0.05}",
+             "explore    ε 0.1 → 0.02 over 500 control decisions of a model, at most 5 % of them explorative; never in the incumbent's blocks\n", false),
+            ("  exploration: {start: 0.1, end: 0.02, decay_steps: 500, budget: 0}", "explore    none in control\n", false),
+        ] {
+            var text = try String(contentsOf: Self.root.appendingPathComponent("topics/cartpole.yaml"), encoding: .utf8)
+            #expect(text.contains(shipped))
+            text = text.replacingOccurrences(of: shipped, with: replacement)
+            let file = dir.appendingPathComponent("cartpole.yaml")
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["check", file.path])
+            #expect(r.code == 0, "\(r.stderr)")
+            #expect(r.stdout.contains(expected), "\(r.stdout)")
+            #expect(r.stdout.contains("acts at random on most ticks") == costs, "\(r.stdout)")
+        }
+    }
+
     @Test func summaryShowsTheModelRollouts() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
