@@ -287,6 +287,21 @@ enum GeneralizeBench {
         }
     }
 
+    /// The lowest `percent` over `length` consecutive windows of one controller among `windows`
+    /// (in their order; another controller's windows in between do not break a run); nil when no
+    /// controller has `length` of them.
+    static func worstRun(_ windows: [EvaluationWindow], length: Int) -> Double? {
+        var byController: [String: [EvaluationWindow]] = [:]
+        for w in windows { byController[w.controller, default: []].append(w) }
+        var worst: Double?
+        for list in byController.values where list.count >= length {
+            for start in 0...(list.count - length) {
+                if let p = percent(Array(list[start..<(start + length)])) { worst = min(worst ?? p, p) }
+            }
+        }
+        return worst
+    }
+
     /// The model version that decided every step of `w` (its controller `vN`), nil otherwise.
     static func servedVersion(_ w: EvaluationWindow) -> Int? {
         guard w.controller.hasPrefix("v") else { return nil }
@@ -339,6 +354,12 @@ enum GeneralizeBench {
         let worst = served.compactMap(\.vsIncumbentPercent).min()
         out.append(("worst_served_vs_incumbent", worst, "%", .higher,
                     worst == nil ? "not measured: no evaluation window was decided wholly by a served model after its trial\(noteSuffix)" : nil))
+        // Over 10 windows in a row of one served model (cart-pole: 10 episodes, the span its
+        // return goal is judged on; thermal: 10 days): a single window says as much about the
+        // episode or the day as about the model.
+        let worst10 = worstRun(served, length: finalWindows)
+        out.append(("worst_served_10_windows_vs_incumbent", worst10, "%", .higher,
+                    worst10 == nil ? "not measured: no served model decided \(finalWindows) evaluation windows after its trial\(noteSuffix)" : nil))
 
         // Trial cost: what the gateway reports, never computed here.
         // The gateway's verdict events carry `cost_share` (the reward the candidate's blocks
@@ -452,7 +473,7 @@ enum GeneralizeBench {
             switch name {
             case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "trial_cost", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion", "steps_to_475": value = BenchFigure.median(values)
-            case "worst_served_vs_incumbent": value = values.min()
+            case "worst_served_vs_incumbent", "worst_served_10_windows_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
             }
             var reason: String?
