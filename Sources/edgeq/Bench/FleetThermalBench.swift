@@ -55,8 +55,8 @@ enum FleetThermalBench {
             context.progress(String(format: "thermal seed %d: 1 × %d weeks %+.2f%% (%@, %d rows), %d × %d weeks %+.2f%% (%@, %d rows) cheaper than the PI as served",
                                     s, singleWeeks, a.cost * 100, one.report.verdict, one.report.rows,
                                     gateways, Int(weeksEach), b.cost * 100, many.report.verdict, many.report.rows)
-                + (one.report.passed ? "" : "; 1 gateway's candidate refused: \(one.report.reasons.joined(separator: "; "))")
-                + (many.report.passed ? "" : "; the fleet's candidate refused: \(many.report.reasons.joined(separator: "; "))"))
+                + (one.report.passed ? "" : "; 1 gateway's candidate refused: \(one.report.reasons.joined(separator: "; "))\(Self.unserved(one))")
+                + (many.report.passed ? "" : "; the fleet's candidate refused: \(many.report.reasons.joined(separator: "; "))\(Self.unserved(many))"))
         }
         func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
         let bench = "fleet"
@@ -76,5 +76,12 @@ enum FleetThermalBench {
     }
 
     /// The goal's figure, measured or printed as not measured.
+    /// What a refused candidate would have done, had it been served (it is evaluated either
+    /// way): whether the check that refused it kept a worse or a better model out.
+    static func unserved(_ o: ThermalExperiment.Outcome) -> String {
+        String(format: " (had it been served: %+.2f%% cheaper than the PI, worst period %+.2f%%, extra comfort violation %.2f K·h/week at worst)",
+               o.costImprovement * 100, o.worstImprovement * 100, o.periods.map(\.extraComfortViolationPerWeek).max() ?? 0)
+    }
+
     static let headline = "thermal: 4 gateways × 2 weeks of shadow data against 1 gateway × 6 weeks"
 }
