@@ -176,6 +176,14 @@ struct CheckCommand: AsyncParsableCommand {
             return (line, .warning(what + "with cql_weight 0 every candidate learned from it fails unsupported_actions. Dither the incumbent in shadow "
                 + "(e.g. `edgeq sim --dither 0.5`) or set cql_weight > 0."))
         }
+        if !explores && l.promotion == .trial {
+            // A candidate that departs from the incumbent anywhere shows what its own choices do
+            // in its trial blocks, and once served in its own decisions (measured on the
+            // cart-pole from the rule's log: the first model 1.8× the rule in its trial).
+            return (line, .note(what + "the first models stay near the incumbent where the log shows one action (cql_weight > 0); with no exploration in control "
+                + "only a candidate's own departures from it, in its trial blocks and once served, show what other actions do. "
+                + "If no candidate ever departs, dither the incumbent in shadow or allow exploration in control (learning.exploration)."))
+        }
         if !explores {
             return (line, .warning(what + "candidates can only copy the incumbent, and with no exploration in control nothing will show another action. "
                 + "Dither the incumbent in shadow (e.g. `edgeq sim --dither 0.2`) or allow exploration in control (learning.exploration)."))

@@ -52,16 +52,17 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let shipped = "  exploration: {start: 1.0, end: 0.04, decay_steps: 8000, budget: 1.0}"
         for (replacement, expected, costs) in [
-            (shipped, "explore    ε 1 → 0.04 over 8000 control decisions of a model, at most 100 % of them explorative; never in the incumbent's blocks", true),
+            ("  exploration: {start: 1.0, end: 0.04, decay_steps: 8000, budget: 1.0}",
+             "explore    ε 1 → 0.04 over 8000 control decisions of a model, at most 100 % of them explorative; never in the incumbent's blocks", true),
             ("  exploration: {start: 0.1, end: 0.02, decay_steps: 500, budget: 0.05}",
              "explore    ε 0.1 → 0.02 over 500 control decisions of a model, at most 5 % of them explorative; never in the incumbent's blocks\n", false),
             ("  exploration: {start: 0.1, end: 0.02, decay_steps: 500, budget: 0}", "explore    none in control\n", false),
         ] {
             var text = try String(contentsOf: Self.root.appendingPathComponent("topics/cartpole.yaml"), encoding: .utf8)
-            #expect(text.contains(shipped))
-            text = text.replacingOccurrences(of: shipped, with: replacement)
+            // The shipped mapping's exploration line, whatever it says, replaced.
+            let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("  exploration: {") })
+            text = text.replacingOccurrences(of: String(line), with: replacement)
             let file = dir.appendingPathComponent("cartpole.yaml")
             try text.write(to: file, atomically: true, encoding: .utf8)
             let r = try EdgeQBinary.run(["check", file.path])
@@ -167,14 +168,16 @@ import Testing
 
     /// `--log` measures the incumbent's rows of a real log: a rule that is deterministic in the
     /// state (action = sign of x) is warned about when nothing in the mapping will show another
-    /// action (only a note when its conservative term and exploration in control cope); the
+    /// action (only a note when its conservative term and exploration in control cope, or when
+    /// candidates reach control through a switchback trial, whose blocks show their own choices); the
     /// same states with the action varying (every third command flipped) are not; a log with
     /// no incumbent row is not judged.
     @Test func checkLogMeasuresTheIncumbentsActionDiversity() throws {
         let dir = try Self.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("p1.yaml").path
-        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1").write(toFile: file, atomically: true, encoding: .utf8)
+        // Served without a trial (`auto`): nothing but exploration would show another action.
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  promotion: {policy: auto}").write(toFile: file, atomically: true, encoding: .utf8)
         func write(_ name: String, rows: Int, action: (Int, Float) -> Int, actor: Actor = .incumbent) throws -> String {
             let data = dir.appendingPathComponent(name).path
             try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
@@ -196,6 +199,15 @@ import Testing
         #expect(r.stdout.contains("log        2000 rows (last 50,000), 2000 from the incumbent (low 50%, high 50%); single-action states"), "\(r.stdout)")
         #expect(r.stderr.contains("\(file): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
         #expect(r.stderr.contains("candidates can only copy the incumbent"), "\(r.stderr)")
+
+        // With the switchback trial (the default) and no exploration: a note (candidates' own departures show other actions).
+        let trial = dir.appendingPathComponent("trial.yaml").path
+        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  promotion: {policy: trial}")
+            .write(toFile: trial, atomically: true, encoding: .utf8)
+        let t = try EdgeQBinary.run(["check", trial, "--log", deterministic])
+        #expect(t.code == 0 && !t.stderr.contains("warning"), "\(t.stderr)")
+        #expect(t.stderr.contains("\(trial): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(t.stderr)")
+        #expect(t.stderr.contains("only a candidate's own departures from it"), "\(t.stderr)")
 
         let exploring = dir.appendingPathComponent("exploring.yaml").path
         try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  exploration: {start: 1.0, end: 0.05, decay_steps: 1000, budget: 1.0}")

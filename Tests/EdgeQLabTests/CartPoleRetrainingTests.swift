@@ -7,7 +7,7 @@ import Testing
 import EdgeQRetrain
 
 @Suite struct CartPoleRetrainingTests {
-    /// Issue 6: cart-pole with periodic retraining in control mode (ε exploration on) reaches
+    /// Issue 6: cart-pole with periodic retraining in control mode (no exploration, as shipped) reaches
     /// a mean return ≥ 400 within 40,000 steps — with the shipped `topics/cartpole.yaml`
     /// (its `learning:` section sets the retraining period, updates and hyper-parameters),
     /// every retraining through the `Retrainer` and the mapping file's checks, one fixed seed.
@@ -30,13 +30,16 @@ import EdgeQRetrain
         #expect(curve.contains { $0.passed })
         let last = curve.last?.meanReturn ?? 0
         #expect(last >= 400)
-        // Control mode with ε exploration on: the log holds the shadow chunk, then the served
-        // model's decisions and explorative ones.
+        // Control mode as the mapping says (no exploration): the log holds the shadow chunk,
+        // then the served models' own decisions, which take both actions (the first model
+        // departs from the rule: that is what the next rounds learn from), and no explorative one.
+        #expect(map.learning.explorationBudget == 0)
         let rows = try ExperienceLog.open(path: dir.appendingPathComponent("cartpole-1.sqlite").path, create: false)
             .transitions(window: .all).map(\.transition)
         #expect(rows.contains { $0.actor == .incumbent && $0.mode == .shadow })
-        #expect(rows.contains { $0.actor == .model && $0.mode == .control })
-        #expect(rows.contains { $0.actor == .exploration && $0.mode == .control })
+        let served = rows.filter { $0.actor == .model && $0.mode == .control }
+        #expect(Set(served.compactMap(\.action)) == [0, 1])
+        #expect(!rows.contains { $0.actor == .exploration })
     }
 
     /// `.exploring` follows the gateway's schedule: ε decays over control decisions counted
