@@ -200,21 +200,20 @@ import Testing
         #expect(r.stderr.contains("\(file): warning: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
         #expect(r.stderr.contains("candidates can only copy the incumbent"), "\(r.stderr)")
 
-        // With the switchback trial (the default) and no exploration: a note (candidates' own departures show other actions).
-        let trial = dir.appendingPathComponent("trial.yaml").path
-        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  promotion: {policy: trial}")
-            .write(toFile: trial, atomically: true, encoding: .utf8)
-        let t = try EdgeQBinary.run(["check", trial, "--log", deterministic])
-        #expect(t.code == 0 && !t.stderr.contains("warning"), "\(t.stderr)")
-        #expect(t.stderr.contains("\(trial): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(t.stderr)")
-        #expect(t.stderr.contains("only a candidate's own departures from it"), "\(t.stderr)")
-
-        let exploring = dir.appendingPathComponent("exploring.yaml").path
-        try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0.1\n  exploration: {start: 1.0, end: 0.05, decay_steps: 1000, budget: 1.0}")
-            .write(toFile: exploring, atomically: true, encoding: .utf8)
-        let e = try EdgeQBinary.run(["check", exploring, "--log", deterministic])
-        #expect(e.code == 0 && !e.stderr.contains("warning"), "\(e.stderr)")
-        #expect(e.stderr.contains("\(exploring): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(e.stderr)")
+        /// `edgeq check --log deterministic` with a mapping of `learning`: a note, no warning.
+        func expectNote(_ name: String, learning: String) throws -> String {
+            let path = dir.appendingPathComponent("\(name).yaml").path
+            try processMapping(id: "p1", plant: "p1", learning: learning).write(toFile: path, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["check", path, "--log", deterministic])
+            #expect(r.code == 0 && !r.stderr.contains("warning"), "\(r.stderr)")
+            #expect(r.stderr.contains("\(path): note: \(deterministic)/experience.sqlite: the incumbent's commands hardly vary"), "\(r.stderr)")
+            return r.stderr
+        }
+        // With the switchback trial (the default) and no exploration: candidates' own departures show other actions.
+        let trial = try expectNote("trial", learning: "  cql_weight: 0.1\n  promotion: {policy: trial}")
+        #expect(trial.contains("only a candidate's own departures from it"), "\(trial)")
+        // With exploration in control.
+        _ = try expectNote("exploring", learning: "  cql_weight: 0.1\n  exploration: {start: 1.0, end: 0.05, decay_steps: 1000, budget: 1.0}")
         let plain = dir.appendingPathComponent("plain.yaml").path
         try processMapping(id: "p1", plant: "p1", learning: "  cql_weight: 0").write(toFile: plain, atomically: true, encoding: .utf8)
         let p = try EdgeQBinary.run(["check", plain, "--log", deterministic])
