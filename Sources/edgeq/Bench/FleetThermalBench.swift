@@ -75,7 +75,6 @@ enum FleetThermalBench {
         ]
     }
 
-    /// The goal's figure, measured or printed as not measured.
     /// What a refused candidate would have done, had it been served (it is evaluated either
     /// way): whether the check that refused it kept a worse or a better model out.
     static func unserved(_ o: ThermalExperiment.Outcome) -> String {
@@ -83,5 +82,6 @@ enum FleetThermalBench {
                o.costImprovement * 100, o.worstImprovement * 100, o.periods.map(\.extraComfortViolationPerWeek).max() ?? 0)
     }
 
+    /// The goal's figure, measured or printed as not measured.
     static let headline = "thermal: 4 gateways × 2 weeks of shadow data against 1 gateway × 6 weeks"
 }
