@@ -13,15 +13,21 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         var sm = seed
         func splitmix() -> UInt64 {
             sm &+= 0x9E37_79B9_7F4A_7C15
-            var z = sm
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            return Self.splitMixFinalize(sm)
         }
         s0 = splitmix()
         s1 = splitmix()
         s2 = splitmix()
         s3 = splitmix()
+    }
+
+    /// SplitMix64's output function: the mixing of a state into 64 well-spread bits (seeding
+    /// and `derive`).
+    static func splitMixFinalize(_ state: UInt64) -> UInt64 {
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
     /// The next 64 random bits.
@@ -72,12 +78,8 @@ extension SeededGenerator {
     /// control group and its exploration each draw from such a seed of the gateway's one seed
     /// (docs/operations.md, "Replaying a run's random draws").
     public static func derive(_ root: UInt64, _ parts: UInt64...) -> UInt64 {
-        func mix(_ x: UInt64) -> UInt64 {
-            var z = x &+ 0x9E37_79B9_7F4A_7C15
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        // One SplitMix64 step from state x: its output.
+        func mix(_ x: UInt64) -> UInt64 { splitMixFinalize(x &+ 0x9E37_79B9_7F4A_7C15) }
         var h = mix(root)
         for p in parts { h = mix(h ^ mix(p)) }
         return h
