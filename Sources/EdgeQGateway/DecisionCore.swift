@@ -231,11 +231,11 @@ public struct DecisionCore: Sendable {
     ///     incumbent's command observed before the next tick).
     ///   - engine: the model to ask (nil: none; in control that is a fallback).
     ///   - modelVersion: the model's name in the log.
-    ///   - mayExplore: exploration is allowed on this tick (the gateway turns it off while a
-    ///     switchback trial compares a model with the incumbent, which cannot explore: both
-    ///     act greedily there; in a trial between two models both arms explore alike).
+    ///
+    /// In control every model's decision may explore (`exploration`): served, in a trial's arm
+    /// or in a control group's block alike, so a trial judges each model as it would run served.
     public mutating func tick(now: UInt64, wallClock: Double, mode requested: ControlMode,
-                              engine: QEngine?, modelVersion: String?, mayExplore: Bool = true) -> Outcome {
+                              engine: QEngine?, modelVersion: String?) -> Outcome {
         tick += 1
         var out = Outcome()
         let status = state.withUnsafeMutableBufferPointer {
@@ -338,7 +338,7 @@ public struct DecisionCore: Sendable {
                 if response == .fallback, let fb = map.fallbackAction, render(fb) { out.applied = fb }
                 _ = reason
             } else if var choice = out.choice {
-                if mayExplore, let explored = explore() {
+                if let explored = explore() {
                     choice = explored
                     out.choice = explored
                     out.actor = .exploration

@@ -608,13 +608,14 @@ public final class Gateway: Sendable {
         // goes on, right after it when the hold began or ended on this tick).
         let held = who.mode == .control && d.core.supportHolding
         handOverIfNeeded(held ? who.asIncumbent : who, &d)
-        // Exploration (the mapping's `learning.exploration`, in control only) goes on in a trial
-        // between two models: both arms draw from the same ε schedule, so the pair differences
-        // compare the two models as each would run when served, and the log keeps getting the
-        // explorative rows the next retraining learns from. Against the incumbent (which cannot
-        // explore) both arms act greedily.
-        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version,
-                              mayExplore: d.trial == nil || d.trialReference != nil)
+        // Exploration (the mapping's `learning.exploration`, in control only) goes on in every
+        // model's decisions, a trial's arms included: against the incumbent the candidate's blocks
+        // explore as the candidate would when served (the incumbent's blocks are its own), and in
+        // a trial between two models both arms draw from the same ε schedule. So a trial judges
+        // what the plant would get — a model whose exploration costs more than its greedy choices
+        // gain is not promoted — and the log keeps getting the explorative rows the next
+        // retraining learns from.
+        let out = d.core.tick(now: now, wallClock: wall, mode: who.mode, engine: who.engine, modelVersion: who.version)
         syncDecoderCounters(&d)
         if out.outsideSupport != nil { metrics.outsideSupport.increment() }
         if out.supportHeld != held {

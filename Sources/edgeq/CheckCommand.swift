@@ -305,15 +305,18 @@ struct CheckCommand: AsyncParsableCommand {
         return lines.joined(separator: "\n")
     }
 
-    /// The summary's `explore` line: the ε schedule in control, and what it costs the plant
-    /// when it starts high (the served model's first decisions mostly random).
+    /// The summary's `explore` line: the ε schedule in control, and what it costs when it
+    /// starts high (a model's first decisions mostly random, in its trial as when served).
     static func explorationLine(_ l: LearningConfig) -> String {
         guard l.explorationBudget > 0, max(l.epsilonStart, l.epsilonEnd) > 0 else { return "explore    none in control" }
         var line = "explore    ε \(fmt(l.epsilonStart)) → \(fmt(l.epsilonEnd)) over \(l.epsilonDecaySteps) control decisions of a model, "
             + "at most \(fmt(l.explorationBudget * 100)) % of them explorative; never in the incumbent's blocks"
         if max(l.epsilonStart, l.epsilonEnd) >= 0.5 {
-            line += "; at first the served model acts at random on most ticks: the plant does worse than under the model's greedy choice "
-                + "(and may do worse than under the incumbent) until ε has decayed"
+            line += "; at first a model acts at random on most ticks, in its trial as when served: the plant does worse than under "
+                + "the model's greedy choice, and "
+                + (l.promotion == .trial
+                    ? "a trial against the incumbent, which judges the model as it would serve, is unlikely to promote one until ε has decayed (only models' decisions decay it)"
+                    : "may do worse than under the incumbent until ε has decayed")
         }
         return line
     }

@@ -191,10 +191,11 @@ import Testing
         #expect(h.metric("edgeq_trial_active") == 0)
     }
 
-    /// The mapping's exploration goes on in a trial between two models, in both arms alike (what
-    /// each would do when served), and stays off in a trial against the incumbent, which cannot
-    /// explore. No verdict within the ticks run (at least 40 pairs): the trial is under way.
-    @Test func aTrialBetweenTwoModelsExploresInBothArmsOneAgainstTheIncumbentInNeither() throws {
+    /// The mapping's exploration goes on in every model's blocks of a trial — between two models
+    /// in both arms alike, against the incumbent in the candidate's (what each would do when
+    /// served); the incumbent's blocks are the incumbent's own. No verdict within the ticks run
+    /// (at least 40 pairs): the trial is under way.
+    @Test func aTrialExploresInEveryModelsBlocksAndNeverInTheIncumbents() throws {
         let yaml = testMapping(extraLearning: """
               exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}
               promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60}, control_share: 0}
@@ -222,7 +223,7 @@ import Testing
             // Within the budget, as outside a trial.
             #expect(Double(explored.count) <= 0.3 * Double(all.count) + 1, "\(explored.count) of \(all.count)")
         }
-        // Against the incumbent: the candidate's blocks are greedy.
+        // Against the incumbent: the candidate's blocks explore, the incumbent's do not.
         do {
             let h = try GatewayHarness(yaml: yaml)
             defer { h.stop() }
@@ -233,9 +234,44 @@ import Testing
             try plant.run(120)
             #expect(trialEvents(h, "verdict").isEmpty)
             let all = try rows(h)
-            #expect(all.filter { $0.modelVersion == String(candidate) }.count >= 20)
-            #expect(!all.contains { $0.actor == .exploration }, "\(all.filter { $0.actor == .exploration }.count) explorative rows")
-            #expect(!plant.acted.contains(.gateway(1)), "the candidate favours a0 and must not explore")
+            let arm = all.filter { $0.modelVersion == String(candidate) }
+            let explored = all.filter { $0.actor == .exploration }
+            #expect(arm.count >= 20 && explored.count >= 3, "\(explored.count) explorative rows of the candidate's \(arm.count)")
+            #expect(explored.allSatisfy { $0.modelVersion == String(candidate) }, "an explorative row outside the candidate's blocks")
+            #expect(all.contains { $0.actor == .incumbent }, "no incumbent block in \(all.count) rows")
+            #expect(Double(explored.count) <= 0.3 * Double(arm.count) + 1, "\(explored.count) of \(arm.count)")
+            // The candidate favours a0: its a1 on the plant are its explorations.
+            #expect(plant.acted.contains(.gateway(1)), "the candidate's blocks never explored")
+        }
+    }
+
+    /// A trial against the incumbent judges the candidate as it would serve, exploration and
+    /// all. A candidate whose greedy choice beats the incumbent (a0 on every tick, against an
+    /// incumbent that takes a1 on one tick of four) but that would serve at random (ε 1, no
+    /// budget limit) is worse than the incumbent on the plant, and is not promoted; the same
+    /// candidate in the same trial without exploration is promoted.
+    @Test func aCandidateWhoseExplorationMakesItWorseThanTheIncumbentIsNotPromoted() throws {
+        let incumbent: (ClosedLoop) -> Int = { $0.step % 4 == 3 ? 1 : 0 }
+        for explores in [true, false] {
+            let exploration = explores ? "{start: 1, end: 1, decay_steps: 0, budget: 1}" : "{start: 0, end: 0, decay_steps: 0, budget: 0}"
+            let h = try GatewayHarness(yaml: testMapping(extraLearning: "  exploration: \(exploration)\n" + Self.trial)) { $0.seed = 7 }
+            defer { h.stop() }
+            #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+            let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+            try startTrial(h, candidate)
+            let plant = ClosedLoop(h, incumbent: incumbent, dynamics: Self.noisyPlant(seed: 61))
+            try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+            let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+            if explores {
+                #expect(["reject", "futile"].contains(verdict["verdict"] as? String), "\(verdict)")
+                #expect(verdict["promoted"] as? Bool == false && (verdict["mean_difference"] as? Double ?? 0) < 0, "\(verdict)")
+                #expect(plant.acted.contains(.gateway(1)), "the candidate's blocks never explored")
+                #expect(h.gateway.servedVersion == nil)
+            } else {
+                #expect(verdict["verdict"] as? String == "promote" && verdict["promoted"] as? Bool == true, "\(verdict)")
+                #expect(!plant.acted.contains(.gateway(1)))
+                #expect(h.gateway.servedVersion == candidate)
+            }
         }
     }
 
