@@ -262,6 +262,8 @@ extension Gateway {
                         "waiting_for_control": .bool(mode != .control)])
         logger.notice("switchback trial started", metadata: ["model.version": "\(version)", "trial.reference": "\(reference.map { "v\($0)" } ?? "incumbent")",
                                                              "trial.waiting_for_control": "\(mode != .control)"])
+        // The status says at once that the guard stops watching while the trial runs.
+        publishStatus()
     }
 
     /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
@@ -393,12 +395,29 @@ extension Gateway {
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
     }
 
-    /// The status document's `guard` and `trial` fields.
+    /// Why the control-group guard is not watching the served model now, or nil when it is: it
+    /// watches in control mode, with a model served and `control_share` above 0, between trials
+    /// (while a switchback trial runs, its arms have every block and the guard gets no pair).
+    func guardNotWatching() -> String? {
+        if map.learning.controlShare <= 0 { return "control_share is 0: the guard is off" }
+        if mode != .control { return "shadow mode: the incumbent runs the plant" }
+        if servedVersion == nil { return "no model is served" }
+        if trialRunning.load(ordering: .relaxed) {
+            return "a switchback trial is running: its arms have every block, so the control group gets none until the trial ends"
+        }
+        return nil
+    }
+
+    /// The status document's `guard` field (and the `edgeq_guard_watching` gauge, set here:
+    /// the status goes out on every change and every few seconds).
     func guardStatus() -> JSONValue {
+        let notWatching = guardNotWatching()
+        metrics.guardWatching.set(notWatching == nil ? 1 : 0)
         var o: [String: JSONValue] = [
             "control_share": .number(map.learning.controlShare), "window_pairs": .number(Double(map.learning.guardPairs)),
-            "trips": .number(Double(metrics.guardTrips.value)),
+            "trips": .number(Double(metrics.guardTrips.value)), "watching": .bool(notWatching == nil),
         ]
+        if let notWatching { o["not_watching"] = .string(notWatching) }
         if let s = guardSummary.withLock({ $0 }) {
             o["pairs"] = .number(Double(s.pairs))
             o["mean_difference"] = s.meanDifference.map { .number($0) } ?? .null

@@ -275,6 +275,42 @@ import Testing
         }
     }
 
+    /// The status and `edgeq_guard_watching` say when the control-group guard is not watching
+    /// the served model: while a switchback trial runs, its arms have every block and the control
+    /// group gets none. It watches again once the trial is decided.
+    @Test func theStatusSaysTheGuardDoesNotWatchWhileATrialRuns() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.25}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        func guardOf(_ m: MQTTMessage) -> [String: Any] { GatewayHarness.json(m)["guard"] as? [String: Any] ?? [:] }
+        let shadow = try h.waitFor(topic: "edgeq/t1/status") { guardOf($0)["watching"] != nil }
+        #expect(guardOf(shadow)["watching"] as? Bool == false && (guardOf(shadow)["not_watching"] as? String)?.contains("shadow mode") == true,
+                "\(guardOf(shadow))")
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let watching = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { guardOf($0)["watching"] as? Bool == true }
+        #expect(guardOf(watching)["not_watching"] == nil)
+        #expect(h.metric("edgeq_guard_watching") == 1)
+
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        let paused = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { guardOf($0)["watching"] as? Bool == false }
+        #expect((guardOf(paused)["not_watching"] as? String)?.contains("switchback trial is running") == true, "\(guardOf(paused))")
+        #expect(h.metric("edgeq_guard_watching") == 0)
+
+        // The candidate (a1) is worse: rejected, and the guard watches the served model again.
+        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        #expect(trialEvents(h, "verdict").first?["verdict"] as? String == "reject")
+        let again = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { guardOf($0)["watching"] as? Bool == true }
+        #expect(guardOf(again)["not_watching"] == nil)
+        #expect(h.metric("edgeq_guard_watching") == 1)
+        #expect(h.gateway.servedVersion == served)
+    }
+
     /// One seed, one run's draws: a trial between two models with exploration, run twice with
     /// the gateway's seed 41 on the same plant, acts the same on every tick — the same arm in
     /// every block, the same explorative decisions — and writes the same seed in `trial.json`;
