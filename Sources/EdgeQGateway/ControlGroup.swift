@@ -163,6 +163,21 @@ public struct ControlGroupGuard: Sendable {
     /// The control group's actual share of blocks: 1 / round(1 / share), or 0.
     public var effectiveShare: Double { cycle > 0 ? 1 / Double(cycle) : 0 }
 
+    /// Whether the running block is one of the cycle's compared pair (a control block or the
+    /// served block it is paired with). While a switchback trial runs, the gateway gives these
+    /// blocks to the guard and the others to the trial, so the guard keeps watching.
+    public var inComparedPair: Bool { cycle > 0 && (index == pairAt || index == pairAt + 1) }
+
+    /// Starts the running block afresh when it is not one of the compared pair (its ticks so
+    /// far are forgotten; nothing was to be scored in it): a switchback trial that starts now
+    /// then has its blocks aligned with the guard's. Returns whether it did.
+    @discardableResult
+    public mutating func restartUncomparedBlock() -> Bool {
+        guard cycle > 0, !inComparedPair else { return false }
+        clock.reset()
+        return true
+    }
+
     /// Who acts on the next tick.
     public var arm: GuardArm {
         guard cycle > 0 else { return .served }

@@ -103,7 +103,7 @@ final class GatewayMetrics: Sendable {
         supportHandbacks = r.counter("edgeq_support_handbacks_total", help: "Times the gateway gave the plant back to its incumbent because the state left the served model's training support (safety.on_unsupported: incumbent).")
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the guard rolled back (or returned to shadow) because the served model did worse than its control group.")
-        guardWatching = r.gauge("edgeq_guard_watching", help: "1 while the control-group guard watches the served model (control mode, a model served, control_share > 0, no switchback trial running: a trial's arms have every block), 0 otherwise.")
+        guardWatching = r.gauge("edgeq_guard_watching", help: "1 while the control-group guard watches the served model (control mode, a model served, control_share > 0; through a switchback trial too), 0 otherwise.")
         statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
         tickGaps = r.counter("edgeq_tick_gaps_total", help: "Transitions that span missed ticks (tick.sequence or tick.max_gap), logged with the gap flag and not learned from as one step.")
         appliedReports = r.counter("edgeq_applied_reports_total", help: "Reports of the applied action received from the plant (the mapping's applied topic).")

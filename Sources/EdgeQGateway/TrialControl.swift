@@ -38,14 +38,25 @@ extension Gateway {
     // MARK: - Decision thread
 
     /// Who is in charge on this tick. In shadow mode the incumbent, always (a trial waits for
-    /// control mode). In control mode: the trial's arm while a trial runs, else the guard's arm
-    /// (the served model, or the previous controller in a control block), else the served
-    /// model; with no model served (`promotion: trial` allows control mode without one) the
-    /// incumbent.
+    /// control mode). In control mode with a model served, the guard's compared pair (the
+    /// previous controller's control block and the served block paired with it) comes first,
+    /// then the trial's arm while a trial runs, else the served model; so the guard keeps
+    /// watching the served model through a trial, whose blocks are the guard's uncompared ones
+    /// (aligned when the trial starts). With no model served (`promotion: trial` allows control
+    /// mode without one) the trial's arm, or else the incumbent.
     func controller(_ d: inout DecisionState) -> TickController {
         let served = d.engineModel.map { String($0.version) }
         guard mode == .control else { return TickController(mode: .shadow, engine: d.engine, version: served, role: nil) }
-        if let trial = d.trial, let candidate = d.trialCandidate {
+        if d.engine != nil && d.guardTripped {
+            // The guard found the served model worse than its control group: the control group's
+            // controller runs the plant until the control queue has rolled back or fallen back
+            // (a trial against the served model is then abandoned).
+            if let p = d.previousModel, let e = d.previousEngine {
+                return TickController(mode: .control, engine: e, version: String(p.version), role: nil)
+            }
+            return TickController(mode: .shadow, engine: nil, version: nil, role: nil)
+        }
+        if let trial = d.trial, let candidate = d.trialCandidate, !(d.engine != nil && d.controlGroup?.inComparedPair == true) {
             let arm = trial.arm
             switch arm {
             case .candidate:
@@ -54,14 +65,6 @@ extension Gateway {
                 if d.trialReference == nil { return TickController(mode: .shadow, engine: nil, version: nil, role: .trial(arm)) }
                 return TickController(mode: .control, engine: d.engine, version: served, role: .trial(arm))
             }
-        }
-        if d.engine != nil && d.guardTripped {
-            // The guard found the served model worse than its control group: the control group's
-            // controller runs the plant until the control queue has rolled back or fallen back.
-            if let p = d.previousModel, let e = d.previousEngine {
-                return TickController(mode: .control, engine: e, version: String(p.version), role: nil)
-            }
-            return TickController(mode: .shadow, engine: nil, version: nil, role: nil)
         }
         if d.engine != nil, let g = d.controlGroup, g.isActive {
             let arm = g.arm
@@ -93,6 +96,11 @@ extension Gateway {
         switch role {
         case .trial(let arm):
             guard d.trial != nil else { return }
+            // The trial's blocks are the guard's uncompared ones: its clock counts them too, so
+            // its compared pairs keep their place between the trial's blocks.
+            if d.engine != nil, d.controlGroup?.isActive == true {
+                handleGuardEvent(&d, d.controlGroup?.skip(episodeEnded: ended) ?? nil)
+            }
             let event = reward.map { d.trial?.record(reward: $0, baseline: trialBase, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
             guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
             let summary = trial.summary
@@ -107,17 +115,23 @@ extension Gateway {
         case .guarded(let arm):
             guard d.controlGroup != nil else { return }
             let event = reward.map { d.controlGroup?.record(reward: $0, baseline: guardBase, arm: arm, episodeEnded: ended) } ?? d.controlGroup?.skip(episodeEnded: ended)
-            guard let event = event ?? nil, let g = d.controlGroup else { return }
-            let summary = g.summary
-            guardSummary.withLock { $0 = summary }
-            if event == .tripped {
-                let from = d.engineModel?.version
-                let previous = d.previousModel?.version
-                d.controlGroup = nil
-                d.guardBaseline = nil
-                d.guardTripped = true
-                control.async { self.guardTripped(from: from, control: previous, summary) }
-            }
+            handleGuardEvent(&d, event ?? nil)
+        }
+    }
+
+    /// After a block of the guard ended: its figures for the status, and on a trip the served
+    /// model taken out (the control queue rolls back or falls back to shadow).
+    private func handleGuardEvent(_ d: inout DecisionState, _ event: GuardEvent?) {
+        guard let event, let g = d.controlGroup else { return }
+        let summary = g.summary
+        guardSummary.withLock { $0 = summary }
+        if event == .tripped {
+            let from = d.engineModel?.version
+            let previous = d.previousModel?.version
+            d.controlGroup = nil
+            d.guardBaseline = nil
+            d.guardTripped = true
+            control.async { self.guardTripped(from: from, control: previous, summary) }
         }
     }
 
@@ -187,6 +201,9 @@ extension Gateway {
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.trialBaseline = baseline
+        // The guard's blocks and the trial's line up from here (its compared pair, if one is
+        // running, finishes first, and the trial's first block starts where it ends).
+        d.controlGroup?.restartUncomparedBlock()
         d.openRole = nil
         metrics.trialActive.set(1)
     }
@@ -396,15 +413,12 @@ extension Gateway {
     }
 
     /// Why the control-group guard is not watching the served model now, or nil when it is: it
-    /// watches in control mode, with a model served and `control_share` above 0, between trials
-    /// (while a switchback trial runs, its arms have every block and the guard gets no pair).
+    /// watches in control mode, with a model served and `control_share` above 0 — through a
+    /// switchback trial too (its compared pairs keep their place between the trial's blocks).
     func guardNotWatching() -> String? {
         if map.learning.controlShare <= 0 { return "control_share is 0: the guard is off" }
         if mode != .control { return "shadow mode: the incumbent runs the plant" }
         if servedVersion == nil { return "no model is served" }
-        if trialRunning.load(ordering: .relaxed) {
-            return "a switchback trial is running: its arms have every block, so the control group gets none until the trial ends"
-        }
         return nil
     }
 
@@ -447,6 +461,12 @@ extension Gateway {
         guard want != controller else { return }
         // A take only while the mode still says control (a cmd/mode shadow may have just given).
         if want == .gateway && mode != .control { return }
-        handOver(to: want, reason: reason ?? (d.trial != nil ? "switchback trial block" : (d.controlGroup?.isActive == true ? "guard block" : "controller in charge")))
+        let why: String
+        switch who.role {
+        case .trial?: why = "switchback trial block"
+        case .guarded?: why = "guard block"
+        case nil: why = "controller in charge"
+        }
+        handOver(to: want, reason: reason ?? why)
     }
 }

@@ -275,10 +275,11 @@ import Testing
         }
     }
 
-    /// The status and `edgeq_guard_watching` say when the control-group guard is not watching
-    /// the served model: while a switchback trial runs, its arms have every block and the control
-    /// group gets none. It watches again once the trial is decided.
-    @Test func theStatusSaysTheGuardDoesNotWatchWhileATrialRuns() throws {
+    /// The status and `edgeq_guard_watching` say whether the control-group guard watches the
+    /// served model: not in shadow mode, yes once a model serves in control — and still while a
+    /// switchback trial runs against it (the guard's pairs keep their place between the trial's
+    /// blocks).
+    @Test func theStatusSaysWhetherTheGuardWatchesTheServedModel() throws {
         let yaml = testMapping(extraLearning: """
               promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.25}
             """)
@@ -288,6 +289,7 @@ import Testing
         let shadow = try h.waitFor(topic: "edgeq/t1/status") { guardOf($0)["watching"] != nil }
         #expect(guardOf(shadow)["watching"] as? Bool == false && (guardOf(shadow)["not_watching"] as? String)?.contains("shadow mode") == true,
                 "\(guardOf(shadow))")
+        #expect(h.metric("edgeq_guard_watching") == 0)
         let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
         #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
         #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
@@ -297,17 +299,71 @@ import Testing
 
         let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
         try startTrial(h, candidate)
-        let paused = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { guardOf($0)["watching"] as? Bool == false }
-        #expect((guardOf(paused)["not_watching"] as? String)?.contains("switchback trial is running") == true, "\(guardOf(paused))")
-        #expect(h.metric("edgeq_guard_watching") == 0)
-
-        // The candidate (a1) is worse: rejected, and the guard watches the served model again.
-        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
-        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
-        #expect(trialEvents(h, "verdict").first?["verdict"] as? String == "reject")
-        let again = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { guardOf($0)["watching"] as? Bool == true }
-        #expect(guardOf(again)["not_watching"] == nil)
+        let during = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) { GatewayHarness.json($0)["trial_running"] as? Bool == true }
+        #expect(guardOf(during)["watching"] as? Bool == true, "\(guardOf(during))")
         #expect(h.metric("edgeq_guard_watching") == 1)
+    }
+
+    /// The guard keeps watching the served model through a switchback trial: its compared pairs
+    /// (a control block of the previous controller, a block of the served model) keep their place
+    /// between the trial's blocks. Here the served model is worse than its control group and a
+    /// trial against it would run at least 40 pairs (the candidate does the same): the guard
+    /// trips at its second pair, rolls back, and the trial — its reference gone — is abandoned.
+    @Test func theGuardWatchesTheServedModelThroughATrial() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60, futility: none}, control_share: 0.25, guard_pairs: 2}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let good = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        let bad = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        #expect(try h.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
+        #expect(try h.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 3)
+        try startTrial(h, candidate)
+        func guardEvent() -> [String: Any]? {
+            h.received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
+        }
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { guardEvent() != nil }, atMost: 20)
+        let event = try #require(guardEvent(), "the guard did not trip in \(plant.acted.count) ticks of the trial")
+        // Deterministic block returns: the first look, at the guard's second pair, decides; in
+        // cycles of 4 blocks (one compared pair each) that is well within the trial's 40 pairs.
+        #expect(event["pairs"] as? Int == 2, "\(event)")
+        #expect(plant.acted.count < 80, "\(plant.acted.count) ticks before the trip")
+        #expect(event["verdict"] as? String == "rolled_back" && event["from"] as? Int == bad && event["to"] as? Int == good, "\(event)")
+        #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(bad))
+        // Before the trip the plant saw the control group (v1's a0) between the trial's a1 blocks.
+        #expect(plant.acted.contains(.gateway(0)) && plant.acted.contains(.gateway(1)))
+        // The trial's reference was rolled back from: the trial is abandoned, not decided.
+        #expect(eventually(timeout: 5) { _ = h.drain(0.05); return !trialEvents(h, "abandoned").isEmpty })
+        let abandoned = try #require(trialEvents(h, "abandoned").first)
+        #expect(abandoned["version"] as? Int == candidate && (abandoned["reason"] as? String)?.contains("served model changed") == true, "\(abandoned)")
+        #expect(trialEvents(h, "verdict").isEmpty)
+        #expect(h.gateway.servedVersion == good)
+    }
+
+    /// A trial between two models with the guard's pairs between its blocks still scores whole
+    /// blocks of its own arms: on a plant without noise every pair differs by exactly what the
+    /// two actions earn in a block (a1 −5 a tick, a0 −0.25: −19 a block), so no tick of the
+    /// guard's blocks leaked into the trial's; and the guard compared pairs meanwhile.
+    @Test func aTrialBetweenTheGuardsPairsScoresOnlyItsOwnBlocks() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 6, max_pairs: 20}, control_share: 0.25}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        // The served model and its control group (the incumbent) both play a0; the candidate a1.
+        let (served, _) = try trialAgainstAServedModel(h, candidateFavouring: 1)
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(["reject", "futile"].contains(verdict["verdict"] as? String), "\(verdict)")
+        #expect(verdict["pairs"] as? Int == 6 && verdict["mean_difference"] as? Double == -19, "\(verdict)")
+        let guardPairs = try #require(h.gateway.guardSummary.withLock { $0 }?.pairs)
+        #expect(guardPairs >= 3, "the guard compared \(guardPairs) pairs during a trial of 12 blocks")
+        #expect(plant.acted.contains(.incumbent(0)), "no control block of the incumbent during the trial")
         #expect(h.gateway.servedVersion == served)
     }
 
