@@ -231,4 +231,21 @@ extension GatewayHarness {
         }
         return GatewayHarness.json(m)
     }
+
+    /// The first guard event (`phase` guard) on `edgeq/t1/retrain` seen so far.
+    func firstGuardEvent() -> [String: Any]? {
+        received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
+    }
+
+    /// A model favouring a0 (seed 1) and one favouring a1 (seed 2) stored, the a0 one served
+    /// and then the a1 one — its control group the a0 one —, control mode: (good, bad) on a
+    /// plant where a1 is the bad action.
+    func serveABadModelAfterAGoodOne() throws -> (good: Int, bad: Int) {
+        let good = try storeModel(favouring: 0, for: map, in: dir.url, seed: 1)
+        let bad = try storeModel(favouring: 1, for: map, in: dir.url, seed: 2)
+        #expect(try ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
+        #expect(try ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
+        #expect(try ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        return (good, bad)
+    }
 }

@@ -225,18 +225,12 @@ import Testing
     }
 
     /// The first guard event on `<prefix>/retrain` seen so far.
-    func guardEvent(_ h: GatewayHarness) -> [String: Any]? {
-        h.received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
-    }
+    func guardEvent(_ h: GatewayHarness) -> [String: Any]? { h.firstGuardEvent() }
 
     @Test func theGuardRollsBackWhenTheServedModelDoesWorseThanItsControlGroup() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded))
         defer { h.stop() }
-        let good = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
-        let bad = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
-        #expect(try h.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
-        #expect(try h.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
-        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let (good, bad) = try h.serveABadModelAfterAGoodOne()
         // v2 serves; every other block of 4 ticks is v1's (its control group). v2 picks a1 and
         // the plant does badly after it; v1 picks a0.
         let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)

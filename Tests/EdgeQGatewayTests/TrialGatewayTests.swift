@@ -315,19 +315,12 @@ import Testing
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
-        let good = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
-        let bad = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
-        #expect(try h.ask("promote", "{\"version\":\(good)}")["ok"] as? Bool == true)
-        #expect(try h.ask("promote", "{\"version\":\(bad)}")["ok"] as? Bool == true)
-        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let (good, bad) = try h.serveABadModelAfterAGoodOne()
         let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 3)
         try startTrial(h, candidate)
-        func guardEvent() -> [String: Any]? {
-            h.received.lazy.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).first { $0["phase"] as? String == "guard" }
-        }
         let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: RetrainingTests.aOneIsBad)
-        try plant.run(until: { guardEvent() != nil }, atMost: 20)
-        let event = try #require(guardEvent(), "the guard did not trip in \(plant.acted.count) ticks of the trial")
+        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 20)
+        let event = try #require(h.firstGuardEvent(), "the guard did not trip in \(plant.acted.count) ticks of the trial")
         // Deterministic block returns: the first look, at the guard's second pair, decides; in
         // cycles of 4 blocks (one compared pair each) that is well within the trial's 40 pairs.
         #expect(event["pairs"] as? Int == 2, "\(event)")
