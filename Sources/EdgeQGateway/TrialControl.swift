@@ -279,7 +279,7 @@ extension Gateway {
                         "waiting_for_control": .bool(mode != .control)])
         logger.notice("switchback trial started", metadata: ["model.version": "\(version)", "trial.reference": "\(reference.map { "v\($0)" } ?? "incumbent")",
                                                              "trial.waiting_for_control": "\(mode != .control)"])
-        // The status says at once that the guard stops watching while the trial runs.
+        // The status shows the trial at once (`trial_running`), not at the next periodic one.
         publishStatus()
     }
 
