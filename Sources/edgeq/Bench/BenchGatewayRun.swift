@@ -45,6 +45,8 @@ final class BenchGatewayRun {
     private var closed = false
     private var controlSent = false
     private var guardEvents = 0
+    /// Per served version, the most pairs its control-group guard had compared in any status seen.
+    private var guardPairs: [Int: Int] = [:]
 
     /// What was measured so far (completed by `finish()`).
     private(set) var outcome: GeneralizeBench.Outcome
@@ -193,6 +195,10 @@ final class BenchGatewayRun {
             if let v = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue, servedFrom[v] == nil {
                 servedFrom[v] = sim.stepsDone
             }
+            if let v = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue,
+               let pairs = ((o["guard"] as? [String: Any])?["pairs"] as? NSNumber)?.intValue {
+                guardPairs[v] = max(guardPairs[v] ?? 0, pairs)
+            }
         } else if m.topic == "\(prefix)/retrain" {
             let phase = o["phase"] as? String ?? ""
             // Plant time stands still while the gateway retrains (see `Simulator.pause`).
@@ -297,6 +303,7 @@ final class BenchGatewayRun {
         if let counters = status?["counters"] as? [String: Any], let n = (counters["support_handbacks"] as? NSNumber)?.intValue {
             outcome.supportHandbacks = n
         }
+        outcome.guardPairs = guardPairs
         if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
             outcome.guardTrips = trips
         } else if status != nil || guardEvents > 0 {

@@ -84,7 +84,7 @@ enum GeneralizeBench {
                 context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
                                  + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
-                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), support handbacks \(o.supportHandbacks.map(String.init) ?? "-"), "
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), guard pairs \(o.guardPairs.isEmpty ? "none" : o.guardPairs.keys.sorted().map { "v\($0) \(o.guardPairs[$0] ?? 0)" }.joined(separator: ", ")), support handbacks \(o.supportHandbacks.map(String.init) ?? "-"), "
                                  + "trials skipped: \(skippedSummary(o)); trials: "
                                  + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
                                      let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
@@ -205,6 +205,9 @@ enum GeneralizeBench {
         /// The status's `guard.trips` at the end, or the guard events counted when the status
         /// had none; nil when neither was seen.
         var guardTrips: Int?
+        /// Per served version, the most pairs its control-group guard had compared in a status the
+        /// bench saw (the status comes every 5 s of wall time: a lower bound at the end).
+        var guardPairs: [Int: Int] = [:]
         /// Times the gateway gave the plant back to its incumbent because the state left the
         /// served model's training support (the status's `counters.support_handbacks`).
         var supportHandbacks: Int?
