@@ -56,7 +56,8 @@ extension Gateway {
             }
             return TickController(mode: .shadow, engine: nil, version: nil, role: nil)
         }
-        if let trial = d.trial, let candidate = d.trialCandidate, !(d.engine != nil && d.controlGroup?.inComparedPair == true) {
+        // (A guard exists only while a model is served: `servedModelChanged`.)
+        if let trial = d.trial, let candidate = d.trialCandidate, d.controlGroup?.inComparedPair != true {
             let arm = trial.arm
             switch arm {
             case .candidate:
@@ -98,9 +99,7 @@ extension Gateway {
             guard d.trial != nil else { return }
             // The trial's blocks are the guard's uncompared ones: its clock counts them too, so
             // its compared pairs keep their place between the trial's blocks.
-            if d.engine != nil, d.controlGroup?.isActive == true {
-                handleGuardEvent(&d, d.controlGroup?.skip(episodeEnded: ended) ?? nil)
-            }
+            if let event = d.controlGroup?.skip(episodeEnded: ended) { handleGuardEvent(&d, event) }
             let event = reward.map { d.trial?.record(reward: $0, baseline: trialBase, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
             guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
             let summary = trial.summary
