@@ -99,7 +99,8 @@ public final class TransitionWriter: Sendable {
         let worker = try WriterWorker(log: log, options: options, logger: logger)
         shared = WriterShared(options: options)
         let shared = self.shared
-        let thread = Thread { worker.run(shared) }
+        let body = WriterThreadBody(worker)
+        let thread = Thread { body.run(shared) }
         thread.name = "edgeq-log-writer"
         thread.start()
     }
@@ -242,6 +243,25 @@ private final class CommitCounter {
     var count = 0
 }
 
+/// What the writer thread runs: the worker's loop, then the worker let go *before* the writer
+/// counts as stopped. Its connection (and its reference to the log, whose reading connection
+/// may be the file's last) is closed when `close()` returns: a caller may move, copy or check
+/// the file next, and while any connection is open the WAL's pages are what every reader sees
+/// (once a damage test scribbled on the file and the check read the WAL's clean copies).
+final class WriterThreadBody: @unchecked Sendable {
+    // @unchecked Sendable: made on the caller's thread and handed to the writer thread, the only
+    // one that calls `run` (once) and so the only one that touches `worker` afterwards.
+    private var worker: WriterWorker?
+
+    init(_ worker: WriterWorker) { self.worker = worker }
+
+    func run(_ shared: WriterShared) {
+        worker?.run(shared)
+        worker = nil
+        shared.state.withLock { $0.stopped = true }
+    }
+}
+
 /// The writer thread's side: its connection, cached statements and loop.
 final class WriterWorker: @unchecked Sendable {
     // @unchecked Sendable: created on the caller's thread, then handed to the writer thread,
@@ -371,7 +391,6 @@ final class WriterWorker: @unchecked Sendable {
                 if empty || failed {
                     if !empty { logger.critical("log writer closing with unwritten rows", metadata: ["log.path": "\(db.path)"]) }
                     if empty { checkpoint() }
-                    shared.state.withLock { $0.stopped = true }
                     return
                 }
             }
