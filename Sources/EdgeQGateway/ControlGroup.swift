@@ -45,6 +45,15 @@ public enum GuardEvent: Sendable, Equatable {
 /// α·N / `looksPerBudget`); the per-look threshold stays the same however long the model serves.
 /// Pairs are adjacent in time, so a disturbance shared by both blocks (setpoints, weather,
 /// load) cancels in d.
+///
+/// **The trial's noise.** A model promoted by a switchback trial against the controller that is
+/// now its control group was measured on the same contrast, block for block: the trial's pairs
+/// estimate the noise of d. With that estimate (`PairNoise`: its variance s²ₜ on kₜ = pairs − 1
+/// degrees of freedom) the guard pools it with its own window's: s² = (kₜ·s²ₜ + (n − 1)·s²ₙ) /
+/// (kₜ + n − 1), on kₜ + n − 1 degrees of freedom, and looks from its second pair on. The
+/// means are not pooled — only the trial's spread is borrowed, never its verdict. Valid as long
+/// as the pairs' noise after the promotion is about what it was during the trial; a season
+/// whose blocks vary more than the trial's did adds to the guard's own share of s².
 public struct ControlGroupGuard: Sendable {
     /// The guard's settings.
     public struct Settings: Sendable, Equatable {
@@ -84,8 +93,29 @@ public struct ControlGroupGuard: Sendable {
         }
     }
 
+    /// The noise of the pair differences as a switchback trial measured it: the sample
+    /// variance of its decided pair differences and the degrees of freedom behind it (pairs − 1).
+    public struct PairNoise: Sendable, Equatable {
+        /// Sample variance of the trial's pair differences (> 0).
+        public var variance: Double
+        /// Its degrees of freedom (the trial's pairs − 1, ≥ 1).
+        public var degreesOfFreedom: Int
+
+        /// The trial's figures, or nil when they estimate nothing (fewer than two pairs, or a
+        /// standard deviation that is not positive and finite).
+        public init?(standardDeviation: Double, pairs: Int) {
+            guard pairs >= 2, standardDeviation.isFinite, standardDeviation > 0 else { return nil }
+            variance = standardDeviation * standardDeviation
+            degreesOfFreedom = pairs - 1
+        }
+    }
+
     /// The settings it runs with.
     public let settings: Settings
+    /// The trial's noise it pools with its own (nil: its own window alone).
+    public let borrowedNoise: PairNoise?
+    /// Pairs in the window before the first look: `settings.minPairs`, or 2 with `borrowedNoise`.
+    private let firstLook: Int
     private var rng: SeededGenerator
     private var clock: BlockClock
     /// Blocks per cycle (m), the index of the running block in its cycle, the first block of
@@ -122,8 +152,9 @@ public struct ControlGroupGuard: Sendable {
     ///   looksPerBudget < 1, tolerance < 0, or a block or burn-in the trial would refuse).
     ///
     /// With `adjusted`, every pair difference is adjusted by the exogenous baselines passed to
-    /// `record(reward:baseline:arm:episodeEnded:)`, as in `SwitchbackTrial`.
-    public init(settings s: Settings, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
+    /// `record(reward:baseline:arm:episodeEnded:)`, as in `SwitchbackTrial`. With `noise`, the
+    /// trial's estimate of the pairs' noise is pooled with the guard's own (see the type's comment).
+    public init(settings s: Settings, seed: UInt64, adjusted: Bool = false, noise: PairNoise? = nil) throws(TrialSettingsError) {
         guard (0...0.5).contains(s.share) else {
             throw TrialSettingsError(message: "control_share must be in [0, 0.5] (0 turns the guard off), found \(s.share)")
         }
@@ -147,8 +178,11 @@ public struct ControlGroupGuard: Sendable {
         controlWindow = [Double](repeating: 0, count: s.windowPairs)
         servedBaseWindow = [Double](repeating: 0, count: s.windowPairs)
         controlBaseWindow = [Double](repeating: 0, count: s.windowPairs)
+        borrowedNoise = noise
+        firstLook = noise == nil ? s.minPairs : min(2, s.minPairs)
         let level = (1 - s.confidence) / Double(s.looksPerBudget)
-        quantiles = (s.minPairs...s.windowPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double($0 - 1)) }
+        let borrowed = noise?.degreesOfFreedom ?? 0
+        quantiles = (firstLook...s.windowPairs).map { StudentT.quantile(1 - level, degreesOfFreedom: Double(borrowed + $0 - 1)) }
         if cycle > 0 { drawPair() }
     }
 
@@ -268,20 +302,28 @@ public struct ControlGroupGuard: Sendable {
     }
 
     private var currentQuantile: Double? {
-        guard windowCount >= settings.minPairs else { return nil }
-        return quantiles[windowCount - settings.minPairs]
+        guard windowCount >= firstLook else { return nil }
+        return quantiles[windowCount - firstLook]
+    }
+
+    /// The standard deviation of d the looks use: the window's own, pooled with the trial's.
+    private func lookDeviation(_ m: RunningMoments) -> Double {
+        guard let b = borrowedNoise else { return m.standardDeviation }
+        let own = m.standardDeviation * m.standardDeviation * Double(m.count - 1)
+        return ((Double(b.degreesOfFreedom) * b.variance + own) / Double(b.degreesOfFreedom + m.count - 1)).squareRoot()
     }
 
     private func look() -> Bool {
         guard let t = currentQuantile else { return false }
         let m = windowMoments(tolerance: settings.tolerance)
-        return m.mean + t * m.standardDeviation / Double(m.count).squareRoot() < 0
+        return m.mean + t * lookDeviation(m) / Double(m.count).squareRoot() < 0
     }
 
     /// The guard's figures over its window, for reports.
     public var summary: GuardSummary {
         var s = GuardSummary(pairs: pairs, voidPairs: voidPairs, windowPairs: windowCount, ticks: ticks,
                              effectiveShare: effectiveShare, confidence: settings.confidence, tripped: hasTripped)
+        s.borrowedNoise = borrowedNoise
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -295,7 +337,7 @@ public struct ControlGroupGuard: Sendable {
         s.meanServed = served / Double(windowCount)
         s.meanControl = control / Double(windowCount)
         if let t = currentQuantile {
-            let half = t * m.standardDeviation / Double(m.count).squareRoot()
+            let half = t * lookDeviation(m) / Double(m.count).squareRoot()
             s.interval = (m.mean - half)...(m.mean + half)
         }
         return s
@@ -326,8 +368,11 @@ public struct GuardSummary: Sendable, Equatable {
     /// Mean over the window of the raw served − control block return.
     public var rawMeanDifference: Double?
     /// The interval on it with the Bonferroni-corrected t quantile a trip uses (nil before
-    /// `minPairs` pairs).
+    /// the first look: `minPairs` pairs, or 2 with the trial's noise).
     public var interval: ClosedRange<Double>?
+    /// The promoting trial's estimate of the pairs' noise, pooled with the window's (nil: the
+    /// window's alone).
+    public var borrowedNoise: ControlGroupGuard.PairNoise?
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.

@@ -89,13 +89,50 @@ final class ServedModel: Sendable {
     /// The exogenous baseline stored beside it (`baseline.json`, written by the retraining that
     /// made it; nil: none, e.g. a fleet model): its trial and guard adjust with it when accepted.
     let baseline: ExogenousBaseline?
+    /// The switchback trial that promoted it (`trial.json` beside it, verdict `promote`; nil:
+    /// none, e.g. promoted by a command): the guard borrows its estimate of the pairs' noise
+    /// when its control group is that trial's reference.
+    let promotingTrial: PromotingTrial?
 
-    init(version: Int, sha256: String, signedBy: String = "", model: QModel, baseline: ExogenousBaseline? = nil) {
+    init(version: Int, sha256: String, signedBy: String = "", model: QModel, baseline: ExogenousBaseline? = nil,
+         promotingTrial: PromotingTrial? = nil) {
         self.version = version
         self.sha256 = sha256
         self.signedBy = signedBy
         self.model = model
         self.baseline = baseline
+        self.promotingTrial = promotingTrial
+    }
+}
+
+/// What the control-group guard takes from the trial that promoted a model (`trial.json`).
+struct PromotingTrial: Sendable, Equatable {
+    /// The trial's reference: nil for the incumbent, else its version.
+    var reference: Int?
+    /// Whether its pair differences were adjusted by the exogenous baseline.
+    var adjusted: Bool
+    /// Its estimate of the pairs' noise.
+    var noise: ControlGroupGuard.PairNoise
+
+    /// Reads `trial.json`; nil when there is none, it is unreadable, its verdict is not
+    /// `promote`, or it has no usable spread (`sd`: fewer than two pairs, or a file written
+    /// before the field existed).
+    static func load(from url: URL) -> PromotingTrial? {
+        guard let data = try? Data(contentsOf: url),
+              let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              o["verdict"] as? String == TrialVerdict.promote.rawValue,
+              let sd = o["sd"] as? Double, let pairs = o["pairs"] as? Int,
+              let noise = ControlGroupGuard.PairNoise(standardDeviation: sd, pairs: pairs),
+              let reference = o["reference"] as? String else { return nil }
+        let version: Int?
+        if reference == "incumbent" {
+            version = nil
+        } else if reference.hasPrefix("v"), let v = Int(reference.dropFirst()) {
+            version = v
+        } else {
+            return nil
+        }
+        return PromotingTrial(reference: version, adjusted: o["adjusted"] as? Bool ?? false, noise: noise)
     }
 }
 

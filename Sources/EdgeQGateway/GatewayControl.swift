@@ -235,7 +235,8 @@ extension Gateway {
             throw GatewayError(message)
         }
         return ServedModel(version: version, sha256: verified.signature.sha256, signedBy: verified.signature.key, model: model,
-                           baseline: ExogenousBaseline.load(from: store.baselineURL(version)))
+                           baseline: ExogenousBaseline.load(from: store.baselineURL(version)),
+                           promotingTrial: PromotingTrial.load(from: store.trialURL(version)))
     }
 
     /// Reports a stored version that is not served: error log, the status's `model_refusals`,

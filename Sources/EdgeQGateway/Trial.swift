@@ -345,6 +345,7 @@ public struct SwitchbackTrial: Sendable {
         guard n > 0 else { return s }
         s.meanDifference = dDecided.mean
         s.rawMeanDifference = d.mean
+        if n >= 2 { s.standardDeviation = dDecided.standardDeviation }
         s.meanCandidate = candidateSum / Double(n)
         s.meanReference = referenceSum / Double(n)
         if let t = currentQuantile {
@@ -399,6 +400,11 @@ public struct TrialSummary: Sendable, Equatable {
     /// Mean over scored pairs of candidate − reference block return, adjusted when `adjusted`:
     /// what the decisions use (nil before the first pair).
     public var meanDifference: Double?
+    /// The sample standard deviation of the pair differences the decisions use (adjusted when
+    /// `adjusted`; nil before two pairs). After a promotion the control-group guard borrows it
+    /// (`ControlGroupGuard.PairNoise`): the trial measured the noise of the very contrast the
+    /// guard goes on measuring.
+    public var standardDeviation: Double?
     /// The interval on the mean difference at the current look: mean ± t·s/√n with the
     /// Bonferroni-corrected t quantile the decisions use (nil before `minPairs` pairs).
     public var interval: ClosedRange<Double>?

@@ -222,10 +222,15 @@ extension Gateway {
                 // The served model's baseline was fitted on the log of the controller before it:
                 // the guard's control group.
                 let baseline = baselineUse(d.engineModel).evaluator
+                // The trial that promoted it measured the guard's own contrast when its reference
+                // is the control group and it adjusted as the guard will: borrow its noise.
+                let trial = d.engineModel?.promotingTrial
+                let noise = trial.flatMap { $0.reference == d.previousModel?.version && $0.adjusted == (baseline != nil) ? $0.noise : nil }
                 d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
                                                        seed: GatewaySeeds.controlGroup(seed, served: d.engineModel?.version),
-                                                       adjusted: baseline != nil)
+                                                       adjusted: baseline != nil, noise: noise)
                 if d.controlGroup?.isActive == true { d.guardBaseline = baseline }
+                if let g = d.controlGroup, g.isActive { guardSummary.withLock { $0 = g.summary } }
             } catch {
                 logger.error("the control-group guard cannot start: \(error)")
             }
@@ -304,6 +309,9 @@ extension Gateway {
         var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
         var promoted = false
         if verdict == TrialVerdict.promote.rawValue {
+            // Written first as well: the model is loaded for serving with its trial (the guard
+            // borrows the trial's noise), and again below with `promoted`.
+            try? DurableFile.write(Data(JSONValue.object(o).jsonText.utf8), to: store.trialURL(candidate.version))
             do {
                 try promote(version: candidate.version, reason: String(format: "switchback trial: better than %@ over %d pairs (mean difference %.4g per block)",
                                                                        reference.map { "v\($0)" } ?? "the incumbent", s.pairs, s.meanDifference ?? 0))
@@ -355,7 +363,7 @@ extension Gateway {
             "pairs": .number(Double(s.pairs)), "void_pairs": .number(Double(s.voidPairs)),
             "ticks": .number(Double(s.ticks)), "skipped_ticks": .number(Double(s.skippedTicks)),
             "confidence": .number(s.confidence), "margin": .number(s.margin),
-            "mean_difference": num(s.meanDifference),
+            "mean_difference": num(s.meanDifference), "sd": num(s.standardDeviation),
             "ci_low": num(s.interval?.lowerBound), "ci_high": num(s.interval?.upperBound),
             "stop_high": num(s.stopUpperBound),
             "futility": num(s.futility), "futility_high": num(s.futilityUpperBound),
@@ -407,8 +415,16 @@ extension Gateway {
                         "quarantined": version(quarantined), "control": control.map { .string("v\($0)") } ?? .string("incumbent"),
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
                         "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
+                        "noise_from_trial": Self.borrowedNoiseJSON(s.borrowedNoise),
                         "mode": .string(mode.rawValue), "reason": .string(text)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
+    }
+
+    /// The promoting trial's noise the guard pools with its own: `{"sd", "pairs"}` (the trial's
+    /// standard deviation of a pair difference and its pairs), or null.
+    static func borrowedNoiseJSON(_ n: ControlGroupGuard.PairNoise?) -> JSONValue {
+        guard let n else { return .null }
+        return .object(["sd": .number(n.variance.squareRoot()), "pairs": .number(Double(n.degreesOfFreedom + 1))])
     }
 
     /// Why the control-group guard is not watching the served model now, or nil when it is: it
@@ -438,6 +454,7 @@ extension Gateway {
             o["raw_mean_difference"] = s.rawMeanDifference.map { .number($0) } ?? .null
             o["served_mean"] = s.meanServed.map { .number($0) } ?? .null
             o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
+            o["noise_from_trial"] = Self.borrowedNoiseJSON(s.borrowedNoise)
         }
         if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
         return .object(o)

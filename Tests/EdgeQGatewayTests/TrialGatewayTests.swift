@@ -329,12 +329,51 @@ import Testing
         #expect(try ModelStore(dataDirectory: h.dir.url).isQuarantined(bad))
         // Before the trip the plant saw the control group (v1's a0) between the trial's a1 blocks.
         #expect(plant.acted.contains(.gateway(0)) && plant.acted.contains(.gateway(1)))
-        // The trial's reference was rolled back from: the trial is abandoned, not decided.
-        #expect(eventually(timeout: 5) { _ = h.drain(0.05); return !trialEvents(h, "abandoned").isEmpty })
+        // The trial's reference was rolled back from: the trial is abandoned, not decided. The
+        // decision thread picks the rolled-back-to model up at a tick, so the plant goes on.
+        try plant.run(until: { !trialEvents(h, "abandoned").isEmpty }, atMost: 10)
         let abandoned = try #require(trialEvents(h, "abandoned").first)
         #expect(abandoned["version"] as? Int == candidate && (abandoned["reason"] as? String)?.contains("served model changed") == true, "\(abandoned)")
         #expect(trialEvents(h, "verdict").isEmpty)
         #expect(h.gateway.servedVersion == good)
+    }
+
+    /// A model its trial promoted, whose plant then turns against it: the guard borrows the
+    /// trial's estimate of the pairs' noise (its `sd` in `trial.json`, over its pairs) and so
+    /// looks from its second pair on, where on its own window it first looks at `minPairs`
+    /// (here 4, the trial's). The trial (a1 against the incumbent's a0 on a plant where a1 is
+    /// good) promotes; then a1 becomes the bad action, and the guard rolls back at its 2nd pair.
+    @Test func theGuardBorrowsThePromotingTrialsNoiseAndLooksFromItsSecondPair() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 20}, control_share: 0.5, guard_pairs: 20}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 3)
+        try startTrial(h, candidate)
+        var rng = SeededGenerator(seed: 61)
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: { p, action in
+            // a1 is the good action until the candidate is served, then the bad one.
+            let aOneGood = h.gateway.servedVersion != candidate
+            p.x = ((action == 1) == aOneGood ? 0.5 : 4) + (rng.nextUnit() - 0.5) * 0.5
+            p.y = sin(Double(p.step) * 0.3)
+        })
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(verdict["verdict"] as? String == "promote" && verdict["promoted"] as? Bool == true, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        let sd = try #require(file["sd"] as? Double, "trial.json has no sd: \(file)")
+        let trialPairs = try #require(file["pairs"] as? Int)
+        #expect(sd > 0 && trialPairs >= 4, "\(file)")
+
+        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 20)
+        let event = try #require(h.firstGuardEvent(), "the guard did not trip in \(plant.acted.count) ticks")
+        #expect(event["pairs"] as? Int == 2, "the guard tripped at pair \(event["pairs"] ?? "?"), not at its 2nd: \(event)")
+        #expect(event["verdict"] as? String == "fallback_to_shadow" && event["from"] as? Int == candidate, "\(event)")
+        let borrowed = try #require(event["noise_from_trial"] as? [String: Any], "\(event)")
+        #expect(borrowed["pairs"] as? Int == trialPairs, "\(borrowed)")
+        #expect(abs((borrowed["sd"] as? Double ?? 0) - sd) <= 1e-9 * sd, "\(borrowed) against the trial's sd \(sd)")
     }
 
     /// A trial between two models with the guard's pairs between its blocks still scores whole

@@ -573,6 +573,69 @@ import Testing
         #expect(Double(trips) / Double(runs) <= 0.05, "tripped \(trips) of \(runs)")
     }
 
+    /// Feeds one pair (share 0.5: every cycle of two blocks is the compared pair; blocks of 4
+    /// ticks, no burn-in) whose served block returns `d` more than its control block.
+    static func feedPair(_ g: inout ControlGroupGuard, difference d: Double) -> GuardEvent? {
+        var last: GuardEvent?
+        for _ in 0..<2 {
+            let arm = g.arm
+            for _ in 0..<4 { last = g.record(reward: arm == .served ? d / 4 : 0, arm: arm, episodeEnded: false) }
+            if last == .tripped { return last }
+        }
+        return last
+    }
+
+    /// With the promoting trial's noise (sd 1 over 20 pairs) the guard looks from its second
+    /// pair, pooling that variance with its window's on 19 + (n − 1) degrees of freedom; on its
+    /// own it first looks at `minPairs` (4) with n − 1. The same pairs (−2.5, −3.5, …): a trip at
+    /// the 2nd pair with the trial's noise, at the 5th without (t quantiles at level 0.05 / 100:
+    /// 3.85 on 20 degrees of freedom; 12.9 on 3, 8.6 on 4).
+    @Test func theTrialsNoiseLetsTheGuardLookFromItsSecondPair() throws {
+        let settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5)
+        let noise = try #require(ControlGroupGuard.PairNoise(standardDeviation: 1, pairs: 20))
+        #expect(ControlGroupGuard.PairNoise(standardDeviation: 0, pairs: 20) == nil)
+        #expect(ControlGroupGuard.PairNoise(standardDeviation: 1, pairs: 1) == nil)
+        let differences = [-2.5, -3.5, -2.5, -3.5, -2.5, -3.5]
+        func tripPair(_ noise: ControlGroupGuard.PairNoise?) throws -> (Int?, GuardSummary) {
+            var g = try ControlGroupGuard(settings: settings, seed: 3, noise: noise)
+            for (k, d) in differences.enumerated() {
+                if Self.feedPair(&g, difference: d) == .tripped { return (k + 1, g.summary) }
+                if k == 0 { #expect(g.summary.interval == nil, "a look after one pair") }
+            }
+            return (nil, g.summary)
+        }
+        let (borrowing, b) = try tripPair(noise)
+        #expect(borrowing == 2, "with the trial's noise: tripped at pair \(borrowing.map(String.init) ?? "none")")
+        #expect(b.borrowedNoise == noise)
+        // The interval it tripped on: pooled s² = (19·1 + 1·0.5) / 20, t on 20 degrees of freedom.
+        let t = StudentT.quantile(1 - 0.05 / 100, degreesOfFreedom: 20)
+        let half = t * ((19 * 1 + 0.5) / 20.0).squareRoot() / 2.0.squareRoot()
+        let interval = try #require(b.interval)
+        #expect(abs(interval.upperBound - (-3 + half)) < 1e-12 && interval.upperBound < 0, "\(interval)")
+        let (own, o) = try tripPair(nil)
+        #expect(own == 5, "on its own window: tripped at pair \(own.map(String.init) ?? "none")")
+        #expect(o.borrowedNoise == nil)
+    }
+
+    /// Borrowing the trial's noise keeps the guard's error: a served model as good as its control
+    /// group, with pair differences of sd 1 and a trial of 10 such pairs drawn before each run,
+    /// trips in at most 1 − confidence of 200 runs of 100 looks each.
+    @Test func theGuardWithTheTrialsNoiseDoesNotTripOnAnEquivalentModel() throws {
+        let runs = 200
+        var trips = 0
+        for seed in 0..<runs {
+            var rng = SeededGenerator(seed: 70_000 + UInt64(seed))
+            var trial = RunningMoments()
+            for _ in 0..<10 { trial.add(rng.nextGaussian()) }
+            let noise = try #require(ControlGroupGuard.PairNoise(standardDeviation: trial.standardDeviation, pairs: 10))
+            var g = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5), seed: UInt64(seed), noise: noise)
+            while g.summary.pairs < 100 && !g.hasTripped {
+                if Self.feedPair(&g, difference: rng.nextGaussian()) == .tripped { trips += 1 }
+            }
+        }
+        #expect(Double(trips) / Double(runs) <= 0.05, "tripped \(trips) of \(runs)")
+    }
+
     /// The control group's share of blocks is 1 / round(1 / share); each control block is
     /// paired with an adjacent served block; 0 turns the guard off.
     @Test func theControlShareAndItsPairs() throws {
