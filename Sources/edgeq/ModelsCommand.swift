@@ -142,6 +142,10 @@ struct ModelsCommand: ParsableCommand {
             if t["adjusted"] as? Bool == true {
                 lines.append("           raw (unadjusted): mean difference \(num("raw_mean_difference")) (interval \(num("raw_ci_low")) … \(num("raw_ci_high")))")
             }
+            if t["sd"] is NSNumber {
+                lines.append("           sd of a pair difference \(num("sd"))"
+                             + (t["verdict"] as? String == "promote" ? " (the control-group guard borrows it while this model serves against \(t["reference"] as? String ?? "?"))" : ""))
+            }
             if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
             if t["verdict"] as? String == "futile", let share = t["futility"] as? NSNumber {
                 lines.append("           futile: shown not to be better than \(String(format: "%g", share.doubleValue * 100)) % of the reference's block return "

@@ -87,7 +87,7 @@ import Testing
             {"version":3,"reference":"incumbent","verdict":"budget-exhausted","pairs":30,"ticks":14400,"confidence":0.95,"mean_difference":1.75,
              "ci_low":-2.9,"ci_high":6.3,"raw_mean_difference":6.6,"raw_ci_low":-24.8,"raw_ci_high":38,"adjusted":true,
              "adjustment":{"note":"adjusted by the exogenous baseline of setpoint, ambient_temp (held-out placebo variance ratio 0.06)"},
-             "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0}
+             "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0,"sd":12.6}
             """#.utf8).write(to: store.trialURL(3))
         try Data(#"""
             {"version":2,"reference":"v1","verdict":"futile","pairs":4,"ticks":4000,"confidence":0.95,"mean_difference":0,
@@ -97,12 +97,15 @@ import Testing
         #expect(futile.code == 0, "\(futile.stderr)")
         #expect(futile.stdout.contains("trial      futile against v1"), "\(futile.stdout)")
         #expect(futile.stdout.contains("futile: shown not to be better than 1 % of the reference's block return (bound -5 < 0): stopped without promoting"), "\(futile.stdout)")
+        #expect(!futile.stdout.contains("sd of a pair difference"), "a trial.json without sd: \(futile.stdout)")
         let show = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
         #expect(show.code == 0, "\(show.stderr)")
         #expect(show.stdout.contains("baseline   accepted (exogenous: setpoint, ambient_temp; 13 features; rows of incumbent, 5760)"), "\(show.stdout)")
         #expect(show.stdout.contains("held-out placebo pairs 12: variance ratio 0.0609 (accepted at ≤ 0.8), rms 24.9 raw, 2.5 adjusted"), "\(show.stdout)")
         #expect(show.stdout.contains("mean difference per pair 1.75 (0.95 interval -2.9 … 6.3), adjusted for the exogenous baseline"), "\(show.stdout)")
         #expect(show.stdout.contains("raw (unadjusted): mean difference 6.6 (interval -24.8 … 38)"), "\(show.stdout)")
+        // Not a promotion: the spread is shown, nothing borrows it.
+        #expect(show.stdout.contains("sd of a pair difference 12.6\n"), "\(show.stdout)")
         #expect(show.stdout.contains("adjusted by the exogenous baseline of setpoint, ambient_temp"), "\(show.stdout)")
     }
 
