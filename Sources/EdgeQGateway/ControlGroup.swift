@@ -34,7 +34,10 @@ public enum GuardEvent: Sendable, Equatable {
 /// pair of adjacent blocks, at a random position and in a random order, is one control block
 /// and one served block; the other m − 2 blocks are served and not compared. The control
 /// group's share of blocks is 1/m (`effectiveShare`). p = 0 turns the guard off: every block is
-/// served and nothing is compared.
+/// served and nothing is compared. With `probationPairs` k > 0 the first k cycles have two blocks
+/// each (a control block beside every served block, in random order): a probation right after a
+/// promotion, when a model has not yet been seen serving, that gives the guard k pairs in 2k
+/// blocks instead of km.
 ///
 /// **Statistics.** Per complete pair, d = served return − control return (with a tolerance τ,
 /// d′ = d + τ·|control return|). After every pair, with n = the last `windowPairs` pairs (at
@@ -74,6 +77,8 @@ public struct ControlGroupGuard: Sendable {
         /// Share of the control's |block return| the served model may be worse by before it
         /// counts as worse, ≥ 0. Default 0.
         public var tolerance = 0.0
+        /// Cycles of two blocks (probation) before the cycles of m, ≥ 0. Default 0.
+        public var probationPairs = 0
 
         /// Settings given one by one.
         public init(block: TrialConfig.Block, burnIn: Int, share: Double, windowPairs: Int, confidence: Double) {
@@ -90,6 +95,7 @@ public struct ControlGroupGuard: Sendable {
             self.init(block: l.trial.block, burnIn: l.trial.burnIn, share: l.controlShare, windowPairs: l.guardPairs,
                       confidence: l.trial.confidence)
             minPairs = min(l.trial.minPairs, l.guardPairs)
+            probationPairs = l.probationPairs
         }
     }
 
@@ -118,9 +124,13 @@ public struct ControlGroupGuard: Sendable {
     private let firstLook: Int
     private var rng: SeededGenerator
     private var clock: BlockClock
-    /// Blocks per cycle (m), the index of the running block in its cycle, the first block of
-    /// the cycle's pair and whether the control block comes first in it.
-    private let cycle: Int
+    /// Blocks per cycle (2 in probation, then m), the index of the running block in its cycle,
+    /// the first block of the cycle's pair and whether the control block comes first in it.
+    private var cycle: Int
+    /// Blocks per cycle after probation (m; 0: the guard is off).
+    private let steadyCycle: Int
+    /// Probation cycles still to run, the running one included.
+    private var probationLeft: Int
     private var index = 0
     private var pairAt = 0
     private var controlFirst = false
@@ -164,6 +174,7 @@ public struct ControlGroupGuard: Sendable {
         }
         guard s.looksPerBudget >= 1 else { throw TrialSettingsError(message: "looksPerBudget must be ≥ 1, found \(s.looksPerBudget)") }
         guard s.tolerance >= 0, s.tolerance.isFinite else { throw TrialSettingsError(message: "tolerance must be ≥ 0, found \(s.tolerance)") }
+        guard s.probationPairs >= 0 else { throw TrialSettingsError(message: "probation_pairs must be ≥ 0, found \(s.probationPairs)") }
         var trial = TrialConfig()
         trial.block = s.block
         trial.burnIn = s.burnIn
@@ -173,7 +184,9 @@ public struct ControlGroupGuard: Sendable {
         self.adjusted = adjusted
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: s.block, burnIn: s.burnIn)
-        cycle = s.share > 0 ? max(2, Int((1 / s.share).rounded())) : 0
+        steadyCycle = s.share > 0 ? max(2, Int((1 / s.share).rounded())) : 0
+        probationLeft = steadyCycle > 0 ? s.probationPairs : 0
+        cycle = probationLeft > 0 ? 2 : steadyCycle
         servedWindow = [Double](repeating: 0, count: s.windowPairs)
         controlWindow = [Double](repeating: 0, count: s.windowPairs)
         servedBaseWindow = [Double](repeating: 0, count: s.windowPairs)
@@ -194,8 +207,11 @@ public struct ControlGroupGuard: Sendable {
     /// Whether the guard compares anything (share > 0).
     public var isActive: Bool { cycle > 0 }
 
-    /// The control group's actual share of blocks: 1 / round(1 / share), or 0.
-    public var effectiveShare: Double { cycle > 0 ? 1 / Double(cycle) : 0 }
+    /// The control group's actual share of blocks after probation: 1 / round(1 / share), or 0.
+    public var effectiveShare: Double { steadyCycle > 0 ? 1 / Double(steadyCycle) : 0 }
+
+    /// Probation cycles (of two blocks, one pair each) still to run, the running one included.
+    public var probationPairsLeft: Int { probationLeft }
 
     /// Whether the running block is one of the cycle's compared pair (a control block or the
     /// served block it is paired with). While a switchback trial runs, the gateway gives these
@@ -285,6 +301,10 @@ public struct ControlGroupGuard: Sendable {
         index += 1
         if index == cycle {
             index = 0
+            if probationLeft > 0 {
+                probationLeft -= 1
+                if probationLeft == 0 { cycle = steadyCycle }
+            }
             drawPair()
         }
         return arm != ended ? .switched(to: arm) : nil
@@ -324,6 +344,7 @@ public struct ControlGroupGuard: Sendable {
         var s = GuardSummary(pairs: pairs, voidPairs: voidPairs, windowPairs: windowCount, ticks: ticks,
                              effectiveShare: effectiveShare, confidence: settings.confidence, tripped: hasTripped)
         s.borrowedNoise = borrowedNoise
+        s.probationPairsLeft = probationLeft
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -373,6 +394,9 @@ public struct GuardSummary: Sendable, Equatable {
     /// The promoting trial's estimate of the pairs' noise, pooled with the window's (nil: the
     /// window's alone).
     public var borrowedNoise: ControlGroupGuard.PairNoise?
+    /// Probation cycles (two blocks, one pair each) still to run before the cycles of
+    /// round(1 / share) blocks (0: none, or over).
+    public var probationPairsLeft = 0
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.

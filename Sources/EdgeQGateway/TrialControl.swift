@@ -444,6 +444,7 @@ extension Gateway {
         metrics.guardWatching.set(notWatching == nil ? 1 : 0)
         var o: [String: JSONValue] = [
             "control_share": .number(map.learning.controlShare), "window_pairs": .number(Double(map.learning.guardPairs)),
+            "probation_pairs": .number(Double(map.learning.probationPairs)),
             "trips": .number(Double(metrics.guardTrips.value)), "watching": .bool(notWatching == nil),
         ]
         if let notWatching { o["not_watching"] = .string(notWatching) }
@@ -455,6 +456,7 @@ extension Gateway {
             o["served_mean"] = s.meanServed.map { .number($0) } ?? .null
             o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
             o["noise_from_trial"] = Self.borrowedNoiseJSON(s.borrowedNoise)
+            o["probation_pairs_left"] = .number(Double(s.probationPairsLeft))
         }
         if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
         return .object(o)

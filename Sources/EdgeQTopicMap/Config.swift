@@ -506,6 +506,11 @@ public struct LearningConfig: Sendable, Equatable {
     /// The control-group guard compares the served model with the control group over this many
     /// recent block pairs. Default 20.
     public var guardPairs = 20
+    /// Probation after a promotion: the control-group guard's first this-many cycles have two
+    /// blocks each (a control block beside every served block) before the cycles of
+    /// round(1 / `controlShare`) blocks begin, so the guard gets its first pairs within days on
+    /// a plant with long blocks. 0: none. Default 0.
+    public var probationPairs = 0
     /// The plant model's pre-trial estimate keeps a candidate it predicts worse out of its
     /// trial, except every this-many-th in a row, which gets its trial anyway (an audit of the
     /// estimate); nil: no audit (every candidate predicted worse is kept out). Default 4.

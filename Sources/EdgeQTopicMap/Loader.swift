@@ -1263,7 +1263,7 @@ struct Builder {
         }
         if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
             "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",
-            "pretrial_audit",
+            "pretrial_audit", "probation_pairs",
         ]) {
             if let x = e["pretrial_audit"] {
                 if r.isNone(x) { l.pretrialAuditEvery = nil }
@@ -1296,6 +1296,9 @@ struct Builder {
                 l.controlShare = v
             }
             if let x = e["guard_pairs"], let v = r.int(x, "guard_pairs", min: 2, max: 100_000) { l.guardPairs = v }
+            if let x = e["probation_pairs"], let v = r.int(x, "probation_pairs (the control-group guard's first pairs after a promotion, a control block beside every served block; 0: none)", min: 0, max: 100_000) {
+                l.probationPairs = v
+            }
             if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
                 if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }
                 l.minAgreement = v

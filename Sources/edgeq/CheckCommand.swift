@@ -286,7 +286,10 @@ struct CheckCommand: AsyncParsableCommand {
             }
             let test = t.margin > 0 ? "not worse than \(fmt(t.margin * 100)) %" : "better"
             let ticks = t.maxTicks.map { "at most \($0) ticks" } ?? "no tick budget"
-            let guardText = l.controlShare > 0 ? "control share \(fmt(l.controlShare)) over \(l.guardPairs) pairs" : "no control group"
+            let guardText = l.controlShare > 0
+                ? "control share \(fmt(l.controlShare)) over \(l.guardPairs) pairs"
+                    + (l.probationPairs > 0 ? ", the first \(l.probationPairs) after a promotion in cycles of 2 blocks (probation)" : "")
+                : "no control group"
             // Adjusted only where a baseline can exist: tick blocks and exogenous signals.
             let adjust: String
             if t.adjust == .none {

@@ -304,6 +304,38 @@ import Testing
         #expect(h.metric("edgeq_guard_watching") == 1)
     }
 
+    /// Probation (`promotion.probation_pairs`) in a running gateway: after a model is served,
+    /// the guard's first 3 cycles have two blocks each — one of them the control group's (here
+    /// the incumbent's) — and then the cycles of round(1 / 0.1) = 10 blocks begin. The status
+    /// counts the probation down.
+    @Test func probationGivesTheControlGroupEveryOtherBlockAfterAPromotion() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.1, probation_pairs: 3}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let plant = ClosedLoop(h, incumbent: { _ in 1 }, dynamics: RetrainingTests.aOneIsBad)
+        try plant.run(6 * 4 + 10 * 4 + 8)
+        // The first tick picks the served model up (and is nobody's block); the guard's blocks
+        // of 4 start with the next.
+        let start = 1
+        let blocks = stride(from: start, to: start + 64, by: 4).map { Array(plant.acted[$0..<($0 + 4)]) }
+        #expect(blocks.allSatisfy { b in b.allSatisfy { $0.isGateway == b[0].isGateway } }, "a block with two controllers: \(blocks)")
+        let incumbent = blocks.map { !$0[0].isGateway }
+        for cycle in 0..<3 {
+            #expect(incumbent[(2 * cycle)..<(2 * cycle + 2)].filter { $0 }.count == 1, "probation cycle \(cycle): \(blocks[(2 * cycle)..<(2 * cycle + 2)])")
+        }
+        #expect(incumbent[6..<16].filter { $0 }.count == 1, "the first cycle of 10 after probation: \(blocks[6..<16])")
+        let guardStatus = try h.waitFor(topic: "edgeq/t1/status", timeout: 12) {
+            (GatewayHarness.json($0)["guard"] as? [String: Any])?["probation_pairs_left"] as? Int == 0
+        }
+        let g = GatewayHarness.json(guardStatus)["guard"] as? [String: Any] ?? [:]
+        #expect(g["probation_pairs"] as? Int == 3 && (g["pairs"] as? Int ?? 0) >= 3, "\(g)")
+    }
+
     /// The guard keeps watching the served model through a switchback trial: its compared pairs
     /// (a control block of the previous controller, a block of the served model) keep their place
     /// between the trial's blocks. Here the served model is worse than its control group and a

@@ -661,6 +661,38 @@ import Testing
         #expect(throws: TrialSettingsError.self) { try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(4), burnIn: 1, share: 0.6), seed: 0) }
     }
 
+    /// Probation: the first `probationPairs` cycles have two blocks each — a control block
+    /// beside every served block — and then the cycles of round(1 / share) begin; the control
+    /// group's steady share is unchanged.
+    @Test func probationComparesEveryOtherBlockForItsPairsThenTheCyclesOfTheShare() throws {
+        var settings = Self.guardSettings(block: .ticks(4), burnIn: 1, share: 0.1)
+        settings.probationPairs = 5
+        var g = try ControlGroupGuard(settings: settings, seed: 9)
+        #expect(g.isActive && g.effectiveShare == 0.1 && g.probationPairsLeft == 5)
+        var arms: [GuardArm] = []
+        for tick in 0..<(4 * (10 + 10 * 20)) {
+            if tick % 4 == 0 { arms.append(g.arm) }
+            _ = g.record(reward: 0, arm: g.arm, episodeEnded: false)
+            if tick == 4 * 10 - 1 { #expect(g.probationPairsLeft == 0 && g.summary.pairs == 5, "\(g.summary)") }
+        }
+        for cycle in 0..<5 {
+            let c = arms[(cycle * 2)..<(cycle * 2 + 2)]
+            #expect(c.filter { $0 == .control }.count == 1, "probation cycle \(cycle): \(Array(c))")
+        }
+        for cycle in 0..<20 {
+            let c = arms[(10 + cycle * 10)..<(10 + cycle * 10 + 10)]
+            #expect(c.filter { $0 == .control }.count == 1, "cycle \(cycle) after probation: \(Array(c))")
+        }
+        #expect(g.summary.pairs == 25 && g.summary.probationPairsLeft == 0)
+        settings.probationPairs = -1
+        #expect(throws: TrialSettingsError.self) { try ControlGroupGuard(settings: settings, seed: 0) }
+        // Off stays off: no probation without a control group.
+        settings.probationPairs = 5
+        settings.share = 0
+        let off = try ControlGroupGuard(settings: settings, seed: 0)
+        #expect(!off.isActive && off.probationPairsLeft == 0)
+    }
+
     /// The mapping's settings reach the guard: block, burn-in and confidence from the trial,
     /// the share and window from `promotion`.
     @Test func guardSettingsFromTheMapping() {
@@ -669,7 +701,9 @@ import Testing
         l.trial.burnIn = 0
         l.controlShare = 0.05
         l.guardPairs = 12
+        l.probationPairs = 3
         let s = ControlGroupGuard.Settings(learning: l)
         #expect(s.block == .episode && s.burnIn == 0 && s.share == 0.05 && s.windowPairs == 12 && s.confidence == 0.95 && s.minPairs == 4)
+        #expect(s.probationPairs == 3)
     }
 }
