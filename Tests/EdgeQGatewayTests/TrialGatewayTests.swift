@@ -411,10 +411,12 @@ import Testing
     /// A trial between two models with the guard's pairs between its blocks still scores whole
     /// blocks of its own arms: on a plant without noise every pair differs by exactly what the
     /// two actions earn in a block (a1 −5 a tick, a0 −0.25: −19 a block), so no tick of the
-    /// guard's blocks leaked into the trial's; and the guard compared pairs meanwhile.
-    @Test func aTrialBetweenTheGuardsPairsScoresOnlyItsOwnBlocks() throws {
+    /// guard's blocks leaked into the trial's; and the guard compared pairs meanwhile. With a
+    /// probation of 3 pairs the trial waits through it (every block is the guard's) and then
+    /// scores the same whole blocks.
+    @Test(arguments: [0, 3]) func aTrialBetweenTheGuardsPairsScoresOnlyItsOwnBlocks(probation: Int) throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 6, max_pairs: 20}, control_share: 0.25}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 6, max_pairs: 20}, control_share: 0.25, probation_pairs: \(probation)}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -426,7 +428,7 @@ import Testing
         #expect(["reject", "futile"].contains(verdict["verdict"] as? String), "\(verdict)")
         #expect(verdict["pairs"] as? Int == 6 && verdict["mean_difference"] as? Double == -19, "\(verdict)")
         let guardPairs = try #require(h.gateway.guardSummary.withLock { $0 }?.pairs)
-        #expect(guardPairs >= 3, "the guard compared \(guardPairs) pairs during a trial of 12 blocks")
+        #expect(guardPairs >= 3 + probation, "the guard compared \(guardPairs) pairs during a trial of 12 blocks")
         #expect(plant.acted.contains(.incumbent(0)), "no control block of the incumbent during the trial")
         #expect(h.gateway.servedVersion == served)
     }
