@@ -305,7 +305,30 @@ struct CheckCommand: AsyncParsableCommand {
             let futility = t.futility.map { "futile when not \(fmt($0 * 100)) % better" } ?? "no futility stop"
             lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(futility), \(ticks); \(adjust); \(guardText)")
         }
+        lines.append(Self.guardLine(l))
         return lines.joined(separator: "\n")
+    }
+
+    /// The summary's `guard` line: how soon the control-group guard can first judge a served
+    /// model — the blocks (and ticks) until its first look, on its own window and with the
+    /// promoting trial's noise — so a plant with long blocks sees that it waits weeks.
+    static func guardLine(_ l: LearningConfig) -> String {
+        guard l.controlShare > 0 else {
+            return "guard      off (control_share 0): nothing compares a served model with the controller before it"
+        }
+        let m = max(2, Int((1 / l.controlShare).rounded()))
+        let k = l.probationPairs
+        // The n-th compared pair has ended at the latest after this many blocks.
+        func blocks(_ n: Int) -> Int { n <= k ? 2 * n : 2 * k + m * (n - k) }
+        let unit: (Int) -> String
+        switch l.trial.block {
+        case .ticks(let b): unit = { "\($0) blocks, \($0 * b) ticks" }
+        case .episode: unit = { "\($0) episodes" }
+        }
+        let own = min(l.trial.minPairs, l.guardPairs)
+        return "guard      a compared pair every \(m) blocks after a promotion"
+            + (k > 0 ? " (every 2 for the first \(k): probation)" : "")
+            + "; its first look at most \(unit(blocks(own))) after it (\(own) pairs), \(unit(blocks(2))) (2 pairs) when it borrows the promoting trial's noise"
     }
 
     /// The summary's `explore` line: the ε schedule in control, and what it costs when it

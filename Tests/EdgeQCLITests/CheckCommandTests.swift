@@ -110,6 +110,31 @@ import Testing
         #expect(r.stdout.contains("promotion trial"), "\(r.stdout)")
         #expect(r.stdout.contains("trial      blocks of 96 ticks (burn-in 8), better with confidence 0.95 (0.5 of 1 − confidence at the last look), 4…30 pairs, futile when not 1 % better, no tick budget; adjusted for the exogenous baseline when one is accepted; control share 0.1 over 20 pairs"),
                 "\(r.stdout)")
+        // How soon the guard can judge a served model: a pair every 10 blocks of 96 ticks.
+        #expect(r.stdout.contains("guard      a compared pair every 10 blocks after a promotion; its first look at most 40 blocks, 3840 ticks after it (4 pairs), 20 blocks, 1920 ticks (2 pairs) when it borrows the promoting trial's noise"),
+                "\(r.stdout)")
+    }
+
+    /// The guard line with a probation, with episodes, and off (the reference mapping with its
+    /// promotion settings changed).
+    @Test func theGuardLineSaysHowSoonItCanJudge() throws {
+        let reference = try String(contentsOf: Self.root.appendingPathComponent("topics/reference.yaml"), encoding: .utf8)
+        let dir = try TempDir()
+        func guardLine(_ replacements: [(String, String)]) throws -> String {
+            var text = reference
+            for (a, b) in replacements {
+                #expect(text.contains(a), "topics/reference.yaml has no '\(a)'")
+                text = text.replacingOccurrences(of: a, with: b)
+            }
+            let file = dir.url.appendingPathComponent("m.yaml").path
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["check", file])
+            #expect(r.code == 0, "\(r.stderr)")
+            return r.stdout.split(separator: "\n").first { $0.hasPrefix("guard ") }.map(String.init) ?? ""
+        }
+        #expect(try guardLine([("block: 96 ", "block: 432 "), ("probation_pairs: 0 ", "probation_pairs: 6 ")])
+                == "guard      a compared pair every 10 blocks after a promotion (every 2 for the first 6: probation); its first look at most 8 blocks, 3456 ticks after it (4 pairs), 4 blocks, 1728 ticks (2 pairs) when it borrows the promoting trial's noise")
+        #expect(try guardLine([("control_share: 0.1 ", "control_share: 0 ")]).hasPrefix("guard      off (control_share 0)"))
     }
 
     @Test func invalidFileExits65WithEveryErrorAtItsPlace() throws {
