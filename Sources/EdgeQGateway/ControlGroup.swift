@@ -184,7 +184,7 @@ public struct ControlGroupGuard: Sendable {
         self.adjusted = adjusted
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: s.block, burnIn: s.burnIn)
-        steadyCycle = s.share > 0 ? max(2, Int((1 / s.share).rounded())) : 0
+        steadyCycle = Self.blocksPerCycle(share: s.share)
         probationLeft = steadyCycle > 0 ? s.probationPairs : 0
         cycle = probationLeft > 0 ? 2 : steadyCycle
         servedWindow = [Double](repeating: 0, count: s.windowPairs)
@@ -202,6 +202,12 @@ public struct ControlGroupGuard: Sendable {
     private mutating func drawPair() {
         pairAt = Int(rng.next() % UInt64(cycle - 1))
         controlFirst = rng.next() & 1 == 0
+    }
+
+    /// Blocks per cycle after probation for a control share: m = round(1 / share), at least 2;
+    /// 0 when the share is 0 (the guard is off).
+    public static func blocksPerCycle(share: Double) -> Int {
+        share > 0 ? max(2, Int((1 / share).rounded())) : 0
     }
 
     /// Whether the guard compares anything (share > 0).

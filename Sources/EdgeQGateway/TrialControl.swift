@@ -229,8 +229,10 @@ extension Gateway {
                 d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
                                                        seed: GatewaySeeds.controlGroup(seed, served: d.engineModel?.version),
                                                        adjusted: baseline != nil, noise: noise)
-                if d.controlGroup?.isActive == true { d.guardBaseline = baseline }
-                if let g = d.controlGroup, g.isActive { guardSummary.withLock { $0 = g.summary } }
+                if let g = d.controlGroup, g.isActive {
+                    d.guardBaseline = baseline
+                    guardSummary.withLock { $0 = g.summary }
+                }
             } catch {
                 logger.error("the control-group guard cannot start: \(error)")
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EdgeQGateway
 import EdgeQLog
 import EdgeQRetrain
 import EdgeQTopicMap
@@ -316,7 +317,7 @@ struct CheckCommand: AsyncParsableCommand {
         guard l.controlShare > 0 else {
             return "guard      off (control_share 0): nothing compares a served model with the controller before it"
         }
-        let m = max(2, Int((1 / l.controlShare).rounded()))
+        let m = ControlGroupGuard.blocksPerCycle(share: l.controlShare)
         let k = l.probationPairs
         // The n-th compared pair has ended at the latest after this many blocks.
         func blocks(_ n: Int) -> Int { n <= k ? 2 * n : 2 * k + m * (n - k) }
@@ -325,7 +326,7 @@ struct CheckCommand: AsyncParsableCommand {
         case .ticks(let b): unit = { "\($0) blocks, \($0 * b) ticks" }
         case .episode: unit = { "\($0) episodes" }
         }
-        let own = min(l.trial.minPairs, l.guardPairs)
+        let own = ControlGroupGuard.Settings(learning: l).minPairs
         return "guard      a compared pair every \(m) blocks after a promotion"
             + (k > 0 ? " (every 2 for the first \(k): probation)" : "")
             + "; its first look at most \(unit(blocks(own))) after it (\(own) pairs), \(unit(blocks(2))) (2 pairs) when it borrows the promoting trial's noise"

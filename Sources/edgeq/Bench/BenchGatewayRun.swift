@@ -192,12 +192,11 @@ final class BenchGatewayRun {
         let o = Self.object(m)
         if m.topic == "\(prefix)/status" {
             status = o
-            if let v = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue, servedFrom[v] == nil {
-                servedFrom[v] = sim.stepsDone
-            }
-            if let v = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue,
-               let pairs = ((o["guard"] as? [String: Any])?["pairs"] as? NSNumber)?.intValue {
-                guardPairs[v] = max(guardPairs[v] ?? 0, pairs)
+            if let v = ((o["model"] as? [String: Any])?["version"] as? NSNumber)?.intValue {
+                if servedFrom[v] == nil { servedFrom[v] = sim.stepsDone }
+                if let pairs = ((o["guard"] as? [String: Any])?["pairs"] as? NSNumber)?.intValue {
+                    guardPairs[v] = max(guardPairs[v] ?? 0, pairs)
+                }
             }
         } else if m.topic == "\(prefix)/retrain" {
             let phase = o["phase"] as? String ?? ""
