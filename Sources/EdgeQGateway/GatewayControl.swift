@@ -154,8 +154,9 @@ extension Gateway {
             logger.warning("an operator promoted a quarantined model version; its quarantine is lifted", metadata: ["model.version": "\(version)"])
         }
         let before = served.withLock { $0 }
-        try store.setCurrent(version, reason: reason)
-        install(loaded, previous: before?.version == version ? nil : before)
+        let previous = before?.version == version ? nil : before
+        try store.setCurrent(version, reason: reason, controlGroup: previous.map { .version($0.version) } ?? .incumbent)
+        install(loaded, previous: previous)
         store.prune(keep: map.learning.keepVersions)
         return version
     }
@@ -315,11 +316,16 @@ extension Gateway {
             do {
                 let m = try loadVerified(v)
                 if v != start {
-                    try? store.setCurrent(v, reason: "start: version \(start) \(store.isQuarantined(start) ? "is quarantined" : "is refused")")
+                    try? store.setCurrent(v, reason: "start: version \(start) \(store.isQuarantined(start) ? "is quarantined" : "is refused")",
+                                          controlGroup: .incumbent)
                     logger.error("the recorded model version cannot be served at start; serving an earlier version",
                                  metadata: ["model.failed": "\(start)", "model.version": "\(v)"])
-                } else if pointer != start {
-                    try? store.setCurrent(v, reason: "start: models/current restored to the recorded version")
+                } else {
+                    if pointer != start {
+                        try? store.setCurrent(v, reason: "start: models/current restored to the recorded version",
+                                              controlGroup: store.recordedControlGroup(served: v) ?? .incumbent)
+                    }
+                    previousController.withLock { $0 = recordedControlGroupAtStart(served: v) }
                 }
                 served.withLock { $0 = m }
                 servedGeneration.add(1, ordering: .releasing)
@@ -339,6 +345,31 @@ extension Gateway {
             ])
         }
         logger.warning("no stored model version can be served: running without a model (shadow)")
+    }
+
+    /// At start, for the recorded version served again: the guard's control group recorded with
+    /// its switch (`models/control-group`), loaded and verified like any model; nil (the
+    /// incumbent) when none is recorded, or when the recorded version is quarantined or fails
+    /// its checks (said so in the log).
+    private func recordedControlGroupAtStart(served v: Int) -> ServedModel? {
+        guard let record = store.recordedControlGroup(served: v) else {
+            logger.info("no control group recorded for the served model version: the guard compares it with the incumbent",
+                        metadata: ["model.version": "\(v)"])
+            return nil
+        }
+        guard case .version(let p) = record else { return nil }
+        if store.isQuarantined(p) {
+            logger.warning("the served model's control group is quarantined: the guard compares it with the incumbent",
+                           metadata: ["model.version": "\(v)", "model.control_group": "\(p)"])
+            return nil
+        }
+        do {
+            return try loadVerified(p)
+        } catch {
+            logger.warning("the served model's control group cannot be loaded: the guard compares it with the incumbent",
+                           metadata: ["model.version": "\(v)", "model.control_group": "\(p)", "error": "\(error)"])
+            return nil
+        }
     }
 
     // MARK: - Status

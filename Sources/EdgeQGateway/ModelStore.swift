@@ -20,6 +20,8 @@ import Foundation
 /// current                     "1\n": the served version (replaced atomically)
 /// served.log                  one line per switch: "<unix time> <version> <reason>" (version
 ///                             "none" when a failed switch re-records that no model was served)
+/// control-group               "<served version> <version|incumbent>\n": the control group of the
+///                             guard for the version switched to last (`ControlGroupRecord`)
 /// ```
 /// Every change is crash-safe: a version folder is written under a temporary name and
 /// renamed into place; `current` and a quarantine mark are written with temp file + fsync +
@@ -198,16 +200,68 @@ public final class ModelStore: @unchecked Sendable {
         return version
     }
 
-    /// Serves `version` from now on (atomic switch of `current`) and records why.
-    public func setCurrent(_ version: Int, reason: String) throws {
+    /// Serves `version` from now on (atomic switch of `current`) and records why, and the
+    /// control group the live guard compares it with (`recordedControlGroup(served:)`).
+    ///
+    /// - Parameter controlGroup: the controller before it, as the gateway's guard takes it; nil:
+    ///   the version `current` named before this switch (when it is another one), else the
+    ///   incumbent — what a promotion does.
+    public func setCurrent(_ version: Int, reason: String, controlGroup: ControlGroupRecord? = nil) throws {
         lock.lock()
         defer { lock.unlock() }
-        try writeCurrent(version, reason: reason)
+        let group = controlGroup ?? readPointer().flatMap { $0 != version ? .version($0) : nil } ?? .incumbent
+        try writeCurrent(version, reason: reason, controlGroup: group)
     }
 
-    private func writeCurrent(_ version: Int, reason: String) throws {
+    /// Who the live guard compares a served version with: the controller before it.
+    public enum ControlGroupRecord: Sendable, Equatable, CustomStringConvertible {
+        /// The plant's own controller (the model's switch came with no model before it, or was
+        /// a rollback).
+        case incumbent
+        /// A stored model version.
+        case version(Int)
+
+        /// "incumbent" or "v<N>".
+        public var description: String {
+            switch self {
+            case .incumbent: "incumbent"
+            case .version(let v): "v\(v)"
+            }
+        }
+    }
+
+    /// The control group recorded with the last switch, when that switch was to `served`; nil
+    /// when none is recorded for it (a store of an earlier release, a switch whose record could
+    /// not be written, or a last switch to another version).
+    public func recordedControlGroup(served: Int) -> ControlGroupRecord? {
+        lock.lock()
+        defer { lock.unlock() }
+        return readControlGroup().flatMap { $0.served == served ? $0.group : nil }
+    }
+
+    private func readControlGroup() -> (served: Int, group: ControlGroupRecord)? {
+        guard let text = try? String(contentsOf: directory.appendingPathComponent("control-group"), encoding: .utf8) else { return nil }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard parts.count == 2, let served = Int(parts[0]) else { return nil }
+        if parts[1] == "incumbent" { return (served, .incumbent) }
+        guard parts[1].hasPrefix("v"), let v = Int(parts[1].dropFirst()), v != served else { return nil }
+        return (served, .version(v))
+    }
+
+    private func writeCurrent(_ version: Int, reason: String, controlGroup: ControlGroupRecord) throws {
         guard FileManager.default.fileExists(atPath: folder(version).path) else {
             throw Error(description: "model version \(version) does not exist; stored: \(versions().map(String.init).joined(separator: ", "))")
+        }
+        // The control group first, naming the version it belongs to: a switch that fails after
+        // it leaves a record of another version than the served one, which is not used. Best
+        // effort: without it a restart compares with the incumbent (what it did before the
+        // record existed), so a full disk does not stop a rollback; a record that cannot be
+        // replaced is removed rather than left naming an older switch of the same version.
+        let groupURL = directory.appendingPathComponent("control-group")
+        do {
+            try DurableFile.write(Data("\(version) \(controlGroup)\n".utf8), to: groupURL)
+        } catch {
+            try? FileManager.default.removeItem(at: groupURL)
         }
         // The record first (fsynced), then the pointer: after a crash in between, the record
         // names the version being switched to and the next start completes the switch; a
@@ -416,7 +470,9 @@ public final class ModelStore: @unchecked Sendable {
             try writeQuarantine(from, reason: "\(reason): rolled back to version \(target)")
         }
         try removeQuarantine(target)
-        try writeCurrent(target, reason: reason)
+        // After a rollback the guard compares with the incumbent: the version rolled back from
+        // is quarantined, and the one before it is not known to be better than the plant's own.
+        try writeCurrent(target, reason: reason, controlGroup: .incumbent)
     }
 
     /// Deletes the oldest versions so that at most `keep` remain; never the current one nor
@@ -426,7 +482,14 @@ public final class ModelStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let current = readCurrent()
-        let protected = Set([current, targets(from: current).first].compactMap { $0 })
+        // Also the served version's control group: the guard needs it after a restart.
+        let group: Int? = current.flatMap { c in
+            readControlGroup().flatMap { r in
+                guard r.served == c, case .version(let v) = r.group else { return nil }
+                return v
+            }
+        }
+        let protected = Set([current, targets(from: current).first, group].compactMap { $0 })
         var all = versions()
         while all.count > max(keep, protected.count) {
             let candidates = all.filter { !protected.contains($0) }

@@ -448,6 +448,7 @@ extension Gateway {
             "control_share": .number(map.learning.controlShare), "window_pairs": .number(Double(map.learning.guardPairs)),
             "probation_pairs": .number(Double(map.learning.probationPairs)),
             "trips": .number(Double(metrics.guardTrips.value)), "watching": .bool(notWatching == nil),
+            "control_group": .string(previousController.withLock { $0.map { "v\($0.version)" } ?? "incumbent" }),
         ]
         if let notWatching { o["not_watching"] = .string(notWatching) }
         if let s = guardSummary.withLock({ $0 }) {

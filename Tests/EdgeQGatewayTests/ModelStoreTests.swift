@@ -95,6 +95,33 @@ import Testing
         #expect(again.rollbackTarget() == 2)
     }
 
+    /// Every switch records the guard's control group for the version it serves: a promotion
+    /// the version served before it, a rollback the incumbent. The record names its version, so
+    /// it is not read for another one; pruning keeps the served version's control group.
+    @Test func everySwitchRecordsTheControlGroupOfTheVersionItServes() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)
+        #expect(store.recordedControlGroup(served: 3) == .version(2))
+        #expect(store.recordedControlGroup(served: 2) == nil, "the record is the last switch's: to 3")
+        try store.setCurrent(3, reason: "again")
+        #expect(store.recordedControlGroup(served: 3) == .incumbent, "a switch to the served version has no other controller before it")
+        try store.setCurrent(1, reason: "operator", controlGroup: .version(3))
+        #expect(store.recordedControlGroup(served: 1) == .version(3))
+        try store.rollBack(from: 1, to: 2, reason: "rollback")
+        #expect(try ModelStore(dataDirectory: dir).recordedControlGroup(served: 2) == .incumbent, "after a restart too")
+        // A promotion over 2 with 1 as its control group; pruning to 2 versions keeps both.
+        let v4 = try store.add(files: ["model.safetensors": try modelFile(dir, "m4")], report: Data("{}".utf8), signer: signer)
+        try store.setCurrent(v4, reason: "promote", controlGroup: .version(1))
+        store.prune(keep: 2)
+        #expect(store.versions().contains(1) && store.versions().contains(v4), "\(store.versions())")
+        // A damaged record is not read.
+        try Data("4 v\n".utf8).write(to: dir.appendingPathComponent("models/control-group"))
+        #expect(store.recordedControlGroup(served: 4) == nil)
+        try Data("4 v4\n".utf8).write(to: dir.appendingPathComponent("models/control-group"))
+        #expect(store.recordedControlGroup(served: 4) == nil, "a version is not its own control group")
+    }
+
     /// A crash between the quarantine mark and the switch leaves `current` on a quarantined
     /// version; the targets never include it, so the start-up fallback moves on from it.
     @Test func aQuarantinedCurrentIsNeverItsOwnTarget() throws {

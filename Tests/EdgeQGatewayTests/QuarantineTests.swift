@@ -106,6 +106,40 @@ extension RetrainingTests {
         #expect(after.acted.allSatisfy { $0.action == 0 }, "\(after.acted)")
     }
 
+    /// The guard's control group survives a restart: v2 promoted over v1 is compared with v1
+    /// after the gateway restarts (before, with the incumbent), so the trip rolls back with v1's
+    /// blocks as the evidence; after that rollback, a restart compares v1 with the incumbent.
+    @Test func theGuardsControlGroupSurvivesARestart() throws {
+        let broker = try MosquittoBroker()
+        let first = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker)
+        defer { first.stop() }  // keeps its data directory alive until the end
+        let (good, bad) = try first.serveABadModelAfterAGoodOne()
+        let before = try status(first) { ($0["guard"] as? [String: Any])?["control_group"] != nil }
+        #expect((before["guard"] as? [String: Any])?["control_group"] as? String == "v\(good)", "\(before)")
+        first.stop()
+
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker) { $0.dataDirectory = first.dir.url.path }
+        #expect(h.gateway.servedVersion == bad && h.gateway.mode == .control)
+        let s = try status(h) { ($0["guard"] as? [String: Any])?["control_group"] != nil }
+        #expect((s["guard"] as? [String: Any])?["control_group"] as? String == "v\(good)", "\(s)")
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(h) != nil })
+        let e = try #require(guardEvent(h), "the guard did not trip in \(plant.acted.count) control ticks")
+        #expect(e["control"] as? String == "v\(good)" && e["verdict"] as? String == "rolled_back" && e["to"] as? Int == good, "\(e)")
+        // Until the trip (2 pairs of 4-tick blocks) every tick was the gateway's: v1's control
+        // blocks ran through it, not the incumbent's. (After the rollback, v1's control group is
+        // the incumbent.)
+        let untilTheTrip = plant.acted.prefix(16)
+        #expect(untilTheTrip.allSatisfy { $0.isGateway } && untilTheTrip.contains(.gateway(0)) && untilTheTrip.contains(.gateway(1)), "\(plant.acted)")
+        h.stop()
+
+        let again = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker) { $0.dataDirectory = first.dir.url.path }
+        defer { again.stop() }
+        #expect(again.gateway.servedVersion == good)
+        let after = try status(again) { ($0["guard"] as? [String: Any])?["control_group"] != nil }
+        #expect((after["guard"] as? [String: Any])?["control_group"] as? String == "incumbent", "\(after)")
+    }
+
     @Test func theQuarantineSurvivesARestartAndAnOperatorCanStillPromoteByName() throws {
         let broker = try MosquittoBroker()
         let first = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient), broker: broker)
