@@ -154,6 +154,9 @@ public struct ControlGroupGuard: Sendable {
     private var ticks = 0
     /// Whether it tripped (it takes no more ticks then).
     public private(set) var hasTripped = false
+    /// Pairs carried over from a guard of the same served model and control group before a
+    /// restart (`resume`); 0 when it started afresh.
+    public private(set) var resumedPairs = 0
 
     /// A guard with `settings`; `seed` draws the position and order of every pair.
     ///
@@ -212,6 +215,73 @@ public struct ControlGroupGuard: Sendable {
 
     /// Whether the guard compares anything (share > 0).
     public var isActive: Bool { cycle > 0 }
+
+    /// One compared pair: the served block's and the control block's return and exogenous
+    /// baseline sum (0 when not adjusted), as the window holds it.
+    public struct ComparedPair: Sendable, Equatable {
+        /// The served block's return.
+        public var served: Double
+        /// The control block's return.
+        public var control: Double
+        /// The served block's baseline sum (0 when the guard is not adjusted).
+        public var servedBaseline: Double
+        /// The control block's baseline sum (0 when the guard is not adjusted).
+        public var controlBaseline: Double
+
+        /// A pair given figure by figure.
+        public init(served: Double, control: Double, servedBaseline: Double = 0, controlBaseline: Double = 0) {
+            self.served = served
+            self.control = control
+            self.servedBaseline = servedBaseline
+            self.controlBaseline = controlBaseline
+        }
+    }
+
+    /// Scored pairs since the guard started (resumed ones included): changes once a compared
+    /// pair ends. Reading it allocates nothing.
+    public var comparedPairs: Int { pairs }
+
+    /// The window's pairs, oldest first (allocates: read it when `comparedPairs` changed).
+    public var window: [ComparedPair] {
+        let start = windowCount < settings.windowPairs ? 0 : windowNext
+        return (0..<windowCount).map { k in
+            let i = (start + k) % settings.windowPairs
+            return ComparedPair(served: servedWindow[i], control: controlWindow[i],
+                                servedBaseline: servedBaseWindow[i], controlBaseline: controlBaseWindow[i])
+        }
+    }
+
+    /// Continues the evidence of a guard of the same served model against the same control
+    /// group that stopped (a gateway restart): its window's pairs (the newest `windowPairs` of
+    /// them are kept), its counts and the probation it had left (at most this guard's). Call it
+    /// before the first tick; the running cycle is drawn again for the probation left. The
+    /// looks go on from the window as it was: the next pair is looked at with the resumed ones.
+    ///
+    /// - Returns: false (and nothing changed) when the guard is off, has been fed, has tripped
+    ///   or a figure is not finite.
+    @discardableResult
+    public mutating func resume(window pairs: [ComparedPair], scoredPairs: Int, voidPairs void: Int, probationPairsLeft: Int) -> Bool {
+        guard cycle > 0, ticks == 0, !hasTripped, self.pairs == 0 else { return false }
+        guard pairs.allSatisfy({ $0.served.isFinite && $0.control.isFinite && $0.servedBaseline.isFinite && $0.controlBaseline.isFinite }) else { return false }
+        for p in pairs.suffix(settings.windowPairs) {
+            servedWindow[windowNext] = p.served
+            controlWindow[windowNext] = p.control
+            servedBaseWindow[windowNext] = adjusted ? p.servedBaseline : 0
+            controlBaseWindow[windowNext] = adjusted ? p.controlBaseline : 0
+            windowNext = (windowNext + 1) % settings.windowPairs
+            windowCount = min(windowCount + 1, settings.windowPairs)
+        }
+        self.pairs = max(scoredPairs, pairs.count)
+        voidPairs = max(0, void)
+        resumedPairs = self.pairs
+        let left = min(max(0, probationPairsLeft), probationLeft)
+        if left != probationLeft {
+            probationLeft = left
+            cycle = left > 0 ? 2 : steadyCycle
+            drawPair()
+        }
+        return true
+    }
 
     /// The control group's actual share of blocks after probation: 1 / round(1 / share), or 0.
     public var effectiveShare: Double { steadyCycle > 0 ? 1 / Double(steadyCycle) : 0 }
@@ -351,6 +421,7 @@ public struct ControlGroupGuard: Sendable {
                              effectiveShare: effectiveShare, confidence: settings.confidence, tripped: hasTripped)
         s.borrowedNoise = borrowedNoise
         s.probationPairsLeft = probationLeft
+        s.resumedPairs = resumedPairs
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -403,6 +474,9 @@ public struct GuardSummary: Sendable, Equatable {
     /// Probation cycles (two blocks, one pair each) still to run before the cycles of
     /// round(1 / share) blocks (0: none, or over).
     public var probationPairsLeft = 0
+    /// Pairs carried over from before a gateway restart (`ControlGroupGuard.resume`; counted
+    /// in `pairs`).
+    public var resumedPairs = 0
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.

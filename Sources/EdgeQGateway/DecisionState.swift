@@ -44,6 +44,8 @@ struct DecisionState {
     /// controller runs the plant in control mode (the tripped one never acts again while the
     /// control queue rolls back or falls back, nor after a later `cmd/mode control`).
     var guardTripped = false
+    /// The guard's compared pairs when its record was last handed to the control queue.
+    var guardRecordedPairs = 0
     /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
     var openRole: ControllerRole?
     /// The Sparkplug B sessions (births, aliases, sequence numbers) of the edge nodes whose

@@ -206,6 +206,9 @@ public final class Gateway: Sendable {
     let candidateGeneration = Atomic<Int>(0)
     /// The controller before the served model (the guard's control group; nil: the incumbent).
     let previousController = Mutex<ServedModel?>(nil)
+    /// The guard's record read at start for the served model (`models/vN/guard.json`), taken by
+    /// the decision thread's first pick-up of that model (then nil; a switch clears it).
+    let restoredGuard = Mutex<GuardRecord?>(nil)
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 

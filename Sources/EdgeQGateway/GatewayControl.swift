@@ -264,6 +264,9 @@ extension Gateway {
     /// Hands a verified model to the decision thread (picked up before its next decision).
     /// `previous` is the controller before it, the guard's control group (nil: the incumbent).
     func install(_ m: ServedModel?, previous: ServedModel? = nil) {
+        // A new guard starts for it: the record of an earlier time it served (another guard) goes.
+        restoredGuard.withLock { $0 = nil }
+        if let m { try? FileManager.default.removeItem(at: store.guardURL(m.version)) }
         previousController.withLock { $0 = previous }
         served.withLock { $0 = m }
         servedGeneration.add(1, ordering: .releasing)
@@ -326,6 +329,7 @@ extension Gateway {
                                               controlGroup: store.recordedControlGroup(served: v) ?? .incumbent)
                     }
                     previousController.withLock { $0 = recordedControlGroupAtStart(served: v) }
+                    restoredGuard.withLock { $0 = GuardRecord.load(from: store.guardURL(v)) }
                 }
                 served.withLock { $0 = m }
                 servedGeneration.add(1, ordering: .releasing)

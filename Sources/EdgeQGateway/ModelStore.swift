@@ -99,6 +99,9 @@ public final class ModelStore: @unchecked Sendable {
     /// The exogenous baseline its trial adjusts with, and the report of its fit (written by the
     /// retraining that made it; docs/learning.md, "Adjusting for the weather").
     public func baselineURL(_ version: Int) -> URL { folder(version).appendingPathComponent("baseline.json") }
+    /// What the control-group guard compared while `version` served (its window, written after
+    /// every compared pair; docs/operations.md, "The control-group guard").
+    public func guardURL(_ version: Int) -> URL { folder(version).appendingPathComponent("guard.json") }
 
     /// Every stored version, ascending.
     public func versions() -> [Int] {

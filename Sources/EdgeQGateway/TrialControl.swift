@@ -100,6 +100,7 @@ extension Gateway {
             // The trial's blocks are the guard's uncompared ones: its clock counts them too, so
             // its compared pairs keep their place between the trial's blocks.
             if let event = d.controlGroup?.skip(episodeEnded: ended) { handleGuardEvent(&d, event) }
+            recordGuardIfPaired(&d)
             let event = reward.map { d.trial?.record(reward: $0, baseline: trialBase, arm: arm, episodeEnded: ended) } ?? d.trial?.skip(episodeEnded: ended)
             guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
             let summary = trial.summary
@@ -114,7 +115,33 @@ extension Gateway {
         case .guarded(let arm):
             guard d.controlGroup != nil else { return }
             let event = reward.map { d.controlGroup?.record(reward: $0, baseline: guardBase, arm: arm, episodeEnded: ended) } ?? d.controlGroup?.skip(episodeEnded: ended)
+            recordGuardIfPaired(&d)
             handleGuardEvent(&d, event ?? nil)
+        }
+    }
+
+    /// After a guard's tick: when it compared a new pair (once a cycle), its record goes to the
+    /// control queue to be written beside the served model (`models/vN/guard.json`), so that a
+    /// restart resumes the evidence. Allocates only then; never touches the disk here.
+    private func recordGuardIfPaired(_ d: inout DecisionState) {
+        guard let g = d.controlGroup, g.comparedPairs != d.guardRecordedPairs, !g.hasTripped,
+              let served = d.engineModel?.version else { return }
+        d.guardRecordedPairs = g.comparedPairs
+        let record = GuardRecord(g, served: served, controlGroup: d.previousModel.map { "v\($0.version)" } ?? "incumbent")
+        let generation = d.engineGeneration
+        control.async { self.writeGuardRecord(record, generation: generation) }
+    }
+
+    /// Control queue: writes the guard's record, unless another model was served since it was
+    /// taken (a record of an earlier guard must not outlive the switch). A failed write is
+    /// logged: a restart then resumes from the last record written, or starts afresh.
+    func writeGuardRecord(_ record: GuardRecord, generation: Int) {
+        guard servedGeneration.load(ordering: .acquiring) == generation else { return }
+        do {
+            try record.write(to: store.guardURL(record.served))
+        } catch {
+            logger.warning("the guard's record cannot be written; a restart would not resume its pairs",
+                           metadata: ["model.version": "\(record.served)", "guard.pairs": "\(record.pairs)", "error": "\(error)"])
         }
     }
 
@@ -210,6 +237,27 @@ extension Gateway {
     /// Decision thread, after a new model was picked up: the guard starts afresh for it, with the
     /// previous controller (the model served before it, or the incumbent) as its control group;
     /// a trial whose reference was the model served until now is abandoned.
+    /// Decision thread, once after start: the guard of the model served before the restart
+    /// goes on from its record when it watched the same model against the same control group
+    /// with the same blocks and adjustment; else it starts afresh and the log says why.
+    private func resumeGuard(_ d: inout DecisionState) {
+        defer { d.guardRecordedPairs = d.controlGroup?.comparedPairs ?? 0 }
+        guard let record = restoredGuard.withLock({ r -> GuardRecord? in defer { r = nil }; return r }),
+              var g = d.controlGroup, g.isActive, let served = d.engineModel?.version else { return }
+        let group = d.previousModel.map { "v\($0.version)" } ?? "incumbent"
+        if let why = record.mismatch(g, served: served, controlGroup: group) {
+            logger.warning("the guard starts afresh: its record from before the restart does not fit (\(why))",
+                           metadata: ["model.version": "\(served)", "guard.control_group": "\(group)"])
+            return
+        }
+        guard g.resume(window: record.pairsForResume ?? [], scoredPairs: record.pairs, voidPairs: record.voidPairs,
+                       probationPairsLeft: record.probationPairsLeft) else { return }
+        d.controlGroup = g
+        logger.info("the guard goes on from its record: pairs compared before the restart are kept",
+                    metadata: ["model.version": "\(served)", "guard.control_group": "\(group)", "guard.pairs": "\(g.comparedPairs)",
+                               "guard.window_pairs": "\(g.window.count)"])
+    }
+
     func servedModelChanged(_ d: inout DecisionState) {
         d.previousModel = previousController.withLock { $0 }
         d.previousEngine = d.previousModel.map { $0.model.makeEngine(options.precision) }
@@ -229,6 +277,7 @@ extension Gateway {
                 d.controlGroup = try ControlGroupGuard(settings: .init(learning: map.learning),
                                                        seed: GatewaySeeds.controlGroup(seed, served: d.engineModel?.version),
                                                        adjusted: baseline != nil, noise: noise)
+                resumeGuard(&d)
                 if let g = d.controlGroup, g.isActive {
                     d.guardBaseline = baseline
                     guardSummary.withLock { $0 = g.summary }
@@ -417,7 +466,7 @@ extension Gateway {
                         "quarantined": version(quarantined), "control": control.map { .string("v\($0)") } ?? .string("incumbent"),
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
                         "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
-                        "noise_from_trial": Self.borrowedNoiseJSON(s.borrowedNoise),
+                        "noise_from_trial": Self.borrowedNoiseJSON(s.borrowedNoise), "resumed_pairs": .number(Double(s.resumedPairs)),
                         "mode": .string(mode.rawValue), "reason": .string(text)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
     }
@@ -460,6 +509,7 @@ extension Gateway {
             o["control_mean"] = s.meanControl.map { .number($0) } ?? .null
             o["noise_from_trial"] = Self.borrowedNoiseJSON(s.borrowedNoise)
             o["probation_pairs_left"] = .number(Double(s.probationPairsLeft))
+            o["resumed_pairs"] = .number(Double(s.resumedPairs))
         }
         if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
         return .object(o)

@@ -110,6 +110,10 @@ struct ModelsCommand: ParsableCommand {
                let trial = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 print(TrialText.render(trial))
             }
+            if let data = try? Data(contentsOf: store.guardURL(v)),
+               let record = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                print(TrialText.guardRecord(record))
+            }
         }
     }
 
@@ -127,6 +131,19 @@ struct ModelsCommand: ParsableCommand {
             }
             if let why = r.reason { line += "\n           \(why)" }
             return line
+        }
+
+        /// The control-group guard's record (`guard.json`): what it compared while this version
+        /// served, which a restart resumes.
+        static func guardRecord(_ g: [String: Any]) -> String {
+            let pairs = (g["pairs"] as? Int).map(String.init) ?? "?"
+            let window = (g["window"] as? [[Double]]) ?? []
+            let differences = window.compactMap { p in p.count == 4 ? p[0] - p[1] - (p[2] - p[3]) : nil }
+            let mean = differences.isEmpty ? "—" : String(format: "%.4g", differences.reduce(0, +) / Double(differences.count))
+            let when = (g["time"] as? Double).map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: $0)) } ?? "?"
+            return "guard      \(pairs) pairs compared against \(g["control_group"] as? String ?? "?") (blocks \(g["block"] as? String ?? "?")"
+                + "\(g["adjusted"] as? Bool == true ? ", adjusted" : "")); window of \(window.count): mean difference per pair \(mean)"
+                + "; probation left \((g["probation_pairs_left"] as? Int).map(String.init) ?? "?"); written \(when) (a restart goes on from it)"
         }
 
         static func render(_ t: [String: Any]) -> String {

@@ -107,6 +107,14 @@ import Testing
         // Not a promotion: the spread is shown, nothing borrows it.
         #expect(show.stdout.contains("sd of a pair difference 12.6\n"), "\(show.stdout)")
         #expect(show.stdout.contains("adjusted by the exogenous baseline of setpoint, ambient_temp"), "\(show.stdout)")
+        #expect(!show.stdout.contains("guard      "), "no guard.json: \(show.stdout)")
+        // The guard's record (as the gateway writes it after a compared pair).
+        try Data(#"""
+            {"adjusted":true,"block":"ticks:480","burn_in":60,"control_group":"v2","pairs":5,"probation_pairs_left":0,"served":3,
+             "time":1764950400,"void_pairs":0,"window":[[-40,-38,1,0],[-50,-49,0,0],[-45,-47,0,1]]}
+            """#.utf8).write(to: store.guardURL(3))
+        let guarded = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(guarded.stdout.contains("guard      5 pairs compared against v2 (blocks ticks:480, adjusted); window of 3: mean difference per pair -0.3333; probation left 0; written 2025-12-05T16:00:00Z (a restart goes on from it)"), "\(guarded.stdout)")
     }
 
     @Test func rollbackOverMQTTUsesTheMappingsCredentialsAndTLSAndWalksBack() throws {

@@ -140,6 +140,48 @@ extension RetrainingTests {
         #expect((after["guard"] as? [String: Any])?["control_group"] as? String == "incumbent", "\(after)")
     }
 
+    /// The guard's pairs survive a restart: v2 (worse than its control group v1) has one pair
+    /// compared when the gateway stops; after the restart the guard goes on from that pair
+    /// (`models/v2/guard.json`) and trips at its first new one — the 2nd in all, its first look
+    /// — where a guard started afresh would need two new pairs.
+    @Test func theGuardsPairsSurviveARestart() throws {
+        let broker = try MosquittoBroker()
+        let first = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker)
+        defer { first.stop() }  // keeps its data directory alive until the end
+        let (good, bad) = try first.serveABadModelAfterAGoodOne()
+        let url = try ModelStore(dataDirectory: first.dir.url).guardURL(bad)
+        func recordedPairs() -> Int? {
+            guard let data = try? Data(contentsOf: url), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            return o["pairs"] as? Int
+        }
+        // One tick at a time, each given a moment for the record (the control queue writes it
+        // after the pair): the gateway stops with exactly one pair compared.
+        let plant = ClosedLoop(first, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(40) {
+            let deadline = Date().addingTimeInterval(0.3)
+            while recordedPairs() == nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            return recordedPairs() != nil
+        }
+        #expect(recordedPairs() == 1 && guardEvent(first) == nil, "guard.json: \(recordedPairs().map(String.init) ?? "none") pairs")
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        #expect(record["served"] as? Int == bad && record["control_group"] as? String == "v\(good)" && record["block"] as? String == "ticks:4", "\(record)")
+        #expect((record["window"] as? [[Double]])?.first.map { $0[0] - $0[1] } == -19, "\(record)")
+        first.stop()
+
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded), broker: broker) { $0.dataDirectory = first.dir.url.path }
+        defer { h.stop() }
+        let after = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try after.run(until: { guardEvent(h) != nil })
+        let e = try #require(guardEvent(h), "the guard did not trip in \(after.acted.count) ticks after the restart")
+        #expect(e["pairs"] as? Int == 2 && e["resumed_pairs"] as? Int == 1 && e["verdict"] as? String == "rolled_back" && e["from"] as? Int == bad, "\(e)")
+        // v2 served one block of 4 ticks after the restart (one pair; and the tick that picks
+        // it up, when the pair's control block comes first), not two (8 or 9): after the trip
+        // it never acts again (quarantined).
+        #expect((4...5).contains(after.acted.filter { $0 == .gateway(1) }.count), "\(after.acted)")
+        let s = try status(h) { ($0["guard"] as? [String: Any])?["trips"] as? Int == 1 }
+        #expect(h.gateway.servedVersion == good, "\(s)")
+    }
+
     @Test func theQuarantineSurvivesARestartAndAnOperatorCanStillPromoteByName() throws {
         let broker = try MosquittoBroker()
         let first = try GatewayHarness(yaml: testMapping(extraLearning: Self.lenient), broker: broker)

@@ -585,6 +585,78 @@ import Testing
         return last
     }
 
+    /// A guard resumed from another's window (a gateway restart) goes on where that one
+    /// stopped: on the same pair differences it trips at the same pair as a guard that ran
+    /// without a restart, where one started afresh needs `minPairs` new pairs first. `window`
+    /// gives the newest `windowPairs` pairs oldest first, and a fed guard refuses to resume.
+    @Test func aResumedGuardTripsAtTheSamePairAsOneWithoutARestart() throws {
+        let settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5, window: 6)
+        let differences = [-0.5, -2.5, -1.0, -3.0, -1.5, -2.0, -2.5, -1.0, -3.0, -2.0, -1.5, -2.5]
+        func tripPair(_ g: inout ControlGroupGuard, from: Int) -> Int? {
+            for k in from..<differences.count where Self.feedPair(&g, difference: differences[k]) == .tripped { return k + 1 }
+            return nil
+        }
+        var whole = try ControlGroupGuard(settings: settings, seed: 5)
+        let uninterrupted = try #require(tripPair(&whole, from: 0), "no trip over \(differences.count) pairs")
+        #expect(uninterrupted > 4, "the case needs a restart before the trip: trip at \(uninterrupted)")
+
+        let stop = 3
+        var before = try ControlGroupGuard(settings: settings, seed: 5)
+        for k in 0..<stop {
+            let event = Self.feedPair(&before, difference: differences[k])
+            #expect(event != .tripped)
+        }
+        #expect(before.comparedPairs == stop)
+        #expect(before.window.map { $0.served - $0.control } == Array(differences.prefix(stop)))
+        var resumed = try ControlGroupGuard(settings: settings, seed: 99)
+        let took = resumed.resume(window: before.window, scoredPairs: before.comparedPairs, voidPairs: 0, probationPairsLeft: 0)
+        #expect(took)
+        #expect(resumed.summary.resumedPairs == stop && resumed.summary.pairs == stop)
+        let twice = resumed.resume(window: before.window, scoredPairs: stop, voidPairs: 0, probationPairsLeft: 0)
+        #expect(!twice, "resumed twice")
+        let afterRestart = tripPair(&resumed, from: stop)
+        #expect(afterRestart == uninterrupted)
+        // The window keeps the newest 6 pairs, oldest first.
+        #expect(resumed.window.map { $0.served - $0.control } == Array(differences[(uninterrupted - 6)..<uninterrupted]))
+
+        var afresh = try ControlGroupGuard(settings: settings, seed: 99)
+        let fresh = tripPair(&afresh, from: stop)
+        #expect((fresh ?? Int.max) > uninterrupted, "afresh: trip at \(fresh.map(String.init) ?? "none"), uninterrupted \(uninterrupted)")
+
+        // Only before its first tick.
+        var fed = try ControlGroupGuard(settings: settings, seed: 1)
+        _ = fed.record(reward: 0, arm: fed.arm, episodeEnded: false)
+        let fedTook = fed.resume(window: before.window, scoredPairs: stop, voidPairs: 0, probationPairsLeft: 0)
+        #expect(!fedTook)
+        var bad = try ControlGroupGuard(settings: settings, seed: 1)
+        let badTook = bad.resume(window: [.init(served: .nan, control: 0)], scoredPairs: 1, voidPairs: 0, probationPairsLeft: 0)
+        #expect(!badTook)
+    }
+
+    /// The guard's record on disk (`models/vN/guard.json`) reads back as written, and is
+    /// resumed only by a guard of the same served model, control group, adjustment and blocks.
+    @Test func theGuardsRecordIsResumedOnlyByTheSameComparison() throws {
+        let settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5)
+        var g = try ControlGroupGuard(settings: settings, seed: 2)
+        for d in [-1.0, 2.0, 0.5] { _ = Self.feedPair(&g, difference: d) }
+        let record = GuardRecord(g, served: 3, controlGroup: "v2")
+        let dir = try TempDir()
+        let url = dir.url.appendingPathComponent("guard.json")
+        try record.write(to: url)
+        let back = try #require(GuardRecord.load(from: url))
+        #expect(back == record && back.pairs == 3 && back.window.count == 3 && back.block == "ticks:4")
+        let fresh = try ControlGroupGuard(settings: settings, seed: 9)
+        #expect(back.mismatch(fresh, served: 3, controlGroup: "v2") == nil)
+        #expect(back.mismatch(fresh, served: 4, controlGroup: "v2")?.contains("version 3") == true)
+        #expect(back.mismatch(fresh, served: 3, controlGroup: "incumbent")?.contains("control group was v2") == true)
+        let adjusted = try ControlGroupGuard(settings: settings, seed: 9, adjusted: true)
+        #expect(back.mismatch(adjusted, served: 3, controlGroup: "v2")?.contains("adjusted") == true)
+        let longer = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(8), burnIn: 0, share: 0.5), seed: 9)
+        #expect(back.mismatch(longer, served: 3, controlGroup: "v2")?.contains("ticks:4") == true)
+        try Data("{not json".utf8).write(to: url)
+        #expect(GuardRecord.load(from: url) == nil)
+    }
+
     /// With the promoting trial's noise (sd 1 over 20 pairs) the guard looks from its second
     /// pair, pooling that variance with its window's on 19 + (n − 1) degrees of freedom; on its
     /// own it first looks at `minPairs` (4) with n − 1. The same pairs (−2.5, −3.5, …): a trip at
