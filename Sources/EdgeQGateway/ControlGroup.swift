@@ -157,6 +157,9 @@ public struct ControlGroupGuard: Sendable {
     /// Pairs carried over from a guard of the same served model and control group before a
     /// restart (`resume`); 0 when it started afresh.
     public private(set) var resumedPairs = 0
+    /// Probation pairs asked for (`requestProbation`) and not yet begun: they begin at the next
+    /// block boundary that is not between the two blocks of a compared pair.
+    private var pendingProbation = 0
 
     /// A guard with `settings`; `seed` draws the position and order of every pair.
     ///
@@ -289,6 +292,32 @@ public struct ControlGroupGuard: Sendable {
     /// Probation cycles (of two blocks, one pair each) still to run, the running one included.
     public var probationPairsLeft: Int { probationLeft }
 
+    /// Probation pairs asked for by `requestProbation` that have not begun yet.
+    public var probationPairsPending: Int { pendingProbation }
+
+    /// Asks for a probation of `pairs` cycles of two blocks from now on (at least; one under
+    /// way is extended to it), as after a promotion: the gateway asks when the plant goes where
+    /// the served model's trial never saw it. It begins at once when no block is under way and
+    /// the next block is not the second of a compared pair, else at the end of the running block
+    /// (after the pair's second block, when a compared pair is under way). Nothing when the
+    /// guard is off or tripped, or `pairs` < 1. Allocates nothing.
+    public mutating func requestProbation(pairs k: Int) {
+        guard cycle > 0, !hasTripped, k > 0 else { return }
+        pendingProbation = max(pendingProbation, k)
+        if clock.ticks == 0 { beginPendingProbation() }
+    }
+
+    /// At a block boundary: the pending probation begins unless the next block is the second
+    /// of a compared pair.
+    private mutating func beginPendingProbation() {
+        guard pendingProbation > 0, !(index == pairAt + 1 && index < cycle) else { return }
+        probationLeft = max(probationLeft, pendingProbation)
+        pendingProbation = 0
+        index = 0
+        cycle = 2
+        drawPair()
+    }
+
     /// Whether the running block is one of the cycle's compared pair (a control block or the
     /// served block it is paired with). While a switchback trial runs, the gateway gives these
     /// blocks to the guard and the others to the trial, so the guard keeps watching.
@@ -383,6 +412,7 @@ public struct ControlGroupGuard: Sendable {
             }
             drawPair()
         }
+        beginPendingProbation()
         return arm != ended ? .switched(to: arm) : nil
     }
 
@@ -422,6 +452,7 @@ public struct ControlGroupGuard: Sendable {
         s.borrowedNoise = borrowedNoise
         s.probationPairsLeft = probationLeft
         s.resumedPairs = resumedPairs
+        s.probationPairsPending = pendingProbation
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -477,6 +508,8 @@ public struct GuardSummary: Sendable, Equatable {
     /// Pairs carried over from before a gateway restart (`ControlGroupGuard.resume`; counted
     /// in `pairs`).
     public var resumedPairs = 0
+    /// Probation pairs asked for (a novel condition) that begin at the next block boundary.
+    public var probationPairsPending = 0
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.

@@ -46,6 +46,19 @@ struct DecisionState {
     var guardTripped = false
     /// The guard's compared pairs when its record was last handed to the control queue.
     var guardRecordedPairs = 0
+    /// The running trial's conditions: per exogenous signal (`Gateway.exogenous` order), the
+    /// smallest and largest value over the ticks it scored for either arm (sized when it starts).
+    var trialConditionLow: [Double] = []
+    var trialConditionHigh: [Double] = []
+    /// The served model's proven conditions (its promoting trial's, grown as the guard watched
+    /// it beyond them), per exogenous signal: the range and the margin beyond it that counts as
+    /// new (a tenth of the trial's range); empty when it has none.
+    var provenLow: [Double] = []
+    var provenHigh: [Double] = []
+    var provenMargin: [Double] = []
+    /// A novel condition was seen; the guard's probation is asked for at the trial's next pair
+    /// boundary (at once without a trial).
+    var noveltyPending = false
     /// Who acted when the open transition was opened (trial or guard arm; nil: neither).
     var openRole: ControllerRole?
     /// The Sparkplug B sessions (births, aliases, sequence numbers) of the edge nodes whose

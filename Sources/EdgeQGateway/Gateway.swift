@@ -111,18 +111,19 @@ struct PromotingTrial: Sendable, Equatable {
     var reference: Int?
     /// Whether its pair differences were adjusted by the exogenous baseline.
     var adjusted: Bool
-    /// Its estimate of the pairs' noise.
-    var noise: ControlGroupGuard.PairNoise
+    /// Its estimate of the pairs' noise (nil: no usable spread — fewer than two pairs, none, or
+    /// a file written before the field existed).
+    var noise: ControlGroupGuard.PairNoise?
+    /// The range of each exogenous signal over its scored ticks ({name: [low, high]}; empty in a
+    /// `trial.json` written before the field existed).
+    var conditions: [String: [Double]] = [:]
 
-    /// Reads `trial.json`; nil when there is none, it is unreadable, its verdict is not
-    /// `promote`, or it has no usable spread (`sd`: fewer than two pairs, or a file written
-    /// before the field existed).
+    /// Reads `trial.json`; nil when there is none, it is unreadable, or its verdict is not
+    /// `promote`.
     static func load(from url: URL) -> PromotingTrial? {
         guard let data = try? Data(contentsOf: url),
               let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               o["verdict"] as? String == TrialVerdict.promote.rawValue,
-              let sd = o["sd"] as? Double, let pairs = o["pairs"] as? Int,
-              let noise = ControlGroupGuard.PairNoise(standardDeviation: sd, pairs: pairs),
               let reference = o["reference"] as? String else { return nil }
         let version: Int?
         if reference == "incumbent" {
@@ -132,7 +133,13 @@ struct PromotingTrial: Sendable, Equatable {
         } else {
             return nil
         }
-        return PromotingTrial(reference: version, adjusted: o["adjusted"] as? Bool ?? false, noise: noise)
+        var noise: ControlGroupGuard.PairNoise?
+        if let sd = o["sd"] as? Double, let pairs = o["pairs"] as? Int { noise = ControlGroupGuard.PairNoise(standardDeviation: sd, pairs: pairs) }
+        var conditions: [String: [Double]] = [:]
+        for (name, value) in o["conditions"] as? [String: Any] ?? [:] {
+            if let r = value as? [Double], r.count == 2, r[0].isFinite, r[1].isFinite, r[0] <= r[1] { conditions[name] = r }
+        }
+        return PromotingTrial(reference: version, adjusted: o["adjusted"] as? Bool ?? false, noise: noise, conditions: conditions)
     }
 }
 
@@ -209,6 +216,12 @@ public final class Gateway: Sendable {
     /// The guard's record read at start for the served model (`models/vN/guard.json`), taken by
     /// the decision thread's first pick-up of that model (then nil; a switch clears it).
     let restoredGuard = Mutex<GuardRecord?>(nil)
+    /// The exogenous signals: their positions in `DecisionCore.signals` and names (a trial
+    /// records their ranges; the guard watches closer beyond them).
+    let exogenous: [(position: Int, name: String)]
+    /// The served model's proven conditions as the status shows them ({name: [low, high]}) and
+    /// the novel conditions seen since it was served.
+    let provenConditions = Mutex<(ranges: [String: [Double]], novel: Int)>(([:], 0))
     /// The mode still to be written to the state file (control queue; see ModePersistence.swift).
     let pendingState = Mutex<PendingState>(PendingState())
 
@@ -257,6 +270,10 @@ public final class Gateway: Sendable {
         self.options = options
         self.logger = logger
         map = options.map
+        let m = options.map
+        exogenous = m.loggedSignals.enumerated().compactMap { k, i in
+            m.signals[i].role == .exogenous ? (position: k, name: m.signals[i].name) : nil
+        }
         controlPlane = ControlPlane(prefix: map.gateway.prefix)
         dataDirectory = URL(fileURLWithPath: options.dataDirectory ?? map.gateway.dataDirectory)
         do {

@@ -33,6 +33,7 @@ final class GatewayMetrics: Sendable {
     let watchdogTrips: Counter
     let guardTrips: Counter
     let guardWatching: Gauge
+    let novelConditions: Counter
     let explorations: Counter
     let outsideSupport: Counter
     let supportHandbacks: Counter
@@ -104,6 +105,7 @@ final class GatewayMetrics: Sendable {
         fp32TieBreaks = r.counter("edgeq_fp32_tie_breaks_total", help: "Model decisions (precision mixed) where int8's two best allowed actions were closer than the model's tie margin, so the fp32 network decided.")
         guardTrips = r.counter("edgeq_guard_trips_total", help: "Times the guard rolled back (or returned to shadow) because the served model did worse than its control group.")
         guardWatching = r.gauge("edgeq_guard_watching", help: "1 while the control-group guard watches the served model (control mode, a model served, control_share > 0; through a switchback trial too), 0 otherwise.")
+        novelConditions = r.counter("edgeq_guard_novel_conditions_total", help: "Times an exogenous signal left the range the served model's switchback trial saw, and the control-group guard began a probation (promotion.novelty_pairs).")
         statePersistFailures = r.counter("edgeq_state_persist_failures_total", help: "Failed attempts to record the mode in gateway-state.json (the mode is in effect; the write is retried).")
         tickGaps = r.counter("edgeq_tick_gaps_total", help: "Transitions that span missed ticks (tick.sequence or tick.max_gap), logged with the gap flag and not learned from as one step.")
         appliedReports = r.counter("edgeq_applied_reports_total", help: "Reports of the applied action received from the plant (the mapping's applied topic).")

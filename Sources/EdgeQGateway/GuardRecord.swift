@@ -31,9 +31,12 @@ struct GuardRecord: Codable, Sendable, Equatable {
     var window: [[Double]]
     /// When it was written (Unix seconds).
     var time: Double
+    /// The served model's proven conditions as the guard had grown them ({name: [low, high]};
+    /// nil in a record written before the field existed).
+    var conditions: [String: [Double]]?
 
     enum CodingKeys: String, CodingKey {
-        case served, adjusted, block, pairs, window, time
+        case served, adjusted, block, pairs, window, time, conditions
         case controlGroup = "control_group"
         case burnIn = "burn_in"
         case voidPairs = "void_pairs"

@@ -213,6 +213,9 @@ public struct SwitchbackTrial: Sendable {
     /// Whether the trial is decided.
     public var isFinished: Bool { verdict != nil }
 
+    /// Whether no pair is under way: the next tick starts a pair's first block.
+    public var betweenPairs: Bool { position == 0 && clock.ticks == 0 }
+
     /// Feeds one closed transition: its reward, the arm that acted when it was opened, and
     /// whether an episode ended with it. A transition opened by the other arm than the current
     /// block's (it straddled a handover) is counted as skipped.

@@ -91,6 +91,8 @@ extension Gateway {
         // prediction is for the transition this tick closed (its reward is observed now).
         let trialBase = d.trialBaseline?.advance(d.core.signals) ?? 0
         let guardBase = d.guardBaseline?.advance(d.core.signals) ?? 0
+        defer { beginNoveltyProbation(&d) }
+        watchConditions(&d, closedRole: closedRole)
         guard let role = closedRole else { return }
         let ended = out.closed.map { $0.terminal || $0.truncated } ?? out.episodeEnded
         let reward = out.closed?.reward
@@ -109,8 +111,10 @@ extension Gateway {
             case .switched, .continued:
                 control.async { self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary) }
             case .verdict(let v):
+                let conditions = trialConditions(d)
                 endTrial(&d)
-                control.async { self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: nil) }
+                control.async { self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: nil,
+                                                 conditions: conditions) }
             }
         case .guarded(let arm):
             guard d.controlGroup != nil else { return }
@@ -127,9 +131,104 @@ extension Gateway {
         guard let g = d.controlGroup, g.comparedPairs != d.guardRecordedPairs, !g.hasTripped,
               let served = d.engineModel?.version else { return }
         d.guardRecordedPairs = g.comparedPairs
-        let record = GuardRecord(g, served: served, controlGroup: d.previousModel.map { "v\($0.version)" } ?? "incumbent")
+        var taken = GuardRecord(g, served: served, controlGroup: d.previousModel.map { "v\($0.version)" } ?? "incumbent")
+        taken.conditions = provenConditionsRecord(d)
+        let record = taken
         let generation = d.engineGeneration
         control.async { self.writeGuardRecord(record, generation: generation) }
+    }
+
+    /// Decision thread, every tick: a tick the trial scores widens its conditions (the range of
+    /// each exogenous signal it saw); in control mode, with the guard watching a model that has
+    /// proven conditions, an exogenous value beyond them (by more than their margin) is a novel
+    /// condition: the range grows to it and the guard is asked for a probation
+    /// (`promotion.novelty_pairs`). Allocates nothing unless a condition is novel.
+    private func watchConditions(_ d: inout DecisionState, closedRole: ControllerRole?) {
+        let signals = d.core.signals
+        if case .trial = closedRole, d.trial != nil, d.trialConditionLow.count == exogenous.count {
+            for k in exogenous.indices {
+                let v = signals[exogenous[k].position]
+                guard v.isFinite else { continue }
+                if v < d.trialConditionLow[k] { d.trialConditionLow[k] = v }
+                if v > d.trialConditionHigh[k] { d.trialConditionHigh[k] = v }
+            }
+        }
+        guard map.learning.noveltyPairs > 0, mode == .control, !d.guardTripped, d.provenLow.count == exogenous.count,
+              d.controlGroup?.isActive == true else { return }
+        for k in exogenous.indices {
+            let v = signals[exogenous[k].position]
+            let low = d.provenLow[k], high = d.provenHigh[k], margin = d.provenMargin[k]
+            guard v.isFinite, low.isFinite, high.isFinite, v < low - margin || v > high + margin else { continue }
+            d.provenLow[k] = min(low, v)
+            d.provenHigh[k] = max(high, v)
+            d.noveltyPending = true
+            let name = exogenous[k].name, range = [min(low, v), max(high, v)], version = d.engineModel?.version
+            control.async { self.novelCondition(signal: name, value: v, before: [low, high], after: range, served: version) }
+        }
+    }
+
+    /// Decision thread, after the tick's trial and guard were fed: a novel condition's probation
+    /// is asked for when no trial pair is under way (a pair of the trial is not split by it).
+    private func beginNoveltyProbation(_ d: inout DecisionState) {
+        guard d.noveltyPending, d.trial?.betweenPairs ?? true else { return }
+        d.noveltyPending = false
+        d.controlGroup?.requestProbation(pairs: map.learning.noveltyPairs)
+        if let s = d.controlGroup?.summary { guardSummary.withLock { $0 = s } }
+    }
+
+    /// The running trial's conditions, {name: [low, high]} over the exogenous signals it saw
+    /// (allocates: once, at its verdict).
+    private func trialConditions(_ d: DecisionState) -> [String: [Double]] {
+        var out: [String: [Double]] = [:]
+        guard d.trialConditionLow.count == exogenous.count else { return out }
+        for k in exogenous.indices where d.trialConditionLow[k] <= d.trialConditionHigh[k] {
+            out[exogenous[k].name] = [d.trialConditionLow[k], d.trialConditionHigh[k]]
+        }
+        return out
+    }
+
+    /// Decision thread, when a model is served: its proven conditions, from its promoting
+    /// trial (none without one: nothing is then novel), widened by a tenth of each range.
+    private func setProvenConditions(_ d: inout DecisionState) {
+        let ranges = d.engineModel?.promotingTrial?.conditions ?? [:]
+        d.provenLow = exogenous.map { ranges[$0.name]?.first ?? .nan }
+        d.provenHigh = exogenous.map { ranges[$0.name]?.last ?? .nan }
+        d.provenMargin = exogenous.indices.map { k in
+            d.provenHigh[k].isFinite && d.provenLow[k].isFinite ? Self.noveltyMargin * (d.provenHigh[k] - d.provenLow[k]) : 0
+        }
+        d.noveltyPending = false
+        provenConditions.withLock { $0 = (ranges, 0) }
+    }
+
+    /// Beyond the proven range by more than this share of its width, a value is novel.
+    static let noveltyMargin = 0.1
+
+    /// The served model's proven conditions as the guard's record keeps them ({name: [low, high]}).
+    func provenConditionsRecord(_ d: DecisionState) -> [String: [Double]] {
+        var out: [String: [Double]] = [:]
+        guard d.provenLow.count == exogenous.count else { return out }
+        for k in exogenous.indices where d.provenLow[k].isFinite && d.provenHigh[k].isFinite {
+            out[exogenous[k].name] = [d.provenLow[k], d.provenHigh[k]]
+        }
+        return out
+    }
+
+    /// Control queue: a novel condition was seen — counted, logged, published on
+    /// `<prefix>/retrain` (`{"phase":"guard_watch", …}`) and in the status.
+    func novelCondition(signal: String, value: Double, before: [Double], after: [Double], served: Int?) {
+        metrics.novelConditions.increment()
+        provenConditions.withLock {
+            $0.ranges[signal] = after
+            $0.novel += 1
+        }
+        let pairs = map.learning.noveltyPairs
+        let text = String(format: "%@ = %.4g is beyond the range the served model's trial saw (%.4g … %.4g): the control-group guard compares a control block beside every served block for the next %d pairs",
+                          signal, value, before[0], before[1], pairs)
+        logger.warning("\(text)", metadata: ["model.version": "\(served.map(String.init) ?? "none")"])
+        publishRetrain(["phase": .string("guard_watch"), "event": .string("novel_condition"), "signal": .string(signal), "value": .number(value),
+                        "proven": .array(before.map { .number($0) }), "range": .array(after.map { .number($0) }),
+                        "probation_pairs": .number(Double(pairs)), "version": served.map { .number(Double($0)) } ?? .null, "reason": .string(text)])
+        publishStatus()
     }
 
     /// Control queue: writes the guard's record, unless another model was served since it was
@@ -224,6 +323,8 @@ extension Gateway {
             return
         }
         d.trialCandidate = candidate
+        d.trialConditionLow = [Double](repeating: .infinity, count: exogenous.count)
+        d.trialConditionHigh = [Double](repeating: -.infinity, count: exogenous.count)
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.trialBaseline = baseline
@@ -253,6 +354,16 @@ extension Gateway {
         guard g.resume(window: record.pairsForResume ?? [], scoredPairs: record.pairs, voidPairs: record.voidPairs,
                        probationPairsLeft: record.probationPairsLeft) else { return }
         d.controlGroup = g
+        // The proven conditions as the guard had grown them.
+        if let ranges = record.conditions, d.provenLow.count == exogenous.count {
+            for k in exogenous.indices {
+                guard let r = ranges[exogenous[k].name], r.count == 2, r[0].isFinite, r[1].isFinite, d.provenLow[k].isFinite else { continue }
+                d.provenLow[k] = min(d.provenLow[k], r[0])
+                d.provenHigh[k] = max(d.provenHigh[k], r[1])
+            }
+            let grown = provenConditionsRecord(d)
+            provenConditions.withLock { $0.ranges = grown }
+        }
         logger.info("the guard goes on from its record: pairs compared before the restart are kept",
                     metadata: ["model.version": "\(served)", "guard.control_group": "\(group)", "guard.pairs": "\(g.comparedPairs)",
                                "guard.window_pairs": "\(g.window.count)"])
@@ -265,6 +376,7 @@ extension Gateway {
         d.guardBaseline = nil
         d.guardTripped = false
         guardSummary.withLock { $0 = nil }
+        setProvenConditions(&d)
         if d.engine != nil {
             do {
                 // The served model's baseline was fitted on the log of the controller before it:
@@ -352,12 +464,17 @@ extension Gateway {
 
     /// The trial is decided (or abandoned): write the verdict beside the model (`trial.json`,
     /// `edgeq models show`), count it, publish it, and promote the candidate when it won.
-    func finishTrial(candidate: ServedModel, reference: Int?, verdict: String, summary s: TrialSummary, reason: String?) {
+    func finishTrial(candidate: ServedModel, reference: Int?, verdict: String, summary s: TrialSummary, reason: String?,
+                     conditions: [String: [Double]]? = nil) {
         if candidateSlot.withLock({ $0?.version == candidate.version }) {
             candidateSlot.withLock { $0 = nil }
             trialRunning.store(false, ordering: .relaxed)
         }
         var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
+        if let conditions {
+            // The range of each exogenous signal over the trial: where the candidate was seen.
+            o["conditions"] = .object(conditions.mapValues { .array($0.map { .number($0) }) })
+        }
         var promoted = false
         if verdict == TrialVerdict.promote.rawValue {
             // Written first as well: the model is loaded for serving with its trial (the guard
@@ -510,8 +627,13 @@ extension Gateway {
             o["noise_from_trial"] = Self.borrowedNoiseJSON(s.borrowedNoise)
             o["probation_pairs_left"] = .number(Double(s.probationPairsLeft))
             o["resumed_pairs"] = .number(Double(s.resumedPairs))
+            o["probation_pairs_pending"] = .number(Double(s.probationPairsPending))
         }
         if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
+        let proven = provenConditions.withLock { $0 }
+        o["novelty_pairs"] = .number(Double(map.learning.noveltyPairs))
+        o["proven_conditions"] = .object(proven.ranges.mapValues { .array($0.map { .number($0) }) })
+        o["novel_conditions"] = .number(Double(proven.novel))
         return .object(o)
     }
 }

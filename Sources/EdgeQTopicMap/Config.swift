@@ -511,6 +511,11 @@ public struct LearningConfig: Sendable, Equatable {
     /// round(1 / `controlShare`) blocks begin, so the guard gets its first pairs within days on
     /// a plant with long blocks. 0: none. Default 0.
     public var probationPairs = 0
+    /// Probation when the plant leaves what the served model's trial saw: when an exogenous
+    /// signal goes beyond the range it had over the promoting trial (widened by a tenth of that
+    /// range on each side), the control-group guard runs this many cycles of two blocks, as
+    /// after a promotion, and the range grows to the new value. 0: off. Default 4.
+    public var noveltyPairs = 4
     /// The plant model's pre-trial estimate keeps a candidate it predicts worse out of its
     /// trial, except every this-many-th in a row, which gets its trial anyway (an audit of the
     /// estimate); nil: no audit (every candidate predicted worse is kept out). Default 4.

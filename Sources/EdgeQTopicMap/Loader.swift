@@ -1263,7 +1263,7 @@ struct Builder {
         }
         if let n = f["promotion"], let e = r.mapping(n, "promotion", known: [
             "policy", "min_agreement", "rollback_margin", "guard_window", "keep_versions", "shadow_ticks", "trial", "control_share", "guard_pairs",
-            "pretrial_audit", "probation_pairs",
+            "pretrial_audit", "probation_pairs", "novelty_pairs",
         ]) {
             if let x = e["pretrial_audit"] {
                 if r.isNone(x) { l.pretrialAuditEvery = nil }
@@ -1298,6 +1298,9 @@ struct Builder {
             if let x = e["guard_pairs"], let v = r.int(x, "guard_pairs", min: 2, max: 100_000) { l.guardPairs = v }
             if let x = e["probation_pairs"], let v = r.int(x, "probation_pairs (the control-group guard's first pairs after a promotion, a control block beside every served block; 0: none)", min: 0, max: 100_000) {
                 l.probationPairs = v
+            }
+            if let x = e["novelty_pairs"], let v = r.int(x, "novelty_pairs (the control-group guard's pairs, a control block beside every served block, when an exogenous signal leaves the range the served model's trial saw; 0: off)", min: 0, max: 100_000) {
+                l.noveltyPairs = v
             }
             if let x = e["min_agreement"], let v = r.number(x, "min_agreement") {
                 if !(0...1).contains(v) { r.error(x, "min_agreement must be in [0, 1]") }

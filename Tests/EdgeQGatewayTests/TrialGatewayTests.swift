@@ -107,6 +107,65 @@ import Testing
         #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
     }
 
+    /// The trial records the range of each exogenous signal it saw (`trial.json` `conditions`);
+    /// once its candidate serves, a value beyond that range (by more than a tenth of it) is a
+    /// novel condition: one `guard_watch` event, the range grows to it, and the control-group
+    /// guard runs `novelty_pairs` cycles of two blocks — the control group (here the incumbent)
+    /// gets every other block instead of one in ten.
+    @Test func aNovelConditionGivesTheControlGroupEveryOtherBlock() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.1, novelty_pairs: 3}
+            """).replacingOccurrences(of: "json: y, range: [-10, 10]}", with: "json: y, range: [-10, 10], role: exogenous}")
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        try startTrial(h, candidate)
+        var novel = false
+        var rng = SeededGenerator(seed: 12)
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 11), dynamics: { p, action in
+            p.x = (action == 0 ? 0.5 : 4) + (rng.nextUnit() - 0.5) * 0.5
+            p.y = novel ? 5 : sin(Double(p.step) * 0.3)
+        })
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(verdict["promoted"] as? Bool == true, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        let y = try #require((file["conditions"] as? [String: Any])?["y"] as? [Double], "trial.json has no conditions for y: \(file)")
+        #expect(y.count == 2 && y[0] >= -1 && y[1] <= 1 && y[0] < y[1], "\(y)")
+        #expect((file["conditions"] as? [String: Any])?["x"] == nil, "x has no role: \(file)")
+
+        func guardWatch() -> [[String: Any]] {
+            h.received.filter { $0.topic == "edgeq/t1/retrain" }.map(GatewayHarness.json).filter { $0["phase"] as? String == "guard_watch" }
+        }
+        func incumbentTicks(_ n: Int) throws -> Int {
+            let before = plant.acted.count
+            try plant.run(n)
+            return plant.acted.dropFirst(before).filter { !$0.isGateway }.count
+        }
+        // Inside the trial's range: one control block in ten (of 4 ticks; 8 when 40 ticks span
+        // two cycles' control blocks).
+        let steady = try incumbentTicks(40)
+        _ = h.drain(0.3)
+        #expect(steady <= 8 && guardWatch().isEmpty, "\(steady) incumbent ticks, \(guardWatch())")
+
+        novel = true
+        let watched = try incumbentTicks(40)
+        _ = h.drain(0.3)
+        #expect(watched >= 12, "\(watched) incumbent ticks in the 40 after y left the trial's range: \(plant.acted.suffix(40))")
+        let events = guardWatch()
+        #expect(events.count == 1, "one event while y stays at 5: \(events)")
+        let e = try #require(events.first)
+        #expect(e["signal"] as? String == "y" && e["value"] as? Double == 5 && e["probation_pairs"] as? Int == 3 && e["version"] as? Int == candidate, "\(e)")
+        #expect((e["range"] as? [Double])?.last == 5, "\(e)")
+        #expect(h.metric("edgeq_guard_novel_conditions_total") == 1)
+        let status = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) {
+            (GatewayHarness.json($0)["guard"] as? [String: Any])?["novel_conditions"] as? Int == 1
+        }
+        let g = GatewayHarness.json(status)["guard"] as? [String: Any] ?? [:]
+        #expect(((g["proven_conditions"] as? [String: Any])?["y"] as? [Double])?.last == 5 && g["novelty_pairs"] as? Int == 3, "\(g)")
+    }
+
     @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }

@@ -633,6 +633,59 @@ import Testing
         #expect(!badTook)
     }
 
+    /// A probation asked for while the guard runs its cycles of 10 (a novel condition): it
+    /// begins at once at a block boundary, at the end of the running block when asked for in
+    /// mid-block, and after the compared pair's second block when asked for between the pair's
+    /// two blocks; then every cycle of two blocks has one control block, and the cycles of 10
+    /// come back after it.
+    @Test func aRequestedProbationBeginsAtABlockBoundaryAndNeverSplitsAComparedPair() throws {
+        let settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.1)
+        func feedBlock(_ g: inout ControlGroupGuard) -> GuardArm {
+            let arm = g.arm
+            for _ in 0..<4 { _ = g.record(reward: arm == .served ? -1 : -1.5, arm: arm, episodeEnded: false) }
+            return arm
+        }
+        // Between the pair's two blocks: it waits for the second.
+        var g = try ControlGroupGuard(settings: settings, seed: 4)
+        var wasInPair = false
+        for _ in 0..<40 {
+            if wasInPair && g.inComparedPair { break }   // the next block is the pair's second
+            wasInPair = g.inComparedPair
+            _ = feedBlock(&g)
+        }
+        #expect(g.inComparedPair && wasInPair)
+        let pairsBefore = g.comparedPairs
+        g.requestProbation(pairs: 3)
+        #expect(g.probationPairsPending == 3 && g.probationPairsLeft == 0)
+        _ = feedBlock(&g)
+        #expect(g.comparedPairs == pairsBefore + 1, "the pair under way was finished")
+        #expect(g.probationPairsPending == 0 && g.probationPairsLeft == 3)
+        let probation = (0..<6).map { _ in feedBlock(&g) }
+        for cycle in 0..<3 {
+            #expect(probation[(2 * cycle)..<(2 * cycle + 2)].filter { $0 == .control }.count == 1, "cycle \(cycle): \(probation)")
+        }
+        #expect(g.probationPairsLeft == 0 && g.comparedPairs == pairsBefore + 4)
+        let after = (0..<10).map { _ in feedBlock(&g) }
+        #expect(after.filter { $0 == .control }.count == 1, "the cycles of 10 again: \(after)")
+
+        // At a block boundary outside the pair: at once. In mid-block: at the block's end.
+        var h = try ControlGroupGuard(settings: settings, seed: 4)
+        while h.inComparedPair { _ = feedBlock(&h) }
+        h.requestProbation(pairs: 2)
+        #expect(h.probationPairsPending == 0 && h.probationPairsLeft == 2)
+        var k = try ControlGroupGuard(settings: settings, seed: 4)
+        while k.inComparedPair { _ = feedBlock(&k) }
+        _ = k.record(reward: -1, arm: k.arm, episodeEnded: false)
+        k.requestProbation(pairs: 2)
+        #expect(k.probationPairsPending == 2 && k.probationPairsLeft == 0)
+        for _ in 0..<3 { _ = k.record(reward: -1, arm: k.arm, episodeEnded: false) }
+        #expect(k.probationPairsPending == 0 && k.probationPairsLeft == 2)
+        // The guard off: nothing.
+        var off = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0), seed: 4)
+        off.requestProbation(pairs: 2)
+        #expect(off.probationPairsPending == 0 && off.probationPairsLeft == 0)
+    }
+
     /// The guard's record on disk (`models/vN/guard.json`) reads back as written, and is
     /// resumed only by a guard of the same served model, control group, adjustment and blocks.
     @Test func theGuardsRecordIsResumedOnlyByTheSameComparison() throws {

@@ -200,8 +200,9 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
              { $0.learning.promotion == .auto && $0.learning.minAgreement == 0.8 && $0.learning.rollbackMargin == 0.1 }),
             // promotion: trial is the default; its section and the control group's keys
             ("learning: {}", { $0.learning.promotion == .trial && $0.learning.trial == TrialConfig() && $0.learning.controlShare == 0.1 && $0.learning.guardPairs == 20
-                 && $0.learning.probationPairs == 0 }),
+                 && $0.learning.probationPairs == 0 && $0.learning.noveltyPairs == 4 }),
             ("learning: {promotion: {probation_pairs: 6}}", { $0.learning.probationPairs == 6 }),
+            ("learning: {promotion: {novelty_pairs: 0}}", { $0.learning.noveltyPairs == 0 }),
             ("learning: {promotion: {policy: trial, trial: {block: 48, burn_in: 4, confidence: 0.9, margin: 0.02, max_pairs: 20, max_ticks: 5000, min_pairs: 3}, control_share: 0.05, guard_pairs: 10}}",
              { let t = $0.learning.trial
                  return $0.learning.promotion == .trial && t.block == .ticks(48) && t.burnIn == 4 && t.confidence == 0.9 && t.margin == 0.02
@@ -364,6 +365,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {promotion: {control_share: 0.6}}\n", 13, 39, "control_share must be in [0, 0.5]"),
         (minimal + "learning: {promotion: {control_share: -0.1}}\n", 13, 39, "control_share must be in [0, 0.5]"),
         (minimal + "learning: {promotion: {probation_pairs: -1}}\n", 13, 41, "probation_pairs (the control-group guard's first pairs after a promotion"),
+        (minimal + "learning: {promotion: {novelty_pairs: -2}}\n", 13, 39, "novelty_pairs (the control-group guard's pairs, a control block beside every served block, when an exogenous signal leaves"),
         (minimal + "learning: {promotion: {trial: {block: episode}}}\n", 13, 39, "trial block 'episode' needs the mapping to say when an episode ends"),
         (minimal + "terminal: a > 3\nlearning: {promotion: {trial: {block: episode, burn_in: 4}}}\n", 14, 57, "trial burn_in applies to blocks of ticks"),
         // YAML syntax error
