@@ -223,6 +223,8 @@ final class BenchGatewayRun {
                 }
             } else if phase == "guard" {
                 guardEvents += 1
+            } else if phase == "guard_watch" {
+                outcome.novelConditions.append((sim.stepsDone, o["signal"] as? String ?? "?", (o["value"] as? NSNumber)?.doubleValue ?? .nan))
             } else if phase.hasPrefix("trial") {
                 outcome.trialEvents.append((sim.stepsDone, o))
             }

@@ -84,7 +84,7 @@ enum GeneralizeBench {
                 context.progress("\(plant.rawValue) seed \(seed): wall time \(String(format: "%.0f", Date().timeIntervalSince(started))) s; "
                                  + summary(o))
                 context.progress("\(plant.rawValue) seed \(seed): \(o.windows.count) windows, \(o.retrainings) retrainings, "
-                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), guard pairs \(o.guardPairs.isEmpty ? "none" : o.guardPairs.keys.sorted().map { "v\($0) \(o.guardPairs[$0] ?? 0)" }.joined(separator: ", ")), support handbacks \(o.supportHandbacks.map(String.init) ?? "-"), "
+                                 + "first promotion \(o.firstPromotionStep.map(String.init) ?? "none"), guard trips \(o.guardTrips ?? -1), guard pairs \(o.guardPairs.isEmpty ? "none" : o.guardPairs.keys.sorted().map { "v\($0) \(o.guardPairs[$0] ?? 0)" }.joined(separator: ", ")), novel conditions \(o.novelConditions.count)\(o.novelConditions.isEmpty ? "" : " (" + o.novelConditions.prefix(4).map { "\($0.signal) \(String(format: "%.3g", $0.value)) at \($0.step)" }.joined(separator: ", ") + (o.novelConditions.count > 4 ? ", …" : "") + ")"), support handbacks \(o.supportHandbacks.map(String.init) ?? "-"), "
                                  + "trials skipped: \(skippedSummary(o)); trials: "
                                  + o.trialEvents.filter { $0.event["event"] as? String == "verdict" }.map { e in
                                      let v = (e.event["version"] as? NSNumber).map { "v\($0)" } ?? "?"
@@ -208,6 +208,9 @@ enum GeneralizeBench {
         /// Per served version, the most pairs its control-group guard had compared in a status the
         /// bench saw (the status comes every 5 s of wall time: a lower bound at the end).
         var guardPairs: [Int: Int] = [:]
+        /// The novel conditions the gateway reported (`guard_watch` events): the plant's step,
+        /// the signal and its value.
+        var novelConditions: [(step: Int, signal: String, value: Double)] = []
         /// Times the gateway gave the plant back to its incumbent because the state left the
         /// served model's training support (the status's `counters.support_handbacks`).
         var supportHandbacks: Int?
