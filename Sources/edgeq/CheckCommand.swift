@@ -307,7 +307,18 @@ struct CheckCommand: AsyncParsableCommand {
             lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(futility), \(ticks); \(adjust); \(guardText)")
         }
         lines.append(Self.guardLine(l))
+        if l.controlShare > 0 { lines.append(Self.noveltyLine(map)) }
         return lines.joined(separator: "\n")
+    }
+
+    /// The summary's `novelty` line: which exogenous signals the guard watches for conditions
+    /// the served model's trial never saw, and the probation it then runs.
+    static func noveltyLine(_ map: TopicMap) -> String {
+        let k = map.learning.noveltyPairs
+        let names = map.modelSignals.exogenous.map { map.signals[$0].name }
+        guard k > 0 else { return "novelty    off (novelty_pairs 0): the guard keeps its pace when the plant goes where the served model's trial never saw it" }
+        guard !names.isEmpty else { return "novelty    nothing to watch: no signal has role: exogenous (weather, price, setpoints), so no condition can be new to a trial" }
+        return "novelty    \(k) pairs of probation when \(names.joined(separator: ", ")) goes beyond its range over the served model's trial (by a tenth of it)"
     }
 
     /// The summary's `guard` line: how soon the control-group guard can first judge a served

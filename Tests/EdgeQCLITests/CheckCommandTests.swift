@@ -137,6 +137,25 @@ import Testing
         #expect(try guardLine([("control_share: 0.1 ", "control_share: 0 ")]).hasPrefix("guard      off (control_share 0)"))
     }
 
+    /// The novelty line names the exogenous signals the guard watches (the reference mapping's
+    /// outdoor_temp), says when it is off, and when there is nothing to watch.
+    @Test func theNoveltyLineNamesTheExogenousSignalsItWatches() throws {
+        let reference = try String(contentsOf: Self.root.appendingPathComponent("topics/reference.yaml"), encoding: .utf8)
+        let dir = try TempDir()
+        func noveltyLine(_ a: String, _ b: String) throws -> String {
+            #expect(reference.contains(a), "topics/reference.yaml has no '\(a)'")
+            let file = dir.url.appendingPathComponent("m.yaml").path
+            try reference.replacingOccurrences(of: a, with: b).write(toFile: file, atomically: true, encoding: .utf8)
+            let r = try EdgeQBinary.run(["check", file])
+            #expect(r.code == 0, "\(r.stderr)")
+            return r.stdout.split(separator: "\n").first { $0.hasPrefix("novelty ") }.map(String.init) ?? ""
+        }
+        let on = try noveltyLine("novelty_pairs: 4 ", "novelty_pairs: 4 ")
+        #expect(on.hasPrefix("novelty    4 pairs of probation when ") && on.contains("outdoor_temp"), "\(on)")
+        #expect(try noveltyLine("novelty_pairs: 4 ", "novelty_pairs: 0 ").hasPrefix("novelty    off (novelty_pairs 0)"))
+        #expect(try noveltyLine("role: exogenous ", "role: controlled ").hasPrefix("novelty    nothing to watch"))
+    }
+
     @Test func invalidFileExits65WithEveryErrorAtItsPlace() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-check-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
