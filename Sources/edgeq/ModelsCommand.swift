@@ -164,6 +164,14 @@ struct ModelsCommand: ParsableCommand {
                              + (t["verdict"] as? String == "promote" ? " (the control-group guard borrows it while this model serves against \(t["reference"] as? String ?? "?"))" : ""))
             }
             if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
+            if let c = t["conditions"] as? [String: Any], !c.isEmpty {
+                let ranges = c.keys.sorted().compactMap { k -> String? in
+                    guard let r = c[k] as? [Double], r.count == 2 else { return nil }
+                    return "\(k) \(String(format: "%.4g", r[0])) … \(String(format: "%.4g", r[1]))"
+                }
+                lines.append("           conditions seen: \(ranges.joined(separator: ", "))"
+                             + (t["verdict"] as? String == "promote" ? " (beyond them the guard watches closer: promotion.novelty_pairs)" : ""))
+            }
             if t["verdict"] as? String == "futile", let share = t["futility"] as? NSNumber {
                 lines.append("           futile: shown not to be better than \(String(format: "%g", share.doubleValue * 100)) % of the reference's block return "
                              + "(bound \(num("futility_high")) < 0): stopped without promoting")

@@ -87,7 +87,7 @@ import Testing
             {"version":3,"reference":"incumbent","verdict":"budget-exhausted","pairs":30,"ticks":14400,"confidence":0.95,"mean_difference":1.75,
              "ci_low":-2.9,"ci_high":6.3,"raw_mean_difference":6.6,"raw_ci_low":-24.8,"raw_ci_high":38,"adjusted":true,
              "adjustment":{"note":"adjusted by the exogenous baseline of setpoint, ambient_temp (held-out placebo variance ratio 0.06)"},
-             "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0,"sd":12.6}
+             "candidate_mean":-46,"reference_mean":-47.8,"cost":0,"cost_share":0,"sd":12.6,"conditions":{"setpoint":[19,22],"ambient_temp":[-4.4375,13.78]}}
             """#.utf8).write(to: store.trialURL(3))
         try Data(#"""
             {"version":2,"reference":"v1","verdict":"futile","pairs":4,"ticks":4000,"confidence":0.95,"mean_difference":0,
@@ -107,6 +107,7 @@ import Testing
         // Not a promotion: the spread is shown, nothing borrows it.
         #expect(show.stdout.contains("sd of a pair difference 12.6\n"), "\(show.stdout)")
         #expect(show.stdout.contains("adjusted by the exogenous baseline of setpoint, ambient_temp"), "\(show.stdout)")
+        #expect(show.stdout.contains("conditions seen: ambient_temp -4.438 … 13.78, setpoint 19 … 22\n"), "not a promotion: \(show.stdout)")
         #expect(!show.stdout.contains("guard      "), "no guard.json: \(show.stdout)")
         // The guard's record (as the gateway writes it after a compared pair).
         try Data(#"""
