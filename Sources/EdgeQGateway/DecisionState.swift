@@ -46,13 +46,16 @@ struct DecisionState {
     var guardTripped = false
     /// The guard's compared pairs when its record was last handed to the control queue.
     var guardRecordedPairs = 0
-    /// The running trial's conditions: per exogenous signal (`Gateway.exogenous` order), the
+    /// The running trial's conditions: per condition (`Gateway.conditionNames` order), the
     /// smallest and largest value over the ticks it scored for either arm (sized when it starts).
+    /// This tick's conditions (`Gateway.conditionNames` order): the exogenous values, then their
+    /// exponential means over a block (sized on the first tick).
+    var conditionValues: [Double] = []
     var trialConditionLow: [Double] = []
     var trialConditionHigh: [Double] = []
     /// The served model's proven conditions (its promoting trial's, grown as the guard watched
     /// it beyond them), per exogenous signal: the range and the margin beyond it that counts as
-    /// new (a tenth of the trial's range); empty when it has none.
+    /// new (a tenth of the trial's range), per condition; NaN where it has none.
     var provenLow: [Double] = []
     var provenHigh: [Double] = []
     var provenMargin: [Double] = []

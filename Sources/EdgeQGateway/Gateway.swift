@@ -219,6 +219,11 @@ public final class Gateway: Sendable {
     /// The exogenous signals: their positions in `DecisionCore.signals` and names (a trial
     /// records their ranges; the guard watches closer beyond them).
     let exogenous: [(position: Int, name: String)]
+    /// The conditions a trial records and the guard watches: each exogenous signal, then (with
+    /// blocks of ticks) "mean(<name>)", its exponential mean with a time constant of one block.
+    let conditionNames: [String]
+    /// That time constant in ticks (nil with episode blocks: no means).
+    let conditionSmoothing: Double?
     /// The served model's proven conditions as the status shows them ({name: [low, high]}) and
     /// the novel conditions seen since it was served.
     let provenConditions = Mutex<(ranges: [String: [Double]], novel: Int)>(([:], 0))
@@ -271,8 +276,16 @@ public final class Gateway: Sendable {
         self.logger = logger
         map = options.map
         let m = options.map
-        exogenous = m.loggedSignals.enumerated().compactMap { k, i in
+        let exo = m.loggedSignals.enumerated().compactMap { k, i in
             m.signals[i].role == .exogenous ? (position: k, name: m.signals[i].name) : nil
+        }
+        exogenous = exo
+        if case .ticks(let b) = m.learning.trial.block {
+            conditionSmoothing = Double(b)
+            conditionNames = exo.map(\.name) + exo.map { "mean(\($0.name))" }
+        } else {
+            conditionSmoothing = nil
+            conditionNames = exo.map(\.name)
         }
         controlPlane = ControlPlane(prefix: map.gateway.prefix)
         dataDirectory = URL(fileURLWithPath: options.dataDirectory ?? map.gateway.dataDirectory)

@@ -138,31 +138,50 @@ extension Gateway {
         control.async { self.writeGuardRecord(record, generation: generation) }
     }
 
-    /// Decision thread, every tick: a tick the trial scores widens its conditions (the range of
-    /// each exogenous signal it saw); in control mode, with the guard watching a model that has
-    /// proven conditions, an exogenous value beyond them (by more than their margin) is a novel
+    /// Decision thread, every tick: this tick's conditions (`conditionNames`: each exogenous
+    /// signal's value, then — with blocks of ticks — its exponential mean over about one block,
+    /// so that a cold spell is new even when each of its hours was seen before). A tick the
+    /// trial scores widens the trial's ranges; in control mode, with the guard watching a model
+    /// that has proven conditions, a value beyond them (by more than their margin) is a novel
     /// condition: the range grows to it and the guard is asked for a probation
     /// (`promotion.novelty_pairs`). Allocates nothing unless a condition is novel.
     private func watchConditions(_ d: inout DecisionState, closedRole: ControllerRole?) {
-        let signals = d.core.signals
-        if case .trial = closedRole, d.trial != nil, d.trialConditionLow.count == exogenous.count {
-            for k in exogenous.indices {
-                let v = signals[exogenous[k].position]
+        let n = exogenous.count, count = conditionNames.count
+        guard count > 0 else { return }
+        if d.conditionValues.count != count {
+            d.conditionValues = [Double](repeating: .nan, count: count)   // once
+        }
+        for k in 0..<n {
+            let v = d.core.signals[exogenous[k].position]
+            d.conditionValues[k] = v
+            if let tau = conditionSmoothing, count == 2 * n, v.isFinite {
+                let m = d.conditionValues[n + k]
+                d.conditionValues[n + k] = m.isFinite ? m + (v - m) / tau : v
+            }
+        }
+        if case .trial = closedRole, d.trial != nil, d.trialConditionLow.count == count {
+            for k in 0..<count {
+                let v = d.conditionValues[k]
                 guard v.isFinite else { continue }
                 if v < d.trialConditionLow[k] { d.trialConditionLow[k] = v }
                 if v > d.trialConditionHigh[k] { d.trialConditionHigh[k] = v }
             }
         }
-        guard map.learning.noveltyPairs > 0, mode == .control, !d.guardTripped, d.provenLow.count == exogenous.count,
-              d.controlGroup?.isActive == true else { return }
-        for k in exogenous.indices {
-            let v = signals[exogenous[k].position]
+        guard map.learning.noveltyPairs > 0, mode == .control, !d.guardTripped, d.provenLow.count == count,
+              let g = d.controlGroup, g.isActive else { return }
+        for k in 0..<count {
+            let v = d.conditionValues[k]
             let low = d.provenLow[k], high = d.provenHigh[k], margin = d.provenMargin[k]
             guard v.isFinite, low.isFinite, high.isFinite, v < low - margin || v > high + margin else { continue }
             d.provenLow[k] = min(low, v)
             d.provenHigh[k] = max(high, v)
+            // While a probation runs or waits, going further extends it without an event of its
+            // own (a mean that climbs would otherwise say so every few ticks); the status's
+            // ranges catch up at the guard's next pair.
+            let quiet = d.noveltyPending || g.probationPairsLeft > 0 || g.probationPairsPending > 0
             d.noveltyPending = true
-            let name = exogenous[k].name, range = [min(low, v), max(high, v)], version = d.engineModel?.version
+            guard !quiet else { continue }
+            let name = conditionNames[k], range = [min(low, v), max(high, v)], version = d.engineModel?.version
             control.async { self.novelCondition(signal: name, value: v, before: [low, high], after: range, served: version) }
         }
     }
@@ -180,9 +199,9 @@ extension Gateway {
     /// (allocates: once, at its verdict).
     private func trialConditions(_ d: DecisionState) -> [String: [Double]] {
         var out: [String: [Double]] = [:]
-        guard d.trialConditionLow.count == exogenous.count else { return out }
-        for k in exogenous.indices where d.trialConditionLow[k] <= d.trialConditionHigh[k] {
-            out[exogenous[k].name] = [d.trialConditionLow[k], d.trialConditionHigh[k]]
+        guard d.trialConditionLow.count == conditionNames.count else { return out }
+        for k in conditionNames.indices where d.trialConditionLow[k] <= d.trialConditionHigh[k] {
+            out[conditionNames[k]] = [d.trialConditionLow[k], d.trialConditionHigh[k]]
         }
         return out
     }
@@ -191,9 +210,9 @@ extension Gateway {
     /// trial (none without one: nothing is then novel), widened by a tenth of each range.
     private func setProvenConditions(_ d: inout DecisionState) {
         let ranges = d.engineModel?.promotingTrial?.conditions ?? [:]
-        d.provenLow = exogenous.map { ranges[$0.name]?.first ?? .nan }
-        d.provenHigh = exogenous.map { ranges[$0.name]?.last ?? .nan }
-        d.provenMargin = exogenous.indices.map { k in
+        d.provenLow = conditionNames.map { ranges[$0]?.first ?? .nan }
+        d.provenHigh = conditionNames.map { ranges[$0]?.last ?? .nan }
+        d.provenMargin = conditionNames.indices.map { k in
             d.provenHigh[k].isFinite && d.provenLow[k].isFinite ? Self.noveltyMargin * (d.provenHigh[k] - d.provenLow[k]) : 0
         }
         d.noveltyPending = false
@@ -206,9 +225,9 @@ extension Gateway {
     /// The served model's proven conditions as the guard's record keeps them ({name: [low, high]}).
     func provenConditionsRecord(_ d: DecisionState) -> [String: [Double]] {
         var out: [String: [Double]] = [:]
-        guard d.provenLow.count == exogenous.count else { return out }
-        for k in exogenous.indices where d.provenLow[k].isFinite && d.provenHigh[k].isFinite {
-            out[exogenous[k].name] = [d.provenLow[k], d.provenHigh[k]]
+        guard d.provenLow.count == conditionNames.count else { return out }
+        for k in conditionNames.indices where d.provenLow[k].isFinite && d.provenHigh[k].isFinite {
+            out[conditionNames[k]] = [d.provenLow[k], d.provenHigh[k]]
         }
         return out
     }
@@ -236,6 +255,7 @@ extension Gateway {
     /// logged: a restart then resumes from the last record written, or starts afresh.
     func writeGuardRecord(_ record: GuardRecord, generation: Int) {
         guard servedGeneration.load(ordering: .acquiring) == generation else { return }
+        if let grown = record.conditions { provenConditions.withLock { $0.ranges = grown } }
         do {
             try record.write(to: store.guardURL(record.served))
         } catch {
@@ -323,8 +343,8 @@ extension Gateway {
             return
         }
         d.trialCandidate = candidate
-        d.trialConditionLow = [Double](repeating: .infinity, count: exogenous.count)
-        d.trialConditionHigh = [Double](repeating: -.infinity, count: exogenous.count)
+        d.trialConditionLow = [Double](repeating: .infinity, count: conditionNames.count)
+        d.trialConditionHigh = [Double](repeating: -.infinity, count: conditionNames.count)
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.trialBaseline = baseline
@@ -355,9 +375,9 @@ extension Gateway {
                        probationPairsLeft: record.probationPairsLeft) else { return }
         d.controlGroup = g
         // The proven conditions as the guard had grown them.
-        if let ranges = record.conditions, d.provenLow.count == exogenous.count {
-            for k in exogenous.indices {
-                guard let r = ranges[exogenous[k].name], r.count == 2, r[0].isFinite, r[1].isFinite, d.provenLow[k].isFinite else { continue }
+        if let ranges = record.conditions, d.provenLow.count == conditionNames.count {
+            for k in conditionNames.indices {
+                guard let r = ranges[conditionNames[k]], r.count == 2, r[0].isFinite, r[1].isFinite, d.provenLow[k].isFinite else { continue }
                 d.provenLow[k] = min(d.provenLow[k], r[0])
                 d.provenHigh[k] = max(d.provenHigh[k], r[1])
             }

@@ -318,7 +318,9 @@ struct CheckCommand: AsyncParsableCommand {
         let names = map.modelSignals.exogenous.map { map.signals[$0].name }
         guard k > 0 else { return "novelty    off (novelty_pairs 0): the guard keeps its pace when the plant goes where the served model's trial never saw it" }
         guard !names.isEmpty else { return "novelty    nothing to watch: no signal has role: exogenous (weather, price, setpoints), so no condition can be new to a trial" }
-        return "novelty    \(k) pairs of probation when \(names.joined(separator: ", ")) goes beyond its range over the served model's trial (by a tenth of it)"
+        let means: String
+        if case .ticks = map.learning.trial.block { means = ", or its mean over a block," } else { means = "" }
+        return "novelty    \(k) pairs of probation when \(names.joined(separator: ", "))\(means) goes beyond its range over the served model's trial (by a tenth of it)"
     }
 
     /// The summary's `guard` line: how soon the control-group guard can first judge a served

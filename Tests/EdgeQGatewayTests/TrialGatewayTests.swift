@@ -111,8 +111,10 @@ import Testing
     /// once its candidate serves, a value beyond that range (by more than a tenth of it) is a
     /// novel condition: one `guard_watch` event, the range grows to it, and the control-group
     /// guard runs `novelty_pairs` cycles of two blocks — the control group (here the incumbent)
-    /// gets every other block instead of one in ten.
-    @Test func aNovelConditionGivesTheControlGroupEveryOtherBlock() throws {
+    /// gets every other block instead of one in ten. The same for a spell: y held at −0.95, a
+    /// value the trial saw, while its mean over a block (the trial's within about ±0.7) goes
+    /// beyond the mean's range — the cold spell of the thermal zone, whose every hour was seen.
+    @Test(arguments: [false, true]) func aNovelConditionGivesTheControlGroupEveryOtherBlock(spell: Bool) throws {
         let yaml = testMapping(extraLearning: """
               promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.1, novelty_pairs: 3}
             """).replacingOccurrences(of: "json: y, range: [-10, 10]}", with: "json: y, range: [-10, 10], role: exogenous}")
@@ -125,7 +127,7 @@ import Testing
         var rng = SeededGenerator(seed: 12)
         let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 11), dynamics: { p, action in
             p.x = (action == 0 ? 0.5 : 4) + (rng.nextUnit() - 0.5) * 0.5
-            p.y = novel ? 5 : sin(Double(p.step) * 0.3)
+            p.y = novel ? (spell ? -0.95 : 5) : sin(Double(p.step) * 0.3)
         })
         try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
         let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
@@ -133,6 +135,8 @@ import Testing
         let file = try trialFile(h, candidate)
         let y = try #require((file["conditions"] as? [String: Any])?["y"] as? [Double], "trial.json has no conditions for y: \(file)")
         #expect(y.count == 2 && y[0] >= -1 && y[1] <= 1 && y[0] < y[1], "\(y)")
+        let meanY = try #require((file["conditions"] as? [String: Any])?["mean(y)"] as? [Double], "\(file)")
+        #expect(meanY.count == 2 && meanY[0] > y[0] && meanY[1] < y[1], "a mean over a block spans less: \(meanY) within \(y)")
         #expect((file["conditions"] as? [String: Any])?["x"] == nil, "x has no role: \(file)")
 
         func guardWatch() -> [[String: Any]] {
@@ -150,20 +154,28 @@ import Testing
         #expect(steady <= 8 && guardWatch().isEmpty, "\(steady) incumbent ticks, \(guardWatch())")
 
         novel = true
-        let watched = try incumbentTicks(40)
+        let watched = try incumbentTicks(48)
         _ = h.drain(0.3)
-        #expect(watched >= 12, "\(watched) incumbent ticks in the 40 after y left the trial's range: \(plant.acted.suffix(40))")
+        #expect(watched >= 12, "\(watched) incumbent ticks in the 48 after y left the trial's range: \(plant.acted.suffix(48))")
+        // One event: y's (its mean over a block climbs after it while the probation waits or
+        // runs, which says nothing more).
         let events = guardWatch()
         #expect(events.count == 1, "one event while y stays at 5: \(events)")
         let e = try #require(events.first)
-        #expect(e["signal"] as? String == "y" && e["value"] as? Double == 5 && e["probation_pairs"] as? Int == 3 && e["version"] as? Int == candidate, "\(e)")
-        #expect((e["range"] as? [Double])?.last == 5, "\(e)")
+        let signal = spell ? "mean(y)" : "y"
+        #expect(e["signal"] as? String == signal && e["probation_pairs"] as? Int == 3 && e["version"] as? Int == candidate, "\(e)")
+        if spell {
+            #expect((e["value"] as? Double ?? 0) < meanY[0] && (e["value"] as? Double ?? -1) > -0.95, "\(e)")
+        } else {
+            #expect(e["value"] as? Double == 5 && (e["range"] as? [Double])?.last == 5, "\(e)")
+        }
         #expect(h.metric("edgeq_guard_novel_conditions_total") == 1)
         let status = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) {
             (GatewayHarness.json($0)["guard"] as? [String: Any])?["novel_conditions"] as? Int == 1
         }
         let g = GatewayHarness.json(status)["guard"] as? [String: Any] ?? [:]
-        #expect(((g["proven_conditions"] as? [String: Any])?["y"] as? [Double])?.last == 5 && g["novelty_pairs"] as? Int == 3, "\(g)")
+        let grown = try #require((g["proven_conditions"] as? [String: Any])?[signal] as? [Double], "\(g)")
+        #expect((spell ? grown[0] < meanY[0] : grown[1] == 5) && g["novelty_pairs"] as? Int == 3, "\(g)")
     }
 
     @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
