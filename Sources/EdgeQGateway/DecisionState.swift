@@ -47,7 +47,7 @@ struct DecisionState {
     /// The guard's compared pairs when its record was last handed to the control queue.
     var guardRecordedPairs = 0
     /// The running trial's conditions: per condition (`Gateway.conditionNames` order), the
-    /// smallest and largest value over the ticks it scored for either arm (sized when it starts).
+    /// smallest and largest value over the ticks of its blocks, either arm (sized when it starts).
     /// This tick's conditions (`Gateway.conditionNames` order): the exogenous values, then their
     /// exponential means over a block (sized on the first tick).
     var conditionValues: [Double] = []

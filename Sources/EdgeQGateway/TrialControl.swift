@@ -168,7 +168,7 @@ extension Gateway {
             }
         }
         guard map.learning.noveltyPairs > 0, mode == .control, !d.guardTripped, d.provenLow.count == count,
-              let g = d.controlGroup, g.isActive else { return }
+              d.controlGroup?.isActive == true else { return }
         for k in 0..<count {
             let v = d.conditionValues[k]
             let low = d.provenLow[k], high = d.provenHigh[k], margin = d.provenMargin[k]
@@ -178,7 +178,7 @@ extension Gateway {
             // While a probation runs or waits, going further extends it without an event of its
             // own (a mean that climbs would otherwise say so every few ticks); the status's
             // ranges catch up at the guard's next pair.
-            let quiet = d.noveltyPending || g.probationPairsLeft > 0 || g.probationPairsPending > 0
+            let quiet = d.noveltyPending || (d.controlGroup?.probationPairsLeft ?? 0) > 0 || (d.controlGroup?.probationPairsPending ?? 0) > 0
             d.noveltyPending = true
             guard !quiet else { continue }
             let name = conditionNames[k], range = [min(low, v), max(high, v)], version = d.engineModel?.version
@@ -355,9 +355,6 @@ extension Gateway {
         metrics.trialActive.set(1)
     }
 
-    /// Decision thread, after a new model was picked up: the guard starts afresh for it, with the
-    /// previous controller (the model served before it, or the incumbent) as its control group;
-    /// a trial whose reference was the model served until now is abandoned.
     /// Decision thread, once after start: the guard of the model served before the restart
     /// goes on from its record when it watched the same model against the same control group
     /// with the same blocks and adjustment; else it starts afresh and the log says why.
@@ -389,6 +386,10 @@ extension Gateway {
                                "guard.window_pairs": "\(g.window.count)"])
     }
 
+    /// Decision thread, after a new model was picked up: the guard starts afresh for it, with the
+    /// previous controller (the model served before it, or the incumbent) as its control group
+    /// (after a restart it goes on from its record, `resumeGuard`); a trial whose reference was
+    /// the model served until now is abandoned.
     func servedModelChanged(_ d: inout DecisionState) {
         d.previousModel = previousController.withLock { $0 }
         d.previousEngine = d.previousModel.map { $0.model.makeEngine(options.precision) }
