@@ -396,6 +396,7 @@ enum GeneralizeBench {
 
         out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
                     o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
+        out.append(("novel_conditions", Double(o.novelConditions.count), "guard_watch events", .lower, nil))
         out.append(("support_handbacks", o.supportHandbacks.map(Double.init), "handbacks", .lower,
                     o.supportHandbacks == nil ? "not measured: the gateway's status carried no support_handbacks counter" : nil))
         // Candidates stored but kept out of the trial: the gateway's `skipped` trial events (the
