@@ -216,6 +216,9 @@ public final class Gateway: Sendable {
     /// The guard's record read at start for the served model (`models/vN/guard.json`), taken by
     /// the decision thread's first pick-up of that model (then nil; a switch clears it).
     let restoredGuard = Mutex<GuardRecord?>(nil)
+    /// The running trial's record read at start, taken by the decision thread when it picks up
+    /// that candidate (`resumeTrialAtStart`).
+    let resumingTrial = Mutex<TrialRecord?>(nil)
     /// The exogenous signals: their positions in `DecisionCore.signals` and names (a trial
     /// records their ranges; the guard watches closer beyond them).
     let exogenous: [(position: Int, name: String)]
@@ -479,6 +482,7 @@ public final class Gateway: Sendable {
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
         control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
+        control.async { self.resumeTrialAtStart() }
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
         // systemd: connected and deciding from here on; then the liveness ticks.

@@ -102,6 +102,9 @@ public final class ModelStore: @unchecked Sendable {
     /// What the control-group guard compared while `version` served (its window, written after
     /// every compared pair; docs/operations.md, "The control-group guard").
     public func guardURL(_ version: Int) -> URL { folder(version).appendingPathComponent("guard.json") }
+    /// The switchback trial of `version` while it runs (its blocks so far, written after every
+    /// block and removed at its verdict; docs/operations.md, "The trial and the guard").
+    public func runningTrialURL(_ version: Int) -> URL { folder(version).appendingPathComponent("trial-running.json") }
 
     /// Every stored version, ascending.
     public func versions() -> [Int] {

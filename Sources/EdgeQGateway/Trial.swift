@@ -126,6 +126,12 @@ public struct SwitchbackTrial: Sendable {
     private var voidPairs = 0
     private var ticks = 0
     private var skippedTicks = 0
+    /// The running block's ticks and unscored ticks so far.
+    private var blockTicks = 0
+    private var blockSkipped = 0
+    /// Every ended block, in order (room for the budget's pairs is reserved at start: no
+    /// allocation on the decision path within it).
+    public private(set) var blocks: [BlockRecord] = []
     /// One-sided t quantiles of the looks before the last, for n = minPairs ... maxPairs
     /// scored pairs: level (1 − w)·α / (L − 1), or α / L without a last-look share w.
     private let quantiles: [Double]
@@ -167,6 +173,7 @@ public struct SwitchbackTrial: Sendable {
             (config.minPairs...config.maxPairs).map { StudentT.quantile(c, degreesOfFreedom: Double($0 - 1)) }
         }
         first = rng.next() & 1 == 0 ? .candidate : .reference
+        blocks.reserveCapacity(2 * config.maxPairs)
     }
 
     /// The one-sided levels of a look before the last and of the last look: they add up to
@@ -248,15 +255,71 @@ public struct SwitchbackTrial: Sendable {
 
     private mutating func feed(reward: Double?, baseline: Double = 0, episodeEnded: Bool) -> TrialEvent? {
         ticks += 1
+        blockTicks += 1
+        if reward == nil {
+            skippedTicks += 1
+            blockSkipped += 1
+        }
         if !clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) {
-            if reward == nil { skippedTicks += 1 }
             return budgetCheck()
         }
-        if reward == nil { skippedTicks += 1 }
-        let ended = arm
         let value = clock.blockReturn
         let base = clock.blockBaseline ?? 0
         clock.reset()
+        blocks.append(BlockRecord(arm: arm, value: value, baseline: base, ticks: blockTicks, skippedTicks: blockSkipped))
+        blockTicks = 0
+        blockSkipped = 0
+        return endBlock(value: value, base: base)
+    }
+
+    /// One ended block of the trial, as `resume` replays it.
+    public struct BlockRecord: Sendable, Equatable {
+        /// The arm that ran it.
+        public var arm: TrialArm
+        /// Its return (nil: void, fewer than half of its ticks scored).
+        public var value: Double?
+        /// Its exogenous baseline sum (0 when not adjusted).
+        public var baseline: Double
+        /// Its ticks.
+        public var ticks: Int
+        /// Its ticks that were not scored.
+        public var skippedTicks: Int
+
+        /// A block given figure by figure.
+        public init(arm: TrialArm, value: Double?, baseline: Double, ticks: Int, skippedTicks: Int) {
+            self.arm = arm
+            self.value = value
+            self.baseline = baseline
+            self.ticks = ticks
+            self.skippedTicks = skippedTicks
+        }
+    }
+
+    /// Continues a trial with the same settings and seed that stopped (a gateway restart): its
+    /// ended blocks are replayed in order, those of complete pairs only (a pair half run is run
+    /// again, in the same order, so that its blocks stay adjacent in time). Call it on a fresh
+    /// trial.
+    ///
+    /// - Returns: the pairs replayed; nil when the blocks do not fit this trial (an arm other
+    ///   than this seed's order, a figure that is not finite, a verdict among them, or a trial
+    ///   already fed): discard this trial then and start a fresh one.
+    public mutating func resume(blocks recorded: [BlockRecord]) -> Int? {
+        guard ticks == 0, blocks.isEmpty, verdict == nil else { return nil }
+        let complete = recorded.count - recorded.count % 2
+        for b in recorded.prefix(complete) {
+            guard b.arm == arm, b.ticks >= 1, b.skippedTicks >= 0, b.skippedTicks <= b.ticks,
+                  b.value.map({ $0.isFinite }) ?? true, b.baseline.isFinite else { return nil }
+            ticks += b.ticks
+            skippedTicks += b.skippedTicks
+            blocks.append(b)
+            if case .verdict? = endBlock(value: b.value, base: b.baseline) { return nil }
+        }
+        return completedPairs
+    }
+
+    /// What a block that ended with `value` (nil: void) and baseline sum `base` does to the trial.
+    private mutating func endBlock(value: Double?, base: Double) -> TrialEvent? {
+        let ended = arm
         if let value {
             let scored = adjusted ? value - base : value
             switch (ended, previousArm) {

@@ -109,7 +109,11 @@ extension Gateway {
             let reference = d.trialReference?.version
             switch event {
             case .switched, .continued:
-                control.async { self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary) }
+                let record = TrialRecord(trial, candidate: candidate.version, reference: reference, conditions: trialConditions(d))
+                control.async {
+                    self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary)
+                    self.writeTrialRecord(record)
+                }
             case .verdict(let v):
                 let conditions = trialConditions(d)
                 endTrial(&d)
@@ -334,10 +338,29 @@ extension Gateway {
         endTrial(&d)
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
         let baseline = baselineUse(candidate).evaluator
+        let resuming = resumingTrial.withLock { r -> TrialRecord? in defer { r = nil }; return r }
+        var resumedPairs: Int?
         do {
             d.trial = try SwitchbackTrial(config: map.learning.trial,
                                           seed: GatewaySeeds.trial(seed, candidate: candidate.version, reference: d.engineModel?.version),
                                           adjusted: baseline != nil)
+            // After a restart: the trial that ran goes on from its blocks, with its own seed (the
+            // order it drew), when it fits; else it starts afresh and the log says why.
+            if let r = resuming {
+                if let why = r.mismatch(candidate: candidate.version, reference: d.engineModel?.version, config: map.learning.trial, adjusted: baseline != nil) {
+                    logger.warning("the switchback trial starts afresh: its record from before the restart does not fit (\(why))",
+                                   metadata: ["model.version": "\(candidate.version)"])
+                } else if let s = UInt64(r.seed), let blocks = r.trialBlocks {
+                    var t = try SwitchbackTrial(config: map.learning.trial, seed: s, adjusted: baseline != nil)
+                    if let n = t.resume(blocks: blocks) {
+                        d.trial = t
+                        resumedPairs = n
+                    } else {
+                        logger.warning("the switchback trial starts afresh: its blocks from before the restart do not replay",
+                                       metadata: ["model.version": "\(candidate.version)"])
+                    }
+                }
+            }
         } catch {
             logger.error("the switchback trial cannot start: \(error)")
             return
@@ -345,6 +368,17 @@ extension Gateway {
         d.trialCandidate = candidate
         d.trialConditionLow = [Double](repeating: .infinity, count: conditionNames.count)
         d.trialConditionHigh = [Double](repeating: -.infinity, count: conditionNames.count)
+        if resumedPairs != nil, let ranges = resuming?.conditions {
+            for (k, name) in conditionNames.enumerated() {
+                guard let r = ranges[name], r.count == 2, r[0].isFinite, r[1].isFinite else { continue }
+                d.trialConditionLow[k] = r[0]
+                d.trialConditionHigh[k] = r[1]
+            }
+        }
+        if let n = resumedPairs, let t = d.trial {
+            let summary = t.summary, reference = d.engineModel?.version
+            control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary) }
+        }
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.trialBaseline = baseline
@@ -471,6 +505,62 @@ extension Gateway {
         publishStatus()
     }
 
+    /// Control queue, after a block of the trial ended: its record beside the candidate
+    /// (`models/vN/trial-running.json`), unless that trial is over (its verdict removed the file,
+    /// or another candidate took the slot). A failed write is logged: a restart then resumes from
+    /// the last record written, or starts the trial afresh.
+    func writeTrialRecord(_ record: TrialRecord) {
+        guard candidateSlot.withLock({ $0?.version == record.candidate }) else { return }
+        do {
+            try record.write(to: store.runningTrialURL(record.candidate))
+        } catch {
+            logger.warning("the switchback trial's record cannot be written; a restart would not resume its pairs",
+                           metadata: ["model.version": "\(record.candidate)", "error": "\(error)"])
+        }
+    }
+
+    /// Control queue, at start: the trial that ran when the gateway stopped (the newest version
+    /// with a `trial-running.json` and no verdict) starts again and goes on from its record when
+    /// it fits (same reference, settings and adjustment; the decision thread checks and says).
+    /// A candidate that is served, quarantined, refused or already decided is not trialled.
+    func resumeTrialAtStart() {
+        guard map.learning.promotion == .trial else { return }
+        for v in store.versions().reversed() {
+            let url = store.runningTrialURL(v)
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            guard let record = TrialRecord.load(from: url) else {
+                logger.warning("a switchback trial's record cannot be read; that trial is not resumed", metadata: ["model.version": "\(v)"])
+                try? FileManager.default.removeItem(at: url)
+                continue
+            }
+            if v == servedVersion || store.isQuarantined(v) || FileManager.default.fileExists(atPath: store.trialURL(v).path) {
+                try? FileManager.default.removeItem(at: url)
+                continue
+            }
+            let m: ServedModel
+            do {
+                m = try loadVerified(v)
+            } catch {
+                try? FileManager.default.removeItem(at: url)
+                continue
+            }
+            resumingTrial.withLock { $0 = record }
+            beginTrial(m)
+            return
+        }
+    }
+
+    /// Control queue: a trial went on after a restart from `pairs` pairs of its record.
+    func trialResumed(candidate: ServedModel, reference: Int?, pairs: Int, _ s: TrialSummary) {
+        var event = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: nil)
+        event["phase"] = .string("trial")
+        event["event"] = .string("resumed")
+        publishRetrain(event)
+        logger.notice("switchback trial resumed from its record: its pairs before the restart are kept",
+                      metadata: ["model.version": "\(candidate.version)", "trial.pairs": "\(pairs)",
+                                 "trial.reference": "\(reference.map { "v\($0)" } ?? "incumbent")"])
+    }
+
     /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
     func trialProgress(candidate: ServedModel, reference: Int?, arm: TrialArm, _ s: TrialSummary) {
         let o = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: arm)
@@ -491,6 +581,8 @@ extension Gateway {
             candidateSlot.withLock { $0 = nil }
             trialRunning.store(false, ordering: .relaxed)
         }
+        // The trial is over: nothing to resume after a restart.
+        try? FileManager.default.removeItem(at: store.runningTrialURL(candidate.version))
         var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
         if let conditions {
             // The range of each exogenous signal over the trial: where the candidate was seen.

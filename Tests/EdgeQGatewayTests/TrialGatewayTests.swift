@@ -178,6 +178,53 @@ import Testing
         #expect((spell ? grown[0] < meanY[0] : grown[1] == 5) && g["novelty_pairs"] as? Int == 3, "\(g)")
     }
 
+    /// A running trial survives a restart: its blocks are written beside the candidate after
+    /// every block (`models/vN/trial-running.json`); the restarted gateway (another run seed)
+    /// starts the trial again with the record's seed and goes on from its complete pairs
+    /// (`resumed` event), so the verdict counts the pairs from before the restart; the record
+    /// is removed at the verdict.
+    @Test func aRunningTrialGoesOnAfterARestart() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
+            """)
+        let broker = try MosquittoBroker()
+        let first = try GatewayHarness(yaml: yaml, broker: broker)
+        defer { first.stop() }  // keeps its data directory alive until the end
+        #expect(try first.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let candidate = try storeModel(favouring: 0, for: first.map, in: first.dir.url)
+        try startTrial(first, candidate)
+        let url = try ModelStore(dataDirectory: first.dir.url).runningTrialURL(candidate)
+        func recordedBlocks() -> Int {
+            guard let data = try? Data(contentsOf: url), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
+            return (o["blocks"] as? [Any])?.count ?? 0
+        }
+        let plant = ClosedLoop(first, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
+        try plant.run(200) {
+            let deadline = Date().addingTimeInterval(0.3)
+            while recordedBlocks() < 7 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            return recordedBlocks() >= 7
+        }
+        #expect(recordedBlocks() == 7 && trialEvents(first, "verdict").isEmpty, "\(recordedBlocks()) blocks recorded")
+        first.stop()
+
+        let h = try GatewayHarness(yaml: yaml, broker: broker) { $0.dataDirectory = first.dir.url.path }
+        defer { h.stop() }
+        let after = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 21), dynamics: Self.noisyPlant(seed: 22))
+        try after.run(until: { !trialEvents(h, "resumed").isEmpty }, atMost: 10)
+        let resumed = try #require(trialEvents(h, "resumed").first, "no resumed event")
+        // 7 blocks: 3 complete pairs; the 4th pair's first block runs again.
+        #expect(resumed["version"] as? Int == candidate && resumed["pairs"] as? Int == 3 && resumed["reference"] as? String == "incumbent", "\(resumed)")
+        try after.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(after.acted.count) ticks after the restart")
+        let pairs = try #require(verdict["pairs"] as? Int)
+        #expect(verdict["verdict"] as? String == "promote" && pairs >= 8, "\(verdict)")
+        // Its ticks are every tick of its pairs, the 24 of the 3 pairs from before the restart
+        // included (the half pair's block that ran before it is not counted: it ran again).
+        #expect(verdict["ticks"] as? Int == pairs * 8, "\(verdict)")
+        #expect(!FileManager.default.fileExists(atPath: url.path), "the record outlived the verdict")
+        #expect(h.gateway.servedVersion == candidate)
+    }
+
     @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }

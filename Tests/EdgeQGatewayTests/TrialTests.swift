@@ -496,6 +496,51 @@ import Testing
         #expect(g.isActive && g.effectiveShare == 0.1)
     }
 
+    /// A trial resumed from the blocks of one that stopped (a gateway restart) goes on as if
+    /// nothing had happened: the same pairs, the same summary, the same verdict at the same
+    /// pair on the same block returns. A pair half run is dropped (run again in the same order);
+    /// blocks in another order than the seed's, or of a decided trial, are refused.
+    @Test func aResumedTrialReachesTheSameVerdictAtTheSamePair() throws {
+        let c = Self.config(block: .ticks(10), burnIn: 2, minPairs: 4)
+        var rng = SeededGenerator(seed: 77)
+        // Per tick: the candidate earns 0.1 more on average, with noise.
+        let noise = (0..<4000).map { _ in rng.nextGaussian() }
+        func run(_ t: inout SwitchbackTrial, ticks range: Range<Int>) -> TrialVerdict? {
+            for i in range {
+                let arm = t.arm
+                if case .verdict(let v)? = t.record(reward: (arm == .candidate ? 0.1 : 0) + noise[i], arm: arm, episodeEnded: false) { return v }
+            }
+            return nil
+        }
+        var whole = try SwitchbackTrial(config: c, seed: 5)
+        let verdict = try #require(run(&whole, ticks: 0..<4000), "no verdict in 4000 ticks")
+        let pairs = whole.summary.pairs
+        #expect(pairs > 4, "the case needs a restart before the verdict: \(whole.summary)")
+
+        // Stop in the middle of a pair, after 3 whole pairs and a block (70 ticks): resumed, the
+        // half pair is run again.
+        var before = try SwitchbackTrial(config: c, seed: 5)
+        #expect(run(&before, ticks: 0..<75) == nil)
+        #expect(before.blocks.count == 7 && before.summary.pairs == 3)
+        var resumed = try SwitchbackTrial(config: c, seed: 5)
+        let replayed = resumed.resume(blocks: before.blocks)
+        #expect(replayed == 3 && resumed.summary.pairs == 3 && resumed.summary.ticks == 60 && resumed.blocks.count == 6)
+        #expect(resumed.summary.meanDifference == before.summary.meanDifference)
+        // Fed from where the replayed pairs end (tick 60), it decides as the whole trial did.
+        #expect(run(&resumed, ticks: 60..<4000) == verdict)
+        #expect(resumed.summary == whole.summary, "\(resumed.summary) against \(whole.summary)")
+
+        // Another seed's order, a trial already fed, or a decided trial's blocks: refused.
+        var other = try SwitchbackTrial(config: c, seed: 6)
+        let otherOrder = before.blocks.map { b in SwitchbackTrial.BlockRecord(arm: b.arm.other, value: b.value, baseline: b.baseline, ticks: b.ticks, skippedTicks: b.skippedTicks) }
+        #expect(other.resume(blocks: otherOrder) == nil)
+        var fed = try SwitchbackTrial(config: c, seed: 5)
+        _ = fed.record(reward: 0, arm: fed.arm, episodeEnded: false)
+        #expect(fed.resume(blocks: before.blocks) == nil)
+        var decided = try SwitchbackTrial(config: c, seed: 5)
+        #expect(decided.resume(blocks: whole.blocks) == nil)
+    }
+
     @Test func settingsOutOfRangeAreRefusedWithTheirReason() {
         var c = Self.config(block: .ticks(8), burnIn: 8)
         #expect(throws: TrialSettingsError.self) { try SwitchbackTrial(config: c, seed: 0) }
