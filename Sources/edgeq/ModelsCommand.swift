@@ -49,7 +49,8 @@ struct ModelsCommand: ParsableCommand {
                 let verdict = report["verdict"] as? String ?? "?"
                 let rows = (report["rows"] as? NSNumber).map { "\($0.intValue) rows" } ?? ""
                 let trial = (try? Data(contentsOf: store.trialURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
-                    .flatMap { $0["verdict"] as? String }.map { "  trial: \($0)" } ?? ""
+                    .flatMap { $0["verdict"] as? String }.map { "  trial: \($0)" }
+                    ?? (FileManager.default.fileExists(atPath: store.runningTrialURL(v).path) ? "  trial: running" : "")
                 let sha = (try? String(contentsOf: QModel.checksumURL(for: store.modelURL(v)), encoding: .utf8))?.prefix(12) ?? "?"
                 let date = (try? FileManager.default.attributesOfItem(atPath: store.folder(v).path)[.modificationDate] as? Date).map {
                     ISO8601DateFormatter().string(from: $0)
@@ -109,6 +110,12 @@ struct ModelsCommand: ParsableCommand {
             if let data = try? Data(contentsOf: store.trialURL(v)),
                let trial = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 print(TrialText.render(trial))
+            }
+            if !FileManager.default.fileExists(atPath: store.trialURL(v).path),
+               let data = try? Data(contentsOf: store.runningTrialURL(v)),
+               let running = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                let blocks = (running["blocks"] as? [Any])?.count ?? 0
+                print("trial      running against \(running["reference"] as? String ?? "?"): \(blocks / 2) pairs and \(blocks % 2) block so far (a restart goes on from its complete pairs)")
             }
             if let data = try? Data(contentsOf: store.guardURL(v)),
                let record = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {

@@ -114,6 +114,14 @@ import Testing
             {"adjusted":true,"block":"ticks:480","burn_in":60,"control_group":"v2","pairs":5,"probation_pairs_left":0,"served":3,
              "time":1764950400,"void_pairs":0,"window":[[-40,-38,1,0],[-50,-49,0,0],[-45,-47,0,1]]}
             """#.utf8).write(to: store.guardURL(3))
+        // A trial that runs (v2 has a verdict file: its running record is not shown).
+        try Data(#"{"candidate":3,"reference":"v2","blocks":[{"arm":"candidate"},{"arm":"reference"},{"arm":"reference"}]}"#.utf8)
+            .write(to: store.runningTrialURL(3))
+        try FileManager.default.removeItem(at: store.trialURL(3))
+        let running = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(running.stdout.contains("trial      running against v2: 1 pairs and 1 block so far (a restart goes on from its complete pairs)"), "\(running.stdout)")
+        let list = try EdgeQBinary.run(["models", "list", "--data", data.path])
+        #expect(list.stdout.contains("trial: running"), "\(list.stdout)")
         let guarded = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
         #expect(guarded.stdout.contains("guard      5 pairs compared against v2 (blocks ticks:480, adjusted); window of 3: mean difference per pair -0.3333; probation left 0; written 2025-12-05T16:00:00Z (a restart goes on from it)"), "\(guarded.stdout)")
     }
