@@ -219,6 +219,11 @@ public final class Gateway: Sendable {
     /// The running trial's record read at start, taken by the decision thread when it picks up
     /// that candidate (`resumeTrialAtStart`).
     let resumingTrial = Mutex<TrialRecord?>(nil)
+    /// The newest trial and guard records the decision thread handed over, not yet written: the
+    /// control queue writes the newest one and skips those it replaced (with short blocks the
+    /// queue would otherwise fsync once per block).
+    let trialRecordSlot = Mutex<TrialRecord?>(nil)
+    let guardRecordSlot = Mutex<(record: GuardRecord, generation: Int)?>(nil)
     /// The exogenous signals: their positions in `DecisionCore.signals` and names (a trial
     /// records their ranges; the guard watches closer beyond them).
     let exogenous: [(position: Int, name: String)]

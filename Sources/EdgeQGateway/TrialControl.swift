@@ -110,9 +110,10 @@ extension Gateway {
             switch event {
             case .switched, .continued:
                 let record = TrialRecord(trial, candidate: candidate.version, reference: reference, conditions: trialConditions(d))
+                trialRecordSlot.withLock { $0 = record }
                 control.async {
                     self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary)
-                    self.writeTrialRecord(record)
+                    self.writeTrialRecord()
                 }
             case .verdict(let v):
                 let conditions = trialConditions(d)
@@ -137,9 +138,8 @@ extension Gateway {
         d.guardRecordedPairs = g.comparedPairs
         var taken = GuardRecord(g, served: served, controlGroup: d.previousModel.map { "v\($0.version)" } ?? "incumbent")
         taken.conditions = provenConditionsRecord(d)
-        let record = taken
-        let generation = d.engineGeneration
-        control.async { self.writeGuardRecord(record, generation: generation) }
+        guardRecordSlot.withLock { $0 = (taken, d.engineGeneration) }
+        control.async { self.writeGuardRecord() }
     }
 
     /// Decision thread, every tick: this tick's conditions (`conditionNames`: each exogenous
@@ -254,11 +254,13 @@ extension Gateway {
         publishStatus()
     }
 
-    /// Control queue: writes the guard's record, unless another model was served since it was
-    /// taken (a record of an earlier guard must not outlive the switch). A failed write is
-    /// logged: a restart then resumes from the last record written, or starts afresh.
-    func writeGuardRecord(_ record: GuardRecord, generation: Int) {
-        guard servedGeneration.load(ordering: .acquiring) == generation else { return }
+    /// Control queue: writes the newest guard record handed over (none when an earlier call
+    /// wrote it already), unless another model was served since it was taken (a record of an
+    /// earlier guard must not outlive the switch). A failed write is logged: a restart then
+    /// resumes from the last record written, or starts afresh.
+    func writeGuardRecord() {
+        guard let (record, generation) = guardRecordSlot.withLock({ s in defer { s = nil }; return s }),
+              servedGeneration.load(ordering: .acquiring) == generation else { return }
         if let grown = record.conditions { provenConditions.withLock { $0.ranges = grown } }
         do {
             try record.write(to: store.guardURL(record.served))
@@ -505,12 +507,14 @@ extension Gateway {
         publishStatus()
     }
 
-    /// Control queue, after a block of the trial ended: its record beside the candidate
-    /// (`models/vN/trial-running.json`), unless that trial is over (its verdict removed the file,
-    /// or another candidate took the slot). A failed write is logged: a restart then resumes from
+    /// Control queue, after a block of the trial ended: the newest record handed over (none when
+    /// an earlier call wrote it already) beside the candidate (`models/vN/trial-running.json`),
+    /// unless that trial is over (its verdict removed the file, or another candidate took the
+    /// slot). A failed write is logged: a restart then resumes from
     /// the last record written, or starts the trial afresh.
-    func writeTrialRecord(_ record: TrialRecord) {
-        guard candidateSlot.withLock({ $0?.version == record.candidate }) else { return }
+    func writeTrialRecord() {
+        guard let record = trialRecordSlot.withLock({ s in defer { s = nil }; return s }),
+              candidateSlot.withLock({ $0?.version == record.candidate }) else { return }
         do {
             try record.write(to: store.runningTrialURL(record.candidate))
         } catch {
