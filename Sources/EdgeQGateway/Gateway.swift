@@ -228,10 +228,14 @@ public final class Gateway: Sendable {
     /// records their ranges; the guard watches closer beyond them).
     let exogenous: [(position: Int, name: String)]
     /// The conditions a trial records and the guard watches: each exogenous signal, then (with
-    /// blocks of ticks) "mean(<name>)", its exponential mean with a time constant of one block.
+    /// blocks of ticks, unless a cyclic feature reads it) "mean(<name>)", its exponential mean
+    /// with a time constant of one block.
     let conditionNames: [String]
     /// That time constant in ticks (nil with episode blocks: no means).
     let conditionSmoothing: Double?
+    /// The exogenous signals with a mean among the conditions (indices into `exogenous`; not
+    /// those a cyclic feature reads).
+    let conditionSmoothed: [Int]
     /// The served model's proven conditions as the status shows them ({name: [low, high]}) and
     /// the novel conditions seen since it was served.
     let provenConditions = Mutex<(ranges: [String: [Double]], novel: Int)>(([:], 0))
@@ -289,10 +293,15 @@ public final class Gateway: Sendable {
         }
         exogenous = exo
         if case .ticks(let b) = m.learning.trial.block {
+            // No mean of a phase (a signal a cyclic feature reads: the plant's hour, weekday).
+            let cyclic = m.cyclicSignals
+            let smoothed = exo.indices.filter { !cyclic.contains(m.loggedSignals[exo[$0].position]) }
             conditionSmoothing = Double(b)
-            conditionNames = exo.map(\.name) + exo.map { "mean(\($0.name))" }
+            conditionSmoothed = smoothed
+            conditionNames = exo.map(\.name) + smoothed.map { "mean(\(exo[$0].name))" }
         } else {
             conditionSmoothing = nil
+            conditionSmoothed = []
             conditionNames = exo.map(\.name)
         }
         controlPlane = ControlPlane(prefix: map.gateway.prefix)

@@ -155,12 +155,12 @@ extension Gateway {
         if d.conditionValues.count != count {
             d.conditionValues = [Double](repeating: .nan, count: count)   // once
         }
-        for k in 0..<n {
-            let v = d.core.signals[exogenous[k].position]
-            d.conditionValues[k] = v
-            if let tau = conditionSmoothing, count == 2 * n, v.isFinite {
-                let m = d.conditionValues[n + k]
-                d.conditionValues[n + k] = m.isFinite ? m + (v - m) / tau : v
+        for k in 0..<n { d.conditionValues[k] = d.core.signals[exogenous[k].position] }
+        if let tau = conditionSmoothing {
+            for (j, k) in conditionSmoothed.enumerated() {
+                let v = d.conditionValues[k], m = d.conditionValues[n + j]
+                guard v.isFinite else { continue }
+                d.conditionValues[n + j] = m.isFinite ? m + (v - m) / tau : v
             }
         }
         if case .trial = closedRole, d.trial != nil, d.trialConditionLow.count == count {

@@ -263,6 +263,16 @@ public struct TopicMap: Sendable {
     let appliedExtractor: JSONExtractor?
     /// Signal slots each feature depends on (directly or through earlier features).
     let featureSignals: [[Int]]
+
+    /// The signals a `cyclic` feature reads (indices into `signals`): phases such as the plant's
+    /// hour or weekday, whose mean over a time says nothing.
+    public var cyclicSignals: Set<Int> {
+        var out = Set<Int>()
+        for (f, deps) in zip(features, featureSignals) {
+            if case .cyclic = f.source { out.formUnion(deps) }
+        }
+        return out
+    }
     /// Per-signal and per-feature numbers in plain arrays, so the hot path copies no
     /// configuration structs (each copy costs reference-count traffic).
     let kindCode: [UInt8]          // 0 number, 1 bool, 2 enum

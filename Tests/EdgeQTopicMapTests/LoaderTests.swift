@@ -427,6 +427,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         #expect(m.learning.cqlWeight == 0.1)
         #expect(m.learning.explorationBudget == 0)
         #expect(m.rewardSource.contains("energy_cost") && m.rewardSource.contains("comfort_violation"))
+        // Its phases (read by cyclic features): no mean of them is a condition a trial records.
+        #expect(Set(m.cyclicSignals.map { m.signals[$0].name }) == ["hour", "weekday"])
     }
 }
 
