@@ -344,7 +344,8 @@ public struct DecisionCore: Sendable {
                     out.actor = .exploration
                     out.explored = true
                 }
-                if render(choice) {
+                // `{{model}}`: the version of the model whose choice this is (its exploration too).
+                if render(choice, model: modelVersion.flatMap { Int($0) }) {
                     out.applied = choice
                 } else {
                     // One of the action's writes cannot be rendered (an invalid value): nothing of
@@ -372,12 +373,13 @@ public struct DecisionCore: Sendable {
     }
 
     /// Renders every write of `action` into `writeBuffers`, or reports that one cannot be
-    /// rendered (nothing of it may be published then).
-    mutating func render(_ action: Int) -> Bool {
+    /// rendered (nothing of it may be published then). `model`: the version `{{model}}` writes
+    /// (nil, `null`, for a fallback).
+    mutating func render(_ action: Int, model: Int? = nil) -> Bool {
         let writes = map.actions[action].writes
         for j in writes.indices {
             writeBuffers[j].removeAll(keepingCapacity: true)
-            guard runtime.render(action: action, write: j, into: &writeBuffers[j]) else { return false }
+            guard runtime.render(action: action, write: j, into: &writeBuffers[j], model: model) else { return false }
         }
         return true
     }

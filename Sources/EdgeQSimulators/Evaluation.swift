@@ -83,8 +83,10 @@ public struct EvaluationWindow: Sendable, Equatable {
     /// longer or shorter under the incumbent).
     public var incumbentSteps: Int
     /// Steps of the window per controller: `incumbent` (the plant's own controller: in shadow,
-    /// or after a command did not come in time), `vN` (the gateway's command while its status
-    /// named model version N as served), `gateway` (its command with no version known).
+    /// or after a command did not come in time), `vN` (the gateway's command chosen by model
+    /// version N, as the command's `"model"` says — the mapping's `{{model}}` —, or without it
+    /// the version its status named as served), `gateway` (its command with no version known,
+    /// or a fallback).
     public var stepsBy: [String: Int]
 
     /// The controller that decided every step of the window, or `mixed`.

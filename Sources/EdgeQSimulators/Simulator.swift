@@ -225,6 +225,9 @@ public final class Simulator: @unchecked Sendable {
         var result = SimulatorResult(scoreText: "", scoreJSON: [], steps: 0, incumbentSteps: 0, gatewaySteps: 0,
                                      commandTimeouts: 0, staleCommands: 0)
         var pendingCommand: Int?
+        // Who chose the pending command, when it says (`"model"` in the payload: the mapping's
+        // `{{model}}`): its version, or nil for a fallback. Absent: the status's served version.
+        var pendingModel: Int??
         var step = 0
         // Who decided the step being run: "incumbent", "vN" or "gateway" (evaluation).
         var controller = "incumbent"
@@ -279,6 +282,7 @@ public final class Simulator: @unchecked Sendable {
                 return
             }
             pendingCommand = a
+            pendingModel = o.keys.contains("model") ? .some((o["model"] as? NSNumber)?.intValue) : nil
         }
 
         // Let the retained status and mode arrive before the first step.
@@ -312,7 +316,13 @@ public final class Simulator: @unchecked Sendable {
                 if let c = pendingCommand {
                     action = c
                     result.gatewaySteps += 1
-                    controller = servedVersion.map { "v\($0)" } ?? "gateway"
+                    // The model that chose it when the command says (a trial's candidate, a guard's
+                    // control model), else the one the status names as served.
+                    if let said = pendingModel {
+                        controller = said.map { "v\($0)" } ?? "gateway"
+                    } else {
+                        controller = servedVersion.map { "v\($0)" } ?? "gateway"
+                    }
                 } else {
                     action = dither.apply(plant.incumbentAction()).level
                     result.incumbentSteps += 1
@@ -327,6 +337,7 @@ public final class Simulator: @unchecked Sendable {
                 _ = try client.publish(cmdTopic, payload, qos: .atLeastOnce)
             }
             pendingCommand = nil
+            pendingModel = nil
             plant.step(action)
             step += 1
             stopLock.withLock { stepsRun = step }

@@ -995,13 +995,13 @@ struct Builder {
         let template: PayloadTemplate
         switch PayloadTemplate.parse(text, resolve: { _ in nil }) {
         case .failure(let e):
-            r.error(payloadNode, "handover \(key) payload: \(e.message.replacingOccurrences(of: "(use value, action, action_name, or a signal or feature name)", with: "(a handover payload is fixed: the only placeholder is {{value}}, the write's constant 'value')"))", offset: e.offset)
+            r.error(payloadNode, "handover \(key) payload: \(e.message.replacingOccurrences(of: "(use value, action, action_name, model, or a signal or feature name)", with: "(a handover payload is fixed: the only placeholder is {{value}}, the write's constant 'value')"))", offset: e.offset)
             return nil
         case .success(let t): template = t
         }
         for p in template.parts {
             switch p {
-            case .actionIndex, .actionName, .slot:
+            case .actionIndex, .actionName, .modelVersion, .slot:
                 r.error(payloadNode, "handover \(key) payload: a handover payload is fixed (it must be publishable whatever the signals say, and a Last Will is set in advance): the only placeholder is {{value}}")
                 return nil
             case .value, .literal: break

@@ -287,7 +287,7 @@ public struct TopicMapRuntime: Sendable {
     /// Appends the payload of write `write` of action `action` to `buffer` (which you may reuse:
     /// `removeAll(keepingCapacity: true)` first). Allocates only when `buffer` must grow.
     /// - Returns: false (buffer unchanged) when a value or placeholder is invalid: hold instead.
-    public mutating func render(action: Int, write: Int, into buffer: inout [UInt8]) -> Bool {
+    public mutating func render(action: Int, write: Int, into buffer: inout [UInt8], model: Int? = nil) -> Bool {
         let w = map.writes[action][write]
         var value = 0.0
         if let c = w.value {
@@ -299,7 +299,7 @@ public struct TopicMapRuntime: Sendable {
         let mark = buffer.count
         let ok = slots.withUnsafeBufferPointer { b -> Bool in
             guard let base = b.baseAddress else { return false }
-            return w.template.render(into: &buffer, value: value, action: action, actionName: map.actionNames[action], slots: base)
+            return w.template.render(into: &buffer, value: value, action: action, actionName: map.actionNames[action], model: model, slots: base)
         }
         if !ok { buffer.removeSubrange(mark...) }
         return ok

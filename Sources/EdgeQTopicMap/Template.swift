@@ -5,11 +5,12 @@ import Foundation
 /// A payload template compiled into literal bytes and placeholders.
 ///
 /// Placeholders: `{{value}}` (the write's value), `{{action}}` (the action's index),
-/// `{{action_name}}` (its name, as is: put quotes around it for JSON), and `{{NAME}}` for any
+/// `{{action_name}}` (its name, as is: put quotes around it for JSON), `{{model}}` (the version of
+/// the model whose choice it is, or `null`: a fallback, or no model), and `{{NAME}}` for any
 /// signal or named feature (its current value). Numbers are written as integers when whole,
 /// else with up to 6 decimals, trailing zeros removed.
 struct PayloadTemplate: Sendable {
-    enum Part: Sendable { case literal([UInt8]), value, actionIndex, actionName, slot(Int) }
+    enum Part: Sendable { case literal([UInt8]), value, actionIndex, actionName, modelVersion, slot(Int) }
     let parts: [Part]
     /// The slots the placeholders read (computed once: `render`'s callers check them per tick).
     let slots: [Int]
@@ -38,9 +39,14 @@ struct PayloadTemplate: Sendable {
                 case "value": parts.append(.value)
                 case "action": parts.append(.actionIndex)
                 case "action_name": parts.append(.actionName)
+                case "model":
+                    guard resolve(name) == nil else {
+                        return .failure(TemplateError(offset: i, message: "'{{model}}' is the version of the model that chose the action, and a signal or feature is also named 'model': rename that one to use it in a payload"))
+                    }
+                    parts.append(.modelVersion)
                 default:
                     guard let slot = resolve(name) else {
-                        return .failure(TemplateError(offset: i, message: "unknown placeholder '{{\(name)}}' (use value, action, action_name, or a signal or feature name)"))
+                        return .failure(TemplateError(offset: i, message: "unknown placeholder '{{\(name)}}' (use value, action, action_name, model, or a signal or feature name)"))
                     }
                     parts.append(.slot(slot))
                 }
@@ -66,14 +72,17 @@ struct PayloadTemplate: Sendable {
         return out
     }
 
-    /// Appends the filled payload to `out`; false when a needed number is not finite.
-    func render(into out: inout [UInt8], value: Double, action: Int, actionName: [UInt8], slots: UnsafePointer<Double>) -> Bool {
+    /// Appends the filled payload to `out`; false when a needed number is not finite. `model`:
+    /// the version `{{model}}` writes (nil: `null`).
+    func render(into out: inout [UInt8], value: Double, action: Int, actionName: [UInt8], model: Int? = nil, slots: UnsafePointer<Double>) -> Bool {
         for p in parts {
             switch p {
             case .literal(let b): out.append(contentsOf: b)
             case .value: guard appendNumber(value, to: &out) else { return false }
             case .actionIndex: _ = appendNumber(Double(action), to: &out)
             case .actionName: out.append(contentsOf: actionName)
+            case .modelVersion:
+                if let model { _ = appendNumber(Double(model), to: &out) } else { out.append(contentsOf: [110, 117, 108, 108]) }   // null
             case .slot(let s): guard appendNumber(slots[s], to: &out) else { return false }
             }
         }

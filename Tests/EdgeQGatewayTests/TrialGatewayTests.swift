@@ -225,6 +225,28 @@ import Testing
         #expect(h.gateway.servedVersion == candidate)
     }
 
+    /// `{{model}}` in an action's payload names the model that chose each command: during a
+    /// trial against the served model, the candidate's commands carry the candidate's version and
+    /// the served model's its own (the plant can attribute every step; the simulators' evaluation
+    /// does).
+    @Test func eachCommandNamesTheModelThatChoseIt() throws {
+        let yaml = testMapping(extraLearning: Self.trial).replacingOccurrences(of: #"'{"a":{{value}},"step":{{step}}}'"#,
+                                                                             with: #"'{"a":{{value}},"step":{{step}},"model":{{model}}}'"#)
+        #expect(yaml.contains("{{model}}"))
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 1)
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
+        try plant.run(40)
+        _ = h.drain(0.3)
+        let commands = h.received.filter { $0.topic == "plant/t/cmd" }.map(GatewayHarness.json).filter { $0["model"] != nil }
+        let byAction = Dictionary(grouping: commands) { $0["a"] as? Int ?? -1 }
+        #expect((byAction[0] ?? []).count >= 8 && (byAction[1] ?? []).count >= 8, "\(commands.count) commands")
+        // The served model chooses a0, the candidate a1 (their built-in preferences).
+        #expect((byAction[0] ?? []).allSatisfy { $0["model"] as? Int == served }, "\(byAction[0] ?? [])")
+        #expect((byAction[1] ?? []).allSatisfy { $0["model"] as? Int == candidate }, "\(byAction[1] ?? [])")
+    }
+
     @Test func theTrialStopsEarlyOnACandidateBuiltToBeWorseThanTheServedModel() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.trial))
         defer { h.stop() }

@@ -228,4 +228,44 @@ import Testing
         // Valve wide open all the time is not the PI: the returns differ.
         #expect(r.evaluations.allSatisfy { $0.realReturn != $0.incumbentReturn })
     }
+
+    /// A command that says which model chose it (`"model"`: the mapping's `{{model}}`) is
+    /// attributed to that model, not to the version the status names as served.
+    @Test func windowsNameTheModelTheCommandsSay() throws {
+        let broker = try MosquittoBroker()
+        let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "gateway-peer"))
+        defer { gw.stop() }
+        try gw.subscribe("plant/tank/state", qos: .atLeastOnce)
+        gw.start()
+        try gw.waitUntilConnected(timeout: 5)
+        _ = try gw.publish("edgeq/t2/status", #"{"state":"online","mode":"control","model":{"version":7}}"#,
+                           qos: .atLeastOnce, retain: true)
+        let stop = ManagedAtomicFlag()
+        let answering = Thread {
+            while !stop.isSet {
+                guard let m = gw.receive(timeout: 0.1),
+                      let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
+                      let step = o["step"] as? Int else { continue }
+                // The first window's commands chosen by v9 (a trial's candidate, say), the second's
+                // a fallback (null): neither is the served v7.
+                let model = step < 20 ? "9" : "null"
+                _ = try? gw.publish("plant/tank/cmd", "{\"valve\":4,\"step\":\(step),\"model\":\(model)}", qos: .atLeastOnce)
+            }
+        }
+        answering.start()
+        var o = SimulatorOptions(plant: .tank, broker: broker.url)
+        o.seed = 3
+        o.steps = 40
+        o.rate = 0
+        o.gatewayPrefix = "edgeq/t2"
+        o.commandTimeout = 5
+        var e = EvaluationOptions()
+        e.windowSteps = 20
+        o.evaluation = e
+        let r = try Simulator(o).run()
+        stop.set()
+        #expect(r.gatewayChanges.first == GatewayChange(step: 0, mode: "control", servedVersion: 7))
+        #expect(r.evaluations.count == 2)
+        #expect(r.evaluations.map(\.controller) == ["v9", "gateway"], "\(r.evaluations.map(\.stepsBy))")
+    }
 }

@@ -317,6 +317,45 @@ safety: {hand_override: hand, ood_margin: 0.5}
         #expect(rt.writes(for: 1) == nil)       // the step's `from` is invalid: hold
     }
 
+    /// `{{model}}` writes the version of the model that chose the action, or `null`; a signal
+    /// named `model` makes it an error; a handover payload refuses it.
+    @Test func theModelPlaceholderWritesTheChoosingVersion() throws {
+        func mapping(_ payload: String, extraSignal: String = "") -> String {
+            """
+            gateway: {id: m}
+            signals:
+              - {name: step, topic: p/s, json: step}
+              - {name: t, topic: p/s, json: t, range: [0, 10]}
+            \(extraSignal)
+            state: {features: [{signal: t}]}
+            tick: {trigger: p/s}
+            reward: -t
+            actions:
+              list:
+                - {name: a0, publish: {topic: p/cmd, payload: '\(payload)', value: 0}}
+                - {name: a1, publish: {topic: p/cmd, payload: '\(payload)', value: 1}}
+            """
+        }
+        let map = try TopicMap.parse(yaml: mapping(#"{"a":{{value}},"step":{{step}},"model":{{model}}}"#), file: "m.yaml")
+        var table = SignalTable(for: map)
+        var rt = TopicMapRuntime(map: map)
+        decode(map, &table, "p/s", #"{"step":41,"t":3}"#)
+        var out = [Float](repeating: .nan, count: map.stateWidth)
+        _ = out.withUnsafeMutableBufferPointer { rt.assembleState(from: table, now: 1_000_000_000, wallClock: 0, into: $0) }
+        var buffer: [UInt8] = []
+        #expect(rt.render(action: 1, write: 0, into: &buffer, model: 7))
+        #expect(String(decoding: buffer, as: UTF8.self) == #"{"a":1,"step":41,"model":7}"#)
+        buffer.removeAll()
+        #expect(rt.render(action: 0, write: 0, into: &buffer))
+        #expect(String(decoding: buffer, as: UTF8.self) == #"{"a":0,"step":41,"model":null}"#)
+        do {
+            _ = try TopicMap.parse(yaml: mapping(#"{"a":{{value}},"m":{{model}}}"#, extraSignal: "  - {name: model, topic: p/s, json: m}"), file: "m.yaml")
+            Issue.record("a signal named model and {{model}} accepted")
+        } catch {
+            #expect("\(error)".contains("a signal or feature is also named 'model'"), "\(error)")
+        }
+    }
+
     @Test func incumbentCommandMapsToTheNearestAction() {
         func inc(_ topic: String, _ payload: String) -> Int? {
             Array(payload.utf8).withUnsafeBytes { map.incumbentAction(topic: topic, payload: $0) }
