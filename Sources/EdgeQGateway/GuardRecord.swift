@@ -10,7 +10,7 @@ import Foundation
 /// written on the control queue after every compared pair (never on the decision thread),
 /// read at start, and resumed only by a guard of the same served model, control group,
 /// adjustment and blocks (`mismatch`).
-struct GuardRecord: Codable, Sendable, Equatable {
+struct GuardRecord: DurableJSONRecord {
     /// The served version the guard watched.
     var served: Int
     /// Its control group: "vN" or "incumbent" (`ModelStore.ControlGroupRecord`'s description).
@@ -87,11 +87,16 @@ struct GuardRecord: Codable, Sendable, Equatable {
         if pairsForResume == nil || pairs < window.count { return "it is malformed" }
         return nil
     }
+}
 
+/// A record a restart resumes, kept as one JSON file beside a model version.
+protocol DurableJSONRecord: Codable, Sendable, Equatable {}
+
+extension DurableJSONRecord {
     /// Reads `url`; nil when there is none or it cannot be decoded.
-    static func load(from url: URL) -> GuardRecord? {
+    static func load(from url: URL) -> Self? {
         guard let data = try? Data(contentsOf: url) else { return nil }
-        return try? JSONDecoder().decode(GuardRecord.self, from: data)
+        return try? JSONDecoder().decode(Self.self, from: data)
     }
 
     /// Writes it to `url` (temporary file, fsync, rename).

@@ -9,7 +9,7 @@ import Foundation
 /// candidate, written on the control queue after every block (never on the decision thread),
 /// removed at its verdict, read at start. A restart resumes it only against the same reference,
 /// with the same settings and adjustment (`mismatch`).
-struct TrialRecord: Codable, Sendable, Equatable {
+struct TrialRecord: DurableJSONRecord {
     /// One ended block (`SwitchbackTrial.BlockRecord`).
     struct Block: Codable, Sendable, Equatable {
         var arm: String
@@ -68,18 +68,5 @@ struct TrialRecord: Codable, Sendable, Equatable {
         if self.adjusted != adjusted { return self.adjusted ? "it was adjusted by the exogenous baseline, now it would not be" : "it was not adjusted, now it would be" }
         if UInt64(seed) == nil || trialBlocks == nil { return "it is malformed" }
         return nil
-    }
-
-    /// Reads `url`; nil when there is none or it cannot be decoded.
-    static func load(from url: URL) -> TrialRecord? {
-        guard let data = try? Data(contentsOf: url) else { return nil }
-        return try? JSONDecoder().decode(TrialRecord.self, from: data)
-    }
-
-    /// Writes it to `url` (temporary file, fsync, rename).
-    func write(to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try DurableFile.write(try encoder.encode(self), to: url)
     }
 }

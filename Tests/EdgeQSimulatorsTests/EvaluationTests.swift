@@ -192,7 +192,9 @@ import Testing
         #expect(bad.stderr.contains("per episode"))
     }
 
-    @Test func windowsInControlNameTheServedModelVersion() throws {
+    /// 40 tank steps in windows of 20 against a peer playing a gateway in control whose status
+    /// names v7 served; it answers every state with the command `command(step)` returns.
+    func runAgainstAGatewayServingV7(command: @escaping @Sendable (Int) -> String) throws -> SimulatorResult {
         let broker = try MosquittoBroker()
         let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "gateway-peer"))
         defer { gw.stop() }
@@ -207,10 +209,11 @@ import Testing
                 guard let m = gw.receive(timeout: 0.1),
                       let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
                       let step = o["step"] as? Int else { continue }
-                _ = try? gw.publish("plant/tank/cmd", "{\"valve\":4,\"step\":\(step)}", qos: .atLeastOnce)
+                _ = try? gw.publish("plant/tank/cmd", command(step), qos: .atLeastOnce)
             }
         }
         answering.start()
+        defer { stop.set() }
         var o = SimulatorOptions(plant: .tank, broker: broker.url)
         o.seed = 3
         o.steps = 40
@@ -221,51 +224,24 @@ import Testing
         e.windowSteps = 20
         o.evaluation = e
         let r = try Simulator(o).run()
-        stop.set()
         #expect(r.gatewayChanges.first == GatewayChange(step: 0, mode: "control", servedVersion: 7))
         #expect(r.evaluations.count == 2)
+        return r
+    }
+
+    @Test func windowsInControlNameTheServedModelVersion() throws {
+        let r = try runAgainstAGatewayServingV7 { step in "{\"valve\":4,\"step\":\(step)}" }
         #expect(r.evaluations.allSatisfy { $0.controller == "v7" })
         // Valve wide open all the time is not the PI: the returns differ.
         #expect(r.evaluations.allSatisfy { $0.realReturn != $0.incumbentReturn })
     }
 
     /// A command that says which model chose it (`"model"`: the mapping's `{{model}}`) is
-    /// attributed to that model, not to the version the status names as served.
+    /// attributed to that model, not to the version the status names as served: here the first
+    /// window's commands were chosen by v9 (a trial's candidate, say), the second's are a
+    /// fallback (null).
     @Test func windowsNameTheModelTheCommandsSay() throws {
-        let broker = try MosquittoBroker()
-        let gw = try MQTTClient(try MQTTConfiguration(url: broker.url, clientID: "gateway-peer"))
-        defer { gw.stop() }
-        try gw.subscribe("plant/tank/state", qos: .atLeastOnce)
-        gw.start()
-        try gw.waitUntilConnected(timeout: 5)
-        _ = try gw.publish("edgeq/t2/status", #"{"state":"online","mode":"control","model":{"version":7}}"#,
-                           qos: .atLeastOnce, retain: true)
-        let stop = ManagedAtomicFlag()
-        let answering = Thread {
-            while !stop.isSet {
-                guard let m = gw.receive(timeout: 0.1),
-                      let o = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any],
-                      let step = o["step"] as? Int else { continue }
-                // The first window's commands chosen by v9 (a trial's candidate, say), the second's
-                // a fallback (null): neither is the served v7.
-                let model = step < 20 ? "9" : "null"
-                _ = try? gw.publish("plant/tank/cmd", "{\"valve\":4,\"step\":\(step),\"model\":\(model)}", qos: .atLeastOnce)
-            }
-        }
-        answering.start()
-        var o = SimulatorOptions(plant: .tank, broker: broker.url)
-        o.seed = 3
-        o.steps = 40
-        o.rate = 0
-        o.gatewayPrefix = "edgeq/t2"
-        o.commandTimeout = 5
-        var e = EvaluationOptions()
-        e.windowSteps = 20
-        o.evaluation = e
-        let r = try Simulator(o).run()
-        stop.set()
-        #expect(r.gatewayChanges.first == GatewayChange(step: 0, mode: "control", servedVersion: 7))
-        #expect(r.evaluations.count == 2)
+        let r = try runAgainstAGatewayServingV7 { step in "{\"valve\":4,\"step\":\(step),\"model\":\(step < 20 ? "9" : "null")}" }
         #expect(r.evaluations.map(\.controller) == ["v9", "gateway"], "\(r.evaluations.map(\.stepsBy))")
     }
 }
