@@ -118,7 +118,7 @@ enum GeneralizeBench {
     /// The served windows worse than the incumbent's twin by more than 2 % (issue 13's bound),
     /// for people: how many of how many, and the worst one's model, first step and returns.
     static func worstServedSummary(_ o: Outcome) -> String {
-        let served = servedWindows(o.windows, trialEvents: o.trialEvents)
+        let served = servedWindows(o)
         let bad = served.filter { ($0.vsIncumbentPercent ?? 0) < -2 }
         guard let worst = served.min(by: { ($0.vsIncumbentPercent ?? 0) < ($1.vsIncumbentPercent ?? 0) }),
               let pct = worst.vsIncumbentPercent else { return "served windows: none" }
@@ -270,6 +270,15 @@ enum GeneralizeBench {
         return 100 * (real - inc) / abs(inc)
     }
 
+    /// The windows of `o` decided wholly by a model the gateway served (its status named it), after
+    /// that model's trial ended. Since the simulators label a step by the model that chose it, a
+    /// candidate's trial blocks carry its own version: they are not served windows unless that
+    /// candidate was served.
+    static func servedWindows(_ o: Outcome) -> [EvaluationWindow] {
+        let everServed = Set(o.changes.compactMap(\.servedVersion))
+        return servedWindows(o.windows, trialEvents: o.trialEvents).filter { w in servedVersion(w).map(everServed.contains) ?? false }
+    }
+
     /// The windows decided wholly by one served model, after that model's trial ended (when the
     /// gateway reported one; otherwise from its promotion, which a whole window implies), in
     /// their order. `servedFrom` (model version → the plant step at which the gateway's status
@@ -356,7 +365,7 @@ enum GeneralizeBench {
                         + (o.promotionSteps.isEmpty ? "" : " (result at plant step \(o.promotionSteps.map(String.init).joined(separator: ", ")))")
                         + (o.lastRefusal.map { "; last refused: \($0)" } ?? "") + ")\(noteSuffix)" : nil))
 
-        let served = servedWindows(o.windows, trialEvents: o.trialEvents)
+        let served = servedWindows(o)
         let worst = served.compactMap(\.vsIncumbentPercent).min()
         out.append(("worst_served_vs_incumbent", worst, "%", .higher,
                     worst == nil ? "not measured: no evaluation window was decided wholly by a served model after its trial\(noteSuffix)" : nil))
