@@ -125,21 +125,14 @@ struct PromotingTrial: Sendable, Equatable {
               let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               o["verdict"] as? String == TrialVerdict.promote.rawValue,
               let reference = o["reference"] as? String else { return nil }
-        let version: Int?
-        if reference == "incumbent" {
-            version = nil
-        } else if reference.hasPrefix("v"), let v = Int(reference.dropFirst()) {
-            version = v
-        } else {
-            return nil
-        }
+        guard let referenceGroup = ModelStore.ControlGroupRecord(name: reference) else { return nil }
         var noise: ControlGroupGuard.PairNoise?
         if let sd = o["sd"] as? Double, let pairs = o["pairs"] as? Int { noise = ControlGroupGuard.PairNoise(standardDeviation: sd, pairs: pairs) }
         var conditions: [String: [Double]] = [:]
         for (name, value) in o["conditions"] as? [String: Any] ?? [:] {
             if let r = value as? [Double], r.count == 2, r[0].isFinite, r[1].isFinite, r[0] <= r[1] { conditions[name] = r }
         }
-        return PromotingTrial(reference: version, adjusted: o["adjusted"] as? Bool ?? false, noise: noise, conditions: conditions)
+        return PromotingTrial(reference: referenceGroup.version, adjusted: o["adjusted"] as? Bool ?? false, noise: noise, conditions: conditions)
     }
 }
 

@@ -155,7 +155,7 @@ extension Gateway {
         }
         let before = served.withLock { $0 }
         let previous = before?.version == version ? nil : before
-        try store.setCurrent(version, reason: reason, controlGroup: previous.map { .version($0.version) } ?? .incumbent)
+        try store.setCurrent(version, reason: reason, controlGroup: ModelStore.ControlGroupRecord(previous?.version))
         install(loaded, previous: previous)
         store.prune(keep: map.learning.keepVersions)
         return version

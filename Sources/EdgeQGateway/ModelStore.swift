@@ -227,6 +227,26 @@ public final class ModelStore: @unchecked Sendable {
         /// A stored model version.
         case version(Int)
 
+        /// `version` N, or the incumbent for nil.
+        public init(_ version: Int?) { self = version.map { .version($0) } ?? .incumbent }
+
+        /// Parses `description` ("incumbent" or "v<N>"); nil for anything else.
+        public init?(name: String) {
+            if name == "incumbent" {
+                self = .incumbent
+            } else if name.hasPrefix("v"), let v = Int(name.dropFirst()) {
+                self = .version(v)
+            } else {
+                return nil
+            }
+        }
+
+        /// The model version, nil for the incumbent.
+        public var version: Int? {
+            if case .version(let v) = self { return v }
+            return nil
+        }
+
         /// "incumbent" or "v<N>".
         public var description: String {
             switch self {
@@ -249,9 +269,8 @@ public final class ModelStore: @unchecked Sendable {
         guard let text = try? String(contentsOf: directory.appendingPathComponent("control-group"), encoding: .utf8) else { return nil }
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard parts.count == 2, let served = Int(parts[0]) else { return nil }
-        if parts[1] == "incumbent" { return (served, .incumbent) }
-        guard parts[1].hasPrefix("v"), let v = Int(parts[1].dropFirst()), v != served else { return nil }
-        return (served, .version(v))
+        guard let group = ControlGroupRecord(name: String(parts[1])), group.version != served else { return nil }
+        return (served, group)
     }
 
     private func writeCurrent(_ version: Int, reason: String, controlGroup: ControlGroupRecord) throws {

@@ -136,7 +136,7 @@ extension Gateway {
         guard let g = d.controlGroup, g.comparedPairs != d.guardRecordedPairs, !g.hasTripped,
               let served = d.engineModel?.version else { return }
         d.guardRecordedPairs = g.comparedPairs
-        var taken = GuardRecord(g, served: served, controlGroup: d.previousModel.map { "v\($0.version)" } ?? "incumbent")
+        var taken = GuardRecord(g, served: served, controlGroup: ModelStore.ControlGroupRecord(d.previousModel?.version).description)
         taken.conditions = provenConditionsRecord(d)
         guardRecordSlot.withLock { $0 = (taken, d.engineGeneration) }
         control.async { self.writeGuardRecord() }
@@ -398,7 +398,7 @@ extension Gateway {
         defer { d.guardRecordedPairs = d.controlGroup?.comparedPairs ?? 0 }
         guard let record = restoredGuard.withLock({ r -> GuardRecord? in defer { r = nil }; return r }),
               var g = d.controlGroup, g.isActive, let served = d.engineModel?.version else { return }
-        let group = d.previousModel.map { "v\($0.version)" } ?? "incumbent"
+        let group = ModelStore.ControlGroupRecord(d.previousModel?.version).description
         if let why = record.mismatch(g, served: served, controlGroup: group) {
             logger.warning("the guard starts afresh: its record from before the restart does not fit (\(why))",
                            metadata: ["model.version": "\(served)", "guard.control_group": "\(group)"])
@@ -562,7 +562,7 @@ extension Gateway {
         publishRetrain(event)
         logger.notice("switchback trial resumed from its record: its pairs before the restart are kept",
                       metadata: ["model.version": "\(candidate.version)", "trial.pairs": "\(pairs)",
-                                 "trial.reference": "\(reference.map { "v\($0)" } ?? "incumbent")"])
+                                 "trial.reference": "\(ModelStore.ControlGroupRecord(reference))"])
     }
 
     /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
@@ -731,7 +731,7 @@ extension Gateway {
             "control_share": .number(map.learning.controlShare), "window_pairs": .number(Double(map.learning.guardPairs)),
             "probation_pairs": .number(Double(map.learning.probationPairs)),
             "trips": .number(Double(metrics.guardTrips.value)), "watching": .bool(notWatching == nil),
-            "control_group": .string(previousController.withLock { $0.map { "v\($0.version)" } ?? "incumbent" }),
+            "control_group": .string(ModelStore.ControlGroupRecord(previousController.withLock { $0?.version }).description),
         ]
         if let notWatching { o["not_watching"] = .string(notWatching) }
         if let s = guardSummary.withLock({ $0 }) {

@@ -39,7 +39,7 @@ struct TrialRecord: DurableJSONRecord {
     /// The record of `trial` of `candidate` against `reference` (allocates: once per block).
     init(_ trial: SwitchbackTrial, candidate: Int, reference: Int?, conditions: [String: [Double]]) {
         self.candidate = candidate
-        self.reference = reference.map { "v\($0)" } ?? "incumbent"
+        self.reference = ModelStore.ControlGroupRecord(reference).description
         seed = String(trial.seed)
         adjusted = trial.adjusted
         settings = String(describing: trial.config)
@@ -62,7 +62,7 @@ struct TrialRecord: DurableJSONRecord {
     /// `config` and `adjusted` (nil: it can).
     func mismatch(candidate: Int, reference: Int?, config: TrialConfig, adjusted: Bool) -> String? {
         if self.candidate != candidate { return "it is of version \(self.candidate)" }
-        let now = reference.map { "v\($0)" } ?? "incumbent"
+        let now = ModelStore.ControlGroupRecord(reference).description
         if self.reference != now { return "it ran against \(self.reference), the controller in charge now is \(now)" }
         if settings != String(describing: config) { return "the mapping's trial settings changed" }
         if self.adjusted != adjusted { return self.adjusted ? "it was adjusted by the exogenous baseline, now it would not be" : "it was not adjusted, now it would be" }
