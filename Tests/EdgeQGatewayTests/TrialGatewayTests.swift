@@ -210,7 +210,7 @@ import Testing
         let h = try GatewayHarness(yaml: yaml, broker: broker) { $0.dataDirectory = first.dir.url.path }
         defer { h.stop() }
         let after = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 21), dynamics: Self.noisyPlant(seed: 22))
-        try after.run(until: { !trialEvents(h, "resumed").isEmpty }, atMost: 10)
+        try after.run(until: { !trialEvents(h, "resumed").isEmpty }, atMost: 60)
         let resumed = try #require(trialEvents(h, "resumed").first, "no resumed event")
         // 7 blocks: 3 complete pairs; the 4th pair's first block runs again.
         #expect(resumed["version"] as? Int == candidate && resumed["pairs"] as? Int == 3 && resumed["reference"] as? String == "incumbent", "\(resumed)")
@@ -491,7 +491,9 @@ import Testing
         let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 3)
         try startTrial(h, candidate)
         let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: RetrainingTests.aOneIsBad)
-        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 20)
+        // The bounds on waiting are wall time on a loaded machine (CI failed once here, stop 35,
+        // with 20 s and 10 s); what is asserted is how many ticks it took.
+        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 90)
         let event = try #require(h.firstGuardEvent(), "the guard did not trip in \(plant.acted.count) ticks of the trial")
         // Deterministic block returns: the first look, at the guard's second pair, decides; in
         // cycles of 4 blocks (one compared pair each) that is well within the trial's 40 pairs.
@@ -503,7 +505,7 @@ import Testing
         #expect(plant.acted.contains(.gateway(0)) && plant.acted.contains(.gateway(1)))
         // The trial's reference was rolled back from: the trial is abandoned, not decided. The
         // decision thread picks the rolled-back-to model up at a tick, so the plant goes on.
-        try plant.run(until: { !trialEvents(h, "abandoned").isEmpty }, atMost: 10)
+        try plant.run(until: { !trialEvents(h, "abandoned").isEmpty }, atMost: 60)
         let abandoned = try #require(trialEvents(h, "abandoned").first)
         #expect(abandoned["version"] as? Int == candidate && (abandoned["reason"] as? String)?.contains("served model changed") == true, "\(abandoned)")
         #expect(trialEvents(h, "verdict").isEmpty)
@@ -539,7 +541,7 @@ import Testing
         let trialPairs = try #require(file["pairs"] as? Int)
         #expect(sd > 0 && trialPairs >= 4, "\(file)")
 
-        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 20)
+        try plant.run(until: { h.firstGuardEvent() != nil }, atMost: 90)
         let event = try #require(h.firstGuardEvent(), "the guard did not trip in \(plant.acted.count) ticks")
         #expect(event["pairs"] as? Int == 2, "the guard tripped at pair \(event["pairs"] ?? "?"), not at its 2nd: \(event)")
         #expect(event["verdict"] as? String == "fallback_to_shadow" && event["from"] as? Int == candidate, "\(event)")
