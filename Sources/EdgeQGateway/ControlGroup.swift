@@ -99,22 +99,8 @@ public struct ControlGroupGuard: Sendable {
         }
     }
 
-    /// The noise of the pair differences as a switchback trial measured it: the sample
-    /// variance of its decided pair differences and the degrees of freedom behind it (pairs − 1).
-    public struct PairNoise: Sendable, Equatable {
-        /// Sample variance of the trial's pair differences (> 0).
-        public var variance: Double
-        /// Its degrees of freedom (the trial's pairs − 1, ≥ 1).
-        public var degreesOfFreedom: Int
-
-        /// The trial's figures, or nil when they estimate nothing (fewer than two pairs, or a
-        /// standard deviation that is not positive and finite).
-        public init?(standardDeviation: Double, pairs: Int) {
-            guard pairs >= 2, standardDeviation.isFinite, standardDeviation > 0 else { return nil }
-            variance = standardDeviation * standardDeviation
-            degreesOfFreedom = pairs - 1
-        }
-    }
+    /// The noise of the pair differences as a switchback trial measured it (`EdgeQGateway.PairNoise`).
+    public typealias PairNoise = EdgeQGateway.PairNoise
 
     /// The settings it runs with.
     public let settings: Settings

@@ -29,6 +29,8 @@ struct DecisionState {
     var trialCandidate: ServedModel?
     var trialEngine: QEngine?
     var trialReference: ServedModel?
+    /// The earlier trial's noise the running trial's early stop pools (for its record).
+    var trialNoise: EarlierTrialNoise?
     /// The candidate's exogenous baseline, run every tick of its trial (nil: the trial is not
     /// adjusted); set up when the trial starts, so a tick allocates nothing for it.
     var trialBaseline: BaselineEvaluator?

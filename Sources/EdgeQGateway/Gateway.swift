@@ -105,6 +105,27 @@ final class ServedModel: Sendable {
     }
 }
 
+/// An earlier trial's estimate of the pairs' noise, for a new trial's early stop
+/// (`SwitchbackTrial`, "Early stop"): the newest decided trial on this device with the same
+/// blocks and adjustment and at least `min_pairs` pairs (`Gateway.earlierTrialNoise`).
+struct EarlierTrialNoise: Sendable, Equatable, Codable {
+    /// The version whose trial measured it.
+    var version: Int
+    /// That trial's standard deviation of a pair difference.
+    var sd: Double
+    /// That trial's scored pairs.
+    var pairs: Int
+
+    /// As `SwitchbackTrial` pools it (nil when it estimates nothing).
+    var noise: PairNoise? { PairNoise(standardDeviation: sd, pairs: pairs) }
+
+    /// `{"version": "vN", "sd", "pairs"}` for events, `trial.json` and the status, or null.
+    static func json(_ e: EarlierTrialNoise?) -> JSONValue {
+        guard let e else { return .null }
+        return .object(["version": .string("v\(e.version)"), "sd": .number(e.sd), "pairs": .number(Double(e.pairs))])
+    }
+}
+
 /// What the control-group guard takes from the trial that promoted a model (`trial.json`).
 struct PromotingTrial: Sendable, Equatable {
     /// The trial's reference: nil for the incumbent, else its version.
@@ -203,6 +224,9 @@ public final class Gateway: Sendable {
     let waitingCandidate = Mutex<ServedModel?>(nil)
     /// The candidate on trial, handed to the decision thread (picked up when the generation moves).
     let candidateSlot = Mutex<ServedModel?>(nil)
+    /// The earlier trial's noise its trial's early stop may borrow, set with `candidateSlot`
+    /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; found nil: none).
+    let candidateNoise = Mutex<(adjusted: Bool, found: EarlierTrialNoise?)?>(nil)
     let candidateGeneration = Atomic<Int>(0)
     /// The controller before the served model (the guard's control group; nil: the incumbent).
     let previousController = Mutex<ServedModel?>(nil)

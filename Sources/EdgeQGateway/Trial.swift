@@ -57,6 +57,23 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
     public var description: String { message }
 }
 
+/// The noise of the pair differences as a switchback trial measured it: the sample
+/// variance of its decided pair differences and the degrees of freedom behind it (pairs − 1).
+public struct PairNoise: Sendable, Equatable {
+    /// Sample variance of the trial's pair differences (> 0).
+    public var variance: Double
+    /// Its degrees of freedom (the trial's pairs − 1, ≥ 1).
+    public var degreesOfFreedom: Int
+
+    /// The trial's figures, or nil when they estimate nothing (fewer than two pairs, or a
+    /// standard deviation that is not positive and finite).
+    public init?(standardDeviation: Double, pairs: Int) {
+        guard pairs >= 2, standardDeviation.isFinite, standardDeviation > 0 else { return nil }
+        variance = standardDeviation * standardDeviation
+        degreesOfFreedom = pairs - 1
+    }
+}
+
 /// A switchback trial between a candidate and a reference controller.
 ///
 /// **Design.** Time is cut into blocks: `TrialConfig.block` ticks on a continuing plant, or one
@@ -83,6 +100,18 @@ public struct TrialSettingsError: Error, Sendable, Equatable, CustomStringConver
 ///   (with the margin: d′ not above f). Like reject, a stop that only loses a candidate, so it
 ///   uses the stop's bound (below);
 /// - budget exhausted after `maxPairs` pairs (void ones included) or `maxTicks` ticks.
+///
+/// **Early stop.** Before `minPairs` pairs the trial's own spread says too little to stop
+/// anything. Given an earlier trial's estimate of the pairs' noise on this plant (`PairNoise`:
+/// its variance s²ₑ on kₑ degrees of freedom, the same blocks and adjustment), it also looks
+/// after each pair n = 1 … `minPairs` − 1, pooling that estimate with its own pairs'
+/// (s² = (kₑ·s²ₑ + (n − 1)·s²ₙ) / (kₑ + n − 1), kₑ + n − 1 degrees of freedom), and rejects
+/// when mean(d′) + t·s/√n < 0 with t at the level of a corrected look before the last (as rare
+/// for a candidate as good as the reference as a false promotion at one look). Only a
+/// clearly worse candidate stops there — one the plant would otherwise run for `minPairs`
+/// blocks; on the thermal zone that is 12 days of a candidate that may cost several times
+/// the reference. It never promotes (the promotion's looks use the trial's own pairs only)
+/// and adds nothing from `minPairs` on.
 ///
 /// By the union bound over the looks (their levels add up to α), a candidate that is not
 /// better (not within the margin) is promoted with probability at most α, and one that is is
@@ -145,6 +174,11 @@ public struct SwitchbackTrial: Sendable {
     /// The seed of the pairs' order: a trial with the same config and seed runs its arms in
     /// the same order.
     public let seed: UInt64
+    /// An earlier trial's estimate of the pairs' noise, for the early stop (nil: no early stop).
+    public let borrowedNoise: PairNoise?
+    /// The early stop's t quantiles for n = 1 ..< minPairs pairs (empty without `borrowedNoise`):
+    /// the level of a corrected look before the last, on kₑ + n − 1 degrees of freedom.
+    private let earlyQuantiles: [Double]
 
     /// A trial with `config`; `seed` draws the order of every pair.
     ///
@@ -159,11 +193,16 @@ public struct SwitchbackTrial: Sendable {
     ///   below the block, confidence outside (0.5, 1), margin outside [0, 1), min_pairs < 2,
     ///   max_pairs < min_pairs, last_look outside (0, 1), futility outside (0, 1), max_ticks < 1): give values the
     ///   mapping loader accepts.
-    public init(config: TrialConfig, seed: UInt64, adjusted: Bool = false) throws(TrialSettingsError) {
+    ///
+    /// With `noise`, an earlier trial's estimate of the pairs' noise (with the same blocks and
+    /// adjustment), a clearly worse candidate can be stopped before `minPairs` pairs (the
+    /// type's comment, "Early stop").
+    public init(config: TrialConfig, seed: UInt64, adjusted: Bool = false, noise: PairNoise? = nil) throws(TrialSettingsError) {
         try Self.validate(config)
         self.config = config
         self.adjusted = adjusted
         self.seed = seed
+        borrowedNoise = noise
         rng = SeededGenerator(seed: seed)
         clock = BlockClock(block: config.block, burnIn: config.burnIn)
         let (interim, last) = Self.levels(config)
@@ -172,6 +211,9 @@ public struct SwitchbackTrial: Sendable {
         stopQuantiles = config.stopConfidence.map { c in
             (config.minPairs...config.maxPairs).map { StudentT.quantile(c, degreesOfFreedom: Double($0 - 1)) }
         }
+        earlyQuantiles = noise.map { e in
+            (1..<config.minPairs).map { StudentT.quantile(1 - interim, degreesOfFreedom: Double(e.degreesOfFreedom + $0 - 1)) }
+        } ?? []
         first = rng.next() & 1 == 0 ? .candidate : .reference
         blocks.reserveCapacity(2 * config.maxPairs)
     }
@@ -384,8 +426,21 @@ public struct SwitchbackTrial: Sendable {
         return (completedPairs >= config.maxPairs ? lastQuantiles : quantiles)[n - config.minPairs]
     }
 
+    /// The early stop's upper bound on mean(d′) after n < `minPairs` scored pairs, with the
+    /// borrowed noise pooled (nil without it, before the first pair, or from `minPairs` on).
+    private var earlyStopBound: Double? {
+        let n = dMargin.count
+        guard let e = borrowedNoise, n >= 1, n < config.minPairs else { return nil }
+        let k = Double(e.degreesOfFreedom)
+        let pooled = (k * e.variance + dMargin.sumOfSquares) / (k + Double(n - 1))
+        return dMargin.mean + earlyQuantiles[n - 1] * (pooled / Double(n)).squareRoot()
+    }
+
     private func decide() -> TrialVerdict? {
-        guard let t = currentQuantile else { return nil }
+        guard let t = currentQuantile else {
+            if let bound = earlyStopBound, bound < 0 { return .reject }
+            return nil
+        }
         let se = dMargin.standardDeviation / Double(dMargin.count).squareRoot()
         if dMargin.mean - t * se > 0 { return .promote }
         // A stop needs no correction for repeated looks (it can only lose a candidate), unless
@@ -408,7 +463,9 @@ public struct SwitchbackTrial: Sendable {
         s.futility = config.futility
         s.adjusted = adjusted
         s.seed = seed
+        s.borrowedNoise = borrowedNoise
         guard n > 0 else { return s }
+        s.earlyStopUpperBound = earlyStopBound
         s.meanDifference = dDecided.mean
         s.rawMeanDifference = d.mean
         if n >= 2 { s.standardDeviation = dDecided.standardDeviation }
@@ -489,6 +546,12 @@ public struct TrialSummary: Sendable, Equatable {
     /// mean of d′ − futility·|reference return| (d′ the margin-shifted difference); below 0, the
     /// trial stopped as futile. Nil without a futility share or before `minPairs` pairs.
     public var futilityUpperBound: Double?
+    /// The earlier trial's noise the early stop pools (nil: no early stop).
+    public var borrowedNoise: PairNoise?
+    /// The early stop's upper bound on the mean (margin-shifted) difference after fewer than
+    /// `minPairs` pairs (nil without borrowed noise, before a pair or from `minPairs` on): below
+    /// 0, the candidate was rejected early.
+    public var earlyStopUpperBound: Double?
     /// The candidate's mean block return over scored pairs.
     public var meanCandidate: Double?
     /// The reference's mean block return over scored pairs.
@@ -581,6 +644,9 @@ struct RunningMoments: Sendable {
         mean += delta / Double(count)
         m2 += delta * (x - mean)
     }
+
+    /// The sum of squared deviations from the mean (0 below two values).
+    var sumOfSquares: Double { max(0, m2) }
 
     /// Sample standard deviation (n − 1); 0 below two values.
     var standardDeviation: Double { count > 1 ? (max(0, m2) / Double(count - 1)).squareRoot() : 0 }

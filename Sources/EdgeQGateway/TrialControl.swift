@@ -107,19 +107,24 @@ extension Gateway {
             guard let event = event ?? nil, let trial = d.trial, let candidate = d.trialCandidate else { return }
             let summary = trial.summary
             let reference = d.trialReference?.version
+            let noise = d.trialNoise
             switch event {
             case .switched, .continued:
-                let record = TrialRecord(trial, candidate: candidate.version, reference: reference, conditions: trialConditions(d))
+                let record = TrialRecord(trial, candidate: candidate.version, reference: reference, conditions: trialConditions(d), noise: noise)
                 trialRecordSlot.withLock { $0 = record }
                 control.async {
-                    self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary)
+                    self.trialProgress(candidate: candidate, reference: reference, arm: trial.arm, summary, noise: noise)
                     self.writeTrialRecord()
                 }
             case .verdict(let v):
                 let conditions = trialConditions(d)
                 endTrial(&d)
-                control.async { self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: nil,
-                                                 conditions: conditions) }
+                control.async {
+                    let early = v == .reject && summary.pairs < self.map.learning.trial.minPairs
+                    let reason = early ? Self.earlyStopReason(summary, noise: noise) : nil
+                    self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: reason,
+                                     conditions: conditions, noise: noise)
+                }
             }
         case .guarded(let arm):
             guard d.controlGroup != nil else { return }
@@ -293,6 +298,7 @@ extension Gateway {
         d.trialEngine = nil
         d.trialReference = nil
         d.trialBaseline = nil
+        d.trialNoise = nil
         metrics.trialActive.set(0)
     }
 
@@ -334,18 +340,23 @@ extension Gateway {
         if let running = d.trialCandidate, let trial = d.trial {
             let summary = trial.summary
             let reference = d.trialReference?.version
+            let noise = d.trialNoise
             control.async { self.finishTrial(candidate: running, reference: reference, verdict: "abandoned", summary: summary,
-                                             reason: "a newer candidate replaced it") }
+                                             reason: "a newer candidate replaced it", noise: noise) }
         }
         endTrial(&d)
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
         let baseline = baselineUse(candidate).evaluator
         let resuming = resumingTrial.withLock { r -> TrialRecord? in defer { r = nil }; return r }
+        // The earlier trial's noise, when it was measured with the blocks and adjustment this
+        // trial runs with (`earlierTrialNoise` found it for the adjustment the candidate's
+        // baseline gives; checked again here, where that is decided).
+        var noise = candidateNoise.withLock { $0 }.flatMap { $0.adjusted == (baseline != nil) ? $0.found : nil }
         var resumedPairs: Int?
         do {
             d.trial = try SwitchbackTrial(config: map.learning.trial,
                                           seed: GatewaySeeds.trial(seed, candidate: candidate.version, reference: d.engineModel?.version),
-                                          adjusted: baseline != nil)
+                                          adjusted: baseline != nil, noise: noise?.noise)
             // After a restart: the trial that ran goes on from its blocks, with its own seed (the
             // order it drew), when it fits; else it starts afresh and the log says why.
             if let r = resuming {
@@ -353,9 +364,11 @@ extension Gateway {
                     logger.warning("the switchback trial starts afresh: its record from before the restart does not fit (\(why))",
                                    metadata: ["model.version": "\(candidate.version)"])
                 } else if let s = UInt64(r.seed), let blocks = r.trialBlocks {
-                    var t = try SwitchbackTrial(config: map.learning.trial, seed: s, adjusted: baseline != nil)
+                    // It pools the noise it pooled before the restart (none in an older record).
+                    var t = try SwitchbackTrial(config: map.learning.trial, seed: s, adjusted: baseline != nil, noise: r.noise?.noise)
                     if let n = t.resume(blocks: blocks) {
                         d.trial = t
+                        noise = r.noise
                         resumedPairs = n
                     } else {
                         logger.warning("the switchback trial starts afresh: its blocks from before the restart do not replay",
@@ -378,12 +391,13 @@ extension Gateway {
             }
         }
         if let n = resumedPairs, let t = d.trial {
-            let summary = t.summary, reference = d.engineModel?.version
-            control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary) }
+            let summary = t.summary, reference = d.engineModel?.version, resumedNoise = noise
+            control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary, noise: resumedNoise) }
         }
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
         d.trialBaseline = baseline
+        d.trialNoise = noise
         // The guard's blocks and the trial's line up from here (its compared pair, if one is
         // running, finishes first, and the trial's first block starts where it ends).
         d.controlGroup?.restartUncomparedBlock()
@@ -458,9 +472,10 @@ extension Gateway {
         if let running = d.trialCandidate, let trial = d.trial, d.trialReference?.version != d.engineModel?.version {
             let summary = trial.summary
             let reference = d.trialReference?.version
+            let noise = d.trialNoise
             endTrial(&d)
             control.async { self.finishTrial(candidate: running, reference: reference, verdict: "abandoned", summary: summary,
-                                             reason: "the served model changed during the trial") }
+                                             reason: "the served model changed during the trial", noise: noise) }
         }
         d.openRole = nil
     }
@@ -494,6 +509,9 @@ extension Gateway {
     func beginTrial(_ m: ServedModel) {
         let version = m.version
         trialRunning.store(true, ordering: .relaxed)
+        let adjusted = baselineUse(m).evaluator != nil
+        let found = earlierTrialNoise(candidate: version, adjusted: adjusted)
+        candidateNoise.withLock { $0 = (adjusted, found) }
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
@@ -505,6 +523,53 @@ extension Gateway {
                                                              "trial.waiting_for_control": "\(mode != .control)"])
         // The status shows the trial at once (`trial_running`), not at the next periodic one.
         publishStatus()
+    }
+
+    /// Control queue: the newest earlier trial on this device (by version, newest first, the
+    /// candidate's own left out) whose `trial.json` says it ran with the blocks and burn-in the
+    /// mapping gives now, with the adjustment `adjusted`, over at least `min_pairs` scored pairs
+    /// with a positive spread: its estimate of the pairs' noise, for the new trial's early stop.
+    /// Any verdict counts (the noise of a pair is the plant's, whichever controller won);
+    /// nil when there is none (a first trial, a file written before the fields existed).
+    func earlierTrialNoise(candidate: Int, adjusted: Bool) -> EarlierTrialNoise? {
+        let c = map.learning.trial
+        for v in store.versions().sorted(by: >) where v != candidate {
+            guard let data = try? Data(contentsOf: store.trialURL(v)),
+                  let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  Self.trialBlockJSON(c) == TrialBlockFields(o),
+                  o["adjusted"] as? Bool == adjusted,
+                  let pairs = o["pairs"] as? Int, pairs >= c.minPairs,
+                  let sd = o["sd"] as? Double, PairNoise(standardDeviation: sd, pairs: pairs) != nil else { continue }
+            return EarlierTrialNoise(version: v, sd: sd, pairs: pairs)
+        }
+        return nil
+    }
+
+    /// A trial's blocks as `trial.json` records them (`block`: ticks or "episode", `burn_in`).
+    struct TrialBlockFields: Equatable {
+        /// The block's ticks (decimal) or "episode".
+        var block: String
+        var burnIn: Int
+
+        init(block: String, burnIn: Int) {
+            self.block = block
+            self.burnIn = burnIn
+        }
+
+        /// The fields of a `trial.json` (nil when it has none: written before they existed).
+        init?(_ o: [String: Any]) {
+            guard let burnIn = o["burn_in"] as? Int else { return nil }
+            if let n = o["block"] as? Int { block = String(n) } else if let e = o["block"] as? String, e == "episode" { block = e } else { return nil }
+            self.burnIn = burnIn
+        }
+    }
+
+    /// The mapping's trial blocks as `trial.json` records them.
+    static func trialBlockJSON(_ c: TrialConfig) -> TrialBlockFields {
+        switch c.block {
+        case .ticks(let n): return TrialBlockFields(block: String(n), burnIn: c.burnIn)
+        case .episode: return TrialBlockFields(block: "episode", burnIn: 0)
+        }
     }
 
     /// Control queue, after a block of the trial ended: the newest record handed over (none when
@@ -555,8 +620,8 @@ extension Gateway {
     }
 
     /// Control queue: a trial went on after a restart from `pairs` pairs of its record.
-    func trialResumed(candidate: ServedModel, reference: Int?, pairs: Int, _ s: TrialSummary) {
-        var event = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: nil)
+    func trialResumed(candidate: ServedModel, reference: Int?, pairs: Int, _ s: TrialSummary, noise: EarlierTrialNoise?) {
+        var event = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: nil, noise: noise)
         event["phase"] = .string("trial")
         event["event"] = .string("resumed")
         publishRetrain(event)
@@ -566,8 +631,8 @@ extension Gateway {
     }
 
     /// A block of the trial ended: progress on `<prefix>/retrain` and in the status.
-    func trialProgress(candidate: ServedModel, reference: Int?, arm: TrialArm, _ s: TrialSummary) {
-        let o = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: arm)
+    func trialProgress(candidate: ServedModel, reference: Int?, arm: TrialArm, _ s: TrialSummary, noise: EarlierTrialNoise?) {
+        let o = trialJSON(candidate: candidate, reference: reference, verdict: nil, summary: s, reason: nil, next: arm, noise: noise)
         trialStatus.withLock { $0 = o }
         metrics.trialPairs.set(Double(s.pairs))
         metrics.trialMeanDifference.set(s.meanDifference ?? 0)
@@ -580,14 +645,14 @@ extension Gateway {
     /// The trial is decided (or abandoned): write the verdict beside the model (`trial.json`,
     /// `edgeq models show`), count it, publish it, and promote the candidate when it won.
     func finishTrial(candidate: ServedModel, reference: Int?, verdict: String, summary s: TrialSummary, reason: String?,
-                     conditions: [String: [Double]]? = nil) {
+                     conditions: [String: [Double]]? = nil, noise: EarlierTrialNoise?) {
         if candidateSlot.withLock({ $0?.version == candidate.version }) {
             candidateSlot.withLock { $0 = nil }
             trialRunning.store(false, ordering: .relaxed)
         }
         // The trial is over: nothing to resume after a restart.
         try? FileManager.default.removeItem(at: store.runningTrialURL(candidate.version))
-        var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil)
+        var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil, noise: noise)
         if let conditions {
             // The range of each exogenous signal over the trial: where the candidate was seen.
             o["conditions"] = .object(conditions.mapValues { .array($0.map { .number($0) }) })
@@ -630,7 +695,17 @@ extension Gateway {
         publishStatus()
     }
 
-    func trialJSON(candidate m: ServedModel, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?) -> [String: JSONValue] {
+    /// Why a candidate was rejected before `min_pairs` pairs (`SwitchbackTrial`, "Early stop").
+    static func earlyStopReason(_ s: TrialSummary, noise: EarlierTrialNoise?) -> String {
+        let from = noise.map { String(format: "v%d's trial (sd %.4g over %d pairs)", $0.version, $0.sd, $0.pairs) } ?? "an earlier trial"
+        return String(format: "early stop: clearly worse after %d pair%@ (mean difference %.4g per block; upper bound %.4g with the noise of %@)",
+                      s.pairs, s.pairs == 1 ? "" : "s", s.meanDifference ?? 0, s.earlyStopUpperBound ?? 0, from)
+    }
+
+    /// The trial's figures as `trial.json`, its events and the status carry them; `noise`: the
+    /// earlier trial's noise its early stop pools (`noise_from_trial`, null without).
+    func trialJSON(candidate m: ServedModel, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?,
+                   noise: EarlierTrialNoise?) -> [String: JSONValue] {
         func num(_ v: Double?) -> JSONValue { v.flatMap { $0.isFinite ? JSONValue.number($0) : nil } ?? .null }
         let candidate = m.version
         var adjustment: [String: JSONValue] = [:]
@@ -658,7 +733,11 @@ extension Gateway {
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
             // The block order's seed: 64 bits, a decimal string (a JSON number is exact to 2⁵³).
             "seed": .string(String(s.seed)), "gateway_seed": .number(Double(seed)),
+            "early_stop_high": num(s.earlyStopUpperBound), "noise_from_trial": EarlierTrialNoise.json(noise),
         ]
+        let blocks = Self.trialBlockJSON(map.learning.trial)
+        o["block"] = Int(blocks.block).map { .number(Double($0)) } ?? .string(blocks.block)
+        o["burn_in"] = .number(Double(blocks.burnIn))
         if let reason { o["reason"] = .string(reason) }
         if let next { o["next_arm"] = .string(next.rawValue) }
         return o

@@ -35,9 +35,12 @@ struct TrialRecord: DurableJSONRecord {
     var conditions: [String: [Double]]
     /// When it was written (Unix seconds).
     var time: Double
+    /// The earlier trial's noise its early stop pools (nil: none; absent in a record written
+    /// before the early stop existed). A resumed trial pools the same.
+    var noise: EarlierTrialNoise?
 
     /// The record of `trial` of `candidate` against `reference` (allocates: once per block).
-    init(_ trial: SwitchbackTrial, candidate: Int, reference: Int?, conditions: [String: [Double]]) {
+    init(_ trial: SwitchbackTrial, candidate: Int, reference: Int?, conditions: [String: [Double]], noise: EarlierTrialNoise?) {
         self.candidate = candidate
         self.reference = ModelStore.ControlGroupRecord(reference).description
         seed = String(trial.seed)
@@ -46,6 +49,7 @@ struct TrialRecord: DurableJSONRecord {
         blocks = trial.blocks.map { Block(arm: $0.arm.rawValue, value: $0.value, baseline: $0.baseline, ticks: $0.ticks, skipped: $0.skippedTicks) }
         self.conditions = conditions
         time = Date().timeIntervalSince1970
+        self.noise = noise
     }
 
     /// The blocks as the trial replays them (nil when an arm is not one).

@@ -170,6 +170,11 @@ struct ModelsCommand: ParsableCommand {
                 lines.append("           sd of a pair difference \(num("sd"))"
                              + (t["verdict"] as? String == "promote" ? " (the control-group guard borrows it while this model serves against \(t["reference"] as? String ?? "?"))" : ""))
             }
+            if let n = t["noise_from_trial"] as? [String: Any], let sd = n["sd"] as? NSNumber {
+                lines.append("           early stop with the noise of \(n["version"] as? String ?? "?")'s trial (sd \(String(format: "%.4g", sd.doubleValue)) over "
+                             + "\((n["pairs"] as? Int).map(String.init) ?? "?") pairs): a clearly worse candidate is rejected before min_pairs"
+                             + (t["early_stop_high"] is NSNumber ? " (bound \(num("early_stop_high")))" : ""))
+            }
             if let note = (t["adjustment"] as? [String: Any])?["note"] as? String { lines.append("           \(note)") }
             if let c = t["conditions"] as? [String: Any], !c.isEmpty {
                 let ranges = c.keys.sorted().compactMap { k -> String? in

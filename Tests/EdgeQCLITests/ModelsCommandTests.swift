@@ -93,6 +93,16 @@ import Testing
             {"version":2,"reference":"v1","verdict":"futile","pairs":4,"ticks":4000,"confidence":0.95,"mean_difference":0,
              "ci_low":0,"ci_high":0,"futility":0.01,"futility_high":-5,"candidate_mean":500,"reference_mean":500,"cost":0,"cost_share":0}
             """#.utf8).write(to: store.trialURL(2))
+        try Data(#"""
+            {"version":1,"reference":"incumbent","verdict":"reject","pairs":1,"ticks":864,"confidence":0.95,"mean_difference":-48,
+             "reason":"early stop: clearly worse after 1 pair","early_stop_high":-20.5,"noise_from_trial":{"version":"v7","sd":8.7,"pairs":30},
+             "candidate_mean":-57,"reference_mean":-9,"cost":48,"cost_share":2.67}
+            """#.utf8).write(to: store.trialURL(1))
+        let early = try EdgeQBinary.run(["models", "show", "1", "--data", data.path])
+        #expect(early.code == 0, "\(early.stderr)")
+        #expect(early.stdout.contains("trial      reject against incumbent: early stop: clearly worse after 1 pair"), "\(early.stdout)")
+        #expect(early.stdout.contains("early stop with the noise of v7's trial (sd 8.7 over 30 pairs): a clearly worse candidate is rejected before min_pairs (bound -20.5)"),
+                "\(early.stdout)")
         let futile = try EdgeQBinary.run(["models", "show", "2", "--data", data.path])
         #expect(futile.code == 0, "\(futile.stderr)")
         #expect(futile.stdout.contains("trial      futile against v1"), "\(futile.stdout)")

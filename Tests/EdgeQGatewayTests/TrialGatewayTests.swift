@@ -107,6 +107,48 @@ import Testing
         #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
     }
 
+    /// A second trial borrows the first's estimate of the pairs' noise (its `sd` over its pairs
+    /// in `trial.json`, same blocks, no adjustment): a candidate clearly worse than the incumbent
+    /// (a1, −3.5 a tick) is rejected at its first pair, not at `min_pairs` (4); its verdict,
+    /// `trial.json` and progress name the trial the noise came from, and the reason says "early
+    /// stop". The first trial (a candidate that plays the incumbent's a0) ran 4–6 pairs.
+    @Test func aSecondTrialBorrowsTheFirstsNoiseAndStopsAClearlyWorseCandidateAtItsFirstPair() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6}, control_share: 0}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.noisyPlant(seed: 31))
+        let equal = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        try startTrial(h, equal)
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let first = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(first["verdict"] as? String != "promote" && (4...6).contains(first["pairs"] as? Int ?? 0), "\(first)")
+        #expect(first["noise_from_trial"] is NSNull, "a first trial has no earlier one: \(first)")
+        let sd = try #require(first["sd"] as? Double, "\(first)")
+        let pairs = try #require(first["pairs"] as? Int)
+        #expect(try trialFile(h, equal)["block"] as? Int == 4 && trialFile(h, equal)["burn_in"] as? Int == 0)
+
+        let worse = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, worse)
+        let ticksBefore = plant.acted.count
+        try plant.run(until: { trialEvents(h, "verdict").count == 2 })
+        let verdict = try #require(trialEvents(h, "verdict").dropFirst().first, "no verdict in \(plant.acted.count - ticksBefore) ticks")
+        #expect(verdict["version"] as? Int == worse && verdict["verdict"] as? String == "reject" && verdict["pairs"] as? Int == 1, "\(verdict)")
+        #expect(verdict["ticks"] as? Int == 8, "one pair of 4-tick blocks: \(verdict)")
+        #expect((verdict["reason"] as? String)?.hasPrefix("early stop") == true, "\(verdict)")
+        let borrowed = try #require(verdict["noise_from_trial"] as? [String: Any], "\(verdict)")
+        #expect(borrowed["version"] as? String == "v\(equal)" && borrowed["pairs"] as? Int == pairs, "\(borrowed)")
+        #expect(abs((borrowed["sd"] as? Double ?? 0) - sd) <= 1e-9 * sd, "\(borrowed) against the first trial's sd \(sd)")
+        #expect((verdict["early_stop_high"] as? Double ?? 0) < 0, "\(verdict)")
+        let progress = try #require(trialEvents(h, "progress").last { $0["version"] as? Int == worse }, "no progress event of the second trial")
+        #expect((progress["noise_from_trial"] as? [String: Any])?["version"] as? String == "v\(equal)", "\(progress)")
+        let file = try trialFile(h, worse)
+        #expect(file["verdict"] as? String == "reject" && (file["noise_from_trial"] as? [String: Any])?["version"] as? String == "v\(equal)", "\(file)")
+        #expect(h.gateway.servedVersion == nil)
+    }
+
     /// The trial records the range of each exogenous signal it saw (`trial.json` `conditions`);
     /// once its candidate serves, a value beyond that range (by more than a tenth of it) is a
     /// novel condition: one `guard_watch` event, the range grows to it, and the control-group

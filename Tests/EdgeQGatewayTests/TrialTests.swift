@@ -355,6 +355,67 @@ import Testing
         }
     }
 
+    /// With an earlier trial's noise (sd 4 over 20 pairs: 8 scored ticks of noise 1 per block,
+    /// two blocks a pair) the same clearly worse candidate is rejected at its first pair — on
+    /// the bound the type's comment gives, checked against an independent t — where on its own
+    /// pairs it cannot be stopped before `minPairs` (4). The mapping's defaults (stop 0.9,
+    /// futility 0.01).
+    @Test func anEarlierTrialsNoiseStopsAClearlyWorseCandidateAtItsFirstPair() throws {
+        let config = Self.config(stop: 0.9, futility: 0.01)
+        let noise = try #require(PairNoise(standardDeviation: 4, pairs: 20))
+        let (interim, _) = SwitchbackTrial.levels(config)
+        let t = StudentT.quantile(1 - interim, degreesOfFreedom: 19)
+        for seed in 0..<20 {
+            func run(_ noise: PairNoise?) throws -> (TrialVerdict?, TrialSummary, [Double]) {
+                var trial = try SwitchbackTrial(config: config, seed: UInt64(seed), noise: noise)
+                var rng = SeededGenerator(seed: 1_900 + UInt64(seed))
+                var firstDifference: [Double] = []
+                let v = Self.run(&trial, rng: &rng, afterPair: { s in
+                    if s.pairs == 1 { firstDifference.append(s.meanDifference ?? .nan) }
+                }) { arm, _, rng in (arm == .candidate ? 6 : 10) + rng.nextGaussian() }
+                return (v, trial.summary, firstDifference)
+            }
+            let (early, s, _) = try run(noise)
+            #expect(early == .reject && s.pairs == 1, "seed \(seed): \(String(describing: early)) after \(s.pairs) pairs")
+            #expect(s.borrowedNoise == noise)
+            let d = try #require(s.meanDifference)
+            let bound = try #require(s.earlyStopUpperBound)
+            #expect(abs(bound - (d + t * 4)) < 1e-9 && bound < 0, "seed \(seed): bound \(bound), d \(d)")
+            #expect(s.interval == nil, "no look of its own before min_pairs")
+            let (own, o, first) = try run(nil)
+            #expect(own == .reject && o.pairs >= 4, "seed \(seed), own pairs: \(String(describing: own)) after \(o.pairs) pairs")
+            #expect(o.earlyStopUpperBound == nil && o.borrowedNoise == nil)
+            #expect(first.count == 1 && abs(first[0] - d) < 1e-9, "the same first pair with and without the noise")
+        }
+    }
+
+    /// The early stop keeps a candidate as good as the reference: with a noise estimate drawn
+    /// from an earlier trial of 10 pairs of the same plant, at most the levels of its looks
+    /// (three looks before min_pairs 4, each at the level of a corrected look, ~0.1 %) of 2,000
+    /// equal candidates are rejected early; a candidate better by one sd never is; and it never
+    /// promotes before min_pairs.
+    @Test func theEarlyStopRarelyLosesAnEqualCandidateAndNeverPromotes() throws {
+        let config = Self.config(stop: 0.9, futility: 0.01)
+        let (interim, _) = SwitchbackTrial.levels(config)
+        var early = 0, betterLost = 0
+        let runs = 2_000
+        for seed in 0..<runs {
+            var rng = SeededGenerator(seed: 80_000 + UInt64(seed))
+            var earlier = RunningMoments()
+            for _ in 0..<10 { earlier.add(rng.nextGaussian() * 4) }
+            let noise = try #require(PairNoise(standardDeviation: earlier.standardDeviation, pairs: 10))
+            for advantage in [0.0, 0.5] {
+                var trial = try SwitchbackTrial(config: config, seed: UInt64(seed), noise: noise)
+                // Per tick noise 1, 8 scored ticks a block: a pair difference of sd 4; 0.5 a tick is 4 a block.
+                let v = Self.run(&trial, rng: &rng, tickLimit: 3 * 20) { arm, _, rng in (arm == .candidate ? advantage : 0) + rng.nextGaussian() }
+                #expect(v == nil || v == .reject, "seed \(seed): \(String(describing: v)) before min_pairs")
+                if v == .reject { if advantage == 0 { early += 1 } else { betterLost += 1 } }
+            }
+        }
+        #expect(Double(early) <= 3 * interim * Double(runs) * 2 + 2, "\(early) of \(runs) equal candidates rejected early (3 looks at \(interim))")
+        #expect(betterLost == 0, "\(betterLost) of \(runs) better candidates rejected early")
+    }
+
     /// (d) With a margin the operator asks "not worse than 5 % of the reference": a candidate
     /// 3 % worse is promoted; without the margin the same candidate is rejected; a candidate
     /// 10 % worse is rejected even with the margin.
@@ -494,6 +555,30 @@ import Testing
         #expect(trial.config.block == .ticks(96) && trial.summary.pairs == 0)
         let g = try ControlGroupGuard(settings: .init(learning: map.learning), seed: 1)
         #expect(g.isActive && g.effectiveShare == 0.1)
+    }
+
+    /// A running trial's record keeps the earlier trial's noise its early stop pools, so that a
+    /// restart resumes the trial with the same stop: written and read back, the noise is the
+    /// same; a record written before the field existed reads back without one.
+    @Test func theTrialsRecordKeepsTheNoiseItsEarlyStopPools() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-trial-record-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let earlier = EarlierTrialNoise(version: 3, sd: 2.5, pairs: 12)
+        var trial = try SwitchbackTrial(config: Self.config(), seed: 5, noise: earlier.noise)
+        var rng = SeededGenerator(seed: 6)
+        for _ in 0..<25 { _ = trial.record(reward: rng.nextGaussian(), arm: trial.arm, episodeEnded: false) }
+        let record = TrialRecord(trial, candidate: 4, reference: nil, conditions: [:], noise: earlier)
+        let url = dir.appendingPathComponent("trial-running.json")
+        try record.write(to: url)
+        let read = try #require(TrialRecord.load(from: url))
+        #expect(read == record && read.noise == earlier && read.noise?.noise == trial.borrowedNoise)
+        // An older record: the same without "noise".
+        var o = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        o["noise"] = nil
+        try JSONSerialization.data(withJSONObject: o).write(to: url)
+        let old = try #require(TrialRecord.load(from: url), "a record without noise must still read")
+        #expect(old.noise == nil && old.blocks == record.blocks)
     }
 
     /// A trial resumed from the blocks of one that stopped (a gateway restart) goes on as if
