@@ -55,6 +55,23 @@ public func episodeSeed(seed: UInt64, episode: Int) -> UInt64 {
     return g.next()
 }
 
+/// Each switchback trial's cost as a share (%) of the reference's return over it, from the
+/// gateway's trial events on `<prefix>/retrain` (`phase` "trial"): per candidate version, its
+/// last event with a `cost_share` — the verdict, the abandonment, or the last progress of a
+/// trial the run's end cut off (its cost was paid all the same) —, in the order the trials
+/// started. A trial that ended before its first pair has none and is not counted.
+public func trialCostShares(_ events: [[String: Any]]) -> [Double] {
+    var order: [Int] = []
+    var last: [Int: Double] = [:]
+    for e in events {
+        guard ["verdict", "abandoned", "progress"].contains(e["event"] as? String ?? ""), let v = e["version"] as? Int,
+              let share = (e["cost_share"] as? NSNumber)?.doubleValue, share.isFinite else { continue }
+        if last[v] == nil { order.append(v) }
+        last[v] = share * 100
+    }
+    return order.compactMap { last[$0] }
+}
+
 /// One evaluation window: the real plant's return beside the incumbent twin's on the same
 /// exogenous randomness, and who decided the real plant's steps.
 public struct EvaluationWindow: Sendable, Equatable {

@@ -244,4 +244,26 @@ import Testing
         let r = try runAgainstAGatewayServingV7 { step in "{\"valve\":4,\"step\":\(step),\"model\":\(step < 20 ? "9" : "null")}" }
         #expect(r.evaluations.map(\.controller) == ["v9", "gateway"], "\(r.evaluations.map(\.stepsBy))")
     }
+
+    /// `edgeq bench generalize`'s trial cost counts every trial at its last event: a decided
+    /// trial at its verdict (not its earlier progress), an abandoned one at its abandonment, one
+    /// the run's end cut off at its last progress; a trial with no pair yet (no cost share) and
+    /// events of other kinds are not counted.
+    @Test func theTrialCostCountsEveryTrialAtItsLastEvent() {
+        let events: [[String: Any]] = [
+            ["event": "started", "version": 3],
+            ["event": "progress", "version": 3, "cost_share": NSNull()],
+            ["event": "progress", "version": 3, "cost_share": 0.02],
+            ["event": "verdict", "version": 3, "cost_share": 0.01],
+            ["event": "progress", "version": 4, "cost_share": 0.5],
+            ["event": "abandoned", "version": 4, "cost_share": 0.25],
+            ["event": "queued", "version": 6],
+            ["event": "progress", "version": 5, "cost_share": 0],
+            ["event": "progress", "version": 5, "cost_share": 2.6],
+            ["event": "progress", "version": 6, "cost_share": NSNull()],
+        ]
+        let shares = trialCostShares(events)
+        #expect(shares.count == 3 && zip(shares, [1.0, 25, 260]).allSatisfy { abs($0 - $1) < 1e-9 }, "\(shares)")
+        #expect(trialCostShares([]).isEmpty)
+    }
 }

@@ -377,12 +377,12 @@ enum GeneralizeBench {
                     worst10 == nil ? "not measured: no served model decided \(finalWindows) evaluation windows after its trial\(noteSuffix)" : nil))
 
         // Trial cost: what the gateway reports, never computed here.
-        // The gateway's verdict events carry `cost_share` (the reward the candidate's blocks
-        // lost, as a share of the reference's return over the trial).
-        let costs = o.trialEvents.compactMap { e -> Double? in
-            guard e.event["event"] as? String == "verdict" else { return nil }
-            return (e.event["cost_share"] as? NSNumber).map { $0.doubleValue * 100 }
-        }
+        // The gateway's trial events carry `cost_share` (the reward the candidate's blocks
+        // lost, as a share of the reference's return over the trial). Every trial counts, at
+        // its last event: its verdict, its abandonment, or — a trial still running when the run
+        // ended — its last progress (until 2026-12-05 only decided trials counted, and a
+        // candidate far worse than the PI whose trial the run's end cut off cost nothing).
+        let costs = trialCostShares(o.trialEvents.map(\.event))
         let costReason: String?
         if !costs.isEmpty {
             costReason = nil
