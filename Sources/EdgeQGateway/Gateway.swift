@@ -106,8 +106,8 @@ final class ServedModel: Sendable {
 }
 
 /// An earlier trial's estimate of the pairs' noise, for a new trial's early stop
-/// (`SwitchbackTrial`, "Early stop"): the newest decided trial on this device with the same
-/// blocks and adjustment and at least `min_pairs` pairs (`Gateway.earlierTrialNoise`).
+/// (`SwitchbackTrial`, "Early stop"): of the trials on this device with the same blocks and
+/// adjustment and at least `min_pairs` pairs, the widest spread (`Gateway.earlierTrialNoise`).
 struct EarlierTrialNoise: Sendable, Equatable, Codable {
     /// The version whose trial measured it.
     var version: Int

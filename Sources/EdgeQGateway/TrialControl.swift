@@ -525,14 +525,18 @@ extension Gateway {
         publishStatus()
     }
 
-    /// Control queue: the newest earlier trial on this device (by version, newest first, the
-    /// candidate's own left out) whose `trial.json` says it ran with the blocks and burn-in the
-    /// mapping gives now, with the adjustment `adjusted`, over at least `min_pairs` scored pairs
-    /// with a positive spread: its estimate of the pairs' noise, for the new trial's early stop.
-    /// Any verdict counts (the noise of a pair is the plant's, whichever controller won);
-    /// nil when there is none (a first trial, a file written before the fields existed).
+    /// Control queue: among the earlier trials on this device (the stored versions' `trial.json`,
+    /// the candidate's own left out) that ran with the blocks and burn-in the mapping gives now,
+    /// with the adjustment `adjusted`, over at least `min_pairs` scored pairs with a positive
+    /// spread, the one with the **widest** spread (the newest of equals): its estimate of the
+    /// pairs' noise, for the new trial's early stop. Any verdict counts. The widest, not the
+    /// newest: a pair's spread is the plant's and the two controllers' — two models that both
+    /// balance the cart-pole to the end differ by almost nothing, and a new candidate's pairs
+    /// may spread far wider —, so the early stop takes the most it has seen and stays rare.
+    /// Nil when there is none (a first trial, files written before the fields existed).
     func earlierTrialNoise(candidate: Int, adjusted: Bool) -> EarlierTrialNoise? {
         let c = map.learning.trial
+        var widest: EarlierTrialNoise?
         for v in store.versions().sorted(by: >) where v != candidate {
             guard let data = try? Data(contentsOf: store.trialURL(v)),
                   let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
@@ -540,9 +544,9 @@ extension Gateway {
                   o["adjusted"] as? Bool == adjusted,
                   let pairs = o["pairs"] as? Int, pairs >= c.minPairs,
                   let sd = o["sd"] as? Double, PairNoise(standardDeviation: sd, pairs: pairs) != nil else { continue }
-            return EarlierTrialNoise(version: v, sd: sd, pairs: pairs)
+            if sd > widest?.sd ?? 0 { widest = EarlierTrialNoise(version: v, sd: sd, pairs: pairs) }
         }
-        return nil
+        return widest
     }
 
     /// A trial's blocks as `trial.json` records them (`block`: ticks or "episode", `burn_in`).

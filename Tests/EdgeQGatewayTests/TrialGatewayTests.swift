@@ -149,6 +149,37 @@ import Testing
         #expect(h.gateway.servedVersion == nil)
     }
 
+    /// Which earlier trial the early stop borrows from: of the stored `trial.json`s with the
+    /// mapping's blocks and burn-in, the trial's adjustment and at least `min_pairs` pairs, the
+    /// widest spread — not the newest, not one with other blocks, too few pairs or another
+    /// adjustment, whatever their spread.
+    @Test func theEarlyStopBorrowsTheWidestSpreadOfTheTrialsThatFit() throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6}, control_share: 0}
+            """)
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        // (sd, pairs, block, burn-in, adjusted) of five earlier trials, oldest first.
+        let earlier: [(Double, Int, Int, Int, Bool)] = [(0.5, 10, 4, 0, false), (3, 5, 4, 0, false), (9, 20, 8, 0, false),
+                                                        (20, 3, 4, 0, false), (30, 12, 4, 0, true), (1, 30, 4, 0, false)]
+        var versions: [Int] = []
+        for (k, e) in earlier.enumerated() {
+            let v = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: UInt64(10 + k))
+            versions.append(v)
+            try Data(#"{"version":\#(v),"reference":"incumbent","verdict":"reject","sd":\#(e.0),"pairs":\#(e.1),"block":\#(e.2),"burn_in":\#(e.3),"adjusted":\#(e.4)}"#.utf8)
+                .write(to: store.trialURL(v))
+        }
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        try startTrial(h, candidate)
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.noisyPlant(seed: 41))
+        try plant.run(until: { trialEvents(h, "progress").contains { $0["version"] as? Int == candidate } })
+        let progress = try #require(trialEvents(h, "progress").first { $0["version"] as? Int == candidate })
+        let borrowed = try #require(progress["noise_from_trial"] as? [String: Any], "\(progress)")
+        #expect(borrowed["version"] as? String == "v\(versions[1])" && borrowed["sd"] as? Double == 3 && borrowed["pairs"] as? Int == 5, "\(borrowed)")
+    }
+
     /// The trial records the range of each exogenous signal it saw (`trial.json` `conditions`);
     /// once its candidate serves, a value beyond that range (by more than a tenth of it) is a
     /// novel condition: one `guard_watch` event, the range grows to it, and the control-group
