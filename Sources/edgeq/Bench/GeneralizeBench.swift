@@ -390,7 +390,7 @@ enum GeneralizeBench {
             costReason = "not measured: the gateway published no trial events on <prefix>/retrain (promotion.policy \(o.policy))"
         } else {
             let keys = Set(o.trialEvents.flatMap { $0.event.keys }).sorted().joined(separator: ", ")
-            costReason = "not measured: no trial reached a verdict with a cost (event keys: \(keys))"
+            costReason = "not measured: no trial completed a pair (no event with a cost share; event keys: \(keys))"
         }
         out.append(("trial_cost", costs.isEmpty ? nil : costs.reduce(0, +) / Double(costs.count), "% of incumbent return", .lower, costReason))
         // What switching itself added to the decided trials' differences (the gateway's
