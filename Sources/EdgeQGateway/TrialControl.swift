@@ -540,7 +540,7 @@ extension Gateway {
         for v in store.versions().sorted(by: >) where v != candidate {
             guard let data = try? Data(contentsOf: store.trialURL(v)),
                   let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-                  Self.trialBlockJSON(c) == TrialBlockFields(o),
+                  Self.recordedBlocks(o, are: c),
                   o["adjusted"] as? Bool == adjusted,
                   let pairs = o["pairs"] as? Int, pairs >= c.minPairs,
                   let sd = o["sd"] as? Double, PairNoise(standardDeviation: sd, pairs: pairs) != nil else { continue }
@@ -549,31 +549,20 @@ extension Gateway {
         return widest
     }
 
-    /// A trial's blocks as `trial.json` records them (`block`: ticks or "episode", `burn_in`).
-    struct TrialBlockFields: Equatable {
-        /// The block's ticks (decimal) or "episode".
-        var block: String
-        var burnIn: Int
-
-        init(block: String, burnIn: Int) {
-            self.block = block
-            self.burnIn = burnIn
-        }
-
-        /// The fields of a `trial.json` (nil when it has none: written before they existed).
-        init?(_ o: [String: Any]) {
-            guard let burnIn = o["burn_in"] as? Int else { return nil }
-            if let n = o["block"] as? Int { block = String(n) } else if let e = o["block"] as? String, e == "episode" { block = e } else { return nil }
-            self.burnIn = burnIn
+    /// The blocks a `trial.json` records (`block`: its ticks, or "episode"; `burn_in`, 0 for
+    /// episodes) are the mapping's `c` (false for a file written before the fields existed).
+    static func recordedBlocks(_ o: [String: Any], are c: TrialConfig) -> Bool {
+        guard o["burn_in"] as? Int == scoredBurnIn(c) else { return false }
+        switch c.block {
+        case .ticks(let n): return o["block"] as? Int == n
+        case .episode: return o["block"] as? String == "episode"
         }
     }
 
-    /// The mapping's trial blocks as `trial.json` records them.
-    static func trialBlockJSON(_ c: TrialConfig) -> TrialBlockFields {
-        switch c.block {
-        case .ticks(let n): return TrialBlockFields(block: String(n), burnIn: c.burnIn)
-        case .episode: return TrialBlockFields(block: "episode", burnIn: 0)
-        }
+    /// The burn-in a trial with `c` scores by (an episode block has none).
+    static func scoredBurnIn(_ c: TrialConfig) -> Int {
+        if case .ticks = c.block { return c.burnIn }
+        return 0
     }
 
     /// Control queue, after a block of the trial ended: the newest record handed over (none when
@@ -739,9 +728,12 @@ extension Gateway {
             "seed": .string(String(s.seed)), "gateway_seed": .number(Double(seed)),
             "early_stop_high": num(s.earlyStopUpperBound), "noise_from_trial": EarlierTrialNoise.json(noise),
         ]
-        let blocks = Self.trialBlockJSON(map.learning.trial)
-        o["block"] = Int(blocks.block).map { .number(Double($0)) } ?? .string(blocks.block)
-        o["burn_in"] = .number(Double(blocks.burnIn))
+        let c = map.learning.trial
+        switch c.block {
+        case .ticks(let n): o["block"] = .number(Double(n))
+        case .episode: o["block"] = .string("episode")
+        }
+        o["burn_in"] = .number(Double(Self.scoredBurnIn(c)))
         if let reason { o["reason"] = .string(reason) }
         if let next { o["next_arm"] = .string(next.rawValue) }
         return o
