@@ -225,8 +225,8 @@ public final class Gateway: Sendable {
     /// The candidate on trial, handed to the decision thread (picked up when the generation moves).
     let candidateSlot = Mutex<ServedModel?>(nil)
     /// The earlier trial's noise its trial's early stop may borrow, set with `candidateSlot`
-    /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; found nil: none).
-    let candidateNoise = Mutex<(adjusted: Bool, found: EarlierTrialNoise?)?>(nil)
+    /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; nil: none).
+    let candidateNoise = Mutex<EarlierTrialNoise?>(nil)
     let candidateGeneration = Atomic<Int>(0)
     /// The controller before the served model (the guard's control group; nil: the incumbent).
     let previousController = Mutex<ServedModel?>(nil)

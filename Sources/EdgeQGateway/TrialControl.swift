@@ -348,10 +348,9 @@ extension Gateway {
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
         let baseline = baselineUse(candidate).evaluator
         let resuming = resumingTrial.withLock { r -> TrialRecord? in defer { r = nil }; return r }
-        // The earlier trial's noise, when it was measured with the blocks and adjustment this
-        // trial runs with (`earlierTrialNoise` found it for the adjustment the candidate's
-        // baseline gives; checked again here, where that is decided).
-        var noise = candidateNoise.withLock { $0 }.flatMap { $0.adjusted == (baseline != nil) ? $0.found : nil }
+        // The earlier trial's noise, measured with the blocks and adjustment this trial runs
+        // with (`beginTrial` found it with the same `baselineUse` of the same candidate).
+        var noise = candidateNoise.withLock { $0 }
         var resumedPairs: Int?
         do {
             d.trial = try SwitchbackTrial(config: map.learning.trial,
@@ -511,7 +510,7 @@ extension Gateway {
         trialRunning.store(true, ordering: .relaxed)
         let adjusted = baselineUse(m).evaluator != nil
         let found = earlierTrialNoise(candidate: version, adjusted: adjusted)
-        candidateNoise.withLock { $0 = (adjusted, found) }
+        candidateNoise.withLock { $0 = found }
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
