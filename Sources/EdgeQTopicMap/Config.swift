@@ -618,6 +618,11 @@ public struct TrialConfig: Sendable, Equatable {
     /// at a look with probability at most 1 − stopConfidence. It never promotes anything. nil:
     /// no futility stop (the budget ends a trial with no verdict). Default 0.01.
     public var futility: Double? = 0.01
+    /// Whether a clearly worse candidate may be rejected before `minPairs` pairs, with the
+    /// spread of a pair that an earlier trial on the device measured pooled with its own (the
+    /// early stop; docs/operations.md, "The trial and the guard"). It only ever rejects. false:
+    /// no verdict before `minPairs` pairs. Default true.
+    public var earlyStop = true
     /// Whether block pairs are adjusted by the candidate's exogenous baseline (a prediction of
     /// the reward from `role: exogenous` signals, fitted in retraining; docs/learning.md,
     /// "Adjusting for the weather"). Default `.exogenous`.

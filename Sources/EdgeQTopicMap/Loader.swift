@@ -1314,10 +1314,12 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, futility, adjust}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, futility, early_stop, adjust}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
-        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "futility", "adjust"]) else { return t }
+        guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "futility",
+                                                       "early_stop", "adjust"]) else { return t }
+        if let x = e["early_stop"], let v = r.bool(x, "trial early_stop") { t.earlyStop = v }
         if let x = e["adjust"], let v = r.choice(x, "trial adjust", TrialConfig.Adjustment.self) {
             t.adjust = v
         }

@@ -303,7 +303,8 @@ struct CheckCommand: AsyncParsableCommand {
                 adjust = "adjusted for the exogenous baseline when one is accepted"
             }
             let split = t.lastLookShare.map { "\(fmt($0)) of 1 − confidence at the last look" } ?? "1 − confidence split evenly over the looks"
-            let futility = t.futility.map { "futile when not \(fmt($0 * 100)) % better" } ?? "no futility stop"
+            let futility = (t.futility.map { "futile when not \(fmt($0 * 100)) % better" } ?? "no futility stop")
+                + (t.earlyStop ? "" : ", no early stop before \(t.minPairs) pairs")
             lines.append("trial      \(block), \(test) with confidence \(fmt(t.confidence)) (\(split)), \(t.minPairs)…\(t.maxPairs) pairs, \(futility), \(ticks); \(adjust); \(guardText)")
         }
         lines.append(Self.guardLine(l))

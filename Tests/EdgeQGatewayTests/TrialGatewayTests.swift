@@ -111,10 +111,11 @@ import Testing
     /// in `trial.json`, same blocks, no adjustment): a candidate clearly worse than the incumbent
     /// (a1, −3.5 a tick) is rejected at its first pair, not at `min_pairs` (4); its verdict,
     /// `trial.json` and progress name the trial the noise came from, and the reason says "early
-    /// stop". The first trial (a candidate that plays the incumbent's a0) ran 4–6 pairs.
-    @Test func aSecondTrialBorrowsTheFirstsNoiseAndStopsAClearlyWorseCandidateAtItsFirstPair() throws {
+    /// stop". The first trial (a candidate that plays the incumbent's a0) ran 4–6 pairs. With
+    /// `early_stop: false` the same candidate runs its `min_pairs` and borrows nothing.
+    @Test(arguments: [true, false]) func aSecondTrialBorrowsTheFirstsNoiseAndStopsAClearlyWorseCandidateAtItsFirstPair(earlyStop: Bool) throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6, early_stop: \(earlyStop)}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -135,6 +136,11 @@ import Testing
         let ticksBefore = plant.acted.count
         try plant.run(until: { trialEvents(h, "verdict").count == 2 })
         let verdict = try #require(trialEvents(h, "verdict").dropFirst().first, "no verdict in \(plant.acted.count - ticksBefore) ticks")
+        guard earlyStop else {
+            #expect(verdict["version"] as? Int == worse && verdict["verdict"] as? String == "reject" && verdict["pairs"] as? Int == 4, "\(verdict)")
+            #expect(verdict["noise_from_trial"] is NSNull && (verdict["reason"] as? String)?.hasPrefix("early stop") != true, "\(verdict)")
+            return
+        }
         #expect(verdict["version"] as? Int == worse && verdict["verdict"] as? String == "reject" && verdict["pairs"] as? Int == 1, "\(verdict)")
         #expect(verdict["ticks"] as? Int == 8, "one pair of 4-tick blocks: \(verdict)")
         #expect((verdict["reason"] as? String)?.hasPrefix("early stop") == true, "\(verdict)")
