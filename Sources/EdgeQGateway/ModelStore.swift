@@ -105,6 +105,12 @@ public final class ModelStore: @unchecked Sendable {
     /// The switchback trial of `version` while it runs (its blocks so far, written after every
     /// block and removed at its verdict; docs/operations.md, "The trial and the guard").
     public func runningTrialURL(_ version: Int) -> URL { folder(version).appendingPathComponent("trial-running.json") }
+    /// Marks `version` as a candidate owed a trial that has no block on record yet: waiting for
+    /// the running trial to be decided (`began` false), or begun and no block ended (`began`
+    /// true). Removed when its trial records its first block or ends, or when a newer waiting
+    /// candidate replaces it; so a restart forgets no candidate (docs/operations.md, "A restart
+    /// during a trial").
+    public func pendingTrialURL(_ version: Int) -> URL { folder(version).appendingPathComponent("trial-pending.json") }
 
     /// Every stored version, ascending.
     public func versions() -> [Int] {

@@ -486,7 +486,8 @@ extension Gateway {
     ///
     /// While another trial runs, the candidate waits (a newer one replaces an older one that
     /// waits): a trial is never cut short by the next retraining; it starts when the running one
-    /// is decided, against the controller in charge then.
+    /// is decided, against the controller in charge then. The waiting candidate is marked on disk
+    /// (`models/vN/trial-pending.json`), so a restart queues it again (`resumeTrialAtStart`).
     func startTrial(_ version: Int) throws {
         let m = try loadVerified(version)
         if trialRunning.load(ordering: .relaxed) {
@@ -494,6 +495,8 @@ extension Gateway {
                 defer { w = m }
                 return w?.version
             }
+            if let replaced, replaced != version { try? FileManager.default.removeItem(at: store.pendingTrialURL(replaced)) }
+            markPending(version, began: false, replaces: replaced)
             publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(version)),
                             "replaces": replaced.map { .number(Double($0)) } ?? .null,
                             "note": .string("a trial is under way: this candidate's trial starts when it is decided")])
@@ -504,12 +507,30 @@ extension Gateway {
         beginTrial(m)
     }
 
+    /// Control queue: marks `version` as owed a trial with no block on record
+    /// (`ModelStore.pendingTrialURL`): `began` false while it waits for the running trial, true
+    /// once its own began. A failed write is logged: the trial goes on, but a restart before its
+    /// first block is recorded would forget the candidate.
+    func markPending(_ version: Int, began: Bool, replaces: Int? = nil) {
+        let o: [String: JSONValue] = ["version": .number(Double(version)), "began": .bool(began),
+                                      "since": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
+                                      "replaces": replaces.map { .number(Double($0)) } ?? .null]
+        do {
+            try DurableFile.write(Data(JSONValue.object(o).jsonText.utf8), to: store.pendingTrialURL(version))
+        } catch {
+            logger.warning("the candidate owed a trial cannot be marked; a restart before its trial records a block would forget it",
+                           metadata: ["model.version": "\(version)", "trial.began": "\(began)", "error": "\(error)"])
+        }
+    }
+
     /// Hands `m` to the decision thread for its trial, and says so.
     func beginTrial(_ m: ServedModel) {
         let version = m.version
+        // Until its first block is on record (`trial-running.json`), a restart begins it again.
+        markPending(version, began: true)
         trialRunning.store(true, ordering: .relaxed)
         let adjusted = baselineUse(m).evaluator != nil
-        let found = earlierTrialNoise(candidate: version, adjusted: adjusted)
+        let found = map.learning.trial.earlyStop ? earlierTrialNoise(candidate: version, adjusted: adjusted) : nil
         candidateNoise.withLock { $0 = found }
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
@@ -574,6 +595,8 @@ extension Gateway {
               candidateSlot.withLock({ $0?.version == record.candidate }) else { return }
         do {
             try record.write(to: store.runningTrialURL(record.candidate))
+            // On record now: a restart resumes it from there.
+            try? FileManager.default.removeItem(at: store.pendingTrialURL(record.candidate))
         } catch {
             logger.warning("the switchback trial's record cannot be written; a restart would not resume its pairs",
                            metadata: ["model.version": "\(record.candidate)", "error": "\(error)"])
@@ -582,10 +605,24 @@ extension Gateway {
 
     /// Control queue, at start: the trial that ran when the gateway stopped (the newest version
     /// with a `trial-running.json` and no verdict) starts again and goes on from its record when
-    /// it fits (same reference, settings and adjustment; the decision thread checks and says).
-    /// A candidate that is served, quarantined, refused or already decided is not trialled.
+    /// it fits (same reference, settings and adjustment; the decision thread checks and says);
+    /// with none to resume, the candidate whose trial had begun and recorded no block begins it
+    /// again; then the candidate that waited (`trial-pending.json`) waits again, or begins its
+    /// trial when none runs. A candidate that is served, quarantined, refused or already decided
+    /// is not trialled.
     func resumeTrialAtStart() {
         guard map.learning.promotion == .trial else { return }
+        let resumed = resumeRunningTrial()
+        restorePendingCandidates(resumed: resumed)
+    }
+
+    /// Whether `v` may (still) have a trial: not served, not quarantined, not decided.
+    private func mayBeTrialled(_ v: Int) -> Bool {
+        v != servedVersion && !store.isQuarantined(v) && !FileManager.default.fileExists(atPath: store.trialURL(v).path)
+    }
+
+    /// The running trial of `resumeTrialAtStart`; returns its candidate (nil: none resumed).
+    private func resumeRunningTrial() -> Int? {
         for v in store.versions().reversed() {
             let url = store.runningTrialURL(v)
             guard FileManager.default.fileExists(atPath: url.path) else { continue }
@@ -594,20 +631,49 @@ extension Gateway {
                 try? FileManager.default.removeItem(at: url)
                 continue
             }
-            if v == servedVersion || store.isQuarantined(v) || FileManager.default.fileExists(atPath: store.trialURL(v).path) {
-                try? FileManager.default.removeItem(at: url)
-                continue
-            }
-            let m: ServedModel
-            do {
-                m = try loadVerified(v)
-            } catch {
+            guard mayBeTrialled(v), let m = try? loadVerified(v) else {
                 try? FileManager.default.removeItem(at: url)
                 continue
             }
             resumingTrial.withLock { $0 = record }
             beginTrial(m)
-            return
+            return v
+        }
+        return nil
+    }
+
+    /// The candidates owed a trial of `resumeTrialAtStart` (`trial-pending.json`): the newest one
+    /// whose trial had begun begins again when no trial was resumed; the newest waiting one waits
+    /// for the trial that runs (`queued` event), or begins its own. Every other mark is removed (a
+    /// newer candidate replaced it, or it may no longer be trialled).
+    private func restorePendingCandidates(resumed: Int?) {
+        var began: ServedModel?
+        var waiting: ServedModel?
+        for v in store.versions().reversed() {
+            let url = store.pendingTrialURL(v)
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            let o = (try? Data(contentsOf: url)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+            let hadBegun = o?["began"] as? Bool ?? false
+            guard v != resumed, (hadBegun ? began : waiting) == nil, !(hadBegun && resumed != nil), mayBeTrialled(v),
+                  let m = try? loadVerified(v) else {
+                try? FileManager.default.removeItem(at: url)
+                continue
+            }
+            if hadBegun { began = m } else { waiting = m }
+        }
+        if let began {
+            logger.notice("a trial that had begun before the restart, with no block on record, begins again", metadata: ["model.version": "\(began.version)"])
+            beginTrial(began)
+        }
+        guard let waiting else { return }
+        if trialRunning.load(ordering: .relaxed) {
+            waitingCandidate.withLock { $0 = waiting }
+            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(waiting.version)), "replaces": .null,
+                            "note": .string("waited before the restart: this candidate's trial starts when the running one is decided")])
+            logger.notice("the candidate that waited for a trial before the restart waits again", metadata: ["model.version": "\(waiting.version)"])
+        } else {
+            logger.notice("the candidate that waited for a trial before the restart begins its own", metadata: ["model.version": "\(waiting.version)"])
+            beginTrial(waiting)
         }
     }
 
@@ -644,6 +710,7 @@ extension Gateway {
         }
         // The trial is over: nothing to resume after a restart.
         try? FileManager.default.removeItem(at: store.runningTrialURL(candidate.version))
+        try? FileManager.default.removeItem(at: store.pendingTrialURL(candidate.version))
         var o = trialJSON(candidate: candidate, reference: reference, verdict: verdict, summary: s, reason: reason, next: nil, noise: noise)
         if let conditions {
             // The range of each exogenous signal over the trial: where the candidate was seen.

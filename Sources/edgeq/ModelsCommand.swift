@@ -50,7 +50,8 @@ struct ModelsCommand: ParsableCommand {
                 let rows = (report["rows"] as? NSNumber).map { "\($0.intValue) rows" } ?? ""
                 let trial = (try? Data(contentsOf: store.trialURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
                     .flatMap { $0["verdict"] as? String }.map { "  trial: \($0)" }
-                    ?? (FileManager.default.fileExists(atPath: store.runningTrialURL(v).path) ? "  trial: running" : "")
+                    ?? (FileManager.default.fileExists(atPath: store.runningTrialURL(v).path) ? "  trial: running"
+                        : ModelsCommand.pendingTrial(store, v).map { $0 ? "  trial: running" : "  trial: waiting" } ?? "")
                 let sha = (try? String(contentsOf: QModel.checksumURL(for: store.modelURL(v)), encoding: .utf8))?.prefix(12) ?? "?"
                 let date = (try? FileManager.default.attributesOfItem(atPath: store.folder(v).path)[.modificationDate] as? Date).map {
                     ISO8601DateFormatter().string(from: $0)
@@ -116,12 +117,22 @@ struct ModelsCommand: ParsableCommand {
                let running = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 let blocks = (running["blocks"] as? [Any])?.count ?? 0
                 print("trial      running against \(running["reference"] as? String ?? "?"): \(blocks / 2) pairs and \(blocks % 2) block so far (a restart goes on from its complete pairs)")
+            } else if !FileManager.default.fileExists(atPath: store.trialURL(v).path), let began = ModelsCommand.pendingTrial(store, v) {
+                print(began ? "trial      running: no block ended yet (a restart begins it again)"
+                            : "trial      waiting: its trial begins when the running one is decided (a restart keeps it waiting)")
             }
             if let data = try? Data(contentsOf: store.guardURL(v)),
                let record = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
                 print(TrialText.guardRecord(record))
             }
         }
+    }
+
+    /// Whether `v` is owed a trial with no block on record (`trial-pending.json`): true when its
+    /// trial began, false while it waits for the running one; nil when not marked.
+    static func pendingTrial(_ store: ModelStore, _ v: Int) -> Bool? {
+        guard let data = try? Data(contentsOf: store.pendingTrialURL(v)) else { return nil }
+        return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["began"] as? Bool ?? false
     }
 
     /// The switchback trial's verdict file (`trial.json`) as `edgeq models show` prints it.

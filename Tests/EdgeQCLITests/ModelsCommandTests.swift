@@ -134,6 +134,16 @@ import Testing
         #expect(list.stdout.contains("trial: running"), "\(list.stdout)")
         let guarded = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
         #expect(guarded.stdout.contains("guard      5 pairs compared against v2 (blocks ticks:480, adjusted); window of 3: mean difference per pair -0.3333; probation left 0; written 2025-12-05T16:00:00Z (a restart goes on from it)"), "\(guarded.stdout)")
+        // A candidate waiting for the running trial (the gateway's mark beside it).
+        try FileManager.default.removeItem(at: store.runningTrialURL(3))
+        try Data(#"{"version":3,"began":false,"since":1764950400,"replaces":null}"#.utf8).write(to: store.pendingTrialURL(3))
+        let waiting = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(waiting.stdout.contains("trial      waiting: its trial begins when the running one is decided (a restart keeps it waiting)"), "\(waiting.stdout)")
+        #expect(try EdgeQBinary.run(["models", "list", "--data", data.path]).stdout.contains("trial: waiting"))
+        // One whose trial began, no block ended yet.
+        try Data(#"{"version":3,"began":true,"since":1764950400,"replaces":null}"#.utf8).write(to: store.pendingTrialURL(3))
+        let begun = try EdgeQBinary.run(["models", "show", "3", "--data", data.path])
+        #expect(begun.stdout.contains("trial      running: no block ended yet (a restart begins it again)"), "\(begun.stdout)")
     }
 
     @Test func rollbackOverMQTTUsesTheMappingsCredentialsAndTLSAndWalksBack() throws {

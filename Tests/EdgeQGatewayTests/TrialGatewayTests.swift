@@ -304,6 +304,77 @@ import Testing
         #expect(h.gateway.servedVersion == candidate)
     }
 
+    /// No candidate owed a trial is forgotten at a restart. Each is marked beside its model
+    /// (`models/vN/trial-pending.json`) until its trial has a block on record: the one waiting for
+    /// the running trial (a newer one replaces it, mark and all), and the running one before its
+    /// first block ends. After the restart the running trial is resumed from its record — or,
+    /// with no block on record, begins again —, the waiting candidate is queued again (`queued`
+    /// event) and its trial begins at the running one's verdict, against the controller in
+    /// charge then.
+    @Test(arguments: [true, false]) func candidatesOwedATrialAreNotForgottenAtARestart(blocksBeforeTheStop: Bool) throws {
+        let yaml = testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
+            """)
+        let broker = try MosquittoBroker()
+        let first = try GatewayHarness(yaml: yaml, broker: broker)
+        defer { first.stop() }  // keeps its data directory alive until the end
+        #expect(try first.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let store = try ModelStore(dataDirectory: first.dir.url)
+        func marked(_ v: Int) -> Bool? {
+            (try? Data(contentsOf: store.pendingTrialURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }?["began"] as? Bool
+        }
+        let running = try storeModel(favouring: 0, for: first.map, in: first.dir.url)
+        try startTrial(first, running)
+        #expect(marked(running) == true, "the running trial's candidate is not marked before its first block")
+        let replaced = try storeModel(favouring: 1, for: first.map, in: first.dir.url, seed: 4)
+        try startTrial(first, replaced)
+        #expect(marked(replaced) == false)
+        let waiting = try storeModel(favouring: 1, for: first.map, in: first.dir.url, seed: 5)
+        try startTrial(first, waiting)
+        #expect(marked(waiting) == false && marked(replaced) == nil, "the replaced candidate is still marked")
+        let queuedBefore = GatewayHarness.json(try first.waitFor(topic: "edgeq/t1/retrain") {
+            GatewayHarness.json($0)["event"] as? String == "queued" && GatewayHarness.json($0)["version"] as? Int == waiting
+        })
+        #expect(queuedBefore["replaces"] as? Int == replaced, "\(queuedBefore)")
+        let record = store.runningTrialURL(running)
+        if blocksBeforeTheStop {
+            let plant = ClosedLoop(first, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
+            try plant.run(200) {
+                let deadline = Date().addingTimeInterval(0.3)
+                while !FileManager.default.fileExists(atPath: record.path) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+                return FileManager.default.fileExists(atPath: record.path)
+            }
+            #expect(FileManager.default.fileExists(atPath: record.path) && trialEvents(first, "verdict").isEmpty)
+            #expect(marked(running) == nil, "the mark outlived the trial's first record")
+        } else {
+            #expect(!FileManager.default.fileExists(atPath: record.path))
+        }
+        first.stop()
+
+        let h = try GatewayHarness(yaml: yaml, broker: broker) { $0.dataDirectory = first.dir.url.path }
+        defer { h.stop() }
+        let after = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 21), dynamics: Self.noisyPlant(seed: 22))
+        func started(_ v: Int) -> [String: Any]? { trialEvents(h, "started").first { $0["version"] as? Int == v } }
+        try after.run(until: { started(running) != nil && !trialEvents(h, "queued").isEmpty }, atMost: 60)
+        let queued = try #require(trialEvents(h, "queued").first, "the waiting candidate was not queued again")
+        #expect(queued["version"] as? Int == waiting, "\(queued)")
+        #expect(started(running)?["reference"] as? String == "incumbent")
+        if blocksBeforeTheStop {
+            try after.run(until: { !trialEvents(h, "resumed").isEmpty }, atMost: 60)
+            #expect(trialEvents(h, "resumed").first?["version"] as? Int == running)
+        }
+        #expect(started(waiting) == nil, "the waiting candidate's trial began before the running one was decided")
+        try after.run(until: { started(waiting) != nil })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(after.acted.count) ticks after the restart")
+        #expect(verdict["version"] as? Int == running && verdict["verdict"] as? String == "promote", "\(verdict)")
+        let next = try #require(started(waiting), "the waiting candidate's trial did not begin after the verdict")
+        #expect(next["reference"] as? String == "v\(running)", "\(next)")
+        if !blocksBeforeTheStop { #expect(trialEvents(h, "resumed").isEmpty) }
+        #expect(started(replaced) == nil)
+        #expect(marked(running) == nil && marked(replaced) == nil)
+        #expect(marked(waiting) == true, "the waiting candidate's begun trial is not marked before its first block")
+    }
+
     /// `{{model}}` in an action's payload names the model that chose each command: during a
     /// trial against the served model, the candidate's commands carry the candidate's version and
     /// the served model's its own (the plant can attribute every step; the simulators' evaluation
