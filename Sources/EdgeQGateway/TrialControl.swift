@@ -642,38 +642,45 @@ extension Gateway {
         return nil
     }
 
-    /// The candidates owed a trial of `resumeTrialAtStart` (`trial-pending.json`): the newest one
-    /// whose trial had begun begins again when no trial was resumed; the newest waiting one waits
-    /// for the trial that runs (`queued` event), or begins its own. Every other mark is removed (a
-    /// newer candidate replaced it, or it may no longer be trialled).
+    /// The candidates owed a trial of `resumeTrialAtStart` (`trial-pending.json`; the newest of
+    /// each kind, any other mark is removed): the one whose trial had begun goes first, then the
+    /// one that waited. Each begins its trial when none runs, or waits for the one that runs
+    /// (`queued` event) — one waits at most, the newer (as when a retraining's candidate replaces
+    /// a waiting one).
     private func restorePendingCandidates(resumed: Int?) {
-        var began: ServedModel?
-        var waiting: ServedModel?
+        var pending: [(model: ServedModel, began: Bool)] = []
         for v in store.versions().reversed() {
             let url = store.pendingTrialURL(v)
             guard FileManager.default.fileExists(atPath: url.path) else { continue }
             let o = (try? Data(contentsOf: url)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
-            let hadBegun = o?["began"] as? Bool ?? false
-            guard v != resumed, (hadBegun ? began : waiting) == nil, !(hadBegun && resumed != nil), mayBeTrialled(v),
-                  let m = try? loadVerified(v) else {
+            let began = o?["began"] as? Bool ?? false
+            guard v != resumed, !pending.contains(where: { $0.began == began }), mayBeTrialled(v), let m = try? loadVerified(v) else {
                 try? FileManager.default.removeItem(at: url)
                 continue
             }
-            if hadBegun { began = m } else { waiting = m }
+            pending.append((m, began))
         }
-        if let began {
-            logger.notice("a trial that had begun before the restart, with no block on record, begins again", metadata: ["model.version": "\(began.version)"])
-            beginTrial(began)
-        }
-        guard let waiting else { return }
-        if trialRunning.load(ordering: .relaxed) {
-            waitingCandidate.withLock { $0 = waiting }
-            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(waiting.version)), "replaces": .null,
-                            "note": .string("waited before the restart: this candidate's trial starts when the running one is decided")])
-            logger.notice("the candidate that waited for a trial before the restart waits again", metadata: ["model.version": "\(waiting.version)"])
-        } else {
-            logger.notice("the candidate that waited for a trial before the restart begins its own", metadata: ["model.version": "\(waiting.version)"])
-            beginTrial(waiting)
+        for (m, began) in pending.sorted(by: { $0.began && !$1.began }) {
+            let before = began ? "whose trial had begun before the restart, with no block on record," : "that waited for a trial before the restart"
+            if !trialRunning.load(ordering: .relaxed) {
+                logger.notice("the candidate \(before) begins its trial", metadata: ["model.version": "\(m.version)"])
+                beginTrial(m)
+                continue
+            }
+            // (The waiting slot changes only on this queue.)
+            let replaced = waitingCandidate.withLock { $0 }?.version
+            if let replaced, replaced > m.version {
+                // A newer candidate waits already: this one gives way.
+                try? FileManager.default.removeItem(at: store.pendingTrialURL(m.version))
+                continue
+            }
+            waitingCandidate.withLock { $0 = m }
+            if let replaced { try? FileManager.default.removeItem(at: store.pendingTrialURL(replaced)) }
+            markPending(m.version, began: false)
+            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(m.version)),
+                            "replaces": replaced.map { .number(Double($0)) } ?? .null,
+                            "note": .string("owed a trial before the restart: this candidate's trial starts when the running one is decided")])
+            logger.notice("the candidate \(before) waits for the running trial", metadata: ["model.version": "\(m.version)"])
         }
     }
 
