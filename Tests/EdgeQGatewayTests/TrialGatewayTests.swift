@@ -51,6 +51,35 @@ import Testing
         try h.gateway.control.sync { try h.gateway.startTrial(version) }
     }
 
+    /// The restart tests' trial: at least 8 pairs of 4-tick blocks, no control group.
+    static let restartTrial = testMapping(extraLearning: """
+          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
+        """)
+
+    /// A gateway on `broker` with `yaml`, put in control mode.
+    func gatewayInControl(_ yaml: String, on broker: MosquittoBroker) throws -> GatewayHarness {
+        let h = try GatewayHarness(yaml: yaml, broker: broker)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        return h
+    }
+
+    /// Runs the trial tests' plant (seeds 11, 12) until the running trial's record `url` holds
+    /// `blocks` blocks (at most 200 ticks; the record is written on the control queue after a
+    /// block ends, so each tick waits up to 0.3 s for it); returns the blocks recorded.
+    func runUntilRecorded(_ h: GatewayHarness, _ url: URL, blocks: Int) throws -> Int {
+        func recorded() -> Int {
+            guard let data = try? Data(contentsOf: url), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
+            return (o["blocks"] as? [Any])?.count ?? 0
+        }
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
+        try plant.run(200) {
+            let deadline = Date().addingTimeInterval(0.3)
+            while recorded() < blocks && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            return recorded() >= blocks
+        }
+        return recorded()
+    }
+
     /// A served model favouring a0 (seed 1), control mode, and a candidate favouring
     /// `candidateFavouring` (seed 2) in its trial against it: (served, candidate).
     func trialAgainstAServedModel(_ h: GatewayHarness, candidateFavouring: Int) throws -> (served: Int, candidate: Int) {
@@ -263,27 +292,15 @@ import Testing
     /// (`resumed` event), so the verdict counts the pairs from before the restart; the record
     /// is removed at the verdict.
     @Test func aRunningTrialGoesOnAfterARestart() throws {
-        let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
-            """)
+        let yaml = Self.restartTrial
         let broker = try MosquittoBroker()
-        let first = try GatewayHarness(yaml: yaml, broker: broker)
+        let first = try gatewayInControl(yaml, on: broker)
         defer { first.stop() }  // keeps its data directory alive until the end
-        #expect(try first.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
         let candidate = try storeModel(favouring: 0, for: first.map, in: first.dir.url)
         try startTrial(first, candidate)
         let url = try ModelStore(dataDirectory: first.dir.url).runningTrialURL(candidate)
-        func recordedBlocks() -> Int {
-            guard let data = try? Data(contentsOf: url), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
-            return (o["blocks"] as? [Any])?.count ?? 0
-        }
-        let plant = ClosedLoop(first, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
-        try plant.run(200) {
-            let deadline = Date().addingTimeInterval(0.3)
-            while recordedBlocks() < 7 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-            return recordedBlocks() >= 7
-        }
-        #expect(recordedBlocks() == 7 && trialEvents(first, "verdict").isEmpty, "\(recordedBlocks()) blocks recorded")
+        let blocks = try runUntilRecorded(first, url, blocks: 7)
+        #expect(blocks == 7 && trialEvents(first, "verdict").isEmpty, "\(blocks) blocks recorded")
         first.stop()
 
         let h = try GatewayHarness(yaml: yaml, broker: broker) { $0.dataDirectory = first.dir.url.path }
@@ -312,13 +329,10 @@ import Testing
     /// event) and its trial begins at the running one's verdict, against the controller in
     /// charge then.
     @Test(arguments: [true, false]) func candidatesOwedATrialAreNotForgottenAtARestart(blocksBeforeTheStop: Bool) throws {
-        let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
-            """)
+        let yaml = Self.restartTrial
         let broker = try MosquittoBroker()
-        let first = try GatewayHarness(yaml: yaml, broker: broker)
+        let first = try gatewayInControl(yaml, on: broker)
         defer { first.stop() }  // keeps its data directory alive until the end
-        #expect(try first.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
         let store = try ModelStore(dataDirectory: first.dir.url)
         func marked(_ v: Int) -> Bool? {
             (try? Data(contentsOf: store.pendingTrialURL(v))).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }?["began"] as? Bool
@@ -338,13 +352,7 @@ import Testing
         #expect(queuedBefore["replaces"] as? Int == replaced, "\(queuedBefore)")
         let record = store.runningTrialURL(running)
         if blocksBeforeTheStop {
-            let plant = ClosedLoop(first, incumbent: Self.randomIncumbent(seed: 11), dynamics: Self.noisyPlant(seed: 12))
-            try plant.run(200) {
-                let deadline = Date().addingTimeInterval(0.3)
-                while !FileManager.default.fileExists(atPath: record.path) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-                return FileManager.default.fileExists(atPath: record.path)
-            }
-            #expect(FileManager.default.fileExists(atPath: record.path) && trialEvents(first, "verdict").isEmpty)
+            #expect(try runUntilRecorded(first, record, blocks: 1) >= 1 && trialEvents(first, "verdict").isEmpty)
             #expect(marked(running) == nil, "the mark outlived the trial's first record")
         } else {
             #expect(!FileManager.default.fileExists(atPath: record.path))
