@@ -491,20 +491,25 @@ extension Gateway {
     func startTrial(_ version: Int) throws {
         let m = try loadVerified(version)
         if trialRunning.load(ordering: .relaxed) {
-            let replaced = waitingCandidate.withLock { w -> Int? in
-                defer { w = m }
-                return w?.version
-            }
-            if let replaced, replaced != version { try? FileManager.default.removeItem(at: store.pendingTrialURL(replaced)) }
-            markPending(version, began: false, replaces: replaced)
-            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(version)),
-                            "replaces": replaced.map { .number(Double($0)) } ?? .null,
-                            "note": .string("a trial is under way: this candidate's trial starts when it is decided")])
-            logger.notice("candidate waits for the running trial", metadata: ["model.version": "\(version)",
-                                                                              "trial.replaces_waiting": "\(replaced.map(String.init) ?? "none")"])
+            queueCandidate(m, note: "a trial is under way: this candidate's trial starts when it is decided")
             return
         }
         beginTrial(m)
+    }
+
+    /// Control queue: `m` waits for the running trial — replacing the candidate that waited,
+    /// whose mark goes —, marked on disk (`markPending`), and says so (`queued` event, `note`).
+    private func queueCandidate(_ m: ServedModel, note: String) {
+        let replaced = waitingCandidate.withLock { w -> Int? in
+            defer { w = m }
+            return w?.version
+        }
+        if let replaced, replaced != m.version { try? FileManager.default.removeItem(at: store.pendingTrialURL(replaced)) }
+        markPending(m.version, began: false, replaces: replaced)
+        publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(m.version)),
+                        "replaces": replaced.map { .number(Double($0)) } ?? .null, "note": .string(note)])
+        logger.notice("candidate waits for the running trial", metadata: ["model.version": "\(m.version)",
+                                                                          "trial.replaces_waiting": "\(replaced.map(String.init) ?? "none")"])
     }
 
     /// Control queue: marks `version` as owed a trial with no block on record
@@ -523,11 +528,12 @@ extension Gateway {
         }
     }
 
-    /// Hands `m` to the decision thread for its trial, and says so.
-    func beginTrial(_ m: ServedModel) {
+    /// Hands `m` to the decision thread for its trial, and says so. `onRecord`: a trial resumed
+    /// from its record (`trial-running.json`), which a restart resumes again.
+    func beginTrial(_ m: ServedModel, onRecord: Bool = false) {
         let version = m.version
-        // Until its first block is on record (`trial-running.json`), a restart begins it again.
-        markPending(version, began: true)
+        // Until its first block is on record, a restart begins it again.
+        if !onRecord { markPending(version, began: true) }
         trialRunning.store(true, ordering: .relaxed)
         let adjusted = baselineUse(m).evaluator != nil
         let found = map.learning.trial.earlyStop ? earlierTrialNoise(candidate: version, adjusted: adjusted) : nil
@@ -636,7 +642,7 @@ extension Gateway {
                 continue
             }
             resumingTrial.withLock { $0 = record }
-            beginTrial(m)
+            beginTrial(m, onRecord: true)
             return v
         }
         return nil
@@ -661,26 +667,19 @@ extension Gateway {
             pending.append((m, began))
         }
         for (m, began) in pending.sorted(by: { $0.began && !$1.began }) {
-            let before = began ? "whose trial had begun before the restart, with no block on record," : "that waited for a trial before the restart"
             if !trialRunning.load(ordering: .relaxed) {
+                let before = began ? "whose trial had begun before the restart, with no block on record," : "that waited for a trial before the restart"
                 logger.notice("the candidate \(before) begins its trial", metadata: ["model.version": "\(m.version)"])
                 beginTrial(m)
                 continue
             }
             // (The waiting slot changes only on this queue.)
-            let replaced = waitingCandidate.withLock { $0 }?.version
-            if let replaced, replaced > m.version {
+            if let newer = waitingCandidate.withLock({ $0 })?.version, newer > m.version {
                 // A newer candidate waits already: this one gives way.
                 try? FileManager.default.removeItem(at: store.pendingTrialURL(m.version))
                 continue
             }
-            waitingCandidate.withLock { $0 = m }
-            if let replaced { try? FileManager.default.removeItem(at: store.pendingTrialURL(replaced)) }
-            markPending(m.version, began: false)
-            publishRetrain(["phase": .string("trial"), "event": .string("queued"), "version": .number(Double(m.version)),
-                            "replaces": replaced.map { .number(Double($0)) } ?? .null,
-                            "note": .string("owed a trial before the restart: this candidate's trial starts when the running one is decided")])
-            logger.notice("the candidate \(before) waits for the running trial", metadata: ["model.version": "\(m.version)"])
+            queueCandidate(m, note: "owed a trial before the restart: this candidate's trial starts when the running one is decided")
         }
     }
 
