@@ -208,6 +208,10 @@ public final class FleetShipper: Sendable {
         return .object(o)
     }
 
+    /// The fleet models this gateway stored before it started (`report.json` says `source: fleet`):
+    /// a trial of one that resumes after a restart reports its start and verdict to the fleet too.
+    func knowStoredVersions(_ versions: Set<Int>) { fleetVersions.withLock { $0.formUnion(versions) } }
+
     /// Sets what the gateway does with a complete fleet model (before `start`).
     func setModelHandler(_ h: @escaping ModelHandler) { modelHandler.withLock { $0 = h } }
 

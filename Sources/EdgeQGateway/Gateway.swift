@@ -503,6 +503,12 @@ public final class Gateway: Sendable {
             announceHandover(reason: "started: the incumbent is in charge")
         }
         startCommandThread()
+        control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
+        // The fleet models stored before (their trials' verdicts go to the fleet too), and the
+        // trial that ran or was owed when the gateway stopped, before the first fleet model is
+        // handled: a stored model seen again must find its trial resumed, not take it for cut short.
+        fleet?.knowStoredVersions(storedFleetVersions())
+        control.sync { self.resumeTrialAtStart() }
         fleet?.setModelHandler { [self] manifest, bytes in fleetModelArrived(manifest, bytes) }
         fleet?.start()
         do {
@@ -512,8 +518,6 @@ public final class Gateway: Sendable {
         }
         transitionsAtLastRetrain.store(0, ordering: .relaxed)
         publishStatus()
-        control.async { self.announceModelRefusals() }   // those of the start, on <prefix>/retrain
-        control.async { self.resumeTrialAtStart() }
         lastDecisionNanos.store(Self.now(), ordering: .relaxed)
         let watchdog = startWatchdog()
         // systemd: connected and deciding from here on; then the liveness ticks.

@@ -160,13 +160,24 @@ extension Gateway {
         }
     }
 
+    /// The stored versions that came from the fleet (their `report.json` says `source: fleet`).
+    func storedFleetVersions() -> Set<Int> {
+        Set(store.versions().filter { v in
+            guard let data = try? Data(contentsOf: store.reportURL(v)),
+                  let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return false }
+            return o["source"] as? String == "fleet"
+        })
+    }
+
     /// A fleet model this gateway already stored came again (the retained manifest after a
     /// restart). It is never stored twice and never trialled twice. Its standing verdict (retained
     /// on `<fleet>/verdict/<gateway>`) still holds — nil, nothing is published — unless it says
-    /// a trial is under way that the restart ended: under `promotion: trial`, a version that is
-    /// neither served, nor in (or waiting for) the running trial, nor decided (`trial.json`),
-    /// nor quarantined, nor kept out of the trial (its `baseline.json` needs a longer log: it had
-    /// no trial, and its `stored` verdict stands) had its trial cut short. That is said once:
+    /// a trial is owed that no longer exists. The trials marked on disk were resumed before the
+    /// first fleet message was handled (`resumeTrialAtStart`); under `promotion: trial`, a
+    /// version that is neither served, nor in (or waiting for) the running trial, nor decided
+    /// (`trial.json`), nor quarantined, nor kept out of the trial (its `baseline.json` needs a
+    /// longer log: it had no trial, and its `stored` verdict stands) was never marked as owed its
+    /// trial (the gateway stopped between storing and beginning it). That is said once:
     /// `trial_abandoned` with the reason, and `trial.json` written (`verdict: abandoned`), so the
     /// next restart is silent.
     func standingVerdict(_ version: Int) -> [String: JSONValue]? {
@@ -177,7 +188,7 @@ extension Gateway {
             || ExogenousBaseline.load(from: store.baselineURL(version))?.report.needsLongerLog == true {
             return nil
         }
-        let reason = "the gateway restarted before the trial was decided (a trial does not survive a restart); serve it with a signed cmd/promote {\"version\":\(version)} or wait for the next fleet model"
+        let reason = "the gateway restarted before this model's trial was marked on disk (it stopped between storing the model and beginning its trial), so there is no trial to resume; serve it with a signed cmd/promote {\"version\":\(version)} or wait for the next fleet model"
         let record: [String: JSONValue] = [
             "version": .number(Double(version)), "verdict": .string("abandoned"), "reason": .string(reason), "promoted": .bool(false),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),

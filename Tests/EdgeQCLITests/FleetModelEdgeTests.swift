@@ -234,12 +234,17 @@ import Testing
 
     // MARK: - 2. A gateway restart
 
-    /// Gateway a (`manual`) and b (`trial`, in shadow: its trial waits) store fleet model v1 and
-    /// say so; both restart twice. The retained model comes again each time: nothing is stored
-    /// twice; a stays silent (its `stored` still holds); b's trial did not survive the restart,
-    /// so b says `trial_abandoned` once (the second restart is silent) and starts no second
-    /// trial: v2, published after the restarts, is `trial_started`, not `trial_queued`.
-    @Test func aRestartedGatewayStoresNothingTwiceStartsNoSecondTrialAndSaysOnlyWhatIsTrue() throws {
+    /// Gateway a (`manual`) and b (`trial`, in shadow: its trial waits for control) store fleet
+    /// model v1 and say so; both restart three times, and the retained model comes again each
+    /// time: nothing is stored twice and a stays silent. b's trial of v1 survives each restart
+    /// (it had begun with no block on record: it begins again, `trial_started` once more, never
+    /// `trial_abandoned`), so v2, published after the first restart, is `trial_queued`. Before
+    /// the second restart v2's mark (`trial-pending.json`) is removed — as when a gateway stops
+    /// between storing a model and marking its trial: the retained v2 then says `trial_abandoned`
+    /// once (`trial.json` written), and the third restart says nothing of it. The trials are
+    /// resumed before the first fleet message is handled: were they not, the retained v1 would
+    /// be taken for a trial cut short (CI saw that order once).
+    @Test func aRestartedGatewayStoresNothingTwiceResumesItsTrialAndSaysOnlyWhatIsTrue() throws {
         let rig = try Rig()
         let plant = try plantClient(rig.broker, "edgeq/+/status")
         let verdicts = try FleetModelProcessTests.Verdicts(rig.broker)
@@ -261,35 +266,53 @@ import Testing
         try Self.publish(plant, try Self.modelBytes(map, seed: 1, in: rig.dir.url), version: v1, map: map, key: key)
         #expect(verdicts.wait("a", version: v1, kind: "stored") != nil, "a:\n\(rig.logs())")
         #expect(verdicts.wait("b", version: v1, kind: "trial_started")?["waiting_for_control"] as? Bool == true, "b:\n\(rig.logs())")
+        let bStore = try ModelStore(dataDirectory: rig.data("b"))
+        let summary = { (id: String) in (verdicts.seen[id] ?? []).map { "\($0["verdict"] as? String ?? "?") v\(($0["version"] as? NSNumber)?.intValue ?? 0)" } }
+        /// Stops both gateways, runs `between`, starts them again and waits until they are back.
+        func restart(_ between: () throws -> Void = {}) throws {
+            for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
+            _ = verdicts.wait("none", version: 0, kind: "", timeout: 0.5)   // read what is in flight
+            verdicts.seen = [:]
+            try between()
+            for id in ["a", "b"] { try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual")) }
+            try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come back:\n\(rig.logs())")
+        }
 
-        // Restart 1: b's trial was cut short, which b says once.
-        for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
-        _ = verdicts.wait("none", version: 0, kind: "", timeout: 0.5)   // read what is in flight
-        verdicts.seen = [:]
-        for id in ["a", "b"] { try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual")) }
-        try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come back:\n\(rig.logs())")
-        let abandoned = verdicts.wait("b", version: v1, kind: "trial_abandoned")
-        #expect((abandoned?["reason"] as? String)?.contains("restarted") == true, "b: \(String(describing: abandoned))\n\(rig.logs())")
-        #expect((abandoned?["trial"] as? [String: Any])?["verdict"] as? String == "abandoned", "\(String(describing: abandoned))")
-        let trialFile = try ModelStore(dataDirectory: rig.data("b")).trialURL(v1)
-        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: trialFile)) as? [String: Any]
-        #expect(record?["verdict"] as? String == "abandoned" && record?["promoted"] as? Bool == false, "\(String(describing: record))")
+        // Restart 1: b's trial of v1 had begun and recorded no block: it begins again.
+        try restart()
+        #expect(verdicts.wait("b", version: v1, kind: "trial_started")?["waiting_for_control"] as? Bool == true, "b:\n\(rig.logs())")
+        #expect(!FileManager.default.fileExists(atPath: bStore.trialURL(v1).path), "v1's trial was decided or abandoned:\n\(rig.logs())")
+        #expect(FileManager.default.fileExists(atPath: bStore.pendingTrialURL(v1).path))
 
-        // Restart 2: nothing new to say.
-        for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
-        for id in ["a", "b"] { try rig.gateway(id, FleetModelProcessTests.mapping(id, policy: policies[id] ?? "manual")) }
-        try #require(rig.online(["a", "b"], plant, last: ["a": Self.chunks, "b": Self.chunks]), "the gateways did not come back:\n\(rig.logs())")
-
-        // v2 after the restarts: each gateway has handled the retained v1 before it (one connection, in order).
+        // v2: b queues it behind v1's trial, which still runs.
         try Self.publish(plant, try Self.modelBytes(map, seed: 2, in: rig.dir.url), version: v2, map: map, key: key)
         #expect(verdicts.wait("a", version: v2, kind: "stored") != nil, "a:\n\(rig.logs())")
-        #expect(verdicts.wait("b", version: v2, kind: "trial_started") != nil, "b (no trial of v1 runs):\n\(rig.logs())")
-        let summary = { (id: String) in (verdicts.seen[id] ?? []).map { "\($0["verdict"] as? String ?? "?") v\(($0["version"] as? NSNumber)?.intValue ?? 0)" } }
-        #expect(summary("a") == ["stored v\(v2)"], "a after its restarts: \(summary("a"))")
-        #expect(summary("b") == ["trial_abandoned v\(v1)", "trial_started v\(v2)"], "b after its restarts: \(summary("b"))")
+        #expect(verdicts.wait("b", version: v2, kind: "trial_queued") != nil, "b (v1's trial runs):\n\(rig.logs())")
+        #expect(summary("a") == ["stored v\(v2)"], "a after its restart: \(summary("a"))")
+        #expect(summary("b") == ["trial_started v\(v1)", "trial_queued v\(v2)"], "b after its restart: \(summary("b"))")
         for id in ["a", "b"] {
             #expect(try ModelStore(dataDirectory: rig.data(id)).versions() == [v1, v2], "\(id)")
             #expect(rig.metric(id, "edgeq_fleet_models_stored_total") == 1, "\(id): stored since the last start")
+        }
+
+        // Restart 2, v2's mark gone: v1's trial begins again, the retained v2 says it has none.
+        try restart { try FileManager.default.removeItem(at: bStore.pendingTrialURL(v2)) }
+        let abandoned = verdicts.wait("b", version: v2, kind: "trial_abandoned")
+        #expect((abandoned?["reason"] as? String)?.contains("restarted") == true, "b: \(String(describing: abandoned))\n\(rig.logs())")
+        #expect((abandoned?["trial"] as? [String: Any])?["verdict"] as? String == "abandoned", "\(String(describing: abandoned))")
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: bStore.trialURL(v2))) as? [String: Any]
+        #expect(record?["verdict"] as? String == "abandoned" && record?["promoted"] as? Bool == false, "\(String(describing: record))")
+        #expect(summary("b").sorted() == ["trial_abandoned v\(v2)", "trial_started v\(v1)"], "b after its second restart: \(summary("b"))")
+
+        // Restart 3: v1's trial begins again; nothing new about v2, nothing from a.
+        try restart()
+        #expect(verdicts.wait("b", version: v1, kind: "trial_started") != nil, "b:\n\(rig.logs())")
+        _ = verdicts.wait("none", version: 0, kind: "", timeout: 2)   // what else might come
+        #expect(summary("a") == [], "a after its third restart: \(summary("a"))")
+        #expect(summary("b") == ["trial_started v\(v1)"], "b after its third restart: \(summary("b"))")
+        for id in ["a", "b"] {
+            #expect(try ModelStore(dataDirectory: rig.data(id)).versions() == [v1, v2], "\(id)")
+            #expect((rig.metric(id, "edgeq_fleet_models_stored_total") ?? 0) == 0, "\(id): stored since the last start")
         }
         for id in ["a", "b"] { #expect(rig.stop(id) == 0, "\(id):\n\(rig.logs())") }
     }
