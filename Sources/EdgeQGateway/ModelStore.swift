@@ -506,9 +506,11 @@ public final class ModelStore: @unchecked Sendable {
         try writeCurrent(target, reason: reason, controlGroup: .incumbent)
     }
 
-    /// Deletes the oldest versions so that at most `keep` remain; never the current one nor
-    /// the rollback target. Quarantined versions go first (they are never served again
-    /// automatically, so they are the least useful to keep), then the oldest others.
+    /// Deletes the oldest versions so that at most `keep` remain; never the current one, the
+    /// rollback target, the served version's control group, nor a candidate owed a trial (its
+    /// `trial-running.json` or `trial-pending.json`: the running trial's and the one waiting for
+    /// it). Quarantined versions go first (they are never served again automatically, so they
+    /// are the least useful to keep), then the oldest others.
     public func prune(keep: Int) {
         lock.lock()
         defer { lock.unlock() }
@@ -520,8 +522,12 @@ public final class ModelStore: @unchecked Sendable {
                 return v
             }
         }
-        let protected = Set([current, targets(from: current).first, group].compactMap { $0 })
         var all = versions()
+        // A candidate in (or waiting for) its trial: deleting it would end the trial unseen.
+        let owedATrial = all.filter { v in
+            [runningTrialURL(v), pendingTrialURL(v)].contains { FileManager.default.fileExists(atPath: $0.path) }
+        }
+        let protected = Set([current, targets(from: current).first, group].compactMap { $0 } + owedATrial)
         while all.count > max(keep, protected.count) {
             let candidates = all.filter { !protected.contains($0) }
             guard let victim = candidates.first(where: isQuarantined) ?? candidates.first else { break }

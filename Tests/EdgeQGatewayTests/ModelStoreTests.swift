@@ -156,6 +156,26 @@ import Testing
         #expect(store.versions() == [3, 4])
     }
 
+    /// Prune never deletes a candidate owed a trial: the one whose trial runs (its
+    /// `trial-running.json`) and the one waiting for it (`trial-pending.json`) outlive older
+    /// versions and `keep` alike; once the mark is gone they are pruned like any other.
+    @Test func pruneKeepsTheCandidatesOwedATrial() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try threeServed(dir)   // 3 served, 2 its target
+        let v4 = try store.add(files: ["model.safetensors": try modelFile(dir, "m4")], report: Data("{}".utf8), signer: signer)
+        let v5 = try store.add(files: ["model.safetensors": try modelFile(dir, "m5")], report: Data("{}".utf8), signer: signer)
+        let v6 = try store.add(files: ["model.safetensors": try modelFile(dir, "m6")], report: Data("{}".utf8), signer: signer)
+        try Data(#"{"candidate":4}"#.utf8).write(to: store.runningTrialURL(v4))
+        try Data(#"{"version":5,"began":false}"#.utf8).write(to: store.pendingTrialURL(v5))
+        store.prune(keep: 2)
+        #expect(store.versions() == [2, 3, v4, v5], "\(store.versions()): 1 and \(v6), owed nothing, go")
+        // The trial decided (its record removed), the waiting one still owed: 4 may go.
+        try FileManager.default.removeItem(at: store.runningTrialURL(v4))
+        store.prune(keep: 2)
+        #expect(store.versions() == [2, 3, v5], "\(store.versions())")
+    }
+
     /// The served history is the record the start follows (anti-rollback): every switch is in
     /// it, and a line torn by a crash in mid-append is neither read nor glued to the next one.
     @Test func everySwitchIsRecordedAndATornLineIsCutOff() throws {
