@@ -40,13 +40,14 @@ extension Gateway {
             // Lower priority than the decision thread. On Linux the nice value is per thread, and
             // `who` 0 names the calling thread (setpriority(2), "Bugs").
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-            defer { retraining.store(false, ordering: .releasing) }
             // Learn from everything logged so far: commit the writer's queue first (this waits
             // on the writer, never on the decision thread).
             try? writer.flush(timeout: 10)
             // The starting weights (`learning.warm_start`); the plant model's judgement below
             // still compares with the served model, the controller in charge.
             let (warm, warmVersion) = warmStart(served: servedNow)
+            // The retraining's last event (`done` or `failed`), said once it is no longer busy.
+            var terminal: [String: JSONValue]
             publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
                             "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
                                                "seconds": limits.seconds.map { .number($0) } ?? .null,
@@ -129,23 +130,27 @@ extension Gateway {
                     case .manual:
                         break
                     }
-                    var done = result(report, promoted: promoted)
-                    done["baseline"] = Self.baselineSummary(outcome.baseline)
-                    publishRetrain(done)
+                    terminal = result(report, promoted: promoted)
+                    terminal["baseline"] = Self.baselineSummary(outcome.baseline)
                     logRetrainResult(report, promoted: promoted, trigger: trigger)
                 } else {
-                    var done = result(report, promoted: false)
-                    done["baseline"] = Self.baselineSummary(outcome.baseline)
-                    publishRetrain(done)
+                    terminal = result(report, promoted: false)
+                    terminal["baseline"] = Self.baselineSummary(outcome.baseline)
                     logRetrainResult(report, promoted: false, trigger: trigger)
                 }
                 lastRetrain.withLock { $0 = report }
             } catch {
-                publishRetrain(["phase": .string("failed"), "verdict": .string("failed"), "error": .string("\(error)")])
+                terminal = ["phase": .string("failed"), "verdict": .string("failed"), "error": .string("\(error)")]
                 logger.error("retraining failed", metadata: ["error": "\(error)", "retrain.trigger": "\(trigger)"])
             }
             transitionsAtLastRetrain.store(Int(metrics.transitionsLogged.value), ordering: .relaxed)
             lastRetrainTime.store(Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
+            // Free before the last word: whoever waits for `done` (or `failed`) and asks for the
+            // next retraining at once must not be told "busy" by a thread that has nothing left
+            // to do but say so. Everything the next one reads (the plant fit, the schedule's
+            // counters, the stored version) is in place by now.
+            retraining.store(false, ordering: .releasing)
+            publishRetrain(terminal)
             control.async {
                 self.publishStatus()
                 // The rows, replay and networks of the retraining are freed by now.
