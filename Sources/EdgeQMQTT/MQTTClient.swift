@@ -486,16 +486,28 @@ final class Connection: @unchecked Sendable {
 
     fileprivate func handleConnack(_ rc: Int32, flags: Int32) {
         if rc == 0 {
-            let subs = shared.withLock { s -> [(filter: String, qos: QoS, noLocal: Bool)] in
+            // The subscriptions are queued before the client says it is connected: whoever waits
+            // for `connected` and then announces itself (a retained "online") must not be answered
+            // by a message the broker drops because the SUBSCRIBE was not sent yet. libmosquitto
+            // sends packets in the order they are queued, and the broker handles them in order.
+            let subs = shared.withLock { $0.subscriptions }
+            for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, sub.noLocal, handle) }
+            // A `subscribe` or `unsubscribe` in between saw a client not yet connected and only
+            // changed the list: what changed is sent here, after the state changed, so neither
+            // is lost.
+            let (added, removed) = shared.withLock { s -> ([(filter: String, qos: QoS, noLocal: Bool)], [String]) in
                 s.state = .connected
                 s.connects += 1
                 s.consecutiveFailures = 0
                 s.pendingFailure = nil
                 s.disconnectReason = nil
                 s.connectedAt = MonotonicClock.nanoseconds()
-                return s.subscriptions
+                let added = s.subscriptions.filter { n in !subs.contains { $0.filter == n.filter && $0.qos == n.qos && $0.noLocal == n.noLocal } }
+                let removed = subs.filter { o in !s.subscriptions.contains { $0.filter == o.filter } }.map(\.filter)
+                return (added, removed)
             }
-            for sub in subs { _ = sendSubscribe(sub.filter, sub.qos, sub.noLocal, handle) }
+            for sub in added { _ = sendSubscribe(sub.filter, sub.qos, sub.noLocal, handle) }
+            for filter in removed { _ = mosquitto_unsubscribe(handle, nil, filter) }
             // Connected: stop libmosquitto's log callback (unless traced). With a callback set,
             // libmosquitto mallocs and formats a debug line for every packet sent or received
             // (about 3 % of the gateway's CPU at full rate); its errors while connected come
@@ -503,7 +515,7 @@ final class Connection: @unchecked Sendable {
             // connect and TLS handshake errors keep their library detail.
             if !traceLibrary { mosquitto_log_callback_set(handle, nil) }
             logger.info("MQTT connected", metadata: [
-                "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count)",
+                "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count + added.count - removed.count)",
             ])
         } else {
             let failure = classifyConnack(rc)
