@@ -738,12 +738,14 @@ extension Gateway {
         }
         o["promoted"] = .bool(promoted)
         try? DurableFile.write(Data(JSONValue.object(o).jsonText.utf8), to: store.trialURL(candidate.version))
-        fleet?.trialDecided(version: candidate.version, promoted: promoted, verdict: verdict, figures: o)
         trialStatus.withLock { $0 = o }
         metrics.trialVerdicts[verdict]?.increment()
         metrics.trialPairs.set(Double(s.pairs))
         metrics.trialMeanDifference.set(s.meanDifference ?? 0)
         metrics.trialCost.set(s.cost)
+        // Told to the fleet once the unit's own status and metrics say it: whoever reads them on
+        // seeing the fleet's verdict finds the same.
+        fleet?.trialDecided(version: candidate.version, promoted: promoted, verdict: verdict, figures: o)
         var event = o
         event["phase"] = .string("trial")
         event["event"] = .string(verdict == "abandoned" ? "abandoned" : "verdict")
