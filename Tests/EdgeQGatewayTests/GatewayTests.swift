@@ -326,7 +326,9 @@ import Testing
     @Test func theWatchdogPublishesTheFallbackWhenNoDecisionIsMade() throws {
         let yaml = testMapping(fallback: "a1", extraLearning: noControlGroup)
             .replacingOccurrences(of: #"payload: '{"a":{{value}},"step":{{step}}}'"#, with: #"payload: '{"a":{{value}}}'"#)
-        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 0.4 }
+        // The watchdog counts from the gateway's start until the first decision too: 1 s leaves a
+        // loaded machine time to deliver the first state before it (0.4 s once could not).
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 1 }
         defer { h.stop() }
         try h.send("plant/t/state", state(1))
         _ = try h.waitFor(topic: "plant/t/cmd")
@@ -334,14 +336,14 @@ import Testing
         let status = try h.waitFor(topic: "edgeq/t1/status", timeout: 5) {
             String(decoding: $0.payload, as: UTF8.self).contains("watchdog: no decision")
         }
-        #expect(Date().timeIntervalSince(silentSince) >= 0.4)
+        #expect(Date().timeIntervalSince(silentSince) >= 1)
         #expect(String(decoding: status.payload, as: UTF8.self).contains(#""watchdog_trips":1"#))
         let fallback = h.received.filter { $0.topic == "plant/t/cmd" }.dropFirst().map(GatewayHarness.json)
         #expect(fallback.count == 1)
         #expect(fallback.first?["a"] as? Int == 1)
         #expect(h.metric(#"edgeq_fallbacks_total{reason="watchdog"}"#) == 1)
         // Decisions again: the watchdog re-arms, and it trips once per silence, not per check.
-        _ = h.drain(0.5)
+        _ = h.drain(1)
         #expect(h.metric("edgeq_watchdog_trips_total") == 1)
     }
 
@@ -350,7 +352,7 @@ import Testing
     @Test func theWatchdogGivesThePlantBackAndTheNextDecisionTakesItAgain() throws {
         let yaml = testMapping(fallback: "a1", extraLearning: noControlGroup)
             + "\nhandover:\n  take: {topic: plant/t/mode, payload: gateway}\n  give: {topic: plant/t/mode, payload: incumbent}\n"
-        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 0.4 }
+        let h = try GatewayHarness(yaml: yaml, mode: .control, withModel: true) { $0.watchdogSeconds = 1 }   // as above
         defer { h.stop() }
         try h.send("plant/t/state", state(1))
         _ = try h.waitFor(topic: "plant/t/cmd")

@@ -40,9 +40,17 @@ import Testing
         let shadow = try Simulator(o).run()
         #expect(shadow.incumbentSteps == 300)
         let deadline = Date().addingTimeInterval(60)
-        // Every state was ticked on, and the log writer has committed all it was given.
-        while (h.metric("edgeq_ticks_total") < 301 || h.gateway.logMetrics.queueDepth > 0) && Date() < deadline { _ = h.drain(0.05) }
+        // Every state was ticked on, and the log writer has committed all it was given: an empty
+        // queue alone is not that (the writer takes the whole queue before its COMMIT), nor is
+        // the tick count (counted as a tick starts, its row submitted a moment later) — so the
+        // written rows must have caught up with the submitted ones, once more after a pause.
+        func settled() -> Bool {
+            let m = h.gateway.logMetrics
+            return h.metric("edgeq_ticks_total") >= 301 && m.queueDepth == 0 && m.rowsWritten >= m.rowsSubmitted
+        }
+        while !settled() && Date() < deadline { _ = h.drain(0.05) }
         usleep(300_000)
+        while !settled() && Date() < deadline { _ = h.drain(0.05) }
         let log = try ExperienceLog.open(dataDirectory: h.dir.url.path, create: false)
         let rows = try log.transitions(window: .all).map(\.transition)
         // Every step but the first closes a transition; episode ends close none of their own.

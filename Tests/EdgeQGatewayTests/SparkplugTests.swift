@@ -231,8 +231,12 @@ final class SparkplugPeer: @unchecked Sendable {
         // Decisions: NDATA with the changed metrics, aliases resolved by pysparkplug.
         try h.send("plant/t/state", #"{"step":1,"x":1,"y":2}"#)
         try h.send("plant/t/state", #"{"step":2,"x":1.5,"y":2}"#)
-        #expect(eventually(timeout: 10) { messages(host, "ndata").contains { (metrics($0)["EdgeQ/Decisions"] as? Int) == 2 } },
-                "\(host.lines)")
+        // The decision count is counted as a decision starts, its reward stored a moment later: a
+        // snapshot can carry the count before the reward, whose NDATA then follows.
+        #expect(eventually(timeout: 10) {
+            let data = messages(host, "ndata")
+            return data.contains { (metrics($0)["EdgeQ/Decisions"] as? Int) == 2 } && data.contains { metrics($0)["EdgeQ/Reward"] as? Double == -1.5 }
+        }, "\(host.lines)")
         let data = messages(host, "ndata")
         #expect(data.allSatisfy { ($0["seq"] as? Int ?? 0) >= 1 })
         let actions = Set(data.compactMap { metrics($0)["EdgeQ/Last Action"] as? String })
