@@ -495,7 +495,7 @@ final class Connection: @unchecked Sendable {
             // A `subscribe` or `unsubscribe` in between saw a client not yet connected and only
             // changed the list: what changed is sent here, after the state changed, so neither
             // is lost.
-            let (added, removed) = shared.withLock { s -> ([(filter: String, qos: QoS, noLocal: Bool)], [String]) in
+            let (added, removed, count) = shared.withLock { s -> ([(filter: String, qos: QoS, noLocal: Bool)], [String], Int) in
                 s.state = .connected
                 s.connects += 1
                 s.consecutiveFailures = 0
@@ -504,7 +504,7 @@ final class Connection: @unchecked Sendable {
                 s.connectedAt = MonotonicClock.nanoseconds()
                 let added = s.subscriptions.filter { n in !subs.contains { $0.filter == n.filter && $0.qos == n.qos && $0.noLocal == n.noLocal } }
                 let removed = subs.filter { o in !s.subscriptions.contains { $0.filter == o.filter } }.map(\.filter)
-                return (added, removed)
+                return (added, removed, s.subscriptions.count)
             }
             for sub in added { _ = sendSubscribe(sub.filter, sub.qos, sub.noLocal, handle) }
             for filter in removed { _ = mosquitto_unsubscribe(handle, nil, filter) }
@@ -515,7 +515,7 @@ final class Connection: @unchecked Sendable {
             // connect and TLS handshake errors keep their library detail.
             if !traceLibrary { mosquitto_log_callback_set(handle, nil) }
             logger.info("MQTT connected", metadata: [
-                "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(subs.count + added.count - removed.count)",
+                "mqtt.session_present": "\(flags & 1 == 1)", "mqtt.subscriptions": "\(count)",
             ])
         } else {
             let failure = classifyConnack(rc)
