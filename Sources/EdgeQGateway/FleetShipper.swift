@@ -111,6 +111,10 @@ public final class FleetShipper: Sendable {
     private let modelHandler = Mutex<ModelHandler?>(nil)
     /// The fleet model versions this gateway stored since start (their trial verdicts are reported).
     private let fleetVersions = Mutex<Set<Int>>([])
+    /// The fleet model the handler is taking now (stored, its trial begun), and the verdicts of
+    /// its trial decided before the handler returned: published after the handler's own verdict
+    /// (`trial_started`), so that the retained verdict is the newest and none is lost.
+    private let handling = Mutex<(version: Int, decided: [[String: JSONValue]])?>(nil)
     private let modelsStored: Counter
     private let modelsRefused: [String: Counter]
     private let modelsRefusedBeforeCounter: Counter
@@ -218,7 +222,6 @@ public final class FleetShipper: Sendable {
     /// The switchback trial of `version` was decided: when it is a fleet model this gateway
     /// stored, its verdict goes to `<fleet>/verdict/<gateway>` with the trial's figures.
     func trialDecided(version: Int, promoted: Bool, verdict: String, figures: [String: JSONValue]) {
-        guard fleetVersions.withLock({ $0.contains(version) }) else { return }
         var o: [String: JSONValue] = ["verdict": .string(promoted ? "promoted" : (verdict == "abandoned" ? "trial_abandoned" : "rejected")),
                                       "version": .number(Double(version)), "trial": .object(figures)]
         if !promoted {
@@ -229,15 +232,24 @@ public final class FleetShipper: Sendable {
                 o["reason"] = .string("trial verdict: \(verdict)")
             }
         }
+        // Decided while the handler is still taking this very model (a trial abandoned at once):
+        // kept for `takeModels`, which publishes it after the handler's `trial_started`.
+        let kept = handling.withLock { h -> Bool in
+            guard var taking = h, taking.version == version else { return false }
+            taking.decided.append(o)
+            h = taking
+            return true
+        }
+        guard !kept, fleetVersions.withLock({ $0.contains(version) }) else { return }
         publishVerdict(o)
     }
 
     /// The trial of `version` began after waiting for another one (`trial_queued` before): when
     /// it is a fleet model this gateway stored, `trial_started` goes to `<fleet>/verdict/<gateway>`.
-    /// (A fleet model whose trial begins at once is reported by `takeModels`: its version is not
-    /// in `fleetVersions` yet when the trial begins, so it is not reported twice.)
+    /// (A fleet model whose trial begins while the handler takes it is reported by `takeModels`,
+    /// with the handler's verdict: not twice.)
     func trialBegan(version: Int, reference: Int?, waitingForControl: Bool) {
-        guard fleetVersions.withLock({ $0.contains(version) }) else { return }
+        guard handling.withLock({ $0?.version }) != version, fleetVersions.withLock({ $0.contains(version) }) else { return }
         publishVerdict(["verdict": .string("trial_started"), "version": .number(Double(version)),
                         "reference": reference.map { .string("v\($0)") } ?? .string("incumbent"),
                         "waiting_for_control": .bool(waitingForControl)])
@@ -309,7 +321,20 @@ public final class FleetShipper: Sendable {
             case .refused(let manifest, let reason, let message):
                 refuse(manifest, reason: reason, message: message)
             case .complete(let manifest, let bytes):
-                guard let handler = modelHandler.withLock({ $0 }), let verdict = handler(manifest, bytes) else { continue }
+                guard let handler = modelHandler.withLock({ $0 }) else { continue }
+                handling.withLock { $0 = (manifest.version, []) }
+                // The verdicts of its trial decided meanwhile go out after the handler's own (below),
+                // once the version is known as a fleet model's.
+                defer {
+                    let decided = handling.withLock { h -> [[String: JSONValue]] in
+                        defer { h = nil }
+                        return h?.decided ?? []
+                    }
+                    if !decided.isEmpty, fleetVersions.withLock({ $0.contains(manifest.version) }) {
+                        for o in decided { publishVerdict(o) }
+                    }
+                }
+                guard let verdict = handler(manifest, bytes) else { continue }
                 let kind = verdict["verdict"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? ""
                 if kind == "refused" {
                     let reason = verdict["reason"].flatMap { v -> String? in if case .string(let s) = v { return s } else { return nil } } ?? FleetModelRefusal.malformed

@@ -6,6 +6,7 @@ import EdgeQRetrain
 import EdgeQTestSupport
 import EdgeQTrust
 import Foundation
+import Synchronization
 import Testing
 
 /// A fleet model's own trial on the gateway (docs/fleet.md, "Models on the gateway"): a model
@@ -147,6 +148,59 @@ import Testing
         #expect(order == ["trial_started 100", "trial_queued 101", "trial_abandoned 100", "trial_started 101"], "\(order)")
         #expect(h.gateway.servedVersion == local)
         #expect(h.metric("edgeq_fleet_models_stored_total") == 2)
+    }
+
+    /// A trial decided before the shipper's handler of its model has returned (here: abandoned,
+    /// the operator serving another model while the handler still runs) is reported to the
+    /// fleet after the handler's `trial_started`, not lost and not before it: the retained
+    /// verdict is the decision.
+    @Test func aTrialDecidedWhileItsFleetModelIsBeingTakenIsReportedAfterItsStart() throws {
+        let keys = try TempDir()
+        let (h, key) = try harness(keys)
+        defer { h.stop() }
+        let local = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        let fleet = try #require(h.gateway.fleet)
+        let inHandler = Mutex<[String]>([])
+        let handled = Mutex(false)
+        // The gateway's own handler, then — before it returns — what abandons the trial it began.
+        // (The harness's observer is read by the handler's thread alone until `handled`. The
+        // harness is held weakly: the gateway holds the handler, and the harness's end stops the
+        // broker.)
+        fleet.setModelHandler { [weak h] m, bytes in
+            defer { handled.withLock { $0 = true } }
+            guard let h else { return nil }
+            let verdict = h.gateway.fleetModelArrived(m, bytes)
+            do {
+                try h.send("plant/t/state", #"{"step":1,"x":0.5,"y":0}"#)
+                guard eventually(timeout: 10, { h.metric("edgeq_trial_active") == 1 }) else {
+                    inHandler.withLock { $0.append("the decision thread did not take up the trial") }
+                    return verdict
+                }
+                guard try h.ask("promote", "{\"version\":\(local)}")["ok"] as? Bool == true else {
+                    inHandler.withLock { $0.append("promote refused") }
+                    return verdict
+                }
+                try h.send("plant/t/state", #"{"step":2,"x":0.5,"y":0}"#)
+                // Published after the fleet was told (`finishTrial`): the verdict is decided.
+                _ = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 10) {
+                    let o = GatewayHarness.json($0)
+                    return o["phase"] as? String == "trial" && o["event"] as? String == "abandoned"
+                }
+            } catch {
+                inHandler.withLock { $0.append("\(error)") }
+            }
+            return verdict
+        }
+        try publishFleetModel(h, favouring: 0, seed: 12, version: 100, key: key)
+        try #require(eventually(timeout: 60) { handled.withLock { $0 } }, "the fleet model's handler did not return")
+        let abandoned = GatewayHarness.json(try h.waitFor(topic: "fleet/t/verdict/t1", timeout: 10) {
+            GatewayHarness.json($0)["verdict"] as? String == "trial_abandoned"
+        })
+        #expect(inHandler.withLock { $0 } == [])
+        #expect(abandoned["version"] as? Int == 100 && (abandoned["reason"] as? String)?.contains("served model changed") == true, "\(abandoned)")
+        let order = verdicts(h).map { "\($0["verdict"] as? String ?? "?") \($0["version"] as? Int ?? 0)" }
+        #expect(order == ["trial_started 100", "trial_abandoned 100"], "\(order)")
+        #expect(h.gateway.servedVersion == local)
     }
 
     /// A fleet model comes without an exogenous baseline; the gateway fits one on its own log, as a
