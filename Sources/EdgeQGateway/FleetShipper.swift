@@ -109,6 +109,9 @@ public final class FleetShipper: Sendable {
     /// Model messages from the network thread, for the shipper thread (bounded).
     private let modelInbox = Mutex<[MQTTMessage]>([])
     private let modelHandler = Mutex<ModelHandler?>(nil)
+    /// The log's age retention: released through the durable cursor (rows a learner has), so that
+    /// rows no learner acknowledged are never deleted by age. nil: the log has no hold.
+    private let retentionHold: RetentionHold?
     /// The fleet model versions this gateway stored since start (their trial verdicts are reported).
     private let fleetVersions = Mutex<Set<Int>>([])
     /// The fleet model the handler is taking now (stored, its trial begun), and the verdicts of
@@ -137,12 +140,16 @@ public final class FleetShipper: Sendable {
     ///   - fingerprint: the gateway's mapping fingerprint (a fleet model for another is refused).
     ///   - modelKeys: the keys the gateway trusts for models: a refusal remembered in
     ///     `fleet-refused.json` holds while these, the fingerprint and `max_model_size` stay.
+    ///   - retentionHold: the hold of the log's age retention (`RetentionPolicy.hold`), released
+    ///     through the durable cursor as learners acknowledge rows; nil: none.
     ///   - registry: where `edgeq_fleet_*` metrics are registered.
     /// - Throws: `GatewayError` when the MQTT client cannot be made from `base`.
     public init(config: FleetConfig, gatewayID: String, dataDirectory: URL, logPath: String, base: MQTTConfiguration,
-                fingerprint: String, modelKeys: [TrustedKey] = [], registry: MetricsRegistry, logger: Logger) throws {
+                fingerprint: String, modelKeys: [TrustedKey] = [], retentionHold: RetentionHold? = nil,
+                registry: MetricsRegistry, logger: Logger) throws {
         let priority = config.priority
         self.config = config
+        self.retentionHold = retentionHold
         self.fingerprint = fingerprint
         self.gatewayID = gatewayID
         self.logPath = logPath
@@ -508,6 +515,7 @@ public final class FleetShipper: Sendable {
                         let start = acked
                         ack.withLock { $0 = (t.logID, start) }
                         persisted = -1   // write the cursor with the log's identity
+                        retentionHold?.release(through: start)
                     }
                 } catch {
                     problem = "cannot read the experience log: \(error)"
@@ -533,6 +541,9 @@ public final class FleetShipper: Sendable {
                     logger.error("fleet: \(problem ?? "")")
                 }
             }
+            // The log's age retention may delete what a learner has (durably, by our cursor) —
+            // only once this file is known to be the one the cursor counts in.
+            if tail != nil, persisted >= 0 { retentionHold?.release(through: persisted) }
 
             // 2. A new connection, or no acknowledgement in time: send again from the cursor.
             let connects = client.counters.connects

@@ -328,6 +328,7 @@ public final class Gateway: Sendable {
         } catch {
             throw GatewayError("cannot create the data directory \(dataDirectory.path): \(error.localizedDescription)")
         }
+        let retentionHold: RetentionHold? = map.fleet == nil ? nil : RetentionHold()
         do {
             let path = dataDirectory.appendingPathComponent(ExperienceLog.defaultFileName).path
             let (opened, check) = try ExperienceLog.openForAppending(path: path, gatewayID: map.gateway.id,
@@ -344,7 +345,9 @@ public final class Gateway: Sendable {
                 ])
             }
             var wo = TransitionWriter.Options()
-            wo.retention = RetentionPolicy(maxRows: nil, maxAge: map.learning.retention)
+            // With a fleet, rows no learner acknowledged are kept past the retention (the shipper
+            // releases them as acknowledgements come): nothing logged is lost to an outage.
+            wo.retention = RetentionPolicy(maxRows: nil, maxAge: map.learning.retention, hold: retentionHold)
             wo.signalNames = map.loggedSignalNames
             writer = try log.makeWriter(options: wo, logger: logger)
         } catch {
@@ -385,7 +388,8 @@ public final class Gateway: Sendable {
             if let f = map.fleet {
                 fleet = try FleetShipper(config: f, gatewayID: map.gateway.id, dataDirectory: dataDirectory,
                                          logPath: log.path, base: config, fingerprint: map.fingerprint,
-                                         modelKeys: trust.keys.filter { $0.role == .models }, registry: metrics.registry, logger: logger)
+                                         modelKeys: trust.keys.filter { $0.role == .models }, retentionHold: retentionHold,
+                                         registry: metrics.registry, logger: logger)
             } else {
                 fleet = nil
             }

@@ -534,6 +534,7 @@ extension Gateway {
         let logMax = r.gauge("edgeq_log_write_seconds_max", help: "Longest group commit so far.")
         let logOverflow = r.counter("edgeq_log_overflows_total", help: "Transitions queued beyond the writer's preallocated capacity.")
         let logDropped = r.counter("edgeq_log_dropped_total", help: "Transitions refused at the writer's hard limit (should stay 0).")
+        let logHeld = r.gauge("edgeq_log_rows_held_back", help: "Rows older than the log's retention kept because no fleet learner has acknowledged them yet (0 without a fleet section).")
         let logCorruptions = r.counter("edgeq_log_corruptions_total", help: "Damaged experience logs moved aside and replaced by a fresh one (at start or after SQLite reported damage while writing).")
         let log = self.log
         let modeGauge = metrics.mode
@@ -553,6 +554,7 @@ extension Gateway {
             logMax.set(w.maxWriteLatency)
             logOverflow.mirror(UInt64(w.overflows))
             logDropped.mirror(UInt64(w.dropped))
+            logHeld.set(Double(w.rowsHeldBack))
             logCorruptions.mirror(UInt64(log.recoveries.count))
             if let self { modeGauge.set(self.mode == .control ? 1 : 0) }
         }

@@ -2,6 +2,7 @@ import CSQLite
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 /// Appends transitions to the log from a writer thread, in group commits, so the decision
 /// path never waits for the disk.
@@ -80,6 +81,9 @@ public final class TransitionWriter: Sendable {
         public var writeErrors: Int = 0
         /// Rows deleted by retention.
         public var rowsDeletedByRetention: Int = 0
+        /// Rows older than the age limit kept at the last retention run because the policy's
+        /// hold has not released them (a fleet learner has not acknowledged them yet).
+        public var rowsHeldBack: Int = 0
         /// Damaged files moved aside after SQLite reported damage while writing (the rows
         /// waiting then went to the fresh file).
         public var recoveries: Int = 0
@@ -204,12 +208,38 @@ public struct RetentionPolicy: Sendable, Equatable {
     public var maxAge: Double?
     /// Rows deleted per statement (each its own short transaction).
     public var batchRows: Int
+    /// Rows someone still has to read (the fleet shipper's rows no learner acknowledged): the
+    /// age limit deletes only rows at or below `RetentionHold.releasedThrough`; the older rows
+    /// above it wait (counted in `Metrics.rowsHeldBack`). nil: no hold. The row limit ignores it
+    /// (it bounds the file).
+    public var hold: RetentionHold?
     /// A policy; nil limits mean keep everything.
-    public init(maxRows: Int? = nil, maxAge: Double? = nil, batchRows: Int = 2_000) {
+    public init(maxRows: Int? = nil, maxAge: Double? = nil, batchRows: Int = 2_000, hold: RetentionHold? = nil) {
         self.maxRows = maxRows
         self.maxAge = maxAge
         self.batchRows = batchRows
+        self.hold = hold
     }
+
+    public static func == (a: RetentionPolicy, b: RetentionPolicy) -> Bool {
+        a.maxRows == b.maxRows && a.maxAge == b.maxAge && a.batchRows == b.batchRows && a.hold === b.hold
+    }
+}
+
+/// How far age retention may delete: the rows up to a row id a reader is done with. Made by the
+/// reader's owner (the gateway, for its fleet shipper), moved by the reader, read by the log
+/// writer at each retention run.
+public final class RetentionHold: Sendable {
+    private let through: Atomic<Int64>
+
+    /// A hold releasing the rows through `id` (0: none yet, every row is kept from age retention).
+    public init(releasedThrough id: Int64 = 0) { through = Atomic(max(0, id)) }
+
+    /// Rows with ids at or below `id` may be deleted by age; the ones above are kept.
+    public func release(through id: Int64) { through.store(max(0, id), ordering: .releasing) }
+
+    /// The highest row id age retention may delete.
+    public var releasedThrough: Int64 { through.load(ordering: .acquiring) }
 }
 
 /// State shared between `submit` (decision path), `flush`/`close` and the writer thread.
@@ -279,6 +309,9 @@ final class WriterWorker: @unchecked Sendable {
     private let counter = CommitCounter()
     private var spare: [Transition] = []
     private var lastRetention = Date.distantPast
+    /// Since when retention has held rows back (nil: it does not), and its last warning.
+    private var heldSince: Date?
+    private var lastHeldWarning = Date.distantPast
     private var reportedOverflows = 0
     private var reportedDropped = 0
 
@@ -470,16 +503,23 @@ final class WriterWorker: @unchecked Sendable {
         guard Date().timeIntervalSince(lastRetention) >= options.retentionInterval else { return }
         lastRetention = Date()
         var deleted = 0
+        var held = 0
         do throws(LogError) {
             let batch = max(1, policy.batchRows)
             // Age first, so the row limit never deletes fresh rows that old ones outlive.
             if let maxAge = policy.maxAge, maxAge.isFinite {
                 let cutoff = Date().timeIntervalSince1970 - maxAge
+                // Rows a reader has not released stay, however old.
+                let released = policy.hold?.releasedThrough
+                let within = released.map { " AND id <= \($0)" } ?? ""
                 while true {
-                    try db.execute("DELETE FROM transitions WHERE id IN (SELECT id FROM transitions WHERE time < \(cutoff) ORDER BY id LIMIT \(batch))")
+                    try db.execute("DELETE FROM transitions WHERE id IN (SELECT id FROM transitions WHERE time < \(cutoff)\(within) ORDER BY id LIMIT \(batch))")
                     let n = Int(sqlite3_changes(db.handle))
                     deleted += n
                     if n < batch { break }
+                }
+                if let released {
+                    held = Int(try db.scalarInt("SELECT count(*) FROM transitions WHERE time < \(cutoff) AND id > \(released)") ?? 0)
                 }
             }
             if let maxRows = policy.maxRows {
@@ -502,5 +542,15 @@ final class WriterWorker: @unchecked Sendable {
                 s.metrics.commits = commits
             }
         }
+        shared.state.withLock { $0.metrics.rowsHeldBack = held }
+        // Said when rows start being held, and then at most once an hour while they are.
+        if held > 0, heldSince == nil || Date().timeIntervalSince(lastHeldWarning) >= 3600 {
+            logger.warning("log retention keeps rows older than the retention: the fleet learner has not acknowledged them yet; they are deleted once it has", metadata: [
+                "log.path": "\(db.path)", "log.rows_held": "\(held)",
+                "log.released_through": "\(policy.hold?.releasedThrough ?? 0)",
+            ])
+            lastHeldWarning = Date()
+        }
+        heldSince = held > 0 ? (heldSince ?? Date()) : nil
     }
 }

@@ -130,6 +130,51 @@ import Testing
         try writer.close()
     }
 
+    /// A hold (the fleet shipper's: rows no learner acknowledged) keeps rows from age retention,
+    /// however old, until it releases them; the row limit is not held (it bounds the file).
+    @Test func ageRetentionKeepsTheRowsAHoldHasNotReleased() throws {
+        let dir = try TempDir()
+        let log = try ExperienceLog.open(path: dir.logPath)
+        let hold = RetentionHold()
+        var options = TransitionWriter.Options()
+        options.retention = RetentionPolicy(maxAge: 86_400, batchRows: 64, hold: hold)
+        options.retentionInterval = 0
+        let writer = try log.makeWriter(options: options)
+        let now = Date().timeIntervalSince1970
+        // 200 rows two days old (ids 1…200), then 100 fresh ones; nothing released yet.
+        for k in 0..<200 { writer.submit(sample(k, time: now - 2 * 86_400)) }
+        for k in 200..<300 { writer.submit(sample(k, time: now)) }
+        try writer.flush()
+        #expect(try log.rowCount() == 300)
+        #expect(writer.metrics.rowsDeletedByRetention == 0 && writer.metrics.rowsHeldBack == 200)
+
+        // Released through id 120: the old rows up to it go, the 80 old ones after it stay.
+        hold.release(through: 120)
+        writer.submit(sample(300, time: now))
+        try writer.flush()
+        #expect(try log.transitions(window: .all).map(\.transition.tick).first == 120)
+        #expect(try log.rowCount() == 181)
+        #expect(writer.metrics.rowsDeletedByRetention == 120 && writer.metrics.rowsHeldBack == 80)
+
+        // Released past them all: every old row goes, the fresh ones stay.
+        hold.release(through: 1_000)
+        writer.submit(sample(301, time: now))
+        try writer.flush()
+        #expect(try log.transitions(window: .all).map(\.transition.tick) == Array(200..<302).map(Int64.init))
+        #expect(writer.metrics.rowsDeletedByRetention == 200 && writer.metrics.rowsHeldBack == 0)
+
+        // The row limit is not held back.
+        var limited = TransitionWriter.Options()
+        limited.retention = RetentionPolicy(maxRows: 50, maxAge: 86_400, batchRows: 64, hold: RetentionHold())
+        limited.retentionInterval = 0
+        try writer.close()
+        let second = try log.makeWriter(options: limited)
+        second.submit(sample(302, time: now))
+        try second.flush()
+        #expect(try log.rowCount() == 50)
+        try second.close()
+    }
+
     @Test func aReaderTrainsWhileTheWriterWrites() async throws {
         let dir = try TempDir()
         let log = try ExperienceLog.open(path: dir.logPath)
