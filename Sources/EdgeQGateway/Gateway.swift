@@ -200,6 +200,9 @@ public final class Gateway: Sendable {
     let finished = DispatchSemaphore(value: 0)
     let checkPolicy: CheckPolicy
     let retraining = Atomic<Bool>(false)
+    /// True from the moment a retraining frees `retraining` until its last event (`done` or
+    /// `failed`) is published: the next retraining says `started` only after it.
+    let retrainingLastWordPending = Atomic<Bool>(false)
     let lastCandidate = Mutex<Int?>(nil)
     /// Candidates the pre-trial estimate kept out of their trial in a row (since the last one
     /// that got a trial): every `promotion.pretrial_audit`-th gets its trial anyway.
