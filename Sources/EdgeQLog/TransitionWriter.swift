@@ -221,6 +221,7 @@ public struct RetentionPolicy: Sendable, Equatable {
         self.hold = hold
     }
 
+    /// Equal limits and the same hold (the same object, not an equal release).
     public static func == (a: RetentionPolicy, b: RetentionPolicy) -> Bool {
         a.maxRows == b.maxRows && a.maxAge == b.maxAge && a.batchRows == b.batchRows && a.hold === b.hold
     }
