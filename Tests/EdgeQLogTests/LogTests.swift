@@ -108,10 +108,7 @@ import Testing
     @Test func retentionKeepsTheNewestRowsAndDropsOldOnes() throws {
         let dir = try TempDir()
         let log = try ExperienceLog.open(path: dir.logPath)
-        var options = TransitionWriter.Options()
-        options.retention = RetentionPolicy(maxRows: 300, maxAge: 86_400, batchRows: 64)
-        options.retentionInterval = 0
-        let writer = try log.makeWriter(options: options)
+        let writer = try Self.retainingWriter(log, RetentionPolicy(maxRows: 300, maxAge: 86_400, batchRows: 64))
         let now = Date().timeIntervalSince1970
         // 200 rows two days old, then 1,000 fresh ones.
         for k in 0..<200 { writer.submit(sample(k, time: now - 2 * 86_400)) }
@@ -130,16 +127,21 @@ import Testing
         try writer.close()
     }
 
+    /// A writer on `log` that applies `policy` after every commit.
+    static func retainingWriter(_ log: ExperienceLog, _ policy: RetentionPolicy) throws -> TransitionWriter {
+        var options = TransitionWriter.Options()
+        options.retention = policy
+        options.retentionInterval = 0
+        return try log.makeWriter(options: options)
+    }
+
     /// A hold (the fleet shipper's: rows no learner acknowledged) keeps rows from age retention,
     /// however old, until it releases them; the row limit is not held (it bounds the file).
     @Test func ageRetentionKeepsTheRowsAHoldHasNotReleased() throws {
         let dir = try TempDir()
         let log = try ExperienceLog.open(path: dir.logPath)
         let hold = RetentionHold()
-        var options = TransitionWriter.Options()
-        options.retention = RetentionPolicy(maxAge: 86_400, batchRows: 64, hold: hold)
-        options.retentionInterval = 0
-        let writer = try log.makeWriter(options: options)
+        let writer = try Self.retainingWriter(log, RetentionPolicy(maxAge: 86_400, batchRows: 64, hold: hold))
         let now = Date().timeIntervalSince1970
         // 200 rows two days old (ids 1…200), then 100 fresh ones; nothing released yet.
         for k in 0..<200 { writer.submit(sample(k, time: now - 2 * 86_400)) }
@@ -164,11 +166,8 @@ import Testing
         #expect(writer.metrics.rowsDeletedByRetention == 200 && writer.metrics.rowsHeldBack == 0)
 
         // The row limit is not held back.
-        var limited = TransitionWriter.Options()
-        limited.retention = RetentionPolicy(maxRows: 50, maxAge: 86_400, batchRows: 64, hold: RetentionHold())
-        limited.retentionInterval = 0
         try writer.close()
-        let second = try log.makeWriter(options: limited)
+        let second = try Self.retainingWriter(log, RetentionPolicy(maxRows: 50, maxAge: 86_400, batchRows: 64, hold: RetentionHold()))
         second.submit(sample(302, time: now))
         try second.flush()
         #expect(try log.rowCount() == 50)
