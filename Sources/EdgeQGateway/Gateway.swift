@@ -200,9 +200,10 @@ public final class Gateway: Sendable {
     let finished = DispatchSemaphore(value: 0)
     let checkPolicy: CheckPolicy
     let retraining = Atomic<Bool>(false)
-    /// True from the moment a retraining frees `retraining` until its last event (`done` or
-    /// `failed`) is published: the next retraining says `started` only after it.
-    let retrainingLastWordPending = Atomic<Bool>(false)
+    /// Held while a retraining frees `retraining` and publishes its last event (`done` or
+    /// `failed`), and while one publishes `started`: the next retraining's `started` comes after
+    /// the previous one's last event.
+    let retrainAnnouncement = Mutex(())
     let lastCandidate = Mutex<Int?>(nil)
     /// Candidates the pre-trial estimate kept out of their trial in a row (since the last one
     /// that got a trial): every `promotion.pretrial_audit`-th gets its trial anyway.

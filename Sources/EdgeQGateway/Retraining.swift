@@ -50,16 +50,13 @@ extension Gateway {
             var terminal: [String: JSONValue]
             // A retraining started (by the schedule) in the moment between the previous one's
             // end and its `done` says `started` after that `done`, never before it.
-            var waited = 0
-            while retrainingLastWordPending.load(ordering: .acquiring) && waited < 1000 {   // 1 s at most
-                usleep(1000)
-                waited += 1
+            retrainAnnouncement.withLock { _ in
+                publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
+                                "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
+                                                   "seconds": limits.seconds.map { .number($0) } ?? .null,
+                                                   "window": limits.window.map { .number(Double($0)) } ?? .null]),
+                                "warm_start": warmVersion.map { .string("v\($0)") } ?? .null])
             }
-            publishRetrain(["phase": .string("started"), "trigger": .string(trigger),
-                            "limits": .object(["steps": limits.steps.map { .number(Double($0)) } ?? .null,
-                                               "seconds": limits.seconds.map { .number($0) } ?? .null,
-                                               "window": limits.window.map { .number(Double($0)) } ?? .null]),
-                            "warm_start": warmVersion.map { .string("v\($0)") } ?? .null])
             do {
                 let outcome = try retrainer.runWithPlantModel(
                     logPath: logPath, limits: limits, warmStart: warm, output: output, plantFit: plantFit.withLock { $0 },
@@ -156,10 +153,10 @@ extension Gateway {
             // next retraining at once must not be told "busy" by a thread that has nothing left
             // to do but say so. Everything the next one reads (the plant fit, the schedule's
             // counters, the stored version) is in place by now.
-            retrainingLastWordPending.store(true, ordering: .releasing)
-            retraining.store(false, ordering: .releasing)
-            publishRetrain(terminal)
-            retrainingLastWordPending.store(false, ordering: .releasing)
+            retrainAnnouncement.withLock { _ in
+                retraining.store(false, ordering: .releasing)
+                publishRetrain(terminal)
+            }
             control.async {
                 self.publishStatus()
                 // The rows, replay and networks of the retraining are freed by now.

@@ -310,8 +310,8 @@ final class WriterWorker: @unchecked Sendable {
     private let counter = CommitCounter()
     private var spare: [Transition] = []
     private var lastRetention = Date.distantPast
-    /// Since when retention has held rows back (nil: it does not), and its last warning.
-    private var heldSince: Date?
+    /// Whether the last retention run held rows back, and when it last warned of it.
+    private var holding = false
     private var lastHeldWarning = Date.distantPast
     private var reportedOverflows = 0
     private var reportedDropped = 0
@@ -545,13 +545,13 @@ final class WriterWorker: @unchecked Sendable {
         }
         shared.state.withLock { $0.metrics.rowsHeldBack = held }
         // Said when rows start being held, and then at most once an hour while they are.
-        if held > 0, heldSince == nil || Date().timeIntervalSince(lastHeldWarning) >= 3600 {
+        if held > 0, !holding || Date().timeIntervalSince(lastHeldWarning) >= 3600 {
             logger.warning("log retention keeps rows older than the retention: the fleet learner has not acknowledged them yet; they are deleted once it has", metadata: [
                 "log.path": "\(db.path)", "log.rows_held": "\(held)",
                 "log.released_through": "\(policy.hold?.releasedThrough ?? 0)",
             ])
             lastHeldWarning = Date()
         }
-        heldSince = held > 0 ? (heldSince ?? Date()) : nil
+        holding = held > 0
     }
 }
