@@ -102,7 +102,17 @@ public final class ChildProcess: @unchecked Sendable {
         }
         pid = child
         ChildProcess.live.withLock { _ = $0.insert(child) }
+        ChildProcess.stopAtExit
     }
+
+    /// Registered once, with the first child: when this process exits normally (`exit`, the
+    /// end of `main`, the end of a test run), every child still running is stopped. Without
+    /// it a child nobody released — a broker held by a test that leaked its harness — outlives
+    /// the process and keeps its inherited descriptors open, and `swift test`, which waits for
+    /// the end of its test process's output, hangs without a word.
+    private static let stopAtExit: Void = {
+        atexit { ChildProcess.terminateAll(grace: 1) }
+    }()
 
     /// The children started here that have not been reaped yet (for `terminateAll`).
     private static let live = LockedPIDs()

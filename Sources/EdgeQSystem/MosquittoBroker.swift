@@ -45,6 +45,9 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     private let lock = NSLock()
     private var child: ChildProcess?
+
+    /// The broker process's id while it runs (tests look at its descriptors).
+    var pid: pid_t? { lock.withLock { child?.isRunning == true ? child?.pid : nil } }
     private var starts = 0
 
     /// Errors from starting the broker: what happened, and the broker's log when it ran.
@@ -212,7 +215,10 @@ public final class MosquittoBroker: @unchecked Sendable {
     private static func launch(directory: URL, start: Int, port: UInt16) throws -> ChildProcess {
         let config = directory.appendingPathComponent("mosquitto.conf").path
         let log = directory.appendingPathComponent("mosquitto-\(start).log").path
-        let c = try ChildProcess("mosquitto", ["-c", config], stderrPath: log)
+        // Standard output to /dev/null (mosquitto logs to stderr, into `log`): a broker never
+        // holds its starter's output open, so a test process cannot leave `swift test`
+        // waiting on a broker it forgot to stop.
+        let c = try ChildProcess("mosquitto", ["-c", config], stdoutPath: "/dev/null", stderrPath: log)
         let started = Date()
         let limit = 10.0
         while Date().timeIntervalSince(started) < limit {

@@ -4,6 +4,7 @@ import Glibc
 @testable import EdgeQSystem
 import EdgeQMQTT
 import EdgeQTestSupport
+import Foundation
 import Testing
 
 /// The broker fixture itself: a real mosquitto on a free port, killed and restarted; a broker
@@ -38,6 +39,41 @@ import Testing
         let fds = Set(r.stdout.split(whereSeparator: \.isNewline).compactMap { Int32($0) })
         #expect(fds.isSuperset(of: [0, 1, 2]) && fds.count <= 4, "the child had \(fds.sorted())")
         #expect(!fds.contains(file) && !fds.contains(held.fd), "the child inherited \(file) or \(held.fd): \(fds.sorted())")
+    }
+
+    /// The broker's standard output and error are files, never its starter's: a broker a test
+    /// forgot to stop used to keep the test process's output pipe open, and `swift test`
+    /// waited for its end forever, printing nothing.
+    @Test func aBrokerHoldsNoneOfItsStartersOutput() throws {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let pid = try #require(broker.pid)
+        let out = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/1")
+        let err = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/2")
+        #expect(out == "/dev/null")
+        #expect(URL(fileURLWithPath: err).resolvingSymlinksInPath().path
+                == URL(fileURLWithPath: broker.logPath).resolvingSymlinksInPath().path)
+    }
+
+    /// A process that ends while a broker it started still runs (a harness nobody stopped)
+    /// takes the broker with it: every child still running is stopped at exit. The exit test
+    /// runs in a process of its own, starts a broker, leaks it, writes the broker's pid and
+    /// exits normally; the broker must be gone after.
+    @Test func aProcessThatExitsTakesTheBrokerItLeakedWithIt() async throws {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
+            guard let broker = try? MosquittoBroker(), let pid = broker.pid else { exit(3) }
+            _ = Unmanaged.passRetained(broker)   // leaked: never stopped, never released
+            print("broker pid \(pid)")
+            fflush(nil)
+            exit(0)
+        }
+        let out = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
+        let line = try #require(out.split(whereSeparator: \.isNewline).first { $0.hasPrefix("broker pid ") }, "the exit test printed: \(out)")
+        let pid = try #require(pid_t(line.dropFirst("broker pid ".count)))
+        // Once killed, the orphaned broker is reaped by init and kill(pid, 0) fails.
+        var alive = kill(pid, 0) == 0
+        for _ in 0..<200 where alive { usleep(10_000); alive = kill(pid, 0) == 0 }
+        #expect(!alive, "the broker \(pid) outlived the process that started it")
     }
 
     @Test func passwordBrokerStarts() throws {
