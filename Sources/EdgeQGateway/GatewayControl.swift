@@ -412,7 +412,16 @@ extension Gateway {
         ]
         if let reason { obj["reason"] = .string(reason) }
         obj["handover"] = handoverStatus()
-        if let fleet { obj["fleet"] = fleet.statusJSON }
+        if let fleet {
+            // The log's rows past their retention that wait for a learner's acknowledgement
+            // (docs/fleet.md, "The cursor"): what the shipper owes, seen from the log.
+            var f = fleet.statusJSON
+            if case .object(var o) = f {
+                o["log_rows_held_back"] = .number(Double(lm.rowsHeldBack))
+                f = .object(o)
+            }
+            obj["fleet"] = f
+        }
         let recoveries = log.recoveries
         if let last = recoveries.last {
             // A damaged log was moved aside (at start or while writing): say so until restart.

@@ -37,6 +37,12 @@ import Testing
         #expect(try ticking(timeout: 40) { h.metric("edgeq_log_rows_held_back") >= 19 }, "held back: \(h.metric("edgeq_log_rows_held_back"))")
         #expect(try ids().first == 1)
         #expect(h.gateway.logMetrics.rowsDeletedByRetention == 0)
+        // The status says so too, in its fleet object (the next status after a tick).
+        try tick()
+        let status = GatewayHarness.json(try h.waitFor(topic: "edgeq/t1/status", timeout: 10) {
+            ((GatewayHarness.json($0)["fleet"] as? [String: Any])?["log_rows_held_back"] as? Int ?? 0) >= 19
+        })
+        #expect((status["fleet"] as? [String: Any])?["lag_rows"] as? Int ?? 0 >= 19, "\(status)")
 
         // A learner acknowledges rows 1…10: they go at the next retention run; the rest stay.
         _ = try h.observer.publish("fleet/t/ack/t1", #"{"acked":10}"#, qos: .atLeastOnce, retain: false)
