@@ -41,8 +41,14 @@ public struct CheckPolicy: Sendable, Equatable {
     /// most this factor.
     public var qBoundSlack = 1.5
     /// The candidate must pick the incumbent's logged action on at least this share of
-    /// held-out incumbent rows (support: how far it departs from the logged behaviour).
+    /// held-out incumbent rows (support: how far it departs from the logged behaviour) …
     public var minAgreement = 0.5
+    /// … where a row also counts when the candidate values the logged action within this share
+    /// of the largest one-step |reward| of its own pick (by its fp32 values): a departure the
+    /// candidate itself rates at less than a twentieth of one step's reward is not a departure
+    /// from the logged behaviour (`checks.agreement_tie`; 0: strict). The strict share is the
+    /// figure `incumbent_agreement_strict`.
+    public var agreementTie = 0.05
     /// At most this share of held-out states may get an action the log never shows among
     /// the 10 nearest logged states.
     public var maxUnsupported = 0.25
@@ -74,6 +80,7 @@ public struct CheckPolicy: Sendable, Equatable {
         qBoundSlack = l.qBoundSlack
         minAgreement = l.minAgreement
         maxUnsupported = l.maxUnsupported
+        agreementTie = l.agreementTie
         minTeacherAgreement = l.minTeacherAgreement
         minRows = l.minRows
         fqeUpdates = l.fqeUpdates
@@ -970,22 +977,39 @@ public struct Retrainer: Sendable {
         report.figures["held_out_mean_reward"] = returns.isEmpty ? .nan : returns.reduce(0, +) / Double(returns.count)
 
         // 5. Support: agreement with the incumbent, and actions never logged near this state.
+        //    A row agrees when the served path picks the logged action, or when the candidate
+        //    (fp32) values the logged action within τ of its pick — a departure it rates at
+        //    less than τ is not one (measured on the thermal plant: about half of good
+        //    candidates' departures from the PI are such near-ties, docs/learning.md).
         let incumbentHeld = held.enumerated().filter { $0.element.actor == .incumbent }
-        var agree = 0
+        let agreementTie = policy.agreementTie * maxAbsReward
+        var agree = 0, agreeStrict = 0
         var picks = [Int](repeating: 0, count: held.count)
         for (i, t) in held.enumerated() {
             picks[i] = t.state.withUnsafeBufferPointer { served.bestAction(state: $0) } ?? -1
         }
-        for (i, t) in incumbentHeld where picks[i] == t.action { agree += 1 }
+        for (i, t) in incumbentHeld {
+            guard let a = t.action, picks[i] >= 0 else { continue }
+            if picks[i] == a {
+                agreeStrict += 1
+                agree += 1
+            } else if a < qAll[i].count, Double(qAll[i][picks[i]]) - Double(qAll[i][a]) <= agreementTie {
+                agree += 1
+            }
+        }
         if incumbentHeld.isEmpty {
             report.checks.append(.notApplicable("incumbent_agreement", limit: policy.minAgreement,
                                                 note: "no held-out row from the incumbent (0 of \(held.count)): agreement cannot be measured"))
         } else {
             let agreement = Double(agree) / Double(incumbentHeld.count)
+            let strict = Double(agreeStrict) / Double(incumbentHeld.count)
             report.figures["incumbent_agreement"] = agreement
+            report.figures["incumbent_agreement_strict"] = strict
+            report.figures["incumbent_agreement_tie"] = agreementTie
             report.checks.append(.judged("incumbent_agreement", value: agreement, limit: policy.minAgreement,
                                          passed: agreement >= policy.minAgreement,
-                                         note: String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)))
+                                         note: String(format: "picks the incumbent's logged action, or values it within τ = %.3g of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
+                                                      agreementTie, agreement * 100, incumbentHeld.count, strict * 100)))
         }
 
         // Nearest logged states (normalised space) from a sample of the training rows.

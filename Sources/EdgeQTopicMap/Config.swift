@@ -536,6 +536,10 @@ public struct LearningConfig: Sendable, Equatable {
     public var qBoundSlack = 1.5
     /// Check: at most this share of probed states may get an action never logged near them.
     public var maxUnsupported = 0.25
+    /// Check `incumbent_agreement`: a held-out row also counts as agreeing when the candidate
+    /// values the incumbent's logged action within this share of the largest one-step |reward|
+    /// of its own pick (`checks.agreement_tie`; 0: its pick must be the logged action). Default 0.05.
+    public var agreementTie = 0.05
     /// Check of a candidate distilled from the plant model (`learning.distill`): on at least
     /// this share of the held-out valued states it picks the teacher's best action or one the
     /// teacher values within the near-tie tolerance of it (`checks.teacher_agreement`). Default 0.9.

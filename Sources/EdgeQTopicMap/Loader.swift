@@ -1238,7 +1238,7 @@ struct Builder {
             }
         }
         if let n = f["checks"], let e = r.mapping(n, "checks", known: ["quantization_agreement", "q_bound_slack", "max_unsupported", "min_rows", "teacher_agreement",
-                                                                         "fqe_updates"]) {
+                                                                         "fqe_updates", "agreement_tie"]) {
             if let x = e["quantization_agreement"], let v = r.number(x, "quantization_agreement") {
                 if !(0...1).contains(v) { r.error(x, "quantization_agreement must be in [0, 1]") }
                 l.minQuantizationAgreement = v
@@ -1250,6 +1250,10 @@ struct Builder {
             if let x = e["max_unsupported"], let v = r.number(x, "max_unsupported") {
                 if !(0...1).contains(v) { r.error(x, "max_unsupported must be in [0, 1]") }
                 l.maxUnsupported = v
+            }
+            if let x = e["agreement_tie"], let v = r.number(x, "agreement_tie") {
+                if !(0...1).contains(v) { r.error(x, "agreement_tie must be in [0, 1] (a share of the largest one-step |reward|; 0 for strict agreement)") }
+                l.agreementTie = v
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
             if let x = e["fqe_updates"] {

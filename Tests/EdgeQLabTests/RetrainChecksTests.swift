@@ -187,6 +187,53 @@ import Testing
         #expect(!(try Self.check(mixed, "unsupported_actions").note.contains("deterministic")))
     }
 
+    // MARK: incumbent agreement
+
+    /// `incumbent_agreement` counts a held-out incumbent row as agreeing when the candidate picks
+    /// the logged action or values it within τ = `checks.agreement_tie` × max|r| of its pick
+    /// (cart-pole: 0.05 × 1). Every held-out row here is given the action the candidate does not
+    /// pick: the strict share is 0, the tolerant share is exactly the rows whose value gap the
+    /// candidate's own fp32 network puts within τ; with `agreement_tie: 0` the check is strict.
+    @Test func aDepartureTheCandidateRatesBelowTheTieCountsAsAgreement() throws {
+        let map = try Self.cartPoleMap()
+        #expect(map.learning.agreementTie == 0.05)
+        let dir = try LabTests.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try Self.shadowLog(map, in: dir, steps: 3000)
+        let (_, model) = try Self.retrainer(map).train(logPath: log, limits: RetrainLimits(steps: 300), warmStart: nil)
+        let rows = try ExperienceLog.open(path: log, create: false).transitions(window: .all).map(\.transition)
+        let train = Array(rows.prefix(2000)), candidates = Array(rows.dropFirst(2000))
+        let fp32 = model.makeFloatEngine(), served = model.makeEngine(.mixed)
+        // The action the candidate does not pick, and how much less it values it.
+        let departures: [(row: EdgeQLog.Transition, gap: Double)] = candidates.compactMap { t in
+            guard let pick = t.state.withUnsafeBufferPointer({ served.bestAction(state: $0) }) else { return nil }
+            var row = t
+            row.action = 1 - pick
+            row.actor = .incumbent
+            let q = fp32.qValues(t.state)
+            return (row, Double(q[pick]) - Double(q[1 - pick]))
+        }
+        let tau = 0.05 * (train.map { abs($0.reward) }.max() ?? 0)
+        #expect(tau == 0.05)
+        let near = departures.filter { $0.gap <= tau }, clear = departures.filter { $0.gap > tau }
+        try #require(near.count >= 20 && clear.count >= 20, "near-ties \(near.count), clear departures \(clear.count)")
+        let held = Array(near.prefix(20).map(\.row) + clear.prefix(60).map(\.row))
+        let network = try MLP(model.architecture, parameters: model.parameters)
+        for (tie, expected) in [(0.05, 0.25), (0, 0.0)] {
+            var policy = CheckPolicy(map.learning)
+            policy.fqeUpdates = 0
+            policy.agreementTie = tie
+            var report = RetrainReport()
+            Retrainer(map: map, policy: policy).check(model, network: network, held: held, train: train, normalization: model.normalization, into: &report)
+            let c = try Self.check(report, "incumbent_agreement")
+            #expect(c.value == expected, "agreement_tie \(tie): \(c.note)")
+            #expect(c.passed == false, "below 0.5 either way: \(c.note)")
+            #expect(report.figures["incumbent_agreement_strict"] == 0)
+            #expect(report.figures["incumbent_agreement_tie"] == tie)
+            #expect(c.note.contains("held-out rows (the logged action itself on 0.0%)"), "\(c.note)")
+        }
+    }
+
     // MARK: nothing to judge
 
     /// A round logged entirely in control has no incumbent row: `incumbent_agreement` is not

@@ -185,6 +185,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {rollouts: {enabled: true, max_uncertainty: none}}", { $0.learning.rollouts.enabled && $0.learning.rollouts.maxUncertainty == nil }),
             // The distilled candidate's teacher agreement limit (default 0.9).
             ("learning: {checks: {teacher_agreement: 0.75}}", { $0.learning.minTeacherAgreement == 0.75 }),
+            ("learning: {checks: {agreement_tie: 0}}", { $0.learning.agreementTie == 0 }),
+            ("learning: {checks: {agreement_tie: 0.1}}", { $0.learning.agreementTie == 0.1 }),
             ("learning: {}", { $0.learning.retrainMinSpacing == 600 }),
             ("learning: {hidden: [32], batch_size: 64, learning_rate: 0.001, target_update: 10, cql_weight: 0, updates_per_retrain: 5, retention: 7d}",
              { $0.learning.hidden == [32] && $0.learning.batchSize == 64 && $0.learning.learningRate == 0.001 && $0.learning.targetUpdate == 10
@@ -326,6 +328,7 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
         (minimal + "learning: {prioritized_replay: {beta: 1.5}}\n", 13, 39, "prioritized_replay beta must be in [0, 1], found 1.5"),
         (minimal + "learning: {double_dqn: maybe}\n", 13, 24, "double_dqn must be true or false, found 'maybe'"),
         (minimal + "learning: {checks: {teacher_agreement: 1.5}}\n", 13, 40, "teacher_agreement must be in [0, 1]"),
+        (minimal + "learning: {checks: {agreement_tie: -0.1}}\n", 13, 36, "agreement_tie must be in [0, 1]"),
         (minimal + "learning: {checks: {fqe_updates: -1}}\n", 13, 34,
          "fqe_updates (the fitted Q evaluation's updates, or none) must be in 0...10000000, found -1"),
         (minimal + "learning: {distill: {teacher_seconds: soon}}\n", 13, 39,

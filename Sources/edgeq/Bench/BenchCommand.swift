@@ -64,7 +64,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "fleet: models published one after another to the 8 gateways for the rollout figure (default 20; 5 with --quick).")
     var models: Int?
 
-    @Option(help: "fleet: the parts to run, comma-separated: \(FleetPart.allCases.map(\.rawValue).joined(separator: ", ")) (default: ingest,latency,rollout; learn — N cart-pole gateways learning through one learner against one gateway alone — takes minutes to hours; thermal — 4 gateways × 2 weeks against 1 gateway × 6 weeks, in the lab, 5 seeds — about half an hour; docs/benchmarks.md).")
+    @Option(help: "fleet: the parts to run, comma-separated: \(FleetPart.allCases.map(\.rawValue).joined(separator: ", ")) (default: ingest,latency,rollout; learn — N cart-pole gateways learning through one learner against one gateway alone — takes minutes to hours; thermal — 4 gateways × 2 weeks against 1 gateway × 6 weeks, in the lab, 5 seeds — about 5 minutes in a release build; docs/benchmarks.md).")
     var parts: String?
 
     @Option(help: "fleet --parts learn: the fleet sizes, comma-separated, 1…16 each (default 1,2,4).")

@@ -52,9 +52,9 @@ enum FleetThermalBench {
             fleetComfort.append(b.comfort)
             if one.report.passed { singlePassed += 1 }
             if many.report.passed { fleetPassed += 1 }
-            context.progress(String(format: "thermal seed %d: 1 × %d weeks %+.2f%% (%@, %d rows), %d × %d weeks %+.2f%% (%@, %d rows) cheaper than the PI as served",
-                                    s, singleWeeks, a.cost * 100, one.report.verdict, one.report.rows,
-                                    gateways, Int(weeksEach), b.cost * 100, many.report.verdict, many.report.rows)
+            context.progress(String(format: "thermal seed %d: 1 × %d weeks %+.2f%% (%@, %d rows, %@), %d × %d weeks %+.2f%% (%@, %d rows, %@) cheaper than the PI as served",
+                                    s, singleWeeks, a.cost * 100, one.report.verdict, one.report.rows, Self.agreement(one),
+                                    gateways, Int(weeksEach), b.cost * 100, many.report.verdict, many.report.rows, Self.agreement(many))
                 + (one.report.passed ? "" : "; 1 gateway's candidate refused: \(one.report.reasons.joined(separator: "; "))\(Self.unserved(one))")
                 + (many.report.passed ? "" : "; the fleet's candidate refused: \(many.report.reasons.joined(separator: "; "))\(Self.unserved(many))"))
         }
@@ -73,6 +73,14 @@ enum FleetThermalBench {
             BenchFigure(bench: bench, figure: "thermal/gateways4_2_weeks/candidates_passed", value: Double(fleetPassed),
                         unit: "of \(seeds.count)", anchor: anchor, anchorValue: Double(singlePassed), better: .higher),
         ]
+    }
+
+    /// The candidate's agreement with the PI's logged actions, up to near-ties and strictly
+    /// (`incumbent_agreement`, docs/learning.md "Agreement up to near-ties").
+    static func agreement(_ o: ThermalExperiment.Outcome) -> String {
+        let f = o.report.figures
+        return String(format: "incumbent agreement %.1f%%, strictly %.1f%%", (f["incumbent_agreement"] ?? .nan) * 100,
+                      (f["incumbent_agreement_strict"] ?? .nan) * 100)
     }
 
     /// What a refused candidate would have done, had it been served (it is evaluated either
