@@ -77,6 +77,21 @@ import Testing
         #expect(lines.count == 10 + 5 + 7 + 2)
     }
 
+    /// `--pace N`: the latency rounds start their decisions on a fixed schedule, and every
+    /// latency figure says so (a paced figure is never read as the back-to-back one).
+    @Test func aPacedRunNamesItsPaceInEveryLatencyFigure() throws {
+        let r = try EdgeQBinary.run(["bench", "fleet", "--json", "--quick", "--parts", "latency", "--rounds", "1", "--pace", "2000"], timeout: 300)
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(3000))")
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "fleet")
+        #expect(problems.isEmpty, "\(problems)")
+        let latency = lines.filter { $0.key.hasPrefix("decision round trip while shipping") }
+        #expect(latency.count == 5, "\(lines.keys.sorted())")
+        #expect(latency.keys.allSatisfy { $0.hasPrefix("decision round trip while shipping (batches of 100, every 100 ms; decisions paced at 2000 a second)") },
+                "\(latency.keys.sorted())")
+        let pooled = latency.first { $0.key.hasSuffix("p99 of all rounds pooled (goal ≤ 1.1×)") }?.value
+        #expect((pooled?["samples"] as? NSNumber)?.intValue == 1_000, "\(String(describing: pooled))")
+    }
+
     /// `--models` belongs to the fleet bench and must be at least 1 (a usage error, exit 64, before anything runs).
     @Test func modelsIsAFleetOptionOfAtLeastOne() throws {
         let zero = try EdgeQBinary.run(["bench", "fleet", "--models", "0"], timeout: 30)

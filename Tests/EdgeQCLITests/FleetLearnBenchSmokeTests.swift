@@ -24,6 +24,9 @@ import Testing
             (["bench", "fleet", "--parts", "ingest", "--budget-seconds", "10"], "add --parts learn"),
             (["bench", "generalize", "--parts", "learn"], "apply to `edgeq bench fleet` only"),
             (["bench", "mqtt", "--gateways", "2"], "apply to `edgeq bench fleet` only"),
+            (["bench", "fleet", "--pace", "0"], "--pace takes decisions a second, above 0"),
+            (["bench", "fleet", "--pace", "nan"], "--pace takes decisions a second, above 0"),
+            (["bench", "e2e", "--pace", "100"], "--pace applies to `edgeq bench fleet` only"),
         ]
         for (arguments, message) in cases {
             let started = Date()

@@ -61,6 +61,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "fleet: latency rounds of 1,000 round trips, each without then with shipping; the p99 pools every round's (default 20; 2 with --quick).")
     var rounds: Int?
 
+    @Option(help: "fleet: decisions a second in the latency rounds, each started on a fixed schedule, as a plant's ticks are (default: one after another, as fast as they come back — the shipper's worst case).")
+    var pace: Double?
+
     @Option(help: "fleet: models published one after another to the 8 gateways for the rollout figure (default 20; 5 with --quick).")
     var models: Int?
 
@@ -88,6 +91,10 @@ struct BenchCommand: AsyncParsableCommand {
         if let models, models < 1 { throw ValidationError("--models must be at least 1") }
         if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
+        if pace != nil && name != .fleet { throw ValidationError("--pace applies to `edgeq bench fleet` only") }
+        if let pace, !(pace.isFinite && pace > 0 && pace <= 100_000) {
+            throw ValidationError("--pace takes decisions a second, above 0 and at most 100000 (e.g. --pace 100)")
+        }
         if name != .generalize && (plants != nil || steps != nil || dither != nil || config != nil || firstSeed != nil) {
             throw ValidationError("--plants, --steps, --dither, --config and --first-seed apply to `edgeq bench generalize` only")
         }
@@ -184,6 +191,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let seeds { context.modelSeeds = seeds }
         context.fleet.rowsPerGateway = rows ?? (quick ? 5_000 : 50_000)
         context.fleet.rounds = rounds ?? (quick ? 2 : 20)
+        context.fleet.pace = pace
         context.fleetRollout.models = models ?? (quick ? 5 : 20)
         context.fleetParts = try fleetParts()
         context.fleetLearn = try fleetLearnOptions()

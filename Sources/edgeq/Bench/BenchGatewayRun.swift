@@ -210,8 +210,11 @@ final class BenchGatewayRun {
                 if o["promoted"] as? Bool == true { outcome.promotionSteps.append(sim.stepsDone) }
                 if phase == "done" {
                     let d = o["distill"] as? [String: Any]
+                    // A refused candidate's line names the checks that refused it.
+                    let failedChecks = o["verdict"] as? String == "passed" ? nil
+                        : (o["reasons"] as? [String]).map { $0.map { String($0.prefix { $0 != ":" }) }.joined(separator: ", ") }
                     outcome.candidates.append(((o["version"] as? NSNumber)?.intValue, o["verdict"] as? String ?? "?",
-                                               d?["chosen"] as? String, d?["why"] as? String))
+                                               d?["chosen"] as? String, d?["why"] as? String ?? failedChecks))
                 }
                 if let p = o["pretrial"] as? [String: Any], let v = (o["version"] as? NSNumber)?.intValue {
                     outcome.pretrials.append((v, p["verdict"] as? String ?? "?", (p["mean_difference"] as? NSNumber)?.doubleValue))

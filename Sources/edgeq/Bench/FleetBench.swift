@@ -20,6 +20,9 @@ struct FleetOptions: Sendable {
     /// Round trips measured per latency run (after `warmup`).
     var roundTrips = 1_000
     var warmup = 200
+    /// Latency: decisions a second (`--pace`), each started on a fixed schedule; nil: one
+    /// after another, as fast as they come back (the default: the shipper's worst case).
+    var pace: Double?
 }
 
 /// `edgeq bench fleet`: the fleet data path (docs/fleet.md), in one run.
@@ -437,14 +440,29 @@ enum FleetBench {
         }
 
         /// `warmup` then `count` round trips one at a time; appends p50, p99 and CPU per decision.
-        func run(count: Int, warmup: Int) throws {
+        /// With `pace`, the i-th decision starts at i / pace seconds after the first (never
+        /// before the previous one came back): a plant's cadence, not back to back.
+        func run(count: Int, warmup: Int, pace: Double? = nil) throws {
             let cpu0 = MQTTBench.processCPUSeconds(child.pid)
             let threads0 = Self.threadTimes(child.pid)
+            let start = DispatchTime.now().uptimeNanoseconds
+            var sent = 0
+            func waitForSlot() {
+                defer { sent += 1 }
+                guard let pace else { return }
+                let due = start + UInt64(Double(sent) / pace * 1e9)
+                let now = DispatchTime.now().uptimeNanoseconds
+                if due > now { usleep(UInt32(min((due - now) / 1_000, 1_000_000))) }
+            }
             var missed = 0
-            for _ in 0..<warmup where roundTrip() == nil { missed += 1 }
+            for _ in 0..<warmup {
+                waitForSlot()
+                if roundTrip() == nil { missed += 1 }
+            }
             var samples: [Double] = []
             samples.reserveCapacity(count)
             for _ in 0..<count {
+                waitForSlot()
                 guard let us = roundTrip() else {
                     throw BenchError.failed("\(name): decision \(nextID - 1) did not come back within 2 s (warm-up: \(missed) of \(warmup) missing; \(stray)); the gateway's status: \(status())")
                 }
@@ -524,7 +542,7 @@ enum FleetBench {
 
         for r in 1...o.rounds {
             for s in [without, shipping] {
-                try s.run(count: o.roundTrips, warmup: o.warmup)
+                try s.run(count: o.roundTrips, warmup: o.warmup, pace: o.pace)
                 context.progress(String(format: "round %d %@: p50 %.1f us, p99 %.1f us, CPU %.1f us/decision (shipper threads %.1f us; other threads waited %.1f us for a core)",
                                         r, s.name, s.p50s.last ?? .nan, s.p99s.last ?? .nan, s.cpu.last ?? .nan,
                                         s.fleetCPU.last ?? .nan, s.otherWait.last ?? .nan))
@@ -550,8 +568,9 @@ enum FleetBench {
         func pairs(_ mine: [Double], _ theirs: [Double]) -> [(Double, Double?)] {
             mine.enumerated().map { i, v in (v, i < theirs.count ? theirs[i] : nil) }
         }
-        let label = shippingKeys == ShippingSettings.defaultKeys ? "decision round trip while shipping (batches of 100, every 100 ms)"
-            : "decision round trip while shipping (\(shippingKeys))"
+        let paced = o.pace.map { String(format: "; decisions paced at %g a second", $0) } ?? ""
+        let label = shippingKeys == ShippingSettings.defaultKeys ? "decision round trip while shipping (batches of 100, every 100 ms\(paced))"
+            : "decision round trip while shipping (\(shippingKeys)\(paced))"
         // The p99 of every round's round trips pooled per side, with the bootstrap interval on
         // the ratio (rounds drawn in pairs, then round trips inside each drawn round).
         let goal = 1.1
