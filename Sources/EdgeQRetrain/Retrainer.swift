@@ -45,10 +45,10 @@ public struct CheckPolicy: Sendable, Equatable {
     public var minAgreement = 0.5
     /// … where a row also counts when the candidate values the logged action within this share
     /// of the largest one-step |reward| of its own pick (by its fp32 values): a departure the
-    /// candidate itself rates at less than a twentieth of one step's reward is not a departure
-    /// from the logged behaviour (`checks.agreement_tie`; 0: strict). The strict share is the
-    /// figure `incumbent_agreement_strict`.
-    public var agreementTie = 0.05
+    /// candidate itself rates at less than that share of one step's reward is not a departure
+    /// from the logged behaviour (`checks.agreement_tie`; 0, the default: strict). The strict
+    /// share is the figure `incumbent_agreement_strict`.
+    public var agreementTie = 0.0
     /// At most this share of held-out states may get an action the log never shows among
     /// the 10 nearest logged states.
     public var maxUnsupported = 0.25
@@ -979,8 +979,9 @@ public struct Retrainer: Sendable {
         // 5. Support: agreement with the incumbent, and actions never logged near this state.
         //    A row agrees when the served path picks the logged action, or when the candidate
         //    (fp32) values the logged action within τ of its pick — a departure it rates at
-        //    less than τ is not one (measured on the thermal plant: about half of good
-        //    candidates' departures from the PI are such near-ties, docs/learning.md).
+        //    less than τ is not one (on the thermal plant about half of good candidates'
+        //    departures from the PI are such near-ties; τ is 0 by default: docs/learning.md,
+        //    "Agreement up to near-ties", says why).
         let incumbentHeld = held.enumerated().filter { $0.element.actor == .incumbent }
         let agreementTie = policy.agreementTie * maxAbsReward
         var agree = 0, agreeStrict = 0
@@ -1006,10 +1007,12 @@ public struct Retrainer: Sendable {
             report.figures["incumbent_agreement"] = agreement
             report.figures["incumbent_agreement_strict"] = strict
             report.figures["incumbent_agreement_tie"] = agreementTie
+            let note = policy.agreementTie > 0
+                ? String(format: "picks the incumbent's logged action, or values it within τ = %.3g of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
+                         agreementTie, agreement * 100, incumbentHeld.count, strict * 100)
+                : String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)
             report.checks.append(.judged("incumbent_agreement", value: agreement, limit: policy.minAgreement,
-                                         passed: agreement >= policy.minAgreement,
-                                         note: String(format: "picks the incumbent's logged action, or values it within τ = %.3g of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
-                                                      agreementTie, agreement * 100, incumbentHeld.count, strict * 100)))
+                                         passed: agreement >= policy.minAgreement, note: note))
         }
 
         // Nearest logged states (normalised space) from a sample of the training rows.

@@ -538,8 +538,10 @@ public struct LearningConfig: Sendable, Equatable {
     public var maxUnsupported = 0.25
     /// Check `incumbent_agreement`: a held-out row also counts as agreeing when the candidate
     /// values the incumbent's logged action within this share of the largest one-step |reward|
-    /// of its own pick (`checks.agreement_tie`; 0: its pick must be the logged action). Default 0.05.
-    public var agreementTie = 0.05
+    /// of its own pick (`checks.agreement_tie`; 0: its pick must be the logged action). Default 0:
+    /// strict (docs/learning.md, "Agreement up to near-ties": measured through the gateway, 0.05
+    /// let more catastrophic candidates into trials).
+    public var agreementTie = 0.0
     /// Check of a candidate distilled from the plant model (`learning.distill`): on at least
     /// this share of the held-out valued states it picks the teacher's best action or one the
     /// teacher values within the near-tie tolerance of it (`checks.teacher_agreement`). Default 0.9.

@@ -189,14 +189,15 @@ import Testing
 
     // MARK: incumbent agreement
 
-    /// `incumbent_agreement` counts a held-out incumbent row as agreeing when the candidate picks
-    /// the logged action or values it within τ = `checks.agreement_tie` × max|r| of its pick
-    /// (cart-pole: 0.05 × 1). Every held-out row here is given the action the candidate does not
-    /// pick: the strict share is 0, the tolerant share is exactly the rows whose value gap the
-    /// candidate's own fp32 network puts within τ; with `agreement_tie: 0` the check is strict.
+    /// With `checks.agreement_tie` > 0, `incumbent_agreement` counts a held-out incumbent row as
+    /// agreeing when the candidate picks the logged action or values it within τ =
+    /// `agreement_tie` × max|r| of its pick (cart-pole, 0.05: 0.05 × 1). Every held-out row here
+    /// is given the action the candidate does not pick: the strict share is 0, the tolerant share
+    /// is exactly the rows whose value gap the candidate's own fp32 network puts within τ; with
+    /// `agreement_tie: 0` (the default) the check is strict.
     @Test func aDepartureTheCandidateRatesBelowTheTieCountsAsAgreement() throws {
         let map = try Self.cartPoleMap()
-        #expect(map.learning.agreementTie == 0.05)
+        #expect(map.learning.agreementTie == 0 && CheckPolicy(map.learning).agreementTie == 0)
         let dir = try LabTests.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let log = try Self.shadowLog(map, in: dir, steps: 3000)
@@ -230,7 +231,8 @@ import Testing
             #expect(c.passed == false, "below 0.5 either way: \(c.note)")
             #expect(report.figures["incumbent_agreement_strict"] == 0)
             #expect(report.figures["incumbent_agreement_tie"] == tie)
-            #expect(c.note.contains("held-out rows (the logged action itself on 0.0%)"), "\(c.note)")
+            #expect(c.note.contains(tie > 0 ? "of its pick, on 25.0% of 80 held-out rows (the logged action itself on 0.0%)"
+                                    : "picks the incumbent's logged action on 0.0% of 80 held-out rows"), "\(c.note)")
         }
     }
 
