@@ -994,7 +994,7 @@ public struct Retrainer: Sendable {
             if picks[i] == a {
                 agreeStrict += 1
                 agree += 1
-            } else if a < qAll[i].count, Double(qAll[i][picks[i]]) - Double(qAll[i][a]) <= agreementTie {
+            } else if policy.agreementTie > 0, a < qAll[i].count, Double(qAll[i][picks[i]]) - Double(qAll[i][a]) <= agreementTie {
                 agree += 1
             }
         }

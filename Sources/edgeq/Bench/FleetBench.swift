@@ -451,8 +451,11 @@ enum FleetBench {
                 defer { sent += 1 }
                 guard let pace else { return }
                 let due = start + UInt64(Double(sent) / pace * 1e9)
-                let now = DispatchTime.now().uptimeNanoseconds
-                if due > now { usleep(UInt32(min((due - now) / 1_000, 1_000_000))) }
+                var now = DispatchTime.now().uptimeNanoseconds
+                while due > now {
+                    usleep(UInt32(min((due - now) / 1_000, 500_000)))
+                    now = DispatchTime.now().uptimeNanoseconds
+                }
             }
             var missed = 0
             for _ in 0..<warmup {
