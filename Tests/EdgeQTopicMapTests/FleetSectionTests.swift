@@ -54,7 +54,7 @@ import Testing
     }
 
     /// The shipper's scheduling and compression are mapping keys (docs/mapping.md, `fleet`):
-    /// `normal` and 6 by default, every documented value read as written.
+    /// `normal` and 1 by default, every documented value read as written.
     @Test func priorityAndDeflateLevelAreReadWithTheirDefaults() throws {
         let f = try #require(try TopicMap.parse(yaml: minimal + "fleet: {topic: fleet/ahu}\n", file: "m.yaml").fleet)
         #expect(f.priority == .normal && f.deflateLevel == 1)
