@@ -43,11 +43,14 @@ public struct CheckPolicy: Sendable, Equatable {
     /// The candidate must pick the incumbent's logged action on at least this share of
     /// held-out incumbent rows (support: how far it departs from the logged behaviour) …
     public var minAgreement = 0.5
-    /// … where a row also counts when the candidate values the logged action within this share
-    /// of the largest one-step |reward| of its own pick (by its fp32 values): a departure the
-    /// candidate itself rates at less than that share of one step's reward is not a departure
-    /// from the logged behaviour (`checks.agreement_tie`; 0, the default: strict). The strict
-    /// share is the figure `incumbent_agreement_strict`.
+    /// … where a row also counts when the candidate (by its fp32 values) values the logged action
+    /// within τ of its own pick, τ being this share of the 99.9th percentile of one-step |reward|
+    /// over the incumbent's training rows (all training rows when none is the incumbent's;
+    /// `Retrainer.agreementTieScale`): a departure the candidate itself rates at less than that
+    /// is not a departure from the logged behaviour
+    /// (`checks.agreement_tie`; 0, the default: strict). The strict share is the figure
+    /// `incumbent_agreement_strict`, τ is `incumbent_agreement_tie`, its scale
+    /// `incumbent_agreement_tie_scale`.
     public var agreementTie = 0.0
     /// At most this share of held-out states may get an action the log never shows among
     /// the 10 nearest logged states.
@@ -817,6 +820,24 @@ public struct Retrainer: Sendable {
 
     /// The checks of docs/operations.md ("Retraining"), each with its figure and limit, or
     /// marked not applicable when it has nothing to be judged on.
+    /// The scale of `incumbent_agreement`'s near-tie τ (`CheckPolicy.agreementTie` × this): the
+    /// 99.9th percentile of one-step |reward| over the incumbent's training rows, or over every
+    /// training row when none is the incumbent's (then `fromIncumbent` is false); 0 with no row.
+    ///
+    /// Neither the candidates' rows nor the maximum: a candidate whose trial block wrecked the
+    /// plant logs steps far costlier than the incumbent's (thermal: |r| 16.7 against 2.65), and
+    /// even the incumbent logs one or two such steps when it takes over a wrecked plant; with the
+    /// maximum over the training rows τ grew sixfold within one run and nearly every later
+    /// departure counted as a near-tie (docs/learning.md, "Agreement up to near-ties").
+    static func agreementTieScale(_ train: [EdgeQLog.Transition]) -> (scale: Double, fromIncumbent: Bool) {
+        var rewards = train.compactMap { $0.actor == .incumbent ? abs($0.reward) : nil }
+        let fromIncumbent = !rewards.isEmpty
+        if !fromIncumbent { rewards = train.map { abs($0.reward) } }
+        guard !rewards.isEmpty else { return (0, false) }
+        rewards.sort()
+        return (rewards[min(rewards.count - 1, Int((Double(rewards.count) * 0.999).rounded(.down)))], fromIncumbent)
+    }
+
     func check(_ candidate: QModel, network: MLP? = nil, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
                normalization: EdgeQNet.Normalization, into report: inout RetrainReport) {
         let A = map.actions.count
@@ -982,8 +1003,10 @@ public struct Retrainer: Sendable {
         //    less than τ is not one (on the thermal plant about half of good candidates'
         //    departures from the PI are such near-ties; τ is 0 by default: docs/learning.md,
         //    "Agreement up to near-ties", says why).
+        //    τ's scale is `agreementTieScale`: the incumbent's rewards, not the maximum.
         let incumbentHeld = held.enumerated().filter { $0.element.actor == .incumbent }
-        let agreementTie = policy.agreementTie * maxAbsReward
+        let (tieScale, tieScaleFromIncumbent) = Self.agreementTieScale(train)
+        let agreementTie = policy.agreementTie * tieScale
         var agree = 0, agreeStrict = 0
         var picks = [Int](repeating: 0, count: held.count)
         for (i, t) in held.enumerated() {
@@ -1007,9 +1030,13 @@ public struct Retrainer: Sendable {
             report.figures["incumbent_agreement"] = agreement
             report.figures["incumbent_agreement_strict"] = strict
             report.figures["incumbent_agreement_tie"] = agreementTie
+            report.figures["incumbent_agreement_tie_scale"] = tieScale
             let note = policy.agreementTie > 0
-                ? String(format: "picks the incumbent's logged action, or values it within τ = %.3g of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
-                         agreementTie, agreement * 100, incumbentHeld.count, strict * 100)
+                ? String(format: "picks the incumbent's logged action, or values it within τ = %.3g (%.3g × %.3g, the 99.9th percentile of |reward| over the ",
+                         agreementTie, policy.agreementTie, tieScale)
+                  + (tieScaleFromIncumbent ? "incumbent's training rows" : "training rows: none is the incumbent's")
+                  + String(format: ") of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
+                           agreement * 100, incumbentHeld.count, strict * 100)
                 : String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)
             report.checks.append(.judged("incumbent_agreement", value: agreement, limit: policy.minAgreement,
                                          passed: agreement >= policy.minAgreement, note: note))

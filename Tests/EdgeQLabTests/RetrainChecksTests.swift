@@ -194,7 +194,10 @@ import Testing
     /// `agreement_tie` × max|r| of its pick (cart-pole, 0.05: 0.05 × 1). Every held-out row here
     /// is given the action the candidate does not pick: the strict share is 0, the tolerant share
     /// is exactly the rows whose value gap the candidate's own fp32 network puts within τ; with
-    /// `agreement_tie: 0` (the default) the check is strict.
+    /// `agreement_tie: 0` (the default) the check is strict. τ's scale is the 99.9th percentile
+    /// of the incumbent's |reward|: training rows a model decided (a trial block that wrecked the
+    /// plant: |r| 40 here) and one such step of the incumbent's leave it at 0.05 × 1 — with the
+    /// maximum over every row it was 0.05 × 40, and nearly every departure counted as a near-tie.
     @Test func aDepartureTheCandidateRatesBelowTheTieCountsAsAgreement() throws {
         let map = try Self.cartPoleMap()
         #expect(map.learning.agreementTie == 0 && CheckPolicy(map.learning).agreementTie == 0)
@@ -220,20 +223,41 @@ import Testing
         try #require(near.count >= 20 && clear.count >= 20, "near-ties \(near.count), clear departures \(clear.count)")
         let held = Array(near.prefix(20).map(\.row) + clear.prefix(60).map(\.row))
         let network = try MLP(model.architecture, parameters: model.parameters)
-        for (tie, expected) in [(0.05, 0.25), (0, 0.0)] {
-            var policy = CheckPolicy(map.learning)
-            policy.fqeUpdates = 0
-            policy.agreementTie = tie
-            var report = RetrainReport()
-            Retrainer(map: map, policy: policy).check(model, network: network, held: held, train: train, normalization: model.normalization, into: &report)
-            let c = try Self.check(report, "incumbent_agreement")
-            #expect(c.value == expected, "agreement_tie \(tie): \(c.note)")
-            #expect(c.passed == false, "below 0.5 either way: \(c.note)")
-            #expect(report.figures["incumbent_agreement_strict"] == 0)
-            #expect(report.figures["incumbent_agreement_tie"] == tie)
-            #expect(c.note.contains(tie > 0 ? "of its pick, on 25.0% of 80 held-out rows (the logged action itself on 0.0%)"
-                                    : "picks the incumbent's logged action on 0.0% of 80 held-out rows"), "\(c.note)")
+        // The same training rows with a model's wrecked trial block among them.
+        let wrecked: [EdgeQLog.Transition] = train.prefix(50).map { t in
+            var row = t
+            row.actor = .model
+            row.reward = -40
+            return row
         }
+        var takeover = train[0]   // the incumbent taking over the wrecked plant: one costly step
+        takeover.reward = -40
+        takeover.actor = .incumbent
+        for (training, withTrial) in [(train, false), (train + wrecked + [takeover], true)] {
+            for (tie, expected) in [(0.05, 0.25), (0, 0.0)] {
+                var policy = CheckPolicy(map.learning)
+                policy.fqeUpdates = 0
+                policy.agreementTie = tie
+                var report = RetrainReport()
+                Retrainer(map: map, policy: policy).check(model, network: network, held: held, train: training, normalization: model.normalization, into: &report)
+                let c = try Self.check(report, "incumbent_agreement")
+                #expect(c.value == expected, "agreement_tie \(tie), trial rows \(withTrial): \(c.note)")
+                #expect(c.passed == false, "below 0.5 either way: \(c.note)")
+                #expect(report.figures["incumbent_agreement_strict"] == 0)
+                #expect(report.figures["incumbent_agreement_tie"] == tie)
+                #expect(report.figures["incumbent_agreement_tie_scale"] == 1)
+                #expect(c.note.contains(tie > 0 ? "(0.05 × 1, the 99.9th percentile of |reward| over the incumbent's training rows) of its pick, on 25.0% of 80 held-out rows (the logged action itself on 0.0%)"
+                                        : "picks the incumbent's logged action on 0.0% of 80 held-out rows"), "\(c.note)")
+            }
+        }
+        // No training row from the incumbent: the scale is every training row's.
+        var policy = CheckPolicy(map.learning)
+        policy.fqeUpdates = 0
+        policy.agreementTie = 0.05
+        var report = RetrainReport()
+        Retrainer(map: map, policy: policy).check(model, network: network, held: held, train: wrecked, normalization: model.normalization, into: &report)
+        #expect(report.figures["incumbent_agreement_tie_scale"] == 40)
+        #expect(try Self.check(report, "incumbent_agreement").note.contains("(0.05 × 40, the 99.9th percentile of |reward| over the training rows: none is the incumbent's)"))
     }
 
     // MARK: nothing to judge

@@ -75,12 +75,12 @@ enum FleetThermalBench {
         ]
     }
 
-    /// The candidate's agreement with the PI's logged actions, up to near-ties and strictly
-    /// (`incumbent_agreement`, docs/learning.md "Agreement up to near-ties").
+    /// The candidate's agreement with the PI's logged actions, up to near-ties (and their τ)
+    /// and strictly (`incumbent_agreement`, docs/learning.md "Agreement up to near-ties").
     static func agreement(_ o: ThermalExperiment.Outcome) -> String {
         let f = o.report.figures
-        return String(format: "incumbent agreement %.1f%%, strictly %.1f%%", (f["incumbent_agreement"] ?? .nan) * 100,
-                      (f["incumbent_agreement_strict"] ?? .nan) * 100)
+        return String(format: "incumbent agreement %.1f%% (τ %.3g), strictly %.1f%%", (f["incumbent_agreement"] ?? .nan) * 100,
+                      f["incumbent_agreement_tie"] ?? .nan, (f["incumbent_agreement_strict"] ?? .nan) * 100)
     }
 
     /// What a refused candidate would have done, had it been served (it is evaluated either
