@@ -537,10 +537,11 @@ public struct LearningConfig: Sendable, Equatable {
     /// Check: at most this share of probed states may get an action never logged near them.
     public var maxUnsupported = 0.25
     /// Check `incumbent_agreement`: a held-out row also counts as agreeing when the candidate
-    /// values the incumbent's logged action within this share of the largest one-step |reward|
-    /// of its own pick (`checks.agreement_tie`; 0: its pick must be the logged action). Default 0:
-    /// strict (docs/learning.md, "Agreement up to near-ties": measured through the gateway, 0.05
-    /// let more catastrophic candidates into trials).
+    /// values the incumbent's logged action within τ of its own pick, τ being this share of the
+    /// 99.9th percentile of one-step |reward| over the incumbent's training rows
+    /// (`checks.agreement_tie`; 0: its pick must be the logged action). Default 0: strict
+    /// (docs/learning.md, "Agreement up to near-ties": measured through the gateway, counting
+    /// near-ties passed nearly every candidate, catastrophic ones among them).
     public var agreementTie = 0.0
     /// Check of a candidate distilled from the plant model (`learning.distill`): on at least
     /// this share of the held-out valued states it picks the teacher's best action or one the

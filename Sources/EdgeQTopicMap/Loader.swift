@@ -1252,7 +1252,7 @@ struct Builder {
                 l.maxUnsupported = v
             }
             if let x = e["agreement_tie"], let v = r.number(x, "agreement_tie") {
-                if !(0...1).contains(v) { r.error(x, "agreement_tie must be in [0, 1] (a share of the largest one-step |reward|; 0 for strict agreement)") }
+                if !(0...1).contains(v) { r.error(x, "agreement_tie must be in [0, 1] (a share of the incumbent's 99.9th-percentile one-step |reward|; 0 for strict agreement)") }
                 l.agreementTie = v
             }
             if let x = e["min_rows"], let v = r.int(x, "min_rows", min: 1) { l.minRows = v }
