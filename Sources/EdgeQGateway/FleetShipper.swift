@@ -451,9 +451,49 @@ public final class FleetShipper: Sendable {
         return (n.int64Value, o["log"] as? String ?? "")
     }
 
-    private func saveCursor(_ acked: Int64, log: String) throws {
-        let text = #"{"acked":\#(acked),"log":\#(JSONValue.string(log).jsonText),"topic":\#(JSONValue.string(config.topic).jsonText),"gateway":\#(JSONValue.string(gatewayID).jsonText)}"# + "\n"
-        try DurableFile.write(Data(text.utf8), to: cursorURL)
+    private func saveCursor(_ acked: Int64, log: String, into file: inout CursorFile) throws {
+        let text = #"{"acked":\#(acked),"log":\#(JSONValue.string(log).jsonText),"topic":\#(JSONValue.string(config.topic).jsonText),"gateway":\#(JSONValue.string(gatewayID).jsonText)}"#
+        try file.write(text)
+    }
+
+    /// The cursor file's writer, owned by the shipper thread (not Sendable: one thread).
+    ///
+    /// The cursor is one JSON object padded with spaces to `recordSize` bytes. The first write
+    /// (and any record that does not fit) replaces the file crash-safe (`DurableFile`: temporary
+    /// file, fsync, rename, fsync of the folder); later moves overwrite the record in place on the
+    /// file kept open and `fdatasync` it — the same durability for a quarter of the CPU (measured
+    /// on this project's machine: 78 against 328 µs a write; at one acknowledgement a batch the
+    /// replacement was about half the shipper's CPU). A record of one 512-byte sector at offset 0
+    /// is written whole by the disk; were it ever torn, the file no longer parses and the shipper
+    /// ships from the start of the log, which the learner stores once (the loader's fallback).
+    struct CursorFile: ~Copyable {
+        /// The record's size: one disk sector.
+        static let recordSize = 512
+        let url: URL
+        private var fd: Int32 = -1
+
+        init(url: URL) { self.url = url }
+
+        deinit { if fd >= 0 { close(fd) } }
+
+        /// Writes `json` (one line, no newline) durably.
+        mutating func write(_ json: String) throws {
+            var bytes = Array(json.utf8)
+            let fits = bytes.count < Self.recordSize
+            if fits {
+                bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: Self.recordSize - 1 - bytes.count))
+            }
+            bytes.append(UInt8(ascii: "\n"))
+            if fits, fd >= 0 {
+                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+                if n == bytes.count, fdatasync(fd) == 0 { return }
+                // Not written whole or not synced: replace the file instead, and open it again.
+                close(fd)
+                fd = -1
+            }
+            try DurableFile.write(Data(bytes), to: url)
+            if fits { fd = open(url.path, O_WRONLY | O_CLOEXEC) }
+        }
     }
 
     // MARK: - The thread
@@ -486,6 +526,7 @@ public final class FleetShipper: Sendable {
         let qos: QoS = config.qos == 2 ? .exactlyOnce : .atLeastOnce
         var problem: String?
         var assembler = FleetModelAssembler(maxSize: config.maxModelSize)
+        var cursorFile = CursorFile(url: cursorURL)
 
         while !stopping.load(ordering: .relaxed) {
             _ = wake.wait(timeout: .now() + min(config.interval, 0.5))
@@ -534,7 +575,7 @@ public final class FleetShipper: Sendable {
             }
             if acked != persisted {
                 do {
-                    try saveCursor(acked, log: log)
+                    try saveCursor(acked, log: log, into: &cursorFile)
                     persisted = acked
                 } catch {
                     problem = "cannot write the cursor \(cursorURL.path): \(error)"
