@@ -818,8 +818,6 @@ public struct Retrainer: Sendable {
         return mask.contains(true) ? mask : nil
     }
 
-    /// The checks of docs/operations.md ("Retraining"), each with its figure and limit, or
-    /// marked not applicable when it has nothing to be judged on.
     /// The scale of `incumbent_agreement`'s near-tie τ (`CheckPolicy.agreementTie` × this): the
     /// 99.9th percentile of one-step |reward| over the incumbent's training rows, or over every
     /// training row when none is the incumbent's (then `fromIncumbent` is false); 0 with no row.
@@ -838,6 +836,8 @@ public struct Retrainer: Sendable {
         return (rewards[min(rewards.count - 1, Int((Double(rewards.count) * 0.999).rounded(.down)))], fromIncumbent)
     }
 
+    /// The checks of docs/operations.md ("Retraining"), each with its figure and limit, or
+    /// marked not applicable when it has nothing to be judged on.
     func check(_ candidate: QModel, network: MLP? = nil, held: [EdgeQLog.Transition], train: [EdgeQLog.Transition],
                normalization: EdgeQNet.Normalization, into report: inout RetrainReport) {
         let A = map.actions.count
