@@ -1031,12 +1031,10 @@ public struct Retrainer: Sendable {
             report.figures["incumbent_agreement_strict"] = strict
             report.figures["incumbent_agreement_tie"] = agreementTie
             report.figures["incumbent_agreement_tie_scale"] = tieScale
+            let rows = tieScaleFromIncumbent ? "incumbent's training rows" : "training rows: none is the incumbent's"
             let note = policy.agreementTie > 0
-                ? String(format: "picks the incumbent's logged action, or values it within τ = %.3g (%.3g × %.3g, the 99.9th percentile of |reward| over the ",
-                         agreementTie, policy.agreementTie, tieScale)
-                  + (tieScaleFromIncumbent ? "incumbent's training rows" : "training rows: none is the incumbent's")
-                  + String(format: ") of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
-                           agreement * 100, incumbentHeld.count, strict * 100)
+                ? String(format: "picks the incumbent's logged action, or values it within τ = %.3g (%.3g × %.3g, the 99.9th percentile of |reward| over the \(rows)) of its pick, on %.1f%% of %d held-out rows (the logged action itself on %.1f%%)",
+                         agreementTie, policy.agreementTie, tieScale, agreement * 100, incumbentHeld.count, strict * 100)
                 : String(format: "picks the incumbent's logged action on %.1f%% of %d held-out rows", agreement * 100, incumbentHeld.count)
             report.checks.append(.judged("incumbent_agreement", value: agreement, limit: policy.minAgreement,
                                          passed: agreement >= policy.minAgreement, note: note))

@@ -191,7 +191,7 @@ import Testing
 
     /// With `checks.agreement_tie` > 0, `incumbent_agreement` counts a held-out incumbent row as
     /// agreeing when the candidate picks the logged action or values it within τ =
-    /// `agreement_tie` × max|r| of its pick (cart-pole, 0.05: 0.05 × 1). Every held-out row here
+    /// `agreement_tie` × the incumbent's 99.9th-percentile |r| of its pick (cart-pole, 0.05: 0.05 × 1). Every held-out row here
     /// is given the action the candidate does not pick: the strict share is 0, the tolerant share
     /// is exactly the rows whose value gap the candidate's own fp32 network puts within τ; with
     /// `agreement_tie: 0` (the default) the check is strict. τ's scale is the 99.9th percentile
