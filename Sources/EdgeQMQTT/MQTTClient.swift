@@ -203,9 +203,13 @@ private let mosquittoLibraryInitialised: Bool = {
 final class Connection: @unchecked Sendable {
     // @unchecked Sendable: `handle` is used from several threads only through libmosquitto
     // calls made thread-safe by `mosquitto_threaded_set(true)` (publish, subscribe,
-    // unsubscribe, disconnect from other threads; loop/connect on the network thread only);
-    // every other mutable value is in `shared` (a Mutex), `stopping` (Atomic) or the
-    // internally locked `queue` and `sleeper`.
+    // unsubscribe, disconnect from other threads: they queue packets under libmosquitto's
+    // own mutexes) and through the calls that touch the socket (read, write, keep-alive:
+    // they may close it on an error), which run only with `io` held; connect runs on the
+    // network thread only, while `io.writable` is false. `pollFDs` is used by the network
+    // thread only; `wakeFD` is written from any thread (a pipe: write(2) is atomic for one
+    // byte) and read by the network thread. Every other mutable value is in `shared` (a
+    // Mutex), `stopping` (Atomic) or the internally locked `queue` and `sleeper`.
 
     struct Shared {
         var state: ConnectionState = .idle
@@ -246,6 +250,44 @@ final class Connection: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let sleeper = Sleeper()
     private let isV5: Bool
+
+    /// What `io` guards besides the socket itself.
+    struct IO {
+        /// A connection is up and its socket may be written from a publishing thread: set by
+        /// the network thread after a connect succeeded, cleared under the same lock when it
+        /// finds the connection gone (and before every connect, which creates the socket).
+        /// Mirrored in `Connection.sending`: set both with `setWritable`.
+        private(set) var writable = false
+        /// Sets `writable` and its lock-free mirror.
+        mutating func setWritable(_ value: Bool, _ mirror: borrowing Atomic<Bool>) {
+            writable = value
+            mirror.store(value, ordering: .releasing)
+        }
+        /// The result of a direct write that failed (libmosquitto closed the socket on that
+        /// thread): the network thread reports it as the reason the connection ended.
+        var writerFailure: Int32?
+    }
+    /// Held around every libmosquitto call that uses the socket or may close it: the network
+    /// thread's read, write and keep-alive, and `publish`'s write on the caller's thread. On an
+    /// error those calls close the socket then and there; without the lock a publishing
+    /// thread's failed write closed it while the network thread was putting it into its
+    /// select set (glibc aborts the process: "bit out of range 0 - FD_SETSIZE on fd_set").
+    /// The network thread waits for the socket in `poll` without the lock, and runs
+    /// libmosquitto's callbacks (an inline handler too) with it held: a publisher therefore
+    /// only tries the lock, and leaves the write to the network thread when it is busy —
+    /// never waiting on a thread that may be waiting on it.
+    private let io = Mutex(IO())
+    /// `io.writable`, readable without the lock: a QoS 0 publish while it is false is refused
+    /// rather than queued. libmosquitto would queue it as soon as the next connection's socket
+    /// exists — before that connection's CONNECT, which the broker answers by closing the
+    /// connection as a protocol error (seen with a thread publishing QoS 0 in a loop through
+    /// a broker restart: every reconnect was refused until it stopped).
+    private let sending = Atomic<Bool>(false)
+    /// The read and write ends of a non-blocking pipe that wakes the network thread's `poll`:
+    /// a packet queued from another thread and not written there, or `stop()`.
+    private let wakeFD: (read: Int32, write: Int32)
+    /// The network thread's poll set (the socket, the wake pipe), allocated once.
+    private let pollFDs: UnsafeMutablePointer<pollfd>
     /// libmosquitto's debug lines (one per packet sent or received) are copied into a
     /// String only when the logger would print them (trace): on the hot path they would
     /// cost an allocation per packet for nothing.
@@ -307,6 +349,18 @@ final class Connection: @unchecked Sendable {
         handle = h
         connectProperties = props
         queue = InboundQueue(capacity: config.inboundCapacity, policy: config.overflow)
+        var pipeFDs: [Int32] = [-1, -1]
+        let piped = pipe(&pipeFDs) == 0
+        let pipeErrno = errno
+        wakeFD = (pipeFDs[0], pipeFDs[1])
+        pollFDs = .allocate(capacity: 2)
+        guard piped else {
+            throw MQTTError(.library, "cannot create the MQTT network thread's wake-up pipe: \(String(cString: strerror(pipeErrno)))")
+        }
+        for fd in [wakeFD.read, wakeFD.write] {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
 
         mosquitto_user_data_set(h, Unmanaged.passUnretained(self).toOpaque())
         try check(mosquitto_threaded_set(h, true), "mosquitto_threaded_set")
@@ -341,6 +395,9 @@ final class Connection: @unchecked Sendable {
         mosquitto_destroy(handle)
         var props = connectProperties
         if props != nil { mosquitto_property_free_all(&props) }
+        if wakeFD.read >= 0 { close(wakeFD.read) }
+        if wakeFD.write >= 0 { close(wakeFD.write) }
+        pollFDs.deallocate()
     }
 
     private func check(_ rc: Int32, _ what: String) throws {
@@ -426,6 +483,7 @@ final class Connection: @unchecked Sendable {
         }
         if connected {
             let r = MosquittoResult(rawValue: sendSubscribe(filter, qos, noLocal, handle))
+            wakeNetworkThread()
             // NO_CONN: the connection just dropped; the next connect subscribes.
             if r != .success && r != .noConnection {
                 throw MQTTError(.library, "subscribe \(filter): \(r.message)", result: r)
@@ -441,11 +499,18 @@ final class Connection: @unchecked Sendable {
             s.subscriptions.removeAll { $0.filter == filter }
             return s.state == .connected
         }
-        if connected { _ = mosquitto_unsubscribe(handle, nil, filter) }
+        if connected {
+            _ = mosquitto_unsubscribe(handle, nil, filter)
+            wakeNetworkThread()
+        }
     }
 
     func publish(_ topic: String, _ payload: [UInt8], qos: QoS, retain: Bool) throws -> PublishOutcome {
         if stopping.load(ordering: .relaxed) { throw MQTTError(.stopped, "publish after stop()") }
+        if qos == .atMostOnce && !sending.load(ordering: .acquiring) {
+            throw MQTTError(.connectionLost, "not connected to \(config.broker): the QoS 0 message on \(topic) was not sent",
+                            result: .noConnection)
+        }
         // withCString: the implicit String → char* conversion copies the topic to a new
         // array on every call; this borrows the string's own UTF-8 storage.
         let rc = topic.withCString { t in
@@ -468,8 +533,8 @@ final class Connection: @unchecked Sendable {
             // callback): libmosquitto holds its callback mutex there, and writing a PUBLISH takes
             // it again (for on_publish), which would deadlock. The network thread sends what its
             // handler published as soon as the callback returns (`flushFromNetworkThread`).
-            if directWrite && UInt(pthread_self()) != networkThread.load(ordering: .relaxed) {
-                _ = mosquitto_loop_write(handle, 1)
+            if UInt(pthread_self()) != networkThread.load(ordering: .relaxed) {
+                if !directWrite || !writeFromThisThread() { wakeNetworkThread() }
             }
             return .accepted
         case .noConnection:
@@ -480,6 +545,30 @@ final class Connection: @unchecked Sendable {
         default:
             throw MQTTError(.library, "publish on \(topic): \(r.message)", result: r)
         }
+    }
+
+    /// Writes what is queued, on the caller's thread, when the network thread is not using
+    /// the socket and a connection is up; false when it did not (the network thread must).
+    /// A write that fails closes the socket here (libmosquitto does): the failure is kept for
+    /// the network thread, which then finds the connection gone.
+    private func writeFromThisThread() -> Bool {
+        let done = io.withLockIfAvailable { io -> Bool in
+            guard io.writable, mosquitto_socket(handle) >= 0 else { return false }
+            let rc = mosquitto_loop_write(handle, 1)
+            if rc != MosquittoResult.success.rawValue {
+                io.setWritable(false, sending)
+                io.writerFailure = rc
+            }
+            return true
+        }
+        return done ?? false
+    }
+
+    /// Makes the network thread's `poll` return now (one byte on the wake pipe; when the pipe
+    /// is full a wake-up is pending anyway).
+    private func wakeNetworkThread() {
+        var one: UInt8 = 1
+        _ = write(wakeFD.write, &one, 1)
     }
 
     // MARK: callbacks (network thread)
@@ -634,8 +723,9 @@ final class Connection: @unchecked Sendable {
         }
         stopping.store(true, ordering: .sequentiallyConsistent)
         sleeper.wake()
-        // Thread-safe in threaded mode: queues DISCONNECT and wakes the network thread's select.
+        // Thread-safe in threaded mode: queues DISCONNECT; the network thread writes it.
         _ = mosquitto_disconnect(handle)
+        wakeNetworkThread()
         if let thread {
             pthread_join(thread, nil)
             // The network thread is gone: nothing reads the handler any more. Dropping it
@@ -739,24 +829,28 @@ final class Connection: @unchecked Sendable {
         return delay
     }
 
-    /// libmosquitto reads one packet per `mosquitto_loop` call: keep reading while the
-    /// socket holds bytes, so a burst is handed off before the next select (as echo_c does).
-    private func drain() {
-        flushFromNetworkThread()
+    /// libmosquitto reads one packet per `mosquitto_loop_read` call: keep reading while the
+    /// socket holds bytes, so a burst is handed off before the next poll (as echo_c does).
+    /// With `io` held. Returns the failure of a read or write (libmosquitto closed the socket).
+    private func drain() -> MosquittoResult {
+        var rc = flushFromNetworkThread()
         let sock = mosquitto_socket(handle)
-        guard sock >= 0 else { return }
+        guard rc == .success, sock >= 0 else { return rc }
         var avail: Int32 = 0
         for _ in 0..<4096 {
-            guard ioctl(sock, UInt(FIONREAD), &avail) == 0, avail > 0 else { return }
-            guard mosquitto_loop_read(handle, 1) == MosquittoResult.success.rawValue else { return }
-            flushFromNetworkThread()
+            guard ioctl(sock, UInt(FIONREAD), &avail) == 0, avail > 0 else { return .success }
+            rc = MosquittoResult(rawValue: mosquitto_loop_read(handle, 1))
+            if rc == .success { rc = flushFromNetworkThread() }
+            if rc != .success { return rc }
         }
+        return .success
     }
 
     /// Sends at once what an inline handler published during the last read (queued inside
-    /// the callback, see `publish`), rather than after one more turn of `mosquitto_loop`.
-    private func flushFromNetworkThread() {
-        if inlineHandler != nil && mosquitto_want_write(handle) { _ = mosquitto_loop_write(handle, 1) }
+    /// the callback, see `publish`), rather than after one more turn.
+    private func flushFromNetworkThread() -> MosquittoResult {
+        guard inlineHandler != nil && mosquitto_want_write(handle) else { return .success }
+        return MosquittoResult(rawValue: mosquitto_loop_write(handle, 1))
     }
 
     private func runLoop() {
@@ -764,6 +858,7 @@ final class Connection: @unchecked Sendable {
         config.networkThreadSetup?()
         while !stopping.load(ordering: .relaxed) {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
+            io.withLock { $0.setWritable(false, sending) }
             let rc = connectOnce()
             if rc != .success {
                 clearTakeoverEvidence()
@@ -772,10 +867,9 @@ final class Connection: @unchecked Sendable {
                 continue
             }
             var loopResult = MosquittoResult.success
+            io.withLock { $0.setWritable(true, sending); $0.writerFailure = nil }
             while !stopping.load(ordering: .relaxed) {
-                loopResult = MosquittoResult(rawValue: mosquitto_loop(handle, 100, 1))
-                if loopResult != .success { break }
-                drain()
+                if let ended = turn(timeoutMilliseconds: 100) { loopResult = ended; break }
             }
             if stopping.load(ordering: .relaxed) { break }
             let wasConnected = shared.withLock { s -> Bool in
@@ -791,12 +885,60 @@ final class Connection: @unchecked Sendable {
             let delay = recordFailure(classify(loopResult, connecting: !wasConnected))
             _ = sleeper.sleep(seconds: delay)
         }
-        // Flush the DISCONNECT queued by stop(): a few loop turns until the socket closes.
+        // Flush the DISCONNECT queued by stop(): a few turns until the socket closes.
         _ = mosquitto_disconnect(handle)
         for _ in 0..<50 {
-            if mosquitto_loop(handle, 10, 1) != MosquittoResult.success.rawValue { break }
+            if turn(timeoutMilliseconds: 10) != nil { break }
         }
+        io.withLock { $0.setWritable(false, sending) }
         logger.info("MQTT stopped")
+    }
+
+    /// One turn of a connection, on the network thread: waits up to `timeoutMilliseconds` for
+    /// the socket or a wake-up (without `io`), then reads, writes what is queued and keeps the
+    /// connection alive (with `io`). Returns why the connection ended, or nil while it lasts.
+    /// What `mosquitto_loop` does, but with `poll` (no FD_SETSIZE limit) and the socket read
+    /// under the same lock as the publishers' writes.
+    private func turn(timeoutMilliseconds: Int32) -> MosquittoResult? {
+        let sock = io.withLock { _ in mosquitto_socket(handle) }
+        if sock < 0 { return ended() }
+        pollFDs[0] = pollfd(fd: sock, events: Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0), revents: 0)
+        pollFDs[1] = pollfd(fd: wakeFD.read, events: Int16(POLLIN), revents: 0)
+        let ready = poll(pollFDs, 2, timeoutMilliseconds)
+        if ready < 0 && errno != EINTR { return .errno }
+        if ready > 0 && pollFDs[1].revents != 0 {
+            // Every wake-up byte at once (many pile up while no connection is up).
+            withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 8) { buffer in
+                while read(wakeFD.read, buffer.baseAddress, buffer.count) == buffer.count {}
+            }
+        }
+        let readable = ready > 0 && pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0
+        return io.withLock { io -> MosquittoResult? in
+            // A publishing thread's failed write closed the socket while this one waited.
+            guard mosquitto_socket(handle) == sock else { return endedLocked(&io) }
+            if readable {
+                var rc = MosquittoResult(rawValue: mosquitto_loop_read(handle, 1))
+                if rc == .success { rc = drain() }
+                if rc != .success { io.setWritable(false, sending); return rc }
+                if mosquitto_socket(handle) < 0 { return endedLocked(&io) }
+            }
+            if mosquitto_want_write(handle) {
+                let rc = MosquittoResult(rawValue: mosquitto_loop_write(handle, 1))
+                if rc != .success { io.setWritable(false, sending); return rc }
+            }
+            let rc = MosquittoResult(rawValue: mosquitto_loop_misc(handle))
+            if rc != .success { io.setWritable(false, sending); return rc }
+            return nil
+        }
+    }
+
+    /// The connection's socket is gone: why (a publisher's failed write, else no connection).
+    private func ended() -> MosquittoResult { io.withLock { endedLocked(&$0) } }
+
+    private func endedLocked(_ io: inout IO) -> MosquittoResult {
+        io.setWritable(false, sending)
+        defer { io.writerFailure = nil }
+        return io.writerFailure.map { MosquittoResult(rawValue: $0) } ?? .noConnection
     }
 }
 
@@ -841,8 +983,9 @@ private let onConnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?
 
 private let onDisconnectC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, OpaquePointer?) -> Void = {
     _, userdata, rc, _ in
-    // Loss is detected from mosquitto_loop's result on the network thread; only the reason
-    // (session taken over) is noted here.
+    // Loss is detected by the network thread (from a read, write or keep-alive result, or a
+    // socket a publishing thread's failed write closed); only the reason (session taken over)
+    // is noted here. Runs on the network thread, or on a publishing thread whose write failed.
     connection(userdata)?.handleDisconnect(rc)
 }
 
