@@ -485,14 +485,26 @@ public final class FleetShipper: Sendable {
             }
             bytes.append(UInt8(ascii: "\n"))
             if fits, fd >= 0 {
-                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-                if n == bytes.count, fdatasync(fd) == 0 { return }
-                // Not written whole or not synced: replace the file instead, and open it again.
+                // Still the file at `url`? Deleted or replaced from outside (an operator, a
+                // restore), the open file is not the cursor any more: write a new one.
+                if stillAtURL() {
+                    let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+                    if n == bytes.count, fdatasync(fd) == 0 { return }
+                }
+                // Not written whole, not synced, or not the cursor any more: replace the file
+                // instead, and open it again.
                 close(fd)
                 fd = -1
             }
             try DurableFile.write(Data(bytes), to: url)
             if fits { fd = open(url.path, O_WRONLY | O_CLOEXEC) }
+        }
+
+        /// The open file is the one at `url` (same device and inode).
+        private func stillAtURL() -> Bool {
+            var open = stat(), named = stat()
+            guard fstat(fd, &open) == 0, stat(url.path, &named) == 0 else { return false }
+            return open.st_ino == named.st_ino && open.st_dev == named.st_dev
         }
     }
 

@@ -67,6 +67,29 @@ import Testing
         #expect(FleetShipper.loadCursor(url, topic: "fleet/t", logger: logger).acked == 8)
     }
 
+    /// The cursor deleted, or replaced by another file, while the shipper runs (an operator, a
+    /// restore from a backup): the next move writes a new cursor at the path rather than into
+    /// the open file nobody reads any more.
+    @Test func aCursorDeletedOrReplacedFromOutsideIsWrittenAnew() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var file = FleetShipper.CursorFile(url: url)
+        try file.write(json(100))
+        try file.write(json(110))
+        try FileManager.default.removeItem(at: url)
+        try file.write(json(120))
+        #expect(FleetShipper.loadCursor(url, topic: "fleet/t", logger: logger).acked == 120)
+        try file.write(json(130))
+        let other = dir.appendingPathComponent("restored.json")
+        try Data((json(5) + "\n").utf8).write(to: other)
+        #expect(rename(other.path, url.path) == 0)
+        try file.write(json(140))
+        #expect(FleetShipper.loadCursor(url, topic: "fleet/t", logger: logger).acked == 140)
+        let inPlace = try inode()
+        try file.write(json(150))
+        #expect(try inode() == inPlace, "in place again once the new file is open")
+        #expect(FleetShipper.loadCursor(url, topic: "fleet/t", logger: logger).acked == 150)
+    }
+
     /// A record that no longer parses (a torn write) makes the shipper start from the log's
     /// beginning (the learner stores every row once), never from a wrong position.
     @Test func aDamagedRecordShipsFromTheStart() throws {
