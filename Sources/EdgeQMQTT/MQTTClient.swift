@@ -264,8 +264,9 @@ final class Connection: @unchecked Sendable {
             mirror.store(value, ordering: .releasing)
         }
         /// The result of a direct write that failed (libmosquitto closed the socket on that
-        /// thread): the network thread reports it as the reason the connection ended.
-        var writerFailure: Int32?
+        /// thread), with that thread's errno: the network thread reports it as the reason the
+        /// connection ended.
+        var writerFailure: (result: Int32, errno: Int32)?
     }
     /// Held around every libmosquitto call that uses the socket or may close it: the network
     /// thread's read, write and keep-alive, and `publish`'s write on the caller's thread. On an
@@ -557,7 +558,7 @@ final class Connection: @unchecked Sendable {
             let rc = mosquitto_loop_write(handle, 1)
             if rc != MosquittoResult.success.rawValue {
                 io.setWritable(false, sending)
-                io.writerFailure = rc
+                io.writerFailure = (rc, errno)
             }
             return true
         }
@@ -938,7 +939,9 @@ final class Connection: @unchecked Sendable {
     private func endedLocked(_ io: inout IO) -> MosquittoResult {
         io.setWritable(false, sending)
         defer { io.writerFailure = nil }
-        return io.writerFailure.map { MosquittoResult(rawValue: $0) } ?? .noConnection
+        guard let failure = io.writerFailure else { return .noConnection }
+        errno = failure.errno   // `classify` explains MOSQ_ERR_ERRNO with it
+        return MosquittoResult(rawValue: failure.result)
     }
 }
 
