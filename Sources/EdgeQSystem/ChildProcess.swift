@@ -35,7 +35,9 @@ public final class ChildProcess: @unchecked Sendable {
     ///   - executable: a path, or a bare name looked up on `PATH` (and in /usr/sbin, /sbin,
     ///     where Debian puts mosquitto, which is not on a non-root `PATH`).
     ///   - stdoutPath: a file that receives standard output (created or truncated); nil
-    ///     inherits ours. `stderrPath` likewise.
+    ///     inherits ours. `stderrPath` likewise. The same path for both: one file that gets
+    ///     both streams in the order written (a child's stray output — a library's warning on
+    ///     standard output — stays in its log rather than in ours).
     ///   - environment: extra variables on top of ours.
     /// - Throws: `ChildProcess.Error` when the executable is not found or cannot start.
     public init(
@@ -74,11 +76,12 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let stdoutPath {
+        if let stdoutPath, stdoutPath != stderrPath {
             posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         }
         if let stderrPath {
             posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            if stdoutPath == stderrPath { posix_spawn_file_actions_adddup2(&actions, 2, 1) }
         }
         // Nothing but 0, 1 and 2 goes to the child: descriptors opened here without O_CLOEXEC
         // (Foundation's and SQLite's files, sockets) would otherwise stay open in a broker or

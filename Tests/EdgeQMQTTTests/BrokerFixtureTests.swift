@@ -41,6 +41,18 @@ import Testing
         #expect(!fds.contains(file) && !fds.contains(held.fd), "the child inherited \(file) or \(held.fd): \(fds.sorted())")
     }
 
+    /// One path for standard output and error: one file with both streams in the order the
+    /// child wrote them — a benchmark's gateway that printed a library's warning on standard
+    /// output put it among the benchmark's figure lines (`BLAS : Bad memory unallocation!`).
+    @Test func oneFileForBothStreamsKeepsTheirOrder() throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-child-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = try ChildProcess("/bin/sh", ["-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"],
+                                     stdoutPath: log, stderrPath: log)
+        #expect(child.wait(timeout: 30) == 0)
+        #expect(try String(contentsOfFile: log, encoding: .utf8) == "out1\nerr1\nout2\nerr2\n")
+    }
+
     /// The broker's standard output and error are files, never its starter's: a broker a test
     /// forgot to stop used to keep the test process's output pipe open, and `swift test`
     /// waited for its end forever, printing nothing.

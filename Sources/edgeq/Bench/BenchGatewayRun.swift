@@ -89,7 +89,7 @@ final class BenchGatewayRun {
                                                   // The plant's seed seeds the gateway's draws too (trial order,
                                                   // exploration, control group): a run can be replayed.
                                                   "--seed", String(seed)],
-                                     stderrPath: gatewayLog)
+                                     stdoutPath: gatewayLog, stderrPath: gatewayLog)
         gateway = child
         do {
             var cfg = try MQTTConfiguration(url: broker.url, clientID: clientID)

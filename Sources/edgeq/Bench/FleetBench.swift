@@ -307,9 +307,9 @@ enum FleetBench {
         defer { watcher.stop() }
         let args = ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "warning"]
         let logPath = work.appendingPathComponent("learner.log").path
-        let learner = try idle ? ChildProcess("/usr/bin/chrt", ["--idle", "0", edgeq] + args, stderrPath: logPath)
-            : nice == 0 ? ChildProcess(edgeq, args, stderrPath: logPath)
-            : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stderrPath: logPath)
+        let learner = try idle ? ChildProcess("/usr/bin/chrt", ["--idle", "0", edgeq] + args, stdoutPath: logPath, stderrPath: logPath)
+            : nice == 0 ? ChildProcess(edgeq, args, stdoutPath: logPath, stderrPath: logPath)
+            : ChildProcess("/usr/bin/nice", ["-n", String(nice), edgeq] + args, stdoutPath: logPath, stderrPath: logPath)
         return try awaitOnline(learner, watcher: watcher, work: work)
     }
 
@@ -368,7 +368,7 @@ enum FleetBench {
             self.broker = broker
             log = data.appendingPathComponent("gateway.log").path
             child = try ChildProcess(edgeq, ["run", "--config", mapping, "--broker", broker.url, "--data", data.path,
-                                             "--mode", "control", "--log-level", "warning"], stderrPath: log)
+                                             "--mode", "control", "--log-level", "warning"], stdoutPath: log, stderrPath: log)
             driver = try FleetBench.client(broker, subscribe: "bench/b")
             // Ready when a decision comes back.
             let deadline = Date().addingTimeInterval(60)

@@ -357,7 +357,7 @@ enum FleetLearnBench {
         defer { watcher.stop() }
         let logPath = work.appendingPathComponent("learner.log").path
         let learner = try ChildProcess(edgeq, ["learner", "--config", file, "--broker", broker.url, "--data", data.path, "--log-level", "info"],
-                                       stderrPath: logPath)
+                                       stdoutPath: logPath, stderrPath: logPath)
         return try FleetBench.awaitOnline(learner, watcher: watcher, work: work)
     }
 }

@@ -129,7 +129,8 @@ enum FleetRolloutBench {
             let data = work.appendingPathComponent(id)
             let log = data.appendingPathComponent("gateway.log").path
             let child = try ChildProcess(edgeq, ["run", "--config", work.appendingPathComponent("\(id).yaml").path, "--broker", broker.url,
-                                                 "--data", data.path, "--mode", "shadow", "--log-level", "warning"], stderrPath: log)
+                                                 "--data", data.path, "--mode", "shadow", "--log-level", "warning"],
+                                             stdoutPath: log, stderrPath: log)
             gateways.append((id, child, log))
         }
         func logTail(_ id: String) -> String {

@@ -103,7 +103,8 @@ enum RetrainLatencyBench {
         defer { broker.stop() }
         let gatewayLog = work.appendingPathComponent("gateway.log").path
         let gateway = try ChildProcess(try MQTTBench.selfExecutable(), ["run", "--config", benchMapPath, "--broker", broker.url, "--data", data.path,
-                                                                       "--mode", "control", "--log-level", "warning"], stderrPath: gatewayLog)
+                                                                       "--mode", "control", "--log-level", "warning"],
+                                       stdoutPath: gatewayLog, stderrPath: gatewayLog)
         defer { _ = gateway.stop(grace: 30) }
         let prefix = map.gateway.prefix
         let events = try FleetBench.client(broker, subscribe: "\(prefix)/retrain")
