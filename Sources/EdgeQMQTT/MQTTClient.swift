@@ -206,7 +206,7 @@ final class Connection: @unchecked Sendable {
     // unsubscribe, disconnect from other threads: they queue packets under libmosquitto's
     // own mutexes) and through the calls that touch the socket (read, write, keep-alive:
     // they may close it on an error), which run only with `io` held; connect runs on the
-    // network thread only, while `io.writable` is false. `pollFDs` is used by the network
+    // network thread only, while `sending` is false. `pollFDs` is used by the network
     // thread only; `wakeFD` is written from any thread (a pipe: write(2) is atomic for one
     // byte) and read by the network thread. Every other mutable value is in `shared` (a
     // Mutex), `stopping` (Atomic) or the internally locked `queue` and `sleeper`.
@@ -253,16 +253,6 @@ final class Connection: @unchecked Sendable {
 
     /// What `io` guards besides the socket itself.
     struct IO {
-        /// A connection is up and its socket may be written from a publishing thread: set by
-        /// the network thread after a connect succeeded, cleared under the same lock when it
-        /// finds the connection gone (and before every connect, which creates the socket).
-        /// Mirrored in `Connection.sending`: set both with `setWritable`.
-        private(set) var writable = false
-        /// Sets `writable` and its lock-free mirror.
-        mutating func setWritable(_ value: Bool, _ mirror: borrowing Atomic<Bool>) {
-            writable = value
-            mirror.store(value, ordering: .releasing)
-        }
         /// The result of a direct write that failed (libmosquitto closed the socket on that
         /// thread), with that thread's errno: the network thread reports it as the reason the
         /// connection ended.
@@ -278,8 +268,11 @@ final class Connection: @unchecked Sendable {
     /// only tries the lock, and leaves the write to the network thread when it is busy —
     /// never waiting on a thread that may be waiting on it.
     private let io = Mutex(IO())
-    /// `io.writable`, readable without the lock: a QoS 0 publish while it is false is refused
-    /// rather than queued. libmosquitto would queue it as soon as the next connection's socket
+    /// A connection is up and its socket may be written from a publishing thread: set by the
+    /// network thread after a connect succeeded, cleared when it finds the connection gone
+    /// (and before every connect, which creates the socket), and by a publisher whose write
+    /// failed — always with `io` held, so a writer holding `io` sees it settled; read without
+    /// the lock by `publish`. A QoS 0 publish while it is false is refused rather than queued. libmosquitto would queue it as soon as the next connection's socket
     /// exists — before that connection's CONNECT, which the broker answers by closing the
     /// connection as a protocol error (seen with a thread publishing QoS 0 in a loop through
     /// a broker restart: every reconnect was refused until it stopped).
@@ -554,10 +547,10 @@ final class Connection: @unchecked Sendable {
     /// the network thread, which then finds the connection gone.
     private func writeFromThisThread() -> Bool {
         let done = io.withLockIfAvailable { io -> Bool in
-            guard io.writable, mosquitto_socket(handle) >= 0 else { return false }
+            guard sending.load(ordering: .relaxed), mosquitto_socket(handle) >= 0 else { return false }
             let rc = mosquitto_loop_write(handle, 1)
             if rc != MosquittoResult.success.rawValue {
-                io.setWritable(false, sending)
+                sending.store(false, ordering: .releasing)
                 io.writerFailure = (rc, errno)
             }
             return true
@@ -859,7 +852,7 @@ final class Connection: @unchecked Sendable {
         config.networkThreadSetup?()
         while !stopping.load(ordering: .relaxed) {
             mosquitto_log_callback_set(handle, onLogC)  // see handleConnack
-            io.withLock { $0.setWritable(false, sending) }
+            io.withLock { _ in sending.store(false, ordering: .releasing) }
             let rc = connectOnce()
             if rc != .success {
                 clearTakeoverEvidence()
@@ -868,7 +861,10 @@ final class Connection: @unchecked Sendable {
                 continue
             }
             var loopResult = MosquittoResult.success
-            io.withLock { $0.setWritable(true, sending); $0.writerFailure = nil }
+            io.withLock { io in
+                sending.store(true, ordering: .releasing)
+                io.writerFailure = nil
+            }
             while !stopping.load(ordering: .relaxed) {
                 if let ended = turn(timeoutMilliseconds: 100) { loopResult = ended; break }
             }
@@ -891,7 +887,7 @@ final class Connection: @unchecked Sendable {
         for _ in 0..<50 {
             if turn(timeoutMilliseconds: 10) != nil { break }
         }
-        io.withLock { $0.setWritable(false, sending) }
+        io.withLock { _ in sending.store(false, ordering: .releasing) }
         logger.info("MQTT stopped")
     }
 
@@ -920,15 +916,15 @@ final class Connection: @unchecked Sendable {
             if readable {
                 var rc = MosquittoResult(rawValue: mosquitto_loop_read(handle, 1))
                 if rc == .success { rc = drain() }
-                if rc != .success { io.setWritable(false, sending); return rc }
+                if rc != .success { sending.store(false, ordering: .releasing); return rc }
                 if mosquitto_socket(handle) < 0 { return endedLocked(&io) }
             }
             if mosquitto_want_write(handle) {
                 let rc = MosquittoResult(rawValue: mosquitto_loop_write(handle, 1))
-                if rc != .success { io.setWritable(false, sending); return rc }
+                if rc != .success { sending.store(false, ordering: .releasing); return rc }
             }
             let rc = MosquittoResult(rawValue: mosquitto_loop_misc(handle))
-            if rc != .success { io.setWritable(false, sending); return rc }
+            if rc != .success { sending.store(false, ordering: .releasing); return rc }
             return nil
         }
     }
@@ -937,7 +933,7 @@ final class Connection: @unchecked Sendable {
     private func ended() -> MosquittoResult { io.withLock { endedLocked(&$0) } }
 
     private func endedLocked(_ io: inout IO) -> MosquittoResult {
-        io.setWritable(false, sending)
+        sending.store(false, ordering: .releasing)
         defer { io.writerFailure = nil }
         guard let failure = io.writerFailure else { return .noConnection }
         errno = failure.errno   // `classify` explains MOSQ_ERR_ERRNO with it
