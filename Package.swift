@@ -54,7 +54,7 @@ let package = Package(
         // MARK: Parts
         /// Child processes with a clean signal mask, free ports, a mosquitto launcher:
         /// used by the CLI (bench, demo) and by the tests' broker fixture.
-        .target(name: "EdgeQSystem", dependencies: ["CEdgeQProcess"]),
+        .target(name: "EdgeQSystem", dependencies: ["CEdgeQProcess", "EdgeQCore"]),
         /// Process-wide memory settings (malloc arenas, start-up pages) for `edgeq run`.
         .target(name: "CEdgeQProcess"),
         /// Small shared pieces with no dependencies: the seeded random generator.

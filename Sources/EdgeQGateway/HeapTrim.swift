@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import EdgeQCore
 import Foundation
 import Logging
 import Synchronization
@@ -65,7 +66,7 @@ struct HeapTrim {
     static func releaseCodePages() {
 #if canImport(Glibc)
         guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
-              let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return }
+              let maps = ProcFile.read("/proc/self/maps") else { return }   // whole: Foundation stops at 4 KB
         let pageout: Int32 = 21  // MADV_PAGEOUT
         for line in maps.split(separator: "\n") where line.hasSuffix(exe) {
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)

@@ -1,3 +1,4 @@
+import EdgeQCore
 import Foundation
 
 /// A real `mosquitto` broker on a free loopback port, with a generated configuration,
@@ -256,7 +257,8 @@ public final class MosquittoBroker: @unchecked Sendable {
     /// some other way). True where /proc
     /// cannot tell (no /proc): then accepting connections is taken as the broker's.
     static func listens(pid: pid_t, port: UInt16) -> Bool {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return true }
+        // Whole: Foundation reads a /proc file only up to 4 KB, about 27 sockets of this table.
+        guard let table = ProcFile.read("/proc/net/tcp") else { return true }
         // "sl local_address rem_address st … inode": 127.0.0.1 as the kernel prints it (a
         // little-endian word in hex), the port in hex; st 0A is LISTEN.
         let local = "0100007F:" + String(format: "%04X", UInt32(port))
