@@ -176,6 +176,21 @@ public struct SwitchbackTrial: Sendable {
     public let seed: UInt64
     /// An earlier trial's estimate of the pairs' noise, for the early stop (nil: no early stop).
     public let borrowedNoise: PairNoise?
+    /// The stop-loss's yardstick, from the latest scored reference block: its reward per scored
+    /// tick as decided (minus its baseline's when `adjusted`), the same raw, and its |return|.
+    private var referenceRate: Double?
+    private var referenceRawRate = 0.0
+    /// The standard deviation of that block's scored rewards (raw), and how many there were.
+    private var referenceTickSD = 0.0
+    private var referenceScoredTicks = 0
+    private var referenceNominal = 0
+    private var referenceScale = 0.0
+    /// Every scored reference block's |return|, for the cost share of a trial the stop-loss
+    /// ended, and its return as decided (adjusted when `adjusted`), for its spread.
+    private var referenceMagnitudes = RunningMoments()
+    private var referenceValues = RunningMoments()
+    /// What the stop-loss saw when it ended the trial (nil otherwise).
+    public private(set) var stopLoss: TrialStopLoss?
     /// The early stop's t quantiles for n = 1 ..< minPairs pairs (empty without `borrowedNoise`):
     /// the level of a corrected look before the last, on kₑ + n − 1 degrees of freedom.
     private let earlyQuantiles: [Double]
@@ -191,8 +206,8 @@ public struct SwitchbackTrial: Sendable {
     ///
     /// - Throws: `TrialSettingsError` when a setting is out of range (block < 1, burn-in not
     ///   below the block, confidence outside (0.5, 1), margin outside [0, 1), min_pairs < 2,
-    ///   max_pairs < min_pairs, last_look outside (0, 1), futility outside (0, 1), max_ticks < 1): give values the
-    ///   mapping loader accepts.
+    ///   max_pairs < min_pairs, last_look outside (0, 1), futility outside (0, 1), max_ticks < 1,
+    ///   stop_loss outside (0, 10]): give values the mapping loader accepts.
     ///
     /// With `noise`, an earlier trial's estimate of the pairs' noise (with the same blocks and
     /// adjustment), a clearly worse candidate can be stopped before `minPairs` pairs (the
@@ -254,6 +269,9 @@ public struct SwitchbackTrial: Sendable {
             throw TrialSettingsError(message: "trial futility must be in (0, 1), e.g. 0.01, or nil (no futility stop), found \(f)")
         }
         if let t = c.maxTicks, t < 1 { throw TrialSettingsError(message: "trial max_ticks must be ≥ 1 (or nil), found \(t)") }
+        if let l = c.stopLoss, !(l > 0 && l <= 10) {
+            throw TrialSettingsError(message: "trial stop_loss must be in (0, 10], e.g. 0.5, or nil (no stop-loss), found \(l)")
+        }
     }
 
     /// Who acts on the next tick.
@@ -303,15 +321,52 @@ public struct SwitchbackTrial: Sendable {
             blockSkipped += 1
         }
         if !clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) {
+            if reward != nil, arm == .candidate, let stop = stopLossCheck() { return stop }
             return budgetCheck()
         }
         let value = clock.blockReturn
         let base = clock.blockBaseline ?? 0
+        let nominal = clock.ticks - clock.burnIn
+        let tickSD = clock.scoredRewardSD
+        let scoredTicks = clock.scoredTicks
         clock.reset()
         blocks.append(BlockRecord(arm: arm, value: value, baseline: base, ticks: blockTicks, skippedTicks: blockSkipped))
         blockTicks = 0
         blockSkipped = 0
-        return endBlock(value: value, base: base)
+        return endBlock(value: value, base: base, nominal: nominal, tickSD: tickSD, scoredTicks: scoredTicks)
+    }
+
+    /// How many standard deviations of the deficit the ticks' spread alone would make a
+    /// stop-loss deficit must exceed, besides the share of a block.
+    static let stopLossSpreads = 5.0
+
+    /// The stop-loss (`TrialConfig.stopLoss`), after a scored tick of the candidate's block that
+    /// did not end it: rejects at once when the block has lost more than the share of the
+    /// latest scored reference block's |return|, tick for tick against that block's rate.
+    private mutating func stopLossCheck() -> TrialEvent? {
+        guard let share = config.stopLoss, let rate = referenceRate, referenceScale > 0 || referenceTickSD > 0 else { return nil }
+        let scored = Double(clock.scoredTicks)
+        let nominalScored = Double(max(1, clock.nominalScoredTicks))
+        let earned = adjusted ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
+        let deficit = scored * rate - earned
+        // The share of a block; far beyond what the ticks' spread alone makes of this deficit
+        // (rewards that hover around 0 make |return| a poor scale): k of the candidate's ticks
+        // against a rate the reference's m ticks estimated, sd σ·√(k + k²/m) with σ the
+        // reference's tick spread; beyond what the reference's own blocks' spread (s_R, from
+        // two of them) makes of a level that moved between two blocks, 4·√2·s_R·k/nominal; and
+        // beyond four of the pairs' spread when known (this trial's pairs, or an earlier
+        // trial's), which carries the plant's drift between blocks too.
+        let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
+        let spread = referenceTickSD * (scored + scored * scored / Double(max(1, referenceScoredTicks))).squareRoot()
+        let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
+        let limit = max(share * referenceScale, Self.stopLossSpreads * spread, levels, 4 * pairSD)
+        guard deficit > limit else { return nil }
+        stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
+                                 share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
+                                 fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
+                                 referenceReturn: referenceRawRate * Double(max(1, referenceNominal)))
+        verdict = .reject
+        return .verdict(.reject)
     }
 
     /// One ended block of the trial, as `resume` replays it.
@@ -354,14 +409,26 @@ public struct SwitchbackTrial: Sendable {
             ticks += b.ticks
             skippedTicks += b.skippedTicks
             blocks.append(b)
-            if case .verdict? = endBlock(value: b.value, base: b.baseline) { return nil }
+            if case .verdict? = endBlock(value: b.value, base: b.baseline, nominal: b.ticks - clock.burnIn, tickSD: nil, scoredTicks: 0) { return nil }
         }
         return completedPairs
     }
 
-    /// What a block that ended with `value` (nil: void) and baseline sum `base` does to the trial.
-    private mutating func endBlock(value: Double?, base: Double) -> TrialEvent? {
+    /// What a block that ended with `value` (nil: void) and baseline sum `base` over `nominal`
+    /// scored ticks, its `scoredTicks` scored rewards' standard deviation `tickSD` (nil: not
+    /// known, a replayed block), does to the trial.
+    private mutating func endBlock(value: Double?, base: Double, nominal: Int, tickSD: Double?, scoredTicks: Int) -> TrialEvent? {
         let ended = arm
+        if ended == .reference, let value, nominal > 0 {
+            referenceRate = tickSD == nil ? nil : (adjusted ? value - base : value) / Double(nominal)
+            referenceTickSD = tickSD ?? 0
+            referenceScoredTicks = scoredTicks
+            referenceNominal = nominal
+            referenceRawRate = value / Double(nominal)
+            referenceScale = abs(value)
+            referenceMagnitudes.add(abs(value))
+            referenceValues.add(adjusted ? value - base : value)
+        }
         if let value {
             let scored = adjusted ? value - base : value
             switch (ended, previousArm) {
@@ -464,7 +531,9 @@ public struct SwitchbackTrial: Sendable {
         s.adjusted = adjusted
         s.seed = seed
         s.borrowedNoise = borrowedNoise
-        guard n > 0 else { return s }
+        s.stopLossShare = config.stopLoss
+        s.stopLoss = stopLoss
+        guard n > 0 else { return withStopLossCost(s) }
         s.earlyStopUpperBound = earlyStopBound
         s.meanDifference = dDecided.mean
         s.rawMeanDifference = d.mean
@@ -494,6 +563,19 @@ public struct SwitchbackTrial: Sendable {
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
         s.costShare = referenceOverTrial > 0 ? s.cost / referenceOverTrial : nil
+        return withStopLossCost(s)
+    }
+
+    /// `s` with the block the stop-loss ended counted in the cost: its loss is part of what the
+    /// trial cost, and that block (its scored part so far) and an unpaired reference block are
+    /// part of what the reference would have earned.
+    private func withStopLossCost(_ summary: TrialSummary) -> TrialSummary {
+        guard let stop = stopLoss else { return summary }
+        var s = summary
+        s.cost += max(0, stop.rawDeficit)
+        let blocksRun = Double(2 * s.pairs) + (stop.referenceBlockDone ? 1 : 0) + stop.fraction
+        let earned = referenceMagnitudes.mean * blocksRun
+        s.costShare = referenceMagnitudes.count > 0 && earned > 0 ? s.cost / earned : nil
         return s
     }
 }
@@ -575,6 +657,39 @@ public struct TrialSummary: Sendable, Equatable {
     public var carryOver: Double?
     /// The standard error of `carryOver` (the four cells' means taken as independent).
     public var carryOverStandardError: Double?
+    /// The trial's stop-loss share (`TrialConfig.stopLoss`; nil: none).
+    public var stopLossShare: Double?
+    /// What the stop-loss saw when it ended the trial (nil when it did not).
+    public var stopLoss: TrialStopLoss?
+}
+
+/// The moment the stop-loss ended a trial (`TrialConfig.stopLoss`): the candidate's block had
+/// lost more than the limit against the latest scored reference block, tick for tick.
+public struct TrialStopLoss: Sendable, Equatable {
+    /// Ticks of the candidate's block when it was stopped (burn-in included).
+    public var blockTicks: Int
+    /// Its scored ticks by then.
+    public var scoredTicks: Int
+    /// What those ticks lost against the reference block's rate, as the trial decides
+    /// (baseline-adjusted when the trial is).
+    public var deficit: Double
+    /// The limit it passed: the largest of `share` × |the reference block's return|, five
+    /// standard deviations of the deficit the ticks' spread alone makes (σ·√(k + k²/m): k
+    /// scored ticks against the rate of the reference's m, σ its tick spread), four of what a
+    /// level moving between two blocks makes (from the spread of the reference's block returns,
+    /// once two ran), and four times the pairs' spread when known (the trial's own from two
+    /// pairs, or an earlier trial's).
+    public var limit: Double
+    /// The stop-loss share.
+    public var share: Double
+    /// The same loss on raw rewards (the trial's cost).
+    public var rawDeficit: Double
+    /// The scored share of the block's nominal scored ticks by then (≤ 1).
+    public var fraction: Double
+    /// Whether the reference's block of the same pair had run (the pair's first block).
+    public var referenceBlockDone: Bool
+    /// The latest scored reference block's return (raw): the yardstick.
+    public var referenceReturn: Double
 }
 
 // MARK: - Blocks
@@ -588,6 +703,26 @@ struct BlockClock: Sendable {
     private var sum = 0.0
     /// The exogenous baseline summed over the same scored ticks as `sum`.
     private var baselineSum = 0.0
+    /// The scored rewards' sum of squares.
+    private var sumOfSquares = 0.0
+
+    /// The sample standard deviation of the block's scored rewards (nil below two).
+    var scoredRewardSD: Double? {
+        guard scored >= 2 else { return nil }
+        let n = Double(scored)
+        return max(0, (sumOfSquares - sum * sum / n) / (n - 1)).squareRoot()
+    }
+
+    /// The block's scored ticks so far, their rewards' sum and their baselines' sum.
+    var scoredTicks: Int { scored }
+    var scoredSum: Double { sum }
+    var scoredBaselineSum: Double { baselineSum }
+    /// The scored ticks the block will have when it ends: its length minus the burn-in (a
+    /// block of ticks), or the ticks so far (an episode, whose end is not known).
+    var nominalScoredTicks: Int {
+        if case .ticks(let b) = block { return b - burnIn }
+        return ticks - burnIn
+    }
 
     init(block: TrialConfig.Block, burnIn: Int) {
         self.block = block
@@ -600,6 +735,7 @@ struct BlockClock: Sendable {
         if ticks >= burnIn, let reward {
             scored += 1
             sum += reward
+            sumOfSquares += reward * reward
             baselineSum += baseline
         }
         ticks += 1
@@ -628,6 +764,7 @@ struct BlockClock: Sendable {
         ticks = 0
         scored = 0
         sum = 0
+        sumOfSquares = 0
         baselineSum = 0
     }
 }

@@ -121,7 +121,7 @@ extension Gateway {
                 endTrial(&d)
                 control.async {
                     let early = v == .reject && summary.pairs < self.map.learning.trial.minPairs
-                    let reason = early ? Self.earlyStopReason(summary, noise: noise) : nil
+                    let reason = summary.stopLoss.map(Self.stopLossReason) ?? (early ? Self.earlyStopReason(summary, noise: noise) : nil)
                     self.finishTrial(candidate: candidate, reference: reference, verdict: v.rawValue, summary: summary, reason: reason,
                                      conditions: conditions, noise: noise)
                 }
@@ -769,6 +769,13 @@ extension Gateway {
                       s.pairs, s.pairs == 1 ? "" : "s", s.meanDifference ?? 0, s.earlyStopUpperBound ?? 0, from)
     }
 
+    /// Why the stop-loss rejected a candidate in the middle of its block (`TrialConfig.stopLoss`).
+    static func stopLossReason(_ stop: TrialStopLoss) -> String {
+        String(format: "stop-loss: the candidate's block had lost %.4g against the reference's latest block after %d scored ticks "
+                   + "(%d ticks into the block), more than the limit %.4g (%.3g of that block's return)",
+               stop.deficit, stop.scoredTicks, stop.blockTicks, stop.limit, stop.share)
+    }
+
     /// The trial's figures as `trial.json`, its events and the status carry them; `noise`: the
     /// earlier trial's noise its early stop pools (`noise_from_trial`, null without).
     func trialJSON(candidate m: ServedModel, reference: Int?, verdict: String?, summary s: TrialSummary, reason: String?, next: TrialArm?,
@@ -801,6 +808,12 @@ extension Gateway {
             // The block order's seed: 64 bits, a decimal string (a JSON number is exact to 2⁵³).
             "seed": .string(String(s.seed)), "gateway_seed": .number(Double(seed)),
             "early_stop_high": num(s.earlyStopUpperBound), "noise_from_trial": EarlierTrialNoise.json(noise),
+            "stop_loss": num(s.stopLossShare),
+            "stop_loss_hit": s.stopLoss.map { h in
+                .object(["block_ticks": .number(Double(h.blockTicks)), "scored_ticks": .number(Double(h.scoredTicks)),
+                         "deficit": num(h.deficit), "limit": num(h.limit), "raw_deficit": num(h.rawDeficit),
+                         "reference_block": num(h.referenceReturn)])
+            } ?? .null,
         ]
         let c = map.learning.trial
         switch c.block {

@@ -630,6 +630,21 @@ public struct TrialConfig: Sendable, Equatable {
     /// early stop; docs/operations.md, "The trial and the guard"). It only ever rejects. false:
     /// no verdict before `minPairs` pairs. Default true.
     public var earlyStop = true
+    /// Stop-loss, a share > 0 of the reference's |block return|: the trial ends at once with
+    /// `reject`, in the middle of the candidate's block, when that block has already lost more
+    /// than this share of a reference block against the reference's latest scored block,
+    /// tick for tick (its scored ticks so far × the reference block's reward per scored tick,
+    /// minus what the candidate's scored ticks earned; adjusted by the exogenous baseline when
+    /// the trial is) — and more than five standard deviations of what the ticks' spread alone
+    /// makes of that deficit, so that rewards hovering around 0 do not make a hair trigger, and
+    /// more than four times what the reference's own blocks' spread and the pairs' spread make
+    /// of it once those are known. A clearly wrecking candidate is stopped within its first block instead of
+    /// running the whole of it (on the thermal zone, candidates losing 0.7–2 blocks in one block
+    /// were seen). It watches the ticks the trial scores (not the burn-in) and needs a scored
+    /// reference block in the trial first. It may stop a candidate that is not worse when the
+    /// plant's level moves by more than the limit between two blocks for reasons the exogenous
+    /// adjustment does not explain; raise it or turn it off there. nil: no stop-loss. Default 0.5.
+    public var stopLoss: Double? = 0.5
     /// Whether block pairs are adjusted by the candidate's exogenous baseline (a prediction of
     /// the reward from `role: exogenous` signals, fitted in retraining; docs/learning.md,
     /// "Adjusting for the weather"). Default `.exogenous`.

@@ -1318,11 +1318,11 @@ struct Builder {
         return l
     }
 
-    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, futility, early_stop, adjust}`.
+    /// `promotion.trial`: `{block: 96 | episode, burn_in, confidence, margin, max_pairs, max_ticks, min_pairs, stop_confidence, last_look, futility, early_stop, adjust, stop_loss}`.
     func readTrial(_ node: Node) -> TrialConfig {
         var t = TrialConfig()
         guard let e = r.mapping(node, "trial", known: ["block", "burn_in", "confidence", "margin", "max_pairs", "max_ticks", "min_pairs", "stop_confidence", "last_look", "futility",
-                                                       "early_stop", "adjust"]) else { return t }
+                                                       "early_stop", "adjust", "stop_loss"]) else { return t }
         if let x = e["early_stop"], let v = r.bool(x, "trial early_stop") { t.earlyStop = v }
         if let x = e["adjust"], let v = r.choice(x, "trial adjust", TrialConfig.Adjustment.self) {
             t.adjust = v
@@ -1389,6 +1389,16 @@ struct Builder {
                     r.error(x, "trial futility must be in (0, 1), e.g. 0.01 (stop when the candidate is shown not to be better than this share of the reference's block return), or none (no futility stop), found \(r.fmt(v))")
                 }
                 t.futility = v
+            }
+        }
+        if let x = e["stop_loss"] {
+            if r.isNull(x) {
+                t.stopLoss = nil
+            } else if let v = r.number(x, "trial stop_loss (a share > 0 of the reference's block return, or none)") {
+                if !(v > 0 && v <= 10) {
+                    r.error(x, "trial stop_loss must be in (0, 10], e.g. 0.5 (reject at once when the candidate's block has lost half a reference block), or none (no stop-loss), found \(r.fmt(v))")
+                }
+                t.stopLoss = v
             }
         }
         if let x = e["max_pairs"], let v = r.int(x, "trial max_pairs", min: 2, max: 100_000) { t.maxPairs = v }

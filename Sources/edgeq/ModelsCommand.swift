@@ -199,6 +199,11 @@ struct ModelsCommand: ParsableCommand {
                 lines.append("           futile: shown not to be better than \(String(format: "%g", share.doubleValue * 100)) % of the reference's block return "
                              + "(bound \(num("futility_high")) < 0): stopped without promoting")
             }
+            if let hit = t["stop_loss_hit"] as? [String: Any] {
+                func f(_ k: String) -> String { (hit[k] as? NSNumber).map { String(format: "%.4g", $0.doubleValue) } ?? "?" }
+                lines.append("           stop-loss: the candidate's block had lost \(f("deficit")) against the reference's latest block "
+                             + "after \(f("scored_ticks")) scored ticks (limit \(f("limit"))): rejected inside the block")
+            }
             lines.append("           block return: candidate \(num("candidate_mean")), reference \(num("reference_mean")); "
                          + "cost \(num("cost")) (\(num("cost_share")) of the reference's return over the trial)")
             if t["carry_over"] is NSNumber {

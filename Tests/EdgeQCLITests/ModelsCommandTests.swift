@@ -103,6 +103,18 @@ import Testing
         #expect(early.stdout.contains("trial      reject against incumbent: early stop: clearly worse after 1 pair"), "\(early.stdout)")
         #expect(early.stdout.contains("early stop with the noise of v7's trial (sd 8.7 over 30 pairs): a clearly worse candidate is rejected before min_pairs (bound -20.5)"),
                 "\(early.stdout)")
+        // The same version as the stop-loss left it: rejected inside its block.
+        try Data(#"""
+            {"version":1,"reference":"incumbent","verdict":"reject","pairs":0,"ticks":620,"confidence":0.95,
+             "reason":"stop-loss: the candidate's block had lost 61.2 against the reference's latest block after 76 scored ticks (220 ticks into the block), more than the limit 57.5 (0.5 of that block's return)",
+             "stop_loss":0.5,"stop_loss_hit":{"block_ticks":220,"scored_ticks":76,"deficit":61.2,"limit":57.5,"raw_deficit":61.2},
+             "candidate_mean":null,"reference_mean":null,"cost":61.2,"cost_share":0.27}
+            """#.utf8).write(to: store.trialURL(1))
+        let stopped = try EdgeQBinary.run(["models", "show", "1", "--data", data.path])
+        #expect(stopped.code == 0, "\(stopped.stderr)")
+        #expect(stopped.stdout.contains("trial      reject against incumbent: stop-loss: the candidate's block had lost 61.2"), "\(stopped.stdout)")
+        #expect(stopped.stdout.contains("stop-loss: the candidate's block had lost 61.2 against the reference's latest block after 76 scored ticks (limit 57.5): rejected inside the block"),
+                "\(stopped.stdout)")
         let futile = try EdgeQBinary.run(["models", "show", "2", "--data", data.path])
         #expect(futile.code == 0, "\(futile.stderr)")
         #expect(futile.stdout.contains("trial      futile against v1"), "\(futile.stdout)")

@@ -96,7 +96,12 @@ import Testing
         #expect(v["verdict"] as? String == "rejected" && v["version"] as? Int == 200, "\(v)")
         #expect((v["reason"] as? String)?.contains("reject") == true, "\(v)")
         let trial = try #require(v["trial"] as? [String: Any], "\(v)")
-        #expect(trial["verdict"] as? String == "reject" && (trial["mean_difference"] as? Double ?? 0) < 0 && trial["reference"] as? String == "v\(served)", "\(trial)")
+        // Rejected by its pairs (a negative mean difference) or, within a block, by the stop-loss
+        // (the figures it saw: a loss past its limit).
+        let stop = trial["stop_loss_hit"] as? [String: Any]
+        let byPairs = (trial["mean_difference"] as? Double ?? 0) < 0
+        let byStopLoss = (stop?["deficit"] as? Double ?? 0) > (stop?["limit"] as? Double ?? .infinity)
+        #expect(trial["verdict"] as? String == "reject" && (byPairs || byStopLoss) && trial["reference"] as? String == "v\(served)", "\(trial)")
         #expect(h.gateway.servedVersion == served)
     }
     /// `trial_queued` and `trial_abandoned` (docs/fleet.md, "Verdicts"): in shadow mode (the trial

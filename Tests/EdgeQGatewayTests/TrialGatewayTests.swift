@@ -14,9 +14,11 @@ import Testing
 /// group under a changing shared disturbance.
 @Suite struct TrialGatewayTests {
     /// Trial blocks of 4 ticks, scored whole, a verdict from the second pair on, within 20 pairs;
-    /// no control group after a promotion (these tests are about the trial).
+    /// no control group after a promotion (these tests are about the trial); no stop-loss (a
+    /// block of 4 ticks is one tick of the candidate built to be worse: see
+    /// `aCandidateThatWrecksThePlantIsStoppedWithinItsBlockAndHandsBack`).
     static let trial = """
-          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0}
         """
 
     /// The plant of the trial tests: after `a0` the next x is 0.5, after `a1` it is 4 (reward
@@ -53,7 +55,7 @@ import Testing
 
     /// The restart tests' trial: at least 8 pairs of 4-tick blocks, no control group.
     static let restartTrial = testMapping(extraLearning: """
-          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
+          promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 8, max_pairs: 20, futility: none}, control_share: 0}
         """)
 
     /// A gateway on `broker` with `yaml`, put in control mode.
@@ -144,7 +146,7 @@ import Testing
     /// `early_stop: false` the same candidate runs its `min_pairs` and borrows nothing.
     @Test(arguments: [true, false]) func aSecondTrialBorrowsTheFirstsNoiseAndStopsAClearlyWorseCandidateAtItsFirstPair(earlyStop: Bool) throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6, early_stop: \(earlyStop)}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 4, max_pairs: 6, early_stop: \(earlyStop)}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -190,7 +192,7 @@ import Testing
     /// adjustment, whatever their spread.
     @Test func theEarlyStopBorrowsTheWidestSpreadOfTheTrialsThatFit() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 6}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 4, max_pairs: 6}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -224,7 +226,7 @@ import Testing
     /// beyond the mean's range — the cold spell of the thermal zone, whose every hour was seen.
     @Test(arguments: [false, true]) func aNovelConditionGivesTheControlGroupEveryOtherBlock(spell: Bool) throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.1, novelty_pairs: 3}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0.1, novelty_pairs: 3}
             """).replacingOccurrences(of: "json: y, range: [-10, 10]}", with: "json: y, range: [-10, 10], role: exogenous}")
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -441,11 +443,48 @@ import Testing
         #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
     }
 
+    /// The stop-loss (`promotion.trial.stop_loss`, default 0.5): a candidate that costs the plant
+    /// eight times what the served model does a tick is stopped inside its block — a few ticks
+    /// after a reference block has shown the served model's rate — rejected with what the
+    /// stop-loss saw (in the verdict, the trial's file and the reason), and the served model
+    /// acts from the next tick.
+    @Test func aCandidateThatWrecksThePlantIsStoppedWithinItsBlockAndHandsBack() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: """
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 40, burn_in: 0, min_pairs: 4, max_pairs: 20, early_stop: false}, control_share: 0}
+            """))
+        defer { h.stop() }
+        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 1)
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 31), dynamics: Self.noisyPlant(seed: 32))
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(verdict["verdict"] as? String == "reject" && verdict["promoted"] as? Bool == false, "\(verdict)")
+        #expect(verdict["stop_loss"] as? Double == 0.5, "\(verdict)")
+        let hit = try #require(verdict["stop_loss_hit"] as? [String: Any], "\(verdict)")
+        let deficit = try #require(hit["deficit"] as? Double), limit = try #require(hit["limit"] as? Double)
+        let scored = try #require(hit["scored_ticks"] as? Int)
+        // About −3.5 a tick against a block of 40 at about −0.5: past half of it (≈ 10) in ≈ 3 ticks.
+        #expect(deficit > limit && limit > 5 && limit < 15 && scored >= 1 && scored <= 6, "\(hit)")
+        #expect((verdict["reason"] as? String)?.hasPrefix("stop-loss: the candidate's block had lost") == true, "\(verdict)")
+        // Stopped in its first block after a reference block: at most one whole candidate block
+        // (when the candidate went first) and the stopped part of the next.
+        let candidateTicks = plant.acted.filter { $0 == .gateway(1) }.count
+        #expect(candidateTicks <= 40 + scored + 2, "the candidate acted \(candidateTicks) ticks")
+        #expect((verdict["pairs"] as? Int ?? 99) <= 1 && (verdict["cost"] as? Double ?? 0) > 0, "\(verdict)")
+        let file = try trialFile(h, candidate)
+        #expect(file["verdict"] as? String == "reject" && (file["stop_loss_hit"] as? [String: Any]) != nil, "\(file)")
+        #expect(h.gateway.servedVersion == served)
+        #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="reject"}"#) == 1)
+        // The served model acts from the next tick on.
+        let before = plant.acted.count
+        try plant.run(12)
+        #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
+    }
+
     /// A candidate that does exactly what the served model does is not promoted: without a
     /// futility share the budget (here 4 pairs) runs out without a verdict either way.
     @Test func aCandidateNoBetterThanTheServedModelIsNotPromotedWhenTheBudgetRunsOut() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 4, futility: none}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 4, futility: none}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -470,7 +509,7 @@ import Testing
     /// candidate — instead of running out its budget.
     @Test func aCandidateThatDoesTheSameAsTheServedModelEndsAsFutileAtTheFirstLook() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -498,7 +537,7 @@ import Testing
     @Test func aTrialExploresInEveryModelsBlocksAndNeverInTheIncumbents() throws {
         let yaml = testMapping(extraLearning: """
               exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 40, max_pairs: 60}, control_share: 0}
             """)
         func rows(_ h: GatewayHarness) throws -> [EdgeQLog.Transition] {
             h.stop()
@@ -581,7 +620,7 @@ import Testing
     /// blocks).
     @Test func theStatusSaysWhetherTheGuardWatchesTheServedModel() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.25}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0.25}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -610,7 +649,7 @@ import Testing
     /// counts the probation down.
     @Test func probationGivesTheControlGroupEveryOtherBlockAfterAPromotion() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, max_pairs: 20}, control_share: 0.1, probation_pairs: 3}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0.1, probation_pairs: 3}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -643,7 +682,7 @@ import Testing
     /// trips at its second pair, rolls back, and the trial — its reference gone — is abandoned.
     @Test func theGuardWatchesTheServedModelThroughATrial() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60, futility: none}, control_share: 0.25, guard_pairs: 2}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 40, max_pairs: 60, futility: none}, control_share: 0.25, guard_pairs: 2}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -687,7 +726,7 @@ import Testing
     /// good) promotes; then a1 becomes the bad action, and the guard rolls back at its 2nd pair.
     @Test func theGuardBorrowsThePromotingTrialsNoiseAndLooksFromItsSecondPair() throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 4, max_pairs: 20}, control_share: 0.5, guard_pairs: 20}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 4, max_pairs: 20}, control_share: 0.5, guard_pairs: 20}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -726,7 +765,7 @@ import Testing
     /// scores the same whole blocks.
     @Test(arguments: [0, 3]) func aTrialBetweenTheGuardsPairsScoresOnlyItsOwnBlocks(probation: Int) throws {
         let yaml = testMapping(extraLearning: """
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 6, max_pairs: 20}, control_share: 0.25, probation_pairs: \(probation)}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 6, max_pairs: 20}, control_share: 0.25, probation_pairs: \(probation)}
             """)
         let h = try GatewayHarness(yaml: yaml)
         defer { h.stop() }
@@ -751,7 +790,7 @@ import Testing
     @Test func theGatewaysSeedReplaysTheTrialsOrderAndTheExploration() throws {
         let yaml = testMapping(extraLearning: """
               exploration: {start: 1, end: 1, decay_steps: 0, budget: 0.3}
-              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 40, max_pairs: 60}, control_share: 0}
+              promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 40, max_pairs: 60}, control_share: 0}
             """)
         let trialConfig = try TopicMap.parse(yaml: yaml, file: "t.yaml").learning.trial
         struct Run {

@@ -41,12 +41,14 @@ import Testing
     /// A trial's settings; the stop uses the promotion's corrected bound unless `stop` is given
     /// (the mapping's default is an uncorrected 0.9: see `theDefaultStopEndsANoisyWorseCandidateSooner`);
     /// no futility stop unless `futility` is given (the mapping's default is 0.01: see
-    /// `twoControllersThatDoTheSameEndAsFutileAfterTheFirstLook`).
+    /// `twoControllersThatDoTheSameEndAsFutileAfterTheFirstLook`); no stop-loss unless `stopLoss`
+    /// is given (the mapping's default is 0.5: see `aWreckingCandidateIsStoppedWithinItsBlock`).
     static func config(block: TrialConfig.Block = .ticks(10), burnIn: Int = 2, margin: Double = 0, maxPairs: Int = 30,
                        minPairs: Int = 4, maxTicks: Int? = nil, stop: Double? = nil, lastLook: Double? = 0.5,
-                       futility: Double? = nil) -> TrialConfig {
+                       futility: Double? = nil, stopLoss: Double? = nil) -> TrialConfig {
         var c = TrialConfig()
         c.futility = futility
+        c.stopLoss = stopLoss
         c.stopConfidence = stop
         c.lastLookShare = lastLook
         c.block = block
@@ -546,6 +548,116 @@ import Testing
         let reference = episodes.filter { $0.0 == .reference }.map(\.1)
         #expect(s.meanCandidate == Double(candidate.reduce(0, +)) / Double(candidate.count))
         #expect(s.meanReference == Double(reference.reduce(0, +)) / Double(reference.count))
+    }
+
+    // MARK: The stop-loss
+
+    /// A candidate that wrecks the plant (it costs three times the reference a tick) is stopped
+    /// by the stop-loss in the middle of its block — once a reference block has been scored —
+    /// and rejected; without a stop-loss the same trials run its blocks to their end. The
+    /// stopped block's loss is in the trial's cost.
+    @Test func aWreckingCandidateIsStoppedWithinItsBlock() throws {
+        for seed in 0..<40 {
+            func run(_ stopLoss: Double?) throws -> (TrialVerdict?, SwitchbackTrial) {
+                var trial = try SwitchbackTrial(config: Self.config(block: .ticks(100), burnIn: 10, stopLoss: stopLoss), seed: UInt64(seed))
+                var rng = SeededGenerator(seed: 900 + UInt64(seed))
+                let v = Self.run(&trial, rng: &rng) { arm, _, rng in (arm == .candidate ? -3 : -1) + 0.3 * rng.nextGaussian() }
+                return (v, trial)
+            }
+            let (v, trial) = try run(0.5)
+            #expect(v == .reject, "seed \(seed)")
+            guard let stop = trial.summary.stopLoss else {
+                Issue.record("seed \(seed): rejected without the stop-loss: \(trial.summary)")
+                continue
+            }
+            // −2 a tick against the reference: past half of its block (45) after 23 scored ticks.
+            #expect(stop.scoredTicks >= 20 && stop.scoredTicks <= 26, "seed \(seed): \(stop)")
+            #expect(stop.blockTicks == stop.scoredTicks + 10)
+            #expect(stop.deficit > stop.limit && abs(stop.limit - 0.5 * 90) < 5, "\(stop)")   // the share decides here
+            // At most one whole candidate block ran: the one before any reference block.
+            let whole = trial.blocks.filter { $0.arm == .candidate }.count
+            #expect(whole <= 1, "seed \(seed): \(whole) whole candidate blocks")
+            #expect(trial.blocks.first?.arm == .candidate || whole == 0)
+            let s = trial.summary
+            #expect(s.cost >= stop.rawDeficit && (s.costShare ?? 0) > 0, "\(s)")
+            // Without it the trial runs the candidate's blocks whole, and costs more.
+            let (vOff, off) = try run(nil)
+            #expect(vOff == .reject && off.summary.stopLoss == nil)
+            #expect(off.blocks.filter { $0.arm == .candidate }.count >= 2)
+            #expect(off.summary.cost > s.cost, "seed \(seed): cost \(off.summary.cost) without, \(s.cost) with")
+        }
+    }
+
+    /// The stop-loss never stops a candidate the trial should judge by its statistics: one as
+    /// good as the reference or 5 % worse, under tick noise and, around a negative level, a
+    /// level that drifts for both (weather: the levels of two adjacent blocks differ by about
+    /// 8 % of a block, as much as the thermal zone's pairs show); around 0 (where |block return|
+    /// is small and the spread decides) under tick noise; and never a candidate at +1 a tick
+    /// whose episodes are shorter (no tick of it earns less than the reference's).
+    @Test func theStopLossLeavesCloseCandidatesToTheStatistics() throws {
+        for (level, driftScale) in [(-1.0, 0.015), (0.0, 0.0)] {
+            for gap in [0.0, 0.05] {
+                var stopped = 0
+                for seed in 0..<200 {
+                    var trial = try SwitchbackTrial(config: Self.config(block: .ticks(48), burnIn: 8, stopLoss: 0.5), seed: UInt64(seed))
+                    var rng = SeededGenerator(seed: 30_000 + UInt64(seed))
+                    var drift = 0.0
+                    Self.run(&trial, rng: &rng) { arm, _, rng in
+                        drift = 0.98 * drift + driftScale * rng.nextGaussian()
+                        return level * (1 + drift) - (arm == .candidate ? gap : 0) + 0.5 * rng.nextGaussian()
+                    }
+                    if trial.summary.stopLoss != nil { stopped += 1 }
+                }
+                #expect(stopped == 0, "level \(level), gap \(gap): the stop-loss stopped \(stopped) of 200")
+            }
+        }
+        var trial = try SwitchbackTrial(config: Self.config(block: .episode, burnIn: 0, stopLoss: 0.5), seed: 3)
+        var length = 0
+        var verdict: TrialVerdict?
+        for _ in 0..<200_000 where verdict == nil {
+            let arm = trial.arm
+            length += 1
+            let ended = length == (arm == .candidate ? 60 : 200)
+            if ended { length = 0 }
+            if case .verdict(let v)? = trial.record(reward: 1, arm: arm, episodeEnded: ended) { verdict = v }
+        }
+        #expect(verdict == .reject && trial.summary.stopLoss == nil, "\(String(describing: verdict)) \(trial.summary)")
+    }
+
+    /// A resumed trial (after a restart) has no reference block's spread until a new one
+    /// runs: its stop-loss waits for that block, then stops the wrecking candidate as before.
+    @Test func aResumedTrialsStopLossWaitsForAFreshReferenceBlock() throws {
+        let config = Self.config(block: .ticks(50), burnIn: 0, stopLoss: 0.5)
+        var first = try SwitchbackTrial(config: config, seed: 11)
+        // One whole pair, both arms alike.
+        while first.summary.pairs < 1 { _ = first.record(reward: -1, arm: first.arm, episodeEnded: false) }
+        var resumed = try SwitchbackTrial(config: config, seed: 11)
+        #expect(resumed.resume(blocks: first.blocks) == 1)
+        var rng = SeededGenerator(seed: 4)
+        var sawFreshReference = false
+        var verdict: TrialVerdict?
+        while verdict == nil {
+            let arm = resumed.arm
+            let event = resumed.record(reward: (arm == .candidate ? -4 : -1) + 0.1 * rng.nextGaussian(), arm: arm, episodeEnded: false)
+            if case .verdict(let v)? = event { verdict = v }
+            if arm == .reference, case .switched? = event { sawFreshReference = true }
+            if case .continued? = event, arm == .reference { sawFreshReference = true }
+        }
+        #expect(verdict == .reject)
+        #expect(resumed.summary.stopLoss != nil && sawFreshReference, "\(resumed.summary)")
+    }
+
+    @Test func aStopLossOutOfRangeIsRefused() {
+        for bad in [0.0, -0.5, 11.0, .nan] {
+            var c = Self.config()
+            c.stopLoss = bad
+            do {
+                _ = try SwitchbackTrial(config: c, seed: 0)
+                Issue.record("stop_loss \(bad) accepted")
+            } catch {
+                #expect(error.message.contains("stop_loss must be in (0, 10]"))
+            }
+        }
     }
 
     /// The reference mapping's settings are accepted by both types as loaded.

@@ -167,7 +167,16 @@ enum GeneralizeBench {
             let how = adjusted
                 ? "adjusted (held-out variance ratio \(ratio)): interval \(interval("ci_low", "ci_high")); raw \(rawPct), interval \(interval("raw_ci_low", "raw_ci_high"))"
                 : "\(((e.event["adjustment"] as? [String: Any])?["note"] as? String) ?? "not adjusted (no note)"): interval \(interval("ci_low", "ci_high"))"
-            return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how))"
+            // A trial the stop-loss ended inside a candidate's block: after how many scored ticks,
+            // and what the block had lost, as a share of the reference's block return.
+            var stopped = ""
+            if let hit = e.event["stop_loss_hit"] as? [String: Any], let lost = (hit["raw_deficit"] as? NSNumber)?.doubleValue {
+                let ticks = (hit["scored_ticks"] as? NSNumber).map { "\($0)" } ?? "?"
+                let block = (hit["reference_block"] as? NSNumber)?.doubleValue ?? 0
+                let share = block != 0 ? String(format: "%.0f%%", 100 * lost / abs(block)) : "?"
+                stopped = "; stopped by the stop-loss after \(ticks) scored ticks, lost \(String(format: "%.4g", lost)) (\(share) of the reference's latest block)"
+            }
+            return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how)\(stopped))"
         }.joined(separator: "; ")
         return "candidates: \(candidates); windows by controller (return vs the incumbent's): \(windows); trial verdicts: \(verdicts.isEmpty ? "none" : verdicts)"
     }
