@@ -355,11 +355,13 @@ public struct SwitchbackTrial: Sendable {
         // reference's tick spread; beyond what the reference's own blocks' spread (s_R, from
         // two of them) makes of a level that moved between two blocks, 4·√2·s_R·k/nominal; and
         // beyond four of the pairs' spread when known (this trial's pairs, or an earlier
-        // trial's), which carries the plant's drift between blocks too.
+        // trial's), which carries the plant's drift between blocks too — for the part of the
+        // block scored so far, 4·s_d·√(k/nominal): its noise part grows with √k, its drift part
+        // with k, and √(k/nominal) ≥ k/nominal bounds both.
         let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
         let spread = referenceTickSD * (scored + scored * scored / Double(max(1, referenceScoredTicks))).squareRoot()
         let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
-        let limit = max(share * referenceScale, Self.stopLossSpreads * spread, levels, 4 * pairSD)
+        let limit = max(share * referenceScale, Self.stopLossSpreads * spread, levels, 4 * pairSD * min(1, scored / nominalScored).squareRoot())
         guard deficit > limit else { return nil }
         stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
                                  share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
@@ -678,7 +680,7 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// scored ticks against the rate of the reference's m, σ its tick spread), four of what a
     /// level moving between two blocks makes (from the spread of the reference's block returns,
     /// once two ran), and four times the pairs' spread when known (the trial's own from two
-    /// pairs, or an earlier trial's).
+    /// pairs, or an earlier trial's) × √(the scored share of the block so far).
     public var limit: Double
     /// The stop-loss share.
     public var share: Double
