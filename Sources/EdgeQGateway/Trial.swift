@@ -184,6 +184,9 @@ public struct SwitchbackTrial: Sendable {
     private var referenceTickSD = 0.0
     private var referenceScoredTicks = 0
     private var referenceNominal = 0
+    /// The yardstick is the controller in charge's rate before the trial (`setPriorReference`),
+    /// on raw rewards, until the trial's first scored reference block replaces it.
+    private var referenceIsPrior = false
     private var referenceScale = 0.0
     /// Every scored reference block's |return|, for the cost share of a trial the stop-loss
     /// ended, and its return as decided (adjusted when `adjusted`), for its spread.
@@ -339,6 +342,30 @@ public struct SwitchbackTrial: Sendable {
     /// How many standard deviations of the deficit the ticks' spread alone would make a
     /// stop-loss deficit must exceed, besides the share of a block.
     static let stopLossSpreads = 5.0
+    /// The stop-loss's share is multiplied by this while its yardstick is the controller in
+    /// charge's rate before the trial: raw rewards from another stretch of time, which the
+    /// exogenous adjustment cannot correct.
+    static let priorShareFactor = 2.0
+
+    /// The stop-loss's yardstick before the trial's first scored reference block: the
+    /// controller in charge's mean reward per tick `rate` over the `ticks` ticks just before the
+    /// trial, with their standard deviation `tickSD` (raw rewards; the gateway keeps them on its
+    /// decision thread). Without it, a candidate whose block comes first in the first pair runs
+    /// that block whole. Ignored for episode blocks, once a reference block of the trial has
+    /// been scored, and for figures that are not finite or fewer than 2 ticks.
+    public mutating func setPriorReference(rate: Double, tickSD: Double, ticks: Int) {
+        guard case .ticks = config.block, referenceRate == nil, !referenceIsPrior, ticks >= 2,
+              rate.isFinite, tickSD.isFinite, tickSD >= 0 else { return }
+        let nominal = clock.nominalScoredTicks
+        guard nominal > 0 else { return }
+        referenceRate = rate
+        referenceRawRate = rate
+        referenceTickSD = tickSD
+        referenceScoredTicks = ticks
+        referenceNominal = nominal
+        referenceScale = abs(rate) * Double(nominal)
+        referenceIsPrior = true
+    }
 
     /// The stop-loss (`TrialConfig.stopLoss`), after a scored tick of the candidate's block that
     /// did not end it: rejects at once when the block has lost more than the share of the
@@ -347,7 +374,7 @@ public struct SwitchbackTrial: Sendable {
         guard let share = config.stopLoss, let rate = referenceRate, referenceScale > 0 || referenceTickSD > 0 else { return nil }
         let scored = Double(clock.scoredTicks)
         let nominalScored = Double(max(1, clock.nominalScoredTicks))
-        let earned = adjusted ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
+        let earned = adjusted && !referenceIsPrior ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
         let deficit = scored * rate - earned
         // The share of a block; far beyond what the ticks' spread alone makes of this deficit
         // (rewards that hover around 0 make |return| a poor scale): k of the candidate's ticks
@@ -361,12 +388,14 @@ public struct SwitchbackTrial: Sendable {
         let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
         let spread = referenceTickSD * (scored + scored * scored / Double(max(1, referenceScoredTicks))).squareRoot()
         let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
-        let limit = max(share * referenceScale, Self.stopLossSpreads * spread, levels, 4 * pairSD * min(1, scored / nominalScored).squareRoot())
+        let shareLimit = share * (referenceIsPrior ? Self.priorShareFactor : 1) * referenceScale
+        let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, 4 * pairSD * min(1, scored / nominalScored).squareRoot())
         guard deficit > limit else { return nil }
         stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
                                  share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
                                  fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
-                                 referenceReturn: referenceRawRate * Double(max(1, referenceNominal)))
+                                 referenceReturn: referenceRawRate * Double(max(1, referenceNominal)),
+                                 beforeTrial: referenceIsPrior)
         verdict = .reject
         return .verdict(.reject)
     }
@@ -426,6 +455,7 @@ public struct SwitchbackTrial: Sendable {
             referenceTickSD = tickSD ?? 0
             referenceScoredTicks = scoredTicks
             referenceNominal = nominal
+            referenceIsPrior = false
             referenceRawRate = value / Double(nominal)
             referenceScale = abs(value)
             referenceMagnitudes.add(abs(value))
@@ -576,8 +606,9 @@ public struct SwitchbackTrial: Sendable {
         var s = summary
         s.cost += max(0, stop.rawDeficit)
         let blocksRun = Double(2 * s.pairs) + (stop.referenceBlockDone ? 1 : 0) + stop.fraction
-        let earned = referenceMagnitudes.mean * blocksRun
-        s.costShare = referenceMagnitudes.count > 0 && earned > 0 ? s.cost / earned : nil
+        let magnitude = referenceMagnitudes.count > 0 ? referenceMagnitudes.mean : referenceScale
+        let earned = magnitude * blocksRun
+        s.costShare = earned > 0 ? s.cost / earned : nil
         return s
     }
 }
@@ -690,8 +721,12 @@ public struct TrialStopLoss: Sendable, Equatable {
     public var fraction: Double
     /// Whether the reference's block of the same pair had run (the pair's first block).
     public var referenceBlockDone: Bool
-    /// The latest scored reference block's return (raw): the yardstick.
+    /// The yardstick's block return (raw): the latest scored reference block's, or the controller
+    /// in charge's rate before the trial × a block's scored ticks (`beforeTrial`).
     public var referenceReturn: Double
+    /// The yardstick was the controller in charge's rate over the ticks before the trial (raw
+    /// rewards, twice the share): no reference block of the trial had been scored yet.
+    public var beforeTrial: Bool
 }
 
 // MARK: - Blocks

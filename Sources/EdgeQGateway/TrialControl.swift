@@ -93,6 +93,9 @@ extension Gateway {
         let guardBase = d.guardBaseline?.advance(d.core.signals) ?? 0
         defer { beginNoveltyProbation(&d) }
         watchConditions(&d, closedRole: closedRole)
+        // Outside a trial, every reward goes to the controller in charge's recent rate (the trial
+        // stop-loss's yardstick until its first reference block).
+        if d.trial == nil, let r = out.closed?.reward, r.isFinite { d.inChargeRate.add(r, span: inChargeSpan) }
         guard let role = closedRole else { return }
         let ended = out.closed.map { $0.terminal || $0.truncated } ?? out.episodeEnded
         let reward = out.closed?.reward
@@ -292,6 +295,14 @@ extension Gateway {
     }
 
     /// Ends the running trial on the decision thread (the candidate's engine is let go).
+    /// The span of the controller in charge's recent rate (`DecisionState.inChargeRate`): a
+    /// block's scored ticks (1 for episode blocks, where it is not used).
+    var inChargeSpan: Int {
+        let c = map.learning.trial
+        if case .ticks(let b) = c.block { return max(1, b - c.burnIn) }
+        return 1
+    }
+
     func endTrial(_ d: inout DecisionState) {
         d.trial = nil
         d.trialCandidate = nil
@@ -392,6 +403,12 @@ extension Gateway {
         if let n = resumedPairs, let t = d.trial {
             let summary = t.summary, reference = d.engineModel?.version, resumedNoise = noise
             control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary, noise: resumedNoise) }
+        }
+        // The stop-loss's yardstick until the trial's first reference block: the controller in
+        // charge's rate over about a block of ticks before it.
+        if case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
+            d.trial?.setPriorReference(rate: d.inChargeRate.mean, tickSD: d.inChargeRate.standardDeviation,
+                                       ticks: min(d.inChargeRate.count, inChargeSpan))
         }
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
@@ -771,9 +788,11 @@ extension Gateway {
 
     /// Why the stop-loss rejected a candidate in the middle of its block (`TrialConfig.stopLoss`).
     static func stopLossReason(_ stop: TrialStopLoss) -> String {
-        String(format: "stop-loss: the candidate's block had lost %.4g against the reference's latest block after %d scored ticks "
-                   + "(%d ticks into the block), more than the limit %.4g (%.3g of that block's return)",
-               stop.deficit, stop.scoredTicks, stop.blockTicks, stop.limit, stop.share)
+        let against = stop.beforeTrial ? "the controller in charge's rate before the trial" : "the reference's latest block"
+        return String(format: "stop-loss: the candidate's block had lost %.4g against %@ after %d scored ticks "
+                          + "(%d ticks into the block), more than the limit %.4g (%.3g of a block's return%@)",
+                      stop.deficit, against, stop.scoredTicks, stop.blockTicks, stop.limit,
+                      stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1), stop.beforeTrial ? ", raw rewards" : "")
     }
 
     /// The trial's figures as `trial.json`, its events and the status carry them; `noise`: the
@@ -812,7 +831,8 @@ extension Gateway {
             "stop_loss_hit": s.stopLoss.map { h in
                 .object(["block_ticks": .number(Double(h.blockTicks)), "scored_ticks": .number(Double(h.scoredTicks)),
                          "deficit": num(h.deficit), "limit": num(h.limit), "raw_deficit": num(h.rawDeficit),
-                         "reference_block": num(h.referenceReturn)])
+                         "reference_block": num(h.referenceReturn),
+                         "before_trial": .bool(h.beforeTrial)])
             } ?? .null,
         ]
         let c = map.learning.trial

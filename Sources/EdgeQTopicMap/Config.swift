@@ -640,8 +640,9 @@ public struct TrialConfig: Sendable, Equatable {
     /// more than four times what the reference's own blocks' spread and the pairs' spread make
     /// of it once those are known. A clearly wrecking candidate is stopped within its first block instead of
     /// running the whole of it (on the thermal zone, candidates losing 0.7–2 blocks in one block
-    /// were seen). It watches the ticks the trial scores (not the burn-in) and needs a scored
-    /// reference block in the trial first. It may stop a candidate that is not worse when the
+    /// were seen). It watches the ticks the trial scores (not the burn-in); before the trial's
+    /// first scored reference block it compares with the controller in charge's rate over about
+    /// a block of ticks before the trial (raw rewards, twice the share). It may stop a candidate that is not worse when the
     /// plant's level moves by more than the limit between two blocks for reasons the exogenous
     /// adjustment does not explain; raise it or turn it off there. nil: no stop-loss. Default 0.5.
     public var stopLoss: Double? = 0.5

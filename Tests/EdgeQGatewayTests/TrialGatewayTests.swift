@@ -16,7 +16,7 @@ import Testing
     /// Trial blocks of 4 ticks, scored whole, a verdict from the second pair on, within 20 pairs;
     /// no control group after a promotion (these tests are about the trial); no stop-loss (a
     /// block of 4 ticks is one tick of the candidate built to be worse: see
-    /// `aCandidateThatWrecksThePlantIsStoppedWithinItsBlockAndHandsBack`).
+    /// `aCandidateThatWrecksThePlantIsStoppedWithinItsFirstBlockAndHandsBack`).
     static let trial = """
           promotion: {policy: trial, min_agreement: 0, trial: {block: 4, burn_in: 0, stop_loss: none, min_pairs: 2, max_pairs: 20}, control_share: 0}
         """
@@ -444,17 +444,35 @@ import Testing
     }
 
     /// The stop-loss (`promotion.trial.stop_loss`, default 0.5): a candidate that costs the plant
-    /// eight times what the served model does a tick is stopped inside its block — a few ticks
-    /// after a reference block has shown the served model's rate — rejected with what the
-    /// stop-loss saw (in the verdict, the trial's file and the reason), and the served model
-    /// acts from the next tick.
-    @Test func aCandidateThatWrecksThePlantIsStoppedWithinItsBlockAndHandsBack() throws {
-        let h = try GatewayHarness(yaml: testMapping(extraLearning: """
+    /// eight times what the served model does a tick is stopped a few ticks into its first block
+    /// — against the trial's reference block when that ran first, else against the served
+    /// model's rate over the ticks before the trial (raw rewards, twice the share) — rejected
+    /// with what the stop-loss saw (in the verdict, the trial's file and the reason), and the
+    /// served model acts from the next tick. Both ways: a gateway seed whose trial draws the
+    /// candidate's block first, and one whose trial draws the reference's first.
+    @Test(arguments: [true, false])
+    func aCandidateThatWrecksThePlantIsStoppedWithinItsFirstBlockAndHandsBack(candidateFirst: Bool) throws {
+        let yaml = testMapping(extraLearning: """
               promotion: {policy: trial, min_agreement: 0, trial: {block: 40, burn_in: 0, min_pairs: 4, max_pairs: 20, early_stop: false}, control_share: 0}
-            """))
+            """)
+        let config = try TopicMap.parse(yaml: yaml, file: "test.yaml").learning.trial
+        // Models 1 (served) and 2 (the candidate) of a fresh store.
+        let seed = try #require(try (UInt64(1)...64).first {
+            try SwitchbackTrial(config: config, seed: GatewaySeeds.trial($0, candidate: 2, reference: 1)).arm == (candidateFirst ? .candidate : .reference)
+        })
+        let h = try GatewayHarness(yaml: yaml) { $0.seed = seed }
         defer { h.stop() }
-        let (served, candidate) = try trialAgainstAServedModel(h, candidateFavouring: 1)
+        let served = try storeModel(favouring: 0, for: h.map, in: h.dir.url, seed: 1)
+        #expect(served == 1)
+        #expect(try h.ask("promote", "{\"version\":\(served)}")["ok"] as? Bool == true)
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        // The served model runs the plant for a block's worth of ticks before the trial.
         let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 31), dynamics: Self.noisyPlant(seed: 32))
+        try plant.run(40)
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url, seed: 2)
+        #expect(candidate == 2)
+        try startTrial(h, candidate)
+        let before = plant.acted.count
         try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
         let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
         #expect(verdict["verdict"] as? String == "reject" && verdict["promoted"] as? Bool == false, "\(verdict)")
@@ -462,22 +480,27 @@ import Testing
         let hit = try #require(verdict["stop_loss_hit"] as? [String: Any], "\(verdict)")
         let deficit = try #require(hit["deficit"] as? Double), limit = try #require(hit["limit"] as? Double)
         let scored = try #require(hit["scored_ticks"] as? Int)
-        // About −3.5 a tick against a block of 40 at about −0.5: past half of it (≈ 10) in ≈ 3 ticks.
-        #expect(deficit > limit && limit > 5 && limit < 15 && scored >= 1 && scored <= 6, "\(hit)")
-        #expect((verdict["reason"] as? String)?.hasPrefix("stop-loss: the candidate's block had lost") == true, "\(verdict)")
-        // Stopped in its first block after a reference block: at most one whole candidate block
-        // (when the candidate went first) and the stopped part of the next.
-        let candidateTicks = plant.acted.filter { $0 == .gateway(1) }.count
-        #expect(candidateTicks <= 40 + scored + 2, "the candidate acted \(candidateTicks) ticks")
-        #expect((verdict["pairs"] as? Int ?? 99) <= 1 && (verdict["cost"] as? Double ?? 0) > 0, "\(verdict)")
+        let beforeTrial = try #require(hit["before_trial"] as? Bool)
+        #expect(beforeTrial == candidateFirst, "\(hit)")
+        // About −3.5 a tick against a block of 40 at about −0.5: past half of it (≈ 10) in ≈ 3
+        // ticks, or past the whole of it (twice the share, before the trial's reference block) in ≈ 6.
+        #expect(deficit > limit && limit > (beforeTrial ? 15 : 5) && limit < (beforeTrial ? 30 : 15) && scored >= 1 && scored <= (beforeTrial ? 9 : 6), "\(hit)")
+        let reason = verdict["reason"] as? String ?? ""
+        #expect(reason.hasPrefix("stop-loss: the candidate's block had lost")
+                && reason.contains(beforeTrial ? "the controller in charge's rate before the trial" : "the reference's latest block"), "\(verdict)")
+        // Stopped in its first block: the candidate acted only those ticks (and at most one more,
+        // decided before the verdict reached the decision thread).
+        let candidateTicks = plant.acted.dropFirst(before).filter { $0 == .gateway(1) }.count
+        #expect(candidateTicks <= scored + 2, "the candidate acted \(candidateTicks) ticks, stopped after \(scored)")
+        #expect((verdict["pairs"] as? Int ?? 99) == 0 && (verdict["cost"] as? Double ?? 0) > 0, "\(verdict)")
         let file = try trialFile(h, candidate)
         #expect(file["verdict"] as? String == "reject" && (file["stop_loss_hit"] as? [String: Any]) != nil, "\(file)")
         #expect(h.gateway.servedVersion == served)
         #expect(h.metric(#"edgeq_trial_verdicts_total{verdict="reject"}"#) == 1)
         // The served model acts from the next tick on.
-        let before = plant.acted.count
+        let after = plant.acted.count
         try plant.run(12)
-        #expect(plant.acted.dropFirst(before).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(before))")
+        #expect(plant.acted.dropFirst(after).allSatisfy { $0 == .gateway(0) }, "\(plant.acted.dropFirst(after))")
     }
 
     /// A candidate that does exactly what the served model does is not promoted: without a

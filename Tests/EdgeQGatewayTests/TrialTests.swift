@@ -624,6 +624,56 @@ import Testing
         #expect(verdict == .reject && trial.summary.stopLoss == nil, "\(String(describing: verdict)) \(trial.summary)")
     }
 
+    /// Before the trial's first reference block, the yardstick is the controller in charge's
+    /// rate over the ticks before the trial (`setPriorReference`), on raw rewards and with twice
+    /// the share: a wrecking candidate whose block comes first is stopped inside it; an equal one
+    /// under tick noise is not; the first scored reference block replaces the yardstick.
+    @Test func beforeItsFirstReferenceBlockTheTrialMeasuresTheLossAgainstTheRateBeforeIt() throws {
+        let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: 0.5)
+        let seeds = (UInt64(0)..<64).filter { (try? SwitchbackTrial(config: config, seed: $0).arm) == .candidate }.prefix(10)
+        #expect(seeds.count == 10)
+        for seed in seeds {
+            var trial = try SwitchbackTrial(config: config, seed: seed, adjusted: true)
+            trial.setPriorReference(rate: -1, tickSD: 0.3, ticks: 90)
+            var rng = SeededGenerator(seed: 5_000 + seed)
+            var verdict: TrialVerdict?
+            for _ in 0..<1_000 where verdict == nil {
+                let arm = trial.arm
+                // The baseline says nothing here (0): the prior's comparison is raw either way.
+                let r = (arm == .candidate ? -3 : -1) + 0.3 * rng.nextGaussian()
+                if case .verdict(let v)? = trial.record(reward: r, baseline: 0.5, arm: arm, episodeEnded: false) { verdict = v }
+            }
+            let stop = try #require(trial.summary.stopLoss, "seed \(seed): \(trial.summary)")
+            #expect(verdict == .reject && stop.beforeTrial && trial.blocks.isEmpty, "seed \(seed): \(stop)")
+            // −2 a tick against −1 a tick: past the whole block (2 × 0.5 × 90) after about 45 scored ticks.
+            #expect(abs(stop.limit - 90) < 0.01 && stop.scoredTicks >= 42 && stop.scoredTicks <= 48, "seed \(seed): \(stop)")
+            #expect(stop.referenceReturn == -90 && (trial.summary.costShare ?? 0) > 0)
+        }
+        // An equal candidate is left to the statistics, and a scored reference block replaces the
+        // yardstick (a later stop, if any, would say so).
+        var stopped = 0
+        for seed in seeds {
+            var trial = try SwitchbackTrial(config: config, seed: seed)
+            trial.setPriorReference(rate: -1, tickSD: 0.3, ticks: 90)
+            var rng = SeededGenerator(seed: 6_000 + seed)
+            Self.run(&trial, rng: &rng) { _, _, rng in -1 + 0.3 * rng.nextGaussian() }
+            if trial.summary.stopLoss != nil { stopped += 1 }
+        }
+        #expect(stopped == 0)
+        // Ignored for episode blocks.
+        let episodes = Self.config(block: .episode, burnIn: 0, stopLoss: 0.5)
+        let first = try #require((UInt64(0)..<64).first { (try? SwitchbackTrial(config: episodes, seed: $0).arm) == .candidate })
+        var episodic = try SwitchbackTrial(config: episodes, seed: first)
+        episodic.setPriorReference(rate: 1, tickSD: 0, ticks: 100)
+        var t = 0
+        while episodic.summary.stopLoss == nil && episodic.verdict == nil && t < 5_000 {
+            let arm = episodic.arm
+            t += 1
+            _ = episodic.record(reward: arm == .candidate ? -5 : 1, arm: arm, episodeEnded: t % 50 == 0)
+        }
+        #expect(episodic.blocks.first.map { $0.arm == .candidate && $0.ticks == 50 } == true, "the first episode block cut short")
+    }
+
     /// A resumed trial (after a restart) has no reference block's spread until a new one
     /// runs: its stop-loss waits for that block, then stops the wrecking candidate as before.
     @Test func aResumedTrialsStopLossWaitsForAFreshReferenceBlock() throws {

@@ -174,7 +174,8 @@ enum GeneralizeBench {
                 let ticks = (hit["scored_ticks"] as? NSNumber).map { "\($0)" } ?? "?"
                 let block = (hit["reference_block"] as? NSNumber)?.doubleValue ?? 0
                 let share = block != 0 ? String(format: "%.0f%%", 100 * lost / abs(block)) : "?"
-                stopped = "; stopped by the stop-loss after \(ticks) scored ticks, lost \(String(format: "%.4g", lost)) (\(share) of the reference's latest block)"
+                let yardstick = hit["before_trial"] as? Bool == true ? "a block at the rate before the trial" : "the reference's latest block"
+                stopped = "; stopped by the stop-loss after \(ticks) scored ticks, lost \(String(format: "%.4g", lost)) (\(share) of \(yardstick))"
             }
             return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how)\(stopped))"
         }.joined(separator: "; ")
