@@ -342,10 +342,16 @@ public struct SwitchbackTrial: Sendable {
     /// How many standard deviations of the deficit the ticks' spread alone would make a
     /// stop-loss deficit must exceed, besides the share of a block.
     static let stopLossSpreads = 5.0
+    /// How many of the pairs' spreads (when known) a stop-loss deficit must exceed.
+    static let stopLossPairSpreads = 5.0
     /// The stop-loss's share is multiplied by this while its yardstick is the controller in
     /// charge's rate before the trial: raw rewards from another stretch of time, which the
     /// exogenous adjustment cannot correct.
     static let priorShareFactor = 2.0
+    /// The stop-loss's share is multiplied by this while the pairs' spread is not known (fewer
+    /// than two pairs and no earlier trial's): on a plant with rough blocks (the tank) a
+    /// candidate as good as the reference on average loses half a block in one block.
+    static let unknownSpreadShareFactor = 2.0
 
     /// The stop-loss's yardstick before the trial's first scored reference block: the
     /// controller in charge's mean reward per tick `rate` over the `ticks` ticks just before the
@@ -381,21 +387,25 @@ public struct SwitchbackTrial: Sendable {
         // against a rate the reference's m ticks estimated, sd σ·√(k + k²/m) with σ the
         // reference's tick spread; beyond what the reference's own blocks' spread (s_R, from
         // two of them) makes of a level that moved between two blocks, 4·√2·s_R·k/nominal; and
-        // beyond four of the pairs' spread when known (this trial's pairs, or an earlier
-        // trial's), which carries the plant's drift between blocks too — for the part of the
-        // block scored so far, 4·s_d·√(k/nominal): its noise part grows with √k, its drift part
-        // with k, and √(k/nominal) ≥ k/nominal bounds both.
+        // beyond five of the pairs' spread when known (this trial's pairs, or an earlier
+        // trial's), which carries the plant's drift and its disturbances between blocks too.
+        // Not scaled down for a part of the block: a disturbance lands at once, not a tick at a
+        // time (scaled by √(k/nominal), it stopped a tank candidate 5 % better on average after
+        // one rough half block).
+        let pairsKnown = dDecided.count >= 2 || borrowedNoise != nil
         let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
         let spread = referenceTickSD * (scored + scored * scored / Double(max(1, referenceScoredTicks))).squareRoot()
         let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
-        let shareLimit = share * (referenceIsPrior ? Self.priorShareFactor : 1) * referenceScale
-        let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, 4 * pairSD * min(1, scored / nominalScored).squareRoot())
+        // Twice the share while nothing says how far a block may stray on this plant (no pairs'
+        // spread yet), and twice again against the rate before the trial.
+        let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (referenceIsPrior ? Self.priorShareFactor : 1) * referenceScale
+        let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, Self.stopLossPairSpreads * pairSD)
         guard deficit > limit else { return nil }
         stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
                                  share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
                                  fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
                                  referenceReturn: referenceRawRate * Double(max(1, referenceNominal)),
-                                 beforeTrial: referenceIsPrior)
+                                 beforeTrial: referenceIsPrior, spreadKnown: pairsKnown)
         verdict = .reject
         return .verdict(.reject)
     }
@@ -710,8 +720,8 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// standard deviations of the deficit the ticks' spread alone makes (σ·√(k + k²/m): k
     /// scored ticks against the rate of the reference's m, σ its tick spread), four of what a
     /// level moving between two blocks makes (from the spread of the reference's block returns,
-    /// once two ran), and four times the pairs' spread when known (the trial's own from two
-    /// pairs, or an earlier trial's) × √(the scored share of the block so far).
+    /// once two ran), and five times the pairs' spread when known (the trial's own from two
+    /// pairs, or an earlier trial's).
     public var limit: Double
     /// The stop-loss share.
     public var share: Double
@@ -727,6 +737,9 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// The yardstick was the controller in charge's rate over the ticks before the trial (raw
     /// rewards, twice the share): no reference block of the trial had been scored yet.
     public var beforeTrial: Bool
+    /// The pairs' spread was known (two pairs of the trial, or an earlier trial's); when not,
+    /// the share was doubled.
+    public var spreadKnown: Bool
 }
 
 // MARK: - Blocks

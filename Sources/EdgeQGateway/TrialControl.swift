@@ -792,7 +792,8 @@ extension Gateway {
         return String(format: "stop-loss: the candidate's block had lost %.4g against %@ after %d scored ticks "
                           + "(%d ticks into the block), more than the limit %.4g (%.3g of a block's return%@)",
                       stop.deficit, against, stop.scoredTicks, stop.blockTicks, stop.limit,
-                      stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1), stop.beforeTrial ? ", raw rewards" : "")
+                      stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1) * (stop.spreadKnown ? 1 : SwitchbackTrial.unknownSpreadShareFactor),
+                      stop.beforeTrial ? ", raw rewards" : "")
     }
 
     /// The trial's figures as `trial.json`, its events and the status carry them; `noise`: the
@@ -832,7 +833,7 @@ extension Gateway {
                 .object(["block_ticks": .number(Double(h.blockTicks)), "scored_ticks": .number(Double(h.scoredTicks)),
                          "deficit": num(h.deficit), "limit": num(h.limit), "raw_deficit": num(h.rawDeficit),
                          "reference_block": num(h.referenceReturn),
-                         "before_trial": .bool(h.beforeTrial)])
+                         "before_trial": .bool(h.beforeTrial), "spread_known": .bool(h.spreadKnown)])
             } ?? .null,
         ]
         let c = map.learning.trial

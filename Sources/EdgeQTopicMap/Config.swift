@@ -637,12 +637,14 @@ public struct TrialConfig: Sendable, Equatable {
     /// minus what the candidate's scored ticks earned; adjusted by the exogenous baseline when
     /// the trial is) — and more than five standard deviations of what the ticks' spread alone
     /// makes of that deficit, so that rewards hovering around 0 do not make a hair trigger, and
-    /// more than four times what the reference's own blocks' spread and the pairs' spread make
-    /// of it once those are known. A clearly wrecking candidate is stopped within its first block instead of
+    /// more than four times what the reference's own blocks' spread and five times what the
+    /// pairs' spread make of it once those are known. A clearly wrecking candidate is stopped within its first block instead of
     /// running the whole of it (on the thermal zone, candidates losing 0.7–2 blocks in one block
-    /// were seen). It watches the ticks the trial scores (not the burn-in); before the trial's
-    /// first scored reference block it compares with the controller in charge's rate over about
-    /// a block of ticks before the trial (raw rewards, twice the share). It may stop a candidate that is not worse when the
+    /// were seen). It watches the ticks the trial scores (not the burn-in). The share is doubled
+    /// while the pairs' spread is not known (fewer than two pairs, no earlier trial's), and
+    /// doubled again before the trial's first scored reference block, when it compares with the
+    /// controller in charge's rate over about a block of ticks before the trial (raw rewards).
+    /// It may stop a candidate that is not worse when the
     /// plant's level moves by more than the limit between two blocks for reasons the exogenous
     /// adjustment does not explain; raise it or turn it off there. nil: no stop-loss. Default 0.5.
     public var stopLoss: Double? = 0.5

@@ -555,11 +555,20 @@ import Testing
     /// A candidate that wrecks the plant (it costs three times the reference a tick) is stopped
     /// by the stop-loss in the middle of its block — once a reference block has been scored —
     /// and rejected; without a stop-loss the same trials run its blocks to their end. The
-    /// stopped block's loss is in the trial's cost.
-    @Test func aWreckingCandidateIsStoppedWithinItsBlock() throws {
+    /// stopped block's loss is in the trial's cost. While nothing says how far a block may stray
+    /// (no pairs' spread: fewer than two pairs, no earlier trial's) the share is doubled: a
+    /// whole block lost; with an earlier trial's spread, half a block. With the earlier trial's
+    /// spread the gateway also has the rate before the trial (a candidate drawn first is
+    /// measured against it, with twice the share) and the early stop.
+    @Test(arguments: [false, true])
+    func aWreckingCandidateIsStoppedWithinItsBlock(earlierTrial: Bool) throws {
+        // An earlier trial's pairs between two equal controllers: sd √(2 × 90) × 0.3 ≈ 4.
+        let noise = earlierTrial ? PairNoise(standardDeviation: 4, pairs: 20) : nil
         for seed in 0..<40 {
             func run(_ stopLoss: Double?) throws -> (TrialVerdict?, SwitchbackTrial) {
-                var trial = try SwitchbackTrial(config: Self.config(block: .ticks(100), burnIn: 10, stopLoss: stopLoss), seed: UInt64(seed))
+                let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: stopLoss)
+                var trial = try SwitchbackTrial(config: config, seed: UInt64(seed), noise: noise)
+                if earlierTrial { trial.setPriorReference(rate: -1, tickSD: 0.3, ticks: 90) }
                 var rng = SeededGenerator(seed: 900 + UInt64(seed))
                 let v = Self.run(&trial, rng: &rng) { arm, _, rng in (arm == .candidate ? -3 : -1) + 0.3 * rng.nextGaussian() }
                 return (v, trial)
@@ -570,20 +579,25 @@ import Testing
                 Issue.record("seed \(seed): rejected without the stop-loss: \(trial.summary)")
                 continue
             }
-            // −2 a tick against the reference: past half of its block (45) after 23 scored ticks.
-            #expect(stop.scoredTicks >= 20 && stop.scoredTicks <= 26, "seed \(seed): \(stop)")
+            // −2 a tick against the reference: past half of its block (45) after 23 scored ticks,
+            // past the whole of it (90) after 45.
+            let share = 45.0 * (earlierTrial ? 1 : 2) * (stop.beforeTrial ? 2 : 1)
+            #expect(stop.spreadKnown == earlierTrial && (earlierTrial || !stop.beforeTrial), "seed \(seed): \(stop)")
+            // The share decides here (the reference block's return is −90 give or take a few).
+            #expect(stop.deficit > stop.limit && abs(stop.limit - share) < 0.1 * share, "\(stop)")
+            #expect(abs(Double(stop.scoredTicks) - stop.limit / 2) <= 4, "seed \(seed): \(stop)")
             #expect(stop.blockTicks == stop.scoredTicks + 10)
-            #expect(stop.deficit > stop.limit && abs(stop.limit - 0.5 * 90) < 5, "\(stop)")   // the share decides here
-            // At most one whole candidate block ran: the one before any reference block.
+            // At most one whole candidate block ran: the one before any reference block (none
+            // with the rate before the trial).
             let whole = trial.blocks.filter { $0.arm == .candidate }.count
-            #expect(whole <= 1, "seed \(seed): \(whole) whole candidate blocks")
+            #expect(whole <= (earlierTrial ? 0 : 1), "seed \(seed): \(whole) whole candidate blocks")
             #expect(trial.blocks.first?.arm == .candidate || whole == 0)
             let s = trial.summary
             #expect(s.cost >= stop.rawDeficit && (s.costShare ?? 0) > 0, "\(s)")
             // Without it the trial runs the candidate's blocks whole, and costs more.
             let (vOff, off) = try run(nil)
             #expect(vOff == .reject && off.summary.stopLoss == nil)
-            #expect(off.blocks.filter { $0.arm == .candidate }.count >= 2)
+            #expect(off.blocks.filter { $0.arm == .candidate }.count >= 1)
             #expect(off.summary.cost > s.cost, "seed \(seed): cost \(off.summary.cost) without, \(s.cost) with")
         }
     }
@@ -626,7 +640,8 @@ import Testing
 
     /// Before the trial's first reference block, the yardstick is the controller in charge's
     /// rate over the ticks before the trial (`setPriorReference`), on raw rewards and with twice
-    /// the share: a wrecking candidate whose block comes first is stopped inside it; an equal one
+    /// the share (and twice again with no pairs' spread known): a wrecking candidate (four times
+    /// the cost a tick) whose block comes first is stopped inside it; an equal one
     /// under tick noise is not; the first scored reference block replaces the yardstick.
     @Test func beforeItsFirstReferenceBlockTheTrialMeasuresTheLossAgainstTheRateBeforeIt() throws {
         let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: 0.5)
@@ -640,13 +655,14 @@ import Testing
             for _ in 0..<1_000 where verdict == nil {
                 let arm = trial.arm
                 // The baseline says nothing here (0): the prior's comparison is raw either way.
-                let r = (arm == .candidate ? -3 : -1) + 0.3 * rng.nextGaussian()
+                let r = (arm == .candidate ? -4 : -1) + 0.3 * rng.nextGaussian()
                 if case .verdict(let v)? = trial.record(reward: r, baseline: 0.5, arm: arm, episodeEnded: false) { verdict = v }
             }
             let stop = try #require(trial.summary.stopLoss, "seed \(seed): \(trial.summary)")
             #expect(verdict == .reject && stop.beforeTrial && trial.blocks.isEmpty, "seed \(seed): \(stop)")
-            // −2 a tick against −1 a tick: past the whole block (2 × 0.5 × 90) after about 45 scored ticks.
-            #expect(abs(stop.limit - 90) < 0.01 && stop.scoredTicks >= 42 && stop.scoredTicks <= 48, "seed \(seed): \(stop)")
+            // −3 a tick against −1 a tick, no pairs' spread known: past two blocks (2 × 2 × 0.5 × 90)
+            // after about 60 scored ticks.
+            #expect(abs(stop.limit - 180) < 0.01 && stop.scoredTicks >= 56 && stop.scoredTicks <= 64 && !stop.spreadKnown, "seed \(seed): \(stop)")
             #expect(stop.referenceReturn == -90 && (trial.summary.costShare ?? 0) > 0)
         }
         // An equal candidate is left to the statistics, and a scored reference block replaces the
