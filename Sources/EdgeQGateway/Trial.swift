@@ -400,12 +400,17 @@ public struct SwitchbackTrial: Sendable {
         // spread yet), and twice again against the rate before the trial.
         let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (referenceIsPrior ? Self.priorShareFactor : 1) * referenceScale
         let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, Self.stopLossPairSpreads * pairSD)
-        guard deficit > limit else { return nil }
+        // A candidate ahead over the trial's pairs so far (as decided) may lose that lead too
+        // before it is stopped: the stop-loss limits what the trial as a whole has lost. One
+        // rough block of a candidate that has been as good on average is then left to the
+        // statistics (the tank: 5 such stops in 5 seeds without this).
+        let lead = max(0, dDecided.mean * Double(dDecided.count))
+        guard deficit > limit + lead else { return nil }
         stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
                                  share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
                                  fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
                                  referenceReturn: referenceRawRate * Double(max(1, referenceNominal)),
-                                 beforeTrial: referenceIsPrior, spreadKnown: pairsKnown)
+                                 beforeTrial: referenceIsPrior, spreadKnown: pairsKnown, lead: lead)
         verdict = .reject
         return .verdict(.reject)
     }
@@ -740,6 +745,9 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// The pairs' spread was known (two pairs of the trial, or an earlier trial's); when not,
     /// the share was doubled.
     public var spreadKnown: Bool
+    /// The candidate's lead over the trial's completed pairs (the sum of their decided
+    /// differences, when positive): the deficit had to pass `limit` + this.
+    public var lead: Double
 }
 
 // MARK: - Blocks

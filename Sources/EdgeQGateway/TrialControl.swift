@@ -790,8 +790,9 @@ extension Gateway {
     static func stopLossReason(_ stop: TrialStopLoss) -> String {
         let against = stop.beforeTrial ? "the controller in charge's rate before the trial" : "the reference's latest block"
         return String(format: "stop-loss: the candidate's block had lost %.4g against %@ after %d scored ticks "
-                          + "(%d ticks into the block), more than the limit %.4g (%.3g of a block's return%@)",
+                          + "(%d ticks into the block), more than the limit %.4g%@ (%.3g of a block's return%@)",
                       stop.deficit, against, stop.scoredTicks, stop.blockTicks, stop.limit,
+                      stop.lead > 0 ? String(format: " plus its lead over the pairs so far, %.4g,", stop.lead) : "",
                       stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1) * (stop.spreadKnown ? 1 : SwitchbackTrial.unknownSpreadShareFactor),
                       stop.beforeTrial ? ", raw rewards" : "")
     }
@@ -833,7 +834,8 @@ extension Gateway {
                 .object(["block_ticks": .number(Double(h.blockTicks)), "scored_ticks": .number(Double(h.scoredTicks)),
                          "deficit": num(h.deficit), "limit": num(h.limit), "raw_deficit": num(h.rawDeficit),
                          "reference_block": num(h.referenceReturn),
-                         "before_trial": .bool(h.beforeTrial), "spread_known": .bool(h.spreadKnown)])
+                         "before_trial": .bool(h.beforeTrial), "spread_known": .bool(h.spreadKnown),
+                         "lead": num(h.lead)])
             } ?? .null,
         ]
         let c = map.learning.trial

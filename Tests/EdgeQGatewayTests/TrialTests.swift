@@ -602,6 +602,29 @@ import Testing
         }
     }
 
+    /// A candidate ahead over the trial's pairs may lose its lead too before the stop-loss stops
+    /// it: three pairs at +0.2 a tick (a lead of about 54), then a wrecking block (−2 a tick
+    /// against the reference) is stopped only once it has lost the limit plus that lead.
+    @Test func aCandidateAheadMayLoseItsLeadBeforeTheStopLossStopsIt() throws {
+        var config = Self.config(block: .ticks(100), burnIn: 10, minPairs: 20, stopLoss: 0.5)
+        config.maxPairs = 30
+        var trial = try SwitchbackTrial(config: config, seed: 4)
+        var rng = SeededGenerator(seed: 77)
+        var verdict: TrialVerdict?
+        for _ in 0..<20_000 where verdict == nil {
+            let arm = trial.arm
+            let wrecking = trial.summary.pairs >= 3
+            let r = (arm == .candidate ? (wrecking ? -3 : -0.8) : -1) + 0.1 * rng.nextGaussian()
+            if case .verdict(let v)? = trial.record(reward: r, arm: arm, episodeEnded: false) { verdict = v }
+        }
+        let stop = try #require(trial.summary.stopLoss, "\(trial.summary)")
+        #expect(verdict == .reject && trial.summary.pairs >= 3)
+        #expect(abs(stop.lead - 54) < 6, "\(stop)")
+        #expect(stop.deficit > stop.limit + stop.lead && stop.deficit - 2.5 < stop.limit + stop.lead, "\(stop)")
+        // Without the lead it would have stopped at the limit: here about 27 ticks later.
+        #expect(Double(stop.scoredTicks) > (stop.limit + stop.lead) / 2 - 3, "\(stop)")
+    }
+
     /// The stop-loss never stops a candidate the trial should judge by its statistics: one as
     /// good as the reference or 5 % worse, under tick noise and, around a negative level, a
     /// level that drifts for both (weather: the levels of two adjacent blocks differ by about
