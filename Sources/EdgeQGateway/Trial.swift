@@ -356,8 +356,9 @@ public struct SwitchbackTrial: Sendable {
     /// The stop-loss's yardstick before the trial's first scored reference block: the
     /// controller in charge's mean reward per tick `rate` over the `ticks` ticks just before the
     /// trial, with their standard deviation `tickSD` (raw rewards; the gateway keeps them on its
-    /// decision thread). Without it, a candidate whose block comes first in the first pair runs
-    /// that block whole. Ignored for episode blocks, once a reference block of the trial has
+    /// decision thread; it gives it to unadjusted trials only: raw rewards of another stretch of
+    /// time are no yardstick where exogenous signals move the reward). Without it, a candidate
+    /// whose block comes first in the first pair runs that block whole. Ignored for episode blocks, once a reference block of the trial has
     /// been scored, and for figures that are not finite or fewer than 2 ticks.
     public mutating func setPriorReference(rate: Double, tickSD: Double, ticks: Int) {
         guard case .ticks = config.block, referenceRate == nil, !referenceIsPrior, ticks >= 2,

@@ -405,8 +405,11 @@ extension Gateway {
             control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary, noise: resumedNoise) }
         }
         // The stop-loss's yardstick until the trial's first reference block: the controller in
-        // charge's rate over about a block of ticks before it.
-        if case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
+        // charge's rate over about a block of ticks before it — for an unadjusted trial only: where
+        // the exogenous signals move the reward (the trial is adjusted), raw rewards of another
+        // stretch of time are no yardstick (the heater: a candidate stopped at two blocks "lost"
+        // whose pairs spread by three blocks raw).
+        if baseline == nil, case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
             d.trial?.setPriorReference(rate: d.inChargeRate.mean, tickSD: d.inChargeRate.standardDeviation,
                                        ticks: min(d.inChargeRate.count, inChargeSpan))
         }

@@ -642,8 +642,9 @@ public struct TrialConfig: Sendable, Equatable {
     /// running the whole of it (on the thermal zone, candidates losing 0.7–2 blocks in one block
     /// were seen). It watches the ticks the trial scores (not the burn-in). The share is doubled
     /// while the pairs' spread is not known (fewer than two pairs, no earlier trial's), and
-    /// doubled again before the trial's first scored reference block, when it compares with the
-    /// controller in charge's rate over about a block of ticks before the trial (raw rewards).
+    /// doubled again before the trial's first scored reference block, when an unadjusted trial
+    /// compares with the controller in charge's rate over about a block of ticks before it (raw
+    /// rewards; an adjusted trial waits for its first reference block).
     /// It may stop a candidate that is not worse when the
     /// plant's level moves by more than the limit between two blocks for reasons the exogenous
     /// adjustment does not explain; raise it or turn it off there. nil: no stop-loss. Default 0.5.
