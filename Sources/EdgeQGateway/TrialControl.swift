@@ -294,7 +294,6 @@ extension Gateway {
         }
     }
 
-    /// Ends the running trial on the decision thread (the candidate's engine is let go).
     /// The span of the controller in charge's recent rate (`DecisionState.inChargeRate`): a
     /// block's scored ticks (1 for episode blocks, where it is not used).
     var inChargeSpan: Int {
@@ -303,6 +302,7 @@ extension Gateway {
         return 1
     }
 
+    /// Ends the running trial on the decision thread (the candidate's engine is let go).
     func endTrial(_ d: inout DecisionState) {
         d.trial = nil
         d.trialCandidate = nil
@@ -793,7 +793,7 @@ extension Gateway {
     static func stopLossReason(_ stop: TrialStopLoss) -> String {
         let against = stop.beforeTrial ? "the controller in charge's rate before the trial" : "the reference's latest block"
         return String(format: "stop-loss: the candidate's block had lost %.4g against %@ after %d scored ticks "
-                          + "(%d ticks into the block), more than the limit %.4g%@ (%.3g of a block's return%@)",
+                          + "(%d ticks into the block), more than the limit %.4g%@ (the larger of %.3g of a block's return%@ and the plant's spreads)",
                       stop.deficit, against, stop.scoredTicks, stop.blockTicks, stop.limit,
                       stop.lead > 0 ? String(format: " plus its lead over the pairs so far, %.4g,", stop.lead) : "",
                       stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1) * (stop.spreadKnown ? 1 : SwitchbackTrial.unknownSpreadShareFactor),

@@ -106,7 +106,7 @@ import Testing
         // The same version as the stop-loss left it: rejected inside its block.
         try Data(#"""
             {"version":1,"reference":"incumbent","verdict":"reject","pairs":0,"ticks":620,"confidence":0.95,
-             "reason":"stop-loss: the candidate's block had lost 61.2 against the reference's latest block after 76 scored ticks (220 ticks into the block), more than the limit 57.5 (0.5 of that block's return)",
+             "reason":"stop-loss: the candidate's block had lost 61.2 against the reference's latest block after 76 scored ticks (220 ticks into the block), more than the limit 57.5 (the larger of 0.5 of a block's return and the plant's spreads)",
              "stop_loss":0.5,"stop_loss_hit":{"block_ticks":220,"scored_ticks":76,"deficit":61.2,"limit":57.5,"raw_deficit":61.2},
              "candidate_mean":null,"reference_mean":null,"cost":61.2,"cost_share":0.27}
             """#.utf8).write(to: store.trialURL(1))
