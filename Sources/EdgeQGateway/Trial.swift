@@ -176,18 +176,9 @@ public struct SwitchbackTrial: Sendable {
     public let seed: UInt64
     /// An earlier trial's estimate of the pairs' noise, for the early stop (nil: no early stop).
     public let borrowedNoise: PairNoise?
-    /// The stop-loss's yardstick, from the latest scored reference block: its reward per scored
-    /// tick as decided (minus its baseline's when `adjusted`), the same raw, and its |return|.
-    private var referenceRate: Double?
-    private var referenceRawRate = 0.0
-    /// The standard deviation of that block's scored rewards (raw), and how many there were.
-    private var referenceTickSD = 0.0
-    private var referenceScoredTicks = 0
-    private var referenceNominal = 0
-    /// The yardstick is the controller in charge's rate before the trial (`setPriorReference`),
-    /// on raw rewards, until the trial's first scored reference block replaces it.
-    private var referenceIsPrior = false
-    private var referenceScale = 0.0
+    /// The stop-loss's yardstick: the latest scored reference block, or before the first one
+    /// the controller in charge's rate before the trial (`setPriorReference`); nil: none yet.
+    private var yardstick: Yardstick?
     /// Every scored reference block's |return|, for the cost share of a trial the stop-loss
     /// ended, and its return as decided (adjusted when `adjusted`), for its spread.
     private var referenceMagnitudes = RunningMoments()
@@ -353,36 +344,46 @@ public struct SwitchbackTrial: Sendable {
     /// candidate as good as the reference on average loses half a block in one block.
     static let unknownSpreadShareFactor = 2.0
 
+    /// What the stop-loss measures a candidate's block against: a reward per scored tick as the
+    /// trial decides (`rate`: baseline-adjusted when the trial is and the yardstick is one of its
+    /// blocks) and raw, the spread of the ticks behind it, their count, and the scored ticks of a
+    /// block (`nominal`).
+    struct Yardstick {
+        var rate: Double
+        var rawRate: Double
+        var tickSD: Double
+        var scoredTicks: Int
+        var nominal: Int
+        /// The controller in charge's rate before the trial (raw rewards), not a block of it.
+        var beforeTrial: Bool
+        /// |A block's return| at the raw rate.
+        var scale: Double { abs(rawRate * Double(nominal)) }
+    }
+
     /// The stop-loss's yardstick before the trial's first scored reference block: the
     /// controller in charge's mean reward per tick `rate` over the `ticks` ticks just before the
     /// trial, with their standard deviation `tickSD` (raw rewards; the gateway keeps them on its
     /// decision thread; it gives it to unadjusted trials only: raw rewards of another stretch of
     /// time are no yardstick where exogenous signals move the reward). Without it, a candidate
-    /// whose block comes first in the first pair runs that block whole. Ignored for episode blocks, once a reference block of the trial has
-    /// been scored, and for figures that are not finite or fewer than 2 ticks.
+    /// whose block comes first in the first pair runs that block whole. Ignored for episode
+    /// blocks, once a reference block of the trial has been scored, and for figures that are not
+    /// finite or fewer than 2 ticks.
     public mutating func setPriorReference(rate: Double, tickSD: Double, ticks: Int) {
-        guard case .ticks = config.block, referenceRate == nil, !referenceIsPrior, ticks >= 2,
-              rate.isFinite, tickSD.isFinite, tickSD >= 0 else { return }
+        guard case .ticks = config.block, yardstick == nil, ticks >= 2, rate.isFinite, tickSD.isFinite, tickSD >= 0 else { return }
         let nominal = clock.nominalScoredTicks
         guard nominal > 0 else { return }
-        referenceRate = rate
-        referenceRawRate = rate
-        referenceTickSD = tickSD
-        referenceScoredTicks = ticks
-        referenceNominal = nominal
-        referenceScale = abs(rate) * Double(nominal)
-        referenceIsPrior = true
+        yardstick = Yardstick(rate: rate, rawRate: rate, tickSD: tickSD, scoredTicks: ticks, nominal: nominal, beforeTrial: true)
     }
 
     /// The stop-loss (`TrialConfig.stopLoss`), after a scored tick of the candidate's block that
     /// did not end it: rejects at once when the block has lost more than the share of the
     /// latest scored reference block's |return|, tick for tick against that block's rate.
     private mutating func stopLossCheck() -> TrialEvent? {
-        guard let share = config.stopLoss, let rate = referenceRate, referenceScale > 0 || referenceTickSD > 0 else { return nil }
+        guard let share = config.stopLoss, let y = yardstick, y.scale > 0 || y.tickSD > 0 else { return nil }
         let scored = Double(clock.scoredTicks)
         let nominalScored = Double(max(1, clock.nominalScoredTicks))
-        let earned = adjusted && !referenceIsPrior ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
-        let deficit = scored * rate - earned
+        let earned = adjusted && !y.beforeTrial ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
+        let deficit = scored * y.rate - earned
         // The share of a block; far beyond what the ticks' spread alone makes of this deficit
         // (rewards that hover around 0 make |return| a poor scale): k of the candidate's ticks
         // against a rate the reference's m ticks estimated, sd σ·√(k + k²/m) with σ the
@@ -395,11 +396,11 @@ public struct SwitchbackTrial: Sendable {
         // one rough half block).
         let pairsKnown = dDecided.count >= 2 || borrowedNoise != nil
         let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
-        let spread = referenceTickSD * (scored + scored * scored / Double(max(1, referenceScoredTicks))).squareRoot()
+        let spread = y.tickSD * (scored + scored * scored / Double(max(1, y.scoredTicks))).squareRoot()
         let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
         // Twice the share while nothing says how far a block may stray on this plant (no pairs'
         // spread yet), and twice again against the rate before the trial.
-        let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (referenceIsPrior ? Self.priorShareFactor : 1) * referenceScale
+        let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (y.beforeTrial ? Self.priorShareFactor : 1) * y.scale
         let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, Self.stopLossPairSpreads * pairSD)
         // A candidate ahead over the trial's pairs so far (as decided) may lose that lead too
         // before it is stopped: the stop-loss limits what the trial as a whole has lost. One
@@ -408,10 +409,10 @@ public struct SwitchbackTrial: Sendable {
         let lead = max(0, dDecided.mean * Double(dDecided.count))
         guard deficit > limit + lead else { return nil }
         stopLoss = TrialStopLoss(blockTicks: blockTicks, scoredTicks: clock.scoredTicks, deficit: deficit, limit: limit,
-                                 share: share, rawDeficit: scored * referenceRawRate - clock.scoredSum,
+                                 share: share, rawDeficit: scored * y.rawRate - clock.scoredSum,
                                  fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
-                                 referenceReturn: referenceRawRate * Double(max(1, referenceNominal)),
-                                 beforeTrial: referenceIsPrior, spreadKnown: pairsKnown, lead: lead)
+                                 referenceReturn: y.rawRate * Double(y.nominal),
+                                 beforeTrial: y.beforeTrial, spreadKnown: pairsKnown, lead: lead)
         verdict = .reject
         return .verdict(.reject)
     }
@@ -467,13 +468,10 @@ public struct SwitchbackTrial: Sendable {
     private mutating func endBlock(value: Double?, base: Double, nominal: Int, tickSD: Double?, scoredTicks: Int) -> TrialEvent? {
         let ended = arm
         if ended == .reference, let value, nominal > 0 {
-            referenceRate = tickSD == nil ? nil : (adjusted ? value - base : value) / Double(nominal)
-            referenceTickSD = tickSD ?? 0
-            referenceScoredTicks = scoredTicks
-            referenceNominal = nominal
-            referenceIsPrior = false
-            referenceRawRate = value / Double(nominal)
-            referenceScale = abs(value)
+            yardstick = tickSD.map { sd in
+                Yardstick(rate: (adjusted ? value - base : value) / Double(nominal), rawRate: value / Double(nominal), tickSD: sd,
+                          scoredTicks: scoredTicks, nominal: nominal, beforeTrial: false)
+            }
             referenceMagnitudes.add(abs(value))
             referenceValues.add(adjusted ? value - base : value)
         }
@@ -622,7 +620,7 @@ public struct SwitchbackTrial: Sendable {
         var s = summary
         s.cost += max(0, stop.rawDeficit)
         let blocksRun = Double(2 * s.pairs) + (stop.referenceBlockDone ? 1 : 0) + stop.fraction
-        let magnitude = referenceMagnitudes.count > 0 ? referenceMagnitudes.mean : referenceScale
+        let magnitude = referenceMagnitudes.count > 0 ? referenceMagnitudes.mean : (yardstick?.scale ?? 0)
         let earned = magnitude * blocksRun
         s.costShare = earned > 0 ? s.cost / earned : nil
         return s

@@ -272,8 +272,9 @@ final class Connection: @unchecked Sendable {
     /// network thread after a connect succeeded, cleared when it finds the connection gone
     /// (and before every connect, which creates the socket), and by a publisher whose write
     /// failed — always with `io` held, so a writer holding `io` sees it settled; read without
-    /// the lock by `publish`. A QoS 0 publish while it is false is refused rather than queued. libmosquitto would queue it as soon as the next connection's socket
-    /// exists — before that connection's CONNECT, which the broker answers by closing the
+    /// the lock by `publish`. A QoS 0 publish while it is false is refused rather than queued.
+    /// libmosquitto would queue it as soon as the next connection's socket exists — before that
+    /// connection's CONNECT, which the broker answers by closing the
     /// connection as a protocol error (seen with a thread publishing QoS 0 in a loop through
     /// a broker restart: every reconnect was refused until it stopped).
     private let sending = Atomic<Bool>(false)
