@@ -231,6 +231,10 @@ public final class Gateway: Sendable {
     /// The earlier trial's noise its trial's early stop may borrow, set with `candidateSlot`
     /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; nil: none).
     let candidateNoise = Mutex<EarlierTrialNoise?>(nil)
+    /// The controller in charge's rate before the trial, raw and less the candidate's exogenous
+    /// baseline, read from the log (`adjustedRateBeforeTrial`), set with `candidateSlot`: the
+    /// stop-loss's yardstick in an adjusted trial before its first reference block (nil: none).
+    let candidatePrior = Mutex<(version: Int, rate: RecentResidualRate)?>(nil)
     let candidateGeneration = Atomic<Int>(0)
     /// The controller before the served model (the guard's control group; nil: the incumbent).
     let previousController = Mutex<ServedModel?>(nil)

@@ -344,35 +344,49 @@ public struct SwitchbackTrial: Sendable {
     /// candidate as good as the reference on average loses half a block in one block.
     static let unknownSpreadShareFactor = 2.0
 
-    /// What the stop-loss measures a candidate's block against: a reward per scored tick as the
-    /// trial decides (`rate`: baseline-adjusted when the trial is and the yardstick is one of its
-    /// blocks) and raw, the spread of the ticks behind it, their count, and the scored ticks of a
-    /// block (`nominal`).
+    /// What the stop-loss measures a candidate's block against: a reward per scored tick
+    /// (`rate`: baseline-adjusted when `isAdjusted`) and raw, the spread of the ticks behind
+    /// `rate`, their count, and the scored ticks of a block (`nominal`).
     struct Yardstick {
         var rate: Double
         var rawRate: Double
         var tickSD: Double
         var scoredTicks: Int
         var nominal: Int
-        /// The controller in charge's rate before the trial (raw rewards), not a block of it.
+        /// The controller in charge's rate before the trial, not a block of it.
         var beforeTrial: Bool
+        /// `rate` is of rewards less their exogenous baseline (the candidate's ticks are then
+        /// compared the same way).
+        var isAdjusted: Bool
         /// |A block's return| at the raw rate.
         var scale: Double { abs(rawRate * Double(nominal)) }
     }
 
     /// The stop-loss's yardstick before the trial's first scored reference block: the
     /// controller in charge's mean reward per tick `rate` over the `ticks` ticks just before the
-    /// trial, with their standard deviation `tickSD` (raw rewards; the gateway keeps them on its
-    /// decision thread; it gives it to unadjusted trials only: raw rewards of another stretch of
-    /// time are no yardstick where exogenous signals move the reward). Without it, a candidate
-    /// whose block comes first in the first pair runs that block whole. Ignored for episode
-    /// blocks, once a reference block of the trial has been scored, and for figures that are not
-    /// finite or fewer than 2 ticks.
-    public mutating func setPriorReference(rate: Double, tickSD: Double, ticks: Int) {
+    /// trial, with their standard deviation `tickSD`. Without it, a candidate whose block comes
+    /// first in the first pair runs that block whole.
+    ///
+    /// `adjusted`: the same ticks' mean and spread of reward less the trial's exogenous
+    /// baseline (the gateway replays its log through the candidate's baseline). In an adjusted
+    /// trial they are the yardstick, at the stop-loss's share: the baseline was accepted because
+    /// it makes a block-long window comparable with the one beside it (its placebo check pairs
+    /// exactly such windows). Without them the comparison is raw, at twice the share (the
+    /// gateway gives raw figures to unadjusted trials only: where exogenous signals move the
+    /// reward, raw rewards of another stretch of time are no yardstick).
+    ///
+    /// Ignored for episode blocks, once a reference block of the trial has been scored, and for
+    /// figures that are not finite or fewer than 2 ticks.
+    public mutating func setPriorReference(rate: Double, tickSD: Double, ticks: Int, adjusted: (rate: Double, tickSD: Double)? = nil) {
         guard case .ticks = config.block, yardstick == nil, ticks >= 2, rate.isFinite, tickSD.isFinite, tickSD >= 0 else { return }
         let nominal = clock.nominalScoredTicks
         guard nominal > 0 else { return }
-        yardstick = Yardstick(rate: rate, rawRate: rate, tickSD: tickSD, scoredTicks: ticks, nominal: nominal, beforeTrial: true)
+        if self.adjusted, let a = adjusted {
+            guard a.rate.isFinite, a.tickSD.isFinite, a.tickSD >= 0 else { return }
+            yardstick = Yardstick(rate: a.rate, rawRate: rate, tickSD: a.tickSD, scoredTicks: ticks, nominal: nominal, beforeTrial: true, isAdjusted: true)
+        } else {
+            yardstick = Yardstick(rate: rate, rawRate: rate, tickSD: tickSD, scoredTicks: ticks, nominal: nominal, beforeTrial: true, isAdjusted: false)
+        }
     }
 
     /// The stop-loss (`TrialConfig.stopLoss`), after a scored tick of the candidate's block that
@@ -382,7 +396,7 @@ public struct SwitchbackTrial: Sendable {
         guard let share = config.stopLoss, let y = yardstick, y.scale > 0 || y.tickSD > 0 else { return nil }
         let scored = Double(clock.scoredTicks)
         let nominalScored = Double(max(1, clock.nominalScoredTicks))
-        let earned = adjusted && !y.beforeTrial ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
+        let earned = y.isAdjusted ? clock.scoredSum - clock.scoredBaselineSum : clock.scoredSum
         let deficit = scored * y.rate - earned
         // The share of a block; far beyond what the ticks' spread alone makes of this deficit
         // (rewards that hover around 0 make |return| a poor scale): k of the candidate's ticks
@@ -399,8 +413,9 @@ public struct SwitchbackTrial: Sendable {
         let spread = y.tickSD * (scored + scored * scored / Double(max(1, y.scoredTicks))).squareRoot()
         let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
         // Twice the share while nothing says how far a block may stray on this plant (no pairs'
-        // spread yet), and twice again against the rate before the trial.
-        let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (y.beforeTrial ? Self.priorShareFactor : 1) * y.scale
+        // spread yet), and twice again against the raw rate before the trial.
+        let rawPrior = y.beforeTrial && !y.isAdjusted
+        let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (rawPrior ? Self.priorShareFactor : 1) * y.scale
         let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, Self.stopLossPairSpreads * pairSD)
         // A candidate ahead over the trial's pairs so far (as decided) may lose that lead too
         // before it is stopped: the stop-loss limits what the trial as a whole has lost. One
@@ -412,7 +427,7 @@ public struct SwitchbackTrial: Sendable {
                                  share: share, rawDeficit: scored * y.rawRate - clock.scoredSum,
                                  fraction: min(1, scored / nominalScored), referenceBlockDone: position == 1,
                                  referenceReturn: y.rawRate * Double(y.nominal),
-                                 beforeTrial: y.beforeTrial, spreadKnown: pairsKnown, lead: lead)
+                                 beforeTrial: y.beforeTrial, adjusted: y.isAdjusted, spreadKnown: pairsKnown, lead: lead)
         verdict = .reject
         return .verdict(.reject)
     }
@@ -470,7 +485,7 @@ public struct SwitchbackTrial: Sendable {
         if ended == .reference, let value, nominal > 0 {
             yardstick = tickSD.map { sd in
                 Yardstick(rate: (adjusted ? value - base : value) / Double(nominal), rawRate: value / Double(nominal), tickSD: sd,
-                          scoredTicks: scoredTicks, nominal: nominal, beforeTrial: false)
+                          scoredTicks: scoredTicks, nominal: nominal, beforeTrial: false, isAdjusted: adjusted)
             }
             referenceMagnitudes.add(abs(value))
             referenceValues.add(adjusted ? value - base : value)
@@ -738,9 +753,13 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// The yardstick's block return (raw): the latest scored reference block's, or the controller
     /// in charge's rate before the trial × a block's scored ticks (`beforeTrial`).
     public var referenceReturn: Double
-    /// The yardstick was the controller in charge's rate over the ticks before the trial (raw
-    /// rewards, twice the share): no reference block of the trial had been scored yet.
+    /// The yardstick was the controller in charge's rate over the ticks before the trial: no
+    /// reference block of the trial had been scored yet (raw rewards at twice the share, or
+    /// less their exogenous baseline at the share: `adjusted`).
     public var beforeTrial: Bool
+    /// The deficit was of rewards less their exogenous baseline (an adjusted trial, against its
+    /// reference block or the adjusted rate before it); false: raw (`deficit` = `rawDeficit`).
+    public var adjusted: Bool
     /// The pairs' spread was known (two pairs of the trial, or an earlier trial's); when not,
     /// the share was doubled.
     public var spreadKnown: Bool

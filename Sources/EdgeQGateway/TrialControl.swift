@@ -412,6 +412,11 @@ extension Gateway {
         if baseline == nil, case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
             d.trial?.setPriorReference(rate: d.inChargeRate.mean, tickSD: d.inChargeRate.standardDeviation,
                                        ticks: min(d.inChargeRate.count, inChargeSpan))
+        } else if baseline != nil, let prior = candidatePrior.withLock({ $0 }), prior.version == candidate.version {
+            // An adjusted trial: the same rate less the candidate's baseline, which the control
+            // queue read from the log when it handed the candidate over.
+            let p = prior.rate
+            d.trial?.setPriorReference(rate: p.rate, tickSD: p.tickSD, ticks: p.ticks, adjusted: (p.adjustedRate, p.adjustedTickSD))
         }
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
@@ -558,6 +563,8 @@ extension Gateway {
         let adjusted = baselineUse(m).evaluator != nil
         let found = map.learning.trial.earlyStop ? earlierTrialNoise(candidate: version, adjusted: adjusted) : nil
         candidateNoise.withLock { $0 = found }
+        let prior = adjusted ? adjustedRateBeforeTrial(m).map { (version: version, rate: $0) } : nil
+        candidatePrior.withLock { $0 = prior }
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
@@ -569,6 +576,30 @@ extension Gateway {
                                                              "trial.waiting_for_control": "\(mode != .control)"])
         // The status shows the trial at once (`trial_running`), not at the next periodic one.
         publishStatus()
+    }
+
+    /// Control queue: the stop-loss's yardstick before an adjusted trial's first reference block
+    /// — the controller in charge's reward per tick over its last block of scored ticks in the
+    /// log, raw and less the candidate's exogenous baseline (the log replayed through the
+    /// baseline's change filters, which settle over five of their longest time constant first).
+    /// Nil without a stop-loss, for episode blocks, without a usable baseline, with fewer than
+    /// half a block of the controller's ticks among the rows read, or when the log cannot be
+    /// read (said in the log: the candidate's first block then runs without a yardstick).
+    func adjustedRateBeforeTrial(_ m: ServedModel) -> RecentResidualRate? {
+        let c = map.learning.trial
+        guard c.stopLoss != nil, case .ticks = c.block, let model = m.baseline?.model, baselineUse(m).evaluator != nil else { return nil }
+        let span = inChargeSpan
+        let warmUp = Int((5 * (model.timeConstants.max() ?? 1)).rounded(.up))
+        let reference: ExogenousBaseline.Reference = servedVersion.map { .model(String($0)) } ?? .incumbent
+        do {
+            let rows = try log.transitions(window: .lastRows(warmUp + 2 * span))
+            return BaselineEvaluator.recentRate(model: model, loggedSignalNames: map.loggedSignalNames, rows: rows, reference: reference,
+                                                ticks: span, warmUp: warmUp, minimumTicks: max(2, span / 2))
+        } catch {
+            logger.warning("the stop-loss has no yardstick before the trial's first reference block: the log cannot be read",
+                           metadata: ["model.version": "\(m.version)", "error": "\(error)"])
+            return nil
+        }
     }
 
     /// Control queue: among the earlier trials on this device (the stored versions' `trial.json`,
@@ -796,8 +827,9 @@ extension Gateway {
                           + "(%d ticks into the block), more than the limit %.4g%@ (the larger of %.3g of a block's return%@ and the plant's spreads)",
                       stop.deficit, against, stop.scoredTicks, stop.blockTicks, stop.limit,
                       stop.lead > 0 ? String(format: " plus its lead over the pairs so far, %.4g,", stop.lead) : "",
-                      stop.share * (stop.beforeTrial ? SwitchbackTrial.priorShareFactor : 1) * (stop.spreadKnown ? 1 : SwitchbackTrial.unknownSpreadShareFactor),
-                      stop.beforeTrial ? ", raw rewards" : "")
+                      stop.share * (stop.beforeTrial && !stop.adjusted ? SwitchbackTrial.priorShareFactor : 1)
+                          * (stop.spreadKnown ? 1 : SwitchbackTrial.unknownSpreadShareFactor),
+                      stop.adjusted ? ", rewards less their exogenous baseline" : (stop.beforeTrial ? ", raw rewards" : ""))
     }
 
     /// The trial's figures as `trial.json`, its events and the status carry them; `noise`: the
@@ -837,7 +869,7 @@ extension Gateway {
                 .object(["block_ticks": .number(Double(h.blockTicks)), "scored_ticks": .number(Double(h.scoredTicks)),
                          "deficit": num(h.deficit), "limit": num(h.limit), "raw_deficit": num(h.rawDeficit),
                          "reference_block": num(h.referenceReturn),
-                         "before_trial": .bool(h.beforeTrial), "spread_known": .bool(h.spreadKnown),
+                         "before_trial": .bool(h.beforeTrial), "adjusted": .bool(h.adjusted), "spread_known": .bool(h.spreadKnown),
                          "lead": num(h.lead)])
             } ?? .null,
         ]

@@ -608,3 +608,59 @@ public struct BaselineError: Error, Sendable, Equatable, CustomStringConvertible
     /// The message.
     public var description: String { message }
 }
+
+/// The reference controller's reward per tick over a stretch of the log, raw and less its
+/// exogenous baseline (`BaselineEvaluator.recentRate`).
+public struct RecentResidualRate: Sendable, Equatable {
+    /// How many of the reference's ticks it is over.
+    public var ticks: Int
+    /// Their mean reward and its standard deviation.
+    public var rate: Double
+    public var tickSD: Double
+    /// Their mean of reward less the baseline's prediction, and its standard deviation.
+    public var adjustedRate: Double
+    public var adjustedTickSD: Double
+}
+
+extension BaselineEvaluator {
+    /// The rate of `reference` over its last `ticks` logged ticks among `rows` (id order, the
+    /// log's newest), raw and less the baseline: every row runs through the change filters in
+    /// order (the signals at its end, the tick its reward is observed at, as the decision
+    /// thread feeds them), and rows of the reference with a finite reward after the first
+    /// `warmUp` rows are counted (the filters have settled by then). Nil below `minimumTicks`
+    /// such rows. Allocates: off the decision thread.
+    public static func recentRate(model: ExogenousBaseline.Model, loggedSignalNames: [String], rows: [LoggedTransition],
+                                  reference: ExogenousBaseline.Reference, ticks: Int, warmUp: Int, minimumTicks: Int) -> RecentResidualRate? {
+        guard ticks >= 2, var evaluator = try? BaselineEvaluator(model: model, loggedSignalNames: loggedSignalNames) else { return nil }
+        var order: [[String]: [Int]] = [:]
+        var values = [Double](repeating: .nan, count: loggedSignalNames.count)
+        var pairs: [(reward: Double, baseline: Double)] = []
+        for (j, row) in rows.enumerated() {
+            let t = row.transition
+            for i in values.indices { values[i] = .nan }
+            if let names = row.signalNames, let next = t.nextSignals, next.count == names.count {
+                let index = order[names] ?? loggedSignalNames.map { names.firstIndex(of: $0) ?? -1 }
+                order[names] = index
+                for (i, k) in index.enumerated() where k >= 0 { values[i] = next[k] }
+            }
+            let b = evaluator.advance(values)
+            guard j >= warmUp, t.reward.isFinite, b.isFinite else { continue }
+            let mine: Bool
+            switch reference {
+            case .incumbent: mine = t.actor == .incumbent
+            case .model(let v): mine = t.mode == .control && t.modelVersion == v && t.actor != .incumbent
+            }
+            if mine { pairs.append((t.reward, b)) }
+        }
+        let last = pairs.suffix(ticks)
+        guard last.count >= max(2, minimumTicks) else { return nil }
+        func meanAndSD(_ x: [Double]) -> (Double, Double) {
+            let mean = x.reduce(0, +) / Double(x.count)
+            let ss = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
+            return (mean, (ss / Double(x.count - 1)).squareRoot())
+        }
+        let (rate, sd) = meanAndSD(last.map { $0.reward })
+        let (adjustedRate, adjustedSD) = meanAndSD(last.map { $0.reward - $0.baseline })
+        return RecentResidualRate(ticks: last.count, rate: rate, tickSD: sd, adjustedRate: adjustedRate, adjustedTickSD: adjustedSD)
+    }
+}

@@ -4,6 +4,7 @@ import EdgeQLog
 import EdgeQMQTT
 import EdgeQRetrain
 import EdgeQTestSupport
+import EdgeQTopicMap
 import Foundation
 import Testing
 
@@ -84,6 +85,59 @@ import Testing
             #expect(file["adjusted"] as? Bool == (adjust == "exogenous") && verdict["adjusted"] as? Bool == (adjust == "exogenous"), "\(file)")
             #expect(file["raw_ci_low"] != nil && file["cost"] is Double, "\(file)")
         }
+    }
+
+    /// The stop-loss in an adjusted trial whose candidate's block comes first: the yardstick is
+    /// the incumbent's rate over its last block in the gateway's log less the candidate's
+    /// baseline (the control queue replays the log through it when the trial starts), at the
+    /// share — so a candidate that loses 3.5 a tick below its baseline is stopped inside its first
+    /// block, and the verdict says the deficit was adjusted and measured before the trial.
+    @Test func anAdjustedTrialsFirstCandidateBlockIsMeasuredAgainstTheLogLessTheBaseline() throws {
+        let yaml = Self.mapping(adjust: "exogenous", block: 20)
+            .replacingOccurrences(of: "min_pairs: 2, max_pairs: 30,", with: "min_pairs: 2, max_pairs: 30, early_stop: false,")
+        let config = try TopicMap.parse(yaml: yaml, file: "test.yaml").learning.trial
+        #expect(config.stopLoss == 0.5 && config.earlyStop == false)
+        // Model 1 of a fresh store against the incumbent: a gateway seed that draws its block first.
+        let seed = try #require(try (UInt64(1)...64).first {
+            try SwitchbackTrial(config: config, seed: GatewaySeeds.trial($0, candidate: 1, reference: nil)).arm == .candidate
+        })
+        let h = try GatewayHarness(yaml: yaml) { $0.seed = seed }
+        defer { h.stop() }
+        // The incumbent always a0 (x ≈ 0.5); mild weather (y within ±0.2, a block's raw return
+        // −30 … +10): the baseline explains the reward's moves.
+        var rng = SeededGenerator(seed: 26)
+        var level = 0.0
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }) { p, action in
+            p.x = (action == 0 ? 0.5 : 4) + (rng.nextUnit() - 0.5) * 0.5
+            if rng.nextUnit() < 0.1 { level = 0.2 * (2 * rng.nextUnit() - 1) }
+            p.y = level
+        }
+        try plant.run(400)
+        try h.gateway.writer.flush(timeout: 10)
+        let rows = try ExperienceLog.open(path: h.gateway.log.path, create: false).transitions(window: .all)
+        let fitted = ExogenousBaseline.fit(signals: ["y"], rows: rows, reference: .incumbent, settings: .init(block: 20, burnIn: 0))
+        try #require(fitted.report.accepted, "\(fitted.report)")
+        let candidate = try storeModel(favouring: 1, for: h.map, in: h.dir.url)
+        #expect(candidate == 1)
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        try DurableFile.write(fitted.json(), to: store.baselineURL(candidate))
+
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        let before = plant.acted.count
+        try h.gateway.control.sync { try h.gateway.startTrial(candidate) }
+        try plant.run(until: { !trialEvents(h, "verdict").isEmpty })
+        let verdict = try #require(trialEvents(h, "verdict").first, "no verdict in \(plant.acted.count) ticks")
+        #expect(verdict["verdict"] as? String == "reject" && verdict["adjusted"] as? Bool == true && verdict["pairs"] as? Int == 0, "\(verdict)")
+        let hit = try #require(verdict["stop_loss_hit"] as? [String: Any], "\(verdict)")
+        #expect(hit["before_trial"] as? Bool == true && hit["adjusted"] as? Bool == true && hit["spread_known"] as? Bool == false, "\(hit)")
+        let deficit = try #require(hit["deficit"] as? Double), limit = try #require(hit["limit"] as? Double)
+        let scored = try #require(hit["scored_ticks"] as? Int)
+        // 3.5 a tick against a limit of one block's raw return (0.5 × 2, no pairs' spread yet).
+        #expect(deficit > limit && scored < 20 && abs(deficit - 3.5 * Double(scored)) < 0.25 * deficit, "\(hit)")
+        let reason = verdict["reason"] as? String ?? ""
+        #expect(reason.contains("the controller in charge's rate before the trial") && reason.contains("rewards less their exogenous baseline"), "\(reason)")
+        let candidateTicks = plant.acted.dropFirst(before).filter { $0 == .gateway(1) }.count
+        #expect(candidateTicks <= scored + 2, "the candidate acted \(candidateTicks) ticks, stopped after \(scored)")
     }
 
     /// A retraining on a log too short for the baseline's held-out check (300 ticks make 2

@@ -713,6 +713,56 @@ import Testing
         #expect(episodic.blocks.first.map { $0.arm == .candidate && $0.ticks == 50 } == true, "the first episode block cut short")
     }
 
+    /// In an adjusted trial the yardstick before the first reference block is the rate before
+    /// the trial less the exogenous baseline (`setPriorReference(…, adjusted:)`), at the share
+    /// (not twice it): conditions that made every controller's reward 3 a tick worse since then
+    /// do not stop an equal candidate — the raw rate would have, after about 60 ticks —, and a
+    /// wrecking one (3 a tick below its baseline) is stopped after about 30 scored ticks, its
+    /// deficit the adjusted one.
+    @Test func anAdjustedTrialMeasuresItsFirstBlockAgainstTheRateBeforeItLessTheBaseline() throws {
+        let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: 0.5)
+        let seeds = (UInt64(0)..<64).filter { (try? SwitchbackTrial(config: config, seed: $0).arm) == .candidate }.prefix(10)
+        #expect(seeds.count == 10)
+        // Before the trial: −1 a tick raw (sd 0.5), 0 less the baseline (sd 0.3). Now the
+        // baseline says −4 a tick for whoever acts.
+        func run(seed: UInt64, loss: Double, adjustedPrior: Bool) throws -> (TrialVerdict?, SwitchbackTrial) {
+            var trial = try SwitchbackTrial(config: config, seed: seed, adjusted: true)
+            trial.setPriorReference(rate: -1, tickSD: 0.5, ticks: 90, adjusted: adjustedPrior ? (0, 0.3) : nil)
+            var rng = SeededGenerator(seed: 7_000 + seed)
+            var verdict: TrialVerdict?
+            for _ in 0..<20_000 where verdict == nil {
+                let arm = trial.arm
+                let r = -4 + (arm == .candidate ? -loss : 0) + 0.3 * rng.nextGaussian()
+                if case .verdict(let v)? = trial.record(reward: r, baseline: -4, arm: arm, episodeEnded: false) { verdict = v }
+            }
+            return (verdict, trial)
+        }
+        for seed in seeds {
+            let (_, equal) = try run(seed: seed, loss: 0, adjustedPrior: true)
+            #expect(equal.summary.stopLoss == nil, "seed \(seed): \(equal.summary)")
+            let (_, raw) = try run(seed: seed, loss: 0, adjustedPrior: false)
+            let rawStop = try #require(raw.summary.stopLoss, "seed \(seed): the raw rate before the trial")
+            #expect(rawStop.beforeTrial && !rawStop.adjusted && rawStop.scoredTicks >= 55 && rawStop.scoredTicks <= 66, "seed \(seed): \(rawStop)")
+
+            let (verdict, wrecked) = try run(seed: seed, loss: 3, adjustedPrior: true)
+            let stop = try #require(wrecked.summary.stopLoss, "seed \(seed): \(wrecked.summary)")
+            #expect(verdict == .reject && stop.beforeTrial && stop.adjusted && !stop.spreadKnown && wrecked.blocks.isEmpty, "seed \(seed): \(stop)")
+            // 0.5 × 2 (no pairs' spread yet) × |−1 × 90|, passed at 3 a tick.
+            #expect(abs(stop.limit - 90) < 0.01 && stop.scoredTicks >= 28 && stop.scoredTicks <= 34, "seed \(seed): \(stop)")
+            // Raw, the block lost 6 a tick against −1: the cost counts that.
+            #expect(abs(stop.rawDeficit - 2 * stop.deficit) < 0.2 * stop.deficit && stop.referenceReturn == -90, "seed \(seed): \(stop)")
+        }
+        // An unadjusted trial ignores the adjusted figures: its yardstick is the raw rate.
+        var plain = try SwitchbackTrial(config: config, seed: try #require(seeds.first))
+        plain.setPriorReference(rate: -1, tickSD: 0.5, ticks: 90, adjusted: (0, 0.3))
+        var verdict: TrialVerdict?
+        for _ in 0..<100 where verdict == nil {
+            if case .verdict(let v)? = plain.record(reward: -4, arm: plain.arm, episodeEnded: false) { verdict = v }
+        }
+        let plainStop = try #require(plain.summary.stopLoss)
+        #expect(!plainStop.adjusted && abs(plainStop.limit - 180) < 0.01, "\(plainStop)")
+    }
+
     /// A resumed trial (after a restart) has no reference block's spread until a new one
     /// runs: its stop-loss waits for that block, then stops the wrecking candidate as before.
     @Test func aResumedTrialsStopLossWaitsForAFreshReferenceBlock() throws {

@@ -183,6 +183,50 @@ import Testing
         #expect(served.report.rows == "v2" && served.report.placeboPairs == 25 && served.report.accepted, "\(served.report)")
     }
 
+    /// The stop-loss's yardstick before an adjusted trial (`BaselineEvaluator.recentRate`, which
+    /// the gateway runs over the end of its log): over the last `ticks` rows of the controller in
+    /// charge only, its raw rate is those rows' mean reward, and its rate less the baseline is
+    /// what an evaluator fed every row in order (as the decision thread feeds it) predicts for
+    /// them — near 0 where the exogenous signals drive the reward, its tick spread down to the
+    /// noise's; too few of the controller's rows give none.
+    @Test func theRateBeforeATrialLessTheBaselineIsTheControllersOwnRowsResidual() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let map = try TopicMap.parse(yaml: Self.mapping.replacingOccurrences(of: "ADJUST", with: ""), file: "b.yaml")
+        let path = dir.appendingPathComponent("served.sqlite").path
+        // Blocks of 400 ticks alternate, the incumbent first: the last 400 rows are v2's.
+        try Self.writeLog(path: path, n: 4000, seed: 9, servedEvery: 400) { out, price, noise in -0.05 * out * price + 0.2 * noise }
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all)
+        for (reference, version) in [(ExogenousBaseline.Reference.model("2"), "2"), (.incumbent, nil)] {
+            let model = try #require(ExogenousBaseline.fit(map: map, rows: rows, reference: reference).usable)
+            let tail = Array(rows.suffix(1_200))
+            let r = try #require(BaselineEvaluator.recentRate(model: model, loggedSignalNames: map.loggedSignalNames, rows: tail,
+                                                              reference: reference, ticks: 300, warmUp: 100, minimumTicks: 150))
+            // By hand: the evaluator over the same rows, the reference's last 300 after the first 100.
+            var e = try BaselineEvaluator(model: model, loggedSignalNames: map.loggedSignalNames)
+            var mine: [(Double, Double)] = []
+            for (j, row) in tail.enumerated() {
+                let b = e.advance(try #require(row.transition.nextSignals))
+                let isMine = version.map { row.transition.modelVersion == $0 } ?? (row.transition.actor == .incumbent)
+                if j >= 100 && isMine { mine.append((row.transition.reward, b)) }
+            }
+            let last = mine.suffix(300)
+            #expect(r.ticks == 300 && last.count == 300)
+            let raw = last.map(\.0).reduce(0, +) / 300, adjusted = last.map { $0.0 - $0.1 }.reduce(0, +) / 300
+            #expect(abs(r.rate - raw) < 1e-9 && abs(r.adjustedRate - adjusted) < 1e-9, "\(r) against \(raw), \(adjusted)")
+            // Raw ±0.3 a tick by the weather of the stretch; less the baseline about 0, its tick
+            // spread down to the noise's 0.2.
+            #expect(abs(r.rate) > 0.2 && abs(r.adjustedRate) < 0.05, "\(r)")
+            #expect(r.adjustedTickSD < r.tickSD && r.adjustedTickSD > 0.17 && r.adjustedTickSD < 0.23, "\(r)")
+        }
+        // The incumbent's last 400 rows are 400 ticks before the end: 600 rows hold 200 of them.
+        let model = try #require(ExogenousBaseline.fit(map: map, rows: rows, reference: .incumbent).usable)
+        #expect(BaselineEvaluator.recentRate(model: model, loggedSignalNames: map.loggedSignalNames, rows: Array(rows.suffix(600)),
+                                             reference: .incumbent, ticks: 300, warmUp: 0, minimumTicks: 250) == nil)
+        #expect(BaselineEvaluator.recentRate(model: model, loggedSignalNames: map.loggedSignalNames, rows: Array(rows.suffix(600)),
+                                             reference: .incumbent, ticks: 300, warmUp: 0, minimumTicks: 150)?.ticks == 200)
+    }
+
     /// A `baseline.json` written before `needs_longer_log` was stored (the literal text of such a
     /// file) still loads: refused for too few rows it needs a longer log, refused for any other
     /// reason or accepted it does not; a file that has the field is read by the field.
