@@ -231,10 +231,15 @@ public final class Gateway: Sendable {
     /// The earlier trial's noise its trial's early stop may borrow, set with `candidateSlot`
     /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; nil: none).
     let candidateNoise = Mutex<EarlierTrialNoise?>(nil)
-    /// The controller in charge's rate before the trial, raw and less the candidate's exogenous
-    /// baseline, read from the log (`adjustedRateBeforeTrial`), set with `candidateSlot`: the
-    /// stop-loss's yardstick in an adjusted trial before its first reference block (nil: none).
-    let candidatePrior = Mutex<(version: Int, rate: RecentResidualRate)?>(nil)
+    /// The candidate's exogenous baseline warmed on the end of the log, and the controller in
+    /// charge's rate there raw and less it (`warmedBaseline`; the stop-loss's yardstick in an
+    /// adjusted trial before its first reference block), set with `candidateSlot` and taken by
+    /// the decision thread when it picks the candidate up (nil: none; the trial then starts its
+    /// baseline at rest).
+    let candidateBaseline = Mutex<(version: Int, evaluator: BaselineEvaluator, rate: RecentResidualRate?)?>(nil)
+    /// The served model's exogenous baseline warmed on the end of the log, for its guard; set
+    /// with `served` and taken by the decision thread when it picks the model up.
+    let servedBaseline = Mutex<(version: Int, evaluator: BaselineEvaluator)?>(nil)
     let candidateGeneration = Atomic<Int>(0)
     /// The controller before the served model (the guard's control group; nil: the incumbent).
     let previousController = Mutex<ServedModel?>(nil)

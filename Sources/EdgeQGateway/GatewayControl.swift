@@ -268,6 +268,8 @@ extension Gateway {
         restoredGuard.withLock { $0 = nil }
         if let m { try? FileManager.default.removeItem(at: store.guardURL(m.version)) }
         previousController.withLock { $0 = previous }
+        let warmed = m.flatMap { m in warmedBaseline(m, rateOf: nil).map { (version: m.version, evaluator: $0.evaluator) } }
+        servedBaseline.withLock { $0 = warmed }
         served.withLock { $0 = m }
         servedGeneration.add(1, ordering: .releasing)
         metrics.modelVersion.set(Double(m?.version ?? 0))
@@ -331,6 +333,8 @@ extension Gateway {
                     previousController.withLock { $0 = recordedControlGroupAtStart(served: v) }
                     restoredGuard.withLock { $0 = GuardRecord.load(from: store.guardURL(v)) }
                 }
+                let warmed = warmedBaseline(m, rateOf: nil).map { (version: v, evaluator: $0.evaluator) }
+                servedBaseline.withLock { $0 = warmed }
                 served.withLock { $0 = m }
                 servedGeneration.add(1, ordering: .releasing)
                 metrics.modelVersion.set(Double(v))

@@ -357,7 +357,13 @@ extension Gateway {
         }
         endTrial(&d)
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
-        let baseline = baselineUse(candidate).evaluator
+        // The baseline the control queue warmed on the log for this candidate (taken, so the
+        // decision thread holds the only copy), else one at rest.
+        let warmed = candidateBaseline.withLock { w -> (version: Int, evaluator: BaselineEvaluator, rate: RecentResidualRate?)? in
+            defer { w = nil }
+            return w
+        }.flatMap { $0.version == candidate.version ? $0 : nil }
+        let baseline = warmed?.evaluator ?? baselineUse(candidate).evaluator
         let resuming = resumingTrial.withLock { r -> TrialRecord? in defer { r = nil }; return r }
         // The earlier trial's noise, measured with the blocks and adjustment this trial runs
         // with (`beginTrial` found it with the same `baselineUse` of the same candidate).
@@ -412,10 +418,9 @@ extension Gateway {
         if baseline == nil, case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
             d.trial?.setPriorReference(rate: d.inChargeRate.mean, tickSD: d.inChargeRate.standardDeviation,
                                        ticks: min(d.inChargeRate.count, inChargeSpan))
-        } else if baseline != nil, let prior = candidatePrior.withLock({ $0 }), prior.version == candidate.version {
+        } else if baseline != nil, let p = warmed?.rate {
             // An adjusted trial: the same rate less the candidate's baseline, which the control
             // queue read from the log when it handed the candidate over.
-            let p = prior.rate
             d.trial?.setPriorReference(rate: p.rate, tickSD: p.tickSD, ticks: p.ticks, adjusted: (p.adjustedRate, p.adjustedTickSD))
         }
         d.trialEngine = candidate.model.makeEngine(options.precision)
@@ -475,8 +480,14 @@ extension Gateway {
         if d.engine != nil {
             do {
                 // The served model's baseline was fitted on the log of the controller before it:
-                // the guard's control group.
-                let baseline = baselineUse(d.engineModel).evaluator
+                // the guard's control group. Warmed on the log by the control queue when it
+                // handed the model over (taken: the only copy), else at rest.
+                let version = d.engineModel?.version
+                let warmed = servedBaseline.withLock { w -> (version: Int, evaluator: BaselineEvaluator)? in
+                    defer { w = nil }
+                    return w
+                }.flatMap { $0.version == version ? $0.evaluator : nil }
+                let baseline = warmed ?? baselineUse(d.engineModel).evaluator
                 // The trial that promoted it measured the guard's own contrast when its reference
                 // is the control group and it adjusted as the guard will: borrow its noise.
                 let trial = d.engineModel?.promotingTrial
@@ -563,8 +574,18 @@ extension Gateway {
         let adjusted = baselineUse(m).evaluator != nil
         let found = map.learning.trial.earlyStop ? earlierTrialNoise(candidate: version, adjusted: adjusted) : nil
         candidateNoise.withLock { $0 = found }
-        let prior = adjusted ? adjustedRateBeforeTrial(m).map { (version: version, rate: $0) } : nil
-        candidatePrior.withLock { $0 = prior }
+        let warmed = adjusted ? warmedBaseline(m, rateOf: servedVersion.map { .model(String($0)) } ?? .incumbent) : nil
+        candidateBaseline.withLock { $0 = warmed.map { (version: version, evaluator: $0.evaluator, rate: $0.rate) } }
+        if adjusted, map.learning.trial.stopLoss != nil, case .ticks = map.learning.trial.block {
+            if let p = warmed?.rate {
+                logger.info("until the trial's first reference block is scored, the stop-loss measures the candidate against the controller in charge's last block in the log, less the candidate's exogenous baseline",
+                            metadata: ["model.version": "\(version)", "trial.prior_ticks": "\(p.ticks)", "trial.prior_rate": "\(p.rate)",
+                                       "trial.prior_adjusted_rate": "\(p.adjustedRate)", "trial.prior_adjusted_tick_sd": "\(p.adjustedTickSD)"])
+            } else {
+                logger.info("the stop-loss has no yardstick until the trial's first reference block is scored: the end of the log holds less than half a block of the controller in charge's ticks, or could not be read",
+                            metadata: ["model.version": "\(version)"])
+            }
+        }
         candidateSlot.withLock { $0 = m }
         candidateGeneration.add(1, ordering: .releasing)
         let reference = servedVersion
@@ -578,26 +599,25 @@ extension Gateway {
         publishStatus()
     }
 
-    /// Control queue: the stop-loss's yardstick before an adjusted trial's first reference block
-    /// — the controller in charge's reward per tick over its last block of scored ticks in the
-    /// log, raw and less the candidate's exogenous baseline (the log replayed through the
-    /// baseline's change filters, which settle over five of their longest time constant first).
-    /// Nil without a stop-loss, for episode blocks, without a usable baseline, with fewer than
-    /// half a block of the controller's ticks among the rows read, or when the log cannot be
-    /// read (said in the log: the candidate's first block then runs without a yardstick).
-    func adjustedRateBeforeTrial(_ m: ServedModel) -> RecentResidualRate? {
-        let c = map.learning.trial
-        guard c.stopLoss != nil, case .ticks = c.block, let model = m.baseline?.model, baselineUse(m).evaluator != nil else { return nil }
+    /// Control queue: `m`'s exogenous baseline run over the end of the log (`BaselineEvaluator.replay`:
+    /// its change filters settled, where the decision thread goes on from), and — for the
+    /// stop-loss's yardstick before an adjusted trial's first reference block — the rate of the
+    /// controller `rateOf` over its last block of scored ticks there, raw and less the baseline
+    /// (at least half a block of them, else none). The writer is flushed first, so the log ends
+    /// near the tick the trial or guard starts at. Nil without a usable baseline or when the log
+    /// cannot be read (said in the log: the baseline then starts at rest).
+    func warmedBaseline(_ m: ServedModel?, rateOf: ExogenousBaseline.Reference?) -> (evaluator: BaselineEvaluator, rate: RecentResidualRate?)? {
+        guard var evaluator = baselineUse(m).evaluator else { return nil }
         let span = inChargeSpan
-        let warmUp = Int((5 * (model.timeConstants.max() ?? 1)).rounded(.up))
-        let reference: ExogenousBaseline.Reference = servedVersion.map { .model(String($0)) } ?? .incumbent
+        let warmUp = evaluator.warmUpRows
         do {
+            try? writer.flush(timeout: 2)
             let rows = try log.transitions(window: .lastRows(warmUp + 2 * span))
-            return BaselineEvaluator.recentRate(model: model, loggedSignalNames: map.loggedSignalNames, rows: rows, reference: reference,
-                                                ticks: span, warmUp: warmUp, minimumTicks: max(2, span / 2))
+            let rate = evaluator.replay(rows, reference: rateOf, ticks: span, warmUp: warmUp, minimumTicks: max(2, span / 2))
+            return (evaluator, rate)
         } catch {
-            logger.warning("the stop-loss has no yardstick before the trial's first reference block: the log cannot be read",
-                           metadata: ["model.version": "\(m.version)", "error": "\(error)"])
+            logger.warning("the exogenous baseline starts at rest: the log cannot be read to run it over the ticks before",
+                           metadata: ["model.version": "\(m.map { String($0.version) } ?? "none")", "error": "\(error)"])
             return nil
         }
     }

@@ -541,6 +541,8 @@ extension ExogenousBaseline.Model {
 public struct BaselineEvaluator: Sendable {
     /// The baseline it evaluates.
     public let model: ExogenousBaseline.Model
+    /// The names of the values `advance` is fed, in order.
+    public let loggedSignalNames: [String]
     /// Where each exogenous signal sits in the values fed (`TopicMap.loggedSignals` order).
     private let index: [Int]
     private let decays: [Double]
@@ -570,6 +572,7 @@ public struct BaselineEvaluator: Sendable {
             throw BaselineError(message: "the baseline's weights do not match its signals (\(k) signals, \(model.weights.count) weights): the file is damaged; the trial runs unadjusted")
         }
         self.model = model
+        self.loggedSignalNames = loggedSignalNames
         self.index = index
         decays = model.timeConstants.map { exp(-1 / $0) }
         values = [Double](repeating: .nan, count: k)
@@ -623,15 +626,20 @@ public struct RecentResidualRate: Sendable, Equatable {
 }
 
 extension BaselineEvaluator {
-    /// The rate of `reference` over its last `ticks` logged ticks among `rows` (id order, the
-    /// log's newest), raw and less the baseline: every row runs through the change filters in
-    /// order (the signals at its end, the tick its reward is observed at, as the decision
-    /// thread feeds them), and rows of the reference with a finite reward after the first
-    /// `warmUp` rows are counted (the filters have settled by then). Nil below `minimumTicks`
-    /// such rows. Allocates: off the decision thread.
-    public static func recentRate(model: ExogenousBaseline.Model, loggedSignalNames: [String], rows: [LoggedTransition],
-                                  reference: ExogenousBaseline.Reference, ticks: Int, warmUp: Int, minimumTicks: Int) -> RecentResidualRate? {
-        guard ticks >= 2, var evaluator = try? BaselineEvaluator(model: model, loggedSignalNames: loggedSignalNames) else { return nil }
+    /// Runs the log's `rows` (id order, ending with its newest) through the change filters, as
+    /// the decision thread would have fed them tick by tick (each row's signals at its end, the
+    /// tick its reward is observed at): the evaluator then goes on from the log's end with its
+    /// filters settled, not from rest. A trial's or guard's first block is otherwise scored while
+    /// the slowest filter still climbs (its time constant is the burn-in): on the thermal zone's
+    /// shadow log, a baseline started at rest summed its first block's scored ticks off by 2.8
+    /// (sd) from one that had run before, where the adjusted pair differences spread by 3.8.
+    ///
+    /// Returns the rate of `reference` over its last `ticks` rows among them with a finite
+    /// reward, after the first `warmUp` rows (the filters settle over about five of their
+    /// longest time constant): raw and less the baseline — nil with fewer than `minimumTicks`
+    /// (or 2) such rows, or without a `reference`. Allocates: off the decision thread.
+    public mutating func replay(_ rows: [LoggedTransition], reference: ExogenousBaseline.Reference?, ticks: Int,
+                                warmUp: Int, minimumTicks: Int) -> RecentResidualRate? {
         var order: [[String]: [Int]] = [:]
         var values = [Double](repeating: .nan, count: loggedSignalNames.count)
         var pairs: [(reward: Double, baseline: Double)] = []
@@ -643,8 +651,8 @@ extension BaselineEvaluator {
                 order[names] = index
                 for (i, k) in index.enumerated() where k >= 0 { values[i] = next[k] }
             }
-            let b = evaluator.advance(values)
-            guard j >= warmUp, t.reward.isFinite, b.isFinite else { continue }
+            let b = advance(values)
+            guard let reference, j >= warmUp, t.reward.isFinite, b.isFinite else { continue }
             let mine: Bool
             switch reference {
             case .incumbent: mine = t.actor == .incumbent
@@ -652,7 +660,7 @@ extension BaselineEvaluator {
             }
             if mine { pairs.append((t.reward, b)) }
         }
-        let last = pairs.suffix(ticks)
+        let last = pairs.suffix(max(0, ticks))
         guard last.count >= max(2, minimumTicks) else { return nil }
         func meanAndSD(_ x: [Double]) -> (Double, Double) {
             let mean = x.reduce(0, +) / Double(x.count)
@@ -662,5 +670,11 @@ extension BaselineEvaluator {
         let (rate, sd) = meanAndSD(last.map { $0.reward })
         let (adjustedRate, adjustedSD) = meanAndSD(last.map { $0.reward - $0.baseline })
         return RecentResidualRate(ticks: last.count, rate: rate, tickSD: sd, adjustedRate: adjustedRate, adjustedTickSD: adjustedSD)
+    }
+
+    /// Rows to read from the end of the log to warm the filters: five of their longest time
+    /// constant (e^−5 of the state at rest is left).
+    public var warmUpRows: Int {
+        Int((5 * (model.timeConstants.max() ?? 1)).rounded(.up))
     }
 }

@@ -201,7 +201,8 @@ struct ModelsCommand: ParsableCommand {
             }
             if let hit = t["stop_loss_hit"] as? [String: Any] {
                 func f(_ k: String) -> String { (hit[k] as? NSNumber).map { String(format: "%.4g", $0.doubleValue) } ?? "?" }
-                let against = hit["before_trial"] as? Bool == true ? "the controller in charge's rate before the trial" : "the reference's latest block"
+                let against = (hit["before_trial"] as? Bool == true ? "the controller in charge's rate before the trial" : "the reference's latest block")
+                    + (hit["adjusted"] as? Bool == true ? " (rewards less their exogenous baseline)" : "")
                 lines.append("           stop-loss: the candidate's block had lost \(f("deficit")) against \(against) "
                              + "after \(f("scored_ticks")) scored ticks (limit \(f("limit"))): rejected inside the block")
             }

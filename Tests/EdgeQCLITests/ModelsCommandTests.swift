@@ -115,6 +115,17 @@ import Testing
         #expect(stopped.stdout.contains("trial      reject against incumbent: stop-loss: the candidate's block had lost 61.2"), "\(stopped.stdout)")
         #expect(stopped.stdout.contains("stop-loss: the candidate's block had lost 61.2 against the reference's latest block after 76 scored ticks (limit 57.5): rejected inside the block"),
                 "\(stopped.stdout)")
+        // Stopped in its first block of an adjusted trial, against the rate before it less the baseline.
+        try Data(#"""
+            {"version":1,"reference":"incumbent","verdict":"reject","pairs":0,"ticks":200,"confidence":0.95,"adjusted":true,
+             "reason":"stop-loss: the candidate's block had lost 40.5 against the controller in charge's rate before the trial after 56 scored ticks (200 ticks into the block), more than the limit 38 (the larger of 1 of a block's return, rewards less their exogenous baseline, and the plant's spreads)",
+             "stop_loss":0.5,"stop_loss_hit":{"block_ticks":200,"scored_ticks":56,"deficit":40.5,"limit":38,"raw_deficit":52.1,"before_trial":true,"adjusted":true},
+             "candidate_mean":null,"reference_mean":null,"cost":52.1,"cost_share":0.9}
+            """#.utf8).write(to: store.trialURL(1))
+        let first = try EdgeQBinary.run(["models", "show", "1", "--data", data.path])
+        #expect(first.code == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("stop-loss: the candidate's block had lost 40.5 against the controller in charge's rate before the trial "
+                                      + "(rewards less their exogenous baseline) after 56 scored ticks (limit 38): rejected inside the block"), "\(first.stdout)")
         let futile = try EdgeQBinary.run(["models", "show", "2", "--data", data.path])
         #expect(futile.code == 0, "\(futile.stderr)")
         #expect(futile.stdout.contains("trial      futile against v1"), "\(futile.stdout)")

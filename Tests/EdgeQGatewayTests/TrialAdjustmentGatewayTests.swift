@@ -87,6 +87,53 @@ import Testing
         }
     }
 
+    /// The trial's baseline goes on from the end of the gateway's log (the control queue runs it
+    /// over the log's last rows when the trial starts), not from rest: the first block's baseline
+    /// sum in the trial's record is what an evaluator fed every logged row in order predicts for
+    /// that block's rows — which one started at the trial's first tick does not.
+    @Test func theTrialsBaselineGoesOnFromTheLogNotFromRest() throws {
+        let yaml = Self.mapping(adjust: "exogenous", block: 20).replacingOccurrences(of: "min_pairs: 2,", with: "min_pairs: 4,")
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        let plant = ClosedLoop(h, incumbent: Self.randomIncumbent(seed: 45), dynamics: Self.weatherPlant(seed: 46))
+        try plant.run(400)
+        try h.gateway.writer.flush(timeout: 10)
+        let before = try ExperienceLog.open(path: h.gateway.log.path, create: false).transitions(window: .all)
+        let fitted = ExogenousBaseline.fit(signals: ["y"], rows: before, reference: .incumbent, settings: .init(block: 20, burnIn: 0))
+        try #require(fitted.report.accepted, "\(fitted.report)")
+        let model = try #require(fitted.usable)
+        let candidate = try storeModel(favouring: 0, for: h.map, in: h.dir.url)
+        let store = try ModelStore(dataDirectory: h.dir.url)
+        try DurableFile.write(fitted.json(), to: store.baselineURL(candidate))
+        #expect(try h.ask("mode", #"{"mode":"control"}"#)["ok"] as? Bool == true)
+        try h.gateway.writer.flush(timeout: 10)
+        let n = try ExperienceLog.open(path: h.gateway.log.path, create: false).transitions(window: .all).count
+        try h.gateway.control.sync { try h.gateway.startTrial(candidate) }
+        try plant.run(until: { FileManager.default.fileExists(atPath: store.runningTrialURL(candidate).path) || !trialEvents(h, "verdict").isEmpty })
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: store.runningTrialURL(candidate))) as? [String: Any])
+        let first = try #require((record["blocks"] as? [[String: Any]])?.first, "\(record)")
+        let recorded = try #require(first["baseline"] as? Double)
+        #expect(first["ticks"] as? Int == 20 && first["skipped"] as? Int == 0, "\(first)")
+        try h.gateway.writer.flush(timeout: 10)
+        let rows = try ExperienceLog.open(path: h.gateway.log.path, create: false).transitions(window: .all)
+        try #require(rows.count >= n + 21)
+        // Row n closed at the trial's first tick (opened before it: not the trial's); rows
+        // n+1 … n+20 are its first block.
+        var warm = try BaselineEvaluator(model: model, loggedSignalNames: h.map.loggedSignalNames)
+        var rest = try BaselineEvaluator(model: model, loggedSignalNames: h.map.loggedSignalNames)
+        var warmSum = 0.0, restSum = 0.0
+        for (j, row) in rows.prefix(n + 21).enumerated() {
+            let next = try #require(row.transition.nextSignals)
+            let w = warm.advance(next)
+            if j >= n {
+                let r = rest.advance(next)
+                if j > n { warmSum += w; restSum += r }
+            }
+        }
+        #expect(abs(recorded - warmSum) < 1e-6, "the trial's first block baseline \(recorded), warm \(warmSum), at rest \(restSum)")
+        #expect(abs(restSum - warmSum) > 1e-3, "at rest and warm agree: the test cannot tell them apart (\(restSum))")
+    }
+
     /// The stop-loss in an adjusted trial whose candidate's block comes first: the yardstick is
     /// the incumbent's rate over its last block in the gateway's log less the candidate's
     /// baseline (the control queue replays the log through it when the trial starts), at the

@@ -175,7 +175,10 @@ enum GeneralizeBench {
                 let block = (hit["reference_block"] as? NSNumber)?.doubleValue ?? 0
                 let share = block != 0 ? String(format: "%.0f%%", 100 * lost / abs(block)) : "?"
                 let yardstick = hit["before_trial"] as? Bool == true ? "a block at the rate before the trial" : "the reference's latest block"
-                stopped = "; stopped by the stop-loss after \(ticks) scored ticks, lost \(String(format: "%.4g", lost)) (\(share) of \(yardstick))"
+                // The share is raw; an adjusted stop decided on its deficit less the baseline.
+                let adjusted = hit["adjusted"] as? Bool == true
+                    ? (hit["deficit"] as? NSNumber).map { String(format: "; %.4g less the baseline", $0.doubleValue) } ?? "" : ""
+                stopped = "; stopped by the stop-loss after \(ticks) scored ticks, lost \(String(format: "%.4g", lost)) (\(share) of \(yardstick)\(adjusted))"
             }
             return "\(v) \(verdict) after \(pairs) pairs (Δ \(delta) a block, \(pct) of the reference's block return; \(how)\(stopped))"
         }.joined(separator: "; ")
