@@ -31,9 +31,6 @@ struct DecisionState {
     var trialReference: ServedModel?
     /// The earlier trial's noise the running trial's early stop pools (for its record).
     var trialNoise: EarlierTrialNoise?
-    /// The reward per tick of whoever is in charge outside trials, over about a block of ticks:
-    /// the trial stop-loss's yardstick until a trial's first reference block (TrialControl.swift).
-    var inChargeRate = RecentRate()
     /// The candidate's exogenous baseline, run every tick of its trial (nil: the trial is not
     /// adjusted); set up when the trial starts, so a tick allocates nothing for it.
     var trialBaseline: BaselineEvaluator?
@@ -146,24 +143,3 @@ struct DecisionState {
     }
 }
 
-/// The mean and spread of the most recent rewards: exact over the first `span` of them, then an
-/// exponential mean with weight 1 / `span` (about the last `span`). No storage per reward: it
-/// runs on the decision thread.
-struct RecentRate {
-    private(set) var count = 0
-    private(set) var mean = 0.0
-    private var meanOfSquares = 0.0
-
-    /// Adds one reward.
-    mutating func add(_ reward: Double, span: Int) {
-        count += 1
-        let w = 1 / Double(min(count, max(1, span)))
-        mean += w * (reward - mean)
-        meanOfSquares += w * (reward * reward - meanOfSquares)
-    }
-
-    /// The rewards' standard deviation (0 below two).
-    var standardDeviation: Double {
-        count < 2 ? 0 : max(0, meanOfSquares - mean * mean).squareRoot()
-    }
-}

@@ -231,12 +231,12 @@ public final class Gateway: Sendable {
     /// The earlier trial's noise its trial's early stop may borrow, set with `candidateSlot`
     /// (`earlierTrialNoise`, for the adjustment the candidate's baseline gives; nil: none).
     let candidateNoise = Mutex<EarlierTrialNoise?>(nil)
-    /// The candidate's exogenous baseline warmed on the end of the log, and the controller in
-    /// charge's rate there raw and less it (`warmedBaseline`; the stop-loss's yardstick in an
-    /// adjusted trial before its first reference block), set with `candidateSlot` and taken by
-    /// the decision thread when it picks the candidate up (nil: none; the trial then starts its
-    /// baseline at rest).
-    let candidateBaseline = Mutex<(version: Int, evaluator: BaselineEvaluator, rate: RecentResidualRate?)?>(nil)
+    /// What the control queue read from the end of the log for the candidate's trial
+    /// (`trialStart`): its exogenous baseline warmed there (nil: none, or at rest) and the
+    /// controller in charge's rate over its last block of scored ticks, raw and less that
+    /// baseline (the stop-loss's yardstick before the trial's first reference block; nil: none).
+    /// Set with `candidateSlot`, taken by the decision thread when it picks the candidate up.
+    let candidateStart = Mutex<(version: Int, evaluator: BaselineEvaluator?, rate: RecentResidualRate?)?>(nil)
     /// The served model's exogenous baseline warmed on the end of the log, for its guard; set
     /// with `served` and taken by the decision thread when it picks the model up.
     let servedBaseline = Mutex<(version: Int, evaluator: BaselineEvaluator)?>(nil)

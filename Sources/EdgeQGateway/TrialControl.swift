@@ -93,9 +93,6 @@ extension Gateway {
         let guardBase = d.guardBaseline?.advance(d.core.signals) ?? 0
         defer { beginNoveltyProbation(&d) }
         watchConditions(&d, closedRole: closedRole)
-        // Outside a trial, every reward goes to the controller in charge's recent rate (the trial
-        // stop-loss's yardstick until its first reference block).
-        if d.trial == nil, let r = out.closed?.reward, r.isFinite { d.inChargeRate.add(r, span: inChargeSpan) }
         guard let role = closedRole else { return }
         let ended = out.closed.map { $0.terminal || $0.truncated } ?? out.episodeEnded
         let reward = out.closed?.reward
@@ -294,7 +291,7 @@ extension Gateway {
         }
     }
 
-    /// The span of the controller in charge's recent rate (`DecisionState.inChargeRate`): a
+    /// The ticks the stop-loss's yardstick before a trial is measured over (`trialStart`): a
     /// block's scored ticks (1 for episode blocks, where it is not used).
     var inChargeSpan: Int {
         let c = map.learning.trial
@@ -357,13 +354,13 @@ extension Gateway {
         }
         endTrial(&d)
         guard let candidate = candidateSlot.withLock({ $0 }) else { return }
-        // The baseline the control queue warmed on the log for this candidate (taken, so the
-        // decision thread holds the only copy), else one at rest.
-        let warmed = candidateBaseline.withLock { w -> (version: Int, evaluator: BaselineEvaluator, rate: RecentResidualRate?)? in
+        // What the control queue read from the log for this candidate (taken, so the decision
+        // thread holds the only copy of the baseline): the baseline warmed there, else at rest.
+        let start = candidateStart.withLock { w -> (version: Int, evaluator: BaselineEvaluator?, rate: RecentResidualRate?)? in
             defer { w = nil }
             return w
         }.flatMap { $0.version == candidate.version ? $0 : nil }
-        let baseline = warmed?.evaluator ?? baselineUse(candidate).evaluator
+        let baseline = start?.evaluator ?? baselineUse(candidate).evaluator
         let resuming = resumingTrial.withLock { r -> TrialRecord? in defer { r = nil }; return r }
         // The earlier trial's noise, measured with the blocks and adjustment this trial runs
         // with (`beginTrial` found it with the same `baselineUse` of the same candidate).
@@ -411,17 +408,13 @@ extension Gateway {
             control.async { self.trialResumed(candidate: candidate, reference: reference, pairs: n, summary, noise: resumedNoise) }
         }
         // The stop-loss's yardstick until the trial's first reference block: the controller in
-        // charge's rate over about a block of ticks before it — for an unadjusted trial only: where
-        // the exogenous signals move the reward (the trial is adjusted), raw rewards of another
-        // stretch of time are no yardstick (the heater: a candidate stopped at two blocks "lost"
-        // whose pairs spread by three blocks raw).
-        if baseline == nil, case .ticks = map.learning.trial.block, d.inChargeRate.count >= max(2, inChargeSpan / 2) {
-            d.trial?.setPriorReference(rate: d.inChargeRate.mean, tickSD: d.inChargeRate.standardDeviation,
-                                       ticks: min(d.inChargeRate.count, inChargeSpan))
-        } else if baseline != nil, let p = warmed?.rate {
-            // An adjusted trial: the same rate less the candidate's baseline, which the control
-            // queue read from the log when it handed the candidate over.
-            d.trial?.setPriorReference(rate: p.rate, tickSD: p.tickSD, ticks: p.ticks, adjusted: (p.adjustedRate, p.adjustedTickSD))
+        // charge's rate over its last block of scored ticks in the log — raw in an unadjusted
+        // trial, less the candidate's baseline in an adjusted one (where the exogenous signals
+        // move the reward, raw rewards of another stretch of time are no yardstick: on the heater
+        // a candidate was stopped at two blocks "lost" whose pairs spread by three blocks raw).
+        if let p = start?.rate {
+            d.trial?.setPriorReference(rate: p.rate, tickSD: p.tickSD, ticks: p.ticks,
+                                       adjusted: baseline != nil ? (p.adjustedRate, p.adjustedTickSD) : nil)
         }
         d.trialEngine = candidate.model.makeEngine(options.precision)
         d.trialReference = d.engineModel
@@ -574,13 +567,14 @@ extension Gateway {
         let adjusted = baselineUse(m).evaluator != nil
         let found = map.learning.trial.earlyStop ? earlierTrialNoise(candidate: version, adjusted: adjusted) : nil
         candidateNoise.withLock { $0 = found }
-        let warmed = adjusted ? warmedBaseline(m, rateOf: servedVersion.map { .model(String($0)) } ?? .incumbent) : nil
-        candidateBaseline.withLock { $0 = warmed.map { (version: version, evaluator: $0.evaluator, rate: $0.rate) } }
-        if adjusted, map.learning.trial.stopLoss != nil, case .ticks = map.learning.trial.block {
-            if let p = warmed?.rate {
-                logger.info("until the trial's first reference block is scored, the stop-loss measures the candidate against the controller in charge's last block in the log, less the candidate's exogenous baseline",
+        let start = trialStart(m, adjusted: adjusted)
+        candidateStart.withLock { $0 = (version: version, evaluator: start.evaluator, rate: start.rate) }
+        if map.learning.trial.stopLoss != nil, case .ticks = map.learning.trial.block {
+            if let p = start.rate {
+                let how = adjusted ? ", less the candidate's exogenous baseline" : " (raw rewards, twice the share)"
+                logger.info("until the trial's first reference block is scored, the stop-loss measures the candidate against the controller in charge's last block in the log\(how)",
                             metadata: ["model.version": "\(version)", "trial.prior_ticks": "\(p.ticks)", "trial.prior_rate": "\(p.rate)",
-                                       "trial.prior_adjusted_rate": "\(p.adjustedRate)", "trial.prior_adjusted_tick_sd": "\(p.adjustedTickSD)"])
+                                       "trial.prior_adjusted_rate": "\(adjusted ? "\(p.adjustedRate)" : "-")"])
             } else {
                 logger.info("the stop-loss has no yardstick until the trial's first reference block is scored: the end of the log holds less than half a block of the controller in charge's ticks, or could not be read",
                             metadata: ["model.version": "\(version)"])
@@ -597,6 +591,27 @@ extension Gateway {
                                                              "trial.waiting_for_control": "\(mode != .control)"])
         // The status shows the trial at once (`trial_running`), not at the next periodic one.
         publishStatus()
+    }
+
+    /// Control queue, when `m`'s trial starts: its exogenous baseline warmed on the end of the
+    /// log (`warmedBaseline`; nil unless `adjusted`) and the controller in charge's rate there —
+    /// less that baseline too when adjusted; raw, from the log's last two blocks of rows, when
+    /// not (and only for tick blocks with a stop-loss: the rate is its yardstick).
+    func trialStart(_ m: ServedModel, adjusted: Bool) -> (evaluator: BaselineEvaluator?, rate: RecentResidualRate?) {
+        let inCharge: ExogenousBaseline.Reference = servedVersion.map { .model(String($0)) } ?? .incumbent
+        if adjusted { return warmedBaseline(m, rateOf: inCharge).map { ($0.evaluator, $0.rate) } ?? (nil, nil) }
+        let c = map.learning.trial
+        guard c.stopLoss != nil, case .ticks = c.block else { return (nil, nil) }
+        let span = inChargeSpan
+        do {
+            try? writer.flush(timeout: 2)
+            let rows = try log.transitions(window: .lastRows(2 * span))
+            return (nil, RecentResidualRate.of(rows, baseline: nil, reference: inCharge, ticks: span, minimumTicks: max(2, span / 2)))
+        } catch {
+            logger.warning("the stop-loss has no yardstick before the trial's first reference block: the log cannot be read",
+                           metadata: ["model.version": "\(m.version)", "error": "\(error)"])
+            return (nil, nil)
+        }
     }
 
     /// Control queue: `m`'s exogenous baseline run over the end of the log (`BaselineEvaluator.replay`:

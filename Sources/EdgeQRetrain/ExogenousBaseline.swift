@@ -620,9 +620,42 @@ public struct RecentResidualRate: Sendable, Equatable {
     /// Their mean reward and its standard deviation.
     public var rate: Double
     public var tickSD: Double
-    /// Their mean of reward less the baseline's prediction, and its standard deviation.
+    /// Their mean of reward less the baseline's prediction, and its standard deviation (the raw
+    /// figures when there is no baseline).
     public var adjustedRate: Double
     public var adjustedTickSD: Double
+}
+
+extension RecentResidualRate {
+    /// The rate of the controller `reference` over its last `ticks` rows among `rows` (id order)
+    /// with a finite reward, from index `from` on: raw, and less `baseline` (the baseline's
+    /// prediction for each of `rows`; nil: none, the "adjusted" figures are the raw ones). Nil
+    /// with fewer than `minimumTicks` (or 2) such rows.
+    public static func of(_ rows: [LoggedTransition], baseline: [Double]?, reference: ExogenousBaseline.Reference, ticks: Int,
+                          from: Int = 0, minimumTicks: Int) -> RecentResidualRate? {
+        var pairs: [(reward: Double, baseline: Double)] = []
+        for (j, row) in rows.enumerated() where j >= from {
+            let t = row.transition
+            let b = baseline.map { j < $0.count ? $0[j] : .nan } ?? 0
+            guard t.reward.isFinite, b.isFinite else { continue }
+            let mine: Bool
+            switch reference {
+            case .incumbent: mine = t.actor == .incumbent
+            case .model(let v): mine = t.mode == .control && t.modelVersion == v && t.actor != .incumbent
+            }
+            if mine { pairs.append((t.reward, b)) }
+        }
+        let last = pairs.suffix(max(0, ticks))
+        guard last.count >= max(2, minimumTicks) else { return nil }
+        func meanAndSD(_ x: [Double]) -> (Double, Double) {
+            let mean = x.reduce(0, +) / Double(x.count)
+            let ss = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
+            return (mean, (ss / Double(x.count - 1)).squareRoot())
+        }
+        let (rate, sd) = meanAndSD(last.map { $0.reward })
+        let (adjustedRate, adjustedSD) = meanAndSD(last.map { $0.reward - $0.baseline })
+        return RecentResidualRate(ticks: last.count, rate: rate, tickSD: sd, adjustedRate: adjustedRate, adjustedTickSD: adjustedSD)
+    }
 }
 
 extension BaselineEvaluator {
@@ -642,8 +675,9 @@ extension BaselineEvaluator {
                                 warmUp: Int, minimumTicks: Int) -> RecentResidualRate? {
         var order: [[String]: [Int]] = [:]
         var values = [Double](repeating: .nan, count: loggedSignalNames.count)
-        var pairs: [(reward: Double, baseline: Double)] = []
-        for (j, row) in rows.enumerated() {
+        var predictions: [Double] = []
+        predictions.reserveCapacity(rows.count)
+        for row in rows {
             let t = row.transition
             for i in values.indices { values[i] = .nan }
             if let names = row.signalNames, let next = t.nextSignals, next.count == names.count {
@@ -651,25 +685,10 @@ extension BaselineEvaluator {
                 order[names] = index
                 for (i, k) in index.enumerated() where k >= 0 { values[i] = next[k] }
             }
-            let b = advance(values)
-            guard let reference, j >= warmUp, t.reward.isFinite, b.isFinite else { continue }
-            let mine: Bool
-            switch reference {
-            case .incumbent: mine = t.actor == .incumbent
-            case .model(let v): mine = t.mode == .control && t.modelVersion == v && t.actor != .incumbent
-            }
-            if mine { pairs.append((t.reward, b)) }
+            predictions.append(advance(values))
         }
-        let last = pairs.suffix(max(0, ticks))
-        guard last.count >= max(2, minimumTicks) else { return nil }
-        func meanAndSD(_ x: [Double]) -> (Double, Double) {
-            let mean = x.reduce(0, +) / Double(x.count)
-            let ss = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
-            return (mean, (ss / Double(x.count - 1)).squareRoot())
-        }
-        let (rate, sd) = meanAndSD(last.map { $0.reward })
-        let (adjustedRate, adjustedSD) = meanAndSD(last.map { $0.reward - $0.baseline })
-        return RecentResidualRate(ticks: last.count, rate: rate, tickSD: sd, adjustedRate: adjustedRate, adjustedTickSD: adjustedSD)
+        guard let reference else { return nil }
+        return RecentResidualRate.of(rows, baseline: predictions, reference: reference, ticks: ticks, from: warmUp, minimumTicks: minimumTicks)
     }
 
     /// Rows to read from the end of the log to warm the filters: five of their longest time

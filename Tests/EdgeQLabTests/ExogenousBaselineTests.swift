@@ -283,6 +283,11 @@ import Testing
         #expect(try rate(Array(rows.suffix(600)), .incumbent, minimum: 250) == nil)
         #expect(try rate(Array(rows.suffix(600)), .incumbent, minimum: 150)?.ticks == 200)
         #expect(try rate(Array(rows.suffix(600)), nil, minimum: 2) == nil)
+        // Without a baseline (an unadjusted trial): the raw rate of the same rows, twice.
+        let plain = try #require(RecentResidualRate.of(Array(rows.suffix(600)), baseline: nil, reference: .incumbent, ticks: 300, minimumTicks: 150))
+        let incumbentRows = rows.suffix(600).filter { $0.transition.actor == .incumbent }.map(\.transition.reward)
+        #expect(plain.ticks == 200 && abs(plain.rate - incumbentRows.reduce(0, +) / 200) < 1e-9, "\(plain)")
+        #expect(plain.adjustedRate == plain.rate && plain.adjustedTickSD == plain.tickSD)
     }
 
     /// A `baseline.json` written before `needs_longer_log` was stored (the literal text of such a
