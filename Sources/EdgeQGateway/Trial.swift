@@ -333,7 +333,8 @@ public struct SwitchbackTrial: Sendable {
     /// How many standard deviations of the deficit the ticks' spread alone would make a
     /// stop-loss deficit must exceed, besides the share of a block.
     static let stopLossSpreads = 5.0
-    /// How many of the pairs' spreads (when known) a stop-loss deficit must exceed.
+    /// How many of a pair's spread (when known: √2 × the reference blocks' spread, or an earlier
+    /// trial's pairs') a stop-loss deficit must exceed.
     static let stopLossPairSpreads = 5.0
     /// The stop-loss's share is multiplied by this while its yardstick is the controller in
     /// charge's rate before the trial: raw rewards from another stretch of time, which the
@@ -401,22 +402,25 @@ public struct SwitchbackTrial: Sendable {
         // The share of a block; far beyond what the ticks' spread alone makes of this deficit
         // (rewards that hover around 0 make |return| a poor scale): k of the candidate's ticks
         // against a rate the reference's m ticks estimated, sd σ·√(k + k²/m) with σ the
-        // reference's tick spread; beyond what the reference's own blocks' spread (s_R, from
-        // two of them) makes of a level that moved between two blocks, 4·√2·s_R·k/nominal; and
-        // beyond five of the pairs' spread when known (this trial's pairs, or an earlier
-        // trial's), which carries the plant's drift and its disturbances between blocks too.
-        // Not scaled down for a part of the block: a disturbance lands at once, not a tick at a
-        // time (scaled by √(k/nominal), it stopped a tank candidate 5 % better on average after
-        // one rough half block).
-        let pairsKnown = dDecided.count >= 2 || borrowedNoise != nil
-        let pairSD = dDecided.count >= 2 ? dDecided.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
+        // reference's tick spread; and beyond five of what a pair's difference spreads by on this
+        // plant, which carries its drift and its disturbances between blocks too. That spread is
+        // the reference's own: √2 × the spread of its scored blocks (as decided) once two ran —
+        // not the trial's pair differences, which a candidate that goes wrong widens itself
+        // (thermal, 2026-12-07: one whose blocks went +10, +9, −25, −44 against the reference's
+        // 7, −3, 3, 2, adjusted, had a limit of 135, more than two blocks, and lost five blocks'
+        // worth of the PI's return in its next one); before that an earlier trial's, when there
+        // is one. Not scaled down for a part of the block: a disturbance lands at once, not a
+        // tick at a time (scaled by √(k/nominal), it stopped a tank candidate 5 % better on
+        // average after one rough half block).
+        let ownSpread = referenceValues.count >= 2
+        let pairsKnown = ownSpread || borrowedNoise != nil
+        let pairSD = ownSpread ? 2.0.squareRoot() * referenceValues.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
         let spread = y.tickSD * (scored + scored * scored / Double(max(1, y.scoredTicks))).squareRoot()
-        let levels = referenceValues.count >= 2 ? 4 * 2.0.squareRoot() * referenceValues.standardDeviation * scored / nominalScored : 0
         // Twice the share while nothing says how far a block may stray on this plant (no pairs'
         // spread yet), and twice again against the raw rate before the trial.
         let rawPrior = y.beforeTrial && !y.isAdjusted
         let shareLimit = share * (pairsKnown ? 1 : Self.unknownSpreadShareFactor) * (rawPrior ? Self.priorShareFactor : 1) * y.scale
-        let limit = max(shareLimit, Self.stopLossSpreads * spread, levels, Self.stopLossPairSpreads * pairSD)
+        let limit = max(shareLimit, Self.stopLossSpreads * spread, Self.stopLossPairSpreads * pairSD)
         // A candidate ahead over the trial's pairs so far (as decided) may lose that lead too
         // before it is stopped: the stop-loss limits what the trial as a whole has lost. One
         // rough block of a candidate that has been as good on average is then left to the
@@ -737,10 +741,10 @@ public struct TrialStopLoss: Sendable, Equatable {
     public var deficit: Double
     /// The limit it passed: the largest of `share` × |the reference block's return|, five
     /// standard deviations of the deficit the ticks' spread alone makes (σ·√(k + k²/m): k
-    /// scored ticks against the rate of the reference's m, σ its tick spread), four of what a
-    /// level moving between two blocks makes (from the spread of the reference's block returns,
-    /// once two ran), and five times the pairs' spread when known (the trial's own from two
-    /// pairs, or an earlier trial's).
+    /// scored ticks against the rate of the reference's m, σ its tick spread), and five times a
+    /// pair's spread when known (√2 × the spread of the trial's reference blocks once two ran —
+    /// not its pair differences, which a failing candidate widens itself —, before that an
+    /// earlier trial's).
     public var limit: Double
     /// The stop-loss share.
     public var share: Double
@@ -760,8 +764,8 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// The deficit was of rewards less their exogenous baseline (an adjusted trial, against its
     /// reference block or the adjusted rate before it); false: raw (`deficit` = `rawDeficit`).
     public var adjusted: Bool
-    /// The pairs' spread was known (two pairs of the trial, or an earlier trial's); when not,
-    /// the share was doubled.
+    /// A pair's spread was known (two reference blocks of the trial, or an earlier trial's
+    /// pairs); when not, the share was doubled.
     public var spreadKnown: Bool
     /// The candidate's lead over the trial's completed pairs (the sum of their decided
     /// differences, when positive): the deficit had to pass `limit` + this.

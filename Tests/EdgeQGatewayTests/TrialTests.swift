@@ -556,8 +556,8 @@ import Testing
     /// by the stop-loss in the middle of its block — once a reference block has been scored —
     /// and rejected; without a stop-loss the same trials run its blocks to their end. The
     /// stopped block's loss is in the trial's cost. While nothing says how far a block may stray
-    /// (no pairs' spread: fewer than two pairs, no earlier trial's) the share is doubled: a
-    /// whole block lost; with an earlier trial's spread, half a block. With the earlier trial's
+    /// (no pair's spread: fewer than two reference blocks, no earlier trial's) the share is
+    /// doubled: a whole block lost; with a spread known, half a block. With the earlier trial's
     /// spread the gateway also has the rate before the trial (a candidate drawn first is
     /// measured against it, with twice the share) and the early stop.
     @Test(arguments: [false, true])
@@ -581,8 +581,10 @@ import Testing
             }
             // −2 a tick against the reference: past half of its block (45) after 23 scored ticks,
             // past the whole of it (90) after 45.
-            let share = 45.0 * (earlierTrial ? 1 : 2) * (stop.beforeTrial ? 2 : 1)
-            #expect(stop.spreadKnown == earlierTrial && (earlierTrial || !stop.beforeTrial), "seed \(seed): \(stop)")
+            // A pair's spread is known from an earlier trial, or once two reference blocks ran.
+            let known = earlierTrial || trial.blocks.filter { $0.arm == .reference }.count >= 2
+            let share = 45.0 * (known ? 1 : 2) * (stop.beforeTrial ? 2 : 1)
+            #expect(stop.spreadKnown == known && (earlierTrial || !stop.beforeTrial), "seed \(seed): \(stop)")
             // The share decides here (the reference block's return is −90 give or take a few).
             #expect(stop.deficit > stop.limit && abs(stop.limit - share) < 0.1 * share, "\(stop)")
             #expect(abs(Double(stop.scoredTicks) - stop.limit / 2) <= 4, "seed \(seed): \(stop)")
@@ -659,6 +661,33 @@ import Testing
             if case .verdict(let v)? = trial.record(reward: 1, arm: arm, episodeEnded: ended) { verdict = v }
         }
         #expect(verdict == .reject && trial.summary.stopLoss == nil, "\(String(describing: verdict)) \(trial.summary)")
+    }
+
+    /// A candidate that goes wrong widens its own pairs' spread: the stop-loss measures a block
+    /// against the reference's spread (√2 × its blocks' spread), not the trial's pair
+    /// differences. Equal for three blocks, 0.4 a tick worse in its fourth (36 of a 90-tick
+    /// block: under half the reference block's 90), then 1 a tick worse: stopped after about 45
+    /// ticks of its fifth block by the share — where five of its own pairs' spread (15–18 after
+    /// the fourth block) would have allowed 75–90, most or all of the block.
+    @Test func aCandidateGoingWrongDoesNotWidenItsOwnLimit() throws {
+        let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: 0.5)
+        for seed in UInt64(0)..<20 {
+            var trial = try SwitchbackTrial(config: config, seed: seed)
+            var rng = SeededGenerator(seed: 8_000 + seed)
+            var verdict: TrialVerdict?
+            for _ in 0..<20_000 where verdict == nil {
+                let arm = trial.arm
+                let done = trial.blocks.filter { $0.arm == .candidate }.count
+                let loss = arm == .reference || done < 3 ? 0 : (done == 3 ? 0.4 : 1)
+                if case .verdict(let v)? = trial.record(reward: -1 - loss + 0.3 * rng.nextGaussian(), arm: arm, episodeEnded: false) { verdict = v }
+            }
+            let stop = try #require(trial.summary.stopLoss, "seed \(seed): \(trial.summary)")
+            #expect(verdict == .reject && trial.blocks.filter { $0.arm == .candidate }.count == 4, "seed \(seed): \(stop)")
+            #expect(stop.spreadKnown && abs(stop.limit - 45) < 3 && stop.scoredTicks >= 40 && stop.scoredTicks <= 52, "seed \(seed): \(stop)")
+            // Its own pairs had spread far wider: five of that is most of a block.
+            let own = try #require(trial.summary.standardDeviation)
+            #expect(5 * own > 1.5 * stop.limit, "seed \(seed): own pairs' sd \(own), limit \(stop.limit)")
+        }
     }
 
     /// Before the trial's first reference block, the yardstick is the controller in charge's
