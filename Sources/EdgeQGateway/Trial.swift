@@ -407,8 +407,8 @@ public struct SwitchbackTrial: Sendable {
         // the reference's own: √2 × the spread of its scored blocks (as decided) once two ran —
         // not the trial's pair differences, which a candidate that goes wrong widens itself
         // (thermal, 2026-12-07: one whose blocks went +10, +9, −25, −44 against the reference's
-        // 7, −3, 3, 2, adjusted, had a limit of 135, more than two blocks, and lost five blocks'
-        // worth of the PI's return in its next one); before that an earlier trial's, when there
+        // 7, −3, 3, 2, adjusted, had a limit of 135, more than two blocks, and in its next block
+        // lost about five times the PI's daily return a day); before that an earlier trial's, when there
         // is one. Not scaled down for a part of the block: a disturbance lands at once, not a
         // tick at a time (scaled by √(k/nominal), it stopped a tank candidate 5 % better on
         // average after one rough half block).
