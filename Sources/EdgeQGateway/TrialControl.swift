@@ -601,38 +601,36 @@ extension Gateway {
         let inCharge: ExogenousBaseline.Reference = servedVersion.map { .model(String($0)) } ?? .incumbent
         if adjusted { return warmedBaseline(m, rateOf: inCharge).map { ($0.evaluator, $0.rate) } ?? (nil, nil) }
         let c = map.learning.trial
-        guard c.stopLoss != nil, case .ticks = c.block else { return (nil, nil) }
-        let span = inChargeSpan
-        do {
-            try? writer.flush(timeout: 2)
-            let rows = try log.transitions(window: .lastRows(2 * span))
-            return (nil, RecentResidualRate.of(rows, baseline: nil, reference: inCharge, ticks: span, minimumTicks: max(2, span / 2)))
-        } catch {
-            logger.warning("the stop-loss has no yardstick before the trial's first reference block: the log cannot be read",
-                           metadata: ["model.version": "\(m.version)", "error": "\(error)"])
-            return (nil, nil)
-        }
+        guard c.stopLoss != nil, case .ticks = c.block,
+              let rows = logEnd(2 * inChargeSpan, version: m.version, without: "the stop-loss has no yardstick before the trial's first reference block") else { return (nil, nil) }
+        return (nil, RecentResidualRate.of(rows, baseline: nil, reference: inCharge, ticks: inChargeSpan, minimumTicks: max(2, inChargeSpan / 2)))
     }
 
     /// Control queue: `m`'s exogenous baseline run over the end of the log (`BaselineEvaluator.replay`:
     /// its change filters settled, where the decision thread goes on from), and — for the
     /// stop-loss's yardstick before an adjusted trial's first reference block — the rate of the
     /// controller `rateOf` over its last block of scored ticks there, raw and less the baseline
-    /// (at least half a block of them, else none). The writer is flushed first, so the log ends
-    /// near the tick the trial or guard starts at. Nil without a usable baseline or when the log
+    /// (at least half a block of them, else none). Nil without a usable baseline or when the log
     /// cannot be read (said in the log: the baseline then starts at rest).
     func warmedBaseline(_ m: ServedModel?, rateOf: ExogenousBaseline.Reference?) -> (evaluator: BaselineEvaluator, rate: RecentResidualRate?)? {
         guard var evaluator = baselineUse(m).evaluator else { return nil }
         let span = inChargeSpan
         let warmUp = evaluator.warmUpRows
+        guard let rows = logEnd(warmUp + (rateOf == nil ? 0 : 2 * span), version: m?.version,
+                                without: "the exogenous baseline starts at rest") else { return nil }
+        let rate = evaluator.replay(rows, reference: rateOf, ticks: span, warmUp: warmUp, minimumTicks: max(2, span / 2))
+        return (evaluator, rate)
+    }
+
+    /// Control queue: the log's last `n` rows, the writer's queue committed first (so the log
+    /// ends near the tick a trial or guard starts at); nil when the log cannot be read, with a
+    /// warning that says what goes `without` them.
+    func logEnd(_ n: Int, version: Int?, without: String) -> [LoggedTransition]? {
         do {
             try? writer.flush(timeout: 2)
-            let rows = try log.transitions(window: .lastRows(warmUp + 2 * span))
-            let rate = evaluator.replay(rows, reference: rateOf, ticks: span, warmUp: warmUp, minimumTicks: max(2, span / 2))
-            return (evaluator, rate)
+            return try log.transitions(window: .lastRows(n))
         } catch {
-            logger.warning("the exogenous baseline starts at rest: the log cannot be read to run it over the ticks before",
-                           metadata: ["model.version": "\(m.map { String($0.version) } ?? "none")", "error": "\(error)"])
+            logger.warning("\(without): the log cannot be read", metadata: ["model.version": "\(version.map(String.init) ?? "none")", "error": "\(error)"])
             return nil
         }
     }

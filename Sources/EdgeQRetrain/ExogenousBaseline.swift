@@ -169,6 +169,14 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
         case incumbent
         /// A served model, by its version as the log names it (control rows of that version).
         case model(String)
+
+        /// Whether this controller acted on the logged transition `t`.
+        func acted(on t: Transition) -> Bool {
+            switch self {
+            case .incumbent: return t.actor == .incumbent
+            case .model(let v): return t.mode == .control && t.modelVersion == v && t.actor != .incumbent
+            }
+        }
     }
 
     /// No baseline, with the reason (what the report says); `needsLongerLog` when the reason is
@@ -271,11 +279,7 @@ public struct ExogenousBaseline: Sendable, Codable, Equatable {
                 x[i] = v1
             }
             guard t.reward.isFinite else { continue }
-            let mine: Bool
-            switch reference {
-            case .incumbent: mine = t.actor == .incumbent
-            case .model(let v): mine = t.mode == .control && t.modelVersion == v && t.actor != .incumbent
-            }
+            let mine = reference.acted(on: t)
             values.append(x)
             absF.append(f)
             sgnF.append(g)
@@ -613,7 +617,7 @@ public struct BaselineError: Error, Sendable, Equatable, CustomStringConvertible
 }
 
 /// The reference controller's reward per tick over a stretch of the log, raw and less its
-/// exogenous baseline (`BaselineEvaluator.recentRate`).
+/// exogenous baseline (`RecentResidualRate.of`, `BaselineEvaluator.replay`).
 public struct RecentResidualRate: Sendable, Equatable {
     /// How many of the reference's ticks it is over.
     public var ticks: Int
@@ -637,13 +641,8 @@ extension RecentResidualRate {
         for (j, row) in rows.enumerated() where j >= from {
             let t = row.transition
             let b = baseline.map { j < $0.count ? $0[j] : .nan } ?? 0
-            guard t.reward.isFinite, b.isFinite else { continue }
-            let mine: Bool
-            switch reference {
-            case .incumbent: mine = t.actor == .incumbent
-            case .model(let v): mine = t.mode == .control && t.modelVersion == v && t.actor != .incumbent
-            }
-            if mine { pairs.append((t.reward, b)) }
+            guard t.reward.isFinite, b.isFinite, reference.acted(on: t) else { continue }
+            pairs.append((t.reward, b))
         }
         let last = pairs.suffix(max(0, ticks))
         guard last.count >= max(2, minimumTicks) else { return nil }
