@@ -341,9 +341,26 @@ public struct SwitchbackTrial: Sendable {
     /// exogenous adjustment cannot correct.
     static let priorShareFactor = 2.0
     /// The stop-loss's share is multiplied by this while the pairs' spread is not known (fewer
-    /// than two pairs and no earlier trial's): on a plant with rough blocks (the tank) a
+    /// than `stopLossSpreadDegreesOfFreedom` behind it): on a plant with rough blocks (the tank) a
     /// candidate as good as the reference on average loses half a block in one block.
     static let unknownSpreadShareFactor = 2.0
+
+    /// Degrees of freedom behind the pairs' spread (the reference's blocks pooled with an earlier
+    /// trial's pairs) from which the stop-loss counts it known: below, its share is doubled.
+    static let stopLossSpreadDegreesOfFreedom = 2
+
+    /// The spread of a pair's difference the stop-loss allows for, and its degrees of freedom:
+    /// √2 × the spread of the trial's scored reference blocks (n − 1 degrees of freedom),
+    /// pooled with `borrowedNoise` (its own) when there is one; 0 with none.
+    var stopLossPairSpread: (sd: Double, degreesOfFreedom: Int) {
+        let ownDF = max(0, referenceValues.count - 1)
+        let ownVariance = 2 * referenceValues.standardDeviation * referenceValues.standardDeviation
+        let borrowedDF = borrowedNoise?.degreesOfFreedom ?? 0
+        let df = ownDF + borrowedDF
+        guard df > 0 else { return (0, 0) }
+        let pooled = (Double(ownDF) * ownVariance + Double(borrowedDF) * (borrowedNoise?.variance ?? 0)) / Double(df)
+        return (pooled.squareRoot(), df)
+    }
 
     /// What the stop-loss measures a candidate's block against: a reward per scored tick
     /// (`rate`: baseline-adjusted when `isAdjusted`) and raw, the spread of the ticks behind
@@ -408,13 +425,17 @@ public struct SwitchbackTrial: Sendable {
         // not the trial's pair differences, which a candidate that goes wrong widens itself
         // (thermal, 2026-12-07: one whose blocks went +10, +9, −25, −44 against the reference's
         // 7, −3, 3, 2, adjusted, had a limit of 135, more than two blocks, and in its next block
-        // lost about five times the PI's daily return a day); before that an earlier trial's, when there
-        // is one. Not scaled down for a part of the block: a disturbance lands at once, not a
-        // tick at a time (scaled by √(k/nominal), it stopped a tank candidate 5 % better on
-        // average after one rough half block).
-        let ownSpread = referenceValues.count >= 2
-        let pairsKnown = ownSpread || borrowedNoise != nil
-        let pairSD = ownSpread ? 2.0.squareRoot() * referenceValues.standardDeviation : (borrowedNoise?.variance.squareRoot() ?? 0)
+        // lost about five times the PI's daily return a day); pooled, degree of freedom for degree
+        // of freedom, with an earlier trial's pairs when there is one (as the guard's looks pool
+        // them). Known from two degrees of freedom on: from one (two reference blocks) it is the
+        // difference of two numbers, below a fifth of the true spread one time in six (the tank,
+        // 2026-12-07: a candidate level on average stopped after two pairs). Not scaled down for
+        // a part of the block: a disturbance lands at once, not a tick at a time (scaled by
+        // √(k/nominal), it stopped a tank candidate 5 % better on average after one rough half
+        // block).
+        let pair = stopLossPairSpread
+        let pairsKnown = pair.degreesOfFreedom >= Self.stopLossSpreadDegreesOfFreedom
+        let pairSD = pair.sd
         let spread = y.tickSD * (scored + scored * scored / Double(max(1, y.scoredTicks))).squareRoot()
         // Twice the share while nothing says how far a block may stray on this plant (no pairs'
         // spread yet), and twice again against the raw rate before the trial.
@@ -764,8 +785,8 @@ public struct TrialStopLoss: Sendable, Equatable {
     /// The deficit was of rewards less their exogenous baseline (an adjusted trial, against its
     /// reference block or the adjusted rate before it); false: raw (`deficit` = `rawDeficit`).
     public var adjusted: Bool
-    /// A pair's spread was known (two reference blocks of the trial, or an earlier trial's
-    /// pairs); when not, the share was doubled.
+    /// A pair's spread was known (two degrees of freedom behind it: three reference blocks of
+    /// the trial, or fewer pooled with an earlier trial's pairs); when not, the share was doubled.
     public var spreadKnown: Bool
     /// The candidate's lead over the trial's completed pairs (the sum of their decided
     /// differences, when positive): the deficit had to pass `limit` + this.

@@ -556,7 +556,7 @@ import Testing
     /// by the stop-loss in the middle of its block — once a reference block has been scored —
     /// and rejected; without a stop-loss the same trials run its blocks to their end. The
     /// stopped block's loss is in the trial's cost. While nothing says how far a block may stray
-    /// (no pair's spread: fewer than two reference blocks, no earlier trial's) the share is
+    /// (no pair's spread: fewer than three reference blocks, no earlier trial's) the share is
     /// doubled: a whole block lost; with a spread known, half a block. With the earlier trial's
     /// spread the gateway also has the rate before the trial (a candidate drawn first is
     /// measured against it, with twice the share) and the early stop.
@@ -581,8 +581,9 @@ import Testing
             }
             // −2 a tick against the reference: past half of its block (45) after 23 scored ticks,
             // past the whole of it (90) after 45.
-            // A pair's spread is known from an earlier trial, or once two reference blocks ran.
-            let known = earlierTrial || trial.blocks.filter { $0.arm == .reference }.count >= 2
+            // A pair's spread is known from an earlier trial, or once three reference blocks ran
+            // (two degrees of freedom).
+            let known = earlierTrial || trial.blocks.filter { $0.arm == .reference }.count >= 3
             let share = 45.0 * (known ? 1 : 2) * (stop.beforeTrial ? 2 : 1)
             #expect(stop.spreadKnown == known && (earlierTrial || !stop.beforeTrial), "seed \(seed): \(stop)")
             // The share decides here (the reference block's return is −90 give or take a few).
@@ -688,6 +689,53 @@ import Testing
             let own = try #require(trial.summary.standardDeviation)
             #expect(5 * own > 1.5 * stop.limit, "seed \(seed): own pairs' sd \(own), limit \(stop.limit)")
         }
+    }
+
+    /// A pair's spread from two reference blocks rests on one degree of freedom: the stop-loss
+    /// counts it known (and stops at the share) only from two — three reference blocks, or two
+    /// pooled with an earlier trial's pairs. Reference blocks nearly alike (the spread tiny), a
+    /// candidate level until it loses 0.7 of a block in one block (over the 0.5 share, under
+    /// twice it): left to the statistics after two reference blocks, stopped inside the block
+    /// after three, or after two with an earlier trial's pairs pooled in.
+    @Test func aPairsSpreadFromTwoReferenceBlocksIsNotYetKnown() throws {
+        let config = Self.config(block: .ticks(100), burnIn: 10, stopLoss: 0.5)
+        var seen: [String: Int] = [:]
+        for seed in UInt64(0)..<24 {
+            for borrowed in [false, true] {
+                let noise = borrowed ? PairNoise(standardDeviation: 0.2, pairs: 5) : nil
+                var trial = try SwitchbackTrial(config: config, seed: seed, noise: noise)
+                var rng = SeededGenerator(seed: 9_000 + seed)
+                var losingAfter: Int?
+                var losing = false
+                var blockStarts = true
+                var lossBlockEnded = false
+                for _ in 0..<4_000 where trial.verdict == nil && !lossBlockEnded {
+                    let arm = trial.arm
+                    let blocksBefore = trial.blocks.count
+                    // The first candidate block that starts with two or more reference blocks done.
+                    let referencesDone = trial.blocks.filter { $0.arm == .reference }.count
+                    if blockStarts, arm == .candidate, losingAfter == nil, referencesDone >= 2 {
+                        losingAfter = referencesDone
+                        losing = true
+                    }
+                    _ = trial.record(reward: -1 - (losing ? 0.7 : 0) + 0.01 * rng.nextGaussian(), arm: arm, episodeEnded: false)
+                    blockStarts = trial.blocks.count > blocksBefore
+                    if losing, blockStarts { lossBlockEnded = true }
+                }
+                let after = try #require(losingAfter, "seed \(seed)")
+                let stop = trial.summary.stopLoss
+                if after == 2 && !borrowed {
+                    #expect(stop == nil, "seed \(seed): two reference blocks, one degree of freedom: \(String(describing: stop))")
+                    seen["unknown", default: 0] += 1
+                } else {
+                    let hit = try #require(stop, "seed \(seed), \(after) reference blocks, borrowed \(borrowed): \(trial.summary)")
+                    #expect(hit.spreadKnown && abs(hit.limit - 45) < 1 && hit.scoredTicks >= 62 && hit.scoredTicks <= 68,
+                            "seed \(seed), \(after) reference blocks, borrowed \(borrowed): \(hit)")
+                    seen[borrowed ? "pooled" : "three", default: 0] += 1
+                }
+            }
+        }
+        #expect(seen["unknown", default: 0] >= 3 && seen["three", default: 0] >= 3 && seen["pooled", default: 0] >= 10, "\(seen)")
     }
 
     /// Before the trial's first reference block, the yardstick is the controller in charge's
