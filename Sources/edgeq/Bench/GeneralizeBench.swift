@@ -362,6 +362,13 @@ enum GeneralizeBench {
                     "per window", .higher,
                     own.isEmpty ? (servedAtEnd == nil ? "not measured: no model was served at the end of the run"
                                                       : "not measured: no window was decided wholly by v\(servedAtEnd ?? 0), the model served at the end") : nil))
+        // The same windows against the incumbent's twin on them: on a continuing plant the
+        // final figure above also holds an unfinished trial's arms and control-group blocks.
+        let ownPercent = percent(own)
+        out.append(("final_served_vs_incumbent", ownPercent, "%", .higher,
+                    ownPercent != nil ? nil : own.isEmpty ? (servedAtEnd == nil ? "not measured: no model was served at the end of the run"
+                                                                               : "not measured: no window was decided wholly by v\(servedAtEnd ?? 0), the model served at the end")
+                                                          : "not measured: the incumbent's return over those windows is 0"))
 
         // The plant steps until the plant's return reached its learning goal (cart-pole: a
         // 10-episode mean of 475, issue 14's "plant steps to ≥ 475"), whoever decided the episodes.
@@ -500,7 +507,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "trial_cost", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "trial_cost", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion", "steps_to_475": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent", "worst_served_10_windows_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
