@@ -748,7 +748,8 @@ public final class Gateway: Sendable {
             if out.supportHeld {
                 metrics.supportHandbacks.increment()
                 logger.warning("state outside the served model's training support: the incumbent is in charge until the state is back inside", metadata: [
-                    "state.input": "\(out.outsideSupport ?? -1)", "model.version": "\(who.version ?? "none")",
+                    "state.input": "\(out.outsideSupport ?? -1)", "state.input_name": "\(out.outsideSupport.map { map.stateInputNames[$0] } ?? "none")",
+                    "model.version": "\(who.version ?? "none")",
                     "safety.support_hold": "\(map.safety.supportHold)",
                 ])
             }

@@ -453,6 +453,43 @@ public struct TopicMap: Sendable {
         return Array((0..<history).map { _ in perTick }.joined())
     }
 
+    /// Per state input, a name for people (warnings, `edgeq models show`): the feature's name,
+    /// `.sin` / `.cos` for the two columns of a cyclic or time feature, and `[t-k]` for the
+    /// k-th previous tick's copy when `history` > 1 (this tick's features first, then the
+    /// previous ticks', newest first, as the state vector holds them).
+    public var stateInputNames: [String] {
+        var perTick: [String] = []
+        for f in features {
+            if f.width == 2 {
+                perTick.append(f.name + ".sin")
+                perTick.append(f.name + ".cos")
+            } else {
+                perTick.append(f.name)
+            }
+        }
+        return (0..<history).flatMap { k in k == 0 ? perTick : perTick.map { "\($0)[t-\(k)]" } }
+    }
+
+    /// Per state input, the inverse of its feature's fixed-range normalisation (`normalize:
+    /// [min, max]`): the value in the feature's own units of a stored value — the value itself
+    /// for an input used as is — or nil for an input standardised with statistics learned from
+    /// the log and for a cyclic column. In the state vector's order.
+    public var stateInputUnits: [(@Sendable (Double) -> Double)?] {
+        var perTick: [(@Sendable (Double) -> Double)?] = []
+        for f in features {
+            if f.width == 2 {
+                perTick.append(contentsOf: [nil, nil])
+            } else {
+                switch f.normalization {
+                case .range(let lo, let hi): perTick.append({ x in lo + (x + 1) / 2 * (hi - lo) })
+                case .none: perTick.append({ x in x })
+                case .learned: perTick.append(nil)
+                }
+            }
+        }
+        return Array((0..<history).map { _ in perTick }.joined())
+    }
+
     /// Columns of one tick's features.
     public var featureWidth: Int { featureWidthStored }
     /// Length of the state vector: `featureWidth × history`.

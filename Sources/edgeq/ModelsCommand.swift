@@ -71,9 +71,12 @@ struct ModelsCommand: ParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a version's architecture, actions, quarantine and check report.")
         @Option(help: "The gateway's data directory.") var data: String
+        @Option(help: "The mapping file: name the state inputs of the support and give it in the features' units, with the range the model acts in.")
+        var config: String?
         @Argument(help: "The version (default: the served one).") var version: Int?
 
         func run() throws {
+            let map = try config.map { try loadMapping($0) }
             let store = try ModelStore(dataDirectory: URL(fileURLWithPath: data))
             guard let v = version ?? store.current() else { throw ValidationError("no version served; name one (edgeq models list)") }
             let model: QModel
@@ -94,9 +97,16 @@ struct ModelsCommand: ParsableCommand {
             print("net        \(model.architecture.label)")
             print("format     \(model.fileFormatVersion)\(model.fileFormatVersion >= 2 ? " (16-bit head; builds before format 2 cannot read it)" : "")")
             print("actions    \(model.actionNames.joined(separator: ", "))")
-            if let s = model.support {
+            if let s = model.support, let map {
+                guard map.stateWidth == s.min.count else {
+                    throw failure("\(config ?? "the mapping")'s state has \(map.stateWidth) inputs and v\(v)'s support \(s.min.count): not the mapping this model was trained for", code: 65)
+                }
+                print("support    per state input: the range it was trained on, and the range it acts in (widened by its support margin); "
+                      + "in the feature's units where its normalisation is a fixed range, else as the state vector holds it:")
+                for line in ModelsCommand.supportLines(s, map: map) { print("  \(line)") }
+            } else if let s = model.support {
                 let ranges = zip(s.min, s.max).map { String(format: "[%.4g, %.4g]", Double($0), Double($1)) }
-                print("support    per state input, the range it was trained on (safety.support_margin widens it): \(ranges.joined(separator: " "))")
+                print("support    per state input, the range it was trained on (safety.support_margin widens it; --config names the inputs): \(ranges.joined(separator: " "))")
             } else {
                 print("support    none recorded: states are not checked against this model's training range")
             }
@@ -213,6 +223,26 @@ struct ModelsCommand: ParsableCommand {
                              + "comparable to the difference, lengthen the burn-in)")
             }
             return lines.joined(separator: "\n")
+        }
+    }
+
+    /// `models show --config`: one line per state input of `support` — its name, the range the
+    /// model was trained on and the range it acts in (widened by the input's support margin;
+    /// "not checked" without one), in the feature's units where the mapping can say them.
+    static func supportLines(_ support: StateSupport, map: TopicMap) -> [String] {
+        let names = map.stateInputNames
+        let units = map.stateInputUnits
+        let margins = map.stateSupportMargins
+        let width = names.map(\.count).max() ?? 0
+        func show(_ x: Double, _ i: Int) -> String { String(format: "%.4g", units[i].map { $0(x) } ?? x) }
+        return names.indices.map { i in
+            let lo = Double(support.min[i]), hi = Double(support.max[i])
+            let name = names[i].padding(toLength: width, withPad: " ", startingAt: 0)
+            let trained = "[\(show(lo, i)), \(show(hi, i))]"
+            guard let m = margins.map({ Double($0[i]) }), m.isFinite else { return "\(name)  trained on \(trained), not checked" }
+            let d = hi - lo
+            let acts = d > 0 ? "[\(show(lo - m * d, i)), \(show(hi + m * d, i))]" : "\(show(lo, i)) only"
+            return "\(name)  trained on \(trained), acts in \(acts)"
         }
     }
 

@@ -71,6 +71,77 @@ import Testing
         #expect(store.current() == 3 && !store.isQuarantined(3))
     }
 
+    /// `edgeq models show --config` names every state input of the support (a cyclic feature's
+    /// two columns, the previous tick's copies) and gives each range in the feature's own units
+    /// where its normalisation is a fixed range, with the range the model acts in (widened by the
+    /// input's support margin; "not checked" where the mapping says `none`); a mapping of another
+    /// width is refused.
+    @Test func showNamesTheSupportsInputsInTheirUnits() throws {
+        let dir = try TempDir()
+        let data = dir.url.appendingPathComponent("data")
+        let yaml = """
+            gateway:
+              id: m5
+              mode: shadow
+            signals:
+              - {name: step, topic: plant/m/state, json: step}
+              - {name: x, topic: plant/m/state, json: x, range: [-10, 10]}
+              - {name: hour, topic: plant/m/state, json: hour, range: [0, 24]}
+              - {name: load, topic: plant/m/state, json: load}
+            state:
+              history: 2
+              features:
+                - {signal: x, normalize: [0, 40]}
+                - {name: hod, cyclic: hour, period: 24}
+                - {signal: load, support_margin: none}
+            tick:
+              trigger: plant/m/state
+            reward: -abs(x)
+            actions:
+              fallback: hold
+              list:
+                - {name: low, publish: {topic: plant/m/cmd, payload: '{"a":0}', value: 0}}
+                - {name: high, publish: {topic: plant/m/cmd, payload: '{"a":1}', value: 1}}
+            incumbent:
+              topic: plant/m/cmd
+              json: a
+            learning:
+            \(Self.learning)
+            """
+        let mappingFile = dir.url.appendingPathComponent("m.yaml")
+        try yaml.write(to: mappingFile, atomically: true, encoding: .utf8)
+        let map = try TopicMap.parse(yaml: yaml, file: "m.yaml")
+        #expect(map.stateInputNames == ["x", "hod.sin", "hod.cos", "load", "x[t-1]", "hod.sin[t-1]", "hod.cos[t-1]", "load[t-1]"])
+        let store = try ModelStore(dataDirectory: data)
+        let arch = Architecture(inputCount: map.stateWidth, hidden: [16, 16], actionCount: 2)
+        var rng = SystemRandomNumberGenerator()
+        let calibration = (0..<(map.stateWidth * 64)).map { _ in Float.random(in: -1...1, using: &rng) }
+        var model = try QModel(network: try MLP(arch, seed: 1), actionNames: ["low", "high"],
+                               normalization: .identity(map.stateWidth), calibrationStates: calibration)
+        // x stored in [-0.5, 0], i.e. 10 … 20 in its units (normalised from [0, 40]); with the
+        // default margin (half the range on each side) the model acts in 5 … 25.
+        let lo: [Float] = [-0.5, -1, -1, 3, -0.5, -1, -1, 3], hi: [Float] = [0, 1, 1, 7, 0, 1, 1, 7]
+        model.support = StateSupport.fit(lo + hi, inputCount: map.stateWidth)
+        let file = data.appendingPathComponent("incoming.safetensors")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        try model.save(to: file)
+        let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                              report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
+        let show = try EdgeQBinary.run(["models", "show", "\(v)", "--data", data.path, "--config", mappingFile.path])
+        #expect(show.code == 0, "\(show.stderr)")
+        let lines = show.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        func line(_ name: String) -> String? { lines.first { $0.hasPrefix(name + " ") } }
+        #expect(line("x") == "x             trained on [10, 20], acts in [5, 25]", "\(show.stdout)")
+        #expect(line("hod.cos[t-1]") == "hod.cos[t-1]  trained on [-1, 1], acts in [-2, 2]", "\(show.stdout)")
+        #expect(line("load") == "load          trained on [3, 7], not checked", "\(show.stdout)")
+        #expect(line("x[t-1]")?.hasSuffix("trained on [10, 20], acts in [5, 25]") == true, "\(show.stdout)")
+        // Another mapping (one state input) is refused: its inputs are not this model's.
+        let other = dir.url.appendingPathComponent("other.yaml")
+        try processMapping(id: "m6", plant: "m", learning: Self.learning).write(to: other, atomically: true, encoding: .utf8)
+        let refused = try EdgeQBinary.run(["models", "show", "\(v)", "--data", data.path, "--config", other.path])
+        #expect(refused.code == 65 && refused.stderr.contains("state has 1 inputs and v\(v)'s support 8"), "\(refused)")
+    }
+
     /// `edgeq models show` prints the exogenous baseline's fit (`baseline.json`, as a retraining
     /// writes it) and whether the trial was adjusted, with the decided and the raw figures.
     @Test func showPrintsTheBaselineAndTheAdjustedTrial() throws {
