@@ -649,6 +649,7 @@ public struct SwitchbackTrial: Sendable {
         s.cost = max(0, -d.mean) * Double(n)
         let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
         s.costShare = referenceOverTrial > 0 ? s.cost / referenceOverTrial : nil
+        s.costBase = referenceOverTrial > 0 ? referenceOverTrial : nil
         return withStopLossCost(s)
     }
 
@@ -663,6 +664,7 @@ public struct SwitchbackTrial: Sendable {
         let magnitude = referenceMagnitudes.count > 0 ? referenceMagnitudes.mean : (yardstick?.scale ?? 0)
         let earned = magnitude * blocksRun
         s.costShare = earned > 0 ? s.cost / earned : nil
+        s.costBase = earned > 0 ? earned : nil
         return s
     }
 }
@@ -731,6 +733,11 @@ public struct TrialSummary: Sendable, Equatable {
     /// `cost` as a share of what the reference would have earned over the trial's scored blocks
     /// (|mean reference block return| × 2 × pairs); nil when that is 0.
     public var costShare: Double?
+    /// That denominator: what the reference would have earned over the trial's scored blocks (a
+    /// block the stop-loss ended counted for its scored part); nil when there is none. Trials
+    /// are pooled by it (Σ cost / Σ this), not by averaging their shares: a short trial of a
+    /// wrecking candidate has a large share of little.
+    public var costBase: Double?
     /// The part of `meanDifference` that switching itself made, estimated from the trial's own
     /// blocks (positive: in the candidate's favour); nil until each of the four cells below has
     /// two scored blocks. A block leaves the plant (and the other controller's memory: an

@@ -891,7 +891,7 @@ extension Gateway {
             "stop_high": num(s.stopUpperBound),
             "futility": num(s.futility), "futility_high": num(s.futilityUpperBound),
             "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
-            "cost": num(s.cost), "cost_share": num(s.costShare),
+            "cost": num(s.cost), "cost_share": num(s.costShare), "cost_base": num(s.costBase),
             "carry_over": num(s.carryOver), "carry_over_se": num(s.carryOverStandardError),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
             // The block order's seed: 64 bits, a decimal string (a JSON number is exact to 2⁵³).

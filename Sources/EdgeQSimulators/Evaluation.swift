@@ -72,6 +72,24 @@ public func trialCostShares(_ events: [[String: Any]]) -> [Double] {
     return order.compactMap { last[$0] }
 }
 
+/// The switchback trials' cost pooled (%): Σ cost / Σ what the reference would have earned
+/// over them (`cost_base`), each trial at its last event with both (as `trialCostShares`) — a
+/// short trial of a wrecking candidate weighs by what it ran, not as one share among the rest.
+/// Nil when no event carries both (no trial completed a pair, or a gateway without
+/// `cost_base`).
+public func trialCostPooled(_ events: [[String: Any]]) -> Double? {
+    var last: [Int: (cost: Double, base: Double)] = [:]
+    for e in events {
+        guard ["verdict", "abandoned", "progress"].contains(e["event"] as? String ?? ""), let v = e["version"] as? Int,
+              let cost = (e["cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
+              cost.isFinite, base.isFinite, base > 0 else { continue }
+        last[v] = (cost, base)
+    }
+    guard !last.isEmpty else { return nil }
+    let cost = last.values.reduce(0) { $0 + $1.cost }, base = last.values.reduce(0) { $0 + $1.base }
+    return 100 * cost / base
+}
+
 /// One evaluation window: the real plant's return beside the incumbent twin's on the same
 /// exogenous randomness, and who decided the real plant's steps.
 public struct EvaluationWindow: Sendable, Equatable {

@@ -597,6 +597,9 @@ import Testing
             #expect(trial.blocks.first?.arm == .candidate || whole == 0)
             let s = trial.summary
             #expect(s.cost >= stop.rawDeficit && (s.costShare ?? 0) > 0, "\(s)")
+            // The share's base (what the reference would have earned over the blocks run) is
+            // reported beside it, for pooling trials.
+            #expect(abs((s.costShare ?? 0) * (s.costBase ?? 0) - s.cost) < 1e-9 * max(1, s.cost), "\(s)")
             // Without it the trial runs the candidate's blocks whole, and costs more.
             let (vOff, off) = try run(nil)
             #expect(vOff == .reject && off.summary.stopLoss == nil)

@@ -266,4 +266,22 @@ import Testing
         #expect(shares.count == 3 && zip(shares, [1.0, 25, 260]).allSatisfy { abs($0 - $1) < 1e-9 }, "\(shares)")
         #expect(trialCostShares([]).isEmpty)
     }
+
+    /// Pooled, the trials weigh by what they ran: a one-pair trial of a wrecking candidate (cost
+    /// 10 of a base of 20: 50 %) beside a long one of a candidate a little worse (cost 2 of 400:
+    /// 0.5 %) is 12 / 420 ≈ 2.9 %, where the mean of the shares says 25 %; each trial at its last
+    /// event with both figures; none without `cost_base`.
+    @Test func thePooledTrialCostWeighsTrialsByWhatTheyRan() throws {
+        let events: [[String: Any]] = [
+            ["event": "progress", "version": 3, "cost": 1, "cost_base": 100, "cost_share": 0.01],
+            ["event": "verdict", "version": 3, "cost": 2, "cost_base": 400, "cost_share": 0.005],
+            ["event": "verdict", "version": 4, "cost": 10, "cost_base": 20, "cost_share": 0.5],
+            ["event": "progress", "version": 5, "cost": 0, "cost_base": NSNull(), "cost_share": NSNull()],
+        ]
+        let pooled = try #require(trialCostPooled(events))
+        #expect(abs(pooled - 100.0 * 12 / 420) < 1e-9, "\(pooled)")
+        let shares = trialCostShares(events)
+        #expect(abs(shares.reduce(0, +) / Double(shares.count) - 25.25) < 1e-9)
+        #expect(trialCostPooled(events.map { e in e.filter { $0.key != "cost_base" } }) == nil)
+    }
 }
