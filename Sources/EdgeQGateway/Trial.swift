@@ -647,9 +647,7 @@ public struct SwitchbackTrial: Sendable {
             s.carryOverStandardError = 0.75 * (variance(cc) + variance(cr) + variance(rc) + variance(rr)).squareRoot()
         }
         s.cost = max(0, -d.mean) * Double(n)
-        let referenceOverTrial = abs(referenceSum / Double(n)) * Double(2 * n)
-        s.costShare = referenceOverTrial > 0 ? s.cost / referenceOverTrial : nil
-        s.costBase = referenceOverTrial > 0 ? referenceOverTrial : nil
+        s.setCostBase(abs(referenceSum / Double(n)) * Double(2 * n))
         return withStopLossCost(s)
     }
 
@@ -662,9 +660,7 @@ public struct SwitchbackTrial: Sendable {
         s.cost += max(0, stop.rawDeficit)
         let blocksRun = Double(2 * s.pairs) + (stop.referenceBlockDone ? 1 : 0) + stop.fraction
         let magnitude = referenceMagnitudes.count > 0 ? referenceMagnitudes.mean : (yardstick?.scale ?? 0)
-        let earned = magnitude * blocksRun
-        s.costShare = earned > 0 ? s.cost / earned : nil
-        s.costBase = earned > 0 ? earned : nil
+        s.setCostBase(magnitude * blocksRun)
         return s
     }
 }
@@ -738,6 +734,12 @@ public struct TrialSummary: Sendable, Equatable {
     /// are pooled by it (Σ cost / Σ this), not by averaging their shares: a short trial of a
     /// wrecking candidate has a large share of little.
     public var costBase: Double?
+
+    /// Sets `costBase` to `base` (nil unless positive) and `costShare` from it.
+    mutating func setCostBase(_ base: Double) {
+        costBase = base > 0 ? base : nil
+        costShare = costBase.map { cost / $0 }
+    }
     /// The part of `meanDifference` that switching itself made, estimated from the trial's own
     /// blocks (positive: in the candidate's favour); nil until each of the four cells below has
     /// two scored blocks. A block leaves the plant (and the other controller's memory: an

@@ -61,13 +61,22 @@ public func episodeSeed(seed: UInt64, episode: Int) -> UInt64 {
 /// trial the run's end cut off (its cost was paid all the same) —, in the order the trials
 /// started. A trial that ended before its first pair has none and is not counted.
 public func trialCostShares(_ events: [[String: Any]]) -> [Double] {
+    lastTrialFigures(events) { e in
+        guard let share = (e["cost_share"] as? NSNumber)?.doubleValue, share.isFinite else { return nil }
+        return share * 100
+    }
+}
+
+/// Per trial (candidate version), `read` of its last verdict, abandonment or progress event
+/// that `read` finds a figure in, in the order the trials started.
+private func lastTrialFigures<T>(_ events: [[String: Any]], _ read: ([String: Any]) -> T?) -> [T] {
     var order: [Int] = []
-    var last: [Int: Double] = [:]
+    var last: [Int: T] = [:]
     for e in events {
         guard ["verdict", "abandoned", "progress"].contains(e["event"] as? String ?? ""), let v = e["version"] as? Int,
-              let share = (e["cost_share"] as? NSNumber)?.doubleValue, share.isFinite else { continue }
+              let figure = read(e) else { continue }
         if last[v] == nil { order.append(v) }
-        last[v] = share * 100
+        last[v] = figure
     }
     return order.compactMap { last[$0] }
 }
@@ -78,16 +87,13 @@ public func trialCostShares(_ events: [[String: Any]]) -> [Double] {
 /// Nil when no event carries both (no trial completed a pair, or a gateway without
 /// `cost_base`).
 public func trialCostPooled(_ events: [[String: Any]]) -> Double? {
-    var last: [Int: (cost: Double, base: Double)] = [:]
-    for e in events {
-        guard ["verdict", "abandoned", "progress"].contains(e["event"] as? String ?? ""), let v = e["version"] as? Int,
-              let cost = (e["cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
-              cost.isFinite, base.isFinite, base > 0 else { continue }
-        last[v] = (cost, base)
+    let trials = lastTrialFigures(events) { e -> (cost: Double, base: Double)? in
+        guard let cost = (e["cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
+              cost.isFinite, base.isFinite, base > 0 else { return nil }
+        return (cost, base)
     }
-    guard !last.isEmpty else { return nil }
-    let cost = last.values.reduce(0) { $0 + $1.cost }, base = last.values.reduce(0) { $0 + $1.base }
-    return 100 * cost / base
+    guard !trials.isEmpty else { return nil }
+    return 100 * trials.reduce(0) { $0 + $1.cost } / trials.reduce(0) { $0 + $1.base }
 }
 
 /// One evaluation window: the real plant's return beside the incumbent twin's on the same

@@ -23,12 +23,18 @@ import Testing
             var model = try QModel(network: try MLP(arch, seed: UInt64(seed)), actionNames: map.actions.map(\.name),
                                    normalization: .identity(map.stateWidth), calibrationStates: calibration)
             if seed == 3 { model.support = StateSupport.fit(calibration, inputCount: map.stateWidth) }
-            let file = data.appendingPathComponent("incoming.safetensors")
-            try model.save(to: file)
-            let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                                  report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
-            try store.setCurrent(v, reason: "test")
+            try store.setCurrent(try add(model, to: store, for: map, in: data), reason: "test")
         }
+    }
+
+    /// Stores `model` in `data`'s store as a version that passed its checks, signed with the
+    /// device key for `map`; its version.
+    func add(_ model: QModel, to store: ModelStore, for map: TopicMap, in data: URL) throws -> Int {
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let file = data.appendingPathComponent("incoming.safetensors")
+        try model.save(to: file)
+        return try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
+                             report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
     }
 
     static let learning = "  hidden: [16, 16]\n  retrain: {every_transitions: none}"
@@ -122,11 +128,7 @@ import Testing
         // default margin (half the range on each side) the model acts in 5 … 25.
         let lo: [Float] = [-0.5, -1, -1, 3, -0.5, -1, -1, 3], hi: [Float] = [0, 1, 1, 7, 0, 1, 1, 7]
         model.support = StateSupport.fit(lo + hi, inputCount: map.stateWidth)
-        let file = data.appendingPathComponent("incoming.safetensors")
-        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
-        try model.save(to: file)
-        let v = try store.add(files: ["model.safetensors": file, "model.safetensors.sha256": QModel.checksumURL(for: file)],
-                              report: Data(#"{"verdict":"passed"}"#.utf8), signer: try ModelSigner.device(dataDirectory: data, map: map))
+        let v = try add(model, to: store, for: map, in: data)
         let show = try EdgeQBinary.run(["models", "show", "\(v)", "--data", data.path, "--config", mappingFile.path])
         #expect(show.code == 0, "\(show.stderr)")
         let lines = show.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }

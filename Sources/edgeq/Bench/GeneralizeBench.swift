@@ -358,17 +358,15 @@ enum GeneralizeBench {
         // last windows of the plant also hold.
         let servedAtEnd = o.changes.last?.servedVersion
         let own = servedAtEnd.map { v in Array(o.windows.filter { $0.controller == "v\(v)" }.suffix(finalWindows)) } ?? []
+        let noOwn = !own.isEmpty ? nil : servedAtEnd.map { "not measured: no window was decided wholly by v\($0), the model served at the end" }
+            ?? "not measured: no model was served at the end of the run"
         out.append(("final_served_return", own.isEmpty ? nil : own.reduce(0) { $0 + $1.realReturn } / Double(own.count),
-                    "per window", .higher,
-                    own.isEmpty ? (servedAtEnd == nil ? "not measured: no model was served at the end of the run"
-                                                      : "not measured: no window was decided wholly by v\(servedAtEnd ?? 0), the model served at the end") : nil))
+                    "per window", .higher, noOwn))
         // The same windows against the incumbent's twin on them: on a continuing plant the
         // final figure above also holds an unfinished trial's arms and control-group blocks.
         let ownPercent = percent(own)
         out.append(("final_served_vs_incumbent", ownPercent, "%", .higher,
-                    ownPercent != nil ? nil : own.isEmpty ? (servedAtEnd == nil ? "not measured: no model was served at the end of the run"
-                                                                               : "not measured: no window was decided wholly by v\(servedAtEnd ?? 0), the model served at the end")
-                                                          : "not measured: the incumbent's return over those windows is 0"))
+                    ownPercent != nil ? nil : noOwn ?? "not measured: the incumbent's return over those windows is 0"))
 
         // The plant steps until the plant's return reached its learning goal (cart-pole: a
         // 10-episode mean of 475, issue 14's "plant steps to ≥ 475"), whoever decided the episodes.
