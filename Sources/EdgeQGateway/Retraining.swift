@@ -25,6 +25,20 @@ extension Gateway {
         }
     }
 
+    /// Which rows widen the next candidate's support (`SupportRows`): the control rows of the
+    /// versions served so far that are not quarantined, and none of any other model's (a
+    /// candidate's trial blocks, a running trial's too), nor the trial's burn-in after them.
+    func supportRows() -> SupportRows {
+        let quarantined = Set(store.quarantined().map(\.version))
+        let trusted = Set(store.servedRecords().compactMap { $0 }.filter { !quarantined.contains($0) }.map { String($0) })
+        let settle: Int
+        switch map.learning.trial.block {
+        case .ticks: settle = map.learning.trial.burnIn
+        case .episode: settle = 0   // the next episode starts from the plant's reset
+        }
+        return SupportRows(trusted: trusted, settleRows: settle)
+    }
+
     /// Starts a retraining unless one runs. Returns false when busy.
     @discardableResult
     func startRetraining(_ limits: RetrainLimits, trigger: String) -> Bool {
@@ -33,6 +47,7 @@ extension Gateway {
         let servedModel = servedNow?.model
         var configured = Retrainer(map: map, policy: checkPolicy)
         configured.baselineReference = baselineReference
+        configured.supportRows = supportRows()
         let retrainer = configured
         let logPath = log.path
         let output = dataDirectory.appendingPathComponent("candidate.safetensors")

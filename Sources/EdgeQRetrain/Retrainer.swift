@@ -364,6 +364,10 @@ public struct Retrainer: Sendable {
     /// estimate is each gateway's own): the report's `plantModelSkipped` says this instead of a
     /// fit that costs most of the retraining (on cart-pole, 48 s of 49.5 s at 20,000 samples).
     public var plantModelOff: String?
+    /// Which log rows the candidate's support (the states it acts in, `safety.support_margin`)
+    /// is fitted on; nil (the default): every usable row. The gateway leaves out the rows of
+    /// models that never passed a trial or were removed by the guard (`SupportRows`).
+    public var supportRows: SupportRows?
 
     public init(map: TopicMap, policy: CheckPolicy? = nil) {
         self.map = map
@@ -659,7 +663,8 @@ public struct Retrainer: Sendable {
         // The region of states the candidate was trained on (the usable rows' states and next
         // states): the gateway hands a state outside it to the safety policy
         // (`safety.support_margin`), since what the network does there was never learned.
-        let support = Self.support(of: rows, width: width)
+        let (support, supportExcluded) = Self.support(of: rows, width: width, rule: supportRows)
+        if supportRows != nil { report.figures["support_rows_excluded"] = Double(supportExcluded) }
         chosen.support = support
         distilledModel?.support = support
         report.seconds = Date().timeIntervalSince(clock)
@@ -674,9 +679,15 @@ public struct Retrainer: Sendable {
     }
 
     /// The box around the raw states and next states of `rows` (`StateSupport.fit`), without
-    /// copying them into one array.
-    static func support(of rows: [EdgeQLog.Transition], width: Int) -> StateSupport? {
-        StateSupport.fit(rows: rows.lazy.flatMap { [$0.state, $0.nextState] }, inputCount: width)
+    /// copying them into one array; with `rule`, of the rows it keeps (`SupportRows.kept`), and
+    /// how many it left out.
+    static func support(of rows: [EdgeQLog.Transition], width: Int, rule: SupportRows? = nil) -> (StateSupport?, excluded: Int) {
+        guard let rule else {
+            return (StateSupport.fit(rows: rows.lazy.flatMap { [$0.state, $0.nextState] }, inputCount: width), 0)
+        }
+        let kept = rule.kept(rows)
+        let box = StateSupport.fit(rows: kept.lazy.flatMap { [rows[$0].state, rows[$0].nextState] }, inputCount: width)
+        return (box, rows.count - kept.count)
     }
 
     /// Fits the plant model on the newest `policy.plantModelSamples` samples of the log
@@ -1156,5 +1167,56 @@ public struct Retrainer: Sendable {
         if let c = vCandidate, let b = vBehaviour, b != 0 {
             report.figures["fqe_improvement"] = (c - b) / abs(b)
         }
+    }
+}
+
+/// Which log rows widen a candidate's support: the region of states it acts in, its training
+/// rows' box widened by `safety.support_margin` (docs/learning.md, "The support widens from
+/// candidate to candidate").
+///
+/// A candidate in its trial takes the plant up to its support's edge plus the margin; were its
+/// rows counted, the next candidate's support would start from there and its margin reach
+/// further — a ratchet, one candidate at a time, into states no trusted controller ever chose
+/// (on the thermal zone, 3.8 K below the comfort band in the incumbent's log grew to 8.7 K
+/// over three stopped candidates). So only the controllers the gateway trusts widen it: the
+/// incumbent, and models that passed a trial or were served (not the ones the guard removed).
+/// The rows of a model outside `trusted` in charge are left out — from its first control row
+/// on, and its shadow rows after it too (the hand-backs of its block: outside its support the
+/// incumbent holds the plant, where the model took it) — and so are the `settleRows` rows
+/// after its last one, where the plant is still where it left it (the trial's burn-in: the
+/// next controller's first ticks start from the candidate's excursion). Shadow rows that name
+/// an untrusted model without following its control rows (a model only shadowed) are kept.
+/// The rows are still learned from; only the box leaves them out.
+public struct SupportRows: Sendable, Equatable {
+    /// The model versions, as the log names them (`model_version`), whose control rows count.
+    public var trusted: Set<String>
+    /// Rows after an untrusted model's control rows that are left out too, ≥ 0.
+    public var settleRows: Int
+
+    /// A rule counting the control rows of `trusted` only, and `settleRows` rows after others'.
+    public init(trusted: Set<String>, settleRows: Int) {
+        self.trusted = trusted
+        self.settleRows = max(0, settleRows)
+    }
+
+    /// The indices of `rows` (oldest first) the support is fitted on: every row but an
+    /// untrusted model's stretches in charge (its control rows and the shadow rows naming it
+    /// that follow them) and the `settleRows` after each; all of them when that would leave
+    /// none (a support from nothing would check nothing).
+    public func kept(_ rows: [EdgeQLog.Transition]) -> [Int] {
+        var kept: [Int] = []
+        kept.reserveCapacity(rows.count)
+        var inCharge: String?   // the untrusted model whose stretch is going on
+        var leftOutThrough = -1
+        for (i, t) in rows.enumerated() {
+            if let v = t.modelVersion, !trusted.contains(v), t.mode == .control || v == inCharge {
+                inCharge = v
+                leftOutThrough = i + settleRows
+                continue
+            }
+            inCharge = nil
+            if i > leftOutThrough { kept.append(i) }
+        }
+        return kept.isEmpty ? Array(rows.indices) : kept
     }
 }
