@@ -9,6 +9,7 @@ import EdgeQNet
 import Foundation
 import Logging
 import EdgeQRetrain
+import EdgeQTopicMap
 
 /// Retraining beside the decision path: one at a time, on a background thread of lower
 /// priority; progress and results on `<prefix>/retrain`. A trigger while one runs is
@@ -25,20 +26,6 @@ extension Gateway {
         }
     }
 
-    /// Which rows widen the next candidate's support (`SupportRows`): the control rows of the
-    /// versions served so far that are not quarantined, and none of any other model's (a
-    /// candidate's trial blocks, a running trial's too), nor the trial's burn-in after them.
-    func supportRows() -> SupportRows {
-        let quarantined = Set(store.quarantined().map(\.version))
-        let trusted = Set(store.servedRecords().compactMap { $0 }.filter { !quarantined.contains($0) }.map { String($0) })
-        let settle: Int
-        switch map.learning.trial.block {
-        case .ticks: settle = map.learning.trial.burnIn
-        case .episode: settle = 0   // the next episode starts from the plant's reset
-        }
-        return SupportRows(trusted: trusted, settleRows: settle)
-    }
-
     /// Starts a retraining unless one runs. Returns false when busy.
     @discardableResult
     func startRetraining(_ limits: RetrainLimits, trigger: String) -> Bool {
@@ -47,7 +34,7 @@ extension Gateway {
         let servedModel = servedNow?.model
         var configured = Retrainer(map: map, policy: checkPolicy)
         configured.baselineReference = baselineReference
-        configured.supportRows = supportRows()
+        configured.supportRows = store.supportRows(trial: map.learning.trial)
         let retrainer = configured
         let logPath = log.path
         let output = dataDirectory.appendingPathComponent("candidate.safetensors")
@@ -414,5 +401,23 @@ extension Gateway {
         o["in_charge"] = .string(metrics.gatewayInCharge.value == 1 ? "gateway" : "incumbent")
         o["trial_running"] = .bool(trialRunning.load(ordering: .relaxed))
         return o
+    }
+}
+
+extension ModelStore {
+    /// Which log rows widen the next candidate's support (`SupportRows`): the control rows of
+    /// the versions served so far (served.log) that are not quarantined, and none of any other
+    /// model's stretches in charge (a candidate's trial blocks, a running trial's too), nor the
+    /// trial's burn-in after them (`trial`: none for episode blocks, whose next episode starts
+    /// from the plant's reset). The gateway's retraining and `edgeq train` both use it.
+    public func supportRows(trial: TrialConfig) -> SupportRows {
+        let quarantined = Set(self.quarantined().map(\.version))
+        let trusted = Set(servedRecords().compactMap { $0 }.filter { !quarantined.contains($0) }.map { String($0) })
+        let settle: Int
+        switch trial.block {
+        case .ticks: settle = trial.burnIn
+        case .episode: settle = 0
+        }
+        return SupportRows(trusted: trusted, settleRows: settle)
     }
 }

@@ -98,6 +98,8 @@ struct TrainCommand: ParsableCommand {
         }
         var retrainer = Retrainer(map: map)
         retrainer.seed = seed
+        // The support from the rows of trusted controllers only, as the gateway fits it.
+        retrainer.supportRows = store.supportRows(trial: map.learning.trial)
         let output = dir.appendingPathComponent("candidate.safetensors")
         let report: RetrainReport
         do {
