@@ -79,6 +79,12 @@ public struct ControlGroupGuard: Sendable {
         public var tolerance = 0.0
         /// Cycles of two blocks (probation) before the cycles of m, ≥ 0. Default 0.
         public var probationPairs = 0
+        /// The stop-loss share (> 0; the trial's `stop_loss`): the guard trips at once on a
+        /// compared pair whose served block lost more than this share of its control block's
+        /// |return| — and more than five of a pair's spread, and the window's lead (see
+        /// `stopLossCheck`). nil: no stop-loss, the statistics alone. Default nil; the mapping's
+        /// settings take the trial's.
+        public var stopLoss: Double?
 
         /// Settings given one by one.
         public init(block: TrialConfig.Block, burnIn: Int, share: Double, windowPairs: Int, confidence: Double) {
@@ -96,6 +102,7 @@ public struct ControlGroupGuard: Sendable {
                       confidence: l.trial.confidence)
             minPairs = min(l.trial.minPairs, l.guardPairs)
             probationPairs = l.probationPairs
+            stopLoss = l.trial.stopLoss
         }
     }
 
@@ -140,6 +147,8 @@ public struct ControlGroupGuard: Sendable {
     private var ticks = 0
     /// Whether it tripped (it takes no more ticks then).
     public private(set) var hasTripped = false
+    /// The pair that tripped the stop-loss (nil: it did not; a trip by the statistics leaves it nil).
+    public private(set) var stopLossTrip: GuardStopLoss?
     /// Pairs carried over from a guard of the same served model and control group before a
     /// restart (`resume`); 0 when it started afresh.
     public private(set) var resumedPairs = 0
@@ -379,6 +388,11 @@ public struct ControlGroupGuard: Sendable {
                 controlBaseWindow[windowNext] = adjusted ? controlBaseline : 0
                 windowNext = (windowNext + 1) % settings.windowPairs
                 windowCount = min(windowCount + 1, settings.windowPairs)
+                if let stop = stopLossCheck(served: s, control: c) {
+                    stopLossTrip = stop
+                    hasTripped = true
+                    return .tripped
+                }
                 if look() {
                     hasTripped = true
                     return .tripped
@@ -400,6 +414,49 @@ public struct ControlGroupGuard: Sendable {
         }
         beginPendingProbation()
         return arm != ended ? .switched(to: arm) : nil
+    }
+
+    /// The stop-loss on the pair just added to the window (the newest), served return `served`
+    /// and control return `control`: the same rule as the trial's stop-loss
+    /// (`SwitchbackTrial.stopLossCheck`), on a whole block. The served block's deficit against
+    /// its control block (adjusted by the baselines when the guard is) must exceed the share of
+    /// the control block's |return| (doubled while the pair's spread is not known) and five of a
+    /// pair's spread — √2 × the spread of the window's control blocks, pooled with the
+    /// promoting trial's pairs as the looks pool them, known from two degrees of freedom — and,
+    /// besides, what the served model gained over the window's other pairs (its lead): a model
+    /// ahead on average may lose that much in one block before the statistics judge it. A
+    /// limit of 0 (no scale, no spread: rewards that are all 0) stops nothing.
+    ///
+    /// Why: the looks judge a mean, at α / `looksPerBudget` each; one block far beyond
+    /// anything the control group does moves that mean little — on the tank (2026-12-07) a
+    /// model 12.8 % better in its trial had pairs of +0.3 … +2.5 and one block of −23.4 against
+    /// its control block's −2.9, and served on untripped.
+    private func stopLossCheck(served: Double, control: Double) -> GuardStopLoss? {
+        guard let share = settings.stopLoss, windowCount > 0 else { return nil }
+        let newest = (windowNext + settings.windowPairs - 1) % settings.windowPairs
+        func difference(_ i: Int) -> Double {
+            servedWindow[i] - controlWindow[i] - (servedBaseWindow[i] - controlBaseWindow[i])
+        }
+        let deficit = -difference(newest)
+        guard deficit > 0 else { return nil }
+        var controls = RunningMoments()
+        var lead = 0.0
+        for i in 0..<windowCount {
+            controls.add(controlWindow[i] - controlBaseWindow[i])
+            if i != newest { lead += difference(i) }
+        }
+        let ownDF = max(0, controls.count - 1)
+        let ownVariance = 2 * controls.standardDeviation * controls.standardDeviation
+        let borrowedDF = borrowedNoise?.degreesOfFreedom ?? 0
+        let df = ownDF + borrowedDF
+        let pairSD = df > 0 ? ((Double(ownDF) * ownVariance + Double(borrowedDF) * (borrowedNoise?.variance ?? 0)) / Double(df)).squareRoot() : 0
+        let known = df >= SwitchbackTrial.stopLossSpreadDegreesOfFreedom
+        let shareLimit = share * (known ? 1 : SwitchbackTrial.unknownSpreadShareFactor) * abs(control)
+        let limit = max(shareLimit, SwitchbackTrial.stopLossPairSpreads * pairSD)
+        let ahead = max(0, lead)
+        guard limit > 0, deficit > limit + ahead else { return nil }
+        return GuardStopLoss(served: served, control: control, deficit: deficit, limit: limit, share: share, lead: ahead,
+                             spreadKnown: known, adjusted: adjusted)
     }
 
     /// Mean and sample standard deviation of d′ (with `tolerance`) or d over the window; d
@@ -439,6 +496,7 @@ public struct ControlGroupGuard: Sendable {
         s.probationPairsLeft = probationLeft
         s.resumedPairs = resumedPairs
         s.probationPairsPending = pendingProbation
+        s.stopLoss = stopLossTrip
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -496,8 +554,31 @@ public struct GuardSummary: Sendable, Equatable {
     public var resumedPairs = 0
     /// Probation pairs asked for (a novel condition) that begin at the next block boundary.
     public var probationPairsPending = 0
+    /// The pair that tripped the guard's stop-loss (nil: none did).
+    public var stopLoss: GuardStopLoss?
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.
     public var meanControl: Double?
+}
+
+/// The compared pair that tripped the guard's stop-loss (`ControlGroupGuard.Settings.stopLoss`).
+public struct GuardStopLoss: Sendable, Equatable {
+    /// The served block's return and its control block's (raw).
+    public var served: Double
+    public var control: Double
+    /// What the served block lost against the control block (adjusted by the exogenous
+    /// baselines when the guard is).
+    public var deficit: Double
+    /// The limit it exceeded, besides `lead`: the share of |control| (doubled while the spread
+    /// was not known) or five of a pair's spread, whichever is larger.
+    public var limit: Double
+    /// The stop-loss share.
+    public var share: Double
+    /// What the served model had gained over the window's other pairs (≥ 0), allowed on top.
+    public var lead: Double
+    /// Whether a pair's spread was known (two degrees of freedom or more).
+    public var spreadKnown: Bool
+    /// Whether `deficit` is adjusted.
+    public var adjusted: Bool
 }

@@ -928,24 +928,33 @@ extension Gateway {
         let action: String
         var to: Int?
         var quarantined: Int?
+        let why = s.stopLoss == nil ? "guard: worse than its control group" : "guard stop-loss: one block far worse than its control block"
         do {
-            let r = try rollback(to: nil, reason: "guard: worse than its control group")
+            let r = try rollback(to: nil, reason: why)
             verdict = "rolled_back"
             to = r.to
             quarantined = r.quarantined
             action = "rolled back from version \(from.map(String.init) ?? "none") to \(r.to)\(r.quarantined.map { " (version \($0) quarantined)" } ?? "")"
         } catch {
-            if let from { try? store.quarantine(from, reason: "guard: worse than its control group") }
+            if let from { try? store.quarantine(from, reason: why) }
             quarantined = from.flatMap { store.isQuarantined($0) ? $0 : nil }
-            leaveControl(reason: "guard: worse than its control group, no rollback (\(error))")
+            leaveControl(reason: "\(why), no rollback (\(error))")
             verdict = "fallback_to_shadow"
             action = "back to shadow mode, the incumbent is in charge (no rollback: \(error))"
         }
         let controlName = control.map { "version \($0)" } ?? "the incumbent"
-        let text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g%@); %@",
+        let text: String
+        if let stop = s.stopLoss {
+            text = String(format: "guard stop-loss: the served model's block returned %.4g against its control block's %.4g (%@): it lost %.4g%@, beyond the limit %.4g (%.4g of the control block's |return|%@, or five of a pair's spread)%@; %@",
+                          stop.served, stop.control, controlName, stop.deficit, stop.adjusted ? " adjusted for the exogenous baseline" : "",
+                          stop.limit, stop.share, stop.spreadKnown ? "" : ", doubled: the spread is not known yet",
+                          stop.lead > 0 ? String(format: " plus its lead over the window's other pairs, %.4g", stop.lead) : "", action)
+        } else {
+            text = String(format: "guard: the served model's block return is below its control group's (%@) by %.4g on average over %d pairs (%.0f%% interval %.4g … %.4g%@); %@",
                           controlName, -(s.meanDifference ?? 0), s.windowPairs, s.confidence * 100,
                           s.interval?.lowerBound ?? .nan, s.interval?.upperBound ?? .nan,
                           s.adjusted ? String(format: ", adjusted for the exogenous baseline; raw %.4g", -(s.rawMeanDifference ?? 0)) : "", action)
+        }
         lastGuardEvent.withLock { $0 = text }
         logger.error("\(text)")
         func version(_ v: Int?) -> JSONValue { v.map { .number(Double($0)) } ?? .null }
@@ -954,8 +963,17 @@ extension Gateway {
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
                         "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
                         "noise_from_trial": Self.borrowedNoiseJSON(s.borrowedNoise), "resumed_pairs": .number(Double(s.resumedPairs)),
-                        "mode": .string(mode.rawValue), "reason": .string(text)])
+                        "mode": .string(mode.rawValue), "reason": .string(text), "stop_loss": Self.guardStopLossJSON(s.stopLoss)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
+    }
+
+    /// The guard's stop-loss trip: `{"served", "control", "deficit", "limit", "share", "lead",
+    /// "spread_known", "adjusted"}`, or null (the statistics tripped it).
+    static func guardStopLossJSON(_ s: GuardStopLoss?) -> JSONValue {
+        guard let s else { return .null }
+        return .object(["served": .number(s.served), "control": .number(s.control), "deficit": .number(s.deficit),
+                        "limit": .number(s.limit), "share": .number(s.share), "lead": .number(s.lead),
+                        "spread_known": .bool(s.spreadKnown), "adjusted": .bool(s.adjusted)])
     }
 
     /// The promoting trial's noise the guard pools with its own: `{"sd", "pairs"}` (the trial's

@@ -233,8 +233,12 @@ import Testing
     /// looked for from the second pair on, over the last 4 pairs.
     static let guarded = """
           checks: {quantization_agreement: 0, max_unsupported: 1, min_rows: 100}
-          promotion: {policy: manual, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2}, control_share: 0.5, guard_pairs: 4}
+          promotion: {policy: manual, min_agreement: 0, trial: {block: 4, burn_in: 0, min_pairs: 2, stop_loss: none}, control_share: 0.5, guard_pairs: 4}
         """
+
+    /// `guarded` with the trial's stop-loss (the default share, 0.5), which the guard applies to
+    /// each compared pair. `guarded` turns it off: its tests are about the guard's statistics.
+    static let guardedWithStopLoss = guarded.replacingOccurrences(of: ", stop_loss: none", with: "")
 
     /// The closed-loop plant of the guard tests: `a1` is the bad action (the next state's x is
     /// 5, reward −5), `a0` the good one (x = 0.25, reward −0.25: block returns are exact in binary); y wanders so that states differ.
@@ -280,6 +284,28 @@ import Testing
         let before = plant.acted.count
         try plant.run(24)
         #expect(plant.acted.dropFirst(before).allSatisfy { $0.action == 0 }, "\(plant.acted.dropFirst(before))")
+    }
+
+    /// With the stop-loss, the first compared pair decides: v2's block returned −20 against its
+    /// control block's −1 (v1), far beyond the share of a block (doubled: no spread known yet,
+    /// no trial noise to borrow), so the guard rolls back at once — one pair, not the two its
+    /// first look needs — and says it was the stop-loss, with the pair's figures.
+    @Test func theGuardsStopLossRollsBackAtTheFirstFarWorsePair() throws {
+        let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guardedWithStopLoss))
+        defer { h.stop() }
+        #expect(h.map.learning.trial.stopLoss == 0.5)
+        let (good, bad) = try h.serveABadModelAfterAGoodOne()
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(h) != nil })
+        let event = try #require(guardEvent(h), "the guard did not trip in \(plant.acted.count) control ticks")
+        #expect(event["pairs"] as? Int == 1, "\(event)")
+        #expect(event["verdict"] as? String == "rolled_back" && event["from"] as? Int == bad && event["to"] as? Int == good, "\(event)")
+        let stop = try #require(event["stop_loss"] as? [String: Any], "\(event)")
+        #expect(stop["served"] as? Double == -20 && stop["control"] as? Double == -1 && stop["deficit"] as? Double == 19, "\(stop)")
+        #expect(stop["limit"] as? Double == 1 && stop["spread_known"] as? Bool == false && stop["lead"] as? Double == 0, "\(stop)")
+        #expect((event["reason"] as? String)?.hasPrefix("guard stop-loss: the served model's block returned -20 against its control block's -1 (version \(good))") == true, "\(event)")
+        #expect(try ModelStore(dataDirectory: h.dir.url).quarantined().first { $0.version == bad }?.reason.contains("stop-loss") == true)
+        #expect(h.gateway.servedVersion == good)
     }
 
     @Test func withoutAnEarlierModelTheGuardReturnsToShadow() throws {

@@ -1222,6 +1222,80 @@ import Testing
         #expect(Double(trips) / Double(runs) <= 0.05, "tripped \(trips) of \(runs)")
     }
 
+    /// Feeds one pair (share 0.5, blocks of 4 ticks, no burn-in) whose served block returns
+    /// `served` and whose control block returns `control`.
+    static func feedPair(_ g: inout ControlGroupGuard, served: Double, control: Double) -> GuardEvent? {
+        var last: GuardEvent?
+        for _ in 0..<2 {
+            let arm = g.arm
+            for _ in 0..<4 { last = g.record(reward: (arm == .served ? served : control) / 4, arm: arm, episodeEnded: false) }
+            if last == .tripped { return last }
+        }
+        return last
+    }
+
+    /// The guard's stop-loss (the trial's `stop_loss`, on a compared pair): a served model a
+    /// little better than its control group pair after pair, then one block far worse (the
+    /// tank, 2026-12-07: −23.4 against −2.9, pairs of +0.3 … +2.5 before): it trips at that pair,
+    /// and says why; the statistics alone (no stop-loss) do not trip there. A block that loses
+    /// less than its lead, or than five of a pair's spread, is left to the statistics.
+    @Test func theGuardsStopLossTripsOnOneBlockFarWorseThanItsControl() throws {
+        let before: [(Double, Double)] = [(-3.01, -2.81), (-3.19, -3.48), (-2.63, -5.07)]
+        var settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5)
+        settings.stopLoss = 0.5
+        var statistics = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5), seed: 3)
+        var g = try ControlGroupGuard(settings: settings, seed: 3)
+        for (sv, cv) in before {
+            #expect(Self.feedPair(&g, served: sv, control: cv) != .tripped)
+            #expect(Self.feedPair(&statistics, served: sv, control: cv) != .tripped)
+        }
+        #expect(Self.feedPair(&g, served: -23.4, control: -2.94) == .tripped)
+        #expect(Self.feedPair(&statistics, served: -23.4, control: -2.94) != .tripped)
+        let stop = try #require(g.summary.stopLoss)
+        #expect(g.summary.tripped && g.summary.pairs == 4)
+        #expect(abs(stop.deficit - 20.46) < 1e-6 && stop.spreadKnown && !stop.adjusted, "\(stop)")
+        // The lead: the three pairs before gained 2.53; the limit: five of √2 × the spread of the
+        // four control blocks (1.04): 7.34, above half of 2.94.
+        #expect(abs(stop.lead - 2.53) < 1e-6, "\(stop)")
+        let controls = [-2.81, -3.48, -5.07, -2.94], mean = controls.reduce(0, +) / 4
+        let sd = (controls.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 3).squareRoot()
+        #expect(abs(stop.limit - 5 * 2.0.squareRoot() * sd) < 1e-6 && abs(stop.limit - 7.34) < 0.01, "\(stop)")
+        #expect(g.record(reward: 0, arm: g.arm, episodeEnded: false) == nil)
+
+        // A block that loses less than limit + lead is left to the statistics.
+        var h = try ControlGroupGuard(settings: settings, seed: 3)
+        for (sv, cv) in before { _ = Self.feedPair(&h, served: sv, control: cv) }
+        #expect(Self.feedPair(&h, served: -9.5, control: -2.94) != .tripped)
+        #expect(h.summary.stopLoss == nil)
+        // The mapping's settings take the trial's stop-loss; none without one.
+        let map = try TopicMap.parse(yaml: testMapping(extraLearning: "  promotion: {policy: trial, trial: {stop_loss: 0.3}}"), file: "t.yaml")
+        #expect(ControlGroupGuard.Settings(learning: map.learning).stopLoss == 0.3)
+        let none = try TopicMap.parse(yaml: testMapping(extraLearning: "  promotion: {policy: trial, trial: {stop_loss: none}}"), file: "t.yaml")
+        #expect(ControlGroupGuard.Settings(learning: none.learning).stopLoss == nil)
+    }
+
+    /// The stop-loss does not make the guard trip an equivalent model: served and control
+    /// blocks both −10 ± 1 (a pair's difference spreads by 1.4), 200 seeded runs of 100 pairs,
+    /// no trial noise borrowed (the first pair's limit is the whole control block): the
+    /// stop-loss trips none, the statistics at most 1 − confidence.
+    @Test func theGuardsStopLossDoesNotTripAnEquivalentModel() throws {
+        var settings = Self.guardSettings(block: .ticks(4), burnIn: 0, share: 0.5)
+        settings.stopLoss = 0.5
+        var trips = 0, stopLossTrips = 0
+        for seed in 0..<200 {
+            var rng = SeededGenerator(seed: 90_000 + UInt64(seed))
+            var g = try ControlGroupGuard(settings: settings, seed: UInt64(seed))
+            while g.summary.pairs < 100 && !g.hasTripped {
+                if Self.feedPair(&g, served: -10 + rng.nextGaussian(), control: -10 + rng.nextGaussian()) == .tripped {
+                    trips += 1
+                    if g.stopLossTrip != nil { stopLossTrips += 1 }
+                }
+            }
+        }
+        #expect(stopLossTrips == 0, "the stop-loss tripped \(stopLossTrips) of 200")
+        #expect(Double(trips) / 200 <= 0.05, "tripped \(trips) of 200")
+    }
+
     /// The control group's share of blocks is 1 / round(1 / share); each control block is
     /// paired with an adjacent served block; 0 turns the guard off.
     @Test func theControlShareAndItsPairs() throws {
