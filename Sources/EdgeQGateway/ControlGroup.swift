@@ -564,8 +564,9 @@ public struct GuardSummary: Sendable, Equatable {
 
 /// The compared pair that tripped the guard's stop-loss (`ControlGroupGuard.Settings.stopLoss`).
 public struct GuardStopLoss: Sendable, Equatable {
-    /// The served block's return and its control block's (raw).
+    /// The served block's return (raw).
     public var served: Double
+    /// Its control block's return (raw).
     public var control: Double
     /// What the served block lost against the control block (adjusted by the exogenous
     /// baselines when the guard is).
