@@ -429,7 +429,7 @@ public struct ControlGroupGuard: Sendable {
     ///
     /// Why: the looks judge a mean, at α / `looksPerBudget` each; one block far beyond
     /// anything the control group does moves that mean little — on the tank (2026-12-07) a
-    /// model 12.8 % better in its trial had pairs of +0.3 … +2.5 and one block of −23.4 against
+    /// model 12.8 % better in its trial had pairs of −0.2 … +2.4 and one block of −23.4 against
     /// its control block's −2.9, and served on untripped.
     private func stopLossCheck(served: Double, control: Double) -> GuardStopLoss? {
         guard let share = settings.stopLoss, windowCount > 0 else { return nil }
