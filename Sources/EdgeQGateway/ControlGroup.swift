@@ -445,14 +445,10 @@ public struct ControlGroupGuard: Sendable {
             controls.add(controlWindow[i] - controlBaseWindow[i])
             if i != newest { lead += difference(i) }
         }
-        let ownDF = max(0, controls.count - 1)
-        let ownVariance = 2 * controls.standardDeviation * controls.standardDeviation
-        let borrowedDF = borrowedNoise?.degreesOfFreedom ?? 0
-        let df = ownDF + borrowedDF
-        let pairSD = df > 0 ? ((Double(ownDF) * ownVariance + Double(borrowedDF) * (borrowedNoise?.variance ?? 0)) / Double(df)).squareRoot() : 0
-        let known = df >= SwitchbackTrial.stopLossSpreadDegreesOfFreedom
+        let pair = SwitchbackTrial.pairSpread(referenceBlocks: controls, borrowed: borrowedNoise)
+        let known = pair.degreesOfFreedom >= SwitchbackTrial.stopLossSpreadDegreesOfFreedom
         let shareLimit = share * (known ? 1 : SwitchbackTrial.unknownSpreadShareFactor) * abs(control)
-        let limit = max(shareLimit, SwitchbackTrial.stopLossPairSpreads * pairSD)
+        let limit = max(shareLimit, SwitchbackTrial.stopLossPairSpreads * pair.sd)
         let ahead = max(0, lead)
         guard limit > 0, deficit > limit + ahead else { return nil }
         return GuardStopLoss(served: served, control: control, deficit: deficit, limit: limit, share: share, lead: ahead,

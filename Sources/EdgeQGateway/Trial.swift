@@ -353,12 +353,20 @@ public struct SwitchbackTrial: Sendable {
     /// √2 × the spread of the trial's scored reference blocks (n − 1 degrees of freedom),
     /// pooled with `borrowedNoise` (its own) when there is one; 0 with none.
     var stopLossPairSpread: (sd: Double, degreesOfFreedom: Int) {
-        let ownDF = max(0, referenceValues.count - 1)
-        let ownVariance = 2 * referenceValues.standardDeviation * referenceValues.standardDeviation
-        let borrowedDF = borrowedNoise?.degreesOfFreedom ?? 0
+        Self.pairSpread(referenceBlocks: referenceValues, borrowed: borrowedNoise)
+    }
+
+    /// A pair difference's spread from the reference's blocks alone: √2 × their spread
+    /// (n − 1 degrees of freedom), pooled degree of freedom for degree of freedom with
+    /// `borrowed` (an earlier trial's pairs); 0 on 0 degrees of freedom. The trial's stop-loss
+    /// and the guard's (its control blocks) use it.
+    static func pairSpread(referenceBlocks m: RunningMoments, borrowed: PairNoise?) -> (sd: Double, degreesOfFreedom: Int) {
+        let ownDF = max(0, m.count - 1)
+        let ownVariance = 2 * m.standardDeviation * m.standardDeviation
+        let borrowedDF = borrowed?.degreesOfFreedom ?? 0
         let df = ownDF + borrowedDF
         guard df > 0 else { return (0, 0) }
-        let pooled = (Double(ownDF) * ownVariance + Double(borrowedDF) * (borrowedNoise?.variance ?? 0)) / Double(df)
+        let pooled = (Double(ownDF) * ownVariance + Double(borrowedDF) * (borrowed?.variance ?? 0)) / Double(df)
         return (pooled.squareRoot(), df)
     }
 
