@@ -42,7 +42,15 @@ public struct DistillReport: Codable, Sendable {
     /// States left out because the teacher's values were not finite (the model reward could not
     /// be evaluated on a prediction).
     public var nonFiniteStates = 0
-    /// Seconds the teacher took.
+    /// The rounds of the student on the plant model asked for (`learning.distill.rounds`) and
+    /// made, and the visited states the teacher valued in them (training states beside the
+    /// logged ones).
+    public var rounds = 0
+    /// See `rounds`.
+    public var roundsMade = 0
+    /// See `rounds`.
+    public var studentStates = 0
+    /// Seconds the teacher took (the logged states and the rounds).
     public var teacherSeconds = 0.0
     /// The student's updates made and asked for, its seconds and its loss (teacher's units²).
     public var updates = 0
@@ -80,7 +88,7 @@ public struct DistillReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case chosen, why, skipped, stoppedEarly = "stopped_early", model, horizon, relaxed, statesValued = "states_valued",
              statesLimit = "states_limit", every, heldOutStates = "held_out_states", nonFiniteStates = "non_finite_states",
-             teacherSeconds = "teacher_seconds", updates, updatesLimit = "updates_limit", trainSeconds = "train_seconds",
+             rounds, roundsMade = "rounds_made", studentStates = "student_states", teacherSeconds = "teacher_seconds", updates, updatesLimit = "updates_limit", trainSeconds = "train_seconds",
              trainLoss = "train_loss", agreementHeldOut = "agreement_held_out", agreementTrain = "agreement_train",
              verdict, reasons, checks, dqnVerdict = "dqn_verdict", pretrial, dqnPretrial = "dqn_pretrial"
     }
@@ -133,6 +141,7 @@ extension Retrainer {
         info.horizon = d.horizon
         info.statesLimit = d.states
         info.updatesLimit = d.updates
+        info.rounds = d.rounds
         let teacher: PlanTeacher
         do {
             teacher = try PlanTeacher(map: map, model: model, horizon: d.horizon)
@@ -143,16 +152,12 @@ extension Retrainer {
         info.relaxed = teacher.configuration.relaxed
         info.every = max(trainCount / max(d.states, 1), 1)
         progress(Progress(phase: "distill_teacher", updates: 0, of: d.states, tdLoss: nil))
+        // The rounds on the model (DAgger): each values up to half of `states` visited states.
+        let roundStates = d.rounds > 0 ? max(d.states / 2, 1) : 0
+        var clock = DistillClock(deadline: deadline, teacherSeconds: d.teacherSeconds, loggedStates: d.states, rounds: d.rounds,
+                                 roundStates: roundStates)
         let t0 = Date()
-        // The teacher stops at the earlier of its share of the retraining's limit and its own.
-        let shareDeadline = deadline.map { t0.addingTimeInterval(max($0.timeIntervalSince(t0), 0) * 0.6) }
-        let ownDeadline = d.teacherSeconds.map { t0.addingTimeInterval($0) }
-        let teacherDeadline: Date?, byOwnLimit: Bool
-        switch (shareDeadline, ownDeadline) {
-        case let (share?, own?): (teacherDeadline, byOwnLimit) = (min(share, own), own < share)
-        case let (nil, own?): (teacherDeadline, byOwnLimit) = (own, true)
-        case let (share, nil): (teacherDeadline, byOwnLimit) = (share, false)
-        }
+        let loggedLimit = clock.teacherPass(states: d.states)
         var teacherCut = false
         let samples: [PlanTeacher.Sample]
         do {
@@ -160,7 +165,7 @@ extension Retrainer {
             samples = try teacher.samples(rows: rowsAll, every: info.every, limit: d.states, include: { $0 < heldStart }, newestFirst: true,
                                           shouldStop: {
                 if shouldStop() { return true }
-                if let teacherDeadline, Date() >= teacherDeadline { teacherCut = true; return true }
+                if let loggedLimit, Date() >= loggedLimit { teacherCut = true; return true }
                 return false
             })
         } catch {
@@ -168,19 +173,18 @@ extension Retrainer {
             return nil
         }
         if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
+        clock.teacherSpent(Date().timeIntervalSince(t0))
         info.teacherSeconds = roundedForReading(Date().timeIntervalSince(t0), significant: 4)
         let examples = samples.map(\.example).filter { $0.values.allSatisfy(\.isFinite) }
         info.nonFiniteStates = samples.count - examples.count
         info.statesValued = samples.count
-        let limitSaid = byOwnLimit ? "its own time limit (learning.distill.teacher_seconds, \(d.teacherSeconds.map { String(format: "%g", $0) } ?? "none") s)"
-                                   : "its share (60 %) of the retraining's time limit"
         if teacherCut {
-            info.stoppedEarly = "the teacher valued \(samples.count) of up to \(d.states) states before \(limitSaid) ran out"
+            info.stoppedEarly = "the teacher valued \(samples.count) of up to \(d.states) states before \(clock.limitSaid) ran out"
         }
         guard examples.count >= 10 else {
             info.skipped = "the teacher valued \(examples.count) states with finite values (need 10)"
-                + (teacherCut ? " before \(limitSaid) ran out: "
-                    + (byOwnLimit ? "raise learning.distill.teacher_seconds or lower learning.distill.horizon" : "give the retraining more seconds or lower learning.distill.horizon")
+                + (teacherCut ? " before \(clock.limitSaid) ran out: "
+                    + (clock.byOwnLimit ? "raise learning.distill.teacher_seconds or lower learning.distill.horizon" : "give the retraining more seconds or lower learning.distill.horizon")
                    : ": the log has too few usable rows, or the model reward is not finite on the predictions")
             return nil
         }
@@ -190,26 +194,83 @@ extension Retrainer {
         let heldExamples = Array(examples.suffix(heldCount))
         info.heldOutStates = heldExamples.count
 
+        let config = Distillation.Configuration(hidden: map.learning.hidden, updates: d.updates, seed: seed)
+        let trainingMeta = ["teacher": "planner (horizon \(d.horizon)) on \(model.description)", "gateway": map.gateway.id,
+                            "gamma": String(map.learning.gamma), "rows": String(base.rows)]
+        /// One training of the student on `examples` (its share of the retraining's time).
+        func trainStudent(_ examples: [Distillation.Example]) throws -> (result: Distillation.Result, cut: Bool) {
+            let limit = clock.training()
+            var cut = false
+            let result = try Distillation.train(examples, actionNames: map.actions.map(\.name), configuration: config, training: trainingMeta,
+                                                shouldStop: {
+                                                    if shouldStop() { return true }
+                                                    if let limit, Date() >= limit { cut = true; return true }
+                                                    return false
+                                                })
+            return (result, cut)
+        }
         progress(Progress(phase: "distill_training", updates: 0, of: d.updates, tdLoss: nil))
         let t1 = Date()
-        var trainCut = false
-        let config = Distillation.Configuration(hidden: map.learning.hidden, updates: d.updates, seed: seed)
-        let result: Distillation.Result
+        var result: Distillation.Result
+        var trainCut: Bool
         do {
-            result = try Distillation.train(trainExamples, actionNames: map.actions.map(\.name), configuration: config,
-                                            training: ["teacher": "planner (horizon \(d.horizon)) on \(model.description)", "gateway": map.gateway.id,
-                                                       "gamma": String(map.learning.gamma), "rows": String(base.rows)],
-                                            shouldStop: {
-                                                if shouldStop() { return true }
-                                                if let deadline, Date() >= deadline { trainCut = true; return true }
-                                                return false
-                                            })
+            (result, trainCut) = try trainStudent(trainExamples)
         } catch {
             info.skipped = "the student could not be trained: \(error)"
             return nil
         }
         if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
-        info.trainSeconds = roundedForReading(Date().timeIntervalSince(t1), significant: 4)
+        var trainSeconds = Date().timeIntervalSince(t1)
+
+        // DAgger on the model: the student's own states, valued by the teacher, and the student
+        // trained again on everything valued so far.
+        var visited: [Distillation.Example] = []
+        if d.rounds > 0, let data, let world = try? ModelWorld(map: map, model: model, data: data) {
+            let visits = StudentVisits(world: world)
+            let every = 4
+            let runs = max((roundStates + (d.horizon / every) - 1) / max(d.horizon / every, 1), 1)
+            for round in 1...d.rounds {
+                progress(Progress(phase: "distill_round", updates: round, of: d.rounds, tdLoss: nil))
+                let tr = Date()
+                let limit = clock.teacherPass(states: roundStates)
+                var cut = false
+                let stop = {
+                    if shouldStop() { return true }
+                    if let limit, Date() >= limit { cut = true; return true }
+                    return false
+                }
+                let seen = visits.visits(student: result.model, precision: policy.servedPrecision, runs: runs, horizon: d.horizon, every: every,
+                                         limit: roundStates, heldOutSamples: held.count, seed: seed &+ UInt64(round), shouldStop: stop)
+                let valued = (try? teacher.values(of: seen, shouldStop: stop)) ?? []
+                clock.teacherSpent(Date().timeIntervalSince(tr))
+                info.teacherSeconds = roundedForReading(info.teacherSeconds + Date().timeIntervalSince(tr), significant: 4)
+                let fresh = valued.filter { $0.values.allSatisfy(\.isFinite) }
+                info.nonFiniteStates += valued.count - fresh.count
+                visited += fresh
+                info.studentStates = visited.count
+                info.roundsMade = round
+                if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
+                if cut {
+                    info.stoppedEarly = (info.stoppedEarly.map { $0 + "; " } ?? "")
+                        + "round \(round) of the student on the model valued \(fresh.count) of up to \(roundStates) visited states before \(clock.limitSaid) ran out"
+                }
+                guard !fresh.isEmpty else { break }
+                let tt = Date()
+                let again: (result: Distillation.Result, cut: Bool)
+                do {
+                    again = try trainStudent(trainExamples + visited)
+                } catch {
+                    break   // the student of the round before stands
+                }
+                if shouldStop() { throw RetrainError("retraining abandoned: the gateway is stopping", kind: .stopped) }
+                trainSeconds += Date().timeIntervalSince(tt)
+                // A training cut short by the time limit does not replace a whole one.
+                if again.cut && !trainCut { break }
+                (result, trainCut) = again
+                if cut { break }
+            }
+        }
+        info.trainSeconds = roundedForReading(trainSeconds, significant: 4)
         info.updates = result.updates
         info.trainLoss = result.trainLoss.isFinite ? roundedForReading(result.trainLoss) : nil
         if trainCut {
@@ -335,5 +396,73 @@ extension Retrainer {
         // (train_td_loss, …) stay under their names.
         for (k, v) in distilled.report.figures { report.figures[k] = v }
         report.figures["distilled_candidate"] = 1
+    }
+}
+
+/// The time limits of one distillation (`Retrainer.distil`): the teacher's own limit
+/// (`learning.distill.teacher_seconds`) shared over its passes (the logged states, then each
+/// round on the model) in proportion to the states each may value, and the retraining's limit
+/// (`seconds`) shared over every pass: 60 % to the teacher's passes (by their states), 40 % to
+/// the student's trainings (one per pass). Each share is taken of what is left when the pass
+/// begins, so time a pass did not use goes to the later ones.
+struct DistillClock {
+    let deadline: Date?
+    let teacherSeconds: Double?
+    let totalStates: Int
+    let totalTrainings: Int
+    /// The teacher's states still to be asked for, the trainings still to come.
+    var statesLeft: Int
+    var trainingsLeft: Int
+    var teacherUsed = 0.0
+    /// Which limit the last teacher pass ran to.
+    var byOwnLimit = false
+
+    init(deadline: Date?, teacherSeconds: Double?, loggedStates: Int, rounds: Int, roundStates: Int) {
+        self.deadline = deadline
+        self.teacherSeconds = teacherSeconds
+        totalStates = max(loggedStates + rounds * roundStates, 1)
+        totalTrainings = rounds + 1
+        statesLeft = totalStates
+        trainingsLeft = totalTrainings
+    }
+
+    /// The weight of a teacher pass of `states` and of one training under the retraining's
+    /// limit, and of everything still to come.
+    private func weight(states: Int) -> Double { 0.6 * Double(states) / Double(totalStates) }
+    private var trainingWeight: Double { 0.4 / Double(totalTrainings) }
+    private var weightLeft: Double { weight(states: statesLeft) + trainingWeight * Double(trainingsLeft) }
+
+    /// The end of the retraining's share for a pass of `weight` (nil: no retraining limit).
+    private func sharedEnd(_ w: Double, now: Date) -> Date? {
+        deadline.map { now.addingTimeInterval(max($0.timeIntervalSince(now), 0) * min(w / max(weightLeft, w, 1e-9), 1)) }
+    }
+
+    /// The end of a teacher pass that may value `states` (nil: no limit).
+    mutating func teacherPass(states: Int) -> Date? {
+        let now = Date()
+        let own = teacherSeconds.map { now.addingTimeInterval(max($0 - teacherUsed, 0) * Double(states) / Double(max(statesLeft, states, 1))) }
+        let shared = sharedEnd(weight(states: states), now: now)
+        statesLeft = max(statesLeft - states, 0)
+        switch (shared, own) {
+        case let (s?, o?): byOwnLimit = o < s; return min(s, o)
+        case let (nil, o?): byOwnLimit = true; return o
+        case let (s, nil): byOwnLimit = false; return s
+        }
+    }
+
+    /// Records seconds a teacher pass took.
+    mutating func teacherSpent(_ seconds: Double) { teacherUsed += seconds }
+
+    /// The end of the next training of the student (nil: no limit).
+    mutating func training() -> Date? {
+        let end = sharedEnd(trainingWeight, now: Date())
+        trainingsLeft = max(trainingsLeft - 1, 0)
+        return end
+    }
+
+    /// The limit the last teacher pass ran to, for people.
+    var limitSaid: String {
+        byOwnLimit ? "its own time limit (learning.distill.teacher_seconds, \(teacherSeconds.map { String(format: "%g", $0) } ?? "none") s)"
+                   : "its share of the retraining's time limit"
     }
 }

@@ -686,6 +686,12 @@ public struct DistillConfig: Sendable, Equatable {
     /// ensemble) the teacher values about a sixth of a second a state on one core, so the
     /// default 2,000 states would take longer than a retraining should.
     public var teacherSeconds: Double? = 180
+    /// Rounds of the student on the plant model (DAgger, docs/learning.md "The student's own
+    /// states in retraining"): each round the latest student runs in closed loop on the plant
+    /// model from logged starts, the teacher values states it visited (up to half of `states` a
+    /// round), and the student is trained again on every state valued so far. 0: the logged
+    /// states only. Default 2.
+    public var rounds = 2
 
     /// The defaults.
     public init() {}

@@ -174,6 +174,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {}", { $0.learning.distill.teacherSeconds == 180 }),
             ("learning: {distill: {enabled: true, teacher_seconds: 90s}}", { $0.learning.distill.teacherSeconds == 90 }),
             ("learning: {distill: {teacher_seconds: none}}", { $0.learning.distill.teacherSeconds == nil }),
+            // The student's rounds on the plant model (DAgger; default 2, 0: none).
+            ("learning: {}", { $0.learning.distill.rounds == 2 }),
+            ("learning: {distill: {enabled: true, rounds: 0}}", { $0.learning.distill.rounds == 0 }),
+            ("learning: {distill: {rounds: 5}}", { $0.learning.distill.rounds == 5 }),
             // Model rollouts (off by default; 300 starts of 50 steps, ε 0.2, λ 1, no uncertainty limit).
             ("learning: {}", { $0.learning.rollouts == RolloutConfig() && !$0.learning.rollouts.enabled && $0.learning.rollouts.starts == 300
                                && $0.learning.rollouts.horizon == 50 && $0.learning.rollouts.epsilon == 0.2 && $0.learning.rollouts.uncertaintyPenalty == 1
@@ -336,6 +340,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
          "fqe_updates (the fitted Q evaluation's updates, or none) must be in 0...10000000, found -1"),
         (minimal + "learning: {distill: {teacher_seconds: soon}}\n", 13, 39,
          "distill teacher_seconds (the teacher's time limit, or none) must be a positive duration (seconds, or e.g. 500ms, 30s, 5m, 2h, 7d), found 'soon'"),
+        (minimal + "learning: {distill: {rounds: 11}}\n", 13, 30,
+         "distill rounds (the student's rounds on the plant model, 0 for none) must be in 0...10, found 11"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
         (minimal + "learning: {rollouts: {epsilon: 2}}\n", 13, 32, "rollouts epsilon must be in [0, 1] (the share of random decisions in a rollout)"),
         (minimal + "learning: {rollouts: {uncertainty_penalty: -1}}\n", 13, 44, "rollouts uncertainty_penalty must be a finite number ≥ 0 (0: no penalty)"),
