@@ -44,8 +44,15 @@ import Testing
         if let (cost, pi) = student { #expect(cost < pi) } else { Issue.record("no distilled-network heater figure") }
         let agreement = (lines["heater: distilled int8 network picks the teacher's best action (held-out logged states)"]?["value"] as? NSNumber)?.doubleValue
         #expect(agreement.map { $0 > 0 && $0 <= 100 } == true)
+        // The gateway's retraining with distillation, with and without the student's rounds on the
+        // plant model: each candidate served the seed.
+        for rounds in [2, 0] {
+            #expect(pair("heater seed 1: retraining's distilled candidate (\(rounds) rounds) cost per shift against the PI (−return)") != nil, "\(rounds) rounds")
+            #expect(lines["heater: retraining's distilled candidate (\(rounds) rounds on the model) better than the PI (mean over 1 seeds)"] != nil)
+        }
         // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7;
-        // distillation: 3 + 2 per seed + 3
-        #expect(lines.count == 18 + 3 + 28 + 8)
+        // distillation: 3 + 2 per seed + 3; retraining's distillation: 2 × (1 per seed + 2)
+        let expected: Int = 18 + 3 + 28 + 8 + 6
+        #expect(lines.count == expected)
     }
 }

@@ -1,5 +1,7 @@
 import EdgeQLab
+import EdgeQNet
 import EdgeQPlants
+import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
 
@@ -11,7 +13,18 @@ import Foundation
 /// on the newest fifth of the log (held out), and, per evaluation seed, its cost per shift
 /// serving the heater through the lab (control mode, the one decision core) against its
 /// teacher (`HeaterPlanning.runLearnedPlanner`), the planner with the true model and the PI.
+///
+/// Then the gateway's own retraining on the same log (`Retrainer.runWithPlantModel`, the
+/// mapping with `learning.distill` on, its defaults — with `--quick` a smaller teacher —, with
+/// the student's rounds on the plant model and without them, docs/learning.md "The student's
+/// own states in retraining"): each distilled candidate serves the same seeds through the lab.
 struct HeaterDistillEntry {
+    /// The retraining's distilled candidate with `rounds` rounds: its report and its runs per seed.
+    struct Retrained {
+        var rounds: Int
+        var report: DistillReport?
+        var runs: [HeaterPlanning.Run] = []
+    }
     struct Row {
         var seed: UInt64
         var shifts: Int
@@ -22,6 +35,7 @@ struct HeaterDistillEntry {
     }
     var outcome: HeaterDistillation.Outcome?
     var rows: [Row] = []
+    var retrained: [Retrained] = []
 
     static func measure(seeds: [UInt64], shifts: Int, context: BenchContext) throws -> HeaterDistillEntry {
         var entry = HeaterDistillEntry()
@@ -49,6 +63,31 @@ struct HeaterDistillEntry {
             context.progress(String(format: "heater seed %llu: return per shift PI %.1f, planner true model %.1f, teacher (planner, learned model) %.1f, distilled int8 network %.1f",
                                     s, pi.totalReward / n, truth.totalReward / n, teacher.totalReward / n, student.totalReward / n))
             entry.rows.append(Row(seed: s, shifts: shifts, pi: pi, truth: truth, teacher: teacher, student: student))
+        }
+        // The gateway's retraining on the same log, with and without the student's rounds.
+        let text = try String(contentsOf: root.appendingPathComponent("topics/heater.yaml"), encoding: .utf8)
+        for rounds in [2, 0] {
+            let distill = context.quick ? "{enabled: true, horizon: 32, states: 300, updates: 5000, rounds: \(rounds)}" : "{enabled: true, rounds: \(rounds)}"
+            let edited = text.replacingOccurrences(of: "learning:\n  hidden: [64, 64]\n", with: "learning:\n  hidden: [64, 64]\n  distill: \(distill)\n")
+            guard edited != text else { throw BenchError.failed("topics/heater.yaml has no 'learning:' section starting with 'hidden: [64, 64]' to add distillation to") }
+            let m = try TopicMap.parse(yaml: edited, file: "heater.yaml")
+            let t0 = Date()
+            let o = try Retrainer(map: m, policy: CheckPolicy(m.learning)).runWithPlantModel(
+                logPath: scratch.appendingPathComponent("heater-1000.sqlite").path, limits: RetrainLimits(steps: context.quick ? 500 : m.learning.updatesPerRetrain),
+                warmStart: nil, output: scratch.appendingPathComponent("retrained-\(rounds).safetensors"))
+            var r = Retrained(rounds: rounds, report: o.report.distill)
+            let d = o.report.distill
+            context.progress(String(format: "heater retraining with distillation, %d rounds on the model (%.1f s): %d logged + %d visited states valued (teacher %.1f s), held-out agreement %.1f%% (within the tolerance %.1f%%), candidate offered: %@",
+                                    rounds, Date().timeIntervalSince(t0), d?.statesValued ?? 0, d?.studentStates ?? 0, d?.teacherSeconds ?? 0,
+                                    (d?.agreementHeldOut?.strict ?? .nan) * 100, (d?.agreementHeldOut?.tolerant ?? .nan) * 100, d?.chosen ?? "-"))
+            if let student = o.distilledCandidate {
+                for s in seeds {
+                    let run = try HeaterDistillation.runStudent(student, map: m, seed: s, steps: steps)
+                    context.progress(String(format: "heater seed %llu: retraining's distilled candidate (%d rounds) return per shift %.1f", s, rounds, run.totalReward / Double(shifts)))
+                    r.runs.append(run)
+                }
+            }
+            entry.retrained.append(r)
         }
         return entry
     }
@@ -81,6 +120,22 @@ struct HeaterDistillEntry {
                                value: ModelBench.mean(zip(teacherVsPI, vsPI).map { $0 - $1 }), unit: "points", better: .lower))
         out.append(BenchFigure(bench: bench, figure: "heater: distilled int8 network points behind the planner with the true model (mean)",
                                value: ModelBench.mean(zip(truthVsPI, vsPI).map { $0 - $1 }), unit: "points", better: .lower))
+        for r in retrained {
+            let name = "heater: retraining's distilled candidate (\(r.rounds) rounds on the model)"
+            let measured = r.runs.count == rows.count && !rows.isEmpty
+            let why = r.report.flatMap { $0.skipped } ?? "the retraining made no distilled candidate"
+            for (row, run) in zip(rows, r.runs) {
+                let n = Double(max(row.shifts, 1))
+                out.append(BenchFigure(bench: bench, figure: "heater seed \(row.seed): retraining's distilled candidate (\(r.rounds) rounds) cost per shift against the PI (−return)",
+                                       value: -run.totalReward / n, unit: "reward", anchor: "HeaterPI (same seed)", anchorValue: -row.pi.totalReward / n, better: .lower))
+            }
+            let gains = zip(rows, r.runs).compactMap { ModelBench.percentLower(-$0.1.totalReward, than: -$0.0.pi.totalReward) }
+            out.append(BenchFigure(bench: bench, figure: "\(name) better than the PI (mean over \(rows.count) seeds)",
+                                   value: measured ? ModelBench.mean(gains) : nil, unit: "%", better: .higher, reason: measured ? nil : why))
+            out.append(BenchFigure(bench: bench, figure: "\(name) points behind the planner with the true model (mean)",
+                                   value: measured ? ModelBench.mean(zip(truthVsPI, gains).map { $0 - $1 }) : nil, unit: "points", better: .lower,
+                                   reason: measured ? nil : why))
+        }
         return out
     }
 }
