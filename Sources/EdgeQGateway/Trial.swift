@@ -147,6 +147,11 @@ public struct SwitchbackTrial: Sendable {
     // Carry-over: every scored block's return (adjusted as decided) by its arm and the arm of
     // the block before it. The block before a trial's first is the reference's (in charge).
     private var previousArm = TrialArm.reference
+    /// The burn-ins' shortfall (`BlockClock.burnInShortfall`) of blocks that began with a
+    /// switch, per arm switched to, and of blocks that followed their own arm (no switch).
+    private var burnInAfterSwitchCandidate = RunningMoments()
+    private var burnInAfterSwitchReference = RunningMoments()
+    private var burnInWithoutSwitch = RunningMoments()
     private var candidateAfterCandidate = RunningMoments()
     private var candidateAfterReference = RunningMoments()
     private var referenceAfterCandidate = RunningMoments()
@@ -323,8 +328,10 @@ public struct SwitchbackTrial: Sendable {
         let nominal = clock.ticks - clock.burnIn
         let tickSD = clock.scoredRewardSD
         let scoredTicks = clock.scoredTicks
+        let shortfall = clock.burnInShortfall
+        countBurnIn(shortfall)
         clock.reset()
-        blocks.append(BlockRecord(arm: arm, value: value, baseline: base, ticks: blockTicks, skippedTicks: blockSkipped))
+        blocks.append(BlockRecord(arm: arm, value: value, baseline: base, ticks: blockTicks, skippedTicks: blockSkipped, burnInShortfall: shortfall))
         blockTicks = 0
         blockSkipped = 0
         return endBlock(value: value, base: base, nominal: nominal, tickSD: tickSD, scoredTicks: scoredTicks)
@@ -477,14 +484,18 @@ public struct SwitchbackTrial: Sendable {
         public var ticks: Int
         /// Its ticks that were not scored.
         public var skippedTicks: Int
+        /// Its burn-in's rewards below the block's scored mean reward (`TrialSummary.switchLossCandidate`);
+        /// nil when not known (no burn-in reward or no scored tick, or a record written before).
+        public var burnInShortfall: Double?
 
         /// A block given figure by figure.
-        public init(arm: TrialArm, value: Double?, baseline: Double, ticks: Int, skippedTicks: Int) {
+        public init(arm: TrialArm, value: Double?, baseline: Double, ticks: Int, skippedTicks: Int, burnInShortfall: Double? = nil) {
             self.arm = arm
             self.value = value
             self.baseline = baseline
             self.ticks = ticks
             self.skippedTicks = skippedTicks
+            self.burnInShortfall = burnInShortfall
         }
     }
 
@@ -501,13 +512,27 @@ public struct SwitchbackTrial: Sendable {
         let complete = recorded.count - recorded.count % 2
         for b in recorded.prefix(complete) {
             guard b.arm == arm, b.ticks >= 1, b.skippedTicks >= 0, b.skippedTicks <= b.ticks,
-                  b.value.map({ $0.isFinite }) ?? true, b.baseline.isFinite else { return nil }
+                  b.value.map({ $0.isFinite }) ?? true, b.baseline.isFinite, b.burnInShortfall.map({ $0.isFinite }) ?? true else { return nil }
             ticks += b.ticks
             skippedTicks += b.skippedTicks
             blocks.append(b)
+            countBurnIn(b.burnInShortfall)
             if case .verdict? = endBlock(value: b.value, base: b.baseline, nominal: b.ticks - clock.burnIn, tickSD: nil, scoredTicks: 0) { return nil }
         }
         return completedPairs
+    }
+
+    /// Counts the ending block's burn-in shortfall (`BlockClock.burnInShortfall`; nil: none) by
+    /// whether the block began with a switch (call before `endBlock`, which moves `previousArm`).
+    private mutating func countBurnIn(_ shortfall: Double?) {
+        guard let shortfall else { return }
+        if arm == previousArm {
+            burnInWithoutSwitch.add(shortfall)
+        } else if arm == .candidate {
+            burnInAfterSwitchCandidate.add(shortfall)
+        } else {
+            burnInAfterSwitchReference.add(shortfall)
+        }
     }
 
     /// What a block that ended with `value` (nil: void) and baseline sum `base` over `nominal`
@@ -627,6 +652,7 @@ public struct SwitchbackTrial: Sendable {
         s.borrowedNoise = borrowedNoise
         s.stopLossShare = config.stopLoss
         s.stopLoss = stopLoss
+        setSwitching(&s)
         guard n > 0 else { return withStopLossCost(s) }
         s.earlyStopUpperBound = earlyStopBound
         s.meanDifference = dDecided.mean
@@ -657,6 +683,17 @@ public struct SwitchbackTrial: Sendable {
         s.cost = max(0, -d.mean) * Double(n)
         s.setCostBase(abs(referenceSum / Double(n)) * Double(2 * n))
         return withStopLossCost(s)
+    }
+
+    /// The burn-ins' figures (`TrialSummary.switchLossCandidate` and the rest): what the
+    /// switches themselves cost the plant, which the trial's scores leave out.
+    private func setSwitching(_ s: inout TrialSummary) {
+        let (c, r, same) = (burnInAfterSwitchCandidate, burnInAfterSwitchReference, burnInWithoutSwitch)
+        s.switchLossCandidate = c.count > 0 ? -c.mean : nil
+        s.switchLossReference = r.count > 0 ? -r.mean : nil
+        s.burnInLossWithoutSwitch = same.count > 0 ? -same.mean : nil
+        s.switches = c.count + r.count
+        s.switchingCost = -(c.mean * Double(c.count) + r.mean * Double(r.count))
     }
 
     /// `s` with the block the stop-loss ended counted in the cost: its loss is part of what the
@@ -761,6 +798,27 @@ public struct TrialSummary: Sendable, Equatable {
     public var carryOver: Double?
     /// The standard error of `carryOver` (the four cells' means taken as independent).
     public var carryOverStandardError: Double?
+    /// What a switch into each arm cost the plant in the block's burn-in, which the trial does
+    /// not score: the mean, over the blocks that began with a switch to that arm, of the burn-in
+    /// ticks' rewards below the block's own scored mean reward (positive: the burn-in earned less
+    /// than the block once settled — a bump at the hand-over, e.g. the incumbent's integrator
+    /// restarting from the candidate's last stage). Nil until such a block ended.
+    public var switchLossCandidate: Double?
+    /// See `switchLossCandidate`: switches to the reference.
+    public var switchLossReference: Double?
+    /// The same figure for blocks that followed a block of their own arm (no switch): what a
+    /// burn-in falls short of its block by chance and drift; nil until such a block ended.
+    public var burnInLossWithoutSwitch: Double?
+    /// Blocks that began with a switch (the trial's first block counts when it is the candidate's).
+    public var switches = 0
+    /// The reward the switches cost the plant: the sum over the blocks that began with a switch
+    /// of their burn-in's loss (`switchLossCandidate`'s per block; `burnInLossWithoutSwitch`
+    /// says how far that figure strays without a switch). Not part of `cost`, which compares the
+    /// arms' scored blocks: this is what running the trial costs whatever the candidate, on a
+    /// plant whose hand-overs bump.
+    public var switchingCost = 0.0
+    /// `switchingCost` as a share of `costBase` (nil without one).
+    public var switchingCostShare: Double? { costBase.map { switchingCost / $0 } }
     /// The trial's stop-loss share (`TrialConfig.stopLoss`; nil: none).
     public var stopLossShare: Double?
     /// What the stop-loss saw when it ended the trial (nil when it did not).
@@ -823,6 +881,17 @@ struct BlockClock: Sendable {
     private var baselineSum = 0.0
     /// The scored rewards' sum of squares.
     private var sumOfSquares = 0.0
+    /// The burn-in's rewards (ticks before `burnIn` with a usable reward): their count and sum.
+    private(set) var burnInRewards = 0
+    private(set) var burnInSum = 0.0
+
+    /// What the block's burn-in earned below the block's settled rate: the burn-in's rewards
+    /// less as many ticks at the block's scored mean reward (negative: the burn-in lost that
+    /// much). Nil without a scored tick or a burn-in reward.
+    var burnInShortfall: Double? {
+        guard scored > 0, burnInRewards > 0 else { return nil }
+        return burnInSum - Double(burnInRewards) * sum / Double(scored)
+    }
 
     /// The sample standard deviation of the block's scored rewards (nil below two).
     var scoredRewardSD: Double? {
@@ -855,6 +924,9 @@ struct BlockClock: Sendable {
             sum += reward
             sumOfSquares += reward * reward
             baselineSum += baseline
+        } else if let reward {
+            burnInRewards += 1
+            burnInSum += reward
         }
         ticks += 1
         switch block {
@@ -884,6 +956,8 @@ struct BlockClock: Sendable {
         sum = 0
         sumOfSquares = 0
         baselineSum = 0
+        burnInRewards = 0
+        burnInSum = 0
     }
 }
 

@@ -893,6 +893,9 @@ extension Gateway {
             "candidate_mean": num(s.meanCandidate), "reference_mean": num(s.meanReference),
             "cost": num(s.cost), "cost_share": num(s.costShare), "cost_base": num(s.costBase),
             "carry_over": num(s.carryOver), "carry_over_se": num(s.carryOverStandardError),
+            "switches": .number(Double(s.switches)), "switching_cost": num(s.switchingCost), "switching_cost_share": num(s.switchingCostShare),
+            "switch_loss_candidate": num(s.switchLossCandidate), "switch_loss_reference": num(s.switchLossReference),
+            "burn_in_loss_without_switch": num(s.burnInLossWithoutSwitch),
             "time": .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000),
             // The block order's seed: 64 bits, a decimal string (a JSON number is exact to 2⁵³).
             "seed": .string(String(s.seed)), "gateway_seed": .number(Double(seed)),

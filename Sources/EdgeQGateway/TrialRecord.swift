@@ -17,6 +17,12 @@ struct TrialRecord: DurableJSONRecord {
         var baseline: Double
         var ticks: Int
         var skipped: Int
+        /// The burn-in's shortfall (absent in a record written before it was kept).
+        var burnIn: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case arm, value, baseline, ticks, skipped, burnIn = "burn_in_shortfall"
+        }
     }
 
     /// The candidate version.
@@ -46,7 +52,8 @@ struct TrialRecord: DurableJSONRecord {
         seed = String(trial.seed)
         adjusted = trial.adjusted
         settings = String(describing: trial.config)
-        blocks = trial.blocks.map { Block(arm: $0.arm.rawValue, value: $0.value, baseline: $0.baseline, ticks: $0.ticks, skipped: $0.skippedTicks) }
+        blocks = trial.blocks.map { Block(arm: $0.arm.rawValue, value: $0.value, baseline: $0.baseline, ticks: $0.ticks, skipped: $0.skippedTicks,
+                                          burnIn: $0.burnInShortfall) }
         self.conditions = conditions
         time = Date().timeIntervalSince1970
         self.noise = noise
@@ -57,7 +64,7 @@ struct TrialRecord: DurableJSONRecord {
         var out: [SwitchbackTrial.BlockRecord] = []
         for b in blocks {
             guard let arm = TrialArm(rawValue: b.arm) else { return nil }
-            out.append(.init(arm: arm, value: b.value, baseline: b.baseline, ticks: b.ticks, skippedTicks: b.skipped))
+            out.append(.init(arm: arm, value: b.value, baseline: b.baseline, ticks: b.ticks, skippedTicks: b.skipped, burnInShortfall: b.burnIn))
         }
         return out
     }

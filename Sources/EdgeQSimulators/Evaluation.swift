@@ -96,6 +96,20 @@ public func trialCostPooled(_ events: [[String: Any]]) -> Double? {
     return 100 * trials.reduce(0) { $0 + $1.cost } / trials.reduce(0) { $0 + $1.base }
 }
 
+/// The switchback trials' switching cost pooled (%): Σ `switching_cost` (what the burn-ins lost
+/// at the hand-overs, which no trial score counts) / Σ `cost_base`, each trial at its last
+/// event with both (as `trialCostPooled`). Nil when no event carries both (a gateway before the
+/// figure, or no trial with a pair).
+public func trialSwitchingCostPooled(_ events: [[String: Any]]) -> Double? {
+    let trials = lastTrialFigures(events) { e -> (cost: Double, base: Double)? in
+        guard let cost = (e["switching_cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
+              cost.isFinite, base.isFinite, base > 0 else { return nil }
+        return (cost, base)
+    }
+    guard !trials.isEmpty else { return nil }
+    return 100 * trials.reduce(0) { $0 + $1.cost } / trials.reduce(0) { $0 + $1.base }
+}
+
 /// One evaluation window: the real plant's return beside the incumbent twin's on the same
 /// exogenous randomness, and who decided the real plant's steps.
 public struct EvaluationWindow: Sendable, Equatable {

@@ -222,6 +222,11 @@ struct ModelsCommand: ParsableCommand {
                 lines.append("           carry-over \(num("carry_over")) ± \(num("carry_over_se")) of the mean difference (switching's own share: "
                              + "comparable to the difference, lengthen the burn-in)")
             }
+            if let switches = t["switches"] as? NSNumber, switches.intValue > 0 {
+                lines.append("           switching cost \(num("switching_cost")) over \(switches.intValue) switches (\(num("switching_cost_share")) of the reference's return; "
+                             + "not scored): a burn-in's loss after a switch to the candidate \(num("switch_loss_candidate")), to the reference \(num("switch_loss_reference")), "
+                             + "without a switch \(num("burn_in_loss_without_switch"))")
+            }
             return lines.joined(separator: "\n")
         }
     }

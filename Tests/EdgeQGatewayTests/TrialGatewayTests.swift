@@ -121,6 +121,10 @@ import Testing
         #expect((verdict["mean_difference"] as? Double ?? 0) > 0, "\(verdict)")
         #expect((verdict["ci_low"] as? Double ?? 0) > 0, "the interval must lie above 0 for a promotion: \(verdict)")
         #expect(verdict["cost"] as? Double == 0, "\(verdict)")
+        // The burn-ins' figures (TrialTests.theSwitchingCostIsWhatTheBurnInsLostAtAHandOver):
+        // with `burn_in: 0` no tick is a burn-in, so nothing is counted.
+        #expect(verdict["switches"] as? Int == 0 && verdict["switching_cost"] as? Double == 0, "\(verdict)")
+        #expect(verdict["switch_loss_candidate"] is NSNull && verdict["switch_loss_reference"] is NSNull, "\(verdict)")
 
         let file = try trialFile(h, candidate)
         #expect(file["verdict"] as? String == "promote" && file["promoted"] as? Bool == true, "\(file)")

@@ -334,6 +334,51 @@ import Testing
         }
     }
 
+    /// The switching cost: on a plant whose incumbent bumps when it takes the plant back (the
+    /// reference loses 3 a tick in the 2 burn-in ticks after the candidate's block, the heater's
+    /// PI restarting its integrator from the candidate's last stage), the trial's scores do not
+    /// see it — the two equal controllers' mean difference stays 0 — but the summary counts it:
+    /// 6 per switch to the reference, about 0 per switch to the candidate and after no switch,
+    /// and the trial's `switching_cost` is the sum over the switches to the reference (within 2:
+    /// about 30 switched blocks, each burn-in's loss ±0.15). Without the bump, nothing is
+    /// counted within the noise.
+    @Test func theSwitchingCostIsWhatTheBurnInsLostAtAHandOver() throws {
+        for seed in 0..<20 {
+            for bump in [true, false] {
+                var trial = try SwitchbackTrial(config: Self.config(maxPairs: 20, minPairs: 20), seed: UInt64(seed))
+                var rng = SeededGenerator(seed: 700 + UInt64(seed))
+                var last = TrialArm.reference, sinceSwitch = 1_000, toReference = 0
+                _ = Self.run(&trial, rng: &rng, tickLimit: 20 * 2 * 10) { arm, _, rng in
+                    if arm != last {
+                        sinceSwitch = 0
+                        if arm == .reference { toReference += 1 }
+                    } else {
+                        sinceSwitch += 1
+                    }
+                    last = arm
+                    var r = 0.1 * rng.nextGaussian()
+                    if bump, arm == .reference, sinceSwitch < 2 { r -= 3 }
+                    return r
+                }
+                let s = trial.summary
+                #expect(s.pairs == 20, "seed \(seed)")
+                #expect(abs(s.meanDifference ?? 9) < 0.5, "seed \(seed): the scores see no bump: \(s.meanDifference ?? .nan)")
+                let toCandidate = try #require(s.switchLossCandidate), toRef = try #require(s.switchLossReference)
+                let same = try #require(s.burnInLossWithoutSwitch, "seed \(seed): every block followed a switch")
+                #expect(abs(toCandidate) < 0.5 && abs(same) < 0.5, "seed \(seed): \(toCandidate), \(same)")
+                // The trial's first block after the reference in charge before it is not a switch.
+                #expect(s.switches >= 20 && s.switches <= 40)
+                if bump {
+                    #expect(abs(toRef - 6) < 0.5, "seed \(seed): \(toRef) a switch to the reference")
+                    #expect(abs(s.switchingCost - 6 * Double(toReference)) < 2, "seed \(seed): \(s.switchingCost) for \(toReference) switches to the reference")
+                    #expect((s.switchingCostShare ?? 0) > 0)
+                } else {
+                    #expect(abs(toRef) < 0.5 && abs(s.switchingCost) < 2, "seed \(seed): \(toRef), \(s.switchingCost)")
+                }
+            }
+        }
+    }
+
     /// (c) A clearly worse candidate is rejected early, long before the budget, and the cost
     /// of the trial is reported: reward lost in its blocks, and as a share of the reference's
     /// return over the trial.

@@ -284,4 +284,18 @@ import Testing
         #expect(abs(shares.reduce(0, +) / Double(shares.count) - 25.25) < 1e-9)
         #expect(trialCostPooled(events.map { e in e.filter { $0.key != "cost_base" } }) == nil)
     }
+
+    /// The switching cost pools the same way: Σ switching_cost / Σ cost_base, each trial at its
+    /// last event with both (6 + 4 of 400 + 20); none from events without the figure.
+    @Test func thePooledSwitchingCostWeighsTrialsByWhatTheyRan() throws {
+        let events: [[String: Any]] = [
+            ["event": "progress", "version": 3, "switching_cost": 1, "cost_base": 100],
+            ["event": "verdict", "version": 3, "switching_cost": 6, "cost_base": 400],
+            ["event": "verdict", "version": 4, "switching_cost": 4, "cost_base": 20],
+            ["event": "progress", "version": 5, "switching_cost": 0, "cost_base": NSNull()],
+        ]
+        let pooled = try #require(trialSwitchingCostPooled(events))
+        #expect(abs(pooled - 100.0 * 10 / 420) < 1e-9, "\(pooled)")
+        #expect(trialSwitchingCostPooled(events.map { e in e.filter { $0.key != "switching_cost" } }) == nil)
+    }
 }

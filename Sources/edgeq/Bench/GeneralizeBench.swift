@@ -415,6 +415,10 @@ enum GeneralizeBench {
         let pooled = trialCostPooled(o.trialEvents.map(\.event))
         out.append(("trial_cost_pooled", pooled, "% of incumbent return", .lower,
                     pooled != nil ? nil : costReason ?? "not measured: the gateway's trial events carry no cost_base"))
+        // What the hand-overs cost in the burn-ins, which the trials do not score, pooled the same way.
+        let switching = trialSwitchingCostPooled(o.trialEvents.map(\.event))
+        out.append(("trial_switching_cost_pooled", switching, "% of incumbent return", .lower,
+                    switching != nil ? nil : costReason ?? "not measured: the gateway's trial events carry no switching_cost"))
         // What switching itself added to the decided trials' differences (the gateway's
         // `carry_over` estimate), as a share of the reference's block return.
         let carry = o.trialEvents.compactMap { e -> Double? in
@@ -509,7 +513,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "trial_cost", "trial_cost_pooled", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "trial_cost", "trial_cost_pooled", "trial_switching_cost_pooled", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion", "steps_to_475": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent", "worst_served_10_windows_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
