@@ -44,12 +44,12 @@ public struct DistillReport: Codable, Sendable {
     public var nonFiniteStates = 0
     /// The rounds of the student on the plant model asked for (`learning.distill.rounds`) and
     /// made, and the visited states the teacher valued in them (training states beside the
-    /// logged ones).
-    public var rounds = 0
+    /// logged ones). Nil in a report written before the rounds existed.
+    public var rounds: Int?
     /// See `rounds`.
-    public var roundsMade = 0
+    public var roundsMade: Int?
     /// See `rounds`.
-    public var studentStates = 0
+    public var studentStates: Int?
     /// Seconds the teacher took (the logged states and the rounds).
     public var teacherSeconds = 0.0
     /// The student's updates made and asked for, its seconds and its loss (teacher's units²).
@@ -142,6 +142,8 @@ extension Retrainer {
         info.statesLimit = d.states
         info.updatesLimit = d.updates
         info.rounds = d.rounds
+        info.roundsMade = 0
+        info.studentStates = 0
         let teacher: PlanTeacher
         do {
             teacher = try PlanTeacher(map: map, model: model, horizon: d.horizon)

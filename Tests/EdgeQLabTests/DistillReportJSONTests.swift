@@ -51,4 +51,29 @@ import Testing
         #expect(back.distill?.agreementHeldOut == d.agreementHeldOut && back.distill?.agreementTrain == d.agreementTrain)
         #expect(d.agreementHeldOut?.strict == roundedForReading(95.0 / 201))
     }
+
+    /// A model's report.json written before the student's rounds on the model existed (no
+    /// `rounds`, `rounds_made`, `student_states`) still reads: its rounds are unknown (nil), the
+    /// rest as written; a report with them reads them back.
+    @Test func aDistillReportWrittenBeforeTheRoundsReads() throws {
+        var d = DistillReport()
+        d.chosen = "distilled"
+        d.statesValued = 600
+        var report = RetrainReport()
+        report.distill = d
+        var top = try #require(try JSONSerialization.jsonObject(with: report.json()) as? [String: Any])
+        var distill = try #require(top["distill"] as? [String: Any])
+        for key in ["rounds", "rounds_made", "student_states"] { distill[key] = nil }
+        top["distill"] = distill
+        let before = try JSONSerialization.data(withJSONObject: top)
+        let old = try JSONDecoder().decode(RetrainReport.self, from: before)
+        #expect(old.distill?.chosen == "distilled" && old.distill?.statesValued == 600)
+        #expect(old.distill?.rounds == nil && old.distill?.roundsMade == nil && old.distill?.studentStates == nil)
+        d.rounds = 2
+        d.roundsMade = 2
+        d.studentStates = 526
+        report.distill = d
+        let back = try JSONDecoder().decode(RetrainReport.self, from: report.json())
+        #expect(back.distill?.rounds == 2 && back.distill?.roundsMade == 2 && back.distill?.studentStates == 526)
+    }
 }
