@@ -301,6 +301,7 @@ extension Gateway {
             "dqn_verdict": d.dqnVerdict.map { .string($0) } ?? .null,
             "states_valued": .number(Double(d.statesValued)), "held_out_states": .number(Double(d.heldOutStates)),
             "rounds_made": d.roundsMade.map { .number(Double($0)) } ?? .null, "student_states": d.studentStates.map { .number(Double($0)) } ?? .null,
+            "rounds_skipped": d.roundsSkipped.map { .string($0) } ?? .null,
             "updates": .number(Double(d.updates)), "teacher_seconds": num(d.teacherSeconds), "train_seconds": num(d.trainSeconds),
         ]
         if let a = d.agreementHeldOut {

@@ -50,6 +50,9 @@ public struct DistillReport: Codable, Sendable {
     public var roundsMade: Int?
     /// See `rounds`.
     public var studentStates: Int?
+    /// Why no round ran although rounds were asked for (the plant data or the model world
+    /// missing); nil otherwise.
+    public var roundsSkipped: String?
     /// Seconds the teacher took (the logged states and the rounds).
     public var teacherSeconds = 0.0
     /// The student's updates made and asked for, its seconds and its loss (teacher's units²).
@@ -88,7 +91,7 @@ public struct DistillReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case chosen, why, skipped, stoppedEarly = "stopped_early", model, horizon, relaxed, statesValued = "states_valued",
              statesLimit = "states_limit", every, heldOutStates = "held_out_states", nonFiniteStates = "non_finite_states",
-             rounds, roundsMade = "rounds_made", studentStates = "student_states", teacherSeconds = "teacher_seconds", updates, updatesLimit = "updates_limit", trainSeconds = "train_seconds",
+             rounds, roundsMade = "rounds_made", studentStates = "student_states", roundsSkipped = "rounds_skipped", teacherSeconds = "teacher_seconds", updates, updatesLimit = "updates_limit", trainSeconds = "train_seconds",
              trainLoss = "train_loss", agreementHeldOut = "agreement_held_out", agreementTrain = "agreement_train",
              verdict, reasons, checks, dqnVerdict = "dqn_verdict", pretrial, dqnPretrial = "dqn_pretrial"
     }
@@ -227,7 +230,15 @@ extension Retrainer {
         // DAgger on the model: the student's own states, valued by the teacher, and the student
         // trained again on everything valued so far.
         var visited: [Distillation.Example] = []
-        if d.rounds > 0, let data, let world = try? ModelWorld(map: map, model: model, data: data) {
+        var world: ModelWorld?
+        if d.rounds > 0 {
+            if let data {
+                do { world = try ModelWorld(map: map, model: model, data: data) } catch { info.roundsSkipped = "the model world cannot run: \(error)" }
+            } else {
+                info.roundsSkipped = "no plant data to start the student's runs from"
+            }
+        }
+        if let world {
             let visits = StudentVisits(world: world)
             let every = 4
             let runs = max((roundStates + (d.horizon / every) - 1) / max(d.horizon / every, 1), 1)

@@ -151,6 +151,7 @@ struct DriftTestPlant: LabPlant {
         let (dir, path) = try Self.heaterLog.get()
         let (map, outcome, _) = try Self.distilled.get()
         let d = try #require(outcome.report.distill)
+        #expect(d.roundsSkipped == nil)
         #expect(d.rounds == 2 && d.roundsMade == 2, "rounds \(String(describing: d.rounds)), made \(String(describing: d.roundsMade))")
         // Up to half of `states` (600) a round; runs of the horizon (32), every 4th state after the start.
         let visited = try #require(d.studentStates)
