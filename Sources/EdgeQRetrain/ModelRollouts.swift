@@ -158,12 +158,7 @@ public struct ModelRollouts: Sendable {
         let seg = world.data.segments[si]
         let A = map.actions.count
         let steps = min(config.horizon, seg.count - 1 - start)
-        var runtime = TopicMapRuntime(map: map)
-        var table = SignalTable(for: map)
-        var state = [Float](repeating: 0, count: map.stateWidth)
-        var mask = [Bool](repeating: true, count: A)
-        var q = [Float](repeating: 0, count: A)
-        world.fillHistory(seg, start: start, runtime: &runtime, table: &table, state: &state)
+        var (runtime, table, state, mask, q) = world.loopStart(seg, at: start)
         let second: UInt64 = 1_000_000_000
         var status = state.withUnsafeMutableBufferPointer { runtime.assembleState(from: table, now: UInt64(start + 1) * second, wallClock: 0, into: $0) }
         var allowed = mask.withUnsafeMutableBufferPointer { runtime.actionMask(into: $0) }

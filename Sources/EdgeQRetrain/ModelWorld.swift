@@ -247,6 +247,19 @@ extension ModelWorld {
         return (reward, ended)
     }
 
+    /// What a closed-loop run on the model starts from at sample `start` of `seg`: the mapping's
+    /// runtime and signal table with the logged history filled in (`fillHistory`), and the
+    /// buffers a decision uses (the state, the action mask, the Q-values).
+    func loopStart(_ seg: PlantSegment, at start: Int)
+        -> (runtime: TopicMapRuntime, table: SignalTable, state: [Float], mask: [Bool], q: [Float]) {
+        var runtime = TopicMapRuntime(map: map)
+        var table = SignalTable(for: map)
+        var state = [Float](repeating: 0, count: map.stateWidth)
+        fillHistory(seg, start: start, runtime: &runtime, table: &table, state: &state)
+        let A = map.actions.count
+        return (runtime, table, state, [Bool](repeating: true, count: A), [Float](repeating: 0, count: A))
+    }
+
     /// Fills the mapping's state history before sample `start` of `seg` from the log (as a run
     /// does) and sets the start's own signals.
     func fillHistory(_ seg: PlantSegment, start: Int, runtime: inout TopicMapRuntime, table: inout SignalTable, state: inout [Float]) {

@@ -66,12 +66,7 @@ public struct StudentVisits: Sendable {
         let seg = world.data.segments[si]
         let A = map.actions.count
         let steps = min(horizon, seg.count - 1 - start)
-        var runtime = TopicMapRuntime(map: map)
-        var table = SignalTable(for: map)
-        var state = [Float](repeating: 0, count: map.stateWidth)
-        var mask = [Bool](repeating: true, count: A)
-        var q = [Float](repeating: 0, count: A)
-        world.fillHistory(seg, start: start, runtime: &runtime, table: &table, state: &state)
+        var (runtime, table, state, mask, q) = world.loopStart(seg, at: start)
         let second: UInt64 = 1_000_000_000
         var rollout = world.model.rollout(from: seg, at: start)
         for i in 0..<max(steps, 0) {

@@ -87,13 +87,7 @@ private func lastTrialFigures<T>(_ events: [[String: Any]], _ read: ([String: An
 /// Nil when no event carries both (no trial completed a pair, or a gateway without
 /// `cost_base`).
 public func trialCostPooled(_ events: [[String: Any]]) -> Double? {
-    let trials = lastTrialFigures(events) { e -> (cost: Double, base: Double)? in
-        guard let cost = (e["cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
-              cost.isFinite, base.isFinite, base > 0 else { return nil }
-        return (cost, base)
-    }
-    guard !trials.isEmpty else { return nil }
-    return 100 * trials.reduce(0) { $0 + $1.cost } / trials.reduce(0) { $0 + $1.base }
+    pooledOverCostBase(events, key: "cost")
 }
 
 /// The switchback trials' switching cost pooled (%): Σ `switching_cost` (what the burn-ins lost
@@ -101,8 +95,14 @@ public func trialCostPooled(_ events: [[String: Any]]) -> Double? {
 /// event with both (as `trialCostPooled`). Nil when no event carries both (a gateway before the
 /// figure, or no trial with a pair).
 public func trialSwitchingCostPooled(_ events: [[String: Any]]) -> Double? {
+    pooledOverCostBase(events, key: "switching_cost")
+}
+
+/// 100 × Σ `key` / Σ `cost_base` over the trials, each at its last event with both finite (and
+/// a positive base); nil when none has.
+private func pooledOverCostBase(_ events: [[String: Any]], key: String) -> Double? {
     let trials = lastTrialFigures(events) { e -> (cost: Double, base: Double)? in
-        guard let cost = (e["switching_cost"] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
+        guard let cost = (e[key] as? NSNumber)?.doubleValue, let base = (e["cost_base"] as? NSNumber)?.doubleValue,
               cost.isFinite, base.isFinite, base > 0 else { return nil }
         return (cost, base)
     }
