@@ -78,20 +78,9 @@ public struct ModelRollouts: Sendable {
         self.config = config
     }
 
-    /// The (segment, sample) pairs a rollout may start at: a history before it, a step after
-    /// it, and not among the newest `heldOutSamples` samples of the data.
+    /// The (segment, sample) pairs a rollout may start at (`ModelWorld.eligibleStarts`).
     public func eligibleStarts(heldOutSamples: Int) -> [(segment: Int, start: Int)] {
-        let data = world.data
-        let limit = data.sampleCount - max(heldOutSamples, 0)
-        var out: [(Int, Int)] = []
-        var before = 0
-        for (si, seg) in data.segments.enumerated() {
-            if world.earliestStart < seg.count - 1 {
-                for k in world.earliestStart..<(seg.count - 1) where before + k < limit { out.append((si, k)) }
-            }
-            before += seg.count
-        }
-        return out
+        world.eligibleStarts(heldOutSamples: heldOutSamples)
     }
 
     /// Runs `config.starts` rollouts from starts drawn (with replacement) from `eligibleStarts`.

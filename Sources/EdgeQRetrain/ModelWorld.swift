@@ -247,6 +247,22 @@ extension ModelWorld {
         return (reward, ended)
     }
 
+    /// The (segment, sample) pairs a closed-loop run may start at: a history before it
+    /// (`earliestStart`), a step after it, and not among the newest `heldOutSamples` samples of
+    /// the data (those of the rows a retraining holds out for its checks).
+    public func eligibleStarts(heldOutSamples: Int) -> [(segment: Int, start: Int)] {
+        let limit = data.sampleCount - max(heldOutSamples, 0)
+        var out: [(Int, Int)] = []
+        var before = 0
+        for (si, seg) in data.segments.enumerated() {
+            if earliestStart < seg.count - 1 {
+                for k in earliestStart..<(seg.count - 1) where before + k < limit { out.append((si, k)) }
+            }
+            before += seg.count
+        }
+        return out
+    }
+
     /// What a closed-loop run on the model starts from at sample `start` of `seg`: the mapping's
     /// runtime and signal table with the logged history filled in (`fillHistory`), and the
     /// buffers a decision uses (the state, the action mask, the Q-values).

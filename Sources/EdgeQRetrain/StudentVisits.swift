@@ -36,7 +36,7 @@ public struct StudentVisits: Sendable {
     }
 
     /// Runs `student` from `runs` starts drawn (with replacement) from the training part of the
-    /// data (`ModelRollouts.eligibleStarts`: never among the newest `heldOutSamples` samples) for
+    /// data (`ModelWorld.eligibleStarts`: never among the newest `heldOutSamples` samples) for
     /// up to `horizon` steps each, and keeps every `every`-th state after the start (the start
     /// itself is a logged state, valued with the log), at most `limit` in all.
     ///
@@ -47,7 +47,7 @@ public struct StudentVisits: Sendable {
                        heldOutSamples: Int, seed: UInt64, shouldStop: () -> Bool = { false }) -> [Visit] {
         let map = world.map
         guard student.inputCount == map.stateWidth, student.actionCount == map.actions.count, horizon >= 1, limit > 0 else { return [] }
-        let starts = ModelRollouts(world: world, config: RolloutConfig()).eligibleStarts(heldOutSamples: heldOutSamples)
+        let starts = world.eligibleStarts(heldOutSamples: heldOutSamples)
         guard !starts.isEmpty else { return [] }
         let engine = student.makeEngine(precision)
         var rng = SeededGenerator(seed: seed ^ 0xDA66_E5)
