@@ -155,6 +155,10 @@ public struct ControlGroupGuard: Sendable {
     /// Probation pairs asked for (`requestProbation`) and not yet begun: they begin at the next
     /// block boundary that is not between the two blocks of a compared pair.
     private var pendingProbation = 0
+    /// What the hand-overs between its blocks cost (`GuardSwitching`), and the arm of the block
+    /// before the running one (the served model's before the first).
+    public private(set) var switching = GuardSwitching()
+    private var previousArm = GuardArm.served
 
     /// A guard with `settings`; `seed` draws the position and order of every pair.
     ///
@@ -251,14 +255,16 @@ public struct ControlGroupGuard: Sendable {
 
     /// Continues the evidence of a guard of the same served model against the same control
     /// group that stopped (a gateway restart): its window's pairs (the newest `windowPairs` of
-    /// them are kept), its counts and the probation it had left (at most this guard's). Call it
+    /// them are kept), its counts, its switching figures (`switching`; ignored when malformed)
+    /// and the probation it had left (at most this guard's). Call it
     /// before the first tick; the running cycle is drawn again for the probation left. The
     /// looks go on from the window as it was: the next pair is looked at with the resumed ones.
     ///
     /// - Returns: false (and nothing changed) when the guard is off, has been fed, has tripped
     ///   or a figure is not finite.
     @discardableResult
-    public mutating func resume(window pairs: [ComparedPair], scoredPairs: Int, voidPairs void: Int, probationPairsLeft: Int) -> Bool {
+    public mutating func resume(window pairs: [ComparedPair], scoredPairs: Int, voidPairs void: Int, probationPairsLeft: Int,
+                                switching carried: GuardSwitching? = nil) -> Bool {
         guard cycle > 0, ticks == 0, !hasTripped, self.pairs == 0 else { return false }
         guard pairs.allSatisfy({ $0.served.isFinite && $0.control.isFinite && $0.servedBaseline.isFinite && $0.controlBaseline.isFinite }) else { return false }
         for p in pairs.suffix(settings.windowPairs) {
@@ -271,6 +277,7 @@ public struct ControlGroupGuard: Sendable {
         }
         self.pairs = max(scoredPairs, pairs.count)
         voidPairs = max(0, void)
+        if let carried, carried.isValid { switching = carried }
         resumedPairs = self.pairs
         let left = min(max(0, probationPairsLeft), probationLeft)
         if left != probationLeft {
@@ -366,8 +373,11 @@ public struct ControlGroupGuard: Sendable {
     private mutating func feed(reward: Double?, baseline: Double = 0, episodeEnded: Bool) -> GuardEvent? {
         guard cycle > 0, !hasTripped else { return nil }
         ticks += 1
+        if let reward { switching.rewards += reward }
         guard clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) else { return nil }
         let ended = arm
+        switching.count(clock.burnInShortfall, arm: ended, previous: previousArm)
+        previousArm = ended
         let inPair = index == pairAt || index == pairAt + 1
         if inPair {
             if ended == .served {
@@ -493,6 +503,7 @@ public struct ControlGroupGuard: Sendable {
         s.resumedPairs = resumedPairs
         s.probationPairsPending = pendingProbation
         s.stopLoss = stopLossTrip
+        s.switching = switching
         guard windowCount > 0 else { return s }
         let m = windowMoments(tolerance: 0)
         s.adjusted = adjusted
@@ -552,6 +563,9 @@ public struct GuardSummary: Sendable, Equatable {
     public var probationPairsPending = 0
     /// The pair that tripped the guard's stop-loss (nil: none did).
     public var stopLoss: GuardStopLoss?
+    /// What the hand-overs between the guard's blocks cost the plant (since the guard started,
+    /// with what it resumed).
+    public var switching = GuardSwitching()
     /// The served model's mean block return over the window's pairs.
     public var meanServed: Double?
     /// The control group's mean block return over the window's pairs.
@@ -578,4 +592,78 @@ public struct GuardStopLoss: Sendable, Equatable {
     public var spreadKnown: Bool
     /// Whether `deficit` is adjusted.
     public var adjusted: Bool
+}
+
+/// What the control-group guard's hand-overs cost the plant (docs/operations.md, "The switching
+/// cost"): as the trial's switching cost (`TrialSummary.switchingCost`), per block of the guard
+/// that ended with a burn-in reward and a scored tick, the burn-in's rewards below the block's
+/// own scored mean reward (`BlockClock.burnInShortfall`), counted by whether the block began
+/// with a switch — to the control group or back to the served model — or followed a block of
+/// its own arm. While a switchback trial runs, the guard's uncompared blocks are the trial's and
+/// carry no reward here: the trial counts their switches. Not used in any decision. Plain sums
+/// and counts, so the guard's record keeps them over a restart (`guard.json`, `switching`).
+public struct GuardSwitching: Codable, Sendable, Equatable {
+    /// Blocks that began with a switch to the control group, and their burn-ins' shortfall
+    /// summed (negative: the burn-ins lost that much).
+    public var toControl = 0
+    /// See `toControl`.
+    public var toControlShortfall = 0.0
+    /// Blocks that began with a switch back to the served model, and their shortfall summed.
+    public var toServed = 0
+    /// See `toServed`.
+    public var toServedShortfall = 0.0
+    /// Blocks that followed a block of their own arm, and their shortfall summed: how far a
+    /// burn-in falls short of its block by chance and drift.
+    public var withoutSwitch = 0
+    /// See `withoutSwitch`.
+    public var withoutSwitchShortfall = 0.0
+    /// Every usable reward the guard was fed (burn-ins included): what the plant earned on the
+    /// guard's blocks, the base of `share`.
+    public var rewards = 0.0
+
+    /// None yet.
+    public init() {}
+
+    /// Blocks that began with a switch.
+    public var switches: Int { toControl + toServed }
+    /// The reward the switches cost the plant: minus the shortfall summed over the blocks that
+    /// began with a switch.
+    public var cost: Double { -(toControlShortfall + toServedShortfall) }
+    /// Mean loss of a switch to the control group (nil before one ended).
+    public var lossToControl: Double? { toControl > 0 ? -toControlShortfall / Double(toControl) : nil }
+    /// Mean loss of a switch back to the served model (nil before one ended).
+    public var lossToServed: Double? { toServed > 0 ? -toServedShortfall / Double(toServed) : nil }
+    /// Mean burn-in loss without a switch (nil before such a block ended).
+    public var lossWithoutSwitch: Double? { withoutSwitch > 0 ? -withoutSwitchShortfall / Double(withoutSwitch) : nil }
+    /// `cost` as a share of |`rewards`| (nil while nothing was earned).
+    public var share: Double? { rewards != 0 ? cost / abs(rewards) : nil }
+
+    /// Whether every figure is finite and every count ≥ 0 (a record read from disk).
+    public var isValid: Bool {
+        toControl >= 0 && toServed >= 0 && withoutSwitch >= 0
+            && [toControlShortfall, toServedShortfall, withoutSwitchShortfall, rewards].allSatisfy(\.isFinite)
+    }
+
+    /// Counts an ended block of `arm` whose burn-in fell short by `shortfall` (nil: not known),
+    /// after a block of `previous`.
+    mutating func count(_ shortfall: Double?, arm: GuardArm, previous: GuardArm) {
+        guard let shortfall else { return }
+        if arm == previous {
+            withoutSwitch += 1
+            withoutSwitchShortfall += shortfall
+        } else if arm == .control {
+            toControl += 1
+            toControlShortfall += shortfall
+        } else {
+            toServed += 1
+            toServedShortfall += shortfall
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rewards
+        case toControl = "to_control", toControlShortfall = "to_control_shortfall"
+        case toServed = "to_served", toServedShortfall = "to_served_shortfall"
+        case withoutSwitch = "without_switch", withoutSwitchShortfall = "without_switch_shortfall"
+    }
 }

@@ -34,9 +34,11 @@ struct GuardRecord: DurableJSONRecord {
     /// The served model's proven conditions as the guard had grown them ({name: [low, high]};
     /// nil in a record written before the field existed).
     var conditions: [String: [Double]]?
+    /// What the guard's hand-overs had cost (nil in a record written before the field existed).
+    var switching: GuardSwitching?
 
     enum CodingKeys: String, CodingKey {
-        case served, adjusted, block, pairs, window, time, conditions
+        case served, adjusted, block, pairs, window, time, conditions, switching
         case controlGroup = "control_group"
         case burnIn = "burn_in"
         case voidPairs = "void_pairs"
@@ -55,6 +57,7 @@ struct GuardRecord: DurableJSONRecord {
         voidPairs = g.summary.voidPairs
         probationPairsLeft = g.probationPairsLeft
         window = g.window.map { [$0.served, $0.control, $0.servedBaseline, $0.controlBaseline] }
+        switching = g.switching
         time = Date().timeIntervalSince1970
     }
 

@@ -441,7 +441,7 @@ extension Gateway {
             return
         }
         guard g.resume(window: record.pairsForResume ?? [], scoredPairs: record.pairs, voidPairs: record.voidPairs,
-                       probationPairsLeft: record.probationPairsLeft) else { return }
+                       probationPairsLeft: record.probationPairsLeft, switching: record.switching) else { return }
         d.controlGroup = g
         // The proven conditions as the guard had grown them.
         if let ranges = record.conditions, d.provenLow.count == conditionNames.count {
@@ -966,8 +966,19 @@ extension Gateway {
                         "pairs": .number(Double(s.windowPairs)), "mean_difference": s.meanDifference.map { .number($0) } ?? .null,
                         "adjusted": .bool(s.adjusted), "raw_mean_difference": s.rawMeanDifference.map { .number($0) } ?? .null,
                         "noise_from_trial": Self.borrowedNoiseJSON(s.borrowedNoise), "resumed_pairs": .number(Double(s.resumedPairs)),
-                        "mode": .string(mode.rawValue), "reason": .string(text), "stop_loss": Self.guardStopLossJSON(s.stopLoss)])
+                        "mode": .string(mode.rawValue), "reason": .string(text), "stop_loss": Self.guardStopLossJSON(s.stopLoss),
+                        "switching": Self.guardSwitchingJSON(s.switching)])
         publish(controlPlane.statusTopic, statusJSON(state: "online", reason: text), qos: 1, retain: true)
+    }
+
+    /// What the guard's hand-overs cost (`GuardSwitching`): `{"switches", "switching_cost",
+    /// "switching_cost_share", "switch_loss_control", "switch_loss_served",
+    /// "burn_in_loss_without_switch"}` (a mean is null before its first block).
+    static func guardSwitchingJSON(_ s: GuardSwitching) -> JSONValue {
+        func number(_ x: Double?) -> JSONValue { x.map { .number($0) } ?? .null }
+        return .object(["switches": .number(Double(s.switches)), "switching_cost": .number(s.cost), "switching_cost_share": number(s.share),
+                        "switch_loss_control": number(s.lossToControl), "switch_loss_served": number(s.lossToServed),
+                        "burn_in_loss_without_switch": number(s.lossWithoutSwitch)])
     }
 
     /// The guard's stop-loss trip: `{"served", "control", "deficit", "limit", "share", "lead",
@@ -1019,6 +1030,7 @@ extension Gateway {
             o["probation_pairs_left"] = .number(Double(s.probationPairsLeft))
             o["resumed_pairs"] = .number(Double(s.resumedPairs))
             o["probation_pairs_pending"] = .number(Double(s.probationPairsPending))
+            o["switching"] = Self.guardSwitchingJSON(s.switching)
         }
         if let e = lastGuardEvent.withLock({ $0 }) { o["last_event"] = .string(e) }
         let proven = provenConditions.withLock { $0 }

@@ -308,6 +308,33 @@ import Testing
         #expect(h.gateway.servedVersion == good)
     }
 
+    /// The guard's event and status say what its hand-overs cost (`switching`): with blocks of
+    /// 6 ticks and a burn-in of 2, every block that began with a switch is counted — here each
+    /// arm earns the same every tick (−5 for v2's a1, −0.25 for v1's a0), so a burn-in falls
+    /// short of its block by exactly nothing and the switches cost 0.
+    @Test func theGuardReportsWhatItsHandOversCost() throws {
+        let yaml = testMapping(extraLearning: Self.guarded.replacingOccurrences(of: "block: 4, burn_in: 0", with: "block: 6, burn_in: 2"))
+        let h = try GatewayHarness(yaml: yaml)
+        defer { h.stop() }
+        #expect(h.map.learning.trial.burnIn == 2)
+        _ = try h.serveABadModelAfterAGoodOne()
+        let plant = ClosedLoop(h, incumbent: { _ in 0 }, dynamics: Self.aOneIsBad)
+        try plant.run(until: { guardEvent(h) != nil })
+        let event = try #require(guardEvent(h), "the guard did not trip in \(plant.acted.count) control ticks")
+        let switching = try #require(event["switching"] as? [String: Any], "\(event)")
+        let switches = try #require(switching["switches"] as? Int, "\(switching)")
+        #expect(switches >= 2 && switches <= 4, "\(switching)")
+        #expect(switching["switching_cost"] as? Double == 0 && switching["switch_loss_control"] as? Double == 0
+                && switching["switch_loss_served"] as? Double == 0, "\(switching)")
+        #expect((switching["switching_cost_share"] as? Double).map { $0 == 0 } == true, "\(switching)")
+        let status = try h.waitFor(topic: "edgeq/t1/status") {
+            ((GatewayHarness.json($0)["guard"] as? [String: Any])?["trips"] as? Int) == 1
+        }
+        let guardStatus = GatewayHarness.json(status)["guard"] as? [String: Any] ?? [:]
+        // The status has the guard of the version rolled back to: its own hand-overs from its start.
+        #expect(((guardStatus["switching"] as? [String: Any])?["switches"] as? Int).map { $0 <= switches } == true, "\(guardStatus)")
+    }
+
     @Test func withoutAnEarlierModelTheGuardReturnsToShadow() throws {
         let h = try GatewayHarness(yaml: testMapping(extraLearning: Self.guarded))
         defer { h.stop() }

@@ -1192,6 +1192,68 @@ import Testing
         #expect(off.probationPairsPending == 0 && off.probationPairsLeft == 0)
     }
 
+    /// The guard's switching cost (`GuardSwitching`) is what its burn-ins lose at a hand-over,
+    /// as the trial's: a control group that loses 3 a tick for the first 2 ticks after each
+    /// hand-over to it (6 a switch) — the burn-ins, which the guard does not score — costs 6 a
+    /// switch to the control group and nothing back to the served model; without the bump the
+    /// cost is about 0. The compared pairs do not see it (no trip, the served model ahead by
+    /// nothing). Kept in the guard's record and resumed after a restart.
+    @Test func theGuardsSwitchingCostIsWhatItsBurnInsLostAtAHandOver() throws {
+        for seed in 0..<20 {
+            for bump in [true, false] {
+                var g = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(10), burnIn: 2, share: 0.25), seed: UInt64(seed))
+                var rng = SeededGenerator(seed: 800 + UInt64(seed))
+                var last = GuardArm.served, sinceSwitch = 1_000, toControl = 0
+                while g.summary.pairs < 20 {
+                    let arm = g.arm
+                    if arm != last {
+                        sinceSwitch = 0
+                        if arm == .control { toControl += 1 }
+                    } else {
+                        sinceSwitch += 1
+                    }
+                    last = arm
+                    var r = -1 + 0.1 * rng.nextGaussian()
+                    if bump, arm == .control, sinceSwitch < 2 { r -= 3 }
+                    let event = g.record(reward: r, arm: arm, episodeEnded: false)
+                    #expect(event != .tripped, "seed \(seed)")
+                }
+                let s = g.summary
+                #expect(abs(s.meanDifference ?? 9) < 0.5, "seed \(seed): the pairs see no bump: \(s.meanDifference ?? .nan)")
+                let w = s.switching
+                let toC = try #require(w.lossToControl), toS = try #require(w.lossToServed)
+                let same = try #require(w.lossWithoutSwitch, "seed \(seed): every block followed a switch")
+                #expect(abs(toS) < 0.5 && abs(same) < 0.5, "seed \(seed): \(toS), \(same)")
+                #expect(w.toControl >= toControl - 1 && w.toControl <= toControl, "seed \(seed): \(w.toControl) of \(toControl) switches to the control group counted")
+                #expect(w.switches >= 2 * w.toControl - 1 && w.switches <= 2 * w.toControl + 1)
+                if bump {
+                    #expect(abs(toC - 6) < 0.5, "seed \(seed): \(toC) a switch to the control group")
+                    #expect(abs(w.cost - 6 * Double(w.toControl)) < 2, "seed \(seed): \(w.cost) for \(w.toControl) switches")
+                    // 20 pairs in cycles of 4 blocks of 10 ticks, about −1 a tick: ~−800 earned.
+                    #expect(abs((w.share ?? 0) - w.cost / abs(w.rewards)) < 1e-12 && (w.share ?? 0) > 0.1)
+                } else {
+                    #expect(abs(toC) < 0.5 && abs(w.cost) < 2, "seed \(seed): \(toC), \(w.cost)")
+                }
+                // A restart keeps them: the record carries them, a resumed guard reports them.
+                let record = GuardRecord(g, served: 3, controlGroup: "v2")
+                #expect(record.switching == w)
+                var resumed = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(10), burnIn: 2, share: 0.25), seed: 99)
+                let took = resumed.resume(window: record.pairsForResume ?? [], scoredPairs: record.pairs, voidPairs: record.voidPairs,
+                                          probationPairsLeft: record.probationPairsLeft, switching: record.switching)
+                #expect(took)
+                #expect(resumed.summary.switching == w)
+            }
+        }
+        // A malformed record's figures are not taken.
+        var bad = GuardSwitching()
+        bad.toControl = 2
+        bad.toControlShortfall = .nan
+        var g = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(10), burnIn: 2, share: 0.25), seed: 1)
+        let took = g.resume(window: [], scoredPairs: 0, voidPairs: 0, probationPairsLeft: 0, switching: bad)
+        #expect(took)
+        #expect(g.summary.switching == GuardSwitching())
+    }
+
     /// The guard's record on disk (`models/vN/guard.json`) reads back as written, and is
     /// resumed only by a guard of the same served model, control group, adjustment and blocks.
     @Test func theGuardsRecordIsResumedOnlyByTheSameComparison() throws {
@@ -1212,6 +1274,13 @@ import Testing
         #expect(back.mismatch(adjusted, served: 3, controlGroup: "v2")?.contains("adjusted") == true)
         let longer = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(8), burnIn: 0, share: 0.5), seed: 9)
         #expect(back.mismatch(longer, served: 3, controlGroup: "v2")?.contains("ticks:4") == true)
+        // A record written before the switching figures existed still reads (without them).
+        var o = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        #expect(o["switching"] != nil)
+        o["switching"] = nil
+        try JSONSerialization.data(withJSONObject: o).write(to: url)
+        let old = try #require(GuardRecord.load(from: url), "a record without switching must still read")
+        #expect(old.switching == nil && old.window == record.window)
         try Data("{not json".utf8).write(to: url)
         #expect(GuardRecord.load(from: url) == nil)
     }
