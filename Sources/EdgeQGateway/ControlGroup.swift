@@ -156,9 +156,10 @@ public struct ControlGroupGuard: Sendable {
     /// block boundary that is not between the two blocks of a compared pair.
     private var pendingProbation = 0
     /// What the hand-overs between its blocks cost (`GuardSwitching`), and the arm of the block
-    /// before the running one (the served model's before the first).
+    /// before the running one (the served model's before the first; nil after a block that got
+    /// no reward at all — a trial's block, whose controller the guard does not know).
     public private(set) var switching = GuardSwitching()
-    private var previousArm = GuardArm.served
+    private var previousArm: GuardArm? = .served
 
     /// A guard with `settings`; `seed` draws the position and order of every pair.
     ///
@@ -376,8 +377,8 @@ public struct ControlGroupGuard: Sendable {
         if let reward { switching.rewards += reward }
         guard clock.tick(reward: reward, baseline: baseline, episodeEnded: episodeEnded) else { return nil }
         let ended = arm
-        switching.count(clock.burnInShortfall, arm: ended, previous: previousArm)
-        previousArm = ended
+        if let previousArm { switching.count(clock.burnInShortfall, arm: ended, previous: previousArm) }
+        previousArm = clock.burnInRewards == 0 && clock.scoredTicks == 0 ? nil : ended
         let inPair = index == pairAt || index == pairAt + 1
         if inPair {
             if ended == .served {
@@ -600,7 +601,8 @@ public struct GuardStopLoss: Sendable, Equatable {
 /// own scored mean reward (`BlockClock.burnInShortfall`), counted by whether the block began
 /// with a switch — to the control group or back to the served model — or followed a block of
 /// its own arm. While a switchback trial runs, the guard's uncompared blocks are the trial's and
-/// carry no reward here: the trial counts their switches. Not used in any decision. Plain sums
+/// carry no reward here: the trial counts their switches, and a guard block right after one is
+/// not counted (who handed over to it is the trial's business). Not used in any decision. Plain sums
 /// and counts, so the guard's record keeps them over a restart (`guard.json`, `switching`).
 public struct GuardSwitching: Codable, Sendable, Equatable {
     /// Blocks that began with a switch to the control group, and their burn-ins' shortfall

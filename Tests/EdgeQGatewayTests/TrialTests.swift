@@ -1244,6 +1244,14 @@ import Testing
                 #expect(resumed.summary.switching == w)
             }
         }
+        // A block right after one that got no reward at all (a trial's block, given to the guard
+        // as skipped ticks) is not counted: who handed over to it is not the guard's to know.
+        var t = try ControlGroupGuard(settings: Self.guardSettings(block: .ticks(10), burnIn: 2, share: 0.25), seed: 5)
+        for _ in 0..<10 { _ = t.skip() }
+        for _ in 0..<10 { _ = t.record(reward: -1, arm: t.arm, episodeEnded: false) }
+        #expect(t.switching.switches + t.switching.withoutSwitch == 0, "\(t.switching)")
+        for _ in 0..<10 { _ = t.record(reward: -1, arm: t.arm, episodeEnded: false) }
+        #expect(t.switching.switches + t.switching.withoutSwitch == 1, "\(t.switching)")
         // A malformed record's figures are not taken.
         var bad = GuardSwitching()
         bad.toControl = 2
