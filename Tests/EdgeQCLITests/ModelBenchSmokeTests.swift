@@ -5,7 +5,8 @@ import Testing
 /// `edgeq bench model` end to end with one seed and one heater shift: the real `edgeq` binary
 /// prints every figure in the benchmark format, each measured in the run, and the limits are
 /// what they claim to be (the thermal optimum cheaper than the PI on its week, the heater
-/// planner with the true model better than the heater's PI).
+/// planner with the true model better than the heater's PI), and the thermal zone's retraining
+/// with distillation serves its candidates.
 @Suite struct ModelBenchSmokeTests {
     @Test func oneSeedPrintsEveryFigureMeasured() throws {
         let r = try EdgeQBinary.run(["bench", "model", "--json", "--seeds", "1", "--quick"], timeout: 600)
@@ -50,9 +51,32 @@ import Testing
             #expect(pair("heater seed 1: retraining's distilled candidate (\(rounds) rounds) cost per shift against the PI (−return)") != nil, "\(rounds) rounds")
             #expect(lines["heater: retraining's distilled candidate (\(rounds) rounds on the model) better than the PI (mean over 1 seeds)"] != nil)
         }
+        // The thermal zone's retraining with distillation (a small teacher with --quick): the
+        // distilled and the model-free candidate each served the fresh week.
+        for kind in ["distilled", "model-free"] {
+            #expect(lines["thermal seed 1: retraining's \(kind) candidate cheaper than the PI (1 weeks served)"] != nil, "\(kind)")
+            #expect(lines["thermal: retraining's \(kind) candidate's cost + comfort penalty below the PI's (mean)"] != nil, "\(kind)")
+        }
         // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7;
-        // distillation: 3 + 2 per seed + 3; retraining's distillation: 2 × (1 per seed + 2)
-        let expected: Int = 18 + 3 + 28 + 8 + 6
+        // distillation: 3 + 2 per seed + 3; retraining's distillation: 2 × (1 per seed + 2);
+        // thermal distillation: 2 per seed + 8
+        let expected: Int = 18 + 3 + 28 + 8 + 6 + 10
         #expect(lines.count == expected)
+    }
+
+    /// `EDGEQ_BENCH_MODEL_PARTS` runs only the parts it names, and refuses a name it does not know
+    /// before anything runs.
+    @Test func thePartsVariableChoosesWhatRuns() throws {
+        let bad = try ChildProcess.run(EdgeQBinary.path, ["bench", "model", "--quick", "--seeds", "1"], timeout: 60,
+                                       environment: ["EDGEQ_BENCH_MODEL_PARTS": "fit,thermal-distill"])
+        #expect(bad.code != 0 && bad.stderr.contains("unknown part 'thermal-distill' in EDGEQ_BENCH_MODEL_PARTS; available: thermal, heater, fit, heater_distill, thermal_distill"),
+                "exit \(bad.code): \(bad.stderr)")
+        #expect(!bad.stderr.contains("thermal seed"), "\(bad.stderr)")
+        let r = try ChildProcess.run(EdgeQBinary.path, ["bench", "model", "--json", "--quick", "--seeds", "1"], timeout: 600,
+                                     environment: ["EDGEQ_BENCH_MODEL_PARTS": "fit"])
+        #expect(r.code == 0, "stderr: \(r.stderr.suffix(2000))")
+        let (lines, problems) = BenchLines.parse(r.stdout, bench: "model")
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(lines.count == 28 && lines.keys.allSatisfy { $0.contains("free-run error") || $0.contains("plant model chosen") }, "\(lines.keys.sorted())")
     }
 }

@@ -25,18 +25,47 @@ import Foundation
 /// entry (`ThermalEntry`, `HeaterEntry`) with its per-seed rows and the figures it gives, so
 /// learned-model columns (fit errors at several horizons against persistence, the planner on
 /// the learned model) are added to an entry without touching the others.
+///
+/// `EDGEQ_BENCH_MODEL_PARTS` (e.g. `thermal_distill` or `heater,heater_distill`) runs only some
+/// parts: `thermal` (the optimum and the true-model planner), `heater` (the planner with the
+/// true and the learned model), `fit` (free-run errors), `heater_distill`, `thermal_distill`
+/// (`ThermalDistillEntry`: the gateway's retraining with distillation serving the thermal zone).
 enum ModelBench {
     static func run(_ context: BenchContext) async throws -> [BenchFigure] {
         let seeds = (1...UInt64(max(context.modelSeeds, 1))).map { $0 }
+        let parts = try selectedParts(ProcessInfo.processInfo.environment)
         var figures: [BenchFigure] = []
-        figures += try ThermalEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
-        figures += try HeaterEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
-            .figures(bench: context.bench)
-        figures += try HeaterLearnedEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
-            .figures(bench: context.bench)
-        figures += try ModelFitEntry.measure(seed: 1, context: context).figures(bench: context.bench)
-        figures += try HeaterDistillEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context).figures(bench: context.bench)
+        if parts.contains("thermal") {
+            figures += try ThermalEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
+        }
+        if parts.contains("heater") {
+            figures += try HeaterEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
+                .figures(bench: context.bench)
+            figures += try HeaterLearnedEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context)
+                .figures(bench: context.bench)
+        }
+        if parts.contains("fit") {
+            figures += try ModelFitEntry.measure(seed: 1, context: context).figures(bench: context.bench)
+        }
+        if parts.contains("heater_distill") {
+            figures += try HeaterDistillEntry.measure(seeds: seeds, shifts: context.quick ? 1 : 2, context: context).figures(bench: context.bench)
+        }
+        if parts.contains("thermal_distill") {
+            figures += try ThermalDistillEntry.measure(seeds: seeds, context: context).figures(bench: context.bench)
+        }
         return figures
+    }
+
+    /// The parts `EDGEQ_BENCH_MODEL_PARTS` names (comma-separated; every part when unset).
+    static let parts = ["thermal", "heater", "fit", "heater_distill", "thermal_distill"]
+
+    static func selectedParts(_ env: [String: String]) throws -> Set<String> {
+        let asked = Set((env["EDGEQ_BENCH_MODEL_PARTS"] ?? parts.joined(separator: ",")).split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) })
+        if let unknown = asked.subtracting(parts).sorted().first {
+            throw BenchError.failed("unknown part '\(unknown)' in EDGEQ_BENCH_MODEL_PARTS; available: \(parts.joined(separator: ", "))")
+        }
+        return asked
     }
 
     /// (anchor − value) / |anchor| in percent: how much lower `value` is (a cost).

@@ -1,0 +1,151 @@
+import EdgeQLab
+import EdgeQNet
+import EdgeQRetrain
+import EdgeQTopicMap
+import Foundation
+
+/// `edgeq bench model`, the thermal zone's distilled candidate (docs/learning.md, "Distillation
+/// on the thermal zone"): per seed, the lab logs `logWeeks` weeks of the PI in shadow (dithered
+/// 20 %, as topics/thermal.yaml's comment asks) through topics/thermal.yaml; then the gateway's
+/// own retraining runs twice on that log — as shipped (model-free) and with `learning.distill`
+/// on at its defaults (the planner on the plant model learned from the log teaches the int8
+/// network, with the student's rounds on the model) — and each candidate serves fresh weeks
+/// (weather seeds 1001…) through the lab's decision core against the plain PI on the same
+/// weather (`ThermalExperiment.evaluate`). Whatever the checks said: the figures are what each
+/// candidate does in control; the verdicts are printed beside them.
+///
+/// The goal it is read against (issue 14): ≥ 15 % cheaper than the PI over 5 seeds with no
+/// comfort loss beyond the PI's; the perfect-forecast optimum (`ThermalEntry`) is the limit.
+struct ThermalDistillEntry {
+    /// One retraining's candidate on one logging seed.
+    struct Candidate {
+        var verdict: String
+        var periods: [ThermalExperiment.Period]
+        var seconds: Double
+        var distill: DistillReport?
+        /// Cost improvement over the PI over all periods (positive is cheaper).
+        var improvement: Double {
+            let pi = periods.map(\.incumbent.energyCost).reduce(0, +)
+            let c = periods.map(\.candidate.energyCost).reduce(0, +)
+            return pi > 0 ? (pi - c) / pi : 0
+        }
+        /// The plant's own cost + comfort penalty (−return) below the PI's, over all periods.
+        var penaltyImprovement: Double {
+            let pi = periods.map(\.incumbent.totalReward).reduce(0, +)
+            let c = periods.map(\.candidate.totalReward).reduce(0, +)
+            return pi != 0 ? (c - pi) / abs(pi) : 0
+        }
+        /// The worst period's extra comfort violation over the PI, K·h a week.
+        var worstExtraComfort: Double { periods.map(\.extraComfortViolationPerWeek).max() ?? 0 }
+    }
+    struct Row {
+        var seed: UInt64
+        var modelFree: Candidate
+        /// nil when the retraining made no distilled candidate (`skippedWhy` says why).
+        var distilled: Candidate?
+        var skippedWhy: String?
+    }
+    var rows: [Row] = []
+    var weeksEvaluated = 0
+
+    /// The mapping `text` (topics/thermal.yaml) with `distill` added to its `learning` section.
+    static func withDistill(_ text: String, _ distill: String) throws -> TopicMap {
+        let edited = text.replacingOccurrences(of: "learning:\n  hidden: [64, 64]\n", with: "learning:\n  hidden: [64, 64]\n  distill: \(distill)\n")
+        guard edited != text else { throw BenchError.failed("topics/thermal.yaml has no 'learning:' section starting with 'hidden: [64, 64]' to add distillation to") }
+        return try TopicMap.parse(yaml: edited, file: "thermal.yaml")
+    }
+
+    static func measure(seeds: [UInt64], context: BenchContext) throws -> ThermalDistillEntry {
+        var entry = ThermalDistillEntry()
+        let root = Anchors.packageRoot()
+        let path = root.appendingPathComponent("topics/thermal.yaml").path
+        let shipped = try TopicMap.load(path: path)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        // --quick: a smoke run of the part (2 weeks of log, a small teacher, one week served).
+        // EDGEQ_BENCH_THERMAL_DISTILL: another `distill` section to try (e.g. `{enabled: true, teacher_seconds: none}`).
+        let section = ProcessInfo.processInfo.environment["EDGEQ_BENCH_THERMAL_DISTILL"]
+            ?? (context.quick ? "{enabled: true, horizon: 16, states: 40, updates: 2000, rounds: 1}" : "{enabled: true}")
+        let distilling = try withDistill(text, section)
+        context.progress("thermal distillation with distill: \(section)")
+        var experiment = ThermalExperiment()
+        experiment.logWeeks = context.quick ? 2 : 6
+        experiment.evaluationWeeks = context.quick ? 1 : 2
+        experiment.evaluationSeeds = context.quick ? [1001] : [1001, 1002, 1003]
+        entry.weeksEvaluated = experiment.evaluationWeeks * experiment.evaluationSeeds.count
+        let limits = RetrainLimits(steps: context.quick ? 500 : nil)
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("edgeq-bench-thermal-distill-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        for s in seeds {
+            let logPath = scratch.appendingPathComponent("thermal-\(s).sqlite").path
+            var plant = ThermalLabPlant(seed: s)
+            _ = try Lab(map: shipped).run(&plant, steps: experiment.logWeeks * 2016, policy: .incumbent(dither: experiment.dither), seed: s, logPath: logPath)
+            // As shipped: the model-free candidate.
+            var t0 = Date()
+            var free = Retrainer(map: shipped, policy: CheckPolicy(shipped.learning))
+            free.seed = s
+            let (report, candidate) = try free.train(logPath: logPath, limits: limits, warmStart: nil)
+            let freeRun = Candidate(verdict: report.verdict, periods: try experiment.evaluate(candidate, map: shipped),
+                                    seconds: Date().timeIntervalSince(t0), distill: nil)
+            context.progress(String(format: "thermal seed %llu: model-free candidate (%.1f s, checks %@) %+.2f%% cheaper than the PI served over %d weeks (cost + comfort penalty %+.2f%%), worst period extra comfort %.2f K·h/week",
+                                    s, freeRun.seconds, freeRun.verdict, freeRun.improvement * 100, entry.weeksEvaluated, freeRun.penaltyImprovement * 100, freeRun.worstExtraComfort))
+            // With distillation: the distilled candidate, whichever the retraining chose.
+            t0 = Date()
+            var teacher = Retrainer(map: distilling, policy: CheckPolicy(distilling.learning))
+            teacher.seed = s
+            let o = try teacher.trainWithPlantModel(logPath: logPath, limits: limits, warmStart: nil)
+            let seconds = Date().timeIntervalSince(t0)
+            let d = o.report.distill
+            var row = Row(seed: s, modelFree: freeRun)
+            if let student = o.distilledCandidate {
+                let run = Candidate(verdict: o.report.verdict, periods: try experiment.evaluate(student, map: distilling), seconds: seconds, distill: d)
+                row.distilled = run
+                context.progress(String(format: "thermal seed %llu: distilled candidate (%.1f s: teacher %d logged + %d visited states in %.1f s, held-out agreement %.1f%%, within the tolerance %.1f%%; the retraining chose %@ (%@), checks %@) %+.2f%% cheaper than the PI (cost + comfort penalty %+.2f%%), worst period extra comfort %.2f K·h/week",
+                                        s, seconds, d?.statesValued ?? 0, d?.studentStates ?? 0, d?.teacherSeconds ?? 0,
+                                        (d?.agreementHeldOut?.strict ?? .nan) * 100, (d?.agreementHeldOut?.tolerant ?? .nan) * 100,
+                                        d?.chosen ?? "-", d?.why ?? "-", o.report.verdict, run.improvement * 100, run.penaltyImprovement * 100, run.worstExtraComfort))
+            } else {
+                row.skippedWhy = d?.skipped ?? "the retraining made no distilled candidate"
+                context.progress("thermal seed \(s): no distilled candidate: \(row.skippedWhy ?? "")")
+            }
+            entry.rows.append(row)
+        }
+        return entry
+    }
+
+    func figures(bench: String) -> [BenchFigure] {
+        var out: [BenchFigure] = []
+        let anchor = "ThermalPI (same weather)"
+        for r in rows {
+            out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): retraining's distilled candidate cheaper than the PI (\(weeksEvaluated) weeks served)",
+                                   value: r.distilled.map { $0.improvement * 100 }, unit: "%", anchor: anchor, anchorValue: 0, better: .higher,
+                                   reason: r.distilled == nil ? r.skippedWhy : nil))
+            out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): retraining's model-free candidate cheaper than the PI (\(weeksEvaluated) weeks served)",
+                                   value: r.modelFree.improvement * 100, unit: "%", anchor: anchor, anchorValue: 0, better: .higher))
+        }
+        let distilled = rows.compactMap(\.distilled)
+        let measured = distilled.count == rows.count && !rows.isEmpty
+        let why = rows.compactMap(\.skippedWhy).first ?? "no seed ran"
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's distilled candidate cheaper than the PI (mean over \(rows.count) seeds)",
+                               value: measured ? ModelBench.mean(distilled.map { $0.improvement * 100 }) : nil, unit: "%", anchor: anchor, anchorValue: 0,
+                               better: .higher, reason: measured ? nil : why))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's distilled candidate's cost + comfort penalty below the PI's (mean)",
+                               value: measured ? ModelBench.mean(distilled.map { $0.penaltyImprovement * 100 }) : nil, unit: "%", anchor: anchor, anchorValue: 0,
+                               better: .higher, reason: measured ? nil : why))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's distilled candidate extra comfort violation over the PI (worst period)",
+                               value: measured ? distilled.map(\.worstExtraComfort).max() : nil, unit: "K·h/week", anchor: anchor, anchorValue: 0,
+                               better: .lower, reason: measured ? nil : why))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's distilled candidates offered (chosen and passed the checks)",
+                               value: measured ? Double(distilled.filter { $0.verdict == "passed" && $0.distill?.chosen == "distilled" }.count) : nil, unit: "of \(rows.count)",
+                               better: .higher, reason: measured ? nil : why))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's model-free candidate cheaper than the PI (mean over \(rows.count) seeds)",
+                               value: ModelBench.mean(rows.map { $0.modelFree.improvement * 100 }), unit: "%", anchor: anchor, anchorValue: 0, better: .higher))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's model-free candidate's cost + comfort penalty below the PI's (mean)",
+                               value: ModelBench.mean(rows.map { $0.modelFree.penaltyImprovement * 100 }), unit: "%", anchor: anchor, anchorValue: 0, better: .higher))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining's model-free candidate extra comfort violation over the PI (worst period)",
+                               value: rows.map(\.modelFree.worstExtraComfort).max(), unit: "K·h/week", anchor: anchor, anchorValue: 0, better: .lower))
+        out.append(BenchFigure(bench: bench, figure: "thermal: retraining with distillation, wall time (mean)",
+                               value: measured ? ModelBench.mean(distilled.map(\.seconds)) : nil, unit: "s", better: .lower, reason: measured ? nil : why))
+        return out
+    }
+}
