@@ -595,8 +595,8 @@ public struct GuardStopLoss: Sendable, Equatable {
     public var adjusted: Bool
 }
 
-/// What the control-group guard's hand-overs cost the plant (docs/operations.md, "The switching
-/// cost"): as the trial's switching cost (`TrialSummary.switchingCost`), per block of the guard
+/// What the control-group guard's hand-overs cost the plant (docs/operations.md, "The control-group
+/// guard"): as the trial's switching cost (`TrialSummary.switchingCost`), per block of the guard
 /// that ended with a burn-in reward and a scored tick, the burn-in's rewards below the block's
 /// own scored mean reward (`BlockClock.burnInShortfall`), counted by whether the block began
 /// with a switch — to the control group or back to the served model — or followed a block of
