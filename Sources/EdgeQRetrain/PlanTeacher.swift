@@ -11,7 +11,9 @@ import EdgeQTopicMap
 /// (the mapping's feature vector, the Q-network's input) is paired with those values.
 ///
 /// The exogenous signals are held at the row's values over the horizon (persistence: what the
-/// gateway knows at that tick). Rows whose sample has less history than the model's `memory`
+/// gateway knows at that tick), except those the mapping marks `forecast: schedule` (known
+/// ahead: a tariff, an occupancy or comfort schedule, the clock), which take the values the log
+/// shows over the horizon (`forecaster`; docs/learning.md, "A schedule is known ahead"). Rows whose sample has less history than the model's `memory`
 /// (the first samples of a segment) and rows the reader leaves out (flagged, no action, …) get
 /// no values.
 public struct PlanTeacher: Sendable {
@@ -63,6 +65,7 @@ public struct PlanTeacher: Sendable {
     public func samples(rows: [LoggedTransition], every: Int = 1, limit: Int = .max, include: (Int) -> Bool = { _ in true },
                         newestFirst: Bool = false, shouldStop: () -> Bool = { false }) throws -> [Sample] {
         let (data, positions) = try placed(rows: rows)
+        let scheduled = scheduledSignals(data.exogenousNames)
         var planner = try RecedingHorizonPlanner(configuration)
         // The rows to value, in log order: (row, segment, sample, logged action).
         var chosen: [(i: Int, s: Int, k: Int, action: Int)] = []
@@ -78,13 +81,38 @@ public struct PlanTeacher: Sendable {
         for c in newestFirst ? Array(chosen.reversed()) : chosen {
             if shouldStop() { break }
             let segment = data.segments[c.s]
-            let exo = segment.exogenous[c.k]
-            let v = planner.actionValues(from: model.rollout(from: segment, at: c.k), forecast: { _ in exo }, reward: reward)
+            let v = planner.actionValues(from: model.rollout(from: segment, at: c.k), forecast: forecast(segment.exogenous, at: c.k, scheduled: scheduled),
+                                         reward: reward)
             out.append(Sample(row: c.i, time: rows[c.i].transition.time, loggedAction: c.action,
                               example: Distillation.Example(state: rows[c.i].transition.state, values: v.values)))
         }
         if newestFirst { out.reverse() }
         return out
+    }
+
+    /// For each of the exogenous signals `names` (the plant data's order): whether the mapping
+    /// marks it `forecast: schedule`.
+    public func scheduledSignals(_ names: [String]) -> [Bool] {
+        names.map { n in map.signals.first { $0.name == n }?.forecast == .schedule }
+    }
+
+    /// `forecast(_:at:scheduled:)` of this teacher.
+    func forecast(_ exogenous: [[Double]], at k: Int, scheduled: [Bool]) -> (Int) -> [Double] {
+        Self.forecast(exogenous, at: k, scheduled: scheduled)
+    }
+
+    /// The teacher's forecast from sample `k` of a stretch whose exogenous samples are
+    /// `exogenous`: step j's values are sample k's (persistence), with the `scheduled` signals
+    /// taken from sample k + j (the last sample's past the end of the stretch).
+    static func forecast(_ exogenous: [[Double]], at k: Int, scheduled: [Bool]) -> (Int) -> [Double] {
+        let now = exogenous[k]
+        guard scheduled.contains(true) else { return { _ in now } }
+        return { j in
+            let ahead = exogenous[min(max(k + j, k), exogenous.count - 1)]
+            var out = now
+            for i in out.indices where i < scheduled.count && i < ahead.count && scheduled[i] { out[i] = ahead[i] }
+            return out
+        }
     }
 
     /// `rows` read as plant data (`PlantDataReader`, segments shorter than the model's memory

@@ -23,8 +23,16 @@ public struct StudentVisits: Sendable {
         public var state: [Float]
         /// The model's rollout at the visit (a value: the teacher branches from it).
         public var rollout: any PlantRollout
-        /// The exogenous signals at the visit (the teacher holds them over its horizon).
-        public var exogenous: [Double]
+        /// The exogenous signals at the visit (the teacher holds them over its horizon, but for
+        /// the `forecast: schedule` ones).
+        public var exogenous: [Double] { exogenousAhead[sample] }
+        /// The logged exogenous signals of the visit's stretch (shared storage, not a copy) and
+        /// the visit's sample in it: the teacher reads the scheduled signals ahead from them.
+        public var exogenousAhead: [[Double]]
+        /// See `exogenousAhead`.
+        public var sample: Int
+        /// The plant data's exogenous signal names (their order in `exogenousAhead`).
+        public var exogenousNames: [String]
     }
 
     /// The world the student runs in.
@@ -77,7 +85,7 @@ public struct StudentVisits: Sendable {
             let best = state.withUnsafeBufferPointer { s in q.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: mask, qValues: $0) } }
             guard let action = best, q.allSatisfy(\.isFinite) else { return }
             if i > 0, i % every == 0 {
-                out.append(Visit(state: state, rollout: rollout, exogenous: seg.exogenous[t]))
+                out.append(Visit(state: state, rollout: rollout, exogenousAhead: seg.exogenous, sample: t, exogenousNames: world.data.exogenousNames))
                 if out.count >= limit { return }
             }
             runtime.recordApplied(action: action)
@@ -91,18 +99,23 @@ public struct StudentVisits: Sendable {
 
 extension PlanTeacher {
     /// The teacher's values of each visited state (`StudentVisits`): the planner from the
-    /// visit's rollout, the exogenous signals held at the visit's (persistence, as for a logged
-    /// row). `shouldStop` is polled before each state; the states valued so far are returned.
+    /// visit's rollout, the exogenous signals forecast as for a logged row (held at the visit's,
+    /// the `forecast: schedule` ones read ahead in the log). `shouldStop` is polled before each
+    /// state; the states valued so far are returned.
     ///
     /// - Throws: `PlannerError` for a bad planner configuration.
     public func values(of visits: [StudentVisits.Visit], shouldStop: () -> Bool = { false }) throws -> [Distillation.Example] {
         var planner = try RecedingHorizonPlanner(configuration)
         var out: [Distillation.Example] = []
         out.reserveCapacity(visits.count)
+        var scheduled: [Bool] = [], names: [String]?
         for v in visits {
             if shouldStop() { break }
-            let exo = v.exogenous
-            let values = planner.actionValues(from: v.rollout, forecast: { _ in exo }, reward: reward).values
+            if names != v.exogenousNames {
+                names = v.exogenousNames
+                scheduled = scheduledSignals(v.exogenousNames)
+            }
+            let values = planner.actionValues(from: v.rollout, forecast: forecast(v.exogenousAhead, at: v.sample, scheduled: scheduled), reward: reward).values
             out.append(Distillation.Example(state: v.state, values: values))
         }
         return out

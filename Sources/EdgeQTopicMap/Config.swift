@@ -136,6 +136,22 @@ public struct SignalConfig: Sendable, Equatable {
     /// signal's `applied: [v0, v1, …]` or, by default, each action's constant publish `value`.
     /// Empty for other roles.
     public var appliedValues: [Double] = []
+    /// For `role: exogenous`: how a planner that teaches (`learning.distill`) forecasts the
+    /// signal over its horizon (the signal's `forecast` key). Default `.persistence`.
+    public var forecast: SignalForecast = .persistence
+}
+
+/// How the distillation's teacher forecasts an exogenous signal over its horizon (a signal's
+/// `forecast` key, docs/mapping.md; docs/learning.md, "A schedule is known ahead").
+public enum SignalForecast: String, Sendable, Equatable, CaseIterable {
+    /// Held at its value now (what the gateway knows at the tick): weather, a load, a setpoint
+    /// an operator may change at any time.
+    case persistence
+    /// Known ahead — a calendar, a tariff, an occupancy or comfort schedule, the clock: the
+    /// teacher, which values logged states after the fact, takes the values the log shows over
+    /// its horizon. The served network still sees only its state (give it the schedule's
+    /// look-ahead features, as topics/thermal.yaml does with `occupied_next_2h`).
+    case schedule
 }
 
 /// Whether a candidate policy can be judged on a plant model for this mapping (docs/mapping.md,

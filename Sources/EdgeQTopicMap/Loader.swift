@@ -332,7 +332,7 @@ struct Builder {
         var rawTopics: [String: String] = [:], jsonTopics: [String: String] = [:]
         var sparkplugMetrics: [SparkplugSource: String] = [:]
         for item in items {
-            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "sparkplug", "type", "values", "scale", "offset", "range", "max_age", "role", "applied"], required: ["name"]),
+            guard let f = r.mapping(item, "signal", known: ["name", "topic", "json", "sparkplug", "type", "values", "scale", "offset", "range", "max_age", "role", "applied", "forecast"], required: ["name"]),
                   let nameNode = f["name"], let name = r.string(nameNode, "signal name") else { continue }
             // A signal comes from a topic (raw or JSON) or from a Sparkplug B metric, never both.
             var source: SparkplugSource?
@@ -418,6 +418,13 @@ struct Builder {
                     r.error(n, "signal '\(name)' is a bool: a plant model predicts numbers only, so a bool can only be 'role: exogenous' (given to the model as 0/1)")
                 case (.enumeration, _):
                     r.error(n, "signal '\(name)' is an enum (strings): a role needs a number signal (or a bool, as exogenous); leave 'role' out, or give the value as a number")
+                }
+            }
+            if let n = f["forecast"], let forecast = r.choice(n, "signal forecast (how a teaching planner forecasts '\(name)')", SignalForecast.self) {
+                if s.role == .exogenous {
+                    s.forecast = forecast
+                } else {
+                    r.error(n, "'forecast' applies only to a signal with 'role: exogenous' (the teacher predicts the controlled ones with the plant model); add 'role: exogenous' to '\(name)' or remove 'forecast'")
                 }
             }
             if let a = f["applied"], s.role != .applied {

@@ -224,6 +224,7 @@ struct CheckCommand: AsyncParsableCommand {
             if let r = s.role {
                 d += " role \(r.rawValue)"
                 if r == .applied { d += " [\(s.appliedValues.map(fmt).joined(separator: ", "))]" }
+                if r == .exogenous, s.forecast == .schedule { d += " (a schedule: read ahead by the teacher)" }
             }
             lines.append(d)
         }

@@ -525,4 +525,24 @@ struct DriftTestPlant: LabPlant {
         let json = try #require(try JSONSerialization.jsonObject(with: o.report.json()) as? [String: Any])
         #expect((json["distill"] as? [String: Any])?["skipped"] as? String == d.skipped)
     }
+
+    /// The teacher's forecast: every exogenous signal held at its value now (persistence) but
+    /// those marked `forecast: schedule`, which it reads ahead in the logged stretch (the last
+    /// sample's past its end); topics/thermal.yaml marks the clock, occupancy, tariff and comfort
+    /// band, not the weather.
+    @Test func theTeacherReadsAScheduleAheadAndHoldsTheRest() throws {
+        // Samples k = 0…3 of two signals: [occupancy, outdoor temperature].
+        let stretch: [[Double]] = [[0, 5], [0, 6], [1, 7], [1, 8]]
+        let f = PlanTeacher.forecast(stretch, at: 1, scheduled: [true, false])
+        #expect(f(0) == [0, 6] && f(1) == [1, 6] && f(2) == [1, 6] && f(5) == [1, 6])
+        let held = PlanTeacher.forecast(stretch, at: 1, scheduled: [false, false])
+        #expect(held(0) == [0, 6] && held(2) == [0, 6])
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("topics/thermal.yaml")
+        let map = try TopicMap.load(path: url.path)
+        let names = map.modelSignalNames.exogenous
+        let scheduled = Set(names.filter { n in map.signals.first { $0.name == n }?.forecast == .schedule })
+        #expect(scheduled == ["hour", "weekday", "occupied", "occupied_next_2h", "price", "price_next_2h", "comfort_low", "comfort_high"], "\(scheduled)")
+        #expect(names.contains("outdoor_temp") && !scheduled.contains("outdoor_temp"))
+    }
 }

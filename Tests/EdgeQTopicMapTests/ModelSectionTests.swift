@@ -77,6 +77,23 @@ import Testing
         #expect(d.first?.message.contains("applies only to a signal with 'role: applied'") == true, "\(d)")
     }
 
+    /// `forecast: schedule` marks an exogenous signal the teaching planner reads ahead in the
+    /// log; persistence is the default; on another role, or with an unknown value, it is refused
+    /// with its line and what to do.
+    @Test func aScheduleForecastIsForExogenousSignalsOnly() throws {
+        let m = try TopicMap.parse(yaml: Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: exogenous, forecast: schedule}"))
+        #expect(m.signals[try #require(m.signalIndex(named: "lvl"))].forecast == .schedule)
+        #expect(m.signals[try #require(m.signalIndex(named: "sp"))].forecast == .persistence)
+        let persistence = try TopicMap.parse(yaml: Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: exogenous, forecast: persistence}"))
+        #expect(persistence.signals[try #require(persistence.signalIndex(named: "lvl"))].forecast == .persistence)
+        let applied = diagnostics(Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: applied, forecast: schedule}"))
+        #expect(applied.count == 1 && applied.first?.line == 5, "\(applied)")
+        #expect(applied.first?.message.contains("'forecast' applies only to a signal with 'role: exogenous'") == true, "\(applied)")
+        let unknown = diagnostics(Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: exogenous, forecast: calendar}"))
+        #expect(unknown.count == 1 && unknown.first?.line == 5, "\(unknown)")
+        #expect(unknown.first?.message.contains("must be one of persistence, schedule, found 'calendar'") == true, "\(unknown)")
+    }
+
     @Test func aModelRewardOverASignalWithoutRoleIsRefusedWithItsLineAndWhatToDo() {
         let d = diagnostics(Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: applied}",
                                          extra: "model:\n  reward: -cost - abs(temp - sp)\n"))
