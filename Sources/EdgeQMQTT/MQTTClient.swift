@@ -180,9 +180,22 @@ public final class MQTTClient: Sendable {
         connection.queue.take(timeout: timeout)
     }
 
+    /// Waits until every message published so far has left: a QoS 0 message written to the
+    /// socket, a QoS ≥ 1 message acknowledged by the broker (libmosquitto's on_publish). Call it
+    /// before `stop()` when the last messages matter: libmosquitto sends at most
+    /// `max_inflight_messages` (20) QoS ≥ 1 messages ahead of their acknowledgements, and the
+    /// rest of a burst still queued at `stop()` is dropped with the connection.
+    ///
+    /// - Returns: true when everything left within `timeout` seconds, false otherwise.
+    @discardableResult
+    public func waitUntilSent(timeout: Double) -> Bool {
+        connection.waitUntilSent(timeout: timeout)
+    }
+
     /// Sends DISCONNECT (the broker then does not publish the Last Will), stops and joins
     /// the network thread, and wakes any consumer blocked in `receive`. Messages still in
-    /// the hand-off can be taken afterwards. Idempotent.
+    /// the hand-off can be taken afterwards. Messages still queued for sending are dropped
+    /// (`waitUntilSent` first, when they matter). Idempotent.
     public func stop() { connection.stop() }
 }
 
@@ -248,6 +261,10 @@ final class Connection: @unchecked Sendable {
     private let connectProperties: OpaquePointer?
     private let shared = Mutex(Shared())
     private let stopping = Atomic<Bool>(false)
+    /// Messages handed to libmosquitto (`publish` succeeded) and messages it reported gone
+    /// (on_publish: a QoS 0 one written, a QoS ≥ 1 one acknowledged): `waitUntilSent`.
+    private let handedOver = Atomic<UInt64>(0)
+    private let sentOrAcknowledged = Atomic<UInt64>(0)
     private let sleeper = Sleeper()
     private let isV5: Bool
 
@@ -384,6 +401,25 @@ final class Connection: @unchecked Sendable {
         mosquitto_disconnect_v5_callback_set(h, onDisconnectC)
         mosquitto_message_v5_callback_set(h, onMessageC)
         mosquitto_log_callback_set(h, onLogC)
+        mosquitto_publish_v5_callback_set(h, onPublishC)
+    }
+
+    /// on_publish: one message gone (written at QoS 0, acknowledged at QoS ≥ 1).
+    func handlePublished() {
+        sentOrAcknowledged.add(1, ordering: .releasing)
+    }
+
+    func waitUntilSent(timeout: Double) -> Bool {
+        let target = handedOver.load(ordering: .relaxed)
+        // Polls every 2 ms (this module keeps Foundation out: the pauses are counted).
+        var left = Int((max(timeout, 0) / 0.002).rounded(.up))
+        while sentOrAcknowledged.load(ordering: .acquiring) < target {
+            if left <= 0 || stopping.load(ordering: .relaxed) { return false }
+            left -= 1
+            wakeNetworkThread()
+            usleep(2_000)
+        }
+        return true
     }
 
     deinit {
@@ -514,6 +550,14 @@ final class Connection: @unchecked Sendable {
             }
         }
         let r = MosquittoResult(rawValue: rc)
+        switch r {
+        case .success:
+            handedOver.add(1, ordering: .relaxed)
+        case .noConnection where qos != .atMostOnce:
+            handedOver.add(1, ordering: .relaxed)   // kept by libmosquitto, sent after the reconnect
+        default:
+            break
+        }
         switch r {
         case .success:
             // In threaded mode libmosquitto only queues the packet and wakes the network
@@ -1001,6 +1045,11 @@ private let onMessageC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?
         payload = []
     }
     c.handleMessage(MQTTMessage(topic: topic, payload: payload, qos: QoS(rawValue: m.qos) ?? .atMostOnce, retain: m.retain))
+}
+
+private let onPublishC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, Int32, OpaquePointer?) -> Void = {
+    _, userdata, _, _, _ in
+    connection(userdata)?.handlePublished()
 }
 
 private let onLogC: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?) -> Void = {
