@@ -61,13 +61,17 @@ public struct ThermalExperiment: Sendable {
         /// One entry per evaluation seed.
         public var periods: [Period]
         /// Total cost improvement over all periods.
-        public var costImprovement: Double {
-            let pi = periods.map(\.incumbent.energyCost).reduce(0, +)
-            let c = periods.map(\.candidate.energyCost).reduce(0, +)
-            return pi > 0 ? (pi - c) / pi : 0
-        }
+        public var costImprovement: Double { ThermalExperiment.costImprovement(periods) }
         /// Worst period.
         public var worstImprovement: Double { periods.map(\.costImprovement).min() ?? 0 }
+    }
+
+    /// (PI cost − candidate cost) / PI cost summed over `periods`: positive is cheaper; 0 without
+    /// a PI cost.
+    public static func costImprovement(_ periods: [Period]) -> Double {
+        let pi = periods.map(\.incumbent.energyCost).reduce(0, +)
+        let c = periods.map(\.candidate.energyCost).reduce(0, +)
+        return pi > 0 ? (pi - c) / pi : 0
     }
 
     /// Runs the experiment with logging weather `seed`, writing the log under `directory`.

@@ -553,13 +553,6 @@ final class Connection: @unchecked Sendable {
         switch r {
         case .success:
             handedOver.add(1, ordering: .relaxed)
-        case .noConnection where qos != .atMostOnce:
-            handedOver.add(1, ordering: .relaxed)   // kept by libmosquitto, sent after the reconnect
-        default:
-            break
-        }
-        switch r {
-        case .success:
             // In threaded mode libmosquitto only queues the packet and wakes the network
             // thread (a byte on its socket pair), which then sends it: one more thread
             // wake-up between the decision and the wire. Send it from here instead; the
@@ -577,7 +570,10 @@ final class Connection: @unchecked Sendable {
             }
             return .accepted
         case .noConnection:
-            if qos != .atMostOnce { return .queuedUntilReconnect }
+            if qos != .atMostOnce {
+                handedOver.add(1, ordering: .relaxed)   // kept by libmosquitto, sent after the reconnect
+                return .queuedUntilReconnect
+            }
             throw MQTTError(.connectionLost, "not connected to \(config.broker): the QoS 0 message on \(topic) was not sent", result: r)
         case .invalid, .malformedUTF8:
             throw MQTTError(.invalidTopic, "cannot publish on '\(topic)': \(r.message) (no + or #, valid UTF-8, not empty)", result: r)

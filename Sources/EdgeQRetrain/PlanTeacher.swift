@@ -13,8 +13,8 @@ import EdgeQTopicMap
 /// The exogenous signals are held at the row's values over the horizon (persistence: what the
 /// gateway knows at that tick), except those the mapping marks `forecast: schedule` (known
 /// ahead: a tariff, an occupancy or comfort schedule, the clock), which take the values the log
-/// shows over the horizon (`forecaster`; docs/learning.md, "A schedule is known ahead"). Rows whose sample has less history than the model's `memory`
-/// (the first samples of a segment) and rows the reader leaves out (flagged, no action, …) get
+/// shows over the horizon (`forecast(_:at:scheduled:)`; docs/learning.md, "A schedule is known
+/// ahead"). Rows whose sample has less history than the model's `memory` (the first samples of a segment) and rows the reader leaves out (flagged, no action, …) get
 /// no values.
 public struct PlanTeacher: Sendable {
     /// The mapping (its signal roles, actions and `learning.gamma`).
@@ -81,7 +81,7 @@ public struct PlanTeacher: Sendable {
         for c in newestFirst ? Array(chosen.reversed()) : chosen {
             if shouldStop() { break }
             let segment = data.segments[c.s]
-            let v = planner.actionValues(from: model.rollout(from: segment, at: c.k), forecast: forecast(segment.exogenous, at: c.k, scheduled: scheduled),
+            let v = planner.actionValues(from: model.rollout(from: segment, at: c.k), forecast: Self.forecast(segment.exogenous, at: c.k, scheduled: scheduled),
                                          reward: reward)
             out.append(Sample(row: c.i, time: rows[c.i].transition.time, loggedAction: c.action,
                               example: Distillation.Example(state: rows[c.i].transition.state, values: v.values)))
@@ -94,11 +94,6 @@ public struct PlanTeacher: Sendable {
     /// marks it `forecast: schedule`.
     public func scheduledSignals(_ names: [String]) -> [Bool] {
         names.map { n in map.signals.first { $0.name == n }?.forecast == .schedule }
-    }
-
-    /// `forecast(_:at:scheduled:)` of this teacher.
-    func forecast(_ exogenous: [[Double]], at k: Int, scheduled: [Bool]) -> (Int) -> [Double] {
-        Self.forecast(exogenous, at: k, scheduled: scheduled)
     }
 
     /// The teacher's forecast from sample `k` of a stretch whose exogenous samples are

@@ -254,7 +254,7 @@ extension Retrainer {
                 }
                 let seen = visits.visits(student: result.model, precision: policy.servedPrecision, runs: runs, horizon: d.horizon, every: every,
                                          limit: roundStates, heldOutSamples: held.count, seed: seed &+ UInt64(round), shouldStop: stop)
-                let valued = (try? teacher.values(of: seen, shouldStop: stop)) ?? []
+                let valued = (try? teacher.values(of: seen, exogenousNames: world.data.exogenousNames, shouldStop: stop)) ?? []
                 clock.teacherSpent(Date().timeIntervalSince(tr))
                 info.teacherSeconds = roundedForReading(info.teacherSeconds + Date().timeIntervalSince(tr), significant: 4)
                 let fresh = valued.filter { $0.values.allSatisfy(\.isFinite) }

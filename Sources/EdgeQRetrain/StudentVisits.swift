@@ -31,8 +31,6 @@ public struct StudentVisits: Sendable {
         public var exogenousAhead: [[Double]]
         /// See `exogenousAhead`.
         public var sample: Int
-        /// The plant data's exogenous signal names (their order in `exogenousAhead`).
-        public var exogenousNames: [String]
     }
 
     /// The world the student runs in.
@@ -85,7 +83,7 @@ public struct StudentVisits: Sendable {
             let best = state.withUnsafeBufferPointer { s in q.withUnsafeMutableBufferPointer { engine.bestAction(state: s, mask: mask, qValues: $0) } }
             guard let action = best, q.allSatisfy(\.isFinite) else { return }
             if i > 0, i % every == 0 {
-                out.append(Visit(state: state, rollout: rollout, exogenousAhead: seg.exogenous, sample: t, exogenousNames: world.data.exogenousNames))
+                out.append(Visit(state: state, rollout: rollout, exogenousAhead: seg.exogenous, sample: t))
                 if out.count >= limit { return }
             }
             runtime.recordApplied(action: action)
@@ -100,22 +98,21 @@ public struct StudentVisits: Sendable {
 extension PlanTeacher {
     /// The teacher's values of each visited state (`StudentVisits`): the planner from the
     /// visit's rollout, the exogenous signals forecast as for a logged row (held at the visit's,
-    /// the `forecast: schedule` ones read ahead in the log). `shouldStop` is polled before each
-    /// state; the states valued so far are returned.
+    /// the `forecast: schedule` ones read ahead in the log). `exogenousNames`: the order of the
+    /// visits' exogenous signals (their plant data's). `shouldStop` is polled before each state;
+    /// the states valued so far are returned.
     ///
     /// - Throws: `PlannerError` for a bad planner configuration.
-    public func values(of visits: [StudentVisits.Visit], shouldStop: () -> Bool = { false }) throws -> [Distillation.Example] {
+    public func values(of visits: [StudentVisits.Visit], exogenousNames: [String],
+                       shouldStop: () -> Bool = { false }) throws -> [Distillation.Example] {
         var planner = try RecedingHorizonPlanner(configuration)
         var out: [Distillation.Example] = []
         out.reserveCapacity(visits.count)
-        var scheduled: [Bool] = [], names: [String]?
+        let scheduled = scheduledSignals(exogenousNames)
         for v in visits {
             if shouldStop() { break }
-            if names != v.exogenousNames {
-                names = v.exogenousNames
-                scheduled = scheduledSignals(v.exogenousNames)
-            }
-            let values = planner.actionValues(from: v.rollout, forecast: forecast(v.exogenousAhead, at: v.sample, scheduled: scheduled), reward: reward).values
+            let values = planner.actionValues(from: v.rollout, forecast: Self.forecast(v.exogenousAhead, at: v.sample, scheduled: scheduled),
+                                              reward: reward).values
             out.append(Distillation.Example(state: v.state, values: values))
         }
         return out

@@ -24,11 +24,7 @@ struct ThermalDistillEntry {
         var seconds: Double
         var distill: DistillReport?
         /// Cost improvement over the PI over all periods (positive is cheaper).
-        var improvement: Double {
-            let pi = periods.map(\.incumbent.energyCost).reduce(0, +)
-            let c = periods.map(\.candidate.energyCost).reduce(0, +)
-            return pi > 0 ? (pi - c) / pi : 0
-        }
+        var improvement: Double { ThermalExperiment.costImprovement(periods) }
         /// The plant's own cost + comfort penalty (−return) below the PI's, over all periods.
         var penaltyImprovement: Double {
             let pi = periods.map(\.incumbent.totalReward).reduce(0, +)
