@@ -179,7 +179,10 @@ public final class FleetLearner: Sendable {
         }
         training?.detached()
         publishStatus(state: "offline", reason: "stopped")
-        usleep(200_000)   // let libmosquitto send the retained offline status
+        // The retained offline status leaves (acknowledged) before the disconnect.
+        if client.state == .connected, !client.waitUntilSent(timeout: 5) {
+            logger.warning("the broker did not acknowledge the learner's offline status within 5 s: check the broker's connection")
+        }
         client.stop()
         metricsServer?.stop()
         let f = current

@@ -632,8 +632,12 @@ public final class Gateway: Sendable {
         control.sync {}
         persistStateAtShutdown()
         publish(controlPlane.statusTopic, statusJSON(state: "offline", reason: "stopped"), qos: 1, retain: true)
-        // Give libmosquitto a moment to send the retained offline status before disconnecting.
-        usleep(300_000)
+        // Everything published so far (the give, the last commands and status, the retained
+        // offline status) leaves before the disconnect: written at QoS 0, acknowledged at QoS 1.
+        // Not connected (the broker down): nothing can leave, the stop does not wait for it.
+        if client.state == .connected, !client.waitUntilSent(timeout: 5) {
+            logger.warning("the broker did not acknowledge the last messages within 5 s (the retained offline status may be missing): check the broker's connection")
+        }
         client.stop()
         metricsServer?.stop()
         logger.info("gateway stopped", metadata: ["log.rows": "\(writer.metrics.rowsWritten)"])

@@ -115,7 +115,10 @@ final class SparkplugNode: Sendable {
         queue.sync {}
         if client.state == .connected {
             publish(SparkplugTopic.topic(.ndeath, group: config.group, node: config.node), SparkplugEdgeNodeMessages.death(bdSeq: bdSeq))
-            usleep(200_000)   // let libmosquitto write it before the disconnect
+            // Written before the disconnect (QoS 0: handed to the socket).
+            if !client.waitUntilSent(timeout: 5) {
+                logger.warning("the Sparkplug NDEATH was not written within 5 s: host applications learn of the node's death from its missing data only")
+            }
         }
         client.stop()
     }

@@ -210,6 +210,13 @@ import Testing
         #expect(rig.metric("l1", #"edgeq_learner_gateway_acked{gateway="a"}"#) == Double(n))
         rig.stopGateway("a")
         #expect(rig.learners["l1"]?.stop(grace: 30) == 0, "the learner did not stop in order on SIGTERM:\n\(rig.processLogs())")
+        // Its last word stays at the broker, retained: offline because it was stopped (sent and
+        // acknowledged before its disconnect, not the Last Will's "connection lost").
+        let late = try plantClient(rig.learnerBroker, "fleet/t/learner/l1/status")
+        defer { late.stop() }
+        let last = late.receive(timeout: 10).map { String(decoding: $0.payload, as: UTF8.self) }
+        #expect(last?.contains(#""state":"offline""#) == true && last?.contains(#""reason":"stopped""#) == true,
+                "the learner's retained status after its stop: \(last ?? "none")")
     }
 
     /// Each thread of process `pid`: its name, scheduling policy and nice value, as the kernel
