@@ -395,6 +395,9 @@ public struct EnsembleRollout: PlantRollout {
     var exogenousWindow: [Double]
     /// The past action mixes, oldest first ((actionWindow − 1) × actions).
     var pastMixes: [Double]
+    /// The part of earlier mixes not yet applied, per action (the sigma-delta carry of
+    /// `realised(_:)`); all 0 while every mix is one action.
+    var mixCarry: [Double] = []
     /// Accumulated one-step variance per output (`Propagation.mean` only).
     var accumulatedVariance: [Double]
     /// The forward pass's buffers (input, output, two hidden layers), kept between steps.
@@ -445,7 +448,8 @@ public struct EnsembleRollout: PlantRollout {
 
     /// Advances one tick; returns the members' mean prediction. A mix or exogenous vector of
     /// the wrong length is read with missing entries as 0 (bad input never crashes).
-    public mutating func step(mix: [Double], exogenous: [Double]) -> [Double] {
+    public mutating func step(mix given: [Double], exogenous: [Double]) -> [Double] {
+        let mix = realised(given)
         let sh = model.shape, n = model.normalisation
         let K = model.members.count, O = sh.outputs, W = sh.window
         // The present exogenous sample is the one given now.
@@ -509,5 +513,29 @@ public struct EnsembleRollout: PlantRollout {
         }
         controlled = mean
         return mean
+    }
+
+    /// The action a mix is stepped as: the members learned from one-hot actions, and an MLP's
+    /// answer to a mix of two actions is not the mix of its answers (a planner that searched
+    /// average levels found mixes the ensemble mispredicted; docs/learning.md, "The relaxation
+    /// on an ensemble"). A mix is realised as a sequence of single actions whose running shares
+    /// follow it (sigma-delta over the actions: each step adds the mix to a carry and applies
+    /// the action with the largest carry, which then gives 1 back), as a plant whose lag
+    /// averages switching sees it. A one-hot mix is applied as it is and leaves the carry at 0.
+    mutating func realised(_ mix: [Double]) -> [Double] {
+        let A = model.shape.actions
+        var ones = 0, others = 0
+        for a in 0..<min(A, mix.count) { if mix[a] == 1 { ones += 1 } else if mix[a] != 0 { others += 1 } }
+        if ones == 1 && others == 0 && mixCarry.allSatisfy({ $0 == 0 }) { return mix }
+        if mixCarry.count != A { mixCarry = [Double](repeating: 0, count: A) }
+        var best = 0
+        for a in 0..<A {
+            mixCarry[a] += a < mix.count && mix[a].isFinite ? mix[a] : 0
+            if mixCarry[a] > mixCarry[best] { best = a }
+        }
+        mixCarry[best] -= 1
+        var out = [Double](repeating: 0, count: A)
+        out[best] = 1
+        return out
     }
 }

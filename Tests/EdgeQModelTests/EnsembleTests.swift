@@ -279,10 +279,27 @@ extension EnsembleTests {
         #expect(start.controlled == segment.controlled[3])
         var again = start
         #expect(again.step(action: 0, actionCount: 2, exogenous: []) == l)
-        // A half-and-half mix lies between the two pure actions.
-        var half = start
-        let h = half.step(mix: [0.5, 0.5], exogenous: [])
-        #expect(h[1] > l[1] && h[1] < r[1])
+        // A mix is stepped as single actions whose running shares follow it (the members never
+        // saw a mix): half-and-half is the first action, then the other — exactly the rollout
+        // stepped with those one-hot actions — and back in the cart's speed between the two.
+        var half = start, alternating = start
+        let h1 = half.step(mix: [0.5, 0.5], exogenous: [])
+        let h2 = half.step(mix: [0.5, 0.5], exogenous: [])
+        #expect(h1 == l)
+        #expect(h2 == { _ = alternating.step(action: 0, actionCount: 2, exogenous: []); return alternating.step(action: 1, actionCount: 2, exogenous: []) }())
+        var twoLeft = start, twoRight = start
+        _ = twoLeft.step(action: 0, actionCount: 2, exogenous: []); let ll = twoLeft.step(action: 0, actionCount: 2, exogenous: [])
+        _ = twoRight.step(action: 1, actionCount: 2, exogenous: []); let rr = twoRight.step(action: 1, actionCount: 2, exogenous: [])
+        #expect(h2[1] > ll[1] && h2[1] < rr[1])
+        // Three quarters and a quarter over four steps: actions 0, 0, 1, 0 (a tie goes to the
+        // first), and nothing is left owed.
+        var quarter = start, sequence = start
+        var q: [Double] = []
+        for _ in 0..<4 { q = quarter.step(mix: [0.75, 0.25], exogenous: []) }
+        var s: [Double] = []
+        for a in [0, 0, 1, 0] { s = sequence.step(action: a, actionCount: 2, exogenous: []) }
+        #expect(q == s)
+        #expect(quarter.mixCarry.allSatisfy { abs($0) < 1e-12 }, "carry \(quarter.mixCarry)")
         // The members' mean is the prediction.
         let members = left.memberStates
         #expect(members.count == 5)
