@@ -6,6 +6,14 @@ public enum PlantModelClasses {
     public static func standard() -> [any PlantModelFitter] {
         [LinearPlantFitter(), DeadTimeEnsembleFitter()]
     }
+
+    /// The standard classes whose `name` is in `names`, in report order; all of them when
+    /// `names` is nil (a mapping's `model.classes`, docs/mapping.md "model").
+    public static func standard(named names: [String]?) -> [any PlantModelFitter] {
+        let all = standard()
+        guard let names else { return all }
+        return all.filter { names.contains($0.name) }
+    }
 }
 
 /// The MLP ensemble with an action window sized to the plant's dead time: the action window is

@@ -29,6 +29,8 @@ public struct PlantModelFit: Sendable {
         public var window: Int?
         /// The selection's seed (`Retrainer.seed`).
         public var seed: UInt64
+        /// The classes the fit tried (`TopicMap.modelClasses`; nil: every class).
+        public var classes: [String]?
 
         /// The key of a retraining with `map`, `policy`, the limits' `window` and `seed`.
         public init(map: TopicMap, policy: CheckPolicy, window: Int?, seed: UInt64) {
@@ -40,6 +42,7 @@ public struct PlantModelFit: Sendable {
             sampleCap = policy.plantModelSamples
             self.window = window
             self.seed = seed
+            classes = map.modelClasses?.map(\.rawValue)
         }
     }
 

@@ -721,7 +721,7 @@ public struct Retrainer: Sendable {
                 Self.recordRatio(kept, into: &report)
                 return (previous.model, data, previous)
             }
-            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(), horizons: PlantModelSelection.horizons(for: read), seed: seed).evaluate(read)
+            let choice = try PlantModelSelection(fitters: PlantModelClasses.standard(named: map.modelClasses?.map(\.rawValue)), horizons: PlantModelSelection.horizons(for: read), seed: seed).evaluate(read)
             report.plantModel = choice.report
             report.figures["plant_model_seconds"] = Date().timeIntervalSince(started)
             Self.recordRatio(choice.report, into: &report)

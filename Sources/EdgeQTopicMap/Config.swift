@@ -687,6 +687,15 @@ public struct TrialConfig: Sendable, Equatable {
 /// docs/learning.md "Distillation in retraining"). When on and the retraining's plant model is
 /// accepted, a receding-horizon planner on that model values logged states, a second candidate
 /// is regressed on its values, and the retraining offers the better of the two candidates.
+/// A plant model class the mapping's `model.classes` may name (docs/mapping.md, "model";
+/// docs/learning.md, "The plant model").
+public enum PlantModelClassName: String, Sendable, CaseIterable, Equatable {
+    /// The low-order linear model with dead time (identified on simulation error).
+    case linear
+    /// The MLP ensemble (its members' disagreement is the uncertainty).
+    case ensemble
+}
+
 public struct DistillConfig: Sendable, Equatable {
     /// Distil a second candidate when the plant model is accepted. Default false.
     public var enabled = false

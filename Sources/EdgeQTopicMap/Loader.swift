@@ -530,7 +530,21 @@ struct Builder {
         }
         var modelReward: CompiledExpression?, modelTerminal: CompiledExpression?
         var explicitReward = false, explicitTerminal = false
-        if let node, let f = r.mapping(node, "model", known: ["reward", "terminal"]) {
+        var classes: [PlantModelClassName]?
+        if let node, let f = r.mapping(node, "model", known: ["reward", "terminal", "classes"]) {
+            if let n = f["classes"] {
+                var list: [Node] = []
+                if case .sequence = n { list = r.list(n, "model classes") ?? [] } else { list = [n] }
+                var names: [PlantModelClassName] = []
+                for c in list {
+                    guard let name = r.choice(c, "model class", PlantModelClassName.self) else { continue }
+                    if names.contains(name) { r.error(c, "model class '\(name.rawValue)' is named twice: name each class once") }
+                    names.append(name)
+                }
+                if list.isEmpty { r.error(n, "model classes: name at least one class (\(PlantModelClassName.allCases.map(\.rawValue).joined(separator: ", "))), or leave the key out to try them all") }
+                // The selection's order, whatever the file's.
+                classes = PlantModelClassName.allCases.filter { names.contains($0) }
+            }
             if let n = f["reward"], let c = expression(n, "model reward") {
                 explicitReward = true
                 if let s = roleless(c) {
@@ -584,9 +598,9 @@ struct Builder {
             problems.append("safety.hand_override reads signal '\(s)', which has no role: give '\(s)' a role (exogenous: whether the plant is in hand is not caused by the actions)")
         }
         if let first = problems.first {
-            return ModelObjective(reward: nil, terminal: nil, judging: .notApplicable(first))
+            return ModelObjective(reward: nil, terminal: nil, judging: .notApplicable(first), classes: classes)
         }
-        return ModelObjective(reward: modelReward, terminal: modelTerminal, judging: .applicable)
+        return ModelObjective(reward: modelReward, terminal: modelTerminal, judging: .applicable, classes: classes)
     }
 
     /// The `type` of a signal.

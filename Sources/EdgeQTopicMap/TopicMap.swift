@@ -157,6 +157,8 @@ struct ModelObjective: Sendable {
     /// nil: no end condition (or not applicable).
     var terminal: CompiledExpression?
     var judging: ModelJudging = .notApplicable("no model section was compiled")
+    /// `model.classes`: the classes the fit tries, in the selection's order; nil: all.
+    var classes: [PlantModelClassName]?
 }
 
 /// One compiled actuator write.
@@ -234,6 +236,9 @@ public struct TopicMap: Sendable {
     /// The end condition as the plant model sees it: `model.terminal`, or the mapping's
     /// `terminal` when it reads only signals with a role; nil when there is none.
     public var modelTerminalSource: String? { model.terminal?.source }
+    /// `model.classes`: the plant model classes retraining fits and chooses among, in
+    /// `PlantModelClassName` order (docs/mapping.md, "model"); nil: every class.
+    public var modelClasses: [PlantModelClassName]? { model.classes }
     /// The names of the model's controlled and exogenous signals, in order.
     public var modelSignalNames: (controlled: [String], exogenous: [String]) {
         (modelSignals.controlled.map { signals[$0].name }, modelSignals.exogenous.map { signals[$0].name })

@@ -241,6 +241,7 @@ struct CheckCommand: AsyncParsableCommand {
         case .applicable:
             var m = "model      reward \(map.modelRewardSource ?? "")"
             if let t = map.modelTerminalSource { m += "; terminal \(t)" }
+            if let c = map.modelClasses { m += "; classes \(c.map(\.rawValue).joined(separator: ", ")) only" }
             lines.append(m)
         case .notApplicable(let why):
             lines.append("model      candidates cannot be judged on a plant model: \(why)")

@@ -116,6 +116,14 @@ import Testing
         let other = try TopicMap.parse(yaml: withoutExogenous)
         #expect(!retrainer.plantFitReuse(previous: fit, key: PlantModelFit.Key(map: other, policy: retrainer.policy, window: nil, seed: retrainer.seed),
                                          rows: rows, reader: reader).reuses)
+        // Another choice of classes (`model.classes`): a refit, and it tries only those.
+        #expect(first.report.plantModel?.classes.map(\.name) == ["linear", "ensemble"])
+        let linearOnly = try TopicMap.parse(yaml: text + "\nmodel:\n  classes: [linear]\n")
+        #expect(!retrainer.plantFitReuse(previous: fit, key: PlantModelFit.Key(map: linearOnly, policy: retrainer.policy, window: nil, seed: retrainer.seed),
+                                         rows: rows, reader: reader).reuses)
+        let onlyLinear = try Retrainer(map: linearOnly, policy: Self.policy(linearOnly)).trainWithPlantModel(logPath: path, limits: RetrainLimits(steps: 20), warmStart: nil)
+        #expect(onlyLinear.report.plantModel?.classes.map(\.name) == ["linear"], "\(String(describing: onlyLinear.report.plantModel))")
+        #expect(onlyLinear.report.plantModel?.chosen == "linear" && onlyLinear.plantModel?.description.hasPrefix("linear") == true)
         // A shorter log (another file): it does not reach the fit's newest row.
         let otherPath = dir.appendingPathComponent("other.sqlite").path
         var otherPlant = HeaterLabPlant(seed: 42)

@@ -94,6 +94,25 @@ import Testing
         #expect(unknown.first?.message.contains("must be one of persistence, schedule, found 'calendar'") == true, "\(unknown)")
     }
 
+    /// `model.classes` names the plant model classes retraining fits (the selection's order
+    /// whatever the file's); without it every class; an unknown, repeated or empty list is
+    /// refused with its line.
+    @Test func modelClassesNameTheClassesTheFitTries() throws {
+        let lvl = "  - {name: lvl, topic: p/s, json: lvl, role: applied}"
+        #expect(try TopicMap.parse(yaml: Self.mapping(levelSignal: lvl)).modelClasses == nil)
+        let linear = try TopicMap.parse(yaml: Self.mapping(levelSignal: lvl, extra: "model:\n  classes: [linear]\n"))
+        #expect(linear.modelClasses == [.linear])
+        let both = try TopicMap.parse(yaml: Self.mapping(levelSignal: lvl, extra: "model:\n  classes: [ensemble, linear]\n"))
+        #expect(both.modelClasses == [.linear, .ensemble])
+        let unknown = diagnostics(Self.mapping(levelSignal: lvl, extra: "model:\n  classes: [linear, gaussian_process]\n"))
+        #expect(unknown.count == 1 && unknown.first?.line == 18, "\(unknown)")
+        #expect(unknown.first?.message.contains("must be one of linear, ensemble, found 'gaussian_process'") == true, "\(unknown)")
+        let twice = diagnostics(Self.mapping(levelSignal: lvl, extra: "model:\n  classes: [linear, linear]\n"))
+        #expect(twice.count == 1 && twice.first?.message.contains("named twice") == true, "\(twice)")
+        let empty = diagnostics(Self.mapping(levelSignal: lvl, extra: "model:\n  classes: []\n"))
+        #expect(empty.count == 1 && empty.first?.message.contains("name at least one class") == true, "\(empty)")
+    }
+
     @Test func aModelRewardOverASignalWithoutRoleIsRefusedWithItsLineAndWhatToDo() {
         let d = diagnostics(Self.mapping(levelSignal: "  - {name: lvl, topic: p/s, json: lvl, role: applied}",
                                          extra: "model:\n  reward: -cost - abs(temp - sp)\n"))
