@@ -527,6 +527,8 @@ public struct EnsembleRollout: PlantRollout {
         var ones = 0, others = 0
         for a in 0..<min(A, mix.count) { if mix[a] == 1 { ones += 1 } else if mix[a] != 0 { others += 1 } }
         if ones == 1 && others == 0 && mixCarry.allSatisfy({ $0 == 0 }) { return mix }
+        // No action at all (a mix of the wrong length, read as zeros): stepped as given.
+        if ones == 0 && others == 0 { return mix }
         if mixCarry.count != A { mixCarry = [Double](repeating: 0, count: A) }
         var best = 0
         for a in 0..<A {
