@@ -683,10 +683,6 @@ public struct TrialConfig: Sendable, Equatable {
     public init() {}
 }
 
-/// Distillation in retraining: the mapping's `learning.distill` section (docs/mapping.md,
-/// docs/learning.md "Distillation in retraining"). When on and the retraining's plant model is
-/// accepted, a receding-horizon planner on that model values logged states, a second candidate
-/// is regressed on its values, and the retraining offers the better of the two candidates.
 /// A plant model class the mapping's `model.classes` may name (docs/mapping.md, "model";
 /// docs/learning.md, "The plant model").
 public enum PlantModelClassName: String, Sendable, CaseIterable, Equatable {
@@ -696,6 +692,10 @@ public enum PlantModelClassName: String, Sendable, CaseIterable, Equatable {
     case ensemble
 }
 
+/// Distillation in retraining: the mapping's `learning.distill` section (docs/mapping.md,
+/// docs/learning.md "Distillation in retraining"). When on and the retraining's plant model is
+/// accepted, a receding-horizon planner on that model values logged states, a second candidate
+/// is regressed on its values, and the retraining offers the better of the two candidates.
 public struct DistillConfig: Sendable, Equatable {
     /// Distil a second candidate when the plant model is accepted. Default false.
     public var enabled = false
