@@ -518,10 +518,11 @@ public struct EnsembleRollout: PlantRollout {
     /// The action a mix is stepped as: the members learned from one-hot actions, and an MLP's
     /// answer to a mix of two actions is not the mix of its answers (a planner that searched
     /// average levels found mixes the ensemble mispredicted; docs/learning.md, "Which model
-    /// teaches, and the relaxation on an ensemble"). A mix is realised as a sequence of single actions whose running shares
-    /// follow it (sigma-delta over the actions: each step adds the mix to a carry and applies
-    /// the action with the largest carry, which then gives 1 back), as a plant whose lag
-    /// averages switching sees it. A one-hot mix is applied as it is and leaves the carry at 0.
+    /// teaches, and the relaxation on an ensemble"). A mix is realised as a sequence of single
+    /// actions whose running shares follow it (sigma-delta over the actions: each step adds the
+    /// mix to a carry and applies the action with the largest carry, which then gives 1 back),
+    /// as a plant whose lag averages switching sees it. A one-hot mix is applied as it is and
+    /// leaves the carry at 0.
     mutating func realised(_ mix: [Double]) -> [Double] {
         let A = model.shape.actions
         var ones = 0, others = 0

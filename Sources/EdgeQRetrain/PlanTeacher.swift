@@ -14,8 +14,8 @@ import EdgeQTopicMap
 /// gateway knows at that tick), except those the mapping marks `forecast: schedule` (known
 /// ahead: a tariff, an occupancy or comfort schedule, the clock), which take the values the log
 /// shows over the horizon (`forecast(_:at:scheduled:)`; docs/learning.md, "A schedule is known
-/// ahead"). Rows whose sample has less history than the model's `memory` (the first samples of a segment) and rows the reader leaves out (flagged, no action, …) get
-/// no values.
+/// ahead"). Rows whose sample has less history than the model's `memory` (the first samples
+/// of a segment) and rows the reader leaves out (flagged, no action, …) get no values.
 public struct PlanTeacher: Sendable {
     /// The mapping (its signal roles, actions and `learning.gamma`).
     public let map: TopicMap

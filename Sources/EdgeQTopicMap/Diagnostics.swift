@@ -185,6 +185,12 @@ final class NodeReader {
         return lo...hi
     }
 
+    /// A key that takes one item or a list of them: the list's items, or the node itself.
+    func oneOrList(_ node: Node) -> [Node] {
+        if case .sequence(let seq) = node { return Array(seq) }
+        return [node]
+    }
+
     func list(_ node: Node, _ what: String) -> [Node]? {
         guard case .sequence(let seq) = node else {
             error(node, "\(what) must be a list (lines starting with '- '), found \(describe(node))")

@@ -273,8 +273,7 @@ struct Builder {
         }
         var g = GatewayConfig(id: id, clientID: "edgeq-\(id)", prefix: "edgeq/\(id)")
         if let n = f["brokers"] {
-            var list: [Node] = []
-            if case .sequence = n { list = r.list(n, "gateway brokers") ?? [] } else { list = [n] }
+            let list = r.oneOrList(n)
             var urls: [String] = []
             for u in list {
                 guard let s = r.string(u, "broker URL") else { continue }
@@ -533,8 +532,7 @@ struct Builder {
         var classes: [PlantModelClassName]?
         if let node, let f = r.mapping(node, "model", known: ["reward", "terminal", "classes"]) {
             if let n = f["classes"] {
-                var list: [Node] = []
-                if case .sequence = n { list = r.list(n, "model classes") ?? [] } else { list = [n] }
+                let list = r.oneOrList(n)
                 var names: [PlantModelClassName] = []
                 for c in list {
                     guard let name = r.choice(c, "model class", PlantModelClassName.self) else { continue }
@@ -791,9 +789,7 @@ struct Builder {
             if name == "hold" { r.error(nn, "'hold' is reserved (it means: publish nothing); name the action differently") }
             var writes: [ReadWrite] = []
             if let pn = g["publish"] {
-                let list: [Node]
-                if case .sequence(let s) = pn { list = Array(s) } else { list = [pn] }
-                for w in list { if let rw = readWrite(w, action: name, index: res.configs.count) { writes.append(rw) } }
+                for w in r.oneOrList(pn) { if let rw = readWrite(w, action: name, index: res.configs.count) { writes.append(rw) } }
             }
             let allowed = g["allowed"].flatMap { expression($0, "allowed of '\(name)'") }
             var incumbentValue: Double?
@@ -959,8 +955,7 @@ struct Builder {
         var noWill = 0
         for key in ["take", "give"] {
             guard let ln = f[key] else { continue }
-            let list: [Node]
-            if case .sequence(let s) = ln { list = Array(s) } else { list = [ln] }
+            let list = r.oneOrList(ln)
             if list.isEmpty { r.error(ln, "handover \(key): the list is empty; give at least one write or remove '\(key)'") }
             for item in list {
                 guard let (w, will, topicNode) = readHandoverWrite(item, key) else { continue }
