@@ -59,10 +59,10 @@ public enum HeaterPlanning {
     /// 30 s: 32 minutes, two slow time constants after the 3-minute dead time), the stages as
     /// ordered levels, relaxed or restricted to the stages.
     public static func configuration(_ parameters: Heater.Parameters = .init(), relaxed: Bool,
-                                     horizon: Int = 64) -> RecedingHorizonPlanner.Configuration {
+                                     horizon: Int = 64, discount: Double = 1) -> RecedingHorizonPlanner.Configuration {
         let order = parameters.levels.indices.sorted { parameters.levels[$0] < parameters.levels[$1] }
         return .init(blocks: RecedingHorizonPlanner.Configuration.doublingBlocks(horizon: horizon),
-                     actionCount: parameters.levels.count, order: order, relaxed: relaxed)
+                     actionCount: parameters.levels.count, order: order, relaxed: relaxed, discount: discount)
     }
 
     /// The heater's reward on predicted signals: −(|T₂ − setpoint| + energy_weight · power
@@ -124,11 +124,12 @@ public enum HeaterPlanning {
     /// starts a rollout of `model` from the measured history (the quantised temperature the
     /// state message shows, the setpoint and ambient, the stages applied) and plans as
     /// `runPlanner` does. `model` predicts `[temp]` from the exogenous `[setpoint,
-    /// ambient_temp]` (the heater mapping's roles).
+    /// ambient_temp]` (the heater mapping's roles). `discount`: the planner's per tick (1, the
+    /// default: undiscounted; a teacher plans with the mapping's `learning.gamma`).
     public static func runLearnedPlanner(seed: UInt64, steps: Int, model: any PlantModel, relaxed: Bool, horizon: Int = 64,
-                                         parameters: Heater.Parameters = .init()) throws(PlannerError) -> Run {
+                                         discount: Double = 1, parameters: Heater.Parameters = .init()) throws(PlannerError) -> Run {
         var heater = Heater(seed: seed, parameters: parameters)
-        var planner = try RecedingHorizonPlanner(configuration(parameters, relaxed: relaxed, horizon: horizon))
+        var planner = try RecedingHorizonPlanner(configuration(parameters, relaxed: relaxed, horizon: horizon, discount: discount))
         let reward = reward(parameters)
         // The live history: the last `keep` samples (a model needs `memory`), trimmed as it grows.
         let keep = model.memory + 2

@@ -39,6 +39,15 @@ public struct ThermalExperiment: Sendable {
         public var fallbacks: Int
         /// Heater level shares of the candidate.
         public var candidateActionShare: [Double]
+
+        /// A period of the PI's `incumbent` score and the `candidate`'s on the same weather.
+        public init(seed: UInt64, incumbent: LabScore, candidate: LabScore, fallbacks: Int, candidateActionShare: [Double]) {
+            self.seed = seed
+            self.incumbent = incumbent
+            self.candidate = candidate
+            self.fallbacks = fallbacks
+            self.candidateActionShare = candidateActionShare
+        }
         /// (PI cost − candidate cost) / PI cost: positive is cheaper.
         public var costImprovement: Double {
             incumbent.energyCost > 0 ? (incumbent.energyCost - candidate.energyCost) / incumbent.energyCost : 0

@@ -90,6 +90,43 @@ public struct PlanTeacher: Sendable {
         return out
     }
 
+    /// How the teacher decides one state in closed loop (`decide(history:ahead:planner:)`).
+    public enum ClosedLoop: Sendable, Equatable {
+        /// The best of its values per first action (`RecedingHorizonPlanner.actionValues`):
+        /// what the student is taught to pick.
+        case bestValue
+        /// The planner's own decision (`RecedingHorizonPlanner.decide`): with the relaxation, a
+        /// block between two levels is realised by the sigma-delta carry, which a one-hot pick
+        /// cannot do.
+        case planner
+    }
+
+    /// A planner with the teacher's configuration, for `decide(history:ahead:planner:)`.
+    ///
+    /// - Throws: `PlannerError` for a bad configuration (the initialiser's mapping checks make
+    ///   one only for a mapping built without the loader).
+    public func makePlanner() throws(PlannerError) -> RecedingHorizonPlanner { try RecedingHorizonPlanner(configuration) }
+
+    /// The teacher deciding the last sample of `history` in closed loop (the bench's teacher
+    /// in control; docs/learning.md, "The teacher in control"): the model's rollout from there,
+    /// with `ahead[j]` the exogenous values j ticks on (`ahead[0]` the last sample's, in the
+    /// plant data's order); signals not marked `forecast: schedule` are held at `ahead[0]`'s
+    /// values, as on logged states. Nil when `history` is shorter than the model's `memory`
+    /// or no action has a finite value.
+    public func decide(history: PlantSegment, ahead: [[Double]], planner: inout RecedingHorizonPlanner,
+                       how: ClosedLoop = .bestValue) -> Int? {
+        guard history.count >= max(model.memory, 1), !ahead.isEmpty else { return nil }
+        let rollout = model.rollout(from: history, at: history.count - 1)
+        let forecast = Self.forecast(ahead, at: 0, scheduled: scheduledSignals(map.modelSignalNames.exogenous))
+        switch how {
+        case .bestValue:
+            let v = planner.actionValues(from: rollout, forecast: forecast, reward: reward)
+            return Distillation.Example(state: [], values: v.values).best
+        case .planner:
+            return planner.decide(from: rollout, forecast: forecast, reward: reward).action
+        }
+    }
+
     /// For each of the exogenous signals `names` (the plant data's order): whether the mapping
     /// marks it `forecast: schedule`.
     public func scheduledSignals(_ names: [String]) -> [Bool] {

@@ -125,4 +125,30 @@ import Testing
         #expect(student.steps == steps)
         #expect(student.totalReward > pi.totalReward)
     }
+
+    /// The teacher in control (`TeacherDrivenPlant`, the bench's "teacher in control"): fed
+    /// the heater's state messages through the lab and the mapping's decoder, the planner on the
+    /// learned model decides exactly as the planner's own runner does with the plant's
+    /// observations (`HeaterPlanning.runLearnedPlanner`, the same model and discount): the same return to
+    /// rounding, the PI deciding only until the history holds the model's memory — so the
+    /// history, the actions and the forecast reach the model as they should. Its best-value
+    /// picks (what the student is taught) beat the PI on the same seed.
+    @Test func teacherInControlDecidesAsThePlannerOnItsModel() throws {
+        let (map, _, o) = try Self.shared.get()
+        let steps = 480
+        let teacher = HeaterDistillation.teacher(map: map, model: o.model)
+        var planned = try TeacherDrivenPlant(HeaterLabPlant(seed: 2), teacher: teacher, how: .planner)
+        _ = try Lab(map: map).run(&planned, steps: steps, policy: .incumbent(dither: 0), seed: 2)
+        let runner = try HeaterPlanning.runLearnedPlanner(seed: 2, steps: steps, model: o.model, relaxed: true, discount: map.learning.gamma)
+        let score = planned.plant.heater.score
+        #expect(score.steps == steps)
+        #expect(abs(score.totalReward - runner.totalReward) <= 1e-9 * abs(runner.totalReward), "driven \(score.totalReward), runner \(runner.totalReward)")
+        #expect(planned.incumbentDecisions == max(o.model.memory - 1, 0))
+        #expect(planned.teacherDecisions == steps - planned.incumbentDecisions)
+        var best = try TeacherDrivenPlant(HeaterLabPlant(seed: 2), teacher: teacher, how: .bestValue)
+        _ = try Lab(map: map).run(&best, steps: steps, policy: .incumbent(dither: 0), seed: 2)
+        let pi = HeaterPlanning.runPI(seed: 2, steps: steps)
+        print("heater seed 2, \(steps) steps: return PI \(pi.totalReward), teacher (planner) \(score.totalReward), teacher (best value) \(best.plant.heater.score.totalReward)")
+        #expect(best.plant.heater.score.totalReward > pi.totalReward)
+    }
 }

@@ -34,12 +34,33 @@ struct ThermalDistillEntry {
         /// The worst period's extra comfort violation over the PI, K·h a week.
         var worstExtraComfort: Double { periods.map(\.extraComfortViolationPerWeek).max() ?? 0 }
     }
+    /// The distillation's teacher in control (`TeacherDrivenPlant`) on the first evaluation
+    /// seed: the planner on the retraining's plant model deciding each step, against the PI's
+    /// period of the same weather.
+    struct TeacherRun {
+        var period: ThermalExperiment.Period
+        var seconds: Double
+        var teacherDecisions: Int
+        /// Steps the PI decided (the model's memory at each episode's start, unusable signals).
+        var incumbentDecisions: Int
+        var improvement: Double { period.costImprovement }
+        var penaltyImprovement: Double {
+            let pi = period.incumbent.totalReward
+            return pi != 0 ? (period.candidate.totalReward - pi) / abs(pi) : 0
+        }
+    }
     struct Row {
         var seed: UInt64
         var modelFree: Candidate
         /// nil when the retraining made no distilled candidate (`skippedWhy` says why).
         var distilled: Candidate?
         var skippedWhy: String?
+        /// The teacher in control, picking its best value per state (what the student is taught)
+        /// and deciding as the planner decides; nil without a plant model or a distilled candidate.
+        var teacherBest: TeacherRun?
+        var teacherPlanner: TeacherRun?
+        /// The distilled candidate on the teacher's period (the first evaluation seed).
+        var studentPeriod: ThermalExperiment.Period? { distilled?.periods.first }
     }
     var rows: [Row] = []
     var weeksEvaluated = 0
@@ -96,6 +117,17 @@ struct ThermalDistillEntry {
             if let student = o.distilledCandidate {
                 let run = Candidate(verdict: o.report.verdict, periods: try experiment.evaluate(student, map: distilling), seconds: seconds, distill: d)
                 row.distilled = run
+                if let model = o.plantModel, let pi = run.periods.first {
+                    let teacherMap = try PlanTeacher(map: distilling, model: model, horizon: distilling.learning.distill.horizon)
+                    for how in [PlanTeacher.ClosedLoop.bestValue, .planner] {
+                        let r = try teacherRun(teacherMap, how: how, against: pi, weeks: experiment.evaluationWeeks, map: distilling)
+                        if how == .bestValue { row.teacherBest = r } else { row.teacherPlanner = r }
+                        context.progress(String(format: "thermal seed %llu: the teacher in control (%@, weather seed %llu, %.1f s, %d steps decided, %d by the PI) %+.2f%% cheaper than the PI (cost + comfort penalty %+.2f%%), extra comfort %.2f K·h/week; the distilled student on the same weeks %+.2f%% (%+.2f%%)",
+                                                s, how == .bestValue ? "its best value" : "the planner's decision", pi.seed, r.seconds, r.teacherDecisions, r.incumbentDecisions,
+                                                r.improvement * 100, r.penaltyImprovement * 100, r.period.extraComfortViolationPerWeek,
+                                                pi.costImprovement * 100, Self.penalty(pi) * 100))
+                    }
+                }
                 context.progress(String(format: "thermal seed %llu: distilled candidate (%.1f s: teacher %d logged + %d visited states in %.1f s, held-out agreement %.1f%%, within the tolerance %.1f%%; the retraining chose %@ (%@), checks %@) %+.2f%% cheaper than the PI (cost + comfort penalty %+.2f%%), worst period extra comfort %.2f K·h/week",
                                         s, seconds, d?.statesValued ?? 0, d?.studentStates ?? 0, d?.teacherSeconds ?? 0,
                                         (d?.agreementHeldOut?.strict ?? .nan) * 100, (d?.agreementHeldOut?.tolerant ?? .nan) * 100,
@@ -107,6 +139,23 @@ struct ThermalDistillEntry {
             entry.rows.append(row)
         }
         return entry
+    }
+
+    /// The teacher (`how`) in control of the weather of `pi`'s period for `weeks` weeks, against it.
+    static func teacherRun(_ teacher: PlanTeacher, how: PlanTeacher.ClosedLoop, against pi: ThermalExperiment.Period, weeks: Int,
+                           map: TopicMap) throws -> TeacherRun {
+        let t0 = Date()
+        var plant = try TeacherDrivenPlant(ThermalLabPlant(seed: pi.seed), teacher: teacher, how: how)
+        let r = try Lab(map: map).run(&plant, steps: weeks * 2016, policy: .incumbent(dither: 0), seed: pi.seed)
+        let period = ThermalExperiment.Period(seed: pi.seed, incumbent: pi.incumbent, candidate: plant.score, fallbacks: plant.incumbentDecisions,
+                                              candidateActionShare: r.actionShare)
+        return TeacherRun(period: period, seconds: Date().timeIntervalSince(t0), teacherDecisions: plant.teacherDecisions,
+                          incumbentDecisions: plant.incumbentDecisions)
+    }
+
+    /// A period's cost + comfort penalty below the PI's (the plant's own reward).
+    static func penalty(_ p: ThermalExperiment.Period) -> Double {
+        p.incumbent.totalReward != 0 ? (p.candidate.totalReward - p.incumbent.totalReward) / abs(p.incumbent.totalReward) : 0
     }
 
     func figures(bench: String) -> [BenchFigure] {
@@ -140,6 +189,30 @@ struct ThermalDistillEntry {
                                value: ModelBench.mean(rows.map { $0.modelFree.penaltyImprovement * 100 }), unit: "%", anchor: anchor, anchorValue: 0, better: .higher))
         out.append(BenchFigure(bench: bench, figure: "thermal: retraining's model-free candidate extra comfort violation over the PI (worst period)",
                                value: rows.map(\.modelFree.worstExtraComfort).max(), unit: "K·h/week", anchor: anchor, anchorValue: 0, better: .lower))
+        // The teacher in control on the first evaluation seed, and the student on the same weeks.
+        let teacherWhy = measured ? "no plant model was accepted, so there is no teacher" : why
+        let taught = rows.filter { $0.teacherBest != nil && $0.teacherPlanner != nil && $0.studentPeriod != nil }
+        let teacherMeasured = taught.count == rows.count && !rows.isEmpty
+        for r in rows {
+            for (label, run) in [("its best value", r.teacherBest), ("the planner's decision", r.teacherPlanner)] {
+                out.append(BenchFigure(bench: bench, figure: "thermal seed \(r.seed): the teacher in control (\(label)) cheaper than the PI (first evaluation seed)",
+                                       value: run.map { $0.improvement * 100 }, unit: "%", anchor: anchor, anchorValue: 0, better: .higher,
+                                       reason: run == nil ? teacherWhy : nil))
+            }
+        }
+        out.append(BenchFigure(bench: bench, figure: "thermal: the teacher in control (its best value) cheaper than the PI (first evaluation seed, mean)",
+                               value: teacherMeasured ? ModelBench.mean(taught.compactMap { $0.teacherBest.map { $0.improvement * 100 } }) : nil, unit: "%",
+                               anchor: anchor, anchorValue: 0, better: .higher, reason: teacherMeasured ? nil : teacherWhy))
+        out.append(BenchFigure(bench: bench, figure: "thermal: the teacher in control (the planner's decision) cheaper than the PI (first evaluation seed, mean)",
+                               value: teacherMeasured ? ModelBench.mean(taught.compactMap { $0.teacherPlanner.map { $0.improvement * 100 } }) : nil, unit: "%",
+                               anchor: anchor, anchorValue: 0, better: .higher, reason: teacherMeasured ? nil : teacherWhy))
+        out.append(BenchFigure(bench: bench, figure: "thermal: the teacher in control (its best value): cost + comfort penalty below the PI's (first evaluation seed, mean)",
+                               value: teacherMeasured ? ModelBench.mean(taught.compactMap { $0.teacherBest.map { $0.penaltyImprovement * 100 } }) : nil, unit: "%",
+                               anchor: anchor, anchorValue: 0, better: .higher, reason: teacherMeasured ? nil : teacherWhy))
+        out.append(BenchFigure(bench: bench, figure: "thermal: distilled candidate points behind its teacher (its best value), cost (first evaluation seed, mean)",
+                               value: teacherMeasured ? ModelBench.mean(taught.compactMap { r in
+                                   r.teacherBest.flatMap { t in r.studentPeriod.map { (t.improvement - $0.costImprovement) * 100 } } }) : nil,
+                               unit: "points", better: .lower, reason: teacherMeasured ? nil : teacherWhy))
         out.append(BenchFigure(bench: bench, figure: "thermal: retraining with distillation, wall time (mean)",
                                value: measured ? ModelBench.mean(distilled.map(\.seconds)) : nil, unit: "s", better: .lower, reason: measured ? nil : why))
         return out
