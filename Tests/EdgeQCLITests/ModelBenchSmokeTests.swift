@@ -57,10 +57,16 @@ import Testing
             #expect(lines["thermal seed 1: retraining's \(kind) candidate cheaper than the PI (1 weeks served)"] != nil, "\(kind)")
             #expect(lines["thermal: retraining's \(kind) candidate's cost + comfort penalty below the PI's (mean)"] != nil, "\(kind)")
         }
+        // The teacher in control of the first fresh week (its best value, the planner's decision),
+        // and how far the student is behind it.
+        for how in ["its best value", "the planner's decision"] {
+            #expect(lines["thermal seed 1: the teacher in control (\(how)) cheaper than the PI (first evaluation seed)"] != nil, "\(how)")
+        }
+        #expect(lines["thermal: distilled candidate points behind its teacher (its best value), cost (first evaluation seed, mean)"] != nil)
         // thermal: 5 per seed + 8; heater: 2 per seed + 3; learned heater: 1 per seed + 2; fits: 4 × 7;
         // distillation: 3 + 2 per seed + 3; retraining's distillation: 2 × (1 per seed + 2);
-        // thermal distillation: 2 per seed + 8
-        let expected: Int = 18 + 3 + 28 + 8 + 6 + 10
+        // thermal distillation: 4 per seed + 12
+        let expected: Int = 18 + 3 + 28 + 8 + 6 + 16
         #expect(lines.count == expected)
     }
 

@@ -1,5 +1,6 @@
 import EdgeQLab
 import EdgeQNet
+import EdgeQPlants
 import EdgeQRetrain
 import EdgeQTopicMap
 import Foundation
@@ -12,7 +13,10 @@ import Foundation
 /// network, with the student's rounds on the model) — and each candidate serves fresh weeks
 /// (weather seeds 1001…) through the lab's decision core against the plain PI on the same
 /// weather (`ThermalExperiment.evaluate`). Whatever the checks said: the figures are what each
-/// candidate does in control; the verdicts are printed beside them.
+/// candidate does in control; the verdicts are printed beside them. Then the teacher itself in
+/// control of the first fresh weeks (`TeacherDrivenPlant`: the planner on the plant model the
+/// retraining accepted), picking its best value and deciding as the planner does: how far the
+/// student is from what taught it.
 ///
 /// The goal it is read against (issue 14): ≥ 15 % cheaper than the PI over 5 seeds with no
 /// comfort loss beyond the PI's; the perfect-forecast optimum (`ThermalEntry`) is the limit.
@@ -43,10 +47,27 @@ struct ThermalDistillEntry {
         var teacherDecisions: Int
         /// Steps the PI decided (the model's memory at each episode's start, unusable signals).
         var incumbentDecisions: Int
+        var profile: DayProfile
         var improvement: Double { period.costImprovement }
         var penaltyImprovement: Double {
             let pi = period.incumbent.totalReward
             return pi != 0 ? (period.candidate.totalReward - pi) / abs(pi) : 0
+        }
+    }
+    /// Where a controller spends: on working days, per 3-hour bin of the day, the mean heater
+    /// level and zone temperature after the step (a diagnostic, printed in the progress).
+    struct DayProfile {
+        var level = [Double](repeating: 0, count: 8), temp = [Double](repeating: 0, count: 8), n = [Int](repeating: 0, count: 8)
+        mutating func add(_ o: ThermalStep) {
+            guard o.weekday < 5 else { return }
+            let b = min(max(Int(o.hour / 3), 0), 7)
+            level[b] += Double(o.level)
+            temp[b] += o.zoneTemp
+            n[b] += 1
+        }
+        var text: String {
+            (0..<8).map { b in n[b] == 0 ? "-" : String(format: "%02d h %.2f/%.1f", b * 3, level[b] / Double(n[b]), temp[b] / Double(n[b])) }
+                .joined(separator: ", ")
         }
     }
     struct Row {
@@ -118,6 +139,8 @@ struct ThermalDistillEntry {
                 let run = Candidate(verdict: o.report.verdict, periods: try experiment.evaluate(student, map: distilling), seconds: seconds, distill: d)
                 row.distilled = run
                 if let model = o.plantModel, let pi = run.periods.first {
+                    let profiles = try Self.profiles(student: student, map: distilling, seed: pi.seed, weeks: experiment.evaluationWeeks)
+                    context.progress("thermal seed \(s): working days by 3-hour bin, mean level / zone °C: the PI \(profiles.pi.text); the student \(profiles.student.text) (the PI in charge outside the student's support \(profiles.supportHeld) of \(experiment.evaluationWeeks * 2016) ticks)")
                     let teacherMap = try PlanTeacher(map: distilling, model: model, horizon: distilling.learning.distill.horizon)
                     for how in [PlanTeacher.ClosedLoop.bestValue, .planner] {
                         let r = try teacherRun(teacherMap, how: how, against: pi, weeks: experiment.evaluationWeeks, map: distilling)
@@ -126,6 +149,7 @@ struct ThermalDistillEntry {
                                                 s, how == .bestValue ? "its best value" : "the planner's decision", pi.seed, r.seconds, r.teacherDecisions, r.incumbentDecisions,
                                                 r.improvement * 100, r.penaltyImprovement * 100, r.period.extraComfortViolationPerWeek,
                                                 pi.costImprovement * 100, Self.penalty(pi) * 100))
+                        context.progress("thermal seed \(s): the teacher (\(how == .bestValue ? "its best value" : "the planner's decision")) by 3-hour bin: \(r.profile.text)")
                     }
                 }
                 context.progress(String(format: "thermal seed %llu: distilled candidate (%.1f s: teacher %d logged + %d visited states in %.1f s, held-out agreement %.1f%%, within the tolerance %.1f%%; the retraining chose %@ (%@), checks %@) %+.2f%% cheaper than the PI (cost + comfort penalty %+.2f%%), worst period extra comfort %.2f K·h/week",
@@ -146,11 +170,23 @@ struct ThermalDistillEntry {
                            map: TopicMap) throws -> TeacherRun {
         let t0 = Date()
         var plant = try TeacherDrivenPlant(ThermalLabPlant(seed: pi.seed), teacher: teacher, how: how)
-        let r = try Lab(map: map).run(&plant, steps: weeks * 2016, policy: .incumbent(dither: 0), seed: pi.seed)
+        var profile = DayProfile()
+        let r = try Lab(map: map).run(&plant, steps: weeks * 2016, policy: .incumbent(dither: 0), seed: pi.seed,
+                                      onStep: { p, _ in profile.add(p.plant.zone.observation) })
         let period = ThermalExperiment.Period(seed: pi.seed, incumbent: pi.incumbent, candidate: plant.score, fallbacks: plant.incumbentDecisions,
                                               candidateActionShare: r.actionShare)
         return TeacherRun(period: period, seconds: Date().timeIntervalSince(t0), teacherDecisions: plant.teacherDecisions,
-                          incumbentDecisions: plant.incumbentDecisions)
+                          incumbentDecisions: plant.incumbentDecisions, profile: profile)
+    }
+
+    /// The PI's and the `student`'s day profiles on `seed`'s weather for `weeks` weeks (runs of
+    /// their own, as `ThermalExperiment.evaluate` runs them).
+    static func profiles(student: QModel, map: TopicMap, seed: UInt64, weeks: Int) throws -> (pi: DayProfile, student: DayProfile, supportHeld: Int) {
+        var pi = DayProfile(), st = DayProfile()
+        var a = ThermalLabPlant(seed: seed), b = ThermalLabPlant(seed: seed)
+        _ = try Lab(map: map).run(&a, steps: weeks * 2016, policy: .incumbent(dither: 0), seed: seed, onStep: { p, _ in pi.add(p.zone.observation) })
+        let r = try Lab(map: map).run(&b, steps: weeks * 2016, policy: .model(student), seed: seed, onStep: { p, _ in st.add(p.zone.observation) })
+        return (pi, st, r.supportHeldTicks)
     }
 
     /// A period's cost + comfort penalty below the PI's (the plant's own reward).
