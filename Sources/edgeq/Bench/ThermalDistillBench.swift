@@ -49,10 +49,7 @@ struct ThermalDistillEntry {
         var incumbentDecisions: Int
         var profile: DayProfile
         var improvement: Double { period.costImprovement }
-        var penaltyImprovement: Double {
-            let pi = period.incumbent.totalReward
-            return pi != 0 ? (period.candidate.totalReward - pi) / abs(pi) : 0
-        }
+        var penaltyImprovement: Double { ThermalDistillEntry.penalty(period) }
     }
     /// Where a controller spends: on working days, per 3-hour bin of the day, the mean heater
     /// level and zone temperature after the step (a diagnostic, printed in the progress).
