@@ -640,7 +640,6 @@ public struct Retrainer: Sendable {
         }
         var chosen = candidate
         var distilledModel: QModel?
-        var taughtStates: StateSupport?
         if l.distill.enabled {
             var info = DistillReport()
             if let model = plantModel {
@@ -649,7 +648,6 @@ public struct Retrainer: Sendable {
                                               warmStart: warmStart, base: base,
                                               train: train, held: held, deadline: deadline, info: &info, progress: progress, shouldStop: shouldStop) {
                     distilledModel = distilled.model
-                    taughtStates = distilled.taughtStates
                     Self.judge(&report)
                     choose(report: &report, candidate: &chosen, distilled: distilled, info: &info, model: model, data: plantData, warmStart: warmStart)
                 } else {
@@ -664,16 +662,11 @@ public struct Retrainer: Sendable {
         }
         // The region of states the candidate was trained on (the usable rows' states and next
         // states): the gateway hands a state outside it to the safety policy
-        // (`safety.support_margin`), since what the network does there was never learned. A
-        // distilled student was also taught on the states it visited on the plant model (where
-        // its own decisions take the plant, which the incumbent's log never shows): its box
-        // holds those too, else the safety policy would take the plant back wherever the
-        // student does what the teacher taught it (docs/learning.md, "The teacher in control").
+        // (`safety.support_margin`), since what the network does there was never learned.
         let (support, supportExcluded) = Self.support(of: rows, width: width, rule: supportRows)
         if supportRows != nil { report.figures["support_rows_excluded"] = Double(supportExcluded) }
-        let distilledSupport = support?.merged(with: taughtStates)
-        chosen.support = report.distill?.chosen == "distilled" ? distilledSupport : support
-        distilledModel?.support = distilledSupport
+        chosen.support = support
+        distilledModel?.support = support
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }

@@ -262,32 +262,6 @@ struct DriftTestPlant: LabPlant {
         #expect(back.distill?.chosen == d.chosen && back.distill?.agreementHeldOut == d.agreementHeldOut)
     }
 
-    /// A distilled student's support box holds the states it was taught on — the log's and
-    /// those it visited on the plant model — so the safety policy does not take the plant back
-    /// wherever the student does what its teacher taught it (docs/learning.md, "The teacher in
-    /// control"); the served candidate carries that box when it is the student, the log's box
-    /// when it is the Q-learning candidate.
-    @Test func aStudentsSupportHoldsTheStatesItWasTaughtOn() throws {
-        let (map, outcome, _) = try Self.distilled.get()
-        let (_, path) = try Self.heaterLog.get()
-        let d = try #require(outcome.report.distill)
-        #expect((d.studentStates ?? 0) > 0, "the rounds visited states on the model")
-        let width = map.stateWidth
-        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all).map(\.transition).filter {
-            !$0.flags.contains(.gap) && $0.action != nil && $0.state.count == width && $0.nextState.count == width
-        }
-        let logged = try #require(Retrainer.support(of: rows, width: width).0)
-        let student = try #require(outcome.distilledCandidate?.support)
-        #expect(student.isValid(inputCount: width))
-        for i in 0..<width {
-            #expect(student.min[i] <= logged.min[i] && student.max[i] >= logged.max[i], "input \(i): \(student.min[i])…\(student.max[i]) does not hold the log's \(logged.min[i])…\(logged.max[i])")
-        }
-        let wider = (0..<width).filter { student.min[$0] < logged.min[$0] || student.max[$0] > logged.max[$0] }
-        #expect(!wider.isEmpty, "the student's own states on the model never left the log's box")
-        print("the student's support is wider than the log's on inputs \(wider)")
-        #expect(outcome.candidate.support == (d.chosen == "distilled" ? student : logged))
-    }
-
     /// `distill: {enabled: false, …}` is the same retraining as no `distill` key: the same
     /// candidate, checks and figures, and no `distill` in the report.
     @Test func distillationOffChangesNothing() throws {
