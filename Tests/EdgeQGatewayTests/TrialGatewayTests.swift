@@ -839,6 +839,14 @@ import Testing
             try plant.run(64)
             #expect(trialEvents(h, "verdict").isEmpty)
             let expected = try SwitchbackTrial(config: trialConfig, seed: GatewaySeeds.trial(seed, candidate: candidate, reference: served))
+            if trialEvents(h, "progress").isEmpty {
+                // The control queue publishes a block's progress after the block's last tick; on a
+                // loaded machine the plant's 64 ticks can all pass before the first one arrives.
+                _ = try h.waitFor(topic: "edgeq/t1/retrain", timeout: 30) {
+                    let e = GatewayHarness.json($0)
+                    return e["phase"] as? String == "trial" && e["event"] as? String == "progress"
+                }
+            }
             let progress = try #require(trialEvents(h, "progress").last)
             #expect(progress["seed"] as? String == String(expected.seed) && progress["gateway_seed"] as? Int == Int(seed), "\(progress)")
             h.stop()
