@@ -973,10 +973,12 @@ extension Gateway {
 
     /// What the guard's hand-overs cost (`GuardSwitching`): `{"switches", "switching_cost",
     /// "switching_cost_share", "switch_loss_control", "switch_loss_served",
-    /// "burn_in_loss_without_switch"}` (a mean is null before its first block).
+    /// "burn_in_loss_without_switch", "rewards"}` (a mean is null before its first block; `rewards`
+    /// is the share's base, so that runs can pool the cost over several guards).
     static func guardSwitchingJSON(_ s: GuardSwitching) -> JSONValue {
         func number(_ x: Double?) -> JSONValue { x.map { .number($0) } ?? .null }
         return .object(["switches": .number(Double(s.switches)), "switching_cost": .number(s.cost), "switching_cost_share": number(s.share),
+                        "rewards": .number(s.rewards),
                         "switch_loss_control": number(s.lossToControl), "switch_loss_served": number(s.lossToServed),
                         "burn_in_loss_without_switch": number(s.lossWithoutSwitch)])
     }

@@ -327,8 +327,14 @@ import Testing
         #expect(switching["switching_cost"] as? Double == 0 && switching["switch_loss_control"] as? Double == 0
                 && switching["switch_loss_served"] as? Double == 0, "\(switching)")
         #expect((switching["switching_cost_share"] as? Double).map { $0 == 0 } == true, "\(switching)")
-        let status = try h.waitFor(topic: "edgeq/t1/status") {
-            ((GatewayHarness.json($0)["guard"] as? [String: Any])?["trips"] as? Int) == 1
+        // The share's base, what the plant earned on the guard's blocks: every tick pays here (a0
+        // −0.25, a1 −5), so it is negative — a bench pools the cost over guards with it.
+        #expect((switching["rewards"] as? Double).map { $0 < 0 } == true, "\(switching)")
+        // The status published with the trip can come before the decision thread has started the
+        // guard of the version rolled back to (no `switching` then): the next one has it.
+        let status = try h.waitFor(topic: "edgeq/t1/status", timeout: 15) {
+            let g = GatewayHarness.json($0)["guard"] as? [String: Any]
+            return g?["trips"] as? Int == 1 && g?["switching"] != nil
         }
         let guardStatus = GatewayHarness.json(status)["guard"] as? [String: Any] ?? [:]
         // The status has the guard of the version rolled back to: its own hand-overs from its start.

@@ -7,7 +7,7 @@ import Testing
 /// twin, and prints every figure, measured or null with a reason.
 @Suite struct GeneralizeBenchSmokeTests {
     static let figures = ["final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "steps_to_475", "steps_to_first_promotion", "worst_served_vs_incumbent", "worst_served_10_windows_vs_incumbent",
-                          "trial_cost", "trial_cost_pooled", "trial_switching_cost_pooled", "trial_carry_over", "guard_trips", "novel_conditions", "support_handbacks", "trials_skipped", "quarantined_models", "retrainings", "pretrial_sign_agreement",
+                          "trial_cost", "trial_cost_pooled", "trial_switching_cost_pooled", "trial_carry_over", "guard_switching_cost_pooled", "guard_switches", "guard_trips", "novel_conditions", "support_handbacks", "trials_skipped", "quarantined_models", "retrainings", "pretrial_sign_agreement",
                           "pretrial_kept_out", "pretrial_uncalibrated", "pretrial_audits"]
 
     @Test func itsOptionsAreCheckedBeforeAnythingStarts() throws {

@@ -47,6 +47,10 @@ final class BenchGatewayRun {
     private var guardEvents = 0
     /// Per served version, the most pairs its control-group guard had compared in any status seen.
     private var guardPairs: [Int: Int] = [:]
+    /// The control-group guards' `switching` figures, the newest seen (status or guard event) of
+    /// the guard watching now, and those of the guards before it (`noteGuardSwitching`).
+    private var guardSwitchingNow: GeneralizeBench.GuardSwitchingSeen?
+    private var guardSwitchingEnded: [GeneralizeBench.GuardSwitchingSeen] = []
 
     /// What was measured so far (completed by `finish()`).
     private(set) var outcome: GeneralizeBench.Outcome
@@ -198,6 +202,7 @@ final class BenchGatewayRun {
                     guardPairs[v] = max(guardPairs[v] ?? 0, pairs)
                 }
             }
+            noteGuardSwitching((o["guard"] as? [String: Any])?["switching"])
         } else if m.topic == "\(prefix)/retrain" {
             let phase = o["phase"] as? String ?? ""
             // Plant time stands still while the gateway retrains (see `Simulator.pause`).
@@ -226,6 +231,7 @@ final class BenchGatewayRun {
                 }
             } else if phase == "guard" {
                 guardEvents += 1
+                noteGuardSwitching(o["switching"])
             } else if phase == "guard_watch" {
                 outcome.novelConditions.append((sim.stepsDone, o["signal"] as? String ?? "?", (o["value"] as? NSNumber)?.doubleValue ?? .nan))
             } else if phase.hasPrefix("trial") {
@@ -234,6 +240,20 @@ final class BenchGatewayRun {
         } else if m.topic == "\(prefix)/reply/mode", o["ok"] as? Bool == false {
             outcome.notes.append("cmd/mode was refused at plant step \(sim.stepsDone): \(o["error"] ?? "no reason given")")
         }
+    }
+
+    /// A guard's `switching` figures (`{"switches", "switching_cost", "rewards", …}`) as a status
+    /// or a guard event carried them. They only grow while one guard watches; fewer switches than
+    /// the newest seen means a new guard began (a promotion, or the guard tripped and another model
+    /// is served), so the one before ended with the figures last seen of it — a lower bound when it
+    /// switched again in the ≤ 5 s before it ended (the status comes every 5 s and on every change).
+    private func noteGuardSwitching(_ json: Any?) {
+        guard let j = json as? [String: Any], let cost = (j["switching_cost"] as? NSNumber)?.doubleValue,
+              let rewards = (j["rewards"] as? NSNumber)?.doubleValue,
+              let switches = (j["switches"] as? NSNumber)?.intValue else { return }
+        let seen = GeneralizeBench.GuardSwitchingSeen(cost: cost, rewards: rewards, switches: switches)
+        if let now = guardSwitchingNow, switches < now.switches { guardSwitchingEnded.append(now) }
+        guardSwitchingNow = seen
     }
 
     /// Starts the plant on its own thread.
@@ -308,6 +328,7 @@ final class BenchGatewayRun {
             outcome.supportHandbacks = n
         }
         outcome.guardPairs = guardPairs
+        outcome.guardSwitching = guardSwitchingEnded + (guardSwitchingNow.map { [$0] } ?? [])
         if let g = status?["guard"] as? [String: Any], let trips = (g["trips"] as? NSNumber)?.intValue {
             outcome.guardTrips = trips
         } else if status != nil || guardEvents > 0 {

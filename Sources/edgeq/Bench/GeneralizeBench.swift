@@ -202,6 +202,15 @@ enum GeneralizeBench {
 
     // MARK: One run
 
+    /// One control-group guard's hand-over figures as the gateway last reported them
+    /// (`guard.switching`): `switching_cost`, `rewards` (what the plant earned on its blocks)
+    /// and `switches`.
+    struct GuardSwitchingSeen {
+        var cost: Double
+        var rewards: Double
+        var switches: Int
+    }
+
     /// What one plant × seed run measured.
     struct Outcome {
         var seed: UInt64
@@ -221,6 +230,10 @@ enum GeneralizeBench {
         /// Per served version, the most pairs its control-group guard had compared in a status the
         /// bench saw (the status comes every 5 s of wall time: a lower bound at the end).
         var guardPairs: [Int: Int] = [:]
+        /// What the control-group guards' hand-overs cost, per guard (`BenchGatewayRun`
+        /// follows them through the status and the guard events): empty when no status or
+        /// guard event carried `switching` with its `rewards`.
+        var guardSwitching: [GuardSwitchingSeen] = []
         /// The novel conditions the gateway reported (`guard_watch` events): the plant's step,
         /// the signal and its value.
         var novelConditions: [(step: Int, signal: String, value: Double)] = []
@@ -429,6 +442,17 @@ enum GeneralizeBench {
         out.append(("trial_carry_over", carry.isEmpty ? nil : carry.reduce(0, +) / Double(carry.count), "% of reference block return", .lower,
                     carry.isEmpty ? "not measured: no decided trial had enough blocks for a carry-over estimate (two in each of its four cells)" : nil))
 
+        // What the guard's hand-overs cost in its burn-ins (the gateway's `guard.switching`),
+        // pooled over the guards of the run: Σ cost / Σ |reward earned on the guards' blocks|.
+        let guardBase = o.guardSwitching.reduce(0) { $0 + abs($1.rewards) }
+        let guardSwitches = o.guardSwitching.reduce(0) { $0 + $1.switches }
+        out.append(("guard_switching_cost_pooled", guardBase > 0 ? 100 * o.guardSwitching.reduce(0) { $0 + $1.cost } / guardBase : nil,
+                    "% of the reward on the guard's blocks", .lower,
+                    guardBase > 0 ? nil : o.guardSwitching.isEmpty
+                        ? "not measured: no status or guard event carried the guard's switching figures with their rewards (no guard watched, or a build before 2026-12-07)"
+                        : "not measured: the guards' blocks earned no reward"))
+        out.append(("guard_switches", o.guardSwitching.isEmpty ? nil : Double(guardSwitches), "switches", .lower,
+                    o.guardSwitching.isEmpty ? "not measured: no status or guard event carried the guard's switching figures" : nil))
         out.append(("guard_trips", o.guardTrips.map(Double.init), "trips", .lower,
                     o.guardTrips == nil ? "not measured: no status from the gateway" : nil))
         out.append(("novel_conditions", Double(o.novelConditions.count), "guard_watch events", .lower, nil))
@@ -513,7 +537,7 @@ enum GeneralizeBench {
             let values = rows.compactMap(\.value)
             let value: Double?
             switch name {
-            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "trial_cost", "trial_cost_pooled", "trial_switching_cost_pooled", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+            case "final_return_vs_incumbent", "final_return", "final_incumbent_return", "final_served_return", "final_served_vs_incumbent", "trial_cost", "trial_cost_pooled", "trial_switching_cost_pooled", "guard_switching_cost_pooled", "trial_carry_over", "pretrial_sign_agreement": value = values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
             case "steps_to_first_promotion", "steps_to_475": value = BenchFigure.median(values)
             case "worst_served_vs_incumbent", "worst_served_10_windows_vs_incumbent": value = values.min()
             default: value = values.isEmpty ? nil : values.reduce(0, +)
