@@ -57,7 +57,9 @@ struct HeaterDistillEntry {
         for s in seeds {
             let pi = HeaterPlanning.runPI(seed: s, steps: steps)
             let truth = try HeaterPlanning.runPlanner(seed: s, steps: steps, relaxed: true)
-            let teacher = try HeaterPlanning.runLearnedPlanner(seed: s, steps: steps, model: learned, relaxed: true)
+            // The teacher as the distillation's `PlanTeacher` plans: discounted by the mapping's γ.
+            let teacher = try HeaterPlanning.runLearnedPlanner(seed: s, steps: steps, model: learned, relaxed: true,
+                                                               discount: map.learning.gamma)
             let student = try HeaterDistillation.runStudent(o.student, map: map, seed: s, steps: steps)
             let n = Double(shifts)
             context.progress(String(format: "heater seed %llu: return per shift PI %.1f, planner true model %.1f, teacher (planner, learned model) %.1f, distilled int8 network %.1f",
