@@ -39,6 +39,13 @@ public struct StateSupport: Sendable, Equatable {
         return StateSupport(min: lo, max: hi)
     }
 
+    /// The smallest box holding this one and `other` (inputs of both; nil `other`: this box).
+    /// Boxes of different widths do not combine: this box is returned.
+    public func merged(with other: StateSupport?) -> StateSupport {
+        guard let other, other.min.count == min.count, other.max.count == max.count else { return self }
+        return StateSupport(min: zip(min, other.min).map { Swift.min($0, $1) }, max: zip(max, other.max).map { Swift.max($0, $1) })
+    }
+
     /// Whether the box is well formed for `inputCount` inputs (finite, min ≤ max).
     public func isValid(inputCount n: Int) -> Bool {
         min.count == n && max.count == n && zip(min, max).allSatisfy { $0.isFinite && $1.isFinite && $0 <= $1 }

@@ -111,6 +111,10 @@ extension Retrainer {
     struct Distilled {
         var model: QModel
         var report: RetrainReport
+        /// The box of the states the student was trained on: the logged states the teacher
+        /// valued and the states it visited on the plant model (docs/learning.md, "The teacher
+        /// in control"); nil when none.
+        var taughtStates: StateSupport?
     }
 
     /// The checks that keep a model-free candidate near the incumbent's logged behaviour. A
@@ -306,7 +310,8 @@ extension Retrainer {
         info.reasons = report.reasons
         info.checks = report.checks
         info.pretrial = report.pretrial
-        return Distilled(model: result.model, report: report)
+        let taught = StateSupport.fit(rows: (trainExamples + visited).lazy.map(\.state), inputCount: map.stateWidth)
+        return Distilled(model: result.model, report: report, taughtStates: taught)
     }
 
     /// The checks that fit a candidate distilled from an accepted plant model, after the

@@ -640,6 +640,7 @@ public struct Retrainer: Sendable {
         }
         var chosen = candidate
         var distilledModel: QModel?
+        var taughtStates: StateSupport?
         if l.distill.enabled {
             var info = DistillReport()
             if let model = plantModel {
@@ -648,6 +649,7 @@ public struct Retrainer: Sendable {
                                               warmStart: warmStart, base: base,
                                               train: train, held: held, deadline: deadline, info: &info, progress: progress, shouldStop: shouldStop) {
                     distilledModel = distilled.model
+                    taughtStates = distilled.taughtStates
                     Self.judge(&report)
                     choose(report: &report, candidate: &chosen, distilled: distilled, info: &info, model: model, data: plantData, warmStart: warmStart)
                 } else {
@@ -665,8 +667,18 @@ public struct Retrainer: Sendable {
         // (`safety.support_margin`), since what the network does there was never learned.
         let (support, supportExcluded) = Self.support(of: rows, width: width, rule: supportRows)
         if supportRows != nil { report.figures["support_rows_excluded"] = Double(supportExcluded) }
-        chosen.support = support
-        distilledModel?.support = support
+        // A distilled student was also taught on the states it visited on the plant model: with
+        // `distill.support: taught` its box holds them (else the safety policy takes the plant
+        // back wherever the student does what the teacher taught it and the log never shows);
+        // the report says on how many inputs they reach beyond the log's box either way.
+        let distilledSupport = Self.distilledSupport(log: support, taught: taughtStates, rule: l.distill.support)
+        if let support, let taughtStates, taughtStates.min.count == support.min.count {
+            report.figures["support_taught_wider_inputs"] = Double(support.min.indices.filter {
+                taughtStates.min[$0] < support.min[$0] || taughtStates.max[$0] > support.max[$0]
+            }.count)
+        }
+        chosen.support = report.distill?.chosen == "distilled" ? distilledSupport : support
+        distilledModel?.support = distilledSupport
         report.seconds = Date().timeIntervalSince(clock)
         Self.judge(&report)
         for (k, v) in report.figures { report.figures[k] = roundedForReading(v) }
@@ -676,6 +688,16 @@ public struct Retrainer: Sendable {
             outcome.baseline = ExogenousBaseline.fit(map: map, rows: rowsAll, reference: reference)
         }
         return outcome
+    }
+
+    /// A distilled candidate's support box: the log's (`.log`), or the smallest box holding it
+    /// and `taught`, the states the student was taught on (`.taught`). Nil without a log box (the
+    /// candidate is then not checked, as any candidate without one).
+    public static func distilledSupport(log: StateSupport?, taught: StateSupport?, rule: DistillConfig.Support) -> StateSupport? {
+        switch rule {
+        case .log: return log
+        case .taught: return log.map { $0.merged(with: taught) }
+        }
     }
 
     /// The box around the raw states and next states of `rows` (`StateSupport.fit`), without

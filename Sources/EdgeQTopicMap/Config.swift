@@ -717,6 +717,21 @@ public struct DistillConfig: Sendable, Equatable {
     /// round), and the student is trained again on every state valued so far. 0: the logged
     /// states only. Default 2.
     public var rounds = 2
+    /// The distilled candidate's training support (the box of states the gateway lets it decide
+    /// in; docs/operations.md, "Outside the model's support"). Default `.log`.
+    public var support = Support.log
+
+    /// Which states a distilled candidate's support box holds.
+    public enum Support: String, Sendable, Equatable, CaseIterable {
+        /// The log's rows of the controllers the gateway trusts, as for a Q-learning candidate.
+        case log
+        /// Those and the states the student was taught on: the logged states the teacher valued
+        /// and the states it visited on the plant model in its rounds — where its own decisions
+        /// take the plant, which the incumbent's log never shows (a deeper night setback). Only
+        /// the switchback trial then judges it there (docs/learning.md, "The teacher in control,
+        /// and the student's support").
+        case taught
+    }
 
     /// The defaults.
     public init() {}

@@ -1220,12 +1220,13 @@ struct Builder {
             }
         }
         if let n = f["retention"], let v = r.duration(n, "retention") { l.retention = v }
-        if let n = f["distill"], let e = r.mapping(n, "distill", known: ["enabled", "horizon", "states", "updates", "teacher_seconds", "rounds"]) {
+        if let n = f["distill"], let e = r.mapping(n, "distill", known: ["enabled", "horizon", "states", "updates", "teacher_seconds", "rounds", "support"]) {
             if let x = e["enabled"], let v = r.bool(x, "distill enabled") { l.distill.enabled = v }
             if let x = e["horizon"], let v = r.int(x, "distill horizon", min: 1, max: 10_000) { l.distill.horizon = v }
             if let x = e["states"], let v = r.int(x, "distill states", min: 10, max: 10_000_000) { l.distill.states = v }
             if let x = e["updates"], let v = r.int(x, "distill updates", min: 1, max: 100_000_000) { l.distill.updates = v }
             if let x = e["rounds"], let v = r.int(x, "distill rounds (the student's rounds on the plant model, 0 for none)", min: 0, max: 10) { l.distill.rounds = v }
+            if let x = e["support"], let v = r.choice(x, "distill support (the distilled candidate's support box: the log's states, or also those it was taught on)", DistillConfig.Support.self) { l.distill.support = v }
             if let x = e["teacher_seconds"] {
                 if r.isNone(x) { l.distill.teacherSeconds = nil }
                 else if let v = r.duration(x, "distill teacher_seconds (the teacher's time limit, or none)") { l.distill.teacherSeconds = v }

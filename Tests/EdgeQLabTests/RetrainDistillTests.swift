@@ -262,6 +262,50 @@ struct DriftTestPlant: LabPlant {
         #expect(back.distill?.chosen == d.chosen && back.distill?.agreementHeldOut == d.agreementHeldOut)
     }
 
+    /// A distilled student's support box is the log's by default (`distill.support: log`),
+    /// the report saying on how many inputs the states it was taught on reach beyond it; with
+    /// `support: taught` the box holds those states too — the log's box and more — so that the
+    /// safety policy does not take the plant back wherever the student does what its teacher
+    /// taught it (docs/learning.md, "The teacher in control, and the student's support"). The
+    /// served candidate carries its own rule's box: the student's when it is chosen, the log's
+    /// when the Q-learning candidate is.
+    @Test func aStudentsSupportIsTheLogsUnlessTaughtStatesAreAskedFor() throws {
+        let (map, outcome, _) = try Self.distilled.get()
+        let (dir, path) = try Self.heaterLog.get()
+        #expect(map.learning.distill.support == .log)
+        let width = map.stateWidth
+        let rows = try ExperienceLog.open(path: path, create: false).transitions(window: .all).map(\.transition).filter {
+            !$0.flags.contains(.gap) && $0.action != nil && $0.state.count == width && $0.nextState.count == width
+        }
+        let logged = try #require(Retrainer.support(of: rows, width: width).0)
+        #expect(try #require(outcome.distilledCandidate?.support) == logged)
+        #expect(outcome.candidate.support == logged)
+        let wider = try #require(outcome.report.figures["support_taught_wider_inputs"])
+        #expect(wider >= 1, "the student's own states on the model never left the log's box")
+
+        let taughtMap = try Self.heaterMap(distill: String(Self.distillSettings.dropLast()) + ", support: taught}", lenient: true)
+        #expect(taughtMap.learning.distill.support == .taught)
+        let o = try Retrainer(map: taughtMap, policy: Self.policy(taughtMap)).runWithPlantModel(
+            logPath: path, limits: RetrainLimits(steps: 500), warmStart: nil, output: dir.appendingPathComponent("taught.safetensors"))
+        let d = try #require(o.report.distill)
+        #expect((d.studentStates ?? 0) > 0, "the rounds visited states on the model")
+        let student = try #require(o.distilledCandidate?.support)
+        #expect(student.isValid(inputCount: width))
+        for i in 0..<width {
+            #expect(student.min[i] <= logged.min[i] && student.max[i] >= logged.max[i],
+                    "input \(i): \(student.min[i])…\(student.max[i]) does not hold the log's \(logged.min[i])…\(logged.max[i])")
+        }
+        let beyond = (0..<width).filter { student.min[$0] < logged.min[$0] || student.max[$0] > logged.max[$0] }
+        #expect(!beyond.isEmpty && Double(beyond.count) == o.report.figures["support_taught_wider_inputs"],
+                "beyond the log's box on inputs \(beyond); the report says \(o.report.figures["support_taught_wider_inputs"] ?? -1)")
+        #expect(o.candidate.support == (d.chosen == "distilled" ? student : logged))
+        // The rule alone: `.log` keeps the log's box, `.taught` merges; no log box, no support.
+        let taught = StateSupport(min: student.min, max: student.max)
+        #expect(Retrainer.distilledSupport(log: logged, taught: taught, rule: .log) == logged)
+        #expect(Retrainer.distilledSupport(log: logged, taught: taught, rule: .taught) == logged.merged(with: taught))
+        #expect(Retrainer.distilledSupport(log: nil, taught: taught, rule: .taught) == nil)
+    }
+
     /// `distill: {enabled: false, …}` is the same retraining as no `distill` key: the same
     /// candidate, checks and figures, and no `distill` in the report.
     @Test func distillationOffChangesNothing() throws {

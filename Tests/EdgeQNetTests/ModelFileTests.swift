@@ -424,6 +424,16 @@ func editHeader(_ bytes: [UInt8], _ edit: (inout [String: Any]) -> Void) -> [UIn
         #expect(nan.withUnsafeBufferPointer { box.firstOutside($0, margin: 10) } == 0)
     }
 
+    /// Two boxes merge into the smallest box holding both; nil or another width leaves the box.
+    @Test func boxesMergeInputByInput() {
+        let a = StateSupport(min: [0, -1, 5], max: [1, 1, 5])
+        let b = StateSupport(min: [0.5, -3, 2], max: [4, 0, 2])
+        #expect(a.merged(with: b) == StateSupport(min: [0, -3, 2], max: [4, 1, 5]))
+        #expect(a.merged(with: b) == b.merged(with: a))
+        #expect(a.merged(with: nil) == a)
+        #expect(a.merged(with: StateSupport(min: [-9], max: [9])) == a)
+    }
+
     @Test func aDamagedSupportIsRefused() throws {
         let dir = try TempDir()
         var (model, _) = try makeModel(Architecture(inputCount: 2, hidden: [8], actionCount: 2))

@@ -178,6 +178,10 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
             ("learning: {}", { $0.learning.distill.rounds == 2 }),
             ("learning: {distill: {enabled: true, rounds: 0}}", { $0.learning.distill.rounds == 0 }),
             ("learning: {distill: {rounds: 5}}", { $0.learning.distill.rounds == 5 }),
+            // The distilled candidate's support box (default: the log's; taught: also its taught states).
+            ("learning: {}", { $0.learning.distill.support == .log }),
+            ("learning: {distill: {enabled: true, support: taught}}", { $0.learning.distill.support == .taught }),
+            ("learning: {distill: {support: log}}", { $0.learning.distill.support == .log }),
             // Model rollouts (off by default; 300 starts of 50 steps, ε 0.2, λ 1, no uncertainty limit).
             ("learning: {}", { $0.learning.rollouts == RolloutConfig() && !$0.learning.rollouts.enabled && $0.learning.rollouts.starts == 300
                                && $0.learning.rollouts.horizon == 50 && $0.learning.rollouts.epsilon == 0.2 && $0.learning.rollouts.uncertaintyPenalty == 1
@@ -342,6 +346,8 @@ func diagnostics(_ yaml: String) -> [MappingDiagnostic] {
          "distill teacher_seconds (the teacher's time limit, or none) must be a positive duration (seconds, or e.g. 500ms, 30s, 5m, 2h, 7d), found 'soon'"),
         (minimal + "learning: {distill: {rounds: 11}}\n", 13, 30,
          "distill rounds (the student's rounds on the plant model, 0 for none) must be in 0...10, found 11"),
+        (minimal + "learning: {distill: {support: visited}}\n", 13, 31,
+         "distill support (the distilled candidate's support box: the log's states, or also those it was taught on) must be one of log, taught, found 'visited'"),
         (minimal + "learning: {prioritized_replay: {alpah: 0.5}}\n", 13, 33, "unknown key 'alpah' in prioritized_replay"),
         (minimal + "learning: {rollouts: {epsilon: 2}}\n", 13, 32, "rollouts epsilon must be in [0, 1] (the share of random decisions in a rollout)"),
         (minimal + "learning: {rollouts: {uncertainty_penalty: -1}}\n", 13, 44, "rollouts uncertainty_penalty must be a finite number ≥ 0 (0: no penalty)"),
